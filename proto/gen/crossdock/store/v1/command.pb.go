@@ -90,10 +90,13 @@ type Command struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	Type  CommandType            `protobuf:"varint,1,opt,name=type,proto3,enum=crossdock.store.v1.CommandType" json:"type,omitempty"`
 	// A node that does not know type skips the entry instead of stopping (rolling upgrade).
-	Ignorable     bool   `protobuf:"varint,2,opt,name=ignorable,proto3" json:"ignorable,omitempty"`
-	Payload       []byte `protobuf:"bytes,3,opt,name=payload,proto3" json:"payload,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	Ignorable bool   `protobuf:"varint,2,opt,name=ignorable,proto3" json:"ignorable,omitempty"`
+	Payload   []byte `protobuf:"bytes,3,opt,name=payload,proto3" json:"payload,omitempty"`
+	// Leader's clock when the command was proposed, in Unix nanoseconds. Handlers use it
+	// instead of a clock so that every node applies the same result.
+	ProposedAtUnixNano int64 `protobuf:"varint,4,opt,name=proposed_at_unix_nano,json=proposedAtUnixNano,proto3" json:"proposed_at_unix_nano,omitempty"`
+	unknownFields      protoimpl.UnknownFields
+	sizeCache          protoimpl.SizeCache
 }
 
 func (x *Command) Reset() {
@@ -145,6 +148,13 @@ func (x *Command) GetPayload() []byte {
 		return x.Payload
 	}
 	return nil
+}
+
+func (x *Command) GetProposedAtUnixNano() int64 {
+	if x != nil {
+		return x.ProposedAtUnixNano
+	}
+	return 0
 }
 
 // IngestBatch is one uplink batch from one agent: one log entry (group commit).
@@ -796,11 +806,12 @@ var File_crossdock_store_v1_command_proto protoreflect.FileDescriptor
 
 const file_crossdock_store_v1_command_proto_rawDesc = "" +
 	"\n" +
-	" crossdock/store/v1/command.proto\x12\x12crossdock.store.v1\x1a\x1ecrossdock/event/v1/event.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"v\n" +
+	" crossdock/store/v1/command.proto\x12\x12crossdock.store.v1\x1a\x1ecrossdock/event/v1/event.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xa9\x01\n" +
 	"\aCommand\x123\n" +
 	"\x04type\x18\x01 \x01(\x0e2\x1f.crossdock.store.v1.CommandTypeR\x04type\x12\x1c\n" +
 	"\tignorable\x18\x02 \x01(\bR\tignorable\x12\x18\n" +
-	"\apayload\x18\x03 \x01(\fR\apayload\"`\n" +
+	"\apayload\x18\x03 \x01(\fR\apayload\x121\n" +
+	"\x15proposed_at_unix_nano\x18\x04 \x01(\x03R\x12proposedAtUnixNano\"`\n" +
 	"\vIngestBatch\x12\x19\n" +
 	"\bagent_id\x18\x01 \x01(\tR\aagentId\x126\n" +
 	"\x06events\x18\x02 \x03(\v2\x1e.crossdock.store.v1.AgentEventR\x06events\"Z\n" +

@@ -1,0 +1,51 @@
+# Crossdock. `make` lists the targets.
+SHELL := /bin/bash
+GO    ?= go
+BIN   := bin/crossdock
+TOOLS := $(CURDIR)/.bin
+BUF   := $(TOOLS)/buf
+BUF_VERSION := v1.75.0
+
+.DEFAULT_GOAL := help
+
+help: ## Show the targets
+	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[36m%-12s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+
+build: ## Build bin/crossdock
+	$(GO) build -o $(BIN) ./cmd/crossdock
+
+test: ## Run every test with the race detector
+	$(GO) test -race -timeout 20m ./...
+
+demo: build ## Run a one-node control plane, an agent and sample data (Ctrl-C stops)
+	$(BIN) demo
+
+bench: build ## Run the benchmarks and load programs; figures are printed
+	$(GO) test -run '^$$' -bench . -benchtime 3x ./agent/outbox/ ./controlplane/ledger/
+	$(GO) run ./bench/outboxbench
+	$(GO) run ./bench/ingestbench
+
+$(BUF):
+	GOBIN=$(TOOLS) $(GO) install github.com/bufbuild/buf/cmd/buf@$(BUF_VERSION)
+
+tools: $(BUF) ## Install pinned tools into .bin
+
+gen: $(BUF) ## Regenerate protobuf code (local, pinned plugins)
+	rm -rf proto/gen
+	$(BUF) generate --template proto/buf.gen.yaml
+
+check-gen: gen ## Fail if generated code is stale
+	@git diff --exit-code -- proto/gen || (echo "generated code is stale: run make gen and commit" && exit 1)
+	@test -z "$$(git status --porcelain -- proto/gen)" || (echo "untracked generated files: run make gen and commit" && git status --porcelain -- proto/gen && exit 1)
+
+lint: $(BUF) ## gofmt, go vet, buf lint
+	@out=$$(gofmt -l $$(git ls-files '*.go' | grep -v '^proto/gen/')); test -z "$$out" || (echo "gofmt needed:"; echo "$$out"; exit 1)
+	$(GO) vet ./...
+	$(BUF) lint
+
+fuzz: ## Run each fuzzer briefly
+	$(GO) test -run '^$$' -fuzz FuzzParseToken -fuzztime 20s ./controlplane/pki/
+	$(GO) test -run '^$$' -fuzz FuzzRestore -fuzztime 20s ./controlplane/ledger/
+	$(GO) test -run '^$$' -fuzz FuzzReadEvents -fuzztime 20s ./cmd/crossdock/
+
+.PHONY: help build test demo bench tools gen check-gen lint fuzz

@@ -1,0 +1,243 @@
+// Package agent is the Crossdock agent as a library: it keeps an mTLS identity, a
+// durable outbox, the uplink to the control plane and a local API through which events
+// are handed to it.
+package agent
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"os"
+	"path/filepath"
+	"time"
+
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/timestamppb"
+
+	"github.com/crossdock/crossdock/agent/localapi"
+	"github.com/crossdock/crossdock/agent/outbox"
+	"github.com/crossdock/crossdock/agent/uplink"
+	"github.com/crossdock/crossdock/internal/canonical"
+	agentv1 "github.com/crossdock/crossdock/proto/gen/crossdock/agent/v1"
+	eventv1 "github.com/crossdock/crossdock/proto/gen/crossdock/event/v1"
+)
+
+// Version is reported to the control plane.
+var Version = "dev"
+
+// DefaultConnector names the source of events handed in through the local API.
+const DefaultConnector = "publish"
+
+// Config configures an agent.
+type Config struct {
+	// Name is the agent id asked for at enrollment (the token may fix it instead).
+	Name string
+	// DataDir holds the identity and the outbox.
+	DataDir string
+	// Servers are control plane addresses, host:port.
+	Servers []string
+	// EnrollToken is used once, when the agent has no identity yet.
+	EnrollToken string
+	// LocalAddr is the local API address; 127.0.0.1:7480 when empty, "-" to disable.
+	LocalAddr string
+	// DisableQUIC forces HTTP/2 over TCP.
+	DisableQUIC bool
+	// QuotaBytes bounds the outbox (pending event bytes); 1 GiB when 0.
+	QuotaBytes int64
+	// BatchMaxEvents and Window tune the uplink.
+	BatchMaxEvents int
+	Window         int
+	Logger         *slog.Logger
+}
+
+// Agent is a running agent.
+type Agent struct {
+	cfg    Config
+	logger *slog.Logger
+	id     *identity
+	outbox *outbox.Outbox
+	uplink *uplink.Uplink
+	local  net.Listener
+}
+
+// New enrolls the agent if it has no identity yet, opens the outbox and binds the local
+// API. Run starts streaming.
+func New(ctx context.Context, cfg Config) (*Agent, error) {
+	logger := cfg.Logger
+	if logger == nil {
+		logger = slog.Default()
+	}
+	if cfg.DataDir == "" {
+		return nil, errors.New("agent: DataDir is required")
+	}
+	if len(cfg.Servers) == 0 {
+		return nil, errors.New("agent: at least one control plane address (--server) is required")
+	}
+	if cfg.LocalAddr == "" {
+		cfg.LocalAddr = "127.0.0.1:7480"
+	}
+	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
+		return nil, fmt.Errorf("agent: create data dir: %w", err)
+	}
+	id, err := loadIdentity(cfg.DataDir)
+	switch {
+	case errors.Is(err, ErrNotEnrolled) && cfg.EnrollToken != "":
+		if id, err = enroll(ctx, cfg.DataDir, cfg.Servers, cfg.EnrollToken, cfg.Name); err != nil {
+			return nil, err
+		}
+		logger.Info("agent enrolled", "agent", id.ID)
+	case err != nil:
+		return nil, err
+	case cfg.EnrollToken != "":
+		logger.Info("agent already enrolled; ignoring the enrollment token", "agent", id.ID)
+	}
+	a := &Agent{cfg: cfg, logger: logger.With("agent", id.ID), id: id}
+	a.outbox, err = outbox.Open(outbox.Options{Dir: filepath.Join(cfg.DataDir, "outbox"), QuotaBytes: cfg.QuotaBytes, Logger: a.logger})
+	if err != nil {
+		return nil, fmt.Errorf("agent: open outbox: %w", err)
+	}
+	a.uplink = uplink.New(uplink.Config{
+		Servers: cfg.Servers,
+		TLS: &tls.Config{
+			MinVersion:   tls.VersionTLS13,
+			Certificates: []tls.Certificate{id.Cert},
+			RootCAs:      id.CA,
+		},
+		DisableQUIC:    cfg.DisableQUIC,
+		Outbox:         a.outbox,
+		BatchMaxEvents: cfg.BatchMaxEvents,
+		Window:         cfg.Window,
+		AgentVersion:   Version,
+		Logger:         a.logger,
+	})
+	if cfg.LocalAddr != "-" {
+		a.local, err = net.Listen("tcp", cfg.LocalAddr)
+		if err != nil {
+			a.outbox.Close()
+			return nil, fmt.Errorf("agent: local API listen on %s: %w", cfg.LocalAddr, err)
+		}
+	}
+	return a, nil
+}
+
+// ID is the agent's enrolled id.
+func (a *Agent) ID() string { return a.id.ID }
+
+// LocalAddr is the bound local API address, "" when disabled.
+func (a *Agent) LocalAddr() string {
+	if a.local == nil {
+		return ""
+	}
+	return a.local.Addr().String()
+}
+
+// Outbox exposes the agent's outbox (for connectors and benchmarks).
+func (a *Agent) Outbox() *outbox.Outbox { return a.outbox }
+
+// Run streams the outbox and serves the local API until ctx is done.
+func (a *Agent) Run(ctx context.Context) error {
+	defer a.outbox.Close()
+	errc := make(chan error, 2)
+	if a.local != nil {
+		go func() { errc <- localapi.Serve(ctx, a.local, a, a.logger) }()
+		a.logger.Info("local API listening", "addr", a.LocalAddr())
+	}
+	go func() { errc <- a.uplink.Run(ctx) }()
+	err := <-errc
+	if ctx.Err() != nil {
+		if a.local != nil {
+			<-errc
+		}
+		return nil
+	}
+	return err
+}
+
+// Publish validates events, gives each its deterministic id, and appends them to the
+// outbox; it returns once they are fsynced.
+func (a *Agent) Publish(ctx context.Context, connector string, events []*eventv1.Event) (*agentv1.PublishResponse, error) {
+	if connector == "" {
+		connector = DefaultConnector
+	}
+	if len(events) == 0 {
+		return &agentv1.PublishResponse{}, nil
+	}
+	recs := make([][]byte, len(events))
+	ids := make([]string, len(events))
+	for i, ev := range events {
+		canonical.Normalize(ev)
+		if err := canonical.Validate(ev); err != nil {
+			return nil, fmt.Errorf("events[%d]: %w", i, err)
+		}
+		if ev.Source == nil {
+			ev.Source = &eventv1.Source{}
+		}
+		ev.Source.Agent, ev.Source.Connector = a.id.ID, connector
+		// An event without a time gets the time it arrived, before its content is
+		// hashed: otherwise a level going 10 → 5 → 10 would repeat an id and be dropped.
+		if ev.OccurredAt == nil {
+			ev.OccurredAt = timestamppb.Now()
+		}
+		if ev.Source.Position == "" {
+			pos, err := canonical.ContentPosition(ev)
+			if err != nil {
+				return nil, err
+			}
+			ev.Source.Position = pos
+		}
+		if ev.Id == "" {
+			ev.Id = canonical.ID(a.id.ID, connector, ev.Source.Position)
+		}
+		b, err := proto.Marshal(ev)
+		if err != nil {
+			return nil, fmt.Errorf("events[%d]: encode: %w", i, err)
+		}
+		recs[i], ids[i] = b, ev.Id
+	}
+	first, last, err := a.outbox.Append(ctx, recs)
+	if err != nil {
+		return nil, err
+	}
+	return &agentv1.PublishResponse{FirstSeq: first, LastSeq: last, Ids: ids}, nil
+}
+
+// Status describes the agent.
+func (a *Agent) Status() *agentv1.AgentStatus {
+	us := a.uplink.Status()
+	os := a.outbox.Stats()
+	st := &agentv1.AgentStatus{
+		AgentId: a.id.ID, UplinkState: us.State, Transport: us.Transport, Server: us.Server,
+		LastError: us.LastError, CommittedSeq: us.CommittedSeq,
+		Outbox: &agentv1.OutboxStatus{
+			PendingEvents: os.PendingEvents, PendingBytes: os.PendingBytes, QuotaBytes: os.QuotaBytes,
+			LastSeq: os.LastSeq, Blocked: os.Blocked, BlockedReason: os.BlockedReason,
+		},
+	}
+	if !us.ConnectedSince.IsZero() && us.State == uplink.StateConnected {
+		st.ConnectedSince = timestamppb.New(us.ConnectedSince)
+	}
+	return st
+}
+
+// waitUntil polls cond until it holds or ctx is done; agents use it in tests and
+// benchmarks through exported helpers.
+func waitUntil(ctx context.Context, cond func() bool) error {
+	t := time.NewTicker(20 * time.Millisecond)
+	defer t.Stop()
+	for !cond() {
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-t.C:
+		}
+	}
+	return nil
+}
+
+// WaitDrained blocks until every event in the outbox is committed by the control plane.
+func (a *Agent) WaitDrained(ctx context.Context) error {
+	return waitUntil(ctx, func() bool { return a.outbox.Stats().PendingEvents == 0 })
+}

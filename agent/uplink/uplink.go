@@ -1,0 +1,344 @@
+// Package uplink streams the agent's outbox to the control plane: one Connect
+// bidirectional stream over HTTP/3 (QUIC), or HTTP/2 over TCP when QUIC cannot connect.
+//
+// The agent sends batches of consecutive outbox entries with a window of batches in
+// flight; the control plane answers each with the highest seq committed by a Raft
+// quorum, and only then does the agent delete entries from its outbox. After any
+// disconnect it reconnects with backoff and resumes from what the control plane says is
+// committed, so entries in flight when the link dropped are re-sent and deduplicated.
+package uplink
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math/rand/v2"
+	"net/http"
+	"sync"
+	"time"
+
+	"connectrpc.com/connect"
+	"github.com/quic-go/quic-go"
+	"github.com/quic-go/quic-go/http3"
+	"google.golang.org/protobuf/proto"
+
+	"github.com/crossdock/crossdock/agent/outbox"
+	eventv1 "github.com/crossdock/crossdock/proto/gen/crossdock/event/v1"
+	uplinkv1 "github.com/crossdock/crossdock/proto/gen/crossdock/uplink/v1"
+	"github.com/crossdock/crossdock/proto/gen/crossdock/uplink/v1/uplinkv1connect"
+)
+
+// Transports, as shown in status.
+const (
+	TransportH3 = "h3"
+	TransportH2 = "h2"
+)
+
+// Uplink states.
+const (
+	StateConnecting   = "connecting"
+	StateConnected    = "connected"
+	StateDisconnected = "disconnected"
+)
+
+// Config configures an Uplink.
+type Config struct {
+	// Servers are control plane addresses (host:port); the uplink tries them in turn.
+	Servers []string
+	// TLS is the agent's mTLS client configuration (certificate and cluster CA).
+	TLS *tls.Config
+	// DisableQUIC skips HTTP/3 and always uses HTTP/2 over TCP.
+	DisableQUIC bool
+	Outbox      *outbox.Outbox
+	// BatchMaxEvents and BatchMaxBytes bound one batch (defaults 500 and 1 MiB).
+	BatchMaxEvents int
+	BatchMaxBytes  int
+	// Window is how many batches may be in flight unacknowledged (default 8).
+	Window int
+	// QUICTimeout bounds the QUIC handshake before falling back (default 3s).
+	QUICTimeout  time.Duration
+	AgentVersion string
+	Logger       *slog.Logger
+	// MinBackoff and MaxBackoff bound the reconnect delay (defaults 200ms and 15s).
+	MinBackoff time.Duration
+	MaxBackoff time.Duration
+}
+
+// Status is the uplink's state, for agent status.
+type Status struct {
+	State          string
+	Transport      string
+	Server         string
+	LastError      string
+	ConnectedSince time.Time
+	CommittedSeq   uint64
+}
+
+// Uplink keeps the agent connected and the outbox draining.
+type Uplink struct {
+	cfg    Config
+	logger *slog.Logger
+
+	mu     sync.Mutex
+	status Status
+}
+
+// New returns an Uplink; Run starts it.
+func New(cfg Config) *Uplink {
+	if cfg.BatchMaxEvents <= 0 {
+		cfg.BatchMaxEvents = 500
+	}
+	if cfg.BatchMaxBytes <= 0 {
+		cfg.BatchMaxBytes = 1 << 20
+	}
+	if cfg.Window <= 0 {
+		cfg.Window = 8
+	}
+	if cfg.QUICTimeout <= 0 {
+		cfg.QUICTimeout = 3 * time.Second
+	}
+	if cfg.MinBackoff <= 0 {
+		cfg.MinBackoff = 200 * time.Millisecond
+	}
+	if cfg.MaxBackoff <= 0 {
+		cfg.MaxBackoff = 15 * time.Second
+	}
+	l := cfg.Logger
+	if l == nil {
+		l = slog.Default()
+	}
+	return &Uplink{cfg: cfg, logger: l.With("component", "uplink"), status: Status{State: StateDisconnected}}
+}
+
+// Status returns a copy of the current status.
+func (u *Uplink) Status() Status {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	return u.status
+}
+
+func (u *Uplink) setStatus(f func(*Status)) {
+	u.mu.Lock()
+	f(&u.status)
+	u.mu.Unlock()
+}
+
+// Run connects and streams until ctx is done. It returns only ctx's error, or an error
+// the agent cannot recover from by reconnecting (its certificate was refused).
+func (u *Uplink) Run(ctx context.Context) error {
+	backoff := u.cfg.MinBackoff
+	for attempt := 0; ; attempt++ {
+		server := u.cfg.Servers[attempt%len(u.cfg.Servers)]
+		started := time.Now()
+		err := u.session(ctx, server)
+		if ctx.Err() != nil {
+			u.setStatus(func(s *Status) { s.State, s.Transport = StateDisconnected, "" })
+			return ctx.Err()
+		}
+		u.setStatus(func(s *Status) { s.State, s.Transport, s.LastError = StateDisconnected, "", err.Error() })
+		if connect.CodeOf(err) == connect.CodeUnauthenticated || connect.CodeOf(err) == connect.CodePermissionDenied {
+			u.logger.Error("control plane refused this agent's identity; re-enroll it with a new token", "server", server, "err", err)
+		} else {
+			u.logger.Warn("uplink disconnected; will reconnect", "server", server, "err", err, "retry_in", backoff)
+		}
+		if time.Since(started) > 30*time.Second {
+			backoff = u.cfg.MinBackoff
+		}
+		jitter := time.Duration(rand.Int64N(int64(backoff)/2 + 1))
+		select {
+		case <-ctx.Done():
+			u.setStatus(func(s *Status) { s.State = StateDisconnected })
+			return ctx.Err()
+		case <-time.After(backoff/2 + jitter):
+		}
+		backoff = min(backoff*2, u.cfg.MaxBackoff)
+	}
+}
+
+// dial opens a stream to server: HTTP/3 first unless disabled, then HTTP/2. The stream
+// counts as open once the server's Welcome arrived.
+func (u *Uplink) dial(ctx context.Context, server string) (*connect.BidiStreamForClient[uplinkv1.StreamRequest, uplinkv1.StreamResponse], *uplinkv1.Welcome, string, func(), error) {
+	var errs []error
+	transports := []string{TransportH3, TransportH2}
+	if u.cfg.DisableQUIC {
+		transports = transports[1:]
+	}
+	for _, tr := range transports {
+		hc, closeFn := u.httpClient(tr)
+		client := uplinkv1connect.NewUplinkServiceClient(hc, "https://"+server)
+		sctx, cancel := context.WithCancel(ctx)
+		stream := client.Stream(sctx)
+		hello := &uplinkv1.Hello{AgentVersion: u.cfg.AgentVersion}
+		st := u.cfg.Outbox.Stats()
+		hello.OutboxFirstSeq, hello.OutboxLastSeq = st.FirstSeq, st.LastSeq
+		welcome, err := func() (*uplinkv1.Welcome, error) {
+			if err := stream.Send(&uplinkv1.StreamRequest{Msg: &uplinkv1.StreamRequest_Hello{Hello: hello}}); err != nil {
+				_, rerr := stream.Receive()
+				return nil, errors.Join(err, rerr)
+			}
+			// The first answer must come quickly: a QUIC path that is blocked shows up as
+			// a stream that never answers.
+			timer := time.AfterFunc(u.cfg.QUICTimeout+2*time.Second, cancel)
+			defer timer.Stop()
+			msg, err := stream.Receive()
+			if err != nil {
+				return nil, err
+			}
+			w := msg.GetWelcome()
+			if w == nil {
+				return nil, errors.New("control plane did not answer hello with welcome")
+			}
+			return w, nil
+		}()
+		if err == nil {
+			return stream, welcome, tr, func() { cancel(); closeFn() }, nil
+		}
+		cancel()
+		closeFn()
+		errs = append(errs, fmt.Errorf("%s: %w", tr, err))
+		if c := connect.CodeOf(err); c == connect.CodeUnauthenticated || c == connect.CodePermissionDenied || ctx.Err() != nil {
+			break
+		}
+		if tr == TransportH3 {
+			u.logger.Info("HTTP/3 (QUIC) unavailable; falling back to HTTP/2 over TCP", "server", server, "err", err)
+		}
+	}
+	return nil, nil, "", nil, errors.Join(errs...)
+}
+
+func (u *Uplink) httpClient(transport string) (*http.Client, func()) {
+	tlsConf := u.cfg.TLS.Clone()
+	if transport == TransportH3 {
+		tlsConf.NextProtos = []string{http3.NextProtoH3}
+		rt := &http3.Transport{
+			TLSClientConfig: tlsConf,
+			QUICConfig: &quic.Config{
+				HandshakeIdleTimeout: u.cfg.QUICTimeout,
+				MaxIdleTimeout:       30 * time.Second,
+				KeepAlivePeriod:      10 * time.Second,
+			},
+		}
+		return &http.Client{Transport: rt}, func() { rt.Close() }
+	}
+	tlsConf.NextProtos = []string{"h2"}
+	rt := &http.Transport{TLSClientConfig: tlsConf, ForceAttemptHTTP2: true, IdleConnTimeout: 90 * time.Second}
+	return &http.Client{Transport: rt}, rt.CloseIdleConnections
+}
+
+// session runs one connection until it fails.
+func (u *Uplink) session(ctx context.Context, server string) error {
+	u.setStatus(func(s *Status) { s.State, s.Server = StateConnecting, server })
+	stream, welcome, transport, closeFn, err := u.dial(ctx, server)
+	if err != nil {
+		return err
+	}
+	defer closeFn()
+	u.logger.Info("uplink connected", "server", server, "transport", transport, "node", welcome.GetNodeId(), "committed_seq", welcome.GetCommittedSeq())
+	u.setStatus(func(s *Status) {
+		s.State, s.Transport, s.ConnectedSince, s.LastError = StateConnected, transport, time.Now(), ""
+		s.CommittedSeq = welcome.GetCommittedSeq()
+	})
+	if err := u.cfg.Outbox.Ack(welcome.GetCommittedSeq()); err != nil {
+		return fmt.Errorf("uplink: ack outbox: %w", err)
+	}
+
+	sctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	win := &window{slots: make(chan struct{}, u.cfg.Window)}
+	errc := make(chan error, 2)
+	go func() { errc <- u.send(sctx, stream, welcome.GetCommittedSeq()+1, win) }()
+	go func() { errc <- u.receive(sctx, stream, win) }()
+	err = <-errc
+	cancel()
+	_ = stream.CloseRequest()
+	_ = stream.CloseResponse()
+	<-errc
+	return err
+}
+
+// window bounds the batches in flight: a slot is taken per batch sent and given back
+// when an ack covers the batch's last seq.
+type window struct {
+	slots chan struct{}
+	mu    sync.Mutex
+	lasts []uint64
+}
+
+func (w *window) acquire(ctx context.Context, last uint64) error {
+	select {
+	case w.slots <- struct{}{}:
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+	w.mu.Lock()
+	w.lasts = append(w.lasts, last)
+	w.mu.Unlock()
+	return nil
+}
+
+func (w *window) release(committed uint64) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	for len(w.lasts) > 0 && w.lasts[0] <= committed {
+		w.lasts = w.lasts[1:]
+		<-w.slots
+	}
+}
+
+func (u *Uplink) send(ctx context.Context, stream *connect.BidiStreamForClient[uplinkv1.StreamRequest, uplinkv1.StreamResponse], cursor uint64, window *window) error {
+	ob := u.cfg.Outbox
+	for {
+		notify := ob.Notify()
+		entries, err := ob.Read(cursor, u.cfg.BatchMaxEvents, u.cfg.BatchMaxBytes)
+		if err != nil {
+			return fmt.Errorf("uplink: read outbox: %w", err)
+		}
+		if len(entries) == 0 {
+			select {
+			case <-ctx.Done():
+				return ctx.Err()
+			case <-notify:
+				continue
+			}
+		}
+		batch := &uplinkv1.Batch{Events: make([]*uplinkv1.OutboxEvent, 0, len(entries))}
+		for _, e := range entries {
+			ev := &eventv1.Event{}
+			if err := proto.Unmarshal(e.Data, ev); err != nil {
+				return fmt.Errorf("uplink: outbox entry %d is not an event: %w", e.Seq, err)
+			}
+			batch.Events = append(batch.Events, &uplinkv1.OutboxEvent{Seq: e.Seq, Event: ev})
+		}
+		last := entries[len(entries)-1].Seq
+		if err := window.acquire(ctx, last); err != nil {
+			return err
+		}
+		if err := stream.Send(&uplinkv1.StreamRequest{Msg: &uplinkv1.StreamRequest_Batch{Batch: batch}}); err != nil {
+			return fmt.Errorf("uplink: send batch: %w", err)
+		}
+		cursor = last + 1
+	}
+}
+
+func (u *Uplink) receive(ctx context.Context, stream *connect.BidiStreamForClient[uplinkv1.StreamRequest, uplinkv1.StreamResponse], window *window) error {
+	for {
+		msg, err := stream.Receive()
+		if err != nil {
+			if ctx.Err() != nil {
+				return ctx.Err()
+			}
+			return fmt.Errorf("uplink: receive: %w", err)
+		}
+		ack := msg.GetAck()
+		if ack == nil {
+			continue
+		}
+		if err := u.cfg.Outbox.Ack(ack.GetCommittedSeq()); err != nil {
+			return fmt.Errorf("uplink: ack outbox: %w", err)
+		}
+		u.setStatus(func(s *Status) { s.CommittedSeq = ack.GetCommittedSeq() })
+		window.release(ack.GetCommittedSeq())
+	}
+}

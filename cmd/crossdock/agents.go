@@ -1,0 +1,43 @@
+package main
+
+import (
+	"fmt"
+
+	"connectrpc.com/connect"
+	"github.com/spf13/cobra"
+
+	adminv1 "github.com/crossdock/crossdock/proto/gen/crossdock/admin/v1"
+)
+
+func newAgentsCmd() *cobra.Command {
+	cmd := &cobra.Command{Use: "agents", Short: "Inspect enrolled agents"}
+	cmd.AddCommand(&cobra.Command{
+		Use:     "ls",
+		Aliases: []string{"list"},
+		Short:   "List enrolled agents, their connection and what they have committed",
+		Args:    cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			c, err := adminClient()
+			if err != nil {
+				return err
+			}
+			res, err := c.ListAgents(cmd.Context(), connect.NewRequest(&adminv1.ListAgentsRequest{}))
+			if err != nil {
+				return fmt.Errorf("list agents: %w", err)
+			}
+			if g.output != "table" {
+				return printMessage(cmd.OutOrStdout(), res.Msg)
+			}
+			tw := newTable(cmd.OutOrStdout(), "AGENT", "CONNECTED", "TRANSPORT", "COMMITTED SEQ", "EVENTS", "DUPLICATES", "ENROLLED")
+			for _, a := range res.Msg.GetAgents() {
+				conn, tr := "no", "-"
+				if a.GetConnected() {
+					conn, tr = "yes", a.GetTransport()
+				}
+				fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%d\t%d\t%s\n", a.GetId(), conn, tr, a.GetCommittedSeq(), a.GetEventsCommitted(), a.GetDuplicates(), fmtTime(a.GetEnrolledAt()))
+			}
+			return tw.Flush()
+		},
+	})
+	return cmd
+}

@@ -1,0 +1,43 @@
+package main
+
+import (
+	"github.com/spf13/cobra"
+
+	"github.com/crossdock/crossdock/controlplane"
+	"github.com/crossdock/crossdock/internal/cliconfig"
+)
+
+func newServerCmd() *cobra.Command {
+	var cfg controlplane.Config
+	var writeCLI bool
+	cmd := &cobra.Command{
+		Use:   "server",
+		Short: "Run a control plane node",
+		Long: `Run a control plane node. The first start with an empty --data-dir bootstraps a new
+cluster: it creates the cluster CA and an admin token, and writes both to
+<data-dir>/admin.yaml (and to ~/.config/crossdock/config.yaml when that does not exist).`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if writeCLI {
+				cfg.CLIConfigPath = cliconfig.DefaultPath()
+			}
+			srv, err := controlplane.New(cmd.Context(), cfg)
+			if err != nil {
+				return err
+			}
+			cmd.PrintErrf("control plane serving on %s (admin config: %s)\n", srv.Addr(), srv.AdminConfigPath())
+			return srv.Run(cmd.Context())
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&cfg.DataDir, "data-dir", envOr("CROSSDOCK_DATA_DIR", "crossdock-server"), "data directory (raft log, ledger, admin.yaml)")
+	f.StringVar(&cfg.NodeID, "node-id", "", "raft node id (default: host name)")
+	f.StringVar(&cfg.Listen, "listen", "127.0.0.1:7443", "API address: HTTPS on TCP and HTTP/3 on UDP, same port")
+	f.StringVar(&cfg.RaftListen, "raft-listen", "127.0.0.1:7444", "raft address")
+	f.StringVar(&cfg.Advertise, "advertise", "", "API address agents and the CLI use (default: --listen)")
+	f.StringSliceVar(&cfg.TLSHosts, "tls-san", nil, "extra DNS names or IPs for the server certificate")
+	f.BoolVar(&cfg.Bootstrap, "bootstrap", true, "form a new single-node cluster when the data dir is empty")
+	f.BoolVar(&cfg.DisableHTTP3, "no-http3", false, "serve only HTTPS over TCP (no QUIC)")
+	f.BoolVar(&writeCLI, "write-cli-config", true, "at bootstrap, also write the admin config to ~/.config/crossdock/config.yaml if absent")
+	return cmd
+}

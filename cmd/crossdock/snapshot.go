@@ -1,0 +1,124 @@
+package main
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+
+	"connectrpc.com/connect"
+	"github.com/spf13/cobra"
+
+	adminv1 "github.com/crossdock/crossdock/proto/gen/crossdock/admin/v1"
+)
+
+func newSnapshotCmd() *cobra.Command {
+	cmd := &cobra.Command{Use: "snapshot", Short: "Back up and restore the control plane state"}
+	cmd.AddCommand(&cobra.Command{
+		Use:   "save FILE",
+		Short: "Save a consistent backup of the cluster state to FILE",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			c, err := adminClient()
+			if err != nil {
+				return err
+			}
+			path := args[0]
+			tmp, err := os.CreateTemp(filepath.Dir(path), ".snapshot-*")
+			if err != nil {
+				return fmt.Errorf("create %s: %w", path, err)
+			}
+			defer os.Remove(tmp.Name())
+			defer tmp.Close()
+			stream, err := c.SaveSnapshot(cmd.Context(), connect.NewRequest(&adminv1.SaveSnapshotRequest{}))
+			if err != nil {
+				return fmt.Errorf("save snapshot: %w", err)
+			}
+			var index, sent uint64
+			for stream.Receive() {
+				m := stream.Msg()
+				if m.GetIndex() != 0 {
+					index = m.GetIndex()
+				}
+				if _, err := tmp.Write(m.GetChunk()); err != nil {
+					return fmt.Errorf("write %s: %w", path, err)
+				}
+				sent = m.GetBytesSent()
+				cmd.PrintErrf("\rsaving snapshot: %s", humanBytes(sent))
+			}
+			cmd.PrintErrln()
+			if err := stream.Err(); err != nil {
+				return fmt.Errorf("save snapshot: %w", err)
+			}
+			if err := tmp.Sync(); err != nil {
+				return fmt.Errorf("write %s: %w", path, err)
+			}
+			if err := os.Rename(tmp.Name(), path); err != nil {
+				return fmt.Errorf("write %s: %w", path, err)
+			}
+			cmd.PrintErrf("saved snapshot at raft index %d to %s (%s)\n", index, path, humanBytes(sent))
+			return nil
+		},
+	})
+	cmd.AddCommand(&cobra.Command{
+		Use:   "restore FILE",
+		Short: "Replace the whole cluster's state with a backup (dangerous: state after the backup is lost)",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			c, err := adminClient()
+			if err != nil {
+				return err
+			}
+			f, err := os.Open(args[0])
+			if err != nil {
+				return fmt.Errorf("open backup: %w", err)
+			}
+			defer f.Close()
+			st, err := f.Stat()
+			if err != nil {
+				return fmt.Errorf("open backup: %w", err)
+			}
+			stream := c.RestoreSnapshot(cmd.Context())
+			buf := make([]byte, 256<<10)
+			var sent int64
+			for {
+				n, rerr := f.Read(buf)
+				if n > 0 {
+					if err := stream.Send(&adminv1.RestoreSnapshotRequest{Chunk: buf[:n]}); err != nil {
+						_, cerr := stream.CloseAndReceive()
+						return fmt.Errorf("upload backup: %w", errors.Join(err, cerr))
+					}
+					sent += int64(n)
+					cmd.PrintErrf("\rrestoring snapshot: %s of %s uploaded", humanBytes(uint64(sent)), humanBytes(uint64(st.Size())))
+				}
+				if rerr == io.EOF {
+					break
+				}
+				if rerr != nil {
+					return fmt.Errorf("read backup: %w", rerr)
+				}
+			}
+			cmd.PrintErrln()
+			res, err := stream.CloseAndReceive()
+			if err != nil {
+				return fmt.Errorf("restore snapshot: %w", err)
+			}
+			cmd.PrintErrf("restored: cluster state installed at raft index %d; ledger at seq %d\n", res.Msg.GetIndex(), res.Msg.GetEvents())
+			return nil
+		},
+	})
+	return cmd
+}
+
+func humanBytes(n uint64) string {
+	switch {
+	case n >= 1<<30:
+		return fmt.Sprintf("%.1f GiB", float64(n)/(1<<30))
+	case n >= 1<<20:
+		return fmt.Sprintf("%.1f MiB", float64(n)/(1<<20))
+	case n >= 1<<10:
+		return fmt.Sprintf("%.1f KiB", float64(n)/(1<<10))
+	}
+	return fmt.Sprintf("%d B", n)
+}

@@ -1,0 +1,283 @@
+package api
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"time"
+
+	"connectrpc.com/connect"
+	"github.com/hashicorp/raft"
+	"google.golang.org/protobuf/types/known/timestamppb"
+
+	"github.com/crossdock/crossdock/controlplane/ledger"
+	"github.com/crossdock/crossdock/controlplane/pki"
+	adminv1 "github.com/crossdock/crossdock/proto/gen/crossdock/admin/v1"
+	"github.com/crossdock/crossdock/proto/gen/crossdock/admin/v1/adminv1connect"
+	storev1 "github.com/crossdock/crossdock/proto/gen/crossdock/store/v1"
+)
+
+// Token lifetimes.
+const (
+	DefaultTokenTTL = 15 * time.Minute
+	MaxTokenTTL     = 24 * time.Hour
+)
+
+// Admin serves AdminService.
+type Admin struct {
+	*Backend
+	// TempDir receives snapshot uploads before they are restored.
+	TempDir string
+}
+
+var _ adminv1connect.AdminServiceHandler = (*Admin)(nil)
+
+// CreateToken makes a single-use enrollment token pinned to this cluster's CA.
+func (a *Admin) CreateToken(ctx context.Context, req *connect.Request[adminv1.CreateTokenRequest]) (*connect.Response[adminv1.CreateTokenResponse], error) {
+	kind := "agent"
+	switch req.Msg.GetKind() {
+	case adminv1.TokenKind_TOKEN_KIND_UNSPECIFIED, adminv1.TokenKind_TOKEN_KIND_AGENT:
+	case adminv1.TokenKind_TOKEN_KIND_SERVER:
+		kind = "server"
+	default:
+		return nil, connect.NewError(connect.CodeInvalidArgument, fmt.Errorf("kind: unknown token kind %d", req.Msg.GetKind()))
+	}
+	ttl := DefaultTokenTTL
+	if d := req.Msg.GetTtl(); d != nil {
+		ttl = d.AsDuration()
+		if ttl <= 0 || ttl > MaxTokenTTL {
+			return nil, connect.NewError(connect.CodeInvalidArgument, fmt.Errorf("ttl: %s is outside (0, %s]", ttl, MaxTokenTTL))
+		}
+	}
+	if n := req.Msg.GetAgentName(); n != "" && !validAgentName(n) {
+		return nil, connect.NewError(connect.CodeInvalidArgument, fmt.Errorf("agent_name: %q must be 1-64 characters of a-z, 0-9, '-', '_' or '.'", n))
+	}
+	if !a.Store.IsLeader() {
+		return nil, a.notLeader()
+	}
+	tok, err := pki.NewToken(a.CA().Pin())
+	if err != nil {
+		return nil, connect.NewError(connect.CodeInternal, err)
+	}
+	now := time.Now()
+	exp := now.Add(ttl)
+	if _, err := a.Store.Propose(ctx, storev1.CommandType_COMMAND_TYPE_PUT_TOKEN, &storev1.PutToken{
+		Id: tok.ID, SecretSha256: pki.HashSecret(tok.Secret), Kind: kind,
+		CreatedAt: timestamppb.New(now), ExpiresAt: timestamppb.New(exp), AgentName: req.Msg.GetAgentName(),
+	}); err != nil {
+		return nil, a.storeError(err)
+	}
+	a.Logger.Info("enrollment token created", "token_id", tok.ID, "kind", kind, "expires_at", exp, "audit", true)
+	return connect.NewResponse(&adminv1.CreateTokenResponse{Token: tok.String(), TokenId: tok.ID, ExpiresAt: timestamppb.New(exp)}), nil
+}
+
+func validAgentName(n string) bool {
+	if len(n) == 0 || len(n) > 64 {
+		return false
+	}
+	for _, c := range n {
+		if !(c >= 'a' && c <= 'z' || c >= '0' && c <= '9' || c == '-' || c == '_' || c == '.') {
+			return false
+		}
+	}
+	return true
+}
+
+// ListAgents lists enrolled agents with their live connection on this node, if any.
+func (a *Admin) ListAgents(ctx context.Context, req *connect.Request[adminv1.ListAgentsRequest]) (*connect.Response[adminv1.ListAgentsResponse], error) {
+	recs, err := a.Store.Ledger().Agents()
+	if err != nil {
+		return nil, connect.NewError(connect.CodeInternal, err)
+	}
+	out := &adminv1.ListAgentsResponse{}
+	for _, r := range recs {
+		ag := &adminv1.Agent{
+			Id: r.GetId(), EnrolledAt: r.GetEnrolledAt(), CommittedSeq: r.GetCommittedSeq(),
+			EventsCommitted: r.GetEventsCommitted(), Duplicates: r.GetDuplicates(),
+		}
+		if c, ok := a.Registry.Get(r.GetId()); ok {
+			ag.Connected, ag.Transport, ag.RemoteAddr = true, c.Transport, c.RemoteAddr
+			ag.NodeId, ag.LastSeen = a.Store.NodeID(), timestamppb.New(c.LastSeen)
+		}
+		out.Agents = append(out.Agents, ag)
+	}
+	return connect.NewResponse(out), nil
+}
+
+func clampLimit(n uint32) int {
+	switch {
+	case n == 0:
+		return 100
+	case n > 10000:
+		return 10000
+	}
+	return int(n)
+}
+
+// ListEvents reads the ledger.
+func (a *Admin) ListEvents(ctx context.Context, req *connect.Request[adminv1.ListEventsRequest]) (*connect.Response[adminv1.ListEventsResponse], error) {
+	l := a.Store.Ledger()
+	last := l.LastSeq()
+	evs, next, err := l.ListEvents(ledger.Filter{Type: req.Msg.GetType(), Keys: req.Msg.GetKeys()}, req.Msg.GetFromSeq(), clampLimit(req.Msg.GetLimit()))
+	if err != nil {
+		return nil, connect.NewError(connect.CodeInternal, err)
+	}
+	return connect.NewResponse(&adminv1.ListEventsResponse{Events: evs, NextSeq: next, LastSeq: last}), nil
+}
+
+// TailEvents streams events from a seq, then each new one as it is committed.
+func (a *Admin) TailEvents(ctx context.Context, req *connect.Request[adminv1.TailEventsRequest], stream *connect.ServerStream[adminv1.TailEventsResponse]) error {
+	l := a.Store.Ledger()
+	from := req.Msg.GetFromSeq()
+	if from == 0 {
+		from = l.LastSeq() + 1
+	}
+	f := ledger.Filter{Type: req.Msg.GetType(), Keys: req.Msg.GetKeys()}
+	for {
+		changed := l.Changed()
+		evs, _, err := l.ListEvents(f, from, 500)
+		if err != nil {
+			return connect.NewError(connect.CodeInternal, err)
+		}
+		for _, ev := range evs {
+			if err := stream.Send(&adminv1.TailEventsResponse{Event: ev}); err != nil {
+				return err
+			}
+			from = ev.GetSeq() + 1
+		}
+		if len(evs) > 0 {
+			continue
+		}
+		// Nothing matched up to the end of the ledger: skip ahead so the next scan starts
+		// where new events will land.
+		if last := l.LastSeq(); last >= from {
+			from = last + 1
+		}
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-changed:
+		}
+	}
+}
+
+// SaveSnapshot streams a point-in-time backup of this node's state.
+func (a *Admin) SaveSnapshot(ctx context.Context, req *connect.Request[adminv1.SaveSnapshotRequest], stream *connect.ServerStream[adminv1.SaveSnapshotResponse]) error {
+	snap, err := a.Store.Ledger().OpenSnapshot()
+	if err != nil {
+		return connect.NewError(connect.CodeInternal, err)
+	}
+	defer snap.Release()
+	w := &chunkWriter{index: snap.Index(), send: stream.Send}
+	if _, err := snap.WriteTo(w); err != nil {
+		return connect.NewError(connect.CodeInternal, fmt.Errorf("write snapshot: %w", err))
+	}
+	if err := w.flush(); err != nil {
+		return err
+	}
+	a.Logger.Info("snapshot saved by admin", "index", snap.Index(), "bytes", w.sent, "audit", true)
+	return nil
+}
+
+type chunkWriter struct {
+	buf   []byte
+	index uint64
+	sent  uint64
+	first bool
+	send  func(*adminv1.SaveSnapshotResponse) error
+}
+
+const chunkSize = 256 << 10
+
+func (w *chunkWriter) Write(p []byte) (int, error) {
+	w.buf = append(w.buf, p...)
+	for len(w.buf) >= chunkSize {
+		if err := w.emit(w.buf[:chunkSize]); err != nil {
+			return 0, err
+		}
+		w.buf = w.buf[chunkSize:]
+	}
+	return len(p), nil
+}
+
+func (w *chunkWriter) emit(b []byte) error {
+	w.sent += uint64(len(b))
+	msg := &adminv1.SaveSnapshotResponse{Chunk: append([]byte(nil), b...), BytesSent: w.sent}
+	if !w.first {
+		msg.Index, w.first = w.index, true
+	}
+	return w.send(msg)
+}
+
+func (w *chunkWriter) flush() error {
+	if len(w.buf) == 0 && w.first {
+		return nil
+	}
+	err := w.emit(w.buf)
+	w.buf = nil
+	return err
+}
+
+// RestoreSnapshot replaces the cluster's state with an uploaded backup. The upload is
+// written to a file and verified before raft installs it.
+func (a *Admin) RestoreSnapshot(ctx context.Context, stream *connect.ClientStream[adminv1.RestoreSnapshotRequest]) (*connect.Response[adminv1.RestoreSnapshotResponse], error) {
+	if !a.Store.IsLeader() {
+		return nil, a.notLeader()
+	}
+	f, err := os.CreateTemp(a.TempDir, "restore-*.snap")
+	if err != nil {
+		return nil, connect.NewError(connect.CodeInternal, err)
+	}
+	defer os.Remove(f.Name())
+	defer f.Close()
+	for stream.Receive() {
+		if _, err := f.Write(stream.Msg().GetChunk()); err != nil {
+			return nil, connect.NewError(connect.CodeInternal, fmt.Errorf("buffer upload: %w", err))
+		}
+	}
+	if err := stream.Err(); err != nil {
+		return nil, err
+	}
+	if _, err := f.Seek(0, io.SeekStart); err != nil {
+		return nil, connect.NewError(connect.CodeInternal, err)
+	}
+	idx, err := a.Store.RestoreBackup(f)
+	if err != nil {
+		if errors.Is(err, ledger.ErrSnapshotCorrupt) {
+			return nil, connect.NewError(connect.CodeInvalidArgument, err)
+		}
+		return nil, a.storeError(err)
+	}
+	a.Logger.Warn("cluster state restored from an uploaded snapshot", "raft_index", idx, "last_seq", a.Store.Ledger().LastSeq(), "audit", true)
+	return connect.NewResponse(&adminv1.RestoreSnapshotResponse{Index: idx, Events: a.Store.Ledger().LastSeq()}), nil
+}
+
+// GetClusterStatus describes raft membership as this node sees it.
+func (a *Admin) GetClusterStatus(ctx context.Context, req *connect.Request[adminv1.GetClusterStatusRequest]) (*connect.Response[adminv1.GetClusterStatusResponse], error) {
+	r := a.Store.Raft()
+	cf := r.GetConfiguration()
+	if err := cf.Error(); err != nil {
+		return nil, connect.NewError(connect.CodeInternal, err)
+	}
+	_, leaderID := a.Store.Leader()
+	out := &adminv1.GetClusterStatusResponse{LeaderId: leaderID, LastSeq: a.Store.Ledger().LastSeq()}
+	for _, s := range cf.Configuration().Servers {
+		p := &adminv1.Peer{Id: string(s.ID), Address: string(s.Address), Role: "follower"}
+		switch {
+		case string(s.ID) == leaderID:
+			p.Role = "leader"
+		case s.Suffrage != raft.Voter:
+			p.Role = "nonvoter"
+		}
+		if string(s.ID) == a.Store.NodeID() {
+			p.AppliedIndex = r.AppliedIndex()
+			if p.Role != "leader" {
+				p.LastContact = timestamppb.New(r.LastContact())
+			}
+		}
+		out.Peers = append(out.Peers, p)
+	}
+	return connect.NewResponse(out), nil
+}

@@ -1,0 +1,276 @@
+package api
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"time"
+
+	"connectrpc.com/connect"
+	"github.com/hashicorp/raft"
+	"google.golang.org/protobuf/types/known/timestamppb"
+
+	"github.com/crossdock/crossdock/controlplane/ledger"
+	"github.com/crossdock/crossdock/controlplane/pki"
+	"github.com/crossdock/crossdock/controlplane/store"
+	"github.com/crossdock/crossdock/internal/canonical"
+	storev1 "github.com/crossdock/crossdock/proto/gen/crossdock/store/v1"
+	uplinkv1 "github.com/crossdock/crossdock/proto/gen/crossdock/uplink/v1"
+	"github.com/crossdock/crossdock/proto/gen/crossdock/uplink/v1/uplinkv1connect"
+)
+
+// AgentCertTTL is how long an agent certificate issued at enrollment is valid.
+const AgentCertTTL = 365 * 24 * time.Hour
+
+// Backend is what the handlers need from the node they run on.
+type Backend struct {
+	Store    *store.Store
+	CA       func() *pki.CA
+	Registry *Registry
+	Logger   *slog.Logger
+	// ApplyTimeout bounds one raft apply (default 10s).
+	ApplyTimeout time.Duration
+}
+
+func (b *Backend) applyTimeout() time.Duration {
+	if b.ApplyTimeout > 0 {
+		return b.ApplyTimeout
+	}
+	return 10 * time.Second
+}
+
+// notLeader answers a write that reached a follower.
+func (b *Backend) notLeader() error {
+	addr, id := b.Store.Leader()
+	if addr == "" {
+		return connect.NewError(connect.CodeUnavailable, errors.New("no raft leader elected yet; retry shortly"))
+	}
+	return connect.NewError(connect.CodeUnavailable, fmt.Errorf("this node is not the leader; the leader is %s (raft %s)", id, addr))
+}
+
+func (b *Backend) storeError(err error) error {
+	switch {
+	case errors.Is(err, store.ErrNotLeader), errors.Is(err, raft.ErrNotLeader):
+		return b.notLeader()
+	case errors.Is(err, store.ErrClosed):
+		return connect.NewError(connect.CodeUnavailable, errors.New("control plane node is shutting down"))
+	}
+	return connect.NewError(connect.CodeInternal, err)
+}
+
+// Uplink serves UplinkService.
+type Uplink struct {
+	*Backend
+}
+
+var _ uplinkv1connect.UplinkServiceHandler = (*Uplink)(nil)
+
+// Enroll trades a single-use token and a CSR for an agent certificate.
+func (u *Uplink) Enroll(ctx context.Context, req *connect.Request[uplinkv1.EnrollRequest]) (*connect.Response[uplinkv1.EnrollResponse], error) {
+	tok, err := pki.ParseToken(req.Msg.GetToken())
+	if err != nil {
+		return nil, connect.NewError(connect.CodeInvalidArgument, err)
+	}
+	ca := u.CA()
+	if tok.CAPin != ca.Pin() {
+		return nil, connect.NewError(connect.CodePermissionDenied, fmt.Errorf("enrollment token pins CA %s but this cluster's CA is %s: the token was made for another cluster", tok.CAPin, ca.Pin()))
+	}
+	if n := req.Msg.GetAgentName(); n != "" && !validAgentName(n) {
+		return nil, connect.NewError(connect.CodeInvalidArgument, fmt.Errorf("agent_name: %q must be 1-64 characters of a-z, 0-9, '-', '_' or '.'", n))
+	}
+	if req.Msg.GetCsrPem() == "" {
+		return nil, connect.NewError(connect.CodeInvalidArgument, errors.New("csr_pem: required"))
+	}
+	if !u.Store.IsLeader() {
+		return nil, u.notLeader()
+	}
+	res, err := u.Store.Propose(ctx, storev1.CommandType_COMMAND_TYPE_CONSUME_TOKEN, &storev1.ConsumeToken{
+		Id:           tok.ID,
+		SecretSha256: pki.HashSecret(tok.Secret),
+		At:           timestamppb.Now(),
+		AgentName:    req.Msg.GetAgentName(),
+	})
+	if err != nil {
+		return nil, u.storeError(err)
+	}
+	r, ok := res.(*storev1.ConsumeTokenResult)
+	if !ok {
+		return nil, connect.NewError(connect.CodeInternal, fmt.Errorf("unexpected consume result %T", res))
+	}
+	if r.GetError() != "" {
+		u.Logger.Warn("enrollment refused", "token_id", tok.ID, "reason", r.GetError(), "remote", PeerFrom(ctx).RemoteAddr)
+		return nil, connect.NewError(connect.CodePermissionDenied, errors.New(r.GetError()))
+	}
+	certPEM, err := ca.SignCSR([]byte(req.Msg.GetCsrPem()), r.GetAgentId(), pki.RoleAgent, AgentCertTTL)
+	if err != nil {
+		return nil, connect.NewError(connect.CodeInvalidArgument, fmt.Errorf("csr_pem: %w", err))
+	}
+	u.Logger.Info("agent enrolled", "agent", r.GetAgentId(), "token_id", tok.ID, "remote", PeerFrom(ctx).RemoteAddr)
+	return connect.NewResponse(&uplinkv1.EnrollResponse{
+		AgentId:        r.GetAgentId(),
+		CertificatePem: string(certPEM),
+		CaPem:          string(ca.CertPEM()),
+	}), nil
+}
+
+// agentIdentity returns the agent id from a verified client certificate.
+func agentIdentity(ctx context.Context) (string, error) {
+	p := PeerFrom(ctx)
+	id, role, err := pki.PeerIdentity(p.TLS)
+	if err != nil {
+		if errors.Is(err, pki.ErrNoPeerCert) {
+			return "", connect.NewError(connect.CodeUnauthenticated, errors.New("client certificate required: enroll this agent first (crossdock agent --enroll-token TOKEN)"))
+		}
+		return "", connect.NewError(connect.CodeUnauthenticated, fmt.Errorf("client certificate: %w", err))
+	}
+	if role != pki.RoleAgent {
+		return "", connect.NewError(connect.CodePermissionDenied, fmt.Errorf("certificate role %q may not stream events; only agents may", role))
+	}
+	return id, nil
+}
+
+// Stream receives outbox batches from one agent and acknowledges each once a raft
+// quorum committed it. Batches are proposed in arrival order without waiting (raft
+// groups them into one disk write), and acks are sent in the same order.
+func (u *Uplink) Stream(ctx context.Context, stream *connect.BidiStream[uplinkv1.StreamRequest, uplinkv1.StreamResponse]) error {
+	agentID, err := agentIdentity(ctx)
+	if err != nil {
+		return err
+	}
+	if !u.Store.IsLeader() {
+		return u.notLeader()
+	}
+	first, err := stream.Receive()
+	if err != nil {
+		return err
+	}
+	if first.GetHello() == nil {
+		return connect.NewError(connect.CodeInvalidArgument, errors.New("the first message on a stream must be hello"))
+	}
+	rec, _, err := u.Store.Ledger().Agent(agentID)
+	if err != nil {
+		return connect.NewError(connect.CodeInternal, err)
+	}
+	committed := rec.GetCommittedSeq()
+	p := PeerFrom(ctx)
+	now := time.Now()
+	touch, remove := u.Registry.Add(Conn{AgentID: agentID, Transport: p.Transport, RemoteAddr: p.RemoteAddr, Since: now, LastSeen: now})
+	defer remove()
+	log := u.Logger.With("agent", agentID, "transport", p.Transport)
+	log.Info("agent stream opened", "committed_seq", committed, "outbox_last_seq", first.GetHello().GetOutboxLastSeq())
+	if err := stream.Send(&uplinkv1.StreamResponse{Msg: &uplinkv1.StreamResponse_Welcome{Welcome: &uplinkv1.Welcome{
+		CommittedSeq: committed, NodeId: u.Store.NodeID(), AgentId: agentID,
+	}}}); err != nil {
+		return err
+	}
+
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	pending := make(chan proposal, 64)
+	acked := make(chan error, 1)
+	go func() { acked <- u.ackLoop(ctx, stream, pending, touch) }()
+
+	recvErr := func() error {
+		defer close(pending)
+		next := committed + 1
+		for {
+			msg, err := stream.Receive()
+			if err != nil {
+				return err
+			}
+			batch := msg.GetBatch()
+			if batch == nil {
+				continue
+			}
+			cmd, err := validateBatch(agentID, batch, &next)
+			if err != nil {
+				return connect.NewError(connect.CodeInvalidArgument, err)
+			}
+			if cmd == nil {
+				continue
+			}
+			f, err := u.Store.ProposeAsync(storev1.CommandType_COMMAND_TYPE_INGEST_BATCH, cmd, u.applyTimeout())
+			if err != nil {
+				return connect.NewError(connect.CodeInternal, err)
+			}
+			select {
+			case pending <- proposal{f, cmd.Events[len(cmd.Events)-1].GetAgentSeq()}:
+			case <-ctx.Done():
+				return ctx.Err()
+			}
+		}
+	}()
+	ackErr := <-acked
+	if ackErr != nil {
+		log.Warn("agent stream ended", "err", ackErr)
+		return ackErr
+	}
+	if recvErr != nil && !errors.Is(recvErr, context.Canceled) && connect.CodeOf(recvErr) != connect.CodeCanceled {
+		log.Info("agent stream ended", "err", recvErr)
+	}
+	return nil
+}
+
+// proposal is a batch handed to raft, with the last agent seq it carried.
+type proposal struct {
+	future raft.ApplyFuture
+	last   uint64
+}
+
+func (u *Uplink) ackLoop(ctx context.Context, stream *connect.BidiStream[uplinkv1.StreamRequest, uplinkv1.StreamResponse], pending <-chan proposal, touch func()) error {
+	for p := range pending {
+		res, err := store.Wait(p.future)
+		if err != nil {
+			return u.storeError(err)
+		}
+		r, ok := res.(*storev1.IngestResult)
+		if !ok {
+			return connect.NewError(connect.CodeInternal, fmt.Errorf("unexpected ingest result %T", res))
+		}
+		touch()
+		// The ledger may stop a batch early (its transaction budget); the stream's cursor
+		// is past it, so end the stream: the agent resumes from committed_seq.
+		truncated := r.GetCommittedSeq() < p.last
+		if err := stream.Send(&uplinkv1.StreamResponse{Msg: &uplinkv1.StreamResponse_Ack{Ack: &uplinkv1.Ack{
+			CommittedSeq: r.GetCommittedSeq(), Committed: r.GetCommitted(), Duplicates: r.GetDuplicates(),
+		}}}); err != nil {
+			return err
+		}
+		if truncated {
+			return connect.NewError(connect.CodeAborted, fmt.Errorf("batch committed only up to seq %d of %d; resend from there", r.GetCommittedSeq(), p.last))
+		}
+	}
+	return nil
+}
+
+// validateBatch checks a batch and turns it into a raft command. Seqs must be increasing;
+// entries at or below what this stream already sent are dropped (a re-send after a
+// reconnect). It returns nil when nothing is left.
+func validateBatch(agentID string, batch *uplinkv1.Batch, next *uint64) (*storev1.IngestBatch, error) {
+	if n := len(batch.GetEvents()); n > ledger.MaxBatchEvents {
+		return nil, fmt.Errorf("batch has %d events, more than %d", n, ledger.MaxBatchEvents)
+	}
+	cmd := &storev1.IngestBatch{AgentId: agentID}
+	for i, oe := range batch.GetEvents() {
+		ev := oe.GetEvent()
+		if oe.GetSeq() < *next {
+			continue
+		}
+		if ev.GetId() == "" {
+			return nil, fmt.Errorf("events[%d] (seq %d): id is required", i, oe.GetSeq())
+		}
+		if err := canonical.Validate(ev); err != nil {
+			return nil, fmt.Errorf("events[%d] (seq %d): %w", i, oe.GetSeq(), err)
+		}
+		if a := ev.GetSource().GetAgent(); a != agentID {
+			return nil, fmt.Errorf("events[%d] (seq %d): source.agent %q is not this agent (%q)", i, oe.GetSeq(), a, agentID)
+		}
+		cmd.Events = append(cmd.Events, &storev1.AgentEvent{AgentSeq: oe.GetSeq(), Event: ev})
+		*next = oe.GetSeq() + 1
+	}
+	if len(cmd.Events) == 0 {
+		return nil, nil
+	}
+	return cmd, nil
+}

@@ -1,0 +1,132 @@
+// Package controlplanetest starts real control plane nodes inside tests: raft on a
+// loopback port, fast timings, data in t.TempDir, everything stopped by t.Cleanup.
+package controlplanetest
+
+import (
+	"context"
+	"log/slog"
+	"os"
+	"testing"
+	"time"
+
+	"connectrpc.com/connect"
+	"google.golang.org/protobuf/types/known/durationpb"
+
+	"github.com/crossdock/crossdock/controlplane"
+	"github.com/crossdock/crossdock/controlplane/store"
+	"github.com/crossdock/crossdock/internal/cliconfig"
+	adminv1 "github.com/crossdock/crossdock/proto/gen/crossdock/admin/v1"
+	"github.com/crossdock/crossdock/proto/gen/crossdock/admin/v1/adminv1connect"
+)
+
+// FastRaft sets raft timings suitable for tests on loopback.
+func FastRaft(c *store.Config) {
+	c.HeartbeatTimeout = 200 * time.Millisecond
+	c.ElectionTimeout = 200 * time.Millisecond
+	c.LeaderLeaseTimeout = 100 * time.Millisecond
+	c.CommitTimeout = 5 * time.Millisecond
+}
+
+// Server is a running test node.
+type Server struct {
+	*controlplane.Server
+	Config controlplane.Config
+	Admin  adminv1connect.AdminServiceClient
+	cancel context.CancelFunc
+	done   chan error
+}
+
+// Logger returns a logger that writes to the test log at warn level, or debug when
+// CROSSDOCK_TEST_DEBUG is set.
+func Logger(t testing.TB) *slog.Logger {
+	level := slog.LevelWarn
+	if os.Getenv("CROSSDOCK_TEST_DEBUG") != "" {
+		level = slog.LevelDebug
+	}
+	return slog.New(slog.NewTextHandler(tWriter{t}, &slog.HandlerOptions{Level: level}))
+}
+
+type tWriter struct{ t testing.TB }
+
+func (w tWriter) Write(p []byte) (int, error) {
+	w.t.Helper()
+	w.t.Log(string(p))
+	return len(p), nil
+}
+
+// TestServer starts a bootstrapped single-node control plane; cb may adjust the config.
+func TestServer(t testing.TB, cb func(*controlplane.Config)) *Server {
+	t.Helper()
+	cfg := controlplane.Config{
+		NodeID:     "test-node-1",
+		DataDir:    t.TempDir(),
+		Listen:     "127.0.0.1:0",
+		RaftListen: "127.0.0.1:0",
+		Bootstrap:  true,
+		Logger:     Logger(t),
+		TuneStore:  FastRaft,
+	}
+	if cb != nil {
+		cb(&cfg)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	srv, err := controlplane.New(ctx, cfg)
+	if err != nil {
+		t.Fatalf("start control plane: %v", err)
+	}
+	s := &Server{Server: srv, Config: cfg, done: make(chan error, 1)}
+	rctx, rcancel := context.WithCancel(context.Background())
+	s.cancel = rcancel
+	go func() { s.done <- srv.Run(rctx) }()
+	t.Cleanup(s.Stop)
+	s.Admin = AdminClient(t, srv.AdminConfigPath())
+	return s
+}
+
+// Stop shuts the node down and waits; calling it twice is harmless.
+func (s *Server) Stop() {
+	if s.cancel == nil {
+		return
+	}
+	s.cancel()
+	<-s.done
+	s.cancel = nil
+}
+
+// AdminClient returns an admin API client from an admin config file.
+func AdminClient(t testing.TB, path string) adminv1connect.AdminServiceClient {
+	t.Helper()
+	c, err := cliconfig.Load(path)
+	if err != nil {
+		t.Fatalf("load admin config: %v", err)
+	}
+	client, closeFn, err := c.AdminClient()
+	if err != nil {
+		t.Fatalf("admin client: %v", err)
+	}
+	t.Cleanup(closeFn)
+	return client
+}
+
+// Token creates an enrollment token.
+func (s *Server) Token(t testing.TB, ttl time.Duration, name string) string {
+	t.Helper()
+	res, err := s.Admin.CreateToken(context.Background(), connect.NewRequest(&adminv1.CreateTokenRequest{Ttl: durationpb.New(ttl), AgentName: name}))
+	if err != nil {
+		t.Fatalf("create token: %v", err)
+	}
+	return res.Msg.GetToken()
+}
+
+// WaitFor polls cond every 10ms until it returns true, failing the test after timeout.
+func WaitFor(t testing.TB, timeout time.Duration, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out after %s waiting for %s", timeout, what)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}

@@ -1,0 +1,279 @@
+package ledger
+
+import (
+	"crypto/subtle"
+	"errors"
+	"fmt"
+	"slices"
+	"strings"
+	"time"
+
+	"google.golang.org/protobuf/types/known/timestamppb"
+
+	eventv1 "github.com/crossdock/crossdock/proto/gen/crossdock/event/v1"
+	storev1 "github.com/crossdock/crossdock/proto/gen/crossdock/store/v1"
+)
+
+// applyIngestBatch commits a batch of one agent's events in order. An event is a
+// duplicate (skipped, counted) if its agent_seq is at or below the agent's committed
+// seq, or its id is already in the ledger or earlier in the batch; a duplicate still
+// raises committed_seq, so the agent may drop it from its outbox. Each new event gets
+// the next global seq.
+//
+// If the next event would overrun the apply budget, or is larger than MaxEventBytes,
+// the batch stops there: the rest is not committed, committed_seq says how far it got,
+// and the agent sends the rest again. Batches within MaxBatchEvents and MaxBatchBytes of
+// canonically valid events never stop early. A batch without a usable agent id (empty
+// or over 1 KiB) commits nothing.
+func applyIngestBatch(tx *applyTxn, cmd *storev1.Command) (any, error) {
+	var b storev1.IngestBatch
+	if err := decodePayload(cmd, &b); err != nil {
+		return nil, err
+	}
+	res := &storev1.IngestResult{}
+	if b.GetAgentId() == "" || len(b.GetAgentId()) > maxKeyPart {
+		res.LastLedgerSeq = tx.lastSeq
+		return res, nil
+	}
+	rec := &storev1.AgentRecord{}
+	ok, err := tx.getProto(agentKey(b.GetAgentId()), rec)
+	if err != nil {
+		return nil, err
+	}
+	if !ok {
+		rec = &storev1.AgentRecord{Id: b.GetAgentId(), EnrolledAt: timestamppb.New(tx.appendedAt)}
+	}
+	committedAt := timestamppb.New(tx.appendedAt)
+	inBatch := make(map[string]struct{}, len(b.GetEvents()))
+	for _, ae := range b.GetEvents() {
+		ev := ae.GetEvent()
+		if ev == nil {
+			ev = &eventv1.Event{}
+		}
+		dup := ae.GetAgentSeq() <= rec.GetCommittedSeq()
+		ik := idKey(ev.GetId())
+		if !dup && ik != nil {
+			if _, seen := inBatch[string(ik)]; seen {
+				dup = true
+			} else if _, ok, err := getValue(tx.txn, ik); err != nil {
+				return nil, fmt.Errorf("ledger: read id index: %w", err)
+			} else if ok {
+				dup = true
+			}
+		}
+		if dup {
+			res.Duplicates++
+			rec.CommittedSeq = max(rec.CommittedSeq, ae.GetAgentSeq())
+			continue
+		}
+
+		seq := tx.lastSeq + 1
+		ce, err := deterministic.Marshal(&eventv1.CommittedEvent{
+			Seq: seq, Event: ev, CommittedAt: committedAt, Agent: b.GetAgentId(), AgentSeq: ae.GetAgentSeq(),
+		})
+		if err != nil {
+			return nil, fmt.Errorf("ledger: encode event: %w", err)
+		}
+		if len(ce) > MaxEventBytes {
+			tx.logger.Error("ledger: event too large to commit; the batch stops before it and the agent will send it again",
+				"agent", b.GetAgentId(), "agent_seq", ae.GetAgentSeq(), "id", ev.GetId(), "bytes", len(ce), "max", MaxEventBytes)
+			break
+		}
+		writes := eventWrites(seq, ce, ik, ev)
+		n, size := len(writes), 0
+		for _, w := range writes {
+			size += len(w[0]) + len(w[1])
+		}
+		if !tx.fits(n, size) {
+			break
+		}
+		for _, w := range writes {
+			if err := tx.set(w[0], w[1]); err != nil {
+				return nil, err
+			}
+		}
+		if ik != nil {
+			inBatch[string(ik)] = struct{}{}
+		}
+		tx.lastSeq = seq
+		tx.newEvents = true
+		res.Committed++
+		rec.CommittedSeq = max(rec.CommittedSeq, ae.GetAgentSeq())
+	}
+	rec.EventsCommitted += uint64(res.Committed)
+	rec.Duplicates += uint64(res.Duplicates)
+	if err := tx.setProto(agentKey(b.GetAgentId()), rec); err != nil {
+		return nil, err
+	}
+	if res.Committed > 0 {
+		if err := tx.set(keySeq, u64(tx.lastSeq)); err != nil {
+			return nil, err
+		}
+	}
+	res.CommittedSeq = rec.GetCommittedSeq()
+	res.LastLedgerSeq = tx.lastSeq
+	return res, nil
+}
+
+// eventWrites lists the key/value writes that commit one event: the log entry, the id
+// index, the type index and up to MaxIndexedKeys business-key index entries.
+func eventWrites(seq uint64, ce, idk []byte, ev *eventv1.Event) [][2][]byte {
+	s := u64(seq)
+	w := [][2][]byte{{logKey(seq), ce}}
+	if idk != nil {
+		w = append(w, [2][]byte{idk, s})
+	}
+	if t := ev.GetType(); t != "" && len(t) <= maxKeyPart {
+		w = append(w, [2][]byte{cat(typeIndexPrefix(t), s), nil})
+	}
+	names := make([]string, 0, len(ev.GetKeys()))
+	for name, value := range ev.GetKeys() {
+		if name != "" && len(name) <= maxKeyPart && len(value) <= maxKeyPart {
+			names = append(names, name)
+		}
+	}
+	slices.Sort(names)
+	if len(names) > MaxIndexedKeys {
+		names = names[:MaxIndexedKeys]
+	}
+	for _, name := range names {
+		w = append(w, [2][]byte{cat(keyIndexPrefix(name, ev.GetKeys()[name]), s), nil})
+	}
+	return w
+}
+
+// applyPutToken stores a new enrollment token. An id that exists is refused so that a
+// used token can never be reset.
+func applyPutToken(tx *applyTxn, cmd *storev1.Command) (any, error) {
+	var t storev1.PutToken
+	if err := decodePayload(cmd, &t); err != nil {
+		return nil, err
+	}
+	if t.GetId() == "" || len(t.GetId()) > maxKeyPart {
+		return fmt.Errorf("%w: token id must be 1 to %d bytes", ErrInvalidCommand, maxKeyPart), nil
+	}
+	k := tokenKey(t.GetId())
+	if _, ok, err := getValue(tx.txn, k); err != nil {
+		return nil, fmt.Errorf("ledger: read token: %w", err)
+	} else if ok {
+		return fmt.Errorf("%w: %s", ErrTokenExists, t.GetId()), nil
+	}
+	return nil, tx.setProto(k, &storev1.TokenRecord{Token: &t})
+}
+
+// applyConsumeToken checks an enrollment token and marks it used. The secret is checked
+// before use and expiry, so a caller without the secret learns only that it is wrong.
+func applyConsumeToken(tx *applyTxn, cmd *storev1.Command) (any, error) {
+	var c storev1.ConsumeToken
+	if err := decodePayload(cmd, &c); err != nil {
+		return nil, err
+	}
+	refuse := func(err error) (any, error) {
+		return &storev1.ConsumeTokenResult{Error: err.Error()}, nil
+	}
+	at := tx.appendedAt
+	if c.GetAt() != nil {
+		at = c.GetAt().AsTime()
+	}
+	if c.GetId() == "" || len(c.GetId()) > maxKeyPart {
+		return refuse(ErrTokenNotFound)
+	}
+	k := tokenKey(c.GetId())
+	rec := &storev1.TokenRecord{}
+	ok, err := tx.getProto(k, rec)
+	if err != nil {
+		return nil, err
+	}
+	if !ok {
+		return refuse(ErrTokenNotFound)
+	}
+	tok := rec.GetToken()
+	want := tok.GetSecretSha256()
+	if len(want) == 0 || subtle.ConstantTimeCompare(want, c.GetSecretSha256()) != 1 {
+		return refuse(ErrTokenSecret)
+	}
+	if rec.GetUsed() {
+		return refuse(fmt.Errorf("%w by agent %s at %s", ErrTokenUsed, rec.GetUsedBy(), formatTime(rec.GetUsedAt().AsTime())))
+	}
+	if exp := tok.GetExpiresAt(); exp != nil && !at.Before(exp.AsTime()) {
+		return refuse(fmt.Errorf("%w at %s", ErrTokenExpired, formatTime(exp.AsTime())))
+	}
+
+	agentID := tok.GetAgentName()
+	if agentID == "" {
+		agentID = c.GetAgentName()
+	}
+	if agentID == "" {
+		agentID = "agent-" + c.GetId()
+	}
+	if len(agentID) > maxKeyPart {
+		return refuse(fmt.Errorf("%w: agent name longer than %d bytes", ErrInvalidCommand, maxKeyPart))
+	}
+	atpb := timestamppb.New(at)
+	rec.Used, rec.UsedBy, rec.UsedAt = true, agentID, atpb
+	if err := tx.setProto(k, rec); err != nil {
+		return nil, err
+	}
+	// Re-enrolling an agent keeps its counters: its outbox seqs continue.
+	agent := &storev1.AgentRecord{}
+	if _, err := tx.getProto(agentKey(agentID), agent); err != nil {
+		return nil, err
+	}
+	agent.Id, agent.EnrolledAt = agentID, atpb
+	if err := tx.setProto(agentKey(agentID), agent); err != nil {
+		return nil, err
+	}
+	return &storev1.ConsumeTokenResult{AgentId: agentID}, nil
+}
+
+func formatTime(t time.Time) string { return t.UTC().Format(time.RFC3339) }
+
+// applyPutAdminToken stores (or replaces) the hash of an admin token.
+func applyPutAdminToken(tx *applyTxn, cmd *storev1.Command) (any, error) {
+	var t storev1.PutAdminToken
+	if err := decodePayload(cmd, &t); err != nil {
+		return nil, err
+	}
+	if t.GetId() == "" || len(t.GetId()) > maxKeyPart {
+		return fmt.Errorf("%w: admin token id must be 1 to %d bytes", ErrInvalidCommand, maxKeyPart), nil
+	}
+	return nil, tx.setProto(adminTokenKey(t.GetId()), &t)
+}
+
+// applyPutCA stores the cluster CA the first time; later ones are refused.
+func applyPutCA(tx *applyTxn, cmd *storev1.Command) (any, error) {
+	var ca storev1.PutCA
+	if err := decodePayload(cmd, &ca); err != nil {
+		return nil, err
+	}
+	if _, ok, err := getValue(tx.txn, keyCA); err != nil {
+		return nil, fmt.Errorf("ledger: read CA: %w", err)
+	} else if ok {
+		return ErrCAExists, nil
+	}
+	return nil, tx.setProto(keyCA, &ca)
+}
+
+// ConsumeTokenError returns nil if r enrolled an agent, else an error with r's message
+// that wraps the matching sentinel (ErrTokenNotFound, ErrTokenUsed, ErrTokenExpired,
+// ErrTokenSecret or ErrInvalidCommand).
+func ConsumeTokenError(r *storev1.ConsumeTokenResult) error {
+	msg := r.GetError()
+	if msg == "" {
+		return nil
+	}
+	for _, s := range []error{ErrTokenNotFound, ErrTokenUsed, ErrTokenExpired, ErrTokenSecret, ErrInvalidCommand} {
+		if strings.HasPrefix(msg, s.Error()) {
+			return &resultError{msg: msg, sentinel: s}
+		}
+	}
+	return errors.New(msg)
+}
+
+type resultError struct {
+	msg      string
+	sentinel error
+}
+
+func (e *resultError) Error() string { return e.msg }
+func (e *resultError) Unwrap() error { return e.sentinel }

@@ -1,0 +1,412 @@
+// Package ledger is the control plane's replicated state: the committed event ledger
+// with its indexes, agent records, enrollment and admin tokens and the cluster CA, kept
+// in Badger.
+//
+// It is the command processor behind the Raft FSM (controlplane/store): the FSM decodes
+// a log entry and calls [Ledger.Apply], which runs the handler for the command type and
+// records the entry's index in the same Badger transaction. Recovery and tests apply
+// commands directly, without a Raft. Reads ([Ledger.ListEvents], [Ledger.Agent], ...)
+// run in Badger read transactions and are safe while Apply runs.
+//
+// Snapshots ([Ledger.OpenSnapshot], [Ledger.Restore]) stream the whole key space in a
+// self-checking format; see DESIGN.md beside this file for the key layout, the size
+// limits of a batch and how Restore swaps state atomically.
+package ledger
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+
+	"github.com/dgraph-io/badger/v4"
+)
+
+// Errors returned by the ledger. The token errors are not returned by Apply: a refused
+// enrollment is a result (a ConsumeTokenResult whose Error starts with the sentinel's
+// text); [ConsumeTokenError] turns it back into an error that wraps the sentinel.
+var (
+	// ErrUnknownCommand means a log entry has a command type this build does not know
+	// and is not marked ignorable. The node must stop: skipping it would diverge.
+	ErrUnknownCommand = errors.New("ledger: unknown command type")
+	// ErrTokenNotFound means no enrollment token has the id presented.
+	ErrTokenNotFound = errors.New("enrollment token not found (it may have been forged or created on another cluster)")
+	// ErrTokenUsed means the enrollment token was consumed before.
+	ErrTokenUsed = errors.New("enrollment token already used")
+	// ErrTokenExpired means the enrollment token was presented after its expiry.
+	ErrTokenExpired = errors.New("enrollment token expired")
+	// ErrTokenSecret means the secret presented does not hash to the stored one.
+	ErrTokenSecret = errors.New("enrollment token secret does not match")
+	// ErrTokenExists is the result of a PUT_TOKEN whose id is already stored.
+	ErrTokenExists = errors.New("enrollment token id already exists")
+	// ErrCAExists is the result of a PUT_CA when the cluster already has a CA.
+	ErrCAExists = errors.New("cluster CA already stored; it is never replaced")
+	// ErrInvalidCommand is the result of a command whose fields cannot be stored (e.g.
+	// an empty or oversized id). It is a refusal, not an Apply error.
+	ErrInvalidCommand = errors.New("ledger: invalid command")
+	// ErrSnapshotCorrupt means a snapshot stream failed verification (magic, framing,
+	// key order or trailer checksum). The ledger's state is unchanged.
+	ErrSnapshotCorrupt = errors.New("ledger: snapshot is corrupt or truncated")
+	// ErrClosed means the ledger has been closed.
+	ErrClosed = errors.New("ledger: closed")
+)
+
+// Options configures Open.
+type Options struct {
+	// Dir holds the ledger's files (required unless InMemory).
+	Dir string
+	// Logger receives Badger's warnings and the ledger's own messages; discarded if nil.
+	Logger *slog.Logger
+	// InMemory keeps everything in memory (tests, scratch ledgers).
+	InMemory bool
+}
+
+// Ledger is the FSM state. Apply and Restore must not be called concurrently with each
+// other (the FSM calls them from one goroutine; the ledger serializes them anyway);
+// every other method is safe for concurrent use.
+type Ledger struct {
+	opts   Options
+	logger *slog.Logger
+
+	// applyMu serializes Apply, Restore and Close.
+	applyMu sync.Mutex
+
+	mu      sync.Mutex // guards cur, closed, changed and handle refs
+	cur     *handle
+	closed  bool
+	changed chan struct{}
+
+	applied atomic.Uint64 // cache of m/applied in cur
+	lastSeq atomic.Uint64 // cache of m/seq in cur
+}
+
+// handle is one Badger database. Restore replaces the current handle; the old one is
+// closed (and its directory removed) when its last reader releases it.
+type handle struct {
+	db      *badger.DB
+	dir     string // "" when in memory
+	refs    int
+	retired bool
+	remove  bool          // delete dir once closed (replaced by a Restore)
+	done    chan struct{} // closed once db is closed
+	err     error         // db.Close's error, valid after done
+}
+
+const currentFile = "CURRENT"
+
+// Open opens (or creates) the ledger in opts.Dir.
+//
+// On disk the ledger is Dir/CURRENT, naming the live Badger directory (Dir/db-N).
+// Leftovers of an interrupted Restore are removed here.
+func Open(opts Options) (*Ledger, error) {
+	logger := opts.Logger
+	if logger == nil {
+		logger = slog.New(slog.DiscardHandler)
+	}
+	l := &Ledger{opts: opts, logger: logger, changed: make(chan struct{})}
+	var (
+		h   *handle
+		err error
+	)
+	if opts.InMemory {
+		h, err = l.openHandle("")
+	} else {
+		h, err = l.openDir()
+	}
+	if err != nil {
+		return nil, err
+	}
+	l.cur = h
+	if err := l.loadCounters(h); err != nil {
+		l.closeHandle(h)
+		return nil, err
+	}
+	return l, nil
+}
+
+func (l *Ledger) openDir() (*handle, error) {
+	dir := l.opts.Dir
+	if dir == "" {
+		return nil, errors.New("ledger: Options.Dir is required unless InMemory is set")
+	}
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return nil, fmt.Errorf("ledger: create %s: %w", dir, err)
+	}
+	name, err := readCurrent(dir)
+	if err != nil {
+		return nil, err
+	}
+	if name == "" {
+		name = dbDirName(1)
+		if err := writeCurrent(dir, name); err != nil {
+			return nil, err
+		}
+	}
+	if err := removeStale(dir, name); err != nil {
+		return nil, err
+	}
+	return l.openHandle(filepath.Join(dir, name))
+}
+
+func dbDirName(n uint64) string { return fmt.Sprintf("db-%020d", n) }
+
+// nextDBDir names the directory the next Restore loads into.
+func nextDBDir(cur string) (string, error) {
+	n, err := strconv.ParseUint(strings.TrimPrefix(filepath.Base(cur), "db-"), 10, 64)
+	if err != nil {
+		return "", fmt.Errorf("ledger: unexpected database directory %q", cur)
+	}
+	return filepath.Join(filepath.Dir(cur), dbDirName(n+1)), nil
+}
+
+func readCurrent(dir string) (string, error) {
+	b, err := os.ReadFile(filepath.Join(dir, currentFile))
+	if errors.Is(err, os.ErrNotExist) {
+		return "", nil
+	}
+	if err != nil {
+		return "", fmt.Errorf("ledger: read %s: %w", currentFile, err)
+	}
+	name := strings.TrimSpace(string(b))
+	if !strings.HasPrefix(name, "db-") || strings.ContainsAny(name, `/\`) {
+		return "", fmt.Errorf("ledger: %s in %s names %q, not a database directory; the ledger directory is damaged", currentFile, dir, name)
+	}
+	return name, nil
+}
+
+// writeCurrent points CURRENT at name atomically and durably (write, fsync, rename,
+// fsync the directory).
+func writeCurrent(dir, name string) error {
+	tmp := filepath.Join(dir, currentFile+".tmp")
+	f, err := os.OpenFile(tmp, os.O_CREATE|os.O_TRUNC|os.O_WRONLY, 0o600)
+	if err != nil {
+		return fmt.Errorf("ledger: write %s: %w", currentFile, err)
+	}
+	_, err = f.WriteString(name + "\n")
+	if err == nil {
+		err = f.Sync()
+	}
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err == nil {
+		err = os.Rename(tmp, filepath.Join(dir, currentFile))
+	}
+	if err == nil {
+		err = syncDir(dir)
+	}
+	if err != nil {
+		return fmt.Errorf("ledger: write %s: %w", currentFile, err)
+	}
+	return nil
+}
+
+func syncDir(dir string) error {
+	d, err := os.Open(dir)
+	if err != nil {
+		return err
+	}
+	err = d.Sync()
+	if cerr := d.Close(); err == nil {
+		err = cerr
+	}
+	return err
+}
+
+// removeStale deletes database directories other than the live one and spooled
+// restore files: what an interrupted Restore or a crash before cleanup leaves behind.
+func removeStale(dir, live string) error {
+	entries, err := os.ReadDir(dir)
+	if err != nil {
+		return fmt.Errorf("ledger: read %s: %w", dir, err)
+	}
+	for _, e := range entries {
+		n := e.Name()
+		if (strings.HasPrefix(n, "db-") && n != live) || strings.HasPrefix(n, restoreSpoolPrefix) || n == currentFile+".tmp" {
+			if err := os.RemoveAll(filepath.Join(dir, n)); err != nil {
+				return fmt.Errorf("ledger: remove stale %s: %w", n, err)
+			}
+		}
+	}
+	return nil
+}
+
+// Badger sizing. A transaction may hold at most 15% of MemTableSize in bytes and that
+// divided by a skiplist node size (96 bytes) in entries: 128 MiB gives about 19 MiB and
+// 209,000 entries, above the apply budget (applyBudgetBytes, applyBudgetEntries), so an
+// Apply never fails with ErrTxnTooBig. Values above valueThreshold (large events) go to
+// the value log.
+const (
+	memTableSize   = 128 << 20
+	numMemtables   = 3
+	valueThreshold = 64 << 10
+	blockCacheSize = 64 << 20
+)
+
+func (l *Ledger) openHandle(dir string) (*handle, error) {
+	var o badger.Options
+	if dir == "" {
+		// In memory there is no value log: every value must be under the threshold.
+		o = badger.DefaultOptions("").WithInMemory(true).WithValueThreshold(MaxEventBytes)
+	} else {
+		o = badger.DefaultOptions(dir).WithValueThreshold(valueThreshold)
+	}
+	o = o.WithSyncWrites(false). // the Raft log is the durable record; see Sync
+					WithMemTableSize(memTableSize).
+					WithNumMemtables(numMemtables).
+					WithBlockCacheSize(blockCacheSize).
+					WithMetricsEnabled(false).
+					WithLogger(badgerLogger{l.logger})
+	db, err := badger.Open(o)
+	if err != nil {
+		where := dir
+		if where == "" {
+			where = "memory"
+		}
+		return nil, fmt.Errorf("ledger: open badger in %s: %w", where, err)
+	}
+	return &handle{db: db, dir: dir, done: make(chan struct{})}, nil
+}
+
+func (l *Ledger) loadCounters(h *handle) error {
+	var applied, seq uint64
+	err := h.db.View(func(txn *badger.Txn) error {
+		var err error
+		if applied, err = getU64(txn, keyApplied); err != nil {
+			return err
+		}
+		seq, err = getU64(txn, keySeq)
+		return err
+	})
+	if err != nil {
+		return fmt.Errorf("ledger: read counters: %w", err)
+	}
+	l.applied.Store(applied)
+	l.lastSeq.Store(seq)
+	return nil
+}
+
+// acquire pins the current database for a read or write; release unpins it.
+func (l *Ledger) acquire() (*handle, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.closed {
+		return nil, ErrClosed
+	}
+	l.cur.refs++
+	return l.cur, nil
+}
+
+func (l *Ledger) release(h *handle) {
+	l.mu.Lock()
+	h.refs--
+	last := h.refs == 0 && h.retired
+	l.mu.Unlock()
+	if last {
+		l.closeHandle(h)
+	}
+}
+
+// retireLocked marks h as no longer current; it is closed now (closeNow) or when its
+// last user releases it, and its directory deleted if remove. The caller holds l.mu.
+func (l *Ledger) retireLocked(h *handle, remove bool) (closeNow bool) {
+	h.retired = true
+	h.remove = remove
+	return h.refs == 0
+}
+
+func (l *Ledger) closeHandle(h *handle) {
+	h.err = h.db.Close()
+	if h.remove && h.dir != "" {
+		if err := os.RemoveAll(h.dir); err != nil {
+			l.logger.Warn("ledger: cannot remove replaced database; it is removed at the next start", "dir", h.dir, "err", err)
+		}
+	}
+	close(h.done)
+}
+
+// Close closes the ledger. It waits until open snapshots are released and reads in
+// progress finish, so release every Snapshot first.
+func (l *Ledger) Close() error {
+	l.applyMu.Lock()
+	defer l.applyMu.Unlock()
+	l.mu.Lock()
+	if l.closed {
+		l.mu.Unlock()
+		return nil
+	}
+	h := l.cur
+	l.closed = true
+	now := l.retireLocked(h, false)
+	close(l.changed)
+	l.mu.Unlock()
+	if now {
+		l.closeHandle(h)
+	}
+	<-h.done
+	if h.err != nil {
+		return fmt.Errorf("ledger: close badger: %w", h.err)
+	}
+	return nil
+}
+
+// AppliedIndex is the Raft index of the last applied command (0 for a new ledger).
+func (l *Ledger) AppliedIndex() uint64 { return l.applied.Load() }
+
+// LastSeq is the highest committed event seq (0 when the ledger has no events).
+func (l *Ledger) LastSeq() uint64 { return l.lastSeq.Load() }
+
+// Changed returns a channel that is closed after the next Apply that commits events
+// (or the next Restore, or Close). Take the channel before reading, then wait on it:
+//
+//	ch := l.Changed()
+//	evs, _, _ := l.ListEvents(f, from, n)
+//	if len(evs) == 0 { <-ch }
+func (l *Ledger) Changed() <-chan struct{} {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.changed
+}
+
+func (l *Ledger) notify() {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.closed {
+		return
+	}
+	close(l.changed)
+	l.changed = make(chan struct{})
+}
+
+// Sync makes every applied command durable. Apply does not fsync (the Raft log is the
+// durable record and replays what a crash lost); the FSM calls Sync before a Raft
+// snapshot, so the stored applied index is never behind the snapshot that lets Raft
+// truncate its log.
+func (l *Ledger) Sync() error {
+	h, err := l.acquire()
+	if err != nil {
+		return err
+	}
+	defer l.release(h)
+	if err := h.db.Sync(); err != nil {
+		return fmt.Errorf("ledger: sync: %w", err)
+	}
+	return nil
+}
+
+// badgerLogger sends Badger's log to slog; Badger's info lines are debug here.
+type badgerLogger struct{ l *slog.Logger }
+
+func (b badgerLogger) Errorf(f string, a ...any) { b.l.Error("badger: " + trimf(f, a)) }
+func (b badgerLogger) Warningf(f string, a ...any) {
+	b.l.Warn("badger: " + trimf(f, a))
+}
+func (b badgerLogger) Infof(f string, a ...any)  { b.l.Debug("badger: " + trimf(f, a)) }
+func (b badgerLogger) Debugf(f string, a ...any) {}
+
+func trimf(f string, a []any) string { return strings.TrimSpace(fmt.Sprintf(f, a...)) }

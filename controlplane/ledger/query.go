@@ -1,0 +1,292 @@
+package ledger
+
+import (
+	"bytes"
+	"crypto/sha256"
+	"encoding/hex"
+	"fmt"
+	"slices"
+
+	"github.com/dgraph-io/badger/v4"
+	"google.golang.org/protobuf/proto"
+
+	eventv1 "github.com/crossdock/crossdock/proto/gen/crossdock/event/v1"
+	storev1 "github.com/crossdock/crossdock/proto/gen/crossdock/store/v1"
+)
+
+// DefaultListLimit is the page size of ListEvents when limit <= 0.
+const DefaultListLimit = 100
+
+// Filter selects events: all of Keys (business key name = value) and Type, when set.
+// Only the first MaxIndexedKeys keys of an event, by name, can be matched, and names
+// or values longer than 1 KiB are not indexed.
+type Filter struct {
+	Type string
+	Keys map[string]string
+}
+
+// view runs fn in a read transaction of the current database.
+func (l *Ledger) view(fn func(txn *badger.Txn) error) error {
+	h, err := l.acquire()
+	if err != nil {
+		return err
+	}
+	defer l.release(h)
+	return h.db.View(fn)
+}
+
+// ListEvents returns up to limit events matching f with seq >= fromSeq, in ascending
+// seq order (fromSeq 0 means 1; limit <= 0 means DefaultListLimit). nextSeq is the seq
+// of the next matching event after the page, to pass as fromSeq, or 0 when there is no
+// further match yet (a tailer then resumes from the last seq returned + 1).
+//
+// With keys or a type it walks the matching indexes together (a leapfrog join: each
+// index seeks to the highest seq any other index is at), so it costs about as much as
+// the most selective index; without a filter it reads the log.
+func (l *Ledger) ListEvents(f Filter, fromSeq uint64, limit int) (events []*eventv1.CommittedEvent, nextSeq uint64, err error) {
+	fromSeq = max(fromSeq, 1)
+	if limit <= 0 {
+		limit = DefaultListLimit
+	}
+	var prefixes [][]byte
+	names := make([]string, 0, len(f.Keys))
+	for name := range f.Keys {
+		names = append(names, name)
+	}
+	slices.Sort(names)
+	for _, name := range names {
+		prefixes = append(prefixes, keyIndexPrefix(name, f.Keys[name]))
+	}
+	if f.Type != "" {
+		prefixes = append(prefixes, typeIndexPrefix(f.Type))
+	}
+	err = l.view(func(txn *badger.Txn) error {
+		if len(prefixes) == 0 {
+			events, nextSeq, err = scanLog(txn, fromSeq, limit)
+			return err
+		}
+		seqs := joinIndexes(txn, prefixes, fromSeq, limit+1)
+		if len(seqs) > limit {
+			nextSeq, seqs = seqs[limit], seqs[:limit]
+		}
+		events = make([]*eventv1.CommittedEvent, 0, len(seqs))
+		for _, seq := range seqs {
+			ev := &eventv1.CommittedEvent{}
+			ok, err := getProto(txn, logKey(seq), ev)
+			if err != nil {
+				return err
+			}
+			if !ok {
+				return fmt.Errorf("ledger: index names seq %d, which is not in the log", seq)
+			}
+			events = append(events, ev)
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, 0, err
+	}
+	return events, nextSeq, nil
+}
+
+func scanLog(txn *badger.Txn, fromSeq uint64, limit int) ([]*eventv1.CommittedEvent, uint64, error) {
+	opts := badger.DefaultIteratorOptions
+	opts.Prefix = prefixLog
+	opts.PrefetchSize = min(limit+1, 100)
+	it := txn.NewIterator(opts)
+	defer it.Close()
+	var events []*eventv1.CommittedEvent
+	for it.Seek(logKey(fromSeq)); it.ValidForPrefix(prefixLog); it.Next() {
+		if len(events) == limit {
+			return events, seqSuffix(it.Item().Key()), nil
+		}
+		ev := &eventv1.CommittedEvent{}
+		if err := it.Item().Value(func(b []byte) error { return proto.Unmarshal(b, ev) }); err != nil {
+			return nil, 0, fmt.Errorf("ledger: decode event %d: %w", seqSuffix(it.Item().Key()), err)
+		}
+		events = append(events, ev)
+	}
+	return events, 0, nil
+}
+
+// joinIndexes returns up to n seqs >= from present under every prefix, ascending.
+func joinIndexes(txn *badger.Txn, prefixes [][]byte, from uint64, n int) []uint64 {
+	cursors := make([]*indexCursor, len(prefixes))
+	for i, p := range prefixes {
+		opts := badger.DefaultIteratorOptions
+		opts.PrefetchValues = false
+		opts.Prefix = p
+		cursors[i] = &indexCursor{it: txn.NewIterator(opts), prefix: p, keyLen: len(p) + 8}
+		defer cursors[i].it.Close()
+	}
+	var seqs []uint64
+	target := from
+	for len(seqs) < n {
+		// Cycle through the cursors until all agree on target.
+		for agreed, i := 0, 0; agreed < len(cursors); i = (i + 1) % len(cursors) {
+			s, ok := cursors[i].seek(target)
+			if !ok {
+				return seqs
+			}
+			if s == target {
+				agreed++
+			} else {
+				target, agreed = s, 1
+			}
+		}
+		seqs = append(seqs, target)
+		if target == ^uint64(0) {
+			break
+		}
+		target++
+	}
+	return seqs
+}
+
+type indexCursor struct {
+	it     *badger.Iterator
+	prefix []byte
+	keyLen int
+}
+
+// seek positions the cursor at its first seq >= target.
+func (c *indexCursor) seek(target uint64) (uint64, bool) {
+	if c.valid() {
+		if s := seqSuffix(c.it.Item().Key()); s >= target {
+			return s, true
+		}
+	}
+	c.it.Seek(cat(c.prefix, u64(target)))
+	if !c.valid() {
+		return 0, false
+	}
+	return seqSuffix(c.it.Item().Key()), true
+}
+
+func (c *indexCursor) valid() bool {
+	return c.it.ValidForPrefix(c.prefix) && len(c.it.Item().Key()) == c.keyLen
+}
+
+// EventByID looks an event up by its id.
+func (l *Ledger) EventByID(id string) (*eventv1.CommittedEvent, bool, error) {
+	k := idKey(id)
+	if k == nil {
+		return nil, false, nil
+	}
+	var ev *eventv1.CommittedEvent
+	err := l.view(func(txn *badger.Txn) error {
+		v, ok, err := getValue(txn, k)
+		if err != nil || !ok {
+			return err
+		}
+		seq, err := decodeU64(v)
+		if err != nil {
+			return fmt.Errorf("ledger: id index of %q: %w", id, err)
+		}
+		ev = &eventv1.CommittedEvent{}
+		ok, err = getProto(txn, logKey(seq), ev)
+		if err == nil && !ok {
+			err = fmt.Errorf("ledger: id index names seq %d, which is not in the log", seq)
+		}
+		return err
+	})
+	if err != nil || ev == nil {
+		return nil, false, err
+	}
+	return ev, true, nil
+}
+
+// Agent returns an agent's record.
+func (l *Ledger) Agent(id string) (*storev1.AgentRecord, bool, error) {
+	rec := &storev1.AgentRecord{}
+	ok, err := l.getProto(agentKey(id), rec)
+	if !ok {
+		rec = nil
+	}
+	return rec, ok, err
+}
+
+// Agents returns every agent record, sorted by id.
+func (l *Ledger) Agents() ([]*storev1.AgentRecord, error) {
+	var out []*storev1.AgentRecord
+	err := l.view(func(txn *badger.Txn) error {
+		opts := badger.DefaultIteratorOptions
+		opts.Prefix = prefixAgent
+		it := txn.NewIterator(opts)
+		defer it.Close()
+		for it.Rewind(); it.Valid(); it.Next() {
+			rec := &storev1.AgentRecord{}
+			if err := it.Item().Value(func(b []byte) error { return proto.Unmarshal(b, rec) }); err != nil {
+				return fmt.Errorf("ledger: decode agent %q: %w", it.Item().Key(), err)
+			}
+			out = append(out, rec)
+		}
+		return nil
+	})
+	return out, err
+}
+
+// Token returns an enrollment token's record.
+func (l *Ledger) Token(id string) (*storev1.TokenRecord, bool, error) {
+	rec := &storev1.TokenRecord{}
+	ok, err := l.getProto(tokenKey(id), rec)
+	if !ok {
+		rec = nil
+	}
+	return rec, ok, err
+}
+
+// AdminTokenHash returns the SHA-256 of an admin token's secret.
+func (l *Ledger) AdminTokenHash(id string) ([]byte, bool, error) {
+	var t storev1.PutAdminToken
+	ok, err := l.getProto(adminTokenKey(id), &t)
+	if !ok {
+		return nil, false, err
+	}
+	return t.GetSecretSha256(), true, nil
+}
+
+// CA returns the cluster CA's certificate and key; ok is false before PUT_CA.
+func (l *Ledger) CA() (certPEM, keyPEM string, ok bool, err error) {
+	var ca storev1.PutCA
+	ok, err = l.getProto(keyCA, &ca)
+	if !ok {
+		return "", "", false, err
+	}
+	return ca.GetCertPem(), ca.GetKeyPem(), true, nil
+}
+
+func (l *Ledger) getProto(k []byte, m proto.Message) (bool, error) {
+	var ok bool
+	err := l.view(func(txn *badger.Txn) error {
+		var err error
+		ok, err = getProto(txn, k, m)
+		return err
+	})
+	return ok, err
+}
+
+// Hash is the hex SHA-256 of every key and value in key order (the same framing as a
+// snapshot's records). Two replicas that applied the same log have the same Hash.
+func (l *Ledger) Hash() (string, error) {
+	h := sha256.New()
+	err := l.view(func(txn *badger.Txn) error {
+		it := txn.NewIterator(badger.DefaultIteratorOptions)
+		defer it.Close()
+		var buf bytes.Buffer
+		for it.Rewind(); it.Valid(); it.Next() {
+			v, err := it.Item().ValueCopy(nil)
+			if err != nil {
+				return err
+			}
+			buf.Reset()
+			appendRecord(&buf, it.Item().Key(), v)
+			h.Write(buf.Bytes())
+		}
+		return nil
+	})
+	if err != nil {
+		return "", fmt.Errorf("ledger: hash: %w", err)
+	}
+	return hex.EncodeToString(h.Sum(nil)), nil
+}

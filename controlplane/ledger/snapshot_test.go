@@ -1,0 +1,260 @@
+package ledger
+
+import (
+	"bytes"
+	"errors"
+	"io"
+	"os"
+	"slices"
+	"testing"
+
+	storev1 "github.com/crossdock/crossdock/proto/gen/crossdock/store/v1"
+)
+
+// smallLedger has a few events, an agent, a token and a CA: every kind of key.
+func smallLedger(t *testing.T, disk bool) (*Ledger, *raftLog) {
+	l := newLedger(t, disk)
+	lg := &raftLog{t: t}
+	lg.ingest(l, "a1", agentEvent(1, "e1", "sku", "S1", "location", "WH1"), agentEvent(2, "e2", "sku", "S2"))
+	putToken(t, lg, l, &storev1.PutToken{Id: "t1", SecretSha256: hashOf("s"), ExpiresAt: ts(at(100))})
+	lg.apply(l, command(t, storev1.CommandType_COMMAND_TYPE_PUT_ADMIN_TOKEN, &storev1.PutAdminToken{Id: "adm", SecretSha256: hashOf("a")}))
+	lg.apply(l, command(t, storev1.CommandType_COMMAND_TYPE_PUT_CA, &storev1.PutCA{CertPem: "c", KeyPem: "k"}))
+	return l, lg
+}
+
+func TestSnapshotRestoreRoundTrip(t *testing.T) {
+	l, _ := keyedLedger(t, 300)
+	cp := testSnapshotRestore(t, l)
+	f := Filter{Keys: map[string]string{"sku": "SKU-2"}, Type: "price"}
+	if a, b := seqsOf(listAll(t, l, f, 1, 7)), seqsOf(listAll(t, cp, f, 1, 7)); !slices.Equal(a, b) || len(a) == 0 {
+		t.Errorf("restored index lists %v, original %v", b, a)
+	}
+	// The copy carries on from the snapshot's index like the original.
+	next := l.AppliedIndex() + 1
+	cmd := ingestCmd(t, "a1", agentEvent(1000, "new"))
+	for _, x := range []*Ledger{l, cp} {
+		if _, err := x.Apply(next, at(next), cmd); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if mustHash(t, l) != mustHash(t, cp) {
+		t.Error("original and restored copy differ after the same apply")
+	}
+
+	// Restoring into an in-memory ledger that has other state replaces it.
+	mem, _ := smallLedger(t, false)
+	ch := mem.Changed()
+	if err := mem.Restore(bytes.NewReader(snapshotBytes(t, l))); err != nil {
+		t.Fatal(err)
+	}
+	if mustHash(t, mem) != mustHash(t, l) || mem.AppliedIndex() != l.AppliedIndex() {
+		t.Error("in-memory restore differs")
+	}
+	if _, _, ok, _ := mem.CA(); ok {
+		t.Error("state from before the restore survived it")
+	}
+	select {
+	case <-ch:
+	default:
+		t.Error("Restore did not signal Changed")
+	}
+}
+
+func TestSnapshotOfEmptyLedger(t *testing.T) {
+	l := newLedger(t, false)
+	cp := testSnapshotRestore(t, l)
+	if cp.AppliedIndex() != 0 || cp.LastSeq() != 0 {
+		t.Errorf("restored empty ledger: %d, %d", cp.AppliedIndex(), cp.LastSeq())
+	}
+}
+
+func TestSnapshotIsPointInTime(t *testing.T) {
+	l, lg := smallLedger(t, true)
+	snap, err := l.OpenSnapshot()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer snap.Release()
+	wantHash, wantIndex := mustHash(t, l), l.AppliedIndex()
+	if snap.Index() != wantIndex {
+		t.Errorf("Snapshot.Index = %d, want %d", snap.Index(), wantIndex)
+	}
+	// Applies continue while the snapshot is open; it is persisted afterwards.
+	lg.ingest(l, "a1", agentEvent(3, "e3"), agentEvent(4, "e4"))
+	consume(t, lg, l, &storev1.ConsumeToken{Id: "t1", SecretSha256: hashOf("s"), At: ts(at(7))})
+	var buf bytes.Buffer
+	if _, err := snap.WriteTo(&buf); err != nil {
+		t.Fatal(err)
+	}
+	cp := newLedger(t, false)
+	if err := cp.Restore(&buf); err != nil {
+		t.Fatal(err)
+	}
+	if mustHash(t, cp) != wantHash || cp.AppliedIndex() != wantIndex || cp.LastSeq() != 2 {
+		t.Errorf("snapshot does not reflect its point in time: index %d, last seq %d", cp.AppliedIndex(), cp.LastSeq())
+	}
+	if rec, _, _ := cp.Token("t1"); rec.GetUsed() {
+		t.Error("snapshot includes a later consume")
+	}
+}
+
+// assertUnchanged fails unless l still has the given hash and index.
+func assertUnchanged(t *testing.T, l *Ledger, hash string, index uint64, what string) {
+	t.Helper()
+	if mustHash(t, l) != hash || l.AppliedIndex() != index {
+		t.Fatalf("%s changed the state", what)
+	}
+}
+
+func TestRestoreRefusesCorruptStreams(t *testing.T) {
+	src, _ := smallLedger(t, false)
+	valid := snapshotBytes(t, src)
+	target, _ := keyedLedger(t, 20)
+	hash, index := mustHash(t, target), target.AppliedIndex()
+
+	check := func(data []byte, what string) {
+		t.Helper()
+		err := target.Restore(bytes.NewReader(data))
+		if !errors.Is(err, ErrSnapshotCorrupt) {
+			t.Fatalf("%s: Restore = %v, want ErrSnapshotCorrupt", what, err)
+		}
+		assertUnchanged(t, target, hash, index, what)
+	}
+	for n := range len(valid) {
+		check(valid[:n], "truncated stream")
+	}
+	for i := range valid {
+		for _, mask := range []byte{0x01, 0x80, 0xff} {
+			b := slices.Clone(valid)
+			b[i] ^= mask
+			check(b, "flipped byte")
+		}
+	}
+	check(append(slices.Clone(valid), 0), "trailing byte")
+	check([]byte("CDXSNAP2"+string(valid[8:])), "other magic")
+	check([]byte("not a snapshot at all"), "garbage")
+
+	// Well-formed framing with a recomputed checksum but keys out of order.
+	recs := [][2]string{{"b", "1"}, {"a", "2"}}
+	check(buildStream(recs, true), "keys out of order")
+	check(buildStream([][2]string{{"m/applied", "123"}}, true), "short counter")
+	check(buildStream([][2]string{{"!badger!x", ""}}, true), "reserved key")
+
+	// An I/O error from the source is reported as such, not as corruption.
+	err := target.Restore(io.MultiReader(bytes.NewReader(valid[:20]), errReader{}))
+	if err == nil || errors.Is(err, ErrSnapshotCorrupt) {
+		t.Errorf("read error: Restore = %v", err)
+	}
+	assertUnchanged(t, target, hash, index, "a read error")
+}
+
+func TestRestoreCorruptOnDiskLeavesNoLeftovers(t *testing.T) {
+	src, _ := smallLedger(t, false)
+	valid := snapshotBytes(t, src)
+	l, _ := smallLedger(t, true)
+	hash, index := mustHash(t, l), l.AppliedIndex()
+	before := dirNames(t, l.opts.Dir)
+	for _, data := range [][]byte{valid[:len(valid)-1], valid[:len(valid)/2], append(slices.Clone(valid), 1)} {
+		if err := l.Restore(bytes.NewReader(data)); !errors.Is(err, ErrSnapshotCorrupt) {
+			t.Fatalf("Restore = %v, want ErrSnapshotCorrupt", err)
+		}
+		assertUnchanged(t, l, hash, index, "corrupt restore")
+	}
+	if after := dirNames(t, l.opts.Dir); !slices.Equal(after, before) {
+		t.Errorf("ledger dir %v after failed restores, was %v", after, before)
+	}
+}
+
+func TestRestoreOnDiskSurvivesReopen(t *testing.T) {
+	src, _ := keyedLedger(t, 50)
+	data := snapshotBytes(t, src)
+	dir := t.TempDir()
+	l, err := Open(Options{Dir: dir})
+	if err != nil {
+		t.Fatal(err)
+	}
+	lg := &raftLog{t: t}
+	lg.ingest(l, "old", agentEvent(1, "old"))
+	// An open snapshot keeps the replaced database alive until it is released.
+	snap, err := l.OpenSnapshot()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := l.Restore(bytes.NewReader(data)); err != nil {
+		t.Fatal(err)
+	}
+	if got := dirNames(t, dir); len(got) != 3 {
+		t.Errorf("ledger dir while the old snapshot is open: %v", got)
+	}
+	var buf bytes.Buffer
+	if _, err := snap.WriteTo(&buf); err != nil {
+		t.Fatalf("snapshot of the replaced database: %v", err)
+	}
+	snap.Release()
+	snap.Release()
+	if got := dirNames(t, dir); len(got) != 2 {
+		t.Errorf("ledger dir after release: %v, want CURRENT and one database", got)
+	}
+	if idx, err := VerifySnapshot(&buf); err != nil || idx != 1 {
+		t.Errorf("old snapshot: index %d, %v", idx, err)
+	}
+	want := mustHash(t, src)
+	if err := l.Close(); err != nil {
+		t.Fatal(err)
+	}
+	l, err = Open(Options{Dir: dir})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	if mustHash(t, l) != want || l.AppliedIndex() != src.AppliedIndex() || l.LastSeq() != 50 {
+		t.Error("restored state lost after reopen")
+	}
+}
+
+func TestOpenRemovesLeftovers(t *testing.T) {
+	dir := t.TempDir()
+	l, err := Open(Options{Dir: dir})
+	if err != nil {
+		t.Fatal(err)
+	}
+	l.Close()
+	before := dirNames(t, dir)
+	// What a crash in the middle of a Restore leaves.
+	for _, p := range []string{dir + "/db-00000000000000000009", dir + "/" + restoreSpoolPrefix + "123"} {
+		if err := os.WriteFile(p, []byte("x"), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	l, err = Open(Options{Dir: dir})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	if after := dirNames(t, dir); !slices.Equal(after, before) {
+		t.Errorf("ledger dir %v after reopen, want %v", after, before)
+	}
+}
+
+func TestOpenNeedsDir(t *testing.T) {
+	if _, err := Open(Options{}); err == nil {
+		t.Error("Open without Dir succeeded")
+	}
+}
+
+func dirNames(t *testing.T, dir string) []string {
+	t.Helper()
+	es, err := os.ReadDir(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var names []string
+	for _, e := range es {
+		names = append(names, e.Name())
+	}
+	return names
+}
+
+type errReader struct{}
+
+func (errReader) Read([]byte) (int, error) { return 0, errors.New("connection reset") }

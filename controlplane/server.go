@@ -1,0 +1,300 @@
+// Package controlplane is the Crossdock control plane as a library: a raft-replicated
+// store, the agents' uplink and the admin API, served over HTTPS on TCP (HTTP/2) and
+// HTTP/3 on UDP, on the same port.
+package controlplane
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"time"
+
+	"connectrpc.com/connect"
+	"github.com/quic-go/quic-go"
+	"github.com/quic-go/quic-go/http3"
+	"google.golang.org/protobuf/types/known/timestamppb"
+
+	"github.com/crossdock/crossdock/controlplane/api"
+	"github.com/crossdock/crossdock/controlplane/pki"
+	"github.com/crossdock/crossdock/controlplane/store"
+	"github.com/crossdock/crossdock/internal/cliconfig"
+	"github.com/crossdock/crossdock/proto/gen/crossdock/admin/v1/adminv1connect"
+	storev1 "github.com/crossdock/crossdock/proto/gen/crossdock/store/v1"
+	"github.com/crossdock/crossdock/proto/gen/crossdock/uplink/v1/uplinkv1connect"
+)
+
+// Config configures a control plane node.
+type Config struct {
+	// NodeID names the node in raft; the host name when empty.
+	NodeID string
+	// DataDir holds raft, the ledger and admin.yaml.
+	DataDir string
+	// Listen is the API address, TCP (HTTP/2) and UDP (HTTP/3) on the same port.
+	Listen string
+	// RaftListen is the raft address.
+	RaftListen string
+	// Advertise is the API address given to agents and the CLI; Listen's when empty.
+	Advertise string
+	// TLSHosts are extra names and IPs for the server certificate.
+	TLSHosts []string
+	// Bootstrap forms a new single-node cluster when the data dir is empty.
+	Bootstrap bool
+	// DisableHTTP3 serves only HTTPS over TCP.
+	DisableHTTP3 bool
+	// CLIConfigPath, when set and no file is there yet, also receives the admin config
+	// written at bootstrap (e.g. ~/.config/crossdock/config.yaml).
+	CLIConfigPath string
+	Logger        *slog.Logger
+	// TuneStore adjusts the raft settings (tests use fast timings).
+	TuneStore func(*store.Config)
+}
+
+// Server is one running control plane node.
+type Server struct {
+	cfg      Config
+	logger   *slog.Logger
+	store    *store.Store
+	ca       *pki.CA
+	tcp      net.Listener
+	udp      net.PacketConn
+	http     *http.Server
+	h3       *http3.Server
+	registry *api.Registry
+	addr     string
+}
+
+// AdminConfigFile is the name of the admin config written into the data dir at bootstrap.
+const AdminConfigFile = "admin.yaml"
+
+// New opens the store, creates the CA and first admin token on a fresh cluster, and
+// binds the listeners. Run serves.
+func New(ctx context.Context, cfg Config) (*Server, error) {
+	logger := cfg.Logger
+	if logger == nil {
+		logger = slog.Default()
+	}
+	if cfg.NodeID == "" {
+		h, err := os.Hostname()
+		if err != nil {
+			return nil, fmt.Errorf("controlplane: node id: %w", err)
+		}
+		cfg.NodeID = h
+	}
+	if cfg.DataDir == "" {
+		return nil, errors.New("controlplane: DataDir is required")
+	}
+	if cfg.Listen == "" {
+		cfg.Listen = "127.0.0.1:7443"
+	}
+	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
+		return nil, fmt.Errorf("controlplane: create data dir: %w", err)
+	}
+	s := &Server{cfg: cfg, logger: logger.With("node", cfg.NodeID), registry: api.NewRegistry()}
+
+	// Bind the API port first: the server certificate and admin config name it.
+	tcp, err := net.Listen("tcp", cfg.Listen)
+	if err != nil {
+		return nil, fmt.Errorf("controlplane: listen on %s: %w", cfg.Listen, err)
+	}
+	s.tcp = tcp
+	s.addr = cfg.Advertise
+	if s.addr == "" {
+		s.addr = dialable(tcp.Addr().String())
+	}
+	if !cfg.DisableHTTP3 {
+		udp, err := net.ListenPacket("udp", tcp.Addr().String())
+		if err != nil {
+			tcp.Close()
+			return nil, fmt.Errorf("controlplane: listen for HTTP/3 on udp %s (or disable HTTP/3): %w", tcp.Addr(), err)
+		}
+		s.udp = udp
+	}
+
+	scfg := store.Config{NodeID: cfg.NodeID, Dir: cfg.DataDir, RaftBind: cfg.RaftListen, Bootstrap: cfg.Bootstrap, Logger: logger}
+	if cfg.TuneStore != nil {
+		cfg.TuneStore(&scfg)
+	}
+	s.store, err = store.Open(scfg)
+	if err != nil {
+		s.closeListeners()
+		return nil, err
+	}
+	if err := s.initSecrets(ctx); err != nil {
+		s.store.Close()
+		s.closeListeners()
+		return nil, err
+	}
+	if err := s.buildServers(); err != nil {
+		s.store.Close()
+		s.closeListeners()
+		return nil, err
+	}
+	return s, nil
+}
+
+// dialable turns a listen address into one a local client can dial.
+func dialable(addr string) string {
+	host, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		return addr
+	}
+	if ip := net.ParseIP(host); host == "" || (ip != nil && ip.IsUnspecified()) {
+		host = "127.0.0.1"
+	}
+	return net.JoinHostPort(host, port)
+}
+
+// initSecrets waits for a leader and, on a cluster that has none yet, creates the CA and
+// the first admin token through raft; then loads the CA.
+func (s *Server) initSecrets(ctx context.Context) error {
+	wctx, cancel := context.WithTimeout(ctx, 60*time.Second)
+	defer cancel()
+	if s.cfg.Bootstrap {
+		if err := s.store.WaitForLeadership(wctx); err != nil {
+			return fmt.Errorf("controlplane: become leader of the new cluster: %w", err)
+		}
+	} else if err := s.store.WaitForLeader(wctx); err != nil {
+		return fmt.Errorf("controlplane: find the cluster leader: %w", err)
+	}
+	l := s.store.Ledger()
+	certPEM, keyPEM, ok, err := l.CA()
+	if err != nil {
+		return fmt.Errorf("controlplane: read CA: %w", err)
+	}
+	if !ok {
+		if !s.store.IsLeader() {
+			return errors.New("controlplane: the cluster has no CA yet and this node is not the leader; start the first node with --bootstrap")
+		}
+		ca, err := pki.NewCA("Crossdock cluster CA")
+		if err != nil {
+			return fmt.Errorf("controlplane: create CA: %w", err)
+		}
+		kp, err := ca.KeyPEM()
+		if err != nil {
+			return fmt.Errorf("controlplane: encode CA key: %w", err)
+		}
+		if _, err := s.store.Propose(wctx, storev1.CommandType_COMMAND_TYPE_PUT_CA, &storev1.PutCA{CertPem: string(ca.CertPEM()), KeyPem: string(kp)}); err != nil {
+			return fmt.Errorf("controlplane: store CA: %w", err)
+		}
+		id, secret, full, err := pki.NewAdminToken()
+		if err != nil {
+			return fmt.Errorf("controlplane: create admin token: %w", err)
+		}
+		if _, err := s.store.Propose(wctx, storev1.CommandType_COMMAND_TYPE_PUT_ADMIN_TOKEN, &storev1.PutAdminToken{
+			Id: id, SecretSha256: pki.HashSecret(secret), CreatedAt: timestamppb.Now(),
+		}); err != nil {
+			return fmt.Errorf("controlplane: store admin token: %w", err)
+		}
+		cc := &cliconfig.Config{Addr: s.addr, Token: full, CAPEM: string(ca.CertPEM())}
+		path := s.AdminConfigPath()
+		if err := cliconfig.Write(path, cc); err != nil {
+			return err
+		}
+		s.logger.Info("bootstrapped cluster: CA and admin token created", "admin_config", path, "ca_pin", ca.Pin())
+		if p := s.cfg.CLIConfigPath; p != "" {
+			if _, err := os.Stat(p); errors.Is(err, os.ErrNotExist) {
+				if err := cliconfig.Write(p, cc); err != nil {
+					return err
+				}
+				s.logger.Info("wrote CLI config", "path", p)
+			}
+		}
+		certPEM, keyPEM, _, err = l.CA()
+		if err != nil {
+			return fmt.Errorf("controlplane: read CA: %w", err)
+		}
+	}
+	s.ca, err = pki.LoadCA([]byte(certPEM), []byte(keyPEM))
+	if err != nil {
+		return fmt.Errorf("controlplane: load CA: %w", err)
+	}
+	return nil
+}
+
+func (s *Server) buildServers() error {
+	host, _, _ := net.SplitHostPort(s.addr)
+	hosts := append([]string{host}, s.cfg.TLSHosts...)
+	if h, _, err := net.SplitHostPort(s.tcp.Addr().String()); err == nil {
+		hosts = append(hosts, h)
+	}
+	cert, err := s.ca.IssueServer(s.cfg.NodeID, hosts, 365*24*time.Hour)
+	if err != nil {
+		return fmt.Errorf("controlplane: issue server certificate: %w", err)
+	}
+	tlsConf := pki.ServerTLSConfig(cert, s.ca.Pool())
+
+	backend := &api.Backend{Store: s.store, CA: func() *pki.CA { return s.ca }, Registry: s.registry, Logger: s.logger}
+	mux := http.NewServeMux()
+	opts := []connect.HandlerOption{connect.WithReadMaxBytes(32 << 20)}
+	mux.Handle(uplinkv1connect.NewUplinkServiceHandler(&api.Uplink{Backend: backend}, opts...))
+	auth := &api.AdminAuth{Ledger: s.store.Ledger()}
+	tmp := filepath.Join(s.cfg.DataDir, "tmp")
+	if err := os.MkdirAll(tmp, 0o700); err != nil {
+		return fmt.Errorf("controlplane: create tmp dir: %w", err)
+	}
+	mux.Handle(adminv1connect.NewAdminServiceHandler(&api.Admin{Backend: backend, TempDir: tmp}, append(opts, connect.WithInterceptors(auth))...))
+	handler := api.WithPeer(mux)
+
+	s.http = &http.Server{Handler: handler, TLSConfig: tlsConf, ReadHeaderTimeout: 10 * time.Second}
+	if s.udp != nil {
+		s.h3 = &http3.Server{
+			Handler:    handler,
+			TLSConfig:  http3.ConfigureTLSConfig(tlsConf.Clone()),
+			QUICConfig: &quic.Config{MaxIdleTimeout: 30 * time.Second, KeepAlivePeriod: 10 * time.Second},
+		}
+	}
+	return nil
+}
+
+func (s *Server) closeListeners() {
+	if s.tcp != nil {
+		s.tcp.Close()
+	}
+	if s.udp != nil {
+		s.udp.Close()
+	}
+}
+
+// Run serves until ctx is done, then shuts down.
+func (s *Server) Run(ctx context.Context) error {
+	errc := make(chan error, 2)
+	go func() {
+		errc <- s.http.ServeTLS(s.tcp, "", "")
+	}()
+	if s.h3 != nil {
+		go func() { errc <- s.h3.Serve(s.udp) }()
+	}
+	s.logger.Info("control plane serving", "addr", s.addr, "http3", s.h3 != nil, "raft", s.store.RaftAddr())
+	var err error
+	select {
+	case <-ctx.Done():
+	case err = <-errc:
+		err = fmt.Errorf("controlplane: serve: %w", err)
+	}
+	sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if s.h3 != nil {
+		s.h3.Close()
+	}
+	_ = s.http.Shutdown(sctx)
+	s.http.Close()
+	s.closeListeners()
+	return errors.Join(err, s.store.Close())
+}
+
+// Addr is the API address agents and the CLI dial (host:port).
+func (s *Server) Addr() string { return s.addr }
+
+// AdminConfigPath is where the bootstrap admin config is written.
+func (s *Server) AdminConfigPath() string { return filepath.Join(s.cfg.DataDir, AdminConfigFile) }
+
+// Store is the node's replicated store.
+func (s *Server) Store() *store.Store { return s.store }
+
+// CA is the cluster CA.
+func (s *Server) CA() *pki.CA { return s.ca }

@@ -1,0 +1,82 @@
+package store
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"time"
+
+	"github.com/hashicorp/raft"
+	"google.golang.org/protobuf/proto"
+
+	"github.com/crossdock/crossdock/controlplane/ledger"
+	storev1 "github.com/crossdock/crossdock/proto/gen/crossdock/store/v1"
+)
+
+// fsm is the thin raft.FSM wrapper: it decodes log entries and hands them to the ledger,
+// which owns the state and the command handlers.
+type fsm struct {
+	ledger *ledger.Ledger
+	logger *slog.Logger
+}
+
+var _ raft.FSM = (*fsm)(nil)
+
+// Apply decodes one entry and applies it. An entry that cannot be decoded, a command type
+// this node does not know (and that is not marked ignorable) or a storage failure stops
+// the node: carrying on would make this replica diverge from the others.
+func (f *fsm) Apply(l *raft.Log) any {
+	if l.Type != raft.LogCommand {
+		return nil
+	}
+	var cmd storev1.Command
+	if err := proto.Unmarshal(l.Data, &cmd); err != nil {
+		panic(fmt.Sprintf("store: cannot decode raft log entry %d: %v", l.Index, err))
+	}
+	res, err := f.ledger.Apply(l.Index, time.Unix(0, cmd.GetProposedAtUnixNano()).UTC(), &cmd)
+	if err != nil {
+		if errors.Is(err, ledger.ErrUnknownCommand) {
+			panic(fmt.Sprintf("store: raft log entry %d has command type %d this node does not know; upgrade this node: %v", l.Index, cmd.GetType(), err))
+		}
+		panic(fmt.Sprintf("store: applying raft log entry %d (%s): %v", l.Index, cmd.GetType(), err))
+	}
+	return res
+}
+
+// Snapshot makes the ledger durable up to the current index, so the stored applied index
+// is never behind a Raft snapshot, and takes a point-in-time view of it.
+func (f *fsm) Snapshot() (raft.FSMSnapshot, error) {
+	if err := f.ledger.Sync(); err != nil {
+		return nil, fmt.Errorf("store: sync ledger before snapshot: %w", err)
+	}
+	snap, err := f.ledger.OpenSnapshot()
+	if err != nil {
+		return nil, fmt.Errorf("store: open ledger snapshot: %w", err)
+	}
+	return &fsmSnapshot{snap: snap}, nil
+}
+
+// Restore replaces the ledger with a snapshot stream.
+func (f *fsm) Restore(rc io.ReadCloser) error {
+	defer rc.Close()
+	if err := f.ledger.Restore(rc); err != nil {
+		return fmt.Errorf("store: restore ledger: %w", err)
+	}
+	f.logger.Info("restored ledger from snapshot", "applied_index", f.ledger.AppliedIndex(), "last_seq", f.ledger.LastSeq())
+	return nil
+}
+
+type fsmSnapshot struct {
+	snap *ledger.Snapshot
+}
+
+func (s *fsmSnapshot) Persist(sink raft.SnapshotSink) error {
+	if _, err := s.snap.WriteTo(sink); err != nil {
+		_ = sink.Cancel()
+		return fmt.Errorf("store: write snapshot: %w", err)
+	}
+	return sink.Close()
+}
+
+func (s *fsmSnapshot) Release() { s.snap.Release() }

@@ -1,0 +1,408 @@
+// Package store runs the control plane's replicated state: hashicorp/raft with a
+// raft-wal log, and a Badger-backed ledger as the FSM.
+//
+// The ledger is persistent, so raft is told not to restore a snapshot at start
+// (NoSnapshotRestoreOnStart). The ledger stores its last applied index in the same
+// Badger transaction as each apply and skips entries at or below it when raft replays
+// the log. It syncs Badger before every raft snapshot, so its applied index can only be
+// behind the newest snapshot if its files were lost; Open detects that and restores the
+// snapshot itself.
+package store
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"os"
+	"path/filepath"
+	"time"
+
+	"github.com/hashicorp/go-hclog"
+	"github.com/hashicorp/raft"
+	raftwal "github.com/hashicorp/raft-wal"
+	"github.com/hashicorp/raft-wal/metadb"
+	"google.golang.org/protobuf/proto"
+
+	"github.com/crossdock/crossdock/controlplane/ledger"
+	"github.com/crossdock/crossdock/internal/slogh"
+	storev1 "github.com/crossdock/crossdock/proto/gen/crossdock/store/v1"
+)
+
+// Errors returned by the store.
+var (
+	// ErrNotLeader means this node cannot accept writes; LeaderAddr says who can.
+	ErrNotLeader = errors.New("store: this node is not the raft leader")
+	// ErrClosed means the store has been shut down.
+	ErrClosed = errors.New("store: closed")
+)
+
+// Config configures a Store.
+type Config struct {
+	// NodeID names this node in the raft configuration.
+	NodeID string
+	// Dir holds raft/ (the log), snapshots/ and ledger/.
+	Dir string
+	// RaftBind is the address raft listens on ("127.0.0.1:0" picks a port).
+	RaftBind string
+	// RaftAdvertise is the address other nodes dial; RaftBind's when empty.
+	RaftAdvertise string
+	// StreamLayer, when set, carries raft traffic (e.g. mutual TLS) instead of plain TCP.
+	StreamLayer raft.StreamLayer
+	// Bootstrap makes this node a single-voter cluster when it has no raft state yet.
+	Bootstrap bool
+	// Logger receives raft's and the store's logs.
+	Logger *slog.Logger
+
+	// Raft timings; raft's defaults when zero. Tests use short ones.
+	HeartbeatTimeout   time.Duration
+	ElectionTimeout    time.Duration
+	LeaderLeaseTimeout time.Duration
+	CommitTimeout      time.Duration
+	// SnapshotThreshold is how many log entries trigger a snapshot (raft default 8192).
+	SnapshotThreshold uint64
+	SnapshotInterval  time.Duration
+	// TrailingLogs is how many entries stay in the log after a snapshot (default 10240).
+	TrailingLogs uint64
+}
+
+// Store is one control plane node's replicated state.
+type Store struct {
+	cfg    Config
+	logger *slog.Logger
+	raft   *raft.Raft
+	ledger *ledger.Ledger
+	wal    *raftwal.WAL
+	meta   *metadb.BoltMetaDB
+	trans  raft.Transport
+	snaps  raft.SnapshotStore
+}
+
+// Open starts raft and the ledger. With Bootstrap set and no existing state it forms a
+// single-node cluster.
+func Open(cfg Config) (*Store, error) {
+	if cfg.NodeID == "" {
+		return nil, errors.New("store: NodeID is required")
+	}
+	logger := cfg.Logger
+	if logger == nil {
+		logger = slog.Default()
+	}
+	logger = logger.With("node", cfg.NodeID)
+	for _, d := range []string{"raft", "snapshots", "ledger"} {
+		if err := os.MkdirAll(filepath.Join(cfg.Dir, d), 0o700); err != nil {
+			return nil, fmt.Errorf("store: create data dir: %w", err)
+		}
+	}
+	hlog := slogh.New(logger, "raft", hclog.Warn)
+
+	s := &Store{cfg: cfg, logger: logger}
+	var err error
+	s.ledger, err = ledger.Open(ledger.Options{Dir: filepath.Join(cfg.Dir, "ledger"), Logger: logger})
+	if err != nil {
+		return nil, fmt.Errorf("store: open ledger: %w", err)
+	}
+	// raft-wal's Close does not close its metadata DB (and so keeps its file lock); the
+	// store owns the meta store and closes it itself.
+	s.meta = &metadb.BoltMetaDB{}
+	s.wal, err = raftwal.Open(filepath.Join(cfg.Dir, "raft"), raftwal.WithLogger(hlog.Named("wal")), raftwal.WithMetaStore(s.meta))
+	if err != nil {
+		s.ledger.Close()
+		return nil, fmt.Errorf("store: open raft log: %w", err)
+	}
+	s.snaps, err = raft.NewFileSnapshotStoreWithLogger(filepath.Join(cfg.Dir, "snapshots"), 2, hlog.Named("snapshots"))
+	if err != nil {
+		s.closeStorage()
+		return nil, fmt.Errorf("store: open snapshot store: %w", err)
+	}
+	if err := s.catchUpFromSnapshot(); err != nil {
+		s.closeStorage()
+		return nil, err
+	}
+	s.trans, err = newTransport(cfg, hlog)
+	if err != nil {
+		s.closeStorage()
+		return nil, err
+	}
+
+	rc := raft.DefaultConfig()
+	rc.LocalID = raft.ServerID(cfg.NodeID)
+	rc.Logger = hlog
+	rc.NoSnapshotRestoreOnStart = true
+	if cfg.HeartbeatTimeout > 0 {
+		rc.HeartbeatTimeout = cfg.HeartbeatTimeout
+	}
+	if cfg.ElectionTimeout > 0 {
+		rc.ElectionTimeout = cfg.ElectionTimeout
+	}
+	if cfg.LeaderLeaseTimeout > 0 {
+		rc.LeaderLeaseTimeout = cfg.LeaderLeaseTimeout
+	}
+	if cfg.CommitTimeout > 0 {
+		rc.CommitTimeout = cfg.CommitTimeout
+	}
+	if cfg.SnapshotThreshold > 0 {
+		rc.SnapshotThreshold = cfg.SnapshotThreshold
+	}
+	if cfg.SnapshotInterval > 0 {
+		rc.SnapshotInterval = cfg.SnapshotInterval
+	}
+	if cfg.TrailingLogs > 0 {
+		rc.TrailingLogs = cfg.TrailingLogs
+	}
+	// Group commit: raft gathers concurrent Apply calls into one disk write and one
+	// AppendEntries; allow large groups since each entry is already a batch.
+	rc.MaxAppendEntries = 256
+
+	s.raft, err = raft.NewRaft(rc, &fsm{ledger: s.ledger, logger: logger}, s.wal, s.wal, s.snaps, s.trans)
+	if err != nil {
+		s.trans.(io.Closer).Close()
+		s.closeStorage()
+		return nil, fmt.Errorf("store: start raft: %w", err)
+	}
+	if cfg.Bootstrap {
+		has, err := raft.HasExistingState(s.wal, s.wal, s.snaps)
+		if err != nil {
+			s.Close()
+			return nil, fmt.Errorf("store: check raft state: %w", err)
+		}
+		if !has {
+			f := s.raft.BootstrapCluster(raft.Configuration{Servers: []raft.Server{{
+				ID: rc.LocalID, Address: s.trans.LocalAddr(), Suffrage: raft.Voter,
+			}}})
+			if err := f.Error(); err != nil && !errors.Is(err, raft.ErrCantBootstrap) {
+				s.Close()
+				return nil, fmt.Errorf("store: bootstrap cluster: %w", err)
+			}
+			logger.Info("bootstrapped a new cluster", "raft_addr", s.trans.LocalAddr())
+		}
+	}
+	return s, nil
+}
+
+// catchUpFromSnapshot restores the newest raft snapshot into the ledger when the ledger
+// is behind it (its files were lost or replaced). Raft will not do it: the store runs
+// with NoSnapshotRestoreOnStart.
+func (s *Store) catchUpFromSnapshot() error {
+	metas, err := s.snaps.List()
+	if err != nil {
+		return fmt.Errorf("store: list snapshots: %w", err)
+	}
+	if len(metas) == 0 || metas[0].Index <= s.ledger.AppliedIndex() {
+		return nil
+	}
+	meta, rc, err := s.snaps.Open(metas[0].ID)
+	if err != nil {
+		return fmt.Errorf("store: open snapshot %s: %w", metas[0].ID, err)
+	}
+	defer rc.Close()
+	s.logger.Warn("ledger is behind the newest raft snapshot; restoring it",
+		"ledger_index", s.ledger.AppliedIndex(), "snapshot_index", meta.Index)
+	if err := s.ledger.Restore(rc); err != nil {
+		return fmt.Errorf("store: restore snapshot %s: %w", meta.ID, err)
+	}
+	return nil
+}
+
+func newTransport(cfg Config, hlog hclog.Logger) (raft.Transport, error) {
+	ncfg := &raft.NetworkTransportConfig{MaxPool: 3, Timeout: 10 * time.Second, Logger: hlog.Named("transport")}
+	if cfg.StreamLayer != nil {
+		ncfg.Stream = cfg.StreamLayer
+		return raft.NewNetworkTransportWithConfig(ncfg), nil
+	}
+	bind := cfg.RaftBind
+	if bind == "" {
+		bind = "127.0.0.1:0"
+	}
+	var adv net.Addr
+	if cfg.RaftAdvertise != "" {
+		a, err := net.ResolveTCPAddr("tcp", cfg.RaftAdvertise)
+		if err != nil {
+			return nil, fmt.Errorf("store: raft advertise address %q: %w", cfg.RaftAdvertise, err)
+		}
+		adv = a
+	}
+	t, err := raft.NewTCPTransportWithConfig(bind, adv, ncfg)
+	if err != nil {
+		return nil, fmt.Errorf("store: raft listen on %s: %w", bind, err)
+	}
+	return t, nil
+}
+
+func (s *Store) closeStorage() {
+	if s.wal != nil {
+		s.wal.Close()
+		s.meta.Close()
+	}
+	if s.ledger != nil {
+		s.ledger.Close()
+	}
+}
+
+// Close shuts raft down and closes storage.
+func (s *Store) Close() error {
+	var errs []error
+	if s.raft != nil {
+		if err := s.raft.Shutdown().Error(); err != nil {
+			errs = append(errs, fmt.Errorf("store: raft shutdown: %w", err))
+		}
+	}
+	if c, ok := s.trans.(io.Closer); ok {
+		c.Close()
+	}
+	if s.wal != nil {
+		if err := s.wal.Close(); err != nil {
+			errs = append(errs, fmt.Errorf("store: close raft log: %w", err))
+		}
+		if err := s.meta.Close(); err != nil {
+			errs = append(errs, fmt.Errorf("store: close raft metadata: %w", err))
+		}
+	}
+	if s.ledger != nil {
+		if err := s.ledger.Close(); err != nil {
+			errs = append(errs, fmt.Errorf("store: close ledger: %w", err))
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// Ledger is the local replica's state, for reads. Reads on a follower may lag the leader.
+func (s *Store) Ledger() *ledger.Ledger { return s.ledger }
+
+// Raft exposes the raft instance for membership and status.
+func (s *Store) Raft() *raft.Raft { return s.raft }
+
+// NodeID is this node's raft id.
+func (s *Store) NodeID() string { return s.cfg.NodeID }
+
+// RaftAddr is the address other nodes reach this node's raft on.
+func (s *Store) RaftAddr() string { return string(s.trans.LocalAddr()) }
+
+// IsLeader reports whether this node is the leader right now.
+func (s *Store) IsLeader() bool { return s.raft.State() == raft.Leader }
+
+// Leader returns the current leader's raft address and id, empty when unknown.
+func (s *Store) Leader() (addr, id string) {
+	a, i := s.raft.LeaderWithID()
+	return string(a), string(i)
+}
+
+// WaitForLeader blocks until some node is leader or ctx is done.
+func (s *Store) WaitForLeader(ctx context.Context) error {
+	return s.waitFor(ctx, func() bool { a, _ := s.Leader(); return a != "" })
+}
+
+// WaitForLeadership blocks until this node is leader and has applied every entry of
+// previous terms (a barrier), or ctx is done.
+func (s *Store) WaitForLeadership(ctx context.Context) error {
+	if err := s.waitFor(ctx, s.IsLeader); err != nil {
+		return err
+	}
+	return s.raft.Barrier(timeoutFrom(ctx)).Error()
+}
+
+func (s *Store) waitFor(ctx context.Context, cond func() bool) error {
+	t := time.NewTicker(10 * time.Millisecond)
+	defer t.Stop()
+	for !cond() {
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("store: waiting for raft leader: %w", ctx.Err())
+		case <-t.C:
+		}
+	}
+	return nil
+}
+
+// Encode wraps msg in a Command envelope stamped with this node's clock.
+func Encode(typ storev1.CommandType, msg proto.Message, now time.Time) ([]byte, error) {
+	payload, err := proto.Marshal(msg)
+	if err != nil {
+		return nil, fmt.Errorf("store: encode %s: %w", typ, err)
+	}
+	b, err := proto.Marshal(&storev1.Command{Type: typ, Payload: payload, ProposedAtUnixNano: now.UnixNano()})
+	if err != nil {
+		return nil, fmt.Errorf("store: encode command: %w", err)
+	}
+	return b, nil
+}
+
+// ProposeAsync appends a command to the raft log and returns at once; the future's
+// Response is the ledger's result. Futures complete in the order they were proposed,
+// which is what keeps one agent's batches in order.
+func (s *Store) ProposeAsync(typ storev1.CommandType, msg proto.Message, timeout time.Duration) (raft.ApplyFuture, error) {
+	b, err := Encode(typ, msg, time.Now())
+	if err != nil {
+		return nil, err
+	}
+	return s.raft.Apply(b, timeout), nil
+}
+
+// Propose appends a command and waits until it is committed and applied here.
+func (s *Store) Propose(ctx context.Context, typ storev1.CommandType, msg proto.Message) (any, error) {
+	f, err := s.ProposeAsync(typ, msg, timeoutFrom(ctx))
+	if err != nil {
+		return nil, err
+	}
+	return Wait(f)
+}
+
+// Wait waits for a future from ProposeAsync and maps raft's errors to the store's.
+func Wait(f raft.ApplyFuture) (any, error) {
+	if err := f.Error(); err != nil {
+		switch {
+		case errors.Is(err, raft.ErrNotLeader), errors.Is(err, raft.ErrLeadershipLost), errors.Is(err, raft.ErrLeadershipTransferInProgress):
+			return nil, fmt.Errorf("%w: %v", ErrNotLeader, err)
+		case errors.Is(err, raft.ErrRaftShutdown):
+			return nil, ErrClosed
+		}
+		return nil, fmt.Errorf("store: raft apply: %w", err)
+	}
+	return f.Response(), nil
+}
+
+func timeoutFrom(ctx context.Context) time.Duration {
+	if d, ok := ctx.Deadline(); ok {
+		if t := time.Until(d); t > 0 {
+			return t
+		}
+		return time.Millisecond
+	}
+	return 30 * time.Second
+}
+
+// Snapshot asks raft for a snapshot now (log compaction); it returns when it is written.
+func (s *Store) Snapshot() error {
+	if err := s.raft.Snapshot().Error(); err != nil && !errors.Is(err, raft.ErrNothingNewToSnapshot) {
+		return fmt.Errorf("store: snapshot: %w", err)
+	}
+	return nil
+}
+
+// RestoreBackup installs a backup (a stream written by a ledger snapshot) as the state of
+// the whole cluster through raft, which replicates it to every node. The whole file is
+// verified first, so a corrupt backup is refused before anything changes. It returns
+// the raft index the backup was installed at.
+func (s *Store) RestoreBackup(f *os.File) (uint64, error) {
+	idx, err := ledger.VerifySnapshot(f)
+	if err != nil {
+		return 0, fmt.Errorf("store: verify backup: %w", err)
+	}
+	st, err := f.Stat()
+	if err != nil {
+		return 0, fmt.Errorf("store: stat backup: %w", err)
+	}
+	if _, err := f.Seek(0, io.SeekStart); err != nil {
+		return 0, fmt.Errorf("store: rewind backup: %w", err)
+	}
+	meta := &raft.SnapshotMeta{Version: raft.SnapshotVersionMax, Index: idx, Size: st.Size()}
+	if err := s.raft.Restore(meta, f, 5*time.Minute); err != nil {
+		if errors.Is(err, raft.ErrNotLeader) {
+			return 0, fmt.Errorf("%w: %v", ErrNotLeader, err)
+		}
+		return 0, fmt.Errorf("store: raft restore: %w", err)
+	}
+	return s.raft.AppliedIndex(), nil
+}

@@ -1,0 +1,219 @@
+package store
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"google.golang.org/protobuf/proto"
+
+	eventv1 "github.com/crossdock/crossdock/proto/gen/crossdock/event/v1"
+	storev1 "github.com/crossdock/crossdock/proto/gen/crossdock/store/v1"
+)
+
+func testConfig(t *testing.T, dir string) Config {
+	return Config{
+		NodeID: "n1", Dir: dir, RaftBind: "127.0.0.1:0", Bootstrap: true,
+		HeartbeatTimeout: 200 * time.Millisecond, ElectionTimeout: 200 * time.Millisecond,
+		LeaderLeaseTimeout: 100 * time.Millisecond, CommitTimeout: 5 * time.Millisecond,
+	}
+}
+
+func mustOpen(t *testing.T, cfg Config) *Store {
+	t.Helper()
+	s, err := Open(cfg)
+	if err != nil {
+		t.Fatalf("open store: %v", err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if err := s.WaitForLeadership(ctx); err != nil {
+		s.Close()
+		t.Fatalf("leadership: %v", err)
+	}
+	return s
+}
+
+func batch(agent string, from, n int) *storev1.IngestBatch {
+	b := &storev1.IngestBatch{AgentId: agent}
+	for i := from; i < from+n; i++ {
+		b.Events = append(b.Events, &storev1.AgentEvent{AgentSeq: uint64(i), Event: &eventv1.Event{
+			Id: fmt.Sprintf("ev-%s-%d", agent, i), Type: "inventory.level",
+			Keys:   map[string]string{"sku": fmt.Sprintf("SKU-%d", i%7), "location": "WH1"},
+			Source: &eventv1.Source{Agent: agent, Connector: "t", Position: fmt.Sprint(i)},
+			Payload: &eventv1.Event_InventoryLevel{InventoryLevel: &eventv1.InventoryLevel{
+				Sku: fmt.Sprintf("SKU-%d", i%7), Location: "WH1", OnHand: fmt.Sprint(i),
+			}},
+		}})
+	}
+	return b
+}
+
+func ingest(t *testing.T, s *Store, b *storev1.IngestBatch) *storev1.IngestResult {
+	t.Helper()
+	res, err := s.Propose(context.Background(), storev1.CommandType_COMMAND_TYPE_INGEST_BATCH, b)
+	if err != nil {
+		t.Fatalf("propose: %v", err)
+	}
+	r, ok := res.(*storev1.IngestResult)
+	if !ok {
+		t.Fatalf("result %T", res)
+	}
+	return r
+}
+
+func hash(t *testing.T, s *Store) string {
+	t.Helper()
+	h, err := s.Ledger().Hash()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return h
+}
+
+// TestIngestDedupAndAck checks the ack carries the agent's committed seq and a re-sent
+// batch is committed once.
+func TestIngestDedupAndAck(t *testing.T) {
+	s := mustOpen(t, testConfig(t, t.TempDir()))
+	defer s.Close()
+	r := ingest(t, s, batch("a1", 1, 100))
+	if r.GetCommittedSeq() != 100 || r.GetCommitted() != 100 {
+		t.Fatalf("first batch: %v", r)
+	}
+	r = ingest(t, s, batch("a1", 51, 100)) // half re-sent
+	if r.GetCommittedSeq() != 150 || r.GetCommitted() != 50 {
+		t.Fatalf("overlapping batch: %v", r)
+	}
+	if got := s.Ledger().LastSeq(); got != 150 {
+		t.Fatalf("ledger has %d events, want 150", got)
+	}
+}
+
+// TestRestartReplaysNothingTwice closes and reopens a node: raft replays its log into a
+// ledger that already applied it, and nothing changes.
+func TestRestartReplaysNothingTwice(t *testing.T) {
+	dir := t.TempDir()
+	cfg := testConfig(t, dir)
+	s := mustOpen(t, cfg)
+	for i := range 10 {
+		ingest(t, s, batch("a1", 1+i*50, 50))
+	}
+	before, idx := hash(t, s), s.Ledger().AppliedIndex()
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	s = mustOpen(t, cfg)
+	defer s.Close()
+	if got := hash(t, s); got != before {
+		t.Fatalf("state changed across restart: %s != %s", got, before)
+	}
+	if s.Ledger().AppliedIndex() < idx {
+		t.Fatalf("applied index went back from %d to %d", idx, s.Ledger().AppliedIndex())
+	}
+	r := ingest(t, s, batch("a1", 501, 10))
+	if r.GetCommittedSeq() != 510 || s.Ledger().LastSeq() != 510 {
+		t.Fatalf("after restart: %v, last seq %d", r, s.Ledger().LastSeq())
+	}
+}
+
+// TestSnapshotThenLostLedger takes a raft snapshot, writes more, then deletes the ledger
+// files: the node must rebuild the same state from the snapshot plus the log.
+func TestSnapshotThenLostLedger(t *testing.T) {
+	dir := t.TempDir()
+	cfg := testConfig(t, dir)
+	s := mustOpen(t, cfg)
+	for i := range 5 {
+		ingest(t, s, batch("a1", 1+i*100, 100))
+	}
+	if err := s.Snapshot(); err != nil {
+		t.Fatal(err)
+	}
+	for i := range 3 {
+		ingest(t, s, batch("a2", 1+i*100, 100))
+	}
+	want := hash(t, s)
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.RemoveAll(filepath.Join(dir, "ledger")); err != nil {
+		t.Fatal(err)
+	}
+	s = mustOpen(t, cfg)
+	defer s.Close()
+	if got := hash(t, s); got != want {
+		t.Fatalf("rebuilt state differs: %s != %s", got, want)
+	}
+	if s.Ledger().LastSeq() != 800 {
+		t.Fatalf("last seq %d, want 800", s.Ledger().LastSeq())
+	}
+}
+
+// TestRestoreBackup saves a backup, writes more, restores the backup through raft, and
+// checks the state is the backup's and new writes continue after it.
+func TestRestoreBackup(t *testing.T) {
+	s := mustOpen(t, testConfig(t, t.TempDir()))
+	defer s.Close()
+	ingest(t, s, batch("a1", 1, 300))
+	want := s.Ledger().LastSeq()
+	snap, err := s.Ledger().OpenSnapshot()
+	if err != nil {
+		t.Fatal(err)
+	}
+	f, err := os.Create(filepath.Join(t.TempDir(), "backup.snap"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := snap.WriteTo(f); err != nil {
+		t.Fatal(err)
+	}
+	snap.Release()
+	ingest(t, s, batch("a1", 301, 200))
+	if _, err := f.Seek(0, 0); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.RestoreBackup(f); err != nil {
+		t.Fatalf("restore: %v", err)
+	}
+	if got := s.Ledger().LastSeq(); got != want {
+		t.Fatalf("after restore last seq = %d, want %d", got, want)
+	}
+	r := ingest(t, s, batch("a1", 301, 10))
+	if r.GetCommitted() != 10 || s.Ledger().LastSeq() != want+10 {
+		t.Fatalf("writes after restore: %v, last seq %d", r, s.Ledger().LastSeq())
+	}
+
+	// A corrupt backup is refused and changes nothing.
+	before := hash(t, s)
+	bad, err := os.CreateTemp(t.TempDir(), "bad")
+	if err != nil {
+		t.Fatal(err)
+	}
+	bad.WriteString("CDXSNAP1 this is not a snapshot")
+	bad.Seek(0, 0)
+	if _, err := s.RestoreBackup(bad); err == nil {
+		t.Fatal("a corrupt backup was accepted")
+	}
+	if hash(t, s) != before {
+		t.Fatal("a refused backup changed the state")
+	}
+}
+
+// TestUnknownCommandIgnorable checks an ignorable command of an unknown type is skipped.
+func TestUnknownCommandIgnorable(t *testing.T) {
+	s := mustOpen(t, testConfig(t, t.TempDir()))
+	defer s.Close()
+	b, err := proto.Marshal(&storev1.Command{Type: storev1.CommandType(999), Ignorable: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	before := s.Ledger().AppliedIndex()
+	if err := s.Raft().Apply(b, 5*time.Second).Error(); err != nil {
+		t.Fatal(err)
+	}
+	if s.Ledger().AppliedIndex() <= before {
+		t.Fatal("ignorable unknown command did not advance the applied index")
+	}
+}

@@ -1,0 +1,244 @@
+// Package canonical holds the rules of the canonical event model that the agent and the
+// control plane share: event types, validation, and deterministic event ids.
+package canonical
+
+import (
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"regexp"
+	"sort"
+	"strings"
+
+	"google.golang.org/protobuf/proto"
+
+	eventv1 "github.com/crossdock/crossdock/proto/gen/crossdock/event/v1"
+)
+
+// Event types, one per payload.
+const (
+	TypeItem           = "item"
+	TypeInventoryLevel = "inventory.level"
+	TypePrice          = "price"
+	TypeOrder          = "order"
+	TypeOrderAck       = "order.ack"
+	TypeShipment       = "shipment"
+	TypeInvoice        = "invoice"
+	TypeSalesReturn    = "sales.return"
+)
+
+// Limits enforced on every event.
+const (
+	MaxIDLen        = 128
+	MaxKeys         = 16
+	MaxKeyLen       = 64
+	MaxValueLen     = 256
+	MaxEventBytes   = 256 << 10
+	contentPosition = "sha256:"
+)
+
+// ErrInvalid is wrapped by every validation error.
+var ErrInvalid = errors.New("invalid event")
+
+var (
+	keyName = regexp.MustCompile(`^[a-z][a-z0-9_]*$`)
+	decimal = regexp.MustCompile(`^-?[0-9]+(\.[0-9]+)?$`)
+)
+
+// TypeOf names the type implied by ev's payload, "" when it has none.
+func TypeOf(ev *eventv1.Event) string {
+	switch ev.GetPayload().(type) {
+	case *eventv1.Event_Item:
+		return TypeItem
+	case *eventv1.Event_InventoryLevel:
+		return TypeInventoryLevel
+	case *eventv1.Event_Price:
+		return TypePrice
+	case *eventv1.Event_Order:
+		return TypeOrder
+	case *eventv1.Event_OrderAck:
+		return TypeOrderAck
+	case *eventv1.Event_Shipment:
+		return TypeShipment
+	case *eventv1.Event_Invoice:
+		return TypeInvoice
+	case *eventv1.Event_SalesReturn:
+		return TypeSalesReturn
+	}
+	return ""
+}
+
+// DefaultKeys returns the business keys implied by the payload (sku and location for an
+// inventory level, order for an order, ...).
+func DefaultKeys(ev *eventv1.Event) map[string]string {
+	k := map[string]string{}
+	put := func(name, v string) {
+		if v != "" {
+			k[name] = v
+		}
+	}
+	switch p := ev.GetPayload().(type) {
+	case *eventv1.Event_Item:
+		put("sku", p.Item.GetSku())
+	case *eventv1.Event_InventoryLevel:
+		put("sku", p.InventoryLevel.GetSku())
+		put("location", p.InventoryLevel.GetLocation())
+	case *eventv1.Event_Price:
+		put("sku", p.Price.GetSku())
+	case *eventv1.Event_Order:
+		put("order", p.Order.GetOrderNumber())
+	case *eventv1.Event_OrderAck:
+		put("order", p.OrderAck.GetOrderNumber())
+	case *eventv1.Event_Shipment:
+		put("shipment", p.Shipment.GetShipmentNumber())
+		put("order", p.Shipment.GetOrderNumber())
+	case *eventv1.Event_Invoice:
+		put("invoice", p.Invoice.GetInvoiceNumber())
+		put("order", p.Invoice.GetOrderNumber())
+	case *eventv1.Event_SalesReturn:
+		put("return", p.SalesReturn.GetReturnNumber())
+		put("order", p.SalesReturn.GetOrderNumber())
+	}
+	return k
+}
+
+// Normalize fills what a publisher may leave out: the type from the payload and the
+// business keys implied by the payload (explicit keys win).
+func Normalize(ev *eventv1.Event) {
+	if ev.Type == "" {
+		ev.Type = TypeOf(ev)
+	}
+	for k, v := range DefaultKeys(ev) {
+		if ev.Keys == nil {
+			ev.Keys = map[string]string{}
+		}
+		if _, ok := ev.Keys[k]; !ok {
+			ev.Keys[k] = v
+		}
+	}
+}
+
+// Validate checks an event before it is accepted. Errors wrap ErrInvalid and name the
+// field.
+func Validate(ev *eventv1.Event) error {
+	fail := func(format string, args ...any) error {
+		return fmt.Errorf("%w: %s", ErrInvalid, fmt.Sprintf(format, args...))
+	}
+	if ev == nil {
+		return fail("event is empty")
+	}
+	want := TypeOf(ev)
+	if want == "" {
+		return fail("payload: one of item, inventoryLevel, price, order, orderAck, shipment, invoice, salesReturn is required")
+	}
+	if ev.Type != want {
+		return fail("type: %q does not match the %s payload (want %q)", ev.Type, want, want)
+	}
+	if len(ev.Id) > MaxIDLen {
+		return fail("id: longer than %d characters", MaxIDLen)
+	}
+	if len(ev.Keys) > MaxKeys {
+		return fail("keys: more than %d business keys", MaxKeys)
+	}
+	for k, v := range ev.Keys {
+		if len(k) > MaxKeyLen || !keyName.MatchString(k) {
+			return fail("keys: name %q must be lower_snake_case, at most %d characters", k, MaxKeyLen)
+		}
+		if v == "" || len(v) > MaxValueLen || strings.ContainsRune(v, 0) {
+			return fail("keys.%s: value must be 1 to %d characters without NUL", k, MaxValueLen)
+		}
+	}
+	if err := validatePayload(ev); err != nil {
+		return fail("%s", err.Error())
+	}
+	if n := proto.Size(ev); n > MaxEventBytes {
+		return fail("event is %d bytes, more than %d", n, MaxEventBytes)
+	}
+	return nil
+}
+
+func validatePayload(ev *eventv1.Event) error {
+	dec := func(field, v string, required bool) error {
+		if v == "" && !required {
+			return nil
+		}
+		if !decimal.MatchString(v) {
+			return fmt.Errorf("%s: %q is not a decimal number (digits, optional sign and fraction, e.g. \"12.50\")", field, v)
+		}
+		return nil
+	}
+	req := func(field, v string) error {
+		if v == "" {
+			return fmt.Errorf("%s: required", field)
+		}
+		return nil
+	}
+	var errs []error
+	switch p := ev.GetPayload().(type) {
+	case *eventv1.Event_Item:
+		errs = append(errs, req("item.sku", p.Item.GetSku()))
+	case *eventv1.Event_InventoryLevel:
+		il := p.InventoryLevel
+		errs = append(errs, req("inventoryLevel.sku", il.GetSku()), req("inventoryLevel.location", il.GetLocation()),
+			dec("inventoryLevel.onHand", il.GetOnHand(), true), dec("inventoryLevel.allocated", il.GetAllocated(), false),
+			dec("inventoryLevel.available", il.GetAvailable(), false))
+	case *eventv1.Event_Price:
+		errs = append(errs, req("price.sku", p.Price.GetSku()), dec("price.amount", p.Price.GetAmount(), true))
+	case *eventv1.Event_Order:
+		errs = append(errs, req("order.orderNumber", p.Order.GetOrderNumber()), dec("order.total", p.Order.GetTotal(), false))
+		for i, l := range p.Order.GetLines() {
+			errs = append(errs, req(fmt.Sprintf("order.lines[%d].sku", i), l.GetSku()),
+				dec(fmt.Sprintf("order.lines[%d].quantity", i), l.GetQuantity(), true),
+				dec(fmt.Sprintf("order.lines[%d].unitPrice", i), l.GetUnitPrice(), false))
+		}
+	case *eventv1.Event_OrderAck:
+		errs = append(errs, req("orderAck.orderNumber", p.OrderAck.GetOrderNumber()))
+	case *eventv1.Event_Shipment:
+		errs = append(errs, req("shipment.shipmentNumber", p.Shipment.GetShipmentNumber()))
+		for i, l := range p.Shipment.GetLines() {
+			errs = append(errs, dec(fmt.Sprintf("shipment.lines[%d].quantity", i), l.GetQuantity(), true))
+		}
+	case *eventv1.Event_Invoice:
+		errs = append(errs, req("invoice.invoiceNumber", p.Invoice.GetInvoiceNumber()), dec("invoice.total", p.Invoice.GetTotal(), false))
+	case *eventv1.Event_SalesReturn:
+		errs = append(errs, req("salesReturn.returnNumber", p.SalesReturn.GetReturnNumber()))
+	}
+	return errors.Join(errs...)
+}
+
+// ID derives an event id from where it was captured: the same agent, connector and
+// source position always give the same id, which is what lets the control plane drop a
+// re-sent or re-published event.
+func ID(agent, connector, position string) string {
+	h := sha256.New()
+	for _, s := range []string{agent, connector, position} {
+		h.Write([]byte(s))
+		h.Write([]byte{0})
+	}
+	return "ev_" + hex.EncodeToString(h.Sum(nil)[:16])
+}
+
+// ContentPosition is the source position of an event that came without one: a hash of
+// its content (id and source excluded), so publishing the same event twice yields the
+// same id.
+func ContentPosition(ev *eventv1.Event) (string, error) {
+	c := proto.CloneOf(ev)
+	c.Id, c.Source = "", nil
+	b, err := proto.MarshalOptions{Deterministic: true}.Marshal(c)
+	if err != nil {
+		return "", fmt.Errorf("canonical: hash event content: %w", err)
+	}
+	sum := sha256.Sum256(b)
+	return contentPosition + hex.EncodeToString(sum[:]), nil
+}
+
+// SortedKeys returns the names of m in order, for deterministic output.
+func SortedKeys(m map[string]string) []string {
+	out := make([]string, 0, len(m))
+	for k := range m {
+		out = append(out, k)
+	}
+	sort.Strings(out)
+	return out
+}
