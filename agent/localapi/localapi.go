@@ -6,6 +6,7 @@ package localapi
 import (
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
 	"net"
 	"net/http"
@@ -20,8 +21,9 @@ import (
 	eventv1 "github.com/crossdock/crossdock/proto/gen/crossdock/event/v1"
 )
 
-// MaxPublishEvents bounds one Publish call.
-const MaxPublishEvents = 10000
+// MaxPublishEvents bounds one Publish call: the events of a call are appended in one
+// outbox transaction, all or nothing.
+const MaxPublishEvents = 2000
 
 // Agent is what the local API needs from the agent.
 type Agent interface {
@@ -35,7 +37,7 @@ type service struct {
 
 func (s *service) Publish(ctx context.Context, req *connect.Request[agentv1.PublishRequest]) (*connect.Response[agentv1.PublishResponse], error) {
 	if n := len(req.Msg.GetEvents()); n > MaxPublishEvents {
-		return nil, connect.NewError(connect.CodeInvalidArgument, errors.New("too many events in one publish; send at most 10000 per call"))
+		return nil, connect.NewError(connect.CodeInvalidArgument, fmt.Errorf("%d events in one publish; send at most %d per call", n, MaxPublishEvents))
 	}
 	res, err := s.agent.Publish(ctx, req.Msg.GetConnector(), req.Msg.GetEvents())
 	if err != nil {

@@ -3,6 +3,8 @@ package main
 import (
 	"fmt"
 	"net/http"
+	"os"
+	"runtime/debug"
 	"strconv"
 	"strings"
 
@@ -16,7 +18,7 @@ import (
 
 func newAgentCmd() *cobra.Command {
 	var cfg agent.Config
-	var quota string
+	var quota, memLimit string
 	cmd := &cobra.Command{
 		Use:   "agent",
 		Short: "Run an agent beside the ERP (and inspect it: agent status)",
@@ -30,6 +32,9 @@ certificate, and from then on connects with mutual TLS only.`,
 				return fmt.Errorf("--quota: %w", err)
 			}
 			cfg.QuotaBytes = q
+			if err := applyMemoryLimit(memLimit); err != nil {
+				return err
+			}
 			a, err := agent.New(cmd.Context(), cfg)
 			if err != nil {
 				return err
@@ -46,6 +51,7 @@ certificate, and from then on connects with mutual TLS only.`,
 	f.StringVar(&cfg.LocalAddr, "local-addr", "127.0.0.1:7480", "local API address ('-' disables it)")
 	f.BoolVar(&cfg.DisableQUIC, "no-quic", false, "use HTTP/2 over TCP only")
 	f.StringVar(&quota, "quota", "1GiB", "outbox disk quota for pending events (e.g. 500MiB, 2GiB)")
+	f.StringVar(&memLimit, "memory-limit", "40MiB", "soft Go memory limit; the GC works harder near it (GOMEMLIMIT overrides; 0 disables)")
 	f.IntVar(&cfg.BatchMaxEvents, "batch", 500, "events per uplink batch")
 	f.IntVar(&cfg.Window, "window", 8, "uplink batches in flight")
 	cmd.AddCommand(newAgentStatusCmd())
@@ -103,6 +109,23 @@ func newAgentStatusCmd() *cobra.Command {
 	}
 	cmd.Flags().StringVar(&local, "agent", envOr("CROSSDOCK_AGENT_ADDR", "127.0.0.1:7480"), "agent local API address")
 	return cmd
+}
+
+// applyMemoryLimit sets the Go soft memory limit unless GOMEMLIMIT is set. Draining a
+// large backlog makes Badger compact many deletes; with the default GC the heap then
+// overshoots, with a limit it stays small at little cost (docs/performance.md).
+func applyMemoryLimit(s string) error {
+	if os.Getenv("GOMEMLIMIT") != "" {
+		return nil
+	}
+	n, err := parseBytes(s)
+	if err != nil {
+		return fmt.Errorf("--memory-limit: %w", err)
+	}
+	if n > 0 {
+		debug.SetMemoryLimit(n)
+	}
+	return nil
 }
 
 // parseBytes reads sizes like 1GiB, 500MiB, 64KiB or a plain byte count.

@@ -32,6 +32,12 @@ distributor with three warehouses. It runs until Ctrl-C and prints the commands 
 watch it with.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
+			if !cmd.Flags().Changed("log-level") {
+				g.logLevel = "warn" // keep the banner readable; --log-level info shows everything
+				if err := setupLogging(); err != nil {
+					return err
+				}
+			}
 			ctx, cancel := context.WithCancel(cmd.Context())
 			defer cancel()
 			dir, err := os.MkdirTemp("", "crossdock-demo-")

@@ -2,7 +2,6 @@ package main
 
 import (
 	"bufio"
-	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -12,6 +11,7 @@ import (
 	"github.com/spf13/cobra"
 	"google.golang.org/protobuf/encoding/protojson"
 
+	"github.com/crossdock/crossdock/agent/localapi"
 	"github.com/crossdock/crossdock/internal/canonical"
 	agentv1 "github.com/crossdock/crossdock/proto/gen/crossdock/agent/v1"
 	eventv1 "github.com/crossdock/crossdock/proto/gen/crossdock/event/v1"
@@ -88,8 +88,8 @@ unless --skip-invalid is given.`,
 					return fmt.Errorf("%d invalid lines in %s; nothing was published (fix them, or pass --skip-invalid)", len(errs), file)
 				}
 			}
-			if batch <= 0 || batch > 10000 {
-				return errors.New("--batch: want 1 to 10000")
+			if batch <= 0 || batch > localapi.MaxPublishEvents {
+				return fmt.Errorf("--batch: want 1 to %d", localapi.MaxPublishEvents)
 			}
 			client := localClient(local)
 			var first, last uint64
