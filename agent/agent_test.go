@@ -16,6 +16,7 @@ import (
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/crossdock/crossdock/agent"
+	"github.com/crossdock/crossdock/agent/outbox"
 	"github.com/crossdock/crossdock/controlplane"
 	"github.com/crossdock/crossdock/controlplane/controlplanetest"
 	"github.com/crossdock/crossdock/controlplane/pki"
@@ -173,4 +174,71 @@ func TestPublishValidation(t *testing.T) {
 	if r1.GetIds()[0] != r2.GetIds()[0] {
 		t.Fatalf("same event published twice got ids %s and %s", r1.GetIds()[0], r2.GetIds()[0])
 	}
+}
+
+// TestFallsBackToHTTP2 runs a control plane without HTTP/3: the agent's QUIC handshake
+// gets no answer, and it must carry on over HTTP/2 by itself.
+func TestFallsBackToHTTP2(t *testing.T) {
+	srv := controlplanetest.TestServer(t, func(c *controlplane.Config) { c.DisableHTTP3 = true })
+	a, err := newAgent(t, srv, t.TempDir(), srv.Token(t, time.Minute, "tcp-only"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	run(t, a)
+	if _, err := a.Publish(context.Background(), "", []*eventv1.Event{inventory("B-1", 1)}); err != nil {
+		t.Fatal(err)
+	}
+	controlplanetest.WaitFor(t, 30*time.Second, "event committed over HTTP/2", func() bool { return srv.Store().Ledger().LastSeq() == 1 })
+	if st := a.Status(); st.GetTransport() != "h2" || st.GetUplinkState() != "connected" {
+		t.Fatalf("status = %v, want connected over h2", st)
+	}
+}
+
+// TestQuotaBlocksPublish fills a tiny outbox while the control plane is down: publish
+// blocks with a clear status, then fails with resource exhausted; nothing is dropped,
+// and once the control plane is back everything drains.
+func TestQuotaBlocksPublish(t *testing.T) {
+	srv := controlplanetest.TestServer(t, nil)
+	dir := t.TempDir()
+	a, err := newAgent(t, srv, dir, srv.Token(t, time.Minute, "small"), func(c *agent.Config) { c.QuotaBytes = 4 << 10 })
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Not running the uplink: the agent is offline.
+	var published int
+	for {
+		ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
+		_, err := a.Publish(ctx, "", []*eventv1.Event{inventory(fmt.Sprintf("Q-%d", published), published)})
+		cancel()
+		if err != nil {
+			if !errors.Is(err, outbox.ErrQuotaFull) {
+				t.Fatalf("publish into a full outbox: %v, want ErrQuotaFull", err)
+			}
+			break
+		}
+		published++
+	}
+	// One more publish waits, and the status says why.
+	ctx, cancel := context.WithCancel(context.Background())
+	blocked := make(chan error, 1)
+	go func() {
+		_, err := a.Publish(ctx, "", []*eventv1.Event{inventory("Q-last", 1)})
+		blocked <- err
+	}()
+	controlplanetest.WaitFor(t, 10*time.Second, "status to show the outbox is full", func() bool {
+		ob := a.Status().GetOutbox()
+		return ob.GetBlocked() && strings.Contains(ob.GetBlockedReason(), "outbox full")
+	})
+	cancel()
+	if err := <-blocked; !errors.Is(err, outbox.ErrQuotaFull) {
+		t.Fatalf("blocked publish ended with %v, want ErrQuotaFull", err)
+	}
+	st := a.Status().GetOutbox()
+	if st.GetPendingEvents() != uint64(published) {
+		t.Fatalf("outbox holds %d events, %d were acknowledged", st.GetPendingEvents(), published)
+	}
+	run(t, a)
+	controlplanetest.WaitFor(t, 30*time.Second, "backlog drained", func() bool {
+		return srv.Store().Ledger().LastSeq() == uint64(published) && a.Status().GetOutbox().GetPendingEvents() == 0
+	})
 }

@@ -1,0 +1,66 @@
+package canonical
+
+import (
+	"errors"
+	"strings"
+	"testing"
+
+	eventv1 "github.com/crossdock/crossdock/proto/gen/crossdock/event/v1"
+)
+
+func level(onHand string) *eventv1.Event {
+	return &eventv1.Event{Payload: &eventv1.Event_InventoryLevel{InventoryLevel: &eventv1.InventoryLevel{Sku: "A-1", Location: "WH1", OnHand: onHand}}}
+}
+
+func TestNormalizeAndValidate(t *testing.T) {
+	ev := level("12.50")
+	ev.Keys = map[string]string{"sku": "OVERRIDE"}
+	Normalize(ev)
+	if ev.Type != TypeInventoryLevel || ev.Keys["location"] != "WH1" || ev.Keys["sku"] != "OVERRIDE" {
+		t.Fatalf("normalize: type %q keys %v (explicit keys must win)", ev.Type, ev.Keys)
+	}
+	if err := Validate(ev); err != nil {
+		t.Fatalf("valid event refused: %v", err)
+	}
+	for name, tc := range map[string]struct {
+		ev   *eventv1.Event
+		want string
+	}{
+		"no payload":    {&eventv1.Event{Type: "item"}, "payload"},
+		"type mismatch": {func() *eventv1.Event { e := level("1"); e.Type = "order"; return e }(), "type"},
+		"float-ish":     {func() *eventv1.Event { e := level("1e3"); Normalize(e); return e }(), "onHand"},
+		"bad key name":  {func() *eventv1.Event { e := level("1"); Normalize(e); e.Keys["Bad Key"] = "x"; return e }(), "lower_snake_case"},
+		"empty value":   {func() *eventv1.Event { e := level("1"); Normalize(e); e.Keys["po"] = ""; return e }(), "keys.po"},
+		"order line": {&eventv1.Event{Type: "order", Payload: &eventv1.Event_Order{Order: &eventv1.Order{
+			OrderNumber: "SO-1", Lines: []*eventv1.OrderLine{{Sku: "A", Quantity: "x"}}}}}, "order.lines[0].quantity"},
+	} {
+		err := Validate(tc.ev)
+		if !errors.Is(err, ErrInvalid) || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("%s: got %v, want an ErrInvalid naming %q", name, err, tc.want)
+		}
+	}
+}
+
+func TestIDsAreDeterministic(t *testing.T) {
+	if ID("a", "c", "p1") != ID("a", "c", "p1") {
+		t.Fatal("same inputs gave different ids")
+	}
+	// The separator keeps ("ab","c") and ("a","bc") apart.
+	if ID("ab", "c", "p") == ID("a", "bc", "p") || ID("a", "c", "p1") == ID("a", "c", "p2") {
+		t.Fatal("different inputs gave the same id")
+	}
+	a, b := level("5"), level("5")
+	b.Id, b.Source = "ev_other", &eventv1.Source{Agent: "x", Position: "y"}
+	pa, err := ContentPosition(a)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pb, _ := ContentPosition(b)
+	if pa != pb {
+		t.Fatal("content position depends on id or source")
+	}
+	pc, _ := ContentPosition(level("6"))
+	if pa == pc {
+		t.Fatal("different content gave the same position")
+	}
+}
