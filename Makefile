@@ -24,6 +24,7 @@ bench: build ## Run the benchmarks and load programs; figures are printed
 	$(GO) test -run '^$$' -bench . -benchtime 3x ./agent/outbox/ ./controlplane/ledger/
 	$(GO) run ./bench/outboxbench
 	$(GO) run ./bench/ingestbench
+	$(GO) run ./bench/agentmem -bin $(BIN)
 
 $(BUF):
 	GOBIN=$(TOOLS) $(GO) install github.com/bufbuild/buf/cmd/buf@$(BUF_VERSION)

@@ -94,6 +94,7 @@ func once(n, batch int, noQUIC bool) (float64, error) {
 	evs := make([]*eventv1.Event, n)
 	for i := range evs {
 		evs[i] = gen.Next()
+		sample.Pad(evs[i], 256)
 	}
 	ledger := srv.Store().Ledger()
 	start := time.Now()

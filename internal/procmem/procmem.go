@@ -28,8 +28,14 @@ type Stats struct {
 const StatusPath = "/proc/self/status"
 
 // Read returns the current figures of this process.
-func Read() (Stats, error) {
-	b, err := os.ReadFile(StatusPath)
+func Read() (Stats, error) { return ReadPath(StatusPath) }
+
+// ReadPID returns the current figures of another process.
+func ReadPID(pid int) (Stats, error) { return ReadPath(fmt.Sprintf("/proc/%d/status", pid)) }
+
+// ReadPath parses a /proc/<pid>/status file.
+func ReadPath(path string) (Stats, error) {
+	b, err := os.ReadFile(path)
 	if err != nil {
 		return Stats{}, fmt.Errorf("procmem: %w", err)
 	}
@@ -76,6 +82,7 @@ func MB(kb uint64) float64 { return float64(kb) / 1024 }
 
 // Sampler reads the figures periodically and keeps the peak of each.
 type Sampler struct {
+	path    string
 	mu      sync.Mutex
 	peak    Stats
 	last    Stats
@@ -86,8 +93,15 @@ type Sampler struct {
 }
 
 // StartSampler samples every interval (and once immediately) until Stop.
-func StartSampler(interval time.Duration) *Sampler {
-	s := &Sampler{stop: make(chan struct{}), done: make(chan struct{})}
+func StartSampler(interval time.Duration) *Sampler { return startSampler(StatusPath, interval) }
+
+// StartSamplerPID samples another process, e.g. an agent started by a load program.
+func StartSamplerPID(pid int, interval time.Duration) *Sampler {
+	return startSampler(fmt.Sprintf("/proc/%d/status", pid), interval)
+}
+
+func startSampler(path string, interval time.Duration) *Sampler {
+	s := &Sampler{path: path, stop: make(chan struct{}), done: make(chan struct{})}
 	s.Sample()
 	go func() {
 		defer close(s.done)
@@ -107,7 +121,7 @@ func StartSampler(interval time.Duration) *Sampler {
 
 // Sample takes one reading now and returns it.
 func (s *Sampler) Sample() Stats {
-	cur, err := Read()
+	cur, err := ReadPath(s.path)
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if err != nil {

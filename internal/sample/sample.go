@@ -7,8 +7,10 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"strconv"
+	"strings"
 	"time"
 
+	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	eventv1 "github.com/crossdock/crossdock/proto/gen/crossdock/event/v1"
@@ -90,4 +92,18 @@ func (g *Inventory) level(sku, wh string, delta int64) *eventv1.Event {
 func (g *Inventory) Level(sku, warehouse string) (int64, bool) {
 	v, ok := g.levels[sku+"@"+warehouse]
 	return v, ok
+}
+
+// Pad grows ev to about size bytes of protobuf by filling its W3C tracestate, so load
+// programs can send events of a fixed size. Events already that large are left alone.
+func Pad(ev *eventv1.Event, size int) {
+	n := proto.Size(ev)
+	if n >= size {
+		return
+	}
+	pad := size - n - 12 // field tags and lengths of the trace message
+	if pad <= 0 {
+		return
+	}
+	ev.Trace = &eventv1.TraceContext{Tracestate: "bench=" + strings.Repeat("x", pad)}
 }
