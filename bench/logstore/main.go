@@ -26,6 +26,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -61,6 +62,7 @@ type options struct {
 	perCall         []int
 	warmup          int
 	trailing        uint64
+	afterDelete     int
 	fsyncDuration   time.Duration
 	e2e             bool
 	e2eDuration     time.Duration
@@ -77,13 +79,14 @@ func main() {
 	flag.StringVar(&stores, "stores", "wal,bolt", "stores to measure (wal, bolt)")
 	flag.DurationVar(&o.duration, "duration", 5*time.Second, "max duration of one raw StoreLogs run")
 	flag.IntVar(&o.maxEntries, "max-entries", 100000, "max entries written in one raw run (whichever of -duration/-max-entries/-max-bytes comes first)")
-	flag.Int64Var(&o.maxBytes, "max-bytes", 2<<30, "max payload bytes written in one raw run")
+	flag.Int64Var(&o.maxBytes, "max-bytes", 1<<30, "max payload bytes written in one raw run")
 	flag.IntVar(&o.reps, "reps", 3, "repetitions of each configuration; the median is reported")
 	flag.IntVar(&o.eventBytes, "event-bytes", 256, "bytes per event")
 	flag.StringVar(&events, "events", "1,100,500", "events per log entry (one entry = one ingest batch)")
 	flag.StringVar(&perCall, "per-call", "1,16", "entries per StoreLogs call (group commit)")
 	flag.IntVar(&o.warmup, "warmup", 3, "untimed StoreLogs calls / Applies before each timed run")
 	flag.Uint64Var(&o.trailing, "trailing", 128, "entries kept when truncating the log head (raw DeleteRange and raft TrailingLogs)")
+	flag.IntVar(&o.afterDelete, "after-delete-calls", 50, "timed StoreLogs calls after the raw DeleteRange (after_delete_p50_ms)")
 	flag.DurationVar(&o.fsyncDuration, "fsync-duration", 2*time.Second, "duration of each raw fsync-rate loop (0 to skip)")
 	flag.BoolVar(&o.e2e, "e2e", true, "run the single-node raft end-to-end measurement")
 	flag.DurationVar(&o.e2eDuration, "e2e-duration", 5*time.Second, "duration of one e2e run")
@@ -113,11 +116,8 @@ func main() {
 
 	openers := map[string]opener{
 		"wal": func(dir string) (store, error) {
-			opts := []wal.WALOpt{wal.WithLogger(hclog.NewNullLogger())}
-			if o.walSegmentBytes > 0 {
-				opts = append(opts, wal.WithSegmentSize(o.walSegmentBytes))
-			}
-			return wal.Open(dir, opts...)
+			// WithSegmentSize(0) keeps the library default.
+			return wal.Open(dir, wal.WithLogger(hclog.NewNullLogger()), wal.WithSegmentSize(o.walSegmentBytes))
 		},
 		"bolt": func(dir string) (store, error) {
 			return raftboltdb.New(raftboltdb.Options{
@@ -147,21 +147,11 @@ func main() {
 	rawMed := map[string]result{}
 	for _, ev := range o.events {
 		for _, pc := range o.perCall {
-			for _, name := range o.stores {
-				key := fmt.Sprintf("events_per_entry=%d entries_per_call=%d", ev, pc)
-				var reps []result
-				for rep := 1; rep <= o.reps; rep++ {
-					runtime.GC()
-					res, err := runRaw(o, openers[name], ev, pc)
-					if err != nil {
-						fatal(fmt.Errorf("raw %s %s: %w", name, key, err))
-					}
-					fmt.Printf("bench=raw store=%s %s entry_bytes=%d rep=%d %s\n", name, key, ev*o.eventBytes, rep, res)
-					reps = append(reps, res)
-				}
-				med := median(reps)
+			key := fmt.Sprintf("events_per_entry=%d entries_per_call=%d entry_bytes=%d", ev, pc, ev*o.eventBytes)
+			for name, med := range repeat(o, "raw", key, func(name string) (result, error) {
+				return runRaw(o, openers[name], ev, pc)
+			}) {
 				rawMed[name+" "+key] = med
-				fmt.Printf("bench=raw store=%s %s entry_bytes=%d rep=median %s\n", name, key, ev*o.eventBytes, med)
 			}
 		}
 	}
@@ -169,42 +159,62 @@ func main() {
 	e2eMed := map[string]result{}
 	if o.e2e {
 		for _, c := range o.clients {
-			for _, name := range o.stores {
-				key := fmt.Sprintf("clients=%d events_per_entry=%d", c, o.e2eEvents)
-				var reps []result
-				for rep := 1; rep <= o.reps; rep++ {
-					runtime.GC()
-					res, err := runE2E(o, openers[name], c)
-					if err != nil {
-						fatal(fmt.Errorf("e2e %s %s: %w", name, key, err))
-					}
-					fmt.Printf("bench=e2e store=%s %s entry_bytes=%d rep=%d %s\n", name, key, o.e2eEvents*o.eventBytes, rep, res)
-					reps = append(reps, res)
-				}
-				med := median(reps)
+			key := fmt.Sprintf("clients=%d events_per_entry=%d entry_bytes=%d", c, o.e2eEvents, o.e2eEvents*o.eventBytes)
+			for name, med := range repeat(o, "e2e", key, func(name string) (result, error) {
+				return runE2E(o, openers[name], c)
+			}) {
 				e2eMed[name+" "+key] = med
-				fmt.Printf("bench=e2e store=%s %s entry_bytes=%d rep=median %s\n", name, key, o.e2eEvents*o.eventBytes, med)
 			}
 		}
 	}
 
 	// Ratios wal/bolt of the medians: >1 means wal has more of that metric
-	// (better for rates, worse for latencies).
+	// (better for rates, worse for latencies). The entries_per_s ratio is also
+	// the events/s and MB/s ratio (same payload on both sides).
 	if hasStores(o.stores, "wal", "bolt") {
 		for _, ev := range o.events {
 			for _, pc := range o.perCall {
-				key := fmt.Sprintf("events_per_entry=%d entries_per_call=%d", ev, pc)
+				key := fmt.Sprintf("events_per_entry=%d entries_per_call=%d entry_bytes=%d", ev, pc, ev*o.eventBytes)
 				printRatio("raw", key, rawMed["wal "+key], rawMed["bolt "+key])
 			}
 		}
 		for _, c := range o.clients {
-			key := fmt.Sprintf("clients=%d events_per_entry=%d", c, o.e2eEvents)
+			key := fmt.Sprintf("clients=%d events_per_entry=%d entry_bytes=%d", c, o.e2eEvents, o.e2eEvents*o.eventBytes)
 			if o.e2e {
 				printRatio("e2e", key, e2eMed["wal "+key], e2eMed["bolt "+key])
 			}
 		}
 	}
 	fmt.Printf("bench=done total_s=%.1f\n", time.Since(start).Seconds())
+}
+
+// repeat runs one configuration -reps times for every store, interleaving the
+// stores (and alternating their order) so that drift over time (disk
+// throttling, page cache, background writeback) hits all stores alike. It
+// prints every repetition and the medians, and returns the medians by store.
+func repeat(o options, bench, key string, run func(store string) (result, error)) map[string]result {
+	reps := map[string][]result{}
+	for rep := 1; rep <= o.reps; rep++ {
+		order := append([]string(nil), o.stores...)
+		if rep%2 == 0 {
+			slices.Reverse(order)
+		}
+		for _, name := range order {
+			runtime.GC()
+			res, err := run(name)
+			if err != nil {
+				fatal(fmt.Errorf("%s %s %s: %w", bench, name, key, err))
+			}
+			fmt.Printf("bench=%s store=%s %s rep=%d %s\n", bench, name, key, rep, res)
+			reps[name] = append(reps[name], res)
+		}
+	}
+	meds := map[string]result{}
+	for _, name := range o.stores {
+		meds[name] = median(reps[name])
+		fmt.Printf("bench=%s store=%s %s rep=median %s\n", bench, name, key, meds[name])
+	}
+	return meds
 }
 
 // result is an ordered set of named metrics of one run.
@@ -265,10 +275,7 @@ func median(rs []result) result {
 
 func printRatio(bench, key string, w, b result) {
 	var parts []string
-	for _, n := range w.names {
-		if !strings.HasSuffix(n, "_per_s") && !strings.HasSuffix(n, "_ms") && !strings.HasSuffix(n, "_bytes") {
-			continue
-		}
+	for _, n := range []string{"entries_per_s", "p50_ms", "p99_ms"} {
 		bv, ok := b.vals[n]
 		if !ok || bv == 0 {
 			continue
@@ -366,13 +373,21 @@ func runRaw(o options, open opener, eventsPerEntry, perCall int) (result, error)
 		}
 		res.set("delete_ms", msOf(time.Since(t)))
 		res.set("deleted_entries", float64(last-o.trailing-first+1))
-		// One more append after truncation so its cost (e.g. reused pages) shows.
-		d, err := store()
-		if err != nil {
-			return res, err
-		}
-		res.set("after_delete_store_ms", msOf(d))
 		res.set("disk_bytes_after_delete", float64(diskUsage(dir)))
+		// Appends after truncation, so a cost of the freed space (e.g. bbolt
+		// freelist bookkeeping) shows.
+		var after []time.Duration
+		for i := 0; i < o.afterDelete; i++ {
+			d, err := store()
+			if err != nil {
+				return res, err
+			}
+			after = append(after, d)
+		}
+		if len(after) > 0 {
+			p50, _ := percentiles(after)
+			res.set("after_delete_p50_ms", p50)
+		}
 	}
 	closed = true
 	if err := s.Close(); err != nil {
