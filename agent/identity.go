@@ -13,6 +13,7 @@ import (
 
 	"connectrpc.com/connect"
 
+	"github.com/crossdock/crossdock/agent/uplink"
 	"github.com/crossdock/crossdock/controlplane/pki"
 	uplinkv1 "github.com/crossdock/crossdock/proto/gen/crossdock/uplink/v1"
 	"github.com/crossdock/crossdock/proto/gen/crossdock/uplink/v1/uplinkv1connect"
@@ -78,11 +79,17 @@ func enroll(ctx context.Context, dataDir string, servers []string, token, name s
 	defer tr.CloseIdleConnections()
 	hc := &http.Client{Transport: tr, Timeout: 30 * time.Second}
 	var errs []error
-	for _, srv := range servers {
+	queue := append([]string(nil), servers...)
+	for i := 0; i < len(queue) && i < len(servers)+3; i++ {
+		srv := queue[i]
 		client := uplinkv1connect.NewUplinkServiceClient(hc, "https://"+srv)
 		res, err := client.Enroll(ctx, connect.NewRequest(&uplinkv1.EnrollRequest{Token: token, CsrPem: string(csrPEM), AgentName: name}))
 		if err != nil {
 			errs = append(errs, fmt.Errorf("%s: %w", srv, err))
+			if h := uplink.LeaderHint(err); h != "" {
+				queue = append(queue, h)
+				continue
+			}
 			if c := connect.CodeOf(err); c == connect.CodePermissionDenied || c == connect.CodeInvalidArgument || errors.Is(err, pki.ErrPinMismatch) {
 				break // the token itself is bad; another server will say the same
 			}

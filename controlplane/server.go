@@ -5,6 +5,7 @@ package controlplane
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -24,6 +25,7 @@ import (
 	"github.com/crossdock/crossdock/controlplane/store"
 	"github.com/crossdock/crossdock/internal/cliconfig"
 	"github.com/crossdock/crossdock/proto/gen/crossdock/admin/v1/adminv1connect"
+	"github.com/crossdock/crossdock/proto/gen/crossdock/cluster/v1/clusterv1connect"
 	storev1 "github.com/crossdock/crossdock/proto/gen/crossdock/store/v1"
 	"github.com/crossdock/crossdock/proto/gen/crossdock/uplink/v1/uplinkv1connect"
 )
@@ -42,8 +44,14 @@ type Config struct {
 	Advertise string
 	// TLSHosts are extra names and IPs for the server certificate.
 	TLSHosts []string
+	// RaftAdvertise is the raft address other nodes dial; RaftListen's when empty.
+	RaftAdvertise string
 	// Bootstrap forms a new single-node cluster when the data dir is empty.
 	Bootstrap bool
+	// Join lists API addresses of existing nodes; a node with an empty data dir joins
+	// their cluster with JoinToken (a server-kind token) instead of bootstrapping.
+	Join      []string
+	JoinToken string
 	// DisableHTTP3 serves only HTTPS over TCP.
 	DisableHTTP3 bool
 	// CLIConfigPath, when set and no file is there yet, also receives the admin config
@@ -66,6 +74,12 @@ type Server struct {
 	h3       *http3.Server
 	registry *api.Registry
 	addr     string
+	raftLn   net.Listener
+	backend  *api.Backend
+	nodeCert tls.Certificate
+	// joinIndex is the raft index this node was added at, when it joined in this run.
+	joinIndex uint64
+	joined    bool
 }
 
 // AdminConfigFile is the name of the admin config written into the data dir at bootstrap.
@@ -115,7 +129,35 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 		s.udp = udp
 	}
 
-	scfg := store.Config{NodeID: cfg.NodeID, Dir: cfg.DataDir, RaftBind: cfg.RaftListen, Bootstrap: cfg.Bootstrap, Logger: logger}
+	if cfg.RaftListen == "" {
+		cfg.RaftListen = "127.0.0.1:7444"
+	}
+	s.raftLn, err = net.Listen("tcp", cfg.RaftListen)
+	if err != nil {
+		s.closeListeners()
+		return nil, fmt.Errorf("controlplane: raft listen on %s: %w", cfg.RaftListen, err)
+	}
+	raftAdv := cfg.RaftAdvertise
+	if raftAdv == "" {
+		raftAdv = dialable(s.raftLn.Addr().String())
+	}
+	s.ca, err = s.loadOrCreateCA(ctx, raftAdv)
+	if err != nil {
+		s.closeListeners()
+		return nil, err
+	}
+	nodeCert, err := s.ca.IssueServer(cfg.NodeID, s.certHosts(raftAdv), 365*24*time.Hour)
+	if err != nil {
+		s.closeListeners()
+		return nil, fmt.Errorf("controlplane: issue node certificate: %w", err)
+	}
+	s.nodeCert = nodeCert
+	layer, err := store.NewTLSStreamLayer(s.raftLn, raftAdv, nodeCert, s.ca.Pool())
+	if err != nil {
+		s.closeListeners()
+		return nil, err
+	}
+	scfg := store.Config{NodeID: cfg.NodeID, Dir: cfg.DataDir, StreamLayer: layer, Bootstrap: cfg.Bootstrap && !s.joined, Logger: logger}
 	if cfg.TuneStore != nil {
 		cfg.TuneStore(&scfg)
 	}
@@ -129,7 +171,7 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 		s.closeListeners()
 		return nil, err
 	}
-	if err := s.buildServers(); err != nil {
+	if err := s.buildServers(nodeCert); err != nil {
 		s.store.Close()
 		s.closeListeners()
 		return nil, err
@@ -149,36 +191,40 @@ func dialable(addr string) string {
 	return net.JoinHostPort(host, port)
 }
 
-// initSecrets waits for a leader and, on a cluster that has none yet, creates the CA and
-// the first admin token through raft; then loads the CA.
+// initSecrets waits for a leader. On a new cluster's first node it stores the CA and
+// the first admin token through raft and writes admin.yaml; every leader makes sure
+// its own addresses are registered, so followers can point agents to it.
 func (s *Server) initSecrets(ctx context.Context) error {
 	wctx, cancel := context.WithTimeout(ctx, 60*time.Second)
 	defer cancel()
-	if s.cfg.Bootstrap {
-		if err := s.store.WaitForLeadership(wctx); err != nil {
-			return fmt.Errorf("controlplane: become leader of the new cluster: %w", err)
+	if s.cfg.Bootstrap && !s.joined {
+		if err := s.store.WaitForLeader(wctx); err != nil {
+			return fmt.Errorf("controlplane: find the cluster leader: %w", err)
 		}
-	} else if err := s.store.WaitForLeader(wctx); err != nil {
-		return fmt.Errorf("controlplane: find the cluster leader: %w", err)
+	} else {
+		// A joining node hears from the leader once it was added; nothing to wait for.
+		return nil
+	}
+	if !s.store.IsLeader() {
+		return nil // an existing cluster with another leader: it holds the CA already
+	}
+	if err := s.store.WaitForLeadership(wctx); err != nil {
+		return fmt.Errorf("controlplane: leadership: %w", err)
 	}
 	l := s.store.Ledger()
-	certPEM, keyPEM, ok, err := l.CA()
+	certPEM, _, ok, err := l.CA()
 	if err != nil {
 		return fmt.Errorf("controlplane: read CA: %w", err)
 	}
+	if ok && certPEM != string(s.ca.CertPEM()) {
+		return errors.New("controlplane: the CA in pki/ differs from the cluster's CA in raft; restore pki/ from this cluster")
+	}
 	if !ok {
-		if !s.store.IsLeader() {
-			return errors.New("controlplane: the cluster has no CA yet and this node is not the leader; start the first node with --bootstrap")
-		}
-		ca, err := pki.NewCA("Crossdock cluster CA")
-		if err != nil {
-			return fmt.Errorf("controlplane: create CA: %w", err)
-		}
-		kp, err := ca.KeyPEM()
+		kp, err := s.ca.KeyPEM()
 		if err != nil {
 			return fmt.Errorf("controlplane: encode CA key: %w", err)
 		}
-		if _, err := s.store.Propose(wctx, storev1.CommandType_COMMAND_TYPE_PUT_CA, &storev1.PutCA{CertPem: string(ca.CertPEM()), KeyPem: string(kp)}); err != nil {
+		if _, err := s.store.Propose(wctx, storev1.CommandType_COMMAND_TYPE_PUT_CA, &storev1.PutCA{CertPem: string(s.ca.CertPEM()), KeyPem: string(kp)}); err != nil {
 			return fmt.Errorf("controlplane: store CA: %w", err)
 		}
 		id, secret, full, err := pki.NewAdminToken()
@@ -190,12 +236,12 @@ func (s *Server) initSecrets(ctx context.Context) error {
 		}); err != nil {
 			return fmt.Errorf("controlplane: store admin token: %w", err)
 		}
-		cc := &cliconfig.Config{Addr: s.addr, Token: full, CAPEM: string(ca.CertPEM())}
+		cc := &cliconfig.Config{Addr: s.addr, Token: full, CAPEM: string(s.ca.CertPEM())}
 		path := s.AdminConfigPath()
 		if err := cliconfig.Write(path, cc); err != nil {
 			return err
 		}
-		s.logger.Info("bootstrapped cluster: CA and admin token created", "admin_config", path, "ca_pin", ca.Pin())
+		s.logger.Info("bootstrapped cluster: CA and admin token created", "admin_config", path, "ca_pin", s.ca.Pin())
 		if p := s.cfg.CLIConfigPath; p != "" {
 			if _, err := os.Stat(p); errors.Is(err, os.ErrNotExist) {
 				if err := cliconfig.Write(p, cc); err != nil {
@@ -204,39 +250,53 @@ func (s *Server) initSecrets(ctx context.Context) error {
 				s.logger.Info("wrote CLI config", "path", p)
 			}
 		}
-		certPEM, keyPEM, _, err = l.CA()
-		if err != nil {
-			return fmt.Errorf("controlplane: read CA: %w", err)
-		}
 	}
-	s.ca, err = pki.LoadCA([]byte(certPEM), []byte(keyPEM))
+	return s.registerSelf(wctx)
+}
+
+// registerSelf records this node's addresses through raft if they are not yet known.
+func (s *Server) registerSelf(ctx context.Context) error {
+	n, ok, err := s.store.Ledger().Node(s.cfg.NodeID)
 	if err != nil {
-		return fmt.Errorf("controlplane: load CA: %w", err)
+		return fmt.Errorf("controlplane: read node record: %w", err)
+	}
+	if ok && n.GetApiAddr() == s.addr && n.GetRaftAddr() == s.store.RaftAddr() {
+		return nil
+	}
+	_, err = s.store.Propose(ctx, storev1.CommandType_COMMAND_TYPE_PUT_NODE, &storev1.PutNode{
+		Id: s.cfg.NodeID, ApiAddr: s.addr, RaftAddr: s.store.RaftAddr(), JoinedAt: timestamppb.Now(),
+	})
+	if err != nil {
+		return fmt.Errorf("controlplane: register node: %w", err)
 	}
 	return nil
 }
 
-func (s *Server) buildServers() error {
-	host, _, _ := net.SplitHostPort(s.addr)
-	hosts := append([]string{host}, s.cfg.TLSHosts...)
-	if h, _, err := net.SplitHostPort(s.tcp.Addr().String()); err == nil {
-		hosts = append(hosts, h)
+// certHosts are the names and addresses the node certificate covers.
+func (s *Server) certHosts(raftAdv string) []string {
+	var hosts []string
+	for _, a := range []string{s.addr, s.tcp.Addr().String(), raftAdv} {
+		if h, _, err := net.SplitHostPort(a); err == nil {
+			hosts = append(hosts, h)
+		}
 	}
-	cert, err := s.ca.IssueServer(s.cfg.NodeID, hosts, 365*24*time.Hour)
-	if err != nil {
-		return fmt.Errorf("controlplane: issue server certificate: %w", err)
-	}
+	return append(hosts, s.cfg.TLSHosts...)
+}
+
+func (s *Server) buildServers(cert tls.Certificate) error {
 	tlsConf := pki.ServerTLSConfig(cert, s.ca.Pool())
 
-	backend := &api.Backend{Store: s.store, CA: func() *pki.CA { return s.ca }, Registry: s.registry, Logger: s.logger}
+	s.backend = &api.Backend{Store: s.store, CA: func() *pki.CA { return s.ca }, Registry: s.registry, Logger: s.logger}
 	mux := http.NewServeMux()
 	opts := []connect.HandlerOption{connect.WithReadMaxBytes(32 << 20)}
+	backend := s.backend
 	mux.Handle(uplinkv1connect.NewUplinkServiceHandler(&api.Uplink{Backend: backend}, opts...))
 	auth := &api.AdminAuth{Ledger: s.store.Ledger()}
 	tmp := filepath.Join(s.cfg.DataDir, "tmp")
 	if err := os.MkdirAll(tmp, 0o700); err != nil {
 		return fmt.Errorf("controlplane: create tmp dir: %w", err)
 	}
+	mux.Handle(clusterv1connect.NewClusterServiceHandler(&api.Cluster{Backend: backend}, opts...))
 	mux.Handle(adminv1connect.NewAdminServiceHandler(&api.Admin{Backend: backend, TempDir: tmp}, append(opts, connect.WithInterceptors(auth))...))
 	handler := api.WithPeer(mux)
 
@@ -255,6 +315,9 @@ func (s *Server) closeListeners() {
 	if s.tcp != nil {
 		s.tcp.Close()
 	}
+	if s.raftLn != nil {
+		s.raftLn.Close()
+	}
 	if s.udp != nil {
 		s.udp.Close()
 	}
@@ -270,6 +333,7 @@ func (s *Server) Run(ctx context.Context) error {
 		go func() { errc <- s.h3.Serve(s.udp) }()
 	}
 	s.logger.Info("control plane serving", "addr", s.addr, "http3", s.h3 != nil, "raft", s.store.RaftAddr())
+	go s.maintain(ctx)
 	var err error
 	select {
 	case <-ctx.Done():

@@ -25,6 +25,7 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"github.com/crossdock/crossdock/agent/outbox"
+	"github.com/crossdock/crossdock/internal/cliconfig"
 	eventv1 "github.com/crossdock/crossdock/proto/gen/crossdock/event/v1"
 	uplinkv1 "github.com/crossdock/crossdock/proto/gen/crossdock/uplink/v1"
 	"github.com/crossdock/crossdock/proto/gen/crossdock/uplink/v1/uplinkv1connect"
@@ -129,8 +130,13 @@ func (u *Uplink) setStatus(f func(*Status)) {
 // the agent cannot recover from by reconnecting (its certificate was refused).
 func (u *Uplink) Run(ctx context.Context) error {
 	backoff := u.cfg.MinBackoff
+	hint := ""
 	for attempt := 0; ; attempt++ {
 		server := u.cfg.Servers[attempt%len(u.cfg.Servers)]
+		if hint != "" {
+			server, hint = hint, ""
+			attempt-- // the hint does not use up a turn of the list
+		}
 		started := time.Now()
 		err := u.session(ctx, server)
 		if ctx.Err() != nil {
@@ -138,6 +144,11 @@ func (u *Uplink) Run(ctx context.Context) error {
 			return ctx.Err()
 		}
 		u.setStatus(func(s *Status) { s.State, s.Transport, s.LastError = StateDisconnected, "", err.Error() })
+		if h := LeaderHint(err); h != "" && h != server {
+			u.logger.Info("control plane node is not the leader; following it to the leader", "server", server, "leader", h)
+			hint = h
+			continue
+		}
 		if connect.CodeOf(err) == connect.CodeUnauthenticated || connect.CodeOf(err) == connect.CodePermissionDenied {
 			u.logger.Error("control plane refused this agent's identity; re-enroll it with a new token", "server", server, "err", err)
 		} else {
@@ -341,4 +352,13 @@ func (u *Uplink) receive(ctx context.Context, stream *connect.BidiStreamForClien
 		u.setStatus(func(s *Status) { s.CommittedSeq = ack.GetCommittedSeq() })
 		window.release(ack.GetCommittedSeq())
 	}
+}
+
+// LeaderHint returns the leader's API address carried by a "not the leader" error.
+func LeaderHint(err error) string {
+	var ce *connect.Error
+	if errors.As(err, &ce) {
+		return ce.Meta().Get(cliconfig.LeaderHeader)
+	}
+	return ""
 }

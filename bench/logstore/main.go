@@ -66,6 +66,7 @@ type options struct {
 	fsyncDuration   time.Duration
 	e2e             bool
 	e2eDuration     time.Duration
+	e2eAfter        time.Duration
 	e2eEvents       int
 	clients         []int
 	boltNoFreeSync  bool
@@ -90,6 +91,7 @@ func main() {
 	flag.DurationVar(&o.fsyncDuration, "fsync-duration", 2*time.Second, "duration of each raw fsync-rate loop (0 to skip)")
 	flag.BoolVar(&o.e2e, "e2e", true, "run the single-node raft end-to-end measurement")
 	flag.DurationVar(&o.e2eDuration, "e2e-duration", 5*time.Second, "duration of one e2e run")
+	flag.DurationVar(&o.e2eAfter, "e2e-after", time.Second, "e2e: how long to keep applying after the snapshot/compaction")
 	flag.IntVar(&o.e2eEvents, "e2e-events", 500, "events per Apply payload in the e2e run")
 	flag.StringVar(&clients, "clients", "1,16", "concurrent Apply goroutines in the e2e run")
 	flag.BoolVar(&o.boltNoFreeSync, "bolt-no-freelist-sync", false, "set bbolt NoFreelistSync (default false, the bbolt default)")
@@ -514,67 +516,90 @@ func runE2E(o options, open opener, clients int) (result, error) {
 	}
 	calls0, entries0 := s.calls.Load(), s.entries.Load()
 
-	lats := make([][]time.Duration, clients)
+	// Phases, with the clients applying throughout:
+	//   steady:  [begin, tA)            throughput and latency
+	//   compact: [tSnap, tDone]         r.Snapshot() incl. raft's DeleteRange of the log head
+	//   after:   (tDone, tDone+after]   latency once the head has been truncated
+	type sample struct{ start, end time.Time }
+	samples := make([][]sample, clients)
 	errs := make([]error, clients)
+	var stop atomic.Bool
 	var wg sync.WaitGroup
 	begin := time.Now()
-	deadline := begin.Add(o.e2eDuration)
 	for c := 0; c < clients; c++ {
 		wg.Add(1)
 		go func(c int) {
 			defer wg.Done()
-			lat := make([]time.Duration, 0, 1<<12)
-			for time.Now().Before(deadline) {
+			out := make([]sample, 0, 1<<12)
+			for !stop.Load() {
 				t := time.Now()
 				if err := r.Apply(payload, 30*time.Second).Error(); err != nil {
 					errs[c] = err
-					return
+					break
 				}
-				lat = append(lat, time.Since(t))
+				out = append(out, sample{t, time.Now()})
 			}
-			lats[c] = lat
+			samples[c] = out
 		}(c)
 	}
+	time.Sleep(time.Until(begin.Add(o.e2eDuration)))
+	tA := time.Now()
+	calls, entries := s.calls.Load()-calls0, s.entries.Load()-entries0
+	diskBefore := diskUsage(dir)
+	first, _ := s.FirstIndex()
+	tSnap := time.Now()
+	snapErr := r.Snapshot().Error()
+	tDone := time.Now()
+	first2, _ := s.FirstIndex()
+	time.Sleep(o.e2eAfter)
+	tEnd := time.Now()
+	stop.Store(true)
 	wg.Wait()
-	elapsed := time.Since(begin).Seconds()
-	if err := errors.Join(errs...); err != nil {
+	if err := errors.Join(append(errs, snapErr)...); err != nil {
 		return res, err
 	}
-	var all []time.Duration
-	for _, l := range lats {
-		all = append(all, l...)
+
+	var steady, after []time.Duration
+	var window time.Duration
+	var windowN int
+	for _, cs := range samples {
+		for _, x := range cs {
+			d := x.end.Sub(x.start)
+			switch {
+			case !x.end.After(tA):
+				steady = append(steady, d)
+			case x.start.After(tDone) && !x.end.After(tEnd):
+				after = append(after, d)
+			}
+			if x.start.Before(tDone) && x.end.After(tSnap) {
+				window = max(window, d)
+				windowN++
+			}
+		}
 	}
-	n := len(all)
-	calls, entries := s.calls.Load()-calls0, s.entries.Load()-entries0
+	elapsed := tA.Sub(begin).Seconds()
+	n := len(steady)
 	res.set("applied", float64(n))
 	res.set("elapsed_s", elapsed)
 	res.set("entries_per_s", float64(n)/elapsed)
 	res.set("events_per_s", float64(n*o.e2eEvents)/elapsed)
 	res.set("mb_per_s", float64(n*entryBytes)/1e6/elapsed)
-	p50, p99 := percentiles(all)
+	p50, p99 := percentiles(steady)
 	res.set("p50_ms", p50)
 	res.set("p99_ms", p99)
 	res.set("storelogs_calls", float64(calls))
 	if calls > 0 {
 		res.set("entries_per_storelogs", float64(entries)/float64(calls))
 	}
-	res.set("disk_bytes", float64(diskUsage(dir)))
-
-	// Snapshot + log compaction (raft calls DeleteRange keeping TrailingLogs).
-	first, _ := s.FirstIndex()
-	t := time.Now()
-	if err := r.Snapshot().Error(); err != nil {
-		return res, err
-	}
-	res.set("snapshot_compact_ms", msOf(time.Since(t)))
-	first2, _ := s.FirstIndex()
+	res.set("disk_bytes", float64(diskBefore))
+	res.set("snapshot_compact_ms", msOf(tDone.Sub(tSnap)))
 	res.set("compacted_entries", float64(first2-first))
-	// Apply latency right after compaction.
-	t = time.Now()
-	if err := r.Apply(payload, 10*time.Second).Error(); err != nil {
-		return res, err
-	}
-	res.set("after_compact_apply_ms", msOf(time.Since(t)))
+	res.set("compact_window_applies", float64(windowN))
+	res.set("compact_window_max_ms", msOf(window))
+	p50, p99 = percentiles(after)
+	res.set("after_compact_entries_per_s", float64(len(after))/tEnd.Sub(tDone).Seconds())
+	res.set("after_compact_p50_ms", p50)
+	res.set("after_compact_p99_ms", p99)
 
 	if err := r.Shutdown().Error(); err != nil {
 		return res, err

@@ -1,6 +1,8 @@
 package main
 
 import (
+	"errors"
+
 	"github.com/spf13/cobra"
 
 	"github.com/crossdock/crossdock/controlplane"
@@ -18,6 +20,9 @@ cluster: it creates the cluster CA and an admin token, and writes both to
 <data-dir>/admin.yaml (and to ~/.config/crossdock/config.yaml when that does not exist).`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
+			if len(cfg.Join) > 0 && cfg.JoinToken == "" {
+				return errors.New("--join needs --join-token (from `crossdock token create --kind server` on the cluster)")
+			}
 			if writeCLI {
 				cfg.CLIConfigPath = cliconfig.DefaultPath()
 			}
@@ -36,7 +41,10 @@ cluster: it creates the cluster CA and an admin token, and writes both to
 	f.StringVar(&cfg.RaftListen, "raft-listen", "127.0.0.1:7444", "raft address")
 	f.StringVar(&cfg.Advertise, "advertise", "", "API address agents and the CLI use (default: --listen)")
 	f.StringSliceVar(&cfg.TLSHosts, "tls-san", nil, "extra DNS names or IPs for the server certificate")
-	f.BoolVar(&cfg.Bootstrap, "bootstrap", true, "form a new single-node cluster when the data dir is empty")
+	f.StringVar(&cfg.RaftAdvertise, "raft-advertise", "", "raft address other nodes dial (default: --raft-listen)")
+	f.BoolVar(&cfg.Bootstrap, "bootstrap", true, "form a new single-node cluster when the data dir is empty (ignored with --join)")
+	f.StringSliceVar(&cfg.Join, "join", nil, "API address of an existing node to join (repeatable); needs --join-token")
+	f.StringVar(&cfg.JoinToken, "join-token", envOr("CROSSDOCK_JOIN_TOKEN", ""), "server-kind token from `crossdock token create --kind server`")
 	f.BoolVar(&cfg.DisableHTTP3, "no-http3", false, "serve only HTTPS over TCP (no QUIC)")
 	f.BoolVar(&writeCLI, "write-cli-config", true, "at bootstrap, also write the admin config to ~/.config/crossdock/config.yaml if absent")
 	return cmd

@@ -87,6 +87,9 @@ func validAgentName(n string) bool {
 
 // ListAgents lists enrolled agents with their live connection on this node, if any.
 func (a *Admin) ListAgents(ctx context.Context, req *connect.Request[adminv1.ListAgentsRequest]) (*connect.Response[adminv1.ListAgentsResponse], error) {
+	if err := a.ConsistentRead(ctx); err != nil {
+		return nil, err
+	}
 	recs, err := a.Store.Ledger().Agents()
 	if err != nil {
 		return nil, connect.NewError(connect.CodeInternal, err)
@@ -118,6 +121,9 @@ func clampLimit(n uint32) int {
 
 // ListEvents reads the ledger.
 func (a *Admin) ListEvents(ctx context.Context, req *connect.Request[adminv1.ListEventsRequest]) (*connect.Response[adminv1.ListEventsResponse], error) {
+	if err := a.ConsistentRead(ctx); err != nil {
+		return nil, err
+	}
 	l := a.Store.Ledger()
 	last := l.LastSeq()
 	evs, next, err := l.ListEvents(ledger.Filter{Type: req.Msg.GetType(), Keys: req.Msg.GetKeys()}, req.Msg.GetFromSeq(), clampLimit(req.Msg.GetLimit()))
@@ -265,6 +271,9 @@ func (a *Admin) GetClusterStatus(ctx context.Context, req *connect.Request[admin
 	out := &adminv1.GetClusterStatusResponse{LeaderId: leaderID, LastSeq: a.Store.Ledger().LastSeq()}
 	for _, s := range cf.Configuration().Servers {
 		p := &adminv1.Peer{Id: string(s.ID), Address: string(s.Address), Role: "follower"}
+		if n, ok, _ := a.Store.Ledger().Node(string(s.ID)); ok {
+			p.ApiAddress = n.GetApiAddr()
+		}
 		switch {
 		case string(s.ID) == leaderID:
 			p.Role = "leader"
@@ -280,4 +289,34 @@ func (a *Admin) GetClusterStatus(ctx context.Context, req *connect.Request[admin
 		out.Peers = append(out.Peers, p)
 	}
 	return connect.NewResponse(out), nil
+}
+
+// RemovePeer takes a node out of the raft configuration and forgets its addresses.
+func (a *Admin) RemovePeer(ctx context.Context, req *connect.Request[adminv1.RemovePeerRequest]) (*connect.Response[adminv1.RemovePeerResponse], error) {
+	id := req.Msg.GetId()
+	if id == "" {
+		return nil, connect.NewError(connect.CodeInvalidArgument, errors.New("id: required"))
+	}
+	if !a.Store.IsLeader() {
+		return nil, a.notLeader()
+	}
+	cf := a.Store.Raft().GetConfiguration()
+	if err := cf.Error(); err != nil {
+		return nil, a.storeError(err)
+	}
+	found := false
+	for _, s := range cf.Configuration().Servers {
+		found = found || string(s.ID) == id
+	}
+	if !found {
+		return nil, connect.NewError(connect.CodeNotFound, fmt.Errorf("no peer %q in the raft configuration (see crossdock cluster peers)", id))
+	}
+	if err := a.Store.Raft().RemoveServer(raft.ServerID(id), 0, 30*time.Second).Error(); err != nil {
+		return nil, a.storeError(err)
+	}
+	if _, err := a.Store.Propose(ctx, storev1.CommandType_COMMAND_TYPE_REMOVE_NODE, &storev1.RemoveNode{Id: id}); err != nil {
+		return nil, a.storeError(err)
+	}
+	a.Logger.Warn("node removed from the cluster", "removed", id, "audit", true)
+	return connect.NewResponse(&adminv1.RemovePeerResponse{}), nil
 }

@@ -15,6 +15,7 @@ import (
 	"github.com/crossdock/crossdock/controlplane/pki"
 	"github.com/crossdock/crossdock/controlplane/store"
 	"github.com/crossdock/crossdock/internal/canonical"
+	"github.com/crossdock/crossdock/internal/cliconfig"
 	storev1 "github.com/crossdock/crossdock/proto/gen/crossdock/store/v1"
 	uplinkv1 "github.com/crossdock/crossdock/proto/gen/crossdock/uplink/v1"
 	"github.com/crossdock/crossdock/proto/gen/crossdock/uplink/v1/uplinkv1connect"
@@ -40,13 +41,54 @@ func (b *Backend) applyTimeout() time.Duration {
 	return 10 * time.Second
 }
 
-// notLeader answers a write that reached a follower.
+// LeaderHeader carries the leader's API address on "not the leader" errors, so agents
+// and the CLI can go straight there.
+const LeaderHeader = cliconfig.LeaderHeader
+
+// LeaderAPIAddr returns the current leader's API address, "" when unknown.
+func (b *Backend) LeaderAPIAddr() string {
+	_, id := b.Store.Leader()
+	if id == "" {
+		return ""
+	}
+	n, ok, err := b.Store.Ledger().Node(id)
+	if err != nil || !ok {
+		return ""
+	}
+	return n.GetApiAddr()
+}
+
+// notLeader answers a call that needs the leader but reached a follower.
 func (b *Backend) notLeader() error {
 	addr, id := b.Store.Leader()
 	if addr == "" {
 		return connect.NewError(connect.CodeUnavailable, errors.New("no raft leader elected yet; retry shortly"))
 	}
-	return connect.NewError(connect.CodeUnavailable, fmt.Errorf("this node is not the leader; the leader is %s (raft %s)", id, addr))
+	api := b.LeaderAPIAddr()
+	err := connect.NewError(connect.CodeUnavailable, fmt.Errorf("this node is not the leader; the leader is %s at %s", id, api))
+	if api != "" {
+		err.Meta().Set(LeaderHeader, api)
+	}
+	return err
+}
+
+// ConsistentRead returns once this node is the leader and has applied everything
+// committed when the call arrived, so a read after it reflects every write acknowledged
+// before it (a read index, as etcd and consul do it).
+func (b *Backend) ConsistentRead(ctx context.Context) error {
+	r := b.Store.Raft()
+	if err := r.VerifyLeader().Error(); err != nil {
+		return b.notLeader()
+	}
+	ci := r.CommitIndex()
+	for b.Store.Ledger().AppliedIndex() < ci && r.AppliedIndex() < ci {
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(time.Millisecond):
+		}
+	}
+	return nil
 }
 
 func (b *Backend) storeError(err error) error {
@@ -84,6 +126,11 @@ func (u *Uplink) Enroll(ctx context.Context, req *connect.Request[uplinkv1.Enrol
 	}
 	if !u.Store.IsLeader() {
 		return nil, u.notLeader()
+	}
+	if rec, ok, err := u.Store.Ledger().Token(tok.ID); err != nil {
+		return nil, connect.NewError(connect.CodeInternal, err)
+	} else if ok && rec.GetToken().GetKind() == "server" {
+		return nil, connect.NewError(connect.CodePermissionDenied, errors.New("this is a server join token; an agent enrolls with `crossdock token create` (kind agent)"))
 	}
 	res, err := u.Store.Propose(ctx, storev1.CommandType_COMMAND_TYPE_CONSUME_TOKEN, &storev1.ConsumeToken{
 		Id:           tok.ID,

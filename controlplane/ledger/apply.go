@@ -49,6 +49,8 @@ var handlers = map[storev1.CommandType]handler{
 	storev1.CommandType_COMMAND_TYPE_CONSUME_TOKEN:   applyConsumeToken,
 	storev1.CommandType_COMMAND_TYPE_PUT_ADMIN_TOKEN: applyPutAdminToken,
 	storev1.CommandType_COMMAND_TYPE_PUT_CA:          applyPutCA,
+	storev1.CommandType_COMMAND_TYPE_PUT_NODE:        applyPutNode,
+	storev1.CommandType_COMMAND_TYPE_REMOVE_NODE:     applyRemoveNode,
 }
 
 // applyTxn is one Apply's Badger transaction with its write budget.

@@ -193,7 +193,11 @@ func applyConsumeToken(tx *applyTxn, cmd *storev1.Command) (any, error) {
 		return refuse(ErrTokenSecret)
 	}
 	if rec.GetUsed() {
-		return refuse(fmt.Errorf("%w by agent %s at %s", ErrTokenUsed, rec.GetUsedBy(), formatTime(rec.GetUsedAt().AsTime())))
+		who := "agent"
+		if tok.GetKind() == "server" {
+			who = "node"
+		}
+		return refuse(fmt.Errorf("%w by %s %s at %s", ErrTokenUsed, who, rec.GetUsedBy(), formatTime(rec.GetUsedAt().AsTime())))
 	}
 	if exp := tok.GetExpiresAt(); exp != nil && !at.Before(exp.AsTime()) {
 		return refuse(fmt.Errorf("%w at %s", ErrTokenExpired, formatTime(exp.AsTime())))
@@ -213,6 +217,9 @@ func applyConsumeToken(tx *applyTxn, cmd *storev1.Command) (any, error) {
 	rec.Used, rec.UsedBy, rec.UsedAt = true, agentID, atpb
 	if err := tx.setProto(k, rec); err != nil {
 		return nil, err
+	}
+	if tok.GetKind() == "server" {
+		return &storev1.ConsumeTokenResult{AgentId: agentID}, nil // a node, not an agent
 	}
 	// Re-enrolling an agent keeps its counters: its outbox seqs continue.
 	agent := &storev1.AgentRecord{}

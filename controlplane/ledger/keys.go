@@ -24,6 +24,7 @@ var (
 	prefixAgent      = []byte("a/")   // + agent id -> AgentRecord
 	prefixToken      = []byte("tok/") // + token id -> TokenRecord
 	prefixAdminToken = []byte("adm/") // + token id -> PutAdminToken
+	prefixNode       = []byte("n/")   // + node id -> NodeRecord
 )
 
 // maxKeyPart bounds the variable part of a key (ids, key names and values, types).
@@ -77,6 +78,7 @@ func typeIndexPrefix(typ string) []byte {
 func agentKey(id string) []byte      { return cat(prefixAgent, []byte(id)) }
 func tokenKey(id string) []byte      { return cat(prefixToken, []byte(id)) }
 func adminTokenKey(id string) []byte { return cat(prefixAdminToken, []byte(id)) }
+func nodeKey(id string) []byte       { return cat(prefixNode, []byte(id)) }
 
 // seqSuffix reads the u64BE seq that ends an index key.
 func seqSuffix(k []byte) uint64 {

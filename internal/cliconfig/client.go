@@ -27,7 +27,7 @@ func (c *Config) AdminClient() (client adminv1connect.AdminServiceClient, close 
 	if !strings.Contains(addr, "://") {
 		addr = "https://" + addr
 	}
-	hc := &http.Client{Transport: Bearer{Token: c.Token, Next: tr}}
+	hc := &http.Client{Transport: Bearer{Token: c.Token, Next: FollowLeader{Next: tr}}}
 	return adminv1connect.NewAdminServiceClient(hc, addr), tr.CloseIdleConnections, nil
 }
 
@@ -42,4 +42,36 @@ func (b Bearer) RoundTrip(r *http.Request) (*http.Response, error) {
 	r = r.Clone(r.Context())
 	r.Header.Set("Authorization", "Bearer "+b.Token)
 	return b.Next.RoundTrip(r)
+}
+
+// LeaderHeader is the header in which a follower names the leader's API address.
+const LeaderHeader = "Crossdock-Leader"
+
+// FollowLeader retries a unary call on the leader when a follower answers 503 with the
+// leader's address (streams are not retried: their bodies cannot be replayed).
+type FollowLeader struct {
+	Next http.RoundTripper
+}
+
+// RoundTrip implements http.RoundTripper.
+func (f FollowLeader) RoundTrip(r *http.Request) (*http.Response, error) {
+	res, err := f.Next.RoundTrip(r)
+	if err != nil || res.StatusCode != http.StatusServiceUnavailable {
+		return res, err
+	}
+	leader := res.Header.Get(LeaderHeader)
+	if leader == "" || leader == r.URL.Host || (r.Body != nil && r.GetBody == nil) {
+		return res, nil
+	}
+	r2 := r.Clone(r.Context())
+	r2.URL.Host, r2.Host = leader, ""
+	if r.GetBody != nil {
+		body, err := r.GetBody()
+		if err != nil {
+			return res, nil
+		}
+		r2.Body = body
+	}
+	res.Body.Close()
+	return f.Next.RoundTrip(r2)
 }

@@ -933,9 +933,11 @@ type Peer struct {
 	Id      string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
 	Address string                 `protobuf:"bytes,2,opt,name=address,proto3" json:"address,omitempty"`
 	// "leader", "follower" or "nonvoter".
-	Role          string                 `protobuf:"bytes,3,opt,name=role,proto3" json:"role,omitempty"`
-	AppliedIndex  uint64                 `protobuf:"varint,4,opt,name=applied_index,json=appliedIndex,proto3" json:"applied_index,omitempty"`
-	LastContact   *timestamppb.Timestamp `protobuf:"bytes,5,opt,name=last_contact,json=lastContact,proto3" json:"last_contact,omitempty"`
+	Role         string                 `protobuf:"bytes,3,opt,name=role,proto3" json:"role,omitempty"`
+	AppliedIndex uint64                 `protobuf:"varint,4,opt,name=applied_index,json=appliedIndex,proto3" json:"applied_index,omitempty"`
+	LastContact  *timestamppb.Timestamp `protobuf:"bytes,5,opt,name=last_contact,json=lastContact,proto3" json:"last_contact,omitempty"`
+	// The node's API address (agents and the CLI).
+	ApiAddress    string `protobuf:"bytes,6,opt,name=api_address,json=apiAddress,proto3" json:"api_address,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1003,6 +1005,93 @@ func (x *Peer) GetLastContact() *timestamppb.Timestamp {
 		return x.LastContact
 	}
 	return nil
+}
+
+func (x *Peer) GetApiAddress() string {
+	if x != nil {
+		return x.ApiAddress
+	}
+	return ""
+}
+
+type RemovePeerRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Id            string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RemovePeerRequest) Reset() {
+	*x = RemovePeerRequest{}
+	mi := &file_crossdock_admin_v1_admin_proto_msgTypes[16]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RemovePeerRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RemovePeerRequest) ProtoMessage() {}
+
+func (x *RemovePeerRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_crossdock_admin_v1_admin_proto_msgTypes[16]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RemovePeerRequest.ProtoReflect.Descriptor instead.
+func (*RemovePeerRequest) Descriptor() ([]byte, []int) {
+	return file_crossdock_admin_v1_admin_proto_rawDescGZIP(), []int{16}
+}
+
+func (x *RemovePeerRequest) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+type RemovePeerResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RemovePeerResponse) Reset() {
+	*x = RemovePeerResponse{}
+	mi := &file_crossdock_admin_v1_admin_proto_msgTypes[17]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RemovePeerResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RemovePeerResponse) ProtoMessage() {}
+
+func (x *RemovePeerResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_crossdock_admin_v1_admin_proto_msgTypes[17]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RemovePeerResponse.ProtoReflect.Descriptor instead.
+func (*RemovePeerResponse) Descriptor() ([]byte, []int) {
+	return file_crossdock_admin_v1_admin_proto_rawDescGZIP(), []int{17}
 }
 
 var File_crossdock_admin_v1_admin_proto protoreflect.FileDescriptor
@@ -1075,17 +1164,22 @@ const file_crossdock_admin_v1_admin_proto_rawDesc = "" +
 	"\x18GetClusterStatusResponse\x12\x1b\n" +
 	"\tleader_id\x18\x01 \x01(\tR\bleaderId\x12.\n" +
 	"\x05peers\x18\x02 \x03(\v2\x18.crossdock.admin.v1.PeerR\x05peers\x12\x19\n" +
-	"\blast_seq\x18\x03 \x01(\x04R\alastSeq\"\xa8\x01\n" +
+	"\blast_seq\x18\x03 \x01(\x04R\alastSeq\"\xc9\x01\n" +
 	"\x04Peer\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x18\n" +
 	"\aaddress\x18\x02 \x01(\tR\aaddress\x12\x12\n" +
 	"\x04role\x18\x03 \x01(\tR\x04role\x12#\n" +
 	"\rapplied_index\x18\x04 \x01(\x04R\fappliedIndex\x12=\n" +
-	"\flast_contact\x18\x05 \x01(\v2\x1a.google.protobuf.TimestampR\vlastContact*T\n" +
+	"\flast_contact\x18\x05 \x01(\v2\x1a.google.protobuf.TimestampR\vlastContact\x12\x1f\n" +
+	"\vapi_address\x18\x06 \x01(\tR\n" +
+	"apiAddress\"#\n" +
+	"\x11RemovePeerRequest\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id\"\x14\n" +
+	"\x12RemovePeerResponse*T\n" +
 	"\tTokenKind\x12\x1a\n" +
 	"\x16TOKEN_KIND_UNSPECIFIED\x10\x00\x12\x14\n" +
 	"\x10TOKEN_KIND_AGENT\x10\x01\x12\x15\n" +
-	"\x11TOKEN_KIND_SERVER\x10\x022\xc9\x05\n" +
+	"\x11TOKEN_KIND_SERVER\x10\x022\xa6\x06\n" +
 	"\fAdminService\x12^\n" +
 	"\vCreateToken\x12&.crossdock.admin.v1.CreateTokenRequest\x1a'.crossdock.admin.v1.CreateTokenResponse\x12[\n" +
 	"\n" +
@@ -1096,7 +1190,9 @@ const file_crossdock_admin_v1_admin_proto_rawDesc = "" +
 	"TailEvents\x12%.crossdock.admin.v1.TailEventsRequest\x1a&.crossdock.admin.v1.TailEventsResponse0\x01\x12c\n" +
 	"\fSaveSnapshot\x12'.crossdock.admin.v1.SaveSnapshotRequest\x1a(.crossdock.admin.v1.SaveSnapshotResponse0\x01\x12l\n" +
 	"\x0fRestoreSnapshot\x12*.crossdock.admin.v1.RestoreSnapshotRequest\x1a+.crossdock.admin.v1.RestoreSnapshotResponse(\x01\x12m\n" +
-	"\x10GetClusterStatus\x12+.crossdock.admin.v1.GetClusterStatusRequest\x1a,.crossdock.admin.v1.GetClusterStatusResponseBEZCgithub.com/crossdock/crossdock/proto/gen/crossdock/admin/v1;adminv1b\x06proto3"
+	"\x10GetClusterStatus\x12+.crossdock.admin.v1.GetClusterStatusRequest\x1a,.crossdock.admin.v1.GetClusterStatusResponse\x12[\n" +
+	"\n" +
+	"RemovePeer\x12%.crossdock.admin.v1.RemovePeerRequest\x1a&.crossdock.admin.v1.RemovePeerResponseBEZCgithub.com/crossdock/crossdock/proto/gen/crossdock/admin/v1;adminv1b\x06proto3"
 
 var (
 	file_crossdock_admin_v1_admin_proto_rawDescOnce sync.Once
@@ -1111,7 +1207,7 @@ func file_crossdock_admin_v1_admin_proto_rawDescGZIP() []byte {
 }
 
 var file_crossdock_admin_v1_admin_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_crossdock_admin_v1_admin_proto_msgTypes = make([]protoimpl.MessageInfo, 18)
+var file_crossdock_admin_v1_admin_proto_msgTypes = make([]protoimpl.MessageInfo, 20)
 var file_crossdock_admin_v1_admin_proto_goTypes = []any{
 	(TokenKind)(0),                   // 0: crossdock.admin.v1.TokenKind
 	(*CreateTokenRequest)(nil),       // 1: crossdock.admin.v1.CreateTokenRequest
@@ -1130,25 +1226,27 @@ var file_crossdock_admin_v1_admin_proto_goTypes = []any{
 	(*GetClusterStatusRequest)(nil),  // 14: crossdock.admin.v1.GetClusterStatusRequest
 	(*GetClusterStatusResponse)(nil), // 15: crossdock.admin.v1.GetClusterStatusResponse
 	(*Peer)(nil),                     // 16: crossdock.admin.v1.Peer
-	nil,                              // 17: crossdock.admin.v1.ListEventsRequest.KeysEntry
-	nil,                              // 18: crossdock.admin.v1.TailEventsRequest.KeysEntry
-	(*durationpb.Duration)(nil),      // 19: google.protobuf.Duration
-	(*timestamppb.Timestamp)(nil),    // 20: google.protobuf.Timestamp
-	(*v1.CommittedEvent)(nil),        // 21: crossdock.event.v1.CommittedEvent
+	(*RemovePeerRequest)(nil),        // 17: crossdock.admin.v1.RemovePeerRequest
+	(*RemovePeerResponse)(nil),       // 18: crossdock.admin.v1.RemovePeerResponse
+	nil,                              // 19: crossdock.admin.v1.ListEventsRequest.KeysEntry
+	nil,                              // 20: crossdock.admin.v1.TailEventsRequest.KeysEntry
+	(*durationpb.Duration)(nil),      // 21: google.protobuf.Duration
+	(*timestamppb.Timestamp)(nil),    // 22: google.protobuf.Timestamp
+	(*v1.CommittedEvent)(nil),        // 23: crossdock.event.v1.CommittedEvent
 }
 var file_crossdock_admin_v1_admin_proto_depIdxs = []int32{
 	0,  // 0: crossdock.admin.v1.CreateTokenRequest.kind:type_name -> crossdock.admin.v1.TokenKind
-	19, // 1: crossdock.admin.v1.CreateTokenRequest.ttl:type_name -> google.protobuf.Duration
-	20, // 2: crossdock.admin.v1.CreateTokenResponse.expires_at:type_name -> google.protobuf.Timestamp
+	21, // 1: crossdock.admin.v1.CreateTokenRequest.ttl:type_name -> google.protobuf.Duration
+	22, // 2: crossdock.admin.v1.CreateTokenResponse.expires_at:type_name -> google.protobuf.Timestamp
 	5,  // 3: crossdock.admin.v1.ListAgentsResponse.agents:type_name -> crossdock.admin.v1.Agent
-	20, // 4: crossdock.admin.v1.Agent.enrolled_at:type_name -> google.protobuf.Timestamp
-	20, // 5: crossdock.admin.v1.Agent.last_seen:type_name -> google.protobuf.Timestamp
-	17, // 6: crossdock.admin.v1.ListEventsRequest.keys:type_name -> crossdock.admin.v1.ListEventsRequest.KeysEntry
-	21, // 7: crossdock.admin.v1.ListEventsResponse.events:type_name -> crossdock.event.v1.CommittedEvent
-	18, // 8: crossdock.admin.v1.TailEventsRequest.keys:type_name -> crossdock.admin.v1.TailEventsRequest.KeysEntry
-	21, // 9: crossdock.admin.v1.TailEventsResponse.event:type_name -> crossdock.event.v1.CommittedEvent
+	22, // 4: crossdock.admin.v1.Agent.enrolled_at:type_name -> google.protobuf.Timestamp
+	22, // 5: crossdock.admin.v1.Agent.last_seen:type_name -> google.protobuf.Timestamp
+	19, // 6: crossdock.admin.v1.ListEventsRequest.keys:type_name -> crossdock.admin.v1.ListEventsRequest.KeysEntry
+	23, // 7: crossdock.admin.v1.ListEventsResponse.events:type_name -> crossdock.event.v1.CommittedEvent
+	20, // 8: crossdock.admin.v1.TailEventsRequest.keys:type_name -> crossdock.admin.v1.TailEventsRequest.KeysEntry
+	23, // 9: crossdock.admin.v1.TailEventsResponse.event:type_name -> crossdock.event.v1.CommittedEvent
 	16, // 10: crossdock.admin.v1.GetClusterStatusResponse.peers:type_name -> crossdock.admin.v1.Peer
-	20, // 11: crossdock.admin.v1.Peer.last_contact:type_name -> google.protobuf.Timestamp
+	22, // 11: crossdock.admin.v1.Peer.last_contact:type_name -> google.protobuf.Timestamp
 	1,  // 12: crossdock.admin.v1.AdminService.CreateToken:input_type -> crossdock.admin.v1.CreateTokenRequest
 	3,  // 13: crossdock.admin.v1.AdminService.ListAgents:input_type -> crossdock.admin.v1.ListAgentsRequest
 	6,  // 14: crossdock.admin.v1.AdminService.ListEvents:input_type -> crossdock.admin.v1.ListEventsRequest
@@ -1156,15 +1254,17 @@ var file_crossdock_admin_v1_admin_proto_depIdxs = []int32{
 	10, // 16: crossdock.admin.v1.AdminService.SaveSnapshot:input_type -> crossdock.admin.v1.SaveSnapshotRequest
 	12, // 17: crossdock.admin.v1.AdminService.RestoreSnapshot:input_type -> crossdock.admin.v1.RestoreSnapshotRequest
 	14, // 18: crossdock.admin.v1.AdminService.GetClusterStatus:input_type -> crossdock.admin.v1.GetClusterStatusRequest
-	2,  // 19: crossdock.admin.v1.AdminService.CreateToken:output_type -> crossdock.admin.v1.CreateTokenResponse
-	4,  // 20: crossdock.admin.v1.AdminService.ListAgents:output_type -> crossdock.admin.v1.ListAgentsResponse
-	7,  // 21: crossdock.admin.v1.AdminService.ListEvents:output_type -> crossdock.admin.v1.ListEventsResponse
-	9,  // 22: crossdock.admin.v1.AdminService.TailEvents:output_type -> crossdock.admin.v1.TailEventsResponse
-	11, // 23: crossdock.admin.v1.AdminService.SaveSnapshot:output_type -> crossdock.admin.v1.SaveSnapshotResponse
-	13, // 24: crossdock.admin.v1.AdminService.RestoreSnapshot:output_type -> crossdock.admin.v1.RestoreSnapshotResponse
-	15, // 25: crossdock.admin.v1.AdminService.GetClusterStatus:output_type -> crossdock.admin.v1.GetClusterStatusResponse
-	19, // [19:26] is the sub-list for method output_type
-	12, // [12:19] is the sub-list for method input_type
+	17, // 19: crossdock.admin.v1.AdminService.RemovePeer:input_type -> crossdock.admin.v1.RemovePeerRequest
+	2,  // 20: crossdock.admin.v1.AdminService.CreateToken:output_type -> crossdock.admin.v1.CreateTokenResponse
+	4,  // 21: crossdock.admin.v1.AdminService.ListAgents:output_type -> crossdock.admin.v1.ListAgentsResponse
+	7,  // 22: crossdock.admin.v1.AdminService.ListEvents:output_type -> crossdock.admin.v1.ListEventsResponse
+	9,  // 23: crossdock.admin.v1.AdminService.TailEvents:output_type -> crossdock.admin.v1.TailEventsResponse
+	11, // 24: crossdock.admin.v1.AdminService.SaveSnapshot:output_type -> crossdock.admin.v1.SaveSnapshotResponse
+	13, // 25: crossdock.admin.v1.AdminService.RestoreSnapshot:output_type -> crossdock.admin.v1.RestoreSnapshotResponse
+	15, // 26: crossdock.admin.v1.AdminService.GetClusterStatus:output_type -> crossdock.admin.v1.GetClusterStatusResponse
+	18, // 27: crossdock.admin.v1.AdminService.RemovePeer:output_type -> crossdock.admin.v1.RemovePeerResponse
+	20, // [20:28] is the sub-list for method output_type
+	12, // [12:20] is the sub-list for method input_type
 	12, // [12:12] is the sub-list for extension type_name
 	12, // [12:12] is the sub-list for extension extendee
 	0,  // [0:12] is the sub-list for field type_name
@@ -1181,7 +1281,7 @@ func file_crossdock_admin_v1_admin_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_crossdock_admin_v1_admin_proto_rawDesc), len(file_crossdock_admin_v1_admin_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   18,
+			NumMessages:   20,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

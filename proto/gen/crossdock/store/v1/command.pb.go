@@ -36,6 +36,8 @@ const (
 	CommandType_COMMAND_TYPE_CONSUME_TOKEN   CommandType = 3
 	CommandType_COMMAND_TYPE_PUT_ADMIN_TOKEN CommandType = 4
 	CommandType_COMMAND_TYPE_PUT_CA          CommandType = 5
+	CommandType_COMMAND_TYPE_PUT_NODE        CommandType = 6
+	CommandType_COMMAND_TYPE_REMOVE_NODE     CommandType = 7
 )
 
 // Enum value maps for CommandType.
@@ -47,6 +49,8 @@ var (
 		3: "COMMAND_TYPE_CONSUME_TOKEN",
 		4: "COMMAND_TYPE_PUT_ADMIN_TOKEN",
 		5: "COMMAND_TYPE_PUT_CA",
+		6: "COMMAND_TYPE_PUT_NODE",
+		7: "COMMAND_TYPE_REMOVE_NODE",
 	}
 	CommandType_value = map[string]int32{
 		"COMMAND_TYPE_UNSPECIFIED":     0,
@@ -55,6 +59,8 @@ var (
 		"COMMAND_TYPE_CONSUME_TOKEN":   3,
 		"COMMAND_TYPE_PUT_ADMIN_TOKEN": 4,
 		"COMMAND_TYPE_PUT_CA":          5,
+		"COMMAND_TYPE_PUT_NODE":        6,
+		"COMMAND_TYPE_REMOVE_NODE":     7,
 	}
 )
 
@@ -802,6 +808,189 @@ func (x *AgentRecord) GetDuplicates() uint64 {
 	return 0
 }
 
+// PutNode records a control plane node's addresses.
+type PutNode struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Id            string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	ApiAddr       string                 `protobuf:"bytes,2,opt,name=api_addr,json=apiAddr,proto3" json:"api_addr,omitempty"`
+	RaftAddr      string                 `protobuf:"bytes,3,opt,name=raft_addr,json=raftAddr,proto3" json:"raft_addr,omitempty"`
+	JoinedAt      *timestamppb.Timestamp `protobuf:"bytes,4,opt,name=joined_at,json=joinedAt,proto3" json:"joined_at,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PutNode) Reset() {
+	*x = PutNode{}
+	mi := &file_crossdock_store_v1_command_proto_msgTypes[11]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PutNode) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PutNode) ProtoMessage() {}
+
+func (x *PutNode) ProtoReflect() protoreflect.Message {
+	mi := &file_crossdock_store_v1_command_proto_msgTypes[11]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PutNode.ProtoReflect.Descriptor instead.
+func (*PutNode) Descriptor() ([]byte, []int) {
+	return file_crossdock_store_v1_command_proto_rawDescGZIP(), []int{11}
+}
+
+func (x *PutNode) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+func (x *PutNode) GetApiAddr() string {
+	if x != nil {
+		return x.ApiAddr
+	}
+	return ""
+}
+
+func (x *PutNode) GetRaftAddr() string {
+	if x != nil {
+		return x.RaftAddr
+	}
+	return ""
+}
+
+func (x *PutNode) GetJoinedAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.JoinedAt
+	}
+	return nil
+}
+
+// RemoveNode forgets a control plane node.
+type RemoveNode struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Id            string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RemoveNode) Reset() {
+	*x = RemoveNode{}
+	mi := &file_crossdock_store_v1_command_proto_msgTypes[12]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RemoveNode) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RemoveNode) ProtoMessage() {}
+
+func (x *RemoveNode) ProtoReflect() protoreflect.Message {
+	mi := &file_crossdock_store_v1_command_proto_msgTypes[12]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RemoveNode.ProtoReflect.Descriptor instead.
+func (*RemoveNode) Descriptor() ([]byte, []int) {
+	return file_crossdock_store_v1_command_proto_rawDescGZIP(), []int{12}
+}
+
+func (x *RemoveNode) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+// NodeRecord is the stored form of a control plane node.
+type NodeRecord struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Id            string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	ApiAddr       string                 `protobuf:"bytes,2,opt,name=api_addr,json=apiAddr,proto3" json:"api_addr,omitempty"`
+	RaftAddr      string                 `protobuf:"bytes,3,opt,name=raft_addr,json=raftAddr,proto3" json:"raft_addr,omitempty"`
+	JoinedAt      *timestamppb.Timestamp `protobuf:"bytes,4,opt,name=joined_at,json=joinedAt,proto3" json:"joined_at,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *NodeRecord) Reset() {
+	*x = NodeRecord{}
+	mi := &file_crossdock_store_v1_command_proto_msgTypes[13]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *NodeRecord) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*NodeRecord) ProtoMessage() {}
+
+func (x *NodeRecord) ProtoReflect() protoreflect.Message {
+	mi := &file_crossdock_store_v1_command_proto_msgTypes[13]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use NodeRecord.ProtoReflect.Descriptor instead.
+func (*NodeRecord) Descriptor() ([]byte, []int) {
+	return file_crossdock_store_v1_command_proto_rawDescGZIP(), []int{13}
+}
+
+func (x *NodeRecord) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+func (x *NodeRecord) GetApiAddr() string {
+	if x != nil {
+		return x.ApiAddr
+	}
+	return ""
+}
+
+func (x *NodeRecord) GetRaftAddr() string {
+	if x != nil {
+		return x.RaftAddr
+	}
+	return ""
+}
+
+func (x *NodeRecord) GetJoinedAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.JoinedAt
+	}
+	return nil
+}
+
 var File_crossdock_store_v1_command_proto protoreflect.FileDescriptor
 
 const file_crossdock_store_v1_command_proto_rawDesc = "" +
@@ -866,14 +1055,30 @@ const file_crossdock_store_v1_command_proto_rawDesc = "" +
 	"\x10events_committed\x18\x04 \x01(\x04R\x0feventsCommitted\x12\x1e\n" +
 	"\n" +
 	"duplicates\x18\x05 \x01(\x04R\n" +
-	"duplicates*\xc1\x01\n" +
+	"duplicates\"\x8a\x01\n" +
+	"\aPutNode\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id\x12\x19\n" +
+	"\bapi_addr\x18\x02 \x01(\tR\aapiAddr\x12\x1b\n" +
+	"\traft_addr\x18\x03 \x01(\tR\braftAddr\x127\n" +
+	"\tjoined_at\x18\x04 \x01(\v2\x1a.google.protobuf.TimestampR\bjoinedAt\"\x1c\n" +
+	"\n" +
+	"RemoveNode\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id\"\x8d\x01\n" +
+	"\n" +
+	"NodeRecord\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id\x12\x19\n" +
+	"\bapi_addr\x18\x02 \x01(\tR\aapiAddr\x12\x1b\n" +
+	"\traft_addr\x18\x03 \x01(\tR\braftAddr\x127\n" +
+	"\tjoined_at\x18\x04 \x01(\v2\x1a.google.protobuf.TimestampR\bjoinedAt*\xfa\x01\n" +
 	"\vCommandType\x12\x1c\n" +
 	"\x18COMMAND_TYPE_UNSPECIFIED\x10\x00\x12\x1d\n" +
 	"\x19COMMAND_TYPE_INGEST_BATCH\x10\x01\x12\x1a\n" +
 	"\x16COMMAND_TYPE_PUT_TOKEN\x10\x02\x12\x1e\n" +
 	"\x1aCOMMAND_TYPE_CONSUME_TOKEN\x10\x03\x12 \n" +
 	"\x1cCOMMAND_TYPE_PUT_ADMIN_TOKEN\x10\x04\x12\x17\n" +
-	"\x13COMMAND_TYPE_PUT_CA\x10\x05BEZCgithub.com/crossdock/crossdock/proto/gen/crossdock/store/v1;storev1b\x06proto3"
+	"\x13COMMAND_TYPE_PUT_CA\x10\x05\x12\x19\n" +
+	"\x15COMMAND_TYPE_PUT_NODE\x10\x06\x12\x1c\n" +
+	"\x18COMMAND_TYPE_REMOVE_NODE\x10\aBEZCgithub.com/crossdock/crossdock/proto/gen/crossdock/store/v1;storev1b\x06proto3"
 
 var (
 	file_crossdock_store_v1_command_proto_rawDescOnce sync.Once
@@ -888,7 +1093,7 @@ func file_crossdock_store_v1_command_proto_rawDescGZIP() []byte {
 }
 
 var file_crossdock_store_v1_command_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_crossdock_store_v1_command_proto_msgTypes = make([]protoimpl.MessageInfo, 11)
+var file_crossdock_store_v1_command_proto_msgTypes = make([]protoimpl.MessageInfo, 14)
 var file_crossdock_store_v1_command_proto_goTypes = []any{
 	(CommandType)(0),              // 0: crossdock.store.v1.CommandType
 	(*Command)(nil),               // 1: crossdock.store.v1.Command
@@ -902,25 +1107,30 @@ var file_crossdock_store_v1_command_proto_goTypes = []any{
 	(*PutCA)(nil),                 // 9: crossdock.store.v1.PutCA
 	(*TokenRecord)(nil),           // 10: crossdock.store.v1.TokenRecord
 	(*AgentRecord)(nil),           // 11: crossdock.store.v1.AgentRecord
-	(*v1.Event)(nil),              // 12: crossdock.event.v1.Event
-	(*timestamppb.Timestamp)(nil), // 13: google.protobuf.Timestamp
+	(*PutNode)(nil),               // 12: crossdock.store.v1.PutNode
+	(*RemoveNode)(nil),            // 13: crossdock.store.v1.RemoveNode
+	(*NodeRecord)(nil),            // 14: crossdock.store.v1.NodeRecord
+	(*v1.Event)(nil),              // 15: crossdock.event.v1.Event
+	(*timestamppb.Timestamp)(nil), // 16: google.protobuf.Timestamp
 }
 var file_crossdock_store_v1_command_proto_depIdxs = []int32{
 	0,  // 0: crossdock.store.v1.Command.type:type_name -> crossdock.store.v1.CommandType
 	3,  // 1: crossdock.store.v1.IngestBatch.events:type_name -> crossdock.store.v1.AgentEvent
-	12, // 2: crossdock.store.v1.AgentEvent.event:type_name -> crossdock.event.v1.Event
-	13, // 3: crossdock.store.v1.PutToken.created_at:type_name -> google.protobuf.Timestamp
-	13, // 4: crossdock.store.v1.PutToken.expires_at:type_name -> google.protobuf.Timestamp
-	13, // 5: crossdock.store.v1.ConsumeToken.at:type_name -> google.protobuf.Timestamp
-	13, // 6: crossdock.store.v1.PutAdminToken.created_at:type_name -> google.protobuf.Timestamp
+	15, // 2: crossdock.store.v1.AgentEvent.event:type_name -> crossdock.event.v1.Event
+	16, // 3: crossdock.store.v1.PutToken.created_at:type_name -> google.protobuf.Timestamp
+	16, // 4: crossdock.store.v1.PutToken.expires_at:type_name -> google.protobuf.Timestamp
+	16, // 5: crossdock.store.v1.ConsumeToken.at:type_name -> google.protobuf.Timestamp
+	16, // 6: crossdock.store.v1.PutAdminToken.created_at:type_name -> google.protobuf.Timestamp
 	5,  // 7: crossdock.store.v1.TokenRecord.token:type_name -> crossdock.store.v1.PutToken
-	13, // 8: crossdock.store.v1.TokenRecord.used_at:type_name -> google.protobuf.Timestamp
-	13, // 9: crossdock.store.v1.AgentRecord.enrolled_at:type_name -> google.protobuf.Timestamp
-	10, // [10:10] is the sub-list for method output_type
-	10, // [10:10] is the sub-list for method input_type
-	10, // [10:10] is the sub-list for extension type_name
-	10, // [10:10] is the sub-list for extension extendee
-	0,  // [0:10] is the sub-list for field type_name
+	16, // 8: crossdock.store.v1.TokenRecord.used_at:type_name -> google.protobuf.Timestamp
+	16, // 9: crossdock.store.v1.AgentRecord.enrolled_at:type_name -> google.protobuf.Timestamp
+	16, // 10: crossdock.store.v1.PutNode.joined_at:type_name -> google.protobuf.Timestamp
+	16, // 11: crossdock.store.v1.NodeRecord.joined_at:type_name -> google.protobuf.Timestamp
+	12, // [12:12] is the sub-list for method output_type
+	12, // [12:12] is the sub-list for method input_type
+	12, // [12:12] is the sub-list for extension type_name
+	12, // [12:12] is the sub-list for extension extendee
+	0,  // [0:12] is the sub-list for field type_name
 }
 
 func init() { file_crossdock_store_v1_command_proto_init() }
@@ -934,7 +1144,7 @@ func file_crossdock_store_v1_command_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_crossdock_store_v1_command_proto_rawDesc), len(file_crossdock_store_v1_command_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   11,
+			NumMessages:   14,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

@@ -53,6 +53,8 @@ const (
 	// AdminServiceGetClusterStatusProcedure is the fully-qualified name of the AdminService's
 	// GetClusterStatus RPC.
 	AdminServiceGetClusterStatusProcedure = "/crossdock.admin.v1.AdminService/GetClusterStatus"
+	// AdminServiceRemovePeerProcedure is the fully-qualified name of the AdminService's RemovePeer RPC.
+	AdminServiceRemovePeerProcedure = "/crossdock.admin.v1.AdminService/RemovePeer"
 )
 
 // AdminServiceClient is a client for the crossdock.admin.v1.AdminService service.
@@ -71,6 +73,8 @@ type AdminServiceClient interface {
 	RestoreSnapshot(context.Context) *connect.ClientStreamForClient[v1.RestoreSnapshotRequest, v1.RestoreSnapshotResponse]
 	// GetClusterStatus describes the Raft cluster.
 	GetClusterStatus(context.Context, *connect.Request[v1.GetClusterStatusRequest]) (*connect.Response[v1.GetClusterStatusResponse], error)
+	// RemovePeer removes a node from the raft configuration.
+	RemovePeer(context.Context, *connect.Request[v1.RemovePeerRequest]) (*connect.Response[v1.RemovePeerResponse], error)
 }
 
 // NewAdminServiceClient constructs a client for the crossdock.admin.v1.AdminService service. By
@@ -126,6 +130,12 @@ func NewAdminServiceClient(httpClient connect.HTTPClient, baseURL string, opts .
 			connect.WithSchema(adminServiceMethods.ByName("GetClusterStatus")),
 			connect.WithClientOptions(opts...),
 		),
+		removePeer: connect.NewClient[v1.RemovePeerRequest, v1.RemovePeerResponse](
+			httpClient,
+			baseURL+AdminServiceRemovePeerProcedure,
+			connect.WithSchema(adminServiceMethods.ByName("RemovePeer")),
+			connect.WithClientOptions(opts...),
+		),
 	}
 }
 
@@ -138,6 +148,7 @@ type adminServiceClient struct {
 	saveSnapshot     *connect.Client[v1.SaveSnapshotRequest, v1.SaveSnapshotResponse]
 	restoreSnapshot  *connect.Client[v1.RestoreSnapshotRequest, v1.RestoreSnapshotResponse]
 	getClusterStatus *connect.Client[v1.GetClusterStatusRequest, v1.GetClusterStatusResponse]
+	removePeer       *connect.Client[v1.RemovePeerRequest, v1.RemovePeerResponse]
 }
 
 // CreateToken calls crossdock.admin.v1.AdminService.CreateToken.
@@ -175,6 +186,11 @@ func (c *adminServiceClient) GetClusterStatus(ctx context.Context, req *connect.
 	return c.getClusterStatus.CallUnary(ctx, req)
 }
 
+// RemovePeer calls crossdock.admin.v1.AdminService.RemovePeer.
+func (c *adminServiceClient) RemovePeer(ctx context.Context, req *connect.Request[v1.RemovePeerRequest]) (*connect.Response[v1.RemovePeerResponse], error) {
+	return c.removePeer.CallUnary(ctx, req)
+}
+
 // AdminServiceHandler is an implementation of the crossdock.admin.v1.AdminService service.
 type AdminServiceHandler interface {
 	// CreateToken makes a short-lived, single-use enrollment token.
@@ -191,6 +207,8 @@ type AdminServiceHandler interface {
 	RestoreSnapshot(context.Context, *connect.ClientStream[v1.RestoreSnapshotRequest]) (*connect.Response[v1.RestoreSnapshotResponse], error)
 	// GetClusterStatus describes the Raft cluster.
 	GetClusterStatus(context.Context, *connect.Request[v1.GetClusterStatusRequest]) (*connect.Response[v1.GetClusterStatusResponse], error)
+	// RemovePeer removes a node from the raft configuration.
+	RemovePeer(context.Context, *connect.Request[v1.RemovePeerRequest]) (*connect.Response[v1.RemovePeerResponse], error)
 }
 
 // NewAdminServiceHandler builds an HTTP handler from the service implementation. It returns the
@@ -242,6 +260,12 @@ func NewAdminServiceHandler(svc AdminServiceHandler, opts ...connect.HandlerOpti
 		connect.WithSchema(adminServiceMethods.ByName("GetClusterStatus")),
 		connect.WithHandlerOptions(opts...),
 	)
+	adminServiceRemovePeerHandler := connect.NewUnaryHandler(
+		AdminServiceRemovePeerProcedure,
+		svc.RemovePeer,
+		connect.WithSchema(adminServiceMethods.ByName("RemovePeer")),
+		connect.WithHandlerOptions(opts...),
+	)
 	return "/crossdock.admin.v1.AdminService/", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		switch r.URL.Path {
 		case AdminServiceCreateTokenProcedure:
@@ -258,6 +282,8 @@ func NewAdminServiceHandler(svc AdminServiceHandler, opts ...connect.HandlerOpti
 			adminServiceRestoreSnapshotHandler.ServeHTTP(w, r)
 		case AdminServiceGetClusterStatusProcedure:
 			adminServiceGetClusterStatusHandler.ServeHTTP(w, r)
+		case AdminServiceRemovePeerProcedure:
+			adminServiceRemovePeerHandler.ServeHTTP(w, r)
 		default:
 			http.NotFound(w, r)
 		}
@@ -293,4 +319,8 @@ func (UnimplementedAdminServiceHandler) RestoreSnapshot(context.Context, *connec
 
 func (UnimplementedAdminServiceHandler) GetClusterStatus(context.Context, *connect.Request[v1.GetClusterStatusRequest]) (*connect.Response[v1.GetClusterStatusResponse], error) {
 	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("crossdock.admin.v1.AdminService.GetClusterStatus is not implemented"))
+}
+
+func (UnimplementedAdminServiceHandler) RemovePeer(context.Context, *connect.Request[v1.RemovePeerRequest]) (*connect.Response[v1.RemovePeerResponse], error) {
+	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("crossdock.admin.v1.AdminService.RemovePeer is not implemented"))
 }
