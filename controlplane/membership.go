@@ -134,7 +134,7 @@ func (s *Server) maintain(ctx context.Context) {
 			cancel()
 			continue
 		}
-		if s.isNonvoter() && s.store.Ledger().AppliedIndex() >= s.joinIndex {
+		if s.isNonvoter() && s.store.Raft().AppliedIndex() >= s.joinIndex {
 			if err := s.promote(ctx); err != nil {
 				s.logger.Info("promotion to voter not done yet", "err", err)
 			}

@@ -70,6 +70,7 @@ type options struct {
 	e2eEvents       int
 	clients         []int
 	boltNoFreeSync  bool
+	boltFreelist    string
 	walSegmentBytes int
 }
 
@@ -95,6 +96,7 @@ func main() {
 	flag.IntVar(&o.e2eEvents, "e2e-events", 500, "events per Apply payload in the e2e run")
 	flag.StringVar(&clients, "clients", "1,16", "concurrent Apply goroutines in the e2e run")
 	flag.BoolVar(&o.boltNoFreeSync, "bolt-no-freelist-sync", false, "set bbolt NoFreelistSync (default false, the bbolt default)")
+	flag.StringVar(&o.boltFreelist, "bolt-freelist", "array", "bbolt freelist type: array (bbolt default) or hashmap")
 	flag.IntVar(&o.walSegmentBytes, "wal-segment-bytes", 0, "raft-wal segment size (0 = library default, 64 MiB)")
 	flag.Parse()
 
@@ -128,9 +130,13 @@ func main() {
 				BoltOptions: &bbolt.Options{
 					Timeout:        time.Second,
 					NoFreelistSync: o.boltNoFreeSync,
+					FreelistType:   bbolt.FreelistType(o.boltFreelist),
 				},
 			})
 		},
+	}
+	if o.boltFreelist != string(bbolt.FreelistArrayType) && o.boltFreelist != string(bbolt.FreelistMapType) {
+		fatal(fmt.Errorf("-bolt-freelist must be %s or %s", bbolt.FreelistArrayType, bbolt.FreelistMapType))
 	}
 	for _, s := range o.stores {
 		if openers[s] == nil {
@@ -656,9 +662,10 @@ func printEnv(o options) {
 		}
 	}
 	kernel, _ := os.ReadFile("/proc/sys/kernel/osrelease")
-	fmt.Printf("bench=env go=%s goos=%s goarch=%s cpus=%d kernel=%s dir=%s stores=%s reps=%d duration=%s max_entries=%d e2e_duration=%s\n",
+	fmt.Printf("bench=env go=%s goos=%s goarch=%s cpus=%d kernel=%s dir=%s stores=%s reps=%d duration=%s max_entries=%d max_bytes=%d e2e_duration=%s trailing=%d bolt_no_freelist_sync=%t bolt_freelist=%s wal_segment_bytes=%d\n",
 		runtime.Version(), runtime.GOOS, runtime.GOARCH, runtime.NumCPU(), orNA(strings.TrimSpace(string(kernel))),
-		abs, strings.Join(o.stores, ","), o.reps, o.duration, o.maxEntries, o.e2eDuration)
+		abs, strings.Join(o.stores, ","), o.reps, o.duration, o.maxEntries, o.maxBytes, o.e2eDuration, o.trailing,
+		o.boltNoFreeSync, o.boltFreelist, o.walSegmentBytes)
 	dev, mnt, fstype, mopts := mountOf(abs)
 	fmt.Printf("bench=env mount=%s device=%s fstype=%s mount_opts=%s\n", orNA(mnt), orNA(dev), orNA(fstype), orNA(mopts))
 	if out, err := exec.Command("df", "-hT", abs).Output(); err == nil {

@@ -57,6 +57,11 @@ func (w tWriter) Write(p []byte) (int, error) {
 // TestServer starts a bootstrapped single-node control plane; cb may adjust the config.
 func TestServer(t testing.TB, cb func(*controlplane.Config)) *Server {
 	t.Helper()
+	return startServer(t, cb, true)
+}
+
+func startServer(t testing.TB, cb func(*controlplane.Config), admin bool) *Server {
+	t.Helper()
 	cfg := controlplane.Config{
 		NodeID:     "test-node-1",
 		DataDir:    t.TempDir(),
@@ -73,16 +78,23 @@ func TestServer(t testing.TB, cb func(*controlplane.Config)) *Server {
 	defer cancel()
 	srv, err := controlplane.New(ctx, cfg)
 	if err != nil {
-		t.Fatalf("start control plane: %v", err)
+		t.Fatalf("start control plane %s: %v", cfg.NodeID, err)
 	}
+	// A restart must come back on the same ports: peers know the node by them.
+	cfg.Listen, cfg.RaftListen = srv.Addr(), srv.Store().RaftAddr()
 	s := &Server{Server: srv, Config: cfg, done: make(chan error, 1)}
 	rctx, rcancel := context.WithCancel(context.Background())
 	s.cancel = rcancel
 	go func() { s.done <- srv.Run(rctx) }()
 	t.Cleanup(s.Stop)
-	s.Admin = AdminClient(t, srv.AdminConfigPath())
+	if admin {
+		s.Admin = AdminClient(t, srv.AdminConfigPath())
+	}
 	return s
 }
+
+// Running reports whether the node has not been stopped.
+func (s *Server) Running() bool { return s.cancel != nil }
 
 // Stop shuts the node down and waits; calling it twice is harmless.
 func (s *Server) Stop() {
