@@ -202,6 +202,7 @@ func TestLaggingNodeCatchesUpBySnapshot(t *testing.T) {
 			prev(sc)
 			sc.TrailingLogs = 10
 			sc.SnapshotThreshold = 20
+			sc.WALSegmentSize = 16 << 10 // small segments, so the log head really goes
 		}
 	})
 	leader := c.Leader()
@@ -234,6 +235,6 @@ func TestLaggingNodeCatchesUpBySnapshot(t *testing.T) {
 		t.Fatalf("restarted node has %d events, want 1200", got)
 	}
 	if idx, _ := lastSnapshotIndex(n); idx == 0 {
-		t.Fatal("the lagging node caught up without installing a snapshot")
+		t.Fatalf("the lagging node caught up without installing a snapshot: %v", n.Store().Raft().Stats())
 	}
 }

@@ -209,7 +209,8 @@ func (u *Uplink) dial(ctx context.Context, server string) (*connect.BidiStreamFo
 		cancel()
 		closeFn()
 		errs = append(errs, fmt.Errorf("%s: %w", tr, err))
-		if c := connect.CodeOf(err); c == connect.CodeUnauthenticated || c == connect.CodePermissionDenied || ctx.Err() != nil {
+		// A refusal or a redirect came from the server itself: the transport works.
+		if c := connect.CodeOf(err); c == connect.CodeUnauthenticated || c == connect.CodePermissionDenied || LeaderHint(err) != "" || ctx.Err() != nil {
 			break
 		}
 		if tr == TransportH3 {

@@ -32,6 +32,9 @@ func TestCluster(t testing.TB, n int, cb func(i int, c *controlplane.Config)) *C
 			cfg.NodeID = fmt.Sprintf("node-%d", i+1)
 			cfg.TuneStore = func(sc *store.Config) {
 				FastRaft(sc)
+				// Several nodes share two cores (and the race detector): leave room so
+				// a busy follower does not start elections for nothing.
+				sc.HeartbeatTimeout, sc.ElectionTimeout, sc.LeaderLeaseTimeout = 500*time.Millisecond, 500*time.Millisecond, 250*time.Millisecond
 				sc.StreamLayer = c.Faults.Wrap(sc.StreamLayer)
 			}
 			if cb != nil {

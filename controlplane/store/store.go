@@ -66,6 +66,9 @@ type Config struct {
 	SnapshotInterval  time.Duration
 	// TrailingLogs is how many entries stay in the log after a snapshot (default 10240).
 	TrailingLogs uint64
+	// WALSegmentSize is the raft-wal segment file size (default 64 MiB). The log is
+	// truncated a whole segment at a time; tests use small segments to see truncation.
+	WALSegmentSize int
 }
 
 // Store is one control plane node's replicated state.
@@ -107,7 +110,12 @@ func Open(cfg Config) (*Store, error) {
 	// raft-wal's Close does not close its metadata DB (and so keeps its file lock); the
 	// store owns the meta store and closes it itself.
 	s.meta = &metadb.BoltMetaDB{}
-	s.wal, err = raftwal.Open(filepath.Join(cfg.Dir, "raft"), raftwal.WithLogger(hlog.Named("wal")), raftwal.WithMetaStore(s.meta))
+	segSize := cfg.WALSegmentSize
+	if segSize <= 0 {
+		segSize = 64 << 20 // raft-wal's default
+	}
+	s.wal, err = raftwal.Open(filepath.Join(cfg.Dir, "raft"), raftwal.WithLogger(hlog.Named("wal")),
+		raftwal.WithMetaStore(s.meta), raftwal.WithSegmentSize(segSize))
 	if err != nil {
 		s.ledger.Close()
 		return nil, fmt.Errorf("store: open raft log: %w", err)
