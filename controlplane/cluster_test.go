@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"os"
+	"path/filepath"
 	"testing"
 	"time"
 
@@ -236,5 +238,37 @@ func TestLaggingNodeCatchesUpBySnapshot(t *testing.T) {
 	}
 	if idx, _ := lastSnapshotIndex(n); idx == 0 {
 		t.Fatalf("the lagging node caught up without installing a snapshot: %v", n.Store().Raft().Stats())
+	}
+}
+
+// TestRecoverLostQuorumWithPeersJSON stops a whole 3-node cluster, writes a peers.json
+// naming one surviving node, and restarts only that node: it must come back as a
+// one-node cluster with every committed event.
+func TestRecoverLostQuorumWithPeersJSON(t *testing.T) {
+	c := controlplanetest.TestCluster(t, 3, nil)
+	if err := ingest(context.Background(), c.Leader(), "a1", 1, 300); err != nil {
+		t.Fatal(err)
+	}
+	c.WaitConverged()
+	survivor := c.Nodes[1]
+	id, addr := survivor.Config.NodeID, survivor.Store().RaftAddr()
+	for _, n := range c.Nodes {
+		n.Stop()
+	}
+	peers := fmt.Sprintf(`[{"id":%q,"address":%q,"non_voter":false}]`, id, addr)
+	path := filepath.Join(survivor.Config.DataDir, "raft", store.PeersFile)
+	if err := os.WriteFile(path, []byte(peers), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	n := c.Restart(1)
+	controlplanetest.WaitFor(t, 30*time.Second, "the survivor to lead alone", n.Store().IsLeader)
+	if got := n.Store().Ledger().LastSeq(); got != 300 {
+		t.Fatalf("recovered node has %d events, want 300", got)
+	}
+	if err := ingest(context.Background(), n, "a1", 301, 10); err != nil {
+		t.Fatalf("write after recovery: %v", err)
+	}
+	if _, err := os.Stat(path); !errors.Is(err, os.ErrNotExist) {
+		t.Fatal("peers.json was not renamed after use")
 	}
 }

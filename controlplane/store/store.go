@@ -18,6 +18,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"sync"
 	"time"
 
 	"github.com/hashicorp/go-hclog"
@@ -164,7 +165,13 @@ func Open(cfg Config) (*Store, error) {
 	// AppendEntries; allow large groups since each entry is already a batch.
 	rc.MaxAppendEntries = 256
 
-	s.raft, err = raft.NewRaft(rc, &fsm{ledger: s.ledger, logger: logger}, s.wal, s.wal, s.snaps, s.trans)
+	f := &fsm{ledger: s.ledger, logger: logger}
+	if err := s.recoverFromPeersJSON(rc, f); err != nil {
+		s.trans.(io.Closer).Close()
+		s.closeStorage()
+		return nil, err
+	}
+	s.raft, err = raft.NewRaft(rc, f, s.wal, s.wal, s.snaps, s.trans)
 	if err != nil {
 		s.trans.(io.Closer).Close()
 		s.closeStorage()
@@ -213,6 +220,55 @@ func (s *Store) catchUpFromSnapshot() error {
 	}
 	return nil
 }
+
+// PeersFile is the manual recovery file: when <data-dir>/raft/peers.json exists at
+// start, the node rewrites its raft configuration to the servers it lists (hashicorp
+// raft's peers.json format) before starting, then renames the file so it is used once.
+// It is how a cluster that lost quorum for good is brought back (docs/operations.md).
+const PeersFile = "peers.json"
+
+func (s *Store) recoverFromPeersJSON(rc *raft.Config, f raft.FSM) error {
+	path := filepath.Join(s.cfg.Dir, "raft", PeersFile)
+	if _, err := os.Stat(path); errors.Is(err, os.ErrNotExist) {
+		return nil
+	}
+	conf, err := raft.ReadConfigJSON(path)
+	if err != nil {
+		return fmt.Errorf("store: read %s: %w", path, err)
+	}
+	if err := raft.RecoverCluster(rc, recoveryFSM{f}, s.wal, s.wal, s.snaps, s.trans, conf); err != nil {
+		return fmt.Errorf("store: recover raft configuration from %s: %w", path, err)
+	}
+	if err := os.Rename(path, path+".applied"); err != nil {
+		return fmt.Errorf("store: rename %s after recovery: %w", path, err)
+	}
+	s.logger.Warn("raft configuration recovered from peers.json", "servers", len(conf.Servers), "file", path+".applied")
+	return nil
+}
+
+// recoveryFSM releases the snapshot raft.RecoverCluster takes: RecoverCluster persists
+// it but never calls Release, and the ledger keeps a read transaction open until then.
+type recoveryFSM struct{ raft.FSM }
+
+func (r recoveryFSM) Snapshot() (raft.FSMSnapshot, error) {
+	snap, err := r.FSM.Snapshot()
+	if err != nil {
+		return nil, err
+	}
+	return &releasingSnapshot{FSMSnapshot: snap}, nil
+}
+
+type releasingSnapshot struct {
+	raft.FSMSnapshot
+	once sync.Once
+}
+
+func (s *releasingSnapshot) Persist(sink raft.SnapshotSink) error {
+	defer s.Release()
+	return s.FSMSnapshot.Persist(sink)
+}
+
+func (s *releasingSnapshot) Release() { s.once.Do(s.FSMSnapshot.Release) }
 
 func newTransport(cfg Config, hlog hclog.Logger) (raft.Transport, error) {
 	ncfg := &raft.NetworkTransportConfig{MaxPool: 3, Timeout: 10 * time.Second, Logger: hlog.Named("transport")}
