@@ -25,6 +25,8 @@ import (
 	"sync/atomic"
 
 	"github.com/dgraph-io/badger/v4"
+
+	"github.com/crossdock/crossdock/internal/fsutil"
 )
 
 // Errors returned by the ledger. The token errors are not returned by Apply: a refused
@@ -198,24 +200,12 @@ func writeCurrent(dir, name string) error {
 		err = os.Rename(tmp, filepath.Join(dir, currentFile))
 	}
 	if err == nil {
-		err = syncDir(dir)
+		err = fsutil.SyncDir(dir)
 	}
 	if err != nil {
 		return fmt.Errorf("ledger: write %s: %w", currentFile, err)
 	}
 	return nil
-}
-
-func syncDir(dir string) error {
-	d, err := os.Open(dir)
-	if err != nil {
-		return err
-	}
-	err = d.Sync()
-	if cerr := d.Close(); err == nil {
-		err = cerr
-	}
-	return err
 }
 
 // removeStale deletes database directories other than the live one and spooled

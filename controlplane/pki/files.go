@@ -2,11 +2,12 @@ package pki
 
 import (
 	"crypto/tls"
-	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
+
+	"github.com/crossdock/crossdock/internal/fsutil"
 )
 
 // WriteKeyPair stores a certificate and its private key as dir/name.crt (mode 0644)
@@ -58,54 +59,6 @@ func checkFileName(name string) error {
 	return nil
 }
 
-// writeFileAtomic replaces dir/name with data: write a temporary file in dir, set
-// its mode, fsync it, rename it over name, and fsync dir so the rename is durable.
-func writeFileAtomic(dir, name string, data []byte, perm os.FileMode) (err error) {
-	f, err := os.CreateTemp(dir, "."+name+".tmp-*")
-	if err != nil {
-		return fmt.Errorf("create temporary file for %s: %w", name, err)
-	}
-	tmp := f.Name()
-	defer func() {
-		if err != nil {
-			_ = f.Close()
-			_ = os.Remove(tmp)
-		}
-	}()
-	if err = f.Chmod(perm); err != nil {
-		return fmt.Errorf("chmod %s: %w", tmp, err)
-	}
-	if _, err = f.Write(data); err != nil {
-		return fmt.Errorf("write %s: %w", tmp, err)
-	}
-	if err = f.Sync(); err != nil {
-		return fmt.Errorf("fsync %s: %w", tmp, err)
-	}
-	if err = f.Close(); err != nil {
-		return fmt.Errorf("close %s: %w", tmp, err)
-	}
-	dst := filepath.Join(dir, name)
-	if err = os.Rename(tmp, dst); err != nil {
-		return fmt.Errorf("rename %s to %s: %w", tmp, dst, err)
-	}
-	if err = syncDir(dir); err != nil {
-		return fmt.Errorf("fsync %s: %w", dir, err)
-	}
-	return nil
-}
-
-func syncDir(dir string) error {
-	d, err := os.Open(dir)
-	if err != nil {
-		return err
-	}
-	err = d.Sync()
-	if cerr := d.Close(); err == nil {
-		err = cerr
-	}
-	// Some platforms (e.g. Windows) cannot fsync a directory; the rename stands.
-	if err != nil && (errors.Is(err, os.ErrInvalid) || errors.Is(err, errors.ErrUnsupported)) {
-		return nil
-	}
-	return err
+func writeFileAtomic(dir, name string, data []byte, perm os.FileMode) error {
+	return fsutil.WriteFileAtomic(dir, name, data, perm)
 }

@@ -3,12 +3,13 @@
 package cliconfig
 
 import (
-	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
 
 	"sigs.k8s.io/yaml"
+
+	"github.com/crossdock/crossdock/internal/fsutil"
 )
 
 // Config is the CLI's view of one cluster.
@@ -49,7 +50,7 @@ func Load(path string) (*Config, error) {
 	return &c, nil
 }
 
-// Write stores c at path with mode 0600, atomically.
+// Write stores c at path with mode 0600, atomically and durably.
 func Write(path string, c *Config) error {
 	b, err := yaml.Marshal(c)
 	if err != nil {
@@ -58,12 +59,8 @@ func Write(path string, c *Config) error {
 	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
 		return fmt.Errorf("write CLI config: %w", err)
 	}
-	tmp := path + ".tmp"
-	if err := os.WriteFile(tmp, b, 0o600); err != nil {
+	if err := fsutil.WriteFileAtomic(filepath.Dir(path), filepath.Base(path), b, 0o600); err != nil {
 		return fmt.Errorf("write CLI config: %w", err)
-	}
-	if err := os.Rename(tmp, path); err != nil {
-		return errors.Join(fmt.Errorf("write CLI config: %w", err), os.Remove(tmp))
 	}
 	return nil
 }
