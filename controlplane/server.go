@@ -305,7 +305,7 @@ func (s *Server) buildServers(cert tls.Certificate) error {
 		s.h3 = &http3.Server{
 			Handler:    handler,
 			TLSConfig:  http3.ConfigureTLSConfig(tlsConf.Clone()),
-			QUICConfig: &quic.Config{MaxIdleTimeout: 30 * time.Second, KeepAlivePeriod: 10 * time.Second},
+			QUICConfig: &quic.Config{MaxIdleTimeout: 10 * time.Second, KeepAlivePeriod: 3 * time.Second},
 		}
 	}
 	return nil

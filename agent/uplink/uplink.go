@@ -59,7 +59,10 @@ type Config struct {
 	// Window is how many batches may be in flight unacknowledged (default 8).
 	Window int
 	// QUICTimeout bounds the QUIC handshake before falling back (default 3s).
-	QUICTimeout  time.Duration
+	QUICTimeout time.Duration
+	// AckTimeout ends a session when batches are in flight and no ack came for this
+	// long (default 10s). A crashed server gives QUIC no signal, unlike a TCP reset.
+	AckTimeout   time.Duration
 	AgentVersion string
 	Logger       *slog.Logger
 	// MinBackoff and MaxBackoff bound the reconnect delay (defaults 200ms and 15s).
@@ -99,6 +102,9 @@ func New(cfg Config) *Uplink {
 	}
 	if cfg.QUICTimeout <= 0 {
 		cfg.QUICTimeout = 3 * time.Second
+	}
+	if cfg.AckTimeout <= 0 {
+		cfg.AckTimeout = 10 * time.Second
 	}
 	if cfg.MinBackoff <= 0 {
 		cfg.MinBackoff = 200 * time.Millisecond
@@ -228,8 +234,10 @@ func (u *Uplink) httpClient(transport string) (*http.Client, func()) {
 			TLSClientConfig: tlsConf,
 			QUICConfig: &quic.Config{
 				HandshakeIdleTimeout: u.cfg.QUICTimeout,
-				MaxIdleTimeout:       30 * time.Second,
-				KeepAlivePeriod:      10 * time.Second,
+				// Keepalives every 3s let a dead server show up as an idle timeout
+				// within 10s even when the agent has nothing to send.
+				MaxIdleTimeout:  10 * time.Second,
+				KeepAlivePeriod: 3 * time.Second,
 			},
 		}
 		return &http.Client{Transport: rt}, func() { rt.Close() }
@@ -259,13 +267,15 @@ func (u *Uplink) session(ctx context.Context, server string) error {
 	sctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	win := &window{slots: make(chan struct{}, u.cfg.Window)}
-	errc := make(chan error, 2)
+	errc := make(chan error, 3)
 	go func() { errc <- u.send(sctx, stream, welcome.GetCommittedSeq()+1, win) }()
 	go func() { errc <- u.receive(sctx, stream, win) }()
+	go func() { errc <- win.watch(sctx, u.cfg.AckTimeout) }()
 	err = <-errc
 	cancel()
 	_ = stream.CloseRequest()
 	_ = stream.CloseResponse()
+	<-errc
 	<-errc
 	return err
 }
@@ -273,9 +283,11 @@ func (u *Uplink) session(ctx context.Context, server string) error {
 // window bounds the batches in flight: a slot is taken per batch sent and given back
 // when an ack covers the batch's last seq.
 type window struct {
-	slots chan struct{}
-	mu    sync.Mutex
-	lasts []uint64
+	slots   chan struct{}
+	mu      sync.Mutex
+	lasts   []uint64
+	since   []time.Time // when each batch in lasts was sent
+	lastAck time.Time
 }
 
 func (w *window) acquire(ctx context.Context, last uint64) error {
@@ -286,15 +298,37 @@ func (w *window) acquire(ctx context.Context, last uint64) error {
 	}
 	w.mu.Lock()
 	w.lasts = append(w.lasts, last)
+	w.since = append(w.since, time.Now())
 	w.mu.Unlock()
 	return nil
+}
+
+// watch fails when the oldest batch in flight has waited longer than timeout and no
+// ack arrived meanwhile.
+func (w *window) watch(ctx context.Context, timeout time.Duration) error {
+	t := time.NewTicker(timeout / 10)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-t.C:
+		}
+		w.mu.Lock()
+		stuck := len(w.since) > 0 && time.Since(w.since[0]) > timeout && time.Since(w.lastAck) > timeout
+		w.mu.Unlock()
+		if stuck {
+			return fmt.Errorf("uplink: no ack for %s with batches in flight; reconnecting", timeout)
+		}
+	}
 }
 
 func (w *window) release(committed uint64) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
+	w.lastAck = time.Now()
 	for len(w.lasts) > 0 && w.lasts[0] <= committed {
-		w.lasts = w.lasts[1:]
+		w.lasts, w.since = w.lasts[1:], w.since[1:]
 		<-w.slots
 	}
 }

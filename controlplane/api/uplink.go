@@ -74,19 +74,24 @@ func (b *Backend) notLeader() error {
 
 // ConsistentRead returns once this node is the leader and has applied everything
 // committed when the call arrived, so a read after it reflects every write acknowledged
-// before it (a read index, as etcd and consul do it).
+// before it.
+//
+// It commits a raft barrier and waits for the FSM to apply it. A read index (verify
+// leadership, then wait for the commit index) is not enough with hashicorp/raft: a new
+// leader's CommitIndex lags until it commits an entry of its own term (a write the old
+// leader acknowledged can be missing), and Raft.AppliedIndex counts entries handed to
+// the FSM, not applied by it. The barrier is an entry of this leader's term, so it
+// commits only while this node leads a quorum and after every acknowledged write, and
+// its future returns after the FSM has applied everything before it.
 func (b *Backend) ConsistentRead(ctx context.Context) error {
-	r := b.Store.Raft()
-	if err := r.VerifyLeader().Error(); err != nil {
+	if !b.Store.IsLeader() {
 		return b.notLeader()
 	}
-	ci := r.CommitIndex()
-	for b.Store.Ledger().AppliedIndex() < ci && r.AppliedIndex() < ci {
-		select {
-		case <-ctx.Done():
-			return ctx.Err()
-		case <-time.After(time.Millisecond):
+	if err := b.Store.Raft().Barrier(b.applyTimeout()).Error(); err != nil {
+		if errors.Is(err, raft.ErrRaftShutdown) {
+			return b.storeError(store.ErrClosed)
 		}
+		return b.notLeader()
 	}
 	return nil
 }
@@ -215,48 +220,54 @@ func (u *Uplink) Stream(ctx context.Context, stream *connect.BidiStream[uplinkv1
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	pending := make(chan proposal, 64)
-	acked := make(chan error, 1)
-	go func() { acked <- u.ackLoop(ctx, stream, pending, touch) }()
-
-	recvErr := func() error {
-		defer close(pending)
-		next := committed + 1
-		for {
-			msg, err := stream.Receive()
-			if err != nil {
-				return err
-			}
-			batch := msg.GetBatch()
-			if batch == nil {
-				continue
-			}
-			cmd, err := validateBatch(agentID, batch, &next)
-			if err != nil {
-				return connect.NewError(connect.CodeInvalidArgument, err)
-			}
-			if cmd == nil {
-				continue
-			}
-			f, err := u.Store.ProposeAsync(storev1.CommandType_COMMAND_TYPE_INGEST_BATCH, cmd, u.applyTimeout())
-			if err != nil {
-				return connect.NewError(connect.CodeInternal, err)
-			}
-			select {
-			case pending <- proposal{f, cmd.Events[len(cmd.Events)-1].GetAgentSeq()}:
-			case <-ctx.Done():
-				return ctx.Err()
-			}
-		}
-	}()
-	ackErr := <-acked
-	if ackErr != nil {
-		log.Warn("agent stream ended", "err", ackErr)
-		return ackErr
+	received := make(chan error, 1)
+	go func() { received <- u.receiveLoop(ctx, stream, agentID, committed+1, pending) }()
+	// The ack loop decides when the stream ends: if a proposal fails (this node lost
+	// leadership) it returns at once, which ends the request and so unblocks the
+	// receive loop; otherwise it drains every proposal after the agent closed its side.
+	if err := u.ackLoop(ctx, stream, pending, touch); err != nil {
+		log.Warn("agent stream ended", "err", err)
+		return err
 	}
-	if recvErr != nil && !errors.Is(recvErr, context.Canceled) && connect.CodeOf(recvErr) != connect.CodeCanceled {
-		log.Info("agent stream ended", "err", recvErr)
+	if err := <-received; err != nil && !errors.Is(err, context.Canceled) && connect.CodeOf(err) != connect.CodeCanceled {
+		log.Info("agent stream ended", "err", err)
+		if connect.CodeOf(err) == connect.CodeInvalidArgument {
+			return err
+		}
 	}
 	return nil
+}
+
+// receiveLoop proposes each batch as it arrives and hands the futures to the ack loop,
+// in order. It closes pending when it returns.
+func (u *Uplink) receiveLoop(ctx context.Context, stream *connect.BidiStream[uplinkv1.StreamRequest, uplinkv1.StreamResponse], agentID string, next uint64, pending chan<- proposal) error {
+	defer close(pending)
+	for {
+		msg, err := stream.Receive()
+		if err != nil {
+			return err
+		}
+		batch := msg.GetBatch()
+		if batch == nil {
+			continue
+		}
+		cmd, err := validateBatch(agentID, batch, &next)
+		if err != nil {
+			return connect.NewError(connect.CodeInvalidArgument, err)
+		}
+		if cmd == nil {
+			continue
+		}
+		f, err := u.Store.ProposeAsync(storev1.CommandType_COMMAND_TYPE_INGEST_BATCH, cmd, u.applyTimeout())
+		if err != nil {
+			return connect.NewError(connect.CodeInternal, err)
+		}
+		select {
+		case pending <- proposal{f, cmd.Events[len(cmd.Events)-1].GetAgentSeq()}:
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
 }
 
 // proposal is a batch handed to raft, with the last agent seq it carried.
