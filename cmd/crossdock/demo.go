@@ -114,7 +114,10 @@ func ignoreCanceled(err error) error {
 
 // runPublisher publishes a full stock snapshot, then a steady stream of changes.
 func runPublisher(ctx context.Context, ag *agent.Agent, skus, rate int) error {
-	gen := sample.NewInventory(uint64(time.Now().UnixNano()), sample.DefaultWarehouses, skus, time.Now())
+	// The generator's clock advances a millisecond per event; start it far enough back
+	// that the snapshot does not claim to have happened in the future.
+	start := time.Now().Add(-time.Duration(skus*len(sample.DefaultWarehouses)) * time.Millisecond)
+	gen := sample.NewInventory(uint64(time.Now().UnixNano()), sample.DefaultWarehouses, skus, start)
 	snap := gen.Snapshot()
 	for i := 0; i < len(snap); i += 1000 {
 		if _, err := ag.Publish(ctx, "sample-erp", snap[i:min(i+1000, len(snap))]); err != nil {
