@@ -25,6 +25,7 @@ bench: build ## Run the benchmarks and load programs; figures are printed
 	$(GO) run ./bench/outboxbench
 	$(GO) run ./bench/ingestbench
 	$(GO) run ./bench/agentmem -bin $(BIN)
+	$(GO) run ./bench/clusterbench -bin $(BIN)
 
 $(BUF):
 	GOBIN=$(TOOLS) $(GO) install github.com/bufbuild/buf/cmd/buf@$(BUF_VERSION)

@@ -55,7 +55,7 @@ func (s *Server) loadOrCreateCA(ctx context.Context, raftAdv string) (*pki.CA, e
 			return nil, fmt.Errorf("controlplane: create CA: %w", err)
 		}
 	default:
-		return nil, errors.New("controlplane: this node has no cluster yet: start it with --bootstrap, or --join ADDR --token TOKEN")
+		return nil, errors.New("controlplane: this node has no cluster yet: start it with --bootstrap, or --join ADDR --join-token TOKEN")
 	}
 	kp, err := ca.KeyPEM()
 	if err != nil {
@@ -81,7 +81,7 @@ func leaderOf(err error) string {
 func (s *Server) join(ctx context.Context, raftAdv string) (*clusterv1.JoinResponse, error) {
 	tok, err := pki.ParseToken(s.cfg.JoinToken)
 	if err != nil {
-		return nil, fmt.Errorf("controlplane: --token: %w", err)
+		return nil, fmt.Errorf("controlplane: --join-token: %w", err)
 	}
 	tr := &http.Transport{TLSClientConfig: pki.PinnedTLSConfig(tok.CAPin), ForceAttemptHTTP2: true}
 	defer tr.CloseIdleConnections()

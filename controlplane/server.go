@@ -102,6 +102,9 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 	if cfg.DataDir == "" {
 		return nil, errors.New("controlplane: DataDir is required")
 	}
+	if !validNodeID(cfg.NodeID) {
+		return nil, fmt.Errorf("controlplane: node id %q must be 1-64 characters of a-z, 0-9, '-', '_' or '.' (--node-id)", cfg.NodeID)
+	}
 	if cfg.Listen == "" {
 		cfg.Listen = "127.0.0.1:7443"
 	}
@@ -118,7 +121,11 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 	s.tcp = tcp
 	s.addr = cfg.Advertise
 	if s.addr == "" {
-		s.addr = dialable(tcp.Addr().String())
+		if unspecified(tcp.Addr().String()) {
+			tcp.Close()
+			return nil, fmt.Errorf("controlplane: --listen %s listens on every interface; give the address agents and the CLI dial with --advertise HOST:PORT", cfg.Listen)
+		}
+		s.addr = tcp.Addr().String()
 	}
 	if !cfg.DisableHTTP3 {
 		udp, err := net.ListenPacket("udp", tcp.Addr().String())
@@ -139,7 +146,11 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 	}
 	raftAdv := cfg.RaftAdvertise
 	if raftAdv == "" {
-		raftAdv = dialable(s.raftLn.Addr().String())
+		if unspecified(s.raftLn.Addr().String()) {
+			s.closeListeners()
+			return nil, fmt.Errorf("controlplane: --raft-listen %s listens on every interface; give the address other nodes dial with --raft-advertise HOST:PORT", cfg.RaftListen)
+		}
+		raftAdv = s.raftLn.Addr().String()
 	}
 	s.ca, err = s.loadOrCreateCA(ctx, raftAdv)
 	if err != nil {
@@ -179,16 +190,27 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 	return s, nil
 }
 
-// dialable turns a listen address into one a local client can dial.
-func dialable(addr string) string {
-	host, port, err := net.SplitHostPort(addr)
+// unspecified reports whether a listen address is 0.0.0.0 or [::]: not something another
+// host can dial.
+func unspecified(addr string) bool {
+	host, _, err := net.SplitHostPort(addr)
 	if err != nil {
-		return addr
+		return false
 	}
-	if ip := net.ParseIP(host); host == "" || (ip != nil && ip.IsUnspecified()) {
-		host = "127.0.0.1"
+	ip := net.ParseIP(host)
+	return host == "" || (ip != nil && ip.IsUnspecified())
+}
+
+func validNodeID(n string) bool {
+	if len(n) == 0 || len(n) > 64 {
+		return false
 	}
-	return net.JoinHostPort(host, port)
+	for _, c := range n {
+		if !(c >= 'a' && c <= 'z' || c >= '0' && c <= '9' || c == '-' || c == '_' || c == '.') {
+			return false
+		}
+	}
+	return true
 }
 
 // initSecrets waits for a leader. On a new cluster's first node it stores the CA and

@@ -1,7 +1,7 @@
 package main
 
 import (
-	"errors"
+	"os"
 
 	"github.com/spf13/cobra"
 
@@ -20,9 +20,6 @@ cluster: it creates the cluster CA and an admin token, and writes both to
 <data-dir>/admin.yaml (and to ~/.config/crossdock/config.yaml when that does not exist).`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
-			if len(cfg.Join) > 0 && cfg.JoinToken == "" {
-				return errors.New("--join needs --join-token (from `crossdock token create --kind server` on the cluster)")
-			}
 			if writeCLI {
 				cfg.CLIConfigPath = cliconfig.DefaultPath()
 			}
@@ -30,7 +27,11 @@ cluster: it creates the cluster CA and an admin token, and writes both to
 			if err != nil {
 				return err
 			}
-			cmd.PrintErrf("control plane serving on %s (admin config: %s)\n", srv.Addr(), srv.AdminConfigPath())
+			if _, err := os.Stat(srv.AdminConfigPath()); err == nil {
+				cmd.PrintErrf("control plane serving on %s (admin config: %s)\n", srv.Addr(), srv.AdminConfigPath())
+			} else {
+				cmd.PrintErrf("control plane serving on %s\n", srv.Addr())
+			}
 			return srv.Run(cmd.Context())
 		},
 	}
@@ -44,7 +45,7 @@ cluster: it creates the cluster CA and an admin token, and writes both to
 	f.StringVar(&cfg.RaftAdvertise, "raft-advertise", "", "raft address other nodes dial (default: --raft-listen)")
 	f.BoolVar(&cfg.Bootstrap, "bootstrap", true, "form a new single-node cluster when the data dir is empty (ignored with --join)")
 	f.StringSliceVar(&cfg.Join, "join", nil, "API address of an existing node to join (repeatable); needs --join-token")
-	f.StringVar(&cfg.JoinToken, "join-token", envOr("CROSSDOCK_JOIN_TOKEN", ""), "server-kind token from `crossdock token create --kind server`")
+	f.StringVar(&cfg.JoinToken, "join-token", envOr("CROSSDOCK_JOIN_TOKEN", ""), "server-kind token from 'crossdock token create --kind server' (first start only)")
 	f.BoolVar(&cfg.DisableHTTP3, "no-http3", false, "serve only HTTPS over TCP (no QUIC)")
 	f.BoolVar(&writeCLI, "write-cli-config", true, "at bootstrap, also write the admin config to ~/.config/crossdock/config.yaml if absent")
 	return cmd

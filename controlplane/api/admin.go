@@ -311,10 +311,23 @@ func (a *Admin) RemovePeer(ctx context.Context, req *connect.Request[adminv1.Rem
 	if !found {
 		return nil, connect.NewError(connect.CodeNotFound, fmt.Errorf("no peer %q in the raft configuration (see crossdock cluster peers)", id))
 	}
-	if err := a.Store.Raft().RemoveServer(raft.ServerID(id), 0, 30*time.Second).Error(); err != nil {
-		return nil, a.storeError(err)
+	if id == a.Store.NodeID() {
+		// A leader cannot remove itself and keep answering: hand leadership over, and
+		// let the caller retry on the new leader (the CLI follows the redirect).
+		if err := a.Store.Raft().LeadershipTransfer().Error(); err != nil {
+			return nil, connect.NewError(connect.CodeUnavailable, fmt.Errorf("transfer leadership before removing this node: %w", err))
+		}
+		for deadline := time.Now().Add(5 * time.Second); time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {
+			if _, l := a.Store.Leader(); l != "" && l != id {
+				break
+			}
+		}
+		return nil, a.notLeader()
 	}
 	if _, err := a.Store.Propose(ctx, storev1.CommandType_COMMAND_TYPE_REMOVE_NODE, &storev1.RemoveNode{Id: id}); err != nil {
+		return nil, a.storeError(err)
+	}
+	if err := a.Store.Raft().RemoveServer(raft.ServerID(id), 0, 30*time.Second).Error(); err != nil {
 		return nil, a.storeError(err)
 	}
 	a.Logger.Warn("node removed from the cluster", "removed", id, "audit", true)
