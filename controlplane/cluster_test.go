@@ -272,3 +272,48 @@ func TestRecoverLostQuorumWithPeersJSON(t *testing.T) {
 		t.Fatal("peers.json was not renamed after use")
 	}
 }
+
+// TestRemovePeers removes a follower, then the leader itself through the admin API: the
+// leader hands over and the client follows the redirect to the new leader.
+func TestRemovePeers(t *testing.T) {
+	c := controlplanetest.TestCluster(t, 3, nil)
+	admin := c.Nodes[0].Admin
+	leader := c.Leader()
+	var follower *controlplanetest.Server
+	for _, n := range c.Nodes {
+		if n != leader {
+			follower = n
+		}
+	}
+	peers := func() []*adminv1.Peer {
+		res, err := admin.GetClusterStatus(context.Background(), connect.NewRequest(&adminv1.GetClusterStatusRequest{}))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return res.Msg.GetPeers()
+	}
+	if _, err := admin.RemovePeer(context.Background(), connect.NewRequest(&adminv1.RemovePeerRequest{Id: follower.Config.NodeID})); err != nil {
+		t.Fatalf("remove follower: %v", err)
+	}
+	if n := len(peers()); n != 2 {
+		t.Fatalf("%d peers after removing a follower, want 2", n)
+	}
+	if _, err := admin.RemovePeer(context.Background(), connect.NewRequest(&adminv1.RemovePeerRequest{Id: "nope"})); connect.CodeOf(err) != connect.CodeNotFound {
+		t.Fatalf("removing an unknown peer: %v, want not found", err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	var err error
+	controlplanetest.WaitFor(t, 30*time.Second, "leader removed", func() bool {
+		_, err = admin.RemovePeer(ctx, connect.NewRequest(&adminv1.RemovePeerRequest{Id: leader.Config.NodeID}))
+		return err == nil
+	})
+	rest := c.WaitLeader(leader)
+	cf := rest.Store().Raft().GetConfiguration()
+	if err := cf.Error(); err != nil {
+		t.Fatal(err)
+	}
+	if n := len(cf.Configuration().Servers); n != 1 {
+		t.Fatalf("%d servers left, want 1", n)
+	}
+}
