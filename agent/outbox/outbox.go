@@ -84,7 +84,18 @@ type Options struct {
 	QuotaBytes int64
 	// Logger receives the outbox's and Badger's logs; nil means slog.Default().
 	Logger *slog.Logger
+	// MinFreeBytes is the free disk space Append keeps on the outbox's file system:
+	// below it plus twice the batch, Append blocks as it does on a full quota, because
+	// Badger writes through mmap and a disk that fills up mid-write kills the process.
+	// 0 means DefaultMinFreeBytes; negative disables the check.
+	MinFreeBytes int64
+	// FreeSpace reports the free bytes of the outbox's file system; nil means statfs on
+	// Dir. Tests set it to inject a full disk.
+	FreeSpace func() (uint64, error)
 }
+
+// DefaultMinFreeBytes is the free disk space kept by default.
+const DefaultMinFreeBytes = 256 << 20
 
 // Position is a source connector's position (e.g. a change-data-capture LSN),
 // committed in the same Badger transaction as the records read up to it.
@@ -124,6 +135,8 @@ type Outbox struct {
 	db       *badger.DB
 	log      *slog.Logger
 	quota    uint64
+	minFree  int64
+	free     func() (uint64, error)
 	ackChunk int
 
 	// commitMu orders seq assignment with the hand-off of transactions to Badger's
@@ -215,11 +228,20 @@ func Open(opts Options) (*Outbox, error) {
 	o := &Outbox{
 		log:      log.With("component", "outbox"),
 		quota:    quota,
+		minFree:  opts.MinFreeBytes,
+		free:     opts.FreeSpace,
 		notifyCh: make(chan struct{}),
 		spaceCh:  make(chan struct{}),
 		closeCh:  make(chan struct{}),
 		gcKick:   make(chan struct{}, 1),
 		gcDone:   make(chan struct{}),
+	}
+	if o.minFree == 0 {
+		o.minFree = DefaultMinFreeBytes
+	}
+	if o.free == nil {
+		dir := opts.Dir
+		o.free = func() (uint64, error) { return freeBytes(dir) }
 	}
 	db, err := badger.Open(o.badgerOptions(opts.Dir, log.With("component", "outbox.badger")))
 	if err != nil {
@@ -414,10 +436,15 @@ func (o *Outbox) reserve(ctx context.Context, size uint64) error {
 		o.mu.Unlock()
 		select {
 		case <-ch:
+		case <-time.After(time.Second): // free disk space comes back without an ack
 		case <-o.closeCh:
 		case <-ctx.Done():
 			o.mu.Lock()
 			o.dequeueLocked(w)
+			if o.quotaFitsLocked(size) {
+				return fmt.Errorf("outbox: append: waited %s for free disk space (keeping %d MiB free): %w: %w",
+					time.Since(start).Round(time.Millisecond), o.minFree>>20, ErrQuotaFull, ctx.Err())
+			}
 			return fmt.Errorf("outbox: append: waited %s for %d bytes of quota (%d of %d bytes pending): %w: %w",
 				time.Since(start).Round(time.Millisecond), size, o.pendingBytes+o.reserved, o.quota,
 				ErrQuotaFull, ctx.Err())
@@ -427,7 +454,25 @@ func (o *Outbox) reserve(ctx context.Context, size uint64) error {
 }
 
 func (o *Outbox) fitsLocked(size uint64) bool {
+	return o.quotaFitsLocked(size) && o.diskFits(size)
+}
+
+func (o *Outbox) quotaFitsLocked(size uint64) bool {
 	return o.pendingBytes+o.reserved+size <= o.quota
+}
+
+// diskFits reports whether the file system keeps MinFreeBytes after a batch of size
+// bytes (counted twice: value log plus LSM and WAL). An error reading it lets the
+// append through: the quota still bounds the outbox.
+func (o *Outbox) diskFits(size uint64) bool {
+	if o.minFree < 0 {
+		return true
+	}
+	free, err := o.free()
+	if err != nil {
+		return true
+	}
+	return free >= uint64(o.minFree)+2*size
 }
 
 // dequeueLocked removes w from the wait queue and wakes the others, since the head
@@ -755,6 +800,11 @@ func (o *Outbox) Stats() Stats {
 		s.BlockedSince = o.blockedSince
 		s.BlockedReason = fmt.Sprintf("outbox full: %d of %d bytes pending; next batch needs %d bytes; waiting for the control plane to acknowledge",
 			o.pendingBytes+o.reserved, o.quota, o.waitq[0].need)
+		if o.quotaFitsLocked(o.waitq[0].need) {
+			free, _ := o.free()
+			s.BlockedReason = fmt.Sprintf("disk full: %d MiB free, the outbox keeps %d MiB free; free disk space (or lower the quota)",
+				free>>20, o.minFree>>20)
+		}
 	}
 	if o.failed != nil {
 		s.Blocked = true
