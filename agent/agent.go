@@ -12,7 +12,6 @@ import (
 	"net"
 	"os"
 	"path/filepath"
-	"time"
 
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/timestamppb"
@@ -220,24 +219,4 @@ func (a *Agent) Status() *agentv1.AgentStatus {
 		st.ConnectedSince = timestamppb.New(us.ConnectedSince)
 	}
 	return st
-}
-
-// waitUntil polls cond until it holds or ctx is done; agents use it in tests and
-// benchmarks through exported helpers.
-func waitUntil(ctx context.Context, cond func() bool) error {
-	t := time.NewTicker(20 * time.Millisecond)
-	defer t.Stop()
-	for !cond() {
-		select {
-		case <-ctx.Done():
-			return ctx.Err()
-		case <-t.C:
-		}
-	}
-	return nil
-}
-
-// WaitDrained blocks until every event in the outbox is committed by the control plane.
-func (a *Agent) WaitDrained(ctx context.Context) error {
-	return waitUntil(ctx, func() bool { return a.outbox.Stats().PendingEvents == 0 })
 }
