@@ -23,6 +23,7 @@ import (
 	"github.com/crossdock/crossdock/controlplane/api"
 	"github.com/crossdock/crossdock/controlplane/pki"
 	"github.com/crossdock/crossdock/controlplane/store"
+	"github.com/crossdock/crossdock/internal/canonical"
 	"github.com/crossdock/crossdock/internal/cliconfig"
 	"github.com/crossdock/crossdock/proto/gen/crossdock/admin/v1/adminv1connect"
 	"github.com/crossdock/crossdock/proto/gen/crossdock/cluster/v1/clusterv1connect"
@@ -102,7 +103,7 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 	if cfg.DataDir == "" {
 		return nil, errors.New("controlplane: DataDir is required")
 	}
-	if !validNodeID(cfg.NodeID) {
+	if !canonical.ValidName(cfg.NodeID) {
 		return nil, fmt.Errorf("controlplane: node id %q must be 1-64 characters of a-z, 0-9, '-', '_' or '.' (--node-id)", cfg.NodeID)
 	}
 	if cfg.Listen == "" {
@@ -199,18 +200,6 @@ func unspecified(addr string) bool {
 	}
 	ip := net.ParseIP(host)
 	return host == "" || (ip != nil && ip.IsUnspecified())
-}
-
-func validNodeID(n string) bool {
-	if len(n) == 0 || len(n) > 64 {
-		return false
-	}
-	for _, c := range n {
-		if !(c >= 'a' && c <= 'z' || c >= '0' && c <= '9' || c == '-' || c == '_' || c == '.') {
-			return false
-		}
-	}
-	return true
 }
 
 // initSecrets waits for a leader. On a new cluster's first node it stores the CA and

@@ -10,6 +10,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/crossdock/crossdock/internal/testutil"
 )
 
 // quiet is a logger that drops everything below error.
@@ -64,13 +66,7 @@ func readAll(t *testing.T, o *Outbox, from uint64) []Entry {
 // waitFor polls cond until it holds or the deadline passes.
 func waitFor(t *testing.T, what string, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(time.Millisecond) // polling interval, not a wait for an event
-	}
+	testutil.WaitFor(t, 10*time.Second, what, cond)
 }
 
 func TestAppendReadAckReopen(t *testing.T) {

@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bufio"
 	"context"
 	"crypto/tls"
 	"crypto/x509"
@@ -184,29 +183,11 @@ func (c *cluster) allEvents(t *testing.T) []*eventv1.CommittedEvent {
 	}
 }
 
-// writeEvents writes n sample inventory changes as JSONL and returns the path.
+// writeEvents writes n sample inventory changes (positions sample:1..sample:n) as JSONL
+// and returns the path.
 func writeEvents(t *testing.T, n int) string {
 	t.Helper()
-	path := filepath.Join(t.TempDir(), "events.jsonl")
-	f, err := os.Create(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	w := bufio.NewWriter(f)
-	gen := sample.NewInventory(42, sample.DefaultWarehouses, 500, time.Date(2026, 11, 1, 8, 0, 0, 0, time.UTC))
-	for range n {
-		b, err := protojson.Marshal(gen.Next())
-		if err != nil {
-			t.Fatal(err)
-		}
-		w.Write(b)
-		w.WriteByte('\n')
-	}
-	if err := w.Flush(); err != nil {
-		t.Fatal(err)
-	}
-	f.Close()
-	return path
+	return writeSampleEvents(t, 42, sample.DefaultWarehouses, n, 1)[0]
 }
 
 func agentStatus(addr string) (*agentv1.AgentStatus, error) {

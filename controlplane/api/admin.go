@@ -14,6 +14,7 @@ import (
 
 	"github.com/crossdock/crossdock/controlplane/ledger"
 	"github.com/crossdock/crossdock/controlplane/pki"
+	"github.com/crossdock/crossdock/internal/canonical"
 	adminv1 "github.com/crossdock/crossdock/proto/gen/crossdock/admin/v1"
 	"github.com/crossdock/crossdock/proto/gen/crossdock/admin/v1/adminv1connect"
 	storev1 "github.com/crossdock/crossdock/proto/gen/crossdock/store/v1"
@@ -51,7 +52,7 @@ func (a *Admin) CreateToken(ctx context.Context, req *connect.Request[adminv1.Cr
 			return nil, connect.NewError(connect.CodeInvalidArgument, fmt.Errorf("ttl: %s is outside (0, %s]", ttl, MaxTokenTTL))
 		}
 	}
-	if n := req.Msg.GetAgentName(); n != "" && !validAgentName(n) {
+	if n := req.Msg.GetAgentName(); n != "" && !canonical.ValidName(n) {
 		return nil, connect.NewError(connect.CodeInvalidArgument, fmt.Errorf("agent_name: %q must be 1-64 characters of a-z, 0-9, '-', '_' or '.'", n))
 	}
 	if !a.Store.IsLeader() {
@@ -71,18 +72,6 @@ func (a *Admin) CreateToken(ctx context.Context, req *connect.Request[adminv1.Cr
 	}
 	a.Logger.Info("enrollment token created", "token_id", tok.ID, "kind", kind, "expires_at", exp, "audit", true)
 	return connect.NewResponse(&adminv1.CreateTokenResponse{Token: tok.String(), TokenId: tok.ID, ExpiresAt: timestamppb.New(exp)}), nil
-}
-
-func validAgentName(n string) bool {
-	if len(n) == 0 || len(n) > 64 {
-		return false
-	}
-	for _, c := range n {
-		if !(c >= 'a' && c <= 'z' || c >= '0' && c <= '9' || c == '-' || c == '_' || c == '.') {
-			return false
-		}
-	}
-	return true
 }
 
 // ListAgents lists enrolled agents with their live connection on this node, if any.

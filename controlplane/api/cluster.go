@@ -11,6 +11,7 @@ import (
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/crossdock/crossdock/controlplane/pki"
+	"github.com/crossdock/crossdock/internal/canonical"
 	clusterv1 "github.com/crossdock/crossdock/proto/gen/crossdock/cluster/v1"
 	"github.com/crossdock/crossdock/proto/gen/crossdock/cluster/v1/clusterv1connect"
 	storev1 "github.com/crossdock/crossdock/proto/gen/crossdock/store/v1"
@@ -26,7 +27,7 @@ var _ clusterv1connect.ClusterServiceHandler = (*Cluster)(nil)
 // Join adds a node as a non-voter after checking its server-kind token.
 func (c *Cluster) Join(ctx context.Context, req *connect.Request[clusterv1.JoinRequest]) (*connect.Response[clusterv1.JoinResponse], error) {
 	m := req.Msg
-	if !validAgentName(m.GetNodeId()) {
+	if !canonical.ValidName(m.GetNodeId()) {
 		return nil, connect.NewError(connect.CodeInvalidArgument, fmt.Errorf("node_id: %q must be 1-64 characters of a-z, 0-9, '-', '_' or '.'", m.GetNodeId()))
 	}
 	if m.GetRaftAddr() == "" || m.GetApiAddr() == "" {

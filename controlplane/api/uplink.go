@@ -123,7 +123,7 @@ func (u *Uplink) Enroll(ctx context.Context, req *connect.Request[uplinkv1.Enrol
 	if tok.CAPin != ca.Pin() {
 		return nil, connect.NewError(connect.CodePermissionDenied, fmt.Errorf("enrollment token pins CA %s but this cluster's CA is %s: the token was made for another cluster", tok.CAPin, ca.Pin()))
 	}
-	if n := req.Msg.GetAgentName(); n != "" && !validAgentName(n) {
+	if n := req.Msg.GetAgentName(); n != "" && !canonical.ValidName(n) {
 		return nil, connect.NewError(connect.CodeInvalidArgument, fmt.Errorf("agent_name: %q must be 1-64 characters of a-z, 0-9, '-', '_' or '.'", n))
 	}
 	if req.Msg.GetCsrPem() == "" {

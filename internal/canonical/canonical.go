@@ -242,3 +242,17 @@ func SortedKeys(m map[string]string) []string {
 	sort.Strings(out)
 	return out
 }
+
+// ValidName reports whether n may name an agent or a control plane node: 1 to 64
+// characters of a-z, 0-9, '-', '_' or '.'. Names end up in certificates, keys and logs.
+func ValidName(n string) bool {
+	if len(n) == 0 || len(n) > 64 {
+		return false
+	}
+	for _, c := range n {
+		if !(c >= 'a' && c <= 'z' || c >= '0' && c <= '9' || c == '-' || c == '_' || c == '.') {
+			return false
+		}
+	}
+	return true
+}

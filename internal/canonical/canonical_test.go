@@ -64,3 +64,16 @@ func TestIDsAreDeterministic(t *testing.T) {
 		t.Fatal("different content gave the same position")
 	}
 }
+
+func TestValidName(t *testing.T) {
+	for _, ok := range []string{"a", "erp-east", "node_1.dc2", strings.Repeat("x", 64)} {
+		if !ValidName(ok) {
+			t.Errorf("ValidName(%q) = false", ok)
+		}
+	}
+	for _, bad := range []string{"", "Upper", "sp ace", "a/b", strings.Repeat("x", 65), "é"} {
+		if ValidName(bad) {
+			t.Errorf("ValidName(%q) = true", bad)
+		}
+	}
+}
