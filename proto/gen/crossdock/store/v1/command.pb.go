@@ -38,29 +38,53 @@ const (
 	CommandType_COMMAND_TYPE_PUT_CA          CommandType = 5
 	CommandType_COMMAND_TYPE_PUT_NODE        CommandType = 6
 	CommandType_COMMAND_TYPE_REMOVE_NODE     CommandType = 7
+	// 10-19: routing documents (payloads in routing.proto).
+	CommandType_COMMAND_TYPE_PUT_DOCUMENT    CommandType = 10
+	CommandType_COMMAND_TYPE_DELETE_DOCUMENT CommandType = 11
+	// 20-29: delivery state (payloads in delivery.proto).
+	CommandType_COMMAND_TYPE_ADVANCE_CURSORS      CommandType = 20
+	CommandType_COMMAND_TYPE_PUT_DEAD_LETTERS     CommandType = 21
+	CommandType_COMMAND_TYPE_RESOLVE_DEAD_LETTERS CommandType = 22
+	CommandType_COMMAND_TYPE_START_REPLAY         CommandType = 23
+	// 30-39: agent connectors (payloads in connector.proto).
+	CommandType_COMMAND_TYPE_PUT_AGENT_STATUS CommandType = 30
 )
 
 // Enum value maps for CommandType.
 var (
 	CommandType_name = map[int32]string{
-		0: "COMMAND_TYPE_UNSPECIFIED",
-		1: "COMMAND_TYPE_INGEST_BATCH",
-		2: "COMMAND_TYPE_PUT_TOKEN",
-		3: "COMMAND_TYPE_CONSUME_TOKEN",
-		4: "COMMAND_TYPE_PUT_ADMIN_TOKEN",
-		5: "COMMAND_TYPE_PUT_CA",
-		6: "COMMAND_TYPE_PUT_NODE",
-		7: "COMMAND_TYPE_REMOVE_NODE",
+		0:  "COMMAND_TYPE_UNSPECIFIED",
+		1:  "COMMAND_TYPE_INGEST_BATCH",
+		2:  "COMMAND_TYPE_PUT_TOKEN",
+		3:  "COMMAND_TYPE_CONSUME_TOKEN",
+		4:  "COMMAND_TYPE_PUT_ADMIN_TOKEN",
+		5:  "COMMAND_TYPE_PUT_CA",
+		6:  "COMMAND_TYPE_PUT_NODE",
+		7:  "COMMAND_TYPE_REMOVE_NODE",
+		10: "COMMAND_TYPE_PUT_DOCUMENT",
+		11: "COMMAND_TYPE_DELETE_DOCUMENT",
+		20: "COMMAND_TYPE_ADVANCE_CURSORS",
+		21: "COMMAND_TYPE_PUT_DEAD_LETTERS",
+		22: "COMMAND_TYPE_RESOLVE_DEAD_LETTERS",
+		23: "COMMAND_TYPE_START_REPLAY",
+		30: "COMMAND_TYPE_PUT_AGENT_STATUS",
 	}
 	CommandType_value = map[string]int32{
-		"COMMAND_TYPE_UNSPECIFIED":     0,
-		"COMMAND_TYPE_INGEST_BATCH":    1,
-		"COMMAND_TYPE_PUT_TOKEN":       2,
-		"COMMAND_TYPE_CONSUME_TOKEN":   3,
-		"COMMAND_TYPE_PUT_ADMIN_TOKEN": 4,
-		"COMMAND_TYPE_PUT_CA":          5,
-		"COMMAND_TYPE_PUT_NODE":        6,
-		"COMMAND_TYPE_REMOVE_NODE":     7,
+		"COMMAND_TYPE_UNSPECIFIED":          0,
+		"COMMAND_TYPE_INGEST_BATCH":         1,
+		"COMMAND_TYPE_PUT_TOKEN":            2,
+		"COMMAND_TYPE_CONSUME_TOKEN":        3,
+		"COMMAND_TYPE_PUT_ADMIN_TOKEN":      4,
+		"COMMAND_TYPE_PUT_CA":               5,
+		"COMMAND_TYPE_PUT_NODE":             6,
+		"COMMAND_TYPE_REMOVE_NODE":          7,
+		"COMMAND_TYPE_PUT_DOCUMENT":         10,
+		"COMMAND_TYPE_DELETE_DOCUMENT":      11,
+		"COMMAND_TYPE_ADVANCE_CURSORS":      20,
+		"COMMAND_TYPE_PUT_DEAD_LETTERS":     21,
+		"COMMAND_TYPE_RESOLVE_DEAD_LETTERS": 22,
+		"COMMAND_TYPE_START_REPLAY":         23,
+		"COMMAND_TYPE_PUT_AGENT_STATUS":     30,
 	}
 )
 
@@ -1069,7 +1093,7 @@ const file_crossdock_store_v1_command_proto_rawDesc = "" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x19\n" +
 	"\bapi_addr\x18\x02 \x01(\tR\aapiAddr\x12\x1b\n" +
 	"\traft_addr\x18\x03 \x01(\tR\braftAddr\x127\n" +
-	"\tjoined_at\x18\x04 \x01(\v2\x1a.google.protobuf.TimestampR\bjoinedAt*\xfa\x01\n" +
+	"\tjoined_at\x18\x04 \x01(\v2\x1a.google.protobuf.TimestampR\bjoinedAt*\xe9\x03\n" +
 	"\vCommandType\x12\x1c\n" +
 	"\x18COMMAND_TYPE_UNSPECIFIED\x10\x00\x12\x1d\n" +
 	"\x19COMMAND_TYPE_INGEST_BATCH\x10\x01\x12\x1a\n" +
@@ -1078,7 +1102,15 @@ const file_crossdock_store_v1_command_proto_rawDesc = "" +
 	"\x1cCOMMAND_TYPE_PUT_ADMIN_TOKEN\x10\x04\x12\x17\n" +
 	"\x13COMMAND_TYPE_PUT_CA\x10\x05\x12\x19\n" +
 	"\x15COMMAND_TYPE_PUT_NODE\x10\x06\x12\x1c\n" +
-	"\x18COMMAND_TYPE_REMOVE_NODE\x10\aBEZCgithub.com/crossdock/crossdock/proto/gen/crossdock/store/v1;storev1b\x06proto3"
+	"\x18COMMAND_TYPE_REMOVE_NODE\x10\a\x12\x1d\n" +
+	"\x19COMMAND_TYPE_PUT_DOCUMENT\x10\n" +
+	"\x12 \n" +
+	"\x1cCOMMAND_TYPE_DELETE_DOCUMENT\x10\v\x12 \n" +
+	"\x1cCOMMAND_TYPE_ADVANCE_CURSORS\x10\x14\x12!\n" +
+	"\x1dCOMMAND_TYPE_PUT_DEAD_LETTERS\x10\x15\x12%\n" +
+	"!COMMAND_TYPE_RESOLVE_DEAD_LETTERS\x10\x16\x12\x1d\n" +
+	"\x19COMMAND_TYPE_START_REPLAY\x10\x17\x12!\n" +
+	"\x1dCOMMAND_TYPE_PUT_AGENT_STATUS\x10\x1eBEZCgithub.com/crossdock/crossdock/proto/gen/crossdock/store/v1;storev1b\x06proto3"
 
 var (
 	file_crossdock_store_v1_command_proto_rawDescOnce sync.Once
