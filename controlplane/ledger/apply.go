@@ -51,6 +51,11 @@ var handlers = map[storev1.CommandType]handler{
 	storev1.CommandType_COMMAND_TYPE_PUT_CA:          applyPutCA,
 	storev1.CommandType_COMMAND_TYPE_PUT_NODE:        applyPutNode,
 	storev1.CommandType_COMMAND_TYPE_REMOVE_NODE:     applyRemoveNode,
+	// Delivery state (delivery.go).
+	storev1.CommandType_COMMAND_TYPE_ADVANCE_CURSORS:      applyAdvanceCursors,
+	storev1.CommandType_COMMAND_TYPE_PUT_DEAD_LETTERS:     applyPutDeadLetters,
+	storev1.CommandType_COMMAND_TYPE_RESOLVE_DEAD_LETTERS: applyResolveDeadLetters,
+	storev1.CommandType_COMMAND_TYPE_START_REPLAY:         applyStartReplay,
 }
 
 // applyTxn is one Apply's Badger transaction with its write budget.
