@@ -51,6 +51,8 @@ var handlers = map[storev1.CommandType]handler{
 	storev1.CommandType_COMMAND_TYPE_PUT_CA:          applyPutCA,
 	storev1.CommandType_COMMAND_TYPE_PUT_NODE:        applyPutNode,
 	storev1.CommandType_COMMAND_TYPE_REMOVE_NODE:     applyRemoveNode,
+	storev1.CommandType_COMMAND_TYPE_PUT_DOCUMENT:    applyPutDocuments,
+	storev1.CommandType_COMMAND_TYPE_DELETE_DOCUMENT: applyDeleteDocuments,
 	// Delivery state (delivery.go).
 	storev1.CommandType_COMMAND_TYPE_ADVANCE_CURSORS:      applyAdvanceCursors,
 	storev1.CommandType_COMMAND_TYPE_PUT_DEAD_LETTERS:     applyPutDeadLetters,

@@ -351,8 +351,8 @@ func (l *Ledger) AppliedIndex() uint64 { return l.applied.Load() }
 // LastSeq is the highest committed event seq (0 when the ledger has no events).
 func (l *Ledger) LastSeq() uint64 { return l.lastSeq.Load() }
 
-// Changed returns a channel that is closed after the next Apply that commits events
-// (or the next Restore, or Close). Take the channel before reading, then wait on it:
+// Changed returns a channel that is closed after the next Apply that commits events or
+// changes routing documents (or the next Restore, or Close). Take the channel before reading, then wait on it:
 //
 //	ch := l.Changed()
 //	evs, _, _ := l.ListEvents(f, from, n)
