@@ -27,6 +27,7 @@ import (
 	"github.com/crossdock/crossdock/internal/cliconfig"
 	"github.com/crossdock/crossdock/proto/gen/crossdock/admin/v1/adminv1connect"
 	"github.com/crossdock/crossdock/proto/gen/crossdock/cluster/v1/clusterv1connect"
+	"github.com/crossdock/crossdock/proto/gen/crossdock/routing/v1/routingv1connect"
 	storev1 "github.com/crossdock/crossdock/proto/gen/crossdock/store/v1"
 	"github.com/crossdock/crossdock/proto/gen/crossdock/uplink/v1/uplinkv1connect"
 )
@@ -309,6 +310,7 @@ func (s *Server) buildServers(cert tls.Certificate) error {
 	}
 	mux.Handle(clusterv1connect.NewClusterServiceHandler(&api.Cluster{Backend: backend}, opts...))
 	mux.Handle(adminv1connect.NewAdminServiceHandler(&api.Admin{Backend: backend, TempDir: tmp}, append(opts, connect.WithInterceptors(auth))...))
+	mux.Handle(routingv1connect.NewRoutingServiceHandler(&api.Routing{Backend: backend}, append(opts, connect.WithInterceptors(auth))...))
 	handler := api.WithPeer(mux)
 
 	s.http = &http.Server{Handler: handler, TLSConfig: tlsConf, ReadHeaderTimeout: 10 * time.Second}

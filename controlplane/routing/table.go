@@ -169,18 +169,10 @@ func NewTable(docs []*Document, versions map[string]uint64) (*Table, error) {
 			}
 			t.dests[d.Name()] = dst
 		case KindRoute:
-			prg := d.compiled
-			if prg == nil {
-				var cerrs []*FieldError
-				if prg, cerrs = compileRoute(d); len(cerrs) > 0 {
-					errs = append(errs, cerrs...)
-					continue
-				}
-			}
-			r := &Route{Name: d.Name(), Version: versions[d.Ref()], Spec: *d.Route, prg: prg}
-			r.Destinations = d.Route.Destinations
-			if d.Route.Destination != "" {
-				r.Destinations = []string{d.Route.Destination}
+			r, err := newRoute(d, versions[d.Ref()])
+			if err != nil {
+				errs = append(errs, err.Errors...)
+				continue
 			}
 			t.routes[d.Name()] = r
 		}
@@ -203,6 +195,35 @@ func NewTable(docs []*Document, versions map[string]uint64) (*Table, error) {
 		return nil, &ValidationError{Errors: errs}
 	}
 	return t, nil
+}
+
+// NewRoute compiles one Route document on its own, without checking that its
+// destinations exist (for testing a route before it is applied).
+func NewRoute(d *Document, version uint64) (*Route, error) {
+	if d.Kind != KindRoute || d.Route == nil {
+		return nil, fmt.Errorf("routing: %s is not a Route", d.Ref())
+	}
+	r, err := newRoute(d, version)
+	if err != nil {
+		return nil, err
+	}
+	return r, nil
+}
+
+func newRoute(d *Document, version uint64) (*Route, *ValidationError) {
+	prg := d.compiled
+	if prg == nil {
+		var errs []*FieldError
+		if prg, errs = compileRoute(d); len(errs) > 0 {
+			return nil, &ValidationError{Errors: errs}
+		}
+	}
+	r := &Route{Name: d.Name(), Version: version, Spec: *d.Route, prg: prg}
+	r.Destinations = d.Route.Destinations
+	if d.Route.Destination != "" {
+		r.Destinations = []string{d.Route.Destination}
+	}
+	return r, nil
 }
 
 // DocumentSource is where Load reads stored documents; *ledger.Ledger is one.
