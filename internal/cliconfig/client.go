@@ -14,9 +14,20 @@ import (
 // AdminClient returns an admin API client for c: HTTPS (HTTP/2) verified against c's CA,
 // with c's token on every request. close releases idle connections.
 func (c *Config) AdminClient() (client adminv1connect.AdminServiceClient, close func(), err error) {
+	hc, addr, close, err := c.HTTPClient()
+	if err != nil {
+		return nil, nil, err
+	}
+	return adminv1connect.NewAdminServiceClient(hc, addr), close, nil
+}
+
+// HTTPClient returns what a Connect client of any admin-token service needs: an HTTP
+// client (HTTPS verified against c's CA, c's token on every request, unary calls
+// retried on the leader) and the base URL. close releases idle connections.
+func (c *Config) HTTPClient() (client *http.Client, baseURL string, close func(), err error) {
 	pool := x509.NewCertPool()
 	if !pool.AppendCertsFromPEM([]byte(c.CAPEM)) {
-		return nil, nil, errors.New("the configured cluster CA is not a PEM certificate")
+		return nil, "", nil, errors.New("the configured cluster CA is not a PEM certificate")
 	}
 	tr := &http.Transport{
 		TLSClientConfig:   &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS13},
@@ -28,7 +39,7 @@ func (c *Config) AdminClient() (client adminv1connect.AdminServiceClient, close 
 		addr = "https://" + addr
 	}
 	hc := &http.Client{Transport: Bearer{Token: c.Token, Next: FollowLeader{Next: tr}}}
-	return adminv1connect.NewAdminServiceClient(hc, addr), tr.CloseIdleConnections, nil
+	return hc, addr, tr.CloseIdleConnections, nil
 }
 
 // Bearer is a RoundTripper that adds an Authorization: Bearer header.
