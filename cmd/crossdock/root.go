@@ -54,6 +54,7 @@ func newRootCmd() *cobra.Command {
 		newSnapshotCmd(),
 		newClusterCmd(),
 		newDemoCmd(),
+		newApplyCmd(), newRoutesCmd(), newDestinationsCmd(), newPoliciesCmd(), newHistoryCmd(), newRollbackCmd(),
 		newVersionCmd(),
 	)
 	return root
