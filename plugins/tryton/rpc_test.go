@@ -1,0 +1,132 @@
+package tryton
+
+import (
+	"encoding/json"
+	"errors"
+	"strings"
+	"testing"
+)
+
+func TestDecodeResponse(t *testing.T) {
+	cases := []struct {
+		name    string
+		status  int
+		body    string
+		result  string
+		isFault *Fault
+		errIs   error
+		errHas  string
+	}{
+		{name: "result", status: 200, body: `{"id":1,"result":[1,"abc"]}`, result: `[1,"abc"]`},
+		{name: "null result", status: 200, body: `{"id":1,"result":null}`, result: `null`},
+		{name: "user error", status: 200,
+			body:    `{"id":1,"error":["UserError",["The value for field \"Product\" is not valid.","a description",[]]]}`,
+			isFault: &Fault{Method: "m", Type: "UserError", Message: `The value for field "Product" is not valid.`, Description: "a description"}},
+		{name: "internal error", status: 200, body: `{"id":1,"error":["division by zero","Traceback (most recent call last):\n  File x"]}`,
+			isFault: &Fault{Method: "m", Type: "division by zero", Message: "Traceback (most recent call last):\n  File x"}},
+		{name: "access error", status: 200, body: `{"id":1,"error":["AccessError",["You are not allowed to read records \"Sale\".",""]]}`,
+			isFault: &Fault{Method: "m", Type: "AccessError", Message: `You are not allowed to read records "Sale".`}},
+		{name: "unauthorized", status: 401, body: `<html>401 Unauthorized</html>`, errIs: ErrAuth},
+		{name: "forbidden", status: 403, body: ``, errIs: ErrAuth},
+		{name: "rate limited", status: 429, body: ``, errHas: "too many login attempts"},
+		{name: "server error", status: 500, body: `<h1>Internal Server Error</h1>`, errIs: ErrProtocol, errHas: "HTTP 500"},
+		{name: "not json", status: 200, body: `<html>`, errIs: ErrProtocol},
+		{name: "no result", status: 200, body: `{"id":1}`, errIs: ErrProtocol, errHas: "neither result nor error"},
+		{name: "odd error member", status: 200, body: `{"id":1,"error":{"x":1}}`, errIs: ErrProtocol, errHas: "malformed error"},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			res, err := decodeResponse("m", c.status, []byte(c.body))
+			switch {
+			case c.isFault != nil:
+				var f *Fault
+				if !errors.As(err, &f) {
+					t.Fatalf("err = %v, want a *Fault", err)
+				}
+				if *f != *c.isFault {
+					t.Fatalf("fault = %+v, want %+v", *f, *c.isFault)
+				}
+				if strings.Contains(f.Error(), "\n") {
+					t.Fatalf("Error() spans lines: %q", f.Error())
+				}
+			case c.errIs != nil || c.errHas != "":
+				if err == nil {
+					t.Fatalf("err = nil, result %s", res)
+				}
+				if c.errIs != nil && !errors.Is(err, c.errIs) {
+					t.Fatalf("err = %v, want %v", err, c.errIs)
+				}
+				if !strings.Contains(err.Error(), c.errHas) {
+					t.Fatalf("err = %v, want it to mention %q", err, c.errHas)
+				}
+			default:
+				if err != nil || string(res) != c.result {
+					t.Fatalf("got %s, %v; want %s", res, err, c.result)
+				}
+			}
+		})
+	}
+}
+
+func TestFaultUserFault(t *testing.T) {
+	if !(&Fault{Type: "UserError"}).UserFault() || (&Fault{Type: "ConcurrencyException"}).UserFault() {
+		t.Fatal("UserError must be a user fault, ConcurrencyException not")
+	}
+}
+
+func TestValues(t *testing.T) {
+	var row struct {
+		At    tdatetime `json:"at"`
+		Never tdatetime `json:"never"`
+		Qty   tnumber   `json:"qty"`
+		Tiny  tnumber   `json:"tiny"`
+		Money tnumber   `json:"money"`
+		Ok    tbool     `json:"ok"`
+		Code  tstring   `json:"code"`
+		Ref   ref       `json:"ref"`
+	}
+	in := `{"at":{"__class__":"datetime","year":2026,"month":11,"day":27,"hour":5,"minute":25,"second":50,"microsecond":354155},
+		"never":null,"qty":5.0,"tiny":1e-05,"money":{"__class__":"Decimal","decimal":"10.50"},"ok":1,"code":false,"ref":null}`
+	if err := json.Unmarshal([]byte(in), &row); err != nil {
+		t.Fatal(err)
+	}
+	if got := row.At.UTC().Format("2006-01-02T15:04:05.000000"); got != "2026-11-27T05:25:50.354155" {
+		t.Errorf("at = %s", got)
+	}
+	if !row.Never.IsZero() || row.Qty != "5" || row.Tiny != "0.00001" || row.Money != "10.50" || !bool(row.Ok) || row.Code != "" || row.Ref != 0 {
+		t.Errorf("decoded %+v", row)
+	}
+	for _, bad := range []string{`{"at":{"__class__":"datetime","year":0}}`, `{"qty":"x"}`, `{"money":{"__class__":"Decimal","decimal":"1e999"}}`, `{"ok":"yes"}`} {
+		if err := json.Unmarshal([]byte(bad), &row); err == nil {
+			t.Errorf("%s decoded without error", bad)
+		}
+	}
+	// A datetime round-trips through the domain encoding.
+	b, _ := json.Marshal(datetimeArg(row.At.Time))
+	var back tdatetime
+	if err := json.Unmarshal(b, &back); err != nil || !back.Equal(row.At.Time) {
+		t.Fatalf("round trip %s → %v, %v", b, back, err)
+	}
+}
+
+// FuzzDecodeResponse feeds arbitrary answers to the decoder and to the row types the
+// source and sink decode results into: errors are fine, panics are not.
+func FuzzDecodeResponse(f *testing.F) {
+	f.Add([]byte(`{"id":1,"result":[{"id":1,"write_date":null,"create_date":{"__class__":"datetime","year":2026,"month":1,"day":2,"hour":0,"minute":0,"second":0,"microsecond":0},"product":3}]}`))
+	f.Add([]byte(`{"id":1,"error":["UserError",["msg","desc",[]]]}`))
+	f.Fuzz(func(t *testing.T, body []byte) {
+		res, err := decodeResponse("m", 200, body)
+		if err != nil {
+			if err.Error() == "" {
+				t.Fatal("empty error message")
+			}
+			return
+		}
+		var moves []moveRow
+		_ = json.Unmarshal(res, &moves)
+		var sales []saleRow
+		_ = json.Unmarshal(res, &sales)
+		var prods []productRow
+		_ = json.Unmarshal(res, &prods)
+	})
+}

@@ -1,0 +1,433 @@
+package tryton
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"slices"
+	"strings"
+	"sync"
+	"time"
+
+	"google.golang.org/protobuf/types/known/timestamppb"
+
+	"github.com/crossdock/crossdock/plugins/sdk"
+	eventv1 "github.com/crossdock/crossdock/proto/gen/crossdock/event/v1"
+)
+
+// source polls Tryton. What it already emitted is remembered in memory so an unchanged
+// level or status is not sent again; after a restart that memory is empty and the
+// lookback window is re-emitted with the same per-event positions (hence the same
+// event ids), which the control plane drops as duplicates.
+type source struct {
+	c *Connector
+
+	mu     sync.Mutex
+	locs   []location
+	levels map[levelKey]string // last emitted on_hand
+	moves  map[int64]time.Time // stock moves already looked at → their modification time
+	sales  map[int64]string    // last emitted state per sale
+	salesT map[int64]time.Time // modification time of that state
+	noCode map[int64]bool      // products without a code, logged once
+}
+
+type location struct {
+	ID    int64
+	Label string
+}
+
+type locRow struct {
+	ID   int64   `json:"id"`
+	Code tstring `json:"code"`
+	Name tstring `json:"name"`
+}
+
+type levelKey struct{ product, location int64 }
+
+func newSource(c *Connector) *source {
+	return &source{c: c, levels: map[levelKey]string{}, moves: map[int64]time.Time{},
+		sales: map[int64]string{}, salesT: map[int64]time.Time{}, noCode: map[int64]bool{}}
+}
+
+// Read polls Tryton every poll_interval from the position on.
+func (c *Connector) Read(ctx context.Context, from string, emit sdk.Emit) error {
+	if c.src == nil {
+		return fmt.Errorf("tryton: not configured")
+	}
+	cur, err := parsePosition(from)
+	if err != nil {
+		return sdk.Permanent(err)
+	}
+	s := c.src
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if *c.cfg.Inventory && s.locs == nil {
+		if s.locs, err = s.resolveLocations(ctx); err != nil {
+			return err
+		}
+		c.logger.Info("tryton source reading inventory", "locations", locationsString(s.locs))
+	}
+	tick := time.NewTicker(c.cfg.pollInterval)
+	defer tick.Stop()
+	for {
+		if err := s.poll(ctx, &cur, emit); err != nil {
+			if ctx.Err() != nil {
+				return nil
+			}
+			return err
+		}
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-tick.C:
+		}
+	}
+}
+
+// Ack needs no work: Tryton has nothing to confirm.
+func (c *Connector) Ack(context.Context, string) error { return nil }
+
+// resolveLocations turns the configured location codes or names into ids; no setting
+// means every warehouse.
+func (s *source) resolveLocations(ctx context.Context) ([]location, error) {
+	var rows []locRow
+	want := s.c.cfg.Locations
+	domain := []any{}
+	if len(want) == 0 {
+		domain = append(domain, []any{"type", "=", "warehouse"})
+	} else {
+		domain = append(domain, "OR", []any{"code", "in", want}, []any{"name", "in", want})
+	}
+	if err := s.c.rpc.into(ctx, &rows, "stock.location", "search_read", nil, domain, 0, nil, [][]string{{"id", "ASC"}}, []string{"code", "name"}); err != nil {
+		return nil, fmt.Errorf("look up stock locations: %w", err)
+	}
+	var out []location
+	for _, w := range want {
+		i := slices.IndexFunc(rows, func(r locRow) bool { return string(r.Code) == w })
+		if i < 0 {
+			i = slices.IndexFunc(rows, func(r locRow) bool { return string(r.Name) == w })
+		}
+		if i < 0 {
+			return nil, sdk.Permanent(fmt.Errorf("locations: Tryton has no stock location with code or name %q", w))
+		}
+		out = append(out, location{ID: rows[i].ID, Label: w})
+	}
+	if len(want) == 0 {
+		for _, r := range rows {
+			l := string(r.Code)
+			if l == "" {
+				l = string(r.Name)
+			}
+			out = append(out, location{ID: r.ID, Label: l})
+		}
+		if len(out) == 0 {
+			return nil, sdk.Permanent(fmt.Errorf("locations: Tryton has no warehouse; configure locations"))
+		}
+	}
+	return out, nil
+}
+
+// pending is what one poll found: events and the memory to update once they are
+// durable.
+type pending struct {
+	events    []*eventv1.Event
+	positions []string
+	levels    map[levelKey]string
+	moves     map[int64]time.Time
+	sales     map[int64]string
+	salesT    map[int64]time.Time
+}
+
+func (s *source) poll(ctx context.Context, cur *position, emit sdk.Emit) error {
+	next := *cur
+	p := &pending{levels: map[levelKey]string{}, moves: map[int64]time.Time{},
+		sales: map[int64]string{}, salesT: map[int64]time.Time{}}
+	if *s.c.cfg.Inventory {
+		t, err := s.pollInventory(ctx, cur.Inventory, p)
+		if err != nil {
+			return err
+		}
+		next.Inventory = t
+	}
+	if *s.c.cfg.Orders {
+		t, err := s.pollSales(ctx, cur.Sales, p)
+		if err != nil {
+			return err
+		}
+		next.Sales = t
+	}
+	// Batches before the last carry the old position: a crash between them resumes
+	// from before the poll and emits the same events (same positions, same ids) again.
+	size := s.c.cfg.PageSize
+	for start := 0; start < len(p.events); start += size {
+		end := min(start+size, len(p.events))
+		pos := cur.String()
+		if end == len(p.events) {
+			pos = next.String()
+		}
+		b := sdk.Batch{Events: p.events[start:end], Position: pos, EventPositions: p.positions[start:end]}
+		if err := emit(ctx, b); err != nil {
+			return fmt.Errorf("emit: %w", err)
+		}
+	}
+	for k, v := range p.levels {
+		s.levels[k] = v
+	}
+	for k, v := range p.sales {
+		s.sales[k], s.salesT[k] = v, p.salesT[k]
+	}
+	for k, v := range p.moves {
+		s.moves[k] = v
+	}
+	s.prune(next)
+	*cur = next
+	return nil
+}
+
+// prune forgets moves and sales that fell out of the lookback window: they are not
+// queried again.
+func (s *source) prune(p position) {
+	lb := s.c.cfg.lookback
+	for id, t := range s.moves {
+		if t.Before(p.Inventory.Add(-lb)) {
+			delete(s.moves, id)
+		}
+	}
+	for id, t := range s.salesT {
+		if t.Before(p.Sales.Add(-lb)) {
+			delete(s.sales, id)
+			delete(s.salesT, id)
+		}
+	}
+}
+
+// modified is a record's modification time: write_date, or create_date when it was
+// never written.
+type stamps struct {
+	ID         int64     `json:"id"`
+	WriteDate  tdatetime `json:"write_date"`
+	CreateDate tdatetime `json:"create_date"`
+}
+
+func (r stamps) modified() time.Time {
+	if !r.WriteDate.IsZero() {
+		return r.WriteDate.Time
+	}
+	return r.CreateDate.Time
+}
+
+// searchModified pages through model's records modified at or after since (all when
+// since is zero), in id order, decoding each page with decode.
+func (s *source) searchModified(ctx context.Context, model string, since time.Time, fields []string, decode func(json.RawMessage) ([]int64, error)) error {
+	var last int64
+	for {
+		domain := []any{[]any{"id", ">", last}}
+		if !since.IsZero() {
+			domain = append(domain, []any{"OR", []any{"write_date", ">=", datetimeArg(since)}, []any{"create_date", ">=", datetimeArg(since)}})
+		}
+		res, err := s.c.rpc.model(ctx, model, "search_read", nil, domain, 0, s.c.cfg.PageSize, [][]string{{"id", "ASC"}}, fields)
+		if err != nil {
+			return fmt.Errorf("poll %s: %w", model, err)
+		}
+		ids, err := decode(res)
+		if err != nil {
+			return fmt.Errorf("poll %s: %w: %v", model, ErrProtocol, err)
+		}
+		if len(ids) == 0 {
+			return nil
+		}
+		last = slices.Max(ids)
+		if len(ids) < s.c.cfg.PageSize {
+			return nil
+		}
+	}
+}
+
+func (s *source) since(t time.Time) time.Time {
+	if t.IsZero() {
+		return t
+	}
+	return t.Add(-s.c.cfg.lookback)
+}
+
+type moveRow struct {
+	stamps
+	Product ref `json:"product"`
+}
+
+// pollInventory finds the products whose stock moves changed since the position and
+// reads their quantities at each configured location.
+func (s *source) pollInventory(ctx context.Context, since time.Time, p *pending) (time.Time, error) {
+	latest := since
+	type change struct {
+		move int64
+		at   time.Time
+	}
+	changed := map[int64]change{}
+	err := s.searchModified(ctx, "stock.move", s.since(since), []string{"product", "write_date", "create_date"}, func(res json.RawMessage) ([]int64, error) {
+		var rows []moveRow
+		if err := json.Unmarshal(res, &rows); err != nil {
+			return nil, err
+		}
+		ids := make([]int64, len(rows))
+		for i, r := range rows {
+			ids[i] = r.ID
+			m := r.modified()
+			if m.After(latest) {
+				latest = m
+			}
+			if seen, ok := s.moves[r.ID]; ok && seen.Equal(m) {
+				continue
+			}
+			p.moves[r.ID] = m
+			if c, ok := changed[int64(r.Product)]; !ok || m.After(c.at) || (m.Equal(c.at) && r.ID > c.move) {
+				changed[int64(r.Product)] = change{move: r.ID, at: m}
+			}
+		}
+		return ids, nil
+	})
+	if err != nil || len(changed) == 0 {
+		return latest, err
+	}
+	products := make([]int64, 0, len(changed))
+	for id := range changed {
+		products = append(products, id)
+	}
+	slices.Sort(products)
+	for _, loc := range s.locs {
+		for start := 0; start < len(products); start += s.c.cfg.PageSize {
+			ids := products[start:min(start+s.c.cfg.PageSize, len(products))]
+			var rows []struct {
+				ID       int64   `json:"id"`
+				Code     tstring `json:"code"`
+				Quantity tnumber `json:"quantity"`
+				UoM      *struct {
+					Symbol tstring `json:"symbol"`
+				} `json:"default_uom."`
+			}
+			err := s.c.rpc.into(ctx, &rows, "product.product", "read",
+				map[string]any{"locations": []int64{loc.ID}, "with_childs": true},
+				ids, []string{"code", "quantity", "default_uom.symbol"})
+			if err != nil {
+				return since, fmt.Errorf("read quantities at %s: %w", loc.Label, err)
+			}
+			for _, r := range rows {
+				if r.Code == "" {
+					if !s.noCode[r.ID] {
+						s.noCode[r.ID] = true
+						s.c.logger.Warn("tryton product has no code; its inventory is not reported", "product_id", r.ID)
+					}
+					continue
+				}
+				onHand := string(r.Quantity)
+				if onHand == "" {
+					onHand = "0"
+				}
+				k := levelKey{r.ID, loc.ID}
+				if last, ok := s.levels[k]; ok && last == onHand {
+					continue
+				}
+				ch := changed[r.ID]
+				lvl := &eventv1.InventoryLevel{Sku: string(r.Code), Location: loc.Label, OnHand: onHand}
+				if r.UoM != nil {
+					lvl.UnitOfMeasure = string(r.UoM.Symbol)
+				}
+				p.events = append(p.events, &eventv1.Event{Type: "inventory.level",
+					Keys:       map[string]string{"sku": lvl.Sku, "location": lvl.Location},
+					OccurredAt: timestamppb.New(ch.at), Payload: &eventv1.Event_InventoryLevel{InventoryLevel: lvl}})
+				p.positions = append(p.positions, fmt.Sprintf("v1;inv;p=%d;l=%d;m=%d@%d;q=%s", r.ID, loc.ID, ch.move, ch.at.UnixMicro(), onHand))
+				p.levels[k] = onHand
+			}
+		}
+	}
+	return latest, nil
+}
+
+type saleRow struct {
+	stamps
+	Number tstring `json:"number"`
+	State  tstring `json:"state"`
+	Party  *struct {
+		Code tstring `json:"code"`
+		Name tstring `json:"name"`
+	} `json:"party."`
+	Currency *struct {
+		Code tstring `json:"code"`
+	} `json:"currency."`
+	Total tnumber `json:"total_amount"`
+	Lines []struct {
+		Type     tstring `json:"type"`
+		Quantity tnumber `json:"quantity"`
+		Price    tnumber `json:"unit_price"`
+		Product  *struct {
+			Code tstring `json:"code"`
+		} `json:"product."`
+	} `json:"lines."`
+}
+
+var saleFields = []string{"number", "state", "write_date", "create_date", "party.code", "party.name",
+	"currency.code", "total_amount", "lines.type", "lines.quantity", "lines.unit_price", "lines.product.code"}
+
+// pollSales emits an order event for every numbered sale whose state changed.
+func (s *source) pollSales(ctx context.Context, since time.Time, p *pending) (time.Time, error) {
+	latest := since
+	err := s.searchModified(ctx, "sale.sale", s.since(since), saleFields, func(res json.RawMessage) ([]int64, error) {
+		var rows []saleRow
+		if err := json.Unmarshal(res, &rows); err != nil {
+			return nil, err
+		}
+		ids := make([]int64, len(rows))
+		for i, r := range rows {
+			ids[i] = r.ID
+			m := r.modified()
+			if m.After(latest) {
+				latest = m
+			}
+			// A draft that was never quoted has no number to key it by.
+			if r.Number == "" || s.sales[r.ID] == string(r.State) {
+				continue
+			}
+			p.events = append(p.events, saleEvent(r, m))
+			p.positions = append(p.positions, fmt.Sprintf("v1;sale;s=%d;%s@%d", r.ID, r.State, m.UnixMicro()))
+			p.sales[r.ID], p.salesT[r.ID] = string(r.State), m
+		}
+		return ids, nil
+	})
+	return latest, err
+}
+
+func saleEvent(r saleRow, at time.Time) *eventv1.Event {
+	o := &eventv1.Order{OrderNumber: string(r.Number), Status: string(r.State), Total: string(r.Total)}
+	if r.Party != nil {
+		o.Customer = string(r.Party.Code)
+		if o.Customer == "" {
+			o.Customer = string(r.Party.Name)
+		}
+	}
+	if r.Currency != nil {
+		o.Currency = string(r.Currency.Code)
+	}
+	n := 0
+	for _, l := range r.Lines {
+		if l.Type != "line" || l.Product == nil || l.Product.Code == "" {
+			continue
+		}
+		n++
+		o.Lines = append(o.Lines, &eventv1.OrderLine{LineNumber: fmt.Sprint(n), Sku: string(l.Product.Code),
+			Quantity: string(l.Quantity), UnitPrice: string(l.Price)})
+	}
+	return &eventv1.Event{Type: "order", Keys: map[string]string{"order": o.OrderNumber},
+		OccurredAt: timestamppb.New(at), Payload: &eventv1.Event_Order{Order: o}}
+}
+
+// locationsString is for logs.
+func locationsString(ls []location) string {
+	var b strings.Builder
+	for i, l := range ls {
+		if i > 0 {
+			b.WriteString(",")
+		}
+		b.WriteString(l.Label)
+	}
+	return b.String()
+}
