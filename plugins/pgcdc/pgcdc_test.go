@@ -1,0 +1,340 @@
+package pgcdc
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/jackc/pglogrepl"
+	"github.com/jackc/pgx/v5"
+
+	"github.com/crossdock/crossdock/internal/testsvc"
+	"github.com/crossdock/crossdock/internal/testutil"
+	"github.com/crossdock/crossdock/plugins/sdk"
+	eventv1 "github.com/crossdock/crossdock/proto/gen/crossdock/event/v1"
+)
+
+const waitLong = 30 * time.Second
+
+// db is a test PostgreSQL with wal_level=logical and the tables the tests capture:
+// stock (published, inventory levels), prices (published, deletes skipped) and noise
+// (never published).
+type db struct {
+	pg   *testsvc.Postgres
+	conn *pgx.Conn
+}
+
+func startDB(t *testing.T, opts testsvc.PostgresOptions) *db {
+	t.Helper()
+	pg := testsvc.StartPostgres(t, opts)
+	ctx := testsvc.Context(t)
+	conn, err := pgx.Connect(ctx, pg.DSN)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { conn.Close(context.Background()) })
+	d := &db{pg: pg, conn: conn}
+	d.exec(t, `CREATE TABLE stock (sku text, location text, qty numeric NOT NULL, PRIMARY KEY (sku, location));
+CREATE TABLE prices (sku text PRIMARY KEY, amount numeric(12,2) NOT NULL);
+CREATE TABLE noise (id bigserial PRIMARY KEY, payload text)`)
+	return d
+}
+
+func (d *db) exec(t *testing.T, sql string, args ...any) {
+	t.Helper()
+	if _, err := d.conn.Exec(context.Background(), sql, args...); err != nil {
+		t.Fatalf("%s: %v", sql, err)
+	}
+}
+
+func (d *db) lsn(t *testing.T, sql string) pglogrepl.LSN {
+	t.Helper()
+	var s *string
+	if err := d.conn.QueryRow(context.Background(), sql).Scan(&s); err != nil {
+		t.Fatalf("%s: %v", sql, err)
+	}
+	if s == nil {
+		return 0
+	}
+	lsn, err := pglogrepl.ParseLSN(*s)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return lsn
+}
+
+func (d *db) confirmed(t *testing.T, slot string) pglogrepl.LSN {
+	return d.lsn(t, "SELECT confirmed_flush_lsn::text FROM pg_replication_slots WHERE slot_name = '"+slot+"'")
+}
+
+func settings(dsn string, mod func(m map[string]any)) []byte {
+	m := map[string]any{
+		"dsn": dsn, "slot": "crossdock", "publication": "crossdock",
+		"create_slot": true, "create_publication": true,
+		"status_interval": "50ms",
+		"tables": []any{
+			map[string]any{"name": "stock", "on_delete": "zero", "mapping": map[string]any{
+				"type": "inventory.level", "fields": map[string]string{"sku": "sku", "location": "location", "on_hand": "qty"}}},
+			map[string]any{"name": "public.prices", "mapping": map[string]any{
+				"type": "price", "fields": map[string]string{"sku": "sku", "amount": "amount"}}},
+		},
+	}
+	if mod != nil {
+		mod(m)
+	}
+	b, _ := json.Marshal(m)
+	return b
+}
+
+func newConnector(t *testing.T, raw []byte) *Connector {
+	t.Helper()
+	c := New(nil)
+	if err := c.Configure(context.Background(), raw); err != nil {
+		t.Fatalf("Configure: %v", err)
+	}
+	return c
+}
+
+// agent stands in for the agent: it records batches and, when autoAck, acks each one
+// after "committing" it, as the agent does after its outbox transaction.
+type agent struct {
+	c       *Connector
+	autoAck bool
+	// block, when set, is called inside emit before the batch is recorded.
+	block func(b sdk.Batch)
+
+	mu      sync.Mutex
+	batches []sdk.Batch
+}
+
+func (a *agent) emit(ctx context.Context, b sdk.Batch) error {
+	if a.block != nil {
+		a.block(b)
+	}
+	a.mu.Lock()
+	a.batches = append(a.batches, b)
+	a.mu.Unlock()
+	if a.autoAck {
+		return a.c.Ack(ctx, b.Position)
+	}
+	return nil
+}
+
+func (a *agent) got() []sdk.Batch {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return append([]sdk.Batch(nil), a.batches...)
+}
+
+func (a *agent) waitBatches(t *testing.T, n int) []sdk.Batch {
+	t.Helper()
+	testutil.WaitFor(t, waitLong, fmt.Sprintf("%d batches", n), func() bool { return len(a.got()) >= n })
+	return a.got()
+}
+
+// reader runs Read until stopped.
+type reader struct {
+	cancel context.CancelFunc
+	done   chan error
+}
+
+func startRead(t *testing.T, c *Connector, from string, a *agent) *reader {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	r := &reader{cancel: cancel, done: make(chan error, 1)}
+	go func() { r.done <- c.Read(ctx, from, a.emit) }()
+	t.Cleanup(func() { r.stop(t) })
+	return r
+}
+
+func (r *reader) stop(t *testing.T) {
+	t.Helper()
+	if r.cancel == nil {
+		return
+	}
+	r.cancel()
+	r.cancel = nil
+	select {
+	case err := <-r.done:
+		if err != nil {
+			t.Errorf("Read after cancel: %v", err)
+		}
+	case <-time.After(waitLong):
+		t.Fatal("Read did not return after cancel")
+	}
+}
+
+// waitStreaming waits until the slot is active (Read has started replication).
+func waitStreaming(t *testing.T, d *db, slot string) {
+	t.Helper()
+	testutil.WaitFor(t, waitLong, "slot "+slot+" active", func() bool {
+		var active bool
+		err := d.conn.QueryRow(context.Background(), "SELECT active FROM pg_replication_slots WHERE slot_name = $1", slot).Scan(&active)
+		return err == nil && active
+	})
+}
+
+// describe renders a batch as "sku@location=on_hand" / "price sku=amount" strings.
+func describe(b sdk.Batch) []string {
+	var out []string
+	for _, ev := range b.Events {
+		switch p := ev.Payload.(type) {
+		case *eventv1.Event_InventoryLevel:
+			out = append(out, fmt.Sprintf("%s@%s=%s", p.InventoryLevel.Sku, p.InventoryLevel.Location, p.InventoryLevel.OnHand))
+		case *eventv1.Event_Price:
+			out = append(out, fmt.Sprintf("price %s=%s", p.Price.Sku, p.Price.Amount))
+		default:
+			out = append(out, ev.Type)
+		}
+	}
+	return out
+}
+
+func describeAll(bs []sdk.Batch) []string {
+	var out []string
+	for _, b := range bs {
+		out = append(out, strings.Join(describe(b), ","))
+	}
+	return out
+}
+
+func equal(a, b []string) bool {
+	return strings.Join(a, "|") == strings.Join(b, "|")
+}
+
+func TestCaptureInsertUpdateDelete(t *testing.T) {
+	d := startDB(t, testsvc.PostgresOptions{Logical: true})
+	c := newConnector(t, settings(d.pg.DSN, nil))
+	a := &agent{c: c, autoAck: true}
+	startRead(t, c, "", a)
+	waitStreaming(t, d, "crossdock")
+
+	before := d.lsn(t, "SELECT pg_current_wal_lsn()::text")
+	d.exec(t, `BEGIN; INSERT INTO stock VALUES ('A-100', 'WH-EAST', 120), ('B-200', 'WH-EAST', 5.5); INSERT INTO noise (payload) VALUES ('x'); COMMIT`)
+	d.exec(t, `UPDATE stock SET qty = 100 WHERE sku = 'A-100'`)
+	d.exec(t, `DELETE FROM stock WHERE sku = 'B-200'`)
+	d.exec(t, `UPDATE stock SET location = 'WH-WEST' WHERE sku = 'A-100'`) // key change: old location drops to 0
+	d.exec(t, `INSERT INTO prices VALUES ('A-100', 12.50)`)
+	d.exec(t, `DELETE FROM prices`)                                         // on_delete skip: no batch
+	d.exec(t, `INSERT INTO noise (payload) VALUES ('not published')`)       // no batch
+	d.exec(t, `INSERT INTO stock VALUES ('C-300', 'WH-EAST', 1)`)
+
+	bs := a.waitBatches(t, 6)
+	want := []string{
+		"A-100@WH-EAST=120,B-200@WH-EAST=5.5",
+		"A-100@WH-EAST=100",
+		"B-200@WH-EAST=0",
+		"A-100@WH-EAST=0,A-100@WH-WEST=100",
+		"price A-100=12.50",
+		"C-300@WH-EAST=1",
+	}
+	if got := describeAll(bs); !equal(got, want) {
+		t.Fatalf("batches:\n got %q\nwant %q", got, want)
+	}
+	prev := before
+	for i, b := range bs {
+		p, err := ParsePosition(b.Position)
+		if err != nil || p.HasOrdinal {
+			t.Fatalf("batch %d position %q: %v", i, b.Position, err)
+		}
+		if p.LSN <= prev {
+			t.Fatalf("batch %d commit LSN %s not after %s", i, p.LSN, prev)
+		}
+		prev = p.LSN
+		if len(b.EventPositions) != len(b.Events) {
+			t.Fatalf("batch %d: %d event positions for %d events", i, len(b.EventPositions), len(b.Events))
+		}
+		for j, ep := range b.EventPositions {
+			if want := (Position{LSN: p.LSN, Ordinal: uint64(j), HasOrdinal: true}).String(); ep != want {
+				t.Fatalf("batch %d event %d position %q, want %q", i, j, ep, want)
+			}
+			ev := b.Events[j]
+			if ev.OccurredAt == nil || ev.OccurredAt.AsTime().Before(time.Now().Add(-time.Hour)) {
+				t.Fatalf("batch %d event %d occurred_at %v, want the commit time", i, j, ev.OccurredAt)
+			}
+		}
+	}
+	if k := bs[0].Events[0].Keys; k["sku"] != "A-100" || k["location"] != "WH-EAST" {
+		t.Fatalf("keys %v", k)
+	}
+	if a.got()[len(a.got())-1].Position != bs[5].Position || len(a.got()) != 6 {
+		t.Fatalf("extra batches: %q", describeAll(a.got()))
+	}
+}
+
+func TestRestartFromPosition(t *testing.T) {
+	d := startDB(t, testsvc.PostgresOptions{Logical: true})
+	raw := settings(d.pg.DSN, nil)
+	c := newConnector(t, raw)
+	a := &agent{c: c}
+	r := startRead(t, c, "", a)
+	waitStreaming(t, d, "crossdock")
+	for i := 1; i <= 3; i++ {
+		d.exec(t, `INSERT INTO stock VALUES ($1, 'WH', $2)`, fmt.Sprintf("T%d", i), i)
+	}
+	d.exec(t, `BEGIN; INSERT INTO stock VALUES ('M0', 'WH', 0), ('M1', 'WH', 1), ('M2', 'WH', 2); COMMIT`)
+	first := a.waitBatches(t, 4)
+	// The agent committed only the first transaction before it crashed.
+	if err := c.Ack(context.Background(), first[0].Position); err != nil {
+		t.Fatal(err)
+	}
+	acked, _ := ParsePosition(first[0].Position)
+	testutil.WaitFor(t, waitLong, "slot confirms the acked transaction", func() bool {
+		return d.confirmed(t, "crossdock") >= acked.LSN
+	})
+	r.stop(t)
+	if c2 := d.confirmed(t, "crossdock"); c2 > acked.LSN {
+		t.Fatalf("slot confirmed %s, beyond the only acked position %s", c2, acked.LSN)
+	}
+	d.exec(t, `INSERT INTO stock VALUES ('T5', 'WH', 5)`) // while stopped
+
+	// A new connector (a restarted plugin) from the agent's committed position.
+	c = newConnector(t, raw)
+	a2 := &agent{c: c}
+	r = startRead(t, c, first[0].Position, a2)
+	again := a2.waitBatches(t, 4)
+	if !equal(describeAll(again[:3]), describeAll(first[1:])) {
+		t.Fatalf("after restart:\n got %q\nwant %q", describeAll(again[:3]), describeAll(first[1:]))
+	}
+	for i := range 3 {
+		if again[i].Position != first[i+1].Position || !equal(again[i].EventPositions, first[i+1].EventPositions) {
+			t.Fatalf("batch %d positions changed across restart: %q %q vs %q %q", i, again[i].Position, again[i].EventPositions, first[i+1].Position, first[i+1].EventPositions)
+		}
+	}
+	if got := describe(again[3]); !equal(got, []string{"T5@WH=5"}) {
+		t.Fatalf("batch written while stopped: %q", got)
+	}
+	r.stop(t)
+
+	// From an event position (the first event of the M transaction): the rest of it.
+	c = newConnector(t, raw)
+	a3 := &agent{c: c}
+	r = startRead(t, c, first[3].EventPositions[0], a3)
+	bs := a3.waitBatches(t, 2)
+	if got := describeAll(bs); !equal(got, []string{"M1@WH=1,M2@WH=2", "T5@WH=5"}) {
+		t.Fatalf("after restart from %s: %q", first[3].EventPositions[0], got)
+	}
+	if !equal(bs[0].EventPositions, first[3].EventPositions[1:]) {
+		t.Fatalf("event positions %q, want %q", bs[0].EventPositions, first[3].EventPositions[1:])
+	}
+	r.stop(t)
+
+	// From the last committed position, acking as it goes: only what is new, and the
+	// slot follows.
+	c = newConnector(t, raw)
+	a4 := &agent{c: c, autoAck: true}
+	startRead(t, c, again[3].Position, a4)
+	d.exec(t, `INSERT INTO stock VALUES ('T7', 'WH', 7)`)
+	bs = a4.waitBatches(t, 1)
+	if got := describeAll(bs); !equal(got, []string{"T7@WH=7"}) {
+		t.Fatalf("after restart at the last position: %q", got)
+	}
+	p, _ := ParsePosition(bs[0].Position)
+	testutil.WaitFor(t, waitLong, "slot confirms the acked batch", func() bool {
+		return d.confirmed(t, "crossdock") >= p.LSN
+	})
+}
