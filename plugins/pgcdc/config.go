@@ -26,8 +26,8 @@ type Settings struct {
 	// Publication names the tables the server decodes for the slot.
 	Publication string `json:"publication"`
 	// CreateSlot and CreatePublication let the connector create what is missing.
-	CreateSlot        bool `json:"create_slot,omitempty"`
-	CreatePublication bool `json:"create_publication,omitempty"`
+	CreateSlot        bool            `json:"create_slot,omitempty"`
+	CreatePublication bool            `json:"create_publication,omitempty"`
 	Tables            []TableSettings `json:"tables"`
 	// StatusInterval is how often the connector reports its confirmed position to the
 	// server (standby status update). Default 10s; it must stay well below the server's

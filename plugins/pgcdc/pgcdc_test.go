@@ -219,8 +219,8 @@ func TestCaptureInsertUpdateDelete(t *testing.T) {
 	d.exec(t, `DELETE FROM stock WHERE sku = 'B-200'`)
 	d.exec(t, `UPDATE stock SET location = 'WH-WEST' WHERE sku = 'A-100'`) // key change: old location drops to 0
 	d.exec(t, `INSERT INTO prices VALUES ('A-100', 12.50)`)
-	d.exec(t, `DELETE FROM prices`)                                         // on_delete skip: no batch
-	d.exec(t, `INSERT INTO noise (payload) VALUES ('not published')`)       // no batch
+	d.exec(t, `DELETE FROM prices`)                                   // on_delete skip: no batch
+	d.exec(t, `INSERT INTO noise (payload) VALUES ('not published')`) // no batch
 	d.exec(t, `INSERT INTO stock VALUES ('C-300', 'WH-EAST', 1)`)
 
 	bs := a.waitBatches(t, 6)
