@@ -22,6 +22,7 @@ demo: build ## Run a one-node control plane, an agent and sample data (Ctrl-C st
 
 bench: build ## Run the benchmarks and load programs; figures are printed
 	$(GO) test -run '^$$' -bench . -benchtime 3x ./agent/outbox/ ./controlplane/ledger/
+	$(GO) test -run '^$$' -bench . ./controlplane/routing/
 	$(GO) run ./bench/outboxbench
 	$(GO) run ./bench/ingestbench
 	$(GO) run ./bench/agentmem -bin $(BIN)
@@ -49,5 +50,6 @@ fuzz: ## Run each fuzzer briefly
 	$(GO) test -run '^$$' -fuzz FuzzParseToken -fuzztime 20s ./controlplane/pki/
 	$(GO) test -run '^$$' -fuzz FuzzRestore -fuzztime 20s ./controlplane/ledger/
 	$(GO) test -run '^$$' -fuzz FuzzReadEvents -fuzztime 20s ./cmd/crossdock/
+	$(GO) test -run '^$$' -fuzz FuzzParse -fuzztime 20s ./controlplane/routing/
 
 .PHONY: help build test demo bench tools gen check-gen lint fuzz

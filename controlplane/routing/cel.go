@@ -172,6 +172,9 @@ func evaluate(ctx context.Context, prg cel.Program, ce *eventv1.CommittedEvent) 
 			}
 			return nil, fmt.Errorf("%w after %s", ErrTimeout, EvalTimeout)
 		}
+		if errors.Is(err, interpreter.InterruptError{}) || ctx.Err() != nil {
+			return nil, fmt.Errorf("%w after %s", ErrTimeout, EvalTimeout)
+		}
 		return nil, err
 	}
 	return out, nil
