@@ -1,0 +1,34 @@
+// Package builtin lists the connectors compiled into the crossdock binary. The agent
+// runs each one as a subprocess of its own executable (`crossdock plugin <name>`), over
+// the same go-plugin protocol as a third-party plugin binary.
+package builtin
+
+import (
+	"log/slog"
+	"sort"
+
+	"github.com/crossdock/crossdock/plugins/sdk"
+)
+
+// Constructor makes a connector; logger is the plugin process's logger (sdk.Logger).
+type Constructor func(logger *slog.Logger) sdk.Connector
+
+// connectors maps a connector type (the `builtin:` value in the agent config) to its
+// constructor. Add one line per built-in connector.
+var connectors = map[string]Constructor{}
+
+// Lookup returns the constructor of a built-in connector type.
+func Lookup(name string) (Constructor, bool) {
+	c, ok := connectors[name]
+	return c, ok
+}
+
+// Names returns the built-in connector types, sorted.
+func Names() []string {
+	out := make([]string, 0, len(connectors))
+	for n := range connectors {
+		out = append(out, n)
+	}
+	sort.Strings(out)
+	return out
+}
