@@ -403,7 +403,7 @@ func orderKey(keys map[string]string, by []string, seq uint64) string {
 }
 
 // enqueue appends it to its key's queue. With coalescing, a queued message of the same
-// key, route and source that is not being sent is replaced: quantities are absolute, so
+// key, event type, route and source that is not being sent is replaced: quantities are absolute, so
 // only the newest is worth sending.
 func (w *worker) enqueue(it *item) {
 	q := w.queues[it.key]
@@ -417,7 +417,7 @@ func (w *worker) enqueue(it *item) {
 	if n := len(q.items); w.pol.Coalesce && n > 0 && it.mapErr == "" && it.dlID == "" {
 		last := q.items[n-1]
 		sending := q.busy && n == 1
-		if !sending && last.mapErr == "" && last.dlID == "" && last.route == it.route && last.src == it.src {
+		if !sending && last.mapErr == "" && last.dlID == "" && last.route == it.route && last.eventType == it.eventType && last.src == it.src {
 			q.items[n-1] = it
 			it.notBefore = last.notBefore
 			if last.src != nil {

@@ -1,0 +1,97 @@
+package delivery_test
+
+import (
+	"fmt"
+	"testing"
+	"time"
+
+	"github.com/crossdock/crossdock/controlplane/controlplanetest"
+	"github.com/crossdock/crossdock/controlplane/delivery"
+	"github.com/crossdock/crossdock/internal/samplemarket"
+)
+
+// The leader is stopped while it delivers: the new leader resumes from the committed
+// cursor. No event is skipped, and every event sent twice is at or above the cursor
+// committed when the leader died (the in-flight window) and carries the same
+// idempotency key both times.
+func TestLeaderFailoverDuringDelivery(t *testing.T) {
+	if testing.Short() {
+		t.Skip("three-node cluster")
+	}
+	c := controlplanetest.TestCluster(t, 3, nil)
+	m, url := market(t, samplemarket.Config{})
+	const window = 200
+	plan := &delivery.Plan{Version: "1",
+		Destinations: []delivery.Destination{{Name: "shop", Kind: delivery.KindWebhook, URL: url, Secret: testSecret,
+			Policy: delivery.Policy{RatePerSecond: 500, Burst: 10, Window: window}}},
+		Routes: []delivery.Route{stockRoute("stock", "shop")},
+	}
+	for _, n := range c.Nodes {
+		runEngine(t, n.Store(), plan)
+	}
+	src := newSource(t)
+	old := c.WaitLeader(nil)
+	batch := func(from, n int) []level {
+		var lv []level
+		for i := from; i < from+n; i++ {
+			lv = append(lv, level{sku: fmt.Sprintf("SKU-%d", i%100), qty: fmt.Sprint(i)})
+		}
+		return lv
+	}
+	for i := 0; i < 3000; i += 300 {
+		src.commit(old.Store(), batch(i, 300)...)
+	}
+	controlplanetest.WaitFor(t, time.Minute, "a third of the events delivered", func() bool { return m.Stats().Requests >= 1000 })
+	old.Stop()
+	var follower *controlplanetest.Server
+	for _, n := range c.Nodes {
+		if n != old {
+			follower = n
+			break
+		}
+	}
+	// No leader can commit a cursor until one is elected: this is the failover cursor.
+	cur, _, err := follower.Store().Ledger().DeliveryCursor("shop")
+	if err != nil {
+		t.Fatal(err)
+	}
+	atFailover := cur.GetSeq()
+	deliveredBefore := len(received(t, m.Requests()))
+	nl := c.WaitLeader(old)
+	for i := 3000; i < 4000; i += 250 {
+		src.commit(nl.Store(), batch(i, 250)...)
+	}
+	waitCursor(t, nl.Store().Ledger(), "shop", 2*time.Minute)
+
+	seen := map[string]int{}
+	var dupSeqs []uint64
+	for _, r := range m.Requests() {
+		p := received(t, []samplemarket.Request{r})[0]
+		if r.ID != p.ID {
+			t.Fatalf("webhook-id %q carries event %q: the idempotency key must be the event id", r.ID, p.ID)
+		}
+		if seen[p.ID]++; seen[p.ID] == 2 {
+			dupSeqs = append(dupSeqs, p.Seq)
+		}
+	}
+	for id := range src.ids {
+		if seen[id] == 0 {
+			t.Errorf("event %s was never delivered", id)
+		}
+	}
+	for _, s := range dupSeqs {
+		if s < atFailover {
+			t.Errorf("seq %d sent twice, below the cursor %d committed at failover", s, atFailover)
+		}
+	}
+	if len(dupSeqs) > window+50 {
+		t.Errorf("%d events sent twice; the in-flight window is %d", len(dupSeqs), window)
+	}
+	t.Logf("cursor at failover %d, %d messages delivered by the old leader, %d sent twice", atFailover, deliveredBefore, len(dupSeqs))
+	got := m.Quantities()
+	for sku, want := range src.latest {
+		if got[sku] != want {
+			t.Errorf("%s: receiver has %q, source %q", sku, got[sku], want)
+		}
+	}
+}

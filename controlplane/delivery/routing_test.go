@@ -1,0 +1,79 @@
+package delivery_test
+
+import (
+	"fmt"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/crossdock/crossdock/controlplane/controlplanetest"
+	"github.com/crossdock/crossdock/controlplane/delivery"
+	"github.com/crossdock/crossdock/controlplane/ledger"
+	"github.com/crossdock/crossdock/controlplane/routing"
+	"github.com/crossdock/crossdock/internal/samplemarket"
+)
+
+const heavy = `[1,2,3,4,5,6,7,8,9,10].map(a, [1,2,3,4,5,6,7,8,9,10].map(b, [1,2,3,4,5,6,7,8,9,10].map(c, [1,2,3,4,5,6,7,8,9,10].map(d, [1,2,3,4,5,6,7,8,9,10].map(e, a+b+c+d+e)))))`
+
+// Routes compiled by the routing package (real CEL): a mapping that fails at run time
+// (division by zero) and one that breaches the cost limit dead-letter the event with the
+// same error text `crossdock routes test` shows (Route.Evaluate's), and the other events
+// are delivered.
+func TestCELErrorsDeadLettered(t *testing.T) {
+	srv := controlplanetest.TestServer(t, nil)
+	m, url := market(t, samplemarket.Config{})
+	docs, err := routing.Parse([]byte(fmt.Sprintf(`
+apiVersion: crossdock.io/v1
+kind: Destination
+metadata: {name: shop}
+spec: {type: webhook, url: %q, secret: %q}
+---
+apiVersion: crossdock.io/v1
+kind: Route
+metadata: {name: stock}
+spec:
+  destination: shop
+  match: {types: [inventory.level]}
+  mapping: >-
+    event.keys.sku == "HEAVY"
+      ? {"sku": event.inventory_level.sku, "quantity": string(%s.size())}
+      : {"sku": event.inventory_level.sku, "quantity": event.inventory_level.available,
+         "per_unit": string(100 / int(event.inventory_level.on_hand))}
+`, url, testSecret, heavy)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	table, err := routing.NewTable(docs, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	plan := delivery.PlanFromTable(table)
+	plan.Version = "1"
+	runEngine(t, srv.Store(), plan)
+	src := newSource(t)
+	src.commit(srv.Store(), level{"A", "5"}, level{"ZERO", "0"}, level{"HEAVY", "3"}, level{"B", "7"})
+	l := srv.Store().Ledger()
+	waitCursor(t, l, "shop", 30*time.Second)
+
+	if got := m.Quantities(); len(got) != 2 || got["A"] != "5" || got["B"] != "7" {
+		t.Fatalf("receiver quantities %v, want A=5 and B=7 only", got)
+	}
+	route, _ := table.Route("stock")
+	for _, tc := range []struct {
+		seq  uint64
+		want string
+	}{{2, "division by zero"}, {3, "CEL cost limit exceeded"}} {
+		dls, err := l.DeadLetters(ledger.DeadLetterFilter{Destination: "shop", ErrorContains: tc.want})
+		if err != nil || len(dls) != 1 || dls[0].GetSeq() != tc.seq {
+			t.Fatalf("dead letters with %q: %v, %v; want seq %d", tc.want, dls, err, tc.seq)
+		}
+		evs, _, _ := l.ListEvents(ledger.Filter{}, tc.seq, 1)
+		_, _, evalErr := route.Evaluate(evs[0])
+		if evalErr == nil || !strings.HasSuffix(dls[0].GetError(), evalErr.Error()) {
+			t.Fatalf("dead letter error %q, want the routes-test error %v", dls[0].GetError(), evalErr)
+		}
+		if len(dls[0].GetAttempts()) != 0 {
+			t.Errorf("a mapping error was sent %d times", len(dls[0].GetAttempts()))
+		}
+	}
+}

@@ -1,0 +1,68 @@
+package delivery
+
+import (
+	"fmt"
+	"sync"
+
+	"github.com/crossdock/crossdock/controlplane/routing"
+)
+
+// RoutingPlans builds plans from the routing documents stored in raft, rebuilding only
+// when their revision moves.
+type RoutingPlans struct {
+	Source routing.DocumentSource
+
+	mu   sync.Mutex
+	rev  uint64
+	plan *Plan
+	err  error
+}
+
+// Plan returns the plan of the stored documents.
+func (p *RoutingPlans) Plan() (*Plan, error) {
+	rev, err := p.Source.DocumentsRevision()
+	if err != nil {
+		return nil, fmt.Errorf("delivery: routing documents revision: %w", err)
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.plan != nil && rev == p.rev {
+		return p.plan, p.err
+	}
+	t, err := routing.Load(p.Source)
+	if err != nil {
+		return nil, err
+	}
+	p.rev, p.plan, p.err = rev, PlanFromTable(t), nil
+	p.plan.Version = fmt.Sprint(rev)
+	return p.plan, nil
+}
+
+// PlanFromTable converts a routing table into a plan.
+func PlanFromTable(t *routing.Table) *Plan {
+	plan := &Plan{}
+	for _, d := range t.Destinations() {
+		pol := d.Policy
+		dest := Destination{
+			Name: d.Name, Kind: d.Spec.Type, URL: d.Spec.URL, Secret: d.Spec.Secret, Headers: d.Spec.Headers,
+			Timeout: d.Timeout, AcceptsBatches: d.Spec.AcceptsBatches && pol.BatchMaxEvents > 1,
+			Agent: d.Spec.Agent, Connector: d.Spec.Connector,
+			Policy: Policy{
+				RatePerSecond: pol.RatePerSecond, Burst: pol.Burst, Coalesce: pol.Coalesce, CoalesceBy: pol.CoalesceBy,
+				BatchMax: pol.BatchMaxEvents, BatchWait: pol.BatchMaxWait, MaxAttempts: pol.MaxAttempts,
+				InitialBackoff: pol.InitialBackoff, MaxBackoff: pol.MaxBackoff,
+				BreakerThreshold: pol.FailureThreshold, BreakerCooldown: pol.Cooldown,
+			},
+		}
+		if dest.Kind == KindWebhook {
+			if _, err := ParseSecret(dest.Secret); err != nil {
+				dest.Err = fmt.Sprintf("destinations/%s: spec.secret: %v", d.Name, err)
+			}
+		}
+		plan.Destinations = append(plan.Destinations, dest)
+	}
+	for _, r := range t.Routes() {
+		plan.Routes = append(plan.Routes, Route{Name: r.Name, Destinations: r.Destinations, Evaluate: r.Evaluate})
+	}
+	return plan
+}
