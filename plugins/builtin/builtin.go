@@ -8,6 +8,7 @@ import (
 	"sort"
 
 	"github.com/crossdock/crossdock/plugins/sdk"
+	sqlconnector "github.com/crossdock/crossdock/plugins/sql"
 )
 
 // Constructor makes a connector; logger is the plugin process's logger (sdk.Logger).
@@ -15,7 +16,9 @@ type Constructor func(logger *slog.Logger) sdk.Connector
 
 // connectors maps a connector type (the `builtin:` value in the agent config) to its
 // constructor. Add one line per built-in connector.
-var connectors = map[string]Constructor{}
+var connectors = map[string]Constructor{
+	"sql": func(l *slog.Logger) sdk.Connector { return sqlconnector.New(l) },
+}
 
 // Lookup returns the constructor of a built-in connector type.
 func Lookup(name string) (Constructor, bool) {
