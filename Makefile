@@ -35,7 +35,8 @@ tools: $(BUF) ## Install pinned tools into .bin
 
 gen: $(BUF) ## Regenerate protobuf code (local, pinned plugins)
 	rm -rf proto/gen
-	$(BUF) generate --template proto/buf.gen.yaml
+	$(BUF) generate --template proto/buf.gen.yaml --exclude-path proto/crossdock/plugin
+	$(BUF) generate --template proto/buf.gen.grpc.yaml --path proto/crossdock/plugin
 
 check-gen: gen ## Fail if generated code is stale
 	@git diff --exit-code -- proto/gen || (echo "generated code is stale: run make gen and commit" && exit 1)

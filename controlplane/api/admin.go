@@ -98,6 +98,37 @@ func (a *Admin) ListAgents(ctx context.Context, req *connect.Request[adminv1.Lis
 	return connect.NewResponse(out), nil
 }
 
+// DescribeAgent shows one agent with its connectors as it last reported them.
+func (a *Admin) DescribeAgent(ctx context.Context, req *connect.Request[adminv1.DescribeAgentRequest]) (*connect.Response[adminv1.DescribeAgentResponse], error) {
+	id := req.Msg.GetId()
+	if !canonical.ValidName(id) {
+		return nil, connect.NewError(connect.CodeInvalidArgument, fmt.Errorf("id: %q is not an agent id (1-64 characters of a-z, 0-9, '-', '_' or '.')", id))
+	}
+	if err := a.ConsistentRead(ctx); err != nil {
+		return nil, err
+	}
+	r, ok, err := a.Store.Ledger().Agent(id)
+	if err != nil {
+		return nil, connect.NewError(connect.CodeInternal, err)
+	}
+	if !ok {
+		return nil, connect.NewError(connect.CodeNotFound, fmt.Errorf("no agent %q is enrolled (crossdock agents ls lists them)", id))
+	}
+	ag := &adminv1.Agent{
+		Id: r.GetId(), EnrolledAt: r.GetEnrolledAt(), CommittedSeq: r.GetCommittedSeq(),
+		EventsCommitted: r.GetEventsCommitted(), Duplicates: r.GetDuplicates(),
+	}
+	if c, ok := a.Registry.Get(id); ok {
+		ag.Connected, ag.Transport, ag.RemoteAddr = true, c.Transport, c.RemoteAddr
+		ag.NodeId, ag.LastSeen = a.Store.NodeID(), timestamppb.New(c.LastSeen)
+	}
+	out := &adminv1.DescribeAgentResponse{Agent: ag}
+	if rep, ok := a.reports.get(id); ok {
+		out.Connectors, out.ConnectorsReportedAt = rep.connectors, timestamppb.New(rep.at)
+	}
+	return connect.NewResponse(out), nil
+}
+
 func clampLimit(n uint32) int {
 	switch {
 	case n == 0:

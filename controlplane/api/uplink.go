@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"sync"
 	"time"
 
 	"connectrpc.com/connect"
@@ -16,6 +17,7 @@ import (
 	"github.com/crossdock/crossdock/controlplane/store"
 	"github.com/crossdock/crossdock/internal/canonical"
 	"github.com/crossdock/crossdock/internal/cliconfig"
+	agentv1 "github.com/crossdock/crossdock/proto/gen/crossdock/agent/v1"
 	storev1 "github.com/crossdock/crossdock/proto/gen/crossdock/store/v1"
 	uplinkv1 "github.com/crossdock/crossdock/proto/gen/crossdock/uplink/v1"
 	"github.com/crossdock/crossdock/proto/gen/crossdock/uplink/v1/uplinkv1connect"
@@ -32,7 +34,41 @@ type Backend struct {
 	Logger   *slog.Logger
 	// ApplyTimeout bounds one raft apply (default 10s).
 	ApplyTimeout time.Duration
+
+	reports connectorReports
 }
+
+// connectorReports keeps the latest connector report of each agent streaming to this
+// node, in memory: it is live status, not state worth a raft entry, and admin reads run
+// on the leader, which is where agents stream.
+type connectorReports struct {
+	mu sync.Mutex
+	m  map[string]connectorReport
+}
+
+type connectorReport struct {
+	at         time.Time
+	connectors []*agentv1.ConnectorStatus
+}
+
+func (r *connectorReports) put(agentID string, cs []*agentv1.ConnectorStatus, at time.Time) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.m == nil {
+		r.m = map[string]connectorReport{}
+	}
+	r.m[agentID] = connectorReport{at: at, connectors: cs}
+}
+
+func (r *connectorReports) get(agentID string) (connectorReport, bool) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	c, ok := r.m[agentID]
+	return c, ok
+}
+
+// MaxConnectorReport bounds the connectors of one report.
+const MaxConnectorReport = 256
 
 func (b *Backend) applyTimeout() time.Duration {
 	if b.ApplyTimeout > 0 {
@@ -246,6 +282,13 @@ func (u *Uplink) receiveLoop(ctx context.Context, stream *connect.BidiStream[upl
 		msg, err := stream.Receive()
 		if err != nil {
 			return err
+		}
+		if rep := msg.GetConnectors(); rep != nil {
+			if n := len(rep.GetConnectors()); n > MaxConnectorReport {
+				return connect.NewError(connect.CodeInvalidArgument, fmt.Errorf("connector report has %d connectors, more than %d", n, MaxConnectorReport))
+			}
+			u.reports.put(agentID, rep.GetConnectors(), time.Now())
+			continue
 		}
 		batch := msg.GetBatch()
 		if batch == nil {

@@ -10,7 +10,8 @@
 package adminv1
 
 import (
-	v1 "github.com/crossdock/crossdock/proto/gen/crossdock/event/v1"
+	v1 "github.com/crossdock/crossdock/proto/gen/crossdock/agent/v1"
+	v11 "github.com/crossdock/crossdock/proto/gen/crossdock/event/v1"
 	protoreflect "google.golang.org/protobuf/reflect/protoreflect"
 	protoimpl "google.golang.org/protobuf/runtime/protoimpl"
 	durationpb "google.golang.org/protobuf/types/known/durationpb"
@@ -398,6 +399,112 @@ func (x *Agent) GetLastSeen() *timestamppb.Timestamp {
 	return nil
 }
 
+type DescribeAgentRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Id            string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DescribeAgentRequest) Reset() {
+	*x = DescribeAgentRequest{}
+	mi := &file_crossdock_admin_v1_admin_proto_msgTypes[5]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DescribeAgentRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DescribeAgentRequest) ProtoMessage() {}
+
+func (x *DescribeAgentRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_crossdock_admin_v1_admin_proto_msgTypes[5]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DescribeAgentRequest.ProtoReflect.Descriptor instead.
+func (*DescribeAgentRequest) Descriptor() ([]byte, []int) {
+	return file_crossdock_admin_v1_admin_proto_rawDescGZIP(), []int{5}
+}
+
+func (x *DescribeAgentRequest) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+type DescribeAgentResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Agent *Agent                 `protobuf:"bytes,1,opt,name=agent,proto3" json:"agent,omitempty"`
+	// The connectors as last reported by the agent to the node answering (the leader);
+	// empty when it has not reported since that node started.
+	Connectors           []*v1.ConnectorStatus  `protobuf:"bytes,2,rep,name=connectors,proto3" json:"connectors,omitempty"`
+	ConnectorsReportedAt *timestamppb.Timestamp `protobuf:"bytes,3,opt,name=connectors_reported_at,json=connectorsReportedAt,proto3" json:"connectors_reported_at,omitempty"`
+	unknownFields        protoimpl.UnknownFields
+	sizeCache            protoimpl.SizeCache
+}
+
+func (x *DescribeAgentResponse) Reset() {
+	*x = DescribeAgentResponse{}
+	mi := &file_crossdock_admin_v1_admin_proto_msgTypes[6]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DescribeAgentResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DescribeAgentResponse) ProtoMessage() {}
+
+func (x *DescribeAgentResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_crossdock_admin_v1_admin_proto_msgTypes[6]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DescribeAgentResponse.ProtoReflect.Descriptor instead.
+func (*DescribeAgentResponse) Descriptor() ([]byte, []int) {
+	return file_crossdock_admin_v1_admin_proto_rawDescGZIP(), []int{6}
+}
+
+func (x *DescribeAgentResponse) GetAgent() *Agent {
+	if x != nil {
+		return x.Agent
+	}
+	return nil
+}
+
+func (x *DescribeAgentResponse) GetConnectors() []*v1.ConnectorStatus {
+	if x != nil {
+		return x.Connectors
+	}
+	return nil
+}
+
+func (x *DescribeAgentResponse) GetConnectorsReportedAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.ConnectorsReportedAt
+	}
+	return nil
+}
+
 type ListEventsRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// Only events of this type ("inventory.level").
@@ -414,7 +521,7 @@ type ListEventsRequest struct {
 
 func (x *ListEventsRequest) Reset() {
 	*x = ListEventsRequest{}
-	mi := &file_crossdock_admin_v1_admin_proto_msgTypes[5]
+	mi := &file_crossdock_admin_v1_admin_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -426,7 +533,7 @@ func (x *ListEventsRequest) String() string {
 func (*ListEventsRequest) ProtoMessage() {}
 
 func (x *ListEventsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_crossdock_admin_v1_admin_proto_msgTypes[5]
+	mi := &file_crossdock_admin_v1_admin_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -439,7 +546,7 @@ func (x *ListEventsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListEventsRequest.ProtoReflect.Descriptor instead.
 func (*ListEventsRequest) Descriptor() ([]byte, []int) {
-	return file_crossdock_admin_v1_admin_proto_rawDescGZIP(), []int{5}
+	return file_crossdock_admin_v1_admin_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *ListEventsRequest) GetType() string {
@@ -472,7 +579,7 @@ func (x *ListEventsRequest) GetLimit() uint32 {
 
 type ListEventsResponse struct {
 	state  protoimpl.MessageState `protogen:"open.v1"`
-	Events []*v1.CommittedEvent   `protobuf:"bytes,1,rep,name=events,proto3" json:"events,omitempty"`
+	Events []*v11.CommittedEvent  `protobuf:"bytes,1,rep,name=events,proto3" json:"events,omitempty"`
 	// Seq to pass as from_seq for the next page; 0 when there is none yet.
 	NextSeq uint64 `protobuf:"varint,2,opt,name=next_seq,json=nextSeq,proto3" json:"next_seq,omitempty"`
 	// Highest committed seq at the time of the read.
@@ -483,7 +590,7 @@ type ListEventsResponse struct {
 
 func (x *ListEventsResponse) Reset() {
 	*x = ListEventsResponse{}
-	mi := &file_crossdock_admin_v1_admin_proto_msgTypes[6]
+	mi := &file_crossdock_admin_v1_admin_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -495,7 +602,7 @@ func (x *ListEventsResponse) String() string {
 func (*ListEventsResponse) ProtoMessage() {}
 
 func (x *ListEventsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_crossdock_admin_v1_admin_proto_msgTypes[6]
+	mi := &file_crossdock_admin_v1_admin_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -508,10 +615,10 @@ func (x *ListEventsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListEventsResponse.ProtoReflect.Descriptor instead.
 func (*ListEventsResponse) Descriptor() ([]byte, []int) {
-	return file_crossdock_admin_v1_admin_proto_rawDescGZIP(), []int{6}
+	return file_crossdock_admin_v1_admin_proto_rawDescGZIP(), []int{8}
 }
 
-func (x *ListEventsResponse) GetEvents() []*v1.CommittedEvent {
+func (x *ListEventsResponse) GetEvents() []*v11.CommittedEvent {
 	if x != nil {
 		return x.Events
 	}
@@ -544,7 +651,7 @@ type TailEventsRequest struct {
 
 func (x *TailEventsRequest) Reset() {
 	*x = TailEventsRequest{}
-	mi := &file_crossdock_admin_v1_admin_proto_msgTypes[7]
+	mi := &file_crossdock_admin_v1_admin_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -556,7 +663,7 @@ func (x *TailEventsRequest) String() string {
 func (*TailEventsRequest) ProtoMessage() {}
 
 func (x *TailEventsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_crossdock_admin_v1_admin_proto_msgTypes[7]
+	mi := &file_crossdock_admin_v1_admin_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -569,7 +676,7 @@ func (x *TailEventsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TailEventsRequest.ProtoReflect.Descriptor instead.
 func (*TailEventsRequest) Descriptor() ([]byte, []int) {
-	return file_crossdock_admin_v1_admin_proto_rawDescGZIP(), []int{7}
+	return file_crossdock_admin_v1_admin_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *TailEventsRequest) GetType() string {
@@ -595,14 +702,14 @@ func (x *TailEventsRequest) GetFromSeq() uint64 {
 
 type TailEventsResponse struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
-	Event         *v1.CommittedEvent     `protobuf:"bytes,1,opt,name=event,proto3" json:"event,omitempty"`
+	Event         *v11.CommittedEvent    `protobuf:"bytes,1,opt,name=event,proto3" json:"event,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *TailEventsResponse) Reset() {
 	*x = TailEventsResponse{}
-	mi := &file_crossdock_admin_v1_admin_proto_msgTypes[8]
+	mi := &file_crossdock_admin_v1_admin_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -614,7 +721,7 @@ func (x *TailEventsResponse) String() string {
 func (*TailEventsResponse) ProtoMessage() {}
 
 func (x *TailEventsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_crossdock_admin_v1_admin_proto_msgTypes[8]
+	mi := &file_crossdock_admin_v1_admin_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -627,10 +734,10 @@ func (x *TailEventsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TailEventsResponse.ProtoReflect.Descriptor instead.
 func (*TailEventsResponse) Descriptor() ([]byte, []int) {
-	return file_crossdock_admin_v1_admin_proto_rawDescGZIP(), []int{8}
+	return file_crossdock_admin_v1_admin_proto_rawDescGZIP(), []int{10}
 }
 
-func (x *TailEventsResponse) GetEvent() *v1.CommittedEvent {
+func (x *TailEventsResponse) GetEvent() *v11.CommittedEvent {
 	if x != nil {
 		return x.Event
 	}
@@ -645,7 +752,7 @@ type SaveSnapshotRequest struct {
 
 func (x *SaveSnapshotRequest) Reset() {
 	*x = SaveSnapshotRequest{}
-	mi := &file_crossdock_admin_v1_admin_proto_msgTypes[9]
+	mi := &file_crossdock_admin_v1_admin_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -657,7 +764,7 @@ func (x *SaveSnapshotRequest) String() string {
 func (*SaveSnapshotRequest) ProtoMessage() {}
 
 func (x *SaveSnapshotRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_crossdock_admin_v1_admin_proto_msgTypes[9]
+	mi := &file_crossdock_admin_v1_admin_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -670,7 +777,7 @@ func (x *SaveSnapshotRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SaveSnapshotRequest.ProtoReflect.Descriptor instead.
 func (*SaveSnapshotRequest) Descriptor() ([]byte, []int) {
-	return file_crossdock_admin_v1_admin_proto_rawDescGZIP(), []int{9}
+	return file_crossdock_admin_v1_admin_proto_rawDescGZIP(), []int{11}
 }
 
 type SaveSnapshotResponse struct {
@@ -686,7 +793,7 @@ type SaveSnapshotResponse struct {
 
 func (x *SaveSnapshotResponse) Reset() {
 	*x = SaveSnapshotResponse{}
-	mi := &file_crossdock_admin_v1_admin_proto_msgTypes[10]
+	mi := &file_crossdock_admin_v1_admin_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -698,7 +805,7 @@ func (x *SaveSnapshotResponse) String() string {
 func (*SaveSnapshotResponse) ProtoMessage() {}
 
 func (x *SaveSnapshotResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_crossdock_admin_v1_admin_proto_msgTypes[10]
+	mi := &file_crossdock_admin_v1_admin_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -711,7 +818,7 @@ func (x *SaveSnapshotResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SaveSnapshotResponse.ProtoReflect.Descriptor instead.
 func (*SaveSnapshotResponse) Descriptor() ([]byte, []int) {
-	return file_crossdock_admin_v1_admin_proto_rawDescGZIP(), []int{10}
+	return file_crossdock_admin_v1_admin_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *SaveSnapshotResponse) GetChunk() []byte {
@@ -744,7 +851,7 @@ type RestoreSnapshotRequest struct {
 
 func (x *RestoreSnapshotRequest) Reset() {
 	*x = RestoreSnapshotRequest{}
-	mi := &file_crossdock_admin_v1_admin_proto_msgTypes[11]
+	mi := &file_crossdock_admin_v1_admin_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -756,7 +863,7 @@ func (x *RestoreSnapshotRequest) String() string {
 func (*RestoreSnapshotRequest) ProtoMessage() {}
 
 func (x *RestoreSnapshotRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_crossdock_admin_v1_admin_proto_msgTypes[11]
+	mi := &file_crossdock_admin_v1_admin_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -769,7 +876,7 @@ func (x *RestoreSnapshotRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RestoreSnapshotRequest.ProtoReflect.Descriptor instead.
 func (*RestoreSnapshotRequest) Descriptor() ([]byte, []int) {
-	return file_crossdock_admin_v1_admin_proto_rawDescGZIP(), []int{11}
+	return file_crossdock_admin_v1_admin_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *RestoreSnapshotRequest) GetChunk() []byte {
@@ -789,7 +896,7 @@ type RestoreSnapshotResponse struct {
 
 func (x *RestoreSnapshotResponse) Reset() {
 	*x = RestoreSnapshotResponse{}
-	mi := &file_crossdock_admin_v1_admin_proto_msgTypes[12]
+	mi := &file_crossdock_admin_v1_admin_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -801,7 +908,7 @@ func (x *RestoreSnapshotResponse) String() string {
 func (*RestoreSnapshotResponse) ProtoMessage() {}
 
 func (x *RestoreSnapshotResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_crossdock_admin_v1_admin_proto_msgTypes[12]
+	mi := &file_crossdock_admin_v1_admin_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -814,7 +921,7 @@ func (x *RestoreSnapshotResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RestoreSnapshotResponse.ProtoReflect.Descriptor instead.
 func (*RestoreSnapshotResponse) Descriptor() ([]byte, []int) {
-	return file_crossdock_admin_v1_admin_proto_rawDescGZIP(), []int{12}
+	return file_crossdock_admin_v1_admin_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *RestoreSnapshotResponse) GetIndex() uint64 {
@@ -839,7 +946,7 @@ type GetClusterStatusRequest struct {
 
 func (x *GetClusterStatusRequest) Reset() {
 	*x = GetClusterStatusRequest{}
-	mi := &file_crossdock_admin_v1_admin_proto_msgTypes[13]
+	mi := &file_crossdock_admin_v1_admin_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -851,7 +958,7 @@ func (x *GetClusterStatusRequest) String() string {
 func (*GetClusterStatusRequest) ProtoMessage() {}
 
 func (x *GetClusterStatusRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_crossdock_admin_v1_admin_proto_msgTypes[13]
+	mi := &file_crossdock_admin_v1_admin_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -864,7 +971,7 @@ func (x *GetClusterStatusRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetClusterStatusRequest.ProtoReflect.Descriptor instead.
 func (*GetClusterStatusRequest) Descriptor() ([]byte, []int) {
-	return file_crossdock_admin_v1_admin_proto_rawDescGZIP(), []int{13}
+	return file_crossdock_admin_v1_admin_proto_rawDescGZIP(), []int{15}
 }
 
 type GetClusterStatusResponse struct {
@@ -878,7 +985,7 @@ type GetClusterStatusResponse struct {
 
 func (x *GetClusterStatusResponse) Reset() {
 	*x = GetClusterStatusResponse{}
-	mi := &file_crossdock_admin_v1_admin_proto_msgTypes[14]
+	mi := &file_crossdock_admin_v1_admin_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -890,7 +997,7 @@ func (x *GetClusterStatusResponse) String() string {
 func (*GetClusterStatusResponse) ProtoMessage() {}
 
 func (x *GetClusterStatusResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_crossdock_admin_v1_admin_proto_msgTypes[14]
+	mi := &file_crossdock_admin_v1_admin_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -903,7 +1010,7 @@ func (x *GetClusterStatusResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetClusterStatusResponse.ProtoReflect.Descriptor instead.
 func (*GetClusterStatusResponse) Descriptor() ([]byte, []int) {
-	return file_crossdock_admin_v1_admin_proto_rawDescGZIP(), []int{14}
+	return file_crossdock_admin_v1_admin_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *GetClusterStatusResponse) GetLeaderId() string {
@@ -944,7 +1051,7 @@ type Peer struct {
 
 func (x *Peer) Reset() {
 	*x = Peer{}
-	mi := &file_crossdock_admin_v1_admin_proto_msgTypes[15]
+	mi := &file_crossdock_admin_v1_admin_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -956,7 +1063,7 @@ func (x *Peer) String() string {
 func (*Peer) ProtoMessage() {}
 
 func (x *Peer) ProtoReflect() protoreflect.Message {
-	mi := &file_crossdock_admin_v1_admin_proto_msgTypes[15]
+	mi := &file_crossdock_admin_v1_admin_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -969,7 +1076,7 @@ func (x *Peer) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Peer.ProtoReflect.Descriptor instead.
 func (*Peer) Descriptor() ([]byte, []int) {
-	return file_crossdock_admin_v1_admin_proto_rawDescGZIP(), []int{15}
+	return file_crossdock_admin_v1_admin_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *Peer) GetId() string {
@@ -1023,7 +1130,7 @@ type RemovePeerRequest struct {
 
 func (x *RemovePeerRequest) Reset() {
 	*x = RemovePeerRequest{}
-	mi := &file_crossdock_admin_v1_admin_proto_msgTypes[16]
+	mi := &file_crossdock_admin_v1_admin_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1035,7 +1142,7 @@ func (x *RemovePeerRequest) String() string {
 func (*RemovePeerRequest) ProtoMessage() {}
 
 func (x *RemovePeerRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_crossdock_admin_v1_admin_proto_msgTypes[16]
+	mi := &file_crossdock_admin_v1_admin_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1048,7 +1155,7 @@ func (x *RemovePeerRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RemovePeerRequest.ProtoReflect.Descriptor instead.
 func (*RemovePeerRequest) Descriptor() ([]byte, []int) {
-	return file_crossdock_admin_v1_admin_proto_rawDescGZIP(), []int{16}
+	return file_crossdock_admin_v1_admin_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *RemovePeerRequest) GetId() string {
@@ -1066,7 +1173,7 @@ type RemovePeerResponse struct {
 
 func (x *RemovePeerResponse) Reset() {
 	*x = RemovePeerResponse{}
-	mi := &file_crossdock_admin_v1_admin_proto_msgTypes[17]
+	mi := &file_crossdock_admin_v1_admin_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1078,7 +1185,7 @@ func (x *RemovePeerResponse) String() string {
 func (*RemovePeerResponse) ProtoMessage() {}
 
 func (x *RemovePeerResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_crossdock_admin_v1_admin_proto_msgTypes[17]
+	mi := &file_crossdock_admin_v1_admin_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1091,14 +1198,14 @@ func (x *RemovePeerResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RemovePeerResponse.ProtoReflect.Descriptor instead.
 func (*RemovePeerResponse) Descriptor() ([]byte, []int) {
-	return file_crossdock_admin_v1_admin_proto_rawDescGZIP(), []int{17}
+	return file_crossdock_admin_v1_admin_proto_rawDescGZIP(), []int{19}
 }
 
 var File_crossdock_admin_v1_admin_proto protoreflect.FileDescriptor
 
 const file_crossdock_admin_v1_admin_proto_rawDesc = "" +
 	"\n" +
-	"\x1ecrossdock/admin/v1/admin.proto\x12\x12crossdock.admin.v1\x1a\x1ecrossdock/event/v1/event.proto\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\x93\x01\n" +
+	"\x1ecrossdock/admin/v1/admin.proto\x12\x12crossdock.admin.v1\x1a\x1ecrossdock/agent/v1/agent.proto\x1a\x1ecrossdock/event/v1/event.proto\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\x93\x01\n" +
 	"\x12CreateTokenRequest\x121\n" +
 	"\x04kind\x18\x01 \x01(\x0e2\x1d.crossdock.admin.v1.TokenKindR\x04kind\x12+\n" +
 	"\x03ttl\x18\x02 \x01(\v2\x19.google.protobuf.DurationR\x03ttl\x12\x1d\n" +
@@ -1127,7 +1234,15 @@ const file_crossdock_admin_v1_admin_proto_rawDesc = "" +
 	"remoteAddr\x12\x17\n" +
 	"\anode_id\x18\t \x01(\tR\x06nodeId\x127\n" +
 	"\tlast_seen\x18\n" +
-	" \x01(\v2\x1a.google.protobuf.TimestampR\blastSeen\"\xd6\x01\n" +
+	" \x01(\v2\x1a.google.protobuf.TimestampR\blastSeen\"&\n" +
+	"\x14DescribeAgentRequest\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id\"\xdf\x01\n" +
+	"\x15DescribeAgentResponse\x12/\n" +
+	"\x05agent\x18\x01 \x01(\v2\x19.crossdock.admin.v1.AgentR\x05agent\x12C\n" +
+	"\n" +
+	"connectors\x18\x02 \x03(\v2#.crossdock.agent.v1.ConnectorStatusR\n" +
+	"connectors\x12P\n" +
+	"\x16connectors_reported_at\x18\x03 \x01(\v2\x1a.google.protobuf.TimestampR\x14connectorsReportedAt\"\xd6\x01\n" +
 	"\x11ListEventsRequest\x12\x12\n" +
 	"\x04type\x18\x01 \x01(\tR\x04type\x12C\n" +
 	"\x04keys\x18\x02 \x03(\v2/.crossdock.admin.v1.ListEventsRequest.KeysEntryR\x04keys\x12\x19\n" +
@@ -1179,11 +1294,12 @@ const file_crossdock_admin_v1_admin_proto_rawDesc = "" +
 	"\tTokenKind\x12\x1a\n" +
 	"\x16TOKEN_KIND_UNSPECIFIED\x10\x00\x12\x14\n" +
 	"\x10TOKEN_KIND_AGENT\x10\x01\x12\x15\n" +
-	"\x11TOKEN_KIND_SERVER\x10\x022\xa6\x06\n" +
+	"\x11TOKEN_KIND_SERVER\x10\x022\x8c\a\n" +
 	"\fAdminService\x12^\n" +
 	"\vCreateToken\x12&.crossdock.admin.v1.CreateTokenRequest\x1a'.crossdock.admin.v1.CreateTokenResponse\x12[\n" +
 	"\n" +
-	"ListAgents\x12%.crossdock.admin.v1.ListAgentsRequest\x1a&.crossdock.admin.v1.ListAgentsResponse\x12[\n" +
+	"ListAgents\x12%.crossdock.admin.v1.ListAgentsRequest\x1a&.crossdock.admin.v1.ListAgentsResponse\x12d\n" +
+	"\rDescribeAgent\x12(.crossdock.admin.v1.DescribeAgentRequest\x1a).crossdock.admin.v1.DescribeAgentResponse\x12[\n" +
 	"\n" +
 	"ListEvents\x12%.crossdock.admin.v1.ListEventsRequest\x1a&.crossdock.admin.v1.ListEventsResponse\x12]\n" +
 	"\n" +
@@ -1207,7 +1323,7 @@ func file_crossdock_admin_v1_admin_proto_rawDescGZIP() []byte {
 }
 
 var file_crossdock_admin_v1_admin_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_crossdock_admin_v1_admin_proto_msgTypes = make([]protoimpl.MessageInfo, 20)
+var file_crossdock_admin_v1_admin_proto_msgTypes = make([]protoimpl.MessageInfo, 22)
 var file_crossdock_admin_v1_admin_proto_goTypes = []any{
 	(TokenKind)(0),                   // 0: crossdock.admin.v1.TokenKind
 	(*CreateTokenRequest)(nil),       // 1: crossdock.admin.v1.CreateTokenRequest
@@ -1215,59 +1331,67 @@ var file_crossdock_admin_v1_admin_proto_goTypes = []any{
 	(*ListAgentsRequest)(nil),        // 3: crossdock.admin.v1.ListAgentsRequest
 	(*ListAgentsResponse)(nil),       // 4: crossdock.admin.v1.ListAgentsResponse
 	(*Agent)(nil),                    // 5: crossdock.admin.v1.Agent
-	(*ListEventsRequest)(nil),        // 6: crossdock.admin.v1.ListEventsRequest
-	(*ListEventsResponse)(nil),       // 7: crossdock.admin.v1.ListEventsResponse
-	(*TailEventsRequest)(nil),        // 8: crossdock.admin.v1.TailEventsRequest
-	(*TailEventsResponse)(nil),       // 9: crossdock.admin.v1.TailEventsResponse
-	(*SaveSnapshotRequest)(nil),      // 10: crossdock.admin.v1.SaveSnapshotRequest
-	(*SaveSnapshotResponse)(nil),     // 11: crossdock.admin.v1.SaveSnapshotResponse
-	(*RestoreSnapshotRequest)(nil),   // 12: crossdock.admin.v1.RestoreSnapshotRequest
-	(*RestoreSnapshotResponse)(nil),  // 13: crossdock.admin.v1.RestoreSnapshotResponse
-	(*GetClusterStatusRequest)(nil),  // 14: crossdock.admin.v1.GetClusterStatusRequest
-	(*GetClusterStatusResponse)(nil), // 15: crossdock.admin.v1.GetClusterStatusResponse
-	(*Peer)(nil),                     // 16: crossdock.admin.v1.Peer
-	(*RemovePeerRequest)(nil),        // 17: crossdock.admin.v1.RemovePeerRequest
-	(*RemovePeerResponse)(nil),       // 18: crossdock.admin.v1.RemovePeerResponse
-	nil,                              // 19: crossdock.admin.v1.ListEventsRequest.KeysEntry
-	nil,                              // 20: crossdock.admin.v1.TailEventsRequest.KeysEntry
-	(*durationpb.Duration)(nil),      // 21: google.protobuf.Duration
-	(*timestamppb.Timestamp)(nil),    // 22: google.protobuf.Timestamp
-	(*v1.CommittedEvent)(nil),        // 23: crossdock.event.v1.CommittedEvent
+	(*DescribeAgentRequest)(nil),     // 6: crossdock.admin.v1.DescribeAgentRequest
+	(*DescribeAgentResponse)(nil),    // 7: crossdock.admin.v1.DescribeAgentResponse
+	(*ListEventsRequest)(nil),        // 8: crossdock.admin.v1.ListEventsRequest
+	(*ListEventsResponse)(nil),       // 9: crossdock.admin.v1.ListEventsResponse
+	(*TailEventsRequest)(nil),        // 10: crossdock.admin.v1.TailEventsRequest
+	(*TailEventsResponse)(nil),       // 11: crossdock.admin.v1.TailEventsResponse
+	(*SaveSnapshotRequest)(nil),      // 12: crossdock.admin.v1.SaveSnapshotRequest
+	(*SaveSnapshotResponse)(nil),     // 13: crossdock.admin.v1.SaveSnapshotResponse
+	(*RestoreSnapshotRequest)(nil),   // 14: crossdock.admin.v1.RestoreSnapshotRequest
+	(*RestoreSnapshotResponse)(nil),  // 15: crossdock.admin.v1.RestoreSnapshotResponse
+	(*GetClusterStatusRequest)(nil),  // 16: crossdock.admin.v1.GetClusterStatusRequest
+	(*GetClusterStatusResponse)(nil), // 17: crossdock.admin.v1.GetClusterStatusResponse
+	(*Peer)(nil),                     // 18: crossdock.admin.v1.Peer
+	(*RemovePeerRequest)(nil),        // 19: crossdock.admin.v1.RemovePeerRequest
+	(*RemovePeerResponse)(nil),       // 20: crossdock.admin.v1.RemovePeerResponse
+	nil,                              // 21: crossdock.admin.v1.ListEventsRequest.KeysEntry
+	nil,                              // 22: crossdock.admin.v1.TailEventsRequest.KeysEntry
+	(*durationpb.Duration)(nil),      // 23: google.protobuf.Duration
+	(*timestamppb.Timestamp)(nil),    // 24: google.protobuf.Timestamp
+	(*v1.ConnectorStatus)(nil),       // 25: crossdock.agent.v1.ConnectorStatus
+	(*v11.CommittedEvent)(nil),       // 26: crossdock.event.v1.CommittedEvent
 }
 var file_crossdock_admin_v1_admin_proto_depIdxs = []int32{
 	0,  // 0: crossdock.admin.v1.CreateTokenRequest.kind:type_name -> crossdock.admin.v1.TokenKind
-	21, // 1: crossdock.admin.v1.CreateTokenRequest.ttl:type_name -> google.protobuf.Duration
-	22, // 2: crossdock.admin.v1.CreateTokenResponse.expires_at:type_name -> google.protobuf.Timestamp
+	23, // 1: crossdock.admin.v1.CreateTokenRequest.ttl:type_name -> google.protobuf.Duration
+	24, // 2: crossdock.admin.v1.CreateTokenResponse.expires_at:type_name -> google.protobuf.Timestamp
 	5,  // 3: crossdock.admin.v1.ListAgentsResponse.agents:type_name -> crossdock.admin.v1.Agent
-	22, // 4: crossdock.admin.v1.Agent.enrolled_at:type_name -> google.protobuf.Timestamp
-	22, // 5: crossdock.admin.v1.Agent.last_seen:type_name -> google.protobuf.Timestamp
-	19, // 6: crossdock.admin.v1.ListEventsRequest.keys:type_name -> crossdock.admin.v1.ListEventsRequest.KeysEntry
-	23, // 7: crossdock.admin.v1.ListEventsResponse.events:type_name -> crossdock.event.v1.CommittedEvent
-	20, // 8: crossdock.admin.v1.TailEventsRequest.keys:type_name -> crossdock.admin.v1.TailEventsRequest.KeysEntry
-	23, // 9: crossdock.admin.v1.TailEventsResponse.event:type_name -> crossdock.event.v1.CommittedEvent
-	16, // 10: crossdock.admin.v1.GetClusterStatusResponse.peers:type_name -> crossdock.admin.v1.Peer
-	22, // 11: crossdock.admin.v1.Peer.last_contact:type_name -> google.protobuf.Timestamp
-	1,  // 12: crossdock.admin.v1.AdminService.CreateToken:input_type -> crossdock.admin.v1.CreateTokenRequest
-	3,  // 13: crossdock.admin.v1.AdminService.ListAgents:input_type -> crossdock.admin.v1.ListAgentsRequest
-	6,  // 14: crossdock.admin.v1.AdminService.ListEvents:input_type -> crossdock.admin.v1.ListEventsRequest
-	8,  // 15: crossdock.admin.v1.AdminService.TailEvents:input_type -> crossdock.admin.v1.TailEventsRequest
-	10, // 16: crossdock.admin.v1.AdminService.SaveSnapshot:input_type -> crossdock.admin.v1.SaveSnapshotRequest
-	12, // 17: crossdock.admin.v1.AdminService.RestoreSnapshot:input_type -> crossdock.admin.v1.RestoreSnapshotRequest
-	14, // 18: crossdock.admin.v1.AdminService.GetClusterStatus:input_type -> crossdock.admin.v1.GetClusterStatusRequest
-	17, // 19: crossdock.admin.v1.AdminService.RemovePeer:input_type -> crossdock.admin.v1.RemovePeerRequest
-	2,  // 20: crossdock.admin.v1.AdminService.CreateToken:output_type -> crossdock.admin.v1.CreateTokenResponse
-	4,  // 21: crossdock.admin.v1.AdminService.ListAgents:output_type -> crossdock.admin.v1.ListAgentsResponse
-	7,  // 22: crossdock.admin.v1.AdminService.ListEvents:output_type -> crossdock.admin.v1.ListEventsResponse
-	9,  // 23: crossdock.admin.v1.AdminService.TailEvents:output_type -> crossdock.admin.v1.TailEventsResponse
-	11, // 24: crossdock.admin.v1.AdminService.SaveSnapshot:output_type -> crossdock.admin.v1.SaveSnapshotResponse
-	13, // 25: crossdock.admin.v1.AdminService.RestoreSnapshot:output_type -> crossdock.admin.v1.RestoreSnapshotResponse
-	15, // 26: crossdock.admin.v1.AdminService.GetClusterStatus:output_type -> crossdock.admin.v1.GetClusterStatusResponse
-	18, // 27: crossdock.admin.v1.AdminService.RemovePeer:output_type -> crossdock.admin.v1.RemovePeerResponse
-	20, // [20:28] is the sub-list for method output_type
-	12, // [12:20] is the sub-list for method input_type
-	12, // [12:12] is the sub-list for extension type_name
-	12, // [12:12] is the sub-list for extension extendee
-	0,  // [0:12] is the sub-list for field type_name
+	24, // 4: crossdock.admin.v1.Agent.enrolled_at:type_name -> google.protobuf.Timestamp
+	24, // 5: crossdock.admin.v1.Agent.last_seen:type_name -> google.protobuf.Timestamp
+	5,  // 6: crossdock.admin.v1.DescribeAgentResponse.agent:type_name -> crossdock.admin.v1.Agent
+	25, // 7: crossdock.admin.v1.DescribeAgentResponse.connectors:type_name -> crossdock.agent.v1.ConnectorStatus
+	24, // 8: crossdock.admin.v1.DescribeAgentResponse.connectors_reported_at:type_name -> google.protobuf.Timestamp
+	21, // 9: crossdock.admin.v1.ListEventsRequest.keys:type_name -> crossdock.admin.v1.ListEventsRequest.KeysEntry
+	26, // 10: crossdock.admin.v1.ListEventsResponse.events:type_name -> crossdock.event.v1.CommittedEvent
+	22, // 11: crossdock.admin.v1.TailEventsRequest.keys:type_name -> crossdock.admin.v1.TailEventsRequest.KeysEntry
+	26, // 12: crossdock.admin.v1.TailEventsResponse.event:type_name -> crossdock.event.v1.CommittedEvent
+	18, // 13: crossdock.admin.v1.GetClusterStatusResponse.peers:type_name -> crossdock.admin.v1.Peer
+	24, // 14: crossdock.admin.v1.Peer.last_contact:type_name -> google.protobuf.Timestamp
+	1,  // 15: crossdock.admin.v1.AdminService.CreateToken:input_type -> crossdock.admin.v1.CreateTokenRequest
+	3,  // 16: crossdock.admin.v1.AdminService.ListAgents:input_type -> crossdock.admin.v1.ListAgentsRequest
+	6,  // 17: crossdock.admin.v1.AdminService.DescribeAgent:input_type -> crossdock.admin.v1.DescribeAgentRequest
+	8,  // 18: crossdock.admin.v1.AdminService.ListEvents:input_type -> crossdock.admin.v1.ListEventsRequest
+	10, // 19: crossdock.admin.v1.AdminService.TailEvents:input_type -> crossdock.admin.v1.TailEventsRequest
+	12, // 20: crossdock.admin.v1.AdminService.SaveSnapshot:input_type -> crossdock.admin.v1.SaveSnapshotRequest
+	14, // 21: crossdock.admin.v1.AdminService.RestoreSnapshot:input_type -> crossdock.admin.v1.RestoreSnapshotRequest
+	16, // 22: crossdock.admin.v1.AdminService.GetClusterStatus:input_type -> crossdock.admin.v1.GetClusterStatusRequest
+	19, // 23: crossdock.admin.v1.AdminService.RemovePeer:input_type -> crossdock.admin.v1.RemovePeerRequest
+	2,  // 24: crossdock.admin.v1.AdminService.CreateToken:output_type -> crossdock.admin.v1.CreateTokenResponse
+	4,  // 25: crossdock.admin.v1.AdminService.ListAgents:output_type -> crossdock.admin.v1.ListAgentsResponse
+	7,  // 26: crossdock.admin.v1.AdminService.DescribeAgent:output_type -> crossdock.admin.v1.DescribeAgentResponse
+	9,  // 27: crossdock.admin.v1.AdminService.ListEvents:output_type -> crossdock.admin.v1.ListEventsResponse
+	11, // 28: crossdock.admin.v1.AdminService.TailEvents:output_type -> crossdock.admin.v1.TailEventsResponse
+	13, // 29: crossdock.admin.v1.AdminService.SaveSnapshot:output_type -> crossdock.admin.v1.SaveSnapshotResponse
+	15, // 30: crossdock.admin.v1.AdminService.RestoreSnapshot:output_type -> crossdock.admin.v1.RestoreSnapshotResponse
+	17, // 31: crossdock.admin.v1.AdminService.GetClusterStatus:output_type -> crossdock.admin.v1.GetClusterStatusResponse
+	20, // 32: crossdock.admin.v1.AdminService.RemovePeer:output_type -> crossdock.admin.v1.RemovePeerResponse
+	24, // [24:33] is the sub-list for method output_type
+	15, // [15:24] is the sub-list for method input_type
+	15, // [15:15] is the sub-list for extension type_name
+	15, // [15:15] is the sub-list for extension extendee
+	0,  // [0:15] is the sub-list for field type_name
 }
 
 func init() { file_crossdock_admin_v1_admin_proto_init() }
@@ -1281,7 +1405,7 @@ func file_crossdock_admin_v1_admin_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_crossdock_admin_v1_admin_proto_rawDesc), len(file_crossdock_admin_v1_admin_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   20,
+			NumMessages:   22,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -233,8 +233,10 @@ type AgentStatus struct {
 	ConnectedSince *timestamppb.Timestamp `protobuf:"bytes,6,opt,name=connected_since,json=connectedSince,proto3" json:"connected_since,omitempty"`
 	Outbox         *OutboxStatus          `protobuf:"bytes,7,opt,name=outbox,proto3" json:"outbox,omitempty"`
 	CommittedSeq   uint64                 `protobuf:"varint,8,opt,name=committed_seq,json=committedSeq,proto3" json:"committed_seq,omitempty"`
-	unknownFields  protoimpl.UnknownFields
-	sizeCache      protoimpl.SizeCache
+	// The connectors in the agent's config file, in config order.
+	Connectors    []*ConnectorStatus `protobuf:"bytes,9,rep,name=connectors,proto3" json:"connectors,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *AgentStatus) Reset() {
@@ -323,6 +325,175 @@ func (x *AgentStatus) GetCommittedSeq() uint64 {
 	return 0
 }
 
+func (x *AgentStatus) GetConnectors() []*ConnectorStatus {
+	if x != nil {
+		return x.Connectors
+	}
+	return nil
+}
+
+// ConnectorStatus is the state of one connector plugin run by the agent.
+type ConnectorStatus struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Name  string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	// "builtin:<type>" or the plugin binary's path.
+	Plugin string `protobuf:"bytes,2,opt,name=plugin,proto3" json:"plugin,omitempty"`
+	// "starting", "running", "restarting" (after a crash or an error, with backoff),
+	// "stalled" (the source produced an event the agent refuses; retried with backoff),
+	// "failed" (bad settings, checksum or protocol: not retried until the agent restarts)
+	// or "stopped".
+	State string `protobuf:"bytes,3,opt,name=state,proto3" json:"state,omitempty"`
+	// Why the connector is not running, or the last error it had.
+	LastError string `protobuf:"bytes,4,opt,name=last_error,json=lastError,proto3" json:"last_error,omitempty"`
+	// Consecutive failed attempts (0 while healthy).
+	Attempt uint32 `protobuf:"varint,5,opt,name=attempt,proto3" json:"attempt,omitempty"`
+	// Restarts since the agent started.
+	Restarts   uint32                 `protobuf:"varint,6,opt,name=restarts,proto3" json:"restarts,omitempty"`
+	StateSince *timestamppb.Timestamp `protobuf:"bytes,7,opt,name=state_since,json=stateSince,proto3" json:"state_since,omitempty"`
+	// When the next attempt starts, while restarting or stalled.
+	NextAttempt *timestamppb.Timestamp `protobuf:"bytes,8,opt,name=next_attempt,json=nextAttempt,proto3" json:"next_attempt,omitempty"`
+	// Last source position committed in the outbox.
+	Position string `protobuf:"bytes,9,opt,name=position,proto3" json:"position,omitempty"`
+	// Events captured into the outbox since the agent started.
+	EventsCaptured uint64 `protobuf:"varint,10,opt,name=events_captured,json=eventsCaptured,proto3" json:"events_captured,omitempty"`
+	// From the plugin's spec.
+	Version string `protobuf:"bytes,11,opt,name=version,proto3" json:"version,omitempty"`
+	Source  bool   `protobuf:"varint,12,opt,name=source,proto3" json:"source,omitempty"`
+	Sink    bool   `protobuf:"varint,13,opt,name=sink,proto3" json:"sink,omitempty"`
+	// Process id of the plugin while it runs.
+	Pid           int32 `protobuf:"varint,14,opt,name=pid,proto3" json:"pid,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ConnectorStatus) Reset() {
+	*x = ConnectorStatus{}
+	mi := &file_crossdock_agent_v1_agent_proto_msgTypes[5]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ConnectorStatus) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ConnectorStatus) ProtoMessage() {}
+
+func (x *ConnectorStatus) ProtoReflect() protoreflect.Message {
+	mi := &file_crossdock_agent_v1_agent_proto_msgTypes[5]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ConnectorStatus.ProtoReflect.Descriptor instead.
+func (*ConnectorStatus) Descriptor() ([]byte, []int) {
+	return file_crossdock_agent_v1_agent_proto_rawDescGZIP(), []int{5}
+}
+
+func (x *ConnectorStatus) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *ConnectorStatus) GetPlugin() string {
+	if x != nil {
+		return x.Plugin
+	}
+	return ""
+}
+
+func (x *ConnectorStatus) GetState() string {
+	if x != nil {
+		return x.State
+	}
+	return ""
+}
+
+func (x *ConnectorStatus) GetLastError() string {
+	if x != nil {
+		return x.LastError
+	}
+	return ""
+}
+
+func (x *ConnectorStatus) GetAttempt() uint32 {
+	if x != nil {
+		return x.Attempt
+	}
+	return 0
+}
+
+func (x *ConnectorStatus) GetRestarts() uint32 {
+	if x != nil {
+		return x.Restarts
+	}
+	return 0
+}
+
+func (x *ConnectorStatus) GetStateSince() *timestamppb.Timestamp {
+	if x != nil {
+		return x.StateSince
+	}
+	return nil
+}
+
+func (x *ConnectorStatus) GetNextAttempt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.NextAttempt
+	}
+	return nil
+}
+
+func (x *ConnectorStatus) GetPosition() string {
+	if x != nil {
+		return x.Position
+	}
+	return ""
+}
+
+func (x *ConnectorStatus) GetEventsCaptured() uint64 {
+	if x != nil {
+		return x.EventsCaptured
+	}
+	return 0
+}
+
+func (x *ConnectorStatus) GetVersion() string {
+	if x != nil {
+		return x.Version
+	}
+	return ""
+}
+
+func (x *ConnectorStatus) GetSource() bool {
+	if x != nil {
+		return x.Source
+	}
+	return false
+}
+
+func (x *ConnectorStatus) GetSink() bool {
+	if x != nil {
+		return x.Sink
+	}
+	return false
+}
+
+func (x *ConnectorStatus) GetPid() int32 {
+	if x != nil {
+		return x.Pid
+	}
+	return 0
+}
+
 // OutboxStatus describes the agent's durable buffer.
 type OutboxStatus struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
@@ -339,7 +510,7 @@ type OutboxStatus struct {
 
 func (x *OutboxStatus) Reset() {
 	*x = OutboxStatus{}
-	mi := &file_crossdock_agent_v1_agent_proto_msgTypes[5]
+	mi := &file_crossdock_agent_v1_agent_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -351,7 +522,7 @@ func (x *OutboxStatus) String() string {
 func (*OutboxStatus) ProtoMessage() {}
 
 func (x *OutboxStatus) ProtoReflect() protoreflect.Message {
-	mi := &file_crossdock_agent_v1_agent_proto_msgTypes[5]
+	mi := &file_crossdock_agent_v1_agent_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -364,7 +535,7 @@ func (x *OutboxStatus) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use OutboxStatus.ProtoReflect.Descriptor instead.
 func (*OutboxStatus) Descriptor() ([]byte, []int) {
-	return file_crossdock_agent_v1_agent_proto_rawDescGZIP(), []int{5}
+	return file_crossdock_agent_v1_agent_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *OutboxStatus) GetPendingEvents() uint64 {
@@ -423,7 +594,7 @@ const file_crossdock_agent_v1_agent_proto_rawDesc = "" +
 	"\x03ids\x18\x03 \x03(\tR\x03ids\"\x12\n" +
 	"\x10GetStatusRequest\"L\n" +
 	"\x11GetStatusResponse\x127\n" +
-	"\x06status\x18\x01 \x01(\v2\x1f.crossdock.agent.v1.AgentStatusR\x06status\"\xc4\x02\n" +
+	"\x06status\x18\x01 \x01(\v2\x1f.crossdock.agent.v1.AgentStatusR\x06status\"\x89\x03\n" +
 	"\vAgentStatus\x12\x19\n" +
 	"\bagent_id\x18\x01 \x01(\tR\aagentId\x12!\n" +
 	"\fuplink_state\x18\x02 \x01(\tR\vuplinkState\x12\x1c\n" +
@@ -433,7 +604,28 @@ const file_crossdock_agent_v1_agent_proto_rawDesc = "" +
 	"last_error\x18\x05 \x01(\tR\tlastError\x12C\n" +
 	"\x0fconnected_since\x18\x06 \x01(\v2\x1a.google.protobuf.TimestampR\x0econnectedSince\x128\n" +
 	"\x06outbox\x18\a \x01(\v2 .crossdock.agent.v1.OutboxStatusR\x06outbox\x12#\n" +
-	"\rcommitted_seq\x18\b \x01(\x04R\fcommittedSeq\"\xd7\x01\n" +
+	"\rcommitted_seq\x18\b \x01(\x04R\fcommittedSeq\x12C\n" +
+	"\n" +
+	"connectors\x18\t \x03(\v2#.crossdock.agent.v1.ConnectorStatusR\n" +
+	"connectors\"\xc1\x03\n" +
+	"\x0fConnectorStatus\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12\x16\n" +
+	"\x06plugin\x18\x02 \x01(\tR\x06plugin\x12\x14\n" +
+	"\x05state\x18\x03 \x01(\tR\x05state\x12\x1d\n" +
+	"\n" +
+	"last_error\x18\x04 \x01(\tR\tlastError\x12\x18\n" +
+	"\aattempt\x18\x05 \x01(\rR\aattempt\x12\x1a\n" +
+	"\brestarts\x18\x06 \x01(\rR\brestarts\x12;\n" +
+	"\vstate_since\x18\a \x01(\v2\x1a.google.protobuf.TimestampR\n" +
+	"stateSince\x12=\n" +
+	"\fnext_attempt\x18\b \x01(\v2\x1a.google.protobuf.TimestampR\vnextAttempt\x12\x1a\n" +
+	"\bposition\x18\t \x01(\tR\bposition\x12'\n" +
+	"\x0fevents_captured\x18\n" +
+	" \x01(\x04R\x0eeventsCaptured\x12\x18\n" +
+	"\aversion\x18\v \x01(\tR\aversion\x12\x16\n" +
+	"\x06source\x18\f \x01(\bR\x06source\x12\x12\n" +
+	"\x04sink\x18\r \x01(\bR\x04sink\x12\x10\n" +
+	"\x03pid\x18\x0e \x01(\x05R\x03pid\"\xd7\x01\n" +
 	"\fOutboxStatus\x12%\n" +
 	"\x0epending_events\x18\x01 \x01(\x04R\rpendingEvents\x12#\n" +
 	"\rpending_bytes\x18\x02 \x01(\x04R\fpendingBytes\x12\x1f\n" +
@@ -458,31 +650,35 @@ func file_crossdock_agent_v1_agent_proto_rawDescGZIP() []byte {
 	return file_crossdock_agent_v1_agent_proto_rawDescData
 }
 
-var file_crossdock_agent_v1_agent_proto_msgTypes = make([]protoimpl.MessageInfo, 6)
+var file_crossdock_agent_v1_agent_proto_msgTypes = make([]protoimpl.MessageInfo, 7)
 var file_crossdock_agent_v1_agent_proto_goTypes = []any{
 	(*PublishRequest)(nil),        // 0: crossdock.agent.v1.PublishRequest
 	(*PublishResponse)(nil),       // 1: crossdock.agent.v1.PublishResponse
 	(*GetStatusRequest)(nil),      // 2: crossdock.agent.v1.GetStatusRequest
 	(*GetStatusResponse)(nil),     // 3: crossdock.agent.v1.GetStatusResponse
 	(*AgentStatus)(nil),           // 4: crossdock.agent.v1.AgentStatus
-	(*OutboxStatus)(nil),          // 5: crossdock.agent.v1.OutboxStatus
-	(*v1.Event)(nil),              // 6: crossdock.event.v1.Event
-	(*timestamppb.Timestamp)(nil), // 7: google.protobuf.Timestamp
+	(*ConnectorStatus)(nil),       // 5: crossdock.agent.v1.ConnectorStatus
+	(*OutboxStatus)(nil),          // 6: crossdock.agent.v1.OutboxStatus
+	(*v1.Event)(nil),              // 7: crossdock.event.v1.Event
+	(*timestamppb.Timestamp)(nil), // 8: google.protobuf.Timestamp
 }
 var file_crossdock_agent_v1_agent_proto_depIdxs = []int32{
-	6, // 0: crossdock.agent.v1.PublishRequest.events:type_name -> crossdock.event.v1.Event
+	7, // 0: crossdock.agent.v1.PublishRequest.events:type_name -> crossdock.event.v1.Event
 	4, // 1: crossdock.agent.v1.GetStatusResponse.status:type_name -> crossdock.agent.v1.AgentStatus
-	7, // 2: crossdock.agent.v1.AgentStatus.connected_since:type_name -> google.protobuf.Timestamp
-	5, // 3: crossdock.agent.v1.AgentStatus.outbox:type_name -> crossdock.agent.v1.OutboxStatus
-	0, // 4: crossdock.agent.v1.AgentService.Publish:input_type -> crossdock.agent.v1.PublishRequest
-	2, // 5: crossdock.agent.v1.AgentService.GetStatus:input_type -> crossdock.agent.v1.GetStatusRequest
-	1, // 6: crossdock.agent.v1.AgentService.Publish:output_type -> crossdock.agent.v1.PublishResponse
-	3, // 7: crossdock.agent.v1.AgentService.GetStatus:output_type -> crossdock.agent.v1.GetStatusResponse
-	6, // [6:8] is the sub-list for method output_type
-	4, // [4:6] is the sub-list for method input_type
-	4, // [4:4] is the sub-list for extension type_name
-	4, // [4:4] is the sub-list for extension extendee
-	0, // [0:4] is the sub-list for field type_name
+	8, // 2: crossdock.agent.v1.AgentStatus.connected_since:type_name -> google.protobuf.Timestamp
+	6, // 3: crossdock.agent.v1.AgentStatus.outbox:type_name -> crossdock.agent.v1.OutboxStatus
+	5, // 4: crossdock.agent.v1.AgentStatus.connectors:type_name -> crossdock.agent.v1.ConnectorStatus
+	8, // 5: crossdock.agent.v1.ConnectorStatus.state_since:type_name -> google.protobuf.Timestamp
+	8, // 6: crossdock.agent.v1.ConnectorStatus.next_attempt:type_name -> google.protobuf.Timestamp
+	0, // 7: crossdock.agent.v1.AgentService.Publish:input_type -> crossdock.agent.v1.PublishRequest
+	2, // 8: crossdock.agent.v1.AgentService.GetStatus:input_type -> crossdock.agent.v1.GetStatusRequest
+	1, // 9: crossdock.agent.v1.AgentService.Publish:output_type -> crossdock.agent.v1.PublishResponse
+	3, // 10: crossdock.agent.v1.AgentService.GetStatus:output_type -> crossdock.agent.v1.GetStatusResponse
+	9, // [9:11] is the sub-list for method output_type
+	7, // [7:9] is the sub-list for method input_type
+	7, // [7:7] is the sub-list for extension type_name
+	7, // [7:7] is the sub-list for extension extendee
+	0, // [0:7] is the sub-list for field type_name
 }
 
 func init() { file_crossdock_agent_v1_agent_proto_init() }
@@ -496,7 +692,7 @@ func file_crossdock_agent_v1_agent_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_crossdock_agent_v1_agent_proto_rawDesc), len(file_crossdock_agent_v1_agent_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   6,
+			NumMessages:   7,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

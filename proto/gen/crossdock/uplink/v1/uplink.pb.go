@@ -10,7 +10,8 @@
 package uplinkv1
 
 import (
-	v1 "github.com/crossdock/crossdock/proto/gen/crossdock/event/v1"
+	v1 "github.com/crossdock/crossdock/proto/gen/crossdock/agent/v1"
+	v11 "github.com/crossdock/crossdock/proto/gen/crossdock/event/v1"
 	protoreflect "google.golang.org/protobuf/reflect/protoreflect"
 	protoimpl "google.golang.org/protobuf/runtime/protoimpl"
 	reflect "reflect"
@@ -155,6 +156,7 @@ type StreamRequest struct {
 	//
 	//	*StreamRequest_Hello
 	//	*StreamRequest_Batch
+	//	*StreamRequest_Connectors
 	Msg           isStreamRequest_Msg `protobuf_oneof:"msg"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -215,6 +217,15 @@ func (x *StreamRequest) GetBatch() *Batch {
 	return nil
 }
 
+func (x *StreamRequest) GetConnectors() *ConnectorReport {
+	if x != nil {
+		if x, ok := x.Msg.(*StreamRequest_Connectors); ok {
+			return x.Connectors
+		}
+	}
+	return nil
+}
+
 type isStreamRequest_Msg interface {
 	isStreamRequest_Msg()
 }
@@ -227,9 +238,61 @@ type StreamRequest_Batch struct {
 	Batch *Batch `protobuf:"bytes,2,opt,name=batch,proto3,oneof"`
 }
 
+type StreamRequest_Connectors struct {
+	Connectors *ConnectorReport `protobuf:"bytes,3,opt,name=connectors,proto3,oneof"`
+}
+
 func (*StreamRequest_Hello) isStreamRequest_Msg() {}
 
 func (*StreamRequest_Batch) isStreamRequest_Msg() {}
+
+func (*StreamRequest_Connectors) isStreamRequest_Msg() {}
+
+// ConnectorReport is the state of every connector of the agent, sent after Hello and
+// whenever a state changes. The control plane keeps the latest one per agent.
+type ConnectorReport struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Connectors    []*v1.ConnectorStatus  `protobuf:"bytes,1,rep,name=connectors,proto3" json:"connectors,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ConnectorReport) Reset() {
+	*x = ConnectorReport{}
+	mi := &file_crossdock_uplink_v1_uplink_proto_msgTypes[3]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ConnectorReport) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ConnectorReport) ProtoMessage() {}
+
+func (x *ConnectorReport) ProtoReflect() protoreflect.Message {
+	mi := &file_crossdock_uplink_v1_uplink_proto_msgTypes[3]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ConnectorReport.ProtoReflect.Descriptor instead.
+func (*ConnectorReport) Descriptor() ([]byte, []int) {
+	return file_crossdock_uplink_v1_uplink_proto_rawDescGZIP(), []int{3}
+}
+
+func (x *ConnectorReport) GetConnectors() []*v1.ConnectorStatus {
+	if x != nil {
+		return x.Connectors
+	}
+	return nil
+}
 
 // Hello opens a stream.
 type Hello struct {
@@ -244,7 +307,7 @@ type Hello struct {
 
 func (x *Hello) Reset() {
 	*x = Hello{}
-	mi := &file_crossdock_uplink_v1_uplink_proto_msgTypes[3]
+	mi := &file_crossdock_uplink_v1_uplink_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -256,7 +319,7 @@ func (x *Hello) String() string {
 func (*Hello) ProtoMessage() {}
 
 func (x *Hello) ProtoReflect() protoreflect.Message {
-	mi := &file_crossdock_uplink_v1_uplink_proto_msgTypes[3]
+	mi := &file_crossdock_uplink_v1_uplink_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -269,7 +332,7 @@ func (x *Hello) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Hello.ProtoReflect.Descriptor instead.
 func (*Hello) Descriptor() ([]byte, []int) {
-	return file_crossdock_uplink_v1_uplink_proto_rawDescGZIP(), []int{3}
+	return file_crossdock_uplink_v1_uplink_proto_rawDescGZIP(), []int{4}
 }
 
 func (x *Hello) GetAgentVersion() string {
@@ -303,7 +366,7 @@ type Batch struct {
 
 func (x *Batch) Reset() {
 	*x = Batch{}
-	mi := &file_crossdock_uplink_v1_uplink_proto_msgTypes[4]
+	mi := &file_crossdock_uplink_v1_uplink_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -315,7 +378,7 @@ func (x *Batch) String() string {
 func (*Batch) ProtoMessage() {}
 
 func (x *Batch) ProtoReflect() protoreflect.Message {
-	mi := &file_crossdock_uplink_v1_uplink_proto_msgTypes[4]
+	mi := &file_crossdock_uplink_v1_uplink_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -328,7 +391,7 @@ func (x *Batch) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Batch.ProtoReflect.Descriptor instead.
 func (*Batch) Descriptor() ([]byte, []int) {
-	return file_crossdock_uplink_v1_uplink_proto_rawDescGZIP(), []int{4}
+	return file_crossdock_uplink_v1_uplink_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *Batch) GetEvents() []*OutboxEvent {
@@ -342,14 +405,14 @@ func (x *Batch) GetEvents() []*OutboxEvent {
 type OutboxEvent struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Seq           uint64                 `protobuf:"varint,1,opt,name=seq,proto3" json:"seq,omitempty"`
-	Event         *v1.Event              `protobuf:"bytes,2,opt,name=event,proto3" json:"event,omitempty"`
+	Event         *v11.Event             `protobuf:"bytes,2,opt,name=event,proto3" json:"event,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *OutboxEvent) Reset() {
 	*x = OutboxEvent{}
-	mi := &file_crossdock_uplink_v1_uplink_proto_msgTypes[5]
+	mi := &file_crossdock_uplink_v1_uplink_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -361,7 +424,7 @@ func (x *OutboxEvent) String() string {
 func (*OutboxEvent) ProtoMessage() {}
 
 func (x *OutboxEvent) ProtoReflect() protoreflect.Message {
-	mi := &file_crossdock_uplink_v1_uplink_proto_msgTypes[5]
+	mi := &file_crossdock_uplink_v1_uplink_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -374,7 +437,7 @@ func (x *OutboxEvent) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use OutboxEvent.ProtoReflect.Descriptor instead.
 func (*OutboxEvent) Descriptor() ([]byte, []int) {
-	return file_crossdock_uplink_v1_uplink_proto_rawDescGZIP(), []int{5}
+	return file_crossdock_uplink_v1_uplink_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *OutboxEvent) GetSeq() uint64 {
@@ -384,7 +447,7 @@ func (x *OutboxEvent) GetSeq() uint64 {
 	return 0
 }
 
-func (x *OutboxEvent) GetEvent() *v1.Event {
+func (x *OutboxEvent) GetEvent() *v11.Event {
 	if x != nil {
 		return x.Event
 	}
@@ -405,7 +468,7 @@ type StreamResponse struct {
 
 func (x *StreamResponse) Reset() {
 	*x = StreamResponse{}
-	mi := &file_crossdock_uplink_v1_uplink_proto_msgTypes[6]
+	mi := &file_crossdock_uplink_v1_uplink_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -417,7 +480,7 @@ func (x *StreamResponse) String() string {
 func (*StreamResponse) ProtoMessage() {}
 
 func (x *StreamResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_crossdock_uplink_v1_uplink_proto_msgTypes[6]
+	mi := &file_crossdock_uplink_v1_uplink_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -430,7 +493,7 @@ func (x *StreamResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StreamResponse.ProtoReflect.Descriptor instead.
 func (*StreamResponse) Descriptor() ([]byte, []int) {
-	return file_crossdock_uplink_v1_uplink_proto_rawDescGZIP(), []int{6}
+	return file_crossdock_uplink_v1_uplink_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *StreamResponse) GetMsg() isStreamResponse_Msg {
@@ -486,7 +549,7 @@ type Welcome struct {
 
 func (x *Welcome) Reset() {
 	*x = Welcome{}
-	mi := &file_crossdock_uplink_v1_uplink_proto_msgTypes[7]
+	mi := &file_crossdock_uplink_v1_uplink_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -498,7 +561,7 @@ func (x *Welcome) String() string {
 func (*Welcome) ProtoMessage() {}
 
 func (x *Welcome) ProtoReflect() protoreflect.Message {
-	mi := &file_crossdock_uplink_v1_uplink_proto_msgTypes[7]
+	mi := &file_crossdock_uplink_v1_uplink_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -511,7 +574,7 @@ func (x *Welcome) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Welcome.ProtoReflect.Descriptor instead.
 func (*Welcome) Descriptor() ([]byte, []int) {
-	return file_crossdock_uplink_v1_uplink_proto_rawDescGZIP(), []int{7}
+	return file_crossdock_uplink_v1_uplink_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *Welcome) GetCommittedSeq() uint64 {
@@ -548,7 +611,7 @@ type Ack struct {
 
 func (x *Ack) Reset() {
 	*x = Ack{}
-	mi := &file_crossdock_uplink_v1_uplink_proto_msgTypes[8]
+	mi := &file_crossdock_uplink_v1_uplink_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -560,7 +623,7 @@ func (x *Ack) String() string {
 func (*Ack) ProtoMessage() {}
 
 func (x *Ack) ProtoReflect() protoreflect.Message {
-	mi := &file_crossdock_uplink_v1_uplink_proto_msgTypes[8]
+	mi := &file_crossdock_uplink_v1_uplink_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -573,7 +636,7 @@ func (x *Ack) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Ack.ProtoReflect.Descriptor instead.
 func (*Ack) Descriptor() ([]byte, []int) {
-	return file_crossdock_uplink_v1_uplink_proto_rawDescGZIP(), []int{8}
+	return file_crossdock_uplink_v1_uplink_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *Ack) GetCommittedSeq() uint64 {
@@ -601,7 +664,7 @@ var File_crossdock_uplink_v1_uplink_proto protoreflect.FileDescriptor
 
 const file_crossdock_uplink_v1_uplink_proto_rawDesc = "" +
 	"\n" +
-	" crossdock/uplink/v1/uplink.proto\x12\x13crossdock.uplink.v1\x1a\x1ecrossdock/event/v1/event.proto\"]\n" +
+	" crossdock/uplink/v1/uplink.proto\x12\x13crossdock.uplink.v1\x1a\x1ecrossdock/agent/v1/agent.proto\x1a\x1ecrossdock/event/v1/event.proto\"]\n" +
 	"\rEnrollRequest\x12\x14\n" +
 	"\x05token\x18\x01 \x01(\tR\x05token\x12\x17\n" +
 	"\acsr_pem\x18\x02 \x01(\tR\x06csrPem\x12\x1d\n" +
@@ -610,11 +673,18 @@ const file_crossdock_uplink_v1_uplink_proto_rawDesc = "" +
 	"\x0eEnrollResponse\x12\x19\n" +
 	"\bagent_id\x18\x01 \x01(\tR\aagentId\x12'\n" +
 	"\x0fcertificate_pem\x18\x02 \x01(\tR\x0ecertificatePem\x12\x15\n" +
-	"\x06ca_pem\x18\x03 \x01(\tR\x05caPem\"~\n" +
+	"\x06ca_pem\x18\x03 \x01(\tR\x05caPem\"\xc6\x01\n" +
 	"\rStreamRequest\x122\n" +
 	"\x05hello\x18\x01 \x01(\v2\x1a.crossdock.uplink.v1.HelloH\x00R\x05hello\x122\n" +
-	"\x05batch\x18\x02 \x01(\v2\x1a.crossdock.uplink.v1.BatchH\x00R\x05batchB\x05\n" +
-	"\x03msg\"~\n" +
+	"\x05batch\x18\x02 \x01(\v2\x1a.crossdock.uplink.v1.BatchH\x00R\x05batch\x12F\n" +
+	"\n" +
+	"connectors\x18\x03 \x01(\v2$.crossdock.uplink.v1.ConnectorReportH\x00R\n" +
+	"connectorsB\x05\n" +
+	"\x03msg\"V\n" +
+	"\x0fConnectorReport\x12C\n" +
+	"\n" +
+	"connectors\x18\x01 \x03(\v2#.crossdock.agent.v1.ConnectorStatusR\n" +
+	"connectors\"~\n" +
 	"\x05Hello\x12#\n" +
 	"\ragent_version\x18\x01 \x01(\tR\fagentVersion\x12(\n" +
 	"\x10outbox_first_seq\x18\x02 \x01(\x04R\x0eoutboxFirstSeq\x12&\n" +
@@ -654,35 +724,39 @@ func file_crossdock_uplink_v1_uplink_proto_rawDescGZIP() []byte {
 	return file_crossdock_uplink_v1_uplink_proto_rawDescData
 }
 
-var file_crossdock_uplink_v1_uplink_proto_msgTypes = make([]protoimpl.MessageInfo, 9)
+var file_crossdock_uplink_v1_uplink_proto_msgTypes = make([]protoimpl.MessageInfo, 10)
 var file_crossdock_uplink_v1_uplink_proto_goTypes = []any{
-	(*EnrollRequest)(nil),  // 0: crossdock.uplink.v1.EnrollRequest
-	(*EnrollResponse)(nil), // 1: crossdock.uplink.v1.EnrollResponse
-	(*StreamRequest)(nil),  // 2: crossdock.uplink.v1.StreamRequest
-	(*Hello)(nil),          // 3: crossdock.uplink.v1.Hello
-	(*Batch)(nil),          // 4: crossdock.uplink.v1.Batch
-	(*OutboxEvent)(nil),    // 5: crossdock.uplink.v1.OutboxEvent
-	(*StreamResponse)(nil), // 6: crossdock.uplink.v1.StreamResponse
-	(*Welcome)(nil),        // 7: crossdock.uplink.v1.Welcome
-	(*Ack)(nil),            // 8: crossdock.uplink.v1.Ack
-	(*v1.Event)(nil),       // 9: crossdock.event.v1.Event
+	(*EnrollRequest)(nil),      // 0: crossdock.uplink.v1.EnrollRequest
+	(*EnrollResponse)(nil),     // 1: crossdock.uplink.v1.EnrollResponse
+	(*StreamRequest)(nil),      // 2: crossdock.uplink.v1.StreamRequest
+	(*ConnectorReport)(nil),    // 3: crossdock.uplink.v1.ConnectorReport
+	(*Hello)(nil),              // 4: crossdock.uplink.v1.Hello
+	(*Batch)(nil),              // 5: crossdock.uplink.v1.Batch
+	(*OutboxEvent)(nil),        // 6: crossdock.uplink.v1.OutboxEvent
+	(*StreamResponse)(nil),     // 7: crossdock.uplink.v1.StreamResponse
+	(*Welcome)(nil),            // 8: crossdock.uplink.v1.Welcome
+	(*Ack)(nil),                // 9: crossdock.uplink.v1.Ack
+	(*v1.ConnectorStatus)(nil), // 10: crossdock.agent.v1.ConnectorStatus
+	(*v11.Event)(nil),          // 11: crossdock.event.v1.Event
 }
 var file_crossdock_uplink_v1_uplink_proto_depIdxs = []int32{
-	3, // 0: crossdock.uplink.v1.StreamRequest.hello:type_name -> crossdock.uplink.v1.Hello
-	4, // 1: crossdock.uplink.v1.StreamRequest.batch:type_name -> crossdock.uplink.v1.Batch
-	5, // 2: crossdock.uplink.v1.Batch.events:type_name -> crossdock.uplink.v1.OutboxEvent
-	9, // 3: crossdock.uplink.v1.OutboxEvent.event:type_name -> crossdock.event.v1.Event
-	7, // 4: crossdock.uplink.v1.StreamResponse.welcome:type_name -> crossdock.uplink.v1.Welcome
-	8, // 5: crossdock.uplink.v1.StreamResponse.ack:type_name -> crossdock.uplink.v1.Ack
-	0, // 6: crossdock.uplink.v1.UplinkService.Enroll:input_type -> crossdock.uplink.v1.EnrollRequest
-	2, // 7: crossdock.uplink.v1.UplinkService.Stream:input_type -> crossdock.uplink.v1.StreamRequest
-	1, // 8: crossdock.uplink.v1.UplinkService.Enroll:output_type -> crossdock.uplink.v1.EnrollResponse
-	6, // 9: crossdock.uplink.v1.UplinkService.Stream:output_type -> crossdock.uplink.v1.StreamResponse
-	8, // [8:10] is the sub-list for method output_type
-	6, // [6:8] is the sub-list for method input_type
-	6, // [6:6] is the sub-list for extension type_name
-	6, // [6:6] is the sub-list for extension extendee
-	0, // [0:6] is the sub-list for field type_name
+	4,  // 0: crossdock.uplink.v1.StreamRequest.hello:type_name -> crossdock.uplink.v1.Hello
+	5,  // 1: crossdock.uplink.v1.StreamRequest.batch:type_name -> crossdock.uplink.v1.Batch
+	3,  // 2: crossdock.uplink.v1.StreamRequest.connectors:type_name -> crossdock.uplink.v1.ConnectorReport
+	10, // 3: crossdock.uplink.v1.ConnectorReport.connectors:type_name -> crossdock.agent.v1.ConnectorStatus
+	6,  // 4: crossdock.uplink.v1.Batch.events:type_name -> crossdock.uplink.v1.OutboxEvent
+	11, // 5: crossdock.uplink.v1.OutboxEvent.event:type_name -> crossdock.event.v1.Event
+	8,  // 6: crossdock.uplink.v1.StreamResponse.welcome:type_name -> crossdock.uplink.v1.Welcome
+	9,  // 7: crossdock.uplink.v1.StreamResponse.ack:type_name -> crossdock.uplink.v1.Ack
+	0,  // 8: crossdock.uplink.v1.UplinkService.Enroll:input_type -> crossdock.uplink.v1.EnrollRequest
+	2,  // 9: crossdock.uplink.v1.UplinkService.Stream:input_type -> crossdock.uplink.v1.StreamRequest
+	1,  // 10: crossdock.uplink.v1.UplinkService.Enroll:output_type -> crossdock.uplink.v1.EnrollResponse
+	7,  // 11: crossdock.uplink.v1.UplinkService.Stream:output_type -> crossdock.uplink.v1.StreamResponse
+	10, // [10:12] is the sub-list for method output_type
+	8,  // [8:10] is the sub-list for method input_type
+	8,  // [8:8] is the sub-list for extension type_name
+	8,  // [8:8] is the sub-list for extension extendee
+	0,  // [0:8] is the sub-list for field type_name
 }
 
 func init() { file_crossdock_uplink_v1_uplink_proto_init() }
@@ -693,8 +767,9 @@ func file_crossdock_uplink_v1_uplink_proto_init() {
 	file_crossdock_uplink_v1_uplink_proto_msgTypes[2].OneofWrappers = []any{
 		(*StreamRequest_Hello)(nil),
 		(*StreamRequest_Batch)(nil),
+		(*StreamRequest_Connectors)(nil),
 	}
-	file_crossdock_uplink_v1_uplink_proto_msgTypes[6].OneofWrappers = []any{
+	file_crossdock_uplink_v1_uplink_proto_msgTypes[7].OneofWrappers = []any{
 		(*StreamResponse_Welcome)(nil),
 		(*StreamResponse_Ack)(nil),
 	}
@@ -704,7 +779,7 @@ func file_crossdock_uplink_v1_uplink_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_crossdock_uplink_v1_uplink_proto_rawDesc), len(file_crossdock_uplink_v1_uplink_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   9,
+			NumMessages:   10,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -40,6 +40,9 @@ const (
 	AdminServiceCreateTokenProcedure = "/crossdock.admin.v1.AdminService/CreateToken"
 	// AdminServiceListAgentsProcedure is the fully-qualified name of the AdminService's ListAgents RPC.
 	AdminServiceListAgentsProcedure = "/crossdock.admin.v1.AdminService/ListAgents"
+	// AdminServiceDescribeAgentProcedure is the fully-qualified name of the AdminService's
+	// DescribeAgent RPC.
+	AdminServiceDescribeAgentProcedure = "/crossdock.admin.v1.AdminService/DescribeAgent"
 	// AdminServiceListEventsProcedure is the fully-qualified name of the AdminService's ListEvents RPC.
 	AdminServiceListEventsProcedure = "/crossdock.admin.v1.AdminService/ListEvents"
 	// AdminServiceTailEventsProcedure is the fully-qualified name of the AdminService's TailEvents RPC.
@@ -63,6 +66,8 @@ type AdminServiceClient interface {
 	CreateToken(context.Context, *connect.Request[v1.CreateTokenRequest]) (*connect.Response[v1.CreateTokenResponse], error)
 	// ListAgents lists enrolled agents and their connection state.
 	ListAgents(context.Context, *connect.Request[v1.ListAgentsRequest]) (*connect.Response[v1.ListAgentsResponse], error)
+	// DescribeAgent shows one agent and the state of its connectors.
+	DescribeAgent(context.Context, *connect.Request[v1.DescribeAgentRequest]) (*connect.Response[v1.DescribeAgentResponse], error)
 	// ListEvents reads the ledger, filtered by type and business keys.
 	ListEvents(context.Context, *connect.Request[v1.ListEventsRequest]) (*connect.Response[v1.ListEventsResponse], error)
 	// TailEvents streams committed events as they are committed.
@@ -98,6 +103,12 @@ func NewAdminServiceClient(httpClient connect.HTTPClient, baseURL string, opts .
 			httpClient,
 			baseURL+AdminServiceListAgentsProcedure,
 			connect.WithSchema(adminServiceMethods.ByName("ListAgents")),
+			connect.WithClientOptions(opts...),
+		),
+		describeAgent: connect.NewClient[v1.DescribeAgentRequest, v1.DescribeAgentResponse](
+			httpClient,
+			baseURL+AdminServiceDescribeAgentProcedure,
+			connect.WithSchema(adminServiceMethods.ByName("DescribeAgent")),
 			connect.WithClientOptions(opts...),
 		),
 		listEvents: connect.NewClient[v1.ListEventsRequest, v1.ListEventsResponse](
@@ -143,6 +154,7 @@ func NewAdminServiceClient(httpClient connect.HTTPClient, baseURL string, opts .
 type adminServiceClient struct {
 	createToken      *connect.Client[v1.CreateTokenRequest, v1.CreateTokenResponse]
 	listAgents       *connect.Client[v1.ListAgentsRequest, v1.ListAgentsResponse]
+	describeAgent    *connect.Client[v1.DescribeAgentRequest, v1.DescribeAgentResponse]
 	listEvents       *connect.Client[v1.ListEventsRequest, v1.ListEventsResponse]
 	tailEvents       *connect.Client[v1.TailEventsRequest, v1.TailEventsResponse]
 	saveSnapshot     *connect.Client[v1.SaveSnapshotRequest, v1.SaveSnapshotResponse]
@@ -159,6 +171,11 @@ func (c *adminServiceClient) CreateToken(ctx context.Context, req *connect.Reque
 // ListAgents calls crossdock.admin.v1.AdminService.ListAgents.
 func (c *adminServiceClient) ListAgents(ctx context.Context, req *connect.Request[v1.ListAgentsRequest]) (*connect.Response[v1.ListAgentsResponse], error) {
 	return c.listAgents.CallUnary(ctx, req)
+}
+
+// DescribeAgent calls crossdock.admin.v1.AdminService.DescribeAgent.
+func (c *adminServiceClient) DescribeAgent(ctx context.Context, req *connect.Request[v1.DescribeAgentRequest]) (*connect.Response[v1.DescribeAgentResponse], error) {
+	return c.describeAgent.CallUnary(ctx, req)
 }
 
 // ListEvents calls crossdock.admin.v1.AdminService.ListEvents.
@@ -197,6 +214,8 @@ type AdminServiceHandler interface {
 	CreateToken(context.Context, *connect.Request[v1.CreateTokenRequest]) (*connect.Response[v1.CreateTokenResponse], error)
 	// ListAgents lists enrolled agents and their connection state.
 	ListAgents(context.Context, *connect.Request[v1.ListAgentsRequest]) (*connect.Response[v1.ListAgentsResponse], error)
+	// DescribeAgent shows one agent and the state of its connectors.
+	DescribeAgent(context.Context, *connect.Request[v1.DescribeAgentRequest]) (*connect.Response[v1.DescribeAgentResponse], error)
 	// ListEvents reads the ledger, filtered by type and business keys.
 	ListEvents(context.Context, *connect.Request[v1.ListEventsRequest]) (*connect.Response[v1.ListEventsResponse], error)
 	// TailEvents streams committed events as they are committed.
@@ -228,6 +247,12 @@ func NewAdminServiceHandler(svc AdminServiceHandler, opts ...connect.HandlerOpti
 		AdminServiceListAgentsProcedure,
 		svc.ListAgents,
 		connect.WithSchema(adminServiceMethods.ByName("ListAgents")),
+		connect.WithHandlerOptions(opts...),
+	)
+	adminServiceDescribeAgentHandler := connect.NewUnaryHandler(
+		AdminServiceDescribeAgentProcedure,
+		svc.DescribeAgent,
+		connect.WithSchema(adminServiceMethods.ByName("DescribeAgent")),
 		connect.WithHandlerOptions(opts...),
 	)
 	adminServiceListEventsHandler := connect.NewUnaryHandler(
@@ -272,6 +297,8 @@ func NewAdminServiceHandler(svc AdminServiceHandler, opts ...connect.HandlerOpti
 			adminServiceCreateTokenHandler.ServeHTTP(w, r)
 		case AdminServiceListAgentsProcedure:
 			adminServiceListAgentsHandler.ServeHTTP(w, r)
+		case AdminServiceDescribeAgentProcedure:
+			adminServiceDescribeAgentHandler.ServeHTTP(w, r)
 		case AdminServiceListEventsProcedure:
 			adminServiceListEventsHandler.ServeHTTP(w, r)
 		case AdminServiceTailEventsProcedure:
@@ -299,6 +326,10 @@ func (UnimplementedAdminServiceHandler) CreateToken(context.Context, *connect.Re
 
 func (UnimplementedAdminServiceHandler) ListAgents(context.Context, *connect.Request[v1.ListAgentsRequest]) (*connect.Response[v1.ListAgentsResponse], error) {
 	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("crossdock.admin.v1.AdminService.ListAgents is not implemented"))
+}
+
+func (UnimplementedAdminServiceHandler) DescribeAgent(context.Context, *connect.Request[v1.DescribeAgentRequest]) (*connect.Response[v1.DescribeAgentResponse], error) {
+	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("crossdock.admin.v1.AdminService.DescribeAgent is not implemented"))
 }
 
 func (UnimplementedAdminServiceHandler) ListEvents(context.Context, *connect.Request[v1.ListEventsRequest]) (*connect.Response[v1.ListEventsResponse], error) {
