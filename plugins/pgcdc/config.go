@@ -206,11 +206,18 @@ func parseTableName(s string) (tableName, error) {
 
 func settingsJSONError(err error) error {
 	var te *json.UnmarshalTypeError
-	if errors.As(err, &te) && te.Field != "" {
+	if errors.As(err, &te) {
+		if te.Field == "" {
+			return &sdk.ConfigError{Field: "settings", Reason: fmt.Sprintf("want a JSON object, got a JSON %s", te.Value)}
+		}
 		return &sdk.ConfigError{Field: te.Field, Reason: fmt.Sprintf("want a %s, got a JSON %s", te.Type, te.Value)}
 	}
 	if f, ok := strings.CutPrefix(err.Error(), "json: unknown field "); ok {
-		return &sdk.ConfigError{Field: strings.Trim(f, `"`), Reason: "unknown setting"}
+		name := strings.Trim(f, `"`)
+		if name == "" {
+			return &sdk.ConfigError{Field: "settings", Reason: `unknown setting ""`}
+		}
+		return &sdk.ConfigError{Field: name, Reason: "unknown setting"}
 	}
 	return &sdk.ConfigError{Field: "settings", Reason: fmt.Sprintf("not valid JSON: %v", err)}
 }

@@ -3,6 +3,7 @@ package pgcdc
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"strings"
 	"sync"
@@ -337,4 +338,240 @@ func TestRestartFromPosition(t *testing.T) {
 	testutil.WaitFor(t, waitLong, "slot confirms the acked batch", func() bool {
 		return d.confirmed(t, "crossdock") >= p.LSN
 	})
+}
+
+// The published tables are quiet while another table is busy: once everything emitted
+// is acked, the slot's confirmed LSN follows the server's WAL end, so the slot does not
+// hold back WAL. Before the ack it must not move past the unacked transaction.
+func TestWALNotRetainedOnQuietPublication(t *testing.T) {
+	d := startDB(t, testsvc.PostgresOptions{Logical: true})
+	c := newConnector(t, settings(d.pg.DSN, nil))
+	a := &agent{c: c}
+	startRead(t, c, "", a)
+	waitStreaming(t, d, "crossdock")
+
+	d.exec(t, `INSERT INTO stock VALUES ('A-100', 'WH', 1)`)
+	b := a.waitBatches(t, 1)[0]
+	unacked, _ := ParsePosition(b.Position)
+	noise := func() pglogrepl.LSN {
+		for range 8 {
+			d.exec(t, `INSERT INTO noise (payload) SELECT repeat('x', 1000) FROM generate_series(1, 1000)`)
+		}
+		return d.lsn(t, "SELECT pg_current_wal_lsn()::text")
+	}
+	end := noise()
+	// The connector has seen the server's keepalives past the noise (it reports them as
+	// written) but must not confirm past the transaction the agent has not acked.
+	testutil.WaitFor(t, waitLong, "connector reports the noise as received", func() bool {
+		return d.lsn(t, "SELECT write_lsn::text FROM pg_stat_replication WHERE application_name = 'crossdock-pgcdc'") >= end
+	})
+	if got := d.confirmed(t, "crossdock"); got > unacked.LSN {
+		t.Fatalf("slot confirmed %s past the unacked transaction at %s", got, unacked.LSN)
+	}
+
+	if err := c.Ack(context.Background(), b.Position); err != nil {
+		t.Fatal(err)
+	}
+	testutil.WaitFor(t, waitLong, "slot confirms past the noise after the ack", func() bool {
+		return d.confirmed(t, "crossdock") >= end
+	})
+	// A quiet period with more noise: the slot keeps up without any published change.
+	end = noise()
+	testutil.WaitFor(t, waitLong, "slot confirms past the second noise", func() bool {
+		return d.confirmed(t, "crossdock") >= end
+	})
+	var lag int64
+	if err := d.conn.QueryRow(context.Background(), `SELECT pg_wal_lsn_diff(pg_current_wal_lsn(), confirmed_flush_lsn)::bigint
+FROM pg_replication_slots WHERE slot_name = 'crossdock'`).Scan(&lag); err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("slot lag after the quiet period: %d bytes (noise written: ~16 MB)", lag)
+	if len(a.got()) != 1 {
+		t.Fatalf("noise produced batches: %q", describeAll(a.got()))
+	}
+}
+
+// A slot and publication made by the DBA are used as they are, and a slot that exists is
+// reused (not recreated) even with create_slot on: changes made while the connector was
+// stopped arrive.
+func TestSlotReuse(t *testing.T) {
+	d := startDB(t, testsvc.PostgresOptions{Logical: true})
+	d.exec(t, `CREATE PUBLICATION crossdock FOR TABLE stock, prices`)
+	d.exec(t, `SELECT pg_create_logical_replication_slot('crossdock', 'pgoutput')`)
+	d.exec(t, `INSERT INTO stock VALUES ('BEFORE', 'WH', 1)`) // after the slot, before any Read
+	noCreate := settings(d.pg.DSN, func(m map[string]any) { m["create_slot"], m["create_publication"] = false, false })
+
+	c := newConnector(t, noCreate)
+	a := &agent{c: c, autoAck: true}
+	r := startRead(t, c, "", a)
+	bs := a.waitBatches(t, 1)
+	if got := describeAll(bs); !equal(got, []string{"BEFORE@WH=1"}) {
+		t.Fatalf("first session: %q", got)
+	}
+	p, _ := ParsePosition(bs[0].Position)
+	testutil.WaitFor(t, waitLong, "slot confirms the batch", func() bool { return d.confirmed(t, "crossdock") >= p.LSN })
+	r.stop(t)
+
+	d.exec(t, `INSERT INTO stock VALUES ('WHILE-STOPPED', 'WH', 2)`)
+	c = newConnector(t, settings(d.pg.DSN, nil)) // create_slot: true
+	a = &agent{c: c, autoAck: true}
+	startRead(t, c, bs[0].Position, a)
+	bs = a.waitBatches(t, 1)
+	if got := describeAll(bs); !equal(got, []string{"WHILE-STOPPED@WH=2"}) {
+		t.Fatalf("second session: %q", got)
+	}
+	var slots int
+	if err := d.conn.QueryRow(context.Background(), "SELECT count(*) FROM pg_replication_slots").Scan(&slots); err != nil {
+		t.Fatal(err)
+	}
+	if slots != 1 {
+		t.Fatalf("%d replication slots, want the one reused", slots)
+	}
+}
+
+// readErr runs Read until it fails and returns the error.
+func readErr(t *testing.T, c *Connector, from string) error {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), waitLong)
+	defer cancel()
+	err := c.Read(ctx, from, func(context.Context, sdk.Batch) error { return nil })
+	if err == nil {
+		t.Fatal("Read returned nil, want an error")
+	}
+	return err
+}
+
+func wantErr(t *testing.T, err error, target error, parts ...string) {
+	t.Helper()
+	if target != nil && !errors.Is(err, target) {
+		t.Fatalf("error %q is not %v", err, target)
+	}
+	for _, p := range parts {
+		if !strings.Contains(err.Error(), p) {
+			t.Fatalf("error %q does not say %q", err, p)
+		}
+	}
+}
+
+func TestSetupErrors(t *testing.T) {
+	d := startDB(t, testsvc.PostgresOptions{Logical: true})
+	noPub := settings(d.pg.DSN, func(m map[string]any) { m["create_publication"] = false })
+	err := readErr(t, newConnector(t, noPub), "")
+	wantErr(t, err, ErrNoPublication, "does not exist", "CREATE PUBLICATION", "create_publication: true")
+	if !errors.Is(err, sdk.ErrPermanent) {
+		t.Fatalf("%v is not permanent", err)
+	}
+	d.exec(t, `CREATE PUBLICATION crossdock FOR TABLE stock`)
+	wantErr(t, readErr(t, newConnector(t, noPub), ""), ErrNoPublication, "does not include public.prices", "ALTER PUBLICATION")
+
+	// A table without a primary key is not added: PostgreSQL would then refuse its
+	// updates and deletes.
+	d.exec(t, `CREATE TABLE nopk (sku text, location text, qty numeric)`)
+	withNoPK := settings(d.pg.DSN, func(m map[string]any) {
+		m["tables"] = append(m["tables"].([]any), map[string]any{"name": "nopk", "mapping": map[string]any{
+			"type": "inventory.level", "fields": map[string]string{"sku": "sku", "location": "location", "on_hand": "qty"}}})
+	})
+	wantErr(t, readErr(t, newConnector(t, withNoPK), ""), sdk.ErrPermanent, "public.nopk", "REPLICA IDENTITY FULL")
+	var n int
+	if err := d.conn.QueryRow(context.Background(), "SELECT count(*) FROM pg_publication_tables WHERE tablename = 'nopk'").Scan(&n); err != nil || n != 0 {
+		t.Fatalf("nopk published (%d, %v)", n, err)
+	}
+
+	noSlot := settings(d.pg.DSN, func(m map[string]any) { m["create_slot"] = false })
+	wantErr(t, readErr(t, newConnector(t, noSlot), ""), ErrNoSlot, `"crossdock"`, "create_slot: true", "pg_create_logical_replication_slot")
+
+	// A mapped column the table lacks, found when the table's first change arrives.
+	badCol := settings(d.pg.DSN, func(m map[string]any) {
+		m["slot"] = "badcol"
+		m["tables"] = []any{map[string]any{"name": "stock", "mapping": map[string]any{
+			"type": "inventory.level", "fields": map[string]string{"sku": "sku", "location": "warehouse", "on_hand": "qty"}}}}
+	})
+	c := newConnector(t, badCol)
+	done := make(chan error, 1)
+	go func() {
+		done <- c.Read(context.Background(), "", func(context.Context, sdk.Batch) error { return nil })
+	}()
+	waitStreaming(t, d, "badcol")
+	d.exec(t, `INSERT INTO stock VALUES ('X', 'WH', 1)`)
+	select {
+	case err := <-done:
+		wantErr(t, err, sdk.ErrPermanent, "tables[0].mapping", `"warehouse"`, "public.stock")
+	case <-time.After(waitLong):
+		t.Fatal("Read did not fail on an unknown column")
+	}
+
+	// A position from another (newer) database.
+	wantErr(t, readErr(t, newConnector(t, settings(d.pg.DSN, nil)), "v1:FF/0"), sdk.ErrPermanent, "ahead of the server's WAL")
+
+	// A slot another consumer holds.
+	c = newConnector(t, settings(d.pg.DSN, nil))
+	startRead(t, c, "", &agent{c: c})
+	waitStreaming(t, d, "crossdock")
+	busy := settings(d.pg.DSN, func(m map[string]any) { m["slot_busy_timeout"] = "200ms" })
+	wantErr(t, readErr(t, newConnector(t, busy), ""), nil, "in use by server process")
+}
+
+func TestWALLevelNotLogical(t *testing.T) {
+	d := startDB(t, testsvc.PostgresOptions{})
+	c := newConnector(t, settings(d.pg.DSN, nil))
+	wantErr(t, readErr(t, c, ""), ErrWALLevel, "wal_level=replica", "wal_level = logical")
+	err := c.Health(context.Background())
+	wantErr(t, err, ErrWALLevel)
+}
+
+func TestUnreachableServer(t *testing.T) {
+	dsn := fmt.Sprintf("postgres://crossdock:s3cret@127.0.0.1:%d/erp?sslmode=disable&connect_timeout=5", testsvc.FreePort(t))
+	c := newConnector(t, settings(dsn, nil))
+	err := readErr(t, c, "")
+	wantErr(t, err, nil, "connect to PostgreSQL at 127.0.0.1")
+	if strings.Contains(err.Error(), "s3cret") {
+		t.Fatalf("error shows the password: %v", err)
+	}
+	if err := c.Health(context.Background()); err == nil {
+		t.Fatal("Health of an unreachable server: nil")
+	}
+}
+
+// While the agent holds emit (back-pressure), the connector keeps answering the server,
+// which would otherwise end the connection after wal_sender_timeout.
+func TestBlockedEmitKeepsConnection(t *testing.T) {
+	d := startDB(t, testsvc.PostgresOptions{Logical: true, Settings: []string{"wal_sender_timeout=1s"}})
+	watch, err := pgx.Connect(testsvc.Context(t), d.pg.DSN)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer watch.Close(context.Background())
+	c := newConnector(t, settings(d.pg.DSN, nil))
+	a := &agent{c: c, autoAck: true}
+	var once sync.Once
+	a.block = func(sdk.Batch) {
+		once.Do(func() {
+			// Hold the first batch until the server has heard from the connector for
+			// three times wal_sender_timeout after the block began.
+			var start time.Time
+			if err := watch.QueryRow(context.Background(), "SELECT now()").Scan(&start); err != nil {
+				t.Error(err)
+				return
+			}
+			testutil.WaitFor(t, waitLong, "standby replies during the blocked emit", func() bool {
+				var reply *time.Time
+				err := watch.QueryRow(context.Background(), "SELECT reply_time FROM pg_stat_replication WHERE application_name = 'crossdock-pgcdc'").Scan(&reply)
+				return err == nil && reply != nil && reply.Sub(start) > 3*time.Second
+			})
+		})
+	}
+	r := startRead(t, c, "", a)
+	waitStreaming(t, d, "crossdock")
+	d.exec(t, `INSERT INTO stock VALUES ('HELD', 'WH', 1)`)
+	a.waitBatches(t, 1)
+	d.exec(t, `INSERT INTO stock VALUES ('AFTER', 'WH', 2)`)
+	bs := a.waitBatches(t, 2)
+	if got := describeAll(bs); !equal(got, []string{"HELD@WH=1", "AFTER@WH=2"}) {
+		t.Fatalf("batches %q", got)
+	}
+	select {
+	case err := <-r.done:
+		t.Fatalf("Read ended: %v", err)
+	default:
+	}
 }
