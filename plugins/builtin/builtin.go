@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"sort"
 
+	"github.com/crossdock/crossdock/plugins/pgcdc"
 	"github.com/crossdock/crossdock/plugins/sdk"
 	sqlconnector "github.com/crossdock/crossdock/plugins/sql"
 )
@@ -17,7 +18,8 @@ type Constructor func(logger *slog.Logger) sdk.Connector
 // connectors maps a connector type (the `builtin:` value in the agent config) to its
 // constructor. Add one line per built-in connector.
 var connectors = map[string]Constructor{
-	"sql": func(l *slog.Logger) sdk.Connector { return sqlconnector.New(l) },
+	"sql":   func(l *slog.Logger) sdk.Connector { return sqlconnector.New(l) },
+	"pgcdc": func(l *slog.Logger) sdk.Connector { return pgcdc.New(l) },
 }
 
 // Lookup returns the constructor of a built-in connector type.
