@@ -51,12 +51,12 @@ func newSource(c *Connector) *source {
 
 // Read polls Tryton every poll_interval from the position on.
 func (c *Connector) Read(ctx context.Context, from string, emit sdk.Emit) error {
-	if c.src == nil {
-		return fmt.Errorf("tryton: not configured")
-	}
 	cur, err := parsePosition(from)
 	if err != nil {
 		return sdk.Permanent(err)
+	}
+	if c.src == nil {
+		return fmt.Errorf("tryton: not configured")
 	}
 	s := c.src
 	s.mu.Lock()
@@ -255,16 +255,23 @@ type moveRow struct {
 	Product ref `json:"product"`
 }
 
-// pollInventory finds the products whose stock moves changed since the position and
-// reads their quantities at each configured location.
-func (s *source) pollInventory(ctx context.Context, since time.Time, p *pending) (time.Time, error) {
-	latest := since
-	type change struct {
-		move int64
-		at   time.Time
-	}
-	changed := map[int64]change{}
-	err := s.searchModified(ctx, "stock.move", s.since(since), []string{"product", "write_date", "create_date"}, func(res json.RawMessage) ([]int64, error) {
+// moveChange is the newest stock move of a product: the modification time and id that
+// identify the state its quantities were read in.
+type moveChange struct {
+	move int64
+	at   time.Time
+}
+
+func (m moveChange) after(o moveChange) bool {
+	return m.at.After(o.at) || (m.at.Equal(o.at) && m.move > o.move)
+}
+
+// scanMoves reads the stock moves modified since from and returns, per product, its
+// newest move, the products with a move not looked at before (with those moves), and
+// the newest modification time.
+func (s *source) scanMoves(ctx context.Context, from, latest time.Time) (newest map[int64]moveChange, unseen map[int64]map[int64]time.Time, _ time.Time, _ error) {
+	newest, unseen = map[int64]moveChange{}, map[int64]map[int64]time.Time{}
+	err := s.searchModified(ctx, "stock.move", from, []string{"product", "write_date", "create_date"}, func(res json.RawMessage) ([]int64, error) {
 		var rows []moveRow
 		if err := json.Unmarshal(res, &rows); err != nil {
 			return nil, err
@@ -276,24 +283,46 @@ func (s *source) pollInventory(ctx context.Context, since time.Time, p *pending)
 			if m.After(latest) {
 				latest = m
 			}
+			prod := int64(r.Product)
+			if ch := (moveChange{r.ID, m}); ch.after(newest[prod]) {
+				newest[prod] = ch
+			}
 			if seen, ok := s.moves[r.ID]; ok && seen.Equal(m) {
 				continue
 			}
-			p.moves[r.ID] = m
-			if c, ok := changed[int64(r.Product)]; !ok || m.After(c.at) || (m.Equal(c.at) && r.ID > c.move) {
-				changed[int64(r.Product)] = change{move: r.ID, at: m}
+			if unseen[prod] == nil {
+				unseen[prod] = map[int64]time.Time{}
 			}
+			unseen[prod][r.ID] = m
 		}
 		return ids, nil
 	})
-	if err != nil || len(changed) == 0 {
+	return newest, unseen, latest, err
+}
+
+// pollInventory finds the products whose stock moves changed since the position and
+// reads their quantities at each configured location. The moves are read again after
+// the quantities: a product whose newest move changed in between is left for the next
+// poll, so every level is tied to the move state it was read in and a restart that
+// re-reads it gives it the same position.
+func (s *source) pollInventory(ctx context.Context, since time.Time, p *pending) (time.Time, error) {
+	from := s.since(since)
+	newest, unseen, latest, err := s.scanMoves(ctx, from, since)
+	if err != nil || len(unseen) == 0 {
 		return latest, err
 	}
-	products := make([]int64, 0, len(changed))
-	for id := range changed {
+	products := make([]int64, 0, len(unseen))
+	for id := range unseen {
 		products = append(products, id)
 	}
 	slices.Sort(products)
+	type reading struct {
+		loc    location
+		code   string
+		onHand string
+		uom    string
+	}
+	readings := map[int64][]reading{}
 	for _, loc := range s.locs {
 		for start := 0; start < len(products); start += s.c.cfg.PageSize {
 			ids := products[start:min(start+s.c.cfg.PageSize, len(products))]
@@ -312,32 +341,47 @@ func (s *source) pollInventory(ctx context.Context, since time.Time, p *pending)
 				return since, fmt.Errorf("read quantities at %s: %w", loc.Label, err)
 			}
 			for _, r := range rows {
-				if r.Code == "" {
-					if !s.noCode[r.ID] {
-						s.noCode[r.ID] = true
-						s.c.logger.Warn("tryton product has no code; its inventory is not reported", "product_id", r.ID)
-					}
-					continue
+				rd := reading{loc: loc, code: string(r.Code), onHand: string(r.Quantity)}
+				if rd.onHand == "" {
+					rd.onHand = "0"
 				}
-				onHand := string(r.Quantity)
-				if onHand == "" {
-					onHand = "0"
-				}
-				k := levelKey{r.ID, loc.ID}
-				if last, ok := s.levels[k]; ok && last == onHand {
-					continue
-				}
-				ch := changed[r.ID]
-				lvl := &eventv1.InventoryLevel{Sku: string(r.Code), Location: loc.Label, OnHand: onHand}
 				if r.UoM != nil {
-					lvl.UnitOfMeasure = string(r.UoM.Symbol)
+					rd.uom = string(r.UoM.Symbol)
 				}
-				p.events = append(p.events, &eventv1.Event{Type: "inventory.level",
-					Keys:       map[string]string{"sku": lvl.Sku, "location": lvl.Location},
-					OccurredAt: timestamppb.New(ch.at), Payload: &eventv1.Event_InventoryLevel{InventoryLevel: lvl}})
-				p.positions = append(p.positions, fmt.Sprintf("v1;inv;p=%d;l=%d;m=%d@%d;q=%s", r.ID, loc.ID, ch.move, ch.at.UnixMicro(), onHand))
-				p.levels[k] = onHand
+				readings[r.ID] = append(readings[r.ID], rd)
 			}
+		}
+	}
+	again, _, _, err := s.scanMoves(ctx, from, since)
+	if err != nil {
+		return since, err
+	}
+	for _, prod := range products {
+		ch := newest[prod]
+		if again[prod] != ch {
+			continue // moved while we read; the next poll reads it again
+		}
+		for id, m := range unseen[prod] {
+			p.moves[id] = m
+		}
+		for _, rd := range readings[prod] {
+			if rd.code == "" {
+				if !s.noCode[prod] {
+					s.noCode[prod] = true
+					s.c.logger.Warn("tryton product has no code; its inventory is not reported", "product_id", prod)
+				}
+				continue
+			}
+			k := levelKey{prod, rd.loc.ID}
+			if last, ok := s.levels[k]; ok && last == rd.onHand {
+				continue
+			}
+			lvl := &eventv1.InventoryLevel{Sku: rd.code, Location: rd.loc.Label, OnHand: rd.onHand, UnitOfMeasure: rd.uom}
+			p.events = append(p.events, &eventv1.Event{Type: "inventory.level",
+				Keys:       map[string]string{"sku": lvl.Sku, "location": lvl.Location},
+				OccurredAt: timestamppb.New(ch.at), Payload: &eventv1.Event_InventoryLevel{InventoryLevel: lvl}})
+			p.positions = append(p.positions, fmt.Sprintf("v1;inv;p=%d;l=%d;m=%d@%d;q=%s", prod, rd.loc.ID, ch.move, ch.at.UnixMicro(), rd.onHand))
+			p.levels[k] = rd.onHand
 		}
 	}
 	return latest, nil
