@@ -21,12 +21,14 @@ import (
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/crossdock/crossdock/controlplane/api"
+	"github.com/crossdock/crossdock/controlplane/delivery"
 	"github.com/crossdock/crossdock/controlplane/pki"
 	"github.com/crossdock/crossdock/controlplane/store"
 	"github.com/crossdock/crossdock/internal/canonical"
 	"github.com/crossdock/crossdock/internal/cliconfig"
 	"github.com/crossdock/crossdock/proto/gen/crossdock/admin/v1/adminv1connect"
 	"github.com/crossdock/crossdock/proto/gen/crossdock/cluster/v1/clusterv1connect"
+	"github.com/crossdock/crossdock/proto/gen/crossdock/delivery/v1/deliveryv1connect"
 	"github.com/crossdock/crossdock/proto/gen/crossdock/routing/v1/routingv1connect"
 	storev1 "github.com/crossdock/crossdock/proto/gen/crossdock/store/v1"
 	"github.com/crossdock/crossdock/proto/gen/crossdock/uplink/v1/uplinkv1connect"
@@ -78,6 +80,8 @@ type Server struct {
 	addr     string
 	raftLn   net.Listener
 	backend  *api.Backend
+	// delivery sends committed events to destinations while this node leads.
+	delivery *delivery.Engine
 	nodeCert tls.Certificate
 	// joinIndex is the raft index this node was added at, when it joined in this run.
 	joinIndex uint64
@@ -311,6 +315,9 @@ func (s *Server) buildServers(cert tls.Certificate) error {
 	mux.Handle(clusterv1connect.NewClusterServiceHandler(&api.Cluster{Backend: backend}, opts...))
 	mux.Handle(adminv1connect.NewAdminServiceHandler(&api.Admin{Backend: backend, TempDir: tmp}, append(opts, connect.WithInterceptors(auth))...))
 	mux.Handle(routingv1connect.NewRoutingServiceHandler(&api.Routing{Backend: backend}, append(opts, connect.WithInterceptors(auth))...))
+	s.delivery = delivery.New(delivery.Config{Store: s.store, Plans: &delivery.RoutingPlans{Source: s.store.Ledger()}, Logger: s.logger})
+	mux.Handle(deliveryv1connect.NewDeliveryServiceHandler(&api.Delivery{Backend: backend, Engine: s.delivery}, append(opts, connect.WithInterceptors(auth))...))
+	mux.Handle(deliveryv1connect.NewPartnerServiceHandler(&api.Partner{Backend: backend, Engine: s.delivery}, opts...))
 	handler := api.WithPeer(mux)
 
 	s.http = &http.Server{Handler: handler, TLSConfig: tlsConf, ReadHeaderTimeout: 10 * time.Second}
@@ -347,6 +354,10 @@ func (s *Server) Run(ctx context.Context) error {
 	}
 	s.logger.Info("control plane serving", "addr", s.addr, "http3", s.h3 != nil, "raft", s.store.RaftAddr())
 	go s.maintain(ctx)
+	// The delivery engine stops (and commits its cursors) before the store closes.
+	dctx, stopDelivery := context.WithCancel(context.WithoutCancel(ctx))
+	deliveryDone := make(chan struct{})
+	go func() { defer close(deliveryDone); _ = s.delivery.Run(dctx) }()
 	var err error
 	select {
 	case <-ctx.Done():
@@ -361,6 +372,8 @@ func (s *Server) Run(ctx context.Context) error {
 	_ = s.http.Shutdown(sctx)
 	s.http.Close()
 	s.closeListeners()
+	stopDelivery()
+	<-deliveryDone
 	return errors.Join(err, s.store.Close())
 }
 

@@ -54,7 +54,8 @@ func newRootCmd() *cobra.Command {
 		newSnapshotCmd(),
 		newClusterCmd(),
 		newDemoCmd(),
-		newApplyCmd(), newRoutesCmd(), newDestinationsCmd(), newPoliciesCmd(), newHistoryCmd(), newRollbackCmd(),
+		newApplyCmd(), newRoutesCmd(), withDestinationsStatus(newDestinationsCmd()), newPoliciesCmd(), newHistoryCmd(), newRollbackCmd(),
+		newDlqCmd(), newReplayCmd(),
 		newVersionCmd(),
 	)
 	return root

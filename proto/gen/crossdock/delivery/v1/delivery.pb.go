@@ -661,7 +661,9 @@ type StartReplayRequest struct {
 	FromTime *timestamppb.Timestamp `protobuf:"bytes,3,opt,name=from_time,json=fromTime,proto3" json:"from_time,omitempty"`
 	Keys     map[string]string      `protobuf:"bytes,4,rep,name=keys,proto3" json:"keys,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
 	// Return at once after starting instead of streaming progress until done.
-	Detach        bool `protobuf:"varint,5,opt,name=detach,proto3" json:"detach,omitempty"`
+	Detach bool `protobuf:"varint,5,opt,name=detach,proto3" json:"detach,omitempty"`
+	// Required when the route feeds several destinations.
+	Destination   string `protobuf:"bytes,6,opt,name=destination,proto3" json:"destination,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -731,10 +733,18 @@ func (x *StartReplayRequest) GetDetach() bool {
 	return false
 }
 
+func (x *StartReplayRequest) GetDestination() string {
+	if x != nil {
+		return x.Destination
+	}
+	return ""
+}
+
 // StartReplayResponse is the replay's progress.
 type StartReplayResponse struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	ReplayId      string                 `protobuf:"bytes,1,opt,name=replay_id,json=replayId,proto3" json:"replay_id,omitempty"`
+	Destination   string                 `protobuf:"bytes,8,opt,name=destination,proto3" json:"destination,omitempty"`
 	FromSeq       uint64                 `protobuf:"varint,2,opt,name=from_seq,json=fromSeq,proto3" json:"from_seq,omitempty"`
 	ToSeq         uint64                 `protobuf:"varint,3,opt,name=to_seq,json=toSeq,proto3" json:"to_seq,omitempty"`
 	NextSeq       uint64                 `protobuf:"varint,4,opt,name=next_seq,json=nextSeq,proto3" json:"next_seq,omitempty"`
@@ -778,6 +788,13 @@ func (*StartReplayResponse) Descriptor() ([]byte, []int) {
 func (x *StartReplayResponse) GetReplayId() string {
 	if x != nil {
 		return x.ReplayId
+	}
+	return ""
+}
+
+func (x *StartReplayResponse) GetDestination() string {
+	if x != nil {
+		return x.Destination
 	}
 	return ""
 }
@@ -1268,18 +1285,20 @@ const file_crossdock_delivery_v1_delivery_proto_rawDesc = "" +
 	"\x03all\x18\x02 \x01(\bR\x03all\x12 \n" +
 	"\vdestination\x18\x03 \x01(\tR\vdestination\"6\n" +
 	"\x18RetryDeadLettersResponse\x12\x1a\n" +
-	"\bretrying\x18\x01 \x01(\rR\bretrying\"\x98\x02\n" +
+	"\bretrying\x18\x01 \x01(\rR\bretrying\"\xba\x02\n" +
 	"\x12StartReplayRequest\x12\x14\n" +
 	"\x05route\x18\x01 \x01(\tR\x05route\x12\x19\n" +
 	"\bfrom_seq\x18\x02 \x01(\x04R\afromSeq\x127\n" +
 	"\tfrom_time\x18\x03 \x01(\v2\x1a.google.protobuf.TimestampR\bfromTime\x12G\n" +
 	"\x04keys\x18\x04 \x03(\v23.crossdock.delivery.v1.StartReplayRequest.KeysEntryR\x04keys\x12\x16\n" +
-	"\x06detach\x18\x05 \x01(\bR\x06detach\x1a7\n" +
+	"\x06detach\x18\x05 \x01(\bR\x06detach\x12 \n" +
+	"\vdestination\x18\x06 \x01(\tR\vdestination\x1a7\n" +
 	"\tKeysEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xcc\x01\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xee\x01\n" +
 	"\x13StartReplayResponse\x12\x1b\n" +
-	"\treplay_id\x18\x01 \x01(\tR\breplayId\x12\x19\n" +
+	"\treplay_id\x18\x01 \x01(\tR\breplayId\x12 \n" +
+	"\vdestination\x18\b \x01(\tR\vdestination\x12\x19\n" +
 	"\bfrom_seq\x18\x02 \x01(\x04R\afromSeq\x12\x15\n" +
 	"\x06to_seq\x18\x03 \x01(\x04R\x05toSeq\x12\x19\n" +
 	"\bnext_seq\x18\x04 \x01(\x04R\anextSeq\x12\x12\n" +
