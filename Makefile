@@ -23,6 +23,7 @@ demo: build ## Run a one-node control plane, an agent and sample data (Ctrl-C st
 bench: build ## Run the benchmarks and load programs; figures are printed
 	$(GO) test -run '^$$' -bench . -benchtime 3x ./agent/outbox/ ./controlplane/ledger/
 	$(GO) test -run '^$$' -bench . ./controlplane/routing/
+	$(GO) test -run '^$$' -bench . -benchtime 50000x ./plugins/pgcdc/
 	$(GO) run ./bench/outboxbench
 	$(GO) run ./bench/ingestbench
 	$(GO) run ./bench/agentmem -bin $(BIN)
