@@ -399,6 +399,15 @@ func testEvent(m *routingv1.TestRouteRequest) (*eventv1.CommittedEvent, error) {
 			return nil, connect.NewError(connect.CodeInvalidArgument, fmt.Errorf("event_json: not a JSON object: %w", err))
 		}
 		ce = &eventv1.CommittedEvent{}
+		if list, ok := probe["events"]; ok {
+			// The output of `crossdock events ls -o json`: test the first event.
+			var evs []json.RawMessage
+			if err := json.Unmarshal(list, &evs); err != nil || len(evs) == 0 {
+				return nil, connect.NewError(connect.CodeInvalidArgument, errors.New("event_json: an events listing with no events"))
+			}
+			js = string(evs[0])
+			probe = map[string]json.RawMessage{"event": nil}
+		}
 		if _, committed := probe["event"]; committed {
 			if err := protojson.Unmarshal([]byte(js), ce); err != nil {
 				return nil, connect.NewError(connect.CodeInvalidArgument, fmt.Errorf("event_json: not a CommittedEvent: %w", err))

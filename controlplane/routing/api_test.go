@@ -195,6 +195,16 @@ func TestApplyHistoryRollbackAndTestRoute(t *testing.T) {
 		t.Errorf("test route = %v", tr.Msg)
 	}
 
+	// The output of `crossdock events ls -o json` works as the event file: its first event.
+	listing := `{"events": [{"seq": "5", "committedAt": "2026-03-01T08:00:00Z", "agent": "erp-east", "event": ` + levelJSON + `}], "lastSeq": "9"}`
+	tr, err = c.TestRoute(context.Background(), connect.NewRequest(&routingv1.TestRouteRequest{Route: "marketplace-inventory", EventJson: listing}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(tr.Msg.GetPayloadJson(), `"seq":5,`) {
+		t.Errorf("test route on an events listing = %v", tr.Msg)
+	}
+
 	// A cost-limit breach: routes test shows the same error the engine dead-letters.
 	costly := `apiVersion: crossdock.io/v1
 kind: Route

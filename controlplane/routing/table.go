@@ -362,7 +362,7 @@ func (r *Route) EvaluateContext(ctx context.Context, ce *eventv1.CommittedEvent)
 		}
 		b, ok := v.(types.Bool)
 		if !ok {
-			return true, nil, &EvalError{Route: r.Name, Stage: "filter", Err: fmt.Errorf("%w: filter returned %s, not bool", ErrPayload, v.Type().TypeName())}
+			return true, nil, &EvalError{Route: r.Name, Stage: "filter", Err: fmt.Errorf("filter returned %s, not bool", v.Type().TypeName())}
 		}
 		if !b {
 			return false, nil, nil
