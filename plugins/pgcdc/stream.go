@@ -294,8 +294,15 @@ func (s *stream) change(relID uint32, op string, oldTup, newTup *pglogrepl.Tuple
 	build := func(row map[string]any, what string) {
 		ev, err := t.mapping.Build(row)
 		if err != nil {
-			s.log.Error("row skipped: cannot map it to an event", "table", t.name.String(), "op", what,
-				"commit_lsn", s.txn.begin.FinalLSN.String(), "err", err)
+			var hint []any
+			for _, col := range t.mapping.Columns() {
+				if _, ok := row[col]; !ok {
+					hint = []any{"hint", fmt.Sprintf("column %q holds a large (TOASTed) value the server does not resend when it is unchanged; run ALTER TABLE %s REPLICA IDENTITY FULL", col, quoteTable(t.name))}
+					break
+				}
+			}
+			s.log.Error("row skipped: cannot map it to an event", append([]any{"table", t.name.String(), "op", what,
+				"commit_lsn", s.txn.begin.FinalLSN.String(), "err", err}, hint...)...)
 			return
 		}
 		if ev.OccurredAt == nil {
