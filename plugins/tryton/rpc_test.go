@@ -101,6 +101,11 @@ func TestValues(t *testing.T) {
 			t.Errorf("%s decoded without error", bad)
 		}
 	}
+	for _, c := range [][3]string{{"10", "4", "6"}, {"0.3", "0.1", "0.2"}, {"1", "1", "0"}, {"2", "2.5", "-0.5"}, {"x", "1", ""}} {
+		if got := subtract(c[0], c[1]); got != c[2] {
+			t.Errorf("subtract(%s, %s) = %q, want %q", c[0], c[1], got, c[2])
+		}
+	}
 	// A datetime round-trips through the domain encoding.
 	b, _ := json.Marshal(datetimeArg(row.At.Time))
 	var back tdatetime

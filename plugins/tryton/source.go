@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"math/big"
 	"slices"
 	"strings"
 	"sync"
@@ -317,33 +318,27 @@ func (s *source) pollInventory(ctx context.Context, since time.Time, p *pending)
 	}
 	slices.Sort(products)
 	type reading struct {
-		loc    location
-		code   string
-		onHand string
-		uom    string
+		loc                          location
+		code, uom                    string
+		onHand, available, allocated string
 	}
 	readings := map[int64][]reading{}
 	for _, loc := range s.locs {
 		for start := 0; start < len(products); start += s.c.cfg.PageSize {
 			ids := products[start:min(start+s.c.cfg.PageSize, len(products))]
-			var rows []struct {
-				ID       int64   `json:"id"`
-				Code     tstring `json:"code"`
-				Quantity tnumber `json:"quantity"`
-				UoM      *struct {
-					Symbol tstring `json:"symbol"`
-				} `json:"default_uom."`
-			}
-			err := s.c.rpc.into(ctx, &rows, "product.product", "read",
-				map[string]any{"locations": []int64{loc.ID}, "with_childs": true},
-				ids, []string{"code", "quantity", "default_uom.symbol"})
+			rows, err := s.quantities(ctx, loc, ids, false)
 			if err != nil {
-				return since, fmt.Errorf("read quantities at %s: %w", loc.Label, err)
+				return since, err
 			}
-			for _, r := range rows {
-				rd := reading{loc: loc, code: string(r.Code), onHand: string(r.Quantity)}
-				if rd.onHand == "" {
-					rd.onHand = "0"
+			avail, err := s.quantities(ctx, loc, ids, true)
+			if err != nil {
+				return since, err
+			}
+			for i, r := range rows {
+				rd := reading{loc: loc, code: string(r.Code), onHand: zero(r.Quantity)}
+				if i < len(avail) && avail[i].ID == r.ID {
+					rd.available = zero(avail[i].Quantity)
+					rd.allocated = subtract(rd.onHand, rd.available)
 				}
 				if r.UoM != nil {
 					rd.uom = string(r.UoM.Symbol)
@@ -373,18 +368,66 @@ func (s *source) pollInventory(ctx context.Context, since time.Time, p *pending)
 				continue
 			}
 			k := levelKey{prod, rd.loc.ID}
-			if last, ok := s.levels[k]; ok && last == rd.onHand {
+			q := rd.onHand + "/" + rd.available
+			if last, ok := s.levels[k]; ok && last == q {
 				continue
 			}
-			lvl := &eventv1.InventoryLevel{Sku: rd.code, Location: rd.loc.Label, OnHand: rd.onHand, UnitOfMeasure: rd.uom}
+			lvl := &eventv1.InventoryLevel{Sku: rd.code, Location: rd.loc.Label, OnHand: rd.onHand,
+				Available: rd.available, Allocated: rd.allocated, UnitOfMeasure: rd.uom}
 			p.events = append(p.events, &eventv1.Event{Type: "inventory.level",
 				Keys:       map[string]string{"sku": lvl.Sku, "location": lvl.Location},
 				OccurredAt: timestamppb.New(ch.at), Payload: &eventv1.Event_InventoryLevel{InventoryLevel: lvl}})
-			p.positions = append(p.positions, fmt.Sprintf("v1;inv;p=%d;l=%d;m=%d@%d;q=%s", prod, rd.loc.ID, ch.move, ch.at.UnixMicro(), rd.onHand))
-			p.levels[k] = rd.onHand
+			p.positions = append(p.positions, fmt.Sprintf("v1;inv;p=%d;l=%d;m=%d@%d;q=%s", prod, rd.loc.ID, ch.move, ch.at.UnixMicro(), q))
+			p.levels[k] = q
 		}
 	}
 	return latest, nil
+}
+
+type quantityRow struct {
+	ID       int64   `json:"id"`
+	Code     tstring `json:"code"`
+	Quantity tnumber `json:"quantity"`
+	UoM      *struct {
+		Symbol tstring `json:"symbol"`
+	} `json:"default_uom."`
+}
+
+// quantities reads products' quantities at loc and its children: done moves only
+// (on hand), or with assigned outgoing moves taken off (available).
+func (s *source) quantities(ctx context.Context, loc location, ids []int64, assigned bool) ([]quantityRow, error) {
+	var rows []quantityRow
+	qctx := map[string]any{"locations": []int64{loc.ID}, "with_childs": true}
+	if assigned {
+		qctx["stock_assign"] = true
+	}
+	if err := s.c.rpc.into(ctx, &rows, "product.product", "read", qctx, ids, []string{"code", "quantity", "default_uom.symbol"}); err != nil {
+		return nil, fmt.Errorf("read quantities at %s: %w", loc.Label, err)
+	}
+	return rows, nil
+}
+
+func zero(n tnumber) string {
+	if n == "" {
+		return "0"
+	}
+	return string(n)
+}
+
+// subtract is a-b for decimal strings, exactly.
+func subtract(a, b string) string {
+	x, ok1 := new(big.Rat).SetString(a)
+	y, ok2 := new(big.Rat).SetString(b)
+	if !ok1 || !ok2 {
+		return ""
+	}
+	out := x.Sub(x, y).FloatString(12)
+	out = strings.TrimRight(out, "0")
+	out = strings.TrimSuffix(out, ".")
+	if out == "-0" {
+		out = "0"
+	}
+	return out
 }
 
 type saleRow struct {
