@@ -1,6 +1,7 @@
 package routing
 
 import (
+	"errors"
 	"os"
 	"testing"
 )
@@ -37,6 +38,15 @@ func BenchmarkEvaluate(b *testing.B) {
 			}
 		})
 	}
+	// The worst a mapping can cost: evaluation up to the cost limit.
+	b.Run("cost-limit-breach", func(b *testing.B) {
+		r := route(b, "  mapping: '[1,2,3,4,5,6,7,8,9,10].map(a, [1,2,3,4,5,6,7,8,9,10].map(b, [1,2,3,4,5,6,7,8,9,10].map(c, [1,2,3,4,5,6,7,8,9,10].map(d, [1,2,3,4,5,6,7,8,9,10].map(e, a+b+c+d+e)))))'")
+		for b.Loop() {
+			if _, _, err := r.Evaluate(ce); !errors.Is(err, ErrCostLimit) {
+				b.Fatal(err)
+			}
+		}
+	})
 	b.Run("no-match", func(b *testing.B) {
 		other := level("XYZ-1", "main", "12")
 		for b.Loop() {

@@ -33,8 +33,11 @@ const (
 	// field access, comparison or list element, more for string work). A mapping of a few
 	// dozen fields costs under 100; a runaway comprehension is stopped here.
 	CostLimit = 100_000
-	// EvalTimeout bounds the wall time of one evaluation.
-	EvalTimeout = 100 * time.Millisecond
+	// EvalTimeout bounds the wall time of one evaluation. The cost limit is the real
+	// bound (a breach is the same on every node and every retry); the timeout is a
+	// backstop well above what the cost limit allows, so that a loaded node reports the
+	// cost breach, not a timeout.
+	EvalTimeout = time.Second
 	// MaxExpressionBytes bounds the source text of one expression.
 	MaxExpressionBytes = 16 << 10
 	// MaxPayloadBytes bounds the JSON a mapping may produce.
