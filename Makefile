@@ -24,6 +24,7 @@ bench: build ## Run the benchmarks and load programs; figures are printed
 	$(GO) test -run '^$$' -bench . -benchtime 3x ./agent/outbox/ ./controlplane/ledger/
 	$(GO) test -run '^$$' -bench . ./controlplane/routing/
 	$(GO) test -run '^$$' -bench . -benchtime 50000x ./plugins/pgcdc/
+	$(GO) test -run '^$$' -bench CapturePostgres -benchtime 5x -timeout 30m ./plugins/sql/
 	$(GO) run ./bench/outboxbench
 	$(GO) run ./bench/ingestbench
 	$(GO) run ./bench/agentmem -bin $(BIN)
@@ -53,5 +54,7 @@ fuzz: ## Run each fuzzer briefly
 	$(GO) test -run '^$$' -fuzz FuzzRestore -fuzztime 20s ./controlplane/ledger/
 	$(GO) test -run '^$$' -fuzz FuzzReadEvents -fuzztime 20s ./cmd/crossdock/
 	$(GO) test -run '^$$' -fuzz FuzzParse -fuzztime 20s ./controlplane/routing/
+	$(GO) test -run '^$$' -fuzz '^FuzzParsePosition$$' -fuzztime 20s ./plugins/sql/
+	$(GO) test -run '^$$' -fuzz '^FuzzParseNamed$$' -fuzztime 20s ./plugins/sql/
 
 .PHONY: help build test demo bench tools gen check-gen lint fuzz

@@ -298,13 +298,16 @@ func (c *Connector) pollIncremental(ctx context.Context, t *table, pos *Position
 		conds = append(conds, c.d.olderThan(col(t.track), t.delay))
 	}
 	if !st.TS.IsZero() {
+		// ts > :ts OR (ts = :ts AND key > :key), written so that the leading
+		// ts >= :ts is a range an index on (ts, key) serves in ORDER BY order: the
+		// database reads from the position on instead of every newer row.
 		ts, key := c.d.placeholder(1), c.d.placeholder(2)
 		args = append(args, st.TS.Arg(), st.Key.Arg())
 		if c.d.placeholder(1) == "?" {
 			ts, key = "?", "?"
-			args = []any{st.TS.Arg(), st.TS.Arg(), st.Key.Arg()}
+			args = []any{st.TS.Arg(), st.TS.Arg(), st.Key.Arg()} // ts, ts, key
 		}
-		conds = append(conds, fmt.Sprintf("(%s > %s OR (%s = %s AND %s > %s))", col(t.track), ts, col(t.track), ts, col(t.key), key))
+		conds = append(conds, fmt.Sprintf("%s >= %s AND (%s > %s OR %s > %s)", col(t.track), ts, col(t.track), ts, col(t.key), key))
 	}
 	q := fmt.Sprintf("SELECT crossdock_src.*, %s AS %s, %s AS %s FROM %s crossdock_src WHERE %s ORDER BY %s, %s LIMIT %d",
 		c.d.trackExpr(col(t.track)), trackAlias, c.d.trackExpr(col(t.key)), keyAlias, t.from,
