@@ -170,6 +170,7 @@ cluster and shown masked. See docs/routing.md.`,
 }
 
 // printApplied writes "routes/NAME: updated (version 1 -> 2)" and the diff, indented.
+// It also prints deletions and rollbacks.
 func printApplied(w io.Writer, d *routingv1.AppliedDocument, dryRun bool) {
 	k, _ := routing.ParseKind(d.GetKind())
 	what := ""
@@ -178,6 +179,8 @@ func printApplied(w io.Writer, d *routingv1.AppliedDocument, dryRun bool) {
 		what = fmt.Sprintf("created (version %d)", d.GetVersion())
 	case routingv1.Action_ACTION_UPDATED:
 		what = fmt.Sprintf("updated (version %d -> %d)", d.GetPreviousVersion(), d.GetVersion())
+	case routingv1.Action_ACTION_DELETED:
+		what = fmt.Sprintf("deleted (version %d; history kept)", d.GetPreviousVersion())
 	default:
 		what = fmt.Sprintf("unchanged (version %d)", d.GetVersion())
 	}

@@ -54,7 +54,7 @@ func newRootCmd() *cobra.Command {
 		newSnapshotCmd(),
 		newClusterCmd(),
 		newDemoCmd(),
-		newApplyCmd(), newRoutesCmd(), withDestinationsStatus(newDestinationsCmd()), newPoliciesCmd(), newHistoryCmd(), newRollbackCmd(),
+		newApplyCmd(), newRoutesCmd(), withDestinationsStatus(newDestinationsCmd()), newPoliciesCmd(), newHistoryCmd(), newRollbackCmd(), newDeleteCmd(),
 		newDlqCmd(), newReplayCmd(),
 		newVersionCmd(),
 	)

@@ -189,6 +189,17 @@ func TestRoutingCLI(t *testing.T) {
 	if err == nil || !strings.Contains(err.Error(), "destinations/marketplace: spec.secret: environment variable MARKET_SECRET is not set") {
 		t.Errorf("apply without the secret's variable: %v", err)
 	}
+	_, err = cli("delete", "destination", "marketplace")
+	if err == nil || !strings.Contains(err.Error(), "destinations/marketplace is still in use") {
+		t.Errorf("delete of a destination in use: %v", err)
+	}
+	if out, err = cli("delete", "route", "marketplace-inventory"); err != nil {
+		t.Fatal(err)
+	}
+	mustContain(t, out, "routes/marketplace-inventory: deleted (version 3; history kept)", "    - kind: Route")
+	if out, _ := cli("routes", "ls"); strings.Contains(out, "marketplace-inventory") {
+		t.Errorf("deleted route still listed:\n%s", out)
+	}
 	_, err = cli("rollback", "route", "marketplace-inventory", "--to", "7")
 	if err == nil || !strings.Contains(err.Error(), "has no version 7") {
 		t.Errorf("rollback to a missing version: %v", err)

@@ -330,6 +330,57 @@ func (r *Routing) Rollback(ctx context.Context, req *connect.Request[routingv1.R
 	return connect.NewResponse(&routingv1.RollbackResponse{Document: p.results[0]}), nil
 }
 
+// DeleteDocument removes a document that nothing refers to. A tombstone version keeps
+// the history, so a rollback to an earlier version brings it back.
+func (r *Routing) DeleteDocument(ctx context.Context, req *connect.Request[routingv1.DeleteDocumentRequest]) (*connect.Response[routingv1.DeleteDocumentResponse], error) {
+	k, err := parseKindArg(req.Msg.GetKind())
+	if err != nil {
+		return nil, err
+	}
+	name := req.Msg.GetName()
+	if err := r.ConsistentRead(ctx); err != nil {
+		return nil, err
+	}
+	r.writeMu.Lock()
+	defer r.writeMu.Unlock()
+	cur, recs, err := r.stored()
+	if err != nil {
+		return nil, err
+	}
+	ref := k.Plural() + "/" + name
+	rec, ok := recs[ref]
+	if !ok {
+		return nil, connect.NewError(connect.CodeNotFound, fmt.Errorf("no %s %q (see crossdock %s ls)", strings.ToLower(string(k)), name, k.Plural()))
+	}
+	delete(cur, ref)
+	rest := make([]*routing.Document, 0, len(cur))
+	for _, d := range cur {
+		rest = append(rest, d)
+	}
+	if _, err := routing.NewTable(rest, nil); err != nil {
+		return nil, connect.NewError(connect.CodeFailedPrecondition, fmt.Errorf("%s is still in use; change or delete these first:\n%w", ref, err))
+	}
+	out := &routingv1.AppliedDocument{
+		Kind: string(k), Name: name, Action: routingv1.Action_ACTION_DELETED,
+		PreviousVersion: rec.GetVersion(), Version: rec.GetVersion() + 1, Diff: routing.Diff(maskedContent(rec), ""),
+	}
+	if !req.Msg.GetDryRun() {
+		res, err := r.Store.Propose(ctx, storev1.CommandType_COMMAND_TYPE_DELETE_DOCUMENT, &storev1.DeleteDocuments{
+			Documents: []*storev1.DocumentRef{{Kind: string(k), Name: name}}, Actor: actor(req.Header()), Comment: "delete",
+		})
+		if err != nil {
+			return nil, r.storeError(err)
+		}
+		dr, ok := res.(*storev1.PutDocumentsResult)
+		if !ok || dr.GetError() != "" || len(dr.GetResults()) != 1 {
+			return nil, connect.NewError(connect.CodeInternal, fmt.Errorf("delete %s: unexpected result %v", ref, res))
+		}
+		out.Version = dr.GetResults()[0].GetVersion()
+		r.Logger.Info("routing document deleted", "kind", k, "name", name, "version", out.Version, "audit", true)
+	}
+	return connect.NewResponse(&routingv1.DeleteDocumentResponse{Document: out}), nil
+}
+
 // TestRoute evaluates a stored route, or a route document from the request, on an event.
 func (r *Routing) TestRoute(ctx context.Context, req *connect.Request[routingv1.TestRouteRequest]) (*connect.Response[routingv1.TestRouteResponse], error) {
 	ce, err := testEvent(req.Msg)

@@ -227,6 +227,36 @@ spec:
 	_, err = c.TestRoute(context.Background(), connect.NewRequest(&routingv1.TestRouteRequest{Route: "marketplace-inventory", EventJson: `{"type": "inventory.level"}`}))
 	wantCode(t, err, connect.CodeInvalidArgument, "event: invalid event")
 
+	// Delete: refused while referenced; a deleted route keeps its history and comes back
+	// by rollback.
+	_, err = c.DeleteDocument(context.Background(), connect.NewRequest(&routingv1.DeleteDocumentRequest{Kind: "destination", Name: "marketplace"}))
+	wantCode(t, err, connect.CodeFailedPrecondition, `destinations/marketplace is still in use; change or delete these first:
+routes/marketplace-inventory: spec.destination: no destination "marketplace"`)
+	del, err := c.DeleteDocument(context.Background(), connect.NewRequest(&routingv1.DeleteDocumentRequest{Kind: "route", Name: "marketplace-inventory"}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if d := del.Msg.GetDocument(); d.GetAction() != routingv1.Action_ACTION_DELETED || d.GetVersion() != 4 || !strings.Contains(d.GetDiff(), "- kind: Route") {
+		t.Errorf("delete = %v", d)
+	}
+	if n := listNames(t, c, "route"); len(n) != 0 {
+		t.Errorf("routes after delete = %v", n)
+	}
+	_, err = c.DeleteDocument(context.Background(), connect.NewRequest(&routingv1.DeleteDocumentRequest{Kind: "route", Name: "marketplace-inventory"}))
+	wantCode(t, err, connect.CodeNotFound, `no route "marketplace-inventory"`)
+	_, err = c.Rollback(context.Background(), connect.NewRequest(&routingv1.RollbackRequest{Kind: "route", Name: "marketplace-inventory", ToVersion: 4}))
+	wantCode(t, err, connect.CodeFailedPrecondition, "version 4 of route \"marketplace-inventory\" is a deletion")
+	rb, err = c.Rollback(context.Background(), connect.NewRequest(&routingv1.RollbackRequest{Kind: "route", Name: "marketplace-inventory", ToVersion: 2}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if d := rb.Msg.GetDocument(); d.GetAction() != routingv1.Action_ACTION_CREATED || d.GetVersion() != 5 {
+		t.Errorf("rollback after delete = %v", d)
+	}
+	if n := listNames(t, c, "route"); len(n) != 1 {
+		t.Errorf("routes after restoring = %v", n)
+	}
+
 	// Every call needs the admin token.
 	cfg, _ := cliconfig.Load(srv.AdminConfigPath())
 	hc, base, closeFn, _ := cfg.HTTPClient()

@@ -35,6 +35,7 @@ const (
 	Action_ACTION_CREATED     Action = 1
 	Action_ACTION_UPDATED     Action = 2
 	Action_ACTION_UNCHANGED   Action = 3
+	Action_ACTION_DELETED     Action = 4
 )
 
 // Enum value maps for Action.
@@ -44,12 +45,14 @@ var (
 		1: "ACTION_CREATED",
 		2: "ACTION_UPDATED",
 		3: "ACTION_UNCHANGED",
+		4: "ACTION_DELETED",
 	}
 	Action_value = map[string]int32{
 		"ACTION_UNSPECIFIED": 0,
 		"ACTION_CREATED":     1,
 		"ACTION_UPDATED":     2,
 		"ACTION_UNCHANGED":   3,
+		"ACTION_DELETED":     4,
 	}
 )
 
@@ -697,6 +700,110 @@ func (x *RollbackResponse) GetDocument() *AppliedDocument {
 	return nil
 }
 
+type DeleteDocumentRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Kind          string                 `protobuf:"bytes,1,opt,name=kind,proto3" json:"kind,omitempty"`
+	Name          string                 `protobuf:"bytes,2,opt,name=name,proto3" json:"name,omitempty"`
+	DryRun        bool                   `protobuf:"varint,3,opt,name=dry_run,json=dryRun,proto3" json:"dry_run,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DeleteDocumentRequest) Reset() {
+	*x = DeleteDocumentRequest{}
+	mi := &file_crossdock_routing_v1_routing_proto_msgTypes[10]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DeleteDocumentRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DeleteDocumentRequest) ProtoMessage() {}
+
+func (x *DeleteDocumentRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_crossdock_routing_v1_routing_proto_msgTypes[10]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DeleteDocumentRequest.ProtoReflect.Descriptor instead.
+func (*DeleteDocumentRequest) Descriptor() ([]byte, []int) {
+	return file_crossdock_routing_v1_routing_proto_rawDescGZIP(), []int{10}
+}
+
+func (x *DeleteDocumentRequest) GetKind() string {
+	if x != nil {
+		return x.Kind
+	}
+	return ""
+}
+
+func (x *DeleteDocumentRequest) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *DeleteDocumentRequest) GetDryRun() bool {
+	if x != nil {
+		return x.DryRun
+	}
+	return false
+}
+
+type DeleteDocumentResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Document      *AppliedDocument       `protobuf:"bytes,1,opt,name=document,proto3" json:"document,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DeleteDocumentResponse) Reset() {
+	*x = DeleteDocumentResponse{}
+	mi := &file_crossdock_routing_v1_routing_proto_msgTypes[11]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DeleteDocumentResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DeleteDocumentResponse) ProtoMessage() {}
+
+func (x *DeleteDocumentResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_crossdock_routing_v1_routing_proto_msgTypes[11]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DeleteDocumentResponse.ProtoReflect.Descriptor instead.
+func (*DeleteDocumentResponse) Descriptor() ([]byte, []int) {
+	return file_crossdock_routing_v1_routing_proto_rawDescGZIP(), []int{11}
+}
+
+func (x *DeleteDocumentResponse) GetDocument() *AppliedDocument {
+	if x != nil {
+		return x.Document
+	}
+	return nil
+}
+
 type TestRouteRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// The stored route to test.
@@ -715,7 +822,7 @@ type TestRouteRequest struct {
 
 func (x *TestRouteRequest) Reset() {
 	*x = TestRouteRequest{}
-	mi := &file_crossdock_routing_v1_routing_proto_msgTypes[10]
+	mi := &file_crossdock_routing_v1_routing_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -727,7 +834,7 @@ func (x *TestRouteRequest) String() string {
 func (*TestRouteRequest) ProtoMessage() {}
 
 func (x *TestRouteRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_crossdock_routing_v1_routing_proto_msgTypes[10]
+	mi := &file_crossdock_routing_v1_routing_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -740,7 +847,7 @@ func (x *TestRouteRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TestRouteRequest.ProtoReflect.Descriptor instead.
 func (*TestRouteRequest) Descriptor() ([]byte, []int) {
-	return file_crossdock_routing_v1_routing_proto_rawDescGZIP(), []int{10}
+	return file_crossdock_routing_v1_routing_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *TestRouteRequest) GetRoute() string {
@@ -790,7 +897,7 @@ type TestRouteResponse struct {
 
 func (x *TestRouteResponse) Reset() {
 	*x = TestRouteResponse{}
-	mi := &file_crossdock_routing_v1_routing_proto_msgTypes[11]
+	mi := &file_crossdock_routing_v1_routing_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -802,7 +909,7 @@ func (x *TestRouteResponse) String() string {
 func (*TestRouteResponse) ProtoMessage() {}
 
 func (x *TestRouteResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_crossdock_routing_v1_routing_proto_msgTypes[11]
+	mi := &file_crossdock_routing_v1_routing_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -815,7 +922,7 @@ func (x *TestRouteResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TestRouteResponse.ProtoReflect.Descriptor instead.
 func (*TestRouteResponse) Descriptor() ([]byte, []int) {
-	return file_crossdock_routing_v1_routing_proto_rawDescGZIP(), []int{11}
+	return file_crossdock_routing_v1_routing_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *TestRouteResponse) GetMatched() bool {
@@ -907,6 +1014,12 @@ const file_crossdock_routing_v1_routing_proto_rawDesc = "" +
 	"to_version\x18\x03 \x01(\x04R\ttoVersion\x12\x17\n" +
 	"\adry_run\x18\x04 \x01(\bR\x06dryRun\"U\n" +
 	"\x10RollbackResponse\x12A\n" +
+	"\bdocument\x18\x01 \x01(\v2%.crossdock.routing.v1.AppliedDocumentR\bdocument\"X\n" +
+	"\x15DeleteDocumentRequest\x12\x12\n" +
+	"\x04kind\x18\x01 \x01(\tR\x04kind\x12\x12\n" +
+	"\x04name\x18\x02 \x01(\tR\x04name\x12\x17\n" +
+	"\adry_run\x18\x03 \x01(\bR\x06dryRun\"[\n" +
+	"\x16DeleteDocumentResponse\x12A\n" +
 	"\bdocument\x18\x01 \x01(\v2%.crossdock.routing.v1.AppliedDocumentR\bdocument\"\xa0\x01\n" +
 	"\x10TestRouteRequest\x12\x14\n" +
 	"\x05route\x18\x01 \x01(\tR\x05route\x12\x1d\n" +
@@ -921,18 +1034,20 @@ const file_crossdock_routing_v1_routing_proto_rawDesc = "" +
 	"\x05error\x18\x03 \x01(\tR\x05error\x12\x14\n" +
 	"\x05stage\x18\x04 \x01(\tR\x05stage\x12\"\n" +
 	"\fdestinations\x18\x05 \x03(\tR\fdestinations\x12#\n" +
-	"\rroute_version\x18\x06 \x01(\x04R\frouteVersion*^\n" +
+	"\rroute_version\x18\x06 \x01(\x04R\frouteVersion*r\n" +
 	"\x06Action\x12\x16\n" +
 	"\x12ACTION_UNSPECIFIED\x10\x00\x12\x12\n" +
 	"\x0eACTION_CREATED\x10\x01\x12\x12\n" +
 	"\x0eACTION_UPDATED\x10\x02\x12\x14\n" +
-	"\x10ACTION_UNCHANGED\x10\x032\x81\x04\n" +
+	"\x10ACTION_UNCHANGED\x10\x03\x12\x12\n" +
+	"\x0eACTION_DELETED\x10\x042\xee\x04\n" +
 	"\x0eRoutingService\x12k\n" +
 	"\x0eApplyDocuments\x12+.crossdock.routing.v1.ApplyDocumentsRequest\x1a,.crossdock.routing.v1.ApplyDocumentsResponse\x12h\n" +
 	"\rListDocuments\x12*.crossdock.routing.v1.ListDocumentsRequest\x1a+.crossdock.routing.v1.ListDocumentsResponse\x12_\n" +
 	"\n" +
 	"GetHistory\x12'.crossdock.routing.v1.GetHistoryRequest\x1a(.crossdock.routing.v1.GetHistoryResponse\x12Y\n" +
-	"\bRollback\x12%.crossdock.routing.v1.RollbackRequest\x1a&.crossdock.routing.v1.RollbackResponse\x12\\\n" +
+	"\bRollback\x12%.crossdock.routing.v1.RollbackRequest\x1a&.crossdock.routing.v1.RollbackResponse\x12k\n" +
+	"\x0eDeleteDocument\x12+.crossdock.routing.v1.DeleteDocumentRequest\x1a,.crossdock.routing.v1.DeleteDocumentResponse\x12\\\n" +
 	"\tTestRoute\x12&.crossdock.routing.v1.TestRouteRequest\x1a'.crossdock.routing.v1.TestRouteResponseBIZGgithub.com/crossdock/crossdock/proto/gen/crossdock/routing/v1;routingv1b\x06proto3"
 
 var (
@@ -948,7 +1063,7 @@ func file_crossdock_routing_v1_routing_proto_rawDescGZIP() []byte {
 }
 
 var file_crossdock_routing_v1_routing_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_crossdock_routing_v1_routing_proto_msgTypes = make([]protoimpl.MessageInfo, 12)
+var file_crossdock_routing_v1_routing_proto_msgTypes = make([]protoimpl.MessageInfo, 14)
 var file_crossdock_routing_v1_routing_proto_goTypes = []any{
 	(Action)(0),                    // 0: crossdock.routing.v1.Action
 	(*ApplyDocumentsRequest)(nil),  // 1: crossdock.routing.v1.ApplyDocumentsRequest
@@ -961,34 +1076,39 @@ var file_crossdock_routing_v1_routing_proto_goTypes = []any{
 	(*GetHistoryResponse)(nil),     // 8: crossdock.routing.v1.GetHistoryResponse
 	(*RollbackRequest)(nil),        // 9: crossdock.routing.v1.RollbackRequest
 	(*RollbackResponse)(nil),       // 10: crossdock.routing.v1.RollbackResponse
-	(*TestRouteRequest)(nil),       // 11: crossdock.routing.v1.TestRouteRequest
-	(*TestRouteResponse)(nil),      // 12: crossdock.routing.v1.TestRouteResponse
-	(*timestamppb.Timestamp)(nil),  // 13: google.protobuf.Timestamp
-	(*v1.CommittedEvent)(nil),      // 14: crossdock.event.v1.CommittedEvent
+	(*DeleteDocumentRequest)(nil),  // 11: crossdock.routing.v1.DeleteDocumentRequest
+	(*DeleteDocumentResponse)(nil), // 12: crossdock.routing.v1.DeleteDocumentResponse
+	(*TestRouteRequest)(nil),       // 13: crossdock.routing.v1.TestRouteRequest
+	(*TestRouteResponse)(nil),      // 14: crossdock.routing.v1.TestRouteResponse
+	(*timestamppb.Timestamp)(nil),  // 15: google.protobuf.Timestamp
+	(*v1.CommittedEvent)(nil),      // 16: crossdock.event.v1.CommittedEvent
 }
 var file_crossdock_routing_v1_routing_proto_depIdxs = []int32{
 	3,  // 0: crossdock.routing.v1.ApplyDocumentsResponse.documents:type_name -> crossdock.routing.v1.AppliedDocument
 	0,  // 1: crossdock.routing.v1.AppliedDocument.action:type_name -> crossdock.routing.v1.Action
 	6,  // 2: crossdock.routing.v1.ListDocumentsResponse.documents:type_name -> crossdock.routing.v1.Document
-	13, // 3: crossdock.routing.v1.Document.applied_at:type_name -> google.protobuf.Timestamp
+	15, // 3: crossdock.routing.v1.Document.applied_at:type_name -> google.protobuf.Timestamp
 	6,  // 4: crossdock.routing.v1.GetHistoryResponse.versions:type_name -> crossdock.routing.v1.Document
 	3,  // 5: crossdock.routing.v1.RollbackResponse.document:type_name -> crossdock.routing.v1.AppliedDocument
-	14, // 6: crossdock.routing.v1.TestRouteRequest.event:type_name -> crossdock.event.v1.CommittedEvent
-	1,  // 7: crossdock.routing.v1.RoutingService.ApplyDocuments:input_type -> crossdock.routing.v1.ApplyDocumentsRequest
-	4,  // 8: crossdock.routing.v1.RoutingService.ListDocuments:input_type -> crossdock.routing.v1.ListDocumentsRequest
-	7,  // 9: crossdock.routing.v1.RoutingService.GetHistory:input_type -> crossdock.routing.v1.GetHistoryRequest
-	9,  // 10: crossdock.routing.v1.RoutingService.Rollback:input_type -> crossdock.routing.v1.RollbackRequest
-	11, // 11: crossdock.routing.v1.RoutingService.TestRoute:input_type -> crossdock.routing.v1.TestRouteRequest
-	2,  // 12: crossdock.routing.v1.RoutingService.ApplyDocuments:output_type -> crossdock.routing.v1.ApplyDocumentsResponse
-	5,  // 13: crossdock.routing.v1.RoutingService.ListDocuments:output_type -> crossdock.routing.v1.ListDocumentsResponse
-	8,  // 14: crossdock.routing.v1.RoutingService.GetHistory:output_type -> crossdock.routing.v1.GetHistoryResponse
-	10, // 15: crossdock.routing.v1.RoutingService.Rollback:output_type -> crossdock.routing.v1.RollbackResponse
-	12, // 16: crossdock.routing.v1.RoutingService.TestRoute:output_type -> crossdock.routing.v1.TestRouteResponse
-	12, // [12:17] is the sub-list for method output_type
-	7,  // [7:12] is the sub-list for method input_type
-	7,  // [7:7] is the sub-list for extension type_name
-	7,  // [7:7] is the sub-list for extension extendee
-	0,  // [0:7] is the sub-list for field type_name
+	3,  // 6: crossdock.routing.v1.DeleteDocumentResponse.document:type_name -> crossdock.routing.v1.AppliedDocument
+	16, // 7: crossdock.routing.v1.TestRouteRequest.event:type_name -> crossdock.event.v1.CommittedEvent
+	1,  // 8: crossdock.routing.v1.RoutingService.ApplyDocuments:input_type -> crossdock.routing.v1.ApplyDocumentsRequest
+	4,  // 9: crossdock.routing.v1.RoutingService.ListDocuments:input_type -> crossdock.routing.v1.ListDocumentsRequest
+	7,  // 10: crossdock.routing.v1.RoutingService.GetHistory:input_type -> crossdock.routing.v1.GetHistoryRequest
+	9,  // 11: crossdock.routing.v1.RoutingService.Rollback:input_type -> crossdock.routing.v1.RollbackRequest
+	11, // 12: crossdock.routing.v1.RoutingService.DeleteDocument:input_type -> crossdock.routing.v1.DeleteDocumentRequest
+	13, // 13: crossdock.routing.v1.RoutingService.TestRoute:input_type -> crossdock.routing.v1.TestRouteRequest
+	2,  // 14: crossdock.routing.v1.RoutingService.ApplyDocuments:output_type -> crossdock.routing.v1.ApplyDocumentsResponse
+	5,  // 15: crossdock.routing.v1.RoutingService.ListDocuments:output_type -> crossdock.routing.v1.ListDocumentsResponse
+	8,  // 16: crossdock.routing.v1.RoutingService.GetHistory:output_type -> crossdock.routing.v1.GetHistoryResponse
+	10, // 17: crossdock.routing.v1.RoutingService.Rollback:output_type -> crossdock.routing.v1.RollbackResponse
+	12, // 18: crossdock.routing.v1.RoutingService.DeleteDocument:output_type -> crossdock.routing.v1.DeleteDocumentResponse
+	14, // 19: crossdock.routing.v1.RoutingService.TestRoute:output_type -> crossdock.routing.v1.TestRouteResponse
+	14, // [14:20] is the sub-list for method output_type
+	8,  // [8:14] is the sub-list for method input_type
+	8,  // [8:8] is the sub-list for extension type_name
+	8,  // [8:8] is the sub-list for extension extendee
+	0,  // [0:8] is the sub-list for field type_name
 }
 
 func init() { file_crossdock_routing_v1_routing_proto_init() }
@@ -1002,7 +1122,7 @@ func file_crossdock_routing_v1_routing_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_crossdock_routing_v1_routing_proto_rawDesc), len(file_crossdock_routing_v1_routing_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   12,
+			NumMessages:   14,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -47,6 +47,9 @@ const (
 	RoutingServiceGetHistoryProcedure = "/crossdock.routing.v1.RoutingService/GetHistory"
 	// RoutingServiceRollbackProcedure is the fully-qualified name of the RoutingService's Rollback RPC.
 	RoutingServiceRollbackProcedure = "/crossdock.routing.v1.RoutingService/Rollback"
+	// RoutingServiceDeleteDocumentProcedure is the fully-qualified name of the RoutingService's
+	// DeleteDocument RPC.
+	RoutingServiceDeleteDocumentProcedure = "/crossdock.routing.v1.RoutingService/DeleteDocument"
 	// RoutingServiceTestRouteProcedure is the fully-qualified name of the RoutingService's TestRoute
 	// RPC.
 	RoutingServiceTestRouteProcedure = "/crossdock.routing.v1.RoutingService/TestRoute"
@@ -62,6 +65,8 @@ type RoutingServiceClient interface {
 	GetHistory(context.Context, *connect.Request[v1.GetHistoryRequest]) (*connect.Response[v1.GetHistoryResponse], error)
 	// Rollback writes an old version's content as a new version.
 	Rollback(context.Context, *connect.Request[v1.RollbackRequest]) (*connect.Response[v1.RollbackResponse], error)
+	// DeleteDocument removes a document; its history stays, and a rollback brings it back.
+	DeleteDocument(context.Context, *connect.Request[v1.DeleteDocumentRequest]) (*connect.Response[v1.DeleteDocumentResponse], error)
 	// TestRoute evaluates a route on an event without delivering anything.
 	TestRoute(context.Context, *connect.Request[v1.TestRouteRequest]) (*connect.Response[v1.TestRouteResponse], error)
 }
@@ -101,6 +106,12 @@ func NewRoutingServiceClient(httpClient connect.HTTPClient, baseURL string, opts
 			connect.WithSchema(routingServiceMethods.ByName("Rollback")),
 			connect.WithClientOptions(opts...),
 		),
+		deleteDocument: connect.NewClient[v1.DeleteDocumentRequest, v1.DeleteDocumentResponse](
+			httpClient,
+			baseURL+RoutingServiceDeleteDocumentProcedure,
+			connect.WithSchema(routingServiceMethods.ByName("DeleteDocument")),
+			connect.WithClientOptions(opts...),
+		),
 		testRoute: connect.NewClient[v1.TestRouteRequest, v1.TestRouteResponse](
 			httpClient,
 			baseURL+RoutingServiceTestRouteProcedure,
@@ -116,6 +127,7 @@ type routingServiceClient struct {
 	listDocuments  *connect.Client[v1.ListDocumentsRequest, v1.ListDocumentsResponse]
 	getHistory     *connect.Client[v1.GetHistoryRequest, v1.GetHistoryResponse]
 	rollback       *connect.Client[v1.RollbackRequest, v1.RollbackResponse]
+	deleteDocument *connect.Client[v1.DeleteDocumentRequest, v1.DeleteDocumentResponse]
 	testRoute      *connect.Client[v1.TestRouteRequest, v1.TestRouteResponse]
 }
 
@@ -139,6 +151,11 @@ func (c *routingServiceClient) Rollback(ctx context.Context, req *connect.Reques
 	return c.rollback.CallUnary(ctx, req)
 }
 
+// DeleteDocument calls crossdock.routing.v1.RoutingService.DeleteDocument.
+func (c *routingServiceClient) DeleteDocument(ctx context.Context, req *connect.Request[v1.DeleteDocumentRequest]) (*connect.Response[v1.DeleteDocumentResponse], error) {
+	return c.deleteDocument.CallUnary(ctx, req)
+}
+
 // TestRoute calls crossdock.routing.v1.RoutingService.TestRoute.
 func (c *routingServiceClient) TestRoute(ctx context.Context, req *connect.Request[v1.TestRouteRequest]) (*connect.Response[v1.TestRouteResponse], error) {
 	return c.testRoute.CallUnary(ctx, req)
@@ -154,6 +171,8 @@ type RoutingServiceHandler interface {
 	GetHistory(context.Context, *connect.Request[v1.GetHistoryRequest]) (*connect.Response[v1.GetHistoryResponse], error)
 	// Rollback writes an old version's content as a new version.
 	Rollback(context.Context, *connect.Request[v1.RollbackRequest]) (*connect.Response[v1.RollbackResponse], error)
+	// DeleteDocument removes a document; its history stays, and a rollback brings it back.
+	DeleteDocument(context.Context, *connect.Request[v1.DeleteDocumentRequest]) (*connect.Response[v1.DeleteDocumentResponse], error)
 	// TestRoute evaluates a route on an event without delivering anything.
 	TestRoute(context.Context, *connect.Request[v1.TestRouteRequest]) (*connect.Response[v1.TestRouteResponse], error)
 }
@@ -189,6 +208,12 @@ func NewRoutingServiceHandler(svc RoutingServiceHandler, opts ...connect.Handler
 		connect.WithSchema(routingServiceMethods.ByName("Rollback")),
 		connect.WithHandlerOptions(opts...),
 	)
+	routingServiceDeleteDocumentHandler := connect.NewUnaryHandler(
+		RoutingServiceDeleteDocumentProcedure,
+		svc.DeleteDocument,
+		connect.WithSchema(routingServiceMethods.ByName("DeleteDocument")),
+		connect.WithHandlerOptions(opts...),
+	)
 	routingServiceTestRouteHandler := connect.NewUnaryHandler(
 		RoutingServiceTestRouteProcedure,
 		svc.TestRoute,
@@ -205,6 +230,8 @@ func NewRoutingServiceHandler(svc RoutingServiceHandler, opts ...connect.Handler
 			routingServiceGetHistoryHandler.ServeHTTP(w, r)
 		case RoutingServiceRollbackProcedure:
 			routingServiceRollbackHandler.ServeHTTP(w, r)
+		case RoutingServiceDeleteDocumentProcedure:
+			routingServiceDeleteDocumentHandler.ServeHTTP(w, r)
 		case RoutingServiceTestRouteProcedure:
 			routingServiceTestRouteHandler.ServeHTTP(w, r)
 		default:
@@ -230,6 +257,10 @@ func (UnimplementedRoutingServiceHandler) GetHistory(context.Context, *connect.R
 
 func (UnimplementedRoutingServiceHandler) Rollback(context.Context, *connect.Request[v1.RollbackRequest]) (*connect.Response[v1.RollbackResponse], error) {
 	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("crossdock.routing.v1.RoutingService.Rollback is not implemented"))
+}
+
+func (UnimplementedRoutingServiceHandler) DeleteDocument(context.Context, *connect.Request[v1.DeleteDocumentRequest]) (*connect.Response[v1.DeleteDocumentResponse], error) {
+	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("crossdock.routing.v1.RoutingService.DeleteDocument is not implemented"))
 }
 
 func (UnimplementedRoutingServiceHandler) TestRoute(context.Context, *connect.Request[v1.TestRouteRequest]) (*connect.Response[v1.TestRouteResponse], error) {
