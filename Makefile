@@ -29,6 +29,7 @@ bench: build ## Run the benchmarks and load programs; figures are printed
 	$(GO) run ./bench/ingestbench
 	$(GO) run ./bench/agentmem -bin $(BIN)
 	$(GO) run ./bench/clusterbench -bin $(BIN)
+	$(GO) run ./bench/deliverybench
 
 $(BUF):
 	GOBIN=$(TOOLS) $(GO) install github.com/bufbuild/buf/cmd/buf@$(BUF_VERSION)
@@ -53,6 +54,10 @@ fuzz: ## Run each fuzzer briefly
 	$(GO) test -run '^$$' -fuzz FuzzParseToken -fuzztime 20s ./controlplane/pki/
 	$(GO) test -run '^$$' -fuzz FuzzRestore -fuzztime 20s ./controlplane/ledger/
 	$(GO) test -run '^$$' -fuzz FuzzReadEvents -fuzztime 20s ./cmd/crossdock/
+	$(GO) test -run '^$$' -fuzz FuzzParseRetryAfter -fuzztime 20s ./controlplane/delivery/
+	$(GO) test -run '^$$' -fuzz FuzzParseSecret -fuzztime 20s ./controlplane/delivery/
+	$(GO) test -run '^$$' -fuzz FuzzParseMessages -fuzztime 20s ./internal/samplemarket/
+	$(GO) test -run '^$$' -fuzz FuzzParseReplayFrom -fuzztime 20s ./cmd/crossdock/
 	$(GO) test -run '^$$' -fuzz FuzzParse -fuzztime 20s ./controlplane/routing/
 	$(GO) test -run '^$$' -fuzz '^FuzzParsePosition$$' -fuzztime 20s ./plugins/sql/
 	$(GO) test -run '^$$' -fuzz '^FuzzParseNamed$$' -fuzztime 20s ./plugins/sql/
