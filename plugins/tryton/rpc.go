@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"net/http"
 	"net/url"
 	"strconv"
@@ -164,6 +165,7 @@ type client struct {
 	user     string
 	password string
 	http     *http.Client
+	logger   *slog.Logger
 
 	mu      sync.Mutex
 	seq     uint64
@@ -171,14 +173,14 @@ type client struct {
 	context map[string]any // the user's preferences (company, language)
 }
 
-func newClient(rawURL, database, user, password string, timeout time.Duration) (*client, error) {
+func newClient(rawURL, database, user, password string, timeout time.Duration, logger *slog.Logger) (*client, error) {
 	u, err := url.Parse(rawURL)
 	if err != nil {
 		return nil, err
 	}
 	u.Path = strings.TrimSuffix(u.Path, "/") + "/" + url.PathEscape(database) + "/"
 	return &client{base: u.String(), user: user, password: password,
-		http: &http.Client{Timeout: timeout}}, nil
+		http: &http.Client{Timeout: timeout}, logger: logger}, nil
 }
 
 func (c *client) post(ctx context.Context, auth, method string, params []any) (json.RawMessage, error) {
@@ -271,6 +273,7 @@ func (c *client) call(ctx context.Context, method string, extra map[string]any, 
 		params := append(append([]any{}, args...), cctx)
 		res, err := c.post(ctx, session, method, params)
 		if errors.Is(err, ErrAuth) && attempt == 0 {
+			c.logger.Info("tryton session ended; logging in again", "user", c.user)
 			c.mu.Lock()
 			c.session = ""
 			c.mu.Unlock()

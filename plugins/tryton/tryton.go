@@ -83,7 +83,7 @@ func (c *Connector) Configure(_ context.Context, settings []byte) error {
 	if err != nil {
 		return err
 	}
-	rpc, err := newClient(cfg.URL, cfg.Database, cfg.User, cfg.Password, cfg.timeout)
+	rpc, err := newClient(cfg.URL, cfg.Database, cfg.User, cfg.Password, cfg.timeout, c.logger)
 	if err != nil {
 		return &sdk.ConfigError{Field: "url", Reason: err.Error()}
 	}

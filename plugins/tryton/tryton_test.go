@@ -480,6 +480,51 @@ func TestAgainstTryton(t *testing.T) {
 		}
 	})
 
+	t.Run("LeastPrivilegeUserAndSessionEnd", func(t *testing.T) {
+		// The rights docs/connectors.md asks for: the Sales and Stock groups.
+		var groups []struct {
+			DBID int64 `json:"db_id"`
+		}
+		e.Into(t, &groups, "ir.model.data", "search_read", []any{[]any{"model", "=", "res.group"},
+			[]any{"OR", []any{"module", "=", "sale"}, []any{"module", "=", "stock"}}, []any{"fs_id", "in", []string{"group_sale", "group_stock"}}},
+			0, nil, nil, []string{"db_id"})
+		if len(groups) != 2 {
+			t.Fatalf("groups sale.group_sale and stock.group_stock: %+v", groups)
+		}
+		const password = "Connector-Pass-42"
+		e.Model(t, "res.user", "create", []any{map[string]any{"name": "Crossdock", "login": "crossdock", "password": password,
+			"groups": []any{[]any{"add", []int64{groups[0].DBID, groups[1].DBID}}}, "companies": []any{[]any{"add", []int64{e.Company}}}, "company": e.Company}})
+		prod := e.product(t, "USR-1")
+		e.party(t, "C-USR")
+		settings := fmt.Sprintf(`{"url":%q,"database":%q,"user":"crossdock","password":%q,"locations":["WH"],"poll_interval":"50ms"}`, e.URL, e.Database, password)
+		c := tryton.New(controlplanetest.Logger(t))
+		if err := c.Configure(context.Background(), []byte(settings)); err != nil {
+			t.Fatal(err)
+		}
+		order := func(id string) *eventv1.Event {
+			return &eventv1.Event{Id: id, Type: "order", Payload: &eventv1.Event_Order{Order: &eventv1.Order{
+				OrderNumber: "WEB-" + id, Customer: "C-USR", Lines: []*eventv1.OrderLine{{Sku: "USR-1", Quantity: "1"}}}}}
+		}
+		res, err := c.Write(context.Background(), []*eventv1.Event{order("usr-1")})
+		if err != nil || res[0].Err != nil {
+			t.Fatalf("Write as the connector user: %+v, %v", res, err)
+		}
+		r := read(t, c, "")
+		e.move(t, prod, e.supplier, e.storage, 3)
+		waitLevel(t, r, "USR-1", "3")
+		r.stop()
+
+		// Tryton ends the session (as after its inactivity timeout); the connector logs in
+		// again by itself.
+		if err := c.EndSessionForTest(context.Background()); err != nil {
+			t.Fatal(err)
+		}
+		res, err = c.Write(context.Background(), []*eventv1.Event{order("usr-2")})
+		if err != nil || res[0].Err != nil || res[0].Ref == "" {
+			t.Fatalf("Write after the session ended: %+v, %v", res, err)
+		}
+	})
+
 	t.Run("ControlPlane", func(t *testing.T) { testControlPlane(t, e) })
 }
 
