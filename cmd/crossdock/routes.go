@@ -18,7 +18,8 @@ import (
 
 func newRoutesCmd() *cobra.Command {
 	cmd := &cobra.Command{Use: "routes", Short: "List and test routes (apply them with crossdock apply)"}
-	cmd.AddCommand(newDocumentsLsCmd(routing.KindRoute), newRoutesTestCmd())
+	// "routes apply" is the design's noun-verb spelling of the top-level apply.
+	cmd.AddCommand(newDocumentsLsCmd(routing.KindRoute), newRoutesTestCmd(), newApplyCmd())
 	return cmd
 }
 
