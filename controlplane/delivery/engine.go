@@ -240,11 +240,16 @@ type DestinationStatus struct {
 
 // Status reports every destination of the current plan (empty on a follower).
 func (e *Engine) Status() ([]DestinationStatus, error) {
+	type run struct {
+		w      *worker
+		active bool
+		err    error
+	}
 	e.mu.Lock()
 	plan := e.plan
-	runs := make(map[string]*workerRun, len(e.workers))
+	runs := make(map[string]run, len(e.workers))
 	for k, v := range e.workers {
-		runs[k] = v
+		runs[k] = run{w: v.w, active: v.done != nil, err: v.err}
 	}
 	e.mu.Unlock()
 	if plan == nil {
@@ -262,10 +267,10 @@ func (e *Engine) Status() ([]DestinationStatus, error) {
 		}
 		st.Cursor = cur
 		st.Breaker = BreakerClosed
-		if r := runs[d.Name]; r != nil {
+		if r, ok := runs[d.Name]; ok {
 			if r.w != nil {
 				st.WorkerStatus = r.w.snapshot()
-				st.Active = r.done != nil
+				st.Active = r.active
 			}
 			if r.err != nil {
 				st.LastError = r.err.Error()
