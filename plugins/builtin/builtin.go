@@ -10,6 +10,7 @@ import (
 	"github.com/crossdock/crossdock/plugins/pgcdc"
 	"github.com/crossdock/crossdock/plugins/sdk"
 	sqlconnector "github.com/crossdock/crossdock/plugins/sql"
+	"github.com/crossdock/crossdock/plugins/tryton"
 )
 
 // Constructor makes a connector; logger is the plugin process's logger (sdk.Logger).
@@ -18,8 +19,9 @@ type Constructor func(logger *slog.Logger) sdk.Connector
 // connectors maps a connector type (the `builtin:` value in the agent config) to its
 // constructor. Add one line per built-in connector.
 var connectors = map[string]Constructor{
-	"sql":   func(l *slog.Logger) sdk.Connector { return sqlconnector.New(l) },
-	"pgcdc": func(l *slog.Logger) sdk.Connector { return pgcdc.New(l) },
+	"sql":    func(l *slog.Logger) sdk.Connector { return sqlconnector.New(l) },
+	"pgcdc":  func(l *slog.Logger) sdk.Connector { return pgcdc.New(l) },
+	"tryton": func(l *slog.Logger) sdk.Connector { return tryton.New(l) },
 }
 
 // Lookup returns the constructor of a built-in connector type.
