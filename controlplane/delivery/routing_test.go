@@ -11,6 +11,8 @@ import (
 	"github.com/crossdock/crossdock/controlplane/ledger"
 	"github.com/crossdock/crossdock/controlplane/routing"
 	"github.com/crossdock/crossdock/internal/samplemarket"
+	eventv1 "github.com/crossdock/crossdock/proto/gen/crossdock/event/v1"
+	storev1 "github.com/crossdock/crossdock/proto/gen/crossdock/store/v1"
 )
 
 const heavy = `[1,2,3,4,5,6,7,8,9,10].map(a, [1,2,3,4,5,6,7,8,9,10].map(b, [1,2,3,4,5,6,7,8,9,10].map(c, [1,2,3,4,5,6,7,8,9,10].map(d, [1,2,3,4,5,6,7,8,9,10].map(e, a+b+c+d+e)))))`
@@ -76,4 +78,53 @@ spec:
 			t.Errorf("a mapping error was sent %d times", len(dls[0].GetAttempts()))
 		}
 	}
+}
+
+// The demo's documents are valid and deliver the demo's inventory to its marketplace
+// (rate limit, random failures) at the newest quantities.
+func TestDemoDocumentsDeliver(t *testing.T) {
+	srv := controlplanetest.TestServer(t, nil)
+	d, err := samplemarket.StartDemo("127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { d.Close() })
+	docs, err := routing.Parse([]byte(d.Documents()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	table, err := routing.NewTable(docs, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	plan := delivery.PlanFromTable(table)
+	plan.Version = "1"
+	runEngine(t, srv.Store(), plan)
+	b := &storev1.IngestBatch{AgentId: "demo"}
+	want := map[string]string{}
+	for i := range 600 {
+		sku, wh := fmt.Sprintf("SKU-%03d", i%100), []string{"WH-EAST", "WH-WEST"}[i%2]
+		qty := fmt.Sprint(i)
+		b.Events = append(b.Events, &storev1.AgentEvent{AgentSeq: uint64(i + 1), Event: &eventv1.Event{
+			Id: fmt.Sprintf("ev_demo_%d", i), Type: "inventory.level", Keys: map[string]string{"sku": sku, "location": wh},
+			Payload: &eventv1.Event_InventoryLevel{InventoryLevel: &eventv1.InventoryLevel{Sku: sku, Location: wh, Available: qty}},
+		}})
+		if wh == "WH-EAST" {
+			want[sku] = qty
+		}
+	}
+	if _, err := srv.Store().Propose(t.Context(), storev1.CommandType_COMMAND_TYPE_INGEST_BATCH, b); err != nil {
+		t.Fatal(err)
+	}
+	waitCursor(t, srv.Store().Ledger(), "demo-market", time.Minute)
+	got := d.Quantities()
+	if len(got) != len(want) {
+		t.Errorf("marketplace has %d SKUs, want %d", len(got), len(want))
+	}
+	for sku, q := range want {
+		if got[sku] != q {
+			t.Errorf("%s: marketplace %q, want %q", sku, got[sku], q)
+		}
+	}
+	t.Log(d.Summary())
 }

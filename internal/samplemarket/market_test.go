@@ -81,3 +81,25 @@ func FuzzParseMessages(f *testing.F) {
 		}
 	})
 }
+
+func TestDemoServesAndSummarises(t *testing.T) {
+	d, err := StartDemo("127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer d.Close()
+	if !strings.Contains(d.Documents(), d.URL) || !strings.Contains(d.Documents(), d.Secret) {
+		t.Fatal("documents do not name the marketplace")
+	}
+	resp, err := http.Get(strings.TrimSuffix(d.URL, "inventory"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		t.Fatalf("GET / = %d", resp.StatusCode)
+	}
+	if s := d.Summary(); !strings.Contains(s, "0 requests") {
+		t.Fatalf("summary %q", s)
+	}
+}
