@@ -134,6 +134,9 @@ func (c *Connector) Write(ctx context.Context, events []*eventv1.Event) ([]sdk.W
 	if c.sink == nil {
 		return nil, sdk.Permanent(errors.New("sql: this connector has no sink settings"))
 	}
+	if err := c.ensureChecked(ctx); err != nil {
+		return nil, err
+	}
 	out := make([]sdk.WriteResult, len(events))
 	for i, ev := range events {
 		ref, err := c.sink.write(ctx, c.db, ev)

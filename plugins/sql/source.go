@@ -196,8 +196,8 @@ func (c *Connector) Read(ctx context.Context, from string, emit sdk.Emit) error 
 	if err != nil {
 		return err
 	}
-	if err := c.checkDB(ctx); err != nil {
-		return fmt.Errorf("sql: %w", err)
+	if err := c.ensureChecked(ctx); err != nil {
+		return err
 	}
 	due := make([]time.Time, len(c.tables))
 	for i, t := range c.tables {
@@ -292,7 +292,7 @@ func minTime(a, b time.Time) time.Time {
 func (c *Connector) pollIncremental(ctx context.Context, t *table, pos *Position, emit sdk.Emit) (bool, error) {
 	st := pos.Tables[t.name]
 	col := func(name string) string { return "crossdock_src." + name }
-	conds := []string{col(t.track) + " IS NOT NULL"}
+	conds := []string{col(t.track) + " IS NOT NULL", col(t.key) + " IS NOT NULL"}
 	var args []any
 	if t.delay > 0 {
 		conds = append(conds, c.d.olderThan(col(t.track), t.delay))

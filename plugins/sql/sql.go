@@ -32,6 +32,7 @@ import (
 	"slices"
 	"sort"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/crossdock/crossdock/plugins/internal/rowmap"
@@ -148,6 +149,9 @@ type Connector struct {
 	db       *dbsql.DB
 	tables   []*table
 	sink     *sink
+
+	mu      sync.Mutex
+	checked bool // checkDB passed
 }
 
 var (
@@ -196,11 +200,30 @@ func (c *Connector) Configure(ctx context.Context, raw []byte) error {
 		c.log.Warn("sql: database not reachable at configure; checking later", "driver", s.Driver, "err", err)
 		return nil
 	}
-	if err := c.checkDB(cctx); err != nil {
+	if err := c.ensureChecked(cctx); err != nil {
 		db.Close()
 		c.db = nil
 		return err
 	}
+	return nil
+}
+
+// ensureChecked runs checkDB once it succeeds; Configure does when the database is
+// reachable, Read and Write otherwise.
+func (c *Connector) ensureChecked(ctx context.Context) error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.checked {
+		return nil
+	}
+	if err := c.checkDB(ctx); err != nil {
+		var ce *sdk.ConfigError
+		if errors.As(err, &ce) {
+			return err
+		}
+		return fmt.Errorf("sql: %w", err)
+	}
+	c.checked = true
 	return nil
 }
 

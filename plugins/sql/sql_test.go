@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"os"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -598,5 +599,50 @@ func testConfigErrors(t *testing.T, b *backend) {
 		if !errors.As(err, &ce) || ce.Field != c.field || !strings.Contains(ce.Reason, c.why) {
 			t.Errorf("%s: got %v, want %s: ...%s...", raw, err, c.field, c.why)
 		}
+	}
+}
+
+// TestDatabaseLaterReachable: a database that is down at Configure is checked (and the
+// idempotency table created) when Write first runs, and a bad column is then reported
+// with its field.
+func TestDatabaseLaterReachable(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "later")
+	dsn := "file:" + filepath.Join(dir, "erp.db")
+	settings := map[string]any{"driver": "sqlite", "dsn": dsn, "sink": map[string]any{
+		"statement": "INSERT INTO imp (sku) VALUES (:sku)", "create_idempotency_table": true}}
+	c := configure(t, settings) // the directory does not exist: not reachable yet
+	ev := &eventv1.Event{Id: "ev_1", Type: "item", Payload: &eventv1.Event_Item{Item: &eventv1.Item{Sku: "A"}}}
+	if _, err := c.Write(context.Background(), []*eventv1.Event{ev}); err == nil {
+		t.Fatal("write to an unreachable database succeeded")
+	}
+	if err := os.Mkdir(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	b := openDB(t, &backend{name: "sqlite", driver: "sqlite", dsn: dsn})
+	b.exec(t, "CREATE TABLE imp (sku TEXT NOT NULL)")
+	for i := 0; i < 2; i++ {
+		res, err := c.Write(context.Background(), []*eventv1.Event{ev})
+		if err != nil || res[0].Err != nil {
+			t.Fatalf("write %d: %v %+v", i, err, res)
+		}
+	}
+	var n int
+	if err := b.db.QueryRow("SELECT COUNT(*) FROM imp").Scan(&n); err != nil || n != 1 {
+		t.Fatalf("%d rows (%v), want 1", n, err)
+	}
+
+	// A source whose column is wrong, configured while the database was down.
+	dir2 := filepath.Join(t.TempDir(), "later2")
+	dsn2 := "file:" + filepath.Join(dir2, "erp.db")
+	src := configure(t, map[string]any{"driver": "sqlite", "dsn": dsn2, "tables": []any{map[string]any{
+		"table": "imp", "version_column": "rv", "key_column": "sku",
+		"mapping": map[string]any{"type": "item", "fields": map[string]string{"sku": "sku"}}}}})
+	os.Mkdir(dir2, 0o755)
+	b2 := openDB(t, &backend{name: "sqlite", driver: "sqlite", dsn: dsn2})
+	b2.exec(t, "CREATE TABLE imp (sku TEXT PRIMARY KEY)")
+	err := src.Read(context.Background(), "", func(context.Context, sdk.Batch) error { return nil })
+	var ce *sdk.ConfigError
+	if !errors.As(err, &ce) || ce.Field != "tables[0].version_column" {
+		t.Fatalf("Read = %v, want a config error for tables[0].version_column", err)
 	}
 }
