@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"math"
 	"reflect"
+	"regexp"
 	"sort"
 	"strconv"
 	"strings"
@@ -132,7 +133,11 @@ func parseOne(part []byte, n, line int) (*Document, []*FieldError) {
 	p := &problems{doc: fmt.Sprintf("document %d (line %d)", n, line)}
 	j, err := yaml.YAMLToJSONStrict(part)
 	if err != nil {
-		p.add("", "not valid YAML: %s", strings.TrimPrefix(err.Error(), "error converting YAML to JSON: "))
+		msg := strings.TrimPrefix(err.Error(), "error converting YAML to JSON: ")
+		p.add("", "not valid YAML: %s", yamlLineRE.ReplaceAllStringFunc(msg, func(m string) string {
+			n, _ := strconv.Atoi(yamlLineRE.FindStringSubmatch(m)[1])
+			return fmt.Sprintf("line %d", n+line-1) // lines of the file, not of the document
+		}))
 		return nil, p.errs
 	}
 	var top any
@@ -231,6 +236,8 @@ func show(v any) string {
 }
 
 var durationType = reflect.TypeFor[Duration]()
+
+var yamlLineRE = regexp.MustCompile(`line (\d+)`)
 
 // decodeInto stores the generic JSON value v in rv, reporting unknown fields and type
 // mismatches with their path. It handles the types the spec structs use.

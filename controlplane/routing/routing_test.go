@@ -165,6 +165,8 @@ func TestParseErrorsNameTheField(t *testing.T) {
 		{"second document line", head("Policy", "p") + "  {}\n---\nkind: 3\n",
 			[]string{"document 2 (line 8): apiVersion"}},
 		{"empty", "# nothing\n---\n", []string{"no documents found"}},
+		{"yaml line of the file", head("Policy", "p") + "  {}\n---\napiVersion: crossdock.io/v1\nkind: Policy\n  bad: indent\n",
+			[]string{"document 2 (line 8): not valid YAML: yaml: line 10:"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			_, err := Parse([]byte(tc.doc))
