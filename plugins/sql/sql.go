@@ -324,13 +324,13 @@ func decodeSettings(raw []byte, s *Settings) error {
 	}
 	dec := json.NewDecoder(bytes.NewReader(raw))
 	if err := dec.Decode(s); err != nil {
+		// Find the field (with list indexes) by decoding each one alone.
+		field := fieldOfError(generic, reflect.TypeOf(*s), "")
 		var te *json.UnmarshalTypeError
 		if errors.As(err, &te) {
-			return &sdk.ConfigError{Field: te.Field, Reason: fmt.Sprintf("want %s, got %s", te.Type, te.Value)}
+			return &sdk.ConfigError{Field: field, Reason: fmt.Sprintf("want %s, got %s", te.Type, te.Value)}
 		}
-		// Errors from a field's own decoder (Duration): find the field by decoding
-		// each one alone.
-		return &sdk.ConfigError{Field: fieldOfError(generic, reflect.TypeOf(*s), ""), Reason: err.Error()}
+		return &sdk.ConfigError{Field: field, Reason: err.Error()}
 	}
 	return nil
 }

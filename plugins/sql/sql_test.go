@@ -572,6 +572,8 @@ func testConfigErrors(t *testing.T, b *backend) {
 		{with("batch_size", 0.5), "batch_size", "want int"},
 		{with("batch_size", -1), "batch_size", "must be 1 to"},
 		{with("poll_interval", "soon"), "poll_interval", "not a duration"},
+		{with("tables", []any{table(), table("batch_size", "big", "name", "b")}), "tables[1].batch_size", "want int, got string"},
+		{with("tables", []any{table("interval", 5)}), "tables[0].interval", "want a duration"},
 		{with("tables", []any{table("keycolumn", "id")}), "tables[0].keycolumn", "unknown setting"},
 		{with("tables", []any{table("key_column", nil)}), "tables[0].key_column", "required"},
 		{with("tables", []any{table("mode", "full")}), "tables[0].mode", "want incremental or snapshot"},
