@@ -70,7 +70,9 @@ func ValueOf(x any) (Value, error) {
 	case []byte:
 		return Value{'s', string(t)}, nil
 	case time.Time:
-		return Value{'t', t.Format(time.RFC3339Nano)}, nil
+		// UTC, so the same row version has the same position (and event id) whatever
+		// the agent's time zone; drivers bind it back as the same instant.
+		return Value{'t', t.UTC().Format(time.RFC3339Nano)}, nil
 	case nil:
 		return Value{}, fmt.Errorf("value is NULL")
 	}

@@ -20,6 +20,9 @@ func TestPositionRoundTrip(t *testing.T) {
 	if q.String() != s {
 		t.Fatalf("round trip:\n%s\n%s", s, q.String())
 	}
+	if !strings.Contains(s, `"t:2026-03-01T09:00:00.000001Z"`) {
+		t.Fatalf("timestamp not kept in UTC: %s", s)
+	}
 	ts := q.Tables["stock"].TS.Arg().(time.Time)
 	if !ts.Equal(time.Date(2026, 3, 1, 9, 0, 0, 1000, time.UTC)) {
 		t.Fatalf("timestamp = %v", ts)
