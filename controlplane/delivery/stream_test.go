@@ -13,13 +13,15 @@ import (
 	"github.com/crossdock/crossdock/controlplane/api"
 	"github.com/crossdock/crossdock/controlplane/controlplanetest"
 	"github.com/crossdock/crossdock/controlplane/delivery"
+	"github.com/crossdock/crossdock/internal/cliconfig"
 	"github.com/crossdock/crossdock/internal/samplemarket"
 	deliveryv1 "github.com/crossdock/crossdock/proto/gen/crossdock/delivery/v1"
 	"github.com/crossdock/crossdock/proto/gen/crossdock/delivery/v1/deliveryv1connect"
 )
 
 // The partner stream sends a stream destination's mapped events, follows new commits,
-// resumes after a cursor, and refuses a caller without the destination's secret.
+// resumes after a cursor, and refuses a caller without the destination's secret or an
+// admin token.
 func TestPartnerStreamResumes(t *testing.T) {
 	srv := controlplanetest.TestServer(t, nil)
 	plan := &delivery.Plan{Version: "1",
@@ -83,8 +85,12 @@ func TestPartnerStreamResumes(t *testing.T) {
 	case <-time.After(10 * time.Second):
 		t.Fatal("no live message within 10s")
 	}
-	// Resume after cursor 2: the third event onwards.
-	r := subscribe(testSecret, 2)
+	// Resume after cursor 2 (with an admin token): the third event onwards.
+	cc, err := cliconfig.Load(srv.AdminConfigPath())
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := subscribe(cc.Token, 2)
 	for _, want := range []string{"A/3", "C/4"} {
 		if _, p := next(r); fmt.Sprint(p.SKU, "/", p.Quantity) != want {
 			t.Fatalf("resumed stream sent %s/%s, want %s", p.SKU, p.Quantity, want)
