@@ -526,6 +526,7 @@ func TestAgainstTryton(t *testing.T) {
 	})
 
 	t.Run("ControlPlane", func(t *testing.T) { testControlPlane(t, e) })
+	t.Run("PluginHost", func(t *testing.T) { testPluginHost(t, e) })
 }
 
 // key identifies an event's content for comparing runs.
