@@ -62,6 +62,7 @@ fuzz: ## Run each fuzzer briefly
 	$(GO) test -run '^$$' -fuzz FuzzParse -fuzztime 20s ./controlplane/routing/
 	$(GO) test -run '^$$' -fuzz '^FuzzParsePosition$$' -fuzztime 20s ./plugins/sql/
 	$(GO) test -run '^$$' -fuzz '^FuzzParseNamed$$' -fuzztime 20s ./plugins/sql/
+	$(GO) test -run '^$$' -fuzz FuzzBuild -fuzztime 20s ./plugins/internal/rowmap/
 	$(GO) test -run '^$$' -fuzz '^FuzzParsePosition$$' -fuzztime 20s ./plugins/tryton/
 	$(GO) test -run '^$$' -fuzz '^FuzzDecodeResponse$$' -fuzztime 20s ./plugins/tryton/
 
