@@ -41,10 +41,7 @@ CREATE TABLE prices (sku text PRIMARY KEY, amount numeric(12,2) NOT NULL)`)
 	rctx, cancel := context.WithCancel(ctx)
 	done := make(chan error, 1)
 	go func() { done <- c.Read(rctx, "", func(context.Context, sdk.Batch) error { return nil }) }()
-	testutil.WaitFor(b, waitLong, "slot created", func() bool {
-		var n int
-		return conn.QueryRow(ctx, "SELECT count(*) FROM pg_replication_slots WHERE active").Scan(&n) == nil && n == 1
-	})
+	waitStreaming(b, &db{pg: pg, conn: conn}, "crossdock")
 	cancel()
 	<-done
 	for i := 0; i < b.N; i += 100 {

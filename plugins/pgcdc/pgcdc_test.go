@@ -5,6 +5,8 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"os"
+	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
@@ -39,6 +41,12 @@ func startDB(t *testing.T, opts testsvc.PostgresOptions) *db {
 	}
 	t.Cleanup(func() { conn.Close(context.Background()) })
 	d := &db{pg: pg, conn: conn}
+	t.Cleanup(func() {
+		if t.Failed() {
+			b, _ := os.ReadFile(filepath.Join(pg.Dir, "postgres.log"))
+			t.Logf("postgres.log:\n%s", b)
+		}
+	})
 	d.exec(t, `CREATE TABLE stock (sku text, location text, qty numeric NOT NULL, PRIMARY KEY (sku, location));
 CREATE TABLE prices (sku text PRIMARY KEY, amount numeric(12,2) NOT NULL);
 CREATE TABLE noise (id bigserial PRIMARY KEY, payload text)`)
@@ -133,7 +141,13 @@ func (a *agent) got() []sdk.Batch {
 
 func (a *agent) waitBatches(t *testing.T, n int) []sdk.Batch {
 	t.Helper()
-	testutil.WaitFor(t, waitLong, fmt.Sprintf("%d batches", n), func() bool { return len(a.got()) >= n })
+	deadline := time.Now().Add(waitLong)
+	for len(a.got()) < n {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %d batches; have %q", n, describeAll(a.got()))
+		}
+		time.Sleep(testutil.Interval) // polling interval
+	}
 	return a.got()
 }
 
@@ -147,7 +161,13 @@ func startRead(t *testing.T, c *Connector, from string, a *agent) *reader {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	r := &reader{cancel: cancel, done: make(chan error, 1)}
-	go func() { r.done <- c.Read(ctx, from, a.emit) }()
+	go func() {
+		err := c.Read(ctx, from, a.emit)
+		if err != nil {
+			t.Logf("Read returned: %v", err)
+		}
+		r.done <- err
+	}()
 	t.Cleanup(func() { r.stop(t) })
 	return r
 }
@@ -169,13 +189,16 @@ func (r *reader) stop(t *testing.T) {
 	}
 }
 
-// waitStreaming waits until the slot is active (Read has started replication).
-func waitStreaming(t *testing.T, d *db, slot string) {
+// waitStreaming waits until Read has started replication on the slot. (The slot is
+// also active while it is being created, before its consistent point: changes committed
+// then are not decoded.)
+func waitStreaming(t testing.TB, d *db, slot string) {
 	t.Helper()
-	testutil.WaitFor(t, waitLong, "slot "+slot+" active", func() bool {
-		var active bool
-		err := d.conn.QueryRow(context.Background(), "SELECT active FROM pg_replication_slots WHERE slot_name = $1", slot).Scan(&active)
-		return err == nil && active
+	testutil.WaitFor(t, waitLong, "replication on slot "+slot, func() bool {
+		var ok bool
+		err := d.conn.QueryRow(context.Background(), `SELECT EXISTS (SELECT 1 FROM pg_replication_slots s
+JOIN pg_stat_replication r ON r.pid = s.active_pid WHERE s.slot_name = $1 AND r.state IN ('catchup', 'streaming'))`, slot).Scan(&ok)
+		return err == nil && ok
 	})
 }
 

@@ -20,7 +20,12 @@ import (
 // Read implements sdk.Source. It starts replication after from (or at the slot's
 // confirmed LSN when from is empty) and returns nil when ctx ends, after telling the
 // server the last acked position.
-func (c *Connector) Read(ctx context.Context, from string, emit sdk.Emit) error {
+func (c *Connector) Read(ctx context.Context, from string, emit sdk.Emit) (err error) {
+	defer func() {
+		if ctx.Err() != nil {
+			err = nil // stopped, not failed
+		}
+	}()
 	cfg, err := c.config()
 	if err != nil {
 		return err
@@ -54,7 +59,11 @@ func (c *Connector) Read(ctx context.Context, from string, emit sdk.Emit) error 
 	if err != nil {
 		return err
 	}
-	defer conn.Close(context.Background())
+	defer func() {
+		cctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		conn.Close(cctx)
+	}()
 	if err := checkWALLevel(ctx, conn); err != nil {
 		return err
 	}
@@ -89,8 +98,9 @@ func (c *Connector) Read(ctx context.Context, from string, emit sdk.Emit) error 
 	err = s.run(ctx, emit)
 	if ctx.Err() != nil {
 		// Stopping: confirm what was acked, best effort, so a restart re-decodes little.
-		s.sendStatus(false)
-		return nil
+		if serr := s.sendStatus(false); serr != nil {
+			c.log.Debug("final standby status", "err", serr)
+		}
 	}
 	return err
 }
