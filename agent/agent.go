@@ -12,12 +12,14 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"time"
 
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/crossdock/crossdock/agent/localapi"
 	"github.com/crossdock/crossdock/agent/outbox"
+	"github.com/crossdock/crossdock/agent/pluginhost"
 	"github.com/crossdock/crossdock/agent/uplink"
 	"github.com/crossdock/crossdock/internal/canonical"
 	agentv1 "github.com/crossdock/crossdock/proto/gen/crossdock/agent/v1"
@@ -50,6 +52,14 @@ type Config struct {
 	BatchMaxEvents int
 	Window         int
 	Logger         *slog.Logger
+	// Connectors are run as plugin subprocesses (agent/pluginhost). PluginSelf is the
+	// executable that serves built-in connectors (`PluginSelf plugin <type>`); the
+	// running executable when empty.
+	Connectors []pluginhost.Connector
+	PluginSelf string
+	// PluginMinBackoff and PluginMaxBackoff bound a crashed plugin's restart delay
+	// (1s and 1m when zero).
+	PluginMinBackoff, PluginMaxBackoff time.Duration
 }
 
 // Agent is a running agent.
@@ -60,6 +70,7 @@ type Agent struct {
 	outbox *outbox.Outbox
 	uplink *uplink.Uplink
 	local  net.Listener
+	host   *pluginhost.Host // nil without connectors
 }
 
 // New enrolls the agent if it has no identity yet, opens the outbox and binds the local
@@ -98,6 +109,24 @@ func New(ctx context.Context, cfg Config) (*Agent, error) {
 	if err != nil {
 		return nil, fmt.Errorf("agent: open outbox: %w", err)
 	}
+	if len(cfg.Connectors) > 0 {
+		a.host, err = pluginhost.New(pluginhost.Options{
+			AgentID: id.ID, Outbox: a.outbox, Self: cfg.PluginSelf, Logger: a.logger,
+			MinBackoff: cfg.PluginMinBackoff, MaxBackoff: cfg.PluginMaxBackoff,
+		}, cfg.Connectors)
+		if err == nil {
+			err = a.host.Check(ctx)
+		}
+		if err != nil {
+			a.outbox.Close()
+			return nil, fmt.Errorf("agent: %w", err)
+		}
+	}
+	var connectors func() []*agentv1.ConnectorStatus
+	var changed func() <-chan struct{}
+	if a.host != nil {
+		connectors, changed = a.host.Status, a.host.Changed
+	}
 	a.uplink = uplink.New(uplink.Config{
 		Servers: cfg.Servers,
 		TLS: &tls.Config{
@@ -111,6 +140,9 @@ func New(ctx context.Context, cfg Config) (*Agent, error) {
 		Window:         cfg.Window,
 		AgentVersion:   Version,
 		Logger:         a.logger,
+
+		Connectors:        connectors,
+		ConnectorsChanged: changed,
 	})
 	if cfg.LocalAddr != "-" {
 		a.local, err = net.Listen("tcp", cfg.LocalAddr)
@@ -136,9 +168,21 @@ func (a *Agent) LocalAddr() string {
 // Outbox exposes the agent's outbox (for connectors and benchmarks).
 func (a *Agent) Outbox() *outbox.Outbox { return a.outbox }
 
-// Run streams the outbox and serves the local API until ctx is done.
+// Plugins is the agent's connector host (nil without connectors): sinks are written
+// through it.
+func (a *Agent) Plugins() *pluginhost.Host { return a.host }
+
+// Run streams the outbox, runs the connectors and serves the local API until ctx is
+// done. A connector's failure never ends Run: it shows in Status.
 func (a *Agent) Run(ctx context.Context) error {
 	defer a.outbox.Close()
+	if a.host != nil {
+		hctx, stop := context.WithCancel(ctx)
+		done := make(chan struct{})
+		go func() { defer close(done); a.host.Run(hctx) }()
+		// Plugins stop before the outbox closes under them.
+		defer func() { stop(); <-done }()
+	}
 	errc := make(chan error, 2)
 	if a.local != nil {
 		go func() { errc <- localapi.Serve(ctx, a.local, a, a.logger) }()
@@ -214,6 +258,9 @@ func (a *Agent) Status() *agentv1.AgentStatus {
 			PendingEvents: os.PendingEvents, PendingBytes: os.PendingBytes, QuotaBytes: os.QuotaBytes,
 			LastSeq: os.LastSeq, Blocked: os.Blocked, BlockedReason: os.BlockedReason,
 		},
+	}
+	if a.host != nil {
+		st.Connectors = a.host.Status()
 	}
 	if !us.ConnectedSince.IsZero() && us.State == uplink.StateConnected {
 		st.ConnectedSince = timestamppb.New(us.ConnectedSince)

@@ -185,6 +185,42 @@ func New(opts Options, connectors []Connector) (*Host, error) {
 	return h, nil
 }
 
+// Check launches every plugin once, asks for its spec and configures it, so an agent
+// refuses to start with settings a plugin rejects, a wrong checksum or a plugin of
+// another protocol version. The error names the connector's place in the config
+// ("connectors[1].settings.dsn: required"). Other failures (a system not reachable
+// yet) are logged and left to Run, which retries.
+func (h *Host) Check(ctx context.Context) error {
+	for i, c := range h.conns {
+		err := h.check(ctx, c)
+		var ce *sdk.ConfigError
+		switch {
+		case err == nil:
+		case errors.As(err, &ce):
+			return fmt.Errorf("connectors[%d].settings.%s: %s", i, ce.Field, ce.Reason)
+		case errors.Is(err, ErrChecksum), errors.Is(err, ErrProtocol):
+			return fmt.Errorf("connectors[%d] (%s): %w", i, c.cfg.Name, err)
+		default:
+			c.log.Warn("connector check failed; it will be retried", "err", err)
+		}
+	}
+	return nil
+}
+
+func (h *Host) check(ctx context.Context, c *conn) error {
+	client, rpc, err := h.launch(ctx, c)
+	if client != nil {
+		defer client.Kill()
+	}
+	if err != nil {
+		return err
+	}
+	if _, err := rpc.Spec(ctx); err != nil {
+		return err
+	}
+	return rpc.Configure(ctx, c.cfg.Settings)
+}
+
 func hasBuiltin(cs []Connector) bool {
 	for _, c := range cs {
 		if c.Builtin != "" {
@@ -208,7 +244,8 @@ func (h *Host) Run(ctx context.Context) {
 	wg.Wait()
 }
 
-// Changed returns a channel closed at the next change of any connector's state.
+// Changed returns a channel closed at the next change of any connector's state (not at
+// every committed batch).
 func (h *Host) Changed() <-chan struct{} {
 	h.mu.Lock()
 	defer h.mu.Unlock()
@@ -445,7 +482,9 @@ func (h *Host) read(ctx context.Context, c *conn, rpc *sdk.Client) (int, error) 
 	if err != nil {
 		return 0, err
 	}
-	h.set(c, func(c *conn) { c.position = from })
+	c.mu.Lock()
+	c.position = from
+	c.mu.Unlock()
 	n := 0
 	err = rpc.Read(ctx, from, func(b sdk.Batch) error {
 		recs, err := h.encode(c, b)
@@ -456,7 +495,10 @@ func (h *Host) read(ctx context.Context, c *conn, rpc *sdk.Client) (int, error) 
 			return err
 		}
 		n++
-		h.set(c, func(c *conn) { c.position, c.captured = b.Position, c.captured+uint64(len(recs)) })
+		// Progress is not a state change: Changed does not fire for it.
+		c.mu.Lock()
+		c.position, c.captured = b.Position, c.captured+uint64(len(recs))
+		c.mu.Unlock()
 		return rpc.Ack(ctx, b.Position)
 	})
 	return n, err

@@ -318,3 +318,30 @@ func TestSinkWriteIsIdempotent(t *testing.T) {
 		t.Error("write to an unknown connector succeeded")
 	}
 }
+
+func TestCheckRefusesBadSettingsAndChecksums(t *testing.T) {
+	bin, sum := examplePlugin(t)
+	ob, err := outbox.Open(outbox.Options{Dir: t.TempDir(), MinFreeBytes: -1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ob.Close()
+	for _, tc := range []struct {
+		c    pluginhost.Connector
+		want string
+	}{
+		{pluginhost.Connector{Name: "ok", Path: bin, SHA256: sum, Settings: []byte(`{"sku":"A"}`)}, ""},
+		{pluginhost.Connector{Name: "c", Path: bin, SHA256: sum, Settings: []byte(`{"sku":"A","batch":-1}`)}, "connectors[1].settings.batch: must be between 1 and 10000"},
+		{pluginhost.Connector{Name: "c", Path: bin, SHA256: strings.Repeat("0", 64), Settings: []byte(`{}`)}, "connectors[1] (c): plugin checksum mismatch"},
+	} {
+		cs := []pluginhost.Connector{{Name: "first", Path: bin, SHA256: sum, Settings: []byte(`{"sku":"A"}`)}, tc.c}
+		h, err := pluginhost.New(pluginhost.Options{AgentID: "a", Outbox: ob, Logger: slog.New(slog.DiscardHandler)}, cs)
+		if err != nil {
+			t.Fatal(err)
+		}
+		err = h.Check(context.Background())
+		if tc.want == "" && err != nil || tc.want != "" && (err == nil || !strings.HasPrefix(err.Error(), tc.want)) {
+			t.Errorf("Check(%s) = %v, want %q", tc.c.Settings, err, tc.want)
+		}
+	}
+}

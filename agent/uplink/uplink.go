@@ -26,6 +26,7 @@ import (
 
 	"github.com/crossdock/crossdock/agent/outbox"
 	"github.com/crossdock/crossdock/internal/cliconfig"
+	agentv1 "github.com/crossdock/crossdock/proto/gen/crossdock/agent/v1"
 	eventv1 "github.com/crossdock/crossdock/proto/gen/crossdock/event/v1"
 	uplinkv1 "github.com/crossdock/crossdock/proto/gen/crossdock/uplink/v1"
 	"github.com/crossdock/crossdock/proto/gen/crossdock/uplink/v1/uplinkv1connect"
@@ -68,6 +69,11 @@ type Config struct {
 	// MinBackoff and MaxBackoff bound the reconnect delay (defaults 200ms and 15s).
 	MinBackoff time.Duration
 	MaxBackoff time.Duration
+	// Connectors, when set, is reported to the control plane after Hello, whenever
+	// ConnectorsChanged fires, and every ReportInterval (default 30s).
+	Connectors        func() []*agentv1.ConnectorStatus
+	ConnectorsChanged func() <-chan struct{}
+	ReportInterval    time.Duration
 }
 
 // Status is the uplink's state, for agent status.
@@ -111,6 +117,9 @@ func New(cfg Config) *Uplink {
 	}
 	if cfg.MaxBackoff <= 0 {
 		cfg.MaxBackoff = 15 * time.Second
+	}
+	if cfg.ReportInterval <= 0 {
+		cfg.ReportInterval = 30 * time.Second
 	}
 	l := cfg.Logger
 	if l == nil {
@@ -335,7 +344,37 @@ func (w *window) release(committed uint64) {
 
 func (u *Uplink) send(ctx context.Context, stream *connect.BidiStreamForClient[uplinkv1.StreamRequest, uplinkv1.StreamResponse], cursor uint64, window *window) error {
 	ob := u.cfg.Outbox
+	// Connector reports share the stream with batches, so this goroutine sends both.
+	var changed <-chan struct{}
+	var refresh <-chan time.Time
+	report := func() error {
+		changed = u.cfg.ConnectorsChanged()
+		rep := &uplinkv1.ConnectorReport{Connectors: u.cfg.Connectors()}
+		if err := stream.Send(&uplinkv1.StreamRequest{Msg: &uplinkv1.StreamRequest_Connectors{Connectors: rep}}); err != nil {
+			return fmt.Errorf("uplink: send connector report: %w", err)
+		}
+		return nil
+	}
+	if u.cfg.Connectors != nil && u.cfg.ConnectorsChanged != nil {
+		t := time.NewTicker(u.cfg.ReportInterval)
+		defer t.Stop()
+		refresh = t.C
+		if err := report(); err != nil {
+			return err
+		}
+	}
 	for {
+		select {
+		case <-changed:
+			if err := report(); err != nil {
+				return err
+			}
+		case <-refresh:
+			if err := report(); err != nil {
+				return err
+			}
+		default:
+		}
 		notify := ob.Notify()
 		entries, err := ob.Read(cursor, u.cfg.BatchMaxEvents, u.cfg.BatchMaxBytes)
 		if err != nil {
@@ -346,6 +385,16 @@ func (u *Uplink) send(ctx context.Context, stream *connect.BidiStreamForClient[u
 			case <-ctx.Done():
 				return ctx.Err()
 			case <-notify:
+				continue
+			case <-changed:
+				if err := report(); err != nil {
+					return err
+				}
+				continue
+			case <-refresh:
+				if err := report(); err != nil {
+					return err
+				}
 				continue
 			}
 		}

@@ -12,21 +12,32 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/crossdock/crossdock/agent"
+	"github.com/crossdock/crossdock/agent/config"
+	"github.com/crossdock/crossdock/agent/pluginhost"
+	"github.com/crossdock/crossdock/plugins/builtin"
 	agentv1 "github.com/crossdock/crossdock/proto/gen/crossdock/agent/v1"
 	"github.com/crossdock/crossdock/proto/gen/crossdock/agent/v1/agentv1connect"
 )
 
 func newAgentCmd() *cobra.Command {
 	var cfg agent.Config
-	var quota, memLimit string
+	var quota, memLimit, cfgFile string
 	cmd := &cobra.Command{
 		Use:   "agent",
 		Short: "Run an agent beside the ERP (and inspect it: agent status)",
 		Long: `Run an agent. The first start needs --enroll-token (from 'crossdock token create'):
 the agent checks the control plane against the CA pinned in the token, gets a client
-certificate, and from then on connects with mutual TLS only.`,
+certificate, and from then on connects with mutual TLS only.
+
+--config FILE reads the agent's settings and its connectors from a YAML file
+(docs/connectors.md); flags and CROSSDOCK_* variables given explicitly override it.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
+			if cfgFile != "" {
+				if err := applyAgentFile(cmd, cfgFile, &cfg, &quota, &memLimit); err != nil {
+					return err
+				}
+			}
 			q, err := parseBytes(quota)
 			if err != nil {
 				return fmt.Errorf("--quota: %w", err)
@@ -54,6 +65,7 @@ certificate, and from then on connects with mutual TLS only.`,
 	f.StringVar(&memLimit, "memory-limit", "40MiB", "soft Go memory limit; the GC works harder near it (GOMEMLIMIT overrides; 0 disables)")
 	f.IntVar(&cfg.BatchMaxEvents, "batch", 500, "events per uplink batch")
 	f.IntVar(&cfg.Window, "window", 8, "uplink batches in flight")
+	f.StringVar(&cfgFile, "config", envOr("CROSSDOCK_AGENT_CONFIG", ""), "agent config file (YAML): agent settings and connectors (env CROSSDOCK_AGENT_CONFIG)")
 	cmd.AddCommand(newAgentStatusCmd())
 	return cmd
 }
@@ -77,7 +89,7 @@ func newAgentStatusCmd() *cobra.Command {
 	var local string
 	cmd := &cobra.Command{
 		Use:   "status",
-		Short: "Show a local agent's uplink, transport and outbox",
+		Short: "Show a local agent's uplink, transport, outbox and connectors",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			res, err := localClient(local).GetStatus(cmd.Context(), connect.NewRequest(&agentv1.GetStatusRequest{}))
@@ -104,6 +116,10 @@ func newAgentStatusCmd() *cobra.Command {
 			if ob.GetBlocked() {
 				fmt.Fprintf(w, "BLOCKED:    %s\n", ob.GetBlockedReason())
 			}
+			if len(st.GetConnectors()) > 0 {
+				fmt.Fprintln(w, "connectors:")
+				return printConnectors(w, st.GetConnectors())
+			}
 			return nil
 		},
 	}
@@ -129,21 +145,59 @@ func applyMemoryLimit(s string) error {
 }
 
 // parseBytes reads sizes like 1GiB, 500MiB, 64KiB or a plain byte count.
-func parseBytes(s string) (int64, error) {
-	units := []struct {
-		suffix string
-		mult   int64
-	}{{"GiB", 1 << 30}, {"MiB", 1 << 20}, {"KiB", 1 << 10}, {"GB", 1e9}, {"MB", 1e6}, {"KB", 1e3}, {"B", 1}}
-	num, mult := s, int64(1)
-	for _, u := range units {
-		if n, ok := strings.CutSuffix(s, u.suffix); ok {
-			num, mult = n, u.mult
-			break
+func parseBytes(s string) (int64, error) { return config.ParseBytes(s) }
+
+// applyAgentFile reads the agent config file: its values fill what no flag (or the
+// flag's environment variable) set, and its connectors become cfg.Connectors. Secrets
+// are resolved here, from this process's environment and files.
+func applyAgentFile(cmd *cobra.Command, path string, cfg *agent.Config, quota, memLimit *string) error {
+	fc, err := config.Load(path)
+	if err != nil {
+		return err
+	}
+	f := cmd.Flags()
+	unset := func(flag, env string) bool { return !f.Changed(flag) && (env == "" || os.Getenv(env) == "") }
+	a := fc.Agent
+	if a.Name != "" && unset("name", "") {
+		cfg.Name = a.Name
+	}
+	if a.DataDir != "" && unset("data-dir", "CROSSDOCK_AGENT_DATA_DIR") {
+		cfg.DataDir = a.DataDir
+	}
+	if len(a.Servers) > 0 && unset("server", "CROSSDOCK_SERVERS") {
+		cfg.Servers = a.Servers
+	}
+	if a.EnrollToken != "" && unset("enroll-token", "CROSSDOCK_ENROLL_TOKEN") {
+		cfg.EnrollToken = a.EnrollToken
+	}
+	if a.LocalAddr != "" && unset("local-addr", "") {
+		cfg.LocalAddr = a.LocalAddr
+	}
+	if a.NoQUIC != nil && unset("no-quic", "") {
+		cfg.DisableQUIC = *a.NoQUIC
+	}
+	if a.QuotaBytes > 0 && unset("quota", "") {
+		*quota = strconv.FormatInt(a.QuotaBytes, 10)
+	}
+	if a.MemoryLimit != "" && unset("memory-limit", "") {
+		*memLimit = a.MemoryLimit
+	}
+	if a.Batch > 0 && unset("batch", "") {
+		cfg.BatchMaxEvents = a.Batch
+	}
+	if a.Window > 0 && unset("window", "") {
+		cfg.Window = a.Window
+	}
+	for i, c := range fc.Connectors {
+		if c.Builtin != "" {
+			if _, ok := builtin.Lookup(c.Builtin); !ok {
+				return fmt.Errorf("agent config %s: connectors[%d].builtin: no built-in connector %q (built-ins: %s)", path, i, c.Builtin, strings.Join(builtin.Names(), ", "))
+			}
 		}
+		cfg.Connectors = append(cfg.Connectors, pluginhost.Connector{
+			Name: c.Name, Builtin: c.Builtin, Path: c.Path, SHA256: c.SHA256, Settings: c.Settings,
+			NoSource: c.Source != nil && !*c.Source,
+		})
 	}
-	v, err := strconv.ParseInt(num, 10, 64)
-	if err != nil || v < 0 || v > (1<<62)/mult {
-		return 0, fmt.Errorf("%q is not a size like 1GiB or 500MiB", s)
-	}
-	return v * mult, nil
+	return nil
 }

@@ -39,5 +39,6 @@ func newAgentsCmd() *cobra.Command {
 			return tw.Flush()
 		},
 	})
+	cmd.AddCommand(newAgentsDescribeCmd())
 	return cmd
 }

@@ -57,6 +57,7 @@ func newRootCmd() *cobra.Command {
 		newApplyCmd(), newRoutesCmd(), withDestinationsStatus(newDestinationsCmd()), newPoliciesCmd(), newHistoryCmd(), newRollbackCmd(), newDeleteCmd(),
 		newDlqCmd(), newReplayCmd(),
 		newVersionCmd(),
+		newPluginCmd(),
 	)
 	return root
 }

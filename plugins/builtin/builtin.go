@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"sort"
 
+	"github.com/crossdock/crossdock/plugins/example/counter"
 	"github.com/crossdock/crossdock/plugins/pgcdc"
 	"github.com/crossdock/crossdock/plugins/sdk"
 	sqlconnector "github.com/crossdock/crossdock/plugins/sql"
@@ -22,6 +23,8 @@ var connectors = map[string]Constructor{
 	"sql":    func(l *slog.Logger) sdk.Connector { return sqlconnector.New(l) },
 	"pgcdc":  func(l *slog.Logger) sdk.Connector { return pgcdc.New(l) },
 	"tryton": func(l *slog.Logger) sdk.Connector { return tryton.New(l) },
+	// example is the counter of docs/connectors.md, for trying an agent out.
+	"example": func(l *slog.Logger) sdk.Connector { return counter.New(l) },
 }
 
 // Lookup returns the constructor of a built-in connector type.
