@@ -73,9 +73,10 @@ type ERP struct {
 }
 
 // DSN is the SQLite data source name for the file at path: WAL, so the connector reads
-// while the simulator writes, and a busy timeout instead of "database is locked".
+// while the simulator writes (synchronous=NORMAL: a sample need not fsync each commit),
+// and a busy timeout instead of "database is locked".
 func DSN(path string) string {
-	return "file:" + path + "?_pragma=journal_mode(WAL)&_pragma=busy_timeout(10000)"
+	return "file:" + path + "?_pragma=journal_mode(WAL)&_pragma=synchronous(NORMAL)&_pragma=busy_timeout(10000)"
 }
 
 // Open opens (creating if needed) the ERP at path and seeds skus items, each stocked
