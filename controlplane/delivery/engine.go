@@ -50,6 +50,8 @@ type Config struct {
 	Poll time.Duration
 	// OnDelivered, when set, is called after messages were accepted (benchmarks).
 	OnDelivered func(destination string, seqs []uint64, at time.Time)
+	// AgentSink delivers to agent destinations; without it they are not run.
+	AgentSink AgentSink
 }
 
 // Engine delivers on the leader. Run it on every node: it is idle on followers.
@@ -181,7 +183,8 @@ func (e *Engine) reconcile(ctx context.Context, plan *Plan) {
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	for _, d := range plan.Destinations {
-		if d.Kind != KindWebhook || d.Err != "" {
+		runs := d.Kind == KindWebhook || (d.Kind == KindAgent && e.cfg.AgentSink != nil)
+		if !runs || d.Err != "" {
 			continue
 		}
 		if r := e.workers[d.Name]; r != nil {
@@ -279,8 +282,8 @@ func (e *Engine) Status() ([]DestinationStatus, error) {
 		switch {
 		case d.Err != "":
 			st.LastError = d.Err
-		case d.Kind == KindAgent:
-			st.LastError = "agent sink delivery is not available yet in this build"
+		case d.Kind == KindAgent && e.cfg.AgentSink == nil:
+			st.LastError = "agent sink delivery is not wired in this build (no downlink to agents yet)"
 		}
 		out = append(out, st)
 	}

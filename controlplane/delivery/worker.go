@@ -185,9 +185,12 @@ type WorkerStatus struct {
 }
 
 func newWorker(e *Engine, dest Destination, routes []Route) (*worker, error) {
-	key, err := ParseSecret(dest.Secret)
-	if err != nil {
-		return nil, fmt.Errorf("destination %s: %w", dest.Name, err)
+	var key []byte
+	if dest.Kind == KindWebhook {
+		var err error
+		if key, err = ParseSecret(dest.Secret); err != nil {
+			return nil, fmt.Errorf("destination %s: %w", dest.Name, err)
+		}
 	}
 	pol := dest.Policy.withDefaults()
 	now := time.Now()
@@ -535,7 +538,12 @@ func (w *worker) sendJob(ctx context.Context, items []*item) {
 	if len(items) > 1 || w.dest.AcceptsBatches {
 		id, body = batchBody(items)
 	}
-	res := w.e.client.send(ctx, &w.dest, w.key, id, body)
+	var res attemptResult
+	if w.dest.Kind == KindAgent {
+		res = w.sendAgent(ctx, id, body)
+	} else {
+		res = w.e.client.send(ctx, &w.dest, w.key, id, body)
+	}
 	r := jobResult{items: items, res: res, at: time.Now()}
 	if res.outcome == outcomeOK {
 		var ids []string
