@@ -17,15 +17,16 @@ import (
 )
 
 // source polls Tryton. What it already emitted is remembered in memory so an unchanged
-// level or status is not sent again; after a restart that memory is empty and the
-// lookback window is re-emitted with the same per-event positions (hence the same
-// event ids), which the control plane drops as duplicates.
+// level or status is not sent again. The memory lasts one Read call: a new call starts
+// from a committed position that may be older than what was emitted, so it forgets and
+// re-emits the lookback window with the same per-event positions (hence the same event
+// ids), which the control plane drops as duplicates.
 type source struct {
 	c *Connector
 
 	mu     sync.Mutex
 	locs   []location
-	levels map[levelKey]string // last emitted on_hand
+	levels map[levelKey]string // last emitted "on_hand/available"
 	moves  map[int64]time.Time // stock moves already looked at → their modification time
 	sales  map[int64]string    // last emitted state per sale
 	salesT map[int64]time.Time // modification time of that state
@@ -46,8 +47,14 @@ type locRow struct {
 type levelKey struct{ product, location int64 }
 
 func newSource(c *Connector) *source {
-	return &source{c: c, levels: map[levelKey]string{}, moves: map[int64]time.Time{},
-		sales: map[int64]string{}, salesT: map[int64]time.Time{}, noCode: map[int64]bool{}}
+	s := &source{c: c, noCode: map[int64]bool{}}
+	s.forget()
+	return s
+}
+
+func (s *source) forget() {
+	s.levels, s.moves = map[levelKey]string{}, map[int64]time.Time{}
+	s.sales, s.salesT = map[int64]string{}, map[int64]time.Time{}
 }
 
 // Read polls Tryton every poll_interval from the position on.
@@ -62,6 +69,7 @@ func (c *Connector) Read(ctx context.Context, from string, emit sdk.Emit) error 
 	s := c.src
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	s.forget()
 	if *c.cfg.Inventory && s.locs == nil {
 		if s.locs, err = s.resolveLocations(ctx); err != nil {
 			return err
@@ -202,7 +210,7 @@ func (s *source) prune(p position) {
 	}
 }
 
-// modified is a record's modification time: write_date, or create_date when it was
+// stamps are a record's id and times; modified is write_date, or create_date when it was
 // never written.
 type stamps struct {
 	ID         int64     `json:"id"`
