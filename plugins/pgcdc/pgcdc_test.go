@@ -53,6 +53,8 @@ CREATE TABLE noise (id bigserial PRIMARY KEY, payload text)`)
 	return d
 }
 
+func pgxConnect(dsn string) (*pgx.Conn, error) { return pgx.Connect(context.Background(), dsn) }
+
 func (d *db) exec(t *testing.T, sql string, args ...any) {
 	t.Helper()
 	if _, err := d.conn.Exec(context.Background(), sql, args...); err != nil {
