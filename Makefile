@@ -65,5 +65,7 @@ fuzz: ## Run each fuzzer briefly
 	$(GO) test -run '^$$' -fuzz FuzzBuild -fuzztime 20s ./plugins/internal/rowmap/
 	$(GO) test -run '^$$' -fuzz '^FuzzParsePosition$$' -fuzztime 20s ./plugins/tryton/
 	$(GO) test -run '^$$' -fuzz '^FuzzDecodeResponse$$' -fuzztime 20s ./plugins/tryton/
+	$(GO) test -run '^$$' -fuzz '^FuzzParsePosition$$' -fuzztime 20s ./plugins/pgcdc/
+	$(GO) test -run '^$$' -fuzz '^FuzzParseSettings$$' -fuzztime 20s ./plugins/pgcdc/
 
 .PHONY: help build test demo bench tools gen check-gen lint fuzz
