@@ -66,19 +66,19 @@ func main() {
 		fmt.Printf("delivery throughput batch=%d events=%d runs=%d median_events_per_s=%.0f min=%.0f max=%.0f\n",
 			batch, *events, *runs, rates[len(rates)/2], rates[0], rates[len(rates)-1])
 	}
-	var p50s, p99s, maxs []time.Duration
+	var p50s, p99s, maxs, e50s, e99s []time.Duration
 	for range *runs {
-		p50, p99, mx, err := latency(*rate, *seconds)
+		l, err := latency(*rate, *seconds)
 		if err != nil {
 			fail(err)
 		}
-		p50s, p99s, maxs = append(p50s, p50), append(p99s, p99), append(maxs, mx)
+		p50s, p99s, maxs = append(p50s, l.p50), append(p99s, l.p99), append(maxs, l.max)
+		e50s, e99s = append(e50s, l.enginep50), append(e99s, l.enginep99)
 	}
-	slices.Sort(p50s)
-	slices.Sort(p99s)
-	slices.Sort(maxs)
+	med := func(d []time.Duration) float64 { slices.Sort(d); return ms(d[len(d)/2]) }
 	fmt.Printf("delivery latency publish->webhook rate=%d/s seconds=%d runs=%d median_p50_ms=%.1f median_p99_ms=%.1f p99_range_ms=%.1f-%.1f median_max_ms=%.1f\n",
-		*rate, *seconds, *runs, ms(p50s[len(p50s)/2]), ms(p99s[len(p99s)/2]), ms(p99s[0]), ms(p99s[len(p99s)-1]), ms(maxs[len(maxs)/2]))
+		*rate, *seconds, *runs, med(p50s), med(p99s), ms(p99s[0]), ms(p99s[len(p99s)-1]), med(maxs))
+	fmt.Printf("delivery latency commit->webhook (engine) rate=%d/s median_p50_ms=%.1f median_p99_ms=%.1f\n", *rate, med(e50s), med(e99s))
 }
 
 func ms(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
@@ -113,11 +113,12 @@ type payload struct {
 	SKU       string `json:"sku"`
 	Quantity  string `json:"quantity"`
 	Published int64  `json:"published_unix_nano"`
+	Committed int64  `json:"committed_unix_nano"`
 }
 
 var route = delivery.Route{Name: "bench", Destinations: []string{"market"}, Evaluate: func(ce *eventv1.CommittedEvent) (bool, []byte, error) {
 	lvl := ce.GetEvent().GetInventoryLevel()
-	b, err := json.Marshal(payload{SKU: lvl.GetSku(), Quantity: lvl.GetAvailable(), Published: ce.GetEvent().GetOccurredAt().AsTime().UnixNano()})
+	b, err := json.Marshal(payload{SKU: lvl.GetSku(), Quantity: lvl.GetAvailable(), Published: ce.GetEvent().GetOccurredAt().AsTime().UnixNano(), Committed: ce.GetCommittedAt().AsTime().UnixNano()})
 	return true, b, err
 }}
 
@@ -185,21 +186,24 @@ func throughput(n, batch int) (float64, error) {
 	return float64(n) / time.Since(start).Seconds(), nil
 }
 
-// latency publishes at rate events/s for the given seconds through an in-process agent
-// and returns the p50, p99 and max of publish → webhook received.
-func latency(rate, seconds int) (p50, p99, mx time.Duration, err error) {
+// latencies are one latency run's percentiles: publish → webhook received, and the
+// engine's part, raft commit (the leader's append time) → webhook received.
+type latencies struct{ p50, p99, max, enginep50, enginep99 time.Duration }
+
+// latency publishes at rate events/s for the given seconds through an in-process agent.
+func latency(rate, seconds int) (latencies, error) {
 	nd, err := startNode()
 	if err != nil {
-		return 0, 0, 0, err
+		return latencies{}, err
 	}
 	defer nd.stop()
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	var mu sync.Mutex
-	var lat []time.Duration
+	var lat, engine []time.Duration
 	m, err := samplemarket.New(samplemarket.Config{Secret: secret})
 	if err != nil {
-		return 0, 0, 0, err
+		return latencies{}, err
 	}
 	recv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		rec := &statusRecorder{ResponseWriter: w}
@@ -215,6 +219,7 @@ func latency(rate, seconds int) (p50, p99, mx time.Duration, err error) {
 			if json.Unmarshal(msg.Raw, &p) == nil {
 				mu.Lock()
 				lat = append(lat, at.Sub(time.Unix(0, p.Published)))
+				engine = append(engine, at.Sub(time.Unix(0, p.Committed)))
 				mu.Unlock()
 			}
 		}
@@ -229,20 +234,20 @@ func latency(rate, seconds int) (p50, p99, mx time.Duration, err error) {
 
 	cc, err := cliconfig.Load(nd.srv.AdminConfigPath())
 	if err != nil {
-		return 0, 0, 0, err
+		return latencies{}, err
 	}
 	admin, closeAdmin, err := cc.AdminClient()
 	if err != nil {
-		return 0, 0, 0, err
+		return latencies{}, err
 	}
 	defer closeAdmin()
 	tok, err := admin.CreateToken(ctx, connect.NewRequest(&adminv1.CreateTokenRequest{Ttl: durationpb.New(time.Minute), AgentName: "bench"}))
 	if err != nil {
-		return 0, 0, 0, err
+		return latencies{}, err
 	}
 	ag, err := agent.New(ctx, agent.Config{DataDir: filepath.Join(nd.dir, "agent"), Servers: []string{nd.srv.Addr()}, EnrollToken: tok.Msg.GetToken(), LocalAddr: "-"})
 	if err != nil {
-		return 0, 0, 0, err
+		return latencies{}, err
 	}
 	actx, acancel := context.WithCancel(ctx)
 	agDone := make(chan error, 1)
@@ -262,7 +267,7 @@ func latency(rate, seconds int) (p50, p99, mx time.Duration, err error) {
 			evs[j] = level(i+j, now)
 		}
 		if _, err := ag.Publish(ctx, "bench", evs); err != nil {
-			return 0, 0, 0, fmt.Errorf("publish: %w", err)
+			return latencies{}, fmt.Errorf("publish: %w", err)
 		}
 	}
 	deadline := time.Now().Add(2 * time.Minute)
@@ -274,14 +279,16 @@ func latency(rate, seconds int) (p50, p99, mx time.Duration, err error) {
 			break
 		}
 		if time.Now().After(deadline) {
-			return 0, 0, 0, fmt.Errorf("only %d of %d events received", n, total)
+			return latencies{}, fmt.Errorf("only %d of %d events received", n, total)
 		}
 		time.Sleep(5 * time.Millisecond)
 	}
 	mu.Lock()
 	defer mu.Unlock()
 	slices.Sort(lat)
-	return lat[len(lat)/2], lat[len(lat)*99/100], lat[len(lat)-1], nil
+	slices.Sort(engine)
+	return latencies{p50: lat[len(lat)/2], p99: lat[len(lat)*99/100], max: lat[len(lat)-1],
+		enginep50: engine[len(engine)/2], enginep99: engine[len(engine)*99/100]}, nil
 }
 
 type statusRecorder struct {
