@@ -426,6 +426,8 @@ func TestAgainstTryton(t *testing.T) {
 	})
 
 	t.Run("RestartFromPosition", func(t *testing.T) {
+		old := e.product(t, "RST-0")
+		e.move(t, old, e.supplier, e.storage, 1)
 		p := e.product(t, "RST-1")
 		r := read(t, e.connector(t, ""), "")
 		e.move(t, p, e.supplier, e.storage, 5)
@@ -443,8 +445,8 @@ func TestAgainstTryton(t *testing.T) {
 		c2 := e.connector(t, `,"lookback":"1m"`)
 		r2 := read(t, c2, pos)
 		waitLevel(t, r2, "RST-1", "5")
-		if _, ok := r2.level("INV-1", "WH"); !ok {
-			t.Fatal("a one-minute lookback did not re-read INV-1")
+		if _, ok := r2.level("RST-0", "WH"); !ok {
+			t.Fatal("a one-minute lookback did not re-read RST-0")
 		}
 		r2.stop()
 		// The same connector read again (the host restarting Read after an error) does
@@ -463,8 +465,8 @@ func TestAgainstTryton(t *testing.T) {
 		e.move(t, p, e.supplier, e.storage, 2)
 		r3 := read(t, e.connector(t, `,"lookback":"0s"`), pos)
 		waitLevel(t, r3, "RST-1", "7")
-		if _, ok := r3.level("INV-1", "WH"); ok {
-			t.Fatal("restart from a position re-read moves before it (INV-1)")
+		if _, ok := r3.level("RST-0", "WH"); ok {
+			t.Fatal("restart from a position re-read moves before it (RST-0)")
 		}
 
 		// A position from another connector version is refused clearly.
