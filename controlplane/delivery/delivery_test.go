@@ -318,3 +318,38 @@ func TestReplay(t *testing.T) {
 		t.Errorf("replay record says %d sent, want %d", r.GetSent(), len(want))
 	}
 }
+
+// A destination that always fails: the circuit opens (and is seen open in status), and
+// each message is dead-lettered after exactly MaxAttempts attempts, none lost to the
+// open circuit.
+func TestGiveUpAfterMaxAttemptsWithBreaker(t *testing.T) {
+	srv := controlplanetest.TestServer(t, nil)
+	m, url := market(t, samplemarket.Config{FailRate: 1})
+	plan := &delivery.Plan{Version: "1",
+		Destinations: []delivery.Destination{{Name: "down", Kind: delivery.KindWebhook, URL: url, Secret: testSecret,
+			Policy: delivery.Policy{MaxAttempts: 3, InitialBackoff: 5 * time.Millisecond, MaxBackoff: 20 * time.Millisecond, BreakerThreshold: 2, BreakerCooldown: 150 * time.Millisecond}}},
+		Routes: []delivery.Route{stockRoute("stock", "down")},
+	}
+	e := delivery.New(delivery.Config{Store: srv.Store(), Plans: delivery.StaticPlan{P: plan}, Logger: controlplanetest.Logger(t), Poll: 50 * time.Millisecond})
+	runEngineWith(t, e)
+	src := newSource(t)
+	src.commit(srv.Store(), level{"A", "1"}, level{"B", "2"}, level{"C", "3"}, level{"D", "4"}, level{"E", "5"})
+	controlplanetest.WaitFor(t, 30*time.Second, "the breaker to open", func() bool {
+		st, err := e.Status()
+		return err == nil && len(st) == 1 && st[0].Breaker == delivery.BreakerOpen
+	})
+	l := srv.Store().Ledger()
+	waitCursor(t, l, "down", time.Minute)
+	dls, _ := l.DeadLetters(ledger.DeadLetterFilter{Destination: "down"})
+	if len(dls) != 5 {
+		t.Fatalf("%d dead letters, want 5", len(dls))
+	}
+	for _, d := range dls {
+		if len(d.GetAttempts()) != 3 || !strings.HasPrefix(d.GetError(), "gave up after 3 attempts: HTTP 5") {
+			t.Errorf("dead letter seq %d: %d attempts, error %q", d.GetSeq(), len(d.GetAttempts()), d.GetError())
+		}
+	}
+	if n := m.Stats().Requests; n != 15 {
+		t.Errorf("receiver got %d requests, want 5 messages x 3 attempts", n)
+	}
+}

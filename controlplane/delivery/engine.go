@@ -120,7 +120,7 @@ func (e *Engine) Run(ctx context.Context) error {
 	t := time.NewTicker(e.cfg.Poll)
 	defer t.Stop()
 	defer e.stopAll()
-	version := ""
+	version, planErr := "", ""
 	for {
 		select {
 		case <-ctx.Done():
@@ -150,9 +150,14 @@ func (e *Engine) Run(ctx context.Context) error {
 		}
 		plan, err := e.cfg.Plans.Plan()
 		if err != nil {
-			e.log.Warn("delivery: read the routing plan", "err", err)
+			// Logged once per distinct error: the check repeats every Poll.
+			if msg := err.Error(); msg != planErr {
+				e.log.Error("delivery: cannot read the routing plan; delivery keeps the previous one", "err", err)
+				planErr = msg
+			}
 			continue
 		}
+		planErr = ""
 		if plan == nil {
 			plan = &Plan{}
 		}
