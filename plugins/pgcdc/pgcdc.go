@@ -267,51 +267,51 @@ FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace WHERE n.nspname = 
 }
 
 // prepareSlot makes sure the slot exists, is a pgoutput slot of this database and is not
-// in use, and returns its confirmed LSN. A slot still held by a previous connection (a
+// in use, and returns its confirmed LSN and whether it was created now. A slot still held by a previous connection (a
 // restart right after a crash) is waited for up to slot_busy_timeout.
-func prepareSlot(ctx context.Context, conn *pgconn.PgConn, cfg *config, log *slog.Logger) (pglogrepl.LSN, error) {
+func prepareSlot(ctx context.Context, conn *pgconn.PgConn, cfg *config, log *slog.Logger) (lsn pglogrepl.LSN, created bool, err error) {
 	deadline := time.Now().Add(cfg.slotBusyTimeout)
 	for {
 		rows, err := query(ctx, conn, `SELECT plugin, slot_type, coalesce(database::text, ''), current_database(),
 coalesce(confirmed_flush_lsn::text, ''), coalesce(active_pid::text, '') FROM pg_replication_slots WHERE slot_name = `+quoteLiteral(cfg.Slot))
 		if err != nil {
-			return 0, fmt.Errorf("pgcdc: look up replication slot %q: %w", cfg.Slot, err)
+			return 0, false, fmt.Errorf("pgcdc: look up replication slot %q: %w", cfg.Slot, err)
 		}
 		if len(rows) == 0 {
 			if !cfg.CreateSlot {
-				return 0, sdk.Permanent(fmt.Errorf("pgcdc: %w: slot %q; create it with SELECT pg_create_logical_replication_slot('%s', 'pgoutput'); or set create_slot: true", ErrNoSlot, cfg.Slot, cfg.Slot))
+				return 0, false, sdk.Permanent(fmt.Errorf("pgcdc: %w: slot %q; create it with SELECT pg_create_logical_replication_slot('%s', 'pgoutput'); or set create_slot: true", ErrNoSlot, cfg.Slot, cfg.Slot))
 			}
 			res, err := pglogrepl.CreateReplicationSlot(ctx, conn, cfg.Slot, "pgoutput",
 				pglogrepl.CreateReplicationSlotOptions{Mode: pglogrepl.LogicalReplication, SnapshotAction: "NOEXPORT_SNAPSHOT"})
 			if err != nil {
-				return 0, fmt.Errorf("pgcdc: create replication slot %q: %w", cfg.Slot, err)
+				return 0, false, fmt.Errorf("pgcdc: create replication slot %q: %w", cfg.Slot, err)
 			}
 			lsn, err := pglogrepl.ParseLSN(res.ConsistentPoint)
 			if err != nil {
-				return 0, fmt.Errorf("pgcdc: create replication slot %q: consistent point %q: %w", cfg.Slot, res.ConsistentPoint, err)
+				return 0, false, fmt.Errorf("pgcdc: create replication slot %q: consistent point %q: %w", cfg.Slot, res.ConsistentPoint, err)
 			}
 			log.Info("replication slot created", "slot", cfg.Slot, "lsn", lsn.String())
-			return lsn, nil
+			return lsn, true, nil
 		}
 		r := rows[0]
 		plugin, typ, db, curDB, confirmed, pid := r[0], r[1], r[2], r[3], r[4], r[5]
 		if typ != "logical" || plugin != "pgoutput" || db != curDB {
-			return 0, sdk.Permanent(fmt.Errorf("pgcdc: %w: slot %q is a %s slot with plugin %q on database %q; pgcdc needs a logical pgoutput slot on %q (choose another slot name)", ErrSlotMismatch, cfg.Slot, typ, plugin, db, curDB))
+			return 0, false, sdk.Permanent(fmt.Errorf("pgcdc: %w: slot %q is a %s slot with plugin %q on database %q; pgcdc needs a logical pgoutput slot on %q (choose another slot name)", ErrSlotMismatch, cfg.Slot, typ, plugin, db, curDB))
 		}
 		if pid == "" {
 			lsn, err := pglogrepl.ParseLSN(confirmed)
 			if err != nil {
-				return 0, fmt.Errorf("pgcdc: slot %q: confirmed_flush_lsn %q: %w", cfg.Slot, confirmed, err)
+				return 0, false, fmt.Errorf("pgcdc: slot %q: confirmed_flush_lsn %q: %w", cfg.Slot, confirmed, err)
 			}
 			log.Info("reusing replication slot", "slot", cfg.Slot, "confirmed_flush_lsn", lsn.String())
-			return lsn, nil
+			return lsn, false, nil
 		}
 		if time.Now().After(deadline) {
-			return 0, fmt.Errorf("pgcdc: replication slot %q is in use by server process %s (another consumer, or a connection that has not ended yet)", cfg.Slot, pid)
+			return 0, false, fmt.Errorf("pgcdc: replication slot %q is in use by server process %s (another consumer, or a connection that has not ended yet)", cfg.Slot, pid)
 		}
 		select {
 		case <-ctx.Done():
-			return 0, ctx.Err()
+			return 0, false, ctx.Err()
 		case <-time.After(100 * time.Millisecond):
 		}
 	}

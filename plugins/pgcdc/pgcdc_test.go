@@ -1,10 +1,12 @@
 package pgcdc
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"strings"
@@ -440,7 +442,7 @@ func TestSlotReuse(t *testing.T) {
 	d.exec(t, `INSERT INTO stock VALUES ('WHILE-STOPPED', 'WH', 2)`)
 	c = newConnector(t, settings(d.pg.DSN, nil)) // create_slot: true
 	a = &agent{c: c, autoAck: true}
-	startRead(t, c, bs[0].Position, a)
+	r = startRead(t, c, bs[0].Position, a)
 	bs = a.waitBatches(t, 1)
 	if got := describeAll(bs); !equal(got, []string{"WHILE-STOPPED@WH=2"}) {
 		t.Fatalf("second session: %q", got)
@@ -452,6 +454,40 @@ func TestSlotReuse(t *testing.T) {
 	if slots != 1 {
 		t.Fatalf("%d replication slots, want the one reused", slots)
 	}
+	r.stop(t)
+
+	// A slot dropped behind the connector's back is recreated (create_slot), loudly:
+	// what happened in between was never decoded.
+	d.exec(t, `SELECT pg_drop_replication_slot('crossdock')`)
+	var logs syncBuffer
+	c = New(slog.New(slog.NewTextHandler(&logs, nil)))
+	if err := c.Configure(context.Background(), settings(d.pg.DSN, nil)); err != nil {
+		t.Fatal(err)
+	}
+	r = startRead(t, c, bs[0].Position, &agent{c: c})
+	waitStreaming(t, d, "crossdock")
+	r.stop(t)
+	if !strings.Contains(logs.String(), "changes between the two were not captured") {
+		t.Fatalf("no warning about the recreated slot in:\n%s", logs.String())
+	}
+}
+
+// syncBuffer is a bytes.Buffer safe for a logger and a test to share.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
 }
 
 // readErr runs Read until it fails and returns the error.

@@ -77,13 +77,16 @@ func (c *Connector) Read(ctx context.Context, from string, emit sdk.Emit) (err e
 	if err := preparePublication(ctx, conn, cfg, c.log); err != nil {
 		return err
 	}
-	slotLSN, err := prepareSlot(ctx, conn, cfg, c.log)
+	slotLSN, created, err := prepareSlot(ctx, conn, cfg, c.log)
 	if err != nil {
 		return err
 	}
-	if from != "" && start.LSN < slotLSN {
-		// Normal after keepalives moved the slot past quiet WAL; after a slot was dropped
-		// and recreated it means changes in between were never decoded.
+	switch {
+	case created && from != "":
+		c.log.Warn("the slot was missing and has been created, but capture had a position: changes between the two were not captured; reload the tables (sql connector snapshot) if they matter",
+			"slot", cfg.Slot, "from", from, "slot_lsn", slotLSN.String())
+	case from != "" && start.LSN < slotLSN:
+		// Normal: keepalives moved the slot past WAL with nothing to capture.
 		c.log.Info("slot is ahead of the start position; starting at the slot", "from", from, "confirmed_flush_lsn", slotLSN.String())
 	}
 	args := []string{"proto_version '1'", "publication_names '" + cfg.Publication + "'"}
