@@ -169,11 +169,22 @@ func (c *Connector) saleValues(ctx context.Context, o *eventv1.Order, tag string
 		lines = append(lines, map[string]any{"type": "line", "product": p.ID, "quantity": q, "unit": int64(p.SaleUoM),
 			"unit_price": decimalArg(price), "description": string(p.Name)})
 	}
-	return map[string]any{
+	sale := map[string]any{
 		"party": party.ID, "invoice_address": party.Addresses[0], "shipment_address": party.Addresses[0],
 		"reference": o.GetOrderNumber(), "description": tag,
 		"lines": []any{[]any{"create", lines}},
-	}, nil
+	}
+	if code := o.GetCurrency(); code != "" {
+		var cur []int64
+		if err := c.rpc.into(ctx, &cur, "currency.currency", "search", nil, []any{[]any{"code", "=", code}}, 0, 1, nil); err != nil {
+			return nil, fmt.Errorf("look up currency %q: %w", code, err)
+		}
+		if len(cur) == 0 {
+			return nil, sdk.Permanent(fmt.Errorf("order %q: Tryton has no currency %q", o.GetOrderNumber(), code))
+		}
+		sale["currency"] = cur[0]
+	}
+	return sale, nil
 }
 
 // findParty finds the customer by party code, then by exact name.

@@ -303,7 +303,7 @@ func TestAgainstTryton(t *testing.T) {
 		e.party(t, "C-SNK")
 		c := e.connector(t, "")
 		ev := &eventv1.Event{Id: "evt-sink-1", Type: "order", Payload: &eventv1.Event_Order{Order: &eventv1.Order{
-			OrderNumber: "WEB-1001", Customer: "C-SNK", Lines: []*eventv1.OrderLine{
+			OrderNumber: "WEB-1001", Customer: "C-SNK", Currency: "EUR", Lines: []*eventv1.OrderLine{
 				{Sku: "SNK-1", Quantity: "3", UnitPrice: "9.90"}, {Sku: "SNK-2", Quantity: "2"}}}}}
 		res, err := c.Write(context.Background(), []*eventv1.Event{ev})
 		if err != nil || len(res) != 1 || res[0].Err != nil || res[0].Ref == "" || res[0].EventID != ev.Id {
@@ -402,6 +402,8 @@ func TestAgainstTryton(t *testing.T) {
 			bad("b2", "NO-SUCH-CUSTOMER", "SNK-1"),
 			{Id: "b5", Type: "order", Payload: &eventv1.Event_Order{Order: &eventv1.Order{OrderNumber: "WEB-b5", Customer: "C-SNK",
 				Lines: []*eventv1.OrderLine{{Sku: "SNK-1", Quantity: "1.5"}}}}},
+			{Id: "b6", Type: "order", Payload: &eventv1.Event_Order{Order: &eventv1.Order{OrderNumber: "WEB-b6", Customer: "C-SNK",
+				Currency: "XTS", Lines: []*eventv1.OrderLine{{Sku: "SNK-1", Quantity: "1"}}}}},
 			{Id: "b3", Type: "inventory.level", Payload: &eventv1.Event_InventoryLevel{InventoryLevel: &eventv1.InventoryLevel{Sku: "SNK-1", Location: "WH", OnHand: "1"}}},
 			bad("b4", "C-SNK", "SNK-2"),
 		}
@@ -410,16 +412,16 @@ func TestAgainstTryton(t *testing.T) {
 			t.Fatal(err)
 		}
 		// Tryton itself refuses 1.5 units of a product counted in whole units.
-		for i, want := range []string{"NO-SUCH-SKU", "NO-SUCH-CUSTOMER", "Quantity", "inventory.level"} {
+		for i, want := range []string{"NO-SUCH-SKU", "NO-SUCH-CUSTOMER", "Quantity", `currency "XTS"`, "inventory.level"} {
 			if !errors.Is(res[i].Err, sdk.ErrPermanent) || !strings.Contains(res[i].Err.Error(), want) {
 				t.Errorf("result %d = %v, want a permanent error naming %q", i, res[i].Err, want)
 			}
 		}
-		if res[4].Err != nil || res[4].Ref == "" {
-			t.Fatalf("good event in a bad batch: %+v", res[4])
+		if res[5].Err != nil || res[5].Ref == "" {
+			t.Fatalf("good event in a bad batch: %+v", res[5])
 		}
 		var none []int64
-		e.Into(t, &none, "sale.sale", "search", []any{[]any{"reference", "in", []string{"WEB-b1", "WEB-b2", "WEB-b5"}}}, 0, nil, nil)
+		e.Into(t, &none, "sale.sale", "search", []any{[]any{"reference", "in", []string{"WEB-b1", "WEB-b2", "WEB-b5", "WEB-b6"}}}, 0, nil, nil)
 		if len(none) != 0 {
 			t.Fatalf("bad events left sales behind: %v", none)
 		}
