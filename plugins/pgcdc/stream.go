@@ -408,9 +408,7 @@ func (s *stream) commit(ctx context.Context, m *pglogrepl.CommitMessage, emit sd
 		b.EventPositions = append(b.EventPositions, Position{LSN: m.CommitLSN, Ordinal: uint64(i), HasOrdinal: true}.String())
 	}
 	if len(b.Events) == 0 {
-		if !s.start.Covers(m.CommitLSN, 0) || len(t.events) == 0 {
-			s.caughtUp(m.TransactionEndLSN)
-		}
+		s.caughtUp(m.TransactionEndLSN) // nothing the agent does not already have
 		return nil
 	}
 	s.c.mu.Lock()
