@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"os"
@@ -13,10 +14,10 @@ import (
 	"google.golang.org/protobuf/types/known/durationpb"
 
 	"github.com/crossdock/crossdock/agent"
+	"github.com/crossdock/crossdock/agent/pluginhost"
 	"github.com/crossdock/crossdock/controlplane"
-	"github.com/crossdock/crossdock/internal/sample"
+	"github.com/crossdock/crossdock/internal/sampleerp"
 	adminv1 "github.com/crossdock/crossdock/proto/gen/crossdock/admin/v1"
-	eventv1 "github.com/crossdock/crossdock/proto/gen/crossdock/event/v1"
 )
 
 func newDemoCmd() *cobra.Command {
@@ -25,11 +26,12 @@ func newDemoCmd() *cobra.Command {
 	var localAddr string
 	cmd := &cobra.Command{
 		Use:   "demo",
-		Short: "Run a one-node control plane, an enrolled agent and a sample inventory publisher",
+		Short: "Run a one-node control plane, an enrolled agent and a sample ERP it captures",
 		Long: `Demo starts, in one process and a temporary directory: a one-node control plane, an
-agent enrolled with a fresh token, and a publisher of inventory changes for a
-distributor with three warehouses. It runs until Ctrl-C and prints the commands to
-watch it with.`,
+agent enrolled with a fresh token, and a sample ERP (a SQLite database with items, stock
+levels in three warehouses and sales orders) that a simulator keeps changing. The agent
+captures the ERP with the built-in sql connector, run as a plugin subprocess. It runs
+until Ctrl-C and prints the commands to watch it with.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if !cmd.Flags().Changed("log-level") {
@@ -66,9 +68,20 @@ watch it with.`,
 			if err != nil {
 				return fmt.Errorf("create enrollment token: %w", err)
 			}
+			erpPath := filepath.Join(dir, "erp.db")
+			erp, err := sampleerp.Open(ctx, erpPath, skus)
+			if err != nil {
+				return err
+			}
+			defer erp.Close()
+			settings, err := json.Marshal(sampleerp.Settings(erp.DSN))
+			if err != nil {
+				return fmt.Errorf("sample ERP settings: %w", err)
+			}
 			ag, err := agent.New(ctx, agent.Config{
 				DataDir: filepath.Join(dir, "agent"), Servers: []string{srv.Addr()},
 				EnrollToken: tok.Msg.GetToken(), LocalAddr: localAddr,
+				Connectors: []pluginhost.Connector{{Name: "sample-erp", Builtin: "sql", Settings: settings}},
 			})
 			if err != nil {
 				return err
@@ -80,26 +93,28 @@ watch it with.`,
 Crossdock demo is running (data in %s).
   control plane  %s   (node demo-cp-1, raft single voter)
   agent          %s   enrolled with a single-use token; local API on %s
-  publisher      %d SKUs x %d warehouses, then ~%d changes/s
+  sample ERP     %s: %d SKUs x %d warehouses, ~%d changes/s
+                 captured by the sql connector "sample-erp" (stock levels, orders, items)
 
 In another terminal:
   export CROSSDOCK_CONFIG=%s
   crossdock events tail                       # follow commits
   crossdock events ls --key sku=SKU-00042     # one SKU's history, in order
   crossdock agents ls                         # agent, transport (h3 = QUIC)
-  crossdock agent status --agent %s           # outbox and uplink
+  crossdock agent status --agent %s           # outbox, uplink and connectors
+  crossdock events ls --type order --limit 5  # sales orders from the ERP
 
 Ctrl-C stops everything.
-`, dir, srv.Addr(), ag.ID(), ag.LocalAddr(), skus, len(sample.DefaultWarehouses), rate, srv.AdminConfigPath(), ag.LocalAddr())
+`, dir, srv.Addr(), ag.ID(), ag.LocalAddr(), erpPath, skus, len(sampleerp.Locations), rate, srv.AdminConfigPath(), ag.LocalAddr())
 
-			pubErr := runPublisher(ctx, ag, skus, rate)
+			simErr := sampleerp.NewSimulator(erp, uint64(time.Now().UnixNano())).Run(ctx, float64(rate))
 			cancel()
-			return errors.Join(ignoreCanceled(pubErr), <-agDone, <-srvDone)
+			return errors.Join(ignoreCanceled(simErr), <-agDone, <-srvDone)
 		},
 	}
 	f := cmd.Flags()
-	f.IntVar(&skus, "skus", 2000, "SKUs per warehouse")
-	f.IntVar(&rate, "rate", 200, "inventory changes per second after the initial snapshot")
+	f.IntVar(&skus, "skus", 2000, "items in the sample ERP, each stocked in every warehouse")
+	f.IntVar(&rate, "rate", 200, "changes per second in the sample ERP (stock moves, new and advancing orders)")
 	f.BoolVar(&keep, "keep", false, "keep the demo's data directory")
 	f.StringVar(&localAddr, "local-addr", "127.0.0.1:7480", "agent local API address")
 	return cmd
@@ -110,36 +125,4 @@ func ignoreCanceled(err error) error {
 		return nil
 	}
 	return err
-}
-
-// runPublisher publishes a full stock snapshot, then a steady stream of changes.
-func runPublisher(ctx context.Context, ag *agent.Agent, skus, rate int) error {
-	// The generator's clock advances a millisecond per event; start it far enough back
-	// that the snapshot does not claim to have happened in the future.
-	start := time.Now().Add(-time.Duration(skus*len(sample.DefaultWarehouses)) * time.Millisecond)
-	gen := sample.NewInventory(uint64(time.Now().UnixNano()), sample.DefaultWarehouses, skus, start)
-	snap := gen.Snapshot()
-	for i := 0; i < len(snap); i += 1000 {
-		if _, err := ag.Publish(ctx, "sample-erp", snap[i:min(i+1000, len(snap))]); err != nil {
-			return fmt.Errorf("publish snapshot: %w", err)
-		}
-	}
-	const tick = 100 * time.Millisecond
-	per := max(rate/10, 1)
-	t := time.NewTicker(tick)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return ctx.Err()
-		case <-t.C:
-		}
-		batch := make([]*eventv1.Event, per)
-		for i := range batch {
-			batch[i] = gen.Next()
-		}
-		if _, err := ag.Publish(ctx, "sample-erp", batch); err != nil {
-			return fmt.Errorf("publish: %w", err)
-		}
-	}
 }
