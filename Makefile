@@ -22,6 +22,7 @@ demo: build ## Run a one-node control plane, an agent and sample data (Ctrl-C st
 
 bench: build ## Run the benchmarks and load programs; figures are printed
 	$(GO) test -run '^$$' -bench . -benchtime 3x ./agent/outbox/ ./controlplane/ledger/
+	$(GO) test -run '^$$' -bench 'PluginBoundary|HostCapture' -benchtime 2000x -count 5 ./plugins/sdk/ ./agent/pluginhost/
 	$(GO) test -run '^$$' -bench . ./controlplane/routing/
 	$(GO) test -run '^$$' -bench . -benchtime 50000x ./plugins/pgcdc/
 	$(GO) test -run '^$$' -bench CapturePostgres -benchtime 5x -timeout 30m ./plugins/sql/
