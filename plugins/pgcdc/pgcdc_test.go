@@ -458,6 +458,11 @@ func TestSlotReuse(t *testing.T) {
 
 	// A slot dropped behind the connector's back is recreated (create_slot), loudly:
 	// what happened in between was never decoded.
+	testutil.WaitFor(t, waitLong, "the server to release the slot", func() bool {
+		var active bool
+		err := d.conn.QueryRow(context.Background(), "SELECT active FROM pg_replication_slots WHERE slot_name = 'crossdock'").Scan(&active)
+		return err == nil && !active
+	})
 	d.exec(t, `SELECT pg_drop_replication_slot('crossdock')`)
 	var logs syncBuffer
 	c = New(slog.New(slog.NewTextHandler(&logs, nil)))
