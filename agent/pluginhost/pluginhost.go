@@ -432,6 +432,10 @@ func (h *Host) launch(ctx context.Context, c *conn) (*plugin.Client, *sdk.Client
 		level = "debug"
 	}
 	cmd.Env = append(os.Environ(), sdk.LogLevelEnv+"="+level)
+	dieWithAgent(cmd)
+	// What the plugin prints to stdout/stderr after it started (not through its
+	// logger) is logged too.
+	stdio := slogh.New(c.log, "plugin.stdio", hclog.Info).StandardWriter(nil)
 	hs := sdk.Handshake
 	hs.ProtocolVersion = h.opts.ProtocolVersion
 	client := plugin.NewClient(&plugin.ClientConfig{
@@ -443,6 +447,8 @@ func (h *Host) launch(ctx context.Context, c *conn) (*plugin.Client, *sdk.Client
 		GRPCDialOptions:  sdk.DialOptions(),
 		Logger:           slogh.New(c.log, "plugin", hclog.Info),
 		StartTimeout:     30 * time.Second,
+		SyncStdout:       stdio,
+		SyncStderr:       stdio,
 	})
 	cp, err := client.Client()
 	if err != nil {

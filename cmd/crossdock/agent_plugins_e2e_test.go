@@ -121,9 +121,13 @@ connectors:
 		t.Errorf("agent status: %v\n%s", err, out)
 	}
 
+	// A SIGKILLed agent leaves no plugin behind (it would hold the source's slot or lock).
+	plugin := connectorStatus(st, "counter").GetPid()
+	ag.kill()
+	controlplanetest.WaitFor(t, 10*time.Second, "the plugin to die with the agent", func() bool { return processGone(int(plugin)) })
+
 	// Restarted with settings the plugin rejects, the agent refuses to start and names
 	// the field.
-	ag.kill()
 	_, err = run(t, "agent", "--config", writeConfig(`{sku: SKU-1, batch: -1}`))
 	if err == nil || !strings.Contains(err.Error(), "connectors[0].settings.batch: must be between 1 and 10000") {
 		t.Errorf("agent with bad connector settings: %v", err)
@@ -148,4 +152,18 @@ func TestAgentConfigRefusedAtStart(t *testing.T) {
 			t.Errorf("agent --config with %q: %v, want %q", tc.doc, err, tc.want)
 		}
 	}
+}
+
+// processGone reports whether pid has exited (a zombie counts: nobody may have reaped it).
+func processGone(pid int) bool {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return syscall.Kill(pid, 0) != nil
+	}
+	// The state follows the parenthesised command name.
+	s := string(b)
+	if i := strings.LastIndexByte(s, ')'); i >= 0 && i+2 < len(s) {
+		return s[i+2] == 'Z' || s[i+2] == 'X'
+	}
+	return false
 }

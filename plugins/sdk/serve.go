@@ -88,6 +88,7 @@ func hclogAttrs(groups []string, a slog.Attr) slog.Attr {
 //
 //	func main() { sdk.Serve(myconnector.New(sdk.Logger())) }
 func Serve(c Connector) {
+	go exitWithParent()
 	plugin.Serve(&plugin.ServeConfig{
 		HandshakeConfig: Handshake,
 		Plugins:         plugin.PluginSet{PluginName: &Plugin{Impl: c}},
@@ -125,6 +126,19 @@ func (p *Plugin) GRPCClient(_ context.Context, _ *plugin.GRPCBroker, cc *grpc.Cl
 // DialOptions are the gRPC options a host uses with go-plugin's ClientConfig.
 func DialOptions() []grpc.DialOption {
 	return []grpc.DialOption{grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(MaxMessageBytes), grpc.MaxCallSendMsgSize(MaxMessageBytes))}
+}
+
+// exitWithParent ends the plugin when the agent that started it is gone (the plugin was
+// re-parented), so an orphan never keeps holding what the restarted agent needs: a
+// replication slot, a lock, a port.
+func exitWithParent() {
+	parent := os.Getppid()
+	for range time.Tick(time.Second) {
+		if os.Getppid() != parent {
+			Logger().Error("the agent that started this plugin is gone; exiting")
+			os.Exit(1)
+		}
+	}
 }
 
 // ackTimeout bounds one Ack call from the host.
