@@ -345,3 +345,21 @@ func TestCheckRefusesBadSettingsAndChecksums(t *testing.T) {
 		}
 	}
 }
+
+// A batch larger than one outbox transaction is appended in parts; the events arrive
+// whole and in order and the position is committed with the last part.
+func TestBatchLargerThanATransactionIsSplit(t *testing.T) {
+	bin, sum := examplePlugin(t)
+	big := outbox.MaxBatchRecords + 1500
+	total := big + 100
+	f := start(t, pluginhost.Options{}, pluginhost.Connector{
+		Name: "counter", Path: bin, SHA256: sum,
+		Settings: settings(t, map[string]any{"sku": "A", "count": total, "batch": big}),
+	})
+	testutil.WaitFor(t, 30*time.Second, "every event", func() bool { return f.ob.Stats().LastSeq >= uint64(total) })
+	checkCount(t, outboxEvents(t, f.ob), "counter", total)
+	testutil.WaitFor(t, 10*time.Second, "the last position", func() bool { return f.status("counter").GetPosition() == strconv.Itoa(total) })
+	if s := f.status("counter"); s.GetRestarts() != 0 || s.GetEventsCaptured() != uint64(total) {
+		t.Errorf("status %v", s)
+	}
+}
