@@ -51,6 +51,9 @@ var (
 	ErrChecksum = errors.New("plugin checksum mismatch")
 	// ErrProtocol: the binary is not a Crossdock plugin or speaks another protocol version.
 	ErrProtocol = errors.New("plugin protocol mismatch")
+	// ErrMissing: the plugin binary does not exist or is not a file. Check refuses it;
+	// at run time it is retried with backoff (the file may come back).
+	ErrMissing = errors.New("plugin binary not found")
 	// ErrInvalidEvent: the source emitted an event that fails validation.
 	ErrInvalidEvent = errors.New("source emitted an invalid event")
 	// ErrNotRunning: Write was called on a connector whose plugin is not running.
@@ -198,7 +201,7 @@ func (h *Host) Check(ctx context.Context) error {
 		case err == nil:
 		case errors.As(err, &ce):
 			return fmt.Errorf("connectors[%d].settings.%s: %s", i, ce.Field, ce.Reason)
-		case errors.Is(err, ErrChecksum), errors.Is(err, ErrProtocol):
+		case errors.Is(err, ErrChecksum), errors.Is(err, ErrProtocol), errors.Is(err, ErrMissing):
 			return fmt.Errorf("connectors[%d] (%s): %w", i, c.cfg.Name, err)
 		default:
 			c.log.Warn("connector check failed; it will be retried", "err", err)
@@ -417,6 +420,16 @@ func (h *Host) runOnce(ctx context.Context, c *conn) (progressed bool, err error
 func (h *Host) launch(ctx context.Context, c *conn) (*plugin.Client, *sdk.Client, error) {
 	var cmd *exec.Cmd
 	var secure *plugin.SecureConfig
+	bin := c.cfg.Path
+	if c.cfg.Builtin != "" {
+		bin = h.opts.Self
+	}
+	if fi, err := os.Stat(bin); err != nil || !fi.Mode().IsRegular() {
+		if err == nil {
+			err = errors.New("not a regular file")
+		}
+		return nil, nil, fmt.Errorf("%w: %s: %w", ErrMissing, bin, err)
+	}
 	if c.cfg.Builtin != "" {
 		cmd = exec.Command(h.opts.Self, "plugin", c.cfg.Builtin)
 	} else {
@@ -474,8 +487,6 @@ func launchError(c *conn, err error) error {
 		return fmt.Errorf("%w: %s speaks another plugin protocol version (%s); this agent speaks version %d: rebuild the plugin against plugins/sdk of this Crossdock release", ErrProtocol, c.kind, msg, sdk.ProtocolVersion)
 	case strings.Contains(msg, "Unrecognized remote plugin message"), strings.Contains(msg, "plugin exited before we could connect"):
 		return fmt.Errorf("launch %s: %w (is it a Crossdock connector plugin?)", c.kind, err)
-	case errors.Is(err, os.ErrNotExist), errors.Is(err, exec.ErrNotFound):
-		return fmt.Errorf("%w: %s: %w", ErrProtocol, c.kind, err)
 	}
 	return fmt.Errorf("launch %s: %w", c.kind, err)
 }

@@ -333,6 +333,7 @@ func TestCheckRefusesBadSettingsAndChecksums(t *testing.T) {
 		{pluginhost.Connector{Name: "ok", Path: bin, SHA256: sum, Settings: []byte(`{"sku":"A"}`)}, ""},
 		{pluginhost.Connector{Name: "c", Path: bin, SHA256: sum, Settings: []byte(`{"sku":"A","batch":-1}`)}, "connectors[1].settings.batch: must be between 1 and 10000"},
 		{pluginhost.Connector{Name: "c", Path: bin, SHA256: strings.Repeat("0", 64), Settings: []byte(`{}`)}, "connectors[1] (c): plugin checksum mismatch"},
+		{pluginhost.Connector{Name: "c", Path: bin + ".missing", SHA256: sum, Settings: []byte(`{}`)}, "connectors[1] (c): plugin binary not found"},
 	} {
 		cs := []pluginhost.Connector{{Name: "first", Path: bin, SHA256: sum, Settings: []byte(`{"sku":"A"}`)}, tc.c}
 		h, err := pluginhost.New(pluginhost.Options{AgentID: "a", Outbox: ob, Logger: slog.New(slog.DiscardHandler)}, cs)
