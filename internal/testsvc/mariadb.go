@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"syscall"
 	"testing"
 	"time"
 
@@ -88,7 +89,7 @@ collation-server=utf8mb4_general_ci
 	done := make(chan struct{})
 	go func() { srv.Wait(); close(done) }()
 	t.Cleanup(func() {
-		srv.Process.Signal(os.Interrupt)
+		srv.Process.Signal(syscall.SIGTERM) // normal shutdown (mariadbd ignores SIGINT)
 		select {
 		case <-done:
 		case <-time.After(15 * time.Second):
