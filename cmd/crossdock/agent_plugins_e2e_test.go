@@ -167,3 +167,13 @@ func processGone(pid int) bool {
 	}
 	return false
 }
+
+func TestPluginLs(t *testing.T) {
+	out, err := run(t, "plugin", "ls")
+	if err != nil || !strings.Contains(out, "example  1.0.0    true    true") {
+		t.Errorf("plugin ls: %v\n%s", err, out)
+	}
+	if _, err := run(t, "plugin", "nosuch"); err == nil || !strings.Contains(err.Error(), `no built-in connector "nosuch"`) {
+		t.Errorf("plugin nosuch: %v", err)
+	}
+}

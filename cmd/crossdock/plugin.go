@@ -2,6 +2,7 @@ package main
 
 import (
 	"fmt"
+	"log/slog"
 	"strings"
 
 	"github.com/spf13/cobra"
@@ -13,7 +14,7 @@ import (
 // newPluginCmd serves a built-in connector over go-plugin. The agent starts it as a
 // subprocess of its own executable; it is hidden because nobody runs it by hand.
 func newPluginCmd() *cobra.Command {
-	return &cobra.Command{
+	cmd := &cobra.Command{
 		Use:    "plugin TYPE",
 		Short:  "Serve a built-in connector to the agent (started by the agent, not by hand)",
 		Hidden: true,
@@ -27,4 +28,19 @@ func newPluginCmd() *cobra.Command {
 			return nil
 		},
 	}
+	cmd.AddCommand(&cobra.Command{
+		Use:   "ls",
+		Short: "List the built-in connectors",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			tw := newTable(cmd.OutOrStdout(), "TYPE", "VERSION", "SOURCE", "SINK", "DESCRIPTION")
+			for _, name := range builtin.Names() {
+				ctor, _ := builtin.Lookup(name)
+				sp := ctor(slog.New(slog.DiscardHandler)).Spec()
+				fmt.Fprintf(tw, "%s\t%s\t%v\t%v\t%s\n", name, sp.Version, sp.Source, sp.Sink, sp.Description)
+			}
+			return tw.Flush()
+		},
+	})
+	return cmd
 }
