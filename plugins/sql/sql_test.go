@@ -246,6 +246,9 @@ func testInsertsAndUpdates(t *testing.T, b *backend) {
 	b.exec(t, ins, 4, "D", "WEST", "1", nil) // no timestamp: not captured
 
 	c := configure(t, stockSettings(b, "stock_iu", nil))
+	if err := c.Health(context.Background()); err != nil {
+		t.Fatalf("health: %v", err)
+	}
 	r := startRead(t, c, "")
 	evs, _ := r.waitEvents(t, 3)
 	for i, want := range []struct{ sku, loc, qty string }{{"A", "MAIN", "10.5"}, {"B", "MAIN", "3"}, {"C", "WEST", "0.125"}} {
