@@ -5,6 +5,7 @@ import (
 	"math/rand/v2"
 	"net/http"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -351,5 +352,60 @@ func TestGiveUpAfterMaxAttemptsWithBreaker(t *testing.T) {
 	}
 	if n := m.Stats().Requests; n != 15 {
 		t.Errorf("receiver got %d requests, want 5 messages x 3 attempts", n)
+	}
+}
+
+// A key that keeps failing holds the cursor. Messages of other keys go on, but only up
+// to the window past the cursor, since a new leader would send all of them again; once
+// the key gets through, the rest follows.
+func TestWindowBoundsWorkAboveAStuckKey(t *testing.T) {
+	srv := controlplanetest.TestServer(t, nil)
+	m, err := samplemarket.New(samplemarket.Config{Secret: testSecret})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var stuck atomic.Bool
+	stuck.Store(true)
+	var delivered, refused atomic.Int64
+	url := startHTTP(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		body, _ := readAll(r)
+		if stuck.Load() && strings.Contains(string(body), `"sku":"STUCK"`) {
+			refused.Add(1)
+			http.Error(w, "injected: try later", http.StatusServiceUnavailable)
+			return
+		}
+		delivered.Add(1)
+		r.Body = nopCloser(body)
+		m.ServeHTTP(w, r)
+	}))
+	const window = 50
+	plan := &delivery.Plan{Version: "1",
+		Destinations: []delivery.Destination{{Name: "shop", Kind: delivery.KindWebhook, URL: url, Secret: testSecret,
+			Policy: delivery.Policy{Window: window, MaxAttempts: 1000, InitialBackoff: 5 * time.Millisecond, MaxBackoff: 20 * time.Millisecond, BreakerThreshold: 1000}}},
+		Routes: []delivery.Route{stockRoute("stock", "shop")},
+	}
+	runEngine(t, srv.Store(), plan)
+	src := newSource(t)
+	lv := []level{{"STUCK", "1"}}
+	for i := range 300 {
+		lv = append(lv, level{sku: fmt.Sprintf("S%d", i), qty: "1"})
+	}
+	src.commit(srv.Store(), lv...)
+	// The stuck message counts in the window too.
+	controlplanetest.WaitFor(t, 30*time.Second, "the window to fill", func() bool { return delivered.Load() == window-1 })
+	// It stays there while the key is stuck: the next messages are not even read.
+	// Check across ten more retries of the stuck message.
+	tries := refused.Load()
+	controlplanetest.WaitFor(t, 30*time.Second, "ten more retries of the stuck key", func() bool { return refused.Load() >= tries+10 })
+	if got := delivered.Load(); got != window-1 {
+		t.Fatalf("%d messages delivered above the stuck key, want the window less the stuck one (%d)", got, window-1)
+	}
+	if c, _, _ := srv.Store().Ledger().DeliveryCursor("shop"); c.GetSeq() != 1 {
+		t.Fatalf("cursor moved to %d past the stuck seq 1", c.GetSeq())
+	}
+	stuck.Store(false)
+	waitCursor(t, srv.Store().Ledger(), "shop", 30*time.Second)
+	if got := m.Quantities(); len(got) != 301 {
+		t.Fatalf("receiver has %d SKUs, want 301", len(got))
 	}
 }

@@ -46,7 +46,7 @@ type Config struct {
 	Logger *slog.Logger
 	// HTTPClient sends webhooks; a client that does not follow redirects by default.
 	HTTPClient *http.Client
-	// Poll is how often leadership and the plan are checked (default 200ms).
+	// Poll is how often leadership and the plan are checked (default 100ms).
 	Poll time.Duration
 	// OnDelivered, when set, is called after messages were accepted (benchmarks).
 	OnDelivered func(destination string, seqs []uint64, at time.Time)
@@ -69,6 +69,7 @@ type Engine struct {
 type workerRun struct {
 	w      *worker
 	cancel context.CancelFunc
+	abort  context.CancelFunc
 	done   chan error
 	err    error
 	failed time.Time
@@ -83,7 +84,7 @@ func New(cfg Config) *Engine {
 		cfg.HTTPClient = newHTTPClient()
 	}
 	if cfg.Poll <= 0 {
-		cfg.Poll = 200 * time.Millisecond
+		cfg.Poll = 100 * time.Millisecond
 	}
 	return &Engine{cfg: cfg, log: cfg.Logger, client: &webhookClient{http: cfg.HTTPClient, now: time.Now}, workers: map[string]*workerRun{}}
 }
@@ -119,7 +120,7 @@ func (e *Engine) observeDelivered(dest string, items []*item, at time.Time) {
 func (e *Engine) Run(ctx context.Context) error {
 	t := time.NewTicker(e.cfg.Poll)
 	defer t.Stop()
-	defer e.stopAll()
+	defer e.stopAll(false)
 	version, planErr := "", ""
 	for {
 		select {
@@ -130,7 +131,7 @@ func (e *Engine) Run(ctx context.Context) error {
 		if !e.cfg.Store.IsLeader() {
 			if e.isLeading() {
 				e.log.Info("delivery: leadership lost; stopping")
-				e.stopAll()
+				e.stopAll(true)
 				e.setLeading(false, nil)
 			}
 			continue
@@ -162,7 +163,7 @@ func (e *Engine) Run(ctx context.Context) error {
 			plan = &Plan{}
 		}
 		if plan.Version != version {
-			e.stopAll()
+			e.stopAll(false)
 			e.setLeading(true, plan)
 			version = plan.Version
 		}
@@ -213,14 +214,18 @@ func (e *Engine) reconcile(ctx context.Context, plan *Plan) {
 			continue
 		}
 		wctx, cancel := context.WithCancel(ctx)
-		r := &workerRun{w: w, cancel: cancel, done: make(chan error, 1)}
+		actx, abort := context.WithCancel(context.WithoutCancel(ctx))
+		r := &workerRun{w: w, cancel: cancel, abort: abort, done: make(chan error, 1)}
 		e.workers[d.Name] = r
-		go func() { r.done <- w.run(wctx) }()
+		go func() { r.done <- w.run(wctx, actx) }()
 	}
 }
 
-// stopAll stops every worker and waits until each has drained.
-func (e *Engine) stopAll() {
+// stopAll stops every worker and waits until each has stopped. Graceful stops let
+// in-flight requests finish and commit the cursors; with abort (leadership lost) they
+// are cancelled at once: nothing could be committed, and a new leader may be sending
+// the same keys already.
+func (e *Engine) stopAll(abort bool) {
 	e.mu.Lock()
 	runs := e.workers
 	e.workers = map[string]*workerRun{}
@@ -229,10 +234,16 @@ func (e *Engine) stopAll() {
 		if r.cancel != nil {
 			r.cancel()
 		}
+		if abort && r.abort != nil {
+			r.abort()
+		}
 	}
 	for _, r := range runs {
 		if r.done != nil {
 			<-r.done
+		}
+		if r.abort != nil {
+			r.abort()
 		}
 	}
 }

@@ -67,8 +67,9 @@ type Policy struct {
 	// through after BreakerCooldown.
 	BreakerThreshold int
 	BreakerCooldown  time.Duration
-	// Concurrency is how many requests may be in flight (different keys); Window is how
-	// many messages may be queued. Neither is part of the routing documents.
+	// Concurrency is how many requests may be in flight (different keys). Window bounds
+	// the messages queued, in flight, or finished above the committed cursor: what a new
+	// leader may send again after a failover. Neither is part of the routing documents.
 	Concurrency int
 	Window      int
 }

@@ -65,7 +65,13 @@ type source struct {
 	routes  []Route
 	pending map[uint64]int
 	seqs    seqHeap
+	items   int // queued messages (the sum of pending)
 	readAll bool
+	// sent holds the seqs of messages finished (sent or dead-lettered) at or above the
+	// last committed cursor: what a new leader would send again. Reading stops while
+	// items + sent reach the window, which bounds that re-send.
+	sent     seqHeap
+	proposed uint64 // the watermark of the flush in progress
 
 	delivered, dead, coalesced uint64 // since the last flush
 	flushed                    uint64
@@ -81,11 +87,24 @@ func (s *source) track(seq uint64) {
 		heap.Push(&s.seqs, seq)
 	}
 	s.pending[seq]++
+	s.items++
 }
 
 func (s *source) untrack(seq uint64) {
 	if s.pending[seq]--; s.pending[seq] <= 0 {
 		delete(s.pending, seq)
+	}
+	s.items--
+}
+
+// outstanding counts the messages a new leader could send again: queued, in flight, or
+// finished above the committed cursor.
+func (s *source) outstanding() int { return s.items + s.sent.Len() }
+
+// committed records that a cursor at wm is committed.
+func (s *source) committed(wm uint64) {
+	for s.sent.Len() > 0 && s.sent[0] < wm {
+		heap.Pop(&s.sent)
 	}
 }
 
@@ -215,9 +234,10 @@ func newWorker(e *Engine, dest Destination, routes []Route) (*worker, error) {
 }
 
 // run delivers until ctx is done or a proposal fails (leadership lost), then lets
-// in-flight requests finish and proposes the final cursor.
-func (w *worker) run(ctx context.Context) error {
-	hard, cancelHard := context.WithCancel(context.WithoutCancel(ctx))
+// in-flight requests finish and proposes the final cursor. Requests and proposals run
+// under abort, which outlives ctx: cancelling it (leadership lost) stops them at once.
+func (w *worker) run(ctx, abort context.Context) error {
+	hard, cancelHard := context.WithCancel(abort)
 	defer cancelHard()
 	timer := time.NewTimer(time.Hour)
 	defer timer.Stop()
@@ -262,6 +282,11 @@ func (w *worker) run(ctx context.Context) error {
 			w.flushing = false
 			if err != nil {
 				fatal = err
+				break
+			}
+			w.main.committed(w.main.proposed)
+			for _, rs := range w.replays {
+				rs.committed(rs.proposed)
 			}
 		case <-changed:
 		case <-timer.C:
@@ -324,8 +349,8 @@ func (w *worker) fill(now time.Time) error {
 		srcs = append(srcs, w.replays[id])
 	}
 	for _, s := range srcs {
-		for !s.readAll && s.next <= last && w.queued < w.pol.Window {
-			limit := min(readPage, w.pol.Window-w.queued)
+		for !s.readAll && s.next <= last && w.queued < w.pol.Window && s.outstanding() < w.pol.Window {
+			limit := min(readPage, w.pol.Window-w.queued, w.pol.Window-s.outstanding())
 			evs, _, err := l.ListEvents(s.filter, s.next, limit)
 			if err != nil {
 				return fmt.Errorf("delivery: read ledger from %d: %w", s.next, err)
@@ -446,6 +471,7 @@ func (w *worker) finish(it *item, dead bool) {
 		return
 	}
 	it.src.untrack(it.seq)
+	heap.Push(&it.src.sent, it.seq)
 	if dead {
 		it.src.dead++
 	} else {
@@ -700,13 +726,13 @@ func (w *worker) flush(ctx context.Context, now time.Time) {
 		Destination: w.dest.Name, Seq: wm, Delivered: s.delivered, DeadLettered: s.dead, Coalesced: s.coalesced,
 		UpdatedAt: timestamppb.New(now),
 	})
-	s.flushed, s.delivered, s.dead, s.coalesced = wm, 0, 0, 0
+	s.flushed, s.proposed, s.delivered, s.dead, s.coalesced = wm, wm, 0, 0, 0
 	for _, id := range slices.Sorted(maps.Keys(w.replays)) {
 		rs := w.replays[id]
 		wm := rs.watermark()
 		done := rs.done()
 		m.Replays = append(m.Replays, &storev1.ReplayProgress{Id: id, NextSeq: wm, Sent: rs.delivered, DeadLettered: rs.dead, Done: done})
-		rs.flushed, rs.delivered, rs.dead = wm, 0, 0
+		rs.flushed, rs.proposed, rs.delivered, rs.dead = wm, wm, 0, 0
 		if done {
 			rs.doneFlushed = true
 			delete(w.replays, id)
