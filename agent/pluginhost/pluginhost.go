@@ -104,6 +104,8 @@ type Options struct {
 	MinBackoff, MaxBackoff time.Duration
 	// ProtocolVersion overrides sdk.ProtocolVersion; tests use it to stage a mismatch.
 	ProtocolVersion uint
+	// HealthInterval is how often a running plugin's Health is checked (30s when 0).
+	HealthInterval time.Duration
 }
 
 // Host runs connectors.
@@ -123,18 +125,20 @@ type conn struct {
 	kind string // "builtin:<type>" or the path
 	log  *slog.Logger
 
-	mu       sync.Mutex
-	state    string
-	lastErr  string
-	attempt  uint32
-	restarts uint32
-	since    time.Time
-	next     time.Time
-	position string
-	captured uint64
-	spec     sdk.Spec
-	pid      int
-	rpc      *sdk.Client // while running
+	mu        sync.Mutex
+	state     string
+	lastErr   string
+	attempt   uint32
+	restarts  uint32
+	since     time.Time
+	next      time.Time
+	position  string
+	captured  uint64
+	spec      sdk.Spec
+	pid       int
+	rpc       *sdk.Client // while running
+	healthErr string
+	healthAt  time.Time
 }
 
 // New checks the connectors and returns a host; Run starts them.
@@ -150,6 +154,9 @@ func New(opts Options, connectors []Connector) (*Host, error) {
 	}
 	if opts.MaxBackoff < opts.MinBackoff {
 		opts.MaxBackoff = opts.MinBackoff
+	}
+	if opts.HealthInterval <= 0 {
+		opts.HealthInterval = 30 * time.Second
 	}
 	if opts.ProtocolVersion == 0 {
 		opts.ProtocolVersion = sdk.ProtocolVersion
@@ -271,7 +278,10 @@ func (h *Host) Status() []*agentv1.ConnectorStatus {
 			Name: c.cfg.Name, Plugin: c.kind, State: c.state, LastError: c.lastErr,
 			Attempt: c.attempt, Restarts: c.restarts, StateSince: timestamppb.New(c.since),
 			Position: c.position, EventsCaptured: c.captured, Version: c.spec.Version,
-			Source: c.spec.Source, Sink: c.spec.Sink, Pid: int32(c.pid),
+			Source: c.spec.Source, Sink: c.spec.Sink, Pid: int32(c.pid), HealthError: c.healthErr,
+		}
+		if !c.healthAt.IsZero() {
+			st.HealthCheckedAt = timestamppb.New(c.healthAt)
 		}
 		if !c.next.IsZero() {
 			st.NextAttempt = timestamppb.New(c.next)
@@ -397,6 +407,9 @@ func (h *Host) runOnce(ctx context.Context, c *conn) (progressed bool, err error
 		c.state, c.since, c.next, c.spec, c.rpc, c.pid = StateRunning, time.Now(), time.Time{}, spec, rpc, pid
 	})
 	c.log.Info("connector running", "plugin", c.kind, "version", spec.Version, "pid", pid, "source", spec.Source && !c.cfg.NoSource, "sink", spec.Sink)
+	hctx, stopHealth := context.WithCancel(ctx)
+	defer stopHealth()
+	go h.watchHealth(hctx, c, rpc)
 	if spec.Source && !c.cfg.NoSource {
 		n, err := h.read(ctx, c, rpc)
 		return n > 0 || time.Since(started) > h.opts.MaxBackoff, err
@@ -412,6 +425,40 @@ func (h *Host) runOnce(ctx context.Context, c *conn) (progressed bool, err error
 			if client.Exited() {
 				return time.Since(started) > h.opts.MaxBackoff, errors.New("plugin process exited")
 			}
+		}
+	}
+}
+
+// watchHealth asks a running plugin for its health now and every HealthInterval, and
+// notes the answer in the connector's status (a change of health is a state change).
+func (h *Host) watchHealth(ctx context.Context, c *conn, rpc *sdk.Client) {
+	t := time.NewTicker(h.opts.HealthInterval)
+	defer t.Stop()
+	for {
+		cctx, cancel := context.WithTimeout(ctx, h.opts.HealthInterval)
+		err := rpc.Health(cctx)
+		cancel()
+		if ctx.Err() != nil {
+			return
+		}
+		msg := ""
+		if err != nil {
+			msg = err.Error()
+		}
+		c.mu.Lock()
+		changed := msg != c.healthErr || c.healthAt.IsZero()
+		c.healthErr, c.healthAt = msg, time.Now()
+		c.mu.Unlock()
+		if changed {
+			if msg != "" {
+				c.log.Warn("connector unhealthy", "err", msg)
+			}
+			h.notify()
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
 		}
 	}
 }

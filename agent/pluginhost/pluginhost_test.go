@@ -364,3 +364,22 @@ func TestBatchLargerThanATransactionIsSplit(t *testing.T) {
 		t.Errorf("status %v", s)
 	}
 }
+
+func TestHealthShowsInStatus(t *testing.T) {
+	bin, sum := examplePlugin(t)
+	f := start(t, pluginhost.Options{}, pluginhost.Connector{
+		Name: "sick", Path: bin, SHA256: sum, NoSource: true,
+		Settings: settings(t, map[string]any{"sku": "A", "unhealthy": "ERP database unreachable"}),
+	}, pluginhost.Connector{
+		Name: "well", Path: bin, SHA256: sum, NoSource: true, Settings: settings(t, map[string]any{"sku": "A"}),
+	})
+	testutil.WaitFor(t, 20*time.Second, "health checks", func() bool {
+		return f.status("sick").GetHealthCheckedAt() != nil && f.status("well").GetHealthCheckedAt() != nil
+	})
+	if e := f.status("sick").GetHealthError(); e != "ERP database unreachable" {
+		t.Errorf("sick connector health %q", e)
+	}
+	if s := f.status("well"); s.GetHealthError() != "" || s.GetState() != pluginhost.StateRunning {
+		t.Errorf("well connector %v", s)
+	}
+}

@@ -78,6 +78,9 @@ func printConnectors(w io.Writer, cs []*agentv1.ConnectorStatus) error {
 		return err
 	}
 	for _, c := range cs {
+		if c.GetHealthError() != "" && c.GetState() == "running" {
+			fmt.Fprintf(w, "  %s: unhealthy at %s: %s\n", c.GetName(), fmtTime(c.GetHealthCheckedAt()), c.GetHealthError())
+		}
 		if c.GetLastError() == "" {
 			continue
 		}

@@ -29,8 +29,10 @@ type Settings struct {
 	Batch    int    `json:"batch"`    // events per batch; default 100
 	Interval string `json:"interval"` // pause between batches, e.g. "10ms"; default none
 	SinkFile string `json:"sink_file"`
-	// InvalidAt makes event n invalid (no sku), to show what the agent does with it.
+	// InvalidAt makes event n invalid (no sku), and Unhealthy makes Health fail with
+	// this message: to show what the agent does with them.
 	InvalidAt uint64 `json:"invalid_at"`
+	Unhealthy string `json:"unhealthy"`
 }
 
 // Connector is the counter.
@@ -83,8 +85,13 @@ func (c *Connector) Configure(_ context.Context, raw []byte) error {
 	return nil
 }
 
-// Health implements sdk.Connector: a counter is always healthy.
-func (c *Connector) Health(context.Context) error { return nil }
+// Health implements sdk.Connector: a counter is healthy unless told otherwise.
+func (c *Connector) Health(context.Context) error {
+	if c.s.Unhealthy != "" {
+		return errors.New(c.s.Unhealthy)
+	}
+	return nil
+}
 
 // Close implements sdk.Connector.
 func (c *Connector) Close() error { return nil }

@@ -361,9 +361,12 @@ type ConnectorStatus struct {
 	Source  bool   `protobuf:"varint,12,opt,name=source,proto3" json:"source,omitempty"`
 	Sink    bool   `protobuf:"varint,13,opt,name=sink,proto3" json:"sink,omitempty"`
 	// Process id of the plugin while it runs.
-	Pid           int32 `protobuf:"varint,14,opt,name=pid,proto3" json:"pid,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	Pid int32 `protobuf:"varint,14,opt,name=pid,proto3" json:"pid,omitempty"`
+	// The plugin's last health check (Health): empty when healthy.
+	HealthError     string                 `protobuf:"bytes,15,opt,name=health_error,json=healthError,proto3" json:"health_error,omitempty"`
+	HealthCheckedAt *timestamppb.Timestamp `protobuf:"bytes,16,opt,name=health_checked_at,json=healthCheckedAt,proto3" json:"health_checked_at,omitempty"`
+	unknownFields   protoimpl.UnknownFields
+	sizeCache       protoimpl.SizeCache
 }
 
 func (x *ConnectorStatus) Reset() {
@@ -494,6 +497,20 @@ func (x *ConnectorStatus) GetPid() int32 {
 	return 0
 }
 
+func (x *ConnectorStatus) GetHealthError() string {
+	if x != nil {
+		return x.HealthError
+	}
+	return ""
+}
+
+func (x *ConnectorStatus) GetHealthCheckedAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.HealthCheckedAt
+	}
+	return nil
+}
+
 // OutboxStatus describes the agent's durable buffer.
 type OutboxStatus struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
@@ -607,7 +624,7 @@ const file_crossdock_agent_v1_agent_proto_rawDesc = "" +
 	"\rcommitted_seq\x18\b \x01(\x04R\fcommittedSeq\x12C\n" +
 	"\n" +
 	"connectors\x18\t \x03(\v2#.crossdock.agent.v1.ConnectorStatusR\n" +
-	"connectors\"\xc1\x03\n" +
+	"connectors\"\xac\x04\n" +
 	"\x0fConnectorStatus\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x16\n" +
 	"\x06plugin\x18\x02 \x01(\tR\x06plugin\x12\x14\n" +
@@ -625,7 +642,9 @@ const file_crossdock_agent_v1_agent_proto_rawDesc = "" +
 	"\aversion\x18\v \x01(\tR\aversion\x12\x16\n" +
 	"\x06source\x18\f \x01(\bR\x06source\x12\x12\n" +
 	"\x04sink\x18\r \x01(\bR\x04sink\x12\x10\n" +
-	"\x03pid\x18\x0e \x01(\x05R\x03pid\"\xd7\x01\n" +
+	"\x03pid\x18\x0e \x01(\x05R\x03pid\x12!\n" +
+	"\fhealth_error\x18\x0f \x01(\tR\vhealthError\x12F\n" +
+	"\x11health_checked_at\x18\x10 \x01(\v2\x1a.google.protobuf.TimestampR\x0fhealthCheckedAt\"\xd7\x01\n" +
 	"\fOutboxStatus\x12%\n" +
 	"\x0epending_events\x18\x01 \x01(\x04R\rpendingEvents\x12#\n" +
 	"\rpending_bytes\x18\x02 \x01(\x04R\fpendingBytes\x12\x1f\n" +
@@ -663,22 +682,23 @@ var file_crossdock_agent_v1_agent_proto_goTypes = []any{
 	(*timestamppb.Timestamp)(nil), // 8: google.protobuf.Timestamp
 }
 var file_crossdock_agent_v1_agent_proto_depIdxs = []int32{
-	7, // 0: crossdock.agent.v1.PublishRequest.events:type_name -> crossdock.event.v1.Event
-	4, // 1: crossdock.agent.v1.GetStatusResponse.status:type_name -> crossdock.agent.v1.AgentStatus
-	8, // 2: crossdock.agent.v1.AgentStatus.connected_since:type_name -> google.protobuf.Timestamp
-	6, // 3: crossdock.agent.v1.AgentStatus.outbox:type_name -> crossdock.agent.v1.OutboxStatus
-	5, // 4: crossdock.agent.v1.AgentStatus.connectors:type_name -> crossdock.agent.v1.ConnectorStatus
-	8, // 5: crossdock.agent.v1.ConnectorStatus.state_since:type_name -> google.protobuf.Timestamp
-	8, // 6: crossdock.agent.v1.ConnectorStatus.next_attempt:type_name -> google.protobuf.Timestamp
-	0, // 7: crossdock.agent.v1.AgentService.Publish:input_type -> crossdock.agent.v1.PublishRequest
-	2, // 8: crossdock.agent.v1.AgentService.GetStatus:input_type -> crossdock.agent.v1.GetStatusRequest
-	1, // 9: crossdock.agent.v1.AgentService.Publish:output_type -> crossdock.agent.v1.PublishResponse
-	3, // 10: crossdock.agent.v1.AgentService.GetStatus:output_type -> crossdock.agent.v1.GetStatusResponse
-	9, // [9:11] is the sub-list for method output_type
-	7, // [7:9] is the sub-list for method input_type
-	7, // [7:7] is the sub-list for extension type_name
-	7, // [7:7] is the sub-list for extension extendee
-	0, // [0:7] is the sub-list for field type_name
+	7,  // 0: crossdock.agent.v1.PublishRequest.events:type_name -> crossdock.event.v1.Event
+	4,  // 1: crossdock.agent.v1.GetStatusResponse.status:type_name -> crossdock.agent.v1.AgentStatus
+	8,  // 2: crossdock.agent.v1.AgentStatus.connected_since:type_name -> google.protobuf.Timestamp
+	6,  // 3: crossdock.agent.v1.AgentStatus.outbox:type_name -> crossdock.agent.v1.OutboxStatus
+	5,  // 4: crossdock.agent.v1.AgentStatus.connectors:type_name -> crossdock.agent.v1.ConnectorStatus
+	8,  // 5: crossdock.agent.v1.ConnectorStatus.state_since:type_name -> google.protobuf.Timestamp
+	8,  // 6: crossdock.agent.v1.ConnectorStatus.next_attempt:type_name -> google.protobuf.Timestamp
+	8,  // 7: crossdock.agent.v1.ConnectorStatus.health_checked_at:type_name -> google.protobuf.Timestamp
+	0,  // 8: crossdock.agent.v1.AgentService.Publish:input_type -> crossdock.agent.v1.PublishRequest
+	2,  // 9: crossdock.agent.v1.AgentService.GetStatus:input_type -> crossdock.agent.v1.GetStatusRequest
+	1,  // 10: crossdock.agent.v1.AgentService.Publish:output_type -> crossdock.agent.v1.PublishResponse
+	3,  // 11: crossdock.agent.v1.AgentService.GetStatus:output_type -> crossdock.agent.v1.GetStatusResponse
+	10, // [10:12] is the sub-list for method output_type
+	8,  // [8:10] is the sub-list for method input_type
+	8,  // [8:8] is the sub-list for extension type_name
+	8,  // [8:8] is the sub-list for extension extendee
+	0,  // [0:8] is the sub-list for field type_name
 }
 
 func init() { file_crossdock_agent_v1_agent_proto_init() }
