@@ -181,12 +181,26 @@ func checkCount(t *testing.T, evs []*eventv1.Event, connector string, n int) {
 	}
 }
 
+func byConnector(evs []*eventv1.Event, name string) []*eventv1.Event {
+	var out []*eventv1.Event
+	for _, ev := range evs {
+		if ev.GetSource().GetConnector() == name {
+			out = append(out, ev)
+		}
+	}
+	return out
+}
+
 func TestSIGKILLMidStreamLosesAndDuplicatesNothing(t *testing.T) {
 	bin, sum := examplePlugin(t)
 	const total = 4000
 	f := start(t, pluginhost.Options{}, pluginhost.Connector{
 		Name: "counter", Path: bin, SHA256: sum,
 		Settings: settings(t, map[string]any{"sku": "SKU-1", "count": total, "batch": 40, "interval": "10ms"}),
+	}, pluginhost.Connector{
+		// A neighbour that must not notice.
+		Name: "other", Path: bin, SHA256: sum,
+		Settings: settings(t, map[string]any{"sku": "SKU-2", "count": 1000, "batch": 10, "interval": "5ms"}),
 	})
 	for kill := 1; kill <= 2; kill++ {
 		var pid int32
@@ -202,12 +216,17 @@ func TestSIGKILLMidStreamLosesAndDuplicatesNothing(t *testing.T) {
 			s := f.status("counter")
 			return s.GetRestarts() >= uint32(kill) && s.GetPid() != pid && s.GetState() == pluginhost.StateRunning
 		})
-		if got := f.ob.Stats().LastSeq; got >= total {
+		if got := f.status("counter").GetEventsCaptured(); got >= total {
 			t.Fatalf("the stream finished (%d events) before kill %d; slow it down", got, kill)
 		}
 	}
-	testutil.WaitFor(t, 60*time.Second, "every event", func() bool { return f.ob.Stats().LastSeq >= total })
-	checkCount(t, outboxEvents(t, f.ob), "counter", total)
+	testutil.WaitFor(t, 60*time.Second, "every event", func() bool { return f.ob.Stats().LastSeq >= total+1000 })
+	evs := outboxEvents(t, f.ob)
+	checkCount(t, byConnector(evs, "counter"), "counter", total)
+	checkCount(t, byConnector(evs, "other"), "other", 1000)
+	if o := f.status("other"); o.GetRestarts() != 0 || o.GetState() != pluginhost.StateRunning {
+		t.Errorf("the neighbour was disturbed: %v", o)
+	}
 	s := f.status("counter")
 	if s.GetPosition() != strconv.Itoa(total) || s.GetLastError() == "" {
 		t.Errorf("status after restarts: %v", s)
