@@ -300,6 +300,12 @@ func TestInvalidEventStallsWithoutLosingAnything(t *testing.T) {
 	if e := s.GetLastError(); !strings.Contains(e, "invalid event at position 150") || !strings.Contains(e, "inventoryLevel.sku: required") {
 		t.Errorf("last error %q does not name the position and the field", e)
 	}
+	// Retries back off exponentially up to the maximum (20ms doubling, at most 200ms).
+	testutil.WaitFor(t, 20*time.Second, "five attempts", func() bool { return f.status("counter").GetAttempt() >= 5 })
+	s = f.status("counter")
+	if d := s.GetNextAttempt().AsTime().Sub(s.GetStateSince().AsTime()); d < 199*time.Millisecond || d > 201*time.Millisecond {
+		t.Errorf("attempt %d waits %s, want the 200ms maximum", s.GetAttempt(), d)
+	}
 	// The batch before the bad one is committed; the bad batch and everything after it
 	// wait, with the position before them.
 	checkCount(t, outboxEvents(t, f.ob), "counter", 100)
