@@ -123,9 +123,18 @@ func (p *Plugin) GRPCClient(_ context.Context, _ *plugin.GRPCBroker, cc *grpc.Cl
 	return newClient(cc), nil
 }
 
+// receiveWindow is the host's fixed gRPC flow-control window: a source runs at most
+// about this far ahead of the agent (grpc-go's default would grow it to 16 MiB per
+// plugin, a lot for an agent that keeps its heap near 40 MiB).
+const receiveWindow = 1 << 20
+
 // DialOptions are the gRPC options a host uses with go-plugin's ClientConfig.
 func DialOptions() []grpc.DialOption {
-	return []grpc.DialOption{grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(MaxMessageBytes), grpc.MaxCallSendMsgSize(MaxMessageBytes))}
+	return []grpc.DialOption{
+		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(MaxMessageBytes), grpc.MaxCallSendMsgSize(MaxMessageBytes)),
+		grpc.WithInitialWindowSize(receiveWindow),
+		grpc.WithInitialConnWindowSize(receiveWindow),
+	}
 }
 
 // exitWithParent ends the plugin when the agent that started it is gone (the plugin was
