@@ -126,6 +126,8 @@ spec:
 			t.Fatalf("replayed request %s: status %d, sku %s", r.ID, r.Status, r.Messages[0].SKU)
 		}
 	}
+	// From a time: every event was committed within the last ten minutes.
+	mustContain(t, cli("replay", "--route", "shop-stock", "--from", "10m", "--key", "sku=C"), "done: 1 sent, 0 dead-lettered")
 	if _, err := run(t, "replay", "--route", "nope", "--from", "1", "--config", c.config); err == nil || !strings.Contains(err.Error(), `no route "nope"`) {
 		t.Fatalf("replay of an unknown route: %v", err)
 	}
