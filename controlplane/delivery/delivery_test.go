@@ -105,6 +105,22 @@ func TestRandomFailuresConverge(t *testing.T) {
 			t.Errorf("dead letter %s attempts %v: the last should be the 422", d.GetId(), d.GetAttempts())
 		}
 	}
+	// Retry-After (1 s on every 429 here) is honoured: the same message is not sent
+	// again sooner.
+	reqs := m.Requests()
+	for i, r := range reqs {
+		if r.Status != http.StatusTooManyRequests {
+			continue
+		}
+		for _, n := range reqs[i+1:] {
+			if n.ID == r.ID {
+				if gap := n.At.Sub(r.At); gap < time.Second {
+					t.Fatalf("message %s sent again %s after a 429 with Retry-After: 1", r.ID, gap)
+				}
+				break
+			}
+		}
+	}
 	st := m.Stats()
 	t.Logf("receiver: %d requests, by status %v", st.Requests, st.ByStatus)
 	if st.ByStatus[http.StatusTooManyRequests] == 0 || st.ByStatus[http.StatusGatewayTimeout] == 0 {
