@@ -97,7 +97,9 @@ func (d *Demo) Summary() string {
 	st := d.Stats()
 	codes := make([]int, 0, len(st.ByStatus))
 	for c := range st.ByStatus {
-		codes = append(codes, c)
+		if c != 0 { // 0: still being answered
+			codes = append(codes, c)
+		}
 	}
 	sort.Ints(codes)
 	by := ""
