@@ -106,6 +106,8 @@ type Options struct {
 	ProtocolVersion uint
 	// HealthInterval is how often a running plugin's Health is checked (30s when 0).
 	HealthInterval time.Duration
+	// ConfigureTimeout bounds a plugin's Spec and Configure calls (1m when 0).
+	ConfigureTimeout time.Duration
 }
 
 // Host runs connectors.
@@ -154,6 +156,9 @@ func New(opts Options, connectors []Connector) (*Host, error) {
 	}
 	if opts.MaxBackoff < opts.MinBackoff {
 		opts.MaxBackoff = opts.MinBackoff
+	}
+	if opts.ConfigureTimeout <= 0 {
+		opts.ConfigureTimeout = time.Minute
 	}
 	if opts.HealthInterval <= 0 {
 		opts.HealthInterval = 30 * time.Second
@@ -225,10 +230,25 @@ func (h *Host) check(ctx context.Context, c *conn) error {
 	if err != nil {
 		return err
 	}
-	if _, err := rpc.Spec(ctx); err != nil {
-		return err
+	_, err = h.configure(ctx, rpc, c)
+	return err
+}
+
+// configure asks for the spec and configures the plugin, within ConfigureTimeout.
+func (h *Host) configure(ctx context.Context, rpc *sdk.Client, c *conn) (sdk.Spec, error) {
+	ctx, cancel := context.WithTimeout(ctx, h.opts.ConfigureTimeout)
+	defer cancel()
+	spec, err := rpc.Spec(ctx)
+	if err != nil {
+		return spec, err
 	}
-	return rpc.Configure(ctx, c.cfg.Settings)
+	if err := rpc.Configure(ctx, c.cfg.Settings); err != nil {
+		if ctx.Err() != nil {
+			return spec, fmt.Errorf("configure took longer than %s: %w", h.opts.ConfigureTimeout, err)
+		}
+		return spec, err
+	}
+	return spec, nil
 }
 
 func hasBuiltin(cs []Connector) bool {
@@ -392,11 +412,8 @@ func (h *Host) runOnce(ctx context.Context, c *conn) (progressed bool, err error
 		return false, err
 	}
 	started := time.Now()
-	spec, err := rpc.Spec(ctx)
+	spec, err := h.configure(ctx, rpc, c)
 	if err != nil {
-		return false, err
-	}
-	if err := rpc.Configure(ctx, c.cfg.Settings); err != nil {
 		return false, err
 	}
 	pid := 0
