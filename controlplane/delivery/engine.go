@@ -67,6 +67,7 @@ type Engine struct {
 }
 
 type workerRun struct {
+	fp     string // the destination's Fingerprint when started
 	w      *worker
 	cancel context.CancelFunc
 	abort  context.CancelFunc
@@ -163,7 +164,7 @@ func (e *Engine) Run(ctx context.Context) error {
 			plan = &Plan{}
 		}
 		if plan.Version != version {
-			e.stopAll(false)
+			e.stopChanged(plan)
 			e.setLeading(true, plan)
 			version = plan.Version
 		}
@@ -210,15 +211,36 @@ func (e *Engine) reconcile(ctx context.Context, plan *Plan) {
 		w, err := newWorker(e, d, plan.routesTo(d.Name))
 		if err != nil {
 			e.log.Warn("delivery: cannot start destination", "destination", d.Name, "err", err)
-			e.workers[d.Name] = &workerRun{err: err, failed: time.Now()}
+			e.workers[d.Name] = &workerRun{fp: d.Fingerprint, err: err, failed: time.Now()}
 			continue
 		}
 		wctx, cancel := context.WithCancel(ctx)
 		actx, abort := context.WithCancel(context.WithoutCancel(ctx))
-		r := &workerRun{w: w, cancel: cancel, abort: abort, done: make(chan error, 1)}
+		r := &workerRun{fp: d.Fingerprint, w: w, cancel: cancel, abort: abort, done: make(chan error, 1)}
 		e.workers[d.Name] = r
 		go func() { r.done <- w.run(wctx, actx) }()
 	}
+}
+
+// stopChanged gracefully stops the workers whose destination left plan or changed (by
+// Fingerprint; every one when fingerprints are not set); reconcile starts them again.
+func (e *Engine) stopChanged(plan *Plan) {
+	keep := map[string]string{}
+	for _, d := range plan.Destinations {
+		if d.Fingerprint != "" {
+			keep[d.Name] = d.Fingerprint
+		}
+	}
+	e.mu.Lock()
+	stop := map[string]*workerRun{}
+	for name, r := range e.workers {
+		if fp, ok := keep[name]; !ok || fp != r.fp {
+			stop[name] = r
+			delete(e.workers, name)
+		}
+	}
+	e.mu.Unlock()
+	stopRuns(stop, false)
 }
 
 // stopAll stops every worker and waits until each has stopped. Graceful stops let
@@ -230,6 +252,10 @@ func (e *Engine) stopAll(abort bool) {
 	runs := e.workers
 	e.workers = map[string]*workerRun{}
 	e.mu.Unlock()
+	stopRuns(runs, abort)
+}
+
+func stopRuns(runs map[string]*workerRun, abort bool) {
 	for _, r := range runs {
 		if r.cancel != nil {
 			r.cancel()

@@ -41,6 +41,10 @@ type Destination struct {
 	Policy    Policy
 	// Err, when set, says why the destination cannot be delivered to (shown in status).
 	Err string
+	// Fingerprint identifies the destination's spec, policy and routes: when a plan
+	// changes, only destinations whose fingerprint changed are restarted. Empty: every
+	// plan change restarts the destination.
+	Fingerprint string
 }
 
 // Policy is how a destination is sent to. Zero fields take the defaults of

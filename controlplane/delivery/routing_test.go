@@ -128,3 +128,61 @@ func TestDemoDocumentsDeliver(t *testing.T) {
 	}
 	t.Log(d.Summary())
 }
+
+// A destination's fingerprint changes with its own spec, policy or routes, and not with
+// another destination's: a routing change restarts only the workers it concerns.
+func TestPlanFingerprints(t *testing.T) {
+	docs := func(shopRate, erpMapping string) map[string]string {
+		t.Helper()
+		ds, err := routing.Parse([]byte(fmt.Sprintf(`
+apiVersion: crossdock.io/v1
+kind: Policy
+metadata: {name: pace}
+spec: {rateLimit: {perSecond: %s}}
+---
+apiVersion: crossdock.io/v1
+kind: Destination
+metadata: {name: shop}
+spec: {type: webhook, url: "https://shop.example.com/in", secret: %q, policy: pace, timeout: 2s, headers: {X-A: "1", X-B: "2"}}
+---
+apiVersion: crossdock.io/v1
+kind: Destination
+metadata: {name: erp}
+spec: {type: webhook, url: "https://erp.example.com/in", secret: %q}
+---
+apiVersion: crossdock.io/v1
+kind: Route
+metadata: {name: to-shop}
+spec: {destination: shop, match: {types: [inventory.level]}}
+---
+apiVersion: crossdock.io/v1
+kind: Route
+metadata: {name: to-erp}
+spec: {destination: erp, match: {types: [order]}, mapping: %q}
+`, shopRate, testSecret, testSecret, erpMapping)))
+		if err != nil {
+			t.Fatal(err)
+		}
+		table, err := routing.NewTable(ds, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		out := map[string]string{}
+		for _, d := range delivery.PlanFromTable(table).Destinations {
+			out[d.Name] = d.Fingerprint
+		}
+		return out
+	}
+	a, b := docs("2", "event.order"), docs("2", "event.order")
+	if a["shop"] == "" || a["shop"] != b["shop"] || a["erp"] != b["erp"] {
+		t.Fatalf("the same documents give different fingerprints: %v, %v", a, b)
+	}
+	c := docs("5", "event.order")
+	if c["shop"] == a["shop"] || c["erp"] != a["erp"] {
+		t.Fatalf("a policy change of shop: %v -> %v; want only shop's fingerprint changed", a, c)
+	}
+	d := docs("2", "event.order.lines")
+	if d["erp"] == a["erp"] || d["shop"] != a["shop"] {
+		t.Fatalf("a mapping change of to-erp: %v -> %v; want only erp's fingerprint changed", a, d)
+	}
+}

@@ -1,6 +1,9 @@
 package delivery
 
 import (
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
 	"fmt"
 	"sync"
 
@@ -59,10 +62,26 @@ func PlanFromTable(t *routing.Table) *Plan {
 				dest.Err = fmt.Sprintf("destinations/%s: spec.secret: %v", d.Name, err)
 			}
 		}
+		dest.Fingerprint = fingerprint(t, d)
 		plan.Destinations = append(plan.Destinations, dest)
 	}
 	for _, r := range t.Routes() {
 		plan.Routes = append(plan.Routes, Route{Name: r.Name, Destinations: r.Destinations, Evaluate: r.Evaluate})
 	}
 	return plan
+}
+
+// fingerprint hashes what a destination's worker depends on: its spec, effective policy
+// and timeout, and the routes feeding it (JSON: deterministic, maps sorted).
+func fingerprint(t *routing.Table, d *routing.Destination) string {
+	h := sha256.New()
+	enc := json.NewEncoder(h)
+	_ = enc.Encode(d.Spec) // plain data: encoding cannot fail
+	_ = enc.Encode(d.Policy)
+	_ = enc.Encode(d.Timeout)
+	for _, r := range t.RoutesFor(d.Name) {
+		_ = enc.Encode(r.Name)
+		_ = enc.Encode(r.Spec)
+	}
+	return hex.EncodeToString(h.Sum(nil))
 }
