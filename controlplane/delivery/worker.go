@@ -2,6 +2,7 @@ package delivery
 
 import (
 	"bytes"
+	"cmp"
 	"container/heap"
 	"context"
 	"crypto/sha256"
@@ -647,10 +648,12 @@ func (w *worker) scan(now time.Time) error {
 		}
 		w.replays[sr.GetId()] = s
 	}
-	dls, err := l.DeadLetters(ledger.DeadLetterFilter{Destination: w.dest.Name, States: []storev1.DeadLetterState{storev1.DeadLetterState_DEAD_LETTER_STATE_RETRYING}})
+	dls, err := l.RetryingDeadLetters(w.dest.Name)
 	if err != nil {
 		return err
 	}
+	// In seq order, so two retried messages of one key keep theirs.
+	slices.SortFunc(dls, func(a, b *storev1.DeadLetter) int { return cmp.Compare(a.GetSeq(), b.GetSeq()) })
 	for _, d := range dls {
 		if w.retrying[d.GetId()] {
 			continue

@@ -2,6 +2,7 @@ package ledger
 
 import (
 	"crypto/sha256"
+	"encoding/binary"
 	"encoding/hex"
 	"fmt"
 	"slices"
@@ -23,11 +24,34 @@ var (
 	prefixCursor     = []byte("dc/") // + destination -> DeliveryCursorRecord
 	prefixDeadLetter = []byte("dl/") // + id -> DeadLetter
 	prefixReplay     = []byte("rp/") // + id -> ReplayRecord
+	// + u16BE(len)+destination + id -> empty, for dead letters in state RETRYING: what
+	// the delivery engine polls, without reading every dead letter.
+	prefixRetrying = []byte("dlr/")
 )
 
 func cursorKey(dest string) []byte   { return cat(prefixCursor, []byte(dest)) }
 func deadLetterKey(id string) []byte { return cat(prefixDeadLetter, []byte(id)) }
 func replayKey(id string) []byte     { return cat(prefixReplay, []byte(id)) }
+
+func retryingPrefix(dest string) []byte {
+	return binary.BigEndian.AppendUint16(append([]byte(nil), prefixRetrying...), uint16(len(dest))) // dest is at most maxKeyPart
+}
+
+func retryingKey(dest, id string) []byte {
+	return cat(retryingPrefix(dest), []byte(dest), []byte(id))
+}
+
+// setRetrying keeps the RETRYING index in step with a dead letter's state.
+func (tx *applyTxn) setRetrying(d *storev1.DeadLetter) error {
+	k := retryingKey(d.GetDestination(), d.GetId())
+	if d.GetState() == storev1.DeadLetterState_DEAD_LETTER_STATE_RETRYING {
+		return tx.set(k, nil)
+	}
+	if err := tx.txn.Delete(k); err != nil {
+		return fmt.Errorf("ledger: delete %q: %w", k, err)
+	}
+	return nil
+}
 
 // Limits of delivery records, so that no command can make an Apply unbounded.
 const (
@@ -135,6 +159,11 @@ func applyPutDeadLetters(tx *applyTxn, cmd *storev1.Command) (any, error) {
 		if err := tx.setProto(deadLetterKey(d.GetId()), d); err != nil {
 			return nil, err
 		}
+		if ok {
+			if err := tx.setRetrying(d); err != nil {
+				return nil, err
+			}
+		}
 	}
 	return nil, nil
 }
@@ -183,6 +212,9 @@ func applyResolveDeadLetters(tx *applyTxn, cmd *storev1.Command) (any, error) {
 		d.State = st
 		d.UpdatedAt = timestamppb.New(tx.appendedAt)
 		if err := tx.setProto(deadLetterKey(id), d); err != nil {
+			return nil, err
+		}
+		if err := tx.setRetrying(d); err != nil {
 			return nil, err
 		}
 		n++
@@ -292,6 +324,36 @@ func (l *Ledger) DeadLetters(f DeadLetterFilter) ([]*storev1.DeadLetter, error) 
 		return strings.Compare(a.GetId(), b.GetId())
 	})
 	return out, nil
+}
+
+// RetryingDeadLetters returns the dead letters of dest an operator asked to retry
+// (state RETRYING), by id.
+func (l *Ledger) RetryingDeadLetters(dest string) ([]*storev1.DeadLetter, error) {
+	var out []*storev1.DeadLetter
+	if !validName(dest) {
+		return nil, nil
+	}
+	prefix := cat(retryingPrefix(dest), []byte(dest))
+	err := l.view(func(txn *badger.Txn) error {
+		opts := badger.DefaultIteratorOptions
+		opts.Prefix, opts.PrefetchValues = prefix, false
+		it := txn.NewIterator(opts)
+		defer it.Close()
+		for it.Rewind(); it.Valid(); it.Next() {
+			id := string(it.Item().Key()[len(prefix):])
+			d := &storev1.DeadLetter{}
+			ok, err := getProto(txn, deadLetterKey(id), d)
+			if err != nil {
+				return err
+			}
+			if !ok {
+				return fmt.Errorf("ledger: retry index names dead letter %q, which is missing", id)
+			}
+			out = append(out, d)
+		}
+		return nil
+	})
+	return out, err
 }
 
 // Replay returns one replay.

@@ -61,11 +61,17 @@ func TestDeadLettersKeepAttemptsAndResolve(t *testing.T) {
 	if d.GetState() != storev1.DeadLetterState_DEAD_LETTER_STATE_RETRYING {
 		t.Fatalf("state %s after retry", d.GetState())
 	}
+	if r, err := l.RetryingDeadLetters("shop"); err != nil || len(r) != 1 || r[0].GetId() != id1 {
+		t.Fatalf("RetryingDeadLetters = %v, %v; want %s", r, err, id1)
+	}
 	put(&storev1.DeadLetter{Id: id1, Destination: "shop", Route: "stock", Seq: 5, Keys: map[string]string{"sku": "A"},
 		Error: "HTTP 400: still bad", Attempts: []*storev1.DeliveryAttempt{{Status: 400}, {Status: 400}}})
 	d, _, _ = l.DeadLetter(id1)
 	if len(d.GetAttempts()) != 3 || d.GetState() != storev1.DeadLetterState_DEAD_LETTER_STATE_OPEN || d.GetError() != "HTTP 400: still bad" {
 		t.Fatalf("after second failure: %d attempts, state %s, error %q", len(d.GetAttempts()), d.GetState(), d.GetError())
+	}
+	if r, _ := l.RetryingDeadLetters("shop"); len(r) != 0 {
+		t.Fatalf("a failed retry is still indexed as retrying: %v", r)
 	}
 	if !d.GetCreatedAt().AsTime().Equal(at(1)) {
 		t.Fatalf("created_at %v, want the first put's %v", d.GetCreatedAt().AsTime(), at(1))
@@ -85,11 +91,20 @@ func TestDeadLettersKeepAttemptsAndResolve(t *testing.T) {
 	if r := res.(*storev1.ResolveDeadLettersResult); r.GetResolved() != 2 {
 		t.Fatalf("resolve all of shop: %v", r)
 	}
+	if r, _ := l.RetryingDeadLetters("shop"); len(r) != 2 {
+		t.Fatalf("RetryingDeadLetters after retry all = %d, want 2", len(r))
+	}
+	if r, _ := l.RetryingDeadLetters("erp"); len(r) != 0 {
+		t.Fatalf("RetryingDeadLetters(erp) = %v, want none", r)
+	}
 	got, _ = l.DeadLetters(DeadLetterFilter{States: []storev1.DeadLetterState{storev1.DeadLetterState_DEAD_LETTER_STATE_OPEN}})
 	if len(got) != 1 || got[0].GetDestination() != "erp" {
 		t.Fatalf("open after retry all: %v", got)
 	}
 	lg.apply(l, command(t, storev1.CommandType_COMMAND_TYPE_RESOLVE_DEAD_LETTERS, &storev1.ResolveDeadLetters{Ids: []string{id1}, State: storev1.DeadLetterState_DEAD_LETTER_STATE_DELIVERED}))
+	if r, _ := l.RetryingDeadLetters("shop"); len(r) != 1 || r[0].GetId() == id1 {
+		t.Fatalf("RetryingDeadLetters after one delivered = %v", r)
+	}
 	// A delivered dead letter is final.
 	res = lg.apply(l, command(t, storev1.CommandType_COMMAND_TYPE_RESOLVE_DEAD_LETTERS, &storev1.ResolveDeadLetters{Ids: []string{id1}, State: storev1.DeadLetterState_DEAD_LETTER_STATE_RETRYING}))
 	if r := res.(*storev1.ResolveDeadLettersResult); r.GetResolved() != 0 {
