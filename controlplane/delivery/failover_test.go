@@ -108,4 +108,7 @@ func leaderFailover(t *testing.T, mode string) {
 			t.Errorf("%s: receiver has %q, source %q", sku, got[sku], want)
 		}
 	}
+	// Cursors are replicated state: every node ends with the same ledger.
+	c.Faults.Heal()
+	c.WaitConverged()
 }
