@@ -13,6 +13,7 @@ import (
 	"github.com/crossdock/crossdock/controlplane/controlplanetest"
 	"github.com/crossdock/crossdock/controlplane/delivery"
 	"github.com/crossdock/crossdock/controlplane/ledger"
+	eventv1 "github.com/crossdock/crossdock/proto/gen/crossdock/event/v1"
 )
 
 // fakeSink stands in for the agents' downlink, which does not exist yet: it is the
@@ -27,7 +28,7 @@ type fakeSink struct {
 	bad   error
 }
 
-func (f *fakeSink) Deliver(_ context.Context, agent, connector, id string, payload []byte) error {
+func (f *fakeSink) Deliver(_ context.Context, agent, connector, id string, ev *eventv1.Event, payload []byte) error {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.calls++
@@ -37,6 +38,9 @@ func (f *fakeSink) Deliver(_ context.Context, agent, connector, id string, paylo
 	var p stockPayload
 	if err := json.Unmarshal(payload, &p); err != nil {
 		return fmt.Errorf("%w: %v", delivery.ErrPermanent, err)
+	}
+	if ev.GetId() != id || ev.GetInventoryLevel().GetSku() != p.SKU {
+		return fmt.Errorf("%w: event %s (%s) does not match message %s (%s)", delivery.ErrPermanent, ev.GetId(), ev.GetInventoryLevel().GetSku(), id, p.SKU)
 	}
 	if p.SKU == "NOPE" {
 		return fmt.Errorf("%w: the ERP has no item NOPE", delivery.ErrPermanent)

@@ -5,6 +5,7 @@ import (
 	"time"
 
 	"github.com/crossdock/crossdock/controlplane/ledger"
+	eventv1 "github.com/crossdock/crossdock/proto/gen/crossdock/event/v1"
 	storev1 "github.com/crossdock/crossdock/proto/gen/crossdock/store/v1"
 )
 
@@ -19,6 +20,7 @@ type item struct {
 	key       string // ordering (and coalescing) key
 	msgID     string // idempotency key (webhook-id)
 	payload   []byte
+	event     *eventv1.Event // agent destinations only
 	mapErr    string
 	attempts  []*storev1.DeliveryAttempt
 	tries     int // attempts that count towards MaxAttempts (429s do not)

@@ -280,10 +280,14 @@ func (w *worker) admit(s *source, ev *eventv1.CommittedEvent, now time.Time) {
 
 func (w *worker) newItem(ev *eventv1.CommittedEvent, route string, now time.Time) *item {
 	e := ev.GetEvent()
-	return &item{
+	it := &item{
 		seq: ev.GetSeq(), eventID: e.GetId(), eventType: e.GetType(), keys: e.GetKeys(), route: route,
 		key: orderKey(e.GetKeys(), w.pol.CoalesceBy, ev.GetSeq()), msgID: e.GetId(), readyAt: now,
 	}
+	if w.dest.Kind == KindAgent {
+		it.event = e // sinks write canonical events
+	}
+	return it
 }
 
 // orderKey is the key messages are ordered (and coalesced) by: the business keys named
@@ -446,7 +450,7 @@ func (w *worker) sendJob(ctx context.Context, items []*item) {
 	}
 	var res attemptResult
 	if w.dest.Kind == KindAgent {
-		res = w.sendAgent(ctx, id, body)
+		res = w.sendAgent(ctx, items[0])
 	} else {
 		res = w.e.client.send(ctx, &w.dest, w.key, id, body)
 	}
