@@ -5,6 +5,7 @@ import (
 	"crypto/subtle"
 	"errors"
 	"fmt"
+	"math"
 	"slices"
 	"strconv"
 	"strings"
@@ -273,6 +274,9 @@ func (p *Partner) Subscribe(ctx context.Context, req *connect.Request[deliveryv1
 	name := req.Msg.GetDestination()
 	if name == "" {
 		return connect.NewError(connect.CodeInvalidArgument, errors.New("destination: required"))
+	}
+	if req.Msg.GetCursor() == math.MaxUint64 {
+		return connect.NewError(connect.CodeInvalidArgument, errors.New("cursor: not a ledger seq (resume with the cursor of the last message received)"))
 	}
 	plan, err := p.Engine.Plan()
 	if err != nil {
