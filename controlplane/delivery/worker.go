@@ -406,8 +406,8 @@ func (w *worker) dispatch(ctx context.Context, now time.Time) time.Time {
 			go w.deadLetterJob(ctx, []*item{head}, head.mapErr, now)
 			continue
 		}
-		if batching && len(w.runnable) < w.pol.BatchMax && now.Before(head.readyAt.Add(w.pol.BatchWait)) && w.queued > len(w.runnable) {
-			// Wait a little for a fuller batch while more messages are queued behind.
+		if batching && len(w.runnable) < w.pol.BatchMax && now.Before(head.readyAt.Add(w.pol.BatchWait)) {
+			// Wait up to BatchWait from the oldest ready message for a fuller batch.
 			wake = earliest(wake, head.readyAt.Add(w.pol.BatchWait))
 			break
 		}
