@@ -22,6 +22,7 @@ import (
 	"github.com/crossdock/crossdock/agent/pluginhost"
 	"github.com/crossdock/crossdock/agent/uplink"
 	"github.com/crossdock/crossdock/internal/canonical"
+	"github.com/crossdock/crossdock/plugins/sdk"
 	agentv1 "github.com/crossdock/crossdock/proto/gen/crossdock/agent/v1"
 	eventv1 "github.com/crossdock/crossdock/proto/gen/crossdock/event/v1"
 )
@@ -143,6 +144,10 @@ func New(ctx context.Context, cfg Config) (*Agent, error) {
 
 		Connectors:        connectors,
 		ConnectorsChanged: changed,
+		Sink:              a.sinkWrite,
+		IsPermanent: func(err error) bool {
+			return errors.Is(err, sdk.ErrPermanent) || errors.Is(err, pluginhost.ErrUnknown)
+		},
 	})
 	if cfg.LocalAddr != "-" {
 		a.local, err = net.Listen("tcp", cfg.LocalAddr)
@@ -266,4 +271,23 @@ func (a *Agent) Status() *agentv1.AgentStatus {
 		st.ConnectedSince = timestamppb.New(us.ConnectedSince)
 	}
 	return st
+}
+
+// sinkWrite writes one event the control plane delivers to a sink connector of this
+// agent (a destination of kind "agent") and returns the target's reference.
+func (a *Agent) sinkWrite(ctx context.Context, connector string, ev *eventv1.Event) (string, error) {
+	if a.host == nil {
+		return "", fmt.Errorf("write to %q: %w", connector, pluginhost.ErrUnknown)
+	}
+	res, err := a.host.Write(ctx, connector, []*eventv1.Event{ev})
+	if err != nil {
+		return "", err
+	}
+	if len(res) != 1 {
+		return "", fmt.Errorf("write to %q: the connector answered %d results for 1 event", connector, len(res))
+	}
+	if res[0].Err != nil {
+		return "", fmt.Errorf("write to %q: %w", connector, res[0].Err)
+	}
+	return res[0].Ref, nil
 }

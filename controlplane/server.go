@@ -315,7 +315,7 @@ func (s *Server) buildServers(cert tls.Certificate) error {
 	mux.Handle(clusterv1connect.NewClusterServiceHandler(&api.Cluster{Backend: backend}, opts...))
 	mux.Handle(adminv1connect.NewAdminServiceHandler(&api.Admin{Backend: backend, TempDir: tmp}, append(opts, connect.WithInterceptors(auth))...))
 	mux.Handle(routingv1connect.NewRoutingServiceHandler(&api.Routing{Backend: backend}, append(opts, connect.WithInterceptors(auth))...))
-	s.delivery = delivery.New(delivery.Config{Store: s.store, Plans: &delivery.RoutingPlans{Source: s.store.Ledger()}, Logger: s.logger})
+	s.delivery = delivery.New(delivery.Config{Store: s.store, Plans: &delivery.RoutingPlans{Source: s.store.Ledger()}, AgentSink: &s.backend.Sinks, Logger: s.logger})
 	mux.Handle(deliveryv1connect.NewDeliveryServiceHandler(&api.Delivery{Backend: backend, Engine: s.delivery}, append(opts, connect.WithInterceptors(auth))...))
 	mux.Handle(deliveryv1connect.NewPartnerServiceHandler(&api.Partner{Backend: backend, Engine: s.delivery}, opts...))
 	handler := api.WithPeer(mux)

@@ -17,6 +17,7 @@ import (
 	"math/rand/v2"
 	"net/http"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"connectrpc.com/connect"
@@ -74,6 +75,14 @@ type Config struct {
 	Connectors        func() []*agentv1.ConnectorStatus
 	ConnectorsChanged func() <-chan struct{}
 	ReportInterval    time.Duration
+	// Sink, when set, writes an event the control plane delivers to one of the agent's
+	// sink connectors (a destination of kind "agent") and returns the target's
+	// reference. Without it such writes are answered with a permanent error.
+	Sink func(ctx context.Context, connector string, event *eventv1.Event) (ref string, err error)
+	// IsPermanent classifies a Sink error as one no retry can fix.
+	IsPermanent func(error) bool
+	// MaxSinkWrites bounds the sink writes running at once (default 16).
+	MaxSinkWrites int
 }
 
 // Status is the uplink's state, for agent status.
@@ -276,12 +285,14 @@ func (u *Uplink) session(ctx context.Context, server string) error {
 	sctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	win := &window{slots: make(chan struct{}, u.cfg.Window)}
+	out := &sender{stream: stream}
 	errc := make(chan error, 3)
-	go func() { errc <- u.send(sctx, stream, welcome.GetCommittedSeq()+1, win) }()
-	go func() { errc <- u.receive(sctx, stream, win) }()
+	go func() { errc <- u.send(sctx, out, welcome.GetCommittedSeq()+1, win) }()
+	go func() { errc <- u.receive(sctx, stream, out, win) }()
 	go func() { errc <- win.watch(sctx, u.cfg.AckTimeout) }()
 	err = <-errc
 	cancel()
+	out.closed.Store(true) // sink results still being written are not sent
 	_ = stream.CloseRequest()
 	_ = stream.CloseResponse()
 	<-errc
@@ -342,7 +353,24 @@ func (w *window) release(committed uint64) {
 	}
 }
 
-func (u *Uplink) send(ctx context.Context, stream *connect.BidiStreamForClient[uplinkv1.StreamRequest, uplinkv1.StreamResponse], cursor uint64, window *window) error {
+// sender serialises the sends of one stream: batches and reports from send, sink
+// results from the sink writes.
+type sender struct {
+	mu     sync.Mutex
+	closed atomic.Bool
+	stream *connect.BidiStreamForClient[uplinkv1.StreamRequest, uplinkv1.StreamResponse]
+}
+
+func (s *sender) Send(m *uplinkv1.StreamRequest) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed.Load() {
+		return errors.New("uplink: stream closed")
+	}
+	return s.stream.Send(m)
+}
+
+func (u *Uplink) send(ctx context.Context, stream *sender, cursor uint64, window *window) error {
 	ob := u.cfg.Outbox
 	// Connector reports share the stream with batches, so this goroutine sends both.
 	var changed <-chan struct{}
@@ -417,7 +445,10 @@ func (u *Uplink) send(ctx context.Context, stream *connect.BidiStreamForClient[u
 	}
 }
 
-func (u *Uplink) receive(ctx context.Context, stream *connect.BidiStreamForClient[uplinkv1.StreamRequest, uplinkv1.StreamResponse], window *window) error {
+func (u *Uplink) receive(ctx context.Context, stream *connect.BidiStreamForClient[uplinkv1.StreamRequest, uplinkv1.StreamResponse], out *sender, window *window) error {
+	var writes sync.WaitGroup
+	defer writes.Wait()
+	slots := make(chan struct{}, max(u.cfg.MaxSinkWrites, 1))
 	for {
 		msg, err := stream.Receive()
 		if err != nil {
@@ -425,6 +456,22 @@ func (u *Uplink) receive(ctx context.Context, stream *connect.BidiStreamForClien
 				return ctx.Err()
 			}
 			return fmt.Errorf("uplink: receive: %w", err)
+		}
+		if w := msg.GetSinkWrite(); w != nil {
+			select {
+			case slots <- struct{}{}:
+			case <-ctx.Done():
+				return ctx.Err()
+			}
+			writes.Add(1)
+			go func() {
+				defer func() { <-slots; writes.Done() }()
+				// A result that cannot be sent (stream gone) is lost; the control plane
+				// fails the write when the stream ends and sends it again, and the
+				// connector's idempotency by event id makes that harmless.
+				_ = out.Send(&uplinkv1.StreamRequest{Msg: &uplinkv1.StreamRequest_SinkResult{SinkResult: u.sinkWrite(ctx, w)}})
+			}()
+			continue
 		}
 		ack := msg.GetAck()
 		if ack == nil {
@@ -436,6 +483,28 @@ func (u *Uplink) receive(ctx context.Context, stream *connect.BidiStreamForClien
 		u.setStatus(func(s *Status) { s.CommittedSeq = ack.GetCommittedSeq() })
 		window.release(ack.GetCommittedSeq())
 	}
+}
+
+// sinkWrite runs one SinkWrite through the configured Sink.
+func (u *Uplink) sinkWrite(ctx context.Context, w *uplinkv1.SinkWrite) *uplinkv1.SinkResult {
+	r := &uplinkv1.SinkResult{RequestId: w.GetRequestId()}
+	if u.cfg.Sink == nil {
+		r.Error, r.Permanent = "this agent has no sink connectors", true
+		return r
+	}
+	if w.GetEvent() == nil {
+		r.Error, r.Permanent = "sink write without an event", true
+		return r
+	}
+	ref, err := u.cfg.Sink(ctx, w.GetConnector(), w.GetEvent())
+	if err != nil {
+		r.Error = err.Error()
+		r.Permanent = u.cfg.IsPermanent != nil && u.cfg.IsPermanent(err)
+		u.logger.Warn("sink write failed", "connector", w.GetConnector(), "message_id", w.GetMessageId(), "permanent", r.Permanent, "err", err)
+		return r
+	}
+	r.Ref = ref
+	return r
 }
 
 // LeaderHint returns the leader's API address carried by a "not the leader" error.

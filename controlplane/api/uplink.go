@@ -36,6 +36,8 @@ type Backend struct {
 	ApplyTimeout time.Duration
 
 	reports connectorReports
+	// Sinks is the downlink to agents' sink connectors, for the delivery engine.
+	Sinks AgentSinks
 }
 
 // connectorReports keeps the latest connector report of each agent streaming to this
@@ -247,21 +249,44 @@ func (u *Uplink) Stream(ctx context.Context, stream *connect.BidiStream[uplinkv1
 	defer remove()
 	log := u.Logger.With("agent", agentID, "transport", p.Transport)
 	log.Info("agent stream opened", "committed_seq", committed, "outbox_last_seq", first.GetHello().GetOutboxLastSeq())
-	if err := stream.Send(&uplinkv1.StreamResponse{Msg: &uplinkv1.StreamResponse_Welcome{Welcome: &uplinkv1.Welcome{
+	// Acks and sink writes share the stream; Connect streams are not safe for
+	// concurrent sends.
+	// Nothing may send once the handler returns (Connect then writes the end of the
+	// stream), so the last deferred call closes send.
+	var (
+		sendMu     sync.Mutex
+		sendClosed bool
+	)
+	send := func(m *uplinkv1.StreamResponse) error {
+		sendMu.Lock()
+		defer sendMu.Unlock()
+		if sendClosed {
+			return errors.New("agent stream closed")
+		}
+		return stream.Send(m)
+	}
+	defer func() {
+		sendMu.Lock()
+		sendClosed = true
+		sendMu.Unlock()
+	}()
+	if err := send(&uplinkv1.StreamResponse{Msg: &uplinkv1.StreamResponse_Welcome{Welcome: &uplinkv1.Welcome{
 		CommittedSeq: committed, NodeId: u.Store.NodeID(), AgentId: agentID,
 	}}}); err != nil {
 		return err
 	}
+	sink, detach := u.Sinks.attach(agentID, send)
+	defer detach()
 
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	pending := make(chan proposal, 64)
 	received := make(chan error, 1)
-	go func() { received <- u.receiveLoop(ctx, stream, agentID, committed+1, pending) }()
+	go func() { received <- u.receiveLoop(ctx, stream, agentID, committed+1, pending, sink) }()
 	// The ack loop decides when the stream ends: if a proposal fails (this node lost
 	// leadership) it returns at once, which ends the request and so unblocks the
 	// receive loop; otherwise it drains every proposal after the agent closed its side.
-	if err := u.ackLoop(ctx, stream, pending, touch); err != nil {
+	if err := u.ackLoop(ctx, send, pending, touch); err != nil {
 		log.Warn("agent stream ended", "err", err)
 		return err
 	}
@@ -276,7 +301,7 @@ func (u *Uplink) Stream(ctx context.Context, stream *connect.BidiStream[uplinkv1
 
 // receiveLoop proposes each batch as it arrives and hands the futures to the ack loop,
 // in order. It closes pending when it returns.
-func (u *Uplink) receiveLoop(ctx context.Context, stream *connect.BidiStream[uplinkv1.StreamRequest, uplinkv1.StreamResponse], agentID string, next uint64, pending chan<- proposal) error {
+func (u *Uplink) receiveLoop(ctx context.Context, stream *connect.BidiStream[uplinkv1.StreamRequest, uplinkv1.StreamResponse], agentID string, next uint64, pending chan<- proposal, sink *agentStream) error {
 	defer close(pending)
 	for {
 		msg, err := stream.Receive()
@@ -288,6 +313,10 @@ func (u *Uplink) receiveLoop(ctx context.Context, stream *connect.BidiStream[upl
 				return connect.NewError(connect.CodeInvalidArgument, fmt.Errorf("connector report has %d connectors, more than %d", n, MaxConnectorReport))
 			}
 			u.reports.put(agentID, rep.GetConnectors(), time.Now())
+			continue
+		}
+		if r := msg.GetSinkResult(); r != nil {
+			sink.result(r)
 			continue
 		}
 		batch := msg.GetBatch()
@@ -319,7 +348,7 @@ type proposal struct {
 	last   uint64
 }
 
-func (u *Uplink) ackLoop(ctx context.Context, stream *connect.BidiStream[uplinkv1.StreamRequest, uplinkv1.StreamResponse], pending <-chan proposal, touch func()) error {
+func (u *Uplink) ackLoop(ctx context.Context, send func(*uplinkv1.StreamResponse) error, pending <-chan proposal, touch func()) error {
 	for p := range pending {
 		res, err := store.Wait(p.future)
 		if err != nil {
@@ -333,7 +362,7 @@ func (u *Uplink) ackLoop(ctx context.Context, stream *connect.BidiStream[uplinkv
 		// The ledger may stop a batch early (its transaction budget); the stream's cursor
 		// is past it, so end the stream: the agent resumes from committed_seq.
 		truncated := r.GetCommittedSeq() < p.last
-		if err := stream.Send(&uplinkv1.StreamResponse{Msg: &uplinkv1.StreamResponse_Ack{Ack: &uplinkv1.Ack{
+		if err := send(&uplinkv1.StreamResponse{Msg: &uplinkv1.StreamResponse_Ack{Ack: &uplinkv1.Ack{
 			CommittedSeq: r.GetCommittedSeq(), Committed: r.GetCommitted(), Duplicates: r.GetDuplicates(),
 		}}}); err != nil {
 			return err

@@ -157,6 +157,7 @@ type StreamRequest struct {
 	//	*StreamRequest_Hello
 	//	*StreamRequest_Batch
 	//	*StreamRequest_Connectors
+	//	*StreamRequest_SinkResult
 	Msg           isStreamRequest_Msg `protobuf_oneof:"msg"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -226,6 +227,15 @@ func (x *StreamRequest) GetConnectors() *ConnectorReport {
 	return nil
 }
 
+func (x *StreamRequest) GetSinkResult() *SinkResult {
+	if x != nil {
+		if x, ok := x.Msg.(*StreamRequest_SinkResult); ok {
+			return x.SinkResult
+		}
+	}
+	return nil
+}
+
 type isStreamRequest_Msg interface {
 	isStreamRequest_Msg()
 }
@@ -242,11 +252,88 @@ type StreamRequest_Connectors struct {
 	Connectors *ConnectorReport `protobuf:"bytes,3,opt,name=connectors,proto3,oneof"`
 }
 
+type StreamRequest_SinkResult struct {
+	SinkResult *SinkResult `protobuf:"bytes,4,opt,name=sink_result,json=sinkResult,proto3,oneof"`
+}
+
 func (*StreamRequest_Hello) isStreamRequest_Msg() {}
 
 func (*StreamRequest_Batch) isStreamRequest_Msg() {}
 
 func (*StreamRequest_Connectors) isStreamRequest_Msg() {}
+
+func (*StreamRequest_SinkResult) isStreamRequest_Msg() {}
+
+// SinkResult answers a SinkWrite: the connector wrote the event (error empty), or why
+// not. permanent says a retry cannot help (bad data); otherwise the control plane retries.
+type SinkResult struct {
+	state     protoimpl.MessageState `protogen:"open.v1"`
+	RequestId string                 `protobuf:"bytes,1,opt,name=request_id,json=requestId,proto3" json:"request_id,omitempty"`
+	// What the target system calls the result (e.g. the ERP's order number).
+	Ref           string `protobuf:"bytes,2,opt,name=ref,proto3" json:"ref,omitempty"`
+	Error         string `protobuf:"bytes,3,opt,name=error,proto3" json:"error,omitempty"`
+	Permanent     bool   `protobuf:"varint,4,opt,name=permanent,proto3" json:"permanent,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SinkResult) Reset() {
+	*x = SinkResult{}
+	mi := &file_crossdock_uplink_v1_uplink_proto_msgTypes[3]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SinkResult) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SinkResult) ProtoMessage() {}
+
+func (x *SinkResult) ProtoReflect() protoreflect.Message {
+	mi := &file_crossdock_uplink_v1_uplink_proto_msgTypes[3]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SinkResult.ProtoReflect.Descriptor instead.
+func (*SinkResult) Descriptor() ([]byte, []int) {
+	return file_crossdock_uplink_v1_uplink_proto_rawDescGZIP(), []int{3}
+}
+
+func (x *SinkResult) GetRequestId() string {
+	if x != nil {
+		return x.RequestId
+	}
+	return ""
+}
+
+func (x *SinkResult) GetRef() string {
+	if x != nil {
+		return x.Ref
+	}
+	return ""
+}
+
+func (x *SinkResult) GetError() string {
+	if x != nil {
+		return x.Error
+	}
+	return ""
+}
+
+func (x *SinkResult) GetPermanent() bool {
+	if x != nil {
+		return x.Permanent
+	}
+	return false
+}
 
 // ConnectorReport is the state of every connector of the agent, sent after Hello and
 // whenever a state changes. The control plane keeps the latest one per agent.
@@ -259,7 +346,7 @@ type ConnectorReport struct {
 
 func (x *ConnectorReport) Reset() {
 	*x = ConnectorReport{}
-	mi := &file_crossdock_uplink_v1_uplink_proto_msgTypes[3]
+	mi := &file_crossdock_uplink_v1_uplink_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -271,7 +358,7 @@ func (x *ConnectorReport) String() string {
 func (*ConnectorReport) ProtoMessage() {}
 
 func (x *ConnectorReport) ProtoReflect() protoreflect.Message {
-	mi := &file_crossdock_uplink_v1_uplink_proto_msgTypes[3]
+	mi := &file_crossdock_uplink_v1_uplink_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -284,7 +371,7 @@ func (x *ConnectorReport) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ConnectorReport.ProtoReflect.Descriptor instead.
 func (*ConnectorReport) Descriptor() ([]byte, []int) {
-	return file_crossdock_uplink_v1_uplink_proto_rawDescGZIP(), []int{3}
+	return file_crossdock_uplink_v1_uplink_proto_rawDescGZIP(), []int{4}
 }
 
 func (x *ConnectorReport) GetConnectors() []*v1.ConnectorStatus {
@@ -307,7 +394,7 @@ type Hello struct {
 
 func (x *Hello) Reset() {
 	*x = Hello{}
-	mi := &file_crossdock_uplink_v1_uplink_proto_msgTypes[4]
+	mi := &file_crossdock_uplink_v1_uplink_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -319,7 +406,7 @@ func (x *Hello) String() string {
 func (*Hello) ProtoMessage() {}
 
 func (x *Hello) ProtoReflect() protoreflect.Message {
-	mi := &file_crossdock_uplink_v1_uplink_proto_msgTypes[4]
+	mi := &file_crossdock_uplink_v1_uplink_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -332,7 +419,7 @@ func (x *Hello) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Hello.ProtoReflect.Descriptor instead.
 func (*Hello) Descriptor() ([]byte, []int) {
-	return file_crossdock_uplink_v1_uplink_proto_rawDescGZIP(), []int{4}
+	return file_crossdock_uplink_v1_uplink_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *Hello) GetAgentVersion() string {
@@ -366,7 +453,7 @@ type Batch struct {
 
 func (x *Batch) Reset() {
 	*x = Batch{}
-	mi := &file_crossdock_uplink_v1_uplink_proto_msgTypes[5]
+	mi := &file_crossdock_uplink_v1_uplink_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -378,7 +465,7 @@ func (x *Batch) String() string {
 func (*Batch) ProtoMessage() {}
 
 func (x *Batch) ProtoReflect() protoreflect.Message {
-	mi := &file_crossdock_uplink_v1_uplink_proto_msgTypes[5]
+	mi := &file_crossdock_uplink_v1_uplink_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -391,7 +478,7 @@ func (x *Batch) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Batch.ProtoReflect.Descriptor instead.
 func (*Batch) Descriptor() ([]byte, []int) {
-	return file_crossdock_uplink_v1_uplink_proto_rawDescGZIP(), []int{5}
+	return file_crossdock_uplink_v1_uplink_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *Batch) GetEvents() []*OutboxEvent {
@@ -412,7 +499,7 @@ type OutboxEvent struct {
 
 func (x *OutboxEvent) Reset() {
 	*x = OutboxEvent{}
-	mi := &file_crossdock_uplink_v1_uplink_proto_msgTypes[6]
+	mi := &file_crossdock_uplink_v1_uplink_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -424,7 +511,7 @@ func (x *OutboxEvent) String() string {
 func (*OutboxEvent) ProtoMessage() {}
 
 func (x *OutboxEvent) ProtoReflect() protoreflect.Message {
-	mi := &file_crossdock_uplink_v1_uplink_proto_msgTypes[6]
+	mi := &file_crossdock_uplink_v1_uplink_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -437,7 +524,7 @@ func (x *OutboxEvent) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use OutboxEvent.ProtoReflect.Descriptor instead.
 func (*OutboxEvent) Descriptor() ([]byte, []int) {
-	return file_crossdock_uplink_v1_uplink_proto_rawDescGZIP(), []int{6}
+	return file_crossdock_uplink_v1_uplink_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *OutboxEvent) GetSeq() uint64 {
@@ -461,6 +548,7 @@ type StreamResponse struct {
 	//
 	//	*StreamResponse_Welcome
 	//	*StreamResponse_Ack
+	//	*StreamResponse_SinkWrite
 	Msg           isStreamResponse_Msg `protobuf_oneof:"msg"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -468,7 +556,7 @@ type StreamResponse struct {
 
 func (x *StreamResponse) Reset() {
 	*x = StreamResponse{}
-	mi := &file_crossdock_uplink_v1_uplink_proto_msgTypes[7]
+	mi := &file_crossdock_uplink_v1_uplink_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -480,7 +568,7 @@ func (x *StreamResponse) String() string {
 func (*StreamResponse) ProtoMessage() {}
 
 func (x *StreamResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_crossdock_uplink_v1_uplink_proto_msgTypes[7]
+	mi := &file_crossdock_uplink_v1_uplink_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -493,7 +581,7 @@ func (x *StreamResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StreamResponse.ProtoReflect.Descriptor instead.
 func (*StreamResponse) Descriptor() ([]byte, []int) {
-	return file_crossdock_uplink_v1_uplink_proto_rawDescGZIP(), []int{7}
+	return file_crossdock_uplink_v1_uplink_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *StreamResponse) GetMsg() isStreamResponse_Msg {
@@ -521,6 +609,15 @@ func (x *StreamResponse) GetAck() *Ack {
 	return nil
 }
 
+func (x *StreamResponse) GetSinkWrite() *SinkWrite {
+	if x != nil {
+		if x, ok := x.Msg.(*StreamResponse_SinkWrite); ok {
+			return x.SinkWrite
+		}
+	}
+	return nil
+}
+
 type isStreamResponse_Msg interface {
 	isStreamResponse_Msg()
 }
@@ -533,9 +630,96 @@ type StreamResponse_Ack struct {
 	Ack *Ack `protobuf:"bytes,2,opt,name=ack,proto3,oneof"`
 }
 
+type StreamResponse_SinkWrite struct {
+	SinkWrite *SinkWrite `protobuf:"bytes,3,opt,name=sink_write,json=sinkWrite,proto3,oneof"`
+}
+
 func (*StreamResponse_Welcome) isStreamResponse_Msg() {}
 
 func (*StreamResponse_Ack) isStreamResponse_Msg() {}
+
+func (*StreamResponse_SinkWrite) isStreamResponse_Msg() {}
+
+// SinkWrite asks the agent to write one event through one of its sink connectors (a
+// destination of kind "agent"). The connector is idempotent by event id, so a write
+// sent again after a failover changes nothing. The agent answers with a SinkResult.
+type SinkWrite struct {
+	state     protoimpl.MessageState `protogen:"open.v1"`
+	RequestId string                 `protobuf:"bytes,1,opt,name=request_id,json=requestId,proto3" json:"request_id,omitempty"`
+	Connector string                 `protobuf:"bytes,2,opt,name=connector,proto3" json:"connector,omitempty"`
+	// The delivery's idempotency key (the event id, or a replay's message id).
+	MessageId string     `protobuf:"bytes,3,opt,name=message_id,json=messageId,proto3" json:"message_id,omitempty"`
+	Event     *v11.Event `protobuf:"bytes,4,opt,name=event,proto3" json:"event,omitempty"`
+	// The route's mapping of the event, for sinks that take the mapped form.
+	Payload       []byte `protobuf:"bytes,5,opt,name=payload,proto3" json:"payload,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SinkWrite) Reset() {
+	*x = SinkWrite{}
+	mi := &file_crossdock_uplink_v1_uplink_proto_msgTypes[9]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SinkWrite) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SinkWrite) ProtoMessage() {}
+
+func (x *SinkWrite) ProtoReflect() protoreflect.Message {
+	mi := &file_crossdock_uplink_v1_uplink_proto_msgTypes[9]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SinkWrite.ProtoReflect.Descriptor instead.
+func (*SinkWrite) Descriptor() ([]byte, []int) {
+	return file_crossdock_uplink_v1_uplink_proto_rawDescGZIP(), []int{9}
+}
+
+func (x *SinkWrite) GetRequestId() string {
+	if x != nil {
+		return x.RequestId
+	}
+	return ""
+}
+
+func (x *SinkWrite) GetConnector() string {
+	if x != nil {
+		return x.Connector
+	}
+	return ""
+}
+
+func (x *SinkWrite) GetMessageId() string {
+	if x != nil {
+		return x.MessageId
+	}
+	return ""
+}
+
+func (x *SinkWrite) GetEvent() *v11.Event {
+	if x != nil {
+		return x.Event
+	}
+	return nil
+}
+
+func (x *SinkWrite) GetPayload() []byte {
+	if x != nil {
+		return x.Payload
+	}
+	return nil
+}
 
 // Welcome answers Hello with what is already committed for this agent.
 type Welcome struct {
@@ -549,7 +733,7 @@ type Welcome struct {
 
 func (x *Welcome) Reset() {
 	*x = Welcome{}
-	mi := &file_crossdock_uplink_v1_uplink_proto_msgTypes[8]
+	mi := &file_crossdock_uplink_v1_uplink_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -561,7 +745,7 @@ func (x *Welcome) String() string {
 func (*Welcome) ProtoMessage() {}
 
 func (x *Welcome) ProtoReflect() protoreflect.Message {
-	mi := &file_crossdock_uplink_v1_uplink_proto_msgTypes[8]
+	mi := &file_crossdock_uplink_v1_uplink_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -574,7 +758,7 @@ func (x *Welcome) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Welcome.ProtoReflect.Descriptor instead.
 func (*Welcome) Descriptor() ([]byte, []int) {
-	return file_crossdock_uplink_v1_uplink_proto_rawDescGZIP(), []int{8}
+	return file_crossdock_uplink_v1_uplink_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *Welcome) GetCommittedSeq() uint64 {
@@ -611,7 +795,7 @@ type Ack struct {
 
 func (x *Ack) Reset() {
 	*x = Ack{}
-	mi := &file_crossdock_uplink_v1_uplink_proto_msgTypes[9]
+	mi := &file_crossdock_uplink_v1_uplink_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -623,7 +807,7 @@ func (x *Ack) String() string {
 func (*Ack) ProtoMessage() {}
 
 func (x *Ack) ProtoReflect() protoreflect.Message {
-	mi := &file_crossdock_uplink_v1_uplink_proto_msgTypes[9]
+	mi := &file_crossdock_uplink_v1_uplink_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -636,7 +820,7 @@ func (x *Ack) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Ack.ProtoReflect.Descriptor instead.
 func (*Ack) Descriptor() ([]byte, []int) {
-	return file_crossdock_uplink_v1_uplink_proto_rawDescGZIP(), []int{9}
+	return file_crossdock_uplink_v1_uplink_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *Ack) GetCommittedSeq() uint64 {
@@ -673,14 +857,23 @@ const file_crossdock_uplink_v1_uplink_proto_rawDesc = "" +
 	"\x0eEnrollResponse\x12\x19\n" +
 	"\bagent_id\x18\x01 \x01(\tR\aagentId\x12'\n" +
 	"\x0fcertificate_pem\x18\x02 \x01(\tR\x0ecertificatePem\x12\x15\n" +
-	"\x06ca_pem\x18\x03 \x01(\tR\x05caPem\"\xc6\x01\n" +
+	"\x06ca_pem\x18\x03 \x01(\tR\x05caPem\"\x8a\x02\n" +
 	"\rStreamRequest\x122\n" +
 	"\x05hello\x18\x01 \x01(\v2\x1a.crossdock.uplink.v1.HelloH\x00R\x05hello\x122\n" +
 	"\x05batch\x18\x02 \x01(\v2\x1a.crossdock.uplink.v1.BatchH\x00R\x05batch\x12F\n" +
 	"\n" +
 	"connectors\x18\x03 \x01(\v2$.crossdock.uplink.v1.ConnectorReportH\x00R\n" +
-	"connectorsB\x05\n" +
-	"\x03msg\"V\n" +
+	"connectors\x12B\n" +
+	"\vsink_result\x18\x04 \x01(\v2\x1f.crossdock.uplink.v1.SinkResultH\x00R\n" +
+	"sinkResultB\x05\n" +
+	"\x03msg\"q\n" +
+	"\n" +
+	"SinkResult\x12\x1d\n" +
+	"\n" +
+	"request_id\x18\x01 \x01(\tR\trequestId\x12\x10\n" +
+	"\x03ref\x18\x02 \x01(\tR\x03ref\x12\x14\n" +
+	"\x05error\x18\x03 \x01(\tR\x05error\x12\x1c\n" +
+	"\tpermanent\x18\x04 \x01(\bR\tpermanent\"V\n" +
 	"\x0fConnectorReport\x12C\n" +
 	"\n" +
 	"connectors\x18\x01 \x03(\v2#.crossdock.agent.v1.ConnectorStatusR\n" +
@@ -693,11 +886,21 @@ const file_crossdock_uplink_v1_uplink_proto_rawDesc = "" +
 	"\x06events\x18\x01 \x03(\v2 .crossdock.uplink.v1.OutboxEventR\x06events\"P\n" +
 	"\vOutboxEvent\x12\x10\n" +
 	"\x03seq\x18\x01 \x01(\x04R\x03seq\x12/\n" +
-	"\x05event\x18\x02 \x01(\v2\x19.crossdock.event.v1.EventR\x05event\"\x7f\n" +
+	"\x05event\x18\x02 \x01(\v2\x19.crossdock.event.v1.EventR\x05event\"\xc0\x01\n" +
 	"\x0eStreamResponse\x128\n" +
 	"\awelcome\x18\x01 \x01(\v2\x1c.crossdock.uplink.v1.WelcomeH\x00R\awelcome\x12,\n" +
-	"\x03ack\x18\x02 \x01(\v2\x18.crossdock.uplink.v1.AckH\x00R\x03ackB\x05\n" +
-	"\x03msg\"b\n" +
+	"\x03ack\x18\x02 \x01(\v2\x18.crossdock.uplink.v1.AckH\x00R\x03ack\x12?\n" +
+	"\n" +
+	"sink_write\x18\x03 \x01(\v2\x1e.crossdock.uplink.v1.SinkWriteH\x00R\tsinkWriteB\x05\n" +
+	"\x03msg\"\xb2\x01\n" +
+	"\tSinkWrite\x12\x1d\n" +
+	"\n" +
+	"request_id\x18\x01 \x01(\tR\trequestId\x12\x1c\n" +
+	"\tconnector\x18\x02 \x01(\tR\tconnector\x12\x1d\n" +
+	"\n" +
+	"message_id\x18\x03 \x01(\tR\tmessageId\x12/\n" +
+	"\x05event\x18\x04 \x01(\v2\x19.crossdock.event.v1.EventR\x05event\x12\x18\n" +
+	"\apayload\x18\x05 \x01(\fR\apayload\"b\n" +
 	"\aWelcome\x12#\n" +
 	"\rcommitted_seq\x18\x01 \x01(\x04R\fcommittedSeq\x12\x17\n" +
 	"\anode_id\x18\x02 \x01(\tR\x06nodeId\x12\x19\n" +
@@ -724,39 +927,44 @@ func file_crossdock_uplink_v1_uplink_proto_rawDescGZIP() []byte {
 	return file_crossdock_uplink_v1_uplink_proto_rawDescData
 }
 
-var file_crossdock_uplink_v1_uplink_proto_msgTypes = make([]protoimpl.MessageInfo, 10)
+var file_crossdock_uplink_v1_uplink_proto_msgTypes = make([]protoimpl.MessageInfo, 12)
 var file_crossdock_uplink_v1_uplink_proto_goTypes = []any{
 	(*EnrollRequest)(nil),      // 0: crossdock.uplink.v1.EnrollRequest
 	(*EnrollResponse)(nil),     // 1: crossdock.uplink.v1.EnrollResponse
 	(*StreamRequest)(nil),      // 2: crossdock.uplink.v1.StreamRequest
-	(*ConnectorReport)(nil),    // 3: crossdock.uplink.v1.ConnectorReport
-	(*Hello)(nil),              // 4: crossdock.uplink.v1.Hello
-	(*Batch)(nil),              // 5: crossdock.uplink.v1.Batch
-	(*OutboxEvent)(nil),        // 6: crossdock.uplink.v1.OutboxEvent
-	(*StreamResponse)(nil),     // 7: crossdock.uplink.v1.StreamResponse
-	(*Welcome)(nil),            // 8: crossdock.uplink.v1.Welcome
-	(*Ack)(nil),                // 9: crossdock.uplink.v1.Ack
-	(*v1.ConnectorStatus)(nil), // 10: crossdock.agent.v1.ConnectorStatus
-	(*v11.Event)(nil),          // 11: crossdock.event.v1.Event
+	(*SinkResult)(nil),         // 3: crossdock.uplink.v1.SinkResult
+	(*ConnectorReport)(nil),    // 4: crossdock.uplink.v1.ConnectorReport
+	(*Hello)(nil),              // 5: crossdock.uplink.v1.Hello
+	(*Batch)(nil),              // 6: crossdock.uplink.v1.Batch
+	(*OutboxEvent)(nil),        // 7: crossdock.uplink.v1.OutboxEvent
+	(*StreamResponse)(nil),     // 8: crossdock.uplink.v1.StreamResponse
+	(*SinkWrite)(nil),          // 9: crossdock.uplink.v1.SinkWrite
+	(*Welcome)(nil),            // 10: crossdock.uplink.v1.Welcome
+	(*Ack)(nil),                // 11: crossdock.uplink.v1.Ack
+	(*v1.ConnectorStatus)(nil), // 12: crossdock.agent.v1.ConnectorStatus
+	(*v11.Event)(nil),          // 13: crossdock.event.v1.Event
 }
 var file_crossdock_uplink_v1_uplink_proto_depIdxs = []int32{
-	4,  // 0: crossdock.uplink.v1.StreamRequest.hello:type_name -> crossdock.uplink.v1.Hello
-	5,  // 1: crossdock.uplink.v1.StreamRequest.batch:type_name -> crossdock.uplink.v1.Batch
-	3,  // 2: crossdock.uplink.v1.StreamRequest.connectors:type_name -> crossdock.uplink.v1.ConnectorReport
-	10, // 3: crossdock.uplink.v1.ConnectorReport.connectors:type_name -> crossdock.agent.v1.ConnectorStatus
-	6,  // 4: crossdock.uplink.v1.Batch.events:type_name -> crossdock.uplink.v1.OutboxEvent
-	11, // 5: crossdock.uplink.v1.OutboxEvent.event:type_name -> crossdock.event.v1.Event
-	8,  // 6: crossdock.uplink.v1.StreamResponse.welcome:type_name -> crossdock.uplink.v1.Welcome
-	9,  // 7: crossdock.uplink.v1.StreamResponse.ack:type_name -> crossdock.uplink.v1.Ack
-	0,  // 8: crossdock.uplink.v1.UplinkService.Enroll:input_type -> crossdock.uplink.v1.EnrollRequest
-	2,  // 9: crossdock.uplink.v1.UplinkService.Stream:input_type -> crossdock.uplink.v1.StreamRequest
-	1,  // 10: crossdock.uplink.v1.UplinkService.Enroll:output_type -> crossdock.uplink.v1.EnrollResponse
-	7,  // 11: crossdock.uplink.v1.UplinkService.Stream:output_type -> crossdock.uplink.v1.StreamResponse
-	10, // [10:12] is the sub-list for method output_type
-	8,  // [8:10] is the sub-list for method input_type
-	8,  // [8:8] is the sub-list for extension type_name
-	8,  // [8:8] is the sub-list for extension extendee
-	0,  // [0:8] is the sub-list for field type_name
+	5,  // 0: crossdock.uplink.v1.StreamRequest.hello:type_name -> crossdock.uplink.v1.Hello
+	6,  // 1: crossdock.uplink.v1.StreamRequest.batch:type_name -> crossdock.uplink.v1.Batch
+	4,  // 2: crossdock.uplink.v1.StreamRequest.connectors:type_name -> crossdock.uplink.v1.ConnectorReport
+	3,  // 3: crossdock.uplink.v1.StreamRequest.sink_result:type_name -> crossdock.uplink.v1.SinkResult
+	12, // 4: crossdock.uplink.v1.ConnectorReport.connectors:type_name -> crossdock.agent.v1.ConnectorStatus
+	7,  // 5: crossdock.uplink.v1.Batch.events:type_name -> crossdock.uplink.v1.OutboxEvent
+	13, // 6: crossdock.uplink.v1.OutboxEvent.event:type_name -> crossdock.event.v1.Event
+	10, // 7: crossdock.uplink.v1.StreamResponse.welcome:type_name -> crossdock.uplink.v1.Welcome
+	11, // 8: crossdock.uplink.v1.StreamResponse.ack:type_name -> crossdock.uplink.v1.Ack
+	9,  // 9: crossdock.uplink.v1.StreamResponse.sink_write:type_name -> crossdock.uplink.v1.SinkWrite
+	13, // 10: crossdock.uplink.v1.SinkWrite.event:type_name -> crossdock.event.v1.Event
+	0,  // 11: crossdock.uplink.v1.UplinkService.Enroll:input_type -> crossdock.uplink.v1.EnrollRequest
+	2,  // 12: crossdock.uplink.v1.UplinkService.Stream:input_type -> crossdock.uplink.v1.StreamRequest
+	1,  // 13: crossdock.uplink.v1.UplinkService.Enroll:output_type -> crossdock.uplink.v1.EnrollResponse
+	8,  // 14: crossdock.uplink.v1.UplinkService.Stream:output_type -> crossdock.uplink.v1.StreamResponse
+	13, // [13:15] is the sub-list for method output_type
+	11, // [11:13] is the sub-list for method input_type
+	11, // [11:11] is the sub-list for extension type_name
+	11, // [11:11] is the sub-list for extension extendee
+	0,  // [0:11] is the sub-list for field type_name
 }
 
 func init() { file_crossdock_uplink_v1_uplink_proto_init() }
@@ -768,10 +976,12 @@ func file_crossdock_uplink_v1_uplink_proto_init() {
 		(*StreamRequest_Hello)(nil),
 		(*StreamRequest_Batch)(nil),
 		(*StreamRequest_Connectors)(nil),
+		(*StreamRequest_SinkResult)(nil),
 	}
-	file_crossdock_uplink_v1_uplink_proto_msgTypes[7].OneofWrappers = []any{
+	file_crossdock_uplink_v1_uplink_proto_msgTypes[8].OneofWrappers = []any{
 		(*StreamResponse_Welcome)(nil),
 		(*StreamResponse_Ack)(nil),
+		(*StreamResponse_SinkWrite)(nil),
 	}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
@@ -779,7 +989,7 @@ func file_crossdock_uplink_v1_uplink_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_crossdock_uplink_v1_uplink_proto_rawDesc), len(file_crossdock_uplink_v1_uplink_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   10,
+			NumMessages:   12,
 			NumExtensions: 0,
 			NumServices:   1,
 		},
