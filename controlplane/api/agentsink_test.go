@@ -3,17 +3,15 @@ package api_test
 import (
 	"context"
 
-	"connectrpc.com/connect"
-	"crypto/sha256"
-	"encoding/hex"
 	"encoding/json"
 	"fmt"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
 	"time"
+
+	"connectrpc.com/connect"
 
 	"github.com/crossdock/crossdock/agent"
 	"github.com/crossdock/crossdock/agent/pluginhost"
@@ -34,15 +32,7 @@ import (
 // agent does not have dead-letters with the agent's reason.
 func TestAgentSinkDownlink(t *testing.T) {
 	dir := t.TempDir()
-	bin := filepath.Join(dir, "example-plugin")
-	if out, err := exec.Command("go", "build", "-o", bin, "github.com/crossdock/crossdock/plugins/example").CombinedOutput(); err != nil {
-		t.Fatalf("build example plugin: %v\n%s", err, out)
-	}
-	b, err := os.ReadFile(bin)
-	if err != nil {
-		t.Fatal(err)
-	}
-	sum := sha256.Sum256(b)
+	bin, sum := testutil.BuildPlugin(t, "github.com/crossdock/crossdock/plugins/example")
 	sinkFile := filepath.Join(dir, "erp-orders.jsonl")
 	settings, _ := json.Marshal(map[string]any{"sku": "UNUSED", "count": 1, "sink_file": sinkFile})
 
@@ -52,7 +42,7 @@ func TestAgentSinkDownlink(t *testing.T) {
 	a, err := agent.New(ctx, agent.Config{
 		DataDir: t.TempDir(), Servers: []string{srv.Addr()}, EnrollToken: srv.Token(t, time.Minute, "erp-agent"),
 		LocalAddr: "-", Logger: controlplanetest.Logger(t),
-		Connectors: []pluginhost.Connector{{Name: "erp", Path: bin, SHA256: hex.EncodeToString(sum[:]), Settings: settings, NoSource: true}},
+		Connectors: []pluginhost.Connector{{Name: "erp", Path: bin, SHA256: sum, Settings: settings, NoSource: true}},
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -101,7 +91,7 @@ spec:
 		b, _ := os.ReadFile(sinkFile)
 		return strings.Count(string(b), "\n") >= n
 	})
-	b, _ = os.ReadFile(sinkFile)
+	b, _ := os.ReadFile(sinkFile)
 	seen := map[string]int{}
 	for line := range strings.SplitSeq(strings.TrimSpace(string(b)), "\n") {
 		// The example sink writes "<event id> <what it wrote>" per event.

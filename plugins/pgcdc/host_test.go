@@ -2,11 +2,7 @@ package pgcdc
 
 import (
 	"context"
-	"crypto/sha256"
-	"encoding/hex"
 	"fmt"
-	"os"
-	"os/exec"
 	"path/filepath"
 	"syscall"
 	"testing"
@@ -29,21 +25,13 @@ import (
 // slot follows the host's acks.
 func TestPluginHostSIGKILL(t *testing.T) {
 	d := startDB(t, testsvc.PostgresOptions{Logical: true})
-	bin := filepath.Join(t.TempDir(), "pgcdc-plugin")
-	if out, err := exec.Command("go", "build", "-o", bin, "./testdata/plugin").CombinedOutput(); err != nil {
-		t.Fatalf("build the plugin: %v\n%s", err, out)
-	}
-	b, err := os.ReadFile(bin)
-	if err != nil {
-		t.Fatal(err)
-	}
-	sum := sha256.Sum256(b)
+	bin, sum := testutil.BuildPlugin(t, "./testdata/plugin")
 	ob, err := outbox.Open(outbox.Options{Dir: filepath.Join(t.TempDir(), "outbox"), MinFreeBytes: -1})
 	if err != nil {
 		t.Fatal(err)
 	}
 	host, err := pluginhost.New(pluginhost.Options{AgentID: "agent-1", Outbox: ob, MinBackoff: 20 * time.Millisecond, MaxBackoff: 200 * time.Millisecond},
-		[]pluginhost.Connector{{Name: "erp", Path: bin, SHA256: hex.EncodeToString(sum[:]), Settings: settings(d.pg.DSN, nil)}})
+		[]pluginhost.Connector{{Name: "erp", Path: bin, SHA256: sum, Settings: settings(d.pg.DSN, nil)}})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -5,22 +5,19 @@ import (
 	"errors"
 	"fmt"
 	"os/exec"
-	"path/filepath"
 	"testing"
 
 	"github.com/hashicorp/go-hclog"
 	"github.com/hashicorp/go-plugin"
 
+	"github.com/crossdock/crossdock/internal/testutil"
 	"github.com/crossdock/crossdock/plugins/sdk"
 )
 
 // buildExample builds the example plugin binary into a temp dir.
 func buildExample(tb testing.TB) string {
 	tb.Helper()
-	bin := filepath.Join(tb.TempDir(), "example")
-	if out, err := exec.Command("go", "build", "-o", bin, "github.com/crossdock/crossdock/plugins/example").CombinedOutput(); err != nil {
-		tb.Fatalf("build plugins/example: %v\n%s", err, out)
-	}
+	bin, _ := testutil.BuildPlugin(tb, "github.com/crossdock/crossdock/plugins/example")
 	return bin
 }
 

@@ -2,14 +2,10 @@ package sql
 
 import (
 	"context"
-	"crypto/sha256"
-	"encoding/hex"
 	"encoding/json"
 	"fmt"
 	"io"
 	"log/slog"
-	"os"
-	"os/exec"
 	"path/filepath"
 	"syscall"
 	"testing"
@@ -28,15 +24,7 @@ import (
 // agent's plugin host, SIGKILLs it twice while rows keep arriving, and checks that the
 // outbox holds every row exactly once, with the ids the positions give.
 func TestUnderPluginHostSIGKILL(t *testing.T) {
-	bin := filepath.Join(t.TempDir(), "sqlplugin")
-	if out, err := exec.Command("go", "build", "-o", bin, "./testdata/sqlplugin").CombinedOutput(); err != nil {
-		t.Fatalf("build the plugin: %v\n%s", err, out)
-	}
-	raw, err := os.ReadFile(bin)
-	if err != nil {
-		t.Fatal(err)
-	}
-	sum := sha256.Sum256(raw)
+	bin, sum := testutil.BuildPlugin(t, "./testdata/sqlplugin")
 
 	b := startSQLite(t)
 	b.ddl(t, `CREATE TABLE stock_k (id INT_T PRIMARY KEY, sku TEXT_T NOT NULL, location TEXT_T NOT NULL, qty DEC_T NOT NULL, updated_at TS_T)`)
@@ -81,7 +69,7 @@ func TestUnderPluginHostSIGKILL(t *testing.T) {
 	defer ob.Close()
 	h, err := pluginhost.New(pluginhost.Options{AgentID: "agent-1", Outbox: ob, Logger: slog.New(slog.NewTextHandler(io.Discard, nil)),
 		MinBackoff: 20 * time.Millisecond, MaxBackoff: 200 * time.Millisecond},
-		[]pluginhost.Connector{{Name: "erp", Path: bin, SHA256: hex.EncodeToString(sum[:]), Settings: settings}})
+		[]pluginhost.Connector{{Name: "erp", Path: bin, SHA256: sum, Settings: settings}})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -2,12 +2,7 @@ package tryton_test
 
 import (
 	"context"
-	"crypto/sha256"
-	"encoding/hex"
 	"errors"
-	"os"
-	"os/exec"
-	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
@@ -155,15 +150,5 @@ func testPluginHost(t *testing.T, e *erp) {
 // buildPlugin builds testdata/plugin, the connector as a plugin binary.
 func buildPlugin(t *testing.T) (path, sum string) {
 	t.Helper()
-	path = filepath.Join(t.TempDir(), "tryton-plugin")
-	out, err := exec.Command("go", "build", "-o", path, "./testdata/plugin").CombinedOutput()
-	if err != nil {
-		t.Fatalf("build the plugin: %v\n%s", err, out)
-	}
-	b, err := os.ReadFile(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	h := sha256.Sum256(b)
-	return path, hex.EncodeToString(h[:])
+	return testutil.BuildPlugin(t, "./testdata/plugin")
 }
