@@ -5,8 +5,10 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
+	"strings"
 	"time"
 
 	"connectrpc.com/connect"
@@ -17,7 +19,9 @@ import (
 	"github.com/crossdock/crossdock/agent/pluginhost"
 	"github.com/crossdock/crossdock/controlplane"
 	"github.com/crossdock/crossdock/internal/sampleerp"
+	"github.com/crossdock/crossdock/internal/samplemarket"
 	adminv1 "github.com/crossdock/crossdock/proto/gen/crossdock/admin/v1"
+	routingv1 "github.com/crossdock/crossdock/proto/gen/crossdock/routing/v1"
 )
 
 func newDemoCmd() *cobra.Command {
@@ -68,6 +72,21 @@ until Ctrl-C and prints the commands to watch it with.`,
 			if err != nil {
 				return fmt.Errorf("create enrollment token: %w", err)
 			}
+			// A sample marketplace receives WH-EAST's stock through a signed webhook, under
+			// a policy (rate limit, coalescing, retries) applied like any routing document.
+			market, err := samplemarket.StartDemo("127.0.0.1:0")
+			if err != nil {
+				return err
+			}
+			defer market.Close()
+			routes, err := routingClient()
+			if err != nil {
+				return err
+			}
+			if _, err := routes.ApplyDocuments(ctx, connect.NewRequest(&routingv1.ApplyDocumentsRequest{Yaml: market.Documents()})); err != nil {
+				return fmt.Errorf("apply the marketplace's routing documents: %w", err)
+			}
+			go reportMarket(ctx, cmd.OutOrStdout(), market)
 			erpPath := filepath.Join(dir, "erp.db")
 			erp, err := sampleerp.Open(ctx, erpPath, skus)
 			if err != nil {
@@ -95,6 +114,8 @@ Crossdock demo is running (data in %s).
   agent          %s   enrolled with a single-use token; local API on %s
   sample ERP     %s: %d SKUs x %d warehouses, ~%d changes/s
                  captured by the sql connector "sample-erp" (stock levels, orders, items)
+  marketplace    %s   WH-EAST stock via signed webhook (route demo-market-stock);
+                 it allows 50 req/s and fails some requests; GET it for what it holds
 
 In another terminal:
   export CROSSDOCK_CONFIG=%s
@@ -103,9 +124,11 @@ In another terminal:
   crossdock agents ls                         # agent, transport (h3 = QUIC)
   crossdock agent status --agent %s           # outbox, uplink and connectors
   crossdock events ls --type order --limit 5  # sales orders from the ERP
+  crossdock destinations status               # delivery to the marketplace: cursor, lag, breaker
+  crossdock dlq ls                            # messages the marketplace refused, with the reason
 
 Ctrl-C stops everything.
-`, dir, srv.Addr(), ag.ID(), ag.LocalAddr(), erpPath, skus, len(sampleerp.Locations), rate, srv.AdminConfigPath(), ag.LocalAddr())
+`, dir, srv.Addr(), ag.ID(), ag.LocalAddr(), erpPath, skus, len(sampleerp.Locations), rate, strings.TrimSuffix(market.URL, "inventory"), srv.AdminConfigPath(), ag.LocalAddr())
 
 			simErr := sampleerp.NewSimulator(erp, uint64(time.Now().UnixNano())).Run(ctx, float64(rate))
 			cancel()
@@ -118,6 +141,20 @@ Ctrl-C stops everything.
 	f.BoolVar(&keep, "keep", false, "keep the demo's data directory")
 	f.StringVar(&localAddr, "local-addr", "127.0.0.1:7480", "agent local API address")
 	return cmd
+}
+
+// reportMarket prints what the marketplace received every 10 seconds.
+func reportMarket(ctx context.Context, w io.Writer, m *samplemarket.Demo) {
+	t := time.NewTicker(10 * time.Second)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			fmt.Fprintf(w, "%s  %s\n", time.Now().Format(time.TimeOnly), m.Summary())
+		}
+	}
 }
 
 func ignoreCanceled(err error) error {
