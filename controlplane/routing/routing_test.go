@@ -2,6 +2,7 @@ package routing
 
 import (
 	"context"
+	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"os"
@@ -150,6 +151,10 @@ func TestParseErrorsNameTheField(t *testing.T) {
 			[]string{"destinations/d: spec.headers.Webhook-Signature: set by the delivery engine"}},
 		{"field of another type", head("Destination", "d") + "  type: stream\n  partner: acme\n  url: https://example.com\n",
 			[]string{"destinations/d: spec.url: only for type webhook, not stream"}},
+		{"stream secret", head("Destination", "d") + "  type: stream\n  partner: acme\n  secret: hunter2\n",
+			[]string{`destinations/d: spec.secret: must start with "whsec_"`}},
+		{"agent secret", head("Destination", "d") + "  type: agent\n  agent: a\n  connector: c\n  secret: " + secret + "\n",
+			[]string{"destinations/d: spec.secret: only for type webhook, not agent"}},
 		{"unknown destination type", head("Destination", "d") + "  type: ftp\n",
 			[]string{`destinations/d: spec.type: unknown destination type "ftp"`}},
 		{"bad name", head("Route", "Bad Name") + "  destination: d\n",
@@ -421,4 +426,19 @@ func contextDone() (context.Context, context.CancelFunc) {
 	ctx, cancel := context.WithCancel(context.Background())
 	cancel()
 	return ctx, cancel
+}
+
+// A stream destination may carry a secret: the partner's credential for Subscribe.
+func TestStreamDestinationSecret(t *testing.T) {
+	secret := "whsec_" + base64.StdEncoding.EncodeToString([]byte("a partner secret of 32 bytes...."))
+	for _, s := range []string{secret, "${env:PARTNER_SECRET}"} {
+		src := "apiVersion: crossdock.io/v1\nkind: Destination\nmetadata: {name: feed}\nspec:\n  type: stream\n  partner: acme\n  secret: " + s + "\n"
+		docs, err := Parse([]byte(src))
+		if err != nil {
+			t.Fatalf("secret %q: %v", s, err)
+		}
+		if got := docs[0].Destination.Secret; got != s {
+			t.Errorf("secret = %q, want %q", got, s)
+		}
+	}
 }

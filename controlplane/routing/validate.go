@@ -82,6 +82,13 @@ func validateDestination(p *problems, s *DestinationSpec) {
 		if !canonical.ValidName(s.Partner) {
 			p.add("spec.partner", "required: the partner name (1-64 characters of a-z, 0-9, '-', '_' or '.')")
 		}
+		// The secret is the partner's credential for the stream (Authorization: Bearer
+		// <secret>), until partners have API keys of their own.
+		if s.Secret != "" && !secretRefRE.MatchString(s.Secret) {
+			if err := checkSecret(s.Secret); err != nil {
+				p.add("spec.secret", "%s", err.Error())
+			}
+		}
 		webhookOnly(p, s, DestinationStream)
 		only("agent", s.Agent != "", DestinationAgent)
 		only("connector", s.Connector != "", DestinationAgent)
@@ -104,11 +111,13 @@ func validateDestination(p *problems, s *DestinationSpec) {
 	}
 }
 
+// webhookOnly refuses webhook settings on another type; a stream may have a secret (its
+// partner's credential).
 func webhookOnly(p *problems, s *DestinationSpec, typ string) {
 	for _, f := range []struct {
 		name string
 		set  bool
-	}{{"url", s.URL != ""}, {"secret", s.Secret != ""}, {"headers", len(s.Headers) > 0}, {"timeout", s.Timeout != nil}, {"acceptsBatches", s.AcceptsBatches}} {
+	}{{"url", s.URL != ""}, {"secret", s.Secret != "" && typ != DestinationStream}, {"headers", len(s.Headers) > 0}, {"timeout", s.Timeout != nil}, {"acceptsBatches", s.AcceptsBatches}} {
 		if f.set {
 			p.add("spec."+f.name, "only for type webhook, not %s", typ)
 		}
