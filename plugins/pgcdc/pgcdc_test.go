@@ -145,13 +145,12 @@ func (a *agent) got() []sdk.Batch {
 
 func (a *agent) waitBatches(t *testing.T, n int) []sdk.Batch {
 	t.Helper()
-	deadline := time.Now().Add(waitLong)
-	for len(a.got()) < n {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %d batches; have %q", n, describeAll(a.got()))
+	defer func() {
+		if t.Failed() {
+			t.Logf("batches so far: %q", describeAll(a.got()))
 		}
-		time.Sleep(testutil.Interval) // polling interval
-	}
+	}()
+	testutil.WaitFor(t, waitLong, fmt.Sprintf("%d batches", n), func() bool { return len(a.got()) >= n })
 	return a.got()
 }
 
