@@ -112,6 +112,9 @@ func TestSQL(t *testing.T) {
 			t.Run("Delay", func(t *testing.T) { testDelay(t, b) })
 			t.Run("Snapshot", func(t *testing.T) { testSnapshot(t, b) })
 			t.Run("SinkIdempotent", func(t *testing.T) { testSink(t, b) })
+			if b.driver != "sqlite" { // SQLite has no stored procedures
+				t.Run("SinkCallsProcedure", func(t *testing.T) { testSinkProcedure(t, b) })
+			}
 			t.Run("ConfigErrors", func(t *testing.T) { testConfigErrors(t, b) })
 			// Timestamps the driver returns as time.Time (positions keep "t:" values):
 			// PostgreSQL timestamptz, MariaDB with parseTime.
@@ -562,6 +565,37 @@ func testSink(t *testing.T, b *backend) {
 	var headers int
 	if err := b.db.QueryRow(`SELECT COUNT(*) FROM so_header`).Scan(&headers); err != nil || headers != 1 {
 		t.Fatalf("%d headers, want 1 (%v)", headers, err)
+	}
+}
+
+// testSinkProcedure: the sink's statement calls an ERP import procedure (the other way
+// ERPs take data in), once per order line, inside the idempotent transaction.
+func testSinkProcedure(t *testing.T, b *backend) {
+	b.ddl(t, `CREATE TABLE proc_import (order_no TEXT_T NOT NULL, sku TEXT_T NOT NULL, qty DEC_T NOT NULL)`)
+	proc := `CREATE PROCEDURE import_line(o TEXT, s TEXT, q NUMERIC(18,6)) LANGUAGE sql AS $$ INSERT INTO proc_import VALUES (o, s, q) $$`
+	if b.driver != "postgres" {
+		proc = `CREATE PROCEDURE import_line(IN o TEXT, IN s TEXT, IN q DECIMAL(18,6)) INSERT INTO proc_import VALUES (o, s, q)`
+	}
+	b.exec(t, proc)
+	c := configure(t, map[string]any{"driver": b.driver, "dsn": b.dsn, "sink": map[string]any{
+		"statement": `CALL import_line(:order_number, :sku, :qty)`,
+		"params":    map[string]string{"sku": "lines.sku", "qty": "lines.quantity"},
+		"for_each":  "lines", "types": []string{"order"}, "idempotency_table": "applied_proc", "create_idempotency_table": true}})
+	ev := &eventv1.Event{Id: "ev_p1", Type: "order", Payload: &eventv1.Event_Order{Order: &eventv1.Order{
+		OrderNumber: "SO-P1", Lines: []*eventv1.OrderLine{{Sku: "A", Quantity: "3"}, {Sku: "B", Quantity: "1.25"}}}}}
+	for i := 0; i < 2; i++ { // the second write changes nothing
+		res, err := c.Write(context.Background(), []*eventv1.Event{ev})
+		if err != nil || len(res) != 1 || res[0].Err != nil {
+			t.Fatalf("write %d: %v %+v", i, err, res)
+		}
+	}
+	var n int
+	if err := b.db.QueryRow(`SELECT COUNT(*) FROM proc_import`).Scan(&n); err != nil || n != 2 {
+		t.Fatalf("%d rows imported by the procedure, want 2 (%v)", n, err)
+	}
+	var qty string
+	if err := b.db.QueryRow(b.q(`SELECT qty FROM proc_import WHERE sku = ?`), "B").Scan(&qty); err != nil || !sameDecimal(qty, "1.25") {
+		t.Fatalf("qty of B = %q (%v), want 1.25", qty, err)
 	}
 }
 
