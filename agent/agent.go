@@ -289,5 +289,32 @@ func (a *Agent) sinkWrite(ctx context.Context, connector string, ev *eventv1.Eve
 	if res[0].Err != nil {
 		return "", fmt.Errorf("write to %q: %w", connector, res[0].Err)
 	}
-	return res[0].Ref, nil
+	ref := res[0].Ref
+	if err := a.acknowledgeOrder(ctx, connector, ev, ref); err != nil {
+		return "", err
+	}
+	return ref, nil
+}
+
+// acknowledgeOrder closes the loop for an order a sink connector wrote into a system
+// that gave it a number (the ERP's order number): the agent publishes an order.ack
+// event carrying that number, so routes can send it back to the channel the order came
+// from. Its position derives from the order's event id, so the ack written again after a
+// retry has the same id and is committed once. If it cannot be published the write is
+// reported failed and retried; the sink is idempotent and answers the same number.
+func (a *Agent) acknowledgeOrder(ctx context.Context, connector string, ev *eventv1.Event, ref string) error {
+	order := ev.GetOrder()
+	if order == nil || ref == "" || order.GetOrderNumber() == "" {
+		return nil
+	}
+	ack := &eventv1.Event{
+		Source: &eventv1.Source{Position: "order-ack:" + ev.GetId()},
+		Payload: &eventv1.Event_OrderAck{OrderAck: &eventv1.OrderAck{
+			OrderNumber: order.GetOrderNumber(), ErpOrderNumber: ref, Status: "accepted",
+		}},
+	}
+	if _, err := a.Publish(ctx, connector, []*eventv1.Event{ack}); err != nil {
+		return fmt.Errorf("publish order.ack for %s: %w", order.GetOrderNumber(), err)
+	}
+	return nil
 }

@@ -28,8 +28,9 @@ import (
 // TestAgentSinkDownlink: a destination of kind "agent" delivers committed events over
 // the agent's own uplink stream to a sink connector run by the agent's plugin host (the
 // example plugin built as a real binary, which appends events to a file idempotently by
-// event id). Orders reach the file once each; a destination naming a connector the
-// agent does not have dead-letters with the agent's reason.
+// event id). Orders reach the file once each and come back as order.ack events with the
+// sink's number; a destination naming a connector the agent does not have dead-letters
+// with the agent's reason.
 func TestAgentSinkDownlink(t *testing.T) {
 	dir := t.TempDir()
 	bin, sum := testutil.BuildPlugin(t, "github.com/crossdock/crossdock/plugins/example")
@@ -105,6 +106,34 @@ spec:
 	}
 
 	l := srv.Store().Ledger()
+	// Each order written comes back as an order.ack with the number the sink gave it
+	// (the example sink numbers lines "line-N"), committed once per order.
+	testutil.WaitFor(t, time.Minute, "an order.ack per order in the ledger", func() bool {
+		acks, _, err := l.ListEvents(ledger.Filter{Type: "order.ack"}, 1, 1000)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return len(acks) >= n
+	})
+	acks, _, err := l.ListEvents(ledger.Filter{Type: "order.ack"}, 1, 1000)
+	if err != nil {
+		t.Fatal(err)
+	}
+	acked := map[string]string{}
+	for _, ce := range acks {
+		a := ce.GetEvent().GetOrderAck()
+		if ce.GetAgent() != "erp-agent" || !strings.HasPrefix(a.GetErpOrderNumber(), "line-") || a.GetStatus() != "accepted" {
+			t.Fatalf("order.ack %v", ce)
+		}
+		if _, dup := acked[a.GetOrderNumber()]; dup {
+			t.Fatalf("order %s acknowledged twice", a.GetOrderNumber())
+		}
+		acked[a.GetOrderNumber()] = a.GetErpOrderNumber()
+	}
+	if len(acked) != n {
+		t.Fatalf("%d orders acknowledged, want %d", len(acked), n)
+	}
+
 	testutil.WaitFor(t, time.Minute, "orders for the unknown connector dead-lettered", func() bool {
 		dls, err := l.DeadLetters(ledger.DeadLetterFilter{Destination: "nowhere"})
 		if err != nil {
