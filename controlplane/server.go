@@ -371,7 +371,11 @@ func (s *Server) Run(ctx context.Context) error {
 	}
 	_ = s.http.Shutdown(sctx)
 	s.http.Close()
-	s.closeListeners()
+	// The raft listener belongs to the store's transport now: store.Close closes it
+	// after raft has shut down (closing it first makes raft log accept errors).
+	if s.udp != nil {
+		s.udp.Close()
+	}
 	stopDelivery()
 	<-deliveryDone
 	return errors.Join(err, s.store.Close())
