@@ -270,7 +270,7 @@ func (cl *linClient) write(ctx context.Context) {
 	n := cl.c.Nodes[cl.cur]
 	if !n.Store().IsLeader() {
 		cl.nextNode()
-		time.Sleep(2 * time.Millisecond)
+		pause(ctx, 2*time.Millisecond) // a client's back-off before it tries again
 		return
 	}
 	cl.agentSeq++
@@ -339,7 +339,7 @@ func (cl *linClient) readFrom(ctx context.Context, i int) bool {
 		// No leader, a deposed leader, a redirect to a stale leader: a read that
 		// failed changed nothing.
 		cl.readFails++
-		time.Sleep(2 * time.Millisecond)
+		pause(ctx, 2*time.Millisecond) // a client's back-off before it tries again
 		return false
 	}
 	op.Output = linOutput{Seq: res.Msg.GetLastSeq()}
@@ -556,5 +556,15 @@ func TestLinearizability(t *testing.T) {
 		t.Fatalf("porcupine timed out; partial linearizations in %s", path)
 	default:
 		t.Fatalf("history is NOT linearizable; visualization (open in a browser): %s", path)
+	}
+}
+
+// pause waits d or until ctx ends: the client's back-off after a failed operation.
+func pause(ctx context.Context, d time.Duration) {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+	case <-t.C:
 	}
 }

@@ -20,6 +20,7 @@ import (
 	"github.com/crossdock/crossdock/internal/canonical"
 	"github.com/crossdock/crossdock/internal/cliconfig"
 	"github.com/crossdock/crossdock/internal/sample"
+	"github.com/crossdock/crossdock/internal/testutil"
 	adminv1 "github.com/crossdock/crossdock/proto/gen/crossdock/admin/v1"
 	"github.com/crossdock/crossdock/proto/gen/crossdock/admin/v1/adminv1connect"
 	agentv1 "github.com/crossdock/crossdock/proto/gen/crossdock/agent/v1"
@@ -87,7 +88,7 @@ func startCluster(t *testing.T) *cpCluster {
 	n1 := c.nodes[0]
 	c.config = filepath.Join(n1.dataDir, "admin.yaml")
 	c.start(n1)
-	waitUntil(t, 60*time.Second, 50*time.Millisecond, "n1 to bootstrap and write admin.yaml", func() (bool, string) {
+	testutil.WaitForDetail(t, 60*time.Second, 50*time.Millisecond, "n1 to bootstrap and write admin.yaml", func() (bool, string) {
 		_, err := os.Stat(c.config)
 		return err == nil, fmt.Sprint(err)
 	})
@@ -106,7 +107,7 @@ func startCluster(t *testing.T) *cpCluster {
 		t.Cleanup(closeFn)
 		n.admin = cl
 	}
-	waitUntil(t, 30*time.Second, 50*time.Millisecond, "n1's admin API", func() (bool, string) {
+	testutil.WaitForDetail(t, 30*time.Second, 50*time.Millisecond, "n1's admin API", func() (bool, string) {
 		_, err := c.status(n1)
 		return err == nil, fmt.Sprint(err)
 	})
@@ -117,7 +118,7 @@ func startCluster(t *testing.T) *cpCluster {
 		}
 		c.start(n, "--join", n1.addr, "--join-token", strings.TrimSpace(tok))
 	}
-	waitUntil(t, 90*time.Second, 200*time.Millisecond, "cluster peers to show 3 voters", func() (bool, string) {
+	testutil.WaitForDetail(t, 90*time.Second, 200*time.Millisecond, "cluster peers to show 3 voters", func() (bool, string) {
 		out, err := run(t, "cluster", "peers", "--config", c.config, "-o", "json")
 		if err != nil {
 			return false, err.Error()
@@ -217,7 +218,7 @@ func (c *cpCluster) allEvents() []*eventv1.CommittedEvent {
 func (c *cpCluster) waitLeader(not string) *cpNode {
 	c.t.Helper()
 	var l *cpNode
-	waitUntil(c.t, 60*time.Second, 100*time.Millisecond, "a leader all running nodes agree on", func() (bool, string) {
+	testutil.WaitForDetail(c.t, 60*time.Second, 100*time.Millisecond, "a leader all running nodes agree on", func() (bool, string) {
 		var ids []string
 		for _, n := range c.nodes {
 			if !n.running() {
@@ -270,7 +271,7 @@ func (c *cpCluster) terminate(n *cpNode) {
 func (c *cpCluster) waitConverged(want []*eventv1.CommittedEvent) {
 	c.t.Helper()
 	total := uint64(len(want))
-	waitUntil(c.t, 90*time.Second, 100*time.Millisecond, "all nodes to converge", func() (bool, string) {
+	testutil.WaitForDetail(c.t, 90*time.Second, 100*time.Millisecond, "all nodes to converge", func() (bool, string) {
 		var leader string
 		var applied uint64
 		var desc []string
@@ -348,23 +349,6 @@ func tailLocal(client adminv1connect.AdminServiceClient, n int, timeout time.Dur
 	return out, nil
 }
 
-// waitUntil polls cond every interval until it holds; on timeout it fails with the
-// last detail cond gave.
-func waitUntil(t *testing.T, timeout, interval time.Duration, what string, cond func() (bool, string)) {
-	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for {
-		ok, detail := cond()
-		if ok {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %s waiting for %s; last: %s", timeout, what, detail)
-		}
-		time.Sleep(interval)
-	}
-}
-
 func waitExit(t *testing.T, p *proc, timeout time.Duration, what string) {
 	t.Helper()
 	select {
@@ -407,7 +391,7 @@ func (c *cpCluster) startAgent(name string) *testAgent {
 		args = append(args, "--server", n.addr)
 	}
 	a.proc = start(c.t, "agent-"+name, args...)
-	waitUntil(c.t, 30*time.Second, 50*time.Millisecond, name+" connected", func() (bool, string) {
+	testutil.WaitForDetail(c.t, 30*time.Second, 50*time.Millisecond, name+" connected", func() (bool, string) {
 		st, err := agentStatus(a.local)
 		if err != nil {
 			return false, err.Error()
@@ -420,7 +404,7 @@ func (c *cpCluster) startAgent(name string) *testAgent {
 // waitDrained waits until the agent's outbox has nothing pending.
 func (a *testAgent) waitDrained(t *testing.T, timeout time.Duration) {
 	t.Helper()
-	waitUntil(t, timeout, 100*time.Millisecond, a.name+"'s outbox to drain", func() (bool, string) {
+	testutil.WaitForDetail(t, timeout, 100*time.Millisecond, a.name+"'s outbox to drain", func() (bool, string) {
 		st, err := agentStatus(a.local)
 		if err != nil {
 			return false, err.Error()
@@ -532,7 +516,7 @@ func TestClusterKillLeader(t *testing.T) {
 	for i, a := range agents {
 		pubs = append(pubs, start(t, "publish-"+a.name, "publish", "--file", files[i][0], "--agent", a.local, "--batch", "500"))
 	}
-	waitUntil(t, 60*time.Second, 20*time.Millisecond, "some thousands of events committed", func() (bool, string) {
+	testutil.WaitForDetail(t, 60*time.Second, 20*time.Millisecond, "some thousands of events committed", func() (bool, string) {
 		n, err := c.lastSeq()
 		return n >= 3000, fmt.Sprintf("last seq %d, err %v", n, err)
 	})
@@ -655,7 +639,7 @@ func TestClusterRollingRestart(t *testing.T) {
 	for i, n := range c.nodes {
 		// Start the next quarter and wait until the agent holds some of it.
 		close(gates[i+1])
-		waitUntil(t, 60*time.Second, 10*time.Millisecond, fmt.Sprintf("publish of quarter %d to begin", i+2), func() (bool, string) {
+		testutil.WaitForDetail(t, 60*time.Second, 10*time.Millisecond, fmt.Sprintf("publish of quarter %d to begin", i+2), func() (bool, string) {
 			st := status()
 			return st.GetOutbox().GetLastSeq() > uint64((i+1)*chunk), st.String()
 		})
@@ -671,7 +655,7 @@ func TestClusterRollingRestart(t *testing.T) {
 		stopped := time.Now()
 		c.terminate(n)
 		c.start(n)
-		waitUntil(t, 60*time.Second, 100*time.Millisecond, n.id+" back as a caught-up voter", func() (bool, string) {
+		testutil.WaitForDetail(t, 60*time.Second, 100*time.Millisecond, n.id+" back as a caught-up voter", func() (bool, string) {
 			st, err := c.status(n)
 			if err != nil {
 				return false, err.Error()
@@ -690,7 +674,7 @@ func TestClusterRollingRestart(t *testing.T) {
 		// Ingest resumed: the agent commits more than it had when the node was back (or
 		// has committed everything published so far).
 		atBack := status()
-		waitUntil(t, 90*time.Second, 50*time.Millisecond, "the agent to commit again after restarting "+n.id, func() (bool, string) {
+		testutil.WaitForDetail(t, 90*time.Second, 50*time.Millisecond, "the agent to commit again after restarting "+n.id, func() (bool, string) {
 			st := status()
 			return st.GetCommittedSeq() > atBack.GetCommittedSeq() || st.GetCommittedSeq() == uint64((i+2)*chunk), st.String()
 		})
