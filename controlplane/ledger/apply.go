@@ -79,9 +79,19 @@ func (tx *applyTxn) fits(n, size int) bool {
 		tx.bytes+size+n*writeOverhead+reserveBytes <= applyBudgetBytes
 }
 
+// charge counts n writes totalling size bytes (keys + values) against the budget.
+func (tx *applyTxn) charge(n, size int) {
+	tx.entries += n
+	tx.bytes += size + n*writeOverhead
+}
+
 func (tx *applyTxn) set(k, v []byte) error {
-	tx.entries++
-	tx.bytes += len(k) + len(v) + writeOverhead
+	tx.charge(1, len(k)+len(v))
+	return tx.put(k, v)
+}
+
+// put writes k = v without charging the budget: the caller charged it.
+func (tx *applyTxn) put(k, v []byte) error {
 	if err := tx.txn.Set(k, v); err != nil {
 		return fmt.Errorf("ledger: write %q: %w", k, err)
 	}

@@ -14,7 +14,6 @@ import (
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
-	eventv1 "github.com/crossdock/crossdock/proto/gen/crossdock/event/v1"
 	storev1 "github.com/crossdock/crossdock/proto/gen/crossdock/store/v1"
 )
 
@@ -384,8 +383,7 @@ func (l *Ledger) SeqAtTime(t time.Time) (uint64, error) {
 		lo, hi := uint64(1), last+1 // answer in [lo, hi]
 		for lo < hi {
 			mid := lo + (hi-lo)/2
-			ev := &eventv1.CommittedEvent{}
-			ok, err := getProto(txn, logKey(mid), ev)
+			ev, ok, err := eventAt(txn, mid)
 			if err != nil {
 				return err
 			}

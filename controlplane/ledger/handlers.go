@@ -4,13 +4,11 @@ import (
 	"crypto/subtle"
 	"errors"
 	"fmt"
-	"slices"
 	"strings"
 	"time"
 
 	"google.golang.org/protobuf/types/known/timestamppb"
 
-	eventv1 "github.com/crossdock/crossdock/proto/gen/crossdock/event/v1"
 	storev1 "github.com/crossdock/crossdock/proto/gen/crossdock/store/v1"
 )
 
@@ -43,13 +41,14 @@ func applyIngestBatch(tx *applyTxn, cmd *storev1.Command) (any, error) {
 	if !ok {
 		rec = &storev1.AgentRecord{Id: b.GetAgentId(), EnrolledAt: timestamppb.New(tx.appendedAt)}
 	}
-	committedAt := timestamppb.New(tx.appendedAt)
+	raws, err := rawAgentEvents(cmd.GetPayload())
+	if err != nil || len(raws) != len(b.GetEvents()) {
+		return nil, fmt.Errorf("ledger: split %s payload: %d events decoded, %d found: %v", cmd.GetType(), len(b.GetEvents()), len(raws), err)
+	}
+	w := &chunkWriter{tx: tx, agent: b.GetAgentId(), committedAt: timestamppb.New(tx.appendedAt)}
 	inBatch := make(map[string]struct{}, len(b.GetEvents()))
-	for _, ae := range b.GetEvents() {
+	for i, ae := range b.GetEvents() {
 		ev := ae.GetEvent()
-		if ev == nil {
-			ev = &eventv1.Event{}
-		}
 		dup := ae.GetAgentSeq() <= rec.GetCommittedSeq()
 		ik := idKey(ev.GetId())
 		if !dup && ik != nil {
@@ -66,31 +65,13 @@ func applyIngestBatch(tx *applyTxn, cmd *storev1.Command) (any, error) {
 			rec.CommittedSeq = max(rec.CommittedSeq, ae.GetAgentSeq())
 			continue
 		}
-
 		seq := tx.lastSeq + 1
-		ce, err := deterministic.Marshal(&eventv1.CommittedEvent{
-			Seq: seq, Event: ev, CommittedAt: committedAt, Agent: b.GetAgentId(), AgentSeq: ae.GetAgentSeq(),
-		})
+		ok, err := w.add(seq, raws[i], ik, ev)
 		if err != nil {
-			return nil, fmt.Errorf("ledger: encode event: %w", err)
+			return nil, err
 		}
-		if len(ce) > MaxEventBytes {
-			tx.logger.Error("ledger: event too large to commit; the batch stops before it and the agent will send it again",
-				"agent", b.GetAgentId(), "agent_seq", ae.GetAgentSeq(), "id", ev.GetId(), "bytes", len(ce), "max", MaxEventBytes)
+		if !ok {
 			break
-		}
-		writes := eventWrites(seq, ce, ik, ev)
-		n, size := len(writes), 0
-		for _, w := range writes {
-			size += len(w[0]) + len(w[1])
-		}
-		if !tx.fits(n, size) {
-			break
-		}
-		for _, w := range writes {
-			if err := tx.set(w[0], w[1]); err != nil {
-				return nil, err
-			}
 		}
 		if ik != nil {
 			inBatch[string(ik)] = struct{}{}
@@ -99,6 +80,9 @@ func applyIngestBatch(tx *applyTxn, cmd *storev1.Command) (any, error) {
 		tx.newEvents = true
 		res.Committed++
 		rec.CommittedSeq = max(rec.CommittedSeq, ae.GetAgentSeq())
+	}
+	if err := w.close(); err != nil {
+		return nil, err
 	}
 	rec.EventsCommitted += uint64(res.Committed)
 	rec.Duplicates += uint64(res.Duplicates)
@@ -113,33 +97,6 @@ func applyIngestBatch(tx *applyTxn, cmd *storev1.Command) (any, error) {
 	res.CommittedSeq = rec.GetCommittedSeq()
 	res.LastLedgerSeq = tx.lastSeq
 	return res, nil
-}
-
-// eventWrites lists the key/value writes that commit one event: the log entry, the id
-// index, the type index and up to MaxIndexedKeys business-key index entries.
-func eventWrites(seq uint64, ce, idk []byte, ev *eventv1.Event) [][2][]byte {
-	s := u64(seq)
-	w := [][2][]byte{{logKey(seq), ce}}
-	if idk != nil {
-		w = append(w, [2][]byte{idk, s})
-	}
-	if t := ev.GetType(); t != "" && len(t) <= maxKeyPart {
-		w = append(w, [2][]byte{cat(typeIndexPrefix(t), s), nil})
-	}
-	names := make([]string, 0, len(ev.GetKeys()))
-	for name, value := range ev.GetKeys() {
-		if name != "" && len(name) <= maxKeyPart && len(value) <= maxKeyPart {
-			names = append(names, name)
-		}
-	}
-	slices.Sort(names)
-	if len(names) > MaxIndexedKeys {
-		names = names[:MaxIndexedKeys]
-	}
-	for _, name := range names {
-		w = append(w, [2][]byte{cat(keyIndexPrefix(name, ev.GetKeys()[name]), s), nil})
-	}
-	return w
 }
 
 // applyPutToken stores a new enrollment token. An id that exists is refused so that a

@@ -151,7 +151,9 @@ func TestIngestEmptyAndDuplicateOnlyBatches(t *testing.T) {
 
 // keyedLedger fills a ledger with n events over a few SKUs, locations and types, and
 // returns the events it sent, in commit order.
-func keyedLedger(t *testing.T, n int) (*Ledger, []*eventv1.Event) {
+// keyedLedger commits n events in batches of batchSize (a batch over chunkMaxEvents
+// spans several log chunks).
+func keyedLedger(t *testing.T, n, batchSize int) (*Ledger, []*eventv1.Event) {
 	l := newLedger(t, false)
 	lg := &raftLog{t: t}
 	types := []string{"inventory.level", "price", "item"}
@@ -165,7 +167,7 @@ func keyedLedger(t *testing.T, n int) (*Ledger, []*eventv1.Event) {
 		}
 		sent = append(sent, ae.Event)
 		batch = append(batch, ae)
-		if len(batch) == 17 || i == n {
+		if len(batch) == batchSize || i == n {
 			lg.ingest(l, "a1", batch...)
 			batch = nil
 		}
@@ -174,7 +176,13 @@ func keyedLedger(t *testing.T, n int) (*Ledger, []*eventv1.Event) {
 }
 
 func TestListEventsByKeysAndType(t *testing.T) {
-	l, sent := keyedLedger(t, 400)
+	for _, batchSize := range []int{17, 300} {
+		t.Run(fmt.Sprintf("batch=%d", batchSize), func(t *testing.T) { testListEvents(t, batchSize) })
+	}
+}
+
+func testListEvents(t *testing.T, batchSize int) {
+	l, sent := keyedLedger(t, 400, batchSize)
 	filters := []Filter{
 		{},
 		{Type: "price"},
@@ -201,11 +209,16 @@ func TestListEventsByKeysAndType(t *testing.T) {
 			}
 		}
 		for _, page := range []int{1, 3, 10, 1000} {
-			for _, from := range []uint64{0, 1, 150, 401} {
-				got := seqsOf(listAll(t, l, f, from, page))
+			for _, from := range []uint64{0, 1, 150, 256, 257, 300, 401} {
+				got := listAll(t, l, f, from, page)
 				w := slices.DeleteFunc(slices.Clone(want), func(s uint64) bool { return s < from })
-				if !slices.Equal(got, w) {
-					t.Fatalf("filter %v from %d page %d: seqs %v, want %v", f, from, page, got, w)
+				if !slices.Equal(seqsOf(got), w) {
+					t.Fatalf("filter %v from %d page %d: seqs %v, want %v", f, from, page, seqsOf(got), w)
+				}
+				for _, ev := range got {
+					if want := sent[ev.GetSeq()-1]; !proto.Equal(ev.GetEvent(), want) {
+						t.Fatalf("seq %d is %v, want %v", ev.GetSeq(), ev.GetEvent(), want)
+					}
 				}
 			}
 		}
@@ -213,6 +226,12 @@ func TestListEventsByKeysAndType(t *testing.T) {
 	evs, _, err := l.ListEvents(Filter{Keys: map[string]string{"sku": "SKU-3"}}, 1, 0)
 	if err != nil || len(evs) != min(DefaultListLimit, 57) {
 		t.Errorf("limit 0 returned %d events, %v", len(evs), err)
+	}
+	for i, ev := range sent {
+		got, ok, err := l.EventByID(ev.GetId())
+		if err != nil || !ok || got.GetSeq() != uint64(i+1) || got.GetAgent() != "a1" || got.GetAgentSeq() != uint64(i+1) || !proto.Equal(got.GetEvent(), ev) {
+			t.Fatalf("EventByID(%s) = %v, %v, %v; want seq %d", ev.GetId(), got, ok, err, i+1)
+		}
 	}
 }
 

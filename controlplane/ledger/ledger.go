@@ -128,6 +128,10 @@ func Open(opts Options) (*Ledger, error) {
 		l.closeHandle(h)
 		return nil, err
 	}
+	if err := l.checkFormat(h); err != nil {
+		l.closeHandle(h)
+		return nil, err
+	}
 	return l, nil
 }
 
@@ -251,6 +255,7 @@ func (l *Ledger) openHandle(dir string) (*handle, error) {
 					WithNumMemtables(numMemtables).
 					WithBlockCacheSize(blockCacheSize).
 					WithMetricsEnabled(false).
+					WithDetectConflicts(false). // Apply and Restore are serialized (applyMu)
 					WithLogger(badgerLogger{l.logger})
 	db, err := badger.Open(o)
 	if err != nil {
@@ -278,6 +283,49 @@ func (l *Ledger) loadCounters(h *handle) error {
 	}
 	l.applied.Store(applied)
 	l.lastSeq.Store(seq)
+	return nil
+}
+
+// ErrFormat means the ledger's files were written with a layout this build does not
+// read (an earlier build's). The ledger is derived state: remove the node's data
+// directory and let it rejoin, or restore a backup taken by this build.
+var ErrFormat = errors.New("ledger: stored layout is not this build's")
+
+// checkFormat records the layout version in a new database and refuses one written with
+// another layout.
+func (l *Ledger) checkFormat(h *handle) error {
+	var (
+		v  uint64
+		ok bool
+	)
+	err := h.db.View(func(txn *badger.Txn) error {
+		b, found, err := getValue(txn, keyFormat)
+		if err != nil || !found {
+			return err
+		}
+		ok = true
+		v, err = decodeU64(b)
+		return err
+	})
+	if err != nil {
+		return fmt.Errorf("ledger: read layout version: %w", err)
+	}
+	where := h.dir
+	if where == "" {
+		where = "memory"
+	}
+	switch {
+	case ok && v == ledgerFormat:
+		return nil
+	case ok:
+		return fmt.Errorf("%w: %s has layout %d, this build reads layout %d", ErrFormat, where, v, ledgerFormat)
+	case l.applied.Load() != 0:
+		return fmt.Errorf("%w: %s has layout 1 (one record per event, from an earlier build), this build reads layout %d; remove the directory and let the node rejoin", ErrFormat, where, ledgerFormat)
+	}
+	err = h.db.Update(func(txn *badger.Txn) error { return txn.Set(keyFormat, u64(ledgerFormat)) })
+	if err != nil {
+		return fmt.Errorf("ledger: write layout version: %w", err)
+	}
 	return nil
 }
 

@@ -3,6 +3,7 @@ package ledger
 import (
 	"bytes"
 	"crypto/sha256"
+	"encoding/binary"
 	"encoding/hex"
 	"fmt"
 	"slices"
@@ -61,27 +62,48 @@ func (l *Ledger) ListEvents(f Filter, fromSeq uint64, limit int) (events []*even
 		prefixes = append(prefixes, typeIndexPrefix(f.Type))
 	}
 	err = l.view(func(txn *badger.Txn) error {
-		if len(prefixes) == 0 {
-			events, nextSeq, err = scanLog(txn, fromSeq, limit)
+		start, err := chunkStart(txn, fromSeq)
+		if err != nil {
 			return err
 		}
-		seqs := joinIndexes(txn, prefixes, fromSeq, limit+1)
-		if len(seqs) > limit {
-			nextSeq, seqs = seqs[limit], seqs[:limit]
+		// emit takes the events of chunk c from fromSeq that match f; done is true once
+		// the page is full and nextSeq is known.
+		emit := func(c *storev1.LogChunk) (done bool) {
+			for i, ae := range c.GetEvents() {
+				seq := c.GetFirstSeq() + uint64(i)
+				if seq < fromSeq || (len(prefixes) > 0 && !f.matches(ae.GetEvent())) {
+					continue
+				}
+				if len(events) == limit {
+					nextSeq = seq
+					return true
+				}
+				events = append(events, committed(c, i))
+			}
+			return false
 		}
-		events = make([]*eventv1.CommittedEvent, 0, len(seqs))
-		for _, seq := range seqs {
-			ev := &eventv1.CommittedEvent{}
-			ok, err := getProto(txn, logKey(seq), ev)
+		if len(prefixes) == 0 {
+			return scanLog(txn, start, emit)
+		}
+		j := newJoin(txn, prefixes)
+		defer j.close()
+		for target := start; ; {
+			first, ok := j.next(target)
+			if !ok {
+				return nil
+			}
+			c, ok, err := readChunk(txn, first)
 			if err != nil {
 				return err
 			}
 			if !ok {
-				return fmt.Errorf("ledger: index names seq %d, which is not in the log", seq)
+				return fmt.Errorf("ledger: index names log chunk %d, which is not in the log", first)
 			}
-			events = append(events, ev)
+			if emit(c) {
+				return nil
+			}
+			target = first + 1
 		}
-		return nil
 	})
 	if err != nil {
 		return nil, 0, err
@@ -89,58 +111,60 @@ func (l *Ledger) ListEvents(f Filter, fromSeq uint64, limit int) (events []*even
 	return events, nextSeq, nil
 }
 
-func scanLog(txn *badger.Txn, fromSeq uint64, limit int) ([]*eventv1.CommittedEvent, uint64, error) {
+// scanLog calls emit for each chunk from the one at start until it returns true.
+func scanLog(txn *badger.Txn, start uint64, emit func(*storev1.LogChunk) bool) error {
 	opts := badger.DefaultIteratorOptions
 	opts.Prefix = prefixLog
-	opts.PrefetchSize = min(limit+1, 100)
+	opts.PrefetchSize = 4
 	it := txn.NewIterator(opts)
 	defer it.Close()
-	var events []*eventv1.CommittedEvent
-	for it.Seek(logKey(fromSeq)); it.ValidForPrefix(prefixLog); it.Next() {
-		if len(events) == limit {
-			return events, seqSuffix(it.Item().Key()), nil
+	for it.Seek(logKey(start)); it.ValidForPrefix(prefixLog); it.Next() {
+		c, err := itemChunk(it.Item())
+		if err != nil {
+			return err
 		}
-		ev := &eventv1.CommittedEvent{}
-		if err := it.Item().Value(func(b []byte) error { return proto.Unmarshal(b, ev) }); err != nil {
-			return nil, 0, fmt.Errorf("ledger: decode event %d: %w", seqSuffix(it.Item().Key()), err)
+		if emit(c) {
+			return nil
 		}
-		events = append(events, ev)
 	}
-	return events, 0, nil
+	return nil
 }
 
-// joinIndexes returns up to n seqs >= from present under every prefix, ascending.
-func joinIndexes(txn *badger.Txn, prefixes [][]byte, from uint64, n int) []uint64 {
-	cursors := make([]*indexCursor, len(prefixes))
-	for i, p := range prefixes {
+// join walks index prefixes together: next(target) is the first chunk >= target that
+// every prefix lists (a leapfrog join: each index seeks to the highest chunk another
+// one is at).
+type join struct{ cursors []*indexCursor }
+
+func newJoin(txn *badger.Txn, prefixes [][]byte) *join {
+	j := &join{}
+	for _, p := range prefixes {
 		opts := badger.DefaultIteratorOptions
 		opts.PrefetchValues = false
 		opts.Prefix = p
-		cursors[i] = &indexCursor{it: txn.NewIterator(opts), prefix: p, keyLen: len(p) + 8}
-		defer cursors[i].it.Close()
+		j.cursors = append(j.cursors, &indexCursor{it: txn.NewIterator(opts), prefix: p, keyLen: len(p) + 8})
 	}
-	var seqs []uint64
-	target := from
-	for len(seqs) < n {
-		// Cycle through the cursors until all agree on target.
-		for agreed, i := 0, 0; agreed < len(cursors); i = (i + 1) % len(cursors) {
-			s, ok := cursors[i].seek(target)
-			if !ok {
-				return seqs
-			}
-			if s == target {
-				agreed++
-			} else {
-				target, agreed = s, 1
-			}
-		}
-		seqs = append(seqs, target)
-		if target == ^uint64(0) {
-			break
-		}
-		target++
+	return j
+}
+
+func (j *join) close() {
+	for _, c := range j.cursors {
+		c.it.Close()
 	}
-	return seqs
+}
+
+func (j *join) next(target uint64) (uint64, bool) {
+	for agreed, i := 0, 0; agreed < len(j.cursors); i = (i + 1) % len(j.cursors) {
+		s, ok := j.cursors[i].seek(target)
+		if !ok {
+			return 0, false
+		}
+		if s == target {
+			agreed++
+		} else {
+			target, agreed = s, 1
+		}
+	}
+	return target, true
 }
 
 type indexCursor struct {
@@ -179,16 +203,19 @@ func (l *Ledger) EventByID(id string) (*eventv1.CommittedEvent, bool, error) {
 		if err != nil || !ok {
 			return err
 		}
-		seq, err := decodeU64(v)
+		if len(v) != 16 {
+			return fmt.Errorf("ledger: id index of %q has %d bytes, want 16", id, len(v))
+		}
+		seq, first := binary.BigEndian.Uint64(v), binary.BigEndian.Uint64(v[8:])
+		c, ok, err := readChunk(txn, first)
 		if err != nil {
-			return fmt.Errorf("ledger: id index of %q: %w", id, err)
+			return err
 		}
-		ev = &eventv1.CommittedEvent{}
-		ok, err = getProto(txn, logKey(seq), ev)
-		if err == nil && !ok {
-			err = fmt.Errorf("ledger: id index names seq %d, which is not in the log", seq)
+		if !ok || seq < first || seq-first >= uint64(len(c.GetEvents())) {
+			return fmt.Errorf("ledger: id index names seq %d in log chunk %d, which does not hold it", seq, first)
 		}
-		return err
+		ev = committed(c, int(seq-first))
+		return nil
 	})
 	if err != nil || ev == nil {
 		return nil, false, err

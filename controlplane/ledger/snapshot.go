@@ -301,9 +301,10 @@ func readSnapshot(r io.Reader, fn func(k, v []byte) error) (index uint64, err er
 		return 0, corrupt("bad magic %q, want %q (not a ledger snapshot)", magic, snapshotMagic)
 	}
 	var (
-		hdr   [8]byte
-		prev  []byte
-		count uint64
+		hdr    [8]byte
+		prev   []byte
+		count  uint64
+		format bool
 	)
 	for {
 		if _, err := io.ReadFull(hr, hdr[:]); err != nil {
@@ -329,7 +330,7 @@ func readSnapshot(r io.Reader, fn func(k, v []byte) error) (index uint64, err er
 		if bytes.HasPrefix(k, badgerPrefix) {
 			return 0, corrupt("record %d: reserved key prefix", count)
 		}
-		counter := bytes.Equal(k, keyApplied) || bytes.Equal(k, keySeq)
+		counter := bytes.Equal(k, keyApplied) || bytes.Equal(k, keySeq) || bytes.Equal(k, keyFormat)
 		var v []byte
 		switch {
 		case fn != nil || counter:
@@ -346,8 +347,14 @@ func readSnapshot(r io.Reader, fn func(k, v []byte) error) (index uint64, err er
 			if err != nil {
 				return 0, corrupt("record %d (%s): %v", count, k, err)
 			}
-			if bytes.Equal(k, keyApplied) {
+			switch {
+			case bytes.Equal(k, keyApplied):
 				index = n
+			case bytes.Equal(k, keyFormat):
+				if n != ledgerFormat {
+					return 0, corrupt("ledger layout %d, this build reads layout %d", n, ledgerFormat)
+				}
+				format = true
 			}
 		}
 		if fn != nil {
@@ -357,6 +364,9 @@ func readSnapshot(r io.Reader, fn func(k, v []byte) error) (index uint64, err er
 		}
 		prev = k
 		count++
+	}
+	if !format {
+		return 0, corrupt("no ledger layout record: taken by an earlier build (layout 1); this build reads layout %d", ledgerFormat)
 	}
 	var cnt [8]byte
 	if _, err := io.ReadFull(hr, cnt[:]); err != nil {

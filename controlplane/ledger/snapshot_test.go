@@ -23,7 +23,7 @@ func smallLedger(t *testing.T, disk bool) (*Ledger, *raftLog) {
 }
 
 func TestSnapshotRestoreRoundTrip(t *testing.T) {
-	l, _ := keyedLedger(t, 300)
+	l, _ := keyedLedger(t, 300, 17)
 	cp := testSnapshotRestore(t, l)
 	f := Filter{Keys: map[string]string{"sku": "SKU-2"}, Type: "price"}
 	if a, b := seqsOf(listAll(t, l, f, 1, 7)), seqsOf(listAll(t, cp, f, 1, 7)); !slices.Equal(a, b) || len(a) == 0 {
@@ -109,7 +109,7 @@ func assertUnchanged(t *testing.T, l *Ledger, hash string, index uint64, what st
 func TestRestoreRefusesCorruptStreams(t *testing.T) {
 	src, _ := smallLedger(t, false)
 	valid := snapshotBytes(t, src)
-	target, _ := keyedLedger(t, 20)
+	target, _ := keyedLedger(t, 20, 17)
 	hash, index := mustHash(t, target), target.AppliedIndex()
 
 	check := func(data []byte, what string) {
@@ -166,7 +166,7 @@ func TestRestoreCorruptOnDiskLeavesNoLeftovers(t *testing.T) {
 }
 
 func TestRestoreOnDiskSurvivesReopen(t *testing.T) {
-	src, _ := keyedLedger(t, 50)
+	src, _ := keyedLedger(t, 50, 17)
 	data := snapshotBytes(t, src)
 	dir := t.TempDir()
 	l, err := Open(Options{Dir: dir})

@@ -1,0 +1,303 @@
+package ledger
+
+import (
+	"errors"
+	"fmt"
+	"slices"
+
+	"github.com/dgraph-io/badger/v4"
+	"google.golang.org/protobuf/encoding/protowire"
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/timestamppb"
+
+	eventv1 "github.com/crossdock/crossdock/proto/gen/crossdock/event/v1"
+	storev1 "github.com/crossdock/crossdock/proto/gen/crossdock/store/v1"
+)
+
+// The event log is stored in chunks (see DESIGN.md, "Event log"): one record per run of
+// up to chunkMaxEvents consecutive events of one INGEST_BATCH entry, keyed by the seq of
+// its first event, holding the events' bytes exactly as they came in the Raft entry.
+// The type and business-key indexes point at chunks, one entry per distinct value per
+// chunk; the id index points at the event. Writing a few records per batch instead of
+// several per event is what makes Apply cheap (docs/performance.md).
+const (
+	// ledgerFormat is the layout version in m/format. Layout 1 (earlier builds) kept one
+	// record per event and is not read by this build.
+	ledgerFormat = 2
+	// chunkMaxEvents and chunkTargetBytes close a chunk: a chunk never holds more
+	// events, and an event that would take it past chunkTargetBytes starts a new one. A
+	// chunk's record is at most MaxEventBytes (one large event alone).
+	chunkMaxEvents   = 256
+	chunkTargetBytes = 256 << 10
+	// logChunkEventsField is LogChunk.events' field number.
+	logChunkEventsField = 4
+)
+
+var keyFormat = []byte("m/format") // u64BE layout version (ledgerFormat)
+
+// rawAgentEvents returns the encoded AgentEvent elements of an IngestBatch payload, in
+// order: element i is the wire form of IngestBatch.events[i].
+func rawAgentEvents(payload []byte) ([][]byte, error) {
+	var out [][]byte
+	for len(payload) > 0 {
+		num, typ, n := protowire.ConsumeTag(payload)
+		if n < 0 {
+			return nil, protowire.ParseError(n)
+		}
+		payload = payload[n:]
+		if num == 2 && typ == protowire.BytesType {
+			v, n := protowire.ConsumeBytes(payload)
+			if n < 0 {
+				return nil, protowire.ParseError(n)
+			}
+			out = append(out, v)
+			payload = payload[n:]
+			continue
+		}
+		n = protowire.ConsumeFieldValue(num, typ, payload)
+		if n < 0 {
+			return nil, protowire.ParseError(n)
+		}
+		payload = payload[n:]
+	}
+	return out, nil
+}
+
+// chunkWriter builds the log chunks of one Apply. Budget is charged as the chunk grows;
+// the record is written when the chunk closes.
+type chunkWriter struct {
+	tx          *applyTxn
+	agent       string
+	committedAt *timestamppb.Timestamp
+
+	first   uint64 // seq of the chunk's first event; 0 when no chunk is open
+	n       int
+	buf     []byte
+	indexed map[string]struct{} // index prefixes already written for this chunk
+}
+
+// framedSize is what one event adds to a chunk record.
+func framedSize(raw []byte) int {
+	return protowire.SizeTag(logChunkEventsField) + protowire.SizeBytes(len(raw))
+}
+
+// header encodes a chunk's fields other than its events.
+func (w *chunkWriter) header(first uint64) ([]byte, error) {
+	b, err := deterministic.Marshal(&storev1.LogChunk{FirstSeq: first, CommittedAt: w.committedAt, Agent: w.agent})
+	if err != nil {
+		return nil, fmt.Errorf("ledger: encode log chunk: %w", err)
+	}
+	return b, nil
+}
+
+// add commits event ev (wire form raw) as seq with its id index key idk (nil: not
+// indexed). It returns false, writing nothing, when the event does not fit: the batch
+// stops before it.
+func (w *chunkWriter) add(seq uint64, raw, idk []byte, ev *eventv1.Event) (bool, error) {
+	framed := framedSize(raw)
+	if w.n > 0 && (w.n >= chunkMaxEvents || len(w.buf)+framed > chunkTargetBytes) {
+		if err := w.close(); err != nil {
+			return false, err
+		}
+	}
+	first := w.first
+	var hdr []byte
+	if w.n == 0 {
+		first = seq
+		var err error
+		if hdr, err = w.header(first); err != nil {
+			return false, err
+		}
+		if len(hdr)+framed > MaxEventBytes {
+			w.tx.logger.Error("ledger: event too large to commit; the batch stops before it and the agent will send it again",
+				"agent", w.agent, "id", ev.GetId(), "bytes", len(hdr)+framed, "max", MaxEventBytes)
+			return false, nil
+		}
+	}
+
+	// Count this event's writes: the id index, index entries new to the chunk, and the
+	// chunk record's growth (a new record when the chunk opens here).
+	var newIdx [][]byte
+	for _, p := range indexPrefixes(ev) {
+		if _, ok := w.indexed[string(p)]; !ok { // nil (all new) when the chunk opens here
+			newIdx = append(newIdx, p)
+		}
+	}
+	entries, size := len(newIdx), framed
+	for _, p := range newIdx {
+		size += len(p) + 8
+	}
+	if idk != nil {
+		entries++
+		size += len(idk) + 16
+	}
+	if w.n == 0 {
+		entries++
+		size += len(prefixLog) + 8 + len(hdr)
+	}
+	if !w.tx.fits(entries, size) {
+		return false, nil
+	}
+	w.tx.charge(entries, size)
+
+	if w.n == 0 {
+		w.first = first
+		w.buf = hdr
+		w.indexed = make(map[string]struct{})
+	}
+	if idk != nil {
+		if err := w.tx.put(idk, append(u64(seq), u64(first)...)); err != nil {
+			return false, err
+		}
+	}
+	for _, p := range newIdx {
+		w.indexed[string(p)] = struct{}{}
+		if err := w.tx.put(cat(p, u64(first)), nil); err != nil {
+			return false, err
+		}
+	}
+	w.buf = protowire.AppendTag(w.buf, logChunkEventsField, protowire.BytesType)
+	w.buf = protowire.AppendBytes(w.buf, raw)
+	w.n++
+	return true, nil
+}
+
+// close writes the open chunk, if any.
+func (w *chunkWriter) close() error {
+	if w.n == 0 {
+		return nil
+	}
+	err := w.tx.put(logKey(w.first), w.buf)
+	w.first, w.n, w.buf, w.indexed = 0, 0, nil, nil
+	return err
+}
+
+// indexedNames are the business-key names of ev that are indexed (and can be matched by
+// a Filter): non-empty names, names and values up to maxKeyPart bytes, the first
+// MaxIndexedKeys in name order.
+func indexedNames(ev *eventv1.Event) []string {
+	names := make([]string, 0, len(ev.GetKeys()))
+	for name, value := range ev.GetKeys() {
+		if name != "" && len(name) <= maxKeyPart && len(value) <= maxKeyPart {
+			names = append(names, name)
+		}
+	}
+	slices.Sort(names)
+	if len(names) > MaxIndexedKeys {
+		names = names[:MaxIndexedKeys]
+	}
+	return names
+}
+
+func typeIndexed(t string) bool { return t != "" && len(t) <= maxKeyPart }
+
+// indexPrefixes lists the type and business-key index prefixes of ev, in key order
+// within each kind, without duplicates.
+func indexPrefixes(ev *eventv1.Event) [][]byte {
+	var out [][]byte
+	if t := ev.GetType(); typeIndexed(t) {
+		out = append(out, typeIndexPrefix(t))
+	}
+	for _, name := range indexedNames(ev) {
+		out = append(out, keyIndexPrefix(name, ev.GetKeys()[name]))
+	}
+	return out
+}
+
+// matches reports whether ev satisfies f on its indexed fields, the way the indexes
+// would select it.
+func (f Filter) matches(ev *eventv1.Event) bool {
+	if f.Type != "" && (ev.GetType() != f.Type || !typeIndexed(f.Type)) {
+		return false
+	}
+	if len(f.Keys) == 0 {
+		return true
+	}
+	names := indexedNames(ev)
+	for name, value := range f.Keys {
+		if _, ok := slices.BinarySearch(names, name); !ok || ev.GetKeys()[name] != value {
+			return false
+		}
+	}
+	return true
+}
+
+// decodeChunk decodes a log record stored under key k.
+func decodeChunk(k, v []byte) (*storev1.LogChunk, error) {
+	c := &storev1.LogChunk{}
+	if err := proto.Unmarshal(v, c); err != nil {
+		return nil, fmt.Errorf("ledger: decode log chunk %d: %w", seqSuffix(k), err)
+	}
+	if c.GetFirstSeq() != seqSuffix(k) {
+		return nil, fmt.Errorf("ledger: log chunk under seq %d says it starts at %d", seqSuffix(k), c.GetFirstSeq())
+	}
+	return c, nil
+}
+
+func itemChunk(it *badger.Item) (*storev1.LogChunk, error) {
+	var c *storev1.LogChunk
+	err := it.Value(func(v []byte) error {
+		var err error
+		c, err = decodeChunk(it.Key(), v)
+		return err
+	})
+	return c, err
+}
+
+// committed returns event i of c as a CommittedEvent.
+func committed(c *storev1.LogChunk, i int) *eventv1.CommittedEvent {
+	ae := c.GetEvents()[i]
+	ev := ae.GetEvent()
+	if ev == nil {
+		ev = &eventv1.Event{}
+	}
+	return &eventv1.CommittedEvent{
+		Seq: c.GetFirstSeq() + uint64(i), Event: ev, CommittedAt: c.GetCommittedAt(),
+		Agent: c.GetAgent(), AgentSeq: ae.GetAgentSeq(),
+	}
+}
+
+// chunkStart returns the first seq of the chunk that holds seq, or seq itself when no
+// chunk does (seq is past the end of the log).
+func chunkStart(txn *badger.Txn, seq uint64) (uint64, error) {
+	it := txn.NewIterator(badger.IteratorOptions{Reverse: true, Prefix: prefixLog})
+	defer it.Close()
+	it.Seek(logKey(seq))
+	if !it.ValidForPrefix(prefixLog) {
+		return seq, nil
+	}
+	c, err := itemChunk(it.Item())
+	if err != nil {
+		return 0, err
+	}
+	if seq >= c.GetFirstSeq()+uint64(len(c.GetEvents())) {
+		return seq, nil
+	}
+	return c.GetFirstSeq(), nil
+}
+
+// readChunk returns the chunk stored at first; ok is false if there is none.
+func readChunk(txn *badger.Txn, first uint64) (*storev1.LogChunk, bool, error) {
+	it, err := txn.Get(logKey(first))
+	if errors.Is(err, badger.ErrKeyNotFound) {
+		return nil, false, nil
+	}
+	if err != nil {
+		return nil, false, fmt.Errorf("ledger: read log chunk %d: %w", first, err)
+	}
+	c, err := itemChunk(it)
+	return c, err == nil, err
+}
+
+// eventAt returns the event with seq; ok is false if the log does not hold it.
+func eventAt(txn *badger.Txn, seq uint64) (*eventv1.CommittedEvent, bool, error) {
+	first, err := chunkStart(txn, seq)
+	if err != nil {
+		return nil, false, err
+	}
+	c, ok, err := readChunk(txn, first)
+	if err != nil || !ok {
+		return nil, false, err
+	}
+	return committed(c, int(seq-first)), true, nil
+}
