@@ -69,6 +69,8 @@ type applyTxn struct {
 	entries    int
 	newEvents  bool // wake Changed waiters after commit
 	lastSeq    uint64
+	ids        *idFilter // never nil
+	idsFull    bool      // ids holds more than it was sized for: rebuild it larger
 }
 
 // fits reports whether writes of n entries totalling size bytes (keys + values) stay
@@ -177,7 +179,7 @@ func (l *Ledger) Apply(index uint64, appendedAt time.Time, cmd *storev1.Command)
 		return nil, fmt.Errorf("%w: %d (entry %d); this node is older than the leader", ErrUnknownCommand, cmd.GetType(), index)
 	}
 
-	tx := &applyTxn{txn: h.db.NewTransaction(true), logger: l.logger, appendedAt: appendedAt.UTC(), lastSeq: l.lastSeq.Load()}
+	tx := &applyTxn{txn: h.db.NewTransaction(true), logger: l.logger, appendedAt: appendedAt.UTC(), lastSeq: l.lastSeq.Load(), ids: l.ids.Load()}
 	defer tx.txn.Discard()
 	var res any
 	if known {
@@ -195,6 +197,9 @@ func (l *Ledger) Apply(index uint64, appendedAt time.Time, cmd *storev1.Command)
 	}
 	l.lastSeq.Store(tx.lastSeq)
 	l.applied.Store(index)
+	if tx.idsFull && l.ids.Load() == tx.ids {
+		l.startFilter(h, 4*tx.ids.capacity)
+	}
 	if tx.newEvents {
 		l.notify()
 	}

@@ -54,10 +54,12 @@ func applyIngestBatch(tx *applyTxn, cmd *storev1.Command) (any, error) {
 		if !dup && ik != nil {
 			if _, seen := inBatch[string(ik)]; seen {
 				dup = true
-			} else if _, ok, err := getValue(tx.txn, ik); err != nil {
-				return nil, fmt.Errorf("ledger: read id index: %w", err)
-			} else if ok {
-				dup = true
+			} else if !tx.ids.absent(ik) { // the filter cannot rule it out: read the index
+				_, ok, err := getValue(tx.txn, ik)
+				if err != nil {
+					return nil, fmt.Errorf("ledger: read id index: %w", err)
+				}
+				dup = ok
 			}
 		}
 		if dup {
@@ -75,6 +77,9 @@ func applyIngestBatch(tx *applyTxn, cmd *storev1.Command) (any, error) {
 		}
 		if ik != nil {
 			inBatch[string(ik)] = struct{}{}
+			if tx.ids.add(ik) {
+				tx.idsFull = true
+			}
 		}
 		tx.lastSeq = seq
 		tx.newEvents = true

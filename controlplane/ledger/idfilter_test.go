@@ -1,0 +1,117 @@
+package ledger
+
+import (
+	"bytes"
+	"fmt"
+	"testing"
+	"time"
+
+	"github.com/crossdock/crossdock/internal/testutil"
+	storev1 "github.com/crossdock/crossdock/proto/gen/crossdock/store/v1"
+)
+
+func TestIDFilterHasNoFalseNegatives(t *testing.T) {
+	f := newIDFilter(0)
+	f.ready = true
+	const n = 200_000
+	for i := range n {
+		f.add(fmt.Appendf(nil, "i/agent/%d", i))
+	}
+	for i := range n {
+		if f.absent(fmt.Appendf(nil, "i/agent/%d", i)) {
+			t.Fatalf("key %d added but reported absent", i)
+		}
+	}
+	fp := 0
+	for i := range n {
+		if !f.absent(fmt.Appendf(nil, "i/other/%d", i)) {
+			fp++
+		}
+	}
+	// Sized for 4M keys and holding 200k, it should almost never be wrong; 1% is what
+	// a full filter gives.
+	if rate := float64(fp) / n; rate > 0.01 {
+		t.Fatalf("false positive rate %.4f with the filter at 5%% of capacity", rate)
+	}
+	if newIDFilter(0).absent([]byte("x")) {
+		t.Fatal("a filter that is not built claims a key is absent")
+	}
+}
+
+func waitFilterReady(t *testing.T, l *Ledger) {
+	t.Helper()
+	testutil.WaitFor(t, 10*time.Second, "id filter built", func() bool { return l.ids.Load().isReady() })
+}
+
+// TestDedupByIDWithFilter checks id dedup while the filter is being built, once it is
+// ready, after it filled up and was rebuilt larger, after a reopen and after a restore.
+func TestDedupByIDWithFilter(t *testing.T) {
+	old := filterMinCapacity
+	filterMinCapacity = 64 // fill it quickly
+	t.Cleanup(func() { filterMinCapacity = old })
+
+	dir := t.TempDir()
+	l, err := Open(Options{Dir: dir})
+	if err != nil {
+		t.Fatal(err)
+	}
+	lg := &raftLog{t: t}
+	batch := func(from, n int) []*storev1.AgentEvent {
+		var evs []*storev1.AgentEvent
+		for i := from; i < from+n; i++ {
+			evs = append(evs, agentEvent(uint64(i+1), id("shared", i)))
+		}
+		return evs
+	}
+	// a1 commits 300 ids (the filter, sized for 64, fills and is rebuilt larger);
+	// a2 sends the same ids with its own seqs: every one is a duplicate.
+	for i := 0; i < 300; i += 50 {
+		wantResult(t, lg.ingest(l, "a1", batch(i, 50)...), uint64(i+50), 50, 0, uint64(i+50))
+	}
+	f := l.ids.Load()
+	if f.capacity <= 64 {
+		t.Fatalf("filter capacity %d after 300 ids; it was not rebuilt larger", f.capacity)
+	}
+	waitFilterReady(t, l)
+	res := lg.ingest(l, "a2", batch(0, 300)...)
+	if res.GetCommitted() != 0 || res.GetDuplicates() != 300 {
+		t.Fatalf("same ids from a second agent: %v, want 300 duplicates", res)
+	}
+	// New ids still commit.
+	if res := lg.ingest(l, "a2", agentEvent(301, "fresh-1")); res.GetCommitted() != 1 {
+		t.Fatalf("new id: %v", res)
+	}
+	stream := snapshotBytes(t, l)
+	hash := mustHash(t, l)
+	if err := l.Close(); err != nil {
+		t.Fatal(err)
+	}
+
+	// Reopen: duplicates are caught before and after the filter is built.
+	l, err = Open(Options{Dir: dir})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	if mustHash(t, l) != hash {
+		t.Fatal("reopen changed the state")
+	}
+	lg2 := &raftLog{t: t, cmds: lg.cmds}
+	res = lg2.ingest(l, "a3", batch(0, 150)...)
+	waitFilterReady(t, l)
+	res2 := lg2.ingest(l, "a3", append(batch(150, 150), agentEvent(400, "fresh-1"))...)
+	if res.GetDuplicates()+res2.GetDuplicates() != 301 || res.GetCommitted()+res2.GetCommitted() != 0 {
+		t.Fatalf("after reopen: %v then %v, want 301 duplicates", res, res2)
+	}
+
+	// Restore into a fresh ledger: its filter is rebuilt from the restored index.
+	cp := newLedger(t, false)
+	if err := cp.Restore(bytes.NewReader(stream)); err != nil {
+		t.Fatal(err)
+	}
+	waitFilterReady(t, cp)
+	lg3 := &raftLog{t: t, cmds: lg.cmds}
+	if res := lg3.ingest(cp, "a4", batch(0, 300)...); res.GetDuplicates() != 300 {
+		t.Fatalf("after restore: %v, want 300 duplicates", res)
+	}
+}
