@@ -24,33 +24,29 @@ import (
 // canonically valid events never stop early. A batch without a usable agent id (empty
 // or over 1 KiB) commits nothing.
 func applyIngestBatch(tx *applyTxn, cmd *storev1.Command) (any, error) {
-	var b storev1.IngestBatch
-	if err := decodePayload(cmd, &b); err != nil {
-		return nil, err
+	agent, events, err := parseIngestBatch(cmd.GetPayload())
+	if err != nil {
+		return nil, fmt.Errorf("ledger: decode %s payload: %w", cmd.GetType(), err)
 	}
 	res := &storev1.IngestResult{}
-	if b.GetAgentId() == "" || len(b.GetAgentId()) > maxKeyPart {
+	if agent == "" || len(agent) > maxKeyPart {
 		res.LastLedgerSeq = tx.lastSeq
 		return res, nil
 	}
 	rec := &storev1.AgentRecord{}
-	ok, err := tx.getProto(agentKey(b.GetAgentId()), rec)
+	ok, err := tx.getProto(agentKey(agent), rec)
 	if err != nil {
 		return nil, err
 	}
 	if !ok {
-		rec = &storev1.AgentRecord{Id: b.GetAgentId(), EnrolledAt: timestamppb.New(tx.appendedAt)}
+		rec = &storev1.AgentRecord{Id: agent, EnrolledAt: timestamppb.New(tx.appendedAt)}
 	}
-	raws, err := rawAgentEvents(cmd.GetPayload())
-	if err != nil || len(raws) != len(b.GetEvents()) {
-		return nil, fmt.Errorf("ledger: split %s payload: %d events decoded, %d found: %v", cmd.GetType(), len(b.GetEvents()), len(raws), err)
-	}
-	w := &chunkWriter{tx: tx, agent: b.GetAgentId(), committedAt: timestamppb.New(tx.appendedAt)}
-	inBatch := make(map[string]struct{}, len(b.GetEvents()))
-	for i, ae := range b.GetEvents() {
-		ev := ae.GetEvent()
-		dup := ae.GetAgentSeq() <= rec.GetCommittedSeq()
-		ik := idKey(ev.GetId())
+	w := &chunkWriter{tx: tx, agent: agent, committedAt: timestamppb.New(tx.appendedAt)}
+	inBatch := make(map[string]struct{}, len(events))
+	for i := range events {
+		ie := &events[i]
+		dup := ie.agentSeq <= rec.GetCommittedSeq()
+		ik := idKey(ie.id)
 		if !dup && ik != nil {
 			if _, seen := inBatch[string(ik)]; seen {
 				dup = true
@@ -64,11 +60,11 @@ func applyIngestBatch(tx *applyTxn, cmd *storev1.Command) (any, error) {
 		}
 		if dup {
 			res.Duplicates++
-			rec.CommittedSeq = max(rec.CommittedSeq, ae.GetAgentSeq())
+			rec.CommittedSeq = max(rec.CommittedSeq, ie.agentSeq)
 			continue
 		}
 		seq := tx.lastSeq + 1
-		ok, err := w.add(seq, raws[i], ik, ev)
+		ok, err := w.add(seq, ie, ik)
 		if err != nil {
 			return nil, err
 		}
@@ -84,14 +80,14 @@ func applyIngestBatch(tx *applyTxn, cmd *storev1.Command) (any, error) {
 		tx.lastSeq = seq
 		tx.newEvents = true
 		res.Committed++
-		rec.CommittedSeq = max(rec.CommittedSeq, ae.GetAgentSeq())
+		rec.CommittedSeq = max(rec.CommittedSeq, ie.agentSeq)
 	}
 	if err := w.close(); err != nil {
 		return nil, err
 	}
 	rec.EventsCommitted += uint64(res.Committed)
 	rec.Duplicates += uint64(res.Duplicates)
-	if err := tx.setProto(agentKey(b.GetAgentId()), rec); err != nil {
+	if err := tx.setProto(agentKey(agent), rec); err != nil {
 		return nil, err
 	}
 	if res.Committed > 0 {

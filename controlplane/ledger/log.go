@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"strings"
 
 	"github.com/dgraph-io/badger/v4"
 	"google.golang.org/protobuf/encoding/protowire"
@@ -35,34 +36,6 @@ const (
 
 var keyFormat = []byte("m/format") // u64BE layout version (ledgerFormat)
 
-// rawAgentEvents returns the encoded AgentEvent elements of an IngestBatch payload, in
-// order: element i is the wire form of IngestBatch.events[i].
-func rawAgentEvents(payload []byte) ([][]byte, error) {
-	var out [][]byte
-	for len(payload) > 0 {
-		num, typ, n := protowire.ConsumeTag(payload)
-		if n < 0 {
-			return nil, protowire.ParseError(n)
-		}
-		payload = payload[n:]
-		if num == 2 && typ == protowire.BytesType {
-			v, n := protowire.ConsumeBytes(payload)
-			if n < 0 {
-				return nil, protowire.ParseError(n)
-			}
-			out = append(out, v)
-			payload = payload[n:]
-			continue
-		}
-		n = protowire.ConsumeFieldValue(num, typ, payload)
-		if n < 0 {
-			return nil, protowire.ParseError(n)
-		}
-		payload = payload[n:]
-	}
-	return out, nil
-}
-
 // chunkWriter builds the log chunks of one Apply. Budget is charged as the chunk grows;
 // the record is written when the chunk closes.
 type chunkWriter struct {
@@ -90,10 +63,10 @@ func (w *chunkWriter) header(first uint64) ([]byte, error) {
 	return b, nil
 }
 
-// add commits event ev (wire form raw) as seq with its id index key idk (nil: not
-// indexed). It returns false, writing nothing, when the event does not fit: the batch
-// stops before it.
-func (w *chunkWriter) add(seq uint64, raw, idk []byte, ev *eventv1.Event) (bool, error) {
+// add commits event ie as seq with its id index key idk (nil: not indexed). It returns
+// false, writing nothing, when the event does not fit: the batch stops before it.
+func (w *chunkWriter) add(seq uint64, ie *ingestEvent, idk []byte) (bool, error) {
+	raw := ie.raw
 	framed := framedSize(raw)
 	if w.n > 0 && (w.n >= chunkMaxEvents || len(w.buf)+framed > chunkTargetBytes) {
 		if err := w.close(); err != nil {
@@ -110,7 +83,7 @@ func (w *chunkWriter) add(seq uint64, raw, idk []byte, ev *eventv1.Event) (bool,
 		}
 		if len(hdr)+framed > MaxEventBytes {
 			w.tx.logger.Error("ledger: event too large to commit; the batch stops before it and the agent will send it again",
-				"agent", w.agent, "id", ev.GetId(), "bytes", len(hdr)+framed, "max", MaxEventBytes)
+				"agent", w.agent, "agent_seq", ie.agentSeq, "id", ie.id, "bytes", len(hdr)+framed, "max", MaxEventBytes)
 			return false, nil
 		}
 	}
@@ -118,7 +91,7 @@ func (w *chunkWriter) add(seq uint64, raw, idk []byte, ev *eventv1.Event) (bool,
 	// Count this event's writes: the id index, index entries new to the chunk, and the
 	// chunk record's growth (a new record when the chunk opens here).
 	var newIdx [][]byte
-	for _, p := range indexPrefixes(ev) {
+	for _, p := range indexPrefixes(ie.typ, ie.keys) {
 		if _, ok := w.indexed[string(p)]; !ok { // nil (all new) when the chunk opens here
 			newIdx = append(newIdx, p)
 		}
@@ -172,34 +145,31 @@ func (w *chunkWriter) close() error {
 	return err
 }
 
-// indexedNames are the business-key names of ev that are indexed (and can be matched by
-// a Filter): non-empty names, names and values up to maxKeyPart bytes, the first
-// MaxIndexedKeys in name order.
-func indexedNames(ev *eventv1.Event) []string {
-	names := make([]string, 0, len(ev.GetKeys()))
-	for name, value := range ev.GetKeys() {
-		if name != "" && len(name) <= maxKeyPart && len(value) <= maxKeyPart {
-			names = append(names, name)
-		}
+// indexedKeys are the business keys that are indexed (and can be matched by a Filter):
+// non-empty names, names and values up to maxKeyPart bytes, the first MaxIndexedKeys in
+// name order. keys has one entry per name; it is sorted in place.
+func indexedKeys(keys []kv) []kv {
+	keys = slices.DeleteFunc(keys, func(e kv) bool {
+		return e.name == "" || len(e.name) > maxKeyPart || len(e.value) > maxKeyPart
+	})
+	slices.SortFunc(keys, func(a, b kv) int { return strings.Compare(a.name, b.name) })
+	if len(keys) > MaxIndexedKeys {
+		keys = keys[:MaxIndexedKeys]
 	}
-	slices.Sort(names)
-	if len(names) > MaxIndexedKeys {
-		names = names[:MaxIndexedKeys]
-	}
-	return names
+	return keys
 }
 
 func typeIndexed(t string) bool { return t != "" && len(t) <= maxKeyPart }
 
-// indexPrefixes lists the type and business-key index prefixes of ev, in key order
-// within each kind, without duplicates.
-func indexPrefixes(ev *eventv1.Event) [][]byte {
+// indexPrefixes lists the type and business-key index prefixes of an event, without
+// duplicates. It sorts keys.
+func indexPrefixes(typ string, keys []kv) [][]byte {
 	var out [][]byte
-	if t := ev.GetType(); typeIndexed(t) {
-		out = append(out, typeIndexPrefix(t))
+	if typeIndexed(typ) {
+		out = append(out, typeIndexPrefix(typ))
 	}
-	for _, name := range indexedNames(ev) {
-		out = append(out, keyIndexPrefix(name, ev.GetKeys()[name]))
+	for _, e := range indexedKeys(keys) {
+		out = append(out, keyIndexPrefix(e.name, e.value))
 	}
 	return out
 }
@@ -213,9 +183,14 @@ func (f Filter) matches(ev *eventv1.Event) bool {
 	if len(f.Keys) == 0 {
 		return true
 	}
-	names := indexedNames(ev)
+	keys := make([]kv, 0, len(ev.GetKeys()))
+	for name, value := range ev.GetKeys() {
+		keys = append(keys, kv{name, value})
+	}
+	keys = indexedKeys(keys)
 	for name, value := range f.Keys {
-		if _, ok := slices.BinarySearch(names, name); !ok || ev.GetKeys()[name] != value {
+		i, ok := slices.BinarySearchFunc(keys, name, func(e kv, n string) int { return strings.Compare(e.name, n) })
+		if !ok || keys[i].value != value {
 			return false
 		}
 	}
