@@ -217,7 +217,7 @@ func (a *Agent) Publish(ctx context.Context, connector string, events []*eventv1
 	ids := make([]string, len(events))
 	for i, ev := range events {
 		canonical.Normalize(ev)
-		if err := canonical.Validate(ev); err != nil {
+		if err := canonical.ValidateFields(ev); err != nil {
 			return nil, fmt.Errorf("events[%d]: %w", i, err)
 		}
 		if ev.Source == nil {
@@ -242,6 +242,12 @@ func (a *Agent) Publish(ctx context.Context, connector string, events []*eventv1
 		b, err := proto.Marshal(ev)
 		if err != nil {
 			return nil, fmt.Errorf("events[%d]: encode: %w", i, err)
+		}
+		// The size is checked on the event as it will be sent, with its source and id:
+		// the control plane checks the same, and an event it refused would stop the
+		// uplink at that point of the outbox.
+		if err := canonical.CheckSize(len(b)); err != nil {
+			return nil, fmt.Errorf("events[%d]: %w", i, err)
 		}
 		recs[i], ids[i] = b, ev.Id
 	}

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"connectrpc.com/connect"
+	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/durationpb"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
@@ -20,6 +21,7 @@ import (
 	"github.com/crossdock/crossdock/controlplane"
 	"github.com/crossdock/crossdock/controlplane/controlplanetest"
 	"github.com/crossdock/crossdock/controlplane/pki"
+	"github.com/crossdock/crossdock/internal/canonical"
 	adminv1 "github.com/crossdock/crossdock/proto/gen/crossdock/admin/v1"
 	eventv1 "github.com/crossdock/crossdock/proto/gen/crossdock/event/v1"
 	uplinkv1 "github.com/crossdock/crossdock/proto/gen/crossdock/uplink/v1"
@@ -173,6 +175,23 @@ func TestPublishValidation(t *testing.T) {
 	}
 	if r1.GetIds()[0] != r2.GetIds()[0] {
 		t.Fatalf("same event published twice got ids %s and %s", r1.GetIds()[0], r2.GetIds()[0])
+	}
+
+	// An event just under the size limit as given, over it once the agent adds its
+	// source and id: refused here, since the control plane would refuse it and stop
+	// the uplink at that point of the outbox.
+	big := inventory("A-1", 1)
+	canonical.Normalize(big)
+	big.GetInventoryLevel().UnitOfMeasure = strings.Repeat("x", canonical.MaxEventBytes-proto.Size(big)-16)
+	if err := canonical.Validate(big); err != nil {
+		t.Fatalf("the event as given should be valid: %v", err)
+	}
+	before := a.Status().GetOutbox().GetLastSeq()
+	if _, err := a.Publish(context.Background(), "", []*eventv1.Event{big}); !errors.Is(err, canonical.ErrInvalid) || !strings.Contains(err.Error(), "bytes, more than") {
+		t.Fatalf("event over the limit with its source and id: %v, want a size refusal", err)
+	}
+	if got := a.Status().GetOutbox().GetLastSeq(); got != before {
+		t.Fatalf("a refused publish wrote %d events", got-before)
 	}
 }
 

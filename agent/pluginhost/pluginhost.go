@@ -601,7 +601,7 @@ func (h *Host) encode(c *conn, b sdk.Batch) ([][]byte, error) {
 			pos = b.EventPositions[i]
 		}
 		canonical.Normalize(ev)
-		if err := canonical.Validate(ev); err != nil {
+		if err := canonical.ValidateFields(ev); err != nil {
 			return nil, fmt.Errorf("%w at position %s (event %d of the batch ending at %s): %w", ErrInvalidEvent, pos, i, b.Position, err)
 		}
 		ev.Source = &eventv1.Source{Agent: h.opts.AgentID, Connector: c.cfg.Name, Position: pos}
@@ -612,6 +612,10 @@ func (h *Host) encode(c *conn, b sdk.Batch) ([][]byte, error) {
 		rec, err := proto.Marshal(ev)
 		if err != nil {
 			return nil, fmt.Errorf("event at position %s: encode: %w", pos, err)
+		}
+		// Size as sent, with source and id: what the control plane checks.
+		if err := canonical.CheckSize(len(rec)); err != nil {
+			return nil, fmt.Errorf("%w at position %s (event %d of the batch ending at %s): %w", ErrInvalidEvent, pos, i, b.Position, err)
 		}
 		recs[i] = rec
 	}

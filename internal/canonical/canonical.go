@@ -7,7 +7,6 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
-	"regexp"
 	"sort"
 	"strings"
 
@@ -40,11 +39,6 @@ const (
 
 // ErrInvalid is wrapped by every validation error.
 var ErrInvalid = errors.New("invalid event")
-
-var (
-	keyName = regexp.MustCompile(`^[a-z][a-z0-9_]*$`)
-	decimal = regexp.MustCompile(`^-?[0-9]+(\.[0-9]+)?$`)
-)
 
 // TypeOf names the type implied by ev's payload, "" when it has none.
 func TypeOf(ev *eventv1.Event) string {
@@ -122,6 +116,24 @@ func Normalize(ev *eventv1.Event) {
 // Validate checks an event before it is accepted. Errors wrap ErrInvalid and name the
 // field.
 func Validate(ev *eventv1.Event) error {
+	if err := ValidateFields(ev); err != nil {
+		return err
+	}
+	return CheckSize(proto.Size(ev))
+}
+
+// CheckSize refuses an event whose encoding is n bytes when that is over MaxEventBytes.
+// A caller that encodes the event anyway checks the encoding's length with it instead
+// of having Validate compute the size again.
+func CheckSize(n int) error {
+	if n > MaxEventBytes {
+		return fmt.Errorf("%w: event is %d bytes, more than %d", ErrInvalid, n, MaxEventBytes)
+	}
+	return nil
+}
+
+// ValidateFields is Validate without the size check (see CheckSize).
+func ValidateFields(ev *eventv1.Event) error {
 	fail := func(format string, args ...any) error {
 		return fmt.Errorf("%w: %s", ErrInvalid, fmt.Sprintf(format, args...))
 	}
@@ -142,7 +154,7 @@ func Validate(ev *eventv1.Event) error {
 		return fail("keys: more than %d business keys", MaxKeys)
 	}
 	for k, v := range ev.Keys {
-		if len(k) > MaxKeyLen || !keyName.MatchString(k) {
+		if len(k) > MaxKeyLen || !isKeyName(k) {
 			return fail("keys: name %q must be lower_snake_case, at most %d characters", k, MaxKeyLen)
 		}
 		if v == "" || len(v) > MaxValueLen || strings.ContainsRune(v, 0) {
@@ -152,9 +164,6 @@ func Validate(ev *eventv1.Event) error {
 	if err := validatePayload(ev); err != nil {
 		return fail("%s", err.Error())
 	}
-	if n := proto.Size(ev); n > MaxEventBytes {
-		return fail("event is %d bytes, more than %d", n, MaxEventBytes)
-	}
 	return nil
 }
 
@@ -163,7 +172,7 @@ func validatePayload(ev *eventv1.Event) error {
 		if v == "" && !required {
 			return nil
 		}
-		if !decimal.MatchString(v) {
+		if !isDecimal(v) {
 			return fmt.Errorf("%s: %q is not a decimal number (digits, optional sign and fraction, e.g. \"12.50\")", field, v)
 		}
 		return nil
@@ -255,4 +264,42 @@ func ValidName(n string) bool {
 		}
 	}
 	return true
+}
+
+// isKeyName reports whether s matches ^[a-z][a-z0-9_]*$ (lower_snake_case). Hand-written
+// because Validate runs for every event on the agent and again on the leader, where the
+// regexp was a visible share of the CPU; FuzzMatchers holds it to the regexp.
+func isKeyName(s string) bool {
+	if s == "" || s[0] < 'a' || s[0] > 'z' {
+		return false
+	}
+	for i := 1; i < len(s); i++ {
+		c := s[i]
+		if (c < 'a' || c > 'z') && (c < '0' || c > '9') && c != '_' {
+			return false
+		}
+	}
+	return true
+}
+
+// isDecimal reports whether s matches ^-?[0-9]+(\.[0-9]+)?$.
+func isDecimal(s string) bool {
+	if s != "" && s[0] == '-' {
+		s = s[1:]
+	}
+	digits := func(s string) (n int) {
+		for n < len(s) && s[n] >= '0' && s[n] <= '9' {
+			n++
+		}
+		return n
+	}
+	n := digits(s)
+	if n == 0 {
+		return false
+	}
+	s = s[n:]
+	if s == "" {
+		return true
+	}
+	return s[0] == '.' && len(s) > 1 && digits(s[1:]) == len(s)-1
 }

@@ -2,6 +2,7 @@ package canonical
 
 import (
 	"errors"
+	"regexp"
 	"strings"
 	"testing"
 
@@ -76,4 +77,22 @@ func TestValidName(t *testing.T) {
 			t.Errorf("ValidName(%q) = true", bad)
 		}
 	}
+}
+
+// FuzzMatchers holds the hand-written key name and decimal checks to the regular
+// expressions they replace.
+func FuzzMatchers(f *testing.F) {
+	keyName := regexp.MustCompile(`^[a-z][a-z0-9_]*$`)
+	decimal := regexp.MustCompile(`^-?[0-9]+(\.[0-9]+)?$`)
+	for _, s := range []string{"", "sku", "sku_2", "Sku", "2sku", "a-b", "_a", "12", "-12.50", "1.", ".5", "-", "--1", "1.2.3", "0.0", "1e5", "１"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, s string) {
+		if got, want := isKeyName(s), keyName.MatchString(s); got != want {
+			t.Fatalf("isKeyName(%q) = %v, regexp says %v", s, got, want)
+		}
+		if got, want := isDecimal(s), decimal.MatchString(s); got != want {
+			t.Fatalf("isDecimal(%q) = %v, regexp says %v", s, got, want)
+		}
+	})
 }
