@@ -63,6 +63,7 @@ type options struct {
 	runs        int
 	batch       int
 	inflight    int
+	uplinkBatch int
 	rate        float64
 	rateSeconds float64
 	rateBatch   int
@@ -87,6 +88,7 @@ func main() {
 	flag.IntVar(&o.events, "events", 200000, "events per max-throughput run (all agents together)")
 	flag.IntVar(&o.runs, "runs", 3, "max-throughput runs; the median is reported")
 	flag.IntVar(&o.batch, "publish-batch", 1000, "events per publish call in the max-throughput runs")
+	flag.IntVar(&o.uplinkBatch, "uplink-batch", 0, "agents' uplink batch size in events (0: the agent's default)")
 	flag.IntVar(&o.inflight, "inflight", 2, "per agent: publish calls awaiting commit before the publisher waits for one (0: no limit)")
 	flag.Float64Var(&o.rate, "rate", 5000, "offered events/s for the fixed-rate latency phase (0 skips it)")
 	flag.Float64Var(&o.rateSeconds, "rate-seconds", 10, "length of the fixed-rate phase")
@@ -473,7 +475,7 @@ func measure(ctx context.Context, o options, c *cluster, formed time.Duration) (
 			return out, fmt.Errorf("agent token: %w", err)
 		}
 		ag, err := agent.New(ctx, agent.Config{DataDir: filepath.Join(c.dir, name), Servers: servers, EnrollToken: tok.Msg.GetToken(),
-			LocalAddr: "-", DisableQUIC: o.noQUIC, QuotaBytes: 2 << 30, Logger: agentLog})
+			LocalAddr: "-", DisableQUIC: o.noQUIC, QuotaBytes: 2 << 30, Logger: agentLog, BatchMaxEvents: o.uplinkBatch})
 		if err != nil {
 			return out, err
 		}
