@@ -71,6 +71,8 @@ type applyTxn struct {
 	lastSeq    uint64
 	ids        *idFilter // never nil
 	idsFull    bool      // ids holds more than it was sized for: rebuild it larger
+	post       *postingAdds
+	postFlush  bool // the key index lists were flushed through lastSeq
 }
 
 // fits reports whether writes of n entries totalling size bytes (keys + values) stay
@@ -179,7 +181,8 @@ func (l *Ledger) Apply(index uint64, appendedAt time.Time, cmd *storev1.Command)
 		return nil, fmt.Errorf("%w: %d (entry %d); this node is older than the leader", ErrUnknownCommand, cmd.GetType(), index)
 	}
 
-	tx := &applyTxn{txn: h.db.NewTransaction(true), logger: l.logger, appendedAt: appendedAt.UTC(), lastSeq: l.lastSeq.Load(), ids: l.ids.Load()}
+	tx := &applyTxn{txn: h.db.NewTransaction(true), logger: l.logger, appendedAt: appendedAt.UTC(), lastSeq: l.lastSeq.Load(), ids: l.ids.Load(),
+		post: &postingAdds{pend: h.post}}
 	defer tx.txn.Discard()
 	var res any
 	if known {
@@ -192,7 +195,15 @@ func (l *Ledger) Apply(index uint64, appendedAt time.Time, cmd *storev1.Command)
 	if err := tx.set(keyApplied, u64(index)); err != nil {
 		return nil, err
 	}
-	if err := tx.txn.Commit(); err != nil {
+	// Readers open their transaction and copy the pending key index lists under
+	// h.post.mu, so the lists change together with the state they describe.
+	h.post.mu.Lock()
+	err = tx.txn.Commit()
+	if err == nil {
+		tx.post.commit(tx.postFlush, tx.lastSeq)
+	}
+	h.post.mu.Unlock()
+	if err != nil {
 		return nil, fmt.Errorf("ledger: commit entry %d: %w", index, err)
 	}
 	l.lastSeq.Store(tx.lastSeq)

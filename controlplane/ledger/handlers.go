@@ -29,6 +29,8 @@ func applyIngestBatch(tx *applyTxn, cmd *storev1.Command) (any, error) {
 		return nil, fmt.Errorf("ledger: decode %s payload: %w", cmd.GetType(), err)
 	}
 	res := &storev1.IngestResult{}
+	// Keep room for flushing the key index lists in this transaction.
+	tx.charge(len(tx.post.pend.lists), tx.post.pend.size)
 	if agent == "" || len(agent) > maxKeyPart {
 		res.LastLedgerSeq = tx.lastSeq
 		return res, nil
@@ -84,6 +86,12 @@ func applyIngestBatch(tx *applyTxn, cmd *storev1.Command) (any, error) {
 	}
 	if err := w.close(); err != nil {
 		return nil, err
+	}
+	if tx.post.due(tx.lastSeq) {
+		if err := tx.post.flush(tx, tx.lastSeq); err != nil {
+			return nil, err
+		}
+		tx.postFlush = true
 	}
 	rec.EventsCommitted += uint64(res.Committed)
 	rec.Duplicates += uint64(res.Duplicates)

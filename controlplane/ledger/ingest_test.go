@@ -345,9 +345,17 @@ func TestUndecodablePayloadIsAnError(t *testing.T) {
 func TestMaxBatchFitsWhole(t *testing.T) {
 	l := newLedger(t, false)
 	lg := &raftLog{t: t}
+	res := lg.ingest(l, "a1", maxBatch(t, 1)...)
+	wantResult(t, res, MaxBatchEvents, MaxBatchEvents, 0, MaxBatchEvents)
+}
+
+// maxBatch returns the largest batch the uplink lets through with events that pass
+// canonical validation (16 distinct keys, 128-byte ids), agent seqs from seq.
+func maxBatch(t testing.TB, seq uint64) []*storev1.AgentEvent {
+	t.Helper()
 	b := &storev1.IngestBatch{AgentId: "a1"}
 	for i := range MaxBatchEvents {
-		ae := agentEvent(uint64(i+1), fmt.Sprintf("%0128d", i))
+		ae := agentEvent(seq+uint64(i), fmt.Sprintf("%0128d", i))
 		for k := range 16 {
 			ae.Event.Keys[fmt.Sprintf("key_%02d", k)] = fmt.Sprintf("%d-%d", k, i)
 		}
@@ -361,8 +369,7 @@ func TestMaxBatchFitsWhole(t *testing.T) {
 	if n := proto.Size(b); n > MaxBatchBytes || n < MaxBatchBytes-MaxBatchEvents*8 {
 		t.Fatalf("batch is %d bytes, want just under %d", n, MaxBatchBytes)
 	}
-	res := lg.ingest(l, "a1", b.Events...)
-	wantResult(t, res, MaxBatchEvents, MaxBatchEvents, 0, MaxBatchEvents)
+	return b.Events
 }
 
 // TestOversizedBatchStopsAtBudget checks that a batch over the apply budget commits a

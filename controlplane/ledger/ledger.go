@@ -98,6 +98,7 @@ type handle struct {
 	retired bool
 	remove  bool          // delete dir once closed (replaced by a Restore)
 	done    chan struct{} // closed once db is closed
+	post    *postings     // db's unflushed key index lists
 	err     error         // db.Close's error, valid after done
 }
 
@@ -131,6 +132,10 @@ func Open(opts Options) (*Ledger, error) {
 		return nil, err
 	}
 	if err := l.checkFormat(h); err != nil {
+		l.closeHandle(h)
+		return nil, err
+	}
+	if h.post, err = loadPostings(h.db); err != nil {
 		l.closeHandle(h)
 		return nil, err
 	}

@@ -18,13 +18,15 @@ import (
 // The event log is stored in chunks (see DESIGN.md, "Event log"): one record per run of
 // up to chunkMaxEvents consecutive events of one INGEST_BATCH entry, keyed by the seq of
 // its first event, holding the events' bytes exactly as they came in the Raft entry.
-// The type and business-key indexes point at chunks, one entry per distinct value per
-// chunk; the id index points at the event. Writing a few records per batch instead of
-// several per event is what makes Apply cheap (docs/performance.md).
+// The type index points at chunks, one entry per distinct type per chunk; the
+// business-key index lists chunks too, in posting lists flushed every few thousand
+// events (postings.go); the id index points at the event. Writing a few records per
+// batch instead of several per event is what makes Apply cheap (docs/performance.md).
 const (
-	// ledgerFormat is the layout version in m/format. Layout 1 (earlier builds) kept one
-	// record per event and is not read by this build.
-	ledgerFormat = 2
+	// ledgerFormat is the layout version in m/format. Earlier builds' layouts are not
+	// read by this build: 1 kept one record per event, 2 one key index record per key
+	// per chunk.
+	ledgerFormat = 3
 	// chunkMaxEvents and chunkTargetBytes close a chunk: a chunk never holds more
 	// events, and an event that would take it past chunkTargetBytes starts a new one. A
 	// chunk's record is at most MaxEventBytes (one large event alone).
@@ -88,17 +90,30 @@ func (w *chunkWriter) add(seq uint64, ie *ingestEvent, idk []byte) (bool, error)
 		}
 	}
 
-	// Count this event's writes: the id index, index entries new to the chunk, and the
+	// Count this event's writes: the id index, the type index entry and key index list
+	// additions new to the chunk (charged as what a flush of them would write), and the
 	// chunk record's growth (a new record when the chunk opens here).
-	var newIdx [][]byte
-	for _, p := range indexPrefixes(ie.typ, ie.keys) {
-		if _, ok := w.indexed[string(p)]; !ok { // nil (all new) when the chunk opens here
-			newIdx = append(newIdx, p)
+	var newType []byte
+	if typeIndexed(ie.typ) {
+		if p := typeIndexPrefix(ie.typ); !w.has(p) {
+			newType = p
 		}
 	}
-	entries, size := len(newIdx), framed
-	for _, p := range newIdx {
-		size += len(p) + 8
+	var newKeys [][]byte
+	for _, e := range indexedKeys(ie.keys) {
+		if p := keyIndexPrefix(e.name, e.value); !w.has(p) {
+			newKeys = append(newKeys, p)
+		}
+	}
+	entries, size := 0, framed
+	if newType != nil {
+		entries++
+		size += len(newType) + 8
+	}
+	for _, p := range newKeys {
+		e, s := w.tx.post.cost(p, first)
+		entries += e
+		size += s
 	}
 	if idk != nil {
 		entries++
@@ -123,16 +138,26 @@ func (w *chunkWriter) add(seq uint64, ie *ingestEvent, idk []byte) (bool, error)
 			return false, err
 		}
 	}
-	for _, p := range newIdx {
-		w.indexed[string(p)] = struct{}{}
-		if err := w.tx.put(cat(p, u64(first)), nil); err != nil {
+	if newType != nil {
+		w.indexed[string(newType)] = struct{}{}
+		if err := w.tx.put(cat(newType, u64(first)), nil); err != nil {
 			return false, err
 		}
+	}
+	for _, p := range newKeys {
+		w.indexed[string(p)] = struct{}{}
+		w.tx.post.add(p, first)
 	}
 	w.buf = protowire.AppendTag(w.buf, logChunkEventsField, protowire.BytesType)
 	w.buf = protowire.AppendBytes(w.buf, raw)
 	w.n++
 	return true, nil
+}
+
+// has reports whether the open chunk already has index prefix p.
+func (w *chunkWriter) has(p []byte) bool {
+	_, ok := w.indexed[string(p)] // nil map (no chunk open): false
+	return ok
 }
 
 // close writes the open chunk, if any.
@@ -160,19 +185,6 @@ func indexedKeys(keys []kv) []kv {
 }
 
 func typeIndexed(t string) bool { return t != "" && len(t) <= maxKeyPart }
-
-// indexPrefixes lists the type and business-key index prefixes of an event, without
-// duplicates. It sorts keys.
-func indexPrefixes(typ string, keys []kv) [][]byte {
-	var out [][]byte
-	if typeIndexed(typ) {
-		out = append(out, typeIndexPrefix(typ))
-	}
-	for _, e := range indexedKeys(keys) {
-		out = append(out, keyIndexPrefix(e.name, e.value))
-	}
-	return out
-}
 
 // matches reports whether ev satisfies f on its indexed fields, the way the indexes
 // would select it.

@@ -117,3 +117,35 @@ func TestLayout1IsRefused(t *testing.T) {
 		t.Fatalf("Restore of a layout-1 snapshot: %v, want ErrSnapshotCorrupt naming the layout", err)
 	}
 }
+
+// TestEarlierLayoutIsRefused: a database or snapshot of layout 2 (one key index record
+// per key per chunk, no m/kflush) is refused with the versions named.
+func TestEarlierLayoutIsRefused(t *testing.T) {
+	dir := t.TempDir()
+	l, err := Open(Options{Dir: dir})
+	if err != nil {
+		t.Fatal(err)
+	}
+	lg := &raftLog{t: t}
+	lg.ingest(l, "a1", agentEvent(1, "e1", "sku", "S1"))
+	h, err := l.acquire()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := h.db.Update(func(txn *badger.Txn) error { return txn.Set(keyFormat, u64(2)) }); err != nil {
+		t.Fatal(err)
+	}
+	l.release(h)
+	stream := snapshotBytes(t, l)
+	if err := l.Close(); err != nil {
+		t.Fatal(err)
+	}
+	want := fmt.Sprintf("layout 2, this build reads layout %d", ledgerFormat)
+	if _, err := Open(Options{Dir: dir}); !errors.Is(err, ErrFormat) || !strings.Contains(err.Error(), want) {
+		t.Fatalf("Open of a layout-2 ledger: %v, want ErrFormat with %q", err, want)
+	}
+	fresh := newLedger(t, false)
+	if err := fresh.Restore(bytes.NewReader(stream)); !errors.Is(err, ErrSnapshotCorrupt) || !strings.Contains(err.Error(), want) {
+		t.Fatalf("Restore of a layout-2 snapshot: %v, want ErrSnapshotCorrupt with %q", err, want)
+	}
+}

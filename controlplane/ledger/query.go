@@ -49,19 +49,33 @@ func (l *Ledger) ListEvents(f Filter, fromSeq uint64, limit int) (events []*even
 	if limit <= 0 {
 		limit = DefaultListLimit
 	}
-	var prefixes [][]byte
 	names := make([]string, 0, len(f.Keys))
 	for name := range f.Keys {
 		names = append(names, name)
 	}
 	slices.Sort(names)
+	keyPrefixes := make([][]byte, 0, len(names))
 	for _, name := range names {
-		prefixes = append(prefixes, keyIndexPrefix(name, f.Keys[name]))
+		keyPrefixes = append(keyPrefixes, keyIndexPrefix(name, f.Keys[name]))
 	}
-	if f.Type != "" {
-		prefixes = append(prefixes, typeIndexPrefix(f.Type))
+	filtered := len(keyPrefixes) > 0 || f.Type != ""
+
+	h, err := l.acquire()
+	if err != nil {
+		return nil, 0, err
 	}
-	err = l.view(func(txn *badger.Txn) error {
+	defer l.release(h)
+	// The transaction and the pending key index lists are taken together (postings).
+	h.post.mu.RLock()
+	txn := h.db.NewTransaction(false)
+	pending := make([][]uint64, len(keyPrefixes))
+	for i, p := range keyPrefixes {
+		pending[i] = h.post.copyList(p)
+	}
+	h.post.mu.RUnlock()
+	defer txn.Discard()
+
+	err = func() error {
 		start, err := chunkStart(txn, fromSeq)
 		if err != nil {
 			return err
@@ -71,7 +85,7 @@ func (l *Ledger) ListEvents(f Filter, fromSeq uint64, limit int) (events []*even
 		emit := func(c *storev1.LogChunk) (done bool) {
 			for i, ae := range c.GetEvents() {
 				seq := c.GetFirstSeq() + uint64(i)
-				if seq < fromSeq || (len(prefixes) > 0 && !f.matches(ae.GetEvent())) {
+				if seq < fromSeq || (filtered && !f.matches(ae.GetEvent())) {
 					continue
 				}
 				if len(events) == limit {
@@ -82,15 +96,15 @@ func (l *Ledger) ListEvents(f Filter, fromSeq uint64, limit int) (events []*even
 			}
 			return false
 		}
-		if len(prefixes) == 0 {
+		if !filtered {
 			return scanLog(txn, start, emit)
 		}
-		j := newJoin(txn, prefixes)
+		j := newJoin(txn, keyPrefixes, pending, f.Type)
 		defer j.close()
 		for target := start; ; {
 			first, ok := j.next(target)
 			if !ok {
-				return nil
+				return j.err()
 			}
 			c, ok, err := readChunk(txn, first)
 			if err != nil {
@@ -104,7 +118,7 @@ func (l *Ledger) ListEvents(f Filter, fromSeq uint64, limit int) (events []*even
 			}
 			target = first + 1
 		}
-	})
+	}()
 	if err != nil {
 		return nil, 0, err
 	}
@@ -130,14 +144,31 @@ func scanLog(txn *badger.Txn, start uint64, emit func(*storev1.LogChunk) bool) e
 	return nil
 }
 
-// join walks index prefixes together: next(target) is the first chunk >= target that
-// every prefix lists (a leapfrog join: each index seeks to the highest chunk another
-// one is at).
-type join struct{ cursors []*indexCursor }
+// join walks indexes together: next(target) is the first chunk >= target that every
+// index lists (a leapfrog join: each index seeks to the highest chunk another one is
+// at).
+type join struct{ cursors []cursor }
 
-func newJoin(txn *badger.Txn, prefixes [][]byte) *join {
+// cursor walks the chunks one index lists, in ascending order; seek targets never
+// decrease.
+type cursor interface {
+	seek(target uint64) (uint64, bool)
+	close()
+	error() error
+}
+
+// newJoin joins the business key indexes of keyPrefixes (pending: their unflushed
+// lists, taken with txn) and the type index of typ, if set.
+func newJoin(txn *badger.Txn, keyPrefixes [][]byte, pending [][]uint64, typ string) *join {
 	j := &join{}
-	for _, p := range prefixes {
+	for i, p := range keyPrefixes {
+		opts := badger.DefaultIteratorOptions
+		opts.PrefetchValues = false
+		opts.Prefix = p
+		j.cursors = append(j.cursors, &postingCursor{it: txn.NewIterator(opts), prefix: p, keyLen: len(p) + 8, pend: pending[i]})
+	}
+	if typ != "" {
+		p := typeIndexPrefix(typ)
 		opts := badger.DefaultIteratorOptions
 		opts.PrefetchValues = false
 		opts.Prefix = p
@@ -148,8 +179,18 @@ func newJoin(txn *badger.Txn, prefixes [][]byte) *join {
 
 func (j *join) close() {
 	for _, c := range j.cursors {
-		c.it.Close()
+		c.close()
 	}
+}
+
+// err returns the first error a cursor met; next reports no more chunks after one.
+func (j *join) err() error {
+	for _, c := range j.cursors {
+		if err := c.error(); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 func (j *join) next(target uint64) (uint64, bool) {
@@ -167,6 +208,7 @@ func (j *join) next(target uint64) (uint64, bool) {
 	return target, true
 }
 
+// indexCursor walks an index of one entry per chunk (the type index).
 type indexCursor struct {
 	it     *badger.Iterator
 	prefix []byte
@@ -190,6 +232,57 @@ func (c *indexCursor) seek(target uint64) (uint64, bool) {
 func (c *indexCursor) valid() bool {
 	return c.it.ValidForPrefix(c.prefix) && len(c.it.Item().Key()) == c.keyLen
 }
+
+func (c *indexCursor) close()       { c.it.Close() }
+func (c *indexCursor) error() error { return nil }
+
+// postingCursor walks the chunks of one business key: its flushed k/ records (each
+// keyed by the last chunk of its list), then its pending list.
+type postingCursor struct {
+	it     *badger.Iterator
+	prefix []byte
+	keyLen int
+	pend   []uint64
+
+	list    []uint64 // the record (or, once records ran out, the pending list) at hand
+	pos     int
+	records bool // false once the records are exhausted
+	started bool
+	err     error
+}
+
+func (c *postingCursor) seek(target uint64) (uint64, bool) {
+	if !c.started {
+		c.started, c.records = true, true
+	}
+	for c.err == nil {
+		if i, _ := slices.BinarySearch(c.list[c.pos:], target); c.pos+i < len(c.list) {
+			c.pos += i
+			return c.list[c.pos], true
+		}
+		if !c.records {
+			return 0, false
+		}
+		c.it.Seek(cat(c.prefix, u64(target)))
+		c.pos = 0
+		if !c.it.ValidForPrefix(c.prefix) || len(c.it.Item().Key()) != c.keyLen {
+			c.list, c.records = c.pend, false
+			continue
+		}
+		// The record's last chunk is >= target: the search above finds it.
+		item := c.it.Item()
+		last := seqSuffix(item.Key())
+		c.err = item.Value(func(v []byte) error {
+			var err error
+			c.list, err = decodePosting(v, last)
+			return err
+		})
+	}
+	return 0, false
+}
+
+func (c *postingCursor) close()       { c.it.Close() }
+func (c *postingCursor) error() error { return c.err }
 
 // EventByID looks an event up by its id.
 func (l *Ledger) EventByID(id string) (*eventv1.CommittedEvent, bool, error) {

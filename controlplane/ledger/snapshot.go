@@ -241,6 +241,9 @@ func (l *Ledger) Restore(r io.Reader) error {
 	}); err != nil {
 		return discard(fmt.Errorf("ledger: restore: read counters: %w", err))
 	}
+	if nh.post, err = loadPostings(nh.db); err != nil {
+		return discard(fmt.Errorf("ledger: restore: %w", err))
+	}
 	if newDir != "" {
 		if err := writeCurrent(l.opts.Dir, filepath.Base(newDir)); err != nil {
 			return discard(err)

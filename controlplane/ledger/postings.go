@@ -1,0 +1,223 @@
+package ledger
+
+import (
+	"encoding/binary"
+	"fmt"
+	"slices"
+	"sync"
+
+	"github.com/dgraph-io/badger/v4"
+
+	storev1 "github.com/crossdock/crossdock/proto/gen/crossdock/store/v1"
+)
+
+// The business-key index (layout 3, DESIGN.md "Key index") is kept as posting lists:
+// which chunks hold at least one event with name=value. The lists of the chunks since
+// the last flush are in memory (postings); Apply flushes them, one k/ record per
+// distinct name=value, when they reach flushSeqs seqs, flushKeys distinct keys or
+// flushBytes of records. A key that appears in many chunks between flushes (a SKU that
+// moves often, a location) costs one Badger write per flush instead of one per chunk.
+//
+// The flush points depend only on the log: Apply flushes in the transaction of the
+// entry that reaches a threshold, and what is pending is exactly the chunks after
+// m/kflush, so replicas at the same applied index hold the same records and a restarted
+// or restored node rebuilds the same pending lists from its chunks.
+const (
+	flushSeqs  = 16384
+	flushKeys  = 16384
+	flushBytes = 2 << 20
+)
+
+var keyKeyFlushed = []byte("m/kflush") // u64BE: the k/ records cover every chunk up to this seq
+
+// postings is the unflushed part of the business-key index of one database.
+//
+// Apply is the only writer: it reads the lists without the lock (no one else writes)
+// and holds mu while it commits and folds its additions in, so that a reader that takes
+// mu.RLock around opening its Badger transaction and copying lists sees the lists that
+// belong to that transaction's state.
+type postings struct {
+	mu      sync.RWMutex
+	lists   map[string][]uint64 // key index prefix -> chunk first seqs, ascending
+	flushed uint64              // m/kflush
+	size    int                 // bytes of the records a flush would write, keys + values
+}
+
+func newPostings(flushed uint64) *postings {
+	return &postings{lists: make(map[string][]uint64), flushed: flushed}
+}
+
+// last returns the last chunk listed for prefix p, 0 if none.
+func (p *postings) last(prefix string) uint64 {
+	if l := p.lists[prefix]; len(l) > 0 {
+		return l[len(l)-1]
+	}
+	return 0
+}
+
+// recordSize is what a k/ record of prefix p costs before its list.
+func recordSize(p string) int { return len(p) + 8 }
+
+// copyList returns a copy of the pending list of prefix p. Call with mu held.
+func (p *postings) copyList(prefix []byte) []uint64 {
+	return slices.Clone(p.lists[string(prefix)])
+}
+
+// postingAdds are one Apply's additions to the pending lists, with the cost of writing
+// them in a flush (charged to the Apply's budget as they are made, so that a flush in
+// the same transaction always fits).
+type postingAdds struct {
+	pend  *postings
+	lists map[string][]uint64
+	keys  int // prefixes new to pend
+	size  int
+}
+
+// cost returns the entries and bytes adding chunk first to prefix p would add to a
+// flush.
+func (a *postingAdds) cost(p []byte, first uint64) (entries, size int) {
+	last := a.lastOf(string(p))
+	if last == 0 {
+		return 1, recordSize(string(p)) + uvarintLen(first)
+	}
+	return 0, uvarintLen(first - last)
+}
+
+func (a *postingAdds) lastOf(p string) uint64 {
+	if l := a.lists[p]; len(l) > 0 {
+		return l[len(l)-1]
+	}
+	return a.pend.last(p)
+}
+
+// add records that chunk first holds prefix p; the caller charged cost(p, first).
+func (a *postingAdds) add(p []byte, first uint64) {
+	entries, size := a.cost(p, first)
+	a.keys += entries
+	a.size += size
+	if a.lists == nil {
+		a.lists = make(map[string][]uint64)
+	}
+	a.lists[string(p)] = append(a.lists[string(p)], first)
+}
+
+// due reports whether Apply must flush after an entry whose last seq is lastSeq.
+func (a *postingAdds) due(lastSeq uint64) bool {
+	return len(a.pend.lists)+a.keys >= flushKeys || a.pend.size+a.size >= flushBytes ||
+		lastSeq-a.pend.flushed >= flushSeqs
+}
+
+// flush writes every pending and added list as k/ records and moves m/kflush to
+// lastSeq. The records were charged as they were added.
+func (a *postingAdds) flush(tx *applyTxn, lastSeq uint64) error {
+	write := func(p string, chunks []uint64) error {
+		return tx.put(cat([]byte(p), u64(chunks[len(chunks)-1])), encodePosting(chunks))
+	}
+	for p, l := range a.pend.lists {
+		if err := write(p, append(slices.Clip(l), a.lists[p]...)); err != nil {
+			return err
+		}
+	}
+	for p, l := range a.lists {
+		if _, ok := a.pend.lists[p]; !ok {
+			if err := write(p, l); err != nil {
+				return err
+			}
+		}
+	}
+	return tx.set(keyKeyFlushed, u64(lastSeq))
+}
+
+// commit folds the additions into the pending lists after the Apply committed; flushed
+// says whether it flushed through lastSeq. Call with pend.mu held.
+func (a *postingAdds) commit(flushed bool, lastSeq uint64) {
+	p := a.pend
+	if flushed {
+		p.lists, p.flushed, p.size = make(map[string][]uint64), lastSeq, 0
+		return
+	}
+	for k, l := range a.lists {
+		p.lists[k] = append(p.lists[k], l...)
+	}
+	p.size += a.size
+}
+
+// encodePosting encodes an ascending list of chunk seqs: the first as a uvarint, then
+// the differences.
+func encodePosting(chunks []uint64) []byte {
+	b := make([]byte, 0, 2*len(chunks)+8)
+	prev := uint64(0)
+	for _, c := range chunks {
+		b = binary.AppendUvarint(b, c-prev)
+		prev = c
+	}
+	return b
+}
+
+// decodePosting decodes a k/ record's list; last is the seq in its key, which must be
+// the list's last element.
+func decodePosting(v []byte, last uint64) ([]uint64, error) {
+	var out []uint64
+	prev := uint64(0)
+	for len(v) > 0 {
+		d, n := binary.Uvarint(v)
+		if n <= 0 || (len(out) > 0 && d == 0) {
+			return nil, fmt.Errorf("ledger: key index record %d: bad posting list", last)
+		}
+		prev += d
+		out = append(out, prev)
+		v = v[n:]
+	}
+	if len(out) == 0 || prev != last {
+		return nil, fmt.Errorf("ledger: key index record %d: posting list ends at %d", last, prev)
+	}
+	return out, nil
+}
+
+func uvarintLen(v uint64) int {
+	n := 1
+	for v >= 0x80 {
+		v >>= 7
+		n++
+	}
+	return n
+}
+
+// loadPostings rebuilds the pending lists of db from the chunks after m/kflush.
+func loadPostings(db *badger.DB) (*postings, error) {
+	var p *postings
+	err := db.View(func(txn *badger.Txn) error {
+		flushed, err := getU64(txn, keyKeyFlushed)
+		if err != nil {
+			return err
+		}
+		p = newPostings(flushed)
+		a := &postingAdds{pend: p}
+		var keys []kv
+		err = scanLog(txn, flushed+1, func(c *storev1.LogChunk) bool {
+			first := c.GetFirstSeq()
+			for _, ae := range c.GetEvents() {
+				keys = keys[:0]
+				for name, value := range ae.GetEvent().GetKeys() {
+					keys = append(keys, kv{name, value})
+				}
+				for _, e := range indexedKeys(keys) {
+					pr := keyIndexPrefix(e.name, e.value)
+					if a.lastOf(string(pr)) != first {
+						a.add(pr, first)
+					}
+				}
+			}
+			return false
+		})
+		if err != nil {
+			return err
+		}
+		a.commit(false, 0)
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("ledger: rebuild key index lists: %w", err)
+	}
+	return p, nil
+}
