@@ -306,7 +306,7 @@ func (s *Server) buildServers(cert tls.Certificate) error {
 	mux := http.NewServeMux()
 	opts := []connect.HandlerOption{connect.WithReadMaxBytes(32 << 20)}
 	backend := s.backend
-	mux.Handle(uplinkv1connect.NewUplinkServiceHandler(&api.Uplink{Backend: backend}, opts...))
+	mux.Handle(uplinkv1connect.NewUplinkServiceHandler(&api.Uplink{Backend: backend}, append(opts, connect.WithCodec(api.UplinkCodec{}))...))
 	auth := &api.AdminAuth{Ledger: s.store.Ledger()}
 	tmp := filepath.Join(s.cfg.DataDir, "tmp")
 	if err := os.MkdirAll(tmp, 0o700); err != nil {

@@ -10,6 +10,7 @@ import (
 
 	"connectrpc.com/connect"
 	"github.com/hashicorp/raft"
+	"google.golang.org/protobuf/encoding/protowire"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/crossdock/crossdock/controlplane/ledger"
@@ -323,14 +324,19 @@ func (u *Uplink) receiveLoop(ctx context.Context, stream *connect.BidiStream[upl
 		if batch == nil {
 			continue
 		}
-		cmd, err := validateBatch(agentID, batch, &next)
+		cmd, payload, err := validateBatch(agentID, batch, &next)
 		if err != nil {
 			return connect.NewError(connect.CodeInvalidArgument, err)
 		}
 		if cmd == nil {
 			continue
 		}
-		f, err := u.Store.ProposeAsync(storev1.CommandType_COMMAND_TYPE_INGEST_BATCH, cmd, u.applyTimeout())
+		var f raft.ApplyFuture
+		if payload != nil {
+			f, err = u.Store.ProposePayloadAsync(storev1.CommandType_COMMAND_TYPE_INGEST_BATCH, payload, u.applyTimeout())
+		} else {
+			f, err = u.Store.ProposeAsync(storev1.CommandType_COMMAND_TYPE_INGEST_BATCH, cmd, u.applyTimeout())
+		}
 		if err != nil {
 			return connect.NewError(connect.CodeInternal, err)
 		}
@@ -376,31 +382,50 @@ func (u *Uplink) ackLoop(ctx context.Context, send func(*uplinkv1.StreamResponse
 
 // validateBatch checks a batch and turns it into a raft command. Seqs must be increasing;
 // entries at or below what this stream already sent are dropped (a re-send after a
-// reconnect). It returns nil when nothing is left.
-func validateBatch(agentID string, batch *uplinkv1.Batch, next *uint64) (*storev1.IngestBatch, error) {
+// reconnect). It returns nil when nothing is left. When the codec kept the batch's
+// bytes (UplinkCodec), payload is the command encoded from them, each event as the
+// agent sent it; otherwise it is nil and the caller encodes cmd.
+func validateBatch(agentID string, batch *uplinkv1.Batch, next *uint64) (cmd *storev1.IngestBatch, payload []byte, err error) {
 	if n := len(batch.GetEvents()); n > ledger.MaxBatchEvents {
-		return nil, fmt.Errorf("batch has %d events, more than %d", n, ledger.MaxBatchEvents)
+		return nil, nil, fmt.Errorf("batch has %d events, more than %d", n, ledger.MaxBatchEvents)
 	}
-	cmd := &storev1.IngestBatch{AgentId: agentID}
+	raw := rawEvents(batch)
+	if raw != nil {
+		size := len(agentID) + 8
+		for _, r := range raw {
+			size += len(r) + 8
+		}
+		payload = protowire.AppendTag(make([]byte, 0, size), 1, protowire.BytesType)
+		payload = protowire.AppendString(payload, agentID)
+	}
+	cmd = &storev1.IngestBatch{AgentId: agentID}
 	for i, oe := range batch.GetEvents() {
 		ev := oe.GetEvent()
 		if oe.GetSeq() < *next {
 			continue
 		}
 		if ev.GetId() == "" {
-			return nil, fmt.Errorf("events[%d] (seq %d): id is required", i, oe.GetSeq())
+			return nil, nil, fmt.Errorf("events[%d] (seq %d): id is required", i, oe.GetSeq())
 		}
 		if err := canonical.Validate(ev); err != nil {
-			return nil, fmt.Errorf("events[%d] (seq %d): %w", i, oe.GetSeq(), err)
+			return nil, nil, fmt.Errorf("events[%d] (seq %d): %w", i, oe.GetSeq(), err)
 		}
 		if a := ev.GetSource().GetAgent(); a != agentID {
-			return nil, fmt.Errorf("events[%d] (seq %d): source.agent %q is not this agent (%q)", i, oe.GetSeq(), a, agentID)
+			return nil, nil, fmt.Errorf("events[%d] (seq %d): source.agent %q is not this agent (%q)", i, oe.GetSeq(), a, agentID)
 		}
 		cmd.Events = append(cmd.Events, &storev1.AgentEvent{AgentSeq: oe.GetSeq(), Event: ev})
+		switch {
+		case raw == nil:
+		case len(oe.ProtoReflect().GetUnknown()) > 0:
+			// A newer agent's field would ride into the ledger: encode the batch here.
+			raw, payload = nil, nil
+		default:
+			payload = appendIngestEvent(payload, raw[i])
+		}
 		*next = oe.GetSeq() + 1
 	}
 	if len(cmd.Events) == 0 {
-		return nil, nil
+		return nil, nil, nil
 	}
-	return cmd, nil
+	return cmd, payload, nil
 }

@@ -386,6 +386,11 @@ func Encode(typ storev1.CommandType, msg proto.Message, now time.Time) ([]byte, 
 	if err != nil {
 		return nil, fmt.Errorf("store: encode %s: %w", typ, err)
 	}
+	return EncodePayload(typ, payload, now)
+}
+
+// EncodePayload is Encode for a payload that is already encoded.
+func EncodePayload(typ storev1.CommandType, payload []byte, now time.Time) ([]byte, error) {
 	b, err := proto.Marshal(&storev1.Command{Type: typ, Payload: payload, ProposedAtUnixNano: now.UnixNano()})
 	if err != nil {
 		return nil, fmt.Errorf("store: encode command: %w", err)
@@ -398,6 +403,16 @@ func Encode(typ storev1.CommandType, msg proto.Message, now time.Time) ([]byte, 
 // which is what keeps one agent's batches in order.
 func (s *Store) ProposeAsync(typ storev1.CommandType, msg proto.Message, timeout time.Duration) (raft.ApplyFuture, error) {
 	b, err := Encode(typ, msg, time.Now())
+	if err != nil {
+		return nil, err
+	}
+	return s.raft.Apply(b, timeout), nil
+}
+
+// ProposePayloadAsync is ProposeAsync for a payload that is already encoded (the
+// uplink puts the agent's event bytes into an INGEST_BATCH as they came).
+func (s *Store) ProposePayloadAsync(typ storev1.CommandType, payload []byte, timeout time.Duration) (raft.ApplyFuture, error) {
+	b, err := EncodePayload(typ, payload, time.Now())
 	if err != nil {
 		return nil, err
 	}
