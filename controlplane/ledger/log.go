@@ -110,8 +110,11 @@ func (w *chunkWriter) add(seq uint64, ie *ingestEvent, idk []byte) (bool, error)
 		entries++
 		size += len(newType) + 8
 	}
-	for _, p := range newKeys {
+	type keyCost struct{ entries, size int }
+	costs := make([]keyCost, len(newKeys))
+	for i, p := range newKeys {
 		e, s := w.tx.post.cost(p, first)
+		costs[i] = keyCost{e, s}
 		entries += e
 		size += s
 	}
@@ -144,9 +147,9 @@ func (w *chunkWriter) add(seq uint64, ie *ingestEvent, idk []byte) (bool, error)
 			return false, err
 		}
 	}
-	for _, p := range newKeys {
+	for i, p := range newKeys {
 		w.indexed[string(p)] = struct{}{}
-		w.tx.post.add(p, first)
+		w.tx.post.add(p, first, costs[i].entries, costs[i].size)
 	}
 	w.buf = protowire.AppendTag(w.buf, logChunkEventsField, protowire.BytesType)
 	w.buf = protowire.AppendBytes(w.buf, raw)

@@ -74,7 +74,7 @@ type postingAdds struct {
 }
 
 // cost returns the entries and bytes adding chunk first to prefix p would add to a
-// flush.
+// flush; pass them to add.
 func (a *postingAdds) cost(p []byte, first uint64) (entries, size int) {
 	last := a.lastOf(string(p))
 	if last == 0 {
@@ -90,9 +90,9 @@ func (a *postingAdds) lastOf(p string) uint64 {
 	return a.pend.last(p)
 }
 
-// add records that chunk first holds prefix p; the caller charged cost(p, first).
-func (a *postingAdds) add(p []byte, first uint64) {
-	entries, size := a.cost(p, first)
+// add records that chunk first holds prefix p, at the cost cost(p, first) returned (and
+// the caller charged).
+func (a *postingAdds) add(p []byte, first uint64, entries, size int) {
 	a.keys += entries
 	a.size += size
 	if a.lists == nil {
@@ -204,7 +204,8 @@ func loadPostings(db *badger.DB) (*postings, error) {
 				for _, e := range indexedKeys(keys) {
 					pr := keyIndexPrefix(e.name, e.value)
 					if a.lastOf(string(pr)) != first {
-						a.add(pr, first)
+						e, sz := a.cost(pr, first)
+						a.add(pr, first, e, sz)
 					}
 				}
 			}
