@@ -67,34 +67,39 @@ func TypeOf(ev *eventv1.Event) string {
 // inventory level, order for an order, ...).
 func DefaultKeys(ev *eventv1.Event) map[string]string {
 	k := map[string]string{}
-	put := func(name, v string) {
+	eachDefaultKey(ev, func(name, v string) { k[name] = v })
+	return k
+}
+
+// eachDefaultKey calls put for each non-empty business key implied by the payload.
+func eachDefaultKey(ev *eventv1.Event, put func(name, v string)) {
+	p := func(name, v string) {
 		if v != "" {
-			k[name] = v
+			put(name, v)
 		}
 	}
-	switch p := ev.GetPayload().(type) {
+	switch pl := ev.GetPayload().(type) {
 	case *eventv1.Event_Item:
-		put("sku", p.Item.GetSku())
+		p("sku", pl.Item.GetSku())
 	case *eventv1.Event_InventoryLevel:
-		put("sku", p.InventoryLevel.GetSku())
-		put("location", p.InventoryLevel.GetLocation())
+		p("sku", pl.InventoryLevel.GetSku())
+		p("location", pl.InventoryLevel.GetLocation())
 	case *eventv1.Event_Price:
-		put("sku", p.Price.GetSku())
+		p("sku", pl.Price.GetSku())
 	case *eventv1.Event_Order:
-		put("order", p.Order.GetOrderNumber())
+		p("order", pl.Order.GetOrderNumber())
 	case *eventv1.Event_OrderAck:
-		put("order", p.OrderAck.GetOrderNumber())
+		p("order", pl.OrderAck.GetOrderNumber())
 	case *eventv1.Event_Shipment:
-		put("shipment", p.Shipment.GetShipmentNumber())
-		put("order", p.Shipment.GetOrderNumber())
+		p("shipment", pl.Shipment.GetShipmentNumber())
+		p("order", pl.Shipment.GetOrderNumber())
 	case *eventv1.Event_Invoice:
-		put("invoice", p.Invoice.GetInvoiceNumber())
-		put("order", p.Invoice.GetOrderNumber())
+		p("invoice", pl.Invoice.GetInvoiceNumber())
+		p("order", pl.Invoice.GetOrderNumber())
 	case *eventv1.Event_SalesReturn:
-		put("return", p.SalesReturn.GetReturnNumber())
-		put("order", p.SalesReturn.GetOrderNumber())
+		p("return", pl.SalesReturn.GetReturnNumber())
+		p("order", pl.SalesReturn.GetOrderNumber())
 	}
-	return k
 }
 
 // Normalize fills what a publisher may leave out: the type from the payload and the
@@ -103,14 +108,14 @@ func Normalize(ev *eventv1.Event) {
 	if ev.Type == "" {
 		ev.Type = TypeOf(ev)
 	}
-	for k, v := range DefaultKeys(ev) {
+	eachDefaultKey(ev, func(k, v string) {
 		if ev.Keys == nil {
 			ev.Keys = map[string]string{}
 		}
 		if _, ok := ev.Keys[k]; !ok {
 			ev.Keys[k] = v
 		}
-	}
+	})
 }
 
 // Validate checks an event before it is accepted. Errors wrap ErrInvalid and name the
