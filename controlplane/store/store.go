@@ -171,7 +171,16 @@ func Open(cfg Config) (*Store, error) {
 		s.closeStorage()
 		return nil, err
 	}
-	s.raft, err = raft.NewRaft(rc, f, s.wal, s.wal, s.snaps, s.trans)
+	// The newest entries stay in memory: a follower applies what it just stored and
+	// the leader replicates what it just appended, without reading raft-wal back (about
+	// 2% of each node's CPU under ingest). Entries are batches of up to 4 MiB.
+	logs, err := raft.NewLogCache(logCacheEntries, s.wal)
+	if err != nil {
+		s.trans.(io.Closer).Close()
+		s.closeStorage()
+		return nil, fmt.Errorf("store: raft log cache: %w", err)
+	}
+	s.raft, err = raft.NewRaft(rc, f, logs, s.wal, s.snaps, s.trans)
 	if err != nil {
 		s.trans.(io.Closer).Close()
 		s.closeStorage()
@@ -220,6 +229,9 @@ func (s *Store) catchUpFromSnapshot() error {
 	}
 	return nil
 }
+
+// logCacheEntries is how many of the newest raft entries are kept in memory.
+const logCacheEntries = 32
 
 // PeersFile is the manual recovery file: when <data-dir>/raft/peers.json exists at
 // start, the node rewrites its raft configuration to the servers it lists (hashicorp
