@@ -101,3 +101,29 @@ func appendIngestEvent(payload, raw []byte) []byte {
 	payload = protowire.AppendTag(payload, 2, protowire.BytesType)
 	return protowire.AppendBytes(payload, raw)
 }
+
+// sentEventLen returns the encoded length of the event in raw[i], an encoded uplink
+// OutboxEvent (the sum over its event fields, which proto merges); ok is false when raw
+// is nil.
+func sentEventLen(raw [][]byte, i int) (n int, ok bool) {
+	if raw == nil {
+		return 0, false
+	}
+	v := raw[i]
+	for len(v) > 0 {
+		num, typ, m := protowire.ConsumeTag(v)
+		if m < 0 {
+			return 0, false
+		}
+		l := protowire.ConsumeFieldValue(num, typ, v[m:])
+		if l < 0 {
+			return 0, false
+		}
+		if num == 2 && typ == protowire.BytesType {
+			b, _ := protowire.ConsumeBytes(v[m:])
+			n += len(b)
+		}
+		v = v[m+l:]
+	}
+	return n, true
+}

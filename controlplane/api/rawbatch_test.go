@@ -2,12 +2,14 @@ package api
 
 import (
 	"fmt"
+	"strings"
 	"testing"
 	"time"
 
 	"google.golang.org/protobuf/encoding/protowire"
 	"google.golang.org/protobuf/proto"
 
+	"github.com/crossdock/crossdock/internal/canonical"
 	"github.com/crossdock/crossdock/internal/sample"
 	storev1 "github.com/crossdock/crossdock/proto/gen/crossdock/store/v1"
 	uplinkv1 "github.com/crossdock/crossdock/proto/gen/crossdock/uplink/v1"
@@ -145,4 +147,45 @@ func FuzzUplinkCodec(f *testing.F) {
 			t.Fatalf("payload decodes to\n%v\nwant\n%v", &got, cmd)
 		}
 	})
+}
+
+// TestSizeCheckedAsSent: the leader refuses an event over canonical.MaxEventBytes and
+// accepts one at the limit, the same whether it measures the bytes the agent sent or
+// encodes the event itself.
+func TestSizeCheckedAsSent(t *testing.T) {
+	const agent = "agent-1"
+	for _, extra := range []int{0, 1} {
+		req := testBatch(agent, 2)
+		ev := req.GetBatch().GetEvents()[1].GetEvent()
+		ev.GetInventoryLevel().UnitOfMeasure = ""
+		for proto.Size(ev) < canonical.MaxEventBytes+extra {
+			ev.GetInventoryLevel().UnitOfMeasure += strings.Repeat("x", max(1, (canonical.MaxEventBytes+extra-proto.Size(ev))/2))
+		}
+		if got := proto.Size(ev); got != canonical.MaxEventBytes+extra {
+			t.Fatalf("built an event of %d bytes, want %d", got, canonical.MaxEventBytes+extra)
+		}
+		data, err := proto.Marshal(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, codec := range []string{"uplink", "plain"} {
+			var got uplinkv1.StreamRequest
+			if codec == "uplink" {
+				err = (UplinkCodec{}).Unmarshal(data, &got)
+			} else {
+				err = proto.Unmarshal(data, &got)
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			next := uint64(0)
+			_, payload, err := validateBatch(agent, got.GetBatch(), &next)
+			if (payload != nil) != (codec == "uplink" && extra == 0) {
+				t.Fatalf("%s codec, +%d: raw payload %v", codec, extra, payload != nil)
+			}
+			if (err != nil) != (extra > 0) {
+				t.Fatalf("%s codec, event of MaxEventBytes+%d: err = %v", codec, extra, err)
+			}
+		}
+	}
 }

@@ -11,6 +11,7 @@ import (
 	"connectrpc.com/connect"
 	"github.com/hashicorp/raft"
 	"google.golang.org/protobuf/encoding/protowire"
+	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/crossdock/crossdock/controlplane/ledger"
@@ -407,7 +408,17 @@ func validateBatch(agentID string, batch *uplinkv1.Batch, next *uint64) (cmd *st
 		if ev.GetId() == "" {
 			return nil, nil, fmt.Errorf("events[%d] (seq %d): id is required", i, oe.GetSeq())
 		}
-		if err := canonical.Validate(ev); err != nil {
+		// The size checked is the event's encoding as sent when the codec kept it (what
+		// the agent checked and what the ledger stores), else as encoded here.
+		err := canonical.ValidateFields(ev)
+		if err == nil {
+			if n, ok := sentEventLen(raw, i); ok {
+				err = canonical.CheckSize(n)
+			} else {
+				err = canonical.CheckSize(proto.Size(ev))
+			}
+		}
+		if err != nil {
 			return nil, nil, fmt.Errorf("events[%d] (seq %d): %w", i, oe.GetSeq(), err)
 		}
 		if a := ev.GetSource().GetAgent(); a != agentID {
