@@ -6,6 +6,7 @@ import (
 	"encoding/binary"
 	"encoding/hex"
 	"fmt"
+	"maps"
 	"slices"
 
 	"github.com/dgraph-io/badger/v4"
@@ -387,26 +388,45 @@ func (l *Ledger) getProto(k []byte, m proto.Message) (bool, error) {
 }
 
 // Hash is the hex SHA-256 of every key and value in key order (the same framing as a
-// snapshot's records). Two replicas that applied the same log have the same Hash.
+// snapshot's records), then of the pending key index lists (postings), which every
+// replica at the same applied index holds too. Two replicas that applied the same log
+// have the same Hash.
 func (l *Ledger) Hash() (string, error) {
 	h := sha256.New()
-	err := l.view(func(txn *badger.Txn) error {
-		it := txn.NewIterator(badger.DefaultIteratorOptions)
-		defer it.Close()
-		var buf bytes.Buffer
-		for it.Rewind(); it.Valid(); it.Next() {
-			v, err := it.Item().ValueCopy(nil)
-			if err != nil {
-				return err
-			}
-			buf.Reset()
-			appendRecord(&buf, it.Item().Key(), v)
-			h.Write(buf.Bytes())
-		}
-		return nil
-	})
+	hd, err := l.acquire()
 	if err != nil {
 		return "", fmt.Errorf("ledger: hash: %w", err)
+	}
+	defer l.release(hd)
+	hd.post.mu.RLock()
+	txn := hd.db.NewTransaction(false)
+	pending := make(map[string][]uint64, len(hd.post.lists))
+	for p, l := range hd.post.lists {
+		pending[p] = slices.Clone(l)
+	}
+	flushed := hd.post.flushed
+	hd.post.mu.RUnlock()
+	defer txn.Discard()
+
+	it := txn.NewIterator(badger.DefaultIteratorOptions)
+	defer it.Close()
+	var buf bytes.Buffer
+	for it.Rewind(); it.Valid(); it.Next() {
+		v, err := it.Item().ValueCopy(nil)
+		if err != nil {
+			return "", fmt.Errorf("ledger: hash: %w", err)
+		}
+		buf.Reset()
+		appendRecord(&buf, it.Item().Key(), v)
+		h.Write(buf.Bytes())
+	}
+	buf.Reset()
+	appendRecord(&buf, []byte("pending key index after"), u64(flushed))
+	h.Write(buf.Bytes())
+	for _, p := range slices.Sorted(maps.Keys(pending)) {
+		buf.Reset()
+		appendRecord(&buf, []byte(p), encodePosting(pending[p]))
+		h.Write(buf.Bytes())
 	}
 	return hex.EncodeToString(h.Sum(nil)), nil
 }
