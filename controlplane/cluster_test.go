@@ -14,6 +14,7 @@ import (
 	"github.com/crossdock/crossdock/agent"
 	"github.com/crossdock/crossdock/controlplane"
 	"github.com/crossdock/crossdock/controlplane/controlplanetest"
+	"github.com/crossdock/crossdock/controlplane/ledger"
 	"github.com/crossdock/crossdock/controlplane/store"
 	adminv1 "github.com/crossdock/crossdock/proto/gen/crossdock/admin/v1"
 	eventv1 "github.com/crossdock/crossdock/proto/gen/crossdock/event/v1"
@@ -216,8 +217,10 @@ func TestLaggingNodeCatchesUpBySnapshot(t *testing.T) {
 		}
 	}
 	c.Nodes[lag].Stop()
+	// 18,000 events: past one key index flush (16,384 seqs), so the snapshot holds
+	// flushed key index records and the node rebuilds the pending lists after it.
 	for i := range 60 {
-		if err := ingest(context.Background(), leader, "a1", 1+i*20, 20); err != nil {
+		if err := ingest(context.Background(), leader, "a1", 1+i*300, 300); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -233,8 +236,21 @@ func TestLaggingNodeCatchesUpBySnapshot(t *testing.T) {
 	}
 	n := c.Restart(lag)
 	c.WaitConverged()
-	if got := n.Store().Ledger().LastSeq(); got != 1200 {
-		t.Fatalf("restarted node has %d events, want 1200", got)
+	if got := n.Store().Ledger().LastSeq(); got != 18000 {
+		t.Fatalf("restarted node has %d events, want 18000", got)
+	}
+	// Listing by key on the restarted node finds every event of the key: i%13 == 5.
+	evs, _, err := n.Store().Ledger().ListEvents(ledger.Filter{Keys: map[string]string{"sku": "S5"}}, 1, 5000)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(evs) != 18000/13+1 {
+		t.Fatalf("restarted node lists %d events of sku S5, want %d", len(evs), 18000/13+1)
+	}
+	for _, ev := range evs {
+		if ev.GetEvent().GetKeys()["sku"] != "S5" {
+			t.Fatalf("listed %v for sku S5", ev.GetEvent().GetKeys())
+		}
 	}
 	if idx, _ := lastSnapshotIndex(n); idx == 0 {
 		t.Fatalf("the lagging node caught up without installing a snapshot: %v", n.Store().Raft().Stats())
