@@ -56,6 +56,8 @@ fuzz: ## Run each fuzzer briefly
 	$(GO) test -run '^$$' -fuzz FuzzRestore -fuzztime 20s ./controlplane/ledger/
 	$(GO) test -run '^$$' -fuzz FuzzParseIngestBatch -fuzztime 20s -test.fuzzminimizetime 5s ./controlplane/ledger/
 	$(GO) test -run '^$$' -fuzz FuzzDecodePosting -fuzztime 20s ./controlplane/ledger/
+	$(GO) test -run '^$$' -fuzz FuzzDecodeRunBlock -fuzztime 20s ./controlplane/ledger/
+	$(GO) test -run '^$$' -fuzz FuzzChunkEvent -fuzztime 20s ./controlplane/ledger/
 	$(GO) test -run '^$$' -fuzz FuzzUplinkCodec -fuzztime 20s ./controlplane/api/
 	$(GO) test -run '^$$' -fuzz FuzzMatchers -fuzztime 20s ./internal/canonical/
 	$(GO) test -run '^$$' -fuzz FuzzReadEvents -fuzztime 20s ./cmd/crossdock/

@@ -69,7 +69,7 @@ type applyTxn struct {
 	entries    int
 	newEvents  bool // wake Changed waiters after commit
 	lastSeq    uint64
-	ids        *idFilter // never nil
+	ids        *idFilter // the ledger-wide id filter; never nil
 	idsFull    bool      // ids holds more than it was sized for: rebuild it larger
 	post       *postingAdds
 	postFlush  bool // the key index lists were flushed through lastSeq
@@ -181,7 +181,7 @@ func (l *Ledger) Apply(index uint64, appendedAt time.Time, cmd *storev1.Command)
 		return nil, fmt.Errorf("%w: %d (entry %d); this node is older than the leader", ErrUnknownCommand, cmd.GetType(), index)
 	}
 
-	tx := &applyTxn{txn: h.db.NewTransaction(true), logger: l.logger, appendedAt: appendedAt.UTC(), lastSeq: l.lastSeq.Load(), ids: l.ids.Load(),
+	tx := &applyTxn{txn: h.db.NewTransaction(true), logger: l.logger, appendedAt: appendedAt.UTC(), lastSeq: l.lastSeq.Load(), ids: h.post.filter,
 		post: &postingAdds{pend: h.post}}
 	defer tx.txn.Discard()
 	var res any
@@ -208,8 +208,17 @@ func (l *Ledger) Apply(index uint64, appendedAt time.Time, cmd *storev1.Command)
 	}
 	l.lastSeq.Store(tx.lastSeq)
 	l.applied.Store(index)
-	if tx.idsFull && l.ids.Load() == tx.ids {
-		l.startFilter(h, 4*tx.ids.capacity)
+	if tx.idsFull {
+		// The filter holds more ids than it was sized for (more false positives):
+		// build it again, four times larger. Apply waits: it reads every run.
+		f, err := buildFilter(h.db, h.post, 4*tx.ids.capacity)
+		if err != nil {
+			return nil, err
+		}
+		h.post.mu.Lock()
+		h.post.filter = f
+		h.post.mu.Unlock()
+		l.logger.Info("ledger: id filter rebuilt larger", "capacity", f.capacity)
 	}
 	if tx.newEvents {
 		l.notify()

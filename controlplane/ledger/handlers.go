@@ -29,8 +29,8 @@ func applyIngestBatch(tx *applyTxn, cmd *storev1.Command) (any, error) {
 		return nil, fmt.Errorf("ledger: decode %s payload: %w", cmd.GetType(), err)
 	}
 	res := &storev1.IngestResult{}
-	// Keep room for flushing the key index lists in this transaction.
-	tx.charge(len(tx.post.pend.lists), tx.post.pend.size)
+	// Keep room for flushing the key index lists and pending ids in this transaction.
+	tx.charge(len(tx.post.pend.lists)+len(tx.post.pend.ids), tx.post.pend.size+tx.post.pend.idSize)
 	if agent == "" || len(agent) > maxKeyPart {
 		res.LastLedgerSeq = tx.lastSeq
 		return res, nil
@@ -52,10 +52,10 @@ func applyIngestBatch(tx *applyTxn, cmd *storev1.Command) (any, error) {
 		if !dup && ik != nil {
 			if _, seen := inBatch[string(ik)]; seen {
 				dup = true
-			} else if !tx.ids.absent(ik) { // the filter cannot rule it out: read the index
-				_, ok, err := getValue(tx.txn, ik)
+			} else {
+				_, ok, err := tx.post.pend.idSeq(tx.txn, ik)
 				if err != nil {
-					return nil, fmt.Errorf("ledger: read id index: %w", err)
+					return nil, fmt.Errorf("ledger: look up event id: %w", err)
 				}
 				dup = ok
 			}
@@ -75,6 +75,7 @@ func applyIngestBatch(tx *applyTxn, cmd *storev1.Command) (any, error) {
 		}
 		if ik != nil {
 			inBatch[string(ik)] = struct{}{}
+			tx.post.addID(ik, seq)
 			if tx.ids.add(ik) {
 				tx.idsFull = true
 			}

@@ -1,6 +1,7 @@
 package ledger
 
 import (
+	"fmt"
 	"hash/maphash"
 	"math/bits"
 	"sync"
@@ -8,13 +9,13 @@ import (
 	"github.com/dgraph-io/badger/v4"
 )
 
-// idFilter is an in-memory Bloom filter over the id index keys of the ledger. Apply asks
-// it before reading the id index: "absent" is certain, so a new event (almost every
-// event) skips a Badger read, which was a fifth of a replica's CPU under ingest. It is
-// built in the background from the id index after Open and Restore, and rebuilt larger
-// when it fills; until it is ready Apply reads the index for every event. A filter never
-// changes a result, only how it is computed, so replicas with filters in different
-// states stay identical.
+// idFilter is an in-memory Bloom filter over id keys. The ledger keeps one over every
+// id it holds (postings.filter), which Apply asks first: "absent" is certain, so a new
+// event (almost every event) skips the id lookup. Each id run has one over its own ids
+// (idruns.go), so a lookup reads only the runs that may hold the id. Filters are built
+// when the database is opened or restored, and the ledger-wide one again, larger, when
+// it fills. A filter never changes a result, only how it is computed, so replicas with
+// filters in different states stay identical.
 //
 // It is a blocked Bloom filter: every key sets filterHashes bits in one 512-bit block,
 // so a lookup touches one cache line. With filterBitsPerID bits per id the false
@@ -25,7 +26,6 @@ type idFilter struct {
 	blocks   [][8]uint64
 	n        int // keys added
 	capacity int // keys it was sized for
-	ready    bool
 }
 
 const (
@@ -37,8 +37,13 @@ const (
 // can make filters fill up).
 var filterMinCapacity = 1 << 22
 
-func newIDFilter(capacity int) *idFilter {
-	capacity = max(capacity, filterMinCapacity)
+// newIDFilter returns the ledger-wide filter, sized for at least filterMinCapacity ids.
+func newIDFilter(capacity int) *idFilter { return newFilter(max(capacity, filterMinCapacity)) }
+
+// newRunFilter returns the filter of a run of n ids.
+func newRunFilter(n int) *idFilter { return newFilter(max(n, 1)) }
+
+func newFilter(capacity int) *idFilter {
 	nb := max(1, capacity*filterBitsPerID/512)
 	nb = 1 << bits.Len(uint(nb-1)) // a power of two
 	return &idFilter{seed: maphash.MakeSeed(), blocks: make([][8]uint64, nb), capacity: capacity}
@@ -67,7 +72,7 @@ func (f *idFilter) probe(k []byte, set bool) bool {
 func (f *idFilter) absent(k []byte) bool {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	return f.ready && !f.probe(k, false)
+	return !f.probe(k, false)
 }
 
 // add records k; full is true when the filter holds more keys than it was sized for.
@@ -79,83 +84,19 @@ func (f *idFilter) add(k []byte) (full bool) {
 	return f.n > f.capacity
 }
 
-func (f *idFilter) isReady() bool {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	return f.ready
-}
-
-// startFilter installs a new, empty filter for h and builds it in the background from
-// h's id index. Ids Apply commits from now on are added by Apply; the builder reads a
-// snapshot taken after the install, so together they cover every id. The caller holds
-// applyMu (or is Open, before anyone else has the ledger).
-func (l *Ledger) startFilter(h *handle, capacity int) {
+// buildFilter builds the ledger-wide filter of db for capacity ids: the ids of its runs
+// and the pending ids of p. The runs' own filters are rebuilt with it.
+func buildFilter(db *badger.DB, p *postings, capacity int) (*idFilter, error) {
 	f := newIDFilter(capacity)
-	l.ids.Store(f)
-	l.mu.Lock()
-	if l.closed || h.retired {
-		l.mu.Unlock()
-		return
-	}
-	h.refs++
-	l.mu.Unlock()
-	go func() {
-		defer l.release(h)
-		if err := l.buildFilter(h, f); err != nil {
-			l.logger.Warn("ledger: id filter not built; every new event reads the id index", "err", err)
-		}
-	}()
-}
-
-// buildFilter adds every id index key of h to f and marks it ready. It gives up, leaving
-// f not ready, when h is replaced or the ledger closes.
-func (l *Ledger) buildFilter(h *handle, f *idFilter) error {
-	var batch [][]byte
-	flush := func() {
-		f.mu.Lock()
-		for _, k := range batch {
-			f.probe(k, true)
-		}
-		f.n += len(batch)
-		f.mu.Unlock()
-		batch = batch[:0]
-	}
-	stopped := func() bool {
-		l.mu.Lock()
-		defer l.mu.Unlock()
-		return l.closed || h.retired || l.ids.Load() != f
-	}
-	err := h.db.View(func(txn *badger.Txn) error {
-		for _, prefix := range [][]byte{prefixID, prefixLongID} {
-			opts := badger.DefaultIteratorOptions
-			opts.PrefetchValues = false
-			opts.Prefix = prefix
-			it := txn.NewIterator(opts)
-			for it.Rewind(); it.Valid(); it.Next() {
-				batch = append(batch, it.Item().KeyCopy(nil))
-				if len(batch) == 4096 {
-					flush()
-					if stopped() {
-						it.Close()
-						return nil
-					}
-				}
-			}
-			it.Close()
-		}
-		flush()
-		return nil
+	err := db.View(func(txn *badger.Txn) error {
+		_, err := loadRuns(txn, func(k []byte) { f.add(k) })
+		return err
 	})
 	if err != nil {
-		return err
+		return nil, fmt.Errorf("ledger: build id filter: %w", err)
 	}
-	if stopped() {
-		return nil
+	for k := range p.ids {
+		f.add([]byte(k))
 	}
-	f.mu.Lock()
-	f.ready = true
-	n := f.n
-	f.mu.Unlock()
-	l.logger.Debug("ledger: id filter ready", "ids", n, "capacity", f.capacity)
-	return nil
+	return f, nil
 }

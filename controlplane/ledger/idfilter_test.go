@@ -4,15 +4,12 @@ import (
 	"bytes"
 	"fmt"
 	"testing"
-	"time"
 
-	"github.com/crossdock/crossdock/internal/testutil"
 	storev1 "github.com/crossdock/crossdock/proto/gen/crossdock/store/v1"
 )
 
 func TestIDFilterHasNoFalseNegatives(t *testing.T) {
 	f := newIDFilter(0)
-	f.ready = true
 	const n = 200_000
 	for i := range n {
 		f.add(fmt.Appendf(nil, "i/agent/%d", i))
@@ -33,18 +30,10 @@ func TestIDFilterHasNoFalseNegatives(t *testing.T) {
 	if rate := float64(fp) / n; rate > 0.01 {
 		t.Fatalf("false positive rate %.4f with the filter at 5%% of capacity", rate)
 	}
-	if newIDFilter(0).absent([]byte("x")) {
-		t.Fatal("a filter that is not built claims a key is absent")
-	}
 }
 
-func waitFilterReady(t *testing.T, l *Ledger) {
-	t.Helper()
-	testutil.WaitFor(t, 10*time.Second, "id filter built", func() bool { return l.ids.Load().isReady() })
-}
-
-// TestDedupByIDWithFilter checks id dedup while the filter is being built, once it is
-// ready, after it filled up and was rebuilt larger, after a reopen and after a restore.
+// TestDedupByIDWithFilter checks id dedup after the filter filled up and was rebuilt
+// larger, after a reopen and after a restore.
 func TestDedupByIDWithFilter(t *testing.T) {
 	old := filterMinCapacity
 	filterMinCapacity = 64 // fill it quickly
@@ -68,11 +57,10 @@ func TestDedupByIDWithFilter(t *testing.T) {
 	for i := 0; i < 300; i += 50 {
 		wantResult(t, lg.ingest(l, "a1", batch(i, 50)...), uint64(i+50), 50, 0, uint64(i+50))
 	}
-	f := l.ids.Load()
+	f := l.cur.post.filter
 	if f.capacity <= 64 {
 		t.Fatalf("filter capacity %d after 300 ids; it was not rebuilt larger", f.capacity)
 	}
-	waitFilterReady(t, l)
 	res := lg.ingest(l, "a2", batch(0, 300)...)
 	if res.GetCommitted() != 0 || res.GetDuplicates() != 300 {
 		t.Fatalf("same ids from a second agent: %v, want 300 duplicates", res)
@@ -87,7 +75,7 @@ func TestDedupByIDWithFilter(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	// Reopen: duplicates are caught before and after the filter is built.
+	// Reopen: duplicates are still caught.
 	l, err = Open(Options{Dir: dir})
 	if err != nil {
 		t.Fatal(err)
@@ -98,18 +86,16 @@ func TestDedupByIDWithFilter(t *testing.T) {
 	}
 	lg2 := &raftLog{t: t, cmds: lg.cmds}
 	res = lg2.ingest(l, "a3", batch(0, 150)...)
-	waitFilterReady(t, l)
 	res2 := lg2.ingest(l, "a3", append(batch(150, 150), agentEvent(400, "fresh-1"))...)
 	if res.GetDuplicates()+res2.GetDuplicates() != 301 || res.GetCommitted()+res2.GetCommitted() != 0 {
 		t.Fatalf("after reopen: %v then %v, want 301 duplicates", res, res2)
 	}
 
-	// Restore into a fresh ledger: its filter is rebuilt from the restored index.
+	// Restore into a fresh ledger: its filter is rebuilt from the restored ids.
 	cp := newLedger(t, false)
 	if err := cp.Restore(bytes.NewReader(stream)); err != nil {
 		t.Fatal(err)
 	}
-	waitFilterReady(t, cp)
 	lg3 := &raftLog{t: t, cmds: lg.cmds}
 	if res := lg3.ingest(cp, "a4", batch(0, 300)...); res.GetDuplicates() != 300 {
 		t.Fatalf("after restore: %v, want 300 duplicates", res)

@@ -86,7 +86,6 @@ type Ledger struct {
 	applied atomic.Uint64 // cache of m/applied in cur
 	lastSeq atomic.Uint64 // cache of m/seq in cur
 
-	ids atomic.Pointer[idFilter] // Bloom filter over cur's id index (idfilter.go)
 }
 
 // handle is one Badger database. Restore replaces the current handle; the old one is
@@ -139,7 +138,6 @@ func Open(opts Options) (*Ledger, error) {
 		l.closeHandle(h)
 		return nil, err
 	}
-	l.startFilter(h, int(2*l.lastSeq.Load()))
 	return l, nil
 }
 

@@ -26,7 +26,7 @@ const (
 	// ledgerFormat is the layout version in m/format. Earlier builds' layouts are not
 	// read by this build: 1 kept one record per event, 2 one key index record per key
 	// per chunk.
-	ledgerFormat = 3
+	ledgerFormat = 4
 	// chunkMaxEvents and chunkTargetBytes close a chunk: a chunk never holds more
 	// events, and an event that would take it past chunkTargetBytes starts a new one. A
 	// chunk's record is at most MaxEventBytes (one large event alone).
@@ -65,8 +65,9 @@ func (w *chunkWriter) header(first uint64) ([]byte, error) {
 	return b, nil
 }
 
-// add commits event ie as seq with its id index key idk (nil: not indexed). It returns
-// false, writing nothing, when the event does not fit: the batch stops before it.
+// add commits event ie as seq; idk is its id key (nil: not indexed), charged here for
+// the id run that will hold it (the caller records it). It returns false, writing
+// nothing, when the event does not fit: the batch stops before it.
 func (w *chunkWriter) add(seq uint64, ie *ingestEvent, idk []byte) (bool, error) {
 	raw := ie.raw
 	framed := framedSize(raw)
@@ -119,8 +120,9 @@ func (w *chunkWriter) add(seq uint64, ie *ingestEvent, idk []byte) (bool, error)
 		size += s
 	}
 	if idk != nil {
-		entries++
-		size += len(idk) + 16
+		e, s := idCost(idk)
+		entries += e
+		size += s
 	}
 	if w.n == 0 {
 		entries++
@@ -135,11 +137,6 @@ func (w *chunkWriter) add(seq uint64, ie *ingestEvent, idk []byte) (bool, error)
 		w.first = first
 		w.buf = hdr
 		w.indexed = make(map[string]struct{})
-	}
-	if idk != nil {
-		if err := w.tx.put(idk, append(u64(seq), u64(first)...)); err != nil {
-			return false, err
-		}
 	}
 	if newType != nil {
 		w.indexed[string(newType)] = struct{}{}
@@ -279,15 +276,73 @@ func readChunk(txn *badger.Txn, first uint64) (*storev1.LogChunk, bool, error) {
 	return c, err == nil, err
 }
 
-// eventAt returns the event with seq; ok is false if the log does not hold it.
+// eventAt returns the event with seq; ok is false if the log does not hold it. It
+// decodes only that event of its chunk.
 func eventAt(txn *badger.Txn, seq uint64) (*eventv1.CommittedEvent, bool, error) {
-	first, err := chunkStart(txn, seq)
+	it := txn.NewIterator(badger.IteratorOptions{Reverse: true, Prefix: prefixLog})
+	defer it.Close()
+	it.Seek(logKey(seq))
+	if !it.ValidForPrefix(prefixLog) {
+		return nil, false, nil
+	}
+	first := seqSuffix(it.Item().Key())
+	var (
+		c  *storev1.LogChunk
+		ok bool
+	)
+	err := it.Item().Value(func(v []byte) error {
+		var err error
+		c, ok, err = chunkEvent(v, seq-first)
+		return err
+	})
 	if err != nil {
+		return nil, false, fmt.Errorf("ledger: log chunk %d: %w", first, err)
+	}
+	if !ok {
+		return nil, false, nil
+	}
+	if c.GetFirstSeq() != first {
+		return nil, false, fmt.Errorf("ledger: log chunk under seq %d says it starts at %d", first, c.GetFirstSeq())
+	}
+	ev := committed(c, 0)
+	ev.Seq = seq
+	return ev, true, nil
+}
+
+// chunkEvent decodes an encoded LogChunk with only its i-th event (ok is false if it
+// has no such event).
+func chunkEvent(v []byte, i uint64) (*storev1.LogChunk, bool, error) {
+	var (
+		b     []byte
+		n     uint64
+		found bool
+	)
+	for p := v; len(p) > 0; {
+		num, typ, m := protowire.ConsumeTag(p)
+		if m < 0 {
+			return nil, false, protowire.ParseError(m)
+		}
+		l := protowire.ConsumeFieldValue(num, typ, p[m:])
+		if l < 0 {
+			return nil, false, protowire.ParseError(l)
+		}
+		field := p[:m+l]
+		p = p[m+l:]
+		if num == logChunkEventsField && typ == protowire.BytesType {
+			if n == i {
+				b, found = append(b, field...), true
+			}
+			n++
+			continue
+		}
+		b = append(b, field...)
+	}
+	if !found {
+		return nil, false, nil
+	}
+	c := &storev1.LogChunk{}
+	if err := proto.Unmarshal(b, c); err != nil {
 		return nil, false, err
 	}
-	c, ok, err := readChunk(txn, first)
-	if err != nil || !ok {
-		return nil, false, err
-	}
-	return committed(c, int(seq-first)), true, nil
+	return c, true, nil
 }

@@ -36,15 +36,35 @@ var keyKeyFlushed = []byte("m/kflush") // u64BE: the k/ records cover every chun
 // and holds mu while it commits and folds its additions in, so that a reader that takes
 // mu.RLock around opening its Badger transaction and copying lists sees the lists that
 // belong to that transaction's state.
+//
+// It holds the unflushed part of the id index too (idruns.go): the ids committed since
+// m/kflush, the in-memory part of every run, and the ledger-wide id filter.
 type postings struct {
 	mu      sync.RWMutex
 	lists   map[string][]uint64 // key index prefix -> chunk first seqs, ascending
 	flushed uint64              // m/kflush
 	size    int                 // bytes of the records a flush would write, keys + values
+
+	ids    map[string]uint64 // id key -> seq, for the events after m/kflush
+	idSize int               // what writing ids in a run costs (idCost)
+	runs   []*idRun          // ascending
+	filter *idFilter         // over every id key: the runs' and ids
 }
 
 func newPostings(flushed uint64) *postings {
-	return &postings{lists: make(map[string][]uint64), flushed: flushed}
+	return &postings{lists: make(map[string][]uint64), flushed: flushed, ids: make(map[string]uint64)}
+}
+
+// idSeq returns the seq of the event with id key k, looking at the pending ids and then
+// the runs; the filter is asked first. Call with mu held, or from Apply.
+func (p *postings) idSeq(txn *badger.Txn, k []byte) (uint64, bool, error) {
+	if s, ok := p.ids[string(k)]; ok {
+		return s, true, nil
+	}
+	if p.filter.absent(k) {
+		return 0, false, nil
+	}
+	return lookupRuns(txn, p.runs, k)
 }
 
 // last returns the last chunk listed for prefix p, 0 if none.
@@ -71,6 +91,20 @@ type postingAdds struct {
 	lists map[string][]uint64
 	keys  int // prefixes new to pend
 	size  int
+
+	ids    map[string]uint64 // id key -> seq, committed by this Apply
+	idSize int
+	run    *idRun // the run a flush wrote
+}
+
+// addID records that the event with id key k got seq; the caller charged idCost(k).
+func (a *postingAdds) addID(k []byte, seq uint64) {
+	if a.ids == nil {
+		a.ids = make(map[string]uint64)
+	}
+	a.ids[string(k)] = seq
+	_, size := idCost(k)
+	a.idSize += size
 }
 
 // cost returns the entries and bytes adding chunk first to prefix p would add to a
@@ -104,7 +138,7 @@ func (a *postingAdds) add(p []byte, first uint64, entries, size int) {
 // due reports whether Apply must flush after an entry whose last seq is lastSeq.
 func (a *postingAdds) due(lastSeq uint64) bool {
 	return len(a.pend.lists)+a.keys >= flushKeys || a.pend.size+a.size >= flushBytes ||
-		lastSeq-a.pend.flushed >= flushSeqs
+		a.pend.idSize+a.idSize >= flushIDBytes || lastSeq-a.pend.flushed >= flushSeqs
 }
 
 // flush writes every pending and added list as k/ records and moves m/kflush to
@@ -125,6 +159,12 @@ func (a *postingAdds) flush(tx *applyTxn, lastSeq uint64) error {
 			}
 		}
 	}
+	if len(a.pend.ids)+len(a.ids) > 0 {
+		var err error
+		if a.run, err = writeRun(tx, lastSeq, a.pend.ids, a.ids); err != nil {
+			return err
+		}
+	}
 	return tx.set(keyKeyFlushed, u64(lastSeq))
 }
 
@@ -134,12 +174,20 @@ func (a *postingAdds) commit(flushed bool, lastSeq uint64) {
 	p := a.pend
 	if flushed {
 		p.lists, p.flushed, p.size = make(map[string][]uint64), lastSeq, 0
+		p.ids, p.idSize = make(map[string]uint64), 0
+		if a.run != nil {
+			p.runs = append(p.runs, a.run)
+		}
 		return
 	}
 	for k, l := range a.lists {
 		p.lists[k] = append(p.lists[k], l...)
 	}
 	p.size += a.size
+	for k, s := range a.ids {
+		p.ids[k] = s
+	}
+	p.idSize += a.idSize
 }
 
 // encodePosting encodes an ascending list of chunk seqs: the first as a uvarint, then
@@ -183,7 +231,8 @@ func uvarintLen(v uint64) int {
 	return n
 }
 
-// loadPostings rebuilds the pending lists of db from the chunks after m/kflush.
+// loadPostings rebuilds the in-memory state of db: the pending key index lists and ids
+// from the chunks after m/kflush, the runs' parts, and the id filter.
 func loadPostings(db *badger.DB) (*postings, error) {
 	var p *postings
 	err := db.View(func(txn *badger.Txn) error {
@@ -191,14 +240,27 @@ func loadPostings(db *badger.DB) (*postings, error) {
 		if err != nil {
 			return err
 		}
+		last, err := getU64(txn, keySeq)
+		if err != nil {
+			return err
+		}
 		p = newPostings(flushed)
+		p.filter = newIDFilter(int(2 * last))
+		if p.runs, err = loadRuns(txn, func(k []byte) { p.filter.add(k) }); err != nil {
+			return err
+		}
 		a := &postingAdds{pend: p}
 		var keys []kv
 		err = scanLog(txn, flushed+1, func(c *storev1.LogChunk) bool {
 			first := c.GetFirstSeq()
-			for _, ae := range c.GetEvents() {
+			for i, ae := range c.GetEvents() {
+				ev := ae.GetEvent()
+				if k := idKey(ev.GetId()); k != nil {
+					a.addID(k, first+uint64(i))
+					p.filter.add(k)
+				}
 				keys = keys[:0]
-				for name, value := range ae.GetEvent().GetKeys() {
+				for name, value := range ev.GetKeys() {
 					keys = append(keys, kv{name, value})
 				}
 				for _, e := range indexedKeys(keys) {
@@ -218,7 +280,7 @@ func loadPostings(db *badger.DB) (*postings, error) {
 		return nil
 	})
 	if err != nil {
-		return nil, fmt.Errorf("ledger: rebuild key index lists: %w", err)
+		return nil, fmt.Errorf("ledger: rebuild key and id index state: %w", err)
 	}
 	return p, nil
 }

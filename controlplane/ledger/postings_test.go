@@ -287,22 +287,30 @@ func TestKeyIndexReadsDuringFlushes(t *testing.T) {
 }
 
 // TestMaxBatchFitsWholeWithPendingLists: the largest canonical batch commits whole even
-// when the pending lists are just under the flush thresholds, so its transaction also
-// flushes them.
+// when the pending key index lists and ids are just under their flush thresholds, so
+// its transaction also flushes them.
 func TestMaxBatchFitsWholeWithPendingLists(t *testing.T) {
 	l := newLedger(t, false)
-	k := newKeyLog(t)
-	// 16,000 distinct keys of ~120 bytes: close to flushKeys and flushBytes at once.
-	k.add(16000, 4000, func(i uint64) []string {
-		return []string{"note", fmt.Sprintf("%08d-%s", i, strings.Repeat("n", 100))}
-	}, l)
-	p := l.cur.post
-	if len(p.lists) < 15900 || p.size < flushBytes*9/10 || p.flushed != 0 {
-		t.Fatalf("pending lists not near the thresholds: %d keys, %d bytes, m/kflush %d", len(p.lists), p.size, p.flushed)
+	lg := &raftLog{t: t}
+	// 7,300 events with 128-byte ids and two distinct 100-byte keys each: close to
+	// flushIDBytes, flushBytes and (less so) flushKeys at once.
+	const n = 7300
+	var evs []*storev1.AgentEvent
+	for i := range n {
+		ae := agentEvent(uint64(i+1), fmt.Sprintf("%0128d", 1_000_000+i),
+			"note", fmt.Sprintf("%08d-%s", i, strings.Repeat("n", 91)), "memo", fmt.Sprintf("%08d-%s", i, strings.Repeat("m", 91)))
+		evs = append(evs, ae)
 	}
-	lg := &k.lg
-	res := lg.ingest(l, "a1", maxBatch(t, 16001)...)
-	wantResult(t, res, 16000+MaxBatchEvents, MaxBatchEvents, 0, 16000+MaxBatchEvents)
+	for i := 0; i < n; i += 1000 {
+		lg.ingest(l, "a1", evs[i:min(i+1000, n)]...)
+	}
+	p := l.cur.post
+	if p.flushed != 0 || p.idSize < flushIDBytes*9/10 || p.size < flushBytes*8/10 || len(p.lists) < 14000 {
+		t.Fatalf("pending state not near the thresholds: %d ids (%d bytes), %d keys (%d bytes), m/kflush %d",
+			len(p.ids), p.idSize, len(p.lists), p.size, p.flushed)
+	}
+	res := lg.ingest(l, "a1", maxBatch(t, n+1)...)
+	wantResult(t, res, n+MaxBatchEvents, MaxBatchEvents, 0, n+MaxBatchEvents)
 	if _, flushed := keyRecords(t, l); flushed != l.LastSeq() {
 		t.Fatalf("m/kflush = %d, want the batch's last seq %d", flushed, l.LastSeq())
 	}

@@ -3,7 +3,6 @@ package ledger
 import (
 	"bytes"
 	"crypto/sha256"
-	"encoding/binary"
 	"encoding/hex"
 	"fmt"
 	"maps"
@@ -291,28 +290,26 @@ func (l *Ledger) EventByID(id string) (*eventv1.CommittedEvent, bool, error) {
 	if k == nil {
 		return nil, false, nil
 	}
-	var ev *eventv1.CommittedEvent
-	err := l.view(func(txn *badger.Txn) error {
-		v, ok, err := getValue(txn, k)
-		if err != nil || !ok {
-			return err
-		}
-		if len(v) != 16 {
-			return fmt.Errorf("ledger: id index of %q has %d bytes, want 16", id, len(v))
-		}
-		seq, first := binary.BigEndian.Uint64(v), binary.BigEndian.Uint64(v[8:])
-		c, ok, err := readChunk(txn, first)
-		if err != nil {
-			return err
-		}
-		if !ok || seq < first || seq-first >= uint64(len(c.GetEvents())) {
-			return fmt.Errorf("ledger: id index names seq %d in log chunk %d, which does not hold it", seq, first)
-		}
-		ev = committed(c, int(seq-first))
-		return nil
-	})
-	if err != nil || ev == nil {
+	h, err := l.acquire()
+	if err != nil {
 		return nil, false, err
+	}
+	defer l.release(h)
+	// The transaction and the in-memory id state are taken together (postings).
+	h.post.mu.RLock()
+	txn := h.db.NewTransaction(false)
+	defer txn.Discard()
+	seq, ok, err := h.post.idSeq(txn, k)
+	h.post.mu.RUnlock()
+	if err != nil || !ok {
+		return nil, false, err
+	}
+	ev, ok, err := eventAt(txn, seq)
+	if err != nil {
+		return nil, false, err
+	}
+	if !ok || ev.GetEvent().GetId() != id {
+		return nil, false, fmt.Errorf("ledger: id index names seq %d for %q, which the log does not hold", seq, id)
 	}
 	return ev, true, nil
 }
@@ -404,6 +401,7 @@ func (l *Ledger) Hash() (string, error) {
 	for p, l := range hd.post.lists {
 		pending[p] = slices.Clone(l)
 	}
+	pendingIDs := maps.Clone(hd.post.ids)
 	flushed := hd.post.flushed
 	hd.post.mu.RUnlock()
 	defer txn.Discard()
@@ -426,6 +424,11 @@ func (l *Ledger) Hash() (string, error) {
 	for _, p := range slices.Sorted(maps.Keys(pending)) {
 		buf.Reset()
 		appendRecord(&buf, []byte(p), encodePosting(pending[p]))
+		h.Write(buf.Bytes())
+	}
+	for _, k := range slices.Sorted(maps.Keys(pendingIDs)) {
+		buf.Reset()
+		appendRecord(&buf, []byte(k), u64(pendingIDs[k]))
 		h.Write(buf.Bytes())
 	}
 	return hex.EncodeToString(h.Sum(nil)), nil

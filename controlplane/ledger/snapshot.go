@@ -260,7 +260,6 @@ func (l *Ledger) Restore(r io.Reader) error {
 	if closeOld {
 		l.closeHandle(old)
 	}
-	l.startFilter(nh, int(2*seq))
 	l.notify()
 	l.logger.Info("ledger: restored snapshot", "applied_index", index, "last_seq", seq)
 	return nil

@@ -1,0 +1,232 @@
+package ledger
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"slices"
+	"sort"
+
+	"github.com/dgraph-io/badger/v4"
+)
+
+// The id index (layout 4, DESIGN.md "Id index") is written in runs: at each flush of the
+// key index lists (postings.go), the ids of the events since the previous flush are
+// written as one run, sorted, in blocks of runBlockIDs, with a directory of each
+// block's first id. Until then they are in memory (postings.ids). A run is never
+// rewritten. Writing one record per id instead cost one Badger memtable insert per
+// event on every replica, half of what the cluster did (docs/performance.md).
+//
+// Lookups go through the ledger-wide Bloom filter first (an id it rules out is new),
+// then the pending ids, then each run from the newest, skipping runs whose own filter
+// rules the id out. The filters and directories are in memory, built when the database
+// is opened or restored.
+
+var (
+	prefixRun    = []byte("r/")  // + u64BE(run) + u32BE(block) -> run block
+	prefixRunDir = []byte("rd/") // + u64BE(run) -> run directory
+)
+
+const (
+	// runBlockIDs is how many ids a run block holds.
+	runBlockIDs = 128
+	// flushIDBytes flushes the pending ids when what they would write reaches it.
+	flushIDBytes = 2 << 20
+)
+
+// idRun is the in-memory part of a run: its key, the first id key of each block, and a
+// filter over its ids. Immutable once built.
+type idRun struct {
+	last   uint64
+	firsts []string
+	filter *idFilter
+}
+
+// idCost is what id key k adds to the flush that writes it: charged as one write (which
+// over-counts the blocks) with room for its bytes in a block and in the directory.
+func idCost(k []byte) (entries, size int) { return 1, 2*len(k) + 24 }
+
+func runBlockKey(run uint64, block uint32) []byte {
+	return binary.BigEndian.AppendUint32(cat(prefixRun, u64(run)), block)
+}
+
+func runDirKey(run uint64) []byte { return cat(prefixRunDir, u64(run)) }
+
+// encodeRunBlock encodes ids (ascending) and their seqs: per id, uvarint length, the
+// id key, uvarint seq.
+func encodeRunBlock(keys []string, seqs map[string]uint64) []byte {
+	n := 0
+	for _, k := range keys {
+		n += len(k) + 12
+	}
+	b := make([]byte, 0, n)
+	for _, k := range keys {
+		b = binary.AppendUvarint(b, uint64(len(k)))
+		b = append(b, k...)
+		b = binary.AppendUvarint(b, seqs[k])
+	}
+	return b
+}
+
+var errRunRecord = errors.New("ledger: malformed id run record")
+
+// decodeRunBlock calls fn for each id key and seq of a block, in order, until fn
+// returns false.
+func decodeRunBlock(v []byte, fn func(k []byte, seq uint64) bool) error {
+	for len(v) > 0 {
+		l, n := binary.Uvarint(v)
+		if n <= 0 || l > uint64(len(v)-n) {
+			return errRunRecord
+		}
+		k := v[n : n+int(l)]
+		v = v[n+int(l):]
+		seq, m := binary.Uvarint(v)
+		if m <= 0 {
+			return errRunRecord
+		}
+		v = v[m:]
+		if !fn(k, seq) {
+			return nil
+		}
+	}
+	return nil
+}
+
+// encodeRunDir encodes the first id key of each block.
+func encodeRunDir(firsts []string) []byte {
+	var b []byte
+	for _, k := range firsts {
+		b = binary.AppendUvarint(b, uint64(len(k)))
+		b = append(b, k...)
+	}
+	return b
+}
+
+func decodeRunDir(v []byte) ([]string, error) {
+	var out []string
+	for len(v) > 0 {
+		l, n := binary.Uvarint(v)
+		if n <= 0 || l > uint64(len(v)-n) {
+			return nil, errRunRecord
+		}
+		out = append(out, string(v[n:n+int(l)]))
+		v = v[n+int(l):]
+	}
+	return out, nil
+}
+
+// writeRun writes the ids of pending and added (id key -> seq) as run last and returns
+// its in-memory part. The writes were charged as the ids were added (idCost).
+func writeRun(tx *applyTxn, last uint64, pending, added map[string]uint64) (*idRun, error) {
+	seqs := make(map[string]uint64, len(pending)+len(added))
+	for k, s := range pending {
+		seqs[k] = s
+	}
+	for k, s := range added {
+		seqs[k] = s
+	}
+	keys := make([]string, 0, len(seqs))
+	for k := range seqs {
+		keys = append(keys, k)
+	}
+	slices.Sort(keys)
+	r := &idRun{last: last, filter: newRunFilter(len(keys))}
+	for b := 0; b*runBlockIDs < len(keys); b++ {
+		blk := keys[b*runBlockIDs : min((b+1)*runBlockIDs, len(keys))]
+		r.firsts = append(r.firsts, blk[0])
+		if err := tx.put(runBlockKey(last, uint32(b)), encodeRunBlock(blk, seqs)); err != nil {
+			return nil, err
+		}
+	}
+	if err := tx.put(runDirKey(last), encodeRunDir(r.firsts)); err != nil {
+		return nil, err
+	}
+	for _, k := range keys {
+		r.filter.add([]byte(k))
+	}
+	return r, nil
+}
+
+// lookupRuns looks id key k up in runs, newest first.
+func lookupRuns(txn *badger.Txn, runs []*idRun, k []byte) (seq uint64, ok bool, err error) {
+	for i := len(runs) - 1; i >= 0; i-- {
+		r := runs[i]
+		if r.filter.absent(k) {
+			continue
+		}
+		// The block whose first id is the last one <= k.
+		b := sort.SearchStrings(r.firsts, string(k))
+		if b == len(r.firsts) || r.firsts[b] != string(k) {
+			b--
+		}
+		if b < 0 {
+			continue
+		}
+		v, found, err := getValue(txn, runBlockKey(r.last, uint32(b)))
+		if err != nil {
+			return 0, false, fmt.Errorf("ledger: read id run %d block %d: %w", r.last, b, err)
+		}
+		if !found {
+			return 0, false, fmt.Errorf("ledger: id run %d has no block %d", r.last, b)
+		}
+		err = decodeRunBlock(v, func(id []byte, s uint64) bool {
+			if string(id) == string(k) {
+				seq, ok = s, true
+			}
+			return !ok && string(id) < string(k)
+		})
+		if err != nil {
+			return 0, false, fmt.Errorf("ledger: id run %d block %d: %w", r.last, b, err)
+		}
+		if ok {
+			return seq, true, nil
+		}
+	}
+	return 0, false, nil
+}
+
+// loadRuns reads every run of the database: their in-memory parts, and each id key
+// passed to fn.
+func loadRuns(txn *badger.Txn, fn func(k []byte)) ([]*idRun, error) {
+	var runs []*idRun
+	opts := badger.DefaultIteratorOptions
+	opts.Prefix = prefixRunDir
+	it := txn.NewIterator(opts)
+	defer it.Close()
+	for it.Rewind(); it.Valid(); it.Next() {
+		key := it.Item().Key()
+		if len(key) != len(prefixRunDir)+8 {
+			return nil, fmt.Errorf("%w: directory key %q", errRunRecord, key)
+		}
+		r := &idRun{last: binary.BigEndian.Uint64(key[len(prefixRunDir):])}
+		err := it.Item().Value(func(v []byte) error {
+			var err error
+			r.firsts, err = decodeRunDir(v)
+			return err
+		})
+		if err != nil {
+			return nil, fmt.Errorf("ledger: id run %d directory: %w", r.last, err)
+		}
+		var ids [][]byte
+		for b := range r.firsts {
+			v, found, err := getValue(txn, runBlockKey(r.last, uint32(b)))
+			if err != nil || !found {
+				return nil, fmt.Errorf("ledger: id run %d block %d missing or unreadable: %v", r.last, b, err)
+			}
+			err = decodeRunBlock(v, func(k []byte, _ uint64) bool {
+				ids = append(ids, k)
+				return true
+			})
+			if err != nil {
+				return nil, fmt.Errorf("ledger: id run %d block %d: %w", r.last, b, err)
+			}
+		}
+		r.filter = newRunFilter(len(ids))
+		for _, k := range ids {
+			r.filter.add(k)
+			fn(k)
+		}
+		runs = append(runs, r)
+	}
+	return runs, nil
+}

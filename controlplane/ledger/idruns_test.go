@@ -1,0 +1,221 @@
+package ledger
+
+import (
+	"bytes"
+	"fmt"
+	"slices"
+	"sync"
+	"testing"
+
+	"github.com/dgraph-io/badger/v4"
+	"google.golang.org/protobuf/proto"
+
+	storev1 "github.com/crossdock/crossdock/proto/gen/crossdock/store/v1"
+)
+
+// countRuns counts the id runs stored in l.
+func countRuns(t *testing.T, l *Ledger) int {
+	t.Helper()
+	n := 0
+	err := l.view(func(txn *badger.Txn) error {
+		it := txn.NewIterator(badger.IteratorOptions{Prefix: prefixRunDir})
+		defer it.Close()
+		for it.Rewind(); it.Valid(); it.Next() {
+			n++
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return n
+}
+
+// checkIDs looks every event of k up by id in l, and a few ids that are not there.
+func checkIDs(t *testing.T, l *Ledger, k *keyLog) {
+	t.Helper()
+	for s := uint64(1); s <= k.seq; s++ {
+		ev, ok, err := l.EventByID(fmt.Sprintf("ev-%d", s))
+		if err != nil || !ok || ev.GetSeq() != s {
+			t.Fatalf("EventByID(ev-%d) = seq %d, %v, %v", s, ev.GetSeq(), ok, err)
+		}
+	}
+	for _, id := range []string{"ev-0", fmt.Sprintf("ev-%d", k.seq+1), "ev-", "zzz", ""} {
+		if _, ok, err := l.EventByID(id); ok || err != nil {
+			t.Fatalf("EventByID(%q) = %v, %v; want not found", id, ok, err)
+		}
+	}
+}
+
+// resend sends the ids of events 1..n again from agent, in batches: all must be
+// duplicates.
+func resend(t *testing.T, lg *raftLog, l *Ledger, agent string, n int) {
+	t.Helper()
+	for from := 1; from <= n; from += 1000 {
+		var evs []*storev1.AgentEvent
+		for s := from; s < from+1000 && s <= n; s++ {
+			evs = append(evs, agentEvent(uint64(s), fmt.Sprintf("ev-%d", s)))
+		}
+		res := lg.ingest(l, agent, evs...)
+		if res.GetCommitted() != 0 || int(res.GetDuplicates()) != len(evs) {
+			t.Fatalf("%s re-sent ev-%d..: %v, want %d duplicates", agent, from, res, len(evs))
+		}
+	}
+}
+
+// TestIDRuns: ids flushed into runs are found by EventByID and deduplicated, across
+// several runs and the pending ids, after the ledger-wide filter filled and was rebuilt
+// from the runs, after a reopen and after a restore.
+func TestIDRuns(t *testing.T) {
+	old := filterMinCapacity
+	filterMinCapacity = 10000 // fills during the workload: rebuilt from the runs
+	t.Cleanup(func() { filterMinCapacity = old })
+
+	dir := t.TempDir()
+	l, err := Open(Options{Dir: dir})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { l.Close() }()
+	k := newKeyLog(t)
+	k.add(flushSeqs*3+777, 500, skuKeys(100), l)
+	if n := countRuns(t, l); n != 3 {
+		t.Fatalf("%d id runs after %d events; want 3", n, k.seq)
+	}
+	if f := l.cur.post.filter; f.capacity <= 10000 {
+		t.Fatalf("id filter capacity %d; it was not rebuilt larger", f.capacity)
+	}
+	if p := l.cur.post; uint64(len(p.ids)) != k.seq-p.flushed || len(p.ids) == 0 {
+		t.Fatalf("%d pending ids after m/kflush %d of %d events", len(p.ids), p.flushed, k.seq)
+	}
+	checkIDs(t, l, k)
+	resend(t, &k.lg, l, "a2", int(k.seq))
+
+	stream := snapshotBytes(t, l)
+	snapCmds := slices.Clone(k.lg.cmds)
+	hash := mustHash(t, l)
+	if err := l.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if l, err = Open(Options{Dir: dir}); err != nil {
+		t.Fatal(err)
+	}
+	if mustHash(t, l) != hash {
+		t.Fatal("reopen changed the state")
+	}
+	checkIDs(t, l, k)
+	resend(t, &k.lg, l, "a3", int(k.seq))
+
+	cp := newLedger(t, false)
+	if err := cp.Restore(bytes.NewReader(stream)); err != nil {
+		t.Fatal(err)
+	}
+	checkIDs(t, cp, k)
+	lg := &raftLog{t: t, cmds: snapCmds}
+	resend(t, lg, cp, "a4", int(k.seq))
+}
+
+// TestIDLookupsDuringFlushes: an event committed before EventByID starts is always
+// found, while Apply moves ids from memory into runs.
+func TestIDLookupsDuringFlushes(t *testing.T) {
+	l := newLedger(t, false)
+	k := newKeyLog(t)
+	var (
+		wg   sync.WaitGroup
+		stop = make(chan struct{})
+		fail = make(chan string, 2)
+	)
+	for r := range 2 {
+		wg.Go(func() {
+			for i := uint64(r); ; i++ {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				last := l.LastSeq()
+				if last == 0 {
+					continue
+				}
+				s := last - i%min(last, 3000) // recent events: pending or just flushed
+				ev, ok, err := l.EventByID(fmt.Sprintf("ev-%d", s))
+				if err != nil || !ok || ev.GetSeq() != s {
+					fail <- fmt.Sprintf("EventByID(ev-%d) = %v, %v", s, ok, err)
+					return
+				}
+			}
+		})
+	}
+	k.add(3*flushSeqs, 500, skuKeys(40), l)
+	close(stop)
+	wg.Wait()
+	select {
+	case msg := <-fail:
+		t.Fatal(msg)
+	default:
+	}
+}
+
+func FuzzDecodeRunBlock(f *testing.F) {
+	f.Add(encodeRunBlock([]string{"i/a", "i/b"}, map[string]uint64{"i/a": 1, "i/b": 300}))
+	f.Add(encodeRunDir([]string{"i/a", "i/zz"}))
+	f.Add([]byte{0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x01})
+	f.Fuzz(func(t *testing.T, v []byte) {
+		var keys []string
+		seqs := map[string]uint64{}
+		err := decodeRunBlock(v, func(k []byte, s uint64) bool {
+			keys = append(keys, string(k))
+			seqs[string(k)] = s
+			return true
+		})
+		if err == nil && len(seqs) == len(keys) {
+			var again []string
+			if err := decodeRunBlock(encodeRunBlock(keys, seqs), func(k []byte, s uint64) bool {
+				again = append(again, string(k))
+				if seqs[string(k)] != s {
+					t.Fatalf("seq of %q changed in a round trip", k)
+				}
+				return true
+			}); err != nil || !slices.Equal(again, keys) {
+				t.Fatalf("round trip: %v, %q vs %q", err, again, keys)
+			}
+		}
+		if d, err := decodeRunDir(v); err == nil {
+			if got, err := decodeRunDir(encodeRunDir(d)); err != nil || !slices.Equal(got, d) {
+				t.Fatalf("directory round trip: %v, %q vs %q", err, got, d)
+			}
+		}
+	})
+}
+
+// FuzzChunkEvent holds chunkEvent (one event of a chunk) to decoding the whole chunk.
+func FuzzChunkEvent(f *testing.F) {
+	c := &storev1.LogChunk{FirstSeq: 7, Agent: "a1", Events: []*storev1.AgentEvent{agentEvent(1, "e1", "sku", "S"), agentEvent(2, "e2")}}
+	b, err := proto.Marshal(c)
+	if err != nil {
+		f.Fatal(err)
+	}
+	f.Add(b, uint64(1))
+	f.Add(b, uint64(2))
+	f.Fuzz(func(t *testing.T, v []byte, i uint64) {
+		one, ok, err := chunkEvent(v, i)
+		var all storev1.LogChunk
+		if proto.Unmarshal(v, &all) != nil {
+			return // chunkEvent may or may not notice: it decodes less
+		}
+		if err != nil {
+			t.Fatalf("chunkEvent failed on a chunk that decodes: %v", err)
+		}
+		if ok != (i < uint64(len(all.GetEvents()))) {
+			t.Fatalf("chunkEvent(%d) ok = %v with %d events", i, ok, len(all.GetEvents()))
+		}
+		if !ok {
+			return
+		}
+		want := proto.CloneOf(&all)
+		want.Events = want.Events[i : i+1]
+		if !proto.Equal(one, want) {
+			t.Fatalf("chunkEvent(%d) = %v, want %v", i, one, want)
+		}
+	})
+}
