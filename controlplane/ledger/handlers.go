@@ -44,13 +44,14 @@ func applyIngestBatch(tx *applyTxn, cmd *storev1.Command) (any, error) {
 		rec = &storev1.AgentRecord{Id: agent, EnrolledAt: timestamppb.New(tx.appendedAt)}
 	}
 	w := &chunkWriter{tx: tx, agent: agent, committedAt: timestamppb.New(tx.appendedAt)}
-	inBatch := make(map[string]struct{}, len(events))
+	tx.post.ids = make(map[string]uint64, len(events)) // also what this batch committed
+	w.remaining = len(cmd.GetPayload())
 	for i := range events {
 		ie := &events[i]
 		dup := ie.agentSeq <= rec.GetCommittedSeq()
 		ik := idKey(ie.id)
 		if !dup && ik != nil {
-			if _, seen := inBatch[string(ik)]; seen {
+			if _, seen := tx.post.ids[string(ik)]; seen {
 				dup = true
 			} else {
 				_, ok, err := tx.post.pend.idSeq(tx.txn, ik)
@@ -74,7 +75,6 @@ func applyIngestBatch(tx *applyTxn, cmd *storev1.Command) (any, error) {
 			break
 		}
 		if ik != nil {
-			inBatch[string(ik)] = struct{}{}
 			tx.post.addID(ik, seq)
 			if tx.ids.add(ik) {
 				tx.idsFull = true

@@ -54,7 +54,7 @@ func runDirKey(run uint64) []byte { return cat(prefixRunDir, u64(run)) }
 
 // encodeRunBlock encodes ids (ascending) and their seqs: per id, uvarint length, the
 // id key, uvarint seq.
-func encodeRunBlock(keys []string, seqs map[string]uint64) []byte {
+func encodeRunBlock(keys []string, seq func(string) uint64) []byte {
 	n := 0
 	for _, k := range keys {
 		n += len(k) + 12
@@ -63,7 +63,7 @@ func encodeRunBlock(keys []string, seqs map[string]uint64) []byte {
 	for _, k := range keys {
 		b = binary.AppendUvarint(b, uint64(len(k)))
 		b = append(b, k...)
-		b = binary.AppendUvarint(b, seqs[k])
+		b = binary.AppendUvarint(b, seq(k))
 	}
 	return b
 }
@@ -118,23 +118,27 @@ func decodeRunDir(v []byte) ([]string, error) {
 // writeRun writes the ids of pending and added (id key -> seq) as run last and returns
 // its in-memory part. The writes were charged as the ids were added (idCost).
 func writeRun(tx *applyTxn, last uint64, pending, added map[string]uint64) (*idRun, error) {
-	seqs := make(map[string]uint64, len(pending)+len(added))
-	for k, s := range pending {
-		seqs[k] = s
-	}
-	for k, s := range added {
-		seqs[k] = s
-	}
-	keys := make([]string, 0, len(seqs))
-	for k := range seqs {
+	keys := make([]string, 0, len(pending)+len(added))
+	for k := range pending {
 		keys = append(keys, k)
 	}
+	for k := range added {
+		if _, ok := pending[k]; !ok {
+			keys = append(keys, k)
+		}
+	}
 	slices.Sort(keys)
+	seq := func(k string) uint64 {
+		if s, ok := added[k]; ok {
+			return s
+		}
+		return pending[k]
+	}
 	r := &idRun{last: last, filter: newRunFilter(len(keys))}
 	for b := 0; b*runBlockIDs < len(keys); b++ {
 		blk := keys[b*runBlockIDs : min((b+1)*runBlockIDs, len(keys))]
 		r.firsts = append(r.firsts, blk[0])
-		if err := tx.put(runBlockKey(last, uint32(b)), encodeRunBlock(blk, seqs)); err != nil {
+		if err := tx.put(runBlockKey(last, uint32(b)), encodeRunBlock(blk, seq)); err != nil {
 			return nil, err
 		}
 	}

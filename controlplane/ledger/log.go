@@ -45,6 +45,8 @@ type chunkWriter struct {
 	agent       string
 	committedAt *timestamppb.Timestamp
 
+	remaining int // bytes of the batch not added yet (a bound): sizes a new chunk's buffer
+
 	first   uint64 // seq of the chunk's first event; 0 when no chunk is open
 	n       int
 	buf     []byte
@@ -135,7 +137,7 @@ func (w *chunkWriter) add(seq uint64, ie *ingestEvent, idk []byte) (bool, error)
 
 	if w.n == 0 {
 		w.first = first
-		w.buf = hdr
+		w.buf = append(make([]byte, 0, len(hdr)+min(max(w.remaining, framed), chunkTargetBytes+framed)), hdr...)
 		w.indexed = make(map[string]struct{})
 	}
 	if newType != nil {
@@ -148,6 +150,7 @@ func (w *chunkWriter) add(seq uint64, ie *ingestEvent, idk []byte) (bool, error)
 		w.indexed[string(p)] = struct{}{}
 		w.tx.post.add(p, first, costs[i].entries, costs[i].size)
 	}
+	w.remaining -= framed
 	w.buf = protowire.AppendTag(w.buf, logChunkEventsField, protowire.BytesType)
 	w.buf = protowire.AppendBytes(w.buf, raw)
 	w.n++

@@ -173,8 +173,9 @@ func (a *postingAdds) flush(tx *applyTxn, lastSeq uint64) error {
 func (a *postingAdds) commit(flushed bool, lastSeq uint64) {
 	p := a.pend
 	if flushed {
-		p.lists, p.flushed, p.size = make(map[string][]uint64), lastSeq, 0
-		p.ids, p.idSize = make(map[string]uint64), 0
+		// Sized like the ones they replace: the next span is likely alike.
+		p.lists, p.flushed, p.size = make(map[string][]uint64, len(p.lists)), lastSeq, 0
+		p.ids, p.idSize = make(map[string]uint64, len(p.ids)+len(a.ids)), 0
 		if a.run != nil {
 			p.runs = append(p.runs, a.run)
 		}
