@@ -30,7 +30,7 @@ func applyIngestBatch(tx *applyTxn, cmd *storev1.Command) (any, error) {
 	}
 	res := &storev1.IngestResult{}
 	// Keep room for flushing the key index lists and pending ids in this transaction.
-	tx.charge(len(tx.post.pend.lists)+len(tx.post.pend.ids), tx.post.pend.size+tx.post.pend.idSize)
+	tx.charge(len(tx.post.pend.lists)+tx.post.pend.idCount, tx.post.pend.size+tx.post.pend.idSize)
 	if agent == "" || len(agent) > maxKeyPart {
 		res.LastLedgerSeq = tx.lastSeq
 		return res, nil

@@ -95,8 +95,6 @@ func buildFilter(db *badger.DB, p *postings, capacity int) (*idFilter, error) {
 	if err != nil {
 		return nil, fmt.Errorf("ledger: build id filter: %w", err)
 	}
-	for k := range p.ids {
-		f.add([]byte(k))
-	}
+	p.eachPendingID(func(k string, _ uint64) { f.add([]byte(k)) })
 	return f, nil
 }

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"slices"
 	"sort"
+	"strings"
 
 	"github.com/dgraph-io/badger/v4"
 )
@@ -52,18 +53,24 @@ func runBlockKey(run uint64, block uint32) []byte {
 
 func runDirKey(run uint64) []byte { return cat(prefixRunDir, u64(run)) }
 
-// encodeRunBlock encodes ids (ascending) and their seqs: per id, uvarint length, the
-// id key, uvarint seq.
-func encodeRunBlock(keys []string, seq func(string) uint64) []byte {
+// runID is an id key and its seq.
+type runID struct {
+	key string
+	seq uint64
+}
+
+// encodeRunBlock encodes ids (ascending by key): per id, uvarint length, the id key,
+// uvarint seq.
+func encodeRunBlock(ids []runID) []byte {
 	n := 0
-	for _, k := range keys {
-		n += len(k) + 12
+	for _, id := range ids {
+		n += len(id.key) + 12
 	}
 	b := make([]byte, 0, n)
-	for _, k := range keys {
-		b = binary.AppendUvarint(b, uint64(len(k)))
-		b = append(b, k...)
-		b = binary.AppendUvarint(b, seq(k))
+	for _, id := range ids {
+		b = binary.AppendUvarint(b, uint64(len(id.key)))
+		b = append(b, id.key...)
+		b = binary.AppendUvarint(b, id.seq)
 	}
 	return b
 }
@@ -115,38 +122,33 @@ func decodeRunDir(v []byte) ([]string, error) {
 	return out, nil
 }
 
-// writeRun writes the ids of pending and added (id key -> seq) as run last and returns
-// its in-memory part. The writes were charged as the ids were added (idCost).
-func writeRun(tx *applyTxn, last uint64, pending, added map[string]uint64) (*idRun, error) {
-	keys := make([]string, 0, len(pending)+len(added))
-	for k := range pending {
-		keys = append(keys, k)
+// writeRun writes the ids of pending (id key -> seq) as run last and returns its
+// in-memory part. The writes were charged as the ids were added (idCost).
+func writeRun(tx *applyTxn, last uint64, pending []map[string]uint64) (*idRun, error) {
+	n := 0
+	for _, m := range pending {
+		n += len(m)
 	}
-	for k := range added {
-		if _, ok := pending[k]; !ok {
-			keys = append(keys, k)
+	ids := make([]runID, 0, n)
+	for _, m := range pending {
+		for k, s := range m {
+			ids = append(ids, runID{k, s})
 		}
 	}
-	slices.Sort(keys)
-	seq := func(k string) uint64 {
-		if s, ok := added[k]; ok {
-			return s
-		}
-		return pending[k]
-	}
-	r := &idRun{last: last, filter: newRunFilter(len(keys))}
-	for b := 0; b*runBlockIDs < len(keys); b++ {
-		blk := keys[b*runBlockIDs : min((b+1)*runBlockIDs, len(keys))]
-		r.firsts = append(r.firsts, blk[0])
-		if err := tx.put(runBlockKey(last, uint32(b)), encodeRunBlock(blk, seq)); err != nil {
+	slices.SortFunc(ids, func(a, b runID) int { return strings.Compare(a.key, b.key) })
+	r := &idRun{last: last, filter: newRunFilter(len(ids))}
+	for b := 0; b*runBlockIDs < len(ids); b++ {
+		blk := ids[b*runBlockIDs : min((b+1)*runBlockIDs, len(ids))]
+		r.firsts = append(r.firsts, blk[0].key)
+		if err := tx.put(runBlockKey(last, uint32(b)), encodeRunBlock(blk)); err != nil {
 			return nil, err
 		}
 	}
 	if err := tx.put(runDirKey(last), encodeRunDir(r.firsts)); err != nil {
 		return nil, err
 	}
-	for _, k := range keys {
-		r.filter.add([]byte(k))
+	for _, id := range ids {
+		r.filter.add([]byte(id.key))
 	}
 	return r, nil
 }

@@ -85,8 +85,8 @@ func TestIDRuns(t *testing.T) {
 	if f := l.cur.post.filter; f.capacity <= 10000 {
 		t.Fatalf("id filter capacity %d; it was not rebuilt larger", f.capacity)
 	}
-	if p := l.cur.post; uint64(len(p.ids)) != k.seq-p.flushed || len(p.ids) == 0 {
-		t.Fatalf("%d pending ids after m/kflush %d of %d events", len(p.ids), p.flushed, k.seq)
+	if p := l.cur.post; uint64(p.idCount) != k.seq-p.flushed || p.idCount == 0 {
+		t.Fatalf("%d pending ids after m/kflush %d of %d events", p.idCount, p.flushed, k.seq)
 	}
 	checkIDs(t, l, k)
 	resend(t, &k.lg, l, "a2", int(k.seq))
@@ -157,27 +157,22 @@ func TestIDLookupsDuringFlushes(t *testing.T) {
 }
 
 func FuzzDecodeRunBlock(f *testing.F) {
-	f.Add(encodeRunBlock([]string{"i/a", "i/b"}, func(k string) uint64 { return map[string]uint64{"i/a": 1, "i/b": 300}[k] }))
+	f.Add(encodeRunBlock([]runID{{"i/a", 1}, {"i/b", 300}}))
 	f.Add(encodeRunDir([]string{"i/a", "i/zz"}))
 	f.Add([]byte{0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x01})
 	f.Fuzz(func(t *testing.T, v []byte) {
-		var keys []string
-		seqs := map[string]uint64{}
+		var ids []runID
 		err := decodeRunBlock(v, func(k []byte, s uint64) bool {
-			keys = append(keys, string(k))
-			seqs[string(k)] = s
+			ids = append(ids, runID{string(k), s})
 			return true
 		})
-		if err == nil && len(seqs) == len(keys) {
-			var again []string
-			if err := decodeRunBlock(encodeRunBlock(keys, func(k string) uint64 { return seqs[k] }), func(k []byte, s uint64) bool {
-				again = append(again, string(k))
-				if seqs[string(k)] != s {
-					t.Fatalf("seq of %q changed in a round trip", k)
-				}
+		if err == nil {
+			var again []runID
+			if err := decodeRunBlock(encodeRunBlock(ids), func(k []byte, s uint64) bool {
+				again = append(again, runID{string(k), s})
 				return true
-			}); err != nil || !slices.Equal(again, keys) {
-				t.Fatalf("round trip: %v, %q vs %q", err, again, keys)
+			}); err != nil || !slices.Equal(again, ids) {
+				t.Fatalf("round trip: %v, %v vs %v", err, again, ids)
 			}
 		}
 		if d, err := decodeRunDir(v); err == nil {

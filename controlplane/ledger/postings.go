@@ -45,24 +45,44 @@ type postings struct {
 	flushed uint64              // m/kflush
 	size    int                 // bytes of the records a flush would write, keys + values
 
-	ids    map[string]uint64 // id key -> seq, for the events after m/kflush
-	idSize int               // what writing ids in a run costs (idCost)
-	runs   []*idRun          // ascending
-	filter *idFilter         // over every id key: the runs' and ids
+	ids     []map[string]uint64 // id key -> seq for the events after m/kflush, one map per Apply
+	idCount int
+	idSize  int       // what writing ids in a run costs (idCost)
+	runs    []*idRun  // ascending
+	filter  *idFilter // over every id key: the runs' and the pending ones
 }
 
 func newPostings(flushed uint64) *postings {
-	return &postings{lists: make(map[string][]uint64), flushed: flushed, ids: make(map[string]uint64)}
+	return &postings{lists: make(map[string][]uint64), flushed: flushed}
 }
 
-// idSeq returns the seq of the event with id key k, looking at the pending ids and then
-// the runs; the filter is asked first. Call with mu held, or from Apply.
-func (p *postings) idSeq(txn *badger.Txn, k []byte) (uint64, bool, error) {
-	if s, ok := p.ids[string(k)]; ok {
-		return s, true, nil
+// pendingID returns the seq of pending id key k.
+func (p *postings) pendingID(k string) (uint64, bool) {
+	for i := len(p.ids) - 1; i >= 0; i-- {
+		if s, ok := p.ids[i][k]; ok {
+			return s, true
+		}
 	}
+	return 0, false
+}
+
+// eachPendingID calls fn for every pending id key and its seq.
+func (p *postings) eachPendingID(fn func(k string, seq uint64)) {
+	for _, m := range p.ids {
+		for k, s := range m {
+			fn(k, s)
+		}
+	}
+}
+
+// idSeq returns the seq of the event with id key k: the filter is asked first (it holds
+// every id), then the pending ids and the runs. Call with mu held, or from Apply.
+func (p *postings) idSeq(txn *badger.Txn, k []byte) (uint64, bool, error) {
 	if p.filter.absent(k) {
 		return 0, false, nil
+	}
+	if s, ok := p.pendingID(string(k)); ok {
+		return s, true, nil
 	}
 	return lookupRuns(txn, p.runs, k)
 }
@@ -159,9 +179,9 @@ func (a *postingAdds) flush(tx *applyTxn, lastSeq uint64) error {
 			}
 		}
 	}
-	if len(a.pend.ids)+len(a.ids) > 0 {
+	if a.pend.idCount+len(a.ids) > 0 {
 		var err error
-		if a.run, err = writeRun(tx, lastSeq, a.pend.ids, a.ids); err != nil {
+		if a.run, err = writeRun(tx, lastSeq, append(slices.Clip(a.pend.ids), a.ids)); err != nil {
 			return err
 		}
 	}
@@ -175,7 +195,7 @@ func (a *postingAdds) commit(flushed bool, lastSeq uint64) {
 	if flushed {
 		// Sized like the ones they replace: the next span is likely alike.
 		p.lists, p.flushed, p.size = make(map[string][]uint64, len(p.lists)), lastSeq, 0
-		p.ids, p.idSize = make(map[string]uint64, len(p.ids)+len(a.ids)), 0
+		p.ids, p.idCount, p.idSize = nil, 0, 0
 		if a.run != nil {
 			p.runs = append(p.runs, a.run)
 		}
@@ -185,8 +205,9 @@ func (a *postingAdds) commit(flushed bool, lastSeq uint64) {
 		p.lists[k] = append(p.lists[k], l...)
 	}
 	p.size += a.size
-	for k, s := range a.ids {
-		p.ids[k] = s
+	if len(a.ids) > 0 {
+		p.ids = append(p.ids, a.ids)
+		p.idCount += len(a.ids)
 	}
 	p.idSize += a.idSize
 }

@@ -307,7 +307,7 @@ func TestMaxBatchFitsWholeWithPendingLists(t *testing.T) {
 	p := l.cur.post
 	if p.flushed != 0 || p.idSize < flushIDBytes*9/10 || p.size < flushBytes*8/10 || len(p.lists) < 14000 {
 		t.Fatalf("pending state not near the thresholds: %d ids (%d bytes), %d keys (%d bytes), m/kflush %d",
-			len(p.ids), p.idSize, len(p.lists), p.size, p.flushed)
+			p.idCount, p.idSize, len(p.lists), p.size, p.flushed)
 	}
 	res := lg.ingest(l, "a1", maxBatch(t, n+1)...)
 	wantResult(t, res, n+MaxBatchEvents, MaxBatchEvents, 0, n+MaxBatchEvents)

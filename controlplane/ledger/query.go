@@ -401,7 +401,8 @@ func (l *Ledger) Hash() (string, error) {
 	for p, l := range hd.post.lists {
 		pending[p] = slices.Clone(l)
 	}
-	pendingIDs := maps.Clone(hd.post.ids)
+	pendingIDs := make(map[string]uint64, hd.post.idCount)
+	hd.post.eachPendingID(func(k string, s uint64) { pendingIDs[k] = s })
 	flushed := hd.post.flushed
 	hd.post.mu.RUnlock()
 	defer txn.Discard()
