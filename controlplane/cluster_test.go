@@ -31,10 +31,15 @@ func level(sku string, n int) *eventv1.Event {
 
 // ingest proposes a batch of n events for agent directly through raft on node s.
 func ingest(ctx context.Context, s *controlplanetest.Server, agentID string, from, n int) error {
+	return ingestAs(ctx, s, agentID, agentID, from, n)
+}
+
+// ingestAs is ingest with the events' ids made as idAgent would make them.
+func ingestAs(ctx context.Context, s *controlplanetest.Server, agentID, idAgent string, from, n int) error {
 	b := &storev1.IngestBatch{AgentId: agentID}
 	for i := from; i < from+n; i++ {
 		ev := level(fmt.Sprintf("S%d", i%13), i)
-		ev.Type, ev.Id = "inventory.level", fmt.Sprintf("%s-%d", agentID, i)
+		ev.Type, ev.Id = "inventory.level", fmt.Sprintf("%s-%d", idAgent, i)
 		ev.Keys = map[string]string{"sku": ev.GetInventoryLevel().GetSku(), "location": "WH1"}
 		b.Events = append(b.Events, &storev1.AgentEvent{AgentSeq: uint64(i), Event: ev})
 	}
@@ -251,6 +256,17 @@ func TestLaggingNodeCatchesUpBySnapshot(t *testing.T) {
 		if ev.GetEvent().GetKeys()["sku"] != "S5" {
 			t.Fatalf("listed %v for sku S5", ev.GetEvent().GetKeys())
 		}
+	}
+	// Ids from the snapshot's run and from the pending ids are duplicates on every node:
+	// another agent sending events with the same ids commits nothing anywhere.
+	for _, from := range []int{1, 17500} {
+		if err := ingestAs(context.Background(), leader, "a2", "a1", from, 300); err != nil {
+			t.Fatal(err)
+		}
+	}
+	c.WaitConverged()
+	if got := n.Store().Ledger().LastSeq(); got != 18000 {
+		t.Fatalf("after re-sent ids the caught-up node has %d events, want 18000", got)
 	}
 	if idx, _ := lastSnapshotIndex(n); idx == 0 {
 		t.Fatalf("the lagging node caught up without installing a snapshot: %v", n.Store().Raft().Stats())
