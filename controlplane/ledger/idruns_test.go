@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"fmt"
 	"slices"
-	"sync"
 	"testing"
 
 	"github.com/dgraph-io/badger/v4"
@@ -120,40 +119,20 @@ func TestIDRuns(t *testing.T) {
 func TestIDLookupsDuringFlushes(t *testing.T) {
 	l := newLedger(t, false)
 	k := newKeyLog(t)
-	var (
-		wg   sync.WaitGroup
-		stop = make(chan struct{})
-		fail = make(chan string, 2)
-	)
-	for r := range 2 {
-		wg.Go(func() {
-			for i := uint64(r); ; i++ {
-				select {
-				case <-stop:
-					return
-				default:
-				}
-				last := l.LastSeq()
-				if last == 0 {
-					continue
-				}
-				s := last - i%min(last, 3000) // recent events: pending or just flushed
-				ev, ok, err := l.EventByID(fmt.Sprintf("ev-%d", s))
-				if err != nil || !ok || ev.GetSeq() != s {
-					fail <- fmt.Sprintf("EventByID(ev-%d) = %v, %v", s, ok, err)
-					return
-				}
-			}
-		})
-	}
-	k.add(3*flushSeqs, 500, skuKeys(40), l)
-	close(stop)
-	wg.Wait()
-	select {
-	case msg := <-fail:
-		t.Fatal(msg)
-	default:
-	}
+	var calls [2]uint64
+	whileApplying(t, 2, func(r int) string {
+		calls[r]++
+		last := l.LastSeq()
+		if last == 0 {
+			return ""
+		}
+		s := last - (calls[r]*2+uint64(r))%min(last, 3000) // recent events: pending or just flushed
+		ev, ok, err := l.EventByID(fmt.Sprintf("ev-%d", s))
+		if err != nil || !ok || ev.GetSeq() != s {
+			return fmt.Sprintf("EventByID(ev-%d) = %v, %v", s, ok, err)
+		}
+		return ""
+	}, func() { k.add(3*flushSeqs, 500, skuKeys(40), l) })
 }
 
 func FuzzDecodeRunBlock(f *testing.F) {

@@ -248,41 +248,18 @@ func TestKeyIndexReadsDuringFlushes(t *testing.T) {
 			all = append(all, i)
 		}
 	}
-	var (
-		wg   sync.WaitGroup
-		stop = make(chan struct{})
-		fail = make(chan string, 2)
-	)
-	for range 2 {
-		wg.Go(func() {
-			for {
-				select {
-				case <-stop:
-					return
-				default:
-				}
-				evs, _, err := l.ListEvents(Filter{Keys: map[string]string{"sku": "SKU-3"}}, 1, 100000)
-				if err != nil {
-					fail <- err.Error()
-					return
-				}
-				for i, ev := range evs {
-					if ev.GetSeq() != all[i] {
-						fail <- fmt.Sprintf("result %d is seq %d, want %d: a hole", i, ev.GetSeq(), all[i])
-						return
-					}
-				}
+	whileApplying(t, 2, func(int) string {
+		evs, _, err := l.ListEvents(Filter{Keys: map[string]string{"sku": "SKU-3"}}, 1, 100000)
+		if err != nil {
+			return err.Error()
+		}
+		for i, ev := range evs {
+			if ev.GetSeq() != all[i] {
+				return fmt.Sprintf("result %d is seq %d, want %d: a hole", i, ev.GetSeq(), all[i])
 			}
-		})
-	}
-	k.add(total, 500, keys, l)
-	close(stop)
-	wg.Wait()
-	select {
-	case msg := <-fail:
-		t.Fatal(msg)
-	default:
-	}
+		}
+		return ""
+	}, func() { k.add(total, 500, keys, l) })
 	k.check(t, l, Filter{Keys: map[string]string{"sku": "SKU-3"}})
 }
 
@@ -338,4 +315,38 @@ func FuzzDecodePosting(f *testing.F) {
 			t.Fatalf("round trip of %v: %v, %v", l, got, err)
 		}
 	})
+}
+
+// whileApplying runs apply while n readers call read in a loop (with their number);
+// the test fails with the first message a read returns ("" is fine).
+func whileApplying(t *testing.T, n int, read func(r int) string, apply func()) {
+	t.Helper()
+	var (
+		wg   sync.WaitGroup
+		stop = make(chan struct{})
+		fail = make(chan string, n)
+	)
+	for r := range n {
+		wg.Go(func() {
+			for {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				if msg := read(r); msg != "" {
+					fail <- msg
+					return
+				}
+			}
+		})
+	}
+	apply()
+	close(stop)
+	wg.Wait()
+	select {
+	case msg := <-fail:
+		t.Fatal(msg)
+	default:
+	}
 }
