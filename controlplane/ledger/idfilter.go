@@ -84,13 +84,17 @@ func (f *idFilter) add(k []byte) (full bool) {
 	return f.n > f.capacity
 }
 
-// buildFilter builds the ledger-wide filter of db for capacity ids: the ids of its runs
-// and the pending ids of p. The runs' own filters are rebuilt with it.
+// buildFilter builds the ledger-wide filter of db for capacity ids: the ids of p's runs
+// and its pending ids.
 func buildFilter(db *badger.DB, p *postings, capacity int) (*idFilter, error) {
 	f := newIDFilter(capacity)
 	err := db.View(func(txn *badger.Txn) error {
-		_, err := loadRuns(txn, func(k []byte) { f.add(k) })
-		return err
+		for _, r := range p.runs {
+			if err := r.eachID(txn, func(k []byte) { f.add(k) }); err != nil {
+				return err
+			}
+		}
+		return nil
 	})
 	if err != nil {
 		return nil, fmt.Errorf("ledger: build id filter: %w", err)

@@ -214,18 +214,8 @@ func loadRuns(txn *badger.Txn, fn func(k []byte)) ([]*idRun, error) {
 			return nil, fmt.Errorf("ledger: id run %d directory: %w", r.last, err)
 		}
 		var ids [][]byte
-		for b := range r.firsts {
-			v, found, err := getValue(txn, runBlockKey(r.last, uint32(b)))
-			if err != nil || !found {
-				return nil, fmt.Errorf("ledger: id run %d block %d missing or unreadable: %v", r.last, b, err)
-			}
-			err = decodeRunBlock(v, func(k []byte, _ uint64) bool {
-				ids = append(ids, k)
-				return true
-			})
-			if err != nil {
-				return nil, fmt.Errorf("ledger: id run %d block %d: %w", r.last, b, err)
-			}
+		if err := r.eachID(txn, func(k []byte) { ids = append(ids, k) }); err != nil {
+			return nil, err
 		}
 		r.filter = newRunFilter(len(ids))
 		for _, k := range ids {
@@ -235,4 +225,22 @@ func loadRuns(txn *badger.Txn, fn func(k []byte)) ([]*idRun, error) {
 		runs = append(runs, r)
 	}
 	return runs, nil
+}
+
+// eachID reads run r's blocks and calls fn with every id key.
+func (r *idRun) eachID(txn *badger.Txn, fn func(k []byte)) error {
+	for b := range r.firsts {
+		v, found, err := getValue(txn, runBlockKey(r.last, uint32(b)))
+		if err != nil || !found {
+			return fmt.Errorf("ledger: id run %d block %d missing or unreadable: %v", r.last, b, err)
+		}
+		err = decodeRunBlock(v, func(k []byte, _ uint64) bool {
+			fn(k)
+			return true
+		})
+		if err != nil {
+			return fmt.Errorf("ledger: id run %d block %d: %w", r.last, b, err)
+		}
+	}
+	return nil
 }

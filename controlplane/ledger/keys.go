@@ -17,8 +17,8 @@ var (
 	keyCA      = []byte("ca")        // PutCA
 
 	prefixLog        = []byte("l/")   // + u64BE(seq) -> CommittedEvent
-	prefixID         = []byte("i/")   // + id -> u64BE(seq)
-	prefixLongID     = []byte("ih/")  // + sha256(id) -> u64BE(seq), for ids over maxKeyPart
+	prefixID         = []byte("i/")   // + id: an event's id key, held in id runs (idruns.go), not a Badger key
+	prefixLongID     = []byte("ih/")  // + sha256(id): the id key of an id over maxKeyPart
 	prefixKey        = []byte("k/")   // + u16BE(len)+name + u32BE(len)+value + u64BE(seq) -> empty
 	prefixType       = []byte("t/")   // + u16BE(len)+type + u64BE(seq) -> empty
 	prefixAgent      = []byte("a/")   // + agent id -> AgentRecord
@@ -48,7 +48,7 @@ func u64(v uint64) []byte { return binary.BigEndian.AppendUint64(nil, v) }
 
 func logKey(seq uint64) []byte { return cat(prefixLog, u64(seq)) }
 
-// idKey is the dedup index key of an event id; "" for an empty id (not indexed).
+// idKey is the id index key of an event id; nil for an empty id (not indexed).
 func idKey(id string) []byte {
 	switch {
 	case id == "":
