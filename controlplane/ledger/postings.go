@@ -28,6 +28,10 @@ const (
 	flushBytes = 2 << 20
 )
 
+// smallIDBatch: an Apply that commits fewer ids adds them to the newest pending map
+// instead of keeping its own.
+const smallIDBatch = 256
+
 var keyKeyFlushed = []byte("m/kflush") // u64BE: the k/ records cover every chunk up to this seq
 
 // postings is the unflushed part of the business-key index of one database.
@@ -205,10 +209,17 @@ func (a *postingAdds) commit(flushed bool, lastSeq uint64) {
 		p.lists[k] = append(p.lists[k], l...)
 	}
 	p.size += a.size
-	if len(a.ids) > 0 {
+	switch {
+	case len(a.ids) == 0:
+	case len(a.ids) < smallIDBatch && len(p.ids) > 0:
+		// Small Applies are merged, so lookups look in few maps whatever the batch size.
+		for k, s := range a.ids {
+			p.ids[len(p.ids)-1][k] = s
+		}
+	default:
 		p.ids = append(p.ids, a.ids)
-		p.idCount += len(a.ids)
 	}
+	p.idCount += len(a.ids)
 	p.idSize += a.idSize
 }
 
