@@ -17,36 +17,33 @@ import (
 // it fills. A filter never changes a result, only how it is computed, so replicas with
 // filters in different states stay identical.
 //
-// It is a blocked Bloom filter: every key sets filterHashes bits in one 512-bit block,
-// so a lookup touches one cache line. With filterBitsPerID bits per id the false
-// positive rate is about 1%.
+// It is a blocked Bloom filter: every key sets its bits in one 512-bit block, so a
+// lookup touches one cache line. The ledger-wide filter has 16 bits per id (about 0.1%
+// false positives when full), since each false positive then asks every run's filter;
+// a run's filter has 10 (about 1%), since it only costs a block read.
 type idFilter struct {
 	mu       sync.Mutex
 	seed     maphash.Seed
 	blocks   [][8]uint64
+	hashes   uint32
 	n        int // keys added
 	capacity int // keys it was sized for
 }
-
-const (
-	filterBitsPerID = 10
-	filterHashes    = 7
-)
 
 // filterMinCapacity is the smallest capacity a filter is sized for (a variable so tests
 // can make filters fill up).
 var filterMinCapacity = 1 << 22
 
 // newIDFilter returns the ledger-wide filter, sized for at least filterMinCapacity ids.
-func newIDFilter(capacity int) *idFilter { return newFilter(max(capacity, filterMinCapacity)) }
+func newIDFilter(capacity int) *idFilter { return newFilter(max(capacity, filterMinCapacity), 16, 11) }
 
 // newRunFilter returns the filter of a run of n ids.
-func newRunFilter(n int) *idFilter { return newFilter(max(n, 1)) }
+func newRunFilter(n int) *idFilter { return newFilter(max(n, 1), 10, 7) }
 
-func newFilter(capacity int) *idFilter {
-	nb := max(1, capacity*filterBitsPerID/512)
+func newFilter(capacity, bitsPerID int, hashes uint32) *idFilter {
+	nb := max(1, capacity*bitsPerID/512)
 	nb = 1 << bits.Len(uint(nb-1)) // a power of two
-	return &idFilter{seed: maphash.MakeSeed(), blocks: make([][8]uint64, nb), capacity: capacity}
+	return &idFilter{seed: maphash.MakeSeed(), blocks: make([][8]uint64, nb), hashes: hashes, capacity: capacity}
 }
 
 func (f *idFilter) probe(k []byte, set bool) bool {
@@ -54,7 +51,7 @@ func (f *idFilter) probe(k []byte, set bool) bool {
 	blk := &f.blocks[(h>>32)&uint64(len(f.blocks)-1)]
 	a, b := uint32(h), uint32(h>>23)|1
 	all := true
-	for i := range uint32(filterHashes) {
+	for i := range f.hashes {
 		bit := (a + i*b) & 511
 		w, m := bit>>6, uint64(1)<<(bit&63)
 		if set {

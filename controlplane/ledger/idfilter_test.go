@@ -101,3 +101,32 @@ func TestDedupByIDWithFilter(t *testing.T) {
 		t.Fatalf("after restore: %v, want 300 duplicates", res)
 	}
 }
+
+// TestIDFilterFalsePositiveRates: filled to capacity, the ledger-wide filter is wrong
+// about 0.1% of the time and a run's about 1%; more would make lookups read more runs.
+func TestIDFilterFalsePositiveRates(t *testing.T) {
+	const n = 100_000
+	for _, tc := range []struct {
+		name string
+		f    *idFilter
+		max  float64
+	}{
+		{"ledger-wide", newFilter(n, 16, 11), 0.003},
+		{"run", newRunFilter(n), 0.015},
+	} {
+		for i := range n {
+			tc.f.add(fmt.Appendf(nil, "i/in/%d", i))
+		}
+		fp := 0
+		for i := range 4 * n {
+			if !tc.f.absent(fmt.Appendf(nil, "i/out/%d", i)) {
+				fp++
+			}
+		}
+		rate := float64(fp) / (4 * n)
+		t.Logf("%s filter full: %.4f%% false positives", tc.name, 100*rate)
+		if rate > tc.max {
+			t.Errorf("%s filter full: false positive rate %.4f, want at most %.4f", tc.name, rate, tc.max)
+		}
+	}
+}
