@@ -208,18 +208,7 @@ func (l *Ledger) Apply(index uint64, appendedAt time.Time, cmd *storev1.Command)
 	}
 	l.lastSeq.Store(tx.lastSeq)
 	l.applied.Store(index)
-	if tx.idsFull {
-		// The filter holds more ids than it was sized for (more false positives):
-		// build it again, four times larger. Apply waits: it reads every run.
-		f, err := buildFilter(h.db, h.post, 4*tx.ids.capacity)
-		if err != nil {
-			return nil, err
-		}
-		h.post.mu.Lock()
-		h.post.filter = f
-		h.post.mu.Unlock()
-		l.logger.Info("ledger: id filter rebuilt larger", "capacity", f.capacity)
-	}
+	l.growFilter(h, tx.idsFull)
 	if tx.newEvents {
 		l.notify()
 	}

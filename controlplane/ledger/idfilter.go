@@ -1,7 +1,7 @@
 package ledger
 
 import (
-	"fmt"
+	"errors"
 	"hash/maphash"
 	"math/bits"
 	"sync"
@@ -81,21 +81,85 @@ func (f *idFilter) add(k []byte) (full bool) {
 	return f.n > f.capacity
 }
 
-// buildFilter builds the ledger-wide filter of db for capacity ids: the ids of p's runs
-// and its pending ids.
-func buildFilter(db *badger.DB, p *postings, capacity int) (*idFilter, error) {
-	f := newIDFilter(capacity)
-	err := db.View(func(txn *badger.Txn) error {
-		for _, r := range p.runs {
-			if err := r.eachID(txn, func(k []byte) { f.add(k) }); err != nil {
-				return err
-			}
+// filterBuild is a larger ledger-wide filter being built in the background from the
+// first runs runs.
+type filterBuild struct {
+	done   chan struct{}
+	runs   int
+	filter *idFilter
+	err    error
+}
+
+var errFilterStopped = errors.New("ledger: id filter build stopped: ledger closed or replaced")
+
+// growFilter is called by Apply after each commit. When the ledger-wide filter holds
+// more ids than it was sized for (full: more false positives, never a wrong answer), it
+// starts building one four times larger in the background from the runs, which never
+// change; when that is done, it adds what came since (newer runs, the pending ids) and
+// puts it in place. Apply never waits for the runs to be read.
+func (l *Ledger) growFilter(h *handle, full bool) {
+	p := h.post
+	if g := p.grow; g != nil {
+		select {
+		case <-g.done:
+		default:
+			return
 		}
-		return nil
-	})
-	if err != nil {
-		return nil, fmt.Errorf("ledger: build id filter: %w", err)
+		p.grow = nil
+		if g.err != nil {
+			l.logger.Warn("ledger: larger id filter not built; keeping the full one", "err", g.err)
+			return
+		}
+		err := h.db.View(func(txn *badger.Txn) error {
+			for _, r := range p.runs[g.runs:] {
+				if err := r.eachID(txn, func(k []byte) { g.filter.add(k) }); err != nil {
+					return err
+				}
+			}
+			return nil
+		})
+		if err != nil {
+			l.logger.Warn("ledger: larger id filter not completed; keeping the full one", "err", err)
+			return
+		}
+		p.eachPendingID(func(k string, _ uint64) { g.filter.add([]byte(k)) })
+		p.mu.Lock()
+		p.filter = g.filter
+		p.mu.Unlock()
+		l.logger.Info("ledger: id filter rebuilt larger", "capacity", g.filter.capacity)
+		return
 	}
-	p.eachPendingID(func(k string, _ uint64) { f.add([]byte(k)) })
-	return f, nil
+	if !full {
+		return
+	}
+	l.mu.Lock()
+	if l.closed || h.retired {
+		l.mu.Unlock()
+		return
+	}
+	h.refs++
+	l.mu.Unlock()
+	g := &filterBuild{done: make(chan struct{}), runs: len(p.runs), filter: newIDFilter(4 * p.filter.capacity)}
+	runs := p.runs[:g.runs:g.runs]
+	p.grow = g
+	stopped := func() bool {
+		l.mu.Lock()
+		defer l.mu.Unlock()
+		return l.closed || h.retired
+	}
+	go func() {
+		defer l.release(h)
+		defer close(g.done)
+		g.err = h.db.View(func(txn *badger.Txn) error {
+			for _, r := range runs {
+				if stopped() {
+					return errFilterStopped
+				}
+				if err := r.eachID(txn, func(k []byte) { g.filter.add(k) }); err != nil {
+					return err
+				}
+			}
+			return nil
+		})
+	}()
 }

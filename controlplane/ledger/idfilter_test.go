@@ -4,7 +4,9 @@ import (
 	"bytes"
 	"fmt"
 	"testing"
+	"time"
 
+	"github.com/crossdock/crossdock/internal/testutil"
 	storev1 "github.com/crossdock/crossdock/proto/gen/crossdock/store/v1"
 )
 
@@ -57,10 +59,7 @@ func TestDedupByIDWithFilter(t *testing.T) {
 	for i := 0; i < 300; i += 50 {
 		wantResult(t, lg.ingest(l, "a1", batch(i, 50)...), uint64(i+50), 50, 0, uint64(i+50))
 	}
-	f := l.cur.post.filter
-	if f.capacity <= 64 {
-		t.Fatalf("filter capacity %d after 300 ids; it was not rebuilt larger", f.capacity)
-	}
+	waitFilterGrown(t, l, lg, 64)
 	res := lg.ingest(l, "a2", batch(0, 300)...)
 	if res.GetCommitted() != 0 || res.GetDuplicates() != 300 {
 		t.Fatalf("same ids from a second agent: %v, want 300 duplicates", res)
@@ -129,4 +128,15 @@ func TestIDFilterFalsePositiveRates(t *testing.T) {
 			t.Errorf("%s filter full: false positive rate %.4f, want at most %.4f", tc.name, rate, tc.max)
 		}
 	}
+}
+
+// waitFilterGrown applies empty batches until the ledger-wide id filter is sized for
+// more than capacity ids: the larger one is built in the background and an Apply puts
+// it in place.
+func waitFilterGrown(t *testing.T, l *Ledger, lg *raftLog, capacity int) {
+	t.Helper()
+	testutil.WaitFor(t, 10*time.Second, "id filter rebuilt larger", func() bool {
+		lg.ingest(l, "tick")
+		return l.cur.post.filter.capacity > capacity
+	})
 }

@@ -81,9 +81,7 @@ func TestIDRuns(t *testing.T) {
 	if n := countRuns(t, l); n != 3 {
 		t.Fatalf("%d id runs after %d events; want 3", n, k.seq)
 	}
-	if f := l.cur.post.filter; f.capacity <= 10000 {
-		t.Fatalf("id filter capacity %d; it was not rebuilt larger", f.capacity)
-	}
+	waitFilterGrown(t, l, &k.lg, 10000)
 	if p := l.cur.post; uint64(p.idCount) != k.seq-p.flushed || p.idCount == 0 {
 		t.Fatalf("%d pending ids after m/kflush %d of %d events", p.idCount, p.flushed, k.seq)
 	}
@@ -192,4 +190,35 @@ func FuzzChunkEvent(f *testing.F) {
 			t.Fatalf("chunkEvent(%d) = %v, want %v", i, one, want)
 		}
 	})
+}
+
+// TestFilterGrowthCatchesUp: a larger filter built in the background from the runs that
+// existed when it started is completed, before it is put in place, with the runs
+// written since and the pending ids, so it holds every id.
+func TestFilterGrowthCatchesUp(t *testing.T) {
+	l := newLedger(t, false)
+	k := newKeyLog(t)
+	k.add(2*flushSeqs+300, 500, skuKeys(40), l)
+	p := l.cur.post
+	if len(p.runs) != 2 || p.idCount == 0 {
+		t.Fatalf("%d runs and %d pending ids; want 2 and some", len(p.runs), p.idCount)
+	}
+	// What the background build would have made had it started with one run.
+	g := &filterBuild{done: make(chan struct{}), runs: 1, filter: newIDFilter(0)}
+	close(g.done)
+	if err := l.view(func(txn *badger.Txn) error {
+		return p.runs[0].eachID(txn, func(id []byte) { g.filter.add(id) })
+	}); err != nil {
+		t.Fatal(err)
+	}
+	p.grow = g
+	l.growFilter(l.cur, false)
+	if p.filter != g.filter || p.grow != nil {
+		t.Fatal("the finished filter was not put in place")
+	}
+	for s := uint64(1); s <= k.seq; s++ {
+		if p.filter.absent(idKey(fmt.Sprintf("ev-%d", s))) {
+			t.Fatalf("ev-%d is missing from the grown filter", s)
+		}
+	}
 }

@@ -54,6 +54,8 @@ type postings struct {
 	idSize  int       // what writing ids in a run costs (idCost)
 	runs    []*idRun  // ascending
 	filter  *idFilter // over every id key: the runs' and the pending ones
+
+	grow *filterBuild // a larger filter being built (idfilter.go); Apply's alone
 }
 
 func newPostings(flushed uint64) *postings {
