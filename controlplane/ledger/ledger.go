@@ -97,7 +97,7 @@ type handle struct {
 	retired bool
 	remove  bool          // delete dir once closed (replaced by a Restore)
 	done    chan struct{} // closed once db is closed
-	post    *postings     // db's unflushed key index lists
+	post    *postings     // db's in-memory index state: unflushed key lists and ids, id filters
 	err     error         // db.Close's error, valid after done
 }
 

@@ -19,13 +19,14 @@ import (
 // up to chunkMaxEvents consecutive events of one INGEST_BATCH entry, keyed by the seq of
 // its first event, holding the events' bytes exactly as they came in the Raft entry.
 // The type index points at chunks, one entry per distinct type per chunk; the
-// business-key index lists chunks too, in posting lists flushed every few thousand
-// events (postings.go); the id index points at the event. Writing a few records per
-// batch instead of several per event is what makes Apply cheap (docs/performance.md).
+// business-key index lists chunks too, in posting lists, and the id index maps ids to
+// seqs in sorted runs, both written in bulk every few thousand events (postings.go,
+// idruns.go). Writing a few records per batch instead of several per event is what
+// makes Apply cheap (docs/performance.md).
 const (
 	// ledgerFormat is the layout version in m/format. Earlier builds' layouts are not
 	// read by this build: 1 kept one record per event, 2 one key index record per key
-	// per chunk.
+	// per chunk, 3 one id index record per event.
 	ledgerFormat = 4
 	// chunkMaxEvents and chunkTargetBytes close a chunk: a chunk never holds more
 	// events, and an event that would take it past chunkTargetBytes starts a new one. A

@@ -26,6 +26,30 @@ type Filter struct {
 	Keys map[string]string
 }
 
+// readTxn opens a read transaction of the current database and, under postings.mu,
+// lets take read the in-memory index state that goes with it (see postings): the two
+// describe the same applied entry. done discards the transaction and releases the
+// database.
+func (l *Ledger) readTxn(take func(p *postings, txn *badger.Txn) error) (txn *badger.Txn, done func(), err error) {
+	h, err := l.acquire()
+	if err != nil {
+		return nil, nil, err
+	}
+	h.post.mu.RLock()
+	txn = h.db.NewTransaction(false)
+	err = take(h.post, txn)
+	h.post.mu.RUnlock()
+	done = func() {
+		txn.Discard()
+		l.release(h)
+	}
+	if err != nil {
+		done()
+		return nil, nil, err
+	}
+	return txn, done, nil
+}
+
 // view runs fn in a read transaction of the current database.
 func (l *Ledger) view(fn func(txn *badger.Txn) error) error {
 	h, err := l.acquire()
@@ -60,20 +84,17 @@ func (l *Ledger) ListEvents(f Filter, fromSeq uint64, limit int) (events []*even
 	}
 	filtered := len(keyPrefixes) > 0 || f.Type != ""
 
-	h, err := l.acquire()
+	pending := make([][]uint64, len(keyPrefixes))
+	txn, done, err := l.readTxn(func(p *postings, _ *badger.Txn) error {
+		for i, k := range keyPrefixes {
+			pending[i] = p.copyList(k)
+		}
+		return nil
+	})
 	if err != nil {
 		return nil, 0, err
 	}
-	defer l.release(h)
-	// The transaction and the pending key index lists are taken together (postings).
-	h.post.mu.RLock()
-	txn := h.db.NewTransaction(false)
-	pending := make([][]uint64, len(keyPrefixes))
-	for i, p := range keyPrefixes {
-		pending[i] = h.post.copyList(p)
-	}
-	h.post.mu.RUnlock()
-	defer txn.Discard()
+	defer done()
 
 	err = func() error {
 		start, err := chunkStart(txn, fromSeq)
@@ -290,19 +311,21 @@ func (l *Ledger) EventByID(id string) (*eventv1.CommittedEvent, bool, error) {
 	if k == nil {
 		return nil, false, nil
 	}
-	h, err := l.acquire()
+	var (
+		seq uint64
+		ok  bool
+	)
+	txn, done, err := l.readTxn(func(p *postings, txn *badger.Txn) error {
+		var err error
+		seq, ok, err = p.idSeq(txn, k)
+		return err
+	})
 	if err != nil {
 		return nil, false, err
 	}
-	defer l.release(h)
-	// The transaction and the in-memory id state are taken together (postings).
-	h.post.mu.RLock()
-	txn := h.db.NewTransaction(false)
-	defer txn.Discard()
-	seq, ok, err := h.post.idSeq(txn, k)
-	h.post.mu.RUnlock()
-	if err != nil || !ok {
-		return nil, false, err
+	defer done()
+	if !ok {
+		return nil, false, nil
 	}
 	ev, ok, err := eventAt(txn, seq)
 	if err != nil {
@@ -390,22 +413,25 @@ func (l *Ledger) getProto(k []byte, m proto.Message) (bool, error) {
 // have the same Hash.
 func (l *Ledger) Hash() (string, error) {
 	h := sha256.New()
-	hd, err := l.acquire()
+	var (
+		pending    map[string][]uint64
+		pendingIDs map[string]uint64
+		flushed    uint64
+	)
+	txn, done, err := l.readTxn(func(p *postings, _ *badger.Txn) error {
+		pending = make(map[string][]uint64, len(p.lists))
+		for k, l := range p.lists {
+			pending[k] = slices.Clone(l)
+		}
+		pendingIDs = make(map[string]uint64, p.idCount)
+		p.eachPendingID(func(k string, s uint64) { pendingIDs[k] = s })
+		flushed = p.flushed
+		return nil
+	})
 	if err != nil {
 		return "", fmt.Errorf("ledger: hash: %w", err)
 	}
-	defer l.release(hd)
-	hd.post.mu.RLock()
-	txn := hd.db.NewTransaction(false)
-	pending := make(map[string][]uint64, len(hd.post.lists))
-	for p, l := range hd.post.lists {
-		pending[p] = slices.Clone(l)
-	}
-	pendingIDs := make(map[string]uint64, hd.post.idCount)
-	hd.post.eachPendingID(func(k string, s uint64) { pendingIDs[k] = s })
-	flushed := hd.post.flushed
-	hd.post.mu.RUnlock()
-	defer txn.Discard()
+	defer done()
 
 	it := txn.NewIterator(badger.DefaultIteratorOptions)
 	defer it.Close()
