@@ -27,29 +27,32 @@ import (
 //	value log, 1 MiB memtable, or 256-512 KiB tables:            no better
 //	value log, BaseLevelSize 64-128 MiB (a single wide level):   75-90 MB
 //
-// With the chosen options buffering alone peaks at 27-33 MB; the drain peak comes
-// from compacting a million tombstones against the keys they delete (live Go heap
-// 20-25 MB, which GOGC=100 lets grow to twice that). The whole run peaks at 37-42
-// MB with GOGC=50, at 31-34 MB with GOMEMLIMIT=40MiB (no slower), at 26-28 MB with
-// GOMEMLIMIT=32MiB (drain 10-50% slower). Those are process-wide settings for the
-// agent's main, not for this package.
+// Those figures were for one Badger entry per record. Records are now chunked (8 KiB
+// per entry, chunk.go): the same run peaks at 14-19 MB, buffering 1.25-1.29M
+// events/s instead of 378k, draining 3.2M instead of 425k (docs/performance.md).
+// Before chunking, the drain peak came from compacting a million tombstones against
+// the keys they delete, and GOGC=50 or GOMEMLIMIT=40MiB (process-wide settings for
+// the agent's main) kept it under 40 MB.
 //
 // The choices:
 //
 //   - ValueThreshold 32 B: records of 32 bytes or more go to the value log, which
 //     is append-only and mmapped (file-backed pages, not RssAnon), so the LSM tree
-//     only holds 13-byte keys and value pointers: memtables fill ~7x slower,
-//     compactions move ~45 MB instead of ~280 MB for 1M events, and a record costs
-//     37 bytes of a transaction's budget whatever its size. Acknowledged space is
+//     only holds 17-byte chunk keys and value pointers, and a chunk costs 41 bytes
+//     of a transaction's budget whatever its size. Acknowledged space is
 //     reclaimed by value-log GC once compaction has dropped the deleted keys.
 //   - MemTableSize 2 MiB, NumMemtables 1: each memtable is a ~2.6 MiB Go arena and
 //     at most three exist (active, queued, flushing); 4 MiB doubled the drain peak.
-//     Badger caps a transaction at 15% of it: MaxBatchRecords (3274) entries.
+//     Badger caps a transaction at 15% of it: 3274 entries, so MaxBatchRecords
+//     records always fit, even one per chunk.
 //   - BaseTableSize 1 MiB (x2 per level), BaseLevelSize 8 MiB (x10 per level):
 //     builders' buffers are twice the table size; smaller tables mean more 3 MB
 //     index builds, larger ones bigger buffers.
-//   - NumLevelZeroTables 3, NumLevelZeroTablesStall 8: compact L0 early, in small
-//     steps.
+//   - NumLevelZeroTables 1, NumLevelZeroTablesStall 8: compact L0 after every
+//     memtable flush. Records are chunked (chunk.go), so a memtable holds few keys
+//     for many bytes of value log, and value-log space is reclaimed only once a
+//     compaction has dropped the deleted chunks' keys; the tables are small (keys
+//     and value pointers), so these compactions are cheap.
 //   - NumCompactors 2: the least Badger accepts, short of 0 (no compaction).
 //   - BlockCacheSize 0, IndexCacheSize 0, Compression None: no caches; tables and
 //     their indexes are read straight from their mmapped files (a block cache is
@@ -80,8 +83,9 @@ const (
 // memtable size over 96 bytes.
 const MaxBatchRecords = maxTxnEntries - 2
 
-// MaxRecordBytes is the largest record Append accepts (Badger's value-log limit).
-const MaxRecordBytes = valueLogFile
+// MaxRecordBytes is the largest record Append accepts: Badger's value-log limit, less
+// the length prefix a chunk adds.
+const MaxRecordBytes = valueLogFile - chunkOverhead
 
 func (o *Outbox) badgerOptions(dir string, log *slog.Logger) badger.Options {
 	return badger.DefaultOptions(dir).
@@ -95,7 +99,7 @@ func (o *Outbox) badgerOptions(dir string, log *slog.Logger) badger.Options {
 		WithIndexCacheSize(0).
 		WithMemTableSize(memTableSize).
 		WithNumMemtables(1).
-		WithNumLevelZeroTables(3).
+		WithNumLevelZeroTables(1).
 		WithNumLevelZeroTablesStall(8).
 		WithBaseTableSize(baseTableSize).
 		WithBaseLevelSize(baseLevelSize).

@@ -25,11 +25,14 @@
 // write failure the outbox refuses Appends until it is reopened, and readers never
 // see a gap in seqs.
 //
-// Records are stored under the key 'e' | seq (8 bytes, big endian) | len (4 bytes,
-// big endian), records of 32 bytes or more in Badger's value log. The byte size of
-// every pending record is thus known from a keys-only scan: Open and Ack never read
-// record values. The acknowledged mark is stored under "m/acked" and source
-// positions under "p/<name>".
+// Records are stored in chunks (chunk.go): one Badger entry per run of up to 1 MiB
+// of an Append's records, keyed by the run's last seq, its record count and its
+// record bytes, so Open and Ack learn the pending totals from keys and read a chunk
+// only when the mark falls inside it. An Ack deletes the chunks wholly at or below
+// the mark; a chunk that is partly acknowledged stays until its last record is. The
+// acknowledged mark is stored under "m/acked" and source positions under "p/<name>".
+// An outbox written with one entry per record (the first format) is converted on
+// Open (legacy.go).
 //
 // Badger's options are chosen for a small memory footprint (see badger.go for the
 // figures). Its memory is Go heap: draining a backlog of a million events peaks
@@ -182,31 +185,9 @@ type batch struct {
 
 type waiter struct{ need uint64 }
 
-const (
-	entryPrefix = 'e'
-	entryKeyLen = 1 + 8 + 4
-	posPrefix   = "p/"
-)
+const posPrefix = "p/"
 
 var ackedKey = []byte("m/acked")
-
-func entryKey(dst []byte, seq uint64, n int) []byte {
-	dst = append(dst, entryPrefix)
-	dst = binary.BigEndian.AppendUint64(dst, seq)
-	return binary.BigEndian.AppendUint32(dst, uint32(n))
-}
-
-// seekKey is the smallest key of seq's entry.
-func seekKey(seq uint64) []byte {
-	return binary.BigEndian.AppendUint64([]byte{entryPrefix}, seq)
-}
-
-func parseEntryKey(k []byte) (seq uint64, n uint32, ok bool) {
-	if len(k) != entryKeyLen || k[0] != entryPrefix {
-		return 0, 0, false
-	}
-	return binary.BigEndian.Uint64(k[1:9]), binary.BigEndian.Uint32(k[9:]), true
-}
 
 // Open opens (creating if needed) the outbox in opts.Dir. It recovers the next seq,
 // the acknowledged mark and the pending count and bytes with a keys-only scan.
@@ -268,7 +249,9 @@ func Open(opts Options) (*Outbox, error) {
 	return o, nil
 }
 
-// recover loads the acked mark and scans the pending entries' keys.
+// recover loads the acked mark, converts an outbox of an earlier format (see
+// migrateEntries) and scans the pending chunks' keys; only a chunk that is partly
+// acknowledged is read.
 func (o *Outbox) recover() error {
 	err := o.db.View(func(txn *badger.Txn) error {
 		item, err := txn.Get(ackedKey)
@@ -288,22 +271,47 @@ func (o *Outbox) recover() error {
 				return fmt.Errorf("read acked mark: %w", err)
 			}
 		}
-		it := txn.NewIterator(badger.IteratorOptions{Prefix: []byte{entryPrefix}})
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("outbox: recover state: %w", err)
+	}
+	if err := o.migrateEntries(); err != nil {
+		return fmt.Errorf("outbox: convert entries of the earlier format: %w", err)
+	}
+	err = o.db.View(func(txn *badger.Txn) error {
+		it := txn.NewIterator(badger.IteratorOptions{Prefix: []byte{chunkPrefix}})
 		defer it.Close()
 		last := o.acked
-		for it.Seek(seekKey(o.acked + 1)); it.Valid(); it.Next() {
-			seq, n, ok := parseEntryKey(it.Item().Key())
-			if !ok {
-				return fmt.Errorf("malformed entry key %x", it.Item().Key())
+		for it.Seek(chunkSeek(o.acked + 1)); it.Valid(); it.Next() {
+			m, err := parseChunkKey(it.Item().Key())
+			if err != nil {
+				return err
 			}
-			if seq != last+1 {
+			if m.first <= o.acked {
+				// Partly acknowledged: count its records after the mark.
+				var n uint64
+				err := it.Item().Value(func(v []byte) error {
+					var err error
+					n, err = chunkBytesIn(m, v, o.acked, m.last)
+					return err
+				})
+				if err != nil {
+					return fmt.Errorf("chunk of seqs %d..%d: %w", m.first, m.last, err)
+				}
+				o.pendingEvents += m.last - o.acked
+				o.pendingBytes += n
+				last = m.last
+				continue
+			}
+			if m.first != last+1 {
 				// Only possible after a write failure that Badger partially
 				// recovered; the control plane dedups, readers see the jump.
-				o.log.Warn("outbox has a gap in seqs", "after", last, "next", seq)
+				o.log.Warn("outbox has a gap in seqs", "after", last, "next", m.first)
 			}
-			last = seq
-			o.pendingEvents++
-			o.pendingBytes += uint64(n)
+			last = m.last
+			o.pendingEvents += uint64(m.n)
+			o.pendingBytes += uint64(m.bytes)
 		}
 		o.readable = last
 		return nil
@@ -513,13 +521,15 @@ func (o *Outbox) queue(recs [][]byte, size uint64, pos []Position) (*batch, <-ch
 	first := o.nextSeq
 	last := first + uint64(len(recs)) - 1
 	txn := o.db.NewTransaction(true)
-	keys := make([]byte, 0, len(recs)*entryKeyLen)
-	for i, r := range recs {
-		keys = entryKey(keys, first+uint64(i), len(r))
-		if err := txn.Set(keys[len(keys)-entryKeyLen:], r); err != nil {
+	for start, seq := 0, first; start < len(recs); {
+		end, vlen, bytes := chunkSplit(recs, start)
+		last := seq + uint64(end-start) - 1
+		value := appendChunk(make([]byte, 0, vlen), recs[start:end])
+		if err := txn.Set(chunkKey(last, end-start, bytes), value); err != nil {
 			txn.Discard()
 			return nil, nil, o.setErr(err, len(recs), size)
 		}
+		start, seq = end, last+1
 	}
 	for _, p := range pos {
 		if err := txn.Set([]byte(posPrefix+p.Name), []byte(p.Value)); err != nil {
@@ -620,33 +630,59 @@ func (o *Outbox) Read(from uint64, maxCount, maxBytes int) ([]Entry, error) {
 	}
 	var out []Entry
 	err := o.db.View(func(txn *badger.Txn) error {
-		it := txn.NewIterator(badger.IteratorOptions{Prefix: []byte{entryPrefix}})
+		it := txn.NewIterator(badger.IteratorOptions{Prefix: []byte{chunkPrefix}})
 		defer it.Close()
 		total := 0
-		for it.Seek(seekKey(from)); it.Valid() && len(out) < maxCount; it.Next() {
+		full := false
+		var offs []int
+		for it.Seek(chunkSeek(from)); it.Valid() && !full; it.Next() {
 			item := it.Item()
-			seq, n, ok := parseEntryKey(item.Key())
-			if !ok {
-				return fmt.Errorf("malformed entry key %x", item.Key())
-			}
-			if seq > hi {
-				break
-			}
-			if maxBytes > 0 && len(out) > 0 && total+int(n) > maxBytes {
-				break
-			}
-			if len(out) > 0 && seq != out[len(out)-1].Seq+1 {
-				return fmt.Errorf("gap in seqs after %d (next %d)", out[len(out)-1].Seq, seq)
-			}
-			data, err := item.ValueCopy(nil)
+			m, err := parseChunkKey(item.Key())
 			if err != nil {
-				return fmt.Errorf("seq %d: %w", seq, err)
+				return err
 			}
-			total += len(data)
-			if out == nil {
-				out = make([]Entry, 0, min(maxCount, 1024))
+			if m.first > hi {
+				break
 			}
-			out = append(out, Entry{Seq: seq, Data: data})
+			if len(out) > 0 && m.first != out[len(out)-1].Seq+1 {
+				return fmt.Errorf("gap in seqs after %d (next %d)", out[len(out)-1].Seq, m.first)
+			}
+			err = item.Value(func(v []byte) error {
+				// Find the records to return, then copy their span of the value once.
+				at, lo := len(out), -1
+				offs = offs[:0]
+				werr := walkChunk(m, v, func(seq uint64, off int, rec []byte) bool {
+					if seq < from {
+						return true
+					}
+					if seq > hi || len(out) >= maxCount || (maxBytes > 0 && len(out) > 0 && total+len(rec) > maxBytes) {
+						full = true
+						return false
+					}
+					if lo < 0 {
+						lo = off
+					}
+					offs = append(offs, off, off+len(rec))
+					total += len(rec)
+					if out == nil {
+						out = make([]Entry, 0, min(maxCount, 1024))
+					}
+					out = append(out, Entry{Seq: seq})
+					return true
+				})
+				if werr != nil || lo < 0 {
+					return werr
+				}
+				span := append([]byte(nil), v[lo:offs[len(offs)-1]]...)
+				for i := at; i < len(out); i++ {
+					s, e := offs[2*(i-at)]-lo, offs[2*(i-at)+1]-lo
+					out[i].Data = span[s:e:e]
+				}
+				return nil
+			})
+			if err != nil {
+				return fmt.Errorf("chunk of seqs %d..%d: %w", m.first, m.last, err)
+			}
 		}
 		return nil
 	})
@@ -685,35 +721,51 @@ func (o *Outbox) Ack(upTo uint64) error {
 			return nil
 		}
 	}
-	keys := make([][]byte, 0, o.ackChunk)
-	buf := make([]byte, 0, o.ackChunk*entryKeyLen)
+	keys := make([][]byte, 0, min(o.ackChunk, 64))
 	for acked < upTo {
-		keys, buf = keys[:0], buf[:0]
-		var bytes uint64
+		keys = keys[:0]
+		var bytes, events uint64
+		mark := upTo
 		err := o.db.View(func(txn *badger.Txn) error {
-			it := txn.NewIterator(badger.IteratorOptions{Prefix: []byte{entryPrefix}})
+			it := txn.NewIterator(badger.IteratorOptions{Prefix: []byte{chunkPrefix}})
 			defer it.Close()
-			for it.Seek(seekKey(acked + 1)); it.Valid() && len(keys) < o.ackChunk; it.Next() {
-				k := it.Item().Key()
-				seq, n, ok := parseEntryKey(k)
-				if !ok {
-					return fmt.Errorf("malformed entry key %x", k)
+			for it.Seek(chunkSeek(acked + 1)); it.Valid(); it.Next() {
+				item := it.Item()
+				m, err := parseChunkKey(item.Key())
+				if err != nil {
+					return err
 				}
-				if seq > upTo {
+				if m.first > upTo {
 					break
 				}
-				buf = append(buf, k...)
-				keys = append(keys, buf[len(buf)-len(k):])
-				bytes += uint64(n)
+				if len(keys) == o.ackChunk {
+					mark = m.first - 1
+					break
+				}
+				lo, hi := max(acked, m.first-1), min(upTo, m.last)
+				events += hi - lo
+				if lo == m.first-1 && hi == m.last {
+					bytes += uint64(m.bytes)
+				} else {
+					// Partly acknowledged before or after this Ack: count its records
+					// in (lo, hi].
+					err := item.Value(func(v []byte) error {
+						n, err := chunkBytesIn(m, v, lo, hi)
+						bytes += n
+						return err
+					})
+					if err != nil {
+						return fmt.Errorf("chunk of seqs %d..%d: %w", m.first, m.last, err)
+					}
+				}
+				if m.last <= upTo {
+					keys = append(keys, item.KeyCopy(nil))
+				}
 			}
 			return nil
 		})
 		if err != nil {
 			return fmt.Errorf("outbox: ack %d: scan: %w", upTo, err)
-		}
-		mark := upTo
-		if len(keys) == o.ackChunk {
-			mark, _, _ = parseEntryKey(keys[len(keys)-1])
 		}
 		err = o.db.Update(func(txn *badger.Txn) error {
 			for _, k := range keys {
@@ -728,7 +780,7 @@ func (o *Outbox) Ack(upTo uint64) error {
 		}
 		o.mu.Lock()
 		o.acked = mark
-		o.pendingEvents -= uint64(len(keys))
+		o.pendingEvents -= events
 		o.pendingBytes -= bytes
 		o.freed += bytes
 		kick := o.freed >= gcKickBytes

@@ -49,6 +49,7 @@ type config struct {
 	memEvents  int
 	memBatch   int
 	drainChunk int
+	flowEvents int
 	interval   time.Duration
 	drainRate  int
 	reopen     bool
@@ -58,13 +59,14 @@ type config struct {
 func main() {
 	var c config
 	flag.StringVar(&c.dir, "dir", "", "directory for the test files (default: a new temp dir, removed at exit)")
-	flag.StringVar(&c.phase, "phase", "all", "all, fsync, append or mem")
+	flag.StringVar(&c.phase, "phase", "all", "all, fsync, append, mem or flow")
 	flag.IntVar(&c.fsyncs, "fsyncs", 1000, "write+fdatasync iterations for the disk baseline")
 	flag.DurationVar(&c.dur, "dur", 2*time.Second, "duration of each append throughput run")
 	flag.IntVar(&c.conc, "conc", 4, "concurrent appenders in the concurrent runs")
 	flag.IntVar(&c.recSize, "size", 256, "event size in bytes")
 	flag.IntVar(&c.memEvents, "mem-events", 1_000_000, "events buffered offline in the memory phase")
 	flag.IntVar(&c.memBatch, "mem-batch", 1000, "append batch size in the memory phase")
+	flag.IntVar(&c.flowEvents, "flow-events", 3_000_000, "events through the outbox in the flow phase")
 	flag.IntVar(&c.drainChunk, "drain-chunk", 1000, "events per Read+Ack while draining")
 	flag.IntVar(&c.drainRate, "drain-rate", 0, "cap the drain at this many events/s, like a real uplink would (0: as fast as possible)")
 	flag.BoolVar(&c.reopen, "reopen", false, "close and reopen the outbox between buffering and draining, timing the recovery scan")
@@ -92,6 +94,8 @@ func run(c config) error {
 	switch c.phase {
 	case "mem":
 		return memPhase(c)
+	case "flow":
+		return flowPhase(c)
 	case "fsync":
 		_, err := fsyncPhase(c)
 		return err
@@ -365,6 +369,97 @@ func memPhase(c config) error {
 		b, _ := json.Marshal(r)
 		fmt.Printf("JSON %s\n", b)
 	}
+	return nil
+}
+
+// flowPhase appends c.flowEvents events in batches of c.memBatch from one goroutine
+// while another reads and acknowledges them as an uplink would (c.drainChunk per
+// Read+Ack), and samples the outbox's disk use: how far it grows past what is pending
+// before acknowledged space is reclaimed (Badger reclaims value-log files after
+// compactions have dropped the deleted keys), and what is left 10 s after the flow.
+func flowPhase(c config) error {
+	dir := filepath.Join(c.dir, "flow")
+	defer os.RemoveAll(dir)
+	ob, err := outbox.Open(outbox.Options{Dir: dir, QuotaBytes: 256 << 20})
+	if err != nil {
+		return err
+	}
+	defer ob.Close()
+	recs := make([][]byte, c.memBatch)
+	for i := range recs {
+		recs[i] = payload(c.recSize, i)
+	}
+	var peakMB, peakPendingMB float64
+	sample := func() {
+		peakMB = max(peakMB, dirMB(dir))
+		peakPendingMB = max(peakPendingMB, float64(ob.Stats().PendingBytes)/1e6)
+	}
+	stop := make(chan struct{})
+	sampled := make(chan struct{})
+	go func() {
+		defer close(sampled)
+		t := time.NewTicker(c.interval)
+		defer t.Stop()
+		for {
+			select {
+			case <-stop:
+				return
+			case <-t.C:
+				sample()
+			}
+		}
+	}()
+	start := time.Now()
+	errc := make(chan error, 1)
+	go func() {
+		for n := 0; n < c.flowEvents; n += len(recs) {
+			if _, _, err := ob.Append(context.Background(), recs); err != nil {
+				errc <- err
+				return
+			}
+		}
+		errc <- nil
+	}()
+	from, drained := uint64(1), 0
+	for drained < c.flowEvents/len(recs)*len(recs) {
+		es, err := ob.Read(from, c.drainChunk, 0)
+		if err != nil {
+			return err
+		}
+		if len(es) == 0 {
+			select {
+			case <-ob.Notify():
+			case err := <-errc:
+				if err != nil {
+					return err
+				}
+				errc <- nil
+			}
+			continue
+		}
+		last := es[len(es)-1].Seq
+		if err := ob.Ack(last); err != nil {
+			return err
+		}
+		drained += len(es)
+		from = last + 1
+	}
+	if err := <-errc; err != nil {
+		return err
+	}
+	el := time.Since(start).Seconds()
+	close(stop)
+	<-sampled
+	endMB := dirMB(dir)
+	deadline := time.Now().Add(10 * time.Second)
+	for time.Now().Before(deadline) {
+		time.Sleep(c.interval)
+	}
+	fmt.Printf("== flow: %d x %d-byte events appended in batches of %d while read and acknowledged %d at a time\n",
+		drained, c.recSize, c.memBatch, c.drainChunk)
+	fmt.Printf("throughput            %9.0f events/s (%.1f s)\n", float64(drained)/el, el)
+	fmt.Printf("disk                  peak %7.1f MB (peak pending %.1f MB), at end %7.1f MB, 10 s later %7.1f MB\n",
+		peakMB, peakPendingMB, endMB, dirMB(dir))
 	return nil
 }
 

@@ -1,0 +1,154 @@
+package outbox
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"math"
+)
+
+// Records are stored in chunks: one Badger entry per run of consecutive seqs written by
+// one Append (an Append's records are split into chunks of at most chunkMaxBytes). A
+// Badger entry costs a memtable node, a write-ahead-log record and a tombstone when it
+// is acknowledged, whatever its size, so one entry per event made Badger's per-entry
+// work most of an Append's CPU; a chunk pays it once per 32 events of 256 bytes.
+//
+// Why 8 KiB and not a whole batch: Badger reclaims value-log space only for values
+// whose keys a compaction has dropped, and compactions follow memtable flushes, which
+// follow the number of keys written. The bigger the chunk, the more acknowledged bytes
+// wait on disk for the next compaction: with 1 MiB chunks a flow of 3M events through
+// the outbox reclaimed nothing at all; with 8 KiB chunks (and a compaction after every
+// memtable flush, badger.go) disk use stays where one entry per record kept it
+// (bench/outboxbench -phase flow, docs/performance.md).
+//
+// Key:   'c' | last seq (8 bytes, big endian) | records (4) | record bytes (4)
+// Value: for each record, uvarint(len) then the record's bytes.
+//
+// Keying by the last seq makes "the chunk holding seq s" a forward seek to 'c'|s, and
+// the key alone gives the chunk's seq range and byte count, so Open and Ack learn the
+// pending totals from keys; only a chunk that is partly acknowledged is read, to count
+// the bytes of its records on either side of the mark.
+const (
+	chunkPrefix = 'c'
+	chunkKeyLen = 1 + 8 + 4 + 4
+	// chunkMaxBytes bounds a chunk's value, unless a single record is larger.
+	chunkMaxBytes = 8 << 10
+	// chunkOverhead is the most bytes a chunk adds to a record of MaxRecordBytes: its
+	// length prefix.
+	chunkOverhead = binary.MaxVarintLen32
+)
+
+// chunkMeta is what a chunk's key says.
+type chunkMeta struct {
+	first, last uint64
+	n           uint32 // records
+	bytes       uint32 // sum of the records' lengths
+}
+
+func chunkKey(last uint64, n, bytes int) []byte {
+	k := make([]byte, 0, chunkKeyLen)
+	k = append(k, chunkPrefix)
+	k = binary.BigEndian.AppendUint64(k, last)
+	k = binary.BigEndian.AppendUint32(k, uint32(n))
+	return binary.BigEndian.AppendUint32(k, uint32(bytes))
+}
+
+// chunkSeek is the smallest key of a chunk whose last seq is seq or more.
+func chunkSeek(seq uint64) []byte {
+	return binary.BigEndian.AppendUint64([]byte{chunkPrefix}, seq)
+}
+
+func parseChunkKey(k []byte) (chunkMeta, error) {
+	if len(k) != chunkKeyLen || k[0] != chunkPrefix {
+		return chunkMeta{}, fmt.Errorf("malformed chunk key %x", k)
+	}
+	m := chunkMeta{
+		last:  binary.BigEndian.Uint64(k[1:9]),
+		n:     binary.BigEndian.Uint32(k[9:13]),
+		bytes: binary.BigEndian.Uint32(k[13:17]),
+	}
+	if m.n == 0 || m.last < uint64(m.n) {
+		return chunkMeta{}, fmt.Errorf("malformed chunk key %x: %d records ending at seq %d", k, m.n, m.last)
+	}
+	m.first = m.last - uint64(m.n) + 1
+	return m, nil
+}
+
+// chunkSplit returns the end of the chunk that starts at recs[start]: records are
+// added while the value stays within chunkMaxBytes, and at least one is.
+func chunkSplit(recs [][]byte, start int) (end, valueLen, bytes int) {
+	end = start
+	for end < len(recs) {
+		r := len(recs[end])
+		l := varintLen(r) + r
+		if end > start && valueLen+l > chunkMaxBytes {
+			break
+		}
+		valueLen += l
+		bytes += r
+		end++
+	}
+	return end, valueLen, bytes
+}
+
+func varintLen(n int) int {
+	l := 1
+	for n >= 0x80 {
+		n >>= 7
+		l++
+	}
+	return l
+}
+
+// appendChunk appends recs encoded as a chunk value to dst.
+func appendChunk(dst []byte, recs [][]byte) []byte {
+	for _, r := range recs {
+		dst = binary.AppendUvarint(dst, uint64(len(r)))
+		dst = append(dst, r...)
+	}
+	return dst
+}
+
+var errChunkCorrupt = errors.New("corrupt chunk")
+
+// walkChunk calls fn with each record of value v (of a chunk described by m), its seq
+// and the offset of its bytes within v, in order, until fn returns false. It checks the
+// value against the key: the record count, and the byte count when it walked them all.
+func walkChunk(m chunkMeta, v []byte, fn func(seq uint64, off int, rec []byte) bool) error {
+	off, total := 0, uint64(0)
+	for i := uint64(0); i < uint64(m.n); i++ {
+		l, k := binary.Uvarint(v[off:])
+		if k <= 0 || l > math.MaxInt32 || k != varintLen(int(l)) || uint64(len(v)-off-k) < l {
+			return fmt.Errorf("%w: record %d of seqs %d..%d overruns the %d-byte value", errChunkCorrupt, i, m.first, m.last, len(v))
+		}
+		start := off + k
+		off = start + int(l)
+		total += l
+		if !fn(m.first+i, start, v[start:off]) {
+			return nil
+		}
+	}
+	if off != len(v) || total != uint64(m.bytes) {
+		return fmt.Errorf("%w: seqs %d..%d: %d records in %d of %d bytes, %d record bytes (key says %d)",
+			errChunkCorrupt, m.first, m.last, m.n, off, len(v), total, m.bytes)
+	}
+	return nil
+}
+
+// chunkBytesIn returns the bytes of the records of a chunk with seq in (lo, hi].
+func chunkBytesIn(m chunkMeta, v []byte, lo, hi uint64) (uint64, error) {
+	if lo < m.first && hi >= m.last {
+		return uint64(m.bytes), nil
+	}
+	var n uint64
+	err := walkChunk(m, v, func(seq uint64, _ int, rec []byte) bool {
+		if seq > hi {
+			return false
+		}
+		if seq > lo {
+			n += uint64(len(rec))
+		}
+		return true
+	})
+	return n, err
+}
