@@ -41,24 +41,76 @@ func TestRawBatchPayload(t *testing.T) {
 		if err := (UplinkCodec{}).Unmarshal(data, &req); err != nil {
 			t.Fatal(err)
 		}
+		if len(req.GetBatch().GetEvents()) != 0 {
+			t.Fatalf("the codec decoded a plain batch")
+		}
+		if _, ok := fastBatch(agent, rawEvents(req.GetBatch()), new(next)); !ok {
+			t.Fatalf("next %d: a plain batch of valid events does not take the fast path", next)
+		}
 		n := next
-		cmd, payload, err := validateBatch(agent, req.GetBatch(), &n)
+		in, err := validateBatch(agent, req.GetBatch(), &n)
 		if err != nil {
 			t.Fatal(err)
 		}
-		if payload == nil {
+		if in.payload == nil || in.cmd != nil {
 			t.Fatalf("next %d: no raw payload for a plain batch", next)
 		}
-		if want := 20 - int(max(next, 10)-10); len(cmd.GetEvents()) != want {
-			t.Fatalf("next %d: %d events, want %d", next, len(cmd.GetEvents()), want)
+		cmd, last := slowCommand(t, data, agent, next)
+		if want := 20 - int(max(next, 10)-10); len(cmd.GetEvents()) != want || n != last+1 || in.last != last {
+			t.Fatalf("next %d: %d events up to %d (next %d), want %d up to %d", next, len(cmd.GetEvents()), in.last, n, want, last)
 		}
 		var got storev1.IngestBatch
-		if err := proto.Unmarshal(payload, &got); err != nil {
+		if err := proto.Unmarshal(in.payload, &got); err != nil {
 			t.Fatalf("next %d: payload does not decode: %v", next, err)
 		}
 		if !proto.Equal(&got, cmd) {
 			t.Fatalf("next %d: payload decodes to\n%v\nwant\n%v", next, &got, cmd)
 		}
+	}
+}
+
+// slowCommand is the command the leader builds from data decoded by plain proto (no raw
+// bytes, every event decoded and validated), and its last agent seq.
+func slowCommand(t testing.TB, data []byte, agent string, next uint64) (*storev1.IngestBatch, uint64) {
+	t.Helper()
+	var req uplinkv1.StreamRequest
+	if err := proto.Unmarshal(data, &req); err != nil {
+		t.Fatal(err)
+	}
+	in, err := validateBatch(agent, req.GetBatch(), &next)
+	if err != nil || in == nil || in.payload != nil {
+		t.Fatalf("slow path: %v, %v", in, err)
+	}
+	return in.cmd, in.last
+}
+
+// TestInvalidEventGetsItsError: an invalid event in a plain batch leaves the fast path
+// and is refused with the slow path's words, naming the event and the field.
+func TestInvalidEventGetsItsError(t *testing.T) {
+	const agent = "agent-1"
+	req := testBatch(agent, 3)
+	req.GetBatch().GetEvents()[1].GetEvent().GetInventoryLevel().OnHand = "12,5"
+	data, err := proto.Marshal(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got uplinkv1.StreamRequest
+	if err := (UplinkCodec{}).Unmarshal(data, &got); err != nil {
+		t.Fatal(err)
+	}
+	next := uint64(0)
+	in, err := validateBatch(agent, got.GetBatch(), &next)
+	if err == nil || !strings.Contains(err.Error(), "events[1] (seq 11)") || !strings.Contains(err.Error(), "onHand") {
+		t.Fatalf("validateBatch = %v, %v; want the error of events[1]", in, err)
+	}
+	// Malformed events: a decode error.
+	bad := protowire.AppendTag(nil, 2, protowire.BytesType)
+	bad = protowire.AppendBytes(bad, protowire.AppendBytes(protowire.AppendTag(nil, 1, protowire.BytesType), []byte{0x12, 0x05, 'x'}))
+	if err := (UplinkCodec{}).Unmarshal(bad, &got); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := validateBatch(agent, got.GetBatch(), &next); err == nil || !strings.Contains(err.Error(), "decode batch") {
+		t.Fatalf("malformed batch: err = %v", err)
 	}
 }
 
@@ -96,14 +148,14 @@ func TestRawBatchFallsBack(t *testing.T) {
 			t.Fatalf("%s: %v", name, err)
 		}
 		next := uint64(0)
-		cmd, payload, err := validateBatch(agent, req.GetBatch(), &next)
+		in, err := validateBatch(agent, req.GetBatch(), &next)
 		if err != nil {
 			t.Fatalf("%s: %v", name, err)
 		}
-		if payload != nil {
+		if in.payload != nil {
 			t.Fatalf("%s: raw payload kept", name)
 		}
-		if len(cmd.GetEvents()) == 0 {
+		if len(in.cmd.GetEvents()) == 0 {
 			t.Fatalf("%s: no events", name)
 		}
 	}
@@ -113,13 +165,15 @@ func TestRawBatchFallsBack(t *testing.T) {
 		t.Fatal(err)
 	}
 	next := uint64(0)
-	if _, payload, err := validateBatch(agent, req.GetBatch(), &next); err != nil || payload != nil {
-		t.Fatalf("plain proto decode: payload %v, err %v", payload != nil, err)
+	if in, err := validateBatch(agent, req.GetBatch(), &next); err != nil || in.payload != nil {
+		t.Fatalf("plain proto decode: payload %v, err %v", in.payload != nil, err)
 	}
 }
 
-// FuzzUplinkCodec: whatever the bytes, a raw payload, when there is one, decodes to
-// exactly the command the leader would otherwise encode.
+// FuzzUplinkCodec: whatever the bytes, the uplink codec and validateBatch (fast path,
+// or slow path with the bytes as sent) accept exactly what plain proto decoding and the
+// slow path accept, and build a command that decodes to the same one, with the same
+// stream cursor.
 func FuzzUplinkCodec(f *testing.F) {
 	const agent = "agent-1"
 	for _, n := range []int{1, 4} {
@@ -131,20 +185,53 @@ func FuzzUplinkCodec(f *testing.F) {
 		f.Add(b, uint64(11))
 	}
 	f.Fuzz(func(t *testing.T, data []byte, next uint64) {
+		var ref uplinkv1.StreamRequest
+		refErr := proto.Unmarshal(data, &ref)
 		var req uplinkv1.StreamRequest
-		if err := (UplinkCodec{}).Unmarshal(data, &req); err != nil || req.GetBatch() == nil {
+		err := (UplinkCodec{}).Unmarshal(data, &req)
+		if refErr != nil {
+			if err == nil && req.GetBatch() == nil {
+				t.Fatalf("the codec accepted what proto refuses: %v", refErr)
+			}
+			if err == nil {
+				// A plain batch is decoded later: validateBatch must refuse it.
+				n := next
+				if _, err := validateBatch(agent, req.GetBatch(), &n); err == nil {
+					t.Fatalf("validateBatch accepted a batch proto refuses: %v", refErr)
+				}
+			}
 			return
 		}
-		cmd, payload, err := validateBatch(agent, req.GetBatch(), &next)
-		if err != nil || payload == nil {
+		if err != nil {
+			t.Fatalf("the codec refused what proto accepts: %v", err)
+		}
+		if ref.GetBatch() == nil {
 			return
 		}
-		var got storev1.IngestBatch
-		if err := proto.Unmarshal(payload, &got); err != nil {
-			t.Fatalf("payload does not decode: %v", err)
+		refNext, n := next, next
+		want, wantErr := validateBatch(agent, ref.GetBatch(), &refNext)
+		got, gotErr := validateBatch(agent, req.GetBatch(), &n)
+		if (wantErr == nil) != (gotErr == nil) {
+			t.Fatalf("validateBatch: %v, slow path: %v", gotErr, wantErr)
 		}
-		if !proto.Equal(&got, cmd) {
-			t.Fatalf("payload decodes to\n%v\nwant\n%v", &got, cmd)
+		if gotErr != nil {
+			return
+		}
+		if (want == nil) != (got == nil) || n != refNext {
+			t.Fatalf("validateBatch: %v (next %d), slow path: %v (next %d)", got, n, want, refNext)
+		}
+		if got == nil {
+			return
+		}
+		cmd := got.cmd
+		if got.payload != nil {
+			cmd = &storev1.IngestBatch{}
+			if err := proto.Unmarshal(got.payload, cmd); err != nil {
+				t.Fatalf("payload does not decode: %v", err)
+			}
+		}
+		if !proto.Equal(cmd, want.cmd) || got.last != want.last {
+			t.Fatalf("command\n%v (last %d)\nwant\n%v (last %d)", cmd, got.last, want.cmd, want.last)
 		}
 	})
 }
@@ -179,9 +266,10 @@ func TestSizeCheckedAsSent(t *testing.T) {
 				t.Fatal(err)
 			}
 			next := uint64(0)
-			_, payload, err := validateBatch(agent, got.GetBatch(), &next)
-			if (payload != nil) != (codec == "uplink" && extra == 0) {
-				t.Fatalf("%s codec, +%d: raw payload %v", codec, extra, payload != nil)
+			in, err := validateBatch(agent, got.GetBatch(), &next)
+			payload := in != nil && in.payload != nil
+			if payload != (codec == "uplink" && extra == 0) {
+				t.Fatalf("%s codec, +%d: raw payload %v", codec, extra, payload)
 			}
 			if (err != nil) != (extra > 0) {
 				t.Fatalf("%s codec, event of MaxEventBytes+%d: err = %v", codec, extra, err)

@@ -325,24 +325,24 @@ func (u *Uplink) receiveLoop(ctx context.Context, stream *connect.BidiStream[upl
 		if batch == nil {
 			continue
 		}
-		cmd, payload, err := validateBatch(agentID, batch, &next)
+		in, err := validateBatch(agentID, batch, &next)
 		if err != nil {
 			return connect.NewError(connect.CodeInvalidArgument, err)
 		}
-		if cmd == nil {
+		if in == nil {
 			continue
 		}
 		var f raft.ApplyFuture
-		if payload != nil {
-			f, err = u.Store.ProposePayloadAsync(storev1.CommandType_COMMAND_TYPE_INGEST_BATCH, payload, u.applyTimeout())
+		if in.payload != nil {
+			f, err = u.Store.ProposePayloadAsync(storev1.CommandType_COMMAND_TYPE_INGEST_BATCH, in.payload, u.applyTimeout())
 		} else {
-			f, err = u.Store.ProposeAsync(storev1.CommandType_COMMAND_TYPE_INGEST_BATCH, cmd, u.applyTimeout())
+			f, err = u.Store.ProposeAsync(storev1.CommandType_COMMAND_TYPE_INGEST_BATCH, in.cmd, u.applyTimeout())
 		}
 		if err != nil {
 			return connect.NewError(connect.CodeInternal, err)
 		}
 		select {
-		case pending <- proposal{f, cmd.Events[len(cmd.Events)-1].GetAgentSeq()}:
+		case pending <- proposal{f, in.last}:
 		case <-ctx.Done():
 			return ctx.Err()
 		}
@@ -381,16 +381,39 @@ func (u *Uplink) ackLoop(ctx context.Context, send func(*uplinkv1.StreamResponse
 	return nil
 }
 
+// ingest is a validated batch, ready for raft.
+type ingest struct {
+	payload []byte               // the encoded command, built from the events as sent; or
+	cmd     *storev1.IngestBatch // the command to encode
+	last    uint64               // the agent seq of its last event
+}
+
 // validateBatch checks a batch and turns it into a raft command. Seqs must be increasing;
 // entries at or below what this stream already sent are dropped (a re-send after a
-// reconnect). It returns nil when nothing is left. When the codec kept the batch's
-// bytes (UplinkCodec), payload is the command encoded from them, each event as the
-// agent sent it; otherwise it is nil and the caller encodes cmd.
-func validateBatch(agentID string, batch *uplinkv1.Batch, next *uint64) (cmd *storev1.IngestBatch, payload []byte, err error) {
-	if n := len(batch.GetEvents()); n > ledger.MaxBatchEvents {
-		return nil, nil, fmt.Errorf("batch has %d events, more than %d", n, ledger.MaxBatchEvents)
-	}
+// reconnect). It returns nil when nothing is left. A batch the codec did not decode
+// (UplinkCodec) is checked in place (fastBatch) and its payload built from the events'
+// bytes as sent; if any event needs it, the batch is decoded and checked the slow way,
+// which still builds the payload from the sent bytes unless an event carries fields
+// this version does not know.
+func validateBatch(agentID string, batch *uplinkv1.Batch, next *uint64) (*ingest, error) {
 	raw := rawEvents(batch)
+	if raw != nil {
+		if len(raw) > ledger.MaxBatchEvents {
+			return nil, fmt.Errorf("batch has %d events, more than %d", len(raw), ledger.MaxBatchEvents)
+		}
+		if in, ok := fastBatch(agentID, raw, next); ok {
+			return in, nil
+		}
+		var full uplinkv1.Batch
+		if err := proto.Unmarshal(batch.ProtoReflect().GetUnknown(), &full); err != nil {
+			return nil, fmt.Errorf("decode batch: %w", err)
+		}
+		batch = &full
+	}
+	if n := len(batch.GetEvents()); n > ledger.MaxBatchEvents {
+		return nil, fmt.Errorf("batch has %d events, more than %d", n, ledger.MaxBatchEvents)
+	}
+	var payload []byte
 	if raw != nil {
 		size := len(agentID) + 8
 		for _, r := range raw {
@@ -399,14 +422,14 @@ func validateBatch(agentID string, batch *uplinkv1.Batch, next *uint64) (cmd *st
 		payload = protowire.AppendTag(make([]byte, 0, size), 1, protowire.BytesType)
 		payload = protowire.AppendString(payload, agentID)
 	}
-	cmd = &storev1.IngestBatch{AgentId: agentID}
+	cmd := &storev1.IngestBatch{AgentId: agentID}
 	for i, oe := range batch.GetEvents() {
 		ev := oe.GetEvent()
 		if oe.GetSeq() < *next {
 			continue
 		}
 		if ev.GetId() == "" {
-			return nil, nil, fmt.Errorf("events[%d] (seq %d): id is required", i, oe.GetSeq())
+			return nil, fmt.Errorf("events[%d] (seq %d): id is required", i, oe.GetSeq())
 		}
 		// The size checked is the event's encoding as sent when the codec kept it (what
 		// the agent checked and what the ledger stores), else as encoded here.
@@ -419,10 +442,10 @@ func validateBatch(agentID string, batch *uplinkv1.Batch, next *uint64) (cmd *st
 			}
 		}
 		if err != nil {
-			return nil, nil, fmt.Errorf("events[%d] (seq %d): %w", i, oe.GetSeq(), err)
+			return nil, fmt.Errorf("events[%d] (seq %d): %w", i, oe.GetSeq(), err)
 		}
 		if a := ev.GetSource().GetAgent(); a != agentID {
-			return nil, nil, fmt.Errorf("events[%d] (seq %d): source.agent %q is not this agent (%q)", i, oe.GetSeq(), a, agentID)
+			return nil, fmt.Errorf("events[%d] (seq %d): source.agent %q is not this agent (%q)", i, oe.GetSeq(), a, agentID)
 		}
 		cmd.Events = append(cmd.Events, &storev1.AgentEvent{AgentSeq: oe.GetSeq(), Event: ev})
 		switch {
@@ -436,7 +459,11 @@ func validateBatch(agentID string, batch *uplinkv1.Batch, next *uint64) (cmd *st
 		*next = oe.GetSeq() + 1
 	}
 	if len(cmd.Events) == 0 {
-		return nil, nil, nil
+		return nil, nil
 	}
-	return cmd, payload, nil
+	in := &ingest{cmd: cmd, last: cmd.Events[len(cmd.Events)-1].GetAgentSeq()}
+	if payload != nil {
+		in.payload, in.cmd = payload, nil
+	}
+	return in, nil
 }

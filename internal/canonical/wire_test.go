@@ -1,0 +1,217 @@
+package canonical
+
+import (
+	"strings"
+	"testing"
+
+	"google.golang.org/protobuf/encoding/protowire"
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/timestamppb"
+
+	eventv1 "github.com/crossdock/crossdock/proto/gen/crossdock/event/v1"
+)
+
+const wireAgent = "agent-7"
+
+// wireEvents returns a valid event of every payload type, with every field set.
+func wireEvents() []*eventv1.Event {
+	ts := timestamppb.New(timestamppb.Now().AsTime())
+	base := func(typ string) *eventv1.Event {
+		return &eventv1.Event{
+			Id: "agent-7:erp:" + typ, Type: typ, OccurredAt: ts,
+			Keys:   map[string]string{"sku": "SKU-1", "warehouse_2": "Lyon Nord", "order_number": "SO-1"},
+			Source: &eventv1.Source{Agent: wireAgent, Connector: "erp", Position: "lsn:0/16B3748"},
+			Trace:  &eventv1.TraceContext{Traceparent: "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01", Tracestate: "k=v"},
+		}
+	}
+	lines := []*eventv1.ShipmentLine{{Sku: "SKU-1", Quantity: "2"}, {Sku: "SKU-2", Quantity: "0.5"}}
+	item := base(TypeItem)
+	item.Payload = &eventv1.Event_Item{Item: &eventv1.Item{Sku: "SKU-1", Name: "Bolt", Description: "M6 ✓", UnitOfMeasure: "ea", Gtin: "0123"}}
+	inv := base(TypeInventoryLevel)
+	inv.Payload = &eventv1.Event_InventoryLevel{InventoryLevel: &eventv1.InventoryLevel{Sku: "SKU-1", Location: "WH1", OnHand: "12", Allocated: "-2.5", Available: "9.50", UnitOfMeasure: "ea"}}
+	price := base(TypePrice)
+	price.Payload = &eventv1.Event_Price{Price: &eventv1.Price{Sku: "SKU-1", PriceList: "retail", Currency: "EUR", Amount: "9.99"}}
+	order := base(TypeOrder)
+	order.Payload = &eventv1.Event_Order{Order: &eventv1.Order{OrderNumber: "SO-1", Channel: "web", Customer: "C1", Status: "new", Currency: "EUR", Total: "19.98",
+		Lines: []*eventv1.OrderLine{{LineNumber: "1", Sku: "SKU-1", Quantity: "2", UnitPrice: "9.99"}, {Sku: "SKU-2", Quantity: "1"}}}}
+	ack := base(TypeOrderAck)
+	ack.Payload = &eventv1.Event_OrderAck{OrderAck: &eventv1.OrderAck{OrderNumber: "SO-1", ErpOrderNumber: "E-1", Status: "accepted", Message: "ok"}}
+	ship := base(TypeShipment)
+	ship.Payload = &eventv1.Event_Shipment{Shipment: &eventv1.Shipment{ShipmentNumber: "SH-1", OrderNumber: "SO-1", Carrier: "DHL", TrackingNumber: "T1", Status: "shipped", ShippedAt: ts, Lines: lines}}
+	inv2 := base(TypeInvoice)
+	inv2.Payload = &eventv1.Event_Invoice{Invoice: &eventv1.Invoice{InvoiceNumber: "IN-1", OrderNumber: "SO-1", Currency: "EUR", Total: "19.98"}}
+	ret := base(TypeSalesReturn)
+	ret.Payload = &eventv1.Event_SalesReturn{SalesReturn: &eventv1.SalesReturn{ReturnNumber: "R-1", OrderNumber: "SO-1", Status: "received", Lines: []*eventv1.ShipmentLine{{Sku: "SKU-1"}}}}
+	minimal := &eventv1.Event{Id: "x", Type: TypeItem, Source: &eventv1.Source{Agent: wireAgent}, Payload: &eventv1.Event_Item{Item: &eventv1.Item{Sku: "S"}}}
+	return []*eventv1.Event{item, inv, price, order, ack, ship, inv2, ret, minimal}
+}
+
+// slowValid is what the leader checks the slow way, after decoding.
+func slowValid(b []byte, agent string) (*eventv1.Event, bool) {
+	var ev eventv1.Event
+	if err := proto.Unmarshal(b, &ev); err != nil {
+		return nil, false
+	}
+	return &ev, ValidateFields(&ev) == nil && ev.GetId() != "" && ev.GetSource().GetAgent() == agent
+}
+
+// TestWireValidAcceptsEveryPayload: events as proto.Marshal writes them take the fast
+// path, whatever their payload; otherwise the leader would decode them after all.
+func TestWireValidAcceptsEveryPayload(t *testing.T) {
+	for _, ev := range wireEvents() {
+		if err := ValidateFields(ev); err != nil {
+			t.Fatalf("%s: test event invalid: %v", ev.Type, err)
+		}
+		for range 5 { // map order varies
+			b, err := proto.Marshal(ev)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !WireValid(b, wireAgent) {
+				t.Fatalf("%s: WireValid refused a valid event", ev.Type)
+			}
+		}
+	}
+}
+
+// TestWireValidRefuses: every rule ValidateFields enforces, every leader check, and the
+// encodings it leaves to the slow path.
+func TestWireValidRefuses(t *testing.T) {
+	mutations := map[string]func(ev *eventv1.Event){
+		"no id":            func(ev *eventv1.Event) { ev.Id = "" },
+		"long id":          func(ev *eventv1.Event) { ev.Id = strings.Repeat("i", MaxIDLen+1) },
+		"wrong type":       func(ev *eventv1.Event) { ev.Type = TypePrice },
+		"no type":          func(ev *eventv1.Event) { ev.Type = "" },
+		"no payload":       func(ev *eventv1.Event) { ev.Payload = nil },
+		"other agent":      func(ev *eventv1.Event) { ev.Source.Agent = "agent-8" },
+		"no source":        func(ev *eventv1.Event) { ev.Source = nil },
+		"bad key name":     func(ev *eventv1.Event) { ev.Keys["Sku"] = "x" },
+		"long key name":    func(ev *eventv1.Event) { ev.Keys["k"+strings.Repeat("x", MaxKeyLen)] = "x" },
+		"empty key value":  func(ev *eventv1.Event) { ev.Keys["a"] = "" },
+		"long key value":   func(ev *eventv1.Event) { ev.Keys["a"] = strings.Repeat("v", MaxValueLen+1) },
+		"NUL in key value": func(ev *eventv1.Event) { ev.Keys["a"] = "x\x00y" },
+		"too many keys": func(ev *eventv1.Event) {
+			for i := range MaxKeys {
+				ev.Keys["k"+strings.Repeat("x", i)] = "v"
+			}
+		},
+		"no on hand":  func(ev *eventv1.Event) { ev.GetInventoryLevel().OnHand = "" },
+		"bad on hand": func(ev *eventv1.Event) { ev.GetInventoryLevel().OnHand = "1e3" },
+		"bad alloc":   func(ev *eventv1.Event) { ev.GetInventoryLevel().Allocated = "1." },
+		"bad avail":   func(ev *eventv1.Event) { ev.GetInventoryLevel().Available = "x" },
+		"no location": func(ev *eventv1.Event) { ev.GetInventoryLevel().Location = "" },
+		"no inv sku":  func(ev *eventv1.Event) { ev.GetInventoryLevel().Sku = "" },
+		"no item sku": func(ev *eventv1.Event) {
+			ev.Payload = &eventv1.Event_Item{Item: &eventv1.Item{Name: "n"}}
+			ev.Type = TypeItem
+		},
+		"bad price": func(ev *eventv1.Event) {
+			ev.Payload = &eventv1.Event_Price{Price: &eventv1.Price{Sku: "s", Amount: "€1"}}
+			ev.Type = TypePrice
+		},
+		"no order no": func(ev *eventv1.Event) {
+			ev.Payload = &eventv1.Event_Order{Order: &eventv1.Order{}}
+			ev.Type = TypeOrder
+		},
+		"bad total": func(ev *eventv1.Event) {
+			ev.Payload = &eventv1.Event_Order{Order: &eventv1.Order{OrderNumber: "o", Total: "1,5"}}
+			ev.Type = TypeOrder
+		},
+		"no line sku": func(ev *eventv1.Event) {
+			ev.Payload = orderWithLine(&eventv1.OrderLine{Quantity: "1"})
+			ev.Type = TypeOrder
+		},
+		"no line qty": func(ev *eventv1.Event) { ev.Payload = orderWithLine(&eventv1.OrderLine{Sku: "s"}); ev.Type = TypeOrder },
+		"bad unit": func(ev *eventv1.Event) {
+			ev.Payload = orderWithLine(&eventv1.OrderLine{Sku: "s", Quantity: "1", UnitPrice: "-"})
+			ev.Type = TypeOrder
+		},
+		"no ack no": func(ev *eventv1.Event) {
+			ev.Payload = &eventv1.Event_OrderAck{OrderAck: &eventv1.OrderAck{}}
+			ev.Type = TypeOrderAck
+		},
+		"no ship no": func(ev *eventv1.Event) {
+			ev.Payload = &eventv1.Event_Shipment{Shipment: &eventv1.Shipment{}}
+			ev.Type = TypeShipment
+		},
+		"ship line qty": func(ev *eventv1.Event) {
+			ev.Payload = &eventv1.Event_Shipment{Shipment: &eventv1.Shipment{ShipmentNumber: "s", Lines: []*eventv1.ShipmentLine{{Sku: "s"}}}}
+			ev.Type = TypeShipment
+		},
+		"no invoice no": func(ev *eventv1.Event) {
+			ev.Payload = &eventv1.Event_Invoice{Invoice: &eventv1.Invoice{}}
+			ev.Type = TypeInvoice
+		},
+		"bad inv total": func(ev *eventv1.Event) {
+			ev.Payload = &eventv1.Event_Invoice{Invoice: &eventv1.Invoice{InvoiceNumber: "i", Total: "x"}}
+			ev.Type = TypeInvoice
+		},
+		"no return no": func(ev *eventv1.Event) {
+			ev.Payload = &eventv1.Event_SalesReturn{SalesReturn: &eventv1.SalesReturn{}}
+			ev.Type = TypeSalesReturn
+		},
+	}
+	for name, mutate := range mutations {
+		ev := proto.Clone(wireEvents()[1]).(*eventv1.Event) // inventory level
+		mutate(ev)
+		b, err := proto.Marshal(ev)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, ok := slowValid(b, wireAgent); ok {
+			t.Fatalf("%s: the slow path accepts it; the mutation is wrong", name)
+		}
+		if WireValid(b, wireAgent) {
+			t.Fatalf("%s: WireValid accepted an invalid event", name)
+		}
+	}
+	// Valid events in encodings the fast path leaves to the slow one.
+	valid, err := proto.Marshal(wireEvents()[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	unknown := protowire.AppendVarint(protowire.AppendTag(append([]byte(nil), valid...), 30, protowire.VarintType), 1)
+	idTwice := protowire.AppendString(protowire.AppendTag(append([]byte(nil), valid...), 1, protowire.BytesType), "other")
+	badUTF8 := protowire.AppendString(protowire.AppendTag(nil, 1, protowire.BytesType), "\xff")
+	for name, b := range map[string][]byte{"unknown field": unknown, "id twice": idTwice, "invalid UTF-8": append(badUTF8, valid...)} {
+		if WireValid(b, wireAgent) {
+			t.Fatalf("%s: WireValid vouched for an unusual encoding", name)
+		}
+	}
+}
+
+func orderWithLine(l *eventv1.OrderLine) *eventv1.Event_Order {
+	return &eventv1.Event_Order{Order: &eventv1.Order{OrderNumber: "o", Lines: []*eventv1.OrderLine{l}}}
+}
+
+// FuzzWireValid: whatever the bytes, WireValid accepts only what the slow path accepts,
+// and whatever the slow path accepts, once encoded by proto.Marshal, WireValid accepts.
+func FuzzWireValid(f *testing.F) {
+	for _, ev := range wireEvents() {
+		b, err := proto.Marshal(ev)
+		if err != nil {
+			f.Fatal(err)
+		}
+		f.Add(b)
+	}
+	f.Fuzz(func(t *testing.T, b []byte) {
+		_, ok := slowValid(b, wireAgent)
+		if WireValid(b, wireAgent) && !ok {
+			t.Fatalf("WireValid accepted %x, which the slow path refuses", b)
+		}
+		if !ok {
+			return
+		}
+		var ev eventv1.Event // without unknown fields, which WireValid leaves to the slow path
+		if err := (proto.UnmarshalOptions{DiscardUnknown: true}).Unmarshal(b, &ev); err != nil {
+			t.Fatal(err)
+		}
+		re, err := proto.Marshal(&ev)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !WireValid(re, wireAgent) {
+			t.Fatalf("WireValid refused %x, a valid event as proto.Marshal writes it", re)
+		}
+	})
+}
