@@ -14,7 +14,6 @@ import (
 	"path/filepath"
 	"time"
 
-	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/crossdock/crossdock/agent/localapi"
@@ -215,6 +214,8 @@ func (a *Agent) Publish(ctx context.Context, connector string, events []*eventv1
 	}
 	recs := make([][]byte, len(events))
 	ids := make([]string, len(events))
+	ends := make([]int, len(events))
+	var buf []byte
 	for i, ev := range events {
 		canonical.Normalize(ev)
 		if err := canonical.ValidateFields(ev); err != nil {
@@ -239,17 +240,23 @@ func (a *Agent) Publish(ctx context.Context, connector string, events []*eventv1
 		if ev.Id == "" {
 			ev.Id = canonical.ID(a.id.ID, connector, ev.Source.Position)
 		}
-		b, err := proto.Marshal(ev)
-		if err != nil {
-			return nil, fmt.Errorf("events[%d]: encode: %w", i, err)
+		// All events are encoded into one buffer; recs are sliced from it below.
+		start := len(buf)
+		buf = canonical.AppendEvent(buf, ev)
+		if i == 0 && len(events) > 1 { // size the buffer for the batch from its first event
+			buf = append(make([]byte, 0, len(buf)*len(events)*9/8), buf...)
 		}
 		// The size is checked on the event as it will be sent, with its source and id:
 		// the control plane checks the same, and an event it refused would stop the
 		// uplink at that point of the outbox.
-		if err := canonical.CheckSize(len(b)); err != nil {
+		if err := canonical.CheckSize(len(buf) - start); err != nil {
 			return nil, fmt.Errorf("events[%d]: %w", i, err)
 		}
-		recs[i], ids[i] = b, ev.Id
+		ends[i], ids[i] = len(buf), ev.Id
+	}
+	for i, start := 0, 0; i < len(recs); i++ {
+		recs[i] = buf[start:ends[i]:ends[i]]
+		start = ends[i]
 	}
 	first, last, err := a.outbox.Append(ctx, recs)
 	if err != nil {

@@ -33,7 +33,6 @@ import (
 
 	"github.com/hashicorp/go-hclog"
 	"github.com/hashicorp/go-plugin"
-	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/crossdock/crossdock/agent/outbox"
@@ -609,10 +608,7 @@ func (h *Host) encode(c *conn, b sdk.Batch) ([][]byte, error) {
 		if ev.OccurredAt == nil {
 			ev.OccurredAt = now
 		}
-		rec, err := proto.Marshal(ev)
-		if err != nil {
-			return nil, fmt.Errorf("event at position %s: encode: %w", pos, err)
-		}
+		rec := canonical.AppendEvent(nil, ev)
 		// Size as sent, with source and id: what the control plane checks.
 		if err := canonical.CheckSize(len(rec)); err != nil {
 			return nil, fmt.Errorf("%w at position %s (event %d of the batch ending at %s): %w", ErrInvalidEvent, pos, i, b.Position, err)

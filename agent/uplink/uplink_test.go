@@ -1,7 +1,11 @@
 package uplink
 
 import (
+	"fmt"
+	"strings"
 	"testing"
+
+	"github.com/crossdock/crossdock/agent/outbox"
 
 	"google.golang.org/protobuf/proto"
 
@@ -9,22 +13,28 @@ import (
 	uplinkv1 "github.com/crossdock/crossdock/proto/gen/crossdock/uplink/v1"
 )
 
-// TestRawOutboxEvent checks that an outbox entry sent without decoding reaches the
-// control plane as the same OutboxEvent a decoded one would be.
-func TestRawOutboxEvent(t *testing.T) {
-	ev := &eventv1.Event{
-		Id: "a1/erp/42", Type: "inventory.level", Keys: map[string]string{"sku": "S1", "location": "WH1"},
-		Payload: &eventv1.Event_InventoryLevel{InventoryLevel: &eventv1.InventoryLevel{Sku: "S1", Location: "WH1", OnHand: "7"}},
+// TestRawBatch checks that outbox entries sent without decoding reach the control
+// plane as the same batch decoded events would make.
+func TestRawBatch(t *testing.T) {
+	var entries []outbox.Entry
+	var want []*uplinkv1.OutboxEvent
+	for i, seq := range []uint64{1, 127, 128, 1 << 40} {
+		ev := &eventv1.Event{
+			Id: fmt.Sprintf("a1/erp/%d", i), Type: "inventory.level", Keys: map[string]string{"sku": "S1", "location": "WH1"},
+			Payload: &eventv1.Event_InventoryLevel{InventoryLevel: &eventv1.InventoryLevel{Sku: "S1", Location: "WH1", OnHand: strings.Repeat("7", i*100+1)}},
+		}
+		data, err := proto.Marshal(ev)
+		if err != nil {
+			t.Fatal(err)
+		}
+		entries = append(entries, outbox.Entry{Seq: seq, Data: data})
+		want = append(want, &uplinkv1.OutboxEvent{Seq: seq, Event: ev})
 	}
-	data, err := proto.Marshal(ev)
+	req, err := rawBatch(entries)
 	if err != nil {
 		t.Fatal(err)
 	}
-	oe, err := rawOutboxEvent(42, data)
-	if err != nil {
-		t.Fatal(err)
-	}
-	wire, err := proto.Marshal(&uplinkv1.StreamRequest{Msg: &uplinkv1.StreamRequest_Batch{Batch: &uplinkv1.Batch{Events: []*uplinkv1.OutboxEvent{oe}}}})
+	wire, err := proto.Marshal(req)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -32,11 +42,16 @@ func TestRawOutboxEvent(t *testing.T) {
 	if err := proto.Unmarshal(wire, &got); err != nil {
 		t.Fatal(err)
 	}
-	want := &uplinkv1.OutboxEvent{Seq: 42, Event: ev}
-	if g := got.GetBatch().GetEvents(); len(g) != 1 || !proto.Equal(g[0], want) || len(g[0].ProtoReflect().GetUnknown()) != 0 {
+	g := got.GetBatch().GetEvents()
+	if len(g) != len(want) || len(got.ProtoReflect().GetUnknown()) != 0 {
 		t.Fatalf("received %v, want %v", g, want)
 	}
-	if _, err := rawOutboxEvent(1, []byte{0x0a, 0x05, 'x'}); err == nil {
+	for i := range want {
+		if !proto.Equal(g[i], want[i]) || len(g[i].ProtoReflect().GetUnknown()) != 0 {
+			t.Fatalf("event %d: received %v, want %v", i, g[i], want[i])
+		}
+	}
+	if _, err := rawBatch([]outbox.Entry{{Seq: 1, Data: []byte{0x0a, 0x05, 'x'}}}); err == nil {
 		t.Fatal("a truncated entry was accepted")
 	}
 }

@@ -1,0 +1,183 @@
+package canonical
+
+import (
+	"google.golang.org/protobuf/encoding/protowire"
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/timestamppb"
+
+	eventv1 "github.com/crossdock/crossdock/proto/gen/crossdock/event/v1"
+)
+
+// AppendEvent appends ev's protobuf encoding to b: the bytes proto.Marshal writes, up
+// to the order of map entries (which proto.Marshal does not fix either). The agent
+// encodes every event it publishes, and proto.Marshal's reflection-driven walk, with
+// its size pass and the map, was a fifth of the agent's CPU under load; this writes the
+// fields directly, into one buffer for a whole batch. TestAppendEventEveryField fills
+// every field of every message through protobuf reflection, so a field added to the
+// schema and not here fails the tests.
+func AppendEvent(b []byte, ev *eventv1.Event) []byte {
+	b = appendString(b, 1, ev.Id)
+	b = appendString(b, 2, ev.Type)
+	for k, v := range ev.Keys {
+		b = protowire.AppendTag(b, 3, protowire.BytesType)
+		b = protowire.AppendVarint(b, uint64(protowire.SizeTag(1)+protowire.SizeBytes(len(k))+protowire.SizeTag(2)+protowire.SizeBytes(len(v))))
+		b = protowire.AppendTag(b, 1, protowire.BytesType)
+		b = protowire.AppendString(b, k)
+		b = protowire.AppendTag(b, 2, protowire.BytesType)
+		b = protowire.AppendString(b, v)
+	}
+	b = appendTimestamp(b, 4, ev.OccurredAt)
+	if s := ev.Source; s != nil {
+		b = appendMessage(b, 5, s, func(b []byte) []byte {
+			b = appendString(b, 1, s.Agent)
+			b = appendString(b, 2, s.Connector)
+			return appendString(b, 3, s.Position)
+		})
+	}
+	if t := ev.Trace; t != nil {
+		b = appendMessage(b, 6, t, func(b []byte) []byte {
+			b = appendString(b, 1, t.Traceparent)
+			return appendString(b, 2, t.Tracestate)
+		})
+	}
+	switch p := ev.Payload.(type) {
+	case *eventv1.Event_Item:
+		m := p.Item
+		b = appendMessage(b, 10, m, func(b []byte) []byte {
+			b = appendString(b, 1, m.GetSku())
+			b = appendString(b, 2, m.GetName())
+			b = appendString(b, 3, m.GetDescription())
+			b = appendString(b, 4, m.GetUnitOfMeasure())
+			return appendString(b, 5, m.GetGtin())
+		})
+	case *eventv1.Event_InventoryLevel:
+		m := p.InventoryLevel
+		b = appendMessage(b, 11, m, func(b []byte) []byte {
+			b = appendString(b, 1, m.GetSku())
+			b = appendString(b, 2, m.GetLocation())
+			b = appendString(b, 3, m.GetOnHand())
+			b = appendString(b, 4, m.GetAllocated())
+			b = appendString(b, 5, m.GetAvailable())
+			return appendString(b, 6, m.GetUnitOfMeasure())
+		})
+	case *eventv1.Event_Price:
+		m := p.Price
+		b = appendMessage(b, 12, m, func(b []byte) []byte {
+			b = appendString(b, 1, m.GetSku())
+			b = appendString(b, 2, m.GetPriceList())
+			b = appendString(b, 3, m.GetCurrency())
+			return appendString(b, 4, m.GetAmount())
+		})
+	case *eventv1.Event_Order:
+		m := p.Order
+		b = appendMessage(b, 13, m, func(b []byte) []byte {
+			b = appendString(b, 1, m.GetOrderNumber())
+			b = appendString(b, 2, m.GetChannel())
+			b = appendString(b, 3, m.GetCustomer())
+			b = appendString(b, 4, m.GetStatus())
+			b = appendString(b, 5, m.GetCurrency())
+			b = appendString(b, 6, m.GetTotal())
+			for _, l := range m.GetLines() {
+				b = appendMessage(b, 7, l, func(b []byte) []byte {
+					b = appendString(b, 1, l.GetLineNumber())
+					b = appendString(b, 2, l.GetSku())
+					b = appendString(b, 3, l.GetQuantity())
+					return appendString(b, 4, l.GetUnitPrice())
+				})
+			}
+			return b
+		})
+	case *eventv1.Event_OrderAck:
+		m := p.OrderAck
+		b = appendMessage(b, 14, m, func(b []byte) []byte {
+			b = appendString(b, 1, m.GetOrderNumber())
+			b = appendString(b, 2, m.GetErpOrderNumber())
+			b = appendString(b, 3, m.GetStatus())
+			return appendString(b, 4, m.GetMessage())
+		})
+	case *eventv1.Event_Shipment:
+		m := p.Shipment
+		b = appendMessage(b, 15, m, func(b []byte) []byte {
+			b = appendString(b, 1, m.GetShipmentNumber())
+			b = appendString(b, 2, m.GetOrderNumber())
+			b = appendString(b, 3, m.GetCarrier())
+			b = appendString(b, 4, m.GetTrackingNumber())
+			b = appendString(b, 5, m.GetStatus())
+			b = appendTimestamp(b, 6, m.GetShippedAt())
+			return appendShipmentLines(b, 7, m.GetLines())
+		})
+	case *eventv1.Event_Invoice:
+		m := p.Invoice
+		b = appendMessage(b, 16, m, func(b []byte) []byte {
+			b = appendString(b, 1, m.GetInvoiceNumber())
+			b = appendString(b, 2, m.GetOrderNumber())
+			b = appendString(b, 3, m.GetCurrency())
+			return appendString(b, 4, m.GetTotal())
+		})
+	case *eventv1.Event_SalesReturn:
+		m := p.SalesReturn
+		b = appendMessage(b, 17, m, func(b []byte) []byte {
+			b = appendString(b, 1, m.GetReturnNumber())
+			b = appendString(b, 2, m.GetOrderNumber())
+			b = appendString(b, 3, m.GetStatus())
+			return appendShipmentLines(b, 4, m.GetLines())
+		})
+	}
+	return append(b, ev.ProtoReflect().GetUnknown()...)
+}
+
+func appendShipmentLines(b []byte, num protowire.Number, lines []*eventv1.ShipmentLine) []byte {
+	for _, l := range lines {
+		b = appendMessage(b, num, l, func(b []byte) []byte {
+			b = appendString(b, 1, l.GetSku())
+			return appendString(b, 2, l.GetQuantity())
+		})
+	}
+	return b
+}
+
+func appendString(b []byte, num protowire.Number, s string) []byte {
+	if s == "" {
+		return b
+	}
+	b = protowire.AppendTag(b, num, protowire.BytesType)
+	return protowire.AppendString(b, s)
+}
+
+func appendTimestamp(b []byte, num protowire.Number, t *timestamppb.Timestamp) []byte {
+	if t == nil {
+		return b
+	}
+	return appendMessage(b, num, t, func(b []byte) []byte {
+		if t.Seconds != 0 {
+			b = protowire.AppendTag(b, 1, protowire.VarintType)
+			b = protowire.AppendVarint(b, uint64(t.Seconds))
+		}
+		if t.Nanos != 0 {
+			b = protowire.AppendTag(b, 2, protowire.VarintType)
+			b = protowire.AppendVarint(b, uint64(t.Nanos))
+		}
+		return b
+	})
+}
+
+// appendMessage appends field num holding the message that body writes, followed by
+// m's unknown fields. The length is written after the body, in the byte or two kept
+// for it, moving the body when it needs more.
+func appendMessage(b []byte, num protowire.Number, m proto.Message, body func([]byte) []byte) []byte {
+	b = protowire.AppendTag(b, num, protowire.BytesType)
+	at := len(b)
+	b = append(b, 0) // room for a length below 128
+	b = body(b)
+	b = append(b, m.ProtoReflect().GetUnknown()...)
+	n := len(b) - at - 1
+	if n < 0x80 {
+		b[at] = byte(n)
+		return b
+	}
+	k := protowire.SizeVarint(uint64(n))
+	b = append(b, make([]byte, k-1)...)
+	copy(b[at+k:], b[at+1:at+1+n])
+	protowire.AppendVarint(b[at:at], uint64(n))
+	return b
+}
