@@ -61,16 +61,20 @@ func idKey(id string) []byte {
 }
 
 // keyIndexPrefix selects the index entries of one business key name=value.
-func keyIndexPrefix(name, value string) []byte {
-	b := append([]byte(nil), prefixKey...)
+func keyIndexPrefix(name, value string) []byte { return appendKeyIndexPrefix(nil, name, value) }
+
+func appendKeyIndexPrefix(b []byte, name, value string) []byte {
+	b = append(b, prefixKey...)
 	b = binary.BigEndian.AppendUint16(b, uint16(len(name)))
 	b = append(b, name...)
 	b = binary.BigEndian.AppendUint32(b, uint32(len(value)))
 	return append(b, value...)
 }
 
-func typeIndexPrefix(typ string) []byte {
-	b := append([]byte(nil), prefixType...)
+func typeIndexPrefix(typ string) []byte { return appendTypeIndexPrefix(nil, typ) }
+
+func appendTypeIndexPrefix(b []byte, typ string) []byte {
+	b = append(b, prefixType...)
 	b = binary.BigEndian.AppendUint16(b, uint16(len(typ)))
 	return append(b, typ...)
 }

@@ -1,6 +1,7 @@
 package ledger
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
 	"slices"
@@ -52,7 +53,14 @@ type chunkWriter struct {
 	n       int
 	buf     []byte
 	indexed map[string]struct{} // index prefixes already written for this chunk
+
+	// Reused by add, event after event.
+	scratch []byte
+	newKeys [][]byte
+	costs   []keyCost
 }
+
+type keyCost struct{ entries, size int }
 
 // framedSize is what one event adds to a chunk record.
 func framedSize(raw []byte) int {
@@ -97,31 +105,35 @@ func (w *chunkWriter) add(seq uint64, ie *ingestEvent, idk []byte) (bool, error)
 	// Count this event's writes: the id index, the type index entry and key index list
 	// additions new to the chunk (charged as what a flush of them would write), and the
 	// chunk record's growth (a new record when the chunk opens here).
+	// Prefixes are built in a scratch buffer and copied only when new to the chunk.
 	var newType []byte
 	if typeIndexed(ie.typ) {
-		if p := typeIndexPrefix(ie.typ); !w.has(p) {
-			newType = p
+		w.scratch = appendTypeIndexPrefix(w.scratch[:0], ie.typ)
+		if !w.has(w.scratch) {
+			newType = bytes.Clone(w.scratch)
 		}
 	}
-	var newKeys [][]byte
+	newKeys := w.newKeys[:0]
 	for _, e := range indexedKeys(ie.keys) {
-		if p := keyIndexPrefix(e.name, e.value); !w.has(p) {
-			newKeys = append(newKeys, p)
+		w.scratch = appendKeyIndexPrefix(w.scratch[:0], e.name, e.value)
+		if !w.has(w.scratch) {
+			newKeys = append(newKeys, bytes.Clone(w.scratch))
 		}
 	}
+	w.newKeys = newKeys
 	entries, size := 0, framed
 	if newType != nil {
 		entries++
 		size += len(newType) + 8
 	}
-	type keyCost struct{ entries, size int }
-	costs := make([]keyCost, len(newKeys))
-	for i, p := range newKeys {
+	costs := w.costs[:0]
+	for _, p := range newKeys {
 		e, s := w.tx.post.cost(p, first)
-		costs[i] = keyCost{e, s}
+		costs = append(costs, keyCost{e, s})
 		entries += e
 		size += s
 	}
+	w.costs = costs
 	if idk != nil {
 		e, s := idCost(idk)
 		entries += e
