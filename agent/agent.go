@@ -212,10 +212,10 @@ func (a *Agent) Publish(ctx context.Context, connector string, events []*eventv1
 	if len(events) == 0 {
 		return &agentv1.PublishResponse{}, nil
 	}
-	recs := make([][]byte, len(events))
 	ids := make([]string, len(events))
-	ends := make([]int, len(events))
-	var buf []byte
+	// Events are encoded straight into the outbox's record layout, which it writes
+	// without copying.
+	var rs outbox.Records
 	for i, ev := range events {
 		canonical.Normalize(ev)
 		if err := canonical.ValidateFields(ev); err != nil {
@@ -240,25 +240,19 @@ func (a *Agent) Publish(ctx context.Context, connector string, events []*eventv1
 		if ev.Id == "" {
 			ev.Id = canonical.ID(a.id.ID, connector, ev.Source.Position)
 		}
-		// All events are encoded into one buffer; recs are sliced from it below.
-		start := len(buf)
-		buf = canonical.AppendEvent(buf, ev)
+		rec := rs.AddFunc(func(b []byte) []byte { return canonical.AppendEvent(b, ev) })
 		if i == 0 && len(events) > 1 { // size the buffer for the batch from its first event
-			buf = append(make([]byte, 0, len(buf)*len(events)*9/8), buf...)
+			rs.Grow((len(rec) + 3) * len(events) * 9 / 8)
 		}
 		// The size is checked on the event as it will be sent, with its source and id:
 		// the control plane checks the same, and an event it refused would stop the
 		// uplink at that point of the outbox.
-		if err := canonical.CheckSize(len(buf) - start); err != nil {
+		if err := canonical.CheckSize(len(rec)); err != nil {
 			return nil, fmt.Errorf("events[%d]: %w", i, err)
 		}
-		ends[i], ids[i] = len(buf), ev.Id
+		ids[i] = ev.Id
 	}
-	for i, start := 0, 0; i < len(recs); i++ {
-		recs[i] = buf[start:ends[i]:ends[i]]
-		start = ends[i]
-	}
-	first, last, err := a.outbox.Append(ctx, recs)
+	first, last, err := a.outbox.AppendRecords(ctx, &rs)
 	if err != nil {
 		return nil, err
 	}

@@ -152,3 +152,79 @@ func chunkBytesIn(m chunkMeta, v []byte, lo, hi uint64) (uint64, error) {
 	})
 	return n, err
 }
+
+// Records is a batch of records laid out as the outbox stores them (each record after
+// its uvarint length), so AppendRecords writes its chunks straight from the buffer,
+// without copying the records. Build it with Add, or AddFunc to encode a record in
+// place. The zero value is empty and ready to use.
+type Records struct {
+	buf    []byte
+	starts []int // where each record's length prefix starts in buf
+	offs   []int // where each record's bytes start
+	bytes  uint64
+}
+
+// Len is the number of records.
+func (r *Records) Len() int { return len(r.starts) }
+
+// Record returns record i (valid until the next Add or AddFunc).
+func (r *Records) Record(i int) []byte { return r.buf[r.offs[i]:r.end(i):r.end(i)] }
+
+func (r *Records) end(i int) int {
+	if i+1 < len(r.starts) {
+		return r.starts[i+1]
+	}
+	return len(r.buf)
+}
+
+// Grow makes room for n more bytes of records without reallocating.
+func (r *Records) Grow(n int) {
+	if n > cap(r.buf)-len(r.buf) {
+		r.buf = append(make([]byte, 0, len(r.buf)+n), r.buf...)
+	}
+}
+
+// Add appends a copy of rec.
+func (r *Records) Add(rec []byte) {
+	r.AddFunc(func(b []byte) []byte { return append(b, rec...) })
+}
+
+// AddFunc appends a record that fn writes: fn appends the record's bytes to b and
+// returns the result, changing nothing before len(b). It returns the record (valid
+// until the next Add or AddFunc).
+func (r *Records) AddFunc(fn func(b []byte) []byte) []byte {
+	start := len(r.buf)
+	r.buf = append(r.buf, 0, 0) // room for a length below 16384
+	r.buf = fn(r.buf)
+	n := len(r.buf) - start - 2
+	switch k := varintLen(n); {
+	case k == 1:
+		copy(r.buf[start+1:], r.buf[start+2:])
+		r.buf = r.buf[:len(r.buf)-1]
+	case k > 2:
+		r.buf = append(r.buf, make([]byte, k-2)...)
+		copy(r.buf[start+k:], r.buf[start+2:start+2+n])
+	}
+	k := binary.PutUvarint(r.buf[start:], uint64(n))
+	r.starts, r.offs = append(r.starts, start), append(r.offs, start+k)
+	r.bytes += uint64(n)
+	return r.buf[start+k : start+k+n : start+k+n]
+}
+
+// split returns the end of the chunk that starts at record start: records are added
+// while the chunk's value stays within chunkMaxBytes, and at least one is.
+func (r *Records) split(start int) (end, bytes int) {
+	end = start + 1
+	for end < len(r.starts) && r.end(end)-r.starts[start] <= chunkMaxBytes {
+		end++
+	}
+	for i := start; i < end; i++ {
+		bytes += r.end(i) - r.offs[i]
+	}
+	return end, bytes
+}
+
+// value is the chunk value of records start..end-1.
+func (r *Records) value(start, end int) []byte {
+	return r.buf[r.starts[start]:r.end(end-1)]
+}

@@ -104,6 +104,18 @@ func TestChunks(t *testing.T) {
 			if stoppedEarly {
 				t.Fatalf("Read(%d, %d, %d) stopped at %d with room for more", from, maxCount, maxBytes, next)
 			}
+			// ReadFunc passes the same entries.
+			k := 0
+			n, lastSeq, err := o.ReadFunc(from, maxCount, maxBytes, func(seq uint64, rec []byte) error {
+				if k >= len(es) || seq != es[k].Seq || !bytes.Equal(rec, es[k].Data) {
+					return fmt.Errorf("entry %d is seq %d, Read said %v", k, seq, es[min(k, len(es)-1)].Seq)
+				}
+				k++
+				return nil
+			})
+			if err != nil || n != len(es) || lastSeq != es[len(es)-1].Seq {
+				t.Fatalf("ReadFunc(%d, %d, %d) = %d entries up to %d, %v; Read gave %d", from, maxCount, maxBytes, n, lastSeq, err, len(es))
+			}
 			// The returned data is the caller's: writing it changes nothing stored.
 			for _, e := range es {
 				for j := range e.Data {
@@ -269,4 +281,46 @@ func FuzzChunk(f *testing.F) {
 			t.Fatalf("chunkBytesIn after the first = %d, %v (all: %d)", n, err, m.bytes)
 		}
 	})
+}
+
+// TestRecords: records of every length-prefix size, added by copy and in place, read
+// back by index, and any run of them is a chunk value that decodes to them.
+func TestRecords(t *testing.T) {
+	var rs Records
+	var want [][]byte
+	for i, n := range []int{0, 1, 127, 128, 16383, 16384, 1 << 21, 5} {
+		rec := bytes.Repeat([]byte{byte(i + 1)}, n)
+		if i%2 == 0 {
+			rs.Add(rec)
+		} else if got := rs.AddFunc(func(b []byte) []byte { return append(b, rec...) }); !bytes.Equal(got, rec) {
+			t.Fatalf("AddFunc returned %d bytes, want %d", len(got), n)
+		}
+		want = append(want, rec)
+	}
+	for i, w := range want {
+		if !bytes.Equal(rs.Record(i), w) {
+			t.Fatalf("record %d: %d bytes, want %d", i, len(rs.Record(i)), len(w))
+		}
+	}
+	for start := range want {
+		for end := start + 1; end <= len(want); end++ {
+			size := 0
+			for _, w := range want[start:end] {
+				size += len(w)
+			}
+			m := chunkMeta{first: 10, last: 10 + uint64(end-start) - 1, n: uint32(end - start), bytes: uint32(size)}
+			var got [][]byte
+			if err := walkChunk(m, rs.value(start, end), func(_ uint64, _ int, rec []byte) bool {
+				got = append(got, rec)
+				return true
+			}); err != nil {
+				t.Fatalf("records %d..%d: %v", start, end, err)
+			}
+			for i := range got {
+				if !bytes.Equal(got[i], want[start+i]) {
+					t.Fatalf("records %d..%d: record %d differs", start, end, i)
+				}
+			}
+		}
+	}
 }

@@ -337,30 +337,58 @@ func (o *Outbox) recover() error {
 //
 // The records' bytes must not be modified until Append returns.
 func (o *Outbox) Append(ctx context.Context, recs [][]byte, pos ...Position) (first, last uint64, err error) {
+	if err := o.checkBatch(len(recs), pos, func(i int) int { return len(recs[i]) }); err != nil {
+		return 0, 0, err
+	}
+	var rs Records
+	size := 0
+	for _, r := range recs {
+		size += len(r) + varintLen(len(r))
+	}
+	rs.Grow(size)
+	for _, r := range recs {
+		rs.Add(r)
+	}
+	return o.AppendRecords(ctx, &rs, pos...)
+}
+
+// checkBatch returns ErrBatchTooLarge for a batch that can never be written.
+func (o *Outbox) checkBatch(n int, pos []Position, length func(i int) int) error {
+	if n+len(pos) > MaxBatchRecords {
+		return fmt.Errorf("outbox: append: %d records and %d positions exceed the %d entries of one transaction: %w",
+			n, len(pos), MaxBatchRecords, ErrBatchTooLarge)
+	}
+	var size uint64
+	for i := range n {
+		l := length(i)
+		if l > MaxRecordBytes {
+			return fmt.Errorf("outbox: append: record %d has %d bytes, more than %d: %w",
+				i, l, MaxRecordBytes, ErrBatchTooLarge)
+		}
+		size += uint64(l)
+	}
+	if size > o.quota {
+		return fmt.Errorf("outbox: append: batch of %d bytes exceeds the %d-byte quota: %w",
+			size, o.quota, ErrBatchTooLarge)
+	}
+	return nil
+}
+
+// AppendRecords is Append for records already laid out as the outbox stores them: it
+// writes them without copying. rs must not change until it returns.
+func (o *Outbox) AppendRecords(ctx context.Context, rs *Records, pos ...Position) (first, last uint64, err error) {
 	if err := ctx.Err(); err != nil {
 		return 0, 0, fmt.Errorf("outbox: append: %w", err)
 	}
-	if n := len(recs) + len(pos); n > MaxBatchRecords {
-		return 0, 0, fmt.Errorf("outbox: append: %d records and %d positions exceed the %d entries of one transaction: %w",
-			len(recs), len(pos), MaxBatchRecords, ErrBatchTooLarge)
+	if err := o.checkBatch(rs.Len(), pos, func(i int) int { return rs.end(i) - rs.offs[i] }); err != nil {
+		return 0, 0, err
 	}
-	var size uint64
-	for i, r := range recs {
-		if len(r) > MaxRecordBytes {
-			return 0, 0, fmt.Errorf("outbox: append: record %d has %d bytes, more than %d: %w",
-				i, len(r), MaxRecordBytes, ErrBatchTooLarge)
-		}
-		size += uint64(len(r))
-	}
-	if size > o.quota {
-		return 0, 0, fmt.Errorf("outbox: append: batch of %d bytes exceeds the %d-byte quota: %w",
-			size, o.quota, ErrBatchTooLarge)
-	}
+	size := rs.bytes
 	if err := o.enter(); err != nil {
 		return 0, 0, fmt.Errorf("outbox: append: %w", err)
 	}
 	defer o.ops.Done()
-	if len(recs) == 0 {
+	if rs.Len() == 0 {
 		if len(pos) == 0 {
 			return 0, 0, nil
 		}
@@ -369,7 +397,7 @@ func (o *Outbox) Append(ctx context.Context, recs [][]byte, pos ...Position) (fi
 	if err := o.reserve(ctx, size); err != nil {
 		return 0, 0, err
 	}
-	b, done, err := o.queue(recs, size, pos)
+	b, done, err := o.queue(rs, size, pos)
 	if err != nil {
 		o.mu.Lock()
 		o.reserved -= size
@@ -509,7 +537,7 @@ func (o *Outbox) wakeLocked() {
 }
 
 // queue assigns seqs, builds the transaction and hands it to Badger, in seq order.
-func (o *Outbox) queue(recs [][]byte, size uint64, pos []Position) (*batch, <-chan error, error) {
+func (o *Outbox) queue(rs *Records, size uint64, pos []Position) (*batch, <-chan error, error) {
 	o.commitMu.Lock()
 	defer o.commitMu.Unlock()
 	o.mu.Lock()
@@ -519,22 +547,21 @@ func (o *Outbox) queue(recs [][]byte, size uint64, pos []Position) (*batch, <-ch
 		return nil, nil, failed
 	}
 	first := o.nextSeq
-	last := first + uint64(len(recs)) - 1
+	last := first + uint64(rs.Len()) - 1
 	txn := o.db.NewTransaction(true)
-	for start, seq := 0, first; start < len(recs); {
-		end, vlen, bytes := chunkSplit(recs, start)
+	for start, seq := 0, first; start < rs.Len(); {
+		end, bytes := rs.split(start)
 		last := seq + uint64(end-start) - 1
-		value := appendChunk(make([]byte, 0, vlen), recs[start:end])
-		if err := txn.Set(chunkKey(last, end-start, bytes), value); err != nil {
+		if err := txn.Set(chunkKey(last, end-start, bytes), rs.value(start, end)); err != nil {
 			txn.Discard()
-			return nil, nil, o.setErr(err, len(recs), size)
+			return nil, nil, o.setErr(err, rs.Len(), size)
 		}
 		start, seq = end, last+1
 	}
 	for _, p := range pos {
 		if err := txn.Set([]byte(posPrefix+p.Name), []byte(p.Value)); err != nil {
 			txn.Discard()
-			return nil, nil, o.setErr(err, len(recs), size)
+			return nil, nil, o.setErr(err, rs.Len(), size)
 		}
 	}
 	b := &batch{first: first, last: last, bytes: size}
@@ -612,8 +639,53 @@ func (o *Outbox) commitPositions(pos []Position) error {
 // below the acknowledged mark are gone, so reading starts after it at the earliest.
 // The returned Data slices are the caller's.
 func (o *Outbox) Read(from uint64, maxCount, maxBytes int) ([]Entry, error) {
+	var out []Entry
+	err := o.read(from, maxCount, maxBytes, func(v []byte, recs []recSpan) error {
+		// Copy the records' span of the chunk's value once.
+		lo, hi := recs[0].off, recs[len(recs)-1].end
+		span := append([]byte(nil), v[lo:hi]...)
+		if out == nil {
+			out = make([]Entry, 0, min(max(maxCount, len(recs)), 1024))
+		}
+		for _, r := range recs {
+			out = append(out, Entry{Seq: r.seq, Data: span[r.off-lo : r.end-lo : r.end-lo]})
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+// ReadFunc is Read without copies: it calls fn with each entry instead of returning
+// them. rec is valid only during the call (it may point into the outbox's memory-mapped
+// files): fn copies what it keeps. An error from fn stops the read and is returned. It
+// returns the number of entries passed to fn and the last one's seq.
+func (o *Outbox) ReadFunc(from uint64, maxCount, maxBytes int, fn func(seq uint64, rec []byte) error) (n int, last uint64, err error) {
+	err = o.read(from, maxCount, maxBytes, func(v []byte, recs []recSpan) error {
+		for _, r := range recs {
+			if err := fn(r.seq, v[r.off:r.end:r.end]); err != nil {
+				return err
+			}
+			n, last = n+1, r.seq
+		}
+		return nil
+	})
+	return n, last, err
+}
+
+// recSpan is a record's seq and place in its chunk's value.
+type recSpan struct {
+	seq      uint64
+	off, end int
+}
+
+// read finds the entries Read returns and calls visit for each chunk holding some of
+// them, with the chunk's value (valid during the call) and the records' spans in it.
+func (o *Outbox) read(from uint64, maxCount, maxBytes int, visit func(v []byte, recs []recSpan) error) error {
 	if err := o.enter(); err != nil {
-		return nil, fmt.Errorf("outbox: read: %w", err)
+		return fmt.Errorf("outbox: read: %w", err)
 	}
 	defer o.ops.Done()
 	o.mu.Lock()
@@ -623,18 +695,17 @@ func (o *Outbox) Read(from uint64, maxCount, maxBytes int) ([]Entry, error) {
 		from = acked + 1
 	}
 	if from > hi {
-		return nil, nil
+		return nil
 	}
 	if maxCount <= 0 || uint64(maxCount) > hi-from+1 {
 		maxCount = int(min(hi-from+1, math.MaxInt32))
 	}
-	var out []Entry
 	err := o.db.View(func(txn *badger.Txn) error {
 		it := txn.NewIterator(badger.IteratorOptions{Prefix: []byte{chunkPrefix}})
 		defer it.Close()
-		total := 0
+		count, total, prev := 0, 0, uint64(0)
 		full := false
-		var offs []int
+		var recs []recSpan
 		for it.Seek(chunkSeek(from)); it.Valid() && !full; it.Next() {
 			item := it.Item()
 			m, err := parseChunkKey(item.Key())
@@ -644,41 +715,29 @@ func (o *Outbox) Read(from uint64, maxCount, maxBytes int) ([]Entry, error) {
 			if m.first > hi {
 				break
 			}
-			if len(out) > 0 && m.first != out[len(out)-1].Seq+1 {
-				return fmt.Errorf("gap in seqs after %d (next %d)", out[len(out)-1].Seq, m.first)
+			if count > 0 && m.first != prev+1 {
+				return fmt.Errorf("gap in seqs after %d (next %d)", prev, m.first)
 			}
 			err = item.Value(func(v []byte) error {
-				// Find the records to return, then copy their span of the value once.
-				at, lo := len(out), -1
-				offs = offs[:0]
+				recs = recs[:0]
 				werr := walkChunk(m, v, func(seq uint64, off int, rec []byte) bool {
 					if seq < from {
 						return true
 					}
-					if seq > hi || len(out) >= maxCount || (maxBytes > 0 && len(out) > 0 && total+len(rec) > maxBytes) {
+					if seq > hi || count >= maxCount || (maxBytes > 0 && count > 0 && total+len(rec) > maxBytes) {
 						full = true
 						return false
 					}
-					if lo < 0 {
-						lo = off
-					}
-					offs = append(offs, off, off+len(rec))
+					recs = append(recs, recSpan{seq, off, off + len(rec)})
+					count++
 					total += len(rec)
-					if out == nil {
-						out = make([]Entry, 0, min(maxCount, 1024))
-					}
-					out = append(out, Entry{Seq: seq})
+					prev = seq
 					return true
 				})
-				if werr != nil || lo < 0 {
+				if werr != nil || len(recs) == 0 {
 					return werr
 				}
-				span := append([]byte(nil), v[lo:offs[len(offs)-1]]...)
-				for i := at; i < len(out); i++ {
-					s, e := offs[2*(i-at)]-lo, offs[2*(i-at)+1]-lo
-					out[i].Data = span[s:e:e]
-				}
-				return nil
+				return visit(v, recs)
 			})
 			if err != nil {
 				return fmt.Errorf("chunk of seqs %d..%d: %w", m.first, m.last, err)
@@ -687,9 +746,9 @@ func (o *Outbox) Read(from uint64, maxCount, maxBytes int) ([]Entry, error) {
 		return nil
 	})
 	if err != nil {
-		return nil, fmt.Errorf("outbox: read from %d: %w", from, err)
+		return fmt.Errorf("outbox: read from %d: %w", from, err)
 	}
-	return out, nil
+	return nil
 }
 
 // ackChunk is the most deletions per Ack transaction (plus the mark), so the quota

@@ -11,6 +11,7 @@ package uplink
 import (
 	"context"
 	"crypto/tls"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -372,6 +373,7 @@ func (s *sender) Send(m *uplinkv1.StreamRequest) error {
 
 func (u *Uplink) send(ctx context.Context, stream *sender, cursor uint64, window *window) error {
 	ob := u.cfg.Outbox
+	var bw batchWriter
 	// Connector reports share the stream with batches, so this goroutine sends both.
 	var changed <-chan struct{}
 	var refresh <-chan time.Time
@@ -404,11 +406,12 @@ func (u *Uplink) send(ctx context.Context, stream *sender, cursor uint64, window
 		default:
 		}
 		notify := ob.Notify()
-		entries, err := ob.Read(cursor, u.cfg.BatchMaxEvents, u.cfg.BatchMaxBytes)
+		bw.reset()
+		n, last, err := ob.ReadFunc(cursor, u.cfg.BatchMaxEvents, u.cfg.BatchMaxBytes, bw.add)
 		if err != nil {
 			return fmt.Errorf("uplink: read outbox: %w", err)
 		}
-		if len(entries) == 0 {
+		if n == 0 {
 			select {
 			case <-ctx.Done():
 				return ctx.Err()
@@ -426,15 +429,11 @@ func (u *Uplink) send(ctx context.Context, stream *sender, cursor uint64, window
 				continue
 			}
 		}
-		req, err := rawBatch(entries)
-		if err != nil {
-			return err
-		}
-		last := entries[len(entries)-1].Seq
 		if err := window.acquire(ctx, last); err != nil {
 			return err
 		}
-		if err := stream.Send(req); err != nil {
+		// Connect copies the request into its own buffer: bw's is free again after Send.
+		if err := stream.Send(bw.request()); err != nil {
 			return fmt.Errorf("uplink: send batch: %w", err)
 		}
 		cursor = last + 1
@@ -512,42 +511,58 @@ func LeaderHint(err error) string {
 	return ""
 }
 
-// rawBatch makes the StreamRequest carrying a batch of outbox entries without decoding
-// the events: the request is written as its wire bytes, kept as its unknown fields,
-// which marshal to exactly what StreamRequest{Batch{Events: [OutboxEvent{Seq, Event}]}}
-// would, so the control plane reads a normal batch. Decoding and re-encoding every
-// event was a sixth of an agent's CPU under load, and one OutboxEvent per event still
-// a visible share. Each entry's bytes are checked to be well-formed protobuf fields.
-func rawBatch(entries []outbox.Entry) (*uplinkv1.StreamRequest, error) {
-	size := 0
-	for _, e := range entries {
-		for p := e.Data; len(p) > 0; {
-			num, typ, n := protowire.ConsumeTag(p)
-			if n < 0 {
-				return nil, fmt.Errorf("uplink: outbox entry %d is not an event: %w", e.Seq, protowire.ParseError(n))
-			}
-			p = p[n:]
-			if n = protowire.ConsumeFieldValue(num, typ, p); n < 0 {
-				return nil, fmt.Errorf("uplink: outbox entry %d is not an event: %w", e.Seq, protowire.ParseError(n))
-			}
-			p = p[n:]
+// batchWriter writes the StreamRequest carrying a batch of outbox entries without
+// decoding the events, into a buffer it reuses batch after batch: the request is its
+// wire bytes, kept as its unknown fields, which marshal to exactly what
+// StreamRequest{Batch{Events: [OutboxEvent{Seq, Event}]}} would, so the control plane
+// reads a normal batch. Decoding and re-encoding every event was a sixth of an agent's
+// CPU under load, and one OutboxEvent per event still a visible share. Each entry's
+// bytes are checked to be well-formed protobuf fields.
+type batchWriter struct {
+	buf []byte
+}
+
+// batchHeaderRoom is kept at the front of the buffer for the request's only field tag
+// (StreamRequest.batch) and the batch's length, written last, right-aligned.
+const batchHeaderRoom = 1 + binary.MaxVarintLen64
+
+func (w *batchWriter) reset() {
+	w.buf = append(w.buf[:0], make([]byte, batchHeaderRoom)...)
+}
+
+// add appends the entry (an outbox.ReadFunc callback: rec is copied).
+func (w *batchWriter) add(seq uint64, rec []byte) error {
+	for p := rec; len(p) > 0; {
+		num, typ, n := protowire.ConsumeTag(p)
+		if n < 0 {
+			return fmt.Errorf("uplink: outbox entry %d is not an event: %w", seq, protowire.ParseError(n))
 		}
-		size += protowire.SizeTag(1) + protowire.SizeBytes(outboxEventSize(e))
+		p = p[n:]
+		if n = protowire.ConsumeFieldValue(num, typ, p); n < 0 {
+			return fmt.Errorf("uplink: outbox entry %d is not an event: %w", seq, protowire.ParseError(n))
+		}
+		p = p[n:]
 	}
-	b := make([]byte, 0, protowire.SizeTag(2)+protowire.SizeBytes(size))
-	b = protowire.AppendTag(b, 2, protowire.BytesType) // StreamRequest.batch
-	b = protowire.AppendVarint(b, uint64(size))
-	for _, e := range entries {
-		b = protowire.AppendTag(b, 1, protowire.BytesType) // Batch.events
-		b = protowire.AppendVarint(b, uint64(outboxEventSize(e)))
-		b = protowire.AppendTag(b, 1, protowire.VarintType) // OutboxEvent.seq
-		b = protowire.AppendVarint(b, e.Seq)
-		b = protowire.AppendTag(b, 2, protowire.BytesType) // OutboxEvent.event
-		b = protowire.AppendBytes(b, e.Data)
-	}
+	e := outbox.Entry{Seq: seq, Data: rec}
+	w.buf = protowire.AppendTag(w.buf, 1, protowire.BytesType) // Batch.events
+	w.buf = protowire.AppendVarint(w.buf, uint64(outboxEventSize(e)))
+	w.buf = protowire.AppendTag(w.buf, 1, protowire.VarintType) // OutboxEvent.seq
+	w.buf = protowire.AppendVarint(w.buf, seq)
+	w.buf = protowire.AppendTag(w.buf, 2, protowire.BytesType) // OutboxEvent.event
+	w.buf = protowire.AppendBytes(w.buf, rec)
+	return nil
+}
+
+// request returns the request of the entries added since reset. It holds the buffer:
+// it must be sent (which copies it) before the next reset.
+func (w *batchWriter) request() *uplinkv1.StreamRequest {
+	size := len(w.buf) - batchHeaderRoom
+	hdr := protowire.AppendVarint(protowire.AppendTag(nil, 2, protowire.BytesType), uint64(size))
+	start := batchHeaderRoom - len(hdr)
+	copy(w.buf[start:], hdr)
 	req := &uplinkv1.StreamRequest{}
-	req.ProtoReflect().SetUnknown(b)
-	return req, nil
+	req.ProtoReflect().SetUnknown(w.buf[start:])
+	return req
 }
 
 // outboxEventSize is the encoded size of OutboxEvent{Seq: e.Seq, Event: e.Data}.

@@ -55,3 +55,15 @@ func TestRawBatch(t *testing.T) {
 		t.Fatal("a truncated entry was accepted")
 	}
 }
+
+// rawBatch is the request of entries, in a buffer of its own.
+func rawBatch(entries []outbox.Entry) (*uplinkv1.StreamRequest, error) {
+	var w batchWriter
+	w.reset()
+	for _, e := range entries {
+		if err := w.add(e.Seq, e.Data); err != nil {
+			return nil, err
+		}
+	}
+	return w.request(), nil
+}

@@ -76,6 +76,7 @@ type options struct {
 	peerRate    float64
 	keep        bool
 	cpuprofile  string
+	memprofile  string
 	timeout     time.Duration
 	stall       time.Duration
 }
@@ -102,6 +103,7 @@ func main() {
 	flag.Float64Var(&o.peerRate, "peer-rate", 0, "use this peer msgs/s instead of running the script")
 	flag.BoolVar(&o.keep, "keep", false, "keep the data directory and node logs")
 	flag.StringVar(&o.cpuprofile, "cpuprofile", "", "write a CPU profile of this process (the load generator) during the max runs")
+	flag.StringVar(&o.memprofile, "memprofile", "", "write an allocation profile of this process (the load generator) after the max runs")
 	flag.DurationVar(&o.timeout, "timeout", 6*time.Minute, "give up after this long")
 	flag.DurationVar(&o.stall, "stall", 20*time.Second, "fail a run when nothing is committed for this long while events are outstanding")
 	flag.Parse()
@@ -114,6 +116,19 @@ func main() {
 }
 
 func numCPU() int { return runtime.NumCPU() }
+
+// writeAllocs writes the allocation profile (every allocation since the start, sampled).
+func writeAllocs(path string) error {
+	f, err := os.Create(path)
+	if err != nil {
+		return err
+	}
+	if err := pprof.Lookup("allocs").WriteTo(f, 0); err != nil {
+		f.Close()
+		return fmt.Errorf("write allocation profile: %w", err)
+	}
+	return f.Close()
+}
 
 // latencies collects durations; safe for concurrent use.
 type latencies struct {
@@ -534,6 +549,11 @@ func measure(ctx context.Context, o options, c *cluster, formed time.Duration) (
 	}
 	if o.cpuprofile != "" {
 		pprof.StopCPUProfile()
+	}
+	if o.memprofile != "" {
+		if err := writeAllocs(o.memprofile); err != nil {
+			return out, err
+		}
 	}
 	med, lo, hi := median(rates)
 	out.agents = med

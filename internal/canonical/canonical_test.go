@@ -46,6 +46,18 @@ func TestIDsAreDeterministic(t *testing.T) {
 	if ID("a", "c", "p1") != ID("a", "c", "p1") {
 		t.Fatal("same inputs gave different ids")
 	}
+	// Ids are stored and compared across versions: they must never change. These were
+	// computed by the first implementation (sha256 over the parts, each followed by a
+	// NUL byte; "ev_" and the first 16 bytes in hex).
+	for _, c := range []struct{ agent, connector, position, want string }{
+		{"agent-1", "erp", "lsn:0/16B3748#3", "ev_051298b71d2e97eea18be817462ee245"},
+		{"", "", "", "ev_709e80c88487a2411e1ee4dfb9f22a86"},
+		{"a", "c", strings.Repeat("p", 300), "ev_f2f9d9afa65fa6be0575b57b4e60c75c"},
+	} {
+		if got := ID(c.agent, c.connector, c.position); got != c.want {
+			t.Fatalf("ID(%q, %q, %.20q...) = %s, want %s", c.agent, c.connector, c.position, got, c.want)
+		}
+	}
 	// The separator keeps ("ab","c") and ("a","bc") apart.
 	if ID("ab", "c", "p") == ID("a", "bc", "p") || ID("a", "c", "p1") == ID("a", "c", "p2") {
 		t.Fatal("different inputs gave the same id")
