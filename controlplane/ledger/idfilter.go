@@ -47,7 +47,12 @@ func newFilter(capacity, bitsPerID int, hashes uint32) *idFilter {
 }
 
 func (f *idFilter) probe(k []byte, set bool) bool {
-	h := maphash.Bytes(f.seed, k)
+	return f.probeHash(maphash.Bytes(f.seed, k), set)
+}
+
+// probeHash is probe of the key whose hash is h (maphash.Bytes and maphash.String give
+// the same hash for the same bytes).
+func (f *idFilter) probeHash(h uint64, set bool) bool {
 	blk := &f.blocks[(h>>32)&uint64(len(f.blocks)-1)]
 	a, b := uint32(h), uint32(h>>23)|1
 	all := true
@@ -74,9 +79,18 @@ func (f *idFilter) absent(k []byte) bool {
 
 // add records k; full is true when the filter holds more keys than it was sized for.
 func (f *idFilter) add(k []byte) (full bool) {
+	return f.addHash(maphash.Bytes(f.seed, k))
+}
+
+// addString is add of a key held as a string.
+func (f *idFilter) addString(k string) (full bool) {
+	return f.addHash(maphash.String(f.seed, k))
+}
+
+func (f *idFilter) addHash(h uint64) (full bool) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	f.probe(k, true)
+	f.probeHash(h, true)
 	f.n++
 	return f.n > f.capacity
 }
@@ -122,7 +136,7 @@ func (l *Ledger) growFilter(h *handle, full bool) {
 			l.logger.Warn("ledger: larger id filter not completed; keeping the full one", "err", err)
 			return
 		}
-		p.eachPendingID(func(k string, _ uint64) { g.filter.add([]byte(k)) })
+		p.eachPendingID(func(k string, _ uint64) { g.filter.addString(k) })
 		p.mu.Lock()
 		p.filter = g.filter
 		p.mu.Unlock()

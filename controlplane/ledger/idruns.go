@@ -129,13 +129,7 @@ func writeRun(tx *applyTxn, last uint64, pending []map[string]uint64) (*idRun, e
 	for _, m := range pending {
 		n += len(m)
 	}
-	ids := make([]runID, 0, n)
-	for _, m := range pending {
-		for k, s := range m {
-			ids = append(ids, runID{k, s})
-		}
-	}
-	slices.SortFunc(ids, func(a, b runID) int { return strings.Compare(a.key, b.key) })
+	ids := sortedIDs(pending, n)
 	r := &idRun{last: last, filter: newRunFilter(len(ids))}
 	for b := 0; b*runBlockIDs < len(ids); b++ {
 		blk := ids[b*runBlockIDs : min((b+1)*runBlockIDs, len(ids))]
@@ -148,9 +142,21 @@ func writeRun(tx *applyTxn, last uint64, pending []map[string]uint64) (*idRun, e
 		return nil, err
 	}
 	for _, id := range ids {
-		r.filter.add([]byte(id.key))
+		r.filter.addString(id.key)
 	}
 	return r, nil
+}
+
+// sortedIDs returns the n ids of pending sorted by key.
+func sortedIDs(pending []map[string]uint64, n int) []runID {
+	ids := make([]runID, 0, n)
+	for _, m := range pending {
+		for k, s := range m {
+			ids = append(ids, runID{k, s})
+		}
+	}
+	slices.SortFunc(ids, func(a, b runID) int { return strings.Compare(a.key, b.key) })
+	return ids
 }
 
 // lookupRuns looks id key k up in runs, newest first.

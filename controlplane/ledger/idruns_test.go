@@ -4,11 +4,13 @@ import (
 	"bytes"
 	"fmt"
 	"slices"
+	"strings"
 	"testing"
 
 	"github.com/dgraph-io/badger/v4"
 	"google.golang.org/protobuf/proto"
 
+	"github.com/crossdock/crossdock/internal/canonical"
 	storev1 "github.com/crossdock/crossdock/proto/gen/crossdock/store/v1"
 )
 
@@ -219,6 +221,21 @@ func TestFilterGrowthCatchesUp(t *testing.T) {
 	for s := uint64(1); s <= k.seq; s++ {
 		if p.filter.absent(idKey(fmt.Sprintf("ev-%d", s))) {
 			t.Fatalf("ev-%d is missing from the grown filter", s)
+		}
+	}
+}
+
+// BenchmarkSortedIDs sorts a flush's worth of ids as agents make them ("ev_" and 32
+// hex digits).
+func BenchmarkSortedIDs(b *testing.B) {
+	m := make(map[string]uint64, 16384)
+	for i := range 16384 {
+		m[canonical.ID("agent-1", "erp", fmt.Sprint(i))] = uint64(i)
+	}
+	for b.Loop() {
+		ids := sortedIDs([]map[string]uint64{m}, len(m))
+		if !slices.IsSortedFunc(ids, func(a, b runID) int { return strings.Compare(a.key, b.key) }) {
+			b.Fatal("not sorted")
 		}
 	}
 }
