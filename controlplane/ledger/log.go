@@ -49,18 +49,21 @@ type chunkWriter struct {
 
 	remaining int // bytes of the batch not added yet (a bound): sizes a new chunk's buffer
 
-	first   uint64 // seq of the chunk's first event; 0 when no chunk is open
-	n       int
-	buf     []byte
-	indexed map[string]struct{} // index prefixes already written for this chunk
+	first uint64 // seq of the chunk's first event; 0 when no chunk is open
+	n     int
+	buf   []byte
+	types [][]byte // type index prefixes already written for this chunk
 
 	// Reused by add, event after event.
 	scratch []byte
-	newKeys [][]byte
-	costs   []keyCost
+	adds    []keyAdd
 }
 
-type keyCost struct{ entries, size int }
+// keyAdd is a key index addition an event makes, with its cost.
+type keyAdd struct {
+	list          *addList
+	entries, size int
+}
 
 // framedSize is what one event adds to a chunk record.
 func framedSize(raw []byte) int {
@@ -105,35 +108,33 @@ func (w *chunkWriter) add(seq uint64, ie *ingestEvent, idk []byte) (bool, error)
 	// Count this event's writes: the id index, the type index entry and key index list
 	// additions new to the chunk (charged as what a flush of them would write), and the
 	// chunk record's growth (a new record when the chunk opens here).
-	// Prefixes are built in a scratch buffer and copied only when new to the chunk.
+	// Prefixes are built in a scratch buffer; each key's is looked up once in this
+	// Apply's additions, which say whether the chunk already lists it.
 	var newType []byte
 	if typeIndexed(ie.typ) {
 		w.scratch = appendTypeIndexPrefix(w.scratch[:0], ie.typ)
-		if !w.has(w.scratch) {
+		if !w.hasType(w.scratch) {
 			newType = bytes.Clone(w.scratch)
 		}
 	}
-	newKeys := w.newKeys[:0]
-	for _, e := range indexedKeys(ie.keys) {
-		w.scratch = appendKeyIndexPrefix(w.scratch[:0], e.name, e.value)
-		if !w.has(w.scratch) {
-			newKeys = append(newKeys, bytes.Clone(w.scratch))
-		}
-	}
-	w.newKeys = newKeys
 	entries, size := 0, framed
 	if newType != nil {
 		entries++
 		size += len(newType) + 8
 	}
-	costs := w.costs[:0]
-	for _, p := range newKeys {
-		e, s := w.tx.post.cost(p, first)
-		costs = append(costs, keyCost{e, s})
-		entries += e
+	adds := w.adds[:0]
+	for _, e := range indexedKeys(ie.keys) {
+		w.scratch = appendKeyIndexPrefix(w.scratch[:0], e.name, e.value)
+		l := w.tx.post.entry(w.scratch)
+		if l.last == first && w.n > 0 {
+			continue // the open chunk lists it already
+		}
+		n, s := w.tx.post.cost(l, w.scratch, first)
+		adds = append(adds, keyAdd{l, n, s})
+		entries += n
 		size += s
 	}
-	w.costs = costs
+	w.adds = adds
 	if idk != nil {
 		e, s := idCost(idk)
 		entries += e
@@ -151,17 +152,16 @@ func (w *chunkWriter) add(seq uint64, ie *ingestEvent, idk []byte) (bool, error)
 	if w.n == 0 {
 		w.first = first
 		w.buf = append(make([]byte, 0, len(hdr)+min(max(w.remaining, framed), chunkTargetBytes+framed)), hdr...)
-		w.indexed = make(map[string]struct{})
+		w.types = w.types[:0]
 	}
 	if newType != nil {
-		w.indexed[string(newType)] = struct{}{}
+		w.types = append(w.types, newType)
 		if err := w.tx.put(cat(newType, u64(first)), nil); err != nil {
 			return false, err
 		}
 	}
-	for i, p := range newKeys {
-		w.indexed[string(p)] = struct{}{}
-		w.tx.post.add(p, first, costs[i].entries, costs[i].size)
+	for _, a := range adds {
+		w.tx.post.add(a.list, first, a.entries, a.size)
 	}
 	w.remaining -= framed
 	w.buf = protowire.AppendTag(w.buf, logChunkEventsField, protowire.BytesType)
@@ -170,10 +170,17 @@ func (w *chunkWriter) add(seq uint64, ie *ingestEvent, idk []byte) (bool, error)
 	return true, nil
 }
 
-// has reports whether the open chunk already has index prefix p.
-func (w *chunkWriter) has(p []byte) bool {
-	_, ok := w.indexed[string(p)] // nil map (no chunk open): false
-	return ok
+// hasType reports whether the open chunk already has type index prefix p.
+func (w *chunkWriter) hasType(p []byte) bool {
+	if w.n == 0 {
+		return false
+	}
+	for _, t := range w.types {
+		if bytes.Equal(t, p) {
+			return true
+		}
+	}
+	return false
 }
 
 // close writes the open chunk, if any.
@@ -182,7 +189,7 @@ func (w *chunkWriter) close() error {
 		return nil
 	}
 	err := w.tx.put(logKey(w.first), w.buf)
-	w.first, w.n, w.buf, w.indexed = 0, 0, nil, nil
+	w.first, w.n, w.buf = 0, 0, nil
 	return err
 }
 

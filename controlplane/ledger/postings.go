@@ -114,13 +114,21 @@ func (p *postings) copyList(prefix []byte) []uint64 {
 // the same transaction always fits).
 type postingAdds struct {
 	pend  *postings
-	lists map[string][]uint64
-	keys  int // prefixes new to pend
+	lists map[string]*addList // by key index prefix: what this Apply adds
+	keys  int                 // prefixes new to pend
 	size  int
 
 	ids    map[string]uint64 // id key -> seq, committed by this Apply
 	idSize int
 	run    *idRun // the run a flush wrote
+}
+
+// addList is what one Apply adds to the list of one prefix. An event looks its
+// prefixes up once each: the entry says whether the chunk already lists the prefix
+// (last is the chunk's first seq) and what adding it costs.
+type addList struct {
+	chunks []uint64 // chunk first seqs added by this Apply, ascending
+	last   uint64   // the last chunk listed for the prefix, pending or added; 0 if none
 }
 
 // addID records that the event with id key k got seq; the caller charged idCost(k).
@@ -133,32 +141,35 @@ func (a *postingAdds) addID(k []byte, seq uint64) {
 	a.idSize += size
 }
 
-// cost returns the entries and bytes adding chunk first to prefix p would add to a
-// flush; pass them to add.
-func (a *postingAdds) cost(p []byte, first uint64) (entries, size int) {
-	last := a.lastOf(string(p))
-	if last == 0 {
+// entry returns the additions of prefix p, made empty the first time (p is copied).
+func (a *postingAdds) entry(p []byte) *addList {
+	if e, ok := a.lists[string(p)]; ok {
+		return e
+	}
+	if a.lists == nil {
+		a.lists = make(map[string]*addList)
+	}
+	e := &addList{last: a.pend.last(string(p))}
+	a.lists[string(p)] = e
+	return e
+}
+
+// cost returns the entries and bytes adding chunk first to prefix p (whose additions
+// are e) would add to a flush; pass them to add.
+func (a *postingAdds) cost(e *addList, p []byte, first uint64) (entries, size int) {
+	if e.last == 0 {
 		return 1, recordSize(string(p)) + uvarintLen(first)
 	}
-	return 0, uvarintLen(first - last)
+	return 0, uvarintLen(first - e.last)
 }
 
-func (a *postingAdds) lastOf(p string) uint64 {
-	if l := a.lists[p]; len(l) > 0 {
-		return l[len(l)-1]
-	}
-	return a.pend.last(p)
-}
-
-// add records that chunk first holds prefix p, at the cost cost(p, first) returned (and
+// add records that chunk first holds the prefix of e, at the cost cost returned (and
 // the caller charged).
-func (a *postingAdds) add(p []byte, first uint64, entries, size int) {
+func (a *postingAdds) add(e *addList, first uint64, entries, size int) {
 	a.keys += entries
 	a.size += size
-	if a.lists == nil {
-		a.lists = make(map[string][]uint64)
-	}
-	a.lists[string(p)] = append(a.lists[string(p)], first)
+	e.chunks = append(e.chunks, first)
+	e.last = first
 }
 
 // due reports whether Apply must flush after an entry whose last seq is lastSeq.
@@ -174,13 +185,16 @@ func (a *postingAdds) flush(tx *applyTxn, lastSeq uint64) error {
 		return tx.put(cat([]byte(p), u64(chunks[len(chunks)-1])), encodePosting(chunks))
 	}
 	for p, l := range a.pend.lists {
-		if err := write(p, append(slices.Clip(l), a.lists[p]...)); err != nil {
+		if e := a.lists[p]; e != nil {
+			l = append(slices.Clip(l), e.chunks...)
+		}
+		if err := write(p, l); err != nil {
 			return err
 		}
 	}
-	for p, l := range a.lists {
-		if _, ok := a.pend.lists[p]; !ok {
-			if err := write(p, l); err != nil {
+	for p, e := range a.lists {
+		if _, ok := a.pend.lists[p]; !ok && len(e.chunks) > 0 {
+			if err := write(p, e.chunks); err != nil {
 				return err
 			}
 		}
@@ -207,8 +221,10 @@ func (a *postingAdds) commit(flushed bool, lastSeq uint64) {
 		}
 		return
 	}
-	for k, l := range a.lists {
-		p.lists[k] = append(p.lists[k], l...)
+	for k, e := range a.lists {
+		if len(e.chunks) > 0 { // entries of events that did not fit add nothing
+			p.lists[k] = append(p.lists[k], e.chunks...)
+		}
 	}
 	p.size += a.size
 	switch {
@@ -300,9 +316,9 @@ func loadPostings(db *badger.DB) (*postings, error) {
 				}
 				for _, e := range indexedKeys(keys) {
 					pr := keyIndexPrefix(e.name, e.value)
-					if a.lastOf(string(pr)) != first {
-						e, sz := a.cost(pr, first)
-						a.add(pr, first, e, sz)
+					if l := a.entry(pr); l.last != first {
+						n, sz := a.cost(l, pr, first)
+						a.add(l, first, n, sz)
 					}
 				}
 			}
