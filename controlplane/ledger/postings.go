@@ -49,6 +49,11 @@ type postings struct {
 	flushed uint64              // m/kflush
 	size    int                 // bytes of the records a flush would write, keys + values
 
+	// adds is Apply's alone (readers never touch it): an entry per prefix an Apply
+	// looked up since the last flush, holding the last chunk listed for it and what the
+	// current Apply adds, so an event finds all it needs of a prefix in one lookup.
+	adds map[string]*addList
+
 	ids     []map[string]uint64 // id key -> seq for the events after m/kflush, one map per Apply
 	idCount int
 	idSize  int       // what writing ids in a run costs (idCost)
@@ -113,21 +118,20 @@ func (p *postings) copyList(prefix []byte) []uint64 {
 // them in a flush (charged to the Apply's budget as they are made, so that a flush in
 // the same transaction always fits).
 type postingAdds struct {
-	pend  *postings
-	lists map[string]*addList // by key index prefix: what this Apply adds
-	keys  int                 // prefixes new to pend
-	size  int
+	pend    *postings
+	touched []*addList // the entries this Apply added to, in first-add order
+	keys    int        // prefixes new to pend
+	size    int
 
 	ids    map[string]uint64 // id key -> seq, committed by this Apply
 	idSize int
 	run    *idRun // the run a flush wrote
 }
 
-// addList is what one Apply adds to the list of one prefix. An event looks its
-// prefixes up once each: the entry says whether the chunk already lists the prefix
-// (last is the chunk's first seq) and what adding it costs.
+// addList is a prefix's entry in postings.adds.
 type addList struct {
-	chunks []uint64 // chunk first seqs added by this Apply, ascending
+	key    string
+	chunks []uint64 // chunk first seqs added by the current Apply, ascending
 	last   uint64   // the last chunk listed for the prefix, pending or added; 0 if none
 }
 
@@ -141,21 +145,22 @@ func (a *postingAdds) addID(k []byte, seq uint64) {
 	a.idSize += size
 }
 
-// entry returns the additions of prefix p, made empty the first time (p is copied).
+// entry returns the entry of prefix p (p is copied when the entry is made).
 func (a *postingAdds) entry(p []byte) *addList {
-	if e, ok := a.lists[string(p)]; ok {
+	if e, ok := a.pend.adds[string(p)]; ok {
 		return e
 	}
-	if a.lists == nil {
-		a.lists = make(map[string]*addList)
+	if a.pend.adds == nil {
+		a.pend.adds = make(map[string]*addList)
 	}
-	e := &addList{last: a.pend.last(string(p))}
-	a.lists[string(p)] = e
+	e := &addList{key: string(p)}
+	e.last = a.pend.last(e.key)
+	a.pend.adds[e.key] = e
 	return e
 }
 
-// cost returns the entries and bytes adding chunk first to prefix p (whose additions
-// are e) would add to a flush; pass them to add.
+// cost returns the entries and bytes adding chunk first to prefix p (whose entry is e)
+// would add to a flush; pass them to add.
 func (a *postingAdds) cost(e *addList, p []byte, first uint64) (entries, size int) {
 	if e.last == 0 {
 		return 1, recordSize(string(p)) + uvarintLen(first)
@@ -168,6 +173,9 @@ func (a *postingAdds) cost(e *addList, p []byte, first uint64) (entries, size in
 func (a *postingAdds) add(e *addList, first uint64, entries, size int) {
 	a.keys += entries
 	a.size += size
+	if len(e.chunks) == 0 {
+		a.touched = append(a.touched, e)
+	}
 	e.chunks = append(e.chunks, first)
 	e.last = first
 }
@@ -185,16 +193,16 @@ func (a *postingAdds) flush(tx *applyTxn, lastSeq uint64) error {
 		return tx.put(cat([]byte(p), u64(chunks[len(chunks)-1])), encodePosting(chunks))
 	}
 	for p, l := range a.pend.lists {
-		if e := a.lists[p]; e != nil {
+		if e := a.pend.adds[p]; e != nil && len(e.chunks) > 0 {
 			l = append(slices.Clip(l), e.chunks...)
 		}
 		if err := write(p, l); err != nil {
 			return err
 		}
 	}
-	for p, e := range a.lists {
-		if _, ok := a.pend.lists[p]; !ok && len(e.chunks) > 0 {
-			if err := write(p, e.chunks); err != nil {
+	for _, e := range a.touched {
+		if _, ok := a.pend.lists[e.key]; !ok {
+			if err := write(e.key, e.chunks); err != nil {
 				return err
 			}
 		}
@@ -215,16 +223,16 @@ func (a *postingAdds) commit(flushed bool, lastSeq uint64) {
 	if flushed {
 		// Sized like the ones they replace: the next span is likely alike.
 		p.lists, p.flushed, p.size = make(map[string][]uint64, len(p.lists)), lastSeq, 0
+		p.adds = make(map[string]*addList, len(p.adds)) // their last chunks are flushed
 		p.ids, p.idCount, p.idSize = nil, 0, 0
 		if a.run != nil {
 			p.runs = append(p.runs, a.run)
 		}
 		return
 	}
-	for k, e := range a.lists {
-		if len(e.chunks) > 0 { // entries of events that did not fit add nothing
-			p.lists[k] = append(p.lists[k], e.chunks...)
-		}
+	for _, e := range a.touched {
+		p.lists[e.key] = append(p.lists[e.key], e.chunks...)
+		e.chunks = e.chunks[:0]
 	}
 	p.size += a.size
 	switch {
