@@ -5,6 +5,8 @@ import (
 	"errors"
 	"fmt"
 	"math"
+
+	"github.com/dgraph-io/badger/v4"
 )
 
 // Records are stored in chunks: one Badger entry per run of consecutive seqs written by
@@ -74,23 +76,6 @@ func parseChunkKey(k []byte) (chunkMeta, error) {
 	return m, nil
 }
 
-// chunkSplit returns the end of the chunk that starts at recs[start]: records are
-// added while the value stays within chunkMaxBytes, and at least one is.
-func chunkSplit(recs [][]byte, start int) (end, valueLen, bytes int) {
-	end = start
-	for end < len(recs) {
-		r := len(recs[end])
-		l := varintLen(r) + r
-		if end > start && valueLen+l > chunkMaxBytes {
-			break
-		}
-		valueLen += l
-		bytes += r
-		end++
-	}
-	return end, valueLen, bytes
-}
-
 func varintLen(n int) int {
 	l := 1
 	for n >= 0x80 {
@@ -98,15 +83,6 @@ func varintLen(n int) int {
 		l++
 	}
 	return l
-}
-
-// appendChunk appends recs encoded as a chunk value to dst.
-func appendChunk(dst []byte, recs [][]byte) []byte {
-	for _, r := range recs {
-		dst = binary.AppendUvarint(dst, uint64(len(r)))
-		dst = append(dst, r...)
-	}
-	return dst
 }
 
 var errChunkCorrupt = errors.New("corrupt chunk")
@@ -227,4 +203,17 @@ func (r *Records) split(start int) (end, bytes int) {
 // value is the chunk value of records start..end-1.
 func (r *Records) value(start, end int) []byte {
 	return r.buf[r.starts[start]:r.end(end-1)]
+}
+
+// setChunks sets the chunks of rs, whose records have the seqs first, first+1, ...
+func setChunks(txn *badger.Txn, rs *Records, first uint64) error {
+	for start, seq := 0, first; start < rs.Len(); {
+		end, bytes := rs.split(start)
+		last := seq + uint64(end-start) - 1
+		if err := txn.Set(chunkKey(last, end-start, bytes), rs.value(start, end)); err != nil {
+			return err
+		}
+		start, seq = end, last+1
+	}
+	return nil
 }

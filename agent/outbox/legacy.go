@@ -74,13 +74,12 @@ func (o *Outbox) migrateEntries() error {
 				for j < len(recs) && seqs[j] == seqs[j-1]+1 {
 					j++
 				}
-				for start := i; start < j; {
-					end, vlen, bytes := chunkSplit(recs[:j], start)
-					last := seqs[end-1]
-					if err := txn.Set(chunkKey(last, end-start, bytes), appendChunk(make([]byte, 0, vlen), recs[start:end])); err != nil {
-						return err
-					}
-					start = end
+				var rs Records
+				for _, r := range recs[i:j] {
+					rs.Add(r)
+				}
+				if err := setChunks(txn, &rs, seqs[i]); err != nil {
+					return err
 				}
 				i = j
 			}

@@ -549,14 +549,9 @@ func (o *Outbox) queue(rs *Records, size uint64, pos []Position) (*batch, <-chan
 	first := o.nextSeq
 	last := first + uint64(rs.Len()) - 1
 	txn := o.db.NewTransaction(true)
-	for start, seq := 0, first; start < rs.Len(); {
-		end, bytes := rs.split(start)
-		last := seq + uint64(end-start) - 1
-		if err := txn.Set(chunkKey(last, end-start, bytes), rs.value(start, end)); err != nil {
-			txn.Discard()
-			return nil, nil, o.setErr(err, rs.Len(), size)
-		}
-		start, seq = end, last+1
+	if err := setChunks(txn, rs, first); err != nil {
+		txn.Discard()
+		return nil, nil, o.setErr(err, rs.Len(), size)
 	}
 	for _, p := range pos {
 		if err := txn.Set([]byte(posPrefix+p.Name), []byte(p.Value)); err != nil {
