@@ -92,21 +92,30 @@ var payloadTypes = [...]string{TypeItem, TypeInventoryLevel, TypePrice, TypeOrde
 // wireField consumes one field of *b: its number, wire type and, for a length-delimited
 // field, its value.
 func wireField(b *[]byte) (protowire.Number, protowire.Type, []byte, bool) {
-	num, wt, n := protowire.ConsumeTag(*b)
+	p := *b
+	// A one-byte tag and a one-byte length (nearly every field of an event) inline.
+	if len(p) >= 2 && p[0] < 0x80 && p[0]>>3 != 0 && p[0]&7 == byte(protowire.BytesType) && p[1] < 0x80 {
+		if l := int(p[1]); l <= len(p)-2 {
+			*b = p[2+l:]
+			return protowire.Number(p[0] >> 3), protowire.BytesType, p[2 : 2+l], true
+		}
+		return 0, 0, nil, false
+	}
+	num, wt, n := protowire.ConsumeTag(p)
 	if n < 0 {
 		return 0, 0, nil, false
 	}
-	*b = (*b)[n:]
+	p = p[n:]
 	var v []byte
 	if wt == protowire.BytesType {
-		v, n = protowire.ConsumeBytes(*b)
+		v, n = protowire.ConsumeBytes(p)
 	} else {
-		n = protowire.ConsumeFieldValue(num, wt, *b)
+		n = protowire.ConsumeFieldValue(num, wt, p)
 	}
 	if n < 0 {
 		return 0, 0, nil, false
 	}
-	*b = (*b)[n:]
+	*b = p[n:]
 	return num, wt, v, true
 }
 

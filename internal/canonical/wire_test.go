@@ -215,3 +215,15 @@ func FuzzWireValid(f *testing.F) {
 		}
 	})
 }
+
+func BenchmarkWireValid(b *testing.B) {
+	ev, err := proto.Marshal(wireEvents()[1])
+	if err != nil {
+		b.Fatal(err)
+	}
+	for b.Loop() {
+		if !WireValid(ev, wireAgent) {
+			b.Fatal("refused")
+		}
+	}
+}
