@@ -242,7 +242,7 @@ func (a *Agent) Publish(ctx context.Context, connector string, events []*eventv1
 		}
 		rec := rs.AddFunc(func(b []byte) []byte { return canonical.AppendEvent(b, ev) })
 		if i == 0 && len(events) > 1 { // size the buffer for the batch from its first event
-			rs.Grow((len(rec) + 3) * len(events) * 9 / 8)
+			rs.Grow(min((len(rec)+3)*len(events)*9/8, 4<<20))
 		}
 		// The size is checked on the event as it will be sent, with its source and id:
 		// the control plane checks the same, and an event it refused would stop the

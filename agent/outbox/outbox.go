@@ -25,7 +25,7 @@
 // write failure the outbox refuses Appends until it is reopened, and readers never
 // see a gap in seqs.
 //
-// Records are stored in chunks (chunk.go): one Badger entry per run of up to 1 MiB
+// Records are stored in chunks (chunk.go): one Badger entry per run of up to 8 KiB
 // of an Append's records, keyed by the run's last seq, its record count and its
 // record bytes, so Open and Ack learn the pending totals from keys and read a chunk
 // only when the mark falls inside it. An Ack deletes the chunks wholly at or below
@@ -190,7 +190,8 @@ const posPrefix = "p/"
 var ackedKey = []byte("m/acked")
 
 // Open opens (creating if needed) the outbox in opts.Dir. It recovers the next seq,
-// the acknowledged mark and the pending count and bytes with a keys-only scan.
+// the acknowledged mark and the pending count and bytes from the chunks' keys (and the
+// value of the one chunk the mark may fall inside).
 func Open(opts Options) (*Outbox, error) {
 	if opts.Dir == "" {
 		return nil, errors.New("outbox: open: Options.Dir is empty")
@@ -335,7 +336,8 @@ func (o *Outbox) recover() error {
 // more than MaxBatchRecords records plus positions, a record over MaxRecordBytes, or
 // more bytes than the whole quota.
 //
-// The records' bytes must not be modified until Append returns.
+// Append copies the records; AppendRecords writes records already laid out for the
+// outbox without copying them.
 func (o *Outbox) Append(ctx context.Context, recs [][]byte, pos ...Position) (first, last uint64, err error) {
 	if err := o.checkBatch(len(recs), pos, func(i int) int { return len(recs[i]) }); err != nil {
 		return 0, 0, err
