@@ -69,15 +69,15 @@ func plainBatch(data []byte) ([]byte, bool) {
 	if m < 0 || n+m != len(data) {
 		return nil, false
 	}
-	if _, ok := batchEvents(v); !ok {
+	if _, ok := batchEvents(v, false); !ok {
 		return nil, false
 	}
 	return v, true
 }
 
-// batchEvents splits an encoded Batch into its encoded events; ok is false if it holds
-// anything else.
-func batchEvents(v []byte) (events [][]byte, ok bool) {
+// batchEvents splits an encoded Batch into its encoded events (or, with keep false,
+// only checks that it can be split); ok is false if it holds anything else.
+func batchEvents(v []byte, keep bool) (events [][]byte, ok bool) {
 	for len(v) > 0 {
 		num, typ, n := protowire.ConsumeTag(v)
 		if n < 0 || num != 1 || typ != protowire.BytesType {
@@ -87,7 +87,9 @@ func batchEvents(v []byte) (events [][]byte, ok bool) {
 		if m < 0 {
 			return nil, false
 		}
-		events = append(events, ev)
+		if keep {
+			events = append(events, ev)
+		}
 		v = v[n+m:]
 	}
 	return events, true
@@ -98,7 +100,7 @@ func rawEvents(b *uplinkv1.Batch) [][]byte {
 	if len(b.GetEvents()) > 0 {
 		return nil
 	}
-	events, ok := batchEvents(b.ProtoReflect().GetUnknown())
+	events, ok := batchEvents(b.ProtoReflect().GetUnknown(), true)
 	if !ok || len(events) == 0 {
 		return nil
 	}
