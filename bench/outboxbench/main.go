@@ -5,7 +5,9 @@
 //  1. the disk's fdatasync rate (write 256 bytes + fdatasync in a loop),
 //  2. Append throughput for 256-byte events with batches of 1, 100 and 1000, from one
 //     appender and from several concurrent ones, next to the fdatasync rate,
-//  3. memory while buffering -mem-events events offline (no acks) and draining them
+//  3. a steady flow (-phase flow): events appended while read and acknowledged, with
+//     the outbox's disk use (how far acknowledged space waits to be reclaimed),
+//  4. memory while buffering -mem-events events offline (no acks) and draining them
 //     (Read + Ack), sampling /proc/self/status: peak RssAnon and VmHWM.
 //
 // The memory phase runs in a fresh child process (this binary re-executed with
@@ -111,6 +113,9 @@ func run(c config) error {
 			return err
 		}
 		if err := appendPhase(c, rate); err != nil {
+			return err
+		}
+		if err := flowPhase(c); err != nil {
 			return err
 		}
 		return memChild(c)
