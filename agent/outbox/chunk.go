@@ -7,6 +7,7 @@ import (
 	"math"
 
 	"github.com/dgraph-io/badger/v4"
+	"google.golang.org/protobuf/encoding/protowire"
 )
 
 // Records are stored in chunks: one Badger entry per run of consecutive seqs written by
@@ -76,15 +77,6 @@ func parseChunkKey(k []byte) (chunkMeta, error) {
 	return m, nil
 }
 
-func varintLen(n int) int {
-	l := 1
-	for n >= 0x80 {
-		n >>= 7
-		l++
-	}
-	return l
-}
-
 var errChunkCorrupt = errors.New("corrupt chunk")
 
 // walkChunk calls fn with each record of value v (of a chunk described by m), its seq
@@ -94,7 +86,7 @@ func walkChunk(m chunkMeta, v []byte, fn func(seq uint64, off int, rec []byte) b
 	off, total := 0, uint64(0)
 	for i := uint64(0); i < uint64(m.n); i++ {
 		l, k := binary.Uvarint(v[off:])
-		if k <= 0 || l > math.MaxInt32 || k != varintLen(int(l)) || uint64(len(v)-off-k) < l {
+		if k <= 0 || l > math.MaxInt32 || k != protowire.SizeVarint(l) || uint64(len(v)-off-k) < l {
 			return fmt.Errorf("%w: record %d of seqs %d..%d overruns the %d-byte value", errChunkCorrupt, i, m.first, m.last, len(v))
 		}
 		start := off + k
@@ -113,9 +105,6 @@ func walkChunk(m chunkMeta, v []byte, fn func(seq uint64, off int, rec []byte) b
 
 // chunkBytesIn returns the bytes of the records of a chunk with seq in (lo, hi].
 func chunkBytesIn(m chunkMeta, v []byte, lo, hi uint64) (uint64, error) {
-	if lo < m.first && hi >= m.last {
-		return uint64(m.bytes), nil
-	}
 	var n uint64
 	err := walkChunk(m, v, func(seq uint64, _ int, rec []byte) bool {
 		if seq > hi {
@@ -173,7 +162,7 @@ func (r *Records) AddFunc(fn func(b []byte) []byte) []byte {
 	r.buf = append(r.buf, 0, 0) // room for a length below 16384
 	r.buf = fn(r.buf)
 	n := len(r.buf) - start - 2
-	switch k := varintLen(n); {
+	switch k := protowire.SizeVarint(uint64(n)); {
 	case k == 1:
 		copy(r.buf[start+1:], r.buf[start+2:])
 		r.buf = r.buf[:len(r.buf)-1]
@@ -216,4 +205,40 @@ func setChunks(txn *badger.Txn, rs *Records, first uint64) error {
 		start, seq = end, last+1
 	}
 	return nil
+}
+
+// eachChunk calls fn with each chunk whose last seq is from or more, in seq order, until
+// fn says to stop or fails.
+func eachChunk(txn *badger.Txn, from uint64, fn func(m chunkMeta, item *badger.Item) (more bool, err error)) error {
+	it := txn.NewIterator(badger.IteratorOptions{Prefix: []byte{chunkPrefix}})
+	defer it.Close()
+	for it.Seek(chunkSeek(from)); it.Valid(); it.Next() {
+		m, err := parseChunkKey(it.Item().Key())
+		if err != nil {
+			return err
+		}
+		more, err := fn(m, it.Item())
+		if err != nil || !more {
+			return err
+		}
+	}
+	return nil
+}
+
+// bytesIn returns the bytes of the records of chunk m (stored in item) with seq in
+// (lo, hi]; it reads the chunk's value only when the range cuts the chunk.
+func bytesIn(item *badger.Item, m chunkMeta, lo, hi uint64) (uint64, error) {
+	if lo < m.first && hi >= m.last {
+		return uint64(m.bytes), nil
+	}
+	var n uint64
+	err := item.Value(func(v []byte) error {
+		var err error
+		n, err = chunkBytesIn(m, v, lo, hi)
+		return err
+	})
+	if err != nil {
+		return 0, fmt.Errorf("chunk of seqs %d..%d: %w", m.first, m.last, err)
+	}
+	return n, nil
 }

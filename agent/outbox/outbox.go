@@ -52,6 +52,7 @@ import (
 	"time"
 
 	"github.com/dgraph-io/badger/v4"
+	"google.golang.org/protobuf/encoding/protowire"
 )
 
 // Errors returned by the outbox. Callers test them with errors.Is; the returned errors
@@ -281,38 +282,25 @@ func (o *Outbox) recover() error {
 		return fmt.Errorf("outbox: convert entries of the earlier format: %w", err)
 	}
 	err = o.db.View(func(txn *badger.Txn) error {
-		it := txn.NewIterator(badger.IteratorOptions{Prefix: []byte{chunkPrefix}})
-		defer it.Close()
 		last := o.acked
-		for it.Seek(chunkSeek(o.acked + 1)); it.Valid(); it.Next() {
-			m, err := parseChunkKey(it.Item().Key())
-			if err != nil {
-				return err
-			}
-			if m.first <= o.acked {
-				// Partly acknowledged: count its records after the mark.
-				var n uint64
-				err := it.Item().Value(func(v []byte) error {
-					var err error
-					n, err = chunkBytesIn(m, v, o.acked, m.last)
-					return err
-				})
-				if err != nil {
-					return fmt.Errorf("chunk of seqs %d..%d: %w", m.first, m.last, err)
-				}
-				o.pendingEvents += m.last - o.acked
-				o.pendingBytes += n
-				last = m.last
-				continue
-			}
-			if m.first != last+1 {
+		err := eachChunk(txn, o.acked+1, func(m chunkMeta, item *badger.Item) (bool, error) {
+			lo := max(o.acked, m.first-1) // the first chunk may be partly acknowledged
+			if lo == m.first-1 && m.first != last+1 {
 				// Only possible after a write failure that Badger partially
 				// recovered; the control plane dedups, readers see the jump.
 				o.log.Warn("outbox has a gap in seqs", "after", last, "next", m.first)
 			}
+			n, err := bytesIn(item, m, lo, m.last)
+			if err != nil {
+				return false, err
+			}
+			o.pendingEvents += m.last - lo
+			o.pendingBytes += n
 			last = m.last
-			o.pendingEvents += uint64(m.n)
-			o.pendingBytes += uint64(m.bytes)
+			return true, nil
+		})
+		if err != nil {
+			return err
 		}
 		o.readable = last
 		return nil
@@ -345,7 +333,7 @@ func (o *Outbox) Append(ctx context.Context, recs [][]byte, pos ...Position) (fi
 	var rs Records
 	size := 0
 	for _, r := range recs {
-		size += len(r) + varintLen(len(r))
+		size += len(r) + protowire.SizeVarint(uint64(len(r)))
 	}
 	rs.Grow(size)
 	for _, r := range recs {
@@ -698,24 +686,17 @@ func (o *Outbox) read(from uint64, maxCount, maxBytes int, visit func(v []byte, 
 		maxCount = int(min(hi-from+1, math.MaxInt32))
 	}
 	err := o.db.View(func(txn *badger.Txn) error {
-		it := txn.NewIterator(badger.IteratorOptions{Prefix: []byte{chunkPrefix}})
-		defer it.Close()
 		count, total, prev := 0, 0, uint64(0)
-		full := false
 		var recs []recSpan
-		for it.Seek(chunkSeek(from)); it.Valid() && !full; it.Next() {
-			item := it.Item()
-			m, err := parseChunkKey(item.Key())
-			if err != nil {
-				return err
-			}
+		return eachChunk(txn, from, func(m chunkMeta, item *badger.Item) (bool, error) {
 			if m.first > hi {
-				break
+				return false, nil
 			}
 			if count > 0 && m.first != prev+1 {
-				return fmt.Errorf("gap in seqs after %d (next %d)", prev, m.first)
+				return false, fmt.Errorf("gap in seqs after %d (next %d)", prev, m.first)
 			}
-			err = item.Value(func(v []byte) error {
+			full := false
+			err := item.Value(func(v []byte) error {
 				recs = recs[:0]
 				werr := walkChunk(m, v, func(seq uint64, off int, rec []byte) bool {
 					if seq < from {
@@ -737,10 +718,10 @@ func (o *Outbox) read(from uint64, maxCount, maxBytes int, visit func(v []byte, 
 				return visit(v, recs)
 			})
 			if err != nil {
-				return fmt.Errorf("chunk of seqs %d..%d: %w", m.first, m.last, err)
+				return false, fmt.Errorf("chunk of seqs %d..%d: %w", m.first, m.last, err)
 			}
-		}
-		return nil
+			return !full, nil
+		})
 	})
 	if err != nil {
 		return fmt.Errorf("outbox: read from %d: %w", from, err)
@@ -783,42 +764,27 @@ func (o *Outbox) Ack(upTo uint64) error {
 		var bytes, events uint64
 		mark := upTo
 		err := o.db.View(func(txn *badger.Txn) error {
-			it := txn.NewIterator(badger.IteratorOptions{Prefix: []byte{chunkPrefix}})
-			defer it.Close()
-			for it.Seek(chunkSeek(acked + 1)); it.Valid(); it.Next() {
-				item := it.Item()
-				m, err := parseChunkKey(item.Key())
-				if err != nil {
-					return err
-				}
+			return eachChunk(txn, acked+1, func(m chunkMeta, item *badger.Item) (bool, error) {
 				if m.first > upTo {
-					break
+					return false, nil
 				}
 				if len(keys) == o.ackChunk {
 					mark = m.first - 1
-					break
+					return false, nil
 				}
+				// A chunk may be partly acknowledged before or after this Ack.
 				lo, hi := max(acked, m.first-1), min(upTo, m.last)
-				events += hi - lo
-				if lo == m.first-1 && hi == m.last {
-					bytes += uint64(m.bytes)
-				} else {
-					// Partly acknowledged before or after this Ack: count its records
-					// in (lo, hi].
-					err := item.Value(func(v []byte) error {
-						n, err := chunkBytesIn(m, v, lo, hi)
-						bytes += n
-						return err
-					})
-					if err != nil {
-						return fmt.Errorf("chunk of seqs %d..%d: %w", m.first, m.last, err)
-					}
+				n, err := bytesIn(item, m, lo, hi)
+				if err != nil {
+					return false, err
 				}
+				events += hi - lo
+				bytes += n
 				if m.last <= upTo {
 					keys = append(keys, item.KeyCopy(nil))
 				}
-			}
-			return nil
+				return true, nil
+			})
 		})
 		if err != nil {
 			return fmt.Errorf("outbox: ack %d: scan: %w", upTo, err)

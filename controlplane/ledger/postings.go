@@ -7,6 +7,7 @@ import (
 	"sync"
 
 	"github.com/dgraph-io/badger/v4"
+	"google.golang.org/protobuf/encoding/protowire"
 
 	storev1 "github.com/crossdock/crossdock/proto/gen/crossdock/store/v1"
 )
@@ -163,9 +164,9 @@ func (a *postingAdds) entry(p []byte) *addList {
 // would add to a flush; pass them to add.
 func (a *postingAdds) cost(e *addList, p []byte, first uint64) (entries, size int) {
 	if e.last == 0 {
-		return 1, recordSize(string(p)) + uvarintLen(first)
+		return 1, recordSize(string(p)) + protowire.SizeVarint(first)
 	}
-	return 0, uvarintLen(first - e.last)
+	return 0, protowire.SizeVarint(first - e.last)
 }
 
 // add records that chunk first holds the prefix of e, at the cost cost returned (and
@@ -279,15 +280,6 @@ func decodePosting(v []byte, last uint64) ([]uint64, error) {
 		return nil, fmt.Errorf("ledger: key index record %d: posting list ends at %d", last, prev)
 	}
 	return out, nil
-}
-
-func uvarintLen(v uint64) int {
-	n := 1
-	for v >= 0x80 {
-		v >>= 7
-		n++
-	}
-	return n
 }
 
 // loadPostings rebuilds the in-memory state of db: the pending key index lists and ids
