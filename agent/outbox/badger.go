@@ -28,7 +28,7 @@ import (
 //	value log, BaseLevelSize 64-128 MiB (a single wide level):   75-90 MB
 //
 // Those figures were for one Badger entry per record. Records are now chunked (8 KiB
-// per entry, chunk.go): the same run peaks at 14-19 MB, buffering 1.25-1.29M
+// per entry, chunk.go): the same run peaks at 14-21 MB, buffering 0.98-1.29M
 // events/s instead of 378k, draining 3.2M instead of 425k (docs/performance.md).
 // Before chunking, the drain peak came from compacting a million tombstones against
 // the keys they delete, and GOGC=50 or GOMEMLIMIT=40MiB (process-wide settings for
