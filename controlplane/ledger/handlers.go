@@ -46,15 +46,25 @@ func applyIngestBatch(tx *applyTxn, cmd *storev1.Command) (any, error) {
 	w := &chunkWriter{tx: tx, agent: agent, committedAt: timestamppb.New(tx.appendedAt)}
 	tx.post.ids = make(map[string]uint64, len(events)) // also what this batch committed
 	w.remaining = len(cmd.GetPayload())
+	// The events' id keys and their filter hashes first, so the filter's blocks are
+	// read together (idFilter.warm).
+	iks := make([][]byte, len(events))
+	hs := make([]uint64, len(events))
+	for i := range events {
+		if ik := idKey(events[i].id); ik != nil {
+			iks[i], hs[i] = ik, tx.ids.hash(ik)
+		}
+	}
+	tx.ids.warm(hs)
 	for i := range events {
 		ie := &events[i]
 		dup := ie.agentSeq <= rec.GetCommittedSeq()
-		ik := idKey(ie.id)
+		ik := iks[i]
 		if !dup && ik != nil {
 			if _, seen := tx.post.ids[string(ik)]; seen {
 				dup = true
 			} else {
-				_, ok, err := tx.post.pend.idSeq(tx.txn, ik)
+				_, ok, err := tx.post.pend.idSeqHash(tx.txn, ik, hs[i])
 				if err != nil {
 					return nil, fmt.Errorf("ledger: look up event id: %w", err)
 				}
@@ -76,7 +86,7 @@ func applyIngestBatch(tx *applyTxn, cmd *storev1.Command) (any, error) {
 		}
 		if ik != nil {
 			tx.post.addID(ik, seq)
-			if tx.ids.add(ik) {
+			if tx.ids.addHash(hs[i]) {
 				tx.idsFull = true
 			}
 		}

@@ -28,6 +28,7 @@ type idFilter struct {
 	hashes   uint32
 	n        int // keys added
 	capacity int // keys it was sized for
+	warmed   uint64 // what warm read, kept so that its loads are not optimized away
 }
 
 // filterMinCapacity is the smallest capacity a filter is sized for (a variable so tests
@@ -44,10 +45,6 @@ func newFilter(capacity, bitsPerID int, hashes uint32) *idFilter {
 	nb := max(1, capacity*bitsPerID/512)
 	nb = 1 << bits.Len(uint(nb-1)) // a power of two
 	return &idFilter{seed: maphash.MakeSeed(), blocks: make([][8]uint64, nb), hashes: hashes, capacity: capacity}
-}
-
-func (f *idFilter) probe(k []byte, set bool) bool {
-	return f.probeHash(maphash.Bytes(f.seed, k), set)
 }
 
 // probeHash is probe of the key whose hash is h (maphash.Bytes and maphash.String give
@@ -71,15 +68,36 @@ func (f *idFilter) probeHash(h uint64, set bool) bool {
 
 // absent reports whether k is certainly not in the id index. It is false (unknown)
 // until the filter is built.
-func (f *idFilter) absent(k []byte) bool {
+func (f *idFilter) absent(k []byte) bool { return f.absentHash(f.hash(k)) }
+
+// hash is the hash of id key k that the filter's probes use.
+func (f *idFilter) hash(k []byte) uint64 { return maphash.Bytes(f.seed, k) }
+
+// absentHash is absent of the key whose hash is h.
+func (f *idFilter) absentHash(h uint64) bool {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	return !f.probe(k, false)
+	return !f.probeHash(h, false)
+}
+
+// warm reads the block of each hash in hs, so that the probes of a batch that follow
+// find them in cache. Blocks are spread over megabytes, so a probe usually waits for
+// memory; loads issued together here wait in parallel, where probes one by one wait in
+// turn (each behind its own lock operations). It changes no result.
+func (f *idFilter) warm(hs []uint64) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	mask := uint64(len(f.blocks) - 1)
+	var x uint64
+	for _, h := range hs {
+		x |= f.blocks[(h>>32)&mask][0]
+	}
+	f.warmed = x
 }
 
 // add records k; full is true when the filter holds more keys than it was sized for.
 func (f *idFilter) add(k []byte) (full bool) {
-	return f.addHash(maphash.Bytes(f.seed, k))
+	return f.addHash(f.hash(k))
 }
 
 // addString is add of a key held as a string.

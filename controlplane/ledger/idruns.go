@@ -4,6 +4,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"math"
 	"slices"
 	"sort"
 	"strings"
@@ -148,6 +149,13 @@ func writeRun(tx *applyTxn, last uint64, pending []map[string]uint64) (*idRun, e
 }
 
 // sortedIDs returns the n ids of pending sorted by key.
+//
+// A flush sorts tens of thousands of ids, and comparing them as strings cost a tenth of
+// a follower's CPU (docs/performance.md): ids share a prefix ("i/ev_") and then differ
+// early. So the ids are ordered by the 8 bytes that follow their common prefix, with a
+// radix sort of those as big-endian integers, and only ids that share those 8 bytes are
+// compared whole. Keys shorter than that are padded with zeros, which orders a key
+// before every longer key it is a prefix of, as string comparison does.
 func sortedIDs(pending []map[string]uint64, n int) []runID {
 	ids := make([]runID, 0, n)
 	for _, m := range pending {
@@ -155,8 +163,91 @@ func sortedIDs(pending []map[string]uint64, n int) []runID {
 			ids = append(ids, runID{k, s})
 		}
 	}
-	slices.SortFunc(ids, func(a, b runID) int { return strings.Compare(a.key, b.key) })
-	return ids
+	byKey := func(a, b runID) int { return strings.Compare(a.key, b.key) }
+	if len(ids) < radixMinIDs || len(ids) > math.MaxUint32 {
+		slices.SortFunc(ids, byKey)
+		return ids
+	}
+	lcp := len(ids[0].key)
+	for _, id := range ids[1:] {
+		lcp = min(lcp, commonPrefix(ids[0].key[:lcp], id.key))
+	}
+	order := make([]radixItem, len(ids))
+	for i, id := range ids {
+		order[i] = radixItem{prefix8(id.key[lcp:]), uint32(i)}
+	}
+	order = radixSort(order, make([]radixItem, len(ids)))
+	out := make([]runID, len(ids))
+	for i, it := range order {
+		out[i] = ids[it.i]
+	}
+	for i := 0; i < len(out); {
+		j := i + 1
+		for j < len(out) && order[j].p == order[i].p {
+			j++
+		}
+		if j-i > 1 {
+			slices.SortFunc(out[i:j], byKey)
+		}
+		i = j
+	}
+	return out
+}
+
+// radixMinIDs is the fewest ids sortedIDs radix-sorts; fewer are sorted by comparison.
+const radixMinIDs = 256
+
+// radixItem is an id's sort prefix and its index in the unsorted ids.
+type radixItem struct {
+	p uint64
+	i uint32
+}
+
+// radixSort sorts a by p (least significant byte first, skipping bytes that every item
+// shares), using tmp (as long as a) as scratch, and returns whichever holds the result.
+func radixSort(a, tmp []radixItem) []radixItem {
+	for shift := 0; shift < 64; shift += 8 {
+		var count [256]int
+		for _, it := range a {
+			count[byte(it.p>>shift)]++
+		}
+		if count[byte(a[0].p>>shift)] == len(a) {
+			continue
+		}
+		sum := 0
+		for d, c := range count {
+			count[d] = sum
+			sum += c
+		}
+		for _, it := range a {
+			d := byte(it.p >> shift)
+			tmp[count[d]] = it
+			count[d]++
+		}
+		a, tmp = tmp, a
+	}
+	return a
+}
+
+// prefix8 is the first 8 bytes of s as a big-endian integer, s padded with zeros.
+func prefix8(s string) uint64 {
+	if len(s) >= 8 {
+		return binary.BigEndian.Uint64([]byte(s[:8]))
+	}
+	var b [8]byte
+	copy(b[:], s)
+	return binary.BigEndian.Uint64(b[:])
+}
+
+// commonPrefix is the length of the common prefix of a and b.
+func commonPrefix(a, b string) int {
+	n := min(len(a), len(b))
+	for i := range n {
+		if a[i] != b[i] {
+			return i
+		}
+	}
+	return n
 }
 
 // lookupRuns looks id key k up in runs, newest first.

@@ -3,6 +3,7 @@ package ledger
 import (
 	"bytes"
 	"fmt"
+	"math/rand/v2"
 	"slices"
 	"strings"
 	"testing"
@@ -221,6 +222,43 @@ func TestFilterGrowthCatchesUp(t *testing.T) {
 	for s := uint64(1); s <= k.seq; s++ {
 		if p.filter.absent(idKey(fmt.Sprintf("ev-%d", s))) {
 			t.Fatalf("ev-%d is missing from the grown filter", s)
+		}
+	}
+}
+
+// TestSortedIDs holds the radix sort of run ids to string order, on shapes of ids that
+// exercise its cases: a long shared prefix, keys that are prefixes of other keys, zero
+// bytes (the padding value), keys equal in the 8 bytes it sorts by, every length, and
+// sizes on both sides of radixMinIDs. Each pending map is one Apply's ids.
+func TestSortedIDs(t *testing.T) {
+	rng := rand.New(rand.NewPCG(1, 2))
+	alphabets := []string{"\x00\x01\xff", "ab", "0123456789abcdef", "\x00a"}
+	for trial := range 300 {
+		n := []int{1, 2, radixMinIDs - 1, radixMinIDs, radixMinIDs + 1, 1000, 3000}[trial%7]
+		prefix := strings.Repeat("i/ev_", rng.IntN(3))
+		alpha := alphabets[trial%len(alphabets)]
+		seen := map[string]bool{}
+		pending := []map[string]uint64{{}}
+		want := make([]runID, 0, n)
+		for len(want) < n {
+			k := []byte(prefix)
+			for range rng.IntN(14) {
+				k = append(k, alpha[rng.IntN(len(alpha))])
+			}
+			if seen[string(k)] {
+				continue
+			}
+			seen[string(k)] = true
+			if rng.IntN(50) == 0 {
+				pending = append(pending, map[string]uint64{})
+			}
+			s := uint64(len(want) + 1)
+			pending[len(pending)-1][string(k)] = s
+			want = append(want, runID{string(k), s})
+		}
+		slices.SortFunc(want, func(a, b runID) int { return strings.Compare(a.key, b.key) })
+		if got := sortedIDs(pending, n); !slices.Equal(got, want) {
+			t.Fatalf("trial %d (%d ids, alphabet %q, prefix %q): sortedIDs differs from string order", trial, n, alpha, prefix)
 		}
 	}
 }

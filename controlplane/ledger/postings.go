@@ -90,7 +90,12 @@ func (p *postings) eachPendingID(fn func(k string, seq uint64)) {
 // idSeq returns the seq of the event with id key k: the filter is asked first (it holds
 // every id), then the pending ids and the runs. Call with mu held, or from Apply.
 func (p *postings) idSeq(txn *badger.Txn, k []byte) (uint64, bool, error) {
-	if p.filter.absent(k) {
+	return p.idSeqHash(txn, k, p.filter.hash(k))
+}
+
+// idSeqHash is idSeq of id key k, whose hash by p.filter is h.
+func (p *postings) idSeqHash(txn *badger.Txn, k []byte, h uint64) (uint64, bool, error) {
+	if p.filter.absentHash(h) {
 		return 0, false, nil
 	}
 	if s, ok := p.pendingID(string(k)); ok {
