@@ -26,8 +26,8 @@ type idFilter struct {
 	seed     maphash.Seed
 	blocks   [][8]uint64
 	hashes   uint32
-	n        int // keys added
-	capacity int // keys it was sized for
+	n        int    // keys added
+	capacity int    // keys it was sized for
 	warmed   uint64 // what warm read, kept so that its loads are not optimized away
 }
 
