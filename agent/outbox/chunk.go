@@ -142,6 +142,15 @@ func (r *Records) end(i int) int {
 	return len(r.buf)
 }
 
+// Reset empties r and keeps its buffers for the next batch. The records of an
+// AppendRecords call can be reset once it has returned: the outbox keeps no reference.
+func (r *Records) Reset() {
+	r.buf, r.starts, r.offs, r.bytes = r.buf[:0], r.starts[:0], r.offs[:0], 0
+}
+
+// Cap is the capacity of r's record buffer in bytes.
+func (r *Records) Cap() int { return cap(r.buf) }
+
 // Grow makes room for n more bytes of records without reallocating.
 func (r *Records) Grow(n int) {
 	if n > cap(r.buf)-len(r.buf) {

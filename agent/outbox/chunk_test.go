@@ -2,6 +2,7 @@ package outbox
 
 import (
 	"bytes"
+	"context"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -335,4 +336,34 @@ func chunkValue(recs [][]byte) []byte {
 		return nil
 	}
 	return rs.value(0, rs.Len())
+}
+
+// TestRecordsReset appends batches through one Records reset between them (as the agent
+// reuses its publish buffers): each batch is stored as it was added, and what a later
+// batch writes into the reused buffer does not change an earlier one.
+func TestRecordsReset(t *testing.T) {
+	o := open(t, t.TempDir(), 0)
+	defer closeOK(t, o)
+	var rs Records
+	var want [][]byte
+	for b, shape := range [][2]int{{300, 200}, {5, 9000}, {1000, 50}, {1, 0}} {
+		batch := recs(fmt.Sprintf("b%d", b), shape[0], shape[1])
+		rs.Reset()
+		for _, r := range batch {
+			rs.Add(r)
+		}
+		if _, _, err := o.AppendRecords(context.Background(), &rs); err != nil {
+			t.Fatal(err)
+		}
+		want = append(want, batch...)
+	}
+	got := readAll(t, o, 1)
+	if len(got) != len(want) {
+		t.Fatalf("read %d records, want %d", len(got), len(want))
+	}
+	for i, e := range got {
+		if !bytes.Equal(e.Data, want[i]) {
+			t.Fatalf("record %d (seq %d) differs after its buffer was reused", i, e.Seq)
+		}
+	}
 }
