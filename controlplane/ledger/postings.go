@@ -46,7 +46,7 @@ var keyKeyFlushed = []byte("m/kflush") // u64BE: the k/ records cover every chun
 // m/kflush, the in-memory part of every run, and the ledger-wide id filter.
 type postings struct {
 	mu      sync.RWMutex
-	lists   map[string][]uint64 // key index prefix -> chunk first seqs, ascending
+	lists   map[string]*pendList // key index prefix -> chunk first seqs
 	flushed uint64              // m/kflush
 	size    int                 // bytes of the records a flush would write, keys + values
 
@@ -65,7 +65,13 @@ type postings struct {
 }
 
 func newPostings(flushed uint64) *postings {
-	return &postings{lists: make(map[string][]uint64), flushed: flushed}
+	return &postings{lists: make(map[string]*pendList), flushed: flushed}
+}
+
+// pendList is a prefix's pending list. Its addList points at it, so folding an Apply's
+// additions in costs no map operation for a prefix already pending.
+type pendList struct {
+	chunks []uint64 // chunk first seqs, ascending
 }
 
 // pendingID returns the seq of pending id key k.
@@ -106,8 +112,8 @@ func (p *postings) idSeqHash(txn *badger.Txn, k []byte, h uint64) (uint64, bool,
 
 // last returns the last chunk listed for prefix p, 0 if none.
 func (p *postings) last(prefix string) uint64 {
-	if l := p.lists[prefix]; len(l) > 0 {
-		return l[len(l)-1]
+	if l := p.lists[prefix]; l != nil && len(l.chunks) > 0 {
+		return l.chunks[len(l.chunks)-1]
 	}
 	return 0
 }
@@ -117,7 +123,10 @@ func recordSize(p string) int { return len(p) + 8 }
 
 // copyList returns a copy of the pending list of prefix p. Call with mu held.
 func (p *postings) copyList(prefix []byte) []uint64 {
-	return slices.Clone(p.lists[string(prefix)])
+	if l := p.lists[string(prefix)]; l != nil {
+		return slices.Clone(l.chunks)
+	}
+	return nil
 }
 
 // postingAdds are one Apply's additions to the pending lists, with the cost of writing
@@ -137,6 +146,7 @@ type postingAdds struct {
 // addList is a prefix's entry in postings.adds.
 type addList struct {
 	key    string
+	pend   *pendList // the prefix's pending list; nil until an Apply that added to it commits
 	chunks []uint64 // chunk first seqs added by the current Apply, ascending
 	last   uint64   // the last chunk listed for the prefix, pending or added; 0 if none
 }
@@ -159,8 +169,10 @@ func (a *postingAdds) entry(p []byte) *addList {
 	if a.pend.adds == nil {
 		a.pend.adds = make(map[string]*addList)
 	}
-	e := &addList{key: string(p)}
-	e.last = a.pend.last(e.key)
+	e := &addList{key: string(p), pend: a.pend.lists[string(p)]}
+	if e.pend != nil && len(e.pend.chunks) > 0 {
+		e.last = e.pend.chunks[len(e.pend.chunks)-1]
+	}
 	a.pend.adds[e.key] = e
 	return e
 }
@@ -198,7 +210,8 @@ func (a *postingAdds) flush(tx *applyTxn, lastSeq uint64) error {
 	write := func(p string, chunks []uint64) error {
 		return tx.put(cat([]byte(p), u64(chunks[len(chunks)-1])), encodePosting(chunks))
 	}
-	for p, l := range a.pend.lists {
+	for p, pl := range a.pend.lists {
+		l := pl.chunks
 		if e := a.pend.adds[p]; e != nil && len(e.chunks) > 0 {
 			l = append(slices.Clip(l), e.chunks...)
 		}
@@ -207,7 +220,7 @@ func (a *postingAdds) flush(tx *applyTxn, lastSeq uint64) error {
 		}
 	}
 	for _, e := range a.touched {
-		if _, ok := a.pend.lists[e.key]; !ok {
+		if e.pend == nil { // not pending before this Apply
 			if err := write(e.key, e.chunks); err != nil {
 				return err
 			}
@@ -228,7 +241,7 @@ func (a *postingAdds) commit(flushed bool, lastSeq uint64) {
 	p := a.pend
 	if flushed {
 		// Sized like the ones they replace: the next span is likely alike.
-		p.lists, p.flushed, p.size = make(map[string][]uint64, len(p.lists)), lastSeq, 0
+		p.lists, p.flushed, p.size = make(map[string]*pendList, len(p.lists)), lastSeq, 0
 		p.adds = make(map[string]*addList, len(p.adds)) // their last chunks are flushed
 		p.ids, p.idCount, p.idSize = nil, 0, 0
 		if a.run != nil {
@@ -237,7 +250,11 @@ func (a *postingAdds) commit(flushed bool, lastSeq uint64) {
 		return
 	}
 	for _, e := range a.touched {
-		p.lists[e.key] = append(p.lists[e.key], e.chunks...)
+		if e.pend == nil {
+			e.pend = &pendList{}
+			p.lists[e.key] = e.pend
+		}
+		e.pend.chunks = append(e.pend.chunks, e.chunks...)
 		e.chunks = e.chunks[:0]
 	}
 	p.size += a.size

@@ -421,7 +421,7 @@ func (l *Ledger) Hash() (string, error) {
 	txn, done, err := l.readTxn(func(p *postings, _ *badger.Txn) error {
 		pending = make(map[string][]uint64, len(p.lists))
 		for k, l := range p.lists {
-			pending[k] = slices.Clone(l)
+			pending[k] = slices.Clone(l.chunks)
 		}
 		pendingIDs = make(map[string]uint64, p.idCount)
 		p.eachPendingID(func(k string, s uint64) { pendingIDs[k] = s })
