@@ -53,6 +53,8 @@ import (
 
 	"github.com/dgraph-io/badger/v4"
 	"google.golang.org/protobuf/encoding/protowire"
+
+	"github.com/crossdock/crossdock/internal/mapadvise"
 )
 
 // Errors returned by the outbox. Callers test them with errors.Is; the returned errors
@@ -246,6 +248,7 @@ func Open(opts Options) (*Outbox, error) {
 		return nil, err
 	}
 	go o.gcLoop()
+	mapadvise.Watch(opts.Dir, o.closeCh, o.log)
 	o.log.Debug("outbox opened", "dir", opts.Dir, "acked_seq", o.acked, "last_seq", o.readable,
 		"pending_events", o.pendingEvents, "pending_bytes", o.pendingBytes, "quota_bytes", quota)
 	return o, nil

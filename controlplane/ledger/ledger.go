@@ -26,6 +26,8 @@ import (
 
 	"github.com/dgraph-io/badger/v4"
 
+	"github.com/crossdock/crossdock/internal/mapadvise"
+
 	"github.com/crossdock/crossdock/internal/fsutil"
 )
 
@@ -97,6 +99,7 @@ type handle struct {
 	retired bool
 	remove  bool          // delete dir once closed (replaced by a Restore)
 	done    chan struct{} // closed once db is closed
+	unwatch chan struct{} // stops mapadvise.Watch; closed before db is closed
 	post    *postings     // db's in-memory index state: unflushed key lists and ids, id filters
 	err     error         // db.Close's error, valid after done
 }
@@ -271,7 +274,11 @@ func (l *Ledger) openHandle(dir string) (*handle, error) {
 		}
 		return nil, fmt.Errorf("ledger: open badger in %s: %w", where, err)
 	}
-	return &handle{db: db, dir: dir, done: make(chan struct{})}, nil
+	h := &handle{db: db, dir: dir, done: make(chan struct{}), unwatch: make(chan struct{})}
+	if dir != "" {
+		mapadvise.Watch(dir, h.unwatch, l.logger)
+	}
+	return h, nil
 }
 
 func (l *Ledger) loadCounters(h *handle) error {
@@ -365,6 +372,7 @@ func (l *Ledger) retireLocked(h *handle, remove bool) (closeNow bool) {
 }
 
 func (l *Ledger) closeHandle(h *handle) {
+	close(h.unwatch)
 	h.err = h.db.Close()
 	if h.remove && h.dir != "" {
 		if err := os.RemoveAll(h.dir); err != nil {

@@ -1,0 +1,81 @@
+// Package mapadvise turns off read-around for the files Badger writes through shared
+// memory maps: its value logs (.vlog) and memtable logs (.mem).
+//
+// Badger appends to those files by copying into a writable mapping of a sparse file.
+// Each write fault on a page not yet in the page cache first "reads" it, and the
+// kernel's mmap read-around then reads the whole readahead window around it
+// (read_ahead_kb: 8 MiB on the benchmark machine): for a hole that means allocating and
+// zeroing megabytes of pages ahead of the writer. Where the kernel reclaims cold pages
+// proactively (DAMON pageout, as on the benchmark's virtual machines), those
+// zeroed-but-untouched pages are reclaimed before the writer reaches them and zeroed
+// again on the next fault. After about 450,000 events the cluster benchmark spent a
+// fifth of all CPU in that memset, and every process slowed by 15–25%
+// (docs/performance.md). MADV_RANDOM on the mappings makes a fault read only its page.
+//
+// Badger does not expose its mappings, so Watch finds them in /proc/self/maps by path
+// and advises each new one (Badger maps a new file at each value-log rotation and each
+// memtable). The advice changes only readahead, never what is read or written.
+package mapadvise
+
+import (
+	"log/slog"
+	"path/filepath"
+	"strings"
+	"time"
+)
+
+// Every is how often Watch looks for new mappings.
+const Every = 200 * time.Millisecond
+
+// written reports whether path is a file Badger writes through a memory map.
+func written(path string) bool {
+	return strings.HasSuffix(path, ".vlog") || strings.HasSuffix(path, ".mem")
+}
+
+// Watch advises the mappings of Badger's log files in dir now and then every Every
+// until stop is closed; it returns when it has made its first pass. Errors are logged
+// once (the advice is an optimization: without it everything works, only slower).
+func Watch(dir string, stop <-chan struct{}, log *slog.Logger) {
+	abs, err := filepath.Abs(dir)
+	if err == nil {
+		if real, err := filepath.EvalSymlinks(abs); err == nil {
+			abs = real
+		}
+	}
+	a := &advisor{dir: abs, seen: map[mapping]bool{}}
+	warned := false
+	pass := func() {
+		if _, err := a.pass(); err != nil && !warned {
+			warned = true
+			log.Warn("cannot advise the kernel against readahead on Badger's log files; writes may cost more CPU", "dir", abs, "err", err)
+		}
+	}
+	pass()
+	if !supported {
+		return
+	}
+	go func() {
+		t := time.NewTicker(Every)
+		defer t.Stop()
+		for {
+			select {
+			case <-stop:
+				return
+			case <-t.C:
+				pass()
+			}
+		}
+	}()
+}
+
+// mapping identifies one mapping of a file: its start address and the file's inode
+// (an address is reused when a file is unmapped and another mapped).
+type mapping struct {
+	start uintptr
+	inode uint64
+}
+
+type advisor struct {
+	dir  string
+	seen map[mapping]bool
+}
