@@ -47,8 +47,8 @@ var keyKeyFlushed = []byte("m/kflush") // u64BE: the k/ records cover every chun
 type postings struct {
 	mu      sync.RWMutex
 	lists   map[string]*pendList // key index prefix -> chunk first seqs
-	flushed uint64              // m/kflush
-	size    int                 // bytes of the records a flush would write, keys + values
+	flushed uint64               // m/kflush
+	size    int                  // bytes of the records a flush would write, keys + values
 
 	// adds is Apply's alone (readers never touch it): an entry per prefix an Apply
 	// looked up since the last flush, holding the last chunk listed for it and what the
@@ -147,8 +147,8 @@ type postingAdds struct {
 type addList struct {
 	key    string
 	pend   *pendList // the prefix's pending list; nil until an Apply that added to it commits
-	chunks []uint64 // chunk first seqs added by the current Apply, ascending
-	last   uint64   // the last chunk listed for the prefix, pending or added; 0 if none
+	chunks []uint64  // chunk first seqs added by the current Apply, ascending
+	last   uint64    // the last chunk listed for the prefix, pending or added; 0 if none
 }
 
 // addID records that the event with id key k got seq; the caller charged idCost(k).
