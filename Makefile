@@ -63,6 +63,7 @@ fuzz: ## Run each fuzzer briefly
 	$(GO) test -run '^$$' -fuzz FuzzChunk -fuzztime 20s ./agent/outbox/
 	$(GO) test -run '^$$' -fuzz FuzzMatchers -fuzztime 20s ./internal/canonical/
 	$(GO) test -run '^$$' -fuzz FuzzWireValid -fuzztime 20s ./internal/canonical/
+	$(GO) test -run '^$$' -fuzz FuzzParseLine -fuzztime 20s ./internal/mapadvise/
 	$(GO) test -run '^$$' -fuzz FuzzReadEvents -fuzztime 20s ./cmd/crossdock/
 	$(GO) test -run '^$$' -fuzz FuzzParse -fuzztime 20s ./agent/config/
 	$(GO) test -run '^$$' -fuzz FuzzParseRetryAfter -fuzztime 20s ./controlplane/delivery/

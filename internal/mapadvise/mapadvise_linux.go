@@ -30,7 +30,7 @@ func (a *advisor) pass() (int, error) {
 	sc := bufio.NewScanner(bytes.NewReader(data))
 	sc.Buffer(make([]byte, 0, 4096), 1<<20)
 	for sc.Scan() {
-		m, length, ok := parseLine(sc.Bytes(), a.dir)
+		m, length, _, ok := parseLine(sc.Bytes(), a.dir)
 		if !ok {
 			continue
 		}
@@ -58,7 +58,7 @@ func (a *advisor) pass() (int, error) {
 
 // parseLine parses one line of /proc/self/maps ("start-end perms offset dev inode
 // path") and reports whether it is a writable shared mapping of a log file in dir.
-func parseLine(line []byte, dir string) (m mapping, length uintptr, ok bool) {
+func parseLine(line []byte, dir string) (m mapping, length uintptr, path string, ok bool) {
 	// Five fields, then the path (which may hold spaces) after their padding.
 	var f [5][]byte
 	rest := line
@@ -66,24 +66,24 @@ func parseLine(line []byte, dir string) (m mapping, length uintptr, ok bool) {
 		rest = bytes.TrimLeft(rest, " ")
 		end := bytes.IndexByte(rest, ' ')
 		if end < 0 {
-			return m, 0, false
+			return m, 0, "", false
 		}
 		f[i], rest = rest[:end], rest[end:]
 	}
-	path := string(bytes.TrimLeft(rest, " "))
+	path = string(bytes.TrimLeft(rest, " "))
 	perms := f[1]
 	if len(perms) < 4 || perms[1] != 'w' || perms[3] != 's' || !written(path) || filepath.Dir(path) != dir {
-		return m, 0, false
+		return m, 0, "", false
 	}
 	lo, hi, found := bytes.Cut(f[0], []byte("-"))
 	if !found {
-		return m, 0, false
+		return m, 0, "", false
 	}
 	start, err1 := strconv.ParseUint(string(lo), 16, 64)
 	end, err2 := strconv.ParseUint(string(hi), 16, 64)
 	inode, err3 := strconv.ParseUint(string(f[4]), 10, 64)
 	if err1 != nil || err2 != nil || err3 != nil || end <= start {
-		return m, 0, false
+		return m, 0, "", false
 	}
-	return mapping{start: uintptr(start), inode: inode}, uintptr(end - start), true
+	return mapping{start: uintptr(start), inode: inode}, uintptr(end - start), path, true
 }
