@@ -32,22 +32,22 @@ func FuzzParseLine(f *testing.F) {
 		f.Add(s)
 	}
 	f.Fuzz(func(t *testing.T, line string) {
-		m, length, path, ok := parseLine([]byte(line), dir)
+		v, ok := parseLine([]byte(line), dir)
 		if !ok {
 			return
 		}
+		path := v.path
 		f := strings.FieldsFunc(line, func(r rune) bool { return r == ' ' }) // the kernel pads with spaces
 		if len(f) < 6 || len(f[1]) < 4 || f[1][1] != 'w' || f[1][3] != 's' || !strings.HasSuffix(line, " "+path) ||
 			filepath.Dir(path) != dir || !written(path) {
 			t.Fatalf("accepted %q: not a writable shared mapping of a log file in %s", line, dir)
 		}
-		if length == 0 || m.start+length < m.start {
-			t.Fatalf("accepted %q with range %#x+%d", line, m.start, length)
+		if v.end <= v.start {
+			t.Fatalf("accepted %q with range %#x-%#x", line, v.start, v.end)
 		}
-		again := fmt.Sprintf("%x-%x %s 00000000 00:00 %d %s", m.start, m.start+length, f[1], m.inode, path)
-		m2, length2, _, ok2 := parseLine([]byte(again), dir)
-		if !ok2 || m2 != m || length2 != length {
-			t.Fatalf("%q parsed as %v+%d, written back as %q it parses as %v+%d (ok %t)", line, m, length, again, m2, length2, ok2)
+		again := fmt.Sprintf("%x-%x %s %08x 00:00 %d %s", v.start, v.end, f[1], v.offset, v.inode, path)
+		if v2, ok2 := parseLine([]byte(again), dir); !ok2 || v2 != v {
+			t.Fatalf("%q parsed as %+v, written back as %q it parses as %+v (ok %t)", line, v, again, v2, ok2)
 		}
 	})
 }

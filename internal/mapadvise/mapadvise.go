@@ -10,7 +10,10 @@
 // zeroed-but-untouched pages are reclaimed before the writer reaches them and zeroed
 // again on the next fault. After about 450,000 events the cluster benchmark spent a
 // fifth of all CPU in that memset, and every process slowed by 15–25%
-// (docs/performance.md). MADV_RANDOM on the mappings makes a fault read only its page.
+// (docs/performance.md). MADV_RANDOM on the part of a mapping not yet written makes a
+// write fault read only its page; the part written is set back to MADV_NORMAL as the
+// writer moves on, since reading it back cold page by page would be ~40 times slower
+// (an agent draining a backlog after a reboot, a snapshot).
 //
 // Badger does not expose its mappings, so Watch finds them in /proc/self/maps by path
 // and advises each new one (Badger maps a new file at each value-log rotation and each
@@ -42,7 +45,7 @@ func Watch(dir string, stop <-chan struct{}, log *slog.Logger) {
 			abs = real
 		}
 	}
-	a := &advisor{dir: abs, seen: map[mapping]bool{}}
+	a := &advisor{dir: abs, seen: map[mapping]uintptr{}}
 	warned := false
 	pass := func() {
 		if _, err := a.pass(); err != nil && !warned {
@@ -68,8 +71,8 @@ func Watch(dir string, stop <-chan struct{}, log *slog.Logger) {
 	}()
 }
 
-// mapping identifies one mapping of a file: its start address and the file's inode
-// (an address is reused when a file is unmapped and another mapped).
+// mapping identifies one mapping of a file: the address of the file's offset 0 in it and
+// the file's inode (an address is reused when a file is unmapped and another mapped).
 type mapping struct {
 	start uintptr
 	inode uint64
@@ -77,5 +80,5 @@ type mapping struct {
 
 type advisor struct {
 	dir  string
-	seen map[mapping]bool
+	seen map[mapping]uintptr
 }

@@ -9,6 +9,7 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
+	"syscall"
 
 	"golang.org/x/sys/unix"
 )
@@ -18,47 +19,103 @@ const supported = true
 // mapsPath is the file pass reads.
 const mapsPath = "/proc/self/maps"
 
-// pass advises every writable shared mapping of a log file directly in a.dir that it has
-// not advised yet, and forgets mappings that are gone. It returns how many it advised.
+var pageSize = uintptr(os.Getpagesize())
+
+// region is the address range of one file's mapping, which may span several lines of
+// /proc/self/maps once parts of it have different advice.
+type region struct {
+	lo, hi uintptr
+	path   string
+}
+
+// pass advises every writable shared mapping of a log file directly in a.dir: the part
+// of the file beyond what has been written MADV_RANDOM (so a write fault reads only its
+// own page), the part written back to MADV_NORMAL as the writer moves on (so reading it
+// back, say after a restart with the pages no longer cached, gets readahead again).
+// Mappings that are gone are forgotten. It returns how many mappings it advised for
+// the first time.
 func (a *advisor) pass() (int, error) {
 	data, err := os.ReadFile(mapsPath)
 	if err != nil {
 		return 0, fmt.Errorf("mapadvise: read %s: %w", mapsPath, err)
 	}
-	live := make(map[mapping]bool, len(a.seen))
-	n := 0
+	regions := map[mapping]*region{}
 	sc := bufio.NewScanner(bytes.NewReader(data))
 	sc.Buffer(make([]byte, 0, 4096), 1<<20)
 	for sc.Scan() {
-		m, length, _, ok := parseLine(sc.Bytes(), a.dir)
-		if !ok {
+		v, ok := parseLine(sc.Bytes(), a.dir)
+		if !ok || v.offset > v.start {
 			continue
 		}
-		live[m] = true
-		if a.seen[m] {
-			continue
+		key := mapping{start: uintptr(v.start - v.offset), inode: v.inode}
+		if r := regions[key]; r != nil {
+			r.lo, r.hi = min(r.lo, uintptr(v.start)), max(r.hi, uintptr(v.end))
+		} else {
+			regions[key] = &region{lo: uintptr(v.start), hi: uintptr(v.end), path: v.path}
 		}
-		_, _, errno := unix.Syscall(unix.SYS_MADVISE, m.start, length, unix.MADV_RANDOM)
-		switch errno {
-		case 0:
-		case unix.ENOMEM: // unmapped since the maps were read: nothing to advise
-			delete(live, m)
-			continue
-		default:
-			return n, fmt.Errorf("mapadvise: madvise %#x+%d: %w", m.start, length, errno)
-		}
-		n++
 	}
 	if err := sc.Err(); err != nil {
-		return n, fmt.Errorf("mapadvise: parse %s: %w", mapsPath, err)
+		return 0, fmt.Errorf("mapadvise: parse %s: %w", mapsPath, err)
 	}
-	a.seen = live
+	seen := make(map[mapping]uintptr, len(regions))
+	n := 0
+	for key, r := range regions {
+		// Badger writes its logs from the start, so the file's allocated blocks are
+		// the part written (ext4 counts delayed allocations in them too).
+		var st syscall.Stat_t
+		if err := syscall.Stat(r.path, &st); err != nil {
+			continue // removed since the maps were read
+		}
+		written := min(max(key.start+uintptr(st.Blocks)*512/pageSize*pageSize, r.lo), r.hi)
+		prev, known := a.seen[key]
+		var err error
+		switch {
+		case !known:
+			err = advise(written, r.hi-written, unix.MADV_RANDOM)
+			n++
+		case written > prev:
+			err = advise(prev, written-prev, unix.MADV_NORMAL)
+		default:
+			written = prev
+		}
+		if err == errGone {
+			continue
+		}
+		if err != nil {
+			return n, err
+		}
+		seen[key] = written
+	}
+	a.seen = seen
 	return n, nil
+}
+
+var errGone = fmt.Errorf("mapadvise: mapping gone")
+
+// advise calls madvise on [addr, addr+length).
+func advise(addr, length uintptr, advice int) error {
+	if length == 0 {
+		return nil
+	}
+	_, _, errno := unix.Syscall(unix.SYS_MADVISE, addr, length, uintptr(advice))
+	switch errno {
+	case 0:
+		return nil
+	case unix.ENOMEM: // unmapped since the maps were read
+		return errGone
+	}
+	return fmt.Errorf("mapadvise: madvise %#x+%d: %w", addr, length, errno)
+}
+
+// vma is one line of /proc/self/maps.
+type vma struct {
+	start, end, offset, inode uint64
+	path                      string
 }
 
 // parseLine parses one line of /proc/self/maps ("start-end perms offset dev inode
 // path") and reports whether it is a writable shared mapping of a log file in dir.
-func parseLine(line []byte, dir string) (m mapping, length uintptr, path string, ok bool) {
+func parseLine(line []byte, dir string) (v vma, ok bool) {
 	// Five fields, then the path (which may hold spaces) after their padding.
 	var f [5][]byte
 	rest := line
@@ -66,24 +123,31 @@ func parseLine(line []byte, dir string) (m mapping, length uintptr, path string,
 		rest = bytes.TrimLeft(rest, " ")
 		end := bytes.IndexByte(rest, ' ')
 		if end < 0 {
-			return m, 0, "", false
+			return v, false
 		}
 		f[i], rest = rest[:end], rest[end:]
 	}
-	path = string(bytes.TrimLeft(rest, " "))
+	v.path = string(bytes.TrimLeft(rest, " "))
 	perms := f[1]
-	if len(perms) < 4 || perms[1] != 'w' || perms[3] != 's' || !written(path) || filepath.Dir(path) != dir {
-		return m, 0, "", false
+	if len(perms) < 4 || perms[1] != 'w' || perms[3] != 's' || !written(v.path) || filepath.Dir(v.path) != dir {
+		return v, false
 	}
 	lo, hi, found := bytes.Cut(f[0], []byte("-"))
 	if !found {
-		return m, 0, "", false
+		return v, false
 	}
-	start, err1 := strconv.ParseUint(string(lo), 16, 64)
-	end, err2 := strconv.ParseUint(string(hi), 16, 64)
-	inode, err3 := strconv.ParseUint(string(f[4]), 10, 64)
-	if err1 != nil || err2 != nil || err3 != nil || end <= start {
-		return m, 0, "", false
+	var errs [4]error
+	v.start, errs[0] = strconv.ParseUint(string(lo), 16, 64)
+	v.end, errs[1] = strconv.ParseUint(string(hi), 16, 64)
+	v.offset, errs[2] = strconv.ParseUint(string(f[2]), 16, 64)
+	v.inode, errs[3] = strconv.ParseUint(string(f[4]), 10, 64)
+	for _, err := range errs {
+		if err != nil {
+			return v, false
+		}
 	}
-	return mapping{start: uintptr(start), inode: inode}, uintptr(end - start), path, true
+	if v.end <= v.start {
+		return v, false
+	}
+	return v, true
 }
