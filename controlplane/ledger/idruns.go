@@ -164,7 +164,7 @@ func sortedIDs(pending []map[string]uint64, n int) []runID {
 		}
 	}
 	byKey := func(a, b runID) int { return strings.Compare(a.key, b.key) }
-	if len(ids) < radixMinIDs || len(ids) > math.MaxUint32 {
+	if len(ids) < radixMinIDs || uint64(len(ids)) > math.MaxUint32 {
 		slices.SortFunc(ids, byKey)
 		return ids
 	}
