@@ -174,7 +174,8 @@ type Outbox struct {
 	ops     sync.WaitGroup
 	gcKick  chan struct{}
 	gcDone  chan struct{}
-	freed   uint64 // bytes acknowledged since the last GC kick; guarded by mu
+	watched <-chan struct{} // closed once mapadvise.Watch has stopped (after closeCh)
+	freed   uint64          // bytes acknowledged since the last GC kick; guarded by mu
 }
 
 // batch is an Append's seq range between queueing and publication.
@@ -248,7 +249,7 @@ func Open(opts Options) (*Outbox, error) {
 		return nil, err
 	}
 	go o.gcLoop()
-	mapadvise.Watch(opts.Dir, o.closeCh, o.log)
+	o.watched = mapadvise.Watch(opts.Dir, o.closeCh, o.log)
 	o.log.Debug("outbox opened", "dir", opts.Dir, "acked_seq", o.acked, "last_seq", o.readable,
 		"pending_events", o.pendingEvents, "pending_bytes", o.pendingBytes, "quota_bytes", quota)
 	return o, nil
@@ -905,6 +906,7 @@ func (o *Outbox) Close() error {
 	o.wakeLocked()
 	o.mu.Unlock()
 	<-o.gcDone
+	<-o.watched
 	o.ops.Wait()
 	if err := o.db.Close(); err != nil {
 		return fmt.Errorf("outbox: close badger: %w", err)

@@ -97,11 +97,12 @@ type handle struct {
 	dir     string // "" when in memory
 	refs    int
 	retired bool
-	remove  bool          // delete dir once closed (replaced by a Restore)
-	done    chan struct{} // closed once db is closed
-	unwatch chan struct{} // stops mapadvise.Watch; closed before db is closed
-	post    *postings     // db's in-memory index state: unflushed key lists and ids, id filters
-	err     error         // db.Close's error, valid after done
+	remove  bool            // delete dir once closed (replaced by a Restore)
+	done    chan struct{}   // closed once db is closed
+	unwatch chan struct{}   // stops mapadvise.Watch; closed before db is closed
+	watched <-chan struct{} // closed once mapadvise.Watch has stopped
+	post    *postings       // db's in-memory index state: unflushed key lists and ids, id filters
+	err     error           // db.Close's error, valid after done
 }
 
 const currentFile = "CURRENT"
@@ -276,7 +277,7 @@ func (l *Ledger) openHandle(dir string) (*handle, error) {
 	}
 	h := &handle{db: db, dir: dir, done: make(chan struct{}), unwatch: make(chan struct{})}
 	if dir != "" {
-		mapadvise.Watch(dir, h.unwatch, l.logger)
+		h.watched = mapadvise.Watch(dir, h.unwatch, l.logger)
 	}
 	return h, nil
 }
@@ -373,6 +374,9 @@ func (l *Ledger) retireLocked(h *handle, remove bool) (closeNow bool) {
 
 func (l *Ledger) closeHandle(h *handle) {
 	close(h.unwatch)
+	if h.watched != nil {
+		<-h.watched
+	}
 	h.err = h.db.Close()
 	if h.remove && h.dir != "" {
 		if err := os.RemoveAll(h.dir); err != nil {

@@ -36,9 +36,12 @@ func written(path string) bool {
 }
 
 // Watch advises the mappings of Badger's log files in dir now and then every Every
-// until stop is closed; it returns when it has made its first pass. Errors are logged
-// once (the advice is an optimization: without it everything works, only slower).
-func Watch(dir string, stop <-chan struct{}, log *slog.Logger) {
+// until stop is closed; it returns when it has made its first pass. The channel it
+// returns is closed once it has stopped: wait for it before closing the database, so
+// that no pass advises an address Badger has unmapped and something else mapped. Errors
+// are logged once (the advice is an optimization: without it everything works, only
+// slower).
+func Watch(dir string, stop <-chan struct{}, log *slog.Logger) (stopped <-chan struct{}) {
 	abs, err := filepath.Abs(dir)
 	if err == nil {
 		if real, err := filepath.EvalSymlinks(abs); err == nil {
@@ -54,10 +57,13 @@ func Watch(dir string, stop <-chan struct{}, log *slog.Logger) {
 		}
 	}
 	pass()
+	done := make(chan struct{})
 	if !supported {
-		return
+		close(done)
+		return done
 	}
 	go func() {
+		defer close(done)
 		t := time.NewTicker(Every)
 		defer t.Stop()
 		for {
@@ -69,6 +75,7 @@ func Watch(dir string, stop <-chan struct{}, log *slog.Logger) {
 			}
 		}
 	}()
+	return done
 }
 
 // mapping identifies one mapping of a file: the address of the file's offset 0 in it and

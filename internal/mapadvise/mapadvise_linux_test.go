@@ -166,8 +166,12 @@ func TestWatchAdvisesBadger(t *testing.T) {
 		t.Fatal(err)
 	}
 	stop := make(chan struct{})
-	defer func() { close(stop); _ = db.Close() }()
-	Watch(dir, stop, slog.New(slog.DiscardHandler))
+	watched := Watch(dir, stop, slog.New(slog.DiscardHandler))
+	defer func() {
+		close(stop)
+		<-watched
+		_ = db.Close()
+	}()
 
 	logs := func() (advised, all int) {
 		for _, pat := range []string{"*.vlog", "*.mem"} {
