@@ -87,5 +87,6 @@ type mapping struct {
 
 type advisor struct {
 	dir  string
-	seen map[mapping]uintptr
+	seen map[mapping]uintptr // advised mappings: where their normal part ends
+	buf  []byte              // the last read of the maps file
 }

@@ -244,3 +244,13 @@ func TestWrittenPartKeepsReadahead(t *testing.T) {
 	check("768 KiB written", 768<<10)
 	check("nothing more written", 768<<10)
 }
+
+// BenchmarkPass is one pass over this process's mappings (a server's has a few hundred).
+func BenchmarkPass(b *testing.B) {
+	a := &advisor{dir: b.TempDir(), seen: map[mapping]uintptr{}}
+	for b.Loop() {
+		if _, err := a.pass(); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
