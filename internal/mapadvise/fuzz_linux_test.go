@@ -39,7 +39,7 @@ func FuzzParseLine(f *testing.F) {
 		path := v.path
 		f := strings.FieldsFunc(line, func(r rune) bool { return r == ' ' }) // the kernel pads with spaces
 		if len(f) < 6 || len(f[1]) < 4 || f[1][1] != 'w' || f[1][3] != 's' || !strings.HasSuffix(line, " "+path) ||
-			filepath.Dir(path) != dir || !written(path) {
+			filepath.Dir(path) != dir || !isLog(path) {
 			t.Fatalf("accepted %q: not a writable shared mapping of a log file in %s", line, dir)
 		}
 		if v.end <= v.start {

@@ -30,8 +30,8 @@ import (
 // Every is how often Watch looks for new mappings.
 const Every = 200 * time.Millisecond
 
-// written reports whether path is a file Badger writes through a memory map.
-func written(path string) bool {
+// isLog reports whether path is a file Badger writes through a memory map.
+func isLog(path string) bool {
 	return strings.HasSuffix(path, ".vlog") || strings.HasSuffix(path, ".mem")
 }
 

@@ -160,7 +160,7 @@ func parseLine(line []byte, dir string) (v vma, ok bool) {
 	}
 	v.path = string(bytes.TrimLeft(rest, " "))
 	perms := f[1]
-	if len(perms) < 4 || perms[1] != 'w' || perms[3] != 's' || !written(v.path) || filepath.Dir(v.path) != dir {
+	if len(perms) < 4 || perms[1] != 'w' || perms[3] != 's' || !isLog(v.path) || filepath.Dir(v.path) != dir {
 		return v, false
 	}
 	lo, hi, found := bytes.Cut(f[0], []byte("-"))
