@@ -4,6 +4,7 @@
 package agent
 
 import (
+	"bytes"
 	"context"
 	"crypto/tls"
 	"errors"
@@ -25,6 +26,7 @@ import (
 	"github.com/crossdock/crossdock/plugins/sdk"
 	agentv1 "github.com/crossdock/crossdock/proto/gen/crossdock/agent/v1"
 	eventv1 "github.com/crossdock/crossdock/proto/gen/crossdock/event/v1"
+	uplinkv1 "github.com/crossdock/crossdock/proto/gen/crossdock/uplink/v1"
 )
 
 // Version is reported to the control plane.
@@ -61,7 +63,14 @@ type Config struct {
 	// PluginMinBackoff and PluginMaxBackoff bound a crashed plugin's restart delay
 	// (1s and 1m when zero).
 	PluginMinBackoff, PluginMaxBackoff time.Duration
+	// RenewCheck is how often the agent checks whether its certificate is due for
+	// renewal (a third of its lifetime left) while connected; 1h when zero.
+	RenewCheck time.Duration
 }
+
+// recentIDBytes bounds what Publish remembers of recent events with a caller's id or
+// position, to refuse one repeated with other content at once.
+const recentIDBytes = 8 << 20
 
 // Agent is a running agent.
 type Agent struct {
@@ -72,6 +81,10 @@ type Agent struct {
 	uplink *uplink.Uplink
 	local  net.Listener
 	host   *pluginhost.Host // nil without connectors
+
+	renew     *renewer
+	recent    *recentIDs
+	conflicts conflicts
 }
 
 // New enrolls the agent if it has no identity yet, opens the outbox and binds the local
@@ -105,10 +118,15 @@ func New(ctx context.Context, cfg Config) (*Agent, error) {
 	case cfg.EnrollToken != "":
 		logger.Info("agent already enrolled; ignoring the enrollment token", "agent", id.ID)
 	}
-	a := &Agent{cfg: cfg, logger: logger.With("agent", id.ID), id: id}
+	a := &Agent{cfg: cfg, logger: logger.With("agent", id.ID), id: id, renew: newRenewer(cfg.DataDir, id), recent: newRecentIDs(recentIDBytes)}
 	a.outbox, err = outbox.Open(outbox.Options{Dir: filepath.Join(cfg.DataDir, "outbox"), QuotaBytes: cfg.QuotaBytes, Logger: a.logger})
 	if err != nil {
 		return nil, fmt.Errorf("agent: open outbox: %w", err)
+	}
+	instance, err := a.outbox.Instance()
+	if err != nil {
+		a.outbox.Close()
+		return nil, fmt.Errorf("agent: %w", err)
 	}
 	if len(cfg.Connectors) > 0 {
 		a.host, err = pluginhost.New(pluginhost.Options{
@@ -131,10 +149,14 @@ func New(ctx context.Context, cfg Config) (*Agent, error) {
 	a.uplink = uplink.New(uplink.Config{
 		Servers: cfg.Servers,
 		TLS: &tls.Config{
-			MinVersion:   tls.VersionTLS13,
-			Certificates: []tls.Certificate{id.Cert},
-			RootCAs:      id.CA,
+			MinVersion:           tls.VersionTLS13,
+			GetClientCertificate: a.renew.clientCert,
+			RootCAs:              id.CA,
 		},
+		Instance:       instance,
+		Conflicts:      a.noteConflicts,
+		Renewal:        a.renew,
+		RenewCheck:     cfg.RenewCheck,
 		DisableQUIC:    cfg.DisableQUIC,
 		Outbox:         a.outbox,
 		BatchMaxEvents: cfg.BatchMaxEvents,
@@ -214,6 +236,12 @@ func (a *Agent) Publish(ctx context.Context, connector string, events []*eventv1
 		return &agentv1.PublishResponse{}, nil
 	}
 	ids := make([]string, len(events))
+	// Events whose id does not derive from their content (a caller's id or position)
+	// can repeat an id with other content: checked here, within the call and against
+	// what was published lately, so the publisher hears of it (the control plane would
+	// not commit it).
+	var explicit map[string]int
+	var explicitRecs [][]byte
 	// Events are encoded straight into the outbox's record layout, which it writes
 	// without copying.
 	rs := recordsPool.Get().(*outbox.Records)
@@ -226,6 +254,7 @@ func (a *Agent) Publish(ctx context.Context, connector string, events []*eventv1
 		if ev.Source == nil {
 			ev.Source = &eventv1.Source{}
 		}
+		chosen := ev.Id != "" || ev.Source.Position != ""
 		ev.Source.Agent, ev.Source.Connector = a.id.ID, connector
 		// An event without a time gets the time it arrived, before its content is
 		// hashed: otherwise a level going 10 → 5 → 10 would repeat an id and be dropped.
@@ -253,10 +282,27 @@ func (a *Agent) Publish(ctx context.Context, connector string, events []*eventv1
 			return nil, fmt.Errorf("events[%d]: %w", i, err)
 		}
 		ids[i] = ev.Id
+		if chosen {
+			if explicit == nil {
+				explicit = map[string]int{}
+			}
+			if j, ok := explicit[ev.Id]; ok {
+				if same, d := canonical.SameContent(explicitRecs[j], rec); !same {
+					return nil, idConflictError(i, ev.Id, fmt.Sprintf("earlier in this call (events[%d])", j), d)
+				}
+			} else if d := a.recent.conflict(ev.Id, rec); d != "" {
+				return nil, idConflictError(i, ev.Id, "before", d)
+			}
+			explicit[ev.Id] = len(explicitRecs)
+			explicitRecs = append(explicitRecs, bytes.Clone(rec))
+		}
 	}
 	first, last, err := a.outbox.AppendRecords(ctx, rs)
 	if err != nil {
 		return nil, err
+	}
+	for id, j := range explicit {
+		a.recent.add(id, explicitRecs[j])
 	}
 	return &agentv1.PublishResponse{FirstSeq: first, LastSeq: last, Ids: ids}, nil
 }
@@ -292,7 +338,21 @@ func (a *Agent) Status() *agentv1.AgentStatus {
 	if !us.ConnectedSince.IsZero() && us.State == uplink.StateConnected {
 		st.ConnectedSince = timestamppb.New(us.ConnectedSince)
 	}
+	st.Refused = us.Refused
+	st.CertNotAfter = timestamppb.New(a.renew.NotAfter())
+	a.conflicts.fill(st)
 	return st
+}
+
+// noteConflicts records events the control plane did not commit because their id was
+// committed before with other content, and says so in the log.
+func (a *Agent) noteConflicts(cs []*uplinkv1.Conflict) {
+	for _, c := range cs {
+		a.logger.Error("event not committed: its id was committed before with other content",
+			"id", c.GetId(), "connector", c.GetConnector(), "position", c.GetPosition(), "seq", c.GetSeq(),
+			"existing_ledger_seq", c.GetExistingLedgerSeq(), "differs", c.GetDiffers())
+	}
+	a.conflicts.add(cs)
 }
 
 // sinkWrite writes one event the control plane delivers to a sink connector of this

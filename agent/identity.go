@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"sync"
 	"time"
 
 	"connectrpc.com/connect"
@@ -29,6 +30,9 @@ type identity struct {
 const (
 	identityDir = "identity"
 	keyPairName = "agent"
+	// renewedName holds a renewed pair until it replaced keyPairName: a crash between
+	// the key and the certificate being replaced is repaired from it at the next load.
+	renewedName = "renewed"
 	caFile      = "ca.crt"
 	idFile      = "agent-id"
 )
@@ -55,7 +59,22 @@ func loadIdentity(dataDir string) (*identity, error) {
 	}
 	cert, err := tls.X509KeyPair(certPEM, keyPEM)
 	if err != nil {
-		return nil, fmt.Errorf("agent: parse identity: %w", err)
+		// A renewal interrupted between the key and the certificate: finish it.
+		rc, rk, rerr := pki.LoadKeyPair(dir, renewedName)
+		if rerr != nil {
+			return nil, fmt.Errorf("agent: parse identity: %w", err)
+		}
+		if cert, err = tls.X509KeyPair(rc, rk); err != nil {
+			return nil, fmt.Errorf("agent: parse identity: %w", err)
+		}
+		if err := pki.WriteKeyPair(dir, keyPairName, rc, rk); err != nil {
+			return nil, fmt.Errorf("agent: finish certificate renewal: %w", err)
+		}
+	}
+	if cert.Leaf == nil {
+		if cert.Leaf, err = x509.ParseCertificate(cert.Certificate[0]); err != nil {
+			return nil, fmt.Errorf("agent: parse identity: %w", err)
+		}
 	}
 	pool := x509.NewCertPool()
 	if !pool.AppendCertsFromPEM(caPEM) {
@@ -112,4 +131,85 @@ func enroll(ctx context.Context, dataDir string, servers []string, token, name s
 		return loadIdentity(dataDir)
 	}
 	return nil, fmt.Errorf("agent: enrollment failed: %w", errors.Join(errs...))
+}
+
+// renewer renews the agent's certificate over the uplink stream (uplink.Renewal) and
+// serves the current one to new connections.
+type renewer struct {
+	dir string
+	id  string
+
+	mu      sync.Mutex
+	cert    *tls.Certificate
+	pending []byte // key of the last CSR
+	now     func() time.Time
+}
+
+func newRenewer(dataDir string, id *identity) *renewer {
+	c := id.Cert
+	return &renewer{dir: filepath.Join(dataDir, identityDir), id: id.ID, cert: &c, now: time.Now}
+}
+
+// clientCert is tls.Config.GetClientCertificate.
+func (r *renewer) clientCert(*tls.CertificateRequestInfo) (*tls.Certificate, error) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.cert, nil
+}
+
+// NotAfter is the current certificate's expiry.
+func (r *renewer) NotAfter() time.Time {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.cert.Leaf.NotAfter
+}
+
+// Due: a third of the certificate's lifetime is left.
+func (r *renewer) Due() bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	l := r.cert.Leaf
+	return r.now().After(l.NotAfter.Add(-l.NotAfter.Sub(l.NotBefore) / 3))
+}
+
+func (r *renewer) CSR() ([]byte, error) {
+	keyPEM, csrPEM, err := pki.NewKeyAndCSR(r.id)
+	if err != nil {
+		return nil, err
+	}
+	r.mu.Lock()
+	r.pending = keyPEM
+	r.mu.Unlock()
+	return csrPEM, nil
+}
+
+func (r *renewer) Install(certPEM []byte) error {
+	r.mu.Lock()
+	keyPEM := r.pending
+	r.mu.Unlock()
+	if keyPEM == nil {
+		return errors.New("a certificate arrived without a renewal in progress")
+	}
+	cert, err := tls.X509KeyPair(certPEM, keyPEM)
+	if err != nil {
+		return fmt.Errorf("renewed certificate: %w", err)
+	}
+	if cert.Leaf, err = x509.ParseCertificate(cert.Certificate[0]); err != nil {
+		return fmt.Errorf("renewed certificate: %w", err)
+	}
+	if cert.Leaf.Subject.CommonName != r.id {
+		return fmt.Errorf("renewed certificate is for %q, not this agent (%q)", cert.Leaf.Subject.CommonName, r.id)
+	}
+	if err := pki.WriteKeyPair(r.dir, renewedName, certPEM, keyPEM); err != nil {
+		return err
+	}
+	if err := pki.WriteKeyPair(r.dir, keyPairName, certPEM, keyPEM); err != nil {
+		return err
+	}
+	_ = os.Remove(filepath.Join(r.dir, renewedName+".crt"))
+	_ = os.Remove(filepath.Join(r.dir, renewedName+".key"))
+	r.mu.Lock()
+	r.cert, r.pending = &cert, nil
+	r.mu.Unlock()
+	return nil
 }

@@ -64,6 +64,9 @@ type Config struct {
 	Logger        *slog.Logger
 	// TuneStore adjusts the raft settings (tests use fast timings).
 	TuneStore func(*store.Config)
+	// AgentCertTTL is the lifetime of agent certificates (api.AgentCertTTL, 365 days,
+	// when 0). Agents renew theirs when a third of it is left.
+	AgentCertTTL time.Duration
 }
 
 // Server is one running control plane node.
@@ -302,7 +305,7 @@ func (s *Server) certHosts(raftAdv string) []string {
 func (s *Server) buildServers(cert tls.Certificate) error {
 	tlsConf := pki.ServerTLSConfig(cert, s.ca.Pool())
 
-	s.backend = &api.Backend{Store: s.store, CA: func() *pki.CA { return s.ca }, Registry: s.registry, Logger: s.logger}
+	s.backend = &api.Backend{Store: s.store, CA: func() *pki.CA { return s.ca }, Registry: s.registry, Logger: s.logger, AgentCertTTL: s.cfg.AgentCertTTL}
 	mux := http.NewServeMux()
 	opts := []connect.HandlerOption{connect.WithReadMaxBytes(32 << 20)}
 	backend := s.backend

@@ -84,6 +84,27 @@ type Config struct {
 	IsPermanent func(error) bool
 	// MaxSinkWrites bounds the sink writes running at once (default 16).
 	MaxSinkWrites int
+	// Instance is the outbox's instance id, sent in Hello: the control plane binds the
+	// agent's incarnation to it.
+	Instance string
+	// Conflicts, when set, is told of events the control plane did not commit because
+	// their id was committed before with other content.
+	Conflicts func([]*uplinkv1.Conflict)
+	// Renewal, when set, renews the agent's certificate over the stream when due.
+	Renewal Renewal
+	// RenewCheck is how often a connected uplink asks Renewal whether it is due
+	// (default 1h; also at every connect).
+	RenewCheck time.Duration
+}
+
+// Renewal renews the agent's certificate.
+type Renewal interface {
+	// Due reports whether the certificate should be renewed now.
+	Due() bool
+	// CSR makes a new key and returns a certificate signing request for it.
+	CSR() ([]byte, error)
+	// Install stores and starts using the certificate issued for the last CSR.
+	Install(certPEM []byte) error
 }
 
 // Status is the uplink's state, for agent status.
@@ -94,7 +115,14 @@ type Status struct {
 	LastError      string
 	ConnectedSince time.Time
 	CommittedSeq   uint64
+	// Refused is why the control plane refuses this agent (revoked, replaced, another
+	// outbox); the uplink keeps retrying at its longest backoff.
+	Refused string
 }
+
+// ErrProtocol is a control plane answer that breaks the uplink's contract (an ack of a
+// seq never sent): the session ends loudly instead of dropping events.
+var ErrProtocol = errors.New("uplink: protocol error")
 
 // Uplink keeps the agent connected and the outbox draining.
 type Uplink struct {
@@ -130,6 +158,9 @@ func New(cfg Config) *Uplink {
 	}
 	if cfg.ReportInterval <= 0 {
 		cfg.ReportInterval = 30 * time.Second
+	}
+	if cfg.RenewCheck <= 0 {
+		cfg.RenewCheck = time.Hour
 	}
 	l := cfg.Logger
 	if l == nil {
@@ -168,18 +199,31 @@ func (u *Uplink) Run(ctx context.Context) error {
 			u.setStatus(func(s *Status) { s.State, s.Transport = StateDisconnected, "" })
 			return ctx.Err()
 		}
-		u.setStatus(func(s *Status) { s.State, s.Transport, s.LastError = StateDisconnected, "", err.Error() })
+		refused := ""
+		switch connect.CodeOf(err) {
+		case connect.CodeUnauthenticated, connect.CodePermissionDenied, connect.CodeFailedPrecondition:
+			refused = err.Error()
+		}
+		if errors.Is(err, ErrProtocol) {
+			refused = err.Error()
+		}
+		u.setStatus(func(s *Status) {
+			s.State, s.Transport, s.LastError, s.Refused = StateDisconnected, "", err.Error(), refused
+		})
 		if h := LeaderHint(err); h != "" && h != server {
 			u.logger.Info("control plane node is not the leader; following it to the leader", "server", server, "leader", h)
 			hint = h
 			continue
 		}
-		if connect.CodeOf(err) == connect.CodeUnauthenticated || connect.CodeOf(err) == connect.CodePermissionDenied {
-			u.logger.Error("control plane refused this agent's identity; re-enroll it with a new token", "server", server, "err", err)
+		if refused != "" {
+			// Nothing is acknowledged or deleted: the outbox keeps every event until an
+			// operator fixes the identity. Retrying at the longest backoff notices a fix.
+			u.logger.Error("control plane refused this agent; events stay in the outbox", "server", server, "err", err, "retry_in", u.cfg.MaxBackoff)
+			backoff = u.cfg.MaxBackoff
 		} else {
 			u.logger.Warn("uplink disconnected; will reconnect", "server", server, "err", err, "retry_in", backoff)
 		}
-		if time.Since(started) > 30*time.Second {
+		if time.Since(started) > 30*time.Second && refused == "" {
 			backoff = u.cfg.MinBackoff
 		}
 		jitter := time.Duration(rand.Int64N(int64(backoff)/2 + 1))
@@ -206,7 +250,7 @@ func (u *Uplink) dial(ctx context.Context, server string) (*connect.BidiStreamFo
 		client := uplinkv1connect.NewUplinkServiceClient(hc, "https://"+server)
 		sctx, cancel := context.WithCancel(ctx)
 		stream := client.Stream(sctx)
-		hello := &uplinkv1.Hello{AgentVersion: u.cfg.AgentVersion}
+		hello := &uplinkv1.Hello{AgentVersion: u.cfg.AgentVersion, OutboxInstance: u.cfg.Instance}
 		st := u.cfg.Outbox.Stats()
 		hello.OutboxFirstSeq, hello.OutboxLastSeq = st.FirstSeq, st.LastSeq
 		welcome, err := func() (*uplinkv1.Welcome, error) {
@@ -235,7 +279,7 @@ func (u *Uplink) dial(ctx context.Context, server string) (*connect.BidiStreamFo
 		closeFn()
 		errs = append(errs, fmt.Errorf("%s: %w", tr, err))
 		// A refusal or a redirect came from the server itself: the transport works.
-		if c := connect.CodeOf(err); c == connect.CodeUnauthenticated || c == connect.CodePermissionDenied || LeaderHint(err) != "" || ctx.Err() != nil {
+		if c := connect.CodeOf(err); c == connect.CodeUnauthenticated || c == connect.CodePermissionDenied || c == connect.CodeFailedPrecondition || LeaderHint(err) != "" || ctx.Err() != nil {
 			break
 		}
 		if tr == TransportH3 {
@@ -274,9 +318,16 @@ func (u *Uplink) session(ctx context.Context, server string) error {
 		return err
 	}
 	defer closeFn()
+	// The control plane never acknowledges what this outbox has not written: a
+	// committed seq beyond it would delete events that were never sent.
+	if last := u.cfg.Outbox.Stats().LastSeq; welcome.GetCommittedSeq() > last {
+		return fmt.Errorf("%w: the control plane says seq %d of this agent is committed, but its outbox only reaches seq %d; nothing is deleted. "+
+			"The agent's identity belongs to another outbox: re-enroll this one with `crossdock token create --name ... --replace`",
+			ErrProtocol, welcome.GetCommittedSeq(), last)
+	}
 	u.logger.Info("uplink connected", "server", server, "transport", transport, "node", welcome.GetNodeId(), "committed_seq", welcome.GetCommittedSeq())
 	u.setStatus(func(s *Status) {
-		s.State, s.Transport, s.ConnectedSince, s.LastError = StateConnected, transport, time.Now(), ""
+		s.State, s.Transport, s.ConnectedSince, s.LastError, s.Refused = StateConnected, transport, time.Now(), "", ""
 		s.CommittedSeq = welcome.GetCommittedSeq()
 	})
 	if err := u.cfg.Outbox.Ack(welcome.GetCommittedSeq()); err != nil {
@@ -285,12 +336,13 @@ func (u *Uplink) session(ctx context.Context, server string) error {
 
 	sctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	win := &window{slots: make(chan struct{}, u.cfg.Window)}
+	win := &window{slots: make(chan struct{}, u.cfg.Window), sent: welcome.GetCommittedSeq()}
 	out := &sender{stream: stream}
-	errc := make(chan error, 3)
+	errc := make(chan error, 4)
 	go func() { errc <- u.send(sctx, out, welcome.GetCommittedSeq()+1, win) }()
 	go func() { errc <- u.receive(sctx, stream, out, win) }()
 	go func() { errc <- win.watch(sctx, u.cfg.AckTimeout) }()
+	go func() { errc <- u.renewLoop(sctx, out) }()
 	err = <-errc
 	cancel()
 	out.closed.Store(true) // sink results still being written are not sent
@@ -298,7 +350,34 @@ func (u *Uplink) session(ctx context.Context, server string) error {
 	_ = stream.CloseResponse()
 	<-errc
 	<-errc
+	<-errc
 	return err
+}
+
+// renewLoop asks for a new certificate on the stream when the Renewal says it is due:
+// at connect and every RenewCheck. The answer arrives in receive.
+func (u *Uplink) renewLoop(ctx context.Context, out *sender) error {
+	if u.cfg.Renewal == nil {
+		<-ctx.Done()
+		return ctx.Err()
+	}
+	t := time.NewTicker(u.cfg.RenewCheck)
+	defer t.Stop()
+	for {
+		if u.cfg.Renewal.Due() {
+			csr, err := u.cfg.Renewal.CSR()
+			if err != nil {
+				u.logger.Error("certificate renewal: make a key and CSR", "err", err)
+			} else if err := out.Send(&uplinkv1.StreamRequest{Msg: &uplinkv1.StreamRequest_Renew{Renew: &uplinkv1.RenewRequest{CsrPem: string(csr)}}}); err != nil {
+				return fmt.Errorf("uplink: send renewal: %w", err)
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-t.C:
+		}
+	}
 }
 
 // window bounds the batches in flight: a slot is taken per batch sent and given back
@@ -306,6 +385,7 @@ func (u *Uplink) session(ctx context.Context, server string) error {
 type window struct {
 	slots   chan struct{}
 	mu      sync.Mutex
+	sent    uint64 // the highest seq sent (or committed at connect)
 	lasts   []uint64
 	since   []time.Time // when each batch in lasts was sent
 	lastAck time.Time
@@ -318,6 +398,7 @@ func (w *window) acquire(ctx context.Context, last uint64) error {
 		return ctx.Err()
 	}
 	w.mu.Lock()
+	w.sent = max(w.sent, last)
 	w.lasts = append(w.lasts, last)
 	w.since = append(w.since, time.Now())
 	w.mu.Unlock()
@@ -344,14 +425,20 @@ func (w *window) watch(ctx context.Context, timeout time.Duration) error {
 	}
 }
 
-func (w *window) release(committed uint64) {
+// release frees the slots of the batches committed covers. An ack beyond what was sent
+// is a protocol error: deleting those seqs would lose events.
+func (w *window) release(committed uint64) error {
 	w.mu.Lock()
 	defer w.mu.Unlock()
+	if committed > w.sent {
+		return fmt.Errorf("%w: the control plane acknowledged seq %d, but this stream sent only up to seq %d; nothing is deleted", ErrProtocol, committed, w.sent)
+	}
 	w.lastAck = time.Now()
 	for len(w.lasts) > 0 && w.lasts[0] <= committed {
 		w.lasts, w.since = w.lasts[1:], w.since[1:]
 		<-w.slots
 	}
+	return nil
 }
 
 // sender serialises the sends of one stream: batches and reports from send, sink
@@ -468,16 +555,43 @@ func (u *Uplink) receive(ctx context.Context, stream *connect.BidiStreamForClien
 			}()
 			continue
 		}
+		if r := msg.GetRenewed(); r != nil {
+			u.installRenewed(r)
+			continue
+		}
 		ack := msg.GetAck()
 		if ack == nil {
 			continue
+		}
+		// Checked before the outbox deletes anything.
+		if err := window.release(ack.GetCommittedSeq()); err != nil {
+			return err
+		}
+		if len(ack.GetConflicts()) > 0 && u.cfg.Conflicts != nil {
+			u.cfg.Conflicts(ack.GetConflicts())
 		}
 		if err := u.cfg.Outbox.Ack(ack.GetCommittedSeq()); err != nil {
 			return fmt.Errorf("uplink: ack outbox: %w", err)
 		}
 		u.setStatus(func(s *Status) { s.CommittedSeq = ack.GetCommittedSeq() })
-		window.release(ack.GetCommittedSeq())
 	}
+}
+
+// installRenewed installs a renewed certificate; a refusal is logged and retried at
+// the next check.
+func (u *Uplink) installRenewed(r *uplinkv1.Renewed) {
+	if u.cfg.Renewal == nil {
+		return
+	}
+	if r.GetError() != "" {
+		u.logger.Error("certificate renewal refused by the control plane", "err", r.GetError())
+		return
+	}
+	if err := u.cfg.Renewal.Install([]byte(r.GetCertificatePem())); err != nil {
+		u.logger.Error("certificate renewal: install the new certificate", "err", err)
+		return
+	}
+	u.logger.Info("certificate renewed")
 }
 
 // sinkWrite runs one SinkWrite through the configured Sink.

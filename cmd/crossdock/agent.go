@@ -111,7 +111,17 @@ func newAgentStatusCmd() *cobra.Command {
 			if st.GetLastError() != "" {
 				fmt.Fprintf(w, "last error: %s\n", st.GetLastError())
 			}
+			if st.GetRefused() != "" {
+				fmt.Fprintf(w, "REFUSED:    %s\n", st.GetRefused())
+			}
 			fmt.Fprintf(w, "committed:  seq %d\n", st.GetCommittedSeq())
+			fmt.Fprintf(w, "cert:       expires %s (renewed over the uplink when a third of its lifetime is left)\n", fmtTime(st.GetCertNotAfter()))
+			if st.GetConflicts() > 0 {
+				fmt.Fprintf(w, "conflicts:  %d events not committed: their id was committed before with other content\n", st.GetConflicts())
+				for _, c := range st.GetRecentConflicts() {
+					fmt.Fprintf(w, "  %s  id %s  connector %s  position %s  seq %d: %s\n", fmtTime(c.GetAt()), c.GetId(), c.GetConnector(), c.GetPosition(), c.GetSeq(), c.GetDiffers())
+				}
+			}
 			fmt.Fprintf(w, "outbox:     %d events, %d of %d bytes pending, last seq %d\n", ob.GetPendingEvents(), ob.GetPendingBytes(), ob.GetQuotaBytes(), ob.GetLastSeq())
 			if ob.GetBlocked() {
 				fmt.Fprintf(w, "BLOCKED:    %s\n", ob.GetBlockedReason())

@@ -2,6 +2,7 @@ package main
 
 import (
 	"fmt"
+	"time"
 
 	"connectrpc.com/connect"
 	"github.com/spf13/cobra"
@@ -28,17 +29,30 @@ func newAgentsCmd() *cobra.Command {
 			if g.output != "table" {
 				return printMessage(cmd.OutOrStdout(), res.Msg)
 			}
-			tw := newTable(cmd.OutOrStdout(), "AGENT", "CONNECTED", "TRANSPORT", "COMMITTED SEQ", "EVENTS", "DUPLICATES", "ENROLLED")
+			tw := newTable(cmd.OutOrStdout(), "AGENT", "STATE", "CONNECTED", "TRANSPORT", "COMMITTED SEQ", "EVENTS", "DUPLICATES", "CONFLICTS", "INCARNATION", "CERT EXPIRES", "ENROLLED")
 			for _, a := range res.Msg.GetAgents() {
 				conn, tr := "no", "-"
 				if a.GetConnected() {
 					conn, tr = "yes", a.GetTransport()
 				}
-				fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%d\t%d\t%s\n", a.GetId(), conn, tr, a.GetCommittedSeq(), a.GetEventsCommitted(), a.GetDuplicates(), fmtTime(a.GetEnrolledAt()))
+				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d\t%d\t%d\t%d\t%d\t%s\t%s\n", a.GetId(), agentState(a), conn, tr, a.GetCommittedSeq(),
+					a.GetEventsCommitted(), a.GetDuplicates(), a.GetConflicts(), a.GetIncarnation(), fmtTime(a.GetCertNotAfter()), fmtTime(a.GetEnrolledAt()))
 			}
 			return tw.Flush()
 		},
 	})
 	cmd.AddCommand(newAgentsDescribeCmd())
+	cmd.AddCommand(newAgentsRevokeCmd())
 	return cmd
+}
+
+// agentState is "revoked", "cert expired" or "active".
+func agentState(a *adminv1.Agent) string {
+	switch {
+	case a.GetRevoked():
+		return "revoked"
+	case a.GetCertNotAfter() != nil && a.GetCertNotAfter().AsTime().Before(time.Now()):
+		return "cert expired"
+	}
+	return "active"
 }

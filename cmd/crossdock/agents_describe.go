@@ -38,7 +38,14 @@ func newAgentsDescribeCmd() *cobra.Command {
 			} else {
 				fmt.Fprintln(w, "connected:  no")
 			}
-			fmt.Fprintf(w, "committed:  seq %d, %d events, %d duplicates\n", a.GetCommittedSeq(), a.GetEventsCommitted(), a.GetDuplicates())
+			fmt.Fprintf(w, "state:      %s, incarnation %d", agentState(a), a.GetIncarnation())
+			if a.GetRevoked() {
+				fmt.Fprintf(w, ", revoked at %s: %s", fmtTime(a.GetRevokedAt()), a.GetRevokedReason())
+			}
+			fmt.Fprintln(w)
+			fmt.Fprintf(w, "cert:       expires %s\n", fmtTime(a.GetCertNotAfter()))
+			fmt.Fprintf(w, "committed:  seq %d, %d events, %d duplicates, %d conflicts\n", a.GetCommittedSeq(), a.GetEventsCommitted(), a.GetDuplicates(), a.GetConflicts())
+			printIDConflicts(w, a.GetRecentConflicts())
 			if res.Msg.GetConnectorsReportedAt() == nil {
 				fmt.Fprintln(w, "connectors: not reported to this control plane node yet")
 				return nil
@@ -46,6 +53,19 @@ func newAgentsDescribeCmd() *cobra.Command {
 			fmt.Fprintf(w, "connectors: as reported at %s\n", fmtTime(res.Msg.GetConnectorsReportedAt()))
 			return printConnectors(w, res.Msg.GetConnectors())
 		},
+	}
+}
+
+// printIDConflicts lists events not committed because their id was committed before
+// with other content.
+func printIDConflicts(w io.Writer, cs []*adminv1.IdConflict) {
+	if len(cs) == 0 {
+		return
+	}
+	fmt.Fprintln(w, "conflicts:  events not committed: their id was committed before with other content (newest last)")
+	for _, c := range cs {
+		fmt.Fprintf(w, "  %s  id %s  agent seq %d  connector %s  position %s  (ledger seq %d holds the id): %s\n",
+			fmtTime(c.GetAt()), c.GetId(), c.GetAgentSeq(), c.GetConnector(), c.GetPosition(), c.GetExistingSeq(), c.GetDiffers())
 	}
 }
 

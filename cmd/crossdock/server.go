@@ -2,6 +2,7 @@ package main
 
 import (
 	"os"
+	"time"
 
 	"github.com/spf13/cobra"
 
@@ -47,6 +48,7 @@ cluster: it creates the cluster CA and an admin token, and writes both to
 	f.StringSliceVar(&cfg.Join, "join", nil, "API address of an existing node to join (repeatable); needs --join-token")
 	f.StringVar(&cfg.JoinToken, "join-token", envOr("CROSSDOCK_JOIN_TOKEN", ""), "server-kind token from 'crossdock token create --kind server' (first start only)")
 	f.BoolVar(&cfg.DisableHTTP3, "no-http3", false, "serve only HTTPS over TCP (no QUIC)")
+	f.DurationVar(&cfg.AgentCertTTL, "agent-cert-ttl", 365*24*time.Hour, "lifetime of agent certificates; agents renew theirs over the uplink when a third is left")
 	f.BoolVar(&writeCLI, "write-cli-config", true, "at bootstrap, also write the admin config to ~/.config/crossdock/config.yaml if absent")
 	return cmd
 }

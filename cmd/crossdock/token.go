@@ -14,6 +14,7 @@ import (
 func newTokenCmd() *cobra.Command {
 	cmd := &cobra.Command{Use: "token", Short: "Manage enrollment tokens"}
 	var kind, name string
+	var replace bool
 	var ttl time.Duration
 	create := &cobra.Command{
 		Use:   "create",
@@ -32,7 +33,7 @@ func newTokenCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			res, err := c.CreateToken(cmd.Context(), connect.NewRequest(&adminv1.CreateTokenRequest{Kind: k, Ttl: durationpb.New(ttl), AgentName: name}))
+			res, err := c.CreateToken(cmd.Context(), connect.NewRequest(&adminv1.CreateTokenRequest{Kind: k, Ttl: durationpb.New(ttl), AgentName: name, Replace: replace}))
 			if err != nil {
 				return fmt.Errorf("create token: %w", err)
 			}
@@ -47,6 +48,7 @@ func newTokenCmd() *cobra.Command {
 	create.Flags().StringVar(&kind, "kind", "agent", "what the token enrolls: agent or server")
 	create.Flags().DurationVar(&ttl, "ttl", 15*time.Minute, "how long the token is valid (at most 24h)")
 	create.Flags().StringVar(&name, "name", "", "fix the enrolling agent's id")
+	create.Flags().BoolVar(&replace, "replace", false, "let the token enroll --name although it is enrolled (or revoked): the new agent starts a new incarnation and the old one is retired")
 	cmd.AddCommand(create)
 	return cmd
 }

@@ -55,6 +55,9 @@ func (a *Admin) CreateToken(ctx context.Context, req *connect.Request[adminv1.Cr
 	if n := req.Msg.GetAgentName(); n != "" && !canonical.ValidName(n) {
 		return nil, connect.NewError(connect.CodeInvalidArgument, fmt.Errorf("agent_name: %q must be 1-64 characters of a-z, 0-9, '-', '_' or '.'", n))
 	}
+	if req.Msg.GetReplace() && (req.Msg.GetAgentName() == "" || kind != "agent") {
+		return nil, connect.NewError(connect.CodeInvalidArgument, errors.New("replace: only an agent token with agent_name (--name) can replace an enrolled agent"))
+	}
 	if !a.Store.IsLeader() {
 		return nil, a.notLeader()
 	}
@@ -67,10 +70,11 @@ func (a *Admin) CreateToken(ctx context.Context, req *connect.Request[adminv1.Cr
 	if _, err := a.Store.Propose(ctx, storev1.CommandType_COMMAND_TYPE_PUT_TOKEN, &storev1.PutToken{
 		Id: tok.ID, SecretSha256: pki.HashSecret(tok.Secret), Kind: kind,
 		CreatedAt: timestamppb.New(now), ExpiresAt: timestamppb.New(exp), AgentName: req.Msg.GetAgentName(),
+		Replace: req.Msg.GetReplace(),
 	}); err != nil {
 		return nil, a.storeError(err)
 	}
-	a.Logger.Info("enrollment token created", "token_id", tok.ID, "kind", kind, "expires_at", exp, "audit", true)
+	a.Logger.Info("enrollment token created", "token_id", tok.ID, "kind", kind, "agent", req.Msg.GetAgentName(), "replace", req.Msg.GetReplace(), "expires_at", exp, "audit", true)
 	return connect.NewResponse(&adminv1.CreateTokenResponse{Token: tok.String(), TokenId: tok.ID, ExpiresAt: timestamppb.New(exp)}), nil
 }
 
@@ -85,15 +89,7 @@ func (a *Admin) ListAgents(ctx context.Context, req *connect.Request[adminv1.Lis
 	}
 	out := &adminv1.ListAgentsResponse{}
 	for _, r := range recs {
-		ag := &adminv1.Agent{
-			Id: r.GetId(), EnrolledAt: r.GetEnrolledAt(), CommittedSeq: r.GetCommittedSeq(),
-			EventsCommitted: r.GetEventsCommitted(), Duplicates: r.GetDuplicates(),
-		}
-		if c, ok := a.Registry.Get(r.GetId()); ok {
-			ag.Connected, ag.Transport, ag.RemoteAddr = true, c.Transport, c.RemoteAddr
-			ag.NodeId, ag.LastSeen = a.Store.NodeID(), timestamppb.New(c.LastSeen)
-		}
-		out.Agents = append(out.Agents, ag)
+		out.Agents = append(out.Agents, a.agentInfo(r))
 	}
 	return connect.NewResponse(out), nil
 }
@@ -114,19 +110,71 @@ func (a *Admin) DescribeAgent(ctx context.Context, req *connect.Request[adminv1.
 	if !ok {
 		return nil, connect.NewError(connect.CodeNotFound, fmt.Errorf("no agent %q is enrolled (crossdock agents ls lists them)", id))
 	}
-	ag := &adminv1.Agent{
-		Id: r.GetId(), EnrolledAt: r.GetEnrolledAt(), CommittedSeq: r.GetCommittedSeq(),
-		EventsCommitted: r.GetEventsCommitted(), Duplicates: r.GetDuplicates(),
-	}
-	if c, ok := a.Registry.Get(id); ok {
-		ag.Connected, ag.Transport, ag.RemoteAddr = true, c.Transport, c.RemoteAddr
-		ag.NodeId, ag.LastSeen = a.Store.NodeID(), timestamppb.New(c.LastSeen)
-	}
-	out := &adminv1.DescribeAgentResponse{Agent: ag}
+	out := &adminv1.DescribeAgentResponse{Agent: a.agentInfo(r)}
 	if rep, ok := a.reports.get(id); ok {
 		out.Connectors, out.ConnectorsReportedAt = rep.connectors, timestamppb.New(rep.at)
 	}
 	return connect.NewResponse(out), nil
+}
+
+// agentInfo is an agent's record with its live stream on this node, if any.
+func (a *Admin) agentInfo(r *storev1.AgentRecord) *adminv1.Agent {
+	ag := &adminv1.Agent{
+		Id: r.GetId(), EnrolledAt: r.GetEnrolledAt(), CommittedSeq: r.GetCommittedSeq(),
+		EventsCommitted: r.GetEventsCommitted(), Duplicates: r.GetDuplicates(),
+		Incarnation: r.GetIncarnation(), Revoked: r.GetRevoked(), RevokedAt: r.GetRevokedAt(),
+		RevokedReason: r.GetRevokedReason(), Conflicts: r.GetConflicts(), OutboxInstance: r.GetInstance(),
+	}
+	for _, c := range r.GetCerts() {
+		if na := c.GetNotAfter(); na != nil && (ag.CertNotAfter == nil || na.AsTime().After(ag.CertNotAfter.AsTime())) {
+			ag.CertNotAfter = na
+		}
+	}
+	for _, c := range r.GetRecentConflicts() {
+		ag.RecentConflicts = append(ag.RecentConflicts, &adminv1.IdConflict{
+			Id: c.GetId(), AgentSeq: c.GetAgentSeq(), Connector: c.GetConnector(), Position: c.GetPosition(),
+			ExistingSeq: c.GetExistingSeq(), Differs: c.GetDiffers(), At: c.GetAt(),
+		})
+	}
+	if c, ok := a.Registry.Get(r.GetId()); ok {
+		ag.Connected, ag.Transport, ag.RemoteAddr = true, c.Transport, c.RemoteAddr
+		ag.NodeId, ag.LastSeen = a.Store.NodeID(), timestamppb.New(c.LastSeen)
+	}
+	return ag
+}
+
+// RevokeAgent retires an agent's identity and ends its stream at once.
+func (a *Admin) RevokeAgent(ctx context.Context, req *connect.Request[adminv1.RevokeAgentRequest]) (*connect.Response[adminv1.RevokeAgentResponse], error) {
+	id := req.Msg.GetId()
+	if !canonical.ValidName(id) {
+		return nil, connect.NewError(connect.CodeInvalidArgument, fmt.Errorf("id: %q is not an agent id (1-64 characters of a-z, 0-9, '-', '_' or '.')", id))
+	}
+	if len(req.Msg.GetReason()) > 256 {
+		return nil, connect.NewError(connect.CodeInvalidArgument, errors.New("reason: at most 256 bytes"))
+	}
+	if !a.Store.IsLeader() {
+		return nil, a.notLeader()
+	}
+	reason := req.Msg.GetReason()
+	if reason == "" {
+		reason = "revoked by an operator"
+	}
+	res, err := a.Store.Propose(ctx, storev1.CommandType_COMMAND_TYPE_REVOKE_AGENT, &storev1.RevokeAgent{
+		AgentId: id, At: timestamppb.Now(), Reason: reason,
+	})
+	if err != nil {
+		return nil, a.storeError(err)
+	}
+	if r, _ := res.(*storev1.AgentCommandResult); r.GetError() != "" {
+		return nil, connect.NewError(connect.CodeNotFound, fmt.Errorf("%s (crossdock agents ls lists the enrolled agents)", r.GetError()))
+	}
+	a.Registry.Kick(id, fmt.Errorf("agent %s was revoked: %s", id, reason))
+	a.Logger.Info("agent revoked", "agent", id, "reason", reason, "audit", true)
+	r, _, err := a.Store.Ledger().Agent(id)
+	if err != nil {
+		return nil, connect.NewError(connect.CodeInternal, err)
+	}
+	return connect.NewResponse(&adminv1.RevokeAgentResponse{Agent: a.agentInfo(r)}), nil
 }
 
 func clampLimit(n uint32) int {

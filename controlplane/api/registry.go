@@ -1,6 +1,7 @@
 package api
 
 import (
+	"context"
 	"sync"
 	"time"
 )
@@ -12,6 +13,9 @@ type Conn struct {
 	RemoteAddr string
 	Since      time.Time
 	LastSeen   time.Time
+
+	// end stops the stream, with the reason; nil when the stream cannot be stopped.
+	end context.CancelCauseFunc
 }
 
 // Registry tracks the agent streams connected to this node.
@@ -27,10 +31,16 @@ func NewRegistry() *Registry {
 }
 
 // Add records a stream and returns a func that removes it, unless a newer stream of
-// the same agent replaced it meanwhile.
-func (r *Registry) Add(c Conn) (touch func(), remove func()) {
+// the same agent replaced it meanwhile. An agent has one stream at a time: a stream of
+// the same agent already here is ended (end called with ErrSuperseded's reason), and
+// end ends this one when a newer one arrives or the agent is kicked.
+func (r *Registry) Add(c Conn, end context.CancelCauseFunc) (touch func(), remove func()) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
+	if old, ok := r.conns[c.AgentID]; ok && old.end != nil {
+		old.end(&SupersededError{By: c.RemoteAddr, Transport: c.Transport})
+	}
+	c.end = end
 	r.gen[c.AgentID]++
 	g := r.gen[c.AgentID]
 	cp := c
@@ -61,4 +71,27 @@ func (r *Registry) Get(agentID string) (Conn, bool) {
 		return Conn{}, false
 	}
 	return *c, true
+}
+
+// Kick ends the live stream of an agent, if any, with cause.
+func (r *Registry) Kick(agentID string, cause error) bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	c, ok := r.conns[agentID]
+	if ok && c.end != nil {
+		c.end(cause)
+	}
+	return ok
+}
+
+// SupersededError ends an agent's stream when the same agent opened another one: one
+// stream per agent identity, the newest wins.
+type SupersededError struct {
+	By, Transport string
+}
+
+func (e *SupersededError) Error() string {
+	return "a newer stream of this agent identity was opened from " + e.By + " (" + e.Transport + "); " +
+		"only one stream per agent is served. If two agents run with the same identity (a copied data dir), stop one; " +
+		"a second site needs its own enrollment token"
 }

@@ -1,7 +1,9 @@
 package api
 
 import (
+	"bytes"
 	"context"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -25,7 +27,9 @@ import (
 	"github.com/crossdock/crossdock/proto/gen/crossdock/uplink/v1/uplinkv1connect"
 )
 
-// AgentCertTTL is how long an agent certificate issued at enrollment is valid.
+// AgentCertTTL is how long an agent certificate is valid by default
+// (Backend.AgentCertTTL). Agents renew theirs over the uplink stream when a third of its
+// lifetime is left.
 const AgentCertTTL = 365 * 24 * time.Hour
 
 // Backend is what the handlers need from the node they run on.
@@ -36,6 +40,9 @@ type Backend struct {
 	Logger   *slog.Logger
 	// ApplyTimeout bounds one raft apply (default 10s).
 	ApplyTimeout time.Duration
+	// AgentCertTTL is the lifetime of the certificates issued to agents at enrollment
+	// and renewal (AgentCertTTL when 0).
+	AgentCertTTL time.Duration
 
 	reports connectorReports
 	// Sinks is the downlink to agents' sink connectors, for the delivery engine.
@@ -73,6 +80,13 @@ func (r *connectorReports) get(agentID string) (connectorReport, bool) {
 
 // MaxConnectorReport bounds the connectors of one report.
 const MaxConnectorReport = 256
+
+func (b *Backend) agentCertTTL() time.Duration {
+	if b.AgentCertTTL > 0 {
+		return b.AgentCertTTL
+	}
+	return AgentCertTTL
+}
 
 func (b *Backend) applyTimeout() time.Duration {
 	if b.ApplyTimeout > 0 {
@@ -194,11 +208,15 @@ func (u *Uplink) Enroll(ctx context.Context, req *connect.Request[uplinkv1.Enrol
 		u.Logger.Warn("enrollment refused", "token_id", tok.ID, "reason", r.GetError(), "remote", PeerFrom(ctx).RemoteAddr)
 		return nil, connect.NewError(connect.CodePermissionDenied, errors.New(r.GetError()))
 	}
-	certPEM, err := ca.SignCSR([]byte(req.Msg.GetCsrPem()), r.GetAgentId(), pki.RoleAgent, AgentCertTTL)
+	certPEM, err := u.issueAgentCert(ctx, []byte(req.Msg.GetCsrPem()), r.GetAgentId(), r.GetIncarnation())
 	if err != nil {
-		return nil, connect.NewError(connect.CodeInvalidArgument, fmt.Errorf("csr_pem: %w", err))
+		return nil, err
 	}
-	u.Logger.Info("agent enrolled", "agent", r.GetAgentId(), "token_id", tok.ID, "remote", PeerFrom(ctx).RemoteAddr)
+	if r.GetIncarnation() > 1 {
+		// The name was enrolled before: the old incarnation is retired.
+		u.Registry.Kick(r.GetAgentId(), fmt.Errorf("agent %s was enrolled again (incarnation %d); this identity is retired", r.GetAgentId(), r.GetIncarnation()))
+	}
+	u.Logger.Info("agent enrolled", "agent", r.GetAgentId(), "incarnation", r.GetIncarnation(), "token_id", tok.ID, "remote", PeerFrom(ctx).RemoteAddr, "audit", true)
 	return connect.NewResponse(&uplinkv1.EnrollResponse{
 		AgentId:        r.GetAgentId(),
 		CertificatePem: string(certPEM),
@@ -206,27 +224,76 @@ func (u *Uplink) Enroll(ctx context.Context, req *connect.Request[uplinkv1.Enrol
 	}), nil
 }
 
-// agentIdentity returns the agent id from a verified client certificate.
-func agentIdentity(ctx context.Context) (string, error) {
+// issueAgentCert signs a certificate for an agent's incarnation and records it, so
+// the agent may connect with it.
+func (b *Backend) issueAgentCert(ctx context.Context, csrPEM []byte, agentID string, incarnation uint64) ([]byte, error) {
+	certPEM, err := b.CA().SignCSR(csrPEM, agentID, pki.RoleAgent, b.agentCertTTL())
+	if err != nil {
+		return nil, connect.NewError(connect.CodeInvalidArgument, fmt.Errorf("csr_pem: %w", err))
+	}
+	cert, err := pki.ParseCertPEM(certPEM)
+	if err != nil {
+		return nil, connect.NewError(connect.CodeInternal, err)
+	}
+	res, err := b.Store.Propose(ctx, storev1.CommandType_COMMAND_TYPE_PUT_AGENT_CERT, &storev1.PutAgentCert{
+		AgentId: agentID, Incarnation: incarnation,
+		Cert: &storev1.AgentCert{
+			Serial: cert.SerialNumber.Bytes(), NotAfter: timestamppb.New(cert.NotAfter), IssuedAt: timestamppb.Now(),
+		},
+	})
+	if err != nil {
+		return nil, b.storeError(err)
+	}
+	if r, _ := res.(*storev1.AgentCommandResult); r.GetError() != "" {
+		return nil, connect.NewError(connect.CodePermissionDenied, errors.New(r.GetError()))
+	}
+	return certPEM, nil
+}
+
+// agentIdentity returns the agent id and certificate from a verified client
+// certificate.
+func agentIdentity(ctx context.Context) (string, *x509.Certificate, error) {
 	p := PeerFrom(ctx)
 	id, role, err := pki.PeerIdentity(p.TLS)
 	if err != nil {
 		if errors.Is(err, pki.ErrNoPeerCert) {
-			return "", connect.NewError(connect.CodeUnauthenticated, errors.New("client certificate required: enroll this agent first (crossdock agent --enroll-token TOKEN)"))
+			return "", nil, connect.NewError(connect.CodeUnauthenticated, errors.New("client certificate required: enroll this agent first (crossdock agent --enroll-token TOKEN)"))
 		}
-		return "", connect.NewError(connect.CodeUnauthenticated, fmt.Errorf("client certificate: %w", err))
+		return "", nil, connect.NewError(connect.CodeUnauthenticated, fmt.Errorf("client certificate: %w", err))
 	}
 	if role != pki.RoleAgent {
-		return "", connect.NewError(connect.CodePermissionDenied, fmt.Errorf("certificate role %q may not stream events; only agents may", role))
+		return "", nil, connect.NewError(connect.CodePermissionDenied, fmt.Errorf("certificate role %q may not stream events; only agents may", role))
 	}
-	return id, nil
+	return id, p.TLS.VerifiedChains[0][0], nil
+}
+
+// admitAgent checks that an agent's record lets this certificate stream: enrolled,
+// not revoked, and, from incarnations on, a certificate issued to the current one.
+func admitAgent(rec *storev1.AgentRecord, ok bool, agentID string, cert *x509.Certificate) error {
+	switch {
+	case !ok:
+		return connect.NewError(connect.CodePermissionDenied, fmt.Errorf("agent %s is not enrolled in this cluster: enroll it with a token from `crossdock token create --name %s`", agentID, agentID))
+	case rec.GetRevoked():
+		return connect.NewError(connect.CodePermissionDenied, fmt.Errorf("agent %s was revoked at %s (%s): enroll it again with a token from `crossdock token create --name %s --replace`",
+			agentID, rec.GetRevokedAt().AsTime().UTC().Format(time.RFC3339), rec.GetRevokedReason(), agentID))
+	case rec.GetIncarnation() == 0 && len(rec.GetCerts()) == 0:
+		return nil // enrolled before certificates were recorded
+	}
+	serial := cert.SerialNumber.Bytes()
+	for _, c := range rec.GetCerts() {
+		if bytes.Equal(c.GetSerial(), serial) {
+			return nil
+		}
+	}
+	return connect.NewError(connect.CodePermissionDenied, fmt.Errorf("this certificate (serial %x) is not one of agent %s's current certificates: the agent was enrolled again (incarnation %d) or renewed its certificate elsewhere; this identity is retired",
+		serial, agentID, rec.GetIncarnation()))
 }
 
 // Stream receives outbox batches from one agent and acknowledges each once a raft
 // quorum committed it. Batches are proposed in arrival order without waiting (raft
 // groups them into one disk write), and acks are sent in the same order.
 func (u *Uplink) Stream(ctx context.Context, stream *connect.BidiStream[uplinkv1.StreamRequest, uplinkv1.StreamResponse]) error {
-	agentID, err := agentIdentity(ctx)
+	agentID, cert, err := agentIdentity(ctx)
 	if err != nil {
 		return err
 	}
@@ -237,20 +304,24 @@ func (u *Uplink) Stream(ctx context.Context, stream *connect.BidiStream[uplinkv1
 	if err != nil {
 		return err
 	}
-	if first.GetHello() == nil {
+	hello := first.GetHello()
+	if hello == nil {
 		return connect.NewError(connect.CodeInvalidArgument, errors.New("the first message on a stream must be hello"))
 	}
-	rec, _, err := u.Store.Ledger().Agent(agentID)
-	if err != nil {
-		return connect.NewError(connect.CodeInternal, err)
-	}
-	committed := rec.GetCommittedSeq()
 	p := PeerFrom(ctx)
+	log := u.Logger.With("agent", agentID, "transport", p.Transport, "remote", p.RemoteAddr)
+	rec, err := u.admitStream(ctx, agentID, cert, hello)
+	if err != nil {
+		log.Warn("agent stream refused", "err", err)
+		return err
+	}
+	committed, incarnation := rec.GetCommittedSeq(), rec.GetIncarnation()
+	ctx, end := context.WithCancelCause(ctx)
+	defer end(nil)
 	now := time.Now()
-	touch, remove := u.Registry.Add(Conn{AgentID: agentID, Transport: p.Transport, RemoteAddr: p.RemoteAddr, Since: now, LastSeen: now})
+	touch, remove := u.Registry.Add(Conn{AgentID: agentID, Transport: p.Transport, RemoteAddr: p.RemoteAddr, Since: now, LastSeen: now}, end)
 	defer remove()
-	log := u.Logger.With("agent", agentID, "transport", p.Transport)
-	log.Info("agent stream opened", "committed_seq", committed, "outbox_last_seq", first.GetHello().GetOutboxLastSeq())
+	log.Info("agent stream opened", "committed_seq", committed, "outbox_last_seq", hello.GetOutboxLastSeq(), "incarnation", incarnation)
 	// Acks and sink writes share the stream; Connect streams are not safe for
 	// concurrent sends.
 	// Nothing may send once the handler returns (Connect then writes the end of the
@@ -284,13 +355,21 @@ func (u *Uplink) Stream(ctx context.Context, stream *connect.BidiStream[uplinkv1
 	defer cancel()
 	pending := make(chan proposal, 64)
 	received := make(chan error, 1)
-	go func() { received <- u.receiveLoop(ctx, stream, agentID, committed+1, pending, sink) }()
+	rl := &receiver{u: u, stream: stream, agentID: agentID, incarnation: incarnation, send: send, log: log}
+	go func() { received <- rl.loop(ctx, committed+1, pending, sink) }()
 	// The ack loop decides when the stream ends: if a proposal fails (this node lost
 	// leadership) it returns at once, which ends the request and so unblocks the
 	// receive loop; otherwise it drains every proposal after the agent closed its side.
-	if err := u.ackLoop(ctx, send, pending, touch); err != nil {
+	if err := u.ackLoop(ctx, send, pending, touch, log); err != nil {
+		if cause := context.Cause(ctx); cause != nil && !errors.Is(cause, context.Canceled) {
+			err = connect.NewError(connect.CodeAborted, cause)
+		}
 		log.Warn("agent stream ended", "err", err)
 		return err
+	}
+	if cause := context.Cause(ctx); cause != nil && !errors.Is(cause, context.Canceled) {
+		log.Warn("agent stream ended", "err", cause)
+		return connect.NewError(connect.CodeAborted, cause)
 	}
 	if err := <-received; err != nil && !errors.Is(err, context.Canceled) && connect.CodeOf(err) != connect.CodeCanceled {
 		log.Info("agent stream ended", "err", err)
@@ -301,12 +380,23 @@ func (u *Uplink) Stream(ctx context.Context, stream *connect.BidiStream[uplinkv1
 	return nil
 }
 
-// receiveLoop proposes each batch as it arrives and hands the futures to the ack loop,
-// in order. It closes pending when it returns.
-func (u *Uplink) receiveLoop(ctx context.Context, stream *connect.BidiStream[uplinkv1.StreamRequest, uplinkv1.StreamResponse], agentID string, next uint64, pending chan<- proposal, sink *agentStream) error {
+// receiver reads one agent stream.
+type receiver struct {
+	u           *Uplink
+	stream      *connect.BidiStream[uplinkv1.StreamRequest, uplinkv1.StreamResponse]
+	agentID     string
+	incarnation uint64
+	send        func(*uplinkv1.StreamResponse) error
+	log         *slog.Logger
+}
+
+// loop proposes each batch as it arrives and hands the futures to the ack loop, in
+// order. It closes pending when it returns.
+func (r *receiver) loop(ctx context.Context, next uint64, pending chan<- proposal, sink *agentStream) error {
 	defer close(pending)
+	u := r.u
 	for {
-		msg, err := stream.Receive()
+		msg, err := r.stream.Receive()
 		if err != nil {
 			return err
 		}
@@ -314,18 +404,24 @@ func (u *Uplink) receiveLoop(ctx context.Context, stream *connect.BidiStream[upl
 			if n := len(rep.GetConnectors()); n > MaxConnectorReport {
 				return connect.NewError(connect.CodeInvalidArgument, fmt.Errorf("connector report has %d connectors, more than %d", n, MaxConnectorReport))
 			}
-			u.reports.put(agentID, rep.GetConnectors(), time.Now())
+			u.reports.put(r.agentID, rep.GetConnectors(), time.Now())
 			continue
 		}
-		if r := msg.GetSinkResult(); r != nil {
-			sink.result(r)
+		if res := msg.GetSinkResult(); res != nil {
+			sink.result(res)
+			continue
+		}
+		if rn := msg.GetRenew(); rn != nil {
+			if err := r.renew(ctx, rn); err != nil {
+				return err
+			}
 			continue
 		}
 		batch := msg.GetBatch()
 		if batch == nil {
 			continue
 		}
-		in, err := validateBatch(agentID, batch, &next)
+		in, err := validateBatch(r.agentID, batch, &next)
 		if err != nil {
 			return connect.NewError(connect.CodeInvalidArgument, err)
 		}
@@ -334,8 +430,12 @@ func (u *Uplink) receiveLoop(ctx context.Context, stream *connect.BidiStream[upl
 		}
 		var f raft.ApplyFuture
 		if in.payload != nil {
+			// The incarnation after the events: a field's place on the wire is free.
+			in.payload = protowire.AppendTag(in.payload, ingestIncarnationField, protowire.VarintType)
+			in.payload = protowire.AppendVarint(in.payload, r.incarnation)
 			f, err = u.Store.ProposePayloadAsync(storev1.CommandType_COMMAND_TYPE_INGEST_BATCH, in.payload, u.applyTimeout())
 		} else {
+			in.cmd.Incarnation = r.incarnation
 			f, err = u.Store.ProposeAsync(storev1.CommandType_COMMAND_TYPE_INGEST_BATCH, in.cmd, u.applyTimeout())
 		}
 		if err != nil {
@@ -349,13 +449,66 @@ func (u *Uplink) receiveLoop(ctx context.Context, stream *connect.BidiStream[upl
 	}
 }
 
+// ingestIncarnationField is IngestBatch.incarnation's field number.
+const ingestIncarnationField = 3
+
+// renew answers an agent's certificate renewal on its stream.
+func (r *receiver) renew(ctx context.Context, rn *uplinkv1.RenewRequest) error {
+	out := &uplinkv1.Renewed{}
+	certPEM, err := r.u.issueAgentCert(ctx, []byte(rn.GetCsrPem()), r.agentID, r.incarnation)
+	if err != nil {
+		out.Error = connect.NewError(connect.CodeOf(err), errors.New(err.Error())).Message()
+		r.log.Warn("agent certificate renewal refused", "err", err)
+	} else {
+		out.CertificatePem = string(certPEM)
+		r.log.Info("agent certificate renewed", "audit", true)
+	}
+	return r.send(&uplinkv1.StreamResponse{Msg: &uplinkv1.StreamResponse_Renewed{Renewed: out}})
+}
+
+// admitStream checks an agent's stream against its record before anything is
+// acknowledged: the certificate (admitAgent), the outbox it streams from (bound to the
+// incarnation at its first stream) and its seqs: an outbox whose last seq is below what
+// the ledger committed for the incarnation was reset or replaced, and acknowledging
+// its seqs would drop its events.
+func (u *Uplink) admitStream(ctx context.Context, agentID string, cert *x509.Certificate, hello *uplinkv1.Hello) (*storev1.AgentRecord, error) {
+	rec, ok, err := u.Store.Ledger().Agent(agentID)
+	if err != nil {
+		return nil, connect.NewError(connect.CodeInternal, err)
+	}
+	if err := admitAgent(rec, ok, agentID, cert); err != nil {
+		return nil, err
+	}
+	if inst := hello.GetOutboxInstance(); inst != "" && rec.GetInstance() != inst {
+		res, err := u.Store.Propose(ctx, storev1.CommandType_COMMAND_TYPE_BIND_AGENT, &storev1.BindAgent{
+			AgentId: agentID, Incarnation: rec.GetIncarnation(), Instance: inst,
+		})
+		if err != nil {
+			return nil, u.storeError(err)
+		}
+		if r, _ := res.(*storev1.AgentCommandResult); r.GetError() != "" {
+			return nil, connect.NewError(connect.CodeFailedPrecondition, fmt.Errorf("%s: the agent's identity was copied to another data dir, or its outbox was deleted; "+
+				"give this agent its own enrollment (`crossdock token create --name %s --replace` retires the old one)", r.GetError(), agentID))
+		}
+		if rec, _, err = u.Store.Ledger().Agent(agentID); err != nil {
+			return nil, connect.NewError(connect.CodeInternal, err)
+		}
+	}
+	if c := rec.GetCommittedSeq(); c > hello.GetOutboxLastSeq() {
+		return nil, connect.NewError(connect.CodeFailedPrecondition, fmt.Errorf(
+			"the ledger holds agent %s's outbox up to seq %d, but this agent's outbox only reaches seq %d: it was reset or replaced, and its seqs would be taken for events already committed; "+
+				"re-enroll it with `crossdock token create --name %s --replace`", agentID, c, hello.GetOutboxLastSeq(), agentID))
+	}
+	return rec, nil
+}
+
 // proposal is a batch handed to raft, with the last agent seq it carried.
 type proposal struct {
 	future raft.ApplyFuture
 	last   uint64
 }
 
-func (u *Uplink) ackLoop(ctx context.Context, send func(*uplinkv1.StreamResponse) error, pending <-chan proposal, touch func()) error {
+func (u *Uplink) ackLoop(ctx context.Context, send func(*uplinkv1.StreamResponse) error, pending <-chan proposal, touch func(), log *slog.Logger) error {
 	for p := range pending {
 		res, err := store.Wait(p.future)
 		if err != nil {
@@ -365,13 +518,23 @@ func (u *Uplink) ackLoop(ctx context.Context, send func(*uplinkv1.StreamResponse
 		if !ok {
 			return connect.NewError(connect.CodeInternal, fmt.Errorf("unexpected ingest result %T", res))
 		}
+		if r.GetError() != "" {
+			return connect.NewError(connect.CodePermissionDenied, errors.New(r.GetError()))
+		}
 		touch()
 		// The ledger may stop a batch early (its transaction budget); the stream's cursor
 		// is past it, so end the stream: the agent resumes from committed_seq.
 		truncated := r.GetCommittedSeq() < p.last
-		if err := send(&uplinkv1.StreamResponse{Msg: &uplinkv1.StreamResponse_Ack{Ack: &uplinkv1.Ack{
-			CommittedSeq: r.GetCommittedSeq(), Committed: r.GetCommitted(), Duplicates: r.GetDuplicates(),
-		}}}); err != nil {
+		ack := &uplinkv1.Ack{CommittedSeq: r.GetCommittedSeq(), Committed: r.GetCommitted(), Duplicates: r.GetDuplicates()}
+		for _, c := range r.GetConflicts() {
+			log.Warn("event id conflict: not committed", "id", c.GetId(), "agent_seq", c.GetAgentSeq(), "connector", c.GetConnector(),
+				"existing_seq", c.GetExistingSeq(), "differs", c.GetDiffers())
+			ack.Conflicts = append(ack.Conflicts, &uplinkv1.Conflict{
+				Id: c.GetId(), Seq: c.GetAgentSeq(), Connector: c.GetConnector(), Position: c.GetPosition(),
+				ExistingLedgerSeq: c.GetExistingSeq(), Differs: c.GetDiffers(),
+			})
+		}
+		if err := send(&uplinkv1.StreamResponse{Msg: &uplinkv1.StreamResponse_Ack{Ack: ack}}); err != nil {
 			return err
 		}
 		if truncated {

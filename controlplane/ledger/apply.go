@@ -58,6 +58,10 @@ var handlers = map[storev1.CommandType]handler{
 	storev1.CommandType_COMMAND_TYPE_PUT_DEAD_LETTERS:     applyPutDeadLetters,
 	storev1.CommandType_COMMAND_TYPE_RESOLVE_DEAD_LETTERS: applyResolveDeadLetters,
 	storev1.CommandType_COMMAND_TYPE_START_REPLAY:         applyStartReplay,
+
+	storev1.CommandType_COMMAND_TYPE_PUT_AGENT_CERT: applyPutAgentCert,
+	storev1.CommandType_COMMAND_TYPE_BIND_AGENT:     applyBindAgent,
+	storev1.CommandType_COMMAND_TYPE_REVOKE_AGENT:   applyRevokeAgent,
 }
 
 // applyTxn is one Apply's Badger transaction with its write budget.

@@ -54,15 +54,28 @@ func TestDedupByIDWithFilter(t *testing.T) {
 		}
 		return evs
 	}
-	// a1 commits 300 ids (the filter, sized for 64, fills and is rebuilt larger);
-	// a2 sends the same ids with its own seqs: every one is a duplicate.
+	// resent is batch under agent seqs from base on (above what is committed), so
+	// only the ids can make its events duplicates.
+	resent := func(base, from, n int) []*storev1.AgentEvent {
+		evs := batch(from, n)
+		for i, ae := range evs {
+			ae.AgentSeq = uint64(base + i)
+		}
+		return evs
+	}
+	// a1 commits 300 ids (the filter, sized for 64, fills and is rebuilt larger), then
+	// sends the same ids again with new seqs: every one is a duplicate. a2's same ids
+	// are its own: they commit.
 	for i := 0; i < 300; i += 50 {
 		wantResult(t, lg.ingest(l, "a1", batch(i, 50)...), uint64(i+50), 50, 0, uint64(i+50))
 	}
 	waitFilterGrown(t, l, lg, 64)
-	res := lg.ingest(l, "a2", batch(0, 300)...)
+	res := lg.ingest(l, "a1", resent(1000, 0, 300)...)
 	if res.GetCommitted() != 0 || res.GetDuplicates() != 300 {
-		t.Fatalf("same ids from a second agent: %v, want 300 duplicates", res)
+		t.Fatalf("same ids from the same agent: %v, want 300 duplicates", res)
+	}
+	if res := lg.ingest(l, "a2", batch(0, 300)...); res.GetCommitted() != 300 {
+		t.Fatalf("same ids from a second agent: %v, want 300 committed", res)
 	}
 	// New ids still commit.
 	if res := lg.ingest(l, "a2", agentEvent(301, "fresh-1")); res.GetCommitted() != 1 {
@@ -84,8 +97,8 @@ func TestDedupByIDWithFilter(t *testing.T) {
 		t.Fatal("reopen changed the state")
 	}
 	lg2 := &raftLog{t: t, cmds: lg.cmds}
-	res = lg2.ingest(l, "a3", batch(0, 150)...)
-	res2 := lg2.ingest(l, "a3", append(batch(150, 150), agentEvent(400, "fresh-1"))...)
+	res = lg2.ingest(l, "a2", resent(2000, 0, 150)...)
+	res2 := lg2.ingest(l, "a2", append(resent(3000, 150, 150), agentEvent(4000, "fresh-1"))...)
 	if res.GetDuplicates()+res2.GetDuplicates() != 301 || res.GetCommitted()+res2.GetCommitted() != 0 {
 		t.Fatalf("after reopen: %v then %v, want 301 duplicates", res, res2)
 	}
@@ -96,7 +109,7 @@ func TestDedupByIDWithFilter(t *testing.T) {
 		t.Fatal(err)
 	}
 	lg3 := &raftLog{t: t, cmds: lg.cmds}
-	if res := lg3.ingest(cp, "a4", batch(0, 300)...); res.GetDuplicates() != 300 {
+	if res := lg3.ingest(cp, "a1", resent(5000, 0, 300)...); res.GetDuplicates() != 300 {
 		t.Fatalf("after restore: %v, want 300 duplicates", res)
 	}
 }

@@ -51,16 +51,23 @@ func checkIDs(t *testing.T, l *Ledger, k *keyLog) {
 
 // resend sends the ids of events 1..n again from agent, in batches: all must be
 // duplicates.
-func resend(t *testing.T, lg *raftLog, l *Ledger, agent string, n int) {
+func resend(t *testing.T, lg *raftLog, l *Ledger, base uint64, n int) {
 	t.Helper()
 	for from := 1; from <= n; from += 1000 {
-		var evs []*storev1.AgentEvent
-		for s := from; s < from+1000 && s <= n; s++ {
-			evs = append(evs, agentEvent(uint64(s), fmt.Sprintf("ev-%d", s)))
+		// The events as committed, under agent seqs above what their agent committed:
+		// only their ids make them duplicates.
+		ces, _, err := l.ListEvents(Filter{}, uint64(from), min(1000, n-from+1))
+		if err != nil {
+			t.Fatal(err)
 		}
-		res := lg.ingest(l, agent, evs...)
-		if res.GetCommitted() != 0 || int(res.GetDuplicates()) != len(evs) {
-			t.Fatalf("%s re-sent ev-%d..: %v, want %d duplicates", agent, from, res, len(evs))
+		var evs []*storev1.AgentEvent
+		for _, ce := range ces {
+			evs = append(evs, &storev1.AgentEvent{AgentSeq: base + ce.GetSeq(), Event: ce.GetEvent()})
+		}
+		res := lg.ingest(l, "a1", evs...)
+		if res.GetCommitted() != 0 || int(res.GetDuplicates()) != len(evs) || len(res.GetConflicts()) != 0 {
+			t.Fatalf("a1 re-sent ev-%d..: committed %d, %d duplicates, %d conflicts; want %d duplicates",
+				from, res.GetCommitted(), res.GetDuplicates(), len(res.GetConflicts()), len(evs))
 		}
 	}
 }
@@ -89,7 +96,7 @@ func TestIDRuns(t *testing.T) {
 		t.Fatalf("%d pending ids after m/kflush %d of %d events", p.idCount, p.flushed, k.seq)
 	}
 	checkIDs(t, l, k)
-	resend(t, &k.lg, l, "a2", int(k.seq))
+	resend(t, &k.lg, l, 1<<20, int(k.seq))
 
 	stream := snapshotBytes(t, l)
 	snapCmds := slices.Clone(k.lg.cmds)
@@ -104,7 +111,7 @@ func TestIDRuns(t *testing.T) {
 		t.Fatal("reopen changed the state")
 	}
 	checkIDs(t, l, k)
-	resend(t, &k.lg, l, "a3", int(k.seq))
+	resend(t, &k.lg, l, 2<<20, int(k.seq))
 
 	cp := newLedger(t, false)
 	if err := cp.Restore(bytes.NewReader(stream)); err != nil {
@@ -112,7 +119,7 @@ func TestIDRuns(t *testing.T) {
 	}
 	checkIDs(t, cp, k)
 	lg := &raftLog{t: t, cmds: snapCmds}
-	resend(t, lg, cp, "a4", int(k.seq))
+	resend(t, lg, cp, 3<<20, int(k.seq))
 }
 
 // TestIDLookupsDuringFlushes: an event committed before EventByID starts is always
@@ -220,7 +227,7 @@ func TestFilterGrowthCatchesUp(t *testing.T) {
 		t.Fatal("the finished filter was not put in place")
 	}
 	for s := uint64(1); s <= k.seq; s++ {
-		if p.filter.absent(idKey(fmt.Sprintf("ev-%d", s))) {
+		if p.filter.absent(idKey("a1", fmt.Sprintf("ev-%d", s))) {
 			t.Fatalf("ev-%d is missing from the grown filter", s)
 		}
 	}

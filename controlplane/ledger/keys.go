@@ -17,8 +17,8 @@ var (
 	keyCA      = []byte("ca")        // PutCA
 
 	prefixLog        = []byte("l/")   // + u64BE(seq) -> CommittedEvent
-	prefixID         = []byte("i/")   // + id: an event's id key, held in id runs (idruns.go), not a Badger key
-	prefixLongID     = []byte("ih/")  // + sha256(id): the id key of an id over maxKeyPart
+	prefixID         = []byte("i/")   // + u16BE(len)+id + agent: an event's id key, held in id runs (idruns.go), not a Badger key
+	prefixLongID     = []byte("ih/")  // + sha256(agent, 0, id): the id key when id and agent exceed maxKeyPart
 	prefixKey        = []byte("k/")   // + u16BE(len)+name + u32BE(len)+value + u64BE(seq) -> empty
 	prefixType       = []byte("t/")   // + u16BE(len)+type + u64BE(seq) -> empty
 	prefixAgent      = []byte("a/")   // + agent id -> AgentRecord
@@ -48,16 +48,28 @@ func u64(v uint64) []byte { return binary.BigEndian.AppendUint64(nil, v) }
 
 func logKey(seq uint64) []byte { return cat(prefixLog, u64(seq)) }
 
-// idKey is the id index key of an event id; nil for an empty id (not indexed).
-func idKey(id string) []byte {
-	switch {
-	case id == "":
+// idKey is the id index key of an event id committed by agent; nil for an empty id
+// (not indexed). Ids are deduplicated within the committing agent's own space, so the
+// key holds both: the id first (length-prefixed, so an id is never a prefix of another
+// key's id), then the agent. Ids lead because they are random: a run's keys then sort
+// by their first bytes after the common prefix (sortedIDs). A key that would exceed
+// maxKeyPart is hashed.
+func idKey(agent, id string) []byte {
+	if id == "" {
 		return nil
-	case len(id) > maxKeyPart:
-		sum := sha256.Sum256([]byte(id))
-		return cat(prefixLongID, sum[:])
 	}
-	return cat(prefixID, []byte(id))
+	if len(id)+len(agent) > maxKeyPart {
+		h := sha256.New()
+		h.Write([]byte(agent))
+		h.Write([]byte{0})
+		h.Write([]byte(id))
+		return h.Sum(append([]byte(nil), prefixLongID...))
+	}
+	b := make([]byte, 0, len(prefixID)+2+len(id)+len(agent))
+	b = append(b, prefixID...)
+	b = binary.BigEndian.AppendUint16(b, uint16(len(id)))
+	b = append(b, id...)
+	return append(b, agent...)
 }
 
 // keyIndexPrefix selects the index entries of one business key name=value.

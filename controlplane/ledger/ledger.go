@@ -46,6 +46,14 @@ var (
 	ErrTokenExpired = errors.New("enrollment token expired")
 	// ErrTokenSecret means the secret presented does not hash to the stored one.
 	ErrTokenSecret = errors.New("enrollment token secret does not match")
+	// ErrAgentEnrolled means a token without replace named an agent that is enrolled
+	// (or revoked).
+	ErrAgentEnrolled = errors.New("agent name already enrolled")
+	// ErrAgentNotFound is the result of an agent command naming no enrolled agent.
+	ErrAgentNotFound = errors.New("no such agent")
+	// ErrOtherOutbox is the result of a BIND_AGENT for an outbox other than the one
+	// the agent's incarnation is bound to.
+	ErrOtherOutbox = errors.New("agent identity is in use with another outbox")
 	// ErrTokenExists is the result of a PUT_TOKEN whose id is already stored.
 	ErrTokenExists = errors.New("enrollment token id already exists")
 	// ErrCAExists is the result of a PUT_CA when the cluster already has a CA.

@@ -27,8 +27,8 @@ import (
 const (
 	// ledgerFormat is the layout version in m/format. Earlier builds' layouts are not
 	// read by this build: 1 kept one record per event, 2 one key index record per key
-	// per chunk, 3 one id index record per event.
-	ledgerFormat = 4
+	// per chunk, 3 one id index record per event, 4 id keys without the agent.
+	ledgerFormat = 5
 	// chunkMaxEvents and chunkTargetBytes close a chunk: a chunk never holds more
 	// events, and an event that would take it past chunkTargetBytes starts a new one. A
 	// chunk's record is at most MaxEventBytes (one large event alone).

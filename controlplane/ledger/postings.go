@@ -328,7 +328,7 @@ func loadPostings(db *badger.DB) (*postings, error) {
 			first := c.GetFirstSeq()
 			for i, ae := range c.GetEvents() {
 				ev := ae.GetEvent()
-				if k := idKey(ev.GetId()); k != nil {
+				if k := idKey(c.GetAgent(), ev.GetId()); k != nil {
 					a.addID(k, first+uint64(i))
 					p.filter.add(k)
 				}

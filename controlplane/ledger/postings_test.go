@@ -269,9 +269,9 @@ func TestKeyIndexReadsDuringFlushes(t *testing.T) {
 func TestMaxBatchFitsWholeWithPendingLists(t *testing.T) {
 	l := newLedger(t, false)
 	lg := &raftLog{t: t}
-	// 7,300 events with 128-byte ids and two distinct 100-byte keys each: close to
+	// 7,000 events with 128-byte ids and two distinct 100-byte keys each: close to
 	// flushIDBytes, flushBytes and (less so) flushKeys at once.
-	const n = 7300
+	const n = 7000
 	var evs []*storev1.AgentEvent
 	for i := range n {
 		ae := agentEvent(uint64(i+1), fmt.Sprintf("%0128d", 1_000_000+i),

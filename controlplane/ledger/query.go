@@ -305,9 +305,30 @@ func (c *postingCursor) seek(target uint64) (uint64, bool) {
 func (c *postingCursor) close()       { c.it.Close() }
 func (c *postingCursor) error() error { return c.err }
 
-// EventByID looks an event up by its id.
+// EventByID looks an event up by its id among every agent's events: ids are unique
+// within one agent's events, so several agents' events may share one; the one with
+// the lowest seq is returned.
 func (l *Ledger) EventByID(id string) (*eventv1.CommittedEvent, bool, error) {
-	k := idKey(id)
+	agents, err := l.Agents()
+	if err != nil {
+		return nil, false, err
+	}
+	var found *eventv1.CommittedEvent
+	for _, a := range agents {
+		ev, ok, err := l.AgentEventByID(a.GetId(), id)
+		if err != nil {
+			return nil, false, err
+		}
+		if ok && (found == nil || ev.GetSeq() < found.GetSeq()) {
+			found = ev
+		}
+	}
+	return found, found != nil, nil
+}
+
+// AgentEventByID looks up the event agent committed with id.
+func (l *Ledger) AgentEventByID(agent, id string) (*eventv1.CommittedEvent, bool, error) {
+	k := idKey(agent, id)
 	if k == nil {
 		return nil, false, nil
 	}

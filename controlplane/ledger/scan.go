@@ -34,15 +34,17 @@ var errInvalidUTF8 = errors.New("string field is not valid UTF-8")
 // shared buffers (strArena) and the key lists share one slice, rather than one
 // allocation each: nine or so per event on every replica were a visible share of the
 // apply path's CPU and garbage.
-func parseIngestBatch(p []byte) (agent string, events []ingestEvent, err error) {
+func parseIngestBatch(p []byte) (hdr batchHeader, events []ingestEvent, err error) {
 	st := &parseState{arena: strArena{size: len(p)/4 + 64}}
-	err = scanFields(p, func(num protowire.Number, typ protowire.Type, v []byte, _ uint64) error {
+	err = scanFields(p, func(num protowire.Number, typ protowire.Type, v []byte, x uint64) error {
 		switch {
 		case num == 1 && typ == protowire.BytesType:
 			if !utf8.Valid(v) {
 				return fmt.Errorf("agent_id: %w", errInvalidUTF8)
 			}
-			agent = string(v)
+			hdr.agent = string(v)
+		case num == 3 && typ == protowire.VarintType:
+			hdr.incarnation = x
 		case num == 2 && typ == protowire.BytesType:
 			ie := ingestEvent{raw: v}
 			if err := ie.parseAgentEvent(st, v); err != nil {
@@ -52,7 +54,13 @@ func parseIngestBatch(p []byte) (agent string, events []ingestEvent, err error) 
 		}
 		return nil
 	})
-	return agent, events, err
+	return hdr, events, err
+}
+
+// batchHeader is an IngestBatch's fields other than its events.
+type batchHeader struct {
+	agent       string
+	incarnation uint64
 }
 
 // parseState is what the events of one batch share while parsed.

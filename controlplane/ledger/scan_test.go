@@ -12,11 +12,11 @@ import (
 )
 
 // FuzzParseIngestBatch holds parseIngestBatch to proto.Unmarshal: whenever the payload
-// decodes as an IngestBatch, the parser sees the same agent, the same events in the
+// decodes as an IngestBatch, the parser sees the same agent and incarnation, the same events in the
 // same order, and the same agent seq, id, type and keys for each, and each raw element
 // decodes to the same AgentEvent.
 func FuzzParseIngestBatch(f *testing.F) {
-	b := &storev1.IngestBatch{AgentId: "a1"}
+	b := &storev1.IngestBatch{AgentId: "a1", Incarnation: 3}
 	for _, ae := range []*storev1.AgentEvent{
 		agentEvent(1, "e1", "sku", "S1", "location", "WH1"),
 		agentEvent(2, "e2"),
@@ -53,13 +53,17 @@ func FuzzParseIngestBatch(f *testing.F) {
 	f.Add([]byte{0x12, 0x03, 0x08, 0x01}) // element longer than the payload
 
 	f.Fuzz(func(t *testing.T, data []byte) {
-		agent, evs, perr := parseIngestBatch(data)
+		hdr, evs, perr := parseIngestBatch(data)
+		agent := hdr.agent
 		var want storev1.IngestBatch
 		if err := proto.Unmarshal(data, &want); err != nil {
 			return // the parser may accept more (it skips the payload) but never less
 		}
 		if perr != nil {
 			t.Fatalf("proto.Unmarshal accepts the payload, parseIngestBatch: %v", perr)
+		}
+		if hdr.incarnation != want.GetIncarnation() {
+			t.Fatalf("incarnation %d, want %d", hdr.incarnation, want.GetIncarnation())
 		}
 		if agent != want.GetAgentId() || len(evs) != len(want.GetEvents()) {
 			t.Fatalf("agent %q with %d events, want %q with %d", agent, len(evs), want.GetAgentId(), len(want.GetEvents()))

@@ -3,6 +3,7 @@ package ledger
 import (
 	"crypto/sha256"
 	"errors"
+	"strings"
 	"testing"
 	"time"
 
@@ -101,16 +102,29 @@ func TestConsumeToken(t *testing.T) {
 
 func timeMinutes(m int64) time.Duration { return time.Duration(m) * time.Minute }
 
-func TestReenrollKeepsAgentCounters(t *testing.T) {
+// TestReenrollNeedsReplace: a token for a name that is enrolled is refused unless it
+// was made to replace it; the replacing enrollment is a new incarnation whose outbox
+// seqs start again (committed seq 0) and keeps the agent's counters.
+func TestReenrollNeedsReplace(t *testing.T) {
 	l := newLedger(t, false)
 	lg := &raftLog{t: t}
 	putToken(t, lg, l, &storev1.PutToken{Id: "t1", SecretSha256: hashOf("s"), AgentName: "dc-east"})
 	consume(t, lg, l, &storev1.ConsumeToken{Id: "t1", SecretSha256: hashOf("s"), At: ts(at(2))})
-	lg.ingest(l, "dc-east", agentEvent(1, "e1"), agentEvent(2, "e2"))
+	lg.apply(l, command(t, storev1.CommandType_COMMAND_TYPE_INGEST_BATCH, &storev1.IngestBatch{
+		AgentId: "dc-east", Incarnation: 1, Events: []*storev1.AgentEvent{agentEvent(1, "e1"), agentEvent(2, "e2")},
+	}))
 	putToken(t, lg, l, &storev1.PutToken{Id: "t2", SecretSha256: hashOf("s"), AgentName: "dc-east"})
-	consume(t, lg, l, &storev1.ConsumeToken{Id: "t2", SecretSha256: hashOf("s"), At: ts(at(5))})
+	res, _ := lg.apply(l, command(t, storev1.CommandType_COMMAND_TYPE_CONSUME_TOKEN, &storev1.ConsumeToken{Id: "t2", SecretSha256: hashOf("s"), At: ts(at(4))})).(*storev1.ConsumeTokenResult)
+	if err := ConsumeTokenError(res); !errors.Is(err, ErrAgentEnrolled) || !strings.Contains(err.Error(), "--replace") {
+		t.Fatalf("re-enrollment without replace = %v, want ErrAgentEnrolled naming --replace", err)
+	}
+	if rec, _, _ := l.Token("t2"); rec.GetUsed() {
+		t.Error("the refused token was used up")
+	}
+	putToken(t, lg, l, &storev1.PutToken{Id: "t3", SecretSha256: hashOf("s"), AgentName: "dc-east", Replace: true})
+	consume(t, lg, l, &storev1.ConsumeToken{Id: "t3", SecretSha256: hashOf("s"), At: ts(at(5))})
 	rec, _, _ := l.Agent("dc-east")
-	want := &storev1.AgentRecord{Id: "dc-east", EnrolledAt: ts(at(5)), CommittedSeq: 2, EventsCommitted: 2}
+	want := &storev1.AgentRecord{Id: "dc-east", EnrolledAt: ts(at(5)), CommittedSeq: 0, EventsCommitted: 2, Incarnation: 2, Replacements: 1}
 	if !proto.Equal(rec, want) {
 		t.Errorf("agent after re-enroll = %v, want %v", rec, want)
 	}

@@ -410,6 +410,9 @@ func decodePEM(data []byte, types ...string) (*pem.Block, error) {
 	return nil, fmt.Errorf("%w: no %q PEM block found", ErrInvalidPEM, types[0])
 }
 
+// ParseCertPEM parses one PEM certificate.
+func ParseCertPEM(data []byte) (*x509.Certificate, error) { return parseCertPEM(data) }
+
 func parseCertPEM(data []byte) (*x509.Certificate, error) {
 	b, err := decodePEM(data, pemCertificate)
 	if err != nil {

@@ -40,6 +40,10 @@ const (
 // ErrInvalid is wrapped by every validation error.
 var ErrInvalid = errors.New("invalid event")
 
+// ErrIDConflict means an event carries an id that was published before with other
+// content (Differs). It wraps ErrInvalid.
+var ErrIDConflict = fmt.Errorf("%w: id conflict", ErrInvalid)
+
 // TypeOf names the type implied by ev's payload, "" when it has none.
 func TypeOf(ev *eventv1.Event) string {
 	switch ev.GetPayload().(type) {

@@ -84,7 +84,11 @@ type CreateTokenRequest struct {
 	// Lifetime; 15 minutes when unset, at most 24 hours.
 	Ttl *durationpb.Duration `protobuf:"bytes,2,opt,name=ttl,proto3" json:"ttl,omitempty"`
 	// When set, the enrolling agent gets exactly this id.
-	AgentName     string `protobuf:"bytes,3,opt,name=agent_name,json=agentName,proto3" json:"agent_name,omitempty"`
+	AgentName string `protobuf:"bytes,3,opt,name=agent_name,json=agentName,proto3" json:"agent_name,omitempty"`
+	// Let the token enroll agent_name although it is enrolled already (or revoked): the
+	// enrollment starts a new incarnation with its own outbox seq space and retires the
+	// old one. Without it, enrolling an enrolled name is refused.
+	Replace       bool `protobuf:"varint,4,opt,name=replace,proto3" json:"replace,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -138,6 +142,13 @@ func (x *CreateTokenRequest) GetAgentName() string {
 		return x.AgentName
 	}
 	return ""
+}
+
+func (x *CreateTokenRequest) GetReplace() bool {
+	if x != nil {
+		return x.Replace
+	}
+	return false
 }
 
 type CreateTokenResponse struct {
@@ -291,12 +302,26 @@ type Agent struct {
 	Duplicates      uint64 `protobuf:"varint,5,opt,name=duplicates,proto3" json:"duplicates,omitempty"`
 	Connected       bool   `protobuf:"varint,6,opt,name=connected,proto3" json:"connected,omitempty"`
 	// "h3" or "h2" while connected.
-	Transport     string                 `protobuf:"bytes,7,opt,name=transport,proto3" json:"transport,omitempty"`
-	RemoteAddr    string                 `protobuf:"bytes,8,opt,name=remote_addr,json=remoteAddr,proto3" json:"remote_addr,omitempty"`
-	NodeId        string                 `protobuf:"bytes,9,opt,name=node_id,json=nodeId,proto3" json:"node_id,omitempty"`
-	LastSeen      *timestamppb.Timestamp `protobuf:"bytes,10,opt,name=last_seen,json=lastSeen,proto3" json:"last_seen,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	Transport  string                 `protobuf:"bytes,7,opt,name=transport,proto3" json:"transport,omitempty"`
+	RemoteAddr string                 `protobuf:"bytes,8,opt,name=remote_addr,json=remoteAddr,proto3" json:"remote_addr,omitempty"`
+	NodeId     string                 `protobuf:"bytes,9,opt,name=node_id,json=nodeId,proto3" json:"node_id,omitempty"`
+	LastSeen   *timestamppb.Timestamp `protobuf:"bytes,10,opt,name=last_seen,json=lastSeen,proto3" json:"last_seen,omitempty"`
+	// Starts at 1; +1 for every enrollment that replaced the agent (token --replace).
+	Incarnation   uint64                 `protobuf:"varint,11,opt,name=incarnation,proto3" json:"incarnation,omitempty"`
+	Revoked       bool                   `protobuf:"varint,12,opt,name=revoked,proto3" json:"revoked,omitempty"`
+	RevokedAt     *timestamppb.Timestamp `protobuf:"bytes,13,opt,name=revoked_at,json=revokedAt,proto3" json:"revoked_at,omitempty"`
+	RevokedReason string                 `protobuf:"bytes,14,opt,name=revoked_reason,json=revokedReason,proto3" json:"revoked_reason,omitempty"`
+	// Expiry of the newest certificate issued to the agent (unknown for agents enrolled
+	// before this was recorded).
+	CertNotAfter *timestamppb.Timestamp `protobuf:"bytes,15,opt,name=cert_not_after,json=certNotAfter,proto3" json:"cert_not_after,omitempty"`
+	// Events not committed because their id was committed before with other content.
+	Conflicts uint64 `protobuf:"varint,16,opt,name=conflicts,proto3" json:"conflicts,omitempty"`
+	// The newest conflicts, oldest first.
+	RecentConflicts []*IdConflict `protobuf:"bytes,17,rep,name=recent_conflicts,json=recentConflicts,proto3" json:"recent_conflicts,omitempty"`
+	// The outbox instance the incarnation is bound to.
+	OutboxInstance string `protobuf:"bytes,18,opt,name=outbox_instance,json=outboxInstance,proto3" json:"outbox_instance,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
 }
 
 func (x *Agent) Reset() {
@@ -399,6 +424,252 @@ func (x *Agent) GetLastSeen() *timestamppb.Timestamp {
 	return nil
 }
 
+func (x *Agent) GetIncarnation() uint64 {
+	if x != nil {
+		return x.Incarnation
+	}
+	return 0
+}
+
+func (x *Agent) GetRevoked() bool {
+	if x != nil {
+		return x.Revoked
+	}
+	return false
+}
+
+func (x *Agent) GetRevokedAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.RevokedAt
+	}
+	return nil
+}
+
+func (x *Agent) GetRevokedReason() string {
+	if x != nil {
+		return x.RevokedReason
+	}
+	return ""
+}
+
+func (x *Agent) GetCertNotAfter() *timestamppb.Timestamp {
+	if x != nil {
+		return x.CertNotAfter
+	}
+	return nil
+}
+
+func (x *Agent) GetConflicts() uint64 {
+	if x != nil {
+		return x.Conflicts
+	}
+	return 0
+}
+
+func (x *Agent) GetRecentConflicts() []*IdConflict {
+	if x != nil {
+		return x.RecentConflicts
+	}
+	return nil
+}
+
+func (x *Agent) GetOutboxInstance() string {
+	if x != nil {
+		return x.OutboxInstance
+	}
+	return ""
+}
+
+// IdConflict is an event the control plane did not commit: its agent had committed the
+// same id with other content before.
+type IdConflict struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Id            string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	AgentSeq      uint64                 `protobuf:"varint,2,opt,name=agent_seq,json=agentSeq,proto3" json:"agent_seq,omitempty"`
+	Connector     string                 `protobuf:"bytes,3,opt,name=connector,proto3" json:"connector,omitempty"`
+	Position      string                 `protobuf:"bytes,4,opt,name=position,proto3" json:"position,omitempty"`
+	ExistingSeq   uint64                 `protobuf:"varint,5,opt,name=existing_seq,json=existingSeq,proto3" json:"existing_seq,omitempty"`
+	Differs       string                 `protobuf:"bytes,6,opt,name=differs,proto3" json:"differs,omitempty"`
+	At            *timestamppb.Timestamp `protobuf:"bytes,7,opt,name=at,proto3" json:"at,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *IdConflict) Reset() {
+	*x = IdConflict{}
+	mi := &file_crossdock_admin_v1_admin_proto_msgTypes[5]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *IdConflict) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*IdConflict) ProtoMessage() {}
+
+func (x *IdConflict) ProtoReflect() protoreflect.Message {
+	mi := &file_crossdock_admin_v1_admin_proto_msgTypes[5]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use IdConflict.ProtoReflect.Descriptor instead.
+func (*IdConflict) Descriptor() ([]byte, []int) {
+	return file_crossdock_admin_v1_admin_proto_rawDescGZIP(), []int{5}
+}
+
+func (x *IdConflict) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+func (x *IdConflict) GetAgentSeq() uint64 {
+	if x != nil {
+		return x.AgentSeq
+	}
+	return 0
+}
+
+func (x *IdConflict) GetConnector() string {
+	if x != nil {
+		return x.Connector
+	}
+	return ""
+}
+
+func (x *IdConflict) GetPosition() string {
+	if x != nil {
+		return x.Position
+	}
+	return ""
+}
+
+func (x *IdConflict) GetExistingSeq() uint64 {
+	if x != nil {
+		return x.ExistingSeq
+	}
+	return 0
+}
+
+func (x *IdConflict) GetDiffers() string {
+	if x != nil {
+		return x.Differs
+	}
+	return ""
+}
+
+func (x *IdConflict) GetAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.At
+	}
+	return nil
+}
+
+type RevokeAgentRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Id            string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	Reason        string                 `protobuf:"bytes,2,opt,name=reason,proto3" json:"reason,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RevokeAgentRequest) Reset() {
+	*x = RevokeAgentRequest{}
+	mi := &file_crossdock_admin_v1_admin_proto_msgTypes[6]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RevokeAgentRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RevokeAgentRequest) ProtoMessage() {}
+
+func (x *RevokeAgentRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_crossdock_admin_v1_admin_proto_msgTypes[6]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RevokeAgentRequest.ProtoReflect.Descriptor instead.
+func (*RevokeAgentRequest) Descriptor() ([]byte, []int) {
+	return file_crossdock_admin_v1_admin_proto_rawDescGZIP(), []int{6}
+}
+
+func (x *RevokeAgentRequest) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+func (x *RevokeAgentRequest) GetReason() string {
+	if x != nil {
+		return x.Reason
+	}
+	return ""
+}
+
+type RevokeAgentResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Agent         *Agent                 `protobuf:"bytes,1,opt,name=agent,proto3" json:"agent,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RevokeAgentResponse) Reset() {
+	*x = RevokeAgentResponse{}
+	mi := &file_crossdock_admin_v1_admin_proto_msgTypes[7]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RevokeAgentResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RevokeAgentResponse) ProtoMessage() {}
+
+func (x *RevokeAgentResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_crossdock_admin_v1_admin_proto_msgTypes[7]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RevokeAgentResponse.ProtoReflect.Descriptor instead.
+func (*RevokeAgentResponse) Descriptor() ([]byte, []int) {
+	return file_crossdock_admin_v1_admin_proto_rawDescGZIP(), []int{7}
+}
+
+func (x *RevokeAgentResponse) GetAgent() *Agent {
+	if x != nil {
+		return x.Agent
+	}
+	return nil
+}
+
 type DescribeAgentRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Id            string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
@@ -408,7 +679,7 @@ type DescribeAgentRequest struct {
 
 func (x *DescribeAgentRequest) Reset() {
 	*x = DescribeAgentRequest{}
-	mi := &file_crossdock_admin_v1_admin_proto_msgTypes[5]
+	mi := &file_crossdock_admin_v1_admin_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -420,7 +691,7 @@ func (x *DescribeAgentRequest) String() string {
 func (*DescribeAgentRequest) ProtoMessage() {}
 
 func (x *DescribeAgentRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_crossdock_admin_v1_admin_proto_msgTypes[5]
+	mi := &file_crossdock_admin_v1_admin_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -433,7 +704,7 @@ func (x *DescribeAgentRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DescribeAgentRequest.ProtoReflect.Descriptor instead.
 func (*DescribeAgentRequest) Descriptor() ([]byte, []int) {
-	return file_crossdock_admin_v1_admin_proto_rawDescGZIP(), []int{5}
+	return file_crossdock_admin_v1_admin_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *DescribeAgentRequest) GetId() string {
@@ -456,7 +727,7 @@ type DescribeAgentResponse struct {
 
 func (x *DescribeAgentResponse) Reset() {
 	*x = DescribeAgentResponse{}
-	mi := &file_crossdock_admin_v1_admin_proto_msgTypes[6]
+	mi := &file_crossdock_admin_v1_admin_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -468,7 +739,7 @@ func (x *DescribeAgentResponse) String() string {
 func (*DescribeAgentResponse) ProtoMessage() {}
 
 func (x *DescribeAgentResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_crossdock_admin_v1_admin_proto_msgTypes[6]
+	mi := &file_crossdock_admin_v1_admin_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -481,7 +752,7 @@ func (x *DescribeAgentResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DescribeAgentResponse.ProtoReflect.Descriptor instead.
 func (*DescribeAgentResponse) Descriptor() ([]byte, []int) {
-	return file_crossdock_admin_v1_admin_proto_rawDescGZIP(), []int{6}
+	return file_crossdock_admin_v1_admin_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *DescribeAgentResponse) GetAgent() *Agent {
@@ -521,7 +792,7 @@ type ListEventsRequest struct {
 
 func (x *ListEventsRequest) Reset() {
 	*x = ListEventsRequest{}
-	mi := &file_crossdock_admin_v1_admin_proto_msgTypes[7]
+	mi := &file_crossdock_admin_v1_admin_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -533,7 +804,7 @@ func (x *ListEventsRequest) String() string {
 func (*ListEventsRequest) ProtoMessage() {}
 
 func (x *ListEventsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_crossdock_admin_v1_admin_proto_msgTypes[7]
+	mi := &file_crossdock_admin_v1_admin_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -546,7 +817,7 @@ func (x *ListEventsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListEventsRequest.ProtoReflect.Descriptor instead.
 func (*ListEventsRequest) Descriptor() ([]byte, []int) {
-	return file_crossdock_admin_v1_admin_proto_rawDescGZIP(), []int{7}
+	return file_crossdock_admin_v1_admin_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *ListEventsRequest) GetType() string {
@@ -590,7 +861,7 @@ type ListEventsResponse struct {
 
 func (x *ListEventsResponse) Reset() {
 	*x = ListEventsResponse{}
-	mi := &file_crossdock_admin_v1_admin_proto_msgTypes[8]
+	mi := &file_crossdock_admin_v1_admin_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -602,7 +873,7 @@ func (x *ListEventsResponse) String() string {
 func (*ListEventsResponse) ProtoMessage() {}
 
 func (x *ListEventsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_crossdock_admin_v1_admin_proto_msgTypes[8]
+	mi := &file_crossdock_admin_v1_admin_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -615,7 +886,7 @@ func (x *ListEventsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListEventsResponse.ProtoReflect.Descriptor instead.
 func (*ListEventsResponse) Descriptor() ([]byte, []int) {
-	return file_crossdock_admin_v1_admin_proto_rawDescGZIP(), []int{8}
+	return file_crossdock_admin_v1_admin_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *ListEventsResponse) GetEvents() []*v11.CommittedEvent {
@@ -651,7 +922,7 @@ type TailEventsRequest struct {
 
 func (x *TailEventsRequest) Reset() {
 	*x = TailEventsRequest{}
-	mi := &file_crossdock_admin_v1_admin_proto_msgTypes[9]
+	mi := &file_crossdock_admin_v1_admin_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -663,7 +934,7 @@ func (x *TailEventsRequest) String() string {
 func (*TailEventsRequest) ProtoMessage() {}
 
 func (x *TailEventsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_crossdock_admin_v1_admin_proto_msgTypes[9]
+	mi := &file_crossdock_admin_v1_admin_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -676,7 +947,7 @@ func (x *TailEventsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TailEventsRequest.ProtoReflect.Descriptor instead.
 func (*TailEventsRequest) Descriptor() ([]byte, []int) {
-	return file_crossdock_admin_v1_admin_proto_rawDescGZIP(), []int{9}
+	return file_crossdock_admin_v1_admin_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *TailEventsRequest) GetType() string {
@@ -709,7 +980,7 @@ type TailEventsResponse struct {
 
 func (x *TailEventsResponse) Reset() {
 	*x = TailEventsResponse{}
-	mi := &file_crossdock_admin_v1_admin_proto_msgTypes[10]
+	mi := &file_crossdock_admin_v1_admin_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -721,7 +992,7 @@ func (x *TailEventsResponse) String() string {
 func (*TailEventsResponse) ProtoMessage() {}
 
 func (x *TailEventsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_crossdock_admin_v1_admin_proto_msgTypes[10]
+	mi := &file_crossdock_admin_v1_admin_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -734,7 +1005,7 @@ func (x *TailEventsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TailEventsResponse.ProtoReflect.Descriptor instead.
 func (*TailEventsResponse) Descriptor() ([]byte, []int) {
-	return file_crossdock_admin_v1_admin_proto_rawDescGZIP(), []int{10}
+	return file_crossdock_admin_v1_admin_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *TailEventsResponse) GetEvent() *v11.CommittedEvent {
@@ -752,7 +1023,7 @@ type SaveSnapshotRequest struct {
 
 func (x *SaveSnapshotRequest) Reset() {
 	*x = SaveSnapshotRequest{}
-	mi := &file_crossdock_admin_v1_admin_proto_msgTypes[11]
+	mi := &file_crossdock_admin_v1_admin_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -764,7 +1035,7 @@ func (x *SaveSnapshotRequest) String() string {
 func (*SaveSnapshotRequest) ProtoMessage() {}
 
 func (x *SaveSnapshotRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_crossdock_admin_v1_admin_proto_msgTypes[11]
+	mi := &file_crossdock_admin_v1_admin_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -777,7 +1048,7 @@ func (x *SaveSnapshotRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SaveSnapshotRequest.ProtoReflect.Descriptor instead.
 func (*SaveSnapshotRequest) Descriptor() ([]byte, []int) {
-	return file_crossdock_admin_v1_admin_proto_rawDescGZIP(), []int{11}
+	return file_crossdock_admin_v1_admin_proto_rawDescGZIP(), []int{14}
 }
 
 type SaveSnapshotResponse struct {
@@ -793,7 +1064,7 @@ type SaveSnapshotResponse struct {
 
 func (x *SaveSnapshotResponse) Reset() {
 	*x = SaveSnapshotResponse{}
-	mi := &file_crossdock_admin_v1_admin_proto_msgTypes[12]
+	mi := &file_crossdock_admin_v1_admin_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -805,7 +1076,7 @@ func (x *SaveSnapshotResponse) String() string {
 func (*SaveSnapshotResponse) ProtoMessage() {}
 
 func (x *SaveSnapshotResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_crossdock_admin_v1_admin_proto_msgTypes[12]
+	mi := &file_crossdock_admin_v1_admin_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -818,7 +1089,7 @@ func (x *SaveSnapshotResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SaveSnapshotResponse.ProtoReflect.Descriptor instead.
 func (*SaveSnapshotResponse) Descriptor() ([]byte, []int) {
-	return file_crossdock_admin_v1_admin_proto_rawDescGZIP(), []int{12}
+	return file_crossdock_admin_v1_admin_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *SaveSnapshotResponse) GetChunk() []byte {
@@ -851,7 +1122,7 @@ type RestoreSnapshotRequest struct {
 
 func (x *RestoreSnapshotRequest) Reset() {
 	*x = RestoreSnapshotRequest{}
-	mi := &file_crossdock_admin_v1_admin_proto_msgTypes[13]
+	mi := &file_crossdock_admin_v1_admin_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -863,7 +1134,7 @@ func (x *RestoreSnapshotRequest) String() string {
 func (*RestoreSnapshotRequest) ProtoMessage() {}
 
 func (x *RestoreSnapshotRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_crossdock_admin_v1_admin_proto_msgTypes[13]
+	mi := &file_crossdock_admin_v1_admin_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -876,7 +1147,7 @@ func (x *RestoreSnapshotRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RestoreSnapshotRequest.ProtoReflect.Descriptor instead.
 func (*RestoreSnapshotRequest) Descriptor() ([]byte, []int) {
-	return file_crossdock_admin_v1_admin_proto_rawDescGZIP(), []int{13}
+	return file_crossdock_admin_v1_admin_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *RestoreSnapshotRequest) GetChunk() []byte {
@@ -896,7 +1167,7 @@ type RestoreSnapshotResponse struct {
 
 func (x *RestoreSnapshotResponse) Reset() {
 	*x = RestoreSnapshotResponse{}
-	mi := &file_crossdock_admin_v1_admin_proto_msgTypes[14]
+	mi := &file_crossdock_admin_v1_admin_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -908,7 +1179,7 @@ func (x *RestoreSnapshotResponse) String() string {
 func (*RestoreSnapshotResponse) ProtoMessage() {}
 
 func (x *RestoreSnapshotResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_crossdock_admin_v1_admin_proto_msgTypes[14]
+	mi := &file_crossdock_admin_v1_admin_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -921,7 +1192,7 @@ func (x *RestoreSnapshotResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RestoreSnapshotResponse.ProtoReflect.Descriptor instead.
 func (*RestoreSnapshotResponse) Descriptor() ([]byte, []int) {
-	return file_crossdock_admin_v1_admin_proto_rawDescGZIP(), []int{14}
+	return file_crossdock_admin_v1_admin_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *RestoreSnapshotResponse) GetIndex() uint64 {
@@ -946,7 +1217,7 @@ type GetClusterStatusRequest struct {
 
 func (x *GetClusterStatusRequest) Reset() {
 	*x = GetClusterStatusRequest{}
-	mi := &file_crossdock_admin_v1_admin_proto_msgTypes[15]
+	mi := &file_crossdock_admin_v1_admin_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -958,7 +1229,7 @@ func (x *GetClusterStatusRequest) String() string {
 func (*GetClusterStatusRequest) ProtoMessage() {}
 
 func (x *GetClusterStatusRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_crossdock_admin_v1_admin_proto_msgTypes[15]
+	mi := &file_crossdock_admin_v1_admin_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -971,7 +1242,7 @@ func (x *GetClusterStatusRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetClusterStatusRequest.ProtoReflect.Descriptor instead.
 func (*GetClusterStatusRequest) Descriptor() ([]byte, []int) {
-	return file_crossdock_admin_v1_admin_proto_rawDescGZIP(), []int{15}
+	return file_crossdock_admin_v1_admin_proto_rawDescGZIP(), []int{18}
 }
 
 type GetClusterStatusResponse struct {
@@ -985,7 +1256,7 @@ type GetClusterStatusResponse struct {
 
 func (x *GetClusterStatusResponse) Reset() {
 	*x = GetClusterStatusResponse{}
-	mi := &file_crossdock_admin_v1_admin_proto_msgTypes[16]
+	mi := &file_crossdock_admin_v1_admin_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -997,7 +1268,7 @@ func (x *GetClusterStatusResponse) String() string {
 func (*GetClusterStatusResponse) ProtoMessage() {}
 
 func (x *GetClusterStatusResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_crossdock_admin_v1_admin_proto_msgTypes[16]
+	mi := &file_crossdock_admin_v1_admin_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1010,7 +1281,7 @@ func (x *GetClusterStatusResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetClusterStatusResponse.ProtoReflect.Descriptor instead.
 func (*GetClusterStatusResponse) Descriptor() ([]byte, []int) {
-	return file_crossdock_admin_v1_admin_proto_rawDescGZIP(), []int{16}
+	return file_crossdock_admin_v1_admin_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *GetClusterStatusResponse) GetLeaderId() string {
@@ -1051,7 +1322,7 @@ type Peer struct {
 
 func (x *Peer) Reset() {
 	*x = Peer{}
-	mi := &file_crossdock_admin_v1_admin_proto_msgTypes[17]
+	mi := &file_crossdock_admin_v1_admin_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1063,7 +1334,7 @@ func (x *Peer) String() string {
 func (*Peer) ProtoMessage() {}
 
 func (x *Peer) ProtoReflect() protoreflect.Message {
-	mi := &file_crossdock_admin_v1_admin_proto_msgTypes[17]
+	mi := &file_crossdock_admin_v1_admin_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1076,7 +1347,7 @@ func (x *Peer) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Peer.ProtoReflect.Descriptor instead.
 func (*Peer) Descriptor() ([]byte, []int) {
-	return file_crossdock_admin_v1_admin_proto_rawDescGZIP(), []int{17}
+	return file_crossdock_admin_v1_admin_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *Peer) GetId() string {
@@ -1130,7 +1401,7 @@ type RemovePeerRequest struct {
 
 func (x *RemovePeerRequest) Reset() {
 	*x = RemovePeerRequest{}
-	mi := &file_crossdock_admin_v1_admin_proto_msgTypes[18]
+	mi := &file_crossdock_admin_v1_admin_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1142,7 +1413,7 @@ func (x *RemovePeerRequest) String() string {
 func (*RemovePeerRequest) ProtoMessage() {}
 
 func (x *RemovePeerRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_crossdock_admin_v1_admin_proto_msgTypes[18]
+	mi := &file_crossdock_admin_v1_admin_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1155,7 +1426,7 @@ func (x *RemovePeerRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RemovePeerRequest.ProtoReflect.Descriptor instead.
 func (*RemovePeerRequest) Descriptor() ([]byte, []int) {
-	return file_crossdock_admin_v1_admin_proto_rawDescGZIP(), []int{18}
+	return file_crossdock_admin_v1_admin_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *RemovePeerRequest) GetId() string {
@@ -1173,7 +1444,7 @@ type RemovePeerResponse struct {
 
 func (x *RemovePeerResponse) Reset() {
 	*x = RemovePeerResponse{}
-	mi := &file_crossdock_admin_v1_admin_proto_msgTypes[19]
+	mi := &file_crossdock_admin_v1_admin_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1185,7 +1456,7 @@ func (x *RemovePeerResponse) String() string {
 func (*RemovePeerResponse) ProtoMessage() {}
 
 func (x *RemovePeerResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_crossdock_admin_v1_admin_proto_msgTypes[19]
+	mi := &file_crossdock_admin_v1_admin_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1198,19 +1469,20 @@ func (x *RemovePeerResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RemovePeerResponse.ProtoReflect.Descriptor instead.
 func (*RemovePeerResponse) Descriptor() ([]byte, []int) {
-	return file_crossdock_admin_v1_admin_proto_rawDescGZIP(), []int{19}
+	return file_crossdock_admin_v1_admin_proto_rawDescGZIP(), []int{22}
 }
 
 var File_crossdock_admin_v1_admin_proto protoreflect.FileDescriptor
 
 const file_crossdock_admin_v1_admin_proto_rawDesc = "" +
 	"\n" +
-	"\x1ecrossdock/admin/v1/admin.proto\x12\x12crossdock.admin.v1\x1a\x1ecrossdock/agent/v1/agent.proto\x1a\x1ecrossdock/event/v1/event.proto\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\x93\x01\n" +
+	"\x1ecrossdock/admin/v1/admin.proto\x12\x12crossdock.admin.v1\x1a\x1ecrossdock/agent/v1/agent.proto\x1a\x1ecrossdock/event/v1/event.proto\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xad\x01\n" +
 	"\x12CreateTokenRequest\x121\n" +
 	"\x04kind\x18\x01 \x01(\x0e2\x1d.crossdock.admin.v1.TokenKindR\x04kind\x12+\n" +
 	"\x03ttl\x18\x02 \x01(\v2\x19.google.protobuf.DurationR\x03ttl\x12\x1d\n" +
 	"\n" +
-	"agent_name\x18\x03 \x01(\tR\tagentName\"\x81\x01\n" +
+	"agent_name\x18\x03 \x01(\tR\tagentName\x12\x18\n" +
+	"\areplace\x18\x04 \x01(\bR\areplace\"\x81\x01\n" +
 	"\x13CreateTokenResponse\x12\x14\n" +
 	"\x05token\x18\x01 \x01(\tR\x05token\x12\x19\n" +
 	"\btoken_id\x18\x02 \x01(\tR\atokenId\x129\n" +
@@ -1218,7 +1490,7 @@ const file_crossdock_admin_v1_admin_proto_rawDesc = "" +
 	"expires_at\x18\x03 \x01(\v2\x1a.google.protobuf.TimestampR\texpiresAt\"\x13\n" +
 	"\x11ListAgentsRequest\"G\n" +
 	"\x12ListAgentsResponse\x121\n" +
-	"\x06agents\x18\x01 \x03(\v2\x19.crossdock.admin.v1.AgentR\x06agents\"\xf3\x02\n" +
+	"\x06agents\x18\x01 \x03(\v2\x19.crossdock.admin.v1.AgentR\x06agents\"\xe5\x05\n" +
 	"\x05Agent\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12;\n" +
 	"\venrolled_at\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampR\n" +
@@ -1234,7 +1506,30 @@ const file_crossdock_admin_v1_admin_proto_rawDesc = "" +
 	"remoteAddr\x12\x17\n" +
 	"\anode_id\x18\t \x01(\tR\x06nodeId\x127\n" +
 	"\tlast_seen\x18\n" +
-	" \x01(\v2\x1a.google.protobuf.TimestampR\blastSeen\"&\n" +
+	" \x01(\v2\x1a.google.protobuf.TimestampR\blastSeen\x12 \n" +
+	"\vincarnation\x18\v \x01(\x04R\vincarnation\x12\x18\n" +
+	"\arevoked\x18\f \x01(\bR\arevoked\x129\n" +
+	"\n" +
+	"revoked_at\x18\r \x01(\v2\x1a.google.protobuf.TimestampR\trevokedAt\x12%\n" +
+	"\x0erevoked_reason\x18\x0e \x01(\tR\rrevokedReason\x12@\n" +
+	"\x0ecert_not_after\x18\x0f \x01(\v2\x1a.google.protobuf.TimestampR\fcertNotAfter\x12\x1c\n" +
+	"\tconflicts\x18\x10 \x01(\x04R\tconflicts\x12I\n" +
+	"\x10recent_conflicts\x18\x11 \x03(\v2\x1e.crossdock.admin.v1.IdConflictR\x0frecentConflicts\x12'\n" +
+	"\x0foutbox_instance\x18\x12 \x01(\tR\x0eoutboxInstance\"\xdc\x01\n" +
+	"\n" +
+	"IdConflict\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id\x12\x1b\n" +
+	"\tagent_seq\x18\x02 \x01(\x04R\bagentSeq\x12\x1c\n" +
+	"\tconnector\x18\x03 \x01(\tR\tconnector\x12\x1a\n" +
+	"\bposition\x18\x04 \x01(\tR\bposition\x12!\n" +
+	"\fexisting_seq\x18\x05 \x01(\x04R\vexistingSeq\x12\x18\n" +
+	"\adiffers\x18\x06 \x01(\tR\adiffers\x12*\n" +
+	"\x02at\x18\a \x01(\v2\x1a.google.protobuf.TimestampR\x02at\"<\n" +
+	"\x12RevokeAgentRequest\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id\x12\x16\n" +
+	"\x06reason\x18\x02 \x01(\tR\x06reason\"F\n" +
+	"\x13RevokeAgentResponse\x12/\n" +
+	"\x05agent\x18\x01 \x01(\v2\x19.crossdock.admin.v1.AgentR\x05agent\"&\n" +
 	"\x14DescribeAgentRequest\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\"\xdf\x01\n" +
 	"\x15DescribeAgentResponse\x12/\n" +
@@ -1294,7 +1589,7 @@ const file_crossdock_admin_v1_admin_proto_rawDesc = "" +
 	"\tTokenKind\x12\x1a\n" +
 	"\x16TOKEN_KIND_UNSPECIFIED\x10\x00\x12\x14\n" +
 	"\x10TOKEN_KIND_AGENT\x10\x01\x12\x15\n" +
-	"\x11TOKEN_KIND_SERVER\x10\x022\x8c\a\n" +
+	"\x11TOKEN_KIND_SERVER\x10\x022\xec\a\n" +
 	"\fAdminService\x12^\n" +
 	"\vCreateToken\x12&.crossdock.admin.v1.CreateTokenRequest\x1a'.crossdock.admin.v1.CreateTokenResponse\x12[\n" +
 	"\n" +
@@ -1308,7 +1603,8 @@ const file_crossdock_admin_v1_admin_proto_rawDesc = "" +
 	"\x0fRestoreSnapshot\x12*.crossdock.admin.v1.RestoreSnapshotRequest\x1a+.crossdock.admin.v1.RestoreSnapshotResponse(\x01\x12m\n" +
 	"\x10GetClusterStatus\x12+.crossdock.admin.v1.GetClusterStatusRequest\x1a,.crossdock.admin.v1.GetClusterStatusResponse\x12[\n" +
 	"\n" +
-	"RemovePeer\x12%.crossdock.admin.v1.RemovePeerRequest\x1a&.crossdock.admin.v1.RemovePeerResponseBEZCgithub.com/crossdock/crossdock/proto/gen/crossdock/admin/v1;adminv1b\x06proto3"
+	"RemovePeer\x12%.crossdock.admin.v1.RemovePeerRequest\x1a&.crossdock.admin.v1.RemovePeerResponse\x12^\n" +
+	"\vRevokeAgent\x12&.crossdock.admin.v1.RevokeAgentRequest\x1a'.crossdock.admin.v1.RevokeAgentResponseBEZCgithub.com/crossdock/crossdock/proto/gen/crossdock/admin/v1;adminv1b\x06proto3"
 
 var (
 	file_crossdock_admin_v1_admin_proto_rawDescOnce sync.Once
@@ -1323,7 +1619,7 @@ func file_crossdock_admin_v1_admin_proto_rawDescGZIP() []byte {
 }
 
 var file_crossdock_admin_v1_admin_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_crossdock_admin_v1_admin_proto_msgTypes = make([]protoimpl.MessageInfo, 22)
+var file_crossdock_admin_v1_admin_proto_msgTypes = make([]protoimpl.MessageInfo, 25)
 var file_crossdock_admin_v1_admin_proto_goTypes = []any{
 	(TokenKind)(0),                   // 0: crossdock.admin.v1.TokenKind
 	(*CreateTokenRequest)(nil),       // 1: crossdock.admin.v1.CreateTokenRequest
@@ -1331,67 +1627,77 @@ var file_crossdock_admin_v1_admin_proto_goTypes = []any{
 	(*ListAgentsRequest)(nil),        // 3: crossdock.admin.v1.ListAgentsRequest
 	(*ListAgentsResponse)(nil),       // 4: crossdock.admin.v1.ListAgentsResponse
 	(*Agent)(nil),                    // 5: crossdock.admin.v1.Agent
-	(*DescribeAgentRequest)(nil),     // 6: crossdock.admin.v1.DescribeAgentRequest
-	(*DescribeAgentResponse)(nil),    // 7: crossdock.admin.v1.DescribeAgentResponse
-	(*ListEventsRequest)(nil),        // 8: crossdock.admin.v1.ListEventsRequest
-	(*ListEventsResponse)(nil),       // 9: crossdock.admin.v1.ListEventsResponse
-	(*TailEventsRequest)(nil),        // 10: crossdock.admin.v1.TailEventsRequest
-	(*TailEventsResponse)(nil),       // 11: crossdock.admin.v1.TailEventsResponse
-	(*SaveSnapshotRequest)(nil),      // 12: crossdock.admin.v1.SaveSnapshotRequest
-	(*SaveSnapshotResponse)(nil),     // 13: crossdock.admin.v1.SaveSnapshotResponse
-	(*RestoreSnapshotRequest)(nil),   // 14: crossdock.admin.v1.RestoreSnapshotRequest
-	(*RestoreSnapshotResponse)(nil),  // 15: crossdock.admin.v1.RestoreSnapshotResponse
-	(*GetClusterStatusRequest)(nil),  // 16: crossdock.admin.v1.GetClusterStatusRequest
-	(*GetClusterStatusResponse)(nil), // 17: crossdock.admin.v1.GetClusterStatusResponse
-	(*Peer)(nil),                     // 18: crossdock.admin.v1.Peer
-	(*RemovePeerRequest)(nil),        // 19: crossdock.admin.v1.RemovePeerRequest
-	(*RemovePeerResponse)(nil),       // 20: crossdock.admin.v1.RemovePeerResponse
-	nil,                              // 21: crossdock.admin.v1.ListEventsRequest.KeysEntry
-	nil,                              // 22: crossdock.admin.v1.TailEventsRequest.KeysEntry
-	(*durationpb.Duration)(nil),      // 23: google.protobuf.Duration
-	(*timestamppb.Timestamp)(nil),    // 24: google.protobuf.Timestamp
-	(*v1.ConnectorStatus)(nil),       // 25: crossdock.agent.v1.ConnectorStatus
-	(*v11.CommittedEvent)(nil),       // 26: crossdock.event.v1.CommittedEvent
+	(*IdConflict)(nil),               // 6: crossdock.admin.v1.IdConflict
+	(*RevokeAgentRequest)(nil),       // 7: crossdock.admin.v1.RevokeAgentRequest
+	(*RevokeAgentResponse)(nil),      // 8: crossdock.admin.v1.RevokeAgentResponse
+	(*DescribeAgentRequest)(nil),     // 9: crossdock.admin.v1.DescribeAgentRequest
+	(*DescribeAgentResponse)(nil),    // 10: crossdock.admin.v1.DescribeAgentResponse
+	(*ListEventsRequest)(nil),        // 11: crossdock.admin.v1.ListEventsRequest
+	(*ListEventsResponse)(nil),       // 12: crossdock.admin.v1.ListEventsResponse
+	(*TailEventsRequest)(nil),        // 13: crossdock.admin.v1.TailEventsRequest
+	(*TailEventsResponse)(nil),       // 14: crossdock.admin.v1.TailEventsResponse
+	(*SaveSnapshotRequest)(nil),      // 15: crossdock.admin.v1.SaveSnapshotRequest
+	(*SaveSnapshotResponse)(nil),     // 16: crossdock.admin.v1.SaveSnapshotResponse
+	(*RestoreSnapshotRequest)(nil),   // 17: crossdock.admin.v1.RestoreSnapshotRequest
+	(*RestoreSnapshotResponse)(nil),  // 18: crossdock.admin.v1.RestoreSnapshotResponse
+	(*GetClusterStatusRequest)(nil),  // 19: crossdock.admin.v1.GetClusterStatusRequest
+	(*GetClusterStatusResponse)(nil), // 20: crossdock.admin.v1.GetClusterStatusResponse
+	(*Peer)(nil),                     // 21: crossdock.admin.v1.Peer
+	(*RemovePeerRequest)(nil),        // 22: crossdock.admin.v1.RemovePeerRequest
+	(*RemovePeerResponse)(nil),       // 23: crossdock.admin.v1.RemovePeerResponse
+	nil,                              // 24: crossdock.admin.v1.ListEventsRequest.KeysEntry
+	nil,                              // 25: crossdock.admin.v1.TailEventsRequest.KeysEntry
+	(*durationpb.Duration)(nil),      // 26: google.protobuf.Duration
+	(*timestamppb.Timestamp)(nil),    // 27: google.protobuf.Timestamp
+	(*v1.ConnectorStatus)(nil),       // 28: crossdock.agent.v1.ConnectorStatus
+	(*v11.CommittedEvent)(nil),       // 29: crossdock.event.v1.CommittedEvent
 }
 var file_crossdock_admin_v1_admin_proto_depIdxs = []int32{
 	0,  // 0: crossdock.admin.v1.CreateTokenRequest.kind:type_name -> crossdock.admin.v1.TokenKind
-	23, // 1: crossdock.admin.v1.CreateTokenRequest.ttl:type_name -> google.protobuf.Duration
-	24, // 2: crossdock.admin.v1.CreateTokenResponse.expires_at:type_name -> google.protobuf.Timestamp
+	26, // 1: crossdock.admin.v1.CreateTokenRequest.ttl:type_name -> google.protobuf.Duration
+	27, // 2: crossdock.admin.v1.CreateTokenResponse.expires_at:type_name -> google.protobuf.Timestamp
 	5,  // 3: crossdock.admin.v1.ListAgentsResponse.agents:type_name -> crossdock.admin.v1.Agent
-	24, // 4: crossdock.admin.v1.Agent.enrolled_at:type_name -> google.protobuf.Timestamp
-	24, // 5: crossdock.admin.v1.Agent.last_seen:type_name -> google.protobuf.Timestamp
-	5,  // 6: crossdock.admin.v1.DescribeAgentResponse.agent:type_name -> crossdock.admin.v1.Agent
-	25, // 7: crossdock.admin.v1.DescribeAgentResponse.connectors:type_name -> crossdock.agent.v1.ConnectorStatus
-	24, // 8: crossdock.admin.v1.DescribeAgentResponse.connectors_reported_at:type_name -> google.protobuf.Timestamp
-	21, // 9: crossdock.admin.v1.ListEventsRequest.keys:type_name -> crossdock.admin.v1.ListEventsRequest.KeysEntry
-	26, // 10: crossdock.admin.v1.ListEventsResponse.events:type_name -> crossdock.event.v1.CommittedEvent
-	22, // 11: crossdock.admin.v1.TailEventsRequest.keys:type_name -> crossdock.admin.v1.TailEventsRequest.KeysEntry
-	26, // 12: crossdock.admin.v1.TailEventsResponse.event:type_name -> crossdock.event.v1.CommittedEvent
-	18, // 13: crossdock.admin.v1.GetClusterStatusResponse.peers:type_name -> crossdock.admin.v1.Peer
-	24, // 14: crossdock.admin.v1.Peer.last_contact:type_name -> google.protobuf.Timestamp
-	1,  // 15: crossdock.admin.v1.AdminService.CreateToken:input_type -> crossdock.admin.v1.CreateTokenRequest
-	3,  // 16: crossdock.admin.v1.AdminService.ListAgents:input_type -> crossdock.admin.v1.ListAgentsRequest
-	6,  // 17: crossdock.admin.v1.AdminService.DescribeAgent:input_type -> crossdock.admin.v1.DescribeAgentRequest
-	8,  // 18: crossdock.admin.v1.AdminService.ListEvents:input_type -> crossdock.admin.v1.ListEventsRequest
-	10, // 19: crossdock.admin.v1.AdminService.TailEvents:input_type -> crossdock.admin.v1.TailEventsRequest
-	12, // 20: crossdock.admin.v1.AdminService.SaveSnapshot:input_type -> crossdock.admin.v1.SaveSnapshotRequest
-	14, // 21: crossdock.admin.v1.AdminService.RestoreSnapshot:input_type -> crossdock.admin.v1.RestoreSnapshotRequest
-	16, // 22: crossdock.admin.v1.AdminService.GetClusterStatus:input_type -> crossdock.admin.v1.GetClusterStatusRequest
-	19, // 23: crossdock.admin.v1.AdminService.RemovePeer:input_type -> crossdock.admin.v1.RemovePeerRequest
-	2,  // 24: crossdock.admin.v1.AdminService.CreateToken:output_type -> crossdock.admin.v1.CreateTokenResponse
-	4,  // 25: crossdock.admin.v1.AdminService.ListAgents:output_type -> crossdock.admin.v1.ListAgentsResponse
-	7,  // 26: crossdock.admin.v1.AdminService.DescribeAgent:output_type -> crossdock.admin.v1.DescribeAgentResponse
-	9,  // 27: crossdock.admin.v1.AdminService.ListEvents:output_type -> crossdock.admin.v1.ListEventsResponse
-	11, // 28: crossdock.admin.v1.AdminService.TailEvents:output_type -> crossdock.admin.v1.TailEventsResponse
-	13, // 29: crossdock.admin.v1.AdminService.SaveSnapshot:output_type -> crossdock.admin.v1.SaveSnapshotResponse
-	15, // 30: crossdock.admin.v1.AdminService.RestoreSnapshot:output_type -> crossdock.admin.v1.RestoreSnapshotResponse
-	17, // 31: crossdock.admin.v1.AdminService.GetClusterStatus:output_type -> crossdock.admin.v1.GetClusterStatusResponse
-	20, // 32: crossdock.admin.v1.AdminService.RemovePeer:output_type -> crossdock.admin.v1.RemovePeerResponse
-	24, // [24:33] is the sub-list for method output_type
-	15, // [15:24] is the sub-list for method input_type
-	15, // [15:15] is the sub-list for extension type_name
-	15, // [15:15] is the sub-list for extension extendee
-	0,  // [0:15] is the sub-list for field type_name
+	27, // 4: crossdock.admin.v1.Agent.enrolled_at:type_name -> google.protobuf.Timestamp
+	27, // 5: crossdock.admin.v1.Agent.last_seen:type_name -> google.protobuf.Timestamp
+	27, // 6: crossdock.admin.v1.Agent.revoked_at:type_name -> google.protobuf.Timestamp
+	27, // 7: crossdock.admin.v1.Agent.cert_not_after:type_name -> google.protobuf.Timestamp
+	6,  // 8: crossdock.admin.v1.Agent.recent_conflicts:type_name -> crossdock.admin.v1.IdConflict
+	27, // 9: crossdock.admin.v1.IdConflict.at:type_name -> google.protobuf.Timestamp
+	5,  // 10: crossdock.admin.v1.RevokeAgentResponse.agent:type_name -> crossdock.admin.v1.Agent
+	5,  // 11: crossdock.admin.v1.DescribeAgentResponse.agent:type_name -> crossdock.admin.v1.Agent
+	28, // 12: crossdock.admin.v1.DescribeAgentResponse.connectors:type_name -> crossdock.agent.v1.ConnectorStatus
+	27, // 13: crossdock.admin.v1.DescribeAgentResponse.connectors_reported_at:type_name -> google.protobuf.Timestamp
+	24, // 14: crossdock.admin.v1.ListEventsRequest.keys:type_name -> crossdock.admin.v1.ListEventsRequest.KeysEntry
+	29, // 15: crossdock.admin.v1.ListEventsResponse.events:type_name -> crossdock.event.v1.CommittedEvent
+	25, // 16: crossdock.admin.v1.TailEventsRequest.keys:type_name -> crossdock.admin.v1.TailEventsRequest.KeysEntry
+	29, // 17: crossdock.admin.v1.TailEventsResponse.event:type_name -> crossdock.event.v1.CommittedEvent
+	21, // 18: crossdock.admin.v1.GetClusterStatusResponse.peers:type_name -> crossdock.admin.v1.Peer
+	27, // 19: crossdock.admin.v1.Peer.last_contact:type_name -> google.protobuf.Timestamp
+	1,  // 20: crossdock.admin.v1.AdminService.CreateToken:input_type -> crossdock.admin.v1.CreateTokenRequest
+	3,  // 21: crossdock.admin.v1.AdminService.ListAgents:input_type -> crossdock.admin.v1.ListAgentsRequest
+	9,  // 22: crossdock.admin.v1.AdminService.DescribeAgent:input_type -> crossdock.admin.v1.DescribeAgentRequest
+	11, // 23: crossdock.admin.v1.AdminService.ListEvents:input_type -> crossdock.admin.v1.ListEventsRequest
+	13, // 24: crossdock.admin.v1.AdminService.TailEvents:input_type -> crossdock.admin.v1.TailEventsRequest
+	15, // 25: crossdock.admin.v1.AdminService.SaveSnapshot:input_type -> crossdock.admin.v1.SaveSnapshotRequest
+	17, // 26: crossdock.admin.v1.AdminService.RestoreSnapshot:input_type -> crossdock.admin.v1.RestoreSnapshotRequest
+	19, // 27: crossdock.admin.v1.AdminService.GetClusterStatus:input_type -> crossdock.admin.v1.GetClusterStatusRequest
+	22, // 28: crossdock.admin.v1.AdminService.RemovePeer:input_type -> crossdock.admin.v1.RemovePeerRequest
+	7,  // 29: crossdock.admin.v1.AdminService.RevokeAgent:input_type -> crossdock.admin.v1.RevokeAgentRequest
+	2,  // 30: crossdock.admin.v1.AdminService.CreateToken:output_type -> crossdock.admin.v1.CreateTokenResponse
+	4,  // 31: crossdock.admin.v1.AdminService.ListAgents:output_type -> crossdock.admin.v1.ListAgentsResponse
+	10, // 32: crossdock.admin.v1.AdminService.DescribeAgent:output_type -> crossdock.admin.v1.DescribeAgentResponse
+	12, // 33: crossdock.admin.v1.AdminService.ListEvents:output_type -> crossdock.admin.v1.ListEventsResponse
+	14, // 34: crossdock.admin.v1.AdminService.TailEvents:output_type -> crossdock.admin.v1.TailEventsResponse
+	16, // 35: crossdock.admin.v1.AdminService.SaveSnapshot:output_type -> crossdock.admin.v1.SaveSnapshotResponse
+	18, // 36: crossdock.admin.v1.AdminService.RestoreSnapshot:output_type -> crossdock.admin.v1.RestoreSnapshotResponse
+	20, // 37: crossdock.admin.v1.AdminService.GetClusterStatus:output_type -> crossdock.admin.v1.GetClusterStatusResponse
+	23, // 38: crossdock.admin.v1.AdminService.RemovePeer:output_type -> crossdock.admin.v1.RemovePeerResponse
+	8,  // 39: crossdock.admin.v1.AdminService.RevokeAgent:output_type -> crossdock.admin.v1.RevokeAgentResponse
+	30, // [30:40] is the sub-list for method output_type
+	20, // [20:30] is the sub-list for method input_type
+	20, // [20:20] is the sub-list for extension type_name
+	20, // [20:20] is the sub-list for extension extendee
+	0,  // [0:20] is the sub-list for field type_name
 }
 
 func init() { file_crossdock_admin_v1_admin_proto_init() }
@@ -1405,7 +1711,7 @@ func file_crossdock_admin_v1_admin_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_crossdock_admin_v1_admin_proto_rawDesc), len(file_crossdock_admin_v1_admin_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   22,
+			NumMessages:   25,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

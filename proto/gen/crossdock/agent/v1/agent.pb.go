@@ -234,7 +234,17 @@ type AgentStatus struct {
 	Outbox         *OutboxStatus          `protobuf:"bytes,7,opt,name=outbox,proto3" json:"outbox,omitempty"`
 	CommittedSeq   uint64                 `protobuf:"varint,8,opt,name=committed_seq,json=committedSeq,proto3" json:"committed_seq,omitempty"`
 	// The connectors in the agent's config file, in config order.
-	Connectors    []*ConnectorStatus `protobuf:"bytes,9,rep,name=connectors,proto3" json:"connectors,omitempty"`
+	Connectors []*ConnectorStatus `protobuf:"bytes,9,rep,name=connectors,proto3" json:"connectors,omitempty"`
+	// Events the control plane refused to commit because their id was committed before
+	// with other content (since the agent started), and the newest of them.
+	Conflicts       uint64      `protobuf:"varint,10,opt,name=conflicts,proto3" json:"conflicts,omitempty"`
+	RecentConflicts []*Conflict `protobuf:"bytes,11,rep,name=recent_conflicts,json=recentConflicts,proto3" json:"recent_conflicts,omitempty"`
+	// Expiry of the certificate the agent connects with; it renews it when a third of
+	// its lifetime is left.
+	CertNotAfter *timestamppb.Timestamp `protobuf:"bytes,12,opt,name=cert_not_after,json=certNotAfter,proto3" json:"cert_not_after,omitempty"`
+	// Why the uplink stopped for good (revoked, replaced, bound to another outbox);
+	// empty while it runs or retries.
+	Refused       string `protobuf:"bytes,13,opt,name=refused,proto3" json:"refused,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -332,6 +342,130 @@ func (x *AgentStatus) GetConnectors() []*ConnectorStatus {
 	return nil
 }
 
+func (x *AgentStatus) GetConflicts() uint64 {
+	if x != nil {
+		return x.Conflicts
+	}
+	return 0
+}
+
+func (x *AgentStatus) GetRecentConflicts() []*Conflict {
+	if x != nil {
+		return x.RecentConflicts
+	}
+	return nil
+}
+
+func (x *AgentStatus) GetCertNotAfter() *timestamppb.Timestamp {
+	if x != nil {
+		return x.CertNotAfter
+	}
+	return nil
+}
+
+func (x *AgentStatus) GetRefused() string {
+	if x != nil {
+		return x.Refused
+	}
+	return ""
+}
+
+// Conflict is an event whose id was committed before with other content: the first
+// content stands, this event was not committed.
+type Conflict struct {
+	state     protoimpl.MessageState `protogen:"open.v1"`
+	Id        string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	Connector string                 `protobuf:"bytes,2,opt,name=connector,proto3" json:"connector,omitempty"`
+	Position  string                 `protobuf:"bytes,3,opt,name=position,proto3" json:"position,omitempty"`
+	// Agent seq of the event that was not committed.
+	Seq uint64 `protobuf:"varint,4,opt,name=seq,proto3" json:"seq,omitempty"`
+	// Ledger seq of the event that holds the id.
+	ExistingLedgerSeq uint64                 `protobuf:"varint,5,opt,name=existing_ledger_seq,json=existingLedgerSeq,proto3" json:"existing_ledger_seq,omitempty"`
+	Differs           string                 `protobuf:"bytes,6,opt,name=differs,proto3" json:"differs,omitempty"`
+	At                *timestamppb.Timestamp `protobuf:"bytes,7,opt,name=at,proto3" json:"at,omitempty"`
+	unknownFields     protoimpl.UnknownFields
+	sizeCache         protoimpl.SizeCache
+}
+
+func (x *Conflict) Reset() {
+	*x = Conflict{}
+	mi := &file_crossdock_agent_v1_agent_proto_msgTypes[5]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Conflict) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Conflict) ProtoMessage() {}
+
+func (x *Conflict) ProtoReflect() protoreflect.Message {
+	mi := &file_crossdock_agent_v1_agent_proto_msgTypes[5]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Conflict.ProtoReflect.Descriptor instead.
+func (*Conflict) Descriptor() ([]byte, []int) {
+	return file_crossdock_agent_v1_agent_proto_rawDescGZIP(), []int{5}
+}
+
+func (x *Conflict) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+func (x *Conflict) GetConnector() string {
+	if x != nil {
+		return x.Connector
+	}
+	return ""
+}
+
+func (x *Conflict) GetPosition() string {
+	if x != nil {
+		return x.Position
+	}
+	return ""
+}
+
+func (x *Conflict) GetSeq() uint64 {
+	if x != nil {
+		return x.Seq
+	}
+	return 0
+}
+
+func (x *Conflict) GetExistingLedgerSeq() uint64 {
+	if x != nil {
+		return x.ExistingLedgerSeq
+	}
+	return 0
+}
+
+func (x *Conflict) GetDiffers() string {
+	if x != nil {
+		return x.Differs
+	}
+	return ""
+}
+
+func (x *Conflict) GetAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.At
+	}
+	return nil
+}
+
 // ConnectorStatus is the state of one connector plugin run by the agent.
 type ConnectorStatus struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -365,13 +499,16 @@ type ConnectorStatus struct {
 	// The plugin's last health check (Health): empty when healthy.
 	HealthError     string                 `protobuf:"bytes,15,opt,name=health_error,json=healthError,proto3" json:"health_error,omitempty"`
 	HealthCheckedAt *timestamppb.Timestamp `protobuf:"bytes,16,opt,name=health_checked_at,json=healthCheckedAt,proto3" json:"health_checked_at,omitempty"`
-	unknownFields   protoimpl.UnknownFields
-	sizeCache       protoimpl.SizeCache
+	// Events of this connector the control plane did not commit because their id was
+	// committed before with other content (since the agent started).
+	Conflicts     uint64 `protobuf:"varint,17,opt,name=conflicts,proto3" json:"conflicts,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *ConnectorStatus) Reset() {
 	*x = ConnectorStatus{}
-	mi := &file_crossdock_agent_v1_agent_proto_msgTypes[5]
+	mi := &file_crossdock_agent_v1_agent_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -383,7 +520,7 @@ func (x *ConnectorStatus) String() string {
 func (*ConnectorStatus) ProtoMessage() {}
 
 func (x *ConnectorStatus) ProtoReflect() protoreflect.Message {
-	mi := &file_crossdock_agent_v1_agent_proto_msgTypes[5]
+	mi := &file_crossdock_agent_v1_agent_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -396,7 +533,7 @@ func (x *ConnectorStatus) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ConnectorStatus.ProtoReflect.Descriptor instead.
 func (*ConnectorStatus) Descriptor() ([]byte, []int) {
-	return file_crossdock_agent_v1_agent_proto_rawDescGZIP(), []int{5}
+	return file_crossdock_agent_v1_agent_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *ConnectorStatus) GetName() string {
@@ -511,6 +648,13 @@ func (x *ConnectorStatus) GetHealthCheckedAt() *timestamppb.Timestamp {
 	return nil
 }
 
+func (x *ConnectorStatus) GetConflicts() uint64 {
+	if x != nil {
+		return x.Conflicts
+	}
+	return 0
+}
+
 // OutboxStatus describes the agent's durable buffer.
 type OutboxStatus struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
@@ -527,7 +671,7 @@ type OutboxStatus struct {
 
 func (x *OutboxStatus) Reset() {
 	*x = OutboxStatus{}
-	mi := &file_crossdock_agent_v1_agent_proto_msgTypes[6]
+	mi := &file_crossdock_agent_v1_agent_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -539,7 +683,7 @@ func (x *OutboxStatus) String() string {
 func (*OutboxStatus) ProtoMessage() {}
 
 func (x *OutboxStatus) ProtoReflect() protoreflect.Message {
-	mi := &file_crossdock_agent_v1_agent_proto_msgTypes[6]
+	mi := &file_crossdock_agent_v1_agent_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -552,7 +696,7 @@ func (x *OutboxStatus) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use OutboxStatus.ProtoReflect.Descriptor instead.
 func (*OutboxStatus) Descriptor() ([]byte, []int) {
-	return file_crossdock_agent_v1_agent_proto_rawDescGZIP(), []int{6}
+	return file_crossdock_agent_v1_agent_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *OutboxStatus) GetPendingEvents() uint64 {
@@ -611,7 +755,7 @@ const file_crossdock_agent_v1_agent_proto_rawDesc = "" +
 	"\x03ids\x18\x03 \x03(\tR\x03ids\"\x12\n" +
 	"\x10GetStatusRequest\"L\n" +
 	"\x11GetStatusResponse\x127\n" +
-	"\x06status\x18\x01 \x01(\v2\x1f.crossdock.agent.v1.AgentStatusR\x06status\"\x89\x03\n" +
+	"\x06status\x18\x01 \x01(\v2\x1f.crossdock.agent.v1.AgentStatusR\x06status\"\xcc\x04\n" +
 	"\vAgentStatus\x12\x19\n" +
 	"\bagent_id\x18\x01 \x01(\tR\aagentId\x12!\n" +
 	"\fuplink_state\x18\x02 \x01(\tR\vuplinkState\x12\x1c\n" +
@@ -624,7 +768,20 @@ const file_crossdock_agent_v1_agent_proto_rawDesc = "" +
 	"\rcommitted_seq\x18\b \x01(\x04R\fcommittedSeq\x12C\n" +
 	"\n" +
 	"connectors\x18\t \x03(\v2#.crossdock.agent.v1.ConnectorStatusR\n" +
-	"connectors\"\xac\x04\n" +
+	"connectors\x12\x1c\n" +
+	"\tconflicts\x18\n" +
+	" \x01(\x04R\tconflicts\x12G\n" +
+	"\x10recent_conflicts\x18\v \x03(\v2\x1c.crossdock.agent.v1.ConflictR\x0frecentConflicts\x12@\n" +
+	"\x0ecert_not_after\x18\f \x01(\v2\x1a.google.protobuf.TimestampR\fcertNotAfter\x12\x18\n" +
+	"\arefused\x18\r \x01(\tR\arefused\"\xdc\x01\n" +
+	"\bConflict\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id\x12\x1c\n" +
+	"\tconnector\x18\x02 \x01(\tR\tconnector\x12\x1a\n" +
+	"\bposition\x18\x03 \x01(\tR\bposition\x12\x10\n" +
+	"\x03seq\x18\x04 \x01(\x04R\x03seq\x12.\n" +
+	"\x13existing_ledger_seq\x18\x05 \x01(\x04R\x11existingLedgerSeq\x12\x18\n" +
+	"\adiffers\x18\x06 \x01(\tR\adiffers\x12*\n" +
+	"\x02at\x18\a \x01(\v2\x1a.google.protobuf.TimestampR\x02at\"\xca\x04\n" +
 	"\x0fConnectorStatus\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x16\n" +
 	"\x06plugin\x18\x02 \x01(\tR\x06plugin\x12\x14\n" +
@@ -644,7 +801,8 @@ const file_crossdock_agent_v1_agent_proto_rawDesc = "" +
 	"\x04sink\x18\r \x01(\bR\x04sink\x12\x10\n" +
 	"\x03pid\x18\x0e \x01(\x05R\x03pid\x12!\n" +
 	"\fhealth_error\x18\x0f \x01(\tR\vhealthError\x12F\n" +
-	"\x11health_checked_at\x18\x10 \x01(\v2\x1a.google.protobuf.TimestampR\x0fhealthCheckedAt\"\xd7\x01\n" +
+	"\x11health_checked_at\x18\x10 \x01(\v2\x1a.google.protobuf.TimestampR\x0fhealthCheckedAt\x12\x1c\n" +
+	"\tconflicts\x18\x11 \x01(\x04R\tconflicts\"\xd7\x01\n" +
 	"\fOutboxStatus\x12%\n" +
 	"\x0epending_events\x18\x01 \x01(\x04R\rpendingEvents\x12#\n" +
 	"\rpending_bytes\x18\x02 \x01(\x04R\fpendingBytes\x12\x1f\n" +
@@ -669,36 +827,40 @@ func file_crossdock_agent_v1_agent_proto_rawDescGZIP() []byte {
 	return file_crossdock_agent_v1_agent_proto_rawDescData
 }
 
-var file_crossdock_agent_v1_agent_proto_msgTypes = make([]protoimpl.MessageInfo, 7)
+var file_crossdock_agent_v1_agent_proto_msgTypes = make([]protoimpl.MessageInfo, 8)
 var file_crossdock_agent_v1_agent_proto_goTypes = []any{
 	(*PublishRequest)(nil),        // 0: crossdock.agent.v1.PublishRequest
 	(*PublishResponse)(nil),       // 1: crossdock.agent.v1.PublishResponse
 	(*GetStatusRequest)(nil),      // 2: crossdock.agent.v1.GetStatusRequest
 	(*GetStatusResponse)(nil),     // 3: crossdock.agent.v1.GetStatusResponse
 	(*AgentStatus)(nil),           // 4: crossdock.agent.v1.AgentStatus
-	(*ConnectorStatus)(nil),       // 5: crossdock.agent.v1.ConnectorStatus
-	(*OutboxStatus)(nil),          // 6: crossdock.agent.v1.OutboxStatus
-	(*v1.Event)(nil),              // 7: crossdock.event.v1.Event
-	(*timestamppb.Timestamp)(nil), // 8: google.protobuf.Timestamp
+	(*Conflict)(nil),              // 5: crossdock.agent.v1.Conflict
+	(*ConnectorStatus)(nil),       // 6: crossdock.agent.v1.ConnectorStatus
+	(*OutboxStatus)(nil),          // 7: crossdock.agent.v1.OutboxStatus
+	(*v1.Event)(nil),              // 8: crossdock.event.v1.Event
+	(*timestamppb.Timestamp)(nil), // 9: google.protobuf.Timestamp
 }
 var file_crossdock_agent_v1_agent_proto_depIdxs = []int32{
-	7,  // 0: crossdock.agent.v1.PublishRequest.events:type_name -> crossdock.event.v1.Event
+	8,  // 0: crossdock.agent.v1.PublishRequest.events:type_name -> crossdock.event.v1.Event
 	4,  // 1: crossdock.agent.v1.GetStatusResponse.status:type_name -> crossdock.agent.v1.AgentStatus
-	8,  // 2: crossdock.agent.v1.AgentStatus.connected_since:type_name -> google.protobuf.Timestamp
-	6,  // 3: crossdock.agent.v1.AgentStatus.outbox:type_name -> crossdock.agent.v1.OutboxStatus
-	5,  // 4: crossdock.agent.v1.AgentStatus.connectors:type_name -> crossdock.agent.v1.ConnectorStatus
-	8,  // 5: crossdock.agent.v1.ConnectorStatus.state_since:type_name -> google.protobuf.Timestamp
-	8,  // 6: crossdock.agent.v1.ConnectorStatus.next_attempt:type_name -> google.protobuf.Timestamp
-	8,  // 7: crossdock.agent.v1.ConnectorStatus.health_checked_at:type_name -> google.protobuf.Timestamp
-	0,  // 8: crossdock.agent.v1.AgentService.Publish:input_type -> crossdock.agent.v1.PublishRequest
-	2,  // 9: crossdock.agent.v1.AgentService.GetStatus:input_type -> crossdock.agent.v1.GetStatusRequest
-	1,  // 10: crossdock.agent.v1.AgentService.Publish:output_type -> crossdock.agent.v1.PublishResponse
-	3,  // 11: crossdock.agent.v1.AgentService.GetStatus:output_type -> crossdock.agent.v1.GetStatusResponse
-	10, // [10:12] is the sub-list for method output_type
-	8,  // [8:10] is the sub-list for method input_type
-	8,  // [8:8] is the sub-list for extension type_name
-	8,  // [8:8] is the sub-list for extension extendee
-	0,  // [0:8] is the sub-list for field type_name
+	9,  // 2: crossdock.agent.v1.AgentStatus.connected_since:type_name -> google.protobuf.Timestamp
+	7,  // 3: crossdock.agent.v1.AgentStatus.outbox:type_name -> crossdock.agent.v1.OutboxStatus
+	6,  // 4: crossdock.agent.v1.AgentStatus.connectors:type_name -> crossdock.agent.v1.ConnectorStatus
+	5,  // 5: crossdock.agent.v1.AgentStatus.recent_conflicts:type_name -> crossdock.agent.v1.Conflict
+	9,  // 6: crossdock.agent.v1.AgentStatus.cert_not_after:type_name -> google.protobuf.Timestamp
+	9,  // 7: crossdock.agent.v1.Conflict.at:type_name -> google.protobuf.Timestamp
+	9,  // 8: crossdock.agent.v1.ConnectorStatus.state_since:type_name -> google.protobuf.Timestamp
+	9,  // 9: crossdock.agent.v1.ConnectorStatus.next_attempt:type_name -> google.protobuf.Timestamp
+	9,  // 10: crossdock.agent.v1.ConnectorStatus.health_checked_at:type_name -> google.protobuf.Timestamp
+	0,  // 11: crossdock.agent.v1.AgentService.Publish:input_type -> crossdock.agent.v1.PublishRequest
+	2,  // 12: crossdock.agent.v1.AgentService.GetStatus:input_type -> crossdock.agent.v1.GetStatusRequest
+	1,  // 13: crossdock.agent.v1.AgentService.Publish:output_type -> crossdock.agent.v1.PublishResponse
+	3,  // 14: crossdock.agent.v1.AgentService.GetStatus:output_type -> crossdock.agent.v1.GetStatusResponse
+	13, // [13:15] is the sub-list for method output_type
+	11, // [11:13] is the sub-list for method input_type
+	11, // [11:11] is the sub-list for extension type_name
+	11, // [11:11] is the sub-list for extension extendee
+	0,  // [0:11] is the sub-list for field type_name
 }
 
 func init() { file_crossdock_agent_v1_agent_proto_init() }
@@ -712,7 +874,7 @@ func file_crossdock_agent_v1_agent_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_crossdock_agent_v1_agent_proto_rawDesc), len(file_crossdock_agent_v1_agent_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   7,
+			NumMessages:   8,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -48,6 +48,10 @@ const (
 	CommandType_COMMAND_TYPE_START_REPLAY         CommandType = 23
 	// 30-39: agent connectors (payloads in connector.proto).
 	CommandType_COMMAND_TYPE_PUT_AGENT_STATUS CommandType = 30
+	// Agent identity (see AgentRecord).
+	CommandType_COMMAND_TYPE_PUT_AGENT_CERT CommandType = 31
+	CommandType_COMMAND_TYPE_BIND_AGENT     CommandType = 32
+	CommandType_COMMAND_TYPE_REVOKE_AGENT   CommandType = 33
 )
 
 // Enum value maps for CommandType.
@@ -68,6 +72,9 @@ var (
 		22: "COMMAND_TYPE_RESOLVE_DEAD_LETTERS",
 		23: "COMMAND_TYPE_START_REPLAY",
 		30: "COMMAND_TYPE_PUT_AGENT_STATUS",
+		31: "COMMAND_TYPE_PUT_AGENT_CERT",
+		32: "COMMAND_TYPE_BIND_AGENT",
+		33: "COMMAND_TYPE_REVOKE_AGENT",
 	}
 	CommandType_value = map[string]int32{
 		"COMMAND_TYPE_UNSPECIFIED":          0,
@@ -85,6 +92,9 @@ var (
 		"COMMAND_TYPE_RESOLVE_DEAD_LETTERS": 22,
 		"COMMAND_TYPE_START_REPLAY":         23,
 		"COMMAND_TYPE_PUT_AGENT_STATUS":     30,
+		"COMMAND_TYPE_PUT_AGENT_CERT":       31,
+		"COMMAND_TYPE_BIND_AGENT":           32,
+		"COMMAND_TYPE_REVOKE_AGENT":         33,
 	}
 )
 
@@ -189,9 +199,12 @@ func (x *Command) GetProposedAtUnixNano() int64 {
 
 // IngestBatch is one uplink batch from one agent: one log entry (group commit).
 type IngestBatch struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	AgentId       string                 `protobuf:"bytes,1,opt,name=agent_id,json=agentId,proto3" json:"agent_id,omitempty"`
-	Events        []*AgentEvent          `protobuf:"bytes,2,rep,name=events,proto3" json:"events,omitempty"`
+	state   protoimpl.MessageState `protogen:"open.v1"`
+	AgentId string                 `protobuf:"bytes,1,opt,name=agent_id,json=agentId,proto3" json:"agent_id,omitempty"`
+	Events  []*AgentEvent          `protobuf:"bytes,2,rep,name=events,proto3" json:"events,omitempty"`
+	// The agent's incarnation the stream was opened for (AgentRecord.incarnation). A
+	// batch of another incarnation, or of a revoked agent, commits nothing.
+	Incarnation   uint64 `protobuf:"varint,3,opt,name=incarnation,proto3" json:"incarnation,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -238,6 +251,13 @@ func (x *IngestBatch) GetEvents() []*AgentEvent {
 		return x.Events
 	}
 	return nil
+}
+
+func (x *IngestBatch) GetIncarnation() uint64 {
+	if x != nil {
+		return x.Incarnation
+	}
+	return 0
 }
 
 // AgentEvent is an event with its agent outbox seq.
@@ -300,6 +320,11 @@ type IngestResult struct {
 	Committed     uint32                 `protobuf:"varint,2,opt,name=committed,proto3" json:"committed,omitempty"`
 	Duplicates    uint32                 `protobuf:"varint,3,opt,name=duplicates,proto3" json:"duplicates,omitempty"`
 	LastLedgerSeq uint64                 `protobuf:"varint,4,opt,name=last_ledger_seq,json=lastLedgerSeq,proto3" json:"last_ledger_seq,omitempty"`
+	// Events whose id this agent had already committed with different content: not
+	// committed, reported to the agent.
+	Conflicts []*IdConflict `protobuf:"bytes,5,rep,name=conflicts,proto3" json:"conflicts,omitempty"`
+	// Why the batch committed nothing (stale incarnation, revoked agent); empty otherwise.
+	Error         string `protobuf:"bytes,6,opt,name=error,proto3" json:"error,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -362,23 +387,136 @@ func (x *IngestResult) GetLastLedgerSeq() uint64 {
 	return 0
 }
 
+func (x *IngestResult) GetConflicts() []*IdConflict {
+	if x != nil {
+		return x.Conflicts
+	}
+	return nil
+}
+
+func (x *IngestResult) GetError() string {
+	if x != nil {
+		return x.Error
+	}
+	return ""
+}
+
+// IdConflict is an event that carried an id its agent had already committed with other
+// content. The first content stands; the conflicting event is not committed.
+type IdConflict struct {
+	state     protoimpl.MessageState `protogen:"open.v1"`
+	Id        string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	AgentSeq  uint64                 `protobuf:"varint,2,opt,name=agent_seq,json=agentSeq,proto3" json:"agent_seq,omitempty"`
+	Connector string                 `protobuf:"bytes,3,opt,name=connector,proto3" json:"connector,omitempty"`
+	Position  string                 `protobuf:"bytes,4,opt,name=position,proto3" json:"position,omitempty"`
+	// Ledger seq of the event holding the id.
+	ExistingSeq uint64 `protobuf:"varint,5,opt,name=existing_seq,json=existingSeq,proto3" json:"existing_seq,omitempty"`
+	// What differs, field by field ("inventoryLevel.onHand: \"1\" -> \"999\"").
+	Differs       string                 `protobuf:"bytes,6,opt,name=differs,proto3" json:"differs,omitempty"`
+	At            *timestamppb.Timestamp `protobuf:"bytes,7,opt,name=at,proto3" json:"at,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *IdConflict) Reset() {
+	*x = IdConflict{}
+	mi := &file_crossdock_store_v1_command_proto_msgTypes[4]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *IdConflict) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*IdConflict) ProtoMessage() {}
+
+func (x *IdConflict) ProtoReflect() protoreflect.Message {
+	mi := &file_crossdock_store_v1_command_proto_msgTypes[4]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use IdConflict.ProtoReflect.Descriptor instead.
+func (*IdConflict) Descriptor() ([]byte, []int) {
+	return file_crossdock_store_v1_command_proto_rawDescGZIP(), []int{4}
+}
+
+func (x *IdConflict) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+func (x *IdConflict) GetAgentSeq() uint64 {
+	if x != nil {
+		return x.AgentSeq
+	}
+	return 0
+}
+
+func (x *IdConflict) GetConnector() string {
+	if x != nil {
+		return x.Connector
+	}
+	return ""
+}
+
+func (x *IdConflict) GetPosition() string {
+	if x != nil {
+		return x.Position
+	}
+	return ""
+}
+
+func (x *IdConflict) GetExistingSeq() uint64 {
+	if x != nil {
+		return x.ExistingSeq
+	}
+	return 0
+}
+
+func (x *IdConflict) GetDiffers() string {
+	if x != nil {
+		return x.Differs
+	}
+	return ""
+}
+
+func (x *IdConflict) GetAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.At
+	}
+	return nil
+}
+
 // PutToken records a new enrollment token (only its hash).
 type PutToken struct {
 	state        protoimpl.MessageState `protogen:"open.v1"`
 	Id           string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
 	SecretSha256 []byte                 `protobuf:"bytes,2,opt,name=secret_sha256,json=secretSha256,proto3" json:"secret_sha256,omitempty"`
 	// "agent" or "server".
-	Kind          string                 `protobuf:"bytes,3,opt,name=kind,proto3" json:"kind,omitempty"`
-	CreatedAt     *timestamppb.Timestamp `protobuf:"bytes,4,opt,name=created_at,json=createdAt,proto3" json:"created_at,omitempty"`
-	ExpiresAt     *timestamppb.Timestamp `protobuf:"bytes,5,opt,name=expires_at,json=expiresAt,proto3" json:"expires_at,omitempty"`
-	AgentName     string                 `protobuf:"bytes,6,opt,name=agent_name,json=agentName,proto3" json:"agent_name,omitempty"`
+	Kind      string                 `protobuf:"bytes,3,opt,name=kind,proto3" json:"kind,omitempty"`
+	CreatedAt *timestamppb.Timestamp `protobuf:"bytes,4,opt,name=created_at,json=createdAt,proto3" json:"created_at,omitempty"`
+	ExpiresAt *timestamppb.Timestamp `protobuf:"bytes,5,opt,name=expires_at,json=expiresAt,proto3" json:"expires_at,omitempty"`
+	AgentName string                 `protobuf:"bytes,6,opt,name=agent_name,json=agentName,proto3" json:"agent_name,omitempty"`
+	// The token may enroll a name that is already enrolled: the enrollment starts a new
+	// incarnation and retires the old one (its certificates stop working).
+	Replace       bool `protobuf:"varint,7,opt,name=replace,proto3" json:"replace,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *PutToken) Reset() {
 	*x = PutToken{}
-	mi := &file_crossdock_store_v1_command_proto_msgTypes[4]
+	mi := &file_crossdock_store_v1_command_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -390,7 +528,7 @@ func (x *PutToken) String() string {
 func (*PutToken) ProtoMessage() {}
 
 func (x *PutToken) ProtoReflect() protoreflect.Message {
-	mi := &file_crossdock_store_v1_command_proto_msgTypes[4]
+	mi := &file_crossdock_store_v1_command_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -403,7 +541,7 @@ func (x *PutToken) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PutToken.ProtoReflect.Descriptor instead.
 func (*PutToken) Descriptor() ([]byte, []int) {
-	return file_crossdock_store_v1_command_proto_rawDescGZIP(), []int{4}
+	return file_crossdock_store_v1_command_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *PutToken) GetId() string {
@@ -448,6 +586,13 @@ func (x *PutToken) GetAgentName() string {
 	return ""
 }
 
+func (x *PutToken) GetReplace() bool {
+	if x != nil {
+		return x.Replace
+	}
+	return false
+}
+
 // ConsumeToken marks a token used; it fails if used, expired or wrong.
 type ConsumeToken struct {
 	state        protoimpl.MessageState `protogen:"open.v1"`
@@ -463,7 +608,7 @@ type ConsumeToken struct {
 
 func (x *ConsumeToken) Reset() {
 	*x = ConsumeToken{}
-	mi := &file_crossdock_store_v1_command_proto_msgTypes[5]
+	mi := &file_crossdock_store_v1_command_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -475,7 +620,7 @@ func (x *ConsumeToken) String() string {
 func (*ConsumeToken) ProtoMessage() {}
 
 func (x *ConsumeToken) ProtoReflect() protoreflect.Message {
-	mi := &file_crossdock_store_v1_command_proto_msgTypes[5]
+	mi := &file_crossdock_store_v1_command_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -488,7 +633,7 @@ func (x *ConsumeToken) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ConsumeToken.ProtoReflect.Descriptor instead.
 func (*ConsumeToken) Descriptor() ([]byte, []int) {
-	return file_crossdock_store_v1_command_proto_rawDescGZIP(), []int{5}
+	return file_crossdock_store_v1_command_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *ConsumeToken) GetId() string {
@@ -521,16 +666,18 @@ func (x *ConsumeToken) GetAgentName() string {
 
 // ConsumeTokenResult says which agent the token enrolled.
 type ConsumeTokenResult struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	AgentId       string                 `protobuf:"bytes,1,opt,name=agent_id,json=agentId,proto3" json:"agent_id,omitempty"`
-	Error         string                 `protobuf:"bytes,2,opt,name=error,proto3" json:"error,omitempty"`
+	state   protoimpl.MessageState `protogen:"open.v1"`
+	AgentId string                 `protobuf:"bytes,1,opt,name=agent_id,json=agentId,proto3" json:"agent_id,omitempty"`
+	Error   string                 `protobuf:"bytes,2,opt,name=error,proto3" json:"error,omitempty"`
+	// The agent's incarnation this enrollment started (0 for a server token).
+	Incarnation   uint64 `protobuf:"varint,3,opt,name=incarnation,proto3" json:"incarnation,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *ConsumeTokenResult) Reset() {
 	*x = ConsumeTokenResult{}
-	mi := &file_crossdock_store_v1_command_proto_msgTypes[6]
+	mi := &file_crossdock_store_v1_command_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -542,7 +689,7 @@ func (x *ConsumeTokenResult) String() string {
 func (*ConsumeTokenResult) ProtoMessage() {}
 
 func (x *ConsumeTokenResult) ProtoReflect() protoreflect.Message {
-	mi := &file_crossdock_store_v1_command_proto_msgTypes[6]
+	mi := &file_crossdock_store_v1_command_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -555,7 +702,7 @@ func (x *ConsumeTokenResult) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ConsumeTokenResult.ProtoReflect.Descriptor instead.
 func (*ConsumeTokenResult) Descriptor() ([]byte, []int) {
-	return file_crossdock_store_v1_command_proto_rawDescGZIP(), []int{6}
+	return file_crossdock_store_v1_command_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *ConsumeTokenResult) GetAgentId() string {
@@ -572,6 +719,13 @@ func (x *ConsumeTokenResult) GetError() string {
 	return ""
 }
 
+func (x *ConsumeTokenResult) GetIncarnation() uint64 {
+	if x != nil {
+		return x.Incarnation
+	}
+	return 0
+}
+
 // PutAdminToken stores the hash of an admin token.
 type PutAdminToken struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
@@ -584,7 +738,7 @@ type PutAdminToken struct {
 
 func (x *PutAdminToken) Reset() {
 	*x = PutAdminToken{}
-	mi := &file_crossdock_store_v1_command_proto_msgTypes[7]
+	mi := &file_crossdock_store_v1_command_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -596,7 +750,7 @@ func (x *PutAdminToken) String() string {
 func (*PutAdminToken) ProtoMessage() {}
 
 func (x *PutAdminToken) ProtoReflect() protoreflect.Message {
-	mi := &file_crossdock_store_v1_command_proto_msgTypes[7]
+	mi := &file_crossdock_store_v1_command_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -609,7 +763,7 @@ func (x *PutAdminToken) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PutAdminToken.ProtoReflect.Descriptor instead.
 func (*PutAdminToken) Descriptor() ([]byte, []int) {
-	return file_crossdock_store_v1_command_proto_rawDescGZIP(), []int{7}
+	return file_crossdock_store_v1_command_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *PutAdminToken) GetId() string {
@@ -644,7 +798,7 @@ type PutCA struct {
 
 func (x *PutCA) Reset() {
 	*x = PutCA{}
-	mi := &file_crossdock_store_v1_command_proto_msgTypes[8]
+	mi := &file_crossdock_store_v1_command_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -656,7 +810,7 @@ func (x *PutCA) String() string {
 func (*PutCA) ProtoMessage() {}
 
 func (x *PutCA) ProtoReflect() protoreflect.Message {
-	mi := &file_crossdock_store_v1_command_proto_msgTypes[8]
+	mi := &file_crossdock_store_v1_command_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -669,7 +823,7 @@ func (x *PutCA) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PutCA.ProtoReflect.Descriptor instead.
 func (*PutCA) Descriptor() ([]byte, []int) {
-	return file_crossdock_store_v1_command_proto_rawDescGZIP(), []int{8}
+	return file_crossdock_store_v1_command_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *PutCA) GetCertPem() string {
@@ -699,7 +853,7 @@ type TokenRecord struct {
 
 func (x *TokenRecord) Reset() {
 	*x = TokenRecord{}
-	mi := &file_crossdock_store_v1_command_proto_msgTypes[9]
+	mi := &file_crossdock_store_v1_command_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -711,7 +865,7 @@ func (x *TokenRecord) String() string {
 func (*TokenRecord) ProtoMessage() {}
 
 func (x *TokenRecord) ProtoReflect() protoreflect.Message {
-	mi := &file_crossdock_store_v1_command_proto_msgTypes[9]
+	mi := &file_crossdock_store_v1_command_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -724,7 +878,7 @@ func (x *TokenRecord) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TokenRecord.ProtoReflect.Descriptor instead.
 func (*TokenRecord) Descriptor() ([]byte, []int) {
-	return file_crossdock_store_v1_command_proto_rawDescGZIP(), []int{9}
+	return file_crossdock_store_v1_command_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *TokenRecord) GetToken() *PutToken {
@@ -757,19 +911,36 @@ func (x *TokenRecord) GetUsedAt() *timestamppb.Timestamp {
 
 // AgentRecord is the stored form of an enrolled agent.
 type AgentRecord struct {
-	state           protoimpl.MessageState `protogen:"open.v1"`
-	Id              string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
-	EnrolledAt      *timestamppb.Timestamp `protobuf:"bytes,2,opt,name=enrolled_at,json=enrolledAt,proto3" json:"enrolled_at,omitempty"`
-	CommittedSeq    uint64                 `protobuf:"varint,3,opt,name=committed_seq,json=committedSeq,proto3" json:"committed_seq,omitempty"`
-	EventsCommitted uint64                 `protobuf:"varint,4,opt,name=events_committed,json=eventsCommitted,proto3" json:"events_committed,omitempty"`
-	Duplicates      uint64                 `protobuf:"varint,5,opt,name=duplicates,proto3" json:"duplicates,omitempty"`
-	unknownFields   protoimpl.UnknownFields
-	sizeCache       protoimpl.SizeCache
+	state      protoimpl.MessageState `protogen:"open.v1"`
+	Id         string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	EnrolledAt *timestamppb.Timestamp `protobuf:"bytes,2,opt,name=enrolled_at,json=enrolledAt,proto3" json:"enrolled_at,omitempty"`
+	// Highest outbox seq of the current incarnation committed.
+	CommittedSeq    uint64 `protobuf:"varint,3,opt,name=committed_seq,json=committedSeq,proto3" json:"committed_seq,omitempty"`
+	EventsCommitted uint64 `protobuf:"varint,4,opt,name=events_committed,json=eventsCommitted,proto3" json:"events_committed,omitempty"`
+	Duplicates      uint64 `protobuf:"varint,5,opt,name=duplicates,proto3" json:"duplicates,omitempty"`
+	// 1 at the first enrollment, +1 at every enrollment that replaces it; each has its
+	// own outbox seq space. 0 for an agent enrolled before incarnations existed.
+	Incarnation uint64 `protobuf:"varint,6,opt,name=incarnation,proto3" json:"incarnation,omitempty"`
+	// The certificates the current incarnation may connect with (at most two: the newest
+	// and the one it renewed). Empty with incarnation 0: any certificate of the name.
+	Certs []*AgentCert `protobuf:"bytes,7,rep,name=certs,proto3" json:"certs,omitempty"`
+	// The outbox the incarnation streams from, bound at its first stream.
+	Instance      string                 `protobuf:"bytes,8,opt,name=instance,proto3" json:"instance,omitempty"`
+	Revoked       bool                   `protobuf:"varint,9,opt,name=revoked,proto3" json:"revoked,omitempty"`
+	RevokedAt     *timestamppb.Timestamp `protobuf:"bytes,10,opt,name=revoked_at,json=revokedAt,proto3" json:"revoked_at,omitempty"`
+	RevokedReason string                 `protobuf:"bytes,11,opt,name=revoked_reason,json=revokedReason,proto3" json:"revoked_reason,omitempty"`
+	Conflicts     uint64                 `protobuf:"varint,12,opt,name=conflicts,proto3" json:"conflicts,omitempty"`
+	// The newest conflicts, at most 20, oldest first.
+	RecentConflicts []*IdConflict `protobuf:"bytes,13,rep,name=recent_conflicts,json=recentConflicts,proto3" json:"recent_conflicts,omitempty"`
+	// Enrollments that replaced an earlier incarnation.
+	Replacements  uint32 `protobuf:"varint,14,opt,name=replacements,proto3" json:"replacements,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *AgentRecord) Reset() {
 	*x = AgentRecord{}
-	mi := &file_crossdock_store_v1_command_proto_msgTypes[10]
+	mi := &file_crossdock_store_v1_command_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -781,7 +952,7 @@ func (x *AgentRecord) String() string {
 func (*AgentRecord) ProtoMessage() {}
 
 func (x *AgentRecord) ProtoReflect() protoreflect.Message {
-	mi := &file_crossdock_store_v1_command_proto_msgTypes[10]
+	mi := &file_crossdock_store_v1_command_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -794,7 +965,7 @@ func (x *AgentRecord) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AgentRecord.ProtoReflect.Descriptor instead.
 func (*AgentRecord) Descriptor() ([]byte, []int) {
-	return file_crossdock_store_v1_command_proto_rawDescGZIP(), []int{10}
+	return file_crossdock_store_v1_command_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *AgentRecord) GetId() string {
@@ -832,6 +1003,361 @@ func (x *AgentRecord) GetDuplicates() uint64 {
 	return 0
 }
 
+func (x *AgentRecord) GetIncarnation() uint64 {
+	if x != nil {
+		return x.Incarnation
+	}
+	return 0
+}
+
+func (x *AgentRecord) GetCerts() []*AgentCert {
+	if x != nil {
+		return x.Certs
+	}
+	return nil
+}
+
+func (x *AgentRecord) GetInstance() string {
+	if x != nil {
+		return x.Instance
+	}
+	return ""
+}
+
+func (x *AgentRecord) GetRevoked() bool {
+	if x != nil {
+		return x.Revoked
+	}
+	return false
+}
+
+func (x *AgentRecord) GetRevokedAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.RevokedAt
+	}
+	return nil
+}
+
+func (x *AgentRecord) GetRevokedReason() string {
+	if x != nil {
+		return x.RevokedReason
+	}
+	return ""
+}
+
+func (x *AgentRecord) GetConflicts() uint64 {
+	if x != nil {
+		return x.Conflicts
+	}
+	return 0
+}
+
+func (x *AgentRecord) GetRecentConflicts() []*IdConflict {
+	if x != nil {
+		return x.RecentConflicts
+	}
+	return nil
+}
+
+func (x *AgentRecord) GetReplacements() uint32 {
+	if x != nil {
+		return x.Replacements
+	}
+	return 0
+}
+
+// AgentCert is a certificate issued to an agent.
+type AgentCert struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Serial        []byte                 `protobuf:"bytes,1,opt,name=serial,proto3" json:"serial,omitempty"`
+	NotAfter      *timestamppb.Timestamp `protobuf:"bytes,2,opt,name=not_after,json=notAfter,proto3" json:"not_after,omitempty"`
+	IssuedAt      *timestamppb.Timestamp `protobuf:"bytes,3,opt,name=issued_at,json=issuedAt,proto3" json:"issued_at,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *AgentCert) Reset() {
+	*x = AgentCert{}
+	mi := &file_crossdock_store_v1_command_proto_msgTypes[12]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *AgentCert) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*AgentCert) ProtoMessage() {}
+
+func (x *AgentCert) ProtoReflect() protoreflect.Message {
+	mi := &file_crossdock_store_v1_command_proto_msgTypes[12]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use AgentCert.ProtoReflect.Descriptor instead.
+func (*AgentCert) Descriptor() ([]byte, []int) {
+	return file_crossdock_store_v1_command_proto_rawDescGZIP(), []int{12}
+}
+
+func (x *AgentCert) GetSerial() []byte {
+	if x != nil {
+		return x.Serial
+	}
+	return nil
+}
+
+func (x *AgentCert) GetNotAfter() *timestamppb.Timestamp {
+	if x != nil {
+		return x.NotAfter
+	}
+	return nil
+}
+
+func (x *AgentCert) GetIssuedAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.IssuedAt
+	}
+	return nil
+}
+
+// PutAgentCert records a certificate issued to an agent's incarnation (at enrollment
+// or renewal); the newest two are kept.
+type PutAgentCert struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	AgentId       string                 `protobuf:"bytes,1,opt,name=agent_id,json=agentId,proto3" json:"agent_id,omitempty"`
+	Incarnation   uint64                 `protobuf:"varint,2,opt,name=incarnation,proto3" json:"incarnation,omitempty"`
+	Cert          *AgentCert             `protobuf:"bytes,3,opt,name=cert,proto3" json:"cert,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PutAgentCert) Reset() {
+	*x = PutAgentCert{}
+	mi := &file_crossdock_store_v1_command_proto_msgTypes[13]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PutAgentCert) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PutAgentCert) ProtoMessage() {}
+
+func (x *PutAgentCert) ProtoReflect() protoreflect.Message {
+	mi := &file_crossdock_store_v1_command_proto_msgTypes[13]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PutAgentCert.ProtoReflect.Descriptor instead.
+func (*PutAgentCert) Descriptor() ([]byte, []int) {
+	return file_crossdock_store_v1_command_proto_rawDescGZIP(), []int{13}
+}
+
+func (x *PutAgentCert) GetAgentId() string {
+	if x != nil {
+		return x.AgentId
+	}
+	return ""
+}
+
+func (x *PutAgentCert) GetIncarnation() uint64 {
+	if x != nil {
+		return x.Incarnation
+	}
+	return 0
+}
+
+func (x *PutAgentCert) GetCert() *AgentCert {
+	if x != nil {
+		return x.Cert
+	}
+	return nil
+}
+
+// BindAgent binds an agent's incarnation to the outbox it streams from.
+type BindAgent struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	AgentId       string                 `protobuf:"bytes,1,opt,name=agent_id,json=agentId,proto3" json:"agent_id,omitempty"`
+	Incarnation   uint64                 `protobuf:"varint,2,opt,name=incarnation,proto3" json:"incarnation,omitempty"`
+	Instance      string                 `protobuf:"bytes,3,opt,name=instance,proto3" json:"instance,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *BindAgent) Reset() {
+	*x = BindAgent{}
+	mi := &file_crossdock_store_v1_command_proto_msgTypes[14]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *BindAgent) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*BindAgent) ProtoMessage() {}
+
+func (x *BindAgent) ProtoReflect() protoreflect.Message {
+	mi := &file_crossdock_store_v1_command_proto_msgTypes[14]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use BindAgent.ProtoReflect.Descriptor instead.
+func (*BindAgent) Descriptor() ([]byte, []int) {
+	return file_crossdock_store_v1_command_proto_rawDescGZIP(), []int{14}
+}
+
+func (x *BindAgent) GetAgentId() string {
+	if x != nil {
+		return x.AgentId
+	}
+	return ""
+}
+
+func (x *BindAgent) GetIncarnation() uint64 {
+	if x != nil {
+		return x.Incarnation
+	}
+	return 0
+}
+
+func (x *BindAgent) GetInstance() string {
+	if x != nil {
+		return x.Instance
+	}
+	return ""
+}
+
+// RevokeAgent retires an agent's identity: its certificates stop working and its
+// name can only be enrolled again with a replacing token.
+type RevokeAgent struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	AgentId       string                 `protobuf:"bytes,1,opt,name=agent_id,json=agentId,proto3" json:"agent_id,omitempty"`
+	At            *timestamppb.Timestamp `protobuf:"bytes,2,opt,name=at,proto3" json:"at,omitempty"`
+	Reason        string                 `protobuf:"bytes,3,opt,name=reason,proto3" json:"reason,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RevokeAgent) Reset() {
+	*x = RevokeAgent{}
+	mi := &file_crossdock_store_v1_command_proto_msgTypes[15]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RevokeAgent) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RevokeAgent) ProtoMessage() {}
+
+func (x *RevokeAgent) ProtoReflect() protoreflect.Message {
+	mi := &file_crossdock_store_v1_command_proto_msgTypes[15]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RevokeAgent.ProtoReflect.Descriptor instead.
+func (*RevokeAgent) Descriptor() ([]byte, []int) {
+	return file_crossdock_store_v1_command_proto_rawDescGZIP(), []int{15}
+}
+
+func (x *RevokeAgent) GetAgentId() string {
+	if x != nil {
+		return x.AgentId
+	}
+	return ""
+}
+
+func (x *RevokeAgent) GetAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.At
+	}
+	return nil
+}
+
+func (x *RevokeAgent) GetReason() string {
+	if x != nil {
+		return x.Reason
+	}
+	return ""
+}
+
+// AgentCommandResult is the result of PUT_AGENT_CERT, BIND_AGENT and REVOKE_AGENT.
+type AgentCommandResult struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Why the command was refused; empty when it took effect.
+	Error         string `protobuf:"bytes,1,opt,name=error,proto3" json:"error,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *AgentCommandResult) Reset() {
+	*x = AgentCommandResult{}
+	mi := &file_crossdock_store_v1_command_proto_msgTypes[16]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *AgentCommandResult) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*AgentCommandResult) ProtoMessage() {}
+
+func (x *AgentCommandResult) ProtoReflect() protoreflect.Message {
+	mi := &file_crossdock_store_v1_command_proto_msgTypes[16]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use AgentCommandResult.ProtoReflect.Descriptor instead.
+func (*AgentCommandResult) Descriptor() ([]byte, []int) {
+	return file_crossdock_store_v1_command_proto_rawDescGZIP(), []int{16}
+}
+
+func (x *AgentCommandResult) GetError() string {
+	if x != nil {
+		return x.Error
+	}
+	return ""
+}
+
 // PutNode records a control plane node's addresses.
 type PutNode struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
@@ -845,7 +1371,7 @@ type PutNode struct {
 
 func (x *PutNode) Reset() {
 	*x = PutNode{}
-	mi := &file_crossdock_store_v1_command_proto_msgTypes[11]
+	mi := &file_crossdock_store_v1_command_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -857,7 +1383,7 @@ func (x *PutNode) String() string {
 func (*PutNode) ProtoMessage() {}
 
 func (x *PutNode) ProtoReflect() protoreflect.Message {
-	mi := &file_crossdock_store_v1_command_proto_msgTypes[11]
+	mi := &file_crossdock_store_v1_command_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -870,7 +1396,7 @@ func (x *PutNode) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PutNode.ProtoReflect.Descriptor instead.
 func (*PutNode) Descriptor() ([]byte, []int) {
-	return file_crossdock_store_v1_command_proto_rawDescGZIP(), []int{11}
+	return file_crossdock_store_v1_command_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *PutNode) GetId() string {
@@ -911,7 +1437,7 @@ type RemoveNode struct {
 
 func (x *RemoveNode) Reset() {
 	*x = RemoveNode{}
-	mi := &file_crossdock_store_v1_command_proto_msgTypes[12]
+	mi := &file_crossdock_store_v1_command_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -923,7 +1449,7 @@ func (x *RemoveNode) String() string {
 func (*RemoveNode) ProtoMessage() {}
 
 func (x *RemoveNode) ProtoReflect() protoreflect.Message {
-	mi := &file_crossdock_store_v1_command_proto_msgTypes[12]
+	mi := &file_crossdock_store_v1_command_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -936,7 +1462,7 @@ func (x *RemoveNode) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RemoveNode.ProtoReflect.Descriptor instead.
 func (*RemoveNode) Descriptor() ([]byte, []int) {
-	return file_crossdock_store_v1_command_proto_rawDescGZIP(), []int{12}
+	return file_crossdock_store_v1_command_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *RemoveNode) GetId() string {
@@ -959,7 +1485,7 @@ type NodeRecord struct {
 
 func (x *NodeRecord) Reset() {
 	*x = NodeRecord{}
-	mi := &file_crossdock_store_v1_command_proto_msgTypes[13]
+	mi := &file_crossdock_store_v1_command_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -971,7 +1497,7 @@ func (x *NodeRecord) String() string {
 func (*NodeRecord) ProtoMessage() {}
 
 func (x *NodeRecord) ProtoReflect() protoreflect.Message {
-	mi := &file_crossdock_store_v1_command_proto_msgTypes[13]
+	mi := &file_crossdock_store_v1_command_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -984,7 +1510,7 @@ func (x *NodeRecord) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use NodeRecord.ProtoReflect.Descriptor instead.
 func (*NodeRecord) Descriptor() ([]byte, []int) {
-	return file_crossdock_store_v1_command_proto_rawDescGZIP(), []int{13}
+	return file_crossdock_store_v1_command_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *NodeRecord) GetId() string {
@@ -1024,21 +1550,33 @@ const file_crossdock_store_v1_command_proto_rawDesc = "" +
 	"\x04type\x18\x01 \x01(\x0e2\x1f.crossdock.store.v1.CommandTypeR\x04type\x12\x1c\n" +
 	"\tignorable\x18\x02 \x01(\bR\tignorable\x12\x18\n" +
 	"\apayload\x18\x03 \x01(\fR\apayload\x121\n" +
-	"\x15proposed_at_unix_nano\x18\x04 \x01(\x03R\x12proposedAtUnixNano\"`\n" +
+	"\x15proposed_at_unix_nano\x18\x04 \x01(\x03R\x12proposedAtUnixNano\"\x82\x01\n" +
 	"\vIngestBatch\x12\x19\n" +
 	"\bagent_id\x18\x01 \x01(\tR\aagentId\x126\n" +
-	"\x06events\x18\x02 \x03(\v2\x1e.crossdock.store.v1.AgentEventR\x06events\"Z\n" +
+	"\x06events\x18\x02 \x03(\v2\x1e.crossdock.store.v1.AgentEventR\x06events\x12 \n" +
+	"\vincarnation\x18\x03 \x01(\x04R\vincarnation\"Z\n" +
 	"\n" +
 	"AgentEvent\x12\x1b\n" +
 	"\tagent_seq\x18\x01 \x01(\x04R\bagentSeq\x12/\n" +
-	"\x05event\x18\x02 \x01(\v2\x19.crossdock.event.v1.EventR\x05event\"\x99\x01\n" +
+	"\x05event\x18\x02 \x01(\v2\x19.crossdock.event.v1.EventR\x05event\"\xed\x01\n" +
 	"\fIngestResult\x12#\n" +
 	"\rcommitted_seq\x18\x01 \x01(\x04R\fcommittedSeq\x12\x1c\n" +
 	"\tcommitted\x18\x02 \x01(\rR\tcommitted\x12\x1e\n" +
 	"\n" +
 	"duplicates\x18\x03 \x01(\rR\n" +
 	"duplicates\x12&\n" +
-	"\x0flast_ledger_seq\x18\x04 \x01(\x04R\rlastLedgerSeq\"\xe8\x01\n" +
+	"\x0flast_ledger_seq\x18\x04 \x01(\x04R\rlastLedgerSeq\x12<\n" +
+	"\tconflicts\x18\x05 \x03(\v2\x1e.crossdock.store.v1.IdConflictR\tconflicts\x12\x14\n" +
+	"\x05error\x18\x06 \x01(\tR\x05error\"\xdc\x01\n" +
+	"\n" +
+	"IdConflict\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id\x12\x1b\n" +
+	"\tagent_seq\x18\x02 \x01(\x04R\bagentSeq\x12\x1c\n" +
+	"\tconnector\x18\x03 \x01(\tR\tconnector\x12\x1a\n" +
+	"\bposition\x18\x04 \x01(\tR\bposition\x12!\n" +
+	"\fexisting_seq\x18\x05 \x01(\x04R\vexistingSeq\x12\x18\n" +
+	"\adiffers\x18\x06 \x01(\tR\adiffers\x12*\n" +
+	"\x02at\x18\a \x01(\v2\x1a.google.protobuf.TimestampR\x02at\"\x82\x02\n" +
 	"\bPutToken\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12#\n" +
 	"\rsecret_sha256\x18\x02 \x01(\fR\fsecretSha256\x12\x12\n" +
@@ -1048,16 +1586,18 @@ const file_crossdock_store_v1_command_proto_rawDesc = "" +
 	"\n" +
 	"expires_at\x18\x05 \x01(\v2\x1a.google.protobuf.TimestampR\texpiresAt\x12\x1d\n" +
 	"\n" +
-	"agent_name\x18\x06 \x01(\tR\tagentName\"\x8e\x01\n" +
+	"agent_name\x18\x06 \x01(\tR\tagentName\x12\x18\n" +
+	"\areplace\x18\a \x01(\bR\areplace\"\x8e\x01\n" +
 	"\fConsumeToken\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12#\n" +
 	"\rsecret_sha256\x18\x02 \x01(\fR\fsecretSha256\x12*\n" +
 	"\x02at\x18\x03 \x01(\v2\x1a.google.protobuf.TimestampR\x02at\x12\x1d\n" +
 	"\n" +
-	"agent_name\x18\x04 \x01(\tR\tagentName\"E\n" +
+	"agent_name\x18\x04 \x01(\tR\tagentName\"g\n" +
 	"\x12ConsumeTokenResult\x12\x19\n" +
 	"\bagent_id\x18\x01 \x01(\tR\aagentId\x12\x14\n" +
-	"\x05error\x18\x02 \x01(\tR\x05error\"\x7f\n" +
+	"\x05error\x18\x02 \x01(\tR\x05error\x12 \n" +
+	"\vincarnation\x18\x03 \x01(\x04R\vincarnation\"\x7f\n" +
 	"\rPutAdminToken\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12#\n" +
 	"\rsecret_sha256\x18\x02 \x01(\fR\fsecretSha256\x129\n" +
@@ -1070,7 +1610,7 @@ const file_crossdock_store_v1_command_proto_rawDesc = "" +
 	"\x05token\x18\x01 \x01(\v2\x1c.crossdock.store.v1.PutTokenR\x05token\x12\x12\n" +
 	"\x04used\x18\x02 \x01(\bR\x04used\x12\x17\n" +
 	"\aused_by\x18\x03 \x01(\tR\x06usedBy\x123\n" +
-	"\aused_at\x18\x04 \x01(\v2\x1a.google.protobuf.TimestampR\x06usedAt\"\xca\x01\n" +
+	"\aused_at\x18\x04 \x01(\v2\x1a.google.protobuf.TimestampR\x06usedAt\"\xc6\x04\n" +
 	"\vAgentRecord\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12;\n" +
 	"\venrolled_at\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampR\n" +
@@ -1079,7 +1619,36 @@ const file_crossdock_store_v1_command_proto_rawDesc = "" +
 	"\x10events_committed\x18\x04 \x01(\x04R\x0feventsCommitted\x12\x1e\n" +
 	"\n" +
 	"duplicates\x18\x05 \x01(\x04R\n" +
-	"duplicates\"\x8a\x01\n" +
+	"duplicates\x12 \n" +
+	"\vincarnation\x18\x06 \x01(\x04R\vincarnation\x123\n" +
+	"\x05certs\x18\a \x03(\v2\x1d.crossdock.store.v1.AgentCertR\x05certs\x12\x1a\n" +
+	"\binstance\x18\b \x01(\tR\binstance\x12\x18\n" +
+	"\arevoked\x18\t \x01(\bR\arevoked\x129\n" +
+	"\n" +
+	"revoked_at\x18\n" +
+	" \x01(\v2\x1a.google.protobuf.TimestampR\trevokedAt\x12%\n" +
+	"\x0erevoked_reason\x18\v \x01(\tR\rrevokedReason\x12\x1c\n" +
+	"\tconflicts\x18\f \x01(\x04R\tconflicts\x12I\n" +
+	"\x10recent_conflicts\x18\r \x03(\v2\x1e.crossdock.store.v1.IdConflictR\x0frecentConflicts\x12\"\n" +
+	"\freplacements\x18\x0e \x01(\rR\freplacements\"\x95\x01\n" +
+	"\tAgentCert\x12\x16\n" +
+	"\x06serial\x18\x01 \x01(\fR\x06serial\x127\n" +
+	"\tnot_after\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampR\bnotAfter\x127\n" +
+	"\tissued_at\x18\x03 \x01(\v2\x1a.google.protobuf.TimestampR\bissuedAt\"~\n" +
+	"\fPutAgentCert\x12\x19\n" +
+	"\bagent_id\x18\x01 \x01(\tR\aagentId\x12 \n" +
+	"\vincarnation\x18\x02 \x01(\x04R\vincarnation\x121\n" +
+	"\x04cert\x18\x03 \x01(\v2\x1d.crossdock.store.v1.AgentCertR\x04cert\"d\n" +
+	"\tBindAgent\x12\x19\n" +
+	"\bagent_id\x18\x01 \x01(\tR\aagentId\x12 \n" +
+	"\vincarnation\x18\x02 \x01(\x04R\vincarnation\x12\x1a\n" +
+	"\binstance\x18\x03 \x01(\tR\binstance\"l\n" +
+	"\vRevokeAgent\x12\x19\n" +
+	"\bagent_id\x18\x01 \x01(\tR\aagentId\x12*\n" +
+	"\x02at\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampR\x02at\x12\x16\n" +
+	"\x06reason\x18\x03 \x01(\tR\x06reason\"*\n" +
+	"\x12AgentCommandResult\x12\x14\n" +
+	"\x05error\x18\x01 \x01(\tR\x05error\"\x8a\x01\n" +
 	"\aPutNode\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x19\n" +
 	"\bapi_addr\x18\x02 \x01(\tR\aapiAddr\x12\x1b\n" +
@@ -1093,7 +1662,7 @@ const file_crossdock_store_v1_command_proto_rawDesc = "" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x19\n" +
 	"\bapi_addr\x18\x02 \x01(\tR\aapiAddr\x12\x1b\n" +
 	"\traft_addr\x18\x03 \x01(\tR\braftAddr\x127\n" +
-	"\tjoined_at\x18\x04 \x01(\v2\x1a.google.protobuf.TimestampR\bjoinedAt*\xe9\x03\n" +
+	"\tjoined_at\x18\x04 \x01(\v2\x1a.google.protobuf.TimestampR\bjoinedAt*\xc6\x04\n" +
 	"\vCommandType\x12\x1c\n" +
 	"\x18COMMAND_TYPE_UNSPECIFIED\x10\x00\x12\x1d\n" +
 	"\x19COMMAND_TYPE_INGEST_BATCH\x10\x01\x12\x1a\n" +
@@ -1110,7 +1679,10 @@ const file_crossdock_store_v1_command_proto_rawDesc = "" +
 	"\x1dCOMMAND_TYPE_PUT_DEAD_LETTERS\x10\x15\x12%\n" +
 	"!COMMAND_TYPE_RESOLVE_DEAD_LETTERS\x10\x16\x12\x1d\n" +
 	"\x19COMMAND_TYPE_START_REPLAY\x10\x17\x12!\n" +
-	"\x1dCOMMAND_TYPE_PUT_AGENT_STATUS\x10\x1eBEZCgithub.com/crossdock/crossdock/proto/gen/crossdock/store/v1;storev1b\x06proto3"
+	"\x1dCOMMAND_TYPE_PUT_AGENT_STATUS\x10\x1e\x12\x1f\n" +
+	"\x1bCOMMAND_TYPE_PUT_AGENT_CERT\x10\x1f\x12\x1b\n" +
+	"\x17COMMAND_TYPE_BIND_AGENT\x10 \x12\x1d\n" +
+	"\x19COMMAND_TYPE_REVOKE_AGENT\x10!BEZCgithub.com/crossdock/crossdock/proto/gen/crossdock/store/v1;storev1b\x06proto3"
 
 var (
 	file_crossdock_store_v1_command_proto_rawDescOnce sync.Once
@@ -1125,44 +1697,59 @@ func file_crossdock_store_v1_command_proto_rawDescGZIP() []byte {
 }
 
 var file_crossdock_store_v1_command_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_crossdock_store_v1_command_proto_msgTypes = make([]protoimpl.MessageInfo, 14)
+var file_crossdock_store_v1_command_proto_msgTypes = make([]protoimpl.MessageInfo, 20)
 var file_crossdock_store_v1_command_proto_goTypes = []any{
 	(CommandType)(0),              // 0: crossdock.store.v1.CommandType
 	(*Command)(nil),               // 1: crossdock.store.v1.Command
 	(*IngestBatch)(nil),           // 2: crossdock.store.v1.IngestBatch
 	(*AgentEvent)(nil),            // 3: crossdock.store.v1.AgentEvent
 	(*IngestResult)(nil),          // 4: crossdock.store.v1.IngestResult
-	(*PutToken)(nil),              // 5: crossdock.store.v1.PutToken
-	(*ConsumeToken)(nil),          // 6: crossdock.store.v1.ConsumeToken
-	(*ConsumeTokenResult)(nil),    // 7: crossdock.store.v1.ConsumeTokenResult
-	(*PutAdminToken)(nil),         // 8: crossdock.store.v1.PutAdminToken
-	(*PutCA)(nil),                 // 9: crossdock.store.v1.PutCA
-	(*TokenRecord)(nil),           // 10: crossdock.store.v1.TokenRecord
-	(*AgentRecord)(nil),           // 11: crossdock.store.v1.AgentRecord
-	(*PutNode)(nil),               // 12: crossdock.store.v1.PutNode
-	(*RemoveNode)(nil),            // 13: crossdock.store.v1.RemoveNode
-	(*NodeRecord)(nil),            // 14: crossdock.store.v1.NodeRecord
-	(*v1.Event)(nil),              // 15: crossdock.event.v1.Event
-	(*timestamppb.Timestamp)(nil), // 16: google.protobuf.Timestamp
+	(*IdConflict)(nil),            // 5: crossdock.store.v1.IdConflict
+	(*PutToken)(nil),              // 6: crossdock.store.v1.PutToken
+	(*ConsumeToken)(nil),          // 7: crossdock.store.v1.ConsumeToken
+	(*ConsumeTokenResult)(nil),    // 8: crossdock.store.v1.ConsumeTokenResult
+	(*PutAdminToken)(nil),         // 9: crossdock.store.v1.PutAdminToken
+	(*PutCA)(nil),                 // 10: crossdock.store.v1.PutCA
+	(*TokenRecord)(nil),           // 11: crossdock.store.v1.TokenRecord
+	(*AgentRecord)(nil),           // 12: crossdock.store.v1.AgentRecord
+	(*AgentCert)(nil),             // 13: crossdock.store.v1.AgentCert
+	(*PutAgentCert)(nil),          // 14: crossdock.store.v1.PutAgentCert
+	(*BindAgent)(nil),             // 15: crossdock.store.v1.BindAgent
+	(*RevokeAgent)(nil),           // 16: crossdock.store.v1.RevokeAgent
+	(*AgentCommandResult)(nil),    // 17: crossdock.store.v1.AgentCommandResult
+	(*PutNode)(nil),               // 18: crossdock.store.v1.PutNode
+	(*RemoveNode)(nil),            // 19: crossdock.store.v1.RemoveNode
+	(*NodeRecord)(nil),            // 20: crossdock.store.v1.NodeRecord
+	(*v1.Event)(nil),              // 21: crossdock.event.v1.Event
+	(*timestamppb.Timestamp)(nil), // 22: google.protobuf.Timestamp
 }
 var file_crossdock_store_v1_command_proto_depIdxs = []int32{
 	0,  // 0: crossdock.store.v1.Command.type:type_name -> crossdock.store.v1.CommandType
 	3,  // 1: crossdock.store.v1.IngestBatch.events:type_name -> crossdock.store.v1.AgentEvent
-	15, // 2: crossdock.store.v1.AgentEvent.event:type_name -> crossdock.event.v1.Event
-	16, // 3: crossdock.store.v1.PutToken.created_at:type_name -> google.protobuf.Timestamp
-	16, // 4: crossdock.store.v1.PutToken.expires_at:type_name -> google.protobuf.Timestamp
-	16, // 5: crossdock.store.v1.ConsumeToken.at:type_name -> google.protobuf.Timestamp
-	16, // 6: crossdock.store.v1.PutAdminToken.created_at:type_name -> google.protobuf.Timestamp
-	5,  // 7: crossdock.store.v1.TokenRecord.token:type_name -> crossdock.store.v1.PutToken
-	16, // 8: crossdock.store.v1.TokenRecord.used_at:type_name -> google.protobuf.Timestamp
-	16, // 9: crossdock.store.v1.AgentRecord.enrolled_at:type_name -> google.protobuf.Timestamp
-	16, // 10: crossdock.store.v1.PutNode.joined_at:type_name -> google.protobuf.Timestamp
-	16, // 11: crossdock.store.v1.NodeRecord.joined_at:type_name -> google.protobuf.Timestamp
-	12, // [12:12] is the sub-list for method output_type
-	12, // [12:12] is the sub-list for method input_type
-	12, // [12:12] is the sub-list for extension type_name
-	12, // [12:12] is the sub-list for extension extendee
-	0,  // [0:12] is the sub-list for field type_name
+	21, // 2: crossdock.store.v1.AgentEvent.event:type_name -> crossdock.event.v1.Event
+	5,  // 3: crossdock.store.v1.IngestResult.conflicts:type_name -> crossdock.store.v1.IdConflict
+	22, // 4: crossdock.store.v1.IdConflict.at:type_name -> google.protobuf.Timestamp
+	22, // 5: crossdock.store.v1.PutToken.created_at:type_name -> google.protobuf.Timestamp
+	22, // 6: crossdock.store.v1.PutToken.expires_at:type_name -> google.protobuf.Timestamp
+	22, // 7: crossdock.store.v1.ConsumeToken.at:type_name -> google.protobuf.Timestamp
+	22, // 8: crossdock.store.v1.PutAdminToken.created_at:type_name -> google.protobuf.Timestamp
+	6,  // 9: crossdock.store.v1.TokenRecord.token:type_name -> crossdock.store.v1.PutToken
+	22, // 10: crossdock.store.v1.TokenRecord.used_at:type_name -> google.protobuf.Timestamp
+	22, // 11: crossdock.store.v1.AgentRecord.enrolled_at:type_name -> google.protobuf.Timestamp
+	13, // 12: crossdock.store.v1.AgentRecord.certs:type_name -> crossdock.store.v1.AgentCert
+	22, // 13: crossdock.store.v1.AgentRecord.revoked_at:type_name -> google.protobuf.Timestamp
+	5,  // 14: crossdock.store.v1.AgentRecord.recent_conflicts:type_name -> crossdock.store.v1.IdConflict
+	22, // 15: crossdock.store.v1.AgentCert.not_after:type_name -> google.protobuf.Timestamp
+	22, // 16: crossdock.store.v1.AgentCert.issued_at:type_name -> google.protobuf.Timestamp
+	13, // 17: crossdock.store.v1.PutAgentCert.cert:type_name -> crossdock.store.v1.AgentCert
+	22, // 18: crossdock.store.v1.RevokeAgent.at:type_name -> google.protobuf.Timestamp
+	22, // 19: crossdock.store.v1.PutNode.joined_at:type_name -> google.protobuf.Timestamp
+	22, // 20: crossdock.store.v1.NodeRecord.joined_at:type_name -> google.protobuf.Timestamp
+	21, // [21:21] is the sub-list for method output_type
+	21, // [21:21] is the sub-list for method input_type
+	21, // [21:21] is the sub-list for extension type_name
+	21, // [21:21] is the sub-list for extension extendee
+	0,  // [0:21] is the sub-list for field type_name
 }
 
 func init() { file_crossdock_store_v1_command_proto_init() }
@@ -1176,7 +1763,7 @@ func file_crossdock_store_v1_command_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_crossdock_store_v1_command_proto_rawDesc), len(file_crossdock_store_v1_command_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   14,
+			NumMessages:   20,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

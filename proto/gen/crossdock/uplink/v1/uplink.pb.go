@@ -158,6 +158,7 @@ type StreamRequest struct {
 	//	*StreamRequest_Batch
 	//	*StreamRequest_Connectors
 	//	*StreamRequest_SinkResult
+	//	*StreamRequest_Renew
 	Msg           isStreamRequest_Msg `protobuf_oneof:"msg"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -236,6 +237,15 @@ func (x *StreamRequest) GetSinkResult() *SinkResult {
 	return nil
 }
 
+func (x *StreamRequest) GetRenew() *RenewRequest {
+	if x != nil {
+		if x, ok := x.Msg.(*StreamRequest_Renew); ok {
+			return x.Renew
+		}
+	}
+	return nil
+}
+
 type isStreamRequest_Msg interface {
 	isStreamRequest_Msg()
 }
@@ -256,6 +266,10 @@ type StreamRequest_SinkResult struct {
 	SinkResult *SinkResult `protobuf:"bytes,4,opt,name=sink_result,json=sinkResult,proto3,oneof"`
 }
 
+type StreamRequest_Renew struct {
+	Renew *RenewRequest `protobuf:"bytes,5,opt,name=renew,proto3,oneof"`
+}
+
 func (*StreamRequest_Hello) isStreamRequest_Msg() {}
 
 func (*StreamRequest_Batch) isStreamRequest_Msg() {}
@@ -263,6 +277,193 @@ func (*StreamRequest_Batch) isStreamRequest_Msg() {}
 func (*StreamRequest_Connectors) isStreamRequest_Msg() {}
 
 func (*StreamRequest_SinkResult) isStreamRequest_Msg() {}
+
+func (*StreamRequest_Renew) isStreamRequest_Msg() {}
+
+// RenewRequest asks for a new certificate for the agent's identity, before the one it
+// streams with expires.
+type RenewRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	CsrPem        string                 `protobuf:"bytes,1,opt,name=csr_pem,json=csrPem,proto3" json:"csr_pem,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RenewRequest) Reset() {
+	*x = RenewRequest{}
+	mi := &file_crossdock_uplink_v1_uplink_proto_msgTypes[3]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RenewRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RenewRequest) ProtoMessage() {}
+
+func (x *RenewRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_crossdock_uplink_v1_uplink_proto_msgTypes[3]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RenewRequest.ProtoReflect.Descriptor instead.
+func (*RenewRequest) Descriptor() ([]byte, []int) {
+	return file_crossdock_uplink_v1_uplink_proto_rawDescGZIP(), []int{3}
+}
+
+func (x *RenewRequest) GetCsrPem() string {
+	if x != nil {
+		return x.CsrPem
+	}
+	return ""
+}
+
+// Renewed answers a RenewRequest: a certificate, or why none was issued.
+type Renewed struct {
+	state          protoimpl.MessageState `protogen:"open.v1"`
+	CertificatePem string                 `protobuf:"bytes,1,opt,name=certificate_pem,json=certificatePem,proto3" json:"certificate_pem,omitempty"`
+	Error          string                 `protobuf:"bytes,2,opt,name=error,proto3" json:"error,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
+}
+
+func (x *Renewed) Reset() {
+	*x = Renewed{}
+	mi := &file_crossdock_uplink_v1_uplink_proto_msgTypes[4]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Renewed) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Renewed) ProtoMessage() {}
+
+func (x *Renewed) ProtoReflect() protoreflect.Message {
+	mi := &file_crossdock_uplink_v1_uplink_proto_msgTypes[4]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Renewed.ProtoReflect.Descriptor instead.
+func (*Renewed) Descriptor() ([]byte, []int) {
+	return file_crossdock_uplink_v1_uplink_proto_rawDescGZIP(), []int{4}
+}
+
+func (x *Renewed) GetCertificatePem() string {
+	if x != nil {
+		return x.CertificatePem
+	}
+	return ""
+}
+
+func (x *Renewed) GetError() string {
+	if x != nil {
+		return x.Error
+	}
+	return ""
+}
+
+// Conflict is an event the control plane did not commit because the agent had already
+// committed its id with other content.
+type Conflict struct {
+	state             protoimpl.MessageState `protogen:"open.v1"`
+	Id                string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	Seq               uint64                 `protobuf:"varint,2,opt,name=seq,proto3" json:"seq,omitempty"`
+	Connector         string                 `protobuf:"bytes,3,opt,name=connector,proto3" json:"connector,omitempty"`
+	Position          string                 `protobuf:"bytes,4,opt,name=position,proto3" json:"position,omitempty"`
+	ExistingLedgerSeq uint64                 `protobuf:"varint,5,opt,name=existing_ledger_seq,json=existingLedgerSeq,proto3" json:"existing_ledger_seq,omitempty"`
+	Differs           string                 `protobuf:"bytes,6,opt,name=differs,proto3" json:"differs,omitempty"`
+	unknownFields     protoimpl.UnknownFields
+	sizeCache         protoimpl.SizeCache
+}
+
+func (x *Conflict) Reset() {
+	*x = Conflict{}
+	mi := &file_crossdock_uplink_v1_uplink_proto_msgTypes[5]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Conflict) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Conflict) ProtoMessage() {}
+
+func (x *Conflict) ProtoReflect() protoreflect.Message {
+	mi := &file_crossdock_uplink_v1_uplink_proto_msgTypes[5]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Conflict.ProtoReflect.Descriptor instead.
+func (*Conflict) Descriptor() ([]byte, []int) {
+	return file_crossdock_uplink_v1_uplink_proto_rawDescGZIP(), []int{5}
+}
+
+func (x *Conflict) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+func (x *Conflict) GetSeq() uint64 {
+	if x != nil {
+		return x.Seq
+	}
+	return 0
+}
+
+func (x *Conflict) GetConnector() string {
+	if x != nil {
+		return x.Connector
+	}
+	return ""
+}
+
+func (x *Conflict) GetPosition() string {
+	if x != nil {
+		return x.Position
+	}
+	return ""
+}
+
+func (x *Conflict) GetExistingLedgerSeq() uint64 {
+	if x != nil {
+		return x.ExistingLedgerSeq
+	}
+	return 0
+}
+
+func (x *Conflict) GetDiffers() string {
+	if x != nil {
+		return x.Differs
+	}
+	return ""
+}
 
 // SinkResult answers a SinkWrite: the connector wrote the event (error empty), or why
 // not. permanent says a retry cannot help (bad data); otherwise the control plane retries.
@@ -279,7 +480,7 @@ type SinkResult struct {
 
 func (x *SinkResult) Reset() {
 	*x = SinkResult{}
-	mi := &file_crossdock_uplink_v1_uplink_proto_msgTypes[3]
+	mi := &file_crossdock_uplink_v1_uplink_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -291,7 +492,7 @@ func (x *SinkResult) String() string {
 func (*SinkResult) ProtoMessage() {}
 
 func (x *SinkResult) ProtoReflect() protoreflect.Message {
-	mi := &file_crossdock_uplink_v1_uplink_proto_msgTypes[3]
+	mi := &file_crossdock_uplink_v1_uplink_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -304,7 +505,7 @@ func (x *SinkResult) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SinkResult.ProtoReflect.Descriptor instead.
 func (*SinkResult) Descriptor() ([]byte, []int) {
-	return file_crossdock_uplink_v1_uplink_proto_rawDescGZIP(), []int{3}
+	return file_crossdock_uplink_v1_uplink_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *SinkResult) GetRequestId() string {
@@ -346,7 +547,7 @@ type ConnectorReport struct {
 
 func (x *ConnectorReport) Reset() {
 	*x = ConnectorReport{}
-	mi := &file_crossdock_uplink_v1_uplink_proto_msgTypes[4]
+	mi := &file_crossdock_uplink_v1_uplink_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -358,7 +559,7 @@ func (x *ConnectorReport) String() string {
 func (*ConnectorReport) ProtoMessage() {}
 
 func (x *ConnectorReport) ProtoReflect() protoreflect.Message {
-	mi := &file_crossdock_uplink_v1_uplink_proto_msgTypes[4]
+	mi := &file_crossdock_uplink_v1_uplink_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -371,7 +572,7 @@ func (x *ConnectorReport) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ConnectorReport.ProtoReflect.Descriptor instead.
 func (*ConnectorReport) Descriptor() ([]byte, []int) {
-	return file_crossdock_uplink_v1_uplink_proto_rawDescGZIP(), []int{4}
+	return file_crossdock_uplink_v1_uplink_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *ConnectorReport) GetConnectors() []*v1.ConnectorStatus {
@@ -388,13 +589,16 @@ type Hello struct {
 	// Oldest and newest seq still in the agent's outbox (0 when empty).
 	OutboxFirstSeq uint64 `protobuf:"varint,2,opt,name=outbox_first_seq,json=outboxFirstSeq,proto3" json:"outbox_first_seq,omitempty"`
 	OutboxLastSeq  uint64 `protobuf:"varint,3,opt,name=outbox_last_seq,json=outboxLastSeq,proto3" json:"outbox_last_seq,omitempty"`
+	// The outbox's instance id (random, made with the outbox): the control plane binds
+	// an agent's incarnation to one outbox, so a copied identity is refused.
+	OutboxInstance string `protobuf:"bytes,4,opt,name=outbox_instance,json=outboxInstance,proto3" json:"outbox_instance,omitempty"`
 	unknownFields  protoimpl.UnknownFields
 	sizeCache      protoimpl.SizeCache
 }
 
 func (x *Hello) Reset() {
 	*x = Hello{}
-	mi := &file_crossdock_uplink_v1_uplink_proto_msgTypes[5]
+	mi := &file_crossdock_uplink_v1_uplink_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -406,7 +610,7 @@ func (x *Hello) String() string {
 func (*Hello) ProtoMessage() {}
 
 func (x *Hello) ProtoReflect() protoreflect.Message {
-	mi := &file_crossdock_uplink_v1_uplink_proto_msgTypes[5]
+	mi := &file_crossdock_uplink_v1_uplink_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -419,7 +623,7 @@ func (x *Hello) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Hello.ProtoReflect.Descriptor instead.
 func (*Hello) Descriptor() ([]byte, []int) {
-	return file_crossdock_uplink_v1_uplink_proto_rawDescGZIP(), []int{5}
+	return file_crossdock_uplink_v1_uplink_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *Hello) GetAgentVersion() string {
@@ -443,6 +647,13 @@ func (x *Hello) GetOutboxLastSeq() uint64 {
 	return 0
 }
 
+func (x *Hello) GetOutboxInstance() string {
+	if x != nil {
+		return x.OutboxInstance
+	}
+	return ""
+}
+
 // Batch is a run of consecutive outbox entries.
 type Batch struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
@@ -453,7 +664,7 @@ type Batch struct {
 
 func (x *Batch) Reset() {
 	*x = Batch{}
-	mi := &file_crossdock_uplink_v1_uplink_proto_msgTypes[6]
+	mi := &file_crossdock_uplink_v1_uplink_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -465,7 +676,7 @@ func (x *Batch) String() string {
 func (*Batch) ProtoMessage() {}
 
 func (x *Batch) ProtoReflect() protoreflect.Message {
-	mi := &file_crossdock_uplink_v1_uplink_proto_msgTypes[6]
+	mi := &file_crossdock_uplink_v1_uplink_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -478,7 +689,7 @@ func (x *Batch) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Batch.ProtoReflect.Descriptor instead.
 func (*Batch) Descriptor() ([]byte, []int) {
-	return file_crossdock_uplink_v1_uplink_proto_rawDescGZIP(), []int{6}
+	return file_crossdock_uplink_v1_uplink_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *Batch) GetEvents() []*OutboxEvent {
@@ -499,7 +710,7 @@ type OutboxEvent struct {
 
 func (x *OutboxEvent) Reset() {
 	*x = OutboxEvent{}
-	mi := &file_crossdock_uplink_v1_uplink_proto_msgTypes[7]
+	mi := &file_crossdock_uplink_v1_uplink_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -511,7 +722,7 @@ func (x *OutboxEvent) String() string {
 func (*OutboxEvent) ProtoMessage() {}
 
 func (x *OutboxEvent) ProtoReflect() protoreflect.Message {
-	mi := &file_crossdock_uplink_v1_uplink_proto_msgTypes[7]
+	mi := &file_crossdock_uplink_v1_uplink_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -524,7 +735,7 @@ func (x *OutboxEvent) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use OutboxEvent.ProtoReflect.Descriptor instead.
 func (*OutboxEvent) Descriptor() ([]byte, []int) {
-	return file_crossdock_uplink_v1_uplink_proto_rawDescGZIP(), []int{7}
+	return file_crossdock_uplink_v1_uplink_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *OutboxEvent) GetSeq() uint64 {
@@ -549,6 +760,7 @@ type StreamResponse struct {
 	//	*StreamResponse_Welcome
 	//	*StreamResponse_Ack
 	//	*StreamResponse_SinkWrite
+	//	*StreamResponse_Renewed
 	Msg           isStreamResponse_Msg `protobuf_oneof:"msg"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -556,7 +768,7 @@ type StreamResponse struct {
 
 func (x *StreamResponse) Reset() {
 	*x = StreamResponse{}
-	mi := &file_crossdock_uplink_v1_uplink_proto_msgTypes[8]
+	mi := &file_crossdock_uplink_v1_uplink_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -568,7 +780,7 @@ func (x *StreamResponse) String() string {
 func (*StreamResponse) ProtoMessage() {}
 
 func (x *StreamResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_crossdock_uplink_v1_uplink_proto_msgTypes[8]
+	mi := &file_crossdock_uplink_v1_uplink_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -581,7 +793,7 @@ func (x *StreamResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StreamResponse.ProtoReflect.Descriptor instead.
 func (*StreamResponse) Descriptor() ([]byte, []int) {
-	return file_crossdock_uplink_v1_uplink_proto_rawDescGZIP(), []int{8}
+	return file_crossdock_uplink_v1_uplink_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *StreamResponse) GetMsg() isStreamResponse_Msg {
@@ -618,6 +830,15 @@ func (x *StreamResponse) GetSinkWrite() *SinkWrite {
 	return nil
 }
 
+func (x *StreamResponse) GetRenewed() *Renewed {
+	if x != nil {
+		if x, ok := x.Msg.(*StreamResponse_Renewed); ok {
+			return x.Renewed
+		}
+	}
+	return nil
+}
+
 type isStreamResponse_Msg interface {
 	isStreamResponse_Msg()
 }
@@ -634,11 +855,17 @@ type StreamResponse_SinkWrite struct {
 	SinkWrite *SinkWrite `protobuf:"bytes,3,opt,name=sink_write,json=sinkWrite,proto3,oneof"`
 }
 
+type StreamResponse_Renewed struct {
+	Renewed *Renewed `protobuf:"bytes,4,opt,name=renewed,proto3,oneof"`
+}
+
 func (*StreamResponse_Welcome) isStreamResponse_Msg() {}
 
 func (*StreamResponse_Ack) isStreamResponse_Msg() {}
 
 func (*StreamResponse_SinkWrite) isStreamResponse_Msg() {}
+
+func (*StreamResponse_Renewed) isStreamResponse_Msg() {}
 
 // SinkWrite asks the agent to write one event through one of its sink connectors (a
 // destination of kind "agent"). The connector is idempotent by event id, so a write
@@ -658,7 +885,7 @@ type SinkWrite struct {
 
 func (x *SinkWrite) Reset() {
 	*x = SinkWrite{}
-	mi := &file_crossdock_uplink_v1_uplink_proto_msgTypes[9]
+	mi := &file_crossdock_uplink_v1_uplink_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -670,7 +897,7 @@ func (x *SinkWrite) String() string {
 func (*SinkWrite) ProtoMessage() {}
 
 func (x *SinkWrite) ProtoReflect() protoreflect.Message {
-	mi := &file_crossdock_uplink_v1_uplink_proto_msgTypes[9]
+	mi := &file_crossdock_uplink_v1_uplink_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -683,7 +910,7 @@ func (x *SinkWrite) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SinkWrite.ProtoReflect.Descriptor instead.
 func (*SinkWrite) Descriptor() ([]byte, []int) {
-	return file_crossdock_uplink_v1_uplink_proto_rawDescGZIP(), []int{9}
+	return file_crossdock_uplink_v1_uplink_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *SinkWrite) GetRequestId() string {
@@ -733,7 +960,7 @@ type Welcome struct {
 
 func (x *Welcome) Reset() {
 	*x = Welcome{}
-	mi := &file_crossdock_uplink_v1_uplink_proto_msgTypes[10]
+	mi := &file_crossdock_uplink_v1_uplink_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -745,7 +972,7 @@ func (x *Welcome) String() string {
 func (*Welcome) ProtoMessage() {}
 
 func (x *Welcome) ProtoReflect() protoreflect.Message {
-	mi := &file_crossdock_uplink_v1_uplink_proto_msgTypes[10]
+	mi := &file_crossdock_uplink_v1_uplink_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -758,7 +985,7 @@ func (x *Welcome) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Welcome.ProtoReflect.Descriptor instead.
 func (*Welcome) Descriptor() ([]byte, []int) {
-	return file_crossdock_uplink_v1_uplink_proto_rawDescGZIP(), []int{10}
+	return file_crossdock_uplink_v1_uplink_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *Welcome) GetCommittedSeq() uint64 {
@@ -789,13 +1016,14 @@ type Ack struct {
 	CommittedSeq  uint64                 `protobuf:"varint,1,opt,name=committed_seq,json=committedSeq,proto3" json:"committed_seq,omitempty"`
 	Committed     uint32                 `protobuf:"varint,2,opt,name=committed,proto3" json:"committed,omitempty"`
 	Duplicates    uint32                 `protobuf:"varint,3,opt,name=duplicates,proto3" json:"duplicates,omitempty"`
+	Conflicts     []*Conflict            `protobuf:"bytes,4,rep,name=conflicts,proto3" json:"conflicts,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *Ack) Reset() {
 	*x = Ack{}
-	mi := &file_crossdock_uplink_v1_uplink_proto_msgTypes[11]
+	mi := &file_crossdock_uplink_v1_uplink_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -807,7 +1035,7 @@ func (x *Ack) String() string {
 func (*Ack) ProtoMessage() {}
 
 func (x *Ack) ProtoReflect() protoreflect.Message {
-	mi := &file_crossdock_uplink_v1_uplink_proto_msgTypes[11]
+	mi := &file_crossdock_uplink_v1_uplink_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -820,7 +1048,7 @@ func (x *Ack) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Ack.ProtoReflect.Descriptor instead.
 func (*Ack) Descriptor() ([]byte, []int) {
-	return file_crossdock_uplink_v1_uplink_proto_rawDescGZIP(), []int{11}
+	return file_crossdock_uplink_v1_uplink_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *Ack) GetCommittedSeq() uint64 {
@@ -844,6 +1072,13 @@ func (x *Ack) GetDuplicates() uint32 {
 	return 0
 }
 
+func (x *Ack) GetConflicts() []*Conflict {
+	if x != nil {
+		return x.Conflicts
+	}
+	return nil
+}
+
 var File_crossdock_uplink_v1_uplink_proto protoreflect.FileDescriptor
 
 const file_crossdock_uplink_v1_uplink_proto_rawDesc = "" +
@@ -857,7 +1092,7 @@ const file_crossdock_uplink_v1_uplink_proto_rawDesc = "" +
 	"\x0eEnrollResponse\x12\x19\n" +
 	"\bagent_id\x18\x01 \x01(\tR\aagentId\x12'\n" +
 	"\x0fcertificate_pem\x18\x02 \x01(\tR\x0ecertificatePem\x12\x15\n" +
-	"\x06ca_pem\x18\x03 \x01(\tR\x05caPem\"\x8a\x02\n" +
+	"\x06ca_pem\x18\x03 \x01(\tR\x05caPem\"\xc5\x02\n" +
 	"\rStreamRequest\x122\n" +
 	"\x05hello\x18\x01 \x01(\v2\x1a.crossdock.uplink.v1.HelloH\x00R\x05hello\x122\n" +
 	"\x05batch\x18\x02 \x01(\v2\x1a.crossdock.uplink.v1.BatchH\x00R\x05batch\x12F\n" +
@@ -865,8 +1100,21 @@ const file_crossdock_uplink_v1_uplink_proto_rawDesc = "" +
 	"connectors\x18\x03 \x01(\v2$.crossdock.uplink.v1.ConnectorReportH\x00R\n" +
 	"connectors\x12B\n" +
 	"\vsink_result\x18\x04 \x01(\v2\x1f.crossdock.uplink.v1.SinkResultH\x00R\n" +
-	"sinkResultB\x05\n" +
-	"\x03msg\"q\n" +
+	"sinkResult\x129\n" +
+	"\x05renew\x18\x05 \x01(\v2!.crossdock.uplink.v1.RenewRequestH\x00R\x05renewB\x05\n" +
+	"\x03msg\"'\n" +
+	"\fRenewRequest\x12\x17\n" +
+	"\acsr_pem\x18\x01 \x01(\tR\x06csrPem\"H\n" +
+	"\aRenewed\x12'\n" +
+	"\x0fcertificate_pem\x18\x01 \x01(\tR\x0ecertificatePem\x12\x14\n" +
+	"\x05error\x18\x02 \x01(\tR\x05error\"\xb0\x01\n" +
+	"\bConflict\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id\x12\x10\n" +
+	"\x03seq\x18\x02 \x01(\x04R\x03seq\x12\x1c\n" +
+	"\tconnector\x18\x03 \x01(\tR\tconnector\x12\x1a\n" +
+	"\bposition\x18\x04 \x01(\tR\bposition\x12.\n" +
+	"\x13existing_ledger_seq\x18\x05 \x01(\x04R\x11existingLedgerSeq\x12\x18\n" +
+	"\adiffers\x18\x06 \x01(\tR\adiffers\"q\n" +
 	"\n" +
 	"SinkResult\x12\x1d\n" +
 	"\n" +
@@ -877,21 +1125,23 @@ const file_crossdock_uplink_v1_uplink_proto_rawDesc = "" +
 	"\x0fConnectorReport\x12C\n" +
 	"\n" +
 	"connectors\x18\x01 \x03(\v2#.crossdock.agent.v1.ConnectorStatusR\n" +
-	"connectors\"~\n" +
+	"connectors\"\xa7\x01\n" +
 	"\x05Hello\x12#\n" +
 	"\ragent_version\x18\x01 \x01(\tR\fagentVersion\x12(\n" +
 	"\x10outbox_first_seq\x18\x02 \x01(\x04R\x0eoutboxFirstSeq\x12&\n" +
-	"\x0foutbox_last_seq\x18\x03 \x01(\x04R\routboxLastSeq\"A\n" +
+	"\x0foutbox_last_seq\x18\x03 \x01(\x04R\routboxLastSeq\x12'\n" +
+	"\x0foutbox_instance\x18\x04 \x01(\tR\x0eoutboxInstance\"A\n" +
 	"\x05Batch\x128\n" +
 	"\x06events\x18\x01 \x03(\v2 .crossdock.uplink.v1.OutboxEventR\x06events\"P\n" +
 	"\vOutboxEvent\x12\x10\n" +
 	"\x03seq\x18\x01 \x01(\x04R\x03seq\x12/\n" +
-	"\x05event\x18\x02 \x01(\v2\x19.crossdock.event.v1.EventR\x05event\"\xc0\x01\n" +
+	"\x05event\x18\x02 \x01(\v2\x19.crossdock.event.v1.EventR\x05event\"\xfa\x01\n" +
 	"\x0eStreamResponse\x128\n" +
 	"\awelcome\x18\x01 \x01(\v2\x1c.crossdock.uplink.v1.WelcomeH\x00R\awelcome\x12,\n" +
 	"\x03ack\x18\x02 \x01(\v2\x18.crossdock.uplink.v1.AckH\x00R\x03ack\x12?\n" +
 	"\n" +
-	"sink_write\x18\x03 \x01(\v2\x1e.crossdock.uplink.v1.SinkWriteH\x00R\tsinkWriteB\x05\n" +
+	"sink_write\x18\x03 \x01(\v2\x1e.crossdock.uplink.v1.SinkWriteH\x00R\tsinkWrite\x128\n" +
+	"\arenewed\x18\x04 \x01(\v2\x1c.crossdock.uplink.v1.RenewedH\x00R\arenewedB\x05\n" +
 	"\x03msg\"\xb2\x01\n" +
 	"\tSinkWrite\x12\x1d\n" +
 	"\n" +
@@ -904,13 +1154,14 @@ const file_crossdock_uplink_v1_uplink_proto_rawDesc = "" +
 	"\aWelcome\x12#\n" +
 	"\rcommitted_seq\x18\x01 \x01(\x04R\fcommittedSeq\x12\x17\n" +
 	"\anode_id\x18\x02 \x01(\tR\x06nodeId\x12\x19\n" +
-	"\bagent_id\x18\x03 \x01(\tR\aagentId\"h\n" +
+	"\bagent_id\x18\x03 \x01(\tR\aagentId\"\xa5\x01\n" +
 	"\x03Ack\x12#\n" +
 	"\rcommitted_seq\x18\x01 \x01(\x04R\fcommittedSeq\x12\x1c\n" +
 	"\tcommitted\x18\x02 \x01(\rR\tcommitted\x12\x1e\n" +
 	"\n" +
 	"duplicates\x18\x03 \x01(\rR\n" +
-	"duplicates2\xb9\x01\n" +
+	"duplicates\x12;\n" +
+	"\tconflicts\x18\x04 \x03(\v2\x1d.crossdock.uplink.v1.ConflictR\tconflicts2\xb9\x01\n" +
 	"\rUplinkService\x12Q\n" +
 	"\x06Enroll\x12\".crossdock.uplink.v1.EnrollRequest\x1a#.crossdock.uplink.v1.EnrollResponse\x12U\n" +
 	"\x06Stream\x12\".crossdock.uplink.v1.StreamRequest\x1a#.crossdock.uplink.v1.StreamResponse(\x010\x01BGZEgithub.com/crossdock/crossdock/proto/gen/crossdock/uplink/v1;uplinkv1b\x06proto3"
@@ -927,44 +1178,50 @@ func file_crossdock_uplink_v1_uplink_proto_rawDescGZIP() []byte {
 	return file_crossdock_uplink_v1_uplink_proto_rawDescData
 }
 
-var file_crossdock_uplink_v1_uplink_proto_msgTypes = make([]protoimpl.MessageInfo, 12)
+var file_crossdock_uplink_v1_uplink_proto_msgTypes = make([]protoimpl.MessageInfo, 15)
 var file_crossdock_uplink_v1_uplink_proto_goTypes = []any{
 	(*EnrollRequest)(nil),      // 0: crossdock.uplink.v1.EnrollRequest
 	(*EnrollResponse)(nil),     // 1: crossdock.uplink.v1.EnrollResponse
 	(*StreamRequest)(nil),      // 2: crossdock.uplink.v1.StreamRequest
-	(*SinkResult)(nil),         // 3: crossdock.uplink.v1.SinkResult
-	(*ConnectorReport)(nil),    // 4: crossdock.uplink.v1.ConnectorReport
-	(*Hello)(nil),              // 5: crossdock.uplink.v1.Hello
-	(*Batch)(nil),              // 6: crossdock.uplink.v1.Batch
-	(*OutboxEvent)(nil),        // 7: crossdock.uplink.v1.OutboxEvent
-	(*StreamResponse)(nil),     // 8: crossdock.uplink.v1.StreamResponse
-	(*SinkWrite)(nil),          // 9: crossdock.uplink.v1.SinkWrite
-	(*Welcome)(nil),            // 10: crossdock.uplink.v1.Welcome
-	(*Ack)(nil),                // 11: crossdock.uplink.v1.Ack
-	(*v1.ConnectorStatus)(nil), // 12: crossdock.agent.v1.ConnectorStatus
-	(*v11.Event)(nil),          // 13: crossdock.event.v1.Event
+	(*RenewRequest)(nil),       // 3: crossdock.uplink.v1.RenewRequest
+	(*Renewed)(nil),            // 4: crossdock.uplink.v1.Renewed
+	(*Conflict)(nil),           // 5: crossdock.uplink.v1.Conflict
+	(*SinkResult)(nil),         // 6: crossdock.uplink.v1.SinkResult
+	(*ConnectorReport)(nil),    // 7: crossdock.uplink.v1.ConnectorReport
+	(*Hello)(nil),              // 8: crossdock.uplink.v1.Hello
+	(*Batch)(nil),              // 9: crossdock.uplink.v1.Batch
+	(*OutboxEvent)(nil),        // 10: crossdock.uplink.v1.OutboxEvent
+	(*StreamResponse)(nil),     // 11: crossdock.uplink.v1.StreamResponse
+	(*SinkWrite)(nil),          // 12: crossdock.uplink.v1.SinkWrite
+	(*Welcome)(nil),            // 13: crossdock.uplink.v1.Welcome
+	(*Ack)(nil),                // 14: crossdock.uplink.v1.Ack
+	(*v1.ConnectorStatus)(nil), // 15: crossdock.agent.v1.ConnectorStatus
+	(*v11.Event)(nil),          // 16: crossdock.event.v1.Event
 }
 var file_crossdock_uplink_v1_uplink_proto_depIdxs = []int32{
-	5,  // 0: crossdock.uplink.v1.StreamRequest.hello:type_name -> crossdock.uplink.v1.Hello
-	6,  // 1: crossdock.uplink.v1.StreamRequest.batch:type_name -> crossdock.uplink.v1.Batch
-	4,  // 2: crossdock.uplink.v1.StreamRequest.connectors:type_name -> crossdock.uplink.v1.ConnectorReport
-	3,  // 3: crossdock.uplink.v1.StreamRequest.sink_result:type_name -> crossdock.uplink.v1.SinkResult
-	12, // 4: crossdock.uplink.v1.ConnectorReport.connectors:type_name -> crossdock.agent.v1.ConnectorStatus
-	7,  // 5: crossdock.uplink.v1.Batch.events:type_name -> crossdock.uplink.v1.OutboxEvent
-	13, // 6: crossdock.uplink.v1.OutboxEvent.event:type_name -> crossdock.event.v1.Event
-	10, // 7: crossdock.uplink.v1.StreamResponse.welcome:type_name -> crossdock.uplink.v1.Welcome
-	11, // 8: crossdock.uplink.v1.StreamResponse.ack:type_name -> crossdock.uplink.v1.Ack
-	9,  // 9: crossdock.uplink.v1.StreamResponse.sink_write:type_name -> crossdock.uplink.v1.SinkWrite
-	13, // 10: crossdock.uplink.v1.SinkWrite.event:type_name -> crossdock.event.v1.Event
-	0,  // 11: crossdock.uplink.v1.UplinkService.Enroll:input_type -> crossdock.uplink.v1.EnrollRequest
-	2,  // 12: crossdock.uplink.v1.UplinkService.Stream:input_type -> crossdock.uplink.v1.StreamRequest
-	1,  // 13: crossdock.uplink.v1.UplinkService.Enroll:output_type -> crossdock.uplink.v1.EnrollResponse
-	8,  // 14: crossdock.uplink.v1.UplinkService.Stream:output_type -> crossdock.uplink.v1.StreamResponse
-	13, // [13:15] is the sub-list for method output_type
-	11, // [11:13] is the sub-list for method input_type
-	11, // [11:11] is the sub-list for extension type_name
-	11, // [11:11] is the sub-list for extension extendee
-	0,  // [0:11] is the sub-list for field type_name
+	8,  // 0: crossdock.uplink.v1.StreamRequest.hello:type_name -> crossdock.uplink.v1.Hello
+	9,  // 1: crossdock.uplink.v1.StreamRequest.batch:type_name -> crossdock.uplink.v1.Batch
+	7,  // 2: crossdock.uplink.v1.StreamRequest.connectors:type_name -> crossdock.uplink.v1.ConnectorReport
+	6,  // 3: crossdock.uplink.v1.StreamRequest.sink_result:type_name -> crossdock.uplink.v1.SinkResult
+	3,  // 4: crossdock.uplink.v1.StreamRequest.renew:type_name -> crossdock.uplink.v1.RenewRequest
+	15, // 5: crossdock.uplink.v1.ConnectorReport.connectors:type_name -> crossdock.agent.v1.ConnectorStatus
+	10, // 6: crossdock.uplink.v1.Batch.events:type_name -> crossdock.uplink.v1.OutboxEvent
+	16, // 7: crossdock.uplink.v1.OutboxEvent.event:type_name -> crossdock.event.v1.Event
+	13, // 8: crossdock.uplink.v1.StreamResponse.welcome:type_name -> crossdock.uplink.v1.Welcome
+	14, // 9: crossdock.uplink.v1.StreamResponse.ack:type_name -> crossdock.uplink.v1.Ack
+	12, // 10: crossdock.uplink.v1.StreamResponse.sink_write:type_name -> crossdock.uplink.v1.SinkWrite
+	4,  // 11: crossdock.uplink.v1.StreamResponse.renewed:type_name -> crossdock.uplink.v1.Renewed
+	16, // 12: crossdock.uplink.v1.SinkWrite.event:type_name -> crossdock.event.v1.Event
+	5,  // 13: crossdock.uplink.v1.Ack.conflicts:type_name -> crossdock.uplink.v1.Conflict
+	0,  // 14: crossdock.uplink.v1.UplinkService.Enroll:input_type -> crossdock.uplink.v1.EnrollRequest
+	2,  // 15: crossdock.uplink.v1.UplinkService.Stream:input_type -> crossdock.uplink.v1.StreamRequest
+	1,  // 16: crossdock.uplink.v1.UplinkService.Enroll:output_type -> crossdock.uplink.v1.EnrollResponse
+	11, // 17: crossdock.uplink.v1.UplinkService.Stream:output_type -> crossdock.uplink.v1.StreamResponse
+	16, // [16:18] is the sub-list for method output_type
+	14, // [14:16] is the sub-list for method input_type
+	14, // [14:14] is the sub-list for extension type_name
+	14, // [14:14] is the sub-list for extension extendee
+	0,  // [0:14] is the sub-list for field type_name
 }
 
 func init() { file_crossdock_uplink_v1_uplink_proto_init() }
@@ -977,11 +1234,13 @@ func file_crossdock_uplink_v1_uplink_proto_init() {
 		(*StreamRequest_Batch)(nil),
 		(*StreamRequest_Connectors)(nil),
 		(*StreamRequest_SinkResult)(nil),
+		(*StreamRequest_Renew)(nil),
 	}
-	file_crossdock_uplink_v1_uplink_proto_msgTypes[8].OneofWrappers = []any{
+	file_crossdock_uplink_v1_uplink_proto_msgTypes[11].OneofWrappers = []any{
 		(*StreamResponse_Welcome)(nil),
 		(*StreamResponse_Ack)(nil),
 		(*StreamResponse_SinkWrite)(nil),
+		(*StreamResponse_Renewed)(nil),
 	}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
@@ -989,7 +1248,7 @@ func file_crossdock_uplink_v1_uplink_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_crossdock_uplink_v1_uplink_proto_rawDesc), len(file_crossdock_uplink_v1_uplink_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   12,
+			NumMessages:   15,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -58,6 +58,9 @@ const (
 	AdminServiceGetClusterStatusProcedure = "/crossdock.admin.v1.AdminService/GetClusterStatus"
 	// AdminServiceRemovePeerProcedure is the fully-qualified name of the AdminService's RemovePeer RPC.
 	AdminServiceRemovePeerProcedure = "/crossdock.admin.v1.AdminService/RemovePeer"
+	// AdminServiceRevokeAgentProcedure is the fully-qualified name of the AdminService's RevokeAgent
+	// RPC.
+	AdminServiceRevokeAgentProcedure = "/crossdock.admin.v1.AdminService/RevokeAgent"
 )
 
 // AdminServiceClient is a client for the crossdock.admin.v1.AdminService service.
@@ -80,6 +83,9 @@ type AdminServiceClient interface {
 	GetClusterStatus(context.Context, *connect.Request[v1.GetClusterStatusRequest]) (*connect.Response[v1.GetClusterStatusResponse], error)
 	// RemovePeer removes a node from the raft configuration.
 	RemovePeer(context.Context, *connect.Request[v1.RemovePeerRequest]) (*connect.Response[v1.RemovePeerResponse], error)
+	// RevokeAgent retires an agent's identity: its stream closes, its certificates stop
+	// working, and its name can be enrolled again only with a replacing token.
+	RevokeAgent(context.Context, *connect.Request[v1.RevokeAgentRequest]) (*connect.Response[v1.RevokeAgentResponse], error)
 }
 
 // NewAdminServiceClient constructs a client for the crossdock.admin.v1.AdminService service. By
@@ -147,6 +153,12 @@ func NewAdminServiceClient(httpClient connect.HTTPClient, baseURL string, opts .
 			connect.WithSchema(adminServiceMethods.ByName("RemovePeer")),
 			connect.WithClientOptions(opts...),
 		),
+		revokeAgent: connect.NewClient[v1.RevokeAgentRequest, v1.RevokeAgentResponse](
+			httpClient,
+			baseURL+AdminServiceRevokeAgentProcedure,
+			connect.WithSchema(adminServiceMethods.ByName("RevokeAgent")),
+			connect.WithClientOptions(opts...),
+		),
 	}
 }
 
@@ -161,6 +173,7 @@ type adminServiceClient struct {
 	restoreSnapshot  *connect.Client[v1.RestoreSnapshotRequest, v1.RestoreSnapshotResponse]
 	getClusterStatus *connect.Client[v1.GetClusterStatusRequest, v1.GetClusterStatusResponse]
 	removePeer       *connect.Client[v1.RemovePeerRequest, v1.RemovePeerResponse]
+	revokeAgent      *connect.Client[v1.RevokeAgentRequest, v1.RevokeAgentResponse]
 }
 
 // CreateToken calls crossdock.admin.v1.AdminService.CreateToken.
@@ -208,6 +221,11 @@ func (c *adminServiceClient) RemovePeer(ctx context.Context, req *connect.Reques
 	return c.removePeer.CallUnary(ctx, req)
 }
 
+// RevokeAgent calls crossdock.admin.v1.AdminService.RevokeAgent.
+func (c *adminServiceClient) RevokeAgent(ctx context.Context, req *connect.Request[v1.RevokeAgentRequest]) (*connect.Response[v1.RevokeAgentResponse], error) {
+	return c.revokeAgent.CallUnary(ctx, req)
+}
+
 // AdminServiceHandler is an implementation of the crossdock.admin.v1.AdminService service.
 type AdminServiceHandler interface {
 	// CreateToken makes a short-lived, single-use enrollment token.
@@ -228,6 +246,9 @@ type AdminServiceHandler interface {
 	GetClusterStatus(context.Context, *connect.Request[v1.GetClusterStatusRequest]) (*connect.Response[v1.GetClusterStatusResponse], error)
 	// RemovePeer removes a node from the raft configuration.
 	RemovePeer(context.Context, *connect.Request[v1.RemovePeerRequest]) (*connect.Response[v1.RemovePeerResponse], error)
+	// RevokeAgent retires an agent's identity: its stream closes, its certificates stop
+	// working, and its name can be enrolled again only with a replacing token.
+	RevokeAgent(context.Context, *connect.Request[v1.RevokeAgentRequest]) (*connect.Response[v1.RevokeAgentResponse], error)
 }
 
 // NewAdminServiceHandler builds an HTTP handler from the service implementation. It returns the
@@ -291,6 +312,12 @@ func NewAdminServiceHandler(svc AdminServiceHandler, opts ...connect.HandlerOpti
 		connect.WithSchema(adminServiceMethods.ByName("RemovePeer")),
 		connect.WithHandlerOptions(opts...),
 	)
+	adminServiceRevokeAgentHandler := connect.NewUnaryHandler(
+		AdminServiceRevokeAgentProcedure,
+		svc.RevokeAgent,
+		connect.WithSchema(adminServiceMethods.ByName("RevokeAgent")),
+		connect.WithHandlerOptions(opts...),
+	)
 	return "/crossdock.admin.v1.AdminService/", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		switch r.URL.Path {
 		case AdminServiceCreateTokenProcedure:
@@ -311,6 +338,8 @@ func NewAdminServiceHandler(svc AdminServiceHandler, opts ...connect.HandlerOpti
 			adminServiceGetClusterStatusHandler.ServeHTTP(w, r)
 		case AdminServiceRemovePeerProcedure:
 			adminServiceRemovePeerHandler.ServeHTTP(w, r)
+		case AdminServiceRevokeAgentProcedure:
+			adminServiceRevokeAgentHandler.ServeHTTP(w, r)
 		default:
 			http.NotFound(w, r)
 		}
@@ -354,4 +383,8 @@ func (UnimplementedAdminServiceHandler) GetClusterStatus(context.Context, *conne
 
 func (UnimplementedAdminServiceHandler) RemovePeer(context.Context, *connect.Request[v1.RemovePeerRequest]) (*connect.Response[v1.RemovePeerResponse], error) {
 	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("crossdock.admin.v1.AdminService.RemovePeer is not implemented"))
+}
+
+func (UnimplementedAdminServiceHandler) RevokeAgent(context.Context, *connect.Request[v1.RevokeAgentRequest]) (*connect.Response[v1.RevokeAgentResponse], error) {
+	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("crossdock.admin.v1.AdminService.RevokeAgent is not implemented"))
 }
