@@ -164,12 +164,20 @@ func (r *renewer) NotAfter() time.Time {
 	return r.cert.Leaf.NotAfter
 }
 
+// issueSkew is how far the cluster CA backdates NotBefore (pki): not part of the
+// lifetime the operator set.
+const issueSkew = 5 * time.Minute
+
 // Due: a third of the certificate's lifetime is left.
 func (r *renewer) Due() bool {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	l := r.cert.Leaf
-	return r.now().After(l.NotAfter.Add(-l.NotAfter.Sub(l.NotBefore) / 3))
+	life := l.NotAfter.Sub(l.NotBefore)
+	if life > issueSkew {
+		life -= issueSkew
+	}
+	return r.now().After(l.NotAfter.Add(-life / 3))
 }
 
 func (r *renewer) CSR() ([]byte, error) {

@@ -31,17 +31,18 @@ func level(sku string, n int) *eventv1.Event {
 
 // ingest proposes a batch of n events for agent directly through raft on node s.
 func ingest(ctx context.Context, s *controlplanetest.Server, agentID string, from, n int) error {
-	return ingestAs(ctx, s, agentID, agentID, from, n)
+	return resendAt(ctx, s, agentID, from, n, 0)
 }
 
-// ingestAs is ingest with the events' ids made as idAgent would make them.
-func ingestAs(ctx context.Context, s *controlplanetest.Server, agentID, idAgent string, from, n int) error {
+// resendAt is ingest with the events' agent seqs moved up by seqOffset: the same
+// events (ids and content) again, under seqs the agent has not committed.
+func resendAt(ctx context.Context, s *controlplanetest.Server, agentID string, from, n, seqOffset int) error {
 	b := &storev1.IngestBatch{AgentId: agentID}
 	for i := from; i < from+n; i++ {
 		ev := level(fmt.Sprintf("S%d", i%13), i)
-		ev.Type, ev.Id = "inventory.level", fmt.Sprintf("%s-%d", idAgent, i)
+		ev.Type, ev.Id = "inventory.level", fmt.Sprintf("%s-%d", agentID, i)
 		ev.Keys = map[string]string{"sku": ev.GetInventoryLevel().GetSku(), "location": "WH1"}
-		b.Events = append(b.Events, &storev1.AgentEvent{AgentSeq: uint64(i), Event: ev})
+		b.Events = append(b.Events, &storev1.AgentEvent{AgentSeq: uint64(i + seqOffset), Event: ev})
 	}
 	_, err := s.Store().Propose(ctx, storev1.CommandType_COMMAND_TYPE_INGEST_BATCH, b)
 	return err
@@ -258,9 +259,9 @@ func TestLaggingNodeCatchesUpBySnapshot(t *testing.T) {
 		}
 	}
 	// Ids from the snapshot's run and from the pending ids are duplicates on every node:
-	// another agent sending events with the same ids commits nothing anywhere.
+	// the agent sending the same events again under new seqs commits nothing anywhere.
 	for _, from := range []int{1, 17500} {
-		if err := ingestAs(context.Background(), leader, "a2", "a1", from, 300); err != nil {
+		if err := resendAt(context.Background(), leader, "a1", from, 300, 100000); err != nil {
 			t.Fatal(err)
 		}
 	}

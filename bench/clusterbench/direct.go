@@ -36,6 +36,7 @@ type directClient struct {
 	close  func()
 	gen    *sample.Inventory
 	codec  *preencodedCodec
+	sent   uint64 // the highest seq prepared for a session
 }
 
 // preencodedCodec is the direct streams' protobuf codec: batches are encoded when they
@@ -125,7 +126,10 @@ type directSession struct {
 func (d *directClient) open(ctx context.Context, n, batchSize int) (*directSession, error) {
 	sctx, cancel := context.WithCancel(ctx)
 	stream := d.client.Stream(sctx)
-	if err := stream.Send(&uplinkv1.StreamRequest{Msg: &uplinkv1.StreamRequest_Hello{Hello: &uplinkv1.Hello{AgentVersion: "clusterbench"}}}); err != nil {
+	// Like an agent, say how far this stream's seqs go: the control plane refuses a
+	// stream whose committed seq is beyond it.
+	hello := &uplinkv1.Hello{AgentVersion: "clusterbench", OutboxLastSeq: d.sent}
+	if err := stream.Send(&uplinkv1.StreamRequest{Msg: &uplinkv1.StreamRequest_Hello{Hello: hello}}); err != nil {
 		_, rerr := stream.Receive()
 		cancel()
 		return nil, errors.Join(err, rerr)
@@ -166,6 +170,7 @@ func (d *directClient) open(ctx context.Context, n, batchSize int) (*directSessi
 		s.batches = append(s.batches, req)
 		s.lasts = append(s.lasts, seq)
 	}
+	d.sent = seq
 	return s, nil
 }
 

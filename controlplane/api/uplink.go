@@ -509,7 +509,19 @@ type proposal struct {
 }
 
 func (u *Uplink) ackLoop(ctx context.Context, send func(*uplinkv1.StreamResponse) error, pending <-chan proposal, touch func(), log *slog.Logger) error {
-	for p := range pending {
+	for {
+		var p proposal
+		select {
+		case q, ok := <-pending:
+			if !ok {
+				return nil
+			}
+			p = q
+		case <-ctx.Done():
+			// Ended from outside (a newer stream of the agent, revocation,
+			// re-enrollment): the handler returns now, which ends the request.
+			return context.Cause(ctx)
+		}
 		res, err := store.Wait(p.future)
 		if err != nil {
 			return u.storeError(err)
@@ -541,7 +553,6 @@ func (u *Uplink) ackLoop(ctx context.Context, send func(*uplinkv1.StreamResponse
 			return connect.NewError(connect.CodeAborted, fmt.Errorf("batch committed only up to seq %d of %d; resend from there", r.GetCommittedSeq(), p.last))
 		}
 	}
-	return nil
 }
 
 // ingest is a validated batch, ready for raft.
