@@ -323,7 +323,7 @@ func (s *Server) buildServers(cert tls.Certificate) error {
 		return fmt.Errorf("controlplane: %w", err)
 	}
 	if len(s.cfg.WebhookAllow) > 0 {
-		s.logger.Warn("webhooks may reach these non-public addresses (--webhook-allow)", "allow", fmt.Sprint(s.cfg.WebhookAllow))
+		s.logger.Info("webhooks may reach these non-public addresses (--webhook-allow)", "allow", fmt.Sprint(s.cfg.WebhookAllow))
 	}
 	mux.Handle(routingv1connect.NewRoutingServiceHandler(&api.Routing{Backend: backend, Webhooks: webhooks}, append(opts, connect.WithInterceptors(auth))...))
 	s.delivery = delivery.New(delivery.Config{Store: s.store, Plans: &delivery.RoutingPlans{Source: s.store.Ledger()}, AgentSink: &s.backend.Sinks, Logger: s.logger, AddressPolicy: webhooks})

@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"net/netip"
 	"net/url"
+	"slices"
 	"strings"
 	"syscall"
 	"time"
@@ -226,7 +227,7 @@ func (p *AddressPolicy) CheckHost(host string) error {
 	if numericHost(h) {
 		return fmt.Errorf("host %q is a number, not a name: write an IP address as 1.2.3.4 or [2001:db8::1]", host)
 	}
-	if h == "localhost" || strings.HasSuffix(h, ".localhost") || contains(loopbackNames, h) {
+	if h == "localhost" || strings.HasSuffix(h, ".localhost") || slices.Contains(loopbackNames, h) {
 		if p.allows(netip.MustParseAddr("127.0.0.1")) || p.allows(netip.IPv6Loopback()) {
 			return nil
 		}
@@ -253,15 +254,6 @@ func numericHost(h string) bool {
 		return strings.Trim(last, "0123456789abcdef") == ""
 	}
 	return strings.Trim(last, "0123456789") == ""
-}
-
-func contains(list []string, s string) bool {
-	for _, v := range list {
-		if v == s {
-			return true
-		}
-	}
-	return false
 }
 
 // checkURL checks a webhook URL's host like CheckHost (the engine does, before it
