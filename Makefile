@@ -68,6 +68,7 @@ fuzz: ## Run each fuzzer briefly
 	$(GO) test -run '^$$' -fuzz FuzzParse -fuzztime 20s ./agent/config/
 	$(GO) test -run '^$$' -fuzz FuzzParseRetryAfter -fuzztime 20s ./controlplane/delivery/
 	$(GO) test -run '^$$' -fuzz FuzzParseSecret -fuzztime 20s ./controlplane/delivery/
+	$(GO) test -run '^$$' -fuzz FuzzAddressPolicy -fuzztime 20s ./controlplane/delivery/
 	$(GO) test -run '^$$' -fuzz FuzzParseMessages -fuzztime 20s ./internal/samplemarket/
 	$(GO) test -run '^$$' -fuzz FuzzParseReplayFrom -fuzztime 20s ./cmd/crossdock/
 	$(GO) test -run '^$$' -fuzz FuzzParse -fuzztime 20s ./controlplane/routing/

@@ -11,6 +11,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"time"
@@ -67,6 +68,9 @@ type Config struct {
 	// AgentCertTTL is the lifetime of agent certificates (api.AgentCertTTL, 365 days,
 	// when 0). Agents renew theirs when a third of it is left.
 	AgentCertTTL time.Duration
+	// WebhookAllow lists the non-public addresses (loopback, private, link-local, ...)
+	// webhooks may reach; only public addresses otherwise (--webhook-allow).
+	WebhookAllow []netip.Prefix
 }
 
 // Server is one running control plane node.
@@ -317,8 +321,15 @@ func (s *Server) buildServers(cert tls.Certificate) error {
 	}
 	mux.Handle(clusterv1connect.NewClusterServiceHandler(&api.Cluster{Backend: backend}, opts...))
 	mux.Handle(adminv1connect.NewAdminServiceHandler(&api.Admin{Backend: backend, TempDir: tmp}, append(opts, connect.WithInterceptors(auth))...))
-	mux.Handle(routingv1connect.NewRoutingServiceHandler(&api.Routing{Backend: backend}, append(opts, connect.WithInterceptors(auth))...))
-	s.delivery = delivery.New(delivery.Config{Store: s.store, Plans: &delivery.RoutingPlans{Source: s.store.Ledger()}, AgentSink: &s.backend.Sinks, Logger: s.logger})
+	webhooks, err := delivery.NewAddressPolicy(s.cfg.WebhookAllow)
+	if err != nil {
+		return fmt.Errorf("controlplane: %w", err)
+	}
+	if len(s.cfg.WebhookAllow) > 0 {
+		s.logger.Info("webhooks may reach these non-public addresses (--webhook-allow)", "allow", fmt.Sprint(s.cfg.WebhookAllow))
+	}
+	mux.Handle(routingv1connect.NewRoutingServiceHandler(&api.Routing{Backend: backend, Webhooks: webhooks}, append(opts, connect.WithInterceptors(auth))...))
+	s.delivery = delivery.New(delivery.Config{Store: s.store, Plans: &delivery.RoutingPlans{Source: s.store.Ledger()}, AgentSink: &s.backend.Sinks, Logger: s.logger, AddressPolicy: webhooks})
 	mux.Handle(deliveryv1connect.NewDeliveryServiceHandler(&api.Delivery{Backend: backend, Engine: s.delivery}, append(opts, connect.WithInterceptors(auth))...))
 	mux.Handle(deliveryv1connect.NewPartnerServiceHandler(&api.Partner{Backend: backend, Engine: s.delivery}, opts...))
 	handler := api.WithPeer(mux)

@@ -20,6 +20,7 @@ import (
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"slices"
@@ -162,7 +163,7 @@ func throughput(n, batch int) (float64, error) {
 	if batch > 1 {
 		dest.AcceptsBatches, dest.Policy.BatchMax = true, batch
 	}
-	e := delivery.New(delivery.Config{Store: st, Plans: delivery.StaticPlan{P: &delivery.Plan{Version: "1", Destinations: []delivery.Destination{dest}, Routes: []delivery.Route{route}}}, Poll: 10 * time.Millisecond})
+	e := delivery.New(delivery.Config{Store: st, Plans: delivery.StaticPlan{P: &delivery.Plan{Version: "1", Destinations: []delivery.Destination{dest}, Routes: []delivery.Route{route}}}, Poll: 10 * time.Millisecond, AddressPolicy: loopbackOnly()})
 	ectx, cancel := context.WithCancel(ctx)
 	done := make(chan struct{})
 	start := time.Now()
@@ -227,7 +228,7 @@ func latency(rate, seconds int) (latencies, error) {
 	defer recv.Close()
 	st := nd.srv.Store()
 	dest := delivery.Destination{Name: "market", Kind: delivery.KindWebhook, URL: recv.URL, Secret: secret}
-	e := delivery.New(delivery.Config{Store: st, Plans: delivery.StaticPlan{P: &delivery.Plan{Version: "1", Destinations: []delivery.Destination{dest}, Routes: []delivery.Route{route}}}, Poll: 10 * time.Millisecond})
+	e := delivery.New(delivery.Config{Store: st, Plans: delivery.StaticPlan{P: &delivery.Plan{Version: "1", Destinations: []delivery.Destination{dest}, Routes: []delivery.Route{route}}}, Poll: 10 * time.Millisecond, AddressPolicy: loopbackOnly()})
 	edone := make(chan struct{})
 	go func() { defer close(edone); _ = e.Run(ctx) }()
 	defer func() { cancel(); <-edone }()
@@ -299,4 +300,14 @@ type statusRecorder struct {
 func (s *statusRecorder) WriteHeader(code int) {
 	s.status = code
 	s.ResponseWriter.WriteHeader(code)
+}
+
+// loopbackOnly lets webhooks reach the benchmark's receivers, httptest servers on
+// loopback (the engine allows only public addresses by default).
+func loopbackOnly() *delivery.AddressPolicy {
+	p, err := delivery.NewAddressPolicy([]netip.Prefix{netip.MustParsePrefix("127.0.0.1/32")})
+	if err != nil {
+		panic(err) // a constant prefix
+	}
+	return p
 }

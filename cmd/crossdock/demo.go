@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"strings"
@@ -56,6 +57,9 @@ until Ctrl-C and prints the commands to watch it with.`,
 			srv, err := controlplane.New(ctx, controlplane.Config{
 				NodeID: "demo-cp-1", DataDir: filepath.Join(dir, "server"),
 				Listen: "127.0.0.1:0", RaftListen: "127.0.0.1:0", Bootstrap: true,
+				// The sample marketplace below listens on loopback, which webhooks may
+				// reach only when allowed (crossdock server --webhook-allow).
+				WebhookAllow: []netip.Prefix{netip.MustParsePrefix("127.0.0.1/32")},
 			})
 			if err != nil {
 				return err

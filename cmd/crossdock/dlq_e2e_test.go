@@ -20,7 +20,7 @@ import (
 // `crossdock apply`, events published through an agent, a sample marketplace that
 // refuses one message; then `destinations status`, `dlq ls/show/retry` and `replay`.
 func TestDeliveryCLI(t *testing.T) {
-	c := startServer(t)
+	c := startServer(t, "--webhook-allow", "127.0.0.1/32") // the marketplace is an httptest server
 	m, err := samplemarket.New(samplemarket.Config{Secret: e2eSecret, Reject: func(msg samplemarket.Message) (int, string) {
 		if msg.SKU == "REFUSED" {
 			return http.StatusUnprocessableEntity, "unknown sku REFUSED"

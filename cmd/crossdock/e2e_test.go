@@ -136,14 +136,16 @@ type cluster struct {
 	proc    *proc
 }
 
-func startServer(t *testing.T) *cluster {
+// startServer starts a one-node control plane through the binary; extra are more
+// server flags (e.g. --webhook-allow 127.0.0.1/32 for a test's loopback receivers).
+func startServer(t *testing.T, extra ...string) *cluster {
 	t.Helper()
 	c := &cluster{dataDir: t.TempDir()}
 	port := freePort(t)
 	c.addr = fmt.Sprintf("127.0.0.1:%d", port)
 	c.config = filepath.Join(c.dataDir, "admin.yaml")
-	c.proc = start(t, "server", "server", "--data-dir", c.dataDir, "--node-id", "cp1",
-		"--listen", c.addr, "--raft-listen", fmt.Sprintf("127.0.0.1:%d", freePort(t)), "--write-cli-config=false")
+	c.proc = start(t, "server", append([]string{"server", "--data-dir", c.dataDir, "--node-id", "cp1",
+		"--listen", c.addr, "--raft-listen", fmt.Sprintf("127.0.0.1:%d", freePort(t)), "--write-cli-config=false"}, extra...)...)
 	controlplanetest.WaitFor(t, 60*time.Second, "server to write admin.yaml", func() bool {
 		_, err := os.Stat(c.config)
 		return err == nil

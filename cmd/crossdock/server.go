@@ -7,12 +7,14 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/crossdock/crossdock/controlplane"
+	"github.com/crossdock/crossdock/controlplane/delivery"
 	"github.com/crossdock/crossdock/internal/cliconfig"
 )
 
 func newServerCmd() *cobra.Command {
 	var cfg controlplane.Config
 	var writeCLI bool
+	var webhookAllow []string
 	cmd := &cobra.Command{
 		Use:   "server",
 		Short: "Run a control plane node",
@@ -21,6 +23,11 @@ cluster: it creates the cluster CA and an admin token, and writes both to
 <data-dir>/admin.yaml (and to ~/.config/crossdock/config.yaml when that does not exist).`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
+			allow, err := delivery.ParseAllowList(webhookAllow)
+			if err != nil {
+				return err
+			}
+			cfg.WebhookAllow = allow
 			if writeCLI {
 				cfg.CLIConfigPath = cliconfig.DefaultPath()
 			}
@@ -49,6 +56,7 @@ cluster: it creates the cluster CA and an admin token, and writes both to
 	f.StringVar(&cfg.JoinToken, "join-token", envOr("CROSSDOCK_JOIN_TOKEN", ""), "server-kind token from 'crossdock token create --kind server' (first start only)")
 	f.BoolVar(&cfg.DisableHTTP3, "no-http3", false, "serve only HTTPS over TCP (no QUIC)")
 	f.DurationVar(&cfg.AgentCertTTL, "agent-cert-ttl", 365*24*time.Hour, "lifetime of agent certificates; agents renew theirs over the uplink when a third is left")
+	f.StringArrayVar(&webhookAllow, "webhook-allow", nil, "CIDR (or IP) of non-public addresses webhooks may reach, e.g. 10.20.0.0/16 or 127.0.0.1/32 (repeatable; default: public addresses only)")
 	f.BoolVar(&writeCLI, "write-cli-config", true, "at bootstrap, also write the admin config to ~/.config/crossdock/config.yaml if absent")
 	return cmd
 }

@@ -14,6 +14,7 @@ import (
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
+	"github.com/crossdock/crossdock/controlplane/delivery"
 	"github.com/crossdock/crossdock/controlplane/pki"
 	"github.com/crossdock/crossdock/controlplane/routing"
 	"github.com/crossdock/crossdock/internal/canonical"
@@ -26,6 +27,9 @@ import (
 // Routing serves RoutingService.
 type Routing struct {
 	*Backend
+	// Webhooks is the address policy webhook destinations are checked against when
+	// written; nil allows only public addresses.
+	Webhooks *delivery.AddressPolicy
 
 	// writeMu serializes this node's document writes, so that the consistency check of
 	// an apply (every reference resolves) sees the state the write lands on. Only the
@@ -82,6 +86,9 @@ type plan struct {
 // prepare validates docs against the stored documents (every reference must resolve in
 // the resulting set) and computes each document's action and diff.
 func (r *Routing) prepare(docs []*routing.Document) (*plan, error) {
+	if err := routing.CheckWebhookTargets(docs, r.Webhooks.CheckHost); err != nil {
+		return nil, invalid(err)
+	}
 	cur, recs, err := r.stored()
 	if err != nil {
 		return nil, err

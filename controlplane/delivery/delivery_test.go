@@ -247,7 +247,7 @@ func TestMappingErrorDeadLetterAndRetry(t *testing.T) {
 		Destinations: []delivery.Destination{{Name: "shop", Kind: delivery.KindWebhook, URL: url, Secret: testSecret}},
 		Routes:       []delivery.Route{broken},
 	}}
-	e := delivery.New(delivery.Config{Store: srv.Store(), Plans: plans, Logger: controlplanetest.Logger(t), Poll: 50 * time.Millisecond})
+	e := delivery.New(delivery.Config{Store: srv.Store(), Plans: plans, Logger: controlplanetest.Logger(t), Poll: 50 * time.Millisecond, AddressPolicy: allowLoopback(t)})
 	runEngineWith(t, e)
 	src := newSource(t)
 	src.commit(srv.Store(), level{"A", "1"}, level{"BAD", "2"}, level{"B", "3"}, level{"BAD", "4"})
@@ -347,7 +347,7 @@ func TestGiveUpAfterMaxAttemptsWithBreaker(t *testing.T) {
 			Policy: delivery.Policy{MaxAttempts: 3, InitialBackoff: 5 * time.Millisecond, MaxBackoff: 20 * time.Millisecond, BreakerThreshold: 2, BreakerCooldown: 150 * time.Millisecond}}},
 		Routes: []delivery.Route{stockRoute("stock", "down")},
 	}
-	e := delivery.New(delivery.Config{Store: srv.Store(), Plans: delivery.StaticPlan{P: plan}, Logger: controlplanetest.Logger(t), Poll: 50 * time.Millisecond})
+	e := delivery.New(delivery.Config{Store: srv.Store(), Plans: delivery.StaticPlan{P: plan}, Logger: controlplanetest.Logger(t), Poll: 50 * time.Millisecond, AddressPolicy: allowLoopback(t)})
 	runEngineWith(t, e)
 	src := newSource(t)
 	src.commit(srv.Store(), level{"A", "1"}, level{"B", "2"}, level{"C", "3"}, level{"D", "4"}, level{"E", "5"})

@@ -19,7 +19,6 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
-	"net/http"
 	"slices"
 	"sync"
 	"time"
@@ -44,8 +43,9 @@ type Config struct {
 	Store  Store
 	Plans  PlanSource
 	Logger *slog.Logger
-	// HTTPClient sends webhooks; a client that does not follow redirects by default.
-	HTTPClient *http.Client
+	// AddressPolicy decides which addresses webhooks may connect to; nil allows only
+	// public addresses (see AddressPolicy).
+	AddressPolicy *AddressPolicy
 	// Poll is how often leadership and the plan are checked (default 100ms).
 	Poll time.Duration
 	// OnDelivered, when set, is called after messages were accepted (benchmarks).
@@ -81,13 +81,13 @@ func New(cfg Config) *Engine {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
-	if cfg.HTTPClient == nil {
-		cfg.HTTPClient = newHTTPClient()
+	if cfg.AddressPolicy == nil {
+		cfg.AddressPolicy = &AddressPolicy{}
 	}
 	if cfg.Poll <= 0 {
 		cfg.Poll = 100 * time.Millisecond
 	}
-	return &Engine{cfg: cfg, log: cfg.Logger, client: &webhookClient{http: cfg.HTTPClient, now: time.Now}, workers: map[string]*workerRun{}}
+	return &Engine{cfg: cfg, log: cfg.Logger, client: &webhookClient{http: newHTTPClient(cfg.AddressPolicy, nil), now: time.Now}, workers: map[string]*workerRun{}}
 }
 
 func (e *Engine) ledger() *ledger.Ledger { return e.cfg.Store.Ledger() }
@@ -191,8 +191,8 @@ func (e *Engine) reconcile(ctx context.Context, plan *Plan) {
 	defer e.mu.Unlock()
 	for _, d := range plan.Destinations {
 		runs := d.Kind == KindWebhook || (d.Kind == KindAgent && e.cfg.AgentSink != nil)
-		if !runs || d.Err != "" {
-			continue
+		if !runs || d.Err != "" || e.blocked(&d) != nil {
+			continue // Status says why; the events wait at the cursor
 		}
 		if r := e.workers[d.Name]; r != nil {
 			select {
@@ -220,6 +220,18 @@ func (e *Engine) reconcile(ctx context.Context, plan *Plan) {
 		e.workers[d.Name] = r
 		go func() { r.done <- w.run(wctx, actx) }()
 	}
+}
+
+// blocked says why the address policy refuses a webhook destination's URL host (a
+// literal non-public IP or an obviously internal name): one stored before the policy
+// existed, or applied to a node started with another allow-list. Its worker is not
+// started: nothing is sent and nothing dead-lettered until the URL or the allow-list
+// changes.
+func (e *Engine) blocked(d *Destination) error {
+	if d.Kind != KindWebhook {
+		return nil
+	}
+	return e.cfg.AddressPolicy.checkURL(d.URL)
 }
 
 // stopChanged gracefully stops the workers whose destination left plan or changed (by
@@ -321,9 +333,12 @@ func (e *Engine) Status() ([]DestinationStatus, error) {
 				st.LastError = r.err.Error()
 			}
 		}
+		blocked := e.blocked(&d)
 		switch {
 		case d.Err != "":
 			st.LastError = d.Err
+		case blocked != nil:
+			st.LastError = fmt.Sprintf("destinations/%s: spec.url: %v", d.Name, blocked)
 		case d.Kind == KindAgent && e.cfg.AgentSink == nil:
 			st.LastError = "agent sink delivery is not wired in this build (no downlink to agents yet)"
 		}

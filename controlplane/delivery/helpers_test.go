@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"net/http"
 	"net/http/httptest"
+	"net/netip"
 	"strconv"
 	"strings"
 	"sync"
@@ -109,7 +110,7 @@ func market(t testing.TB, cfg samplemarket.Config) (*samplemarket.Market, string
 // runEngine runs a delivery engine on st until the test ends.
 func runEngine(t testing.TB, st delivery.Store, plan *delivery.Plan) *delivery.Engine {
 	t.Helper()
-	e := delivery.New(delivery.Config{Store: st, Plans: delivery.StaticPlan{P: plan}, Logger: controlplanetest.Logger(t), Poll: 50 * time.Millisecond})
+	e := delivery.New(delivery.Config{Store: st, Plans: delivery.StaticPlan{P: plan}, Logger: controlplanetest.Logger(t), Poll: 50 * time.Millisecond, AddressPolicy: allowLoopback(t)})
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
 	go func() { defer close(done); _ = e.Run(ctx) }()
@@ -167,4 +168,15 @@ func received(t testing.TB, reqs []samplemarket.Request) []stockPayload {
 		}
 	}
 	return out
+}
+
+// allowLoopback is the address policy of tests whose receivers are httptest servers on
+// 127.0.0.1 (the engine allows only public addresses by default).
+func allowLoopback(t testing.TB) *delivery.AddressPolicy {
+	t.Helper()
+	p, err := delivery.NewAddressPolicy([]netip.Prefix{netip.MustParsePrefix("127.0.0.1/32")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return p
 }

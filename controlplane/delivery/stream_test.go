@@ -28,7 +28,7 @@ func TestPartnerStreamResumes(t *testing.T) {
 		Destinations: []delivery.Destination{{Name: "partner-feed", Kind: delivery.KindStream, Secret: testSecret}},
 		Routes:       []delivery.Route{stockRoute("feed", "partner-feed")},
 	}
-	e := delivery.New(delivery.Config{Store: srv.Store(), Plans: delivery.StaticPlan{P: plan}})
+	e := delivery.New(delivery.Config{Store: srv.Store(), Plans: delivery.StaticPlan{P: plan}, AddressPolicy: allowLoopback(t)})
 	mux := http.NewServeMux()
 	mux.Handle(deliveryv1connect.NewPartnerServiceHandler(&api.Partner{Backend: &api.Backend{Store: srv.Store(), Logger: controlplanetest.Logger(t)}, Engine: e}))
 	url := startHTTP(t, mux)

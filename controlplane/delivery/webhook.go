@@ -9,10 +9,13 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"strconv"
 	"strings"
 	"time"
+	"unicode"
+	"unicode/utf8"
 )
 
 // Standard Webhooks headers (https://www.standardwebhooks.com).
@@ -71,7 +74,10 @@ type attemptResult struct {
 	took       time.Duration
 }
 
-const maxResponseKept = 1024
+// maxResponseKept is how much of a response body an attempt keeps (and an error
+// quotes): the status line and a short reason are what an operator needs; more would
+// copy the receiver's data into dead letters, status and logs.
+const maxResponseKept = 256
 
 // webhookClient sends signed requests.
 type webhookClient struct {
@@ -79,12 +85,13 @@ type webhookClient struct {
 	now  func() time.Time
 }
 
-func newHTTPClient() *http.Client {
-	tr := http.DefaultTransport.(*http.Transport).Clone()
-	tr.MaxIdleConnsPerHost = 64
+// newHTTPClient returns the webhook client: connections checked by policy (see
+// AddressPolicy.newTransport), redirects not followed. resolver may be nil.
+func newHTTPClient(policy *AddressPolicy, resolver *net.Resolver) *http.Client {
 	return &http.Client{
-		Transport: tr,
-		// A webhook POST is not re-sent to another URL: a redirect is an answer.
+		Transport: policy.newTransport(resolver),
+		// A webhook POST is not re-sent to another URL: a redirect is an answer (and
+		// following it could lead anywhere, including an internal address).
 		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
 	}
 }
@@ -115,15 +122,22 @@ func (c *webhookClient) send(ctx context.Context, dest *Destination, key []byte,
 	took := time.Since(start)
 	if err != nil {
 		msg := err.Error()
-		if errors.Is(err, context.DeadlineExceeded) {
+		var blocked *BlockedError
+		switch {
+		case errors.As(err, &blocked):
+			// Nothing was sent. Retried like any connection failure: the name may
+			// resolve to a public address again, or the server be restarted with
+			// --webhook-allow; the message waits, it is not dead-lettered at once.
+			msg = blocked.Error()
+		case errors.Is(err, context.DeadlineExceeded):
 			msg = fmt.Sprintf("no answer within %s: %v", timeout, err)
 		}
 		return attemptResult{outcome: outcomeRetry, err: msg, took: took}
 	}
 	defer resp.Body.Close()
-	b, _ := io.ReadAll(io.LimitReader(resp.Body, maxResponseKept))
+	b, _ := io.ReadAll(io.LimitReader(resp.Body, maxResponseKept+1))
 	_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 1<<20))
-	r := attemptResult{status: resp.StatusCode, response: string(b), took: took}
+	r := attemptResult{status: resp.StatusCode, response: printable(b, maxResponseKept), took: took}
 	switch s := resp.StatusCode; {
 	case s >= 200 && s < 300:
 		r.outcome = outcomeOK
@@ -140,8 +154,10 @@ func (c *webhookClient) send(ctx context.Context, dest *Destination, key []byte,
 	}
 	if r.outcome != outcomeOK {
 		r.err = fmt.Sprintf("HTTP %d %s", resp.StatusCode, http.StatusText(resp.StatusCode))
-		if body := strings.TrimSpace(r.response); body != "" {
-			r.err += ": " + truncate(body, 200)
+		if s := resp.StatusCode; s >= 300 && s < 400 {
+			r.err += " (redirects are not followed: point the destination at the final URL)"
+		} else if body := strings.TrimSpace(r.response); body != "" {
+			r.err += ": " + body
 		}
 	}
 	return r
@@ -168,9 +184,37 @@ func parseRetryAfter(v string, now time.Time) time.Duration {
 	return min(max(d, 0), maxRetryAfter)
 }
 
-func truncate(s string, n int) string {
-	if len(s) <= n {
-		return s
+// printable returns at most n bytes of b as text: invalid UTF-8, control and other
+// unprintable characters become '?', runs of white space one space, and a cut is
+// marked with "...".
+func printable(b []byte, n int) string {
+	cut := len(b) > n
+	if cut {
+		b = b[:n]
 	}
-	return s[:n] + "..."
+	var sb strings.Builder
+	space := false
+	for len(b) > 0 {
+		r, size := utf8.DecodeRune(b)
+		if cut && !utf8.FullRune(b) {
+			break // a rune cut by the limit
+		}
+		b = b[size:]
+		switch {
+		case unicode.IsSpace(r):
+			if !space {
+				sb.WriteByte(' ')
+			}
+			space = true
+			continue
+		case r == utf8.RuneError || !unicode.IsPrint(r):
+			r = '?'
+		}
+		space = false
+		sb.WriteRune(r)
+	}
+	if cut {
+		sb.WriteString("...")
+	}
+	return sb.String()
 }

@@ -376,3 +376,28 @@ func globMatch(pattern, s string) bool {
 	}
 	return true
 }
+
+// CheckWebhookTargets checks the host of every webhook Destination's url in docs with
+// check (the control plane's address policy: non-public addresses are refused unless
+// the server allows them with --webhook-allow). The server runs it on every document it
+// is asked to write; Parse cannot, as the policy is the server's setting. Each refusal is
+// a FieldError on spec.url.
+func CheckWebhookTargets(docs []*Document, check func(host string) error) error {
+	var errs []*FieldError
+	for _, d := range docs {
+		if d.Destination == nil || d.Destination.Type != DestinationWebhook {
+			continue
+		}
+		u, err := url.Parse(d.Destination.URL)
+		if err != nil || u.Hostname() == "" {
+			continue // Parse refused it already
+		}
+		if err := check(u.Hostname()); err != nil {
+			errs = append(errs, &FieldError{Doc: d.Ref(), Path: "spec.url", Msg: err.Error()})
+		}
+	}
+	if len(errs) > 0 {
+		return &ValidationError{Errors: errs}
+	}
+	return nil
+}
