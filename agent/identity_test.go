@@ -2,7 +2,10 @@ package agent_test
 
 import (
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"errors"
+	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
@@ -17,6 +20,8 @@ import (
 	"github.com/crossdock/crossdock/internal/canonical"
 	adminv1 "github.com/crossdock/crossdock/proto/gen/crossdock/admin/v1"
 	eventv1 "github.com/crossdock/crossdock/proto/gen/crossdock/event/v1"
+	uplinkv1 "github.com/crossdock/crossdock/proto/gen/crossdock/uplink/v1"
+	"github.com/crossdock/crossdock/proto/gen/crossdock/uplink/v1/uplinkv1connect"
 )
 
 // level is an inventory level at a source position chosen by the caller.
@@ -297,4 +302,45 @@ func TestCertificateRenewal(t *testing.T) {
 	run(t, b)
 	publish(t, b, "", inventory("C", 1))
 	controlplanetest.WaitFor(t, 20*time.Second, "event committed with the renewed certificate", func() bool { return srv.Store().Ledger().LastSeq() == 1 })
+}
+
+// TestStreamBehindCommittedRefused: a stream whose outbox ends below what the ledger
+// committed for the agent (an outbox reset under the same instance, or a client that
+// lost track) is refused before anything is acknowledged.
+func TestStreamBehindCommittedRefused(t *testing.T) {
+	srv := controlplanetest.TestServer(t, nil)
+	a, dir := enrolled(t, srv, "behind")
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- a.Run(ctx) }()
+	for i := range 5 {
+		publish(t, a, "", inventory("B", i))
+	}
+	controlplanetest.WaitFor(t, 20*time.Second, "events committed", func() bool { return srv.Store().Ledger().LastSeq() == 5 })
+	cancel()
+	<-done
+	d := describe(t, srv, "behind")
+	if d.GetOutboxInstance() == "" || d.GetCommittedSeq() != 5 {
+		t.Fatalf("agent = %v; want bound to its outbox at seq 5", d)
+	}
+	id := filepath.Join(dir, "identity")
+	cert, err := tls.LoadX509KeyPair(filepath.Join(id, "agent.crt"), filepath.Join(id, "agent.key"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	caPEM, err := os.ReadFile(filepath.Join(id, "ca.crt"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	pool := x509.NewCertPool()
+	pool.AppendCertsFromPEM(caPEM)
+	tr := &http.Transport{TLSClientConfig: &tls.Config{Certificates: []tls.Certificate{cert}, RootCAs: pool}, ForceAttemptHTTP2: true}
+	defer tr.CloseIdleConnections()
+	stream := uplinkv1connect.NewUplinkServiceClient(&http.Client{Transport: tr}, "https://"+srv.Addr()).Stream(context.Background())
+	hello := &uplinkv1.Hello{OutboxInstance: d.GetOutboxInstance(), OutboxLastSeq: 2}
+	_ = stream.Send(&uplinkv1.StreamRequest{Msg: &uplinkv1.StreamRequest_Hello{Hello: hello}})
+	_, err = stream.Receive()
+	if connect.CodeOf(err) != connect.CodeFailedPrecondition || !strings.Contains(err.Error(), "only reaches seq 2") {
+		t.Fatalf("stream behind the committed seq: %v; want failed_precondition naming both seqs", err)
+	}
 }
