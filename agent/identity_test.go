@@ -157,16 +157,20 @@ func TestReenrollment(t *testing.T) {
 	if err != nil {
 		t.Fatalf("replacing enrollment: %v", err)
 	}
+	// Before the new agent first streams, the old one (its certificate retired) must
+	// not get in: it would take the new incarnation's seq space.
+	controlplanetest.WaitFor(t, 20*time.Second, "the old agent refused", func() bool {
+		return strings.Contains(old.Status().GetRefused(), "not one of agent erp-x's current certificates")
+	})
+	publish(t, old, "", inventory("OLD", 99))
+	if st := old.Status(); st.GetOutbox().GetPendingEvents() != 1 {
+		t.Errorf("old agent outbox = %v; its event must stay", st.GetOutbox())
+	}
 	run(t, fresh)
 	for i := range 3 {
 		publish(t, fresh, "", inventory("NEW", i))
 	}
 	controlplanetest.WaitFor(t, 20*time.Second, "the new agent's 3 events, with seqs 1-3 again", func() bool { return srv.Store().Ledger().LastSeq() == 8 })
-	controlplanetest.WaitFor(t, 20*time.Second, "the old agent refused", func() bool { return old.Status().GetRefused() != "" })
-	publish(t, old, "", inventory("OLD", 99))
-	if st := old.Status(); st.GetOutbox().GetPendingEvents() != 1 {
-		t.Errorf("old agent outbox = %v; its event must stay", st.GetOutbox())
-	}
 	if d := describe(t, srv, "erp-x"); d.GetIncarnation() != 2 || d.GetCommittedSeq() != 3 || d.GetEventsCommitted() != 8 {
 		t.Errorf("agent = %v; want incarnation 2 at seq 3, 8 events in all", d)
 	}
