@@ -16,12 +16,14 @@ import (
 	"time"
 
 	"connectrpc.com/connect"
+	"github.com/hashicorp/raft"
 	"github.com/quic-go/quic-go"
 	"github.com/quic-go/quic-go/http3"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/crossdock/crossdock/controlplane/api"
 	"github.com/crossdock/crossdock/controlplane/delivery"
+	"github.com/crossdock/crossdock/controlplane/ledger"
 	"github.com/crossdock/crossdock/controlplane/pki"
 	"github.com/crossdock/crossdock/controlplane/store"
 	"github.com/crossdock/crossdock/internal/canonical"
@@ -52,6 +54,10 @@ type Config struct {
 	RaftAdvertise string
 	// Bootstrap forms a new single-node cluster when the data dir is empty.
 	Bootstrap bool
+	// Moved accepts raft and API addresses other than those the data dir's node
+	// identity (node.json) records, for a node that really moved; without it such a
+	// start is refused as a copied data dir.
+	Moved bool
 	// Join lists API addresses of existing nodes; a node with an empty data dir joins
 	// their cluster with JoinToken (a server-kind token) instead of bootstrapping.
 	Join      []string
@@ -117,6 +123,14 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
 		return nil, fmt.Errorf("controlplane: create data dir: %w", err)
 	}
+	// The data dir's node identity: refuse another node's data dir before anything starts.
+	ident, err := readNodeIdentity(cfg.DataDir)
+	if err != nil {
+		return nil, err
+	}
+	if err := checkNodeID(cfg.DataDir, ident, cfg.NodeID); err != nil {
+		return nil, err
+	}
 	s := &Server{cfg: cfg, logger: logger.With("node", cfg.NodeID), registry: api.NewRegistry()}
 
 	// Bind the API port first: the server certificate and admin config name it.
@@ -158,10 +172,24 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 		}
 		raftAdv = s.raftLn.Addr().String()
 	}
+	if ident != nil && (ident.RaftAddr != raftAdv || ident.APIAddr != s.addr) {
+		if !cfg.Moved {
+			s.closeListeners()
+			return nil, errCopiedDataDir(cfg.DataDir, ident.NodeID, NodeIdentityFile, ident.RaftAddr, ident.APIAddr, raftAdv, s.addr)
+		}
+		s.logger.Warn("this node moved (--i-moved-this-node): starting at new addresses",
+			"raft_was", ident.RaftAddr, "api_was", ident.APIAddr, "raft", raftAdv, "api", s.addr)
+	}
 	s.ca, err = s.loadOrCreateCA(ctx, raftAdv)
 	if err != nil {
 		s.closeListeners()
 		return nil, err
+	}
+	clusterID := ledger.ClusterIDOf(string(s.ca.CertPEM()))
+	if ident != nil && ident.ClusterID != "" && ident.ClusterID != clusterID {
+		s.closeListeners()
+		return nil, fmt.Errorf("controlplane: data dir %s belongs to cluster %s (%s), but its pki/ holds the CA of cluster %s: put back this cluster's pki/ (any of its nodes has the same)",
+			cfg.DataDir, ident.ClusterID, NodeIdentityFile, clusterID)
 	}
 	nodeCert, err := s.ca.IssueServer(cfg.NodeID, s.certHosts(raftAdv), 365*24*time.Hour)
 	if err != nil {
@@ -175,6 +203,21 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 		return nil, err
 	}
 	scfg := store.Config{NodeID: cfg.NodeID, Dir: cfg.DataDir, StreamLayer: layer, Bootstrap: cfg.Bootstrap && !s.joined, Logger: logger}
+	if ident == nil && !cfg.Moved {
+		// A data dir from a build before node.json: the replica's own record of this
+		// node says where it ran. Only the raft address is compared: a follower's API
+		// address in its record is the one it joined with and may be stale.
+		scfg.CheckLedger = func(l *ledger.Ledger) error {
+			rec, ok, err := l.Node(cfg.NodeID)
+			if err != nil {
+				return fmt.Errorf("controlplane: read this node's record: %w", err)
+			}
+			if ok && rec.GetRaftAddr() != "" && rec.GetRaftAddr() != raftAdv {
+				return errCopiedDataDir(cfg.DataDir, cfg.NodeID, "its record in the data dir's ledger", rec.GetRaftAddr(), rec.GetApiAddr(), raftAdv, s.addr)
+			}
+			return nil
+		}
+	}
 	if cfg.TuneStore != nil {
 		cfg.TuneStore(&scfg)
 	}
@@ -184,6 +227,11 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 		return nil, err
 	}
 	if err := s.initSecrets(ctx); err != nil {
+		s.store.Close()
+		s.closeListeners()
+		return nil, err
+	}
+	if err := s.recordIdentity(ident, clusterID, raftAdv); err != nil {
 		s.store.Close()
 		s.closeListeners()
 		return nil, err
@@ -270,8 +318,28 @@ func (s *Server) initSecrets(ctx context.Context) error {
 	return s.registerSelf(wctx)
 }
 
+// recordIdentity writes the data dir's node.json when it is missing or out of date
+// (the first start, or a start with --i-moved-this-node).
+func (s *Server) recordIdentity(old *NodeIdentity, clusterID, raftAdv string) error {
+	id := &NodeIdentity{NodeID: s.cfg.NodeID, ClusterID: clusterID, RaftAddr: raftAdv, APIAddr: s.addr, CreatedAt: time.Now().UTC().Truncate(time.Second)}
+	if old != nil {
+		id.CreatedAt = old.CreatedAt
+		if *old == *id {
+			return nil
+		}
+	}
+	if err := writeNodeIdentity(s.cfg.DataDir, id); err != nil {
+		return err
+	}
+	s.logger.Info("recorded this data dir's node identity", "file", filepath.Join(s.cfg.DataDir, NodeIdentityFile), "cluster_id", clusterID)
+	return nil
+}
+
 // registerSelf records this node's addresses through raft if they are not yet known.
 func (s *Server) registerSelf(ctx context.Context) error {
+	if err := s.fixOwnRaftAddr(ctx); err != nil {
+		return err
+	}
 	n, ok, err := s.store.Ledger().Node(s.cfg.NodeID)
 	if err != nil {
 		return fmt.Errorf("controlplane: read node record: %w", err)
@@ -286,6 +354,34 @@ func (s *Server) registerSelf(ctx context.Context) error {
 		return fmt.Errorf("controlplane: register node: %w", err)
 	}
 	return nil
+}
+
+// fixOwnRaftAddr updates this leader's address in the raft configuration when it
+// differs from the one it runs at (a node started with --i-moved-this-node): raft
+// keeps the address a server was added with.
+func (s *Server) fixOwnRaftAddr(ctx context.Context) error {
+	r := s.store.Raft()
+	cf := r.GetConfiguration()
+	if err := cf.Error(); err != nil {
+		return fmt.Errorf("controlplane: read raft configuration: %w", err)
+	}
+	for _, srv := range cf.Configuration().Servers {
+		if string(srv.ID) != s.cfg.NodeID || string(srv.Address) == s.store.RaftAddr() || srv.Suffrage != raft.Voter {
+			continue
+		}
+		if err := r.AddVoter(srv.ID, raft.ServerAddress(s.store.RaftAddr()), cf.Index(), timeoutOf(ctx)).Error(); err != nil {
+			return fmt.Errorf("controlplane: update this node's raft address from %s to %s: %w", srv.Address, s.store.RaftAddr(), err)
+		}
+		s.logger.Warn("updated this node's raft address in the raft configuration", "was", srv.Address, "now", s.store.RaftAddr())
+	}
+	return nil
+}
+
+func timeoutOf(ctx context.Context) time.Duration {
+	if d, ok := ctx.Deadline(); ok {
+		return max(time.Until(d), time.Millisecond)
+	}
+	return 10 * time.Second
 }
 
 // certHosts are the names and addresses the node certificate covers.

@@ -47,6 +47,7 @@ cluster: it creates the cluster CA and an admin token, and writes both to
 	f.StringSliceVar(&cfg.Join, "join", nil, "API address of an existing node to join (repeatable); needs --join-token")
 	f.StringVar(&cfg.JoinToken, "join-token", envOr("CROSSDOCK_JOIN_TOKEN", ""), "server-kind token from 'crossdock token create --kind server' (first start only)")
 	f.BoolVar(&cfg.DisableHTTP3, "no-http3", false, "serve only HTTPS over TCP (no QUIC)")
+	f.BoolVar(&cfg.Moved, "i-moved-this-node", false, "accept raft and API addresses other than those in <data-dir>/node.json: this node moved and its old copy is gone for good")
 	f.BoolVar(&writeCLI, "write-cli-config", true, "at bootstrap, also write the admin config to ~/.config/crossdock/config.yaml if absent")
 	return cmd
 }
