@@ -157,6 +157,50 @@ func TestRestoreAnotherClustersBackup(t *testing.T) {
 	if _, err := c.Nodes[0].Admin.ListAgents(context.Background(), connect.NewRequest(&adminv1.ListAgentsRequest{})); connect.CodeOf(err) != connect.CodeUnauthenticated {
 		t.Fatalf("the live admin token after a forced restore: %v, want unauthenticated", err)
 	}
+
+	// Finishing the migration as docs/operations.md says: stop every node, put the
+	// backup cluster's pki/ in each data dir, start them all. Then the backup cluster's
+	// admin config works as it is (its CA too), with the address of one of these nodes.
+	for _, n := range c.Nodes {
+		n.Stop()
+	}
+	for _, n := range c.Nodes {
+		pki := filepath.Join(n.Config.DataDir, "pki")
+		if err := os.RemoveAll(pki); err != nil {
+			t.Fatal(err)
+		}
+		copyDir(t, filepath.Join(other.Config.DataDir, "pki"), pki)
+	}
+	// The joined nodes first: node-1 bootstrapped the cluster and waits for a leader
+	// at start, which needs two voters.
+	for _, i := range []int{1, 2, 0} {
+		c.Restart(i)
+	}
+	c.WaitVoters(3)
+	otherCfg, err = cliconfig.Load(other.AdminConfigPath())
+	if err != nil {
+		t.Fatal(err)
+	}
+	otherCfg.Addr = c.Nodes[1].Addr()
+	oc2, closeFn2, err := otherCfg.AdminClient()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer closeFn2()
+	controlplanetest.WaitFor(t, 20*time.Second, "the backup cluster's own admin config to work on the migrated nodes", func() bool {
+		_, err := oc2.ListAgents(context.Background(), connect.NewRequest(&adminv1.ListAgentsRequest{}))
+		return err == nil
+	})
+	for _, n := range c.Nodes {
+		var ident controlplane.NodeIdentity
+		b, err := os.ReadFile(filepath.Join(n.Config.DataDir, controlplane.NodeIdentityFile))
+		if err == nil {
+			err = json.Unmarshal(b, &ident)
+		}
+		if err != nil || ident.ClusterID != otherID {
+			t.Fatalf("node %s's node.json after the migration: %+v %v, want cluster %s", n.Config.NodeID, ident, err, otherID)
+		}
+	}
 }
 
 // copyDir copies a stopped node's data dir, as an operator copying it to another host.

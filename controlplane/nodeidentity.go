@@ -27,7 +27,9 @@ const maxNodeIdentityBytes = 64 << 10
 
 // NodeIdentity is the content of node.json.
 type NodeIdentity struct {
-	NodeID    string `json:"node_id"`
+	NodeID string `json:"node_id"`
+	// ClusterID is the id of the cluster the node belongs to, for operators (the
+	// restore check compares the replicated state's id, not this copy of it).
 	ClusterID string `json:"cluster_id"`
 	// RaftAddr is the raft address other nodes dial (--raft-advertise, or --raft-listen).
 	RaftAddr string `json:"raft_addr"`

@@ -185,12 +185,6 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 		s.closeListeners()
 		return nil, err
 	}
-	clusterID := ledger.ClusterIDOf(string(s.ca.CertPEM()))
-	if ident != nil && ident.ClusterID != "" && ident.ClusterID != clusterID {
-		s.closeListeners()
-		return nil, fmt.Errorf("controlplane: data dir %s belongs to cluster %s (%s), but its pki/ holds the CA of cluster %s: put back this cluster's pki/ (any of its nodes has the same)",
-			cfg.DataDir, ident.ClusterID, NodeIdentityFile, clusterID)
-	}
 	nodeCert, err := s.ca.IssueServer(cfg.NodeID, s.certHosts(raftAdv), 365*24*time.Hour)
 	if err != nil {
 		s.closeListeners()
@@ -231,7 +225,7 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 		s.closeListeners()
 		return nil, err
 	}
-	if err := s.recordIdentity(ident, clusterID, raftAdv); err != nil {
+	if err := s.recordIdentity(ident, raftAdv); err != nil {
 		s.store.Close()
 		s.closeListeners()
 		return nil, err
@@ -319,8 +313,17 @@ func (s *Server) initSecrets(ctx context.Context) error {
 }
 
 // recordIdentity writes the data dir's node.json when it is missing or out of date
-// (the first start, or a start with --i-moved-this-node).
-func (s *Server) recordIdentity(old *NodeIdentity, clusterID, raftAdv string) error {
+// (the first start, a start with --i-moved-this-node, or the first start after a
+// forced restore changed the cluster id). The cluster id is the replicated state's,
+// or, before this node has it (a node that just joined), its CA's.
+func (s *Server) recordIdentity(old *NodeIdentity, raftAdv string) error {
+	clusterID, ok, err := s.store.Ledger().ClusterID()
+	if err != nil {
+		return fmt.Errorf("controlplane: read the cluster id: %w", err)
+	}
+	if !ok {
+		clusterID = ledger.ClusterIDOf(string(s.ca.CertPEM()))
+	}
 	id := &NodeIdentity{NodeID: s.cfg.NodeID, ClusterID: clusterID, RaftAddr: raftAdv, APIAddr: s.addr, CreatedAt: time.Now().UTC().Truncate(time.Second)}
 	if old != nil {
 		id.CreatedAt = old.CreatedAt
