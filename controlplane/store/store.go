@@ -538,7 +538,9 @@ func (s *Store) RestoreBackup(f *os.File, opts RestoreOptions) (uint64, error) {
 	}
 	meta := &raft.SnapshotMeta{Version: raft.SnapshotVersionMax, Index: info.Index, Size: st.Size()}
 	if err := s.raft.Restore(meta, f, 5*time.Minute); err != nil {
-		if errors.Is(err, raft.ErrNotLeader) {
+		// After a lost leadership the backup may or may not be installed; running the
+		// restore again on the new leader is safe.
+		if errors.Is(err, raft.ErrNotLeader) || errors.Is(err, raft.ErrLeadershipLost) {
 			return 0, fmt.Errorf("%w: %v", ErrNotLeader, err)
 		}
 		return 0, fmt.Errorf("store: raft restore: %w", err)
