@@ -282,7 +282,9 @@ func (s *Server) initSecrets(ctx context.Context) error {
 		if err != nil {
 			return fmt.Errorf("controlplane: encode CA key: %w", err)
 		}
-		if _, err := s.store.Propose(wctx, storev1.CommandType_COMMAND_TYPE_PUT_CA, &storev1.PutCA{CertPem: string(s.ca.CertPEM()), KeyPem: string(kp)}); err != nil {
+		if _, err := s.store.Propose(wctx, storev1.CommandType_COMMAND_TYPE_PUT_CA, &storev1.PutCA{
+			CertPem: string(s.ca.CertPEM()), KeyPem: string(kp), ClusterId: ledger.ClusterIDOf(string(s.ca.CertPEM())),
+		}); err != nil {
 			return fmt.Errorf("controlplane: store CA: %w", err)
 		}
 		id, secret, full, err := pki.NewAdminToken()
