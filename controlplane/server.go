@@ -89,6 +89,8 @@ type Server struct {
 	// delivery sends committed events to destinations while this node leads.
 	delivery *delivery.Engine
 	nodeCert tls.Certificate
+	// raftAdv is the raft address other nodes dial, as configured (a name stays a name).
+	raftAdv string
 	// joinIndex is the raft index this node was added at, when it joined in this run.
 	joinIndex uint64
 	joined    bool
@@ -172,6 +174,7 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 		}
 		raftAdv = s.raftLn.Addr().String()
 	}
+	s.raftAdv = raftAdv
 	if ident != nil && (ident.RaftAddr != raftAdv || ident.APIAddr != s.addr) {
 		if !cfg.Moved {
 			s.closeListeners()
@@ -206,7 +209,9 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 			if err != nil {
 				return fmt.Errorf("controlplane: read this node's record: %w", err)
 			}
-			if ok && rec.GetRaftAddr() != "" && rec.GetRaftAddr() != raftAdv {
+			// The record holds the address as given at join, or resolved (the
+			// bootstrapping node's, which raft recorded resolved): either matches.
+			if ok && rec.GetRaftAddr() != "" && rec.GetRaftAddr() != raftAdv && rec.GetRaftAddr() != layer.Addr().String() {
 				return errCopiedDataDir(cfg.DataDir, cfg.NodeID, "its record in the data dir's ledger", rec.GetRaftAddr(), rec.GetApiAddr(), raftAdv, s.addr)
 			}
 			return nil
@@ -342,8 +347,10 @@ func (s *Server) recordIdentity(old *NodeIdentity, raftAdv string) error {
 
 // registerSelf records this node's addresses through raft if they are not yet known.
 func (s *Server) registerSelf(ctx context.Context) error {
-	if err := s.fixOwnRaftAddr(ctx); err != nil {
-		return err
+	if s.cfg.Moved {
+		if err := s.fixOwnRaftAddr(ctx); err != nil {
+			return err
+		}
 	}
 	n, ok, err := s.store.Ledger().Node(s.cfg.NodeID)
 	if err != nil {
@@ -362,7 +369,7 @@ func (s *Server) registerSelf(ctx context.Context) error {
 }
 
 // fixOwnRaftAddr updates this leader's address in the raft configuration when it
-// differs from the one it runs at (a node started with --i-moved-this-node): raft
+// differs from the one it runs at, for a node started with --i-moved-this-node: raft
 // keeps the address a server was added with.
 func (s *Server) fixOwnRaftAddr(ctx context.Context) error {
 	r := s.store.Raft()
@@ -371,7 +378,8 @@ func (s *Server) fixOwnRaftAddr(ctx context.Context) error {
 		return fmt.Errorf("controlplane: read raft configuration: %w", err)
 	}
 	for _, srv := range cf.Configuration().Servers {
-		if string(srv.ID) != s.cfg.NodeID || string(srv.Address) == s.store.RaftAddr() || srv.Suffrage != raft.Voter {
+		if string(srv.ID) != s.cfg.NodeID || srv.Suffrage != raft.Voter ||
+			string(srv.Address) == s.store.RaftAddr() || string(srv.Address) == s.raftAdv {
 			continue
 		}
 		if err := r.AddVoter(srv.ID, raft.ServerAddress(s.store.RaftAddr()), cf.Index(), timeoutOf(ctx)).Error(); err != nil {
