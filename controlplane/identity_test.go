@@ -420,3 +420,30 @@ func TestCreateTokenKindRequired(t *testing.T) {
 		t.Fatalf("CreateToken kind 99: %v, want invalid_argument", err)
 	}
 }
+
+// TestRebuildWithOldPKIRestoresWithoutForce follows docs/operations.md, "With no
+// survivor: rebuild from a snapshot": a new first node given the old cluster's pki/ has
+// the old cluster's id, so the old backup restores without --force.
+func TestRebuildWithOldPKIRestoresWithoutForce(t *testing.T) {
+	old := controlplanetest.TestServer(t, nil)
+	if err := ingest(context.Background(), old, "a1", 1, 20); err != nil {
+		t.Fatal(err)
+	}
+	oldID := clusterID(t, old.Admin)
+	backup := saveBackup(t, old.Admin)
+	old.Stop()
+
+	dir := t.TempDir()
+	copyDir(t, filepath.Join(old.Config.DataDir, "pki"), filepath.Join(dir, "pki"))
+	rebuilt := controlplanetest.TestServer(t, func(c *controlplane.Config) { c.DataDir = dir })
+	if got := clusterID(t, rebuilt.Admin); got != oldID {
+		t.Fatalf("a node bootstrapped with the old pki/ has cluster id %s, want %s", got, oldID)
+	}
+	res, err := restoreBackup(rebuilt.Admin, backup, false)
+	if err != nil {
+		t.Fatalf("restore of the old cluster's backup into the rebuilt node: %v", err)
+	}
+	if res.GetClusterId() != oldID || res.GetEvents() != 20 {
+		t.Fatalf("restored cluster %s with %d events, want %s with 20", res.GetClusterId(), res.GetEvents(), oldID)
+	}
+}
