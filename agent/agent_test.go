@@ -85,7 +85,7 @@ func TestEnrollment(t *testing.T) {
 	})
 
 	t.Run("expired token", func(t *testing.T) {
-		res, err := srv.Admin.CreateToken(context.Background(), connect.NewRequest(&adminv1.CreateTokenRequest{Ttl: durationpb.New(time.Millisecond)}))
+		res, err := srv.Admin.CreateToken(context.Background(), connect.NewRequest(&adminv1.CreateTokenRequest{Kind: adminv1.TokenKind_TOKEN_KIND_AGENT, Ttl: durationpb.New(time.Millisecond)}))
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -149,7 +149,7 @@ func TestReenrollment(t *testing.T) {
 	if _, err := newAgent(t, srv, t.TempDir(), srv.Token(t, time.Minute, "erp-x")); err == nil || !strings.Contains(err.Error(), "--replace") {
 		t.Fatalf("enrolling an enrolled name without --replace = %v; want refused, naming --replace", err)
 	}
-	res, err := srv.Admin.CreateToken(context.Background(), connect.NewRequest(&adminv1.CreateTokenRequest{AgentName: "erp-x", Replace: true}))
+	res, err := srv.Admin.CreateToken(context.Background(), connect.NewRequest(&adminv1.CreateTokenRequest{Kind: adminv1.TokenKind_TOKEN_KIND_AGENT, AgentName: "erp-x", Replace: true}))
 	if err != nil {
 		t.Fatal(err)
 	}

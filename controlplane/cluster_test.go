@@ -87,7 +87,7 @@ func TestAgentFollowsLeaderAcrossFailover(t *testing.T) {
 			break
 		}
 	}
-	tokRes, err := c.Nodes[0].Admin.CreateToken(context.Background(), connect.NewRequest(&adminv1.CreateTokenRequest{AgentName: "wh-1"}))
+	tokRes, err := c.Nodes[0].Admin.CreateToken(context.Background(), connect.NewRequest(&adminv1.CreateTokenRequest{Kind: adminv1.TokenKind_TOKEN_KIND_AGENT, AgentName: "wh-1"}))
 	if err != nil {
 		t.Fatal(err)
 	}

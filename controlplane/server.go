@@ -17,12 +17,14 @@ import (
 	"time"
 
 	"connectrpc.com/connect"
+	"github.com/hashicorp/raft"
 	"github.com/quic-go/quic-go"
 	"github.com/quic-go/quic-go/http3"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/crossdock/crossdock/controlplane/api"
 	"github.com/crossdock/crossdock/controlplane/delivery"
+	"github.com/crossdock/crossdock/controlplane/ledger"
 	"github.com/crossdock/crossdock/controlplane/pki"
 	"github.com/crossdock/crossdock/controlplane/store"
 	"github.com/crossdock/crossdock/internal/canonical"
@@ -53,6 +55,10 @@ type Config struct {
 	RaftAdvertise string
 	// Bootstrap forms a new single-node cluster when the data dir is empty.
 	Bootstrap bool
+	// Moved accepts raft and API addresses other than those the data dir's node
+	// identity (node.json) records, for a node that really moved; without it such a
+	// start is refused as a copied data dir.
+	Moved bool
 	// Join lists API addresses of existing nodes; a node with an empty data dir joins
 	// their cluster with JoinToken (a server-kind token) instead of bootstrapping.
 	Join      []string
@@ -90,6 +96,8 @@ type Server struct {
 	// delivery sends committed events to destinations while this node leads.
 	delivery *delivery.Engine
 	nodeCert tls.Certificate
+	// raftAdv is the raft address other nodes dial, as configured (a name stays a name).
+	raftAdv string
 	// joinIndex is the raft index this node was added at, when it joined in this run.
 	joinIndex uint64
 	joined    bool
@@ -123,6 +131,14 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 	}
 	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
 		return nil, fmt.Errorf("controlplane: create data dir: %w", err)
+	}
+	// The data dir's node identity: refuse another node's data dir before anything starts.
+	ident, err := readNodeIdentity(cfg.DataDir)
+	if err != nil {
+		return nil, err
+	}
+	if err := checkNodeID(cfg.DataDir, ident, cfg.NodeID); err != nil {
+		return nil, err
 	}
 	s := &Server{cfg: cfg, logger: logger.With("node", cfg.NodeID), registry: api.NewRegistry()}
 
@@ -165,6 +181,15 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 		}
 		raftAdv = s.raftLn.Addr().String()
 	}
+	s.raftAdv = raftAdv
+	if ident != nil && (ident.RaftAddr != raftAdv || ident.APIAddr != s.addr) {
+		if !cfg.Moved {
+			s.closeListeners()
+			return nil, errCopiedDataDir(cfg.DataDir, ident.NodeID, NodeIdentityFile, ident.RaftAddr, ident.APIAddr, raftAdv, s.addr)
+		}
+		s.logger.Warn("this node moved (--i-moved-this-node): starting at new addresses",
+			"raft_was", ident.RaftAddr, "api_was", ident.APIAddr, "raft", raftAdv, "api", s.addr)
+	}
 	s.ca, err = s.loadOrCreateCA(ctx, raftAdv)
 	if err != nil {
 		s.closeListeners()
@@ -182,6 +207,23 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 		return nil, err
 	}
 	scfg := store.Config{NodeID: cfg.NodeID, Dir: cfg.DataDir, StreamLayer: layer, Bootstrap: cfg.Bootstrap && !s.joined, Logger: logger}
+	if ident == nil && !cfg.Moved {
+		// A data dir from a build before node.json: the replica's own record of this
+		// node says where it ran. Only the raft address is compared: a follower's API
+		// address in its record is the one it joined with and may be stale.
+		scfg.CheckLedger = func(l *ledger.Ledger) error {
+			rec, ok, err := l.Node(cfg.NodeID)
+			if err != nil {
+				return fmt.Errorf("controlplane: read this node's record: %w", err)
+			}
+			// The record holds the address as given at join, or resolved (the
+			// bootstrapping node's, which raft recorded resolved): either matches.
+			if ok && rec.GetRaftAddr() != "" && rec.GetRaftAddr() != raftAdv && rec.GetRaftAddr() != layer.Addr().String() {
+				return errCopiedDataDir(cfg.DataDir, cfg.NodeID, "its record in the data dir's ledger", rec.GetRaftAddr(), rec.GetApiAddr(), raftAdv, s.addr)
+			}
+			return nil
+		}
+	}
 	if cfg.TuneStore != nil {
 		cfg.TuneStore(&scfg)
 	}
@@ -191,6 +233,11 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 		return nil, err
 	}
 	if err := s.initSecrets(ctx); err != nil {
+		s.store.Close()
+		s.closeListeners()
+		return nil, err
+	}
+	if err := s.recordIdentity(ident, raftAdv); err != nil {
 		s.store.Close()
 		s.closeListeners()
 		return nil, err
@@ -247,7 +294,9 @@ func (s *Server) initSecrets(ctx context.Context) error {
 		if err != nil {
 			return fmt.Errorf("controlplane: encode CA key: %w", err)
 		}
-		if _, err := s.store.Propose(wctx, storev1.CommandType_COMMAND_TYPE_PUT_CA, &storev1.PutCA{CertPem: string(s.ca.CertPEM()), KeyPem: string(kp)}); err != nil {
+		if _, err := s.store.Propose(wctx, storev1.CommandType_COMMAND_TYPE_PUT_CA, &storev1.PutCA{
+			CertPem: string(s.ca.CertPEM()), KeyPem: string(kp), ClusterId: ledger.ClusterIDOf(string(s.ca.CertPEM())),
+		}); err != nil {
 			return fmt.Errorf("controlplane: store CA: %w", err)
 		}
 		id, secret, full, err := pki.NewAdminToken()
@@ -277,8 +326,39 @@ func (s *Server) initSecrets(ctx context.Context) error {
 	return s.registerSelf(wctx)
 }
 
+// recordIdentity writes the data dir's node.json when it is missing or out of date
+// (the first start, a start with --i-moved-this-node, or the first start after a
+// forced restore changed the cluster id). The cluster id is the replicated state's,
+// or, before this node has it (a node that just joined), its CA's.
+func (s *Server) recordIdentity(old *NodeIdentity, raftAdv string) error {
+	clusterID, ok, err := s.store.Ledger().ClusterID()
+	if err != nil {
+		return fmt.Errorf("controlplane: read the cluster id: %w", err)
+	}
+	if !ok {
+		clusterID = ledger.ClusterIDOf(string(s.ca.CertPEM()))
+	}
+	id := &NodeIdentity{NodeID: s.cfg.NodeID, ClusterID: clusterID, RaftAddr: raftAdv, APIAddr: s.addr, CreatedAt: time.Now().UTC().Truncate(time.Second)}
+	if old != nil {
+		id.CreatedAt = old.CreatedAt
+		if *old == *id {
+			return nil
+		}
+	}
+	if err := writeNodeIdentity(s.cfg.DataDir, id); err != nil {
+		return err
+	}
+	s.logger.Info("recorded this data dir's node identity", "file", filepath.Join(s.cfg.DataDir, NodeIdentityFile), "cluster_id", clusterID)
+	return nil
+}
+
 // registerSelf records this node's addresses through raft if they are not yet known.
 func (s *Server) registerSelf(ctx context.Context) error {
+	if s.cfg.Moved {
+		if err := s.fixOwnRaftAddr(ctx); err != nil {
+			return err
+		}
+	}
 	n, ok, err := s.store.Ledger().Node(s.cfg.NodeID)
 	if err != nil {
 		return fmt.Errorf("controlplane: read node record: %w", err)
@@ -293,6 +373,35 @@ func (s *Server) registerSelf(ctx context.Context) error {
 		return fmt.Errorf("controlplane: register node: %w", err)
 	}
 	return nil
+}
+
+// fixOwnRaftAddr updates this leader's address in the raft configuration when it
+// differs from the one it runs at, for a node started with --i-moved-this-node: raft
+// keeps the address a server was added with.
+func (s *Server) fixOwnRaftAddr(ctx context.Context) error {
+	r := s.store.Raft()
+	cf := r.GetConfiguration()
+	if err := cf.Error(); err != nil {
+		return fmt.Errorf("controlplane: read raft configuration: %w", err)
+	}
+	for _, srv := range cf.Configuration().Servers {
+		if string(srv.ID) != s.cfg.NodeID || srv.Suffrage != raft.Voter ||
+			string(srv.Address) == s.store.RaftAddr() || string(srv.Address) == s.raftAdv {
+			continue
+		}
+		if err := r.AddVoter(srv.ID, raft.ServerAddress(s.store.RaftAddr()), cf.Index(), timeoutOf(ctx)).Error(); err != nil {
+			return fmt.Errorf("controlplane: update this node's raft address from %s to %s: %w", srv.Address, s.store.RaftAddr(), err)
+		}
+		s.logger.Warn("updated this node's raft address in the raft configuration", "was", srv.Address, "now", s.store.RaftAddr())
+	}
+	return nil
+}
+
+func timeoutOf(ctx context.Context) time.Duration {
+	if d, ok := ctx.Deadline(); ok {
+		return max(time.Until(d), time.Millisecond)
+	}
+	return 10 * time.Second
 }
 
 // certHosts are the names and addresses the node certificate covers.

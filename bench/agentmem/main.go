@@ -112,7 +112,7 @@ func run(bin string, n int, memLimit string) error {
 	ctx := context.Background()
 	var tok *connect.Response[adminv1.CreateTokenResponse]
 	if err := poll(30*time.Second, "admin API", func() bool {
-		tok, err = admin.CreateToken(ctx, connect.NewRequest(&adminv1.CreateTokenRequest{Ttl: durationpb.New(time.Minute), AgentName: "mem"}))
+		tok, err = admin.CreateToken(ctx, connect.NewRequest(&adminv1.CreateTokenRequest{Kind: adminv1.TokenKind_TOKEN_KIND_AGENT, Ttl: durationpb.New(time.Minute), AgentName: "mem"}))
 		return err == nil
 	}); err != nil {
 		return err

@@ -68,7 +68,7 @@ func (*preencodedCodec) Unmarshal(b []byte, m any) error {
 const directConnector = "direct"
 
 func newDirectClient(ctx context.Context, c *cluster, server, name string, seed uint64, noQUIC bool) (*directClient, error) {
-	tokRes, err := c.admin.CreateToken(ctx, connect.NewRequest(&adminv1.CreateTokenRequest{Ttl: durationpb.New(5 * time.Minute), AgentName: name}))
+	tokRes, err := c.admin.CreateToken(ctx, connect.NewRequest(&adminv1.CreateTokenRequest{Kind: adminv1.TokenKind_TOKEN_KIND_AGENT, Ttl: durationpb.New(5 * time.Minute), AgentName: name}))
 	if err != nil {
 		return nil, fmt.Errorf("token for %s: %w", name, err)
 	}

@@ -485,7 +485,7 @@ func measure(ctx context.Context, o options, c *cluster, formed time.Duration) (
 	agents := make([]*benchAgent, o.agents)
 	for i := range agents {
 		name := fmt.Sprintf("bench-%d", i+1)
-		tok, err := c.admin.CreateToken(ctx, connect.NewRequest(&adminv1.CreateTokenRequest{Ttl: durationpb.New(5 * time.Minute), AgentName: name}))
+		tok, err := c.admin.CreateToken(ctx, connect.NewRequest(&adminv1.CreateTokenRequest{Kind: adminv1.TokenKind_TOKEN_KIND_AGENT, Ttl: durationpb.New(5 * time.Minute), AgentName: name}))
 		if err != nil {
 			return out, fmt.Errorf("agent token: %w", err)
 		}

@@ -242,7 +242,7 @@ func latency(rate, seconds int) (latencies, error) {
 		return latencies{}, err
 	}
 	defer closeAdmin()
-	tok, err := admin.CreateToken(ctx, connect.NewRequest(&adminv1.CreateTokenRequest{Ttl: durationpb.New(time.Minute), AgentName: "bench"}))
+	tok, err := admin.CreateToken(ctx, connect.NewRequest(&adminv1.CreateTokenRequest{Kind: adminv1.TokenKind_TOKEN_KIND_AGENT, Ttl: durationpb.New(time.Minute), AgentName: "bench"}))
 	if err != nil {
 		return latencies{}, err
 	}

@@ -77,7 +77,7 @@ func once(n, batch int, noQUIC bool) (float64, error) {
 		return 0, err
 	}
 	defer closeAdmin()
-	tok, err := admin.CreateToken(ctx, connect.NewRequest(&adminv1.CreateTokenRequest{Ttl: durationpb.New(time.Minute), AgentName: "bench"}))
+	tok, err := admin.CreateToken(ctx, connect.NewRequest(&adminv1.CreateTokenRequest{Kind: adminv1.TokenKind_TOKEN_KIND_AGENT, Ttl: durationpb.New(time.Minute), AgentName: "bench"}))
 	if err != nil {
 		return 0, err
 	}

@@ -72,7 +72,7 @@ until Ctrl-C and prints the commands to watch it with.`,
 			if err != nil {
 				return err
 			}
-			tok, err := admin.CreateToken(ctx, connect.NewRequest(&adminv1.CreateTokenRequest{Ttl: durationpb.New(time.Minute), AgentName: "demo-agent"}))
+			tok, err := admin.CreateToken(ctx, connect.NewRequest(&adminv1.CreateTokenRequest{Kind: adminv1.TokenKind_TOKEN_KIND_AGENT, Ttl: durationpb.New(time.Minute), AgentName: "demo-agent"}))
 			if err != nil {
 				return fmt.Errorf("create enrollment token: %w", err)
 			}

@@ -57,6 +57,7 @@ cluster: it creates the cluster CA and an admin token, and writes both to
 	f.BoolVar(&cfg.DisableHTTP3, "no-http3", false, "serve only HTTPS over TCP (no QUIC)")
 	f.DurationVar(&cfg.AgentCertTTL, "agent-cert-ttl", 365*24*time.Hour, "lifetime of agent certificates; agents renew theirs over the uplink when a third is left")
 	f.StringArrayVar(&webhookAllow, "webhook-allow", nil, "CIDR (or IP) of non-public addresses webhooks may reach, e.g. 10.20.0.0/16 or 127.0.0.1/32 (repeatable; default: public addresses only)")
+	f.BoolVar(&cfg.Moved, "i-moved-this-node", false, "accept raft and API addresses other than those in <data-dir>/node.json: this node moved and its old copy is gone for good")
 	f.BoolVar(&writeCLI, "write-cli-config", true, "at bootstrap, also write the admin config to ~/.config/crossdock/config.yaml if absent")
 	return cmd
 }

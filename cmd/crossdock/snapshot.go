@@ -61,10 +61,15 @@ func newSnapshotCmd() *cobra.Command {
 			return nil
 		},
 	})
-	cmd.AddCommand(&cobra.Command{
+	var force bool
+	restore := &cobra.Command{
 		Use:   "restore FILE",
 		Short: "Replace the whole cluster's state with a backup (dangerous: state after the backup is lost)",
-		Args:  cobra.ExactArgs(1),
+		Long: `Replace the whole cluster's state with a backup (dangerous: state after the backup is lost).
+A backup of another cluster (its cluster id differs from this cluster's) is refused:
+it would replace this cluster's CA, admin tokens and node list. --force installs it
+anyway, for a deliberate migration (docs/operations.md, Backup and restore).`,
+		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			c, err := adminClient()
 			if err != nil {
@@ -85,7 +90,7 @@ func newSnapshotCmd() *cobra.Command {
 			for {
 				n, rerr := f.Read(buf)
 				if n > 0 {
-					if err := stream.Send(&adminv1.RestoreSnapshotRequest{Chunk: buf[:n]}); err != nil {
+					if err := stream.Send(&adminv1.RestoreSnapshotRequest{Chunk: buf[:n], Force: force}); err != nil {
 						_, cerr := stream.CloseAndReceive()
 						return fmt.Errorf("upload backup: %w", errors.Join(err, cerr))
 					}
@@ -104,10 +109,12 @@ func newSnapshotCmd() *cobra.Command {
 			if err != nil {
 				return fmt.Errorf("restore snapshot: %w", err)
 			}
-			cmd.PrintErrf("restored: cluster state installed at raft index %d; ledger at seq %d\n", res.Msg.GetIndex(), res.Msg.GetEvents())
+			cmd.PrintErrf("restored: cluster state installed at raft index %d; ledger at seq %d; cluster id %s\n", res.Msg.GetIndex(), res.Msg.GetEvents(), res.Msg.GetClusterId())
 			return nil
 		},
-	})
+	}
+	restore.Flags().BoolVar(&force, "force", false, "install a backup of another cluster: its CA and admin tokens replace this cluster's")
+	cmd.AddCommand(restore)
 	return cmd
 }
 

@@ -27,7 +27,7 @@ func newTokenCmd() *cobra.Command {
 			case "server":
 				k = adminv1.TokenKind_TOKEN_KIND_SERVER
 			default:
-				return fmt.Errorf("--kind %q: want agent or server", kind)
+				return fmt.Errorf("--kind %q is not a token kind: the kinds are agent (enrolls an agent) and server (joins a control plane node)", kind)
 			}
 			c, err := adminClient()
 			if err != nil {

@@ -14,6 +14,7 @@ import (
 
 	"github.com/crossdock/crossdock/controlplane/ledger"
 	"github.com/crossdock/crossdock/controlplane/pki"
+	"github.com/crossdock/crossdock/controlplane/store"
 	"github.com/crossdock/crossdock/internal/canonical"
 	adminv1 "github.com/crossdock/crossdock/proto/gen/crossdock/admin/v1"
 	"github.com/crossdock/crossdock/proto/gen/crossdock/admin/v1/adminv1connect"
@@ -37,13 +38,17 @@ var _ adminv1connect.AdminServiceHandler = (*Admin)(nil)
 
 // CreateToken makes a single-use enrollment token pinned to this cluster's CA.
 func (a *Admin) CreateToken(ctx context.Context, req *connect.Request[adminv1.CreateTokenRequest]) (*connect.Response[adminv1.CreateTokenResponse], error) {
-	kind := "agent"
+	// The kind is required: proto3 cannot tell a missing kind from an unknown name a
+	// JSON client sent ("kind": "root" decodes as unset), and neither may become an
+	// agent token.
+	var kind string
 	switch req.Msg.GetKind() {
-	case adminv1.TokenKind_TOKEN_KIND_UNSPECIFIED, adminv1.TokenKind_TOKEN_KIND_AGENT:
+	case adminv1.TokenKind_TOKEN_KIND_AGENT:
+		kind = "agent"
 	case adminv1.TokenKind_TOKEN_KIND_SERVER:
 		kind = "server"
 	default:
-		return nil, connect.NewError(connect.CodeInvalidArgument, fmt.Errorf("kind: unknown token kind %d", req.Msg.GetKind()))
+		return nil, connect.NewError(connect.CodeInvalidArgument, fmt.Errorf("kind: missing or unknown token kind (%d); the kinds are TOKEN_KIND_AGENT (enrolls an agent) and TOKEN_KIND_SERVER (joins a control plane node)", req.Msg.GetKind()))
 	}
 	ttl := DefaultTokenTTL
 	if d := req.Msg.GetTtl(); d != nil {
@@ -306,7 +311,11 @@ func (a *Admin) RestoreSnapshot(ctx context.Context, stream *connect.ClientStrea
 	}
 	defer os.Remove(f.Name())
 	defer f.Close()
+	force, first := false, true
 	for stream.Receive() {
+		if first {
+			force, first = stream.Msg().GetForce(), false
+		}
 		if _, err := f.Write(stream.Msg().GetChunk()); err != nil {
 			return nil, connect.NewError(connect.CodeInternal, fmt.Errorf("buffer upload: %w", err))
 		}
@@ -317,15 +326,25 @@ func (a *Admin) RestoreSnapshot(ctx context.Context, stream *connect.ClientStrea
 	if _, err := f.Seek(0, io.SeekStart); err != nil {
 		return nil, connect.NewError(connect.CodeInternal, err)
 	}
-	idx, err := a.Store.RestoreBackup(f)
+	idx, err := a.Store.RestoreBackup(f, store.RestoreOptions{Force: force})
 	if err != nil {
-		if errors.Is(err, ledger.ErrSnapshotCorrupt) {
+		var mismatch *store.ClusterMismatchError
+		switch {
+		case errors.Is(err, ledger.ErrSnapshotCorrupt):
 			return nil, connect.NewError(connect.CodeInvalidArgument, err)
+		case errors.As(err, &mismatch):
+			a.Logger.Warn("refused to restore a backup of another cluster", "cluster_id", mismatch.Live, "backup_cluster_id", mismatch.Backup, "audit", true)
+			return nil, connect.NewError(connect.CodeFailedPrecondition, fmt.Errorf("refused: %w. Restoring it would replace this cluster's CA, admin tokens and node list with the backup's; "+
+				"to do that on purpose (a migration), run the restore again with --force (docs/operations.md, Backup and restore)", err))
 		}
 		return nil, a.storeError(err)
 	}
-	a.Logger.Warn("cluster state restored from an uploaded snapshot", "raft_index", idx, "last_seq", a.Store.Ledger().LastSeq(), "audit", true)
-	return connect.NewResponse(&adminv1.RestoreSnapshotResponse{Index: idx, Events: a.Store.Ledger().LastSeq()}), nil
+	cid, _, err := a.Store.Ledger().ClusterID()
+	if err != nil {
+		return nil, connect.NewError(connect.CodeInternal, err)
+	}
+	a.Logger.Warn("cluster state restored from an uploaded snapshot", "raft_index", idx, "last_seq", a.Store.Ledger().LastSeq(), "cluster_id", cid, "forced", force, "audit", true)
+	return connect.NewResponse(&adminv1.RestoreSnapshotResponse{Index: idx, Events: a.Store.Ledger().LastSeq(), ClusterId: cid}), nil
 }
 
 // GetClusterStatus describes raft membership as this node sees it.
@@ -337,6 +356,9 @@ func (a *Admin) GetClusterStatus(ctx context.Context, req *connect.Request[admin
 	}
 	_, leaderID := a.Store.Leader()
 	out := &adminv1.GetClusterStatusResponse{LeaderId: leaderID, LastSeq: a.Store.Ledger().LastSeq()}
+	if cid, _, err := a.Store.Ledger().ClusterID(); err == nil {
+		out.ClusterId = cid
+	}
 	for _, s := range cf.Configuration().Servers {
 		p := &adminv1.Peer{Id: string(s.ID), Address: string(s.Address), Role: "follower"}
 		if n, ok, _ := a.Store.Ledger().Node(string(s.ID)); ok {

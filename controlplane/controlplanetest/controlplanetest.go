@@ -125,7 +125,7 @@ func AdminClient(t testing.TB, path string) adminv1connect.AdminServiceClient {
 // Token creates an enrollment token.
 func (s *Server) Token(t testing.TB, ttl time.Duration, name string) string {
 	t.Helper()
-	res, err := s.Admin.CreateToken(context.Background(), connect.NewRequest(&adminv1.CreateTokenRequest{Ttl: durationpb.New(ttl), AgentName: name}))
+	res, err := s.Admin.CreateToken(context.Background(), connect.NewRequest(&adminv1.CreateTokenRequest{Kind: adminv1.TokenKind_TOKEN_KIND_AGENT, Ttl: durationpb.New(ttl), AgentName: name}))
 	if err != nil {
 		t.Fatalf("create token: %v", err)
 	}

@@ -14,6 +14,9 @@ import (
 	"sync"
 
 	"github.com/dgraph-io/badger/v4"
+	"google.golang.org/protobuf/proto"
+
+	storev1 "github.com/crossdock/crossdock/proto/gen/crossdock/store/v1"
 )
 
 // Snapshot stream format (all integers big-endian):
@@ -287,6 +290,13 @@ func (h *hashingReader) Read(p []byte) (int, error) {
 // with slices it may keep. fn sees records before the trailer is checked: callers load
 // only a stream verified before. It returns the applied index recorded in the stream.
 func readSnapshot(r io.Reader, fn func(k, v []byte) error) (index uint64, err error) {
+	index, _, err = readSnapshotCA(r, fn)
+	return index, err
+}
+
+// readSnapshotCA is readSnapshot that also returns the cluster CA record the stream
+// holds, nil when it holds none.
+func readSnapshotCA(r io.Reader, fn func(k, v []byte) error) (index uint64, ca *storev1.PutCA, err error) {
 	br := bufio.NewReaderSize(r, 64<<10)
 	hr := &hashingReader{r: br, h: sha256.New()}
 	readErr := func(err error, what string) error {
@@ -298,10 +308,10 @@ func readSnapshot(r io.Reader, fn func(k, v []byte) error) (index uint64, err er
 
 	magic := make([]byte, len(snapshotMagic))
 	if _, err := io.ReadFull(hr, magic); err != nil {
-		return 0, readErr(err, "header")
+		return 0, nil, readErr(err, "header")
 	}
 	if string(magic) != snapshotMagic {
-		return 0, corrupt("bad magic %q, want %q (not a ledger snapshot)", magic, snapshotMagic)
+		return 0, nil, corrupt("bad magic %q, want %q (not a ledger snapshot)", magic, snapshotMagic)
 	}
 	var (
 		hdr    [8]byte
@@ -311,88 +321,95 @@ func readSnapshot(r io.Reader, fn func(k, v []byte) error) (index uint64, err er
 	)
 	for {
 		if _, err := io.ReadFull(hr, hdr[:]); err != nil {
-			return 0, readErr(err, "record header")
+			return 0, nil, readErr(err, "record header")
 		}
 		kl, vl := binary.BigEndian.Uint32(hdr[:4]), binary.BigEndian.Uint32(hdr[4:])
 		if kl == 0 {
 			if vl != 0 {
-				return 0, corrupt("end marker with value length %d at byte %d", vl, hr.n)
+				return 0, nil, corrupt("end marker with value length %d at byte %d", vl, hr.n)
 			}
 			break
 		}
 		if kl > maxSnapshotKey || vl > maxSnapshotValue {
-			return 0, corrupt("record %d: key of %d or value of %d bytes is over the limit", count, kl, vl)
+			return 0, nil, corrupt("record %d: key of %d or value of %d bytes is over the limit", count, kl, vl)
 		}
 		k := make([]byte, kl)
 		if _, err := io.ReadFull(hr, k); err != nil {
-			return 0, readErr(err, "key")
+			return 0, nil, readErr(err, "key")
 		}
 		if prev != nil && bytes.Compare(prev, k) >= 0 {
-			return 0, corrupt("record %d: keys out of order", count)
+			return 0, nil, corrupt("record %d: keys out of order", count)
 		}
 		if bytes.HasPrefix(k, badgerPrefix) {
-			return 0, corrupt("record %d: reserved key prefix", count)
+			return 0, nil, corrupt("record %d: reserved key prefix", count)
 		}
 		counter := bytes.Equal(k, keyApplied) || bytes.Equal(k, keySeq) || bytes.Equal(k, keyFormat)
+		isCA := bytes.Equal(k, keyCA)
 		var v []byte
 		switch {
-		case fn != nil || counter:
+		case fn != nil || counter || isCA:
 			if v, err = readN(hr, int64(vl)); err != nil {
-				return 0, readErr(err, "value")
+				return 0, nil, readErr(err, "value")
 			}
 		default:
 			if _, err := io.CopyN(io.Discard, hr, int64(vl)); err != nil {
-				return 0, readErr(err, "value")
+				return 0, nil, readErr(err, "value")
 			}
 		}
 		if counter {
 			n, err := decodeU64(v)
 			if err != nil {
-				return 0, corrupt("record %d (%s): %v", count, k, err)
+				return 0, nil, corrupt("record %d (%s): %v", count, k, err)
 			}
 			switch {
 			case bytes.Equal(k, keyApplied):
 				index = n
 			case bytes.Equal(k, keyFormat):
 				if n != ledgerFormat {
-					return 0, corrupt("ledger layout %d, this build reads layout %d", n, ledgerFormat)
+					return 0, nil, corrupt("ledger layout %d, this build reads layout %d", n, ledgerFormat)
 				}
 				format = true
 			}
 		}
+		if isCA {
+			ca = &storev1.PutCA{}
+			if err := proto.Unmarshal(v, ca); err != nil {
+				return 0, nil, corrupt("record %d (%s): %v", count, k, err)
+			}
+		}
 		if fn != nil {
 			if err := fn(k, v); err != nil {
-				return 0, err
+				return 0, nil, err
 			}
 		}
 		prev = k
 		count++
 	}
 	if !format {
-		return 0, corrupt("no ledger layout record: taken by an earlier build (layout 1); this build reads layout %d", ledgerFormat)
+		return 0, nil, corrupt("no ledger layout record: taken by an earlier build (layout 1); this build reads layout %d", ledgerFormat)
 	}
 	var cnt [8]byte
 	if _, err := io.ReadFull(hr, cnt[:]); err != nil {
-		return 0, readErr(err, "trailer")
+		return 0, nil, readErr(err, "trailer")
 	}
 	if n := binary.BigEndian.Uint64(cnt[:]); n != count {
-		return 0, corrupt("trailer counts %d records, stream has %d", n, count)
+		return 0, nil, corrupt("trailer counts %d records, stream has %d", n, count)
 	}
 	want := hr.h.Sum(nil)
 	got := make([]byte, len(want))
 	if _, err := io.ReadFull(br, got); err != nil {
-		return 0, readErr(err, "checksum")
+		return 0, nil, readErr(err, "checksum")
 	}
 	if !bytes.Equal(got, want) {
-		return 0, corrupt("checksum mismatch")
+		return 0, nil, corrupt("checksum mismatch")
 	}
 	if _, err := br.ReadByte(); err != io.EOF {
 		if err != nil {
-			return 0, fmt.Errorf("ledger: read snapshot: %w", err)
+			return 0, nil, fmt.Errorf("ledger: read snapshot: %w", err)
 		}
-		return 0, corrupt("data after the trailer")
+		return 0, nil, corrupt("data after the trailer")
 	}
-	return index, nil
+	return index, ca, nil
 }
 
 // readN reads n bytes without trusting n for the allocation: a truncated stream that

@@ -56,6 +56,9 @@ type Config struct {
 	Bootstrap bool
 	// Logger receives raft's and the store's logs.
 	Logger *slog.Logger
+	// CheckLedger, when set, sees the ledger once it is open and before raft starts;
+	// an error stops Open (the control plane refuses a copied data dir with it).
+	CheckLedger func(*ledger.Ledger) error
 
 	// Raft timings; raft's defaults when zero. Tests use short ones.
 	HeartbeatTimeout   time.Duration
@@ -129,6 +132,12 @@ func Open(cfg Config) (*Store, error) {
 	if err := s.catchUpFromSnapshot(); err != nil {
 		s.closeStorage()
 		return nil, err
+	}
+	if cfg.CheckLedger != nil {
+		if err := cfg.CheckLedger(s.ledger); err != nil {
+			s.closeStorage()
+			return nil, err
+		}
 	}
 	s.trans, err = newTransport(cfg, hlog)
 	if err != nil {
@@ -472,14 +481,53 @@ func (s *Store) Snapshot() error {
 	return nil
 }
 
+// ErrClusterMismatch means a backup was taken from another cluster than the one it is
+// being restored into (or holds no cluster id); see ClusterMismatchError.
+var ErrClusterMismatch = errors.New("store: the backup is not of this cluster")
+
+// ClusterMismatchError is RestoreBackup's refusal of a backup of another cluster.
+type ClusterMismatchError struct {
+	// Live is this cluster's id; Backup the backup's, "" when it holds none.
+	Live, Backup string
+}
+
+func (e *ClusterMismatchError) Error() string {
+	if e.Backup == "" {
+		return fmt.Sprintf("the backup holds no cluster id (it has no cluster CA: taken before its cluster was bootstrapped), and this is cluster %s", e.Live)
+	}
+	return fmt.Sprintf("the backup is of cluster %s, and this is cluster %s", e.Backup, e.Live)
+}
+
+func (e *ClusterMismatchError) Unwrap() error { return ErrClusterMismatch }
+
+// RestoreOptions adjust RestoreBackup.
+type RestoreOptions struct {
+	// Force installs a backup of another cluster, or one without a cluster id: its
+	// CA and admin tokens replace this cluster's.
+	Force bool
+}
+
 // RestoreBackup installs a backup (a stream written by a ledger snapshot) as the state of
 // the whole cluster through raft, which replicates it to every node. The whole file is
-// verified first, so a corrupt backup is refused before anything changes. It returns
-// the raft index the backup was installed at.
-func (s *Store) RestoreBackup(f *os.File) (uint64, error) {
-	idx, err := ledger.VerifySnapshot(f)
+// verified first, so a corrupt backup is refused before anything changes, and so is a
+// backup of another cluster (a *ClusterMismatchError) unless opts.Force. A cluster
+// without a CA yet accepts any backup. It returns the raft index the backup was
+// installed at.
+func (s *Store) RestoreBackup(f *os.File, opts RestoreOptions) (uint64, error) {
+	info, err := ledger.InspectSnapshot(f)
 	if err != nil {
 		return 0, fmt.Errorf("store: verify backup: %w", err)
+	}
+	live, ok, err := s.ledger.ClusterID()
+	if err != nil {
+		return 0, fmt.Errorf("store: read this cluster's id: %w", err)
+	}
+	if ok && info.ClusterID != live {
+		if !opts.Force {
+			return 0, &ClusterMismatchError{Live: live, Backup: info.ClusterID}
+		}
+		s.logger.Warn("installing a backup of another cluster (forced): its CA and admin tokens replace this cluster's",
+			"cluster_id", live, "backup_cluster_id", info.ClusterID)
 	}
 	st, err := f.Stat()
 	if err != nil {
@@ -488,9 +536,11 @@ func (s *Store) RestoreBackup(f *os.File) (uint64, error) {
 	if _, err := f.Seek(0, io.SeekStart); err != nil {
 		return 0, fmt.Errorf("store: rewind backup: %w", err)
 	}
-	meta := &raft.SnapshotMeta{Version: raft.SnapshotVersionMax, Index: idx, Size: st.Size()}
+	meta := &raft.SnapshotMeta{Version: raft.SnapshotVersionMax, Index: info.Index, Size: st.Size()}
 	if err := s.raft.Restore(meta, f, 5*time.Minute); err != nil {
-		if errors.Is(err, raft.ErrNotLeader) {
+		// After a lost leadership the backup may or may not be installed; running the
+		// restore again on the new leader is safe.
+		if errors.Is(err, raft.ErrNotLeader) || errors.Is(err, raft.ErrLeadershipLost) {
 			return 0, fmt.Errorf("%w: %v", ErrNotLeader, err)
 		}
 		return 0, fmt.Errorf("store: raft restore: %w", err)

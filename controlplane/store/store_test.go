@@ -174,7 +174,7 @@ func TestRestoreBackup(t *testing.T) {
 	if _, err := f.Seek(0, 0); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := s.RestoreBackup(f); err != nil {
+	if _, err := s.RestoreBackup(f, RestoreOptions{}); err != nil {
 		t.Fatalf("restore: %v", err)
 	}
 	if got := s.Ledger().LastSeq(); got != want {
@@ -193,7 +193,7 @@ func TestRestoreBackup(t *testing.T) {
 	}
 	bad.WriteString("CDXSNAP1 this is not a snapshot")
 	bad.Seek(0, 0)
-	if _, err := s.RestoreBackup(bad); err == nil {
+	if _, err := s.RestoreBackup(bad, RestoreOptions{}); err == nil {
 		t.Fatal("a corrupt backup was accepted")
 	}
 	if hash(t, s) != before {

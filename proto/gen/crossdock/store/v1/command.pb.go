@@ -789,9 +789,12 @@ func (x *PutAdminToken) GetCreatedAt() *timestamppb.Timestamp {
 
 // PutCA stores the cluster CA so every node can issue certificates.
 type PutCA struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	CertPem       string                 `protobuf:"bytes,1,opt,name=cert_pem,json=certPem,proto3" json:"cert_pem,omitempty"`
-	KeyPem        string                 `protobuf:"bytes,2,opt,name=key_pem,json=keyPem,proto3" json:"key_pem,omitempty"`
+	state   protoimpl.MessageState `protogen:"open.v1"`
+	CertPem string                 `protobuf:"bytes,1,opt,name=cert_pem,json=certPem,proto3" json:"cert_pem,omitempty"`
+	KeyPem  string                 `protobuf:"bytes,2,opt,name=key_pem,json=keyPem,proto3" json:"key_pem,omitempty"`
+	// The cluster id ("cl_" + 16 hex digits), fixed at bootstrap; derived from cert_pem
+	// when empty (a CA stored by a build before cluster ids).
+	ClusterId     string `protobuf:"bytes,3,opt,name=cluster_id,json=clusterId,proto3" json:"cluster_id,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -836,6 +839,13 @@ func (x *PutCA) GetCertPem() string {
 func (x *PutCA) GetKeyPem() string {
 	if x != nil {
 		return x.KeyPem
+	}
+	return ""
+}
+
+func (x *PutCA) GetClusterId() string {
+	if x != nil {
+		return x.ClusterId
 	}
 	return ""
 }
@@ -1602,10 +1612,12 @@ const file_crossdock_store_v1_command_proto_rawDesc = "" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12#\n" +
 	"\rsecret_sha256\x18\x02 \x01(\fR\fsecretSha256\x129\n" +
 	"\n" +
-	"created_at\x18\x03 \x01(\v2\x1a.google.protobuf.TimestampR\tcreatedAt\";\n" +
+	"created_at\x18\x03 \x01(\v2\x1a.google.protobuf.TimestampR\tcreatedAt\"Z\n" +
 	"\x05PutCA\x12\x19\n" +
 	"\bcert_pem\x18\x01 \x01(\tR\acertPem\x12\x17\n" +
-	"\akey_pem\x18\x02 \x01(\tR\x06keyPem\"\xa3\x01\n" +
+	"\akey_pem\x18\x02 \x01(\tR\x06keyPem\x12\x1d\n" +
+	"\n" +
+	"cluster_id\x18\x03 \x01(\tR\tclusterId\"\xa3\x01\n" +
 	"\vTokenRecord\x122\n" +
 	"\x05token\x18\x01 \x01(\v2\x1c.crossdock.store.v1.PutTokenR\x05token\x12\x12\n" +
 	"\x04used\x18\x02 \x01(\bR\x04used\x12\x17\n" +
