@@ -61,6 +61,8 @@ fuzz: ## Run each fuzzer briefly
 	$(GO) test -run '^$$' -fuzz FuzzUplinkCodec -fuzztime 20s ./controlplane/api/
 	$(GO) test -run '^$$' -fuzz FuzzDecodeCommand -fuzztime 20s ./controlplane/store/
 	$(GO) test -run '^$$' -fuzz FuzzChunk -fuzztime 20s ./agent/outbox/
+	$(GO) test -run '^$$' -fuzz FuzzScanValueLog -fuzztime 20s ./agent/outbox/
+	$(GO) test -run '^$$' -fuzz FuzzBadgerReadError -fuzztime 20s ./agent/outbox/
 	$(GO) test -run '^$$' -fuzz FuzzMatchers -fuzztime 20s ./internal/canonical/
 	$(GO) test -run '^$$' -fuzz FuzzWireValid -fuzztime 20s ./internal/canonical/
 	$(GO) test -run '^$$' -fuzz FuzzParseLine -fuzztime 20s ./internal/mapadvise/

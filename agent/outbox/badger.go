@@ -89,7 +89,8 @@ const MaxRecordBytes = valueLogFile - chunkOverhead
 
 func (o *Outbox) badgerOptions(dir string, log *slog.Logger) badger.Options {
 	return badger.DefaultOptions(dir).
-		WithLogger(badgerLogger{l: log, onSyncError: o.valueLogSyncFailed}).
+		WithLogger(badgerLogger{l: log, onSyncError: o.valueLogSyncFailed, onError: o.badgerError}).
+		WithVerifyValueChecksum(true).
 		WithSyncWrites(true).
 		WithDetectConflicts(false).
 		WithMetricsEnabled(false).
@@ -119,6 +120,9 @@ type badgerLogger struct {
 	// the value log failed: Badger only logs that error (the write still succeeds),
 	// so the outbox catches it here and refuses to acknowledge the batch.
 	onSyncError func(msg string)
+	// onError is given every error line first; when it returns true the line is not
+	// logged (Open collects value read errors while it verifies the records).
+	onError func(msg string) bool
 }
 
 func (b badgerLogger) logf(level slog.Level, format string, args []any) {
@@ -131,6 +135,9 @@ func (b badgerLogger) logf(level slog.Level, format string, args []any) {
 func (b badgerLogger) Errorf(f string, a ...any) {
 	if strings.HasPrefix(f, "Error while curlf sync") && b.onSyncError != nil {
 		b.onSyncError(strings.TrimSpace(fmt.Sprintf(f, a...)))
+	}
+	if b.onError != nil && b.onError(strings.TrimSpace(fmt.Sprintf(f, a...))) {
+		return
 	}
 	b.logf(slog.LevelError, f, a)
 }
