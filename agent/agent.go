@@ -107,6 +107,9 @@ func New(ctx context.Context, cfg Config) (*Agent, error) {
 	}
 	a := &Agent{cfg: cfg, logger: logger.With("agent", id.ID), id: id}
 	a.outbox, err = outbox.Open(outbox.Options{Dir: filepath.Join(cfg.DataDir, "outbox"), QuotaBytes: cfg.QuotaBytes, Logger: a.logger})
+	if errors.Is(err, outbox.ErrDamaged) {
+		return nil, fmt.Errorf("agent: %w\nThe agent does not start on a damaged outbox. Stop here and run `crossdock agent repair --data-dir %s`: it keeps every intact event, reports what was lost and sets the damaged files aside (docs/operations.md)", err, cfg.DataDir)
+	}
 	if err != nil {
 		return nil, fmt.Errorf("agent: open outbox: %w", err)
 	}

@@ -356,5 +356,47 @@ func TestReadStopsAtGap(t *testing.T) {
 	if len(es) == 0 || es[0].Seq != hole.m.last+1 || es[len(es)-1].Seq != 2000 {
 		t.Fatalf("read past the gap returned %d records from seq %d", len(es), es[0].Seq)
 	}
-	_ = context.Background
+}
+
+// TestDamageWhileRunningRefusesAppends: a record that no longer reads back (a value-log
+// byte flipped under the running outbox) fails the read, and from then on Appends are
+// refused with ErrDamaged instead of being acknowledged.
+func TestDamageWhileRunningRefusesAppends(t *testing.T) {
+	dir := t.TempDir()
+	o := open(t, dir, 0)
+	defer o.Close()
+	mustAppend(t, o, recs("a", 10, 100))
+	path := filepath.Join(dir, "000001.vlog")
+	data, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var at int
+	scanValueLog(data, func(e vlogEntry) bool {
+		if _, err := parseChunkKey(e.Key); err == nil && e.Corrupt == nil {
+			at = e.Offset + len(e.Value) // inside the key or value: the checksum fails
+		}
+		return true
+	})
+	if at == 0 {
+		t.Fatal("no chunk in the value log")
+	}
+	f, err := os.OpenFile(path, os.O_RDWR, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := f.WriteAt([]byte{data[at] ^ 0xff}, int64(at)); err != nil {
+		t.Fatal(err)
+	}
+	f.Close()
+	if _, err := o.Read(0, 0, 0); err == nil {
+		t.Fatal("Read of a corrupted record succeeded")
+	}
+	_, _, err = o.Append(context.Background(), recs("b", 1, 100))
+	if !errors.Is(err, ErrDamaged) {
+		t.Fatalf("Append after the damage showed: %v, want ErrDamaged", err)
+	}
+	if s := o.Stats(); !s.Blocked || !strings.Contains(s.BlockedReason, "damaged") {
+		t.Fatalf("stats do not show the damage: %+v", s)
+	}
 }
