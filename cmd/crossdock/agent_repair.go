@@ -26,7 +26,7 @@ left alone.
 Stop the agent first: repair refuses an outbox that a running agent holds.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
-			rep, err := outbox.Repair(outbox.Options{Dir: filepath.Join(dataDir, "outbox"), })
+			rep, err := outbox.Repair(outbox.Options{Dir: filepath.Join(dataDir, "outbox")})
 			if err != nil {
 				return err
 			}
