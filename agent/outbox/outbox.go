@@ -244,9 +244,9 @@ func Open(opts Options) (*Outbox, error) {
 		dir := opts.Dir
 		o.free = func() (uint64, error) { return freeBytes(dir) }
 	}
-	if _, err := os.Stat(opts.Dir + repairingSuffix); err == nil {
+	if work := filepath.Clean(opts.Dir) + repairingSuffix; exists(work) {
 		return nil, &Damage{Dir: opts.Dir, Problems: []string{fmt.Sprintf(
-			"a repair was interrupted (%s exists): run the repair again", filepath.Base(opts.Dir+repairingSuffix))}}
+			"a repair was interrupted (%s exists): run the repair again", filepath.Base(work))}}
 	}
 	bopts := o.badgerOptions(opts.Dir, log.With("component", "outbox.badger"))
 	// Badger opens table files on its own goroutines, where a damaged one panics.
@@ -420,6 +420,11 @@ func (o *Outbox) badgerError(msg string) bool {
 	o.capMu.Lock()
 	defer o.capMu.Unlock()
 	return o.capture != nil && o.capture.capture(msg)
+}
+
+func exists(path string) bool {
+	_, err := os.Stat(path)
+	return err == nil
 }
 
 // openErrIsDamage tells damage from the other reasons Badger fails to open: another

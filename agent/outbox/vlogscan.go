@@ -9,6 +9,8 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+
+	"github.com/dgraph-io/ristretto/v2/z"
 )
 
 // Repair reads Badger's value-log files directly when Badger cannot open the outbox
@@ -127,10 +129,16 @@ func checkNewestValueLog(dir string) string {
 	}
 	slices.SortFunc(paths, func(a, b string) int { return vlogFid(a) - vlogFid(b) })
 	path := paths[len(paths)-1]
-	data, err := os.ReadFile(path)
+	if fi, err := os.Stat(path); err == nil && fi.Size() < vlogFileHeader {
+		return "" // nothing written yet (or cut to nothing): the records' check tells
+	}
+	// Mapped, not read: the file may be Badger's preallocated 128 MiB.
+	mf, err := z.OpenMmapFile(path, os.O_RDONLY, 0)
 	if err != nil {
 		return fmt.Sprintf("%s: %v", filepath.Base(path), err)
 	}
+	defer mf.Close(-1)
+	data := mf.Data
 	bad, intactAfter := -1, 0
 	var badErr error
 	_, err = scanValueLog(data, func(e vlogEntry) bool {
