@@ -27,12 +27,20 @@
 //
 // Records are stored in chunks (chunk.go): one Badger entry per run of up to 8 KiB
 // of an Append's records, keyed by the run's last seq, its record count and its
-// record bytes, so Open and Ack learn the pending totals from keys and read a chunk
-// only when the mark falls inside it. An Ack deletes the chunks wholly at or below
+// record bytes, so Ack learns the freed totals from keys and reads a chunk only when
+// the mark falls inside it (Open reads every pending chunk, to check it). An Ack deletes the chunks wholly at or below
 // the mark; a chunk that is partly acknowledged stays until its last record is. The
 // acknowledged mark is stored under "m/acked" and source positions under "p/<name>".
 // An outbox written with one entry per record (the first format) is converted on
 // Open (legacy.go).
+//
+// Open checks the outbox before using it (damage.go): every table file the MANIFEST
+// lists, the newest value-log file (which Badger's own open would cut at a corrupt
+// entry), and every pending record, read back and decoded. Damage makes Open return a
+// *Damage (wrapping ErrDamaged) that names the files and seq ranges; nothing is written
+// to a damaged outbox. Repair (repair.go) moves it aside and salvages every intact
+// record, with its seq, into a new one. A record that stops reading back while the
+// outbox runs makes Appends fail with ErrDamaged until it is repaired.
 //
 // Badger's options are chosen for a small memory footprint (see badger.go for the
 // figures). Its memory is Go heap: draining a backlog of a million events peaks
@@ -121,7 +129,8 @@ type Stats struct {
 	// FirstSeq is the oldest unacknowledged seq, 0 when nothing is pending.
 	FirstSeq uint64
 	// LastSeq is the newest committed seq (readable by Read), 0 if nothing was
-	// ever appended. It stays put when everything is acknowledged.
+	// ever appended. It stays put when everything is acknowledged. After a Repair
+	// that lost the newest records it is the highest seq the damaged outbox gave.
 	LastSeq uint64
 	// AckedSeq is the highest acknowledged seq.
 	AckedSeq uint64
@@ -208,9 +217,10 @@ var lastKey = []byte("m/last")
 // repairingSuffix names the directory Repair builds the new outbox in.
 const repairingSuffix = ".repairing"
 
-// Open opens (creating if needed) the outbox in opts.Dir. It recovers the next seq,
-// the acknowledged mark and the pending count and bytes from the chunks' keys (and the
-// value of the one chunk the mark may fall inside).
+// Open opens (creating if needed) the outbox in opts.Dir. It checks the files and reads
+// back every pending record, and recovers the next seq, the acknowledged mark and the
+// pending count and bytes. A damaged outbox is not opened: the error is a *Damage
+// (errors.Is(err, ErrDamaged)) saying what is damaged; Repair salvages it.
 func Open(opts Options) (*Outbox, error) {
 	if opts.Dir == "" {
 		return nil, errors.New("outbox: open: Options.Dir is empty")
