@@ -140,6 +140,8 @@ func publishError(err error, agentAddr string, timeout time.Duration, done, n, t
 	switch connect.CodeOf(err) {
 	case connect.CodeResourceExhausted:
 		why = fmt.Sprintf(" (the agent's outbox stayed full for the --timeout of %s: check that its uplink reaches the control plane with `crossdock agent status`)", timeout)
+	case connect.CodeFailedPrecondition:
+		why = " (the agent's outbox is damaged: stop the agent and run `crossdock agent repair`, docs/operations.md)"
 	case connect.CodeDeadlineExceeded:
 		why = fmt.Sprintf(" (no answer within the --timeout of %s)", timeout)
 	}
