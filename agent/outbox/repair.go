@@ -117,15 +117,8 @@ func Repair(opts Options) (*RepairReport, error) {
 		log.Info("damaged outbox set aside", "dir", rep.DamagedDir)
 	}
 
-	sv, err := salvageIndex(rep.DamagedDir, log)
-	if err != nil {
-		log.Warn("the damaged outbox's index cannot be read; reading its value log", "err", err)
-		if sv, err = salvageValueLog(rep.DamagedDir); err != nil {
-			return nil, fmt.Errorf("outbox: repair: %w (the damaged outbox is in %s)", err, rep.DamagedDir)
-		}
-	}
-	if err := sv.write(work, log); err != nil {
-		return nil, fmt.Errorf("outbox: repair: write the new outbox in %s: %w (the damaged outbox is in %s)", work, err, rep.DamagedDir)
+	if err := salvageInto(rep.DamagedDir, work, rep, log); err != nil {
+		return nil, fmt.Errorf("outbox: repair: %w (the damaged outbox is in %s)", err, rep.DamagedDir)
 	}
 	if err := os.Rename(work, dir); err != nil {
 		return nil, fmt.Errorf("outbox: repair: %w", err)
@@ -141,7 +134,6 @@ func Repair(opts Options) (*RepairReport, error) {
 	if err := o.Close(); err != nil {
 		return nil, fmt.Errorf("outbox: repair: %w", err)
 	}
-	sv.report(rep)
 	if st.PendingEvents != rep.SalvagedEvents || st.PendingBytes != rep.SalvagedBytes {
 		return nil, fmt.Errorf("outbox: repair: the new outbox holds %d events, %d bytes; %d events, %d bytes were salvaged",
 			st.PendingEvents, st.PendingBytes, rep.SalvagedEvents, rep.SalvagedBytes)
@@ -149,6 +141,33 @@ func Repair(opts Options) (*RepairReport, error) {
 	rep.NextSeq = st.LastSeq + 1
 	return rep, nil
 }
+
+// salvageInto writes what can be read of the damaged outbox in dir into a new outbox
+// in work, record by record (nothing is held in memory but the chunks' keys), and fills
+// rep.
+func salvageInto(dir, work string, rep *RepairReport, log *slog.Logger) error {
+	w, err := newOutboxWriter(work, log)
+	if err != nil {
+		return fmt.Errorf("create the new outbox in %s: %w", work, err)
+	}
+	sv, err := salvageIndex(dir, w, log)
+	if errors.Is(err, errIndexUnreadable) {
+		log.Warn("the damaged outbox's index cannot be read; reading its value log", "err", err)
+		sv, err = salvageValueLog(dir, w)
+	}
+	if err == nil {
+		err = w.finish(sv)
+	}
+	if err != nil {
+		w.abort()
+		return err
+	}
+	sv.report(rep)
+	return nil
+}
+
+// errIndexUnreadable: Badger cannot open the damaged outbox; nothing was salvaged yet.
+var errIndexUnreadable = errors.New("the index cannot be read")
 
 // salvaged is what could be read of a damaged outbox.
 type salvaged struct {
@@ -166,18 +185,20 @@ type salvaged struct {
 type salvagedChunk struct {
 	m       chunkMeta
 	version uint64 // value-log salvage: the Badger version, newest wins
-	value   []byte
+	value   []byte // value-log salvage: in the mapped file, until written
+	pending uint64 // bytes of its records above the acknowledged mark
 }
 
 // salvageIndex reads the damaged outbox through Badger: the acknowledged mark, every
-// pending chunk whose records read back whole, and the positions.
-func salvageIndex(dir string, log *slog.Logger) (*salvaged, error) {
+// pending chunk whose records read back whole (written to w as it goes), and the
+// positions. It returns an error wrapping errIndexUnreadable when Badger cannot open it.
+func salvageIndex(dir string, w *outboxWriter, log *slog.Logger) (*salvaged, error) {
 	tmp := &Outbox{log: log}
 	rerr := &readErrors{}
 	tmp.capture = rerr
 	bopts := tmp.badgerOptions(dir, log.With("component", "outbox.badger"))
 	if problems := checkTables(dir, bopts); len(problems) > 0 {
-		return nil, errors.New(strings.Join(problems, "; "))
+		return nil, fmt.Errorf("%w: %s", errIndexUnreadable, strings.Join(problems, "; "))
 	}
 	if p := checkNewestValueLog(dir); p != "" {
 		// Badger would cut the newest value log at its corrupt entry and lose the
@@ -193,7 +214,7 @@ func salvageIndex(dir string, log *slog.Logger) (*salvaged, error) {
 		return err
 	})
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("%w: %w", errIndexUnreadable, err)
 	}
 	defer db.Close()
 	sv := &salvaged{positions: map[string][]byte{}}
@@ -218,11 +239,14 @@ func salvageIndex(dir string, log *slog.Logger) (*salvaged, error) {
 			*mk.to, *mk.known = binary.BigEndian.Uint64(v), true
 		}
 		sv.floor = max(sv.floor, sv.acked)
+		var buf []byte
 		err := eachChunk(txn, sv.acked+1, func(m chunkMeta, item *badger.Item) (bool, error) {
 			sv.floor = max(sv.floor, m.last)
-			v, err := item.ValueCopy(nil)
+			v, err := item.ValueCopy(buf[:0])
+			var pending uint64
 			if err == nil {
-				_, err = chunkBytesIn(m, v, m.first-1, m.last)
+				buf = v
+				pending, err = chunkBytesIn(m, v, max(sv.acked, m.first-1), m.last)
 			}
 			if err != nil {
 				sv.lost = addRange(sv.lost, SeqRange{max(sv.acked+1, m.first), m.last})
@@ -230,7 +254,10 @@ func salvageIndex(dir string, log *slog.Logger) (*salvaged, error) {
 				rerr.pending = rerr.pending[:0]
 				return true, nil
 			}
-			sv.chunks = append(sv.chunks, salvagedChunk{m: m, value: v})
+			if err := w.set(chunkKey(m.last, int(m.n), int(m.bytes)), v); err != nil {
+				return false, err
+			}
+			sv.chunks = append(sv.chunks, salvagedChunk{m: m, pending: pending})
 			return true, nil
 		})
 		if err != nil {
@@ -253,12 +280,12 @@ func salvageIndex(dir string, log *slog.Logger) (*salvaged, error) {
 	return sv, nil
 }
 
-// salvageValueLog reads every chunk and position from the value-log files of dir. A
-// chunk's seqs may have been given twice (a crash lost a write that was never
-// acknowledged, and the seqs were given again): the newest version wins. Chunks
-// acknowledged but not yet reclaimed are salvaged too (the mark is in the index);
+// salvageValueLog reads every chunk and position from the value-log files of dir and
+// writes the chunks to w. A chunk's seqs may have been given twice (a crash lost a write
+// that was never acknowledged, and the seqs were given again): the newest version wins.
+// Chunks acknowledged but not yet reclaimed are salvaged too (the mark is in the index);
 // the control plane drops them as duplicates.
-func salvageValueLog(dir string) (*salvaged, error) {
+func salvageValueLog(dir string, w *outboxWriter) (*salvaged, error) {
 	paths, err := filepath.Glob(filepath.Join(dir, "*.vlog"))
 	if err != nil {
 		return nil, err
@@ -267,11 +294,23 @@ func salvageValueLog(dir string) (*salvaged, error) {
 	sv := &salvaged{fromValueLog: true, positions: map[string][]byte{}}
 	posVersion := map[string]uint64{}
 	var cands []salvagedChunk
+	// The files stay mapped until the chosen chunks are written: candidates point
+	// into them.
+	var maps []*z.MmapFile
+	defer func() {
+		for _, mf := range maps {
+			mf.Close(-1)
+		}
+	}()
 	for _, path := range paths {
+		if fi, err := os.Stat(path); err != nil || fi.Size() < vlogFileHeader {
+			continue
+		}
 		mf, err := z.OpenMmapFile(path, os.O_RDONLY, 0)
 		if err != nil {
 			return nil, fmt.Errorf("read %s: %w", filepath.Base(path), err)
 		}
+		maps = append(maps, mf)
 		_, serr := scanValueLog(mf.Data, func(e vlogEntry) bool {
 			if e.Corrupt != nil || e.Meta&vlogBitDelete != 0 {
 				return true
@@ -285,7 +324,7 @@ func salvageValueLog(dir string) (*salvaged, error) {
 				if _, err := chunkBytesIn(m, e.Value, m.first-1, m.last); err != nil {
 					return true
 				}
-				cands = append(cands, salvagedChunk{m: m, version: e.Version, value: slices.Clone(e.Value)})
+				cands = append(cands, salvagedChunk{m: m, version: e.Version, value: e.Value, pending: uint64(m.bytes)})
 			case strings.HasPrefix(string(e.Key), posPrefix):
 				name := string(e.Key[len(posPrefix):])
 				if e.Version >= posVersion[name] {
@@ -294,9 +333,6 @@ func salvageValueLog(dir string) (*salvaged, error) {
 			}
 			return true
 		})
-		if cerr := mf.Close(-1); cerr != nil && serr == nil {
-			serr = cerr
-		}
 		if serr != nil && !errors.Is(serr, errVlogCorrupt) {
 			return nil, fmt.Errorf("read %s: %w", filepath.Base(path), serr)
 		}
@@ -326,9 +362,17 @@ func salvageValueLog(dir string) (*salvaged, error) {
 			sv.lost = addRange(sv.lost, SeqRange{sv.chunks[i-1].m.last + 1, c.m.first - 1})
 		}
 		sv.floor = max(sv.floor, c.m.last)
+		if err := w.set(chunkKey(c.m.last, int(c.m.n), int(c.m.bytes)), c.value); err != nil {
+			return nil, err
+		}
+		sv.chunks[i].value = nil
 	}
 	if len(sv.chunks) > 0 {
 		sv.acked = sv.chunks[0].m.first - 1
+	}
+	// Written: flush while the files are still mapped.
+	if err := w.flush(); err != nil {
+		return nil, err
 	}
 	return sv, nil
 }
@@ -373,8 +417,15 @@ func cmpU64(a, b uint64) int {
 	return 0
 }
 
-// write creates a new outbox in dir holding what was salvaged.
-func (sv *salvaged) write(dir string, log *slog.Logger) error {
+// outboxWriter writes a new outbox's entries in Badger write batches.
+type outboxWriter struct {
+	dir       string
+	db        *badger.DB
+	wb        *badger.WriteBatch
+	unflushed int
+}
+
+func newOutboxWriter(dir string, log *slog.Logger) (*outboxWriter, error) {
 	tmp := &Outbox{log: log}
 	var db *badger.DB
 	err := catch(func() error {
@@ -383,42 +434,63 @@ func (sv *salvaged) write(dir string, log *slog.Logger) error {
 		return err
 	})
 	if err != nil {
+		return nil, err
+	}
+	return &outboxWriter{dir: dir, db: db, wb: db.NewWriteBatch()}, nil
+}
+
+// set writes an entry; v may be reused once it returns (it is copied). The batch is
+// flushed every writerFlushBytes, so a large outbox is not held in memory.
+func (w *outboxWriter) set(k, v []byte) error {
+	if err := w.wb.SetEntry(badger.NewEntry(k, slices.Clone(v))); err != nil {
 		return err
 	}
-	wb := db.NewWriteBatch()
-	for _, c := range sv.chunks {
-		if err := wb.Set(chunkKey(c.m.last, int(c.m.n), int(c.m.bytes)), c.value); err != nil {
-			wb.Cancel()
-			db.Close()
-			return err
-		}
+	if w.unflushed += len(v); w.unflushed >= writerFlushBytes {
+		return w.flush()
 	}
+	return nil
+}
+
+const writerFlushBytes = 8 << 20
+
+// flush commits what was set so far.
+func (w *outboxWriter) flush() error {
+	if err := w.wb.Flush(); err != nil {
+		return err
+	}
+	w.wb, w.unflushed = w.db.NewWriteBatch(), 0
+	return nil
+}
+
+// finish writes the positions and the marks, commits and closes the new outbox.
+func (w *outboxWriter) finish(sv *salvaged) error {
 	for name, v := range sv.positions {
-		if err := wb.Set([]byte(posPrefix+name), v); err != nil {
-			wb.Cancel()
-			db.Close()
+		if err := w.set([]byte(posPrefix+name), v); err != nil {
 			return err
 		}
 	}
-	marks := [][2][]byte{
-		{ackedKey, binary.BigEndian.AppendUint64(nil, sv.acked)},
-		{lastKey, binary.BigEndian.AppendUint64(nil, sv.floor)},
-	}
-	for _, kv := range marks {
-		if err := wb.Set(kv[0], kv[1]); err != nil {
-			wb.Cancel()
-			db.Close()
-			return err
-		}
-	}
-	if err := wb.Flush(); err != nil {
-		db.Close()
+	if err := w.set(ackedKey, binary.BigEndian.AppendUint64(nil, sv.acked)); err != nil {
 		return err
 	}
-	if err := db.Close(); err != nil {
+	if err := w.set(lastKey, binary.BigEndian.AppendUint64(nil, sv.floor)); err != nil {
 		return err
 	}
-	return syncDir(dir)
+	if err := w.wb.Flush(); err != nil {
+		return err
+	}
+	w.wb = nil
+	if err := w.db.Close(); err != nil {
+		return err
+	}
+	return syncDir(w.dir)
+}
+
+// abort closes the new outbox after a failure (the caller reports the failure).
+func (w *outboxWriter) abort() {
+	if w.wb != nil {
+		w.wb.Cancel()
+	}
+	_ = w.db.Close()
 }
 
 // report fills rep from what was salvaged.
@@ -429,10 +501,9 @@ func (sv *salvaged) report(rep *RepairReport) {
 		if lo >= c.m.last {
 			continue
 		}
-		n, _ := chunkBytesIn(c.m, c.value, lo, c.m.last)
 		rep.Salvaged = addRange(rep.Salvaged, SeqRange{lo + 1, c.m.last})
 		rep.SalvagedEvents += c.m.last - lo
-		rep.SalvagedBytes += n
+		rep.SalvagedBytes += c.pending
 	}
 	rep.Lost, rep.LostEvents, rep.LostBytes = sv.lost, countSeqs(sv.lost), sv.lostBytes
 	for name := range sv.positions {
