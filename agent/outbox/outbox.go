@@ -1017,7 +1017,7 @@ func (o *Outbox) Stats() Stats {
 		PendingBytes:  o.pendingBytes,
 		QuotaBytes:    o.quota,
 	}
-	if o.readable > o.acked {
+	if o.pendingEvents > 0 { // not readable > acked: a repaired outbox may end in lost seqs
 		s.FirstSeq = o.acked + 1
 	}
 	if len(o.waitq) > 0 {

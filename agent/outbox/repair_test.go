@@ -170,12 +170,18 @@ func TestTruncatedValueLogIsDamageAndRepairKeepsIntactRecords(t *testing.T) {
 	o := open(t, f.dir, 0)
 	defer closeOK(t, o)
 	f.checkHolds(t, o, 151, firstLost-1)
-	// New records get seqs above every seq the damaged outbox gave, lost ones included.
-	if first, _ := mustAppend(t, o, recs("new", 1, 50)); first != 2001 {
-		t.Fatalf("first seq after repair = %d, want 2001", first)
+	if s := o.Stats(); s.FirstSeq != 151 || s.LastSeq != 2000 || s.PendingEvents != firstLost-151 || s.AckedSeq != 150 {
+		t.Fatalf("stats after repair: %+v", s)
 	}
 	if err := o.Ack(firstLost - 1); err != nil {
 		t.Fatal(err)
+	}
+	if s := o.Stats(); s.FirstSeq != 0 || s.PendingEvents != 0 || s.LastSeq != 2000 {
+		t.Fatalf("stats once the salvaged records are acknowledged: %+v", s)
+	}
+	// New records get seqs above every seq the damaged outbox gave, lost ones included.
+	if first, _ := mustAppend(t, o, recs("new", 1, 50)); first != 2001 {
+		t.Fatalf("first seq after repair = %d, want 2001", first)
 	}
 	if es := readAll(t, o, 0); len(es) != 1 || es[0].Seq != 2001 {
 		t.Fatalf("after acking the salvaged records the outbox delivers %v, want seq 2001", es)
