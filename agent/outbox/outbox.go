@@ -259,17 +259,22 @@ func Open(opts Options) (*Outbox, error) {
 			"a repair was interrupted (%s exists): run the repair again", filepath.Base(work))}}
 	}
 	bopts := o.badgerOptions(opts.Dir, log.With("component", "outbox.badger"))
+	unlock, err := lockDir(opts.Dir)
+	if err != nil {
+		return nil, err
+	}
 	// Badger opens table files on its own goroutines, where a damaged one panics.
 	problems := checkTables(opts.Dir, bopts)
 	// Badger cuts the newest value log at an entry that does not check.
 	if p := checkNewestValueLog(opts.Dir); p != "" {
 		problems = append(problems, p)
 	}
+	unlock()
 	if len(problems) > 0 {
 		return nil, &Damage{Dir: opts.Dir, Problems: problems}
 	}
 	var db *badger.DB
-	err := catch(func() error {
+	err = catch(func() error {
 		var err error
 		db, err = badger.Open(bopts)
 		return err

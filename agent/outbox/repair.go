@@ -102,13 +102,22 @@ func Repair(opts Options) (*RepairReport, error) {
 		if !errors.As(err, &rep.Damage) {
 			return nil, fmt.Errorf("outbox: repair: %w", err)
 		}
+		// Held while the directory is moved: an agent started meanwhile finds it in use,
+		// then the work directory.
+		unlock, err := lockDir(dir)
+		if err != nil {
+			return nil, fmt.Errorf("outbox: repair: %w", err)
+		}
 		// The work directory first: while it exists Open refuses, so an agent started
 		// during the repair cannot create an empty outbox that reuses seqs.
 		if err := os.Mkdir(work, 0o700); err != nil {
+			unlock()
 			return nil, fmt.Errorf("outbox: repair: %w", err)
 		}
 		rep.DamagedDir = dir + ".damaged-" + time.Now().UTC().Format("20060102T150405Z")
-		if err := os.Rename(dir, rep.DamagedDir); err != nil {
+		err = os.Rename(dir, rep.DamagedDir)
+		unlock()
+		if err != nil {
 			return nil, fmt.Errorf("outbox: repair: set the damaged outbox aside: %w", err)
 		}
 		if err := syncDir(filepath.Dir(dir)); err != nil {

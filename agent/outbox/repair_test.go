@@ -461,3 +461,19 @@ func TestValueLogSalvageNewestVersionWins(t *testing.T) {
 		t.Fatalf("next seq %d, want 8", first)
 	}
 }
+
+// TestRepairRefusesAnOpenOutbox: the agent holds the outbox; Repair neither opens nor
+// moves it.
+func TestRepairRefusesAnOpenOutbox(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "outbox")
+	o := open(t, dir, 0)
+	defer closeOK(t, o)
+	mustAppend(t, o, recs("a", 3, 100))
+	_, err := Repair(Options{Dir: dir, Logger: quiet})
+	if err == nil || errors.Is(err, ErrDamaged) || !strings.Contains(err.Error(), "Another process is using") {
+		t.Fatalf("Repair of an outbox in use: %v", err)
+	}
+	if aside, _ := filepath.Glob(dir + ".*"); len(aside) != 0 {
+		t.Fatalf("Repair of an outbox in use left %v", aside)
+	}
+}
