@@ -60,6 +60,9 @@ import (
 //   - ValueLogFileSize 64 MiB: the unit of space reclamation (GC rewrites a file
 //     once 90% of it is acknowledged, so it copies little live data); files are
 //     mmapped, no heap cost.
+//   - VerifyValueChecksum: every value read from the value log is checked against its
+//     CRC, so a corrupted record is found (Open, damage.go) instead of shipped; it cost
+//     nothing measurable reading 400k records of 256 bytes (35-60 ms either way).
 //   - SyncWrites: Append returns after Badger synced (msync) the value log and the
 //     memtable's write-ahead log. DetectConflicts off: the outbox never reads in a
 //     write transaction. MetricsEnabled off: no global expvar maps.
