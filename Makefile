@@ -63,6 +63,8 @@ fuzz: ## Run each fuzzer briefly
 	$(GO) test -run '^$$' -fuzz FuzzParseNodeIdentity -fuzztime 20s ./controlplane/
 	$(GO) test -run '^$$' -fuzz FuzzChunk -fuzztime 20s ./agent/outbox/
 	$(GO) test -run '^$$' -fuzz FuzzAllowedHost -fuzztime 20s ./agent/localapi/
+	$(GO) test -run '^$$' -fuzz FuzzScanValueLog -fuzztime 20s ./agent/outbox/
+	$(GO) test -run '^$$' -fuzz FuzzBadgerReadError -fuzztime 20s ./agent/outbox/
 	$(GO) test -run '^$$' -fuzz FuzzMatchers -fuzztime 20s ./internal/canonical/
 	$(GO) test -run '^$$' -fuzz FuzzWireValid -fuzztime 20s ./internal/canonical/
 	$(GO) test -run '^$$' -fuzz FuzzParseLine -fuzztime 20s ./internal/mapadvise/

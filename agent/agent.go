@@ -120,6 +120,9 @@ func New(ctx context.Context, cfg Config) (*Agent, error) {
 	}
 	a := &Agent{cfg: cfg, logger: logger.With("agent", id.ID), id: id, renew: newRenewer(cfg.DataDir, id), recent: newRecentIDs(recentIDBytes)}
 	a.outbox, err = outbox.Open(outbox.Options{Dir: filepath.Join(cfg.DataDir, "outbox"), QuotaBytes: cfg.QuotaBytes, Logger: a.logger})
+	if errors.Is(err, outbox.ErrDamaged) {
+		return nil, fmt.Errorf("agent: %w\nThe agent does not start on a damaged outbox. Stop here and run `crossdock agent repair --data-dir %s`: it keeps every intact event, reports what was lost and sets the damaged files aside (docs/operations.md)", err, cfg.DataDir)
+	}
 	if err != nil {
 		return nil, fmt.Errorf("agent: open outbox: %w", err)
 	}
@@ -297,7 +300,7 @@ func (a *Agent) Publish(ctx context.Context, connector string, events []*eventv1
 			explicitRecs = append(explicitRecs, bytes.Clone(rec))
 		}
 	}
-	first, last, err := a.outbox.AppendRecords(ctx, rs)
+	first, last, err := a.appendRecords(ctx, rs)
 	if err != nil {
 		return nil, err
 	}
@@ -305,6 +308,29 @@ func (a *Agent) Publish(ctx context.Context, connector string, events []*eventv1
 		a.recent.add(id, explicitRecs[j])
 	}
 	return &agentv1.PublishResponse{FirstSeq: first, LastSeq: last, Ids: ids}, nil
+}
+
+// appendRecords appends a publish call's records. With a deadline it stops waiting for
+// quota a little before it, so the caller hears why (resource_exhausted, with the outbox
+// and uplink state) rather than only that its own deadline passed.
+func (a *Agent) appendRecords(ctx context.Context, rs *outbox.Records) (first, last uint64, err error) {
+	if dl, ok := ctx.Deadline(); ok {
+		margin := min(time.Until(dl)/10, time.Second)
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithDeadline(ctx, dl.Add(-margin))
+		defer cancel()
+	}
+	first, last, err = a.outbox.AppendRecords(ctx, rs)
+	if errors.Is(err, outbox.ErrQuotaFull) {
+		us := a.uplink.Status()
+		uplinkState := us.State
+		if us.LastError != "" {
+			uplinkState += " (" + us.LastError + ")"
+		}
+		err = fmt.Errorf("none of the %d events of this call was written: %w; uplink %s; the outbox drains as the control plane acknowledges",
+			rs.Len(), err, uplinkState)
+	}
+	return first, last, err
 }
 
 // recordsPool holds publish calls' record buffers: a fresh one per call was most of

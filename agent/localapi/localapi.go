@@ -50,6 +50,9 @@ func (s *service) Publish(ctx context.Context, req *connect.Request[agentv1.Publ
 			return nil, connect.NewError(connect.CodeInvalidArgument, err)
 		case errors.Is(err, outbox.ErrQuotaFull), errors.Is(err, outbox.ErrBatchTooLarge):
 			return nil, connect.NewError(connect.CodeResourceExhausted, err)
+		case errors.Is(err, outbox.ErrDamaged):
+			// Nothing more is written until the outbox is repaired.
+			return nil, connect.NewError(connect.CodeFailedPrecondition, err)
 		case errors.Is(err, context.DeadlineExceeded), errors.Is(err, context.Canceled):
 			return nil, connect.NewError(connect.CodeDeadlineExceeded, err)
 		}

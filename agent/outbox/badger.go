@@ -60,6 +60,9 @@ import (
 //   - ValueLogFileSize 64 MiB: the unit of space reclamation (GC rewrites a file
 //     once 90% of it is acknowledged, so it copies little live data); files are
 //     mmapped, no heap cost.
+//   - VerifyValueChecksum: every value read from the value log is checked against its
+//     CRC, so a corrupted record is found (Open, damage.go) instead of shipped; it cost
+//     nothing measurable reading 400k records of 256 bytes (35-60 ms either way).
 //   - SyncWrites: Append returns after Badger synced (msync) the value log and the
 //     memtable's write-ahead log. DetectConflicts off: the outbox never reads in a
 //     write transaction. MetricsEnabled off: no global expvar maps.
@@ -89,7 +92,8 @@ const MaxRecordBytes = valueLogFile - chunkOverhead
 
 func (o *Outbox) badgerOptions(dir string, log *slog.Logger) badger.Options {
 	return badger.DefaultOptions(dir).
-		WithLogger(badgerLogger{l: log, onSyncError: o.valueLogSyncFailed}).
+		WithLogger(badgerLogger{l: log, onSyncError: o.valueLogSyncFailed, onError: o.badgerError}).
+		WithVerifyValueChecksum(true).
 		WithSyncWrites(true).
 		WithDetectConflicts(false).
 		WithMetricsEnabled(false).
@@ -119,6 +123,9 @@ type badgerLogger struct {
 	// the value log failed: Badger only logs that error (the write still succeeds),
 	// so the outbox catches it here and refuses to acknowledge the batch.
 	onSyncError func(msg string)
+	// onError is given every error line first; when it returns true the line is not
+	// logged (Open collects value read errors while it verifies the records).
+	onError func(msg string) bool
 }
 
 func (b badgerLogger) logf(level slog.Level, format string, args []any) {
@@ -131,6 +138,9 @@ func (b badgerLogger) logf(level slog.Level, format string, args []any) {
 func (b badgerLogger) Errorf(f string, a ...any) {
 	if strings.HasPrefix(f, "Error while curlf sync") && b.onSyncError != nil {
 		b.onSyncError(strings.TrimSpace(fmt.Sprintf(f, a...)))
+	}
+	if b.onError != nil && b.onError(strings.TrimSpace(fmt.Sprintf(f, a...))) {
+		return
 	}
 	b.logf(slog.LevelError, f, a)
 }

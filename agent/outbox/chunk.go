@@ -28,9 +28,10 @@ import (
 // Value: for each record, uvarint(len) then the record's bytes.
 //
 // Keying by the last seq makes "the chunk holding seq s" a forward seek to 'c'|s, and
-// the key alone gives the chunk's seq range and byte count, so Open and Ack learn the
-// pending totals from keys; only a chunk that is partly acknowledged is read, to count
-// the bytes of its records on either side of the mark.
+// the key alone gives the chunk's seq range and byte count, so Ack learns the freed
+// totals from keys; only a chunk that is partly acknowledged is read, to count the
+// bytes of its records on either side of the mark. (Open reads every pending chunk
+// anyway, to check that it decodes: damage.go.)
 const (
 	chunkPrefix = 'c'
 	chunkKeyLen = 1 + 8 + 4 + 4

@@ -27,12 +27,20 @@
 //
 // Records are stored in chunks (chunk.go): one Badger entry per run of up to 8 KiB
 // of an Append's records, keyed by the run's last seq, its record count and its
-// record bytes, so Open and Ack learn the pending totals from keys and read a chunk
-// only when the mark falls inside it. An Ack deletes the chunks wholly at or below
+// record bytes, so Ack learns the freed totals from keys and reads a chunk only when
+// the mark falls inside it (Open reads every pending chunk, to check it). An Ack deletes the chunks wholly at or below
 // the mark; a chunk that is partly acknowledged stays until its last record is. The
 // acknowledged mark is stored under "m/acked" and source positions under "p/<name>".
 // An outbox written with one entry per record (the first format) is converted on
 // Open (legacy.go).
+//
+// Open checks the outbox before using it (damage.go): every table file the MANIFEST
+// lists, the newest value-log file (which Badger's own open would cut at a corrupt
+// entry), and every pending record, read back and decoded. Damage makes Open return a
+// *Damage (wrapping ErrDamaged) that names the files and seq ranges; nothing is written
+// to a damaged outbox. Repair (repair.go) moves it aside and salvages every intact
+// record, with its seq, into a new one. A record that stops reading back while the
+// outbox runs makes Appends fail with ErrDamaged until it is repaired.
 //
 // Badger's options are chosen for a small memory footprint (see badger.go for the
 // figures). Its memory is Go heap: draining a backlog of a million events peaks
@@ -48,6 +56,9 @@ import (
 	"fmt"
 	"log/slog"
 	"math"
+	"os"
+	"path/filepath"
+	"strings"
 	"sync"
 	"time"
 
@@ -118,7 +129,8 @@ type Stats struct {
 	// FirstSeq is the oldest unacknowledged seq, 0 when nothing is pending.
 	FirstSeq uint64
 	// LastSeq is the newest committed seq (readable by Read), 0 if nothing was
-	// ever appended. It stays put when everything is acknowledged.
+	// ever appended. It stays put when everything is acknowledged. After a Repair
+	// that lost the newest records it is the highest seq the damaged outbox gave.
 	LastSeq uint64
 	// AckedSeq is the highest acknowledged seq.
 	AckedSeq uint64
@@ -154,6 +166,11 @@ type Outbox struct {
 
 	// ackMu serialises Acks.
 	ackMu sync.Mutex
+
+	// capMu guards capture: while Open verifies the records, Badger's value read errors
+	// (which it logs instead of returning) are collected there.
+	capMu   sync.Mutex
+	capture *readErrors
 
 	mu            sync.Mutex
 	closed        bool
@@ -193,9 +210,17 @@ const posPrefix = "p/"
 
 var ackedKey = []byte("m/acked")
 
-// Open opens (creating if needed) the outbox in opts.Dir. It recovers the next seq,
-// the acknowledged mark and the pending count and bytes from the chunks' keys (and the
-// value of the one chunk the mark may fall inside).
+// lastKey holds the highest seq ever given out when no record holds it: a repaired
+// outbox that lost its newest records must not give their seqs again.
+var lastKey = []byte("m/last")
+
+// repairingSuffix names the directory Repair builds the new outbox in.
+const repairingSuffix = ".repairing"
+
+// Open opens (creating if needed) the outbox in opts.Dir. It checks the files and reads
+// back every pending record, and recovers the next seq, the acknowledged mark and the
+// pending count and bytes. A damaged outbox is not opened: the error is a *Damage
+// (errors.Is(err, ErrDamaged)) saying what is damaged; Repair salvages it.
 func Open(opts Options) (*Outbox, error) {
 	if opts.Dir == "" {
 		return nil, errors.New("outbox: open: Options.Dir is empty")
@@ -229,8 +254,35 @@ func Open(opts Options) (*Outbox, error) {
 		dir := opts.Dir
 		o.free = func() (uint64, error) { return freeBytes(dir) }
 	}
-	db, err := badger.Open(o.badgerOptions(opts.Dir, log.With("component", "outbox.badger")))
+	if work := filepath.Clean(opts.Dir) + repairingSuffix; exists(work) {
+		return nil, &Damage{Dir: opts.Dir, Problems: []string{fmt.Sprintf(
+			"a repair was interrupted (%s exists): run the repair again", filepath.Base(work))}}
+	}
+	bopts := o.badgerOptions(opts.Dir, log.With("component", "outbox.badger"))
+	unlock, err := lockDir(opts.Dir)
 	if err != nil {
+		return nil, err
+	}
+	// Badger opens table files on its own goroutines, where a damaged one panics.
+	problems := checkTables(opts.Dir, bopts)
+	// Badger cuts the newest value log at an entry that does not check.
+	if p := checkNewestValueLog(opts.Dir); p != "" {
+		problems = append(problems, p)
+	}
+	unlock()
+	if len(problems) > 0 {
+		return nil, &Damage{Dir: opts.Dir, Problems: problems}
+	}
+	var db *badger.DB
+	err = catch(func() error {
+		var err error
+		db, err = badger.Open(bopts)
+		return err
+	})
+	if err != nil {
+		if openErrIsDamage(err) {
+			return nil, &Damage{Dir: opts.Dir, Problems: []string{fmt.Sprintf("badger cannot open it: %v", err)}}
+		}
 		return nil, fmt.Errorf("outbox: open badger in %s: %w", opts.Dir, err)
 	}
 	o.db = db
@@ -242,7 +294,7 @@ func Open(opts Options) (*Outbox, error) {
 		o.log.Warn("badger transaction limit differs from outbox.MaxBatchRecords",
 			"badger_max_entries", db.MaxBatchCount(), "assumed", maxTxnEntries)
 	}
-	if err := o.recover(); err != nil {
+	if err := o.recover(opts.Dir); err != nil {
 		if cerr := db.Close(); cerr != nil {
 			o.log.Warn("close badger after failed open", "err", cerr)
 		}
@@ -256,64 +308,146 @@ func Open(opts Options) (*Outbox, error) {
 }
 
 // recover loads the acked mark, converts an outbox of an earlier format (see
-// migrateEntries) and scans the pending chunks' keys; only a chunk that is partly
-// acknowledged is read.
-func (o *Outbox) recover() error {
+// migrateEntries) and reads every pending chunk and position, checking that each
+// record decodes; it returns a *Damage naming what cannot be read.
+func (o *Outbox) recover(dir string) error {
+	var floor uint64
 	err := o.db.View(func(txn *badger.Txn) error {
-		item, err := txn.Get(ackedKey)
-		switch {
-		case errors.Is(err, badger.ErrKeyNotFound):
-		case err != nil:
-			return fmt.Errorf("read acked mark: %w", err)
-		default:
-			err := item.Value(func(v []byte) error {
+		for _, mk := range []struct {
+			key []byte
+			to  *uint64
+		}{{ackedKey, &o.acked}, {lastKey, &floor}} {
+			item, err := txn.Get(mk.key)
+			switch {
+			case errors.Is(err, badger.ErrKeyNotFound):
+				continue
+			case err != nil:
+				return fmt.Errorf("read %s: %w", mk.key, err)
+			}
+			err = item.Value(func(v []byte) error {
 				if len(v) != 8 {
-					return fmt.Errorf("acked mark has %d bytes, want 8", len(v))
+					return fmt.Errorf("%s has %d bytes, want 8", mk.key, len(v))
 				}
-				o.acked = binary.BigEndian.Uint64(v)
+				*mk.to = binary.BigEndian.Uint64(v)
 				return nil
 			})
 			if err != nil {
-				return fmt.Errorf("read acked mark: %w", err)
+				return fmt.Errorf("read %s: %w", mk.key, err)
 			}
 		}
 		return nil
 	})
 	if err != nil {
-		return fmt.Errorf("outbox: recover state: %w", err)
+		return &Damage{Dir: dir, Problems: []string{err.Error()}}
 	}
 	if err := o.migrateEntries(); err != nil {
 		return fmt.Errorf("outbox: convert entries of the earlier format: %w", err)
 	}
+	dmg := &Damage{Dir: dir}
+	rerr := &readErrors{}
+	o.setCapture(rerr)
+	defer o.setCapture(nil)
+	var chunkProblems []string
 	err = o.db.View(func(txn *badger.Txn) error {
 		last := o.acked
 		err := eachChunk(txn, o.acked+1, func(m chunkMeta, item *badger.Item) (bool, error) {
 			lo := max(o.acked, m.first-1) // the first chunk may be partly acknowledged
 			if lo == m.first-1 && m.first != last+1 {
-				// Only possible after a write failure that Badger partially
-				// recovered; the control plane dedups, readers see the jump.
+				// After a write failure that Badger partially recovered, or a repair
+				// that lost records; readers skip the gap.
 				o.log.Warn("outbox has a gap in seqs", "after", last, "next", m.first)
 			}
-			n, err := bytesIn(item, m, lo, m.last)
+			var n uint64
+			err := item.Value(func(v []byte) error {
+				var err error
+				n, err = chunkBytesIn(m, v, lo, m.last)
+				return err
+			})
+			last = m.last
 			if err != nil {
-				return false, err
+				dmg.Unreadable = addRange(dmg.Unreadable, SeqRange{lo + 1, m.last})
+				dmg.UnreadableBytes += uint64(m.bytes)
+				if len(rerr.pending) == 0 {
+					chunkProblems = append(chunkProblems, fmt.Sprintf("records of seqs %d-%d: %v", m.first, m.last, err))
+				}
+				rerr.chunkLost(m)
+				return true, nil
 			}
+			dmg.IntactEvents += m.last - lo
 			o.pendingEvents += m.last - lo
 			o.pendingBytes += n
-			last = m.last
 			return true, nil
 		})
 		if err != nil {
 			return err
 		}
-		o.readable = last
-		return nil
+		o.readable = max(last, floor)
+		return eachPosition(txn, func(name string, item *badger.Item) error {
+			err := item.Value(func(v []byte) error {
+				if len(rerr.pending) > 0 {
+					rerr.pending = rerr.pending[:0]
+					return errors.New("value lost")
+				}
+				return nil
+			})
+			if err != nil {
+				chunkProblems = append(chunkProblems, fmt.Sprintf("source position %q: %v", name, err))
+			}
+			return nil
+		})
 	})
 	if err != nil {
-		return fmt.Errorf("outbox: recover state: %w", err)
+		dmg.Problems = append(dmg.Problems, fmt.Sprintf("reading the index: %v", err))
+	}
+	dmg.Problems = append(dmg.Problems, rerr.problems(dir)...)
+	if len(chunkProblems) > 5 {
+		chunkProblems = append(chunkProblems[:5], fmt.Sprintf("and %d more", len(chunkProblems)-5))
+	}
+	dmg.Problems = append(dmg.Problems, chunkProblems...)
+	if len(dmg.Problems) > 0 {
+		return dmg
 	}
 	o.nextSeq = o.readable + 1
 	return nil
+}
+
+// eachPosition calls fn with each source position's name and item.
+func eachPosition(txn *badger.Txn, fn func(name string, item *badger.Item) error) error {
+	it := txn.NewIterator(badger.IteratorOptions{Prefix: []byte(posPrefix)})
+	defer it.Close()
+	for it.Rewind(); it.Valid(); it.Next() {
+		if err := fn(string(it.Item().Key()[len(posPrefix):]), it.Item()); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// setCapture makes Badger's value read errors go to c (nil: to the log).
+func (o *Outbox) setCapture(c *readErrors) {
+	o.capMu.Lock()
+	o.capture = c
+	o.capMu.Unlock()
+}
+
+// badgerError is given Badger's error log lines; it reports whether it took the line.
+func (o *Outbox) badgerError(msg string) bool {
+	o.capMu.Lock()
+	defer o.capMu.Unlock()
+	return o.capture != nil && o.capture.capture(msg)
+}
+
+func exists(path string) bool {
+	_, err := os.Stat(path)
+	return err == nil
+}
+
+// openErrIsDamage tells damage from the other reasons Badger fails to open: another
+// process holds the directory, permissions.
+func openErrIsDamage(err error) bool {
+	msg := err.Error()
+	return !errors.Is(err, os.ErrPermission) && !strings.Contains(msg, "Another process is using this Badger database") &&
+		!strings.Contains(msg, "Cannot acquire directory lock")
 }
 
 // Append writes recs with consecutive seqs first..last, and the positions, in one
@@ -697,7 +831,9 @@ func (o *Outbox) read(from uint64, maxCount, maxBytes int, visit func(v []byte, 
 				return false, nil
 			}
 			if count > 0 && m.first != prev+1 {
-				return false, fmt.Errorf("gap in seqs after %d (next %d)", prev, m.first)
+				// A gap (records a repair could not salvage): stop before it, so a
+				// read returns consecutive seqs; the next read starts past it.
+				return false, nil
 			}
 			full := false
 			err := item.Value(func(v []byte) error {
@@ -728,9 +864,25 @@ func (o *Outbox) read(from uint64, maxCount, maxBytes int, visit func(v []byte, 
 		})
 	})
 	if err != nil {
-		return fmt.Errorf("outbox: read from %d: %w", from, err)
+		err = fmt.Errorf("outbox: read from %d: %w", from, err)
+		if errors.Is(err, errChunkCorrupt) {
+			o.damaged(err)
+		}
+		return err
 	}
 	return nil
+}
+
+// damaged puts the outbox in the failed state after a record that Open verified could
+// no longer be read: appends are refused, since what is written may not read back.
+func (o *Outbox) damaged(err error) {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	if o.failed == nil {
+		o.failed = fmt.Errorf("%w while running, appends refused: %w; stop the agent and repair the outbox", ErrDamaged, err)
+		o.log.Error("outbox damaged; appends refused", "err", err)
+		o.wakeLocked()
+	}
 }
 
 // ackChunk is the most deletions per Ack transaction (plus the mark), so the quota
@@ -870,7 +1022,7 @@ func (o *Outbox) Stats() Stats {
 		PendingBytes:  o.pendingBytes,
 		QuotaBytes:    o.quota,
 	}
-	if o.readable > o.acked {
+	if o.pendingEvents > 0 { // not readable > acked: a repaired outbox may end in lost seqs
 		s.FirstSeq = o.acked + 1
 	}
 	if len(o.waitq) > 0 {

@@ -66,7 +66,7 @@ certificate, and from then on connects with mutual TLS only.
 	f.IntVar(&cfg.BatchMaxEvents, "batch", 500, "events per uplink batch")
 	f.IntVar(&cfg.Window, "window", 8, "uplink batches in flight")
 	f.StringVar(&cfgFile, "config", envOr("CROSSDOCK_AGENT_CONFIG", ""), "agent config file (YAML): agent settings and connectors (env CROSSDOCK_AGENT_CONFIG)")
-	cmd.AddCommand(newAgentStatusCmd())
+	cmd.AddCommand(newAgentStatusCmd(), newAgentRepairCmd())
 	return cmd
 }
 

@@ -2,10 +2,13 @@ package main
 
 import (
 	"bufio"
+	"context"
+	"errors"
 	"fmt"
 	"io"
 	"os"
 	"strings"
+	"time"
 
 	"connectrpc.com/connect"
 	"github.com/spf13/cobra"
@@ -54,6 +57,7 @@ func newPublishCmd() *cobra.Command {
 	var file, local, connector string
 	var batch int
 	var skipInvalid bool
+	var timeout time.Duration
 	cmd := &cobra.Command{
 		Use:   "publish --file events.jsonl",
 		Short: "Hand events to the local agent; returns once they are durable in its outbox",
@@ -91,13 +95,20 @@ unless --skip-invalid is given.`,
 			if batch <= 0 || batch > localapi.MaxPublishEvents {
 				return fmt.Errorf("--batch: want 1 to %d", localapi.MaxPublishEvents)
 			}
+			if timeout <= 0 {
+				return errors.New("--timeout: want a positive duration, e.g. 30s or 5m")
+			}
+			// One deadline for the whole command; the agent hears it with each call and
+			// answers resource_exhausted a little before it when its outbox stays full.
+			ctx, cancel := context.WithTimeout(cmd.Context(), timeout)
+			defer cancel()
 			client := localClient(local)
 			var first, last uint64
-			for i := 0; i < len(evs); i += batch {
+			for i, calls := 0, 0; i < len(evs); i, calls = i+batch, calls+1 {
 				chunk := evs[i:min(i+batch, len(evs))]
-				res, err := client.Publish(cmd.Context(), connect.NewRequest(&agentv1.PublishRequest{Events: chunk, Connector: connector}))
+				res, err := client.Publish(ctx, connect.NewRequest(&agentv1.PublishRequest{Events: chunk, Connector: connector}))
 				if err != nil {
-					return fmt.Errorf("publish events %d-%d of %d to the agent at %s (the first %d are durable): %w", i+1, i+len(chunk), len(evs), local, i, err)
+					return publishError(err, local, timeout, i, len(chunk), len(evs), calls, first, last)
 				}
 				if first == 0 {
 					first = res.Msg.GetFirstSeq()
@@ -114,5 +125,26 @@ unless --skip-invalid is given.`,
 	f.StringVar(&connector, "connector", "publish", "connector name recorded as the events' source")
 	f.IntVar(&batch, "batch", 1000, "events per call to the agent")
 	f.BoolVar(&skipInvalid, "skip-invalid", false, "publish the valid lines even if some are invalid")
+	f.DurationVar(&timeout, "timeout", time.Minute, "give up after this long (e.g. when the agent's outbox stays full); the events of the calls that completed stay durable")
 	return cmd
+}
+
+// publishError says which call failed, why, and what is durable: the events of the
+// calls before it (the agent fsynced them), none of the failed call's.
+func publishError(err error, agentAddr string, timeout time.Duration, done, n, total, calls int, first, last uint64) error {
+	durable := "none of the events is durable"
+	if done > 0 {
+		durable = fmt.Sprintf("the first %d events (%d calls, outbox seq %d-%d) are durable; the rest are not", done, calls, first, last)
+	}
+	why := ""
+	switch connect.CodeOf(err) {
+	case connect.CodeResourceExhausted:
+		why = fmt.Sprintf(" (the agent's outbox stayed full for the --timeout of %s: check that its uplink reaches the control plane with `crossdock agent status`)", timeout)
+	case connect.CodeFailedPrecondition:
+		why = " (the agent's outbox is damaged: stop the agent and run `crossdock agent repair`, docs/operations.md)"
+	case connect.CodeDeadlineExceeded:
+		why = fmt.Sprintf(" (no answer within the --timeout of %s)", timeout)
+	}
+	return fmt.Errorf("publish events %d-%d of %d to the agent at %s: %w%s; %s",
+		done+1, done+n, total, agentAddr, err, why, durable)
 }

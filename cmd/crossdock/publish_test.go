@@ -1,8 +1,14 @@
 package main
 
 import (
+	"fmt"
+	"regexp"
+	"strconv"
 	"strings"
 	"testing"
+	"time"
+
+	"github.com/crossdock/crossdock/controlplane/controlplanetest"
 )
 
 func TestReadEventsReportsBadLines(t *testing.T) {
@@ -62,5 +68,61 @@ func TestParseBytes(t *testing.T) {
 		if _, err := parseBytes(in); err == nil {
 			t.Errorf("parseBytes(%q) succeeded, want an error", in)
 		}
+	}
+}
+
+// TestPublishTimeoutOnFullOutbox fills a tiny outbox that nothing acknowledges (the
+// control plane is killed) and checks that `crossdock publish --timeout` stops at its
+// deadline with resource_exhausted, the reason, and how many events are durable; the
+// agent still holds exactly those.
+func TestPublishTimeoutOnFullOutbox(t *testing.T) {
+	c := startServer(t)
+	token, err := run(t, "token", "create", "--config", c.config, "--name", "full-outbox")
+	if err != nil {
+		t.Fatal(err)
+	}
+	local := fmt.Sprintf("127.0.0.1:%d", freePort(t))
+	start(t, "agent", "agent", "--data-dir", t.TempDir(), "--server", c.addr, "--local-addr", local,
+		"--quota", "64KiB", "--enroll-token", strings.TrimSpace(token))
+	controlplanetest.WaitFor(t, 30*time.Second, "agent connected", func() bool {
+		st, err := agentStatus(local)
+		return err == nil && st.GetUplinkState() == "connected"
+	})
+	c.proc.kill() // nothing is acknowledged from now on
+
+	const timeout = 3 * time.Second
+	file := writeEvents(t, 2000)
+	began := time.Now()
+	_, err = run(t, "publish", "--file", file, "--agent", local, "--batch", "50", "--timeout", timeout.String())
+	took := time.Since(began)
+	if err == nil {
+		t.Fatal("publish of 2000 events into a 64 KiB outbox that nothing drains succeeded")
+	}
+	msg := err.Error()
+	t.Logf("publish error: %s", msg)
+	for _, want := range []string{"resource_exhausted", "outbox quota full", "none of the 50 events of this call was written", "uplink "} {
+		if !strings.Contains(msg, want) {
+			t.Errorf("publish error does not say %q:\n%s", want, msg)
+		}
+	}
+	if took < timeout-time.Second || took > timeout+3*time.Second {
+		t.Errorf("publish --timeout %s returned after %s", timeout, took)
+	}
+	m := regexp.MustCompile(`the first (\d+) events \((\d+) calls, outbox seq 1-(\d+)\) are durable`).FindStringSubmatch(msg)
+	if m == nil {
+		t.Fatalf("publish error does not say which events are durable:\n%s", msg)
+	}
+	durable, _ := strconv.Atoi(m[1])
+	calls, _ := strconv.Atoi(m[2])
+	last, _ := strconv.Atoi(m[3])
+	if durable == 0 || durable != calls*50 || last != durable {
+		t.Fatalf("durable events %d, calls %d, last seq %d: inconsistent", durable, calls, last)
+	}
+	st, err := agentStatus(local)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ob := st.GetOutbox(); ob.GetPendingEvents() != uint64(durable) || ob.GetLastSeq() != uint64(durable) {
+		t.Fatalf("agent outbox holds %d events up to seq %d; publish said %d are durable", ob.GetPendingEvents(), ob.GetLastSeq(), durable)
 	}
 }
