@@ -189,6 +189,9 @@ type salvaged struct {
 	lostBytes     uint64
 	positions     map[string][]byte
 	positionsLost []string
+	// instance is the outbox's instance id (Instance): kept, so the repaired outbox is
+	// the same seq space the control plane bound the agent to.
+	instance []byte
 }
 
 type salvagedChunk struct {
@@ -248,6 +251,13 @@ func salvageIndex(dir string, w *outboxWriter, log *slog.Logger) (*salvaged, err
 			*mk.to, *mk.known = binary.BigEndian.Uint64(v), true
 		}
 		sv.floor = max(sv.floor, sv.acked)
+		if item, err := txn.Get(instanceKey); err == nil {
+			if sv.instance, err = item.ValueCopy(nil); err != nil {
+				return fmt.Errorf("read %s: %w", instanceKey, err)
+			}
+		} else if !errors.Is(err, badger.ErrKeyNotFound) {
+			return fmt.Errorf("read %s: %w", instanceKey, err)
+		}
 		var buf []byte
 		err := eachChunk(txn, sv.acked+1, func(m chunkMeta, item *badger.Item) (bool, error) {
 			sv.floor = max(sv.floor, m.last)
@@ -334,6 +344,8 @@ func salvageValueLog(dir string, w *outboxWriter) (*salvaged, error) {
 					return true
 				}
 				cands = append(cands, salvagedChunk{m: m, version: e.Version, value: e.Value, pending: uint64(m.bytes)})
+			case string(e.Key) == string(instanceKey):
+				sv.instance = slices.Clone(e.Value)
 			case strings.HasPrefix(string(e.Key), posPrefix):
 				name := string(e.Key[len(posPrefix):])
 				if e.Version >= posVersion[name] {
@@ -483,6 +495,11 @@ func (w *outboxWriter) finish(sv *salvaged) error {
 	}
 	if err := w.set(lastKey, binary.BigEndian.AppendUint64(nil, sv.floor)); err != nil {
 		return err
+	}
+	if len(sv.instance) > 0 {
+		if err := w.set(instanceKey, sv.instance); err != nil {
+			return err
+		}
 	}
 	if err := w.wb.Flush(); err != nil {
 		return err

@@ -19,8 +19,9 @@ const longPosition = "lsn-0000000000000000000000000000000042"
 // damagedFixture is an outbox holding 2,000 records of 300 bytes in 20 Appends, seqs
 // 1-150 acknowledged, with a source position set by the first Append; closed, so its index is in a table file.
 type damagedFixture struct {
-	dir  string
-	recs map[uint64][]byte
+	dir      string
+	instance string // the outbox's instance id, which a repair keeps
+	recs     map[uint64][]byte
 	// chunks are the chunk entries of the value log, in file order.
 	chunks []vlogChunk
 }
@@ -35,6 +36,10 @@ func newDamagedFixture(t *testing.T) *damagedFixture {
 	t.Helper()
 	f := &damagedFixture{dir: filepath.Join(t.TempDir(), "outbox"), recs: map[uint64][]byte{}}
 	o := open(t, f.dir, 0)
+	var err error
+	if f.instance, err = o.Instance(); err != nil {
+		t.Fatal(err)
+	}
 	for i := range 20 {
 		rs := recs(string(rune('a'+i)), 100, 300)
 		var pos []Position
@@ -169,6 +174,7 @@ func TestTruncatedValueLogIsDamageAndRepairKeepsIntactRecords(t *testing.T) {
 
 	o := open(t, f.dir, 0)
 	defer closeOK(t, o)
+	f.checkInstance(t, o)
 	f.checkHolds(t, o, 151, firstLost-1)
 	if s := o.Stats(); s.FirstSeq != 151 || s.LastSeq != 2000 || s.PendingEvents != firstLost-151 || s.AckedSeq != 150 {
 		t.Fatalf("stats after repair: %+v", s)
@@ -222,7 +228,17 @@ func TestTruncatedTableIsDamageAndRepairReadsTheValueLog(t *testing.T) {
 	}
 	o := open(t, f.dir, 0)
 	defer closeOK(t, o)
+	f.checkInstance(t, o)
 	f.checkHolds(t, o, 1, 2000)
+}
+
+// checkInstance: the repaired outbox keeps its instance id, so the control plane still
+// takes it for the seq space it bound the agent to.
+func (f *damagedFixture) checkInstance(t *testing.T, o *Outbox) {
+	t.Helper()
+	if id, err := o.Instance(); err != nil || id != f.instance {
+		t.Fatalf("instance after repair = %q, %v; want %q", id, err, f.instance)
+	}
 }
 
 func TestRepairLeavesAnIntactOutboxAlone(t *testing.T) {
@@ -272,6 +288,7 @@ func TestRepairResumes(t *testing.T) {
 	}
 	o := open(t, f.dir, 0)
 	defer closeOK(t, o)
+	f.checkInstance(t, o)
 	f.checkHolds(t, o, 151, firstLost-1)
 }
 
