@@ -26,7 +26,10 @@ func TestRandomFailuresConverge(t *testing.T) {
 	rng := rand.New(rand.NewPCG(1, 2))
 	// Poison: the receiver answers 422 for these quantities; never a SKU's last update.
 	m, url := market(t, samplemarket.Config{
-		FailRate: 0.05, HangRate: 0.01, Hang: 400 * time.Millisecond, ThrottleRate: 0.02, Seed: 7,
+		// Hangs outlast the client timeout; the timeout leaves a loaded machine (race
+		// detector, other packages' tests) ample time to read a 429 answered at once,
+		// so a 429 the client missed cannot look like Retry-After ignored.
+		FailRate: 0.05, HangRate: 0.01, Hang: 1200 * time.Millisecond, ThrottleRate: 0.02, Seed: 7,
 		Reject: func(msg samplemarket.Message) (int, string) {
 			if strings.HasPrefix(msg.QuantityString(), "-") {
 				return http.StatusUnprocessableEntity, "negative quantity " + msg.QuantityString()
@@ -35,7 +38,7 @@ func TestRandomFailuresConverge(t *testing.T) {
 		},
 	})
 	plan := &delivery.Plan{Version: "1",
-		Destinations: []delivery.Destination{{Name: "shop", Kind: delivery.KindWebhook, URL: url, Secret: testSecret, Timeout: 150 * time.Millisecond,
+		Destinations: []delivery.Destination{{Name: "shop", Kind: delivery.KindWebhook, URL: url, Secret: testSecret, Timeout: 800 * time.Millisecond,
 			Policy: delivery.Policy{MaxAttempts: 25, InitialBackoff: 5 * time.Millisecond, MaxBackoff: 100 * time.Millisecond, BreakerThreshold: 40, BreakerCooldown: 50 * time.Millisecond, Concurrency: 16}}},
 		Routes: []delivery.Route{stockRoute("stock", "shop")},
 	}
