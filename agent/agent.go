@@ -250,29 +250,9 @@ func (a *Agent) Publish(ctx context.Context, connector string, events []*eventv1
 	rs := recordsPool.Get().(*outbox.Records)
 	defer putRecords(rs)
 	for i, ev := range events {
-		canonical.Normalize(ev)
-		if err := canonical.ValidateFields(ev); err != nil {
+		chosen := ev.GetId() != "" || ev.GetSource().GetPosition() != ""
+		if err := canonical.Stamp(ev, a.id.ID, connector, timestamppb.Now); err != nil {
 			return nil, fmt.Errorf("events[%d]: %w", i, err)
-		}
-		if ev.Source == nil {
-			ev.Source = &eventv1.Source{}
-		}
-		chosen := ev.Id != "" || ev.Source.Position != ""
-		ev.Source.Agent, ev.Source.Connector = a.id.ID, connector
-		// An event without a time gets the time it arrived, before its content is
-		// hashed: otherwise a level going 10 → 5 → 10 would repeat an id and be dropped.
-		if ev.OccurredAt == nil {
-			ev.OccurredAt = timestamppb.Now()
-		}
-		if ev.Source.Position == "" {
-			pos, err := canonical.ContentPosition(ev)
-			if err != nil {
-				return nil, err
-			}
-			ev.Source.Position = pos
-		}
-		if ev.Id == "" {
-			ev.Id = canonical.ID(a.id.ID, connector, ev.Source.Position)
 		}
 		rec := rs.AddFunc(func(b []byte) []byte { return canonical.AppendEvent(b, ev) })
 		if i == 0 && len(events) > 1 { // size the buffer for the batch from its first event

@@ -599,14 +599,11 @@ func (h *Host) encode(c *conn, b sdk.Batch) ([][]byte, error) {
 		if len(b.EventPositions) != 0 {
 			pos = b.EventPositions[i]
 		}
-		canonical.Normalize(ev)
-		if err := canonical.ValidateFields(ev); err != nil {
+		// A connector's event is identified by its position alone: whatever id or
+		// source the plugin set is replaced.
+		ev.Id, ev.Source = "", &eventv1.Source{Position: pos}
+		if err := canonical.Stamp(ev, h.opts.AgentID, c.cfg.Name, func() *timestamppb.Timestamp { return now }); err != nil {
 			return nil, fmt.Errorf("%w at position %s (event %d of the batch ending at %s): %w", ErrInvalidEvent, pos, i, b.Position, err)
-		}
-		ev.Source = &eventv1.Source{Agent: h.opts.AgentID, Connector: c.cfg.Name, Position: pos}
-		ev.Id = canonical.ID(h.opts.AgentID, c.cfg.Name, pos)
-		if ev.OccurredAt == nil {
-			ev.OccurredAt = now
 		}
 		rec := canonical.AppendEvent(nil, ev)
 		// Size as sent, with source and id: what the control plane checks.
