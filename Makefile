@@ -59,14 +59,14 @@ fuzz: ## Run each fuzzer briefly
 	$(GO) test -run '^$$' -fuzz FuzzDecodeRunBlock -fuzztime 20s ./controlplane/ledger/
 	$(GO) test -run '^$$' -fuzz FuzzChunkEvent -fuzztime 20s ./controlplane/ledger/
 	$(GO) test -run '^$$' -fuzz FuzzUplinkCodec -fuzztime 20s ./controlplane/api/
-	$(GO) test -run '^$$' -fuzz FuzzDecodeCommand -fuzztime 20s ./controlplane/store/
+	$(GO) test -run '^$$' -fuzz FuzzDecodeCommand -fuzztime 20s ./internal/wire/
 	$(GO) test -run '^$$' -fuzz FuzzParseNodeIdentity -fuzztime 20s ./controlplane/
 	$(GO) test -run '^$$' -fuzz FuzzChunk -fuzztime 20s ./agent/outbox/
 	$(GO) test -run '^$$' -fuzz FuzzAllowedHost -fuzztime 20s ./agent/localapi/
 	$(GO) test -run '^$$' -fuzz FuzzScanValueLog -fuzztime 20s ./agent/outbox/
 	$(GO) test -run '^$$' -fuzz FuzzBadgerReadError -fuzztime 20s ./agent/outbox/
 	$(GO) test -run '^$$' -fuzz FuzzMatchers -fuzztime 20s ./internal/canonical/
-	$(GO) test -run '^$$' -fuzz FuzzWireValid -fuzztime 20s ./internal/canonical/
+	$(GO) test -run '^$$' -fuzz FuzzEventValid -fuzztime 20s ./internal/wire/
 	$(GO) test -run '^$$' -fuzz FuzzParseLine -fuzztime 20s ./internal/mapadvise/
 	$(GO) test -run '^$$' -fuzz FuzzReadEvents -fuzztime 20s ./cmd/crossdock/
 	$(GO) test -run '^$$' -fuzz FuzzParse -fuzztime 20s ./agent/config/

@@ -23,6 +23,7 @@ import (
 	"github.com/crossdock/crossdock/agent/pluginhost"
 	"github.com/crossdock/crossdock/agent/uplink"
 	"github.com/crossdock/crossdock/internal/canonical"
+	"github.com/crossdock/crossdock/internal/wire"
 	"github.com/crossdock/crossdock/plugins/sdk"
 	agentv1 "github.com/crossdock/crossdock/proto/gen/crossdock/agent/v1"
 	eventv1 "github.com/crossdock/crossdock/proto/gen/crossdock/event/v1"
@@ -254,7 +255,7 @@ func (a *Agent) Publish(ctx context.Context, connector string, events []*eventv1
 		if err := canonical.Stamp(ev, a.id.ID, connector, timestamppb.Now); err != nil {
 			return nil, fmt.Errorf("events[%d]: %w", i, err)
 		}
-		rec := rs.AddFunc(func(b []byte) []byte { return canonical.AppendEvent(b, ev) })
+		rec := rs.AddFunc(func(b []byte) []byte { return wire.AppendEvent(b, ev) })
 		if i == 0 && len(events) > 1 { // size the buffer for the batch from its first event
 			rs.Grow(min((len(rec)+3)*len(events)*9/8, 4<<20))
 		}

@@ -38,6 +38,7 @@ import (
 	"github.com/crossdock/crossdock/agent/outbox"
 	"github.com/crossdock/crossdock/internal/canonical"
 	"github.com/crossdock/crossdock/internal/slogh"
+	"github.com/crossdock/crossdock/internal/wire"
 	"github.com/crossdock/crossdock/plugins/sdk"
 	agentv1 "github.com/crossdock/crossdock/proto/gen/crossdock/agent/v1"
 	eventv1 "github.com/crossdock/crossdock/proto/gen/crossdock/event/v1"
@@ -605,7 +606,7 @@ func (h *Host) encode(c *conn, b sdk.Batch) ([][]byte, error) {
 		if err := canonical.Stamp(ev, h.opts.AgentID, c.cfg.Name, func() *timestamppb.Timestamp { return now }); err != nil {
 			return nil, fmt.Errorf("%w at position %s (event %d of the batch ending at %s): %w", ErrInvalidEvent, pos, i, b.Position, err)
 		}
-		rec := canonical.AppendEvent(nil, ev)
+		rec := wire.AppendEvent(nil, ev)
 		// Size as sent, with source and id: what the control plane checks.
 		if err := canonical.CheckSize(len(rec)); err != nil {
 			return nil, fmt.Errorf("%w at position %s (event %d of the batch ending at %s): %w", ErrInvalidEvent, pos, i, b.Position, err)

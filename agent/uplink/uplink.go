@@ -11,7 +11,6 @@ package uplink
 import (
 	"context"
 	"crypto/tls"
-	"encoding/binary"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -24,10 +23,10 @@ import (
 	"connectrpc.com/connect"
 	"github.com/quic-go/quic-go"
 	"github.com/quic-go/quic-go/http3"
-	"google.golang.org/protobuf/encoding/protowire"
 
 	"github.com/crossdock/crossdock/agent/outbox"
 	"github.com/crossdock/crossdock/internal/cliconfig"
+	"github.com/crossdock/crossdock/internal/wire"
 	agentv1 "github.com/crossdock/crossdock/proto/gen/crossdock/agent/v1"
 	eventv1 "github.com/crossdock/crossdock/proto/gen/crossdock/event/v1"
 	uplinkv1 "github.com/crossdock/crossdock/proto/gen/crossdock/uplink/v1"
@@ -460,7 +459,7 @@ func (s *sender) Send(m *uplinkv1.StreamRequest) error {
 
 func (u *Uplink) send(ctx context.Context, stream *sender, cursor uint64, window *window) error {
 	ob := u.cfg.Outbox
-	var bw batchWriter
+	var bw wire.BatchWriter
 	// Connector reports share the stream with batches, so this goroutine sends both.
 	var changed <-chan struct{}
 	var refresh <-chan time.Time
@@ -493,8 +492,8 @@ func (u *Uplink) send(ctx context.Context, stream *sender, cursor uint64, window
 		default:
 		}
 		notify := ob.Notify()
-		bw.reset()
-		n, last, err := ob.ReadFunc(cursor, u.cfg.BatchMaxEvents, u.cfg.BatchMaxBytes, bw.add)
+		bw.Reset()
+		n, last, err := ob.ReadFunc(cursor, u.cfg.BatchMaxEvents, u.cfg.BatchMaxBytes, bw.Add)
 		if err != nil {
 			return fmt.Errorf("uplink: read outbox: %w", err)
 		}
@@ -520,7 +519,9 @@ func (u *Uplink) send(ctx context.Context, stream *sender, cursor uint64, window
 			return err
 		}
 		// Connect copies the request into its own buffer: bw's is free again after Send.
-		if err := stream.Send(bw.request()); err != nil {
+		req := &uplinkv1.StreamRequest{}
+		req.ProtoReflect().SetUnknown(bw.Request())
+		if err := stream.Send(req); err != nil {
 			return fmt.Errorf("uplink: send batch: %w", err)
 		}
 		cursor = last + 1
@@ -623,63 +624,4 @@ func LeaderHint(err error) string {
 		return ce.Meta().Get(cliconfig.LeaderHeader)
 	}
 	return ""
-}
-
-// batchWriter writes the StreamRequest carrying a batch of outbox entries without
-// decoding the events, into a buffer it reuses batch after batch: the request is its
-// wire bytes, kept as its unknown fields, which marshal to exactly what
-// StreamRequest{Batch{Events: [OutboxEvent{Seq, Event}]}} would, so the control plane
-// reads a normal batch. Decoding and re-encoding every event was a sixth of an agent's
-// CPU under load, and one OutboxEvent per event still a visible share. Each entry's
-// bytes are checked to be well-formed protobuf fields.
-type batchWriter struct {
-	buf []byte
-}
-
-// batchHeaderRoom is kept at the front of the buffer for the request's only field tag
-// (StreamRequest.batch) and the batch's length, written last, right-aligned.
-const batchHeaderRoom = 1 + binary.MaxVarintLen64
-
-func (w *batchWriter) reset() {
-	w.buf = append(w.buf[:0], make([]byte, batchHeaderRoom)...)
-}
-
-// add appends the entry (an outbox.ReadFunc callback: rec is copied).
-func (w *batchWriter) add(seq uint64, rec []byte) error {
-	for p := rec; len(p) > 0; {
-		num, typ, n := protowire.ConsumeTag(p)
-		if n < 0 {
-			return fmt.Errorf("uplink: outbox entry %d is not an event: %w", seq, protowire.ParseError(n))
-		}
-		p = p[n:]
-		if n = protowire.ConsumeFieldValue(num, typ, p); n < 0 {
-			return fmt.Errorf("uplink: outbox entry %d is not an event: %w", seq, protowire.ParseError(n))
-		}
-		p = p[n:]
-	}
-	e := outbox.Entry{Seq: seq, Data: rec}
-	w.buf = protowire.AppendTag(w.buf, 1, protowire.BytesType) // Batch.events
-	w.buf = protowire.AppendVarint(w.buf, uint64(outboxEventSize(e)))
-	w.buf = protowire.AppendTag(w.buf, 1, protowire.VarintType) // OutboxEvent.seq
-	w.buf = protowire.AppendVarint(w.buf, seq)
-	w.buf = protowire.AppendTag(w.buf, 2, protowire.BytesType) // OutboxEvent.event
-	w.buf = protowire.AppendBytes(w.buf, rec)
-	return nil
-}
-
-// request returns the request of the entries added since reset. It holds the buffer:
-// it must be sent (which copies it) before the next reset.
-func (w *batchWriter) request() *uplinkv1.StreamRequest {
-	size := len(w.buf) - batchHeaderRoom
-	hdr := protowire.AppendVarint(protowire.AppendTag(nil, 2, protowire.BytesType), uint64(size))
-	start := batchHeaderRoom - len(hdr)
-	copy(w.buf[start:], hdr)
-	req := &uplinkv1.StreamRequest{}
-	req.ProtoReflect().SetUnknown(w.buf[start:])
-	return req
-}
-
-// outboxEventSize is the encoded size of OutboxEvent{Seq: e.Seq, Event: e.Data}.
-func outboxEventSize(e outbox.Entry) int {
-	return protowire.SizeTag(1) + protowire.SizeVarint(e.Seq) + protowire.SizeTag(2) + protowire.SizeBytes(len(e.Data))
 }

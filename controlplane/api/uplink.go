@@ -12,7 +12,6 @@ import (
 
 	"connectrpc.com/connect"
 	"github.com/hashicorp/raft"
-	"google.golang.org/protobuf/encoding/protowire"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
@@ -21,6 +20,7 @@ import (
 	"github.com/crossdock/crossdock/controlplane/store"
 	"github.com/crossdock/crossdock/internal/canonical"
 	"github.com/crossdock/crossdock/internal/cliconfig"
+	"github.com/crossdock/crossdock/internal/wire"
 	agentv1 "github.com/crossdock/crossdock/proto/gen/crossdock/agent/v1"
 	storev1 "github.com/crossdock/crossdock/proto/gen/crossdock/store/v1"
 	uplinkv1 "github.com/crossdock/crossdock/proto/gen/crossdock/uplink/v1"
@@ -431,8 +431,7 @@ func (r *receiver) loop(ctx context.Context, next uint64, pending chan<- proposa
 		var f raft.ApplyFuture
 		if in.payload != nil {
 			// The incarnation after the events: a field's place on the wire is free.
-			in.payload = protowire.AppendTag(in.payload, ingestIncarnationField, protowire.VarintType)
-			in.payload = protowire.AppendVarint(in.payload, r.incarnation)
+			in.payload = wire.AppendIngestIncarnation(in.payload, r.incarnation)
 			f, err = u.Store.ProposePayloadAsync(storev1.CommandType_COMMAND_TYPE_INGEST_BATCH, in.payload, u.applyTimeout())
 		} else {
 			in.cmd.Incarnation = r.incarnation
@@ -448,9 +447,6 @@ func (r *receiver) loop(ctx context.Context, next uint64, pending chan<- proposa
 		}
 	}
 }
-
-// ingestIncarnationField is IngestBatch.incarnation's field number.
-const ingestIncarnationField = 3
 
 // renew answers an agent's certificate renewal on its stream.
 func (r *receiver) renew(ctx context.Context, rn *uplinkv1.RenewRequest) error {
@@ -593,8 +589,7 @@ func validateBatch(agentID string, batch *uplinkv1.Batch, next *uint64) (*ingest
 		for _, r := range raw {
 			size += len(r) + 8
 		}
-		payload = protowire.AppendTag(make([]byte, 0, size), 1, protowire.BytesType)
-		payload = protowire.AppendString(payload, agentID)
+		payload = wire.AppendIngestHeader(size, agentID)
 	}
 	cmd := &storev1.IngestBatch{AgentId: agentID}
 	for i, oe := range batch.GetEvents() {
@@ -609,7 +604,7 @@ func validateBatch(agentID string, batch *uplinkv1.Batch, next *uint64) (*ingest
 		// the agent checked and what the ledger stores), else as encoded here.
 		err := canonical.ValidateFields(ev)
 		if err == nil {
-			if n, ok := sentEventLen(raw, i); ok {
+			if n, ok := wireEventLen(raw, i); ok {
 				err = canonical.CheckSize(n)
 			} else {
 				err = canonical.CheckSize(proto.Size(ev))
@@ -628,7 +623,7 @@ func validateBatch(agentID string, batch *uplinkv1.Batch, next *uint64) (*ingest
 			// A newer agent's field would ride into the ledger: encode the batch here.
 			raw, payload = nil, nil
 		default:
-			payload = appendIngestEvent(payload, raw[i])
+			payload = wire.AppendIngestEvent(payload, raw[i])
 		}
 		*next = oe.GetSeq() + 1
 	}
@@ -640,4 +635,13 @@ func validateBatch(agentID string, batch *uplinkv1.Batch, next *uint64) (*ingest
 		in.payload, in.cmd = payload, nil
 	}
 	return in, nil
+}
+
+// wireEventLen is the sent length of raw[i]'s event; ok is false when raw is nil (the
+// batch was decoded) or the entry does not split.
+func wireEventLen(raw [][]byte, i int) (int, bool) {
+	if raw == nil {
+		return 0, false
+	}
+	return wire.EventLen(raw[i])
 }

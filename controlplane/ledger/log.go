@@ -12,6 +12,7 @@ import (
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
+	"github.com/crossdock/crossdock/internal/wire"
 	eventv1 "github.com/crossdock/crossdock/proto/gen/crossdock/event/v1"
 	storev1 "github.com/crossdock/crossdock/proto/gen/crossdock/store/v1"
 )
@@ -34,8 +35,6 @@ const (
 	// chunk's record is at most MaxEventBytes (one large event alone).
 	chunkMaxEvents   = 256
 	chunkTargetBytes = 256 << 10
-	// logChunkEventsField is LogChunk.events' field number.
-	logChunkEventsField = 4
 )
 
 var keyFormat = []byte("m/format") // u64BE layout version (ledgerFormat)
@@ -67,7 +66,7 @@ type keyAdd struct {
 
 // framedSize is what one event adds to a chunk record.
 func framedSize(raw []byte) int {
-	return protowire.SizeTag(logChunkEventsField) + protowire.SizeBytes(len(raw))
+	return protowire.SizeTag(wire.LogChunkEvents) + protowire.SizeBytes(len(raw))
 }
 
 // header encodes a chunk's fields other than its events.
@@ -164,7 +163,7 @@ func (w *chunkWriter) add(seq uint64, ie *ingestEvent, idk []byte) (bool, error)
 		w.tx.post.add(a.list, first, a.entries, a.size)
 	}
 	w.remaining -= framed
-	w.buf = protowire.AppendTag(w.buf, logChunkEventsField, protowire.BytesType)
+	w.buf = protowire.AppendTag(w.buf, wire.LogChunkEvents, protowire.BytesType)
 	w.buf = protowire.AppendBytes(w.buf, raw)
 	w.n++
 	return true, nil
@@ -351,7 +350,7 @@ func chunkEvent(v []byte, i uint64) (*storev1.LogChunk, bool, error) {
 		}
 		field := p[:m+l]
 		p = p[m+l:]
-		if num == logChunkEventsField && typ == protowire.BytesType {
+		if num == wire.LogChunkEvents && typ == protowire.BytesType {
 			if n == i {
 				b, found = append(b, field...), true
 			}

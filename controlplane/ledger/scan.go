@@ -8,6 +8,8 @@ import (
 	"unsafe"
 
 	"google.golang.org/protobuf/encoding/protowire"
+
+	"github.com/crossdock/crossdock/internal/wire"
 )
 
 // ingestEvent is what Apply needs of one AgentEvent of an IngestBatch, read from its wire
@@ -36,16 +38,16 @@ var errInvalidUTF8 = errors.New("string field is not valid UTF-8")
 // apply path's CPU and garbage.
 func parseIngestBatch(p []byte) (hdr batchHeader, events []ingestEvent, err error) {
 	st := &parseState{arena: strArena{size: len(p)/4 + 64}}
-	err = scanFields(p, func(num protowire.Number, typ protowire.Type, v []byte, x uint64) error {
+	err = wire.ScanFields(p, func(num protowire.Number, typ protowire.Type, v []byte, x uint64) error {
 		switch {
-		case num == 1 && typ == protowire.BytesType:
+		case num == wire.IngestBatchAgentID && typ == protowire.BytesType:
 			if !utf8.Valid(v) {
 				return fmt.Errorf("agent_id: %w", errInvalidUTF8)
 			}
 			hdr.agent = string(v)
-		case num == 3 && typ == protowire.VarintType:
+		case num == wire.IngestBatchIncarnation && typ == protowire.VarintType:
 			hdr.incarnation = x
-		case num == 2 && typ == protowire.BytesType:
+		case num == wire.IngestBatchEvents && typ == protowire.BytesType:
 			ie := ingestEvent{raw: v}
 			if err := ie.parseAgentEvent(st, v); err != nil {
 				return fmt.Errorf("events[%d]: %w", len(events), err)
@@ -92,11 +94,11 @@ func (a *strArena) str(v []byte) string {
 
 func (ie *ingestEvent) parseAgentEvent(st *parseState, p []byte) error {
 	start := len(st.keys)
-	err := scanFields(p, func(num protowire.Number, typ protowire.Type, v []byte, x uint64) error {
+	err := wire.ScanFields(p, func(num protowire.Number, typ protowire.Type, v []byte, x uint64) error {
 		switch {
-		case num == 1 && typ == protowire.VarintType:
+		case num == wire.AgentEventAgentSeq && typ == protowire.VarintType:
 			ie.agentSeq = x
-		case num == 2 && typ == protowire.BytesType:
+		case num == wire.AgentEventEvent && typ == protowire.BytesType:
 			return ie.parseEvent(st, start, v) // a repeated occurrence merges into the same event
 		}
 		return nil
@@ -111,30 +113,30 @@ func (ie *ingestEvent) parseAgentEvent(st *parseState, p []byte) error {
 
 // parseEvent reads an Event into ie; its keys go to st.keys after start.
 func (ie *ingestEvent) parseEvent(st *parseState, start int, p []byte) error {
-	return scanFields(p, func(num protowire.Number, typ protowire.Type, v []byte, _ uint64) error {
+	return wire.ScanFields(p, func(num protowire.Number, typ protowire.Type, v []byte, _ uint64) error {
 		if typ != protowire.BytesType {
 			return nil
 		}
 		switch num {
-		case 1, 2:
+		case wire.EventID, wire.EventType:
 			if !utf8.Valid(v) {
 				return fmt.Errorf("event field %d: %w", num, errInvalidUTF8)
 			}
-			if num == 1 {
+			if num == wire.EventID {
 				ie.id = st.arena.str(v)
 			} else {
 				ie.typ = st.arena.str(v)
 			}
-		case 3:
+		case wire.EventKeys:
 			var e kv
-			err := scanFields(v, func(num protowire.Number, typ protowire.Type, v []byte, _ uint64) error {
-				if typ != protowire.BytesType || (num != 1 && num != 2) {
+			err := wire.ScanFields(v, func(num protowire.Number, typ protowire.Type, v []byte, _ uint64) error {
+				if typ != protowire.BytesType || (num != wire.MapEntryKey && num != wire.MapEntryValue) {
 					return nil
 				}
 				if !utf8.Valid(v) {
 					return fmt.Errorf("keys entry: %w", errInvalidUTF8)
 				}
-				if num == 1 {
+				if num == wire.MapEntryKey {
 					e.name = st.arena.str(v)
 				} else {
 					e.value = st.arena.str(v)
@@ -152,51 +154,4 @@ func (ie *ingestEvent) parseEvent(st *parseState, start int, p []byte) error {
 		}
 		return nil
 	})
-}
-
-// scanFields calls fn for each field of an encoded message: v is the value of a
-// length-delimited field, x of a varint one.
-func scanFields(p []byte, fn func(num protowire.Number, typ protowire.Type, v []byte, x uint64) error) error {
-	for len(p) > 0 {
-		var (
-			num protowire.Number
-			typ protowire.Type
-			n   int
-		)
-		// One-byte tags, lengths and varints (nearly all of them) are read inline.
-		if b := p[0]; b < 0x80 && b>>3 != 0 {
-			num, typ, n = protowire.Number(b>>3), protowire.Type(b&7), 1
-		} else if num, typ, n = protowire.ConsumeTag(p); n < 0 {
-			return protowire.ParseError(n)
-		}
-		p = p[n:]
-		var (
-			v []byte
-			x uint64
-		)
-		switch {
-		case typ == protowire.BytesType && len(p) > 0 && p[0] < 0x80:
-			if l := int(p[0]); l < len(p) {
-				v, n = p[1:1+l], 1+l
-			} else {
-				_, n = protowire.ConsumeBytes(p)
-			}
-		case typ == protowire.BytesType:
-			v, n = protowire.ConsumeBytes(p)
-		case typ == protowire.VarintType && len(p) > 0 && p[0] < 0x80:
-			x, n = uint64(p[0]), 1
-		case typ == protowire.VarintType:
-			x, n = protowire.ConsumeVarint(p)
-		default:
-			n = protowire.ConsumeFieldValue(num, typ, p)
-		}
-		if n < 0 {
-			return protowire.ParseError(n)
-		}
-		p = p[n:]
-		if err := fn(num, typ, v, x); err != nil {
-			return err
-		}
-	}
-	return nil
 }

@@ -8,10 +8,9 @@ import (
 	"time"
 
 	"github.com/hashicorp/raft"
-	"google.golang.org/protobuf/encoding/protowire"
-	"google.golang.org/protobuf/proto"
 
 	"github.com/crossdock/crossdock/controlplane/ledger"
+	"github.com/crossdock/crossdock/internal/wire"
 	storev1 "github.com/crossdock/crossdock/proto/gen/crossdock/store/v1"
 )
 
@@ -32,7 +31,7 @@ func (f *fsm) Apply(l *raft.Log) any {
 		return nil
 	}
 	var cmd storev1.Command
-	if err := decodeCommand(l.Data, &cmd); err != nil {
+	if err := wire.DecodeCommand(l.Data, &cmd); err != nil {
 		panic(fmt.Sprintf("store: cannot decode raft log entry %d: %v", l.Index, err))
 	}
 	res, err := f.ledger.Apply(l.Index, time.Unix(0, cmd.GetProposedAtUnixNano()).UTC(), &cmd)
@@ -81,44 +80,3 @@ func (s *fsmSnapshot) Persist(sink raft.SnapshotSink) error {
 }
 
 func (s *fsmSnapshot) Release() { s.snap.Release() }
-
-// decodeCommand decodes a raft entry's Command like proto.Unmarshal, except that the
-// payload aliases data instead of being copied: an ingest batch is ~150 KB, copied on
-// every replica only to be read once. The ledger keeps no part of a payload past Apply
-// (it copies the events it stores), and raft does not change an entry's Data. Anything
-// but the usual encoding (known fields with their wire types) is left to proto.Unmarshal.
-func decodeCommand(data []byte, cmd *storev1.Command) error {
-	for p := data; len(p) > 0; {
-		num, typ, n := protowire.ConsumeTag(p)
-		if n < 0 {
-			return proto.Unmarshal(data, cmd)
-		}
-		p = p[n:]
-		switch {
-		case num == 3 && typ == protowire.BytesType:
-			v, m := protowire.ConsumeBytes(p)
-			if m < 0 {
-				return proto.Unmarshal(data, cmd)
-			}
-			cmd.Payload = v[:len(v):len(v)]
-			p = p[m:]
-		case (num == 1 || num == 2 || num == 4) && typ == protowire.VarintType:
-			x, m := protowire.ConsumeVarint(p)
-			if m < 0 {
-				return proto.Unmarshal(data, cmd)
-			}
-			switch num {
-			case 1:
-				cmd.Type = storev1.CommandType(int32(x))
-			case 2:
-				cmd.Ignorable = protowire.DecodeBool(x)
-			case 4:
-				cmd.ProposedAtUnixNano = int64(x)
-			}
-			p = p[m:]
-		default:
-			return proto.Unmarshal(data, cmd) // resets cmd first
-		}
-	}
-	return nil
-}

@@ -163,7 +163,7 @@ func ValidateFields(ev *eventv1.Event) error {
 		return fail("keys: more than %d business keys", MaxKeys)
 	}
 	for k, v := range ev.Keys {
-		if len(k) > MaxKeyLen || !isKeyName(k) {
+		if len(k) > MaxKeyLen || !IsKeyName(k) {
 			return fail("keys: name %q must be lower_snake_case, at most %d characters", k, MaxKeyLen)
 		}
 		if v == "" || len(v) > MaxValueLen || strings.ContainsRune(v, 0) {
@@ -181,7 +181,7 @@ func ValidateFields(ev *eventv1.Event) error {
 func validatePayload(ev *eventv1.Event) error {
 	var errs []error
 	dec := func(v string, required bool, field string, i ...any) {
-		if v == "" && !required || isDecimal(v) {
+		if v == "" && !required || IsDecimal(v) {
 			return
 		}
 		errs = append(errs, fmt.Errorf("%s: %q is not a decimal number (digits, optional sign and fraction, e.g. \"12.50\")", fmt.Sprintf(field, i...), v))
@@ -283,7 +283,7 @@ func ValidName(n string) bool {
 // isKeyName reports whether s matches ^[a-z][a-z0-9_]*$ (lower_snake_case). Hand-written
 // because Validate runs for every event on the agent and again on the leader, where the
 // regexp was a visible share of the CPU; FuzzMatchers holds it to the regexp.
-func isKeyName(s string) bool {
+func IsKeyName(s string) bool {
 	if s == "" || s[0] < 'a' || s[0] > 'z' {
 		return false
 	}
@@ -297,7 +297,7 @@ func isKeyName(s string) bool {
 }
 
 // isDecimal reports whether s matches ^-?[0-9]+(\.[0-9]+)?$.
-func isDecimal(s string) bool {
+func IsDecimal(s string) bool {
 	if s != "" && s[0] == '-' {
 		s = s[1:]
 	}

@@ -100,11 +100,11 @@ func FuzzMatchers(f *testing.F) {
 		f.Add(s)
 	}
 	f.Fuzz(func(t *testing.T, s string) {
-		if got, want := isKeyName(s), keyName.MatchString(s); got != want {
-			t.Fatalf("isKeyName(%q) = %v, regexp says %v", s, got, want)
+		if got, want := IsKeyName(s), keyName.MatchString(s); got != want {
+			t.Fatalf("IsKeyName(%q) = %v, regexp says %v", s, got, want)
 		}
-		if got, want := isDecimal(s), decimal.MatchString(s); got != want {
-			t.Fatalf("isDecimal(%q) = %v, regexp says %v", s, got, want)
+		if got, want := IsDecimal(s), decimal.MatchString(s); got != want {
+			t.Fatalf("IsDecimal(%q) = %v, regexp says %v", s, got, want)
 		}
 	})
 }

@@ -1,4 +1,4 @@
-package store
+package wire
 
 import (
 	"testing"
@@ -9,7 +9,7 @@ import (
 	storev1 "github.com/crossdock/crossdock/proto/gen/crossdock/store/v1"
 )
 
-// FuzzDecodeCommand: decodeCommand accepts exactly what proto.Unmarshal accepts and
+// FuzzDecodeCommand: DecodeCommand accepts exactly what proto.Unmarshal accepts and
 // decodes it to the same Command, its payload sharing the entry's bytes when the
 // encoding is the usual one.
 func FuzzDecodeCommand(f *testing.F) {
@@ -28,12 +28,12 @@ func FuzzDecodeCommand(f *testing.F) {
 	f.Fuzz(func(t *testing.T, data []byte) {
 		var want, got storev1.Command
 		werr := proto.Unmarshal(data, &want)
-		gerr := decodeCommand(data, &got)
+		gerr := DecodeCommand(data, &got)
 		if (werr == nil) != (gerr == nil) {
-			t.Fatalf("decodeCommand: %v, proto.Unmarshal: %v", gerr, werr)
+			t.Fatalf("DecodeCommand: %v, proto.Unmarshal: %v", gerr, werr)
 		}
 		if werr == nil && !proto.Equal(&got, &want) {
-			t.Fatalf("decodeCommand gave %v, proto.Unmarshal %v", &got, &want)
+			t.Fatalf("DecodeCommand gave %v, proto.Unmarshal %v", &got, &want)
 		}
 	})
 }
@@ -44,7 +44,7 @@ func TestDecodeCommandAliasesPayload(t *testing.T) {
 		t.Fatal(err)
 	}
 	var cmd storev1.Command
-	if err := decodeCommand(data, &cmd); err != nil {
+	if err := DecodeCommand(data, &cmd); err != nil {
 		t.Fatal(err)
 	}
 	if &cmd.Payload[0] != &data[len(data)-3] || cap(cmd.Payload) != 3 {

@@ -1,6 +1,7 @@
-package canonical
+package wire
 
 import (
+	"github.com/crossdock/crossdock/internal/canonical"
 	"strings"
 	"testing"
 
@@ -25,24 +26,24 @@ func wireEvents() []*eventv1.Event {
 		}
 	}
 	lines := []*eventv1.ShipmentLine{{Sku: "SKU-1", Quantity: "2"}, {Sku: "SKU-2", Quantity: "0.5"}}
-	item := base(TypeItem)
+	item := base(canonical.TypeItem)
 	item.Payload = &eventv1.Event_Item{Item: &eventv1.Item{Sku: "SKU-1", Name: "Bolt", Description: "M6 ✓", UnitOfMeasure: "ea", Gtin: "0123"}}
-	inv := base(TypeInventoryLevel)
+	inv := base(canonical.TypeInventoryLevel)
 	inv.Payload = &eventv1.Event_InventoryLevel{InventoryLevel: &eventv1.InventoryLevel{Sku: "SKU-1", Location: "WH1", OnHand: "12", Allocated: "-2.5", Available: "9.50", UnitOfMeasure: "ea"}}
-	price := base(TypePrice)
+	price := base(canonical.TypePrice)
 	price.Payload = &eventv1.Event_Price{Price: &eventv1.Price{Sku: "SKU-1", PriceList: "retail", Currency: "EUR", Amount: "9.99"}}
-	order := base(TypeOrder)
+	order := base(canonical.TypeOrder)
 	order.Payload = &eventv1.Event_Order{Order: &eventv1.Order{OrderNumber: "SO-1", Channel: "web", Customer: "C1", Status: "new", Currency: "EUR", Total: "19.98",
 		Lines: []*eventv1.OrderLine{{LineNumber: "1", Sku: "SKU-1", Quantity: "2", UnitPrice: "9.99"}, {Sku: "SKU-2", Quantity: "1"}}}}
-	ack := base(TypeOrderAck)
+	ack := base(canonical.TypeOrderAck)
 	ack.Payload = &eventv1.Event_OrderAck{OrderAck: &eventv1.OrderAck{OrderNumber: "SO-1", ErpOrderNumber: "E-1", Status: "accepted", Message: "ok"}}
-	ship := base(TypeShipment)
+	ship := base(canonical.TypeShipment)
 	ship.Payload = &eventv1.Event_Shipment{Shipment: &eventv1.Shipment{ShipmentNumber: "SH-1", OrderNumber: "SO-1", Carrier: "DHL", TrackingNumber: "T1", Status: "shipped", ShippedAt: ts, Lines: lines}}
-	inv2 := base(TypeInvoice)
+	inv2 := base(canonical.TypeInvoice)
 	inv2.Payload = &eventv1.Event_Invoice{Invoice: &eventv1.Invoice{InvoiceNumber: "IN-1", OrderNumber: "SO-1", Currency: "EUR", Total: "19.98"}}
-	ret := base(TypeSalesReturn)
+	ret := base(canonical.TypeSalesReturn)
 	ret.Payload = &eventv1.Event_SalesReturn{SalesReturn: &eventv1.SalesReturn{ReturnNumber: "R-1", OrderNumber: "SO-1", Status: "received", Lines: []*eventv1.ShipmentLine{{Sku: "SKU-1"}}}}
-	minimal := &eventv1.Event{Id: "x", Type: TypeItem, Source: &eventv1.Source{Agent: wireAgent}, Payload: &eventv1.Event_Item{Item: &eventv1.Item{Sku: "S"}}}
+	minimal := &eventv1.Event{Id: "x", Type: canonical.TypeItem, Source: &eventv1.Source{Agent: wireAgent}, Payload: &eventv1.Event_Item{Item: &eventv1.Item{Sku: "S"}}}
 	return []*eventv1.Event{item, inv, price, order, ack, ship, inv2, ret, minimal}
 }
 
@@ -52,14 +53,14 @@ func slowValid(b []byte, agent string) (*eventv1.Event, bool) {
 	if err := proto.Unmarshal(b, &ev); err != nil {
 		return nil, false
 	}
-	return &ev, ValidateFields(&ev) == nil && ev.GetId() != "" && ev.GetSource().GetAgent() == agent
+	return &ev, canonical.ValidateFields(&ev) == nil && ev.GetId() != "" && ev.GetSource().GetAgent() == agent
 }
 
-// TestWireValidAcceptsEveryPayload: events as proto.Marshal writes them take the fast
+// TestEventValidAcceptsEveryPayload: events as proto.Marshal writes them take the fast
 // path, whatever their payload; otherwise the leader would decode them after all.
-func TestWireValidAcceptsEveryPayload(t *testing.T) {
+func TestEventValidAcceptsEveryPayload(t *testing.T) {
 	for _, ev := range wireEvents() {
-		if err := ValidateFields(ev); err != nil {
+		if err := canonical.ValidateFields(ev); err != nil {
 			t.Fatalf("%s: test event invalid: %v", ev.Type, err)
 		}
 		for range 5 { // map order varies
@@ -67,31 +68,31 @@ func TestWireValidAcceptsEveryPayload(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			if !WireValid(b, wireAgent) {
-				t.Fatalf("%s: WireValid refused a valid event", ev.Type)
+			if !EventValid(b, wireAgent) {
+				t.Fatalf("%s: EventValid refused a valid event", ev.Type)
 			}
 		}
 	}
 }
 
-// TestWireValidRefuses: every rule ValidateFields enforces, every leader check, and the
+// TestEventValidRefuses: every rule canonical.ValidateFields enforces, every leader check, and the
 // encodings it leaves to the slow path.
-func TestWireValidRefuses(t *testing.T) {
+func TestEventValidRefuses(t *testing.T) {
 	mutations := map[string]func(ev *eventv1.Event){
 		"no id":            func(ev *eventv1.Event) { ev.Id = "" },
-		"long id":          func(ev *eventv1.Event) { ev.Id = strings.Repeat("i", MaxIDLen+1) },
-		"wrong type":       func(ev *eventv1.Event) { ev.Type = TypePrice },
+		"long id":          func(ev *eventv1.Event) { ev.Id = strings.Repeat("i", canonical.MaxIDLen+1) },
+		"wrong type":       func(ev *eventv1.Event) { ev.Type = canonical.TypePrice },
 		"no type":          func(ev *eventv1.Event) { ev.Type = "" },
 		"no payload":       func(ev *eventv1.Event) { ev.Payload = nil },
 		"other agent":      func(ev *eventv1.Event) { ev.Source.Agent = "agent-8" },
 		"no source":        func(ev *eventv1.Event) { ev.Source = nil },
 		"bad key name":     func(ev *eventv1.Event) { ev.Keys["Sku"] = "x" },
-		"long key name":    func(ev *eventv1.Event) { ev.Keys["k"+strings.Repeat("x", MaxKeyLen)] = "x" },
+		"long key name":    func(ev *eventv1.Event) { ev.Keys["k"+strings.Repeat("x", canonical.MaxKeyLen)] = "x" },
 		"empty key value":  func(ev *eventv1.Event) { ev.Keys["a"] = "" },
-		"long key value":   func(ev *eventv1.Event) { ev.Keys["a"] = strings.Repeat("v", MaxValueLen+1) },
+		"long key value":   func(ev *eventv1.Event) { ev.Keys["a"] = strings.Repeat("v", canonical.MaxValueLen+1) },
 		"NUL in key value": func(ev *eventv1.Event) { ev.Keys["a"] = "x\x00y" },
 		"too many keys": func(ev *eventv1.Event) {
-			for i := range MaxKeys {
+			for i := range canonical.MaxKeys {
 				ev.Keys["k"+strings.Repeat("x", i)] = "v"
 			}
 		},
@@ -103,52 +104,55 @@ func TestWireValidRefuses(t *testing.T) {
 		"no inv sku":  func(ev *eventv1.Event) { ev.GetInventoryLevel().Sku = "" },
 		"no item sku": func(ev *eventv1.Event) {
 			ev.Payload = &eventv1.Event_Item{Item: &eventv1.Item{Name: "n"}}
-			ev.Type = TypeItem
+			ev.Type = canonical.TypeItem
 		},
 		"bad price": func(ev *eventv1.Event) {
 			ev.Payload = &eventv1.Event_Price{Price: &eventv1.Price{Sku: "s", Amount: "€1"}}
-			ev.Type = TypePrice
+			ev.Type = canonical.TypePrice
 		},
 		"no order no": func(ev *eventv1.Event) {
 			ev.Payload = &eventv1.Event_Order{Order: &eventv1.Order{}}
-			ev.Type = TypeOrder
+			ev.Type = canonical.TypeOrder
 		},
 		"bad total": func(ev *eventv1.Event) {
 			ev.Payload = &eventv1.Event_Order{Order: &eventv1.Order{OrderNumber: "o", Total: "1,5"}}
-			ev.Type = TypeOrder
+			ev.Type = canonical.TypeOrder
 		},
 		"no line sku": func(ev *eventv1.Event) {
 			ev.Payload = orderWithLine(&eventv1.OrderLine{Quantity: "1"})
-			ev.Type = TypeOrder
+			ev.Type = canonical.TypeOrder
 		},
-		"no line qty": func(ev *eventv1.Event) { ev.Payload = orderWithLine(&eventv1.OrderLine{Sku: "s"}); ev.Type = TypeOrder },
+		"no line qty": func(ev *eventv1.Event) {
+			ev.Payload = orderWithLine(&eventv1.OrderLine{Sku: "s"})
+			ev.Type = canonical.TypeOrder
+		},
 		"bad unit": func(ev *eventv1.Event) {
 			ev.Payload = orderWithLine(&eventv1.OrderLine{Sku: "s", Quantity: "1", UnitPrice: "-"})
-			ev.Type = TypeOrder
+			ev.Type = canonical.TypeOrder
 		},
 		"no ack no": func(ev *eventv1.Event) {
 			ev.Payload = &eventv1.Event_OrderAck{OrderAck: &eventv1.OrderAck{}}
-			ev.Type = TypeOrderAck
+			ev.Type = canonical.TypeOrderAck
 		},
 		"no ship no": func(ev *eventv1.Event) {
 			ev.Payload = &eventv1.Event_Shipment{Shipment: &eventv1.Shipment{}}
-			ev.Type = TypeShipment
+			ev.Type = canonical.TypeShipment
 		},
 		"ship line qty": func(ev *eventv1.Event) {
 			ev.Payload = &eventv1.Event_Shipment{Shipment: &eventv1.Shipment{ShipmentNumber: "s", Lines: []*eventv1.ShipmentLine{{Sku: "s"}}}}
-			ev.Type = TypeShipment
+			ev.Type = canonical.TypeShipment
 		},
 		"no invoice no": func(ev *eventv1.Event) {
 			ev.Payload = &eventv1.Event_Invoice{Invoice: &eventv1.Invoice{}}
-			ev.Type = TypeInvoice
+			ev.Type = canonical.TypeInvoice
 		},
 		"bad inv total": func(ev *eventv1.Event) {
 			ev.Payload = &eventv1.Event_Invoice{Invoice: &eventv1.Invoice{InvoiceNumber: "i", Total: "x"}}
-			ev.Type = TypeInvoice
+			ev.Type = canonical.TypeInvoice
 		},
 		"no return no": func(ev *eventv1.Event) {
 			ev.Payload = &eventv1.Event_SalesReturn{SalesReturn: &eventv1.SalesReturn{}}
-			ev.Type = TypeSalesReturn
+			ev.Type = canonical.TypeSalesReturn
 		},
 	}
 	for name, mutate := range mutations {
@@ -161,8 +165,8 @@ func TestWireValidRefuses(t *testing.T) {
 		if _, ok := slowValid(b, wireAgent); ok {
 			t.Fatalf("%s: the slow path accepts it; the mutation is wrong", name)
 		}
-		if WireValid(b, wireAgent) {
-			t.Fatalf("%s: WireValid accepted an invalid event", name)
+		if EventValid(b, wireAgent) {
+			t.Fatalf("%s: EventValid accepted an invalid event", name)
 		}
 	}
 	// Valid events in encodings the fast path leaves to the slow one.
@@ -174,8 +178,8 @@ func TestWireValidRefuses(t *testing.T) {
 	idTwice := protowire.AppendString(protowire.AppendTag(append([]byte(nil), valid...), 1, protowire.BytesType), "other")
 	badUTF8 := protowire.AppendString(protowire.AppendTag(nil, 1, protowire.BytesType), "\xff")
 	for name, b := range map[string][]byte{"unknown field": unknown, "id twice": idTwice, "invalid UTF-8": append(badUTF8, valid...)} {
-		if WireValid(b, wireAgent) {
-			t.Fatalf("%s: WireValid vouched for an unusual encoding", name)
+		if EventValid(b, wireAgent) {
+			t.Fatalf("%s: EventValid vouched for an unusual encoding", name)
 		}
 	}
 }
@@ -184,9 +188,9 @@ func orderWithLine(l *eventv1.OrderLine) *eventv1.Event_Order {
 	return &eventv1.Event_Order{Order: &eventv1.Order{OrderNumber: "o", Lines: []*eventv1.OrderLine{l}}}
 }
 
-// FuzzWireValid: whatever the bytes, WireValid accepts only what the slow path accepts,
-// and whatever the slow path accepts, once encoded by proto.Marshal, WireValid accepts.
-func FuzzWireValid(f *testing.F) {
+// FuzzEventValid: whatever the bytes, EventValid accepts only what the slow path accepts,
+// and whatever the slow path accepts, once encoded by proto.Marshal, EventValid accepts.
+func FuzzEventValid(f *testing.F) {
 	for _, ev := range wireEvents() {
 		b, err := proto.Marshal(ev)
 		if err != nil {
@@ -196,13 +200,13 @@ func FuzzWireValid(f *testing.F) {
 	}
 	f.Fuzz(func(t *testing.T, b []byte) {
 		_, ok := slowValid(b, wireAgent)
-		if WireValid(b, wireAgent) && !ok {
-			t.Fatalf("WireValid accepted %x, which the slow path refuses", b)
+		if EventValid(b, wireAgent) && !ok {
+			t.Fatalf("EventValid accepted %x, which the slow path refuses", b)
 		}
 		if !ok {
 			return
 		}
-		var ev eventv1.Event // without unknown fields, which WireValid leaves to the slow path
+		var ev eventv1.Event // without unknown fields, which EventValid leaves to the slow path
 		if err := (proto.UnmarshalOptions{DiscardUnknown: true}).Unmarshal(b, &ev); err != nil {
 			t.Fatal(err)
 		}
@@ -210,19 +214,19 @@ func FuzzWireValid(f *testing.F) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if !WireValid(re, wireAgent) {
-			t.Fatalf("WireValid refused %x, a valid event as proto.Marshal writes it", re)
+		if !EventValid(re, wireAgent) {
+			t.Fatalf("EventValid refused %x, a valid event as proto.Marshal writes it", re)
 		}
 	})
 }
 
-func BenchmarkWireValid(b *testing.B) {
+func BenchmarkEventValid(b *testing.B) {
 	ev, err := proto.Marshal(wireEvents()[1])
 	if err != nil {
 		b.Fatal(err)
 	}
 	for b.Loop() {
-		if !WireValid(ev, wireAgent) {
+		if !EventValid(ev, wireAgent) {
 			b.Fatal("refused")
 		}
 	}

@@ -1,11 +1,9 @@
-package uplink
+package wire
 
 import (
 	"fmt"
 	"strings"
 	"testing"
-
-	"github.com/crossdock/crossdock/agent/outbox"
 
 	"google.golang.org/protobuf/proto"
 
@@ -13,10 +11,15 @@ import (
 	uplinkv1 "github.com/crossdock/crossdock/proto/gen/crossdock/uplink/v1"
 )
 
+type entry struct {
+	Seq  uint64
+	Data []byte
+}
+
 // TestRawBatch checks that outbox entries sent without decoding reach the control
 // plane as the same batch decoded events would make.
 func TestRawBatch(t *testing.T) {
-	var entries []outbox.Entry
+	var entries []entry
 	var want []*uplinkv1.OutboxEvent
 	for i, seq := range []uint64{1, 127, 128, 1 << 40} {
 		ev := &eventv1.Event{
@@ -27,19 +30,19 @@ func TestRawBatch(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		entries = append(entries, outbox.Entry{Seq: seq, Data: data})
+		entries = append(entries, entry{Seq: seq, Data: data})
 		want = append(want, &uplinkv1.OutboxEvent{Seq: seq, Event: ev})
 	}
 	req, err := rawBatch(entries)
 	if err != nil {
 		t.Fatal(err)
 	}
-	wire, err := proto.Marshal(req)
+	enc, err := proto.Marshal(req)
 	if err != nil {
 		t.Fatal(err)
 	}
 	var got uplinkv1.StreamRequest
-	if err := proto.Unmarshal(wire, &got); err != nil {
+	if err := proto.Unmarshal(enc, &got); err != nil {
 		t.Fatal(err)
 	}
 	g := got.GetBatch().GetEvents()
@@ -51,19 +54,21 @@ func TestRawBatch(t *testing.T) {
 			t.Fatalf("event %d: received %v, want %v", i, g[i], want[i])
 		}
 	}
-	if _, err := rawBatch([]outbox.Entry{{Seq: 1, Data: []byte{0x0a, 0x05, 'x'}}}); err == nil {
+	if _, err := rawBatch([]entry{{Seq: 1, Data: []byte{0x0a, 0x05, 'x'}}}); err == nil {
 		t.Fatal("a truncated entry was accepted")
 	}
 }
 
 // rawBatch is the request of entries, in a buffer of its own.
-func rawBatch(entries []outbox.Entry) (*uplinkv1.StreamRequest, error) {
-	var w batchWriter
-	w.reset()
+func rawBatch(entries []entry) (*uplinkv1.StreamRequest, error) {
+	var w BatchWriter
+	w.Reset()
 	for _, e := range entries {
-		if err := w.add(e.Seq, e.Data); err != nil {
+		if err := w.Add(e.Seq, e.Data); err != nil {
 			return nil, err
 		}
 	}
-	return w.request(), nil
+	req := &uplinkv1.StreamRequest{}
+	req.ProtoReflect().SetUnknown(w.Request())
+	return req, nil
 }

@@ -1,4 +1,4 @@
-package canonical
+package wire
 
 import (
 	"fmt"
