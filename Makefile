@@ -52,7 +52,7 @@ lint: $(BUF) ## gofmt, go vet, buf lint
 	$(BUF) lint
 
 fuzz: ## Run each fuzzer briefly
-	$(GO) test -run '^$$' -fuzz FuzzParseToken -fuzztime 20s ./controlplane/pki/
+	$(GO) test -run '^$$' -fuzz FuzzParseToken -fuzztime 20s ./internal/pki/
 	$(GO) test -run '^$$' -fuzz FuzzRestore -fuzztime 20s ./controlplane/ledger/
 	$(GO) test -run '^$$' -fuzz FuzzParseIngestBatch -fuzztime 20s -test.fuzzminimizetime 5s ./controlplane/ledger/
 	$(GO) test -run '^$$' -fuzz FuzzDecodePosting -fuzztime 20s ./controlplane/ledger/

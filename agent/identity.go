@@ -15,7 +15,7 @@ import (
 	"connectrpc.com/connect"
 
 	"github.com/crossdock/crossdock/agent/uplink"
-	"github.com/crossdock/crossdock/controlplane/pki"
+	"github.com/crossdock/crossdock/internal/pki"
 	uplinkv1 "github.com/crossdock/crossdock/proto/gen/crossdock/uplink/v1"
 	"github.com/crossdock/crossdock/proto/gen/crossdock/uplink/v1/uplinkv1connect"
 )

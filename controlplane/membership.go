@@ -12,8 +12,8 @@ import (
 	"connectrpc.com/connect"
 	"github.com/hashicorp/raft"
 
-	"github.com/crossdock/crossdock/controlplane/api"
-	"github.com/crossdock/crossdock/controlplane/pki"
+	"github.com/crossdock/crossdock/internal/pki"
+	"github.com/crossdock/crossdock/internal/protocol"
 	clusterv1 "github.com/crossdock/crossdock/proto/gen/crossdock/cluster/v1"
 	"github.com/crossdock/crossdock/proto/gen/crossdock/cluster/v1/clusterv1connect"
 )
@@ -71,7 +71,7 @@ func (s *Server) loadOrCreateCA(ctx context.Context, raftAdv string) (*pki.CA, e
 func leaderOf(err error) string {
 	var ce *connect.Error
 	if errors.As(err, &ce) {
-		return ce.Meta().Get(api.LeaderHeader)
+		return ce.Meta().Get(protocol.LeaderHeader)
 	}
 	return ""
 }

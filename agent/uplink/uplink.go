@@ -25,7 +25,7 @@ import (
 	"github.com/quic-go/quic-go/http3"
 
 	"github.com/crossdock/crossdock/agent/outbox"
-	"github.com/crossdock/crossdock/internal/cliconfig"
+	"github.com/crossdock/crossdock/internal/protocol"
 	"github.com/crossdock/crossdock/internal/wire"
 	agentv1 "github.com/crossdock/crossdock/proto/gen/crossdock/agent/v1"
 	eventv1 "github.com/crossdock/crossdock/proto/gen/crossdock/event/v1"
@@ -621,7 +621,7 @@ func (u *Uplink) sinkWrite(ctx context.Context, w *uplinkv1.SinkWrite) *uplinkv1
 func LeaderHint(err error) string {
 	var ce *connect.Error
 	if errors.As(err, &ce) {
-		return ce.Meta().Get(cliconfig.LeaderHeader)
+		return ce.Meta().Get(protocol.LeaderHeader)
 	}
 	return ""
 }

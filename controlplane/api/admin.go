@@ -13,9 +13,9 @@ import (
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/crossdock/crossdock/controlplane/ledger"
-	"github.com/crossdock/crossdock/controlplane/pki"
 	"github.com/crossdock/crossdock/controlplane/store"
 	"github.com/crossdock/crossdock/internal/canonical"
+	"github.com/crossdock/crossdock/internal/pki"
 	adminv1 "github.com/crossdock/crossdock/proto/gen/crossdock/admin/v1"
 	"github.com/crossdock/crossdock/proto/gen/crossdock/admin/v1/adminv1connect"
 	storev1 "github.com/crossdock/crossdock/proto/gen/crossdock/store/v1"

@@ -9,7 +9,7 @@ import (
 	"connectrpc.com/connect"
 
 	"github.com/crossdock/crossdock/controlplane/ledger"
-	"github.com/crossdock/crossdock/controlplane/pki"
+	"github.com/crossdock/crossdock/internal/pki"
 )
 
 // AdminAuth is a Connect interceptor that requires an admin bearer token on every call.

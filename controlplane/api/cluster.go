@@ -10,8 +10,8 @@ import (
 	"github.com/hashicorp/raft"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
-	"github.com/crossdock/crossdock/controlplane/pki"
 	"github.com/crossdock/crossdock/internal/canonical"
+	"github.com/crossdock/crossdock/internal/pki"
 	clusterv1 "github.com/crossdock/crossdock/proto/gen/crossdock/cluster/v1"
 	"github.com/crossdock/crossdock/proto/gen/crossdock/cluster/v1/clusterv1connect"
 	storev1 "github.com/crossdock/crossdock/proto/gen/crossdock/store/v1"

@@ -15,9 +15,9 @@ import (
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/crossdock/crossdock/controlplane/delivery"
-	"github.com/crossdock/crossdock/controlplane/pki"
 	"github.com/crossdock/crossdock/controlplane/routing"
 	"github.com/crossdock/crossdock/internal/canonical"
+	"github.com/crossdock/crossdock/internal/pki"
 	eventv1 "github.com/crossdock/crossdock/proto/gen/crossdock/event/v1"
 	routingv1 "github.com/crossdock/crossdock/proto/gen/crossdock/routing/v1"
 	"github.com/crossdock/crossdock/proto/gen/crossdock/routing/v1/routingv1connect"

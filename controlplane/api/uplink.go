@@ -16,10 +16,10 @@ import (
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/crossdock/crossdock/controlplane/ledger"
-	"github.com/crossdock/crossdock/controlplane/pki"
 	"github.com/crossdock/crossdock/controlplane/store"
 	"github.com/crossdock/crossdock/internal/canonical"
-	"github.com/crossdock/crossdock/internal/cliconfig"
+	"github.com/crossdock/crossdock/internal/pki"
+	"github.com/crossdock/crossdock/internal/protocol"
 	"github.com/crossdock/crossdock/internal/wire"
 	agentv1 "github.com/crossdock/crossdock/proto/gen/crossdock/agent/v1"
 	storev1 "github.com/crossdock/crossdock/proto/gen/crossdock/store/v1"
@@ -95,10 +95,6 @@ func (b *Backend) applyTimeout() time.Duration {
 	return 10 * time.Second
 }
 
-// LeaderHeader carries the leader's API address on "not the leader" errors, so agents
-// and the CLI can go straight there.
-const LeaderHeader = cliconfig.LeaderHeader
-
 // LeaderAPIAddr returns the current leader's API address, "" when unknown.
 func (b *Backend) LeaderAPIAddr() string {
 	_, id := b.Store.Leader()
@@ -121,7 +117,7 @@ func (b *Backend) notLeader() error {
 	api := b.LeaderAPIAddr()
 	err := connect.NewError(connect.CodeUnavailable, fmt.Errorf("this node is not the leader; the leader is %s at %s", id, api))
 	if api != "" {
-		err.Meta().Set(LeaderHeader, api)
+		err.Meta().Set(protocol.LeaderHeader, api)
 	}
 	return err
 }

@@ -12,6 +12,7 @@ import (
 
 	"github.com/crossdock/crossdock/controlplane/controlplanetest"
 	"github.com/crossdock/crossdock/internal/cliconfig"
+	"github.com/crossdock/crossdock/internal/protocol"
 	deliveryv1 "github.com/crossdock/crossdock/proto/gen/crossdock/delivery/v1"
 	"github.com/crossdock/crossdock/proto/gen/crossdock/delivery/v1/deliveryv1connect"
 )
@@ -46,7 +47,7 @@ func TestDeliveryAPILeaderRedirectAndAuth(t *testing.T) {
 	raw := deliveryv1connect.NewDeliveryServiceClient(&http.Client{Transport: cliconfig.Bearer{Token: cc.Token, Next: tr}}, "https://"+follower.Addr())
 	_, err = raw.GetDeliveryStatus(ctx, req())
 	var cerr *connect.Error
-	if !errors.As(err, &cerr) || cerr.Code() != connect.CodeUnavailable || cerr.Meta().Get(cliconfig.LeaderHeader) != leader.Addr() {
+	if !errors.As(err, &cerr) || cerr.Code() != connect.CodeUnavailable || cerr.Meta().Get(protocol.LeaderHeader) != leader.Addr() {
 		t.Fatalf("follower answered %v, want unavailable with the leader %s", err, leader.Addr())
 	}
 

@@ -1,6 +1,16 @@
-// Package ledger is the control plane's replicated state: the committed event ledger
-// with its indexes, agent records, enrollment and admin tokens and the cluster CA, kept
-// in Badger.
+// Package ledger is the control plane's whole replicated state, in Badger, not only
+// the event ledger its name comes from. Where each part lives:
+//
+//   - events, their id, key and type indexes: apply.go, handlers.go (INGEST_BATCH),
+//     log.go, postings.go, idruns.go, idfilter.go, scan.go, query.go;
+//   - agents (incarnations, certificates, bound outbox, conflicts) and enrollment and
+//     admin tokens, the cluster CA: handlers.go, cluster.go;
+//   - control plane nodes: nodes.go;
+//   - routing documents (destinations, routes, policies) with history: documents.go;
+//   - delivery cursors, dead letters and replays: delivery.go;
+//   - snapshots of all of it: snapshot.go.
+//
+// The key layout of every part is in DESIGN.md.
 //
 // It is the command processor behind the Raft FSM (controlplane/store): the FSM decodes
 // a log entry and calls [Ledger.Apply], which runs the handler for the command type and

@@ -8,7 +8,7 @@ import (
 	"testing"
 
 	"github.com/crossdock/crossdock/controlplane/ledger"
-	"github.com/crossdock/crossdock/controlplane/pki"
+	"github.com/crossdock/crossdock/internal/pki"
 	storev1 "github.com/crossdock/crossdock/proto/gen/crossdock/store/v1"
 )
 

@@ -10,7 +10,7 @@ import (
 
 	"github.com/hashicorp/raft"
 
-	"github.com/crossdock/crossdock/controlplane/pki"
+	"github.com/crossdock/crossdock/internal/pki"
 )
 
 // TLSStreamLayer carries raft traffic over mutual TLS. Both ends present a node

@@ -8,6 +8,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/crossdock/crossdock/internal/protocol"
 	"github.com/crossdock/crossdock/proto/gen/crossdock/admin/v1/adminv1connect"
 )
 
@@ -55,9 +56,6 @@ func (b Bearer) RoundTrip(r *http.Request) (*http.Response, error) {
 	return b.Next.RoundTrip(r)
 }
 
-// LeaderHeader is the header in which a follower names the leader's API address.
-const LeaderHeader = "Crossdock-Leader"
-
 // FollowLeader retries a unary call on the leader when a follower answers 503 with the
 // leader's address (streams are not retried: their bodies cannot be replayed).
 type FollowLeader struct {
@@ -70,7 +68,7 @@ func (f FollowLeader) RoundTrip(r *http.Request) (*http.Response, error) {
 	if err != nil || res.StatusCode != http.StatusServiceUnavailable {
 		return res, err
 	}
-	leader := res.Header.Get(LeaderHeader)
+	leader := res.Header.Get(protocol.LeaderHeader)
 	if leader == "" || leader == r.URL.Host || (r.Body != nil && r.GetBody == nil) {
 		return res, nil
 	}
