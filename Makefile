@@ -59,6 +59,7 @@ fuzz: ## Run each fuzzer briefly
 	$(GO) test -run '^$$' -fuzz FuzzDecodeRunBlock -fuzztime 20s ./controlplane/ledger/
 	$(GO) test -run '^$$' -fuzz FuzzChunkEvent -fuzztime 20s ./controlplane/ledger/
 	$(GO) test -run '^$$' -fuzz FuzzUplinkCodec -fuzztime 20s ./controlplane/api/
+	$(GO) test -run '^$$' -fuzz FuzzErrorLogKey -fuzztime 20s ./controlplane/api/
 	$(GO) test -run '^$$' -fuzz FuzzDecodeCommand -fuzztime 20s ./controlplane/store/
 	$(GO) test -run '^$$' -fuzz FuzzChunk -fuzztime 20s ./agent/outbox/
 	$(GO) test -run '^$$' -fuzz FuzzMatchers -fuzztime 20s ./internal/canonical/

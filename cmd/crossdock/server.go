@@ -47,6 +47,8 @@ cluster: it creates the cluster CA and an admin token, and writes both to
 	f.StringSliceVar(&cfg.Join, "join", nil, "API address of an existing node to join (repeatable); needs --join-token")
 	f.StringVar(&cfg.JoinToken, "join-token", envOr("CROSSDOCK_JOIN_TOKEN", ""), "server-kind token from 'crossdock token create --kind server' (first start only)")
 	f.BoolVar(&cfg.DisableHTTP3, "no-http3", false, "serve only HTTPS over TCP (no QUIC)")
+	f.Float64Var(&cfg.Limits.EnrollPerSecond, "enroll-rate", 1, "agent enrollments and node joins allowed per second from one source address, after --enroll-burst (negative: no limit)")
+	f.IntVar(&cfg.Limits.EnrollBurst, "enroll-burst", 20, "agent enrollments and node joins one source address may make at once")
 	f.BoolVar(&writeCLI, "write-cli-config", true, "at bootstrap, also write the admin config to ~/.config/crossdock/config.yaml if absent")
 	return cmd
 }

@@ -318,8 +318,11 @@ func exhausted(retry time.Duration, format string, args ...any) error {
 func (g *Guard) refuse(w http.ResponseWriter, r *http.Request, src, reason string, err error) {
 	g.log.Log(r.Context(), slog.LevelWarn, src+" "+reason+" "+connect.CodeOf(err).String(), "refused call",
 		"remote", r.RemoteAddr, "procedure", r.URL.Path, "code", connect.CodeOf(err).String(), "err", err)
-	// The body stays unread: HTTP/1.1 closes the connection after the answer when a large
-	// body is left, HTTP/2 and HTTP/3 reset the stream.
+	// The body stays unread: HTTP/2 and HTTP/3 reset the stream; HTTP/1.1 closes the
+	// connection after the answer when much is left, and otherwise reads the rest to
+	// reuse the connection, which the deadline bounds (without it a caller that never
+	// finishes its body holds the connection).
+	_ = http.NewResponseController(w).SetReadDeadline(g.now().Add(g.limits.OpenReadTimeout))
 	if g.errw.IsSupported(r) {
 		_ = g.errw.Write(w, r, err)
 		return
@@ -539,13 +542,18 @@ type errorLogWriter struct{ g *Guard }
 
 func (e errorLogWriter) Write(p []byte) (int, error) {
 	line := string(bytes.TrimSpace(p))
-	key := line
-	// "http: TLS handshake error from 192.0.2.1:51234: EOF"
-	if _, rest, ok := strings.Cut(line, " from "); ok {
-		addr, _, _ := strings.Cut(rest, ": ")
-		prefix, _, _ := strings.Cut(line, " from ")
-		key = sourceKey(addr) + " " + prefix
-	}
-	e.g.log.Log(context.Background(), slog.LevelWarn, key, "http server", "err", line)
+	e.g.log.Log(context.Background(), slog.LevelWarn, errorLogKey(line), "http server", "err", line)
 	return len(p), nil
+}
+
+// errorLogKey is the sampling key of a net/http server log line: the source address and
+// the complaint for "http: TLS handshake error from 192.0.2.1:51234: EOF", the line
+// itself for lines without a source.
+func errorLogKey(line string) string {
+	prefix, rest, ok := strings.Cut(line, " from ")
+	if !ok {
+		return line
+	}
+	addr, _, _ := strings.Cut(rest, ": ")
+	return sourceKey(addr) + " " + prefix
 }

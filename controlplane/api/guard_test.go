@@ -240,6 +240,13 @@ func TestGuardDropsHalfOpenRequests(t *testing.T) {
 		fmt.Fprintf(conn, "POST %s HTTP/1.1\r\nHost: %s\r\nContent-Type: application/proto\r\nContent-Length: 1000\r\n\r\n0123456789", uplinkv1connect.UplinkServiceEnrollProcedure, srv.Addr())
 		closedWithin(t, conn, 10*timeout)
 	})
+	t.Run("refused, body never finished", func(t *testing.T) {
+		// Refused from its headers (no token), the call's body is never read by a handler;
+		// the server must still not wait for the rest of it.
+		conn := dial(t)
+		fmt.Fprintf(conn, "POST %s HTTP/1.1\r\nHost: %s\r\nContent-Type: application/proto\r\nContent-Length: 1000\r\n\r\n0123456789", adminv1connect.AdminServiceListAgentsProcedure, srv.Addr())
+		closedWithin(t, conn, 10*timeout)
+	})
 	t.Run("h2 body never finished", func(t *testing.T) {
 		hc := client(t, srv, "h2", "127.0.0.1")
 		pr, pw := io.Pipe()

@@ -101,3 +101,34 @@ func TestAddrLimiter(t *testing.T) {
 		t.Fatal("a negative rate must turn the limit off")
 	}
 }
+
+func TestErrorLogKey(t *testing.T) {
+	for in, want := range map[string]string{
+		"http: TLS handshake error from 192.0.2.7:5000: EOF":                       "192.0.2.7 http: TLS handshake error",
+		"http: TLS handshake error from [2001:db8::1]:443: remote error: bad cert": "2001:db8::/64 http: TLS handshake error",
+		"http: Accept error: too many open files; retrying in 5ms":                 "http: Accept error: too many open files; retrying in 5ms",
+	} {
+		if got := errorLogKey(in); got != want {
+			t.Errorf("errorLogKey(%q) = %q, want %q", in, got, want)
+		}
+	}
+}
+
+// FuzzErrorLogKey: any line the HTTP server logs (its text carries the caller's address)
+// gives a key without panicking, and lines naming a source are keyed by its address.
+func FuzzErrorLogKey(f *testing.F) {
+	f.Add("http: TLS handshake error from 192.0.2.7:5000: EOF")
+	f.Add("http: TLS handshake error from [::1]:1: x")
+	f.Add("http: superfluous response.WriteHeader call")
+	f.Fuzz(func(t *testing.T, line string) {
+		key := errorLogKey(line)
+		if prefix, rest, ok := strings.Cut(line, " from "); ok {
+			addr, _, _ := strings.Cut(rest, ": ")
+			if key != sourceKey(addr)+" "+prefix {
+				t.Fatalf("errorLogKey(%q) = %q", line, key)
+			}
+		} else if key != line {
+			t.Fatalf("errorLogKey(%q) = %q, want the line", line, key)
+		}
+	})
+}
