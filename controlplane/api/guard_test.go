@@ -19,6 +19,7 @@ import (
 	"time"
 
 	"connectrpc.com/connect"
+	"github.com/quic-go/quic-go/http3"
 
 	"github.com/crossdock/crossdock/controlplane"
 	"github.com/crossdock/crossdock/controlplane/api"
@@ -36,6 +37,13 @@ import (
 // a test can be two different source addresses.
 func client(t *testing.T, srv *controlplanetest.Server, proto, localIP string) *http.Client {
 	t.Helper()
+	if proto == "h3" {
+		conf := pki.ClientTLSConfig(nil, srv.CA().Pool(), "")
+		conf.NextProtos = []string{"h3"}
+		tr := &http3.Transport{TLSClientConfig: conf}
+		t.Cleanup(func() { tr.Close() })
+		return &http.Client{Transport: tr}
+	}
 	tr := &http.Transport{
 		TLSClientConfig: pki.ClientTLSConfig(nil, srv.CA().Pool(), ""),
 		DialContext:     (&net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP(localIP)}}).DialContext,
@@ -86,7 +94,7 @@ func TestGuardRefusesLargeBodyUnread(t *testing.T) {
 		{"enroll over the open body cap", uplinkv1connect.UplinkServiceEnrollProcedure, "", false, connect.CodeResourceExhausted},
 		{"enroll chunked over the open body cap", uplinkv1connect.UplinkServiceEnrollProcedure, "", true, connect.CodeResourceExhausted},
 	}
-	for _, proto := range []string{"http/1.1", "h2"} {
+	for _, proto := range []string{"http/1.1", "h2", "h3"} {
 		hc := client(t, srv, proto, "127.0.0.1")
 		for _, tc := range cases {
 			t.Run(proto+"/"+tc.name, func(t *testing.T) {
@@ -96,7 +104,7 @@ func TestGuardRefusesLargeBodyUnread(t *testing.T) {
 					err  error
 				)
 				body := &bigBody{size: size}
-				if proto == "h2" {
+				if proto != "http/1.1" {
 					res, err = postH2(hc, srv.Addr(), tc.procedure, tc.auth, tc.chunked, body)
 				} else {
 					res, err = postH1(t, srv, tc.procedure, tc.auth, tc.chunked, body)
@@ -120,8 +128,8 @@ func TestGuardRefusesLargeBodyUnread(t *testing.T) {
 	}
 }
 
-// postH2 posts body with Go's HTTP/2 client, which returns the answer as soon as it
-// arrives and then stops sending the body.
+// postH2 posts body with Go's HTTP/2 client (or quic-go's HTTP/3 one), which returns
+// the answer as soon as it arrives and then stops sending the body.
 func postH2(hc *http.Client, addr, procedure, auth string, chunked bool, body *bigBody) (*http.Response, error) {
 	req, err := http.NewRequest(http.MethodPost, "https://"+addr+procedure, body)
 	if err != nil {
@@ -247,26 +255,36 @@ func TestGuardDropsHalfOpenRequests(t *testing.T) {
 		fmt.Fprintf(conn, "POST %s HTTP/1.1\r\nHost: %s\r\nContent-Type: application/proto\r\nContent-Length: 1000\r\n\r\n0123456789", adminv1connect.AdminServiceListAgentsProcedure, srv.Addr())
 		closedWithin(t, conn, 10*timeout)
 	})
-	t.Run("h2 body never finished", func(t *testing.T) {
-		hc := client(t, srv, "h2", "127.0.0.1")
-		pr, pw := io.Pipe()
-		t.Cleanup(func() { pw.Close() })
-		go func() { _, _ = pw.Write([]byte("0123456789")) }()
-		req, err := http.NewRequest(http.MethodPost, "https://"+srv.Addr()+uplinkv1connect.UplinkServiceEnrollProcedure, pr)
-		if err != nil {
-			t.Fatal(err)
-		}
-		req.Header.Set("Content-Type", "application/proto")
-		ctx, cancel := context.WithTimeout(context.Background(), 10*timeout)
-		defer cancel()
-		start := time.Now()
-		res, err := hc.Do(req.WithContext(ctx))
-		if err != nil {
-			t.Fatalf("no answer within %s to a stalled body: %v", 10*timeout, err)
-		}
-		res.Body.Close()
-		t.Logf("answered %s after %s", res.Status, time.Since(start).Round(time.Millisecond))
-	})
+	for _, proto := range []string{"h2", "h3"} {
+		t.Run(proto+" body never finished", func(t *testing.T) { stalledBody(t, srv, proto, timeout) })
+	}
+}
+
+// stalledBody posts 10 bytes of an enrollment body and never finishes it: the node
+// must answer within the open-call read timeout (it answers deadline_exceeded).
+func stalledBody(t *testing.T, srv *controlplanetest.Server, proto string, timeout time.Duration) {
+	hc := client(t, srv, proto, "127.0.0.1")
+	pr, pw := io.Pipe()
+	t.Cleanup(func() { pw.Close() })
+	go func() { _, _ = pw.Write([]byte("0123456789")) }()
+	req, err := http.NewRequest(http.MethodPost, "https://"+srv.Addr()+uplinkv1connect.UplinkServiceEnrollProcedure, pr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.Header.Set("Content-Type", "application/proto")
+	ctx, cancel := context.WithTimeout(context.Background(), 10*timeout)
+	defer cancel()
+	start := time.Now()
+	res, err := hc.Do(req.WithContext(ctx))
+	if err != nil {
+		t.Fatalf("no answer within %s to a stalled body: %v", 10*timeout, err)
+	}
+	defer res.Body.Close()
+	msg, _ := io.ReadAll(io.LimitReader(res.Body, 4096))
+	if c := connectCode(res, msg); c != connect.CodeDeadlineExceeded {
+		t.Errorf("answer %s %q: want deadline_exceeded", res.Status, msg)
+	}
+	t.Logf("answered %s after %s", res.Status, time.Since(start).Round(time.Millisecond))
 }
 
 // TestGuardLimitsEnrollmentPerAddress: enrollment attempts beyond the burst from one
