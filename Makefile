@@ -61,6 +61,7 @@ fuzz: ## Run each fuzzer briefly
 	$(GO) test -run '^$$' -fuzz FuzzUplinkCodec -fuzztime 20s ./controlplane/api/
 	$(GO) test -run '^$$' -fuzz FuzzDecodeCommand -fuzztime 20s ./internal/wire/
 	$(GO) test -run '^$$' -fuzz FuzzParseNodeIdentity -fuzztime 20s ./controlplane/
+	$(GO) test -run '^$$' -fuzz FuzzErrorLogKey -fuzztime 20s ./controlplane/api/
 	$(GO) test -run '^$$' -fuzz FuzzChunk -fuzztime 20s ./agent/outbox/
 	$(GO) test -run '^$$' -fuzz FuzzAllowedHost -fuzztime 20s ./agent/localapi/
 	$(GO) test -run '^$$' -fuzz FuzzScanValueLog -fuzztime 20s ./agent/outbox/

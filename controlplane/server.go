@@ -77,6 +77,10 @@ type Config struct {
 	// WebhookAllow lists the non-public addresses (loopback, private, link-local, ...)
 	// webhooks may reach; only public addresses otherwise (--webhook-allow).
 	WebhookAllow []netip.Prefix
+	// Limits bound what callers can make the node spend (body sizes, read timeouts,
+	// enrollment and failed-authentication rates per source address, refusal logs);
+	// zero fields take api.DefaultLimits.
+	Limits api.Limits
 }
 
 // Server is one running control plane node.
@@ -420,7 +424,11 @@ func (s *Server) buildServers(cert tls.Certificate) error {
 
 	s.backend = &api.Backend{Store: s.store, CA: func() *pki.CA { return s.ca }, Registry: s.registry, Logger: s.logger, AgentCertTTL: s.cfg.AgentCertTTL}
 	mux := http.NewServeMux()
-	opts := []connect.HandlerOption{connect.WithReadMaxBytes(32 << 20)}
+	// The guard checks credentials before any handler reads a body; authenticated calls
+	// keep the large message limit.
+	guard := api.NewGuard(s.store.Ledger(), s.cfg.Limits, s.logger)
+	limits := guard.Limits()
+	opts := []connect.HandlerOption{connect.WithReadMaxBytes(int(limits.MaxBodyBytes))}
 	backend := s.backend
 	mux.Handle(uplinkv1connect.NewUplinkServiceHandler(&api.Uplink{Backend: backend}, append(opts, connect.WithCodec(api.UplinkCodec{}))...))
 	auth := &api.AdminAuth{Ledger: s.store.Ledger()}
@@ -441,14 +449,28 @@ func (s *Server) buildServers(cert tls.Certificate) error {
 	s.delivery = delivery.New(delivery.Config{Store: s.store, Plans: &delivery.RoutingPlans{Source: s.store.Ledger()}, AgentSink: &s.backend.Sinks, Logger: s.logger, AddressPolicy: webhooks})
 	mux.Handle(deliveryv1connect.NewDeliveryServiceHandler(&api.Delivery{Backend: backend, Engine: s.delivery}, append(opts, connect.WithInterceptors(auth))...))
 	mux.Handle(deliveryv1connect.NewPartnerServiceHandler(&api.Partner{Backend: backend, Engine: s.delivery}, opts...))
-	handler := api.WithPeer(mux)
+	handler := api.WithPeer(guard.Wrap(mux))
 
-	s.http = &http.Server{Handler: handler, TLSConfig: tlsConf, ReadHeaderTimeout: 10 * time.Second}
+	// No ReadTimeout: it would cut uplink streams and snapshot uploads. Bodies read
+	// before authentication get a deadline from the guard instead.
+	s.http = &http.Server{
+		Handler:           handler,
+		TLSConfig:         tlsConf,
+		ReadHeaderTimeout: limits.ReadHeaderTimeout,
+		IdleTimeout:       limits.IdleTimeout,
+		HTTP2:             &http.HTTP2Config{MaxConcurrentStreams: limits.MaxConcurrentStreams},
+		ErrorLog:          guard.ErrorLog(),
+	}
 	if s.udp != nil {
 		s.h3 = &http3.Server{
-			Handler:    handler,
-			TLSConfig:  http3.ConfigureTLSConfig(tlsConf.Clone()),
-			QUICConfig: &quic.Config{MaxIdleTimeout: 10 * time.Second, KeepAlivePeriod: 3 * time.Second},
+			Handler:     handler,
+			TLSConfig:   http3.ConfigureTLSConfig(tlsConf.Clone()),
+			IdleTimeout: limits.IdleTimeout,
+			QUICConfig: &quic.Config{
+				MaxIdleTimeout: 10 * time.Second, KeepAlivePeriod: 3 * time.Second,
+				HandshakeIdleTimeout: limits.ReadHeaderTimeout,
+				MaxIncomingStreams:   int64(limits.MaxConcurrentStreams),
+			},
 		}
 	}
 	return nil

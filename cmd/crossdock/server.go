@@ -58,6 +58,8 @@ cluster: it creates the cluster CA and an admin token, and writes both to
 	f.DurationVar(&cfg.AgentCertTTL, "agent-cert-ttl", 365*24*time.Hour, "lifetime of agent certificates; agents renew theirs over the uplink when a third is left")
 	f.StringArrayVar(&webhookAllow, "webhook-allow", nil, "CIDR (or IP) of non-public addresses webhooks may reach, e.g. 10.20.0.0/16 or 127.0.0.1/32 (repeatable; default: public addresses only)")
 	f.BoolVar(&cfg.Moved, "i-moved-this-node", false, "accept raft and API addresses other than those in <data-dir>/node.json: this node moved and its old copy is gone for good")
+	f.Float64Var(&cfg.Limits.EnrollPerSecond, "enroll-rate", 1, "agent enrollments and node joins allowed per second from one source address, after --enroll-burst (negative: no limit)")
+	f.IntVar(&cfg.Limits.EnrollBurst, "enroll-burst", 20, "agent enrollments and node joins one source address may make at once")
 	f.BoolVar(&writeCLI, "write-cli-config", true, "at bootstrap, also write the admin config to ~/.config/crossdock/config.yaml if absent")
 	return cmd
 }
