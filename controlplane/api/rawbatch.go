@@ -7,8 +7,10 @@ import (
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/reflect/protoreflect"
 
+	"github.com/crossdock/crossdock/controlplane/ledger"
 	"github.com/crossdock/crossdock/internal/canonical"
 	"github.com/crossdock/crossdock/internal/wire"
+	storev1 "github.com/crossdock/crossdock/proto/gen/crossdock/store/v1"
 	uplinkv1 "github.com/crossdock/crossdock/proto/gen/crossdock/uplink/v1"
 )
 
@@ -109,4 +111,99 @@ func fastBatch(agentID string, raw [][]byte, next *uint64) (in *ingest, ok bool)
 		return nil, true
 	}
 	return &ingest{payload: payload, last: last}, true
+}
+
+// ingest is a validated batch, ready for raft.
+type ingest struct {
+	payload []byte               // the encoded command, built from the events as sent; or
+	cmd     *storev1.IngestBatch // the command to encode
+	last    uint64               // the agent seq of its last event
+}
+
+// validateBatch checks a batch and turns it into a raft command. Seqs must be increasing;
+// entries at or below what this stream already sent are dropped (a re-send after a
+// reconnect). It returns nil when nothing is left. A batch the codec did not decode
+// (UplinkCodec) is checked in place (fastBatch) and its payload built from the events'
+// bytes as sent; if any event needs it, the batch is decoded and checked the slow way,
+// which still builds the payload from the sent bytes unless an event carries fields
+// this version does not know.
+func validateBatch(agentID string, batch *uplinkv1.Batch, next *uint64) (*ingest, error) {
+	raw := rawEvents(batch)
+	if raw != nil {
+		if len(raw) > ledger.MaxBatchEvents {
+			return nil, fmt.Errorf("batch has %d events, more than %d", len(raw), ledger.MaxBatchEvents)
+		}
+		if in, ok := fastBatch(agentID, raw, next); ok {
+			return in, nil
+		}
+		var full uplinkv1.Batch
+		if err := proto.Unmarshal(batch.ProtoReflect().GetUnknown(), &full); err != nil {
+			return nil, fmt.Errorf("decode batch: %w", err)
+		}
+		batch = &full
+	}
+	if n := len(batch.GetEvents()); n > ledger.MaxBatchEvents {
+		return nil, fmt.Errorf("batch has %d events, more than %d", n, ledger.MaxBatchEvents)
+	}
+	var payload []byte
+	if raw != nil {
+		size := len(agentID) + 8
+		for _, r := range raw {
+			size += len(r) + 8
+		}
+		payload = wire.AppendIngestHeader(size, agentID)
+	}
+	cmd := &storev1.IngestBatch{AgentId: agentID}
+	for i, oe := range batch.GetEvents() {
+		ev := oe.GetEvent()
+		if oe.GetSeq() < *next {
+			continue
+		}
+		if ev.GetId() == "" {
+			return nil, fmt.Errorf("events[%d] (seq %d): id is required", i, oe.GetSeq())
+		}
+		// The size checked is the event's encoding as sent when the codec kept it (what
+		// the agent checked and what the ledger stores), else as encoded here.
+		err := canonical.ValidateFields(ev)
+		if err == nil {
+			if n, ok := wireEventLen(raw, i); ok {
+				err = canonical.CheckSize(n)
+			} else {
+				err = canonical.CheckSize(proto.Size(ev))
+			}
+		}
+		if err != nil {
+			return nil, fmt.Errorf("events[%d] (seq %d): %w", i, oe.GetSeq(), err)
+		}
+		if a := ev.GetSource().GetAgent(); a != agentID {
+			return nil, fmt.Errorf("events[%d] (seq %d): source.agent %q is not this agent (%q)", i, oe.GetSeq(), a, agentID)
+		}
+		cmd.Events = append(cmd.Events, &storev1.AgentEvent{AgentSeq: oe.GetSeq(), Event: ev})
+		switch {
+		case raw == nil:
+		case len(oe.ProtoReflect().GetUnknown()) > 0:
+			// A newer agent's field would ride into the ledger: encode the batch here.
+			raw, payload = nil, nil
+		default:
+			payload = wire.AppendIngestEvent(payload, raw[i])
+		}
+		*next = oe.GetSeq() + 1
+	}
+	if len(cmd.Events) == 0 {
+		return nil, nil
+	}
+	in := &ingest{cmd: cmd, last: cmd.Events[len(cmd.Events)-1].GetAgentSeq()}
+	if payload != nil {
+		in.payload, in.cmd = payload, nil
+	}
+	return in, nil
+}
+
+// wireEventLen is the sent length of raw[i]'s event; ok is false when raw is nil (the
+// batch was decoded) or the entry does not split.
+func wireEventLen(raw [][]byte, i int) (int, bool) {
+	if raw == nil {
+		return 0, false
+	}
+	return wire.EventLen(raw[i])
 }
