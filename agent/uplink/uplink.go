@@ -320,6 +320,8 @@ func (u *Uplink) session(ctx context.Context, server string) error {
 	// The control plane never acknowledges what this outbox has not written: a
 	// committed seq beyond it would delete events that were never sent.
 	if last := u.cfg.Outbox.Stats().LastSeq; welcome.GetCommittedSeq() > last {
+		_ = stream.CloseRequest()
+		_ = stream.CloseResponse()
 		return fmt.Errorf("%w: the control plane says seq %d of this agent is committed, but its outbox only reaches seq %d; nothing is deleted. "+
 			"The agent's identity belongs to another outbox: re-enroll this one with `crossdock token create --name ... --replace`",
 			ErrProtocol, welcome.GetCommittedSeq(), last)
