@@ -14,8 +14,9 @@ help: ## Show the targets
 build: ## Build bin/crossdock
 	$(GO) build -o $(BIN) ./cmd/crossdock
 
-test: ## Run every test with the race detector
-	$(GO) test -race -timeout 20m ./...
+test: ## Run every test with the race detector; the last line names integration tests not run
+	@$(GO) build -o $(TOOLS)/testsummary ./internal/testsummary
+	set -o pipefail; $(GO) test -race -json -timeout 20m $(or $(PKGS),./...) | $(TOOLS)/testsummary
 
 demo: build ## Run a one-node control plane, an agent and sample data (Ctrl-C stops)
 	$(BIN) demo
