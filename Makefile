@@ -54,6 +54,7 @@ lint: $(BUF) ## gofmt, go vet, buf lint
 
 fuzz: ## Run each fuzzer briefly
 	$(GO) test -run '^$$' -fuzz FuzzParseToken -fuzztime 20s ./controlplane/pki/
+	$(GO) test -run '^$$' -fuzz '^FuzzParseAdminToken$$' -fuzztime 20s ./controlplane/pki/
 	$(GO) test -run '^$$' -fuzz FuzzRestore -fuzztime 20s ./controlplane/ledger/
 	$(GO) test -run '^$$' -fuzz FuzzParseIngestBatch -fuzztime 20s -test.fuzzminimizetime 5s ./controlplane/ledger/
 	$(GO) test -run '^$$' -fuzz FuzzDecodePosting -fuzztime 20s ./controlplane/ledger/
@@ -80,5 +81,9 @@ fuzz: ## Run each fuzzer briefly
 	$(GO) test -run '^$$' -fuzz '^FuzzDecodeResponse$$' -fuzztime 20s ./plugins/tryton/
 	$(GO) test -run '^$$' -fuzz '^FuzzParsePosition$$' -fuzztime 20s ./plugins/pgcdc/
 	$(GO) test -run '^$$' -fuzz '^FuzzParseSettings$$' -fuzztime 20s ./plugins/pgcdc/
+	$(GO) test -run '^$$' -fuzz '^FuzzParseSettings$$' -fuzztime 20s ./plugins/tryton/
+	$(GO) test -run '^$$' -fuzz '^FuzzDecodeSettings$$' -fuzztime 20s ./plugins/sql/
+	$(GO) test -run '^$$' -fuzz '^FuzzParse$$' -fuzztime 20s ./internal/procmem/
+	$(GO) test -run '^$$' -fuzz '^FuzzParseKeys$$' -fuzztime 20s ./cmd/crossdock/
 
 .PHONY: help build test demo bench tools gen check-gen lint fuzz
