@@ -14,8 +14,9 @@ help: ## Show the targets
 build: ## Build bin/crossdock
 	$(GO) build -o $(BIN) ./cmd/crossdock
 
-test: ## Run every test with the race detector
-	$(GO) test -race -timeout 20m ./...
+test: ## Run every test with the race detector; the last line names integration tests not run
+	@$(GO) build -o $(TOOLS)/testsummary ./internal/testsummary
+	set -o pipefail; $(GO) test -race -json -timeout 20m $(or $(PKGS),./...) | $(TOOLS)/testsummary
 
 demo: build ## Run a one-node control plane, an agent and sample data (Ctrl-C stops)
 	$(BIN) demo
@@ -53,6 +54,7 @@ lint: $(BUF) ## gofmt, go vet, buf lint
 
 fuzz: ## Run each fuzzer briefly
 	$(GO) test -run '^$$' -fuzz FuzzParseToken -fuzztime 20s ./internal/pki/
+	$(GO) test -run '^$$' -fuzz '^FuzzParseAdminToken$$' -fuzztime 20s ./internal/pki/
 	$(GO) test -run '^$$' -fuzz FuzzRestore -fuzztime 20s ./controlplane/ledger/
 	$(GO) test -run '^$$' -fuzz FuzzParseIngestBatch -fuzztime 20s -test.fuzzminimizetime 5s ./controlplane/ledger/
 	$(GO) test -run '^$$' -fuzz FuzzDecodePosting -fuzztime 20s ./controlplane/ledger/
@@ -84,5 +86,9 @@ fuzz: ## Run each fuzzer briefly
 	$(GO) test -run '^$$' -fuzz '^FuzzDecodeResponse$$' -fuzztime 20s ./plugins/tryton/
 	$(GO) test -run '^$$' -fuzz '^FuzzParsePosition$$' -fuzztime 20s ./plugins/pgcdc/
 	$(GO) test -run '^$$' -fuzz '^FuzzParseSettings$$' -fuzztime 20s ./plugins/pgcdc/
+	$(GO) test -run '^$$' -fuzz '^FuzzParseSettings$$' -fuzztime 20s ./plugins/tryton/
+	$(GO) test -run '^$$' -fuzz '^FuzzDecodeSettings$$' -fuzztime 20s ./plugins/sql/
+	$(GO) test -run '^$$' -fuzz '^FuzzParse$$' -fuzztime 20s ./internal/procmem/
+	$(GO) test -run '^$$' -fuzz '^FuzzParseKeys$$' -fuzztime 20s ./cmd/crossdock/
 
 .PHONY: help build test demo bench tools gen check-gen lint fuzz

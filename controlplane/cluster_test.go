@@ -74,10 +74,30 @@ func TestClusterJoinAndPeers(t *testing.T) {
 	c.WaitConverged()
 }
 
-// TestAgentFollowsLeaderAcrossFailover streams from an agent that knows only a
-// follower's address, stops the leader mid-stream, and checks every event is committed
-// exactly once on the surviving nodes.
+// TestAgentFollowsLeaderAcrossFailover streams from an agent that knows only some of
+// the control plane's addresses, stops the leader mid-stream, and checks every event is
+// committed exactly once on the surviving nodes:
+//
+//   - follower: the agent knows one follower's address only. It must follow the
+//     follower's redirect to the leader, and after the leader is gone find the new
+//     leader through that follower again.
+//   - killed+survivor: the agent knows the leader (the node that will be stopped) and
+//     one survivor; after the stop it must move on to the survivor.
 func TestAgentFollowsLeaderAcrossFailover(t *testing.T) {
+	for _, tc := range []struct {
+		name    string
+		servers func(leader, survivor *controlplanetest.Server) []string
+	}{
+		{"follower", func(_, survivor *controlplanetest.Server) []string { return []string{survivor.Addr()} }},
+		{"killed+survivor", func(leader, survivor *controlplanetest.Server) []string {
+			return []string{leader.Addr(), survivor.Addr()}
+		}},
+	} {
+		t.Run(tc.name, func(t *testing.T) { agentFollowsLeader(t, tc.servers) })
+	}
+}
+
+func agentFollowsLeader(t *testing.T, servers func(leader, survivor *controlplanetest.Server) []string) {
 	c := controlplanetest.TestCluster(t, 3, nil)
 	leader := c.Leader()
 	var follower *controlplanetest.Server
@@ -87,18 +107,18 @@ func TestAgentFollowsLeaderAcrossFailover(t *testing.T) {
 			break
 		}
 	}
-	tokRes, err := c.Nodes[0].Admin.CreateToken(context.Background(), connect.NewRequest(&adminv1.CreateTokenRequest{Kind: adminv1.TokenKind_TOKEN_KIND_AGENT, AgentName: "wh-1"}))
+	tokRes, err := leader.Admin.CreateToken(context.Background(), connect.NewRequest(&adminv1.CreateTokenRequest{Kind: adminv1.TokenKind_TOKEN_KIND_AGENT, AgentName: "wh-1"}))
 	if err != nil {
 		t.Fatal(err)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	a, err := agent.New(ctx, agent.Config{DataDir: t.TempDir(), Servers: c.Addrs(), EnrollToken: tokRes.Msg.GetToken(),
+	addrs := servers(leader, follower)
+	a, err := agent.New(ctx, agent.Config{DataDir: t.TempDir(), Servers: addrs, EnrollToken: tokRes.Msg.GetToken(),
 		LocalAddr: "-", Logger: controlplanetest.Logger(t), BatchMaxEvents: 100})
 	if err != nil {
 		t.Fatal(err)
 	}
-	_ = follower
 	done := make(chan error, 1)
 	go func() { done <- a.Run(ctx) }()
 	defer func() { cancel(); <-done }()
@@ -117,7 +137,15 @@ func TestAgentFollowsLeaderAcrossFailover(t *testing.T) {
 	}
 	publish(0, total/2)
 	controlplanetest.WaitFor(t, 30*time.Second, "some events committed", func() bool { return leader.Store().Ledger().LastSeq() > 500 })
+	// The stream goes to the leader, whatever address the agent was given.
+	if st := a.Status(); st.GetUplinkState() != "connected" || st.GetServer() != leader.Addr() {
+		t.Fatalf("agent given %v streams to %q (state %s); want the leader %s", addrs, st.GetServer(), st.GetUplinkState(), leader.Addr())
+	}
 	leader.Stop()
+	// The stop must cut into the stream: events of the first half still pending.
+	if n := leader.Store().Ledger().LastSeq(); n >= total/2 {
+		t.Fatalf("all %d events of the first half were committed before the leader stopped: the failover came too late to test anything", n)
+	}
 	publish(total/2, total)
 	newLeader := c.WaitLeader(leader)
 	controlplanetest.WaitFor(t, 60*time.Second, "all events committed", func() bool {
@@ -125,6 +153,9 @@ func TestAgentFollowsLeaderAcrossFailover(t *testing.T) {
 	})
 	if got := newLeader.Store().Ledger().LastSeq(); got != total {
 		t.Fatalf("ledger holds %d events, want exactly %d", got, total)
+	}
+	if st := a.Status(); st.GetServer() != newLeader.Addr() {
+		t.Fatalf("after the failover the agent streams to %q; want the new leader %s", st.GetServer(), newLeader.Addr())
 	}
 	checkPerKeyOrder(t, newLeader)
 	c.WaitConverged()

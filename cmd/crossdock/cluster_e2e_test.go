@@ -500,7 +500,8 @@ func checkLedger(t *testing.T, evs []*eventv1.CommittedEvent, agents map[string]
 // TestClusterKillLeader streams 50,000 events from two agents into a three-node
 // cluster, SIGKILLs the leader part-way, and checks the survivors commit every event
 // exactly once without operator action; then the killed node comes back from its data
-// dir and every node ends up with the same ledger.
+// dir and every node ends up with the same ledger. The test fails when everything was
+// committed before the kill (it came too late).
 func TestClusterKillLeader(t *testing.T) {
 	const perAgent = 25000
 	began := time.Now()
@@ -527,11 +528,16 @@ func TestClusterKillLeader(t *testing.T) {
 
 	nl := c.waitLeader(old.id)
 	t.Logf("new leader %s after %s", nl.id, time.Since(killedAt).Round(time.Millisecond))
-	if n, err := c.lastSeq(); err == nil {
-		t.Logf("ledger at %d events when the new leader answered", n)
-		if n >= 2*perAgent {
-			t.Logf("everything was committed before the failover was noticed; the check below still must find no duplicates")
-		}
+	// The kill must cut into the stream: the survivors have events left to commit.
+	var atFailover uint64
+	testutil.WaitForDetail(t, 30*time.Second, 50*time.Millisecond, "the new leader's last seq", func() (bool, string) {
+		n, err := c.lastSeq()
+		atFailover = n
+		return err == nil, fmt.Sprint(err)
+	})
+	t.Logf("ledger at %d events when the new leader answered", atFailover)
+	if atFailover >= 2*perAgent {
+		t.Fatalf("all %d events were committed before the leader was killed: the kill came too late to test anything", atFailover)
 	}
 
 	for i, p := range pubs {
@@ -651,7 +657,13 @@ func TestClusterRollingRestart(t *testing.T) {
 			}
 		}
 		wasLeader := c.leader() == n
-		atStop := status()
+		// Cut into a live stream: stop the node while the agent has events pending. If
+		// the quarter drained first, the restart would test nothing: fail.
+		var atStop *agentv1.AgentStatus
+		testutil.WaitForDetail(t, 20*time.Second, time.Millisecond, fmt.Sprintf("events pending in the agent before stopping %s (else the restart comes too late)", n.id), func() (bool, string) {
+			atStop = status()
+			return atStop.GetOutbox().GetPendingEvents() > 0, atStop.String()
+		})
 		stopped := time.Now()
 		c.terminate(n)
 		c.start(n)
@@ -678,8 +690,8 @@ func TestClusterRollingRestart(t *testing.T) {
 			st := status()
 			return st.GetCommittedSeq() > atBack.GetCommittedSeq() || st.GetCommittedSeq() == uint64((i+2)*chunk), st.String()
 		})
-		t.Logf("restarted %s (was leader: %v) with the agent at committed seq %d, outbox last seq %d: back in %s, leader %s, ingesting again after %s",
-			n.id, wasLeader, atStop.GetCommittedSeq(), atStop.GetOutbox().GetLastSeq(), back.Round(time.Millisecond), l.id, time.Since(stopped).Round(time.Millisecond))
+		t.Logf("restarted %s (was leader: %v) with the agent at committed seq %d, outbox last seq %d (%d pending): back in %s, leader %s, ingesting again after %s",
+			n.id, wasLeader, atStop.GetCommittedSeq(), atStop.GetOutbox().GetLastSeq(), atStop.GetOutbox().GetPendingEvents(), back.Round(time.Millisecond), l.id, time.Since(stopped).Round(time.Millisecond))
 	}
 
 	wg.Wait()

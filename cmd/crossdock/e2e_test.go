@@ -10,6 +10,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -23,6 +24,7 @@ import (
 	"github.com/crossdock/crossdock/internal/canonical"
 	"github.com/crossdock/crossdock/internal/cliconfig"
 	"github.com/crossdock/crossdock/internal/sample"
+	"github.com/crossdock/crossdock/internal/testutil"
 	adminv1 "github.com/crossdock/crossdock/proto/gen/crossdock/admin/v1"
 	"github.com/crossdock/crossdock/proto/gen/crossdock/admin/v1/adminv1connect"
 	agentv1 "github.com/crossdock/crossdock/proto/gen/crossdock/agent/v1"
@@ -134,6 +136,8 @@ type cluster struct {
 	config  string
 	admin   adminv1connect.AdminServiceClient
 	proc    *proc
+	args    []string // the server's flags, for a restart from the same data dir and ports
+	starts  int
 }
 
 // startServer starts a one-node control plane through the binary; extra are more
@@ -144,8 +148,10 @@ func startServer(t *testing.T, extra ...string) *cluster {
 	port := freePort(t)
 	c.addr = fmt.Sprintf("127.0.0.1:%d", port)
 	c.config = filepath.Join(c.dataDir, "admin.yaml")
-	c.proc = start(t, "server", append([]string{"server", "--data-dir", c.dataDir, "--node-id", "cp1",
-		"--listen", c.addr, "--raft-listen", fmt.Sprintf("127.0.0.1:%d", freePort(t)), "--write-cli-config=false"}, extra...)...)
+	c.args = append([]string{"server", "--data-dir", c.dataDir, "--node-id", "cp1",
+		"--listen", c.addr, "--raft-listen", fmt.Sprintf("127.0.0.1:%d", freePort(t)), "--write-cli-config=false"}, extra...)
+	c.starts = 1
+	c.proc = start(t, "server", c.args...)
 	controlplanetest.WaitFor(t, 60*time.Second, "server to write admin.yaml", func() bool {
 		_, err := os.Stat(c.config)
 		return err == nil
@@ -156,6 +162,18 @@ func startServer(t *testing.T, extra ...string) *cluster {
 		return err == nil
 	})
 	return c
+}
+
+// restart starts the server again from its data dir, on the same ports, after it was
+// stopped, and waits for its admin API.
+func (c *cluster) restart(t *testing.T) {
+	t.Helper()
+	c.starts++
+	c.proc = start(t, fmt.Sprintf("server-run%d", c.starts), c.args...)
+	controlplanetest.WaitFor(t, 30*time.Second, "admin API after the restart", func() bool {
+		_, err := c.admin.GetClusterStatus(context.Background(), connect.NewRequest(&adminv1.GetClusterStatusRequest{}))
+		return err == nil
+	})
 }
 
 func (c *cluster) lastSeq(t *testing.T) uint64 {
@@ -201,9 +219,19 @@ func agentStatus(addr string) (*agentv1.AgentStatus, error) {
 }
 
 // TestEndToEndKillAgent runs the control plane and an agent as processes of the built
-// binary, publishes 20,000 events, SIGKILLs the agent part-way, restarts it, publishes
-// the same file again, and checks the ledger holds each event exactly once, in per-key
-// source order, over the expected transport.
+// binary and checks the agent's outbox is durable across SIGKILL, with nothing
+// published again to refill a loss:
+//
+//   - with the control plane stopped, 20,000 events are published and confirmed
+//     pending in the outbox (none committed), then the agent is SIGKILLed;
+//   - the control plane and the agent come back; part-way through the drain the agent
+//     is SIGKILLed again (the test fails if everything was already committed, as the
+//     kill would then prove nothing) and restarted;
+//   - the ledger must hold each event exactly once, in per-key source order, over the
+//     expected transport.
+//
+// Only then is the same file published again, as a separate dedup check: the ledger
+// must not grow.
 func TestEndToEndKillAgent(t *testing.T) {
 	for _, tc := range []struct {
 		name      string
@@ -225,74 +253,82 @@ func TestEndToEndKillAgent(t *testing.T) {
 			local := fmt.Sprintf("127.0.0.1:%d", freePort(t))
 			agentArgs := append([]string{"agent", "--data-dir", agentDir, "--server", c.addr, "--local-addr", local}, tc.agentArgs...)
 			ag := start(t, "agent-1", append(agentArgs, "--enroll-token", token)...)
-			controlplanetest.WaitFor(t, 30*time.Second, "agent connected", func() bool {
+			status := func() (*agentv1.AgentStatus, string) {
 				st, err := agentStatus(local)
-				return err == nil && st.GetUplinkState() == "connected"
-			})
-			st, _ := agentStatus(local)
-			if st.GetTransport() != tc.transport {
+				if err != nil {
+					return nil, err.Error()
+				}
+				return st, st.String()
+			}
+			waitConnected := func(what string) {
+				t.Helper()
+				testutil.WaitForDetail(t, 30*time.Second, 20*time.Millisecond, what, func() (bool, string) {
+					st, d := status()
+					return st.GetUplinkState() == "connected", d
+				})
+			}
+			waitConnected("agent connected")
+			if st, _ := status(); st.GetTransport() != tc.transport {
 				t.Fatalf("agent transport = %q, want %q", st.GetTransport(), tc.transport)
 			}
 
-			file := writeEvents(t, total)
-			pub := start(t, "publish-1", "publish", "--file", file, "--agent", local, "--batch", "250")
-			controlplanetest.WaitFor(t, 60*time.Second, "some events committed", func() bool { return c.lastSeq(t) >= 2000 })
-			ag.kill()
-			<-pub.done // the publisher fails or finishes; either way the file is published again below
-			killedAt := c.lastSeq(t)
-			if killedAt >= total {
-				t.Logf("agent was killed after everything was committed; the restart still must not duplicate")
-			}
-
-			ag2 := start(t, "agent-2", agentArgs...)
-			_ = ag2
-			controlplanetest.WaitFor(t, 30*time.Second, "agent reconnected", func() bool {
-				st, err := agentStatus(local)
-				return err == nil && st.GetUplinkState() == "connected"
+			// 1. Hold every event in the outbox: the control plane is down.
+			c.proc.kill()
+			testutil.WaitForDetail(t, 30*time.Second, 20*time.Millisecond, "agent to notice the control plane is gone", func() (bool, string) {
+				st, d := status()
+				return st != nil && st.GetUplinkState() != "connected", d
 			})
-			if _, err := run(t, "publish", "--file", file, "--agent", local); err != nil {
+			file := writeEvents(t, total)
+			if _, err := run(t, "publish", "--file", file, "--agent", local, "--batch", "250"); err != nil {
 				t.Fatal(err)
 			}
-			controlplanetest.WaitFor(t, 120*time.Second, "outbox drained", func() bool {
-				st, err := agentStatus(local)
-				return err == nil && st.GetOutbox().GetPendingEvents() == 0
+			st, d := status()
+			if st.GetOutbox().GetPendingEvents() != total || st.GetOutbox().GetLastSeq() != total || st.GetCommittedSeq() != 0 {
+				t.Fatalf("before the kill the outbox must hold all %d events pending and none committed; status: %s", total, d)
+			}
+			ag.kill()
+
+			// 2. Kill the agent again while it drains into the restarted control plane.
+			// Small batches, one in flight, keep the drain slow enough to cut into.
+			c.restart(t)
+			slow := append(slices.Clone(agentArgs), "--batch", "50", "--window", "1")
+			ag = start(t, "agent-2", slow...)
+			testutil.WaitForDetail(t, 60*time.Second, 5*time.Millisecond, "some events committed after the restart", func() (bool, string) {
+				n := c.lastSeq(t)
+				return n >= 1000, fmt.Sprintf("last seq %d", n)
+			})
+			ag.kill()
+			killedAt := c.lastSeq(t)
+			if killedAt >= total {
+				t.Fatalf("every event (%d) was committed before the second kill: the kill came too late to test anything; slow the drain", killedAt)
+			}
+
+			// 3. Restart the agent; nothing is published again.
+			start(t, "agent-3", agentArgs...)
+			waitConnected("agent reconnected")
+			testutil.WaitForDetail(t, 120*time.Second, 50*time.Millisecond, "outbox drained", func() (bool, string) {
+				st, d := status()
+				return st != nil && st.GetOutbox().GetPendingEvents() == 0 && st.GetCommittedSeq() == st.GetOutbox().GetLastSeq(), d
 			})
 			if got := c.lastSeq(t); got != total {
-				t.Fatalf("ledger last seq = %d, want %d (killed at %d)", got, total, killedAt)
+				t.Fatalf("ledger last seq = %d, want %d (second kill at %d)", got, total, killedAt)
 			}
+			t.Logf("first kill with %d events pending, second kill with %d of %d committed", total, killedAt, total)
 
 			// Exactly once: the ids in the ledger are the ids the file's events must get.
 			evs := c.allEvents(t)
-			if len(evs) != total {
-				t.Fatalf("ledger holds %d events, want %d", len(evs), total)
+			checkKillAgentLedger(t, evs, total)
+
+			// 4. Dedup, separately: the same file again adds nothing.
+			if _, err := run(t, "publish", "--file", file, "--agent", local); err != nil {
+				t.Fatal(err)
 			}
-			want := map[string]bool{}
-			for i := 1; i <= total; i++ {
-				want[canonical.ID("erp-east", "publish", "sample:"+strconv.Itoa(i))] = true
-			}
-			seen := map[string]bool{}
-			lastPos := map[string]int{}
-			for i, ce := range evs {
-				if ce.GetSeq() != uint64(i+1) {
-					t.Fatalf("event %d has seq %d: ledger seqs must be gap-free", i, ce.GetSeq())
-				}
-				id := ce.GetEvent().GetId()
-				if !want[id] {
-					t.Fatalf("unexpected event id %s at seq %d", id, ce.GetSeq())
-				}
-				if seen[id] {
-					t.Fatalf("event %s committed twice", id)
-				}
-				seen[id] = true
-				pos, err := strconv.Atoi(strings.TrimPrefix(ce.GetEvent().GetSource().GetPosition(), "sample:"))
-				if err != nil {
-					t.Fatalf("seq %d: source position %q", ce.GetSeq(), ce.GetEvent().GetSource().GetPosition())
-				}
-				key := fmtKeys(ce.GetEvent().GetKeys())
-				if pos <= lastPos[key] {
-					t.Fatalf("key %s: position %d committed after %d (per-key order broken)", key, pos, lastPos[key])
-				}
-				lastPos[key] = pos
+			testutil.WaitForDetail(t, 120*time.Second, 50*time.Millisecond, "re-published file drained", func() (bool, string) {
+				st, d := status()
+				return st.GetOutbox().GetLastSeq() == 2*total && st.GetCommittedSeq() == 2*total, d
+			})
+			if got := c.lastSeq(t); got != total {
+				t.Fatalf("after publishing the same file again the ledger last seq = %d, want %d (duplicates committed)", got, total)
 			}
 
 			res, err := c.admin.ListAgents(context.Background(), connect.NewRequest(&adminv1.ListAgentsRequest{}))
@@ -326,6 +362,49 @@ func TestEndToEndKillAgent(t *testing.T) {
 				t.Fatalf("events ls --key sku=SKU-00042 returned %d events, ledger has %d", len(listed.GetEvents()), n)
 			}
 		})
+	}
+}
+
+// checkKillAgentLedger checks evs holds each of the file's total events exactly once,
+// with gap-free seqs and each key's source order kept.
+func checkKillAgentLedger(t *testing.T, evs []*eventv1.CommittedEvent, total int) {
+	t.Helper()
+	want := map[string]bool{}
+	for i := 1; i <= total; i++ {
+		want[canonical.ID("erp-east", "publish", "sample:"+strconv.Itoa(i))] = true
+	}
+	seen := map[string]bool{}
+	lastPos := map[string]int{}
+	for i, ce := range evs {
+		if ce.GetSeq() != uint64(i+1) {
+			t.Fatalf("event %d has seq %d: ledger seqs must be gap-free", i, ce.GetSeq())
+		}
+		id := ce.GetEvent().GetId()
+		if !want[id] {
+			t.Fatalf("unexpected event id %s at seq %d", id, ce.GetSeq())
+		}
+		if seen[id] {
+			t.Fatalf("event %s committed twice", id)
+		}
+		seen[id] = true
+		pos, err := strconv.Atoi(strings.TrimPrefix(ce.GetEvent().GetSource().GetPosition(), "sample:"))
+		if err != nil {
+			t.Fatalf("seq %d: source position %q", ce.GetSeq(), ce.GetEvent().GetSource().GetPosition())
+		}
+		key := fmtKeys(ce.GetEvent().GetKeys())
+		if pos <= lastPos[key] {
+			t.Fatalf("key %s: position %d committed after %d (per-key order broken)", key, pos, lastPos[key])
+		}
+		lastPos[key] = pos
+	}
+	if len(seen) != total {
+		var missing []int
+		for i := 1; i <= total && len(missing) < 10; i++ {
+			if !seen[canonical.ID("erp-east", "publish", "sample:"+strconv.Itoa(i))] {
+				missing = append(missing, i)
+			}
+		}
+		t.Fatalf("ledger holds %d of the %d events; first missing positions %v", len(seen), total, missing)
 	}
 }
 

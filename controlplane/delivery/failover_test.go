@@ -13,7 +13,12 @@ import (
 // The leader is stopped, or cut off from the other nodes, while it delivers: the new
 // leader resumes from the committed cursor. No event is skipped, and every event sent
 // twice is at or above the cursor committed when the leader was lost (the in-flight
-// window) and carries the same idempotency key both times.
+// window) and carries the same idempotency key both times. The test fails when every
+// event was already delivered when the leader was lost (the fault came too late).
+//
+// Per key, the receiver sees the events in ledger order: a seq lower than one already
+// received for the same key is allowed only as an exact repeat (same id, same body) of
+// a message received before, at or above the failover cursor.
 func TestLeaderFailoverDuringDelivery(t *testing.T) {
 	if testing.Short() {
 		t.Skip("three-node cluster")
@@ -55,6 +60,15 @@ func leaderFailover(t *testing.T, mode string) {
 		}
 	}
 	follower := others[0]
+	// Still delivering when the leader is lost: some of the events committed so far
+	// have not reached the receiver.
+	deliveredAtLoss := map[string]bool{}
+	for _, p := range received(t, m.Requests()) {
+		deliveredAtLoss[p.ID] = true
+	}
+	if len(deliveredAtLoss) >= 3000 {
+		t.Fatalf("all %d events were delivered before the leader was lost: the failover came too late to test anything", len(deliveredAtLoss))
+	}
 	if mode == "stop" {
 		old.Stop()
 	} else {
@@ -93,6 +107,7 @@ func leaderFailover(t *testing.T, mode string) {
 			t.Errorf("event %s was never delivered", id)
 		}
 	}
+	checkKeyOrder(t, m.Requests(), atFailover)
 	for _, s := range dupSeqs {
 		if s < atFailover {
 			t.Errorf("seq %d sent twice, below the cursor %d committed at failover", s, atFailover)
@@ -101,7 +116,7 @@ func leaderFailover(t *testing.T, mode string) {
 	if len(dupSeqs) > window {
 		t.Errorf("%d events sent twice; the in-flight window is %d", len(dupSeqs), window)
 	}
-	t.Logf("cursor at failover %d, %d messages delivered by the old leader, %d sent twice", atFailover, deliveredBefore, len(dupSeqs))
+	t.Logf("cursor at failover %d, %d messages (%d events) delivered by the old leader, %d sent twice", atFailover, deliveredBefore, len(deliveredAtLoss), len(dupSeqs))
 	got := m.Quantities()
 	for sku, want := range src.latest {
 		if got[sku] != want {
@@ -111,4 +126,35 @@ func leaderFailover(t *testing.T, mode string) {
 	// Cursors are replicated state: every node ends with the same ledger.
 	c.Faults.Heal()
 	c.WaitConverged()
+}
+
+// checkKeyOrder checks the receiver got each key's events in ledger order: a message
+// whose seq is not above the highest seq received for its key must be an exact repeat
+// (same id and body) of a message received before, at or above the failover cursor.
+func checkKeyOrder(t *testing.T, reqs []samplemarket.Request, atFailover uint64) {
+	t.Helper()
+	high := map[string]uint64{}   // sku -> highest seq received
+	bodies := map[string]string{} // event id -> the message as first received
+	for i, r := range reqs {
+		for _, msg := range r.Messages {
+			p := received(t, []samplemarket.Request{{ID: r.ID, Messages: []samplemarket.Message{msg}}})[0]
+			prev, repeat := bodies[p.ID]
+			switch {
+			case p.Seq > high[p.SKU]:
+				if repeat && prev != string(msg.Raw) {
+					t.Fatalf("request %d: event %s (seq %d) sent again with another body:\n%s\nfirst:\n%s", i, p.ID, p.Seq, msg.Raw, prev)
+				}
+				high[p.SKU] = p.Seq
+			case !repeat:
+				t.Fatalf("request %d: %s seq %d (%s) received after seq %d of the same key: per-key order broken", i, p.SKU, p.Seq, p.ID, high[p.SKU])
+			case prev != string(msg.Raw):
+				t.Fatalf("request %d: event %s (seq %d) sent again with another body:\n%s\nfirst:\n%s", i, p.ID, p.Seq, msg.Raw, prev)
+			case p.Seq < atFailover:
+				t.Fatalf("request %d: %s seq %d repeated after seq %d, below the cursor %d committed at failover", i, p.SKU, p.Seq, high[p.SKU], atFailover)
+			}
+			if !repeat {
+				bodies[p.ID] = string(msg.Raw)
+			}
+		}
+	}
 }

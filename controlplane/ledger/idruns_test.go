@@ -128,7 +128,7 @@ func TestIDLookupsDuringFlushes(t *testing.T) {
 	l := newLedger(t, false)
 	k := newKeyLog(t)
 	var calls [2]uint64
-	whileApplying(t, 2, func(r int) string {
+	whileApplying(t, l, 2, func(r int) string {
 		calls[r]++
 		last := l.LastSeq()
 		if last == 0 {

@@ -6,6 +6,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 
 	"github.com/dgraph-io/badger/v4"
@@ -248,7 +249,7 @@ func TestKeyIndexReadsDuringFlushes(t *testing.T) {
 			all = append(all, i)
 		}
 	}
-	whileApplying(t, 2, func(int) string {
+	whileApplying(t, l, 2, func(int) string {
 		evs, _, err := l.ListEvents(Filter{Keys: map[string]string{"sku": "SKU-3"}}, 1, 100000)
 		if err != nil {
 			return err.Error()
@@ -317,15 +318,21 @@ func FuzzDecodePosting(f *testing.F) {
 	})
 }
 
-// whileApplying runs apply while n readers call read in a loop (with their number);
-// the test fails with the first message a read returns ("" is fine).
-func whileApplying(t *testing.T, n int, read func(r int) string, apply func()) {
+// whileApplying runs apply while n readers call read in a loop (with their number),
+// and fails on the first message a read returns. A read counts as overlapping a flush
+// when the ledger's flush mark (m/kflush, as readers see it) moved while it ran;
+// whileApplying fails unless at least one read did, or the test would not be reading
+// "during flushes" at all. It returns how many reads ran and how many overlapped.
+func whileApplying(t *testing.T, l *Ledger, n int, read func(r int) string, apply func()) (reads, overlapped int64) {
 	t.Helper()
 	var (
-		wg   sync.WaitGroup
-		stop = make(chan struct{})
-		fail = make(chan string, n)
+		wg       sync.WaitGroup
+		stop     = make(chan struct{})
+		fail     = make(chan string, n)
+		nReads   atomic.Int64
+		nOverlap atomic.Int64
 	)
+	before := flushMark(t, l)
 	for r := range n {
 		wg.Go(func() {
 			for {
@@ -334,7 +341,13 @@ func whileApplying(t *testing.T, n int, read func(r int) string, apply func()) {
 					return
 				default:
 				}
-				if msg := read(r); msg != "" {
+				f0 := flushMark(t, l)
+				msg := read(r)
+				if flushMark(t, l) != f0 {
+					nOverlap.Add(1)
+				}
+				nReads.Add(1)
+				if msg != "" {
 					fail <- msg
 					return
 				}
@@ -349,4 +362,26 @@ func whileApplying(t *testing.T, n int, read func(r int) string, apply func()) {
 		t.Fatal(msg)
 	default:
 	}
+	reads, overlapped = nReads.Load(), nOverlap.Load()
+	if after := flushMark(t, l); after == before {
+		t.Fatalf("the workload never flushed (m/kflush stayed at %d)", before)
+	}
+	if overlapped == 0 {
+		t.Fatalf("none of %d reads overlapped a flush: the test did not read during flushes", reads)
+	}
+	t.Logf("%d reads, %d of them overlapping a flush", reads, overlapped)
+	return reads, overlapped
+}
+
+// flushMark is the ledger's m/kflush as its readers see it (the pending lists' base).
+func flushMark(t *testing.T, l *Ledger) uint64 {
+	h, err := l.acquire()
+	if err != nil {
+		t.Error(err)
+		return 0
+	}
+	defer l.release(h)
+	h.post.mu.RLock()
+	defer h.post.mu.RUnlock()
+	return h.post.flushed
 }

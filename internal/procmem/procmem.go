@@ -47,7 +47,7 @@ func ReadPath(path string) (Stats, error) {
 func Parse(status []byte) (Stats, error) {
 	var s Stats
 	fields := map[string]*uint64{"RssAnon:": &s.RssAnonKB, "VmHWM:": &s.VmHWMKB, "VmRSS:": &s.VmRSSKB}
-	found := 0
+	found := map[string]bool{} // a repeated line must not stand in for a missing one
 	sc := bufio.NewScanner(bytes.NewReader(status))
 	for sc.Scan() {
 		f := bytes.Fields(sc.Bytes())
@@ -66,12 +66,12 @@ func Parse(status []byte) (Stats, error) {
 			return Stats{}, fmt.Errorf("procmem: line %q: %w", sc.Text(), err)
 		}
 		*p = n
-		found++
+		found[string(f[0])] = true
 	}
 	if err := sc.Err(); err != nil {
 		return Stats{}, fmt.Errorf("procmem: %w", err)
 	}
-	if found != len(fields) {
+	if len(found) != len(fields) {
 		return Stats{}, fmt.Errorf("procmem: status lacks RssAnon, VmHWM or VmRSS")
 	}
 	return s, nil

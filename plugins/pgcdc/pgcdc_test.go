@@ -609,25 +609,46 @@ func TestBlockedEmitKeepsConnection(t *testing.T) {
 	c := newConnector(t, settings(d.pg.DSN, nil))
 	a := &agent{c: c, autoAck: true}
 	var once sync.Once
+	blocked, release := make(chan struct{}), make(chan struct{})
 	a.block = func(sdk.Batch) {
+		// Hold the first batch until the test goroutine releases it.
 		once.Do(func() {
-			// Hold the first batch until the server has heard from the connector for
-			// three times wal_sender_timeout after the block began.
-			var start time.Time
-			if err := watch.QueryRow(context.Background(), "SELECT now()").Scan(&start); err != nil {
-				t.Error(err)
-				return
-			}
-			testutil.WaitFor(t, waitLong, "standby replies during the blocked emit", func() bool {
-				var reply *time.Time
-				err := watch.QueryRow(context.Background(), "SELECT reply_time FROM pg_stat_replication WHERE application_name = 'crossdock-pgcdc'").Scan(&reply)
-				return err == nil && reply != nil && reply.Sub(start) > 3*time.Second
-			})
+			close(blocked)
+			<-release
 		})
 	}
+	defer func() {
+		select {
+		case <-release:
+		default:
+			close(release)
+		}
+	}()
 	r := startRead(t, c, "", a)
 	waitStreaming(t, d, "crossdock")
 	d.exec(t, `INSERT INTO stock VALUES ('HELD', 'WH', 1)`)
+	select {
+	case <-blocked:
+	case <-time.After(waitLong):
+		t.Fatal("the first batch never reached emit")
+	}
+	// While emit is held, the server must hear from the connector for three times
+	// wal_sender_timeout after the block began.
+	var start time.Time
+	if err := watch.QueryRow(context.Background(), "SELECT now()").Scan(&start); err != nil {
+		t.Fatal(err)
+	}
+	testutil.WaitFor(t, waitLong, "standby replies during the blocked emit", func() bool {
+		var reply *time.Time
+		err := watch.QueryRow(context.Background(), "SELECT reply_time FROM pg_stat_replication WHERE application_name = 'crossdock-pgcdc'").Scan(&reply)
+		return err == nil && reply != nil && reply.Sub(start) > 3*time.Second
+	})
+	select {
+	case err := <-r.done:
+		t.Fatalf("Read ended while emit was held: %v", err)
+	default:
+	}
+	close(release)
 	a.waitBatches(t, 1)
 	d.exec(t, `INSERT INTO stock VALUES ('AFTER', 'WH', 2)`)
 	bs := a.waitBatches(t, 2)

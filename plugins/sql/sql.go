@@ -363,7 +363,11 @@ func unknownFields(v any, t reflect.Type, path string) error {
 					known = append(known, n)
 				}
 				sort.Strings(known)
-				return &sdk.ConfigError{Field: join(path, k), Reason: "unknown setting; known here: " + strings.Join(known, ", ")}
+				name := k
+				if name == "" {
+					name = `""` // an empty key still names a field in the error
+				}
+				return &sdk.ConfigError{Field: join(path, name), Reason: "unknown setting; known here: " + strings.Join(known, ", ")}
 			}
 			if err := unknownFields(x[k], ft, join(path, k)); err != nil {
 				return err

@@ -1,6 +1,7 @@
 package tryton
 
 import (
+	"bytes"
 	"encoding/json"
 	"errors"
 	"strings"
@@ -115,15 +116,41 @@ func TestValues(t *testing.T) {
 }
 
 // FuzzDecodeResponse feeds arbitrary answers to the decoder and to the row types the
-// source and sink decode results into: errors are fine, panics are not.
+// source and sink decode results into. Oracle (expectResponse, a reference reading of
+// the JSON-RPC envelope): an answer is a result exactly when it is a JSON object whose
+// "error" member is absent or null and that has a "result" member, and the result is
+// that member's bytes; any other answer is a *Fault or an error wrapping ErrProtocol.
+// An HTTP status other than 200 is always an error.
 func FuzzDecodeResponse(f *testing.F) {
 	f.Add([]byte(`{"id":1,"result":[{"id":1,"write_date":null,"create_date":{"__class__":"datetime","year":2026,"month":1,"day":2,"hour":0,"minute":0,"second":0,"microsecond":0},"product":3}]}`))
 	f.Add([]byte(`{"id":1,"error":["UserError",["msg","desc",[]]]}`))
+	f.Add([]byte(`{"id":1,"error":null,"result":null}`))
+	f.Add([]byte(`{"id":1,"result":1,"error":"x","error":null}`))
+	f.Add([]byte(`{"id":1}`))
+	f.Add([]byte(`[1]`))
 	f.Fuzz(func(t *testing.T, body []byte) {
+		if _, err := decodeResponse("m", 502, body); !errors.Is(err, ErrProtocol) {
+			t.Fatalf("HTTP 502 gave %v, want an error wrapping ErrProtocol", err)
+		}
 		res, err := decodeResponse("m", 200, body)
+		want, isResult, judged := expectResponse(body)
+		if err != nil && err.Error() == "" {
+			t.Fatal("empty error message")
+		}
+		if judged {
+			switch {
+			case isResult && err != nil:
+				t.Fatalf("%s: error %v, want the result %s", body, err, want)
+			case isResult && !bytes.Equal(res, want):
+				t.Fatalf("%s: result %s, want %s", body, res, want)
+			case !isResult && err == nil:
+				t.Fatalf("%s: result %s, want an error", body, res)
+			}
+		}
 		if err != nil {
-			if err.Error() == "" {
-				t.Fatal("empty error message")
+			var fault *Fault
+			if !errors.As(err, &fault) && !errors.Is(err, ErrProtocol) {
+				t.Fatalf("%s: error %v is neither a *Fault nor ErrProtocol", body, err)
 			}
 			return
 		}
@@ -134,4 +161,52 @@ func FuzzDecodeResponse(f *testing.F) {
 		var prods []productRow
 		_ = json.Unmarshal(res, &prods)
 	})
+}
+
+// expectResponse reads a JSON-RPC answer the plain way: the members of the top-level
+// object in order, the last of a name winning. judged is false for the answers it does
+// not rule on: members whose names match "id", "result" or "error" only ignoring case
+// (encoding/json's folding rules are its own).
+func expectResponse(body []byte) (result []byte, isResult, judged bool) {
+	if !json.Valid(body) {
+		return nil, false, true
+	}
+	dec := json.NewDecoder(bytes.NewReader(body))
+	tok, err := dec.Token()
+	if err != nil {
+		return nil, false, true
+	}
+	if d, ok := tok.(json.Delim); !ok || d != '{' {
+		return nil, false, true // null, a list, a string...: not an answer
+	}
+	var res, fault json.RawMessage
+	hasResult := false
+	for dec.More() {
+		k, err := dec.Token()
+		if err != nil {
+			return nil, false, false
+		}
+		var v json.RawMessage
+		if err := dec.Decode(&v); err != nil {
+			return nil, false, false
+		}
+		name := k.(string)
+		switch name {
+		case "result":
+			res, hasResult = v, true
+		case "error":
+			fault = v
+		case "id":
+		default:
+			for _, m := range []string{"id", "result", "error"} {
+				if strings.EqualFold(name, m) || strings.EqualFold(strings.ToLower(name), m) {
+					return nil, false, false
+				}
+			}
+		}
+	}
+	if fault != nil && string(fault) != "null" {
+		return nil, false, true
+	}
+	return res, hasResult, true
 }
