@@ -161,7 +161,7 @@ func throughput(n, batch int) (float64, error) {
 	defer recv.Close()
 	dest := delivery.Destination{Name: "market", Kind: delivery.KindWebhook, URL: recv.URL, Secret: secret}
 	if batch > 1 {
-		dest.AcceptsBatches, dest.Policy.BatchMax = true, batch
+		dest.AcceptsBatches, dest.Policy.BatchMaxEvents = true, batch
 	}
 	e := delivery.New(delivery.Config{Store: st, Plans: delivery.StaticPlan{P: &delivery.Plan{Version: "1", Destinations: []delivery.Destination{dest}, Routes: []delivery.Route{route}}}, Poll: 10 * time.Millisecond, AddressPolicy: loopbackOnly()})
 	ectx, cancel := context.WithCancel(ctx)

@@ -47,7 +47,7 @@ type worker struct {
 	e      *Engine
 	log    *slog.Logger
 	dest   Destination
-	pol    Policy
+	pol    sendPolicy
 	key    []byte
 	routes []Route
 
@@ -91,12 +91,12 @@ func newWorker(e *Engine, dest Destination, routes []Route) (*worker, error) {
 			return nil, fmt.Errorf("destination %s: %w", dest.Name, err)
 		}
 	}
-	pol := dest.Policy.withDefaults()
+	pol := policyOf(dest)
 	now := time.Now()
 	w := &worker{
 		e: e, log: e.log.With("destination", dest.Name), dest: dest, pol: pol, key: key, routes: routes,
 		replays: map[string]*source{}, queues: map[string]*keyQueue{},
-		limiter: newTokenBucket(pol.RatePerSecond, pol.Burst, now), breaker: newBreaker(pol.BreakerThreshold, pol.BreakerCooldown),
+		limiter: newTokenBucket(pol.RatePerSecond, pol.Burst, now), breaker: newBreaker(pol.FailureThreshold, pol.Cooldown),
 		results: make(chan jobResult, pol.Concurrency+1), retrying: map[string]bool{}, flushDone: make(chan error, 1),
 	}
 	cur, ok, err := e.ledger().DeliveryCursor(dest.Name)
@@ -394,7 +394,7 @@ func (w *worker) dispatch(ctx context.Context, now time.Time) time.Time {
 	if w.delayed.Len() > 0 {
 		wake = w.delayed[0].at
 	}
-	batching := w.dest.AcceptsBatches && w.pol.BatchMax > 1
+	batching := w.dest.AcceptsBatches && w.pol.BatchMaxEvents > 1
 	for w.inflight < w.pol.Concurrency && len(w.runnable) > 0 {
 		key := w.runnable[0]
 		q := w.queues[key]
@@ -406,9 +406,9 @@ func (w *worker) dispatch(ctx context.Context, now time.Time) time.Time {
 			go w.deadLetterJob(ctx, []*item{head}, head.mapErr, now)
 			continue
 		}
-		if batching && len(w.runnable) < w.pol.BatchMax && now.Before(head.readyAt.Add(w.pol.BatchWait)) {
-			// Wait up to BatchWait from the oldest ready message for a fuller batch.
-			wake = earliest(wake, head.readyAt.Add(w.pol.BatchWait))
+		if batching && len(w.runnable) < w.pol.BatchMaxEvents && now.Before(head.readyAt.Add(w.pol.BatchMaxWait)) {
+			// Wait up to BatchMaxWait from the oldest ready message for a fuller batch.
+			wake = earliest(wake, head.readyAt.Add(w.pol.BatchMaxWait))
 			break
 		}
 		if ok, until := w.breaker.allow(now); !ok {
@@ -423,7 +423,7 @@ func (w *worker) dispatch(ctx context.Context, now time.Time) time.Time {
 		var batch []*item
 		n := 1
 		if batching {
-			n = w.pol.BatchMax
+			n = w.pol.BatchMaxEvents
 		}
 		for len(batch) < n && len(w.runnable) > 0 {
 			k := w.runnable[0]
@@ -566,7 +566,7 @@ func (w *worker) complete(ctx context.Context, r jobResult) error {
 		}
 		delay := res.retryAfter
 		if delay == 0 {
-			delay = backoff(w.pol, max(it.tries, len(it.attempts), 1))
+			delay = backoff(w.pol.Policy, max(it.tries, len(it.attempts), 1))
 		}
 		it.notBefore = now.Add(delay)
 		q := w.queues[it.key]
