@@ -16,8 +16,11 @@ func main() {
 	defer stop()
 	defer startCPUProfile()()
 	if err := newRootCmd().ExecuteContext(ctx); err != nil {
-		fmt.Fprintln(os.Stderr, "error:", err)
-		os.Exit(1)
+		code, print := exitStatus(err)
+		if print {
+			fmt.Fprintln(os.Stderr, "error:", err)
+		}
+		os.Exit(code)
 	}
 }
 

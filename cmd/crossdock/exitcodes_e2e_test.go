@@ -1,0 +1,133 @@
+package main
+
+import (
+	"errors"
+	"fmt"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/crossdock/crossdock/controlplane/controlplanetest"
+)
+
+// cliStatus runs the binary and returns its exit status, stdout and stderr.
+func cliStatus(t *testing.T, args ...string) (int, string, string) {
+	t.Helper()
+	cmd := exec.Command(binary, args...)
+	cmd.Env = append(os.Environ(), "HOME="+t.TempDir(), "CROSSDOCK_CONFIG=")
+	var stdout, stderr strings.Builder
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	err := cmd.Run()
+	var ee *exec.ExitError
+	switch {
+	case errors.As(err, &ee):
+		return ee.ExitCode(), stdout.String(), stderr.String()
+	case err != nil:
+		t.Fatal(err)
+	}
+	return 0, stdout.String(), stderr.String()
+}
+
+// TestApplyExitCodeAndReplayInterrupt runs the real binary against a server process:
+// apply --dry-run --exit-code exits 1 on a difference, 0 on none and 2 on an error (as
+// kubectl diff); replay stopped with Ctrl-C says that the replay goes on in the control
+// plane and exits 130, not 1 with "context canceled".
+func TestApplyExitCodeAndReplayInterrupt(t *testing.T) {
+	c := startServer(t, "--webhook-allow", "127.0.0.1/32")
+	// A receiver that never answers while the test runs, so the replay cannot finish.
+	stop := make(chan struct{})
+	ms := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		select {
+		case <-stop:
+		case <-r.Context().Done():
+		}
+	}))
+	t.Cleanup(ms.Close)
+	t.Cleanup(func() { close(stop) })
+	dir := t.TempDir()
+	docs := writeFile(t, filepath.Join(dir, "hang.yaml"), fmt.Sprintf(`apiVersion: crossdock.io/v1
+kind: Destination
+metadata: {name: hang}
+spec: {type: webhook, url: %q, secret: %q}
+---
+apiVersion: crossdock.io/v1
+kind: Route
+metadata: {name: hang-stock}
+spec:
+  destination: hang
+  match: {types: [inventory.level]}
+`, ms.URL, e2eSecret))
+
+	code, out, errOut := cliStatus(t, "apply", "--dry-run", "--exit-code", "-f", docs, "--config", c.config)
+	if code != 1 || !strings.Contains(out, "destinations/hang: created") || strings.Contains(errOut, "error:") {
+		t.Fatalf("dry run with a difference: exit %d, want 1 and no error\nstdout: %s\nstderr: %s", code, out, errOut)
+	}
+	if code, _, errOut := cliStatus(t, "apply", "-f", docs, "--config", c.config); code != 0 {
+		t.Fatalf("apply: exit %d: %s", code, errOut)
+	}
+	if code, out, errOut := cliStatus(t, "apply", "--dry-run", "--exit-code", "-f", docs, "--config", c.config); code != 0 || !strings.Contains(out, "unchanged") {
+		t.Fatalf("dry run without a difference: exit %d, want 0\nstdout: %s\nstderr: %s", code, out, errOut)
+	}
+	if code, _, errOut := cliStatus(t, "apply", "--dry-run", "--exit-code", "-f", filepath.Join(dir, "missing.yaml"), "--config", c.config); code != 2 || !strings.Contains(errOut, "error:") {
+		t.Fatalf("dry run of a missing file: exit %d, want 2 with the error\nstderr: %s", code, errOut)
+	}
+
+	token, err := run(t, "token", "create", "--config", c.config, "--name", "erp-hang")
+	if err != nil {
+		t.Fatal(err)
+	}
+	local := fmt.Sprintf("127.0.0.1:%d", freePort(t))
+	start(t, "agent", "agent", "--data-dir", t.TempDir(), "--server", c.addr, "--local-addr", local, "--enroll-token", strings.TrimSpace(token))
+	controlplanetest.WaitFor(t, 30*time.Second, "agent connected", func() bool {
+		st, err := agentStatus(local)
+		return err == nil && st.GetUplinkState() == "connected"
+	})
+	events := writeFile(t, filepath.Join(dir, "events.jsonl"),
+		`{"inventoryLevel":{"sku":"A","location":"WH1","onHand":"1","available":"1"}}`+"\n"+
+			`{"inventoryLevel":{"sku":"B","location":"WH1","onHand":"2","available":"2"}}`+"\n")
+	if _, err := run(t, "publish", "--file", events, "--agent", local); err != nil {
+		t.Fatal(err)
+	}
+	controlplanetest.WaitFor(t, 30*time.Second, "2 events committed", func() bool { return c.lastSeq(t) == 2 })
+
+	stderrPath := filepath.Join(dir, "replay.stderr")
+	f, err := os.Create(stderrPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	replay := exec.Command(binary, "replay", "--route", "hang-stock", "--from", "1", "--config", c.config)
+	replay.Env = append(os.Environ(), "HOME="+t.TempDir(), "CROSSDOCK_CONFIG=")
+	replay.Stderr, replay.Stdout = f, f
+	if err := replay.Start(); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan struct{})
+	go func() { _ = replay.Wait(); close(done) }()
+	t.Cleanup(func() { _ = replay.Process.Kill(); <-done })
+	controlplanetest.WaitFor(t, 30*time.Second, "replay progress", func() bool {
+		b, _ := os.ReadFile(stderrPath)
+		return strings.Contains(string(b), "% scanned")
+	})
+	if err := replay.Process.Signal(os.Interrupt); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-done:
+	case <-time.After(20 * time.Second):
+		t.Fatal("replay did not stop on Ctrl-C")
+	}
+	b, _ := os.ReadFile(stderrPath)
+	if code := replay.ProcessState.ExitCode(); code != exitInterrupted {
+		t.Errorf("replay after Ctrl-C exited %d, want %d\n%s", code, exitInterrupted, b)
+	}
+	mustContain(t, string(b), "stopped watching replay rp_", "the replay goes on in the control plane")
+	if strings.Contains(string(b), "context canceled") {
+		t.Errorf("replay after Ctrl-C says context canceled:\n%s", b)
+	}
+}
