@@ -36,7 +36,8 @@ func cliStatus(t *testing.T, args ...string) (int, string, string) {
 // TestApplyExitCodeAndReplayInterrupt runs the real binary against a server process:
 // apply --dry-run --exit-code exits 1 on a difference, 0 on none and 2 on an error (as
 // kubectl diff); replay stopped with Ctrl-C says that the replay goes on in the control
-// plane and exits 130, not 1 with "context canceled".
+// plane and exits 130, not 1 with "context canceled". Then the server dies: a running
+// events tail and a new command say so plainly (not `incomplete envelope`).
 func TestApplyExitCodeAndReplayInterrupt(t *testing.T) {
 	c := startServer(t, "--webhook-allow", "127.0.0.1/32")
 	// A receiver that never answers while the test runs, so the replay cannot finish.
@@ -129,5 +130,43 @@ spec:
 	mustContain(t, string(b), "stopped watching replay rp_", "the replay goes on in the control plane")
 	if strings.Contains(string(b), "context canceled") {
 		t.Errorf("replay after Ctrl-C says context canceled:\n%s", b)
+	}
+
+	// The server dies under a running events tail, then a command finds it gone.
+	tailOut, tailErr := filepath.Join(dir, "tail.out"), filepath.Join(dir, "tail.err")
+	to, err := os.Create(tailOut)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer to.Close()
+	te, err := os.Create(tailErr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer te.Close()
+	tail := exec.Command(binary, "events", "tail", "--from", "1", "--config", c.config)
+	tail.Env = append(os.Environ(), "HOME="+t.TempDir(), "CROSSDOCK_CONFIG=")
+	tail.Stdout, tail.Stderr = to, te
+	if err := tail.Start(); err != nil {
+		t.Fatal(err)
+	}
+	tailDone := make(chan struct{})
+	go func() { _ = tail.Wait(); close(tailDone) }()
+	t.Cleanup(func() { _ = tail.Process.Kill(); <-tailDone })
+	controlplanetest.WaitFor(t, 30*time.Second, "events tail to print both events", func() bool {
+		b, _ := os.ReadFile(tailOut)
+		return strings.Count(string(b), "inventory.level") == 2
+	})
+	c.proc.kill()
+	select {
+	case <-tailDone:
+	case <-time.After(30 * time.Second):
+		t.Fatal("events tail did not end when the server died")
+	}
+	b, _ = os.ReadFile(tailErr)
+	mustContain(t, string(b), "the control plane at "+c.addr+" closed the connection: is it still running?")
+	code, _, errOut = cliStatus(t, "routes", "ls", "--config", c.config)
+	if code != 1 || !strings.Contains(errOut, "the control plane at "+c.addr+" is not answering (connection refused): is it running") {
+		t.Errorf("routes ls against a dead server: exit %d\n%s", code, errOut)
 	}
 }

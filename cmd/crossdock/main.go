@@ -15,7 +15,8 @@ func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	defer startCPUProfile()()
-	if err := newRootCmd().ExecuteContext(ctx); err != nil {
+	if cmd, err := newRootCmd().ExecuteContextC(ctx); err != nil {
+		err = explainTransport(cmd, err)
 		code, print := exitStatus(err)
 		if print {
 			fmt.Fprintln(os.Stderr, "error:", err)
