@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -130,6 +131,30 @@ spec:
 	mustContain(t, string(b), "stopped watching replay rp_", "the replay goes on in the control plane")
 	if strings.Contains(string(b), "context canceled") {
 		t.Errorf("replay after Ctrl-C says context canceled:\n%s", b)
+	}
+
+	// Shell completion asks the control plane for names (cobra's hidden __complete is
+	// what the installed shell scripts call on Tab).
+	for _, tc := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"agents", "revoke", ""}, "erp-hang"},
+		{[]string{"agents", "describe", ""}, "erp-hang"},
+		{[]string{"routes", "test", ""}, "hang-stock"},
+		{[]string{"history", "destination", ""}, "hang"},
+		{[]string{"delete", "route", ""}, "hang-stock"},
+		{[]string{"history", ""}, "destination"},
+		{[]string{"replay", "--route", ""}, "hang-stock"},
+		{[]string{"dlq", "ls", "--destination", ""}, "hang"},
+	} {
+		out, err := run(t, append([]string{"__complete", "--config", c.config}, tc.args...)...)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if lines := strings.Split(out, "\n"); !slices.Contains(lines, tc.want) {
+			t.Errorf("completion of %q offers %q, want %s", tc.args, lines, tc.want)
+		}
 	}
 
 	// The server dies under a running events tail, then a command finds it gone.
