@@ -133,6 +133,12 @@ spec:
 		t.Errorf("replay after Ctrl-C says context canceled:\n%s", b)
 	}
 
+	// routes test given what events ls -o json prints when nothing matched.
+	empty := writeFile(t, filepath.Join(dir, "none.json"), `{"lastSeq":"2"}`+"\n")
+	if code, _, errOut := cliStatus(t, "routes", "test", "hang-stock", "--event", empty, "--config", c.config); code != 1 || !strings.Contains(errOut, "holds an events ls answer with no event in it") || strings.Contains(errOut, "unknown field") {
+		t.Errorf("routes test on an empty events ls answer: exit %d\n%s", code, errOut)
+	}
+
 	// Shell completion asks the control plane for names (cobra's hidden __complete is
 	// what the installed shell scripts call on Tab).
 	for _, tc := range []struct {

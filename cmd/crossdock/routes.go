@@ -138,6 +138,11 @@ func eventForTest(file string, b []byte) (string, error) {
 		Events  []json.RawMessage `json:"events"`
 		LastSeq json.RawMessage   `json:"lastSeq"`
 	}
+	var obj map[string]json.RawMessage
+	if json.Unmarshal(b, &obj) == nil && len(obj) == 0 {
+		// {} is what events ls -o json prints for an empty ledger.
+		return "", fmt.Errorf("--event %s holds {}, no event (events ls -o json prints that when the ledger is empty): save one event that exists (%s), or write one as for crossdock publish", file, pick)
+	}
 	if json.Unmarshal(b, &list) != nil || (list.Events == nil && list.LastSeq == nil) {
 		return string(b), nil // an event, or not JSON: the control plane says what is wrong
 	}

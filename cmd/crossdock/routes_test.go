@@ -22,6 +22,7 @@ func TestEventForTestFromEventsLs(t *testing.T) {
 		{"one event", `{"events":[` + ev + `],"lastSeq":"12"}`, ev, ""},
 		{"several", `{"events":[` + ev + `,` + ev + `],"lastSeq":"12"}`, "", "holds 2 events"},
 		{"empty file", " \n", "", "is empty"},
+		{"empty ledger", "{}\n", "", "no event"},
 	} {
 		got, err := eventForTest("ev.json", []byte(tc.in))
 		switch {
