@@ -50,11 +50,13 @@ type Policy struct {
 //
 // It is the only definition of the defaults: the delivery engine sends under a Policy
 // (delivery imports routing, never the reverse), and docs/routing.md's Policy table is
-// checked against it (TestDocsPolicyDefaults). Why these values: ten attempts from
-// 500ms doubling to 5m spread over roughly ten minutes, long enough to ride out a
-// receiver's deploy or restart before dead-lettering; five straight failures are
-// enough to call an endpoint down, and a 30s cooldown keeps a down endpoint from being
-// probed more than twice a minute.
+// checked against it (TestDocsPolicyDefaults). Why these values: ten attempts, waiting
+// from 500ms doubling (with jitter), spread over two to four minutes, more with
+// Retry-After or an open circuit: long enough to ride out a receiver's deploy or restart
+// before dead-lettering, short enough that a refused event reaches the DLQ while
+// someone still remembers the change that broke it. Five straight failures are enough
+// to call an endpoint down, and a 30s cooldown probes a down endpoint twice a minute
+// rather than hammering it.
 var DefaultPolicy = Policy{
 	BatchMaxEvents:   1,
 	BatchMaxWait:     time.Second,
