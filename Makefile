@@ -78,6 +78,7 @@ fuzz: ## Run each fuzzer briefly
 	$(GO) test -run '^$$' -fuzz FuzzAddressPolicy -fuzztime 20s ./controlplane/delivery/
 	$(GO) test -run '^$$' -fuzz FuzzParseMessages -fuzztime 20s ./internal/samplemarket/
 	$(GO) test -run '^$$' -fuzz FuzzParseReplayFrom -fuzztime 20s ./cmd/crossdock/
+	$(GO) test -run '^$$' -fuzz FuzzEventForTest -fuzztime 20s ./cmd/crossdock/
 	$(GO) test -run '^$$' -fuzz FuzzParse -fuzztime 20s ./controlplane/routing/
 	$(GO) test -run '^$$' -fuzz '^FuzzParsePosition$$' -fuzztime 20s ./plugins/sql/
 	$(GO) test -run '^$$' -fuzz '^FuzzParseNamed$$' -fuzztime 20s ./plugins/sql/

@@ -161,7 +161,9 @@ func throughput(n, batch int) (float64, error) {
 	defer recv.Close()
 	dest := delivery.Destination{Name: "market", Kind: delivery.KindWebhook, URL: recv.URL, Secret: secret}
 	if batch > 1 {
-		dest.AcceptsBatches, dest.Policy.BatchMax = true, batch
+		// BatchMaxWait as the engine's own default was before the one policy model
+		// (20ms, not the documents' 1s), so figures stay comparable across versions.
+		dest.AcceptsBatches, dest.Policy.BatchMaxEvents, dest.Policy.BatchMaxWait = true, batch, 20*time.Millisecond
 	}
 	e := delivery.New(delivery.Config{Store: st, Plans: delivery.StaticPlan{P: &delivery.Plan{Version: "1", Destinations: []delivery.Destination{dest}, Routes: []delivery.Route{route}}}, Poll: 10 * time.Millisecond, AddressPolicy: loopbackOnly()})
 	ectx, cancel := context.WithCancel(ctx)

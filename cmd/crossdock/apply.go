@@ -125,8 +125,9 @@ func readDocumentFiles(paths []string, stdin io.Reader) (string, int, error) {
 
 func newApplyCmd() *cobra.Command {
 	var (
-		files  []string
-		dryRun bool
+		files    []string
+		dryRun   bool
+		exitCode bool
 	)
 	cmd := &cobra.Command{
 		Use:   "apply -f FILE|DIR [--dry-run]",
@@ -137,11 +138,22 @@ the diff of each. Identical documents are left unchanged. Webhook secrets writte
 ${env:NAME} or ${file:PATH} are resolved here, on your machine; they are stored in the
 cluster and shown masked. See docs/routing.md.`,
 		Example: `  crossdock apply -f routing/ --dry-run
+  crossdock apply -f routing/ --dry-run --exit-code   # exit 1 when the cluster differs (CI)
   crossdock apply -f marketplace.yaml`,
 		Args: cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, args []string) error {
+		RunE: func(cmd *cobra.Command, args []string) (err error) {
+			defer func() {
+				// As kubectl diff: with --exit-code an error is 2, a difference 1.
+				var ee *exitError
+				if exitCode && err != nil && !errors.As(err, &ee) {
+					err = &exitError{code: 2, msg: err.Error()}
+				}
+			}()
 			if len(files) == 0 {
 				return errors.New("-f FILE|DIR is required (use -f - for standard input)")
+			}
+			if exitCode && !dryRun {
+				return errors.New("--exit-code goes with --dry-run (it reports whether applying would change anything)")
 			}
 			stream, _, err := readDocumentFiles(files, cmd.InOrStdin())
 			if err != nil {
@@ -156,17 +168,35 @@ cluster and shown masked. See docs/routing.md.`,
 				return rpcError("apply", err)
 			}
 			if g.output != "table" {
-				return printMessage(cmd.OutOrStdout(), res.Msg)
+				if err := printMessage(cmd.OutOrStdout(), res.Msg); err != nil {
+					return err
+				}
+			} else {
+				for _, d := range res.Msg.GetDocuments() {
+					printApplied(cmd.OutOrStdout(), d, dryRun)
+				}
 			}
-			for _, d := range res.Msg.GetDocuments() {
-				printApplied(cmd.OutOrStdout(), d, dryRun)
+			if exitCode && wouldChange(res.Msg.GetDocuments()) {
+				return &exitError{code: 1} // as kubectl diff: 1 means there is a difference
 			}
 			return nil
 		},
 	}
 	cmd.Flags().StringArrayVarP(&files, "filename", "f", nil, "file or directory of YAML documents, or - for stdin (repeatable)")
 	cmd.Flags().BoolVar(&dryRun, "dry-run", false, "validate and show the diff without changing anything")
+	cmd.Flags().BoolVar(&exitCode, "exit-code", false, "with --dry-run: exit 1 when applying would change something, 0 when not, 2 on an error (as kubectl diff)")
 	return cmd
+}
+
+// wouldChange reports whether any document is created, updated or deleted.
+func wouldChange(docs []*routingv1.AppliedDocument) bool {
+	for _, d := range docs {
+		switch d.GetAction() {
+		case routingv1.Action_ACTION_CREATED, routingv1.Action_ACTION_UPDATED, routingv1.Action_ACTION_DELETED:
+			return true
+		}
+	}
+	return false
 }
 
 // printApplied writes "routes/NAME: updated (version 1 -> 2)" and the diff, indented.

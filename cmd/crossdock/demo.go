@@ -8,6 +8,7 @@ import (
 	"io"
 	"net/netip"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"time"
@@ -123,16 +124,8 @@ Crossdock demo is running (data in %s).
 
 In another terminal:
   export CROSSDOCK_CONFIG=%s
-  crossdock events tail                       # follow commits
-  crossdock events ls --key sku=SKU-00042     # one SKU's history, in order
-  crossdock agents ls                         # agent, transport (h3 = QUIC)
-  crossdock agent status --agent %s           # outbox, uplink and connectors
-  crossdock events ls --type order --limit 5  # sales orders from the ERP
-  crossdock destinations status               # delivery to the marketplace: cursor, lag, breaker
-  crossdock dlq ls                            # messages the marketplace refused, with the reason
-
-Ctrl-C stops everything.
-`, dir, srv.Addr(), ag.ID(), ag.LocalAddr(), erpPath, skus, len(sampleerp.Locations), rate, strings.TrimSuffix(market.URL, "inventory"), srv.AdminConfigPath(), ag.LocalAddr())
+`, dir, srv.Addr(), ag.ID(), ag.LocalAddr(), erpPath, skus, len(sampleerp.Locations), rate, strings.TrimSuffix(market.URL, "inventory"), srv.AdminConfigPath())
+			demoCommands(cmd.OutOrStdout(), selfCommand(), ag.LocalAddr())
 
 			simErr := sampleerp.NewSimulator(erp, uint64(time.Now().UnixNano())).Run(ctx, float64(rate))
 			cancel()
@@ -145,6 +138,65 @@ Ctrl-C stops everything.
 	f.BoolVar(&keep, "keep", false, "keep the demo's data directory")
 	f.StringVar(&localAddr, "local-addr", "127.0.0.1:7480", "agent local API address")
 	return cmd
+}
+
+// demoCommands prints the banner's commands, run as self (the path that starts this
+// binary from the user's shell), in aligned columns.
+func demoCommands(w io.Writer, self, agentAddr string) {
+	cmds := [][2]string{
+		{"events tail", "follow commits"},
+		{"events ls --key sku=SKU-00042", "one SKU's history, in order"},
+		{"agents ls", "agent, transport (h3 = QUIC)"},
+		{"agent status --agent " + agentAddr, "outbox, uplink and connectors"},
+		{"events ls --type order --limit 5", "sales orders from the ERP"},
+		{"destinations status", "delivery to the marketplace: cursor, lag, breaker"},
+		{"dlq ls", "messages the marketplace refused, with the reason"},
+	}
+	width := 0
+	for _, c := range cmds {
+		width = max(width, len(self)+1+len(c[0]))
+	}
+	for _, c := range cmds {
+		fmt.Fprintf(w, "  %-*s  # %s\n", width, self+" "+c[0], c[1])
+	}
+	fmt.Fprint(w, "\nCtrl-C stops everything.\n")
+}
+
+// selfCommand is how the user's shell runs this binary: its name when $PATH finds this
+// very file, else its path relative to the working directory when it lies below it
+// ("bin/crossdock"), else its absolute path.
+func selfCommand() string {
+	exe, err := os.Executable()
+	if err != nil {
+		return "crossdock"
+	}
+	cwd, _ := os.Getwd()
+	return commandFor(exe, cwd, exec.LookPath)
+}
+
+func commandFor(exe, cwd string, lookPath func(string) (string, error)) string {
+	exe = resolve(exe)
+	name := filepath.Base(exe)
+	if p, err := lookPath(name); err == nil && filepath.IsAbs(p) && resolve(p) == exe {
+		return name
+	}
+	if cwd != "" {
+		if rel, err := filepath.Rel(resolve(cwd), exe); err == nil && filepath.IsLocal(rel) {
+			if !strings.Contains(rel, string(filepath.Separator)) {
+				rel = "." + string(filepath.Separator) + rel
+			}
+			return rel
+		}
+	}
+	return exe
+}
+
+// resolve is p with symbolic links followed, or p when that fails.
+func resolve(p string) string {
+	if r, err := filepath.EvalSymlinks(p); err == nil {
+		return r
+	}
+	return filepath.Clean(p)
 }
 
 // reportMarket prints what the marketplace received every 10 seconds.

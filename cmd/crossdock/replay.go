@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"strconv"
@@ -65,6 +66,9 @@ func newReplayCmd() *cobra.Command {
 				Route: route, FromSeq: seq, FromTime: at, Keys: km, Detach: detach, Destination: dest,
 			}))
 			if err != nil {
+				if interrupted(cmd) {
+					return replayInterrupted(cmd, nil)
+				}
 				return fmt.Errorf("replay: %w", err)
 			}
 			defer stream.Close()
@@ -82,6 +86,9 @@ func newReplayCmd() *cobra.Command {
 				done := min(p.GetNextSeq()-p.GetFromSeq(), span)
 				fmt.Fprintf(cmd.ErrOrStderr(), "replay %s to %s: seq %d..%d, %d%% scanned, %d sent, %d dead-lettered\n",
 					p.GetReplayId(), p.GetDestination(), p.GetFromSeq(), p.GetToSeq(), done*100/max(span, 1), p.GetSent(), p.GetDeadLettered())
+			}
+			if interrupted(cmd) {
+				return replayInterrupted(cmd, last)
 			}
 			if err := stream.Err(); err != nil {
 				return fmt.Errorf("replay: %w", err)
@@ -102,4 +109,25 @@ func newReplayCmd() *cobra.Command {
 	cmd.Flags().StringVar(&dest, "destination", "", "the destination, when the route feeds several")
 	cmd.Flags().BoolVar(&detach, "detach", false, "start the replay and return without following its progress")
 	return cmd
+}
+
+// interrupted reports whether the command's context was cancelled: Ctrl-C (or SIGTERM).
+func interrupted(cmd *cobra.Command) bool {
+	return errors.Is(cmd.Context().Err(), context.Canceled)
+}
+
+// replayInterrupted says what Ctrl-C stopped (the watching, not the replay) and where the
+// replay was, and ends the command with the status of an interrupted command (130).
+func replayInterrupted(cmd *cobra.Command, last *deliveryv1.StartReplayResponse) error {
+	w := cmd.ErrOrStderr()
+	switch {
+	case last == nil:
+		fmt.Fprintln(w, "interrupted before the control plane confirmed the replay: it may have started, and then goes on in the control plane. Running the command again starts another replay (a partner deduplicating on webhook-id sees the same ids).")
+	case last.GetDone():
+		fmt.Fprintf(w, "interrupted; replay %s was already done: %d sent, %d dead-lettered\n", last.GetReplayId(), last.GetSent(), last.GetDeadLettered())
+	default:
+		fmt.Fprintf(w, "stopped watching replay %s to %s at seq %d of %d..%d (%d sent, %d dead-lettered); the replay goes on in the control plane (Ctrl-C stops only the watching)\n",
+			last.GetReplayId(), last.GetDestination(), last.GetNextSeq(), last.GetFromSeq(), last.GetToSeq(), last.GetSent(), last.GetDeadLettered())
+	}
+	return &exitError{code: exitInterrupted}
 }

@@ -59,6 +59,7 @@ func newRootCmd() *cobra.Command {
 		newVersionCmd(),
 		newPluginCmd(),
 	)
+	addCompletions(root) // Tab completes agent, route and destination names (completion.go)
 	return root
 }
 

@@ -87,7 +87,11 @@ applied.`,
 			if err != nil {
 				return fmt.Errorf("--event: %w", err)
 			}
-			req := &routingv1.TestRouteRequest{Route: args[0], EventJson: string(ev)}
+			evJSON, err := eventForTest(eventFile, ev)
+			if err != nil {
+				return err
+			}
+			req := &routingv1.TestRouteRequest{Route: args[0], EventJson: evJSON}
 			if routeFile != "" {
 				yaml, err := routeFromFile(routeFile, args[0])
 				if err != nil {
@@ -119,6 +123,37 @@ applied.`,
 	cmd.Flags().StringVar(&eventFile, "event", "", "JSON file holding the event")
 	cmd.Flags().StringVarP(&routeFile, "filename", "f", "", "test the route NAME from this YAML file instead of the applied one")
 	return cmd
+}
+
+// eventForTest is the event JSON to test a route with. It takes an event as written
+// (publish's form, or a CommittedEvent) unchanged; from the answer of `events ls -o json`
+// ({"events": [...], "lastSeq": ...}) it takes the one event, and says what to do when
+// that answer holds none or several.
+func eventForTest(file string, b []byte) (string, error) {
+	const pick = "crossdock events ls --type TYPE --limit 1 -o json > FILE"
+	if len(bytes.TrimSpace(b)) == 0 {
+		return "", fmt.Errorf("--event %s is empty: it must hold one event as JSON: write one as for crossdock publish, or save one that exists (%s)", file, pick)
+	}
+	var list struct {
+		Events  []json.RawMessage `json:"events"`
+		LastSeq json.RawMessage   `json:"lastSeq"`
+	}
+	var obj map[string]json.RawMessage
+	if json.Unmarshal(b, &obj) == nil && len(obj) == 0 {
+		// {} is what events ls -o json prints for an empty ledger.
+		return "", fmt.Errorf("--event %s holds {}, no event (events ls -o json prints that when the ledger is empty): save one event that exists (%s), or write one as for crossdock publish", file, pick)
+	}
+	if json.Unmarshal(b, &list) != nil || (list.Events == nil && list.LastSeq == nil) {
+		return string(b), nil // an event, or not JSON: the control plane says what is wrong
+	}
+	switch len(list.Events) {
+	case 0:
+		return "", fmt.Errorf("--event %s holds an events ls answer with no event in it (nothing matched that listing): save one event that exists (%s), or write one as for crossdock publish", file, pick)
+	case 1:
+		return string(list.Events[0]), nil
+	default:
+		return "", fmt.Errorf("--event %s holds %d events from events ls; routes test takes one: save one (%s)", file, len(list.Events), pick)
+	}
 }
 
 // routeFromFile finds the Route named name in a YAML file and returns it canonical.

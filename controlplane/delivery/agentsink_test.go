@@ -13,6 +13,7 @@ import (
 	"github.com/crossdock/crossdock/controlplane/controlplanetest"
 	"github.com/crossdock/crossdock/controlplane/delivery"
 	"github.com/crossdock/crossdock/controlplane/ledger"
+	"github.com/crossdock/crossdock/controlplane/routing"
 	eventv1 "github.com/crossdock/crossdock/proto/gen/crossdock/event/v1"
 )
 
@@ -59,7 +60,7 @@ func TestAgentSinkDestination(t *testing.T) {
 	sink := &fakeSink{qty: map[string]string{}, order: map[string]uint64{}}
 	plan := &delivery.Plan{Version: "1",
 		Destinations: []delivery.Destination{{Name: "erp-west", Kind: delivery.KindAgent, Agent: "west-1", Connector: "tryton",
-			Policy: delivery.Policy{InitialBackoff: 5 * time.Millisecond, BreakerThreshold: 100}}},
+			Policy: routing.Policy{InitialBackoff: 5 * time.Millisecond, FailureThreshold: 100}}},
 		Routes: []delivery.Route{stockRoute("po", "erp-west")},
 	}
 	e := delivery.New(delivery.Config{Store: srv.Store(), Plans: delivery.StaticPlan{P: plan}, AgentSink: sink, Logger: controlplanetest.Logger(t), Poll: 50 * time.Millisecond})

@@ -85,7 +85,7 @@ func (w *worker) complete(ctx context.Context, r jobResult) error {
 		}
 		delay := res.retryAfter
 		if delay == 0 {
-			delay = backoff(w.pol, max(it.tries, len(it.attempts), 1))
+			delay = backoff(w.pol.Policy, max(it.tries, len(it.attempts), 1))
 		}
 		it.notBefore = now.Add(delay)
 		q := w.queues[it.key]

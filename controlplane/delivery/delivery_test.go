@@ -12,6 +12,7 @@ import (
 	"github.com/crossdock/crossdock/controlplane/controlplanetest"
 	"github.com/crossdock/crossdock/controlplane/delivery"
 	"github.com/crossdock/crossdock/controlplane/ledger"
+	"github.com/crossdock/crossdock/controlplane/routing"
 	"github.com/crossdock/crossdock/internal/samplemarket"
 	storev1 "github.com/crossdock/crossdock/proto/gen/crossdock/store/v1"
 )
@@ -39,7 +40,7 @@ func TestRandomFailuresConverge(t *testing.T) {
 	})
 	plan := &delivery.Plan{Version: "1",
 		Destinations: []delivery.Destination{{Name: "shop", Kind: delivery.KindWebhook, URL: url, Secret: testSecret, Timeout: 800 * time.Millisecond,
-			Policy: delivery.Policy{MaxAttempts: 25, InitialBackoff: 5 * time.Millisecond, MaxBackoff: 100 * time.Millisecond, BreakerThreshold: 40, BreakerCooldown: 50 * time.Millisecond, Concurrency: 16}}},
+			Policy: routing.Policy{MaxAttempts: 25, InitialBackoff: 5 * time.Millisecond, MaxBackoff: 100 * time.Millisecond, FailureThreshold: 40, Cooldown: 50 * time.Millisecond}, Concurrency: 16}},
 		Routes: []delivery.Route{stockRoute("stock", "shop")},
 	}
 	src := newSource(t)
@@ -142,7 +143,7 @@ func TestCoalescingBurst(t *testing.T) {
 	m, url := market(t, samplemarket.Config{})
 	plan := &delivery.Plan{Version: "1",
 		Destinations: []delivery.Destination{{Name: "shop", Kind: delivery.KindWebhook, URL: url, Secret: testSecret,
-			Policy: delivery.Policy{RatePerSecond: 2, Burst: 2, Coalesce: true, CoalesceBy: []string{"sku"}}}},
+			Policy: routing.Policy{RatePerSecond: 2, Burst: 2, Coalesce: true, CoalesceBy: []string{"sku"}}}},
 		Routes: []delivery.Route{stockRoute("stock", "shop")},
 	}
 	runEngine(t, srv.Store(), plan)
@@ -197,7 +198,7 @@ func TestRateLimitAndSignature(t *testing.T) {
 	const rate, burst, n = 5.0, 5, 30
 	plan := &delivery.Plan{Version: "1",
 		Destinations: []delivery.Destination{{Name: "shop", Kind: delivery.KindWebhook, URL: url, Secret: testSecret,
-			Policy: delivery.Policy{RatePerSecond: rate, Burst: burst}}},
+			Policy: routing.Policy{RatePerSecond: rate, Burst: burst}}},
 		Routes: []delivery.Route{stockRoute("stock", "shop")},
 	}
 	runEngine(t, srv.Store(), plan)
@@ -347,7 +348,7 @@ func TestGiveUpAfterMaxAttemptsWithBreaker(t *testing.T) {
 	m, url := market(t, samplemarket.Config{FailRate: 1})
 	plan := &delivery.Plan{Version: "1",
 		Destinations: []delivery.Destination{{Name: "down", Kind: delivery.KindWebhook, URL: url, Secret: testSecret,
-			Policy: delivery.Policy{MaxAttempts: 3, InitialBackoff: 5 * time.Millisecond, MaxBackoff: 20 * time.Millisecond, BreakerThreshold: 2, BreakerCooldown: 150 * time.Millisecond}}},
+			Policy: routing.Policy{MaxAttempts: 3, InitialBackoff: 5 * time.Millisecond, MaxBackoff: 20 * time.Millisecond, FailureThreshold: 2, Cooldown: 150 * time.Millisecond}}},
 		Routes: []delivery.Route{stockRoute("stock", "down")},
 	}
 	e := delivery.New(delivery.Config{Store: srv.Store(), Plans: delivery.StaticPlan{P: plan}, Logger: controlplanetest.Logger(t), Poll: 50 * time.Millisecond, AddressPolicy: allowLoopback(t)})
@@ -400,7 +401,7 @@ func TestWindowBoundsWorkAboveAStuckKey(t *testing.T) {
 	const window = 50
 	plan := &delivery.Plan{Version: "1",
 		Destinations: []delivery.Destination{{Name: "shop", Kind: delivery.KindWebhook, URL: url, Secret: testSecret,
-			Policy: delivery.Policy{Window: window, MaxAttempts: 1000, InitialBackoff: 5 * time.Millisecond, MaxBackoff: 20 * time.Millisecond, BreakerThreshold: 1000}}},
+			Policy: routing.Policy{MaxAttempts: 1000, InitialBackoff: 5 * time.Millisecond, MaxBackoff: 20 * time.Millisecond, FailureThreshold: 1000}, Window: window}},
 		Routes: []delivery.Route{stockRoute("stock", "shop")},
 	}
 	runEngine(t, srv.Store(), plan)

@@ -7,6 +7,7 @@ import (
 
 	"github.com/crossdock/crossdock/controlplane/controlplanetest"
 	"github.com/crossdock/crossdock/controlplane/delivery"
+	"github.com/crossdock/crossdock/controlplane/routing"
 	"github.com/crossdock/crossdock/internal/samplemarket"
 )
 
@@ -34,7 +35,7 @@ func leaderFailover(t *testing.T, mode string) {
 	const window = 200
 	plan := &delivery.Plan{Version: "1",
 		Destinations: []delivery.Destination{{Name: "shop", Kind: delivery.KindWebhook, URL: url, Secret: testSecret,
-			Policy: delivery.Policy{RatePerSecond: 500, Burst: 10, Window: window}}},
+			Policy: routing.Policy{RatePerSecond: 500, Burst: 10}, Window: window}},
 		Routes: []delivery.Route{stockRoute("stock", "shop")},
 	}
 	for _, n := range c.Nodes {

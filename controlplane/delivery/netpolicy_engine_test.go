@@ -15,6 +15,7 @@ import (
 	"github.com/crossdock/crossdock/controlplane/controlplanetest"
 	"github.com/crossdock/crossdock/controlplane/delivery"
 	"github.com/crossdock/crossdock/controlplane/ledger"
+	"github.com/crossdock/crossdock/controlplane/routing"
 )
 
 // counting is a receiver on ip that counts the requests it gets and answers with h
@@ -157,7 +158,7 @@ func TestWebhookBlockedAfterDNS(t *testing.T) {
 	recv := countingServer(t, "127.0.0.1", nil)
 	plan := &delivery.Plan{Version: "1",
 		Destinations: []delivery.Destination{{Name: "shop", Kind: delivery.KindWebhook, URL: "http://shop.rebind.test:" + recv.port + "/in", Secret: testSecret,
-			Policy: delivery.Policy{MaxAttempts: 2, InitialBackoff: 5 * time.Millisecond, MaxBackoff: 10 * time.Millisecond}}},
+			Policy: routing.Policy{MaxAttempts: 2, InitialBackoff: 5 * time.Millisecond, MaxBackoff: 10 * time.Millisecond}}},
 		Routes: []delivery.Route{stockRoute("stock", "shop")},
 	}
 	e := delivery.New(delivery.Config{Store: srv.Store(), Plans: delivery.StaticPlan{P: plan}, Logger: controlplanetest.Logger(t), Poll: 50 * time.Millisecond})
@@ -195,7 +196,7 @@ func TestWebhookAllowListOnlyItsCIDR(t *testing.T) {
 	srv := controlplanetest.TestServer(t, nil)
 	in := countingServer(t, "127.0.0.1", nil)
 	out := countingServer(t, "127.0.0.2", nil)
-	pol := delivery.Policy{MaxAttempts: 1}
+	pol := routing.Policy{MaxAttempts: 1}
 	plan := &delivery.Plan{Version: "1",
 		Destinations: []delivery.Destination{
 			{Name: "in", Kind: delivery.KindWebhook, URL: "http://in.rebind.test:" + in.port + "/in", Secret: testSecret, Policy: pol},

@@ -3,6 +3,7 @@ package delivery
 import (
 	"time"
 
+	"github.com/crossdock/crossdock/controlplane/routing"
 	eventv1 "github.com/crossdock/crossdock/proto/gen/crossdock/event/v1"
 )
 
@@ -38,7 +39,16 @@ type Destination struct {
 	// Agent sink: the connector on the agent that receives the events.
 	Agent     string
 	Connector string
-	Policy    Policy
+	// Policy is how the destination is sent to (rate, coalescing, batching, retries,
+	// circuit breaker): routing's one policy model. Zero fields take the defaults of
+	// routing.DefaultPolicy.
+	Policy routing.Policy
+	// Concurrency is how many requests may be in flight (different keys). Window bounds
+	// the messages queued, in flight, or finished above the committed cursor: what a new
+	// leader may send again after a failover. Neither is part of the routing documents;
+	// zero means DefaultConcurrency and DefaultWindow.
+	Concurrency int
+	Window      int
 	// Err, when set, says why the destination cannot be delivered to (shown in status).
 	Err string
 	// Fingerprint identifies the destination's spec, policy and routes: when a plan
@@ -47,81 +57,27 @@ type Destination struct {
 	Fingerprint string
 }
 
-// Policy is how a destination is sent to. Zero fields take the defaults of
-// DefaultPolicy.
-type Policy struct {
-	// RatePerSecond requests per second with bursts of Burst (token bucket); 0 means
-	// no limit.
-	RatePerSecond float64
-	Burst         int
-	// Coalesce keeps only the newest queued message per key; CoalesceBy names the
-	// business keys forming that key (all the event's keys when empty).
-	Coalesce   bool
-	CoalesceBy []string
-	// BatchMax messages per request (destinations that accept batches), waiting at most
-	// BatchWait for a batch to fill.
-	BatchMax  int
-	BatchWait time.Duration
-	// MaxAttempts before a message is dead-lettered; backoff doubles from
-	// InitialBackoff up to MaxBackoff, with jitter.
-	MaxAttempts    int
-	InitialBackoff time.Duration
-	MaxBackoff     time.Duration
-	// The circuit opens after BreakerThreshold consecutive failures and lets one probe
-	// through after BreakerCooldown.
-	BreakerThreshold int
-	BreakerCooldown  time.Duration
-	// Concurrency is how many requests may be in flight (different keys). Window bounds
-	// the messages queued, in flight, or finished above the committed cursor: what a new
-	// leader may send again after a failover. Neither is part of the routing documents.
+// Engine limits a destination gets when its Concurrency or Window is zero.
+const (
+	DefaultConcurrency = 8
+	DefaultWindow      = 10000
+)
+
+// sendPolicy is what a worker sends under: the destination's routing policy with the
+// defaults filled in, and the engine's limits.
+type sendPolicy struct {
+	routing.Policy
 	Concurrency int
 	Window      int
 }
 
-// DefaultPolicy is used for every field a destination's policy leaves at zero.
-var DefaultPolicy = Policy{
-	BatchMax:         100,
-	BatchWait:        20 * time.Millisecond,
-	MaxAttempts:      10,
-	InitialBackoff:   200 * time.Millisecond,
-	MaxBackoff:       30 * time.Second,
-	BreakerThreshold: 10,
-	BreakerCooldown:  10 * time.Second,
-	Concurrency:      8,
-	Window:           10000,
-}
-
-func (p Policy) withDefaults() Policy {
-	d := DefaultPolicy
-	if p.BatchMax <= 0 {
-		p.BatchMax = d.BatchMax
-	}
-	if p.BatchWait <= 0 {
-		p.BatchWait = d.BatchWait
-	}
-	if p.MaxAttempts <= 0 {
-		p.MaxAttempts = d.MaxAttempts
-	}
-	if p.InitialBackoff <= 0 {
-		p.InitialBackoff = d.InitialBackoff
-	}
-	if p.MaxBackoff <= 0 {
-		p.MaxBackoff = d.MaxBackoff
-	}
-	if p.BreakerThreshold <= 0 {
-		p.BreakerThreshold = d.BreakerThreshold
-	}
-	if p.BreakerCooldown <= 0 {
-		p.BreakerCooldown = d.BreakerCooldown
-	}
+func policyOf(d Destination) sendPolicy {
+	p := sendPolicy{Policy: d.Policy.WithDefaults(), Concurrency: d.Concurrency, Window: d.Window}
 	if p.Concurrency <= 0 {
-		p.Concurrency = d.Concurrency
+		p.Concurrency = DefaultConcurrency
 	}
 	if p.Window <= 0 {
-		p.Window = d.Window
-	}
-	if p.RatePerSecond > 0 && p.Burst <= 0 {
-		p.Burst = 1
+		p.Window = DefaultWindow
 	}
 	return p
 }

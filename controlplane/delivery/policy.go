@@ -3,6 +3,8 @@ package delivery
 import (
 	"math/rand/v2"
 	"time"
+
+	"github.com/crossdock/crossdock/controlplane/routing"
 )
 
 // tokenBucket is a rate limiter: rate tokens per second, at most burst saved up.
@@ -99,7 +101,7 @@ func (b *breaker) neutral() { b.probing = false }
 
 // backoff is the delay before retry n (1 = the first retry): InitialBackoff doubled
 // per attempt up to MaxBackoff, drawn uniformly from its upper half (jitter).
-func backoff(p Policy, n int) time.Duration {
+func backoff(p routing.Policy, n int) time.Duration {
 	d := p.InitialBackoff
 	for i := 1; i < n && d < p.MaxBackoff; i++ {
 		d *= 2

@@ -2,9 +2,12 @@ package delivery
 
 import (
 	"net/http"
+	"reflect"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/crossdock/crossdock/controlplane/routing"
 )
 
 var t0 = time.Date(2026, 11, 27, 8, 0, 0, 0, time.UTC)
@@ -70,7 +73,7 @@ func TestBreaker(t *testing.T) {
 }
 
 func TestBackoffGrowsWithJitter(t *testing.T) {
-	p := Policy{InitialBackoff: 100 * time.Millisecond, MaxBackoff: time.Second}
+	p := routing.Policy{InitialBackoff: 100 * time.Millisecond, MaxBackoff: time.Second}
 	for n, full := range map[int]time.Duration{1: 100 * time.Millisecond, 2: 200 * time.Millisecond, 4: 800 * time.Millisecond, 9: time.Second} {
 		seen := map[time.Duration]bool{}
 		for range 50 {
@@ -138,4 +141,42 @@ func FuzzParseSecret(f *testing.F) {
 			t.Fatalf("ParseSecret(%q) accepted a %d-byte key", s, len(key))
 		}
 	})
+}
+
+// TestEngineDefaultsAreRoutingDefaults pins the one policy model: a destination whose
+// policy leaves everything out is sent under routing.DefaultPolicy (the documented
+// defaults), and a plan built from documents carries the routing policy unchanged.
+func TestEngineDefaultsAreRoutingDefaults(t *testing.T) {
+	if got := policyOf(Destination{}).Policy; !reflect.DeepEqual(got, routing.DefaultPolicy) {
+		t.Errorf("engine default policy = %+v, want routing.DefaultPolicy %+v", got, routing.DefaultPolicy)
+	}
+	p := policyOf(Destination{})
+	if p.Concurrency != DefaultConcurrency || p.Window != DefaultWindow {
+		t.Errorf("engine limits = %d, %d; want %d, %d", p.Concurrency, p.Window, DefaultConcurrency, DefaultWindow)
+	}
+	docs, err := routing.Parse([]byte(`apiVersion: crossdock.io/v1
+kind: Policy
+metadata: {name: slow}
+spec:
+  retry: {maxAttempts: 3, initialBackoff: 2s}
+  circuitBreaker: {failureThreshold: 7}
+---
+apiVersion: crossdock.io/v1
+kind: Destination
+metadata: {name: d}
+spec: {type: stream, partner: p, policy: slow}
+`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	tbl, err := routing.NewTable(docs, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	plan := PlanFromTable(tbl)
+	want := routing.DefaultPolicy
+	want.Name, want.MaxAttempts, want.InitialBackoff, want.FailureThreshold = "slow", 3, 2*time.Second, 7
+	if got := policyOf(plan.Destinations[0]).Policy; !reflect.DeepEqual(got, want) {
+		t.Errorf("policy from documents = %+v, want %+v", got, want)
+	}
 }

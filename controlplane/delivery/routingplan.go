@@ -45,17 +45,10 @@ func (p *RoutingPlans) Plan() (*Plan, error) {
 func PlanFromTable(t *routing.Table) *Plan {
 	plan := &Plan{}
 	for _, d := range t.Destinations() {
-		pol := d.Policy
 		dest := Destination{
 			Name: d.Name, Kind: d.Spec.Type, URL: d.Spec.URL, Secret: d.Spec.Secret, Headers: d.Spec.Headers,
-			Timeout: d.Timeout, AcceptsBatches: d.Spec.AcceptsBatches && pol.BatchMaxEvents > 1,
-			Agent: d.Spec.Agent, Connector: d.Spec.Connector,
-			Policy: Policy{
-				RatePerSecond: pol.RatePerSecond, Burst: pol.Burst, Coalesce: pol.Coalesce, CoalesceBy: pol.CoalesceBy,
-				BatchMax: pol.BatchMaxEvents, BatchWait: pol.BatchMaxWait, MaxAttempts: pol.MaxAttempts,
-				InitialBackoff: pol.InitialBackoff, MaxBackoff: pol.MaxBackoff,
-				BreakerThreshold: pol.FailureThreshold, BreakerCooldown: pol.Cooldown,
-			},
+			Timeout: d.Timeout, AcceptsBatches: d.Spec.AcceptsBatches && d.Policy.BatchMaxEvents > 1,
+			Agent: d.Spec.Agent, Connector: d.Spec.Connector, Policy: d.Policy,
 		}
 		if dest.Kind == KindWebhook {
 			if _, err := ParseSecret(dest.Secret); err != nil {

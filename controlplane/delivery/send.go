@@ -43,7 +43,7 @@ func (w *worker) dispatch(ctx context.Context, now time.Time) time.Time {
 	if w.delayed.Len() > 0 {
 		wake = w.delayed[0].at
 	}
-	batching := w.dest.AcceptsBatches && w.pol.BatchMax > 1
+	batching := w.dest.AcceptsBatches && w.pol.BatchMaxEvents > 1
 	for w.inflight < w.pol.Concurrency && len(w.runnable) > 0 {
 		key := w.runnable[0]
 		q := w.queues[key]
@@ -55,9 +55,9 @@ func (w *worker) dispatch(ctx context.Context, now time.Time) time.Time {
 			go w.deadLetterJob(ctx, []*item{head}, head.mapErr, now)
 			continue
 		}
-		if batching && len(w.runnable) < w.pol.BatchMax && now.Before(head.readyAt.Add(w.pol.BatchWait)) {
-			// Wait up to BatchWait from the oldest ready message for a fuller batch.
-			wake = earliest(wake, head.readyAt.Add(w.pol.BatchWait))
+		if batching && len(w.runnable) < w.pol.BatchMaxEvents && now.Before(head.readyAt.Add(w.pol.BatchMaxWait)) {
+			// Wait up to BatchMaxWait from the oldest ready message for a fuller batch.
+			wake = earliest(wake, head.readyAt.Add(w.pol.BatchMaxWait))
 			break
 		}
 		if ok, until := w.breaker.allow(now); !ok {
@@ -72,7 +72,7 @@ func (w *worker) dispatch(ctx context.Context, now time.Time) time.Time {
 		var batch []*item
 		n := 1
 		if batching {
-			n = w.pol.BatchMax
+			n = w.pol.BatchMaxEvents
 		}
 		for len(batch) < n && len(w.runnable) > 0 {
 			k := w.runnable[0]

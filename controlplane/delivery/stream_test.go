@@ -13,6 +13,7 @@ import (
 	"github.com/crossdock/crossdock/controlplane/api"
 	"github.com/crossdock/crossdock/controlplane/controlplanetest"
 	"github.com/crossdock/crossdock/controlplane/delivery"
+	"github.com/crossdock/crossdock/controlplane/routing"
 	"github.com/crossdock/crossdock/internal/cliconfig"
 	"github.com/crossdock/crossdock/internal/samplemarket"
 	deliveryv1 "github.com/crossdock/crossdock/proto/gen/crossdock/delivery/v1"
@@ -105,7 +106,7 @@ func TestBatching(t *testing.T) {
 	m, url := market(t, samplemarket.Config{FailRate: 0.1, Seed: 3})
 	plan := &delivery.Plan{Version: "1",
 		Destinations: []delivery.Destination{{Name: "bulk", Kind: delivery.KindWebhook, URL: url, Secret: testSecret, AcceptsBatches: true,
-			Policy: delivery.Policy{RatePerSecond: 20, Burst: 1, BatchMax: 50, BatchWait: 50 * time.Millisecond, InitialBackoff: 10 * time.Millisecond, MaxAttempts: 20}}},
+			Policy: routing.Policy{RatePerSecond: 20, Burst: 1, BatchMaxEvents: 50, BatchMaxWait: 50 * time.Millisecond, InitialBackoff: 10 * time.Millisecond, MaxAttempts: 20}}},
 		Routes: []delivery.Route{stockRoute("stock", "bulk")},
 	}
 	runEngine(t, srv.Store(), plan)

@@ -34,7 +34,7 @@ type worker struct {
 	e      *Engine
 	log    *slog.Logger
 	dest   Destination
-	pol    Policy
+	pol    sendPolicy
 	key    []byte
 	routes []Route
 
@@ -78,12 +78,12 @@ func newWorker(e *Engine, dest Destination, routes []Route) (*worker, error) {
 			return nil, fmt.Errorf("destination %s: %w", dest.Name, err)
 		}
 	}
-	pol := dest.Policy.withDefaults()
+	pol := policyOf(dest)
 	now := time.Now()
 	w := &worker{
 		e: e, log: e.log.With("destination", dest.Name), dest: dest, pol: pol, key: key, routes: routes,
 		replays: map[string]*source{}, queues: map[string]*keyQueue{},
-		limiter: newTokenBucket(pol.RatePerSecond, pol.Burst, now), breaker: newBreaker(pol.BreakerThreshold, pol.BreakerCooldown),
+		limiter: newTokenBucket(pol.RatePerSecond, pol.Burst, now), breaker: newBreaker(pol.FailureThreshold, pol.Cooldown),
 		results: make(chan jobResult, pol.Concurrency+1), retrying: map[string]bool{}, flushDone: make(chan error, 1),
 	}
 	cur, ok, err := e.ledger().DeliveryCursor(dest.Name)

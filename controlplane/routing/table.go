@@ -47,6 +47,16 @@ type Policy struct {
 // backoff from 500ms to 5m, a circuit that opens after 5 consecutive failures for 30s.
 // A rate limit without a burst gets a burst of one second's worth (at least 1); a batch
 // without maxWait waits 1s.
+//
+// It is the only definition of the defaults: the delivery engine sends under a Policy
+// (delivery imports routing, never the reverse), and docs/routing.md's Policy table is
+// checked against it (TestDocsPolicyDefaults). Why these values: ten attempts, waiting
+// from 500ms doubling (with jitter), spread over two to four minutes, more with
+// Retry-After or an open circuit: long enough to ride out a receiver's deploy or restart
+// before dead-lettering, short enough that a refused event reaches the DLQ while
+// someone still remembers the change that broke it. Five straight failures are enough
+// to call an endpoint down, and a 30s cooldown probes a down endpoint twice a minute
+// rather than hammering it.
 var DefaultPolicy = Policy{
 	BatchMaxEvents:   1,
 	BatchMaxWait:     time.Second,
@@ -100,6 +110,38 @@ func EffectivePolicy(name string, s *PolicySpec) Policy {
 		if c.Cooldown != nil {
 			p.Cooldown = c.Cooldown.Duration
 		}
+	}
+	return p
+}
+
+// WithDefaults fills p's zero fields from DefaultPolicy, as EffectivePolicy does for
+// absent sections of a document; for policies built in code (tests, benchmarks).
+func (p Policy) WithDefaults() Policy {
+	d := DefaultPolicy
+	if p.RatePerSecond > 0 && p.Burst <= 0 {
+		p.Burst = max(1, int(math.Ceil(p.RatePerSecond)))
+	}
+	if p.BatchMaxEvents <= 0 {
+		p.BatchMaxEvents = d.BatchMaxEvents
+	}
+	if p.BatchMaxWait <= 0 {
+		p.BatchMaxWait = d.BatchMaxWait
+	}
+	if p.MaxAttempts <= 0 {
+		p.MaxAttempts = d.MaxAttempts
+	}
+	if p.InitialBackoff <= 0 {
+		p.InitialBackoff = d.InitialBackoff
+	}
+	if p.MaxBackoff <= 0 {
+		p.MaxBackoff = d.MaxBackoff
+	}
+	p.MaxBackoff = max(p.MaxBackoff, p.InitialBackoff)
+	if p.FailureThreshold <= 0 {
+		p.FailureThreshold = d.FailureThreshold
+	}
+	if p.Cooldown <= 0 {
+		p.Cooldown = d.Cooldown
 	}
 	return p
 }

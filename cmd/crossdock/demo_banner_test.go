@@ -1,0 +1,112 @@
+package main
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/crossdock/crossdock/internal/testutil"
+)
+
+// TestDemoBannerCommandsRun runs the real binary as bin/crossdock from a directory, the
+// way `make demo` does, and runs a command exactly as the banner prints it: the banner
+// must name the binary by a path that works (not a bare crossdock that is not on $PATH).
+func TestDemoBannerCommandsRun(t *testing.T) {
+	dir := t.TempDir()
+	if err := os.Mkdir(filepath.Join(dir, "bin"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	b, err := os.ReadFile(binary)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "bin", "crossdock"), b, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	env := append(os.Environ(), "HOME="+t.TempDir(), "CROSSDOCK_CONFIG=", "PATH=/usr/bin:/bin")
+	logPath := filepath.Join(t.TempDir(), "demo.log")
+	f, err := os.Create(logPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	demo := exec.Command("bin/crossdock", "demo", "--skus", "10", "--rate", "5", "--local-addr", fmt.Sprintf("127.0.0.1:%d", freePort(t)))
+	demo.Dir, demo.Env, demo.Stdout, demo.Stderr = dir, env, f, f
+	if err := demo.Start(); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan struct{})
+	var waitErr error
+	go func() { waitErr = demo.Wait(); f.Close(); close(done) }()
+	t.Cleanup(func() {
+		_ = demo.Process.Signal(syscall.SIGKILL)
+		<-done
+	})
+	var banner string
+	testutil.WaitFor(t, 60*time.Second, "the demo banner", func() bool {
+		out, _ := os.ReadFile(logPath)
+		banner = string(out)
+		return strings.Contains(banner, "Ctrl-C stops everything.")
+	})
+	cfg := regexp.MustCompile(`export CROSSDOCK_CONFIG=(\S+)`).FindStringSubmatch(banner)
+	line := regexp.MustCompile(`(?m)^  (\S+) agents ls +#`).FindStringSubmatch(banner)
+	if cfg == nil || line == nil {
+		t.Fatalf("banner has no export line or agents ls command:\n%s", banner)
+	}
+	if line[1] != "bin/crossdock" {
+		t.Errorf("banner runs the CLI as %q, want bin/crossdock (the path from the working directory)\n%s", line[1], banner)
+	}
+	ls := exec.Command(line[1], "agents", "ls")
+	ls.Dir, ls.Env = dir, append(env, "CROSSDOCK_CONFIG="+cfg[1])
+	out, err := ls.CombinedOutput()
+	if err != nil {
+		t.Fatalf("the banner's command %q fails from the demo's directory: %v\n%s", line[1]+" agents ls", err, out)
+	}
+	if !strings.Contains(string(out), "demo-agent") {
+		t.Errorf("agents ls shows no demo-agent:\n%s", out)
+	}
+	_ = demo.Process.Signal(os.Interrupt)
+	select {
+	case <-done:
+		var ee *exec.ExitError
+		if waitErr != nil && !errors.As(waitErr, &ee) {
+			t.Fatal(waitErr)
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatal("demo did not stop on Ctrl-C")
+	}
+}
+
+func TestCommandFor(t *testing.T) {
+	dir := t.TempDir()
+	exe := filepath.Join(dir, "bin", "crossdock")
+	if err := os.MkdirAll(filepath.Dir(exe), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(exe, nil, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	other := filepath.Join(t.TempDir(), "crossdock")
+	notFound := func(string) (string, error) { return "", exec.ErrNotFound }
+	for _, tc := range []struct {
+		name, cwd string
+		look      func(string) (string, error)
+		want      string
+	}{
+		{"below the working directory", dir, notFound, filepath.Join("bin", "crossdock")},
+		{"in the working directory", filepath.Join(dir, "bin"), notFound, "." + string(filepath.Separator) + "crossdock"},
+		{"on $PATH", dir, func(string) (string, error) { return exe, nil }, "crossdock"},
+		{"another crossdock on $PATH", dir, func(string) (string, error) { return other, nil }, filepath.Join("bin", "crossdock")},
+		{"elsewhere", t.TempDir(), notFound, resolve(exe)},
+	} {
+		if got := commandFor(exe, tc.cwd, tc.look); got != tc.want {
+			t.Errorf("%s: commandFor = %q, want %q", tc.name, got, tc.want)
+		}
+	}
+}
