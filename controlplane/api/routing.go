@@ -214,7 +214,7 @@ func (r *Routing) ApplyDocuments(ctx context.Context, req *connect.Request[routi
 		}
 		for _, ad := range p.results {
 			if ad.GetAction() != routingv1.Action_ACTION_UNCHANGED {
-				r.Logger.Info("routing document applied", "kind", ad.GetKind(), "name", ad.GetName(), "version", ad.GetVersion(), "action", ad.GetAction().String(), "audit", true)
+				r.Logger.Info("routing document applied", "kind", ad.GetKind(), "name", ad.GetName(), "version", ad.GetVersion(), "action", strings.ToLower(strings.TrimPrefix(ad.GetAction().String(), "ACTION_")), "audit", true)
 			}
 		}
 	}
