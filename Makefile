@@ -15,7 +15,7 @@ build: ## Build bin/crossdock
 	$(GO) build -o $(BIN) ./cmd/crossdock
 
 test: ## Run every test with the race detector; the last line names integration tests not run
-	@$(GO) build -o $(TOOLS)/testsummary ./internal/testsummary
+	@$(GO) build -o $(TOOLS)/testsummary ./internal/testkit/testsummary
 	set -o pipefail; $(GO) test -race -json -timeout 20m $(or $(PKGS),./...) | $(TOOLS)/testsummary
 
 demo: build ## Run a one-node control plane, an agent and sample data (Ctrl-C stops)
@@ -70,13 +70,13 @@ fuzz: ## Run each fuzzer briefly
 	$(GO) test -run '^$$' -fuzz FuzzBadgerReadError -fuzztime 20s ./agent/outbox/
 	$(GO) test -run '^$$' -fuzz FuzzMatchers -fuzztime 20s ./internal/canonical/
 	$(GO) test -run '^$$' -fuzz FuzzEventValid -fuzztime 20s ./internal/wire/
-	$(GO) test -run '^$$' -fuzz FuzzParseLine -fuzztime 20s ./internal/mapadvise/
+	$(GO) test -run '^$$' -fuzz FuzzParseLine -fuzztime 20s ./internal/platform/mapadvise/
 	$(GO) test -run '^$$' -fuzz FuzzReadEvents -fuzztime 20s ./cmd/crossdock/
 	$(GO) test -run '^$$' -fuzz FuzzParse -fuzztime 20s ./agent/config/
 	$(GO) test -run '^$$' -fuzz FuzzParseRetryAfter -fuzztime 20s ./controlplane/delivery/
 	$(GO) test -run '^$$' -fuzz FuzzParseSecret -fuzztime 20s ./controlplane/delivery/
 	$(GO) test -run '^$$' -fuzz FuzzAddressPolicy -fuzztime 20s ./controlplane/delivery/
-	$(GO) test -run '^$$' -fuzz FuzzParseMessages -fuzztime 20s ./internal/samplemarket/
+	$(GO) test -run '^$$' -fuzz FuzzParseMessages -fuzztime 20s ./internal/demo/samplemarket/
 	$(GO) test -run '^$$' -fuzz FuzzParseReplayFrom -fuzztime 20s ./cmd/crossdock/
 	$(GO) test -run '^$$' -fuzz FuzzEventForTest -fuzztime 20s ./cmd/crossdock/
 	$(GO) test -run '^$$' -fuzz FuzzParse -fuzztime 20s ./controlplane/routing/
@@ -89,7 +89,7 @@ fuzz: ## Run each fuzzer briefly
 	$(GO) test -run '^$$' -fuzz '^FuzzParseSettings$$' -fuzztime 20s ./plugins/pgcdc/
 	$(GO) test -run '^$$' -fuzz '^FuzzParseSettings$$' -fuzztime 20s ./plugins/tryton/
 	$(GO) test -run '^$$' -fuzz '^FuzzDecodeSettings$$' -fuzztime 20s ./plugins/sql/
-	$(GO) test -run '^$$' -fuzz '^FuzzParse$$' -fuzztime 20s ./internal/procmem/
+	$(GO) test -run '^$$' -fuzz '^FuzzParse$$' -fuzztime 20s ./internal/platform/procmem/
 	$(GO) test -run '^$$' -fuzz '^FuzzParseKeys$$' -fuzztime 20s ./cmd/crossdock/
 
 .PHONY: help build test demo bench tools gen check-gen lint fuzz

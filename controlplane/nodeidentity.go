@@ -12,7 +12,7 @@ import (
 
 	"github.com/crossdock/crossdock/controlplane/ledger"
 	"github.com/crossdock/crossdock/internal/canonical"
-	"github.com/crossdock/crossdock/internal/fsutil"
+	"github.com/crossdock/crossdock/internal/platform/fsutil"
 )
 
 // NodeIdentityFile is the file in a node's data dir that says which node of which

@@ -11,7 +11,7 @@ import (
 
 	"github.com/dgraph-io/badger/v4"
 
-	"github.com/crossdock/crossdock/internal/mapadvise"
+	"github.com/crossdock/crossdock/internal/platform/mapadvise"
 )
 
 // repairingSuffix names the directory Repair builds the new outbox in.

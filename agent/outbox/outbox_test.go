@@ -11,7 +11,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/crossdock/crossdock/internal/testutil"
+	"github.com/crossdock/crossdock/internal/testkit/testutil"
 )
 
 // quiet is a logger that drops everything below error.

@@ -37,7 +37,7 @@ import (
 
 	"github.com/crossdock/crossdock/agent/outbox"
 	"github.com/crossdock/crossdock/internal/canonical"
-	"github.com/crossdock/crossdock/internal/slogh"
+	"github.com/crossdock/crossdock/internal/platform/slogh"
 	"github.com/crossdock/crossdock/internal/wire"
 	"github.com/crossdock/crossdock/plugins/sdk"
 	agentv1 "github.com/crossdock/crossdock/proto/gen/crossdock/agent/v1"

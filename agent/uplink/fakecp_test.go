@@ -20,7 +20,7 @@ import (
 	"github.com/crossdock/crossdock/agent/outbox"
 	"github.com/crossdock/crossdock/agent/uplink"
 	"github.com/crossdock/crossdock/internal/protocol"
-	"github.com/crossdock/crossdock/internal/testutil"
+	"github.com/crossdock/crossdock/internal/testkit/testutil"
 	eventv1 "github.com/crossdock/crossdock/proto/gen/crossdock/event/v1"
 	uplinkv1 "github.com/crossdock/crossdock/proto/gen/crossdock/uplink/v1"
 	"github.com/crossdock/crossdock/proto/gen/crossdock/uplink/v1/uplinkv1connect"

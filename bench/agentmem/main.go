@@ -24,8 +24,8 @@ import (
 	"google.golang.org/protobuf/types/known/durationpb"
 
 	"github.com/crossdock/crossdock/internal/cliconfig"
-	"github.com/crossdock/crossdock/internal/procmem"
-	"github.com/crossdock/crossdock/internal/sample"
+	"github.com/crossdock/crossdock/internal/demo/sample"
+	"github.com/crossdock/crossdock/internal/platform/procmem"
 	adminv1 "github.com/crossdock/crossdock/proto/gen/crossdock/admin/v1"
 	agentv1 "github.com/crossdock/crossdock/proto/gen/crossdock/agent/v1"
 	"github.com/crossdock/crossdock/proto/gen/crossdock/agent/v1/agentv1connect"

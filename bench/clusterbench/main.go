@@ -48,7 +48,7 @@ import (
 	"google.golang.org/protobuf/types/known/durationpb"
 
 	"github.com/crossdock/crossdock/agent"
-	"github.com/crossdock/crossdock/internal/sample"
+	"github.com/crossdock/crossdock/internal/demo/sample"
 	adminv1 "github.com/crossdock/crossdock/proto/gen/crossdock/admin/v1"
 	eventv1 "github.com/crossdock/crossdock/proto/gen/crossdock/event/v1"
 )

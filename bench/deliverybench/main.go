@@ -35,7 +35,7 @@ import (
 	"github.com/crossdock/crossdock/controlplane"
 	"github.com/crossdock/crossdock/controlplane/delivery"
 	"github.com/crossdock/crossdock/internal/cliconfig"
-	"github.com/crossdock/crossdock/internal/samplemarket"
+	"github.com/crossdock/crossdock/internal/demo/samplemarket"
 	adminv1 "github.com/crossdock/crossdock/proto/gen/crossdock/admin/v1"
 	eventv1 "github.com/crossdock/crossdock/proto/gen/crossdock/event/v1"
 	storev1 "github.com/crossdock/crossdock/proto/gen/crossdock/store/v1"

@@ -20,7 +20,7 @@ import (
 	"github.com/crossdock/crossdock/agent"
 	"github.com/crossdock/crossdock/controlplane"
 	"github.com/crossdock/crossdock/internal/cliconfig"
-	"github.com/crossdock/crossdock/internal/sample"
+	"github.com/crossdock/crossdock/internal/demo/sample"
 	adminv1 "github.com/crossdock/crossdock/proto/gen/crossdock/admin/v1"
 	eventv1 "github.com/crossdock/crossdock/proto/gen/crossdock/event/v1"
 )

@@ -38,7 +38,7 @@ import (
 	"time"
 
 	"github.com/crossdock/crossdock/agent/outbox"
-	"github.com/crossdock/crossdock/internal/procmem"
+	"github.com/crossdock/crossdock/internal/platform/procmem"
 )
 
 type config struct {

@@ -19,8 +19,8 @@ import (
 
 	"github.com/crossdock/crossdock/internal/canonical"
 	"github.com/crossdock/crossdock/internal/cliconfig"
-	"github.com/crossdock/crossdock/internal/sample"
-	"github.com/crossdock/crossdock/internal/testutil"
+	"github.com/crossdock/crossdock/internal/demo/sample"
+	"github.com/crossdock/crossdock/internal/testkit/testutil"
 	adminv1 "github.com/crossdock/crossdock/proto/gen/crossdock/admin/v1"
 	"github.com/crossdock/crossdock/proto/gen/crossdock/admin/v1/adminv1connect"
 	agentv1 "github.com/crossdock/crossdock/proto/gen/crossdock/agent/v1"

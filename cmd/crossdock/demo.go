@@ -20,8 +20,8 @@ import (
 	"github.com/crossdock/crossdock/agent"
 	"github.com/crossdock/crossdock/agent/pluginhost"
 	"github.com/crossdock/crossdock/controlplane"
-	"github.com/crossdock/crossdock/internal/sampleerp"
-	"github.com/crossdock/crossdock/internal/samplemarket"
+	"github.com/crossdock/crossdock/internal/demo/sampleerp"
+	"github.com/crossdock/crossdock/internal/demo/samplemarket"
 	adminv1 "github.com/crossdock/crossdock/proto/gen/crossdock/admin/v1"
 	routingv1 "github.com/crossdock/crossdock/proto/gen/crossdock/routing/v1"
 )

@@ -12,7 +12,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/crossdock/crossdock/internal/testutil"
+	"github.com/crossdock/crossdock/internal/testkit/testutil"
 )
 
 // TestDemoBannerCommandsRun runs the real binary as bin/crossdock from a directory, the

@@ -13,7 +13,7 @@ import (
 	"time"
 
 	"github.com/crossdock/crossdock/controlplane/controlplanetest"
-	"github.com/crossdock/crossdock/internal/samplemarket"
+	"github.com/crossdock/crossdock/internal/demo/samplemarket"
 )
 
 // TestDeliveryCLI drives delivery through the built binaries: documents applied with

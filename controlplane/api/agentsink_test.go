@@ -18,7 +18,7 @@ import (
 	"github.com/crossdock/crossdock/controlplane/controlplanetest"
 	"github.com/crossdock/crossdock/controlplane/ledger"
 	"github.com/crossdock/crossdock/internal/cliconfig"
-	"github.com/crossdock/crossdock/internal/testutil"
+	"github.com/crossdock/crossdock/internal/testkit/testutil"
 	eventv1 "github.com/crossdock/crossdock/proto/gen/crossdock/event/v1"
 	routingv1 "github.com/crossdock/crossdock/proto/gen/crossdock/routing/v1"
 	"github.com/crossdock/crossdock/proto/gen/crossdock/routing/v1/routingv1connect"

@@ -8,7 +8,7 @@ import (
 	"github.com/crossdock/crossdock/controlplane/controlplanetest"
 	"github.com/crossdock/crossdock/controlplane/delivery"
 	"github.com/crossdock/crossdock/controlplane/routing"
-	"github.com/crossdock/crossdock/internal/samplemarket"
+	"github.com/crossdock/crossdock/internal/demo/samplemarket"
 )
 
 // The leader is stopped, or cut off from the other nodes, while it delivers: the new

@@ -20,7 +20,7 @@ import (
 	"github.com/crossdock/crossdock/controlplane/delivery"
 	"github.com/crossdock/crossdock/controlplane/ledger"
 	"github.com/crossdock/crossdock/controlplane/store"
-	"github.com/crossdock/crossdock/internal/samplemarket"
+	"github.com/crossdock/crossdock/internal/demo/samplemarket"
 	eventv1 "github.com/crossdock/crossdock/proto/gen/crossdock/event/v1"
 	storev1 "github.com/crossdock/crossdock/proto/gen/crossdock/store/v1"
 )

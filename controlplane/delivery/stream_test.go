@@ -15,7 +15,7 @@ import (
 	"github.com/crossdock/crossdock/controlplane/delivery"
 	"github.com/crossdock/crossdock/controlplane/routing"
 	"github.com/crossdock/crossdock/internal/cliconfig"
-	"github.com/crossdock/crossdock/internal/samplemarket"
+	"github.com/crossdock/crossdock/internal/demo/samplemarket"
 	deliveryv1 "github.com/crossdock/crossdock/proto/gen/crossdock/delivery/v1"
 	"github.com/crossdock/crossdock/proto/gen/crossdock/delivery/v1/deliveryv1connect"
 )

@@ -36,9 +36,9 @@ import (
 
 	"github.com/dgraph-io/badger/v4"
 
-	"github.com/crossdock/crossdock/internal/mapadvise"
+	"github.com/crossdock/crossdock/internal/platform/mapadvise"
 
-	"github.com/crossdock/crossdock/internal/fsutil"
+	"github.com/crossdock/crossdock/internal/platform/fsutil"
 )
 
 // Errors returned by the ledger. The token errors are not returned by Apply: a refused

@@ -9,7 +9,7 @@ import (
 
 	"sigs.k8s.io/yaml"
 
-	"github.com/crossdock/crossdock/internal/fsutil"
+	"github.com/crossdock/crossdock/internal/platform/fsutil"
 )
 
 // Config is the CLI's view of one cluster.

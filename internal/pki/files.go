@@ -7,7 +7,7 @@ import (
 	"path/filepath"
 	"strings"
 
-	"github.com/crossdock/crossdock/internal/fsutil"
+	"github.com/crossdock/crossdock/internal/platform/fsutil"
 )
 
 // WriteKeyPair stores a certificate and its private key as dir/name.crt (mode 0644)

@@ -13,8 +13,8 @@ import (
 	"github.com/crossdock/crossdock/agent/outbox"
 	"github.com/crossdock/crossdock/agent/pluginhost"
 	"github.com/crossdock/crossdock/internal/canonical"
-	"github.com/crossdock/crossdock/internal/testsvc"
-	"github.com/crossdock/crossdock/internal/testutil"
+	"github.com/crossdock/crossdock/internal/testkit/testsvc"
+	"github.com/crossdock/crossdock/internal/testkit/testutil"
 	agentv1 "github.com/crossdock/crossdock/proto/gen/crossdock/agent/v1"
 	eventv1 "github.com/crossdock/crossdock/proto/gen/crossdock/event/v1"
 )

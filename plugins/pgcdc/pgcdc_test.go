@@ -17,8 +17,8 @@ import (
 	"github.com/jackc/pglogrepl"
 	"github.com/jackc/pgx/v5"
 
-	"github.com/crossdock/crossdock/internal/testsvc"
-	"github.com/crossdock/crossdock/internal/testutil"
+	"github.com/crossdock/crossdock/internal/testkit/testsvc"
+	"github.com/crossdock/crossdock/internal/testkit/testutil"
 	"github.com/crossdock/crossdock/plugins/sdk"
 	eventv1 "github.com/crossdock/crossdock/proto/gen/crossdock/event/v1"
 )

@@ -16,7 +16,7 @@ import (
 	"github.com/crossdock/crossdock/agent/outbox"
 	"github.com/crossdock/crossdock/agent/pluginhost"
 	"github.com/crossdock/crossdock/internal/canonical"
-	"github.com/crossdock/crossdock/internal/testutil"
+	"github.com/crossdock/crossdock/internal/testkit/testutil"
 	eventv1 "github.com/crossdock/crossdock/proto/gen/crossdock/event/v1"
 )
 

@@ -13,8 +13,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/crossdock/crossdock/internal/testsvc"
-	"github.com/crossdock/crossdock/internal/testutil"
+	"github.com/crossdock/crossdock/internal/testkit/testsvc"
+	"github.com/crossdock/crossdock/internal/testkit/testutil"
 	"github.com/crossdock/crossdock/plugins/sdk"
 	eventv1 "github.com/crossdock/crossdock/proto/gen/crossdock/event/v1"
 )

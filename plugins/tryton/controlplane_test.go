@@ -12,7 +12,7 @@ import (
 	"github.com/crossdock/crossdock/agent/pluginhost"
 	"github.com/crossdock/crossdock/controlplane/controlplanetest"
 	"github.com/crossdock/crossdock/controlplane/ledger"
-	"github.com/crossdock/crossdock/internal/testutil"
+	"github.com/crossdock/crossdock/internal/testkit/testutil"
 	"github.com/crossdock/crossdock/plugins/sdk"
 	"github.com/crossdock/crossdock/plugins/tryton"
 	eventv1 "github.com/crossdock/crossdock/proto/gen/crossdock/event/v1"

@@ -11,8 +11,8 @@ import (
 	"time"
 
 	"github.com/crossdock/crossdock/controlplane/controlplanetest"
-	"github.com/crossdock/crossdock/internal/testsvc"
-	"github.com/crossdock/crossdock/internal/testutil"
+	"github.com/crossdock/crossdock/internal/testkit/testsvc"
+	"github.com/crossdock/crossdock/internal/testkit/testutil"
 	"github.com/crossdock/crossdock/plugins/sdk"
 	"github.com/crossdock/crossdock/plugins/tryton"
 	eventv1 "github.com/crossdock/crossdock/proto/gen/crossdock/event/v1"

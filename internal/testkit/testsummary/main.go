@@ -6,7 +6,7 @@
 // It exits 1 when a test, a package or a build failed, or the input ended without a
 // package result, and 0 otherwise. `make test` runs it as:
 //
-//	go test -race -json ./... | go run ./internal/testsummary
+//	go test -race -json ./... | go run ./internal/testkit/testsummary
 package main
 
 import (
@@ -19,7 +19,7 @@ import (
 	"strings"
 )
 
-// skipMarker starts the message internal/testsvc.Missing skips a test with.
+// skipMarker starts the message internal/testkit/testsvc.Missing skips a test with.
 const skipMarker = "INTEGRATION TEST NOT RUN: "
 
 // event is one line of `go test -json` (see `go doc test2json`).

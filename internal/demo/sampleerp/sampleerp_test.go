@@ -9,7 +9,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/crossdock/crossdock/internal/testutil"
+	"github.com/crossdock/crossdock/internal/testkit/testutil"
 	"github.com/crossdock/crossdock/plugins/sdk"
 	sqlconnector "github.com/crossdock/crossdock/plugins/sql"
 	eventv1 "github.com/crossdock/crossdock/proto/gen/crossdock/event/v1"

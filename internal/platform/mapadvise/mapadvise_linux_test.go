@@ -17,7 +17,7 @@ import (
 
 	"github.com/dgraph-io/badger/v4"
 
-	"github.com/crossdock/crossdock/internal/testutil"
+	"github.com/crossdock/crossdock/internal/testkit/testutil"
 )
 
 // vmFlags returns the VmFlags of every mapping of path in /proc/self/smaps ("rr" is

@@ -11,7 +11,7 @@ import (
 
 	_ "github.com/go-sql-driver/mysql" // the test connects to check readiness
 
-	"github.com/crossdock/crossdock/internal/testutil"
+	"github.com/crossdock/crossdock/internal/testkit/testutil"
 )
 
 // MariaDB is a running MariaDB server owned by a test.

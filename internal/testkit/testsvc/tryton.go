@@ -17,7 +17,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/crossdock/crossdock/internal/testutil"
+	"github.com/crossdock/crossdock/internal/testkit/testutil"
 )
 
 // Tryton is a running trytond (6.0, modules sale and stock) owned by a test, with a
