@@ -40,7 +40,12 @@ func oneLine(s string, n int) string {
 
 func newDlqCmd() *cobra.Command {
 	cmd := &cobra.Command{Use: "dlq", Short: "Dead letters: messages a destination refused or that could not be mapped"}
+	cmd.AddCommand(newDlqLsCmd(), newDlqShowCmd(), newDlqRetryCmd())
+	return cmd
+}
 
+// newDlqLsCmd is `crossdock dlq ls`.
+func newDlqLsCmd() *cobra.Command {
 	var dest, route, errText string
 	var keys []string
 	var all bool
@@ -83,7 +88,11 @@ func newDlqCmd() *cobra.Command {
 	ls.Flags().StringVar(&errText, "error", "", "only dead letters whose error contains this text (case-insensitive)")
 	ls.Flags().BoolVar(&all, "all", false, "include dead letters a retry delivered")
 	ls.Flags().Uint32Var(&limit, "limit", 100, "at most this many (max 10000)")
+	return ls
+}
 
+// newDlqShowCmd is `crossdock dlq show ID`.
+func newDlqShowCmd() *cobra.Command {
 	show := &cobra.Command{
 		Use:   "show ID",
 		Short: "Show a dead letter: its payload and every attempt with status and response",
@@ -135,7 +144,11 @@ func newDlqCmd() *cobra.Command {
 			return tw.Flush()
 		},
 	}
+	return show
+}
 
+// newDlqRetryCmd is `crossdock dlq retry`.
+func newDlqRetryCmd() *cobra.Command {
 	var rAll bool
 	var rDest string
 	retry := &cobra.Command{
@@ -170,7 +183,5 @@ func newDlqCmd() *cobra.Command {
 	}
 	retry.Flags().BoolVar(&rAll, "all", false, "every open dead letter of --destination")
 	retry.Flags().StringVar(&rDest, "destination", "", "the destination for --all")
-
-	cmd.AddCommand(ls, show, retry)
-	return cmd
+	return retry
 }
