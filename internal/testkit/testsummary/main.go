@@ -106,7 +106,9 @@ func (s *summary) add(raw []byte) {
 		p.lines = append(p.lines, line{e.Test, e.Output})
 		p.compact()
 	case "skip":
-		if e.Test == "" {
+		if e.Test == "" { // a package without test files
+			s.results++
+			s.flush(e.Package, p, false)
 			return
 		}
 		p.passed[e.Test] = true

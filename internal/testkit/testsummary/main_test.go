@@ -71,6 +71,14 @@ func TestSummary(t *testing.T) {
 		t.Errorf("clean run: exit %d, output %q", code, out)
 	}
 
+	// A package without test files is reported as go test reports it, and passes.
+	out, code = summarize(t, `{"Action":"start","Package":"r"}
+{"Action":"output","Package":"r","Output":"?   \tr\t[no test files]\n"}
+{"Action":"skip","Package":"r","Elapsed":0}`)
+	if code != 0 || out != "?   \tr\t[no test files]\nintegration tests: none skipped\n" {
+		t.Errorf("package without tests: exit %d, output %q", code, out)
+	}
+
 	// A build failure and a binary that ended without a result both fail.
 	out, code = summarize(t, `{"ImportPath":"p [p.test]","Action":"build-output","Output":"p/x.go:1: syntax error\n"}
 {"ImportPath":"p [p.test]","Action":"build-fail"}
