@@ -4,7 +4,6 @@
 package agent
 
 import (
-	"bytes"
 	"context"
 	"crypto/tls"
 	"errors"
@@ -69,9 +68,10 @@ type Config struct {
 	RenewCheck time.Duration
 }
 
-// recentIDBytes bounds what Publish remembers of recent events with a caller's id or
-// position, to refuse one repeated with other content at once.
-const recentIDBytes = 8 << 20
+// recentIDCount bounds how many recent ids given by a caller or derived from a position
+// Publish remembers, to refuse one repeated with other content at once (about 100
+// bytes each).
+const recentIDCount = 1 << 16
 
 // Agent is a running agent.
 type Agent struct {
@@ -119,7 +119,7 @@ func New(ctx context.Context, cfg Config) (*Agent, error) {
 	case cfg.EnrollToken != "":
 		logger.Info("agent already enrolled; ignoring the enrollment token", "agent", id.ID)
 	}
-	a := &Agent{cfg: cfg, logger: logger.With("agent", id.ID), id: id, renew: newRenewer(cfg.DataDir, id), recent: newRecentIDs(recentIDBytes)}
+	a := &Agent{cfg: cfg, logger: logger.With("agent", id.ID), id: id, renew: newRenewer(cfg.DataDir, id), recent: newRecentIDs(recentIDCount)}
 	a.outbox, err = outbox.Open(outbox.Options{Dir: filepath.Join(cfg.DataDir, "outbox"), QuotaBytes: cfg.QuotaBytes, Logger: a.logger})
 	if errors.Is(err, outbox.ErrDamaged) {
 		return nil, fmt.Errorf("agent: %w\nThe agent does not start on a damaged outbox. Stop here and run `crossdock agent repair --data-dir %s`: it keeps every intact event, reports what was lost and sets the damaged files aside (docs/operations.md)", err, cfg.DataDir)
@@ -244,8 +244,9 @@ func (a *Agent) Publish(ctx context.Context, connector string, events []*eventv1
 	// can repeat an id with other content: checked here, within the call and against
 	// what was published lately, so the publisher hears of it (the control plane would
 	// not commit it).
-	var explicit map[string]int
-	var explicitRecs [][]byte
+	var prints []uint64 // per event: its content fingerprint, 0 when its id is derived from it
+	var inCall map[string]int
+	var recs [][]byte
 	// Events are encoded straight into the outbox's record layout, which it writes
 	// without copying.
 	rs := recordsPool.Get().(*outbox.Records)
@@ -267,26 +268,19 @@ func (a *Agent) Publish(ctx context.Context, connector string, events []*eventv1
 		}
 		ids[i] = ev.Id
 		if chosen {
-			if explicit == nil {
-				explicit = map[string]int{}
+			if err := a.checkID(i, ev.Id, rec, &prints, &inCall, &recs, len(events)); err != nil {
+				return nil, err
 			}
-			if j, ok := explicit[ev.Id]; ok {
-				if same, d := canonical.SameContent(explicitRecs[j], rec); !same {
-					return nil, idConflictError(i, ev.Id, fmt.Sprintf("earlier in this call (events[%d])", j), d)
-				}
-			} else if d := a.recent.conflict(ev.Id, rec); d != "" {
-				return nil, idConflictError(i, ev.Id, "before", d)
-			}
-			explicit[ev.Id] = len(explicitRecs)
-			explicitRecs = append(explicitRecs, bytes.Clone(rec))
 		}
 	}
 	first, last, err := a.appendRecords(ctx, rs)
 	if err != nil {
 		return nil, err
 	}
-	for id, j := range explicit {
-		a.recent.add(id, explicitRecs[j])
+	for i, p := range prints {
+		if p != 0 {
+			a.recent.add(ids[i], recentID{print: p, seq: first + uint64(i)})
+		}
 	}
 	return &agentv1.PublishResponse{FirstSeq: first, LastSeq: last, Ids: ids}, nil
 }
@@ -312,6 +306,40 @@ func (a *Agent) appendRecords(ctx context.Context, rs *outbox.Records) (first, l
 			rs.Len(), err, uplinkState)
 	}
 	return first, last, err
+}
+
+// checkID refuses event i of a publish call when its id (one not derived from its
+// content) repeats an id of the same call, or of an event published lately, with other
+// content. It records the event's fingerprint in prints (sized n on first use).
+func (a *Agent) checkID(i int, id string, rec []byte, prints *[]uint64, inCall *map[string]int, recs *[][]byte, n int) error {
+	if *prints == nil {
+		*prints, *recs, *inCall = make([]uint64, n), make([][]byte, n), make(map[string]int, n)
+	}
+	p := contentPrint(rec) | 1        // never 0: 0 marks an event without an id to check
+	(*prints)[i], (*recs)[i] = p, rec // rec stays valid: a grown buffer leaves the old one intact
+	if j, ok := (*inCall)[id]; ok {
+		if same, d := canonical.SameContent((*recs)[j], rec); !same {
+			return idConflictError(i, id, fmt.Sprintf("earlier in this call (events[%d])", j), d)
+		}
+		(*prints)[i] = 0 // the same change twice: the first records it
+		return nil
+	}
+	(*inCall)[id] = i
+	r, ok := a.recent.lookup(id)
+	if !ok || r.print == p {
+		return nil
+	}
+	// The fingerprints differ: name what differs if the earlier event is still in the
+	// outbox, else say which seq it had.
+	d := fmt.Sprintf("type, keys or payload differ from the event published at agent seq %d", r.seq)
+	if es, err := a.outbox.Read(r.seq, 1, 4<<20); err == nil && len(es) == 1 && es[0].Seq == r.seq {
+		if same, dd := canonical.SameContent(es[0].Data, rec); same {
+			return nil
+		} else {
+			d = dd
+		}
+	}
+	return idConflictError(i, id, "before", d)
 }
 
 // recordsPool holds publish calls' record buffers: a fresh one per call was most of
