@@ -20,43 +20,73 @@ import (
 // content fails at once instead of only when the control plane refuses it. It is
 // bounded (the oldest forgotten first) and not durable: the control plane's check
 // (conflicts in agent status and `agents describe`) is the one that always holds.
-// It stores no event bytes: it runs on every publish with positions, and copying them
-// cost a tenth of a loaded agent's CPU.
+// It runs on every publish with positions, so it stores no event bytes and keys its
+// map by a hash of the id (the ring holds the ids, to tell a hash collision).
 type recentIDs struct {
 	mu   sync.Mutex
-	m    map[string]recentID
-	ring []string // ids in the order they were added; ring[next] is the oldest
+	m    map[uint64]recentID
+	ring []ringID // ids in the order they were added; ring[next] is the oldest
 	next int
+}
+
+type ringID struct {
+	id string
+	h  uint64
 }
 
 type recentID struct {
 	print uint64
 	seq   uint64
+	slot  int // in ring
 }
 
 func newRecentIDs(n int) *recentIDs {
-	return &recentIDs{m: make(map[string]recentID, n), ring: make([]string, n)}
+	return &recentIDs{m: make(map[uint64]recentID, n), ring: make([]ringID, n)}
 }
 
-// lookup returns what was recorded for id.
-func (c *recentIDs) lookup(id string) (recentID, bool) {
+// lookup returns what was recorded for id, whose hash is h.
+func (c *recentIDs) lookup(id string, h uint64) (recentID, bool) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	r, ok := c.m[id]
-	return r, ok
-}
-
-func (c *recentIDs) add(id string, r recentID) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if _, ok := c.m[id]; !ok {
-		if old := c.ring[c.next]; old != "" {
-			delete(c.m, old)
-		}
-		c.ring[c.next] = id
-		c.next = (c.next + 1) % len(c.ring)
+	r, ok := c.m[h]
+	if !ok || c.ring[r.slot].id != id {
+		return recentID{}, false
 	}
-	c.m[id] = r
+	return r, true
+}
+
+// addCall records the checked events of a publish call whose first event got seq
+// first: prints[i] != 0 for each.
+func (c *recentIDs) addCall(ids []string, hashes, prints []uint64, first uint64) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for i, p := range prints {
+		if p == 0 {
+			continue
+		}
+		h := hashes[i]
+		slot := -1
+		if r, ok := c.m[h]; ok && c.ring[r.slot].id == ids[i] {
+			slot = r.slot
+		} else {
+			if old := c.ring[c.next]; old.id != "" {
+				if r, ok := c.m[old.h]; ok && r.slot == c.next {
+					delete(c.m, old.h)
+				}
+			}
+			slot = c.next
+			c.ring[slot] = ringID{ids[i], h}
+			c.next = (c.next + 1) % len(c.ring)
+		}
+		c.m[h] = recentID{print: p, seq: first + uint64(i), slot: slot}
+	}
+}
+
+// callIDs checks the ids of one publish call (see Agent.checkID).
+type callIDs struct {
+	prints, hashes []uint64 // per event; prints[i] == 0 for an event not checked
+	recs           [][]byte
+	inCall         map[uint64]int
 }
 
 var printSeed = maphash.MakeSeed()
