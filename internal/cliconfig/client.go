@@ -4,12 +4,18 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"errors"
+	"fmt"
+	"net"
 	"net/http"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/crossdock/crossdock/proto/gen/crossdock/admin/v1/adminv1connect"
 )
+
+// DialTimeout bounds the TCP connect to one node before the next is tried.
+const DialTimeout = 3 * time.Second
 
 // AdminClient returns an admin API client for c: HTTPS (HTTP/2) verified against c's CA,
 // with c's token on every request. close releases idle connections.
@@ -23,22 +29,30 @@ func (c *Config) AdminClient() (client adminv1connect.AdminServiceClient, close 
 
 // HTTPClient returns what a Connect client of any admin-token service needs: an HTTP
 // client (HTTPS verified against c's CA, c's token on every request, unary calls
-// retried on the leader) and the base URL. close releases idle connections.
+// retried on the leader, and on the next of c's nodes when one cannot be reached) and
+// the base URL. close releases idle connections.
 func (c *Config) HTTPClient() (client *http.Client, baseURL string, close func(), err error) {
 	pool := x509.NewCertPool()
 	if !pool.AppendCertsFromPEM([]byte(c.CAPEM)) {
 		return nil, "", nil, errors.New("the configured cluster CA is not a PEM certificate")
 	}
+	dialer := &net.Dialer{Timeout: DialTimeout, KeepAlive: 15 * time.Second}
 	tr := &http.Transport{
-		TLSClientConfig:   &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS13},
-		ForceAttemptHTTP2: true,
-		IdleConnTimeout:   30 * time.Second,
+		DialContext:         dialer.DialContext,
+		TLSClientConfig:     &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS13},
+		TLSHandshakeTimeout: 5 * time.Second,
+		ForceAttemptHTTP2:   true,
+		IdleConnTimeout:     30 * time.Second,
 	}
-	addr := c.Addr
+	servers := c.Servers()
+	if len(servers) == 0 {
+		return nil, "", nil, errors.New("the CLI config names no control plane address")
+	}
+	addr := servers[0]
 	if !strings.Contains(addr, "://") {
 		addr = "https://" + addr
 	}
-	hc := &http.Client{Transport: Bearer{Token: c.Token, Next: FollowLeader{Next: tr}}}
+	hc := &http.Client{Transport: Bearer{Token: c.Token, Next: FollowLeader{Next: &Failover{Servers: servers, ConfigPath: c.Path, Next: tr}}}}
 	return hc, addr, tr.CloseIdleConnections, nil
 }
 
@@ -85,4 +99,118 @@ func (f FollowLeader) RoundTrip(r *http.Request) (*http.Response, error) {
 	}
 	res.Body.Close()
 	return f.Next.RoundTrip(r2)
+}
+
+// Failover sends a request to the node it names and, when that node cannot be reached
+// (no TCP connection: refused, timed out, no route), to each other node of Servers in
+// turn. Only a failure to connect moves on: the request never reached the node, so
+// sending it elsewhere cannot apply it twice. The node that last answered is tried first
+// by later requests to the first server. A certificate not signed by the config's CA is
+// reported as a config pointing at another cluster.
+type Failover struct {
+	Servers []string
+	// ConfigPath is named in errors ("" when the config came from flags).
+	ConfigPath string
+	Next       http.RoundTripper
+
+	good atomic.Pointer[string]
+}
+
+// RoundTrip implements http.RoundTripper.
+func (f *Failover) RoundTrip(r *http.Request) (*http.Response, error) {
+	first := r.URL.Host
+	if g := f.good.Load(); g != nil && len(f.Servers) > 0 && first == f.Servers[0] {
+		first = *g
+	}
+	order := []string{first}
+	for _, s := range f.Servers {
+		if s != first && s != r.URL.Host {
+			order = append(order, s)
+		}
+	}
+	if r.URL.Host != first {
+		order = append(order, r.URL.Host)
+	}
+	var errs []string
+	var lastErr error
+	for i, host := range order {
+		req := r
+		if i > 0 || host != r.URL.Host {
+			if r.Body != nil && r.Body != http.NoBody && r.GetBody == nil {
+				break // a stream's body cannot be sent twice
+			}
+			req = r.Clone(r.Context())
+			req.URL.Host, req.Host = host, ""
+			if r.GetBody != nil {
+				body, err := r.GetBody()
+				if err != nil {
+					break
+				}
+				req.Body = body
+			}
+		}
+		res, err := f.Next.RoundTrip(req)
+		if err == nil {
+			f.good.Store(&host)
+			return res, nil
+		}
+		lastErr = err
+		switch {
+		case notOurCA(err):
+			errs = append(errs, fmt.Sprintf("%s: its certificate is not signed by the cluster CA in %s", host, f.where()))
+		case unreachable(err) && r.Context().Err() == nil:
+			errs = append(errs, fmt.Sprintf("%s: %v", host, err))
+		default:
+			return nil, err
+		}
+	}
+	if lastErr == nil {
+		lastErr = errors.New("no control plane address to try")
+	}
+	return nil, &ConnectError{Tried: errs, ConfigPath: f.ConfigPath, Err: lastErr}
+}
+
+func (f *Failover) where() string {
+	if f.ConfigPath == "" {
+		return "--ca-cert"
+	}
+	return f.ConfigPath
+}
+
+// ConnectError is returned when no node of the config could be reached.
+type ConnectError struct {
+	Tried      []string
+	ConfigPath string
+	Err        error
+}
+
+func (e *ConnectError) Error() string {
+	var b strings.Builder
+	b.WriteString("no control plane node answered (")
+	b.WriteString(strings.Join(e.Tried, "; "))
+	b.WriteString(")")
+	if e.ConfigPath != "" {
+		fmt.Fprintf(&b, "; the addresses and CA came from the CLI config %s", e.ConfigPath)
+	}
+	if notOurCA(e.Err) {
+		b.WriteString(": it belongs to another cluster (or the cluster was bootstrapped again). Use the admin.yaml in the server's data dir: CROSSDOCK_CONFIG=<data-dir>/admin.yaml, or copy it over the config")
+	} else {
+		b.WriteString(": start a node, or pass --addr with a running node's address (`crossdock cluster peers` stores every node's address in the config)")
+	}
+	return b.String()
+}
+
+func (e *ConnectError) Unwrap() error { return e.Err }
+
+// unreachable reports whether err is a failure to connect to a node.
+func unreachable(err error) bool {
+	var op *net.OpError
+	return errors.As(err, &op) && op.Op == "dial"
+}
+
+// notOurCA reports whether err is a server certificate the config's CA did not sign.
+func notOurCA(err error) bool {
+	var ua x509.UnknownAuthorityError
+	var ve *tls.CertificateVerificationError
+	return errors.As(err, &ua) || errors.As(err, &ve)
 }
