@@ -11,8 +11,8 @@ BUF_VERSION := v1.75.0
 help: ## Show the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[36m%-12s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
 
-build: ## Build bin/crossdock
-	$(GO) build -o $(BIN) ./cmd/crossdock
+build: ## Build bin/crossdock (static: CGO off)
+	CGO_ENABLED=0 $(GO) build -o $(BIN) ./cmd/crossdock
 
 test: ## Run every test with the race detector
 	$(GO) test -race -timeout 20m ./...

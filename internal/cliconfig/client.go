@@ -135,12 +135,15 @@ func (f *Failover) RoundTrip(r *http.Request) (*http.Response, error) {
 	var lastErr error
 	for i, host := range order {
 		req := r
-		if i > 0 || host != r.URL.Host {
+		if host != r.URL.Host {
+			req = r.Clone(r.Context())
+			req.URL.Host, req.Host = host, ""
+		}
+		if i > 0 {
+			// The body of the first attempt may be consumed: send a fresh copy.
 			if r.Body != nil && r.Body != http.NoBody && r.GetBody == nil {
 				break // a stream's body cannot be sent twice
 			}
-			req = r.Clone(r.Context())
-			req.URL.Host, req.Host = host, ""
 			if r.GetBody != nil {
 				body, err := r.GetBody()
 				if err != nil {

@@ -1,0 +1,93 @@
+package cliconfig
+
+import (
+	"errors"
+	"io"
+	"net"
+	"net/http"
+	"strings"
+	"syscall"
+	"testing"
+)
+
+// downNodes is a RoundTripper standing in for the network (fault injection): a request
+// to a host in down fails as a refused TCP connect; any other host answers 200 with
+// the request's body. It records the hosts asked.
+type downNodes struct {
+	down  map[string]bool
+	asked []string
+}
+
+func (d *downNodes) RoundTrip(r *http.Request) (*http.Response, error) {
+	d.asked = append(d.asked, r.URL.Host)
+	if d.down[r.URL.Host] {
+		return nil, &net.OpError{Op: "dial", Net: "tcp", Err: syscall.ECONNREFUSED}
+	}
+	var body []byte
+	if r.Body != nil {
+		body, _ = io.ReadAll(r.Body)
+	}
+	return &http.Response{StatusCode: 200, Body: io.NopCloser(strings.NewReader(string(body))), Header: http.Header{}}, nil
+}
+
+// TestFailover checks the CLI's client moves to the next node only when a node cannot
+// be reached, keeps the body, sticks to the node that answered, does not send a
+// stream's unreplayable body twice, and names the config file when no node answers.
+func TestFailover(t *testing.T) {
+	net := &downNodes{down: map[string]bool{"a:1": true}}
+	f := &Failover{Servers: []string{"a:1", "b:1", "c:1"}, ConfigPath: "/etc/cd.yaml", Next: net}
+
+	req, _ := http.NewRequest("POST", "https://a:1/x", strings.NewReader("payload"))
+	res, err := f.RoundTrip(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if b, _ := io.ReadAll(res.Body); string(b) != "payload" {
+		t.Fatalf("the node tried second got body %q, want the request's", b)
+	}
+	if strings.Join(net.asked, ",") != "a:1,b:1" {
+		t.Fatalf("asked %v, want a:1 then b:1", net.asked)
+	}
+
+	// The next request starts with the node that answered.
+	net.asked = nil
+	req, _ = http.NewRequest("POST", "https://a:1/x", strings.NewReader("again"))
+	if _, err := f.RoundTrip(req); err != nil {
+		t.Fatal(err)
+	}
+	if strings.Join(net.asked, ",") != "b:1" {
+		t.Fatalf("asked %v, want b:1 only", net.asked)
+	}
+
+	// A stream's body (no GetBody) is not sent to another node.
+	net.asked, net.down["b:1"] = nil, true
+	req, _ = http.NewRequest("POST", "https://a:1/x", io.NopCloser(strings.NewReader("stream")))
+	req.GetBody = nil
+	if _, err := f.RoundTrip(req); err == nil {
+		t.Fatal("a stream was sent on after its node was down")
+	}
+	if len(net.asked) != 1 {
+		t.Fatalf("a stream's request went to %v", net.asked)
+	}
+
+	// All down: the error names every node and the config.
+	net.asked, net.down["c:1"] = nil, true
+	req, _ = http.NewRequest("GET", "https://a:1/x", nil)
+	_, err = f.RoundTrip(req)
+	var ce *ConnectError
+	if !errors.As(err, &ce) || !errors.Is(err, syscall.ECONNREFUSED) {
+		t.Fatalf("err = %v, want a ConnectError wrapping connection refused", err)
+	}
+	for _, want := range []string{"a:1", "b:1", "c:1", "/etc/cd.yaml"} {
+		if !strings.Contains(err.Error(), want) {
+			t.Errorf("error does not name %s: %v", want, err)
+		}
+	}
+}
+
+func TestServers(t *testing.T) {
+	c := &Config{Addr: "a:1", Addrs: []string{"b:1", "a:1", "", "c:1"}}
+	if got := strings.Join(c.Servers(), ","); got != "a:1,b:1,c:1" {
+		t.Fatalf("Servers() = %s", got)
+	}
+}
