@@ -104,8 +104,9 @@ func (f FollowLeader) RoundTrip(r *http.Request) (*http.Response, error) {
 // Failover sends a request to the node it names and, when that node cannot be reached
 // (no TCP connection: refused, timed out, no route), to each other node of Servers in
 // turn. Only a failure to connect moves on: the request never reached the node, so
-// sending it elsewhere cannot apply it twice. The node that last answered is tried first
-// by later requests to the first server. A certificate not signed by the config's CA is
+// sending it elsewhere cannot apply it twice. The node that last answered a request to
+// the first server is tried first by the later ones (a redirect to the leader does not
+// count: calls such as GetClusterStatus are answered by the node they reach). A certificate not signed by the config's CA is
 // reported as a config pointing at another cluster.
 type Failover struct {
 	Servers []string
@@ -118,8 +119,12 @@ type Failover struct {
 
 // RoundTrip implements http.RoundTripper.
 func (f *Failover) RoundTrip(r *http.Request) (*http.Response, error) {
+	// A request to the first server is a request to the cluster: it starts with the
+	// node that last answered one. Any other (a redirect to the leader) goes where it
+	// says first, and does not change that node.
+	toCluster := len(f.Servers) > 0 && r.URL.Host == f.Servers[0]
 	first := r.URL.Host
-	if g := f.good.Load(); g != nil && len(f.Servers) > 0 && first == f.Servers[0] {
+	if g := f.good.Load(); g != nil && toCluster {
 		first = *g
 	}
 	order := []string{first}
@@ -154,7 +159,9 @@ func (f *Failover) RoundTrip(r *http.Request) (*http.Response, error) {
 		}
 		res, err := f.Next.RoundTrip(req)
 		if err == nil {
-			f.good.Store(&host)
+			if toCluster {
+				f.good.Store(&host)
+			}
 			return res, nil
 		}
 		lastErr = err

@@ -59,6 +59,21 @@ func TestFailover(t *testing.T) {
 		t.Fatalf("asked %v, want b:1 only", net.asked)
 	}
 
+	// A redirect to the leader (a request to another host) that succeeds does not
+	// change where requests to the cluster start.
+	net.asked = nil
+	req, _ = http.NewRequest("GET", "https://c:1/x", nil)
+	if _, err := f.RoundTrip(req); err != nil {
+		t.Fatal(err)
+	}
+	req, _ = http.NewRequest("GET", "https://a:1/x", nil)
+	if _, err := f.RoundTrip(req); err != nil {
+		t.Fatal(err)
+	}
+	if strings.Join(net.asked, ",") != "c:1,b:1" {
+		t.Fatalf("asked %v, want c:1 (the redirect) then b:1 (still the node that answered)", net.asked)
+	}
+
 	// A stream's body (no GetBody) is not sent to another node.
 	net.asked, net.down["b:1"] = nil, true
 	req, _ = http.NewRequest("POST", "https://a:1/x", io.NopCloser(strings.NewReader("stream")))
