@@ -120,6 +120,12 @@ func TestCLIFailover(t *testing.T) {
 	if strings.TrimSpace(out) == "" {
 		t.Fatal("token create printed no token")
 	}
+	// A streaming call too (its request body cannot be replayed, but nothing was sent
+	// to the dead node).
+	snap := filepath.Join(t.TempDir(), "after-failover.snap")
+	if _, stderr, err := runEnv(t, nil, "snapshot", "save", "--config", config, snap); err != nil {
+		t.Fatalf("snapshot save (a stream) after the failover failed without --addr: %v\n%s", err, stderr)
+	}
 
 	testutil.WaitForDetail(t, 30*time.Second, 100*time.Millisecond, "cluster peers to show the dead node as unreachable", func() (bool, string) {
 		st, _, err := peersJSON(t, config)

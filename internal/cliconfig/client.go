@@ -5,9 +5,11 @@ import (
 	"crypto/x509"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -136,31 +138,43 @@ func (f *Failover) RoundTrip(r *http.Request) (*http.Response, error) {
 	if r.URL.Host != first {
 		order = append(order, r.URL.Host)
 	}
+	// A stream's body cannot be made again (no GetBody): it is lent to each attempt, and
+	// an attempt that read from it is the last.
+	var lent *lentBody
+	if r.Body != nil && r.Body != http.NoBody && r.GetBody == nil {
+		lent = &lentBody{rc: r.Body}
+		defer lent.settle()
+	}
 	var errs []string
 	var lastErr error
 	for i, host := range order {
 		req := r
-		if host != r.URL.Host {
+		if host != r.URL.Host || lent != nil {
 			req = r.Clone(r.Context())
 			req.URL.Host, req.Host = host, ""
 		}
-		if i > 0 {
+		if lent != nil && lent.wasRead() {
+			break // sent in part by the last attempt: it cannot be sent again
+		}
+		switch {
+		case lent != nil:
+			lent.lend()
+			req.Body = lent
+		case i > 0 && r.GetBody != nil:
 			// The body of the first attempt may be consumed: send a fresh copy.
-			if r.Body != nil && r.Body != http.NoBody && r.GetBody == nil {
-				break // a stream's body cannot be sent twice
+			body, err := r.GetBody()
+			if err != nil {
+				return nil, fmt.Errorf("send the request again to %s: %w", host, err)
 			}
-			if r.GetBody != nil {
-				body, err := r.GetBody()
-				if err != nil {
-					break
-				}
-				req.Body = body
-			}
+			req.Body = body
 		}
 		res, err := f.Next.RoundTrip(req)
 		if err == nil {
 			if toCluster {
 				f.good.Store(&host)
+			}
+			if lent != nil {
+				lent.handOver()
 			}
 			return res, nil
 		}
@@ -223,4 +237,75 @@ func notOurCA(err error) bool {
 	var ua x509.UnknownAuthorityError
 	var ve *tls.CertificateVerificationError
 	return errors.As(err, &ua) || errors.As(err, &ve)
+}
+
+// lentBody lends a request body that cannot be made again to one attempt after another:
+// the transport closes a body when an attempt fails, so Close does nothing until the
+// body is handed over to the attempt that got a response; settle closes it when no
+// attempt did. A transport reads nothing before it has a connection, so an attempt
+// that failed to connect leaves it unread.
+type lentBody struct {
+	rc       io.ReadCloser
+	mu       sync.Mutex
+	read     bool
+	owned    bool // handed over: Close closes rc
+	closed   bool // the current attempt called Close before the hand-over
+	released bool // rc closed
+}
+
+func (b *lentBody) Read(p []byte) (int, error) {
+	b.mu.Lock()
+	b.read = true
+	b.mu.Unlock()
+	return b.rc.Read(p)
+}
+
+func (b *lentBody) Close() error {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if !b.owned {
+		b.closed = true
+		return nil
+	}
+	return b.release()
+}
+
+// lend starts an attempt: a Close before it came from a failed attempt.
+func (b *lentBody) lend() {
+	b.mu.Lock()
+	b.closed = false
+	b.mu.Unlock()
+}
+
+func (b *lentBody) wasRead() bool {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.read
+}
+
+// handOver gives the body to the attempt that got a response.
+func (b *lentBody) handOver() {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.owned = true
+	if b.closed {
+		_ = b.release()
+	}
+}
+
+// settle closes the body when no attempt took it.
+func (b *lentBody) settle() {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if !b.owned {
+		_ = b.release()
+	}
+}
+
+func (b *lentBody) release() error {
+	if b.released {
+		return nil
+	}
+	b.released = true
+	return b.rc.Close()
 }

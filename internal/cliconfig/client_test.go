@@ -16,11 +16,19 @@ import (
 type downNodes struct {
 	down  map[string]bool
 	asked []string
+	// readFirst makes a down node read a byte of the body before failing.
+	readFirst bool
 }
 
 func (d *downNodes) RoundTrip(r *http.Request) (*http.Response, error) {
 	d.asked = append(d.asked, r.URL.Host)
 	if d.down[r.URL.Host] {
+		if r.Body != nil {
+			if d.readFirst {
+				r.Body.Read(make([]byte, 1))
+			}
+			r.Body.Close() // as net/http does on every error
+		}
 		return nil, &net.OpError{Op: "dial", Net: "tcp", Err: syscall.ECONNREFUSED}
 	}
 	var body []byte
@@ -74,16 +82,36 @@ func TestFailover(t *testing.T) {
 		t.Fatalf("asked %v, want c:1 (the redirect) then b:1 (still the node that answered)", net.asked)
 	}
 
-	// A stream's body (no GetBody) is not sent to another node.
+	// A stream's body (no GetBody) goes to the next node when the first could not be
+	// reached (nothing was read from it), and is closed once.
 	net.asked, net.down["b:1"] = nil, true
-	req, _ = http.NewRequest("POST", "https://a:1/x", io.NopCloser(strings.NewReader("stream")))
+	body := &closeCount{Reader: strings.NewReader("stream")}
+	req, _ = http.NewRequest("POST", "https://a:1/x", body)
+	req.GetBody = nil
+	res, err = f.RoundTrip(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if b, _ := io.ReadAll(res.Body); string(b) != "stream" || strings.Join(net.asked, ",") != "b:1,c:1" {
+		t.Fatalf("a stream went to %v and arrived as %q; want b:1 (down) then c:1 with its body", net.asked, b)
+	}
+	if body.closes != 0 {
+		t.Fatalf("the stream's body was closed %d times before the transport was done with it", body.closes)
+	}
+
+	// A stream's body that a failed attempt read from is not sent again.
+	net.asked, net.readFirst = nil, true
+	f.good.Store(nil)
+	body = &closeCount{Reader: strings.NewReader("stream")}
+	req, _ = http.NewRequest("POST", "https://a:1/x", body)
 	req.GetBody = nil
 	if _, err := f.RoundTrip(req); err == nil {
-		t.Fatal("a stream was sent on after its node was down")
+		t.Fatal("a stream read by a failed attempt was sent on")
 	}
-	if len(net.asked) != 1 {
-		t.Fatalf("a stream's request went to %v", net.asked)
+	if len(net.asked) != 1 || body.closes != 1 {
+		t.Fatalf("a stream read by a failed attempt: asked %v, closed %d times; want one node, closed once", net.asked, body.closes)
 	}
+	net.readFirst = false
 
 	// All down: the error names every node and the config.
 	net.asked, net.down["c:1"] = nil, true
@@ -99,6 +127,13 @@ func TestFailover(t *testing.T) {
 		}
 	}
 }
+
+type closeCount struct {
+	io.Reader
+	closes int
+}
+
+func (c *closeCount) Close() error { c.closes++; return nil }
 
 func TestServers(t *testing.T) {
 	c := &Config{Addr: "a:1", Addrs: []string{"b:1", "a:1", "", "c:1"}}
