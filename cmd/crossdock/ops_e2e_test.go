@@ -120,8 +120,8 @@ func TestCLIFailover(t *testing.T) {
 	if strings.TrimSpace(out) == "" {
 		t.Fatal("token create printed no token")
 	}
-	// A streaming call too (its request body cannot be replayed, but nothing was sent
-	// to the dead node).
+	// A server-streaming call too (the download of a snapshot, from whichever node
+	// answers).
 	snap := filepath.Join(t.TempDir(), "after-failover.snap")
 	if _, stderr, err := runEnv(t, nil, "snapshot", "save", "--config", config, snap); err != nil {
 		t.Fatalf("snapshot save (a stream) after the failover failed without --addr: %v\n%s", err, stderr)
