@@ -50,6 +50,9 @@ type Config struct {
 	LocalAddr string
 	// DisableQUIC forces HTTP/2 over TCP.
 	DisableQUIC bool
+	// HTTP3Retry is how often an uplink on HTTP/2 checks whether HTTP/3 works again
+	// (uplink.Config.HTTP3Retry; default 2m).
+	HTTP3Retry time.Duration
 	// QuotaBytes bounds the outbox (pending event bytes); 1 GiB when 0.
 	QuotaBytes int64
 	// BatchMaxEvents and Window tune the uplink.
@@ -164,6 +167,7 @@ func New(ctx context.Context, cfg Config) (*Agent, error) {
 		Renewal:        a.renew,
 		RenewCheck:     cfg.RenewCheck,
 		DisableQUIC:    cfg.DisableQUIC,
+		HTTP3Retry:     cfg.HTTP3Retry,
 		Outbox:         a.outbox,
 		BatchMaxEvents: cfg.BatchMaxEvents,
 		Window:         cfg.Window,

@@ -312,7 +312,7 @@ func (s *Server) initSecrets(ctx context.Context) error {
 		}); err != nil {
 			return fmt.Errorf("controlplane: store admin token: %w", err)
 		}
-		cc := &cliconfig.Config{Addr: s.addr, Token: full, CAPEM: string(s.ca.CertPEM())}
+		cc := &cliconfig.Config{Addr: s.addr, Token: full, CAPEM: string(s.ca.CertPEM()), ClusterID: ledger.ClusterIDOf(string(s.ca.CertPEM()))}
 		path := s.AdminConfigPath()
 		if err := cliconfig.Write(path, cc); err != nil {
 			return err
@@ -324,10 +324,29 @@ func (s *Server) initSecrets(ctx context.Context) error {
 					return err
 				}
 				s.logger.Info("wrote CLI config", "path", p)
+			} else if err == nil {
+				s.warnOtherCLIConfig(p, cc)
 			}
 		}
 	}
 	return s.registerSelf(wctx)
+}
+
+// warnOtherCLIConfig says that the CLI config at path was left alone at bootstrap, and
+// whether it points at another cluster: the CLI would keep dialling that one.
+func (s *Server) warnOtherCLIConfig(path string, cc *cliconfig.Config) {
+	old, err := cliconfig.Load(path)
+	if err != nil {
+		s.logger.Warn("left the existing CLI config alone; it cannot be read", "path", path, "err", err, "admin_config", s.AdminConfigPath())
+		return
+	}
+	if old.CAPEM == cc.CAPEM {
+		return
+	}
+	s.logger.Warn("left the existing CLI config alone: it points at another cluster, so the CLI will not reach this one with it; "+
+		"use this cluster's admin config (CROSSDOCK_CONFIG=<admin_config>) or copy it over the CLI config",
+		"path", path, "its_nodes", old.Servers(), "its_cluster_id", ledger.ClusterIDOf(old.CAPEM),
+		"cluster_id", cc.ClusterID, "admin_config", s.AdminConfigPath())
 }
 
 // recordIdentity writes the data dir's node.json when it is missing or out of date

@@ -94,7 +94,20 @@ type Config struct {
 	// RenewCheck is how often a connected uplink asks Renewal whether it is due
 	// (default 1h; also at every connect).
 	RenewCheck time.Duration
+	// HTTP3Retry is how often an uplink connected over HTTP/2 (QUIC not disabled) checks
+	// whether HTTP/3 works again, and reconnects over it when it does (default 2m).
+	HTTP3Retry time.Duration
 }
+
+// DeadServerTimeout bounds how long a connected uplink takes to notice a server that
+// stopped answering (a crashed process, a dead host, a cut path), with nothing to send:
+// QUIC keepalives every second and a 5s idle timeout over HTTP/3, an HTTP/2 PING after
+// 2s of silence that must be answered within 3s over TCP. The status then leaves
+// "connected".
+const DeadServerTimeout = 5 * time.Second
+
+// errHTTP3Back ends an HTTP/2 session so that the next one uses HTTP/3.
+var errHTTP3Back = errors.New("uplink: HTTP/3 works again; reconnecting over it")
 
 // Renewal renews the agent's certificate.
 type Renewal interface {
@@ -161,6 +174,9 @@ func New(cfg Config) *Uplink {
 	if cfg.RenewCheck <= 0 {
 		cfg.RenewCheck = time.Hour
 	}
+	if cfg.HTTP3Retry <= 0 {
+		cfg.HTTP3Retry = 2 * time.Minute
+	}
 	l := cfg.Logger
 	if l == nil {
 		l = slog.Default()
@@ -209,6 +225,11 @@ func (u *Uplink) Run(ctx context.Context) error {
 		u.setStatus(func(s *Status) {
 			s.State, s.Transport, s.LastError, s.Refused = StateDisconnected, "", err.Error(), refused
 		})
+		if errors.Is(err, errHTTP3Back) {
+			u.logger.Info("HTTP/3 (QUIC) reachable again; reconnecting over it", "server", server)
+			hint = server
+			continue
+		}
 		if h := LeaderHint(err); h != "" && h != server {
 			u.logger.Info("control plane node is not the leader; following it to the leader", "server", server, "leader", h)
 			hint = h
@@ -296,16 +317,19 @@ func (u *Uplink) httpClient(transport string) (*http.Client, func()) {
 			TLSClientConfig: tlsConf,
 			QUICConfig: &quic.Config{
 				HandshakeIdleTimeout: u.cfg.QUICTimeout,
-				// Keepalives every 3s let a dead server show up as an idle timeout
-				// within 10s even when the agent has nothing to send.
-				MaxIdleTimeout:  10 * time.Second,
-				KeepAlivePeriod: 3 * time.Second,
+				// Keepalives every second let a dead server show up as an idle
+				// timeout within DeadServerTimeout even when the agent has nothing to
+				// send (a killed process sends nothing back over UDP).
+				MaxIdleTimeout:  DeadServerTimeout,
+				KeepAlivePeriod: time.Second,
 			},
 		}
 		return &http.Client{Transport: rt}, func() { rt.Close() }
 	}
 	tlsConf.NextProtos = []string{"h2"}
-	rt := &http.Transport{TLSClientConfig: tlsConf, ForceAttemptHTTP2: true, IdleConnTimeout: 90 * time.Second}
+	rt := &http.Transport{TLSClientConfig: tlsConf, ForceAttemptHTTP2: true, IdleConnTimeout: 90 * time.Second,
+		// A host that died without a TCP reset (power, network) is noticed by PING.
+		HTTP2: &http.HTTP2Config{SendPingTimeout: 2 * time.Second, PingTimeout: DeadServerTimeout - 2*time.Second}}
 	return &http.Client{Transport: rt}, rt.CloseIdleConnections
 }
 
@@ -339,20 +363,52 @@ func (u *Uplink) session(ctx context.Context, server string) error {
 	defer cancel()
 	win := &window{slots: make(chan struct{}, u.cfg.Window), sent: welcome.GetCommittedSeq()}
 	out := &sender{stream: stream}
-	errc := make(chan error, 4)
+	errc := make(chan error, 5)
 	go func() { errc <- u.send(sctx, out, welcome.GetCommittedSeq()+1, win) }()
 	go func() { errc <- u.receive(sctx, stream, out, win) }()
 	go func() { errc <- win.watch(sctx, u.cfg.AckTimeout) }()
 	go func() { errc <- u.renewLoop(sctx, out) }()
+	running := 4
+	if transport == TransportH2 && !u.cfg.DisableQUIC {
+		running++
+		go func() { errc <- u.probeHTTP3(sctx, server) }()
+	}
 	err = <-errc
 	cancel()
 	out.closed.Store(true) // sink results still being written are not sent
 	_ = stream.CloseRequest()
 	_ = stream.CloseResponse()
-	<-errc
-	<-errc
-	<-errc
+	for range running - 1 {
+		<-errc
+	}
 	return err
+}
+
+// probeHTTP3 runs while a session uses HTTP/2 although QUIC is allowed (HTTP/3 failed
+// at connect, e.g. while the server was restarting): every HTTP3Retry it makes a QUIC
+// handshake with the server and returns errHTTP3Back when one succeeds, so the session
+// ends and the next one uses HTTP/3. Entries in flight are re-sent and deduplicated.
+func (u *Uplink) probeHTTP3(ctx context.Context, server string) error {
+	t := time.NewTicker(u.cfg.HTTP3Retry)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-t.C:
+		}
+		tlsConf := u.cfg.TLS.Clone()
+		tlsConf.NextProtos = []string{http3.NextProtoH3}
+		hctx, cancel := context.WithTimeout(ctx, u.cfg.QUICTimeout)
+		conn, err := quic.DialAddr(hctx, server, tlsConf, &quic.Config{HandshakeIdleTimeout: u.cfg.QUICTimeout})
+		cancel()
+		if err != nil {
+			u.logger.Debug("HTTP/3 still unavailable; staying on HTTP/2", "server", server, "err", err)
+			continue
+		}
+		_ = conn.CloseWithError(0, "probe")
+		return errHTTP3Back
+	}
 }
 
 // renewLoop asks for a new certificate on the stream when the Renewal says it is due:

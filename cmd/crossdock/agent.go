@@ -7,6 +7,7 @@ import (
 	"runtime/debug"
 	"strconv"
 	"strings"
+	"time"
 
 	"connectrpc.com/connect"
 	"github.com/spf13/cobra"
@@ -61,6 +62,7 @@ certificate, and from then on connects with mutual TLS only.
 	f.StringVar(&cfg.Name, "name", "", "agent id to ask for at enrollment")
 	f.StringVar(&cfg.LocalAddr, "local-addr", "127.0.0.1:7480", "local API address ('-' disables it)")
 	f.BoolVar(&cfg.DisableQUIC, "no-quic", false, "use HTTP/2 over TCP only")
+	f.DurationVar(&cfg.HTTP3Retry, "http3-retry", 2*time.Minute, "while on HTTP/2 (HTTP/3 failed at connect), try HTTP/3 again this often")
 	f.StringVar(&quota, "quota", "1GiB", "outbox disk quota for pending events (e.g. 500MiB, 2GiB)")
 	f.StringVar(&memLimit, "memory-limit", "40MiB", "soft Go memory limit; the GC works harder near it (GOMEMLIMIT overrides; 0 disables)")
 	f.IntVar(&cfg.BatchMaxEvents, "batch", 500, "events per uplink batch")

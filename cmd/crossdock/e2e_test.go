@@ -41,7 +41,11 @@ func TestMain(m *testing.M) {
 		os.Exit(1)
 	}
 	binary = filepath.Join(dir, "crossdock")
-	out, err := exec.Command("go", "build", "-o", binary, ".").CombinedOutput()
+	// Built as make release builds it (static, CGO off), so the tests run what ships;
+	// TestVersion's release build then only links again.
+	build := exec.Command("go", "build", "-trimpath", "-o", binary, ".")
+	build.Env = append(os.Environ(), "CGO_ENABLED=0")
+	out, err := build.CombinedOutput()
 	if err != nil {
 		fmt.Fprintf(os.Stderr, "build crossdock: %v\n%s", err, out)
 		os.Exit(1)

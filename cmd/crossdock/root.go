@@ -56,7 +56,7 @@ func newRootCmd() *cobra.Command {
 		newDemoCmd(),
 		newApplyCmd(), newRoutesCmd(), withDestinationsStatus(newDestinationsCmd()), newPoliciesCmd(), newHistoryCmd(), newRollbackCmd(), newDeleteCmd(),
 		newDlqCmd(), newReplayCmd(),
-		newVersionCmd(),
+		newVersionCmd(), newConfigCmd(),
 		newPluginCmd(),
 	)
 	addCompletions(root) // Tab completes agent, route and destination names (completion.go)
@@ -108,7 +108,10 @@ func resolveConfig() (*cliconfig.Config, error) {
 		}
 		return file
 	}
-	c.Addr = pick(g.addr, "CROSSDOCK_ADDR", c.Addr)
+	if a := pick(g.addr, "CROSSDOCK_ADDR", ""); a != "" {
+		// An address given explicitly is the only one dialled.
+		c.Addr, c.Addrs = a, nil
+	}
 	c.Token = pick(g.token, "CROSSDOCK_TOKEN", c.Token)
 	if g.caCert != "" {
 		b, err := os.ReadFile(g.caCert)
@@ -141,15 +144,3 @@ func envOr(name, def string) string {
 	}
 	return def
 }
-
-func newVersionCmd() *cobra.Command {
-	return &cobra.Command{
-		Use:   "version",
-		Short: "Print the version",
-		Run: func(cmd *cobra.Command, args []string) {
-			fmt.Fprintln(cmd.OutOrStdout(), "crossdock", version)
-		},
-	}
-}
-
-var version = "dev"

@@ -347,7 +347,9 @@ func (a *Admin) RestoreSnapshot(ctx context.Context, stream *connect.ClientStrea
 	return connect.NewResponse(&adminv1.RestoreSnapshotResponse{Index: idx, Events: a.Store.Ledger().LastSeq(), ClusterId: cid}), nil
 }
 
-// GetClusterStatus describes raft membership as this node sees it.
+// GetClusterStatus describes raft membership as this node sees it. On the leader a
+// follower whose heartbeats fail is "unreachable"; without a leader the other nodes'
+// roles are "unknown".
 func (a *Admin) GetClusterStatus(ctx context.Context, req *connect.Request[adminv1.GetClusterStatusRequest]) (*connect.Response[adminv1.GetClusterStatusResponse], error) {
 	r := a.Store.Raft()
 	cf := r.GetConfiguration()
@@ -375,6 +377,17 @@ func (a *Admin) GetClusterStatus(ctx context.Context, req *connect.Request[admin
 			if p.Role != "leader" {
 				p.LastContact = timestamppb.New(r.LastContact())
 			}
+		} else if down, last := a.Store.PeerUnreachable(string(s.ID)); down {
+			// Only the leader knows whether a follower answers (its heartbeats fail);
+			// a follower's view of the other followers is what the configuration says.
+			p.Role = "unreachable"
+			if !last.IsZero() {
+				p.LastContact = timestamppb.New(last)
+			}
+		}
+		if leaderID == "" && string(s.ID) != a.Store.NodeID() {
+			// No leader: nobody knows whether the other nodes are alive.
+			p.Role = "unknown"
 		}
 		out.Peers = append(out.Peers, p)
 	}

@@ -85,6 +85,7 @@ type Store struct {
 	meta   *metadb.BoltMetaDB
 	trans  raft.Transport
 	snaps  raft.SnapshotStore
+	peers  peerHealth // the leader's view of its followers (peers.go)
 }
 
 // Open starts raft and the ledger. With Bootstrap set and no existing state it forms a
@@ -195,6 +196,7 @@ func Open(cfg Config) (*Store, error) {
 		s.closeStorage()
 		return nil, fmt.Errorf("store: start raft: %w", err)
 	}
+	s.peers.watch(s.raft)
 	if cfg.Bootstrap {
 		has, err := raft.HasExistingState(s.wal, s.wal, s.snaps)
 		if err != nil {

@@ -1,11 +1,13 @@
-// Package cliconfig reads and writes the CLI's config file: the control plane address,
-// the admin token and the cluster CA. The control plane writes one at bootstrap.
+// Package cliconfig reads and writes the CLI's config file: the control plane
+// addresses, the admin token and the cluster CA. The control plane writes one at
+// bootstrap; `crossdock cluster peers` adds the nodes that joined since.
 package cliconfig
 
 import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 
 	"sigs.k8s.io/yaml"
 
@@ -14,12 +16,33 @@ import (
 
 // Config is the CLI's view of one cluster.
 type Config struct {
-	// Addr is a control plane address, host:port.
+	// Addr is a control plane address, host:port: the node tried first.
 	Addr string `json:"addr"`
+	// Addrs are the API addresses of the cluster's other nodes, tried in turn when a
+	// node cannot be reached (`crossdock cluster peers` keeps the list current).
+	Addrs []string `json:"addrs,omitempty"`
 	// Token is an admin bearer token.
 	Token string `json:"token"`
 	// CAPEM is the cluster CA certificate that server certificates are checked against.
 	CAPEM string `json:"ca_pem"`
+	// ClusterID is the id of the cluster the config was written for (a hash of its CA;
+	// `crossdock cluster peers` shows the cluster's).
+	ClusterID string `json:"cluster_id,omitempty"`
+
+	// Path is the file the config was loaded from ("" when it came from flags and
+	// environment only); it is named in connection errors.
+	Path string `json:"-"`
+}
+
+// Servers returns every address to try, Addr first, without duplicates.
+func (c *Config) Servers() []string {
+	var out []string
+	for _, a := range append([]string{c.Addr}, c.Addrs...) {
+		if a != "" && !slices.Contains(out, a) {
+			out = append(out, a)
+		}
+	}
+	return out
 }
 
 // EnvPath names the environment variable that points at a config file.
@@ -30,6 +53,11 @@ func DefaultPath() string {
 	if p := os.Getenv(EnvPath); p != "" {
 		return p
 	}
+	return UserPath()
+}
+
+// UserPath is ~/.config/crossdock/config.yaml (the user's config directory), or "".
+func UserPath() string {
 	dir, err := os.UserConfigDir()
 	if err != nil {
 		return ""
@@ -47,6 +75,7 @@ func Load(path string) (*Config, error) {
 	if err := yaml.UnmarshalStrict(b, &c); err != nil {
 		return nil, fmt.Errorf("parse CLI config %s: %w", path, err)
 	}
+	c.Path = path
 	return &c, nil
 }
 
