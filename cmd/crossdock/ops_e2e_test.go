@@ -17,7 +17,7 @@ import (
 	"github.com/crossdock/crossdock/agent/outbox"
 	"github.com/crossdock/crossdock/controlplane/ledger"
 	"github.com/crossdock/crossdock/internal/cliconfig"
-	"github.com/crossdock/crossdock/internal/testutil"
+	"github.com/crossdock/crossdock/internal/testkit/testutil"
 	adminv1 "github.com/crossdock/crossdock/proto/gen/crossdock/admin/v1"
 )
 
