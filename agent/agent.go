@@ -250,7 +250,12 @@ func (a *Agent) Publish(ctx context.Context, connector string, events []*eventv1
 	// can repeat an id with other content: checked here, within the call and against
 	// what was published lately, so the publisher hears of it (the control plane would
 	// not commit it).
-	var call callIDs
+	var call *callIDs // taken from callIDsPool at the first event with an id to check
+	defer func() {
+		if call != nil {
+			call.release()
+		}
+	}()
 	// Events are encoded straight into the outbox's record layout, which it writes
 	// without copying.
 	rs := recordsPool.Get().(*outbox.Records)
@@ -272,7 +277,11 @@ func (a *Agent) Publish(ctx context.Context, connector string, events []*eventv1
 		}
 		ids[i] = ev.Id
 		if chosen {
-			if err := a.checkID(&call, i, ids, rec); err != nil {
+			if call == nil {
+				call = callIDsPool.Get().(*callIDs)
+				call.reset(len(events))
+			}
+			if err := a.checkID(call, i, ids, rec); err != nil {
 				return nil, err
 			}
 		}
@@ -281,7 +290,7 @@ func (a *Agent) Publish(ctx context.Context, connector string, events []*eventv1
 	if err != nil {
 		return nil, err
 	}
-	if call.prints != nil {
+	if call != nil {
 		a.recent.addCall(ids, call.hashes, call.prints, first)
 	}
 	return &agentv1.PublishResponse{FirstSeq: first, LastSeq: last, Ids: ids}, nil
@@ -315,20 +324,16 @@ func (a *Agent) appendRecords(ctx context.Context, rs *outbox.Records) (first, l
 // other content. It records the event's fingerprint in c.
 func (a *Agent) checkID(c *callIDs, i int, ids []string, rec []byte) error {
 	id := ids[i]
-	if c.prints == nil {
-		n := len(ids)
-		c.prints, c.hashes, c.recs, c.inCall = make([]uint64, n), make([]uint64, n), make([][]byte, n), make(map[uint64]int, n)
-	}
 	h := maphash.String(printSeed, id)
 	p := contentPrint(rec) | 1      // never 0: 0 marks an event not checked
 	c.hashes[i], c.recs[i] = h, rec // rec stays valid: records are only appended after it
-	if j, ok := c.inCall[h]; ok && ids[j] == id {
+	if j, ok := c.earlier(h); ok && ids[j] == id {
 		if same, d := canonical.SameContent(c.recs[j], rec); !same {
 			return idConflictError(i, id, fmt.Sprintf("earlier in this call (events[%d])", j), d)
 		}
 		return nil // the same change twice: the first one is recorded
 	}
-	c.inCall[h] = i
+	c.checked = append(c.checked, i)
 	c.prints[i] = p
 	r, ok := a.recent.lookup(id, h)
 	if !ok || r.print == p {

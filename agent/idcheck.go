@@ -3,6 +3,7 @@ package agent
 import (
 	"fmt"
 	"hash/maphash"
+	"slices"
 	"sync"
 
 	"google.golang.org/protobuf/encoding/protowire"
@@ -82,11 +83,51 @@ func (c *recentIDs) addCall(ids []string, hashes, prints []uint64, first uint64)
 	}
 }
 
-// callIDs checks the ids of one publish call (see Agent.checkID).
+// callIDs checks the ids of one publish call (see Agent.checkID). Its slices are
+// reused from call to call (callIDsPool): allocating them per call was most of the
+// check's cost.
 type callIDs struct {
 	prints, hashes []uint64 // per event; prints[i] == 0 for an event not checked
 	recs           [][]byte
-	inCall         map[uint64]int
+	seen           []uint64 // a bit per slot of the ids' hashes: repeats in the call are rare
+	checked        []int    // events checked so far
+}
+
+var callIDsPool = sync.Pool{New: func() any { return new(callIDs) }}
+
+// reset sizes c for a call of n events.
+func (c *callIDs) reset(n int) {
+	c.prints = slices.Grow(c.prints[:0], n)[:n]
+	c.hashes = slices.Grow(c.hashes[:0], n)[:n]
+	c.recs = slices.Grow(c.recs[:0], n)[:n]
+	clear(c.prints)
+	words := (16*n + 63) / 64
+	c.seen = slices.Grow(c.seen[:0], words)[:words]
+	clear(c.seen)
+	c.checked = c.checked[:0]
+}
+
+// release returns c to the pool, without the records it points to.
+func (c *callIDs) release() {
+	clear(c.recs)
+	if cap(c.prints) <= 1<<16 {
+		callIDsPool.Put(c)
+	}
+}
+
+// earlier returns an event of the call checked before with hash h, if any.
+func (c *callIDs) earlier(h uint64) (int, bool) {
+	bit := h % uint64(len(c.seen)*64)
+	if c.seen[bit/64]&(1<<(bit%64)) == 0 {
+		c.seen[bit/64] |= 1 << (bit % 64)
+		return 0, false
+	}
+	for _, j := range c.checked {
+		if c.hashes[j] == h {
+			return j, true
+		}
+	}
+	return 0, false
 }
 
 var printSeed = maphash.MakeSeed()
