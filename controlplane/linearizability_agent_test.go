@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"math/rand/v2"
-	"os"
 	"strings"
 	"sync"
 	"testing"
@@ -253,21 +252,5 @@ func TestLinearizabilityAgentUploads(t *testing.T) {
 		t.Errorf("only %d acknowledged uploads and %d reads: too few to test anything", acked, reads)
 	}
 
-	start := time.Now()
-	dir, err := os.MkdirTemp("", "crossdock-linearizability-agent-")
-	if err != nil {
-		t.Fatal(err)
-	}
-	res, path, err := checkHistory(model, h.ops, 20*time.Second, dir)
-	t.Logf("porcupine: %s in %s", res, time.Since(start).Round(time.Millisecond))
-	switch {
-	case res == porcupine.Ok:
-		os.RemoveAll(dir)
-	case err != nil:
-		t.Fatalf("history is not linearizable (%s), and writing the visualization failed: %v", res, err)
-	case res == porcupine.Unknown:
-		t.Fatalf("porcupine timed out; partial linearizations in %s", path)
-	default:
-		t.Fatalf("history is NOT linearizable; visualization (open in a browser): %s", path)
-	}
+	requireLinearizable(t, model, h.ops, "crossdock-linearizability-agent-")
 }

@@ -538,14 +538,31 @@ func TestLinearizability(t *testing.T) {
 		t.Errorf("only %d writes and %d reads succeeded: too few to test anything", writes, reads)
 	}
 
-	// The visualization goes to a directory that outlives the test (t.TempDir is removed
-	// when it ends, failed or not); it is removed again when the history is fine.
+	requireLinearizable(t, model, h.ops, "crossdock-linearizability-")
+}
+
+// pause waits d or until ctx ends: the client's back-off after a failed operation.
+func pause(ctx context.Context, d time.Duration) {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+	case <-t.C:
+	}
+}
+
+// requireLinearizable checks a history with porcupine and fails the test when it is not
+// linearizable or the check times out. The visualization goes to a directory (named
+// after prefix) that outlives the test (t.TempDir is removed when it ends, failed or
+// not); it is removed again when the history is fine.
+func requireLinearizable(t *testing.T, model porcupine.Model, ops []porcupine.Operation, prefix string) {
+	t.Helper()
 	start := time.Now()
-	dir, err := os.MkdirTemp("", "crossdock-linearizability-")
+	dir, err := os.MkdirTemp("", prefix)
 	if err != nil {
 		t.Fatal(err)
 	}
-	res, path, err := checkHistory(model, h.ops, 20*time.Second, dir)
+	res, path, err := checkHistory(model, ops, 20*time.Second, dir)
 	t.Logf("porcupine: %s in %s", res, time.Since(start).Round(time.Millisecond))
 	switch {
 	case res == porcupine.Ok:
@@ -556,15 +573,5 @@ func TestLinearizability(t *testing.T) {
 		t.Fatalf("porcupine timed out; partial linearizations in %s", path)
 	default:
 		t.Fatalf("history is NOT linearizable; visualization (open in a browser): %s", path)
-	}
-}
-
-// pause waits d or until ctx ends: the client's back-off after a failed operation.
-func pause(ctx context.Context, d time.Duration) {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-ctx.Done():
-	case <-t.C:
 	}
 }
