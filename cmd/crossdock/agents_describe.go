@@ -75,7 +75,7 @@ func printConnectors(w io.Writer, cs []*agentv1.ConnectorStatus) error {
 		fmt.Fprintln(w, "  (none)")
 		return nil
 	}
-	tw := newTable(w, "  NAME", "PLUGIN", "STATE", "SINCE", "ROLE", "POSITION", "CAPTURED", "RESTARTS")
+	tw := newTable(w, "  NAME", "PLUGIN", "STATE", "SINCE", "ROLE", "POSITION", "CAPTURED", "RESTARTS", "CONFLICTS")
 	for _, c := range cs {
 		var roles []string
 		if c.GetSource() {
@@ -92,7 +92,7 @@ func printConnectors(w io.Writer, cs []*agentv1.ConnectorStatus) error {
 		if pos == "" {
 			pos = "-"
 		}
-		fmt.Fprintf(tw, "  %s\t%s\t%s\t%s\t%s\t%s\t%d\t%d\n", c.GetName(), c.GetPlugin(), c.GetState(), fmtTime(c.GetStateSince()), role, pos, c.GetEventsCaptured(), c.GetRestarts())
+		fmt.Fprintf(tw, "  %s\t%s\t%s\t%s\t%s\t%s\t%d\t%d\t%d\n", c.GetName(), c.GetPlugin(), c.GetState(), fmtTime(c.GetStateSince()), role, pos, c.GetEventsCaptured(), c.GetRestarts(), c.GetConflicts())
 	}
 	if err := tw.Flush(); err != nil {
 		return err
