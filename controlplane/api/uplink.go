@@ -223,9 +223,7 @@ func (u *Uplink) admitStream(ctx context.Context, agentID string, cert *x509.Cer
 			return nil, connect.NewError(connect.CodeFailedPrecondition, fmt.Errorf("%s: the agent's identity was copied to another data dir, or its outbox was deleted; "+
 				"give this agent its own enrollment (`crossdock token create --name %s --replace` retires the old one)", r.GetError(), agentID))
 		}
-		if rec, _, err = u.Store.Ledger().Agent(agentID); err != nil {
-			return nil, connect.NewError(connect.CodeInternal, err)
-		}
+		rec.Instance = inst
 	}
 	if c := rec.GetCommittedSeq(); c > hello.GetOutboxLastSeq() {
 		return nil, connect.NewError(connect.CodeFailedPrecondition, fmt.Errorf(

@@ -2,6 +2,8 @@ package canonical
 
 import (
 	"fmt"
+	"maps"
+	"slices"
 	"strconv"
 	"strings"
 
@@ -128,7 +130,7 @@ func (d *differ) mapField(path string, f protoreflect.FieldDescriptor, a, b prot
 	collect(a)
 	collect(b)
 	vf := f.MapValue()
-	for _, name := range SortedKeys(mapKeysOf(keys)) {
+	for _, name := range slices.Sorted(maps.Keys(keys)) {
 		k := keys[name]
 		p := path + "." + name
 		va, oka := a.Get(k), a.Has(k)
@@ -142,14 +144,6 @@ func (d *differ) mapField(path string, f protoreflect.FieldDescriptor, a, b prot
 			d.add(p, scalar(vf, va), scalar(vf, vb))
 		}
 	}
-}
-
-func mapKeysOf(m map[string]protoreflect.MapKey) map[string]string {
-	out := make(map[string]string, len(m))
-	for k := range m {
-		out[k] = k
-	}
-	return out
 }
 
 func presence(has bool) string {
