@@ -23,6 +23,7 @@ import (
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/crossdock/crossdock/controlplane/api"
+	"github.com/crossdock/crossdock/controlplane/archive"
 	"github.com/crossdock/crossdock/controlplane/delivery"
 	"github.com/crossdock/crossdock/controlplane/ledger"
 	"github.com/crossdock/crossdock/controlplane/store"
@@ -77,6 +78,10 @@ type Config struct {
 	// WebhookAllow lists the non-public addresses (loopback, private, link-local, ...)
 	// webhooks may reach; only public addresses otherwise (--webhook-allow).
 	WebhookAllow []netip.Prefix
+	// ArchiveDir keeps the events this node prunes from its ledger (controlplane/archive);
+	// <DataDir>/archive when empty. Every node archives its own copy when it applies a
+	// prune.
+	ArchiveDir string
 	// Limits bound what callers can make the node spend (body sizes, read timeouts,
 	// enrollment and failed-authentication rates per source address, refusal logs);
 	// zero fields take api.DefaultLimits.
@@ -99,6 +104,8 @@ type Server struct {
 	backend  *api.Backend
 	// delivery sends committed events to destinations while this node leads.
 	delivery *delivery.Engine
+	// archive keeps the events this node prunes (Config.ArchiveDir).
+	archive  *archive.Dir
 	nodeCert tls.Certificate
 	// raftAdv is the raft address other nodes dial, as configured (a name stays a name).
 	raftAdv string
@@ -136,6 +143,13 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
 		return nil, fmt.Errorf("controlplane: create data dir: %w", err)
 	}
+	if cfg.ArchiveDir == "" {
+		cfg.ArchiveDir = filepath.Join(cfg.DataDir, "archive")
+	}
+	arch, err := archive.OpenDir(cfg.ArchiveDir)
+	if err != nil {
+		return nil, fmt.Errorf("controlplane: %w", err)
+	}
 	// The data dir's node identity: refuse another node's data dir before anything starts.
 	ident, err := readNodeIdentity(cfg.DataDir)
 	if err != nil {
@@ -144,7 +158,7 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 	if err := checkNodeID(cfg.DataDir, ident, cfg.NodeID); err != nil {
 		return nil, err
 	}
-	s := &Server{cfg: cfg, logger: logger.With("node", cfg.NodeID), registry: api.NewRegistry()}
+	s := &Server{cfg: cfg, logger: logger.With("node", cfg.NodeID), registry: api.NewRegistry(), archive: arch}
 
 	// Bind the API port first: the server certificate and admin config name it.
 	tcp, err := net.Listen("tcp", cfg.Listen)
@@ -456,7 +470,8 @@ func (s *Server) buildServers(cert tls.Certificate) error {
 		return fmt.Errorf("controlplane: create tmp dir: %w", err)
 	}
 	mux.Handle(clusterv1connect.NewClusterServiceHandler(&api.Cluster{Backend: backend}, opts...))
-	mux.Handle(adminv1connect.NewAdminServiceHandler(&api.Admin{Backend: backend, TempDir: tmp}, append(opts, connect.WithInterceptors(auth))...))
+	admin := &api.Admin{Backend: backend, TempDir: tmp, Archive: api.ArchiveBackend{Dir: s.archive}}
+	mux.Handle(adminv1connect.NewAdminServiceHandler(admin, append(opts, connect.WithInterceptors(auth))...))
 	webhooks, err := delivery.NewAddressPolicy(s.cfg.WebhookAllow)
 	if err != nil {
 		return fmt.Errorf("controlplane: %w", err)
@@ -466,6 +481,7 @@ func (s *Server) buildServers(cert tls.Certificate) error {
 	}
 	mux.Handle(routingv1connect.NewRoutingServiceHandler(&api.Routing{Backend: backend, Webhooks: webhooks}, append(opts, connect.WithInterceptors(auth))...))
 	s.delivery = delivery.New(delivery.Config{Store: s.store, Plans: &delivery.RoutingPlans{Source: s.store.Ledger()}, AgentSink: &s.backend.Sinks, Logger: s.logger, AddressPolicy: webhooks})
+	admin.Archive.Engine = s.delivery
 	mux.Handle(deliveryv1connect.NewDeliveryServiceHandler(&api.Delivery{Backend: backend, Engine: s.delivery}, append(opts, connect.WithInterceptors(auth))...))
 	mux.Handle(deliveryv1connect.NewPartnerServiceHandler(&api.Partner{Backend: backend, Engine: s.delivery}, opts...))
 	handler := api.WithPeer(guard.Wrap(mux))
@@ -547,6 +563,9 @@ func (s *Server) Run(ctx context.Context) error {
 
 // Addr is the API address agents and the CLI dial (host:port).
 func (s *Server) Addr() string { return s.addr }
+
+// Archive is this node's archive of pruned events (the ledger's Archiver hook).
+func (s *Server) Archive() *archive.Dir { return s.archive }
 
 // AdminConfigPath is where the bootstrap admin config is written.
 func (s *Server) AdminConfigPath() string { return filepath.Join(s.cfg.DataDir, AdminConfigFile) }

@@ -46,6 +46,7 @@ cluster: it creates the cluster CA and an admin token, and writes both to
 	f := cmd.Flags()
 	f.StringVar(&cfg.DataDir, "data-dir", envOr("CROSSDOCK_DATA_DIR", "crossdock-server"), "data directory (raft log, ledger, admin.yaml)")
 	f.StringVar(&cfg.NodeID, "node-id", "", "raft node id (default: host name)")
+	f.StringVar(&cfg.ArchiveDir, "archive-dir", "", "where this node archives the events it prunes from its ledger (default: <data-dir>/archive); every node keeps its own copy")
 	f.StringVar(&cfg.Listen, "listen", "127.0.0.1:7443", "API address: HTTPS on TCP and HTTP/3 on UDP, same port")
 	f.StringVar(&cfg.RaftListen, "raft-listen", "127.0.0.1:7444", "raft address")
 	f.StringVar(&cfg.Advertise, "advertise", "", "API address agents and the CLI use (default: --listen)")

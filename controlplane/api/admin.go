@@ -32,6 +32,8 @@ type Admin struct {
 	*Backend
 	// TempDir receives snapshot uploads before they are restored.
 	TempDir string
+	// Archive serves ListArchive and ReplayArchive (archive.go).
+	Archive ArchiveBackend
 }
 
 var _ adminv1connect.AdminServiceHandler = (*Admin)(nil)

@@ -247,3 +247,21 @@ func (it *Iterator) openFile(fi FileInfo) error {
 	}
 	return nil
 }
+
+// Count checks one file like Check and returns how many of its events f selects.
+func (d *Dir) Count(ctx context.Context, fi FileInfo, f Filter) (uint64, error) {
+	data, err := d.load(ctx, fi)
+	if err != nil {
+		return 0, err
+	}
+	var n uint64
+	if err := DecodeFile(data, func(ev *eventv1.CommittedEvent) error {
+		if f.wantsEvent(ev) {
+			n++
+		}
+		return nil
+	}); err != nil {
+		return 0, &DamagedError{Name: fi.Name, Reason: err.Error()}
+	}
+	return n, nil
+}

@@ -56,6 +56,9 @@ type worker struct {
 	lastFlush time.Time
 	lastErr   string
 
+	archive  archiveInbox  // archive replays handed over (archivereplay.go)
+	archives []*ArchiveRun // archive replays running, owned by the loop
+
 	mu     sync.Mutex
 	status WorkerStatus
 }
@@ -85,6 +88,7 @@ func newWorker(e *Engine, dest Destination, routes []Route) (*worker, error) {
 		replays: map[string]*source{}, queues: map[string]*keyQueue{},
 		limiter: newTokenBucket(pol.RatePerSecond, pol.Burst, now), breaker: newBreaker(pol.FailureThreshold, pol.Cooldown),
 		results: make(chan jobResult, pol.Concurrency+1), retrying: map[string]bool{}, flushDone: make(chan error, 1),
+		archive: archiveInbox{wake: make(chan struct{}, 1)},
 	}
 	cur, ok, err := e.ledger().DeliveryCursor(dest.Name)
 	if err != nil {
@@ -113,6 +117,7 @@ func (w *worker) run(ctx, abort context.Context) error {
 	for fatal == nil && ctx.Err() == nil {
 		changed := l.Changed()
 		now := time.Now()
+		w.archiveStep(now)
 		if err := w.fill(now); err != nil {
 			fatal = err
 			break
@@ -156,6 +161,7 @@ func (w *worker) run(ctx, abort context.Context) error {
 				rs.committed(rs.proposed)
 			}
 		case <-changed:
+		case <-w.archive.wake:
 		case <-timer.C:
 		}
 		if !timer.Stop() {
@@ -166,6 +172,7 @@ func (w *worker) run(ctx, abort context.Context) error {
 		}
 	}
 	w.drain(hard, cancelHard)
+	w.archiveStop(fmt.Errorf("the delivery worker of destination %s stopped (leadership lost, routing changed or shutdown; last error: %v) before the archive replay finished; run it again on the leader (a receiver deduplicating on webhook-id sees the same ids)", w.dest.Name, fatal))
 	if fatal != nil {
 		return fatal
 	}

@@ -1500,6 +1500,463 @@ func (*RemovePeerResponse) Descriptor() ([]byte, []int) {
 	return file_crossdock_admin_v1_admin_proto_rawDescGZIP(), []int{22}
 }
 
+type ListArchiveRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Commit time range [from, to); unset: open.
+	From *timestamppb.Timestamp `protobuf:"bytes,1,opt,name=from,proto3" json:"from,omitempty"`
+	To   *timestamppb.Timestamp `protobuf:"bytes,2,opt,name=to,proto3" json:"to,omitempty"`
+	// Only files of these event types; empty: every type.
+	Types []string `protobuf:"bytes,3,rep,name=types,proto3" json:"types,omitempty"`
+	// Read every listed file and check its SHA-256 and records (slow on a large archive).
+	Verify        bool `protobuf:"varint,4,opt,name=verify,proto3" json:"verify,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListArchiveRequest) Reset() {
+	*x = ListArchiveRequest{}
+	mi := &file_crossdock_admin_v1_admin_proto_msgTypes[23]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListArchiveRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListArchiveRequest) ProtoMessage() {}
+
+func (x *ListArchiveRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_crossdock_admin_v1_admin_proto_msgTypes[23]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListArchiveRequest.ProtoReflect.Descriptor instead.
+func (*ListArchiveRequest) Descriptor() ([]byte, []int) {
+	return file_crossdock_admin_v1_admin_proto_rawDescGZIP(), []int{23}
+}
+
+func (x *ListArchiveRequest) GetFrom() *timestamppb.Timestamp {
+	if x != nil {
+		return x.From
+	}
+	return nil
+}
+
+func (x *ListArchiveRequest) GetTo() *timestamppb.Timestamp {
+	if x != nil {
+		return x.To
+	}
+	return nil
+}
+
+func (x *ListArchiveRequest) GetTypes() []string {
+	if x != nil {
+		return x.Types
+	}
+	return nil
+}
+
+func (x *ListArchiveRequest) GetVerify() bool {
+	if x != nil {
+		return x.Verify
+	}
+	return false
+}
+
+type ArchiveFile struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The file's name in the archive: 2026/12/04/inventory.level/000000000123-000000004567.pb.gz
+	Name string `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	// The UTC day of the events' commit time: 2026-12-04.
+	Day       string                 `protobuf:"bytes,2,opt,name=day,proto3" json:"day,omitempty"`
+	Type      string                 `protobuf:"bytes,3,opt,name=type,proto3" json:"type,omitempty"`
+	Events    uint64                 `protobuf:"varint,4,opt,name=events,proto3" json:"events,omitempty"`
+	FirstSeq  uint64                 `protobuf:"varint,5,opt,name=first_seq,json=firstSeq,proto3" json:"first_seq,omitempty"`
+	LastSeq   uint64                 `protobuf:"varint,6,opt,name=last_seq,json=lastSeq,proto3" json:"last_seq,omitempty"`
+	FirstTime *timestamppb.Timestamp `protobuf:"bytes,7,opt,name=first_time,json=firstTime,proto3" json:"first_time,omitempty"`
+	LastTime  *timestamppb.Timestamp `protobuf:"bytes,8,opt,name=last_time,json=lastTime,proto3" json:"last_time,omitempty"`
+	// Compressed size in bytes, and the SHA-256 of those bytes (hex), from the manifest.
+	Bytes  int64  `protobuf:"varint,9,opt,name=bytes,proto3" json:"bytes,omitempty"`
+	Sha256 string `protobuf:"bytes,10,opt,name=sha256,proto3" json:"sha256,omitempty"`
+	// Why the file (or, for a manifest, every file it lists) cannot be trusted; empty when
+	// it looks whole (or, with verify, was checked).
+	Damage        string `protobuf:"bytes,11,opt,name=damage,proto3" json:"damage,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ArchiveFile) Reset() {
+	*x = ArchiveFile{}
+	mi := &file_crossdock_admin_v1_admin_proto_msgTypes[24]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ArchiveFile) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ArchiveFile) ProtoMessage() {}
+
+func (x *ArchiveFile) ProtoReflect() protoreflect.Message {
+	mi := &file_crossdock_admin_v1_admin_proto_msgTypes[24]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ArchiveFile.ProtoReflect.Descriptor instead.
+func (*ArchiveFile) Descriptor() ([]byte, []int) {
+	return file_crossdock_admin_v1_admin_proto_rawDescGZIP(), []int{24}
+}
+
+func (x *ArchiveFile) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *ArchiveFile) GetDay() string {
+	if x != nil {
+		return x.Day
+	}
+	return ""
+}
+
+func (x *ArchiveFile) GetType() string {
+	if x != nil {
+		return x.Type
+	}
+	return ""
+}
+
+func (x *ArchiveFile) GetEvents() uint64 {
+	if x != nil {
+		return x.Events
+	}
+	return 0
+}
+
+func (x *ArchiveFile) GetFirstSeq() uint64 {
+	if x != nil {
+		return x.FirstSeq
+	}
+	return 0
+}
+
+func (x *ArchiveFile) GetLastSeq() uint64 {
+	if x != nil {
+		return x.LastSeq
+	}
+	return 0
+}
+
+func (x *ArchiveFile) GetFirstTime() *timestamppb.Timestamp {
+	if x != nil {
+		return x.FirstTime
+	}
+	return nil
+}
+
+func (x *ArchiveFile) GetLastTime() *timestamppb.Timestamp {
+	if x != nil {
+		return x.LastTime
+	}
+	return nil
+}
+
+func (x *ArchiveFile) GetBytes() int64 {
+	if x != nil {
+		return x.Bytes
+	}
+	return 0
+}
+
+func (x *ArchiveFile) GetSha256() string {
+	if x != nil {
+		return x.Sha256
+	}
+	return ""
+}
+
+func (x *ArchiveFile) GetDamage() string {
+	if x != nil {
+		return x.Damage
+	}
+	return ""
+}
+
+type ListArchiveResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// In seq order. A damaged manifest is listed as a file with its name and damage.
+	Files []*ArchiveFile `protobuf:"bytes,1,rep,name=files,proto3" json:"files,omitempty"`
+	// The node that answered (every node keeps its own archive).
+	Node string `protobuf:"bytes,2,opt,name=node,proto3" json:"node,omitempty"`
+	// Whether every file was read and checked (verify).
+	Verified      bool `protobuf:"varint,3,opt,name=verified,proto3" json:"verified,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListArchiveResponse) Reset() {
+	*x = ListArchiveResponse{}
+	mi := &file_crossdock_admin_v1_admin_proto_msgTypes[25]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListArchiveResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListArchiveResponse) ProtoMessage() {}
+
+func (x *ListArchiveResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_crossdock_admin_v1_admin_proto_msgTypes[25]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListArchiveResponse.ProtoReflect.Descriptor instead.
+func (*ListArchiveResponse) Descriptor() ([]byte, []int) {
+	return file_crossdock_admin_v1_admin_proto_rawDescGZIP(), []int{25}
+}
+
+func (x *ListArchiveResponse) GetFiles() []*ArchiveFile {
+	if x != nil {
+		return x.Files
+	}
+	return nil
+}
+
+func (x *ListArchiveResponse) GetNode() string {
+	if x != nil {
+		return x.Node
+	}
+	return ""
+}
+
+func (x *ListArchiveResponse) GetVerified() bool {
+	if x != nil {
+		return x.Verified
+	}
+	return false
+}
+
+type ReplayArchiveRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Route string                 `protobuf:"bytes,1,opt,name=route,proto3" json:"route,omitempty"`
+	// The destination, when the route feeds several.
+	Destination string `protobuf:"bytes,2,opt,name=destination,proto3" json:"destination,omitempty"`
+	// Commit time range [from, to) of the archived events to send; from is required, to
+	// defaults to now.
+	From *timestamppb.Timestamp `protobuf:"bytes,3,opt,name=from,proto3" json:"from,omitempty"`
+	To   *timestamppb.Timestamp `protobuf:"bytes,4,opt,name=to,proto3" json:"to,omitempty"`
+	// Only archived events of these types; empty: every type.
+	Types         []string `protobuf:"bytes,5,rep,name=types,proto3" json:"types,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ReplayArchiveRequest) Reset() {
+	*x = ReplayArchiveRequest{}
+	mi := &file_crossdock_admin_v1_admin_proto_msgTypes[26]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ReplayArchiveRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ReplayArchiveRequest) ProtoMessage() {}
+
+func (x *ReplayArchiveRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_crossdock_admin_v1_admin_proto_msgTypes[26]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ReplayArchiveRequest.ProtoReflect.Descriptor instead.
+func (*ReplayArchiveRequest) Descriptor() ([]byte, []int) {
+	return file_crossdock_admin_v1_admin_proto_rawDescGZIP(), []int{26}
+}
+
+func (x *ReplayArchiveRequest) GetRoute() string {
+	if x != nil {
+		return x.Route
+	}
+	return ""
+}
+
+func (x *ReplayArchiveRequest) GetDestination() string {
+	if x != nil {
+		return x.Destination
+	}
+	return ""
+}
+
+func (x *ReplayArchiveRequest) GetFrom() *timestamppb.Timestamp {
+	if x != nil {
+		return x.From
+	}
+	return nil
+}
+
+func (x *ReplayArchiveRequest) GetTo() *timestamppb.Timestamp {
+	if x != nil {
+		return x.To
+	}
+	return nil
+}
+
+func (x *ReplayArchiveRequest) GetTypes() []string {
+	if x != nil {
+		return x.Types
+	}
+	return nil
+}
+
+type ReplayArchiveResponse struct {
+	state       protoimpl.MessageState `protogen:"open.v1"`
+	Destination string                 `protobuf:"bytes,1,opt,name=destination,proto3" json:"destination,omitempty"`
+	// Files and archived events in the time range (from the manifests).
+	Files uint32 `protobuf:"varint,2,opt,name=files,proto3" json:"files,omitempty"`
+	Total uint64 `protobuf:"varint,3,opt,name=total,proto3" json:"total,omitempty"`
+	// Events read from the archive so far, and what became of the messages the route made
+	// of them: sent (accepted by the destination), dead-lettered, coalesced (a newer
+	// message of the same key replaced it, under the destination's policy).
+	Scanned      uint64 `protobuf:"varint,4,opt,name=scanned,proto3" json:"scanned,omitempty"`
+	Sent         uint64 `protobuf:"varint,5,opt,name=sent,proto3" json:"sent,omitempty"`
+	DeadLettered uint64 `protobuf:"varint,6,opt,name=dead_lettered,json=deadLettered,proto3" json:"dead_lettered,omitempty"`
+	Coalesced    uint64 `protobuf:"varint,7,opt,name=coalesced,proto3" json:"coalesced,omitempty"`
+	// The last message of a finished replay.
+	Done bool `protobuf:"varint,8,opt,name=done,proto3" json:"done,omitempty"`
+	// The node whose archive is read (the leader).
+	Node          string `protobuf:"bytes,9,opt,name=node,proto3" json:"node,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ReplayArchiveResponse) Reset() {
+	*x = ReplayArchiveResponse{}
+	mi := &file_crossdock_admin_v1_admin_proto_msgTypes[27]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ReplayArchiveResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ReplayArchiveResponse) ProtoMessage() {}
+
+func (x *ReplayArchiveResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_crossdock_admin_v1_admin_proto_msgTypes[27]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ReplayArchiveResponse.ProtoReflect.Descriptor instead.
+func (*ReplayArchiveResponse) Descriptor() ([]byte, []int) {
+	return file_crossdock_admin_v1_admin_proto_rawDescGZIP(), []int{27}
+}
+
+func (x *ReplayArchiveResponse) GetDestination() string {
+	if x != nil {
+		return x.Destination
+	}
+	return ""
+}
+
+func (x *ReplayArchiveResponse) GetFiles() uint32 {
+	if x != nil {
+		return x.Files
+	}
+	return 0
+}
+
+func (x *ReplayArchiveResponse) GetTotal() uint64 {
+	if x != nil {
+		return x.Total
+	}
+	return 0
+}
+
+func (x *ReplayArchiveResponse) GetScanned() uint64 {
+	if x != nil {
+		return x.Scanned
+	}
+	return 0
+}
+
+func (x *ReplayArchiveResponse) GetSent() uint64 {
+	if x != nil {
+		return x.Sent
+	}
+	return 0
+}
+
+func (x *ReplayArchiveResponse) GetDeadLettered() uint64 {
+	if x != nil {
+		return x.DeadLettered
+	}
+	return 0
+}
+
+func (x *ReplayArchiveResponse) GetCoalesced() uint64 {
+	if x != nil {
+		return x.Coalesced
+	}
+	return 0
+}
+
+func (x *ReplayArchiveResponse) GetDone() bool {
+	if x != nil {
+		return x.Done
+	}
+	return false
+}
+
+func (x *ReplayArchiveResponse) GetNode() string {
+	if x != nil {
+		return x.Node
+	}
+	return ""
+}
+
 var File_crossdock_admin_v1_admin_proto protoreflect.FileDescriptor
 
 const file_crossdock_admin_v1_admin_proto_rawDesc = "" +
@@ -1618,11 +2075,50 @@ const file_crossdock_admin_v1_admin_proto_rawDesc = "" +
 	"apiAddress\"#\n" +
 	"\x11RemovePeerRequest\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\"\x14\n" +
-	"\x12RemovePeerResponse*T\n" +
+	"\x12RemovePeerResponse\"\x9e\x01\n" +
+	"\x12ListArchiveRequest\x12.\n" +
+	"\x04from\x18\x01 \x01(\v2\x1a.google.protobuf.TimestampR\x04from\x12*\n" +
+	"\x02to\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampR\x02to\x12\x14\n" +
+	"\x05types\x18\x03 \x03(\tR\x05types\x12\x16\n" +
+	"\x06verify\x18\x04 \x01(\bR\x06verify\"\xd1\x02\n" +
+	"\vArchiveFile\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12\x10\n" +
+	"\x03day\x18\x02 \x01(\tR\x03day\x12\x12\n" +
+	"\x04type\x18\x03 \x01(\tR\x04type\x12\x16\n" +
+	"\x06events\x18\x04 \x01(\x04R\x06events\x12\x1b\n" +
+	"\tfirst_seq\x18\x05 \x01(\x04R\bfirstSeq\x12\x19\n" +
+	"\blast_seq\x18\x06 \x01(\x04R\alastSeq\x129\n" +
+	"\n" +
+	"first_time\x18\a \x01(\v2\x1a.google.protobuf.TimestampR\tfirstTime\x127\n" +
+	"\tlast_time\x18\b \x01(\v2\x1a.google.protobuf.TimestampR\blastTime\x12\x14\n" +
+	"\x05bytes\x18\t \x01(\x03R\x05bytes\x12\x16\n" +
+	"\x06sha256\x18\n" +
+	" \x01(\tR\x06sha256\x12\x16\n" +
+	"\x06damage\x18\v \x01(\tR\x06damage\"|\n" +
+	"\x13ListArchiveResponse\x125\n" +
+	"\x05files\x18\x01 \x03(\v2\x1f.crossdock.admin.v1.ArchiveFileR\x05files\x12\x12\n" +
+	"\x04node\x18\x02 \x01(\tR\x04node\x12\x1a\n" +
+	"\bverified\x18\x03 \x01(\bR\bverified\"\xc0\x01\n" +
+	"\x14ReplayArchiveRequest\x12\x14\n" +
+	"\x05route\x18\x01 \x01(\tR\x05route\x12 \n" +
+	"\vdestination\x18\x02 \x01(\tR\vdestination\x12.\n" +
+	"\x04from\x18\x03 \x01(\v2\x1a.google.protobuf.TimestampR\x04from\x12*\n" +
+	"\x02to\x18\x04 \x01(\v2\x1a.google.protobuf.TimestampR\x02to\x12\x14\n" +
+	"\x05types\x18\x05 \x03(\tR\x05types\"\xfe\x01\n" +
+	"\x15ReplayArchiveResponse\x12 \n" +
+	"\vdestination\x18\x01 \x01(\tR\vdestination\x12\x14\n" +
+	"\x05files\x18\x02 \x01(\rR\x05files\x12\x14\n" +
+	"\x05total\x18\x03 \x01(\x04R\x05total\x12\x18\n" +
+	"\ascanned\x18\x04 \x01(\x04R\ascanned\x12\x12\n" +
+	"\x04sent\x18\x05 \x01(\x04R\x04sent\x12#\n" +
+	"\rdead_lettered\x18\x06 \x01(\x04R\fdeadLettered\x12\x1c\n" +
+	"\tcoalesced\x18\a \x01(\x04R\tcoalesced\x12\x12\n" +
+	"\x04done\x18\b \x01(\bR\x04done\x12\x12\n" +
+	"\x04node\x18\t \x01(\tR\x04node*T\n" +
 	"\tTokenKind\x12\x1a\n" +
 	"\x16TOKEN_KIND_UNSPECIFIED\x10\x00\x12\x14\n" +
 	"\x10TOKEN_KIND_AGENT\x10\x01\x12\x15\n" +
-	"\x11TOKEN_KIND_SERVER\x10\x022\xec\a\n" +
+	"\x11TOKEN_KIND_SERVER\x10\x022\xb4\t\n" +
 	"\fAdminService\x12^\n" +
 	"\vCreateToken\x12&.crossdock.admin.v1.CreateTokenRequest\x1a'.crossdock.admin.v1.CreateTokenResponse\x12[\n" +
 	"\n" +
@@ -1637,7 +2133,9 @@ const file_crossdock_admin_v1_admin_proto_rawDesc = "" +
 	"\x10GetClusterStatus\x12+.crossdock.admin.v1.GetClusterStatusRequest\x1a,.crossdock.admin.v1.GetClusterStatusResponse\x12[\n" +
 	"\n" +
 	"RemovePeer\x12%.crossdock.admin.v1.RemovePeerRequest\x1a&.crossdock.admin.v1.RemovePeerResponse\x12^\n" +
-	"\vRevokeAgent\x12&.crossdock.admin.v1.RevokeAgentRequest\x1a'.crossdock.admin.v1.RevokeAgentResponseBEZCgithub.com/crossdock/crossdock/proto/gen/crossdock/admin/v1;adminv1b\x06proto3"
+	"\vRevokeAgent\x12&.crossdock.admin.v1.RevokeAgentRequest\x1a'.crossdock.admin.v1.RevokeAgentResponse\x12^\n" +
+	"\vListArchive\x12&.crossdock.admin.v1.ListArchiveRequest\x1a'.crossdock.admin.v1.ListArchiveResponse\x12f\n" +
+	"\rReplayArchive\x12(.crossdock.admin.v1.ReplayArchiveRequest\x1a).crossdock.admin.v1.ReplayArchiveResponse0\x01BEZCgithub.com/crossdock/crossdock/proto/gen/crossdock/admin/v1;adminv1b\x06proto3"
 
 var (
 	file_crossdock_admin_v1_admin_proto_rawDescOnce sync.Once
@@ -1652,7 +2150,7 @@ func file_crossdock_admin_v1_admin_proto_rawDescGZIP() []byte {
 }
 
 var file_crossdock_admin_v1_admin_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_crossdock_admin_v1_admin_proto_msgTypes = make([]protoimpl.MessageInfo, 25)
+var file_crossdock_admin_v1_admin_proto_msgTypes = make([]protoimpl.MessageInfo, 30)
 var file_crossdock_admin_v1_admin_proto_goTypes = []any{
 	(TokenKind)(0),                   // 0: crossdock.admin.v1.TokenKind
 	(*CreateTokenRequest)(nil),       // 1: crossdock.admin.v1.CreateTokenRequest
@@ -1678,59 +2176,75 @@ var file_crossdock_admin_v1_admin_proto_goTypes = []any{
 	(*Peer)(nil),                     // 21: crossdock.admin.v1.Peer
 	(*RemovePeerRequest)(nil),        // 22: crossdock.admin.v1.RemovePeerRequest
 	(*RemovePeerResponse)(nil),       // 23: crossdock.admin.v1.RemovePeerResponse
-	nil,                              // 24: crossdock.admin.v1.ListEventsRequest.KeysEntry
-	nil,                              // 25: crossdock.admin.v1.TailEventsRequest.KeysEntry
-	(*durationpb.Duration)(nil),      // 26: google.protobuf.Duration
-	(*timestamppb.Timestamp)(nil),    // 27: google.protobuf.Timestamp
-	(*v1.ConnectorStatus)(nil),       // 28: crossdock.agent.v1.ConnectorStatus
-	(*v11.CommittedEvent)(nil),       // 29: crossdock.event.v1.CommittedEvent
+	(*ListArchiveRequest)(nil),       // 24: crossdock.admin.v1.ListArchiveRequest
+	(*ArchiveFile)(nil),              // 25: crossdock.admin.v1.ArchiveFile
+	(*ListArchiveResponse)(nil),      // 26: crossdock.admin.v1.ListArchiveResponse
+	(*ReplayArchiveRequest)(nil),     // 27: crossdock.admin.v1.ReplayArchiveRequest
+	(*ReplayArchiveResponse)(nil),    // 28: crossdock.admin.v1.ReplayArchiveResponse
+	nil,                              // 29: crossdock.admin.v1.ListEventsRequest.KeysEntry
+	nil,                              // 30: crossdock.admin.v1.TailEventsRequest.KeysEntry
+	(*durationpb.Duration)(nil),      // 31: google.protobuf.Duration
+	(*timestamppb.Timestamp)(nil),    // 32: google.protobuf.Timestamp
+	(*v1.ConnectorStatus)(nil),       // 33: crossdock.agent.v1.ConnectorStatus
+	(*v11.CommittedEvent)(nil),       // 34: crossdock.event.v1.CommittedEvent
 }
 var file_crossdock_admin_v1_admin_proto_depIdxs = []int32{
 	0,  // 0: crossdock.admin.v1.CreateTokenRequest.kind:type_name -> crossdock.admin.v1.TokenKind
-	26, // 1: crossdock.admin.v1.CreateTokenRequest.ttl:type_name -> google.protobuf.Duration
-	27, // 2: crossdock.admin.v1.CreateTokenResponse.expires_at:type_name -> google.protobuf.Timestamp
+	31, // 1: crossdock.admin.v1.CreateTokenRequest.ttl:type_name -> google.protobuf.Duration
+	32, // 2: crossdock.admin.v1.CreateTokenResponse.expires_at:type_name -> google.protobuf.Timestamp
 	5,  // 3: crossdock.admin.v1.ListAgentsResponse.agents:type_name -> crossdock.admin.v1.Agent
-	27, // 4: crossdock.admin.v1.Agent.enrolled_at:type_name -> google.protobuf.Timestamp
-	27, // 5: crossdock.admin.v1.Agent.last_seen:type_name -> google.protobuf.Timestamp
-	27, // 6: crossdock.admin.v1.Agent.revoked_at:type_name -> google.protobuf.Timestamp
-	27, // 7: crossdock.admin.v1.Agent.cert_not_after:type_name -> google.protobuf.Timestamp
+	32, // 4: crossdock.admin.v1.Agent.enrolled_at:type_name -> google.protobuf.Timestamp
+	32, // 5: crossdock.admin.v1.Agent.last_seen:type_name -> google.protobuf.Timestamp
+	32, // 6: crossdock.admin.v1.Agent.revoked_at:type_name -> google.protobuf.Timestamp
+	32, // 7: crossdock.admin.v1.Agent.cert_not_after:type_name -> google.protobuf.Timestamp
 	6,  // 8: crossdock.admin.v1.Agent.recent_conflicts:type_name -> crossdock.admin.v1.IdConflict
-	27, // 9: crossdock.admin.v1.IdConflict.at:type_name -> google.protobuf.Timestamp
+	32, // 9: crossdock.admin.v1.IdConflict.at:type_name -> google.protobuf.Timestamp
 	5,  // 10: crossdock.admin.v1.RevokeAgentResponse.agent:type_name -> crossdock.admin.v1.Agent
 	5,  // 11: crossdock.admin.v1.DescribeAgentResponse.agent:type_name -> crossdock.admin.v1.Agent
-	28, // 12: crossdock.admin.v1.DescribeAgentResponse.connectors:type_name -> crossdock.agent.v1.ConnectorStatus
-	27, // 13: crossdock.admin.v1.DescribeAgentResponse.connectors_reported_at:type_name -> google.protobuf.Timestamp
-	24, // 14: crossdock.admin.v1.ListEventsRequest.keys:type_name -> crossdock.admin.v1.ListEventsRequest.KeysEntry
-	29, // 15: crossdock.admin.v1.ListEventsResponse.events:type_name -> crossdock.event.v1.CommittedEvent
-	25, // 16: crossdock.admin.v1.TailEventsRequest.keys:type_name -> crossdock.admin.v1.TailEventsRequest.KeysEntry
-	29, // 17: crossdock.admin.v1.TailEventsResponse.event:type_name -> crossdock.event.v1.CommittedEvent
+	33, // 12: crossdock.admin.v1.DescribeAgentResponse.connectors:type_name -> crossdock.agent.v1.ConnectorStatus
+	32, // 13: crossdock.admin.v1.DescribeAgentResponse.connectors_reported_at:type_name -> google.protobuf.Timestamp
+	29, // 14: crossdock.admin.v1.ListEventsRequest.keys:type_name -> crossdock.admin.v1.ListEventsRequest.KeysEntry
+	34, // 15: crossdock.admin.v1.ListEventsResponse.events:type_name -> crossdock.event.v1.CommittedEvent
+	30, // 16: crossdock.admin.v1.TailEventsRequest.keys:type_name -> crossdock.admin.v1.TailEventsRequest.KeysEntry
+	34, // 17: crossdock.admin.v1.TailEventsResponse.event:type_name -> crossdock.event.v1.CommittedEvent
 	21, // 18: crossdock.admin.v1.GetClusterStatusResponse.peers:type_name -> crossdock.admin.v1.Peer
-	27, // 19: crossdock.admin.v1.Peer.last_contact:type_name -> google.protobuf.Timestamp
-	1,  // 20: crossdock.admin.v1.AdminService.CreateToken:input_type -> crossdock.admin.v1.CreateTokenRequest
-	3,  // 21: crossdock.admin.v1.AdminService.ListAgents:input_type -> crossdock.admin.v1.ListAgentsRequest
-	9,  // 22: crossdock.admin.v1.AdminService.DescribeAgent:input_type -> crossdock.admin.v1.DescribeAgentRequest
-	11, // 23: crossdock.admin.v1.AdminService.ListEvents:input_type -> crossdock.admin.v1.ListEventsRequest
-	13, // 24: crossdock.admin.v1.AdminService.TailEvents:input_type -> crossdock.admin.v1.TailEventsRequest
-	15, // 25: crossdock.admin.v1.AdminService.SaveSnapshot:input_type -> crossdock.admin.v1.SaveSnapshotRequest
-	17, // 26: crossdock.admin.v1.AdminService.RestoreSnapshot:input_type -> crossdock.admin.v1.RestoreSnapshotRequest
-	19, // 27: crossdock.admin.v1.AdminService.GetClusterStatus:input_type -> crossdock.admin.v1.GetClusterStatusRequest
-	22, // 28: crossdock.admin.v1.AdminService.RemovePeer:input_type -> crossdock.admin.v1.RemovePeerRequest
-	7,  // 29: crossdock.admin.v1.AdminService.RevokeAgent:input_type -> crossdock.admin.v1.RevokeAgentRequest
-	2,  // 30: crossdock.admin.v1.AdminService.CreateToken:output_type -> crossdock.admin.v1.CreateTokenResponse
-	4,  // 31: crossdock.admin.v1.AdminService.ListAgents:output_type -> crossdock.admin.v1.ListAgentsResponse
-	10, // 32: crossdock.admin.v1.AdminService.DescribeAgent:output_type -> crossdock.admin.v1.DescribeAgentResponse
-	12, // 33: crossdock.admin.v1.AdminService.ListEvents:output_type -> crossdock.admin.v1.ListEventsResponse
-	14, // 34: crossdock.admin.v1.AdminService.TailEvents:output_type -> crossdock.admin.v1.TailEventsResponse
-	16, // 35: crossdock.admin.v1.AdminService.SaveSnapshot:output_type -> crossdock.admin.v1.SaveSnapshotResponse
-	18, // 36: crossdock.admin.v1.AdminService.RestoreSnapshot:output_type -> crossdock.admin.v1.RestoreSnapshotResponse
-	20, // 37: crossdock.admin.v1.AdminService.GetClusterStatus:output_type -> crossdock.admin.v1.GetClusterStatusResponse
-	23, // 38: crossdock.admin.v1.AdminService.RemovePeer:output_type -> crossdock.admin.v1.RemovePeerResponse
-	8,  // 39: crossdock.admin.v1.AdminService.RevokeAgent:output_type -> crossdock.admin.v1.RevokeAgentResponse
-	30, // [30:40] is the sub-list for method output_type
-	20, // [20:30] is the sub-list for method input_type
-	20, // [20:20] is the sub-list for extension type_name
-	20, // [20:20] is the sub-list for extension extendee
-	0,  // [0:20] is the sub-list for field type_name
+	32, // 19: crossdock.admin.v1.Peer.last_contact:type_name -> google.protobuf.Timestamp
+	32, // 20: crossdock.admin.v1.ListArchiveRequest.from:type_name -> google.protobuf.Timestamp
+	32, // 21: crossdock.admin.v1.ListArchiveRequest.to:type_name -> google.protobuf.Timestamp
+	32, // 22: crossdock.admin.v1.ArchiveFile.first_time:type_name -> google.protobuf.Timestamp
+	32, // 23: crossdock.admin.v1.ArchiveFile.last_time:type_name -> google.protobuf.Timestamp
+	25, // 24: crossdock.admin.v1.ListArchiveResponse.files:type_name -> crossdock.admin.v1.ArchiveFile
+	32, // 25: crossdock.admin.v1.ReplayArchiveRequest.from:type_name -> google.protobuf.Timestamp
+	32, // 26: crossdock.admin.v1.ReplayArchiveRequest.to:type_name -> google.protobuf.Timestamp
+	1,  // 27: crossdock.admin.v1.AdminService.CreateToken:input_type -> crossdock.admin.v1.CreateTokenRequest
+	3,  // 28: crossdock.admin.v1.AdminService.ListAgents:input_type -> crossdock.admin.v1.ListAgentsRequest
+	9,  // 29: crossdock.admin.v1.AdminService.DescribeAgent:input_type -> crossdock.admin.v1.DescribeAgentRequest
+	11, // 30: crossdock.admin.v1.AdminService.ListEvents:input_type -> crossdock.admin.v1.ListEventsRequest
+	13, // 31: crossdock.admin.v1.AdminService.TailEvents:input_type -> crossdock.admin.v1.TailEventsRequest
+	15, // 32: crossdock.admin.v1.AdminService.SaveSnapshot:input_type -> crossdock.admin.v1.SaveSnapshotRequest
+	17, // 33: crossdock.admin.v1.AdminService.RestoreSnapshot:input_type -> crossdock.admin.v1.RestoreSnapshotRequest
+	19, // 34: crossdock.admin.v1.AdminService.GetClusterStatus:input_type -> crossdock.admin.v1.GetClusterStatusRequest
+	22, // 35: crossdock.admin.v1.AdminService.RemovePeer:input_type -> crossdock.admin.v1.RemovePeerRequest
+	7,  // 36: crossdock.admin.v1.AdminService.RevokeAgent:input_type -> crossdock.admin.v1.RevokeAgentRequest
+	24, // 37: crossdock.admin.v1.AdminService.ListArchive:input_type -> crossdock.admin.v1.ListArchiveRequest
+	27, // 38: crossdock.admin.v1.AdminService.ReplayArchive:input_type -> crossdock.admin.v1.ReplayArchiveRequest
+	2,  // 39: crossdock.admin.v1.AdminService.CreateToken:output_type -> crossdock.admin.v1.CreateTokenResponse
+	4,  // 40: crossdock.admin.v1.AdminService.ListAgents:output_type -> crossdock.admin.v1.ListAgentsResponse
+	10, // 41: crossdock.admin.v1.AdminService.DescribeAgent:output_type -> crossdock.admin.v1.DescribeAgentResponse
+	12, // 42: crossdock.admin.v1.AdminService.ListEvents:output_type -> crossdock.admin.v1.ListEventsResponse
+	14, // 43: crossdock.admin.v1.AdminService.TailEvents:output_type -> crossdock.admin.v1.TailEventsResponse
+	16, // 44: crossdock.admin.v1.AdminService.SaveSnapshot:output_type -> crossdock.admin.v1.SaveSnapshotResponse
+	18, // 45: crossdock.admin.v1.AdminService.RestoreSnapshot:output_type -> crossdock.admin.v1.RestoreSnapshotResponse
+	20, // 46: crossdock.admin.v1.AdminService.GetClusterStatus:output_type -> crossdock.admin.v1.GetClusterStatusResponse
+	23, // 47: crossdock.admin.v1.AdminService.RemovePeer:output_type -> crossdock.admin.v1.RemovePeerResponse
+	8,  // 48: crossdock.admin.v1.AdminService.RevokeAgent:output_type -> crossdock.admin.v1.RevokeAgentResponse
+	26, // 49: crossdock.admin.v1.AdminService.ListArchive:output_type -> crossdock.admin.v1.ListArchiveResponse
+	28, // 50: crossdock.admin.v1.AdminService.ReplayArchive:output_type -> crossdock.admin.v1.ReplayArchiveResponse
+	39, // [39:51] is the sub-list for method output_type
+	27, // [27:39] is the sub-list for method input_type
+	27, // [27:27] is the sub-list for extension type_name
+	27, // [27:27] is the sub-list for extension extendee
+	0,  // [0:27] is the sub-list for field type_name
 }
 
 func init() { file_crossdock_admin_v1_admin_proto_init() }
@@ -1744,7 +2258,7 @@ func file_crossdock_admin_v1_admin_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_crossdock_admin_v1_admin_proto_rawDesc), len(file_crossdock_admin_v1_admin_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   25,
+			NumMessages:   30,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -61,6 +61,12 @@ const (
 	// AdminServiceRevokeAgentProcedure is the fully-qualified name of the AdminService's RevokeAgent
 	// RPC.
 	AdminServiceRevokeAgentProcedure = "/crossdock.admin.v1.AdminService/RevokeAgent"
+	// AdminServiceListArchiveProcedure is the fully-qualified name of the AdminService's ListArchive
+	// RPC.
+	AdminServiceListArchiveProcedure = "/crossdock.admin.v1.AdminService/ListArchive"
+	// AdminServiceReplayArchiveProcedure is the fully-qualified name of the AdminService's
+	// ReplayArchive RPC.
+	AdminServiceReplayArchiveProcedure = "/crossdock.admin.v1.AdminService/ReplayArchive"
 )
 
 // AdminServiceClient is a client for the crossdock.admin.v1.AdminService service.
@@ -86,6 +92,16 @@ type AdminServiceClient interface {
 	// RevokeAgent retires an agent's identity: its stream closes, its certificates stop
 	// working, and its name can be enrolled again only with a replacing token.
 	RevokeAgent(context.Context, *connect.Request[v1.RevokeAgentRequest]) (*connect.Response[v1.RevokeAgentResponse], error)
+	// ListArchive lists the files of this node's archive (events pruned from the ledger):
+	// per file the day, type, event count, seq and time range, size and checksum, and
+	// whether it is damaged (missing or of another size; with verify, every checksum and
+	// record is checked).
+	ListArchive(context.Context, *connect.Request[v1.ListArchiveRequest]) (*connect.Response[v1.ListArchiveResponse], error)
+	// ReplayArchive sends archived events a route matches to its destination again,
+	// through the delivery engine on the leader (the leader's own archive), streaming
+	// progress. Messages carry their original idempotency keys (the event id). A damaged
+	// file stops it before anything of that file is sent.
+	ReplayArchive(context.Context, *connect.Request[v1.ReplayArchiveRequest]) (*connect.ServerStreamForClient[v1.ReplayArchiveResponse], error)
 }
 
 // NewAdminServiceClient constructs a client for the crossdock.admin.v1.AdminService service. By
@@ -159,6 +175,18 @@ func NewAdminServiceClient(httpClient connect.HTTPClient, baseURL string, opts .
 			connect.WithSchema(adminServiceMethods.ByName("RevokeAgent")),
 			connect.WithClientOptions(opts...),
 		),
+		listArchive: connect.NewClient[v1.ListArchiveRequest, v1.ListArchiveResponse](
+			httpClient,
+			baseURL+AdminServiceListArchiveProcedure,
+			connect.WithSchema(adminServiceMethods.ByName("ListArchive")),
+			connect.WithClientOptions(opts...),
+		),
+		replayArchive: connect.NewClient[v1.ReplayArchiveRequest, v1.ReplayArchiveResponse](
+			httpClient,
+			baseURL+AdminServiceReplayArchiveProcedure,
+			connect.WithSchema(adminServiceMethods.ByName("ReplayArchive")),
+			connect.WithClientOptions(opts...),
+		),
 	}
 }
 
@@ -174,6 +202,8 @@ type adminServiceClient struct {
 	getClusterStatus *connect.Client[v1.GetClusterStatusRequest, v1.GetClusterStatusResponse]
 	removePeer       *connect.Client[v1.RemovePeerRequest, v1.RemovePeerResponse]
 	revokeAgent      *connect.Client[v1.RevokeAgentRequest, v1.RevokeAgentResponse]
+	listArchive      *connect.Client[v1.ListArchiveRequest, v1.ListArchiveResponse]
+	replayArchive    *connect.Client[v1.ReplayArchiveRequest, v1.ReplayArchiveResponse]
 }
 
 // CreateToken calls crossdock.admin.v1.AdminService.CreateToken.
@@ -226,6 +256,16 @@ func (c *adminServiceClient) RevokeAgent(ctx context.Context, req *connect.Reque
 	return c.revokeAgent.CallUnary(ctx, req)
 }
 
+// ListArchive calls crossdock.admin.v1.AdminService.ListArchive.
+func (c *adminServiceClient) ListArchive(ctx context.Context, req *connect.Request[v1.ListArchiveRequest]) (*connect.Response[v1.ListArchiveResponse], error) {
+	return c.listArchive.CallUnary(ctx, req)
+}
+
+// ReplayArchive calls crossdock.admin.v1.AdminService.ReplayArchive.
+func (c *adminServiceClient) ReplayArchive(ctx context.Context, req *connect.Request[v1.ReplayArchiveRequest]) (*connect.ServerStreamForClient[v1.ReplayArchiveResponse], error) {
+	return c.replayArchive.CallServerStream(ctx, req)
+}
+
 // AdminServiceHandler is an implementation of the crossdock.admin.v1.AdminService service.
 type AdminServiceHandler interface {
 	// CreateToken makes a short-lived, single-use enrollment token.
@@ -249,6 +289,16 @@ type AdminServiceHandler interface {
 	// RevokeAgent retires an agent's identity: its stream closes, its certificates stop
 	// working, and its name can be enrolled again only with a replacing token.
 	RevokeAgent(context.Context, *connect.Request[v1.RevokeAgentRequest]) (*connect.Response[v1.RevokeAgentResponse], error)
+	// ListArchive lists the files of this node's archive (events pruned from the ledger):
+	// per file the day, type, event count, seq and time range, size and checksum, and
+	// whether it is damaged (missing or of another size; with verify, every checksum and
+	// record is checked).
+	ListArchive(context.Context, *connect.Request[v1.ListArchiveRequest]) (*connect.Response[v1.ListArchiveResponse], error)
+	// ReplayArchive sends archived events a route matches to its destination again,
+	// through the delivery engine on the leader (the leader's own archive), streaming
+	// progress. Messages carry their original idempotency keys (the event id). A damaged
+	// file stops it before anything of that file is sent.
+	ReplayArchive(context.Context, *connect.Request[v1.ReplayArchiveRequest], *connect.ServerStream[v1.ReplayArchiveResponse]) error
 }
 
 // NewAdminServiceHandler builds an HTTP handler from the service implementation. It returns the
@@ -318,6 +368,18 @@ func NewAdminServiceHandler(svc AdminServiceHandler, opts ...connect.HandlerOpti
 		connect.WithSchema(adminServiceMethods.ByName("RevokeAgent")),
 		connect.WithHandlerOptions(opts...),
 	)
+	adminServiceListArchiveHandler := connect.NewUnaryHandler(
+		AdminServiceListArchiveProcedure,
+		svc.ListArchive,
+		connect.WithSchema(adminServiceMethods.ByName("ListArchive")),
+		connect.WithHandlerOptions(opts...),
+	)
+	adminServiceReplayArchiveHandler := connect.NewServerStreamHandler(
+		AdminServiceReplayArchiveProcedure,
+		svc.ReplayArchive,
+		connect.WithSchema(adminServiceMethods.ByName("ReplayArchive")),
+		connect.WithHandlerOptions(opts...),
+	)
 	return "/crossdock.admin.v1.AdminService/", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		switch r.URL.Path {
 		case AdminServiceCreateTokenProcedure:
@@ -340,6 +402,10 @@ func NewAdminServiceHandler(svc AdminServiceHandler, opts ...connect.HandlerOpti
 			adminServiceRemovePeerHandler.ServeHTTP(w, r)
 		case AdminServiceRevokeAgentProcedure:
 			adminServiceRevokeAgentHandler.ServeHTTP(w, r)
+		case AdminServiceListArchiveProcedure:
+			adminServiceListArchiveHandler.ServeHTTP(w, r)
+		case AdminServiceReplayArchiveProcedure:
+			adminServiceReplayArchiveHandler.ServeHTTP(w, r)
 		default:
 			http.NotFound(w, r)
 		}
@@ -387,4 +453,12 @@ func (UnimplementedAdminServiceHandler) RemovePeer(context.Context, *connect.Req
 
 func (UnimplementedAdminServiceHandler) RevokeAgent(context.Context, *connect.Request[v1.RevokeAgentRequest]) (*connect.Response[v1.RevokeAgentResponse], error) {
 	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("crossdock.admin.v1.AdminService.RevokeAgent is not implemented"))
+}
+
+func (UnimplementedAdminServiceHandler) ListArchive(context.Context, *connect.Request[v1.ListArchiveRequest]) (*connect.Response[v1.ListArchiveResponse], error) {
+	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("crossdock.admin.v1.AdminService.ListArchive is not implemented"))
+}
+
+func (UnimplementedAdminServiceHandler) ReplayArchive(context.Context, *connect.Request[v1.ReplayArchiveRequest], *connect.ServerStream[v1.ReplayArchiveResponse]) error {
+	return connect.NewError(connect.CodeUnimplemented, errors.New("crossdock.admin.v1.AdminService.ReplayArchive is not implemented"))
 }
