@@ -107,5 +107,8 @@ fuzz: ## Run each fuzzer briefly
 	$(GO) test -run '^$$' -fuzz '^FuzzDecodeSettings$$' -fuzztime 20s ./plugins/sql/
 	$(GO) test -run '^$$' -fuzz '^FuzzParse$$' -fuzztime 20s ./internal/platform/procmem/
 	$(GO) test -run '^$$' -fuzz '^FuzzParseKeys$$' -fuzztime 20s ./cmd/crossdock/
+	$(GO) test -run '^$$' -fuzz '^FuzzParseArchiveTime$$' -fuzztime 20s ./cmd/crossdock/
+	$(GO) test -run '^$$' -fuzz '^FuzzDecodeFile$$' -fuzztime 20s ./controlplane/archive/
+	$(GO) test -run '^$$' -fuzz '^FuzzParseManifest$$' -fuzztime 20s ./controlplane/archive/
 
 .PHONY: help build test demo bench tools gen check-gen lint fuzz release
