@@ -150,6 +150,7 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 	if err != nil {
 		return nil, fmt.Errorf("controlplane: %w", err)
 	}
+	arch.Logger = logger
 	// The data dir's node identity: refuse another node's data dir before anything starts.
 	ident, err := readNodeIdentity(cfg.DataDir)
 	if err != nil {

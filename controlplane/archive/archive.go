@@ -37,7 +37,10 @@ import (
 	"fmt"
 	"io"
 	"io/fs"
+	"log/slog"
 	"maps"
+	"regexp"
+	"strings"
 	"slices"
 	"sync"
 	"time"
@@ -67,6 +70,8 @@ type Dir struct {
 	MaxFileEvents int
 	// Where is what error messages and ls call the archive (the directory).
 	Where string
+	// Logger receives warnings (a manifest rebuilt); none when nil.
+	Logger *slog.Logger
 
 	mu sync.Mutex // serialises writers (read-modify-write of manifests)
 }
@@ -130,10 +135,14 @@ func (d *Dir) Archive(ctx context.Context, events []*eventv1.CommittedEvent) err
 		m := manifests[k.dir]
 		if m == nil {
 			var err error
-			if m, err = d.readManifest(ctx, k.dir); err != nil {
+			var rebuilt bool
+			if m, rebuilt, err = d.manifestForWrite(ctx, k.dir); err != nil {
 				return err
 			}
 			manifests[k.dir] = m
+			if rebuilt {
+				changed[k.dir] = true
+			}
 		}
 		evs := groups[k]
 		for len(evs) > 0 {
@@ -165,6 +174,100 @@ func (d *Dir) Archive(ctx context.Context, events []*eventv1.CommittedEvent) err
 		}
 	}
 	return nil
+}
+
+// manifestForWrite returns the day's manifest for Archive to add to. A manifest that is
+// damaged, or missing while the day has files (deleted, or a crash between a file and
+// its manifest), is rebuilt from the day's files that decode whole, so a damaged
+// manifest on one node does not stop its prunes; the damaged one is kept next to it as
+// manifest.json.damaged. rebuilt says the manifest must be written.
+func (d *Dir) manifestForWrite(ctx context.Context, dir string) (*Manifest, bool, error) {
+	m, err := d.readManifest(ctx, dir)
+	var de *DamagedError
+	switch {
+	case errors.As(err, &de):
+	case err != nil:
+		return nil, false, err
+	case len(m.Files) > 0:
+		return m, false, nil
+	}
+	names, lerr := d.store.List(ctx, dir+"/")
+	if lerr != nil {
+		return nil, false, lerr
+	}
+	day, _ := time.Parse("2006/01/02", dir)
+	out := &Manifest{Version: ManifestVersion, Day: day.Format(time.DateOnly)}
+	for _, name := range names {
+		if !fileNameRE.MatchString(strings.TrimPrefix(name, dir+"/")) {
+			continue
+		}
+		fi, ferr := d.describe(ctx, dir, name)
+		if ferr != nil {
+			d.warn("archive: a file is left out of the rebuilt manifest", "file", name, "err", ferr)
+			continue
+		}
+		out.Files = append(out.Files, fi)
+	}
+	if de == nil && len(out.Files) == 0 {
+		return out, false, nil // a new day
+	}
+	if de != nil {
+		if rc, gerr := d.store.Get(ctx, manifestName(dir)); gerr == nil {
+			perr := d.store.Put(ctx, manifestName(dir)+".damaged", rc)
+			rc.Close()
+			if perr != nil {
+				return nil, false, fmt.Errorf("archive: keep the damaged %s: %w", manifestName(dir), perr)
+			}
+		}
+	}
+	d.warn("archive: rebuilt a day's manifest from its files", "manifest", manifestName(dir), "files", len(out.Files), "damaged", fmt.Sprint(err))
+	return out, true, nil
+}
+
+var fileNameRE = regexp.MustCompile(`^[^/]+/[0-9]{12,20}-[0-9]{12,20}\.pb\.gz$`)
+
+// describe reads a file and makes its manifest entry from what it holds.
+func (d *Dir) describe(ctx context.Context, dir, name string) (FileInfo, error) {
+	rc, err := d.store.Get(ctx, name)
+	if err != nil {
+		return FileInfo{}, err
+	}
+	defer rc.Close()
+	data, err := io.ReadAll(rc)
+	if err != nil {
+		return FileInfo{}, err
+	}
+	var evs []*eventv1.CommittedEvent
+	if err := DecodeFile(data, func(ev *eventv1.CommittedEvent) error {
+		evs = append(evs, ev)
+		return nil
+	}); err != nil {
+		return FileInfo{}, err
+	}
+	if len(evs) == 0 {
+		return FileInfo{}, errors.New("no events")
+	}
+	fi, _, err := encodeFile(dir, evs[0].GetEvent().GetType(), evs)
+	if err != nil {
+		return FileInfo{}, err
+	}
+	// The entry describes the bytes on disk, which another version may have compressed
+	// differently from this one.
+	sum := sha256.Sum256(data)
+	fi.Bytes, fi.SHA256 = int64(len(data)), hex.EncodeToString(sum[:])
+	if fi.Name != name {
+		return FileInfo{}, fmt.Errorf("holds what belongs in %s", fi.Name)
+	}
+	if err := checkFile(fi, data); err != nil {
+		return FileInfo{}, err
+	}
+	return fi, nil
+}
+
+func (d *Dir) warn(msg string, args ...any) {
+	if d.Logger != nil {
+		d.Logger.Warn(msg, args...)
+	}
 }
 
 // readManifest returns the day's manifest, an empty one when there is none yet.

@@ -329,17 +329,21 @@ func TestTruncatedGzip(t *testing.T) {
 	}
 }
 
-// TestDamagedManifest: a manifest that does not parse is reported; nothing is read.
+// TestDamagedManifest: a manifest that does not parse is reported and nothing of its
+// day is read. The next prune of that day rebuilds it from the day's files (so a damaged
+// manifest does not stop a node's prunes), keeping the damaged one aside.
 func TestDamagedManifest(t *testing.T) {
 	d, root := openDir(t)
-	if err := d.Archive(context.Background(), testEvents(1, 4, day1)); err != nil {
+	ctx := context.Background()
+	if err := d.Archive(ctx, testEvents(1, 4, day1)); err != nil {
 		t.Fatal(err)
 	}
 	mp := filepath.Join(root, "2026", "12", "03", "manifest.json")
-	if err := os.WriteFile(mp, []byte(`{"version":1,"day":"2026-12-03","files":[{"name":"../../x"`), 0o600); err != nil {
+	garbage := []byte(`{"version":1,"day":"2026-12-03","files":[{"name":"../../x"`)
+	if err := os.WriteFile(mp, garbage, 0o600); err != nil {
 		t.Fatal(err)
 	}
-	l, err := d.List(context.Background(), archive.Filter{})
+	l, err := d.List(ctx, archive.Filter{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -349,8 +353,46 @@ func TestDamagedManifest(t *testing.T) {
 	if _, err := collect(t, d, archive.Filter{}); err == nil || !strings.Contains(err.Error(), "manifest.json is damaged") {
 		t.Fatalf("want the damaged manifest reported, got %v", err)
 	}
-	if err := d.Archive(context.Background(), testEvents(5, 2, day1)); err == nil || !strings.Contains(err.Error(), "manifest.json is damaged") {
+
+	if err := d.Archive(ctx, testEvents(5, 2, day1.Add(time.Hour))); err != nil {
 		t.Fatalf("archiving into a day with a damaged manifest: %v", err)
+	}
+	if b, err := os.ReadFile(mp + ".damaged"); err != nil || !bytes.Equal(b, garbage) {
+		t.Fatalf("the damaged manifest was not kept aside: %v", err)
+	}
+	got, err := collect(t, d, archive.Filter{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if fmt.Sprint(seqs(got)) != "[1 2 3 4 5 6]" {
+		t.Fatalf("after the rebuild the archive holds seqs %v, want 1..6", seqs(got))
+	}
+}
+
+// TestMissingManifest: a day whose manifest is gone while its files are there is reported
+// (not skipped as empty); the next prune of that day lists the files again.
+func TestMissingManifest(t *testing.T) {
+	d, root := openDir(t)
+	ctx := context.Background()
+	if err := d.Archive(ctx, testEvents(1, 4, day1)); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Remove(filepath.Join(root, "2026", "12", "03", "manifest.json")); err != nil {
+		t.Fatal(err)
+	}
+	l, err := d.List(ctx, archive.Filter{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(l.Damaged) != 1 || !strings.Contains(l.Damaged[0].Reason, "missing, and the day has 2 archive files") {
+		t.Fatalf("listing: %+v", l)
+	}
+	if err := d.Archive(ctx, testEvents(5, 2, day1.Add(time.Hour))); err != nil {
+		t.Fatal(err)
+	}
+	got, err := collect(t, d, archive.Filter{})
+	if err != nil || fmt.Sprint(seqs(got)) != "[1 2 3 4 5 6]" {
+		t.Fatalf("seqs %v (%v), want 1..6", seqs(got), err)
 	}
 }
 

@@ -163,11 +163,13 @@ func (m *Manifest) encode() []byte {
 // isManifest reports whether a store name is a day's manifest.
 func isManifest(name string) bool {
 	dir, base := path.Split(name)
-	if base != "manifest.json" {
-		return false
-	}
-	_, err := time.Parse("2006/01/02/", dir)
-	return err == nil
+	return base == "manifest.json" && isDay(strings.TrimSuffix(dir, "/"))
+}
+
+// isDay reports whether name is a day's prefix, 2026/12/04.
+func isDay(name string) bool {
+	t, err := time.Parse("2006/01/02", name)
+	return err == nil && dayDir(t) == name
 }
 
 // EncodeManifest returns m as the JSON the archive stores (files sorted by name).

@@ -57,16 +57,12 @@ type Listing struct {
 // List reads the manifests of the days the filter's time range touches and returns the
 // files it selects. It does not read the files (Check does).
 func (d *Dir) List(ctx context.Context, f Filter) (*Listing, error) {
-	names, err := d.store.List(ctx, "")
+	days, err := d.days(ctx)
 	if err != nil {
 		return nil, err
 	}
 	out := &Listing{}
-	for _, name := range names {
-		if !isManifest(name) {
-			continue
-		}
-		dir := strings.TrimSuffix(name, "/manifest.json")
+	for _, dir := range days {
 		day, _ := time.Parse("2006/01/02", dir)
 		if !f.From.IsZero() && !day.Add(24*time.Hour).After(f.From) {
 			continue // the whole day is before From
@@ -75,6 +71,24 @@ func (d *Dir) List(ctx context.Context, f Filter) (*Listing, error) {
 			continue
 		}
 		m, err := d.readManifest(ctx, dir)
+		if err == nil && len(m.Files) == 0 {
+			// No manifest: a day directory being written, or a manifest lost.
+			names, err := d.store.List(ctx, dir+"/")
+			if err != nil {
+				return nil, err
+			}
+			n := 0
+			for _, name := range names {
+				if fileNameRE.MatchString(strings.TrimPrefix(name, dir+"/")) {
+					n++
+				}
+			}
+			if n > 0 {
+				out.Damaged = append(out.Damaged, &DamagedError{Name: manifestName(dir), Reason: fmt.Sprintf(
+					"missing, and the day has %d archive files: copy it from another node, or the next prune of this day rebuilds it", n)})
+			}
+			continue
+		}
 		if err != nil {
 			var de *DamagedError
 			if errors.As(err, &de) {
@@ -92,6 +106,24 @@ func (d *Dir) List(ctx context.Context, f Filter) (*Listing, error) {
 	slices.SortFunc(out.Files, func(a, b FileInfo) int {
 		return cmp.Or(cmp.Compare(a.FirstSeq, b.FirstSeq), strings.Compare(a.Name, b.Name))
 	})
+	return out, nil
+}
+
+// days returns the days that have a manifest (or a directory, with a DayLister).
+func (d *Dir) days(ctx context.Context) ([]string, error) {
+	if dl, ok := d.store.(DayLister); ok {
+		return dl.Days(ctx)
+	}
+	names, err := d.store.List(ctx, "")
+	if err != nil {
+		return nil, err
+	}
+	var out []string
+	for _, name := range names {
+		if isManifest(name) {
+			out = append(out, strings.TrimSuffix(name, "/manifest.json"))
+		}
+	}
 	return out, nil
 }
 

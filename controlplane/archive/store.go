@@ -34,6 +34,12 @@ type Sizer interface {
 	Size(ctx context.Context, name string) (int64, error)
 }
 
+// DayLister is what a Store may add to list the days (YYYY/MM/DD) that hold objects
+// without listing every object; the reader falls back to List without it.
+type DayLister interface {
+	Days(ctx context.Context) ([]string, error)
+}
+
 // DirStore is a Store on a local directory. Put writes a temporary file next to the
 // target, fsyncs it, renames it over the target and fsyncs the directory.
 type DirStore struct {
@@ -42,7 +48,8 @@ type DirStore struct {
 
 var (
 	_ Store = DirStore{}
-	_ Sizer = DirStore{}
+	_ Sizer     = DirStore{}
+	_ DayLister = DirStore{}
 )
 
 // file maps a store name to a path under Root, refusing names that leave it.
@@ -60,8 +67,8 @@ func (d DirStore) Put(ctx context.Context, name string, r io.Reader) (err error)
 		return err
 	}
 	dir := filepath.Dir(p)
-	if err := os.MkdirAll(dir, 0o700); err != nil {
-		return fmt.Errorf("archive: create directory %s: %w", dir, err)
+	if err := d.mkdirs(dir); err != nil {
+		return err
 	}
 	f, err := os.CreateTemp(dir, "."+filepath.Base(p)+".tmp-*")
 	if err != nil {
@@ -93,6 +100,72 @@ func (d DirStore) Put(ctx context.Context, name string, r io.Reader) (err error)
 		return fmt.Errorf("archive: fsync %s: %w", dir, err)
 	}
 	return nil
+}
+
+// mkdirs creates dir and its missing parents under Root and fsyncs the parent of each
+// one created, so the new file's path survives a power loss along with the file.
+func (d DirStore) mkdirs(dir string) error {
+	var created []string
+	for p := dir; p != d.Root && len(p) > len(d.Root); p = filepath.Dir(p) {
+		if _, err := os.Stat(p); err == nil {
+			break
+		}
+		created = append(created, p)
+	}
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return fmt.Errorf("archive: create directory %s: %w", dir, err)
+	}
+	for _, p := range created {
+		if err := fsutil.SyncDir(filepath.Dir(p)); err != nil {
+			return fmt.Errorf("archive: fsync %s: %w", filepath.Dir(p), err)
+		}
+	}
+	return nil
+}
+
+// Days implements DayLister: the YYYY/MM/DD directories under Root, sorted.
+func (d DirStore) Days(ctx context.Context) ([]string, error) {
+	var out []string
+	years, err := os.ReadDir(d.Root)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("archive: list %s: %w", d.Root, err)
+	}
+	for _, y := range years {
+		months, err := readDirs(filepath.Join(d.Root, y.Name()), y)
+		if err != nil {
+			return nil, err
+		}
+		for _, m := range months {
+			days, err := readDirs(filepath.Join(d.Root, y.Name(), m.Name()), m)
+			if err != nil {
+				return nil, err
+			}
+			for _, dd := range days {
+				if err := ctx.Err(); err != nil {
+					return nil, err
+				}
+				if name := y.Name() + "/" + m.Name() + "/" + dd.Name(); dd.IsDir() && isDay(name) {
+					out = append(out, name)
+				}
+			}
+		}
+	}
+	slices.Sort(out)
+	return out, nil
+}
+
+func readDirs(p string, e fs.DirEntry) ([]fs.DirEntry, error) {
+	if !e.IsDir() {
+		return nil, nil
+	}
+	es, err := os.ReadDir(p)
+	if err != nil {
+		return nil, fmt.Errorf("archive: list %s: %w", p, err)
+	}
+	return es, nil
 }
 
 // Get implements Store.

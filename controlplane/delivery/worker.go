@@ -117,11 +117,11 @@ func (w *worker) run(ctx, abort context.Context) error {
 	for fatal == nil && ctx.Err() == nil {
 		changed := l.Changed()
 		now := time.Now()
-		w.archiveStep(now)
 		if err := w.fill(now); err != nil {
 			fatal = err
 			break
 		}
+		w.archiveStep(now) // after the cursor's fill: live delivery has the window first
 		if now.Sub(w.lastScan) >= scanEvery {
 			w.lastScan = now
 			if err := w.scan(now); err != nil {
