@@ -40,8 +40,8 @@ import (
 	"log/slog"
 	"maps"
 	"regexp"
-	"strings"
 	"slices"
+	"strings"
 	"sync"
 	"time"
 

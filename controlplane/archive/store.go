@@ -47,7 +47,7 @@ type DirStore struct {
 }
 
 var (
-	_ Store = DirStore{}
+	_ Store     = DirStore{}
 	_ Sizer     = DirStore{}
 	_ DayLister = DirStore{}
 )
