@@ -68,8 +68,6 @@ type Dir struct {
 	// MaxFileEvents bounds the events of one file (DefaultMaxFileEvents when 0). It
 	// must stay the same for a prune replayed after a crash to write the same names.
 	MaxFileEvents int
-	// Where is what error messages and ls call the archive (the directory).
-	Where string
 	// Logger receives warnings (a manifest rebuilt); none when nil.
 	Logger *slog.Logger
 
@@ -84,12 +82,12 @@ func OpenDir(path string) (*Dir, error) {
 	if err := osMkdirAll(path); err != nil {
 		return nil, fmt.Errorf("archive: create %s: %w (check --archive-dir and its permissions)", path, err)
 	}
-	return &Dir{store: DirStore{Root: path}, Where: path}, nil
+	return &Dir{store: DirStore{Root: path}}, nil
 }
 
 // New returns an archive kept in store (object storage, or a DirStore).
-func New(store Store, where string) *Dir {
-	return &Dir{store: store, Where: where}
+func New(store Store) *Dir {
+	return &Dir{store: store}
 }
 
 // Store returns the store the archive keeps its objects in.

@@ -448,3 +448,30 @@ func TestNotOurGzip(t *testing.T) {
 		t.Fatalf("got %v", err)
 	}
 }
+
+// TestReArchiveOtherChunking: a prune replayed by a node whose MaxFileEvents changed
+// writes other files for the same events; the reader still yields each event once.
+func TestReArchiveOtherChunking(t *testing.T) {
+	d, _ := openDir(t)
+	evs := testEvents(1, 30, day1)
+	d.MaxFileEvents = 7
+	if err := d.Archive(context.Background(), evs); err != nil {
+		t.Fatal(err)
+	}
+	d.MaxFileEvents = 5
+	if err := d.Archive(context.Background(), evs); err != nil {
+		t.Fatal(err)
+	}
+	got, err := collect(t, d, archive.Filter{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(got) != 30 {
+		t.Fatalf("read seqs %v; want 1..30 once each", seqs(got))
+	}
+	for i, e := range got {
+		if e.GetSeq() != uint64(i+1) {
+			t.Fatalf("read seqs %v; want 1..30 once each", seqs(got))
+		}
+	}
+}

@@ -198,6 +198,7 @@ type Iterator struct {
 	f     Filter
 	files []FileInfo // not opened yet, by first seq
 	open  cursorHeap
+	last  uint64 // seq of the last event yielded
 	err   error
 }
 
@@ -252,7 +253,10 @@ func (it *Iterator) Next() (*eventv1.CommittedEvent, error) {
 		} else {
 			heap.Fix(&it.open, 0)
 		}
-		if it.f.wantsEvent(ev) {
+		// An event in two files (a prune replayed with another MaxFileEvents) is
+		// yielded once.
+		if ev.GetSeq() > it.last && it.f.wantsEvent(ev) {
+			it.last = ev.GetSeq()
 			return ev, nil
 		}
 	}
