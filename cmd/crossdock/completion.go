@@ -61,9 +61,10 @@ func addCompletions(root *cobra.Command) {
 		}
 	}
 	flags := map[string]map[string]routing.Kind{
-		"replay":    {"route": routing.KindRoute, "destination": routing.KindDestination},
-		"dlq ls":    {"destination": routing.KindDestination},
-		"dlq retry": {"destination": routing.KindDestination},
+		"replay":         {"route": routing.KindRoute, "destination": routing.KindDestination},
+		"archive replay": {"route": routing.KindRoute, "destination": routing.KindDestination},
+		"dlq ls":         {"destination": routing.KindDestination},
+		"dlq retry":      {"destination": routing.KindDestination},
 	}
 	for path, fl := range flags {
 		c, _, err := root.Find(strings.Fields(path))
