@@ -2,7 +2,6 @@ package x12
 
 import (
 	"strconv"
-	"strings"
 	"time"
 )
 
@@ -18,28 +17,17 @@ func Uses999(version string) bool {
 // GroupStatus is the AK901 code of a group: R when the group's envelope is bad or no
 // set was accepted, P when some were, E when all were but some with errors, else A.
 func GroupStatus(g *Group) (status string, accepted int) {
-	if g.Err != nil {
+	switch {
+	case g.Err != nil:
+		return StatusRejected, 0
+	case g.AcceptedSets == g.Received && g.WithErrors > 0:
+		return StatusWithErrors, g.AcceptedSets
+	case g.AcceptedSets == g.Received:
+		return StatusAccepted, g.AcceptedSets
+	case g.AcceptedSets == 0:
 		return StatusRejected, 0
 	}
-	withErrors := false
-	for _, r := range g.Results {
-		switch r.Status {
-		case StatusAccepted:
-			accepted++
-		case StatusWithErrors:
-			accepted++
-			withErrors = true
-		}
-	}
-	switch {
-	case accepted == len(g.Results) && withErrors:
-		return StatusWithErrors, accepted
-	case accepted == len(g.Results):
-		return StatusAccepted, accepted
-	case accepted == 0:
-		return StatusRejected, accepted
-	}
-	return StatusPartial, accepted
+	return StatusPartial, g.AcceptedSets
 }
 
 // FunctionalAck builds the 997 (for 004010 and earlier groups) or 999 (005010 on) for
@@ -53,19 +41,21 @@ func FunctionalAck(g *Group, d Delimiters) *Set {
 		ack.ID, ack.ImplRef, p = "999", ImplRef999, "IK"
 	}
 	add := func(s Segment) { ack.Segments = append(ack.Segments, s) }
+	// Everything echoed from the inbound group is cleaned of the ack's delimiters.
+	c := func(v string) string { return clean(v, d) }
 	if is999 {
-		add(Seg("AK1", g.FunctionalID, g.Control, g.Version))
+		add(Seg("AK1", c(g.FunctionalID), c(g.Control), c(g.Version)))
 	} else {
-		add(Seg("AK1", g.FunctionalID, g.Control))
+		add(Seg("AK1", c(g.FunctionalID), c(g.Control)))
 	}
 	for _, r := range g.Results {
 		if is999 {
-			add(Seg("AK2", r.ID, r.Control, r.ImplRef))
+			add(Seg("AK2", c(r.ID), c(r.Control), c(r.ImplRef)))
 		} else {
-			add(Seg("AK2", r.ID, r.Control))
+			add(Seg("AK2", c(r.ID), c(r.Control)))
 		}
 		for _, e := range r.Errors {
-			add(Seg(p+"3", e.ID, strconv.Itoa(e.SetPos), e.Loop, e.Code))
+			add(Seg(p+"3", c(e.ID), strconv.Itoa(e.SetPos), e.Loop, e.Code))
 			if is999 && r.BusinessUnit != "" {
 				// Business unit identifier: which document of the set the error is in.
 				add(Segment{ID: "CTX", Elements: []Element{NewElement(r.BusinessUnit, clean(r.BusinessRef, d))}})
@@ -88,12 +78,12 @@ func FunctionalAck(g *Group, d Delimiters) *Set {
 		add(Seg(p+"5", append([]string{r.Status}, codes...)...))
 	}
 	status, accepted := GroupStatus(g)
-	ak9 := []string{status, strconv.Itoa(g.Included), strconv.Itoa(len(g.Results)), strconv.Itoa(accepted)}
+	ak9 := []string{status, strconv.Itoa(g.Included), strconv.Itoa(g.Received), strconv.Itoa(accepted)}
 	if g.Err != nil {
 		ak9 = append(ak9, g.Err.Code)
 	}
 	if g.Included == 0 && g.Err != nil && g.Err.Code == GroupTrailerMissing {
-		ak9[1] = strconv.Itoa(len(g.Results))
+		ak9[1] = strconv.Itoa(g.Received)
 	}
 	add(Seg("AK9", ak9...))
 	return ack
@@ -106,20 +96,18 @@ func itoa0(n int) string {
 	return strconv.Itoa(n)
 }
 
-// clean keeps bad data writable: the delimiters and control characters are removed,
-// and it is cut to 99 characters (the AK404 maximum).
+// clean keeps echoed data writable: only printable ASCII other than the delimiters is
+// kept, cut to 99 characters (the AK404 maximum).
 func clean(v string, d Delimiters) string {
-	v = strings.Map(func(r rune) rune {
-		if r < 0x20 || r == 0x7f || r == rune(d.Element) || r == rune(d.Component) || r == rune(d.Segment) ||
-			(d.Repetition != 0 && r == rune(d.Repetition)) {
-			return -1
+	b := make([]byte, 0, len(v))
+	for i := 0; i < len(v) && len(b) < 99; i++ {
+		c := v[i]
+		if c < 0x20 || c > 0x7e || c == d.Element || c == d.Component || c == d.Segment || (d.Repetition != 0 && c == d.Repetition) {
+			continue
 		}
-		return r
-	}, v)
-	if len(v) > 99 {
-		v = v[:99]
+		b = append(b, c)
 	}
-	return v
+	return string(b)
 }
 
 // InterchangeStatus is the TA104 and TA105 for an interchange: R with the refusal's
@@ -159,6 +147,9 @@ type AckOptions struct {
 // returns nil when nothing is owed. Control numbers are left for the Writer's Numbers.
 func Acknowledge(ic *Interchange, opts AckOptions) *Interchange {
 	h := ic.Header
+	c := func(v string) string { return clean(v, opts.Delimiters) }
+	h.SenderQual, h.SenderID, h.ReceiverQual, h.ReceiverID = c(h.SenderQual), c(h.SenderID), c(h.ReceiverQual), c(h.ReceiverID)
+	h.Control, h.Date, h.Time, h.Usage = c(h.Control), c(h.Date), c(h.Time), c(h.Usage)
 	usage := opts.Usage
 	if usage == "" {
 		usage = h.Usage
@@ -170,7 +161,8 @@ func Acknowledge(ic *Interchange, opts AckOptions) *Interchange {
 		Version: h.Version, AckRequested: "0", Usage: usage, Standards: h.Standards,
 	}}
 	if NeedsTA1(ic) {
-		out.TA1 = append(out.TA1, TA1(ic))
+		status, note := InterchangeStatus(ic)
+		out.TA1 = append(out.TA1, Seg("TA1", padControl(h.Control), h.Date, h.Time, status, note))
 	}
 	if ic.Err == nil {
 		for _, g := range ic.Groups {
@@ -182,9 +174,9 @@ func Acknowledge(ic *Interchange, opts AckOptions) *Interchange {
 			if Uses999(g.Version) {
 				version = ImplRef999
 			}
-			out.Groups = append(out.Groups, &Group{FunctionalID: "FA", AppSender: g.AppReceiver, AppReceiver: g.AppSender,
+			out.Groups = append(out.Groups, &Group{FunctionalID: "FA", AppSender: c(g.AppReceiver), AppReceiver: c(g.AppSender),
 				Date: opts.Now.UTC().Format("20060102"), Time: opts.Now.UTC().Format("1504"), Agency: "X",
-				Version: version, Sets: []*Set{ack}})
+				Version: c(version), Sets: []*Set{ack}})
 		}
 	}
 	if len(out.TA1) == 0 && len(out.Groups) == 0 {

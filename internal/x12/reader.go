@@ -28,6 +28,10 @@ type Handler struct {
 type Reader struct {
 	// MaxSegmentLen bounds a single segment (default 1 MiB); a longer one stops the reader.
 	MaxSegmentLen int
+	// DiscardResults leaves Group.Results empty (the counts are still kept), so that
+	// memory does not grow with the number of sets; a caller that builds the 997/999
+	// then collects each Set's Result itself.
+	DiscardResults bool
 }
 
 // Read reads every interchange of r, calling h as it goes, with the default Reader.
@@ -60,7 +64,7 @@ func (rd Reader) Read(r io.Reader, h Handler) error {
 	if max <= 0 {
 		max = 1 << 20
 	}
-	s := &scanner{br: bufio.NewReaderSize(r, 64<<10), max: max, h: h}
+	s := &scanner{br: bufio.NewReaderSize(r, 64<<10), max: max, h: h, discard: rd.DiscardResults}
 	return s.run()
 }
 
@@ -71,6 +75,8 @@ type scanner struct {
 	filePos int
 	d       Delimiters
 	buf     []byte
+	discard bool
+	strs    map[string]string
 	// noTerminator is set when the last segment ended at EOF without a terminator.
 	noTerminator bool
 }
@@ -212,6 +218,9 @@ func (s *scanner) readISA() (*Interchange, error) {
 		return nil, bad(NoteBadControlStructure, fmt.Sprintf("element separator %q, component separator %q and segment terminator %q are not all different", sep, comp, term), ErrDelimiters)
 	}
 	for i, f := range fields {
+		if strings.IndexByte(f, term) >= 0 {
+			return nil, bad(NoteBadControlStructure, fmt.Sprintf("ISA%02d %q contains the segment terminator %q", i+1, f, term), ErrBadISA)
+		}
 		if len(f) > isaWidths[i] {
 			note := NoteBadControlStructure
 			switch i {
@@ -395,8 +404,7 @@ func (s *scanner) interchange(ic *Interchange) error {
 	endSet := func(se *Segment, code string) error {
 		r := set.finish(se, code)
 		set.set.Result = r
-		g.Results = append(g.Results, r)
-		s.noteResult(g)
+		s.noteResult(g, r)
 		cur := set.set
 		set = nil
 		if s.h.Set != nil {
@@ -414,9 +422,9 @@ func (s *scanner) interchange(ic *Interchange) error {
 			n, err := strconv.Atoi(ge.Element(1).Value())
 			g.Included = n
 			switch {
-			case err != nil || n != len(g.Results):
+			case err != nil || n != g.Received:
 				g.Err = &GroupError{FilePos: ge.FilePos, SegmentID: "GE", Code: GroupCountMismatch,
-					Reason: fmt.Sprintf("GE01 %q but the group has %d sets", ge.Element(1).String(), len(g.Results)), Err: ErrCount}
+					Reason: fmt.Sprintf("GE01 %q but the group has %d sets", ge.Element(1).String(), g.Received), Err: ErrCount}
 			case !sameNumber(ge.Element(2).Value(), g.Control):
 				g.Err = &GroupError{FilePos: ge.FilePos, SegmentID: "GE", Code: GroupControlMismatch,
 					Reason: fmt.Sprintf("GE02 %q does not match GS06 %q", ge.Element(2).String(), g.Control), Err: ErrControlNumber}
@@ -551,10 +559,42 @@ func (s *scanner) interchange(ic *Interchange) error {
 	}
 }
 
-// noteResult keeps the group's result list from pinning the set's memory.
-func (s *scanner) noteResult(g *Group) {
-	r := &g.Results[len(g.Results)-1]
-	r.ID, r.Control, r.ImplRef = strings.Clone(r.ID), strings.Clone(r.Control), strings.Clone(r.ImplRef)
+// intern returns a copy of v that shares memory with earlier equal values, for the few
+// distinct set IDs and implementation references of a file.
+func (s *scanner) intern(v string) string {
+	if v == "" {
+		return ""
+	}
+	if c, ok := s.strs[v]; ok {
+		return c
+	}
+	c := strings.Clone(v)
+	if len(s.strs) < 256 {
+		if s.strs == nil {
+			s.strs = map[string]string{}
+		}
+		s.strs[c] = c
+	}
+	return c
+}
+
+// noteResult counts the set's verdict in its group and, unless results are discarded,
+// keeps it without pinning the set's memory.
+func (s *scanner) noteResult(g *Group, r SetResult) {
+	g.Received++
+	switch r.Status {
+	case StatusAccepted:
+		g.AcceptedSets++
+	case StatusWithErrors:
+		g.AcceptedSets++
+		g.WithErrors++
+	}
+	if s.discard {
+		return
+	}
+	g.Results = append(g.Results, r)
+	r = g.Results[len(g.Results)-1]
+	r.ID, r.Control, r.ImplRef = s.intern(r.ID), strings.Clone(r.Control), s.intern(r.ImplRef)
 	r.BusinessRef = strings.Clone(r.BusinessRef)
 	for i := range r.Errors {
 		e := &r.Errors[i]
@@ -563,6 +603,7 @@ func (s *scanner) noteResult(g *Group) {
 			e.Elements[j].Data = strings.Clone(e.Elements[j].Data)
 		}
 	}
+	g.Results[len(g.Results)-1] = r
 }
 
 func cloneSegment(seg Segment) Segment {
@@ -664,6 +705,8 @@ func (b *setBuilder) finish(se *Segment, code string) SetResult {
 	case len(b.errs) > 0:
 		r.Status = StatusWithErrors
 	}
-	r.BusinessUnit, r.BusinessRef = businessUnit(b.set)
+	if len(b.errs) > 0 {
+		r.BusinessUnit, r.BusinessRef = businessUnit(b.set)
+	}
 	return r
 }

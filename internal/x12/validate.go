@@ -68,44 +68,42 @@ func validateSegment(setID, version string, seg Segment) []ElementError {
 			continue // ST03 exists from 005010 on
 		}
 		v := seg.Element(r.pos).Value()
-		fail := func(code, reason string) {
+		code, reason := checkElement(r, v)
+		if code != "" {
 			errs = append(errs, ElementError{Pos: r.pos, Ref: r.ref, Code: code, Data: v, Mandatory: r.mandatory,
 				Reason: fmt.Sprintf("%s%02d: %s", seg.ID, r.pos, reason)})
 		}
-		if v == "" {
-			if r.mandatory {
-				fail(ElemMandatoryMissing, "mandatory element missing")
-			}
-			continue
-		}
-		n := len(v)
-		if r.typ == 'R' || r.typ == 'N' {
-			n = len(strings.TrimLeft(strings.ReplaceAll(v, ".", ""), "-"))
-		}
-		switch {
-		case n > r.max:
-			fail(ElemTooLong, fmt.Sprintf("%q is longer than %d", v, r.max))
-			continue
-		case n < r.min:
-			fail(ElemTooShort, fmt.Sprintf("%q is shorter than %d", v, r.min))
-			continue
-		}
-		switch r.typ {
-		case 'N':
-			if !allDigits(strings.TrimPrefix(v, "-")) {
-				fail(ElemInvalidChar, fmt.Sprintf("%q is not a whole number", v))
-			}
-		case 'R':
-			if !isDecimal(v) {
-				fail(ElemInvalidChar, fmt.Sprintf("%q is not a decimal number", v))
-			}
-		case 'D':
-			if !isDate(v) {
-				fail(ElemInvalidDate, fmt.Sprintf("%q is not a date CCYYMMDD", v))
-			}
-		}
 	}
 	return errs
+}
+
+// checkElement returns the AK403 code and reason when v breaks rule r, or "".
+func checkElement(r elementRule, v string) (code, reason string) {
+	if v == "" {
+		if r.mandatory {
+			return ElemMandatoryMissing, "mandatory element missing"
+		}
+		return "", ""
+	}
+	n := len(v)
+	if r.typ == 'R' || r.typ == 'N' {
+		n = len(strings.TrimLeft(strings.ReplaceAll(v, ".", ""), "-"))
+	}
+	switch {
+	case n > r.max:
+		return ElemTooLong, fmt.Sprintf("%q is longer than %d", v, r.max)
+	case n < r.min:
+		return ElemTooShort, fmt.Sprintf("%q is shorter than %d", v, r.min)
+	}
+	switch {
+	case r.typ == 'N' && !allDigits(strings.TrimPrefix(v, "-")):
+		return ElemInvalidChar, fmt.Sprintf("%q is not a whole number", v)
+	case r.typ == 'R' && !isDecimal(v):
+		return ElemInvalidChar, fmt.Sprintf("%q is not a decimal number", v)
+	case r.typ == 'D' && !isDate(v):
+		return ElemInvalidDate, fmt.Sprintf("%q is not a date CCYYMMDD", v)
+	}
+	return "", ""
 }
 
 func isDecimal(v string) bool {

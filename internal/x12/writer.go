@@ -71,8 +71,9 @@ func (e *WriteError) Error() string {
 func (e *WriteError) Unwrap() error { return e.Err }
 
 // Write writes one interchange: ISA, its TA1 segments, its groups and sets, with the
-// counts computed, and flushes. The interchange's version (ISA12) defaults to 00401
-// when Header.Version is empty.
+// counts computed, and flushes. Header fields are written as given (padded), except
+// ISA11, which is the repetition separator from 00402 on, and ISA12, which defaults
+// to 00401 when empty.
 func (w *Writer) Write(ic *Interchange) error {
 	if err := w.check(); err != nil {
 		return err
@@ -140,21 +141,8 @@ func (w *Writer) writeISA(h Header) error {
 	} else if standards == "" || (len(standards) == 1 && !isAlnum(standards[0]) && standards[0] != ' ') {
 		standards = "U"
 	}
-	ack, usage := h.AckRequested, h.Usage
-	if ack == "" {
-		ack = "0"
-	}
-	if usage == "" {
-		usage = "P"
-	}
 	fields := []string{h.AuthQual, h.Auth, h.SecurityQual, h.Security, h.SenderQual, h.SenderID,
-		h.ReceiverQual, h.ReceiverID, h.Date, h.Time, standards, version, padControl(h.Control), ack, usage}
-	if fields[0] == "" {
-		fields[0] = "00"
-	}
-	if fields[2] == "" {
-		fields[2] = "00"
-	}
+		h.ReceiverQual, h.ReceiverID, h.Date, h.Time, standards, version, padControl(h.Control), h.AckRequested, h.Usage}
 	var b strings.Builder
 	b.WriteString("ISA")
 	for i, f := range fields {
@@ -184,11 +172,7 @@ func (w *Writer) writeGroup(ic *Interchange, g *Group) error {
 		}
 		g.Control = strconv.FormatUint(n, 10)
 	}
-	agency := g.Agency
-	if agency == "" {
-		agency = "X"
-	}
-	if err := w.segment(Seg("GS", g.FunctionalID, g.AppSender, g.AppReceiver, g.Date, g.Time, g.Control, agency, g.Version)); err != nil {
+	if err := w.segment(Seg("GS", g.FunctionalID, g.AppSender, g.AppReceiver, g.Date, g.Time, g.Control, g.Agency, g.Version)); err != nil {
 		return err
 	}
 	for _, s := range g.Sets {

@@ -109,10 +109,10 @@ func TestWriteReadRoundTripTestdata(t *testing.T) {
 
 func TestWriterComputesCountsAndControlNumbers(t *testing.T) {
 	seq := &Sequence{}
-	ic := &Interchange{Header: Header{SenderQual: "ZZ", SenderID: "ACMEDIST", ReceiverQual: "ZZ", ReceiverID: "RETAILCO",
+	ic := &Interchange{Header: Header{AuthQual: "00", SecurityQual: "00", AckRequested: "0", SenderQual: "ZZ", SenderID: "ACMEDIST", ReceiverQual: "ZZ", ReceiverID: "RETAILCO",
 		Date: "261204", Time: "1200", Version: "00501", Usage: "T"}}
 	for g := 0; g < 2; g++ {
-		grp := &Group{FunctionalID: "PR", AppSender: "ACMEDIST", AppReceiver: "RETAILCO", Date: "20261204", Time: "1200", Version: "005010"}
+		grp := &Group{FunctionalID: "PR", AppSender: "ACMEDIST", AppReceiver: "RETAILCO", Date: "20261204", Time: "1200", Agency: "X", Version: "005010"}
 		for s := 0; s < 3; s++ {
 			grp.Sets = append(grp.Sets, &Set{ID: "855", Segments: []Segment{Seg("BAK", "00", "AD", fmt.Sprint("PO", s), "20261204"),
 				{ID: "REF", Elements: []Element{NewElement("ZZ"), NewElement("x"), {}, NewRepeated([]string{"A", "1"}, []string{"B", "2"})}}}})

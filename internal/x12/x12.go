@@ -134,11 +134,32 @@ func (e Element) Components() []string {
 
 // Component returns component i (1-based) of the first repetition, or "".
 func (e Element) Component(i int) string {
-	c := e.Components()
-	if i < 1 || i > len(c) {
+	first := e.raw
+	if e.rep != 0 {
+		if j := strings.IndexByte(first, e.rep); j >= 0 {
+			first = first[:j]
+		}
+	}
+	if e.comp == 0 {
+		if i == 1 {
+			return first
+		}
 		return ""
 	}
-	return c[i-1]
+	for k := 1; k < i; k++ {
+		j := strings.IndexByte(first, e.comp)
+		if j < 0 {
+			return ""
+		}
+		first = first[j+1:]
+	}
+	if i < 1 {
+		return ""
+	}
+	if j := strings.IndexByte(first, e.comp); j >= 0 {
+		first = first[:j]
+	}
+	return first
 }
 
 // Values is the element as repetitions of components; nil for an empty element.
@@ -232,6 +253,9 @@ type Group struct {
 	Sets []*Set
 	// Results holds each set's verdict in order, filled by the reader.
 	Results []SetResult
+	// Received counts the sets read; AcceptedSets those accepted (A or E), of which
+	// WithErrors with errors (E). The reader keeps them even with DiscardResults.
+	Received, AcceptedSets, WithErrors int
 	// Included is GE01 as read.
 	Included int
 	FilePos  int
