@@ -5,7 +5,7 @@
 // is read, so memory is bounded by the largest set, not by the file. Because the
 // envelope verdict is only known at GE and IEA, a set delivered to Handler.Set is
 // provisional until Handler.GroupEnd and Handler.InterchangeEnd accept its group and
-// interchange (see Set.Accepted). DESIGN.md says what is tolerated and what is strict.
+// interchange (see Accepted). DESIGN.md says what is tolerated and what is strict.
 //
 // Positions follow X12 numbering: elements and components are 1-based, a set's ST is
 // segment 1 of the set, and a segment's file position counts every segment read from
