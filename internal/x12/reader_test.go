@@ -237,7 +237,7 @@ func TestReadBadSetAmongGood(t *testing.T) {
 func TestReadBrokenIEACount(t *testing.T) {
 	ic := readFile(t, "broken_iea_count.x12")[0]
 	var env *EnvelopeError
-	if !errors.As(error(ic.Err), &env) || env.Note != NoteBadGroupCount || env.SegmentID != "IEA" || env.FilePos != 12 || !errors.Is(env, ErrCount) {
+	if ic.Err == nil || !errors.As(error(ic.Err), &env) || env.Note != NoteBadGroupCount || env.SegmentID != "IEA" || env.FilePos != 12 || !errors.Is(env, ErrCount) {
 		t.Fatalf("interchange error %v, want IEA at segment 12 with note 021", ic.Err)
 	}
 	if Accepted(ic, ic.Groups[0], ic.Groups[0].Results[0]) {
@@ -346,6 +346,7 @@ func TestReadStopsOnUnreadableInput(t *testing.T) {
 		{"garbage after IEA", envelope(goodSet, "9", "1", "9", "1", "000000009") + "hello", ErrNotX12},
 		{"letter terminator", strings.Replace(envelope(goodSet, "9", "1", "9", "1", "000000009"), "*P*>~", "*P*>A", 1), ErrDelimiters},
 		{"ISA too short", "ISA*00*", ErrBadISA},
+		{"ISA field with the terminator", strings.Replace(envelope(goodSet, "9", "1", "9", "1", "000000009"), "*00*          *ZZ", "*00*AB~D      *ZZ", 1), ErrBadISA},
 		{"ISA12 not a version", strings.Replace(envelope(goodSet, "9", "1", "9", "1", "000000009"), "00401", "4010X", 1), ErrBadISA},
 	}
 	for _, c := range cases {
@@ -365,7 +366,8 @@ func TestSegmentTerminatorVariants(t *testing.T) {
 		{"no newlines", strings.ReplaceAll(base, "~\n", "~")},
 		{"CRLF", strings.ReplaceAll(base, "~\n", "~\r\n")},
 		{"newline terminator", strings.ReplaceAll(base, "~\n", "\n")},
-		{"CRLF terminator", strings.ReplaceAll(base, "~\n", "\r\n")},
+		{"CR terminator", strings.ReplaceAll(base, "~\n", "\r\n")},
+		{"LF terminator with CRLF lines", strings.Replace(strings.ReplaceAll(base, "~\n", "\r\n"), ">\r\n", ">\n", 1)},
 		{"pipe and caret", strings.NewReplacer("*", "|", ">", "^").Replace(base)},
 		{"0x1D terminator", strings.ReplaceAll(base, "~\n", "\x1d")},
 		{"no final terminator", strings.TrimSuffix(base, "~\n")},
@@ -391,5 +393,22 @@ func TestHandlerErrorStopsReading(t *testing.T) {
 	})
 	if !errors.Is(err, stop) || n != 1 {
 		t.Errorf("err %v after %d sets, want the handler's error after 1", err, n)
+	}
+}
+
+func TestAcknowledgeCleansEchoedData(t *testing.T) {
+	// Pipe-delimited inbound whose IDs and bad data hold the ack's own delimiters.
+	in := strings.NewReplacer("*", "|", ">", "^").Replace(envelope("ST*850*0001~\nBEG*00*SA*P1**2026~12~\nSE*3*0001~\n", "9", "1", "9", "1", "000000009"))
+	in = strings.Replace(in, "SENDER         ", "SEND*ER:1      ", 1)
+	in = strings.Replace(in, "~\nBEG|00|SA|P1||2026~12~\n", "~\nBEG|00|SA|P1||2026*12~\n", 1)
+	ics, err := readString(t, in)
+	if err != nil || ics[0].Err != nil {
+		t.Fatalf("%v %v", err, ics[0].Err)
+	}
+	ack := ackBytes(t, ics[0])
+	for _, want := range []string{"*SENDER1        *", "AK4*5*373*4*202612~"} {
+		if !bytes.Contains(ack, []byte(want)) {
+			t.Errorf("ack lacks %q:\n%s", want, ack)
+		}
 	}
 }
