@@ -346,6 +346,7 @@ func TestReadStopsOnUnreadableInput(t *testing.T) {
 		{"garbage after IEA", envelope(goodSet, "9", "1", "9", "1", "000000009") + "hello", ErrNotX12},
 		{"letter terminator", strings.Replace(envelope(goodSet, "9", "1", "9", "1", "000000009"), "*P*>~", "*P*>A", 1), ErrDelimiters},
 		{"ISA too short", "ISA*00*", ErrBadISA},
+		{"ISA06 longer than 15", strings.Replace(envelope(goodSet, "9", "1", "9", "1", "000000009"), "*SENDER         *", "*SENDER-TOO-LONG1*", 1), ErrBadISA},
 		{"ISA field with the terminator", strings.Replace(envelope(goodSet, "9", "1", "9", "1", "000000009"), "*00*          *ZZ", "*00*AB~D      *ZZ", 1), ErrBadISA},
 		{"ISA12 not a version", strings.Replace(envelope(goodSet, "9", "1", "9", "1", "000000009"), "00401", "4010X", 1), ErrBadISA},
 	}
@@ -355,6 +356,9 @@ func TestReadStopsOnUnreadableInput(t *testing.T) {
 			var env *EnvelopeError
 			if !errors.As(err, &env) || !errors.Is(err, c.want) {
 				t.Fatalf("err %v, want an *EnvelopeError wrapping %v", err, c.want)
+			}
+			if c.name == "ISA06 longer than 15" && (env.Note != NoteBadSenderID || env.FilePos != 1) {
+				t.Errorf("note %s at segment %d, want 006 at 1", env.Note, env.FilePos)
 			}
 		})
 	}

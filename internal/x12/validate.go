@@ -28,14 +28,20 @@ var segmentRules = map[string][]elementRule{
 		{1, "96", true, 'N', 1, 10},
 		{2, "329", true, 'A', 4, 9},
 	},
-	"850/BEG": {
-		{1, "353", true, 'I', 2, 2},
-		{2, "92", true, 'I', 2, 2},
-		{3, "324", true, 'A', 1, 22},
-		{4, "328", false, 'A', 1, 30},
-		{5, "373", true, 'D', 8, 8},
+}
+
+// setRules are the segments validated only inside one transaction set type.
+var setRules = map[string]map[string][]elementRule{
+	"850": {
+		"BEG": {
+			{1, "353", true, 'I', 2, 2},
+			{2, "92", true, 'I', 2, 2},
+			{3, "324", true, 'A', 1, 22},
+			{4, "328", false, 'A', 1, 30},
+			{5, "373", true, 'D', 8, 8},
+		},
+		"PO1": po1Rules(),
 	},
-	"850/PO1": po1Rules(),
 }
 
 func po1Rules() []elementRule {
@@ -56,7 +62,7 @@ func po1Rules() []elementRule {
 func validateSegment(setID, version string, seg Segment) []ElementError {
 	rules, ok := segmentRules[seg.ID]
 	if !ok {
-		rules, ok = segmentRules[setID+"/"+seg.ID]
+		rules, ok = setRules[setID][seg.ID]
 	}
 	if !ok {
 		return nil
