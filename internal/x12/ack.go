@@ -31,8 +31,9 @@ func GroupStatus(g *Group) (status string, accepted int) {
 }
 
 // FunctionalAck builds the 997 (for 004010 and earlier groups) or 999 (005010 on) for
-// an inbound group, from its Results. d are the delimiters the ack will be written
-// with: copies of bad data (AK404 / IK404) have them removed.
+// an inbound group, from its Results (so not with Reader.DiscardResults unless the
+// caller fills Results itself). d are the delimiters the ack will be written with:
+// everything echoed from the inbound data has them removed.
 func FunctionalAck(g *Group, d Delimiters) *Set {
 	is999 := Uses999(g.Version)
 	ack := &Set{ID: "997"}
@@ -126,12 +127,6 @@ func InterchangeStatus(ic *Interchange) (status, note string) {
 // its envelope is refused or has noted problems.
 func NeedsTA1(ic *Interchange) bool {
 	return ic.Header.AckRequested == "1" || ic.Err != nil || len(ic.Noted) > 0
-}
-
-// TA1 builds the interchange acknowledgement of ic.
-func TA1(ic *Interchange) Segment {
-	status, note := InterchangeStatus(ic)
-	return Seg("TA1", padControl(ic.Header.Control), ic.Header.Date, ic.Header.Time, status, note)
 }
 
 // AckOptions set what the acknowledging interchange carries.

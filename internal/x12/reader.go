@@ -398,7 +398,7 @@ func (s *scanner) interchange(ic *Interchange) error {
 	)
 	refuse := func(seg Segment, note, reason string, err error) {
 		if ic.Err == nil {
-			ic.Err = &EnvelopeError{FilePos: seg.FilePos, SegmentID: seg.ID, Note: note, Reason: reason, Err: err}
+			ic.Err = &EnvelopeError{FilePos: seg.FilePos, SegmentID: printable([]byte(seg.ID)), Note: note, Reason: reason, Err: err}
 		}
 	}
 	endSet := func(se *Segment, code string) error {
@@ -416,8 +416,9 @@ func (s *scanner) interchange(ic *Interchange) error {
 	}
 	endGroup := func(ge *Segment, at Segment) error {
 		if ge == nil {
-			g.Err = &GroupError{FilePos: at.FilePos, SegmentID: at.ID, Code: GroupTrailerMissing,
-				Reason: fmt.Sprintf("group %s has no GE before %s", g.Control, at.ID), Err: ErrTruncated}
+			id := printable([]byte(at.ID))
+			g.Err = &GroupError{FilePos: at.FilePos, SegmentID: id, Code: GroupTrailerMissing,
+				Reason: fmt.Sprintf("group %s has no GE before %s", g.Control, id), Err: ErrTruncated}
 		} else {
 			n, err := strconv.Atoi(ge.Element(1).Value())
 			g.Included = n
