@@ -62,12 +62,13 @@ func FuzzRead(f *testing.F) {
 			if err := NewWriter(&buf, ic.Delimiters, nil).Write(kept); err != nil {
 				t.Fatalf("writing accepted sets back: %v", err)
 			}
+			written := buf.String()
 			back, err := ReadAll(&buf)
 			if err != nil || len(back) != 1 || back[0].Err != nil {
-				t.Fatalf("reading the rewritten interchange: %v %d\n%q", err, len(back), buf.String())
+				t.Fatalf("reading the rewritten interchange: %v %d %v\n%q", err, len(back), back, written)
 			}
 			if got, want := canon(back[0]), canon(kept); !reflect.DeepEqual(got, want) {
-				t.Fatalf("round trip changed the accepted sets:\ngot  %+v\nwant %+v\nwritten %q", got, want, buf.String())
+				t.Fatalf("round trip changed the accepted sets:\ngot  %+v\nwant %+v\nwritten %q", got, want, written)
 			}
 		}
 	})

@@ -73,8 +73,13 @@ type Element struct {
 	comp, rep byte
 }
 
-// NewElement builds an element from its components (one for a simple element).
+// NewElement builds an element from its components (one for a simple element). A
+// simple element may hold any byte; components of a composite must not hold the
+// ASCII unit and record separators (0x1F, 0x1E), which separate them until written.
 func NewElement(components ...string) Element {
+	if len(components) == 1 {
+		return Element{raw: components[0]}
+	}
 	return Element{raw: strings.Join(components, string(rune(unitSep))), comp: unitSep, rep: recordSep}
 }
 
