@@ -210,10 +210,10 @@ func (s *scanner) readISA() (*Interchange, error) {
 		return nil, bad(NoteBadControlStructure, fmt.Sprintf("ISA has %d elements before ISA16, want 15", len(fields)), ErrBadISA)
 	}
 	switch {
-	case isAlnum(term) || term == ' ':
-		return nil, bad(NoteBadTerminator, fmt.Sprintf("segment terminator %q is a letter, digit or space", term), ErrDelimiters)
-	case isAlnum(sep) || sep == ' ' || isAlnum(comp) || comp == ' ':
-		return nil, bad(NoteBadControlStructure, fmt.Sprintf("element separator %q or component separator %q is a letter, digit or space", sep, comp), ErrDelimiters)
+	case isAlnum(term) || term == ' ' || term == 0:
+		return nil, bad(NoteBadTerminator, fmt.Sprintf("segment terminator %q is a letter, digit, space or NUL", term), ErrDelimiters)
+	case isAlnum(sep) || sep == ' ' || sep == 0 || isAlnum(comp) || comp == ' ' || comp == 0:
+		return nil, bad(NoteBadControlStructure, fmt.Sprintf("element separator %q or component separator %q is a letter, digit, space or NUL", sep, comp), ErrDelimiters)
 	case sep == comp || sep == term || comp == term:
 		return nil, bad(NoteBadControlStructure, fmt.Sprintf("element separator %q, component separator %q and segment terminator %q are not all different", sep, comp, term), ErrDelimiters)
 	}
@@ -262,9 +262,9 @@ func (s *scanner) readISA() (*Interchange, error) {
 	if hd.Version >= "00402" && len(fields[10]) == 1 {
 		r := fields[10][0]
 		switch {
-		case isAlnum(r) || r == ' ':
+		case isAlnum(r) || r == ' ' || r == 0:
 			ic.Warnings = append(ic.Warnings, Warning{FilePos: pos,
-				Message: fmt.Sprintf("ISA11 %q is a letter, digit or space: not used as a repetition separator", r)})
+				Message: fmt.Sprintf("ISA11 %q is a letter, digit, space or NUL: not used as a repetition separator", r)})
 		case r == sep || r == comp || r == term:
 			ic.Warnings = append(ic.Warnings, Warning{FilePos: pos,
 				Message: fmt.Sprintf("ISA11 %q equals another delimiter: not used as a repetition separator", r)})
