@@ -171,7 +171,7 @@ func (s *scanner) readISA() (*Interchange, error) {
 	var comp, term byte
 	var ic = &Interchange{FilePos: pos}
 	if fixed {
-		fields = strings.Split(string(peek[4:103]), string(rune(sep)))
+		fields = strings.Split(string(peek[4:103]), string([]byte{sep}))
 		comp, term = peek[104], peek[105]
 		if _, err := s.br.Discard(isaLen); err != nil {
 			return nil, fmt.Errorf("x12: reading ISA: %w", err)
@@ -202,7 +202,7 @@ func (s *scanner) readISA() (*Interchange, error) {
 			return nil, bad(NotePrematureEnd, "input ends inside the ISA", ErrBadISA)
 		}
 		comp, term = c, t
-		fields = strings.Split(string(raw[4:len(raw)-1]), string(rune(sep)))
+		fields = strings.Split(string(raw[4:len(raw)-1]), string([]byte{sep}))
 		ic.Warnings = append(ic.Warnings, Warning{FilePos: pos,
 			Message: "ISA fields are not padded to their fixed widths; read by counting element separators"})
 	}
@@ -353,7 +353,7 @@ func (s *scanner) next() (Segment, error) {
 }
 
 func (s *scanner) split(line string) Segment {
-	n := strings.Count(line, string(rune(s.d.Element)))
+	n := strings.Count(line, string([]byte{s.d.Element}))
 	seg := Segment{FilePos: s.filePos}
 	if n > 0 {
 		seg.Elements = make([]Element, 0, n)

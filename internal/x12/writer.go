@@ -137,7 +137,7 @@ func (w *Writer) writeISA(h Header) error {
 	}
 	standards := h.Standards
 	if version >= "00402" && w.d.Repetition != 0 {
-		standards = string(rune(w.d.Repetition))
+		standards = string([]byte{w.d.Repetition})
 	} else if standards == "" || (len(standards) == 1 && !isAlnum(standards[0]) && standards[0] != ' ') {
 		standards = "U"
 	}

@@ -80,16 +80,16 @@ func NewElement(components ...string) Element {
 	if len(components) == 1 {
 		return Element{raw: components[0]}
 	}
-	return Element{raw: strings.Join(components, string(rune(unitSep))), comp: unitSep, rep: recordSep}
+	return Element{raw: strings.Join(components, string([]byte{unitSep})), comp: unitSep, rep: recordSep}
 }
 
 // NewRepeated builds a repeated element; each repetition is a list of components.
 func NewRepeated(reps ...[]string) Element {
 	parts := make([]string, len(reps))
 	for i, r := range reps {
-		parts[i] = strings.Join(r, string(rune(unitSep)))
+		parts[i] = strings.Join(r, string([]byte{unitSep}))
 	}
-	return Element{raw: strings.Join(parts, string(rune(recordSep))), comp: unitSep, rep: recordSep}
+	return Element{raw: strings.Join(parts, string([]byte{recordSep})), comp: unitSep, rep: recordSep}
 }
 
 // String is the element's text as read, with its own separators.
@@ -106,7 +106,7 @@ func (e Element) Repetitions() []Element {
 	if e.rep == 0 || strings.IndexByte(e.raw, e.rep) < 0 {
 		return []Element{e}
 	}
-	parts := strings.Split(e.raw, string(rune(e.rep)))
+	parts := strings.Split(e.raw, string([]byte{e.rep}))
 	out := make([]Element, len(parts))
 	for i, p := range parts {
 		out[i] = Element{raw: p, comp: e.comp}
@@ -134,7 +134,7 @@ func (e Element) Components() []string {
 	if e.comp == 0 {
 		return []string{first}
 	}
-	return strings.Split(first, string(rune(e.comp)))
+	return strings.Split(first, string([]byte{e.comp}))
 }
 
 // Component returns component i (1-based) of the first repetition, or "".
