@@ -226,6 +226,14 @@ func (w *Writer) segment(seg Segment) error {
 	for n > 0 && seg.Elements[n-1].raw == "" {
 		n--
 	}
+	// A CR just before an LF terminator is read as a CRLF line end: keep an empty
+	// element after such a value, or refuse when there is none.
+	if w.d.Segment == '\n' && n > 0 && strings.HasSuffix(seg.Elements[n-1].raw, "\r") {
+		if n == len(seg.Elements) {
+			return &WriteError{Where: fmt.Sprintf("%s%02d", seg.ID, n), Reason: "value ends with CR before the LF segment terminator", Err: ErrDelimiterInData}
+		}
+		n++
+	}
 	if _, err := w.w.WriteString(seg.ID); err != nil {
 		return err
 	}
