@@ -14,6 +14,7 @@ import (
 
 	"github.com/crossdock/crossdock/controlplane/ledger"
 	"github.com/crossdock/crossdock/controlplane/store"
+	"github.com/crossdock/crossdock/controlplane/views"
 	"github.com/crossdock/crossdock/internal/canonical"
 	"github.com/crossdock/crossdock/internal/pki"
 	adminv1 "github.com/crossdock/crossdock/proto/gen/crossdock/admin/v1"
@@ -32,6 +33,8 @@ type Admin struct {
 	*Backend
 	// TempDir receives snapshot uploads before they are restored.
 	TempDir string
+	// Views answer GetInventory and GetPrices (inventory.go); nil when they are off.
+	Views *views.Views
 }
 
 var _ adminv1connect.AdminServiceHandler = (*Admin)(nil)

@@ -61,6 +61,14 @@ const (
 	// AdminServiceRevokeAgentProcedure is the fully-qualified name of the AdminService's RevokeAgent
 	// RPC.
 	AdminServiceRevokeAgentProcedure = "/crossdock.admin.v1.AdminService/RevokeAgent"
+	// AdminServiceGetInventoryProcedure is the fully-qualified name of the AdminService's GetInventory
+	// RPC.
+	AdminServiceGetInventoryProcedure = "/crossdock.admin.v1.AdminService/GetInventory"
+	// AdminServiceGetPricesProcedure is the fully-qualified name of the AdminService's GetPrices RPC.
+	AdminServiceGetPricesProcedure = "/crossdock.admin.v1.AdminService/GetPrices"
+	// AdminServiceGetViewsStatusProcedure is the fully-qualified name of the AdminService's
+	// GetViewsStatus RPC.
+	AdminServiceGetViewsStatusProcedure = "/crossdock.admin.v1.AdminService/GetViewsStatus"
 )
 
 // AdminServiceClient is a client for the crossdock.admin.v1.AdminService service.
@@ -86,6 +94,14 @@ type AdminServiceClient interface {
 	// RevokeAgent retires an agent's identity: its stream closes, its certificates stop
 	// working, and its name can be enrolled again only with a replacing token.
 	RevokeAgent(context.Context, *connect.Request[v1.RevokeAgentRequest]) (*connect.Response[v1.RevokeAgentResponse], error)
+	// GetInventory reads this node's inventory view: the newest level per (sku,
+	// location), answered by any node (leader or follower) from its own views.
+	GetInventory(context.Context, *connect.Request[v1.GetInventoryRequest]) (*connect.Response[v1.GetInventoryResponse], error)
+	// GetPrices reads this node's price view: per (sku, price list), the price valid now.
+	GetPrices(context.Context, *connect.Request[v1.GetPricesRequest]) (*connect.Response[v1.GetPricesResponse], error)
+	// GetViewsStatus says how far this node's views are and how far they lag behind
+	// the ledger (the benchmark reads it).
+	GetViewsStatus(context.Context, *connect.Request[v1.GetViewsStatusRequest]) (*connect.Response[v1.GetViewsStatusResponse], error)
 }
 
 // NewAdminServiceClient constructs a client for the crossdock.admin.v1.AdminService service. By
@@ -159,6 +175,24 @@ func NewAdminServiceClient(httpClient connect.HTTPClient, baseURL string, opts .
 			connect.WithSchema(adminServiceMethods.ByName("RevokeAgent")),
 			connect.WithClientOptions(opts...),
 		),
+		getInventory: connect.NewClient[v1.GetInventoryRequest, v1.GetInventoryResponse](
+			httpClient,
+			baseURL+AdminServiceGetInventoryProcedure,
+			connect.WithSchema(adminServiceMethods.ByName("GetInventory")),
+			connect.WithClientOptions(opts...),
+		),
+		getPrices: connect.NewClient[v1.GetPricesRequest, v1.GetPricesResponse](
+			httpClient,
+			baseURL+AdminServiceGetPricesProcedure,
+			connect.WithSchema(adminServiceMethods.ByName("GetPrices")),
+			connect.WithClientOptions(opts...),
+		),
+		getViewsStatus: connect.NewClient[v1.GetViewsStatusRequest, v1.GetViewsStatusResponse](
+			httpClient,
+			baseURL+AdminServiceGetViewsStatusProcedure,
+			connect.WithSchema(adminServiceMethods.ByName("GetViewsStatus")),
+			connect.WithClientOptions(opts...),
+		),
 	}
 }
 
@@ -174,6 +208,9 @@ type adminServiceClient struct {
 	getClusterStatus *connect.Client[v1.GetClusterStatusRequest, v1.GetClusterStatusResponse]
 	removePeer       *connect.Client[v1.RemovePeerRequest, v1.RemovePeerResponse]
 	revokeAgent      *connect.Client[v1.RevokeAgentRequest, v1.RevokeAgentResponse]
+	getInventory     *connect.Client[v1.GetInventoryRequest, v1.GetInventoryResponse]
+	getPrices        *connect.Client[v1.GetPricesRequest, v1.GetPricesResponse]
+	getViewsStatus   *connect.Client[v1.GetViewsStatusRequest, v1.GetViewsStatusResponse]
 }
 
 // CreateToken calls crossdock.admin.v1.AdminService.CreateToken.
@@ -226,6 +263,21 @@ func (c *adminServiceClient) RevokeAgent(ctx context.Context, req *connect.Reque
 	return c.revokeAgent.CallUnary(ctx, req)
 }
 
+// GetInventory calls crossdock.admin.v1.AdminService.GetInventory.
+func (c *adminServiceClient) GetInventory(ctx context.Context, req *connect.Request[v1.GetInventoryRequest]) (*connect.Response[v1.GetInventoryResponse], error) {
+	return c.getInventory.CallUnary(ctx, req)
+}
+
+// GetPrices calls crossdock.admin.v1.AdminService.GetPrices.
+func (c *adminServiceClient) GetPrices(ctx context.Context, req *connect.Request[v1.GetPricesRequest]) (*connect.Response[v1.GetPricesResponse], error) {
+	return c.getPrices.CallUnary(ctx, req)
+}
+
+// GetViewsStatus calls crossdock.admin.v1.AdminService.GetViewsStatus.
+func (c *adminServiceClient) GetViewsStatus(ctx context.Context, req *connect.Request[v1.GetViewsStatusRequest]) (*connect.Response[v1.GetViewsStatusResponse], error) {
+	return c.getViewsStatus.CallUnary(ctx, req)
+}
+
 // AdminServiceHandler is an implementation of the crossdock.admin.v1.AdminService service.
 type AdminServiceHandler interface {
 	// CreateToken makes a short-lived, single-use enrollment token.
@@ -249,6 +301,14 @@ type AdminServiceHandler interface {
 	// RevokeAgent retires an agent's identity: its stream closes, its certificates stop
 	// working, and its name can be enrolled again only with a replacing token.
 	RevokeAgent(context.Context, *connect.Request[v1.RevokeAgentRequest]) (*connect.Response[v1.RevokeAgentResponse], error)
+	// GetInventory reads this node's inventory view: the newest level per (sku,
+	// location), answered by any node (leader or follower) from its own views.
+	GetInventory(context.Context, *connect.Request[v1.GetInventoryRequest]) (*connect.Response[v1.GetInventoryResponse], error)
+	// GetPrices reads this node's price view: per (sku, price list), the price valid now.
+	GetPrices(context.Context, *connect.Request[v1.GetPricesRequest]) (*connect.Response[v1.GetPricesResponse], error)
+	// GetViewsStatus says how far this node's views are and how far they lag behind
+	// the ledger (the benchmark reads it).
+	GetViewsStatus(context.Context, *connect.Request[v1.GetViewsStatusRequest]) (*connect.Response[v1.GetViewsStatusResponse], error)
 }
 
 // NewAdminServiceHandler builds an HTTP handler from the service implementation. It returns the
@@ -318,6 +378,24 @@ func NewAdminServiceHandler(svc AdminServiceHandler, opts ...connect.HandlerOpti
 		connect.WithSchema(adminServiceMethods.ByName("RevokeAgent")),
 		connect.WithHandlerOptions(opts...),
 	)
+	adminServiceGetInventoryHandler := connect.NewUnaryHandler(
+		AdminServiceGetInventoryProcedure,
+		svc.GetInventory,
+		connect.WithSchema(adminServiceMethods.ByName("GetInventory")),
+		connect.WithHandlerOptions(opts...),
+	)
+	adminServiceGetPricesHandler := connect.NewUnaryHandler(
+		AdminServiceGetPricesProcedure,
+		svc.GetPrices,
+		connect.WithSchema(adminServiceMethods.ByName("GetPrices")),
+		connect.WithHandlerOptions(opts...),
+	)
+	adminServiceGetViewsStatusHandler := connect.NewUnaryHandler(
+		AdminServiceGetViewsStatusProcedure,
+		svc.GetViewsStatus,
+		connect.WithSchema(adminServiceMethods.ByName("GetViewsStatus")),
+		connect.WithHandlerOptions(opts...),
+	)
 	return "/crossdock.admin.v1.AdminService/", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		switch r.URL.Path {
 		case AdminServiceCreateTokenProcedure:
@@ -340,6 +418,12 @@ func NewAdminServiceHandler(svc AdminServiceHandler, opts ...connect.HandlerOpti
 			adminServiceRemovePeerHandler.ServeHTTP(w, r)
 		case AdminServiceRevokeAgentProcedure:
 			adminServiceRevokeAgentHandler.ServeHTTP(w, r)
+		case AdminServiceGetInventoryProcedure:
+			adminServiceGetInventoryHandler.ServeHTTP(w, r)
+		case AdminServiceGetPricesProcedure:
+			adminServiceGetPricesHandler.ServeHTTP(w, r)
+		case AdminServiceGetViewsStatusProcedure:
+			adminServiceGetViewsStatusHandler.ServeHTTP(w, r)
 		default:
 			http.NotFound(w, r)
 		}
@@ -387,4 +471,16 @@ func (UnimplementedAdminServiceHandler) RemovePeer(context.Context, *connect.Req
 
 func (UnimplementedAdminServiceHandler) RevokeAgent(context.Context, *connect.Request[v1.RevokeAgentRequest]) (*connect.Response[v1.RevokeAgentResponse], error) {
 	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("crossdock.admin.v1.AdminService.RevokeAgent is not implemented"))
+}
+
+func (UnimplementedAdminServiceHandler) GetInventory(context.Context, *connect.Request[v1.GetInventoryRequest]) (*connect.Response[v1.GetInventoryResponse], error) {
+	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("crossdock.admin.v1.AdminService.GetInventory is not implemented"))
+}
+
+func (UnimplementedAdminServiceHandler) GetPrices(context.Context, *connect.Request[v1.GetPricesRequest]) (*connect.Response[v1.GetPricesResponse], error) {
+	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("crossdock.admin.v1.AdminService.GetPrices is not implemented"))
+}
+
+func (UnimplementedAdminServiceHandler) GetViewsStatus(context.Context, *connect.Request[v1.GetViewsStatusRequest]) (*connect.Response[v1.GetViewsStatusResponse], error) {
+	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("crossdock.admin.v1.AdminService.GetViewsStatus is not implemented"))
 }
