@@ -26,8 +26,9 @@ type RawEvent struct {
 }
 
 // ScanRaw calls fn for every committed event with seq >= from, in ascending seq order,
-// reading at most maxEvents events (all when <= 0) in one read transaction, without
-// decoding the events: a reader that wants a few event types (the views) checks the
+// in one read transaction, without decoding the events; with maxEvents > 0 it stops at
+// the end of the chunk in which it reached maxEvents (so the next call starts at a
+// chunk and reads no chunk twice): a reader that wants a few event types (the views) checks the
 // type in the bytes and decodes only those. next is the seq after the last event read
 // (from when there was none). fn must copy what it keeps: the bytes belong to Badger.
 func (l *Ledger) ScanRaw(from uint64, maxEvents int, fn func(ev RawEvent) error) (next uint64, err error) {
@@ -41,7 +42,7 @@ func (l *Ledger) ScanRaw(from uint64, maxEvents int, fn func(ev RawEvent) error)
 		return nil
 	}
 	err = l.view(func(txn *badger.Txn) error {
-		start, err := chunkStart(txn, from)
+		start, err := rawChunkStart(txn, from)
 		if err != nil {
 			return err
 		}
@@ -54,23 +55,62 @@ func (l *Ledger) ScanRaw(from uint64, maxEvents int, fn func(ev RawEvent) error)
 		for it.Seek(logKey(start)); it.ValidForPrefix(prefixLog); it.Next() {
 			item := it.Item()
 			first := seqSuffix(item.Key())
-			var stop bool
 			err := item.Value(func(v []byte) error {
-				n, full, err := walkChunk(first, v, from, maxEvents-read, maxEvents > 0, track)
+				n, _, err := walkChunk(first, v, from, 0, false, track)
 				read += n
-				stop = full
 				return err
 			})
 			if err != nil {
 				return err
 			}
-			if stop || (maxEvents > 0 && read >= maxEvents) {
+			if maxEvents > 0 && read >= maxEvents {
 				return nil
 			}
 		}
 		return nil
 	})
 	return next, err
+}
+
+// rawChunkStart is chunkStart without decoding the chunk: the first seq of the chunk
+// that holds seq, or seq when none does. A seq that starts a chunk (where ScanRaw's
+// callers resume) costs one key read.
+func rawChunkStart(txn *badger.Txn, seq uint64) (uint64, error) {
+	it := txn.NewIterator(badger.IteratorOptions{Reverse: true, Prefix: prefixLog})
+	defer it.Close()
+	it.Seek(logKey(seq))
+	if !it.ValidForPrefix(prefixLog) {
+		return seq, nil
+	}
+	first := seqSuffix(it.Item().Key())
+	if first == seq {
+		return seq, nil
+	}
+	var n uint64
+	err := it.Item().Value(func(v []byte) error {
+		for p := v; len(p) > 0; {
+			num, typ, m := protowire.ConsumeTag(p)
+			if m < 0 {
+				return protowire.ParseError(m)
+			}
+			l := protowire.ConsumeFieldValue(num, typ, p[m:])
+			if l < 0 {
+				return protowire.ParseError(l)
+			}
+			if num == wire.LogChunkEvents && typ == protowire.BytesType {
+				n++
+			}
+			p = p[m+l:]
+		}
+		return nil
+	})
+	if err != nil {
+		return 0, fmt.Errorf("ledger: log chunk %d: %w", first, err)
+	}
+	if seq >= first+n {
+		return seq, nil
+	}
+	return first, nil
 }
 
 // walkChunk hands the events of one chunk (stored under key first) with seq >= from to

@@ -117,7 +117,11 @@ func (st *state) fold(ev ledger.RawEvent) error {
 			return nil
 		}
 		l := &d.levels[i]
-		l.nums = string(rv.str[3]) + string(rv.str[4]) + string(rv.str[5])
+		var buf [64]byte
+		nums := append(append(append(buf[:0], rv.str[3]...), rv.str[4]...), rv.str[5]...)
+		if string(nums) != l.nums {
+			l.nums = string(nums)
+		}
 		l.lOn, l.lAl = uint16(len(rv.str[3])), uint16(len(rv.str[4]))
 		l.uom = st.strs.id(rv.str[6])
 		l.seq, l.at, l.occ = ev.Seq, at, rv.occurred

@@ -199,7 +199,7 @@ func (v *Views) follow(ctx context.Context) error {
 			return err
 		}
 		events += uint64(n)
-		if n == v.batch {
+		if n >= v.batch {
 			if ctx.Err() != nil {
 				return ctx.Err()
 			}

@@ -1,0 +1,90 @@
+package views
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"os"
+	"runtime"
+	"strconv"
+	"testing"
+	"time"
+
+	"github.com/crossdock/crossdock/controlplane/ledger"
+	"github.com/crossdock/crossdock/internal/demo/sample"
+	eventv1 "github.com/crossdock/crossdock/proto/gen/crossdock/event/v1"
+	"google.golang.org/protobuf/proto"
+)
+
+func rawEvent(b testing.TB, ev *eventv1.Event, seq uint64) ledger.RawEvent {
+	p, err := proto.Marshal(ev)
+	if err != nil {
+		b.Fatal(err)
+	}
+	return ledger.RawEvent{Seq: seq, CommittedAt: t0, Event: p}
+}
+
+// BenchmarkRebuild fills a ledger on disk with sample inventory changes (the
+// benchmarks' distributor: 2,000 SKUs at 3 warehouses, 256-byte events, entries of
+// 500), then times views built from it: the start-up rebuild. VIEWS_BENCH_EVENTS sets
+// the number of events (200,000 by default). Reported: ns per event read, and the
+// rebuild time per million events.
+func BenchmarkRebuild(b *testing.B) {
+	n := 200_000
+	if s := os.Getenv("VIEWS_BENCH_EVENTS"); s != "" {
+		var err error
+		if n, err = strconv.Atoi(s); err != nil {
+			b.Fatal(err)
+		}
+	}
+	tl := newTestLog(b, true)
+	gen := sample.NewInventory(1, sample.DefaultWarehouses, 2000, t0)
+	for done := 0; done < n; done += 500 {
+		evs := make([]*eventv1.Event, 0, 500)
+		for range 500 {
+			evs = append(evs, gen.Next())
+		}
+		tl.ingest(evs...)
+	}
+	b.ResetTimer()
+	for range b.N {
+		start := time.Now()
+		v := New(LedgerSource{L: tl.l}, Options{Logger: slog.New(slog.DiscardHandler)})
+		ctx, cancel := context.WithCancel(context.Background())
+		done := make(chan struct{})
+		go func() { defer close(done); _ = v.Run(ctx) }()
+		waitSeq(b, v, tl.l.LastSeq())
+		d := time.Since(start)
+		cancel()
+		<-done
+		b.ReportMetric(float64(d.Nanoseconds())/float64(n), "ns/event")
+		b.ReportMetric(d.Seconds()*1e6/float64(n), "s/Mevents")
+	}
+}
+
+// BenchmarkMemoryPerLevel folds levels of many (sku, location) pairs and reports the
+// heap each entry takes (after GC), with the numbers of a typical level ("120", "5",
+// "115") and locations interned.
+func BenchmarkMemoryPerLevel(b *testing.B) {
+	const skus, locs = 100_000, 10
+	for range b.N {
+		var before, after runtime.MemStats
+		runtime.GC()
+		runtime.ReadMemStats(&before)
+		st := newState()
+		for i := range skus {
+			for j := range locs {
+				ev := lvl(fmt.Sprintf("SKU-%07d", i), fmt.Sprintf("WH-%02d", j), "120", time.Time{})
+				ev.GetInventoryLevel().Allocated, ev.GetInventoryLevel().Available = "5", "115"
+				raw := rawEvent(b, ev, uint64(i*locs+j+1))
+				if err := st.fold(raw); err != nil {
+					b.Fatal(err)
+				}
+			}
+		}
+		runtime.GC()
+		runtime.ReadMemStats(&after)
+		b.ReportMetric(float64(after.HeapAlloc-before.HeapAlloc)/float64(skus*locs), "bytes/entry")
+		runtime.KeepAlive(st)
+	}
+}
