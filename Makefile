@@ -31,6 +31,8 @@ bench: build ## Run the benchmarks and load programs; figures are printed
 	$(GO) run ./bench/ingestbench
 	$(GO) run ./bench/agentmem -bin $(BIN)
 	$(GO) run ./bench/clusterbench -bin $(BIN)
+	$(GO) run ./bench/clusterbench -bin $(BIN) -peer '' -rate 0 -events 100000 -views 3
+	$(GO) test -run '^$$' -bench . -benchtime 1x ./controlplane/views/
 	$(GO) run ./bench/deliverybench
 
 VERSION   ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)

@@ -62,29 +62,33 @@ func BenchmarkRebuild(b *testing.B) {
 	}
 }
 
-// BenchmarkMemoryPerLevel folds levels of many (sku, location) pairs and reports the
-// heap each entry takes (after GC), with the numbers of a typical level ("120", "5",
-// "115") and locations interned.
+// BenchmarkMemoryPerLevel folds 1,000,000 levels of (sku, location) pairs, with 3 or
+// 10 locations per SKU, and reports the heap each entry takes (after GC), with the
+// numbers of a typical level ("120", "5", "115"), 11-character SKUs and locations
+// interned. The SKU's own share (its name, map entry and slot) is included.
 func BenchmarkMemoryPerLevel(b *testing.B) {
-	const skus, locs = 100_000, 10
-	for range b.N {
-		var before, after runtime.MemStats
-		runtime.GC()
-		runtime.ReadMemStats(&before)
-		st := newState()
-		for i := range skus {
-			for j := range locs {
-				ev := lvl(fmt.Sprintf("SKU-%07d", i), fmt.Sprintf("WH-%02d", j), "120", time.Time{})
-				ev.GetInventoryLevel().Allocated, ev.GetInventoryLevel().Available = "5", "115"
-				raw := rawEvent(b, ev, uint64(i*locs+j+1))
-				if err := st.fold(raw); err != nil {
-					b.Fatal(err)
+	for _, locs := range []int{3, 10} {
+		b.Run(fmt.Sprintf("locations=%d", locs), func(b *testing.B) {
+			skus := 1_000_000 / locs
+			for range b.N {
+				var before, after runtime.MemStats
+				runtime.GC()
+				runtime.ReadMemStats(&before)
+				st := newState()
+				for i := range skus {
+					for j := range locs {
+						ev := lvl(fmt.Sprintf("SKU-%07d", i), fmt.Sprintf("WH-%02d", j), "120", time.Time{})
+						ev.GetInventoryLevel().Allocated, ev.GetInventoryLevel().Available = "5", "115"
+						if err := st.fold(rawEvent(b, ev, uint64(i*locs+j+1))); err != nil {
+							b.Fatal(err)
+						}
+					}
 				}
+				runtime.GC()
+				runtime.ReadMemStats(&after)
+				b.ReportMetric(float64(after.HeapAlloc-before.HeapAlloc)/float64(skus*locs), "bytes/entry")
+				runtime.KeepAlive(st)
 			}
-		}
-		runtime.GC()
-		runtime.ReadMemStats(&after)
-		b.ReportMetric(float64(after.HeapAlloc-before.HeapAlloc)/float64(skus*locs), "bytes/entry")
-		runtime.KeepAlive(st)
+		})
 	}
 }

@@ -111,7 +111,13 @@ func (st *state) fold(ev ledger.RawEvent) error {
 		if i < 0 {
 			name := st.strs.get(loc)
 			i, _ = slices.BinarySearchFunc(d.levels, name, func(l level, n string) int { return strings.Compare(st.strs.get(l.loc), n) })
-			d.levels = slices.Insert(d.levels, i, level{loc: loc})
+			// Grown by exactly one: a SKU gains locations rarely, and spare capacity
+			// would be most of the memory of a SKU held at a few locations.
+			grown := make([]level, len(d.levels)+1)
+			copy(grown, d.levels[:i])
+			copy(grown[i+1:], d.levels[i:])
+			grown[i] = level{loc: loc}
+			d.levels = grown
 			st.nLevels++
 		} else if !newer(rv.occurred, d.levels[i].occ) {
 			return nil
