@@ -555,9 +555,14 @@ func measure(ctx context.Context, o options, c *cluster, formed time.Duration) (
 	agents := make([]*benchAgent, o.agents)
 	for i := range agents {
 		name := fmt.Sprintf("bench-%d", i+1)
-		tok, err := c.admin.CreateToken(ctx, connect.NewRequest(&adminv1.CreateTokenRequest{Kind: adminv1.TokenKind_TOKEN_KIND_AGENT, Ttl: durationpb.New(5 * time.Minute), AgentName: name}))
-		if err != nil {
-			return out, fmt.Errorf("agent token: %w", err)
+		// Retried: on a busy machine a new cluster may still hold an election.
+		var tok *connect.Response[adminv1.CreateTokenResponse]
+		var tokErr error
+		if err := poll(30*time.Second, "an agent token", func() bool {
+			tok, tokErr = c.admin.CreateToken(ctx, connect.NewRequest(&adminv1.CreateTokenRequest{Kind: adminv1.TokenKind_TOKEN_KIND_AGENT, Ttl: durationpb.New(5 * time.Minute), AgentName: name}))
+			return tokErr == nil
+		}); err != nil {
+			return out, fmt.Errorf("agent token: %w: %v", err, tokErr)
 		}
 		ag, err := agent.New(ctx, agent.Config{DataDir: filepath.Join(c.dir, name), Servers: servers, EnrollToken: tok.Msg.GetToken(),
 			LocalAddr: "-", DisableQUIC: o.noQUIC, QuotaBytes: 2 << 30, Logger: agentLog, BatchMaxEvents: o.uplinkBatch})
