@@ -7,6 +7,7 @@ import (
 	"os"
 	"runtime"
 	"strconv"
+	"syscall"
 	"testing"
 	"time"
 
@@ -91,4 +92,66 @@ func BenchmarkMemoryPerLevel(b *testing.B) {
 			}
 		})
 	}
+}
+
+// BenchmarkFollow measures what following costs while entries are applied: the same
+// entries (500 sample events each) are applied to a ledger on disk with views
+// following it and without, alternately, and the process CPU time per event of each
+// is reported (cpu-ns/event), with the difference: the views' cost per event on a node.
+func BenchmarkFollow(b *testing.B) {
+	const entries, per = 200, 500
+	gen := sample.NewInventory(1, sample.DefaultWarehouses, 2000, t0)
+	batches := make([][]*eventv1.Event, entries)
+	for i := range batches {
+		for range per {
+			batches[i] = append(batches[i], gen.Next())
+		}
+	}
+	var off, on time.Duration
+	for range b.N {
+		for _, views := range []bool{false, true} {
+			tl := newTestLog(b, true)
+			var v *Views
+			var stop func()
+			if views {
+				v = New(LedgerSource{L: tl.l}, Options{Logger: slog.New(slog.DiscardHandler)})
+				ctx, cancel := context.WithCancel(context.Background())
+				done := make(chan struct{})
+				go func() { defer close(done); _ = v.Run(ctx) }()
+				stop = func() { cancel(); <-done }
+			}
+			runtime.GC()
+			c0 := cpuTime(b)
+			for _, evs := range batches {
+				for _, ev := range evs {
+					ev.Id = "" // ingest numbers them again
+				}
+				tl.ingest(evs...)
+			}
+			if v != nil {
+				waitSeq(b, v, tl.l.LastSeq())
+			}
+			d := cpuTime(b) - c0
+			if stop != nil {
+				stop()
+			}
+			if views {
+				on += d
+			} else {
+				off += d
+			}
+		}
+	}
+	n := float64(b.N * entries * per)
+	b.ReportMetric(float64(off.Nanoseconds())/n, "off-cpu-ns/event")
+	b.ReportMetric(float64(on.Nanoseconds())/n, "on-cpu-ns/event")
+	b.ReportMetric(float64((on-off).Nanoseconds())/n, "views-cpu-ns/event")
+}
+
+func cpuTime(b testing.TB) time.Duration {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		b.Fatal(err)
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }

@@ -22,6 +22,10 @@ type state struct {
 	itemOrder []string
 	itemNew   []string
 
+	// longs holds the quantities of levels whose three quantities exceed inlineNums
+	// bytes; a level keeps its slot.
+	longs [][3]string
+
 	nLevels, nPrices int
 	rv               rawView // reused by fold
 }
@@ -32,14 +36,30 @@ type skuData struct {
 	item   *item
 }
 
-// level is one (sku, location) entry: 56 bytes plus its numbers' bytes.
+// level is one (sku, location) entry: 64 bytes and no pointers, so updating one
+// allocates nothing and the garbage collector does not scan the levels. The three
+// quantities sit in nums when they fit (they almost always do: "120", "5", "115");
+// longer ones go to state.longs, in a slot the entry keeps.
 type level struct {
-	nums     string // on hand, allocated and available, concatenated
-	seq      uint64
-	at       int64 // commit time, unix nanoseconds
-	occ      int64 // occurred_at, unix nanoseconds (0: unset)
-	loc, uom uint32
-	lOn, lAl uint16 // lengths of on hand and allocated in nums
+	nums          [inlineNums]byte // on hand, allocated and available, concatenated
+	lOn, lAl, lAv uint8            // their lengths in nums
+	seq           uint64
+	at            int64 // commit time, unix nanoseconds
+	occ           int64 // occurred_at, unix nanoseconds (0: unset)
+	loc, uom      uint32
+	long          uint32 // 1 + index in state.longs while the quantities are there; 0: in nums
+}
+
+const inlineNums = 21 // with the three lengths, 24 bytes: level is 64
+
+// quantities returns on hand, allocated and available.
+func (st *state) quantities(l *level) (onHand, allocated, available string) {
+	if l.long != 0 {
+		q := &st.longs[l.long-1]
+		return q[0], q[1], q[2]
+	}
+	b := l.nums[:]
+	return string(b[:l.lOn]), string(b[l.lOn : l.lOn+l.lAl]), string(b[l.lOn+l.lAl : l.lOn+l.lAl+l.lAv])
 }
 
 type price struct {
@@ -102,7 +122,7 @@ func (st *state) fold(ev ledger.RawEvent) error {
 	at := toNanos(ev.CommittedAt)
 	switch rv.kind {
 	case fieldPayloadLevel:
-		if len(rv.str[2]) == 0 || len(rv.str[3]) > 0xffff || len(rv.str[4]) > 0xffff {
+		if len(rv.str[2]) == 0 {
 			return nil // not a valid level: the ledger does not hold one
 		}
 		d := st.skuOf(rv.str[1])
@@ -123,12 +143,19 @@ func (st *state) fold(ev ledger.RawEvent) error {
 			return nil
 		}
 		l := &d.levels[i]
-		var buf [64]byte
-		nums := append(append(append(buf[:0], rv.str[3]...), rv.str[4]...), rv.str[5]...)
-		if string(nums) != l.nums {
-			l.nums = string(nums)
+		if n := len(rv.str[3]) + len(rv.str[4]) + len(rv.str[5]); n <= inlineNums {
+			l.long = 0
+			m := copy(l.nums[:], rv.str[3])
+			m += copy(l.nums[m:], rv.str[4])
+			copy(l.nums[m:], rv.str[5])
+			l.lOn, l.lAl, l.lAv = uint8(len(rv.str[3])), uint8(len(rv.str[4])), uint8(len(rv.str[5]))
+		} else {
+			if l.long == 0 {
+				st.longs = append(st.longs, [3]string{})
+				l.long = uint32(len(st.longs))
+			}
+			st.longs[l.long-1] = [3]string{string(rv.str[3]), string(rv.str[4]), string(rv.str[5])}
 		}
-		l.lOn, l.lAl = uint16(len(rv.str[3])), uint16(len(rv.str[4]))
 		l.uom = st.strs.id(rv.str[6])
 		l.seq, l.at, l.occ = ev.Seq, at, rv.occurred
 	case fieldPayloadPrice:

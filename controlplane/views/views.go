@@ -266,9 +266,10 @@ func (v *Views) Levels(skus []string, locations []string) []Level {
 			if locs != nil && !locs[l.loc] {
 				continue
 			}
+			on, alloc, avail := st.quantities(l)
 			out = append(out, Level{
 				SKU: sku, Location: st.strs.get(l.loc),
-				OnHand: l.nums[:l.lOn], Allocated: l.nums[l.lOn : l.lOn+l.lAl], Available: l.nums[l.lOn+l.lAl:],
+				OnHand: on, Allocated: alloc, Available: avail,
 				UnitOfMeasure: st.strs.get(l.uom), Seq: l.seq, At: fromNanos(l.at),
 			})
 		}
@@ -413,8 +414,10 @@ func (v *Views) dump() string {
 	fmt.Fprintf(&b, "seq %d\n", v.Seq())
 	for _, sku := range skus {
 		d := st.sku(sku)
-		for _, l := range d.levels {
-			fmt.Fprintf(&b, "level %q %q %q %q %d %d %d\n", sku, st.strs.get(l.loc), l.nums, st.strs.get(l.uom), l.seq, l.at, l.occ)
+		for i := range d.levels {
+			l := &d.levels[i]
+			on, alloc, avail := st.quantities(l)
+			fmt.Fprintf(&b, "level %q %q %q %q %q %q %d %d %d\n", sku, st.strs.get(l.loc), on, alloc, avail, st.strs.get(l.uom), l.seq, l.at, l.occ)
 		}
 		ps := slices.Clone(d.prices)
 		slices.SortFunc(ps, func(x, y price) int {

@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"testing"
 	"time"
+	"unsafe"
 
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/timestamppb"
@@ -139,6 +140,17 @@ func TestLevelsReplacePerKeyAndOlderNeverOverwrites(t *testing.T) {
 	waitSeq(t, v, seq)
 	checkLevels(t, v.Levels([]string{"A"}, nil), []string{"A WH1 11 1 110 EA 4", "A WH2 21 1 210 EA 7"})
 	checkLevels(t, v.Levels([]string{"A"}, []string{"WH2", "WH9"}), []string{"A WH2 21 1 210 EA 7"})
+	// Quantities too long to sit in the entry, then short again.
+	long := lvl("A", "WH2", "1234567890.123456789", base.Add(time.Hour))
+	seq = tl.ingest(long)
+	waitSeq(t, v, seq)
+	checkLevels(t, v.Levels([]string{"A"}, []string{"WH2"}), []string{"A WH2 1234567890.123456789 1 1234567890.1234567890 EA 8"})
+	seq = tl.ingest(lvl("A", "WH2", "5", base.Add(2*time.Hour)))
+	waitSeq(t, v, seq)
+	checkLevels(t, v.Levels([]string{"A"}, []string{"WH2"}), []string{"A WH2 5 1 50 EA 9"})
+	if unsafe.Sizeof(level{}) != 64 {
+		t.Errorf("a level takes %d bytes, want 64", unsafe.Sizeof(level{}))
+	}
 	if n := v.Stats().Levels; n != 3 {
 		t.Errorf("Stats().Levels = %d, want 3", n)
 	}
