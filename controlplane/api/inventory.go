@@ -10,7 +10,6 @@ import (
 	"google.golang.org/protobuf/types/known/durationpb"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
-	"github.com/crossdock/crossdock/controlplane/views"
 	adminv1 "github.com/crossdock/crossdock/proto/gen/crossdock/admin/v1"
 )
 
@@ -107,5 +106,3 @@ func (a *Admin) GetViewsStatus(ctx context.Context, req *connect.Request[adminv1
 	out.Rebuild, out.RebuildEvents = durationpb.New(st.Rebuild), st.RebuildEvents
 	return connect.NewResponse(out), nil
 }
-
-var _ views.Reader = (*views.Views)(nil)
