@@ -31,6 +31,8 @@ bench: build ## Run the benchmarks and load programs; figures are printed
 	$(GO) run ./bench/ingestbench
 	$(GO) run ./bench/agentmem -bin $(BIN)
 	$(GO) run ./bench/clusterbench -bin $(BIN)
+	$(GO) run ./bench/clusterbench -bin $(BIN) -peer '' -rate 0 -events 100000 -views 3
+	$(GO) test -run '^$$' -bench . -benchtime 1x ./controlplane/views/
 	$(GO) run ./bench/deliverybench
 
 VERSION   ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
@@ -76,6 +78,8 @@ fuzz: ## Run each fuzzer briefly
 	$(GO) test -run '^$$' -fuzz FuzzDecodePosting -fuzztime 20s ./controlplane/ledger/
 	$(GO) test -run '^$$' -fuzz FuzzDecodeRunBlock -fuzztime 20s ./controlplane/ledger/
 	$(GO) test -run '^$$' -fuzz FuzzChunkEvent -fuzztime 20s ./controlplane/ledger/
+	$(GO) test -run '^$$' -fuzz FuzzWalkChunk -fuzztime 20s ./controlplane/ledger/
+	$(GO) test -run '^$$' -fuzz FuzzDecodeEvent -fuzztime 20s ./controlplane/views/
 	$(GO) test -run '^$$' -fuzz FuzzUplinkCodec -fuzztime 20s ./controlplane/api/
 	$(GO) test -run '^$$' -fuzz FuzzDecodeCommand -fuzztime 20s ./internal/wire/
 	$(GO) test -run '^$$' -fuzz FuzzParseNodeIdentity -fuzztime 20s ./controlplane/

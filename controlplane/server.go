@@ -27,6 +27,7 @@ import (
 	"github.com/crossdock/crossdock/controlplane/delivery"
 	"github.com/crossdock/crossdock/controlplane/ledger"
 	"github.com/crossdock/crossdock/controlplane/store"
+	"github.com/crossdock/crossdock/controlplane/views"
 	"github.com/crossdock/crossdock/internal/canonical"
 	"github.com/crossdock/crossdock/internal/cliconfig"
 	"github.com/crossdock/crossdock/internal/pki"
@@ -86,6 +87,9 @@ type Config struct {
 	// enrollment and failed-authentication rates per source address, refusal logs);
 	// zero fields take api.DefaultLimits.
 	Limits api.Limits
+	// DisableViews turns the views (inventory, prices, items derived from the ledger)
+	// off on this node (--views=false); Server.Views is then nil.
+	DisableViews bool
 }
 
 // Server is one running control plane node.
@@ -112,6 +116,8 @@ type Server struct {
 	// joinIndex is the raft index this node was added at, when it joined in this run.
 	joinIndex uint64
 	joined    bool
+	// views follow this node's ledger (nil with DisableViews).
+	views *views.Views
 }
 
 // AdminConfigFile is the name of the admin config written into the data dir at bootstrap.
@@ -456,6 +462,9 @@ func (s *Server) certHosts(raftAdv string) []string {
 func (s *Server) buildServers(cert tls.Certificate) error {
 	tlsConf := pki.ServerTLSConfig(cert, s.ca.Pool())
 
+	if !s.cfg.DisableViews {
+		s.views = views.New(views.LedgerSource{L: s.store.Ledger()}, views.Options{Logger: s.logger})
+	}
 	s.backend = &api.Backend{Store: s.store, CA: func() *pki.CA { return s.ca }, Registry: s.registry, Logger: s.logger, AgentCertTTL: s.cfg.AgentCertTTL}
 	mux := http.NewServeMux()
 	// The guard checks credentials before any handler reads a body; authenticated calls
@@ -471,7 +480,7 @@ func (s *Server) buildServers(cert tls.Certificate) error {
 		return fmt.Errorf("controlplane: create tmp dir: %w", err)
 	}
 	mux.Handle(clusterv1connect.NewClusterServiceHandler(&api.Cluster{Backend: backend}, opts...))
-	admin := &api.Admin{Backend: backend, TempDir: tmp, Archive: api.ArchiveBackend{Dir: s.archive}}
+	admin := &api.Admin{Backend: backend, TempDir: tmp, Archive: api.ArchiveBackend{Dir: s.archive}, Views: s.views}
 	mux.Handle(adminv1connect.NewAdminServiceHandler(admin, append(opts, connect.WithInterceptors(auth))...))
 	webhooks, err := delivery.NewAddressPolicy(s.cfg.WebhookAllow)
 	if err != nil {
@@ -535,6 +544,15 @@ func (s *Server) Run(ctx context.Context) error {
 	}
 	s.logger.Info("control plane serving", "addr", s.addr, "http3", s.h3 != nil, "raft", s.store.RaftAddr())
 	go s.maintain(ctx)
+	// The views follow the ledger until the store closes.
+	vctx, stopViews := context.WithCancel(context.WithoutCancel(ctx))
+	viewsDone := make(chan struct{})
+	go func() {
+		defer close(viewsDone)
+		if s.views != nil {
+			_ = s.views.Run(vctx)
+		}
+	}()
 	// The delivery engine stops (and commits its cursors) before the store closes.
 	dctx, stopDelivery := context.WithCancel(context.WithoutCancel(ctx))
 	deliveryDone := make(chan struct{})
@@ -559,6 +577,8 @@ func (s *Server) Run(ctx context.Context) error {
 	}
 	stopDelivery()
 	<-deliveryDone
+	stopViews()
+	<-viewsDone
 	return errors.Join(err, s.store.Close())
 }
 
@@ -573,6 +593,19 @@ func (s *Server) AdminConfigPath() string { return filepath.Join(s.cfg.DataDir, 
 
 // Store is the node's replicated store.
 func (s *Server) Store() *store.Store { return s.store }
+
+// Views is this node's views of the ledger (inventory, prices, items), or nil when
+// they are off (Config.DisableViews).
+func (s *Server) Views() views.Reader {
+	if s.views == nil {
+		return nil
+	}
+	return s.views
+}
+
+// ViewsState is Views with the counters and lag (Stats) and state comparison
+// (views.Equal) the tests and benchmarks use; nil when the views are off.
+func (s *Server) ViewsState() *views.Views { return s.views }
 
 // CA is the cluster CA.
 func (s *Server) CA() *pki.CA { return s.ca }

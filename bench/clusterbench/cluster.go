@@ -37,6 +37,8 @@ type cluster struct {
 	cc    *cliconfig.Config // node 1's admin.yaml
 	admin adminv1connect.AdminServiceClient
 	close func()
+	// serverArgs are added to every node's command line (e.g. --views=false).
+	serverArgs []string
 }
 
 func freeAddr() (string, error) {
@@ -76,7 +78,7 @@ func (c *cluster) start(bin string, i int, extra ...string) (*node, error) {
 	}
 	defer f.Close()
 	args := append([]string{"server", "--data-dir", n.dir, "--node-id", n.id, "--listen", api, "--raft-listen", raft,
-		"--write-cli-config=false", "--log-level", "warn"}, extra...)
+		"--write-cli-config=false", "--log-level", "warn"}, append(extra, c.serverArgs...)...)
 	n.cmd = exec.Command(bin, args...)
 	n.cmd.Stdout, n.cmd.Stderr = f, f
 	n.cmd.Env = append(os.Environ(), "HOME="+c.dir, "CROSSDOCK_JOIN_TOKEN=")
@@ -88,8 +90,8 @@ func (c *cluster) start(bin string, i int, extra ...string) (*node, error) {
 }
 
 // startCluster forms an n-node cluster of real processes and waits until all are voters.
-func startCluster(ctx context.Context, bin, dir string, n int) (*cluster, error) {
-	c := &cluster{dir: dir}
+func startCluster(ctx context.Context, bin, dir string, n int, serverArgs ...string) (*cluster, error) {
+	c := &cluster{dir: dir, serverArgs: serverArgs}
 	first, err := c.start(bin, 0)
 	if err != nil {
 		return c, err
@@ -306,4 +308,27 @@ func (m *cpuMeter) report(events int) string {
 	}
 	fmt.Fprintf(&b, "cpu_total_us_per_event=%.1f wall_s=%.2f cpu_busy=%.2f", total*1e6/float64(events), wall, total/(wall*float64(numCPU())))
 	return b.String()
+}
+
+// viewsStatus prints each node's views: how far they are, how far they trail the
+// node's ledger (lag from the ledger applying an entry to the views folding it) and
+// how long their start-up rebuild took.
+func (c *cluster) viewsStatus(ctx context.Context) {
+	for _, n := range c.nodes {
+		res, err := n.admin.GetViewsStatus(ctx, connect.NewRequest(&adminv1.GetViewsStatusRequest{}))
+		if err != nil {
+			fmt.Printf("clusterbench views node=%s err=%q\n", n.id, err)
+			continue
+		}
+		m := res.Msg
+		if !m.GetEnabled() {
+			fmt.Printf("clusterbench views node=%s enabled=false\n", n.id)
+			continue
+		}
+		ms := func(d interface{ AsDuration() time.Duration }) float64 {
+			return float64(d.AsDuration().Microseconds()) / 1000
+		}
+		fmt.Printf("clusterbench views node=%s views_seq=%d ledger_seq=%d levels=%d lag_samples=%d lag_p50_ms=%.2f lag_p99_ms=%.2f lag_max_ms=%.2f\n",
+			n.id, m.GetViewsSeq(), m.GetLedgerSeq(), m.GetLevels(), m.GetLagSamples(), ms(m.GetLagP50()), ms(m.GetLagP99()), ms(m.GetLagMax()))
+	}
 }

@@ -79,6 +79,8 @@ type options struct {
 	memprofile  string
 	timeout     time.Duration
 	stall       time.Duration
+	viewsLag    bool
+	viewsRounds int
 }
 
 func main() {
@@ -106,6 +108,8 @@ func main() {
 	flag.StringVar(&o.memprofile, "memprofile", "", "write an allocation profile of this process (the load generator) after the max runs")
 	flag.DurationVar(&o.timeout, "timeout", 6*time.Minute, "give up after this long")
 	flag.DurationVar(&o.stall, "stall", 20*time.Second, "fail a run when nothing is committed for this long while events are outstanding")
+	flag.BoolVar(&o.viewsLag, "views-lag", true, "after the runs, print each node's views lag behind its ledger (p50/p99 of apply → folded)")
+	flag.IntVar(&o.viewsRounds, "views", 0, "compare views off and on: this many rounds, each a fresh cluster with --views=false then one with --views=true (order swapped every other round); the agents path only, -runs runs each, medians")
 	flag.Parse()
 	stallAfter = o.stall
 	slog.SetDefault(slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelError})))
@@ -400,6 +404,9 @@ func run(o options) error {
 	if _, err := os.Stat(bin); err != nil {
 		return fmt.Errorf("%w (build it with make build)", err)
 	}
+	if o.viewsRounds > 0 {
+		return viewsCompare(o, bin)
+	}
 	ctx, cancel := context.WithTimeout(context.Background(), o.timeout)
 	defer cancel()
 	dir, err := os.MkdirTemp("", "clusterbench-")
@@ -455,7 +462,70 @@ func run(o options) error {
 	return nil
 }
 
-type results struct{ agents, direct float64 }
+type results struct {
+	agents, direct float64
+	agentRuns      []float64
+}
+
+// viewsCompare runs o.viewsRounds rounds of a cluster with views off and one with
+// views on (agents path, o.runs runs each, order swapped every other round, so drift
+// of the shared machine falls on both), and prints the medians over all runs of each.
+func viewsCompare(o options, bin string) error {
+	o.direct, o.peer = false, ""
+	runs := map[bool][]float64{}
+	for r := range o.viewsRounds {
+		order := []bool{false, true}
+		if r%2 == 1 {
+			order = []bool{true, false}
+		}
+		for _, on := range order {
+			rates, err := oneCluster(o, bin, fmt.Sprintf("--views=%t", on))
+			if err != nil {
+				return fmt.Errorf("round %d views=%t: %w", r+1, on, err)
+			}
+			runs[on] = append(runs[on], rates...)
+			fmt.Printf("clusterbench views_round=%d views=%t runs_events_per_s=%v\n", r+1, on, rounded(rates))
+		}
+	}
+	offMed, offLo, offHi := median(runs[false])
+	onMed, onLo, onHi := median(runs[true])
+	fmt.Printf("clusterbench views=false runs=%d median_events_per_s=%.0f min=%.0f max=%.0f\n", len(runs[false]), offMed, offLo, offHi)
+	fmt.Printf("clusterbench views=true runs=%d median_events_per_s=%.0f min=%.0f max=%.0f\n", len(runs[true]), onMed, onLo, onHi)
+	fmt.Printf("clusterbench views_on_vs_off=%.3f\n", onMed/offMed)
+	return nil
+}
+
+func rounded(v []float64) []int {
+	out := make([]int, len(v))
+	for i, x := range v {
+		out[i] = int(x + 0.5)
+	}
+	return out
+}
+
+// oneCluster forms a cluster with serverArgs, measures it and stops it.
+func oneCluster(o options, bin string, serverArgs ...string) ([]float64, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), o.timeout)
+	defer cancel()
+	dir, err := os.MkdirTemp("", "clusterbench-")
+	if err != nil {
+		return nil, err
+	}
+	defer os.RemoveAll(dir)
+	t0 := time.Now()
+	c, err := startCluster(ctx, bin, dir, o.nodes, serverArgs...)
+	if err != nil {
+		c.tailLogs()
+		c.stop()
+		return nil, fmt.Errorf("form the cluster: %w", err)
+	}
+	res, err := measure(ctx, o, c, time.Since(t0))
+	if err != nil {
+		c.tailLogs()
+	}
+	c.stop()
+	return res.agentRuns, err
+}
 
 func measure(ctx context.Context, o options, c *cluster, formed time.Duration) (out results, err error) {
 	leader, err := c.leader(ctx)
@@ -485,9 +555,14 @@ func measure(ctx context.Context, o options, c *cluster, formed time.Duration) (
 	agents := make([]*benchAgent, o.agents)
 	for i := range agents {
 		name := fmt.Sprintf("bench-%d", i+1)
-		tok, err := c.admin.CreateToken(ctx, connect.NewRequest(&adminv1.CreateTokenRequest{Kind: adminv1.TokenKind_TOKEN_KIND_AGENT, Ttl: durationpb.New(5 * time.Minute), AgentName: name}))
-		if err != nil {
-			return out, fmt.Errorf("agent token: %w", err)
+		// Retried: on a busy machine a new cluster may still hold an election.
+		var tok *connect.Response[adminv1.CreateTokenResponse]
+		var tokErr error
+		if err := poll(30*time.Second, "an agent token", func() bool {
+			tok, tokErr = c.admin.CreateToken(ctx, connect.NewRequest(&adminv1.CreateTokenRequest{Kind: adminv1.TokenKind_TOKEN_KIND_AGENT, Ttl: durationpb.New(5 * time.Minute), AgentName: name}))
+			return tokErr == nil
+		}); err != nil {
+			return out, fmt.Errorf("agent token: %w: %v", err, tokErr)
 		}
 		ag, err := agent.New(ctx, agent.Config{DataDir: filepath.Join(c.dir, name), Servers: servers, EnrollToken: tok.Msg.GetToken(),
 			LocalAddr: "-", DisableQUIC: o.noQUIC, QuotaBytes: 2 << 30, Logger: agentLog, BatchMaxEvents: o.uplinkBatch})
@@ -557,6 +632,7 @@ func measure(ctx context.Context, o options, c *cluster, formed time.Duration) (
 	}
 	med, lo, hi := median(rates)
 	out.agents = med
+	out.agentRuns = rates
 	fmt.Printf("clusterbench max path=agents agents=%d publish_batch=%d runs=%d median_events_per_s=%.0f min=%.0f max=%.0f\n", o.agents, o.batch, o.runs, med, lo, hi)
 	fmt.Printf("clusterbench latency path=agents load=max publish_batch=%d inflight_per_agent=%d %s\n", o.batch, o.inflight, maxLat.summary())
 	acancel()
@@ -579,6 +655,9 @@ func measure(ctx context.Context, o options, c *cluster, formed time.Duration) (
 		return true
 	}) == nil
 	fmt.Printf("clusterbench converged=%t last_seq_per_node=%v\n", converged, seqs)
+	if o.viewsLag {
+		c.viewsStatus(ctx)
+	}
 	return out, nil
 }
 

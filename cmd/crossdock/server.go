@@ -15,6 +15,7 @@ func newServerCmd() *cobra.Command {
 	var cfg controlplane.Config
 	var writeCLI bool
 	var webhookAllow []string
+	var viewsOn bool
 	cmd := &cobra.Command{
 		Use:   "server",
 		Short: "Run a control plane node",
@@ -28,6 +29,7 @@ cluster: it creates the cluster CA and an admin token, and writes both to
 				return err
 			}
 			cfg.WebhookAllow = allow
+			cfg.DisableViews = !viewsOn
 			if writeCLI {
 				cfg.CLIConfigPath = cliconfig.DefaultPath()
 			}
@@ -61,6 +63,7 @@ cluster: it creates the cluster CA and an admin token, and writes both to
 	f.BoolVar(&cfg.Moved, "i-moved-this-node", false, "accept raft and API addresses other than those in <data-dir>/node.json: this node moved and its old copy is gone for good")
 	f.Float64Var(&cfg.Limits.EnrollPerSecond, "enroll-rate", 1, "agent enrollments and node joins allowed per second from one source address, after --enroll-burst (negative: no limit)")
 	f.IntVar(&cfg.Limits.EnrollBurst, "enroll-burst", 20, "agent enrollments and node joins one source address may make at once")
+	f.BoolVar(&viewsOn, "views", true, "keep the views (inventory, prices, items) derived from the ledger on this node: 'crossdock inventory get' and 'crossdock prices get' read them")
 	f.BoolVar(&writeCLI, "write-cli-config", true, "at bootstrap, also write the admin config to ~/.config/crossdock/config.yaml if absent")
 	return cmd
 }

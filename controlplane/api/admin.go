@@ -14,6 +14,7 @@ import (
 
 	"github.com/crossdock/crossdock/controlplane/ledger"
 	"github.com/crossdock/crossdock/controlplane/store"
+	"github.com/crossdock/crossdock/controlplane/views"
 	"github.com/crossdock/crossdock/internal/canonical"
 	"github.com/crossdock/crossdock/internal/pki"
 	adminv1 "github.com/crossdock/crossdock/proto/gen/crossdock/admin/v1"
@@ -34,6 +35,8 @@ type Admin struct {
 	TempDir string
 	// Archive serves ListArchive and ReplayArchive (archive.go).
 	Archive ArchiveBackend
+	// Views answer GetInventory and GetPrices (inventory.go); nil when they are off.
+	Views *views.Views
 }
 
 var _ adminv1connect.AdminServiceHandler = (*Admin)(nil)

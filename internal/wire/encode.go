@@ -66,7 +66,9 @@ func AppendEvent(b []byte, ev *eventv1.Event) []byte {
 			b = appendString(b, 1, m.GetSku())
 			b = appendString(b, 2, m.GetPriceList())
 			b = appendString(b, 3, m.GetCurrency())
-			return appendString(b, 4, m.GetAmount())
+			b = appendString(b, 4, m.GetAmount())
+			b = appendTimestamp(b, 5, m.GetValidFrom())
+			return appendTimestamp(b, 6, m.GetValidTo())
 		})
 	case *eventv1.Event_Order:
 		m := p.Order

@@ -172,8 +172,10 @@ func (m *wireMsg) scanPayload(num protowire.Number, v []byte) bool {
 	case 11: // InventoryLevel
 		return m.strings(v, 6) && len(m.str[1]) > 0 && len(m.str[2]) > 0 &&
 			decimal(m.str[3], true) && decimal(m.str[4], false) && decimal(m.str[5], false)
-	case 12: // Price
-		return m.strings(v, 4) && len(m.str[1]) > 0 && decimal(m.str[4], true)
+	case 12: // Price: valid_from = 5, valid_to = 6
+		return m.scan(v, 6, 0, 1<<5|1<<6, func(_ protowire.Number, f []byte) bool {
+			return wireTimestamp(f)
+		}) && len(m.str[1]) > 0 && decimal(m.str[4], true)
 	case 13: // Order: lines = 7
 		return m.scan(v, 7, 1<<7, 0, func(_ protowire.Number, f []byte) bool {
 			var l wireMsg

@@ -31,7 +31,7 @@ func wireEvents() []*eventv1.Event {
 	inv := base(canonical.TypeInventoryLevel)
 	inv.Payload = &eventv1.Event_InventoryLevel{InventoryLevel: &eventv1.InventoryLevel{Sku: "SKU-1", Location: "WH1", OnHand: "12", Allocated: "-2.5", Available: "9.50", UnitOfMeasure: "ea"}}
 	price := base(canonical.TypePrice)
-	price.Payload = &eventv1.Event_Price{Price: &eventv1.Price{Sku: "SKU-1", PriceList: "retail", Currency: "EUR", Amount: "9.99"}}
+	price.Payload = &eventv1.Event_Price{Price: &eventv1.Price{Sku: "SKU-1", PriceList: "retail", Currency: "EUR", Amount: "9.99", ValidFrom: ts, ValidTo: ts}}
 	order := base(canonical.TypeOrder)
 	order.Payload = &eventv1.Event_Order{Order: &eventv1.Order{OrderNumber: "SO-1", Channel: "web", Customer: "C1", Status: "new", Currency: "EUR", Total: "19.98",
 		Lines: []*eventv1.OrderLine{{LineNumber: "1", Sku: "SKU-1", Quantity: "2", UnitPrice: "9.99"}, {Sku: "SKU-2", Quantity: "1"}}}}

@@ -1957,6 +1957,611 @@ func (x *ReplayArchiveResponse) GetNode() string {
 	return ""
 }
 
+type GetInventoryRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// SKUs to read (at least one, at most 1,000).
+	Skus []string `protobuf:"bytes,1,rep,name=skus,proto3" json:"skus,omitempty"`
+	// Locations to read; empty means every location.
+	Locations []string `protobuf:"bytes,2,rep,name=locations,proto3" json:"locations,omitempty"`
+	// Wait (up to the call's deadline, at most 10 s) until the node's views reflect at
+	// least this ledger seq (read your writes: pass the seq a write reported).
+	MinSeq        uint64 `protobuf:"varint,3,opt,name=min_seq,json=minSeq,proto3" json:"min_seq,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetInventoryRequest) Reset() {
+	*x = GetInventoryRequest{}
+	mi := &file_crossdock_admin_v1_admin_proto_msgTypes[28]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetInventoryRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetInventoryRequest) ProtoMessage() {}
+
+func (x *GetInventoryRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_crossdock_admin_v1_admin_proto_msgTypes[28]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetInventoryRequest.ProtoReflect.Descriptor instead.
+func (*GetInventoryRequest) Descriptor() ([]byte, []int) {
+	return file_crossdock_admin_v1_admin_proto_rawDescGZIP(), []int{28}
+}
+
+func (x *GetInventoryRequest) GetSkus() []string {
+	if x != nil {
+		return x.Skus
+	}
+	return nil
+}
+
+func (x *GetInventoryRequest) GetLocations() []string {
+	if x != nil {
+		return x.Locations
+	}
+	return nil
+}
+
+func (x *GetInventoryRequest) GetMinSeq() uint64 {
+	if x != nil {
+		return x.MinSeq
+	}
+	return 0
+}
+
+type GetInventoryResponse struct {
+	state  protoimpl.MessageState `protogen:"open.v1"`
+	Levels []*InventoryLevel      `protobuf:"bytes,1,rep,name=levels,proto3" json:"levels,omitempty"`
+	// The ledger seq the node's views reflect (every event up to it is folded in).
+	ViewsSeq      uint64 `protobuf:"varint,2,opt,name=views_seq,json=viewsSeq,proto3" json:"views_seq,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetInventoryResponse) Reset() {
+	*x = GetInventoryResponse{}
+	mi := &file_crossdock_admin_v1_admin_proto_msgTypes[29]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetInventoryResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetInventoryResponse) ProtoMessage() {}
+
+func (x *GetInventoryResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_crossdock_admin_v1_admin_proto_msgTypes[29]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetInventoryResponse.ProtoReflect.Descriptor instead.
+func (*GetInventoryResponse) Descriptor() ([]byte, []int) {
+	return file_crossdock_admin_v1_admin_proto_rawDescGZIP(), []int{29}
+}
+
+func (x *GetInventoryResponse) GetLevels() []*InventoryLevel {
+	if x != nil {
+		return x.Levels
+	}
+	return nil
+}
+
+func (x *GetInventoryResponse) GetViewsSeq() uint64 {
+	if x != nil {
+		return x.ViewsSeq
+	}
+	return 0
+}
+
+// InventoryLevel is the newest level of one SKU at one location.
+type InventoryLevel struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Sku           string                 `protobuf:"bytes,1,opt,name=sku,proto3" json:"sku,omitempty"`
+	Location      string                 `protobuf:"bytes,2,opt,name=location,proto3" json:"location,omitempty"`
+	OnHand        string                 `protobuf:"bytes,3,opt,name=on_hand,json=onHand,proto3" json:"on_hand,omitempty"`
+	Allocated     string                 `protobuf:"bytes,4,opt,name=allocated,proto3" json:"allocated,omitempty"`
+	Available     string                 `protobuf:"bytes,5,opt,name=available,proto3" json:"available,omitempty"`
+	UnitOfMeasure string                 `protobuf:"bytes,6,opt,name=unit_of_measure,json=unitOfMeasure,proto3" json:"unit_of_measure,omitempty"`
+	// The ledger seq and commit time of the event this level comes from.
+	Seq           uint64                 `protobuf:"varint,7,opt,name=seq,proto3" json:"seq,omitempty"`
+	CommittedAt   *timestamppb.Timestamp `protobuf:"bytes,8,opt,name=committed_at,json=committedAt,proto3" json:"committed_at,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *InventoryLevel) Reset() {
+	*x = InventoryLevel{}
+	mi := &file_crossdock_admin_v1_admin_proto_msgTypes[30]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *InventoryLevel) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*InventoryLevel) ProtoMessage() {}
+
+func (x *InventoryLevel) ProtoReflect() protoreflect.Message {
+	mi := &file_crossdock_admin_v1_admin_proto_msgTypes[30]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use InventoryLevel.ProtoReflect.Descriptor instead.
+func (*InventoryLevel) Descriptor() ([]byte, []int) {
+	return file_crossdock_admin_v1_admin_proto_rawDescGZIP(), []int{30}
+}
+
+func (x *InventoryLevel) GetSku() string {
+	if x != nil {
+		return x.Sku
+	}
+	return ""
+}
+
+func (x *InventoryLevel) GetLocation() string {
+	if x != nil {
+		return x.Location
+	}
+	return ""
+}
+
+func (x *InventoryLevel) GetOnHand() string {
+	if x != nil {
+		return x.OnHand
+	}
+	return ""
+}
+
+func (x *InventoryLevel) GetAllocated() string {
+	if x != nil {
+		return x.Allocated
+	}
+	return ""
+}
+
+func (x *InventoryLevel) GetAvailable() string {
+	if x != nil {
+		return x.Available
+	}
+	return ""
+}
+
+func (x *InventoryLevel) GetUnitOfMeasure() string {
+	if x != nil {
+		return x.UnitOfMeasure
+	}
+	return ""
+}
+
+func (x *InventoryLevel) GetSeq() uint64 {
+	if x != nil {
+		return x.Seq
+	}
+	return 0
+}
+
+func (x *InventoryLevel) GetCommittedAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.CommittedAt
+	}
+	return nil
+}
+
+type GetPricesRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Skus          []string               `protobuf:"bytes,1,rep,name=skus,proto3" json:"skus,omitempty"`
+	PriceList     string                 `protobuf:"bytes,2,opt,name=price_list,json=priceList,proto3" json:"price_list,omitempty"`
+	MinSeq        uint64                 `protobuf:"varint,3,opt,name=min_seq,json=minSeq,proto3" json:"min_seq,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetPricesRequest) Reset() {
+	*x = GetPricesRequest{}
+	mi := &file_crossdock_admin_v1_admin_proto_msgTypes[31]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetPricesRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetPricesRequest) ProtoMessage() {}
+
+func (x *GetPricesRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_crossdock_admin_v1_admin_proto_msgTypes[31]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetPricesRequest.ProtoReflect.Descriptor instead.
+func (*GetPricesRequest) Descriptor() ([]byte, []int) {
+	return file_crossdock_admin_v1_admin_proto_rawDescGZIP(), []int{31}
+}
+
+func (x *GetPricesRequest) GetSkus() []string {
+	if x != nil {
+		return x.Skus
+	}
+	return nil
+}
+
+func (x *GetPricesRequest) GetPriceList() string {
+	if x != nil {
+		return x.PriceList
+	}
+	return ""
+}
+
+func (x *GetPricesRequest) GetMinSeq() uint64 {
+	if x != nil {
+		return x.MinSeq
+	}
+	return 0
+}
+
+type GetPricesResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Prices        []*PriceEntry          `protobuf:"bytes,1,rep,name=prices,proto3" json:"prices,omitempty"`
+	ViewsSeq      uint64                 `protobuf:"varint,2,opt,name=views_seq,json=viewsSeq,proto3" json:"views_seq,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetPricesResponse) Reset() {
+	*x = GetPricesResponse{}
+	mi := &file_crossdock_admin_v1_admin_proto_msgTypes[32]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetPricesResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetPricesResponse) ProtoMessage() {}
+
+func (x *GetPricesResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_crossdock_admin_v1_admin_proto_msgTypes[32]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetPricesResponse.ProtoReflect.Descriptor instead.
+func (*GetPricesResponse) Descriptor() ([]byte, []int) {
+	return file_crossdock_admin_v1_admin_proto_rawDescGZIP(), []int{32}
+}
+
+func (x *GetPricesResponse) GetPrices() []*PriceEntry {
+	if x != nil {
+		return x.Prices
+	}
+	return nil
+}
+
+func (x *GetPricesResponse) GetViewsSeq() uint64 {
+	if x != nil {
+		return x.ViewsSeq
+	}
+	return 0
+}
+
+// PriceEntry is the price of one SKU in one price list valid at the time of the call.
+type PriceEntry struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Sku           string                 `protobuf:"bytes,1,opt,name=sku,proto3" json:"sku,omitempty"`
+	PriceList     string                 `protobuf:"bytes,2,opt,name=price_list,json=priceList,proto3" json:"price_list,omitempty"`
+	Currency      string                 `protobuf:"bytes,3,opt,name=currency,proto3" json:"currency,omitempty"`
+	Amount        string                 `protobuf:"bytes,4,opt,name=amount,proto3" json:"amount,omitempty"`
+	ValidFrom     *timestamppb.Timestamp `protobuf:"bytes,5,opt,name=valid_from,json=validFrom,proto3" json:"valid_from,omitempty"`
+	ValidTo       *timestamppb.Timestamp `protobuf:"bytes,6,opt,name=valid_to,json=validTo,proto3" json:"valid_to,omitempty"`
+	Seq           uint64                 `protobuf:"varint,7,opt,name=seq,proto3" json:"seq,omitempty"`
+	CommittedAt   *timestamppb.Timestamp `protobuf:"bytes,8,opt,name=committed_at,json=committedAt,proto3" json:"committed_at,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PriceEntry) Reset() {
+	*x = PriceEntry{}
+	mi := &file_crossdock_admin_v1_admin_proto_msgTypes[33]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PriceEntry) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PriceEntry) ProtoMessage() {}
+
+func (x *PriceEntry) ProtoReflect() protoreflect.Message {
+	mi := &file_crossdock_admin_v1_admin_proto_msgTypes[33]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PriceEntry.ProtoReflect.Descriptor instead.
+func (*PriceEntry) Descriptor() ([]byte, []int) {
+	return file_crossdock_admin_v1_admin_proto_rawDescGZIP(), []int{33}
+}
+
+func (x *PriceEntry) GetSku() string {
+	if x != nil {
+		return x.Sku
+	}
+	return ""
+}
+
+func (x *PriceEntry) GetPriceList() string {
+	if x != nil {
+		return x.PriceList
+	}
+	return ""
+}
+
+func (x *PriceEntry) GetCurrency() string {
+	if x != nil {
+		return x.Currency
+	}
+	return ""
+}
+
+func (x *PriceEntry) GetAmount() string {
+	if x != nil {
+		return x.Amount
+	}
+	return ""
+}
+
+func (x *PriceEntry) GetValidFrom() *timestamppb.Timestamp {
+	if x != nil {
+		return x.ValidFrom
+	}
+	return nil
+}
+
+func (x *PriceEntry) GetValidTo() *timestamppb.Timestamp {
+	if x != nil {
+		return x.ValidTo
+	}
+	return nil
+}
+
+func (x *PriceEntry) GetSeq() uint64 {
+	if x != nil {
+		return x.Seq
+	}
+	return 0
+}
+
+func (x *PriceEntry) GetCommittedAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.CommittedAt
+	}
+	return nil
+}
+
+type GetViewsStatusRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetViewsStatusRequest) Reset() {
+	*x = GetViewsStatusRequest{}
+	mi := &file_crossdock_admin_v1_admin_proto_msgTypes[34]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetViewsStatusRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetViewsStatusRequest) ProtoMessage() {}
+
+func (x *GetViewsStatusRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_crossdock_admin_v1_admin_proto_msgTypes[34]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetViewsStatusRequest.ProtoReflect.Descriptor instead.
+func (*GetViewsStatusRequest) Descriptor() ([]byte, []int) {
+	return file_crossdock_admin_v1_admin_proto_rawDescGZIP(), []int{34}
+}
+
+type GetViewsStatusResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// False when the node runs with --views=false.
+	Enabled  bool   `protobuf:"varint,1,opt,name=enabled,proto3" json:"enabled,omitempty"`
+	ViewsSeq uint64 `protobuf:"varint,2,opt,name=views_seq,json=viewsSeq,proto3" json:"views_seq,omitempty"`
+	// The node's ledger: the highest committed seq.
+	LedgerSeq uint64 `protobuf:"varint,3,opt,name=ledger_seq,json=ledgerSeq,proto3" json:"ledger_seq,omitempty"`
+	Levels    uint64 `protobuf:"varint,4,opt,name=levels,proto3" json:"levels,omitempty"`
+	Prices    uint64 `protobuf:"varint,5,opt,name=prices,proto3" json:"prices,omitempty"`
+	Items     uint64 `protobuf:"varint,6,opt,name=items,proto3" json:"items,omitempty"`
+	// Lag samples: time from the ledger applying an entry on this node to the views
+	// having folded it, over the last samples (at most 65,536).
+	LagSamples uint64               `protobuf:"varint,7,opt,name=lag_samples,json=lagSamples,proto3" json:"lag_samples,omitempty"`
+	LagP50     *durationpb.Duration `protobuf:"bytes,8,opt,name=lag_p50,json=lagP50,proto3" json:"lag_p50,omitempty"`
+	LagP99     *durationpb.Duration `protobuf:"bytes,9,opt,name=lag_p99,json=lagP99,proto3" json:"lag_p99,omitempty"`
+	LagMax     *durationpb.Duration `protobuf:"bytes,10,opt,name=lag_max,json=lagMax,proto3" json:"lag_max,omitempty"`
+	// How long the start-up rebuild from the ledger took, and how many events it read.
+	Rebuild       *durationpb.Duration `protobuf:"bytes,11,opt,name=rebuild,proto3" json:"rebuild,omitempty"`
+	RebuildEvents uint64               `protobuf:"varint,12,opt,name=rebuild_events,json=rebuildEvents,proto3" json:"rebuild_events,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetViewsStatusResponse) Reset() {
+	*x = GetViewsStatusResponse{}
+	mi := &file_crossdock_admin_v1_admin_proto_msgTypes[35]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetViewsStatusResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetViewsStatusResponse) ProtoMessage() {}
+
+func (x *GetViewsStatusResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_crossdock_admin_v1_admin_proto_msgTypes[35]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetViewsStatusResponse.ProtoReflect.Descriptor instead.
+func (*GetViewsStatusResponse) Descriptor() ([]byte, []int) {
+	return file_crossdock_admin_v1_admin_proto_rawDescGZIP(), []int{35}
+}
+
+func (x *GetViewsStatusResponse) GetEnabled() bool {
+	if x != nil {
+		return x.Enabled
+	}
+	return false
+}
+
+func (x *GetViewsStatusResponse) GetViewsSeq() uint64 {
+	if x != nil {
+		return x.ViewsSeq
+	}
+	return 0
+}
+
+func (x *GetViewsStatusResponse) GetLedgerSeq() uint64 {
+	if x != nil {
+		return x.LedgerSeq
+	}
+	return 0
+}
+
+func (x *GetViewsStatusResponse) GetLevels() uint64 {
+	if x != nil {
+		return x.Levels
+	}
+	return 0
+}
+
+func (x *GetViewsStatusResponse) GetPrices() uint64 {
+	if x != nil {
+		return x.Prices
+	}
+	return 0
+}
+
+func (x *GetViewsStatusResponse) GetItems() uint64 {
+	if x != nil {
+		return x.Items
+	}
+	return 0
+}
+
+func (x *GetViewsStatusResponse) GetLagSamples() uint64 {
+	if x != nil {
+		return x.LagSamples
+	}
+	return 0
+}
+
+func (x *GetViewsStatusResponse) GetLagP50() *durationpb.Duration {
+	if x != nil {
+		return x.LagP50
+	}
+	return nil
+}
+
+func (x *GetViewsStatusResponse) GetLagP99() *durationpb.Duration {
+	if x != nil {
+		return x.LagP99
+	}
+	return nil
+}
+
+func (x *GetViewsStatusResponse) GetLagMax() *durationpb.Duration {
+	if x != nil {
+		return x.LagMax
+	}
+	return nil
+}
+
+func (x *GetViewsStatusResponse) GetRebuild() *durationpb.Duration {
+	if x != nil {
+		return x.Rebuild
+	}
+	return nil
+}
+
+func (x *GetViewsStatusResponse) GetRebuildEvents() uint64 {
+	if x != nil {
+		return x.RebuildEvents
+	}
+	return 0
+}
+
 var File_crossdock_admin_v1_admin_proto protoreflect.FileDescriptor
 
 const file_crossdock_admin_v1_admin_proto_rawDesc = "" +
@@ -2114,11 +2719,64 @@ const file_crossdock_admin_v1_admin_proto_rawDesc = "" +
 	"\rdead_lettered\x18\x06 \x01(\x04R\fdeadLettered\x12\x1c\n" +
 	"\tcoalesced\x18\a \x01(\x04R\tcoalesced\x12\x12\n" +
 	"\x04done\x18\b \x01(\bR\x04done\x12\x12\n" +
-	"\x04node\x18\t \x01(\tR\x04node*T\n" +
+	"\x04node\x18\t \x01(\tR\x04node\"`\n" +
+	"\x13GetInventoryRequest\x12\x12\n" +
+	"\x04skus\x18\x01 \x03(\tR\x04skus\x12\x1c\n" +
+	"\tlocations\x18\x02 \x03(\tR\tlocations\x12\x17\n" +
+	"\amin_seq\x18\x03 \x01(\x04R\x06minSeq\"o\n" +
+	"\x14GetInventoryResponse\x12:\n" +
+	"\x06levels\x18\x01 \x03(\v2\".crossdock.admin.v1.InventoryLevelR\x06levels\x12\x1b\n" +
+	"\tviews_seq\x18\x02 \x01(\x04R\bviewsSeq\"\x8c\x02\n" +
+	"\x0eInventoryLevel\x12\x10\n" +
+	"\x03sku\x18\x01 \x01(\tR\x03sku\x12\x1a\n" +
+	"\blocation\x18\x02 \x01(\tR\blocation\x12\x17\n" +
+	"\aon_hand\x18\x03 \x01(\tR\x06onHand\x12\x1c\n" +
+	"\tallocated\x18\x04 \x01(\tR\tallocated\x12\x1c\n" +
+	"\tavailable\x18\x05 \x01(\tR\tavailable\x12&\n" +
+	"\x0funit_of_measure\x18\x06 \x01(\tR\runitOfMeasure\x12\x10\n" +
+	"\x03seq\x18\a \x01(\x04R\x03seq\x12=\n" +
+	"\fcommitted_at\x18\b \x01(\v2\x1a.google.protobuf.TimestampR\vcommittedAt\"^\n" +
+	"\x10GetPricesRequest\x12\x12\n" +
+	"\x04skus\x18\x01 \x03(\tR\x04skus\x12\x1d\n" +
+	"\n" +
+	"price_list\x18\x02 \x01(\tR\tpriceList\x12\x17\n" +
+	"\amin_seq\x18\x03 \x01(\x04R\x06minSeq\"h\n" +
+	"\x11GetPricesResponse\x126\n" +
+	"\x06prices\x18\x01 \x03(\v2\x1e.crossdock.admin.v1.PriceEntryR\x06prices\x12\x1b\n" +
+	"\tviews_seq\x18\x02 \x01(\x04R\bviewsSeq\"\xb4\x02\n" +
+	"\n" +
+	"PriceEntry\x12\x10\n" +
+	"\x03sku\x18\x01 \x01(\tR\x03sku\x12\x1d\n" +
+	"\n" +
+	"price_list\x18\x02 \x01(\tR\tpriceList\x12\x1a\n" +
+	"\bcurrency\x18\x03 \x01(\tR\bcurrency\x12\x16\n" +
+	"\x06amount\x18\x04 \x01(\tR\x06amount\x129\n" +
+	"\n" +
+	"valid_from\x18\x05 \x01(\v2\x1a.google.protobuf.TimestampR\tvalidFrom\x125\n" +
+	"\bvalid_to\x18\x06 \x01(\v2\x1a.google.protobuf.TimestampR\avalidTo\x12\x10\n" +
+	"\x03seq\x18\a \x01(\x04R\x03seq\x12=\n" +
+	"\fcommitted_at\x18\b \x01(\v2\x1a.google.protobuf.TimestampR\vcommittedAt\"\x17\n" +
+	"\x15GetViewsStatusRequest\"\xcd\x03\n" +
+	"\x16GetViewsStatusResponse\x12\x18\n" +
+	"\aenabled\x18\x01 \x01(\bR\aenabled\x12\x1b\n" +
+	"\tviews_seq\x18\x02 \x01(\x04R\bviewsSeq\x12\x1d\n" +
+	"\n" +
+	"ledger_seq\x18\x03 \x01(\x04R\tledgerSeq\x12\x16\n" +
+	"\x06levels\x18\x04 \x01(\x04R\x06levels\x12\x16\n" +
+	"\x06prices\x18\x05 \x01(\x04R\x06prices\x12\x14\n" +
+	"\x05items\x18\x06 \x01(\x04R\x05items\x12\x1f\n" +
+	"\vlag_samples\x18\a \x01(\x04R\n" +
+	"lagSamples\x122\n" +
+	"\alag_p50\x18\b \x01(\v2\x19.google.protobuf.DurationR\x06lagP50\x122\n" +
+	"\alag_p99\x18\t \x01(\v2\x19.google.protobuf.DurationR\x06lagP99\x122\n" +
+	"\alag_max\x18\n" +
+	" \x01(\v2\x19.google.protobuf.DurationR\x06lagMax\x123\n" +
+	"\arebuild\x18\v \x01(\v2\x19.google.protobuf.DurationR\arebuild\x12%\n" +
+	"\x0erebuild_events\x18\f \x01(\x04R\rrebuildEvents*T\n" +
 	"\tTokenKind\x12\x1a\n" +
 	"\x16TOKEN_KIND_UNSPECIFIED\x10\x00\x12\x14\n" +
 	"\x10TOKEN_KIND_AGENT\x10\x01\x12\x15\n" +
-	"\x11TOKEN_KIND_SERVER\x10\x022\xb4\t\n" +
+	"\x11TOKEN_KIND_SERVER\x10\x022\xda\v\n" +
 	"\fAdminService\x12^\n" +
 	"\vCreateToken\x12&.crossdock.admin.v1.CreateTokenRequest\x1a'.crossdock.admin.v1.CreateTokenResponse\x12[\n" +
 	"\n" +
@@ -2135,7 +2793,10 @@ const file_crossdock_admin_v1_admin_proto_rawDesc = "" +
 	"RemovePeer\x12%.crossdock.admin.v1.RemovePeerRequest\x1a&.crossdock.admin.v1.RemovePeerResponse\x12^\n" +
 	"\vRevokeAgent\x12&.crossdock.admin.v1.RevokeAgentRequest\x1a'.crossdock.admin.v1.RevokeAgentResponse\x12^\n" +
 	"\vListArchive\x12&.crossdock.admin.v1.ListArchiveRequest\x1a'.crossdock.admin.v1.ListArchiveResponse\x12f\n" +
-	"\rReplayArchive\x12(.crossdock.admin.v1.ReplayArchiveRequest\x1a).crossdock.admin.v1.ReplayArchiveResponse0\x01BEZCgithub.com/crossdock/crossdock/proto/gen/crossdock/admin/v1;adminv1b\x06proto3"
+	"\rReplayArchive\x12(.crossdock.admin.v1.ReplayArchiveRequest\x1a).crossdock.admin.v1.ReplayArchiveResponse0\x01\x12a\n" +
+	"\fGetInventory\x12'.crossdock.admin.v1.GetInventoryRequest\x1a(.crossdock.admin.v1.GetInventoryResponse\x12X\n" +
+	"\tGetPrices\x12$.crossdock.admin.v1.GetPricesRequest\x1a%.crossdock.admin.v1.GetPricesResponse\x12g\n" +
+	"\x0eGetViewsStatus\x12).crossdock.admin.v1.GetViewsStatusRequest\x1a*.crossdock.admin.v1.GetViewsStatusResponseBEZCgithub.com/crossdock/crossdock/proto/gen/crossdock/admin/v1;adminv1b\x06proto3"
 
 var (
 	file_crossdock_admin_v1_admin_proto_rawDescOnce sync.Once
@@ -2150,7 +2811,7 @@ func file_crossdock_admin_v1_admin_proto_rawDescGZIP() []byte {
 }
 
 var file_crossdock_admin_v1_admin_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_crossdock_admin_v1_admin_proto_msgTypes = make([]protoimpl.MessageInfo, 30)
+var file_crossdock_admin_v1_admin_proto_msgTypes = make([]protoimpl.MessageInfo, 38)
 var file_crossdock_admin_v1_admin_proto_goTypes = []any{
 	(TokenKind)(0),                   // 0: crossdock.admin.v1.TokenKind
 	(*CreateTokenRequest)(nil),       // 1: crossdock.admin.v1.CreateTokenRequest
@@ -2181,70 +2842,94 @@ var file_crossdock_admin_v1_admin_proto_goTypes = []any{
 	(*ListArchiveResponse)(nil),      // 26: crossdock.admin.v1.ListArchiveResponse
 	(*ReplayArchiveRequest)(nil),     // 27: crossdock.admin.v1.ReplayArchiveRequest
 	(*ReplayArchiveResponse)(nil),    // 28: crossdock.admin.v1.ReplayArchiveResponse
-	nil,                              // 29: crossdock.admin.v1.ListEventsRequest.KeysEntry
-	nil,                              // 30: crossdock.admin.v1.TailEventsRequest.KeysEntry
-	(*durationpb.Duration)(nil),      // 31: google.protobuf.Duration
-	(*timestamppb.Timestamp)(nil),    // 32: google.protobuf.Timestamp
-	(*v1.ConnectorStatus)(nil),       // 33: crossdock.agent.v1.ConnectorStatus
-	(*v11.CommittedEvent)(nil),       // 34: crossdock.event.v1.CommittedEvent
+	(*GetInventoryRequest)(nil),      // 29: crossdock.admin.v1.GetInventoryRequest
+	(*GetInventoryResponse)(nil),     // 30: crossdock.admin.v1.GetInventoryResponse
+	(*InventoryLevel)(nil),           // 31: crossdock.admin.v1.InventoryLevel
+	(*GetPricesRequest)(nil),         // 32: crossdock.admin.v1.GetPricesRequest
+	(*GetPricesResponse)(nil),        // 33: crossdock.admin.v1.GetPricesResponse
+	(*PriceEntry)(nil),               // 34: crossdock.admin.v1.PriceEntry
+	(*GetViewsStatusRequest)(nil),    // 35: crossdock.admin.v1.GetViewsStatusRequest
+	(*GetViewsStatusResponse)(nil),   // 36: crossdock.admin.v1.GetViewsStatusResponse
+	nil,                              // 37: crossdock.admin.v1.ListEventsRequest.KeysEntry
+	nil,                              // 38: crossdock.admin.v1.TailEventsRequest.KeysEntry
+	(*durationpb.Duration)(nil),      // 39: google.protobuf.Duration
+	(*timestamppb.Timestamp)(nil),    // 40: google.protobuf.Timestamp
+	(*v1.ConnectorStatus)(nil),       // 41: crossdock.agent.v1.ConnectorStatus
+	(*v11.CommittedEvent)(nil),       // 42: crossdock.event.v1.CommittedEvent
 }
 var file_crossdock_admin_v1_admin_proto_depIdxs = []int32{
 	0,  // 0: crossdock.admin.v1.CreateTokenRequest.kind:type_name -> crossdock.admin.v1.TokenKind
-	31, // 1: crossdock.admin.v1.CreateTokenRequest.ttl:type_name -> google.protobuf.Duration
-	32, // 2: crossdock.admin.v1.CreateTokenResponse.expires_at:type_name -> google.protobuf.Timestamp
+	39, // 1: crossdock.admin.v1.CreateTokenRequest.ttl:type_name -> google.protobuf.Duration
+	40, // 2: crossdock.admin.v1.CreateTokenResponse.expires_at:type_name -> google.protobuf.Timestamp
 	5,  // 3: crossdock.admin.v1.ListAgentsResponse.agents:type_name -> crossdock.admin.v1.Agent
-	32, // 4: crossdock.admin.v1.Agent.enrolled_at:type_name -> google.protobuf.Timestamp
-	32, // 5: crossdock.admin.v1.Agent.last_seen:type_name -> google.protobuf.Timestamp
-	32, // 6: crossdock.admin.v1.Agent.revoked_at:type_name -> google.protobuf.Timestamp
-	32, // 7: crossdock.admin.v1.Agent.cert_not_after:type_name -> google.protobuf.Timestamp
+	40, // 4: crossdock.admin.v1.Agent.enrolled_at:type_name -> google.protobuf.Timestamp
+	40, // 5: crossdock.admin.v1.Agent.last_seen:type_name -> google.protobuf.Timestamp
+	40, // 6: crossdock.admin.v1.Agent.revoked_at:type_name -> google.protobuf.Timestamp
+	40, // 7: crossdock.admin.v1.Agent.cert_not_after:type_name -> google.protobuf.Timestamp
 	6,  // 8: crossdock.admin.v1.Agent.recent_conflicts:type_name -> crossdock.admin.v1.IdConflict
-	32, // 9: crossdock.admin.v1.IdConflict.at:type_name -> google.protobuf.Timestamp
+	40, // 9: crossdock.admin.v1.IdConflict.at:type_name -> google.protobuf.Timestamp
 	5,  // 10: crossdock.admin.v1.RevokeAgentResponse.agent:type_name -> crossdock.admin.v1.Agent
 	5,  // 11: crossdock.admin.v1.DescribeAgentResponse.agent:type_name -> crossdock.admin.v1.Agent
-	33, // 12: crossdock.admin.v1.DescribeAgentResponse.connectors:type_name -> crossdock.agent.v1.ConnectorStatus
-	32, // 13: crossdock.admin.v1.DescribeAgentResponse.connectors_reported_at:type_name -> google.protobuf.Timestamp
-	29, // 14: crossdock.admin.v1.ListEventsRequest.keys:type_name -> crossdock.admin.v1.ListEventsRequest.KeysEntry
-	34, // 15: crossdock.admin.v1.ListEventsResponse.events:type_name -> crossdock.event.v1.CommittedEvent
-	30, // 16: crossdock.admin.v1.TailEventsRequest.keys:type_name -> crossdock.admin.v1.TailEventsRequest.KeysEntry
-	34, // 17: crossdock.admin.v1.TailEventsResponse.event:type_name -> crossdock.event.v1.CommittedEvent
+	41, // 12: crossdock.admin.v1.DescribeAgentResponse.connectors:type_name -> crossdock.agent.v1.ConnectorStatus
+	40, // 13: crossdock.admin.v1.DescribeAgentResponse.connectors_reported_at:type_name -> google.protobuf.Timestamp
+	37, // 14: crossdock.admin.v1.ListEventsRequest.keys:type_name -> crossdock.admin.v1.ListEventsRequest.KeysEntry
+	42, // 15: crossdock.admin.v1.ListEventsResponse.events:type_name -> crossdock.event.v1.CommittedEvent
+	38, // 16: crossdock.admin.v1.TailEventsRequest.keys:type_name -> crossdock.admin.v1.TailEventsRequest.KeysEntry
+	42, // 17: crossdock.admin.v1.TailEventsResponse.event:type_name -> crossdock.event.v1.CommittedEvent
 	21, // 18: crossdock.admin.v1.GetClusterStatusResponse.peers:type_name -> crossdock.admin.v1.Peer
-	32, // 19: crossdock.admin.v1.Peer.last_contact:type_name -> google.protobuf.Timestamp
-	32, // 20: crossdock.admin.v1.ListArchiveRequest.from:type_name -> google.protobuf.Timestamp
-	32, // 21: crossdock.admin.v1.ListArchiveRequest.to:type_name -> google.protobuf.Timestamp
-	32, // 22: crossdock.admin.v1.ArchiveFile.first_time:type_name -> google.protobuf.Timestamp
-	32, // 23: crossdock.admin.v1.ArchiveFile.last_time:type_name -> google.protobuf.Timestamp
+	40, // 19: crossdock.admin.v1.Peer.last_contact:type_name -> google.protobuf.Timestamp
+	40, // 20: crossdock.admin.v1.ListArchiveRequest.from:type_name -> google.protobuf.Timestamp
+	40, // 21: crossdock.admin.v1.ListArchiveRequest.to:type_name -> google.protobuf.Timestamp
+	40, // 22: crossdock.admin.v1.ArchiveFile.first_time:type_name -> google.protobuf.Timestamp
+	40, // 23: crossdock.admin.v1.ArchiveFile.last_time:type_name -> google.protobuf.Timestamp
 	25, // 24: crossdock.admin.v1.ListArchiveResponse.files:type_name -> crossdock.admin.v1.ArchiveFile
-	32, // 25: crossdock.admin.v1.ReplayArchiveRequest.from:type_name -> google.protobuf.Timestamp
-	32, // 26: crossdock.admin.v1.ReplayArchiveRequest.to:type_name -> google.protobuf.Timestamp
-	1,  // 27: crossdock.admin.v1.AdminService.CreateToken:input_type -> crossdock.admin.v1.CreateTokenRequest
-	3,  // 28: crossdock.admin.v1.AdminService.ListAgents:input_type -> crossdock.admin.v1.ListAgentsRequest
-	9,  // 29: crossdock.admin.v1.AdminService.DescribeAgent:input_type -> crossdock.admin.v1.DescribeAgentRequest
-	11, // 30: crossdock.admin.v1.AdminService.ListEvents:input_type -> crossdock.admin.v1.ListEventsRequest
-	13, // 31: crossdock.admin.v1.AdminService.TailEvents:input_type -> crossdock.admin.v1.TailEventsRequest
-	15, // 32: crossdock.admin.v1.AdminService.SaveSnapshot:input_type -> crossdock.admin.v1.SaveSnapshotRequest
-	17, // 33: crossdock.admin.v1.AdminService.RestoreSnapshot:input_type -> crossdock.admin.v1.RestoreSnapshotRequest
-	19, // 34: crossdock.admin.v1.AdminService.GetClusterStatus:input_type -> crossdock.admin.v1.GetClusterStatusRequest
-	22, // 35: crossdock.admin.v1.AdminService.RemovePeer:input_type -> crossdock.admin.v1.RemovePeerRequest
-	7,  // 36: crossdock.admin.v1.AdminService.RevokeAgent:input_type -> crossdock.admin.v1.RevokeAgentRequest
-	24, // 37: crossdock.admin.v1.AdminService.ListArchive:input_type -> crossdock.admin.v1.ListArchiveRequest
-	27, // 38: crossdock.admin.v1.AdminService.ReplayArchive:input_type -> crossdock.admin.v1.ReplayArchiveRequest
-	2,  // 39: crossdock.admin.v1.AdminService.CreateToken:output_type -> crossdock.admin.v1.CreateTokenResponse
-	4,  // 40: crossdock.admin.v1.AdminService.ListAgents:output_type -> crossdock.admin.v1.ListAgentsResponse
-	10, // 41: crossdock.admin.v1.AdminService.DescribeAgent:output_type -> crossdock.admin.v1.DescribeAgentResponse
-	12, // 42: crossdock.admin.v1.AdminService.ListEvents:output_type -> crossdock.admin.v1.ListEventsResponse
-	14, // 43: crossdock.admin.v1.AdminService.TailEvents:output_type -> crossdock.admin.v1.TailEventsResponse
-	16, // 44: crossdock.admin.v1.AdminService.SaveSnapshot:output_type -> crossdock.admin.v1.SaveSnapshotResponse
-	18, // 45: crossdock.admin.v1.AdminService.RestoreSnapshot:output_type -> crossdock.admin.v1.RestoreSnapshotResponse
-	20, // 46: crossdock.admin.v1.AdminService.GetClusterStatus:output_type -> crossdock.admin.v1.GetClusterStatusResponse
-	23, // 47: crossdock.admin.v1.AdminService.RemovePeer:output_type -> crossdock.admin.v1.RemovePeerResponse
-	8,  // 48: crossdock.admin.v1.AdminService.RevokeAgent:output_type -> crossdock.admin.v1.RevokeAgentResponse
-	26, // 49: crossdock.admin.v1.AdminService.ListArchive:output_type -> crossdock.admin.v1.ListArchiveResponse
-	28, // 50: crossdock.admin.v1.AdminService.ReplayArchive:output_type -> crossdock.admin.v1.ReplayArchiveResponse
-	39, // [39:51] is the sub-list for method output_type
-	27, // [27:39] is the sub-list for method input_type
-	27, // [27:27] is the sub-list for extension type_name
-	27, // [27:27] is the sub-list for extension extendee
-	0,  // [0:27] is the sub-list for field type_name
+	40, // 25: crossdock.admin.v1.ReplayArchiveRequest.from:type_name -> google.protobuf.Timestamp
+	40, // 26: crossdock.admin.v1.ReplayArchiveRequest.to:type_name -> google.protobuf.Timestamp
+	31, // 27: crossdock.admin.v1.GetInventoryResponse.levels:type_name -> crossdock.admin.v1.InventoryLevel
+	40, // 28: crossdock.admin.v1.InventoryLevel.committed_at:type_name -> google.protobuf.Timestamp
+	34, // 29: crossdock.admin.v1.GetPricesResponse.prices:type_name -> crossdock.admin.v1.PriceEntry
+	40, // 30: crossdock.admin.v1.PriceEntry.valid_from:type_name -> google.protobuf.Timestamp
+	40, // 31: crossdock.admin.v1.PriceEntry.valid_to:type_name -> google.protobuf.Timestamp
+	40, // 32: crossdock.admin.v1.PriceEntry.committed_at:type_name -> google.protobuf.Timestamp
+	39, // 33: crossdock.admin.v1.GetViewsStatusResponse.lag_p50:type_name -> google.protobuf.Duration
+	39, // 34: crossdock.admin.v1.GetViewsStatusResponse.lag_p99:type_name -> google.protobuf.Duration
+	39, // 35: crossdock.admin.v1.GetViewsStatusResponse.lag_max:type_name -> google.protobuf.Duration
+	39, // 36: crossdock.admin.v1.GetViewsStatusResponse.rebuild:type_name -> google.protobuf.Duration
+	1,  // 37: crossdock.admin.v1.AdminService.CreateToken:input_type -> crossdock.admin.v1.CreateTokenRequest
+	3,  // 38: crossdock.admin.v1.AdminService.ListAgents:input_type -> crossdock.admin.v1.ListAgentsRequest
+	9,  // 39: crossdock.admin.v1.AdminService.DescribeAgent:input_type -> crossdock.admin.v1.DescribeAgentRequest
+	11, // 40: crossdock.admin.v1.AdminService.ListEvents:input_type -> crossdock.admin.v1.ListEventsRequest
+	13, // 41: crossdock.admin.v1.AdminService.TailEvents:input_type -> crossdock.admin.v1.TailEventsRequest
+	15, // 42: crossdock.admin.v1.AdminService.SaveSnapshot:input_type -> crossdock.admin.v1.SaveSnapshotRequest
+	17, // 43: crossdock.admin.v1.AdminService.RestoreSnapshot:input_type -> crossdock.admin.v1.RestoreSnapshotRequest
+	19, // 44: crossdock.admin.v1.AdminService.GetClusterStatus:input_type -> crossdock.admin.v1.GetClusterStatusRequest
+	22, // 45: crossdock.admin.v1.AdminService.RemovePeer:input_type -> crossdock.admin.v1.RemovePeerRequest
+	7,  // 46: crossdock.admin.v1.AdminService.RevokeAgent:input_type -> crossdock.admin.v1.RevokeAgentRequest
+	24, // 47: crossdock.admin.v1.AdminService.ListArchive:input_type -> crossdock.admin.v1.ListArchiveRequest
+	27, // 48: crossdock.admin.v1.AdminService.ReplayArchive:input_type -> crossdock.admin.v1.ReplayArchiveRequest
+	29, // 49: crossdock.admin.v1.AdminService.GetInventory:input_type -> crossdock.admin.v1.GetInventoryRequest
+	32, // 50: crossdock.admin.v1.AdminService.GetPrices:input_type -> crossdock.admin.v1.GetPricesRequest
+	35, // 51: crossdock.admin.v1.AdminService.GetViewsStatus:input_type -> crossdock.admin.v1.GetViewsStatusRequest
+	2,  // 52: crossdock.admin.v1.AdminService.CreateToken:output_type -> crossdock.admin.v1.CreateTokenResponse
+	4,  // 53: crossdock.admin.v1.AdminService.ListAgents:output_type -> crossdock.admin.v1.ListAgentsResponse
+	10, // 54: crossdock.admin.v1.AdminService.DescribeAgent:output_type -> crossdock.admin.v1.DescribeAgentResponse
+	12, // 55: crossdock.admin.v1.AdminService.ListEvents:output_type -> crossdock.admin.v1.ListEventsResponse
+	14, // 56: crossdock.admin.v1.AdminService.TailEvents:output_type -> crossdock.admin.v1.TailEventsResponse
+	16, // 57: crossdock.admin.v1.AdminService.SaveSnapshot:output_type -> crossdock.admin.v1.SaveSnapshotResponse
+	18, // 58: crossdock.admin.v1.AdminService.RestoreSnapshot:output_type -> crossdock.admin.v1.RestoreSnapshotResponse
+	20, // 59: crossdock.admin.v1.AdminService.GetClusterStatus:output_type -> crossdock.admin.v1.GetClusterStatusResponse
+	23, // 60: crossdock.admin.v1.AdminService.RemovePeer:output_type -> crossdock.admin.v1.RemovePeerResponse
+	8,  // 61: crossdock.admin.v1.AdminService.RevokeAgent:output_type -> crossdock.admin.v1.RevokeAgentResponse
+	26, // 62: crossdock.admin.v1.AdminService.ListArchive:output_type -> crossdock.admin.v1.ListArchiveResponse
+	28, // 63: crossdock.admin.v1.AdminService.ReplayArchive:output_type -> crossdock.admin.v1.ReplayArchiveResponse
+	30, // 64: crossdock.admin.v1.AdminService.GetInventory:output_type -> crossdock.admin.v1.GetInventoryResponse
+	33, // 65: crossdock.admin.v1.AdminService.GetPrices:output_type -> crossdock.admin.v1.GetPricesResponse
+	36, // 66: crossdock.admin.v1.AdminService.GetViewsStatus:output_type -> crossdock.admin.v1.GetViewsStatusResponse
+	52, // [52:67] is the sub-list for method output_type
+	37, // [37:52] is the sub-list for method input_type
+	37, // [37:37] is the sub-list for extension type_name
+	37, // [37:37] is the sub-list for extension extendee
+	0,  // [0:37] is the sub-list for field type_name
 }
 
 func init() { file_crossdock_admin_v1_admin_proto_init() }
@@ -2258,7 +2943,7 @@ func file_crossdock_admin_v1_admin_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_crossdock_admin_v1_admin_proto_rawDesc), len(file_crossdock_admin_v1_admin_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   30,
+			NumMessages:   38,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

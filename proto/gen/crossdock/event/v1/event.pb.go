@@ -537,11 +537,15 @@ func (x *InventoryLevel) GetUnitOfMeasure() string {
 
 // Price is one SKU's price in a price list.
 type Price struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Sku           string                 `protobuf:"bytes,1,opt,name=sku,proto3" json:"sku,omitempty"`
-	PriceList     string                 `protobuf:"bytes,2,opt,name=price_list,json=priceList,proto3" json:"price_list,omitempty"`
-	Currency      string                 `protobuf:"bytes,3,opt,name=currency,proto3" json:"currency,omitempty"`
-	Amount        string                 `protobuf:"bytes,4,opt,name=amount,proto3" json:"amount,omitempty"`
+	state     protoimpl.MessageState `protogen:"open.v1"`
+	Sku       string                 `protobuf:"bytes,1,opt,name=sku,proto3" json:"sku,omitempty"`
+	PriceList string                 `protobuf:"bytes,2,opt,name=price_list,json=priceList,proto3" json:"price_list,omitempty"`
+	Currency  string                 `protobuf:"bytes,3,opt,name=currency,proto3" json:"currency,omitempty"`
+	Amount    string                 `protobuf:"bytes,4,opt,name=amount,proto3" json:"amount,omitempty"`
+	// The price applies from valid_from (inclusive) until valid_to (exclusive); an
+	// unset bound is open. Views serve, per (sku, price list), the price valid now.
+	ValidFrom     *timestamppb.Timestamp `protobuf:"bytes,5,opt,name=valid_from,json=validFrom,proto3" json:"valid_from,omitempty"`
+	ValidTo       *timestamppb.Timestamp `protobuf:"bytes,6,opt,name=valid_to,json=validTo,proto3" json:"valid_to,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -602,6 +606,20 @@ func (x *Price) GetAmount() string {
 		return x.Amount
 	}
 	return ""
+}
+
+func (x *Price) GetValidFrom() *timestamppb.Timestamp {
+	if x != nil {
+		return x.ValidFrom
+	}
+	return nil
+}
+
+func (x *Price) GetValidTo() *timestamppb.Timestamp {
+	if x != nil {
+		return x.ValidTo
+	}
+	return nil
 }
 
 // OrderLine is one line of a sales order.
@@ -1246,13 +1264,16 @@ const file_crossdock_event_v1_event_proto_rawDesc = "" +
 	"\aon_hand\x18\x03 \x01(\tR\x06onHand\x12\x1c\n" +
 	"\tallocated\x18\x04 \x01(\tR\tallocated\x12\x1c\n" +
 	"\tavailable\x18\x05 \x01(\tR\tavailable\x12&\n" +
-	"\x0funit_of_measure\x18\x06 \x01(\tR\runitOfMeasure\"l\n" +
+	"\x0funit_of_measure\x18\x06 \x01(\tR\runitOfMeasure\"\xde\x01\n" +
 	"\x05Price\x12\x10\n" +
 	"\x03sku\x18\x01 \x01(\tR\x03sku\x12\x1d\n" +
 	"\n" +
 	"price_list\x18\x02 \x01(\tR\tpriceList\x12\x1a\n" +
 	"\bcurrency\x18\x03 \x01(\tR\bcurrency\x12\x16\n" +
-	"\x06amount\x18\x04 \x01(\tR\x06amount\"y\n" +
+	"\x06amount\x18\x04 \x01(\tR\x06amount\x129\n" +
+	"\n" +
+	"valid_from\x18\x05 \x01(\v2\x1a.google.protobuf.TimestampR\tvalidFrom\x125\n" +
+	"\bvalid_to\x18\x06 \x01(\v2\x1a.google.protobuf.TimestampR\avalidTo\"y\n" +
 	"\tOrderLine\x12\x1f\n" +
 	"\vline_number\x18\x01 \x01(\tR\n" +
 	"lineNumber\x12\x10\n" +
@@ -1346,17 +1367,19 @@ var file_crossdock_event_v1_event_proto_depIdxs = []int32{
 	10, // 9: crossdock.event.v1.Event.shipment:type_name -> crossdock.event.v1.Shipment
 	11, // 10: crossdock.event.v1.Event.invoice:type_name -> crossdock.event.v1.Invoice
 	12, // 11: crossdock.event.v1.Event.sales_return:type_name -> crossdock.event.v1.SalesReturn
-	6,  // 12: crossdock.event.v1.Order.lines:type_name -> crossdock.event.v1.OrderLine
-	15, // 13: crossdock.event.v1.Shipment.shipped_at:type_name -> google.protobuf.Timestamp
-	9,  // 14: crossdock.event.v1.Shipment.lines:type_name -> crossdock.event.v1.ShipmentLine
-	9,  // 15: crossdock.event.v1.SalesReturn.lines:type_name -> crossdock.event.v1.ShipmentLine
-	0,  // 16: crossdock.event.v1.CommittedEvent.event:type_name -> crossdock.event.v1.Event
-	15, // 17: crossdock.event.v1.CommittedEvent.committed_at:type_name -> google.protobuf.Timestamp
-	18, // [18:18] is the sub-list for method output_type
-	18, // [18:18] is the sub-list for method input_type
-	18, // [18:18] is the sub-list for extension type_name
-	18, // [18:18] is the sub-list for extension extendee
-	0,  // [0:18] is the sub-list for field type_name
+	15, // 12: crossdock.event.v1.Price.valid_from:type_name -> google.protobuf.Timestamp
+	15, // 13: crossdock.event.v1.Price.valid_to:type_name -> google.protobuf.Timestamp
+	6,  // 14: crossdock.event.v1.Order.lines:type_name -> crossdock.event.v1.OrderLine
+	15, // 15: crossdock.event.v1.Shipment.shipped_at:type_name -> google.protobuf.Timestamp
+	9,  // 16: crossdock.event.v1.Shipment.lines:type_name -> crossdock.event.v1.ShipmentLine
+	9,  // 17: crossdock.event.v1.SalesReturn.lines:type_name -> crossdock.event.v1.ShipmentLine
+	0,  // 18: crossdock.event.v1.CommittedEvent.event:type_name -> crossdock.event.v1.Event
+	15, // 19: crossdock.event.v1.CommittedEvent.committed_at:type_name -> google.protobuf.Timestamp
+	20, // [20:20] is the sub-list for method output_type
+	20, // [20:20] is the sub-list for method input_type
+	20, // [20:20] is the sub-list for extension type_name
+	20, // [20:20] is the sub-list for extension extendee
+	0,  // [0:20] is the sub-list for field type_name
 }
 
 func init() { file_crossdock_event_v1_event_proto_init() }

@@ -67,6 +67,14 @@ const (
 	// AdminServiceReplayArchiveProcedure is the fully-qualified name of the AdminService's
 	// ReplayArchive RPC.
 	AdminServiceReplayArchiveProcedure = "/crossdock.admin.v1.AdminService/ReplayArchive"
+	// AdminServiceGetInventoryProcedure is the fully-qualified name of the AdminService's GetInventory
+	// RPC.
+	AdminServiceGetInventoryProcedure = "/crossdock.admin.v1.AdminService/GetInventory"
+	// AdminServiceGetPricesProcedure is the fully-qualified name of the AdminService's GetPrices RPC.
+	AdminServiceGetPricesProcedure = "/crossdock.admin.v1.AdminService/GetPrices"
+	// AdminServiceGetViewsStatusProcedure is the fully-qualified name of the AdminService's
+	// GetViewsStatus RPC.
+	AdminServiceGetViewsStatusProcedure = "/crossdock.admin.v1.AdminService/GetViewsStatus"
 )
 
 // AdminServiceClient is a client for the crossdock.admin.v1.AdminService service.
@@ -102,6 +110,14 @@ type AdminServiceClient interface {
 	// progress. Messages carry their original idempotency keys (the event id). A damaged
 	// file stops it before anything of that file is sent.
 	ReplayArchive(context.Context, *connect.Request[v1.ReplayArchiveRequest]) (*connect.ServerStreamForClient[v1.ReplayArchiveResponse], error)
+	// GetInventory reads this node's inventory view: the newest level per (sku,
+	// location), answered by any node (leader or follower) from its own views.
+	GetInventory(context.Context, *connect.Request[v1.GetInventoryRequest]) (*connect.Response[v1.GetInventoryResponse], error)
+	// GetPrices reads this node's price view: per (sku, price list), the price valid now.
+	GetPrices(context.Context, *connect.Request[v1.GetPricesRequest]) (*connect.Response[v1.GetPricesResponse], error)
+	// GetViewsStatus says how far this node's views are and how far they lag behind
+	// the ledger (the benchmark reads it).
+	GetViewsStatus(context.Context, *connect.Request[v1.GetViewsStatusRequest]) (*connect.Response[v1.GetViewsStatusResponse], error)
 }
 
 // NewAdminServiceClient constructs a client for the crossdock.admin.v1.AdminService service. By
@@ -187,6 +203,24 @@ func NewAdminServiceClient(httpClient connect.HTTPClient, baseURL string, opts .
 			connect.WithSchema(adminServiceMethods.ByName("ReplayArchive")),
 			connect.WithClientOptions(opts...),
 		),
+		getInventory: connect.NewClient[v1.GetInventoryRequest, v1.GetInventoryResponse](
+			httpClient,
+			baseURL+AdminServiceGetInventoryProcedure,
+			connect.WithSchema(adminServiceMethods.ByName("GetInventory")),
+			connect.WithClientOptions(opts...),
+		),
+		getPrices: connect.NewClient[v1.GetPricesRequest, v1.GetPricesResponse](
+			httpClient,
+			baseURL+AdminServiceGetPricesProcedure,
+			connect.WithSchema(adminServiceMethods.ByName("GetPrices")),
+			connect.WithClientOptions(opts...),
+		),
+		getViewsStatus: connect.NewClient[v1.GetViewsStatusRequest, v1.GetViewsStatusResponse](
+			httpClient,
+			baseURL+AdminServiceGetViewsStatusProcedure,
+			connect.WithSchema(adminServiceMethods.ByName("GetViewsStatus")),
+			connect.WithClientOptions(opts...),
+		),
 	}
 }
 
@@ -204,6 +238,9 @@ type adminServiceClient struct {
 	revokeAgent      *connect.Client[v1.RevokeAgentRequest, v1.RevokeAgentResponse]
 	listArchive      *connect.Client[v1.ListArchiveRequest, v1.ListArchiveResponse]
 	replayArchive    *connect.Client[v1.ReplayArchiveRequest, v1.ReplayArchiveResponse]
+	getInventory     *connect.Client[v1.GetInventoryRequest, v1.GetInventoryResponse]
+	getPrices        *connect.Client[v1.GetPricesRequest, v1.GetPricesResponse]
+	getViewsStatus   *connect.Client[v1.GetViewsStatusRequest, v1.GetViewsStatusResponse]
 }
 
 // CreateToken calls crossdock.admin.v1.AdminService.CreateToken.
@@ -266,6 +303,21 @@ func (c *adminServiceClient) ReplayArchive(ctx context.Context, req *connect.Req
 	return c.replayArchive.CallServerStream(ctx, req)
 }
 
+// GetInventory calls crossdock.admin.v1.AdminService.GetInventory.
+func (c *adminServiceClient) GetInventory(ctx context.Context, req *connect.Request[v1.GetInventoryRequest]) (*connect.Response[v1.GetInventoryResponse], error) {
+	return c.getInventory.CallUnary(ctx, req)
+}
+
+// GetPrices calls crossdock.admin.v1.AdminService.GetPrices.
+func (c *adminServiceClient) GetPrices(ctx context.Context, req *connect.Request[v1.GetPricesRequest]) (*connect.Response[v1.GetPricesResponse], error) {
+	return c.getPrices.CallUnary(ctx, req)
+}
+
+// GetViewsStatus calls crossdock.admin.v1.AdminService.GetViewsStatus.
+func (c *adminServiceClient) GetViewsStatus(ctx context.Context, req *connect.Request[v1.GetViewsStatusRequest]) (*connect.Response[v1.GetViewsStatusResponse], error) {
+	return c.getViewsStatus.CallUnary(ctx, req)
+}
+
 // AdminServiceHandler is an implementation of the crossdock.admin.v1.AdminService service.
 type AdminServiceHandler interface {
 	// CreateToken makes a short-lived, single-use enrollment token.
@@ -299,6 +351,14 @@ type AdminServiceHandler interface {
 	// progress. Messages carry their original idempotency keys (the event id). A damaged
 	// file stops it before anything of that file is sent.
 	ReplayArchive(context.Context, *connect.Request[v1.ReplayArchiveRequest], *connect.ServerStream[v1.ReplayArchiveResponse]) error
+	// GetInventory reads this node's inventory view: the newest level per (sku,
+	// location), answered by any node (leader or follower) from its own views.
+	GetInventory(context.Context, *connect.Request[v1.GetInventoryRequest]) (*connect.Response[v1.GetInventoryResponse], error)
+	// GetPrices reads this node's price view: per (sku, price list), the price valid now.
+	GetPrices(context.Context, *connect.Request[v1.GetPricesRequest]) (*connect.Response[v1.GetPricesResponse], error)
+	// GetViewsStatus says how far this node's views are and how far they lag behind
+	// the ledger (the benchmark reads it).
+	GetViewsStatus(context.Context, *connect.Request[v1.GetViewsStatusRequest]) (*connect.Response[v1.GetViewsStatusResponse], error)
 }
 
 // NewAdminServiceHandler builds an HTTP handler from the service implementation. It returns the
@@ -380,6 +440,24 @@ func NewAdminServiceHandler(svc AdminServiceHandler, opts ...connect.HandlerOpti
 		connect.WithSchema(adminServiceMethods.ByName("ReplayArchive")),
 		connect.WithHandlerOptions(opts...),
 	)
+	adminServiceGetInventoryHandler := connect.NewUnaryHandler(
+		AdminServiceGetInventoryProcedure,
+		svc.GetInventory,
+		connect.WithSchema(adminServiceMethods.ByName("GetInventory")),
+		connect.WithHandlerOptions(opts...),
+	)
+	adminServiceGetPricesHandler := connect.NewUnaryHandler(
+		AdminServiceGetPricesProcedure,
+		svc.GetPrices,
+		connect.WithSchema(adminServiceMethods.ByName("GetPrices")),
+		connect.WithHandlerOptions(opts...),
+	)
+	adminServiceGetViewsStatusHandler := connect.NewUnaryHandler(
+		AdminServiceGetViewsStatusProcedure,
+		svc.GetViewsStatus,
+		connect.WithSchema(adminServiceMethods.ByName("GetViewsStatus")),
+		connect.WithHandlerOptions(opts...),
+	)
 	return "/crossdock.admin.v1.AdminService/", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		switch r.URL.Path {
 		case AdminServiceCreateTokenProcedure:
@@ -406,6 +484,12 @@ func NewAdminServiceHandler(svc AdminServiceHandler, opts ...connect.HandlerOpti
 			adminServiceListArchiveHandler.ServeHTTP(w, r)
 		case AdminServiceReplayArchiveProcedure:
 			adminServiceReplayArchiveHandler.ServeHTTP(w, r)
+		case AdminServiceGetInventoryProcedure:
+			adminServiceGetInventoryHandler.ServeHTTP(w, r)
+		case AdminServiceGetPricesProcedure:
+			adminServiceGetPricesHandler.ServeHTTP(w, r)
+		case AdminServiceGetViewsStatusProcedure:
+			adminServiceGetViewsStatusHandler.ServeHTTP(w, r)
 		default:
 			http.NotFound(w, r)
 		}
@@ -461,4 +545,16 @@ func (UnimplementedAdminServiceHandler) ListArchive(context.Context, *connect.Re
 
 func (UnimplementedAdminServiceHandler) ReplayArchive(context.Context, *connect.Request[v1.ReplayArchiveRequest], *connect.ServerStream[v1.ReplayArchiveResponse]) error {
 	return connect.NewError(connect.CodeUnimplemented, errors.New("crossdock.admin.v1.AdminService.ReplayArchive is not implemented"))
+}
+
+func (UnimplementedAdminServiceHandler) GetInventory(context.Context, *connect.Request[v1.GetInventoryRequest]) (*connect.Response[v1.GetInventoryResponse], error) {
+	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("crossdock.admin.v1.AdminService.GetInventory is not implemented"))
+}
+
+func (UnimplementedAdminServiceHandler) GetPrices(context.Context, *connect.Request[v1.GetPricesRequest]) (*connect.Response[v1.GetPricesResponse], error) {
+	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("crossdock.admin.v1.AdminService.GetPrices is not implemented"))
+}
+
+func (UnimplementedAdminServiceHandler) GetViewsStatus(context.Context, *connect.Request[v1.GetViewsStatusRequest]) (*connect.Response[v1.GetViewsStatusResponse], error) {
+	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("crossdock.admin.v1.AdminService.GetViewsStatus is not implemented"))
 }

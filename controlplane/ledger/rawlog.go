@@ -1,0 +1,261 @@
+package ledger
+
+import (
+	"fmt"
+	"time"
+
+	"github.com/dgraph-io/badger/v4"
+	"google.golang.org/protobuf/encoding/protowire"
+
+	"github.com/crossdock/crossdock/internal/wire"
+)
+
+// LogChunk fields other than events (storev1.LogChunk): read from the wire by ScanRaw.
+const (
+	logChunkFirstSeq    protowire.Number = 1
+	logChunkCommittedAt protowire.Number = 2
+	agentEventEvent     protowire.Number = 2 // storev1.AgentEvent.event
+)
+
+// RawEvent is one committed event as ScanRaw hands it out: the Event message's wire
+// bytes exactly as the log stores them, valid only during the callback.
+type RawEvent struct {
+	Seq         uint64
+	CommittedAt time.Time
+	Event       []byte
+}
+
+// ScanRaw calls fn for every committed event with seq >= from, in ascending seq order,
+// in one read transaction, without decoding the events; with maxEvents > 0 it stops at
+// the end of the chunk in which it reached maxEvents (so the next call starts at a
+// chunk and reads no chunk twice): a reader that wants a few event types (the views) checks the
+// type in the bytes and decodes only those. next is the seq after the last event read
+// (from when there was none). fn must copy what it keeps: the bytes belong to Badger.
+func (l *Ledger) ScanRaw(from uint64, maxEvents int, fn func(ev RawEvent) error) (next uint64, err error) {
+	from = max(from, 1)
+	next = from
+	track := func(ev RawEvent) error {
+		if err := fn(ev); err != nil {
+			return err
+		}
+		next = ev.Seq + 1
+		return nil
+	}
+	err = l.view(func(txn *badger.Txn) error {
+		start, err := rawChunkStart(txn, from)
+		if err != nil {
+			return err
+		}
+		opts := badger.DefaultIteratorOptions
+		opts.Prefix = prefixLog
+		opts.PrefetchSize = 4
+		it := txn.NewIterator(opts)
+		defer it.Close()
+		read := 0
+		for it.Seek(logKey(start)); it.ValidForPrefix(prefixLog); it.Next() {
+			item := it.Item()
+			first := seqSuffix(item.Key())
+			err := item.Value(func(v []byte) error {
+				n, _, err := walkChunk(first, v, from, 0, false, track)
+				read += n
+				return err
+			})
+			if err != nil {
+				return err
+			}
+			if maxEvents > 0 && read >= maxEvents {
+				return nil
+			}
+		}
+		return nil
+	})
+	return next, err
+}
+
+// rawChunkStart is chunkStart without decoding the chunk: the first seq of the chunk
+// that holds seq, or seq when none does. A seq that starts a chunk (where ScanRaw's
+// callers resume) costs one key read.
+func rawChunkStart(txn *badger.Txn, seq uint64) (uint64, error) {
+	it := txn.NewIterator(badger.IteratorOptions{Reverse: true, Prefix: prefixLog})
+	defer it.Close()
+	it.Seek(logKey(seq))
+	if !it.ValidForPrefix(prefixLog) {
+		return seq, nil
+	}
+	first := seqSuffix(it.Item().Key())
+	if first == seq {
+		return seq, nil
+	}
+	var n uint64
+	err := it.Item().Value(func(v []byte) error {
+		for p := v; len(p) > 0; {
+			num, typ, m := protowire.ConsumeTag(p)
+			if m < 0 {
+				return protowire.ParseError(m)
+			}
+			l := protowire.ConsumeFieldValue(num, typ, p[m:])
+			if l < 0 {
+				return protowire.ParseError(l)
+			}
+			if num == wire.LogChunkEvents && typ == protowire.BytesType {
+				n++
+			}
+			p = p[m+l:]
+		}
+		return nil
+	})
+	if err != nil {
+		return 0, fmt.Errorf("ledger: log chunk %d: %w", first, err)
+	}
+	if seq >= first+n {
+		return seq, nil
+	}
+	return first, nil
+}
+
+// walkChunk hands the events of one chunk (stored under key first) with seq >= from to
+// fn, at most limit of them when bounded. It reports how many it handed out and
+// whether it stopped because of the limit.
+func walkChunk(first uint64, v []byte, from uint64, limit int, bounded bool, fn func(RawEvent) error) (n int, stop bool, err error) {
+	var (
+		at       rawTime
+		seqField uint64
+		events   [chunkMaxEvents][]byte
+		count    int
+	)
+	for p := v; len(p) > 0; {
+		num, typ, m := protowire.ConsumeTag(p)
+		if m < 0 {
+			return 0, false, fmt.Errorf("ledger: log chunk %d: %w", first, protowire.ParseError(m))
+		}
+		p = p[m:]
+		switch {
+		case num == logChunkFirstSeq && typ == protowire.VarintType:
+			x, m := protowire.ConsumeVarint(p)
+			if m < 0 {
+				return 0, false, fmt.Errorf("ledger: log chunk %d: first seq: %w", first, protowire.ParseError(m))
+			}
+			seqField, p = x, p[m:]
+		case num == logChunkCommittedAt && typ == protowire.BytesType:
+			b, m := protowire.ConsumeBytes(p)
+			if m < 0 {
+				return 0, false, fmt.Errorf("ledger: log chunk %d: commit time: %w", first, protowire.ParseError(m))
+			}
+			if err := at.merge(b); err != nil {
+				return 0, false, fmt.Errorf("ledger: log chunk %d: commit time: %w", first, err)
+			}
+			p = p[m:]
+		case num == wire.LogChunkEvents && typ == protowire.BytesType:
+			b, m := protowire.ConsumeBytes(p)
+			if m < 0 {
+				return 0, false, fmt.Errorf("ledger: log chunk %d: event %d: %w", first, count, protowire.ParseError(m))
+			}
+			if count == len(events) {
+				return 0, false, fmt.Errorf("ledger: log chunk %d holds more than %d events", first, chunkMaxEvents)
+			}
+			events[count] = b
+			count++
+			p = p[m:]
+		default:
+			m := protowire.ConsumeFieldValue(num, typ, p)
+			if m < 0 {
+				return 0, false, fmt.Errorf("ledger: log chunk %d: %w", first, protowire.ParseError(m))
+			}
+			p = p[m:]
+		}
+	}
+	if seqField != first {
+		return 0, false, fmt.Errorf("ledger: log chunk under seq %d says it starts at %d", first, seqField)
+	}
+	for i := range count {
+		seq := first + uint64(i)
+		if seq < from {
+			continue
+		}
+		if bounded && n >= limit {
+			return n, true, nil
+		}
+		ev, err := agentEventBytes(events[i])
+		if err != nil {
+			return n, false, fmt.Errorf("ledger: log chunk %d: event %d: %w", first, seq, err)
+		}
+		if err := fn(RawEvent{Seq: seq, CommittedAt: at.time(), Event: ev}); err != nil {
+			return n, false, err
+		}
+		n++
+	}
+	return n, false, nil
+}
+
+// agentEventBytes returns the Event field of an AgentEvent's wire form (nil when
+// absent). Occurrences of a message field merge, which for the wire form is their
+// concatenation; only a hand-made entry has more than one.
+func agentEventBytes(b []byte) ([]byte, error) {
+	var (
+		ev     []byte
+		copied bool
+	)
+	for len(b) > 0 {
+		num, typ, m := protowire.ConsumeTag(b)
+		if m < 0 {
+			return nil, protowire.ParseError(m)
+		}
+		b = b[m:]
+		if num == agentEventEvent && typ == protowire.BytesType {
+			v, m := protowire.ConsumeBytes(b)
+			if m < 0 {
+				return nil, protowire.ParseError(m)
+			}
+			switch {
+			case ev == nil:
+				ev = v
+			case !copied:
+				ev, copied = append(append([]byte(nil), ev...), v...), true
+			default:
+				ev = append(ev, v...)
+			}
+			b = b[m:]
+			continue
+		}
+		m = protowire.ConsumeFieldValue(num, typ, b)
+		if m < 0 {
+			return nil, protowire.ParseError(m)
+		}
+		b = b[m:]
+	}
+	return ev, nil
+}
+
+// rawTime is a google.protobuf.Timestamp merged from its occurrences on the wire.
+type rawTime struct{ sec, nsec int64 }
+
+func (t *rawTime) merge(b []byte) error {
+	for len(b) > 0 {
+		num, typ, m := protowire.ConsumeTag(b)
+		if m < 0 {
+			return protowire.ParseError(m)
+		}
+		b = b[m:]
+		if typ == protowire.VarintType && (num == 1 || num == 2) {
+			x, m := protowire.ConsumeVarint(b)
+			if m < 0 {
+				return protowire.ParseError(m)
+			}
+			if num == 1 {
+				t.sec = int64(x)
+			} else {
+				t.nsec = int64(int32(x))
+			}
+			b = b[m:]
+			continue
+		}
+		m = protowire.ConsumeFieldValue(num, typ, b)
+		if m < 0 {
+			return protowire.ParseError(m)
+		}
+		b = b[m:]
+	}
+	return nil
+}
+
+func (t rawTime) time() time.Time { return time.Unix(t.sec, t.nsec).UTC() }

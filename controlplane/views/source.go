@@ -1,0 +1,50 @@
+package views
+
+import (
+	"github.com/crossdock/crossdock/controlplane/ledger"
+	eventv1 "github.com/crossdock/crossdock/proto/gen/crossdock/event/v1"
+)
+
+// Source is what the views read: a node's committed log. The views never write to it
+// and never run inside Raft's Apply: they read what Apply committed, after it.
+type Source interface {
+	// Base calls fn with the compacted base of a pruned log (for each of types, the
+	// newest event per (type, keys) that is no longer in the log) and returns the
+	// first seq the log still holds, from which the views then read. A log that was
+	// never pruned has no base: Base returns 1 without calling fn.
+	Base(types []string, fn func(ev *eventv1.CommittedEvent) error) (from uint64, err error)
+	// ScanRaw calls fn for each committed event with seq >= from in ascending order,
+	// at most max events (ledger.Ledger.ScanRaw), and returns the seq after the last.
+	ScanRaw(from uint64, max int, fn func(ev ledger.RawEvent) error) (next uint64, err error)
+	// LastSeq is the highest committed seq.
+	LastSeq() uint64
+	// Changed is closed after the next apply that commits events (ledger.Ledger.Changed).
+	Changed() <-chan struct{}
+}
+
+// LedgerSource is the Source of a node's ledger.
+//
+// The ledger is not pruned on this branch, so Base has nothing to give. Once the
+// ledger can be pruned (LowWater, ScanCompacted), Base becomes:
+//
+//	lw, _ := s.L.LowWater()
+//	if lw == 0 { return 1, nil }
+//	if err := s.L.ScanCompacted(types, fn); err != nil { return 0, err }
+//	return lw, nil
+type LedgerSource struct{ L *ledger.Ledger }
+
+// Base returns 1: nothing was pruned.
+func (s LedgerSource) Base(types []string, fn func(ev *eventv1.CommittedEvent) error) (uint64, error) {
+	return 1, nil
+}
+
+// ScanRaw reads the ledger's log without decoding events.
+func (s LedgerSource) ScanRaw(from uint64, max int, fn func(ev ledger.RawEvent) error) (uint64, error) {
+	return s.L.ScanRaw(from, max, fn)
+}
+
+// LastSeq is the ledger's highest committed seq.
+func (s LedgerSource) LastSeq() uint64 { return s.L.LastSeq() }
+
+// Changed is the ledger's apply notification.
+func (s LedgerSource) Changed() <-chan struct{} { return s.L.Changed() }
