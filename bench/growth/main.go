@@ -41,6 +41,7 @@ type options struct {
 	sizes          []int
 	nodes, agents  int
 	batch, window  int
+	ingestBatch    int
 	rate           float64
 	before         time.Duration
 	serverFlags    []string
@@ -55,11 +56,13 @@ func main() {
 	flag.StringVar(&o.retention, "retention", "", "Retention document applied with `crossdock apply -f` before loading (none when empty)")
 	flag.IntVar(&o.nodes, "nodes", 2, "nodes in the cluster before the join (the joining node is one more)")
 	flag.IntVar(&o.agents, "agents", 4, "concurrent uplink streams while loading")
-	flag.IntVar(&o.batch, "batch", 1000, "events per uplink batch")
+	flag.IntVar(&o.batch, "batch", 5000, "events per uplink batch while loading (one raft entry each)")
+	flag.IntVar(&o.ingestBatch, "ingest-batch", 500, "events per uplink batch of the ingest that runs across the join")
 	flag.IntVar(&o.window, "window", 4, "batches in flight per stream")
 	flag.Float64Var(&o.rate, "rate", 0, "events/s of the ingest that runs across the join (0: as fast as acknowledged, one stream)")
 	flag.DurationVar(&o.before, "before", 10*time.Second, "how long ingest is measured before the join")
-	flag.StringVar(&serverFlags, "server-flags", "", "extra flags for crossdock server, space separated")
+	flag.StringVar(&serverFlags, "server-flags", "--raft-snapshot-threshold 100 --raft-trailing-logs 50 --raft-snapshot-interval 30s",
+		"extra flags for crossdock server, space separated; the default makes raft snapshot and truncate its log while loading, so the joining node receives the ledger as a snapshot, as it would in a cluster that has run for a while")
 	flag.BoolVar(&o.keep, "keep", false, "keep the data directory")
 	flag.Parse()
 	var err error
@@ -143,7 +146,7 @@ func run(ctx context.Context, o options) error {
 		}
 		column = "with retention (" + filepath.Base(o.retention) + ")"
 	}
-	fmt.Printf("growth: %d nodes + 1 joining, %d-byte events, %s\n", o.nodes, benchkit.EventSize, column)
+	fmt.Printf("growth: %d nodes + 1 joining, %d-byte events, %s; server flags %q\n", o.nodes, benchkit.EventSize, column, strings.Join(o.serverFlags, " "))
 	var rows []row
 	loaded, agents := 0, 0
 	for _, size := range o.sizes {
@@ -219,7 +222,7 @@ func measure(ctx context.Context, c *benchkit.Cluster, o options, r *row, agents
 	defer l.Close()
 	lctx, stopLoad := context.WithCancel(ctx)
 	loadErr := make(chan error, 1)
-	go func() { loadErr <- l.Run(lctx, 0, o.batch, o.window, o.rate) }()
+	go func() { loadErr <- l.Run(lctx, 0, o.ingestBatch, o.window, o.rate) }()
 	stopped := false
 	stop := func() error {
 		if stopped {

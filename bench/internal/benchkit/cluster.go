@@ -45,6 +45,7 @@ type Cluster struct {
 	Dir   string
 	Extra []string // extra server flags for every node
 	Nodes []*Node
+	made  int               // nodes started so far (names cp1, cp2, ... are never reused)
 	CC    *cliconfig.Config // node 1's admin.yaml
 	Admin adminv1connect.AdminServiceClient
 	close func()
@@ -107,14 +108,15 @@ func (c *Cluster) exec(n *Node) error {
 	return nil
 }
 
-func (c *Cluster) start(i int, extra ...string) (*Node, error) {
-	n, err := c.newNode(i)
+func (c *Cluster) start(extra ...string) (*Node, error) {
+	n, err := c.newNode(c.made)
 	if err != nil {
 		return nil, err
 	}
 	n.Args = append([]string{"server", "--data-dir", n.Dir, "--node-id", n.ID, "--listen", n.API, "--raft-listen", n.Raft,
 		"--pprof-listen", n.Pprof, "--write-cli-config=false", "--log-level", "warn"}, c.Extra...)
 	n.Args = append(n.Args, extra...)
+	c.made++
 	if err := c.exec(n); err != nil {
 		return nil, err
 	}
@@ -125,7 +127,7 @@ func (c *Cluster) start(i int, extra ...string) (*Node, error) {
 // Start forms an n-node cluster and waits until all are voters.
 func Start(ctx context.Context, bin, dir string, n int, extra ...string) (*Cluster, error) {
 	c := &Cluster{Bin: bin, Dir: dir, Extra: extra}
-	first, err := c.start(0)
+	first, err := c.start()
 	if err != nil {
 		return c, err
 	}
@@ -167,7 +169,7 @@ func (c *Cluster) Join(ctx context.Context) (*Node, error) {
 	}); err != nil {
 		return nil, fmt.Errorf("%w: %v", err, tokErr)
 	}
-	nd, err := c.start(len(c.Nodes), "--join", c.Nodes[0].API, "--join-token", tok.Msg.GetToken())
+	nd, err := c.start("--join", c.Nodes[0].API, "--join-token", tok.Msg.GetToken())
 	if err != nil {
 		return nil, err
 	}
