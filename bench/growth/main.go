@@ -54,7 +54,7 @@ func main() {
 	flag.StringVar(&o.bin, "bin", "bin/crossdock", "crossdock binary")
 	flag.StringVar(&sizes, "sizes", "1M,4M,16M", "ledger sizes at which to measure, in events (K and M suffixes)")
 	flag.StringVar(&o.retention, "retention", "", "Retention document applied with `crossdock apply -f` before loading (none when empty)")
-	flag.IntVar(&o.nodes, "nodes", 2, "nodes in the cluster before the join (the joining node is one more)")
+	flag.IntVar(&o.nodes, "nodes", 3, "nodes in the cluster before the join (the joining node is one more; with 2, restarting the follower also measures an election)")
 	flag.IntVar(&o.agents, "agents", 4, "concurrent uplink streams while loading")
 	flag.IntVar(&o.batch, "batch", 5000, "events per uplink batch while loading (one raft entry each)")
 	flag.IntVar(&o.ingestBatch, "ingest-batch", 500, "events per uplink batch of the ingest that runs across the join")
@@ -221,16 +221,20 @@ func measure(ctx context.Context, c *benchkit.Cluster, o options, r *row, agents
 	}
 	defer l.Close()
 	lctx, stopLoad := context.WithCancel(ctx)
-	loadErr := make(chan error, 1)
-	go func() { loadErr <- l.Run(lctx, 0, o.ingestBatch, o.window, o.rate) }()
+	loadDone := make(chan struct{})
+	go func() {
+		defer close(loadDone)
+		l.RunResilient(lctx, c, o.ingestBatch, o.window, o.rate, func(err error) {
+			fmt.Printf("  ingest stream interrupted (reconnecting to the leader): %v\n", err)
+		})
+	}()
 	stopped := false
-	stop := func() error {
-		if stopped {
-			return nil
+	stop := func() {
+		if !stopped {
+			stopped = true
+			stopLoad()
+			<-loadDone
 		}
-		stopped = true
-		stopLoad()
-		return <-loadErr
 	}
 	defer stop()
 	// Let the stream start before the window opens.
@@ -264,9 +268,7 @@ func measure(ctx context.Context, c *benchkit.Cluster, o options, r *row, agents
 	}
 	r.join = time.Since(t0)
 	r.rateDuring = float64(l.Committed.Load()-c0) / r.join.Seconds()
-	if err := stop(); err != nil {
-		return fmt.Errorf("ingest across the join: %w", err)
-	}
+	stop()
 	// Remove the joined node so every size joins into the same cluster.
 	if _, err := c.Admin.RemovePeer(ctx, connect.NewRequest(&adminv1.RemovePeerRequest{Id: nd.ID})); err != nil {
 		return fmt.Errorf("remove %s: %w", nd.ID, err)
@@ -311,7 +313,7 @@ func measure(ctx context.Context, c *benchkit.Cluster, o options, r *row, agents
 		return err
 	}
 	r.restartReady = time.Since(t0)
-	return nil
+	return benchkit.Poll(2*time.Minute, "a leader after the restart", func() bool { return c.Voters(ctx) == len(c.Nodes) })
 }
 
 // load commits n more events through o.agents concurrent streams (fresh agents).
@@ -319,9 +321,10 @@ func load(ctx context.Context, c *benchkit.Cluster, n int, o options, agents *in
 	if n <= 0 {
 		return nil
 	}
-	leader, err := c.Leader(ctx)
-	if err != nil {
-		return err
+	var leader *benchkit.Node
+	var err error
+	if perr := benchkit.Poll(2*time.Minute, "a leader", func() bool { leader, err = c.Leader(ctx); return err == nil }); perr != nil {
+		return fmt.Errorf("%w: %v", perr, err)
 	}
 	var wg sync.WaitGroup
 	errs := make([]error, o.agents)

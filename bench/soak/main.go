@@ -21,6 +21,7 @@ import (
 	"os/signal"
 	"path/filepath"
 	"strings"
+	"sync"
 	"syscall"
 	"time"
 
@@ -112,9 +113,18 @@ func run(ctx context.Context, o options) error {
 
 	lctx, stopLoad := context.WithTimeout(ctx, time.Duration(o.minutes*float64(time.Minute)))
 	defer stopLoad()
-	loadErr := make(chan error, 1)
+	loadDone := make(chan struct{})
 	start := time.Now()
-	go func() { loadErr <- l.Run(lctx, 0, o.batch, o.window, o.rate) }()
+	var interruptions []string
+	var imu sync.Mutex
+	go func() {
+		defer close(loadDone)
+		l.RunResilient(lctx, c, o.batch, o.window, o.rate, func(err error) {
+			imu.Lock()
+			interruptions = append(interruptions, fmt.Sprintf("%.1f min: %v", time.Since(start).Minutes(), err))
+			imu.Unlock()
+		})
+	}()
 
 	var series []sample
 	tick := time.NewTicker(o.interval)
@@ -128,12 +138,11 @@ func run(ctx context.Context, o options) error {
 	}
 	fmt.Println(header)
 	fmt.Println(sep)
-	var runErr error
 loop:
 	for {
 		select {
 		case <-tick.C:
-		case runErr = <-loadErr:
+		case <-loadDone:
 			break loop
 		}
 		s := sample{at: time.Since(start), committed: l.Committed.Load(), p99: benchkit.Percentile(l.Latencies(), 99)}
@@ -153,10 +162,15 @@ loop:
 		fmt.Println(line)
 		prevCommitted = s.committed
 	}
-	if runErr != nil {
-		c.TailLogs(os.Stderr)
-		return fmt.Errorf("load: %w", runErr)
+	if ctx.Err() != nil {
+		return ctx.Err()
 	}
+	imu.Lock()
+	fmt.Printf("\nstream interruptions (the load generator reconnected to the leader): %d\n", len(interruptions))
+	for _, s := range interruptions {
+		fmt.Println("  " + s)
+	}
+	imu.Unlock()
 	var xs []float64
 	var after []sample
 	for _, s := range series {

@@ -34,6 +34,7 @@ const EventSize = 256
 type Loader struct {
 	id        string
 	client    uplinkv1connect.UplinkServiceClient
+	conf      *tls.Config
 	close     func()
 	gen       *sample.Inventory
 	sent      uint64
@@ -79,15 +80,50 @@ func NewLoader(ctx context.Context, c *Cluster, server, name string, seed uint64
 	if !pool.AppendCertsFromPEM([]byte(res.Msg.GetCaPem())) {
 		return nil, errors.New("enrollment returned no CA certificate")
 	}
-	conf := &tls.Config{MinVersion: tls.VersionTLS13, Certificates: []tls.Certificate{cert}, RootCAs: pool, NextProtos: []string{"h2"}}
-	tr := &http.Transport{TLSClientConfig: conf, ForceAttemptHTTP2: true}
-	l := &Loader{id: res.Msg.GetAgentId(), gen: sample.NewInventory(seed, sample.DefaultWarehouses, 2000, time.Now()), close: tr.CloseIdleConnections}
-	l.client = uplinkv1connect.NewUplinkServiceClient(&http.Client{Transport: tr}, "https://"+server)
+	l := &Loader{id: res.Msg.GetAgentId(), gen: sample.NewInventory(seed, sample.DefaultWarehouses, 2000, time.Now()),
+		conf: &tls.Config{MinVersion: tls.VersionTLS13, Certificates: []tls.Certificate{cert}, RootCAs: pool, NextProtos: []string{"h2"}}}
+	l.Connect(server)
 	return l, nil
+}
+
+// Connect points the loader at another node (the new leader after an election), as an
+// agent moves to another address.
+func (l *Loader) Connect(server string) {
+	if l.close != nil {
+		l.close()
+	}
+	tr := &http.Transport{TLSClientConfig: l.conf, ForceAttemptHTTP2: true}
+	l.close = tr.CloseIdleConnections
+	l.client = uplinkv1connect.NewUplinkServiceClient(&http.Client{Transport: tr}, "https://"+server)
 }
 
 // Close releases the loader's connections.
 func (l *Loader) Close() { l.close() }
+
+// RunResilient is Run that, like an agent, reconnects when the stream ends before ctx
+// does: it waits for a leader, points the loader at it and goes on (the events of the
+// interrupted batches are not re-sent; the generator moves on). Each interruption is
+// reported to onErr.
+func (l *Loader) RunResilient(ctx context.Context, c *Cluster, batch, window int, rate float64, onErr func(error)) {
+	for ctx.Err() == nil {
+		err := l.Run(ctx, 0, batch, window, rate)
+		if ctx.Err() != nil {
+			return
+		}
+		if onErr != nil {
+			onErr(err)
+		}
+		var leader *Node
+		_ = Poll(5*time.Minute, "a leader", func() bool {
+			var lerr error
+			leader, lerr = c.Leader(ctx)
+			return lerr == nil || ctx.Err() != nil
+		})
+		if leader != nil {
+			l.Connect(leader.API)
+		}
+	}
+}
 
 // Latencies returns the samples acknowledged since the last call and forgets them.
 func (l *Loader) Latencies() []Sample {
