@@ -58,7 +58,7 @@ func main() {
 	flag.IntVar(&o.agents, "agents", 4, "concurrent uplink streams while loading")
 	flag.IntVar(&o.batch, "batch", 5000, "events per uplink batch while loading (one raft entry each)")
 	flag.IntVar(&o.ingestBatch, "ingest-batch", 500, "events per uplink batch of the ingest that runs across the join")
-	flag.IntVar(&o.window, "window", 4, "batches in flight per stream")
+	flag.IntVar(&o.window, "window", 2, "batches in flight per stream")
 	flag.Float64Var(&o.rate, "rate", 0, "events/s of the ingest that runs across the join (0: as fast as acknowledged, one stream)")
 	flag.DurationVar(&o.before, "before", 10*time.Second, "how long ingest is measured before the join")
 	flag.StringVar(&serverFlags, "server-flags", "--raft-snapshot-threshold 100 --raft-trailing-logs 50 --raft-snapshot-interval 30s",
@@ -342,7 +342,7 @@ func load(ctx context.Context, c *benchkit.Cluster, n int, o options, agents *in
 		go func() {
 			defer wg.Done()
 			defer l.Close()
-			errs[i] = l.Run(ctx, share, o.batch, o.window, 0)
+			errs[i] = l.RunN(ctx, c, share, o.batch, o.window)
 		}()
 	}
 	wg.Wait()

@@ -242,7 +242,7 @@ func load(ctx context.Context, c *benchkit.Cluster, n, nLoaders, batch, window i
 		go func() {
 			defer wg.Done()
 			defer l.Close()
-			errs[i] = l.Run(ctx, share, batch, window, 0)
+			errs[i] = l.RunN(ctx, c, share, batch, window)
 		}()
 	}
 	wg.Wait()

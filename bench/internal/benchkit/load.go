@@ -100,6 +100,37 @@ func (l *Loader) Connect(server string) {
 // Close releases the loader's connections.
 func (l *Loader) Close() { l.close() }
 
+// RunN commits n more events, reconnecting to the leader like RunResilient when the
+// stream ends early (at most 20 times).
+func (l *Loader) RunN(ctx context.Context, c *Cluster, n, batch, window int) error {
+	target := l.Committed.Load() + int64(n)
+	for tries := 0; ; tries++ {
+		left := target - l.Committed.Load()
+		if left <= 0 {
+			return nil
+		}
+		err := l.Run(ctx, int(left), batch, window, 0)
+		if err == nil || ctx.Err() != nil {
+			if ctx.Err() != nil {
+				return ctx.Err()
+			}
+			continue
+		}
+		if tries >= 20 {
+			return err
+		}
+		var leader *Node
+		if perr := Poll(5*time.Minute, "a leader", func() bool {
+			var lerr error
+			leader, lerr = c.Leader(ctx)
+			return lerr == nil
+		}); perr != nil {
+			return errors.Join(err, perr)
+		}
+		l.Connect(leader.API)
+	}
+}
+
 // RunResilient is Run that, like an agent, reconnects when the stream ends before ctx
 // does: it waits for a leader, points the loader at it and goes on (the events of the
 // interrupted batches are not re-sent; the generator moves on). Each interruption is
