@@ -44,6 +44,8 @@ cluster: it creates the cluster CA and an admin token, and writes both to
 			if cacheBytes < ledger.MinCacheBytes {
 				return fmt.Errorf("--ledger-cache %q is below the minimum of %d MiB", ledgerCache, ledger.MinCacheBytes>>20)
 			}
+			// The store's settings reach it through TuneStore, so controlplane.Config
+			// needs no field per flag (0 keeps the store's defaults).
 			cfg.TuneStore = func(sc *store.Config) {
 				sc.LedgerCacheBytes = cacheBytes
 				sc.SnapshotThreshold, sc.SnapshotInterval, sc.TrailingLogs = raftTune.SnapshotThreshold, raftTune.SnapshotInterval, raftTune.TrailingLogs
