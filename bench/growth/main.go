@@ -4,6 +4,8 @@
 // every event the leader held when it joined, with ingest running (events/s committed
 // in the 10 s before the join and during it), then removes that node again, and
 // restarts a follower and times until its API answers and until it has caught up.
+// The join is timed until the leader lists the node as a voter: it promotes itself once
+// it has applied the log up to the index it was added at.
 //
 // The nodes are real `crossdock server` processes of the built binary; the load comes
 // over the uplink stream like agents send it (256-byte events).
@@ -59,7 +61,7 @@ func main() {
 	flag.IntVar(&o.batch, "batch", 5000, "events per uplink batch while loading (one raft entry each)")
 	flag.IntVar(&o.ingestBatch, "ingest-batch", 500, "events per uplink batch of the ingest that runs across the join")
 	flag.IntVar(&o.window, "window", 2, "batches in flight per stream")
-	flag.Float64Var(&o.rate, "rate", 0, "events/s of the ingest that runs across the join (0: as fast as acknowledged, one stream)")
+	flag.Float64Var(&o.rate, "rate", 5000, "events/s offered by the ingest that runs across the join (0: as fast as acknowledged)")
 	flag.DurationVar(&o.before, "before", 10*time.Second, "how long ingest is measured before the join")
 	flag.StringVar(&serverFlags, "server-flags", "--raft-snapshot-threshold 100 --raft-trailing-logs 50 --raft-snapshot-interval 30s",
 		"extra flags for crossdock server, space separated; the default makes raft snapshot and truncate its log while loading, so the joining node receives the ledger as a snapshot, as it would in a cluster that has run for a while")
@@ -238,7 +240,7 @@ func measure(ctx context.Context, c *benchkit.Cluster, o options, r *row, agents
 	}
 	defer stop()
 	// Let the stream start before the window opens.
-	if err := benchkit.Poll(30*time.Second, "ingest to start", func() bool { return l.Committed.Load() > 0 }); err != nil {
+	if err := benchkit.Poll(ctx, 100*time.Millisecond, 30*time.Second, "ingest to start", func() bool { return l.Committed.Load() > 0 }); err != nil {
 		return err
 	}
 	c0 := l.Committed.Load()
@@ -250,19 +252,15 @@ func measure(ctx context.Context, c *benchkit.Cluster, o options, r *row, agents
 	}
 	r.rateBefore = float64(l.Committed.Load()-c0) / time.Since(t0).Seconds()
 
-	st0, err := c.Status(ctx)
-	if err != nil {
-		return err
-	}
-	target := st0.GetLastSeq()
 	c0, t0 = l.Committed.Load(), time.Now()
 	nd, err := c.Join(ctx)
 	if err != nil {
 		return err
 	}
-	if err := benchkit.Poll(30*time.Minute, "the joining node to catch up", func() bool {
-		seq, _, err := nd.NodeStatus(ctx)
-		return err == nil && seq >= target
+	// Joined: promoted to voter, which the node asks for once it has applied the log
+	// up to the index it was added at (snapshot installed, log after it replayed).
+	if err := benchkit.Poll(ctx, 100*time.Millisecond, 30*time.Minute, "the joining node to catch up and be promoted", func() bool {
+		return c.Promoted(ctx, nd.ID)
 	}); err != nil {
 		return err
 	}
@@ -292,28 +290,28 @@ func measure(ctx context.Context, c *benchkit.Cluster, o options, r *row, agents
 	if err != nil {
 		return err
 	}
-	target = st1.GetLastSeq()
+	target := st1.GetLastSeq()
 	follower.Stop()
 	t0 = time.Now()
 	if err := c.Restart(follower); err != nil {
 		return err
 	}
 	var seq uint64
-	if err := benchkit.Poll(30*time.Minute, "the restarted node's API", func() bool {
+	if err := benchkit.Poll(ctx, 100*time.Millisecond, 30*time.Minute, "the restarted node's API", func() bool {
 		seq, _, err = follower.NodeStatus(ctx)
 		return err == nil
 	}); err != nil {
 		return err
 	}
 	r.restartAPI = time.Since(t0)
-	if err := benchkit.Poll(30*time.Minute, "the restarted node to catch up", func() bool {
+	if err := benchkit.Poll(ctx, 100*time.Millisecond, 30*time.Minute, "the restarted node to catch up", func() bool {
 		seq, _, err = follower.NodeStatus(ctx)
 		return err == nil && seq >= target
 	}); err != nil {
 		return err
 	}
 	r.restartReady = time.Since(t0)
-	return benchkit.Poll(2*time.Minute, "a leader after the restart", func() bool { return c.Voters(ctx) == len(c.Nodes) })
+	return benchkit.Poll(ctx, 100*time.Millisecond, 2*time.Minute, "a leader after the restart", func() bool { return c.Voters(ctx) == len(c.Nodes) })
 }
 
 // load commits n more events through o.agents concurrent streams (fresh agents).
@@ -323,7 +321,7 @@ func load(ctx context.Context, c *benchkit.Cluster, n int, o options, agents *in
 	}
 	var leader *benchkit.Node
 	var err error
-	if perr := benchkit.Poll(2*time.Minute, "a leader", func() bool { leader, err = c.Leader(ctx); return err == nil }); perr != nil {
+	if perr := benchkit.Poll(ctx, 100*time.Millisecond, 2*time.Minute, "a leader", func() bool { leader, err = c.Leader(ctx); return err == nil }); perr != nil {
 		return fmt.Errorf("%w: %v", perr, err)
 	}
 	var wg sync.WaitGroup

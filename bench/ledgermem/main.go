@@ -149,7 +149,7 @@ func run(ctx context.Context, bin string, sizes []int, nLoaders, batch, window i
 		if err := c.Restart(node); err != nil {
 			return false, err
 		}
-		if err := benchkit.Poll(5*time.Minute, "the restarted node to lead", func() bool { return c.Voters(ctx) == 1 }); err != nil {
+		if err := benchkit.Poll(ctx, 100*time.Millisecond, 5*time.Minute, "the restarted node to lead", func() bool { return c.Voters(ctx) == 1 }); err != nil {
 			c.TailLogs(os.Stderr)
 			return false, err
 		}

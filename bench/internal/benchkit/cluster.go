@@ -61,16 +61,35 @@ func FreeAddr() (string, error) {
 	return l.Addr().String(), nil
 }
 
-// Poll calls cond every 20 ms until it holds or timeout passes.
-func Poll(timeout time.Duration, what string, cond func() bool) error {
+// Poll calls cond every interval until it holds, ctx ends or timeout passes.
+func Poll(ctx context.Context, interval, timeout time.Duration, what string, cond func() bool) error {
 	deadline := time.Now().Add(timeout)
 	for !cond() {
 		if time.Now().After(deadline) {
 			return fmt.Errorf("timed out after %s waiting for %s", timeout, what)
 		}
-		time.Sleep(20 * time.Millisecond)
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("waiting for %s: %w", what, ctx.Err())
+		case <-time.After(interval):
+		}
 	}
 	return nil
+}
+
+// Promoted reports whether the leader lists node id as a voter: a joining node is a
+// nonvoter until it has applied the log up to where it joined, then promotes itself.
+func (c *Cluster) Promoted(ctx context.Context, id string) bool {
+	st, err := c.Status(ctx)
+	if err != nil {
+		return false
+	}
+	for _, p := range st.GetPeers() {
+		if p.GetId() == id {
+			return p.GetRole() == "follower" || p.GetRole() == "leader"
+		}
+	}
+	return false
 }
 
 func (c *Cluster) newNode(i int) (*Node, error) {
@@ -132,7 +151,7 @@ func Start(ctx context.Context, bin, dir string, n int, extra ...string) (*Clust
 		return c, err
 	}
 	adminPath := filepath.Join(first.Dir, "admin.yaml")
-	if err := Poll(60*time.Second, "node 1 to bootstrap (admin.yaml)", func() bool { _, err := os.Stat(adminPath); return err == nil }); err != nil {
+	if err := Poll(ctx, 20*time.Millisecond, 60*time.Second, "node 1 to bootstrap (admin.yaml)", func() bool { _, err := os.Stat(adminPath); return err == nil }); err != nil {
 		return c, err
 	}
 	if c.CC, err = cliconfig.Load(adminPath); err != nil {
@@ -144,14 +163,14 @@ func Start(ctx context.Context, bin, dir string, n int, extra ...string) (*Clust
 	if err := c.nodeAdmin(first); err != nil {
 		return c, err
 	}
-	if err := Poll(60*time.Second, "a leader", func() bool { return c.Voters(ctx) == 1 }); err != nil {
+	if err := Poll(ctx, 20*time.Millisecond, 60*time.Second, "a leader", func() bool { return c.Voters(ctx) == 1 }); err != nil {
 		return c, err
 	}
 	for i := 1; i < n; i++ {
 		if _, err := c.Join(ctx); err != nil {
 			return c, err
 		}
-		if err := Poll(120*time.Second, fmt.Sprintf("%d voters", i+1), func() bool { return c.Voters(ctx) == i+1 }); err != nil {
+		if err := Poll(ctx, 20*time.Millisecond, 120*time.Second, fmt.Sprintf("%d voters", i+1), func() bool { return c.Voters(ctx) == i+1 }); err != nil {
 			return c, err
 		}
 	}
@@ -163,7 +182,7 @@ func Start(ctx context.Context, bin, dir string, n int, extra ...string) (*Clust
 func (c *Cluster) Join(ctx context.Context) (*Node, error) {
 	var tok *connect.Response[adminv1.CreateTokenResponse]
 	var tokErr error
-	if err := Poll(30*time.Second, "a server token", func() bool {
+	if err := Poll(ctx, 20*time.Millisecond, 30*time.Second, "a server token", func() bool {
 		tok, tokErr = c.Admin.CreateToken(ctx, connect.NewRequest(&adminv1.CreateTokenRequest{Kind: adminv1.TokenKind_TOKEN_KIND_SERVER, Ttl: durationpb.New(5 * time.Minute)}))
 		return tokErr == nil
 	}); err != nil {

@@ -120,7 +120,7 @@ func (l *Loader) RunN(ctx context.Context, c *Cluster, n, batch, window int) err
 			return err
 		}
 		var leader *Node
-		if perr := Poll(5*time.Minute, "a leader", func() bool {
+		if perr := Poll(ctx, 100*time.Millisecond, 5*time.Minute, "a leader", func() bool {
 			var lerr error
 			leader, lerr = c.Leader(ctx)
 			return lerr == nil
@@ -145,7 +145,7 @@ func (l *Loader) RunResilient(ctx context.Context, c *Cluster, batch, window int
 			onErr(err)
 		}
 		var leader *Node
-		_ = Poll(5*time.Minute, "a leader", func() bool {
+		_ = Poll(ctx, 100*time.Millisecond, 5*time.Minute, "a leader", func() bool {
 			var lerr error
 			leader, lerr = c.Leader(ctx)
 			return lerr == nil || ctx.Err() != nil
