@@ -57,7 +57,7 @@ func main() {
 	flag.StringVar(&sizes, "sizes", "1M,4M,16M", "ledger sizes at which to measure, in events (K and M suffixes)")
 	flag.StringVar(&o.retention, "retention", "", "Retention document applied with `crossdock apply -f` before loading (none when empty)")
 	flag.IntVar(&o.nodes, "nodes", 3, "nodes in the cluster before the join (the joining node is one more; with 2, restarting the follower also measures an election)")
-	flag.IntVar(&o.agents, "agents", 4, "concurrent uplink streams while loading")
+	flag.IntVar(&o.agents, "agents", 2, "concurrent uplink streams while loading")
 	flag.IntVar(&o.batch, "batch", 5000, "events per uplink batch while loading (one raft entry each)")
 	flag.IntVar(&o.ingestBatch, "ingest-batch", 500, "events per uplink batch of the ingest that runs across the join")
 	flag.IntVar(&o.window, "window", 2, "batches in flight per stream")
@@ -195,9 +195,10 @@ func cli(c *benchkit.Cluster, args ...string) ([]byte, error) {
 }
 
 func measure(ctx context.Context, c *benchkit.Cluster, o options, r *row, agents *int) error {
-	leader, err := c.Leader(ctx)
-	if err != nil {
-		return err
+	var leader *benchkit.Node
+	var err error
+	if perr := benchkit.Poll(ctx, 100*time.Millisecond, 2*time.Minute, "a leader", func() bool { leader, err = c.Leader(ctx); return err == nil }); perr != nil {
+		return fmt.Errorf("%w: %v", perr, err)
 	}
 	r.leaderDisk = benchkit.DirBytes(leader.Dir)
 
@@ -217,7 +218,7 @@ func measure(ctx context.Context, c *benchkit.Cluster, o options, r *row, agents
 
 	// Join with ingest running: the rate before, then during the join.
 	*agents++
-	l, err := benchkit.NewLoader(ctx, c, leader.API, fmt.Sprintf("join-load-%d", *agents), uint64(1000+*agents))
+	l, err := benchkit.NewLoaderRetry(ctx, c, fmt.Sprintf("join-load-%d", *agents), uint64(1000+*agents), 2*time.Minute)
 	if err != nil {
 		return err
 	}
@@ -319,16 +320,11 @@ func load(ctx context.Context, c *benchkit.Cluster, n int, o options, agents *in
 	if n <= 0 {
 		return nil
 	}
-	var leader *benchkit.Node
-	var err error
-	if perr := benchkit.Poll(ctx, 100*time.Millisecond, 2*time.Minute, "a leader", func() bool { leader, err = c.Leader(ctx); return err == nil }); perr != nil {
-		return fmt.Errorf("%w: %v", perr, err)
-	}
 	var wg sync.WaitGroup
 	errs := make([]error, o.agents)
 	for i := range o.agents {
 		*agents++
-		l, err := benchkit.NewLoader(ctx, c, leader.API, fmt.Sprintf("load-%d", *agents), uint64(*agents))
+		l, err := benchkit.NewLoaderRetry(ctx, c, fmt.Sprintf("load-%d", *agents), uint64(*agents), 2*time.Minute)
 		if err != nil {
 			return err
 		}

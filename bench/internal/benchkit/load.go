@@ -86,6 +86,25 @@ func NewLoader(ctx context.Context, c *Cluster, server, name string, seed uint64
 	return l, nil
 }
 
+// NewLoaderRetry is NewLoader at the current leader, tried again for up to timeout while
+// there is no leader (an election on a busy machine).
+func NewLoaderRetry(ctx context.Context, c *Cluster, name string, seed uint64, timeout time.Duration) (*Loader, error) {
+	var l *Loader
+	var err error
+	perr := Poll(ctx, 250*time.Millisecond, timeout, "a leader to enroll "+name, func() bool {
+		var leader *Node
+		if leader, err = c.Leader(ctx); err != nil {
+			return false
+		}
+		l, err = NewLoader(ctx, c, leader.API, name, seed)
+		return err == nil
+	})
+	if perr != nil {
+		return nil, errors.Join(perr, err)
+	}
+	return l, nil
+}
+
 // Connect points the loader at another node (the new leader after an election), as an
 // agent moves to another address.
 func (l *Loader) Connect(server string) {
