@@ -95,11 +95,7 @@ func run(ctx context.Context, o options) error {
 			return fmt.Errorf("apply %s: %w\n%s", o.retention, err, out)
 		}
 	}
-	leader, err := c.Leader(ctx)
-	if err != nil {
-		return err
-	}
-	l, err := benchkit.NewLoader(ctx, c, leader.API, "soak", 1)
+	l, err := benchkit.NewLoaderRetry(ctx, c, "soak", 1, 2*time.Minute)
 	if err != nil {
 		return err
 	}
