@@ -61,7 +61,7 @@ func main() {
 	flag.IntVar(&o.batch, "batch", 5000, "events per uplink batch while loading (one raft entry each)")
 	flag.IntVar(&o.ingestBatch, "ingest-batch", 500, "events per uplink batch of the ingest that runs across the join")
 	flag.IntVar(&o.window, "window", 2, "batches in flight per stream")
-	flag.Float64Var(&o.rate, "rate", 5000, "events/s offered by the ingest that runs across the join (0: as fast as acknowledged)")
+	flag.Float64Var(&o.rate, "rate", 0, "events/s offered by the ingest that runs across the join (0: as fast as acknowledged)")
 	flag.DurationVar(&o.before, "before", 10*time.Second, "how long ingest is measured before the join")
 	flag.StringVar(&serverFlags, "server-flags", "--raft-snapshot-threshold 100 --raft-trailing-logs 50 --raft-snapshot-interval 30s",
 		"extra flags for crossdock server, space separated; the default makes raft snapshot and truncate its log while loading, so the joining node receives the ledger as a snapshot, as it would in a cluster that has run for a while")
@@ -236,7 +236,11 @@ func measure(ctx context.Context, c *benchkit.Cluster, o options, r *row, agents
 		if !stopped {
 			stopped = true
 			stopLoad()
-			<-loadDone
+			select {
+			case <-loadDone:
+			case <-time.After(15 * time.Second):
+				fmt.Println("  the ingest stream did not end 15 s after it was cancelled; going on without it")
+			}
 		}
 	}
 	defer stop()
@@ -252,6 +256,7 @@ func measure(ctx context.Context, c *benchkit.Cluster, o options, r *row, agents
 		return ctx.Err()
 	}
 	r.rateBefore = float64(l.Committed.Load()-c0) / time.Since(t0).Seconds()
+	fmt.Printf("  ingest before the join: %.0f ev/s; joining\n", r.rateBefore)
 
 	c0, t0 = l.Committed.Load(), time.Now()
 	nd, err := c.Join(ctx)
@@ -267,6 +272,7 @@ func measure(ctx context.Context, c *benchkit.Cluster, o options, r *row, agents
 	}
 	r.join = time.Since(t0)
 	r.rateDuring = float64(l.Committed.Load()-c0) / r.join.Seconds()
+	fmt.Printf("  joined in %.1f s, ingest during the join: %.0f ev/s\n", r.join.Seconds(), r.rateDuring)
 	stop()
 	// Remove the joined node so every size joins into the same cluster.
 	if _, err := c.Admin.RemovePeer(ctx, connect.NewRequest(&adminv1.RemovePeerRequest{Id: nd.ID})); err != nil {
