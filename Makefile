@@ -21,6 +21,12 @@ test: ## Run every test with the race detector; the last line names integration 
 demo: build ## Run a one-node control plane, an agent and sample data (Ctrl-C stops)
 	$(BIN) demo
 
+# Ledger sizes for ledgermem and growth, soak length, and the Retention document growth
+# and soak apply (none when empty): make bench BENCH_RETENTION=retention.yaml
+BENCH_LEDGER_SIZES ?= 1M,4M,16M
+BENCH_SOAK_MINUTES ?= 30
+BENCH_RETENTION    ?=
+
 bench: build ## Run the benchmarks and load programs; figures are printed
 	$(GO) test -run '^$$' -bench . -benchtime 3x ./agent/outbox/ ./controlplane/ledger/
 	$(GO) test -run '^$$' -bench 'PluginBoundary|HostCapture' -benchtime 2000x -count 5 ./plugins/sdk/ ./agent/pluginhost/
@@ -34,6 +40,9 @@ bench: build ## Run the benchmarks and load programs; figures are printed
 	$(GO) run ./bench/clusterbench -bin $(BIN) -peer '' -rate 0 -events 100000 -views 3
 	$(GO) test -run '^$$' -bench . -benchtime 1x ./controlplane/views/
 	$(GO) run ./bench/deliverybench
+	$(GO) run ./bench/ledgermem -bin $(BIN) -sizes $(BENCH_LEDGER_SIZES)
+	$(GO) run ./bench/growth -bin $(BIN) -sizes $(BENCH_LEDGER_SIZES) $(if $(BENCH_RETENTION),-retention $(BENCH_RETENTION))
+	$(GO) run ./bench/soak -bin $(BIN) -minutes $(BENCH_SOAK_MINUTES) $(if $(BENCH_RETENTION),-retention $(BENCH_RETENTION))
 
 VERSION   ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 COMMIT    ?= $(shell git rev-parse HEAD 2>/dev/null || echo unknown)
@@ -115,5 +124,6 @@ fuzz: ## Run each fuzzer briefly
 	$(GO) test -run '^$$' -fuzz '^FuzzParseArchiveTime$$' -fuzztime 20s ./cmd/crossdock/
 	$(GO) test -run '^$$' -fuzz '^FuzzDecodeFile$$' -fuzztime 20s ./controlplane/archive/
 	$(GO) test -run '^$$' -fuzz '^FuzzParseManifest$$' -fuzztime 20s ./controlplane/archive/
+	$(GO) test -run '^$$' -fuzz '^FuzzCheckLoopback$$' -fuzztime 20s ./cmd/crossdock/
 
 .PHONY: help build test demo bench tools gen check-gen lint fuzz release

@@ -1,6 +1,8 @@
 package main
 
 import (
+	"fmt"
+	"log/slog"
 	"os"
 	"time"
 
@@ -8,6 +10,8 @@ import (
 
 	"github.com/crossdock/crossdock/controlplane"
 	"github.com/crossdock/crossdock/controlplane/delivery"
+	"github.com/crossdock/crossdock/controlplane/ledger"
+	"github.com/crossdock/crossdock/controlplane/store"
 	"github.com/crossdock/crossdock/internal/cliconfig"
 )
 
@@ -16,6 +20,8 @@ func newServerCmd() *cobra.Command {
 	var writeCLI bool
 	var webhookAllow []string
 	var viewsOn bool
+	var pprofListen, ledgerCache, memLimit string
+	var raftTune store.Config
 	cmd := &cobra.Command{
 		Use:   "server",
 		Short: "Run a control plane node",
@@ -30,6 +36,27 @@ cluster: it creates the cluster CA and an admin token, and writes both to
 			}
 			cfg.WebhookAllow = allow
 			cfg.DisableViews = !viewsOn
+			if err := applyMemoryLimit(memLimit); err != nil {
+				return err
+			}
+			cacheBytes, err := parseBytes(ledgerCache)
+			if err != nil {
+				return fmt.Errorf("--ledger-cache %q: %w", ledgerCache, err)
+			}
+			if cacheBytes < ledger.MinCacheBytes {
+				return fmt.Errorf("--ledger-cache %q is below the minimum of %d MiB", ledgerCache, ledger.MinCacheBytes>>20)
+			}
+			// The store's settings reach it through TuneStore, so controlplane.Config
+			// needs no field per flag (0 keeps the store's defaults).
+			cfg.TuneStore = func(sc *store.Config) {
+				sc.LedgerCacheBytes = cacheBytes
+				sc.SnapshotThreshold, sc.SnapshotInterval, sc.TrailingLogs = raftTune.SnapshotThreshold, raftTune.SnapshotInterval, raftTune.TrailingLogs
+			}
+			if pprofListen != "" {
+				if _, err := servePprof(cmd.Context(), pprofListen, slog.Default()); err != nil {
+					return err
+				}
+			}
 			if writeCLI {
 				cfg.CLIConfigPath = cliconfig.DefaultPath()
 			}
@@ -65,5 +92,11 @@ cluster: it creates the cluster CA and an admin token, and writes both to
 	f.IntVar(&cfg.Limits.EnrollBurst, "enroll-burst", 20, "agent enrollments and node joins one source address may make at once")
 	f.BoolVar(&viewsOn, "views", true, "keep the views (inventory, prices, items) derived from the ledger on this node: 'crossdock inventory get' and 'crossdock prices get' read them")
 	f.BoolVar(&writeCLI, "write-cli-config", true, "at bootstrap, also write the admin config to ~/.config/crossdock/config.yaml if absent")
+	f.StringVar(&pprofListen, "pprof-listen", "", "serve Go profiles (net/http/pprof) on this loopback address, e.g. 127.0.0.1:6060; unauthenticated, off when empty")
+	f.StringVar(&ledgerCache, "ledger-cache", "64MiB", "memory for the ledger's Badger block cache (data blocks read from its tables), e.g. 256MiB")
+	f.StringVar(&memLimit, "memory-limit", "1GiB", "soft Go memory limit: near it the GC works harder instead of letting freed memory pile up (GOMEMLIMIT overrides; 0 disables)")
+	f.Uint64Var(&raftTune.SnapshotThreshold, "raft-snapshot-threshold", store.DefaultSnapshotThreshold, "raft log entries after which a snapshot of the whole ledger is taken")
+	f.DurationVar(&raftTune.SnapshotInterval, "raft-snapshot-interval", store.DefaultSnapshotInterval, "how often raft checks whether a snapshot is due")
+	f.Uint64Var(&raftTune.TrailingLogs, "raft-trailing-logs", store.DefaultTrailingLogs, "raft log entries kept after a snapshot, so a follower that was behind by up to this many catches up without a snapshot")
 	return cmd
 }

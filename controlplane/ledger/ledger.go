@@ -86,7 +86,20 @@ type Options struct {
 	Logger *slog.Logger
 	// InMemory keeps everything in memory (tests, scratch ledgers).
 	InMemory bool
+	// CacheBytes is the memory Badger may use for its block cache (data blocks read
+	// from tables); DefaultCacheBytes when 0. Table indexes and Bloom filters need no
+	// cache: Badger reads them in place from the table files it maps (page cache, not
+	// the process's anonymous memory), so Badger's IndexCacheSize, which only applies
+	// to encrypted tables, stays unset.
+	CacheBytes int64
 }
+
+// DefaultCacheBytes is Options.CacheBytes when unset (crossdock server --ledger-cache).
+const DefaultCacheBytes = 64 << 20
+
+// MinCacheBytes is the smallest Options.CacheBytes accepted: a few MiB for the blocks
+// one read touches.
+const MinCacheBytes = 16 << 20
 
 // Ledger is the FSM state. Apply and Restore must not be called concurrently with each
 // other (the FSM calls them from one goroutine; the ledger serializes them anyway);
@@ -267,10 +280,16 @@ const (
 	memTableSize   = 128 << 20
 	numMemtables   = 3
 	valueThreshold = 64 << 10
-	blockCacheSize = 64 << 20
 )
 
 func (l *Ledger) openHandle(dir string) (*handle, error) {
+	if l.opts.CacheBytes != 0 && l.opts.CacheBytes < MinCacheBytes {
+		return nil, fmt.Errorf("ledger: cache budget of %d bytes is below the minimum of %d MiB; give at least that (crossdock server --ledger-cache)", l.opts.CacheBytes, MinCacheBytes>>20)
+	}
+	blockCache := l.opts.CacheBytes
+	if blockCache == 0 {
+		blockCache = DefaultCacheBytes
+	}
 	var o badger.Options
 	if dir == "" {
 		// In memory there is no value log: every value must be under the threshold.
@@ -281,7 +300,7 @@ func (l *Ledger) openHandle(dir string) (*handle, error) {
 	o = o.WithSyncWrites(false). // the Raft log is the durable record; see Sync
 					WithMemTableSize(memTableSize).
 					WithNumMemtables(numMemtables).
-					WithBlockCacheSize(blockCacheSize).
+					WithBlockCacheSize(blockCache).
 					WithMetricsEnabled(false).
 					WithDetectConflicts(false). // Apply and Restore are serialized (applyMu)
 					WithLogger(badgerLogger{l.logger})

@@ -65,11 +65,17 @@ type Config struct {
 	ElectionTimeout    time.Duration
 	LeaderLeaseTimeout time.Duration
 	CommitTimeout      time.Duration
-	// SnapshotThreshold is how many log entries trigger a snapshot (raft default 8192).
+	// SnapshotThreshold is how many log entries since the last snapshot trigger one
+	// (DefaultSnapshotThreshold when 0). SnapshotInterval is how often raft checks
+	// (DefaultSnapshotInterval when 0).
 	SnapshotThreshold uint64
 	SnapshotInterval  time.Duration
-	// TrailingLogs is how many entries stay in the log after a snapshot (default 10240).
+	// TrailingLogs is how many entries stay in the log after a snapshot
+	// (DefaultTrailingLogs when 0).
 	TrailingLogs uint64
+	// LedgerCacheBytes is the ledger's Badger cache budget (ledger.Options.CacheBytes;
+	// ledger.DefaultCacheBytes when 0).
+	LedgerCacheBytes int64
 	// WALSegmentSize is the raft-wal segment file size (default 64 MiB). The log is
 	// truncated a whole segment at a time; tests use small segments to see truncation.
 	WALSegmentSize int
@@ -108,7 +114,7 @@ func Open(cfg Config) (*Store, error) {
 
 	s := &Store{cfg: cfg, logger: logger}
 	var err error
-	s.ledger, err = ledger.Open(ledger.Options{Dir: filepath.Join(cfg.Dir, "ledger"), Logger: logger})
+	s.ledger, err = ledger.Open(ledger.Options{Dir: filepath.Join(cfg.Dir, "ledger"), Logger: logger, CacheBytes: cfg.LedgerCacheBytes})
 	if err != nil {
 		return nil, fmt.Errorf("store: open ledger: %w", err)
 	}
@@ -162,6 +168,7 @@ func Open(cfg Config) (*Store, error) {
 	if cfg.CommitTimeout > 0 {
 		rc.CommitTimeout = cfg.CommitTimeout
 	}
+	rc.SnapshotThreshold, rc.SnapshotInterval, rc.TrailingLogs = DefaultSnapshotThreshold, DefaultSnapshotInterval, DefaultTrailingLogs
 	if cfg.SnapshotThreshold > 0 {
 		rc.SnapshotThreshold = cfg.SnapshotThreshold
 	}
@@ -240,6 +247,18 @@ func (s *Store) catchUpFromSnapshot() error {
 	}
 	return nil
 }
+
+// Raft snapshot settings (docs/operations.md, Memory, disk and raft snapshots). A
+// snapshot streams the whole ledger (about 260 MiB and 5 s per million events before
+// retention), so it is taken rarely: every 16,384 entries (an entry is one uplink batch
+// of up to 5,000 events) checked every 2 minutes. After it, 16,384 entries stay in the
+// log, so a follower that was away for up to that many entries catches up from the log
+// instead of receiving the whole ledger as a snapshot.
+const (
+	DefaultSnapshotThreshold = 16384
+	DefaultSnapshotInterval  = 2 * time.Minute
+	DefaultTrailingLogs      = 16384
+)
 
 // logCacheEntries is how many of the newest raft entries are kept in memory.
 const logCacheEntries = 32
