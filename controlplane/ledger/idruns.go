@@ -42,6 +42,7 @@ type idRun struct {
 	last   uint64
 	firsts []string
 	filter *idFilter
+	n      int // ids in the run
 }
 
 // idCost is what id key k adds to the flush that writes it: charged as one write (which
@@ -131,7 +132,7 @@ func writeRun(tx *applyTxn, last uint64, pending []map[string]uint64) (*idRun, e
 		n += len(m)
 	}
 	ids := sortedIDs(pending, n)
-	r := &idRun{last: last, filter: newRunFilter(len(ids))}
+	r := &idRun{last: last, filter: newRunFilter(len(ids)), n: len(ids)}
 	for b := 0; b*runBlockIDs < len(ids); b++ {
 		blk := ids[b*runBlockIDs : min((b+1)*runBlockIDs, len(ids))]
 		r.firsts = append(r.firsts, blk[0].key)
@@ -314,7 +315,7 @@ func loadRuns(txn *badger.Txn, fn func(k []byte)) ([]*idRun, error) {
 		if err := r.eachID(txn, func(k []byte) { ids = append(ids, k) }); err != nil {
 			return nil, err
 		}
-		r.filter = newRunFilter(len(ids))
+		r.filter, r.n = newRunFilter(len(ids)), len(ids)
 		for _, k := range ids {
 			r.filter.add(k)
 			fn(k)

@@ -86,6 +86,9 @@ type Options struct {
 	Logger *slog.Logger
 	// InMemory keeps everything in memory (tests, scratch ledgers).
 	InMemory bool
+	// Archiver receives the events PRUNE_LEDGER removes, before they are deleted; nil
+	// archives nothing (prune.go).
+	Archiver Archiver
 }
 
 // Ledger is the FSM state. Apply and Restore must not be called concurrently with each
@@ -349,6 +352,8 @@ func (l *Ledger) checkFormat(h *handle) error {
 	switch {
 	case ok && v == ledgerFormat:
 		return nil
+	case ok && v == ledgerFormatUpgradable:
+		l.logger.Info("ledger: upgrading layout in place", "dir", where, "from", v, "to", ledgerFormat)
 	case ok:
 		return fmt.Errorf("%w: %s has layout %d, this build reads layout %d", ErrFormat, where, v, ledgerFormat)
 	case l.applied.Load() != 0:

@@ -1270,7 +1270,9 @@ type GetClusterStatusResponse struct {
 	Peers    []*Peer                `protobuf:"bytes,2,rep,name=peers,proto3" json:"peers,omitempty"`
 	LastSeq  uint64                 `protobuf:"varint,3,opt,name=last_seq,json=lastSeq,proto3" json:"last_seq,omitempty"`
 	// The cluster id, fixed at bootstrap (crossdock snapshot restore compares it).
-	ClusterId     string `protobuf:"bytes,4,opt,name=cluster_id,json=clusterId,proto3" json:"cluster_id,omitempty"`
+	ClusterId string `protobuf:"bytes,4,opt,name=cluster_id,json=clusterId,proto3" json:"cluster_id,omitempty"`
+	// What ledger retention removed, as the answering node's ledger holds it.
+	Retention     *LedgerRetention `protobuf:"bytes,5,opt,name=retention,proto3" json:"retention,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1333,6 +1335,111 @@ func (x *GetClusterStatusResponse) GetClusterId() string {
 	return ""
 }
 
+func (x *GetClusterStatusResponse) GetRetention() *LedgerRetention {
+	if x != nil {
+		return x.Retention
+	}
+	return nil
+}
+
+// LedgerRetention is what retention removed from the ledger.
+type LedgerRetention struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Every event with seq below low_water_seq is gone; low_water_at is the commit time
+	// of the earliest event still held (both 0 when nothing was pruned).
+	LowWaterSeq uint64                 `protobuf:"varint,1,opt,name=low_water_seq,json=lowWaterSeq,proto3" json:"low_water_seq,omitempty"`
+	LowWaterAt  *timestamppb.Timestamp `protobuf:"bytes,2,opt,name=low_water_at,json=lowWaterAt,proto3" json:"low_water_at,omitempty"`
+	// Ids of events below dedup_seq are no longer recognised as duplicates.
+	DedupSeq uint64                 `protobuf:"varint,3,opt,name=dedup_seq,json=dedupSeq,proto3" json:"dedup_seq,omitempty"`
+	DedupAt  *timestamppb.Timestamp `protobuf:"bytes,4,opt,name=dedup_at,json=dedupAt,proto3" json:"dedup_at,omitempty"`
+	// Events the ledger holds (last_seq minus the events pruned).
+	EventsHeld   uint64 `protobuf:"varint,5,opt,name=events_held,json=eventsHeld,proto3" json:"events_held,omitempty"`
+	EventsPruned uint64 `protobuf:"varint,6,opt,name=events_pruned,json=eventsPruned,proto3" json:"events_pruned,omitempty"`
+	// When the last prune was computed (zero: never).
+	LastPrune     *timestamppb.Timestamp `protobuf:"bytes,7,opt,name=last_prune,json=lastPrune,proto3" json:"last_prune,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *LedgerRetention) Reset() {
+	*x = LedgerRetention{}
+	mi := &file_crossdock_admin_v1_admin_proto_msgTypes[20]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *LedgerRetention) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*LedgerRetention) ProtoMessage() {}
+
+func (x *LedgerRetention) ProtoReflect() protoreflect.Message {
+	mi := &file_crossdock_admin_v1_admin_proto_msgTypes[20]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use LedgerRetention.ProtoReflect.Descriptor instead.
+func (*LedgerRetention) Descriptor() ([]byte, []int) {
+	return file_crossdock_admin_v1_admin_proto_rawDescGZIP(), []int{20}
+}
+
+func (x *LedgerRetention) GetLowWaterSeq() uint64 {
+	if x != nil {
+		return x.LowWaterSeq
+	}
+	return 0
+}
+
+func (x *LedgerRetention) GetLowWaterAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.LowWaterAt
+	}
+	return nil
+}
+
+func (x *LedgerRetention) GetDedupSeq() uint64 {
+	if x != nil {
+		return x.DedupSeq
+	}
+	return 0
+}
+
+func (x *LedgerRetention) GetDedupAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.DedupAt
+	}
+	return nil
+}
+
+func (x *LedgerRetention) GetEventsHeld() uint64 {
+	if x != nil {
+		return x.EventsHeld
+	}
+	return 0
+}
+
+func (x *LedgerRetention) GetEventsPruned() uint64 {
+	if x != nil {
+		return x.EventsPruned
+	}
+	return 0
+}
+
+func (x *LedgerRetention) GetLastPrune() *timestamppb.Timestamp {
+	if x != nil {
+		return x.LastPrune
+	}
+	return nil
+}
+
 // Peer is one Raft server.
 type Peer struct {
 	state   protoimpl.MessageState `protogen:"open.v1"`
@@ -1350,7 +1457,7 @@ type Peer struct {
 
 func (x *Peer) Reset() {
 	*x = Peer{}
-	mi := &file_crossdock_admin_v1_admin_proto_msgTypes[20]
+	mi := &file_crossdock_admin_v1_admin_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1362,7 +1469,7 @@ func (x *Peer) String() string {
 func (*Peer) ProtoMessage() {}
 
 func (x *Peer) ProtoReflect() protoreflect.Message {
-	mi := &file_crossdock_admin_v1_admin_proto_msgTypes[20]
+	mi := &file_crossdock_admin_v1_admin_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1375,7 +1482,7 @@ func (x *Peer) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Peer.ProtoReflect.Descriptor instead.
 func (*Peer) Descriptor() ([]byte, []int) {
-	return file_crossdock_admin_v1_admin_proto_rawDescGZIP(), []int{20}
+	return file_crossdock_admin_v1_admin_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *Peer) GetId() string {
@@ -1429,7 +1536,7 @@ type RemovePeerRequest struct {
 
 func (x *RemovePeerRequest) Reset() {
 	*x = RemovePeerRequest{}
-	mi := &file_crossdock_admin_v1_admin_proto_msgTypes[21]
+	mi := &file_crossdock_admin_v1_admin_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1441,7 +1548,7 @@ func (x *RemovePeerRequest) String() string {
 func (*RemovePeerRequest) ProtoMessage() {}
 
 func (x *RemovePeerRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_crossdock_admin_v1_admin_proto_msgTypes[21]
+	mi := &file_crossdock_admin_v1_admin_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1454,7 +1561,7 @@ func (x *RemovePeerRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RemovePeerRequest.ProtoReflect.Descriptor instead.
 func (*RemovePeerRequest) Descriptor() ([]byte, []int) {
-	return file_crossdock_admin_v1_admin_proto_rawDescGZIP(), []int{21}
+	return file_crossdock_admin_v1_admin_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *RemovePeerRequest) GetId() string {
@@ -1472,7 +1579,7 @@ type RemovePeerResponse struct {
 
 func (x *RemovePeerResponse) Reset() {
 	*x = RemovePeerResponse{}
-	mi := &file_crossdock_admin_v1_admin_proto_msgTypes[22]
+	mi := &file_crossdock_admin_v1_admin_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1484,7 +1591,7 @@ func (x *RemovePeerResponse) String() string {
 func (*RemovePeerResponse) ProtoMessage() {}
 
 func (x *RemovePeerResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_crossdock_admin_v1_admin_proto_msgTypes[22]
+	mi := &file_crossdock_admin_v1_admin_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1497,7 +1604,7 @@ func (x *RemovePeerResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RemovePeerResponse.ProtoReflect.Descriptor instead.
 func (*RemovePeerResponse) Descriptor() ([]byte, []int) {
-	return file_crossdock_admin_v1_admin_proto_rawDescGZIP(), []int{22}
+	return file_crossdock_admin_v1_admin_proto_rawDescGZIP(), []int{23}
 }
 
 var File_crossdock_admin_v1_admin_proto protoreflect.FileDescriptor
@@ -1601,13 +1708,25 @@ const file_crossdock_admin_v1_admin_proto_rawDesc = "" +
 	"\x06events\x18\x02 \x01(\x04R\x06events\x12\x1d\n" +
 	"\n" +
 	"cluster_id\x18\x03 \x01(\tR\tclusterId\"\x19\n" +
-	"\x17GetClusterStatusRequest\"\xa1\x01\n" +
+	"\x17GetClusterStatusRequest\"\xe4\x01\n" +
 	"\x18GetClusterStatusResponse\x12\x1b\n" +
 	"\tleader_id\x18\x01 \x01(\tR\bleaderId\x12.\n" +
 	"\x05peers\x18\x02 \x03(\v2\x18.crossdock.admin.v1.PeerR\x05peers\x12\x19\n" +
 	"\blast_seq\x18\x03 \x01(\x04R\alastSeq\x12\x1d\n" +
 	"\n" +
-	"cluster_id\x18\x04 \x01(\tR\tclusterId\"\xc9\x01\n" +
+	"cluster_id\x18\x04 \x01(\tR\tclusterId\x12A\n" +
+	"\tretention\x18\x05 \x01(\v2#.crossdock.admin.v1.LedgerRetentionR\tretention\"\xc8\x02\n" +
+	"\x0fLedgerRetention\x12\"\n" +
+	"\rlow_water_seq\x18\x01 \x01(\x04R\vlowWaterSeq\x12<\n" +
+	"\flow_water_at\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampR\n" +
+	"lowWaterAt\x12\x1b\n" +
+	"\tdedup_seq\x18\x03 \x01(\x04R\bdedupSeq\x125\n" +
+	"\bdedup_at\x18\x04 \x01(\v2\x1a.google.protobuf.TimestampR\adedupAt\x12\x1f\n" +
+	"\vevents_held\x18\x05 \x01(\x04R\n" +
+	"eventsHeld\x12#\n" +
+	"\revents_pruned\x18\x06 \x01(\x04R\feventsPruned\x129\n" +
+	"\n" +
+	"last_prune\x18\a \x01(\v2\x1a.google.protobuf.TimestampR\tlastPrune\"\xc9\x01\n" +
 	"\x04Peer\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x18\n" +
 	"\aaddress\x18\x02 \x01(\tR\aaddress\x12\x12\n" +
@@ -1652,7 +1771,7 @@ func file_crossdock_admin_v1_admin_proto_rawDescGZIP() []byte {
 }
 
 var file_crossdock_admin_v1_admin_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_crossdock_admin_v1_admin_proto_msgTypes = make([]protoimpl.MessageInfo, 25)
+var file_crossdock_admin_v1_admin_proto_msgTypes = make([]protoimpl.MessageInfo, 26)
 var file_crossdock_admin_v1_admin_proto_goTypes = []any{
 	(TokenKind)(0),                   // 0: crossdock.admin.v1.TokenKind
 	(*CreateTokenRequest)(nil),       // 1: crossdock.admin.v1.CreateTokenRequest
@@ -1675,62 +1794,67 @@ var file_crossdock_admin_v1_admin_proto_goTypes = []any{
 	(*RestoreSnapshotResponse)(nil),  // 18: crossdock.admin.v1.RestoreSnapshotResponse
 	(*GetClusterStatusRequest)(nil),  // 19: crossdock.admin.v1.GetClusterStatusRequest
 	(*GetClusterStatusResponse)(nil), // 20: crossdock.admin.v1.GetClusterStatusResponse
-	(*Peer)(nil),                     // 21: crossdock.admin.v1.Peer
-	(*RemovePeerRequest)(nil),        // 22: crossdock.admin.v1.RemovePeerRequest
-	(*RemovePeerResponse)(nil),       // 23: crossdock.admin.v1.RemovePeerResponse
-	nil,                              // 24: crossdock.admin.v1.ListEventsRequest.KeysEntry
-	nil,                              // 25: crossdock.admin.v1.TailEventsRequest.KeysEntry
-	(*durationpb.Duration)(nil),      // 26: google.protobuf.Duration
-	(*timestamppb.Timestamp)(nil),    // 27: google.protobuf.Timestamp
-	(*v1.ConnectorStatus)(nil),       // 28: crossdock.agent.v1.ConnectorStatus
-	(*v11.CommittedEvent)(nil),       // 29: crossdock.event.v1.CommittedEvent
+	(*LedgerRetention)(nil),          // 21: crossdock.admin.v1.LedgerRetention
+	(*Peer)(nil),                     // 22: crossdock.admin.v1.Peer
+	(*RemovePeerRequest)(nil),        // 23: crossdock.admin.v1.RemovePeerRequest
+	(*RemovePeerResponse)(nil),       // 24: crossdock.admin.v1.RemovePeerResponse
+	nil,                              // 25: crossdock.admin.v1.ListEventsRequest.KeysEntry
+	nil,                              // 26: crossdock.admin.v1.TailEventsRequest.KeysEntry
+	(*durationpb.Duration)(nil),      // 27: google.protobuf.Duration
+	(*timestamppb.Timestamp)(nil),    // 28: google.protobuf.Timestamp
+	(*v1.ConnectorStatus)(nil),       // 29: crossdock.agent.v1.ConnectorStatus
+	(*v11.CommittedEvent)(nil),       // 30: crossdock.event.v1.CommittedEvent
 }
 var file_crossdock_admin_v1_admin_proto_depIdxs = []int32{
 	0,  // 0: crossdock.admin.v1.CreateTokenRequest.kind:type_name -> crossdock.admin.v1.TokenKind
-	26, // 1: crossdock.admin.v1.CreateTokenRequest.ttl:type_name -> google.protobuf.Duration
-	27, // 2: crossdock.admin.v1.CreateTokenResponse.expires_at:type_name -> google.protobuf.Timestamp
+	27, // 1: crossdock.admin.v1.CreateTokenRequest.ttl:type_name -> google.protobuf.Duration
+	28, // 2: crossdock.admin.v1.CreateTokenResponse.expires_at:type_name -> google.protobuf.Timestamp
 	5,  // 3: crossdock.admin.v1.ListAgentsResponse.agents:type_name -> crossdock.admin.v1.Agent
-	27, // 4: crossdock.admin.v1.Agent.enrolled_at:type_name -> google.protobuf.Timestamp
-	27, // 5: crossdock.admin.v1.Agent.last_seen:type_name -> google.protobuf.Timestamp
-	27, // 6: crossdock.admin.v1.Agent.revoked_at:type_name -> google.protobuf.Timestamp
-	27, // 7: crossdock.admin.v1.Agent.cert_not_after:type_name -> google.protobuf.Timestamp
+	28, // 4: crossdock.admin.v1.Agent.enrolled_at:type_name -> google.protobuf.Timestamp
+	28, // 5: crossdock.admin.v1.Agent.last_seen:type_name -> google.protobuf.Timestamp
+	28, // 6: crossdock.admin.v1.Agent.revoked_at:type_name -> google.protobuf.Timestamp
+	28, // 7: crossdock.admin.v1.Agent.cert_not_after:type_name -> google.protobuf.Timestamp
 	6,  // 8: crossdock.admin.v1.Agent.recent_conflicts:type_name -> crossdock.admin.v1.IdConflict
-	27, // 9: crossdock.admin.v1.IdConflict.at:type_name -> google.protobuf.Timestamp
+	28, // 9: crossdock.admin.v1.IdConflict.at:type_name -> google.protobuf.Timestamp
 	5,  // 10: crossdock.admin.v1.RevokeAgentResponse.agent:type_name -> crossdock.admin.v1.Agent
 	5,  // 11: crossdock.admin.v1.DescribeAgentResponse.agent:type_name -> crossdock.admin.v1.Agent
-	28, // 12: crossdock.admin.v1.DescribeAgentResponse.connectors:type_name -> crossdock.agent.v1.ConnectorStatus
-	27, // 13: crossdock.admin.v1.DescribeAgentResponse.connectors_reported_at:type_name -> google.protobuf.Timestamp
-	24, // 14: crossdock.admin.v1.ListEventsRequest.keys:type_name -> crossdock.admin.v1.ListEventsRequest.KeysEntry
-	29, // 15: crossdock.admin.v1.ListEventsResponse.events:type_name -> crossdock.event.v1.CommittedEvent
-	25, // 16: crossdock.admin.v1.TailEventsRequest.keys:type_name -> crossdock.admin.v1.TailEventsRequest.KeysEntry
-	29, // 17: crossdock.admin.v1.TailEventsResponse.event:type_name -> crossdock.event.v1.CommittedEvent
-	21, // 18: crossdock.admin.v1.GetClusterStatusResponse.peers:type_name -> crossdock.admin.v1.Peer
-	27, // 19: crossdock.admin.v1.Peer.last_contact:type_name -> google.protobuf.Timestamp
-	1,  // 20: crossdock.admin.v1.AdminService.CreateToken:input_type -> crossdock.admin.v1.CreateTokenRequest
-	3,  // 21: crossdock.admin.v1.AdminService.ListAgents:input_type -> crossdock.admin.v1.ListAgentsRequest
-	9,  // 22: crossdock.admin.v1.AdminService.DescribeAgent:input_type -> crossdock.admin.v1.DescribeAgentRequest
-	11, // 23: crossdock.admin.v1.AdminService.ListEvents:input_type -> crossdock.admin.v1.ListEventsRequest
-	13, // 24: crossdock.admin.v1.AdminService.TailEvents:input_type -> crossdock.admin.v1.TailEventsRequest
-	15, // 25: crossdock.admin.v1.AdminService.SaveSnapshot:input_type -> crossdock.admin.v1.SaveSnapshotRequest
-	17, // 26: crossdock.admin.v1.AdminService.RestoreSnapshot:input_type -> crossdock.admin.v1.RestoreSnapshotRequest
-	19, // 27: crossdock.admin.v1.AdminService.GetClusterStatus:input_type -> crossdock.admin.v1.GetClusterStatusRequest
-	22, // 28: crossdock.admin.v1.AdminService.RemovePeer:input_type -> crossdock.admin.v1.RemovePeerRequest
-	7,  // 29: crossdock.admin.v1.AdminService.RevokeAgent:input_type -> crossdock.admin.v1.RevokeAgentRequest
-	2,  // 30: crossdock.admin.v1.AdminService.CreateToken:output_type -> crossdock.admin.v1.CreateTokenResponse
-	4,  // 31: crossdock.admin.v1.AdminService.ListAgents:output_type -> crossdock.admin.v1.ListAgentsResponse
-	10, // 32: crossdock.admin.v1.AdminService.DescribeAgent:output_type -> crossdock.admin.v1.DescribeAgentResponse
-	12, // 33: crossdock.admin.v1.AdminService.ListEvents:output_type -> crossdock.admin.v1.ListEventsResponse
-	14, // 34: crossdock.admin.v1.AdminService.TailEvents:output_type -> crossdock.admin.v1.TailEventsResponse
-	16, // 35: crossdock.admin.v1.AdminService.SaveSnapshot:output_type -> crossdock.admin.v1.SaveSnapshotResponse
-	18, // 36: crossdock.admin.v1.AdminService.RestoreSnapshot:output_type -> crossdock.admin.v1.RestoreSnapshotResponse
-	20, // 37: crossdock.admin.v1.AdminService.GetClusterStatus:output_type -> crossdock.admin.v1.GetClusterStatusResponse
-	23, // 38: crossdock.admin.v1.AdminService.RemovePeer:output_type -> crossdock.admin.v1.RemovePeerResponse
-	8,  // 39: crossdock.admin.v1.AdminService.RevokeAgent:output_type -> crossdock.admin.v1.RevokeAgentResponse
-	30, // [30:40] is the sub-list for method output_type
-	20, // [20:30] is the sub-list for method input_type
-	20, // [20:20] is the sub-list for extension type_name
-	20, // [20:20] is the sub-list for extension extendee
-	0,  // [0:20] is the sub-list for field type_name
+	29, // 12: crossdock.admin.v1.DescribeAgentResponse.connectors:type_name -> crossdock.agent.v1.ConnectorStatus
+	28, // 13: crossdock.admin.v1.DescribeAgentResponse.connectors_reported_at:type_name -> google.protobuf.Timestamp
+	25, // 14: crossdock.admin.v1.ListEventsRequest.keys:type_name -> crossdock.admin.v1.ListEventsRequest.KeysEntry
+	30, // 15: crossdock.admin.v1.ListEventsResponse.events:type_name -> crossdock.event.v1.CommittedEvent
+	26, // 16: crossdock.admin.v1.TailEventsRequest.keys:type_name -> crossdock.admin.v1.TailEventsRequest.KeysEntry
+	30, // 17: crossdock.admin.v1.TailEventsResponse.event:type_name -> crossdock.event.v1.CommittedEvent
+	22, // 18: crossdock.admin.v1.GetClusterStatusResponse.peers:type_name -> crossdock.admin.v1.Peer
+	21, // 19: crossdock.admin.v1.GetClusterStatusResponse.retention:type_name -> crossdock.admin.v1.LedgerRetention
+	28, // 20: crossdock.admin.v1.LedgerRetention.low_water_at:type_name -> google.protobuf.Timestamp
+	28, // 21: crossdock.admin.v1.LedgerRetention.dedup_at:type_name -> google.protobuf.Timestamp
+	28, // 22: crossdock.admin.v1.LedgerRetention.last_prune:type_name -> google.protobuf.Timestamp
+	28, // 23: crossdock.admin.v1.Peer.last_contact:type_name -> google.protobuf.Timestamp
+	1,  // 24: crossdock.admin.v1.AdminService.CreateToken:input_type -> crossdock.admin.v1.CreateTokenRequest
+	3,  // 25: crossdock.admin.v1.AdminService.ListAgents:input_type -> crossdock.admin.v1.ListAgentsRequest
+	9,  // 26: crossdock.admin.v1.AdminService.DescribeAgent:input_type -> crossdock.admin.v1.DescribeAgentRequest
+	11, // 27: crossdock.admin.v1.AdminService.ListEvents:input_type -> crossdock.admin.v1.ListEventsRequest
+	13, // 28: crossdock.admin.v1.AdminService.TailEvents:input_type -> crossdock.admin.v1.TailEventsRequest
+	15, // 29: crossdock.admin.v1.AdminService.SaveSnapshot:input_type -> crossdock.admin.v1.SaveSnapshotRequest
+	17, // 30: crossdock.admin.v1.AdminService.RestoreSnapshot:input_type -> crossdock.admin.v1.RestoreSnapshotRequest
+	19, // 31: crossdock.admin.v1.AdminService.GetClusterStatus:input_type -> crossdock.admin.v1.GetClusterStatusRequest
+	23, // 32: crossdock.admin.v1.AdminService.RemovePeer:input_type -> crossdock.admin.v1.RemovePeerRequest
+	7,  // 33: crossdock.admin.v1.AdminService.RevokeAgent:input_type -> crossdock.admin.v1.RevokeAgentRequest
+	2,  // 34: crossdock.admin.v1.AdminService.CreateToken:output_type -> crossdock.admin.v1.CreateTokenResponse
+	4,  // 35: crossdock.admin.v1.AdminService.ListAgents:output_type -> crossdock.admin.v1.ListAgentsResponse
+	10, // 36: crossdock.admin.v1.AdminService.DescribeAgent:output_type -> crossdock.admin.v1.DescribeAgentResponse
+	12, // 37: crossdock.admin.v1.AdminService.ListEvents:output_type -> crossdock.admin.v1.ListEventsResponse
+	14, // 38: crossdock.admin.v1.AdminService.TailEvents:output_type -> crossdock.admin.v1.TailEventsResponse
+	16, // 39: crossdock.admin.v1.AdminService.SaveSnapshot:output_type -> crossdock.admin.v1.SaveSnapshotResponse
+	18, // 40: crossdock.admin.v1.AdminService.RestoreSnapshot:output_type -> crossdock.admin.v1.RestoreSnapshotResponse
+	20, // 41: crossdock.admin.v1.AdminService.GetClusterStatus:output_type -> crossdock.admin.v1.GetClusterStatusResponse
+	24, // 42: crossdock.admin.v1.AdminService.RemovePeer:output_type -> crossdock.admin.v1.RemovePeerResponse
+	8,  // 43: crossdock.admin.v1.AdminService.RevokeAgent:output_type -> crossdock.admin.v1.RevokeAgentResponse
+	34, // [34:44] is the sub-list for method output_type
+	24, // [24:34] is the sub-list for method input_type
+	24, // [24:24] is the sub-list for extension type_name
+	24, // [24:24] is the sub-list for extension extendee
+	0,  // [0:24] is the sub-list for field type_name
 }
 
 func init() { file_crossdock_admin_v1_admin_proto_init() }
@@ -1744,7 +1868,7 @@ func file_crossdock_admin_v1_admin_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_crossdock_admin_v1_admin_proto_rawDesc), len(file_crossdock_admin_v1_admin_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   25,
+			NumMessages:   26,
 			NumExtensions: 0,
 			NumServices:   1,
 		},
