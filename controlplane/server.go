@@ -25,6 +25,7 @@ import (
 	"github.com/crossdock/crossdock/controlplane/api"
 	"github.com/crossdock/crossdock/controlplane/delivery"
 	"github.com/crossdock/crossdock/controlplane/ledger"
+	"github.com/crossdock/crossdock/controlplane/retention"
 	"github.com/crossdock/crossdock/controlplane/store"
 	"github.com/crossdock/crossdock/internal/canonical"
 	"github.com/crossdock/crossdock/internal/cliconfig"
@@ -77,6 +78,9 @@ type Config struct {
 	// WebhookAllow lists the non-public addresses (loopback, private, link-local, ...)
 	// webhooks may reach; only public addresses otherwise (--webhook-allow).
 	WebhookAllow []netip.Prefix
+	// PruneInterval is how often the leader computes ledger retention and proposes a
+	// prune (retention.DefaultInterval, 30s, when 0; --prune-interval).
+	PruneInterval time.Duration
 	// Limits bound what callers can make the node spend (body sizes, read timeouts,
 	// enrollment and failed-authentication rates per source address, refusal logs);
 	// zero fields take api.DefaultLimits.
@@ -99,6 +103,8 @@ type Server struct {
 	backend  *api.Backend
 	// delivery sends committed events to destinations while this node leads.
 	delivery *delivery.Engine
+	// pruner proposes ledger retention while this node leads.
+	pruner *retention.Pruner
 	nodeCert tls.Certificate
 	// raftAdv is the raft address other nodes dial, as configured (a name stays a name).
 	raftAdv string
@@ -466,6 +472,7 @@ func (s *Server) buildServers(cert tls.Certificate) error {
 	}
 	mux.Handle(routingv1connect.NewRoutingServiceHandler(&api.Routing{Backend: backend, Webhooks: webhooks}, append(opts, connect.WithInterceptors(auth))...))
 	s.delivery = delivery.New(delivery.Config{Store: s.store, Plans: &delivery.RoutingPlans{Source: s.store.Ledger()}, AgentSink: &s.backend.Sinks, Logger: s.logger, AddressPolicy: webhooks})
+	s.pruner = retention.New(retention.Config{Store: s.store, Plans: &delivery.RoutingPlans{Source: s.store.Ledger()}, Interval: s.cfg.PruneInterval, Logger: s.logger})
 	mux.Handle(deliveryv1connect.NewDeliveryServiceHandler(&api.Delivery{Backend: backend, Engine: s.delivery}, append(opts, connect.WithInterceptors(auth))...))
 	mux.Handle(deliveryv1connect.NewPartnerServiceHandler(&api.Partner{Backend: backend, Engine: s.delivery}, opts...))
 	handler := api.WithPeer(guard.Wrap(mux))
@@ -522,6 +529,8 @@ func (s *Server) Run(ctx context.Context) error {
 	dctx, stopDelivery := context.WithCancel(context.WithoutCancel(ctx))
 	deliveryDone := make(chan struct{})
 	go func() { defer close(deliveryDone); _ = s.delivery.Run(dctx) }()
+	pruneDone := make(chan struct{})
+	go func() { defer close(pruneDone); _ = s.pruner.Run(dctx) }()
 	var err error
 	select {
 	case <-ctx.Done():
@@ -542,6 +551,7 @@ func (s *Server) Run(ctx context.Context) error {
 	}
 	stopDelivery()
 	<-deliveryDone
+	<-pruneDone
 	return errors.Join(err, s.store.Close())
 }
 

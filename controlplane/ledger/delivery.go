@@ -391,11 +391,16 @@ func (l *Ledger) SeqAtTime(t time.Time) (uint64, error) {
 			before := true // no chunk at or before mid: older than anything held
 			it.Seek(logKey(mid))
 			if it.ValidForPrefix(prefixLog) {
-				c, err := itemChunk(it.Item())
-				if err != nil {
+				var at time.Time
+				err := it.Item().Value(func(v []byte) error {
+					var err error
+					at, err = chunkCommittedAt(v)
 					return err
+				})
+				if err != nil {
+					return fmt.Errorf("ledger: log chunk %d: %w", seqSuffix(it.Item().Key()), err)
 				}
-				before = c.GetCommittedAt().AsTime().Before(t)
+				before = at.Before(t)
 			}
 			if before {
 				lo = mid + 1

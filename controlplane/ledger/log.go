@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"slices"
 	"strings"
+	"time"
 
 	"github.com/dgraph-io/badger/v4"
 	"google.golang.org/protobuf/encoding/protowire"
@@ -448,4 +449,27 @@ func chunkEvent(v []byte, i uint64) (*storev1.LogChunk, bool, error) {
 		return nil, false, err
 	}
 	return c, true, nil
+}
+
+// chunkCommittedAt reads only the commit time of an encoded LogChunk.
+func chunkCommittedAt(v []byte) (time.Time, error) {
+	var ts timestamppb.Timestamp
+	for p := v; len(p) > 0; {
+		num, typ, m := protowire.ConsumeTag(p)
+		if m < 0 {
+			return time.Time{}, protowire.ParseError(m)
+		}
+		l := protowire.ConsumeFieldValue(num, typ, p[m:])
+		if l < 0 {
+			return time.Time{}, protowire.ParseError(l)
+		}
+		if num == 2 && typ == protowire.BytesType {
+			b, _ := protowire.ConsumeBytes(p[m:])
+			if err := (proto.UnmarshalOptions{Merge: true}).Unmarshal(b, &ts); err != nil {
+				return time.Time{}, err
+			}
+		}
+		p = p[m+l:]
+	}
+	return ts.AsTime(), nil
 }

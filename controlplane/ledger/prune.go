@@ -626,3 +626,45 @@ func loadLowWater(txn *badger.Txn) (*storev1.LowWater, error) {
 	}
 	return lw, nil
 }
+
+// TypeCutoff is the cutoff of events of type typ in lw (nil: 0): the events of it below
+// were pruned.
+func TypeCutoff(lw *storev1.LowWater, typ string) uint64 { return typeCut(lw, typ) }
+
+// PruneNeeded reports whether applying m now would remove anything or move a mark:
+// a cutoff past what earlier prunes did (within the flushed log, the only part a prune
+// touches), a prune in steps not finished, or id runs below the dedup cutoff. The
+// leader asks before proposing, so an idle cluster does not append a prune every
+// interval.
+func (l *Ledger) PruneNeeded(m *storev1.PruneLedger) (bool, error) {
+	h, err := l.acquire()
+	if err != nil {
+		return false, err
+	}
+	defer l.release(h)
+	p := h.post
+	p.mu.RLock()
+	defer p.mu.RUnlock()
+	prev := p.low
+	if prev.GetResume() != 0 {
+		return true, nil
+	}
+	cuts := &pruneCuts{types: map[string]uint64{}, def: m.GetDefaultBelow(), prev: prev, ceil: p.flushed + 1}
+	for _, c := range m.GetTypes() {
+		cuts.types[c.GetType()] = c.GetBelow()
+	}
+	if cuts.cutDefault() > prev.GetDefaultBelow() {
+		return true, nil
+	}
+	for t := range cuts.types {
+		if cuts.cut(t) > typeCut(prev, t) {
+			return true, nil
+		}
+	}
+	for _, c := range prev.GetTypes() {
+		if cuts.cut(c.GetType()) > c.GetBelow() {
+			return true, nil
+		}
+	}
+	return len(p.runs) > 0 && p.runs[0].last < m.GetDedupBelow(), nil
+}
