@@ -55,7 +55,7 @@ func newRootCmd() *cobra.Command {
 		newClusterCmd(),
 		newDemoCmd(),
 		newApplyCmd(), newRoutesCmd(), withDestinationsStatus(newDestinationsCmd()), newPoliciesCmd(), newHistoryCmd(), newRollbackCmd(), newDeleteCmd(),
-		newDlqCmd(), newReplayCmd(),
+		newDlqCmd(), newReplayCmd(), newLedgerCmd(),
 		newVersionCmd(), newConfigCmd(),
 		newPluginCmd(),
 	)
