@@ -104,7 +104,7 @@ type Server struct {
 	// delivery sends committed events to destinations while this node leads.
 	delivery *delivery.Engine
 	// pruner proposes ledger retention while this node leads.
-	pruner *retention.Pruner
+	pruner   *retention.Pruner
 	nodeCert tls.Certificate
 	// raftAdv is the raft address other nodes dial, as configured (a name stays a name).
 	raftAdv string
