@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net/netip"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -228,4 +229,71 @@ func TestAgentOfflineLongerThanRetention(t *testing.T) {
 		t.Fatalf("the re-sent events moved the ledger from seq %d to %d", last, got)
 	}
 	c.WaitConverged()
+}
+
+// TestRetentionHeldByDestinationCursor: a webhook destination that has delivered
+// nothing holds retention at its cursor (nothing is pruned however old); once it is
+// deleted, it holds nothing.
+func TestRetentionHeldByDestinationCursor(t *testing.T) {
+	srv := controlplanetest.TestServer(t, func(cfg *controlplane.Config) {
+		cfg.PruneInterval = time.Hour // Once is called by the test
+		cfg.WebhookAllow = []netip.Prefix{netip.MustParsePrefix("127.0.0.1/32")}
+	})
+	cc, err := cliconfig.Load(srv.AdminConfigPath())
+	if err != nil {
+		t.Fatal(err)
+	}
+	hc, base, closeFn, err := cc.HTTPClient()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer closeFn()
+	rc := routingv1connect.NewRoutingServiceClient(hc, base)
+	docs := shortRetention + `---
+apiVersion: crossdock.io/v1
+kind: Destination
+metadata:
+  name: down
+spec:
+  type: webhook
+  url: https://127.0.0.1:1/hook
+  secret: whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw
+---
+apiVersion: crossdock.io/v1
+kind: Route
+metadata:
+  name: all-to-down
+spec:
+  destination: down
+`
+	if _, err := rc.ApplyDocuments(context.Background(), connect.NewRequest(&routingv1.ApplyDocumentsRequest{Yaml: docs})); err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	for i := 1; i <= 40000; i += 5000 {
+		if err := ingest(ctx, srv, "a1", i, 5000); err != nil {
+			t.Fatal(err)
+		}
+	}
+	l := srv.Store().Ledger()
+	// Every event is older than its keep (1s) once a later one is.
+	first, _, _ := l.ListEvents(ledger.Filter{}, 1, 1)
+	controlplanetest.WaitFor(t, 10*time.Second, "the first events to be older than 1s", func() bool {
+		return time.Since(first[0].GetCommittedAt().AsTime()) > 1100*time.Millisecond
+	})
+	if n, err := srv.Pruner().Once(ctx); err != nil || n != 0 {
+		t.Fatalf("with a destination at cursor 1, a prune removed %d events (%v)", n, err)
+	}
+	if low, _ := l.LowWater(); low != 0 {
+		t.Fatalf("low-water %d past the destination's cursor", low)
+	}
+	for _, ref := range []struct{ kind, name string }{{"Route", "all-to-down"}, {"Destination", "down"}} {
+		if _, err := rc.DeleteDocument(ctx, connect.NewRequest(&routingv1.DeleteDocumentRequest{Kind: ref.kind, Name: ref.name})); err != nil {
+			t.Fatal(err)
+		}
+	}
+	n, err := srv.Pruner().Once(ctx)
+	if err != nil || n < 16000 {
+		t.Fatalf("after the destination was deleted a prune removed %d events (%v); want the flushed ones", n, err)
+	}
 }

@@ -561,6 +561,9 @@ func (s *Server) Addr() string { return s.addr }
 // AdminConfigPath is where the bootstrap admin config is written.
 func (s *Server) AdminConfigPath() string { return filepath.Join(s.cfg.DataDir, AdminConfigFile) }
 
+// Pruner is the node's ledger retention (it proposes prunes while the node leads).
+func (s *Server) Pruner() *retention.Pruner { return s.pruner }
+
 // Store is the node's replicated store.
 func (s *Server) Store() *store.Store { return s.store }
 

@@ -6,7 +6,6 @@ import (
 	"time"
 
 	"connectrpc.com/connect"
-	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/crossdock/crossdock/controlplane/ledger"
 	adminv1 "github.com/crossdock/crossdock/proto/gen/crossdock/admin/v1"
@@ -47,8 +46,5 @@ func retentionStatus(l *ledger.Ledger) *adminv1.LedgerRetention {
 	out.EventsPruned = lw.GetEventsPruned()
 	out.EventsHeld = l.LastSeq() - min(l.LastSeq(), lw.GetEventsPruned())
 	out.LastPrune = lw.GetComputedAt()
-	if out.LastPrune == nil {
-		out.LastPrune = timestamppb.New(time.Time{})
-	}
 	return out
 }

@@ -3,6 +3,7 @@ package ledger
 import (
 	"bytes"
 	"fmt"
+	"google.golang.org/protobuf/types/known/timestamppb"
 	"math"
 	"math/rand/v2"
 	"slices"
@@ -181,7 +182,7 @@ func FuzzChunkEvent(f *testing.F) {
 	}
 	f.Add(b, uint64(1))
 	f.Add(b, uint64(2))
-	c.Offsets = []uint32{3, 9}
+	c.Offsets, c.CommittedAt = []uint32{3, 9}, timestamppb.New(t0)
 	if b, err = proto.Marshal(c); err != nil {
 		f.Fatal(err)
 	}
@@ -193,6 +194,9 @@ func FuzzChunkEvent(f *testing.F) {
 		var all storev1.LogChunk
 		if proto.Unmarshal(v, &all) != nil {
 			return // chunkEvent may or may not notice: it decodes less
+		}
+		if at, err := chunkCommittedAt(v); err != nil || !at.Equal(all.GetCommittedAt().AsTime()) {
+			t.Fatalf("chunkCommittedAt = %v, %v; the chunk says %v", at, err, all.GetCommittedAt().AsTime())
 		}
 		if checkOffsets(all.GetOffsets(), len(all.GetEvents())) != nil {
 			if err == nil {

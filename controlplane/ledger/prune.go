@@ -95,8 +95,8 @@ func typeCut(lw *storev1.LowWater, typ string) uint64 {
 // event held at or after it. 0 and the zero time when nothing was pruned.
 func (l *Ledger) LowWater() (uint64, time.Time) {
 	lw, err := l.Retention()
-	if err != nil || lw == nil {
-		return 0, time.Time{}
+	if err != nil || lw.GetSeq() <= 1 {
+		return 0, time.Time{} // nothing below seq 1
 	}
 	var at time.Time
 	if lw.GetAt() != nil {
@@ -653,16 +653,17 @@ func (l *Ledger) PruneNeeded(m *storev1.PruneLedger) (bool, error) {
 	for _, c := range m.GetTypes() {
 		cuts.types[c.GetType()] = c.GetBelow()
 	}
-	if cuts.cutDefault() > prev.GetDefaultBelow() {
+	// Seq 1 is the first: a cutoff of 1 removes nothing.
+	if cuts.cutDefault() > max(prev.GetDefaultBelow(), 1) {
 		return true, nil
 	}
 	for t := range cuts.types {
-		if cuts.cut(t) > typeCut(prev, t) {
+		if cuts.cut(t) > max(typeCut(prev, t), 1) {
 			return true, nil
 		}
 	}
 	for _, c := range prev.GetTypes() {
-		if cuts.cut(c.GetType()) > c.GetBelow() {
+		if cuts.cut(c.GetType()) > max(c.GetBelow(), 1) {
 			return true, nil
 		}
 	}
