@@ -455,3 +455,26 @@ func TestPruneRefusesUnsortedTypes(t *testing.T) {
 		t.Fatalf("a refused prune wrote m/low: %v", lw)
 	}
 }
+
+// TestPruneByteBudgetSteps: a prune whose events exceed what one command may hand the
+// archiver goes in steps (here with the limit lowered to 256 KiB) and ends in the same
+// state as one command.
+func TestPruneByteBudgetSteps(t *testing.T) {
+	defer func(v int) { pruneMaxArchived = v }(pruneMaxArchived)
+	l1, l2 := newLedger(t, false), newLedger(t, false)
+	k := newKeyLog(t)
+	k.add(flushSeqs+300, 500, skuKeys(40), l1, l2)
+	m := &storev1.PruneLedger{DefaultBelow: 15000, ComputedAt: timestamppb.New(t0)}
+	pruneMaxArchived = 256 << 10
+	if n := k.prune(m, l1); n < 5 {
+		t.Fatalf("a prune of 15,000 events under a 256 KiB limit took %d commands", n)
+	}
+	pruneMaxArchived = 32 << 20
+	idx := uint64(len(k.lg.cmds))
+	if res, err := l2.Apply(idx, at(idx), pruneCmd(t, m)); err != nil || res.(*storev1.PruneResult).GetMore() {
+		t.Fatalf("one command: %v %v", res, err)
+	}
+	if mustHash(t, l1) != mustHash(t, l2) {
+		t.Fatal("steps by bytes end in another state than one command")
+	}
+}
