@@ -380,7 +380,9 @@ func applyPruneLedger(tx *applyTxn, cmd *storev1.Command) (any, error) {
 				newCompact[k] = b
 			}
 		}
-		if len(archived)+len(evs) > maxEvents || (len(archived) > 0 && arcBytes+evBytes > pruneMaxArchived) || !tx.fits(entries, size) {
+		// The first chunk always goes (a chunk is at most 256 events and 1 MiB, within
+		// the budget), so every step makes progress.
+		if len(actions) > 0 && (len(archived)+len(evs) > maxEvents || arcBytes+evBytes > pruneMaxArchived || !tx.fits(entries, size)) {
 			resume = first
 			break
 		}

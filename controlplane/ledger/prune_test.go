@@ -478,3 +478,17 @@ func TestPruneByteBudgetSteps(t *testing.T) {
 		t.Fatal("steps by bytes end in another state than one command")
 	}
 }
+
+// TestPruneStepsAlwaysProgress: a limit below one chunk's events still removes a chunk
+// per command, so a prune in steps always finishes.
+func TestPruneStepsAlwaysProgress(t *testing.T) {
+	l := newLedger(t, false)
+	k := newKeyLog(t)
+	k.add(flushSeqs+300, 500, skuKeys(40), l)
+	if n := k.prune(&storev1.PruneLedger{DefaultBelow: 2000, MaxEvents: 10}, l); n < 2 {
+		t.Fatalf("took %d commands", n)
+	}
+	if low, _ := l.LowWater(); low != 2000 {
+		t.Fatalf("LowWater %d, want 2000", low)
+	}
+}
