@@ -78,6 +78,9 @@ type Config struct {
 	// WebhookAllow lists the non-public addresses (loopback, private, link-local, ...)
 	// webhooks may reach; only public addresses otherwise (--webhook-allow).
 	WebhookAllow []netip.Prefix
+	// Archiver receives the events ledger retention removes, on every node, before they
+	// are deleted (nil: not archived). The lead wires controlplane/archive here.
+	Archiver ledger.Archiver
 	// PruneInterval is how often the leader computes ledger retention and proposes a
 	// prune (retention.DefaultInterval, 30s, when 0; --prune-interval).
 	PruneInterval time.Duration
@@ -216,7 +219,7 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 		s.closeListeners()
 		return nil, err
 	}
-	scfg := store.Config{NodeID: cfg.NodeID, Dir: cfg.DataDir, StreamLayer: layer, Bootstrap: cfg.Bootstrap && !s.joined, Logger: logger}
+	scfg := store.Config{NodeID: cfg.NodeID, Dir: cfg.DataDir, StreamLayer: layer, Bootstrap: cfg.Bootstrap && !s.joined, Logger: logger, Archiver: cfg.Archiver}
 	if ident == nil && !cfg.Moved {
 		// A data dir from a build before node.json: the replica's own record of this
 		// node says where it ran. Only the raft address is compared: a follower's API
