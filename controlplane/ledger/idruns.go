@@ -25,9 +25,12 @@ import (
 // is opened or restored.
 
 var (
-	prefixRun    = []byte("r/")  // + u64BE(run) + u32BE(block) -> run block
-	prefixRunDir = []byte("rd/") // + u64BE(run) -> run directory
+	prefixRun     = []byte("r/")  // + u64BE(run) + u32BE(block) -> run block
+	prefixRunDir  = []byte("rd/") // + u64BE(run) -> run directory
+	prefixRunTime = []byte("rt/") // + u64BE(run) -> u64BE unix nanos: commit time of the run's last event (layout 6)
 )
+
+func runTimeKey(run uint64) []byte { return cat(prefixRunTime, u64(run)) }
 
 const (
 	// runBlockIDs is how many ids a run block holds.
@@ -42,7 +45,8 @@ type idRun struct {
 	last   uint64
 	firsts []string
 	filter *idFilter
-	n      int // ids in the run
+	n      int   // ids in the run
+	at     int64 // unix nanos of the commit of its last event; 0 when unknown (written by layout 5)
 }
 
 // idCost is what id key k adds to the flush that writes it: charged as one write (which
@@ -303,7 +307,12 @@ func loadRuns(txn *badger.Txn, fn func(k []byte)) ([]*idRun, error) {
 			return nil, fmt.Errorf("%w: directory key %q", errRunRecord, key)
 		}
 		r := &idRun{last: binary.BigEndian.Uint64(key[len(prefixRunDir):])}
-		err := it.Item().Value(func(v []byte) error {
+		at, err := getU64(txn, runTimeKey(r.last))
+		if err != nil {
+			return nil, fmt.Errorf("ledger: id run %d time: %w", r.last, err)
+		}
+		r.at = int64(at)
+		err = it.Item().Value(func(v []byte) error {
 			var err error
 			r.firsts, err = decodeRunDir(v)
 			return err

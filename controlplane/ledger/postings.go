@@ -237,6 +237,12 @@ func (a *postingAdds) flush(tx *applyTxn, lastSeq uint64) error {
 		if a.run, err = writeRun(tx, lastSeq, append(slices.Clip(a.pend.ids), a.ids)); err != nil {
 			return err
 		}
+		// When the run's ids were committed, for the dedup window (DedupCutoff) after
+		// retention removed their events.
+		a.run.at = tx.appendedAt.UnixNano()
+		if err := tx.set(runTimeKey(lastSeq), u64(uint64(a.run.at))); err != nil {
+			return err
+		}
 	}
 	return tx.set(keyKeyFlushed, u64(lastSeq))
 }

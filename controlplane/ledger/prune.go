@@ -400,8 +400,8 @@ func applyPruneLedger(tx *applyTxn, cmd *storev1.Command) (any, error) {
 		if r.last >= dedup {
 			break
 		}
-		n := len(r.firsts) + 1
-		size := len(prefixRunDir) + 8 + len(r.firsts)*(len(prefixRun)+12)
+		n := len(r.firsts) + 2
+		size := len(prefixRunDir) + len(prefixRunTime) + 16 + len(r.firsts)*(len(prefixRun)+12)
 		if !tx.fits(n, size) {
 			res.More = true
 			break
@@ -443,6 +443,9 @@ func applyPruneLedger(tx *applyTxn, cmd *storev1.Command) (any, error) {
 			}
 		}
 		if err := tx.del(runDirKey(r.last)); err != nil {
+			return nil, err
+		}
+		if err := tx.del(runTimeKey(r.last)); err != nil {
 			return nil, err
 		}
 	}
@@ -670,4 +673,30 @@ func (l *Ledger) PruneNeeded(m *storev1.PruneLedger) (bool, error) {
 		}
 	}
 	return len(p.runs) > 0 && p.runs[0].last < m.GetDedupBelow(), nil
+}
+
+// DedupCutoff is the dedup cutoff for ids committed before t: one past the last seq of
+// the newest id run committed before t (1 when none). Runs record their commit time
+// (rt/), so this holds after retention removed their events, where SeqAtTime cannot
+// tell. A run of layout 5 without a time counts as older than the next run that has
+// one.
+func (l *Ledger) DedupCutoff(t time.Time) (uint64, error) {
+	h, err := l.acquire()
+	if err != nil {
+		return 0, err
+	}
+	defer l.release(h)
+	h.post.mu.RLock()
+	defer h.post.mu.RUnlock()
+	cut, tn := uint64(1), t.UnixNano()
+	for i, r := range h.post.runs {
+		if r.at == 0 {
+			continue
+		}
+		if r.at >= tn {
+			break
+		}
+		cut = h.post.runs[i].last + 1
+	}
+	return cut, nil
 }

@@ -492,3 +492,37 @@ func TestPruneStepsAlwaysProgress(t *testing.T) {
 		t.Fatalf("LowWater %d, want 2000", low)
 	}
 }
+
+// TestDedupCutoffAfterPrune: the dedup cutoff for a time comes from the id runs' commit
+// times, so it is right after retention removed the runs' events (SeqAtTime would put
+// it at the earliest event held) and after a reopen.
+func TestDedupCutoffAfterPrune(t *testing.T) {
+	l := newLedger(t, true)
+	k := newKeyLog(t)
+	k.add(2*flushSeqs+300, 500, skuKeys(40), l)
+	runs := slices.Clone(l.cur.post.runs)
+	if len(runs) != 2 || runs[0].at == 0 {
+		t.Fatalf("runs %v without commit times", runs)
+	}
+	k.prune(&storev1.PruneLedger{DefaultBelow: runs[1].last + 1}, l)
+	check := func(l *Ledger) {
+		t.Helper()
+		for _, tc := range []struct {
+			at   time.Time
+			want uint64
+		}{{t0, 1}, {time.Unix(0, runs[0].at), 1}, {time.Unix(0, runs[0].at+1), runs[0].last + 1}, {time.Unix(0, runs[1].at+1), runs[1].last + 1}} {
+			if got, err := l.DedupCutoff(tc.at); err != nil || got != tc.want {
+				t.Fatalf("DedupCutoff(%v) = %d, %v; want %d", tc.at, got, err, tc.want)
+			}
+		}
+	}
+	check(l)
+	dir := l.opts.Dir
+	l.Close()
+	l2, err := Open(Options{Dir: dir})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l2.Close()
+	check(l2)
+}

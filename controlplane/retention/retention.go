@@ -219,8 +219,9 @@ func (p *Pruner) hold(l *ledger.Ledger) (uint64, string, error) {
 }
 
 // Compute returns the PRUNE_LEDGER of retention r at now: per type, the first seq
-// committed at or after now - keep (capped at hold, when not 0); the dedup cutoff, the
-// first seq committed at or after now - dedupWindow. Only committed commit times are
+// committed at or after now - keep (capped at hold, when not 0); the dedup cutoff,
+// after the last id run committed before now - dedupWindow (runs record their commit
+// time: their events may be gone). Only committed commit times are
 // read, so any leader computing at the same time proposes the same cutoffs.
 func Compute(l *ledger.Ledger, r routing.Retention, hold uint64, now time.Time) (*storev1.PruneLedger, error) {
 	cut := func(keep time.Duration) (uint64, error) {
@@ -246,7 +247,7 @@ func Compute(l *ledger.Ledger, r routing.Retention, hold uint64, now time.Time) 
 		m.Types = append(m.Types, &storev1.PruneCutoff{Type: t, Below: b})
 	}
 	dedupAt := now.Add(-r.DedupWindow)
-	if m.DedupBelow, err = l.SeqAtTime(dedupAt); err != nil {
+	if m.DedupBelow, err = l.DedupCutoff(dedupAt); err != nil {
 		return nil, fmt.Errorf("retention: find the dedup cutoff: %w", err)
 	}
 	m.DedupAt = timestamppb.New(dedupAt)
