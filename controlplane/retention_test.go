@@ -186,7 +186,10 @@ func TestRetentionOnCluster(t *testing.T) {
 
 	// Reads below the mark: OutOfRange naming the earliest seq and time held.
 	admin := controlplanetest.AdminClient(t, c.Nodes[0].AdminConfigPath())
-	_, err = admin.ListEvents(context.Background(), connect.NewRequest(&adminv1.ListEventsRequest{FromSeq: 1, Limit: 10}))
+	controlplanetest.WaitFor(t, 30*time.Second, "an answer (not a leader election)", func() bool {
+		_, err = admin.ListEvents(context.Background(), connect.NewRequest(&adminv1.ListEventsRequest{FromSeq: 1, Limit: 10}))
+		return connect.CodeOf(err) != connect.CodeUnavailable
+	})
 	first, _, ferr := l0.ListEvents(ledger.Filter{}, 0, 1)
 	if ferr != nil || len(first) != 1 {
 		t.Fatalf("earliest held: %v %v", first, ferr)
@@ -195,10 +198,11 @@ func TestRetentionOnCluster(t *testing.T) {
 	if connect.CodeOf(err) != connect.CodeOutOfRange || !strings.Contains(err.Error(), want) {
 		t.Fatalf("ListEvents from seq 1: %v; want out_of_range containing %q", err, want)
 	}
-	st, err := admin.GetClusterStatus(context.Background(), connect.NewRequest(&adminv1.GetClusterStatusRequest{}))
-	if err != nil {
-		t.Fatal(err)
-	}
+	var st *connect.Response[adminv1.GetClusterStatusResponse]
+	controlplanetest.WaitFor(t, 30*time.Second, "cluster status", func() bool {
+		st, err = admin.GetClusterStatus(context.Background(), connect.NewRequest(&adminv1.GetClusterStatusRequest{}))
+		return err == nil
+	})
 	if r := st.Msg.GetRetention(); r.GetLowWaterSeq() != low || r.GetEventsHeld() != uint64(len(held)) || r.GetLastPrune() == nil {
 		t.Fatalf("status retention %v, want low-water %d and %d held", r, low, len(held))
 	}

@@ -19,6 +19,8 @@ import (
 	"log/slog"
 	"maps"
 	"slices"
+	"sync"
+	"sync/atomic"
 	"time"
 
 	"google.golang.org/protobuf/proto"
@@ -55,10 +57,13 @@ type Config struct {
 
 // Pruner proposes prunes while this node leads. Run it on every node.
 type Pruner struct {
-	cfg     Config
-	log     *slog.Logger
+	cfg Config
+	log *slog.Logger
+
+	mu      sync.Mutex // serializes Once
 	lastErr string
 	held    string
+	ready   atomic.Bool // this leadership's barrier passed; false when not leading
 }
 
 // New returns a Pruner; Run starts it.
@@ -86,6 +91,7 @@ func (p *Pruner) Run(ctx context.Context) error {
 		case <-t.C:
 		}
 		if !p.cfg.Store.IsLeader() {
+			p.ready.Store(false)
 			continue
 		}
 		_, err := p.Once(ctx)
@@ -104,12 +110,18 @@ func (p *Pruner) Run(ctx context.Context) error {
 // Once computes the cutoffs now and, if they remove anything, proposes prunes until
 // the ledger reports no more. It returns the events removed. Call it on the leader.
 func (p *Pruner) Once(ctx context.Context) (uint64, error) {
-	// Apply what earlier leaders committed (cursors, an unfinished prune) first.
-	bctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-	err := p.cfg.Store.WaitForLeadership(bctx)
-	cancel()
-	if err != nil {
-		return 0, fmt.Errorf("retention: waiting for leadership barrier: %w", err)
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if !p.ready.Load() {
+		// Apply what earlier leaders committed (cursors, an unfinished prune) first,
+		// once per leadership.
+		bctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+		err := p.cfg.Store.WaitForLeadership(bctx)
+		cancel()
+		if err != nil {
+			return 0, fmt.Errorf("retention: waiting for leadership barrier: %w", err)
+		}
+		p.ready.Store(true)
 	}
 	l := p.cfg.Store.Ledger()
 	ret, err := Load(l)
