@@ -72,8 +72,14 @@ func applyDocs(t *testing.T, s *controlplanetest.Server, yaml string) {
 // retrying while leadership moves.
 func ingestOnLeader(t *testing.T, c *controlplanetest.Cluster, agentID string, from, n int) {
 	t.Helper()
+	ingestOn(t, c.Leader, agentID, from, n)
+}
+
+// ingestOn is ingestOnLeader with the leader given by leader.
+func ingestOn(t *testing.T, leader func() *controlplanetest.Server, agentID string, from, n int) {
+	t.Helper()
 	controlplanetest.WaitFor(t, 30*time.Second, "a batch committed", func() bool {
-		l := c.Leader()
+		l := leader()
 		if l == nil {
 			return false
 		}
@@ -99,13 +105,19 @@ func TestRetentionOnCluster(t *testing.T) {
 		wg   sync.WaitGroup
 		stop atomic.Bool
 		sent atomic.Int64
+		mu   sync.Mutex // held while nodes stop and restart: the ingest goroutine reads them
 	)
+	leader := func() *controlplanetest.Server {
+		mu.Lock()
+		defer mu.Unlock()
+		return c.Leader()
+	}
 	const batch = 2000
 	wg.Add(1)
 	go func() {
 		defer wg.Done()
 		for i := 1; !stop.Load(); i += batch {
-			ingestOnLeader(t, c, "a1", i, batch)
+			ingestOn(t, leader, "a1", i, batch)
 			sent.Store(int64(i + batch - 1))
 		}
 	}()
@@ -124,12 +136,16 @@ func TestRetentionOnCluster(t *testing.T) {
 			idx = i
 		}
 	}
+	mu.Lock()
 	old.Stop()
+	mu.Unlock()
 	next := c.WaitLeader(old)
 	controlplanetest.WaitFor(t, 60*time.Second, "the new leader to prune further", func() bool {
 		return lowWater(next) > oldLow && lowWater(next) > uint64(sent.Load())/2
 	})
+	mu.Lock()
 	c.Restart(idx)
+	mu.Unlock()
 	before := lowWater(next)
 	controlplanetest.WaitFor(t, 60*time.Second, "pruning after the restart", func() bool {
 		l := c.Leader()
