@@ -128,7 +128,7 @@ func TestRetentionOnCluster(t *testing.T) {
 		return l != nil && lowWater(l) > 0
 	})
 	// A leader change in the middle.
-	old := c.Leader()
+	old := c.WaitLeader(nil)
 	oldLow := lowWater(old)
 	idx := 0
 	for i, n := range c.Nodes {
@@ -231,7 +231,7 @@ func TestRetentionOnCluster(t *testing.T) {
 func TestAgentOfflineLongerThanRetention(t *testing.T) {
 	c := retentionCluster(t)
 	ingestOnLeader(t, c, "a7", 1, 100)
-	l := c.Leader().Store().Ledger()
+	l := c.WaitLeader(nil).Store().Ledger()
 	if _, ok, err := l.AgentEventByID("a7", "a7-5"); err != nil || !ok {
 		t.Fatalf("a7-5 not committed: %v", err)
 	}
@@ -240,10 +240,14 @@ func TestAgentOfflineLongerThanRetention(t *testing.T) {
 		ingestOnLeader(t, c, "busy", i, 5000)
 	}
 	controlplanetest.WaitFor(t, 60*time.Second, "a7's events to be pruned", func() bool {
-		_, _, err := c.Leader().Store().Ledger().AgentEventByID("a7", "a7-99")
+		l := c.Leader()
+		if l == nil {
+			return false
+		}
+		_, _, err := l.Store().Ledger().AgentEventByID("a7", "a7-99")
 		return errors.Is(err, ledger.ErrPruned)
 	})
-	leader := c.Leader()
+	leader := c.WaitLeader(nil)
 	last := leader.Store().Ledger().LastSeq()
 	for _, tc := range []struct {
 		name      string
