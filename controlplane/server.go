@@ -26,6 +26,7 @@ import (
 	"github.com/crossdock/crossdock/controlplane/archive"
 	"github.com/crossdock/crossdock/controlplane/delivery"
 	"github.com/crossdock/crossdock/controlplane/ledger"
+	"github.com/crossdock/crossdock/controlplane/retention"
 	"github.com/crossdock/crossdock/controlplane/store"
 	"github.com/crossdock/crossdock/controlplane/views"
 	"github.com/crossdock/crossdock/internal/canonical"
@@ -83,6 +84,12 @@ type Config struct {
 	// <DataDir>/archive when empty. Every node archives its own copy when it applies a
 	// prune.
 	ArchiveDir string
+	// Archiver receives the events ledger retention removes, on every node, before they
+	// are deleted; nil: this node's archive directory (ArchiveDir).
+	Archiver ledger.Archiver
+	// PruneInterval is how often the leader computes ledger retention and proposes a
+	// prune (retention.DefaultInterval, 30s, when 0; --prune-interval).
+	PruneInterval time.Duration
 	// Limits bound what callers can make the node spend (body sizes, read timeouts,
 	// enrollment and failed-authentication rates per source address, refusal logs);
 	// zero fields take api.DefaultLimits.
@@ -110,6 +117,8 @@ type Server struct {
 	delivery *delivery.Engine
 	// archive keeps the events this node prunes (Config.ArchiveDir).
 	archive  *archive.Dir
+	// pruner proposes ledger retention while this node leads.
+	pruner   *retention.Pruner
 	nodeCert tls.Certificate
 	// raftAdv is the raft address other nodes dial, as configured (a name stays a name).
 	raftAdv string
@@ -231,7 +240,13 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 		s.closeListeners()
 		return nil, err
 	}
-	scfg := store.Config{NodeID: cfg.NodeID, Dir: cfg.DataDir, StreamLayer: layer, Bootstrap: cfg.Bootstrap && !s.joined, Logger: logger}
+	// Every node archives what its ledger prunes in its own archive directory, unless
+	// the caller supplied another Archiver.
+	var archiver ledger.Archiver = arch
+	if cfg.Archiver != nil {
+		archiver = cfg.Archiver
+	}
+	scfg := store.Config{NodeID: cfg.NodeID, Dir: cfg.DataDir, StreamLayer: layer, Bootstrap: cfg.Bootstrap && !s.joined, Logger: logger, Archiver: archiver}
 	if ident == nil && !cfg.Moved {
 		// A data dir from a build before node.json: the replica's own record of this
 		// node says where it ran. Only the raft address is compared: a follower's API
@@ -492,6 +507,7 @@ func (s *Server) buildServers(cert tls.Certificate) error {
 	mux.Handle(routingv1connect.NewRoutingServiceHandler(&api.Routing{Backend: backend, Webhooks: webhooks}, append(opts, connect.WithInterceptors(auth))...))
 	s.delivery = delivery.New(delivery.Config{Store: s.store, Plans: &delivery.RoutingPlans{Source: s.store.Ledger()}, AgentSink: &s.backend.Sinks, Logger: s.logger, AddressPolicy: webhooks})
 	admin.Archive.Engine = s.delivery
+	s.pruner = retention.New(retention.Config{Store: s.store, Plans: &delivery.RoutingPlans{Source: s.store.Ledger()}, Interval: s.cfg.PruneInterval, Logger: s.logger})
 	mux.Handle(deliveryv1connect.NewDeliveryServiceHandler(&api.Delivery{Backend: backend, Engine: s.delivery}, append(opts, connect.WithInterceptors(auth))...))
 	mux.Handle(deliveryv1connect.NewPartnerServiceHandler(&api.Partner{Backend: backend, Engine: s.delivery}, opts...))
 	handler := api.WithPeer(guard.Wrap(mux))
@@ -557,6 +573,8 @@ func (s *Server) Run(ctx context.Context) error {
 	dctx, stopDelivery := context.WithCancel(context.WithoutCancel(ctx))
 	deliveryDone := make(chan struct{})
 	go func() { defer close(deliveryDone); _ = s.delivery.Run(dctx) }()
+	pruneDone := make(chan struct{})
+	go func() { defer close(pruneDone); _ = s.pruner.Run(dctx) }()
 	var err error
 	select {
 	case <-ctx.Done():
@@ -579,6 +597,7 @@ func (s *Server) Run(ctx context.Context) error {
 	<-deliveryDone
 	stopViews()
 	<-viewsDone
+	<-pruneDone
 	return errors.Join(err, s.store.Close())
 }
 
@@ -590,6 +609,9 @@ func (s *Server) Archive() *archive.Dir { return s.archive }
 
 // AdminConfigPath is where the bootstrap admin config is written.
 func (s *Server) AdminConfigPath() string { return filepath.Join(s.cfg.DataDir, AdminConfigFile) }
+
+// Pruner is the node's ledger retention (it proposes prunes while the node leads).
+func (s *Server) Pruner() *retention.Pruner { return s.pruner }
 
 // Store is the node's replicated store.
 func (s *Server) Store() *store.Store { return s.store }

@@ -55,7 +55,7 @@ func newRootCmd() *cobra.Command {
 		newClusterCmd(),
 		newDemoCmd(),
 		newApplyCmd(), newRoutesCmd(), withDestinationsStatus(newDestinationsCmd()), newPoliciesCmd(), newHistoryCmd(), newRollbackCmd(), newDeleteCmd(),
-		newDlqCmd(), newReplayCmd(), newArchiveCmd(),
+		newDlqCmd(), newReplayCmd(), newArchiveCmd(), newLedgerCmd(),
 		newVersionCmd(), newConfigCmd(),
 		newPluginCmd(),
 		newInventoryCmd(), newPricesCmd(),

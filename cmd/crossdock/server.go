@@ -91,6 +91,7 @@ cluster: it creates the cluster CA and an admin token, and writes both to
 	f.Float64Var(&cfg.Limits.EnrollPerSecond, "enroll-rate", 1, "agent enrollments and node joins allowed per second from one source address, after --enroll-burst (negative: no limit)")
 	f.IntVar(&cfg.Limits.EnrollBurst, "enroll-burst", 20, "agent enrollments and node joins one source address may make at once")
 	f.BoolVar(&viewsOn, "views", true, "keep the views (inventory, prices, items) derived from the ledger on this node: 'crossdock inventory get' and 'crossdock prices get' read them")
+	f.DurationVar(&cfg.PruneInterval, "prune-interval", 30*time.Second, "how often the leader applies ledger retention (the Retention document, docs/operations.md)")
 	f.BoolVar(&writeCLI, "write-cli-config", true, "at bootstrap, also write the admin config to ~/.config/crossdock/config.yaml if absent")
 	f.StringVar(&pprofListen, "pprof-listen", "", "serve Go profiles (net/http/pprof) on this loopback address, e.g. 127.0.0.1:6060; unauthenticated, off when empty")
 	f.StringVar(&ledgerCache, "ledger-cache", "64MiB", "memory for the ledger's Badger block cache (data blocks read from its tables), e.g. 256MiB")

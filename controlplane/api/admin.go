@@ -206,7 +206,7 @@ func (a *Admin) ListEvents(ctx context.Context, req *connect.Request[adminv1.Lis
 	last := l.LastSeq()
 	evs, next, err := l.ListEvents(ledger.Filter{Type: req.Msg.GetType(), Keys: req.Msg.GetKeys()}, req.Msg.GetFromSeq(), clampLimit(req.Msg.GetLimit()))
 	if err != nil {
-		return nil, connect.NewError(connect.CodeInternal, err)
+		return nil, readError(err)
 	}
 	return connect.NewResponse(&adminv1.ListEventsResponse{Events: evs, NextSeq: next, LastSeq: last}), nil
 }
@@ -223,7 +223,7 @@ func (a *Admin) TailEvents(ctx context.Context, req *connect.Request[adminv1.Tai
 		changed := l.Changed()
 		evs, _, err := l.ListEvents(f, from, 500)
 		if err != nil {
-			return connect.NewError(connect.CodeInternal, err)
+			return readError(err)
 		}
 		for _, ev := range evs {
 			if err := stream.Send(&adminv1.TailEventsResponse{Event: ev}); err != nil {
@@ -366,6 +366,7 @@ func (a *Admin) GetClusterStatus(ctx context.Context, req *connect.Request[admin
 	if cid, _, err := a.Store.Ledger().ClusterID(); err == nil {
 		out.ClusterId = cid
 	}
+	out.Retention = retentionStatus(a.Store.Ledger())
 	for _, s := range cf.Configuration().Servers {
 		p := &adminv1.Peer{Id: string(s.ID), Address: string(s.Address), Role: "follower"}
 		if n, ok, _ := a.Store.Ledger().Node(string(s.ID)); ok {

@@ -177,6 +177,13 @@ func (d *Delivery) StartReplay(ctx context.Context, req *connect.Request[deliver
 			return connect.NewError(connect.CodeInternal, err)
 		}
 	}
+	var fromTime time.Time
+	if t := m.GetFromTime(); t != nil {
+		fromTime = t.AsTime()
+	}
+	if err := checkHeld(l, m.GetFromSeq(), fromTime); err != nil {
+		return err
+	}
 	from = max(from, 1)
 	to := l.LastSeq()
 	if from > to {
@@ -307,12 +314,17 @@ func (p *Partner) Subscribe(ctx context.Context, req *connect.Request[deliveryv1
 		}
 	}
 	l := p.Store.Ledger()
+	// Cursor 0 (nothing received yet) starts from the earliest event held; a cursor
+	// below the retention low-water mark gets OutOfRange naming the earliest held.
 	from := req.Msg.GetCursor() + 1
+	if req.Msg.GetCursor() == 0 {
+		from = 0
+	}
 	for {
 		changed := l.Changed()
 		evs, _, err := l.ListEvents(ledger.Filter{}, from, 500)
 		if err != nil {
-			return connect.NewError(connect.CodeInternal, err)
+			return readError(err)
 		}
 		for _, ev := range evs {
 			for _, r := range routes {

@@ -2,6 +2,7 @@ package delivery
 
 import (
 	"cmp"
+	"errors"
 	"fmt"
 	"maps"
 	"slices"
@@ -26,6 +27,16 @@ func (w *worker) fill(now time.Time) error {
 		for !s.readAll && s.next <= last && w.queued < w.pol.Window && s.outstanding() < w.pol.Window {
 			limit := min(readPage, w.pol.Window-w.queued, w.pol.Window-s.outstanding())
 			evs, _, err := l.ListEvents(s.filter, s.next, limit)
+			var pe *ledger.PrunedError
+			if errors.As(err, &pe) && pe.Seq > s.next {
+				// Retention removed events this source had not read: a destination that
+				// was deleted and defined again, or a replay from below the low-water
+				// mark (the cursor of a defined destination holds retention back).
+				w.log.Warn("delivery: events were pruned by retention before this destination read them; continuing from the earliest held",
+					"destination", w.dest.Name, "from_seq", s.next, "resume_seq", pe.Seq, "err", err)
+				s.next = pe.Seq
+				continue
+			}
 			if err != nil {
 				return fmt.Errorf("delivery: read ledger from %d: %w", s.next, err)
 			}
@@ -174,11 +185,15 @@ func (w *worker) scan(now time.Time) error {
 			continue
 		}
 		evs, _, err := l.ListEvents(ledger.Filter{}, d.GetSeq(), 1)
+		if errors.Is(err, ledger.ErrPruned) {
+			evs, err = nil, nil // the dead letter's own payload is sent (below)
+		}
 		if err != nil {
 			return err
 		}
 		var it *item
-		if len(evs) == 1 && evs[0].GetSeq() == d.GetSeq() {
+		switch {
+		case len(evs) == 1 && evs[0].GetSeq() == d.GetSeq():
 			it = w.newItem(evs[0], d.GetRoute(), now)
 			// The route is evaluated again: a fixed mapping is the usual reason to retry.
 			if rt, ok := w.route(d.GetRoute()); !ok {
@@ -190,9 +205,14 @@ func (w *worker) scan(now time.Time) error {
 			} else {
 				it.payload = payload
 			}
-		} else {
+		case len(d.GetPayload()) > 0 && len(d.GetPayload()) < ledger.MaxDeadLetterPayload && w.dest.Kind != KindAgent:
+			// Retention removed the event: the payload mapped when it was dead-lettered
+			// is sent as it was.
+			it = &item{seq: d.GetSeq(), eventID: d.GetEventId(), eventType: d.GetEventType(), keys: d.GetKeys(), route: d.GetRoute(),
+				key: "#" + d.GetId(), readyAt: now, payload: d.GetPayload()}
+		default:
 			it = &item{seq: d.GetSeq(), eventID: d.GetEventId(), route: d.GetRoute(), key: "#" + d.GetId(), readyAt: now,
-				mapErr: fmt.Sprintf("event seq %d is no longer in the ledger", d.GetSeq())}
+				mapErr: fmt.Sprintf("event seq %d is no longer in the ledger and the dead letter holds no complete payload to send", d.GetSeq())}
 		}
 		it.dlID, it.msgID = d.GetId(), d.GetMessageId()
 		if it.msgID == "" {

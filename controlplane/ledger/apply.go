@@ -62,6 +62,8 @@ var handlers = map[storev1.CommandType]handler{
 	storev1.CommandType_COMMAND_TYPE_PUT_AGENT_CERT: applyPutAgentCert,
 	storev1.CommandType_COMMAND_TYPE_BIND_AGENT:     applyBindAgent,
 	storev1.CommandType_COMMAND_TYPE_REVOKE_AGENT:   applyRevokeAgent,
+
+	storev1.CommandType_COMMAND_TYPE_PRUNE_LEDGER: applyPruneLedger, // prune.go
 }
 
 // applyTxn is one Apply's Badger transaction with its write budget.
@@ -76,7 +78,8 @@ type applyTxn struct {
 	ids        *idFilter // the ledger-wide id filter; never nil
 	idsFull    bool      // ids holds more than it was sized for: rebuild it larger
 	post       *postingAdds
-	postFlush  bool // the key index lists were flushed through lastSeq
+	postFlush  bool     // the key index lists were flushed through lastSeq
+	archiver   Archiver // Options.Archiver: PRUNE_LEDGER hands it the events it removes
 }
 
 // fits reports whether writes of n entries totalling size bytes (keys + values) stay
@@ -186,7 +189,7 @@ func (l *Ledger) Apply(index uint64, appendedAt time.Time, cmd *storev1.Command)
 	}
 
 	tx := &applyTxn{txn: h.db.NewTransaction(true), logger: l.logger, appendedAt: appendedAt.UTC(), lastSeq: l.lastSeq.Load(), ids: h.post.filter,
-		post: &postingAdds{pend: h.post}}
+		post: &postingAdds{pend: h.post}, archiver: l.opts.Archiver}
 	defer tx.txn.Discard()
 	var res any
 	if known {
@@ -212,7 +215,7 @@ func (l *Ledger) Apply(index uint64, appendedAt time.Time, cmd *storev1.Command)
 	}
 	l.lastSeq.Store(tx.lastSeq)
 	l.applied.Store(index)
-	l.growFilter(h, tx.idsFull)
+	l.growFilter(h, tx.idsFull || tx.post.dropRuns > 0)
 	if tx.newEvents {
 		l.notify()
 	}

@@ -371,8 +371,11 @@ func (l *Ledger) Replays() ([]*storev1.ReplayRecord, error) {
 }
 
 // SeqAtTime returns the seq of the first event committed at or after t, or LastSeq()+1
-// when there is none. Seqs are gap-free and commit times never decrease with seq (the
-// leader's append times), so it is a binary search.
+// when there is none. Commit times never decrease with seq (the leader's append times),
+// so it is a binary search over seqs, each timed by the chunk at or before it: with
+// retention, seqs in a removed range take the time of an earlier chunk, so the answer
+// is the first event held at or after t (or a seq below every chunk held, when t is
+// older than the earliest event held).
 func (l *Ledger) SeqAtTime(t time.Time) (uint64, error) {
 	var out uint64
 	err := l.view(func(txn *badger.Txn) error {
@@ -380,17 +383,26 @@ func (l *Ledger) SeqAtTime(t time.Time) (uint64, error) {
 		if err != nil {
 			return err
 		}
+		it := txn.NewIterator(badger.IteratorOptions{Reverse: true, Prefix: prefixLog})
+		defer it.Close()
 		lo, hi := uint64(1), last+1 // answer in [lo, hi]
 		for lo < hi {
 			mid := lo + (hi-lo)/2
-			ev, ok, err := eventAt(txn, mid)
-			if err != nil {
-				return err
+			before := true // no chunk at or before mid: older than anything held
+			it.Seek(logKey(mid))
+			if it.ValidForPrefix(prefixLog) {
+				var at time.Time
+				err := it.Item().Value(func(v []byte) error {
+					var err error
+					at, err = chunkCommittedAt(v)
+					return err
+				})
+				if err != nil {
+					return fmt.Errorf("ledger: log chunk %d: %w", seqSuffix(it.Item().Key()), err)
+				}
+				before = at.Before(t)
 			}
-			if !ok {
-				return fmt.Errorf("ledger: seq %d is missing from the log", mid)
-			}
-			if ev.GetCommittedAt().AsTime().Before(t) {
+			if before {
 				lo = mid + 1
 			} else {
 				hi = mid

@@ -197,6 +197,12 @@ func idConflict(tx *applyTxn, seq uint64, earlier []byte, ie *ingestEvent) (*sto
 			return nil, err
 		}
 		if !ok {
+			if tx.post.pend.low != nil {
+				// Retention removed the event but its id is still within the dedup
+				// window: the same id again is a duplicate (the content cannot be
+				// compared any more).
+				return nil, nil
+			}
 			return nil, fmt.Errorf("ledger: id index names seq %d for %q, which the log does not hold", seq, ie.id)
 		}
 		first = ce.GetEvent()

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"hash/maphash"
 	"math/bits"
+	"slices"
 	"sync"
 
 	"github.com/dgraph-io/badger/v4"
@@ -113,13 +114,14 @@ func (f *idFilter) addHash(h uint64) (full bool) {
 	return f.n > f.capacity
 }
 
-// filterBuild is a larger ledger-wide filter being built in the background from the
-// first runs runs.
+// filterBuild is a ledger-wide filter being built in the background from the runs up
+// to lastRun.
 type filterBuild struct {
-	done   chan struct{}
-	runs   int
-	filter *idFilter
-	err    error
+	done    chan struct{}
+	lastRun uint64 // the last run it reads (0: none)
+	gen     int    // postings.pruneGen when it started
+	filter  *idFilter
+	err     error
 }
 
 var errFilterStopped = errors.New("ledger: id filter build stopped: ledger closed or replaced")
@@ -129,6 +131,11 @@ var errFilterStopped = errors.New("ledger: id filter build stopped: ledger close
 // starts building one four times larger in the background from the runs, which never
 // change; when that is done, it adds what came since (newer runs, the pending ids) and
 // puts it in place. Apply never waits for the runs to be read.
+//
+// After a prune deleted id runs (pruned), the filter still holds their ids: it is
+// rebuilt the same way from the runs left, sized for them, so its memory follows the
+// dedup window rather than history. A build that started before a prune dropped runs
+// is put in place (it only holds more) and another one starts.
 func (l *Ledger) growFilter(h *handle, full bool) {
 	p := h.post
 	if g := p.grow; g != nil {
@@ -139,11 +146,14 @@ func (l *Ledger) growFilter(h *handle, full bool) {
 		}
 		p.grow = nil
 		if g.err != nil {
-			l.logger.Warn("ledger: larger id filter not built; keeping the full one", "err", g.err)
+			l.logger.Warn("ledger: new id filter not built; keeping the current one", "err", g.err)
 			return
 		}
 		err := h.db.View(func(txn *badger.Txn) error {
-			for _, r := range p.runs[g.runs:] {
+			for _, r := range p.runs {
+				if r.last <= g.lastRun {
+					continue
+				}
 				if err := r.eachID(txn, func(k []byte) { g.filter.add(k) }); err != nil {
 					return err
 				}
@@ -151,15 +161,18 @@ func (l *Ledger) growFilter(h *handle, full bool) {
 			return nil
 		})
 		if err != nil {
-			l.logger.Warn("ledger: larger id filter not completed; keeping the full one", "err", err)
+			l.logger.Warn("ledger: new id filter not completed; keeping the current one", "err", err)
 			return
 		}
 		p.eachPendingID(func(k string, _ uint64) { g.filter.addString(k) })
 		p.mu.Lock()
 		p.filter = g.filter
 		p.mu.Unlock()
-		l.logger.Info("ledger: id filter rebuilt larger", "capacity", g.filter.capacity)
-		return
+		l.logger.Info("ledger: id filter rebuilt", "capacity", g.filter.capacity)
+		if g.gen == p.pruneGen {
+			return
+		}
+		full = true // runs were dropped meanwhile: build again without them
 	}
 	if !full {
 		return
@@ -171,8 +184,19 @@ func (l *Ledger) growFilter(h *handle, full bool) {
 	}
 	h.refs++
 	l.mu.Unlock()
-	g := &filterBuild{done: make(chan struct{}), runs: len(p.runs), filter: newIDFilter(4 * p.filter.capacity)}
-	runs := p.runs[:g.runs:g.runs]
+	held := p.idCount
+	for _, r := range p.runs {
+		held += r.n
+	}
+	capacity := 4 * p.filter.capacity
+	if p.filter.n <= p.filter.capacity {
+		capacity = 2 * held // not full: rebuilt after a prune, for what is held
+	}
+	g := &filterBuild{done: make(chan struct{}), gen: p.pruneGen, filter: newIDFilter(max(capacity, 2*held))}
+	runs := slices.Clone(p.runs)
+	if len(runs) > 0 {
+		g.lastRun = runs[len(runs)-1].last
+	}
 	p.grow = g
 	stopped := func() bool {
 		l.mu.Lock()

@@ -25,9 +25,12 @@ import (
 // is opened or restored.
 
 var (
-	prefixRun    = []byte("r/")  // + u64BE(run) + u32BE(block) -> run block
-	prefixRunDir = []byte("rd/") // + u64BE(run) -> run directory
+	prefixRun     = []byte("r/")  // + u64BE(run) + u32BE(block) -> run block
+	prefixRunDir  = []byte("rd/") // + u64BE(run) -> run directory
+	prefixRunTime = []byte("rt/") // + u64BE(run) -> u64BE unix nanos: commit time of the run's last event (layout 6)
 )
+
+func runTimeKey(run uint64) []byte { return cat(prefixRunTime, u64(run)) }
 
 const (
 	// runBlockIDs is how many ids a run block holds.
@@ -42,6 +45,8 @@ type idRun struct {
 	last   uint64
 	firsts []string
 	filter *idFilter
+	n      int   // ids in the run
+	at     int64 // unix nanos of the commit of its last event; 0 when unknown (written by layout 5)
 }
 
 // idCost is what id key k adds to the flush that writes it: charged as one write (which
@@ -131,7 +136,7 @@ func writeRun(tx *applyTxn, last uint64, pending []map[string]uint64) (*idRun, e
 		n += len(m)
 	}
 	ids := sortedIDs(pending, n)
-	r := &idRun{last: last, filter: newRunFilter(len(ids))}
+	r := &idRun{last: last, filter: newRunFilter(len(ids)), n: len(ids)}
 	for b := 0; b*runBlockIDs < len(ids); b++ {
 		blk := ids[b*runBlockIDs : min((b+1)*runBlockIDs, len(ids))]
 		r.firsts = append(r.firsts, blk[0].key)
@@ -302,7 +307,12 @@ func loadRuns(txn *badger.Txn, fn func(k []byte)) ([]*idRun, error) {
 			return nil, fmt.Errorf("%w: directory key %q", errRunRecord, key)
 		}
 		r := &idRun{last: binary.BigEndian.Uint64(key[len(prefixRunDir):])}
-		err := it.Item().Value(func(v []byte) error {
+		at, err := getU64(txn, runTimeKey(r.last))
+		if err != nil {
+			return nil, fmt.Errorf("ledger: id run %d time: %w", r.last, err)
+		}
+		r.at = int64(at)
+		err = it.Item().Value(func(v []byte) error {
 			var err error
 			r.firsts, err = decodeRunDir(v)
 			return err
@@ -314,7 +324,7 @@ func loadRuns(txn *badger.Txn, fn func(k []byte)) ([]*idRun, error) {
 		if err := r.eachID(txn, func(k []byte) { ids = append(ids, k) }); err != nil {
 			return nil, err
 		}
-		r.filter = newRunFilter(len(ids))
+		r.filter, r.n = newRunFilter(len(ids)), len(ids)
 		for _, k := range ids {
 			r.filter.add(k)
 			fn(k)

@@ -3,6 +3,8 @@ package ledger
 import (
 	"bytes"
 	"fmt"
+	"google.golang.org/protobuf/types/known/timestamppb"
+	"math"
 	"math/rand/v2"
 	"slices"
 	"strings"
@@ -170,7 +172,8 @@ func FuzzDecodeRunBlock(f *testing.F) {
 	})
 }
 
-// FuzzChunkEvent holds chunkEvent (one event of a chunk) to decoding the whole chunk.
+// FuzzChunkEvent holds chunkEvent (one event of a chunk, by its offset from the first
+// seq) to decoding the whole chunk, dense or sparse (offsets, layout 6).
 func FuzzChunkEvent(f *testing.F) {
 	c := &storev1.LogChunk{FirstSeq: 7, Agent: "a1", Events: []*storev1.AgentEvent{agentEvent(1, "e1", "sku", "S"), agentEvent(2, "e2")}}
 	b, err := proto.Marshal(c)
@@ -179,25 +182,49 @@ func FuzzChunkEvent(f *testing.F) {
 	}
 	f.Add(b, uint64(1))
 	f.Add(b, uint64(2))
+	c.Offsets, c.CommittedAt = []uint32{3, 9}, timestamppb.New(t0)
+	if b, err = proto.Marshal(c); err != nil {
+		f.Fatal(err)
+	}
+	f.Add(b, uint64(3))
+	f.Add(b, uint64(9))
+	f.Add(b, uint64(4))
 	f.Fuzz(func(t *testing.T, v []byte, i uint64) {
 		one, ok, err := chunkEvent(v, i)
 		var all storev1.LogChunk
 		if proto.Unmarshal(v, &all) != nil {
 			return // chunkEvent may or may not notice: it decodes less
 		}
+		if at, err := chunkCommittedAt(v); err != nil || !at.Equal(all.GetCommittedAt().AsTime()) {
+			t.Fatalf("chunkCommittedAt = %v, %v; the chunk says %v", at, err, all.GetCommittedAt().AsTime())
+		}
+		if checkOffsets(all.GetOffsets(), len(all.GetEvents())) != nil {
+			if err == nil {
+				t.Fatalf("chunkEvent accepted offsets %v for %d events", all.GetOffsets(), len(all.GetEvents()))
+			}
+			return
+		}
 		if err != nil {
 			t.Fatalf("chunkEvent failed on a chunk that decodes: %v", err)
 		}
-		if ok != (i < uint64(len(all.GetEvents()))) {
-			t.Fatalf("chunkEvent(%d) ok = %v with %d events", i, ok, len(all.GetEvents()))
+		idx, want := -1, i < uint64(len(all.GetEvents()))
+		if want {
+			idx = int(i)
+		}
+		if off := all.GetOffsets(); len(off) > 0 {
+			idx = slices.Index(off, uint32(i))
+			want = i <= math.MaxUint32 && idx >= 0
+		}
+		if ok != want {
+			t.Fatalf("chunkEvent(%d) ok = %v with %d events, offsets %v", i, ok, len(all.GetEvents()), all.GetOffsets())
 		}
 		if !ok {
 			return
 		}
-		want := proto.CloneOf(&all)
-		want.Events = want.Events[i : i+1]
-		if !proto.Equal(one, want) {
-			t.Fatalf("chunkEvent(%d) = %v, want %v", i, one, want)
+		w := proto.CloneOf(&all)
+		w.Events, w.Offsets = w.Events[idx:idx+1], nil
+		if !proto.Equal(one, w) {
+			t.Fatalf("chunkEvent(%d) = %v, want %v", i, one, w)
 		}
 	})
 }
@@ -214,7 +241,7 @@ func TestFilterGrowthCatchesUp(t *testing.T) {
 		t.Fatalf("%d runs and %d pending ids; want 2 and some", len(p.runs), p.idCount)
 	}
 	// What the background build would have made had it started with one run.
-	g := &filterBuild{done: make(chan struct{}), runs: 1, filter: newIDFilter(0)}
+	g := &filterBuild{done: make(chan struct{}), lastRun: p.runs[0].last, filter: newIDFilter(0)}
 	close(g.done)
 	if err := l.view(func(txn *badger.Txn) error {
 		return p.runs[0].eachID(txn, func(id []byte) { g.filter.add(id) })

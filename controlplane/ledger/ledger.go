@@ -92,6 +92,9 @@ type Options struct {
 	// the process's anonymous memory), so Badger's IndexCacheSize, which only applies
 	// to encrypted tables, stays unset.
 	CacheBytes int64
+	// Archiver receives the events PRUNE_LEDGER removes, before they are deleted; nil
+	// archives nothing (prune.go).
+	Archiver Archiver
 }
 
 // DefaultCacheBytes is Options.CacheBytes when unset (crossdock server --ledger-cache).
@@ -368,6 +371,8 @@ func (l *Ledger) checkFormat(h *handle) error {
 	switch {
 	case ok && v == ledgerFormat:
 		return nil
+	case ok && v == ledgerFormatUpgradable:
+		l.logger.Info("ledger: upgrading layout in place", "dir", where, "from", v, "to", ledgerFormat)
 	case ok:
 		return fmt.Errorf("%w: %s has layout %d, this build reads layout %d", ErrFormat, where, v, ledgerFormat)
 	case l.applied.Load() != 0:

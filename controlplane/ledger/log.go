@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"slices"
 	"strings"
+	"time"
 
 	"github.com/dgraph-io/badger/v4"
 	"google.golang.org/protobuf/encoding/protowire"
@@ -28,8 +29,10 @@ import (
 const (
 	// ledgerFormat is the layout version in m/format. Earlier builds' layouts are not
 	// read by this build: 1 kept one record per event, 2 one key index record per key
-	// per chunk, 3 one id index record per event, 4 id keys without the agent.
-	ledgerFormat = 5
+	// per chunk, 3 one id index record per event, 4 id keys without the agent. Layout 5
+	// is a valid layout 6 (which adds sparse chunks, lc/ and m/low, written only by
+	// PRUNE_LEDGER), so Open upgrades it in place (ledgerFormatUpgradable).
+	ledgerFormat = 6
 	// chunkMaxEvents and chunkTargetBytes close a chunk: a chunk never holds more
 	// events, and an event that would take it past chunkTargetBytes starts a new one. A
 	// chunk's record is at most MaxEventBytes (one large event alone).
@@ -38,6 +41,13 @@ const (
 )
 
 var keyFormat = []byte("m/format") // u64BE layout version (ledgerFormat)
+
+// chunkOffsetsField is LogChunk.offsets (field 5, packed varints).
+const chunkOffsetsField protowire.Number = 5
+
+// ledgerFormatUpgradable is the earlier layout that is valid as ledgerFormat unchanged:
+// Open and Restore accept it and record ledgerFormat.
+const ledgerFormatUpgradable = 5
 
 // chunkWriter builds the log chunks of one Apply. Budget is charged as the chunk grows;
 // the record is written when the chunk closes.
@@ -240,7 +250,44 @@ func decodeChunk(k, v []byte) (*storev1.LogChunk, error) {
 	if c.GetFirstSeq() != seqSuffix(k) {
 		return nil, fmt.Errorf("ledger: log chunk under seq %d says it starts at %d", seqSuffix(k), c.GetFirstSeq())
 	}
+	if err := checkOffsets(c.GetOffsets(), len(c.GetEvents())); err != nil {
+		return nil, fmt.Errorf("ledger: log chunk %d: %w", c.GetFirstSeq(), err)
+	}
 	return c, nil
+}
+
+// checkOffsets checks a sparse chunk's offsets: none, or one per event, ascending.
+func checkOffsets(off []uint32, events int) error {
+	if len(off) == 0 {
+		return nil
+	}
+	if len(off) != events {
+		return fmt.Errorf("%d offsets for %d events", len(off), events)
+	}
+	for i := 1; i < len(off); i++ {
+		if off[i] <= off[i-1] {
+			return fmt.Errorf("offsets not ascending at %d", i)
+		}
+	}
+	return nil
+}
+
+// chunkSeq is the seq of event i of c: first_seq + i, or first_seq + offsets[i] in a
+// chunk retention thinned (sparse).
+func chunkSeq(c *storev1.LogChunk, i int) uint64 {
+	if off := c.GetOffsets(); len(off) > 0 {
+		return c.GetFirstSeq() + uint64(off[i])
+	}
+	return c.GetFirstSeq() + uint64(i)
+}
+
+// chunkEnd is the seq after c's last event.
+func chunkEnd(c *storev1.LogChunk) uint64 {
+	n := len(c.GetEvents())
+	if n == 0 {
+		return c.GetFirstSeq()
+	}
+	return chunkSeq(c, n-1) + 1
 }
 
 func itemChunk(it *badger.Item) (*storev1.LogChunk, error) {
@@ -261,7 +308,7 @@ func committed(c *storev1.LogChunk, i int) *eventv1.CommittedEvent {
 		ev = &eventv1.Event{}
 	}
 	return &eventv1.CommittedEvent{
-		Seq: c.GetFirstSeq() + uint64(i), Event: ev, CommittedAt: c.GetCommittedAt(),
+		Seq: chunkSeq(c, i), Event: ev, CommittedAt: c.GetCommittedAt(),
 		Agent: c.GetAgent(), AgentSeq: ae.GetAgentSeq(),
 	}
 }
@@ -279,7 +326,7 @@ func chunkStart(txn *badger.Txn, seq uint64) (uint64, error) {
 	if err != nil {
 		return 0, err
 	}
-	if seq >= c.GetFirstSeq()+uint64(len(c.GetEvents())) {
+	if seq >= chunkEnd(c) {
 		return seq, nil
 	}
 	return c.GetFirstSeq(), nil
@@ -331,13 +378,15 @@ func eventAt(txn *badger.Txn, seq uint64) (*eventv1.CommittedEvent, bool, error)
 	return ev, true, nil
 }
 
-// chunkEvent decodes an encoded LogChunk with only its i-th event (ok is false if it
-// has no such event).
+// chunkEvent decodes an encoded LogChunk with only its event at offset i from its first
+// seq (ok is false if it has no such event: past its end, or removed from a sparse
+// chunk). The result has no offsets: its one event is at i.
 func chunkEvent(v []byte, i uint64) (*storev1.LogChunk, bool, error) {
 	var (
-		b     []byte
-		n     uint64
-		found bool
+		b      []byte
+		events [][]byte
+		offs   []uint32
+		sparse bool
 	)
 	for p := v; len(p) > 0; {
 		num, typ, m := protowire.ConsumeTag(p)
@@ -350,21 +399,77 @@ func chunkEvent(v []byte, i uint64) (*storev1.LogChunk, bool, error) {
 		}
 		field := p[:m+l]
 		p = p[m+l:]
-		if num == wire.LogChunkEvents && typ == protowire.BytesType {
-			if n == i {
-				b, found = append(b, field...), true
+		switch {
+		case num == wire.LogChunkEvents && typ == protowire.BytesType:
+			events = append(events, field)
+			continue
+		case num == chunkOffsetsField && typ == protowire.BytesType:
+			sparse = true
+			for q := field[m:]; len(q) > 0; {
+				pv, n := protowire.ConsumeBytes(q)
+				if n < 0 {
+					return nil, false, protowire.ParseError(n)
+				}
+				q = q[n:]
+				for len(pv) > 0 {
+					x, k := protowire.ConsumeVarint(pv)
+					if k < 0 {
+						return nil, false, protowire.ParseError(k)
+					}
+					offs = append(offs, uint32(x))
+					pv = pv[k:]
+				}
 			}
-			n++
+			continue
+		case num == chunkOffsetsField && typ == protowire.VarintType:
+			sparse = true
+			x, _ := protowire.ConsumeVarint(field[m:])
+			offs = append(offs, uint32(x))
 			continue
 		}
 		b = append(b, field...)
 	}
-	if !found {
+	idx := i
+	if sparse {
+		if err := checkOffsets(offs, len(events)); err != nil {
+			return nil, false, err
+		}
+		j, found := slices.BinarySearch(offs, uint32(min(i, 1<<32-1)))
+		if !found || i > 1<<32-1 {
+			return nil, false, nil
+		}
+		idx = uint64(j)
+	}
+	if idx >= uint64(len(events)) {
 		return nil, false, nil
 	}
+	b = append(b, events[idx]...)
 	c := &storev1.LogChunk{}
 	if err := proto.Unmarshal(b, c); err != nil {
 		return nil, false, err
 	}
 	return c, true, nil
+}
+
+// chunkCommittedAt reads only the commit time of an encoded LogChunk.
+func chunkCommittedAt(v []byte) (time.Time, error) {
+	var ts timestamppb.Timestamp
+	for p := v; len(p) > 0; {
+		num, typ, m := protowire.ConsumeTag(p)
+		if m < 0 {
+			return time.Time{}, protowire.ParseError(m)
+		}
+		l := protowire.ConsumeFieldValue(num, typ, p[m:])
+		if l < 0 {
+			return time.Time{}, protowire.ParseError(l)
+		}
+		if num == 2 && typ == protowire.BytesType {
+			b, _ := protowire.ConsumeBytes(p[m:])
+			if err := (proto.UnmarshalOptions{Merge: true}).Unmarshal(b, &ts); err != nil {
+				return time.Time{}, err
+			}
+		}
+		p = p[m+l:]
+	}
+	return ts.AsTime(), nil
 }

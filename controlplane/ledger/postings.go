@@ -62,6 +62,9 @@ type postings struct {
 	filter  *idFilter // over every id key: the runs' and the pending ones
 
 	grow *filterBuild // a larger filter being built (idfilter.go); Apply's alone
+
+	low      *storev1.LowWater // m/low: what retention removed; nil when nothing was (prune.go)
+	pruneGen int               // +1 each time a prune drops id runs: a filter built before still holds their ids
 }
 
 func newPostings(flushed uint64) *postings {
@@ -141,6 +144,9 @@ type postingAdds struct {
 	ids    map[string]uint64 // id key -> seq, committed by this Apply
 	idSize int
 	run    *idRun // the run a flush wrote
+
+	low      *storev1.LowWater // set by a PRUNE_LEDGER: the new m/low
+	dropRuns int               // set by a PRUNE_LEDGER: the oldest runs it deleted
 }
 
 // addList is a prefix's entry in postings.adds.
@@ -231,6 +237,12 @@ func (a *postingAdds) flush(tx *applyTxn, lastSeq uint64) error {
 		if a.run, err = writeRun(tx, lastSeq, append(slices.Clip(a.pend.ids), a.ids)); err != nil {
 			return err
 		}
+		// When the run's ids were committed, for the dedup window (DedupCutoff) after
+		// retention removed their events.
+		a.run.at = tx.appendedAt.UnixNano()
+		if err := tx.set(runTimeKey(lastSeq), u64(uint64(a.run.at))); err != nil {
+			return err
+		}
 	}
 	return tx.set(keyKeyFlushed, u64(lastSeq))
 }
@@ -239,6 +251,13 @@ func (a *postingAdds) flush(tx *applyTxn, lastSeq uint64) error {
 // says whether it flushed through lastSeq. Call with pend.mu held.
 func (a *postingAdds) commit(flushed bool, lastSeq uint64) {
 	p := a.pend
+	if a.low != nil {
+		p.low = a.low
+	}
+	if a.dropRuns > 0 {
+		p.runs = slices.Clone(p.runs[a.dropRuns:])
+		p.pruneGen++
+	}
 	if flushed {
 		// Sized like the ones they replace: the next span is likely alike.
 		p.lists, p.flushed, p.size = make(map[string]*pendList, len(p.lists)), lastSeq, 0
@@ -318,7 +337,12 @@ func loadPostings(db *badger.DB) (*postings, error) {
 			return err
 		}
 		p = newPostings(flushed)
-		p.filter = newIDFilter(int(2 * last))
+		if p.low, err = loadLowWater(txn); err != nil {
+			return err
+		}
+		// Sized for the ids the ledger holds: those since the dedup cutoff (retention
+		// deletes the runs below it), not every id ever committed.
+		p.filter = newIDFilter(int(2 * (last - min(last, p.low.GetDedupSeq()))))
 		if p.runs, err = loadRuns(txn, func(k []byte) { p.filter.add(k) }); err != nil {
 			return err
 		}
@@ -329,7 +353,7 @@ func loadPostings(db *badger.DB) (*postings, error) {
 			for i, ae := range c.GetEvents() {
 				ev := ae.GetEvent()
 				if k := idKey(c.GetAgent(), ev.GetId()); k != nil {
-					a.addID(k, first+uint64(i))
+					a.addID(k, chunkSeq(c, i))
 					p.filter.add(k)
 				}
 				keys = keys[:0]

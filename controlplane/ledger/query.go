@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"crypto/sha256"
 	"encoding/hex"
+	"errors"
 	"fmt"
 	"maps"
 	"slices"
@@ -68,7 +69,12 @@ func (l *Ledger) view(fn func(txn *badger.Txn) error) error {
 // With keys or a type it walks the matching indexes together (a leapfrog join: each
 // index seeks to the highest seq any other index is at), so it costs about as much as
 // the most selective index; without a filter it reads the log.
+//
+// After retention pruned events, a fromSeq of 1 or more below the cutoff of f.Type (or,
+// without a type, below LowWater) returns a *PrunedError (errors.Is ErrPruned) naming
+// the earliest seq and time still held; fromSeq 0 means "from the earliest held".
 func (l *Ledger) ListEvents(f Filter, fromSeq uint64, limit int) (events []*eventv1.CommittedEvent, nextSeq uint64, err error) {
+	asked := fromSeq
 	fromSeq = max(fromSeq, 1)
 	if limit <= 0 {
 		limit = DefaultListLimit
@@ -85,16 +91,27 @@ func (l *Ledger) ListEvents(f Filter, fromSeq uint64, limit int) (events []*even
 	filtered := len(keyPrefixes) > 0 || f.Type != ""
 
 	pending := make([][]uint64, len(keyPrefixes))
+	var low *storev1.LowWater
 	txn, done, err := l.readTxn(func(p *postings, _ *badger.Txn) error {
 		for i, k := range keyPrefixes {
 			pending[i] = p.copyList(k)
 		}
+		low = p.low
 		return nil
 	})
 	if err != nil {
 		return nil, 0, err
 	}
 	defer done()
+	if low != nil && asked > 0 {
+		cut := low.GetSeq()
+		if f.Type != "" {
+			cut = typeCut(low, f.Type)
+		}
+		if asked < cut {
+			return nil, 0, prunedError(txn, asked, cut, f.Type)
+		}
+	}
 
 	err = func() error {
 		start, err := chunkStart(txn, fromSeq)
@@ -105,7 +122,7 @@ func (l *Ledger) ListEvents(f Filter, fromSeq uint64, limit int) (events []*even
 		// the page is full and nextSeq is known.
 		emit := func(c *storev1.LogChunk) (done bool) {
 			for i, ae := range c.GetEvents() {
-				seq := c.GetFirstSeq() + uint64(i)
+				seq := chunkSeq(c, i)
 				if seq < fromSeq || (filtered && !f.matches(ae.GetEvent())) {
 					continue
 				}
@@ -131,10 +148,8 @@ func (l *Ledger) ListEvents(f Filter, fromSeq uint64, limit int) (events []*even
 			if err != nil {
 				return err
 			}
-			if !ok {
-				return fmt.Errorf("ledger: index names log chunk %d, which is not in the log", first)
-			}
-			if emit(c) {
+			// Retention deletes chunks but leaves the key index records naming them.
+			if ok && emit(c) {
 				return nil
 			}
 			target = first + 1
@@ -313,15 +328,25 @@ func (l *Ledger) EventByID(id string) (*eventv1.CommittedEvent, bool, error) {
 	if err != nil {
 		return nil, false, err
 	}
-	var found *eventv1.CommittedEvent
+	var (
+		found  *eventv1.CommittedEvent
+		pruned error
+	)
 	for _, a := range agents {
 		ev, ok, err := l.AgentEventByID(a.GetId(), id)
+		if errors.Is(err, ErrPruned) {
+			pruned = err
+			continue
+		}
 		if err != nil {
 			return nil, false, err
 		}
 		if ok && (found == nil || ev.GetSeq() < found.GetSeq()) {
 			found = ev
 		}
+	}
+	if found == nil && pruned != nil {
+		return nil, false, pruned
 	}
 	return found, found != nil, nil
 }
@@ -336,9 +361,11 @@ func (l *Ledger) AgentEventByID(agent, id string) (*eventv1.CommittedEvent, bool
 		seq uint64
 		ok  bool
 	)
+	var low *storev1.LowWater
 	txn, done, err := l.readTxn(func(p *postings, txn *badger.Txn) error {
 		var err error
 		seq, ok, err = p.idSeq(txn, k)
+		low = p.low
 		return err
 	})
 	if err != nil {
@@ -351,6 +378,14 @@ func (l *Ledger) AgentEventByID(agent, id string) (*eventv1.CommittedEvent, bool
 	ev, ok, err := eventAt(txn, seq)
 	if err != nil {
 		return nil, false, err
+	}
+	if !ok && low != nil {
+		// Ids outlive their events (the dedup window is longer than retention).
+		e := &PrunedError{ID: id, Seq: low.GetSeq()}
+		if h, ok, err := firstHeld(txn, low.GetSeq()); err == nil && ok {
+			e.Seq, e.At = h.seq, h.at
+		}
+		return nil, false, e
 	}
 	if !ok || ev.GetEvent().GetId() != id {
 		return nil, false, fmt.Errorf("ledger: id index names seq %d for %q, which the log does not hold", seq, id)

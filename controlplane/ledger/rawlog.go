@@ -86,7 +86,8 @@ func rawChunkStart(txn *badger.Txn, seq uint64) (uint64, error) {
 	if first == seq {
 		return seq, nil
 	}
-	var n uint64
+	// n is the chunk's span: its event count, or for a sparse chunk its last offset + 1.
+	var n, span uint64
 	err := it.Item().Value(func(v []byte) error {
 		for p := v; len(p) > 0; {
 			num, typ, m := protowire.ConsumeTag(p)
@@ -97,8 +98,22 @@ func rawChunkStart(txn *badger.Txn, seq uint64) (uint64, error) {
 			if l < 0 {
 				return protowire.ParseError(l)
 			}
-			if num == wire.LogChunkEvents && typ == protowire.BytesType {
+			switch {
+			case num == wire.LogChunkEvents && typ == protowire.BytesType:
 				n++
+			case num == chunkOffsetsField && typ == protowire.BytesType:
+				b, _ := protowire.ConsumeBytes(p[m:])
+				for len(b) > 0 {
+					x, k := protowire.ConsumeVarint(b)
+					if k < 0 {
+						return protowire.ParseError(k)
+					}
+					span = max(span, x+1)
+					b = b[k:]
+				}
+			case num == chunkOffsetsField && typ == protowire.VarintType:
+				x, _ := protowire.ConsumeVarint(p[m:])
+				span = max(span, x+1)
 			}
 			p = p[m+l:]
 		}
@@ -107,7 +122,7 @@ func rawChunkStart(txn *badger.Txn, seq uint64) (uint64, error) {
 	if err != nil {
 		return 0, fmt.Errorf("ledger: log chunk %d: %w", first, err)
 	}
-	if seq >= first+n {
+	if seq >= first+max(n, span) {
 		return seq, nil
 	}
 	return first, nil
@@ -122,7 +137,18 @@ func walkChunk(first uint64, v []byte, from uint64, limit int, bounded bool, fn 
 		seqField uint64
 		events   [chunkMaxEvents][]byte
 		count    int
+		offs     [chunkMaxEvents]uint32
+		noffs    int
+		sparse   bool
 	)
+	addOffset := func(x uint64) error {
+		if noffs == len(offs) {
+			return fmt.Errorf("ledger: log chunk %d has more than %d offsets", first, chunkMaxEvents)
+		}
+		offs[noffs] = uint32(x)
+		noffs++
+		return nil
+	}
 	for p := v; len(p) > 0; {
 		num, typ, m := protowire.ConsumeTag(p)
 		if m < 0 {
@@ -156,6 +182,33 @@ func walkChunk(first uint64, v []byte, from uint64, limit int, bounded bool, fn 
 			events[count] = b
 			count++
 			p = p[m:]
+		case num == chunkOffsetsField && typ == protowire.BytesType:
+			b, m := protowire.ConsumeBytes(p)
+			if m < 0 {
+				return 0, false, fmt.Errorf("ledger: log chunk %d: offsets: %w", first, protowire.ParseError(m))
+			}
+			sparse = true
+			for len(b) > 0 {
+				x, k := protowire.ConsumeVarint(b)
+				if k < 0 {
+					return 0, false, fmt.Errorf("ledger: log chunk %d: offsets: %w", first, protowire.ParseError(k))
+				}
+				if err := addOffset(x); err != nil {
+					return 0, false, err
+				}
+				b = b[k:]
+			}
+			p = p[m:]
+		case num == chunkOffsetsField && typ == protowire.VarintType:
+			x, m := protowire.ConsumeVarint(p)
+			if m < 0 {
+				return 0, false, fmt.Errorf("ledger: log chunk %d: offsets: %w", first, protowire.ParseError(m))
+			}
+			sparse = true
+			if err := addOffset(x); err != nil {
+				return 0, false, err
+			}
+			p = p[m:]
 		default:
 			m := protowire.ConsumeFieldValue(num, typ, p)
 			if m < 0 {
@@ -167,8 +220,18 @@ func walkChunk(first uint64, v []byte, from uint64, limit int, bounded bool, fn 
 	if seqField != first {
 		return 0, false, fmt.Errorf("ledger: log chunk under seq %d says it starts at %d", first, seqField)
 	}
+	if sparse {
+		// A chunk a prune rewrote keeps its remaining events with their offsets from
+		// first (prune.go); the same checks as every other reader of chunks.
+		if err := checkOffsets(offs[:noffs], count); err != nil {
+			return 0, false, fmt.Errorf("ledger: log chunk %d: %w", first, err)
+		}
+	}
 	for i := range count {
 		seq := first + uint64(i)
+		if sparse {
+			seq = first + uint64(offs[i])
+		}
 		if seq < from {
 			continue
 		}

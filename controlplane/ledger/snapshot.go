@@ -225,7 +225,12 @@ func (l *Ledger) Restore(r io.Reader) error {
 		return err
 	}
 	wb := nh.db.NewWriteBatch()
-	_, err = readSnapshot(spool, func(k, v []byte) error { return wb.Set(k, v) })
+	_, err = readSnapshot(spool, func(k, v []byte) error {
+		if bytes.Equal(k, keyFormat) {
+			v = u64(ledgerFormat) // a layout 5 stream is a valid layout 6 (log.go)
+		}
+		return wb.Set(k, v)
+	})
 	if err == nil {
 		err = wb.Flush()
 	} else {
@@ -365,7 +370,7 @@ func readSnapshotCA(r io.Reader, fn func(k, v []byte) error) (index uint64, ca *
 			case bytes.Equal(k, keyApplied):
 				index = n
 			case bytes.Equal(k, keyFormat):
-				if n != ledgerFormat {
+				if n != ledgerFormat && n != ledgerFormatUpgradable {
 					return 0, nil, corrupt("ledger layout %d, this build reads layout %d", n, ledgerFormat)
 				}
 				format = true

@@ -137,6 +137,8 @@ func Summary(d *Document) string {
 			target += " policy=" + s.Policy
 		}
 		return target
+	case KindRetention:
+		return retentionSummary(d.Retention)
 	case KindPolicy:
 		p := EffectivePolicy(d.Name(), d.Policy)
 		var parts []string

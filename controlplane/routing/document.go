@@ -25,7 +25,7 @@ const (
 
 // Kinds lists every document kind, in the order apply writes them (policies before the
 // destinations that name them, destinations before the routes that name them).
-var Kinds = []Kind{KindPolicy, KindDestination, KindRoute}
+var Kinds = []Kind{KindPolicy, KindDestination, KindRoute, KindRetention}
 
 // ParseKind accepts a kind as written in a document ("Route") or on the command line
 // ("route", "routes").
@@ -37,6 +37,8 @@ func ParseKind(s string) (Kind, bool) {
 		return KindRoute, true
 	case "policy", "policies":
 		return KindPolicy, true
+	case "retention", "retentions":
+		return KindRetention, true
 	}
 	return "", false
 }
@@ -50,6 +52,8 @@ func (k Kind) Plural() string {
 		return "destinations"
 	case KindRoute:
 		return "routes"
+	case KindRetention:
+		return "retention"
 	}
 	return strings.ToLower(string(k))
 }
@@ -71,6 +75,7 @@ type Document struct {
 	Destination *DestinationSpec `json:"-"`
 	Route       *RouteSpec       `json:"-"`
 	Policy      *PolicySpec      `json:"-"`
+	Retention   *RetentionSpec   `json:"-"`
 
 	compiled *compiled // a Route's programs, set by Parse
 }
@@ -216,6 +221,8 @@ func (d *Document) Canonical() ([]byte, error) {
 		spec = d.Route
 	case KindPolicy:
 		spec = d.Policy
+	case KindRetention:
+		spec = d.Retention
 	default:
 		return nil, fmt.Errorf("routing: unknown kind %q", d.Kind)
 	}

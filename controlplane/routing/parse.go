@@ -166,10 +166,10 @@ func parseOne(part []byte, n, line int) (*Document, []*FieldError) {
 	}
 	ks, _ := obj["kind"].(string)
 	switch Kind(ks) {
-	case KindDestination, KindRoute, KindPolicy:
+	case KindDestination, KindRoute, KindPolicy, KindRetention:
 		d.Kind = Kind(ks)
 	default:
-		p.add("kind", "must be Destination, Route or Policy, got %s", show(obj["kind"]))
+		p.add("kind", "must be Destination, Route, Policy or Retention, got %s", show(obj["kind"]))
 	}
 	if md, ok := obj["metadata"].(map[string]any); !ok {
 		p.add("metadata.name", "required")
@@ -219,6 +219,12 @@ func parseOne(part []byte, n, line int) (*Document, []*FieldError) {
 		decodeInto(p, "spec", spec, reflect.ValueOf(d.Policy).Elem())
 		if len(p.errs) == 0 {
 			validatePolicy(p, d.Policy)
+		}
+	case KindRetention:
+		d.Retention = &RetentionSpec{}
+		decodeInto(p, "spec", spec, reflect.ValueOf(d.Retention).Elem())
+		if len(p.errs) == 0 {
+			validateRetention(p, d)
 		}
 	}
 	return d, p.errs

@@ -59,6 +59,9 @@ type Config struct {
 	// CheckLedger, when set, sees the ledger once it is open and before raft starts;
 	// an error stops Open (the control plane refuses a copied data dir with it).
 	CheckLedger func(*ledger.Ledger) error
+	// Archiver receives the events ledger retention removes (ledger.Options.Archiver);
+	// nil archives nothing.
+	Archiver ledger.Archiver
 
 	// Raft timings; raft's defaults when zero. Tests use short ones.
 	HeartbeatTimeout   time.Duration
@@ -114,7 +117,7 @@ func Open(cfg Config) (*Store, error) {
 
 	s := &Store{cfg: cfg, logger: logger}
 	var err error
-	s.ledger, err = ledger.Open(ledger.Options{Dir: filepath.Join(cfg.Dir, "ledger"), Logger: logger, CacheBytes: cfg.LedgerCacheBytes})
+	s.ledger, err = ledger.Open(ledger.Options{Dir: filepath.Join(cfg.Dir, "ledger"), Logger: logger, CacheBytes: cfg.LedgerCacheBytes, Archiver: cfg.Archiver})
 	if err != nil {
 		return nil, fmt.Errorf("store: open ledger: %w", err)
 	}

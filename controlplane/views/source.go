@@ -23,23 +23,37 @@ type Source interface {
 }
 
 // LedgerSource is the Source of a node's ledger.
-//
-// The ledger is not pruned on this branch, so Base has nothing to give. Once the
-// ledger can be pruned (LowWater, ScanCompacted), Base becomes:
-//
-//	lw, _ := s.L.LowWater()
-//	if lw == 0 { return 1, nil }
-//	if err := s.L.ScanCompacted(types, fn); err != nil { return 0, err }
-//	return lw, nil
 type LedgerSource struct{ L *ledger.Ledger }
 
-// Base returns 1: nothing was pruned.
+// Base hands out the compacted base of a pruned ledger (ledger.ScanCompacted) and
+// returns the seq from which the log still holds every event of the types (1 when
+// none was pruned). The cutoff is read before the base: a prune in between only adds
+// to the base, and the next ScanRaw sees the newer cutoff and starts again.
 func (s LedgerSource) Base(types []string, fn func(ev *eventv1.CommittedEvent) error) (uint64, error) {
-	return 1, nil
+	from, _, err := s.L.TypesLowWater(types)
+	if err != nil {
+		return 0, err
+	}
+	if from <= 1 {
+		return 1, nil
+	}
+	if err := s.L.ScanCompacted(types, fn); err != nil {
+		return 0, err
+	}
+	return from, nil
 }
 
 // ScanRaw reads the ledger's log without decoding events.
+// Asked below the cutoff of the view types (a prune overtook views that lagged behind
+// it) it returns the ledger's *PrunedError: the views start again from Base.
 func (s LedgerSource) ScanRaw(from uint64, max int, fn func(ev ledger.RawEvent) error) (uint64, error) {
+	cut, at, err := s.L.TypesLowWater(Types)
+	if err != nil {
+		return from, err
+	}
+	if from < cut {
+		return from, &ledger.PrunedError{Asked: from, Seq: cut, At: at}
+	}
 	return s.L.ScanRaw(from, max, fn)
 }
 

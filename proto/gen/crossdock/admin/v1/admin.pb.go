@@ -1270,7 +1270,9 @@ type GetClusterStatusResponse struct {
 	Peers    []*Peer                `protobuf:"bytes,2,rep,name=peers,proto3" json:"peers,omitempty"`
 	LastSeq  uint64                 `protobuf:"varint,3,opt,name=last_seq,json=lastSeq,proto3" json:"last_seq,omitempty"`
 	// The cluster id, fixed at bootstrap (crossdock snapshot restore compares it).
-	ClusterId     string `protobuf:"bytes,4,opt,name=cluster_id,json=clusterId,proto3" json:"cluster_id,omitempty"`
+	ClusterId string `protobuf:"bytes,4,opt,name=cluster_id,json=clusterId,proto3" json:"cluster_id,omitempty"`
+	// What ledger retention removed, as the answering node's ledger holds it.
+	Retention     *LedgerRetention `protobuf:"bytes,5,opt,name=retention,proto3" json:"retention,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1333,6 +1335,111 @@ func (x *GetClusterStatusResponse) GetClusterId() string {
 	return ""
 }
 
+func (x *GetClusterStatusResponse) GetRetention() *LedgerRetention {
+	if x != nil {
+		return x.Retention
+	}
+	return nil
+}
+
+// LedgerRetention is what retention removed from the ledger.
+type LedgerRetention struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Every event with seq below low_water_seq is gone; low_water_at is the commit time
+	// of the earliest event still held (both 0 when nothing was pruned).
+	LowWaterSeq uint64                 `protobuf:"varint,1,opt,name=low_water_seq,json=lowWaterSeq,proto3" json:"low_water_seq,omitempty"`
+	LowWaterAt  *timestamppb.Timestamp `protobuf:"bytes,2,opt,name=low_water_at,json=lowWaterAt,proto3" json:"low_water_at,omitempty"`
+	// Ids of events below dedup_seq are no longer recognised as duplicates.
+	DedupSeq uint64                 `protobuf:"varint,3,opt,name=dedup_seq,json=dedupSeq,proto3" json:"dedup_seq,omitempty"`
+	DedupAt  *timestamppb.Timestamp `protobuf:"bytes,4,opt,name=dedup_at,json=dedupAt,proto3" json:"dedup_at,omitempty"`
+	// Events the ledger holds (last_seq minus the events pruned).
+	EventsHeld   uint64 `protobuf:"varint,5,opt,name=events_held,json=eventsHeld,proto3" json:"events_held,omitempty"`
+	EventsPruned uint64 `protobuf:"varint,6,opt,name=events_pruned,json=eventsPruned,proto3" json:"events_pruned,omitempty"`
+	// When the last prune was computed (zero: never).
+	LastPrune     *timestamppb.Timestamp `protobuf:"bytes,7,opt,name=last_prune,json=lastPrune,proto3" json:"last_prune,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *LedgerRetention) Reset() {
+	*x = LedgerRetention{}
+	mi := &file_crossdock_admin_v1_admin_proto_msgTypes[20]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *LedgerRetention) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*LedgerRetention) ProtoMessage() {}
+
+func (x *LedgerRetention) ProtoReflect() protoreflect.Message {
+	mi := &file_crossdock_admin_v1_admin_proto_msgTypes[20]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use LedgerRetention.ProtoReflect.Descriptor instead.
+func (*LedgerRetention) Descriptor() ([]byte, []int) {
+	return file_crossdock_admin_v1_admin_proto_rawDescGZIP(), []int{20}
+}
+
+func (x *LedgerRetention) GetLowWaterSeq() uint64 {
+	if x != nil {
+		return x.LowWaterSeq
+	}
+	return 0
+}
+
+func (x *LedgerRetention) GetLowWaterAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.LowWaterAt
+	}
+	return nil
+}
+
+func (x *LedgerRetention) GetDedupSeq() uint64 {
+	if x != nil {
+		return x.DedupSeq
+	}
+	return 0
+}
+
+func (x *LedgerRetention) GetDedupAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.DedupAt
+	}
+	return nil
+}
+
+func (x *LedgerRetention) GetEventsHeld() uint64 {
+	if x != nil {
+		return x.EventsHeld
+	}
+	return 0
+}
+
+func (x *LedgerRetention) GetEventsPruned() uint64 {
+	if x != nil {
+		return x.EventsPruned
+	}
+	return 0
+}
+
+func (x *LedgerRetention) GetLastPrune() *timestamppb.Timestamp {
+	if x != nil {
+		return x.LastPrune
+	}
+	return nil
+}
+
 // Peer is one Raft server.
 type Peer struct {
 	state   protoimpl.MessageState `protogen:"open.v1"`
@@ -1350,7 +1457,7 @@ type Peer struct {
 
 func (x *Peer) Reset() {
 	*x = Peer{}
-	mi := &file_crossdock_admin_v1_admin_proto_msgTypes[20]
+	mi := &file_crossdock_admin_v1_admin_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1362,7 +1469,7 @@ func (x *Peer) String() string {
 func (*Peer) ProtoMessage() {}
 
 func (x *Peer) ProtoReflect() protoreflect.Message {
-	mi := &file_crossdock_admin_v1_admin_proto_msgTypes[20]
+	mi := &file_crossdock_admin_v1_admin_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1375,7 +1482,7 @@ func (x *Peer) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Peer.ProtoReflect.Descriptor instead.
 func (*Peer) Descriptor() ([]byte, []int) {
-	return file_crossdock_admin_v1_admin_proto_rawDescGZIP(), []int{20}
+	return file_crossdock_admin_v1_admin_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *Peer) GetId() string {
@@ -1429,7 +1536,7 @@ type RemovePeerRequest struct {
 
 func (x *RemovePeerRequest) Reset() {
 	*x = RemovePeerRequest{}
-	mi := &file_crossdock_admin_v1_admin_proto_msgTypes[21]
+	mi := &file_crossdock_admin_v1_admin_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1441,7 +1548,7 @@ func (x *RemovePeerRequest) String() string {
 func (*RemovePeerRequest) ProtoMessage() {}
 
 func (x *RemovePeerRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_crossdock_admin_v1_admin_proto_msgTypes[21]
+	mi := &file_crossdock_admin_v1_admin_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1454,7 +1561,7 @@ func (x *RemovePeerRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RemovePeerRequest.ProtoReflect.Descriptor instead.
 func (*RemovePeerRequest) Descriptor() ([]byte, []int) {
-	return file_crossdock_admin_v1_admin_proto_rawDescGZIP(), []int{21}
+	return file_crossdock_admin_v1_admin_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *RemovePeerRequest) GetId() string {
@@ -1472,7 +1579,7 @@ type RemovePeerResponse struct {
 
 func (x *RemovePeerResponse) Reset() {
 	*x = RemovePeerResponse{}
-	mi := &file_crossdock_admin_v1_admin_proto_msgTypes[22]
+	mi := &file_crossdock_admin_v1_admin_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1484,7 +1591,7 @@ func (x *RemovePeerResponse) String() string {
 func (*RemovePeerResponse) ProtoMessage() {}
 
 func (x *RemovePeerResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_crossdock_admin_v1_admin_proto_msgTypes[22]
+	mi := &file_crossdock_admin_v1_admin_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1497,7 +1604,7 @@ func (x *RemovePeerResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RemovePeerResponse.ProtoReflect.Descriptor instead.
 func (*RemovePeerResponse) Descriptor() ([]byte, []int) {
-	return file_crossdock_admin_v1_admin_proto_rawDescGZIP(), []int{22}
+	return file_crossdock_admin_v1_admin_proto_rawDescGZIP(), []int{23}
 }
 
 type ListArchiveRequest struct {
@@ -1515,7 +1622,7 @@ type ListArchiveRequest struct {
 
 func (x *ListArchiveRequest) Reset() {
 	*x = ListArchiveRequest{}
-	mi := &file_crossdock_admin_v1_admin_proto_msgTypes[23]
+	mi := &file_crossdock_admin_v1_admin_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1527,7 +1634,7 @@ func (x *ListArchiveRequest) String() string {
 func (*ListArchiveRequest) ProtoMessage() {}
 
 func (x *ListArchiveRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_crossdock_admin_v1_admin_proto_msgTypes[23]
+	mi := &file_crossdock_admin_v1_admin_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1540,7 +1647,7 @@ func (x *ListArchiveRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListArchiveRequest.ProtoReflect.Descriptor instead.
 func (*ListArchiveRequest) Descriptor() ([]byte, []int) {
-	return file_crossdock_admin_v1_admin_proto_rawDescGZIP(), []int{23}
+	return file_crossdock_admin_v1_admin_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *ListArchiveRequest) GetFrom() *timestamppb.Timestamp {
@@ -1595,7 +1702,7 @@ type ArchiveFile struct {
 
 func (x *ArchiveFile) Reset() {
 	*x = ArchiveFile{}
-	mi := &file_crossdock_admin_v1_admin_proto_msgTypes[24]
+	mi := &file_crossdock_admin_v1_admin_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1607,7 +1714,7 @@ func (x *ArchiveFile) String() string {
 func (*ArchiveFile) ProtoMessage() {}
 
 func (x *ArchiveFile) ProtoReflect() protoreflect.Message {
-	mi := &file_crossdock_admin_v1_admin_proto_msgTypes[24]
+	mi := &file_crossdock_admin_v1_admin_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1620,7 +1727,7 @@ func (x *ArchiveFile) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ArchiveFile.ProtoReflect.Descriptor instead.
 func (*ArchiveFile) Descriptor() ([]byte, []int) {
-	return file_crossdock_admin_v1_admin_proto_rawDescGZIP(), []int{24}
+	return file_crossdock_admin_v1_admin_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *ArchiveFile) GetName() string {
@@ -1714,7 +1821,7 @@ type ListArchiveResponse struct {
 
 func (x *ListArchiveResponse) Reset() {
 	*x = ListArchiveResponse{}
-	mi := &file_crossdock_admin_v1_admin_proto_msgTypes[25]
+	mi := &file_crossdock_admin_v1_admin_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1726,7 +1833,7 @@ func (x *ListArchiveResponse) String() string {
 func (*ListArchiveResponse) ProtoMessage() {}
 
 func (x *ListArchiveResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_crossdock_admin_v1_admin_proto_msgTypes[25]
+	mi := &file_crossdock_admin_v1_admin_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1739,7 +1846,7 @@ func (x *ListArchiveResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListArchiveResponse.ProtoReflect.Descriptor instead.
 func (*ListArchiveResponse) Descriptor() ([]byte, []int) {
-	return file_crossdock_admin_v1_admin_proto_rawDescGZIP(), []int{25}
+	return file_crossdock_admin_v1_admin_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *ListArchiveResponse) GetFiles() []*ArchiveFile {
@@ -1780,7 +1887,7 @@ type ReplayArchiveRequest struct {
 
 func (x *ReplayArchiveRequest) Reset() {
 	*x = ReplayArchiveRequest{}
-	mi := &file_crossdock_admin_v1_admin_proto_msgTypes[26]
+	mi := &file_crossdock_admin_v1_admin_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1792,7 +1899,7 @@ func (x *ReplayArchiveRequest) String() string {
 func (*ReplayArchiveRequest) ProtoMessage() {}
 
 func (x *ReplayArchiveRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_crossdock_admin_v1_admin_proto_msgTypes[26]
+	mi := &file_crossdock_admin_v1_admin_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1805,7 +1912,7 @@ func (x *ReplayArchiveRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReplayArchiveRequest.ProtoReflect.Descriptor instead.
 func (*ReplayArchiveRequest) Descriptor() ([]byte, []int) {
-	return file_crossdock_admin_v1_admin_proto_rawDescGZIP(), []int{26}
+	return file_crossdock_admin_v1_admin_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *ReplayArchiveRequest) GetRoute() string {
@@ -1866,7 +1973,7 @@ type ReplayArchiveResponse struct {
 
 func (x *ReplayArchiveResponse) Reset() {
 	*x = ReplayArchiveResponse{}
-	mi := &file_crossdock_admin_v1_admin_proto_msgTypes[27]
+	mi := &file_crossdock_admin_v1_admin_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1878,7 +1985,7 @@ func (x *ReplayArchiveResponse) String() string {
 func (*ReplayArchiveResponse) ProtoMessage() {}
 
 func (x *ReplayArchiveResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_crossdock_admin_v1_admin_proto_msgTypes[27]
+	mi := &file_crossdock_admin_v1_admin_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1891,7 +1998,7 @@ func (x *ReplayArchiveResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReplayArchiveResponse.ProtoReflect.Descriptor instead.
 func (*ReplayArchiveResponse) Descriptor() ([]byte, []int) {
-	return file_crossdock_admin_v1_admin_proto_rawDescGZIP(), []int{27}
+	return file_crossdock_admin_v1_admin_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *ReplayArchiveResponse) GetDestination() string {
@@ -1972,7 +2079,7 @@ type GetInventoryRequest struct {
 
 func (x *GetInventoryRequest) Reset() {
 	*x = GetInventoryRequest{}
-	mi := &file_crossdock_admin_v1_admin_proto_msgTypes[28]
+	mi := &file_crossdock_admin_v1_admin_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1984,7 +2091,7 @@ func (x *GetInventoryRequest) String() string {
 func (*GetInventoryRequest) ProtoMessage() {}
 
 func (x *GetInventoryRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_crossdock_admin_v1_admin_proto_msgTypes[28]
+	mi := &file_crossdock_admin_v1_admin_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1997,7 +2104,7 @@ func (x *GetInventoryRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetInventoryRequest.ProtoReflect.Descriptor instead.
 func (*GetInventoryRequest) Descriptor() ([]byte, []int) {
-	return file_crossdock_admin_v1_admin_proto_rawDescGZIP(), []int{28}
+	return file_crossdock_admin_v1_admin_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *GetInventoryRequest) GetSkus() []string {
@@ -2032,7 +2139,7 @@ type GetInventoryResponse struct {
 
 func (x *GetInventoryResponse) Reset() {
 	*x = GetInventoryResponse{}
-	mi := &file_crossdock_admin_v1_admin_proto_msgTypes[29]
+	mi := &file_crossdock_admin_v1_admin_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2044,7 +2151,7 @@ func (x *GetInventoryResponse) String() string {
 func (*GetInventoryResponse) ProtoMessage() {}
 
 func (x *GetInventoryResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_crossdock_admin_v1_admin_proto_msgTypes[29]
+	mi := &file_crossdock_admin_v1_admin_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2057,7 +2164,7 @@ func (x *GetInventoryResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetInventoryResponse.ProtoReflect.Descriptor instead.
 func (*GetInventoryResponse) Descriptor() ([]byte, []int) {
-	return file_crossdock_admin_v1_admin_proto_rawDescGZIP(), []int{29}
+	return file_crossdock_admin_v1_admin_proto_rawDescGZIP(), []int{30}
 }
 
 func (x *GetInventoryResponse) GetLevels() []*InventoryLevel {
@@ -2092,7 +2199,7 @@ type InventoryLevel struct {
 
 func (x *InventoryLevel) Reset() {
 	*x = InventoryLevel{}
-	mi := &file_crossdock_admin_v1_admin_proto_msgTypes[30]
+	mi := &file_crossdock_admin_v1_admin_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2104,7 +2211,7 @@ func (x *InventoryLevel) String() string {
 func (*InventoryLevel) ProtoMessage() {}
 
 func (x *InventoryLevel) ProtoReflect() protoreflect.Message {
-	mi := &file_crossdock_admin_v1_admin_proto_msgTypes[30]
+	mi := &file_crossdock_admin_v1_admin_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2117,7 +2224,7 @@ func (x *InventoryLevel) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use InventoryLevel.ProtoReflect.Descriptor instead.
 func (*InventoryLevel) Descriptor() ([]byte, []int) {
-	return file_crossdock_admin_v1_admin_proto_rawDescGZIP(), []int{30}
+	return file_crossdock_admin_v1_admin_proto_rawDescGZIP(), []int{31}
 }
 
 func (x *InventoryLevel) GetSku() string {
@@ -2187,7 +2294,7 @@ type GetPricesRequest struct {
 
 func (x *GetPricesRequest) Reset() {
 	*x = GetPricesRequest{}
-	mi := &file_crossdock_admin_v1_admin_proto_msgTypes[31]
+	mi := &file_crossdock_admin_v1_admin_proto_msgTypes[32]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2199,7 +2306,7 @@ func (x *GetPricesRequest) String() string {
 func (*GetPricesRequest) ProtoMessage() {}
 
 func (x *GetPricesRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_crossdock_admin_v1_admin_proto_msgTypes[31]
+	mi := &file_crossdock_admin_v1_admin_proto_msgTypes[32]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2212,7 +2319,7 @@ func (x *GetPricesRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetPricesRequest.ProtoReflect.Descriptor instead.
 func (*GetPricesRequest) Descriptor() ([]byte, []int) {
-	return file_crossdock_admin_v1_admin_proto_rawDescGZIP(), []int{31}
+	return file_crossdock_admin_v1_admin_proto_rawDescGZIP(), []int{32}
 }
 
 func (x *GetPricesRequest) GetSkus() []string {
@@ -2246,7 +2353,7 @@ type GetPricesResponse struct {
 
 func (x *GetPricesResponse) Reset() {
 	*x = GetPricesResponse{}
-	mi := &file_crossdock_admin_v1_admin_proto_msgTypes[32]
+	mi := &file_crossdock_admin_v1_admin_proto_msgTypes[33]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2258,7 +2365,7 @@ func (x *GetPricesResponse) String() string {
 func (*GetPricesResponse) ProtoMessage() {}
 
 func (x *GetPricesResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_crossdock_admin_v1_admin_proto_msgTypes[32]
+	mi := &file_crossdock_admin_v1_admin_proto_msgTypes[33]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2271,7 +2378,7 @@ func (x *GetPricesResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetPricesResponse.ProtoReflect.Descriptor instead.
 func (*GetPricesResponse) Descriptor() ([]byte, []int) {
-	return file_crossdock_admin_v1_admin_proto_rawDescGZIP(), []int{32}
+	return file_crossdock_admin_v1_admin_proto_rawDescGZIP(), []int{33}
 }
 
 func (x *GetPricesResponse) GetPrices() []*PriceEntry {
@@ -2305,7 +2412,7 @@ type PriceEntry struct {
 
 func (x *PriceEntry) Reset() {
 	*x = PriceEntry{}
-	mi := &file_crossdock_admin_v1_admin_proto_msgTypes[33]
+	mi := &file_crossdock_admin_v1_admin_proto_msgTypes[34]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2317,7 +2424,7 @@ func (x *PriceEntry) String() string {
 func (*PriceEntry) ProtoMessage() {}
 
 func (x *PriceEntry) ProtoReflect() protoreflect.Message {
-	mi := &file_crossdock_admin_v1_admin_proto_msgTypes[33]
+	mi := &file_crossdock_admin_v1_admin_proto_msgTypes[34]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2330,7 +2437,7 @@ func (x *PriceEntry) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PriceEntry.ProtoReflect.Descriptor instead.
 func (*PriceEntry) Descriptor() ([]byte, []int) {
-	return file_crossdock_admin_v1_admin_proto_rawDescGZIP(), []int{33}
+	return file_crossdock_admin_v1_admin_proto_rawDescGZIP(), []int{34}
 }
 
 func (x *PriceEntry) GetSku() string {
@@ -2397,7 +2504,7 @@ type GetViewsStatusRequest struct {
 
 func (x *GetViewsStatusRequest) Reset() {
 	*x = GetViewsStatusRequest{}
-	mi := &file_crossdock_admin_v1_admin_proto_msgTypes[34]
+	mi := &file_crossdock_admin_v1_admin_proto_msgTypes[35]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2409,7 +2516,7 @@ func (x *GetViewsStatusRequest) String() string {
 func (*GetViewsStatusRequest) ProtoMessage() {}
 
 func (x *GetViewsStatusRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_crossdock_admin_v1_admin_proto_msgTypes[34]
+	mi := &file_crossdock_admin_v1_admin_proto_msgTypes[35]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2422,7 +2529,7 @@ func (x *GetViewsStatusRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetViewsStatusRequest.ProtoReflect.Descriptor instead.
 func (*GetViewsStatusRequest) Descriptor() ([]byte, []int) {
-	return file_crossdock_admin_v1_admin_proto_rawDescGZIP(), []int{34}
+	return file_crossdock_admin_v1_admin_proto_rawDescGZIP(), []int{35}
 }
 
 type GetViewsStatusResponse struct {
@@ -2450,7 +2557,7 @@ type GetViewsStatusResponse struct {
 
 func (x *GetViewsStatusResponse) Reset() {
 	*x = GetViewsStatusResponse{}
-	mi := &file_crossdock_admin_v1_admin_proto_msgTypes[35]
+	mi := &file_crossdock_admin_v1_admin_proto_msgTypes[36]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2462,7 +2569,7 @@ func (x *GetViewsStatusResponse) String() string {
 func (*GetViewsStatusResponse) ProtoMessage() {}
 
 func (x *GetViewsStatusResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_crossdock_admin_v1_admin_proto_msgTypes[35]
+	mi := &file_crossdock_admin_v1_admin_proto_msgTypes[36]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2475,7 +2582,7 @@ func (x *GetViewsStatusResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetViewsStatusResponse.ProtoReflect.Descriptor instead.
 func (*GetViewsStatusResponse) Descriptor() ([]byte, []int) {
-	return file_crossdock_admin_v1_admin_proto_rawDescGZIP(), []int{35}
+	return file_crossdock_admin_v1_admin_proto_rawDescGZIP(), []int{36}
 }
 
 func (x *GetViewsStatusResponse) GetEnabled() bool {
@@ -2663,13 +2770,25 @@ const file_crossdock_admin_v1_admin_proto_rawDesc = "" +
 	"\x06events\x18\x02 \x01(\x04R\x06events\x12\x1d\n" +
 	"\n" +
 	"cluster_id\x18\x03 \x01(\tR\tclusterId\"\x19\n" +
-	"\x17GetClusterStatusRequest\"\xa1\x01\n" +
+	"\x17GetClusterStatusRequest\"\xe4\x01\n" +
 	"\x18GetClusterStatusResponse\x12\x1b\n" +
 	"\tleader_id\x18\x01 \x01(\tR\bleaderId\x12.\n" +
 	"\x05peers\x18\x02 \x03(\v2\x18.crossdock.admin.v1.PeerR\x05peers\x12\x19\n" +
 	"\blast_seq\x18\x03 \x01(\x04R\alastSeq\x12\x1d\n" +
 	"\n" +
-	"cluster_id\x18\x04 \x01(\tR\tclusterId\"\xc9\x01\n" +
+	"cluster_id\x18\x04 \x01(\tR\tclusterId\x12A\n" +
+	"\tretention\x18\x05 \x01(\v2#.crossdock.admin.v1.LedgerRetentionR\tretention\"\xc8\x02\n" +
+	"\x0fLedgerRetention\x12\"\n" +
+	"\rlow_water_seq\x18\x01 \x01(\x04R\vlowWaterSeq\x12<\n" +
+	"\flow_water_at\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampR\n" +
+	"lowWaterAt\x12\x1b\n" +
+	"\tdedup_seq\x18\x03 \x01(\x04R\bdedupSeq\x125\n" +
+	"\bdedup_at\x18\x04 \x01(\v2\x1a.google.protobuf.TimestampR\adedupAt\x12\x1f\n" +
+	"\vevents_held\x18\x05 \x01(\x04R\n" +
+	"eventsHeld\x12#\n" +
+	"\revents_pruned\x18\x06 \x01(\x04R\feventsPruned\x129\n" +
+	"\n" +
+	"last_prune\x18\a \x01(\v2\x1a.google.protobuf.TimestampR\tlastPrune\"\xc9\x01\n" +
 	"\x04Peer\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x18\n" +
 	"\aaddress\x18\x02 \x01(\tR\aaddress\x12\x12\n" +
@@ -2811,7 +2930,7 @@ func file_crossdock_admin_v1_admin_proto_rawDescGZIP() []byte {
 }
 
 var file_crossdock_admin_v1_admin_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_crossdock_admin_v1_admin_proto_msgTypes = make([]protoimpl.MessageInfo, 38)
+var file_crossdock_admin_v1_admin_proto_msgTypes = make([]protoimpl.MessageInfo, 39)
 var file_crossdock_admin_v1_admin_proto_goTypes = []any{
 	(TokenKind)(0),                   // 0: crossdock.admin.v1.TokenKind
 	(*CreateTokenRequest)(nil),       // 1: crossdock.admin.v1.CreateTokenRequest
@@ -2834,102 +2953,107 @@ var file_crossdock_admin_v1_admin_proto_goTypes = []any{
 	(*RestoreSnapshotResponse)(nil),  // 18: crossdock.admin.v1.RestoreSnapshotResponse
 	(*GetClusterStatusRequest)(nil),  // 19: crossdock.admin.v1.GetClusterStatusRequest
 	(*GetClusterStatusResponse)(nil), // 20: crossdock.admin.v1.GetClusterStatusResponse
-	(*Peer)(nil),                     // 21: crossdock.admin.v1.Peer
-	(*RemovePeerRequest)(nil),        // 22: crossdock.admin.v1.RemovePeerRequest
-	(*RemovePeerResponse)(nil),       // 23: crossdock.admin.v1.RemovePeerResponse
-	(*ListArchiveRequest)(nil),       // 24: crossdock.admin.v1.ListArchiveRequest
-	(*ArchiveFile)(nil),              // 25: crossdock.admin.v1.ArchiveFile
-	(*ListArchiveResponse)(nil),      // 26: crossdock.admin.v1.ListArchiveResponse
-	(*ReplayArchiveRequest)(nil),     // 27: crossdock.admin.v1.ReplayArchiveRequest
-	(*ReplayArchiveResponse)(nil),    // 28: crossdock.admin.v1.ReplayArchiveResponse
-	(*GetInventoryRequest)(nil),      // 29: crossdock.admin.v1.GetInventoryRequest
-	(*GetInventoryResponse)(nil),     // 30: crossdock.admin.v1.GetInventoryResponse
-	(*InventoryLevel)(nil),           // 31: crossdock.admin.v1.InventoryLevel
-	(*GetPricesRequest)(nil),         // 32: crossdock.admin.v1.GetPricesRequest
-	(*GetPricesResponse)(nil),        // 33: crossdock.admin.v1.GetPricesResponse
-	(*PriceEntry)(nil),               // 34: crossdock.admin.v1.PriceEntry
-	(*GetViewsStatusRequest)(nil),    // 35: crossdock.admin.v1.GetViewsStatusRequest
-	(*GetViewsStatusResponse)(nil),   // 36: crossdock.admin.v1.GetViewsStatusResponse
-	nil,                              // 37: crossdock.admin.v1.ListEventsRequest.KeysEntry
-	nil,                              // 38: crossdock.admin.v1.TailEventsRequest.KeysEntry
-	(*durationpb.Duration)(nil),      // 39: google.protobuf.Duration
-	(*timestamppb.Timestamp)(nil),    // 40: google.protobuf.Timestamp
-	(*v1.ConnectorStatus)(nil),       // 41: crossdock.agent.v1.ConnectorStatus
-	(*v11.CommittedEvent)(nil),       // 42: crossdock.event.v1.CommittedEvent
+	(*LedgerRetention)(nil),          // 21: crossdock.admin.v1.LedgerRetention
+	(*Peer)(nil),                     // 22: crossdock.admin.v1.Peer
+	(*RemovePeerRequest)(nil),        // 23: crossdock.admin.v1.RemovePeerRequest
+	(*RemovePeerResponse)(nil),       // 24: crossdock.admin.v1.RemovePeerResponse
+	(*ListArchiveRequest)(nil),       // 25: crossdock.admin.v1.ListArchiveRequest
+	(*ArchiveFile)(nil),              // 26: crossdock.admin.v1.ArchiveFile
+	(*ListArchiveResponse)(nil),      // 27: crossdock.admin.v1.ListArchiveResponse
+	(*ReplayArchiveRequest)(nil),     // 28: crossdock.admin.v1.ReplayArchiveRequest
+	(*ReplayArchiveResponse)(nil),    // 29: crossdock.admin.v1.ReplayArchiveResponse
+	(*GetInventoryRequest)(nil),      // 30: crossdock.admin.v1.GetInventoryRequest
+	(*GetInventoryResponse)(nil),     // 31: crossdock.admin.v1.GetInventoryResponse
+	(*InventoryLevel)(nil),           // 32: crossdock.admin.v1.InventoryLevel
+	(*GetPricesRequest)(nil),         // 33: crossdock.admin.v1.GetPricesRequest
+	(*GetPricesResponse)(nil),        // 34: crossdock.admin.v1.GetPricesResponse
+	(*PriceEntry)(nil),               // 35: crossdock.admin.v1.PriceEntry
+	(*GetViewsStatusRequest)(nil),    // 36: crossdock.admin.v1.GetViewsStatusRequest
+	(*GetViewsStatusResponse)(nil),   // 37: crossdock.admin.v1.GetViewsStatusResponse
+	nil,                              // 38: crossdock.admin.v1.ListEventsRequest.KeysEntry
+	nil,                              // 39: crossdock.admin.v1.TailEventsRequest.KeysEntry
+	(*durationpb.Duration)(nil),      // 40: google.protobuf.Duration
+	(*timestamppb.Timestamp)(nil),    // 41: google.protobuf.Timestamp
+	(*v1.ConnectorStatus)(nil),       // 42: crossdock.agent.v1.ConnectorStatus
+	(*v11.CommittedEvent)(nil),       // 43: crossdock.event.v1.CommittedEvent
 }
 var file_crossdock_admin_v1_admin_proto_depIdxs = []int32{
 	0,  // 0: crossdock.admin.v1.CreateTokenRequest.kind:type_name -> crossdock.admin.v1.TokenKind
-	39, // 1: crossdock.admin.v1.CreateTokenRequest.ttl:type_name -> google.protobuf.Duration
-	40, // 2: crossdock.admin.v1.CreateTokenResponse.expires_at:type_name -> google.protobuf.Timestamp
+	40, // 1: crossdock.admin.v1.CreateTokenRequest.ttl:type_name -> google.protobuf.Duration
+	41, // 2: crossdock.admin.v1.CreateTokenResponse.expires_at:type_name -> google.protobuf.Timestamp
 	5,  // 3: crossdock.admin.v1.ListAgentsResponse.agents:type_name -> crossdock.admin.v1.Agent
-	40, // 4: crossdock.admin.v1.Agent.enrolled_at:type_name -> google.protobuf.Timestamp
-	40, // 5: crossdock.admin.v1.Agent.last_seen:type_name -> google.protobuf.Timestamp
-	40, // 6: crossdock.admin.v1.Agent.revoked_at:type_name -> google.protobuf.Timestamp
-	40, // 7: crossdock.admin.v1.Agent.cert_not_after:type_name -> google.protobuf.Timestamp
+	41, // 4: crossdock.admin.v1.Agent.enrolled_at:type_name -> google.protobuf.Timestamp
+	41, // 5: crossdock.admin.v1.Agent.last_seen:type_name -> google.protobuf.Timestamp
+	41, // 6: crossdock.admin.v1.Agent.revoked_at:type_name -> google.protobuf.Timestamp
+	41, // 7: crossdock.admin.v1.Agent.cert_not_after:type_name -> google.protobuf.Timestamp
 	6,  // 8: crossdock.admin.v1.Agent.recent_conflicts:type_name -> crossdock.admin.v1.IdConflict
-	40, // 9: crossdock.admin.v1.IdConflict.at:type_name -> google.protobuf.Timestamp
+	41, // 9: crossdock.admin.v1.IdConflict.at:type_name -> google.protobuf.Timestamp
 	5,  // 10: crossdock.admin.v1.RevokeAgentResponse.agent:type_name -> crossdock.admin.v1.Agent
 	5,  // 11: crossdock.admin.v1.DescribeAgentResponse.agent:type_name -> crossdock.admin.v1.Agent
-	41, // 12: crossdock.admin.v1.DescribeAgentResponse.connectors:type_name -> crossdock.agent.v1.ConnectorStatus
-	40, // 13: crossdock.admin.v1.DescribeAgentResponse.connectors_reported_at:type_name -> google.protobuf.Timestamp
-	37, // 14: crossdock.admin.v1.ListEventsRequest.keys:type_name -> crossdock.admin.v1.ListEventsRequest.KeysEntry
-	42, // 15: crossdock.admin.v1.ListEventsResponse.events:type_name -> crossdock.event.v1.CommittedEvent
-	38, // 16: crossdock.admin.v1.TailEventsRequest.keys:type_name -> crossdock.admin.v1.TailEventsRequest.KeysEntry
-	42, // 17: crossdock.admin.v1.TailEventsResponse.event:type_name -> crossdock.event.v1.CommittedEvent
-	21, // 18: crossdock.admin.v1.GetClusterStatusResponse.peers:type_name -> crossdock.admin.v1.Peer
-	40, // 19: crossdock.admin.v1.Peer.last_contact:type_name -> google.protobuf.Timestamp
-	40, // 20: crossdock.admin.v1.ListArchiveRequest.from:type_name -> google.protobuf.Timestamp
-	40, // 21: crossdock.admin.v1.ListArchiveRequest.to:type_name -> google.protobuf.Timestamp
-	40, // 22: crossdock.admin.v1.ArchiveFile.first_time:type_name -> google.protobuf.Timestamp
-	40, // 23: crossdock.admin.v1.ArchiveFile.last_time:type_name -> google.protobuf.Timestamp
-	25, // 24: crossdock.admin.v1.ListArchiveResponse.files:type_name -> crossdock.admin.v1.ArchiveFile
-	40, // 25: crossdock.admin.v1.ReplayArchiveRequest.from:type_name -> google.protobuf.Timestamp
-	40, // 26: crossdock.admin.v1.ReplayArchiveRequest.to:type_name -> google.protobuf.Timestamp
-	31, // 27: crossdock.admin.v1.GetInventoryResponse.levels:type_name -> crossdock.admin.v1.InventoryLevel
-	40, // 28: crossdock.admin.v1.InventoryLevel.committed_at:type_name -> google.protobuf.Timestamp
-	34, // 29: crossdock.admin.v1.GetPricesResponse.prices:type_name -> crossdock.admin.v1.PriceEntry
-	40, // 30: crossdock.admin.v1.PriceEntry.valid_from:type_name -> google.protobuf.Timestamp
-	40, // 31: crossdock.admin.v1.PriceEntry.valid_to:type_name -> google.protobuf.Timestamp
-	40, // 32: crossdock.admin.v1.PriceEntry.committed_at:type_name -> google.protobuf.Timestamp
-	39, // 33: crossdock.admin.v1.GetViewsStatusResponse.lag_p50:type_name -> google.protobuf.Duration
-	39, // 34: crossdock.admin.v1.GetViewsStatusResponse.lag_p99:type_name -> google.protobuf.Duration
-	39, // 35: crossdock.admin.v1.GetViewsStatusResponse.lag_max:type_name -> google.protobuf.Duration
-	39, // 36: crossdock.admin.v1.GetViewsStatusResponse.rebuild:type_name -> google.protobuf.Duration
-	1,  // 37: crossdock.admin.v1.AdminService.CreateToken:input_type -> crossdock.admin.v1.CreateTokenRequest
-	3,  // 38: crossdock.admin.v1.AdminService.ListAgents:input_type -> crossdock.admin.v1.ListAgentsRequest
-	9,  // 39: crossdock.admin.v1.AdminService.DescribeAgent:input_type -> crossdock.admin.v1.DescribeAgentRequest
-	11, // 40: crossdock.admin.v1.AdminService.ListEvents:input_type -> crossdock.admin.v1.ListEventsRequest
-	13, // 41: crossdock.admin.v1.AdminService.TailEvents:input_type -> crossdock.admin.v1.TailEventsRequest
-	15, // 42: crossdock.admin.v1.AdminService.SaveSnapshot:input_type -> crossdock.admin.v1.SaveSnapshotRequest
-	17, // 43: crossdock.admin.v1.AdminService.RestoreSnapshot:input_type -> crossdock.admin.v1.RestoreSnapshotRequest
-	19, // 44: crossdock.admin.v1.AdminService.GetClusterStatus:input_type -> crossdock.admin.v1.GetClusterStatusRequest
-	22, // 45: crossdock.admin.v1.AdminService.RemovePeer:input_type -> crossdock.admin.v1.RemovePeerRequest
-	7,  // 46: crossdock.admin.v1.AdminService.RevokeAgent:input_type -> crossdock.admin.v1.RevokeAgentRequest
-	24, // 47: crossdock.admin.v1.AdminService.ListArchive:input_type -> crossdock.admin.v1.ListArchiveRequest
-	27, // 48: crossdock.admin.v1.AdminService.ReplayArchive:input_type -> crossdock.admin.v1.ReplayArchiveRequest
-	29, // 49: crossdock.admin.v1.AdminService.GetInventory:input_type -> crossdock.admin.v1.GetInventoryRequest
-	32, // 50: crossdock.admin.v1.AdminService.GetPrices:input_type -> crossdock.admin.v1.GetPricesRequest
-	35, // 51: crossdock.admin.v1.AdminService.GetViewsStatus:input_type -> crossdock.admin.v1.GetViewsStatusRequest
-	2,  // 52: crossdock.admin.v1.AdminService.CreateToken:output_type -> crossdock.admin.v1.CreateTokenResponse
-	4,  // 53: crossdock.admin.v1.AdminService.ListAgents:output_type -> crossdock.admin.v1.ListAgentsResponse
-	10, // 54: crossdock.admin.v1.AdminService.DescribeAgent:output_type -> crossdock.admin.v1.DescribeAgentResponse
-	12, // 55: crossdock.admin.v1.AdminService.ListEvents:output_type -> crossdock.admin.v1.ListEventsResponse
-	14, // 56: crossdock.admin.v1.AdminService.TailEvents:output_type -> crossdock.admin.v1.TailEventsResponse
-	16, // 57: crossdock.admin.v1.AdminService.SaveSnapshot:output_type -> crossdock.admin.v1.SaveSnapshotResponse
-	18, // 58: crossdock.admin.v1.AdminService.RestoreSnapshot:output_type -> crossdock.admin.v1.RestoreSnapshotResponse
-	20, // 59: crossdock.admin.v1.AdminService.GetClusterStatus:output_type -> crossdock.admin.v1.GetClusterStatusResponse
-	23, // 60: crossdock.admin.v1.AdminService.RemovePeer:output_type -> crossdock.admin.v1.RemovePeerResponse
-	8,  // 61: crossdock.admin.v1.AdminService.RevokeAgent:output_type -> crossdock.admin.v1.RevokeAgentResponse
-	26, // 62: crossdock.admin.v1.AdminService.ListArchive:output_type -> crossdock.admin.v1.ListArchiveResponse
-	28, // 63: crossdock.admin.v1.AdminService.ReplayArchive:output_type -> crossdock.admin.v1.ReplayArchiveResponse
-	30, // 64: crossdock.admin.v1.AdminService.GetInventory:output_type -> crossdock.admin.v1.GetInventoryResponse
-	33, // 65: crossdock.admin.v1.AdminService.GetPrices:output_type -> crossdock.admin.v1.GetPricesResponse
-	36, // 66: crossdock.admin.v1.AdminService.GetViewsStatus:output_type -> crossdock.admin.v1.GetViewsStatusResponse
-	52, // [52:67] is the sub-list for method output_type
-	37, // [37:52] is the sub-list for method input_type
-	37, // [37:37] is the sub-list for extension type_name
-	37, // [37:37] is the sub-list for extension extendee
-	0,  // [0:37] is the sub-list for field type_name
+	42, // 12: crossdock.admin.v1.DescribeAgentResponse.connectors:type_name -> crossdock.agent.v1.ConnectorStatus
+	41, // 13: crossdock.admin.v1.DescribeAgentResponse.connectors_reported_at:type_name -> google.protobuf.Timestamp
+	38, // 14: crossdock.admin.v1.ListEventsRequest.keys:type_name -> crossdock.admin.v1.ListEventsRequest.KeysEntry
+	43, // 15: crossdock.admin.v1.ListEventsResponse.events:type_name -> crossdock.event.v1.CommittedEvent
+	39, // 16: crossdock.admin.v1.TailEventsRequest.keys:type_name -> crossdock.admin.v1.TailEventsRequest.KeysEntry
+	43, // 17: crossdock.admin.v1.TailEventsResponse.event:type_name -> crossdock.event.v1.CommittedEvent
+	22, // 18: crossdock.admin.v1.GetClusterStatusResponse.peers:type_name -> crossdock.admin.v1.Peer
+	21, // 19: crossdock.admin.v1.GetClusterStatusResponse.retention:type_name -> crossdock.admin.v1.LedgerRetention
+	41, // 20: crossdock.admin.v1.LedgerRetention.low_water_at:type_name -> google.protobuf.Timestamp
+	41, // 21: crossdock.admin.v1.LedgerRetention.dedup_at:type_name -> google.protobuf.Timestamp
+	41, // 22: crossdock.admin.v1.LedgerRetention.last_prune:type_name -> google.protobuf.Timestamp
+	41, // 23: crossdock.admin.v1.Peer.last_contact:type_name -> google.protobuf.Timestamp
+	41, // 24: crossdock.admin.v1.ListArchiveRequest.from:type_name -> google.protobuf.Timestamp
+	41, // 25: crossdock.admin.v1.ListArchiveRequest.to:type_name -> google.protobuf.Timestamp
+	41, // 26: crossdock.admin.v1.ArchiveFile.first_time:type_name -> google.protobuf.Timestamp
+	41, // 27: crossdock.admin.v1.ArchiveFile.last_time:type_name -> google.protobuf.Timestamp
+	26, // 28: crossdock.admin.v1.ListArchiveResponse.files:type_name -> crossdock.admin.v1.ArchiveFile
+	41, // 29: crossdock.admin.v1.ReplayArchiveRequest.from:type_name -> google.protobuf.Timestamp
+	41, // 30: crossdock.admin.v1.ReplayArchiveRequest.to:type_name -> google.protobuf.Timestamp
+	32, // 31: crossdock.admin.v1.GetInventoryResponse.levels:type_name -> crossdock.admin.v1.InventoryLevel
+	41, // 32: crossdock.admin.v1.InventoryLevel.committed_at:type_name -> google.protobuf.Timestamp
+	35, // 33: crossdock.admin.v1.GetPricesResponse.prices:type_name -> crossdock.admin.v1.PriceEntry
+	41, // 34: crossdock.admin.v1.PriceEntry.valid_from:type_name -> google.protobuf.Timestamp
+	41, // 35: crossdock.admin.v1.PriceEntry.valid_to:type_name -> google.protobuf.Timestamp
+	41, // 36: crossdock.admin.v1.PriceEntry.committed_at:type_name -> google.protobuf.Timestamp
+	40, // 37: crossdock.admin.v1.GetViewsStatusResponse.lag_p50:type_name -> google.protobuf.Duration
+	40, // 38: crossdock.admin.v1.GetViewsStatusResponse.lag_p99:type_name -> google.protobuf.Duration
+	40, // 39: crossdock.admin.v1.GetViewsStatusResponse.lag_max:type_name -> google.protobuf.Duration
+	40, // 40: crossdock.admin.v1.GetViewsStatusResponse.rebuild:type_name -> google.protobuf.Duration
+	1,  // 41: crossdock.admin.v1.AdminService.CreateToken:input_type -> crossdock.admin.v1.CreateTokenRequest
+	3,  // 42: crossdock.admin.v1.AdminService.ListAgents:input_type -> crossdock.admin.v1.ListAgentsRequest
+	9,  // 43: crossdock.admin.v1.AdminService.DescribeAgent:input_type -> crossdock.admin.v1.DescribeAgentRequest
+	11, // 44: crossdock.admin.v1.AdminService.ListEvents:input_type -> crossdock.admin.v1.ListEventsRequest
+	13, // 45: crossdock.admin.v1.AdminService.TailEvents:input_type -> crossdock.admin.v1.TailEventsRequest
+	15, // 46: crossdock.admin.v1.AdminService.SaveSnapshot:input_type -> crossdock.admin.v1.SaveSnapshotRequest
+	17, // 47: crossdock.admin.v1.AdminService.RestoreSnapshot:input_type -> crossdock.admin.v1.RestoreSnapshotRequest
+	19, // 48: crossdock.admin.v1.AdminService.GetClusterStatus:input_type -> crossdock.admin.v1.GetClusterStatusRequest
+	23, // 49: crossdock.admin.v1.AdminService.RemovePeer:input_type -> crossdock.admin.v1.RemovePeerRequest
+	7,  // 50: crossdock.admin.v1.AdminService.RevokeAgent:input_type -> crossdock.admin.v1.RevokeAgentRequest
+	25, // 51: crossdock.admin.v1.AdminService.ListArchive:input_type -> crossdock.admin.v1.ListArchiveRequest
+	28, // 52: crossdock.admin.v1.AdminService.ReplayArchive:input_type -> crossdock.admin.v1.ReplayArchiveRequest
+	30, // 53: crossdock.admin.v1.AdminService.GetInventory:input_type -> crossdock.admin.v1.GetInventoryRequest
+	33, // 54: crossdock.admin.v1.AdminService.GetPrices:input_type -> crossdock.admin.v1.GetPricesRequest
+	36, // 55: crossdock.admin.v1.AdminService.GetViewsStatus:input_type -> crossdock.admin.v1.GetViewsStatusRequest
+	2,  // 56: crossdock.admin.v1.AdminService.CreateToken:output_type -> crossdock.admin.v1.CreateTokenResponse
+	4,  // 57: crossdock.admin.v1.AdminService.ListAgents:output_type -> crossdock.admin.v1.ListAgentsResponse
+	10, // 58: crossdock.admin.v1.AdminService.DescribeAgent:output_type -> crossdock.admin.v1.DescribeAgentResponse
+	12, // 59: crossdock.admin.v1.AdminService.ListEvents:output_type -> crossdock.admin.v1.ListEventsResponse
+	14, // 60: crossdock.admin.v1.AdminService.TailEvents:output_type -> crossdock.admin.v1.TailEventsResponse
+	16, // 61: crossdock.admin.v1.AdminService.SaveSnapshot:output_type -> crossdock.admin.v1.SaveSnapshotResponse
+	18, // 62: crossdock.admin.v1.AdminService.RestoreSnapshot:output_type -> crossdock.admin.v1.RestoreSnapshotResponse
+	20, // 63: crossdock.admin.v1.AdminService.GetClusterStatus:output_type -> crossdock.admin.v1.GetClusterStatusResponse
+	24, // 64: crossdock.admin.v1.AdminService.RemovePeer:output_type -> crossdock.admin.v1.RemovePeerResponse
+	8,  // 65: crossdock.admin.v1.AdminService.RevokeAgent:output_type -> crossdock.admin.v1.RevokeAgentResponse
+	27, // 66: crossdock.admin.v1.AdminService.ListArchive:output_type -> crossdock.admin.v1.ListArchiveResponse
+	29, // 67: crossdock.admin.v1.AdminService.ReplayArchive:output_type -> crossdock.admin.v1.ReplayArchiveResponse
+	31, // 68: crossdock.admin.v1.AdminService.GetInventory:output_type -> crossdock.admin.v1.GetInventoryResponse
+	34, // 69: crossdock.admin.v1.AdminService.GetPrices:output_type -> crossdock.admin.v1.GetPricesResponse
+	37, // 70: crossdock.admin.v1.AdminService.GetViewsStatus:output_type -> crossdock.admin.v1.GetViewsStatusResponse
+	56, // [56:71] is the sub-list for method output_type
+	41, // [41:56] is the sub-list for method input_type
+	41, // [41:41] is the sub-list for extension type_name
+	41, // [41:41] is the sub-list for extension extendee
+	0,  // [0:41] is the sub-list for field type_name
 }
 
 func init() { file_crossdock_admin_v1_admin_proto_init() }
@@ -2943,7 +3067,7 @@ func file_crossdock_admin_v1_admin_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_crossdock_admin_v1_admin_proto_rawDesc), len(file_crossdock_admin_v1_admin_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   38,
+			NumMessages:   39,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -52,6 +52,8 @@ const (
 	CommandType_COMMAND_TYPE_PUT_AGENT_CERT CommandType = 31
 	CommandType_COMMAND_TYPE_BIND_AGENT     CommandType = 32
 	CommandType_COMMAND_TYPE_REVOKE_AGENT   CommandType = 33
+	// Ledger retention (payload PruneLedger in ledger.proto). Not ignorable.
+	CommandType_COMMAND_TYPE_PRUNE_LEDGER CommandType = 34
 )
 
 // Enum value maps for CommandType.
@@ -75,6 +77,7 @@ var (
 		31: "COMMAND_TYPE_PUT_AGENT_CERT",
 		32: "COMMAND_TYPE_BIND_AGENT",
 		33: "COMMAND_TYPE_REVOKE_AGENT",
+		34: "COMMAND_TYPE_PRUNE_LEDGER",
 	}
 	CommandType_value = map[string]int32{
 		"COMMAND_TYPE_UNSPECIFIED":          0,
@@ -95,6 +98,7 @@ var (
 		"COMMAND_TYPE_PUT_AGENT_CERT":       31,
 		"COMMAND_TYPE_BIND_AGENT":           32,
 		"COMMAND_TYPE_REVOKE_AGENT":         33,
+		"COMMAND_TYPE_PRUNE_LEDGER":         34,
 	}
 )
 
@@ -1674,7 +1678,7 @@ const file_crossdock_store_v1_command_proto_rawDesc = "" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x19\n" +
 	"\bapi_addr\x18\x02 \x01(\tR\aapiAddr\x12\x1b\n" +
 	"\traft_addr\x18\x03 \x01(\tR\braftAddr\x127\n" +
-	"\tjoined_at\x18\x04 \x01(\v2\x1a.google.protobuf.TimestampR\bjoinedAt*\xc6\x04\n" +
+	"\tjoined_at\x18\x04 \x01(\v2\x1a.google.protobuf.TimestampR\bjoinedAt*\xe5\x04\n" +
 	"\vCommandType\x12\x1c\n" +
 	"\x18COMMAND_TYPE_UNSPECIFIED\x10\x00\x12\x1d\n" +
 	"\x19COMMAND_TYPE_INGEST_BATCH\x10\x01\x12\x1a\n" +
@@ -1694,7 +1698,8 @@ const file_crossdock_store_v1_command_proto_rawDesc = "" +
 	"\x1dCOMMAND_TYPE_PUT_AGENT_STATUS\x10\x1e\x12\x1f\n" +
 	"\x1bCOMMAND_TYPE_PUT_AGENT_CERT\x10\x1f\x12\x1b\n" +
 	"\x17COMMAND_TYPE_BIND_AGENT\x10 \x12\x1d\n" +
-	"\x19COMMAND_TYPE_REVOKE_AGENT\x10!BEZCgithub.com/crossdock/crossdock/proto/gen/crossdock/store/v1;storev1b\x06proto3"
+	"\x19COMMAND_TYPE_REVOKE_AGENT\x10!\x12\x1d\n" +
+	"\x19COMMAND_TYPE_PRUNE_LEDGER\x10\"BEZCgithub.com/crossdock/crossdock/proto/gen/crossdock/store/v1;storev1b\x06proto3"
 
 var (
 	file_crossdock_store_v1_command_proto_rawDescOnce sync.Once

@@ -34,7 +34,10 @@ type LogChunk struct {
 	// The agent that sent the batch.
 	Agent string `protobuf:"bytes,3,opt,name=agent,proto3" json:"agent,omitempty"`
 	// Field 4 is AgentEvent on the wire; the ledger appends the raw bytes.
-	Events        []*AgentEvent `protobuf:"bytes,4,rep,name=events,proto3" json:"events,omitempty"`
+	Events []*AgentEvent `protobuf:"bytes,4,rep,name=events,proto3" json:"events,omitempty"`
+	// Set in a chunk that retention thinned (layout 6): event i has seq
+	// first_seq + offsets[i] (ascending). Empty: event i has seq first_seq + i.
+	Offsets       []uint32 `protobuf:"varint,5,rep,packed,name=offsets,proto3" json:"offsets,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -97,16 +100,411 @@ func (x *LogChunk) GetEvents() []*AgentEvent {
 	return nil
 }
 
+func (x *LogChunk) GetOffsets() []uint32 {
+	if x != nil {
+		return x.Offsets
+	}
+	return nil
+}
+
+// PruneLedger (COMMAND_TYPE_PRUNE_LEDGER) removes events below explicit cutoffs, computed
+// by the leader from committed data only, so every node deletes the same events. One
+// command removes at most max_events events (in seq order); the leader proposes the next
+// step after it applied (PruneResult.more).
+type PruneLedger struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Events of a type listed here with seq < below are pruned (types sorted, unique).
+	Types []*PruneCutoff `protobuf:"bytes,1,rep,name=types,proto3" json:"types,omitempty"`
+	// Events of every other type with seq < default_below are pruned.
+	DefaultBelow uint64 `protobuf:"varint,2,opt,name=default_below,json=defaultBelow,proto3" json:"default_below,omitempty"`
+	// Id runs whose highest seq is < dedup_below are deleted: an id committed before it is
+	// no longer recognised as a duplicate.
+	DedupBelow uint64 `protobuf:"varint,3,opt,name=dedup_below,json=dedupBelow,proto3" json:"dedup_below,omitempty"`
+	// Types whose newest pruned event per (type, keys) is kept in the compacted keyspace.
+	Compact []string `protobuf:"bytes,4,rep,name=compact,proto3" json:"compact,omitempty"`
+	// The time the cutoffs were computed for (the leader's clock; recorded, not read).
+	ComputedAt *timestamppb.Timestamp `protobuf:"bytes,5,opt,name=computed_at,json=computedAt,proto3" json:"computed_at,omitempty"`
+	// The commit time of the first event at or after dedup_below (recorded in m/low).
+	DedupAt *timestamppb.Timestamp `protobuf:"bytes,6,opt,name=dedup_at,json=dedupAt,proto3" json:"dedup_at,omitempty"`
+	// At most this many events are removed by this command (0: the ledger's default).
+	MaxEvents     uint32 `protobuf:"varint,7,opt,name=max_events,json=maxEvents,proto3" json:"max_events,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PruneLedger) Reset() {
+	*x = PruneLedger{}
+	mi := &file_crossdock_store_v1_ledger_proto_msgTypes[1]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PruneLedger) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PruneLedger) ProtoMessage() {}
+
+func (x *PruneLedger) ProtoReflect() protoreflect.Message {
+	mi := &file_crossdock_store_v1_ledger_proto_msgTypes[1]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PruneLedger.ProtoReflect.Descriptor instead.
+func (*PruneLedger) Descriptor() ([]byte, []int) {
+	return file_crossdock_store_v1_ledger_proto_rawDescGZIP(), []int{1}
+}
+
+func (x *PruneLedger) GetTypes() []*PruneCutoff {
+	if x != nil {
+		return x.Types
+	}
+	return nil
+}
+
+func (x *PruneLedger) GetDefaultBelow() uint64 {
+	if x != nil {
+		return x.DefaultBelow
+	}
+	return 0
+}
+
+func (x *PruneLedger) GetDedupBelow() uint64 {
+	if x != nil {
+		return x.DedupBelow
+	}
+	return 0
+}
+
+func (x *PruneLedger) GetCompact() []string {
+	if x != nil {
+		return x.Compact
+	}
+	return nil
+}
+
+func (x *PruneLedger) GetComputedAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.ComputedAt
+	}
+	return nil
+}
+
+func (x *PruneLedger) GetDedupAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.DedupAt
+	}
+	return nil
+}
+
+func (x *PruneLedger) GetMaxEvents() uint32 {
+	if x != nil {
+		return x.MaxEvents
+	}
+	return 0
+}
+
+// PruneCutoff is one type's cutoff.
+type PruneCutoff struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Type          string                 `protobuf:"bytes,1,opt,name=type,proto3" json:"type,omitempty"`
+	Below         uint64                 `protobuf:"varint,2,opt,name=below,proto3" json:"below,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PruneCutoff) Reset() {
+	*x = PruneCutoff{}
+	mi := &file_crossdock_store_v1_ledger_proto_msgTypes[2]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PruneCutoff) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PruneCutoff) ProtoMessage() {}
+
+func (x *PruneCutoff) ProtoReflect() protoreflect.Message {
+	mi := &file_crossdock_store_v1_ledger_proto_msgTypes[2]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PruneCutoff.ProtoReflect.Descriptor instead.
+func (*PruneCutoff) Descriptor() ([]byte, []int) {
+	return file_crossdock_store_v1_ledger_proto_rawDescGZIP(), []int{2}
+}
+
+func (x *PruneCutoff) GetType() string {
+	if x != nil {
+		return x.Type
+	}
+	return ""
+}
+
+func (x *PruneCutoff) GetBelow() uint64 {
+	if x != nil {
+		return x.Below
+	}
+	return 0
+}
+
+// PruneResult is the result of PRUNE_LEDGER.
+type PruneResult struct {
+	state        protoimpl.MessageState `protogen:"open.v1"`
+	EventsPruned uint64                 `protobuf:"varint,1,opt,name=events_pruned,json=eventsPruned,proto3" json:"events_pruned,omitempty"`
+	RunsPruned   uint64                 `protobuf:"varint,2,opt,name=runs_pruned,json=runsPruned,proto3" json:"runs_pruned,omitempty"`
+	// More events below the cutoffs remain: propose the same cutoffs again.
+	More bool `protobuf:"varint,3,opt,name=more,proto3" json:"more,omitempty"`
+	// Set when the command was refused (invalid cutoffs); nothing changed.
+	Error         string `protobuf:"bytes,4,opt,name=error,proto3" json:"error,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PruneResult) Reset() {
+	*x = PruneResult{}
+	mi := &file_crossdock_store_v1_ledger_proto_msgTypes[3]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PruneResult) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PruneResult) ProtoMessage() {}
+
+func (x *PruneResult) ProtoReflect() protoreflect.Message {
+	mi := &file_crossdock_store_v1_ledger_proto_msgTypes[3]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PruneResult.ProtoReflect.Descriptor instead.
+func (*PruneResult) Descriptor() ([]byte, []int) {
+	return file_crossdock_store_v1_ledger_proto_rawDescGZIP(), []int{3}
+}
+
+func (x *PruneResult) GetEventsPruned() uint64 {
+	if x != nil {
+		return x.EventsPruned
+	}
+	return 0
+}
+
+func (x *PruneResult) GetRunsPruned() uint64 {
+	if x != nil {
+		return x.RunsPruned
+	}
+	return 0
+}
+
+func (x *PruneResult) GetMore() bool {
+	if x != nil {
+		return x.More
+	}
+	return false
+}
+
+func (x *PruneResult) GetError() string {
+	if x != nil {
+		return x.Error
+	}
+	return ""
+}
+
+// LowWater (m/low) records what retention removed.
+type LowWater struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Every event with seq < seq is gone (the lowest cutoff of the last prune that
+	// finished, never moving back).
+	Seq uint64 `protobuf:"varint,1,opt,name=seq,proto3" json:"seq,omitempty"`
+	// Commit time of the first event still held at or after seq (zero when none).
+	At *timestamppb.Timestamp `protobuf:"bytes,2,opt,name=at,proto3" json:"at,omitempty"`
+	// Per-type cutoffs and the default of the last prune: events of a type below its
+	// cutoff are gone.
+	Types        []*PruneCutoff `protobuf:"bytes,3,rep,name=types,proto3" json:"types,omitempty"`
+	DefaultBelow uint64         `protobuf:"varint,4,opt,name=default_below,json=defaultBelow,proto3" json:"default_below,omitempty"`
+	// Ids of events below dedup_seq are no longer recognised as duplicates.
+	DedupSeq uint64                 `protobuf:"varint,5,opt,name=dedup_seq,json=dedupSeq,proto3" json:"dedup_seq,omitempty"`
+	DedupAt  *timestamppb.Timestamp `protobuf:"bytes,6,opt,name=dedup_at,json=dedupAt,proto3" json:"dedup_at,omitempty"`
+	// When the last prune was computed, and totals.
+	ComputedAt   *timestamppb.Timestamp `protobuf:"bytes,7,opt,name=computed_at,json=computedAt,proto3" json:"computed_at,omitempty"`
+	EventsPruned uint64                 `protobuf:"varint,8,opt,name=events_pruned,json=eventsPruned,proto3" json:"events_pruned,omitempty"`
+	RunsPruned   uint64                 `protobuf:"varint,9,opt,name=runs_pruned,json=runsPruned,proto3" json:"runs_pruned,omitempty"`
+	// Seq of the first event after the scan position of a prune in steps (0: done).
+	Resume        uint64 `protobuf:"varint,10,opt,name=resume,proto3" json:"resume,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *LowWater) Reset() {
+	*x = LowWater{}
+	mi := &file_crossdock_store_v1_ledger_proto_msgTypes[4]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *LowWater) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*LowWater) ProtoMessage() {}
+
+func (x *LowWater) ProtoReflect() protoreflect.Message {
+	mi := &file_crossdock_store_v1_ledger_proto_msgTypes[4]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use LowWater.ProtoReflect.Descriptor instead.
+func (*LowWater) Descriptor() ([]byte, []int) {
+	return file_crossdock_store_v1_ledger_proto_rawDescGZIP(), []int{4}
+}
+
+func (x *LowWater) GetSeq() uint64 {
+	if x != nil {
+		return x.Seq
+	}
+	return 0
+}
+
+func (x *LowWater) GetAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.At
+	}
+	return nil
+}
+
+func (x *LowWater) GetTypes() []*PruneCutoff {
+	if x != nil {
+		return x.Types
+	}
+	return nil
+}
+
+func (x *LowWater) GetDefaultBelow() uint64 {
+	if x != nil {
+		return x.DefaultBelow
+	}
+	return 0
+}
+
+func (x *LowWater) GetDedupSeq() uint64 {
+	if x != nil {
+		return x.DedupSeq
+	}
+	return 0
+}
+
+func (x *LowWater) GetDedupAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.DedupAt
+	}
+	return nil
+}
+
+func (x *LowWater) GetComputedAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.ComputedAt
+	}
+	return nil
+}
+
+func (x *LowWater) GetEventsPruned() uint64 {
+	if x != nil {
+		return x.EventsPruned
+	}
+	return 0
+}
+
+func (x *LowWater) GetRunsPruned() uint64 {
+	if x != nil {
+		return x.RunsPruned
+	}
+	return 0
+}
+
+func (x *LowWater) GetResume() uint64 {
+	if x != nil {
+		return x.Resume
+	}
+	return 0
+}
+
 var File_crossdock_store_v1_ledger_proto protoreflect.FileDescriptor
 
 const file_crossdock_store_v1_ledger_proto_rawDesc = "" +
 	"\n" +
-	"\x1fcrossdock/store/v1/ledger.proto\x12\x12crossdock.store.v1\x1a crossdock/store/v1/command.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xb4\x01\n" +
+	"\x1fcrossdock/store/v1/ledger.proto\x12\x12crossdock.store.v1\x1a crossdock/store/v1/command.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xce\x01\n" +
 	"\bLogChunk\x12\x1b\n" +
 	"\tfirst_seq\x18\x01 \x01(\x04R\bfirstSeq\x12=\n" +
 	"\fcommitted_at\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampR\vcommittedAt\x12\x14\n" +
 	"\x05agent\x18\x03 \x01(\tR\x05agent\x126\n" +
-	"\x06events\x18\x04 \x03(\v2\x1e.crossdock.store.v1.AgentEventR\x06eventsBEZCgithub.com/crossdock/crossdock/proto/gen/crossdock/store/v1;storev1b\x06proto3"
+	"\x06events\x18\x04 \x03(\v2\x1e.crossdock.store.v1.AgentEventR\x06events\x12\x18\n" +
+	"\aoffsets\x18\x05 \x03(\rR\aoffsets\"\xb7\x02\n" +
+	"\vPruneLedger\x125\n" +
+	"\x05types\x18\x01 \x03(\v2\x1f.crossdock.store.v1.PruneCutoffR\x05types\x12#\n" +
+	"\rdefault_below\x18\x02 \x01(\x04R\fdefaultBelow\x12\x1f\n" +
+	"\vdedup_below\x18\x03 \x01(\x04R\n" +
+	"dedupBelow\x12\x18\n" +
+	"\acompact\x18\x04 \x03(\tR\acompact\x12;\n" +
+	"\vcomputed_at\x18\x05 \x01(\v2\x1a.google.protobuf.TimestampR\n" +
+	"computedAt\x125\n" +
+	"\bdedup_at\x18\x06 \x01(\v2\x1a.google.protobuf.TimestampR\adedupAt\x12\x1d\n" +
+	"\n" +
+	"max_events\x18\a \x01(\rR\tmaxEvents\"7\n" +
+	"\vPruneCutoff\x12\x12\n" +
+	"\x04type\x18\x01 \x01(\tR\x04type\x12\x14\n" +
+	"\x05below\x18\x02 \x01(\x04R\x05below\"}\n" +
+	"\vPruneResult\x12#\n" +
+	"\revents_pruned\x18\x01 \x01(\x04R\feventsPruned\x12\x1f\n" +
+	"\vruns_pruned\x18\x02 \x01(\x04R\n" +
+	"runsPruned\x12\x12\n" +
+	"\x04more\x18\x03 \x01(\bR\x04more\x12\x14\n" +
+	"\x05error\x18\x04 \x01(\tR\x05error\"\x93\x03\n" +
+	"\bLowWater\x12\x10\n" +
+	"\x03seq\x18\x01 \x01(\x04R\x03seq\x12*\n" +
+	"\x02at\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampR\x02at\x125\n" +
+	"\x05types\x18\x03 \x03(\v2\x1f.crossdock.store.v1.PruneCutoffR\x05types\x12#\n" +
+	"\rdefault_below\x18\x04 \x01(\x04R\fdefaultBelow\x12\x1b\n" +
+	"\tdedup_seq\x18\x05 \x01(\x04R\bdedupSeq\x125\n" +
+	"\bdedup_at\x18\x06 \x01(\v2\x1a.google.protobuf.TimestampR\adedupAt\x12;\n" +
+	"\vcomputed_at\x18\a \x01(\v2\x1a.google.protobuf.TimestampR\n" +
+	"computedAt\x12#\n" +
+	"\revents_pruned\x18\b \x01(\x04R\feventsPruned\x12\x1f\n" +
+	"\vruns_pruned\x18\t \x01(\x04R\n" +
+	"runsPruned\x12\x16\n" +
+	"\x06resume\x18\n" +
+	" \x01(\x04R\x06resumeBEZCgithub.com/crossdock/crossdock/proto/gen/crossdock/store/v1;storev1b\x06proto3"
 
 var (
 	file_crossdock_store_v1_ledger_proto_rawDescOnce sync.Once
@@ -120,20 +518,31 @@ func file_crossdock_store_v1_ledger_proto_rawDescGZIP() []byte {
 	return file_crossdock_store_v1_ledger_proto_rawDescData
 }
 
-var file_crossdock_store_v1_ledger_proto_msgTypes = make([]protoimpl.MessageInfo, 1)
+var file_crossdock_store_v1_ledger_proto_msgTypes = make([]protoimpl.MessageInfo, 5)
 var file_crossdock_store_v1_ledger_proto_goTypes = []any{
 	(*LogChunk)(nil),              // 0: crossdock.store.v1.LogChunk
-	(*timestamppb.Timestamp)(nil), // 1: google.protobuf.Timestamp
-	(*AgentEvent)(nil),            // 2: crossdock.store.v1.AgentEvent
+	(*PruneLedger)(nil),           // 1: crossdock.store.v1.PruneLedger
+	(*PruneCutoff)(nil),           // 2: crossdock.store.v1.PruneCutoff
+	(*PruneResult)(nil),           // 3: crossdock.store.v1.PruneResult
+	(*LowWater)(nil),              // 4: crossdock.store.v1.LowWater
+	(*timestamppb.Timestamp)(nil), // 5: google.protobuf.Timestamp
+	(*AgentEvent)(nil),            // 6: crossdock.store.v1.AgentEvent
 }
 var file_crossdock_store_v1_ledger_proto_depIdxs = []int32{
-	1, // 0: crossdock.store.v1.LogChunk.committed_at:type_name -> google.protobuf.Timestamp
-	2, // 1: crossdock.store.v1.LogChunk.events:type_name -> crossdock.store.v1.AgentEvent
-	2, // [2:2] is the sub-list for method output_type
-	2, // [2:2] is the sub-list for method input_type
-	2, // [2:2] is the sub-list for extension type_name
-	2, // [2:2] is the sub-list for extension extendee
-	0, // [0:2] is the sub-list for field type_name
+	5, // 0: crossdock.store.v1.LogChunk.committed_at:type_name -> google.protobuf.Timestamp
+	6, // 1: crossdock.store.v1.LogChunk.events:type_name -> crossdock.store.v1.AgentEvent
+	2, // 2: crossdock.store.v1.PruneLedger.types:type_name -> crossdock.store.v1.PruneCutoff
+	5, // 3: crossdock.store.v1.PruneLedger.computed_at:type_name -> google.protobuf.Timestamp
+	5, // 4: crossdock.store.v1.PruneLedger.dedup_at:type_name -> google.protobuf.Timestamp
+	5, // 5: crossdock.store.v1.LowWater.at:type_name -> google.protobuf.Timestamp
+	2, // 6: crossdock.store.v1.LowWater.types:type_name -> crossdock.store.v1.PruneCutoff
+	5, // 7: crossdock.store.v1.LowWater.dedup_at:type_name -> google.protobuf.Timestamp
+	5, // 8: crossdock.store.v1.LowWater.computed_at:type_name -> google.protobuf.Timestamp
+	9, // [9:9] is the sub-list for method output_type
+	9, // [9:9] is the sub-list for method input_type
+	9, // [9:9] is the sub-list for extension type_name
+	9, // [9:9] is the sub-list for extension extendee
+	0, // [0:9] is the sub-list for field type_name
 }
 
 func init() { file_crossdock_store_v1_ledger_proto_init() }
@@ -148,7 +557,7 @@ func file_crossdock_store_v1_ledger_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_crossdock_store_v1_ledger_proto_rawDesc), len(file_crossdock_store_v1_ledger_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   1,
+			NumMessages:   5,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

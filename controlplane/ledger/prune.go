@@ -1,0 +1,727 @@
+package ledger
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"maps"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/dgraph-io/badger/v4"
+	"google.golang.org/protobuf/encoding/protowire"
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/timestamppb"
+
+	eventv1 "github.com/crossdock/crossdock/proto/gen/crossdock/event/v1"
+	storev1 "github.com/crossdock/crossdock/proto/gen/crossdock/store/v1"
+)
+
+// Retention (DESIGN.md "Retention"): PRUNE_LEDGER removes events below cutoffs the
+// leader computed from committed data, so every replica removes the same events. A chunk
+// whose events all go is deleted with its type index entries; a chunk where some go is
+// rewritten sparse (LogChunk.offsets); the newest pruned event per (type, keys) of a
+// compact type is kept under lc/; id runs below the dedup cutoff are deleted; m/low
+// records what is gone, for reads below it (ErrPruned).
+
+var (
+	keyLowWater      = []byte("m/low") // LowWater
+	prefixCompacted  = []byte("lc/")   // + u16BE(len) type + keys -> CommittedEvent
+	errPruneRefused  = errors.New("ledger: prune refused")
+	pruneMaxEvents   = 50_000   // events one PRUNE_LEDGER removes at most (a variable for tests)
+	pruneMaxArchived = 32 << 20 // bytes of events one PRUNE_LEDGER hands the Archiver at most
+)
+
+// Archiver stores events about to be pruned. The ledger calls it on every node inside
+// Apply of PRUNE_LEDGER before anything is deleted; an error stops the node (it cannot
+// follow the log without diverging), so it must only fail when storage does. It must be
+// idempotent (a replayed entry archives the same events again) and deterministic in
+// what it writes.
+type Archiver interface {
+	Archive(ctx context.Context, events []*eventv1.CommittedEvent) error
+}
+
+// ErrPruned is returned (wrapped in a *PrunedError) by reads below the retention
+// low-water mark: the events asked for were removed by retention.
+var ErrPruned = errors.New("ledger: events pruned by retention")
+
+// PrunedError says what was asked and what the ledger still holds.
+type PrunedError struct {
+	Asked uint64 // the seq asked for (0 when asked by id or time)
+	Type  string // the event type the cutoff is for; "" for the whole log
+	ID    string // the event id asked for, when asked by id
+	// Seq and At are the earliest event still held at or after the cutoff (At is zero
+	// when the ledger holds no event there yet).
+	Seq uint64
+	At  time.Time
+}
+
+func (e *PrunedError) Error() string {
+	var b strings.Builder
+	b.WriteString("ledger: ")
+	switch {
+	case e.ID != "":
+		fmt.Fprintf(&b, "event %q was pruned by retention", e.ID)
+	case e.Type != "":
+		fmt.Fprintf(&b, "events of type %s before seq %d were pruned by retention (asked from seq %d)", e.Type, e.Seq, e.Asked)
+	default:
+		fmt.Fprintf(&b, "events before seq %d were pruned by retention (asked from seq %d)", e.Seq, e.Asked)
+	}
+	if e.At.IsZero() {
+		fmt.Fprintf(&b, "; the earliest seq still held is %d (no event committed there yet)", e.Seq)
+	} else {
+		fmt.Fprintf(&b, "; the earliest still held is seq %d, committed at %s", e.Seq, e.At.UTC().Format(time.RFC3339Nano))
+	}
+	b.WriteString("; ask from there, or replay older events from the archive")
+	return b.String()
+}
+
+// Is makes errors.Is(err, ErrPruned) true.
+func (e *PrunedError) Is(target error) bool { return target == ErrPruned }
+
+// typeCut is the cutoff of type typ in lw: events of it below are gone.
+func typeCut(lw *storev1.LowWater, typ string) uint64 {
+	if i, ok := slices.BinarySearchFunc(lw.GetTypes(), typ, func(c *storev1.PruneCutoff, t string) int { return strings.Compare(c.GetType(), t) }); ok {
+		return lw.GetTypes()[i].GetBelow()
+	}
+	return lw.GetDefaultBelow()
+}
+
+// LowWater is the earliest seq still held for the whole log (events below it are gone;
+// some above it may be, of types kept shorter) and the commit time of the earliest
+// event held at or after it. 0 and the zero time when nothing was pruned.
+func (l *Ledger) LowWater() (uint64, time.Time) {
+	lw, err := l.Retention()
+	if err != nil || lw.GetSeq() <= 1 {
+		return 0, time.Time{} // nothing below seq 1
+	}
+	var at time.Time
+	if lw.GetAt() != nil {
+		at = lw.GetAt().AsTime()
+	}
+	return lw.GetSeq(), at
+}
+
+// Retention returns what retention removed (m/low); nil when nothing was pruned.
+func (l *Ledger) Retention() (*storev1.LowWater, error) {
+	h, err := l.acquire()
+	if err != nil {
+		return nil, err
+	}
+	defer l.release(h)
+	h.post.mu.RLock()
+	defer h.post.mu.RUnlock()
+	return h.post.low, nil
+}
+
+// prunedError builds the error for a read from seq asked below cutoff (of typ).
+func prunedError(txn *badger.Txn, asked, cutoff uint64, typ string) error {
+	e := &PrunedError{Asked: asked, Type: typ, Seq: cutoff}
+	if ev, ok, err := firstHeld(txn, cutoff); err == nil && ok {
+		e.Seq, e.At = ev.seq, ev.at
+	}
+	return e
+}
+
+type heldEvent struct {
+	seq uint64
+	at  time.Time
+}
+
+// firstHeld finds the first event held at or after seq and its commit time.
+func firstHeld(txn *badger.Txn, seq uint64) (heldEvent, bool, error) {
+	start, err := chunkStart(txn, seq)
+	if err != nil {
+		return heldEvent{}, false, err
+	}
+	var (
+		out   heldEvent
+		found bool
+	)
+	err = scanLog(txn, start, func(c *storev1.LogChunk) bool {
+		for i := range c.GetEvents() {
+			if s := chunkSeq(c, i); s >= seq {
+				out, found = heldEvent{s, c.GetCommittedAt().AsTime()}, true
+				return true
+			}
+		}
+		return false
+	})
+	return out, found, err
+}
+
+// compactedKey is the lc/ key of an event of typ with keys: the type, then the keys
+// sorted by name (u16BE length, name, u32BE length, value); hashed when longer than
+// a Badger key may be.
+func compactedKey(typ string, keys map[string]string) []byte {
+	b := append([]byte(nil), prefixCompacted...)
+	b = binary.BigEndian.AppendUint16(b, uint16(min(len(typ), 0xffff)))
+	b = append(b, typ...)
+	for _, name := range slices.Sorted(maps.Keys(keys)) {
+		b = binary.BigEndian.AppendUint16(b, uint16(min(len(name), 0xffff)))
+		b = append(b, name...)
+		b = binary.BigEndian.AppendUint32(b, uint32(len(keys[name])))
+		b = append(b, keys[name]...)
+	}
+	if len(b) > 4*maxKeyPart || len(typ) > maxKeyPart {
+		sum := sha256.Sum256(b)
+		return cat(prefixCompacted, []byte{0xff, 0xff}, sum[:])
+	}
+	return b
+}
+
+// ScanCompacted calls fn, for each of types (a compact type of the Retention document),
+// with the newest pruned event per (type, keys) that is no longer in the log: the base
+// a view starts from after a prune. Within a type the order is by keys.
+func (l *Ledger) ScanCompacted(types []string, fn func(ev *eventv1.CommittedEvent) error) error {
+	return l.view(func(txn *badger.Txn) error {
+		for _, typ := range types {
+			if len(typ) > maxKeyPart {
+				continue
+			}
+			prefix := binary.BigEndian.AppendUint16(append([]byte(nil), prefixCompacted...), uint16(len(typ)))
+			prefix = append(prefix, typ...)
+			opts := badger.DefaultIteratorOptions
+			opts.Prefix = prefix
+			it := txn.NewIterator(opts)
+			for it.Rewind(); it.Valid(); it.Next() {
+				ev := &eventv1.CommittedEvent{}
+				if err := it.Item().Value(func(v []byte) error { return proto.Unmarshal(v, ev) }); err != nil {
+					it.Close()
+					return fmt.Errorf("ledger: decode compacted event %q: %w", it.Item().Key(), err)
+				}
+				if ev.GetEvent().GetType() != typ {
+					continue // a type whose prefix this one is: "a" vs "ab" differ in length, so this is defensive
+				}
+				if err := fn(ev); err != nil {
+					it.Close()
+					return err
+				}
+			}
+			it.Close()
+		}
+		return nil
+	})
+}
+
+// pruneCuts are the effective cutoffs of one PRUNE_LEDGER: per listed type and the
+// default, never below what earlier prunes did (prev) and never past the flushed part
+// of the log (the pending key lists and ids describe the chunks after m/kflush, which
+// a restarted node rebuilds from the chunks: those are never touched).
+type pruneCuts struct {
+	types   map[string]uint64
+	def     uint64
+	prev    *storev1.LowWater
+	ceil    uint64 // m/kflush + 1
+	compact map[string]bool
+}
+
+// cut is the cutoff of events of type typ.
+func (c *pruneCuts) cut(typ string) uint64 {
+	v, ok := c.types[typ]
+	if !ok {
+		v = c.def
+	}
+	return max(min(v, c.ceil), typeCut(c.prev, typ))
+}
+
+// cutDefault is the cutoff of the types not listed.
+func (c *pruneCuts) cutDefault() uint64 {
+	return max(min(c.def, c.ceil), c.prev.GetDefaultBelow())
+}
+
+// pruneAction is what happens to one chunk.
+type pruneAction struct {
+	first   uint64
+	rewrite []byte   // the sparse chunk; nil deletes the chunk
+	untype  [][]byte // type index keys to delete
+}
+
+// applyPruneLedger removes the events below the command's cutoffs, at most
+// pruneMaxEvents (or max_events) of them and what fits the apply budget, in seq order;
+// the result says whether more remain. See DESIGN.md "Retention".
+func applyPruneLedger(tx *applyTxn, cmd *storev1.Command) (any, error) {
+	var m storev1.PruneLedger
+	if err := decodePayload(cmd, &m); err != nil {
+		return nil, err
+	}
+	for i, c := range m.GetTypes() {
+		if c.GetType() == "" || len(c.GetType()) > maxKeyPart || (i > 0 && m.GetTypes()[i-1].GetType() >= c.GetType()) {
+			return &storev1.PruneResult{Error: fmt.Sprintf("%s: types must be non-empty, at most %d bytes, sorted and unique", errPruneRefused, maxKeyPart)}, nil
+		}
+	}
+	p := tx.post.pend
+	prev := p.low
+	if prev == nil {
+		prev = &storev1.LowWater{}
+	}
+	cuts := &pruneCuts{types: map[string]uint64{}, def: m.GetDefaultBelow(), prev: prev, ceil: p.flushed + 1, compact: map[string]bool{}}
+	for _, c := range m.GetTypes() {
+		cuts.types[c.GetType()] = c.GetBelow()
+	}
+	for _, t := range m.GetCompact() {
+		cuts.compact[t] = true
+	}
+	maxEvents := pruneMaxEvents
+	if n := int(m.GetMaxEvents()); n > 0 {
+		maxEvents = min(n, maxEvents)
+	}
+
+	// Candidate chunks: those the type index lists for each type between its earlier
+	// and its new cutoff, and every chunk between the earlier and the new global
+	// low-water (events whose type is not indexed).
+	cand := map[uint64]bool{}
+	typesSeen, err := indexedTypes(tx.txn)
+	if err != nil {
+		return nil, err
+	}
+	newGlobal := cuts.cutDefault()
+	for _, t := range typesSeen {
+		lo, hi := typeCut(prev, t), cuts.cut(t)
+		newGlobal = min(newGlobal, hi)
+		if hi <= lo {
+			continue
+		}
+		if err := typeChunks(tx.txn, t, lo, hi, func(first uint64) { cand[first] = true }); err != nil {
+			return nil, err
+		}
+	}
+	for t := range cuts.types {
+		newGlobal = min(newGlobal, cuts.cut(t))
+	}
+	for _, c := range prev.GetTypes() {
+		newGlobal = min(newGlobal, cuts.cut(c.GetType()))
+	}
+	if newGlobal > prev.GetSeq() {
+		if err := logChunks(tx.txn, prev.GetSeq(), newGlobal, func(first uint64) { cand[first] = true }); err != nil {
+			return nil, err
+		}
+	}
+
+	res := &storev1.PruneResult{}
+	var (
+		actions  []pruneAction
+		archived []*eventv1.CommittedEvent
+		arcBytes int
+		compact  = map[string][]byte{}
+		resume   uint64 // first chunk not processed; 0 when all were
+	)
+	for _, first := range slices.Sorted(maps.Keys(cand)) {
+		v, ok, err := getValue(tx.txn, logKey(first))
+		if err != nil {
+			return nil, fmt.Errorf("ledger: prune: read log chunk %d: %w", first, err)
+		}
+		if !ok {
+			continue
+		}
+		c, err := decodeChunk(logKey(first), v)
+		if err != nil {
+			return nil, err
+		}
+		var gone, keep []int
+		for i, ae := range c.GetEvents() {
+			if chunkSeq(c, i) < cuts.cut(ae.GetEvent().GetType()) {
+				gone = append(gone, i)
+			} else {
+				keep = append(keep, i)
+			}
+		}
+		if len(gone) == 0 {
+			continue
+		}
+		// Cost: the chunk's delete or rewrite, type index deletes, compacted writes.
+		a := pruneAction{first: first}
+		entries, size := 1, len(prefixLog)+8
+		if len(keep) > 0 {
+			if a.rewrite, err = sparseChunk(v, c, keep); err != nil {
+				return nil, fmt.Errorf("ledger: prune: rewrite log chunk %d: %w", first, err)
+			}
+			size += len(a.rewrite)
+		}
+		kept := map[string]bool{}
+		for _, i := range keep {
+			kept[c.GetEvents()[i].GetEvent().GetType()] = true
+		}
+		all := map[string]bool{}
+		for _, ae := range c.GetEvents() {
+			all[ae.GetEvent().GetType()] = true
+		}
+		for _, t := range slices.Sorted(maps.Keys(all)) {
+			if !kept[t] && typeIndexed(t) {
+				k := cat(typeIndexPrefix(t), u64(first))
+				a.untype = append(a.untype, k)
+				entries++
+				size += len(k)
+			}
+		}
+		evs := make([]*eventv1.CommittedEvent, 0, len(gone))
+		evBytes := 0
+		newCompact := map[string][]byte{}
+		for _, i := range gone {
+			ev := committed(c, i)
+			evs = append(evs, ev)
+			evBytes += proto.Size(ev.GetEvent()) + 64
+			if cuts.compact[ev.GetEvent().GetType()] {
+				b, err := deterministic.Marshal(ev)
+				if err != nil {
+					return nil, fmt.Errorf("ledger: prune: encode event %d: %w", ev.GetSeq(), err)
+				}
+				k := string(compactedKey(ev.GetEvent().GetType(), ev.GetEvent().GetKeys()))
+				if _, ok := compact[k]; !ok {
+					if _, ok := newCompact[k]; !ok {
+						entries++
+						size += len(k)
+					}
+				}
+				size += len(b)
+				newCompact[k] = b
+			}
+		}
+		// The first chunk always goes (a chunk is at most 256 events and 1 MiB, within
+		// the budget), so every step makes progress.
+		if len(actions) > 0 && (len(archived)+len(evs) > maxEvents || arcBytes+evBytes > pruneMaxArchived || !tx.fits(entries, size)) {
+			resume = first
+			break
+		}
+		tx.charge(entries, size)
+		maps.Copy(compact, newCompact) // later seqs replace earlier ones: the newest stays
+		archived = append(archived, evs...)
+		arcBytes += evBytes
+		actions = append(actions, a)
+	}
+
+	// Id runs below the dedup cutoff, oldest first.
+	dedup := max(m.GetDedupBelow(), prev.GetDedupSeq())
+	dropRuns := 0
+	for _, r := range p.runs {
+		if r.last >= dedup {
+			break
+		}
+		n := len(r.firsts) + 2
+		size := len(prefixRunDir) + len(prefixRunTime) + 16 + len(r.firsts)*(len(prefixRun)+12)
+		if !tx.fits(n, size) {
+			res.More = true
+			break
+		}
+		tx.charge(n, size)
+		dropRuns++
+	}
+
+	// Archive before anything is deleted.
+	if tx.archiver != nil && len(archived) > 0 {
+		if err := tx.archiver.Archive(context.Background(), archived); err != nil {
+			return nil, fmt.Errorf("ledger: archive %d events (seqs %d to %d) before pruning them: %w; this node stops applying until the archive works again",
+				len(archived), archived[0].GetSeq(), archived[len(archived)-1].GetSeq(), err)
+		}
+	}
+	for _, a := range actions {
+		if a.rewrite != nil {
+			if err := tx.put(logKey(a.first), a.rewrite); err != nil {
+				return nil, err
+			}
+		} else if err := tx.del(logKey(a.first)); err != nil {
+			return nil, err
+		}
+		for _, k := range a.untype {
+			if err := tx.del(k); err != nil {
+				return nil, err
+			}
+		}
+	}
+	for _, k := range slices.Sorted(maps.Keys(compact)) {
+		if err := tx.put([]byte(k), compact[k]); err != nil {
+			return nil, err
+		}
+	}
+	for _, r := range p.runs[:dropRuns] {
+		for b := range r.firsts {
+			if err := tx.del(runBlockKey(r.last, uint32(b))); err != nil {
+				return nil, err
+			}
+		}
+		if err := tx.del(runDirKey(r.last)); err != nil {
+			return nil, err
+		}
+		if err := tx.del(runTimeKey(r.last)); err != nil {
+			return nil, err
+		}
+	}
+
+	// What is gone now: a type's events below min(its cutoff, the first chunk not
+	// processed) (and below its earlier cutoff).
+	upTo := func(c, before uint64) uint64 {
+		if resume != 0 {
+			c = min(c, resume)
+		}
+		return max(c, before)
+	}
+	done := func(typ string) uint64 { return upTo(cuts.cut(typ), typeCut(prev, typ)) }
+	lw := &storev1.LowWater{
+		DefaultBelow: upTo(cuts.cutDefault(), prev.GetDefaultBelow()), ComputedAt: m.GetComputedAt(),
+		EventsPruned: prev.GetEventsPruned() + uint64(len(archived)),
+		RunsPruned:   prev.GetRunsPruned() + uint64(dropRuns),
+		DedupSeq:     prev.GetDedupSeq(), DedupAt: prev.GetDedupAt(),
+	}
+	if lw.ComputedAt == nil {
+		lw.ComputedAt = timestamppb.New(tx.appendedAt)
+	}
+	// Listed: the command's types and those listed before, unless now equal to the
+	// default.
+	listed := map[string]bool{}
+	for t := range cuts.types {
+		listed[t] = true
+	}
+	for _, c := range prev.GetTypes() {
+		listed[c.GetType()] = true
+	}
+	lw.Seq = lw.DefaultBelow
+	for _, t := range slices.Sorted(maps.Keys(listed)) {
+		d := done(t)
+		lw.Seq = min(lw.Seq, d)
+		if _, inCmd := cuts.types[t]; d != lw.DefaultBelow || inCmd {
+			lw.Types = append(lw.Types, &storev1.PruneCutoff{Type: t, Below: d})
+		}
+	}
+	lw.Seq = max(lw.Seq, prev.GetSeq())
+	if !res.More && dedup > prev.GetDedupSeq() {
+		lw.DedupSeq, lw.DedupAt = dedup, m.GetDedupAt()
+	}
+	if held, ok, err := firstHeld(tx.txn, lw.Seq); err != nil {
+		return nil, err
+	} else if ok {
+		lw.At = timestamppb.New(held.at)
+	}
+	if resume != 0 {
+		res.More, lw.Resume = true, resume
+	}
+	if err := tx.setProto(keyLowWater, lw); err != nil {
+		return nil, err
+	}
+	tx.post.low, tx.post.dropRuns = lw, dropRuns
+	res.EventsPruned, res.RunsPruned = uint64(len(archived)), uint64(dropRuns)
+	if len(archived) > 0 || dropRuns > 0 {
+		tx.logger.Info("ledger: pruned", "events", len(archived), "id_runs", dropRuns, "low_water", lw.GetSeq(), "more", res.GetMore())
+	}
+	return res, nil
+}
+
+// del deletes k, charged by the caller.
+func (tx *applyTxn) del(k []byte) error {
+	if err := tx.txn.Delete(k); err != nil {
+		return fmt.Errorf("ledger: delete %q: %w", k, err)
+	}
+	return nil
+}
+
+// sparseChunk encodes chunk c (encoded as v) with only its events keep (indexes,
+// ascending), their bytes unchanged, and offsets naming their seqs.
+func sparseChunk(v []byte, c *storev1.LogChunk, keep []int) ([]byte, error) {
+	var raw [][]byte
+	var out []byte
+	for p := v; len(p) > 0; {
+		num, typ, n := protowire.ConsumeTag(p)
+		if n < 0 {
+			return nil, protowire.ParseError(n)
+		}
+		l := protowire.ConsumeFieldValue(num, typ, p[n:])
+		if l < 0 {
+			return nil, protowire.ParseError(l)
+		}
+		field := p[:n+l]
+		p = p[n+l:]
+		switch num {
+		case 4:
+			raw = append(raw, field)
+		case chunkOffsetsField:
+		default:
+			out = append(out, field...)
+		}
+	}
+	if len(raw) != len(c.GetEvents()) {
+		return nil, fmt.Errorf("chunk has %d event fields, %d events", len(raw), len(c.GetEvents()))
+	}
+	var offs []byte
+	for _, i := range keep {
+		out = append(out, raw[i]...)
+		offs = protowire.AppendVarint(offs, chunkSeq(c, i)-c.GetFirstSeq())
+	}
+	out = protowire.AppendTag(out, chunkOffsetsField, protowire.BytesType)
+	return protowire.AppendBytes(out, offs), nil
+}
+
+// indexedTypes lists the distinct types of the type index (a skip scan: one seek per
+// type).
+func indexedTypes(txn *badger.Txn) ([]string, error) {
+	opts := badger.DefaultIteratorOptions
+	opts.Prefix, opts.PrefetchValues = prefixType, false
+	it := txn.NewIterator(opts)
+	defer it.Close()
+	var out []string
+	for it.Rewind(); it.ValidForPrefix(prefixType); {
+		k := it.Item().Key()
+		if len(k) < len(prefixType)+2+8 {
+			return nil, fmt.Errorf("ledger: malformed type index key %q", k)
+		}
+		n := int(binary.BigEndian.Uint16(k[len(prefixType):]))
+		if len(k) != len(prefixType)+2+n+8 {
+			return nil, fmt.Errorf("ledger: malformed type index key %q", k)
+		}
+		t := string(k[len(prefixType)+2 : len(prefixType)+2+n])
+		out = append(out, t)
+		it.Seek(cat(typeIndexPrefix(t), u64(^uint64(0)), []byte{0}))
+	}
+	return out, nil
+}
+
+// typeChunks calls fn with the chunks the type index lists for typ that may hold events
+// with seqs in [lo, hi).
+func typeChunks(txn *badger.Txn, typ string, lo, hi uint64, fn func(first uint64)) error {
+	start, err := chunkStart(txn, lo)
+	if err != nil {
+		return err
+	}
+	p := typeIndexPrefix(typ)
+	opts := badger.DefaultIteratorOptions
+	opts.Prefix, opts.PrefetchValues = p, false
+	it := txn.NewIterator(opts)
+	defer it.Close()
+	for it.Seek(cat(p, u64(start))); it.ValidForPrefix(p); it.Next() {
+		k := it.Item().Key()
+		if len(k) != len(p)+8 {
+			continue
+		}
+		first := seqSuffix(k)
+		if first >= hi {
+			break
+		}
+		fn(first)
+	}
+	return nil
+}
+
+// logChunks calls fn with the chunks that may hold seqs in [lo, hi).
+func logChunks(txn *badger.Txn, lo, hi uint64, fn func(first uint64)) error {
+	start, err := chunkStart(txn, max(lo, 1))
+	if err != nil {
+		return err
+	}
+	opts := badger.DefaultIteratorOptions
+	opts.Prefix, opts.PrefetchValues = prefixLog, false
+	it := txn.NewIterator(opts)
+	defer it.Close()
+	for it.Seek(logKey(start)); it.ValidForPrefix(prefixLog); it.Next() {
+		first := seqSuffix(it.Item().Key())
+		if first >= hi {
+			break
+		}
+		fn(first)
+	}
+	return nil
+}
+
+// loadLowWater reads m/low; nil when nothing was pruned.
+func loadLowWater(txn *badger.Txn) (*storev1.LowWater, error) {
+	lw := &storev1.LowWater{}
+	ok, err := getProto(txn, keyLowWater, lw)
+	if err != nil || !ok {
+		return nil, err
+	}
+	return lw, nil
+}
+
+// TypeCutoff is the cutoff of events of type typ in lw (nil: 0): the events of it below
+// were pruned.
+func TypeCutoff(lw *storev1.LowWater, typ string) uint64 { return typeCut(lw, typ) }
+
+// PruneNeeded reports whether applying m now would remove anything or move a mark:
+// a cutoff past what earlier prunes did (within the flushed log, the only part a prune
+// touches), a prune in steps not finished, or id runs below the dedup cutoff. The
+// leader asks before proposing, so an idle cluster does not append a prune every
+// interval.
+func (l *Ledger) PruneNeeded(m *storev1.PruneLedger) (bool, error) {
+	h, err := l.acquire()
+	if err != nil {
+		return false, err
+	}
+	defer l.release(h)
+	p := h.post
+	p.mu.RLock()
+	defer p.mu.RUnlock()
+	prev := p.low
+	if prev.GetResume() != 0 {
+		return true, nil
+	}
+	cuts := &pruneCuts{types: map[string]uint64{}, def: m.GetDefaultBelow(), prev: prev, ceil: p.flushed + 1}
+	for _, c := range m.GetTypes() {
+		cuts.types[c.GetType()] = c.GetBelow()
+	}
+	// Seq 1 is the first: a cutoff of 1 removes nothing.
+	if cuts.cutDefault() > max(prev.GetDefaultBelow(), 1) {
+		return true, nil
+	}
+	for t := range cuts.types {
+		if cuts.cut(t) > max(typeCut(prev, t), 1) {
+			return true, nil
+		}
+	}
+	for _, c := range prev.GetTypes() {
+		if cuts.cut(c.GetType()) > max(c.GetBelow(), 1) {
+			return true, nil
+		}
+	}
+	return len(p.runs) > 0 && p.runs[0].last < m.GetDedupBelow(), nil
+}
+
+// DedupCutoff is the dedup cutoff for ids committed before t: one past the last seq of
+// the newest id run committed before t (1 when none). Runs record their commit time
+// (rt/), so this holds after retention removed their events, where SeqAtTime cannot
+// tell. A run of layout 5 without a time counts as older than the next run that has
+// one.
+func (l *Ledger) DedupCutoff(t time.Time) (uint64, error) {
+	h, err := l.acquire()
+	if err != nil {
+		return 0, err
+	}
+	defer l.release(h)
+	h.post.mu.RLock()
+	defer h.post.mu.RUnlock()
+	cut, tn := uint64(1), t.UnixNano()
+	for i, r := range h.post.runs {
+		if r.at == 0 {
+			continue
+		}
+		if r.at >= tn {
+			break
+		}
+		cut = h.post.runs[i].last + 1
+	}
+	return cut, nil
+}
+
+// TypesLowWater is the earliest seq from which the log still holds every event of the
+// given types (the least of their cutoffs; events of these types below it are gone,
+// the newest per key kept by compaction), and the commit time retention recorded for
+// the whole log's low-water mark. 1 when nothing of them was pruned.
+func (l *Ledger) TypesLowWater(types []string) (uint64, time.Time, error) {
+	lw, err := l.Retention()
+	if err != nil {
+		return 0, time.Time{}, err
+	}
+	if lw == nil || len(types) == 0 {
+		return 1, time.Time{}, nil
+	}
+	cut := uint64(0)
+	for i, t := range types {
+		if c := typeCut(lw, t); i == 0 || c < cut {
+			cut = c
+		}
+	}
+	var at time.Time
+	if lw.GetAt() != nil {
+		at = lw.GetAt().AsTime()
+	}
+	return max(cut, 1), at, nil
+}

@@ -1,0 +1,528 @@
+package ledger
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/dgraph-io/badger/v4"
+	"google.golang.org/protobuf/types/known/timestamppb"
+
+	"github.com/crossdock/crossdock/internal/testkit/testutil"
+	eventv1 "github.com/crossdock/crossdock/proto/gen/crossdock/event/v1"
+	storev1 "github.com/crossdock/crossdock/proto/gen/crossdock/store/v1"
+)
+
+func pruneCmd(t testing.TB, m *storev1.PruneLedger) *storev1.Command {
+	return command(t, storev1.CommandType_COMMAND_TYPE_PRUNE_LEDGER, m)
+}
+
+// prune applies m to every ledger in ls at the next index of lg until it reports no
+// more, and returns the number of commands it took.
+func (k *keyLog) prune(m *storev1.PruneLedger, ls ...*Ledger) (steps int) {
+	k.lg.t.Helper()
+	for {
+		cmd := pruneCmd(k.lg.t, m)
+		k.lg.cmds = append(k.lg.cmds, cmd)
+		idx := uint64(len(k.lg.cmds))
+		var more bool
+		for _, l := range ls {
+			res, err := l.Apply(idx, at(idx), cmd)
+			if err != nil {
+				k.lg.t.Fatalf("Apply prune %d: %v", idx, err)
+			}
+			r := res.(*storev1.PruneResult)
+			if r.GetError() != "" {
+				k.lg.t.Fatalf("prune refused: %s", r.GetError())
+			}
+			more = r.GetMore()
+		}
+		steps++
+		if !more {
+			return steps
+		}
+		if steps > 1000 {
+			k.lg.t.Fatal("prune does not finish")
+		}
+	}
+}
+
+// held reports whether event seq of k is still in the ledger after cutoffs: orders
+// below orderCut and other types below defCut are gone.
+func (k *keyLog) held(seq, orderCut, defCut uint64) bool {
+	if k.types[seq] == "order.created" {
+		return seq >= orderCut
+	}
+	return seq >= defCut
+}
+
+// TestPruneSparseChunks: a prune that keeps orders longer than inventory levels leaves
+// sparse chunks (every 7th event is an order); reads with and without filters return
+// exactly the events held, reads below the cutoffs fail with ErrPruned naming the
+// earliest seq and time held, EventByID finds kept events and reports pruned ones, and
+// two ledgers, a restored snapshot and a reopened ledger have the same Hash.
+func TestPruneSparseChunks(t *testing.T) {
+	l1, l2 := newLedger(t, true), newLedger(t, false)
+	k := newKeyLog(t)
+	k.add(2*flushSeqs+300, 500, skuKeys(40), l1, l2)
+	const orderCut, defCut = 5000, 20001
+	k.prune(&storev1.PruneLedger{
+		Types:        []*storev1.PruneCutoff{{Type: "order.created", Below: orderCut}},
+		DefaultBelow: defCut, ComputedAt: timestamppb.New(t0),
+	}, l1, l2)
+
+	if got, want := mustHash(t, l1), mustHash(t, l2); got != want {
+		t.Fatalf("ledgers that applied the same prune differ: %s vs %s", got, want)
+	}
+	low, lowAt := l1.LowWater()
+	if low != orderCut || lowAt.IsZero() {
+		t.Fatalf("LowWater = %d at %v, want %d and a time", low, lowAt, orderCut)
+	}
+	// A sparse chunk is there: the chunk holding seq 10000 lost its levels, kept orders.
+	if err := l1.view(func(txn *badger.Txn) error {
+		first, err := chunkStart(txn, 10001)
+		if err != nil {
+			return err
+		}
+		c, ok, err := readChunk(txn, first)
+		if err != nil || !ok {
+			return fmt.Errorf("chunk %d: %v %v", first, ok, err)
+		}
+		if len(c.GetOffsets()) == 0 || len(c.GetOffsets()) != len(c.GetEvents()) {
+			return fmt.Errorf("chunk %d is not sparse: %d offsets, %d events", first, len(c.GetOffsets()), len(c.GetEvents()))
+		}
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+
+	filters := []Filter{{}, {Type: "order.created"}, {Keys: map[string]string{"location": "WH-1"}},
+		{Type: "order.created", Keys: map[string]string{"sku": "SKU-3"}}, {Type: "inventory.level", Keys: map[string]string{"sku": "SKU-5"}}}
+	for _, l := range []*Ledger{l1, l2} {
+		for _, f := range filters {
+			for _, from := range []uint64{0, orderCut, defCut, defCut + 1234, k.seq - 3} {
+				if f.Type == "inventory.level" && from > 0 && from < defCut {
+					continue
+				}
+				var want []uint64
+				for _, s := range k.want(f, max(from, 1)) {
+					if k.held(s, orderCut, defCut) {
+						want = append(want, s)
+					}
+				}
+				var got []uint64
+				for _, ev := range listAll(t, l, f, from, 97) {
+					got = append(got, ev.GetSeq())
+					if ev.GetEvent().GetId() != fmt.Sprintf("ev-%d", ev.GetSeq()) {
+						t.Fatalf("seq %d holds event %q", ev.GetSeq(), ev.GetEvent().GetId())
+					}
+				}
+				if !slices.Equal(got, want) {
+					t.Fatalf("ListEvents(%v, from %d): %d events, want %d\ngot  %v\nwant %v", f, from, len(got), len(want), head(got), head(want))
+				}
+			}
+		}
+	}
+
+	// Below the marks.
+	_, _, err := l1.ListEvents(Filter{}, orderCut-1, 10)
+	var pe *PrunedError
+	if !errors.Is(err, ErrPruned) || !errors.As(err, &pe) {
+		t.Fatalf("ListEvents below the low-water: %v, want ErrPruned", err)
+	}
+	firstHeld := uint64(orderCut)
+	for !k.held(firstHeld, orderCut, defCut) {
+		firstHeld++
+	}
+	if pe.Seq != firstHeld || !strings.Contains(err.Error(), fmt.Sprintf("seq %d, committed at", firstHeld)) || !strings.Contains(err.Error(), "committed at 2025-") {
+		t.Fatalf("error does not name the earliest seq and time held: %v", err)
+	}
+	_, _, err = l1.ListEvents(Filter{Type: "inventory.level"}, defCut-100, 10)
+	if !errors.As(err, &pe) || pe.Type != "inventory.level" || pe.Seq < defCut {
+		t.Fatalf("ListEvents of levels below their cutoff: %v, want ErrPruned at %d", err, defCut)
+	}
+
+	// By id: an order kept in a sparse chunk, a level pruned from it, an event after.
+	for _, tc := range []struct {
+		seq  uint64
+		held bool
+	}{{7 * 1500, true}, {7*1500 + 1, false}, {7 * 500, false}, {defCut + 5, true}} {
+		id := fmt.Sprintf("ev-%d", tc.seq)
+		ev, ok, err := l1.EventByID(id)
+		switch {
+		case tc.held && (err != nil || !ok || ev.GetSeq() != tc.seq):
+			t.Fatalf("EventByID(%s) = %v, %v, %v; want seq %d", id, ev.GetSeq(), ok, err, tc.seq)
+		case !tc.held && !errors.Is(err, ErrPruned):
+			t.Fatalf("EventByID(%s) of a pruned event: %v, %v; want ErrPruned", id, ok, err)
+		}
+	}
+	if s, err := l1.SeqAtTime(t0); err != nil || s > firstHeld {
+		t.Fatalf("SeqAtTime(before everything) = %d, %v; want at most %d", s, err, firstHeld)
+	}
+
+	// A restored snapshot and a reopened ledger are the same state.
+	l3 := newLedger(t, false)
+	if err := l3.Restore(bytes.NewReader(snapshotBytes(t, l1))); err != nil {
+		t.Fatal(err)
+	}
+	h1 := mustHash(t, l1)
+	if got := mustHash(t, l3); got != h1 {
+		t.Fatal("a snapshot of a pruned ledger restores to another state")
+	}
+	dir := l1.opts.Dir
+	if err := l1.Close(); err != nil {
+		t.Fatal(err)
+	}
+	l4, err := Open(Options{Dir: dir})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l4.Close()
+	if got := mustHash(t, l4); got != h1 {
+		t.Fatal("a reopened pruned ledger has another state")
+	}
+	if s, _ := l4.LowWater(); s != orderCut {
+		t.Fatalf("LowWater after reopen = %d, want %d", s, orderCut)
+	}
+}
+
+// TestPruneNeverPassesFlushed: events after m/kflush (described by the in-memory
+// pending lists and ids, which a restarted node rebuilds from the chunks) are kept
+// whatever the cutoff, so a restarted node has the same state.
+func TestPruneNeverPassesFlushed(t *testing.T) {
+	l := newLedger(t, true)
+	k := newKeyLog(t)
+	k.add(flushSeqs+300, 500, skuKeys(40), l)
+	_, flushed := keyRecords(t, l)
+	k.prune(&storev1.PruneLedger{DefaultBelow: k.seq + 1}, l)
+	if low, _ := l.LowWater(); low != flushed+1 {
+		t.Fatalf("LowWater = %d, want m/kflush+1 = %d", low, flushed+1)
+	}
+	h := mustHash(t, l)
+	dir := l.opts.Dir
+	l.Close()
+	l2, err := Open(Options{Dir: dir})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l2.Close()
+	if mustHash(t, l2) != h {
+		t.Fatal("reopened ledger differs")
+	}
+}
+
+// TestPruneCompaction: for a compact type the newest pruned event per (type, keys) is
+// kept for ScanCompacted, replaced by a newer one pruned later; other types are not.
+func TestPruneCompaction(t *testing.T) {
+	l := newLedger(t, false)
+	k := newKeyLog(t)
+	// Every 7th event is order.created; the others are levels of 40 SKUs at 3 locations.
+	k.add(2*flushSeqs+300, 500, skuKeys(40), l)
+	newest := func(below uint64) map[string]uint64 {
+		out := map[string]uint64{}
+		for s := uint64(1); s < below; s++ {
+			if k.types[s] == "inventory.level" {
+				out[k.keys[s]["sku"]+"/"+k.keys[s]["location"]] = s
+			}
+		}
+		return out
+	}
+	check := func(below uint64) {
+		t.Helper()
+		got := map[string]uint64{}
+		err := l.ScanCompacted([]string{"inventory.level", "order.created"}, func(ev *eventv1.CommittedEvent) error {
+			if ev.GetEvent().GetType() != "inventory.level" {
+				return fmt.Errorf("compacted a %s event", ev.GetEvent().GetType())
+			}
+			key := ev.GetEvent().GetKeys()["sku"] + "/" + ev.GetEvent().GetKeys()["location"]
+			if _, dup := got[key]; dup {
+				return fmt.Errorf("two compacted events for %s", key)
+			}
+			if ev.GetEvent().GetId() != fmt.Sprintf("ev-%d", ev.GetSeq()) {
+				return fmt.Errorf("compacted seq %d holds %s", ev.GetSeq(), ev.GetEvent().GetId())
+			}
+			got[key] = ev.GetSeq()
+			return nil
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		want := newest(below)
+		if len(got) != len(want) {
+			t.Fatalf("%d compacted keys, want %d", len(got), len(want))
+		}
+		for key, s := range want {
+			if got[key] != s {
+				t.Fatalf("compacted %s is seq %d, want the newest pruned, %d", key, got[key], s)
+			}
+		}
+	}
+	k.prune(&storev1.PruneLedger{DefaultBelow: 3000, Compact: []string{"inventory.level"}}, l)
+	check(3000)
+	k.prune(&storev1.PruneLedger{DefaultBelow: 20000, Compact: []string{"inventory.level"}}, l)
+	check(20000)
+}
+
+// TestPruneDedupWindow: id runs below the dedup cutoff are deleted, so an id committed
+// before it is no longer a duplicate; an id after it is, even when its event was pruned
+// (ids outlive events); the ledger-wide filter is rebuilt without the dropped runs.
+func TestPruneDedupWindow(t *testing.T) {
+	l := newLedger(t, false)
+	k := newKeyLog(t)
+	k.add(2*flushSeqs+300, 500, skuKeys(40), l)
+	p := l.cur.post
+	if len(p.runs) != 2 {
+		t.Fatalf("%d runs, want 2", len(p.runs))
+	}
+	firstRun := p.runs[0].last
+	// Events up to 20000 go; ids below the first run's end + 1 are forgotten.
+	k.prune(&storev1.PruneLedger{DefaultBelow: 20000, DedupBelow: firstRun + 1}, l)
+	if len(p.runs) != 1 {
+		t.Fatalf("%d runs after the prune, want 1", len(p.runs))
+	}
+	// The filter rebuilt in the background, without the first run's ids.
+	testutil.WaitFor(t, 10*time.Second, "id filter rebuilt", func() bool {
+		l.applyMu.Lock()
+		defer l.applyMu.Unlock()
+		l.growFilter(l.cur, false)
+		return p.grow == nil && p.filter.n < int(k.seq)-int(firstRun)+100
+	})
+
+	resend := func(seq uint64) *storev1.IngestResult {
+		k.seq++
+		ae := agentEvent(k.seq, fmt.Sprintf("ev-%d", seq), skuKeys(40)(seq)...)
+		if seq%7 == 0 {
+			ae = withType(ae, "order.created")
+		}
+		return k.lg.ingest(l, "a1", ae)
+	}
+	// Older than the window: committed again.
+	if r := resend(100); r.GetCommitted() != 1 || r.GetDuplicates() != 0 {
+		t.Fatalf("an id older than the dedup window: %d committed, %d duplicates; want 1, 0", r.GetCommitted(), r.GetDuplicates())
+	}
+	// Within the window, event pruned: a duplicate (not an error, not committed).
+	if r := resend(firstRun + 10); r.GetCommitted() != 0 || r.GetDuplicates() != 1 {
+		t.Fatalf("an id within the window whose event was pruned: %d committed, %d duplicates; want 0, 1", r.GetCommitted(), r.GetDuplicates())
+	}
+	// Within the window, event held.
+	if r := resend(k.seq - 5); r.GetCommitted() != 0 || r.GetDuplicates() != 1 {
+		t.Fatalf("an id within the window: %d committed, %d duplicates; want 0, 1", r.GetCommitted(), r.GetDuplicates())
+	}
+	lw, _ := l.Retention()
+	if lw.GetDedupSeq() != firstRun+1 || lw.GetRunsPruned() != 1 {
+		t.Fatalf("m/low dedup %d, runs pruned %d; want %d, 1", lw.GetDedupSeq(), lw.GetRunsPruned(), firstRun+1)
+	}
+}
+
+// TestPruneInSteps: a prune larger than one command's limit goes in several commands,
+// each reporting more until done, and ends in the same state as one command.
+func TestPruneInSteps(t *testing.T) {
+	l1, l2 := newLedger(t, false), newLedger(t, false)
+	k := newKeyLog(t)
+	k.add(2*flushSeqs+300, 500, skuKeys(40), l1, l2)
+	cut := &storev1.PruneLedger{Types: []*storev1.PruneCutoff{{Type: "order.created", Below: 9000}}, DefaultBelow: 30000,
+		Compact: []string{"inventory.level"}, DedupBelow: 20000, ComputedAt: timestamppb.New(t0), MaxEvents: 2000}
+	if n := k.prune(cut, l1); n < 10 {
+		t.Fatalf("a prune of about 27,000 events by 2,000 took %d commands", n)
+	}
+	// The same prune in one command, applied at the index the last step had.
+	one := &storev1.PruneLedger{Types: cut.Types, DefaultBelow: cut.DefaultBelow, Compact: cut.Compact, DedupBelow: cut.DedupBelow, ComputedAt: cut.ComputedAt}
+	idx := uint64(len(k.lg.cmds))
+	res, err := l2.Apply(idx, at(idx), pruneCmd(t, one))
+	if err != nil || res.(*storev1.PruneResult).GetMore() {
+		t.Fatalf("the same prune in one command: %v, %v", res, err)
+	}
+	if mustHash(t, l1) != mustHash(t, l2) {
+		t.Fatal("a prune in steps ends in another state than in one command")
+	}
+	if _, _, err := l1.ListEvents(Filter{}, 8999, 1); !errors.Is(err, ErrPruned) {
+		t.Fatalf("below the low-water after steps: %v", err)
+	}
+}
+
+// recordingArchiver records what it is given; fail makes it fail (fault injection).
+type recordingArchiver struct {
+	mu   sync.Mutex
+	l    *Ledger
+	seqs []uint64
+	held int // events of the batch the ledger still held when Archive was called
+	fail error
+}
+
+func (a *recordingArchiver) Archive(_ context.Context, evs []*eventv1.CommittedEvent) error {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if a.fail != nil {
+		return a.fail
+	}
+	for _, ev := range evs {
+		a.seqs = append(a.seqs, ev.GetSeq())
+		if got, _, err := a.l.ListEvents(Filter{}, ev.GetSeq(), 1); err == nil && len(got) == 1 && got[0].GetSeq() == ev.GetSeq() {
+			a.held++
+		}
+	}
+	return nil
+}
+
+// TestPruneArchives: the Archiver gets exactly the pruned events, in seq order, while
+// the ledger still holds them; a failing Archiver fails the Apply and nothing changes.
+func TestPruneArchives(t *testing.T) {
+	arc := &recordingArchiver{}
+	l, err := Open(Options{InMemory: true, Archiver: arc})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	arc.l = l
+	k := newKeyLog(t)
+	k.add(flushSeqs+300, 500, skuKeys(40), l)
+
+	arc.fail = errors.New("disk full")
+	before := mustHash(t, l)
+	cmd := pruneCmd(t, &storev1.PruneLedger{Types: []*storev1.PruneCutoff{{Type: "order.created", Below: 100}}, DefaultBelow: 1000})
+	if _, err := l.Apply(uint64(len(k.lg.cmds)+1), at(1), cmd); err == nil || !strings.Contains(err.Error(), "disk full") {
+		t.Fatalf("Apply with a failing archiver: %v, want its error", err)
+	}
+	if mustHash(t, l) != before {
+		t.Fatal("a failed archive changed the ledger")
+	}
+	arc.fail = nil
+	k.prune(&storev1.PruneLedger{Types: []*storev1.PruneCutoff{{Type: "order.created", Below: 100}}, DefaultBelow: 1000}, l)
+	var want []uint64
+	for s := uint64(1); s < 1000; s++ {
+		if k.held(s, 100, 1000) {
+			continue
+		}
+		want = append(want, s)
+	}
+	if !slices.Equal(arc.seqs, want) {
+		t.Fatalf("archived %d events %v..., want %d %v...", len(arc.seqs), head(arc.seqs), len(want), head(want))
+	}
+	if arc.held != len(want) {
+		t.Fatalf("%d of %d events were still readable when archived", arc.held, len(want))
+	}
+}
+
+// TestOpenUpgradesLayout5: a layout 5 database is valid layout 6; Open records 6.
+func TestOpenUpgradesLayout5(t *testing.T) {
+	dir := t.TempDir()
+	l, err := Open(Options{Dir: dir})
+	if err != nil {
+		t.Fatal(err)
+	}
+	k := newKeyLog(t)
+	k.add(300, 100, skuKeys(4), l)
+	h, _ := l.acquire()
+	if err := h.db.Update(func(txn *badger.Txn) error { return txn.Set(keyFormat, u64(5)) }); err != nil {
+		t.Fatal(err)
+	}
+	l.release(h)
+	l.Close()
+	l, err = Open(Options{Dir: dir})
+	if err != nil {
+		t.Fatalf("Open of a layout 5 database: %v", err)
+	}
+	defer l.Close()
+	var v uint64
+	if err := l.view(func(txn *badger.Txn) error {
+		var err error
+		v, err = getU64(txn, keyFormat)
+		return err
+	}); err != nil || v != ledgerFormat {
+		t.Fatalf("layout after Open = %d (%v), want %d", v, err, ledgerFormat)
+	}
+	if evs, _, err := l.ListEvents(Filter{}, 1, 1000); err != nil || len(evs) != 300 {
+		t.Fatalf("events after upgrade: %d, %v", len(evs), err)
+	}
+}
+
+// TestPruneRefusesUnsortedTypes: invalid cutoffs are a refusal, nothing changes.
+func TestPruneRefusesUnsortedTypes(t *testing.T) {
+	l := newLedger(t, false)
+	lg := raftLog{t: t}
+	lg.ingest(l, "a1", agentEvent(1, "e1"))
+	res := lg.apply(l, pruneCmd(t, &storev1.PruneLedger{Types: []*storev1.PruneCutoff{{Type: "b", Below: 2}, {Type: "a", Below: 2}}}))
+	if r := res.(*storev1.PruneResult); !strings.Contains(r.GetError(), "sorted") {
+		t.Fatalf("result %v, want a refusal", r)
+	}
+	if lw, _ := l.Retention(); lw != nil {
+		t.Fatalf("a refused prune wrote m/low: %v", lw)
+	}
+}
+
+// TestPruneByteBudgetSteps: a prune whose events exceed what one command may hand the
+// archiver goes in steps (here with the limit lowered to 256 KiB) and ends in the same
+// state as one command.
+func TestPruneByteBudgetSteps(t *testing.T) {
+	defer func(v int) { pruneMaxArchived = v }(pruneMaxArchived)
+	l1, l2 := newLedger(t, false), newLedger(t, false)
+	k := newKeyLog(t)
+	k.add(flushSeqs+300, 500, skuKeys(40), l1, l2)
+	m := &storev1.PruneLedger{DefaultBelow: 15000, ComputedAt: timestamppb.New(t0)}
+	pruneMaxArchived = 256 << 10
+	if n := k.prune(m, l1); n < 5 {
+		t.Fatalf("a prune of 15,000 events under a 256 KiB limit took %d commands", n)
+	}
+	pruneMaxArchived = 32 << 20
+	idx := uint64(len(k.lg.cmds))
+	if res, err := l2.Apply(idx, at(idx), pruneCmd(t, m)); err != nil || res.(*storev1.PruneResult).GetMore() {
+		t.Fatalf("one command: %v %v", res, err)
+	}
+	if mustHash(t, l1) != mustHash(t, l2) {
+		t.Fatal("steps by bytes end in another state than one command")
+	}
+}
+
+// TestPruneStepsAlwaysProgress: a limit below one chunk's events still removes a chunk
+// per command, so a prune in steps always finishes.
+func TestPruneStepsAlwaysProgress(t *testing.T) {
+	l := newLedger(t, false)
+	k := newKeyLog(t)
+	k.add(flushSeqs+300, 500, skuKeys(40), l)
+	if n := k.prune(&storev1.PruneLedger{DefaultBelow: 2000, MaxEvents: 10}, l); n < 2 {
+		t.Fatalf("took %d commands", n)
+	}
+	if low, _ := l.LowWater(); low != 2000 {
+		t.Fatalf("LowWater %d, want 2000", low)
+	}
+}
+
+// TestDedupCutoffAfterPrune: the dedup cutoff for a time comes from the id runs' commit
+// times, so it is right after retention removed the runs' events (SeqAtTime would put
+// it at the earliest event held) and after a reopen.
+func TestDedupCutoffAfterPrune(t *testing.T) {
+	l := newLedger(t, true)
+	k := newKeyLog(t)
+	k.add(2*flushSeqs+300, 500, skuKeys(40), l)
+	runs := slices.Clone(l.cur.post.runs)
+	if len(runs) != 2 || runs[0].at == 0 {
+		t.Fatalf("runs %v without commit times", runs)
+	}
+	k.prune(&storev1.PruneLedger{DefaultBelow: runs[1].last + 1}, l)
+	check := func(l *Ledger) {
+		t.Helper()
+		for _, tc := range []struct {
+			at   time.Time
+			want uint64
+		}{{t0, 1}, {time.Unix(0, runs[0].at), 1}, {time.Unix(0, runs[0].at+1), runs[0].last + 1}, {time.Unix(0, runs[1].at+1), runs[1].last + 1}} {
+			if got, err := l.DedupCutoff(tc.at); err != nil || got != tc.want {
+				t.Fatalf("DedupCutoff(%v) = %d, %v; want %d", tc.at, got, err, tc.want)
+			}
+		}
+	}
+	check(l)
+	dir := l.opts.Dir
+	l.Close()
+	l2, err := Open(Options{Dir: dir})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l2.Close()
+	check(l2)
+}

@@ -1,0 +1,267 @@
+// Package retention runs the ledger's retention on the raft leader: every interval it
+// computes, from committed data only (commit times in the ledger, the Retention
+// document, delivery cursors and replays), the cutoff seq of each event type and the
+// dedup cutoff, and proposes COMMAND_TYPE_PRUNE_LEDGER with them, so every node removes
+// exactly the same events (controlplane/ledger, prune.go). A prune larger than one
+// command goes in steps: the next is proposed as soon as the previous one applied.
+//
+// A cutoff never passes the delivery cursor of a destination the routing documents
+// define (webhook and agent destinations; their events wait at the cursor), nor the
+// next seq of a replay in progress. A deleted destination holds nothing. Stream
+// destinations (partners) keep their own cursor and do not hold retention: a partner
+// asking below the low-water mark gets ledger.ErrPruned.
+package retention
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"maps"
+	"slices"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/timestamppb"
+
+	"github.com/crossdock/crossdock/controlplane/delivery"
+	"github.com/crossdock/crossdock/controlplane/ledger"
+	"github.com/crossdock/crossdock/controlplane/routing"
+	storev1 "github.com/crossdock/crossdock/proto/gen/crossdock/store/v1"
+)
+
+// DefaultInterval is how often the leader computes retention (--prune-interval).
+const DefaultInterval = 30 * time.Second
+
+// Store is what the pruner needs from the node. *store.Store implements it.
+type Store interface {
+	Ledger() *ledger.Ledger
+	IsLeader() bool
+	WaitForLeadership(ctx context.Context) error
+	Propose(ctx context.Context, typ storev1.CommandType, msg proto.Message) (any, error)
+}
+
+// Config configures a Pruner.
+type Config struct {
+	Store Store
+	// Plans gives the destinations whose cursors hold retention back.
+	Plans delivery.PlanSource
+	// Interval between runs (DefaultInterval when 0).
+	Interval time.Duration
+	Logger   *slog.Logger
+	// Now is the leader's clock (time.Now when nil).
+	Now func() time.Time
+}
+
+// Pruner proposes prunes while this node leads. Run it on every node.
+type Pruner struct {
+	cfg Config
+	log *slog.Logger
+
+	mu      sync.Mutex // serializes Once
+	lastErr string
+	held    string
+	ready   atomic.Bool // this leadership's barrier passed; false when not leading
+}
+
+// New returns a Pruner; Run starts it.
+func New(cfg Config) *Pruner {
+	if cfg.Interval <= 0 {
+		cfg.Interval = DefaultInterval
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	return &Pruner{cfg: cfg, log: cfg.Logger}
+}
+
+// Run prunes every Interval while this node is the leader, until ctx is done.
+func (p *Pruner) Run(ctx context.Context) error {
+	t := time.NewTicker(p.cfg.Interval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-t.C:
+		}
+		if !p.cfg.Store.IsLeader() {
+			p.ready.Store(false)
+			continue
+		}
+		_, err := p.Once(ctx)
+		switch {
+		case err == nil:
+			p.lastErr = ""
+		case ctx.Err() != nil:
+			return nil
+		case err.Error() != p.lastErr: // logged once per distinct error: it repeats every interval
+			p.lastErr = err.Error()
+			p.log.Error("retention: prune failed; retried at the next interval", "err", err)
+		}
+	}
+}
+
+// Once computes the cutoffs now and, if they remove anything, proposes prunes until
+// the ledger reports no more. It returns the events removed. Call it on the leader.
+func (p *Pruner) Once(ctx context.Context) (uint64, error) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if !p.ready.Load() {
+		// Apply what earlier leaders committed (cursors, an unfinished prune) first,
+		// once per leadership.
+		bctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+		err := p.cfg.Store.WaitForLeadership(bctx)
+		cancel()
+		if err != nil {
+			return 0, fmt.Errorf("retention: waiting for leadership barrier: %w", err)
+		}
+		p.ready.Store(true)
+	}
+	l := p.cfg.Store.Ledger()
+	ret, err := Load(l)
+	if err != nil {
+		return 0, err
+	}
+	hold, why, err := p.hold(l)
+	if err != nil {
+		return 0, err
+	}
+	m, err := Compute(l, ret, hold, p.cfg.Now())
+	if err != nil {
+		return 0, err
+	}
+	if why != "" && why != p.held {
+		p.log.Info("retention: held back", "below_seq", hold, "by", why)
+	}
+	p.held = why
+	var total uint64
+	for step := 0; ; step++ {
+		need, err := l.PruneNeeded(m)
+		if err != nil || !need {
+			return total, err
+		}
+		pctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+		res, err := p.cfg.Store.Propose(pctx, storev1.CommandType_COMMAND_TYPE_PRUNE_LEDGER, m)
+		cancel()
+		if err != nil {
+			return total, fmt.Errorf("retention: propose PRUNE_LEDGER: %w", err)
+		}
+		r, ok := res.(*storev1.PruneResult)
+		if !ok {
+			return total, fmt.Errorf("retention: PRUNE_LEDGER returned %T", res)
+		}
+		if r.GetError() != "" {
+			return total, fmt.Errorf("retention: PRUNE_LEDGER refused: %s", r.GetError())
+		}
+		total += r.GetEventsPruned()
+		if !r.GetMore() {
+			return total, nil
+		}
+		if !p.cfg.Store.IsLeader() {
+			return total, errors.New("retention: leadership lost during a prune in steps; the new leader resumes it")
+		}
+	}
+}
+
+// Load reads the Retention document (DefaultRetention when none is applied).
+func Load(l *ledger.Ledger) (routing.Retention, error) {
+	rec, ok, err := l.Document(string(routing.KindRetention), routing.RetentionName)
+	if err != nil {
+		return routing.Retention{}, fmt.Errorf("retention: read the Retention document: %w", err)
+	}
+	if !ok || rec.GetDeleted() {
+		return routing.DefaultRetention(), nil
+	}
+	d, err := routing.FromRecord(rec)
+	if err != nil {
+		return routing.Retention{}, fmt.Errorf("retention: %w", err)
+	}
+	return routing.EffectiveRetention(d.Retention), nil
+}
+
+// hold is the lowest seq a prune may not pass: the cursor of every webhook and agent
+// destination and the next seq of every replay in progress (0 when nothing holds), and
+// what holds it.
+func (p *Pruner) hold(l *ledger.Ledger) (uint64, string, error) {
+	var (
+		hold uint64
+		why  string
+	)
+	at := func(seq uint64, what string) {
+		if hold == 0 || seq < hold {
+			hold, why = seq, what
+		}
+	}
+	if p.cfg.Plans != nil {
+		plan, err := p.cfg.Plans.Plan()
+		if err != nil {
+			return 0, "", fmt.Errorf("retention: read the routing plan (destination cursors hold retention): %w", err)
+		}
+		for _, d := range plan.Destinations {
+			if d.Kind != delivery.KindWebhook && d.Kind != delivery.KindAgent {
+				continue
+			}
+			c, ok, err := l.DeliveryCursor(d.Name)
+			if err != nil {
+				return 0, "", err
+			}
+			seq := uint64(1) // not started: it delivers from the start
+			if ok {
+				seq = max(c.GetSeq(), 1)
+			}
+			at(seq, "destination "+d.Name)
+		}
+	}
+	rps, err := l.Replays()
+	if err != nil {
+		return 0, "", err
+	}
+	for _, r := range rps {
+		if !r.GetDone() {
+			at(max(r.GetNextSeq(), 1), "replay "+r.GetReplay().GetId())
+		}
+	}
+	return hold, why, nil
+}
+
+// Compute returns the PRUNE_LEDGER of retention r at now: per type, the first seq
+// committed at or after now - keep (capped at hold, when not 0); the dedup cutoff,
+// after the last id run committed before now - dedupWindow (runs record their commit
+// time: their events may be gone). Only committed commit times are
+// read, so any leader computing at the same time proposes the same cutoffs.
+func Compute(l *ledger.Ledger, r routing.Retention, hold uint64, now time.Time) (*storev1.PruneLedger, error) {
+	cut := func(keep time.Duration) (uint64, error) {
+		s, err := l.SeqAtTime(now.Add(-keep))
+		if err != nil {
+			return 0, fmt.Errorf("retention: find the seq committed at %s: %w", now.Add(-keep).UTC().Format(time.RFC3339), err)
+		}
+		if hold != 0 {
+			s = min(s, hold)
+		}
+		return s, nil
+	}
+	m := &storev1.PruneLedger{ComputedAt: timestamppb.New(now), Compact: slices.Clone(r.Compact)}
+	var err error
+	if m.DefaultBelow, err = cut(r.Default); err != nil {
+		return nil, err
+	}
+	for _, t := range slices.Sorted(maps.Keys(r.Types)) {
+		b, err := cut(r.Types[t])
+		if err != nil {
+			return nil, err
+		}
+		m.Types = append(m.Types, &storev1.PruneCutoff{Type: t, Below: b})
+	}
+	dedupAt := now.Add(-r.DedupWindow)
+	if m.DedupBelow, err = l.DedupCutoff(dedupAt); err != nil {
+		return nil, fmt.Errorf("retention: find the dedup cutoff: %w", err)
+	}
+	m.DedupAt = timestamppb.New(dedupAt)
+	return m, nil
+}

@@ -1,0 +1,58 @@
+package retention_test
+
+import (
+	"fmt"
+	"testing"
+	"time"
+
+	"google.golang.org/protobuf/proto"
+
+	"github.com/crossdock/crossdock/controlplane/ledger"
+	"github.com/crossdock/crossdock/controlplane/retention"
+	"github.com/crossdock/crossdock/controlplane/routing"
+	eventv1 "github.com/crossdock/crossdock/proto/gen/crossdock/event/v1"
+	storev1 "github.com/crossdock/crossdock/proto/gen/crossdock/store/v1"
+)
+
+// TestCompute: cutoffs are the first seq committed at or after now - keep, per type,
+// capped at the hold; the dedup cutoff follows the window.
+func TestCompute(t *testing.T) {
+	l, err := ledger.Open(ledger.Options{InMemory: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	t0 := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	seq := uint64(0)
+	for i, typ := range []string{"inventory.level", "order", "inventory.level"} { // commits at t0, +10s, +20s
+		b := &storev1.IngestBatch{AgentId: "a1"}
+		for j := 0; j < 3; j++ {
+			seq++
+			b.Events = append(b.Events, &storev1.AgentEvent{AgentSeq: seq, Event: &eventv1.Event{Id: fmt.Sprint("e", seq), Type: typ}})
+		}
+		p, _ := proto.Marshal(b)
+		if _, err := l.Apply(uint64(i+1), t0.Add(time.Duration(i)*10*time.Second), &storev1.Command{Type: storev1.CommandType_COMMAND_TYPE_INGEST_BATCH, Payload: p}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	r := routing.Retention{Default: 15 * time.Second, Types: map[string]time.Duration{"inventory.level": 5 * time.Second, "order": time.Hour},
+		Compact: []string{"inventory.level"}, DedupWindow: 24 * time.Hour}
+	now := t0.Add(21 * time.Second)
+	for _, tc := range []struct {
+		hold                uint64
+		def, inv, order, dd uint64
+	}{{0, 4, 7, 1, 1}, {5, 4, 5, 1, 1}, {2, 2, 2, 1, 1}} {
+		m, err := retention.Compute(l, r, tc.hold, now)
+		if err != nil {
+			t.Fatal(err)
+		}
+		got := map[string]uint64{}
+		for _, c := range m.GetTypes() {
+			got[c.GetType()] = c.GetBelow()
+		}
+		if m.GetDefaultBelow() != tc.def || got["inventory.level"] != tc.inv || got["order"] != tc.order || m.GetDedupBelow() != tc.dd ||
+			m.GetTypes()[0].GetType() != "inventory.level" || !m.GetDedupAt().AsTime().Equal(now.Add(-24*time.Hour)) || !m.GetComputedAt().AsTime().Equal(now) {
+			t.Fatalf("hold %d: %v; want default %d, inventory.level %d, order %d, dedup %d", tc.hold, m, tc.def, tc.inv, tc.order, tc.dd)
+		}
+	}
+}
