@@ -116,7 +116,7 @@ type Server struct {
 	// delivery sends committed events to destinations while this node leads.
 	delivery *delivery.Engine
 	// archive keeps the events this node prunes (Config.ArchiveDir).
-	archive  *archive.Dir
+	archive *archive.Dir
 	// pruner proposes ledger retention while this node leads.
 	pruner   *retention.Pruner
 	nodeCert tls.Certificate
