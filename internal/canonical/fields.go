@@ -82,6 +82,7 @@ func validateEnriched(ev *eventv1.Event) []error {
 		c.currency(o.GetCurrency(), "order.currency")
 		c.time(o.GetOrderDate(), "order.orderDate")
 		c.time(o.GetRequestedShipDate(), "order.requestedShipDate")
+		c.time(o.GetRequestedDeliveryDate(), "order.requestedDeliveryDate")
 		c.party(o.GetShipTo(), "order.shipTo")
 		c.party(o.GetBillTo(), "order.billTo")
 		for i, l := range o.GetLines() {
@@ -93,6 +94,7 @@ func validateEnriched(ev *eventv1.Event) []error {
 	case *eventv1.Event_OrderAck:
 		a := p.OrderAck
 		c.time(a.GetAcknowledgedAt(), "orderAck.acknowledgedAt")
+		c.time(a.GetOrderDate(), "orderAck.orderDate")
 		for i, l := range a.GetLines() {
 			switch l.GetStatus() {
 			case AckLineAccepted, AckLineRejected, AckLineBackordered, AckLineChanged:

@@ -826,14 +826,15 @@ type Order struct {
 	// The trading partner the order came from (a partner id, an EDI sender).
 	Partner string `protobuf:"bytes,8,opt,name=partner,proto3" json:"partner,omitempty"`
 	// The partner's purchase order number (X12 BEG03); unique per partner.
-	PurchaseOrderNumber string                 `protobuf:"bytes,9,opt,name=purchase_order_number,json=purchaseOrderNumber,proto3" json:"purchase_order_number,omitempty"`
-	OrderDate           *timestamppb.Timestamp `protobuf:"bytes,10,opt,name=order_date,json=orderDate,proto3" json:"order_date,omitempty"`
-	RequestedShipDate   *timestamppb.Timestamp `protobuf:"bytes,11,opt,name=requested_ship_date,json=requestedShipDate,proto3" json:"requested_ship_date,omitempty"`
-	ShipTo              *Party                 `protobuf:"bytes,12,opt,name=ship_to,json=shipTo,proto3" json:"ship_to,omitempty"`
-	BillTo              *Party                 `protobuf:"bytes,13,opt,name=bill_to,json=billTo,proto3" json:"bill_to,omitempty"`
-	Notes               string                 `protobuf:"bytes,14,opt,name=notes,proto3" json:"notes,omitempty"`
-	unknownFields       protoimpl.UnknownFields
-	sizeCache           protoimpl.SizeCache
+	PurchaseOrderNumber   string                 `protobuf:"bytes,9,opt,name=purchase_order_number,json=purchaseOrderNumber,proto3" json:"purchase_order_number,omitempty"`
+	OrderDate             *timestamppb.Timestamp `protobuf:"bytes,10,opt,name=order_date,json=orderDate,proto3" json:"order_date,omitempty"`
+	RequestedShipDate     *timestamppb.Timestamp `protobuf:"bytes,11,opt,name=requested_ship_date,json=requestedShipDate,proto3" json:"requested_ship_date,omitempty"`
+	ShipTo                *Party                 `protobuf:"bytes,12,opt,name=ship_to,json=shipTo,proto3" json:"ship_to,omitempty"`
+	BillTo                *Party                 `protobuf:"bytes,13,opt,name=bill_to,json=billTo,proto3" json:"bill_to,omitempty"`
+	Notes                 string                 `protobuf:"bytes,14,opt,name=notes,proto3" json:"notes,omitempty"`
+	RequestedDeliveryDate *timestamppb.Timestamp `protobuf:"bytes,15,opt,name=requested_delivery_date,json=requestedDeliveryDate,proto3" json:"requested_delivery_date,omitempty"`
+	unknownFields         protoimpl.UnknownFields
+	sizeCache             protoimpl.SizeCache
 }
 
 func (x *Order) Reset() {
@@ -964,6 +965,13 @@ func (x *Order) GetNotes() string {
 	return ""
 }
 
+func (x *Order) GetRequestedDeliveryDate() *timestamppb.Timestamp {
+	if x != nil {
+		return x.RequestedDeliveryDate
+	}
+	return nil
+}
+
 // OrderAck is the ERP's answer to an order.
 type OrderAck struct {
 	state          protoimpl.MessageState `protogen:"open.v1"`
@@ -976,8 +984,10 @@ type OrderAck struct {
 	Partner             string                 `protobuf:"bytes,6,opt,name=partner,proto3" json:"partner,omitempty"`
 	PurchaseOrderNumber string                 `protobuf:"bytes,7,opt,name=purchase_order_number,json=purchaseOrderNumber,proto3" json:"purchase_order_number,omitempty"`
 	AcknowledgedAt      *timestamppb.Timestamp `protobuf:"bytes,8,opt,name=acknowledged_at,json=acknowledgedAt,proto3" json:"acknowledged_at,omitempty"`
-	unknownFields       protoimpl.UnknownFields
-	sizeCache           protoimpl.SizeCache
+	// Date of the order acknowledged (X12 BAK04 repeats the PO date).
+	OrderDate     *timestamppb.Timestamp `protobuf:"bytes,9,opt,name=order_date,json=orderDate,proto3" json:"order_date,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *OrderAck) Reset() {
@@ -1062,6 +1072,13 @@ func (x *OrderAck) GetPurchaseOrderNumber() string {
 func (x *OrderAck) GetAcknowledgedAt() *timestamppb.Timestamp {
 	if x != nil {
 		return x.AcknowledgedAt
+	}
+	return nil
+}
+
+func (x *OrderAck) GetOrderDate() *timestamppb.Timestamp {
+	if x != nil {
+		return x.OrderDate
 	}
 	return nil
 }
@@ -2218,7 +2235,7 @@ const file_crossdock_event_v1_event_proto_rawDesc = "" +
 	"postalCode\x12\x18\n" +
 	"\acountry\x18\x06 \x01(\tR\acountry\x12\x10\n" +
 	"\x03gln\x18\a \x01(\tR\x03gln\x12#\n" +
-	"\rlocation_code\x18\b \x01(\tR\flocationCode\"\xb2\x04\n" +
+	"\rlocation_code\x18\b \x01(\tR\flocationCode\"\x86\x05\n" +
 	"\x05Order\x12!\n" +
 	"\forder_number\x18\x01 \x01(\tR\vorderNumber\x12\x18\n" +
 	"\achannel\x18\x02 \x01(\tR\achannel\x12\x1a\n" +
@@ -2235,7 +2252,8 @@ const file_crossdock_event_v1_event_proto_rawDesc = "" +
 	"\x13requested_ship_date\x18\v \x01(\v2\x1a.google.protobuf.TimestampR\x11requestedShipDate\x122\n" +
 	"\aship_to\x18\f \x01(\v2\x19.crossdock.event.v1.PartyR\x06shipTo\x122\n" +
 	"\abill_to\x18\r \x01(\v2\x19.crossdock.event.v1.PartyR\x06billTo\x12\x14\n" +
-	"\x05notes\x18\x0e \x01(\tR\x05notes\"\xd4\x02\n" +
+	"\x05notes\x18\x0e \x01(\tR\x05notes\x12R\n" +
+	"\x17requested_delivery_date\x18\x0f \x01(\v2\x1a.google.protobuf.TimestampR\x15requestedDeliveryDate\"\x8f\x03\n" +
 	"\bOrderAck\x12!\n" +
 	"\forder_number\x18\x01 \x01(\tR\vorderNumber\x12(\n" +
 	"\x10erp_order_number\x18\x02 \x01(\tR\x0eerpOrderNumber\x12\x16\n" +
@@ -2244,7 +2262,9 @@ const file_crossdock_event_v1_event_proto_rawDesc = "" +
 	"\x05lines\x18\x05 \x03(\v2 .crossdock.event.v1.OrderAckLineR\x05lines\x12\x18\n" +
 	"\apartner\x18\x06 \x01(\tR\apartner\x122\n" +
 	"\x15purchase_order_number\x18\a \x01(\tR\x13purchaseOrderNumber\x12C\n" +
-	"\x0facknowledged_at\x18\b \x01(\v2\x1a.google.protobuf.TimestampR\x0eacknowledgedAt\"\xda\x02\n" +
+	"\x0facknowledged_at\x18\b \x01(\v2\x1a.google.protobuf.TimestampR\x0eacknowledgedAt\x129\n" +
+	"\n" +
+	"order_date\x18\t \x01(\v2\x1a.google.protobuf.TimestampR\torderDate\"\xda\x02\n" +
 	"\fOrderAckLine\x12\x1f\n" +
 	"\vline_number\x18\x01 \x01(\tR\n" +
 	"lineNumber\x12\x10\n" +
@@ -2408,32 +2428,34 @@ var file_crossdock_event_v1_event_proto_depIdxs = []int32{
 	21, // 14: crossdock.event.v1.Order.requested_ship_date:type_name -> google.protobuf.Timestamp
 	7,  // 15: crossdock.event.v1.Order.ship_to:type_name -> crossdock.event.v1.Party
 	7,  // 16: crossdock.event.v1.Order.bill_to:type_name -> crossdock.event.v1.Party
-	10, // 17: crossdock.event.v1.OrderAck.lines:type_name -> crossdock.event.v1.OrderAckLine
-	21, // 18: crossdock.event.v1.OrderAck.acknowledged_at:type_name -> google.protobuf.Timestamp
-	21, // 19: crossdock.event.v1.OrderAckLine.expected_ship_date:type_name -> google.protobuf.Timestamp
-	11, // 20: crossdock.event.v1.Package.lines:type_name -> crossdock.event.v1.ShipmentLine
-	21, // 21: crossdock.event.v1.Shipment.shipped_at:type_name -> google.protobuf.Timestamp
-	11, // 22: crossdock.event.v1.Shipment.lines:type_name -> crossdock.event.v1.ShipmentLine
-	7,  // 23: crossdock.event.v1.Shipment.ship_from:type_name -> crossdock.event.v1.Party
-	7,  // 24: crossdock.event.v1.Shipment.ship_to:type_name -> crossdock.event.v1.Party
-	12, // 25: crossdock.event.v1.Shipment.packages:type_name -> crossdock.event.v1.Package
-	21, // 26: crossdock.event.v1.Shipment.expected_delivery:type_name -> google.protobuf.Timestamp
-	15, // 27: crossdock.event.v1.Invoice.lines:type_name -> crossdock.event.v1.InvoiceLine
-	16, // 28: crossdock.event.v1.Invoice.terms:type_name -> crossdock.event.v1.PaymentTerms
-	17, // 29: crossdock.event.v1.Invoice.tax_lines:type_name -> crossdock.event.v1.TaxLine
-	21, // 30: crossdock.event.v1.Invoice.invoice_date:type_name -> google.protobuf.Timestamp
-	21, // 31: crossdock.event.v1.Invoice.due_date:type_name -> google.protobuf.Timestamp
-	7,  // 32: crossdock.event.v1.Invoice.bill_to:type_name -> crossdock.event.v1.Party
-	7,  // 33: crossdock.event.v1.Invoice.remit_to:type_name -> crossdock.event.v1.Party
-	7,  // 34: crossdock.event.v1.Invoice.ship_to:type_name -> crossdock.event.v1.Party
-	11, // 35: crossdock.event.v1.SalesReturn.lines:type_name -> crossdock.event.v1.ShipmentLine
-	0,  // 36: crossdock.event.v1.CommittedEvent.event:type_name -> crossdock.event.v1.Event
-	21, // 37: crossdock.event.v1.CommittedEvent.committed_at:type_name -> google.protobuf.Timestamp
-	38, // [38:38] is the sub-list for method output_type
-	38, // [38:38] is the sub-list for method input_type
-	38, // [38:38] is the sub-list for extension type_name
-	38, // [38:38] is the sub-list for extension extendee
-	0,  // [0:38] is the sub-list for field type_name
+	21, // 17: crossdock.event.v1.Order.requested_delivery_date:type_name -> google.protobuf.Timestamp
+	10, // 18: crossdock.event.v1.OrderAck.lines:type_name -> crossdock.event.v1.OrderAckLine
+	21, // 19: crossdock.event.v1.OrderAck.acknowledged_at:type_name -> google.protobuf.Timestamp
+	21, // 20: crossdock.event.v1.OrderAck.order_date:type_name -> google.protobuf.Timestamp
+	21, // 21: crossdock.event.v1.OrderAckLine.expected_ship_date:type_name -> google.protobuf.Timestamp
+	11, // 22: crossdock.event.v1.Package.lines:type_name -> crossdock.event.v1.ShipmentLine
+	21, // 23: crossdock.event.v1.Shipment.shipped_at:type_name -> google.protobuf.Timestamp
+	11, // 24: crossdock.event.v1.Shipment.lines:type_name -> crossdock.event.v1.ShipmentLine
+	7,  // 25: crossdock.event.v1.Shipment.ship_from:type_name -> crossdock.event.v1.Party
+	7,  // 26: crossdock.event.v1.Shipment.ship_to:type_name -> crossdock.event.v1.Party
+	12, // 27: crossdock.event.v1.Shipment.packages:type_name -> crossdock.event.v1.Package
+	21, // 28: crossdock.event.v1.Shipment.expected_delivery:type_name -> google.protobuf.Timestamp
+	15, // 29: crossdock.event.v1.Invoice.lines:type_name -> crossdock.event.v1.InvoiceLine
+	16, // 30: crossdock.event.v1.Invoice.terms:type_name -> crossdock.event.v1.PaymentTerms
+	17, // 31: crossdock.event.v1.Invoice.tax_lines:type_name -> crossdock.event.v1.TaxLine
+	21, // 32: crossdock.event.v1.Invoice.invoice_date:type_name -> google.protobuf.Timestamp
+	21, // 33: crossdock.event.v1.Invoice.due_date:type_name -> google.protobuf.Timestamp
+	7,  // 34: crossdock.event.v1.Invoice.bill_to:type_name -> crossdock.event.v1.Party
+	7,  // 35: crossdock.event.v1.Invoice.remit_to:type_name -> crossdock.event.v1.Party
+	7,  // 36: crossdock.event.v1.Invoice.ship_to:type_name -> crossdock.event.v1.Party
+	11, // 37: crossdock.event.v1.SalesReturn.lines:type_name -> crossdock.event.v1.ShipmentLine
+	0,  // 38: crossdock.event.v1.CommittedEvent.event:type_name -> crossdock.event.v1.Event
+	21, // 39: crossdock.event.v1.CommittedEvent.committed_at:type_name -> google.protobuf.Timestamp
+	40, // [40:40] is the sub-list for method output_type
+	40, // [40:40] is the sub-list for method input_type
+	40, // [40:40] is the sub-list for extension type_name
+	40, // [40:40] is the sub-list for extension extendee
+	0,  // [0:40] is the sub-list for field type_name
 }
 
 func init() { file_crossdock_event_v1_event_proto_init() }
