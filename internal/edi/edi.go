@@ -127,10 +127,11 @@ func date(d, t string) (*timestamppb.Timestamp, bool) {
 		layout, v = layout+"150405", d+t
 	}
 	tm, err := time.Parse(layout, v)
-	if err != nil {
+	ts := timestamppb.New(tm)
+	if err != nil || ts.CheckValid() != nil { // year 0000 parses but is no Timestamp
 		return nil, false
 	}
-	return timestamppb.New(tm), true
+	return ts, true
 }
 
 // ymd formats a timestamp as CCYYMMDD in UTC, "" for nil.
