@@ -28,11 +28,11 @@ func Map850(s *x12.Set, opts Options) (*eventv1.Order, []x12.SegmentError) {
 		o.Partner = s.Envelope.SenderQual + ":" + s.Envelope.SenderID
 	}
 	var (
-		party    *eventv1.Party // current N1 loop's party, nil when it is one we do not keep
-		line     *eventv1.OrderLine
-		lastPos  = len(s.Segments) + 2 // SE position
-		sawBEG   bool
-		ctt      *x12.Segment
+		party   *eventv1.Party // current N1 loop's party, nil when it is one we do not keep
+		line    *eventv1.OrderLine
+		lastPos = len(s.Segments) + 2 // SE position
+		sawBEG  bool
+		ctt     *x12.Segment
 	)
 	for i := range s.Segments {
 		seg := s.Segments[i]

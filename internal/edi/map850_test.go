@@ -109,13 +109,13 @@ func TestMap850ErrorsInAck(t *testing.T) {
 	}
 	text := buf.String()
 	for _, want := range []string{
-		"AK3*N1*3*N1*8~\nAK4*4*67*6*0614141000019~",      // GLN check digit (optional)
-		"AK3*PO1*5*PO1*8~\nAK4*2*330*2~",                 // quantity missing
-		"AK3*PO1*6*PO1*8~\nAK4*7*234*2~",                 // no product id
-		"AK3*CTT*7**8~\nAK4*1*354*7*2~",                  // CTT01 2 but 3 PO1
-		"AK5*R*5~",                                       // set 0001 rejected
-		"AK3*CUR*3**8~\nAK4*2*100*7*usd~",                // currency code
-		"AK5*E~",                                         // set 0002 accepted with errors
+		"AK3*N1*3*N1*8~\nAK4*4*67*6*0614141000019~", // GLN check digit (optional)
+		"AK3*PO1*5*PO1*8~\nAK4*2*330*2~",            // quantity missing
+		"AK3*PO1*6*PO1*8~\nAK4*7*234*2~",            // no product id
+		"AK3*CTT*7**8~\nAK4*1*354*7*2~",             // CTT01 2 but 3 PO1
+		"AK5*R*5~",                                  // set 0001 rejected
+		"AK3*CUR*3**8~\nAK4*2*100*7*usd~",           // currency code
+		"AK5*E~",                                    // set 0002 accepted with errors
 		"AK9*P*2*2*1~",
 	} {
 		if !strings.Contains(text, want) {
