@@ -124,3 +124,23 @@ func TestMap850ErrorsInAck(t *testing.T) {
 	}
 	golden(t, "850_004010_bad_mapping.997", buf.Bytes())
 }
+
+// TestMap850ErrorsIn999: in 005010 the same errors go to IK3/IK4 with the CTX naming
+// the purchase order.
+func TestMap850ErrorsIn999(t *testing.T) {
+	data := bytes.Replace(readTestdata(t, "850_005010_marketplace.x12"), []byte("PO1|1|1|EA"), []byte("PO1|1|0|EA"), 1)
+	in, orders := readMapped(t, data)
+	if orders["0001"].ok {
+		t.Fatal("an order with a zero quantity was mapped")
+	}
+	d := x12.Delimiters{Element: '*', Component: ':', Repetition: '^', Segment: '~', Suffix: "\n"}
+	ack := x12.Acknowledge(in.ic, x12.AckOptions{Now: testTime, Delimiters: d})
+	var buf bytes.Buffer
+	if err := x12.NewWriter(&buf, d, &x12.Sequence{}).Write(ack); err != nil {
+		t.Fatal(err)
+	}
+	want := "IK3*PO1*8*PO1*8~\nCTX*BEG03:MP-2026-000123~\nIK4*2*330*6*0~\nIK5*R*5~\nAK9*R*1*1*0~"
+	if !strings.Contains(buf.String(), want) {
+		t.Fatalf("999 lacks\n%s\ngot\n%s", want, buf.String())
+	}
+}
