@@ -118,7 +118,6 @@ func validateEnriched(ev *eventv1.Event) []error {
 		}
 		c.nonNeg(s.GetWeight(), "shipment.weight")
 		c.time(s.GetExpectedDelivery(), "shipment.expectedDelivery")
-		c.time(s.GetShippedAt(), "shipment.shippedAt")
 		for i, l := range s.GetLines() {
 			c.shipLine(l, "shipment.lines[%d]", i)
 		}
