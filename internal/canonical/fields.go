@@ -86,10 +86,8 @@ func validateEnriched(ev *eventv1.Event) []error {
 		c.party(o.GetShipTo(), "order.shipTo")
 		c.party(o.GetBillTo(), "order.billTo")
 		for i, l := range o.GetLines() {
+			// quantity keeps its old rule (any decimal): ERPs send negative lines for credits.
 			c.gtin(l.GetGtin(), "order.lines[%d].gtin", i)
-			if l.GetQuantity() != "" && l.GetQuantity()[0] == '-' {
-				c.add("order.lines[%d].quantity", []any{i}, "%q is negative", l.GetQuantity())
-			}
 		}
 	case *eventv1.Event_OrderAck:
 		a := p.OrderAck
@@ -119,7 +117,7 @@ func validateEnriched(ev *eventv1.Event) []error {
 		c.nonNeg(s.GetWeight(), "shipment.weight")
 		c.time(s.GetExpectedDelivery(), "shipment.expectedDelivery")
 		for i, l := range s.GetLines() {
-			c.shipLine(l, "shipment.lines[%d]", i)
+			c.shipLine(l, false, "shipment.lines[%d]", i)
 		}
 		for i, pk := range s.GetPackages() {
 			if v := pk.GetSscc(); v != "" && !IsSSCC(v) {
@@ -130,7 +128,7 @@ func validateEnriched(ev *eventv1.Event) []error {
 				if l.GetQuantity() == "" {
 					c.add("shipment.packages[%d].lines[%d].quantity", []any{i, j}, "required")
 				}
-				c.shipLine(l, "shipment.packages[%d].lines[%d]", i, j)
+				c.shipLine(l, true, "shipment.packages[%d].lines[%d]", i, j)
 			}
 		}
 	case *eventv1.Event_Invoice:
@@ -170,14 +168,21 @@ func validateEnriched(ev *eventv1.Event) []error {
 		}
 	case *eventv1.Event_SalesReturn:
 		for i, l := range p.SalesReturn.GetLines() {
-			c.shipLine(l, "salesReturn.lines[%d]", i)
+			c.shipLine(l, false, "salesReturn.lines[%d]", i)
 		}
 	}
 	return c.errs
 }
 
-func (c *checker) shipLine(l *eventv1.ShipmentLine, field string, args ...any) {
-	c.nonNeg(l.GetQuantity(), field+".quantity", args...)
+// shipLine checks a shipment, package or return line. The quantity of shipment and
+// return lines existed before the orders model and stays any decimal (negative
+// corrections exist); a package line's quantity must not be negative.
+func (c *checker) shipLine(l *eventv1.ShipmentLine, newLine bool, field string, args ...any) {
+	if newLine {
+		c.nonNeg(l.GetQuantity(), field+".quantity", args...)
+	} else {
+		c.dec(l.GetQuantity(), field+".quantity", args...)
+	}
 	c.nonNeg(l.GetOrderedQuantity(), field+".orderedQuantity", args...)
 	c.gtin(l.GetGtin(), field+".gtin", args...)
 }

@@ -64,7 +64,10 @@ func TestValidateEnriched(t *testing.T) {
 		"GLN check digit":     {order(func(o *eventv1.Order) { o.ShipTo.Gln = "0614141000013" }), "order.shipTo.gln"},
 		"GLN length":          {order(func(o *eventv1.Order) { o.BillTo.Gln = "614141000012" }), "order.billTo.gln"},
 		"GTIN check digit":    {order(func(o *eventv1.Order) { o.Lines[0].Gtin = "012345678906" }), "order.lines[0].gtin"},
-		"negative quantity":   {order(func(o *eventv1.Order) { o.Lines[0].Quantity = "-1" }), `order.lines[0].quantity: "-1" is negative`},
+		"negative ack quantity": {&eventv1.Event{Payload: &eventv1.Event_OrderAck{OrderAck: &eventv1.OrderAck{OrderNumber: "1",
+			Lines: []*eventv1.OrderAckLine{{Status: AckLineAccepted, Quantity: "-2"}}}}}, `orderAck.lines[0].quantity: "-2" is negative`},
+		"negative package quantity": {&eventv1.Event{Payload: &eventv1.Event_Shipment{Shipment: &eventv1.Shipment{ShipmentNumber: "S",
+			Packages: []*eventv1.Package{{Lines: []*eventv1.ShipmentLine{{Sku: "A", Quantity: "-1"}}}}}}}, "shipment.packages[0].lines[0].quantity"},
 		"bad order date": {order(func(o *eventv1.Order) { o.OrderDate = &timestamppb.Timestamp{Seconds: 1, Nanos: -1} }),
 			"order.orderDate: invalid timestamp"},
 		"ack line status": {&eventv1.Event{Payload: &eventv1.Event_OrderAck{OrderAck: &eventv1.OrderAck{OrderNumber: "1",
@@ -125,4 +128,20 @@ func mustDate(s string) time.Time {
 		panic(err)
 	}
 	return t
+}
+
+// TestOldFieldsKeepTheirRules: fields that existed before the orders model accept what
+// they accepted before (a negative order, shipment or return line is a credit or a
+// correction some ERPs send).
+func TestOldFieldsKeepTheirRules(t *testing.T) {
+	for name, ev := range map[string]*eventv1.Event{
+		"order line":    {Payload: &eventv1.Event_Order{Order: &eventv1.Order{OrderNumber: "1", Lines: []*eventv1.OrderLine{{Sku: "A", Quantity: "-1"}}}}},
+		"shipment line": {Payload: &eventv1.Event_Shipment{Shipment: &eventv1.Shipment{ShipmentNumber: "1", Lines: []*eventv1.ShipmentLine{{Sku: "A", Quantity: "-1"}}}}},
+		"return line":   {Payload: &eventv1.Event_SalesReturn{SalesReturn: &eventv1.SalesReturn{ReturnNumber: "1", Lines: []*eventv1.ShipmentLine{{Sku: "A", Quantity: "-1"}}}}},
+	} {
+		Normalize(ev)
+		if err := Validate(ev); err != nil {
+			t.Errorf("%s: refused: %v", name, err)
+		}
+	}
 }
