@@ -6,6 +6,8 @@ import (
 	"path/filepath"
 	"testing"
 
+	"google.golang.org/protobuf/proto"
+
 	"github.com/crossdock/crossdock/internal/canonical"
 	"github.com/crossdock/crossdock/internal/x12"
 	eventv1 "github.com/crossdock/crossdock/proto/gen/crossdock/event/v1"
@@ -50,6 +52,15 @@ func FuzzMap850(f *testing.F) {
 				}
 				if err := canonical.ValidateFields(ev); err != nil {
 					t.Fatalf("mapped order refused by canonical validation: %v", err)
+				}
+				// Round trip: the order built into an 850 maps back to itself.
+				set, err := Build850(o)
+				if err != nil {
+					t.Fatalf("Build850 of a mapped order: %v", err)
+				}
+				back, errs := Map850(set, Options{Partner: "p"})
+				if len(errs) > 0 || !proto.Equal(back, o) {
+					t.Fatalf("round trip: errors %v\ngot  %v\nwant %v", errs, back, o)
 				}
 				if g.AcceptedSets < 0 || g.WithErrors < 0 || g.WithErrors > g.AcceptedSets {
 					t.Fatalf("group counts broken: accepted %d with errors %d", g.AcceptedSets, g.WithErrors)

@@ -20,7 +20,7 @@ type Options struct {
 // PurchaseOrderNumber are both BEG03. It returns the order (nil when the set cannot
 // make one) and the mapping errors, each naming its segment and element for the
 // 997/999 (see Apply). An order with only optional-element errors is returned with
-// the bad values left out.
+// the bad values left out; a set the reader already rejected (its Result) gives none.
 func Map850(s *x12.Set, opts Options) (*eventv1.Order, []x12.SegmentError) {
 	var e errs
 	o := &eventv1.Order{Partner: opts.Partner, Channel: "edi"}
@@ -42,6 +42,8 @@ func Map850(s *x12.Set, opts Options) (*eventv1.Order, []x12.SegmentError) {
 			po := seg.Element(3).Value()
 			if po == "" {
 				e.elem(seg, 3, "324", x12.ElemMandatoryMissing, true, "purchase order number missing")
+			} else if !printable(po) {
+				e.elem(seg, 3, "324", x12.ElemInvalidChar, true, "purchase order number has control characters")
 			}
 			o.OrderNumber, o.PurchaseOrderNumber = po, po
 			if ts, ok := date(seg.Element(5).Value(), ""); ok {
@@ -162,6 +164,9 @@ func Map850(s *x12.Set, opts Options) (*eventv1.Order, []x12.SegmentError) {
 			e.elem(*ctt, 1, "354", x12.ElemInvalidCode, true, "%q line items counted, the set has %d PO1 segments", ctt.Element(1).Value(), len(o.Lines))
 		}
 	}
+	if s.Result.Status == x12.StatusRejected {
+		return nil, e.list // the reader rejected the set: no order, whatever the mapping says
+	}
 	for _, se := range e.list {
 		if se.Code != x12.SegHasElementErrors {
 			return nil, e.list
@@ -173,6 +178,16 @@ func Map850(s *x12.Set, opts Options) (*eventv1.Order, []x12.SegmentError) {
 		}
 	}
 	return o, e.list
+}
+
+// printable reports whether v has no ASCII control characters.
+func printable(v string) bool {
+	for i := 0; i < len(v); i++ {
+		if v[i] < 0x20 || v[i] == 0x7f {
+			return false
+		}
+	}
+	return true
 }
 
 // map850Line maps one PO1. i is the line's index, used for a missing PO101.

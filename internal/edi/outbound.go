@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/crossdock/crossdock/internal/canonical"
@@ -412,4 +413,54 @@ func Wrap(h x12.Header, appSender, appReceiver, version string, at time.Time, se
 	g := &x12.Group{FunctionalID: fid, AppSender: appSender, AppReceiver: appReceiver,
 		Date: at.Format("20060102"), Time: at.Format("1504"), Agency: "X", Version: version, Sets: sets}
 	return &x12.Interchange{Header: h, Groups: []*x12.Group{g}}, nil
+}
+
+// Build850 builds an 850 purchase order from an Order (to send an order on to a
+// supplier, and to hold Map850 to a round trip): BEG, CUR, DTM 002/010, NTE, N1 loops
+// ST and BT, PO1 with PID, CTT. Map850 of the result gives the order back.
+func Build850(o *eventv1.Order) (*x12.Set, error) {
+	if err := valid("850", &eventv1.Event{Payload: &eventv1.Event_Order{Order: o}}); err != nil {
+		return nil, err
+	}
+	po := o.GetPurchaseOrderNumber()
+	if po == "" {
+		po = o.GetOrderNumber()
+	}
+	if o.GetOrderDate() == nil {
+		return nil, mapErr("850", "order.orderDate is required (BEG05)")
+	}
+	if len(o.GetLines()) == 0 {
+		return nil, mapErr("850", "order has no lines (PO1)")
+	}
+	var s segs
+	s.add("BEG", "00", "SA", po, "", ymd(o.GetOrderDate()))
+	if o.GetCurrency() != "" {
+		s.add("CUR", "BY", o.GetCurrency())
+	}
+	if d := ymd(o.GetRequestedDeliveryDate()); d != "" {
+		s.add("DTM", "002", d)
+	}
+	if d := ymd(o.GetRequestedShipDate()); d != "" {
+		s.add("DTM", "010", d)
+	}
+	if o.GetNotes() != "" {
+		for _, n := range strings.Split(o.GetNotes(), "\n") {
+			s.add("NTE", "GEN", n)
+		}
+	}
+	s.party("ST", o.GetShipTo())
+	s.party("BT", o.GetBillTo())
+	for _, l := range o.GetLines() {
+		sku := l.GetSku()
+		if sku == l.GetGtin() || sku == l.GetPartnerItemId() && l.GetGtin() == "" {
+			sku = "" // the stand-in Map850 gives a line without a vendor part
+		}
+		s.add("PO1", append([]string{l.GetLineNumber(), l.GetQuantity(), l.GetUnitOfMeasure(), l.GetUnitPrice(), pe(l.GetUnitPrice())},
+			productIDs(sku, l.GetGtin(), l.GetPartnerItemId())...)...)
+		if l.GetDescription() != "" {
+			s.add("PID", "F", "", "", "", l.GetDescription())
+		}
+	}
+	s.add("CTT", strconv.Itoa(len(o.GetLines())))
+	return &x12.Set{ID: "850", Segments: s}, nil
 }

@@ -7,6 +7,8 @@ import (
 	"strings"
 	"testing"
 
+	"google.golang.org/protobuf/proto"
+
 	"github.com/crossdock/crossdock/internal/canonical"
 	"github.com/crossdock/crossdock/internal/x12"
 	eventv1 "github.com/crossdock/crossdock/proto/gen/crossdock/event/v1"
@@ -249,6 +251,29 @@ func TestOutboundRefusals(t *testing.T) {
 	} {
 		if !errors.Is(c.err, ErrMapping) || !strings.Contains(c.err.Error(), c.want) {
 			t.Errorf("%s: %v, want ErrMapping naming %q", name, c.err, c.want)
+		}
+	}
+}
+
+// TestRoundTrip850: an order read from a retailer's 850, built into an 850 again,
+// written, read back and mapped gives the same order, in both versions.
+func TestRoundTrip850(t *testing.T) {
+	for _, name := range []string{"850_004010_bigbox.x12", "850_005010_marketplace.x12"} {
+		ics := readClean(t, readTestdata(t, name))
+		want, errs := Map850(ics[0].Groups[0].Sets[0], Options{Partner: "p"})
+		if len(errs) > 0 {
+			t.Fatal(errs)
+		}
+		set, err := Build850(want)
+		if err != nil {
+			t.Fatalf("%s: %v", name, err)
+		}
+		for _, v := range []string{"004010", "005010"} {
+			back := readClean(t, writeOut(t, set, v, x12.Delimiters{Element: '*', Component: ':', Segment: '~'}))
+			got, errs := Map850(back[0].Groups[0].Sets[0], Options{Partner: "p"})
+			if len(errs) > 0 || !proto.Equal(got, want) {
+				t.Fatalf("%s via %s: errors %v\ngot  %v\nwant %v", name, v, errs, got, want)
+			}
 		}
 	}
 }
