@@ -225,6 +225,7 @@ func validatePayload(ev *eventv1.Event) error {
 	case *eventv1.Event_SalesReturn:
 		req(p.SalesReturn.GetReturnNumber(), "salesReturn.returnNumber")
 	}
+	errs = append(errs, validateEnriched(ev)...)
 	return errors.Join(errs...)
 }
 

@@ -84,10 +84,21 @@ func AppendEvent(b []byte, ev *eventv1.Event) []byte {
 					b = appendString(b, 1, l.GetLineNumber())
 					b = appendString(b, 2, l.GetSku())
 					b = appendString(b, 3, l.GetQuantity())
-					return appendString(b, 4, l.GetUnitPrice())
+					b = appendString(b, 4, l.GetUnitPrice())
+					b = appendString(b, 5, l.GetPartnerItemId())
+					b = appendString(b, 6, l.GetGtin())
+					b = appendString(b, 7, l.GetUnitOfMeasure())
+					return appendString(b, 8, l.GetDescription())
 				})
 			}
-			return b
+			b = appendString(b, 8, m.GetPartner())
+			b = appendString(b, 9, m.GetPurchaseOrderNumber())
+			b = appendTimestamp(b, 10, m.GetOrderDate())
+			b = appendTimestamp(b, 11, m.GetRequestedShipDate())
+			b = appendParty(b, 12, m.GetShipTo())
+			b = appendParty(b, 13, m.GetBillTo())
+			b = appendString(b, 14, m.GetNotes())
+			return appendTimestamp(b, 15, m.GetRequestedDeliveryDate())
 		})
 	case *eventv1.Event_OrderAck:
 		m := p.OrderAck
@@ -95,7 +106,25 @@ func AppendEvent(b []byte, ev *eventv1.Event) []byte {
 			b = appendString(b, 1, m.GetOrderNumber())
 			b = appendString(b, 2, m.GetErpOrderNumber())
 			b = appendString(b, 3, m.GetStatus())
-			return appendString(b, 4, m.GetMessage())
+			b = appendString(b, 4, m.GetMessage())
+			for _, l := range m.GetLines() {
+				b = appendMessage(b, 5, l, func(b []byte) []byte {
+					b = appendString(b, 1, l.GetLineNumber())
+					b = appendString(b, 2, l.GetSku())
+					b = appendString(b, 3, l.GetStatus())
+					b = appendString(b, 4, l.GetQuantity())
+					b = appendString(b, 5, l.GetUnitOfMeasure())
+					b = appendString(b, 6, l.GetReason())
+					b = appendString(b, 7, l.GetPartnerItemId())
+					b = appendString(b, 8, l.GetGtin())
+					b = appendString(b, 9, l.GetUnitPrice())
+					return appendTimestamp(b, 10, l.GetExpectedShipDate())
+				})
+			}
+			b = appendString(b, 6, m.GetPartner())
+			b = appendString(b, 7, m.GetPurchaseOrderNumber())
+			b = appendTimestamp(b, 8, m.GetAcknowledgedAt())
+			return appendTimestamp(b, 9, m.GetOrderDate())
 		})
 	case *eventv1.Event_Shipment:
 		m := p.Shipment
@@ -106,7 +135,26 @@ func AppendEvent(b []byte, ev *eventv1.Event) []byte {
 			b = appendString(b, 4, m.GetTrackingNumber())
 			b = appendString(b, 5, m.GetStatus())
 			b = appendTimestamp(b, 6, m.GetShippedAt())
-			return appendShipmentLines(b, 7, m.GetLines())
+			b = appendShipmentLines(b, 7, m.GetLines())
+			b = appendParty(b, 8, m.GetShipFrom())
+			b = appendParty(b, 9, m.GetShipTo())
+			b = appendString(b, 10, m.GetCarrierScac())
+			b = appendString(b, 11, m.GetServiceLevel())
+			for _, pk := range m.GetPackages() {
+				b = appendMessage(b, 12, pk, func(b []byte) []byte {
+					b = appendString(b, 1, pk.GetSscc())
+					b = appendString(b, 2, pk.GetMarks())
+					b = appendString(b, 3, pk.GetWeight())
+					b = appendString(b, 4, pk.GetWeightUnit())
+					return appendShipmentLines(b, 5, pk.GetLines())
+				})
+			}
+			b = appendString(b, 13, m.GetPartner())
+			b = appendString(b, 14, m.GetPurchaseOrderNumber())
+			b = appendString(b, 15, m.GetBillOfLading())
+			b = appendString(b, 16, m.GetWeight())
+			b = appendString(b, 17, m.GetWeightUnit())
+			return appendTimestamp(b, 18, m.GetExpectedDelivery())
 		})
 	case *eventv1.Event_Invoice:
 		m := p.Invoice
@@ -114,7 +162,46 @@ func AppendEvent(b []byte, ev *eventv1.Event) []byte {
 			b = appendString(b, 1, m.GetInvoiceNumber())
 			b = appendString(b, 2, m.GetOrderNumber())
 			b = appendString(b, 3, m.GetCurrency())
-			return appendString(b, 4, m.GetTotal())
+			b = appendString(b, 4, m.GetTotal())
+			for _, l := range m.GetLines() {
+				b = appendMessage(b, 5, l, func(b []byte) []byte {
+					b = appendString(b, 1, l.GetLineNumber())
+					b = appendString(b, 2, l.GetSku())
+					b = appendString(b, 3, l.GetQuantity())
+					b = appendString(b, 4, l.GetUnitPrice())
+					b = appendString(b, 5, l.GetAmount())
+					b = appendString(b, 6, l.GetUnitOfMeasure())
+					b = appendString(b, 7, l.GetPartnerItemId())
+					b = appendString(b, 8, l.GetGtin())
+					b = appendString(b, 9, l.GetOrderLineNumber())
+					return appendString(b, 10, l.GetDescription())
+				})
+			}
+			if t := m.GetTerms(); t != nil {
+				b = appendMessage(b, 6, t, func(b []byte) []byte {
+					b = appendString(b, 1, t.GetDescription())
+					b = appendInt32(b, 2, t.GetNetDays())
+					b = appendString(b, 3, t.GetDiscountPercent())
+					return appendInt32(b, 4, t.GetDiscountDays())
+				})
+			}
+			for _, x := range m.GetTaxLines() {
+				b = appendMessage(b, 7, x, func(b []byte) []byte {
+					b = appendString(b, 1, x.GetType())
+					b = appendString(b, 2, x.GetAmount())
+					b = appendString(b, 3, x.GetRate())
+					return appendString(b, 4, x.GetJurisdiction())
+				})
+			}
+			b = appendString(b, 8, m.GetSubtotal())
+			b = appendString(b, 9, m.GetTaxTotal())
+			b = appendTimestamp(b, 10, m.GetInvoiceDate())
+			b = appendTimestamp(b, 11, m.GetDueDate())
+			b = appendString(b, 12, m.GetPartner())
+			b = appendString(b, 13, m.GetPurchaseOrderNumber())
+			b = appendParty(b, 14, m.GetBillTo())
+			b = appendParty(b, 15, m.GetRemitTo())
+			return appendParty(b, 16, m.GetShipTo())
 		})
 	case *eventv1.Event_SalesReturn:
 		m := p.SalesReturn
@@ -122,7 +209,9 @@ func AppendEvent(b []byte, ev *eventv1.Event) []byte {
 			b = appendString(b, 1, m.GetReturnNumber())
 			b = appendString(b, 2, m.GetOrderNumber())
 			b = appendString(b, 3, m.GetStatus())
-			return appendShipmentLines(b, 4, m.GetLines())
+			b = appendShipmentLines(b, 4, m.GetLines())
+			b = appendString(b, 5, m.GetReason())
+			return appendString(b, 6, m.GetPartner())
 		})
 	}
 	return append(b, ev.ProtoReflect().GetUnknown()...)
@@ -132,10 +221,44 @@ func appendShipmentLines(b []byte, num protowire.Number, lines []*eventv1.Shipme
 	for _, l := range lines {
 		b = appendMessage(b, num, l, func(b []byte) []byte {
 			b = appendString(b, 1, l.GetSku())
-			return appendString(b, 2, l.GetQuantity())
+			b = appendString(b, 2, l.GetQuantity())
+			b = appendString(b, 3, l.GetOrderLineNumber())
+			b = appendString(b, 4, l.GetUnitOfMeasure())
+			b = appendString(b, 5, l.GetPartnerItemId())
+			b = appendString(b, 6, l.GetGtin())
+			b = appendString(b, 7, l.GetOrderedQuantity())
+			return appendString(b, 8, l.GetReason())
 		})
 	}
 	return b
+}
+
+func appendParty(b []byte, num protowire.Number, p *eventv1.Party) []byte {
+	if p == nil {
+		return b
+	}
+	return appendMessage(b, num, p, func(b []byte) []byte {
+		b = appendString(b, 1, p.GetName())
+		for _, a := range p.GetAddressLines() {
+			// Elements of a repeated string are written even when empty.
+			b = protowire.AppendTag(b, 2, protowire.BytesType)
+			b = protowire.AppendString(b, a)
+		}
+		b = appendString(b, 3, p.GetCity())
+		b = appendString(b, 4, p.GetRegion())
+		b = appendString(b, 5, p.GetPostalCode())
+		b = appendString(b, 6, p.GetCountry())
+		b = appendString(b, 7, p.GetGln())
+		return appendString(b, 8, p.GetLocationCode())
+	})
+}
+
+func appendInt32(b []byte, num protowire.Number, v int32) []byte {
+	if v == 0 {
+		return b
+	}
+	b = protowire.AppendTag(b, num, protowire.VarintType)
+	return protowire.AppendVarint(b, uint64(int64(v)))
 }
 
 func appendString(b []byte, num protowire.Number, s string) []byte {

@@ -39,6 +39,10 @@ func fill(t *testing.T, r *rand.Rand, m protoreflect.Message, member int) {
 		case fd.IsList():
 			l := m.Mutable(fd).List()
 			for range r.IntN(4) {
+				if fd.Kind() == protoreflect.StringKind {
+					l.Append(protoreflect.ValueOfString(str()))
+					continue
+				}
 				e := l.NewElement()
 				fill(t, r, e.Message(), member)
 				l.Append(e)

@@ -160,6 +160,9 @@ func (m *wireMsg) scan(v []byte, n int, repeated, message uint8, check func(num 
 // strings reads a message of string fields 1..n only.
 func (m *wireMsg) strings(v []byte, n int) bool { return m.scan(v, n, 0, 0, nil) }
 
+// currency is an empty or ISO 4217-looking currency code, as canonical.IsCurrency.
+func currency(s []byte) bool { return len(s) == 0 || canonical.IsCurrency(string(s)) }
+
 func decimal(s []byte, required bool) bool {
 	return !required && len(s) == 0 || canonical.IsDecimal(string(s))
 }
@@ -180,7 +183,7 @@ func (m *wireMsg) scanPayload(num protowire.Number, v []byte) bool {
 		return m.scan(v, 7, 1<<7, 0, func(_ protowire.Number, f []byte) bool {
 			var l wireMsg
 			return l.strings(f, 4) && len(l.str[2]) > 0 && decimal(l.str[3], true) && decimal(l.str[4], false)
-		}) && len(m.str[1]) > 0 && decimal(m.str[6], false)
+		}) && len(m.str[1]) > 0 && decimal(m.str[6], false) && currency(m.str[5])
 	case 14: // OrderAck
 		return m.strings(v, 4) && len(m.str[1]) > 0
 	case 15: // Shipment: shipped_at = 6, lines = 7
@@ -192,11 +195,11 @@ func (m *wireMsg) scanPayload(num protowire.Number, v []byte) bool {
 			return l.strings(f, 2) && decimal(l.str[2], true)
 		}) && len(m.str[1]) > 0
 	case 16: // Invoice
-		return m.strings(v, 4) && len(m.str[1]) > 0 && decimal(m.str[4], false)
-	case 17: // SalesReturn: lines = 4, not validated beyond decoding
+		return m.strings(v, 4) && len(m.str[1]) > 0 && decimal(m.str[4], false) && currency(m.str[3])
+	case 17: // SalesReturn: lines = 4
 		return m.scan(v, 4, 1<<4, 0, func(_ protowire.Number, f []byte) bool {
 			var l wireMsg
-			return l.strings(f, 2)
+			return l.strings(f, 2) && decimal(l.str[2], false)
 		}) && len(m.str[1]) > 0
 	}
 	return false

@@ -624,11 +624,18 @@ func (x *Price) GetValidTo() *timestamppb.Timestamp {
 
 // OrderLine is one line of a sales order.
 type OrderLine struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	LineNumber    string                 `protobuf:"bytes,1,opt,name=line_number,json=lineNumber,proto3" json:"line_number,omitempty"`
-	Sku           string                 `protobuf:"bytes,2,opt,name=sku,proto3" json:"sku,omitempty"`
-	Quantity      string                 `protobuf:"bytes,3,opt,name=quantity,proto3" json:"quantity,omitempty"`
-	UnitPrice     string                 `protobuf:"bytes,4,opt,name=unit_price,json=unitPrice,proto3" json:"unit_price,omitempty"`
+	state      protoimpl.MessageState `protogen:"open.v1"`
+	LineNumber string                 `protobuf:"bytes,1,opt,name=line_number,json=lineNumber,proto3" json:"line_number,omitempty"`
+	Sku        string                 `protobuf:"bytes,2,opt,name=sku,proto3" json:"sku,omitempty"`
+	Quantity   string                 `protobuf:"bytes,3,opt,name=quantity,proto3" json:"quantity,omitempty"`
+	UnitPrice  string                 `protobuf:"bytes,4,opt,name=unit_price,json=unitPrice,proto3" json:"unit_price,omitempty"`
+	// The partner's (buyer's) own item id, e.g. X12 PO1 qualifier BP or IN.
+	PartnerItemId string `protobuf:"bytes,5,opt,name=partner_item_id,json=partnerItemId,proto3" json:"partner_item_id,omitempty"`
+	// GTIN-8/12/13/14 with its check digit (X12 UP, EN, UK).
+	Gtin string `protobuf:"bytes,6,opt,name=gtin,proto3" json:"gtin,omitempty"`
+	// Unit of measure as the partner sent it (X12 355 codes: EA, CA, ...).
+	UnitOfMeasure string `protobuf:"bytes,7,opt,name=unit_of_measure,json=unitOfMeasure,proto3" json:"unit_of_measure,omitempty"`
+	Description   string `protobuf:"bytes,8,opt,name=description,proto3" json:"description,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -691,23 +698,166 @@ func (x *OrderLine) GetUnitPrice() string {
 	return ""
 }
 
-// Order is a sales order, from any channel.
-type Order struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	OrderNumber   string                 `protobuf:"bytes,1,opt,name=order_number,json=orderNumber,proto3" json:"order_number,omitempty"`
-	Channel       string                 `protobuf:"bytes,2,opt,name=channel,proto3" json:"channel,omitempty"`
-	Customer      string                 `protobuf:"bytes,3,opt,name=customer,proto3" json:"customer,omitempty"`
-	Status        string                 `protobuf:"bytes,4,opt,name=status,proto3" json:"status,omitempty"`
-	Currency      string                 `protobuf:"bytes,5,opt,name=currency,proto3" json:"currency,omitempty"`
-	Total         string                 `protobuf:"bytes,6,opt,name=total,proto3" json:"total,omitempty"`
-	Lines         []*OrderLine           `protobuf:"bytes,7,rep,name=lines,proto3" json:"lines,omitempty"`
+func (x *OrderLine) GetPartnerItemId() string {
+	if x != nil {
+		return x.PartnerItemId
+	}
+	return ""
+}
+
+func (x *OrderLine) GetGtin() string {
+	if x != nil {
+		return x.Gtin
+	}
+	return ""
+}
+
+func (x *OrderLine) GetUnitOfMeasure() string {
+	if x != nil {
+		return x.UnitOfMeasure
+	}
+	return ""
+}
+
+func (x *OrderLine) GetDescription() string {
+	if x != nil {
+		return x.Description
+	}
+	return ""
+}
+
+// Party is a ship-to, bill-to, ship-from or remit-to address with its identifiers.
+type Party struct {
+	state        protoimpl.MessageState `protogen:"open.v1"`
+	Name         string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	AddressLines []string               `protobuf:"bytes,2,rep,name=address_lines,json=addressLines,proto3" json:"address_lines,omitempty"`
+	City         string                 `protobuf:"bytes,3,opt,name=city,proto3" json:"city,omitempty"`
+	// State or province code.
+	Region     string `protobuf:"bytes,4,opt,name=region,proto3" json:"region,omitempty"`
+	PostalCode string `protobuf:"bytes,5,opt,name=postal_code,json=postalCode,proto3" json:"postal_code,omitempty"`
+	// ISO 3166-1 alpha-2, e.g. "US".
+	Country string `protobuf:"bytes,6,opt,name=country,proto3" json:"country,omitempty"`
+	// GS1 Global Location Number: 13 digits with check digit.
+	Gln string `protobuf:"bytes,7,opt,name=gln,proto3" json:"gln,omitempty"`
+	// The partner's own code for the location (X12 N1 qualifier 92), e.g. a store or DC number.
+	LocationCode  string `protobuf:"bytes,8,opt,name=location_code,json=locationCode,proto3" json:"location_code,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
+func (x *Party) Reset() {
+	*x = Party{}
+	mi := &file_crossdock_event_v1_event_proto_msgTypes[7]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Party) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Party) ProtoMessage() {}
+
+func (x *Party) ProtoReflect() protoreflect.Message {
+	mi := &file_crossdock_event_v1_event_proto_msgTypes[7]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Party.ProtoReflect.Descriptor instead.
+func (*Party) Descriptor() ([]byte, []int) {
+	return file_crossdock_event_v1_event_proto_rawDescGZIP(), []int{7}
+}
+
+func (x *Party) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *Party) GetAddressLines() []string {
+	if x != nil {
+		return x.AddressLines
+	}
+	return nil
+}
+
+func (x *Party) GetCity() string {
+	if x != nil {
+		return x.City
+	}
+	return ""
+}
+
+func (x *Party) GetRegion() string {
+	if x != nil {
+		return x.Region
+	}
+	return ""
+}
+
+func (x *Party) GetPostalCode() string {
+	if x != nil {
+		return x.PostalCode
+	}
+	return ""
+}
+
+func (x *Party) GetCountry() string {
+	if x != nil {
+		return x.Country
+	}
+	return ""
+}
+
+func (x *Party) GetGln() string {
+	if x != nil {
+		return x.Gln
+	}
+	return ""
+}
+
+func (x *Party) GetLocationCode() string {
+	if x != nil {
+		return x.LocationCode
+	}
+	return ""
+}
+
+// Order is a sales order, from any channel.
+type Order struct {
+	state       protoimpl.MessageState `protogen:"open.v1"`
+	OrderNumber string                 `protobuf:"bytes,1,opt,name=order_number,json=orderNumber,proto3" json:"order_number,omitempty"`
+	Channel     string                 `protobuf:"bytes,2,opt,name=channel,proto3" json:"channel,omitempty"`
+	Customer    string                 `protobuf:"bytes,3,opt,name=customer,proto3" json:"customer,omitempty"`
+	Status      string                 `protobuf:"bytes,4,opt,name=status,proto3" json:"status,omitempty"`
+	Currency    string                 `protobuf:"bytes,5,opt,name=currency,proto3" json:"currency,omitempty"`
+	Total       string                 `protobuf:"bytes,6,opt,name=total,proto3" json:"total,omitempty"`
+	Lines       []*OrderLine           `protobuf:"bytes,7,rep,name=lines,proto3" json:"lines,omitempty"`
+	// The trading partner the order came from (a partner id, an EDI sender).
+	Partner string `protobuf:"bytes,8,opt,name=partner,proto3" json:"partner,omitempty"`
+	// The partner's purchase order number (X12 BEG03); unique per partner.
+	PurchaseOrderNumber   string                 `protobuf:"bytes,9,opt,name=purchase_order_number,json=purchaseOrderNumber,proto3" json:"purchase_order_number,omitempty"`
+	OrderDate             *timestamppb.Timestamp `protobuf:"bytes,10,opt,name=order_date,json=orderDate,proto3" json:"order_date,omitempty"`
+	RequestedShipDate     *timestamppb.Timestamp `protobuf:"bytes,11,opt,name=requested_ship_date,json=requestedShipDate,proto3" json:"requested_ship_date,omitempty"`
+	ShipTo                *Party                 `protobuf:"bytes,12,opt,name=ship_to,json=shipTo,proto3" json:"ship_to,omitempty"`
+	BillTo                *Party                 `protobuf:"bytes,13,opt,name=bill_to,json=billTo,proto3" json:"bill_to,omitempty"`
+	Notes                 string                 `protobuf:"bytes,14,opt,name=notes,proto3" json:"notes,omitempty"`
+	RequestedDeliveryDate *timestamppb.Timestamp `protobuf:"bytes,15,opt,name=requested_delivery_date,json=requestedDeliveryDate,proto3" json:"requested_delivery_date,omitempty"`
+	unknownFields         protoimpl.UnknownFields
+	sizeCache             protoimpl.SizeCache
+}
+
 func (x *Order) Reset() {
 	*x = Order{}
-	mi := &file_crossdock_event_v1_event_proto_msgTypes[7]
+	mi := &file_crossdock_event_v1_event_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -719,7 +869,7 @@ func (x *Order) String() string {
 func (*Order) ProtoMessage() {}
 
 func (x *Order) ProtoReflect() protoreflect.Message {
-	mi := &file_crossdock_event_v1_event_proto_msgTypes[7]
+	mi := &file_crossdock_event_v1_event_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -732,7 +882,7 @@ func (x *Order) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Order.ProtoReflect.Descriptor instead.
 func (*Order) Descriptor() ([]byte, []int) {
-	return file_crossdock_event_v1_event_proto_rawDescGZIP(), []int{7}
+	return file_crossdock_event_v1_event_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *Order) GetOrderNumber() string {
@@ -784,6 +934,62 @@ func (x *Order) GetLines() []*OrderLine {
 	return nil
 }
 
+func (x *Order) GetPartner() string {
+	if x != nil {
+		return x.Partner
+	}
+	return ""
+}
+
+func (x *Order) GetPurchaseOrderNumber() string {
+	if x != nil {
+		return x.PurchaseOrderNumber
+	}
+	return ""
+}
+
+func (x *Order) GetOrderDate() *timestamppb.Timestamp {
+	if x != nil {
+		return x.OrderDate
+	}
+	return nil
+}
+
+func (x *Order) GetRequestedShipDate() *timestamppb.Timestamp {
+	if x != nil {
+		return x.RequestedShipDate
+	}
+	return nil
+}
+
+func (x *Order) GetShipTo() *Party {
+	if x != nil {
+		return x.ShipTo
+	}
+	return nil
+}
+
+func (x *Order) GetBillTo() *Party {
+	if x != nil {
+		return x.BillTo
+	}
+	return nil
+}
+
+func (x *Order) GetNotes() string {
+	if x != nil {
+		return x.Notes
+	}
+	return ""
+}
+
+func (x *Order) GetRequestedDeliveryDate() *timestamppb.Timestamp {
+	if x != nil {
+		return x.RequestedDeliveryDate
+	}
+	return nil
+}
+
 // OrderAck is the ERP's answer to an order.
 type OrderAck struct {
 	state          protoimpl.MessageState `protogen:"open.v1"`
@@ -791,13 +997,20 @@ type OrderAck struct {
 	ErpOrderNumber string                 `protobuf:"bytes,2,opt,name=erp_order_number,json=erpOrderNumber,proto3" json:"erp_order_number,omitempty"`
 	Status         string                 `protobuf:"bytes,3,opt,name=status,proto3" json:"status,omitempty"`
 	Message        string                 `protobuf:"bytes,4,opt,name=message,proto3" json:"message,omitempty"`
-	unknownFields  protoimpl.UnknownFields
-	sizeCache      protoimpl.SizeCache
+	// Line-level answers; empty when the ERP answered for the whole order only.
+	Lines               []*OrderAckLine        `protobuf:"bytes,5,rep,name=lines,proto3" json:"lines,omitempty"`
+	Partner             string                 `protobuf:"bytes,6,opt,name=partner,proto3" json:"partner,omitempty"`
+	PurchaseOrderNumber string                 `protobuf:"bytes,7,opt,name=purchase_order_number,json=purchaseOrderNumber,proto3" json:"purchase_order_number,omitempty"`
+	AcknowledgedAt      *timestamppb.Timestamp `protobuf:"bytes,8,opt,name=acknowledged_at,json=acknowledgedAt,proto3" json:"acknowledged_at,omitempty"`
+	// Date of the order acknowledged (X12 BAK04 repeats the PO date).
+	OrderDate     *timestamppb.Timestamp `protobuf:"bytes,9,opt,name=order_date,json=orderDate,proto3" json:"order_date,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *OrderAck) Reset() {
 	*x = OrderAck{}
-	mi := &file_crossdock_event_v1_event_proto_msgTypes[8]
+	mi := &file_crossdock_event_v1_event_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -809,7 +1022,7 @@ func (x *OrderAck) String() string {
 func (*OrderAck) ProtoMessage() {}
 
 func (x *OrderAck) ProtoReflect() protoreflect.Message {
-	mi := &file_crossdock_event_v1_event_proto_msgTypes[8]
+	mi := &file_crossdock_event_v1_event_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -822,7 +1035,7 @@ func (x *OrderAck) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use OrderAck.ProtoReflect.Descriptor instead.
 func (*OrderAck) Descriptor() ([]byte, []int) {
-	return file_crossdock_event_v1_event_proto_rawDescGZIP(), []int{8}
+	return file_crossdock_event_v1_event_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *OrderAck) GetOrderNumber() string {
@@ -853,18 +1066,181 @@ func (x *OrderAck) GetMessage() string {
 	return ""
 }
 
+func (x *OrderAck) GetLines() []*OrderAckLine {
+	if x != nil {
+		return x.Lines
+	}
+	return nil
+}
+
+func (x *OrderAck) GetPartner() string {
+	if x != nil {
+		return x.Partner
+	}
+	return ""
+}
+
+func (x *OrderAck) GetPurchaseOrderNumber() string {
+	if x != nil {
+		return x.PurchaseOrderNumber
+	}
+	return ""
+}
+
+func (x *OrderAck) GetAcknowledgedAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.AcknowledgedAt
+	}
+	return nil
+}
+
+func (x *OrderAck) GetOrderDate() *timestamppb.Timestamp {
+	if x != nil {
+		return x.OrderDate
+	}
+	return nil
+}
+
+// OrderAckLine is the answer for one order line.
+type OrderAckLine struct {
+	state      protoimpl.MessageState `protogen:"open.v1"`
+	LineNumber string                 `protobuf:"bytes,1,opt,name=line_number,json=lineNumber,proto3" json:"line_number,omitempty"`
+	Sku        string                 `protobuf:"bytes,2,opt,name=sku,proto3" json:"sku,omitempty"`
+	// accepted, rejected, backordered or changed (quantity changed).
+	Status string `protobuf:"bytes,3,opt,name=status,proto3" json:"status,omitempty"`
+	// Quantity accepted (or backordered); for "changed", the new quantity.
+	Quantity         string                 `protobuf:"bytes,4,opt,name=quantity,proto3" json:"quantity,omitempty"`
+	UnitOfMeasure    string                 `protobuf:"bytes,5,opt,name=unit_of_measure,json=unitOfMeasure,proto3" json:"unit_of_measure,omitempty"`
+	Reason           string                 `protobuf:"bytes,6,opt,name=reason,proto3" json:"reason,omitempty"`
+	PartnerItemId    string                 `protobuf:"bytes,7,opt,name=partner_item_id,json=partnerItemId,proto3" json:"partner_item_id,omitempty"`
+	Gtin             string                 `protobuf:"bytes,8,opt,name=gtin,proto3" json:"gtin,omitempty"`
+	UnitPrice        string                 `protobuf:"bytes,9,opt,name=unit_price,json=unitPrice,proto3" json:"unit_price,omitempty"`
+	ExpectedShipDate *timestamppb.Timestamp `protobuf:"bytes,10,opt,name=expected_ship_date,json=expectedShipDate,proto3" json:"expected_ship_date,omitempty"`
+	unknownFields    protoimpl.UnknownFields
+	sizeCache        protoimpl.SizeCache
+}
+
+func (x *OrderAckLine) Reset() {
+	*x = OrderAckLine{}
+	mi := &file_crossdock_event_v1_event_proto_msgTypes[10]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *OrderAckLine) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*OrderAckLine) ProtoMessage() {}
+
+func (x *OrderAckLine) ProtoReflect() protoreflect.Message {
+	mi := &file_crossdock_event_v1_event_proto_msgTypes[10]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use OrderAckLine.ProtoReflect.Descriptor instead.
+func (*OrderAckLine) Descriptor() ([]byte, []int) {
+	return file_crossdock_event_v1_event_proto_rawDescGZIP(), []int{10}
+}
+
+func (x *OrderAckLine) GetLineNumber() string {
+	if x != nil {
+		return x.LineNumber
+	}
+	return ""
+}
+
+func (x *OrderAckLine) GetSku() string {
+	if x != nil {
+		return x.Sku
+	}
+	return ""
+}
+
+func (x *OrderAckLine) GetStatus() string {
+	if x != nil {
+		return x.Status
+	}
+	return ""
+}
+
+func (x *OrderAckLine) GetQuantity() string {
+	if x != nil {
+		return x.Quantity
+	}
+	return ""
+}
+
+func (x *OrderAckLine) GetUnitOfMeasure() string {
+	if x != nil {
+		return x.UnitOfMeasure
+	}
+	return ""
+}
+
+func (x *OrderAckLine) GetReason() string {
+	if x != nil {
+		return x.Reason
+	}
+	return ""
+}
+
+func (x *OrderAckLine) GetPartnerItemId() string {
+	if x != nil {
+		return x.PartnerItemId
+	}
+	return ""
+}
+
+func (x *OrderAckLine) GetGtin() string {
+	if x != nil {
+		return x.Gtin
+	}
+	return ""
+}
+
+func (x *OrderAckLine) GetUnitPrice() string {
+	if x != nil {
+		return x.UnitPrice
+	}
+	return ""
+}
+
+func (x *OrderAckLine) GetExpectedShipDate() *timestamppb.Timestamp {
+	if x != nil {
+		return x.ExpectedShipDate
+	}
+	return nil
+}
+
 // ShipmentLine is one line of a shipment.
 type ShipmentLine struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Sku           string                 `protobuf:"bytes,1,opt,name=sku,proto3" json:"sku,omitempty"`
-	Quantity      string                 `protobuf:"bytes,2,opt,name=quantity,proto3" json:"quantity,omitempty"`
+	state    protoimpl.MessageState `protogen:"open.v1"`
+	Sku      string                 `protobuf:"bytes,1,opt,name=sku,proto3" json:"sku,omitempty"`
+	Quantity string                 `protobuf:"bytes,2,opt,name=quantity,proto3" json:"quantity,omitempty"`
+	// The order line this line ships or returns.
+	OrderLineNumber string `protobuf:"bytes,3,opt,name=order_line_number,json=orderLineNumber,proto3" json:"order_line_number,omitempty"`
+	UnitOfMeasure   string `protobuf:"bytes,4,opt,name=unit_of_measure,json=unitOfMeasure,proto3" json:"unit_of_measure,omitempty"`
+	PartnerItemId   string `protobuf:"bytes,5,opt,name=partner_item_id,json=partnerItemId,proto3" json:"partner_item_id,omitempty"`
+	Gtin            string `protobuf:"bytes,6,opt,name=gtin,proto3" json:"gtin,omitempty"`
+	// Quantity ordered on that line, when known (X12 SN105).
+	OrderedQuantity string `protobuf:"bytes,7,opt,name=ordered_quantity,json=orderedQuantity,proto3" json:"ordered_quantity,omitempty"`
+	// Why the goods come back (sales returns) or differ from the order.
+	Reason        string `protobuf:"bytes,8,opt,name=reason,proto3" json:"reason,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *ShipmentLine) Reset() {
 	*x = ShipmentLine{}
-	mi := &file_crossdock_event_v1_event_proto_msgTypes[9]
+	mi := &file_crossdock_event_v1_event_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -876,7 +1252,7 @@ func (x *ShipmentLine) String() string {
 func (*ShipmentLine) ProtoMessage() {}
 
 func (x *ShipmentLine) ProtoReflect() protoreflect.Message {
-	mi := &file_crossdock_event_v1_event_proto_msgTypes[9]
+	mi := &file_crossdock_event_v1_event_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -889,7 +1265,7 @@ func (x *ShipmentLine) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ShipmentLine.ProtoReflect.Descriptor instead.
 func (*ShipmentLine) Descriptor() ([]byte, []int) {
-	return file_crossdock_event_v1_event_proto_rawDescGZIP(), []int{9}
+	return file_crossdock_event_v1_event_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *ShipmentLine) GetSku() string {
@@ -906,6 +1282,128 @@ func (x *ShipmentLine) GetQuantity() string {
 	return ""
 }
 
+func (x *ShipmentLine) GetOrderLineNumber() string {
+	if x != nil {
+		return x.OrderLineNumber
+	}
+	return ""
+}
+
+func (x *ShipmentLine) GetUnitOfMeasure() string {
+	if x != nil {
+		return x.UnitOfMeasure
+	}
+	return ""
+}
+
+func (x *ShipmentLine) GetPartnerItemId() string {
+	if x != nil {
+		return x.PartnerItemId
+	}
+	return ""
+}
+
+func (x *ShipmentLine) GetGtin() string {
+	if x != nil {
+		return x.Gtin
+	}
+	return ""
+}
+
+func (x *ShipmentLine) GetOrderedQuantity() string {
+	if x != nil {
+		return x.OrderedQuantity
+	}
+	return ""
+}
+
+func (x *ShipmentLine) GetReason() string {
+	if x != nil {
+		return x.Reason
+	}
+	return ""
+}
+
+// Package is one shipping unit (carton, pallet) of a shipment.
+type Package struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// GS1 SSCC: 18 digits with check digit (X12 MAN GM).
+	Sscc string `protobuf:"bytes,1,opt,name=sscc,proto3" json:"sscc,omitempty"`
+	// Other shipping marks (X12 MAN other qualifiers).
+	Marks  string `protobuf:"bytes,2,opt,name=marks,proto3" json:"marks,omitempty"`
+	Weight string `protobuf:"bytes,3,opt,name=weight,proto3" json:"weight,omitempty"`
+	// Unit of the weight: LB or KG.
+	WeightUnit    string          `protobuf:"bytes,4,opt,name=weight_unit,json=weightUnit,proto3" json:"weight_unit,omitempty"`
+	Lines         []*ShipmentLine `protobuf:"bytes,5,rep,name=lines,proto3" json:"lines,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Package) Reset() {
+	*x = Package{}
+	mi := &file_crossdock_event_v1_event_proto_msgTypes[12]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Package) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Package) ProtoMessage() {}
+
+func (x *Package) ProtoReflect() protoreflect.Message {
+	mi := &file_crossdock_event_v1_event_proto_msgTypes[12]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Package.ProtoReflect.Descriptor instead.
+func (*Package) Descriptor() ([]byte, []int) {
+	return file_crossdock_event_v1_event_proto_rawDescGZIP(), []int{12}
+}
+
+func (x *Package) GetSscc() string {
+	if x != nil {
+		return x.Sscc
+	}
+	return ""
+}
+
+func (x *Package) GetMarks() string {
+	if x != nil {
+		return x.Marks
+	}
+	return ""
+}
+
+func (x *Package) GetWeight() string {
+	if x != nil {
+		return x.Weight
+	}
+	return ""
+}
+
+func (x *Package) GetWeightUnit() string {
+	if x != nil {
+		return x.WeightUnit
+	}
+	return ""
+}
+
+func (x *Package) GetLines() []*ShipmentLine {
+	if x != nil {
+		return x.Lines
+	}
+	return nil
+}
+
 // Shipment is goods leaving a warehouse.
 type Shipment struct {
 	state          protoimpl.MessageState `protogen:"open.v1"`
@@ -916,13 +1414,27 @@ type Shipment struct {
 	Status         string                 `protobuf:"bytes,5,opt,name=status,proto3" json:"status,omitempty"`
 	ShippedAt      *timestamppb.Timestamp `protobuf:"bytes,6,opt,name=shipped_at,json=shippedAt,proto3" json:"shipped_at,omitempty"`
 	Lines          []*ShipmentLine        `protobuf:"bytes,7,rep,name=lines,proto3" json:"lines,omitempty"`
-	unknownFields  protoimpl.UnknownFields
-	sizeCache      protoimpl.SizeCache
+	ShipFrom       *Party                 `protobuf:"bytes,8,opt,name=ship_from,json=shipFrom,proto3" json:"ship_from,omitempty"`
+	ShipTo         *Party                 `protobuf:"bytes,9,opt,name=ship_to,json=shipTo,proto3" json:"ship_to,omitempty"`
+	// Standard Carrier Alpha Code, 2 to 4 upper-case letters.
+	CarrierScac string `protobuf:"bytes,10,opt,name=carrier_scac,json=carrierScac,proto3" json:"carrier_scac,omitempty"`
+	// Service level, e.g. "GROUND", "ND" (next day).
+	ServiceLevel string `protobuf:"bytes,11,opt,name=service_level,json=serviceLevel,proto3" json:"service_level,omitempty"`
+	// Packages where known; lines then also appear, summed, in lines.
+	Packages            []*Package             `protobuf:"bytes,12,rep,name=packages,proto3" json:"packages,omitempty"`
+	Partner             string                 `protobuf:"bytes,13,opt,name=partner,proto3" json:"partner,omitempty"`
+	PurchaseOrderNumber string                 `protobuf:"bytes,14,opt,name=purchase_order_number,json=purchaseOrderNumber,proto3" json:"purchase_order_number,omitempty"`
+	BillOfLading        string                 `protobuf:"bytes,15,opt,name=bill_of_lading,json=billOfLading,proto3" json:"bill_of_lading,omitempty"`
+	Weight              string                 `protobuf:"bytes,16,opt,name=weight,proto3" json:"weight,omitempty"`
+	WeightUnit          string                 `protobuf:"bytes,17,opt,name=weight_unit,json=weightUnit,proto3" json:"weight_unit,omitempty"`
+	ExpectedDelivery    *timestamppb.Timestamp `protobuf:"bytes,18,opt,name=expected_delivery,json=expectedDelivery,proto3" json:"expected_delivery,omitempty"`
+	unknownFields       protoimpl.UnknownFields
+	sizeCache           protoimpl.SizeCache
 }
 
 func (x *Shipment) Reset() {
 	*x = Shipment{}
-	mi := &file_crossdock_event_v1_event_proto_msgTypes[10]
+	mi := &file_crossdock_event_v1_event_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -934,7 +1446,7 @@ func (x *Shipment) String() string {
 func (*Shipment) ProtoMessage() {}
 
 func (x *Shipment) ProtoReflect() protoreflect.Message {
-	mi := &file_crossdock_event_v1_event_proto_msgTypes[10]
+	mi := &file_crossdock_event_v1_event_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -947,7 +1459,7 @@ func (x *Shipment) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Shipment.ProtoReflect.Descriptor instead.
 func (*Shipment) Descriptor() ([]byte, []int) {
-	return file_crossdock_event_v1_event_proto_rawDescGZIP(), []int{10}
+	return file_crossdock_event_v1_event_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *Shipment) GetShipmentNumber() string {
@@ -999,6 +1511,83 @@ func (x *Shipment) GetLines() []*ShipmentLine {
 	return nil
 }
 
+func (x *Shipment) GetShipFrom() *Party {
+	if x != nil {
+		return x.ShipFrom
+	}
+	return nil
+}
+
+func (x *Shipment) GetShipTo() *Party {
+	if x != nil {
+		return x.ShipTo
+	}
+	return nil
+}
+
+func (x *Shipment) GetCarrierScac() string {
+	if x != nil {
+		return x.CarrierScac
+	}
+	return ""
+}
+
+func (x *Shipment) GetServiceLevel() string {
+	if x != nil {
+		return x.ServiceLevel
+	}
+	return ""
+}
+
+func (x *Shipment) GetPackages() []*Package {
+	if x != nil {
+		return x.Packages
+	}
+	return nil
+}
+
+func (x *Shipment) GetPartner() string {
+	if x != nil {
+		return x.Partner
+	}
+	return ""
+}
+
+func (x *Shipment) GetPurchaseOrderNumber() string {
+	if x != nil {
+		return x.PurchaseOrderNumber
+	}
+	return ""
+}
+
+func (x *Shipment) GetBillOfLading() string {
+	if x != nil {
+		return x.BillOfLading
+	}
+	return ""
+}
+
+func (x *Shipment) GetWeight() string {
+	if x != nil {
+		return x.Weight
+	}
+	return ""
+}
+
+func (x *Shipment) GetWeightUnit() string {
+	if x != nil {
+		return x.WeightUnit
+	}
+	return ""
+}
+
+func (x *Shipment) GetExpectedDelivery() *timestamppb.Timestamp {
+	if x != nil {
+		return x.ExpectedDelivery
+	}
+	return nil
+}
+
 // Invoice is a bill for an order.
 type Invoice struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
@@ -1006,13 +1595,26 @@ type Invoice struct {
 	OrderNumber   string                 `protobuf:"bytes,2,opt,name=order_number,json=orderNumber,proto3" json:"order_number,omitempty"`
 	Currency      string                 `protobuf:"bytes,3,opt,name=currency,proto3" json:"currency,omitempty"`
 	Total         string                 `protobuf:"bytes,4,opt,name=total,proto3" json:"total,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	Lines         []*InvoiceLine         `protobuf:"bytes,5,rep,name=lines,proto3" json:"lines,omitempty"`
+	Terms         *PaymentTerms          `protobuf:"bytes,6,opt,name=terms,proto3" json:"terms,omitempty"`
+	TaxLines      []*TaxLine             `protobuf:"bytes,7,rep,name=tax_lines,json=taxLines,proto3" json:"tax_lines,omitempty"`
+	// Sum of line amounts, before tax.
+	Subtotal            string                 `protobuf:"bytes,8,opt,name=subtotal,proto3" json:"subtotal,omitempty"`
+	TaxTotal            string                 `protobuf:"bytes,9,opt,name=tax_total,json=taxTotal,proto3" json:"tax_total,omitempty"`
+	InvoiceDate         *timestamppb.Timestamp `protobuf:"bytes,10,opt,name=invoice_date,json=invoiceDate,proto3" json:"invoice_date,omitempty"`
+	DueDate             *timestamppb.Timestamp `protobuf:"bytes,11,opt,name=due_date,json=dueDate,proto3" json:"due_date,omitempty"`
+	Partner             string                 `protobuf:"bytes,12,opt,name=partner,proto3" json:"partner,omitempty"`
+	PurchaseOrderNumber string                 `protobuf:"bytes,13,opt,name=purchase_order_number,json=purchaseOrderNumber,proto3" json:"purchase_order_number,omitempty"`
+	BillTo              *Party                 `protobuf:"bytes,14,opt,name=bill_to,json=billTo,proto3" json:"bill_to,omitempty"`
+	RemitTo             *Party                 `protobuf:"bytes,15,opt,name=remit_to,json=remitTo,proto3" json:"remit_to,omitempty"`
+	ShipTo              *Party                 `protobuf:"bytes,16,opt,name=ship_to,json=shipTo,proto3" json:"ship_to,omitempty"`
+	unknownFields       protoimpl.UnknownFields
+	sizeCache           protoimpl.SizeCache
 }
 
 func (x *Invoice) Reset() {
 	*x = Invoice{}
-	mi := &file_crossdock_event_v1_event_proto_msgTypes[11]
+	mi := &file_crossdock_event_v1_event_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1024,7 +1626,7 @@ func (x *Invoice) String() string {
 func (*Invoice) ProtoMessage() {}
 
 func (x *Invoice) ProtoReflect() protoreflect.Message {
-	mi := &file_crossdock_event_v1_event_proto_msgTypes[11]
+	mi := &file_crossdock_event_v1_event_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1037,7 +1639,7 @@ func (x *Invoice) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Invoice.ProtoReflect.Descriptor instead.
 func (*Invoice) Descriptor() ([]byte, []int) {
-	return file_crossdock_event_v1_event_proto_rawDescGZIP(), []int{11}
+	return file_crossdock_event_v1_event_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *Invoice) GetInvoiceNumber() string {
@@ -1068,6 +1670,350 @@ func (x *Invoice) GetTotal() string {
 	return ""
 }
 
+func (x *Invoice) GetLines() []*InvoiceLine {
+	if x != nil {
+		return x.Lines
+	}
+	return nil
+}
+
+func (x *Invoice) GetTerms() *PaymentTerms {
+	if x != nil {
+		return x.Terms
+	}
+	return nil
+}
+
+func (x *Invoice) GetTaxLines() []*TaxLine {
+	if x != nil {
+		return x.TaxLines
+	}
+	return nil
+}
+
+func (x *Invoice) GetSubtotal() string {
+	if x != nil {
+		return x.Subtotal
+	}
+	return ""
+}
+
+func (x *Invoice) GetTaxTotal() string {
+	if x != nil {
+		return x.TaxTotal
+	}
+	return ""
+}
+
+func (x *Invoice) GetInvoiceDate() *timestamppb.Timestamp {
+	if x != nil {
+		return x.InvoiceDate
+	}
+	return nil
+}
+
+func (x *Invoice) GetDueDate() *timestamppb.Timestamp {
+	if x != nil {
+		return x.DueDate
+	}
+	return nil
+}
+
+func (x *Invoice) GetPartner() string {
+	if x != nil {
+		return x.Partner
+	}
+	return ""
+}
+
+func (x *Invoice) GetPurchaseOrderNumber() string {
+	if x != nil {
+		return x.PurchaseOrderNumber
+	}
+	return ""
+}
+
+func (x *Invoice) GetBillTo() *Party {
+	if x != nil {
+		return x.BillTo
+	}
+	return nil
+}
+
+func (x *Invoice) GetRemitTo() *Party {
+	if x != nil {
+		return x.RemitTo
+	}
+	return nil
+}
+
+func (x *Invoice) GetShipTo() *Party {
+	if x != nil {
+		return x.ShipTo
+	}
+	return nil
+}
+
+// InvoiceLine is one billed line.
+type InvoiceLine struct {
+	state      protoimpl.MessageState `protogen:"open.v1"`
+	LineNumber string                 `protobuf:"bytes,1,opt,name=line_number,json=lineNumber,proto3" json:"line_number,omitempty"`
+	Sku        string                 `protobuf:"bytes,2,opt,name=sku,proto3" json:"sku,omitempty"`
+	Quantity   string                 `protobuf:"bytes,3,opt,name=quantity,proto3" json:"quantity,omitempty"`
+	UnitPrice  string                 `protobuf:"bytes,4,opt,name=unit_price,json=unitPrice,proto3" json:"unit_price,omitempty"`
+	// quantity × unit_price, as billed.
+	Amount          string `protobuf:"bytes,5,opt,name=amount,proto3" json:"amount,omitempty"`
+	UnitOfMeasure   string `protobuf:"bytes,6,opt,name=unit_of_measure,json=unitOfMeasure,proto3" json:"unit_of_measure,omitempty"`
+	PartnerItemId   string `protobuf:"bytes,7,opt,name=partner_item_id,json=partnerItemId,proto3" json:"partner_item_id,omitempty"`
+	Gtin            string `protobuf:"bytes,8,opt,name=gtin,proto3" json:"gtin,omitempty"`
+	OrderLineNumber string `protobuf:"bytes,9,opt,name=order_line_number,json=orderLineNumber,proto3" json:"order_line_number,omitempty"`
+	Description     string `protobuf:"bytes,10,opt,name=description,proto3" json:"description,omitempty"`
+	unknownFields   protoimpl.UnknownFields
+	sizeCache       protoimpl.SizeCache
+}
+
+func (x *InvoiceLine) Reset() {
+	*x = InvoiceLine{}
+	mi := &file_crossdock_event_v1_event_proto_msgTypes[15]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *InvoiceLine) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*InvoiceLine) ProtoMessage() {}
+
+func (x *InvoiceLine) ProtoReflect() protoreflect.Message {
+	mi := &file_crossdock_event_v1_event_proto_msgTypes[15]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use InvoiceLine.ProtoReflect.Descriptor instead.
+func (*InvoiceLine) Descriptor() ([]byte, []int) {
+	return file_crossdock_event_v1_event_proto_rawDescGZIP(), []int{15}
+}
+
+func (x *InvoiceLine) GetLineNumber() string {
+	if x != nil {
+		return x.LineNumber
+	}
+	return ""
+}
+
+func (x *InvoiceLine) GetSku() string {
+	if x != nil {
+		return x.Sku
+	}
+	return ""
+}
+
+func (x *InvoiceLine) GetQuantity() string {
+	if x != nil {
+		return x.Quantity
+	}
+	return ""
+}
+
+func (x *InvoiceLine) GetUnitPrice() string {
+	if x != nil {
+		return x.UnitPrice
+	}
+	return ""
+}
+
+func (x *InvoiceLine) GetAmount() string {
+	if x != nil {
+		return x.Amount
+	}
+	return ""
+}
+
+func (x *InvoiceLine) GetUnitOfMeasure() string {
+	if x != nil {
+		return x.UnitOfMeasure
+	}
+	return ""
+}
+
+func (x *InvoiceLine) GetPartnerItemId() string {
+	if x != nil {
+		return x.PartnerItemId
+	}
+	return ""
+}
+
+func (x *InvoiceLine) GetGtin() string {
+	if x != nil {
+		return x.Gtin
+	}
+	return ""
+}
+
+func (x *InvoiceLine) GetOrderLineNumber() string {
+	if x != nil {
+		return x.OrderLineNumber
+	}
+	return ""
+}
+
+func (x *InvoiceLine) GetDescription() string {
+	if x != nil {
+		return x.Description
+	}
+	return ""
+}
+
+// PaymentTerms are an invoice's terms of sale.
+type PaymentTerms struct {
+	state       protoimpl.MessageState `protogen:"open.v1"`
+	Description string                 `protobuf:"bytes,1,opt,name=description,proto3" json:"description,omitempty"`
+	// Days after the invoice date the net amount is due.
+	NetDays int32 `protobuf:"varint,2,opt,name=net_days,json=netDays,proto3" json:"net_days,omitempty"`
+	// Discount percent for early payment, a decimal string ("2" for 2%).
+	DiscountPercent string `protobuf:"bytes,3,opt,name=discount_percent,json=discountPercent,proto3" json:"discount_percent,omitempty"`
+	DiscountDays    int32  `protobuf:"varint,4,opt,name=discount_days,json=discountDays,proto3" json:"discount_days,omitempty"`
+	unknownFields   protoimpl.UnknownFields
+	sizeCache       protoimpl.SizeCache
+}
+
+func (x *PaymentTerms) Reset() {
+	*x = PaymentTerms{}
+	mi := &file_crossdock_event_v1_event_proto_msgTypes[16]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PaymentTerms) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PaymentTerms) ProtoMessage() {}
+
+func (x *PaymentTerms) ProtoReflect() protoreflect.Message {
+	mi := &file_crossdock_event_v1_event_proto_msgTypes[16]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PaymentTerms.ProtoReflect.Descriptor instead.
+func (*PaymentTerms) Descriptor() ([]byte, []int) {
+	return file_crossdock_event_v1_event_proto_rawDescGZIP(), []int{16}
+}
+
+func (x *PaymentTerms) GetDescription() string {
+	if x != nil {
+		return x.Description
+	}
+	return ""
+}
+
+func (x *PaymentTerms) GetNetDays() int32 {
+	if x != nil {
+		return x.NetDays
+	}
+	return 0
+}
+
+func (x *PaymentTerms) GetDiscountPercent() string {
+	if x != nil {
+		return x.DiscountPercent
+	}
+	return ""
+}
+
+func (x *PaymentTerms) GetDiscountDays() int32 {
+	if x != nil {
+		return x.DiscountDays
+	}
+	return 0
+}
+
+// TaxLine is one tax on an invoice.
+type TaxLine struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Tax type, e.g. "ST" (sales), "VA" (VAT), "GS" (GST).
+	Type   string `protobuf:"bytes,1,opt,name=type,proto3" json:"type,omitempty"`
+	Amount string `protobuf:"bytes,2,opt,name=amount,proto3" json:"amount,omitempty"`
+	// Percent rate, a decimal string.
+	Rate          string `protobuf:"bytes,3,opt,name=rate,proto3" json:"rate,omitempty"`
+	Jurisdiction  string `protobuf:"bytes,4,opt,name=jurisdiction,proto3" json:"jurisdiction,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *TaxLine) Reset() {
+	*x = TaxLine{}
+	mi := &file_crossdock_event_v1_event_proto_msgTypes[17]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *TaxLine) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*TaxLine) ProtoMessage() {}
+
+func (x *TaxLine) ProtoReflect() protoreflect.Message {
+	mi := &file_crossdock_event_v1_event_proto_msgTypes[17]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use TaxLine.ProtoReflect.Descriptor instead.
+func (*TaxLine) Descriptor() ([]byte, []int) {
+	return file_crossdock_event_v1_event_proto_rawDescGZIP(), []int{17}
+}
+
+func (x *TaxLine) GetType() string {
+	if x != nil {
+		return x.Type
+	}
+	return ""
+}
+
+func (x *TaxLine) GetAmount() string {
+	if x != nil {
+		return x.Amount
+	}
+	return ""
+}
+
+func (x *TaxLine) GetRate() string {
+	if x != nil {
+		return x.Rate
+	}
+	return ""
+}
+
+func (x *TaxLine) GetJurisdiction() string {
+	if x != nil {
+		return x.Jurisdiction
+	}
+	return ""
+}
+
 // SalesReturn is goods coming back from a customer.
 type SalesReturn struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
@@ -1075,13 +2021,15 @@ type SalesReturn struct {
 	OrderNumber   string                 `protobuf:"bytes,2,opt,name=order_number,json=orderNumber,proto3" json:"order_number,omitempty"`
 	Status        string                 `protobuf:"bytes,3,opt,name=status,proto3" json:"status,omitempty"`
 	Lines         []*ShipmentLine        `protobuf:"bytes,4,rep,name=lines,proto3" json:"lines,omitempty"`
+	Reason        string                 `protobuf:"bytes,5,opt,name=reason,proto3" json:"reason,omitempty"`
+	Partner       string                 `protobuf:"bytes,6,opt,name=partner,proto3" json:"partner,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *SalesReturn) Reset() {
 	*x = SalesReturn{}
-	mi := &file_crossdock_event_v1_event_proto_msgTypes[12]
+	mi := &file_crossdock_event_v1_event_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1093,7 +2041,7 @@ func (x *SalesReturn) String() string {
 func (*SalesReturn) ProtoMessage() {}
 
 func (x *SalesReturn) ProtoReflect() protoreflect.Message {
-	mi := &file_crossdock_event_v1_event_proto_msgTypes[12]
+	mi := &file_crossdock_event_v1_event_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1106,7 +2054,7 @@ func (x *SalesReturn) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SalesReturn.ProtoReflect.Descriptor instead.
 func (*SalesReturn) Descriptor() ([]byte, []int) {
-	return file_crossdock_event_v1_event_proto_rawDescGZIP(), []int{12}
+	return file_crossdock_event_v1_event_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *SalesReturn) GetReturnNumber() string {
@@ -1137,6 +2085,20 @@ func (x *SalesReturn) GetLines() []*ShipmentLine {
 	return nil
 }
 
+func (x *SalesReturn) GetReason() string {
+	if x != nil {
+		return x.Reason
+	}
+	return ""
+}
+
+func (x *SalesReturn) GetPartner() string {
+	if x != nil {
+		return x.Partner
+	}
+	return ""
+}
+
 // CommittedEvent is an event as the control plane committed it to the ledger.
 type CommittedEvent struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -1154,7 +2116,7 @@ type CommittedEvent struct {
 
 func (x *CommittedEvent) Reset() {
 	*x = CommittedEvent{}
-	mi := &file_crossdock_event_v1_event_proto_msgTypes[13]
+	mi := &file_crossdock_event_v1_event_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1166,7 +2128,7 @@ func (x *CommittedEvent) String() string {
 func (*CommittedEvent) ProtoMessage() {}
 
 func (x *CommittedEvent) ProtoReflect() protoreflect.Message {
-	mi := &file_crossdock_event_v1_event_proto_msgTypes[13]
+	mi := &file_crossdock_event_v1_event_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1179,7 +2141,7 @@ func (x *CommittedEvent) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CommittedEvent.ProtoReflect.Descriptor instead.
 func (*CommittedEvent) Descriptor() ([]byte, []int) {
-	return file_crossdock_event_v1_event_proto_rawDescGZIP(), []int{13}
+	return file_crossdock_event_v1_event_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *CommittedEvent) GetSeq() uint64 {
@@ -1273,14 +2235,28 @@ const file_crossdock_event_v1_event_proto_rawDesc = "" +
 	"\x06amount\x18\x04 \x01(\tR\x06amount\x129\n" +
 	"\n" +
 	"valid_from\x18\x05 \x01(\v2\x1a.google.protobuf.TimestampR\tvalidFrom\x125\n" +
-	"\bvalid_to\x18\x06 \x01(\v2\x1a.google.protobuf.TimestampR\avalidTo\"y\n" +
+	"\bvalid_to\x18\x06 \x01(\v2\x1a.google.protobuf.TimestampR\avalidTo\"\xff\x01\n" +
 	"\tOrderLine\x12\x1f\n" +
 	"\vline_number\x18\x01 \x01(\tR\n" +
 	"lineNumber\x12\x10\n" +
 	"\x03sku\x18\x02 \x01(\tR\x03sku\x12\x1a\n" +
 	"\bquantity\x18\x03 \x01(\tR\bquantity\x12\x1d\n" +
 	"\n" +
-	"unit_price\x18\x04 \x01(\tR\tunitPrice\"\xdf\x01\n" +
+	"unit_price\x18\x04 \x01(\tR\tunitPrice\x12&\n" +
+	"\x0fpartner_item_id\x18\x05 \x01(\tR\rpartnerItemId\x12\x12\n" +
+	"\x04gtin\x18\x06 \x01(\tR\x04gtin\x12&\n" +
+	"\x0funit_of_measure\x18\a \x01(\tR\runitOfMeasure\x12 \n" +
+	"\vdescription\x18\b \x01(\tR\vdescription\"\xde\x01\n" +
+	"\x05Party\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12#\n" +
+	"\raddress_lines\x18\x02 \x03(\tR\faddressLines\x12\x12\n" +
+	"\x04city\x18\x03 \x01(\tR\x04city\x12\x16\n" +
+	"\x06region\x18\x04 \x01(\tR\x06region\x12\x1f\n" +
+	"\vpostal_code\x18\x05 \x01(\tR\n" +
+	"postalCode\x12\x18\n" +
+	"\acountry\x18\x06 \x01(\tR\acountry\x12\x10\n" +
+	"\x03gln\x18\a \x01(\tR\x03gln\x12#\n" +
+	"\rlocation_code\x18\b \x01(\tR\flocationCode\"\x86\x05\n" +
 	"\x05Order\x12!\n" +
 	"\forder_number\x18\x01 \x01(\tR\vorderNumber\x12\x18\n" +
 	"\achannel\x18\x02 \x01(\tR\achannel\x12\x1a\n" +
@@ -1288,15 +2264,58 @@ const file_crossdock_event_v1_event_proto_rawDesc = "" +
 	"\x06status\x18\x04 \x01(\tR\x06status\x12\x1a\n" +
 	"\bcurrency\x18\x05 \x01(\tR\bcurrency\x12\x14\n" +
 	"\x05total\x18\x06 \x01(\tR\x05total\x123\n" +
-	"\x05lines\x18\a \x03(\v2\x1d.crossdock.event.v1.OrderLineR\x05lines\"\x89\x01\n" +
+	"\x05lines\x18\a \x03(\v2\x1d.crossdock.event.v1.OrderLineR\x05lines\x12\x18\n" +
+	"\apartner\x18\b \x01(\tR\apartner\x122\n" +
+	"\x15purchase_order_number\x18\t \x01(\tR\x13purchaseOrderNumber\x129\n" +
+	"\n" +
+	"order_date\x18\n" +
+	" \x01(\v2\x1a.google.protobuf.TimestampR\torderDate\x12J\n" +
+	"\x13requested_ship_date\x18\v \x01(\v2\x1a.google.protobuf.TimestampR\x11requestedShipDate\x122\n" +
+	"\aship_to\x18\f \x01(\v2\x19.crossdock.event.v1.PartyR\x06shipTo\x122\n" +
+	"\abill_to\x18\r \x01(\v2\x19.crossdock.event.v1.PartyR\x06billTo\x12\x14\n" +
+	"\x05notes\x18\x0e \x01(\tR\x05notes\x12R\n" +
+	"\x17requested_delivery_date\x18\x0f \x01(\v2\x1a.google.protobuf.TimestampR\x15requestedDeliveryDate\"\x8f\x03\n" +
 	"\bOrderAck\x12!\n" +
 	"\forder_number\x18\x01 \x01(\tR\vorderNumber\x12(\n" +
 	"\x10erp_order_number\x18\x02 \x01(\tR\x0eerpOrderNumber\x12\x16\n" +
 	"\x06status\x18\x03 \x01(\tR\x06status\x12\x18\n" +
-	"\amessage\x18\x04 \x01(\tR\amessage\"<\n" +
+	"\amessage\x18\x04 \x01(\tR\amessage\x126\n" +
+	"\x05lines\x18\x05 \x03(\v2 .crossdock.event.v1.OrderAckLineR\x05lines\x12\x18\n" +
+	"\apartner\x18\x06 \x01(\tR\apartner\x122\n" +
+	"\x15purchase_order_number\x18\a \x01(\tR\x13purchaseOrderNumber\x12C\n" +
+	"\x0facknowledged_at\x18\b \x01(\v2\x1a.google.protobuf.TimestampR\x0eacknowledgedAt\x129\n" +
+	"\n" +
+	"order_date\x18\t \x01(\v2\x1a.google.protobuf.TimestampR\torderDate\"\xda\x02\n" +
+	"\fOrderAckLine\x12\x1f\n" +
+	"\vline_number\x18\x01 \x01(\tR\n" +
+	"lineNumber\x12\x10\n" +
+	"\x03sku\x18\x02 \x01(\tR\x03sku\x12\x16\n" +
+	"\x06status\x18\x03 \x01(\tR\x06status\x12\x1a\n" +
+	"\bquantity\x18\x04 \x01(\tR\bquantity\x12&\n" +
+	"\x0funit_of_measure\x18\x05 \x01(\tR\runitOfMeasure\x12\x16\n" +
+	"\x06reason\x18\x06 \x01(\tR\x06reason\x12&\n" +
+	"\x0fpartner_item_id\x18\a \x01(\tR\rpartnerItemId\x12\x12\n" +
+	"\x04gtin\x18\b \x01(\tR\x04gtin\x12\x1d\n" +
+	"\n" +
+	"unit_price\x18\t \x01(\tR\tunitPrice\x12H\n" +
+	"\x12expected_ship_date\x18\n" +
+	" \x01(\v2\x1a.google.protobuf.TimestampR\x10expectedShipDate\"\x8f\x02\n" +
 	"\fShipmentLine\x12\x10\n" +
 	"\x03sku\x18\x01 \x01(\tR\x03sku\x12\x1a\n" +
-	"\bquantity\x18\x02 \x01(\tR\bquantity\"\xa4\x02\n" +
+	"\bquantity\x18\x02 \x01(\tR\bquantity\x12*\n" +
+	"\x11order_line_number\x18\x03 \x01(\tR\x0forderLineNumber\x12&\n" +
+	"\x0funit_of_measure\x18\x04 \x01(\tR\runitOfMeasure\x12&\n" +
+	"\x0fpartner_item_id\x18\x05 \x01(\tR\rpartnerItemId\x12\x12\n" +
+	"\x04gtin\x18\x06 \x01(\tR\x04gtin\x12)\n" +
+	"\x10ordered_quantity\x18\a \x01(\tR\x0forderedQuantity\x12\x16\n" +
+	"\x06reason\x18\b \x01(\tR\x06reason\"\xa4\x01\n" +
+	"\aPackage\x12\x12\n" +
+	"\x04sscc\x18\x01 \x01(\tR\x04sscc\x12\x14\n" +
+	"\x05marks\x18\x02 \x01(\tR\x05marks\x12\x16\n" +
+	"\x06weight\x18\x03 \x01(\tR\x06weight\x12\x1f\n" +
+	"\vweight_unit\x18\x04 \x01(\tR\n" +
+	"weightUnit\x126\n" +
+	"\x05lines\x18\x05 \x03(\v2 .crossdock.event.v1.ShipmentLineR\x05lines\"\x87\x06\n" +
 	"\bShipment\x12'\n" +
 	"\x0fshipment_number\x18\x01 \x01(\tR\x0eshipmentNumber\x12!\n" +
 	"\forder_number\x18\x02 \x01(\tR\vorderNumber\x12\x18\n" +
@@ -1305,17 +2324,69 @@ const file_crossdock_event_v1_event_proto_rawDesc = "" +
 	"\x06status\x18\x05 \x01(\tR\x06status\x129\n" +
 	"\n" +
 	"shipped_at\x18\x06 \x01(\v2\x1a.google.protobuf.TimestampR\tshippedAt\x126\n" +
-	"\x05lines\x18\a \x03(\v2 .crossdock.event.v1.ShipmentLineR\x05lines\"\x85\x01\n" +
+	"\x05lines\x18\a \x03(\v2 .crossdock.event.v1.ShipmentLineR\x05lines\x126\n" +
+	"\tship_from\x18\b \x01(\v2\x19.crossdock.event.v1.PartyR\bshipFrom\x122\n" +
+	"\aship_to\x18\t \x01(\v2\x19.crossdock.event.v1.PartyR\x06shipTo\x12!\n" +
+	"\fcarrier_scac\x18\n" +
+	" \x01(\tR\vcarrierScac\x12#\n" +
+	"\rservice_level\x18\v \x01(\tR\fserviceLevel\x127\n" +
+	"\bpackages\x18\f \x03(\v2\x1b.crossdock.event.v1.PackageR\bpackages\x12\x18\n" +
+	"\apartner\x18\r \x01(\tR\apartner\x122\n" +
+	"\x15purchase_order_number\x18\x0e \x01(\tR\x13purchaseOrderNumber\x12$\n" +
+	"\x0ebill_of_lading\x18\x0f \x01(\tR\fbillOfLading\x12\x16\n" +
+	"\x06weight\x18\x10 \x01(\tR\x06weight\x12\x1f\n" +
+	"\vweight_unit\x18\x11 \x01(\tR\n" +
+	"weightUnit\x12G\n" +
+	"\x11expected_delivery\x18\x12 \x01(\v2\x1a.google.protobuf.TimestampR\x10expectedDelivery\"\xc9\x05\n" +
 	"\aInvoice\x12%\n" +
 	"\x0einvoice_number\x18\x01 \x01(\tR\rinvoiceNumber\x12!\n" +
 	"\forder_number\x18\x02 \x01(\tR\vorderNumber\x12\x1a\n" +
 	"\bcurrency\x18\x03 \x01(\tR\bcurrency\x12\x14\n" +
-	"\x05total\x18\x04 \x01(\tR\x05total\"\xa5\x01\n" +
+	"\x05total\x18\x04 \x01(\tR\x05total\x125\n" +
+	"\x05lines\x18\x05 \x03(\v2\x1f.crossdock.event.v1.InvoiceLineR\x05lines\x126\n" +
+	"\x05terms\x18\x06 \x01(\v2 .crossdock.event.v1.PaymentTermsR\x05terms\x128\n" +
+	"\ttax_lines\x18\a \x03(\v2\x1b.crossdock.event.v1.TaxLineR\btaxLines\x12\x1a\n" +
+	"\bsubtotal\x18\b \x01(\tR\bsubtotal\x12\x1b\n" +
+	"\ttax_total\x18\t \x01(\tR\btaxTotal\x12=\n" +
+	"\finvoice_date\x18\n" +
+	" \x01(\v2\x1a.google.protobuf.TimestampR\vinvoiceDate\x125\n" +
+	"\bdue_date\x18\v \x01(\v2\x1a.google.protobuf.TimestampR\adueDate\x12\x18\n" +
+	"\apartner\x18\f \x01(\tR\apartner\x122\n" +
+	"\x15purchase_order_number\x18\r \x01(\tR\x13purchaseOrderNumber\x122\n" +
+	"\abill_to\x18\x0e \x01(\v2\x19.crossdock.event.v1.PartyR\x06billTo\x124\n" +
+	"\bremit_to\x18\x0f \x01(\v2\x19.crossdock.event.v1.PartyR\aremitTo\x122\n" +
+	"\aship_to\x18\x10 \x01(\v2\x19.crossdock.event.v1.PartyR\x06shipTo\"\xc5\x02\n" +
+	"\vInvoiceLine\x12\x1f\n" +
+	"\vline_number\x18\x01 \x01(\tR\n" +
+	"lineNumber\x12\x10\n" +
+	"\x03sku\x18\x02 \x01(\tR\x03sku\x12\x1a\n" +
+	"\bquantity\x18\x03 \x01(\tR\bquantity\x12\x1d\n" +
+	"\n" +
+	"unit_price\x18\x04 \x01(\tR\tunitPrice\x12\x16\n" +
+	"\x06amount\x18\x05 \x01(\tR\x06amount\x12&\n" +
+	"\x0funit_of_measure\x18\x06 \x01(\tR\runitOfMeasure\x12&\n" +
+	"\x0fpartner_item_id\x18\a \x01(\tR\rpartnerItemId\x12\x12\n" +
+	"\x04gtin\x18\b \x01(\tR\x04gtin\x12*\n" +
+	"\x11order_line_number\x18\t \x01(\tR\x0forderLineNumber\x12 \n" +
+	"\vdescription\x18\n" +
+	" \x01(\tR\vdescription\"\x9b\x01\n" +
+	"\fPaymentTerms\x12 \n" +
+	"\vdescription\x18\x01 \x01(\tR\vdescription\x12\x19\n" +
+	"\bnet_days\x18\x02 \x01(\x05R\anetDays\x12)\n" +
+	"\x10discount_percent\x18\x03 \x01(\tR\x0fdiscountPercent\x12#\n" +
+	"\rdiscount_days\x18\x04 \x01(\x05R\fdiscountDays\"m\n" +
+	"\aTaxLine\x12\x12\n" +
+	"\x04type\x18\x01 \x01(\tR\x04type\x12\x16\n" +
+	"\x06amount\x18\x02 \x01(\tR\x06amount\x12\x12\n" +
+	"\x04rate\x18\x03 \x01(\tR\x04rate\x12\"\n" +
+	"\fjurisdiction\x18\x04 \x01(\tR\fjurisdiction\"\xd7\x01\n" +
 	"\vSalesReturn\x12#\n" +
 	"\rreturn_number\x18\x01 \x01(\tR\freturnNumber\x12!\n" +
 	"\forder_number\x18\x02 \x01(\tR\vorderNumber\x12\x16\n" +
 	"\x06status\x18\x03 \x01(\tR\x06status\x126\n" +
-	"\x05lines\x18\x04 \x03(\v2 .crossdock.event.v1.ShipmentLineR\x05lines\"\xc5\x01\n" +
+	"\x05lines\x18\x04 \x03(\v2 .crossdock.event.v1.ShipmentLineR\x05lines\x12\x16\n" +
+	"\x06reason\x18\x05 \x01(\tR\x06reason\x12\x18\n" +
+	"\apartner\x18\x06 \x01(\tR\apartner\"\xc5\x01\n" +
 	"\x0eCommittedEvent\x12\x10\n" +
 	"\x03seq\x18\x01 \x01(\x04R\x03seq\x12/\n" +
 	"\x05event\x18\x02 \x01(\v2\x19.crossdock.event.v1.EventR\x05event\x12=\n" +
@@ -1335,7 +2406,7 @@ func file_crossdock_event_v1_event_proto_rawDescGZIP() []byte {
 	return file_crossdock_event_v1_event_proto_rawDescData
 }
 
-var file_crossdock_event_v1_event_proto_msgTypes = make([]protoimpl.MessageInfo, 15)
+var file_crossdock_event_v1_event_proto_msgTypes = make([]protoimpl.MessageInfo, 21)
 var file_crossdock_event_v1_event_proto_goTypes = []any{
 	(*Event)(nil),                 // 0: crossdock.event.v1.Event
 	(*Source)(nil),                // 1: crossdock.event.v1.Source
@@ -1344,42 +2415,70 @@ var file_crossdock_event_v1_event_proto_goTypes = []any{
 	(*InventoryLevel)(nil),        // 4: crossdock.event.v1.InventoryLevel
 	(*Price)(nil),                 // 5: crossdock.event.v1.Price
 	(*OrderLine)(nil),             // 6: crossdock.event.v1.OrderLine
-	(*Order)(nil),                 // 7: crossdock.event.v1.Order
-	(*OrderAck)(nil),              // 8: crossdock.event.v1.OrderAck
-	(*ShipmentLine)(nil),          // 9: crossdock.event.v1.ShipmentLine
-	(*Shipment)(nil),              // 10: crossdock.event.v1.Shipment
-	(*Invoice)(nil),               // 11: crossdock.event.v1.Invoice
-	(*SalesReturn)(nil),           // 12: crossdock.event.v1.SalesReturn
-	(*CommittedEvent)(nil),        // 13: crossdock.event.v1.CommittedEvent
-	nil,                           // 14: crossdock.event.v1.Event.KeysEntry
-	(*timestamppb.Timestamp)(nil), // 15: google.protobuf.Timestamp
+	(*Party)(nil),                 // 7: crossdock.event.v1.Party
+	(*Order)(nil),                 // 8: crossdock.event.v1.Order
+	(*OrderAck)(nil),              // 9: crossdock.event.v1.OrderAck
+	(*OrderAckLine)(nil),          // 10: crossdock.event.v1.OrderAckLine
+	(*ShipmentLine)(nil),          // 11: crossdock.event.v1.ShipmentLine
+	(*Package)(nil),               // 12: crossdock.event.v1.Package
+	(*Shipment)(nil),              // 13: crossdock.event.v1.Shipment
+	(*Invoice)(nil),               // 14: crossdock.event.v1.Invoice
+	(*InvoiceLine)(nil),           // 15: crossdock.event.v1.InvoiceLine
+	(*PaymentTerms)(nil),          // 16: crossdock.event.v1.PaymentTerms
+	(*TaxLine)(nil),               // 17: crossdock.event.v1.TaxLine
+	(*SalesReturn)(nil),           // 18: crossdock.event.v1.SalesReturn
+	(*CommittedEvent)(nil),        // 19: crossdock.event.v1.CommittedEvent
+	nil,                           // 20: crossdock.event.v1.Event.KeysEntry
+	(*timestamppb.Timestamp)(nil), // 21: google.protobuf.Timestamp
 }
 var file_crossdock_event_v1_event_proto_depIdxs = []int32{
-	14, // 0: crossdock.event.v1.Event.keys:type_name -> crossdock.event.v1.Event.KeysEntry
-	15, // 1: crossdock.event.v1.Event.occurred_at:type_name -> google.protobuf.Timestamp
+	20, // 0: crossdock.event.v1.Event.keys:type_name -> crossdock.event.v1.Event.KeysEntry
+	21, // 1: crossdock.event.v1.Event.occurred_at:type_name -> google.protobuf.Timestamp
 	1,  // 2: crossdock.event.v1.Event.source:type_name -> crossdock.event.v1.Source
 	2,  // 3: crossdock.event.v1.Event.trace:type_name -> crossdock.event.v1.TraceContext
 	3,  // 4: crossdock.event.v1.Event.item:type_name -> crossdock.event.v1.Item
 	4,  // 5: crossdock.event.v1.Event.inventory_level:type_name -> crossdock.event.v1.InventoryLevel
 	5,  // 6: crossdock.event.v1.Event.price:type_name -> crossdock.event.v1.Price
-	7,  // 7: crossdock.event.v1.Event.order:type_name -> crossdock.event.v1.Order
-	8,  // 8: crossdock.event.v1.Event.order_ack:type_name -> crossdock.event.v1.OrderAck
-	10, // 9: crossdock.event.v1.Event.shipment:type_name -> crossdock.event.v1.Shipment
-	11, // 10: crossdock.event.v1.Event.invoice:type_name -> crossdock.event.v1.Invoice
-	12, // 11: crossdock.event.v1.Event.sales_return:type_name -> crossdock.event.v1.SalesReturn
-	15, // 12: crossdock.event.v1.Price.valid_from:type_name -> google.protobuf.Timestamp
-	15, // 13: crossdock.event.v1.Price.valid_to:type_name -> google.protobuf.Timestamp
+	8,  // 7: crossdock.event.v1.Event.order:type_name -> crossdock.event.v1.Order
+	9,  // 8: crossdock.event.v1.Event.order_ack:type_name -> crossdock.event.v1.OrderAck
+	13, // 9: crossdock.event.v1.Event.shipment:type_name -> crossdock.event.v1.Shipment
+	14, // 10: crossdock.event.v1.Event.invoice:type_name -> crossdock.event.v1.Invoice
+	18, // 11: crossdock.event.v1.Event.sales_return:type_name -> crossdock.event.v1.SalesReturn
+	21, // 12: crossdock.event.v1.Price.valid_from:type_name -> google.protobuf.Timestamp
+	21, // 13: crossdock.event.v1.Price.valid_to:type_name -> google.protobuf.Timestamp
 	6,  // 14: crossdock.event.v1.Order.lines:type_name -> crossdock.event.v1.OrderLine
-	15, // 15: crossdock.event.v1.Shipment.shipped_at:type_name -> google.protobuf.Timestamp
-	9,  // 16: crossdock.event.v1.Shipment.lines:type_name -> crossdock.event.v1.ShipmentLine
-	9,  // 17: crossdock.event.v1.SalesReturn.lines:type_name -> crossdock.event.v1.ShipmentLine
-	0,  // 18: crossdock.event.v1.CommittedEvent.event:type_name -> crossdock.event.v1.Event
-	15, // 19: crossdock.event.v1.CommittedEvent.committed_at:type_name -> google.protobuf.Timestamp
-	20, // [20:20] is the sub-list for method output_type
-	20, // [20:20] is the sub-list for method input_type
-	20, // [20:20] is the sub-list for extension type_name
-	20, // [20:20] is the sub-list for extension extendee
-	0,  // [0:20] is the sub-list for field type_name
+	21, // 15: crossdock.event.v1.Order.order_date:type_name -> google.protobuf.Timestamp
+	21, // 16: crossdock.event.v1.Order.requested_ship_date:type_name -> google.protobuf.Timestamp
+	7,  // 17: crossdock.event.v1.Order.ship_to:type_name -> crossdock.event.v1.Party
+	7,  // 18: crossdock.event.v1.Order.bill_to:type_name -> crossdock.event.v1.Party
+	21, // 19: crossdock.event.v1.Order.requested_delivery_date:type_name -> google.protobuf.Timestamp
+	10, // 20: crossdock.event.v1.OrderAck.lines:type_name -> crossdock.event.v1.OrderAckLine
+	21, // 21: crossdock.event.v1.OrderAck.acknowledged_at:type_name -> google.protobuf.Timestamp
+	21, // 22: crossdock.event.v1.OrderAck.order_date:type_name -> google.protobuf.Timestamp
+	21, // 23: crossdock.event.v1.OrderAckLine.expected_ship_date:type_name -> google.protobuf.Timestamp
+	11, // 24: crossdock.event.v1.Package.lines:type_name -> crossdock.event.v1.ShipmentLine
+	21, // 25: crossdock.event.v1.Shipment.shipped_at:type_name -> google.protobuf.Timestamp
+	11, // 26: crossdock.event.v1.Shipment.lines:type_name -> crossdock.event.v1.ShipmentLine
+	7,  // 27: crossdock.event.v1.Shipment.ship_from:type_name -> crossdock.event.v1.Party
+	7,  // 28: crossdock.event.v1.Shipment.ship_to:type_name -> crossdock.event.v1.Party
+	12, // 29: crossdock.event.v1.Shipment.packages:type_name -> crossdock.event.v1.Package
+	21, // 30: crossdock.event.v1.Shipment.expected_delivery:type_name -> google.protobuf.Timestamp
+	15, // 31: crossdock.event.v1.Invoice.lines:type_name -> crossdock.event.v1.InvoiceLine
+	16, // 32: crossdock.event.v1.Invoice.terms:type_name -> crossdock.event.v1.PaymentTerms
+	17, // 33: crossdock.event.v1.Invoice.tax_lines:type_name -> crossdock.event.v1.TaxLine
+	21, // 34: crossdock.event.v1.Invoice.invoice_date:type_name -> google.protobuf.Timestamp
+	21, // 35: crossdock.event.v1.Invoice.due_date:type_name -> google.protobuf.Timestamp
+	7,  // 36: crossdock.event.v1.Invoice.bill_to:type_name -> crossdock.event.v1.Party
+	7,  // 37: crossdock.event.v1.Invoice.remit_to:type_name -> crossdock.event.v1.Party
+	7,  // 38: crossdock.event.v1.Invoice.ship_to:type_name -> crossdock.event.v1.Party
+	11, // 39: crossdock.event.v1.SalesReturn.lines:type_name -> crossdock.event.v1.ShipmentLine
+	0,  // 40: crossdock.event.v1.CommittedEvent.event:type_name -> crossdock.event.v1.Event
+	21, // 41: crossdock.event.v1.CommittedEvent.committed_at:type_name -> google.protobuf.Timestamp
+	42, // [42:42] is the sub-list for method output_type
+	42, // [42:42] is the sub-list for method input_type
+	42, // [42:42] is the sub-list for extension type_name
+	42, // [42:42] is the sub-list for extension extendee
+	0,  // [0:42] is the sub-list for field type_name
 }
 
 func init() { file_crossdock_event_v1_event_proto_init() }
@@ -1403,7 +2502,7 @@ func file_crossdock_event_v1_event_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_crossdock_event_v1_event_proto_rawDesc), len(file_crossdock_event_v1_event_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   15,
+			NumMessages:   21,
 			NumExtensions: 0,
 			NumServices:   0,
 		},
