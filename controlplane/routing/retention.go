@@ -20,9 +20,11 @@ const RetentionName = "default"
 // MinDedupWindow is the shortest dedupWindow accepted. Re-sent outbox entries are
 // recognised by their outbox seq whatever the window (the agent's record is never
 // pruned); the window covers the same event read again from its source under a new
-// outbox seq (a connector restarted from an older position, a re-read of a day). A day
-// covers a connector down overnight and its operator re-reading that day.
-const MinDedupWindow = 24 * time.Hour
+// outbox seq (a connector restarted from an older position, a re-read of a day). The
+// default (720h) covers a month of such re-reads; the floor of a minute lets a test or
+// a soak benchmark bound the id index to a short window, and is documented as unsafe
+// for production.
+const MinDedupWindow = time.Minute
 
 // RetentionSpec is the spec of the Retention document.
 type RetentionSpec struct {

@@ -60,7 +60,7 @@ spec:
 		{"types: [{keep: 1h}]", "spec.types[0].types: required"},
 		{"compact: [price, price]", "spec.compact[1]: type \"price\" is listed twice"},
 		{"compact: [prices]", "spec.compact[0]: unknown event type"},
-		{"dedupWindow: 23h", "spec.dedupWindow: must be at least 24h0m0s"},
+		{"dedupWindow: 59s", "spec.dedupWindow: must be at least 1m0s"},
 		{"default: {keep: 1h, maxBytes: 10GiB}", "spec.default.maxBytes: is not enforced"},
 		{"dedupWindow: soon", "spec.dedupWindow"},
 	} {
