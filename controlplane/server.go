@@ -86,6 +86,8 @@ type Config struct {
 	// enrollment and failed-authentication rates per source address, refusal logs);
 	// zero fields take api.DefaultLimits.
 	Limits api.Limits
+	// MetricsListen serves /metrics, /healthz and /readyz over plain HTTP; empty disables it.
+	MetricsListen string
 }
 
 // Server is one running control plane node.
@@ -112,6 +114,8 @@ type Server struct {
 	// joinIndex is the raft index this node was added at, when it joined in this run.
 	joinIndex uint64
 	joined    bool
+	// obs holds the metrics registry, the metrics listener and readiness (metrics.go).
+	obs *observability
 }
 
 // AdminConfigFile is the name of the admin config written into the data dir at bootstrap.
@@ -159,7 +163,7 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 	if err := checkNodeID(cfg.DataDir, ident, cfg.NodeID); err != nil {
 		return nil, err
 	}
-	s := &Server{cfg: cfg, logger: logger.With("node", cfg.NodeID), registry: api.NewRegistry(), archive: arch}
+	s := &Server{cfg: cfg, logger: logger.With("node", cfg.NodeID), registry: api.NewRegistry(), archive: arch, obs: newObservability()}
 
 	// Bind the API port first: the server certificate and admin config name it.
 	tcp, err := net.Listen("tcp", cfg.Listen)
@@ -262,6 +266,11 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 		return nil, err
 	}
 	if err := s.buildServers(nodeCert); err != nil {
+		s.store.Close()
+		s.closeListeners()
+		return nil, err
+	}
+	if err := s.startMetrics(); err != nil {
 		s.store.Close()
 		s.closeListeners()
 		return nil, err
@@ -481,11 +490,11 @@ func (s *Server) buildServers(cert tls.Certificate) error {
 		s.logger.Info("webhooks may reach these non-public addresses (--webhook-allow)", "allow", fmt.Sprint(s.cfg.WebhookAllow))
 	}
 	mux.Handle(routingv1connect.NewRoutingServiceHandler(&api.Routing{Backend: backend, Webhooks: webhooks}, append(opts, connect.WithInterceptors(auth))...))
-	s.delivery = delivery.New(delivery.Config{Store: s.store, Plans: &delivery.RoutingPlans{Source: s.store.Ledger()}, AgentSink: &s.backend.Sinks, Logger: s.logger, AddressPolicy: webhooks})
+	s.delivery = delivery.New(delivery.Config{Store: s.store, Plans: &delivery.RoutingPlans{Source: s.store.Ledger()}, AgentSink: &s.backend.Sinks, Logger: s.logger, AddressPolicy: webhooks, OnAttempt: s.obs.onAttempt})
 	admin.Archive.Engine = s.delivery
 	mux.Handle(deliveryv1connect.NewDeliveryServiceHandler(&api.Delivery{Backend: backend, Engine: s.delivery}, append(opts, connect.WithInterceptors(auth))...))
 	mux.Handle(deliveryv1connect.NewPartnerServiceHandler(&api.Partner{Backend: backend, Engine: s.delivery}, opts...))
-	handler := api.WithPeer(guard.Wrap(mux))
+	handler := s.withHealth(api.WithPeer(guard.Wrap(mux)))
 
 	// No ReadTimeout: it would cut uplink streams and snapshot uploads. Bodies read
 	// before authentication get a deadline from the guard instead.
@@ -559,6 +568,7 @@ func (s *Server) Run(ctx context.Context) error {
 	}
 	stopDelivery()
 	<-deliveryDone
+	s.stopMetrics()
 	return errors.Join(err, s.store.Close())
 }
 

@@ -79,6 +79,7 @@ type options struct {
 	memprofile  string
 	timeout     time.Duration
 	stall       time.Duration
+	scrape      time.Duration
 }
 
 func main() {
@@ -106,6 +107,7 @@ func main() {
 	flag.StringVar(&o.memprofile, "memprofile", "", "write an allocation profile of this process (the load generator) after the max runs")
 	flag.DurationVar(&o.timeout, "timeout", 6*time.Minute, "give up after this long")
 	flag.DurationVar(&o.stall, "stall", 20*time.Second, "fail a run when nothing is committed for this long while events are outstanding")
+	flag.DurationVar(&o.scrape, "scrape", 0, "fetch every node's /metrics this often during the whole run, as Prometheus would (0: no scraper)")
 	flag.Parse()
 	stallAfter = o.stall
 	slog.SetDefault(slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelError})))
@@ -421,7 +423,9 @@ func run(o options) error {
 		c.stop()
 		return fmt.Errorf("form the cluster: %w", err)
 	}
+	stopScrape := startScraper(ctx, c, o.scrape)
 	res, err := measure(ctx, o, c, time.Since(t0))
+	stopScrape()
 	if errors.Is(err, errStalled) {
 		keep = true // dumpStall printed the logs and kept the evidence
 	} else if err != nil {

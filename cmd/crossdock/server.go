@@ -61,6 +61,7 @@ cluster: it creates the cluster CA and an admin token, and writes both to
 	f.BoolVar(&cfg.Moved, "i-moved-this-node", false, "accept raft and API addresses other than those in <data-dir>/node.json: this node moved and its old copy is gone for good")
 	f.Float64Var(&cfg.Limits.EnrollPerSecond, "enroll-rate", 1, "agent enrollments and node joins allowed per second from one source address, after --enroll-burst (negative: no limit)")
 	f.IntVar(&cfg.Limits.EnrollBurst, "enroll-burst", 20, "agent enrollments and node joins one source address may make at once")
+	f.StringVar(&cfg.MetricsListen, "metrics-listen", "127.0.0.1:9464", "plain-HTTP address for /metrics, /healthz and /readyz (no token; keep it on loopback or a private network; '' disables)")
 	f.BoolVar(&writeCLI, "write-cli-config", true, "at bootstrap, also write the admin config to ~/.config/crossdock/config.yaml if absent")
 	return cmd
 }
