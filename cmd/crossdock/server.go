@@ -1,6 +1,7 @@
 package main
 
 import (
+	"log/slog"
 	"os"
 	"time"
 
@@ -9,6 +10,7 @@ import (
 	"github.com/crossdock/crossdock/controlplane"
 	"github.com/crossdock/crossdock/controlplane/delivery"
 	"github.com/crossdock/crossdock/internal/cliconfig"
+	"github.com/crossdock/crossdock/internal/platform/metrics"
 )
 
 func newServerCmd() *cobra.Command {
@@ -39,6 +41,10 @@ cluster: it creates the cluster CA and an admin token, and writes both to
 				cmd.PrintErrf("control plane serving on %s (admin config: %s)\n", srv.Addr(), srv.AdminConfigPath())
 			} else {
 				cmd.PrintErrf("control plane serving on %s\n", srv.Addr())
+			}
+			if os.Getenv("NOTIFY_SOCKET") != "" { // systemd Type=notify: READY=1 once /readyz would say so
+				go metrics.NotifyWhenReady(cmd.Context(), srv.Ready, 500*time.Millisecond, slog.Default())
+				defer metrics.NotifyStopping()
 			}
 			return srv.Run(cmd.Context())
 		},
