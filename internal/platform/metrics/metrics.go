@@ -123,7 +123,9 @@ func HashicorpSink() (prometheus.Collector, error) {
 		conf.EnableServiceLabel = false
 		conf.EnableRuntimeMetrics = false
 		conf.FilterDefault = false
-		conf.AllowedPrefixes = RaftPrefixes
+		for _, p := range RaftPrefixes { // go-metrics filters on the key with the service name in front
+			conf.AllowedPrefixes = append(conf.AllowedPrefixes, Namespace+"."+p)
+		}
 		_, hcErr = gometrics.NewGlobal(conf, hcSink)
 		if hcErr != nil {
 			hcErr = fmt.Errorf("metrics: go-metrics global: %w", hcErr)
