@@ -9,6 +9,8 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"net/netip"
+	"os"
+	"path/filepath"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -230,6 +232,7 @@ spec:
 			t.Errorf("%s{destination=shop} missing", name)
 		}
 	}
+	checkDocumented(t, f)
 }
 
 func get(t testing.TB, c *http.Client, url string) (int, string) {
@@ -322,5 +325,59 @@ func TestHealthOnAPIPortNeedsNoToken(t *testing.T) {
 	resp.Body.Close()
 	if resp.StatusCode == http.StatusOK {
 		t.Errorf("POST /readyz = 200, want it refused")
+	}
+}
+
+// documentedMetrics returns the metric names in the tables of docs/operations.md's
+// Monitoring section.
+func documentedMetrics(t testing.TB) []string {
+	t.Helper()
+	b, err := os.ReadFile(filepath.Join("..", "docs", "operations.md"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	doc := string(b)
+	start := strings.Index(doc, "\n## Monitoring\n")
+	if start < 0 {
+		t.Fatal("docs/operations.md has no Monitoring section")
+	}
+	doc = doc[start+1:]
+	if end := strings.Index(doc[3:], "\n## "); end >= 0 {
+		doc = doc[:end+3]
+	}
+	var names []string
+	for _, line := range strings.Split(doc, "\n") {
+		if rest, ok := strings.CutPrefix(line, "| `crossdock_"); ok {
+			names = append(names, "crossdock_"+rest[:strings.Index(rest, "`")])
+		}
+	}
+	return names
+}
+
+// checkDocumented checks the Monitoring section against a scrape of a node that
+// delivered to a webhook: every documented control plane metric is in the scrape and
+// every crossdock_ metric of the scrape is documented (hashicorp/raft's extras are
+// named in the text instead of the table).
+func checkDocumented(t *testing.T, fams map[string]*dto.MetricFamily) {
+	t.Helper()
+	documented := map[string]bool{}
+	for _, n := range documentedMetrics(t) {
+		documented[n] = true
+		if strings.HasPrefix(n, "crossdock_agent_") {
+			continue // checked against the agent's collector in package agent
+		}
+		if _, ok := fams[n]; !ok {
+			t.Errorf("docs/operations.md documents %s but a scrape does not have it", n)
+		}
+	}
+	if len(documented) < 20 {
+		t.Errorf("found only %d metrics in the Monitoring section's tables", len(documented))
+	}
+	for n := range fams {
+		if strings.HasPrefix(n, "crossdock_") && !strings.HasPrefix(n, "crossdock_raft_") || n == "crossdock_raft_leader" || n == "crossdock_raft_term" {
+			if !documented[n] {
+				t.Errorf("%s is in a scrape but not documented in docs/operations.md's Monitoring section", n)
+			}
+		}
 	}
 }
