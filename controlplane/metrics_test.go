@@ -25,6 +25,7 @@ import (
 	"github.com/crossdock/crossdock/controlplane"
 	"github.com/crossdock/crossdock/controlplane/controlplanetest"
 	"github.com/crossdock/crossdock/internal/cliconfig"
+	"github.com/crossdock/crossdock/internal/testkit/testutil"
 	adminv1 "github.com/crossdock/crossdock/proto/gen/crossdock/admin/v1"
 	eventv1 "github.com/crossdock/crossdock/proto/gen/crossdock/event/v1"
 	routingv1 "github.com/crossdock/crossdock/proto/gen/crossdock/routing/v1"
@@ -210,15 +211,15 @@ spec:
 	a := startAgent(t, s, "wh-delivery")
 	publishLevels(t, a, 1, 10)
 	dest := map[string]string{"destination": "shop"}
-	controlplanetest.WaitFor(t, 60*time.Second, "delivery metrics for shop: 10 delivered, lag 0, a retry and ok requests", func() bool {
+	testutil.WaitForDetail(t, 60*time.Second, 50*time.Millisecond, "delivery metrics for shop: 10 delivered, lag 0, a retry and ok requests", func() (bool, string) {
 		f := scrape(t, s.MetricsAddr())
 		delivered, _ := value(f, "crossdock_delivery_delivered_total", dest)
 		lag, lok := value(f, "crossdock_delivery_lag_events", dest)
 		retried, _ := value(f, "crossdock_delivery_retried_total", dest)
 		okReqs, _ := value(f, "crossdock_delivery_request_duration_seconds", map[string]string{"destination": "shop", "outcome": "ok"})
 		retryReqs, _ := value(f, "crossdock_delivery_request_duration_seconds", map[string]string{"destination": "shop", "outcome": "retry"})
-		t.Logf("delivered=%v lag=%v retried=%v ok=%v retry=%v", delivered, lag, retried, okReqs, retryReqs)
-		return delivered == 10 && lok && lag == 0 && retried >= 1 && retryReqs >= 1 && okReqs >= 1
+		detail := fmt.Sprintf("delivered=%v lag=%v retried=%v ok=%v retry=%v", delivered, lag, retried, okReqs, retryReqs)
+		return delivered == 10 && lok && lag == 0 && retried >= 1 && retryReqs >= 1 && okReqs >= 1, detail
 	})
 	f := scrape(t, s.MetricsAddr())
 	if v, _ := value(f, "crossdock_delivery_breaker_state", map[string]string{"destination": "shop", "state": "closed"}); v != 1 {
