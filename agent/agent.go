@@ -70,6 +70,8 @@ type Config struct {
 	// RenewCheck is how often the agent checks whether its certificate is due for
 	// renewal (a third of its lifetime left) while connected; 1h when zero.
 	RenewCheck time.Duration
+	// MetricsListen serves /metrics, /healthz and /readyz over plain HTTP; empty disables it.
+	MetricsListen string
 }
 
 // recentIDCount bounds how many recent ids given by a caller or derived from a position
@@ -91,6 +93,8 @@ type Agent struct {
 	renew     *renewer
 	recent    *recentIDs
 	conflicts conflicts
+
+	obs agentObs // metrics and readiness (agent/metrics.go)
 }
 
 // New enrolls the agent if it has no identity yet, opens the outbox and binds the local
@@ -188,6 +192,13 @@ func New(ctx context.Context, cfg Config) (*Agent, error) {
 			return nil, fmt.Errorf("agent: local API listen on %s: %w", cfg.LocalAddr, err)
 		}
 	}
+	if err := a.startMetrics(); err != nil {
+		if a.local != nil {
+			a.local.Close()
+		}
+		a.outbox.Close()
+		return nil, err
+	}
 	return a, nil
 }
 
@@ -213,6 +224,7 @@ func (a *Agent) Plugins() *pluginhost.Host { return a.host }
 // done. A connector's failure never ends Run: it shows in Status.
 func (a *Agent) Run(ctx context.Context) error {
 	defer a.outbox.Close()
+	defer a.stopMetrics()
 	if a.host != nil {
 		hctx, stop := context.WithCancel(ctx)
 		done := make(chan struct{})

@@ -97,6 +97,11 @@ type Config struct {
 	// DisableViews turns the views (inventory, prices, items derived from the ledger)
 	// off on this node (--views=false); Server.Views is then nil.
 	DisableViews bool
+	// MetricsListen serves /metrics, /healthz and /readyz over plain HTTP; empty disables it.
+	MetricsListen string
+	// MetricsListenOptional: MetricsListen is a default, not the operator's choice; if
+	// its address is in use the node starts without the listener and logs a warning.
+	MetricsListenOptional bool
 }
 
 // Server is one running control plane node.
@@ -127,6 +132,8 @@ type Server struct {
 	joined    bool
 	// views follow this node's ledger (nil with DisableViews).
 	views *views.Views
+	// obs holds the metrics registry, the metrics listener and readiness (metrics.go).
+	obs *observability
 }
 
 // AdminConfigFile is the name of the admin config written into the data dir at bootstrap.
@@ -174,7 +181,7 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 	if err := checkNodeID(cfg.DataDir, ident, cfg.NodeID); err != nil {
 		return nil, err
 	}
-	s := &Server{cfg: cfg, logger: logger.With("node", cfg.NodeID), registry: api.NewRegistry(), archive: arch}
+	s := &Server{cfg: cfg, logger: logger.With("node", cfg.NodeID), registry: api.NewRegistry(), archive: arch, obs: newObservability()}
 
 	// Bind the API port first: the server certificate and admin config name it.
 	tcp, err := net.Listen("tcp", cfg.Listen)
@@ -283,6 +290,11 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 		return nil, err
 	}
 	if err := s.buildServers(nodeCert); err != nil {
+		s.store.Close()
+		s.closeListeners()
+		return nil, err
+	}
+	if err := s.startMetrics(); err != nil {
 		s.store.Close()
 		s.closeListeners()
 		return nil, err
@@ -505,12 +517,12 @@ func (s *Server) buildServers(cert tls.Certificate) error {
 		s.logger.Info("webhooks may reach these non-public addresses (--webhook-allow)", "allow", fmt.Sprint(s.cfg.WebhookAllow))
 	}
 	mux.Handle(routingv1connect.NewRoutingServiceHandler(&api.Routing{Backend: backend, Webhooks: webhooks}, append(opts, connect.WithInterceptors(auth))...))
-	s.delivery = delivery.New(delivery.Config{Store: s.store, Plans: &delivery.RoutingPlans{Source: s.store.Ledger()}, AgentSink: &s.backend.Sinks, Logger: s.logger, AddressPolicy: webhooks})
+	s.delivery = delivery.New(delivery.Config{Store: s.store, Plans: &delivery.RoutingPlans{Source: s.store.Ledger()}, AgentSink: &s.backend.Sinks, Logger: s.logger, AddressPolicy: webhooks, OnAttempt: s.obs.onAttempt})
 	admin.Archive.Engine = s.delivery
 	s.pruner = retention.New(retention.Config{Store: s.store, Plans: &delivery.RoutingPlans{Source: s.store.Ledger()}, Interval: s.cfg.PruneInterval, Logger: s.logger})
 	mux.Handle(deliveryv1connect.NewDeliveryServiceHandler(&api.Delivery{Backend: backend, Engine: s.delivery}, append(opts, connect.WithInterceptors(auth))...))
 	mux.Handle(deliveryv1connect.NewPartnerServiceHandler(&api.Partner{Backend: backend, Engine: s.delivery}, opts...))
-	handler := api.WithPeer(guard.Wrap(mux))
+	handler := s.withHealth(api.WithPeer(guard.Wrap(mux)))
 
 	// No ReadTimeout: it would cut uplink streams and snapshot uploads. Bodies read
 	// before authentication get a deadline from the guard instead.
@@ -598,6 +610,7 @@ func (s *Server) Run(ctx context.Context) error {
 	stopViews()
 	<-viewsDone
 	<-pruneDone
+	s.stopMetrics()
 	return errors.Join(err, s.store.Close())
 }
 

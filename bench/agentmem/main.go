@@ -91,7 +91,7 @@ func run(bin string, n int, memLimit string) error {
 	}
 	raftAddr, _ := freeAddr()
 	local, _ := freeAddr()
-	serverArgs := []string{"server", "--data-dir", filepath.Join(dir, "cp"), "--listen", api, "--raft-listen", raftAddr, "--write-cli-config=false", "--log-level", "warn"}
+	serverArgs := []string{"server", "--data-dir", filepath.Join(dir, "cp"), "--listen", api, "--raft-listen", raftAddr, "--write-cli-config=false", "--log-level", "warn", "--metrics-listen", ""}
 	srv, err := startProc(bin, filepath.Join(dir, "server.log"), serverArgs...)
 	if err != nil {
 		return err

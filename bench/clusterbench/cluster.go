@@ -24,6 +24,7 @@ import (
 // node is one `crossdock server` process.
 type node struct {
 	id, api, raft, dir, log string
+	metrics                 string // --metrics-listen address
 	cmd                     *exec.Cmd
 	admin                   adminv1connect.AdminServiceClient // talks to this node only (no redirect for status)
 	closeAdmin              func()
@@ -70,7 +71,11 @@ func (c *cluster) start(bin string, i int, extra ...string) (*node, error) {
 	if err != nil {
 		return nil, err
 	}
-	n := &node{id: fmt.Sprintf("cp%d", i+1), api: api, raft: raft, dir: filepath.Join(c.dir, fmt.Sprintf("cp%d", i+1))}
+	maddr, err := freeAddr()
+	if err != nil {
+		return nil, err
+	}
+	n := &node{id: fmt.Sprintf("cp%d", i+1), api: api, raft: raft, metrics: maddr, dir: filepath.Join(c.dir, fmt.Sprintf("cp%d", i+1))}
 	n.log = n.dir + ".log"
 	f, err := os.Create(n.log)
 	if err != nil {
@@ -78,7 +83,7 @@ func (c *cluster) start(bin string, i int, extra ...string) (*node, error) {
 	}
 	defer f.Close()
 	args := append([]string{"server", "--data-dir", n.dir, "--node-id", n.id, "--listen", api, "--raft-listen", raft,
-		"--write-cli-config=false", "--log-level", "warn"}, append(extra, c.serverArgs...)...)
+		"--write-cli-config=false", "--log-level", "warn", "--metrics-listen", maddr}, append(extra, c.serverArgs...)...)
 	n.cmd = exec.Command(bin, args...)
 	n.cmd.Stdout, n.cmd.Stderr = f, f
 	n.cmd.Env = append(os.Environ(), "HOME="+c.dir, "CROSSDOCK_JOIN_TOKEN=")

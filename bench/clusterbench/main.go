@@ -81,6 +81,7 @@ type options struct {
 	stall       time.Duration
 	viewsLag    bool
 	viewsRounds int
+	scrape      time.Duration
 }
 
 func main() {
@@ -110,6 +111,7 @@ func main() {
 	flag.DurationVar(&o.stall, "stall", 20*time.Second, "fail a run when nothing is committed for this long while events are outstanding")
 	flag.BoolVar(&o.viewsLag, "views-lag", true, "after the runs, print each node's views lag behind its ledger (p50/p99 of apply → folded)")
 	flag.IntVar(&o.viewsRounds, "views", 0, "compare views off and on: this many rounds, each a fresh cluster with --views=false then one with --views=true (order swapped every other round); the agents path only, -runs runs each, medians")
+	flag.DurationVar(&o.scrape, "scrape", 0, "fetch every node's /metrics this often during the whole run, as Prometheus would (0: no scraper)")
 	flag.Parse()
 	stallAfter = o.stall
 	slog.SetDefault(slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelError})))
@@ -428,7 +430,9 @@ func run(o options) error {
 		c.stop()
 		return fmt.Errorf("form the cluster: %w", err)
 	}
+	stopScrape := startScraper(ctx, c, o.scrape)
 	res, err := measure(ctx, o, c, time.Since(t0))
+	stopScrape()
 	if errors.Is(err, errStalled) {
 		keep = true // dumpStall printed the logs and kept the evidence
 	} else if err != nil {

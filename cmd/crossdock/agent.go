@@ -2,6 +2,7 @@ package main
 
 import (
 	"fmt"
+	"log/slog"
 	"net/http"
 	"os"
 	"runtime/debug"
@@ -15,6 +16,7 @@ import (
 	"github.com/crossdock/crossdock/agent"
 	"github.com/crossdock/crossdock/agent/config"
 	"github.com/crossdock/crossdock/agent/pluginhost"
+	"github.com/crossdock/crossdock/internal/platform/metrics"
 	"github.com/crossdock/crossdock/plugins/builtin"
 	agentv1 "github.com/crossdock/crossdock/proto/gen/crossdock/agent/v1"
 	"github.com/crossdock/crossdock/proto/gen/crossdock/agent/v1/agentv1connect"
@@ -52,6 +54,10 @@ certificate, and from then on connects with mutual TLS only.
 				return err
 			}
 			cmd.PrintErrf("agent %s running; local API on %s\n", a.ID(), a.LocalAddr())
+			if os.Getenv("NOTIFY_SOCKET") != "" { // systemd Type=notify: READY=1 once /readyz would say so
+				go metrics.NotifyWhenReady(cmd.Context(), a.Ready, 500*time.Millisecond, slog.Default())
+				defer metrics.NotifyStopping()
+			}
 			return a.Run(cmd.Context())
 		},
 	}
@@ -67,6 +73,7 @@ certificate, and from then on connects with mutual TLS only.
 	f.StringVar(&memLimit, "memory-limit", "40MiB", "soft Go memory limit; the GC works harder near it (GOMEMLIMIT overrides; 0 disables)")
 	f.IntVar(&cfg.BatchMaxEvents, "batch", 500, "events per uplink batch")
 	f.IntVar(&cfg.Window, "window", 8, "uplink batches in flight")
+	f.StringVar(&cfg.MetricsListen, "metrics-listen", "", "plain-HTTP address for /metrics, /healthz and /readyz, e.g. 127.0.0.1:9465 (no token; default: off)")
 	f.StringVar(&cfgFile, "config", envOr("CROSSDOCK_AGENT_CONFIG", ""), "agent config file (YAML): agent settings and connectors (env CROSSDOCK_AGENT_CONFIG)")
 	cmd.AddCommand(newAgentStatusCmd(), newAgentRepairCmd())
 	return cmd

@@ -56,7 +56,7 @@ func (n *cpNode) running() bool {
 // serverArgs are the node's flags for a restart: a node with a data dir needs no --join.
 func (n *cpNode) serverArgs() []string {
 	return []string{"server", "--data-dir", n.dataDir, "--node-id", n.id, "--listen", n.addr,
-		"--raft-listen", n.raftAddr, "--write-cli-config=false"}
+		"--raft-listen", n.raftAddr, "--write-cli-config=false", "--metrics-listen", ""}
 }
 
 type cpCluster struct {

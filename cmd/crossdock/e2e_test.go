@@ -153,7 +153,7 @@ func startServer(t *testing.T, extra ...string) *cluster {
 	c.addr = fmt.Sprintf("127.0.0.1:%d", port)
 	c.config = filepath.Join(c.dataDir, "admin.yaml")
 	c.args = append([]string{"server", "--data-dir", c.dataDir, "--node-id", "cp1",
-		"--listen", c.addr, "--raft-listen", fmt.Sprintf("127.0.0.1:%d", freePort(t)), "--write-cli-config=false"}, extra...)
+		"--listen", c.addr, "--raft-listen", fmt.Sprintf("127.0.0.1:%d", freePort(t)), "--write-cli-config=false", "--metrics-listen", ""}, extra...)
 	c.starts = 1
 	c.proc = start(t, "server", c.args...)
 	controlplanetest.WaitFor(t, 60*time.Second, "server to write admin.yaml", func() bool {

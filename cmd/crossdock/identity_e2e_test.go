@@ -75,7 +75,7 @@ func runServerUntilExit(t *testing.T, args ...string) (string, time.Duration) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	cmd := exec.CommandContext(ctx, binary, append([]string{"server", "--write-cli-config=false"}, args...)...)
+	cmd := exec.CommandContext(ctx, binary, append([]string{"server", "--write-cli-config=false", "--metrics-listen", ""}, args...)...)
 	cmd.Env = append(os.Environ(), "HOME="+t.TempDir(), "CROSSDOCK_CONFIG=")
 	begin := time.Now()
 	out, err := cmd.CombinedOutput()

@@ -190,7 +190,7 @@ func TestCLIConfigElsewhere(t *testing.T) {
 		t.Fatal(err)
 	}
 	cmd := exec.Command(binary, "server", "--data-dir", dir, "--node-id", "cpb", "--listen", addr,
-		"--raft-listen", fmt.Sprintf("127.0.0.1:%d", freePort(t)))
+		"--raft-listen", fmt.Sprintf("127.0.0.1:%d", freePort(t)), "--metrics-listen", "")
 	cmd.Env = append(os.Environ(), "HOME="+home, "XDG_CONFIG_HOME="+xdg, "CROSSDOCK_CONFIG=")
 	cmd.Stdout, cmd.Stderr = logf, logf
 	if err := cmd.Start(); err != nil {

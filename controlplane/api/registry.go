@@ -73,6 +73,19 @@ func (r *Registry) Get(agentID string) (Conn, bool) {
 	return *c, true
 }
 
+// Conns returns the live streams on this node (metrics).
+func (r *Registry) Conns() []Conn {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	out := make([]Conn, 0, len(r.conns))
+	for _, c := range r.conns {
+		cp := *c
+		cp.end = nil
+		out = append(out, cp)
+	}
+	return out
+}
+
 // Kick ends the live stream of an agent, if any, with cause.
 func (r *Registry) Kick(agentID string, cause error) bool {
 	r.mu.Lock()

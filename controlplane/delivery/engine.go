@@ -52,6 +52,9 @@ type Config struct {
 	OnDelivered func(destination string, seqs []uint64, at time.Time)
 	// AgentSink delivers to agent destinations; without it they are not run.
 	AgentSink AgentSink
+	// OnAttempt, when set, is called after every request to a destination with its
+	// outcome ("ok", "retry", "throttled" or "permanent") and duration (metrics).
+	OnAttempt func(destination, outcome string, took time.Duration)
 }
 
 // Engine delivers on the leader. Run it on every node: it is idle on followers.

@@ -103,6 +103,9 @@ func (w *worker) sendJob(ctx context.Context, items []*item) {
 	} else {
 		res = w.e.client.send(ctx, &w.dest, w.key, id, body)
 	}
+	if h := w.e.cfg.OnAttempt; h != nil {
+		h(w.dest.Name, res.outcome.String(), res.took)
+	}
 	r := jobResult{items: items, res: res, at: time.Now()}
 	if res.outcome == outcomeOK {
 		var ids []string

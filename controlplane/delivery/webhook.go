@@ -64,6 +64,21 @@ const (
 	outcomePermanent         // other 4xx, 3xx: dead-letter at once
 )
 
+// String names the outcome in metrics.
+func (o outcome) String() string {
+	switch o {
+	case outcomeOK:
+		return "ok"
+	case outcomeRetry:
+		return "retry"
+	case outcomeThrottled:
+		return "throttled"
+	case outcomePermanent:
+		return "permanent"
+	}
+	return "unknown"
+}
+
 // attemptResult is what one request did.
 type attemptResult struct {
 	outcome    outcome
