@@ -4,6 +4,7 @@ import (
 	"errors"
 	"hash/maphash"
 	"math/bits"
+	"runtime"
 	"slices"
 	"sync"
 
@@ -36,16 +37,21 @@ type idFilter struct {
 // can make filters fill up).
 var filterMinCapacity = 1 << 22
 
-// newIDFilter returns the ledger-wide filter, sized for at least filterMinCapacity ids.
-func newIDFilter(capacity int) *idFilter { return newFilter(max(capacity, filterMinCapacity), 16, 11) }
+// newIDFilter returns a ledger-wide filter on the heap (filterSpace.idFilter).
+func newIDFilter(capacity int) *idFilter { return filterSpace{}.idFilter(capacity) }
 
-// newRunFilter returns the filter of a run of n ids.
-func newRunFilter(n int) *idFilter { return newFilter(max(n, 1), 10, 7) }
+// newRunFilter returns a run's filter on the heap (filterSpace.runFilter).
+func newRunFilter(n int) *idFilter { return filterSpace{}.runFilter(n) }
 
 func newFilter(capacity, bitsPerID int, hashes uint32) *idFilter {
+	return &idFilter{seed: maphash.MakeSeed(), blocks: make([][8]uint64, filterBlocks(capacity, bitsPerID)), hashes: hashes, capacity: capacity}
+}
+
+// filterBlocks is the number of 512-bit blocks of a filter for capacity ids at
+// bitsPerID: a power of two.
+func filterBlocks(capacity, bitsPerID int) int {
 	nb := max(1, capacity*bitsPerID/512)
-	nb = 1 << bits.Len(uint(nb-1)) // a power of two
-	return &idFilter{seed: maphash.MakeSeed(), blocks: make([][8]uint64, nb), hashes: hashes, capacity: capacity}
+	return 1 << bits.Len(uint(nb-1))
 }
 
 // probeHash is probe of the key whose hash is h (maphash.Bytes and maphash.String give
@@ -64,6 +70,7 @@ func (f *idFilter) probeHash(h uint64, set bool) bool {
 			break
 		}
 	}
+	runtime.KeepAlive(f) // blk points into blocks, which may be a mapping (filterspace.go)
 	return all
 }
 
@@ -192,7 +199,7 @@ func (l *Ledger) growFilter(h *handle, full bool) {
 	if p.filter.n <= p.filter.capacity {
 		capacity = 2 * held // not full: rebuilt after a prune, for what is held
 	}
-	g := &filterBuild{done: make(chan struct{}), gen: p.pruneGen, filter: newIDFilter(max(capacity, 2*held))}
+	g := &filterBuild{done: make(chan struct{}), gen: p.pruneGen, filter: p.space.idFilter(max(capacity, 2*held))}
 	runs := slices.Clone(p.runs)
 	if len(runs) > 0 {
 		g.lastRun = runs[len(runs)-1].last

@@ -130,13 +130,13 @@ func decodeRunDir(v []byte) ([]string, error) {
 
 // writeRun writes the ids of pending (id key -> seq) as run last and returns its
 // in-memory part. The writes were charged as the ids were added (idCost).
-func writeRun(tx *applyTxn, last uint64, pending []map[string]uint64) (*idRun, error) {
+func writeRun(tx *applyTxn, space filterSpace, last uint64, pending []map[string]uint64) (*idRun, error) {
 	n := 0
 	for _, m := range pending {
 		n += len(m)
 	}
 	ids := sortedIDs(pending, n)
-	r := &idRun{last: last, filter: newRunFilter(len(ids)), n: len(ids)}
+	r := &idRun{last: last, filter: space.runFilter(len(ids)), n: len(ids)}
 	for b := 0; b*runBlockIDs < len(ids); b++ {
 		blk := ids[b*runBlockIDs : min((b+1)*runBlockIDs, len(ids))]
 		r.firsts = append(r.firsts, blk[0].key)
@@ -295,7 +295,7 @@ func lookupRuns(txn *badger.Txn, runs []*idRun, k []byte) (seq uint64, ok bool, 
 
 // loadRuns reads every run of the database: their in-memory parts, and each id key
 // passed to fn.
-func loadRuns(txn *badger.Txn, fn func(k []byte)) ([]*idRun, error) {
+func loadRuns(txn *badger.Txn, space filterSpace, fn func(k []byte)) ([]*idRun, error) {
 	var runs []*idRun
 	opts := badger.DefaultIteratorOptions
 	opts.Prefix = prefixRunDir
@@ -324,7 +324,7 @@ func loadRuns(txn *badger.Txn, fn func(k []byte)) ([]*idRun, error) {
 		if err := r.eachID(txn, func(k []byte) { ids = append(ids, k) }); err != nil {
 			return nil, err
 		}
-		r.filter, r.n = newRunFilter(len(ids)), len(ids)
+		r.filter, r.n = space.runFilter(len(ids)), len(ids)
 		for _, k := range ids {
 			r.filter.add(k)
 			fn(k)

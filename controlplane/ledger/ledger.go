@@ -110,6 +110,7 @@ const MinCacheBytes = 16 << 20
 type Ledger struct {
 	opts   Options
 	logger *slog.Logger
+	space  filterSpace // where the id filters live (filterspace.go)
 
 	// applyMu serializes Apply, Restore and Close.
 	applyMu sync.Mutex
@@ -164,6 +165,12 @@ func Open(opts Options) (*Ledger, error) {
 		return nil, err
 	}
 	l.cur = h
+	if !opts.InMemory {
+		if l.space, err = newFilterSpace(opts.Dir); err != nil {
+			l.closeHandle(h)
+			return nil, err
+		}
+	}
 	if err := l.loadCounters(h); err != nil {
 		l.closeHandle(h)
 		return nil, err
@@ -172,7 +179,7 @@ func Open(opts Options) (*Ledger, error) {
 		l.closeHandle(h)
 		return nil, err
 	}
-	if h.post, err = loadPostings(h.db); err != nil {
+	if h.post, err = loadPostings(h.db, l.space); err != nil {
 		l.closeHandle(h)
 		return nil, err
 	}

@@ -57,9 +57,10 @@ type postings struct {
 
 	ids     []map[string]uint64 // id key -> seq for the events after m/kflush, one map per Apply
 	idCount int
-	idSize  int       // what writing ids in a run costs (idCost)
-	runs    []*idRun  // ascending
-	filter  *idFilter // over every id key: the runs' and the pending ones
+	idSize  int         // what writing ids in a run costs (idCost)
+	runs    []*idRun    // ascending
+	filter  *idFilter   // over every id key: the runs' and the pending ones
+	space   filterSpace // where filters are allocated (filterspace.go)
 
 	grow *filterBuild // a larger filter being built (idfilter.go); Apply's alone
 
@@ -234,7 +235,7 @@ func (a *postingAdds) flush(tx *applyTxn, lastSeq uint64) error {
 	}
 	if a.pend.idCount+len(a.ids) > 0 {
 		var err error
-		if a.run, err = writeRun(tx, lastSeq, append(slices.Clip(a.pend.ids), a.ids)); err != nil {
+		if a.run, err = writeRun(tx, a.pend.space, lastSeq, append(slices.Clip(a.pend.ids), a.ids)); err != nil {
 			return err
 		}
 		// When the run's ids were committed, for the dedup window (DedupCutoff) after
@@ -325,7 +326,7 @@ func decodePosting(v []byte, last uint64) ([]uint64, error) {
 
 // loadPostings rebuilds the in-memory state of db: the pending key index lists and ids
 // from the chunks after m/kflush, the runs' parts, and the id filter.
-func loadPostings(db *badger.DB) (*postings, error) {
+func loadPostings(db *badger.DB, space filterSpace) (*postings, error) {
 	var p *postings
 	err := db.View(func(txn *badger.Txn) error {
 		flushed, err := getU64(txn, keyKeyFlushed)
@@ -337,13 +338,14 @@ func loadPostings(db *badger.DB) (*postings, error) {
 			return err
 		}
 		p = newPostings(flushed)
+		p.space = space
 		if p.low, err = loadLowWater(txn); err != nil {
 			return err
 		}
 		// Sized for the ids the ledger holds: those since the dedup cutoff (retention
 		// deletes the runs below it), not every id ever committed.
-		p.filter = newIDFilter(int(2 * (last - min(last, p.low.GetDedupSeq()))))
-		if p.runs, err = loadRuns(txn, func(k []byte) { p.filter.add(k) }); err != nil {
+		p.filter = space.idFilter(int(2 * (last - min(last, p.low.GetDedupSeq()))))
+		if p.runs, err = loadRuns(txn, space, func(k []byte) { p.filter.add(k) }); err != nil {
 			return err
 		}
 		a := &postingAdds{pend: p}

@@ -249,7 +249,7 @@ func (l *Ledger) Restore(r io.Reader) error {
 	}); err != nil {
 		return discard(fmt.Errorf("ledger: restore: read counters: %w", err))
 	}
-	if nh.post, err = loadPostings(nh.db); err != nil {
+	if nh.post, err = loadPostings(nh.db, l.space); err != nil {
 		return discard(fmt.Errorf("ledger: restore: %w", err))
 	}
 	if newDir != "" {

@@ -1,0 +1,72 @@
+package ledger
+
+import (
+	"fmt"
+	"hash/maphash"
+	"os"
+	"path/filepath"
+	"runtime"
+	"unsafe"
+)
+
+// filterSpace is where the id filters' blocks live. With a directory (a ledger on
+// disk) a filter of at least mappedFilterMin bytes is a file in it mapped into memory
+// (MAP_SHARED, unlinked at once), so its pages are the kernel's page cache, written
+// back and evicted under memory pressure like Badger's own table files, instead of the
+// process's anonymous memory: what the ledger keeps per id held (4 to 6 bytes, docs/
+// operations.md) then no longer grows the heap or RssAnon with the dedup window, and a
+// node's memory is set by its flags (--ledger-cache, --memory-limit) rather than by how
+// many events it holds. Without a directory (InMemory) or if mapping fails, blocks are
+// on the heap. A mapped filter is unmapped by a cleanup once the filter is unreachable;
+// readers keep the filter alive while they touch its blocks (runtime.KeepAlive).
+type filterSpace struct {
+	dir string // "" = heap
+}
+
+// mappedFilterMin is the smallest filter that gets a mapping. Run filters (about 20 to
+// 40 KiB for a flush of 16k ids) are mapped too, since together they are a third of
+// the bytes per id; the floor keeps tiny filters (tests, runs of a few ids) off the
+// process's map count. One mapping per run: 18,000 runs (300 million ids in the dedup
+// window) stay well under Linux's default vm.max_map_count of 65,530.
+const mappedFilterMin = 16 << 10
+
+// filterDirName is the directory under Options.Dir that holds the mapped filters. It
+// holds only unlinked files while the ledger runs; Open empties it (a crash between
+// create and unlink leaves at most one).
+const filterDirName = "filters"
+
+func newFilterSpace(ledgerDir string) (filterSpace, error) {
+	if ledgerDir == "" {
+		return filterSpace{}, nil
+	}
+	dir := filepath.Join(ledgerDir, filterDirName)
+	if err := os.RemoveAll(dir); err != nil {
+		return filterSpace{}, fmt.Errorf("ledger: clear %s: %w", dir, err)
+	}
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return filterSpace{}, fmt.Errorf("ledger: create %s: %w", dir, err)
+	}
+	return filterSpace{dir: dir}, nil
+}
+
+// idFilter returns the ledger-wide filter, sized for at least filterMinCapacity ids.
+func (s filterSpace) idFilter(capacity int) *idFilter {
+	return s.filter(max(capacity, filterMinCapacity), 16, 11)
+}
+
+// runFilter returns the filter of a run of n ids.
+func (s filterSpace) runFilter(n int) *idFilter { return s.filter(max(n, 1), 10, 7) }
+
+func (s filterSpace) filter(capacity, bitsPerID int, hashes uint32) *idFilter {
+	nb := filterBlocks(capacity, bitsPerID)
+	if s.dir == "" || nb*64 < mappedFilterMin {
+		return newFilter(capacity, bitsPerID, hashes)
+	}
+	mem, err := mapFilterFile(s.dir, nb*64)
+	if err != nil {
+		return newFilter(capacity, bitsPerID, hashes) // the heap still works; only where the memory is counted differs
+	}
+	f := &idFilter{seed: maphash.MakeSeed(), blocks: unsafe.Slice((*[8]uint64)(unsafe.Pointer(&mem[0])), nb), hashes: hashes, capacity: capacity}
+	runtime.AddCleanup(f, unmapFilter, mem)
+	return f
+}

@@ -1,0 +1,61 @@
+package ledger
+
+import (
+	"os"
+	"runtime"
+	"strings"
+	"testing"
+	"time"
+)
+
+// mappedFilters counts this process's mappings of id filter files.
+func mappedFilters(t *testing.T) int {
+	t.Helper()
+	b, err := os.ReadFile("/proc/self/maps")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return strings.Count(string(b), "/"+filterDirName+"/idfilter-")
+}
+
+// TestFiltersMappedOnDisk: a ledger on disk keeps its id filters (the ledger-wide one
+// and each run's) in mapped files, not on the heap, and unmaps them once the ledger is
+// closed and they are unreachable; an in-memory ledger maps none.
+func TestFiltersMappedOnDisk(t *testing.T) {
+	before := mappedFilters(t)
+	mem := newLedger(t, false)
+	if n := mappedFilters(t); n != before {
+		t.Fatalf("an in-memory ledger mapped %d filter files", n-before)
+	}
+	_ = mem
+
+	l, err := Open(Options{Dir: t.TempDir()}) // not newLedger: its cleanup would keep l reachable
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n := mappedFilters(t) - before; n != 1 {
+		t.Fatalf("%d mapped filter files after Open, want 1 (the ledger-wide filter)", n)
+	}
+	k := newKeyLog(t)
+	k.add(flushSeqs*3+10, 500, skuKeys(100), l)
+	runs := countRuns(t, l)
+	if runs < 2 {
+		t.Fatalf("%d runs, want at least 2", runs)
+	}
+	if n := mappedFilters(t) - before; n != 1+runs {
+		t.Fatalf("%d mapped filter files with %d runs, want %d", n, runs, 1+runs)
+	}
+	checkIDs(t, l, k)
+	if err := l.Close(); err != nil {
+		t.Fatal(err)
+	}
+	l = nil
+	deadline := time.Now().Add(10 * time.Second)
+	for mappedFilters(t) != before {
+		if time.Now().After(deadline) {
+			t.Fatalf("%d filter files still mapped after Close", mappedFilters(t)-before)
+		}
+		runtime.GC()
+		time.Sleep(10 * time.Millisecond) // polling for the GC's cleanups, with a deadline
+	}
+}
