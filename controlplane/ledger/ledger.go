@@ -33,6 +33,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/dgraph-io/badger/v4"
 
@@ -134,8 +135,9 @@ type handle struct {
 	retired bool
 	remove  bool            // delete dir once closed (replaced by a Restore)
 	done    chan struct{}   // closed once db is closed
-	unwatch chan struct{}   // stops mapadvise.Watch; closed before db is closed
+	unwatch chan struct{}   // stops mapadvise.Watch and the value log GC; closed before db is closed
 	watched <-chan struct{} // closed once mapadvise.Watch has stopped
+	gcDone  <-chan struct{} // closed once the value log GC has stopped
 	post    *postings       // db's in-memory index state: unflushed key lists and ids, id filters
 	err     error           // db.Close's error, valid after done
 }
@@ -290,6 +292,14 @@ const (
 	memTableSize   = 128 << 20
 	numMemtables   = 3
 	valueThreshold = 64 << 10
+	// valueLogFileSize is small enough that the value log (where log chunks live)
+	// rotates often: Badger rewrites only whole, inactive files, so with its default
+	// (1 GiB) what retention prunes would stay on disk for a gigabyte of ingest.
+	valueLogFileSize = 128 << 20
+	// vlogGCInterval is how often a ledger on disk asks Badger to rewrite value log
+	// files that are mostly garbage (vlogGCRatio or more discarded: pruned chunks).
+	vlogGCInterval = time.Minute
+	vlogGCRatio    = 0.5
 )
 
 func (l *Ledger) openHandle(dir string) (*handle, error) {
@@ -305,7 +315,7 @@ func (l *Ledger) openHandle(dir string) (*handle, error) {
 		// In memory there is no value log: every value must be under the threshold.
 		o = badger.DefaultOptions("").WithInMemory(true).WithValueThreshold(MaxEventBytes)
 	} else {
-		o = badger.DefaultOptions(dir).WithValueThreshold(valueThreshold)
+		o = badger.DefaultOptions(dir).WithValueThreshold(valueThreshold).WithValueLogFileSize(valueLogFileSize)
 	}
 	o = o.WithSyncWrites(false). // the Raft log is the durable record; see Sync
 					WithMemTableSize(memTableSize).
@@ -325,6 +335,7 @@ func (l *Ledger) openHandle(dir string) (*handle, error) {
 	h := &handle{db: db, dir: dir, done: make(chan struct{}), unwatch: make(chan struct{})}
 	if dir != "" {
 		h.watched = mapadvise.Watch(dir, h.unwatch, l.logger)
+		h.gcDone = l.valueLogGC(h)
 	}
 	return h, nil
 }
@@ -426,6 +437,9 @@ func (l *Ledger) closeHandle(h *handle) {
 	if h.watched != nil {
 		<-h.watched
 	}
+	if h.gcDone != nil {
+		<-h.gcDone
+	}
 	h.err = h.db.Close()
 	if h.remove && h.dir != "" {
 		if err := os.RemoveAll(h.dir); err != nil {
@@ -515,3 +529,41 @@ func (b badgerLogger) Infof(f string, a ...any)  { b.l.Debug("badger: " + trimf(
 func (b badgerLogger) Debugf(f string, a ...any) {}
 
 func trimf(f string, a []any) string { return strings.TrimSpace(fmt.Sprintf(f, a...)) }
+
+// valueLogGC reclaims the disk of pruned log chunks: every vlogGCInterval it has Badger
+// rewrite value log files of which at least vlogGCRatio is garbage, one after the other
+// until none is left, and stops when the handle closes. Without it the value log only
+// grows, whatever retention removes (bench/soak measures the disk).
+func (l *Ledger) valueLogGC(h *handle) <-chan struct{} {
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		t := time.NewTicker(vlogGCInterval)
+		defer t.Stop()
+		for {
+			select {
+			case <-h.unwatch:
+				return
+			case <-t.C:
+			}
+			for n := 0; ; n++ {
+				select {
+				case <-h.unwatch:
+					return
+				default:
+				}
+				err := h.db.RunValueLogGC(vlogGCRatio)
+				if err != nil {
+					if !errors.Is(err, badger.ErrNoRewrite) && !errors.Is(err, badger.ErrRejected) {
+						l.logger.Warn("ledger: value log GC", "err", err)
+					}
+					if n > 0 {
+						l.logger.Info("ledger: value log files rewritten", "files", n)
+					}
+					break
+				}
+			}
+		}
+	}()
+	return done
+}
