@@ -25,6 +25,7 @@ import (
 	"github.com/crossdock/crossdock/controlplane/api"
 	"github.com/crossdock/crossdock/controlplane/delivery"
 	"github.com/crossdock/crossdock/controlplane/ledger"
+	"github.com/crossdock/crossdock/controlplane/partner"
 	"github.com/crossdock/crossdock/controlplane/store"
 	"github.com/crossdock/crossdock/internal/canonical"
 	"github.com/crossdock/crossdock/internal/cliconfig"
@@ -77,6 +78,11 @@ type Config struct {
 	// WebhookAllow lists the non-public addresses (loopback, private, link-local, ...)
 	// webhooks may reach; only public addresses otherwise (--webhook-allow).
 	WebhookAllow []netip.Prefix
+	// PartnerViews is what the partner API reads (the views package); nil answers
+	// unavailable. PartnerUsageEvery is how often the node records partner usage
+	// through raft (2s when 0).
+	PartnerViews      partner.Reader
+	PartnerUsageEvery time.Duration
 	// Limits bound what callers can make the node spend (body sizes, read timeouts,
 	// enrollment and failed-authentication rates per source address, refusal logs);
 	// zero fields take api.DefaultLimits.
@@ -105,6 +111,9 @@ type Server struct {
 	// joinIndex is the raft index this node was added at, when it joined in this run.
 	joinIndex uint64
 	joined    bool
+	// partner serves the partner API; partnerFlush records its usage through raft.
+	partner      *partner.Server
+	partnerFlush *partner.Flusher
 }
 
 // AdminConfigFile is the name of the admin config written into the data dir at bootstrap.
@@ -468,6 +477,7 @@ func (s *Server) buildServers(cert tls.Certificate) error {
 	s.delivery = delivery.New(delivery.Config{Store: s.store, Plans: &delivery.RoutingPlans{Source: s.store.Ledger()}, AgentSink: &s.backend.Sinks, Logger: s.logger, AddressPolicy: webhooks})
 	mux.Handle(deliveryv1connect.NewDeliveryServiceHandler(&api.Delivery{Backend: backend, Engine: s.delivery}, append(opts, connect.WithInterceptors(auth))...))
 	mux.Handle(deliveryv1connect.NewPartnerServiceHandler(&api.Partner{Backend: backend, Engine: s.delivery}, opts...))
+	s.mountPartner(mux, opts, auth)
 	handler := api.WithPeer(guard.Wrap(mux))
 
 	// No ReadTimeout: it would cut uplink streams and snapshot uploads. Bodies read
@@ -518,6 +528,9 @@ func (s *Server) Run(ctx context.Context) error {
 	}
 	s.logger.Info("control plane serving", "addr", s.addr, "http3", s.h3 != nil, "raft", s.store.RaftAddr())
 	go s.maintain(ctx)
+	pctx, stopPartnerFlush := context.WithCancel(context.WithoutCancel(ctx))
+	partnerDone := make(chan struct{})
+	go func() { defer close(partnerDone); s.partnerFlush.Run(pctx) }()
 	// The delivery engine stops (and commits its cursors) before the store closes.
 	dctx, stopDelivery := context.WithCancel(context.WithoutCancel(ctx))
 	deliveryDone := make(chan struct{})
@@ -542,6 +555,9 @@ func (s *Server) Run(ctx context.Context) error {
 	}
 	stopDelivery()
 	<-deliveryDone
+	s.stopPartner(ctx)
+	stopPartnerFlush() // a last usage report
+	<-partnerDone
 	return errors.Join(err, s.store.Close())
 }
 

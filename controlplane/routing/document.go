@@ -25,7 +25,7 @@ const (
 
 // Kinds lists every document kind, in the order apply writes them (policies before the
 // destinations that name them, destinations before the routes that name them).
-var Kinds = []Kind{KindPolicy, KindDestination, KindRoute}
+var Kinds = []Kind{KindPolicy, KindDestination, KindRoute, KindTier, KindPartner}
 
 // ParseKind accepts a kind as written in a document ("Route") or on the command line
 // ("route", "routes").
@@ -37,6 +37,10 @@ func ParseKind(s string) (Kind, bool) {
 		return KindRoute, true
 	case "policy", "policies":
 		return KindPolicy, true
+	case "partner", "partners":
+		return KindPartner, true
+	case "tier", "tiers":
+		return KindTier, true
 	}
 	return "", false
 }
@@ -50,6 +54,10 @@ func (k Kind) Plural() string {
 		return "destinations"
 	case KindRoute:
 		return "routes"
+	case KindPartner:
+		return "partners"
+	case KindTier:
+		return "tiers"
 	}
 	return strings.ToLower(string(k))
 }
@@ -71,6 +79,8 @@ type Document struct {
 	Destination *DestinationSpec `json:"-"`
 	Route       *RouteSpec       `json:"-"`
 	Policy      *PolicySpec      `json:"-"`
+	Partner     *PartnerSpec     `json:"-"`
+	Tier        *TierSpec        `json:"-"`
 
 	compiled *compiled // a Route's programs, set by Parse
 }
@@ -216,6 +226,10 @@ func (d *Document) Canonical() ([]byte, error) {
 		spec = d.Route
 	case KindPolicy:
 		spec = d.Policy
+	case KindPartner:
+		spec = d.Partner
+	case KindTier:
+		spec = d.Tier
 	default:
 		return nil, fmt.Errorf("routing: unknown kind %q", d.Kind)
 	}

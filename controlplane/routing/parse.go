@@ -166,10 +166,10 @@ func parseOne(part []byte, n, line int) (*Document, []*FieldError) {
 	}
 	ks, _ := obj["kind"].(string)
 	switch Kind(ks) {
-	case KindDestination, KindRoute, KindPolicy:
+	case KindDestination, KindRoute, KindPolicy, KindPartner, KindTier:
 		d.Kind = Kind(ks)
 	default:
-		p.add("kind", "must be Destination, Route or Policy, got %s", show(obj["kind"]))
+		p.add("kind", "must be Destination, Route, Policy, Tier or Partner, got %s", show(obj["kind"]))
 	}
 	if md, ok := obj["metadata"].(map[string]any); !ok {
 		p.add("metadata.name", "required")
@@ -219,6 +219,18 @@ func parseOne(part []byte, n, line int) (*Document, []*FieldError) {
 		decodeInto(p, "spec", spec, reflect.ValueOf(d.Policy).Elem())
 		if len(p.errs) == 0 {
 			validatePolicy(p, d.Policy)
+		}
+	case KindPartner:
+		d.Partner = &PartnerSpec{}
+		decodeInto(p, "spec", spec, reflect.ValueOf(d.Partner).Elem())
+		if len(p.errs) == 0 {
+			validatePartner(p, d.Partner)
+		}
+	case KindTier:
+		d.Tier = &TierSpec{}
+		decodeInto(p, "spec", spec, reflect.ValueOf(d.Tier).Elem())
+		if len(p.errs) == 0 {
+			validateTier(p, "spec", d.Tier)
 		}
 	}
 	return d, p.errs
