@@ -35,10 +35,26 @@ type quotaBucket struct {
 	granted uint64 // cluster-wide total granted for the day, as of the last lease
 	quota   uint64
 	served  uint64 // served by this node today, not yet reported
-	leasing chan struct{}
-	err     error // the last lease's failure, for the refusal message
-	empty   bool  // the leader granted nothing: the quota is spent
+	leasing *leaseOp
+	empty   bool // the leader granted nothing: the quota is spent
+	// failedAt and failure are the last failed lease: for LeaseRetry after it, calls
+	// that find nothing held are refused at once instead of asking again.
+	failedAt time.Time
+	failure  error
 }
+
+// leaseOp is one lease in flight; err is set before done closes.
+type leaseOp struct {
+	done chan struct{}
+	err  error
+}
+
+// LeaseTimeout bounds one lease (retried inside while the leader changes); LeaseRetry
+// is how long after a failed lease the next is tried.
+const (
+	LeaseTimeout = 2 * time.Second
+	LeaseRetry   = 250 * time.Millisecond
+)
 
 // BlockSize is how much of a daily quota one lease asks for: max(10, quota/50).
 func BlockSize(quota uint64) uint64 { return max(10, quota/50) }
@@ -89,27 +105,28 @@ func (q *Quota) Take(ctx context.Context, partner string, quota uint64) (remaini
 			q.mu.Unlock()
 			return 0, fmt.Errorf("%w: %d requests granted today (UTC)", ErrQuotaExhausted, quota)
 		}
-		wait := b.leasing
-		if wait == nil {
-			b.err = nil
-			wait = q.startLease(partner, b)
+		op := b.leasing
+		if op == nil {
+			if !b.failedAt.IsZero() && q.now().Sub(b.failedAt) < LeaseRetry {
+				err := b.failure
+				q.mu.Unlock()
+				return 0, fmt.Errorf("%w: %v", ErrQuotaUnavailable, err)
+			}
+			op = q.startLease(partner, b)
 		}
 		q.mu.Unlock()
 		select {
-		case <-wait:
+		case <-op.done:
 		case <-ctx.Done():
 			return 0, ctx.Err()
 		}
-		q.mu.Lock()
-		lerr := b.err
-		still := q.buckets[partner] == b
-		empty, left := b.empty, b.left
-		q.mu.Unlock()
-		if !still {
-			continue
-		}
-		if left == 0 && !empty && lerr != nil {
-			return 0, fmt.Errorf("%w: %v", ErrQuotaUnavailable, lerr)
+		if op.err != nil {
+			q.mu.Lock()
+			left := b.left
+			q.mu.Unlock()
+			if left == 0 {
+				return 0, fmt.Errorf("%w: %v", ErrQuotaUnavailable, op.err)
+			}
 		}
 	}
 }
@@ -122,30 +139,33 @@ func sub(a, b uint64) uint64 {
 }
 
 // startLease asks the leader for a block in the background; q.mu is held.
-func (q *Quota) startLease(partner string, b *quotaBucket) chan struct{} {
-	done := make(chan struct{})
-	b.leasing = done
+func (q *Quota) startLease(partner string, b *quotaBucket) *leaseOp {
+	op := &leaseOp{done: make(chan struct{})}
+	b.leasing = op
 	req := &storev1.LeaseQuota{Partner: partner, Day: b.day, Node: q.Node, Block: BlockSize(b.quota), Quota: b.quota}
 	go func() {
-		defer close(done)
-		res, err := q.Lease(context.Background(), req)
+		ctx, cancel := context.WithTimeout(context.Background(), LeaseTimeout)
+		res, err := q.Lease(ctx, req)
+		cancel()
 		q.mu.Lock()
 		defer q.mu.Unlock()
-		b.leasing = nil
+		defer close(op.done)
+		b.leasing, op.err = nil, err
 		if err != nil {
-			b.err = err
-			if q.Logger != nil {
-				q.Logger.Warn("partner quota: lease failed; serving what this node holds", "partner", partner, "day", b.day, "err", err)
+			if b.failedAt.IsZero() && q.Logger != nil {
+				q.Logger.Warn("partner quota: cannot lease a block; serving what this node holds, then refusing until a lease succeeds", "partner", partner, "day", b.day, "err", err)
 			}
+			b.failedAt, b.failure = q.now(), err
 			return
 		}
+		b.failedAt, b.failure = time.Time{}, nil
 		b.left += res.GetGranted()
 		b.granted = res.GetGrantedTotal()
 		if res.GetGranted() == 0 {
 			b.empty = true
 		}
 	}()
-	return done
+	return op
 }
 
 // Served returns and resets, per partner, the requests this node served from its
@@ -181,7 +201,7 @@ func (q *Quota) ReturnUnused(ctx context.Context) {
 	var waits []chan struct{}
 	for _, b := range q.buckets {
 		if b.leasing != nil {
-			waits = append(waits, b.leasing)
+			waits = append(waits, b.leasing.done)
 		}
 	}
 	q.mu.Unlock()

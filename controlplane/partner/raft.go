@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"strings"
 	"time"
 
 	"connectrpc.com/connect"
@@ -37,8 +38,30 @@ var forwardable = map[storev1.CommandType]func() proto.Message{
 	storev1.CommandType_COMMAND_TYPE_RECORD_PARTNER_USAGE: func() proto.Message { return &storev1.RecordPartnerUsage{} },
 }
 
-// Propose proposes msg and merges the command's result into result (may be nil).
+// Propose proposes msg and merges the command's result into result (may be nil). While
+// there is no leader, or the one asked is no longer it, it tries again until ctx ends.
 func (p *Proposer) Propose(ctx context.Context, typ storev1.CommandType, msg proto.Message, result proto.Message) error {
+	for {
+		err := p.proposeOnce(ctx, typ, msg, result)
+		if err == nil || !retryable(err) {
+			return err
+		}
+		select {
+		case <-ctx.Done():
+			return err
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
+}
+
+// retryable: no leader known, or the node asked is not (or no longer) the leader. An
+// entry that may have been committed (a timeout) is not retried: the caller learns the
+// outcome is unknown, and a lease lost that way only serves less.
+func retryable(err error) bool {
+	return errors.Is(err, ErrNoLeader) || errors.Is(err, store.ErrNotLeader) || connect.CodeOf(err) == connect.CodeUnavailable && strings.Contains(err.Error(), "not the leader")
+}
+
+func (p *Proposer) proposeOnce(ctx context.Context, typ storev1.CommandType, msg proto.Message, result proto.Message) error {
 	timeout := p.Timeout
 	if timeout <= 0 {
 		timeout = 5 * time.Second
