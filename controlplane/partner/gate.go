@@ -171,15 +171,10 @@ func max64(a, b int64) int64 {
 // authenticate finds the key's partner. Errors are Connect errors; those about a known
 // partner are in its audit trail.
 func (s *Server) authenticate(header string, now time.Time, method string) (*Partner, string, error) {
-	raw, ok := strings.CutPrefix(header, "Bearer ")
-	if !ok || raw == "" {
-		s.Usage.Call("", method, ReasonNoKey, "", now)
-		return nil, "", connect.NewError(connect.CodeUnauthenticated, errors.New("API key required: Authorization: Bearer cdk_..."))
-	}
-	id, secret, err := ParseKey(strings.TrimSpace(raw))
+	id, secret, reason, err := ParseAuthorization(header)
 	if err != nil {
-		s.Usage.Call("", method, ReasonBadKey, "", now)
-		return nil, "", connect.NewError(connect.CodeUnauthenticated, fmt.Errorf("API key: %w", err))
+		s.Usage.Call("", method, reason, "", now)
+		return nil, "", connect.NewError(connect.CodeUnauthenticated, err)
 	}
 	k, found, err := s.Ledger.PartnerKey(id)
 	if err != nil {
@@ -312,4 +307,19 @@ func (c counter) WrapStreamingClient(next connect.StreamingClientFunc) connect.S
 
 func (c counter) WrapStreamingHandler(next connect.StreamingHandlerFunc) connect.StreamingHandlerFunc {
 	return next
+}
+
+// ParseAuthorization reads a partner key from an Authorization header value: the key's
+// id and secret, or the refusal reason (ReasonNoKey, ReasonBadKey) and what to tell
+// the caller.
+func ParseAuthorization(header string) (id, secret, reason string, err error) {
+	scheme, raw, ok := strings.Cut(strings.TrimSpace(header), " ")
+	if !ok || !strings.EqualFold(scheme, "Bearer") || strings.TrimSpace(raw) == "" {
+		return "", "", ReasonNoKey, errors.New("API key required: Authorization: Bearer cdk_...")
+	}
+	id, secret, err = ParseKey(strings.TrimSpace(raw))
+	if err != nil {
+		return "", "", ReasonBadKey, fmt.Errorf("API key: %w", err)
+	}
+	return id, secret, "", nil
 }

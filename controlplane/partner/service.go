@@ -125,13 +125,7 @@ func (s *Server) GetAvailability(ctx context.Context, req *connect.Request[partn
 	var v violations
 	m := req.Msg
 	if c != nil {
-		checkList(&v, "skus", m.GetSkus(), 1, c.partner.Limits.MaxItemsPerCall)
-		checkList(&v, "locations", m.GetLocations(), 0, c.partner.Limits.MaxItemsPerCall)
-		for i, l := range m.GetLocations() {
-			if l != "" && !c.partner.Spec.SeesLocation(l) {
-				v.add(fmt.Sprintf("locations[%d]", i), "%q is not one of your locations", l)
-			}
-		}
+		v = validateAvailability(m, c.partner)
 	}
 	res := connect.NewResponse(&partnerv1.GetAvailabilityResponse{})
 	c, err := s.admit(ctx, res.Header(), v)
@@ -174,7 +168,7 @@ func (s *Server) GetPrices(ctx context.Context, req *connect.Request[partnerv1.G
 	c := callFrom(ctx)
 	var v violations
 	if c != nil {
-		checkList(&v, "skus", req.Msg.GetSkus(), 1, c.partner.Limits.MaxItemsPerCall)
+		v = validatePrices(req.Msg, c.partner)
 	}
 	res := connect.NewResponse(&partnerv1.GetPricesResponse{})
 	c, err := s.admit(ctx, res.Header(), v)
@@ -219,17 +213,9 @@ func (s *Server) GetPrices(ctx context.Context, req *connect.Request[partnerv1.G
 func (s *Server) ListItems(ctx context.Context, req *connect.Request[partnerv1.ListItemsRequest]) (*connect.Response[partnerv1.ListItemsResponse], error) {
 	c := callFrom(ctx)
 	var v violations
-	size := int(req.Msg.GetPageSize())
+	size := 0
 	if c != nil {
-		if size < 0 || size > c.partner.Limits.MaxItemsPerCall {
-			v.add("page_size", "%d is outside 0 to %d", size, c.partner.Limits.MaxItemsPerCall)
-		}
-		if size == 0 {
-			size = c.partner.Limits.MaxItemsPerCall
-		}
-		if len(req.Msg.GetPageToken()) > maxSKULength {
-			v.add("page_token", "not a page token from a ListItems answer")
-		}
+		v, size = validateListItems(req.Msg, c.partner)
 	}
 	res := connect.NewResponse(&partnerv1.ListItemsResponse{})
 	c, err := s.admit(ctx, res.Header(), v)
@@ -247,4 +233,40 @@ func (s *Server) ListItems(ctx context.Context, req *connect.Request[partnerv1.L
 	}
 	res.Msg.NextPageToken = next
 	return res, nil
+}
+
+// validateAvailability checks a GetAvailability request against the partner's limits.
+func validateAvailability(m *partnerv1.GetAvailabilityRequest, p *Partner) violations {
+	var v violations
+	checkList(&v, "skus", m.GetSkus(), 1, p.Limits.MaxItemsPerCall)
+	checkList(&v, "locations", m.GetLocations(), 0, p.Limits.MaxItemsPerCall)
+	for i, l := range m.GetLocations() {
+		if l != "" && len(l) <= maxSKULength && !p.Spec.SeesLocation(l) {
+			v.add(fmt.Sprintf("locations[%d]", i), "%q is not one of your locations", l)
+		}
+	}
+	return v
+}
+
+// validatePrices checks a GetPrices request.
+func validatePrices(m *partnerv1.GetPricesRequest, p *Partner) violations {
+	var v violations
+	checkList(&v, "skus", m.GetSkus(), 1, p.Limits.MaxItemsPerCall)
+	return v
+}
+
+// validateListItems checks a ListItems request and returns the page size to use.
+func validateListItems(m *partnerv1.ListItemsRequest, p *Partner) (violations, int) {
+	var v violations
+	size := int(m.GetPageSize())
+	if size < 0 || size > p.Limits.MaxItemsPerCall {
+		v.add("page_size", "%d is outside 0 to %d", size, p.Limits.MaxItemsPerCall)
+	}
+	if size <= 0 {
+		size = p.Limits.MaxItemsPerCall
+	}
+	if len(m.GetPageToken()) > maxSKULength {
+		v.add("page_token", "not a page token from a ListItems answer")
+	}
+	return v, size
 }

@@ -127,9 +127,14 @@ func (s *PartnerSpec) HasScope(scope string) bool { return slices.Contains(s.Sco
 // so the partner is never offered stock that would leave less than the safety stock
 // unoffered. With percent 80 and safety stock 5: available 100 → 80; 20 → 15; 4 → 0;
 // 0 or negative → 0. A nil rule offers floor(available) (and 0 when negative). An
-// available that is not a decimal number is offered as 0.
+// available that is not a plain decimal number (digits, one point, a leading minus; at
+// most 64 characters) is offered as 0.
 func Allocate(rule *AllocationSpec, available string) string {
-	a, ok := new(big.Rat).SetString(strings.TrimSpace(available))
+	available = strings.TrimSpace(available)
+	if len(available) > 64 || strings.ContainsAny(available, "eE/+_") {
+		return "0" // big.Rat would accept 1e999999999 and spend forever on it
+	}
+	a, ok := new(big.Rat).SetString(available)
 	if !ok || a.Sign() <= 0 {
 		return "0"
 	}
@@ -149,8 +154,7 @@ func Allocate(rule *AllocationSpec, available string) string {
 }
 
 func floorRat(r *big.Rat) *big.Int {
-	q, m := new(big.Int).DivMod(r.Num(), r.Denom(), new(big.Int)) // Euclidean: floor for a positive denominator
-	_ = m
+	q, _ := new(big.Int).DivMod(r.Num(), r.Denom(), new(big.Int)) // Euclidean: floor for a positive denominator
 	return q
 }
 
