@@ -58,6 +58,7 @@ func newRootCmd() *cobra.Command {
 		newDlqCmd(), newReplayCmd(),
 		newVersionCmd(), newConfigCmd(),
 		newPluginCmd(),
+		newPartnersCmd(),
 	)
 	addCompletions(root) // Tab completes agent, route and destination names (completion.go)
 	return root

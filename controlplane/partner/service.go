@@ -69,6 +69,9 @@ func (s *Server) admit(ctx context.Context, h interface{ Set(string, string) }, 
 	if err := v.err(); err != nil {
 		return nil, s.refused(c, ReasonInvalid, now, err)
 	}
+	if s.Views == nil { // nothing to answer from: the call must not cost quota
+		return nil, connect.NewError(connect.CodeUnavailable, errors.New("the inventory views are not available on this node yet; retry shortly"))
+	}
 	left, err := s.Quota.Take(ctx, c.partner.Name, uint64(c.partner.Limits.DailyQuota))
 	if err != nil {
 		secs := int(secondsPerDay - now.Unix()%secondsPerDay)
