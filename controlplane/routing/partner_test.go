@@ -2,6 +2,7 @@ package routing
 
 import (
 	"math/big"
+	"os"
 	"strings"
 	"testing"
 )
@@ -99,5 +100,30 @@ spec:
 		if err == nil || !strings.Contains(err.Error(), want) {
 			t.Errorf("want %q in %v", want, err)
 		}
+	}
+}
+
+// TestOperationsPartnerExample keeps the Tier and Partner example of docs/operations.md
+// applicable.
+func TestOperationsPartnerExample(t *testing.T) {
+	b, err := os.ReadFile("../../docs/operations.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, sec, ok := strings.Cut(string(b), "## Partners, keys and quotas")
+	_, block, ok2 := strings.Cut(sec, "```yaml\n")
+	block, _, ok3 := strings.Cut(block, "```")
+	if !ok || !ok2 || !ok3 {
+		t.Fatal("docs/operations.md has no yaml example under ## Partners, keys and quotas")
+	}
+	docs, err := Parse([]byte(block))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := NewTable(docs, nil); err != nil {
+		t.Fatal(err)
+	}
+	if len(docs) != 2 || docs[1].Partner == nil || EffectiveLimits(docs[0].Tier, docs[1].Partner.Limits).DailyQuota != 100000 {
+		t.Fatalf("example parsed to %+v", docs)
 	}
 }
