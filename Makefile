@@ -32,6 +32,7 @@ bench: build ## Run the benchmarks and load programs; figures are printed
 	$(GO) run ./bench/agentmem -bin $(BIN)
 	$(GO) run ./bench/clusterbench -bin $(BIN)
 	$(GO) run ./bench/deliverybench
+	$(GO) run ./bench/partnerapi
 
 VERSION   ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 COMMIT    ?= $(shell git rev-parse HEAD 2>/dev/null || echo unknown)
