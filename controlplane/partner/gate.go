@@ -323,3 +323,31 @@ func ParseAuthorization(header string) (id, secret, reason string, err error) {
 	}
 	return id, secret, "", nil
 }
+
+// StreamAllowed reports whether an Authorization header holds a live partner key whose
+// partner has events:read and lists destination among its destinations: the partner
+// event stream (crossdock.delivery.v1.PartnerService/Subscribe) then accepts it. A
+// refusal of a known partner goes to its audit trail.
+func (s *Server) StreamAllowed(header, destination string) bool {
+	const method = "Subscribe"
+	if _, _, _, err := ParseAuthorization(header); err != nil {
+		return false // not a partner key: the stream checks its other credentials
+	}
+	now := s.now()
+	p, keyID, err := s.authenticate(header, now, method)
+	if err != nil {
+		return false
+	}
+	if !p.Spec.HasScope(routing.ScopeEventsRead) {
+		_ = s.audit(p.Name, method, ReasonScope, keyID, now, connect.NewError(connect.CodePermissionDenied, fmt.Errorf("partner %s does not hold events:read", p.Name)))
+		return false
+	}
+	for _, d := range p.Spec.Destinations {
+		if d == destination {
+			s.Usage.Call(p.Name, method, "ok", keyID, now)
+			return true
+		}
+	}
+	_ = s.audit(p.Name, method, ReasonScope, keyID, now, connect.NewError(connect.CodePermissionDenied, fmt.Errorf("destination %s is not one of partner %s's destinations", destination, p.Name)))
+	return false
+}

@@ -14,6 +14,8 @@ import (
 	"google.golang.org/protobuf/encoding/protojson"
 
 	"github.com/crossdock/crossdock/controlplane/controlplanetest"
+	deliveryv1 "github.com/crossdock/crossdock/proto/gen/crossdock/delivery/v1"
+	"github.com/crossdock/crossdock/proto/gen/crossdock/delivery/v1/deliveryv1connect"
 	partnerv1 "github.com/crossdock/crossdock/proto/gen/crossdock/partner/v1"
 )
 
@@ -256,5 +258,58 @@ func TestOpenAPIServed(t *testing.T) {
 	res.Body.Close()
 	if res.StatusCode != http.StatusOK || !strings.Contains(string(b), "/crossdock.partner.v1.PartnerService/GetAvailability") {
 		t.Fatalf("GET /openapi/partner.v1.yaml: %d %.200s", res.StatusCode, b)
+	}
+}
+
+// TestStreamWithPartnerKey: the partner event stream takes a partner key whose partner
+// holds events:read and lists the destination; other keys are refused.
+func TestStreamWithPartnerKey(t *testing.T) {
+	e := newEnv(t, 1, `---
+apiVersion: crossdock.io/v1
+kind: Destination
+metadata:
+  name: streamer-feed
+spec:
+  type: stream
+  partner: streamer
+---
+apiVersion: crossdock.io/v1
+kind: Route
+metadata:
+  name: streamer-levels
+spec:
+  match:
+    types: [inventory.level]
+  destination: streamer-feed
+---
+apiVersion: crossdock.io/v1
+kind: Partner
+metadata:
+  name: streamer
+spec:
+  tier: standard
+  scopes: [events:read]
+  skus: ["*"]
+  destinations: [streamer-feed]
+`)
+	n := e.nodes[0]
+	subscribe := func(key string) error {
+		ctx, cancel := context.WithTimeout(context.Background(), 500*time.Millisecond)
+		defer cancel()
+		c := deliveryv1connect.NewPartnerServiceClient(&http.Client{Transport: bearer{key, e.hc.Transport}}, "https://"+n.Addr())
+		s, err := c.Subscribe(ctx, connect.NewRequest(&deliveryv1.SubscribeRequest{Destination: "streamer-feed"}))
+		if err != nil {
+			return err
+		}
+		defer s.Close()
+		for s.Receive() {
+		}
+		return s.Err()
+	}
+	if err := subscribe(e.key("streamer", 0)); connect.CodeOf(err) != connect.CodeDeadlineExceeded {
+		t.Fatalf("streamer's key: %v, want the stream to stay open until the deadline", err)
+	}
+	if err := subscribe(e.key("globex", 0)); connect.CodeOf(err) != connect.CodeUnauthenticated {
+		t.Fatalf("globex's key (no events:read): %v", err)
 	}
 }
