@@ -160,9 +160,23 @@ func run(duration time.Duration, rate, conc int) error {
 	ts.EnableHTTP2 = true
 	ts.StartTLS()
 	defer ts.Close()
-	ceilTr := ts.Client().Transport.(*http.Transport).Clone()
-	ceilTr.ForceAttemptHTTP2 = true
+	cpool := x509.NewCertPool()
+	cpool.AddCert(ts.Certificate())
+	ceilTr := &http.Transport{TLSClientConfig: &tls.Config{RootCAs: cpool, MinVersion: tls.VersionTLS13}, ForceAttemptHTTP2: true}
 	defer ceilTr.CloseIdleConnections()
+	for _, u := range []struct {
+		tr  *http.Transport
+		url string
+	}{{tr, "https://" + srv.Addr() + "/openapi/partner.v1.yaml"}, {ceilTr, ts.URL}} {
+		res, err := (&http.Client{Transport: u.tr}).Get(u.url)
+		if err != nil {
+			return err
+		}
+		res.Body.Close()
+		if res.ProtoMajor != 2 {
+			return fmt.Errorf("%s answered over %s, not HTTP/2", u.url, res.Proto)
+		}
+	}
 	ceiling := partnerv1connect.NewPartnerServiceClient(&http.Client{Transport: ceilTr}, ts.URL)
 
 	fmt.Printf("partnerapi GetAvailability skus=10 answer_entries=%d transport=h2+tls conc=%d duration=%s (shared machine: figures vary with other load)\n",
@@ -170,11 +184,17 @@ func run(duration time.Duration, rate, conc int) error {
 	for _, c := range []struct {
 		name   string
 		client partnerv1connect.PartnerServiceClient
-	}{{"partner-api", real}, {"constant-ceiling", ceiling}} {
+	}{{"constant-ceiling", ceiling}, {"partner-api", real}} {
 		rps, errs := throughput(c.client, req, conc, duration)
-		p50, p99, late, errs2 := fixedRate(c.client, req, rate, duration)
-		fmt.Printf("  %-16s max_req_per_s=%.0f  at_%d_req_per_s: p50=%s p99=%s late_ticks=%d  errors=%d\n",
-			c.name, rps, rate, p50.Round(10*time.Microsecond), p99.Round(10*time.Microsecond), late, errs+errs2)
+		fmt.Printf("  %-16s max_req_per_s=%.0f errors=%d\n", c.name, rps, errs)
+	}
+	for _, c := range []struct {
+		name   string
+		client partnerv1connect.PartnerServiceClient
+	}{{"constant-ceiling", ceiling}, {"partner-api", real}} {
+		p50, p99, late, errs := fixedRate(c.client, req, rate, duration)
+		fmt.Printf("  %-16s at_%d_req_per_s: p50=%s p99=%s late_ticks=%d errors=%d\n",
+			c.name, rate, p50.Round(10*time.Microsecond), p99.Round(10*time.Microsecond), late, errs)
 	}
 	return nil
 }
