@@ -19,6 +19,7 @@ import (
 	"net/http/httptest"
 	"os"
 	"path/filepath"
+	"runtime/pprof"
 	"slices"
 	"sort"
 	"sync"
@@ -56,6 +57,7 @@ func main() {
 	duration := flag.Duration("duration", 3*time.Second, "length of each measurement")
 	rate := flag.Int("rate", 5000, "requests/s of the fixed-rate measurement")
 	conc := flag.Int("conc", 64, "concurrent callers of the throughput measurement")
+	flag.StringVar(&cpuProfile, "cpuprofile", "", "write a CPU profile of the partner API's throughput phase to this file")
 	flag.Parse()
 	slog.SetDefault(slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelError})))
 	if err := run(*duration, *rate, *conc); err != nil {
@@ -107,6 +109,8 @@ func (c *constant) GetAvailability(context.Context, *connect.Request[partnerv1.G
 	return connect.NewResponse(c.res), nil
 }
 
+var cpuProfile string
+
 func run(duration time.Duration, rate, conc int) error {
 	ctx := context.Background()
 	dir, err := os.MkdirTemp("", "partnerapi-bench-")
@@ -155,7 +159,7 @@ func run(duration time.Duration, rate, conc int) error {
 
 	// The ceiling: the same answer from a constant handler, TLS and HTTP/2 as well.
 	mux := http.NewServeMux()
-	mux.Handle(partnerv1connect.NewPartnerServiceHandler(&constant{res: first.Msg}))
+	mux.Handle(partnerv1connect.NewPartnerServiceHandler(&constant{res: first.Msg}, connect.WithCompressMinBytes(8<<10))) // as the real one
 	ts := httptest.NewUnstartedServer(mux)
 	ts.EnableHTTP2 = true
 	ts.StartTLS()
@@ -185,7 +189,19 @@ func run(duration time.Duration, rate, conc int) error {
 		name   string
 		client partnerv1connect.PartnerServiceClient
 	}{{"constant-ceiling", ceiling}, {"partner-api", real}} {
+		if cpuProfile != "" && c.name == "partner-api" {
+			f, err := os.Create(cpuProfile)
+			if err != nil {
+				return err
+			}
+			if err := pprof.StartCPUProfile(f); err != nil {
+				return err
+			}
+		}
 		rps, errs := throughput(c.client, req, conc, duration)
+		if cpuProfile != "" && c.name == "partner-api" {
+			pprof.StopCPUProfile()
+		}
 		fmt.Printf("  %-16s max_req_per_s=%.0f errors=%d\n", c.name, rps, errs)
 	}
 	for _, c := range []struct {

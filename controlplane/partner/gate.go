@@ -107,7 +107,8 @@ func (s *Server) logger() *slog.Logger {
 // Handler returns the partner service behind the gate, to mount on the API mux.
 func (s *Server) Handler(opts ...connect.HandlerOption) (string, http.Handler) {
 	s.once.Do(func() { s.errw = connect.NewErrorWriter() })
-	opts = append(opts, connect.WithInterceptors(counter{s}), connect.WithReadMaxBytes(routing.MaxPartnerBodyBytes))
+	// Answers under 8 KiB go uncompressed: gzip costs more CPU than it saves there.
+	opts = append(opts, connect.WithInterceptors(counter{s}), connect.WithReadMaxBytes(routing.MaxPartnerBodyBytes), connect.WithCompressMinBytes(8<<10))
 	path, h := partnerv1connect.NewPartnerServiceHandler(s, opts...)
 	return path, s.Gate(h)
 }

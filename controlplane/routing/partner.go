@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"math/big"
 	"slices"
+	"strconv"
 	"strings"
 )
 
@@ -134,13 +135,24 @@ func Allocate(rule *AllocationSpec, available string) string {
 	if len(available) > 64 || strings.ContainsAny(available, "eE/+_") {
 		return "0" // big.Rat would accept 1e999999999 and spend forever on it
 	}
-	a, ok := new(big.Rat).SetString(available)
-	if !ok || a.Sign() <= 0 {
-		return "0"
-	}
 	pct, safety := int64(100), int64(0)
 	if rule != nil {
 		pct, safety = int64(rule.Percent), int64(rule.SafetyStock)
+	}
+	if n, err := strconv.ParseInt(available, 10, 64); err == nil && n < 1<<40 {
+		// Whole quantities (the common case) without big numbers: n*pct cannot overflow.
+		if n <= 0 {
+			return "0"
+		}
+		offered := n * pct / 100
+		if n-offered < safety {
+			offered = max(0, n-safety)
+		}
+		return strconv.FormatInt(offered, 10)
+	}
+	a, ok := new(big.Rat).SetString(available)
+	if !ok || a.Sign() <= 0 {
+		return "0"
 	}
 	offered := floorRat(new(big.Rat).Mul(a, big.NewRat(pct, 100)))
 	rest := new(big.Rat).Sub(a, new(big.Rat).SetInt(offered))
