@@ -29,6 +29,9 @@ type Proposer struct {
 	Client *http.Client
 	// Timeout bounds one proposal (5s when 0).
 	Timeout time.Duration
+	// MaxLeaderSilence: a follower whose last contact from the leader is older does not
+	// forward (2s when 0).
+	MaxLeaderSilence time.Duration
 }
 
 // forwardable are the command types a follower may hand the leader.
@@ -81,6 +84,15 @@ func (p *Proposer) proposeOnce(ctx context.Context, typ storev1.CommandType, msg
 	_, id := p.Store.Leader()
 	if id == "" {
 		return ErrNoLeader
+	}
+	// A follower that has not heard from the leader lately is cut off from it (raft may
+	// still name it): it must not lease over another path, so a minority side stops.
+	silence := p.MaxLeaderSilence
+	if silence <= 0 {
+		silence = 2 * time.Second
+	}
+	if last := p.Store.Raft().LastContact(); time.Since(last) > silence {
+		return fmt.Errorf("%w: no contact with the leader %s since %s", ErrNoLeader, id, last.UTC().Format(time.RFC3339))
 	}
 	n, ok, err := p.Store.Ledger().Node(id)
 	if err != nil || !ok || n.GetApiAddr() == "" {
