@@ -43,6 +43,7 @@ bench: build ## Run the benchmarks and load programs; figures are printed
 	$(GO) run ./bench/ledgermem -bin $(BIN) -sizes $(BENCH_LEDGER_SIZES)
 	$(GO) run ./bench/growth -bin $(BIN) -sizes $(BENCH_LEDGER_SIZES) $(if $(BENCH_RETENTION),-retention $(BENCH_RETENTION))
 	$(GO) run ./bench/soak -bin $(BIN) -minutes $(BENCH_SOAK_MINUTES) $(if $(BENCH_RETENTION),-retention $(BENCH_RETENTION))
+	$(GO) run ./bench/partnerapi
 
 VERSION   ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 COMMIT    ?= $(shell git rev-parse HEAD 2>/dev/null || echo unknown)
@@ -69,10 +70,12 @@ gen: $(BUF) ## Regenerate protobuf code (local, pinned plugins)
 	rm -rf proto/gen
 	$(BUF) generate --template proto/buf.gen.yaml --exclude-path proto/crossdock/plugin
 	$(BUF) generate --template proto/buf.gen.grpc.yaml --path proto/crossdock/plugin
+	$(BUF) build -o $(TOOLS)/partner-image.binpb --path proto/crossdock/partner
+	$(GO) run ./controlplane/partner/openapigen -image $(TOOLS)/partner-image.binpb -o controlplane/partner/partner.v1.openapi.yaml
 
 check-gen: gen ## Fail if generated code is stale
-	@git diff --exit-code -- proto/gen || (echo "generated code is stale: run make gen and commit" && exit 1)
-	@test -z "$$(git status --porcelain -- proto/gen)" || (echo "untracked generated files: run make gen and commit" && git status --porcelain -- proto/gen && exit 1)
+	@git diff --exit-code -- proto/gen controlplane/partner/partner.v1.openapi.yaml || (echo "generated code is stale: run make gen and commit" && exit 1)
+	@test -z "$$(git status --porcelain -- proto/gen controlplane/partner/partner.v1.openapi.yaml)" || (echo "untracked generated files: run make gen and commit" && git status --porcelain -- proto/gen && exit 1)
 
 lint: $(BUF) ## gofmt, go vet, buf lint
 	@out=$$(gofmt -l $$(git ls-files '*.go' | grep -v '^proto/gen/')); test -z "$$out" || (echo "gofmt needed:"; echo "$$out"; exit 1)
@@ -126,5 +129,9 @@ fuzz: ## Run each fuzzer briefly
 	$(GO) test -run '^$$' -fuzz '^FuzzDecodeFile$$' -fuzztime 20s ./controlplane/archive/
 	$(GO) test -run '^$$' -fuzz '^FuzzParseManifest$$' -fuzztime 20s ./controlplane/archive/
 	$(GO) test -run '^$$' -fuzz '^FuzzCheckLoopback$$' -fuzztime 20s ./cmd/crossdock/
+	$(GO) test -run '^$$' -fuzz '^FuzzParsePartnerKey$$' -fuzztime 20s ./controlplane/partner/
+	$(GO) test -run '^$$' -fuzz '^FuzzDecodePartnerRequests$$' -fuzztime 20s ./controlplane/partner/
+	$(GO) test -run '^$$' -fuzz '^FuzzAllocate$$' -fuzztime 20s ./controlplane/routing/
+	$(GO) test -run '^$$' -fuzz '^FuzzParseLifetime$$' -fuzztime 20s ./cmd/crossdock/
 
 .PHONY: help build test demo bench tools gen check-gen lint fuzz release

@@ -27,6 +27,7 @@ import (
 	"github.com/crossdock/crossdock/controlplane/delivery"
 	"github.com/crossdock/crossdock/controlplane/ledger"
 	"github.com/crossdock/crossdock/controlplane/retention"
+	"github.com/crossdock/crossdock/controlplane/partner"
 	"github.com/crossdock/crossdock/controlplane/store"
 	"github.com/crossdock/crossdock/controlplane/views"
 	"github.com/crossdock/crossdock/internal/canonical"
@@ -90,6 +91,11 @@ type Config struct {
 	// PruneInterval is how often the leader computes ledger retention and proposes a
 	// prune (retention.DefaultInterval, 30s, when 0; --prune-interval).
 	PruneInterval time.Duration
+	// PartnerViews is what the partner API reads (the views package); nil answers
+	// unavailable. PartnerUsageEvery is how often the node records partner usage
+	// through raft (2s when 0).
+	PartnerViews      partner.Reader
+	PartnerUsageEvery time.Duration
 	// Limits bound what callers can make the node spend (body sizes, read timeouts,
 	// enrollment and failed-authentication rates per source address, refusal logs);
 	// zero fields take api.DefaultLimits.
@@ -134,6 +140,9 @@ type Server struct {
 	views *views.Views
 	// obs holds the metrics registry, the metrics listener and readiness (metrics.go).
 	obs *observability
+	// partner serves the partner API; partnerFlush records its usage through raft.
+	partner      *partner.Server
+	partnerFlush *partner.Flusher
 }
 
 // AdminConfigFile is the name of the admin config written into the data dir at bootstrap.
@@ -521,7 +530,9 @@ func (s *Server) buildServers(cert tls.Certificate) error {
 	admin.Archive.Engine = s.delivery
 	s.pruner = retention.New(retention.Config{Store: s.store, Plans: &delivery.RoutingPlans{Source: s.store.Ledger()}, Interval: s.cfg.PruneInterval, Logger: s.logger})
 	mux.Handle(deliveryv1connect.NewDeliveryServiceHandler(&api.Delivery{Backend: backend, Engine: s.delivery}, append(opts, connect.WithInterceptors(auth))...))
-	mux.Handle(deliveryv1connect.NewPartnerServiceHandler(&api.Partner{Backend: backend, Engine: s.delivery}, opts...))
+	mux.Handle(deliveryv1connect.NewPartnerServiceHandler(&api.Partner{Backend: backend, Engine: s.delivery,
+		KeyAllows: func(auth, dest string) bool { return s.partner.StreamAllowed(auth, dest) }}, opts...))
+	s.mountPartner(mux, opts, auth)
 	handler := s.withHealth(api.WithPeer(guard.Wrap(mux)))
 
 	// No ReadTimeout: it would cut uplink streams and snapshot uploads. Bodies read
@@ -581,6 +592,9 @@ func (s *Server) Run(ctx context.Context) error {
 			_ = s.views.Run(vctx)
 		}
 	}()
+	pctx, stopPartnerFlush := context.WithCancel(context.WithoutCancel(ctx))
+	partnerDone := make(chan struct{})
+	go func() { defer close(partnerDone); s.partnerFlush.Run(pctx) }()
 	// The delivery engine stops (and commits its cursors) before the store closes.
 	dctx, stopDelivery := context.WithCancel(context.WithoutCancel(ctx))
 	deliveryDone := make(chan struct{})
@@ -611,6 +625,9 @@ func (s *Server) Run(ctx context.Context) error {
 	<-viewsDone
 	<-pruneDone
 	s.stopMetrics()
+	s.stopPartner(ctx)
+	stopPartnerFlush() // a last usage report
+	<-partnerDone
 	return errors.Join(err, s.store.Close())
 }
 

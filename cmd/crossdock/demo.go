@@ -126,6 +126,9 @@ In another terminal:
   export CROSSDOCK_CONFIG=%s
 `, dir, srv.Addr(), ag.ID(), ag.LocalAddr(), erpPath, skus, len(sampleerp.Locations), rate, strings.TrimSuffix(market.URL, "inventory"), srv.AdminConfigPath())
 			demoCommands(cmd.OutOrStdout(), selfCommand(), ag.LocalAddr())
+			if err := demoPartner(ctx, cmd.OutOrStdout(), dir, srv.Addr(), srv.AdminConfigPath()); err != nil {
+				return err
+			}
 
 			simErr := sampleerp.NewSimulator(erp, uint64(time.Now().UnixNano())).Run(ctx, float64(rate))
 			cancel()

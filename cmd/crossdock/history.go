@@ -23,7 +23,7 @@ func kindArg(s string) (routing.Kind, error) {
 func newHistoryCmd() *cobra.Command {
 	var diff bool
 	cmd := &cobra.Command{
-		Use:   "history route|destination|policy|retention NAME",
+		Use:   "history route|destination|policy|retention|tier|partner NAME",
 		Short: "Show every version of a routing document",
 		Example: `  crossdock history route marketplace-inventory
   crossdock history route marketplace-inventory --diff`,

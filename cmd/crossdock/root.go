@@ -59,6 +59,7 @@ func newRootCmd() *cobra.Command {
 		newVersionCmd(), newConfigCmd(),
 		newPluginCmd(),
 		newInventoryCmd(), newPricesCmd(),
+		newPartnersCmd(),
 	)
 	addCompletions(root) // Tab completes agent, route and destination names (completion.go)
 	return root

@@ -24,6 +24,7 @@ import (
 	"github.com/crossdock/crossdock/proto/gen/crossdock/admin/v1/adminv1connect"
 	"github.com/crossdock/crossdock/proto/gen/crossdock/cluster/v1/clusterv1connect"
 	"github.com/crossdock/crossdock/proto/gen/crossdock/delivery/v1/deliveryv1connect"
+	"github.com/crossdock/crossdock/proto/gen/crossdock/partner/v1/partnerv1connect"
 	"github.com/crossdock/crossdock/proto/gen/crossdock/routing/v1/routingv1connect"
 	"github.com/crossdock/crossdock/proto/gen/crossdock/uplink/v1/uplinkv1connect"
 )
@@ -129,6 +130,7 @@ const (
 	accessNode                  // a verified control plane node certificate
 	accessBodyCredential        // the credential is in the (small) body: Enroll, Join
 	accessBearer                // a bearer credential the handler checks (partner Subscribe)
+	accessPartnerGate           // a partner API key, checked by the partner gate before the body is read
 )
 
 func accessFor(procedure string) access {
@@ -141,11 +143,18 @@ func accessFor(procedure string) access {
 		return accessNode
 	case deliveryv1connect.PartnerServiceSubscribeProcedure:
 		return accessBearer
+	case partnerv1connect.PartnerNodeServiceForwardProcedure:
+		return accessNode
+	case PartnerOpenAPIPath:
+		return accessPartnerGate // public: the contract
 	}
 	service, _, _ := strings.Cut(strings.TrimPrefix(procedure, "/"), "/")
 	switch service {
-	case adminv1connect.AdminServiceName, routingv1connect.RoutingServiceName, deliveryv1connect.DeliveryServiceName:
+	case adminv1connect.AdminServiceName, routingv1connect.RoutingServiceName, deliveryv1connect.DeliveryServiceName,
+		partnerv1connect.PartnerAdminServiceName:
 		return accessAdmin
+	case partnerv1connect.PartnerServiceName:
+		return accessPartnerGate
 	}
 	return accessAuthenticated
 }
@@ -209,6 +218,8 @@ func (g *Guard) Wrap(next http.Handler) http.Handler {
 			if !g.limitBody(w, r, src) {
 				return
 			}
+		case accessPartnerGate:
+			// partner.Server's gate authenticates the key, scope, rate and size.
 		default:
 			if err := g.authenticate(r, a, src, now); err != nil {
 				g.refuse(w, r, src, "authentication", err)

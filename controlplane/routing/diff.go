@@ -158,6 +158,8 @@ func Summary(d *Document) string {
 		parts = append(parts, fmt.Sprintf("retry=%dx %s..%s", p.MaxAttempts, p.InitialBackoff, p.MaxBackoff),
 			fmt.Sprintf("breaker=%d/%s", p.FailureThreshold, p.Cooldown))
 		return strings.Join(parts, " ")
+	case KindPartner, KindTier:
+		return partnerSummary(d)
 	}
 	return ""
 }

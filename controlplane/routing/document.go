@@ -25,7 +25,7 @@ const (
 
 // Kinds lists every document kind, in the order apply writes them (policies before the
 // destinations that name them, destinations before the routes that name them).
-var Kinds = []Kind{KindPolicy, KindDestination, KindRoute, KindRetention}
+var Kinds = []Kind{KindPolicy, KindDestination, KindRoute, KindRetention, KindTier, KindPartner}
 
 // ParseKind accepts a kind as written in a document ("Route") or on the command line
 // ("route", "routes").
@@ -39,6 +39,10 @@ func ParseKind(s string) (Kind, bool) {
 		return KindPolicy, true
 	case "retention", "retentions":
 		return KindRetention, true
+	case "partner", "partners":
+		return KindPartner, true
+	case "tier", "tiers":
+		return KindTier, true
 	}
 	return "", false
 }
@@ -54,6 +58,10 @@ func (k Kind) Plural() string {
 		return "routes"
 	case KindRetention:
 		return "retention"
+	case KindPartner:
+		return "partners"
+	case KindTier:
+		return "tiers"
 	}
 	return strings.ToLower(string(k))
 }
@@ -76,6 +84,8 @@ type Document struct {
 	Route       *RouteSpec       `json:"-"`
 	Policy      *PolicySpec      `json:"-"`
 	Retention   *RetentionSpec   `json:"-"`
+	Partner     *PartnerSpec     `json:"-"`
+	Tier        *TierSpec        `json:"-"`
 
 	compiled *compiled // a Route's programs, set by Parse
 }
@@ -223,6 +233,10 @@ func (d *Document) Canonical() ([]byte, error) {
 		spec = d.Policy
 	case KindRetention:
 		spec = d.Retention
+	case KindPartner:
+		spec = d.Partner
+	case KindTier:
+		spec = d.Tier
 	default:
 		return nil, fmt.Errorf("routing: unknown kind %q", d.Kind)
 	}

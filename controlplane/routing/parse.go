@@ -166,10 +166,10 @@ func parseOne(part []byte, n, line int) (*Document, []*FieldError) {
 	}
 	ks, _ := obj["kind"].(string)
 	switch Kind(ks) {
-	case KindDestination, KindRoute, KindPolicy, KindRetention:
+	case KindDestination, KindRoute, KindPolicy, KindRetention, KindPartner, KindTier:
 		d.Kind = Kind(ks)
 	default:
-		p.add("kind", "must be Destination, Route, Policy or Retention, got %s", show(obj["kind"]))
+		p.add("kind", "must be Destination, Route, Policy, Retention, Tier or Partner, got %s", show(obj["kind"]))
 	}
 	if md, ok := obj["metadata"].(map[string]any); !ok {
 		p.add("metadata.name", "required")
@@ -225,6 +225,18 @@ func parseOne(part []byte, n, line int) (*Document, []*FieldError) {
 		decodeInto(p, "spec", spec, reflect.ValueOf(d.Retention).Elem())
 		if len(p.errs) == 0 {
 			validateRetention(p, d)
+		}
+	case KindPartner:
+		d.Partner = &PartnerSpec{}
+		decodeInto(p, "spec", spec, reflect.ValueOf(d.Partner).Elem())
+		if len(p.errs) == 0 {
+			validatePartner(p, d.Partner)
+		}
+	case KindTier:
+		d.Tier = &TierSpec{}
+		decodeInto(p, "spec", spec, reflect.ValueOf(d.Tier).Elem())
+		if len(p.errs) == 0 {
+			validateTier(p, "spec", d.Tier)
 		}
 	}
 	return d, p.errs

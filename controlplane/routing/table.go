@@ -219,6 +219,7 @@ func NewTable(docs []*Document, versions map[string]uint64) (*Table, error) {
 			t.routes[d.Name()] = r
 		}
 	}
+	errs = append(errs, checkPartnerRefs(docs)...)
 	for _, r := range t.sortedRoutes() {
 		for i, dn := range r.Destinations {
 			if _, ok := t.dests[dn]; !ok {

@@ -54,6 +54,13 @@ const (
 	CommandType_COMMAND_TYPE_REVOKE_AGENT   CommandType = 33
 	// Ledger retention (payload PruneLedger in ledger.proto). Not ignorable.
 	CommandType_COMMAND_TYPE_PRUNE_LEDGER CommandType = 34
+	// 40-49: partner API keys, quota leases and usage (payloads in partner.proto).
+	CommandType_COMMAND_TYPE_PUT_PARTNER_KEY      CommandType = 40
+	CommandType_COMMAND_TYPE_ROTATE_PARTNER_KEY   CommandType = 41
+	CommandType_COMMAND_TYPE_REVOKE_PARTNER_KEY   CommandType = 42
+	CommandType_COMMAND_TYPE_LEASE_QUOTA          CommandType = 43
+	CommandType_COMMAND_TYPE_RETURN_QUOTA         CommandType = 44
+	CommandType_COMMAND_TYPE_RECORD_PARTNER_USAGE CommandType = 45
 )
 
 // Enum value maps for CommandType.
@@ -78,6 +85,12 @@ var (
 		32: "COMMAND_TYPE_BIND_AGENT",
 		33: "COMMAND_TYPE_REVOKE_AGENT",
 		34: "COMMAND_TYPE_PRUNE_LEDGER",
+		40: "COMMAND_TYPE_PUT_PARTNER_KEY",
+		41: "COMMAND_TYPE_ROTATE_PARTNER_KEY",
+		42: "COMMAND_TYPE_REVOKE_PARTNER_KEY",
+		43: "COMMAND_TYPE_LEASE_QUOTA",
+		44: "COMMAND_TYPE_RETURN_QUOTA",
+		45: "COMMAND_TYPE_RECORD_PARTNER_USAGE",
 	}
 	CommandType_value = map[string]int32{
 		"COMMAND_TYPE_UNSPECIFIED":          0,
@@ -99,6 +112,12 @@ var (
 		"COMMAND_TYPE_BIND_AGENT":           32,
 		"COMMAND_TYPE_REVOKE_AGENT":         33,
 		"COMMAND_TYPE_PRUNE_LEDGER":         34,
+		"COMMAND_TYPE_PUT_PARTNER_KEY":      40,
+		"COMMAND_TYPE_ROTATE_PARTNER_KEY":   41,
+		"COMMAND_TYPE_REVOKE_PARTNER_KEY":   42,
+		"COMMAND_TYPE_LEASE_QUOTA":          43,
+		"COMMAND_TYPE_RETURN_QUOTA":         44,
+		"COMMAND_TYPE_RECORD_PARTNER_USAGE": 45,
 	}
 )
 
@@ -1678,7 +1697,7 @@ const file_crossdock_store_v1_command_proto_rawDesc = "" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x19\n" +
 	"\bapi_addr\x18\x02 \x01(\tR\aapiAddr\x12\x1b\n" +
 	"\traft_addr\x18\x03 \x01(\tR\braftAddr\x127\n" +
-	"\tjoined_at\x18\x04 \x01(\v2\x1a.google.protobuf.TimestampR\bjoinedAt*\xe5\x04\n" +
+	"\tjoined_at\x18\x04 \x01(\v2\x1a.google.protobuf.TimestampR\bjoinedAt*\xb5\x06\n" +
 	"\vCommandType\x12\x1c\n" +
 	"\x18COMMAND_TYPE_UNSPECIFIED\x10\x00\x12\x1d\n" +
 	"\x19COMMAND_TYPE_INGEST_BATCH\x10\x01\x12\x1a\n" +
@@ -1699,7 +1718,13 @@ const file_crossdock_store_v1_command_proto_rawDesc = "" +
 	"\x1bCOMMAND_TYPE_PUT_AGENT_CERT\x10\x1f\x12\x1b\n" +
 	"\x17COMMAND_TYPE_BIND_AGENT\x10 \x12\x1d\n" +
 	"\x19COMMAND_TYPE_REVOKE_AGENT\x10!\x12\x1d\n" +
-	"\x19COMMAND_TYPE_PRUNE_LEDGER\x10\"BEZCgithub.com/crossdock/crossdock/proto/gen/crossdock/store/v1;storev1b\x06proto3"
+	"\x19COMMAND_TYPE_PRUNE_LEDGER\x10\"\x12 \n" +
+	"\x1cCOMMAND_TYPE_PUT_PARTNER_KEY\x10(\x12#\n" +
+	"\x1fCOMMAND_TYPE_ROTATE_PARTNER_KEY\x10)\x12#\n" +
+	"\x1fCOMMAND_TYPE_REVOKE_PARTNER_KEY\x10*\x12\x1c\n" +
+	"\x18COMMAND_TYPE_LEASE_QUOTA\x10+\x12\x1d\n" +
+	"\x19COMMAND_TYPE_RETURN_QUOTA\x10,\x12%\n" +
+	"!COMMAND_TYPE_RECORD_PARTNER_USAGE\x10-BEZCgithub.com/crossdock/crossdock/proto/gen/crossdock/store/v1;storev1b\x06proto3"
 
 var (
 	file_crossdock_store_v1_command_proto_rawDescOnce sync.Once
