@@ -6,11 +6,10 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"encoding/json"
+	"fmt"
 	"io"
 	"net/http"
-	"slices"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -19,93 +18,83 @@ import (
 
 	"github.com/crossdock/crossdock/controlplane"
 	"github.com/crossdock/crossdock/controlplane/controlplanetest"
-	"github.com/crossdock/crossdock/controlplane/partner"
 	"github.com/crossdock/crossdock/internal/cliconfig"
+	eventv1 "github.com/crossdock/crossdock/proto/gen/crossdock/event/v1"
 	partnerv1 "github.com/crossdock/crossdock/proto/gen/crossdock/partner/v1"
 	"github.com/crossdock/crossdock/proto/gen/crossdock/partner/v1/partnerv1connect"
 	routingv1 "github.com/crossdock/crossdock/proto/gen/crossdock/routing/v1"
 	"github.com/crossdock/crossdock/proto/gen/crossdock/routing/v1/routingv1connect"
+	storev1 "github.com/crossdock/crossdock/proto/gen/crossdock/store/v1"
 )
 
-// fakeViews is a test fake of the views package's Reader (controlplane/views is built
-// by another branch): fixed levels, prices and items at a fixed seq.
-type fakeViews struct {
-	mu     sync.Mutex
-	seq    uint64
-	levels []partner.Level
-	prices []partner.PriceEntry
-	items  []partner.ItemEntry
-}
-
-func (f *fakeViews) Seq() uint64 { f.mu.Lock(); defer f.mu.Unlock(); return f.seq }
-
-func (f *fakeViews) WaitFor(ctx context.Context, seq uint64) error {
-	for f.Seq() < seq {
-		select {
-		case <-ctx.Done():
-			return ctx.Err()
-		case <-time.After(5 * time.Millisecond):
-		}
+// seedEvents are what every test's views hold: committed through raft like an agent's
+// batch and folded by each node's real views (controlplane/views).
+func seedEvents() []*eventv1.Event {
+	level := func(sku, loc, onHand, allocated, available string) *eventv1.Event {
+		return &eventv1.Event{Type: "inventory.level", Keys: map[string]string{"sku": sku, "location": loc},
+			Payload: &eventv1.Event_InventoryLevel{InventoryLevel: &eventv1.InventoryLevel{
+				Sku: sku, Location: loc, OnHand: onHand, Allocated: allocated, Available: available, UnitOfMeasure: "EA"}}}
 	}
-	return nil
-}
-
-func (f *fakeViews) Levels(skus, locations []string) []partner.Level {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	var out []partner.Level
-	for _, l := range f.levels {
-		if slices.Contains(skus, l.SKU) && (locations == nil || slices.Contains(locations, l.Location)) {
-			out = append(out, l)
-		}
+	price := func(sku, list, amount string) *eventv1.Event {
+		return &eventv1.Event{Type: "price", Keys: map[string]string{"sku": sku, "price_list": list},
+			Payload: &eventv1.Event_Price{Price: &eventv1.Price{Sku: sku, PriceList: list, Currency: "EUR", Amount: amount}}}
 	}
-	return out
-}
-
-func (f *fakeViews) Prices(skus []string, list string) []partner.PriceEntry {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	var out []partner.PriceEntry
-	for _, p := range f.prices {
-		if slices.Contains(skus, p.SKU) && p.PriceList == list {
-			out = append(out, p)
-		}
+	item := func(sku, name string) *eventv1.Event {
+		return &eventv1.Event{Type: "item", Keys: map[string]string{"sku": sku},
+			Payload: &eventv1.Event_Item{Item: &eventv1.Item{Sku: sku, Name: name}}}
 	}
-	return out
+	return []*eventv1.Event{
+		level("A-1", "WH-1", "110", "10", "100"),
+		level("A-1", "WH-2", "50", "0", "50"),
+		level("A-2", "WH-1", "20", "0", "20"),
+		level("B-1", "WH-1", "7", "0", "7"),
+		price("A-1", "retail", "9.90"),
+		price("A-1", "wholesale", "7.50"),
+		item("A-1", "Anvil"), item("A-2", "Axe"), item("B-1", "Bolt"),
+	}
 }
 
-func (f *fakeViews) Items(after string, limit int, match func(string) bool) ([]partner.ItemEntry, string) {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	var out []partner.ItemEntry
-	for _, it := range f.items { // sorted by SKU
-		if it.SKU <= after || !match(it.SKU) {
+// propose commits evs through the leader as agent "erp" (seqs from e.agentSeq) and
+// returns the ledger seq of the last one, as a writer is told.
+func (e *env) propose(evs ...*eventv1.Event) uint64 {
+	e.t.Helper()
+	b := &storev1.IngestBatch{AgentId: "erp"}
+	for _, ev := range evs {
+		e.agentSeq++
+		ev.Id = fmt.Sprintf("erp-%d", e.agentSeq)
+		b.Events = append(b.Events, &storev1.AgentEvent{AgentSeq: e.agentSeq, Event: ev})
+	}
+	leader := e.nodes[0]
+	if e.cluster != nil {
+		leader = e.cluster.WaitLeader(nil)
+	}
+	res, err := leader.Store().Propose(context.Background(), storev1.CommandType_COMMAND_TYPE_INGEST_BATCH, b)
+	if err != nil {
+		e.t.Fatalf("commit events: %v", err)
+	}
+	r := res.(*storev1.IngestResult)
+	if int(r.GetCommitted()) != len(evs) {
+		e.t.Fatalf("committed %d of %d events: %v", r.GetCommitted(), len(evs), r)
+	}
+	return r.GetLastLedgerSeq()
+}
+
+// commit is propose, then waits until every running node's views hold the events.
+func (e *env) commit(evs ...*eventv1.Event) uint64 {
+	e.t.Helper()
+	seq := e.propose(evs...)
+	for _, s := range e.nodes {
+		if !s.Running() {
 			continue
 		}
-		if len(out) == limit {
-			return out, out[len(out)-1].SKU
+		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+		err := s.Views().WaitFor(ctx, seq)
+		cancel()
+		if err != nil {
+			e.t.Fatalf("views of %s at seq %d: %v", s.Config.NodeID, seq, err)
 		}
-		out = append(out, it)
 	}
-	return out, ""
-}
-
-func newFakeViews() *fakeViews {
-	at := time.Date(2026, 12, 4, 10, 0, 0, 0, time.UTC)
-	return &fakeViews{
-		seq: 42,
-		levels: []partner.Level{
-			{SKU: "A-1", Location: "WH-1", OnHand: "110", Allocated: "10", Available: "100", UnitOfMeasure: "EA", Seq: 40, At: at},
-			{SKU: "A-1", Location: "WH-2", Available: "50", UnitOfMeasure: "EA", Seq: 41, At: at},
-			{SKU: "A-2", Location: "WH-1", Available: "20", UnitOfMeasure: "EA", Seq: 41, At: at},
-			{SKU: "B-1", Location: "WH-1", Available: "7", UnitOfMeasure: "EA", Seq: 42, At: at},
-		},
-		prices: []partner.PriceEntry{
-			{SKU: "A-1", PriceList: "retail", Currency: "EUR", Amount: "9.90", Seq: 30},
-			{SKU: "A-1", PriceList: "wholesale", Currency: "EUR", Amount: "7.50", Seq: 31},
-		},
-		items: []partner.ItemEntry{{SKU: "A-1", Name: "Anvil"}, {SKU: "A-2", Name: "Axe"}, {SKU: "B-1", Name: "Bolt"}},
-	}
+	return seq
 }
 
 // docs: tier "standard"; acme sees A-* at WH-1 with 80% / safety 5; globex sees
@@ -172,20 +161,20 @@ spec:
 `
 
 type env struct {
-	t       *testing.T
-	nodes   []*controlplanetest.Server
-	cluster *controlplanetest.Cluster
-	views   *fakeViews
-	admin   partnerv1connect.PartnerAdminServiceClient
-	routing routingv1connect.RoutingServiceClient
-	hc      *http.Client // trusts the cluster CA, no credentials
+	t        *testing.T
+	nodes    []*controlplanetest.Server
+	cluster  *controlplanetest.Cluster
+	seq      uint64 // the ledger seq of the last seed event
+	agentSeq uint64 // the last agent seq commit used
+	admin    partnerv1connect.PartnerAdminServiceClient
+	routing  routingv1connect.RoutingServiceClient
+	hc       *http.Client // trusts the cluster CA, no credentials
 }
 
 func newEnv(t *testing.T, n int, extraDocs string) *env {
 	t.Helper()
-	e := &env{t: t, views: newFakeViews()}
+	e := &env{t: t}
 	cb := func(_ int, c *controlplane.Config) {
-		c.PartnerViews = e.views
 		c.PartnerUsageEvery = 200 * time.Millisecond
 	}
 	if n == 1 {
@@ -217,6 +206,7 @@ func newEnv(t *testing.T, n int, extraDocs string) *env {
 	if _, err := e.routing.ApplyDocuments(context.Background(), connect.NewRequest(&routingv1.ApplyDocumentsRequest{Yaml: docs + extraDocs})); err != nil {
 		t.Fatalf("apply partner documents: %v", err)
 	}
+	e.seq = e.commit(seedEvents()...)
 	// Every node has applied the documents before a test calls it.
 	controlplanetest.WaitFor(t, 10*time.Second, "documents on every node", func() bool {
 		for _, s := range e.nodes {
