@@ -10,26 +10,29 @@ import (
 	adminv1 "github.com/crossdock/crossdock/proto/gen/crossdock/admin/v1"
 )
 
-// inventoryQuery is what `inventory get` asks. The partner API adds --as-partner P
-// here (what partner P would see: its locations, SKUs and allocation rule applied on
-// top of the same levels); getInventory is where it branches.
+// inventoryQuery is what `inventory get` asks; asPartner shows what that partner sees
+// through the partner API (its locations, SKUs and allocation rule).
 type inventoryQuery struct {
 	skus, locations []string
 	minSeq          uint64
+	asPartner       string
 }
 
 func newInventoryCmd() *cobra.Command {
 	cmd := &cobra.Command{Use: "inventory", Short: "Read inventory levels from the views the control plane keeps"}
 	var q inventoryQuery
 	get := &cobra.Command{
-		Use:   "get --sku SKU [--sku SKU2] [--location LOC] [--min-seq N]",
+		Use:   "get --sku SKU [--sku SKU2] [--location LOC] [--min-seq N] [--as-partner P]",
 		Short: "Show the newest level of SKUs per location, with the ledger seq and commit time it comes from",
 		Long: `Show the newest inventory level of each SKU per location, as the node's views hold it:
 every node (leader or follower) answers from its own views, which follow its ledger.
 --min-seq waits (up to 10 s) until the views reflect at least that ledger seq: pass the
-seq a write reported to read your own write.`,
+seq a write reported to read your own write. --as-partner P shows what partner P's
+GetAvailability answers: only its SKUs and locations, AVAILABLE after its allocation
+rule (ON HAND and ALLOCATED stay the warehouse's figures).`,
 		Example: `  crossdock inventory get --sku A-100
-  crossdock inventory get --sku A-100 --sku A-200 --location WH1 -o json`,
+  crossdock inventory get --sku A-100 --sku A-200 --location WH1 -o json
+  crossdock inventory get --sku A-100 --as-partner demo-market`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			res, err := getInventory(cmd, q)
@@ -50,6 +53,7 @@ seq a write reported to read your own write.`,
 	f.StringArrayVar(&q.skus, "sku", nil, "SKU to show (repeatable; at least one)")
 	f.StringArrayVar(&q.locations, "location", nil, "location to show (repeatable; default: every location)")
 	f.Uint64Var(&q.minSeq, "min-seq", 0, "wait until the views reflect at least this ledger seq")
+	f.StringVar(&q.asPartner, "as-partner", "", "show what this partner sees (its SKUs and locations, available after its allocation rule)")
 	cmd.AddCommand(get)
 	return cmd
 }
@@ -63,7 +67,7 @@ func getInventory(cmd *cobra.Command, q inventoryQuery) (*adminv1.GetInventoryRe
 	if err != nil {
 		return nil, err
 	}
-	res, err := c.GetInventory(cmd.Context(), connect.NewRequest(&adminv1.GetInventoryRequest{Skus: q.skus, Locations: q.locations, MinSeq: q.minSeq}))
+	res, err := c.GetInventory(cmd.Context(), connect.NewRequest(&adminv1.GetInventoryRequest{Skus: q.skus, Locations: q.locations, MinSeq: q.minSeq, AsPartner: q.asPartner}))
 	if err != nil {
 		return nil, fmt.Errorf("get inventory: %w", err)
 	}

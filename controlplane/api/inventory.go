@@ -10,6 +10,8 @@ import (
 	"google.golang.org/protobuf/types/known/durationpb"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
+	"github.com/crossdock/crossdock/controlplane/partner"
+	"github.com/crossdock/crossdock/controlplane/views"
 	adminv1 "github.com/crossdock/crossdock/proto/gen/crossdock/admin/v1"
 )
 
@@ -59,7 +61,18 @@ func (a *Admin) GetInventory(ctx context.Context, req *connect.Request[adminv1.G
 	}
 	seq := a.Views.Seq()
 	out := &adminv1.GetInventoryResponse{ViewsSeq: seq}
-	for _, l := range a.Views.Levels(req.Msg.GetSkus(), locs) {
+	levels := a.Views.Levels
+	if name := req.Msg.GetAsPartner(); name != "" {
+		p, ok, err := (&partner.Directory{Ledger: a.Store.Ledger()}).Get(name)
+		if err != nil {
+			return nil, connect.NewError(connect.CodeInternal, fmt.Errorf("read partner %q: %w", name, err))
+		}
+		if !ok {
+			return nil, connect.NewError(connect.CodeNotFound, fmt.Errorf("no partner %q (crossdock partners ls lists them)", name))
+		}
+		levels = func(skus, locs []string) []views.Level { return partner.Sees(p.Spec, a.Views, skus, locs) }
+	}
+	for _, l := range levels(req.Msg.GetSkus(), locs) {
 		out.Levels = append(out.Levels, &adminv1.InventoryLevel{
 			Sku: l.SKU, Location: l.Location, OnHand: l.OnHand, Allocated: l.Allocated, Available: l.Available,
 			UnitOfMeasure: l.UnitOfMeasure, Seq: l.Seq, CommittedAt: timestamppb.New(l.At),

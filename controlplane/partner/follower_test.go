@@ -2,11 +2,13 @@ package partner_test
 
 import (
 	"context"
+	"strings"
 	"testing"
 
 	"connectrpc.com/connect"
 
 	"github.com/crossdock/crossdock/controlplane/controlplanetest"
+	adminv1 "github.com/crossdock/crossdock/proto/gen/crossdock/admin/v1"
 	eventv1 "github.com/crossdock/crossdock/proto/gen/crossdock/event/v1"
 	partnerv1 "github.com/crossdock/crossdock/proto/gen/crossdock/partner/v1"
 )
@@ -47,5 +49,33 @@ func TestAvailabilityOnFollowerAfterSeq(t *testing.T) {
 	}
 	if got, _ := ask(globex); got != "60" {
 		t.Fatalf("globex sees A-1@WH-1 = %s, want 60", got)
+	}
+}
+
+// TestInventoryAsPartner: the admin API's GetInventory with as_partner shows what the
+// partner's GetAvailability answers (crossdock inventory get --as-partner), and names
+// an unknown partner.
+func TestInventoryAsPartner(t *testing.T) {
+	e := newEnv(t, 1, "")
+	admin := controlplanetest.AdminClient(t, e.nodes[0].AdminConfigPath())
+	get := func(as string) (map[string]string, error) {
+		res, err := admin.GetInventory(context.Background(), connect.NewRequest(&adminv1.GetInventoryRequest{Skus: []string{"A-1", "A-2", "B-1"}, AsPartner: as}))
+		if err != nil {
+			return nil, err
+		}
+		m := map[string]string{}
+		for _, l := range res.Msg.GetLevels() {
+			m[l.GetSku()+"@"+l.GetLocation()] = l.GetOnHand() + "/" + l.GetAvailable()
+		}
+		return m, nil
+	}
+	if m, err := get(""); err != nil || len(m) != 4 || m["A-1@WH-1"] != "110/100" {
+		t.Fatalf("as the operator: %v %v", m, err)
+	}
+	if m, err := get("acme"); err != nil || len(m) != 2 || m["A-1@WH-1"] != "110/80" || m["A-2@WH-1"] != "20/15" {
+		t.Fatalf("as acme: %v %v", m, err)
+	}
+	if _, err := get("nobody"); connect.CodeOf(err) != connect.CodeNotFound || !strings.Contains(err.Error(), `no partner "nobody"`) {
+		t.Fatalf("as an unknown partner: %v", err)
 	}
 }

@@ -139,31 +139,42 @@ func (s *Server) GetAvailability(ctx context.Context, req *connect.Request[partn
 	if err != nil {
 		return nil, err
 	}
-	spec := c.partner.Spec
-	skus := make([]string, 0, len(m.GetSkus()))
-	for _, sku := range m.GetSkus() {
-		if spec.SeesSKU(sku) {
-			skus = append(skus, sku)
-		}
-	}
-	locs := m.GetLocations()
-	if len(locs) == 0 {
-		locs = spec.Locations // nil: every location
-	}
 	res.Msg.Seq = r.Seq()
-	if len(skus) == 0 {
-		return res, nil
-	}
-	for _, l := range r.Levels(skus, locs) {
-		if !spec.SeesSKU(l.SKU) || !spec.SeesLocation(l.Location) {
-			continue
-		}
+	for _, l := range Sees(c.partner.Spec, r, m.GetSkus(), m.GetLocations()) {
 		res.Msg.Availability = append(res.Msg.Availability, &partnerv1.Availability{
-			Sku: l.SKU, Location: l.Location, Available: routing.Allocate(spec.Allocation, l.Available),
+			Sku: l.SKU, Location: l.Location, Available: l.Available,
 			UnitOfMeasure: l.UnitOfMeasure, Seq: l.Seq, At: timestamppb.New(l.At),
 		})
 	}
 	return res, nil
+}
+
+// Sees is what a partner with spec sees of the levels of skus at locations (empty: the
+// partner's locations): only its SKUs and locations, each level's Available replaced
+// by what its allocation rule offers. GetAvailability answers it, and `crossdock
+// inventory get --as-partner` shows it to an operator.
+func Sees(spec *routing.PartnerSpec, r Reader, skus, locations []string) []Level {
+	visible := make([]string, 0, len(skus))
+	for _, sku := range skus {
+		if spec.SeesSKU(sku) {
+			visible = append(visible, sku)
+		}
+	}
+	if len(visible) == 0 {
+		return nil
+	}
+	if len(locations) == 0 {
+		locations = spec.Locations // nil: every location
+	}
+	var out []Level
+	for _, l := range r.Levels(visible, locations) {
+		if !spec.SeesSKU(l.SKU) || !spec.SeesLocation(l.Location) {
+			continue
+		}
+		l.Available = routing.Allocate(spec.Allocation, l.Available)
+		out = append(out, l)
+	}
+	return out
 }
 
 // GetPrices answers the partner's price list entries for SKUs.

@@ -2072,7 +2072,10 @@ type GetInventoryRequest struct {
 	Locations []string `protobuf:"bytes,2,rep,name=locations,proto3" json:"locations,omitempty"`
 	// Wait (up to the call's deadline, at most 10 s) until the node's views reflect at
 	// least this ledger seq (read your writes: pass the seq a write reported).
-	MinSeq        uint64 `protobuf:"varint,3,opt,name=min_seq,json=minSeq,proto3" json:"min_seq,omitempty"`
+	MinSeq uint64 `protobuf:"varint,3,opt,name=min_seq,json=minSeq,proto3" json:"min_seq,omitempty"`
+	// What this partner would see through the partner API: only its SKUs and locations,
+	// available after its allocation rule (crossdock inventory get --as-partner).
+	AsPartner     string `protobuf:"bytes,4,opt,name=as_partner,json=asPartner,proto3" json:"as_partner,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -2126,6 +2129,13 @@ func (x *GetInventoryRequest) GetMinSeq() uint64 {
 		return x.MinSeq
 	}
 	return 0
+}
+
+func (x *GetInventoryRequest) GetAsPartner() string {
+	if x != nil {
+		return x.AsPartner
+	}
+	return ""
 }
 
 type GetInventoryResponse struct {
@@ -2838,11 +2848,13 @@ const file_crossdock_admin_v1_admin_proto_rawDesc = "" +
 	"\rdead_lettered\x18\x06 \x01(\x04R\fdeadLettered\x12\x1c\n" +
 	"\tcoalesced\x18\a \x01(\x04R\tcoalesced\x12\x12\n" +
 	"\x04done\x18\b \x01(\bR\x04done\x12\x12\n" +
-	"\x04node\x18\t \x01(\tR\x04node\"`\n" +
+	"\x04node\x18\t \x01(\tR\x04node\"\x7f\n" +
 	"\x13GetInventoryRequest\x12\x12\n" +
 	"\x04skus\x18\x01 \x03(\tR\x04skus\x12\x1c\n" +
 	"\tlocations\x18\x02 \x03(\tR\tlocations\x12\x17\n" +
-	"\amin_seq\x18\x03 \x01(\x04R\x06minSeq\"o\n" +
+	"\amin_seq\x18\x03 \x01(\x04R\x06minSeq\x12\x1d\n" +
+	"\n" +
+	"as_partner\x18\x04 \x01(\tR\tasPartner\"o\n" +
 	"\x14GetInventoryResponse\x12:\n" +
 	"\x06levels\x18\x01 \x03(\v2\".crossdock.admin.v1.InventoryLevelR\x06levels\x12\x1b\n" +
 	"\tviews_seq\x18\x02 \x01(\x04R\bviewsSeq\"\x8c\x02\n" +
