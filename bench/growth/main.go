@@ -26,7 +26,6 @@ import (
 	"os/signal"
 	"path/filepath"
 	"slices"
-	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -68,7 +67,7 @@ func main() {
 	flag.BoolVar(&o.keep, "keep", false, "keep the data directory")
 	flag.Parse()
 	var err error
-	if o.sizes, err = parseSizes(sizes); err != nil {
+	if o.sizes, err = benchkit.ParseSizes(sizes); err != nil {
 		fmt.Fprintln(os.Stderr, "growth:", err)
 		os.Exit(2)
 	}
@@ -79,38 +78,6 @@ func main() {
 		fmt.Fprintln(os.Stderr, "growth:", err)
 		os.Exit(1)
 	}
-}
-
-// parseSizes reads "1M,4M,16M" (K = 1,000, M = 1,000,000).
-func parseSizes(s string) ([]int, error) {
-	var out []int
-	for _, f := range strings.Split(s, ",") {
-		f = strings.TrimSpace(f)
-		mult := 1
-		switch {
-		case strings.HasSuffix(f, "M"):
-			mult, f = 1_000_000, strings.TrimSuffix(f, "M")
-		case strings.HasSuffix(f, "K"):
-			mult, f = 1_000, strings.TrimSuffix(f, "K")
-		}
-		v, err := strconv.ParseFloat(f, 64)
-		if err != nil || v <= 0 {
-			return nil, fmt.Errorf("size %q: want a positive count like 500K or 4M", f)
-		}
-		out = append(out, int(v*float64(mult)))
-	}
-	slices.Sort(out)
-	return out, nil
-}
-
-func label(n int) string {
-	switch {
-	case n%1_000_000 == 0:
-		return fmt.Sprintf("%dM", n/1_000_000)
-	case n%1_000 == 0:
-		return fmt.Sprintf("%dK", n/1_000)
-	}
-	return strconv.Itoa(n)
 }
 
 type row struct {
@@ -155,31 +122,31 @@ func run(ctx context.Context, o options) error {
 		t0 := time.Now()
 		if err := load(ctx, c, size-loaded, o, &agents); err != nil {
 			c.TailLogs(os.Stderr)
-			return fmt.Errorf("load to %s: %w", label(size), err)
+			return fmt.Errorf("load to %s: %w", benchkit.SizeLabel(size), err)
 		}
-		fmt.Printf("%s: loaded in %.0f s\n", label(size), time.Since(t0).Seconds())
+		fmt.Printf("%s: loaded in %.0f s\n", benchkit.SizeLabel(size), time.Since(t0).Seconds())
 		loaded = size
 		r := row{events: size}
 		if err := measure(ctx, c, o, &r, &agents); err != nil {
 			c.TailLogs(os.Stderr)
-			return fmt.Errorf("at %s: %w", label(size), err)
+			return fmt.Errorf("at %s: %w", benchkit.SizeLabel(size), err)
 		}
 		rows = append(rows, r)
 		fmt.Printf("%s: snapshot %.0f MiB in %.1f s; join %.1f s (ingest %.0f ev/s before, %.0f during); restart: API in %.1f s, caught up in %.1f s; leader data dir %.0f MiB\n",
-			label(size), mib(r.snapBytes), r.snapTime.Seconds(), r.join.Seconds(), r.rateBefore, r.rateDuring, r.restartAPI.Seconds(), r.restartReady.Seconds(), mib(r.leaderDisk))
+			benchkit.SizeLabel(size), mib(r.snapBytes), r.snapTime.Seconds(), r.join.Seconds(), r.rateBefore, r.rateDuring, r.restartAPI.Seconds(), r.restartReady.Seconds(), mib(r.leaderDisk))
 	}
 	fmt.Println()
 	fmt.Printf("%s\n\n", column)
 	fmt.Println("| events | snapshot MiB | snapshot s | join s | ingest ev/s before join | ingest ev/s during join | restart: API s | restart: caught up s | leader data dir MiB |")
 	fmt.Println("| --- | --- | --- | --- | --- | --- | --- | --- | --- |")
 	for _, r := range rows {
-		fmt.Printf("| %s | %.0f | %.1f | %.1f | %.0f | %.0f | %.1f | %.1f | %.0f |\n", label(r.events), mib(r.snapBytes), r.snapTime.Seconds(), r.join.Seconds(), r.rateBefore, r.rateDuring, r.restartAPI.Seconds(), r.restartReady.Seconds(), mib(r.leaderDisk))
+		fmt.Printf("| %s | %.0f | %.1f | %.1f | %.0f | %.0f | %.1f | %.1f | %.0f |\n", benchkit.SizeLabel(r.events), mib(r.snapBytes), r.snapTime.Seconds(), r.join.Seconds(), r.rateBefore, r.rateDuring, r.restartAPI.Seconds(), r.restartReady.Seconds(), mib(r.leaderDisk))
 	}
 	if len(rows) >= 2 {
 		a, b := rows[0], rows[len(rows)-1]
 		x := float64(b.events) / float64(a.events)
 		fmt.Printf("ratio %s/%s (ledger ×%.0f): snapshot size ×%.1f, snapshot time ×%.1f, join ×%.1f, restart caught up ×%.1f\n",
-			label(b.events), label(a.events), x, float64(b.snapBytes)/float64(a.snapBytes), b.snapTime.Seconds()/a.snapTime.Seconds(),
+			benchkit.SizeLabel(b.events), benchkit.SizeLabel(a.events), x, float64(b.snapBytes)/float64(a.snapBytes), b.snapTime.Seconds()/a.snapTime.Seconds(),
 			b.join.Seconds()/a.join.Seconds(), b.restartReady.Seconds()/max(a.restartReady.Seconds(), 0.001))
 	}
 	return nil

@@ -22,8 +22,6 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
-	"slices"
-	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -44,7 +42,7 @@ func main() {
 	tolerance := flag.Float64("tolerance", 0.10, "allowed spread of the figures after the first size")
 	strict := flag.Bool("strict", false, "exit with status 3 when a figure is not within -tolerance (make bench goes on either way)")
 	flag.Parse()
-	sizes, err := parseSizes(*sizesFlag)
+	sizes, err := benchkit.ParseSizes(*sizesFlag)
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "ledgermem:", err)
 		os.Exit(2)
@@ -59,38 +57,6 @@ func main() {
 	if !ok && *strict {
 		os.Exit(3)
 	}
-}
-
-// parseSizes reads "1M,4M,16M" (K = 1,000, M = 1,000,000).
-func parseSizes(s string) ([]int, error) {
-	var out []int
-	for _, f := range strings.Split(s, ",") {
-		f = strings.TrimSpace(f)
-		mult := 1
-		switch {
-		case strings.HasSuffix(f, "M"):
-			mult, f = 1_000_000, strings.TrimSuffix(f, "M")
-		case strings.HasSuffix(f, "K"):
-			mult, f = 1_000, strings.TrimSuffix(f, "K")
-		}
-		v, err := strconv.ParseFloat(f, 64)
-		if err != nil || v <= 0 {
-			return nil, fmt.Errorf("size %q: want a positive count like 500K or 4M", f)
-		}
-		out = append(out, int(v*float64(mult)))
-	}
-	slices.Sort(out)
-	return out, nil
-}
-
-func label(n int) string {
-	switch {
-	case n%1_000_000 == 0:
-		return fmt.Sprintf("%dM", n/1_000_000)
-	case n%1_000 == 0:
-		return fmt.Sprintf("%dK", n/1_000)
-	}
-	return strconv.Itoa(n)
 }
 
 type row struct {
@@ -134,7 +100,7 @@ func run(ctx context.Context, bin string, sizes []int, nLoaders, batch, window i
 		t0 := time.Now()
 		if err := load(ctx, c, size-loaded, nLoaders, batch, window); err != nil {
 			c.TailLogs(os.Stderr)
-			return false, fmt.Errorf("load to %s: %w", label(size), err)
+			return false, fmt.Errorf("load to %s: %w", benchkit.SizeLabel(size), err)
 		}
 		r := row{events: size, loadSecs: time.Since(t0).Seconds()}
 		loaded = size
@@ -142,7 +108,7 @@ func run(ctx context.Context, bin string, sizes []int, nLoaders, batch, window i
 			return false, err
 		}
 		if profiles != "" {
-			if err := node.SaveHeapProfile(ctx, filepath.Join(profiles, "heap-"+label(size)+".pb.gz")); err != nil {
+			if err := node.SaveHeapProfile(ctx, filepath.Join(profiles, "heap-"+benchkit.SizeLabel(size)+".pb.gz")); err != nil {
 				return false, err
 			}
 		}
@@ -157,26 +123,26 @@ func run(ctx context.Context, bin string, sizes []int, nLoaders, batch, window i
 			return false, err
 		}
 		if profiles != "" {
-			if err := node.SaveHeapProfile(ctx, filepath.Join(profiles, "heap-"+label(size)+"-restarted.pb.gz")); err != nil {
+			if err := node.SaveHeapProfile(ctx, filepath.Join(profiles, "heap-"+benchkit.SizeLabel(size)+"-restarted.pb.gz")); err != nil {
 				return false, err
 			}
 		}
 		r.disk = benchkit.DirBytes(node.Dir)
 		rows = append(rows, r)
 		fmt.Printf("%s events loaded in %.0f s (%.0f ev/s): RssAnon %.0f MiB, heap %.0f MiB; after restart RssAnon %.0f MiB, heap %.0f MiB; data dir %.0f MiB\n",
-			label(size), r.loadSecs, float64(size-prev(rows))/r.loadSecs, r.live.RssAnonMiB, r.live.HeapAllocMiB, r.restarted.RssAnonMiB, r.restarted.HeapAllocMiB, float64(r.disk)/(1<<20))
+			benchkit.SizeLabel(size), r.loadSecs, float64(size-prev(rows))/r.loadSecs, r.live.RssAnonMiB, r.live.HeapAllocMiB, r.restarted.RssAnonMiB, r.restarted.HeapAllocMiB, float64(r.disk)/(1<<20))
 	}
 	fmt.Println()
 	fmt.Println("| events | RssAnon MiB (ingesting) | live heap MiB (ingesting) | RssAnon MiB (restarted) | live heap MiB (restarted) | data dir MiB |")
 	fmt.Println("| --- | --- | --- | --- | --- | --- |")
 	for _, r := range rows {
-		fmt.Printf("| %s | %.0f | %.0f | %.0f | %.0f | %.0f |\n", label(r.events), r.live.RssAnonMiB, r.live.HeapAllocMiB, r.restarted.RssAnonMiB, r.restarted.HeapAllocMiB, float64(r.disk)/(1<<20))
+		fmt.Printf("| %s | %.0f | %.0f | %.0f | %.0f | %.0f |\n", benchkit.SizeLabel(r.events), r.live.RssAnonMiB, r.live.HeapAllocMiB, r.restarted.RssAnonMiB, r.restarted.HeapAllocMiB, float64(r.disk)/(1<<20))
 	}
 	if len(rows) >= 2 {
 		a, b := rows[0], rows[len(rows)-1]
 		de := float64(b.events - a.events)
 		fmt.Printf("growth %s→%s: RssAnon %.1f bytes/event ingesting, %.1f after restart; live heap %.1f bytes/event ingesting, %.1f after restart\n",
-			label(a.events), label(b.events),
+			benchkit.SizeLabel(a.events), benchkit.SizeLabel(b.events),
 			(b.live.RssAnonMiB-a.live.RssAnonMiB)*(1<<20)/de, (b.restarted.RssAnonMiB-a.restarted.RssAnonMiB)*(1<<20)/de,
 			(b.live.HeapAllocMiB-a.live.HeapAllocMiB)*(1<<20)/de, (b.restarted.HeapAllocMiB-a.restarted.HeapAllocMiB)*(1<<20)/de)
 	}
@@ -204,7 +170,7 @@ func run(ctx context.Context, bin string, sizes []int, nLoaders, batch, window i
 		if spread > tol {
 			verdict, ok = "NOT within", false
 		}
-		fmt.Printf("%s from %s to %s: %.0f–%.0f MiB, spread %.1f%%: %s %.0f%%\n", m.name, label(cmp[0].events), label(cmp[len(cmp)-1].events), lo, hi, spread*100, verdict, tol*100)
+		fmt.Printf("%s from %s to %s: %.0f–%.0f MiB, spread %.1f%%: %s %.0f%%\n", m.name, benchkit.SizeLabel(cmp[0].events), benchkit.SizeLabel(cmp[len(cmp)-1].events), lo, hi, spread*100, verdict, tol*100)
 	}
 	return ok, nil
 }
