@@ -7,6 +7,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/crossdock/crossdock/internal/testkit/testutil"
 )
 
 // mappedFilters counts this process's mappings of the id filter files of the ledger
@@ -53,12 +55,8 @@ func TestFiltersMappedOnDisk(t *testing.T) {
 		t.Fatal(err)
 	}
 	l = nil
-	deadline := time.Now().Add(10 * time.Second)
-	for mappedFilters(t, dir) != 0 {
-		if time.Now().After(deadline) {
-			t.Fatalf("%d filter files still mapped after Close", mappedFilters(t, dir))
-		}
-		runtime.GC()
-		time.Sleep(10 * time.Millisecond) // polling for the GC's cleanups, with a deadline
-	}
+	testutil.WaitFor(t, 10*time.Second, "filter files unmapped after Close", func() bool {
+		runtime.GC() // the cleanups run after a collection finds the filters unreachable
+		return mappedFilters(t, dir) == 0
+	})
 }
