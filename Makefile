@@ -85,6 +85,8 @@ lint: $(BUF) ## gofmt, go vet, buf lint
 fuzz: ## Run each fuzzer briefly
 	$(GO) test -run '^$$' -fuzz FuzzParseToken -fuzztime 20s ./internal/pki/
 	$(GO) test -run '^$$' -fuzz '^FuzzParseAdminToken$$' -fuzztime 20s ./internal/pki/
+	$(GO) test -run '^$$' -fuzz '^FuzzParse$$' -fuzztime 20s ./internal/seal/
+	$(GO) test -run '^$$' -fuzz '^FuzzOpen$$' -fuzztime 20s ./internal/seal/
 	$(GO) test -run '^$$' -fuzz FuzzRestore -fuzztime 20s ./controlplane/ledger/
 	$(GO) test -run '^$$' -fuzz FuzzParseIngestBatch -fuzztime 20s -test.fuzzminimizetime 5s ./controlplane/ledger/
 	$(GO) test -run '^$$' -fuzz FuzzDecodePosting -fuzztime 20s ./controlplane/ledger/

@@ -181,6 +181,7 @@ func TestRestoreAnotherClustersBackup(t *testing.T) {
 			t.Fatal(err)
 		}
 		copyDir(t, filepath.Join(other.Config.DataDir, "pki"), pki)
+		copyKeyFile(t, other.Config.DataDir, n.Config.DataDir) // the backup's secrets are sealed under its key
 	}
 	// The joined nodes first: node-1 bootstrapped the cluster and waits for a leader
 	// at start, which needs two voters.
@@ -215,6 +216,20 @@ func TestRestoreAnotherClustersBackup(t *testing.T) {
 }
 
 // copyDir copies a stopped node's data dir, as an operator copying it to another host.
+// copyKeyFile copies the secrets key file beside data dir from to the place beside data
+// dir to (controlplane.Config.SecretsKey's default), as docs/operations.md says to
+// whenever pki/ moves.
+func copyKeyFile(t *testing.T, from, to string) {
+	t.Helper()
+	b, err := os.ReadFile(filepath.Clean(from) + ".secrets.key")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Clean(to)+".secrets.key", b, 0o600); err != nil {
+		t.Fatal(err)
+	}
+}
+
 func copyDir(t *testing.T, from, to string) {
 	t.Helper()
 	err := filepath.WalkDir(from, func(p string, d fs.DirEntry, err error) error {
@@ -294,6 +309,7 @@ func TestCopiedDataDirRefused(t *testing.T) {
 
 	copied := t.TempDir()
 	copyDir(t, orig.Config.DataDir, copied)
+	copyKeyFile(t, orig.Config.DataDir, copied)
 	cfg := controlplane.Config{NodeID: orig.Config.NodeID, DataDir: copied, Listen: "127.0.0.1:0", RaftListen: "127.0.0.1:0", Bootstrap: true}
 	srv, took, err := startNode(t, cfg)
 	if err == nil {
@@ -435,6 +451,7 @@ func TestRebuildWithOldPKIRestoresWithoutForce(t *testing.T) {
 
 	dir := t.TempDir()
 	copyDir(t, filepath.Join(old.Config.DataDir, "pki"), filepath.Join(dir, "pki"))
+	copyKeyFile(t, old.Config.DataDir, dir)
 	rebuilt := controlplanetest.TestServer(t, func(c *controlplane.Config) { c.DataDir = dir })
 	if got := clusterID(t, rebuilt.Admin); got != oldID {
 		t.Fatalf("a node bootstrapped with the old pki/ has cluster id %s, want %s", got, oldID)

@@ -14,6 +14,7 @@ import (
 
 	"github.com/crossdock/crossdock/internal/pki"
 	"github.com/crossdock/crossdock/internal/protocol"
+	"github.com/crossdock/crossdock/internal/seal"
 	clusterv1 "github.com/crossdock/crossdock/proto/gen/crossdock/cluster/v1"
 	"github.com/crossdock/crossdock/proto/gen/crossdock/cluster/v1/clusterv1connect"
 )
@@ -30,9 +31,19 @@ func (s *Server) loadOrCreateCA(ctx context.Context, raftAdv string) (*pki.CA, e
 	certPEM, keyPEM, err := pki.LoadKeyPair(dir, caName)
 	switch {
 	case err == nil:
-		ca, err := pki.LoadCA(certPEM, keyPEM)
+		plain, err := s.openCAKey(keyPEM)
 		if err != nil {
 			return nil, fmt.Errorf("controlplane: load CA from %s: %w", dir, err)
+		}
+		ca, err := pki.LoadCA(certPEM, plain)
+		if err != nil {
+			return nil, fmt.Errorf("controlplane: load CA from %s: %w", dir, err)
+		}
+		if id, _ := seal.KeyID(string(keyPEM)); id != s.keys.ActiveID() {
+			// Stored in clear by an older build, or under a key since rotated: seal it anew.
+			if err := pki.WriteKeyPairAs(dir, caName, certPEM, plain, []byte(s.keys.Seal(seal.PurposeCAKey, plain))); err != nil {
+				return nil, fmt.Errorf("controlplane: re-seal the CA key: %w", err)
+			}
 		}
 		return ca, nil
 	case !errors.Is(err, os.ErrNotExist):
@@ -45,7 +56,14 @@ func (s *Server) loadOrCreateCA(ctx context.Context, raftAdv string) (*pki.CA, e
 		if err != nil {
 			return nil, err
 		}
-		if ca, err = pki.LoadCA([]byte(res.GetCaCertPem()), []byte(res.GetCaKeyPem())); err != nil {
+		if err := s.adoptJoinKeys([]byte(res.GetSecretsKeys())); err != nil {
+			return nil, err
+		}
+		plain, err := s.openCAKey([]byte(res.GetCaKeyPem()))
+		if err != nil {
+			return nil, fmt.Errorf("controlplane: CA from the cluster: %w", err)
+		}
+		if ca, err = pki.LoadCA([]byte(res.GetCaCertPem()), plain); err != nil {
 			return nil, fmt.Errorf("controlplane: CA from the cluster: %w", err)
 		}
 		s.joined, s.joinIndex = true, res.GetIndex()
@@ -61,7 +79,10 @@ func (s *Server) loadOrCreateCA(ctx context.Context, raftAdv string) (*pki.CA, e
 	if err != nil {
 		return nil, fmt.Errorf("controlplane: encode CA key: %w", err)
 	}
-	if err := pki.WriteKeyPair(dir, caName, ca.CertPEM(), kp); err != nil {
+	if s.keys == nil {
+		return nil, errors.New("controlplane: no secrets key to seal the CA key with")
+	}
+	if err := pki.WriteKeyPairAs(dir, caName, ca.CertPEM(), kp, []byte(s.keys.Seal(seal.PurposeCAKey, kp))); err != nil {
 		return nil, fmt.Errorf("controlplane: store CA: %w", err)
 	}
 	return ca, nil

@@ -33,6 +33,7 @@ import (
 	"github.com/crossdock/crossdock/internal/canonical"
 	"github.com/crossdock/crossdock/internal/cliconfig"
 	"github.com/crossdock/crossdock/internal/pki"
+	"github.com/crossdock/crossdock/internal/seal"
 	"github.com/crossdock/crossdock/proto/gen/crossdock/admin/v1/adminv1connect"
 	"github.com/crossdock/crossdock/proto/gen/crossdock/cluster/v1/clusterv1connect"
 	"github.com/crossdock/crossdock/proto/gen/crossdock/delivery/v1/deliveryv1connect"
@@ -85,6 +86,11 @@ type Config struct {
 	// <DataDir>/archive when empty. Every node archives its own copy when it applies a
 	// prune.
 	ArchiveDir string
+	// SecretsKey is the key file sealing the secrets this node stores (webhook signing
+	// secrets, the CA key: internal/seal); default "<data-dir>.secrets.key", beside the
+	// data dir, never in it. Created at bootstrap, received when joining, required on
+	// every other start.
+	SecretsKey string
 	// Archiver receives the events ledger retention removes, on every node, before they
 	// are deleted; nil: this node's archive directory (ArchiveDir).
 	Archiver ledger.Archiver
@@ -126,6 +132,8 @@ type Server struct {
 	backend  *api.Backend
 	// delivery sends committed events to destinations while this node leads.
 	delivery *delivery.Engine
+	// keys seals and opens stored secrets (Config.SecretsKey).
+	keys *seal.Keyring
 	// archive keeps the events this node prunes (Config.ArchiveDir).
 	archive *archive.Dir
 	// pruner proposes ledger retention while this node leads.
@@ -239,6 +247,10 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 		}
 		s.logger.Warn("this node moved (--i-moved-this-node): starting at new addresses",
 			"raft_was", ident.RaftAddr, "api_was", ident.APIAddr, "raft", raftAdv, "api", s.addr)
+	}
+	if s.keys, err = s.loadSecretsKey(ident); err != nil {
+		s.closeListeners()
+		return nil, err
 	}
 	s.ca, err = s.loadOrCreateCA(ctx, raftAdv)
 	if err != nil {
@@ -356,7 +368,7 @@ func (s *Server) initSecrets(ctx context.Context) error {
 			return fmt.Errorf("controlplane: encode CA key: %w", err)
 		}
 		if _, err := s.store.Propose(wctx, storev1.CommandType_COMMAND_TYPE_PUT_CA, &storev1.PutCA{
-			CertPem: string(s.ca.CertPEM()), KeyPem: string(kp), ClusterId: ledger.ClusterIDOf(string(s.ca.CertPEM())),
+			CertPem: string(s.ca.CertPEM()), KeyPem: s.keys.Seal(seal.PurposeCAKey, kp), ClusterId: ledger.ClusterIDOf(string(s.ca.CertPEM())),
 		}); err != nil {
 			return fmt.Errorf("controlplane: store CA: %w", err)
 		}
@@ -501,7 +513,7 @@ func (s *Server) buildServers(cert tls.Certificate) error {
 	if !s.cfg.DisableViews {
 		s.views = views.New(views.LedgerSource{L: s.store.Ledger()}, views.Options{Logger: s.logger})
 	}
-	s.backend = &api.Backend{Store: s.store, CA: func() *pki.CA { return s.ca }, Registry: s.registry, Logger: s.logger, AgentCertTTL: s.cfg.AgentCertTTL}
+	s.backend = &api.Backend{Store: s.store, CA: func() *pki.CA { return s.ca }, Keys: s.keys, Registry: s.registry, Logger: s.logger, AgentCertTTL: s.cfg.AgentCertTTL}
 	mux := http.NewServeMux()
 	// The guard checks credentials before any handler reads a body; authenticated calls
 	// keep the large message limit.
@@ -525,10 +537,12 @@ func (s *Server) buildServers(cert tls.Certificate) error {
 	if len(s.cfg.WebhookAllow) > 0 {
 		s.logger.Info("webhooks may reach these non-public addresses (--webhook-allow)", "allow", fmt.Sprint(s.cfg.WebhookAllow))
 	}
-	mux.Handle(routingv1connect.NewRoutingServiceHandler(&api.Routing{Backend: backend, Webhooks: webhooks}, append(opts, connect.WithInterceptors(auth))...))
-	s.delivery = delivery.New(delivery.Config{Store: s.store, Plans: &delivery.RoutingPlans{Source: s.store.Ledger()}, AgentSink: &s.backend.Sinks, Logger: s.logger, AddressPolicy: webhooks, OnAttempt: s.obs.onAttempt})
+	routingAPI := &api.Routing{Backend: backend, Webhooks: webhooks}
+	mux.Handle(routingv1connect.NewRoutingServiceHandler(routingAPI, append(opts, connect.WithInterceptors(auth))...))
+	mux.Handle(adminv1connect.NewSecretsServiceHandler(&api.Secrets{Backend: backend, Routing: routingAPI, NodeID: s.cfg.NodeID}, append(opts, connect.WithInterceptors(auth))...))
+	s.delivery = delivery.New(delivery.Config{Store: s.store, Plans: &delivery.RoutingPlans{Source: s.store.Ledger(), Keys: s.keys}, AgentSink: &s.backend.Sinks, Logger: s.logger, AddressPolicy: webhooks, OnAttempt: s.obs.onAttempt})
 	admin.Archive.Engine = s.delivery
-	s.pruner = retention.New(retention.Config{Store: s.store, Plans: &delivery.RoutingPlans{Source: s.store.Ledger()}, Interval: s.cfg.PruneInterval, Logger: s.logger})
+	s.pruner = retention.New(retention.Config{Store: s.store, Plans: &delivery.RoutingPlans{Source: s.store.Ledger(), Keys: s.keys}, Interval: s.cfg.PruneInterval, Logger: s.logger})
 	mux.Handle(deliveryv1connect.NewDeliveryServiceHandler(&api.Delivery{Backend: backend, Engine: s.delivery}, append(opts, connect.WithInterceptors(auth))...))
 	mux.Handle(deliveryv1connect.NewPartnerServiceHandler(&api.Partner{Backend: backend, Engine: s.delivery,
 		KeyAllows: func(auth, dest string) bool { return s.partner.StreamAllowed(auth, dest) }}, opts...))

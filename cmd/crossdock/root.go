@@ -55,7 +55,7 @@ func newRootCmd() *cobra.Command {
 		newClusterCmd(),
 		newDemoCmd(),
 		newApplyCmd(), newRoutesCmd(), withDestinationsStatus(newDestinationsCmd()), newPoliciesCmd(), newHistoryCmd(), newRollbackCmd(), newDeleteCmd(),
-		newDlqCmd(), newReplayCmd(), newArchiveCmd(), newLedgerCmd(),
+		newDlqCmd(), newReplayCmd(), newArchiveCmd(), newLedgerCmd(), newSecretsCmd(),
 		newVersionCmd(), newConfigCmd(),
 		newPluginCmd(),
 		newInventoryCmd(), newPricesCmd(),

@@ -31,6 +31,7 @@ cluster: it creates the cluster CA and an admin token, and writes both to
 <data-dir>/admin.yaml (and to ~/.config/crossdock/config.yaml when that does not exist).`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
+			privateFiles()
 			allow, err := delivery.ParseAllowList(webhookAllow)
 			if err != nil {
 				return err
@@ -81,6 +82,7 @@ cluster: it creates the cluster CA and an admin token, and writes both to
 	f := cmd.Flags()
 	f.StringVar(&cfg.DataDir, "data-dir", envOr("CROSSDOCK_DATA_DIR", "crossdock-server"), "data directory (raft log, ledger, admin.yaml)")
 	f.StringVar(&cfg.NodeID, "node-id", "", "raft node id (default: host name)")
+	f.StringVar(&cfg.SecretsKey, "secrets-key", "", "the key file sealing the secrets this node stores (webhook secrets, the CA key), kept outside the data dir (default: <data-dir>.secrets.key); created at bootstrap, received when joining")
 	f.StringVar(&cfg.ArchiveDir, "archive-dir", "", "where this node archives the events it prunes from its ledger (default: <data-dir>/archive); every node keeps its own copy")
 	f.StringVar(&cfg.Listen, "listen", "127.0.0.1:7443", "API address: HTTPS on TCP and HTTP/3 on UDP, same port")
 	f.StringVar(&cfg.RaftListen, "raft-listen", "127.0.0.1:7444", "raft address")

@@ -14,13 +14,17 @@ import (
 	"github.com/crossdock/crossdock/controlplane/store"
 	"github.com/crossdock/crossdock/internal/pki"
 	"github.com/crossdock/crossdock/internal/protocol"
+	"github.com/crossdock/crossdock/internal/seal"
 	agentv1 "github.com/crossdock/crossdock/proto/gen/crossdock/agent/v1"
 )
 
 // Backend is what the handlers need from the node they run on.
 type Backend struct {
-	Store    *store.Store
-	CA       func() *pki.CA
+	Store *store.Store
+	CA    func() *pki.CA
+	// Keys seals the secrets this node stores (destination secrets, the CA key); nil
+	// only in tests that store none.
+	Keys     *seal.Keyring
 	Registry *Registry
 	Logger   *slog.Logger
 	// ApplyTimeout bounds one raft apply (default 10s).

@@ -12,6 +12,7 @@ import (
 
 	"github.com/crossdock/crossdock/internal/canonical"
 	"github.com/crossdock/crossdock/internal/pki"
+	"github.com/crossdock/crossdock/internal/seal"
 	clusterv1 "github.com/crossdock/crossdock/proto/gen/crossdock/cluster/v1"
 	"github.com/crossdock/crossdock/proto/gen/crossdock/cluster/v1/clusterv1connect"
 	storev1 "github.com/crossdock/crossdock/proto/gen/crossdock/store/v1"
@@ -75,10 +76,14 @@ func (c *Cluster) Join(ctx context.Context, req *connect.Request[clusterv1.JoinR
 	if err != nil {
 		return nil, connect.NewError(connect.CodeInternal, err)
 	}
+	if c.Keys == nil {
+		return nil, connect.NewError(connect.CodeFailedPrecondition, errors.New("this node has no secrets key to hand the new node"))
+	}
 	_, leaderID := c.Store.Leader()
 	c.Logger.Info("node joined as non-voter", "joined", m.GetNodeId(), "raft", m.GetRaftAddr(), "api", m.GetApiAddr(), "index", f.Index(), "audit", true)
 	return connect.NewResponse(&clusterv1.JoinResponse{
-		CaCertPem: string(ca.CertPEM()), CaKeyPem: string(keyPEM), Index: f.Index(), LeaderId: leaderID,
+		CaCertPem: string(ca.CertPEM()), CaKeyPem: c.Keys.Seal(seal.PurposeCAKey, keyPEM), Index: f.Index(), LeaderId: leaderID,
+		SecretsKeys: string(c.Keys.Text()),
 	}), nil
 }
 

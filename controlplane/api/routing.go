@@ -18,6 +18,7 @@ import (
 	"github.com/crossdock/crossdock/controlplane/routing"
 	"github.com/crossdock/crossdock/internal/canonical"
 	"github.com/crossdock/crossdock/internal/pki"
+	"github.com/crossdock/crossdock/internal/seal"
 	eventv1 "github.com/crossdock/crossdock/proto/gen/crossdock/event/v1"
 	routingv1 "github.com/crossdock/crossdock/proto/gen/crossdock/routing/v1"
 	"github.com/crossdock/crossdock/proto/gen/crossdock/routing/v1/routingv1connect"
@@ -88,6 +89,9 @@ type plan struct {
 func (r *Routing) prepare(docs []*routing.Document) (*plan, error) {
 	if err := routing.CheckWebhookTargets(docs, r.Webhooks.CheckHost); err != nil {
 		return nil, invalid(err)
+	}
+	if err := r.sealSecrets(docs); err != nil {
+		return nil, err
 	}
 	cur, recs, err := r.stored()
 	if err != nil {
@@ -489,4 +493,30 @@ func testEvent(m *routingv1.TestRouteRequest) (*eventv1.CommittedEvent, error) {
 		ce.CommittedAt = timestamppb.Now()
 	}
 	return ce, nil
+}
+
+// sealSecrets seals the destination secrets of docs (internal/seal), so raft, the
+// ledger and snapshots never hold them in clear. A secret given already sealed must open
+// with this cluster's keys.
+func (r *Routing) sealSecrets(docs []*routing.Document) error {
+	for _, d := range docs {
+		if d.Destination == nil || d.Destination.Secret == "" {
+			continue
+		}
+		sec := d.Destination.Secret
+		if r.Keys == nil {
+			if seal.IsSealed(sec) {
+				return invalid(fmt.Errorf("%s: spec.secret is sealed and this node has no secrets key", d.Ref()))
+			}
+			continue
+		}
+		if seal.IsSealed(sec) {
+			if _, err := r.Keys.Open(seal.PurposeDestinationSecret, sec); err != nil {
+				return invalid(fmt.Errorf("%s: spec.secret: %w", d.Ref(), err))
+			}
+			continue
+		}
+		d.Destination.Secret = r.Keys.Seal(seal.PurposeDestinationSecret, []byte(sec))
+	}
+	return nil
 }

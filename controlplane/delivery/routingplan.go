@@ -8,12 +8,15 @@ import (
 	"sync"
 
 	"github.com/crossdock/crossdock/controlplane/routing"
+	"github.com/crossdock/crossdock/internal/seal"
 )
 
 // RoutingPlans builds plans from the routing documents stored in raft, rebuilding only
 // when their revision moves.
 type RoutingPlans struct {
 	Source routing.DocumentSource
+	// Keys opens sealed destination secrets (internal/seal); nil when none are sealed.
+	Keys *seal.Keyring
 
 	mu   sync.Mutex
 	rev  uint64
@@ -36,13 +39,18 @@ func (p *RoutingPlans) Plan() (*Plan, error) {
 	if err != nil {
 		return nil, err
 	}
-	p.rev, p.plan, p.err = rev, PlanFromTable(t), nil
+	p.rev, p.plan, p.err = rev, PlanFromTableKeys(t, p.Keys), nil
 	p.plan.Version = fmt.Sprint(rev)
 	return p.plan, nil
 }
 
-// PlanFromTable converts a routing table into a plan.
-func PlanFromTable(t *routing.Table) *Plan {
+// PlanFromTable converts a routing table whose secrets are not sealed into a plan.
+func PlanFromTable(t *routing.Table) *Plan { return PlanFromTableKeys(t, nil) }
+
+// PlanFromTableKeys converts a routing table into a plan, opening sealed destination
+// secrets with keys. A secret that does not open makes its destination fail (Err), not
+// the plan.
+func PlanFromTableKeys(t *routing.Table, keys *seal.Keyring) *Plan {
 	plan := &Plan{}
 	for _, d := range t.Destinations() {
 		dest := Destination{
@@ -50,7 +58,13 @@ func PlanFromTable(t *routing.Table) *Plan {
 			Timeout: d.Timeout, AcceptsBatches: d.Spec.AcceptsBatches && d.Policy.BatchMaxEvents > 1,
 			Agent: d.Spec.Agent, Connector: d.Spec.Connector, Policy: d.Policy,
 		}
-		if dest.Kind == KindWebhook {
+		secret, err := keys.OpenString(seal.PurposeDestinationSecret, dest.Secret)
+		if err != nil {
+			dest.Secret, dest.Err = "", fmt.Sprintf("destinations/%s: spec.secret: %v", d.Name, err)
+		} else {
+			dest.Secret = secret
+		}
+		if dest.Kind == KindWebhook && dest.Err == "" {
 			if _, err := ParseSecret(dest.Secret); err != nil {
 				dest.Err = fmt.Sprintf("destinations/%s: spec.secret: %v", d.Name, err)
 			}

@@ -431,16 +431,23 @@ func applyPutAdminToken(tx *applyTxn, cmd *storev1.Command) (any, error) {
 	return nil, tx.setProto(adminTokenKey(t.GetId()), &t)
 }
 
-// applyPutCA stores the cluster CA the first time; later ones are refused.
+// applyPutCA stores the cluster CA the first time; later ones are refused, except the
+// same certificate with its key sealed anew (a secrets key rotation: internal/seal),
+// which replaces the stored key and keeps the cluster id.
 func applyPutCA(tx *applyTxn, cmd *storev1.Command) (any, error) {
 	var ca storev1.PutCA
 	if err := decodePayload(cmd, &ca); err != nil {
 		return nil, err
 	}
-	if _, ok, err := getValue(tx.txn, keyCA); err != nil {
+	var cur storev1.PutCA
+	if ok, err := tx.getProto(keyCA, &cur); err != nil {
 		return nil, fmt.Errorf("ledger: read CA: %w", err)
 	} else if ok {
-		return ErrCAExists, nil
+		if cur.GetCertPem() != ca.GetCertPem() || ca.GetKeyPem() == "" {
+			return ErrCAExists, nil
+		}
+		cur.KeyPem = ca.GetKeyPem()
+		return nil, tx.setProto(keyCA, &cur)
 	}
 	return nil, tx.setProto(keyCA, &ca)
 }

@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/crossdock/crossdock/internal/canonical"
+	"github.com/crossdock/crossdock/internal/seal"
 )
 
 // EventTypes are the event types a route may match.
@@ -54,6 +55,8 @@ func validateDestination(p *problems, s *DestinationSpec) {
 		case s.Secret == "":
 			p.add("spec.secret", "required: the Standard Webhooks signing secret (%s followed by base64), or ${env:NAME} / ${file:PATH}", SecretPrefix)
 		case secretRefRE.MatchString(s.Secret):
+		case seal.IsSealed(s.Secret):
+			checkSealed(p, s.Secret)
 		default:
 			if err := checkSecret(s.Secret); err != nil {
 				p.add("spec.secret", "%s", err.Error())
@@ -84,7 +87,9 @@ func validateDestination(p *problems, s *DestinationSpec) {
 		}
 		// The secret is the partner's credential for the stream (Authorization: Bearer
 		// <secret>), until partners have API keys of their own.
-		if s.Secret != "" && !secretRefRE.MatchString(s.Secret) {
+		if seal.IsSealed(s.Secret) {
+			checkSealed(p, s.Secret)
+		} else if s.Secret != "" && !secretRefRE.MatchString(s.Secret) {
 			if err := checkSecret(s.Secret); err != nil {
 				p.add("spec.secret", "%s", err.Error())
 			}
@@ -151,6 +156,14 @@ func loopback(host string) bool {
 	}
 	ip := net.ParseIP(host)
 	return ip != nil && ip.IsLoopback()
+}
+
+// checkSealed checks the shape of a sealed secret (as the control plane stores it);
+// whether it opens is checked where the keys are (apply, delivery).
+func checkSealed(p *problems, s string) {
+	if _, ok := seal.KeyID(s); !ok {
+		p.add("spec.secret", "a sealed secret (%s<key id>:...) without a key id", seal.Prefix)
+	}
 }
 
 // checkSecret validates a resolved Standard Webhooks secret: "whsec_" then base64 of 24

@@ -17,6 +17,12 @@ import (
 // leave a new key beside an old certificate, which LoadKeyPair's callers detect when
 // they parse the pair, but never a torn file.
 func WriteKeyPair(dir, name string, certPEM, keyPEM []byte) error {
+	return WriteKeyPairAs(dir, name, certPEM, keyPEM, keyPEM)
+}
+
+// WriteKeyPairAs is WriteKeyPair storing storedKey (e.g. the key sealed: internal/seal)
+// in the key file after checking that certPEM and keyPEM belong together.
+func WriteKeyPairAs(dir, name string, certPEM, keyPEM, storedKey []byte) error {
 	if err := checkFileName(name); err != nil {
 		return fmt.Errorf("pki: write key pair: %w", err)
 	}
@@ -26,7 +32,7 @@ func WriteKeyPair(dir, name string, certPEM, keyPEM []byte) error {
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return fmt.Errorf("pki: write key pair: create %s: %w", dir, err)
 	}
-	if err := writeFileAtomic(dir, name+".key", keyPEM, 0o600); err != nil {
+	if err := writeFileAtomic(dir, name+".key", storedKey, 0o600); err != nil {
 		return fmt.Errorf("pki: write key pair: %w", err)
 	}
 	if err := writeFileAtomic(dir, name+".crt", certPEM, 0o644); err != nil {

@@ -95,13 +95,18 @@ func (x *JoinRequest) GetApiAddr() string {
 
 type JoinResponse struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
-	// The cluster CA, so the node can serve and dial raft with certificates from it.
+	// The cluster CA, so the node can serve and dial raft with certificates from it. The
+	// key is sealed under the cluster's secrets key (below); a build before sealing sent
+	// it as PEM.
 	CaCertPem string `protobuf:"bytes,1,opt,name=ca_cert_pem,json=caCertPem,proto3" json:"ca_cert_pem,omitempty"`
 	CaKeyPem  string `protobuf:"bytes,2,opt,name=ca_key_pem,json=caKeyPem,proto3" json:"ca_key_pem,omitempty"`
 	// The raft index at which the node was added; once it has applied this far it may
 	// ask to be promoted.
-	Index         uint64 `protobuf:"varint,3,opt,name=index,proto3" json:"index,omitempty"`
-	LeaderId      string `protobuf:"bytes,4,opt,name=leader_id,json=leaderId,proto3" json:"leader_id,omitempty"`
+	Index    uint64 `protobuf:"varint,3,opt,name=index,proto3" json:"index,omitempty"`
+	LeaderId string `protobuf:"bytes,4,opt,name=leader_id,json=leaderId,proto3" json:"leader_id,omitempty"`
+	// The cluster's secrets key file (internal/seal), which the node stores beside its
+	// data dir: everything the cluster replicates to it that is secret is sealed under it.
+	SecretsKeys   string `protobuf:"bytes,5,opt,name=secrets_keys,json=secretsKeys,proto3" json:"secrets_keys,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -160,6 +165,13 @@ func (x *JoinResponse) GetIndex() uint64 {
 func (x *JoinResponse) GetLeaderId() string {
 	if x != nil {
 		return x.LeaderId
+	}
+	return ""
+}
+
+func (x *JoinResponse) GetSecretsKeys() string {
+	if x != nil {
+		return x.SecretsKeys
 	}
 	return ""
 }
@@ -253,13 +265,14 @@ const file_crossdock_cluster_v1_cluster_proto_rawDesc = "" +
 	"\x05token\x18\x01 \x01(\tR\x05token\x12\x17\n" +
 	"\anode_id\x18\x02 \x01(\tR\x06nodeId\x12\x1b\n" +
 	"\traft_addr\x18\x03 \x01(\tR\braftAddr\x12\x19\n" +
-	"\bapi_addr\x18\x04 \x01(\tR\aapiAddr\"\x7f\n" +
+	"\bapi_addr\x18\x04 \x01(\tR\aapiAddr\"\xa2\x01\n" +
 	"\fJoinResponse\x12\x1e\n" +
 	"\vca_cert_pem\x18\x01 \x01(\tR\tcaCertPem\x12\x1c\n" +
 	"\n" +
 	"ca_key_pem\x18\x02 \x01(\tR\bcaKeyPem\x12\x14\n" +
 	"\x05index\x18\x03 \x01(\x04R\x05index\x12\x1b\n" +
-	"\tleader_id\x18\x04 \x01(\tR\bleaderId\"5\n" +
+	"\tleader_id\x18\x04 \x01(\tR\bleaderId\x12!\n" +
+	"\fsecrets_keys\x18\x05 \x01(\tR\vsecretsKeys\"5\n" +
 	"\x0ePromoteRequest\x12#\n" +
 	"\rapplied_index\x18\x01 \x01(\x04R\fappliedIndex\"\x11\n" +
 	"\x0fPromoteResponse2\xb7\x01\n" +
