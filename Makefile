@@ -92,6 +92,8 @@ fuzz: ## Run each fuzzer briefly
 	$(GO) test -run '^$$' -fuzz FuzzChunkEvent -fuzztime 20s ./controlplane/ledger/
 	$(GO) test -run '^$$' -fuzz FuzzWalkChunk -fuzztime 20s ./controlplane/ledger/
 	$(GO) test -run '^$$' -fuzz FuzzDecodeEvent -fuzztime 20s ./controlplane/views/
+	$(GO) test -run '^$$' -fuzz FuzzSubmitOrder -fuzztime 20s ./controlplane/partner/
+	$(GO) test -run '^$$' -fuzz FuzzEventType -fuzztime 20s ./controlplane/orders/
 	$(GO) test -run '^$$' -fuzz FuzzUplinkCodec -fuzztime 20s ./controlplane/api/
 	$(GO) test -run '^$$' -fuzz FuzzDecodeCommand -fuzztime 20s ./internal/wire/
 	$(GO) test -run '^$$' -fuzz FuzzParseNodeIdentity -fuzztime 20s ./controlplane/
