@@ -2,7 +2,13 @@ package controlplane
 
 import (
 	"context"
+	"net/http"
 	"sync"
+
+	"connectrpc.com/connect"
+
+	"github.com/crossdock/crossdock/controlplane/api"
+	"github.com/crossdock/crossdock/proto/gen/crossdock/admin/v1/adminv1connect"
 
 	"github.com/crossdock/crossdock/controlplane/orders"
 	"github.com/crossdock/crossdock/controlplane/partner"
@@ -12,7 +18,7 @@ import (
 
 // mountOrders gives the partner API the order view and a way to commit partner events
 // (through raft, forwarded to the leader from a follower).
-func (s *Server) mountOrders(prop *partner.Proposer) {
+func (s *Server) mountOrders(mux *http.ServeMux, opts []connect.HandlerOption, auth *api.AdminAuth, prop *partner.Proposer) {
 	s.orders = orders.New(s.store.Ledger(), s.logger)
 	s.submitOrders = func(ctx context.Context, p string, events []*eventv1.Event) (*storev1.IngestResult, error) {
 		res := &storev1.IngestResult{}
@@ -20,6 +26,7 @@ func (s *Server) mountOrders(prop *partner.Proposer) {
 		return res, err
 	}
 	s.partner.Orders, s.partner.Submit = s.orders, s.submitOrders
+	mux.Handle(adminv1connect.NewOrderAdminServiceHandler(&orders.Admin{View: s.orders, Ledger: s.store.Ledger()}, append(opts, connect.WithInterceptors(auth))...))
 }
 
 // runOrders follows the ledger with the order view and, on the leader, commits the

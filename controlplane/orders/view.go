@@ -97,6 +97,9 @@ type Order struct {
 	// none) and NotifiedSeq the cause seq it named.
 	Notified    string
 	NotifiedSeq uint64
+	// Notices are the order.status events committed for the order (Status: the status
+	// told; Seq, At: the order.status event's).
+	Notices []Step
 
 	shipped map[string]map[string]*big.Rat // shipment number -> line -> quantity
 }
@@ -104,6 +107,7 @@ type Order struct {
 func (o *Order) clone() *Order {
 	c := *o
 	c.Steps = slices.Clone(o.Steps)
+	c.Notices = slices.Clone(o.Notices)
 	c.shipped = nil
 	return &c
 }
@@ -431,6 +435,7 @@ func (v *View) foldEvent(seq uint64, at time.Time, agent string, ev *eventv1.Eve
 		if o == nil {
 			return
 		}
+		o.Notices = append(o.Notices, Step{Type: typ, Status: s.GetStatus(), At: at, Seq: seq, Detail: fmt.Sprintf("told %s (cause seq %d)", s.GetStatus(), s.GetCauseSeq())})
 		if s.GetCauseSeq() >= o.NotifiedSeq {
 			o.Notified, o.NotifiedSeq = s.GetStatus(), s.GetCauseSeq()
 		}
@@ -506,6 +511,16 @@ func (v *View) Get(id string) *Order {
 	v.mu.RLock()
 	defer v.mu.RUnlock()
 	if o := v.byID[id]; o != nil {
+		return o.clone()
+	}
+	return nil
+}
+
+// ByERPNumber returns a copy of the order the ERP numbered n, or nil.
+func (v *View) ByERPNumber(n string) *Order {
+	v.mu.RLock()
+	defer v.mu.RUnlock()
+	if o := v.byID[v.byERP[n]]; o != nil {
 		return o.clone()
 	}
 	return nil

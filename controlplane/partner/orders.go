@@ -79,6 +79,7 @@ func (s *Server) SubmitOrder(ctx context.Context, req *connect.Request[partnerv1
 		v = s.validateOrder(req.Msg, c.partner)
 		if len(v) == 0 {
 			ev = orderEvent(c.partner.Name, req.Msg)
+			ev.OccurredAt = timestamppb.New(s.now()) // when it was submitted (not part of its identity)
 			canonicalViolations(&v, canonical.Validate(ev))
 		}
 	}
