@@ -303,7 +303,7 @@ func saturate(submit func(int) (time.Duration, error), conc int, d time.Duration
 }
 
 func pct(s []time.Duration, p float64) time.Duration { return s[min(len(s)-1, int(p*float64(len(s))))] }
-func ms(d time.Duration) float64                      { return float64(d) / float64(time.Millisecond) }
+func ms(d time.Duration) float64                     { return float64(d) / float64(time.Millisecond) }
 
 func med(v []float64) float64 {
 	s := append([]float64(nil), v...)
