@@ -2,15 +2,22 @@ package partner_test
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
+	"fmt"
+	"io"
 	"net/http"
+	"net/http/httptest"
+	"net/netip"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
 	"connectrpc.com/connect"
 	"google.golang.org/protobuf/proto"
 
+	"github.com/crossdock/crossdock/controlplane"
 	"github.com/crossdock/crossdock/controlplane/controlplanetest"
 	"github.com/crossdock/crossdock/controlplane/ledger"
 	"github.com/crossdock/crossdock/internal/canonical"
@@ -397,4 +404,64 @@ func TestCancelAndList(t *testing.T) {
 	}
 	_, err = a.ListOrders(ctx, connect.NewRequest(&partnerv1.ListOrdersRequest{Status: "lost"}))
 	wantCode(t, err, connect.CodeInvalidArgument, `status: "lost" is not a status`)
+}
+
+// TestOrderStatusPushedToWebhook: a route of order.status events for the partner delivers
+// each status change of its order to its webhook, in order.
+func TestOrderStatusPushedToWebhook(t *testing.T) {
+	var mu sync.Mutex
+	var got []string
+	recv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		b, _ := io.ReadAll(r.Body)
+		var m struct{ Order, Status string }
+		if err := json.Unmarshal(b, &m); err == nil {
+			mu.Lock()
+			got = append(got, m.Order+" "+m.Status)
+			mu.Unlock()
+		}
+		w.WriteHeader(http.StatusOK)
+	}))
+	t.Cleanup(recv.Close)
+	docs := orderDocs + fmt.Sprintf(`---
+apiVersion: crossdock.io/v1
+kind: Destination
+metadata: {name: shopa-webhook}
+spec: {type: webhook, url: %q, secret: "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"}
+---
+apiVersion: crossdock.io/v1
+kind: Route
+metadata: {name: shopa-order-status}
+spec:
+  destination: shopa-webhook
+  match: {types: [order.status], keys: {partner: shopa}}
+  mapping: |
+    {"order": event.order_status.order_number, "status": event.order_status.status}
+`, recv.URL)
+	e := newEnvConfig(t, 1, docs, func(c *controlplane.Config) {
+		c.WebhookAllow = []netip.Prefix{netip.MustParsePrefix("127.0.0.1/32")}
+	})
+	n := e.nodes[0]
+	a, b := e.client(n, e.key("shopa", 0)), e.client(n, e.key("shopb", 0))
+	ctx := context.Background()
+	res, err := a.SubmitOrder(ctx, connect.NewRequest(order("PO-W")))
+	if err != nil {
+		t.Fatal(err)
+	}
+	id := res.Msg.GetOrderId()
+	if _, err := b.SubmitOrder(ctx, connect.NewRequest(order("PO-W"))); err != nil { // shopb's: not routed to shopa
+		t.Fatal(err)
+	}
+	e.propose(&eventv1.Event{Type: "order.ack", Keys: map[string]string{"order": id}, Payload: &eventv1.Event_OrderAck{OrderAck: &eventv1.OrderAck{
+		OrderNumber: id, Status: "rejected", Message: "credit hold"}}})
+	want := []string{id + " received", id + " rejected"}
+	controlplanetest.WaitFor(t, 20*time.Second, "both status changes at the webhook", func() bool {
+		mu.Lock()
+		defer mu.Unlock()
+		return len(got) >= 2
+	})
+	mu.Lock()
+	defer mu.Unlock()
+	if strings.Join(got, ",") != strings.Join(want, ",") {
+		t.Fatalf("webhook got %v, want %v", got, want)
+	}
 }
