@@ -465,3 +465,40 @@ spec:
 		t.Fatalf("webhook got %v, want %v", got, want)
 	}
 }
+
+// TestSubmitOrderConcurrentResends: the same order sent 20 times at once (past the
+// order view, which has not seen it yet) is committed once: the ledger's id dedup in the
+// partner's id space answers the others as duplicates.
+func TestSubmitOrderConcurrentResends(t *testing.T) {
+	e := newEnv(t, 1, orderDocs)
+	a := e.client(e.nodes[0], e.key("shopb", 0))
+	var wg sync.WaitGroup
+	var mu sync.Mutex
+	fresh, dups := 0, 0
+	for range 20 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			res, err := a.SubmitOrder(context.Background(), connect.NewRequest(order("PO-RACE")))
+			mu.Lock()
+			defer mu.Unlock()
+			switch {
+			case err != nil:
+				t.Errorf("resend: %v", err)
+			case res.Msg.GetOrderId() != canonical.OrderID("shopb", "PO-RACE"):
+				t.Errorf("resend answered %v", res.Msg)
+			case res.Msg.GetDuplicate():
+				dups++
+			default:
+				fresh++
+			}
+		}()
+	}
+	wg.Wait()
+	if fresh != 1 || dups != 19 {
+		t.Fatalf("%d answered as new, %d as duplicates; want 1 and 19", fresh, dups)
+	}
+	if evs := orderEvents(t, e.nodes[0], "order", ""); len(evs) != 1 {
+		t.Fatalf("ledger holds %d order events, want 1", len(evs))
+	}
+}
