@@ -20,6 +20,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"runtime/pprof"
 	"sort"
 	"sync"
 	"sync/atomic"
@@ -59,6 +60,7 @@ func main() {
 	rate := flag.Int("rate", 200, "orders/s of the fixed-rate measurement")
 	conc := flag.Int("conc", 64, "concurrent callers of the saturation measurement")
 	runs := flag.Int("runs", 3, "repetitions of each measurement")
+	flag.StringVar(&cpuProfile, "cpuprofile", "", "write a CPU profile of the first saturation run to this file")
 	flag.Parse()
 	slog.SetDefault(slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelError})))
 	if err := run(*duration, *rate, *conc, *runs); err != nil {
@@ -66,6 +68,8 @@ func main() {
 		os.Exit(1)
 	}
 }
+
+var cpuProfile string
 
 type node struct {
 	srv  *controlplane.Server
@@ -238,7 +242,19 @@ func run(duration time.Duration, rate, conc, runs int) error {
 		sort.Slice(lat, func(i, j int) bool { return lat[i] < lat[j] })
 		p50s, p99s, maxes = append(p50s, ms(pct(lat, 0.50))), append(p99s, ms(pct(lat, 0.99))), append(maxes, ms(lat[len(lat)-1]))
 		fmt.Printf("  run %d at %d orders/s: %d answered, %d errors, p50 %.2f ms, p99 %.2f ms, max %.2f ms\n", r+1, rate, len(lat), errs, p50s[r], p99s[r], maxes[r])
+		if cpuProfile != "" && r == 0 {
+			f, err := os.Create(cpuProfile)
+			if err != nil {
+				return err
+			}
+			if err := pprof.StartCPUProfile(f); err != nil {
+				return err
+			}
+		}
 		n, serrs := saturate(submit, conc, duration)
+		if cpuProfile != "" && r == 0 {
+			pprof.StopCPUProfile()
+		}
 		sat = append(sat, float64(n)/duration.Seconds())
 		fmt.Printf("  run %d saturation (%d callers): %.0f orders/s, %d errors\n", r+1, conc, sat[r], serrs)
 	}
