@@ -46,14 +46,15 @@ func StatusEvent(o *Order) *eventv1.Event {
 		Type: canonical.TypeOrderStatus,
 		Keys: map[string]string{"order": o.ID, "partner": o.Partner},
 		Payload: &eventv1.Event_OrderStatus{OrderStatus: &eventv1.OrderStatus{
-			OrderNumber: o.ID, Partner: o.Partner, PurchaseOrderNumber: o.PurchaseOrderNumber, Status: o.Status,
+			OrderNumber: o.ID, Partner: o.Partner, PurchaseOrderNumber: o.PurchaseOrderNumber, Status: o.Status, PreviousStatus: o.previousStatus(),
 			ErpOrderNumber: o.ERPOrderNumber, Message: o.Message, CauseSeq: cause, ChangedAt: timestamppb.New(at),
 		}},
 		Source: &eventv1.Source{Connector: "order-status", Position: o.ID + ":" + strconv.FormatUint(cause, 10)},
 	}
 }
 
-// Run commits status events until ctx ends.
+// Run commits status events until ctx ends. The events' content depends only on the
+// order's steps, so a second commit of the same change is a duplicate, not a conflict.
 func (n *Notifier) Run(ctx context.Context) {
 	every := n.Every
 	if every <= 0 {
@@ -68,7 +69,9 @@ func (n *Notifier) Run(ctx context.Context) {
 		n.View.waitM.Lock()
 		ch := n.View.wait
 		n.View.waitM.Unlock()
-		if n.IsLeader() {
+		// Not while the view is rebuilt: it would see changes whose order.status events
+		// it has not folded yet.
+		if n.IsLeader() && n.View.Ready() {
 			if err := n.once(ctx); err != nil && ctx.Err() == nil {
 				logger.Warn("order status notifications: commit failed; retrying", "err", err)
 			}

@@ -135,6 +135,7 @@ type View struct {
 	changed   map[string]bool     // ids whose status may differ from Notified
 
 	seq   atomic.Uint64
+	ready atomic.Bool // the rebuild at start is done
 	waitM sync.Mutex
 	wait  chan struct{}
 }
@@ -155,6 +156,10 @@ func (v *View) reset() {
 	v.byPartner = map[string][]string{}
 	v.changed = map[string]bool{}
 }
+
+// Ready reports whether the view has folded the whole log once since it started (or
+// was last rebuilt).
+func (v *View) Ready() bool { return v.ready.Load() }
 
 // Seq is the ledger seq the view reflects.
 func (v *View) Seq() uint64 { return v.seq.Load() }
@@ -208,6 +213,7 @@ func (v *View) follow(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("orders: read the ledger's low water: %w", err)
 	}
+	v.ready.Store(false)
 	v.mu.Lock()
 	v.reset()
 	v.mu.Unlock()
@@ -241,6 +247,7 @@ func (v *View) follow(ctx context.Context) error {
 		}
 		if rebuilding {
 			rebuilding = false
+			v.ready.Store(true)
 			v.logger.Info("order view built from the ledger", "orders", v.Len(), "seq", v.Seq(), "took", time.Since(start).Round(time.Millisecond))
 		}
 		select {
@@ -443,6 +450,17 @@ func (v *View) foldEvent(seq uint64, at time.Time, agent string, ev *eventv1.Eve
 			delete(v.changed, o.ID)
 		}
 	}
+}
+
+// previousStatus is the status before the step that set the current one ("" for a
+// new order).
+func (o *Order) previousStatus() string {
+	for i := len(o.Steps) - 1; i > 0; i-- {
+		if o.Steps[i-1].Status != o.Steps[i].Status {
+			return o.Steps[i-1].Status
+		}
+	}
+	return ""
 }
 
 // statusSeq is the seq of the step that set the current status.
