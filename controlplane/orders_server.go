@@ -2,10 +2,12 @@ package controlplane
 
 import (
 	"context"
+	"fmt"
 	"net/http"
 	"sync"
 
 	"connectrpc.com/connect"
+	"google.golang.org/protobuf/proto"
 
 	"github.com/crossdock/crossdock/controlplane/api"
 	"github.com/crossdock/crossdock/proto/gen/crossdock/admin/v1/adminv1connect"
@@ -21,8 +23,16 @@ import (
 func (s *Server) mountOrders(mux *http.ServeMux, opts []connect.HandlerOption, auth *api.AdminAuth, prop *partner.Proposer) {
 	s.orders = orders.New(s.store.Ledger(), s.logger)
 	s.submitOrders = func(ctx context.Context, p string, events []*eventv1.Event) (*storev1.IngestResult, error) {
+		sub := &storev1.SubmitPartnerEvents{Partner: p}
+		for _, ev := range events {
+			b, err := proto.Marshal(ev)
+			if err != nil {
+				return nil, fmt.Errorf("orders: encode event %s: %w", ev.GetId(), err)
+			}
+			sub.Events = append(sub.Events, b)
+		}
 		res := &storev1.IngestResult{}
-		err := prop.Propose(ctx, storev1.CommandType_COMMAND_TYPE_SUBMIT_PARTNER_EVENTS, &storev1.SubmitPartnerEvents{Partner: p, Events: events}, res)
+		err := prop.Propose(ctx, storev1.CommandType_COMMAND_TYPE_SUBMIT_PARTNER_EVENTS, sub, res)
 		return res, err
 	}
 	s.partner.Orders, s.partner.Submit = s.orders, s.submitOrders

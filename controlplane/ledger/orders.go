@@ -1,9 +1,7 @@
 package ledger
 
 import (
-	"fmt"
-
-	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/encoding/protowire"
 
 	storev1 "github.com/crossdock/crossdock/proto/gen/crossdock/store/v1"
 )
@@ -17,7 +15,9 @@ func PartnerAgent(partner string) string { return "partner:" + partner }
 // applySubmitPartnerEvents commits a partner's events as an IngestBatch of its
 // pseudo-agent (PartnerAgent) whose agent seqs follow the pseudo-agent's committed seq:
 // the same dedup and conflict rules as an agent's batch (applyIngestBatch), with agent
-// seqs the FSM assigns so that any node may submit. Result: *storev1.IngestResult.
+// seqs the FSM assigns so that any node may submit. The batch is written around the
+// events' bytes as proposed (never re-encoded), so every replica stores the same bytes.
+// Result: *storev1.IngestResult.
 func applySubmitPartnerEvents(tx *applyTxn, cmd *storev1.Command) (any, error) {
 	var sub storev1.SubmitPartnerEvents
 	if err := decodePayload(cmd, &sub); err != nil {
@@ -31,13 +31,22 @@ func applySubmitPartnerEvents(tx *applyTxn, cmd *storev1.Command) (any, error) {
 	if _, err := tx.getProto(agentKey(agent), rec); err != nil {
 		return nil, err
 	}
-	batch := &storev1.IngestBatch{AgentId: agent, Incarnation: rec.GetIncarnation()}
+	// IngestBatch{agent_id: 1, events: 2 (AgentEvent{agent_seq: 1, event: 2}), incarnation: 3}
+	var b []byte
+	b = protowire.AppendTag(b, 1, protowire.BytesType)
+	b = protowire.AppendString(b, agent)
 	for i, ev := range sub.GetEvents() {
-		batch.Events = append(batch.Events, &storev1.AgentEvent{AgentSeq: rec.GetCommittedSeq() + 1 + uint64(i), Event: ev})
+		var ae []byte
+		ae = protowire.AppendTag(ae, 1, protowire.VarintType)
+		ae = protowire.AppendVarint(ae, rec.GetCommittedSeq()+1+uint64(i))
+		ae = protowire.AppendTag(ae, 2, protowire.BytesType)
+		ae = protowire.AppendBytes(ae, ev)
+		b = protowire.AppendTag(b, 2, protowire.BytesType)
+		b = protowire.AppendBytes(b, ae)
 	}
-	payload, err := proto.Marshal(batch)
-	if err != nil {
-		return nil, fmt.Errorf("ledger: encode the batch of %s: %w", agent, err)
+	if inc := rec.GetIncarnation(); inc != 0 {
+		b = protowire.AppendTag(b, 3, protowire.VarintType)
+		b = protowire.AppendVarint(b, inc)
 	}
-	return applyIngestBatch(tx, &storev1.Command{Type: storev1.CommandType_COMMAND_TYPE_INGEST_BATCH, Payload: payload, ProposedAtUnixNano: cmd.GetProposedAtUnixNano()})
+	return applyIngestBatch(tx, &storev1.Command{Type: storev1.CommandType_COMMAND_TYPE_INGEST_BATCH, Payload: b, ProposedAtUnixNano: cmd.GetProposedAtUnixNano()})
 }

@@ -7,7 +7,6 @@
 package storev1
 
 import (
-	v1 "github.com/crossdock/crossdock/proto/gen/crossdock/event/v1"
 	protoreflect "google.golang.org/protobuf/reflect/protoreflect"
 	protoimpl "google.golang.org/protobuf/runtime/protoimpl"
 	reflect "reflect"
@@ -29,9 +28,11 @@ const (
 // in its id space (same id and content: a duplicate; other content: a conflict).
 // Result: IngestResult.
 type SubmitPartnerEvents struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Partner       string                 `protobuf:"bytes,1,opt,name=partner,proto3" json:"partner,omitempty"`
-	Events        []*v1.Event            `protobuf:"bytes,2,rep,name=events,proto3" json:"events,omitempty"`
+	state   protoimpl.MessageState `protogen:"open.v1"`
+	Partner string                 `protobuf:"bytes,1,opt,name=partner,proto3" json:"partner,omitempty"`
+	// Each an encoded crossdock.event.v1.Event, stored as sent: re-encoding on every
+	// replica could order map entries differently.
+	Events        [][]byte `protobuf:"bytes,2,rep,name=events,proto3" json:"events,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -73,7 +74,7 @@ func (x *SubmitPartnerEvents) GetPartner() string {
 	return ""
 }
 
-func (x *SubmitPartnerEvents) GetEvents() []*v1.Event {
+func (x *SubmitPartnerEvents) GetEvents() [][]byte {
 	if x != nil {
 		return x.Events
 	}
@@ -84,10 +85,10 @@ var File_crossdock_store_v1_orders_proto protoreflect.FileDescriptor
 
 const file_crossdock_store_v1_orders_proto_rawDesc = "" +
 	"\n" +
-	"\x1fcrossdock/store/v1/orders.proto\x12\x12crossdock.store.v1\x1a\x1ecrossdock/event/v1/event.proto\"b\n" +
+	"\x1fcrossdock/store/v1/orders.proto\x12\x12crossdock.store.v1\"G\n" +
 	"\x13SubmitPartnerEvents\x12\x18\n" +
-	"\apartner\x18\x01 \x01(\tR\apartner\x121\n" +
-	"\x06events\x18\x02 \x03(\v2\x19.crossdock.event.v1.EventR\x06eventsBEZCgithub.com/crossdock/crossdock/proto/gen/crossdock/store/v1;storev1b\x06proto3"
+	"\apartner\x18\x01 \x01(\tR\apartner\x12\x16\n" +
+	"\x06events\x18\x02 \x03(\fR\x06eventsBEZCgithub.com/crossdock/crossdock/proto/gen/crossdock/store/v1;storev1b\x06proto3"
 
 var (
 	file_crossdock_store_v1_orders_proto_rawDescOnce sync.Once
@@ -104,15 +105,13 @@ func file_crossdock_store_v1_orders_proto_rawDescGZIP() []byte {
 var file_crossdock_store_v1_orders_proto_msgTypes = make([]protoimpl.MessageInfo, 1)
 var file_crossdock_store_v1_orders_proto_goTypes = []any{
 	(*SubmitPartnerEvents)(nil), // 0: crossdock.store.v1.SubmitPartnerEvents
-	(*v1.Event)(nil),            // 1: crossdock.event.v1.Event
 }
 var file_crossdock_store_v1_orders_proto_depIdxs = []int32{
-	1, // 0: crossdock.store.v1.SubmitPartnerEvents.events:type_name -> crossdock.event.v1.Event
-	1, // [1:1] is the sub-list for method output_type
-	1, // [1:1] is the sub-list for method input_type
-	1, // [1:1] is the sub-list for extension type_name
-	1, // [1:1] is the sub-list for extension extendee
-	0, // [0:1] is the sub-list for field type_name
+	0, // [0:0] is the sub-list for method output_type
+	0, // [0:0] is the sub-list for method input_type
+	0, // [0:0] is the sub-list for extension type_name
+	0, // [0:0] is the sub-list for extension extendee
+	0, // [0:0] is the sub-list for field type_name
 }
 
 func init() { file_crossdock_store_v1_orders_proto_init() }
