@@ -104,6 +104,7 @@ func TestSubmitOrderLeaderKilled(t *testing.T) {
 			t.Fatalf("order %s told %d times, want once", id, told[id])
 		}
 	}
+	e.cluster.WaitConverged() // every replica holds the same ledger
 	if _, ok := ids[canonical.OrderID("shopb", "PO-K0")]; !ok {
 		t.Fatal("order ids are not canonical.OrderID")
 	}
