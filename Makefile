@@ -45,6 +45,7 @@ bench: build ## Run the benchmarks and load programs; figures are printed
 	$(GO) run ./bench/soak -bin $(BIN) -minutes $(BENCH_SOAK_MINUTES) $(if $(BENCH_RETENTION),-retention $(BENCH_RETENTION))
 	$(GO) run ./bench/partnerapi
 	$(GO) run ./bench/ackbench -bin $(BIN)
+	$(GO) run ./bench/orderbench -rate 200 -duration 10s -runs 3
 
 VERSION   ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 COMMIT    ?= $(shell git rev-parse HEAD 2>/dev/null || echo unknown)
@@ -93,6 +94,8 @@ fuzz: ## Run each fuzzer briefly
 	$(GO) test -run '^$$' -fuzz FuzzChunkEvent -fuzztime 20s ./controlplane/ledger/
 	$(GO) test -run '^$$' -fuzz FuzzWalkChunk -fuzztime 20s ./controlplane/ledger/
 	$(GO) test -run '^$$' -fuzz FuzzDecodeEvent -fuzztime 20s ./controlplane/views/
+	$(GO) test -run '^$$' -fuzz FuzzSubmitOrder -fuzztime 20s ./controlplane/partner/
+	$(GO) test -run '^$$' -fuzz FuzzEventType -fuzztime 20s ./controlplane/orders/
 	$(GO) test -run '^$$' -fuzz FuzzUplinkCodec -fuzztime 20s ./controlplane/api/
 	$(GO) test -run '^$$' -fuzz FuzzDecodeCommand -fuzztime 20s ./internal/wire/
 	$(GO) test -run '^$$' -fuzz FuzzParseNodeIdentity -fuzztime 20s ./controlplane/

@@ -45,6 +45,7 @@ func (s *Server) mountPartner(mux *http.ServeMux, opts []connect.HandlerOption, 
 		Propose: func(ctx context.Context, r *storev1.RecordPartnerUsage) error {
 			return prop.Propose(ctx, storev1.CommandType_COMMAND_TYPE_RECORD_PARTNER_USAGE, r, nil)
 		}}
+	s.mountOrders(mux, opts, auth, prop)
 	mux.Handle(s.partner.Handler())
 	mux.Handle(partnerv1connect.NewPartnerAdminServiceHandler(&api.PartnerAdmin{Backend: s.backend, Dir: dir}, append(opts, connect.WithInterceptors(auth))...))
 	mux.Handle(partnerv1connect.NewPartnerNodeServiceHandler(&partner.NodeService{Store: s.store}, opts...))

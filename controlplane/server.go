@@ -14,6 +14,7 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"sync"
 	"time"
 
 	"connectrpc.com/connect"
@@ -26,6 +27,7 @@ import (
 	"github.com/crossdock/crossdock/controlplane/archive"
 	"github.com/crossdock/crossdock/controlplane/delivery"
 	"github.com/crossdock/crossdock/controlplane/ledger"
+	"github.com/crossdock/crossdock/controlplane/orders"
 	"github.com/crossdock/crossdock/controlplane/partner"
 	"github.com/crossdock/crossdock/controlplane/retention"
 	"github.com/crossdock/crossdock/controlplane/store"
@@ -138,6 +140,9 @@ type Server struct {
 	joined    bool
 	// views follow this node's ledger (nil with DisableViews).
 	views *views.Views
+	// The order view and how partner events are committed (orders_server.go).
+	orders       *orders.View
+	submitOrders partner.Submitter
 	// obs holds the metrics registry, the metrics listener and readiness (metrics.go).
 	obs *observability
 	// partner serves the partner API; partnerFlush records its usage through raft.
@@ -588,9 +593,12 @@ func (s *Server) Run(ctx context.Context) error {
 	viewsDone := make(chan struct{})
 	go func() {
 		defer close(viewsDone)
+		var wg sync.WaitGroup
+		s.runOrders(vctx, &wg)
 		if s.views != nil {
 			_ = s.views.Run(vctx)
 		}
+		wg.Wait()
 	}()
 	pctx, stopPartnerFlush := context.WithCancel(context.WithoutCancel(ctx))
 	partnerDone := make(chan struct{})

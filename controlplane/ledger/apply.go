@@ -65,12 +65,13 @@ var handlers = map[storev1.CommandType]handler{
 
 	storev1.CommandType_COMMAND_TYPE_PRUNE_LEDGER: applyPruneLedger, // prune.go
 	// Partner API keys, quota leases and usage (partner.go).
-	storev1.CommandType_COMMAND_TYPE_PUT_PARTNER_KEY:      applyPutPartnerKey,
-	storev1.CommandType_COMMAND_TYPE_ROTATE_PARTNER_KEY:   applyRotatePartnerKey,
-	storev1.CommandType_COMMAND_TYPE_REVOKE_PARTNER_KEY:   applyRevokePartnerKey,
-	storev1.CommandType_COMMAND_TYPE_LEASE_QUOTA:          applyLeaseQuota,
-	storev1.CommandType_COMMAND_TYPE_RETURN_QUOTA:         applyReturnQuota,
-	storev1.CommandType_COMMAND_TYPE_RECORD_PARTNER_USAGE: applyRecordPartnerUsage,
+	storev1.CommandType_COMMAND_TYPE_PUT_PARTNER_KEY:       applyPutPartnerKey,
+	storev1.CommandType_COMMAND_TYPE_ROTATE_PARTNER_KEY:    applyRotatePartnerKey,
+	storev1.CommandType_COMMAND_TYPE_REVOKE_PARTNER_KEY:    applyRevokePartnerKey,
+	storev1.CommandType_COMMAND_TYPE_LEASE_QUOTA:           applyLeaseQuota,
+	storev1.CommandType_COMMAND_TYPE_RETURN_QUOTA:          applyReturnQuota,
+	storev1.CommandType_COMMAND_TYPE_RECORD_PARTNER_USAGE:  applyRecordPartnerUsage,
+	storev1.CommandType_COMMAND_TYPE_SUBMIT_PARTNER_EVENTS: applySubmitPartnerEvents, // orders.go
 }
 
 // applyTxn is one Apply's Badger transaction with its write budget.

@@ -16,6 +16,7 @@ import (
 	"golang.org/x/time/rate"
 
 	"github.com/crossdock/crossdock/controlplane/ledger"
+	"github.com/crossdock/crossdock/controlplane/orders"
 	"github.com/crossdock/crossdock/controlplane/routing"
 	"github.com/crossdock/crossdock/proto/gen/crossdock/partner/v1/partnerv1connect"
 )
@@ -45,6 +46,11 @@ var methodScopes = map[string]string{
 	"GetAvailability": routing.ScopeAvailabilityRead,
 	"GetPrices":       routing.ScopePricesRead,
 	"ListItems":       routing.ScopeAvailabilityRead,
+	"SubmitOrder":     routing.ScopeOrdersWrite,
+	"CancelOrder":     routing.ScopeOrdersWrite,
+	"RequestReturn":   routing.ScopeOrdersWrite,
+	"GetOrder":        routing.ScopeOrdersRead,
+	"ListOrders":      routing.ScopeOrdersRead,
 }
 
 // Server serves the partner API of one node: the gate in front of PartnerService and
@@ -53,7 +59,11 @@ type Server struct {
 	Ledger *ledger.Ledger
 	Dir    *Directory
 	// Views is what the API reads; nil answers unavailable.
-	Views  Reader
+	Views Reader
+	// Orders is the order view (controlplane/orders); nil answers order calls unavailable.
+	Orders *orders.View
+	// Submit commits a partner's events through raft (orders.go).
+	Submit Submitter
 	Quota  *Quota
 	Usage  *Usage
 	Node   string

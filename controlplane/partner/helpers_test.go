@@ -173,9 +173,18 @@ type env struct {
 
 func newEnv(t *testing.T, n int, extraDocs string) *env {
 	t.Helper()
+	return newEnvConfig(t, n, extraDocs, nil)
+}
+
+// newEnvConfig is newEnv with more node configuration.
+func newEnvConfig(t *testing.T, n int, extraDocs string, more func(c *controlplane.Config)) *env {
+	t.Helper()
 	e := &env{t: t}
 	cb := func(_ int, c *controlplane.Config) {
 		c.PartnerUsageEvery = 200 * time.Millisecond
+		if more != nil {
+			more(c)
+		}
 	}
 	if n == 1 {
 		e.nodes = []*controlplanetest.Server{controlplanetest.TestServer(t, func(c *controlplane.Config) { cb(0, c) })}

@@ -36,9 +36,10 @@ type Proposer struct {
 
 // forwardable are the command types a follower may hand the leader.
 var forwardable = map[storev1.CommandType]func() proto.Message{
-	storev1.CommandType_COMMAND_TYPE_LEASE_QUOTA:          func() proto.Message { return &storev1.LeaseQuota{} },
-	storev1.CommandType_COMMAND_TYPE_RETURN_QUOTA:         func() proto.Message { return &storev1.ReturnQuota{} },
-	storev1.CommandType_COMMAND_TYPE_RECORD_PARTNER_USAGE: func() proto.Message { return &storev1.RecordPartnerUsage{} },
+	storev1.CommandType_COMMAND_TYPE_LEASE_QUOTA:           func() proto.Message { return &storev1.LeaseQuota{} },
+	storev1.CommandType_COMMAND_TYPE_RETURN_QUOTA:          func() proto.Message { return &storev1.ReturnQuota{} },
+	storev1.CommandType_COMMAND_TYPE_RECORD_PARTNER_USAGE:  func() proto.Message { return &storev1.RecordPartnerUsage{} },
+	storev1.CommandType_COMMAND_TYPE_SUBMIT_PARTNER_EVENTS: func() proto.Message { return &storev1.SubmitPartnerEvents{} },
 }
 
 // Propose proposes msg and merges the command's result into result (may be nil). While

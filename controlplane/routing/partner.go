@@ -45,6 +45,15 @@ type PartnerSpec struct {
 	Destinations []string `json:"destinations,omitempty"`
 	// Limits overrides fields of the tier for this partner.
 	Limits *TierSpec `json:"limits,omitempty"`
+	// Orders tunes SubmitOrder for the partner.
+	Orders *PartnerOrdersSpec `json:"orders,omitempty"`
+}
+
+// PartnerOrdersSpec tunes the partner's order submission.
+type PartnerOrdersSpec struct {
+	// CheckAvailability refuses an order line whose quantity is more than the partner
+	// is offered (GetAvailability) at the order's location, or summed over its locations.
+	CheckAvailability bool `json:"checkAvailability,omitempty"`
 }
 
 // AllocationSpec is a channel allocation rule; see Allocate.

@@ -85,6 +85,7 @@ func DefaultRetention() Retention {
 		Types: map[string]time.Duration{
 			"inventory.level": 168 * time.Hour,
 			"order":           twoYears, "order.ack": twoYears, "shipment": twoYears, "invoice": twoYears, "sales.return": twoYears,
+			"order.cancel": twoYears, "order.status": twoYears,
 		},
 		Compact:     []string{"inventory.level", "item", "price"},
 		DedupWindow: DefaultDedupWindow,

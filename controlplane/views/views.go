@@ -432,3 +432,16 @@ func (v *Views) dump() string {
 	}
 	return b.String()
 }
+
+// Item returns the item with sku, if the views hold it (the partner API checks the SKUs
+// of an order with it).
+func (v *Views) Item(sku string) (ItemEntry, bool) {
+	v.mu.RLock()
+	defer v.mu.RUnlock()
+	d := v.st.sku(sku)
+	if d == nil || d.item == nil {
+		return ItemEntry{}, false
+	}
+	it := d.item
+	return ItemEntry{SKU: sku, Name: it.name, Description: it.desc, UnitOfMeasure: v.st.strs.get(it.uom), GTIN: it.gtin, Seq: it.seq, At: fromNanos(it.at)}, true
+}

@@ -25,6 +25,8 @@ const (
 	TypeShipment       = "shipment"
 	TypeInvoice        = "invoice"
 	TypeSalesReturn    = "sales.return"
+	TypeOrderCancel    = "order.cancel"
+	TypeOrderStatus    = "order.status"
 )
 
 // Limits enforced on every event.
@@ -63,6 +65,10 @@ func TypeOf(ev *eventv1.Event) string {
 		return TypeInvoice
 	case *eventv1.Event_SalesReturn:
 		return TypeSalesReturn
+	case *eventv1.Event_OrderCancel:
+		return TypeOrderCancel
+	case *eventv1.Event_OrderStatus:
+		return TypeOrderStatus
 	}
 	return ""
 }
@@ -103,6 +109,11 @@ func eachDefaultKey(ev *eventv1.Event, put func(name, v string)) {
 	case *eventv1.Event_SalesReturn:
 		p("return", pl.SalesReturn.GetReturnNumber())
 		p("order", pl.SalesReturn.GetOrderNumber())
+	case *eventv1.Event_OrderCancel:
+		p("order", pl.OrderCancel.GetOrderNumber())
+	case *eventv1.Event_OrderStatus:
+		p("order", pl.OrderStatus.GetOrderNumber())
+		p("partner", pl.OrderStatus.GetPartner())
 	}
 }
 
@@ -151,7 +162,7 @@ func ValidateFields(ev *eventv1.Event) error {
 	}
 	want := TypeOf(ev)
 	if want == "" {
-		return fail("payload: one of item, inventoryLevel, price, order, orderAck, shipment, invoice, salesReturn is required")
+		return fail("payload: one of item, inventoryLevel, price, order, orderAck, shipment, invoice, salesReturn, orderCancel, orderStatus is required")
 	}
 	if ev.Type != want {
 		return fail("type: %q does not match the %s payload (want %q)", ev.Type, want, want)
@@ -224,6 +235,11 @@ func validatePayload(ev *eventv1.Event) error {
 		dec(p.Invoice.GetTotal(), false, "invoice.total")
 	case *eventv1.Event_SalesReturn:
 		req(p.SalesReturn.GetReturnNumber(), "salesReturn.returnNumber")
+	case *eventv1.Event_OrderCancel:
+		req(p.OrderCancel.GetOrderNumber(), "orderCancel.orderNumber")
+	case *eventv1.Event_OrderStatus:
+		req(p.OrderStatus.GetOrderNumber(), "orderStatus.orderNumber")
+		req(p.OrderStatus.GetStatus(), "orderStatus.status")
 	}
 	errs = append(errs, validateEnriched(ev)...)
 	return errors.Join(errs...)

@@ -50,6 +50,8 @@ type Event struct {
 	//	*Event_Shipment
 	//	*Event_Invoice
 	//	*Event_SalesReturn
+	//	*Event_OrderCancel
+	//	*Event_OrderStatus
 	Payload       isEvent_Payload `protobuf_oneof:"payload"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -206,6 +208,24 @@ func (x *Event) GetSalesReturn() *SalesReturn {
 	return nil
 }
 
+func (x *Event) GetOrderCancel() *OrderCancel {
+	if x != nil {
+		if x, ok := x.Payload.(*Event_OrderCancel); ok {
+			return x.OrderCancel
+		}
+	}
+	return nil
+}
+
+func (x *Event) GetOrderStatus() *OrderStatus {
+	if x != nil {
+		if x, ok := x.Payload.(*Event_OrderStatus); ok {
+			return x.OrderStatus
+		}
+	}
+	return nil
+}
+
 type isEvent_Payload interface {
 	isEvent_Payload()
 }
@@ -242,6 +262,15 @@ type Event_SalesReturn struct {
 	SalesReturn *SalesReturn `protobuf:"bytes,17,opt,name=sales_return,json=salesReturn,proto3,oneof"`
 }
 
+type Event_OrderCancel struct {
+	// 50-59: orders (see docs/partner-api.md#orders).
+	OrderCancel *OrderCancel `protobuf:"bytes,50,opt,name=order_cancel,json=orderCancel,proto3,oneof"`
+}
+
+type Event_OrderStatus struct {
+	OrderStatus *OrderStatus `protobuf:"bytes,51,opt,name=order_status,json=orderStatus,proto3,oneof"`
+}
+
 func (*Event_Item) isEvent_Payload() {}
 
 func (*Event_InventoryLevel) isEvent_Payload() {}
@@ -257,6 +286,10 @@ func (*Event_Shipment) isEvent_Payload() {}
 func (*Event_Invoice) isEvent_Payload() {}
 
 func (*Event_SalesReturn) isEvent_Payload() {}
+
+func (*Event_OrderCancel) isEvent_Payload() {}
+
+func (*Event_OrderStatus) isEvent_Payload() {}
 
 // Source says where an event was captured.
 type Source struct {
@@ -851,8 +884,11 @@ type Order struct {
 	BillTo                *Party                 `protobuf:"bytes,13,opt,name=bill_to,json=billTo,proto3" json:"bill_to,omitempty"`
 	Notes                 string                 `protobuf:"bytes,14,opt,name=notes,proto3" json:"notes,omitempty"`
 	RequestedDeliveryDate *timestamppb.Timestamp `protobuf:"bytes,15,opt,name=requested_delivery_date,json=requestedDeliveryDate,proto3" json:"requested_delivery_date,omitempty"`
-	unknownFields         protoimpl.UnknownFields
-	sizeCache             protoimpl.SizeCache
+	// The stock location the partner asked the order to be fulfilled from (one of the
+	// partner's locations); empty: the ERP chooses.
+	FulfillmentLocation string `protobuf:"bytes,50,opt,name=fulfillment_location,json=fulfillmentLocation,proto3" json:"fulfillment_location,omitempty"`
+	unknownFields       protoimpl.UnknownFields
+	sizeCache           protoimpl.SizeCache
 }
 
 func (x *Order) Reset() {
@@ -988,6 +1024,13 @@ func (x *Order) GetRequestedDeliveryDate() *timestamppb.Timestamp {
 		return x.RequestedDeliveryDate
 	}
 	return nil
+}
+
+func (x *Order) GetFulfillmentLocation() string {
+	if x != nil {
+		return x.FulfillmentLocation
+	}
+	return ""
 }
 
 // OrderAck is the ERP's answer to an order.
@@ -2179,11 +2222,214 @@ func (x *CommittedEvent) GetAgentSeq() uint64 {
 	return 0
 }
 
+// OrderCancel asks for an order to be cancelled (status "requested", from the partner)
+// or says the ERP cancelled it (status "cancelled"). Type "order.cancel", key order.
+type OrderCancel struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The Crossdock order id (canonical.OrderID).
+	OrderNumber         string `protobuf:"bytes,1,opt,name=order_number,json=orderNumber,proto3" json:"order_number,omitempty"`
+	Partner             string `protobuf:"bytes,2,opt,name=partner,proto3" json:"partner,omitempty"`
+	PurchaseOrderNumber string `protobuf:"bytes,3,opt,name=purchase_order_number,json=purchaseOrderNumber,proto3" json:"purchase_order_number,omitempty"`
+	// "requested" or "cancelled".
+	Status         string `protobuf:"bytes,4,opt,name=status,proto3" json:"status,omitempty"`
+	Reason         string `protobuf:"bytes,5,opt,name=reason,proto3" json:"reason,omitempty"`
+	ErpOrderNumber string `protobuf:"bytes,6,opt,name=erp_order_number,json=erpOrderNumber,proto3" json:"erp_order_number,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
+}
+
+func (x *OrderCancel) Reset() {
+	*x = OrderCancel{}
+	mi := &file_crossdock_event_v1_event_proto_msgTypes[20]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *OrderCancel) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*OrderCancel) ProtoMessage() {}
+
+func (x *OrderCancel) ProtoReflect() protoreflect.Message {
+	mi := &file_crossdock_event_v1_event_proto_msgTypes[20]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use OrderCancel.ProtoReflect.Descriptor instead.
+func (*OrderCancel) Descriptor() ([]byte, []int) {
+	return file_crossdock_event_v1_event_proto_rawDescGZIP(), []int{20}
+}
+
+func (x *OrderCancel) GetOrderNumber() string {
+	if x != nil {
+		return x.OrderNumber
+	}
+	return ""
+}
+
+func (x *OrderCancel) GetPartner() string {
+	if x != nil {
+		return x.Partner
+	}
+	return ""
+}
+
+func (x *OrderCancel) GetPurchaseOrderNumber() string {
+	if x != nil {
+		return x.PurchaseOrderNumber
+	}
+	return ""
+}
+
+func (x *OrderCancel) GetStatus() string {
+	if x != nil {
+		return x.Status
+	}
+	return ""
+}
+
+func (x *OrderCancel) GetReason() string {
+	if x != nil {
+		return x.Reason
+	}
+	return ""
+}
+
+func (x *OrderCancel) GetErpOrderNumber() string {
+	if x != nil {
+		return x.ErpOrderNumber
+	}
+	return ""
+}
+
+// OrderStatus says an order's status changed: Crossdock commits one per change so that
+// routes deliver it to the partner's destinations. Type "order.status", keys order and
+// partner.
+type OrderStatus struct {
+	state               protoimpl.MessageState `protogen:"open.v1"`
+	OrderNumber         string                 `protobuf:"bytes,1,opt,name=order_number,json=orderNumber,proto3" json:"order_number,omitempty"`
+	Partner             string                 `protobuf:"bytes,2,opt,name=partner,proto3" json:"partner,omitempty"`
+	PurchaseOrderNumber string                 `protobuf:"bytes,3,opt,name=purchase_order_number,json=purchaseOrderNumber,proto3" json:"purchase_order_number,omitempty"`
+	// received, accepted, rejected, partially_shipped, shipped, invoiced,
+	// cancel_requested, cancelled, return_requested.
+	Status         string `protobuf:"bytes,4,opt,name=status,proto3" json:"status,omitempty"`
+	PreviousStatus string `protobuf:"bytes,5,opt,name=previous_status,json=previousStatus,proto3" json:"previous_status,omitempty"`
+	ErpOrderNumber string `protobuf:"bytes,6,opt,name=erp_order_number,json=erpOrderNumber,proto3" json:"erp_order_number,omitempty"`
+	// Why (the ERP's reason for a rejection, the cancellation's reason).
+	Message string `protobuf:"bytes,7,opt,name=message,proto3" json:"message,omitempty"`
+	// Ledger seq and commit time of the event that changed the status.
+	CauseSeq      uint64                 `protobuf:"varint,8,opt,name=cause_seq,json=causeSeq,proto3" json:"cause_seq,omitempty"`
+	ChangedAt     *timestamppb.Timestamp `protobuf:"bytes,9,opt,name=changed_at,json=changedAt,proto3" json:"changed_at,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *OrderStatus) Reset() {
+	*x = OrderStatus{}
+	mi := &file_crossdock_event_v1_event_proto_msgTypes[21]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *OrderStatus) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*OrderStatus) ProtoMessage() {}
+
+func (x *OrderStatus) ProtoReflect() protoreflect.Message {
+	mi := &file_crossdock_event_v1_event_proto_msgTypes[21]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use OrderStatus.ProtoReflect.Descriptor instead.
+func (*OrderStatus) Descriptor() ([]byte, []int) {
+	return file_crossdock_event_v1_event_proto_rawDescGZIP(), []int{21}
+}
+
+func (x *OrderStatus) GetOrderNumber() string {
+	if x != nil {
+		return x.OrderNumber
+	}
+	return ""
+}
+
+func (x *OrderStatus) GetPartner() string {
+	if x != nil {
+		return x.Partner
+	}
+	return ""
+}
+
+func (x *OrderStatus) GetPurchaseOrderNumber() string {
+	if x != nil {
+		return x.PurchaseOrderNumber
+	}
+	return ""
+}
+
+func (x *OrderStatus) GetStatus() string {
+	if x != nil {
+		return x.Status
+	}
+	return ""
+}
+
+func (x *OrderStatus) GetPreviousStatus() string {
+	if x != nil {
+		return x.PreviousStatus
+	}
+	return ""
+}
+
+func (x *OrderStatus) GetErpOrderNumber() string {
+	if x != nil {
+		return x.ErpOrderNumber
+	}
+	return ""
+}
+
+func (x *OrderStatus) GetMessage() string {
+	if x != nil {
+		return x.Message
+	}
+	return ""
+}
+
+func (x *OrderStatus) GetCauseSeq() uint64 {
+	if x != nil {
+		return x.CauseSeq
+	}
+	return 0
+}
+
+func (x *OrderStatus) GetChangedAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.ChangedAt
+	}
+	return nil
+}
+
 var File_crossdock_event_v1_event_proto protoreflect.FileDescriptor
 
 const file_crossdock_event_v1_event_proto_rawDesc = "" +
 	"\n" +
-	"\x1ecrossdock/event/v1/event.proto\x12\x12crossdock.event.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\xae\x06\n" +
+	"\x1ecrossdock/event/v1/event.proto\x12\x12crossdock.event.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\xba\a\n" +
 	"\x05Event\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x12\n" +
 	"\x04type\x18\x02 \x01(\tR\x04type\x127\n" +
@@ -2200,7 +2446,9 @@ const file_crossdock_event_v1_event_proto_rawDesc = "" +
 	"\torder_ack\x18\x0e \x01(\v2\x1c.crossdock.event.v1.OrderAckH\x00R\borderAck\x12:\n" +
 	"\bshipment\x18\x0f \x01(\v2\x1c.crossdock.event.v1.ShipmentH\x00R\bshipment\x127\n" +
 	"\ainvoice\x18\x10 \x01(\v2\x1b.crossdock.event.v1.InvoiceH\x00R\ainvoice\x12D\n" +
-	"\fsales_return\x18\x11 \x01(\v2\x1f.crossdock.event.v1.SalesReturnH\x00R\vsalesReturn\x1a7\n" +
+	"\fsales_return\x18\x11 \x01(\v2\x1f.crossdock.event.v1.SalesReturnH\x00R\vsalesReturn\x12D\n" +
+	"\forder_cancel\x182 \x01(\v2\x1f.crossdock.event.v1.OrderCancelH\x00R\vorderCancel\x12D\n" +
+	"\forder_status\x183 \x01(\v2\x1f.crossdock.event.v1.OrderStatusH\x00R\vorderStatus\x1a7\n" +
 	"\tKeysEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01B\t\n" +
@@ -2256,7 +2504,7 @@ const file_crossdock_event_v1_event_proto_rawDesc = "" +
 	"postalCode\x12\x18\n" +
 	"\acountry\x18\x06 \x01(\tR\acountry\x12\x10\n" +
 	"\x03gln\x18\a \x01(\tR\x03gln\x12#\n" +
-	"\rlocation_code\x18\b \x01(\tR\flocationCode\"\x86\x05\n" +
+	"\rlocation_code\x18\b \x01(\tR\flocationCode\"\xb9\x05\n" +
 	"\x05Order\x12!\n" +
 	"\forder_number\x18\x01 \x01(\tR\vorderNumber\x12\x18\n" +
 	"\achannel\x18\x02 \x01(\tR\achannel\x12\x1a\n" +
@@ -2274,7 +2522,8 @@ const file_crossdock_event_v1_event_proto_rawDesc = "" +
 	"\aship_to\x18\f \x01(\v2\x19.crossdock.event.v1.PartyR\x06shipTo\x122\n" +
 	"\abill_to\x18\r \x01(\v2\x19.crossdock.event.v1.PartyR\x06billTo\x12\x14\n" +
 	"\x05notes\x18\x0e \x01(\tR\x05notes\x12R\n" +
-	"\x17requested_delivery_date\x18\x0f \x01(\v2\x1a.google.protobuf.TimestampR\x15requestedDeliveryDate\"\x8f\x03\n" +
+	"\x17requested_delivery_date\x18\x0f \x01(\v2\x1a.google.protobuf.TimestampR\x15requestedDeliveryDate\x121\n" +
+	"\x14fulfillment_location\x182 \x01(\tR\x13fulfillmentLocation\"\x8f\x03\n" +
 	"\bOrderAck\x12!\n" +
 	"\forder_number\x18\x01 \x01(\tR\vorderNumber\x12(\n" +
 	"\x10erp_order_number\x18\x02 \x01(\tR\x0eerpOrderNumber\x12\x16\n" +
@@ -2392,7 +2641,25 @@ const file_crossdock_event_v1_event_proto_rawDesc = "" +
 	"\x05event\x18\x02 \x01(\v2\x19.crossdock.event.v1.EventR\x05event\x12=\n" +
 	"\fcommitted_at\x18\x03 \x01(\v2\x1a.google.protobuf.TimestampR\vcommittedAt\x12\x14\n" +
 	"\x05agent\x18\x04 \x01(\tR\x05agent\x12\x1b\n" +
-	"\tagent_seq\x18\x05 \x01(\x04R\bagentSeqBEZCgithub.com/crossdock/crossdock/proto/gen/crossdock/event/v1;eventv1b\x06proto3"
+	"\tagent_seq\x18\x05 \x01(\x04R\bagentSeq\"\xd8\x01\n" +
+	"\vOrderCancel\x12!\n" +
+	"\forder_number\x18\x01 \x01(\tR\vorderNumber\x12\x18\n" +
+	"\apartner\x18\x02 \x01(\tR\apartner\x122\n" +
+	"\x15purchase_order_number\x18\x03 \x01(\tR\x13purchaseOrderNumber\x12\x16\n" +
+	"\x06status\x18\x04 \x01(\tR\x06status\x12\x16\n" +
+	"\x06reason\x18\x05 \x01(\tR\x06reason\x12(\n" +
+	"\x10erp_order_number\x18\x06 \x01(\tR\x0eerpOrderNumber\"\xdb\x02\n" +
+	"\vOrderStatus\x12!\n" +
+	"\forder_number\x18\x01 \x01(\tR\vorderNumber\x12\x18\n" +
+	"\apartner\x18\x02 \x01(\tR\apartner\x122\n" +
+	"\x15purchase_order_number\x18\x03 \x01(\tR\x13purchaseOrderNumber\x12\x16\n" +
+	"\x06status\x18\x04 \x01(\tR\x06status\x12'\n" +
+	"\x0fprevious_status\x18\x05 \x01(\tR\x0epreviousStatus\x12(\n" +
+	"\x10erp_order_number\x18\x06 \x01(\tR\x0eerpOrderNumber\x12\x18\n" +
+	"\amessage\x18\a \x01(\tR\amessage\x12\x1b\n" +
+	"\tcause_seq\x18\b \x01(\x04R\bcauseSeq\x129\n" +
+	"\n" +
+	"changed_at\x18\t \x01(\v2\x1a.google.protobuf.TimestampR\tchangedAtBEZCgithub.com/crossdock/crossdock/proto/gen/crossdock/event/v1;eventv1b\x06proto3"
 
 var (
 	file_crossdock_event_v1_event_proto_rawDescOnce sync.Once
@@ -2406,7 +2673,7 @@ func file_crossdock_event_v1_event_proto_rawDescGZIP() []byte {
 	return file_crossdock_event_v1_event_proto_rawDescData
 }
 
-var file_crossdock_event_v1_event_proto_msgTypes = make([]protoimpl.MessageInfo, 21)
+var file_crossdock_event_v1_event_proto_msgTypes = make([]protoimpl.MessageInfo, 23)
 var file_crossdock_event_v1_event_proto_goTypes = []any{
 	(*Event)(nil),                 // 0: crossdock.event.v1.Event
 	(*Source)(nil),                // 1: crossdock.event.v1.Source
@@ -2428,12 +2695,14 @@ var file_crossdock_event_v1_event_proto_goTypes = []any{
 	(*TaxLine)(nil),               // 17: crossdock.event.v1.TaxLine
 	(*SalesReturn)(nil),           // 18: crossdock.event.v1.SalesReturn
 	(*CommittedEvent)(nil),        // 19: crossdock.event.v1.CommittedEvent
-	nil,                           // 20: crossdock.event.v1.Event.KeysEntry
-	(*timestamppb.Timestamp)(nil), // 21: google.protobuf.Timestamp
+	(*OrderCancel)(nil),           // 20: crossdock.event.v1.OrderCancel
+	(*OrderStatus)(nil),           // 21: crossdock.event.v1.OrderStatus
+	nil,                           // 22: crossdock.event.v1.Event.KeysEntry
+	(*timestamppb.Timestamp)(nil), // 23: google.protobuf.Timestamp
 }
 var file_crossdock_event_v1_event_proto_depIdxs = []int32{
-	20, // 0: crossdock.event.v1.Event.keys:type_name -> crossdock.event.v1.Event.KeysEntry
-	21, // 1: crossdock.event.v1.Event.occurred_at:type_name -> google.protobuf.Timestamp
+	22, // 0: crossdock.event.v1.Event.keys:type_name -> crossdock.event.v1.Event.KeysEntry
+	23, // 1: crossdock.event.v1.Event.occurred_at:type_name -> google.protobuf.Timestamp
 	1,  // 2: crossdock.event.v1.Event.source:type_name -> crossdock.event.v1.Source
 	2,  // 3: crossdock.event.v1.Event.trace:type_name -> crossdock.event.v1.TraceContext
 	3,  // 4: crossdock.event.v1.Event.item:type_name -> crossdock.event.v1.Item
@@ -2444,41 +2713,44 @@ var file_crossdock_event_v1_event_proto_depIdxs = []int32{
 	13, // 9: crossdock.event.v1.Event.shipment:type_name -> crossdock.event.v1.Shipment
 	14, // 10: crossdock.event.v1.Event.invoice:type_name -> crossdock.event.v1.Invoice
 	18, // 11: crossdock.event.v1.Event.sales_return:type_name -> crossdock.event.v1.SalesReturn
-	21, // 12: crossdock.event.v1.Price.valid_from:type_name -> google.protobuf.Timestamp
-	21, // 13: crossdock.event.v1.Price.valid_to:type_name -> google.protobuf.Timestamp
-	6,  // 14: crossdock.event.v1.Order.lines:type_name -> crossdock.event.v1.OrderLine
-	21, // 15: crossdock.event.v1.Order.order_date:type_name -> google.protobuf.Timestamp
-	21, // 16: crossdock.event.v1.Order.requested_ship_date:type_name -> google.protobuf.Timestamp
-	7,  // 17: crossdock.event.v1.Order.ship_to:type_name -> crossdock.event.v1.Party
-	7,  // 18: crossdock.event.v1.Order.bill_to:type_name -> crossdock.event.v1.Party
-	21, // 19: crossdock.event.v1.Order.requested_delivery_date:type_name -> google.protobuf.Timestamp
-	10, // 20: crossdock.event.v1.OrderAck.lines:type_name -> crossdock.event.v1.OrderAckLine
-	21, // 21: crossdock.event.v1.OrderAck.acknowledged_at:type_name -> google.protobuf.Timestamp
-	21, // 22: crossdock.event.v1.OrderAck.order_date:type_name -> google.protobuf.Timestamp
-	21, // 23: crossdock.event.v1.OrderAckLine.expected_ship_date:type_name -> google.protobuf.Timestamp
-	11, // 24: crossdock.event.v1.Package.lines:type_name -> crossdock.event.v1.ShipmentLine
-	21, // 25: crossdock.event.v1.Shipment.shipped_at:type_name -> google.protobuf.Timestamp
-	11, // 26: crossdock.event.v1.Shipment.lines:type_name -> crossdock.event.v1.ShipmentLine
-	7,  // 27: crossdock.event.v1.Shipment.ship_from:type_name -> crossdock.event.v1.Party
-	7,  // 28: crossdock.event.v1.Shipment.ship_to:type_name -> crossdock.event.v1.Party
-	12, // 29: crossdock.event.v1.Shipment.packages:type_name -> crossdock.event.v1.Package
-	21, // 30: crossdock.event.v1.Shipment.expected_delivery:type_name -> google.protobuf.Timestamp
-	15, // 31: crossdock.event.v1.Invoice.lines:type_name -> crossdock.event.v1.InvoiceLine
-	16, // 32: crossdock.event.v1.Invoice.terms:type_name -> crossdock.event.v1.PaymentTerms
-	17, // 33: crossdock.event.v1.Invoice.tax_lines:type_name -> crossdock.event.v1.TaxLine
-	21, // 34: crossdock.event.v1.Invoice.invoice_date:type_name -> google.protobuf.Timestamp
-	21, // 35: crossdock.event.v1.Invoice.due_date:type_name -> google.protobuf.Timestamp
-	7,  // 36: crossdock.event.v1.Invoice.bill_to:type_name -> crossdock.event.v1.Party
-	7,  // 37: crossdock.event.v1.Invoice.remit_to:type_name -> crossdock.event.v1.Party
-	7,  // 38: crossdock.event.v1.Invoice.ship_to:type_name -> crossdock.event.v1.Party
-	11, // 39: crossdock.event.v1.SalesReturn.lines:type_name -> crossdock.event.v1.ShipmentLine
-	0,  // 40: crossdock.event.v1.CommittedEvent.event:type_name -> crossdock.event.v1.Event
-	21, // 41: crossdock.event.v1.CommittedEvent.committed_at:type_name -> google.protobuf.Timestamp
-	42, // [42:42] is the sub-list for method output_type
-	42, // [42:42] is the sub-list for method input_type
-	42, // [42:42] is the sub-list for extension type_name
-	42, // [42:42] is the sub-list for extension extendee
-	0,  // [0:42] is the sub-list for field type_name
+	20, // 12: crossdock.event.v1.Event.order_cancel:type_name -> crossdock.event.v1.OrderCancel
+	21, // 13: crossdock.event.v1.Event.order_status:type_name -> crossdock.event.v1.OrderStatus
+	23, // 14: crossdock.event.v1.Price.valid_from:type_name -> google.protobuf.Timestamp
+	23, // 15: crossdock.event.v1.Price.valid_to:type_name -> google.protobuf.Timestamp
+	6,  // 16: crossdock.event.v1.Order.lines:type_name -> crossdock.event.v1.OrderLine
+	23, // 17: crossdock.event.v1.Order.order_date:type_name -> google.protobuf.Timestamp
+	23, // 18: crossdock.event.v1.Order.requested_ship_date:type_name -> google.protobuf.Timestamp
+	7,  // 19: crossdock.event.v1.Order.ship_to:type_name -> crossdock.event.v1.Party
+	7,  // 20: crossdock.event.v1.Order.bill_to:type_name -> crossdock.event.v1.Party
+	23, // 21: crossdock.event.v1.Order.requested_delivery_date:type_name -> google.protobuf.Timestamp
+	10, // 22: crossdock.event.v1.OrderAck.lines:type_name -> crossdock.event.v1.OrderAckLine
+	23, // 23: crossdock.event.v1.OrderAck.acknowledged_at:type_name -> google.protobuf.Timestamp
+	23, // 24: crossdock.event.v1.OrderAck.order_date:type_name -> google.protobuf.Timestamp
+	23, // 25: crossdock.event.v1.OrderAckLine.expected_ship_date:type_name -> google.protobuf.Timestamp
+	11, // 26: crossdock.event.v1.Package.lines:type_name -> crossdock.event.v1.ShipmentLine
+	23, // 27: crossdock.event.v1.Shipment.shipped_at:type_name -> google.protobuf.Timestamp
+	11, // 28: crossdock.event.v1.Shipment.lines:type_name -> crossdock.event.v1.ShipmentLine
+	7,  // 29: crossdock.event.v1.Shipment.ship_from:type_name -> crossdock.event.v1.Party
+	7,  // 30: crossdock.event.v1.Shipment.ship_to:type_name -> crossdock.event.v1.Party
+	12, // 31: crossdock.event.v1.Shipment.packages:type_name -> crossdock.event.v1.Package
+	23, // 32: crossdock.event.v1.Shipment.expected_delivery:type_name -> google.protobuf.Timestamp
+	15, // 33: crossdock.event.v1.Invoice.lines:type_name -> crossdock.event.v1.InvoiceLine
+	16, // 34: crossdock.event.v1.Invoice.terms:type_name -> crossdock.event.v1.PaymentTerms
+	17, // 35: crossdock.event.v1.Invoice.tax_lines:type_name -> crossdock.event.v1.TaxLine
+	23, // 36: crossdock.event.v1.Invoice.invoice_date:type_name -> google.protobuf.Timestamp
+	23, // 37: crossdock.event.v1.Invoice.due_date:type_name -> google.protobuf.Timestamp
+	7,  // 38: crossdock.event.v1.Invoice.bill_to:type_name -> crossdock.event.v1.Party
+	7,  // 39: crossdock.event.v1.Invoice.remit_to:type_name -> crossdock.event.v1.Party
+	7,  // 40: crossdock.event.v1.Invoice.ship_to:type_name -> crossdock.event.v1.Party
+	11, // 41: crossdock.event.v1.SalesReturn.lines:type_name -> crossdock.event.v1.ShipmentLine
+	0,  // 42: crossdock.event.v1.CommittedEvent.event:type_name -> crossdock.event.v1.Event
+	23, // 43: crossdock.event.v1.CommittedEvent.committed_at:type_name -> google.protobuf.Timestamp
+	23, // 44: crossdock.event.v1.OrderStatus.changed_at:type_name -> google.protobuf.Timestamp
+	45, // [45:45] is the sub-list for method output_type
+	45, // [45:45] is the sub-list for method input_type
+	45, // [45:45] is the sub-list for extension type_name
+	45, // [45:45] is the sub-list for extension extendee
+	0,  // [0:45] is the sub-list for field type_name
 }
 
 func init() { file_crossdock_event_v1_event_proto_init() }
@@ -2495,6 +2767,8 @@ func file_crossdock_event_v1_event_proto_init() {
 		(*Event_Shipment)(nil),
 		(*Event_Invoice)(nil),
 		(*Event_SalesReturn)(nil),
+		(*Event_OrderCancel)(nil),
+		(*Event_OrderStatus)(nil),
 	}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
@@ -2502,7 +2776,7 @@ func file_crossdock_event_v1_event_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_crossdock_event_v1_event_proto_rawDesc), len(file_crossdock_event_v1_event_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   21,
+			NumMessages:   23,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

@@ -627,6 +627,1251 @@ func (x *Item) GetSeq() uint64 {
 	return 0
 }
 
+// SubmitOrderRequest is a partner's order. Quantities and prices are decimal strings.
+type SubmitOrderRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The partner's purchase order number: 1 to 128 characters, unique per partner.
+	PurchaseOrderNumber   string                 `protobuf:"bytes,1,opt,name=purchase_order_number,json=purchaseOrderNumber,proto3" json:"purchase_order_number,omitempty"`
+	OrderDate             *timestamppb.Timestamp `protobuf:"bytes,2,opt,name=order_date,json=orderDate,proto3" json:"order_date,omitempty"`
+	RequestedShipDate     *timestamppb.Timestamp `protobuf:"bytes,3,opt,name=requested_ship_date,json=requestedShipDate,proto3" json:"requested_ship_date,omitempty"`
+	RequestedDeliveryDate *timestamppb.Timestamp `protobuf:"bytes,4,opt,name=requested_delivery_date,json=requestedDeliveryDate,proto3" json:"requested_delivery_date,omitempty"`
+	ShipTo                *Party                 `protobuf:"bytes,5,opt,name=ship_to,json=shipTo,proto3" json:"ship_to,omitempty"`
+	BillTo                *Party                 `protobuf:"bytes,6,opt,name=bill_to,json=billTo,proto3" json:"bill_to,omitempty"`
+	// ISO 4217 code (EUR).
+	Currency string `protobuf:"bytes,7,opt,name=currency,proto3" json:"currency,omitempty"`
+	// 1 to the tier's maxItemsPerCall lines.
+	Lines []*OrderLine `protobuf:"bytes,8,rep,name=lines,proto3" json:"lines,omitempty"`
+	Notes string       `protobuf:"bytes,9,opt,name=notes,proto3" json:"notes,omitempty"`
+	// The stock location to fulfil from: one of the partner's locations (empty: the ERP
+	// chooses).
+	Location      string `protobuf:"bytes,10,opt,name=location,proto3" json:"location,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SubmitOrderRequest) Reset() {
+	*x = SubmitOrderRequest{}
+	mi := &file_crossdock_partner_v1_partner_proto_msgTypes[9]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SubmitOrderRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SubmitOrderRequest) ProtoMessage() {}
+
+func (x *SubmitOrderRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_crossdock_partner_v1_partner_proto_msgTypes[9]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SubmitOrderRequest.ProtoReflect.Descriptor instead.
+func (*SubmitOrderRequest) Descriptor() ([]byte, []int) {
+	return file_crossdock_partner_v1_partner_proto_rawDescGZIP(), []int{9}
+}
+
+func (x *SubmitOrderRequest) GetPurchaseOrderNumber() string {
+	if x != nil {
+		return x.PurchaseOrderNumber
+	}
+	return ""
+}
+
+func (x *SubmitOrderRequest) GetOrderDate() *timestamppb.Timestamp {
+	if x != nil {
+		return x.OrderDate
+	}
+	return nil
+}
+
+func (x *SubmitOrderRequest) GetRequestedShipDate() *timestamppb.Timestamp {
+	if x != nil {
+		return x.RequestedShipDate
+	}
+	return nil
+}
+
+func (x *SubmitOrderRequest) GetRequestedDeliveryDate() *timestamppb.Timestamp {
+	if x != nil {
+		return x.RequestedDeliveryDate
+	}
+	return nil
+}
+
+func (x *SubmitOrderRequest) GetShipTo() *Party {
+	if x != nil {
+		return x.ShipTo
+	}
+	return nil
+}
+
+func (x *SubmitOrderRequest) GetBillTo() *Party {
+	if x != nil {
+		return x.BillTo
+	}
+	return nil
+}
+
+func (x *SubmitOrderRequest) GetCurrency() string {
+	if x != nil {
+		return x.Currency
+	}
+	return ""
+}
+
+func (x *SubmitOrderRequest) GetLines() []*OrderLine {
+	if x != nil {
+		return x.Lines
+	}
+	return nil
+}
+
+func (x *SubmitOrderRequest) GetNotes() string {
+	if x != nil {
+		return x.Notes
+	}
+	return ""
+}
+
+func (x *SubmitOrderRequest) GetLocation() string {
+	if x != nil {
+		return x.Location
+	}
+	return ""
+}
+
+// OrderLine is one line of an order.
+type OrderLine struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Unique within the order (empty: its position, 1-based).
+	LineNumber string `protobuf:"bytes,1,opt,name=line_number,json=lineNumber,proto3" json:"line_number,omitempty"`
+	// A SKU the partner sees in ListItems.
+	Sku string `protobuf:"bytes,2,opt,name=sku,proto3" json:"sku,omitempty"`
+	// Positive decimal.
+	Quantity      string `protobuf:"bytes,3,opt,name=quantity,proto3" json:"quantity,omitempty"`
+	UnitOfMeasure string `protobuf:"bytes,4,opt,name=unit_of_measure,json=unitOfMeasure,proto3" json:"unit_of_measure,omitempty"`
+	UnitPrice     string `protobuf:"bytes,5,opt,name=unit_price,json=unitPrice,proto3" json:"unit_price,omitempty"`
+	PartnerItemId string `protobuf:"bytes,6,opt,name=partner_item_id,json=partnerItemId,proto3" json:"partner_item_id,omitempty"`
+	Gtin          string `protobuf:"bytes,7,opt,name=gtin,proto3" json:"gtin,omitempty"`
+	Description   string `protobuf:"bytes,8,opt,name=description,proto3" json:"description,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *OrderLine) Reset() {
+	*x = OrderLine{}
+	mi := &file_crossdock_partner_v1_partner_proto_msgTypes[10]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *OrderLine) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*OrderLine) ProtoMessage() {}
+
+func (x *OrderLine) ProtoReflect() protoreflect.Message {
+	mi := &file_crossdock_partner_v1_partner_proto_msgTypes[10]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use OrderLine.ProtoReflect.Descriptor instead.
+func (*OrderLine) Descriptor() ([]byte, []int) {
+	return file_crossdock_partner_v1_partner_proto_rawDescGZIP(), []int{10}
+}
+
+func (x *OrderLine) GetLineNumber() string {
+	if x != nil {
+		return x.LineNumber
+	}
+	return ""
+}
+
+func (x *OrderLine) GetSku() string {
+	if x != nil {
+		return x.Sku
+	}
+	return ""
+}
+
+func (x *OrderLine) GetQuantity() string {
+	if x != nil {
+		return x.Quantity
+	}
+	return ""
+}
+
+func (x *OrderLine) GetUnitOfMeasure() string {
+	if x != nil {
+		return x.UnitOfMeasure
+	}
+	return ""
+}
+
+func (x *OrderLine) GetUnitPrice() string {
+	if x != nil {
+		return x.UnitPrice
+	}
+	return ""
+}
+
+func (x *OrderLine) GetPartnerItemId() string {
+	if x != nil {
+		return x.PartnerItemId
+	}
+	return ""
+}
+
+func (x *OrderLine) GetGtin() string {
+	if x != nil {
+		return x.Gtin
+	}
+	return ""
+}
+
+func (x *OrderLine) GetDescription() string {
+	if x != nil {
+		return x.Description
+	}
+	return ""
+}
+
+// Party is a ship-to or bill-to party.
+type Party struct {
+	state        protoimpl.MessageState `protogen:"open.v1"`
+	Name         string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	AddressLines []string               `protobuf:"bytes,2,rep,name=address_lines,json=addressLines,proto3" json:"address_lines,omitempty"`
+	City         string                 `protobuf:"bytes,3,opt,name=city,proto3" json:"city,omitempty"`
+	Region       string                 `protobuf:"bytes,4,opt,name=region,proto3" json:"region,omitempty"`
+	PostalCode   string                 `protobuf:"bytes,5,opt,name=postal_code,json=postalCode,proto3" json:"postal_code,omitempty"`
+	// ISO 3166-1 alpha-2 code.
+	Country       string `protobuf:"bytes,6,opt,name=country,proto3" json:"country,omitempty"`
+	Gln           string `protobuf:"bytes,7,opt,name=gln,proto3" json:"gln,omitempty"`
+	LocationCode  string `protobuf:"bytes,8,opt,name=location_code,json=locationCode,proto3" json:"location_code,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Party) Reset() {
+	*x = Party{}
+	mi := &file_crossdock_partner_v1_partner_proto_msgTypes[11]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Party) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Party) ProtoMessage() {}
+
+func (x *Party) ProtoReflect() protoreflect.Message {
+	mi := &file_crossdock_partner_v1_partner_proto_msgTypes[11]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Party.ProtoReflect.Descriptor instead.
+func (*Party) Descriptor() ([]byte, []int) {
+	return file_crossdock_partner_v1_partner_proto_rawDescGZIP(), []int{11}
+}
+
+func (x *Party) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *Party) GetAddressLines() []string {
+	if x != nil {
+		return x.AddressLines
+	}
+	return nil
+}
+
+func (x *Party) GetCity() string {
+	if x != nil {
+		return x.City
+	}
+	return ""
+}
+
+func (x *Party) GetRegion() string {
+	if x != nil {
+		return x.Region
+	}
+	return ""
+}
+
+func (x *Party) GetPostalCode() string {
+	if x != nil {
+		return x.PostalCode
+	}
+	return ""
+}
+
+func (x *Party) GetCountry() string {
+	if x != nil {
+		return x.Country
+	}
+	return ""
+}
+
+func (x *Party) GetGln() string {
+	if x != nil {
+		return x.Gln
+	}
+	return ""
+}
+
+func (x *Party) GetLocationCode() string {
+	if x != nil {
+		return x.LocationCode
+	}
+	return ""
+}
+
+// SubmitOrderResponse names the order.
+type SubmitOrderResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The Crossdock order id (ord_ and 20 hex digits).
+	OrderId string `protobuf:"bytes,1,opt,name=order_id,json=orderId,proto3" json:"order_id,omitempty"`
+	// "received" for a new order; the current status for one sent before.
+	Status string `protobuf:"bytes,2,opt,name=status,proto3" json:"status,omitempty"`
+	// The ledger seq of the order (pass it as min_seq to read your write).
+	Seq uint64 `protobuf:"varint,3,opt,name=seq,proto3" json:"seq,omitempty"`
+	// True when this order had been submitted before (nothing new was committed).
+	Duplicate     bool `protobuf:"varint,4,opt,name=duplicate,proto3" json:"duplicate,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SubmitOrderResponse) Reset() {
+	*x = SubmitOrderResponse{}
+	mi := &file_crossdock_partner_v1_partner_proto_msgTypes[12]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SubmitOrderResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SubmitOrderResponse) ProtoMessage() {}
+
+func (x *SubmitOrderResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_crossdock_partner_v1_partner_proto_msgTypes[12]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SubmitOrderResponse.ProtoReflect.Descriptor instead.
+func (*SubmitOrderResponse) Descriptor() ([]byte, []int) {
+	return file_crossdock_partner_v1_partner_proto_rawDescGZIP(), []int{12}
+}
+
+func (x *SubmitOrderResponse) GetOrderId() string {
+	if x != nil {
+		return x.OrderId
+	}
+	return ""
+}
+
+func (x *SubmitOrderResponse) GetStatus() string {
+	if x != nil {
+		return x.Status
+	}
+	return ""
+}
+
+func (x *SubmitOrderResponse) GetSeq() uint64 {
+	if x != nil {
+		return x.Seq
+	}
+	return 0
+}
+
+func (x *SubmitOrderResponse) GetDuplicate() bool {
+	if x != nil {
+		return x.Duplicate
+	}
+	return false
+}
+
+// GetOrderRequest names one of the partner's orders: by order_id or
+// purchase_order_number.
+type GetOrderRequest struct {
+	state               protoimpl.MessageState `protogen:"open.v1"`
+	OrderId             string                 `protobuf:"bytes,1,opt,name=order_id,json=orderId,proto3" json:"order_id,omitempty"`
+	PurchaseOrderNumber string                 `protobuf:"bytes,2,opt,name=purchase_order_number,json=purchaseOrderNumber,proto3" json:"purchase_order_number,omitempty"`
+	// Wait (up to 5s) until this node reflects at least this ledger seq.
+	MinSeq        uint64 `protobuf:"varint,3,opt,name=min_seq,json=minSeq,proto3" json:"min_seq,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetOrderRequest) Reset() {
+	*x = GetOrderRequest{}
+	mi := &file_crossdock_partner_v1_partner_proto_msgTypes[13]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetOrderRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetOrderRequest) ProtoMessage() {}
+
+func (x *GetOrderRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_crossdock_partner_v1_partner_proto_msgTypes[13]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetOrderRequest.ProtoReflect.Descriptor instead.
+func (*GetOrderRequest) Descriptor() ([]byte, []int) {
+	return file_crossdock_partner_v1_partner_proto_rawDescGZIP(), []int{13}
+}
+
+func (x *GetOrderRequest) GetOrderId() string {
+	if x != nil {
+		return x.OrderId
+	}
+	return ""
+}
+
+func (x *GetOrderRequest) GetPurchaseOrderNumber() string {
+	if x != nil {
+		return x.PurchaseOrderNumber
+	}
+	return ""
+}
+
+func (x *GetOrderRequest) GetMinSeq() uint64 {
+	if x != nil {
+		return x.MinSeq
+	}
+	return 0
+}
+
+// GetOrderResponse is the order.
+type GetOrderResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Order         *Order                 `protobuf:"bytes,1,opt,name=order,proto3" json:"order,omitempty"`
+	Seq           uint64                 `protobuf:"varint,2,opt,name=seq,proto3" json:"seq,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetOrderResponse) Reset() {
+	*x = GetOrderResponse{}
+	mi := &file_crossdock_partner_v1_partner_proto_msgTypes[14]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetOrderResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetOrderResponse) ProtoMessage() {}
+
+func (x *GetOrderResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_crossdock_partner_v1_partner_proto_msgTypes[14]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetOrderResponse.ProtoReflect.Descriptor instead.
+func (*GetOrderResponse) Descriptor() ([]byte, []int) {
+	return file_crossdock_partner_v1_partner_proto_rawDescGZIP(), []int{14}
+}
+
+func (x *GetOrderResponse) GetOrder() *Order {
+	if x != nil {
+		return x.Order
+	}
+	return nil
+}
+
+func (x *GetOrderResponse) GetSeq() uint64 {
+	if x != nil {
+		return x.Seq
+	}
+	return 0
+}
+
+// Order is an order as Crossdock knows it: what was ordered and where it stands.
+type Order struct {
+	state               protoimpl.MessageState `protogen:"open.v1"`
+	OrderId             string                 `protobuf:"bytes,1,opt,name=order_id,json=orderId,proto3" json:"order_id,omitempty"`
+	PurchaseOrderNumber string                 `protobuf:"bytes,2,opt,name=purchase_order_number,json=purchaseOrderNumber,proto3" json:"purchase_order_number,omitempty"`
+	// received, accepted, rejected, partially_shipped, shipped, invoiced,
+	// cancel_requested, cancelled or return_requested.
+	Status string `protobuf:"bytes,3,opt,name=status,proto3" json:"status,omitempty"`
+	// The ERP's order number, once it accepted the order.
+	ErpOrderNumber string `protobuf:"bytes,4,opt,name=erp_order_number,json=erpOrderNumber,proto3" json:"erp_order_number,omitempty"`
+	// The ERP's reason for a rejection, or the cancellation's reason.
+	Message               string                 `protobuf:"bytes,5,opt,name=message,proto3" json:"message,omitempty"`
+	SubmittedAt           *timestamppb.Timestamp `protobuf:"bytes,6,opt,name=submitted_at,json=submittedAt,proto3" json:"submitted_at,omitempty"`
+	UpdatedAt             *timestamppb.Timestamp `protobuf:"bytes,7,opt,name=updated_at,json=updatedAt,proto3" json:"updated_at,omitempty"`
+	Currency              string                 `protobuf:"bytes,8,opt,name=currency,proto3" json:"currency,omitempty"`
+	Lines                 []*OrderLine           `protobuf:"bytes,9,rep,name=lines,proto3" json:"lines,omitempty"`
+	ShipTo                *Party                 `protobuf:"bytes,10,opt,name=ship_to,json=shipTo,proto3" json:"ship_to,omitempty"`
+	BillTo                *Party                 `protobuf:"bytes,11,opt,name=bill_to,json=billTo,proto3" json:"bill_to,omitempty"`
+	Notes                 string                 `protobuf:"bytes,12,opt,name=notes,proto3" json:"notes,omitempty"`
+	Location              string                 `protobuf:"bytes,13,opt,name=location,proto3" json:"location,omitempty"`
+	OrderDate             *timestamppb.Timestamp `protobuf:"bytes,14,opt,name=order_date,json=orderDate,proto3" json:"order_date,omitempty"`
+	RequestedShipDate     *timestamppb.Timestamp `protobuf:"bytes,15,opt,name=requested_ship_date,json=requestedShipDate,proto3" json:"requested_ship_date,omitempty"`
+	RequestedDeliveryDate *timestamppb.Timestamp `protobuf:"bytes,16,opt,name=requested_delivery_date,json=requestedDeliveryDate,proto3" json:"requested_delivery_date,omitempty"`
+	// Every step, oldest first.
+	Steps []*OrderStep `protobuf:"bytes,17,rep,name=steps,proto3" json:"steps,omitempty"`
+	// Ledger seq of the newest step.
+	Seq           uint64 `protobuf:"varint,18,opt,name=seq,proto3" json:"seq,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Order) Reset() {
+	*x = Order{}
+	mi := &file_crossdock_partner_v1_partner_proto_msgTypes[15]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Order) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Order) ProtoMessage() {}
+
+func (x *Order) ProtoReflect() protoreflect.Message {
+	mi := &file_crossdock_partner_v1_partner_proto_msgTypes[15]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Order.ProtoReflect.Descriptor instead.
+func (*Order) Descriptor() ([]byte, []int) {
+	return file_crossdock_partner_v1_partner_proto_rawDescGZIP(), []int{15}
+}
+
+func (x *Order) GetOrderId() string {
+	if x != nil {
+		return x.OrderId
+	}
+	return ""
+}
+
+func (x *Order) GetPurchaseOrderNumber() string {
+	if x != nil {
+		return x.PurchaseOrderNumber
+	}
+	return ""
+}
+
+func (x *Order) GetStatus() string {
+	if x != nil {
+		return x.Status
+	}
+	return ""
+}
+
+func (x *Order) GetErpOrderNumber() string {
+	if x != nil {
+		return x.ErpOrderNumber
+	}
+	return ""
+}
+
+func (x *Order) GetMessage() string {
+	if x != nil {
+		return x.Message
+	}
+	return ""
+}
+
+func (x *Order) GetSubmittedAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.SubmittedAt
+	}
+	return nil
+}
+
+func (x *Order) GetUpdatedAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.UpdatedAt
+	}
+	return nil
+}
+
+func (x *Order) GetCurrency() string {
+	if x != nil {
+		return x.Currency
+	}
+	return ""
+}
+
+func (x *Order) GetLines() []*OrderLine {
+	if x != nil {
+		return x.Lines
+	}
+	return nil
+}
+
+func (x *Order) GetShipTo() *Party {
+	if x != nil {
+		return x.ShipTo
+	}
+	return nil
+}
+
+func (x *Order) GetBillTo() *Party {
+	if x != nil {
+		return x.BillTo
+	}
+	return nil
+}
+
+func (x *Order) GetNotes() string {
+	if x != nil {
+		return x.Notes
+	}
+	return ""
+}
+
+func (x *Order) GetLocation() string {
+	if x != nil {
+		return x.Location
+	}
+	return ""
+}
+
+func (x *Order) GetOrderDate() *timestamppb.Timestamp {
+	if x != nil {
+		return x.OrderDate
+	}
+	return nil
+}
+
+func (x *Order) GetRequestedShipDate() *timestamppb.Timestamp {
+	if x != nil {
+		return x.RequestedShipDate
+	}
+	return nil
+}
+
+func (x *Order) GetRequestedDeliveryDate() *timestamppb.Timestamp {
+	if x != nil {
+		return x.RequestedDeliveryDate
+	}
+	return nil
+}
+
+func (x *Order) GetSteps() []*OrderStep {
+	if x != nil {
+		return x.Steps
+	}
+	return nil
+}
+
+func (x *Order) GetSeq() uint64 {
+	if x != nil {
+		return x.Seq
+	}
+	return 0
+}
+
+// OrderStep is one event that moved the order: its type, the status after it, when it
+// was committed and at which ledger seq.
+type OrderStep struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// order, order.ack, shipment, invoice, order.cancel, sales.return.
+	EventType string                 `protobuf:"bytes,1,opt,name=event_type,json=eventType,proto3" json:"event_type,omitempty"`
+	Status    string                 `protobuf:"bytes,2,opt,name=status,proto3" json:"status,omitempty"`
+	At        *timestamppb.Timestamp `protobuf:"bytes,3,opt,name=at,proto3" json:"at,omitempty"`
+	Seq       uint64                 `protobuf:"varint,4,opt,name=seq,proto3" json:"seq,omitempty"`
+	// What it says (shipment number and tracking, invoice number, the ERP's reason).
+	Detail        string `protobuf:"bytes,5,opt,name=detail,proto3" json:"detail,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *OrderStep) Reset() {
+	*x = OrderStep{}
+	mi := &file_crossdock_partner_v1_partner_proto_msgTypes[16]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *OrderStep) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*OrderStep) ProtoMessage() {}
+
+func (x *OrderStep) ProtoReflect() protoreflect.Message {
+	mi := &file_crossdock_partner_v1_partner_proto_msgTypes[16]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use OrderStep.ProtoReflect.Descriptor instead.
+func (*OrderStep) Descriptor() ([]byte, []int) {
+	return file_crossdock_partner_v1_partner_proto_rawDescGZIP(), []int{16}
+}
+
+func (x *OrderStep) GetEventType() string {
+	if x != nil {
+		return x.EventType
+	}
+	return ""
+}
+
+func (x *OrderStep) GetStatus() string {
+	if x != nil {
+		return x.Status
+	}
+	return ""
+}
+
+func (x *OrderStep) GetAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.At
+	}
+	return nil
+}
+
+func (x *OrderStep) GetSeq() uint64 {
+	if x != nil {
+		return x.Seq
+	}
+	return 0
+}
+
+func (x *OrderStep) GetDetail() string {
+	if x != nil {
+		return x.Detail
+	}
+	return ""
+}
+
+// ListOrdersRequest filters and pages the partner's orders.
+type ListOrdersRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Only orders in this status (empty: all).
+	Status string `protobuf:"bytes,1,opt,name=status,proto3" json:"status,omitempty"`
+	// Only orders submitted at or after since and before until (unset: open).
+	Since *timestamppb.Timestamp `protobuf:"bytes,2,opt,name=since,proto3" json:"since,omitempty"`
+	Until *timestamppb.Timestamp `protobuf:"bytes,3,opt,name=until,proto3" json:"until,omitempty"`
+	// 1 to maxItemsPerCall (0: the most).
+	PageSize      int32  `protobuf:"varint,4,opt,name=page_size,json=pageSize,proto3" json:"page_size,omitempty"`
+	PageToken     string `protobuf:"bytes,5,opt,name=page_token,json=pageToken,proto3" json:"page_token,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListOrdersRequest) Reset() {
+	*x = ListOrdersRequest{}
+	mi := &file_crossdock_partner_v1_partner_proto_msgTypes[17]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListOrdersRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListOrdersRequest) ProtoMessage() {}
+
+func (x *ListOrdersRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_crossdock_partner_v1_partner_proto_msgTypes[17]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListOrdersRequest.ProtoReflect.Descriptor instead.
+func (*ListOrdersRequest) Descriptor() ([]byte, []int) {
+	return file_crossdock_partner_v1_partner_proto_rawDescGZIP(), []int{17}
+}
+
+func (x *ListOrdersRequest) GetStatus() string {
+	if x != nil {
+		return x.Status
+	}
+	return ""
+}
+
+func (x *ListOrdersRequest) GetSince() *timestamppb.Timestamp {
+	if x != nil {
+		return x.Since
+	}
+	return nil
+}
+
+func (x *ListOrdersRequest) GetUntil() *timestamppb.Timestamp {
+	if x != nil {
+		return x.Until
+	}
+	return nil
+}
+
+func (x *ListOrdersRequest) GetPageSize() int32 {
+	if x != nil {
+		return x.PageSize
+	}
+	return 0
+}
+
+func (x *ListOrdersRequest) GetPageToken() string {
+	if x != nil {
+		return x.PageToken
+	}
+	return ""
+}
+
+// ListOrdersResponse is one page (without steps and lines); next_page_token is empty on
+// the last.
+type ListOrdersResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Orders        []*Order               `protobuf:"bytes,1,rep,name=orders,proto3" json:"orders,omitempty"`
+	NextPageToken string                 `protobuf:"bytes,2,opt,name=next_page_token,json=nextPageToken,proto3" json:"next_page_token,omitempty"`
+	Seq           uint64                 `protobuf:"varint,3,opt,name=seq,proto3" json:"seq,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListOrdersResponse) Reset() {
+	*x = ListOrdersResponse{}
+	mi := &file_crossdock_partner_v1_partner_proto_msgTypes[18]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListOrdersResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListOrdersResponse) ProtoMessage() {}
+
+func (x *ListOrdersResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_crossdock_partner_v1_partner_proto_msgTypes[18]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListOrdersResponse.ProtoReflect.Descriptor instead.
+func (*ListOrdersResponse) Descriptor() ([]byte, []int) {
+	return file_crossdock_partner_v1_partner_proto_rawDescGZIP(), []int{18}
+}
+
+func (x *ListOrdersResponse) GetOrders() []*Order {
+	if x != nil {
+		return x.Orders
+	}
+	return nil
+}
+
+func (x *ListOrdersResponse) GetNextPageToken() string {
+	if x != nil {
+		return x.NextPageToken
+	}
+	return ""
+}
+
+func (x *ListOrdersResponse) GetSeq() uint64 {
+	if x != nil {
+		return x.Seq
+	}
+	return 0
+}
+
+// CancelOrderRequest asks to cancel one of the partner's orders.
+type CancelOrderRequest struct {
+	state   protoimpl.MessageState `protogen:"open.v1"`
+	OrderId string                 `protobuf:"bytes,1,opt,name=order_id,json=orderId,proto3" json:"order_id,omitempty"`
+	// Up to 1024 characters.
+	Reason        string `protobuf:"bytes,2,opt,name=reason,proto3" json:"reason,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CancelOrderRequest) Reset() {
+	*x = CancelOrderRequest{}
+	mi := &file_crossdock_partner_v1_partner_proto_msgTypes[19]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CancelOrderRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CancelOrderRequest) ProtoMessage() {}
+
+func (x *CancelOrderRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_crossdock_partner_v1_partner_proto_msgTypes[19]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CancelOrderRequest.ProtoReflect.Descriptor instead.
+func (*CancelOrderRequest) Descriptor() ([]byte, []int) {
+	return file_crossdock_partner_v1_partner_proto_rawDescGZIP(), []int{19}
+}
+
+func (x *CancelOrderRequest) GetOrderId() string {
+	if x != nil {
+		return x.OrderId
+	}
+	return ""
+}
+
+func (x *CancelOrderRequest) GetReason() string {
+	if x != nil {
+		return x.Reason
+	}
+	return ""
+}
+
+// CancelOrderResponse: the order's status is cancel_requested until the ERP cancels it.
+type CancelOrderResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	OrderId       string                 `protobuf:"bytes,1,opt,name=order_id,json=orderId,proto3" json:"order_id,omitempty"`
+	Status        string                 `protobuf:"bytes,2,opt,name=status,proto3" json:"status,omitempty"`
+	Seq           uint64                 `protobuf:"varint,3,opt,name=seq,proto3" json:"seq,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CancelOrderResponse) Reset() {
+	*x = CancelOrderResponse{}
+	mi := &file_crossdock_partner_v1_partner_proto_msgTypes[20]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CancelOrderResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CancelOrderResponse) ProtoMessage() {}
+
+func (x *CancelOrderResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_crossdock_partner_v1_partner_proto_msgTypes[20]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CancelOrderResponse.ProtoReflect.Descriptor instead.
+func (*CancelOrderResponse) Descriptor() ([]byte, []int) {
+	return file_crossdock_partner_v1_partner_proto_rawDescGZIP(), []int{20}
+}
+
+func (x *CancelOrderResponse) GetOrderId() string {
+	if x != nil {
+		return x.OrderId
+	}
+	return ""
+}
+
+func (x *CancelOrderResponse) GetStatus() string {
+	if x != nil {
+		return x.Status
+	}
+	return ""
+}
+
+func (x *CancelOrderResponse) GetSeq() uint64 {
+	if x != nil {
+		return x.Seq
+	}
+	return 0
+}
+
+// RequestReturnRequest asks to return lines of one of the partner's orders.
+type RequestReturnRequest struct {
+	state   protoimpl.MessageState `protogen:"open.v1"`
+	OrderId string                 `protobuf:"bytes,1,opt,name=order_id,json=orderId,proto3" json:"order_id,omitempty"`
+	// The partner's return reference (RMA), 1 to 128 characters, unique per order: the
+	// same request sent again is the same return.
+	ReturnReference string `protobuf:"bytes,2,opt,name=return_reference,json=returnReference,proto3" json:"return_reference,omitempty"`
+	// 1 to maxItemsPerCall lines, each naming a line of the order.
+	Lines []*ReturnLine `protobuf:"bytes,3,rep,name=lines,proto3" json:"lines,omitempty"`
+	// Required, up to 1024 characters.
+	Reason        string `protobuf:"bytes,4,opt,name=reason,proto3" json:"reason,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RequestReturnRequest) Reset() {
+	*x = RequestReturnRequest{}
+	mi := &file_crossdock_partner_v1_partner_proto_msgTypes[21]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RequestReturnRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RequestReturnRequest) ProtoMessage() {}
+
+func (x *RequestReturnRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_crossdock_partner_v1_partner_proto_msgTypes[21]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RequestReturnRequest.ProtoReflect.Descriptor instead.
+func (*RequestReturnRequest) Descriptor() ([]byte, []int) {
+	return file_crossdock_partner_v1_partner_proto_rawDescGZIP(), []int{21}
+}
+
+func (x *RequestReturnRequest) GetOrderId() string {
+	if x != nil {
+		return x.OrderId
+	}
+	return ""
+}
+
+func (x *RequestReturnRequest) GetReturnReference() string {
+	if x != nil {
+		return x.ReturnReference
+	}
+	return ""
+}
+
+func (x *RequestReturnRequest) GetLines() []*ReturnLine {
+	if x != nil {
+		return x.Lines
+	}
+	return nil
+}
+
+func (x *RequestReturnRequest) GetReason() string {
+	if x != nil {
+		return x.Reason
+	}
+	return ""
+}
+
+// ReturnLine is a quantity of one order line to return.
+type ReturnLine struct {
+	state      protoimpl.MessageState `protogen:"open.v1"`
+	LineNumber string                 `protobuf:"bytes,1,opt,name=line_number,json=lineNumber,proto3" json:"line_number,omitempty"`
+	// Positive decimal, at most the line's ordered quantity.
+	Quantity      string `protobuf:"bytes,2,opt,name=quantity,proto3" json:"quantity,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ReturnLine) Reset() {
+	*x = ReturnLine{}
+	mi := &file_crossdock_partner_v1_partner_proto_msgTypes[22]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ReturnLine) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ReturnLine) ProtoMessage() {}
+
+func (x *ReturnLine) ProtoReflect() protoreflect.Message {
+	mi := &file_crossdock_partner_v1_partner_proto_msgTypes[22]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ReturnLine.ProtoReflect.Descriptor instead.
+func (*ReturnLine) Descriptor() ([]byte, []int) {
+	return file_crossdock_partner_v1_partner_proto_rawDescGZIP(), []int{22}
+}
+
+func (x *ReturnLine) GetLineNumber() string {
+	if x != nil {
+		return x.LineNumber
+	}
+	return ""
+}
+
+func (x *ReturnLine) GetQuantity() string {
+	if x != nil {
+		return x.Quantity
+	}
+	return ""
+}
+
+// RequestReturnResponse names the return.
+type RequestReturnResponse struct {
+	state           protoimpl.MessageState `protogen:"open.v1"`
+	OrderId         string                 `protobuf:"bytes,1,opt,name=order_id,json=orderId,proto3" json:"order_id,omitempty"`
+	ReturnReference string                 `protobuf:"bytes,2,opt,name=return_reference,json=returnReference,proto3" json:"return_reference,omitempty"`
+	Status          string                 `protobuf:"bytes,3,opt,name=status,proto3" json:"status,omitempty"`
+	Seq             uint64                 `protobuf:"varint,4,opt,name=seq,proto3" json:"seq,omitempty"`
+	Duplicate       bool                   `protobuf:"varint,5,opt,name=duplicate,proto3" json:"duplicate,omitempty"`
+	unknownFields   protoimpl.UnknownFields
+	sizeCache       protoimpl.SizeCache
+}
+
+func (x *RequestReturnResponse) Reset() {
+	*x = RequestReturnResponse{}
+	mi := &file_crossdock_partner_v1_partner_proto_msgTypes[23]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RequestReturnResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RequestReturnResponse) ProtoMessage() {}
+
+func (x *RequestReturnResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_crossdock_partner_v1_partner_proto_msgTypes[23]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RequestReturnResponse.ProtoReflect.Descriptor instead.
+func (*RequestReturnResponse) Descriptor() ([]byte, []int) {
+	return file_crossdock_partner_v1_partner_proto_rawDescGZIP(), []int{23}
+}
+
+func (x *RequestReturnResponse) GetOrderId() string {
+	if x != nil {
+		return x.OrderId
+	}
+	return ""
+}
+
+func (x *RequestReturnResponse) GetReturnReference() string {
+	if x != nil {
+		return x.ReturnReference
+	}
+	return ""
+}
+
+func (x *RequestReturnResponse) GetStatus() string {
+	if x != nil {
+		return x.Status
+	}
+	return ""
+}
+
+func (x *RequestReturnResponse) GetSeq() uint64 {
+	if x != nil {
+		return x.Seq
+	}
+	return 0
+}
+
+func (x *RequestReturnResponse) GetDuplicate() bool {
+	if x != nil {
+		return x.Duplicate
+	}
+	return false
+}
+
 var File_crossdock_partner_v1_partner_proto protoreflect.FileDescriptor
 
 const file_crossdock_partner_v1_partner_proto_rawDesc = "" +
@@ -676,11 +1921,126 @@ const file_crossdock_partner_v1_partner_proto_rawDesc = "" +
 	"\vdescription\x18\x03 \x01(\tR\vdescription\x12&\n" +
 	"\x0funit_of_measure\x18\x04 \x01(\tR\runitOfMeasure\x12\x12\n" +
 	"\x04gtin\x18\x05 \x01(\tR\x04gtin\x12\x10\n" +
-	"\x03seq\x18\x06 \x01(\x04R\x03seq2\xcb\x02\n" +
+	"\x03seq\x18\x06 \x01(\x04R\x03seq\"\x94\x04\n" +
+	"\x12SubmitOrderRequest\x122\n" +
+	"\x15purchase_order_number\x18\x01 \x01(\tR\x13purchaseOrderNumber\x129\n" +
+	"\n" +
+	"order_date\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampR\torderDate\x12J\n" +
+	"\x13requested_ship_date\x18\x03 \x01(\v2\x1a.google.protobuf.TimestampR\x11requestedShipDate\x12R\n" +
+	"\x17requested_delivery_date\x18\x04 \x01(\v2\x1a.google.protobuf.TimestampR\x15requestedDeliveryDate\x124\n" +
+	"\aship_to\x18\x05 \x01(\v2\x1b.crossdock.partner.v1.PartyR\x06shipTo\x124\n" +
+	"\abill_to\x18\x06 \x01(\v2\x1b.crossdock.partner.v1.PartyR\x06billTo\x12\x1a\n" +
+	"\bcurrency\x18\a \x01(\tR\bcurrency\x125\n" +
+	"\x05lines\x18\b \x03(\v2\x1f.crossdock.partner.v1.OrderLineR\x05lines\x12\x14\n" +
+	"\x05notes\x18\t \x01(\tR\x05notes\x12\x1a\n" +
+	"\blocation\x18\n" +
+	" \x01(\tR\blocation\"\xff\x01\n" +
+	"\tOrderLine\x12\x1f\n" +
+	"\vline_number\x18\x01 \x01(\tR\n" +
+	"lineNumber\x12\x10\n" +
+	"\x03sku\x18\x02 \x01(\tR\x03sku\x12\x1a\n" +
+	"\bquantity\x18\x03 \x01(\tR\bquantity\x12&\n" +
+	"\x0funit_of_measure\x18\x04 \x01(\tR\runitOfMeasure\x12\x1d\n" +
+	"\n" +
+	"unit_price\x18\x05 \x01(\tR\tunitPrice\x12&\n" +
+	"\x0fpartner_item_id\x18\x06 \x01(\tR\rpartnerItemId\x12\x12\n" +
+	"\x04gtin\x18\a \x01(\tR\x04gtin\x12 \n" +
+	"\vdescription\x18\b \x01(\tR\vdescription\"\xde\x01\n" +
+	"\x05Party\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12#\n" +
+	"\raddress_lines\x18\x02 \x03(\tR\faddressLines\x12\x12\n" +
+	"\x04city\x18\x03 \x01(\tR\x04city\x12\x16\n" +
+	"\x06region\x18\x04 \x01(\tR\x06region\x12\x1f\n" +
+	"\vpostal_code\x18\x05 \x01(\tR\n" +
+	"postalCode\x12\x18\n" +
+	"\acountry\x18\x06 \x01(\tR\acountry\x12\x10\n" +
+	"\x03gln\x18\a \x01(\tR\x03gln\x12#\n" +
+	"\rlocation_code\x18\b \x01(\tR\flocationCode\"x\n" +
+	"\x13SubmitOrderResponse\x12\x19\n" +
+	"\border_id\x18\x01 \x01(\tR\aorderId\x12\x16\n" +
+	"\x06status\x18\x02 \x01(\tR\x06status\x12\x10\n" +
+	"\x03seq\x18\x03 \x01(\x04R\x03seq\x12\x1c\n" +
+	"\tduplicate\x18\x04 \x01(\bR\tduplicate\"y\n" +
+	"\x0fGetOrderRequest\x12\x19\n" +
+	"\border_id\x18\x01 \x01(\tR\aorderId\x122\n" +
+	"\x15purchase_order_number\x18\x02 \x01(\tR\x13purchaseOrderNumber\x12\x17\n" +
+	"\amin_seq\x18\x03 \x01(\x04R\x06minSeq\"W\n" +
+	"\x10GetOrderResponse\x121\n" +
+	"\x05order\x18\x01 \x01(\v2\x1b.crossdock.partner.v1.OrderR\x05order\x12\x10\n" +
+	"\x03seq\x18\x02 \x01(\x04R\x03seq\"\xc1\x06\n" +
+	"\x05Order\x12\x19\n" +
+	"\border_id\x18\x01 \x01(\tR\aorderId\x122\n" +
+	"\x15purchase_order_number\x18\x02 \x01(\tR\x13purchaseOrderNumber\x12\x16\n" +
+	"\x06status\x18\x03 \x01(\tR\x06status\x12(\n" +
+	"\x10erp_order_number\x18\x04 \x01(\tR\x0eerpOrderNumber\x12\x18\n" +
+	"\amessage\x18\x05 \x01(\tR\amessage\x12=\n" +
+	"\fsubmitted_at\x18\x06 \x01(\v2\x1a.google.protobuf.TimestampR\vsubmittedAt\x129\n" +
+	"\n" +
+	"updated_at\x18\a \x01(\v2\x1a.google.protobuf.TimestampR\tupdatedAt\x12\x1a\n" +
+	"\bcurrency\x18\b \x01(\tR\bcurrency\x125\n" +
+	"\x05lines\x18\t \x03(\v2\x1f.crossdock.partner.v1.OrderLineR\x05lines\x124\n" +
+	"\aship_to\x18\n" +
+	" \x01(\v2\x1b.crossdock.partner.v1.PartyR\x06shipTo\x124\n" +
+	"\abill_to\x18\v \x01(\v2\x1b.crossdock.partner.v1.PartyR\x06billTo\x12\x14\n" +
+	"\x05notes\x18\f \x01(\tR\x05notes\x12\x1a\n" +
+	"\blocation\x18\r \x01(\tR\blocation\x129\n" +
+	"\n" +
+	"order_date\x18\x0e \x01(\v2\x1a.google.protobuf.TimestampR\torderDate\x12J\n" +
+	"\x13requested_ship_date\x18\x0f \x01(\v2\x1a.google.protobuf.TimestampR\x11requestedShipDate\x12R\n" +
+	"\x17requested_delivery_date\x18\x10 \x01(\v2\x1a.google.protobuf.TimestampR\x15requestedDeliveryDate\x125\n" +
+	"\x05steps\x18\x11 \x03(\v2\x1f.crossdock.partner.v1.OrderStepR\x05steps\x12\x10\n" +
+	"\x03seq\x18\x12 \x01(\x04R\x03seq\"\x98\x01\n" +
+	"\tOrderStep\x12\x1d\n" +
+	"\n" +
+	"event_type\x18\x01 \x01(\tR\teventType\x12\x16\n" +
+	"\x06status\x18\x02 \x01(\tR\x06status\x12*\n" +
+	"\x02at\x18\x03 \x01(\v2\x1a.google.protobuf.TimestampR\x02at\x12\x10\n" +
+	"\x03seq\x18\x04 \x01(\x04R\x03seq\x12\x16\n" +
+	"\x06detail\x18\x05 \x01(\tR\x06detail\"\xcb\x01\n" +
+	"\x11ListOrdersRequest\x12\x16\n" +
+	"\x06status\x18\x01 \x01(\tR\x06status\x120\n" +
+	"\x05since\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampR\x05since\x120\n" +
+	"\x05until\x18\x03 \x01(\v2\x1a.google.protobuf.TimestampR\x05until\x12\x1b\n" +
+	"\tpage_size\x18\x04 \x01(\x05R\bpageSize\x12\x1d\n" +
+	"\n" +
+	"page_token\x18\x05 \x01(\tR\tpageToken\"\x83\x01\n" +
+	"\x12ListOrdersResponse\x123\n" +
+	"\x06orders\x18\x01 \x03(\v2\x1b.crossdock.partner.v1.OrderR\x06orders\x12&\n" +
+	"\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken\x12\x10\n" +
+	"\x03seq\x18\x03 \x01(\x04R\x03seq\"G\n" +
+	"\x12CancelOrderRequest\x12\x19\n" +
+	"\border_id\x18\x01 \x01(\tR\aorderId\x12\x16\n" +
+	"\x06reason\x18\x02 \x01(\tR\x06reason\"Z\n" +
+	"\x13CancelOrderResponse\x12\x19\n" +
+	"\border_id\x18\x01 \x01(\tR\aorderId\x12\x16\n" +
+	"\x06status\x18\x02 \x01(\tR\x06status\x12\x10\n" +
+	"\x03seq\x18\x03 \x01(\x04R\x03seq\"\xac\x01\n" +
+	"\x14RequestReturnRequest\x12\x19\n" +
+	"\border_id\x18\x01 \x01(\tR\aorderId\x12)\n" +
+	"\x10return_reference\x18\x02 \x01(\tR\x0freturnReference\x126\n" +
+	"\x05lines\x18\x03 \x03(\v2 .crossdock.partner.v1.ReturnLineR\x05lines\x12\x16\n" +
+	"\x06reason\x18\x04 \x01(\tR\x06reason\"I\n" +
+	"\n" +
+	"ReturnLine\x12\x1f\n" +
+	"\vline_number\x18\x01 \x01(\tR\n" +
+	"lineNumber\x12\x1a\n" +
+	"\bquantity\x18\x02 \x01(\tR\bquantity\"\xa5\x01\n" +
+	"\x15RequestReturnResponse\x12\x19\n" +
+	"\border_id\x18\x01 \x01(\tR\aorderId\x12)\n" +
+	"\x10return_reference\x18\x02 \x01(\tR\x0freturnReference\x12\x16\n" +
+	"\x06status\x18\x03 \x01(\tR\x06status\x12\x10\n" +
+	"\x03seq\x18\x04 \x01(\x04R\x03seq\x12\x1c\n" +
+	"\tduplicate\x18\x05 \x01(\bR\tduplicate2\xd2\x06\n" +
 	"\x0ePartnerService\x12s\n" +
 	"\x0fGetAvailability\x12,.crossdock.partner.v1.GetAvailabilityRequest\x1a-.crossdock.partner.v1.GetAvailabilityResponse\"\x03\x90\x02\x01\x12a\n" +
 	"\tGetPrices\x12&.crossdock.partner.v1.GetPricesRequest\x1a'.crossdock.partner.v1.GetPricesResponse\"\x03\x90\x02\x01\x12a\n" +
-	"\tListItems\x12&.crossdock.partner.v1.ListItemsRequest\x1a'.crossdock.partner.v1.ListItemsResponse\"\x03\x90\x02\x01BIZGgithub.com/crossdock/crossdock/proto/gen/crossdock/partner/v1;partnerv1b\x06proto3"
+	"\tListItems\x12&.crossdock.partner.v1.ListItemsRequest\x1a'.crossdock.partner.v1.ListItemsResponse\"\x03\x90\x02\x01\x12g\n" +
+	"\vSubmitOrder\x12(.crossdock.partner.v1.SubmitOrderRequest\x1a).crossdock.partner.v1.SubmitOrderResponse\"\x03\x90\x02\x02\x12^\n" +
+	"\bGetOrder\x12%.crossdock.partner.v1.GetOrderRequest\x1a&.crossdock.partner.v1.GetOrderResponse\"\x03\x90\x02\x01\x12d\n" +
+	"\n" +
+	"ListOrders\x12'.crossdock.partner.v1.ListOrdersRequest\x1a(.crossdock.partner.v1.ListOrdersResponse\"\x03\x90\x02\x01\x12g\n" +
+	"\vCancelOrder\x12(.crossdock.partner.v1.CancelOrderRequest\x1a).crossdock.partner.v1.CancelOrderResponse\"\x03\x90\x02\x02\x12m\n" +
+	"\rRequestReturn\x12*.crossdock.partner.v1.RequestReturnRequest\x1a+.crossdock.partner.v1.RequestReturnResponse\"\x03\x90\x02\x02BIZGgithub.com/crossdock/crossdock/proto/gen/crossdock/partner/v1;partnerv1b\x06proto3"
 
 var (
 	file_crossdock_partner_v1_partner_proto_rawDescOnce sync.Once
@@ -694,7 +2054,7 @@ func file_crossdock_partner_v1_partner_proto_rawDescGZIP() []byte {
 	return file_crossdock_partner_v1_partner_proto_rawDescData
 }
 
-var file_crossdock_partner_v1_partner_proto_msgTypes = make([]protoimpl.MessageInfo, 9)
+var file_crossdock_partner_v1_partner_proto_msgTypes = make([]protoimpl.MessageInfo, 24)
 var file_crossdock_partner_v1_partner_proto_goTypes = []any{
 	(*GetAvailabilityRequest)(nil),  // 0: crossdock.partner.v1.GetAvailabilityRequest
 	(*GetAvailabilityResponse)(nil), // 1: crossdock.partner.v1.GetAvailabilityResponse
@@ -705,26 +2065,72 @@ var file_crossdock_partner_v1_partner_proto_goTypes = []any{
 	(*ListItemsRequest)(nil),        // 6: crossdock.partner.v1.ListItemsRequest
 	(*ListItemsResponse)(nil),       // 7: crossdock.partner.v1.ListItemsResponse
 	(*Item)(nil),                    // 8: crossdock.partner.v1.Item
-	(*timestamppb.Timestamp)(nil),   // 9: google.protobuf.Timestamp
+	(*SubmitOrderRequest)(nil),      // 9: crossdock.partner.v1.SubmitOrderRequest
+	(*OrderLine)(nil),               // 10: crossdock.partner.v1.OrderLine
+	(*Party)(nil),                   // 11: crossdock.partner.v1.Party
+	(*SubmitOrderResponse)(nil),     // 12: crossdock.partner.v1.SubmitOrderResponse
+	(*GetOrderRequest)(nil),         // 13: crossdock.partner.v1.GetOrderRequest
+	(*GetOrderResponse)(nil),        // 14: crossdock.partner.v1.GetOrderResponse
+	(*Order)(nil),                   // 15: crossdock.partner.v1.Order
+	(*OrderStep)(nil),               // 16: crossdock.partner.v1.OrderStep
+	(*ListOrdersRequest)(nil),       // 17: crossdock.partner.v1.ListOrdersRequest
+	(*ListOrdersResponse)(nil),      // 18: crossdock.partner.v1.ListOrdersResponse
+	(*CancelOrderRequest)(nil),      // 19: crossdock.partner.v1.CancelOrderRequest
+	(*CancelOrderResponse)(nil),     // 20: crossdock.partner.v1.CancelOrderResponse
+	(*RequestReturnRequest)(nil),    // 21: crossdock.partner.v1.RequestReturnRequest
+	(*ReturnLine)(nil),              // 22: crossdock.partner.v1.ReturnLine
+	(*RequestReturnResponse)(nil),   // 23: crossdock.partner.v1.RequestReturnResponse
+	(*timestamppb.Timestamp)(nil),   // 24: google.protobuf.Timestamp
 }
 var file_crossdock_partner_v1_partner_proto_depIdxs = []int32{
-	2, // 0: crossdock.partner.v1.GetAvailabilityResponse.availability:type_name -> crossdock.partner.v1.Availability
-	9, // 1: crossdock.partner.v1.Availability.at:type_name -> google.protobuf.Timestamp
-	5, // 2: crossdock.partner.v1.GetPricesResponse.prices:type_name -> crossdock.partner.v1.Price
-	9, // 3: crossdock.partner.v1.Price.valid_from:type_name -> google.protobuf.Timestamp
-	9, // 4: crossdock.partner.v1.Price.valid_to:type_name -> google.protobuf.Timestamp
-	8, // 5: crossdock.partner.v1.ListItemsResponse.items:type_name -> crossdock.partner.v1.Item
-	0, // 6: crossdock.partner.v1.PartnerService.GetAvailability:input_type -> crossdock.partner.v1.GetAvailabilityRequest
-	3, // 7: crossdock.partner.v1.PartnerService.GetPrices:input_type -> crossdock.partner.v1.GetPricesRequest
-	6, // 8: crossdock.partner.v1.PartnerService.ListItems:input_type -> crossdock.partner.v1.ListItemsRequest
-	1, // 9: crossdock.partner.v1.PartnerService.GetAvailability:output_type -> crossdock.partner.v1.GetAvailabilityResponse
-	4, // 10: crossdock.partner.v1.PartnerService.GetPrices:output_type -> crossdock.partner.v1.GetPricesResponse
-	7, // 11: crossdock.partner.v1.PartnerService.ListItems:output_type -> crossdock.partner.v1.ListItemsResponse
-	9, // [9:12] is the sub-list for method output_type
-	6, // [6:9] is the sub-list for method input_type
-	6, // [6:6] is the sub-list for extension type_name
-	6, // [6:6] is the sub-list for extension extendee
-	0, // [0:6] is the sub-list for field type_name
+	2,  // 0: crossdock.partner.v1.GetAvailabilityResponse.availability:type_name -> crossdock.partner.v1.Availability
+	24, // 1: crossdock.partner.v1.Availability.at:type_name -> google.protobuf.Timestamp
+	5,  // 2: crossdock.partner.v1.GetPricesResponse.prices:type_name -> crossdock.partner.v1.Price
+	24, // 3: crossdock.partner.v1.Price.valid_from:type_name -> google.protobuf.Timestamp
+	24, // 4: crossdock.partner.v1.Price.valid_to:type_name -> google.protobuf.Timestamp
+	8,  // 5: crossdock.partner.v1.ListItemsResponse.items:type_name -> crossdock.partner.v1.Item
+	24, // 6: crossdock.partner.v1.SubmitOrderRequest.order_date:type_name -> google.protobuf.Timestamp
+	24, // 7: crossdock.partner.v1.SubmitOrderRequest.requested_ship_date:type_name -> google.protobuf.Timestamp
+	24, // 8: crossdock.partner.v1.SubmitOrderRequest.requested_delivery_date:type_name -> google.protobuf.Timestamp
+	11, // 9: crossdock.partner.v1.SubmitOrderRequest.ship_to:type_name -> crossdock.partner.v1.Party
+	11, // 10: crossdock.partner.v1.SubmitOrderRequest.bill_to:type_name -> crossdock.partner.v1.Party
+	10, // 11: crossdock.partner.v1.SubmitOrderRequest.lines:type_name -> crossdock.partner.v1.OrderLine
+	15, // 12: crossdock.partner.v1.GetOrderResponse.order:type_name -> crossdock.partner.v1.Order
+	24, // 13: crossdock.partner.v1.Order.submitted_at:type_name -> google.protobuf.Timestamp
+	24, // 14: crossdock.partner.v1.Order.updated_at:type_name -> google.protobuf.Timestamp
+	10, // 15: crossdock.partner.v1.Order.lines:type_name -> crossdock.partner.v1.OrderLine
+	11, // 16: crossdock.partner.v1.Order.ship_to:type_name -> crossdock.partner.v1.Party
+	11, // 17: crossdock.partner.v1.Order.bill_to:type_name -> crossdock.partner.v1.Party
+	24, // 18: crossdock.partner.v1.Order.order_date:type_name -> google.protobuf.Timestamp
+	24, // 19: crossdock.partner.v1.Order.requested_ship_date:type_name -> google.protobuf.Timestamp
+	24, // 20: crossdock.partner.v1.Order.requested_delivery_date:type_name -> google.protobuf.Timestamp
+	16, // 21: crossdock.partner.v1.Order.steps:type_name -> crossdock.partner.v1.OrderStep
+	24, // 22: crossdock.partner.v1.OrderStep.at:type_name -> google.protobuf.Timestamp
+	24, // 23: crossdock.partner.v1.ListOrdersRequest.since:type_name -> google.protobuf.Timestamp
+	24, // 24: crossdock.partner.v1.ListOrdersRequest.until:type_name -> google.protobuf.Timestamp
+	15, // 25: crossdock.partner.v1.ListOrdersResponse.orders:type_name -> crossdock.partner.v1.Order
+	22, // 26: crossdock.partner.v1.RequestReturnRequest.lines:type_name -> crossdock.partner.v1.ReturnLine
+	0,  // 27: crossdock.partner.v1.PartnerService.GetAvailability:input_type -> crossdock.partner.v1.GetAvailabilityRequest
+	3,  // 28: crossdock.partner.v1.PartnerService.GetPrices:input_type -> crossdock.partner.v1.GetPricesRequest
+	6,  // 29: crossdock.partner.v1.PartnerService.ListItems:input_type -> crossdock.partner.v1.ListItemsRequest
+	9,  // 30: crossdock.partner.v1.PartnerService.SubmitOrder:input_type -> crossdock.partner.v1.SubmitOrderRequest
+	13, // 31: crossdock.partner.v1.PartnerService.GetOrder:input_type -> crossdock.partner.v1.GetOrderRequest
+	17, // 32: crossdock.partner.v1.PartnerService.ListOrders:input_type -> crossdock.partner.v1.ListOrdersRequest
+	19, // 33: crossdock.partner.v1.PartnerService.CancelOrder:input_type -> crossdock.partner.v1.CancelOrderRequest
+	21, // 34: crossdock.partner.v1.PartnerService.RequestReturn:input_type -> crossdock.partner.v1.RequestReturnRequest
+	1,  // 35: crossdock.partner.v1.PartnerService.GetAvailability:output_type -> crossdock.partner.v1.GetAvailabilityResponse
+	4,  // 36: crossdock.partner.v1.PartnerService.GetPrices:output_type -> crossdock.partner.v1.GetPricesResponse
+	7,  // 37: crossdock.partner.v1.PartnerService.ListItems:output_type -> crossdock.partner.v1.ListItemsResponse
+	12, // 38: crossdock.partner.v1.PartnerService.SubmitOrder:output_type -> crossdock.partner.v1.SubmitOrderResponse
+	14, // 39: crossdock.partner.v1.PartnerService.GetOrder:output_type -> crossdock.partner.v1.GetOrderResponse
+	18, // 40: crossdock.partner.v1.PartnerService.ListOrders:output_type -> crossdock.partner.v1.ListOrdersResponse
+	20, // 41: crossdock.partner.v1.PartnerService.CancelOrder:output_type -> crossdock.partner.v1.CancelOrderResponse
+	23, // 42: crossdock.partner.v1.PartnerService.RequestReturn:output_type -> crossdock.partner.v1.RequestReturnResponse
+	35, // [35:43] is the sub-list for method output_type
+	27, // [27:35] is the sub-list for method input_type
+	27, // [27:27] is the sub-list for extension type_name
+	27, // [27:27] is the sub-list for extension extendee
+	0,  // [0:27] is the sub-list for field type_name
 }
 
 func init() { file_crossdock_partner_v1_partner_proto_init() }
@@ -738,7 +2144,7 @@ func file_crossdock_partner_v1_partner_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_crossdock_partner_v1_partner_proto_rawDesc), len(file_crossdock_partner_v1_partner_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   9,
+			NumMessages:   24,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

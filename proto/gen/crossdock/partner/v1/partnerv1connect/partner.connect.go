@@ -44,6 +44,20 @@ const (
 	// PartnerServiceListItemsProcedure is the fully-qualified name of the PartnerService's ListItems
 	// RPC.
 	PartnerServiceListItemsProcedure = "/crossdock.partner.v1.PartnerService/ListItems"
+	// PartnerServiceSubmitOrderProcedure is the fully-qualified name of the PartnerService's
+	// SubmitOrder RPC.
+	PartnerServiceSubmitOrderProcedure = "/crossdock.partner.v1.PartnerService/SubmitOrder"
+	// PartnerServiceGetOrderProcedure is the fully-qualified name of the PartnerService's GetOrder RPC.
+	PartnerServiceGetOrderProcedure = "/crossdock.partner.v1.PartnerService/GetOrder"
+	// PartnerServiceListOrdersProcedure is the fully-qualified name of the PartnerService's ListOrders
+	// RPC.
+	PartnerServiceListOrdersProcedure = "/crossdock.partner.v1.PartnerService/ListOrders"
+	// PartnerServiceCancelOrderProcedure is the fully-qualified name of the PartnerService's
+	// CancelOrder RPC.
+	PartnerServiceCancelOrderProcedure = "/crossdock.partner.v1.PartnerService/CancelOrder"
+	// PartnerServiceRequestReturnProcedure is the fully-qualified name of the PartnerService's
+	// RequestReturn RPC.
+	PartnerServiceRequestReturnProcedure = "/crossdock.partner.v1.PartnerService/RequestReturn"
 )
 
 // PartnerServiceClient is a client for the crossdock.partner.v1.PartnerService service.
@@ -55,6 +69,21 @@ type PartnerServiceClient interface {
 	GetPrices(context.Context, *connect.Request[v1.GetPricesRequest]) (*connect.Response[v1.GetPricesResponse], error)
 	// ListItems pages through the items the partner sees, by SKU. Scope availability:read.
 	ListItems(context.Context, *connect.Request[v1.ListItemsRequest]) (*connect.Response[v1.ListItemsResponse], error)
+	// SubmitOrder places an order under the partner's purchase order number. It answers
+	// once the order is committed to the ledger, with its Crossdock order id and status
+	// "received". Sending the same order again answers the same id; another order under
+	// the same purchase order number is refused with already_exists. Scope orders:write.
+	SubmitOrder(context.Context, *connect.Request[v1.SubmitOrderRequest]) (*connect.Response[v1.SubmitOrderResponse], error)
+	// GetOrder returns one of the partner's orders with its status and every step.
+	// Scope orders:read.
+	GetOrder(context.Context, *connect.Request[v1.GetOrderRequest]) (*connect.Response[v1.GetOrderResponse], error)
+	// ListOrders pages through the partner's orders, newest first. Scope orders:read.
+	ListOrders(context.Context, *connect.Request[v1.ListOrdersRequest]) (*connect.Response[v1.ListOrdersResponse], error)
+	// CancelOrder asks for an order to be cancelled; refused (failed_precondition) once
+	// it shipped, was rejected or cancelled. Scope orders:write.
+	CancelOrder(context.Context, *connect.Request[v1.CancelOrderRequest]) (*connect.Response[v1.CancelOrderResponse], error)
+	// RequestReturn asks to return lines of a shipped order. Scope orders:write.
+	RequestReturn(context.Context, *connect.Request[v1.RequestReturnRequest]) (*connect.Response[v1.RequestReturnResponse], error)
 }
 
 // NewPartnerServiceClient constructs a client for the crossdock.partner.v1.PartnerService service.
@@ -89,6 +118,41 @@ func NewPartnerServiceClient(httpClient connect.HTTPClient, baseURL string, opts
 			connect.WithIdempotency(connect.IdempotencyNoSideEffects),
 			connect.WithClientOptions(opts...),
 		),
+		submitOrder: connect.NewClient[v1.SubmitOrderRequest, v1.SubmitOrderResponse](
+			httpClient,
+			baseURL+PartnerServiceSubmitOrderProcedure,
+			connect.WithSchema(partnerServiceMethods.ByName("SubmitOrder")),
+			connect.WithIdempotency(connect.IdempotencyIdempotent),
+			connect.WithClientOptions(opts...),
+		),
+		getOrder: connect.NewClient[v1.GetOrderRequest, v1.GetOrderResponse](
+			httpClient,
+			baseURL+PartnerServiceGetOrderProcedure,
+			connect.WithSchema(partnerServiceMethods.ByName("GetOrder")),
+			connect.WithIdempotency(connect.IdempotencyNoSideEffects),
+			connect.WithClientOptions(opts...),
+		),
+		listOrders: connect.NewClient[v1.ListOrdersRequest, v1.ListOrdersResponse](
+			httpClient,
+			baseURL+PartnerServiceListOrdersProcedure,
+			connect.WithSchema(partnerServiceMethods.ByName("ListOrders")),
+			connect.WithIdempotency(connect.IdempotencyNoSideEffects),
+			connect.WithClientOptions(opts...),
+		),
+		cancelOrder: connect.NewClient[v1.CancelOrderRequest, v1.CancelOrderResponse](
+			httpClient,
+			baseURL+PartnerServiceCancelOrderProcedure,
+			connect.WithSchema(partnerServiceMethods.ByName("CancelOrder")),
+			connect.WithIdempotency(connect.IdempotencyIdempotent),
+			connect.WithClientOptions(opts...),
+		),
+		requestReturn: connect.NewClient[v1.RequestReturnRequest, v1.RequestReturnResponse](
+			httpClient,
+			baseURL+PartnerServiceRequestReturnProcedure,
+			connect.WithSchema(partnerServiceMethods.ByName("RequestReturn")),
+			connect.WithIdempotency(connect.IdempotencyIdempotent),
+			connect.WithClientOptions(opts...),
+		),
 	}
 }
 
@@ -97,6 +161,11 @@ type partnerServiceClient struct {
 	getAvailability *connect.Client[v1.GetAvailabilityRequest, v1.GetAvailabilityResponse]
 	getPrices       *connect.Client[v1.GetPricesRequest, v1.GetPricesResponse]
 	listItems       *connect.Client[v1.ListItemsRequest, v1.ListItemsResponse]
+	submitOrder     *connect.Client[v1.SubmitOrderRequest, v1.SubmitOrderResponse]
+	getOrder        *connect.Client[v1.GetOrderRequest, v1.GetOrderResponse]
+	listOrders      *connect.Client[v1.ListOrdersRequest, v1.ListOrdersResponse]
+	cancelOrder     *connect.Client[v1.CancelOrderRequest, v1.CancelOrderResponse]
+	requestReturn   *connect.Client[v1.RequestReturnRequest, v1.RequestReturnResponse]
 }
 
 // GetAvailability calls crossdock.partner.v1.PartnerService.GetAvailability.
@@ -114,6 +183,31 @@ func (c *partnerServiceClient) ListItems(ctx context.Context, req *connect.Reque
 	return c.listItems.CallUnary(ctx, req)
 }
 
+// SubmitOrder calls crossdock.partner.v1.PartnerService.SubmitOrder.
+func (c *partnerServiceClient) SubmitOrder(ctx context.Context, req *connect.Request[v1.SubmitOrderRequest]) (*connect.Response[v1.SubmitOrderResponse], error) {
+	return c.submitOrder.CallUnary(ctx, req)
+}
+
+// GetOrder calls crossdock.partner.v1.PartnerService.GetOrder.
+func (c *partnerServiceClient) GetOrder(ctx context.Context, req *connect.Request[v1.GetOrderRequest]) (*connect.Response[v1.GetOrderResponse], error) {
+	return c.getOrder.CallUnary(ctx, req)
+}
+
+// ListOrders calls crossdock.partner.v1.PartnerService.ListOrders.
+func (c *partnerServiceClient) ListOrders(ctx context.Context, req *connect.Request[v1.ListOrdersRequest]) (*connect.Response[v1.ListOrdersResponse], error) {
+	return c.listOrders.CallUnary(ctx, req)
+}
+
+// CancelOrder calls crossdock.partner.v1.PartnerService.CancelOrder.
+func (c *partnerServiceClient) CancelOrder(ctx context.Context, req *connect.Request[v1.CancelOrderRequest]) (*connect.Response[v1.CancelOrderResponse], error) {
+	return c.cancelOrder.CallUnary(ctx, req)
+}
+
+// RequestReturn calls crossdock.partner.v1.PartnerService.RequestReturn.
+func (c *partnerServiceClient) RequestReturn(ctx context.Context, req *connect.Request[v1.RequestReturnRequest]) (*connect.Response[v1.RequestReturnResponse], error) {
+	return c.requestReturn.CallUnary(ctx, req)
+}
+
 // PartnerServiceHandler is an implementation of the crossdock.partner.v1.PartnerService service.
 type PartnerServiceHandler interface {
 	// GetAvailability returns the quantity offered to the partner per SKU and location
@@ -123,6 +217,21 @@ type PartnerServiceHandler interface {
 	GetPrices(context.Context, *connect.Request[v1.GetPricesRequest]) (*connect.Response[v1.GetPricesResponse], error)
 	// ListItems pages through the items the partner sees, by SKU. Scope availability:read.
 	ListItems(context.Context, *connect.Request[v1.ListItemsRequest]) (*connect.Response[v1.ListItemsResponse], error)
+	// SubmitOrder places an order under the partner's purchase order number. It answers
+	// once the order is committed to the ledger, with its Crossdock order id and status
+	// "received". Sending the same order again answers the same id; another order under
+	// the same purchase order number is refused with already_exists. Scope orders:write.
+	SubmitOrder(context.Context, *connect.Request[v1.SubmitOrderRequest]) (*connect.Response[v1.SubmitOrderResponse], error)
+	// GetOrder returns one of the partner's orders with its status and every step.
+	// Scope orders:read.
+	GetOrder(context.Context, *connect.Request[v1.GetOrderRequest]) (*connect.Response[v1.GetOrderResponse], error)
+	// ListOrders pages through the partner's orders, newest first. Scope orders:read.
+	ListOrders(context.Context, *connect.Request[v1.ListOrdersRequest]) (*connect.Response[v1.ListOrdersResponse], error)
+	// CancelOrder asks for an order to be cancelled; refused (failed_precondition) once
+	// it shipped, was rejected or cancelled. Scope orders:write.
+	CancelOrder(context.Context, *connect.Request[v1.CancelOrderRequest]) (*connect.Response[v1.CancelOrderResponse], error)
+	// RequestReturn asks to return lines of a shipped order. Scope orders:write.
+	RequestReturn(context.Context, *connect.Request[v1.RequestReturnRequest]) (*connect.Response[v1.RequestReturnResponse], error)
 }
 
 // NewPartnerServiceHandler builds an HTTP handler from the service implementation. It returns the
@@ -153,6 +262,41 @@ func NewPartnerServiceHandler(svc PartnerServiceHandler, opts ...connect.Handler
 		connect.WithIdempotency(connect.IdempotencyNoSideEffects),
 		connect.WithHandlerOptions(opts...),
 	)
+	partnerServiceSubmitOrderHandler := connect.NewUnaryHandler(
+		PartnerServiceSubmitOrderProcedure,
+		svc.SubmitOrder,
+		connect.WithSchema(partnerServiceMethods.ByName("SubmitOrder")),
+		connect.WithIdempotency(connect.IdempotencyIdempotent),
+		connect.WithHandlerOptions(opts...),
+	)
+	partnerServiceGetOrderHandler := connect.NewUnaryHandler(
+		PartnerServiceGetOrderProcedure,
+		svc.GetOrder,
+		connect.WithSchema(partnerServiceMethods.ByName("GetOrder")),
+		connect.WithIdempotency(connect.IdempotencyNoSideEffects),
+		connect.WithHandlerOptions(opts...),
+	)
+	partnerServiceListOrdersHandler := connect.NewUnaryHandler(
+		PartnerServiceListOrdersProcedure,
+		svc.ListOrders,
+		connect.WithSchema(partnerServiceMethods.ByName("ListOrders")),
+		connect.WithIdempotency(connect.IdempotencyNoSideEffects),
+		connect.WithHandlerOptions(opts...),
+	)
+	partnerServiceCancelOrderHandler := connect.NewUnaryHandler(
+		PartnerServiceCancelOrderProcedure,
+		svc.CancelOrder,
+		connect.WithSchema(partnerServiceMethods.ByName("CancelOrder")),
+		connect.WithIdempotency(connect.IdempotencyIdempotent),
+		connect.WithHandlerOptions(opts...),
+	)
+	partnerServiceRequestReturnHandler := connect.NewUnaryHandler(
+		PartnerServiceRequestReturnProcedure,
+		svc.RequestReturn,
+		connect.WithSchema(partnerServiceMethods.ByName("RequestReturn")),
+		connect.WithIdempotency(connect.IdempotencyIdempotent),
+		connect.WithHandlerOptions(opts...),
+	)
 	return "/crossdock.partner.v1.PartnerService/", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		switch r.URL.Path {
 		case PartnerServiceGetAvailabilityProcedure:
@@ -161,6 +305,16 @@ func NewPartnerServiceHandler(svc PartnerServiceHandler, opts ...connect.Handler
 			partnerServiceGetPricesHandler.ServeHTTP(w, r)
 		case PartnerServiceListItemsProcedure:
 			partnerServiceListItemsHandler.ServeHTTP(w, r)
+		case PartnerServiceSubmitOrderProcedure:
+			partnerServiceSubmitOrderHandler.ServeHTTP(w, r)
+		case PartnerServiceGetOrderProcedure:
+			partnerServiceGetOrderHandler.ServeHTTP(w, r)
+		case PartnerServiceListOrdersProcedure:
+			partnerServiceListOrdersHandler.ServeHTTP(w, r)
+		case PartnerServiceCancelOrderProcedure:
+			partnerServiceCancelOrderHandler.ServeHTTP(w, r)
+		case PartnerServiceRequestReturnProcedure:
+			partnerServiceRequestReturnHandler.ServeHTTP(w, r)
 		default:
 			http.NotFound(w, r)
 		}
@@ -180,4 +334,24 @@ func (UnimplementedPartnerServiceHandler) GetPrices(context.Context, *connect.Re
 
 func (UnimplementedPartnerServiceHandler) ListItems(context.Context, *connect.Request[v1.ListItemsRequest]) (*connect.Response[v1.ListItemsResponse], error) {
 	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("crossdock.partner.v1.PartnerService.ListItems is not implemented"))
+}
+
+func (UnimplementedPartnerServiceHandler) SubmitOrder(context.Context, *connect.Request[v1.SubmitOrderRequest]) (*connect.Response[v1.SubmitOrderResponse], error) {
+	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("crossdock.partner.v1.PartnerService.SubmitOrder is not implemented"))
+}
+
+func (UnimplementedPartnerServiceHandler) GetOrder(context.Context, *connect.Request[v1.GetOrderRequest]) (*connect.Response[v1.GetOrderResponse], error) {
+	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("crossdock.partner.v1.PartnerService.GetOrder is not implemented"))
+}
+
+func (UnimplementedPartnerServiceHandler) ListOrders(context.Context, *connect.Request[v1.ListOrdersRequest]) (*connect.Response[v1.ListOrdersResponse], error) {
+	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("crossdock.partner.v1.PartnerService.ListOrders is not implemented"))
+}
+
+func (UnimplementedPartnerServiceHandler) CancelOrder(context.Context, *connect.Request[v1.CancelOrderRequest]) (*connect.Response[v1.CancelOrderResponse], error) {
+	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("crossdock.partner.v1.PartnerService.CancelOrder is not implemented"))
+}
+
+func (UnimplementedPartnerServiceHandler) RequestReturn(context.Context, *connect.Request[v1.RequestReturnRequest]) (*connect.Response[v1.RequestReturnResponse], error) {
+	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("crossdock.partner.v1.PartnerService.RequestReturn is not implemented"))
 }
