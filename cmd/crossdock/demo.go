@@ -129,7 +129,7 @@ In another terminal:
 			if err := demoPartner(ctx, cmd.OutOrStdout(), dir, srv.Addr(), srv.AdminConfigPath()); err != nil {
 				return err
 			}
-			if err := demoOrders(ctx, cmd.OutOrStdout(), srv.Store().Ledger(), ag.LocalAddr()); err != nil {
+			if err := demoOrders(ctx, cmd.OutOrStdout(), srv.Store().Ledger(), srv.Addr(), filepath.Join(dir, "ca.pem")); err != nil {
 				return err
 			}
 

@@ -10,6 +10,7 @@ import (
 
 	"github.com/crossdock/crossdock/controlplane/ledger"
 	"github.com/crossdock/crossdock/internal/canonical"
+	"github.com/crossdock/crossdock/internal/demo/sampleerp"
 	routingv1 "github.com/crossdock/crossdock/proto/gen/crossdock/routing/v1"
 )
 
@@ -39,15 +40,12 @@ spec:
 // demoOrderPO is the purchase order number of the order the banner's curl places.
 const demoOrderPO = "PO-DEMO-1"
 
-// demoOrders routes partners' orders to the sample ERP, prints the curl that places
-// one for demo-market and follows the partners' orders: each order.ack (accepted with
-// the ERP's import number, or rejected with its reason) and shipment is printed as it
-// is committed.
-//
-// The order goes in through the agent's local API with the partner API's id and key
-// (canonical.OrderEventID, OrderID): the partner-facing SubmitOrder comes with the
-// orders work and commits the same event.
-func demoOrders(ctx context.Context, w io.Writer, l *ledger.Ledger, agentAddr string) error {
+// demoOrders routes partners' orders to the sample ERP, prints the curls with which
+// demo-market places an order through the partner API (SubmitOrder) and reads its status
+// (GetOrder), and follows the partners' orders: each order.ack (accepted with the ERP's
+// import number, or rejected with its reason) and shipment is printed as it is
+// committed.
+func demoOrders(ctx context.Context, w io.Writer, l *ledger.Ledger, addr, ca string) error {
 	routes, err := routingClient()
 	if err != nil {
 		return err
@@ -55,16 +53,16 @@ func demoOrders(ctx context.Context, w io.Writer, l *ledger.Ledger, agentAddr st
 	if _, err := routes.ApplyDocuments(ctx, connect.NewRequest(&routingv1.ApplyDocumentsRequest{Yaml: demoOrderDocs})); err != nil {
 		return fmt.Errorf("apply the demo's order route: %w", err)
 	}
-	id := canonical.OrderID("demo-market", demoOrderPO)
 	fmt.Fprintf(w, `
 Orders (route partner-orders-to-erp: demo-market's orders into the sample ERP's staging
 tables; the ERP answers with an order.ack, the simulator ships staged orders after %s):
-  curl -s http://%s/crossdock.agent.v1.AgentService/Publish -H 'Content-Type: application/json' \
-    -d '{"connector":"partner-api","events":[{"id":"%s","keys":{"order":"%s"},
-         "order":{"orderNumber":"%s","partner":"demo-market","purchaseOrderNumber":"%s","currency":"USD",
-                  "lines":[{"lineNumber":"1","sku":"SKU-00042","quantity":"3","unitPrice":"12.50"}]}}]}'
-  %s events ls --key order=%s     # the order, its order.ack, its shipment
-`, "5s", agentAddr, canonical.OrderEventID("demo-market", demoOrderPO), id, id, demoOrderPO, selfCommand(), id)
+  curl --cacert %s -H "Authorization: Bearer $KEY" -H 'Content-Type: application/json' \
+    https://%s/crossdock.partner.v1.PartnerService/SubmitOrder \
+    -d '{"purchaseOrderNumber":"%s","currency":"USD","lines":[{"sku":"SKU-00042","quantity":"3","unitPrice":"12.50"}]}'
+  curl --cacert %s -H "Authorization: Bearer $KEY" -H 'Content-Type: application/json' \
+    https://%s/crossdock.partner.v1.PartnerService/GetOrder -d '{"purchaseOrderNumber":"%s"}'
+  %s orders describe %s     # the order's steps, with times and seqs
+`, sampleerp.ShipAfter, ca, addr, demoOrderPO, ca, addr, demoOrderPO, selfCommand(), canonical.OrderID("demo-market", demoOrderPO))
 	go followOrders(ctx, w, l)
 	return nil
 }

@@ -14,10 +14,10 @@ import (
 	"github.com/crossdock/crossdock/internal/testkit/testutil"
 )
 
-// TestDemoOrderAcceptedThenShipped runs `crossdock demo` as the built binary, runs the
-// curl its banner prints for demo-market's order exactly as printed (through sh), and
-// waits for the demo to report the order accepted by the sample ERP with its import
-// number, then shipped by the simulator.
+// TestDemoOrderAcceptedThenShipped runs `crossdock demo` as the built binary and the
+// curls its banner prints for demo-market, exactly as printed (through sh): SubmitOrder
+// places the order, and GetOrder shows its status move to accepted, with the sample
+// ERP's import number, then to shipped once the simulator ships it.
 func TestDemoOrderAcceptedThenShipped(t *testing.T) {
 	if _, err := exec.LookPath("curl"); err != nil {
 		t.Skip("curl is not installed")
@@ -43,30 +43,39 @@ func TestDemoOrderAcceptedThenShipped(t *testing.T) {
 		}
 	})
 	var out string
-	testutil.WaitFor(t, 60*time.Second, "the demo banner with the order's curl", func() bool {
+	testutil.WaitFor(t, 60*time.Second, "the demo banner with the order curls", func() bool {
 		b, _ := os.ReadFile(logPath)
 		out = string(b)
-		return strings.Contains(out, "events ls --key order=")
+		return strings.Contains(out, " orders describe ord_")
 	})
-	m := regexp.MustCompile(`(?s)\n  (curl -s http://\S+/crossdock\.agent\.v1\.AgentService/Publish .*?\}\]\}')`).FindStringSubmatch(out)
-	if m == nil {
-		t.Fatalf("no order curl in the banner:\n%s", out)
+	key := regexp.MustCompile(`(?m)^  (export KEY=\S+)$`).FindStringSubmatch(out)
+	submit := regexp.MustCompile(`(?s)\n  (curl [^\n]*\\\n\s+https://\S+/SubmitOrder \\\n\s+-d '[^']*')`).FindStringSubmatch(out)
+	get := regexp.MustCompile(`(?s)\n  (curl [^\n]*\\\n\s+https://\S+/GetOrder -d '[^']*')`).FindStringSubmatch(out)
+	if key == nil || submit == nil || get == nil {
+		t.Fatalf("the banner lacks the partner key, the SubmitOrder or the GetOrder curl:\n%s", out)
 	}
-	if b, err := exec.Command("sh", "-c", m[1]).CombinedOutput(); err != nil || !strings.Contains(string(b), "order:demo-market:PO-DEMO-1") {
-		t.Fatalf("the banner's curl: %v\n%s", err, b)
-	}
-	accepted := regexp.MustCompile(`order (ord_\w+) \(demo-market PO-DEMO-1\): accepted by the ERP as (IMP-\d+)`)
-	var id string
-	testutil.WaitFor(t, 60*time.Second, "the demo to report the order accepted", func() bool {
-		b, _ := os.ReadFile(logPath)
-		if a := accepted.FindStringSubmatch(string(b)); a != nil {
-			id = a[1]
-			return true
+	sh := func(cmd string) string {
+		t.Helper()
+		b, err := exec.Command("sh", "-c", key[1]+"; "+cmd).CombinedOutput()
+		if err != nil {
+			t.Fatalf("%s: %v\n%s", cmd, err, b)
 		}
-		return false
+		return string(b)
+	}
+	if got := sh(submit[1]); !strings.Contains(got, `"status":"received"`) {
+		t.Fatalf("SubmitOrder as the banner prints it answered %s", got)
+	}
+	var order string
+	testutil.WaitFor(t, 60*time.Second, "GetOrder to answer accepted with the sample ERP's number", func() bool {
+		order = sh(get[1])
+		return strings.Contains(order, `"status":"accepted"`) && strings.Contains(order, `"erpOrderNumber":"IMP-`)
 	})
-	testutil.WaitFor(t, 90*time.Second, "the demo to report the order shipped", func() bool {
-		b, _ := os.ReadFile(logPath)
-		return strings.Contains(string(b), "order "+id+": shipped, SH-")
+	testutil.WaitFor(t, 90*time.Second, "GetOrder to answer shipped", func() bool {
+		order = sh(get[1])
+		return strings.Contains(order, `"status":"shipped"`)
 	})
+	b, _ := os.ReadFile(logPath)
+	if !regexp.MustCompile(`order ord_\w+ \(demo-market PO-DEMO-1\): accepted by the ERP as IMP-\d+`).Match(b) {
+		t.Errorf("the demo did not print the order's acceptance:\n%s", b)
+	}
 }

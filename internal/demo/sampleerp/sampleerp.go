@@ -379,9 +379,13 @@ FROM sales_orders o`,
 			},
 			map[string]any{
 				"name": "shipments", "key_column": "id", "timestamp_column": "updated_at", "delay": "1s",
-				"query": "SELECT id, shipment_no, order_id, carrier, tracking, updated_at FROM shipments",
+				"query": `SELECT s.id, s.shipment_no, s.order_id, s.carrier, s.tracking, s.updated_at,
+  (SELECT json_group_array(json_object('order_line_number', l.line_no, 'sku', l.sku, 'quantity', l.quantity))
+     FROM crossdock_order_line_in l WHERE l.order_id = s.order_id) AS lines
+FROM shipments s`,
 				"mapping": map[string]any{"type": "shipment", "fields": map[string]string{
-					"shipment_number": "shipment_no", "order_number": "order_id", "carrier_scac": "carrier", "tracking_number": "tracking"},
+					"shipment_number": "shipment_no", "order_number": "order_id", "carrier_scac": "carrier", "tracking_number": "tracking",
+					"lines": "lines"},
 					"values": map[string]string{"status": "shipped"}},
 			},
 			map[string]any{
