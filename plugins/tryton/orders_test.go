@@ -2,6 +2,9 @@ package tryton_test
 
 import (
 	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"net/http"
 	"strings"
 	"testing"
 	"time"
@@ -16,6 +19,8 @@ import (
 	"github.com/crossdock/crossdock/internal/cliconfig"
 	"github.com/crossdock/crossdock/internal/testkit/testutil"
 	eventv1 "github.com/crossdock/crossdock/proto/gen/crossdock/event/v1"
+	partnerv1 "github.com/crossdock/crossdock/proto/gen/crossdock/partner/v1"
+	"github.com/crossdock/crossdock/proto/gen/crossdock/partner/v1/partnerv1connect"
 	routingv1 "github.com/crossdock/crossdock/proto/gen/crossdock/routing/v1"
 	"github.com/crossdock/crossdock/proto/gen/crossdock/routing/v1/routingv1connect"
 )
@@ -23,6 +28,19 @@ import (
 // partnerOrderDocs route partners' orders (not the ERP's own sale events, which carry
 // no partner) to the agent's Tryton connector.
 const partnerOrderDocs = `
+apiVersion: crossdock.io/v1
+kind: Tier
+metadata: {name: erp-test}
+spec: {requestsPerSecond: 100, burst: 100, dailyQuota: 10000, maxBodyBytes: 65536, maxItemsPerCall: 10}
+---
+apiVersion: crossdock.io/v1
+kind: Partner
+metadata: {name: acme}
+spec:
+  tier: erp-test
+  scopes: [orders:write, orders:read]
+  skus: ["*"]
+---
 apiVersion: crossdock.io/v1
 kind: Destination
 metadata: {name: tryton-orders}
@@ -37,18 +55,48 @@ spec:
   destinations: [tryton-orders]
 `
 
-// partnerOrder is a partner's order as the contract has it: id order:<partner>:<po>,
-// key order and order_number the Crossdock id.
-func partnerOrder(partner, po string, lines ...*eventv1.OrderLine) *eventv1.Event {
-	id := canonical.OrderID(partner, po)
-	return &eventv1.Event{Id: canonical.OrderEventID(partner, po), Type: "order", Keys: map[string]string{"order": id},
-		Payload: &eventv1.Event_Order{Order: &eventv1.Order{OrderNumber: id, Partner: partner, PurchaseOrderNumber: po,
-			Currency: "EUR", Lines: lines}}}
+// partnerClient is a partner API client of srv with a new key of partner.
+func partnerClient(t *testing.T, srv *controlplanetest.Server, partner string) partnerv1connect.PartnerServiceClient {
+	t.Helper()
+	cfg, err := cliconfig.Load(srv.AdminConfigPath())
+	if err != nil {
+		t.Fatal(err)
+	}
+	hc, base, closeFn, err := cfg.HTTPClient()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(closeFn)
+	var key string
+	testutil.WaitFor(t, 10*time.Second, "a key for partner "+partner, func() bool {
+		res, err := partnerv1connect.NewPartnerAdminServiceClient(hc, base).CreateKey(context.Background(),
+			connect.NewRequest(&partnerv1.CreateKeyRequest{Partner: partner}))
+		if err == nil {
+			key = res.Msg.GetKey()
+		}
+		return err == nil
+	})
+	pool := x509.NewCertPool()
+	pool.AppendCertsFromPEM([]byte(cfg.CAPEM))
+	tr := &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS13}, ForceAttemptHTTP2: true}
+	t.Cleanup(tr.CloseIdleConnections)
+	return partnerv1connect.NewPartnerServiceClient(&http.Client{Transport: bearer{key, tr}, Timeout: 20 * time.Second}, "https://"+srv.Addr())
+}
+
+type bearer struct {
+	key  string
+	next http.RoundTripper
+}
+
+func (b bearer) RoundTrip(r *http.Request) (*http.Response, error) {
+	r = r.Clone(r.Context())
+	r.Header.Set("Authorization", "Bearer "+b.key)
+	return b.next.RoundTrip(r)
 }
 
 // testPartnerOrders: the whole loop through a real control plane, a real agent running
-// the connector as a plugin process, and real Tryton. A partner's order committed to the
-// ledger is routed to the agent's Tryton sink, becomes a confirmed sale (read back
+// the connector as a plugin process, and real Tryton. A partner's order submitted with
+// its key (SubmitOrder) is routed to the agent's Tryton sink, becomes a confirmed sale (read back
 // through Tryton's own RPC) and an order.ack "accepted" with Tryton's number; an order
 // for a product Tryton does not know becomes an order.ack "rejected" with Tryton's
 // reason; the sale's shipment, done in Tryton, comes back as a shipment event keyed by
@@ -75,14 +123,32 @@ func testPartnerOrders(t *testing.T, e *erp) {
 	p := e.product(t, "PO-SKU-1")
 	e.party(t, "acme")
 	e.move(t, p, e.supplier, e.storage, 10)
-	good := partnerOrder("acme", "PO-1", &eventv1.OrderLine{LineNumber: "1", Sku: "PO-SKU-1", Quantity: "3", UnitPrice: "9.50"})
-	bad := partnerOrder("acme", "PO-2", &eventv1.OrderLine{LineNumber: "1", Sku: "NOT-IN-TRYTON", Quantity: "1"})
 	goodID, badID := canonical.OrderID("acme", "PO-1"), canonical.OrderID("acme", "PO-2")
-	// Committed as any partner order is: here through the agent's Publish (a partner
-	// API commits it through raft itself; the route does not care).
-	if _, err := a.Publish(ctx, "partners", []*eventv1.Event{good, bad}); err != nil {
+	// The partner submits its orders with its key (SubmitOrder). SubmitOrder takes SKUs
+	// Crossdock knows: the catalogue's items are published first; NOT-IN-TRYTON is one
+	// Crossdock knows and Tryton does not.
+	items := []*eventv1.Event{
+		{Payload: &eventv1.Event_Item{Item: &eventv1.Item{Sku: "PO-SKU-1", Name: "Product PO-SKU-1"}}},
+		{Payload: &eventv1.Event_Item{Item: &eventv1.Item{Sku: "NOT-IN-TRYTON", Name: "Not in Tryton"}}},
+	}
+	if _, err := a.Publish(ctx, "catalogue", items); err != nil {
 		t.Fatal(err)
 	}
+	pc := partnerClient(t, srv, "acme")
+	submit := func(po, sku, qty string) {
+		t.Helper()
+		req := &partnerv1.SubmitOrderRequest{PurchaseOrderNumber: po, Currency: "EUR",
+			Lines: []*partnerv1.OrderLine{{LineNumber: "1", Sku: sku, Quantity: qty, UnitPrice: "9.50"}}}
+		var last error
+		testutil.WaitFor(t, 30*time.Second, "SubmitOrder "+po+" received", func() bool {
+			res, err := pc.SubmitOrder(ctx, connect.NewRequest(req))
+			last = err
+			return err == nil && res.Msg.GetStatus() == "received"
+		})
+		_ = last
+	}
+	submit("PO-1", "PO-SKU-1", "3")
+	submit("PO-2", "NOT-IN-TRYTON", "1")
 
 	l := srv.Store().Ledger()
 	ack := func(id string) *eventv1.CommittedEvent {
@@ -108,6 +174,22 @@ func testPartnerOrders(t *testing.T, e *erp) {
 		t.Fatalf("ack for the good order: %v", acc)
 	}
 	number := acc.Event.GetOrderAck().GetErpOrderNumber()
+	status := func(po, want string) *partnerv1.Order {
+		t.Helper()
+		var o *partnerv1.Order
+		testutil.WaitFor(t, 30*time.Second, "GetOrder "+po+" status "+want, func() bool {
+			res, err := pc.GetOrder(ctx, connect.NewRequest(&partnerv1.GetOrderRequest{PurchaseOrderNumber: po}))
+			if err != nil {
+				t.Fatalf("GetOrder %s: %v", po, err)
+			}
+			o = res.Msg.GetOrder()
+			return o.GetStatus() == want
+		})
+		return o
+	}
+	if o := status("PO-1", "accepted"); o.GetErpOrderNumber() != number {
+		t.Fatalf("GetOrder PO-1: ERP number %q, want Tryton's %q", o.GetErpOrderNumber(), number)
+	}
 	var sales []struct {
 		ID        int64   `json:"id"`
 		Number    string  `json:"number"`
@@ -128,6 +210,9 @@ func testPartnerOrders(t *testing.T, e *erp) {
 	if a := rej.Event.GetOrderAck(); a.GetStatus() != "rejected" || !strings.Contains(a.GetMessage(), `Tryton has no product with code "NOT-IN-TRYTON"`) ||
 		strings.Contains(a.GetMessage(), "permanent error") {
 		t.Fatalf("ack for the bad order: %v", rej)
+	}
+	if o := status("PO-2", "rejected"); !strings.Contains(o.GetMessage(), "NOT-IN-TRYTON") {
+		t.Fatalf("GetOrder PO-2: message %q does not give Tryton's reason", o.GetMessage())
 	}
 
 	// The warehouse ships the sale in Tryton.
@@ -159,6 +244,7 @@ func testPartnerOrders(t *testing.T, e *erp) {
 		len(s.GetLines()) != 1 || s.GetLines()[0].GetSku() != "PO-SKU-1" || s.GetLines()[0].GetQuantity() != "3" || s.GetShippedAt() == nil {
 		t.Fatalf("shipment event %v", shipped)
 	}
+	status("PO-1", "shipped")
 	// The sale's own state changes join the order too.
 	testutil.WaitFor(t, 30*time.Second, "the sale's state changes keyed by order "+goodID, func() bool {
 		evs, _, err := l.ListEvents(ledger.Filter{Type: "order", Keys: map[string]string{"order": goodID}}, 1, 100)
