@@ -72,6 +72,10 @@ type Config struct {
 	RenewCheck time.Duration
 	// MetricsListen serves /metrics, /healthz and /readyz over plain HTTP; empty disables it.
 	MetricsListen string
+	// AfterSinkWrite, when set, is called after a sink connector's write returned and
+	// before the order.ack is published. Fault injection for tests only (the agent
+	// command SIGKILLs itself there when told, see cmd/crossdock/agent.go).
+	AfterSinkWrite func(connector string, ev *eventv1.Event)
 }
 
 // recentIDCount bounds how many recent ids given by a caller or derived from a position
@@ -413,7 +417,9 @@ func (a *Agent) noteConflicts(cs []*uplinkv1.Conflict) {
 }
 
 // sinkWrite writes one event the control plane delivers to a sink connector of this
-// agent (a destination of kind "agent") and returns the target's reference.
+// agent (a destination of kind "agent") and returns the target's reference. An order
+// the sink accepted or refused for good is answered with an order.ack (acknowledgeOrder)
+// before the control plane hears the outcome.
 func (a *Agent) sinkWrite(ctx context.Context, connector string, ev *eventv1.Event) (string, error) {
 	if a.host == nil {
 		return "", fmt.Errorf("write to %q: %w", connector, pluginhost.ErrUnknown)
@@ -425,35 +431,70 @@ func (a *Agent) sinkWrite(ctx context.Context, connector string, ev *eventv1.Eve
 	if len(res) != 1 {
 		return "", fmt.Errorf("write to %q: the connector answered %d results for 1 event", connector, len(res))
 	}
+	if a.cfg.AfterSinkWrite != nil {
+		a.cfg.AfterSinkWrite(connector, ev)
+	}
+	if err := a.acknowledgeOrder(ctx, connector, ev, res[0]); err != nil {
+		return "", err
+	}
 	if res[0].Err != nil {
 		return "", fmt.Errorf("write to %q: %w", connector, res[0].Err)
 	}
-	ref := res[0].Ref
-	if err := a.acknowledgeOrder(ctx, connector, ev, ref); err != nil {
-		return "", err
-	}
-	return ref, nil
+	return res[0].Ref, nil
 }
 
-// acknowledgeOrder closes the loop for an order a sink connector wrote into a system
-// that gave it a number (the ERP's order number): the agent publishes an order.ack
-// event carrying that number, so routes can send it back to the channel the order came
-// from. Its position derives from the order's event id, so the ack written again after a
-// retry has the same id and is committed once. If it cannot be published the write is
-// reported failed and retried; the sink is idempotent and answers the same number.
-func (a *Agent) acknowledgeOrder(ctx context.Context, connector string, ev *eventv1.Event, ref string) error {
-	order := ev.GetOrder()
-	if order == nil || ref == "" || order.GetOrderNumber() == "" {
+// OrderAck is the ERP's answer to order event ev, as the sink's result r gives it: an
+// order.ack "accepted" with the number the ERP gave the order (r.Ref), or "rejected"
+// with the ERP's reason (r.Err wrapping sdk.ErrPermanent). Nil when there is nothing to
+// answer: ev is not an order, the write failed in a way a retry may fix, or the sink
+// accepted it without a number (it is not an ERP that numbers orders).
+//
+// The ack's id is canonical.OrderAckEventID of the order's Crossdock id and its content
+// depends only on the order and the ERP's answer (no time of its own: occurred_at is
+// not part of an event's identity), so the ack published again after the agent died
+// between the ERP write and the ack is the same event and committed once.
+func OrderAck(ev *eventv1.Event, r sdk.WriteResult) *eventv1.Event {
+	o := ev.GetOrder()
+	if o == nil {
 		return nil
 	}
-	ack := &eventv1.Event{
-		Source: &eventv1.Source{Position: "order-ack:" + ev.GetId()},
-		Payload: &eventv1.Event_OrderAck{OrderAck: &eventv1.OrderAck{
-			OrderNumber: order.GetOrderNumber(), ErpOrderNumber: ref, Status: "accepted",
-		}},
+	id := o.GetOrderNumber()
+	if id == "" && o.GetPartner() != "" && o.GetPurchaseOrderNumber() != "" {
+		id = canonical.OrderID(o.GetPartner(), o.GetPurchaseOrderNumber())
+	}
+	if id == "" {
+		return nil
+	}
+	ack := &eventv1.OrderAck{OrderNumber: id, Partner: o.GetPartner(), PurchaseOrderNumber: o.GetPurchaseOrderNumber(),
+		OrderDate: o.GetOrderDate()}
+	switch {
+	case r.Err == nil && r.Ref != "":
+		ack.Status, ack.ErpOrderNumber = "accepted", r.Ref
+	case r.Err != nil && errors.Is(r.Err, sdk.ErrPermanent):
+		ack.Status, ack.ErpOrderNumber, ack.Message = "rejected", r.Ref, sdk.Reason(r.Err)
+	default:
+		return nil
+	}
+	aid := canonical.OrderAckEventID(id)
+	return &eventv1.Event{Id: aid, Type: canonical.TypeOrderAck, Keys: map[string]string{"order": id},
+		Source: &eventv1.Source{Position: aid}, Payload: &eventv1.Event_OrderAck{OrderAck: ack}}
+}
+
+// acknowledgeOrder publishes the order.ack for an order the sink wrote (or refused for
+// good) into this agent's outbox, from where it is committed like any captured event,
+// so routes can take it back to the channel the order came from. If it cannot be
+// published the write is reported failed and retried: the sink is idempotent by event id
+// and answers the same, and the ack has the same id (see OrderAck).
+func (a *Agent) acknowledgeOrder(ctx context.Context, connector string, ev *eventv1.Event, r sdk.WriteResult) error {
+	ack := OrderAck(ev, r)
+	if ack == nil {
+		return nil
 	}
 	if _, err := a.Publish(ctx, connector, []*eventv1.Event{ack}); err != nil {
-		return fmt.Errorf("publish order.ack for %s: %w", order.GetOrderNumber(), err)
+		return fmt.Errorf("publish order.ack for order %s (the ERP answered %s; the write is retried and answers the same): %w",
+			ack.GetOrderAck().GetOrderNumber(), ack.GetOrderAck().GetStatus(), err)
 	}
+	a.logger.Info("order acknowledged", "order", ack.GetOrderAck().GetOrderNumber(), "status", ack.GetOrderAck().GetStatus(),
+		"erp_order_number", ack.GetOrderAck().GetErpOrderNumber(), "connector", connector)
 	return nil
 }

@@ -49,6 +49,7 @@ certificate, and from then on connects with mutual TLS only.
 			if err := applyMemoryLimit(memLimit); err != nil {
 				return err
 			}
+			applyFaultHooks(&cfg)
 			a, err := agent.New(cmd.Context(), cfg)
 			if err != nil {
 				return err

@@ -129,6 +129,9 @@ In another terminal:
 			if err := demoPartner(ctx, cmd.OutOrStdout(), dir, srv.Addr(), srv.AdminConfigPath()); err != nil {
 				return err
 			}
+			if err := demoOrders(ctx, cmd.OutOrStdout(), srv.Store().Ledger(), srv.Addr(), filepath.Join(dir, "ca.pem")); err != nil {
+				return err
+			}
 
 			simErr := sampleerp.NewSimulator(erp, uint64(time.Now().UnixNano())).Run(ctx, float64(rate))
 			cancel()

@@ -34,7 +34,7 @@ metadata:
 spec:
   displayName: Demo Market
   tier: demo
-  scopes: [availability:read, prices:read]
+  scopes: [availability:read, prices:read, orders:write, orders:read]
   locations: [WH-EAST, WH-WEST]
   skus: ["SKU-00*"]
   allocation:

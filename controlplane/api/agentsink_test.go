@@ -17,6 +17,7 @@ import (
 	"github.com/crossdock/crossdock/agent/pluginhost"
 	"github.com/crossdock/crossdock/controlplane/controlplanetest"
 	"github.com/crossdock/crossdock/controlplane/ledger"
+	"github.com/crossdock/crossdock/internal/canonical"
 	"github.com/crossdock/crossdock/internal/cliconfig"
 	"github.com/crossdock/crossdock/internal/testkit/testutil"
 	eventv1 "github.com/crossdock/crossdock/proto/gen/crossdock/event/v1"
@@ -124,6 +125,10 @@ spec:
 		a := ce.GetEvent().GetOrderAck()
 		if ce.GetAgent() != "erp-agent" || !strings.HasPrefix(a.GetErpOrderNumber(), "line-") || a.GetStatus() != "accepted" {
 			t.Fatalf("order.ack %v", ce)
+		}
+		// The contract's id and key: the order view joins the ack by key order.
+		if ce.GetEvent().GetId() != canonical.OrderAckEventID(a.GetOrderNumber()) || ce.GetEvent().GetKeys()["order"] != a.GetOrderNumber() {
+			t.Fatalf("order.ack id %q keys %v", ce.GetEvent().GetId(), ce.GetEvent().GetKeys())
 		}
 		if _, dup := acked[a.GetOrderNumber()]; dup {
 			t.Fatalf("order %s acknowledged twice", a.GetOrderNumber())

@@ -23,6 +23,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 
 	eventv1 "github.com/crossdock/crossdock/proto/gen/crossdock/event/v1"
 )
@@ -103,6 +104,20 @@ var ErrPermanent = errors.New("permanent error")
 
 // Permanent wraps err as permanent.
 func Permanent(err error) error { return fmt.Errorf("%w: %w", ErrPermanent, err) }
+
+// Reason is err's message without the "permanent error: " marks Permanent put in front
+// (once in the plugin, once again on the host's side of the plugin boundary): what the
+// target system said, for people (an order.ack's message).
+func Reason(err error) string {
+	msg := err.Error()
+	for {
+		rest, ok := strings.CutPrefix(msg, ErrPermanent.Error()+": ")
+		if !ok {
+			return msg
+		}
+		msg = rest
+	}
+}
 
 // ConfigError is a settings error: the field's path (e.g. "tables[0].key") and why.
 type ConfigError struct {

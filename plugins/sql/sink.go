@@ -22,6 +22,8 @@ type sink struct {
 	d       *dialect
 	stmt    namedStatement
 	paths   []string // event field path per placeholder
+	header  *namedStatement
+	hpaths  []string // the header statement's paths
 	applied string   // idempotency table
 	insert  string   // insert into it
 	lookup  string   // read a recorded ref
@@ -58,7 +60,7 @@ func newSink(s *SinkSettings, d *dialect) (*sink, error) {
 		}
 	}
 	for _, name := range sortedKeys(s.Params) {
-		if !slices.Contains(ns.Args, name) {
+		if !slices.Contains(ns.Args, name) && !headerUses(s.HeaderStatement, d, name) {
 			return nil, bad("params."+name, "the statement has no :%s parameter", name)
 		}
 	}
@@ -73,11 +75,43 @@ func newSink(s *SinkSettings, d *dialect) (*sink, error) {
 		}
 		k.paths = append(k.paths, path)
 	}
+	if strings.TrimSpace(s.HeaderStatement) != "" {
+		if s.ForEach != "lines" {
+			return nil, bad("header_statement", "runs once before the line statements: set for_each: lines (or put it all in statement)")
+		}
+		hs, err := parseNamed(s.HeaderStatement, d.placeholder, d.placeholder(2) != "?")
+		if err != nil {
+			return nil, bad("header_statement", "%v", err)
+		}
+		k.header = &hs
+		for _, name := range hs.Args {
+			path := name
+			if p, ok := s.Params[name]; ok {
+				path = p
+			}
+			if strings.HasPrefix(path, "lines.") {
+				return nil, bad("header_statement", ":%s reads %s, a line field; the header runs once per event", name, path)
+			}
+			if err := checkPath(path, s); err != nil {
+				return nil, bad("header_statement", ":%s: %v", name, err)
+			}
+			k.hpaths = append(k.hpaths, path)
+		}
+	}
 	ph := d.placeholder
 	k.insert = d.insertApplied(k.applied, ph)
 	k.lookup = fmt.Sprintf("SELECT ref FROM %s WHERE event_id = %s", k.applied, ph(1))
 	k.setRef = fmt.Sprintf("UPDATE %s SET ref = %s WHERE event_id = %s", k.applied, ph(1), ph(2))
 	return k, nil
+}
+
+// headerUses says whether the header statement (if it parses) has parameter :name.
+func headerUses(header string, d *dialect, name string) bool {
+	if strings.TrimSpace(header) == "" {
+		return false
+	}
+	hs, err := parseNamed(header, d.placeholder, d.placeholder(2) != "?")
+	return err == nil && slices.Contains(hs.Args, name)
 }
 
 // checkPath checks an event field path against the accepted types (any type when
@@ -115,7 +149,11 @@ func (k *sink) prepare(ctx context.Context, db *dbsql.DB) error {
 			return fmt.Errorf("sql: create %s: %w", k.applied, err)
 		}
 	}
-	for _, c := range []struct{ field, q string }{{"idempotency_table", k.insert}, {"statement", k.stmt.Query}} {
+	checks := []struct{ field, q string }{{"idempotency_table", k.insert}, {"statement", k.stmt.Query}}
+	if k.header != nil {
+		checks = append(checks, struct{ field, q string }{"header_statement", k.header.Query})
+	}
+	for _, c := range checks {
 		st, err := db.PrepareContext(ctx, c.q)
 		if err != nil {
 			return &sdk.ConfigError{Field: "sink." + c.field, Reason: fmt.Sprintf("the database refuses it: %v", err)}
@@ -209,8 +247,32 @@ func (k *sink) write(ctx context.Context, db *dbsql.DB, ev *eventv1.Event) (stri
 		return ref, nil
 	}
 	var ref string
-	for _, set := range sets {
+	if k.header != nil {
+		hargs := make([]any, len(k.hpaths))
+		for i, p := range k.hpaths {
+			v, err := rowmap.Field(ev, nil, p)
+			if err != nil {
+				return "", sdk.Permanent(fmt.Errorf("header_statement :%s: %w", k.header.Args[i], err))
+			}
+			if v != "" {
+				hargs[i] = v
+			}
+		}
 		if k.cfg.ReturnsRef {
+			var r dbsql.NullString
+			if err := tx.QueryRowContext(ctx, k.header.Query, hargs...).Scan(&r); err != nil {
+				if errors.Is(err, dbsql.ErrNoRows) {
+					return "", sdk.Permanent(errors.New("sql sink: returns_ref is set but the header statement returned no row"))
+				}
+				return "", k.classify("header statement", err)
+			}
+			ref = r.String
+		} else if _, err := tx.ExecContext(ctx, k.header.Query, hargs...); err != nil {
+			return "", k.classify("header statement", err)
+		}
+	}
+	for _, set := range sets {
+		if k.cfg.ReturnsRef && k.header == nil {
 			var r dbsql.NullString
 			if err := tx.QueryRowContext(ctx, k.stmt.Query, set...).Scan(&r); err != nil {
 				if errors.Is(err, dbsql.ErrNoRows) {

@@ -107,8 +107,13 @@ type SinkSettings struct {
 	ForEach string `json:"for_each,omitempty"`
 	// Types limits the event types accepted; others fail permanently.
 	Types []string `json:"types,omitempty"`
-	// ReturnsRef: the statement returns a row whose first column is the target's
-	// reference (e.g. the ERP order number), reported back and kept for duplicates.
+	// HeaderStatement, with ForEach "lines", runs once per event before the per-line
+	// statements, in the same transaction: an order header into one staging table, its
+	// lines into another. Its parameters read event and payload fields (not lines.*).
+	HeaderStatement string `json:"header_statement,omitempty"`
+	// ReturnsRef: the statement (the header statement when there is one) returns a row
+	// whose first column is the target's reference (e.g. the ERP order number), reported
+	// back and kept for duplicates.
 	ReturnsRef bool `json:"returns_ref,omitempty"`
 	// IdempotencyTable records applied event ids; default crossdock_applied.
 	IdempotencyTable string `json:"idempotency_table,omitempty"`

@@ -112,6 +112,7 @@ func TestSQL(t *testing.T) {
 			t.Run("Delay", func(t *testing.T) { testDelay(t, b) })
 			t.Run("Snapshot", func(t *testing.T) { testSnapshot(t, b) })
 			t.Run("SinkIdempotent", func(t *testing.T) { testSink(t, b) })
+			t.Run("SinkOrderStaging", func(t *testing.T) { testSinkOrderStaging(t, b) })
 			if b.driver != "sqlite" { // SQLite has no stored procedures
 				t.Run("SinkCallsProcedure", func(t *testing.T) { testSinkProcedure(t, b) })
 			}
@@ -649,6 +650,9 @@ func testConfigErrors(t *testing.T, b *backend) {
 		{with("tables", []any{}, "sink", map[string]any{"statement": "INSERT INTO stock_cfg (sku) VALUES (:skew)"}), "sink.statement", `"skew" is not a field`},
 		{with("tables", []any{}, "sink", map[string]any{"statement": "INSERT INTO no_such_table (sku) VALUES (:sku)", "create_idempotency_table": true}), "sink.statement", "the database refuses it"},
 		{with("tables", []any{}, "sink", map[string]any{"statement": "INSERT INTO stock_cfg (sku) VALUES (':sku)"}), "sink.statement", "unterminated"},
+		{with("tables", []any{}, "sink", map[string]any{"statement": "INSERT INTO stock_cfg (sku) VALUES (:sku)", "header_statement": "SELECT 1"}), "sink.header_statement", "set for_each: lines"},
+		{with("tables", []any{}, "sink", map[string]any{"statement": "INSERT INTO stock_cfg (sku) VALUES (:sku)", "for_each": "lines", "params": map[string]string{"sku": "lines.sku"},
+			"header_statement": "INSERT INTO stock_cfg (sku) VALUES (:sku)"}), "sink.header_statement", "a line field"},
 	}
 	for _, c := range cases {
 		raw, _ := json.Marshal(c.settings)
@@ -704,5 +708,68 @@ func TestDatabaseLaterReachable(t *testing.T) {
 	var ce *sdk.ConfigError
 	if !errors.As(err, &ce) || ce.Field != "tables[0].version_column" {
 		t.Fatalf("Read = %v, want a config error for tables[0].version_column", err)
+	}
+}
+
+// testSinkOrderStaging: partners' orders into the staging tables of docs/connectors.md
+// ("Partner orders into staging tables"): the header once per order (header_statement,
+// returning the ERP's import number as the reference), one row per line, all in one
+// transaction; an order for an item the ERP does not have is refused by the foreign key
+// (permanent: the agent answers it with an order.ack "rejected") and leaves nothing.
+func testSinkOrderStaging(t *testing.T, b *backend) {
+	b.ddl(t, `CREATE TABLE stg_items (sku TEXT_T PRIMARY KEY)`)
+	b.exec(t, `INSERT INTO stg_items (sku) VALUES ('SKU-1'), ('SKU-2')`)
+	b.ddl(t, `CREATE TABLE crossdock_order_in (import_no AUTO_T, order_id TEXT_T NOT NULL UNIQUE, partner TEXT_T NOT NULL,
+		po_number TEXT_T NOT NULL, currency TEXT_T, status TEXT_T NOT NULL DEFAULT 'new')`)
+	b.ddl(t, `CREATE TABLE crossdock_order_line_in (order_id TEXT_T NOT NULL REFERENCES crossdock_order_in (order_id),
+		line_no TEXT_T NOT NULL, sku TEXT_T NOT NULL REFERENCES stg_items (sku), quantity DEC_T NOT NULL CHECK (quantity > 0),
+		unit_price DEC_T, PRIMARY KEY (order_id, line_no))`)
+	dsn := b.dsn
+	if b.driver == "sqlite" {
+		dsn += "&_pragma=foreign_keys(1)" // SQLite checks foreign keys only when asked
+	}
+	c := configure(t, map[string]any{"driver": b.driver, "dsn": dsn, "sink": map[string]any{
+		"header_statement": `INSERT INTO crossdock_order_in (order_id, partner, po_number, currency)
+			VALUES (:order_number, :partner, :purchase_order_number, :currency) RETURNING import_no`,
+		"statement": `INSERT INTO crossdock_order_line_in (order_id, line_no, sku, quantity, unit_price)
+			VALUES (:order_number, :line, :sku, :qty, :price)`,
+		"params":   map[string]string{"line": "lines.line_number", "sku": "lines.sku", "qty": "lines.quantity", "price": "lines.unit_price"},
+		"for_each": "lines", "types": []string{"order"}, "returns_ref": true,
+		"idempotency_table": "applied_staging", "create_idempotency_table": true}})
+	order := func(po string, skus ...string) *eventv1.Event {
+		o := &eventv1.Order{OrderNumber: "ord_" + po, Partner: "acme", PurchaseOrderNumber: po, Currency: "EUR"}
+		for i, s := range skus {
+			o.Lines = append(o.Lines, &eventv1.OrderLine{LineNumber: fmt.Sprint(i + 1), Sku: s, Quantity: "2", UnitPrice: "1.25"})
+		}
+		return &eventv1.Event{Id: "order:acme:" + po, Type: "order", Payload: &eventv1.Event_Order{Order: o}}
+	}
+	good, bad := order("PO-1", "SKU-1", "SKU-2"), order("PO-2", "SKU-1", "NO-SUCH-SKU")
+	var ref string
+	for i := 0; i < 2; i++ { // the second write changes nothing and answers the same number
+		res, err := c.Write(context.Background(), []*eventv1.Event{good, bad})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if res[0].Err != nil || res[0].Ref == "" || (i == 1 && res[0].Ref != ref) {
+			t.Fatalf("write %d of the good order: %+v (first ref %q)", i, res[0], ref)
+		}
+		ref = res[0].Ref
+		if !errors.Is(res[1].Err, sdk.ErrPermanent) {
+			t.Fatalf("write %d of the order for an unknown item: %+v, want a permanent refusal", i, res[1])
+		}
+	}
+	var headers, lines int
+	var importNo string
+	if err := b.db.QueryRow(`SELECT COUNT(*) FROM crossdock_order_in`).Scan(&headers); err != nil {
+		t.Fatal(err)
+	}
+	if err := b.db.QueryRow(`SELECT COUNT(*) FROM crossdock_order_line_in`).Scan(&lines); err != nil {
+		t.Fatal(err)
+	}
+	if err := b.db.QueryRow(b.q(`SELECT import_no FROM crossdock_order_in WHERE order_id = ?`), "ord_PO-1").Scan(&importNo); err != nil {
+		t.Fatal(err)
+	}
+	if headers != 1 || lines != 2 || importNo != ref {
+		t.Fatalf("staging holds %d headers and %d lines (want 1 and 2), import_no %s, ref %s", headers, lines, importNo, ref)
 	}
 }

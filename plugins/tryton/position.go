@@ -9,17 +9,20 @@ import (
 
 // position is where the source has read up to: for stock moves and for sales, the
 // newest modification time (write_date, or create_date for records never written)
-// already turned into events. Encoded as "v1;inv=<unix µs>;sale=<unix µs>"; the version
-// prefix lets a later connector read positions an older one committed.
+// already turned into events. Encoded as "v1;inv=<unix µs>;sale=<unix µs>;ship=<unix
+// µs>"; the version prefix lets a later connector read positions an older one committed
+// (ship= is optional: a position from before customer shipments were read starts them
+// at the beginning).
 type position struct {
 	Inventory time.Time
 	Sales     time.Time
+	Shipments time.Time
 }
 
 const positionVersion = "v1"
 
 func (p position) String() string {
-	return fmt.Sprintf("%s;inv=%d;sale=%d", positionVersion, micros(p.Inventory), micros(p.Sales))
+	return fmt.Sprintf("%s;inv=%d;sale=%d;ship=%d", positionVersion, micros(p.Inventory), micros(p.Sales), micros(p.Shipments))
 }
 
 func micros(t time.Time) int64 {
@@ -65,6 +68,8 @@ func parsePosition(s string) (position, error) {
 			p.Inventory = t
 		case "sale":
 			p.Sales = t
+		case "ship":
+			p.Shipments = t
 		default:
 			return p, fmt.Errorf("tryton position %q: unknown field %q", trim(s), trim(k))
 		}

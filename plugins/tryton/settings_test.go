@@ -22,19 +22,21 @@ func TestConfigure(t *testing.T) {
 		t.Fatalf("rpc base %q", c.rpc.base)
 	}
 	for in, field := range map[string]string{
-		`{"database":"d","user":"u","password":"p"}`:                                         "url",
-		`{"url":"ftp://x","database":"d","user":"u","password":"p"}`:                         "url",
-		`{"url":"http://x","user":"u","password":"p"}`:                                       "database",
-		`{"url":"http://x","database":"d","password":"p"}`:                                   "user",
-		`{"url":"http://x","database":"d","user":"u"}`:                                       "password",
-		`{"url":"http://x","database":"d","user":"u","password":"p","poll_interval":"soon"}`: "poll_interval",
-		`{"url":"http://x","database":"d","user":"u","password":"p","poll_interval":"1ns"}`:  "poll_interval",
-		`{"url":"http://x","database":"d","user":"u","password":"p","page_size":0.5}`:        "page_size",
-		`{"url":"http://x","database":"d","user":"u","password":"p","page_size":100000}`:     "page_size",
-		`{"url":"http://x","database":"d","user":"u","password":"p","locations":["WH",""]}`:  "locations[1]",
-		`{"url":"http://x","database":"d","user":"u","password":"p","colour":"blue"}`:        "settings",
-		`{"url":"http://x","database":"d","user":"u","password":"p","locations":"WH"}`:       "locations",
-		`{"url":"http://x","database":"d","user":"u","password":"p","lookback":"-1s"}`:       "lookback",
+		`{"database":"d","user":"u","password":"p"}`:                                          "url",
+		`{"url":"ftp://x","database":"d","user":"u","password":"p"}`:                          "url",
+		`{"url":"http://x","user":"u","password":"p"}`:                                        "database",
+		`{"url":"http://x","database":"d","password":"p"}`:                                    "user",
+		`{"url":"http://x","database":"d","user":"u"}`:                                        "password",
+		`{"url":"http://x","database":"d","user":"u","password":"p","poll_interval":"soon"}`:  "poll_interval",
+		`{"url":"http://x","database":"d","user":"u","password":"p","poll_interval":"1ns"}`:   "poll_interval",
+		`{"url":"http://x","database":"d","user":"u","password":"p","page_size":0.5}`:         "page_size",
+		`{"url":"http://x","database":"d","user":"u","password":"p","page_size":100000}`:      "page_size",
+		`{"url":"http://x","database":"d","user":"u","password":"p","locations":["WH",""]}`:   "locations[1]",
+		`{"url":"http://x","database":"d","user":"u","password":"p","colour":"blue"}`:         "settings",
+		`{"url":"http://x","database":"d","user":"u","password":"p","locations":"WH"}`:        "locations",
+		`{"url":"http://x","database":"d","user":"u","password":"p","lookback":"-1s"}`:        "lookback",
+		`{"url":"http://x","database":"d","user":"u","password":"p","invoice_method":"x"}`:    "invoice_method",
+		`{"url":"http://x","database":"d","user":"u","password":"p","confirm_partners":[""]}`: "confirm_partners[0]",
 	} {
 		err := New(nil).Configure(context.Background(), []byte(in))
 		var ce *sdk.ConfigError

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"slices"
 	"strconv"
 
 	"github.com/crossdock/crossdock/plugins/sdk"
@@ -56,11 +57,13 @@ func (c *Connector) writeOrder(ctx context.Context, ev *eventv1.Event) (string, 
 		return "", fmt.Errorf("look for a sale of event %s: %w", ev.GetId(), err)
 	}
 	if len(found) == 1 {
-		if found[0].State != "draft" {
-			return string(found[0].Number), nil
+		switch found[0].State {
+		case "draft": // created but not quoted (the previous attempt stopped in between)
+			return c.quote(ctx, found[0].ID, o)
+		case "quotation": // quoted but not confirmed, or not to be confirmed
+			return c.confirm(ctx, found[0].ID, string(found[0].Number), o)
 		}
-		// Created but not quoted (the previous attempt stopped in between).
-		return c.quote(ctx, found[0].ID, o.GetOrderNumber())
+		return string(found[0].Number), nil
 	}
 	vals, err := c.saleValues(ctx, o, tag)
 	if err != nil {
@@ -73,12 +76,34 @@ func (c *Connector) writeOrder(ctx context.Context, ev *eventv1.Event) (string, 
 	if len(ids) != 1 {
 		return "", fmt.Errorf("create sale for order %q: %w: got %d ids", o.GetOrderNumber(), ErrProtocol, len(ids))
 	}
-	return c.quote(ctx, ids[0], o.GetOrderNumber())
+	return c.quote(ctx, ids[0], o)
 }
 
-// quote moves a draft sale to quotation, which numbers it. When Tryton refuses (bad
-// data), the draft is deleted so nothing half-made stays behind.
-func (c *Connector) quote(ctx context.Context, id int64, order string) (string, error) {
+// confirms says whether the sale for o is to be confirmed (settings confirm and
+// confirm_partners).
+func (c *Connector) confirms(o *eventv1.Order) bool {
+	return c.cfg.Confirm || (o.GetPartner() != "" && slices.Contains(c.cfg.ConfirmPartners, o.GetPartner()))
+}
+
+// confirm confirms quotation id (number) when the settings say so. Tryton then
+// processes it (shipments, invoices as the sale's methods say). A refusal (credit
+// limit, a product that cannot be sold now) is permanent and names Tryton's reason; the
+// quotation stays for a person to look at.
+func (c *Connector) confirm(ctx context.Context, id int64, number string, o *eventv1.Order) (string, error) {
+	if !c.confirms(o) {
+		return number, nil
+	}
+	if _, err := c.rpc.model(ctx, "sale.sale", "confirm", nil, []int64{id}); err != nil {
+		return "", c.dataError(fmt.Errorf("confirm sale %s for order %q: %w", number, o.GetOrderNumber(), err))
+	}
+	return number, nil
+}
+
+// quote moves a draft sale to quotation, which numbers it, then confirms it if told to.
+// When Tryton refuses to quote (bad data), the draft is deleted so nothing half-made
+// stays behind.
+func (c *Connector) quote(ctx context.Context, id int64, o *eventv1.Order) (string, error) {
+	order := o.GetOrderNumber()
 	if _, err := c.rpc.model(ctx, "sale.sale", "quote", nil, []int64{id}); err != nil {
 		var f *Fault
 		if errors.As(err, &f) && f.UserFault() {
@@ -95,7 +120,7 @@ func (c *Connector) quote(ctx context.Context, id int64, order string) (string, 
 	if len(rows) != 1 || rows[0].Number == "" {
 		return "", fmt.Errorf("sale %d for order %q has no number after quotation", id, order)
 	}
-	return string(rows[0].Number), nil
+	return c.confirm(ctx, id, string(rows[0].Number), o)
 }
 
 // dataError marks Tryton's validation faults permanent: the same data fails again.
@@ -123,7 +148,11 @@ type productRow struct {
 
 // saleValues resolves the customer and products and builds the sale to create.
 func (c *Connector) saleValues(ctx context.Context, o *eventv1.Order, tag string) (map[string]any, error) {
-	party, err := c.findParty(ctx, o.GetCustomer())
+	customer := o.GetCustomer()
+	if customer == "" {
+		customer = o.GetPartner() // a partner's order: the partner is the customer
+	}
+	party, err := c.findParty(ctx, customer)
 	if err != nil {
 		return nil, err
 	}
@@ -174,6 +203,9 @@ func (c *Connector) saleValues(ctx context.Context, o *eventv1.Order, tag string
 		"reference": o.GetOrderNumber(), "description": tag,
 		"lines": []any{[]any{"create", lines}},
 	}
+	if m := c.cfg.InvoiceMethod; m != "" {
+		sale["invoice_method"] = m
+	}
 	if code := o.GetCurrency(); code != "" {
 		var cur []int64
 		if err := c.rpc.into(ctx, &cur, "currency.currency", "search", nil, []any{[]any{"code", "=", code}}, 0, 1, nil); err != nil {
@@ -190,7 +222,7 @@ func (c *Connector) saleValues(ctx context.Context, o *eventv1.Order, tag string
 // findParty finds the customer by party code, then by exact name.
 func (c *Connector) findParty(ctx context.Context, customer string) (partyRow, error) {
 	if customer == "" {
-		return partyRow{}, sdk.Permanent(errors.New("order.customer is empty; the sink needs the Tryton party code or name"))
+		return partyRow{}, sdk.Permanent(errors.New("order.customer and order.partner are empty; the sink needs the Tryton party code or name"))
 	}
 	for _, field := range []string{"code", "name"} {
 		var rows []partyRow

@@ -30,6 +30,7 @@ type source struct {
 	moves  map[int64]time.Time // stock moves already looked at → their modification time
 	sales  map[int64]string    // last emitted state per sale
 	salesT map[int64]time.Time // modification time of that state
+	ships  map[int64]time.Time // customer shipments emitted as done → their modification time
 	noCode map[int64]bool      // products without a code, logged once
 }
 
@@ -55,6 +56,7 @@ func newSource(c *Connector) *source {
 func (s *source) forget() {
 	s.levels, s.moves = map[levelKey]string{}, map[int64]time.Time{}
 	s.sales, s.salesT = map[int64]string{}, map[int64]time.Time{}
+	s.ships = map[int64]time.Time{}
 }
 
 // Read polls Tryton every poll_interval from the position on.
@@ -145,12 +147,13 @@ type pending struct {
 	moves     map[int64]time.Time
 	sales     map[int64]string
 	salesT    map[int64]time.Time
+	ships     map[int64]time.Time
 }
 
 func (s *source) poll(ctx context.Context, cur *position, emit sdk.Emit) error {
 	next := *cur
 	p := &pending{levels: map[levelKey]string{}, moves: map[int64]time.Time{},
-		sales: map[int64]string{}, salesT: map[int64]time.Time{}}
+		sales: map[int64]string{}, salesT: map[int64]time.Time{}, ships: map[int64]time.Time{}}
 	if *s.c.cfg.Inventory {
 		t, err := s.pollInventory(ctx, cur.Inventory, p)
 		if err != nil {
@@ -164,6 +167,13 @@ func (s *source) poll(ctx context.Context, cur *position, emit sdk.Emit) error {
 			return err
 		}
 		next.Sales = t
+	}
+	if *s.c.cfg.Shipments {
+		t, err := s.pollShipments(ctx, cur.Shipments, p)
+		if err != nil {
+			return err
+		}
+		next.Shipments = t
 	}
 	// Batches before the last carry the old position: a crash between them resumes
 	// from before the poll and emits the same events (same positions, same ids) again.
@@ -188,6 +198,9 @@ func (s *source) poll(ctx context.Context, cur *position, emit sdk.Emit) error {
 	for k, v := range p.moves {
 		s.moves[k] = v
 	}
+	for k, v := range p.ships {
+		s.ships[k] = v
+	}
 	s.prune(next)
 	*cur = next
 	return nil
@@ -206,6 +219,11 @@ func (s *source) prune(p position) {
 		if t.Before(p.Sales.Add(-lb)) {
 			delete(s.sales, id)
 			delete(s.salesT, id)
+		}
+	}
+	for id, t := range s.ships {
+		if t.Before(p.Shipments.Add(-lb)) {
+			delete(s.ships, id)
 		}
 	}
 }
@@ -440,9 +458,11 @@ func subtract(a, b string) string {
 
 type saleRow struct {
 	stamps
-	Number tstring `json:"number"`
-	State  tstring `json:"state"`
-	Party  *struct {
+	Number      tstring `json:"number"`
+	State       tstring `json:"state"`
+	Reference   tstring `json:"reference"`
+	Description tstring `json:"description"`
+	Party       *struct {
 		Code tstring `json:"code"`
 		Name tstring `json:"name"`
 	} `json:"party."`
@@ -460,7 +480,7 @@ type saleRow struct {
 	} `json:"lines."`
 }
 
-var saleFields = []string{"number", "state", "write_date", "create_date", "party.code", "party.name",
+var saleFields = []string{"number", "state", "reference", "description", "write_date", "create_date", "party.code", "party.name",
 	"currency.code", "total_amount", "lines.type", "lines.quantity", "lines.unit_price", "lines.product.code"}
 
 // pollSales emits an order event for every numbered sale whose state changed.
@@ -511,8 +531,28 @@ func saleEvent(r saleRow, at time.Time) *eventv1.Event {
 		o.Lines = append(o.Lines, &eventv1.OrderLine{LineNumber: fmt.Sprint(n), Sku: string(l.Product.Code),
 			Quantity: string(l.Quantity), UnitPrice: string(l.Price)})
 	}
-	return &eventv1.Event{Type: "order", Keys: map[string]string{"order": o.OrderNumber},
+	return &eventv1.Event{Type: "order", Keys: orderKeys(string(r.Number), string(r.Reference), string(r.Description)),
 		OccurredAt: timestamppb.New(at), Payload: &eventv1.Event_Order{Order: o}}
+}
+
+// crossdockOrder is the Crossdock order id of a sale the sink created (its description
+// carries tagPrefix and its reference the order id), "" for other sales.
+func crossdockOrder(reference, description string) string {
+	if !strings.HasPrefix(description, tagPrefix) {
+		return ""
+	}
+	return reference
+}
+
+// orderKeys are the business keys of an event about sale number: order is the Crossdock
+// order id when the sink created the sale (so the order's view joins the event), else
+// the sale's number; erp_order is always the sale's number.
+func orderKeys(number, reference, description string) map[string]string {
+	k := map[string]string{"order": number, "erp_order": number}
+	if id := crossdockOrder(reference, description); id != "" {
+		k["order"] = id
+	}
+	return k
 }
 
 // locationsString is for logs.
@@ -525,4 +565,115 @@ func locationsString(ls []location) string {
 		b.WriteString(l.Label)
 	}
 	return b.String()
+}
+
+type shipmentRow struct {
+	stamps
+	Number    tstring   `json:"number"`
+	State     tstring   `json:"state"`
+	Effective tdatetime `json:"effective_date"`
+	Reference tstring   `json:"reference"`
+	Moves     []struct {
+		Quantity tnumber `json:"quantity"`
+		Product  *struct {
+			Code tstring `json:"code"`
+		} `json:"product."`
+		UoM *struct {
+			Symbol tstring `json:"symbol"`
+		} `json:"uom."`
+	} `json:"outgoing_moves."`
+}
+
+var shipmentFields = []string{"number", "state", "effective_date", "reference", "write_date", "create_date",
+	"outgoing_moves.quantity", "outgoing_moves.product.code", "outgoing_moves.uom.symbol"}
+
+type shipSaleRow struct {
+	ID          int64   `json:"id"`
+	Number      tstring `json:"number"`
+	Reference   tstring `json:"reference"`
+	Description tstring `json:"description"`
+	Shipments   []int64 `json:"shipments"`
+}
+
+// pollShipments emits a shipment event for every customer shipment (stock.shipment.out)
+// done since the position, keyed by the order of the sale it ships (orderKeys), so a
+// shipment of a sale the sink created joins the Crossdock order.
+func (s *source) pollShipments(ctx context.Context, since time.Time, p *pending) (time.Time, error) {
+	latest := since
+	var done []shipmentRow
+	err := s.searchModified(ctx, "stock.shipment.out", s.since(since), shipmentFields, func(res json.RawMessage) ([]int64, error) {
+		var rows []shipmentRow
+		if err := json.Unmarshal(res, &rows); err != nil {
+			return nil, err
+		}
+		ids := make([]int64, len(rows))
+		for i, r := range rows {
+			ids[i] = r.ID
+			if m := r.modified(); m.After(latest) {
+				latest = m
+			}
+			if _, emitted := s.ships[r.ID]; r.State == "done" && !emitted {
+				done = append(done, r)
+			}
+		}
+		return ids, nil
+	})
+	if err != nil || len(done) == 0 {
+		return latest, err
+	}
+	ids := make([]int64, len(done))
+	for i, r := range done {
+		ids[i] = r.ID
+	}
+	var sales []shipSaleRow
+	if err := s.c.rpc.into(ctx, &sales, "sale.sale", "search_read", nil, []any{[]any{"shipments", "in", ids}}, 0, nil,
+		[][]string{{"id", "ASC"}}, []string{"number", "reference", "description", "shipments"}); err != nil {
+		return since, fmt.Errorf("poll stock.shipment.out: find the sales shipped: %w", err)
+	}
+	saleOf := map[int64]shipSaleRow{}
+	for _, sl := range sales {
+		for _, id := range sl.Shipments {
+			if _, ok := saleOf[id]; !ok {
+				saleOf[id] = sl
+			}
+		}
+	}
+	for _, r := range done {
+		m := r.modified()
+		p.events = append(p.events, shipmentEvent(r, saleOf[r.ID], m))
+		p.positions = append(p.positions, fmt.Sprintf("v1;shipment.out=%d;done@%d", r.ID, m.UnixMicro()))
+		p.ships[r.ID] = m
+	}
+	return latest, nil
+}
+
+func shipmentEvent(r shipmentRow, sale shipSaleRow, at time.Time) *eventv1.Event {
+	sh := &eventv1.Shipment{ShipmentNumber: string(r.Number), Status: "shipped", TrackingNumber: string(r.Reference)}
+	if !r.Effective.IsZero() {
+		sh.ShippedAt = timestamppb.New(r.Effective.Time)
+	} else {
+		sh.ShippedAt = timestamppb.New(at)
+	}
+	keys := map[string]string{"shipment": sh.ShipmentNumber}
+	if sale.Number != "" {
+		sh.OrderNumber = string(sale.Number)
+		for k, v := range orderKeys(string(sale.Number), string(sale.Reference), string(sale.Description)) {
+			keys[k] = v
+		}
+		if id := crossdockOrder(string(sale.Reference), string(sale.Description)); id != "" {
+			sh.OrderNumber = id
+		}
+	}
+	for _, mv := range r.Moves {
+		if mv.Product == nil || mv.Product.Code == "" {
+			continue
+		}
+		l := &eventv1.ShipmentLine{Sku: string(mv.Product.Code), Quantity: string(mv.Quantity)}
+		if mv.UoM != nil {
+			l.UnitOfMeasure = string(mv.UoM.Symbol)
+		}
+		sh.Lines = append(sh.Lines, l)
+	}
+	return &eventv1.Event{Type: "shipment", Keys: keys, OccurredAt: timestamppb.New(at),
+		Payload: &eventv1.Event_Shipment{Shipment: sh}}
 }

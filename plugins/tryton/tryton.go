@@ -1,8 +1,10 @@
 // Package tryton is the connector for the Tryton ERP (6.0, modules sale and stock) over
 // its JSON-RPC API. As a source it emits absolute inventory levels per product and
-// location, found by polling stock moves, and sales order status changes. As a sink it
-// creates a sales order from an order event, quotes it so Tryton numbers it, and returns
-// that number; the event id stored on the sale makes the write idempotent.
+// location, found by polling stock moves, sales order status changes and customer
+// shipments done. As a sink it creates a sales order from an order event, quotes it so
+// Tryton numbers it (and confirms it when the settings say so), and returns that number;
+// the event id stored on the sale makes the write idempotent, and the Crossdock order id
+// stored as the sale's reference joins the sale's later events to the order.
 package tryton
 
 import (
@@ -45,6 +47,19 @@ type Settings struct {
 	PageSize int `json:"page_size"`
 	// Timeout bounds one JSON-RPC call (default 30s).
 	Timeout string `json:"timeout"`
+	// Shipments switches the source's stream of customer shipments done (stock.shipment.out
+	// → shipment events); default true.
+	Shipments *bool `json:"shipments"`
+
+	// Confirm makes the sink confirm every sale it creates (quotation → confirmed, which
+	// Tryton processes into shipments); ConfirmPartners confirms only the orders of these
+	// partners (Order.partner). Without either, sales stay quotations for a person to
+	// confirm.
+	Confirm         bool     `json:"confirm"`
+	ConfirmPartners []string `json:"confirm_partners"`
+	// InvoiceMethod, when set, is the invoice method of the sales the sink creates
+	// (order, shipment or manual); Tryton's sale configuration decides otherwise.
+	InvoiceMethod string `json:"invoice_method"`
 
 	pollInterval, lookback, timeout time.Duration
 }
@@ -129,6 +144,19 @@ func parseSettings(b []byte) (Settings, error) {
 	}
 	if s.Orders == nil {
 		s.Orders = &t
+	}
+	if s.Shipments == nil {
+		s.Shipments = &t
+	}
+	for i, p := range s.ConfirmPartners {
+		if p == "" {
+			return s, &sdk.ConfigError{Field: fmt.Sprintf("confirm_partners[%d]", i), Reason: "empty partner name"}
+		}
+	}
+	switch s.InvoiceMethod {
+	case "", "order", "shipment", "manual":
+	default:
+		return s, &sdk.ConfigError{Field: "invoice_method", Reason: fmt.Sprintf("%q: want order, shipment or manual", s.InvoiceMethod)}
 	}
 	for _, d := range []struct {
 		field, value string

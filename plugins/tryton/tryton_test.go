@@ -537,6 +537,7 @@ func TestAgainstTryton(t *testing.T) {
 
 	t.Run("ControlPlane", func(t *testing.T) { testControlPlane(t, e) })
 	t.Run("PluginHost", func(t *testing.T) { testPluginHost(t, e) })
+	t.Run("PartnerOrders", func(t *testing.T) { testPartnerOrders(t, e) })
 }
 
 // key identifies an event's content for comparing runs.

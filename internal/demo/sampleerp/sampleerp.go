@@ -7,6 +7,7 @@ package sampleerp
 import (
 	"context"
 	"database/sql"
+	"errors"
 	"fmt"
 	"math/rand/v2"
 	"strconv"
@@ -55,6 +56,37 @@ CREATE TABLE IF NOT EXISTS sales_order_lines (
   unit_price TEXT NOT NULL,
   PRIMARY KEY (order_id, line_no)
 );
+-- Partners' orders as Crossdock's sql sink stages them (docs/connectors.md, "Partner
+-- orders into staging tables"): the import number is the ERP's answer (order.ack
+-- erp_order_number); a line for an item the ERP does not have breaks the foreign key,
+-- which the sink reports as a refusal (order.ack rejected).
+CREATE TABLE IF NOT EXISTS crossdock_order_in (
+  import_no   INTEGER PRIMARY KEY,
+  order_id    TEXT NOT NULL UNIQUE,
+  partner     TEXT NOT NULL,
+  po_number   TEXT NOT NULL,
+  currency    TEXT,
+  status      TEXT NOT NULL DEFAULT 'new',
+  received_at TEXT NOT NULL DEFAULT (strftime('%Y-%m-%d %H:%M:%f', 'now'))
+);
+CREATE TABLE IF NOT EXISTS crossdock_order_line_in (
+  order_id   TEXT NOT NULL REFERENCES crossdock_order_in (order_id),
+  line_no    TEXT NOT NULL,
+  sku        TEXT NOT NULL REFERENCES items (sku),
+  quantity   TEXT NOT NULL CHECK (CAST(quantity AS REAL) > 0),
+  unit_price TEXT,
+  PRIMARY KEY (order_id, line_no)
+);
+-- Shipments of staged partner orders, captured as shipment events keyed by the order.
+CREATE TABLE IF NOT EXISTS shipments (
+  id          INTEGER PRIMARY KEY,
+  shipment_no TEXT NOT NULL UNIQUE,
+  order_id    TEXT NOT NULL,
+  carrier     TEXT NOT NULL,
+  tracking    TEXT NOT NULL,
+  updated_at  TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS shipments_updated ON shipments (updated_at, id);
 `
 
 // now is the database's clock in the schema's timestamp format.
@@ -75,8 +107,10 @@ type ERP struct {
 // DSN is the SQLite data source name for the file at path: WAL, so the connector reads
 // while the simulator writes (synchronous=NORMAL: a sample need not fsync each commit),
 // and a busy timeout instead of "database is locked".
+// Foreign keys are checked (SQLite checks them only when asked): the staging tables
+// refuse order lines for unknown items.
 func DSN(path string) string {
-	return "file:" + path + "?_pragma=journal_mode(WAL)&_pragma=synchronous(NORMAL)&_pragma=busy_timeout(10000)"
+	return "file:" + path + "?_pragma=journal_mode(WAL)&_pragma=synchronous(NORMAL)&_pragma=busy_timeout(10000)&_pragma=foreign_keys(1)"
 }
 
 // Open opens (creating if needed) the ERP at path and seeds skus items, each stocked
@@ -172,6 +206,8 @@ func (s *Simulator) Step(ctx context.Context) error {
 	switch r := s.rng.IntN(every); {
 	case r == 0:
 		return s.newOrder(ctx)
+	case r == 2 && s.rng.IntN(10) == 0:
+		return s.shipPartnerOrder(ctx)
 	case r == 1 && s.orders > 0:
 		return s.advanceOrder(ctx)
 	default:
@@ -272,6 +308,34 @@ func (s *Simulator) advanceOrder(ctx context.Context) error {
 	return nil
 }
 
+// ShipAfter is how long a staged partner order waits before the simulator ships it.
+var ShipAfter = 5 * time.Second
+
+// shipPartnerOrder ships the oldest partner order staged at least ShipAfter ago: a
+// shipment row (captured as a shipment event keyed by the Crossdock order id) and the
+// staged order marked shipped.
+func (s *Simulator) shipPartnerOrder(ctx context.Context) error {
+	return s.erp.tx(ctx, func(tx *sql.Tx) error {
+		var id string
+		err := tx.QueryRowContext(ctx, `SELECT order_id FROM crossdock_order_in WHERE status = 'new'
+  AND received_at <= strftime('%Y-%m-%d %H:%M:%f', 'now', ?) ORDER BY import_no LIMIT 1`,
+			fmt.Sprintf("-%.3f seconds", ShipAfter.Seconds())).Scan(&id)
+		if errors.Is(err, sql.ErrNoRows) {
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+		n := s.rng.IntN(1000000)
+		if _, err := tx.ExecContext(ctx, `INSERT INTO shipments (shipment_no, order_id, carrier, tracking, updated_at)
+  VALUES ('SH-' || (SELECT COUNT(*) + 1 FROM shipments), ?, 'UPSN', ?, `+now+`)`, id, fmt.Sprintf("1Z%06d", n)); err != nil {
+			return err
+		}
+		_, err = tx.ExecContext(ctx, `UPDATE crossdock_order_in SET status = 'shipped' WHERE order_id = ?`, id)
+		return err
+	})
+}
+
 func cents(price string) (int64, error) {
 	whole, frac, _ := strings.Cut(price, ".")
 	w, err := strconv.ParseInt(whole, 10, 64)
@@ -285,8 +349,10 @@ func cents(price string) (int64, error) {
 	return w*100 + f, nil
 }
 
-// Settings are the sql connector's settings capturing the ERP at dsn: stock levels and
-// orders (with their lines) incrementally, items as a periodic snapshot. The one
+// Settings are the sql connector's settings capturing the ERP at dsn: stock levels,
+// orders (with their lines) and shipments incrementally, items as a periodic snapshot;
+// and, as a sink, partners' orders into the staging tables (the import number answers
+// the order). The one
 // second delay keeps the equal-timestamp rule safe at the schema's millisecond
 // timestamps: a row is read only once no new write can share its timestamp.
 func Settings(dsn string) map[string]any {
@@ -312,9 +378,28 @@ FROM sales_orders o`,
 					"values": map[string]string{"channel": "erp"}},
 			},
 			map[string]any{
+				"name": "shipments", "key_column": "id", "timestamp_column": "updated_at", "delay": "1s",
+				"query": `SELECT s.id, s.shipment_no, s.order_id, s.carrier, s.tracking, s.updated_at,
+  (SELECT json_group_array(json_object('order_line_number', l.line_no, 'sku', l.sku, 'quantity', l.quantity))
+     FROM crossdock_order_line_in l WHERE l.order_id = s.order_id) AS lines
+FROM shipments s`,
+				"mapping": map[string]any{"type": "shipment", "fields": map[string]string{
+					"shipment_number": "shipment_no", "order_number": "order_id", "carrier_scac": "carrier", "tracking_number": "tracking",
+					"lines": "lines"},
+					"values": map[string]string{"status": "shipped"}},
+			},
+			map[string]any{
 				"table": "items", "mode": "snapshot", "key_column": "sku", "interval": "1h",
 				"mapping": map[string]any{"type": "item", "fields": map[string]string{"sku": "sku", "name": "name", "unit_of_measure": "uom"}},
 			},
+		},
+		"sink": map[string]any{
+			"header_statement": `INSERT INTO crossdock_order_in (order_id, partner, po_number, currency)
+  VALUES (:order_number, :partner, :purchase_order_number, :currency) RETURNING 'IMP-' || import_no`,
+			"statement": `INSERT INTO crossdock_order_line_in (order_id, line_no, sku, quantity, unit_price)
+  VALUES (:order_number, :line, :sku, :qty, :price)`,
+			"params":   map[string]string{"line": "lines.line_number", "sku": "lines.sku", "qty": "lines.quantity", "price": "lines.unit_price"},
+			"for_each": "lines", "types": []string{"order"}, "returns_ref": true, "create_idempotency_table": true,
 		},
 	}
 }
