@@ -8,7 +8,10 @@ import (
 	"encoding/hex"
 	"time"
 
+	"go.opentelemetry.io/otel/trace"
+
 	"github.com/crossdock/crossdock/controlplane/ledger"
+	"github.com/crossdock/crossdock/internal/tracing"
 	storev1 "github.com/crossdock/crossdock/proto/gen/crossdock/store/v1"
 )
 
@@ -98,10 +101,18 @@ func (w *worker) sendJob(ctx context.Context, items []*item) {
 		id, body = batchBody(items)
 	}
 	var res attemptResult
+	sctx := ctx
+	var span trace.Span
+	if tracing.Enabled() {
+		sctx, span = w.startAttemptSpan(ctx, items)
+	}
 	if w.dest.Kind == KindAgent {
-		res = w.sendAgent(ctx, items[0])
+		res = w.sendAgent(sctx, items[0])
 	} else {
-		res = w.e.client.send(ctx, &w.dest, w.key, id, body)
+		res = w.e.client.send(sctx, &w.dest, w.key, id, body)
+	}
+	if span != nil {
+		endAttemptSpan(span, res)
 	}
 	if h := w.e.cfg.OnAttempt; h != nil {
 		h(w.dest.Name, res.outcome.String(), res.took)

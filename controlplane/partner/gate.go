@@ -14,9 +14,13 @@ import (
 
 	"connectrpc.com/connect"
 	"golang.org/x/time/rate"
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/codes"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/crossdock/crossdock/controlplane/ledger"
 	"github.com/crossdock/crossdock/controlplane/routing"
+	"github.com/crossdock/crossdock/internal/tracing"
 	"github.com/crossdock/crossdock/proto/gen/crossdock/partner/v1/partnerv1connect"
 )
 
@@ -126,8 +130,19 @@ func (s *Server) Gate(next http.Handler) http.Handler {
 			next.ServeHTTP(w, r) // Connect answers unknown procedures
 			return
 		}
+		if tracing.Enabled() {
+			// The call's span, a child of the partner's traceparent if it sent one;
+			// the SubmitOrder it carries continues in the order event's trace.
+			ctx, span := tracing.Tracer().Start(tracing.ExtractHeader(r.Context(), r.Header), tracing.SpanPartner+" "+method,
+				trace.WithSpanKind(trace.SpanKindServer), trace.WithAttributes(attribute.String("rpc.method", method)))
+			defer span.End()
+			r = r.WithContext(ctx)
+		}
 		now := s.now()
 		p, keyID, err := s.authenticate(r.Header.Get("Authorization"), now, method)
+		if err == nil && tracing.Enabled() {
+			trace.SpanFromContext(r.Context()).SetAttributes(tracing.AttrPartner.String(p.Name))
+		}
 		if err != nil {
 			s.refuse(w, r, err)
 			return
@@ -246,6 +261,11 @@ func retryAfter(l *rate.Limiter, now time.Time) int {
 
 // refuse answers err without reading the body.
 func (s *Server) refuse(w http.ResponseWriter, r *http.Request, err error) {
+	if tracing.Enabled() {
+		span := trace.SpanFromContext(r.Context())
+		span.SetAttributes(attribute.String("rpc.connect.code", connect.CodeOf(err).String()))
+		span.SetStatus(codes.Error, err.Error())
+	}
 	if s.errw.IsSupported(r) {
 		_ = s.errw.Write(w, r, err)
 		return
@@ -291,6 +311,11 @@ type counter struct{ s *Server }
 func (c counter) WrapUnary(next connect.UnaryFunc) connect.UnaryFunc {
 	return func(ctx context.Context, req connect.AnyRequest) (connect.AnyResponse, error) {
 		res, err := next(ctx, req)
+		if tracing.Enabled() && err != nil {
+			span := trace.SpanFromContext(ctx)
+			span.SetAttributes(attribute.String("rpc.connect.code", connect.CodeOf(err).String()))
+			span.SetStatus(codes.Error, err.Error())
+		}
 		if cl := callFrom(ctx); cl != nil {
 			code := "ok"
 			if err != nil {
