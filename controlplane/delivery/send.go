@@ -6,6 +6,7 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
+	"log/slog"
 	"time"
 
 	"go.opentelemetry.io/otel/trace"
@@ -169,7 +170,8 @@ func (w *worker) deadLetterJob(ctx context.Context, items []*item, reason string
 	}
 	_, err := w.e.propose(ctx, storev1.CommandType_COMMAND_TYPE_PUT_DEAD_LETTERS, put)
 	if err == nil {
-		w.log.Warn("delivery: dead-lettered", "messages", len(items), "route", items[0].route, "seq", items[0].seq, "reason", reason)
+		w.e.logs.Log(w.log, slog.LevelWarn, "dead:"+w.dest.Name, "delivery: dead-lettered; `crossdock dlq` lists and retries it",
+			append(w.messageArgs(items[0], len(items)), "reason", reason)...)
 	}
 	w.results <- jobResult{items: items, dead: true, err: err, at: now}
 }
