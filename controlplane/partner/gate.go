@@ -20,6 +20,7 @@ import (
 
 	"github.com/crossdock/crossdock/controlplane/ledger"
 	"github.com/crossdock/crossdock/controlplane/routing"
+	"github.com/crossdock/crossdock/internal/platform/ratelog"
 	"github.com/crossdock/crossdock/internal/tracing"
 	"github.com/crossdock/crossdock/proto/gen/crossdock/partner/v1/partnerv1connect"
 )
@@ -69,6 +70,7 @@ type Server struct {
 
 	mu       sync.Mutex
 	limiters map[string]*partnerLimiter
+	logs     *ratelog.Limiter // refusal lines per partner
 	errw     *connect.ErrorWriter
 	once     sync.Once
 }
@@ -190,6 +192,7 @@ func (s *Server) authenticate(header string, now time.Time, method string) (*Par
 	id, secret, reason, err := ParseAuthorization(header)
 	if err != nil {
 		s.Usage.Call("", method, reason, "", now)
+		s.logRefusal("", method, reason, "", err.Error())
 		return nil, "", connect.NewError(connect.CodeUnauthenticated, err)
 	}
 	k, found, err := s.Ledger.PartnerKey(id)
@@ -199,6 +202,7 @@ func (s *Server) authenticate(header string, now time.Time, method string) (*Par
 	unknown := connect.NewError(connect.CodeUnauthenticated, errors.New("API key not recognised by this cluster"))
 	if !found {
 		s.Usage.Call("", method, ReasonBadKey, "", now)
+		s.logRefusal("", method, ReasonBadKey, "", unknown.Message())
 		return nil, "", unknown
 	}
 	partner := k.GetPartner()
@@ -233,7 +237,28 @@ func (s *Server) audit(partner, method, reason, keyID string, at time.Time, err 
 	}
 	s.Usage.Refuse(partner, refusal(s.Node, method, reason, keyID, msg, at))
 	s.Usage.Call(partner, method, connect.CodeOf(err).String(), keyID, at)
+	s.logRefusal(partner, method, reason, keyID, msg)
 	return err
+}
+
+// logRefusal logs a refused call once, rate-limited per partner (a partner's client
+// retrying with a revoked key would otherwise fill the log).
+func (s *Server) logRefusal(partner, method, reason, keyID, msg string) {
+	s.mu.Lock()
+	if s.logs == nil {
+		s.logs = ratelog.New(0, 0)
+	}
+	l := s.logs
+	s.mu.Unlock()
+	key := partner
+	if key == "" {
+		key = "(no partner)" // no key, or one this cluster does not know
+	}
+	args := []any{"partner", partner, "method", method, "reason", reason, "err", msg}
+	if keyID != "" {
+		args = append(args, "key", KeyIDPrefix(keyID))
+	}
+	l.Log(s.logger(), slog.LevelWarn, key, "partner API: call refused", args...)
 }
 
 func (s *Server) limiter(p *Partner) *rate.Limiter {
