@@ -191,4 +191,3 @@ func wantAttr(t *testing.T, s tracetest.SpanStub, k attribute.Key, want string) 
 		t.Errorf("span %s: %s = %q, want %q", s.Name, k, got, want)
 	}
 }
-

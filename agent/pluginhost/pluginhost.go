@@ -38,6 +38,7 @@ import (
 
 	"github.com/crossdock/crossdock/agent/outbox"
 	"github.com/crossdock/crossdock/internal/canonical"
+	"github.com/crossdock/crossdock/internal/platform/ratelog"
 	"github.com/crossdock/crossdock/internal/platform/slogh"
 	"github.com/crossdock/crossdock/internal/tracing"
 	"github.com/crossdock/crossdock/internal/wire"
@@ -116,6 +117,7 @@ type Options struct {
 type Host struct {
 	opts   Options
 	log    *slog.Logger
+	logs   *ratelog.Limiter // stall and restart lines per connector
 	conns  []*conn
 	byName map[string]*conn
 
@@ -178,7 +180,7 @@ func New(opts Options, connectors []Connector) (*Host, error) {
 		}
 		opts.Self = self
 	}
-	h := &Host{opts: opts, log: opts.Logger, byName: map[string]*conn{}, changed: make(chan struct{})}
+	h := &Host{opts: opts, log: opts.Logger, logs: ratelog.New(0, 0), byName: map[string]*conn{}, changed: make(chan struct{})}
 	now := time.Now()
 	for i, c := range connectors {
 		switch {
@@ -383,7 +385,12 @@ func (h *Host) supervise(ctx context.Context, c *conn) {
 			}
 			c.state, c.lastErr, c.since, c.next, c.rpc, c.pid = state, err.Error(), time.Now(), time.Now().Add(delay), nil, 0
 		})
-		c.log.Warn("connector "+state, "err", err, "retry_in", delay)
+		// A stalled connector retries the same batch forever: logged once per window
+		// (ratelog), with the position it is stuck at, not at every retry.
+		c.mu.Lock()
+		pos, restarts := c.position, c.restarts
+		c.mu.Unlock()
+		h.logs.Log(c.log, slog.LevelWarn, c.cfg.Name+":"+state, "connector "+state, "position", pos, "restarts", restarts, "err", err, "retry_in", delay)
 		t := time.NewTimer(delay)
 		select {
 		case <-ctx.Done():

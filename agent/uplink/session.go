@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -12,6 +13,7 @@ import (
 	"go.opentelemetry.io/otel/codes"
 	"go.opentelemetry.io/otel/trace"
 
+	"github.com/crossdock/crossdock/internal/platform/ratelog"
 	"github.com/crossdock/crossdock/internal/tracing"
 
 	"github.com/crossdock/crossdock/internal/wire"
@@ -296,7 +298,9 @@ func (u *Uplink) sinkWrite(ctx context.Context, w *uplinkv1.SinkWrite) *uplinkv1
 	if err != nil {
 		r.Error = err.Error()
 		r.Permanent = u.cfg.IsPermanent != nil && u.cfg.IsPermanent(err)
-		u.logger.Warn("sink write failed", "connector", w.GetConnector(), "message_id", w.GetMessageId(), "permanent", r.Permanent, "err", err)
+		args := []any{"connector", w.GetConnector(), "message_id", w.GetMessageId(), "event_type", w.GetEvent().GetType(), "event_id", w.GetEvent().GetId()}
+		args = append(args, ratelog.Keys(w.GetEvent().GetKeys())...)
+		u.logs.Log(u.logger, slog.LevelWarn, "sink:"+w.GetConnector(), "sink write failed", append(args, "permanent", r.Permanent, "err", err)...)
 		return r
 	}
 	r.Ref = ref

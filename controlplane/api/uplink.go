@@ -14,6 +14,7 @@ import (
 	"go.opentelemetry.io/otel/trace"
 
 	"github.com/crossdock/crossdock/controlplane/store"
+	"github.com/crossdock/crossdock/internal/platform/ratelog"
 	"github.com/crossdock/crossdock/internal/tracing"
 	"github.com/crossdock/crossdock/internal/wire"
 	storev1 "github.com/crossdock/crossdock/proto/gen/crossdock/store/v1"
@@ -51,7 +52,7 @@ func (u *Uplink) Stream(ctx context.Context, stream *connect.BidiStream[uplinkv1
 	log := u.Logger.With("agent", agentID, "transport", p.Transport, "remote", p.RemoteAddr)
 	rec, err := u.admitStream(ctx, agentID, cert, hello)
 	if err != nil {
-		log.Warn("agent stream refused", "err", err)
+		refusals.Log(log, slog.LevelWarn, agentID, "agent stream refused", "err", err) // an agent retries: once per window
 		return err
 	}
 	committed, incarnation := rec.GetCommittedSeq(), rec.GetIncarnation()
@@ -118,6 +119,10 @@ func (u *Uplink) Stream(ctx context.Context, stream *connect.BidiStream[uplinkv1
 	}
 	return nil
 }
+
+// refusals rate-limits the log lines of refused agent streams per agent: a revoked
+// agent keeps reconnecting.
+var refusals = ratelog.New(0, 0)
 
 // receiver reads one agent stream.
 type receiver struct {
