@@ -59,7 +59,7 @@ certificate, and from then on connects with mutual TLS only.
 			if err != nil {
 				return err
 			}
-			slog.Info("agent running", "agent", a.ID(), "local_api", a.LocalAddr(), "servers", cfg.Servers, "version", version, "metrics", a.MetricsAddr())
+			slog.Info("agent started", "agent", a.ID(), "local_api", a.LocalAddr(), "servers", cfg.Servers, "version", version, "metrics", a.MetricsAddr())
 			if os.Getenv("NOTIFY_SOCKET") != "" { // systemd Type=notify: READY=1 once /readyz would say so
 				go metrics.NotifyWhenReady(cmd.Context(), a.Ready, 500*time.Millisecond, slog.Default())
 				defer metrics.NotifyStopping()

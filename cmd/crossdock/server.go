@@ -76,7 +76,7 @@ cluster: it creates the cluster CA and an admin token, and writes both to
 			if _, err := os.Stat(srv.AdminConfigPath()); err == nil {
 				banner = append(banner, "admin_config", srv.AdminConfigPath())
 			}
-			slog.Info("control plane serving", banner...)
+			slog.Info("server started", banner...)
 			if os.Getenv("NOTIFY_SOCKET") != "" { // systemd Type=notify: READY=1 once /readyz would say so
 				go metrics.NotifyWhenReady(cmd.Context(), srv.Ready, 500*time.Millisecond, slog.Default())
 				defer metrics.NotifyStopping()
