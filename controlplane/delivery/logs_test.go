@@ -121,3 +121,43 @@ func TestDeadReceiverLogsBounded(t *testing.T) {
 		t.Errorf("%d lines + %d suppressed > %d failures", failures, suppressed, messages*attempts)
 	}
 }
+
+// TestBreakerChangesLogged: the breaker opening after failures and closing when the
+// receiver answers again are each logged, with the destination.
+func TestBreakerChangesLogged(t *testing.T) {
+	srv := controlplanetest.TestServer(t, nil)
+	var requests atomic.Int64
+	recv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if requests.Add(1) <= 3 {
+			http.Error(w, "down", http.StatusBadGateway)
+			return
+		}
+		w.WriteHeader(http.StatusOK)
+	}))
+	t.Cleanup(recv.Close)
+	plan := &delivery.Plan{Version: "1",
+		Destinations: []delivery.Destination{{Name: "flaky", Kind: delivery.KindWebhook, URL: recv.URL, Secret: testSecret,
+			Policy: routing.Policy{MaxAttempts: 10, InitialBackoff: time.Millisecond, MaxBackoff: 5 * time.Millisecond,
+				FailureThreshold: 2, Cooldown: 100 * time.Millisecond}}},
+		Routes: []delivery.Route{stockRoute("stock", "flaky")},
+	}
+	var buf lockedBuffer
+	e := delivery.New(delivery.Config{Store: srv.Store(), Plans: delivery.StaticPlan{P: plan}, Logger: slog.New(slog.NewJSONHandler(&buf, nil)),
+		Poll: 50 * time.Millisecond, AddressPolicy: allowLoopback(t)})
+	runEngineWith(t, e)
+	newSource(t).commit(srv.Store(), level{"A", "1"})
+	waitCursor(t, srv.Store().Ledger(), "flaky", time.Minute)
+	var open, closed bool
+	for _, l := range buf.lines(t) {
+		msg, _ := l["msg"].(string)
+		switch {
+		case msg == "delivery: circuit breaker open; nothing is sent to the destination until the cooldown ends":
+			open = l["destination"] == "flaky" && l["err"] != nil
+		case msg == "delivery: circuit breaker closed; the destination answers again":
+			closed = open && l["destination"] == "flaky"
+		}
+	}
+	if !open || !closed {
+		t.Errorf("breaker open logged %v, closed after it %v; log:\n%s", open, closed, buf.b.String())
+	}
+}
