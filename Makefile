@@ -110,6 +110,7 @@ fuzz: ## Run each fuzzer briefly
 	$(GO) test -run '^$$' -fuzz '^FuzzMap850$$' -fuzztime 20s ./internal/edi/
 	$(GO) test -run '^$$' -fuzz FuzzMatchers -fuzztime 20s ./internal/canonical/
 	$(GO) test -run '^$$' -fuzz FuzzEventValid -fuzztime 20s ./internal/wire/
+	$(GO) test -run '^$$' -fuzz FuzzReadEventHead -fuzztime 20s ./internal/wire/
 	$(GO) test -run '^$$' -fuzz FuzzParseLine -fuzztime 20s ./internal/platform/mapadvise/
 	$(GO) test -run '^$$' -fuzz FuzzReadEvents -fuzztime 20s ./cmd/crossdock/
 	$(GO) test -run '^$$' -fuzz FuzzParse -fuzztime 20s ./agent/config/

@@ -16,6 +16,7 @@ import (
 	"sync"
 	"time"
 
+	"go.opentelemetry.io/otel/trace"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/crossdock/crossdock/agent/localapi"
@@ -23,6 +24,7 @@ import (
 	"github.com/crossdock/crossdock/agent/pluginhost"
 	"github.com/crossdock/crossdock/agent/uplink"
 	"github.com/crossdock/crossdock/internal/canonical"
+	"github.com/crossdock/crossdock/internal/tracing"
 	"github.com/crossdock/crossdock/internal/wire"
 	"github.com/crossdock/crossdock/plugins/sdk"
 	agentv1 "github.com/crossdock/crossdock/proto/gen/crossdock/agent/v1"
@@ -254,7 +256,7 @@ func (a *Agent) Run(ctx context.Context) error {
 
 // Publish validates events, gives each its deterministic id, and appends them to the
 // outbox; it returns once they are fsynced.
-func (a *Agent) Publish(ctx context.Context, connector string, events []*eventv1.Event) (*agentv1.PublishResponse, error) {
+func (a *Agent) Publish(ctx context.Context, connector string, events []*eventv1.Event) (_ *agentv1.PublishResponse, err error) {
 	if connector == "" {
 		connector = DefaultConnector
 	}
@@ -276,10 +278,24 @@ func (a *Agent) Publish(ctx context.Context, connector string, events []*eventv1
 	// without copying.
 	rs := recordsPool.Get().(*outbox.Records)
 	defer putRecords(rs)
+	// With tracing on, a span per event from here until the outbox fsynced it; its
+	// context rides in the event (Event.trace). Off, nothing is allocated.
+	var spans []trace.Span
+	defer func() {
+		if spans != nil {
+			tracing.EndAll(spans, err)
+		}
+	}()
 	for i, ev := range events {
 		chosen := ev.GetId() != "" || ev.GetSource().GetPosition() != ""
 		if err := canonical.Stamp(ev, a.id.ID, connector, timestamppb.Now); err != nil {
 			return nil, fmt.Errorf("events[%d]: %w", i, err)
+		}
+		if tracing.Enabled() { // after Stamp: the id does not depend on the trace
+			if spans == nil {
+				spans = make([]trace.Span, 0, len(events))
+			}
+			spans = append(spans, tracing.StartEvent(ctx, tracing.SpanPublish, ev, a.id.ID, connector))
 		}
 		rec := rs.AddFunc(func(b []byte) []byte { return wire.AppendEvent(b, ev) })
 		if i == 0 && len(events) > 1 { // size the buffer for the batch from its first event

@@ -33,11 +33,14 @@ import (
 
 	"github.com/hashicorp/go-hclog"
 	"github.com/hashicorp/go-plugin"
+	"go.opentelemetry.io/otel/trace"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/crossdock/crossdock/agent/outbox"
 	"github.com/crossdock/crossdock/internal/canonical"
+	"github.com/crossdock/crossdock/internal/platform/ratelog"
 	"github.com/crossdock/crossdock/internal/platform/slogh"
+	"github.com/crossdock/crossdock/internal/tracing"
 	"github.com/crossdock/crossdock/internal/wire"
 	"github.com/crossdock/crossdock/plugins/sdk"
 	agentv1 "github.com/crossdock/crossdock/proto/gen/crossdock/agent/v1"
@@ -114,6 +117,7 @@ type Options struct {
 type Host struct {
 	opts   Options
 	log    *slog.Logger
+	logs   *ratelog.Limiter // stall and restart lines per connector
 	conns  []*conn
 	byName map[string]*conn
 
@@ -176,7 +180,7 @@ func New(opts Options, connectors []Connector) (*Host, error) {
 		}
 		opts.Self = self
 	}
-	h := &Host{opts: opts, log: opts.Logger, byName: map[string]*conn{}, changed: make(chan struct{})}
+	h := &Host{opts: opts, log: opts.Logger, logs: ratelog.New(0, 0), byName: map[string]*conn{}, changed: make(chan struct{})}
 	now := time.Now()
 	for i, c := range connectors {
 		switch {
@@ -381,7 +385,12 @@ func (h *Host) supervise(ctx context.Context, c *conn) {
 			}
 			c.state, c.lastErr, c.since, c.next, c.rpc, c.pid = state, err.Error(), time.Now(), time.Now().Add(delay), nil, 0
 		})
-		c.log.Warn("connector "+state, "err", err, "retry_in", delay)
+		// A stalled connector retries the same batch forever: logged once per window
+		// (ratelog), with the position it is stuck at, not at every retry.
+		c.mu.Lock()
+		pos, restarts := c.position, c.restarts
+		c.mu.Unlock()
+		h.logs.Log(c.log, slog.LevelWarn, c.cfg.Name+":"+state, "connector "+state, "position", pos, "restarts", restarts, "err", err, "retry_in", delay)
 		t := time.NewTimer(delay)
 		select {
 		case <-ctx.Done():
@@ -568,11 +577,14 @@ func (h *Host) read(ctx context.Context, c *conn, rpc *sdk.Client) (int, error) 
 	c.mu.Unlock()
 	n := 0
 	err = rpc.Read(ctx, from, func(b sdk.Batch) error {
-		recs, err := h.encode(c, b)
+		recs, spans, err := h.encode(ctx, c, b)
 		if err != nil {
+			tracing.EndAll(spans, err)
 			return err
 		}
-		if err := h.appendParts(ctx, recs, outbox.Position{Name: posName, Value: b.Position}); err != nil {
+		err = h.appendParts(ctx, recs, outbox.Position{Name: posName, Value: b.Position})
+		tracing.EndAll(spans, err) // nil when tracing is off
+		if err != nil {
 			return err
 		}
 		n++
@@ -586,12 +598,14 @@ func (h *Host) read(ctx context.Context, c *conn, rpc *sdk.Client) (int, error) 
 }
 
 // encode validates a batch's events, gives each its deterministic id and marshals it.
-func (h *Host) encode(c *conn, b sdk.Batch) ([][]byte, error) {
+// With tracing on it starts a capture span per event (ended by the caller once the
+// batch is in the outbox) and carries its context in the event.
+func (h *Host) encode(ctx context.Context, c *conn, b sdk.Batch) (_ [][]byte, spans []trace.Span, err error) {
 	if b.Position == "" {
-		return nil, sdk.Permanent(fmt.Errorf("the source emitted a batch of %d events without a position", len(b.Events)))
+		return nil, nil, sdk.Permanent(fmt.Errorf("the source emitted a batch of %d events without a position", len(b.Events)))
 	}
 	if len(b.EventPositions) != 0 && len(b.EventPositions) != len(b.Events) {
-		return nil, sdk.Permanent(fmt.Errorf("batch at %q: %d events but %d event positions", b.Position, len(b.Events), len(b.EventPositions)))
+		return nil, nil, sdk.Permanent(fmt.Errorf("batch at %q: %d events but %d event positions", b.Position, len(b.Events), len(b.EventPositions)))
 	}
 	now := timestamppb.Now()
 	recs := make([][]byte, len(b.Events))
@@ -604,16 +618,19 @@ func (h *Host) encode(c *conn, b sdk.Batch) ([][]byte, error) {
 		// source the plugin set is replaced.
 		ev.Id, ev.Source = "", &eventv1.Source{Position: pos}
 		if err := canonical.Stamp(ev, h.opts.AgentID, c.cfg.Name, func() *timestamppb.Timestamp { return now }); err != nil {
-			return nil, fmt.Errorf("%w at position %s (event %d of the batch ending at %s): %w", ErrInvalidEvent, pos, i, b.Position, err)
+			return nil, spans, fmt.Errorf("%w at position %s (event %d of the batch ending at %s): %w", ErrInvalidEvent, pos, i, b.Position, err)
+		}
+		if tracing.Enabled() { // after Stamp: the id does not depend on the trace
+			spans = append(spans, tracing.StartEvent(ctx, tracing.SpanCapture, ev, h.opts.AgentID, c.cfg.Name))
 		}
 		rec := wire.AppendEvent(nil, ev)
 		// Size as sent, with source and id: what the control plane checks.
 		if err := canonical.CheckSize(len(rec)); err != nil {
-			return nil, fmt.Errorf("%w at position %s (event %d of the batch ending at %s): %w", ErrInvalidEvent, pos, i, b.Position, err)
+			return nil, spans, fmt.Errorf("%w at position %s (event %d of the batch ending at %s): %w", ErrInvalidEvent, pos, i, b.Position, err)
 		}
 		recs[i] = rec
 	}
-	return recs, nil
+	return recs, spans, nil
 }
 
 // appendParts appends recs with pos in one outbox transaction, or, when they exceed one,

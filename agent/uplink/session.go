@@ -4,11 +4,17 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"sync"
 	"sync/atomic"
 	"time"
 
 	"connectrpc.com/connect"
+	"go.opentelemetry.io/otel/codes"
+	"go.opentelemetry.io/otel/trace"
+
+	"github.com/crossdock/crossdock/internal/platform/ratelog"
+	"github.com/crossdock/crossdock/internal/tracing"
 
 	"github.com/crossdock/crossdock/internal/wire"
 	uplinkv1 "github.com/crossdock/crossdock/proto/gen/crossdock/uplink/v1"
@@ -43,7 +49,7 @@ func (u *Uplink) session(ctx context.Context, server string) error {
 	sctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	win := &window{slots: make(chan struct{}, u.cfg.Window), sent: welcome.GetCommittedSeq()}
-	out := &sender{stream: stream}
+	out := &sender{stream: stream, transport: transport, spans: newBatchSpans()}
 	errc := make(chan error, 5)
 	go func() { errc <- u.send(sctx, out, welcome.GetCommittedSeq()+1, win) }()
 	go func() { errc <- u.receive(sctx, stream, out, win) }()
@@ -56,6 +62,7 @@ func (u *Uplink) session(ctx context.Context, server string) error {
 	}
 	err = <-errc
 	cancel()
+	out.spans.end(err)
 	out.closed.Store(true) // sink results still being written are not sent
 	_ = stream.CloseRequest()
 	_ = stream.CloseResponse()
@@ -94,9 +101,11 @@ func (u *Uplink) renewLoop(ctx context.Context, out *sender) error {
 // sender serialises the sends of one stream: batches and reports from send, sink
 // results from the sink writes.
 type sender struct {
-	mu     sync.Mutex
-	closed atomic.Bool
-	stream *connect.BidiStreamForClient[uplinkv1.StreamRequest, uplinkv1.StreamResponse]
+	mu        sync.Mutex
+	closed    atomic.Bool
+	stream    *connect.BidiStreamForClient[uplinkv1.StreamRequest, uplinkv1.StreamResponse]
+	transport string
+	spans     *batchSpans // nil when tracing is off
 }
 
 func (s *sender) Send(m *uplinkv1.StreamRequest) error {
@@ -144,7 +153,19 @@ func (u *Uplink) send(ctx context.Context, stream *sender, cursor uint64, window
 		}
 		notify := ob.Notify()
 		bw.Reset()
-		n, last, err := ob.ReadFunc(cursor, u.cfg.BatchMaxEvents, u.cfg.BatchMaxBytes, bw.Add)
+		var (
+			n    int
+			last uint64
+			err  error
+		)
+		if bs := stream.spans; bs != nil {
+			n, last, err = ob.ReadFunc(cursor, u.cfg.BatchMaxEvents, u.cfg.BatchMaxBytes, func(seq uint64, rec []byte) error {
+				bs.note(rec)
+				return bw.Add(seq, rec)
+			})
+		} else {
+			n, last, err = ob.ReadFunc(cursor, u.cfg.BatchMaxEvents, u.cfg.BatchMaxBytes, bw.Add)
+		}
 		if err != nil {
 			return fmt.Errorf("uplink: read outbox: %w", err)
 		}
@@ -172,6 +193,7 @@ func (u *Uplink) send(ctx context.Context, stream *sender, cursor uint64, window
 		// Connect copies the request into its own buffer: bw's is free again after Send.
 		req := &uplinkv1.StreamRequest{}
 		req.ProtoReflect().SetUnknown(bw.Request())
+		stream.spans.start(cursor, last, n, stream.transport)
 		if err := stream.Send(req); err != nil {
 			return fmt.Errorf("uplink: send batch: %w", err)
 		}
@@ -225,6 +247,7 @@ func (u *Uplink) receive(ctx context.Context, stream *connect.BidiStreamForClien
 		if err := u.cfg.Outbox.Ack(ack.GetCommittedSeq()); err != nil {
 			return fmt.Errorf("uplink: ack outbox: %w", err)
 		}
+		out.spans.acked(ack)
 		u.setStatus(func(s *Status) { s.CommittedSeq = ack.GetCommittedSeq() })
 	}
 }
@@ -257,11 +280,27 @@ func (u *Uplink) sinkWrite(ctx context.Context, w *uplinkv1.SinkWrite) *uplinkv1
 		r.Error, r.Permanent = "sink write without an event", true
 		return r
 	}
+	if tracing.Enabled() {
+		// A child of the control plane's delivery attempt, whose context the event
+		// carries; an order.ack the write publishes continues the trace.
+		var span trace.Span
+		ctx, span = tracing.Tracer().Start(tracing.Parent(ctx, w.GetEvent().GetTrace()), tracing.SpanSinkWrite,
+			trace.WithSpanKind(trace.SpanKindConsumer),
+			trace.WithAttributes(tracing.EventAttrs(w.GetEvent(), tracing.AttrConnector.String(w.GetConnector()), tracing.AttrMessageID.String(w.GetMessageId()))...))
+		defer span.End()
+		defer func() {
+			if r.Error != "" {
+				span.SetStatus(codes.Error, r.Error)
+			}
+		}()
+	}
 	ref, err := u.cfg.Sink(ctx, w.GetConnector(), w.GetEvent())
 	if err != nil {
 		r.Error = err.Error()
 		r.Permanent = u.cfg.IsPermanent != nil && u.cfg.IsPermanent(err)
-		u.logger.Warn("sink write failed", "connector", w.GetConnector(), "message_id", w.GetMessageId(), "permanent", r.Permanent, "err", err)
+		args := []any{"connector", w.GetConnector(), "message_id", w.GetMessageId(), "event_type", w.GetEvent().GetType(), "event_id", w.GetEvent().GetId()}
+		args = append(args, ratelog.Keys(w.GetEvent().GetKeys())...)
+		u.logs.Log(u.logger, slog.LevelWarn, "sink:"+w.GetConnector(), "sink write failed", append(args, "permanent", r.Permanent, "err", err)...)
 		return r
 	}
 	r.Ref = ref

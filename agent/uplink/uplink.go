@@ -20,6 +20,7 @@ import (
 	"connectrpc.com/connect"
 
 	"github.com/crossdock/crossdock/agent/outbox"
+	"github.com/crossdock/crossdock/internal/platform/ratelog"
 	agentv1 "github.com/crossdock/crossdock/proto/gen/crossdock/agent/v1"
 	eventv1 "github.com/crossdock/crossdock/proto/gen/crossdock/event/v1"
 	uplinkv1 "github.com/crossdock/crossdock/proto/gen/crossdock/uplink/v1"
@@ -122,6 +123,7 @@ var ErrProtocol = errors.New("uplink: protocol error")
 type Uplink struct {
 	cfg    Config
 	logger *slog.Logger
+	logs   *ratelog.Limiter // sink failures per connector
 
 	mu     sync.Mutex
 	status Status
@@ -163,7 +165,7 @@ func New(cfg Config) *Uplink {
 	if l == nil {
 		l = slog.Default()
 	}
-	return &Uplink{cfg: cfg, logger: l.With("component", "uplink"), status: Status{State: StateDisconnected}}
+	return &Uplink{cfg: cfg, logger: l.With("component", "uplink"), logs: ratelog.New(0, 0), status: Status{State: StateDisconnected}}
 }
 
 // Status returns a copy of the current status.

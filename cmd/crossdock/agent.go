@@ -17,6 +17,7 @@ import (
 	"github.com/crossdock/crossdock/agent/config"
 	"github.com/crossdock/crossdock/agent/pluginhost"
 	"github.com/crossdock/crossdock/internal/platform/metrics"
+	"github.com/crossdock/crossdock/internal/tracing"
 	"github.com/crossdock/crossdock/plugins/builtin"
 	agentv1 "github.com/crossdock/crossdock/proto/gen/crossdock/agent/v1"
 	"github.com/crossdock/crossdock/proto/gen/crossdock/agent/v1/agentv1connect"
@@ -50,11 +51,16 @@ certificate, and from then on connects with mutual TLS only.
 				return err
 			}
 			applyFaultHooks(&cfg)
+			stopTracing, err := tracing.Setup(cmd.Context(), "crossdock-agent", version, slog.Default())
+			if err != nil {
+				return err
+			}
+			defer flushTracing(stopTracing)
 			a, err := agent.New(cmd.Context(), cfg)
 			if err != nil {
 				return err
 			}
-			cmd.PrintErrf("agent %s running; local API on %s\n", a.ID(), a.LocalAddr())
+			slog.Info("agent started", "agent", a.ID(), "local_api", a.LocalAddr(), "servers", cfg.Servers, "version", version, "metrics", a.MetricsAddr())
 			if os.Getenv("NOTIFY_SOCKET") != "" { // systemd Type=notify: READY=1 once /readyz would say so
 				go metrics.NotifyWhenReady(cmd.Context(), a.Ready, 500*time.Millisecond, slog.Default())
 				defer metrics.NotifyStopping()

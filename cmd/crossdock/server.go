@@ -14,6 +14,7 @@ import (
 	"github.com/crossdock/crossdock/controlplane/store"
 	"github.com/crossdock/crossdock/internal/cliconfig"
 	"github.com/crossdock/crossdock/internal/platform/metrics"
+	"github.com/crossdock/crossdock/internal/tracing"
 )
 
 func newServerCmd() *cobra.Command {
@@ -63,15 +64,20 @@ cluster: it creates the cluster CA and an admin token, and writes both to
 			if writeCLI {
 				cfg.CLIConfigPath = cliconfig.DefaultPath()
 			}
+			stopTracing, err := tracing.Setup(cmd.Context(), "crossdock-server", version, slog.Default())
+			if err != nil {
+				return err
+			}
+			defer flushTracing(stopTracing)
 			srv, err := controlplane.New(cmd.Context(), cfg)
 			if err != nil {
 				return err
 			}
+			banner := []any{"addr", srv.Addr(), "node", srv.Store().NodeID(), "version", version, "metrics", srv.MetricsAddr()}
 			if _, err := os.Stat(srv.AdminConfigPath()); err == nil {
-				cmd.PrintErrf("control plane serving on %s (admin config: %s)\n", srv.Addr(), srv.AdminConfigPath())
-			} else {
-				cmd.PrintErrf("control plane serving on %s\n", srv.Addr())
+				banner = append(banner, "admin_config", srv.AdminConfigPath())
 			}
+			slog.Info("server started", banner...)
 			if os.Getenv("NOTIFY_SOCKET") != "" { // systemd Type=notify: READY=1 once /readyz would say so
 				go metrics.NotifyWhenReady(cmd.Context(), srv.Ready, 500*time.Millisecond, slog.Default())
 				defer metrics.NotifyStopping()

@@ -11,8 +11,11 @@ import (
 
 	"connectrpc.com/connect"
 	"github.com/hashicorp/raft"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/crossdock/crossdock/controlplane/store"
+	"github.com/crossdock/crossdock/internal/platform/ratelog"
+	"github.com/crossdock/crossdock/internal/tracing"
 	"github.com/crossdock/crossdock/internal/wire"
 	storev1 "github.com/crossdock/crossdock/proto/gen/crossdock/store/v1"
 	uplinkv1 "github.com/crossdock/crossdock/proto/gen/crossdock/uplink/v1"
@@ -49,7 +52,7 @@ func (u *Uplink) Stream(ctx context.Context, stream *connect.BidiStream[uplinkv1
 	log := u.Logger.With("agent", agentID, "transport", p.Transport, "remote", p.RemoteAddr)
 	rec, err := u.admitStream(ctx, agentID, cert, hello)
 	if err != nil {
-		log.Warn("agent stream refused", "err", err)
+		refusals.Log(log, slog.LevelWarn, agentID, "agent stream refused", "err", err) // an agent retries: once per window
 		return err
 	}
 	committed, incarnation := rec.GetCommittedSeq(), rec.GetIncarnation()
@@ -117,6 +120,10 @@ func (u *Uplink) Stream(ctx context.Context, stream *connect.BidiStream[uplinkv1
 	return nil
 }
 
+// refusals rate-limits the log lines of refused agent streams per agent: a revoked
+// agent keeps reconnecting.
+var refusals = ratelog.New(0, 0)
+
 // receiver reads one agent stream.
 type receiver struct {
 	u           *Uplink
@@ -174,12 +181,18 @@ func (r *receiver) loop(ctx context.Context, next uint64, pending chan<- proposa
 			in.cmd.Incarnation = r.incarnation
 			f, err = u.Store.ProposeAsync(storev1.CommandType_COMMAND_TYPE_INGEST_BATCH, in.cmd, u.applyTimeout())
 		}
+		var spans []trace.Span
+		if tracing.Enabled() {
+			spans = commitSpans(r.agentID, in)
+		}
 		if err != nil {
+			endCommitSpans(spans, nil, 0, err)
 			return connect.NewError(connect.CodeInternal, err)
 		}
 		select {
-		case pending <- proposal{f, in.last}:
+		case pending <- proposal{f, in.last, spans}:
 		case <-ctx.Done():
+			endCommitSpans(spans, nil, 0, ctx.Err())
 			return ctx.Err()
 		}
 	}
@@ -237,6 +250,7 @@ func (u *Uplink) admitStream(ctx context.Context, agentID string, cert *x509.Cer
 type proposal struct {
 	future raft.ApplyFuture
 	last   uint64
+	spans  []trace.Span // the events' commit spans (tracing on only)
 }
 
 func (u *Uplink) ackLoop(ctx context.Context, send func(*uplinkv1.StreamResponse) error, pending <-chan proposal, touch func(), log *slog.Logger) error {
@@ -254,6 +268,9 @@ func (u *Uplink) ackLoop(ctx context.Context, send func(*uplinkv1.StreamResponse
 			return context.Cause(ctx)
 		}
 		res, err := store.Wait(p.future)
+		if p.spans != nil {
+			endCommitSpans(p.spans, p.future, len(p.spans), err)
+		}
 		if err != nil {
 			return u.storeError(err)
 		}

@@ -87,7 +87,7 @@ func (w *worker) newItem(ev *eventv1.CommittedEvent, route string, now time.Time
 	e := ev.GetEvent()
 	it := &item{
 		seq: ev.GetSeq(), eventID: e.GetId(), eventType: e.GetType(), keys: e.GetKeys(), route: route,
-		key: orderKey(e.GetKeys(), w.pol.CoalesceBy, ev.GetSeq()), msgID: e.GetId(), readyAt: now,
+		key: orderKey(e.GetKeys(), w.pol.CoalesceBy, ev.GetSeq()), msgID: e.GetId(), readyAt: now, trace: e.GetTrace(),
 	}
 	if w.dest.Kind == KindAgent {
 		it.event = e // sinks write canonical events

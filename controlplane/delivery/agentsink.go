@@ -36,7 +36,7 @@ func (w *worker) sendAgent(ctx context.Context, it *item) attemptResult {
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
 	start := time.Now()
-	err := w.e.cfg.AgentSink.Deliver(ctx, w.dest.Agent, w.dest.Connector, it.msgID, it.event, it.payload)
+	err := w.e.cfg.AgentSink.Deliver(ctx, w.dest.Agent, w.dest.Connector, it.msgID, tracedEvent(ctx, it.event), it.payload)
 	r := attemptResult{took: time.Since(start)}
 	switch {
 	case err == nil:

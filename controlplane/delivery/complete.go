@@ -49,6 +49,8 @@ func (w *worker) complete(ctx context.Context, r jobResult) error {
 		At: timestamppb.New(r.at), Status: int32(res.status), Response: res.response, Error: res.err,
 		DurationMicros: res.took.Microseconds(),
 	}
+	was := w.breaker.state
+	defer func() { w.logBreaker(was, res) }()
 	switch res.outcome {
 	case outcomeOK:
 		w.breaker.success()
@@ -64,6 +66,7 @@ func (w *worker) complete(ctx context.Context, r jobResult) error {
 		for _, it := range r.items {
 			it.attempts = appendAttempt(it.attempts, att)
 		}
+		w.logFailure(r.items, res, "dead-lettering: the destination refused the message", 0)
 		w.inflight++
 		go w.deadLetterJob(ctx, r.items, res.err, now)
 		return nil
@@ -86,6 +89,9 @@ func (w *worker) complete(ctx context.Context, r jobResult) error {
 		delay := res.retryAfter
 		if delay == 0 {
 			delay = backoff(w.pol.Policy, max(it.tries, len(it.attempts), 1))
+		}
+		if it == r.items[0] {
+			w.logFailure(r.items, res, "will retry", delay)
 		}
 		it.notBefore = now.Add(delay)
 		q := w.queues[it.key]

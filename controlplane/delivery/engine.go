@@ -26,6 +26,7 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"github.com/crossdock/crossdock/controlplane/ledger"
+	"github.com/crossdock/crossdock/internal/platform/ratelog"
 	storev1 "github.com/crossdock/crossdock/proto/gen/crossdock/store/v1"
 )
 
@@ -55,12 +56,18 @@ type Config struct {
 	// OnAttempt, when set, is called after every request to a destination with its
 	// outcome ("ok", "retry", "throttled" or "permanent") and duration (metrics).
 	OnAttempt func(destination, outcome string, took time.Duration)
+	// LogBurst and LogEvery rate-limit the log lines of failures, dead letters and
+	// breaker changes per destination: LogBurst lines of each kind per LogEvery, the
+	// rest counted on the next line written (defaults 5 per minute).
+	LogBurst int
+	LogEvery time.Duration
 }
 
 // Engine delivers on the leader. Run it on every node: it is idle on followers.
 type Engine struct {
 	cfg    Config
 	log    *slog.Logger
+	logs   *ratelog.Limiter // per destination and kind of line
 	client *webhookClient
 
 	mu      sync.Mutex
@@ -90,7 +97,7 @@ func New(cfg Config) *Engine {
 	if cfg.Poll <= 0 {
 		cfg.Poll = 100 * time.Millisecond
 	}
-	return &Engine{cfg: cfg, log: cfg.Logger, client: &webhookClient{http: newHTTPClient(cfg.AddressPolicy, nil), now: time.Now}, workers: map[string]*workerRun{}}
+	return &Engine{cfg: cfg, log: cfg.Logger, logs: ratelog.New(cfg.LogBurst, cfg.LogEvery), client: &webhookClient{http: newHTTPClient(cfg.AddressPolicy, nil), now: time.Now}, workers: map[string]*workerRun{}}
 }
 
 func (e *Engine) ledger() *ledger.Ledger { return e.cfg.Store.Ledger() }

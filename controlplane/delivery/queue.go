@@ -20,7 +20,8 @@ type item struct {
 	key       string // ordering (and coalescing) key
 	msgID     string // idempotency key (webhook-id)
 	payload   []byte
-	event     *eventv1.Event // agent destinations only
+	event     *eventv1.Event        // agent destinations only
+	trace     *eventv1.TraceContext // the event's trace context (from its publish span), if any
 	mapErr    string
 	attempts  []*storev1.DeliveryAttempt
 	tries     int // attempts that count towards MaxAttempts (429s do not)

@@ -6,9 +6,13 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
+	"log/slog"
 	"time"
 
+	"go.opentelemetry.io/otel/trace"
+
 	"github.com/crossdock/crossdock/controlplane/ledger"
+	"github.com/crossdock/crossdock/internal/tracing"
 	storev1 "github.com/crossdock/crossdock/proto/gen/crossdock/store/v1"
 )
 
@@ -98,10 +102,18 @@ func (w *worker) sendJob(ctx context.Context, items []*item) {
 		id, body = batchBody(items)
 	}
 	var res attemptResult
+	sctx := ctx
+	var span trace.Span
+	if tracing.Enabled() {
+		sctx, span = w.startAttemptSpan(ctx, items)
+	}
 	if w.dest.Kind == KindAgent {
-		res = w.sendAgent(ctx, items[0])
+		res = w.sendAgent(sctx, items[0])
 	} else {
-		res = w.e.client.send(ctx, &w.dest, w.key, id, body)
+		res = w.e.client.send(sctx, &w.dest, w.key, id, body)
+	}
+	if span != nil {
+		endAttemptSpan(span, res)
 	}
 	if h := w.e.cfg.OnAttempt; h != nil {
 		h(w.dest.Name, res.outcome.String(), res.took)
@@ -158,7 +170,8 @@ func (w *worker) deadLetterJob(ctx context.Context, items []*item, reason string
 	}
 	_, err := w.e.propose(ctx, storev1.CommandType_COMMAND_TYPE_PUT_DEAD_LETTERS, put)
 	if err == nil {
-		w.log.Warn("delivery: dead-lettered", "messages", len(items), "route", items[0].route, "seq", items[0].seq, "reason", reason)
+		w.e.logs.Log(w.log, slog.LevelWarn, "dead:"+w.dest.Name, "delivery: dead-lettered; `crossdock dlq` lists and retries it",
+			append(w.messageArgs(items[0], len(items)), "reason", reason)...)
 	}
 	w.results <- jobResult{items: items, dead: true, err: err, at: now}
 }

@@ -16,6 +16,8 @@ import (
 	"time"
 	"unicode"
 	"unicode/utf8"
+
+	"github.com/crossdock/crossdock/internal/tracing"
 )
 
 // Standard Webhooks headers (https://www.standardwebhooks.com).
@@ -133,6 +135,9 @@ func (c *webhookClient) send(ctx context.Context, dest *Destination, key []byte,
 	req.Header.Set(HeaderID, id)
 	req.Header.Set(HeaderTimestamp, strconv.FormatInt(ts, 10))
 	req.Header.Set(HeaderSignature, Sign(key, id, ts, body))
+	if tracing.Enabled() {
+		tracing.InjectHeader(ctx, req.Header) // traceparent: this attempt's span
+	}
 	resp, err := c.http.Do(req)
 	took := time.Since(start)
 	if err != nil {

@@ -13,11 +13,16 @@ import (
 	"time"
 
 	"connectrpc.com/connect"
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/codes"
+	"go.opentelemetry.io/otel/trace"
 	"golang.org/x/time/rate"
 
 	"github.com/crossdock/crossdock/controlplane/ledger"
 	"github.com/crossdock/crossdock/controlplane/orders"
 	"github.com/crossdock/crossdock/controlplane/routing"
+	"github.com/crossdock/crossdock/internal/platform/ratelog"
+	"github.com/crossdock/crossdock/internal/tracing"
 	"github.com/crossdock/crossdock/proto/gen/crossdock/partner/v1/partnerv1connect"
 )
 
@@ -75,6 +80,7 @@ type Server struct {
 
 	mu       sync.Mutex
 	limiters map[string]*partnerLimiter
+	logs     *ratelog.Limiter // refusal lines per partner
 	errw     *connect.ErrorWriter
 	once     sync.Once
 }
@@ -136,8 +142,19 @@ func (s *Server) Gate(next http.Handler) http.Handler {
 			next.ServeHTTP(w, r) // Connect answers unknown procedures
 			return
 		}
+		if tracing.Enabled() {
+			// The call's span, a child of the partner's traceparent if it sent one;
+			// the SubmitOrder it carries continues in the order event's trace.
+			ctx, span := tracing.Tracer().Start(tracing.ExtractHeader(r.Context(), r.Header), tracing.SpanPartner+" "+method,
+				trace.WithSpanKind(trace.SpanKindServer), trace.WithAttributes(attribute.String("rpc.method", method)))
+			defer span.End()
+			r = r.WithContext(ctx)
+		}
 		now := s.now()
 		p, keyID, err := s.authenticate(r.Header.Get("Authorization"), now, method)
+		if err == nil && tracing.Enabled() {
+			trace.SpanFromContext(r.Context()).SetAttributes(tracing.AttrPartner.String(p.Name))
+		}
 		if err != nil {
 			s.refuse(w, r, err)
 			return
@@ -185,6 +202,7 @@ func (s *Server) authenticate(header string, now time.Time, method string) (*Par
 	id, secret, reason, err := ParseAuthorization(header)
 	if err != nil {
 		s.Usage.Call("", method, reason, "", now)
+		s.logRefusal("", method, reason, "", err.Error())
 		return nil, "", connect.NewError(connect.CodeUnauthenticated, err)
 	}
 	k, found, err := s.Ledger.PartnerKey(id)
@@ -194,6 +212,7 @@ func (s *Server) authenticate(header string, now time.Time, method string) (*Par
 	unknown := connect.NewError(connect.CodeUnauthenticated, errors.New("API key not recognised by this cluster"))
 	if !found {
 		s.Usage.Call("", method, ReasonBadKey, "", now)
+		s.logRefusal("", method, ReasonBadKey, "", unknown.Message())
 		return nil, "", unknown
 	}
 	partner := k.GetPartner()
@@ -228,7 +247,28 @@ func (s *Server) audit(partner, method, reason, keyID string, at time.Time, err 
 	}
 	s.Usage.Refuse(partner, refusal(s.Node, method, reason, keyID, msg, at))
 	s.Usage.Call(partner, method, connect.CodeOf(err).String(), keyID, at)
+	s.logRefusal(partner, method, reason, keyID, msg)
 	return err
+}
+
+// logRefusal logs a refused call once, rate-limited per partner (a partner's client
+// retrying with a revoked key would otherwise fill the log).
+func (s *Server) logRefusal(partner, method, reason, keyID, msg string) {
+	s.mu.Lock()
+	if s.logs == nil {
+		s.logs = ratelog.New(0, 0)
+	}
+	l := s.logs
+	s.mu.Unlock()
+	key := partner
+	if key == "" {
+		key = "(no partner)" // no key, or one this cluster does not know
+	}
+	args := []any{"partner", partner, "method", method, "reason", reason, "err", msg}
+	if keyID != "" {
+		args = append(args, "key", KeyIDPrefix(keyID))
+	}
+	l.Log(s.logger(), slog.LevelWarn, key, "partner API: call refused", args...)
 }
 
 func (s *Server) limiter(p *Partner) *rate.Limiter {
@@ -256,6 +296,11 @@ func retryAfter(l *rate.Limiter, now time.Time) int {
 
 // refuse answers err without reading the body.
 func (s *Server) refuse(w http.ResponseWriter, r *http.Request, err error) {
+	if tracing.Enabled() {
+		span := trace.SpanFromContext(r.Context())
+		span.SetAttributes(attribute.String("rpc.connect.code", connect.CodeOf(err).String()))
+		span.SetStatus(codes.Error, err.Error())
+	}
 	if s.errw.IsSupported(r) {
 		_ = s.errw.Write(w, r, err)
 		return
@@ -301,6 +346,11 @@ type counter struct{ s *Server }
 func (c counter) WrapUnary(next connect.UnaryFunc) connect.UnaryFunc {
 	return func(ctx context.Context, req connect.AnyRequest) (connect.AnyResponse, error) {
 		res, err := next(ctx, req)
+		if tracing.Enabled() && err != nil {
+			span := trace.SpanFromContext(ctx)
+			span.SetAttributes(attribute.String("rpc.connect.code", connect.CodeOf(err).String()))
+			span.SetStatus(codes.Error, err.Error())
+		}
 		if cl := callFrom(ctx); cl != nil {
 			code := "ok"
 			if err != nil {

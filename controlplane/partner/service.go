@@ -101,6 +101,7 @@ func (s *Server) refused(c *call, reason string, at time.Time, err error) error 
 		msg = ce.Message()
 	}
 	s.Usage.Refuse(c.partner.Name, refusal(s.Node, c.method, reason, c.keyID, msg, at))
+	s.logRefusal(c.partner.Name, c.method, reason, c.keyID, msg)
 	return err
 }
 

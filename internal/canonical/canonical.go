@@ -260,11 +260,11 @@ func ID(agent, connector, position string) string {
 }
 
 // ContentPosition is the source position of an event that came without one: a hash of
-// its content (id and source excluded), so publishing the same event twice yields the
-// same id.
+// its content (id, source and trace context excluded), so publishing the same event
+// twice yields the same id, whichever trace each publish belonged to.
 func ContentPosition(ev *eventv1.Event) (string, error) {
 	c := proto.CloneOf(ev)
-	c.Id, c.Source = "", nil
+	c.Id, c.Source, c.Trace = "", nil, nil
 	b, err := proto.MarshalOptions{Deterministic: true}.Marshal(c)
 	if err != nil {
 		return "", fmt.Errorf("canonical: hash event content: %w", err)
