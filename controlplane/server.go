@@ -530,6 +530,7 @@ func (s *Server) buildServers(cert tls.Certificate) error {
 	admin.Archive.Engine = s.delivery
 	s.pruner = retention.New(retention.Config{Store: s.store, Plans: &delivery.RoutingPlans{Source: s.store.Ledger()}, Interval: s.cfg.PruneInterval, Logger: s.logger})
 	mux.Handle(deliveryv1connect.NewDeliveryServiceHandler(&api.Delivery{Backend: backend, Engine: s.delivery}, append(opts, connect.WithInterceptors(auth))...))
+	mux.Handle(adminv1connect.NewTimelineServiceHandler(&api.Timeline{Backend: backend, Engine: s.delivery}, append(opts, connect.WithInterceptors(auth))...))
 	mux.Handle(deliveryv1connect.NewPartnerServiceHandler(&api.Partner{Backend: backend, Engine: s.delivery,
 		KeyAllows: func(auth, dest string) bool { return s.partner.StreamAllowed(auth, dest) }}, opts...))
 	s.mountPartner(mux, opts, auth)

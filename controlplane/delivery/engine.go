@@ -55,6 +55,9 @@ type Config struct {
 	// OnAttempt, when set, is called after every request to a destination with its
 	// outcome ("ok", "retry", "throttled" or "permanent") and duration (metrics).
 	OnAttempt func(destination, outcome string, took time.Duration)
+	// AttemptLogSize bounds the in-memory attempt log the timeline reads
+	// (DefaultAttemptLogSize when 0; see AttemptLog).
+	AttemptLogSize int
 }
 
 // Engine delivers on the leader. Run it on every node: it is idle on followers.
@@ -67,6 +70,9 @@ type Engine struct {
 	workers map[string]*workerRun
 	plan    *Plan
 	leading bool
+
+	// attempts keeps the latest attempts this node made (the timeline's view).
+	attempts *AttemptLog
 }
 
 type workerRun struct {
@@ -90,7 +96,7 @@ func New(cfg Config) *Engine {
 	if cfg.Poll <= 0 {
 		cfg.Poll = 100 * time.Millisecond
 	}
-	return &Engine{cfg: cfg, log: cfg.Logger, client: &webhookClient{http: newHTTPClient(cfg.AddressPolicy, nil), now: time.Now}, workers: map[string]*workerRun{}}
+	return &Engine{cfg: cfg, log: cfg.Logger, client: &webhookClient{http: newHTTPClient(cfg.AddressPolicy, nil), now: time.Now}, workers: map[string]*workerRun{}, attempts: NewAttemptLog(cfg.AttemptLogSize)}
 }
 
 func (e *Engine) ledger() *ledger.Ledger { return e.cfg.Store.Ledger() }
