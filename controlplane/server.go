@@ -24,6 +24,7 @@ import (
 
 	"github.com/crossdock/crossdock/controlplane/api"
 	"github.com/crossdock/crossdock/controlplane/archive"
+	"github.com/crossdock/crossdock/controlplane/console"
 	"github.com/crossdock/crossdock/controlplane/delivery"
 	"github.com/crossdock/crossdock/controlplane/ledger"
 	"github.com/crossdock/crossdock/controlplane/partner"
@@ -143,6 +144,8 @@ type Server struct {
 	// partner serves the partner API; partnerFlush records its usage through raft.
 	partner      *partner.Server
 	partnerFlush *partner.Flusher
+	// console is the web console at /ui/ (console.go).
+	console *console.Console
 }
 
 // AdminConfigFile is the name of the admin config written into the data dir at bootstrap.
@@ -534,6 +537,9 @@ func (s *Server) buildServers(cert tls.Certificate) error {
 	mux.Handle(deliveryv1connect.NewPartnerServiceHandler(&api.Partner{Backend: backend, Engine: s.delivery,
 		KeyAllows: func(auth, dest string) bool { return s.partner.StreamAllowed(auth, dest) }}, opts...))
 	s.mountPartner(mux, opts, auth)
+	if err := s.mountConsole(mux, guard); err != nil {
+		return err
+	}
 	handler := s.withHealth(api.WithPeer(guard.Wrap(mux)))
 
 	// No ReadTimeout: it would cut uplink streams and snapshot uploads. Bodies read
