@@ -349,7 +349,7 @@ func (c *Console) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	h := w.Header()
 	h.Set("Content-Security-Policy", "default-src 'none'; style-src 'self'; img-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'")
 	h.Set("X-Content-Type-Options", "nosniff")
-	h.Set("Referrer-Policy", "no-referrer")
+	h.Set("Referrer-Policy", "same-origin") // no-referrer would make the browser send Origin: null on our own POSTs
 	h.Set("Cache-Control", "no-store")
 	path := strings.TrimPrefix(r.URL.Path, "/ui")
 	if strings.HasPrefix(path, "/static/") && r.Method == http.MethodGet {
