@@ -19,7 +19,7 @@ import (
 
 // browserless is an HTTPS client that trusts the cluster CA and does not follow
 // redirects (the tests look at them).
-func browserless(t *testing.T, caPEM string) *http.Client {
+func browserless(t testing.TB, caPEM string) *http.Client {
 	t.Helper()
 	pool := x509.NewCertPool()
 	pool.AppendCertsFromPEM([]byte(caPEM))
