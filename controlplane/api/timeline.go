@@ -126,8 +126,14 @@ func (t *Timeline) Build(keys map[string]string, limit int) (*adminv1.GetTimelin
 		}
 	}
 	attBy := map[dk][]delivery.Attempt{}
+	attBySeq := map[uint64][]delivery.Attempt{}
 	for _, a := range attempts {
 		attBy[dk{a.Seq, a.Destination}] = append(attBy[dk{a.Seq, a.Destination}], a)
+		attBySeq[a.Seq] = append(attBySeq[a.Seq], a)
+	}
+	dlBySeq := map[uint64][]*storev1.DeadLetter{}
+	for _, d := range dls {
+		dlBySeq[d.GetSeq()] = append(dlBySeq[d.GetSeq()], d)
 	}
 
 	for _, ev := range evs {
@@ -163,15 +169,11 @@ func (t *Timeline) Build(keys map[string]string, limit int) (*adminv1.GetTimelin
 				}
 			}
 		}
-		for _, a := range attempts {
-			if a.Seq == ev.GetSeq() {
-				addDest(a.Destination, a.Route)
-			}
+		for _, a := range attBySeq[ev.GetSeq()] {
+			addDest(a.Destination, a.Route)
 		}
-		for _, d := range dls {
-			if d.GetSeq() == ev.GetSeq() {
-				addDest(d.GetDestination(), d.GetRoute())
-			}
+		for _, d := range dlBySeq[ev.GetSeq()] {
+			addDest(d.GetDestination(), d.GetRoute())
 		}
 		slices.Sort(dests)
 		for _, d := range dests {

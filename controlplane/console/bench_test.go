@@ -31,8 +31,9 @@ const (
 
 // BenchmarkConsolePages measures each console page, over HTTPS with the admin token,
 // on a real node holding 1,000 agents (each with committed events, through raft) and
-// 200 webhook destinations with a route each (running workers delivering to a
-// loopback receiver). It reports the page's size; the time per op is one full
+// 200 webhook destinations with a route each taking the 100 events of one SKU (running
+// workers; half deliver to a loopback receiver, half to one answering 503, so they lag
+// with retries and open breakers). It reports the page's size; the time per op is one full
 // request: TLS connection reused, page read, rendered and sent.
 //
 //	go test -run '^$' -bench ConsolePages -benchtime 50x ./controlplane/console/
@@ -42,6 +43,8 @@ func BenchmarkConsolePages(b *testing.B) {
 	})
 	sink := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { _, _ = io.Copy(io.Discard, r.Body) }))
 	b.Cleanup(sink.Close)
+	down := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { w.WriteHeader(http.StatusServiceUnavailable) }))
+	b.Cleanup(down.Close)
 	cc, err := cliconfig.Load(srv.AdminConfigPath())
 	if err != nil {
 		b.Fatal(err)
@@ -53,6 +56,10 @@ func BenchmarkConsolePages(b *testing.B) {
 	b.Cleanup(closeFn)
 	var docs strings.Builder
 	for i := range benchDestinations {
+		url := sink.URL
+		if i%2 == 1 {
+			url = down.URL // half the destinations fail: lag, retries, open breakers
+		}
 		fmt.Fprintf(&docs, `apiVersion: crossdock.io/v1
 kind: Destination
 metadata: {name: shop-%03d}
@@ -63,11 +70,11 @@ kind: Route
 metadata: {name: route-%03d}
 spec:
   destination: shop-%03d
-  match: {types: [inventory.level]}
+  match: {types: [inventory.level], keys: {sku: SKU-7}}
   mapping: |
     {"sku": event.inventory_level.sku}
 ---
-`, i, sink.URL, fixtureSecret, i, i)
+`, i, url, fixtureSecret, i, i)
 	}
 	if _, err := routingv1connect.NewRoutingServiceClient(hc, base).ApplyDocuments(context.Background(),
 		connect.NewRequest(&routingv1.ApplyDocumentsRequest{Yaml: docs.String()})); err != nil {
@@ -128,7 +135,8 @@ spec:
 		{"destination", "/ui/destinations/shop-100", "Dead letters"},
 		{"partners", "/ui/partners", "Partners"},
 		{"alerts", "/ui/alerts", "No alerts configured"},
-		{"search", "/ui/search?q=sku%3DSKU-7", "100 events with sku=SKU-7"},
+		{"search", "/ui/search?q=sku%3DSKU-7", "20 events with sku=SKU-7"},
+		{"search-100", "/ui/search?q=sku%3DSKU-7&limit=100", "100 events with sku=SKU-7"},
 	} {
 		b.Run(p.name, func(b *testing.B) {
 			size := get(b, p.path, p.want)

@@ -8,6 +8,7 @@ import (
 	"net/url"
 	"slices"
 	"sort"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -39,6 +40,7 @@ type pageData struct {
 	Alerts       []Alert
 	AlertsWired  bool
 	Query        string
+	Limit        int
 	Timeline     *adminv1.GetTimelineResponse
 }
 
@@ -169,6 +171,9 @@ func (c *Console) destinations(w http.ResponseWriter, r *http.Request, pd pageDa
 	c.render(w, r, http.StatusOK, "destinations", pd)
 }
 
+// SearchEvents is how many events (the newest) a search shows unless ?limit= says.
+const SearchEvents = 20
+
 // MaxDeadLettersShown bounds the dead letters a destination page lists.
 const MaxDeadLettersShown = 200
 
@@ -253,8 +258,14 @@ func (c *Console) search(w http.ResponseWriter, r *http.Request, pd pageData) {
 		c.render(w, r, http.StatusBadRequest, "search", pd)
 		return
 	}
+	// The newest SearchEvents events by default (each lists every destination it goes
+	// to, so a page grows with events × destinations); ?limit= up to 1000.
+	pd.Limit = SearchEvents
+	if n, err := strconv.Atoi(r.URL.Query().Get("limit")); err == nil && n > 0 {
+		pd.Limit = min(n, 1000)
+	}
 	start := time.Now()
-	tl, err := c.cfg.Source.Timeline(r.Context(), keys, 100)
+	tl, err := c.cfg.Source.Timeline(r.Context(), keys, pd.Limit)
 	if err != nil {
 		c.fail(w, r, pd, "search", err)
 		return
@@ -262,3 +273,6 @@ func (c *Console) search(w http.ResponseWriter, r *http.Request, pd pageData) {
 	pd.Timeline, pd.Took = tl, time.Since(start)
 	c.render(w, r, http.StatusOK, "search", pd)
 }
+
+// MoreLimit is the limit of the search page's "show more" link.
+func (p pageData) MoreLimit() int { return min(max(p.Limit, 1)*5, 1000) }
