@@ -157,10 +157,14 @@ func (t *Timeline) Build(keys map[string]string, limit int) (*adminv1.GetTimelin
 		}
 		if plan != nil {
 			for _, r := range plan.Routes {
-				if r.Evaluate == nil {
-					continue
+				var matched bool
+				var err error
+				switch {
+				case r.Selects != nil:
+					matched, err = r.Selects(ev)
+				case r.Evaluate != nil:
+					matched, _, err = r.Evaluate(ev)
 				}
-				matched, _, err := r.Evaluate(ev)
 				if !matched && err == nil {
 					continue
 				}
