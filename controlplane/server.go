@@ -25,6 +25,7 @@ import (
 
 	"github.com/crossdock/crossdock/controlplane/api"
 	"github.com/crossdock/crossdock/controlplane/archive"
+	"github.com/crossdock/crossdock/controlplane/console"
 	"github.com/crossdock/crossdock/controlplane/delivery"
 	"github.com/crossdock/crossdock/controlplane/ledger"
 	"github.com/crossdock/crossdock/controlplane/orders"
@@ -156,6 +157,8 @@ type Server struct {
 	// partner serves the partner API; partnerFlush records its usage through raft.
 	partner      *partner.Server
 	partnerFlush *partner.Flusher
+	// console is the web console at /ui/ (console.go).
+	console *console.Console
 }
 
 // AdminConfigFile is the name of the admin config written into the data dir at bootstrap.
@@ -549,9 +552,13 @@ func (s *Server) buildServers(cert tls.Certificate) error {
 	admin.Archive.Engine = s.delivery
 	s.pruner = retention.New(retention.Config{Store: s.store, Plans: &delivery.RoutingPlans{Source: s.store.Ledger(), Keys: s.keys}, Interval: s.cfg.PruneInterval, Logger: s.logger})
 	mux.Handle(deliveryv1connect.NewDeliveryServiceHandler(&api.Delivery{Backend: backend, Engine: s.delivery}, append(opts, connect.WithInterceptors(auth))...))
+	mux.Handle(adminv1connect.NewTimelineServiceHandler(&api.Timeline{Backend: backend, Engine: s.delivery}, append(opts, connect.WithInterceptors(auth))...))
 	mux.Handle(deliveryv1connect.NewPartnerServiceHandler(&api.Partner{Backend: backend, Engine: s.delivery,
 		KeyAllows: func(auth, dest string) bool { return s.partner.StreamAllowed(auth, dest) }}, opts...))
 	s.mountPartner(mux, opts, auth)
+	if err := s.mountConsole(mux, guard); err != nil {
+		return err
+	}
 	handler := s.withHealth(api.WithPeer(guard.Wrap(mux)))
 
 	// No ReadTimeout: it would cut uplink streams and snapshot uploads. Bodies read

@@ -61,6 +61,7 @@ func newRootCmd() *cobra.Command {
 		newInventoryCmd(), newPricesCmd(),
 		newPartnersCmd(),
 		newOrdersCmd(),
+		newTraceCmd(),
 	)
 	addCompletions(root) // Tab completes agent, route and destination names (completion.go)
 	return root

@@ -144,3 +144,10 @@ func (b *Backend) storeError(err error) error {
 	}
 	return connect.NewError(connect.CodeInternal, err)
 }
+
+// ConnectorReport is an agent's latest connector report to this node and when it came
+// (the console's fleet page).
+func (b *Backend) ConnectorReport(agentID string) ([]*agentv1.ConnectorStatus, time.Time, bool) {
+	r, ok := b.reports.get(agentID)
+	return r.connectors, r.at, ok
+}

@@ -131,7 +131,11 @@ const (
 	accessBodyCredential        // the credential is in the (small) body: Enroll, Join
 	accessBearer                // a bearer credential the handler checks (partner Subscribe)
 	accessPartnerGate           // a partner API key, checked by the partner gate before the body is read
+	accessConsole               // the web console (/ui/): its own login and session cookie; small bodies only
 )
+
+// ConsolePrefix is where the web console is served (controlplane/console).
+const ConsolePrefix = "/ui/"
 
 func accessFor(procedure string) access {
 	switch procedure {
@@ -147,12 +151,17 @@ func accessFor(procedure string) access {
 		return accessNode
 	case PartnerOpenAPIPath:
 		return accessPartnerGate // public: the contract
+	case strings.TrimSuffix(ConsolePrefix, "/"):
+		return accessConsole
+	}
+	if strings.HasPrefix(procedure, ConsolePrefix) {
+		return accessConsole
 	}
 	service, _, _ := strings.Cut(strings.TrimPrefix(procedure, "/"), "/")
 	switch service {
 	case adminv1connect.AdminServiceName, routingv1connect.RoutingServiceName, deliveryv1connect.DeliveryServiceName,
 		partnerv1connect.PartnerAdminServiceName,
-		adminv1connect.OrderAdminServiceName:
+		adminv1connect.OrderAdminServiceName, adminv1connect.TimelineServiceName:
 		return accessAdmin
 	case partnerv1connect.PartnerServiceName:
 		return accessPartnerGate
@@ -194,6 +203,21 @@ func NewGuard(l *ledger.Ledger, limits Limits, logger *slog.Logger) *Guard {
 	}
 }
 
+// CheckAdminToken checks an admin token given other than in a header (the console's
+// login form, its bearer header) with the same failed-authentication budget per source
+// address as the API: a spent budget refuses before the token is looked at.
+func (g *Guard) CheckAdminToken(r *http.Request, token string) error {
+	src, now := sourceKey(r.RemoteAddr), g.now()
+	if ok, retry := g.failures.ok(src, now); !ok {
+		return exhausted(retry, "too many failed authentications from %s", src)
+	}
+	err := g.auth.check("Bearer " + token)
+	if c := connect.CodeOf(err); err != nil && (c == connect.CodeUnauthenticated || c == connect.CodePermissionDenied) {
+		g.failures.spend(src, now)
+	}
+	return err
+}
+
 // Limits returns the limits in force, defaults filled in.
 func (g *Guard) Limits() Limits { return g.limits }
 
@@ -221,6 +245,11 @@ func (g *Guard) Wrap(next http.Handler) http.Handler {
 			}
 		case accessPartnerGate:
 			// partner.Server's gate authenticates the key, scope, rate and size.
+		case accessConsole:
+			// The console checks its session or the admin token (CheckAdminToken).
+			if !g.limitBody(w, r, src) {
+				return
+			}
 		default:
 			if err := g.authenticate(r, a, src, now); err != nil {
 				g.refuse(w, r, src, "authentication", err)

@@ -13,6 +13,10 @@ type Conn struct {
 	RemoteAddr string
 	Since      time.Time
 	LastSeen   time.Time
+	// Version and OutboxLastSeq are from the agent's Hello: its build and the newest
+	// seq in its outbox when the stream opened (the console's backlog at connect).
+	Version       string
+	OutboxLastSeq uint64
 
 	// end stops the stream, with the reason; nil when the stream cannot be stopped.
 	end context.CancelCauseFunc

@@ -59,7 +59,8 @@ func (u *Uplink) Stream(ctx context.Context, stream *connect.BidiStream[uplinkv1
 	ctx, end := context.WithCancelCause(ctx)
 	defer end(nil)
 	now := time.Now()
-	touch, remove := u.Registry.Add(Conn{AgentID: agentID, Transport: p.Transport, RemoteAddr: p.RemoteAddr, Since: now, LastSeen: now}, end)
+	touch, remove := u.Registry.Add(Conn{AgentID: agentID, Transport: p.Transport, RemoteAddr: p.RemoteAddr, Since: now, LastSeen: now,
+		Version: hello.GetAgentVersion(), OutboxLastSeq: hello.GetOutboxLastSeq()}, end)
 	defer remove()
 	log.Info("agent stream opened", "committed_seq", committed, "outbox_last_seq", hello.GetOutboxLastSeq(), "incarnation", incarnation)
 	// Acks and sink writes share the stream; Connect streams are not safe for

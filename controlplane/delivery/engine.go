@@ -61,6 +61,9 @@ type Config struct {
 	// rest counted on the next line written (defaults 5 per minute).
 	LogBurst int
 	LogEvery time.Duration
+	// AttemptLogSize bounds the in-memory attempt log the timeline reads
+	// (DefaultAttemptLogSize when 0; see AttemptLog).
+	AttemptLogSize int
 }
 
 // Engine delivers on the leader. Run it on every node: it is idle on followers.
@@ -74,6 +77,9 @@ type Engine struct {
 	workers map[string]*workerRun
 	plan    *Plan
 	leading bool
+
+	// attempts keeps the latest attempts this node made (the timeline's view).
+	attempts *AttemptLog
 }
 
 type workerRun struct {
@@ -97,7 +103,7 @@ func New(cfg Config) *Engine {
 	if cfg.Poll <= 0 {
 		cfg.Poll = 100 * time.Millisecond
 	}
-	return &Engine{cfg: cfg, log: cfg.Logger, logs: ratelog.New(cfg.LogBurst, cfg.LogEvery), client: &webhookClient{http: newHTTPClient(cfg.AddressPolicy, nil), now: time.Now}, workers: map[string]*workerRun{}}
+	return &Engine{cfg: cfg, log: cfg.Logger, logs: ratelog.New(cfg.LogBurst, cfg.LogEvery), client: &webhookClient{http: newHTTPClient(cfg.AddressPolicy, nil), now: time.Now}, workers: map[string]*workerRun{}, attempts: NewAttemptLog(cfg.AttemptLogSize)}
 }
 
 func (e *Engine) ledger() *ledger.Ledger { return e.cfg.Store.Ledger() }

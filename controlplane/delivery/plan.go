@@ -89,6 +89,9 @@ type Route struct {
 	Name         string
 	Destinations []string
 	Evaluate     func(ce *eventv1.CommittedEvent) (matched bool, payload []byte, err error)
+	// Selects, when set, is Evaluate without the mapping: whether the route takes the
+	// event (the timeline).
+	Selects func(ce *eventv1.CommittedEvent) (bool, error)
 }
 
 // PlanSource gives the engine the current plan.

@@ -73,7 +73,7 @@ func PlanFromTableKeys(t *routing.Table, keys *seal.Keyring) *Plan {
 		plan.Destinations = append(plan.Destinations, dest)
 	}
 	for _, r := range t.Routes() {
-		plan.Routes = append(plan.Routes, Route{Name: r.Name, Destinations: r.Destinations, Evaluate: r.Evaluate})
+		plan.Routes = append(plan.Routes, Route{Name: r.Name, Destinations: r.Destinations, Evaluate: r.Evaluate, Selects: r.Selects})
 	}
 	return plan
 }

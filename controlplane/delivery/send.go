@@ -119,6 +119,7 @@ func (w *worker) sendJob(ctx context.Context, items []*item) {
 		h(w.dest.Name, res.outcome.String(), res.took)
 	}
 	r := jobResult{items: items, res: res, at: time.Now()}
+	w.e.attempts.recordSend(w.dest.Name, items, res, r.at)
 	if res.outcome == outcomeOK {
 		var ids []string
 		for _, it := range items {
@@ -154,6 +155,7 @@ func batchBody(items []*item) (string, []byte) {
 // deadLetterJob commits dead letters for items with reason.
 func (w *worker) deadLetterJob(ctx context.Context, items []*item, reason string, now time.Time) {
 	put := &storev1.PutDeadLetters{}
+	ids := make([]string, 0, len(items))
 	for _, it := range items {
 		id := it.dlID
 		if id == "" {
@@ -167,11 +169,13 @@ func (w *worker) deadLetterJob(ctx context.Context, items []*item, reason string
 			d.ReplayId = it.src.replay.GetReplay().GetId()
 		}
 		put.DeadLetters = append(put.DeadLetters, d)
+		ids = append(ids, id)
 	}
 	_, err := w.e.propose(ctx, storev1.CommandType_COMMAND_TYPE_PUT_DEAD_LETTERS, put)
 	if err == nil {
 		w.e.logs.Log(w.log, slog.LevelWarn, "dead:"+w.dest.Name, "delivery: dead-lettered; `crossdock dlq` lists and retries it",
 			append(w.messageArgs(items[0], len(items)), "reason", reason)...)
+		w.e.attempts.recordDead(w.dest.Name, items, ids, reason, time.Now())
 	}
 	w.results <- jobResult{items: items, dead: true, err: err, at: now}
 }

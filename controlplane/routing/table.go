@@ -383,6 +383,24 @@ func (r *Route) Matches(ev *eventv1.Event) bool {
 	return true
 }
 
+// Selects reports whether the route takes ce: match, then filter, without the mapping
+// (the timeline asks which destinations an event goes to). A failing filter is an
+// *EvalError with selected true, as in Evaluate.
+func (r *Route) Selects(ce *eventv1.CommittedEvent) (selected bool, err error) {
+	if !r.Matches(ce.GetEvent()) {
+		return false, nil
+	}
+	if r.prg.filter == nil {
+		return true, nil
+	}
+	v, err := evaluate(context.Background(), r.prg.filter, ce)
+	if err != nil {
+		return true, &EvalError{Route: r.Name, Stage: "filter", Err: err}
+	}
+	b, ok := v.(types.Bool)
+	return !ok || bool(b), nil
+}
+
 // Evaluate runs the route on a committed event: match, then filter, then mapping.
 // matched is false when the event is not for this route (payload nil, err nil). A
 // failing filter or mapping returns matched true and an *EvalError (wrapping
