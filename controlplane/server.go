@@ -22,6 +22,7 @@ import (
 	"github.com/quic-go/quic-go/http3"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
+	"github.com/crossdock/crossdock/controlplane/alerts"
 	"github.com/crossdock/crossdock/controlplane/api"
 	"github.com/crossdock/crossdock/controlplane/archive"
 	"github.com/crossdock/crossdock/controlplane/delivery"
@@ -108,6 +109,11 @@ type Config struct {
 	// MetricsListenOptional: MetricsListen is a default, not the operator's choice; if
 	// its address is in use the node starts without the listener and logs a warning.
 	MetricsListenOptional bool
+	// AlertInterval is how often the leader evaluates the Alert documents
+	// (alerts.DefaultInterval, 10s, when 0; --alert-interval).
+	AlertInterval time.Duration
+	// EDIAcks answers the ediAckOverdue alert condition; nil: those alerts never fire.
+	EDIAcks alerts.EDIAcks
 }
 
 // Server is one running control plane node.
@@ -143,6 +149,8 @@ type Server struct {
 	// partner serves the partner API; partnerFlush records its usage through raft.
 	partner      *partner.Server
 	partnerFlush *partner.Flusher
+	// alerts evaluates the Alert documents while this node leads (alerts_wire.go).
+	alerts *alerts.Evaluator
 }
 
 // AdminConfigFile is the name of the admin config written into the data dir at bootstrap.
@@ -526,7 +534,8 @@ func (s *Server) buildServers(cert tls.Certificate) error {
 		s.logger.Info("webhooks may reach these non-public addresses (--webhook-allow)", "allow", fmt.Sprint(s.cfg.WebhookAllow))
 	}
 	mux.Handle(routingv1connect.NewRoutingServiceHandler(&api.Routing{Backend: backend, Webhooks: webhooks}, append(opts, connect.WithInterceptors(auth))...))
-	s.delivery = delivery.New(delivery.Config{Store: s.store, Plans: &delivery.RoutingPlans{Source: s.store.Ledger()}, AgentSink: &s.backend.Sinks, Logger: s.logger, AddressPolicy: webhooks, OnAttempt: s.obs.onAttempt})
+	s.newAlerts(mux, opts, auth, webhooks)
+	s.delivery = delivery.New(delivery.Config{Store: s.store, Plans: &delivery.RoutingPlans{Source: s.store.Ledger()}, AgentSink: &s.backend.Sinks, Logger: s.logger, AddressPolicy: webhooks, OnAttempt: s.onAttempt})
 	admin.Archive.Engine = s.delivery
 	s.pruner = retention.New(retention.Config{Store: s.store, Plans: &delivery.RoutingPlans{Source: s.store.Ledger()}, Interval: s.cfg.PruneInterval, Logger: s.logger})
 	mux.Handle(deliveryv1connect.NewDeliveryServiceHandler(&api.Delivery{Backend: backend, Engine: s.delivery}, append(opts, connect.WithInterceptors(auth))...))
@@ -601,6 +610,7 @@ func (s *Server) Run(ctx context.Context) error {
 	go func() { defer close(deliveryDone); _ = s.delivery.Run(dctx) }()
 	pruneDone := make(chan struct{})
 	go func() { defer close(pruneDone); _ = s.pruner.Run(dctx) }()
+	alertsDone := s.runAlerts(dctx)
 	var err error
 	select {
 	case <-ctx.Done():
@@ -624,6 +634,7 @@ func (s *Server) Run(ctx context.Context) error {
 	stopViews()
 	<-viewsDone
 	<-pruneDone
+	<-alertsDone
 	s.stopMetrics()
 	s.stopPartner(ctx)
 	stopPartnerFlush() // a last usage report

@@ -40,6 +40,8 @@ const (
 // Defaults of an Alert document.
 const (
 	DefaultAlertWindow      = 5 * time.Minute
+	MinAlertWindow          = 10 * time.Second
+	MaxAlertWindow          = time.Hour
 	DefaultAlertMinAttempts = 10
 	DefaultAlertOfflineFor  = time.Minute
 	DefaultAlertStalledFor  = 5 * time.Minute
@@ -294,8 +296,8 @@ func validateAlert(p *problems, s *AlertSpec) {
 	if s.Window != nil {
 		if s.Condition != ConditionErrorRate {
 			p.add("spec.window", "only errorRate has a window")
-		} else if s.Window.Duration < time.Second || s.Window.Duration > 24*time.Hour {
-			p.add("spec.window", "must be from 1s to 24h, got %s", s.Window.Duration)
+		} else if s.Window.Duration < MinAlertWindow || s.Window.Duration > MaxAlertWindow {
+			p.add("spec.window", "must be from %s to %s, got %s", MinAlertWindow, MaxAlertWindow, s.Window.Duration)
 		}
 	}
 	for i, n := range s.Notify {
