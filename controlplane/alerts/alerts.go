@@ -20,6 +20,7 @@ import (
 	"sort"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"google.golang.org/protobuf/proto"
@@ -88,6 +89,7 @@ type Config struct {
 type Evaluator struct {
 	cfg      Config
 	attempts attempts
+	evals    atomic.Uint64
 
 	mu      sync.Mutex
 	leading bool
@@ -251,8 +253,13 @@ func (e *Evaluator) Evaluate(ctx context.Context) error {
 			e.cfg.Logger.Info("alert "+in.GetState(), "alert", in.GetAlert(), "instance", in.GetKey(), "value", in.GetValue(), "severity", in.GetLabels()["severity"])
 		}
 	}
-	return e.notify(ctx, docs)
+	err = e.notify(ctx, docs)
+	e.evals.Add(1)
+	return err
 }
+
+// Evaluations counts the evaluations this node finished (tests wait on it).
+func (e *Evaluator) Evaluations() uint64 { return e.evals.Load() }
 
 // change is the instance after a change to state.
 func (e *Evaluator) change(a *routing.Document, o observation, cur *storev1.AlertInstance, state string, now time.Time) *storev1.AlertInstance {
