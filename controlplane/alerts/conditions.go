@@ -262,6 +262,19 @@ func (t *inventoryTracker) update(l *ledger.Ledger, partners map[string]*routing
 			return nil, fmt.Errorf("alerts: find the first event of the last %s: %w", span, err)
 		}
 		t.next = max(seq, 1)
+		// Inventory cannot be older than the ledger: a partner that never had any
+		// counts from the first event held (from now in an empty ledger).
+		first, _, err := l.ListEvents(ledger.Filter{}, 0, 1)
+		if err != nil {
+			return nil, fmt.Errorf("alerts: read the first event held: %w", err)
+		}
+		floor := now
+		if len(first) > 0 {
+			floor = first[0].GetCommittedAt().AsTime()
+		}
+		if floor.After(t.start) {
+			t.start = floor
+		}
 	}
 	f := ledger.Filter{Type: "inventory.level"}
 	for read := 0; read < maxInventoryRead; {
