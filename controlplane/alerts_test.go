@@ -154,7 +154,7 @@ func listAlerts(t *testing.T, c adminv1connect.AlertServiceClient) map[string]*a
 }
 
 func TestAlertDestinationLagFiresAndResolves(t *testing.T) {
-	s := controlplanetest.TestServer(t, withAlerts)
+	s := controlplanetest.TestServer(t, func(c *controlplane.Config) { withAlerts(c); withMetrics(c) })
 	var down atomic.Bool
 	down.Store(true)
 	shop := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
@@ -224,6 +224,9 @@ spec:
 		cur := listAlerts(t, ac)["shop-lag destination=shop"]
 		return ok && cur.GetNotified()
 	})
+	if v, _ := value(scrape(t, s.MetricsAddr()), "crossdock_alerts_firing", map[string]string{"alert": "shop-lag", "severity": "critical"}); v != 1 {
+		t.Errorf("crossdock_alerts_firing{alert=shop-lag} = %v while firing, want 1", v)
+	}
 	n, am, _ := recv.find("firing", "destination", "shop")
 	if n.GroupLabels["alertname"] != "shop-lag" || am.Labels["severity"] != "critical" || n.Status != "firing" {
 		t.Errorf("firing notification = %+v", n)
@@ -236,6 +239,9 @@ spec:
 		_, _, ok := recv.find("resolved", "destination", "shop")
 		return cur != nil && cur.GetState() == "resolved" && ok
 	})
+	if v, ok := value(scrape(t, s.MetricsAddr()), "crossdock_alerts_firing", map[string]string{"alert": "shop-lag"}); !ok || v != 0 {
+		t.Errorf("crossdock_alerts_firing{alert=shop-lag} = %v (present %v) once resolved, want 0", v, ok)
+	}
 	cur := listAlerts(t, ac)["shop-lag destination=shop"]
 	if !cur.GetStartedAt().AsTime().Equal(firing.GetStartedAt().AsTime()) || cur.GetResolvedAt() == nil {
 		t.Errorf("resolved alert = %v; want the firing start kept and a resolution time", cur)
