@@ -363,3 +363,65 @@ func TestAlertStateSurvivesLeaderChange(t *testing.T) {
 		t.Errorf("alert on the new leader = %v", cur)
 	}
 }
+
+// TestAlertDeadLettersAndErrorRateUseTierThresholds: a destination that refuses every
+// event (400: dead-lettered at once) fires deadLetters at its partner tier's threshold
+// (2, not the document's 50) and errorRate, labelled with the partner and tier.
+func TestAlertDeadLettersAndErrorRateUseTierThresholds(t *testing.T) {
+	s := controlplanetest.TestServer(t, withAlerts)
+	refuse := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		_, _ = io.Copy(io.Discard, r.Body)
+		w.WriteHeader(http.StatusBadRequest)
+	}))
+	t.Cleanup(refuse.Close)
+	rc, ac := clientsFor(t, s, s.AdminConfigPath())
+	apply(t, rc, fmt.Sprintf(`apiVersion: crossdock.io/v1
+kind: Destination
+metadata: {name: acme-feed}
+spec: {type: webhook, url: %q, secret: %q}
+---
+apiVersion: crossdock.io/v1
+kind: Route
+metadata: {name: acme-stock}
+spec: {destination: acme-feed, match: {types: [inventory.level]}}
+---
+apiVersion: crossdock.io/v1
+kind: Tier
+metadata: {name: gold}
+spec: {}
+---
+apiVersion: crossdock.io/v1
+kind: Partner
+metadata: {name: acme}
+spec: {tier: gold, scopes: [events:read], skus: ["*"], destinations: [acme-feed]}
+---
+apiVersion: crossdock.io/v1
+kind: Alert
+metadata: {name: dead}
+spec:
+  condition: deadLetters
+  partners: [acme]
+  threshold: {deadLetters: 50}
+  tiers:
+    gold: {deadLetters: 2}
+---
+apiVersion: crossdock.io/v1
+kind: Alert
+metadata: {name: failing}
+spec:
+  condition: errorRate
+  threshold: {errorRatio: 0.5, minAttempts: 3}
+  window: 30s
+`, refuse.URL, alertSecret))
+	a := startAgent(t, s, "wh-dead")
+	publishLevels(t, a, 1, 5)
+	var all map[string]*adminv1.Alert
+	testutil.WaitFor(t, 30*time.Second, "dead and failing to fire for acme-feed", func() bool {
+		all = listAlerts(t, ac)
+		return all["dead destination=acme-feed"].GetState() == "firing" && all["failing destination=acme-feed"].GetState() == "firing"
+	})
+	d := all["dead destination=acme-feed"]
+	if d.GetLabels()["partner"] != "acme" || d.GetLabels()["tier"] != "gold" {
+		t.Errorf("dead-letter alert labels = %v; want partner acme, tier gold", d.GetLabels())
+	}
+}
