@@ -1,6 +1,10 @@
 package alerts
 
 import (
+	"encoding/json"
+	"os"
+	"regexp"
+	"strings"
 	"testing"
 	"time"
 
@@ -54,5 +58,27 @@ func TestNotificationShape(t *testing.T) {
 	}
 	if n.Alerts[0].Fingerprint == n.Alerts[1].Fingerprint || len(n.Alerts[0].Fingerprint) != 16 {
 		t.Errorf("fingerprints %q %q", n.Alerts[0].Fingerprint, n.Alerts[1].Fingerprint)
+	}
+}
+
+// TestObservabilityDocNotificationExample keeps the notification shown in
+// docs/observability.md a Notification, field for field.
+func TestObservabilityDocNotificationExample(t *testing.T) {
+	b, err := os.ReadFile("../../docs/observability.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := regexp.MustCompile("(?s)```json\n(.*?)```").FindStringSubmatch(string(b))
+	if m == nil {
+		t.Fatal("docs/observability.md has no json block")
+	}
+	dec := json.NewDecoder(strings.NewReader(m[1]))
+	dec.DisallowUnknownFields()
+	var n Notification
+	if err := dec.Decode(&n); err != nil {
+		t.Fatalf("the example is not a Notification: %v", err)
+	}
+	if n.Version != "4" || len(n.Alerts) != 1 || n.Alerts[0].Fingerprint == "" {
+		t.Errorf("example = %+v", n)
 	}
 }

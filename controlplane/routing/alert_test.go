@@ -1,6 +1,8 @@
 package routing
 
 import (
+	"os"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -84,6 +86,29 @@ spec: {condition: breakerOpen, notify: [erp, pager], tiers: {gold: {}}}
 	} {
 		if err == nil || !strings.Contains(err.Error(), want) {
 			t.Errorf("error\n%v\ndoes not contain %q", err, want)
+		}
+	}
+}
+
+// TestObservabilityDocAlertExamples keeps docs/observability.md's Alert examples valid:
+// every YAML block parses and its references resolve.
+func TestObservabilityDocAlertExamples(t *testing.T) {
+	b, err := os.ReadFile("../../docs/observability.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	blocks := regexp.MustCompile("(?s)```yaml\n(.*?)```").FindAllStringSubmatch(string(b), -1)
+	if len(blocks) == 0 {
+		t.Fatal("docs/observability.md has no yaml block")
+	}
+	for i, m := range blocks {
+		docs, err := Parse([]byte(m[1]))
+		if err != nil {
+			t.Errorf("yaml block %d: %v", i+1, err)
+			continue
+		}
+		if _, err := NewTable(docs, nil); err != nil {
+			t.Errorf("yaml block %d: %v", i+1, err)
 		}
 	}
 }
