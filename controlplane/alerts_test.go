@@ -425,3 +425,69 @@ spec:
 		t.Errorf("dead-letter alert labels = %v; want partner acme, tier gold", d.GetLabels())
 	}
 }
+
+// TestAlertNotificationRetriedUntilTaken: while the alert receiver answers 503 the
+// change stays un-notified; once it answers, the notification arrives (with the same
+// webhook-id as the refused tries) and the change is recorded notified.
+func TestAlertNotificationRetriedUntilTaken(t *testing.T) {
+	s := controlplanetest.TestServer(t, withAlerts)
+	var up atomic.Bool
+	var mu sync.Mutex
+	ids := map[string]int{}
+	var taken atomic.Int64
+	recv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		_, _ = io.Copy(io.Discard, r.Body)
+		mu.Lock()
+		ids[r.Header.Get("webhook-id")]++
+		mu.Unlock()
+		if !up.Load() {
+			w.WriteHeader(http.StatusServiceUnavailable)
+			return
+		}
+		taken.Add(1)
+	}))
+	t.Cleanup(recv.Close)
+	rc, ac := clientsFor(t, s, s.AdminConfigPath())
+	apply(t, rc, fmt.Sprintf(`apiVersion: crossdock.io/v1
+kind: Destination
+metadata: {name: oncall}
+spec: {type: webhook, url: %q, secret: %q}
+---
+apiVersion: crossdock.io/v1
+kind: Tier
+metadata: {name: standard}
+spec: {}
+---
+apiVersion: crossdock.io/v1
+kind: Partner
+metadata: {name: acme}
+spec: {tier: standard, scopes: [availability:read], skus: ["*"]}
+---
+apiVersion: crossdock.io/v1
+kind: Alert
+metadata: {name: stock}
+spec: {condition: inventoryStale, threshold: {staleFor: 1s}, notify: [oncall]}
+`, recv.URL, alertSecret))
+	testutil.WaitFor(t, 30*time.Second, "stock to fire and its notification to be refused twice", func() bool {
+		a := listAlerts(t, ac)["stock partner=acme"]
+		mu.Lock()
+		defer mu.Unlock()
+		n := 0
+		for _, c := range ids {
+			n += c
+		}
+		return a.GetState() == "firing" && n >= 2
+	})
+	if a := listAlerts(t, ac)["stock partner=acme"]; a.GetNotified() {
+		t.Fatalf("recorded notified while the receiver refuses: %v", a)
+	}
+	up.Store(true)
+	testutil.WaitFor(t, 30*time.Second, "the notification to be taken and recorded", func() bool {
+		return taken.Load() >= 1 && listAlerts(t, ac)["stock partner=acme"].GetNotified()
+	})
+	mu.Lock()
+	defer mu.Unlock()
+	if len(ids) != 1 {
+		t.Errorf("webhook-ids %v; want one id for every try of one notification", ids)
+	}
+}
