@@ -1,6 +1,7 @@
 package controlplane
 
 import (
+	"cmp"
 	"context"
 	"fmt"
 	"net/http"
@@ -215,7 +216,7 @@ func (c *consoleSource) Timeline(ctx context.Context, keys map[string]string, li
 func (s *Server) mountConsole(mux *http.ServeMux, guard *api.Guard) error {
 	src := &consoleSource{s: s, timeline: &api.Timeline{Backend: s.backend, Engine: s.delivery},
 		dlq: &api.Delivery{Backend: s.backend, Engine: s.delivery}, dir: &partner.Directory{Ledger: s.store.Ledger()}}
-	c, err := console.New(console.Config{Source: src, CheckToken: guard.CheckAdminToken, Logger: s.logger})
+	c, err := console.New(console.Config{Source: src, CheckToken: guard.CheckAdminToken, Logger: s.logger, Alerts: committedAlerts{s.store.Ledger()}})
 	if err != nil {
 		return fmt.Errorf("controlplane: console: %w", err)
 	}
@@ -234,3 +235,34 @@ func (s *Server) SetAlertSource(src console.AlertSource) {
 
 // Console is the node's web console (/ui/).
 func (s *Server) Console() *console.Console { return s.console }
+
+// committedAlerts feeds the console's alerts page from the alert states the leader's
+// evaluator committed (controlplane/alerts): every node holds them, so a follower's
+// console shows the same alerts as the leader's. Firing first, then by name and key.
+type committedAlerts struct{ l *ledger.Ledger }
+
+func (a committedAlerts) Alerts(context.Context) ([]console.Alert, error) {
+	states, err := a.l.AlertStates()
+	if err != nil {
+		return nil, fmt.Errorf("controlplane: console alerts: %w", err)
+	}
+	slices.SortStableFunc(states, func(x, y *storev1.AlertInstance) int {
+		if fx, fy := x.GetState() == "firing", y.GetState() == "firing"; fx != fy {
+			if fx {
+				return -1
+			}
+			return 1
+		}
+		return cmp.Or(strings.Compare(x.GetAlert(), y.GetAlert()), strings.Compare(x.GetKey(), y.GetKey()))
+	})
+	out := make([]console.Alert, 0, len(states))
+	for _, in := range states {
+		since := in.GetStartedAt().AsTime()
+		if in.GetState() == "resolved" && in.GetResolvedAt() != nil {
+			since = in.GetResolvedAt().AsTime()
+		}
+		out = append(out, console.Alert{Name: in.GetAlert(), Severity: in.GetLabels()["severity"], State: in.GetState(),
+			Since: since, Summary: in.GetSummary(), Labels: in.GetLabels()})
+	}
+	return out, nil
+}

@@ -68,7 +68,7 @@ func (s *Server) MetricsAddr() string {
 // startMetrics registers the collectors and, with Config.MetricsListen, serves
 // /metrics, /healthz and /readyz over plain HTTP.
 func (s *Server) startMetrics() error {
-	s.obs.reg.MustRegister(&nodeCollector{s: s})
+	s.obs.reg.MustRegister(&nodeCollector{s: s}, &moreCollector{s: s}) // metrics_more.go: partner API, views, alerts
 	sink, err := metrics.HashicorpSink()
 	if err != nil {
 		return fmt.Errorf("controlplane: %w", err)

@@ -233,6 +233,14 @@ spec:
 			t.Errorf("%s{destination=shop} missing", name)
 		}
 	}
+	partnerCall(t, hc, base)
+	f = scrape(t, s.MetricsAddr())
+	if v, _ := value(f, "crossdock_partner_requests_total", map[string]string{"partner": "-"}); v < 1 {
+		t.Errorf("crossdock_partner_requests_total{partner=\"-\"} = %v after a call without a key, want at least 1", v)
+	}
+	if v, ok := value(f, "crossdock_views_behind_events", nil); !ok || v != 0 {
+		t.Errorf("crossdock_views_behind_events = %v (present %v), want 0 once the views caught up", v, ok)
+	}
 	checkDocumented(t, f)
 }
 
@@ -366,6 +374,9 @@ func checkDocumented(t *testing.T, fams map[string]*dto.MetricFamily) {
 		documented[n] = true
 		if strings.HasPrefix(n, "crossdock_agent_") {
 			continue // checked against the agent's collector in package agent
+		}
+		if strings.HasPrefix(n, "crossdock_alerts_") {
+			continue // needs an Alert document: checked in TestAlertDestinationLagFiresAndResolves
 		}
 		if _, ok := fams[n]; !ok {
 			t.Errorf("docs/operations.md documents %s but a scrape does not have it", n)

@@ -23,6 +23,7 @@ import (
 	"github.com/quic-go/quic-go/http3"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
+	"github.com/crossdock/crossdock/controlplane/alerts"
 	"github.com/crossdock/crossdock/controlplane/api"
 	"github.com/crossdock/crossdock/controlplane/archive"
 	"github.com/crossdock/crossdock/controlplane/console"
@@ -117,6 +118,11 @@ type Config struct {
 	// MetricsListenOptional: MetricsListen is a default, not the operator's choice; if
 	// its address is in use the node starts without the listener and logs a warning.
 	MetricsListenOptional bool
+	// AlertInterval is how often the leader evaluates the Alert documents
+	// (alerts.DefaultInterval, 10s, when 0; --alert-interval).
+	AlertInterval time.Duration
+	// EDIAcks answers the ediAckOverdue alert condition; nil: those alerts never fire.
+	EDIAcks alerts.EDIAcks
 }
 
 // Server is one running control plane node.
@@ -159,6 +165,8 @@ type Server struct {
 	partnerFlush *partner.Flusher
 	// console is the web console at /ui/ (console.go).
 	console *console.Console
+	// alerts evaluates the Alert documents while this node leads (alerts_wire.go).
+	alerts *alerts.Evaluator
 }
 
 // AdminConfigFile is the name of the admin config written into the data dir at bootstrap.
@@ -548,7 +556,8 @@ func (s *Server) buildServers(cert tls.Certificate) error {
 	routingAPI := &api.Routing{Backend: backend, Webhooks: webhooks}
 	mux.Handle(routingv1connect.NewRoutingServiceHandler(routingAPI, append(opts, connect.WithInterceptors(auth))...))
 	mux.Handle(adminv1connect.NewSecretsServiceHandler(&api.Secrets{Backend: backend, Routing: routingAPI, NodeID: s.cfg.NodeID}, append(opts, connect.WithInterceptors(auth))...))
-	s.delivery = delivery.New(delivery.Config{Store: s.store, Plans: &delivery.RoutingPlans{Source: s.store.Ledger(), Keys: s.keys}, AgentSink: &s.backend.Sinks, Logger: s.logger, AddressPolicy: webhooks, OnAttempt: s.obs.onAttempt})
+	s.newAlerts(mux, opts, auth, webhooks)
+	s.delivery = delivery.New(delivery.Config{Store: s.store, Plans: &delivery.RoutingPlans{Source: s.store.Ledger(), Keys: s.keys}, AgentSink: &s.backend.Sinks, Logger: s.logger, AddressPolicy: webhooks, OnAttempt: s.onAttempt})
 	admin.Archive.Engine = s.delivery
 	s.pruner = retention.New(retention.Config{Store: s.store, Plans: &delivery.RoutingPlans{Source: s.store.Ledger(), Keys: s.keys}, Interval: s.cfg.PruneInterval, Logger: s.logger})
 	mux.Handle(deliveryv1connect.NewDeliveryServiceHandler(&api.Delivery{Backend: backend, Engine: s.delivery}, append(opts, connect.WithInterceptors(auth))...))
@@ -630,6 +639,7 @@ func (s *Server) Run(ctx context.Context) error {
 	go func() { defer close(deliveryDone); _ = s.delivery.Run(dctx) }()
 	pruneDone := make(chan struct{})
 	go func() { defer close(pruneDone); _ = s.pruner.Run(dctx) }()
+	alertsDone := s.runAlerts(dctx)
 	var err error
 	select {
 	case <-ctx.Done():
@@ -653,6 +663,7 @@ func (s *Server) Run(ctx context.Context) error {
 	stopViews()
 	<-viewsDone
 	<-pruneDone
+	<-alertsDone
 	s.stopMetrics()
 	s.stopPartner(ctx)
 	stopPartnerFlush() // a last usage report

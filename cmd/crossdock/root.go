@@ -62,6 +62,7 @@ func newRootCmd() *cobra.Command {
 		newPartnersCmd(),
 		newOrdersCmd(),
 		newTraceCmd(),
+		newAlertsCmd(),
 	)
 	addCompletions(root) // Tab completes agent, route and destination names (completion.go)
 	return root

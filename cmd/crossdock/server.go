@@ -106,6 +106,7 @@ cluster: it creates the cluster CA and an admin token, and writes both to
 	f.IntVar(&cfg.Limits.EnrollBurst, "enroll-burst", 20, "agent enrollments and node joins one source address may make at once")
 	f.BoolVar(&viewsOn, "views", true, "keep the views (inventory, prices, items) derived from the ledger on this node: 'crossdock inventory get' and 'crossdock prices get' read them")
 	f.DurationVar(&cfg.PruneInterval, "prune-interval", 30*time.Second, "how often the leader applies ledger retention (the Retention document, docs/operations.md)")
+	f.DurationVar(&cfg.AlertInterval, "alert-interval", 10*time.Second, "how often the leader evaluates the Alert documents (docs/observability.md)")
 	f.StringVar(&cfg.MetricsListen, "metrics-listen", "127.0.0.1:9464", "plain-HTTP address for /metrics, /healthz and /readyz (no token; keep it on loopback or a private network; '' disables; when left at the default and the port is taken, the node starts without it and logs a warning)")
 	f.BoolVar(&writeCLI, "write-cli-config", true, "at bootstrap, also write the admin config to ~/.config/crossdock/config.yaml if absent")
 	f.StringVar(&pprofListen, "pprof-listen", "", "serve Go profiles (net/http/pprof) on this loopback address, e.g. 127.0.0.1:6060; unauthenticated, off when empty")

@@ -72,6 +72,9 @@ var handlers = map[storev1.CommandType]handler{
 	storev1.CommandType_COMMAND_TYPE_RETURN_QUOTA:          applyReturnQuota,
 	storev1.CommandType_COMMAND_TYPE_RECORD_PARTNER_USAGE:  applyRecordPartnerUsage,
 	storev1.CommandType_COMMAND_TYPE_SUBMIT_PARTNER_EVENTS: applySubmitPartnerEvents, // orders.go
+	// Alert state (alerts.go).
+	storev1.CommandType_COMMAND_TYPE_PUT_ALERT_STATES:     applyPutAlertStates,
+	storev1.CommandType_COMMAND_TYPE_MARK_ALERTS_NOTIFIED: applyMarkAlertsNotified,
 }
 
 // applyTxn is one Apply's Badger transaction with its write budget.
@@ -88,6 +91,7 @@ type applyTxn struct {
 	post       *postingAdds
 	postFlush  bool     // the key index lists were flushed through lastSeq
 	archiver   Archiver // Options.Archiver: PRUNE_LEDGER hands it the events it removes
+	index      uint64   // the raft index of the entry being applied
 }
 
 // fits reports whether writes of n entries totalling size bytes (keys + values) stay
@@ -197,7 +201,7 @@ func (l *Ledger) Apply(index uint64, appendedAt time.Time, cmd *storev1.Command)
 	}
 
 	tx := &applyTxn{txn: h.db.NewTransaction(true), logger: l.logger, appendedAt: appendedAt.UTC(), lastSeq: l.lastSeq.Load(), ids: h.post.filter,
-		post: &postingAdds{pend: h.post}, archiver: l.opts.Archiver}
+		post: &postingAdds{pend: h.post}, archiver: l.opts.Archiver, index: index}
 	defer tx.txn.Discard()
 	var res any
 	if known {

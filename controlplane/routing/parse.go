@@ -166,10 +166,10 @@ func parseOne(part []byte, n, line int) (*Document, []*FieldError) {
 	}
 	ks, _ := obj["kind"].(string)
 	switch Kind(ks) {
-	case KindDestination, KindRoute, KindPolicy, KindRetention, KindPartner, KindTier:
+	case KindDestination, KindRoute, KindPolicy, KindRetention, KindPartner, KindTier, KindAlert:
 		d.Kind = Kind(ks)
 	default:
-		p.add("kind", "must be Destination, Route, Policy, Retention, Tier or Partner, got %s", show(obj["kind"]))
+		p.add("kind", "must be Destination, Route, Policy, Retention, Tier, Partner or Alert, got %s", show(obj["kind"]))
 	}
 	if md, ok := obj["metadata"].(map[string]any); !ok {
 		p.add("metadata.name", "required")
@@ -237,6 +237,12 @@ func parseOne(part []byte, n, line int) (*Document, []*FieldError) {
 		decodeInto(p, "spec", spec, reflect.ValueOf(d.Tier).Elem())
 		if len(p.errs) == 0 {
 			validateTier(p, "spec", d.Tier)
+		}
+	case KindAlert:
+		d.Alert = &AlertSpec{}
+		decodeInto(p, "spec", spec, reflect.ValueOf(d.Alert).Elem())
+		if len(p.errs) == 0 {
+			validateAlert(p, d.Alert)
 		}
 	}
 	return d, p.errs

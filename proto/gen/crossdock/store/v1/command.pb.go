@@ -63,6 +63,10 @@ const (
 	CommandType_COMMAND_TYPE_RECORD_PARTNER_USAGE CommandType = 45
 	// 50-54: partner orders (payloads in orders.proto).
 	CommandType_COMMAND_TYPE_SUBMIT_PARTNER_EVENTS CommandType = 50
+	// 60-64: alert state (payloads in alerts.proto). Ignorable: a node that does not know
+	// them shows no alerts, nothing else depends on them.
+	CommandType_COMMAND_TYPE_PUT_ALERT_STATES     CommandType = 60
+	CommandType_COMMAND_TYPE_MARK_ALERTS_NOTIFIED CommandType = 61
 )
 
 // Enum value maps for CommandType.
@@ -94,6 +98,8 @@ var (
 		44: "COMMAND_TYPE_RETURN_QUOTA",
 		45: "COMMAND_TYPE_RECORD_PARTNER_USAGE",
 		50: "COMMAND_TYPE_SUBMIT_PARTNER_EVENTS",
+		60: "COMMAND_TYPE_PUT_ALERT_STATES",
+		61: "COMMAND_TYPE_MARK_ALERTS_NOTIFIED",
 	}
 	CommandType_value = map[string]int32{
 		"COMMAND_TYPE_UNSPECIFIED":           0,
@@ -122,6 +128,8 @@ var (
 		"COMMAND_TYPE_RETURN_QUOTA":          44,
 		"COMMAND_TYPE_RECORD_PARTNER_USAGE":  45,
 		"COMMAND_TYPE_SUBMIT_PARTNER_EVENTS": 50,
+		"COMMAND_TYPE_PUT_ALERT_STATES":      60,
+		"COMMAND_TYPE_MARK_ALERTS_NOTIFIED":  61,
 	}
 )
 
@@ -1701,7 +1709,7 @@ const file_crossdock_store_v1_command_proto_rawDesc = "" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x19\n" +
 	"\bapi_addr\x18\x02 \x01(\tR\aapiAddr\x12\x1b\n" +
 	"\traft_addr\x18\x03 \x01(\tR\braftAddr\x127\n" +
-	"\tjoined_at\x18\x04 \x01(\v2\x1a.google.protobuf.TimestampR\bjoinedAt*\xdd\x06\n" +
+	"\tjoined_at\x18\x04 \x01(\v2\x1a.google.protobuf.TimestampR\bjoinedAt*\xa7\a\n" +
 	"\vCommandType\x12\x1c\n" +
 	"\x18COMMAND_TYPE_UNSPECIFIED\x10\x00\x12\x1d\n" +
 	"\x19COMMAND_TYPE_INGEST_BATCH\x10\x01\x12\x1a\n" +
@@ -1729,7 +1737,9 @@ const file_crossdock_store_v1_command_proto_rawDesc = "" +
 	"\x18COMMAND_TYPE_LEASE_QUOTA\x10+\x12\x1d\n" +
 	"\x19COMMAND_TYPE_RETURN_QUOTA\x10,\x12%\n" +
 	"!COMMAND_TYPE_RECORD_PARTNER_USAGE\x10-\x12&\n" +
-	"\"COMMAND_TYPE_SUBMIT_PARTNER_EVENTS\x102BEZCgithub.com/crossdock/crossdock/proto/gen/crossdock/store/v1;storev1b\x06proto3"
+	"\"COMMAND_TYPE_SUBMIT_PARTNER_EVENTS\x102\x12!\n" +
+	"\x1dCOMMAND_TYPE_PUT_ALERT_STATES\x10<\x12%\n" +
+	"!COMMAND_TYPE_MARK_ALERTS_NOTIFIED\x10=BEZCgithub.com/crossdock/crossdock/proto/gen/crossdock/store/v1;storev1b\x06proto3"
 
 var (
 	file_crossdock_store_v1_command_proto_rawDescOnce sync.Once

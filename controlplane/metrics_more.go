@@ -1,0 +1,69 @@
+package controlplane
+
+import (
+	"strings"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/crossdock/crossdock/internal/platform/metrics"
+)
+
+var (
+	descPartnerRequests = metrics.Desc("partner_requests_total", "Partner API calls answered by this node since it started, by partner (\"-\" when the key was missing or unknown), method and code (ok, or a Connect code or refusal reason).", "partner", "method", "code")
+	descViewsSeq        = metrics.Desc("views_seq", "Ledger seq the views (inventory, prices, items) on this node reflect.")
+	descViewsBehind     = metrics.Desc("views_behind_events", "Events committed to this node's ledger that the views have not folded yet.")
+	descViewsLag        = metrics.Desc("views_lag_seconds", "Time from the ledger applying an entry on this node to the views folding it, over the recent samples, by quantile (0.5, 0.99, 1 for the maximum).", "quantile")
+	descAlertsFiring    = metrics.Desc("alerts_firing", "Alert instances firing, by Alert document and severity (committed state: the same on every node).", "alert", "severity")
+)
+
+// moreCollector reads the partner API's counters, the views' lag and the committed
+// alert state at scrape time.
+type moreCollector struct{ s *Server }
+
+func (c *moreCollector) Describe(ch chan<- *prometheus.Desc) {
+	for _, d := range []*prometheus.Desc{descPartnerRequests, descViewsSeq, descViewsBehind, descViewsLag, descAlertsFiring} {
+		ch <- d
+	}
+}
+
+func (c *moreCollector) Collect(ch chan<- prometheus.Metric) {
+	s := c.s
+	if s.partner != nil && s.partner.Usage != nil {
+		for k, n := range s.partner.Usage.Totals() {
+			parts := strings.SplitN(k, " ", 3) // partner method code
+			if len(parts) != 3 {
+				continue
+			}
+			if parts[0] == "" {
+				parts[0] = "-"
+			}
+			ch <- metrics.Counter(descPartnerRequests, float64(n), parts...)
+		}
+	}
+	if s.views != nil {
+		st := s.views.Stats()
+		ch <- metrics.Gauge(descViewsSeq, float64(st.Seq))
+		last := s.store.Ledger().LastSeq()
+		ch <- metrics.Gauge(descViewsBehind, float64(last-min(last, st.Seq)))
+		ch <- metrics.Gauge(descViewsLag, st.LagP50.Seconds(), "0.5")
+		ch <- metrics.Gauge(descViewsLag, st.LagP99.Seconds(), "0.99")
+		ch <- metrics.Gauge(descViewsLag, st.LagMax.Seconds(), "1")
+	}
+	states, err := s.store.Ledger().AlertStates()
+	if err != nil {
+		s.logger.Warn("metrics: read alert states", "err", err)
+		return
+	}
+	firing := map[[2]string]int{}
+	for _, in := range states {
+		k := [2]string{in.GetAlert(), in.GetLabels()["severity"]}
+		if in.GetState() == "firing" {
+			firing[k]++
+		} else if _, ok := firing[k]; !ok {
+			firing[k] = 0
+		}
+	}
+	for k, n := range firing {
+		ch <- metrics.Gauge(descAlertsFiring, float64(n), k[0], k[1])
+	}
+}
