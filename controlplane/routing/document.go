@@ -8,6 +8,8 @@ import (
 	"time"
 
 	"sigs.k8s.io/yaml"
+
+	"github.com/crossdock/crossdock/internal/edi"
 )
 
 // APIVersion is the apiVersion every document carries.
@@ -25,7 +27,7 @@ const (
 
 // Kinds lists every document kind, in the order apply writes them (policies before the
 // destinations that name them, destinations before the routes that name them).
-var Kinds = []Kind{KindPolicy, KindDestination, KindRoute, KindRetention, KindTier, KindPartner}
+var Kinds = []Kind{KindPolicy, KindDestination, KindRoute, KindRetention, KindTier, KindPartner, KindTradingPartner}
 
 // ParseKind accepts a kind as written in a document ("Route") or on the command line
 // ("route", "routes").
@@ -43,6 +45,8 @@ func ParseKind(s string) (Kind, bool) {
 		return KindPartner, true
 	case "tier", "tiers":
 		return KindTier, true
+	case "tradingpartner", "tradingpartners", "trading-partner", "trading-partners":
+		return KindTradingPartner, true
 	}
 	return "", false
 }
@@ -62,6 +66,8 @@ func (k Kind) Plural() string {
 		return "partners"
 	case KindTier:
 		return "tiers"
+	case KindTradingPartner:
+		return "tradingpartners"
 	}
 	return strings.ToLower(string(k))
 }
@@ -86,6 +92,8 @@ type Document struct {
 	Retention   *RetentionSpec   `json:"-"`
 	Partner     *PartnerSpec     `json:"-"`
 	Tier        *TierSpec        `json:"-"`
+	// TradingPartner is an EDI profile (tradingpartner.go).
+	TradingPartner *edi.Profile `json:"-"`
 
 	compiled *compiled // a Route's programs, set by Parse
 }
@@ -237,6 +245,8 @@ func (d *Document) Canonical() ([]byte, error) {
 		spec = d.Partner
 	case KindTier:
 		spec = d.Tier
+	case KindTradingPartner:
+		spec = d.TradingPartner
 	default:
 		return nil, fmt.Errorf("routing: unknown kind %q", d.Kind)
 	}
