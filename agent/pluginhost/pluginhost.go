@@ -603,6 +603,11 @@ func (h *Host) encode(c *conn, b sdk.Batch) ([][]byte, error) {
 		// A connector's event is identified by its position alone: whatever id or
 		// source the plugin set is replaced.
 		ev.Id, ev.Source = "", &eventv1.Source{Position: pos}
+		// A partner's order has the id of canonical/orderid.go whichever door it came
+		// in by (EDI connector, partner API), so a resent order finds the first one.
+		if o := ev.GetOrder(); o.GetPartner() != "" && o.GetPurchaseOrderNumber() != "" {
+			ev.Id = canonical.OrderEventID(o.GetPartner(), o.GetPurchaseOrderNumber())
+		}
 		if err := canonical.Stamp(ev, h.opts.AgentID, c.cfg.Name, func() *timestamppb.Timestamp { return now }); err != nil {
 			return nil, fmt.Errorf("%w at position %s (event %d of the batch ending at %s): %w", ErrInvalidEvent, pos, i, b.Position, err)
 		}
