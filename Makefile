@@ -44,6 +44,7 @@ bench: build ## Run the benchmarks and load programs; figures are printed
 	$(GO) run ./bench/growth -bin $(BIN) -sizes $(BENCH_LEDGER_SIZES) $(if $(BENCH_RETENTION),-retention $(BENCH_RETENTION))
 	$(GO) run ./bench/soak -bin $(BIN) -minutes $(BENCH_SOAK_MINUTES) $(if $(BENCH_RETENTION),-retention $(BENCH_RETENTION))
 	$(GO) run ./bench/partnerapi
+	$(GO) run ./bench/edibench
 
 VERSION   ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 COMMIT    ?= $(shell git rev-parse HEAD 2>/dev/null || echo unknown)
