@@ -103,6 +103,7 @@ fuzz: ## Run each fuzzer briefly
 	$(GO) test -run '^$$' -fuzz FuzzBadgerReadError -fuzztime 20s ./agent/outbox/
 	$(GO) test -run '^$$' -fuzz '^FuzzRead$$' -fuzztime 20s ./internal/x12/
 	$(GO) test -run '^$$' -fuzz '^FuzzMap850$$' -fuzztime 20s ./internal/edi/
+	$(GO) test -run '^$$' -fuzz FuzzParseState -fuzztime 20s ./plugins/edi/
 	$(GO) test -run '^$$' -fuzz FuzzMatchers -fuzztime 20s ./internal/canonical/
 	$(GO) test -run '^$$' -fuzz FuzzEventValid -fuzztime 20s ./internal/wire/
 	$(GO) test -run '^$$' -fuzz FuzzParseLine -fuzztime 20s ./internal/platform/mapadvise/
