@@ -2,6 +2,8 @@ package routing
 
 import (
 	"errors"
+	"os"
+	"regexp"
 	"strings"
 	"testing"
 )
@@ -116,5 +118,26 @@ spec: {partner: acme, isaQualifier: ZZ, isaId: ACMERETAIL, ourQualifier: ZZ, our
 	_, err = NewTable(docs, nil)
 	if err == nil || !strings.Contains(err.Error(), `no partner "nobody"`) || !strings.Contains(err.Error(), "ZZ:ACMERETAIL is already tradingpartners/acme-edi's") {
 		t.Fatalf("want the missing partner and the duplicate id, got %v", err)
+	}
+}
+
+// TestEDIDocExamples: the documents shown in docs/edi.md parse.
+func TestEDIDocExamples(t *testing.T) {
+	b, err := os.ReadFile("../../docs/edi.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := 0
+	for _, m := range regexp.MustCompile("(?s)```yaml\n(.*?)```").FindAllStringSubmatch(string(b), -1) {
+		if !strings.Contains(m[1], "apiVersion: crossdock.io/v1") {
+			continue
+		}
+		n++
+		if _, err := Parse([]byte(m[1])); err != nil {
+			t.Errorf("docs/edi.md:\n%s\n%v", m[1], err)
+		}
+	}
+	if n != 2 {
+		t.Fatalf("%d document examples in docs/edi.md, want 2", n)
 	}
 }
