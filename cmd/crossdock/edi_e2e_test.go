@@ -182,9 +182,25 @@ connectors:
 		t.Fatalf("997:\n%s", b)
 	}
 
-	// The order.ack and the shipment, routed to the connector as a sink.
+	// The order.ack and the shipment as the ERP side publishes them (the Crossdock order
+	// number only), routed to the connector as a sink; with the trading partner's profile.
 	docs := filepath.Join(t.TempDir(), "edi-route.yaml")
 	if err := os.WriteFile(docs, []byte(`apiVersion: crossdock.io/v1
+kind: Tier
+metadata: {name: standard}
+spec: {}
+---
+apiVersion: crossdock.io/v1
+kind: Partner
+metadata: {name: bigbox}
+spec: {tier: standard, scopes: [orders:write], skus: ["*"]}
+---
+apiVersion: crossdock.io/v1
+kind: TradingPartner
+metadata: {name: bigbox-edi}
+spec: {partner: bigbox, isaQualifier: ZZ, isaId: BIGBOXRETAIL, ourQualifier: ZZ, ourId: ACMEDIST, version: "004010", usage: P, inbound: ["850", "997"], outbound: ["855", "856"]}
+---
+apiVersion: crossdock.io/v1
 kind: Destination
 metadata: {name: bigbox-edi}
 spec: {type: agent, agent: erp-east, connector: edi}
@@ -201,11 +217,14 @@ spec:
 	if out, err := run(t, "apply", "-f", docs, "--config", c.config); err != nil {
 		t.Fatalf("apply: %v\n%s", err, out)
 	}
+	if out, err := run(t, "history", "tradingpartner", "bigbox-edi", "--config", c.config); err != nil || !strings.Contains(out, "1") {
+		t.Fatalf("history of the TradingPartner: %v\n%s", err, out)
+	}
 	id := canonical.OrderID("bigbox", "4500098765")
 	events := filepath.Join(t.TempDir(), "events.jsonl")
 	if err := os.WriteFile(events, []byte(
-		`{"type":"order.ack","orderAck":{"orderNumber":"`+id+`","erpOrderNumber":"SO-77","status":"accepted","partner":"bigbox","purchaseOrderNumber":"4500098765","orderDate":"2026-12-04T00:00:00Z"}}`+"\n"+
-			`{"type":"shipment","shipment":{"shipmentNumber":"SH-1","orderNumber":"`+id+`","partner":"bigbox","purchaseOrderNumber":"4500098765","shippedAt":"2026-12-06T08:00:00Z","lines":[{"sku":"SKU-001","quantity":"24"}]}}`+"\n"), 0o600); err != nil {
+		`{"type":"order.ack","orderAck":{"orderNumber":"`+id+`","erpOrderNumber":"SO-77","status":"accepted"}}`+"\n"+
+			`{"type":"shipment","shipment":{"shipmentNumber":"SH-1","orderNumber":"`+id+`","shippedAt":"2026-12-06T08:00:00Z","lines":[{"sku":"SKU-001","quantity":"24"}]}}`+"\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
 	if out, err := run(t, "publish", "--agent", local, "--file", events); err != nil {

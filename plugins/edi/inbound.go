@@ -188,6 +188,16 @@ func (c *Connector) processFile(ctx context.Context, emit sdk.Emit, name string)
 			return err
 		}
 	}
+	for _, ev := range res.events {
+		o := ev.GetOrder()
+		r := orderRef{Partner: o.GetPartner(), PO: o.GetPurchaseOrderNumber()}
+		if o.GetOrderDate() != nil {
+			r.Date = o.GetOrderDate().AsTime()
+		}
+		if err := c.saveOrderRef(o.GetOrderNumber(), r); err != nil {
+			return err
+		}
+	}
 	reason := ""
 	if res.accepted == 0 && len(res.reasons) > 0 {
 		reason = strings.Join(res.reasons, "\n")

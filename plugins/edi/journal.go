@@ -151,7 +151,7 @@ func (c *Connector) recordAck(partner, functionalID, groupControl, status, kind 
 // prune removes archive files and journal entries older than the retention.
 func (c *Connector) prune() {
 	cut := c.now().Add(-c.retention)
-	for _, dir := range []string{"archive/in", "archive/out", "sent", "journal"} {
+	for _, dir := range []string{"archive/in", "archive/out", "sent", "journal", "orders"} {
 		root := filepath.Join(c.s.StateDir, dir)
 		_ = filepath.WalkDir(root, func(p string, d os.DirEntry, err error) error {
 			if err != nil || d.IsDir() {
@@ -165,4 +165,37 @@ func (c *Connector) prune() {
 			return nil
 		})
 	}
+}
+
+// orderRef is what the connector remembers of an order it received, so an order.ack,
+// shipment or invoice that carries only the Crossdock order number (as the ERP side
+// publishes them) still finds its partner, PO number and PO date.
+type orderRef struct {
+	Partner string    `json:"partner"`
+	PO      string    `json:"po"`
+	Date    time.Time `json:"date,omitzero"`
+}
+
+func (c *Connector) saveOrderRef(orderID string, r orderRef) error {
+	dir := filepath.Join(c.s.StateDir, "orders")
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return fmt.Errorf("edi: %w", err)
+	}
+	b, _ := json.Marshal(r)
+	if err := fsutil.WriteFileAtomic(dir, orderID+".json", b, 0o600); err != nil {
+		return fmt.Errorf("edi: %w", err)
+	}
+	return nil
+}
+
+func (c *Connector) loadOrderRef(orderID string) (orderRef, bool) {
+	var r orderRef
+	if orderID == "" || strings.ContainsAny(orderID, `/\.`) {
+		return r, false
+	}
+	b, err := os.ReadFile(filepath.Join(c.s.StateDir, "orders", orderID+".json"))
+	if err != nil || json.Unmarshal(b, &r) != nil {
+		return r, false
+	}
+	return r, true
 }

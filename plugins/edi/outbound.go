@@ -11,6 +11,9 @@ import (
 	"path/filepath"
 	"time"
 
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/timestamppb"
+
 	"github.com/crossdock/crossdock/internal/edi"
 	"github.com/crossdock/crossdock/internal/platform/fsutil"
 	"github.com/crossdock/crossdock/internal/x12"
@@ -40,14 +43,29 @@ func (c *Connector) Write(ctx context.Context, events []*eventv1.Event) ([]sdk.W
 		)
 		switch p := ev.GetPayload().(type) {
 		case *eventv1.Event_OrderAck:
-			partner, ref = p.OrderAck.GetPartner(), p.OrderAck.GetPurchaseOrderNumber()
-			set, err = edi.Build855(p.OrderAck)
+			a := proto.Clone(p.OrderAck).(*eventv1.OrderAck)
+			if r, ok := c.loadOrderRef(a.GetOrderNumber()); ok {
+				a.Partner, a.PurchaseOrderNumber = or(a.Partner, r.Partner), or(a.PurchaseOrderNumber, r.PO)
+				if a.OrderDate == nil && !r.Date.IsZero() {
+					a.OrderDate = timestamppb.New(r.Date)
+				}
+			}
+			partner, ref = a.GetPartner(), a.GetPurchaseOrderNumber()
+			set, err = edi.Build855(a)
 		case *eventv1.Event_Shipment:
-			partner, ref = p.Shipment.GetPartner(), p.Shipment.GetPurchaseOrderNumber()
-			set, err = edi.Build856(p.Shipment)
+			sh := proto.Clone(p.Shipment).(*eventv1.Shipment)
+			if r, ok := c.loadOrderRef(sh.GetOrderNumber()); ok {
+				sh.Partner, sh.PurchaseOrderNumber = or(sh.Partner, r.Partner), or(sh.PurchaseOrderNumber, r.PO)
+			}
+			partner, ref = sh.GetPartner(), sh.GetPurchaseOrderNumber()
+			set, err = edi.Build856(sh)
 		case *eventv1.Event_Invoice:
-			partner, ref = p.Invoice.GetPartner(), p.Invoice.GetPurchaseOrderNumber()
-			set, err = edi.Build810(p.Invoice)
+			inv := proto.Clone(p.Invoice).(*eventv1.Invoice)
+			if r, ok := c.loadOrderRef(inv.GetOrderNumber()); ok {
+				inv.Partner, inv.PurchaseOrderNumber = or(inv.Partner, r.Partner), or(inv.PurchaseOrderNumber, r.PO)
+			}
+			partner, ref = inv.GetPartner(), inv.GetPurchaseOrderNumber()
+			set, err = edi.Build810(inv)
 		case *eventv1.Event_InventoryLevel:
 			levels, levelIdx = append(levels, p.InventoryLevel), append(levelIdx, i)
 			continue
@@ -80,6 +98,13 @@ func (c *Connector) Write(ctx context.Context, events []*eventv1.Event) ([]sdk.W
 		}
 	}
 	return out, nil
+}
+
+func or(a, b string) string {
+	if a != "" {
+		return a
+	}
+	return b
 }
 
 func (c *Connector) profileFor(partner, set string) (*edi.Profile, error) {
