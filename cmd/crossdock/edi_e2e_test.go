@@ -255,3 +255,34 @@ spec:
 		t.Fatalf("the order is %d times in the ledger", n)
 	}
 }
+
+// TestEDIParseValidate: `edi parse` prints envelopes, verdicts and segments as JSON;
+// `edi validate` names each verdict with its reason and exits 2 when something is
+// rejected, 1 when the file is not X12.
+func TestEDIParseValidate(t *testing.T) {
+	td := filepath.Join("..", "..", "internal", "x12", "testdata")
+	out, err := run(t, "edi", "parse", filepath.Join(td, "850_004010_retailer.x12"))
+	if err != nil || !strings.Contains(out, `"status": "A"`) || !strings.Contains(out, `"BEG"`) || !strings.Contains(out, `"functionalId": "PO"`) {
+		t.Fatalf("parse: %v\n%s", err, out)
+	}
+	out, err = run(t, "edi", "validate", "--ack", filepath.Join(td, "bad_set_among_good.x12"))
+	if err == nil || !strings.Contains(err.Error(), "exit status 2") || !strings.Contains(out, "set 850 0002: rejected (R) [AK5 codes 4]") ||
+		!strings.Contains(out, "partially accepted (P)") || !strings.Contains(out, "AK9*P*3*3*2") {
+		t.Fatalf("validate of a bad set: %v\n%s", err, out)
+	}
+	out, err = run(t, "edi", "validate", filepath.Join(td, "broken_iea_count.x12"))
+	if err == nil || !strings.Contains(out, "rejected (R)") || !strings.Contains(out, "TA1 note 021") {
+		t.Fatalf("validate of a broken envelope: %v\n%s", err, out)
+	}
+	junk := filepath.Join(t.TempDir(), "junk.x12")
+	if err := os.WriteFile(junk, []byte("UNA:+.? 'UNB+UNOC:3'"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	out, err = run(t, "edi", "parse", junk)
+	if err == nil || !strings.Contains(err.Error(), "exit status 1") || !strings.Contains(out, "not an X12 interchange") {
+		t.Fatalf("parse of EDIFACT: %v\n%s", err, out)
+	}
+	if _, err := run(t, "edi", "validate", filepath.Join(td, "850_005010_caret.x12")); err != nil {
+		t.Fatalf("validate of a good 005010 file: %v", err)
+	}
+}
