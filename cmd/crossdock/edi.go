@@ -328,6 +328,9 @@ acks.overdueAfter, then "overdue"). --po shows one order's chain (850, 855, 856,
 					ack := g.Ack
 					if e.Direction == "out" {
 						ack = g.AckState(now)
+						if e.TA1 != "" {
+							ack += ", TA1 " + e.TA1
+						}
 					} else if ack != "" {
 						ack = g.AckKind + " sent " + ack
 						if e.AckControl != "" {

@@ -305,6 +305,10 @@ func TestSinkSendsAndTracksAcks(t *testing.T) {
 	r.drop("997.x12", []byte("ISA*00*          *00*          *ZZ*BIGBOXRETAIL   *ZZ*ACMEDIST       *261205*1000*U*00401*000000900*0*P*>~"+
 		"GS*FA*BIGBOXRETAIL*ACMEDIST*20261205*1000*900*X*004010~ST*997*0001~AK1*PR*2~AK2*855*0001~AK5*A~AK9*A*1*1*1~SE*6*0001~GE*1*900~IEA*1*000000900~"))
 	testutil.WaitFor(t, 10*time.Second, "the 997 read", func() bool { return exists(filepath.Join(r.in, "done", "997.x12")) })
+	// And a TA1 rejecting our interchange 1 (an interchange of only a TA1).
+	r.drop("ta1.x12", []byte("ISA*00*          *00*          *ZZ*BIGBOXRETAIL   *ZZ*ACMEDIST       *261205*1001*U*00401*000000901*0*P*>~"+
+		"TA1*000000001*261205*0030*R*006~IEA*0*000000901~"))
+	testutil.WaitFor(t, 10*time.Second, "the TA1 read", func() bool { return exists(filepath.Join(r.in, "done", "ta1.x12")) })
 	r.stop()
 	// A restarted plugin: the next 855 is above everything reserved before.
 	r.start(stub)
@@ -331,5 +335,14 @@ func TestSinkSendsAndTracksAcks(t *testing.T) {
 	}
 	if strings.Join(states, ",") != "855=A,856=overdue" {
 		t.Fatalf("ack states %v", states)
+	}
+	ta1 := "no interchange 000000001"
+	for _, e := range j {
+		if e.Direction == "out" && e.Control == "000000001" {
+			ta1 = e.TA1
+		}
+	}
+	if ta1 != "R 006" {
+		t.Fatalf("TA1 of our interchange 1: %q, want R 006", ta1)
 	}
 }

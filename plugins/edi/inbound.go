@@ -341,6 +341,15 @@ func (c *Connector) endInterchange(res *fileResult, ic *x12.Interchange, groups 
 			c.log.Warn("recording an acknowledgement", "err", err)
 		}
 	}
+	for _, seg := range ic.TA1 {
+		if r, err := x12.ParseTA1(seg); err == nil {
+			if err := c.recordTA1(p.Partner, r); err != nil {
+				c.log.Warn("recording a TA1", "err", err)
+			}
+		} else {
+			c.log.Warn("unreadable TA1", "file", name, "err", err)
+		}
+	}
 	ack := x12.Acknowledge(ic, x12.AckOptions{Now: now, Delimiters: p.Delimiters(), Usage: p.Usage})
 	sn := seen{Control: control, File: sum}
 	if idx >= 0 {

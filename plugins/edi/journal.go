@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/crossdock/crossdock/internal/platform/fsutil"
+	"github.com/crossdock/crossdock/internal/x12"
 )
 
 // Entry is the journal record of one interchange received or sent, kept as JSON in
@@ -26,8 +27,11 @@ type Entry struct {
 	Status string `json:"status"`
 	Reason string `json:"reason,omitempty"`
 	// AckControl is the ISA13 of our 997/999/TA1 for an inbound interchange.
-	AckControl string       `json:"ackControl,omitempty"`
-	Groups     []GroupEntry `json:"groups"`
+	AckControl string `json:"ackControl,omitempty"`
+	// TA1 is the partner's interchange acknowledgement of an outbound interchange
+	// (TA104 A, E or R, with the TA105 note), when one came.
+	TA1    string       `json:"ta1,omitempty"`
+	Groups []GroupEntry `json:"groups"`
 }
 
 // GroupEntry is one functional group of an interchange.
@@ -145,6 +149,26 @@ func (c *Connector) recordAck(partner, functionalID, groupControl, status, kind 
 		}
 	}
 	c.log.Warn("acknowledgement for a group we have no record of", "partner", partner, "group", functionalID+" "+groupControl, "status", status)
+	return nil
+}
+
+// recordTA1 notes a partner's TA1 on the outbound interchange it answers.
+func (c *Connector) recordTA1(partner string, r x12.TA1Report) error {
+	entries, err := ReadJournal(c.s.StateDir, partner)
+	if err != nil {
+		return err
+	}
+	for i := len(entries) - 1; i >= 0; i-- {
+		e := entries[i]
+		if e.Direction == "out" && normControl(e.Control) == normControl(r.Control) {
+			e.TA1 = r.Status
+			if r.Note != "" {
+				e.TA1 += " " + r.Note
+			}
+			return c.writeJournal(e)
+		}
+	}
+	c.log.Warn("TA1 for an interchange we have no record of", "partner", partner, "control", r.Control, "status", r.Status)
 	return nil
 }
 
