@@ -19,6 +19,7 @@ import (
 var EventTypes = []string{
 	canonical.TypeItem, canonical.TypeInventoryLevel, canonical.TypePrice, canonical.TypeOrder,
 	canonical.TypeOrderAck, canonical.TypeShipment, canonical.TypeInvoice, canonical.TypeSalesReturn,
+	canonical.TypeEdiInterchange,
 }
 
 var (

@@ -25,6 +25,8 @@ const (
 	TypeShipment       = "shipment"
 	TypeInvoice        = "invoice"
 	TypeSalesReturn    = "sales.return"
+	// TypeEdiInterchange is an X12 interchange and its acknowledgement state (EDI connector).
+	TypeEdiInterchange = "edi.interchange"
 )
 
 // Limits enforced on every event.
@@ -63,6 +65,8 @@ func TypeOf(ev *eventv1.Event) string {
 		return TypeInvoice
 	case *eventv1.Event_SalesReturn:
 		return TypeSalesReturn
+	case *eventv1.Event_EdiInterchange:
+		return TypeEdiInterchange
 	}
 	return ""
 }
@@ -151,7 +155,7 @@ func ValidateFields(ev *eventv1.Event) error {
 	}
 	want := TypeOf(ev)
 	if want == "" {
-		return fail("payload: one of item, inventoryLevel, price, order, orderAck, shipment, invoice, salesReturn is required")
+		return fail("payload: one of item, inventoryLevel, price, order, orderAck, shipment, invoice, salesReturn, ediInterchange is required")
 	}
 	if ev.Type != want {
 		return fail("type: %q does not match the %s payload (want %q)", ev.Type, want, want)
@@ -224,6 +228,12 @@ func validatePayload(ev *eventv1.Event) error {
 		dec(p.Invoice.GetTotal(), false, "invoice.total")
 	case *eventv1.Event_SalesReturn:
 		req(p.SalesReturn.GetReturnNumber(), "salesReturn.returnNumber")
+	case *eventv1.Event_EdiInterchange:
+		req(p.EdiInterchange.GetPartner(), "ediInterchange.partner")
+		req(p.EdiInterchange.GetControl(), "ediInterchange.control")
+		if d := p.EdiInterchange.GetDirection(); d != "in" && d != "out" {
+			errs = append(errs, fmt.Errorf("ediInterchange.direction: %q must be in or out", d))
+		}
 	}
 	errs = append(errs, validateEnriched(ev)...)
 	return errors.Join(errs...)
