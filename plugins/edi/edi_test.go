@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/crossdock/crossdock/internal/canonical"
@@ -48,10 +49,30 @@ func (a *agentStub) emit(ctx context.Context, b sdk.Batch) error {
 	return ctx.Err()
 }
 
+// snapshot returns the last position and the order events emitted.
 func (a *agentStub) snapshot() (string, []*eventv1.Event) {
 	a.mu.Lock()
 	defer a.mu.Unlock()
-	return a.position, append([]*eventv1.Event(nil), a.events...)
+	var orders []*eventv1.Event
+	for _, ev := range a.events {
+		if ev.GetOrder() != nil {
+			orders = append(orders, ev)
+		}
+	}
+	return a.position, orders
+}
+
+// interchanges returns the edi.interchange events emitted, in order.
+func (a *agentStub) interchanges() []*eventv1.Event {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	var out []*eventv1.Event
+	for _, ev := range a.events {
+		if ev.GetEdiInterchange() != nil {
+			out = append(out, ev)
+		}
+	}
+	return out
 }
 
 type rig struct {
@@ -234,6 +255,11 @@ func TestDirDropRestartAfterCommit(t *testing.T) {
 	if len(evs) != 2 || evs[0].GetId() != evs[1].GetId() {
 		t.Fatalf("events %v: want the same order id twice (the ledger keeps one)", evs)
 	}
+	// The interchange's state is published twice too, identically (same id, same
+	// content, so the ledger keeps one), with our 997's time as committed before.
+	if ics := stub.interchanges(); len(ics) != 2 || ics[0].GetId() != ics[1].GetId() || !proto.Equal(ics[0], ics[1]) {
+		t.Fatalf("edi.interchange events %v: want the same event twice", ics)
+	}
 	if got := outFiles(t, r.out); len(got) != 1 || got[0] != "bigbox-997-000000001.x12" {
 		t.Fatalf("outbound %v", got)
 	}
@@ -344,5 +370,28 @@ func TestSinkSendsAndTracksAcks(t *testing.T) {
 	}
 	if ta1 != "R 006" {
 		t.Fatalf("TA1 of our interchange 1: %q, want R 006", ta1)
+	}
+	// The control plane hears of each state: the 855 sent (pending, due in the
+	// profile's window), its 997 (A), the TA1; the 856 sent; the 997 and TA1 received.
+	var got []string
+	for _, ev := range stub.interchanges() {
+		ic := ev.GetEdiInterchange()
+		g := ic.GetGroups()
+		line := ic.GetDirection() + ":" + normControl(ic.GetControl()) + ":" + ic.GetStatus()
+		if len(g) > 0 {
+			line += ":" + g[0].GetSets()[0].GetId() + "=" + g[0].GetAck()
+			if ic.GetDirection() == "out" && (g[0].GetAckDue() == nil || g[0].GetSets()[0].GetOrder() != canonical.OrderID("bigbox", "4500098765") ||
+				ev.GetKeys()["order"] != canonical.OrderID("bigbox", "4500098765")) {
+				t.Errorf("event %v: want an ack due time and the order id in the set and the order key", ev)
+			}
+		}
+		if ic.GetTa1() != "" {
+			line += ":TA1=" + ic.GetTa1()
+		}
+		got = append(got, line)
+	}
+	want := "out:1:sent:855=,in:900:accepted:997=,out:1:sent:855=A,in:901:accepted,out:1:sent:855=A:TA1=R 006,out:103:sent:856="
+	if strings.Join(got, ",") != want {
+		t.Fatalf("edi.interchange events\n%s\nwant\n%s", strings.Join(got, ","), want)
 	}
 }

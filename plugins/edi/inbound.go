@@ -65,7 +65,7 @@ func (c *Connector) Read(ctx context.Context, from string, emit sdk.Emit) error 
 		case <-ctx.Done():
 			return nil
 		case req := <-c.reqs:
-			req.done <- c.commit(ctx, emit, nil, nil)
+			req.done <- c.commit(ctx, emit, req.events, eventIDs(req.events))
 		case <-t.C:
 		}
 	}
@@ -95,7 +95,7 @@ func (c *Connector) pollOnce(ctx context.Context, emit sdk.Emit) error {
 		// Serve a waiting sink between files.
 		select {
 		case req := <-c.reqs:
-			req.done <- c.commit(ctx, emit, nil, nil)
+			req.done <- c.commit(ctx, emit, req.events, eventIDs(req.events))
 		default:
 		}
 	}
@@ -108,6 +108,7 @@ type fileResult struct {
 	positions []string
 	acks      []pendingAck
 	entries   []*Entry
+	updated   []*Entry // outbound interchanges whose acknowledgement came
 	reasons   []string     // why interchanges were refused or skipped
 	accepted  int          // interchanges accepted
 	groups    []GroupEntry // of the interchange being read
@@ -153,6 +154,17 @@ func (c *Connector) processFile(ctx context.Context, emit sdk.Emit, name string)
 	if readErr != nil {
 		res.reasons = append(res.reasons, readErr.Error())
 	}
+	// The state of each interchange received, and of each sent one whose
+	// acknowledgement came in this file, for the control plane (edi.interchange).
+	norders := len(res.events)
+	for _, e := range append(res.entries, res.updated...) {
+		if e.Status == "duplicate" {
+			continue
+		}
+		ev := interchangeEvent(e)
+		res.events = append(res.events, ev)
+		res.positions = append(res.positions, fmt.Sprintf("%s/%s/%s", e.Partner, normControl(e.Control), ev.Id))
+	}
 	// 1. The orders and the state (seen interchanges, control numbers of the acks),
 	// committed together in the agent's outbox.
 	for len(res.events) > maxBatch {
@@ -190,6 +202,9 @@ func (c *Connector) processFile(ctx context.Context, emit sdk.Emit, name string)
 	}
 	for _, ev := range res.events {
 		o := ev.GetOrder()
+		if o == nil {
+			continue
+		}
 		r := orderRef{Partner: o.GetPartner(), PO: o.GetPurchaseOrderNumber()}
 		if o.GetOrderDate() != nil {
 			r.Date = o.GetOrderDate().AsTime()
@@ -213,7 +228,7 @@ func (c *Connector) processFile(ctx context.Context, emit sdk.Emit, name string)
 		c.st.Seen[a.partner][a.index].Done = true
 	}
 	c.mu.Unlock()
-	c.log.Info("edi file processed", "file", name, "orders", len(res.events), "acks", len(res.acks), "rejected", reason != "")
+	c.log.Info("edi file processed", "file", name, "orders", norders, "acks", len(res.acks), "rejected", reason != "")
 	return c.commit(ctx, emit, nil, nil)
 }
 
@@ -243,6 +258,9 @@ func (c *Connector) readFile(r io.Reader, name, sum, archive string) (*fileResul
 						se.Ref, se.PO = seg.Element(3).Value(), seg.Element(3).Value()
 						break
 					}
+				}
+				if se.PO != "" {
+					se.Order = canonical.OrderID(p.Partner, se.PO)
 				}
 				if o != nil && s.Result.Status != x12.StatusRejected {
 					o.OrderNumber = canonical.OrderID(p.Partner, o.GetPurchaseOrderNumber())
@@ -303,11 +321,17 @@ func (c *Connector) endInterchange(res *fileResult, ic *x12.Interchange, groups 
 		res.reasons = append(res.reasons, fmt.Sprintf("interchange %s from %s (segment %d): no trading partner profile for sender %s; add one to the connector's partners", control, sender, ic.FilePos, sender))
 		return
 	}
-	now := c.now()
+	// The time of an interchange seen before (a file re-read after a restart) is the
+	// one committed with it, so its acknowledgement and events come out the same.
+	now := c.now().Truncate(time.Second)
 	e := &Entry{Partner: p.Partner, Direction: "in", Control: control, File: name, Archive: archive, At: now, Status: "accepted", Groups: groups}
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	idx := c.st.find(p.Partner, control)
+	if idx >= 0 && c.st.Seen[p.Partner][idx].At != 0 {
+		now = time.Unix(c.st.Seen[p.Partner][idx].At, 0)
+		e.At = now
+	}
 	if idx >= 0 && c.st.Seen[p.Partner][idx].File != sum {
 		// A resent interchange: same sender and ISA13 in another file.
 		reason := fmt.Sprintf("interchange %s from %s (segment %d) is a duplicate: this control number was already received; it is not processed again", control, sender, ic.FilePos)
@@ -337,14 +361,18 @@ func (c *Connector) endInterchange(res *fileResult, ic *x12.Interchange, groups 
 		for _, s := range a.Sets {
 			sets[normControl(s.Control)] = s.Status
 		}
-		if err := c.recordAckLocked(p.Partner, a, sets, now); err != nil {
+		if u, err := c.recordAckLocked(p.Partner, a, sets, now); err != nil {
 			c.log.Warn("recording an acknowledgement", "err", err)
+		} else if u != nil {
+			res.updated = append(res.updated, u)
 		}
 	}
 	for _, seg := range ic.TA1 {
 		if r, err := x12.ParseTA1(seg); err == nil {
-			if err := c.recordTA1(p.Partner, r); err != nil {
+			if u, err := c.recordTA1(p.Partner, r); err != nil {
 				c.log.Warn("recording a TA1", "err", err)
+			} else if u != nil {
+				res.updated = append(res.updated, u)
 			}
 		} else {
 			c.log.Warn("unreadable TA1", "file", name, "err", err)
@@ -361,7 +389,10 @@ func (c *Connector) endInterchange(res *fileResult, ic *x12.Interchange, groups 
 			return
 		}
 		c.used(p.Partner)
-		sn.Ack, sn.At = base, now.Unix()
+		sn.Ack = base
+	}
+	if idx < 0 {
+		sn.At = now.Unix()
 	}
 	if idx < 0 {
 		c.st.remember(p.Partner, sn, c.s.DedupWindow)
@@ -369,6 +400,11 @@ func (c *Connector) endInterchange(res *fileResult, ic *x12.Interchange, groups 
 	}
 	if sn.Ack != 0 {
 		e.AckControl = fmt.Sprintf("%09d", sn.Ack)
+		for i := range e.Groups {
+			if e.Groups[i].Ack != "" {
+				e.Groups[i].AckAt = time.Unix(sn.At, 0).UTC()
+			}
+		}
 		if !sn.Done {
 			res.acks = append(res.acks, pendingAck{partner: p.Partner, index: idx, ic: ic, prof: p})
 		}
@@ -376,7 +412,7 @@ func (c *Connector) endInterchange(res *fileResult, ic *x12.Interchange, groups 
 	res.entries = append(res.entries, e)
 }
 
-func (c *Connector) recordAckLocked(partner string, a *x12.AckReport, sets map[string]string, at time.Time) error {
+func (c *Connector) recordAckLocked(partner string, a *x12.AckReport, sets map[string]string, at time.Time) (*Entry, error) {
 	return c.recordAck(partner, a.FunctionalID, a.GroupControl, a.Status, a.Kind, sets, at)
 }
 

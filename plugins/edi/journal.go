@@ -56,7 +56,8 @@ type SetEntry struct {
 	// invoice number.
 	Ref    string `json:"ref,omitempty"`
 	PO     string `json:"po,omitempty"`
-	Status string `json:"status"` // A, E, R: ours for inbound sets, the partner's for outbound
+	Order  string `json:"order,omitempty"` // the Crossdock order id (canonical.OrderID)
+	Status string `json:"status"`          // A, E, R: ours for inbound sets, the partner's for outbound
 	Event  string `json:"event,omitempty"`
 }
 
@@ -123,11 +124,12 @@ func ReadJournal(stateDir, partner string) ([]*Entry, error) {
 	return out, nil
 }
 
-// recordAck notes a partner's 997/999 on the outbound group it answers.
-func (c *Connector) recordAck(partner, functionalID, groupControl, status, kind string, sets map[string]string, at time.Time) error {
+// recordAck notes a partner's 997/999 on the outbound group it answers and returns
+// the outbound interchange's entry as it is now (nil when there is none).
+func (c *Connector) recordAck(partner, functionalID, groupControl, status, kind string, sets map[string]string, at time.Time) (*Entry, error) {
 	entries, err := ReadJournal(c.s.StateDir, partner)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	for i := len(entries) - 1; i >= 0; i-- {
 		e := entries[i]
@@ -145,18 +147,19 @@ func (c *Connector) recordAck(partner, functionalID, groupControl, status, kind 
 					g.Sets[si].Status = st
 				}
 			}
-			return c.writeJournal(e)
+			return e, c.writeJournal(e)
 		}
 	}
 	c.log.Warn("acknowledgement for a group we have no record of", "partner", partner, "group", functionalID+" "+groupControl, "status", status)
-	return nil
+	return nil, nil
 }
 
-// recordTA1 notes a partner's TA1 on the outbound interchange it answers.
-func (c *Connector) recordTA1(partner string, r x12.TA1Report) error {
+// recordTA1 notes a partner's TA1 on the outbound interchange it answers and returns
+// its entry as it is now (nil when there is none).
+func (c *Connector) recordTA1(partner string, r x12.TA1Report) (*Entry, error) {
 	entries, err := ReadJournal(c.s.StateDir, partner)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	for i := len(entries) - 1; i >= 0; i-- {
 		e := entries[i]
@@ -165,11 +168,11 @@ func (c *Connector) recordTA1(partner string, r x12.TA1Report) error {
 			if r.Note != "" {
 				e.TA1 += " " + r.Note
 			}
-			return c.writeJournal(e)
+			return e, c.writeJournal(e)
 		}
 	}
 	c.log.Warn("TA1 for an interchange we have no record of", "partner", partner, "control", r.Control, "status", r.Status)
-	return nil
+	return nil, nil
 }
 
 // prune removes archive files and journal entries older than the retention.

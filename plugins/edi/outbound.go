@@ -82,7 +82,7 @@ func (c *Connector) Write(ctx context.Context, events []*eventv1.Event) ([]sdk.W
 			out[i].Err = perr
 			continue
 		}
-		name, err := c.send(ctx, ev.GetId(), prof, []*x12.Set{set}, ref, ev.GetId())
+		name, err := c.send(ctx, ev.GetId(), prof, []*x12.Set{set}, ref, ev.GetId(), orderNumber(ev))
 		if err != nil {
 			if errors.Is(err, sdk.ErrPermanent) {
 				out[i].Err = err
@@ -98,6 +98,19 @@ func (c *Connector) Write(ctx context.Context, events []*eventv1.Event) ([]sdk.W
 		}
 	}
 	return out, nil
+}
+
+// orderNumber is the Crossdock order id an outbound event belongs to.
+func orderNumber(ev *eventv1.Event) string {
+	switch p := ev.GetPayload().(type) {
+	case *eventv1.Event_OrderAck:
+		return p.OrderAck.GetOrderNumber()
+	case *eventv1.Event_Shipment:
+		return p.Shipment.GetOrderNumber()
+	case *eventv1.Event_Invoice:
+		return p.Invoice.GetOrderNumber()
+	}
+	return ev.GetKeys()["order"]
 }
 
 func or(a, b string) string {
@@ -159,7 +172,7 @@ func (c *Connector) write846(ctx context.Context, events []*eventv1.Event, level
 			}
 			return nil
 		}
-		name, err := c.send(ctx, key+":"+p.Partner, p, []*x12.Set{set}, "", "")
+		name, err := c.send(ctx, key+":"+p.Partner, p, []*x12.Set{set}, "", "", "")
 		if err != nil {
 			if errors.Is(err, sdk.ErrPermanent) {
 				for _, i := range idx {
@@ -178,9 +191,11 @@ func (c *Connector) write846(ctx context.Context, events []*eventv1.Event, level
 }
 
 // send writes sets to a partner once per key: the bytes (with committed control
-// numbers) are first kept in state_dir/sent/KEY.x12, then put on the transport, then
-// KEY.done is written. A retry finds the bytes and puts the same file again.
-func (c *Connector) send(ctx context.Context, key string, p *edi.Profile, sets []*x12.Set, ref, eventID string) (string, error) {
+// numbers) and the edi.interchange event saying they were sent are first kept in
+// state_dir/sent/KEY.x12 and KEY.event, the event is committed to the outbox, the
+// file put on the transport, then KEY.done is written. A retry finds the bytes and the
+// event and publishes and puts the same again.
+func (c *Connector) send(ctx context.Context, key string, p *edi.Profile, sets []*x12.Set, ref, eventID, order string) (string, error) {
 	dir := filepath.Join(c.s.StateDir, "sent")
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return "", fmt.Errorf("edi: %w", err)
@@ -193,9 +208,16 @@ func (c *Connector) send(ctx context.Context, key string, p *edi.Profile, sets [
 	}
 	data, err := os.ReadFile(filepath.Join(dir, base+".x12"))
 	name := ""
+	var sentEv *eventv1.Event
 	if err == nil {
 		nb, _ := os.ReadFile(filepath.Join(dir, base+".name"))
 		name = string(nb)
+		if eb, err := os.ReadFile(filepath.Join(dir, base+".event")); err == nil {
+			sentEv = &eventv1.Event{}
+			if err := proto.Unmarshal(eb, sentEv); err != nil {
+				return "", fmt.Errorf("edi: %s is damaged (%v); remove it and its .x12 to send again", base+".event", err)
+			}
+		}
 	} else {
 		n, err := c.allocCommitted(ctx, p.Partner, 1+1)
 		if err != nil {
@@ -215,22 +237,33 @@ func (c *Connector) send(ctx context.Context, key string, p *edi.Profile, sets [
 		if err := fsutil.WriteFileAtomic(dir, base+".name", []byte(name), 0o600); err != nil {
 			return "", fmt.Errorf("edi: %w", err)
 		}
-		if err := fsutil.WriteFileAtomic(dir, base+".x12", data, 0o600); err != nil {
-			return "", fmt.Errorf("edi: %w", err)
-		}
 		e := &Entry{Partner: p.Partner, Direction: "out", Control: ic.Header.Control, File: name,
-			Archive: filepath.Join("sent", base+".x12"), At: c.now(), Status: "sent"}
+			Archive: filepath.Join("sent", base+".x12"), At: c.now().Truncate(time.Millisecond), Status: "sent"}
 		for _, g := range ic.Groups {
 			ge := GroupEntry{FunctionalID: g.FunctionalID, Control: g.Control, Version: g.Version}
 			if d := p.Overdue(); d > 0 {
 				ge.AckDue = e.At.Add(d)
 			}
 			for _, s := range g.Sets {
-				ge.Sets = append(ge.Sets, SetEntry{ID: s.ID, Control: s.Control, Ref: ref, PO: ref, Event: eventID})
+				ge.Sets = append(ge.Sets, SetEntry{ID: s.ID, Control: s.Control, Ref: ref, PO: ref, Order: order, Event: eventID})
 			}
 			e.Groups = append(e.Groups, ge)
 		}
 		if err := c.writeJournal(e); err != nil {
+			return "", err
+		}
+		sentEv = interchangeEvent(e)
+		eb, _ := proto.Marshal(sentEv) // a well-formed event always marshals
+		if err := fsutil.WriteFileAtomic(dir, base+".event", eb, 0o600); err != nil {
+			return "", fmt.Errorf("edi: %w", err)
+		}
+		// The bytes last: a retry that finds them finds the event too.
+		if err := fsutil.WriteFileAtomic(dir, base+".x12", data, 0o600); err != nil {
+			return "", fmt.Errorf("edi: %w", err)
+		}
+	}
+	if sentEv != nil {
+		if err := c.publish(ctx, sentEv); err != nil {
 			return "", err
 		}
 	}

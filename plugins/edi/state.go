@@ -10,6 +10,7 @@ import (
 
 	"github.com/crossdock/crossdock/internal/x12"
 	"github.com/crossdock/crossdock/plugins/sdk"
+	eventv1 "github.com/crossdock/crossdock/proto/gen/crossdock/event/v1"
 )
 
 // state is the connector's source position: JSON committed by the agent in its outbox
@@ -113,8 +114,49 @@ func (c *Connector) used(partner string) {
 	}
 }
 
-// commitReq asks the source loop to commit the state (an empty batch) in the outbox.
-type commitReq struct{ done chan error }
+// commitReq asks the source loop to commit the state in the outbox, with events (the
+// sink's edi.interchange events) or as an empty batch.
+type commitReq struct {
+	events []*eventv1.Event
+	done   chan error
+}
+
+func eventIDs(evs []*eventv1.Event) []string {
+	if len(evs) == 0 {
+		return nil
+	}
+	ids := make([]string, len(evs))
+	for i, ev := range evs {
+		ids[i] = ev.GetId()
+	}
+	return ids
+}
+
+// publish has the source loop commit events to the agent's outbox and returns when
+// they are durable there.
+func (c *Connector) publish(ctx context.Context, events ...*eventv1.Event) error {
+	c.mu.Lock()
+	running := c.st != nil && c.running
+	c.mu.Unlock()
+	if !running {
+		return errNoSource
+	}
+	req := commitReq{events: events, done: make(chan error, 1)}
+	select {
+	case c.reqs <- req:
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+	select {
+	case err := <-req.done:
+		if err != nil {
+			return fmt.Errorf("edi: publishing the interchange's state: %w", err)
+		}
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
 
 // errNoSource: the sink cannot reserve control numbers without the source running.
 var errNoSource = errors.New("edi: the connector's source is not running, so control numbers cannot be committed; do not set source: false on an edi connector")
