@@ -108,7 +108,7 @@ type fileResult struct {
 	positions []string
 	acks      []pendingAck
 	entries   []*Entry
-	updated   []*Entry // outbound interchanges whose acknowledgement came
+	updated   []*Entry     // outbound interchanges whose acknowledgement came
 	reasons   []string     // why interchanges were refused or skipped
 	accepted  int          // interchanges accepted
 	groups    []GroupEntry // of the interchange being read
