@@ -25,6 +25,7 @@ import (
 	"github.com/crossdock/crossdock/controlplane/api"
 	"github.com/crossdock/crossdock/controlplane/archive"
 	"github.com/crossdock/crossdock/controlplane/delivery"
+	"github.com/crossdock/crossdock/controlplane/ediview"
 	"github.com/crossdock/crossdock/controlplane/ledger"
 	"github.com/crossdock/crossdock/controlplane/partner"
 	"github.com/crossdock/crossdock/controlplane/retention"
@@ -138,6 +139,8 @@ type Server struct {
 	joined    bool
 	// views follow this node's ledger (nil with DisableViews).
 	views *views.Views
+	// edi is the view of EDI interchanges (controlplane/ediview; nil with DisableViews).
+	edi *ediview.View
 	// obs holds the metrics registry, the metrics listener and readiness (metrics.go).
 	obs *observability
 	// partner serves the partner API; partnerFlush records its usage through raft.
@@ -500,6 +503,7 @@ func (s *Server) buildServers(cert tls.Certificate) error {
 
 	if !s.cfg.DisableViews {
 		s.views = views.New(views.LedgerSource{L: s.store.Ledger()}, views.Options{Logger: s.logger})
+		s.edi = ediview.New(views.LedgerSource{L: s.store.Ledger()}, s.logger)
 	}
 	s.backend = &api.Backend{Store: s.store, CA: func() *pki.CA { return s.ca }, Registry: s.registry, Logger: s.logger, AgentCertTTL: s.cfg.AgentCertTTL}
 	mux := http.NewServeMux()
@@ -518,6 +522,7 @@ func (s *Server) buildServers(cert tls.Certificate) error {
 	mux.Handle(clusterv1connect.NewClusterServiceHandler(&api.Cluster{Backend: backend}, opts...))
 	admin := &api.Admin{Backend: backend, TempDir: tmp, Archive: api.ArchiveBackend{Dir: s.archive}, Views: s.views}
 	mux.Handle(adminv1connect.NewAdminServiceHandler(admin, append(opts, connect.WithInterceptors(auth))...))
+	mux.Handle(adminv1connect.NewEDIServiceHandler(&ediview.Service{View: s.edi}, append(opts, connect.WithInterceptors(auth))...))
 	webhooks, err := delivery.NewAddressPolicy(s.cfg.WebhookAllow)
 	if err != nil {
 		return fmt.Errorf("controlplane: %w", err)
@@ -588,6 +593,11 @@ func (s *Server) Run(ctx context.Context) error {
 	viewsDone := make(chan struct{})
 	go func() {
 		defer close(viewsDone)
+		if s.edi != nil {
+			ediDone := make(chan struct{})
+			go func() { defer close(ediDone); _ = s.edi.Run(vctx) }()
+			defer func() { <-ediDone }()
+		}
 		if s.views != nil {
 			_ = s.views.Run(vctx)
 		}
@@ -661,3 +671,6 @@ func (s *Server) ViewsState() *views.Views { return s.views }
 
 // CA is the cluster CA.
 func (s *Server) CA() *pki.CA { return s.ca }
+
+// EDI returns the node's view of EDI interchanges (nil when the views are off).
+func (s *Server) EDI() *ediview.View { return s.edi }
