@@ -9,16 +9,19 @@ import (
 	"strings"
 	"time"
 
+	"connectrpc.com/connect"
 	"github.com/spf13/cobra"
 
 	"github.com/crossdock/crossdock/internal/edi"
 	"github.com/crossdock/crossdock/internal/x12"
 	ediconn "github.com/crossdock/crossdock/plugins/edi"
+	adminv1 "github.com/crossdock/crossdock/proto/gen/crossdock/admin/v1"
+	"github.com/crossdock/crossdock/proto/gen/crossdock/admin/v1/adminv1connect"
 )
 
 func newEDICmd() *cobra.Command {
 	cmd := &cobra.Command{Use: "edi", Short: "Read X12 files and the EDI connector's interchange history"}
-	cmd.AddCommand(newEDIParseCmd(), newEDIValidateCmd(), newEDILsCmd())
+	cmd.AddCommand(newEDIParseCmd(), newEDIValidateCmd(), newEDILsCmd(), newEDIChainCmd())
 	return cmd
 }
 
@@ -281,20 +284,32 @@ func verdict(s string) string {
 }
 
 func newEDILsCmd() *cobra.Command {
-	var partner, stateDir, po string
+	var partner, stateDir, po, state, direction string
 	cmd := &cobra.Command{
-		Use:   "ls --partner P --state-dir DIR",
+		Use:   "ls --partner P [--state-dir DIR]",
 		Short: "List a trading partner's interchanges received and sent, with their acknowledgement state",
-		Long: `List the interchanges the EDI connector received from and sent to a trading partner,
-from the connector's journal in its state_dir (run it on the agent's host): direction,
-ISA13, file, time, status, and for each functional group its sets (with the PO number)
-and the acknowledgement state: for inbound groups the 997/999 we sent (A, E, P, R),
-for outbound groups the partner's (A, E, P, R, "pending" within the profile's
-acks.overdueAfter, then "overdue"). --po shows one order's chain (850, 855, 856, 810).`,
-		Example: `  crossdock edi ls --partner bigbox --state-dir /var/lib/crossdock/edi
+		Long: `List the interchanges the EDI connector received from and sent to a trading partner:
+direction, ISA13, file, time, status, and for each functional group its sets (with the
+PO number) and the acknowledgement state: for inbound groups the 997/999 we sent (A,
+E, P, R), for outbound groups the partner's (A, E, P, R, "pending" within the
+profile's acks.overdueAfter, then "overdue"). --po shows one order's groups (850, 855,
+856, 810).
+
+Without --state-dir it asks the control plane (EDIService), which holds what every
+agent's EDI connectors published (edi.interchange events), newest first; --state and
+--direction filter there. With --state-dir it reads the connector's own journal in
+its state_dir instead (run it on the agent's host; it also lists duplicates refused).`,
+		Example: `  crossdock edi ls --partner bigbox
+  crossdock edi ls --partner bigbox --state overdue
   crossdock edi ls --partner bigbox --state-dir /var/lib/crossdock/edi --po 4500098765 -o json`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
+			if stateDir == "" {
+				return ediLsRemote(cmd, partner, po, state, direction)
+			}
+			if state != "" || direction != "" {
+				return fmt.Errorf("--state and --direction filter the control plane's list; drop --state-dir to use them")
+			}
 			entries, err := ediconn.ReadJournal(stateDir, partner)
 			if err != nil {
 				return err
@@ -357,9 +372,126 @@ acks.overdueAfter, then "overdue"). --po shows one order's chain (850, 855, 856,
 	}
 	f := cmd.Flags()
 	f.StringVar(&partner, "partner", "", "the trading partner (its profile's partner name)")
-	f.StringVar(&stateDir, "state-dir", "", "the edi connector's state_dir")
-	f.StringVar(&po, "po", "", "only the groups carrying this purchase order number")
+	f.StringVar(&stateDir, "state-dir", "", "read the edi connector's journal in this state_dir instead of asking the control plane")
+	f.StringVar(&po, "po", "", "only the groups carrying this purchase order number (or, without --state-dir, Crossdock order id)")
+	f.StringVar(&state, "state", "", "only interchanges in this state: A, E, P, R, pending, overdue, rejected (control plane only)")
+	f.StringVar(&direction, "direction", "", "only in or out (control plane only)")
 	_ = cmd.MarkFlagRequired("partner")
-	_ = cmd.MarkFlagRequired("state-dir")
 	return cmd
+}
+
+func ediClient() (adminv1connect.EDIServiceClient, error) {
+	c, err := resolveConfig()
+	if err != nil {
+		return nil, err
+	}
+	hc, addr, _, err := c.HTTPClient()
+	if err != nil {
+		return nil, err
+	}
+	return adminv1connect.NewEDIServiceClient(hc, addr), nil
+}
+
+func ediLsRemote(cmd *cobra.Command, partner, po, state, direction string) error {
+	client, err := ediClient()
+	if err != nil {
+		return err
+	}
+	var all []*adminv1.EDIInterchange
+	token := ""
+	for {
+		res, err := client.ListInterchanges(cmd.Context(), connect.NewRequest(&adminv1.ListInterchangesRequest{
+			Partner: partner, Order: po, State: state, Direction: direction, PageSize: 500, PageToken: token}))
+		if err != nil {
+			return fmt.Errorf("edi ls: %w", err)
+		}
+		all = append(all, res.Msg.GetInterchanges()...)
+		if token = res.Msg.GetNextPageToken(); token == "" {
+			break
+		}
+	}
+	if g.output != "table" {
+		return printMessage(cmd.OutOrStdout(), &adminv1.ListInterchangesResponse{Interchanges: all})
+	}
+	tw := newTable(cmd.OutOrStdout(), "DIR", "ISA13", "FILE", "AT", "STATUS", "STATE", "GROUP", "ACK", "SETS")
+	for _, x := range all {
+		ic := x.GetInterchange()
+		at := ""
+		if ic.GetAt() != nil {
+			at = ic.GetAt().AsTime().UTC().Format(time.RFC3339)
+		}
+		if len(ic.GetGroups()) == 0 {
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t-\t%s\t-\n", ic.GetDirection(), ic.GetControl(), ic.GetFile(), at, ic.GetStatus(), x.GetState(), dash(ic.GetTa1()))
+		}
+		for i, gr := range ic.GetGroups() {
+			var sets []string
+			for _, s := range gr.GetSets() {
+				txt := s.GetId() + " " + s.GetControl()
+				if s.GetPurchaseOrderNumber() != "" {
+					txt += " PO " + s.GetPurchaseOrderNumber()
+				}
+				if s.GetStatus() != "" {
+					txt += " " + s.GetStatus()
+				}
+				sets = append(sets, txt)
+			}
+			ack := ""
+			if i < len(x.GetGroupStates()) {
+				ack = x.GetGroupStates()[i]
+			}
+			if ic.GetDirection() == "out" && ic.GetTa1() != "" {
+				ack += ", TA1 " + ic.GetTa1()
+			} else if ic.GetDirection() == "in" && ack != "" {
+				ack = gr.GetAckKind() + " sent " + ack
+				if ic.GetAckControl() != "" {
+					ack += " (ISA13 " + ic.GetAckControl() + ")"
+				}
+			}
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", ic.GetDirection(), ic.GetControl(), ic.GetFile(), at, ic.GetStatus(), x.GetState(),
+				gr.GetFunctionalId()+" "+gr.GetControl(), dash(ack), strings.Join(sets, ", "))
+		}
+	}
+	return tw.Flush()
+}
+
+func newEDIChainCmd() *cobra.Command {
+	return &cobra.Command{
+		Use:   "chain ORDER",
+		Short: "Show an order's X12 chain (850, 997/999, 855, 856, 810) with acknowledgement states",
+		Long: `Show the X12 transaction sets of one order, from the control plane: the 850 received
+and the 997/999 we sent for it, then each 855, 856 and 810 sent with the partner's
+acknowledgement state (A, E, P, R, pending, overdue) and times. ORDER is the Crossdock
+order id (ord_...) or the purchase order number.`,
+		Example: `  crossdock edi chain 4500098765
+  crossdock edi chain ord_e4e8bd207590475dfd1e -o json`,
+		Args: cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			client, err := ediClient()
+			if err != nil {
+				return err
+			}
+			res, err := client.GetOrderEDI(cmd.Context(), connect.NewRequest(&adminv1.GetOrderEDIRequest{Order: args[0]}))
+			if err != nil {
+				return fmt.Errorf("edi chain: %w", err)
+			}
+			if g.output != "table" {
+				return printMessage(cmd.OutOrStdout(), res.Msg)
+			}
+			if len(res.Msg.GetSteps()) == 0 {
+				return fmt.Errorf("edi chain: no X12 set of order %q is known to the control plane (check the id, or that the EDI connector runs)", args[0])
+			}
+			ts := func(t interface{ AsTime() time.Time }, ok bool) string {
+				if !ok {
+					return "-"
+				}
+				return t.AsTime().UTC().Format(time.RFC3339)
+			}
+			tw := newTable(cmd.OutOrStdout(), "SET", "DIR", "PARTNER", "ISA13", "GS06", "PO", "STATE", "AT", "ACK AT", "ACK DUE")
+			for _, s := range res.Msg.GetSteps() {
+				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", s.GetSet(), s.GetDirection(), s.GetPartner(), s.GetInterchange(), s.GetGroupControl(),
+					dash(s.GetPurchaseOrderNumber()), dash(s.GetState()), ts(s.GetAt(), s.GetAt() != nil), ts(s.GetAckAt(), s.GetAckAt() != nil), ts(s.GetAckDue(), s.GetAckDue() != nil))
+			}
+			return tw.Flush()
+		},
+	}
 }
