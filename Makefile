@@ -46,6 +46,7 @@ bench: build ## Run the benchmarks and load programs; figures are printed
 	$(GO) run ./bench/partnerapi
 	$(GO) run ./bench/ackbench -bin $(BIN)
 	$(GO) run ./bench/orderbench -rate 200 -duration 10s -runs 3
+	$(GO) run ./bench/edibench
 
 VERSION   ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 COMMIT    ?= $(shell git rev-parse HEAD 2>/dev/null || echo unknown)
@@ -108,6 +109,7 @@ fuzz: ## Run each fuzzer briefly
 	$(GO) test -run '^$$' -fuzz FuzzBadgerReadError -fuzztime 20s ./agent/outbox/
 	$(GO) test -run '^$$' -fuzz '^FuzzRead$$' -fuzztime 20s ./internal/x12/
 	$(GO) test -run '^$$' -fuzz '^FuzzMap850$$' -fuzztime 20s ./internal/edi/
+	$(GO) test -run '^$$' -fuzz FuzzParseState -fuzztime 20s ./plugins/edi/
 	$(GO) test -run '^$$' -fuzz FuzzMatchers -fuzztime 20s ./internal/canonical/
 	$(GO) test -run '^$$' -fuzz FuzzEventValid -fuzztime 20s ./internal/wire/
 	$(GO) test -run '^$$' -fuzz FuzzReadEventHead -fuzztime 20s ./internal/wire/

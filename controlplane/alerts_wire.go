@@ -20,6 +20,10 @@ import (
 // newAlerts builds the alert evaluator (it runs on the leader; see Run) and mounts
 // AlertService. webhooks is the --webhook-allow policy notifications are sent under.
 func (s *Server) newAlerts(mux *http.ServeMux, opts []connect.HandlerOption, auth *api.AdminAuth, webhooks *delivery.AddressPolicy) {
+	edi := s.cfg.EDIAcks
+	if edi == nil && s.edi != nil {
+		edi = s.edi // the EDI connectors' edi.interchange events, folded by every node
+	}
 	s.alerts = alerts.New(alerts.Config{
 		Store:    ignorable{s.store},
 		Delivery: func() ([]delivery.DestinationStatus, error) { return s.delivery.Status() },
@@ -34,7 +38,7 @@ func (s *Server) newAlerts(mux *http.ServeMux, opts []connect.HandlerOption, aut
 			cs, at, ok := s.backend.ConnectorReport(agent)
 			return alerts.ConnectorReport{At: at, Connectors: cs}, ok
 		},
-		EDI:         s.cfg.EDIAcks,
+		EDI:         edi,
 		Send:        alerts.NewSender(webhooks),
 		ExternalURL: "https://" + s.addr,
 		Interval:    s.cfg.AlertInterval,

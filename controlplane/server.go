@@ -28,6 +28,7 @@ import (
 	"github.com/crossdock/crossdock/controlplane/archive"
 	"github.com/crossdock/crossdock/controlplane/console"
 	"github.com/crossdock/crossdock/controlplane/delivery"
+	"github.com/crossdock/crossdock/controlplane/ediview"
 	"github.com/crossdock/crossdock/controlplane/ledger"
 	"github.com/crossdock/crossdock/controlplane/orders"
 	"github.com/crossdock/crossdock/controlplane/partner"
@@ -121,7 +122,9 @@ type Config struct {
 	// AlertInterval is how often the leader evaluates the Alert documents
 	// (alerts.DefaultInterval, 10s, when 0; --alert-interval).
 	AlertInterval time.Duration
-	// EDIAcks answers the ediAckOverdue alert condition; nil: those alerts never fire.
+	// EDIAcks answers the ediAckOverdue alert condition; nil: the node's EDI view (the
+	// edi.interchange events the agents' EDI connectors publish), or, with DisableViews,
+	// those alerts never fire.
 	EDIAcks alerts.EDIAcks
 }
 
@@ -158,6 +161,8 @@ type Server struct {
 	// The order view and how partner events are committed (orders_server.go).
 	orders       *orders.View
 	submitOrders partner.Submitter
+	// edi is the view of EDI interchanges (controlplane/ediview; nil with DisableViews).
+	edi *ediview.View
 	// obs holds the metrics registry, the metrics listener and readiness (metrics.go).
 	obs *observability
 	// partner serves the partner API; partnerFlush records its usage through raft.
@@ -528,6 +533,7 @@ func (s *Server) buildServers(cert tls.Certificate) error {
 
 	if !s.cfg.DisableViews {
 		s.views = views.New(views.LedgerSource{L: s.store.Ledger()}, views.Options{Logger: s.logger})
+		s.edi = ediview.New(views.LedgerSource{L: s.store.Ledger()}, s.logger)
 	}
 	s.backend = &api.Backend{Store: s.store, CA: func() *pki.CA { return s.ca }, Keys: s.keys, Registry: s.registry, Logger: s.logger, AgentCertTTL: s.cfg.AgentCertTTL}
 	mux := http.NewServeMux()
@@ -546,6 +552,7 @@ func (s *Server) buildServers(cert tls.Certificate) error {
 	mux.Handle(clusterv1connect.NewClusterServiceHandler(&api.Cluster{Backend: backend}, opts...))
 	admin := &api.Admin{Backend: backend, TempDir: tmp, Archive: api.ArchiveBackend{Dir: s.archive}, Views: s.views}
 	mux.Handle(adminv1connect.NewAdminServiceHandler(admin, append(opts, connect.WithInterceptors(auth))...))
+	mux.Handle(adminv1connect.NewEDIServiceHandler(&ediview.Service{View: s.edi}, append(opts, connect.WithInterceptors(auth))...))
 	webhooks, err := delivery.NewAddressPolicy(s.cfg.WebhookAllow)
 	if err != nil {
 		return fmt.Errorf("controlplane: %w", err)
@@ -625,6 +632,11 @@ func (s *Server) Run(ctx context.Context) error {
 		defer close(viewsDone)
 		var wg sync.WaitGroup
 		s.runOrders(vctx, &wg)
+		if s.edi != nil {
+			ediDone := make(chan struct{})
+			go func() { defer close(ediDone); _ = s.edi.Run(vctx) }()
+			defer func() { <-ediDone }()
+		}
 		if s.views != nil {
 			_ = s.views.Run(vctx)
 		}
@@ -701,3 +713,6 @@ func (s *Server) ViewsState() *views.Views { return s.views }
 
 // CA is the cluster CA.
 func (s *Server) CA() *pki.CA { return s.ca }
+
+// EDI returns the node's view of EDI interchanges (nil when the views are off).
+func (s *Server) EDI() *ediview.View { return s.edi }

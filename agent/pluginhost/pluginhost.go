@@ -617,6 +617,11 @@ func (h *Host) encode(ctx context.Context, c *conn, b sdk.Batch) (_ [][]byte, sp
 		// A connector's event is identified by its position alone: whatever id or
 		// source the plugin set is replaced.
 		ev.Id, ev.Source = "", &eventv1.Source{Position: pos}
+		// A partner's order has the id of canonical/orderid.go whichever door it came
+		// in by (EDI connector, partner API), so a resent order finds the first one.
+		if o := ev.GetOrder(); o.GetPartner() != "" && o.GetPurchaseOrderNumber() != "" {
+			ev.Id = canonical.OrderEventID(o.GetPartner(), o.GetPurchaseOrderNumber())
+		}
 		if err := canonical.Stamp(ev, h.opts.AgentID, c.cfg.Name, func() *timestamppb.Timestamp { return now }); err != nil {
 			return nil, spans, fmt.Errorf("%w at position %s (event %d of the batch ending at %s): %w", ErrInvalidEvent, pos, i, b.Position, err)
 		}

@@ -63,6 +63,7 @@ func newRootCmd() *cobra.Command {
 		newOrdersCmd(),
 		newTraceCmd(),
 		newAlertsCmd(),
+		newEDICmd(),
 	)
 	addCompletions(root) // Tab completes agent, route and destination names (completion.go)
 	return root

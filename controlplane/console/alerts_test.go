@@ -12,14 +12,15 @@ import (
 	"github.com/crossdock/crossdock/internal/cliconfig"
 )
 
-// staticAlerts stands in for the alert evaluator (issue 19 item 5, on another branch)
-// behind console.AlertSource.
+// staticAlerts is a console.AlertSource of fixed alerts: it replaces the node's own
+// (the committed alert states) to test the page's rendering alone.
 type staticAlerts []console.Alert
 
 func (s staticAlerts) Alerts(context.Context) ([]console.Alert, error) { return s, nil }
 
-// The alerts page says "No alerts configured" until a source is wired
-// (Server.SetAlertSource), then lists its alerts.
+// The node wires its committed alert states into the alerts page (none yet: "No alerts
+// firing"); the page lists what its source gives. TestConsoleInBrowser sees a real
+// alert fire and resolve.
 func TestConsoleAlertsPage(t *testing.T) {
 	srv := controlplanetest.TestServer(t, nil)
 	cc, err := cliconfig.Load(srv.AdminConfigPath())
@@ -30,8 +31,8 @@ func TestConsoleAlertsPage(t *testing.T) {
 	get := func() page {
 		return do(t, c, http.MethodGet, "https://"+srv.Addr()+"/ui/alerts", nil, map[string]string{"Authorization": "Bearer " + cc.Token})
 	}
-	if p := get(); p.status != http.StatusOK || !strings.Contains(p.body, "No alerts configured") {
-		t.Fatalf("unwired: %d %q", p.status, p.body)
+	if p := get(); p.status != http.StatusOK || !strings.Contains(p.body, "No alerts firing") || strings.Contains(p.body, "No alerts configured") {
+		t.Fatalf("no alerts yet: %d %q", p.status, p.body)
 	}
 	srv.SetAlertSource(staticAlerts{{Name: "shop-lag", Severity: "critical", State: "firing", Since: time.Now(), Summary: "shop lags 5,000 events", Labels: map[string]string{"destination": "shop"}}})
 	p := get()

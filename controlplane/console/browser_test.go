@@ -47,7 +47,8 @@ func artifactDir(t *testing.T) string {
 
 // TestConsoleInBrowser drives the console in headless Chromium against a real node,
 // agent and webhook receiver: log in, see the fleet, open the destination, retry its
-// dead letter, search a SKU and read its timeline, log out. Screenshots of each step
+// dead letter (its alert firing, then resolved), search a SKU and read its timeline,
+// log out. Screenshots of each step
 // are written to the artifact directory (see ArtifactsEnv).
 func TestConsoleInBrowser(t *testing.T) {
 	bin := chromium(t)
@@ -131,6 +132,22 @@ func TestConsoleInBrowser(t *testing.T) {
 
 	// Destinations, then the destination with its dead letter; retry it.
 	dlID := f.openDeadLetter(t)
+	// The dead letter fires the fixture's Alert (evaluated by the leader, committed
+	// through raft): the alerts page lists it firing.
+	waitAlert := func(state string) {
+		t.Helper()
+		deadline := time.Now().Add(30 * time.Second)
+		for {
+			do("open alerts", chromedp.Click(css("#nav-alerts")), chromedp.WaitVisible(css("#alerts")))
+			if s := text("#alerts tbody"); strings.Contains(s, "shop-dead-letters") && strings.Contains(s, state) {
+				return
+			} else if time.Now().After(deadline) {
+				t.Fatalf("alerts page after 30s: %q, want shop-dead-letters %s", s, state)
+			}
+		}
+	}
+	waitAlert("firing")
+	shot("03a-alerts-firing")
 	do("open destinations", chromedp.Click(css("#nav-destinations")), chromedp.WaitVisible(css("#dest-shop")))
 	shot("03-destinations")
 	if s := text("#dest-shop"); !strings.Contains(s, "closed") {
@@ -168,12 +185,13 @@ func TestConsoleInBrowser(t *testing.T) {
 		t.Errorf("timeline text lacks the 503 retry and the delivery:\n%s", s)
 	}
 
-	// Alerts: not wired here.
-	do("open alerts", chromedp.Click(css("#nav-alerts")), chromedp.WaitVisible(css("#no-alerts")))
+	// The dead letter delivered, its alert resolves.
+	waitAlert("resolved")
+	shot("08-alerts-resolved")
 
 	// Log out: back to the login page, and the fleet needs a login again.
 	do("log out", chromedp.Click(css("#logout")), chromedp.WaitVisible(css("#login-form")),
 		chromedp.Navigate(base+"/ui/fleet"), chromedp.WaitVisible(css("#login-form")))
-	shot("08-logged-out")
+	shot("09-logged-out")
 	t.Logf("screenshots in %s", dir)
 }

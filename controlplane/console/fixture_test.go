@@ -77,6 +77,7 @@ func newFixture(t *testing.T) *fixture {
 	t.Helper()
 	srv := controlplanetest.TestServer(t, func(c *controlplane.Config) {
 		c.WebhookAllow = []netip.Prefix{netip.MustParsePrefix("127.0.0.1/32")}
+		c.AlertInterval = 200 * time.Millisecond
 	})
 	rc := &receiver{got: map[string]int{}}
 	hs := httptest.NewServer(rc)
@@ -103,6 +104,11 @@ spec:
   match: {types: [inventory.level]}
   mapping: |
     {"sku": event.inventory_level.sku, "quantity": event.inventory_level.available}
+---
+apiVersion: crossdock.io/v1
+kind: Alert
+metadata: {name: shop-dead-letters}
+spec: {condition: deadLetters, destinations: [shop], severity: critical}
 `, hs.URL, fixtureSecret)
 	if _, err := routingv1connect.NewRoutingServiceClient(hc, base).ApplyDocuments(context.Background(),
 		connect.NewRequest(&routingv1.ApplyDocumentsRequest{Yaml: docs})); err != nil {

@@ -162,6 +162,8 @@ func Summary(d *Document) string {
 		return partnerSummary(d)
 	case KindAlert:
 		return alertSummary(d.Alert)
+	case KindTradingPartner:
+		return tradingPartnerSummary(d.TradingPartner)
 	}
 	return ""
 }

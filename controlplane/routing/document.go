@@ -8,6 +8,8 @@ import (
 	"time"
 
 	"sigs.k8s.io/yaml"
+
+	"github.com/crossdock/crossdock/internal/edi"
 )
 
 // APIVersion is the apiVersion every document carries.
@@ -25,7 +27,7 @@ const (
 
 // Kinds lists every document kind, in the order apply writes them (policies before the
 // destinations that name them, destinations before the routes that name them).
-var Kinds = []Kind{KindPolicy, KindDestination, KindRoute, KindRetention, KindTier, KindPartner, KindAlert}
+var Kinds = []Kind{KindPolicy, KindDestination, KindRoute, KindRetention, KindTier, KindPartner, KindAlert, KindTradingPartner}
 
 // ParseKind accepts a kind as written in a document ("Route") or on the command line
 // ("route", "routes").
@@ -45,6 +47,8 @@ func ParseKind(s string) (Kind, bool) {
 		return KindTier, true
 	case "alert", "alerts":
 		return KindAlert, true
+	case "tradingpartner", "tradingpartners", "trading-partner", "trading-partners":
+		return KindTradingPartner, true
 	}
 	return "", false
 }
@@ -66,6 +70,8 @@ func (k Kind) Plural() string {
 		return "tiers"
 	case KindAlert:
 		return "alerts"
+	case KindTradingPartner:
+		return "tradingpartners"
 	}
 	return strings.ToLower(string(k))
 }
@@ -91,6 +97,8 @@ type Document struct {
 	Partner     *PartnerSpec     `json:"-"`
 	Tier        *TierSpec        `json:"-"`
 	Alert       *AlertSpec       `json:"-"`
+	// TradingPartner is an EDI profile (tradingpartner.go).
+	TradingPartner *edi.Profile `json:"-"`
 
 	compiled *compiled // a Route's programs, set by Parse
 }
@@ -244,6 +252,8 @@ func (d *Document) Canonical() ([]byte, error) {
 		spec = d.Tier
 	case KindAlert:
 		spec = d.Alert
+	case KindTradingPartner:
+		spec = d.TradingPartner
 	default:
 		return nil, fmt.Errorf("routing: unknown kind %q", d.Kind)
 	}

@@ -14,6 +14,7 @@ import (
 	"sigs.k8s.io/yaml"
 
 	"github.com/crossdock/crossdock/internal/canonical"
+	"github.com/crossdock/crossdock/internal/edi"
 )
 
 // Limits on input, so a document cannot make the control plane work unboundedly.
@@ -166,10 +167,10 @@ func parseOne(part []byte, n, line int) (*Document, []*FieldError) {
 	}
 	ks, _ := obj["kind"].(string)
 	switch Kind(ks) {
-	case KindDestination, KindRoute, KindPolicy, KindRetention, KindPartner, KindTier, KindAlert:
+	case KindDestination, KindRoute, KindPolicy, KindRetention, KindPartner, KindTier, KindAlert, KindTradingPartner:
 		d.Kind = Kind(ks)
 	default:
-		p.add("kind", "must be Destination, Route, Policy, Retention, Tier, Partner or Alert, got %s", show(obj["kind"]))
+		p.add("kind", "must be Destination, Route, Policy, Retention, Tier, Partner, Alert or TradingPartner, got %s", show(obj["kind"]))
 	}
 	if md, ok := obj["metadata"].(map[string]any); !ok {
 		p.add("metadata.name", "required")
@@ -243,6 +244,12 @@ func parseOne(part []byte, n, line int) (*Document, []*FieldError) {
 		decodeInto(p, "spec", spec, reflect.ValueOf(d.Alert).Elem())
 		if len(p.errs) == 0 {
 			validateAlert(p, d.Alert)
+		}
+	case KindTradingPartner:
+		d.TradingPartner = &edi.Profile{}
+		decodeInto(p, "spec", spec, reflect.ValueOf(d.TradingPartner).Elem())
+		if len(p.errs) == 0 {
+			validateTradingPartner(p, d.TradingPartner)
 		}
 	}
 	return d, p.errs

@@ -221,6 +221,7 @@ func NewTable(docs []*Document, versions map[string]uint64) (*Table, error) {
 	}
 	errs = append(errs, checkPartnerRefs(docs)...)
 	errs = append(errs, checkAlertRefs(docs)...)
+	errs = append(errs, checkTradingPartnerRefs(docs)...)
 	for _, r := range t.sortedRoutes() {
 		for i, dn := range r.Destinations {
 			if _, ok := t.dests[dn]; !ok {

@@ -21,6 +21,7 @@ var EventTypes = []string{
 	canonical.TypeItem, canonical.TypeInventoryLevel, canonical.TypePrice, canonical.TypeOrder,
 	canonical.TypeOrderAck, canonical.TypeShipment, canonical.TypeInvoice, canonical.TypeSalesReturn,
 	canonical.TypeOrderCancel, canonical.TypeOrderStatus,
+	canonical.TypeEdiInterchange,
 }
 
 var (

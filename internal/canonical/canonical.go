@@ -27,6 +27,8 @@ const (
 	TypeSalesReturn    = "sales.return"
 	TypeOrderCancel    = "order.cancel"
 	TypeOrderStatus    = "order.status"
+	// TypeEdiInterchange is an X12 interchange and its acknowledgement state (EDI connector).
+	TypeEdiInterchange = "edi.interchange"
 )
 
 // Limits enforced on every event.
@@ -69,6 +71,8 @@ func TypeOf(ev *eventv1.Event) string {
 		return TypeOrderCancel
 	case *eventv1.Event_OrderStatus:
 		return TypeOrderStatus
+	case *eventv1.Event_EdiInterchange:
+		return TypeEdiInterchange
 	}
 	return ""
 }
@@ -162,7 +166,7 @@ func ValidateFields(ev *eventv1.Event) error {
 	}
 	want := TypeOf(ev)
 	if want == "" {
-		return fail("payload: one of item, inventoryLevel, price, order, orderAck, shipment, invoice, salesReturn, orderCancel, orderStatus is required")
+		return fail("payload: one of item, inventoryLevel, price, order, orderAck, shipment, invoice, salesReturn, orderCancel, orderStatus, ediInterchange is required")
 	}
 	if ev.Type != want {
 		return fail("type: %q does not match the %s payload (want %q)", ev.Type, want, want)
@@ -240,6 +244,12 @@ func validatePayload(ev *eventv1.Event) error {
 	case *eventv1.Event_OrderStatus:
 		req(p.OrderStatus.GetOrderNumber(), "orderStatus.orderNumber")
 		req(p.OrderStatus.GetStatus(), "orderStatus.status")
+	case *eventv1.Event_EdiInterchange:
+		req(p.EdiInterchange.GetPartner(), "ediInterchange.partner")
+		req(p.EdiInterchange.GetControl(), "ediInterchange.control")
+		if d := p.EdiInterchange.GetDirection(); d != "in" && d != "out" {
+			errs = append(errs, fmt.Errorf("ediInterchange.direction: %q must be in or out", d))
+		}
 	}
 	errs = append(errs, validateEnriched(ev)...)
 	return errors.Join(errs...)

@@ -213,6 +213,42 @@ func AppendEvent(b []byte, ev *eventv1.Event) []byte {
 			b = appendString(b, 5, m.GetReason())
 			return appendString(b, 6, m.GetPartner())
 		})
+	case *eventv1.Event_EdiInterchange:
+		m := p.EdiInterchange
+		b = appendMessage(b, 40, m, func(b []byte) []byte {
+			b = appendString(b, 1, m.GetPartner())
+			b = appendString(b, 2, m.GetDirection())
+			b = appendString(b, 3, m.GetControl())
+			b = appendString(b, 4, m.GetFile())
+			b = appendString(b, 5, m.GetStatus())
+			b = appendString(b, 6, m.GetReason())
+			b = appendString(b, 7, m.GetAckControl())
+			b = appendString(b, 8, m.GetTa1())
+			b = appendTimestamp(b, 9, m.GetAt())
+			for _, g := range m.GetGroups() {
+				b = appendMessage(b, 10, g, func(b []byte) []byte {
+					b = appendString(b, 1, g.GetFunctionalId())
+					b = appendString(b, 2, g.GetControl())
+					b = appendString(b, 3, g.GetVersion())
+					b = appendString(b, 4, g.GetAck())
+					b = appendString(b, 5, g.GetAckKind())
+					b = appendTimestamp(b, 6, g.GetAckAt())
+					b = appendTimestamp(b, 7, g.GetAckDue())
+					for _, s := range g.GetSets() {
+						b = appendMessage(b, 8, s, func(b []byte) []byte {
+							b = appendString(b, 1, s.GetId())
+							b = appendString(b, 2, s.GetControl())
+							b = appendString(b, 3, s.GetPurchaseOrderNumber())
+							b = appendString(b, 4, s.GetOrder())
+							b = appendString(b, 5, s.GetStatus())
+							return appendString(b, 6, s.GetEvent())
+						})
+					}
+					return b
+				})
+			}
+			return b
+		})
 	}
 	return append(b, ev.ProtoReflect().GetUnknown()...)
 }

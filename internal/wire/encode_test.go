@@ -1,13 +1,16 @@
 package wire
 
 import (
+	"bytes"
 	"fmt"
 	"math/rand/v2"
 	"testing"
+	"time"
 
 	"google.golang.org/protobuf/encoding/protowire"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/reflect/protoreflect"
+	"google.golang.org/protobuf/types/known/timestamppb"
 
 	eventv1 "github.com/crossdock/crossdock/proto/gen/crossdock/event/v1"
 )
@@ -131,4 +134,37 @@ func BenchmarkAppendEvent(b *testing.B) {
 			}
 		}
 	})
+}
+
+// TestAppendEventEdiInterchange: an edi.interchange event with groups, sets and times
+// encodes byte for byte as proto.Marshal does and decodes back equal; EventValid leaves
+// it to the slow path.
+func TestAppendEventEdiInterchange(t *testing.T) {
+	at := timestamppb.New(time.Date(2026, 12, 4, 10, 30, 0, 5, time.UTC))
+	ev := &eventv1.Event{Id: "edi:bigbox:out:000000101:1a2b", Type: "edi.interchange",
+		Keys: map[string]string{"order": "ord_0123"}, Source: &eventv1.Source{Agent: "a1", Connector: "edi"},
+		Payload: &eventv1.Event_EdiInterchange{EdiInterchange: &eventv1.EdiInterchange{
+			Partner: "bigbox", Direction: "out", Control: "000000101", File: "bigbox-855-000000101.x12",
+			Status: "sent", At: at, Ta1: "A",
+			Groups: []*eventv1.EdiGroup{
+				{FunctionalId: "PR", Control: "102", Version: "004010", Ack: "A", AckKind: "997", AckAt: at, AckDue: at,
+					Sets: []*eventv1.EdiSet{{Id: "855", Control: "0001", PurchaseOrderNumber: "PO1", Order: "ord_0123", Status: "A", Event: "e1"}}},
+				{FunctionalId: "SH", Control: "103", Sets: []*eventv1.EdiSet{{Id: "856"}, {Id: "856", Control: "0002"}}},
+			},
+		}}}
+	got := AppendEvent(nil, ev)
+	want, err := proto.MarshalOptions{Deterministic: true}.Marshal(ev)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(got, want) {
+		t.Fatalf("AppendEvent\n%x\nproto.Marshal\n%x", got, want)
+	}
+	var back eventv1.Event
+	if err := proto.Unmarshal(got, &back); err != nil || !proto.Equal(&back, ev) {
+		t.Fatalf("decodes to %v (%v), want %v", &back, err, ev)
+	}
+	if EventValid(got, "a1") {
+		t.Fatal("EventValid vouched for an edi.interchange event; it must leave it to the slow path")
+	}
 }

@@ -34,7 +34,7 @@ const (
 	// crossdock.store.v1.LogChunk
 	LogChunkEvents protowire.Number = 4
 	// crossdock.event.v1.Event (the payload fields 10-17 are the oneof's members in
-	// declaration order; encode.go and event.go write and read every field of every
+	// declaration order, then 40, EventEdiInterchange; encode.go and event.go write and read every field of every
 	// payload message by hand, held to proto.Marshal and to the slow path by
 	// TestAppendEventEveryField and FuzzEventValid).
 	EventID           protowire.Number = 1
@@ -45,6 +45,9 @@ const (
 	EventTrace        protowire.Number = 6
 	EventFirstPayload protowire.Number = 10
 	EventLastPayload  protowire.Number = 17
+	// EventEdiInterchange is the oneof member edi_interchange (EDI connector): encoded
+	// by AppendEvent, never read in place (EventValid leaves it to the slow path).
+	EventEdiInterchange protowire.Number = 40
 	// Every map entry (protobuf's encoding of map fields): key and value.
 	MapEntryKey   protowire.Number = 1
 	MapEntryValue protowire.Number = 2

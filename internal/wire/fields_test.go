@@ -52,15 +52,24 @@ func TestFieldNumbers(t *testing.T) {
 			t.Errorf("%s.%s is field %d (%s); the hand-written codecs use %d (%s)", md.FullName(), c.field, f.Number(), f.Kind(), c.num, c.kind)
 		}
 	}
-	// The payload oneof: its members are fields EventFirstPayload..EventLastPayload.
+	// The payload oneof: its members are fields EventFirstPayload..EventLastPayload,
+	// then EventEdiInterchange.
 	od := (&eventv1.Event{}).ProtoReflect().Descriptor().Oneofs().ByName("payload")
-	if od.Fields().Len() != int(EventLastPayload-EventFirstPayload+1) {
-		t.Errorf("payload has %d members; the codecs know %d", od.Fields().Len(), EventLastPayload-EventFirstPayload+1)
+	var known []protowire.Number
+	for n := EventFirstPayload; n <= EventLastPayload; n++ {
+		known = append(known, n)
 	}
-	for i := 0; i < od.Fields().Len(); i++ {
-		if n := od.Fields().Get(i).Number(); n != EventFirstPayload+protowire.Number(i) {
-			t.Errorf("payload member %s is field %d, want %d", od.Fields().Get(i).Name(), n, EventFirstPayload+protowire.Number(i))
+	known = append(known, EventEdiInterchange)
+	if od.Fields().Len() != len(known) {
+		t.Errorf("payload has %d members; the codecs know %d", od.Fields().Len(), len(known))
+	}
+	for i := 0; i < od.Fields().Len() && i < len(known); i++ {
+		if n := od.Fields().Get(i).Number(); n != known[i] {
+			t.Errorf("payload member %s is field %d, want %d", od.Fields().Get(i).Name(), n, known[i])
 		}
+	}
+	if f := od.Fields().ByName("edi_interchange"); f == nil || f.Number() != EventEdiInterchange {
+		t.Errorf("payload member edi_interchange is not field %d", EventEdiInterchange)
 	}
 	keys := (&eventv1.Event{}).ProtoReflect().Descriptor().Fields().ByName("keys")
 	if keys.MapKey().Number() != MapEntryKey || keys.MapValue().Number() != MapEntryValue {

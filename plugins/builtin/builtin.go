@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"sort"
 
+	edi "github.com/crossdock/crossdock/plugins/edi"
 	"github.com/crossdock/crossdock/plugins/example/counter"
 	"github.com/crossdock/crossdock/plugins/pgcdc"
 	"github.com/crossdock/crossdock/plugins/sdk"
@@ -23,6 +24,7 @@ var connectors = map[string]Constructor{
 	"sql":    func(l *slog.Logger) sdk.Connector { return sqlconnector.New(l) },
 	"pgcdc":  func(l *slog.Logger) sdk.Connector { return pgcdc.New(l) },
 	"tryton": func(l *slog.Logger) sdk.Connector { return tryton.New(l) },
+	"edi":    func(l *slog.Logger) sdk.Connector { return edi.New(l) },
 	// example is the counter of docs/connectors.md, for trying an agent out.
 	"example": func(l *slog.Logger) sdk.Connector { return counter.New(l) },
 }

@@ -52,6 +52,7 @@ type Event struct {
 	//	*Event_SalesReturn
 	//	*Event_OrderCancel
 	//	*Event_OrderStatus
+	//	*Event_EdiInterchange
 	Payload       isEvent_Payload `protobuf_oneof:"payload"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -226,6 +227,15 @@ func (x *Event) GetOrderStatus() *OrderStatus {
 	return nil
 }
 
+func (x *Event) GetEdiInterchange() *EdiInterchange {
+	if x != nil {
+		if x, ok := x.Payload.(*Event_EdiInterchange); ok {
+			return x.EdiInterchange
+		}
+	}
+	return nil
+}
+
 type isEvent_Payload interface {
 	isEvent_Payload()
 }
@@ -271,6 +281,12 @@ type Event_OrderStatus struct {
 	OrderStatus *OrderStatus `protobuf:"bytes,51,opt,name=order_status,json=orderStatus,proto3,oneof"`
 }
 
+type Event_EdiInterchange struct {
+	// An X12 interchange exchanged with a trading partner and its acknowledgement state
+	// (type edi.interchange, published by the EDI connector; see docs/edi.md).
+	EdiInterchange *EdiInterchange `protobuf:"bytes,40,opt,name=edi_interchange,json=ediInterchange,proto3,oneof"`
+}
+
 func (*Event_Item) isEvent_Payload() {}
 
 func (*Event_InventoryLevel) isEvent_Payload() {}
@@ -290,6 +306,8 @@ func (*Event_SalesReturn) isEvent_Payload() {}
 func (*Event_OrderCancel) isEvent_Payload() {}
 
 func (*Event_OrderStatus) isEvent_Payload() {}
+
+func (*Event_EdiInterchange) isEvent_Payload() {}
 
 // Source says where an event was captured.
 type Source struct {
@@ -2425,11 +2443,338 @@ func (x *OrderStatus) GetChangedAt() *timestamppb.Timestamp {
 	return nil
 }
 
+// EdiInterchange is one X12 interchange received from or sent to a trading partner, as
+// the EDI connector knows it: published when it is received or sent and again whenever
+// its acknowledgement state changes, each time whole (the newest replaces the older).
+type EdiInterchange struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The trading partner (its profile's partner name).
+	Partner string `protobuf:"bytes,1,opt,name=partner,proto3" json:"partner,omitempty"`
+	// "in" (received) or "out" (sent).
+	Direction string `protobuf:"bytes,2,opt,name=direction,proto3" json:"direction,omitempty"`
+	// ISA13, the interchange control number, as in the file.
+	Control string `protobuf:"bytes,3,opt,name=control,proto3" json:"control,omitempty"`
+	// The file's name on the transport.
+	File string `protobuf:"bytes,4,opt,name=file,proto3" json:"file,omitempty"`
+	// Inbound: accepted or rejected; outbound: sent.
+	Status string `protobuf:"bytes,5,opt,name=status,proto3" json:"status,omitempty"`
+	// Why an inbound interchange was rejected.
+	Reason string `protobuf:"bytes,6,opt,name=reason,proto3" json:"reason,omitempty"`
+	// Inbound: the ISA13 of the 997/999/TA1 we sent back.
+	AckControl string `protobuf:"bytes,7,opt,name=ack_control,json=ackControl,proto3" json:"ack_control,omitempty"`
+	// Outbound: the partner's TA1 (TA104 A, E or R and its note), when one came.
+	Ta1 string `protobuf:"bytes,8,opt,name=ta1,proto3" json:"ta1,omitempty"`
+	// When it was received or sent.
+	At            *timestamppb.Timestamp `protobuf:"bytes,9,opt,name=at,proto3" json:"at,omitempty"`
+	Groups        []*EdiGroup            `protobuf:"bytes,10,rep,name=groups,proto3" json:"groups,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *EdiInterchange) Reset() {
+	*x = EdiInterchange{}
+	mi := &file_crossdock_event_v1_event_proto_msgTypes[22]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *EdiInterchange) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*EdiInterchange) ProtoMessage() {}
+
+func (x *EdiInterchange) ProtoReflect() protoreflect.Message {
+	mi := &file_crossdock_event_v1_event_proto_msgTypes[22]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use EdiInterchange.ProtoReflect.Descriptor instead.
+func (*EdiInterchange) Descriptor() ([]byte, []int) {
+	return file_crossdock_event_v1_event_proto_rawDescGZIP(), []int{22}
+}
+
+func (x *EdiInterchange) GetPartner() string {
+	if x != nil {
+		return x.Partner
+	}
+	return ""
+}
+
+func (x *EdiInterchange) GetDirection() string {
+	if x != nil {
+		return x.Direction
+	}
+	return ""
+}
+
+func (x *EdiInterchange) GetControl() string {
+	if x != nil {
+		return x.Control
+	}
+	return ""
+}
+
+func (x *EdiInterchange) GetFile() string {
+	if x != nil {
+		return x.File
+	}
+	return ""
+}
+
+func (x *EdiInterchange) GetStatus() string {
+	if x != nil {
+		return x.Status
+	}
+	return ""
+}
+
+func (x *EdiInterchange) GetReason() string {
+	if x != nil {
+		return x.Reason
+	}
+	return ""
+}
+
+func (x *EdiInterchange) GetAckControl() string {
+	if x != nil {
+		return x.AckControl
+	}
+	return ""
+}
+
+func (x *EdiInterchange) GetTa1() string {
+	if x != nil {
+		return x.Ta1
+	}
+	return ""
+}
+
+func (x *EdiInterchange) GetAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.At
+	}
+	return nil
+}
+
+func (x *EdiInterchange) GetGroups() []*EdiGroup {
+	if x != nil {
+		return x.Groups
+	}
+	return nil
+}
+
+// EdiGroup is one functional group (GS/GE) of an interchange.
+type EdiGroup struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// GS01, e.g. PO, PR, SH, IN, FA.
+	FunctionalId string `protobuf:"bytes,1,opt,name=functional_id,json=functionalId,proto3" json:"functional_id,omitempty"`
+	// GS06, the group control number.
+	Control string `protobuf:"bytes,2,opt,name=control,proto3" json:"control,omitempty"`
+	// GS08, e.g. 004010.
+	Version string `protobuf:"bytes,3,opt,name=version,proto3" json:"version,omitempty"`
+	// The 997/999 status of the group (A, E, P or R): for inbound groups the one we
+	// sent, for outbound ones the partner's; empty while none came.
+	Ack string `protobuf:"bytes,4,opt,name=ack,proto3" json:"ack,omitempty"`
+	// 997 or 999.
+	AckKind string                 `protobuf:"bytes,5,opt,name=ack_kind,json=ackKind,proto3" json:"ack_kind,omitempty"`
+	AckAt   *timestamppb.Timestamp `protobuf:"bytes,6,opt,name=ack_at,json=ackAt,proto3" json:"ack_at,omitempty"`
+	// Outbound: when the partner's acknowledgement is overdue (unset: none expected).
+	AckDue        *timestamppb.Timestamp `protobuf:"bytes,7,opt,name=ack_due,json=ackDue,proto3" json:"ack_due,omitempty"`
+	Sets          []*EdiSet              `protobuf:"bytes,8,rep,name=sets,proto3" json:"sets,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *EdiGroup) Reset() {
+	*x = EdiGroup{}
+	mi := &file_crossdock_event_v1_event_proto_msgTypes[23]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *EdiGroup) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*EdiGroup) ProtoMessage() {}
+
+func (x *EdiGroup) ProtoReflect() protoreflect.Message {
+	mi := &file_crossdock_event_v1_event_proto_msgTypes[23]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use EdiGroup.ProtoReflect.Descriptor instead.
+func (*EdiGroup) Descriptor() ([]byte, []int) {
+	return file_crossdock_event_v1_event_proto_rawDescGZIP(), []int{23}
+}
+
+func (x *EdiGroup) GetFunctionalId() string {
+	if x != nil {
+		return x.FunctionalId
+	}
+	return ""
+}
+
+func (x *EdiGroup) GetControl() string {
+	if x != nil {
+		return x.Control
+	}
+	return ""
+}
+
+func (x *EdiGroup) GetVersion() string {
+	if x != nil {
+		return x.Version
+	}
+	return ""
+}
+
+func (x *EdiGroup) GetAck() string {
+	if x != nil {
+		return x.Ack
+	}
+	return ""
+}
+
+func (x *EdiGroup) GetAckKind() string {
+	if x != nil {
+		return x.AckKind
+	}
+	return ""
+}
+
+func (x *EdiGroup) GetAckAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.AckAt
+	}
+	return nil
+}
+
+func (x *EdiGroup) GetAckDue() *timestamppb.Timestamp {
+	if x != nil {
+		return x.AckDue
+	}
+	return nil
+}
+
+func (x *EdiGroup) GetSets() []*EdiSet {
+	if x != nil {
+		return x.Sets
+	}
+	return nil
+}
+
+// EdiSet is one transaction set (ST/SE) of a group.
+type EdiSet struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// ST01, e.g. 850, 855, 856, 810.
+	Id string `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	// ST02.
+	Control string `protobuf:"bytes,2,opt,name=control,proto3" json:"control,omitempty"`
+	// The purchase order number it carries.
+	PurchaseOrderNumber string `protobuf:"bytes,3,opt,name=purchase_order_number,json=purchaseOrderNumber,proto3" json:"purchase_order_number,omitempty"`
+	// The Crossdock order id (canonical.OrderID) it belongs to.
+	Order string `protobuf:"bytes,4,opt,name=order,proto3" json:"order,omitempty"`
+	// A, E or R: ours for inbound sets, the partner's for outbound ones.
+	Status string `protobuf:"bytes,5,opt,name=status,proto3" json:"status,omitempty"`
+	// The event it became (inbound 850: the order event) or came from (outbound).
+	Event         string `protobuf:"bytes,6,opt,name=event,proto3" json:"event,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *EdiSet) Reset() {
+	*x = EdiSet{}
+	mi := &file_crossdock_event_v1_event_proto_msgTypes[24]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *EdiSet) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*EdiSet) ProtoMessage() {}
+
+func (x *EdiSet) ProtoReflect() protoreflect.Message {
+	mi := &file_crossdock_event_v1_event_proto_msgTypes[24]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use EdiSet.ProtoReflect.Descriptor instead.
+func (*EdiSet) Descriptor() ([]byte, []int) {
+	return file_crossdock_event_v1_event_proto_rawDescGZIP(), []int{24}
+}
+
+func (x *EdiSet) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+func (x *EdiSet) GetControl() string {
+	if x != nil {
+		return x.Control
+	}
+	return ""
+}
+
+func (x *EdiSet) GetPurchaseOrderNumber() string {
+	if x != nil {
+		return x.PurchaseOrderNumber
+	}
+	return ""
+}
+
+func (x *EdiSet) GetOrder() string {
+	if x != nil {
+		return x.Order
+	}
+	return ""
+}
+
+func (x *EdiSet) GetStatus() string {
+	if x != nil {
+		return x.Status
+	}
+	return ""
+}
+
+func (x *EdiSet) GetEvent() string {
+	if x != nil {
+		return x.Event
+	}
+	return ""
+}
+
 var File_crossdock_event_v1_event_proto protoreflect.FileDescriptor
 
 const file_crossdock_event_v1_event_proto_rawDesc = "" +
 	"\n" +
-	"\x1ecrossdock/event/v1/event.proto\x12\x12crossdock.event.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\xba\a\n" +
+	"\x1ecrossdock/event/v1/event.proto\x12\x12crossdock.event.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\x89\b\n" +
 	"\x05Event\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x12\n" +
 	"\x04type\x18\x02 \x01(\tR\x04type\x127\n" +
@@ -2448,7 +2793,8 @@ const file_crossdock_event_v1_event_proto_rawDesc = "" +
 	"\ainvoice\x18\x10 \x01(\v2\x1b.crossdock.event.v1.InvoiceH\x00R\ainvoice\x12D\n" +
 	"\fsales_return\x18\x11 \x01(\v2\x1f.crossdock.event.v1.SalesReturnH\x00R\vsalesReturn\x12D\n" +
 	"\forder_cancel\x182 \x01(\v2\x1f.crossdock.event.v1.OrderCancelH\x00R\vorderCancel\x12D\n" +
-	"\forder_status\x183 \x01(\v2\x1f.crossdock.event.v1.OrderStatusH\x00R\vorderStatus\x1a7\n" +
+	"\forder_status\x183 \x01(\v2\x1f.crossdock.event.v1.OrderStatusH\x00R\vorderStatus\x12M\n" +
+	"\x0fedi_interchange\x18( \x01(\v2\".crossdock.event.v1.EdiInterchangeH\x00R\x0eediInterchange\x1a7\n" +
 	"\tKeysEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01B\t\n" +
@@ -2659,7 +3005,36 @@ const file_crossdock_event_v1_event_proto_rawDesc = "" +
 	"\amessage\x18\a \x01(\tR\amessage\x12\x1b\n" +
 	"\tcause_seq\x18\b \x01(\x04R\bcauseSeq\x129\n" +
 	"\n" +
-	"changed_at\x18\t \x01(\v2\x1a.google.protobuf.TimestampR\tchangedAtBEZCgithub.com/crossdock/crossdock/proto/gen/crossdock/event/v1;eventv1b\x06proto3"
+	"changed_at\x18\t \x01(\v2\x1a.google.protobuf.TimestampR\tchangedAt\"\xbb\x02\n" +
+	"\x0eEdiInterchange\x12\x18\n" +
+	"\apartner\x18\x01 \x01(\tR\apartner\x12\x1c\n" +
+	"\tdirection\x18\x02 \x01(\tR\tdirection\x12\x18\n" +
+	"\acontrol\x18\x03 \x01(\tR\acontrol\x12\x12\n" +
+	"\x04file\x18\x04 \x01(\tR\x04file\x12\x16\n" +
+	"\x06status\x18\x05 \x01(\tR\x06status\x12\x16\n" +
+	"\x06reason\x18\x06 \x01(\tR\x06reason\x12\x1f\n" +
+	"\vack_control\x18\a \x01(\tR\n" +
+	"ackControl\x12\x10\n" +
+	"\x03ta1\x18\b \x01(\tR\x03ta1\x12*\n" +
+	"\x02at\x18\t \x01(\v2\x1a.google.protobuf.TimestampR\x02at\x124\n" +
+	"\x06groups\x18\n" +
+	" \x03(\v2\x1c.crossdock.event.v1.EdiGroupR\x06groups\"\xa8\x02\n" +
+	"\bEdiGroup\x12#\n" +
+	"\rfunctional_id\x18\x01 \x01(\tR\ffunctionalId\x12\x18\n" +
+	"\acontrol\x18\x02 \x01(\tR\acontrol\x12\x18\n" +
+	"\aversion\x18\x03 \x01(\tR\aversion\x12\x10\n" +
+	"\x03ack\x18\x04 \x01(\tR\x03ack\x12\x19\n" +
+	"\back_kind\x18\x05 \x01(\tR\aackKind\x121\n" +
+	"\x06ack_at\x18\x06 \x01(\v2\x1a.google.protobuf.TimestampR\x05ackAt\x123\n" +
+	"\aack_due\x18\a \x01(\v2\x1a.google.protobuf.TimestampR\x06ackDue\x12.\n" +
+	"\x04sets\x18\b \x03(\v2\x1a.crossdock.event.v1.EdiSetR\x04sets\"\xaa\x01\n" +
+	"\x06EdiSet\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id\x12\x18\n" +
+	"\acontrol\x18\x02 \x01(\tR\acontrol\x122\n" +
+	"\x15purchase_order_number\x18\x03 \x01(\tR\x13purchaseOrderNumber\x12\x14\n" +
+	"\x05order\x18\x04 \x01(\tR\x05order\x12\x16\n" +
+	"\x06status\x18\x05 \x01(\tR\x06status\x12\x14\n" +
+	"\x05event\x18\x06 \x01(\tR\x05eventBEZCgithub.com/crossdock/crossdock/proto/gen/crossdock/event/v1;eventv1b\x06proto3"
 
 var (
 	file_crossdock_event_v1_event_proto_rawDescOnce sync.Once
@@ -2673,7 +3048,7 @@ func file_crossdock_event_v1_event_proto_rawDescGZIP() []byte {
 	return file_crossdock_event_v1_event_proto_rawDescData
 }
 
-var file_crossdock_event_v1_event_proto_msgTypes = make([]protoimpl.MessageInfo, 23)
+var file_crossdock_event_v1_event_proto_msgTypes = make([]protoimpl.MessageInfo, 26)
 var file_crossdock_event_v1_event_proto_goTypes = []any{
 	(*Event)(nil),                 // 0: crossdock.event.v1.Event
 	(*Source)(nil),                // 1: crossdock.event.v1.Source
@@ -2697,12 +3072,15 @@ var file_crossdock_event_v1_event_proto_goTypes = []any{
 	(*CommittedEvent)(nil),        // 19: crossdock.event.v1.CommittedEvent
 	(*OrderCancel)(nil),           // 20: crossdock.event.v1.OrderCancel
 	(*OrderStatus)(nil),           // 21: crossdock.event.v1.OrderStatus
-	nil,                           // 22: crossdock.event.v1.Event.KeysEntry
-	(*timestamppb.Timestamp)(nil), // 23: google.protobuf.Timestamp
+	(*EdiInterchange)(nil),        // 22: crossdock.event.v1.EdiInterchange
+	(*EdiGroup)(nil),              // 23: crossdock.event.v1.EdiGroup
+	(*EdiSet)(nil),                // 24: crossdock.event.v1.EdiSet
+	nil,                           // 25: crossdock.event.v1.Event.KeysEntry
+	(*timestamppb.Timestamp)(nil), // 26: google.protobuf.Timestamp
 }
 var file_crossdock_event_v1_event_proto_depIdxs = []int32{
-	22, // 0: crossdock.event.v1.Event.keys:type_name -> crossdock.event.v1.Event.KeysEntry
-	23, // 1: crossdock.event.v1.Event.occurred_at:type_name -> google.protobuf.Timestamp
+	25, // 0: crossdock.event.v1.Event.keys:type_name -> crossdock.event.v1.Event.KeysEntry
+	26, // 1: crossdock.event.v1.Event.occurred_at:type_name -> google.protobuf.Timestamp
 	1,  // 2: crossdock.event.v1.Event.source:type_name -> crossdock.event.v1.Source
 	2,  // 3: crossdock.event.v1.Event.trace:type_name -> crossdock.event.v1.TraceContext
 	3,  // 4: crossdock.event.v1.Event.item:type_name -> crossdock.event.v1.Item
@@ -2715,42 +3093,48 @@ var file_crossdock_event_v1_event_proto_depIdxs = []int32{
 	18, // 11: crossdock.event.v1.Event.sales_return:type_name -> crossdock.event.v1.SalesReturn
 	20, // 12: crossdock.event.v1.Event.order_cancel:type_name -> crossdock.event.v1.OrderCancel
 	21, // 13: crossdock.event.v1.Event.order_status:type_name -> crossdock.event.v1.OrderStatus
-	23, // 14: crossdock.event.v1.Price.valid_from:type_name -> google.protobuf.Timestamp
-	23, // 15: crossdock.event.v1.Price.valid_to:type_name -> google.protobuf.Timestamp
-	6,  // 16: crossdock.event.v1.Order.lines:type_name -> crossdock.event.v1.OrderLine
-	23, // 17: crossdock.event.v1.Order.order_date:type_name -> google.protobuf.Timestamp
-	23, // 18: crossdock.event.v1.Order.requested_ship_date:type_name -> google.protobuf.Timestamp
-	7,  // 19: crossdock.event.v1.Order.ship_to:type_name -> crossdock.event.v1.Party
-	7,  // 20: crossdock.event.v1.Order.bill_to:type_name -> crossdock.event.v1.Party
-	23, // 21: crossdock.event.v1.Order.requested_delivery_date:type_name -> google.protobuf.Timestamp
-	10, // 22: crossdock.event.v1.OrderAck.lines:type_name -> crossdock.event.v1.OrderAckLine
-	23, // 23: crossdock.event.v1.OrderAck.acknowledged_at:type_name -> google.protobuf.Timestamp
-	23, // 24: crossdock.event.v1.OrderAck.order_date:type_name -> google.protobuf.Timestamp
-	23, // 25: crossdock.event.v1.OrderAckLine.expected_ship_date:type_name -> google.protobuf.Timestamp
-	11, // 26: crossdock.event.v1.Package.lines:type_name -> crossdock.event.v1.ShipmentLine
-	23, // 27: crossdock.event.v1.Shipment.shipped_at:type_name -> google.protobuf.Timestamp
-	11, // 28: crossdock.event.v1.Shipment.lines:type_name -> crossdock.event.v1.ShipmentLine
-	7,  // 29: crossdock.event.v1.Shipment.ship_from:type_name -> crossdock.event.v1.Party
-	7,  // 30: crossdock.event.v1.Shipment.ship_to:type_name -> crossdock.event.v1.Party
-	12, // 31: crossdock.event.v1.Shipment.packages:type_name -> crossdock.event.v1.Package
-	23, // 32: crossdock.event.v1.Shipment.expected_delivery:type_name -> google.protobuf.Timestamp
-	15, // 33: crossdock.event.v1.Invoice.lines:type_name -> crossdock.event.v1.InvoiceLine
-	16, // 34: crossdock.event.v1.Invoice.terms:type_name -> crossdock.event.v1.PaymentTerms
-	17, // 35: crossdock.event.v1.Invoice.tax_lines:type_name -> crossdock.event.v1.TaxLine
-	23, // 36: crossdock.event.v1.Invoice.invoice_date:type_name -> google.protobuf.Timestamp
-	23, // 37: crossdock.event.v1.Invoice.due_date:type_name -> google.protobuf.Timestamp
-	7,  // 38: crossdock.event.v1.Invoice.bill_to:type_name -> crossdock.event.v1.Party
-	7,  // 39: crossdock.event.v1.Invoice.remit_to:type_name -> crossdock.event.v1.Party
-	7,  // 40: crossdock.event.v1.Invoice.ship_to:type_name -> crossdock.event.v1.Party
-	11, // 41: crossdock.event.v1.SalesReturn.lines:type_name -> crossdock.event.v1.ShipmentLine
-	0,  // 42: crossdock.event.v1.CommittedEvent.event:type_name -> crossdock.event.v1.Event
-	23, // 43: crossdock.event.v1.CommittedEvent.committed_at:type_name -> google.protobuf.Timestamp
-	23, // 44: crossdock.event.v1.OrderStatus.changed_at:type_name -> google.protobuf.Timestamp
-	45, // [45:45] is the sub-list for method output_type
-	45, // [45:45] is the sub-list for method input_type
-	45, // [45:45] is the sub-list for extension type_name
-	45, // [45:45] is the sub-list for extension extendee
-	0,  // [0:45] is the sub-list for field type_name
+	22, // 14: crossdock.event.v1.Event.edi_interchange:type_name -> crossdock.event.v1.EdiInterchange
+	26, // 15: crossdock.event.v1.Price.valid_from:type_name -> google.protobuf.Timestamp
+	26, // 16: crossdock.event.v1.Price.valid_to:type_name -> google.protobuf.Timestamp
+	6,  // 17: crossdock.event.v1.Order.lines:type_name -> crossdock.event.v1.OrderLine
+	26, // 18: crossdock.event.v1.Order.order_date:type_name -> google.protobuf.Timestamp
+	26, // 19: crossdock.event.v1.Order.requested_ship_date:type_name -> google.protobuf.Timestamp
+	7,  // 20: crossdock.event.v1.Order.ship_to:type_name -> crossdock.event.v1.Party
+	7,  // 21: crossdock.event.v1.Order.bill_to:type_name -> crossdock.event.v1.Party
+	26, // 22: crossdock.event.v1.Order.requested_delivery_date:type_name -> google.protobuf.Timestamp
+	10, // 23: crossdock.event.v1.OrderAck.lines:type_name -> crossdock.event.v1.OrderAckLine
+	26, // 24: crossdock.event.v1.OrderAck.acknowledged_at:type_name -> google.protobuf.Timestamp
+	26, // 25: crossdock.event.v1.OrderAck.order_date:type_name -> google.protobuf.Timestamp
+	26, // 26: crossdock.event.v1.OrderAckLine.expected_ship_date:type_name -> google.protobuf.Timestamp
+	11, // 27: crossdock.event.v1.Package.lines:type_name -> crossdock.event.v1.ShipmentLine
+	26, // 28: crossdock.event.v1.Shipment.shipped_at:type_name -> google.protobuf.Timestamp
+	11, // 29: crossdock.event.v1.Shipment.lines:type_name -> crossdock.event.v1.ShipmentLine
+	7,  // 30: crossdock.event.v1.Shipment.ship_from:type_name -> crossdock.event.v1.Party
+	7,  // 31: crossdock.event.v1.Shipment.ship_to:type_name -> crossdock.event.v1.Party
+	12, // 32: crossdock.event.v1.Shipment.packages:type_name -> crossdock.event.v1.Package
+	26, // 33: crossdock.event.v1.Shipment.expected_delivery:type_name -> google.protobuf.Timestamp
+	15, // 34: crossdock.event.v1.Invoice.lines:type_name -> crossdock.event.v1.InvoiceLine
+	16, // 35: crossdock.event.v1.Invoice.terms:type_name -> crossdock.event.v1.PaymentTerms
+	17, // 36: crossdock.event.v1.Invoice.tax_lines:type_name -> crossdock.event.v1.TaxLine
+	26, // 37: crossdock.event.v1.Invoice.invoice_date:type_name -> google.protobuf.Timestamp
+	26, // 38: crossdock.event.v1.Invoice.due_date:type_name -> google.protobuf.Timestamp
+	7,  // 39: crossdock.event.v1.Invoice.bill_to:type_name -> crossdock.event.v1.Party
+	7,  // 40: crossdock.event.v1.Invoice.remit_to:type_name -> crossdock.event.v1.Party
+	7,  // 41: crossdock.event.v1.Invoice.ship_to:type_name -> crossdock.event.v1.Party
+	11, // 42: crossdock.event.v1.SalesReturn.lines:type_name -> crossdock.event.v1.ShipmentLine
+	0,  // 43: crossdock.event.v1.CommittedEvent.event:type_name -> crossdock.event.v1.Event
+	26, // 44: crossdock.event.v1.CommittedEvent.committed_at:type_name -> google.protobuf.Timestamp
+	26, // 45: crossdock.event.v1.OrderStatus.changed_at:type_name -> google.protobuf.Timestamp
+	26, // 46: crossdock.event.v1.EdiInterchange.at:type_name -> google.protobuf.Timestamp
+	23, // 47: crossdock.event.v1.EdiInterchange.groups:type_name -> crossdock.event.v1.EdiGroup
+	26, // 48: crossdock.event.v1.EdiGroup.ack_at:type_name -> google.protobuf.Timestamp
+	26, // 49: crossdock.event.v1.EdiGroup.ack_due:type_name -> google.protobuf.Timestamp
+	24, // 50: crossdock.event.v1.EdiGroup.sets:type_name -> crossdock.event.v1.EdiSet
+	51, // [51:51] is the sub-list for method output_type
+	51, // [51:51] is the sub-list for method input_type
+	51, // [51:51] is the sub-list for extension type_name
+	51, // [51:51] is the sub-list for extension extendee
+	0,  // [0:51] is the sub-list for field type_name
 }
 
 func init() { file_crossdock_event_v1_event_proto_init() }
@@ -2769,6 +3153,7 @@ func file_crossdock_event_v1_event_proto_init() {
 		(*Event_SalesReturn)(nil),
 		(*Event_OrderCancel)(nil),
 		(*Event_OrderStatus)(nil),
+		(*Event_EdiInterchange)(nil),
 	}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
@@ -2776,7 +3161,7 @@ func file_crossdock_event_v1_event_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_crossdock_event_v1_event_proto_rawDesc), len(file_crossdock_event_v1_event_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   23,
+			NumMessages:   26,
 			NumExtensions: 0,
 			NumServices:   0,
 		},
