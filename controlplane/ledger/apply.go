@@ -71,6 +71,7 @@ var handlers = map[storev1.CommandType]handler{
 	storev1.CommandType_COMMAND_TYPE_LEASE_QUOTA:          applyLeaseQuota,
 	storev1.CommandType_COMMAND_TYPE_RETURN_QUOTA:         applyReturnQuota,
 	storev1.CommandType_COMMAND_TYPE_RECORD_PARTNER_USAGE: applyRecordPartnerUsage,
+	storev1.CommandType_COMMAND_TYPE_SET_AGENT_LABELS:     applySetAgentLabels, // fleet.go
 }
 
 // applyTxn is one Apply's Badger transaction with its write budget.

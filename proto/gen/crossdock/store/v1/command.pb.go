@@ -61,6 +61,8 @@ const (
 	CommandType_COMMAND_TYPE_LEASE_QUOTA          CommandType = 43
 	CommandType_COMMAND_TYPE_RETURN_QUOTA         CommandType = 44
 	CommandType_COMMAND_TYPE_RECORD_PARTNER_USAGE CommandType = 45
+	// Fleet (fleet.proto): 70–79.
+	CommandType_COMMAND_TYPE_SET_AGENT_LABELS CommandType = 70
 )
 
 // Enum value maps for CommandType.
@@ -91,6 +93,7 @@ var (
 		43: "COMMAND_TYPE_LEASE_QUOTA",
 		44: "COMMAND_TYPE_RETURN_QUOTA",
 		45: "COMMAND_TYPE_RECORD_PARTNER_USAGE",
+		70: "COMMAND_TYPE_SET_AGENT_LABELS",
 	}
 	CommandType_value = map[string]int32{
 		"COMMAND_TYPE_UNSPECIFIED":          0,
@@ -118,6 +121,7 @@ var (
 		"COMMAND_TYPE_LEASE_QUOTA":          43,
 		"COMMAND_TYPE_RETURN_QUOTA":         44,
 		"COMMAND_TYPE_RECORD_PARTNER_USAGE": 45,
+		"COMMAND_TYPE_SET_AGENT_LABELS":     70,
 	}
 )
 
@@ -1697,7 +1701,7 @@ const file_crossdock_store_v1_command_proto_rawDesc = "" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x19\n" +
 	"\bapi_addr\x18\x02 \x01(\tR\aapiAddr\x12\x1b\n" +
 	"\traft_addr\x18\x03 \x01(\tR\braftAddr\x127\n" +
-	"\tjoined_at\x18\x04 \x01(\v2\x1a.google.protobuf.TimestampR\bjoinedAt*\xb5\x06\n" +
+	"\tjoined_at\x18\x04 \x01(\v2\x1a.google.protobuf.TimestampR\bjoinedAt*\xd8\x06\n" +
 	"\vCommandType\x12\x1c\n" +
 	"\x18COMMAND_TYPE_UNSPECIFIED\x10\x00\x12\x1d\n" +
 	"\x19COMMAND_TYPE_INGEST_BATCH\x10\x01\x12\x1a\n" +
@@ -1724,7 +1728,8 @@ const file_crossdock_store_v1_command_proto_rawDesc = "" +
 	"\x1fCOMMAND_TYPE_REVOKE_PARTNER_KEY\x10*\x12\x1c\n" +
 	"\x18COMMAND_TYPE_LEASE_QUOTA\x10+\x12\x1d\n" +
 	"\x19COMMAND_TYPE_RETURN_QUOTA\x10,\x12%\n" +
-	"!COMMAND_TYPE_RECORD_PARTNER_USAGE\x10-BEZCgithub.com/crossdock/crossdock/proto/gen/crossdock/store/v1;storev1b\x06proto3"
+	"!COMMAND_TYPE_RECORD_PARTNER_USAGE\x10-\x12!\n" +
+	"\x1dCOMMAND_TYPE_SET_AGENT_LABELS\x10FBEZCgithub.com/crossdock/crossdock/proto/gen/crossdock/store/v1;storev1b\x06proto3"
 
 var (
 	file_crossdock_store_v1_command_proto_rawDescOnce sync.Once
