@@ -160,6 +160,8 @@ func Summary(d *Document) string {
 		return strings.Join(parts, " ")
 	case KindPartner, KindTier:
 		return partnerSummary(d)
+	case KindAgentConfig:
+		return agentConfigSummary(d.AgentConfig)
 	}
 	return ""
 }

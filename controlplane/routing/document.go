@@ -25,7 +25,7 @@ const (
 
 // Kinds lists every document kind, in the order apply writes them (policies before the
 // destinations that name them, destinations before the routes that name them).
-var Kinds = []Kind{KindPolicy, KindDestination, KindRoute, KindRetention, KindTier, KindPartner}
+var Kinds = []Kind{KindPolicy, KindDestination, KindRoute, KindRetention, KindTier, KindPartner, KindAgentConfig}
 
 // ParseKind accepts a kind as written in a document ("Route") or on the command line
 // ("route", "routes").
@@ -43,6 +43,8 @@ func ParseKind(s string) (Kind, bool) {
 		return KindPartner, true
 	case "tier", "tiers":
 		return KindTier, true
+	case "agentconfig", "agentconfigs":
+		return KindAgentConfig, true
 	}
 	return "", false
 }
@@ -62,6 +64,8 @@ func (k Kind) Plural() string {
 		return "partners"
 	case KindTier:
 		return "tiers"
+	case KindAgentConfig:
+		return "agentconfigs"
 	}
 	return strings.ToLower(string(k))
 }
@@ -86,6 +90,7 @@ type Document struct {
 	Retention   *RetentionSpec   `json:"-"`
 	Partner     *PartnerSpec     `json:"-"`
 	Tier        *TierSpec        `json:"-"`
+	AgentConfig *AgentConfigSpec `json:"-"`
 
 	compiled *compiled // a Route's programs, set by Parse
 }
@@ -237,6 +242,8 @@ func (d *Document) Canonical() ([]byte, error) {
 		spec = d.Partner
 	case KindTier:
 		spec = d.Tier
+	case KindAgentConfig:
+		spec = d.AgentConfig
 	default:
 		return nil, fmt.Errorf("routing: unknown kind %q", d.Kind)
 	}

@@ -166,10 +166,10 @@ func parseOne(part []byte, n, line int) (*Document, []*FieldError) {
 	}
 	ks, _ := obj["kind"].(string)
 	switch Kind(ks) {
-	case KindDestination, KindRoute, KindPolicy, KindRetention, KindPartner, KindTier:
+	case KindDestination, KindRoute, KindPolicy, KindRetention, KindPartner, KindTier, KindAgentConfig:
 		d.Kind = Kind(ks)
 	default:
-		p.add("kind", "must be Destination, Route, Policy, Retention, Tier or Partner, got %s", show(obj["kind"]))
+		p.add("kind", "must be Destination, Route, Policy, Retention, Tier, Partner or AgentConfig, got %s", show(obj["kind"]))
 	}
 	if md, ok := obj["metadata"].(map[string]any); !ok {
 		p.add("metadata.name", "required")
@@ -238,6 +238,8 @@ func parseOne(part []byte, n, line int) (*Document, []*FieldError) {
 		if len(p.errs) == 0 {
 			validateTier(p, "spec", d.Tier)
 		}
+	case KindAgentConfig:
+		d.AgentConfig = parseAgentConfig(p, spec)
 	}
 	return d, p.errs
 }
