@@ -414,6 +414,10 @@ func (h *Host) Changed() <-chan struct{} {
 	return h.changed
 }
 
+// Notify fires Changed without a state change (the agent's configuration report
+// changed; it travels with the connectors' states).
+func (h *Host) Notify() { h.notify() }
+
 func (h *Host) notify() {
 	h.mu.Lock()
 	defer h.mu.Unlock()
