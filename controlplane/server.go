@@ -518,6 +518,7 @@ func (s *Server) buildServers(cert tls.Certificate) error {
 	mux.Handle(clusterv1connect.NewClusterServiceHandler(&api.Cluster{Backend: backend}, opts...))
 	admin := &api.Admin{Backend: backend, TempDir: tmp, Archive: api.ArchiveBackend{Dir: s.archive}, Views: s.views}
 	mux.Handle(adminv1connect.NewAdminServiceHandler(admin, append(opts, connect.WithInterceptors(auth))...))
+	mux.Handle(adminv1connect.NewFleetServiceHandler(&api.Fleet{Backend: backend, Admin: admin}, append(opts, connect.WithInterceptors(auth))...)) // fleet
 	webhooks, err := delivery.NewAddressPolicy(s.cfg.WebhookAllow)
 	if err != nil {
 		return fmt.Errorf("controlplane: %w", err)

@@ -151,7 +151,8 @@ func accessFor(procedure string) access {
 	service, _, _ := strings.Cut(strings.TrimPrefix(procedure, "/"), "/")
 	switch service {
 	case adminv1connect.AdminServiceName, routingv1connect.RoutingServiceName, deliveryv1connect.DeliveryServiceName,
-		partnerv1connect.PartnerAdminServiceName:
+		partnerv1connect.PartnerAdminServiceName,
+		adminv1connect.FleetServiceName:
 		return accessAdmin
 	case partnerv1connect.PartnerServiceName:
 		return accessPartnerGate

@@ -14,7 +14,11 @@ import (
 // Fleet state: the labels of agents, by which AgentConfig documents select them.
 //
 //	fleet/labels/ + agent id -> AgentLabels
-var prefixAgentLabels = []byte("fleet/labels/")
+//	m/fleetrev               -> u64BE, +1 at every labels change
+var (
+	prefixAgentLabels = []byte("fleet/labels/")
+	keyFleetRevision  = []byte("m/fleetrev")
+)
 
 func agentLabelsKey(id string) []byte { return cat(prefixAgentLabels, []byte(id)) }
 
@@ -42,8 +46,38 @@ func applySetAgentLabels(tx *applyTxn, cmd *storev1.Command) (any, error) {
 	if err := tx.setProto(agentLabelsKey(s.GetAgentId()), rec); err != nil {
 		return nil, err
 	}
-	tx.newEvents = true // wake Changed waiters: agents' configurations are chosen again
+	rev, err := getU64(tx.txn, keyFleetRevision)
+	if err != nil {
+		return nil, fmt.Errorf("ledger: read fleet revision: %w", err)
+	}
+	if err := tx.set(keyFleetRevision, u64(rev+1)); err != nil {
+		return nil, err
+	}
 	return &storev1.FleetCommandResult{}, nil
+}
+
+// FleetRevision moves whenever a document or an agent's labels change: the agents'
+// configurations are chosen again when it does.
+func (l *Ledger) FleetRevision() (uint64, error) {
+	var docs, fleet uint64
+	err := l.view(func(txn *badger.Txn) error {
+		var err error
+		if docs, err = getU64(txn, keyDocRevision); err != nil {
+			return err
+		}
+		fleet, err = getU64(txn, keyFleetRevision)
+		return err
+	})
+	return docs + fleet, err
+}
+
+// LabelsOf returns one agent's labels (nil when it has none).
+func (l *Ledger) LabelsOf(agentID string) (map[string]string, error) {
+	rec := &storev1.AgentLabels{}
+	if _, err := l.getProto(agentLabelsKey(agentID), rec); err != nil {
+		return nil, err
+	}
+	return rec.GetLabels(), nil
 }
 
 // AgentLabels returns every agent's labels, by agent id (agents without labels are
