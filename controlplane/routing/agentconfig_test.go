@@ -1,6 +1,8 @@
 package routing
 
 import (
+	"os"
+	"regexp"
 	"strings"
 	"testing"
 )
@@ -83,5 +85,22 @@ func TestAgentConfigRefused(t *testing.T) {
 				t.Fatalf("err = %v, want %q", err, tc.want)
 			}
 		})
+	}
+}
+
+// TestFleetDocExamples keeps docs/fleet.md's AgentConfig examples valid.
+func TestFleetDocExamples(t *testing.T) {
+	b, err := os.ReadFile("../../docs/fleet.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	blocks := regexp.MustCompile("(?s)```yaml\n(.*?)```").FindAllStringSubmatch(string(b), -1)
+	if len(blocks) == 0 {
+		t.Fatal("docs/fleet.md has no yaml example")
+	}
+	for i, m := range blocks {
+		if _, err := Parse([]byte(m[1])); err != nil {
+			t.Errorf("docs/fleet.md yaml block %d: %v", i+1, err)
+		}
 	}
 }
