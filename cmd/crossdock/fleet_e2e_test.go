@@ -94,14 +94,36 @@ func TestFleetConfigReachesAgents(t *testing.T) {
 			"--local-addr", local, "--label", "site=east", "--label", fmt.Sprintf("slot=%d", i+1))
 		agents = append(agents, fleetAgentProc{name: name, local: local})
 	}
-	controlplanetest.WaitFor(t, 60*time.Second, "three agents connected", func() bool {
+	// A fourth agent of the site runs its own config file's connector: the local file
+	// wins over the central configuration.
+	tok, err := run(t, "token", "create", "--config", c.config, "--name", "local-1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Setenv("FLEET_LOCAL_TOKEN", strings.TrimSpace(tok))
+	localAgent := fleetAgentProc{name: "local-1", local: fmt.Sprintf("127.0.0.1:%d", freePort(t))}
+	localCfg := filepath.Join(t.TempDir(), "agent.yaml")
+	if err := os.WriteFile(localCfg, []byte(fmt.Sprintf(`agent:
+  data_dir: %s
+  servers: [%q]
+  local_addr: %q
+  enroll_token: ${env:FLEET_LOCAL_TOKEN}
+connectors:
+  - name: own
+    builtin: example
+    settings: {sku: SKU-L, batch: 5, interval: 50ms}
+`, t.TempDir(), c.addr, localAgent.local)), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	start(t, "local-1", "agent", "--config", localCfg, "--label", "site=east")
+	controlplanetest.WaitFor(t, 60*time.Second, "four agents connected", func() bool {
 		n := 0
 		for _, fa := range fleetLs(t, c, "--selector", "site=east") {
 			if fa.GetAgent().GetConnected() {
 				n++
 			}
 		}
-		return n == 3
+		return n == 4
 	})
 	if got := fleetLs(t, c, "--selector", "site=east,slot=2"); len(got) != 1 || got[0].GetAgent().GetId() != "east-2" {
 		t.Fatalf("--selector site=east,slot=2 listed %v, want east-2 only", got)
@@ -115,7 +137,7 @@ func TestFleetConfigReachesAgents(t *testing.T) {
 		t.Helper()
 		var fas []*adminv1.FleetAgent
 		controlplanetest.WaitFor(t, 60*time.Second, what, func() bool {
-			fas = fleetLs(t, c, "--selector", "site=east")
+			fas = slices.DeleteFunc(fleetLs(t, c, "--selector", "site=east"), func(fa *adminv1.FleetAgent) bool { return fa.GetAgent().GetId() == "local-1" })
 			for _, fa := range fas {
 				if fa.GetConfigName() != "east" || fa.GetConfigVersion() != v || fa.GetConfigState() != state || (extra != nil && !extra(fa)) {
 					return false
@@ -128,6 +150,20 @@ func TestFleetConfigReachesAgents(t *testing.T) {
 
 	applyDoc(t, c, fleetConfigDoc("{sku: SKU-C, batch: 5, interval: 50ms}"))
 	waitAll("every agent to apply version 1", 1, "applied", nil)
+	controlplanetest.WaitFor(t, 30*time.Second, "the agent with a local file to report local", func() bool {
+		for _, fa := range fleetLs(t, c, "--selector", "site=east") {
+			if fa.GetAgent().GetId() == "local-1" {
+				return fa.GetConfigName() == "east" && fa.GetConfigState() == "local" && fa.GetRunningName() == ""
+			}
+		}
+		return false
+	})
+	controlplanetest.WaitFor(t, 30*time.Second, "the agent with a local file to run its own connector", func() bool {
+		return localAgent.connector(t, "own").GetState() == "running"
+	})
+	if k := localAgent.connector(t, "keep"); k != nil {
+		t.Errorf("the agent with a local file runs a central connector: %v", k)
+	}
 	pids := map[string]map[string]int32{}
 	for _, a := range agents {
 		controlplanetest.WaitFor(t, 30*time.Second, a.name+"'s connectors to capture", func() bool {
