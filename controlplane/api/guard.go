@@ -152,7 +152,7 @@ func accessFor(procedure string) access {
 	switch service {
 	case adminv1connect.AdminServiceName, routingv1connect.RoutingServiceName, deliveryv1connect.DeliveryServiceName,
 		partnerv1connect.PartnerAdminServiceName,
-		adminv1connect.FleetServiceName:
+		adminv1connect.FleetServiceName, adminv1connect.AccessServiceName:
 		return accessAdmin
 	case partnerv1connect.PartnerServiceName:
 		return accessPartnerGate

@@ -65,13 +65,16 @@ var handlers = map[storev1.CommandType]handler{
 
 	storev1.CommandType_COMMAND_TYPE_PRUNE_LEDGER: applyPruneLedger, // prune.go
 	// Partner API keys, quota leases and usage (partner.go).
-	storev1.CommandType_COMMAND_TYPE_PUT_PARTNER_KEY:      applyPutPartnerKey,
-	storev1.CommandType_COMMAND_TYPE_ROTATE_PARTNER_KEY:   applyRotatePartnerKey,
-	storev1.CommandType_COMMAND_TYPE_REVOKE_PARTNER_KEY:   applyRevokePartnerKey,
-	storev1.CommandType_COMMAND_TYPE_LEASE_QUOTA:          applyLeaseQuota,
-	storev1.CommandType_COMMAND_TYPE_RETURN_QUOTA:         applyReturnQuota,
-	storev1.CommandType_COMMAND_TYPE_RECORD_PARTNER_USAGE: applyRecordPartnerUsage,
-	storev1.CommandType_COMMAND_TYPE_SET_AGENT_LABELS:     applySetAgentLabels, // fleet.go
+	storev1.CommandType_COMMAND_TYPE_PUT_PARTNER_KEY:         applyPutPartnerKey,
+	storev1.CommandType_COMMAND_TYPE_ROTATE_PARTNER_KEY:      applyRotatePartnerKey,
+	storev1.CommandType_COMMAND_TYPE_REVOKE_PARTNER_KEY:      applyRevokePartnerKey,
+	storev1.CommandType_COMMAND_TYPE_LEASE_QUOTA:             applyLeaseQuota,
+	storev1.CommandType_COMMAND_TYPE_RETURN_QUOTA:            applyReturnQuota,
+	storev1.CommandType_COMMAND_TYPE_RECORD_PARTNER_USAGE:    applyRecordPartnerUsage,
+	storev1.CommandType_COMMAND_TYPE_SET_AGENT_LABELS:        applySetAgentLabels,        // fleet.go
+	storev1.CommandType_COMMAND_TYPE_PUT_ADMIN_CREDENTIAL:    applyPutAdminCredential,    // access.go
+	storev1.CommandType_COMMAND_TYPE_REVOKE_ADMIN_CREDENTIAL: applyRevokeAdminCredential, // access.go
+	storev1.CommandType_COMMAND_TYPE_RECORD_AUDIT:            applyRecordAudit,           // access.go
 }
 
 // applyTxn is one Apply's Badger transaction with its write budget.

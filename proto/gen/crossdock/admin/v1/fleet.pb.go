@@ -9,6 +9,7 @@ package adminv1
 import (
 	protoreflect "google.golang.org/protobuf/reflect/protoreflect"
 	protoimpl "google.golang.org/protobuf/runtime/protoimpl"
+	durationpb "google.golang.org/protobuf/types/known/durationpb"
 	timestamppb "google.golang.org/protobuf/types/known/timestamppb"
 	reflect "reflect"
 	sync "sync"
@@ -383,11 +384,580 @@ func (x *SetAgentLabelsResponse) GetLabels() map[string]string {
 	return nil
 }
 
+type CreateCredentialRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// 1-64 characters of a-z, 0-9, '-', '_' or '.'.
+	Name string `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	// "viewer", "operator" or "admin".
+	Role string `protobuf:"bytes,2,opt,name=role,proto3" json:"role,omitempty"`
+	// Lifetime; 30 days when unset, at most a year.
+	Ttl           *durationpb.Duration `protobuf:"bytes,3,opt,name=ttl,proto3" json:"ttl,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CreateCredentialRequest) Reset() {
+	*x = CreateCredentialRequest{}
+	mi := &file_crossdock_admin_v1_fleet_proto_msgTypes[5]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CreateCredentialRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CreateCredentialRequest) ProtoMessage() {}
+
+func (x *CreateCredentialRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_crossdock_admin_v1_fleet_proto_msgTypes[5]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CreateCredentialRequest.ProtoReflect.Descriptor instead.
+func (*CreateCredentialRequest) Descriptor() ([]byte, []int) {
+	return file_crossdock_admin_v1_fleet_proto_rawDescGZIP(), []int{5}
+}
+
+func (x *CreateCredentialRequest) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *CreateCredentialRequest) GetRole() string {
+	if x != nil {
+		return x.Role
+	}
+	return ""
+}
+
+func (x *CreateCredentialRequest) GetTtl() *durationpb.Duration {
+	if x != nil {
+		return x.Ttl
+	}
+	return nil
+}
+
+type CreateCredentialResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The token (shown once).
+	Token         string      `protobuf:"bytes,1,opt,name=token,proto3" json:"token,omitempty"`
+	Credential    *Credential `protobuf:"bytes,2,opt,name=credential,proto3" json:"credential,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CreateCredentialResponse) Reset() {
+	*x = CreateCredentialResponse{}
+	mi := &file_crossdock_admin_v1_fleet_proto_msgTypes[6]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CreateCredentialResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CreateCredentialResponse) ProtoMessage() {}
+
+func (x *CreateCredentialResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_crossdock_admin_v1_fleet_proto_msgTypes[6]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CreateCredentialResponse.ProtoReflect.Descriptor instead.
+func (*CreateCredentialResponse) Descriptor() ([]byte, []int) {
+	return file_crossdock_admin_v1_fleet_proto_rawDescGZIP(), []int{6}
+}
+
+func (x *CreateCredentialResponse) GetToken() string {
+	if x != nil {
+		return x.Token
+	}
+	return ""
+}
+
+func (x *CreateCredentialResponse) GetCredential() *Credential {
+	if x != nil {
+		return x.Credential
+	}
+	return nil
+}
+
+// Credential is a named admin credential, without its secret.
+type Credential struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Name          string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	Role          string                 `protobuf:"bytes,2,opt,name=role,proto3" json:"role,omitempty"`
+	Id            string                 `protobuf:"bytes,3,opt,name=id,proto3" json:"id,omitempty"`
+	CreatedAt     *timestamppb.Timestamp `protobuf:"bytes,4,opt,name=created_at,json=createdAt,proto3" json:"created_at,omitempty"`
+	ExpiresAt     *timestamppb.Timestamp `protobuf:"bytes,5,opt,name=expires_at,json=expiresAt,proto3" json:"expires_at,omitempty"`
+	Revoked       bool                   `protobuf:"varint,6,opt,name=revoked,proto3" json:"revoked,omitempty"`
+	RevokedAt     *timestamppb.Timestamp `protobuf:"bytes,7,opt,name=revoked_at,json=revokedAt,proto3" json:"revoked_at,omitempty"`
+	CreatedBy     string                 `protobuf:"bytes,8,opt,name=created_by,json=createdBy,proto3" json:"created_by,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Credential) Reset() {
+	*x = Credential{}
+	mi := &file_crossdock_admin_v1_fleet_proto_msgTypes[7]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Credential) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Credential) ProtoMessage() {}
+
+func (x *Credential) ProtoReflect() protoreflect.Message {
+	mi := &file_crossdock_admin_v1_fleet_proto_msgTypes[7]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Credential.ProtoReflect.Descriptor instead.
+func (*Credential) Descriptor() ([]byte, []int) {
+	return file_crossdock_admin_v1_fleet_proto_rawDescGZIP(), []int{7}
+}
+
+func (x *Credential) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *Credential) GetRole() string {
+	if x != nil {
+		return x.Role
+	}
+	return ""
+}
+
+func (x *Credential) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+func (x *Credential) GetCreatedAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.CreatedAt
+	}
+	return nil
+}
+
+func (x *Credential) GetExpiresAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.ExpiresAt
+	}
+	return nil
+}
+
+func (x *Credential) GetRevoked() bool {
+	if x != nil {
+		return x.Revoked
+	}
+	return false
+}
+
+func (x *Credential) GetRevokedAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.RevokedAt
+	}
+	return nil
+}
+
+func (x *Credential) GetCreatedBy() string {
+	if x != nil {
+		return x.CreatedBy
+	}
+	return ""
+}
+
+type ListCredentialsRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListCredentialsRequest) Reset() {
+	*x = ListCredentialsRequest{}
+	mi := &file_crossdock_admin_v1_fleet_proto_msgTypes[8]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListCredentialsRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListCredentialsRequest) ProtoMessage() {}
+
+func (x *ListCredentialsRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_crossdock_admin_v1_fleet_proto_msgTypes[8]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListCredentialsRequest.ProtoReflect.Descriptor instead.
+func (*ListCredentialsRequest) Descriptor() ([]byte, []int) {
+	return file_crossdock_admin_v1_fleet_proto_rawDescGZIP(), []int{8}
+}
+
+type ListCredentialsResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Credentials   []*Credential          `protobuf:"bytes,1,rep,name=credentials,proto3" json:"credentials,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListCredentialsResponse) Reset() {
+	*x = ListCredentialsResponse{}
+	mi := &file_crossdock_admin_v1_fleet_proto_msgTypes[9]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListCredentialsResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListCredentialsResponse) ProtoMessage() {}
+
+func (x *ListCredentialsResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_crossdock_admin_v1_fleet_proto_msgTypes[9]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListCredentialsResponse.ProtoReflect.Descriptor instead.
+func (*ListCredentialsResponse) Descriptor() ([]byte, []int) {
+	return file_crossdock_admin_v1_fleet_proto_rawDescGZIP(), []int{9}
+}
+
+func (x *ListCredentialsResponse) GetCredentials() []*Credential {
+	if x != nil {
+		return x.Credentials
+	}
+	return nil
+}
+
+type RevokeCredentialRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Name          string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RevokeCredentialRequest) Reset() {
+	*x = RevokeCredentialRequest{}
+	mi := &file_crossdock_admin_v1_fleet_proto_msgTypes[10]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RevokeCredentialRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RevokeCredentialRequest) ProtoMessage() {}
+
+func (x *RevokeCredentialRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_crossdock_admin_v1_fleet_proto_msgTypes[10]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RevokeCredentialRequest.ProtoReflect.Descriptor instead.
+func (*RevokeCredentialRequest) Descriptor() ([]byte, []int) {
+	return file_crossdock_admin_v1_fleet_proto_rawDescGZIP(), []int{10}
+}
+
+func (x *RevokeCredentialRequest) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+type RevokeCredentialResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RevokeCredentialResponse) Reset() {
+	*x = RevokeCredentialResponse{}
+	mi := &file_crossdock_admin_v1_fleet_proto_msgTypes[11]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RevokeCredentialResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RevokeCredentialResponse) ProtoMessage() {}
+
+func (x *RevokeCredentialResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_crossdock_admin_v1_fleet_proto_msgTypes[11]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RevokeCredentialResponse.ProtoReflect.Descriptor instead.
+func (*RevokeCredentialResponse) Descriptor() ([]byte, []int) {
+	return file_crossdock_admin_v1_fleet_proto_rawDescGZIP(), []int{11}
+}
+
+type ListAuditRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Only calls by this credential name.
+	Actor string `protobuf:"bytes,1,opt,name=actor,proto3" json:"actor,omitempty"`
+	// Only calls whose procedure contains this ("ApplyDocuments", "RoutingService").
+	Kind string `protobuf:"bytes,2,opt,name=kind,proto3" json:"kind,omitempty"`
+	// Only calls at or after this time.
+	Since *timestamppb.Timestamp `protobuf:"bytes,3,opt,name=since,proto3" json:"since,omitempty"`
+	// At most this many, newest last; 100 when 0, at most 10,000.
+	Limit         uint32 `protobuf:"varint,4,opt,name=limit,proto3" json:"limit,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListAuditRequest) Reset() {
+	*x = ListAuditRequest{}
+	mi := &file_crossdock_admin_v1_fleet_proto_msgTypes[12]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListAuditRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListAuditRequest) ProtoMessage() {}
+
+func (x *ListAuditRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_crossdock_admin_v1_fleet_proto_msgTypes[12]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListAuditRequest.ProtoReflect.Descriptor instead.
+func (*ListAuditRequest) Descriptor() ([]byte, []int) {
+	return file_crossdock_admin_v1_fleet_proto_rawDescGZIP(), []int{12}
+}
+
+func (x *ListAuditRequest) GetActor() string {
+	if x != nil {
+		return x.Actor
+	}
+	return ""
+}
+
+func (x *ListAuditRequest) GetKind() string {
+	if x != nil {
+		return x.Kind
+	}
+	return ""
+}
+
+func (x *ListAuditRequest) GetSince() *timestamppb.Timestamp {
+	if x != nil {
+		return x.Since
+	}
+	return nil
+}
+
+func (x *ListAuditRequest) GetLimit() uint32 {
+	if x != nil {
+		return x.Limit
+	}
+	return 0
+}
+
+type ListAuditResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Entries       []*AuditEntry          `protobuf:"bytes,1,rep,name=entries,proto3" json:"entries,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListAuditResponse) Reset() {
+	*x = ListAuditResponse{}
+	mi := &file_crossdock_admin_v1_fleet_proto_msgTypes[13]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListAuditResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListAuditResponse) ProtoMessage() {}
+
+func (x *ListAuditResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_crossdock_admin_v1_fleet_proto_msgTypes[13]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListAuditResponse.ProtoReflect.Descriptor instead.
+func (*ListAuditResponse) Descriptor() ([]byte, []int) {
+	return file_crossdock_admin_v1_fleet_proto_rawDescGZIP(), []int{13}
+}
+
+func (x *ListAuditResponse) GetEntries() []*AuditEntry {
+	if x != nil {
+		return x.Entries
+	}
+	return nil
+}
+
+type AuditEntry struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	At            *timestamppb.Timestamp `protobuf:"bytes,1,opt,name=at,proto3" json:"at,omitempty"`
+	Actor         string                 `protobuf:"bytes,2,opt,name=actor,proto3" json:"actor,omitempty"`
+	Role          string                 `protobuf:"bytes,3,opt,name=role,proto3" json:"role,omitempty"`
+	Procedure     string                 `protobuf:"bytes,4,opt,name=procedure,proto3" json:"procedure,omitempty"`
+	Outcome       string                 `protobuf:"bytes,5,opt,name=outcome,proto3" json:"outcome,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *AuditEntry) Reset() {
+	*x = AuditEntry{}
+	mi := &file_crossdock_admin_v1_fleet_proto_msgTypes[14]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *AuditEntry) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*AuditEntry) ProtoMessage() {}
+
+func (x *AuditEntry) ProtoReflect() protoreflect.Message {
+	mi := &file_crossdock_admin_v1_fleet_proto_msgTypes[14]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use AuditEntry.ProtoReflect.Descriptor instead.
+func (*AuditEntry) Descriptor() ([]byte, []int) {
+	return file_crossdock_admin_v1_fleet_proto_rawDescGZIP(), []int{14}
+}
+
+func (x *AuditEntry) GetAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.At
+	}
+	return nil
+}
+
+func (x *AuditEntry) GetActor() string {
+	if x != nil {
+		return x.Actor
+	}
+	return ""
+}
+
+func (x *AuditEntry) GetRole() string {
+	if x != nil {
+		return x.Role
+	}
+	return ""
+}
+
+func (x *AuditEntry) GetProcedure() string {
+	if x != nil {
+		return x.Procedure
+	}
+	return ""
+}
+
+func (x *AuditEntry) GetOutcome() string {
+	if x != nil {
+		return x.Outcome
+	}
+	return ""
+}
+
 var File_crossdock_admin_v1_fleet_proto protoreflect.FileDescriptor
 
 const file_crossdock_admin_v1_fleet_proto_rawDesc = "" +
 	"\n" +
-	"\x1ecrossdock/admin/v1/fleet.proto\x12\x12crossdock.admin.v1\x1a\x1ecrossdock/admin/v1/admin.proto\x1a\x1fgoogle/protobuf/timestamp.proto\">\n" +
+	"\x1ecrossdock/admin/v1/fleet.proto\x12\x12crossdock.admin.v1\x1a\x1ecrossdock/admin/v1/admin.proto\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\">\n" +
 	"\x10ListFleetRequest\x12\x1a\n" +
 	"\bselector\x18\x01 \x01(\tR\bselector\x12\x0e\n" +
 	"\x02id\x18\x02 \x01(\tR\x02id\"K\n" +
@@ -425,10 +995,58 @@ const file_crossdock_admin_v1_fleet_proto_rawDesc = "" +
 	"\x06labels\x18\x01 \x03(\v26.crossdock.admin.v1.SetAgentLabelsResponse.LabelsEntryR\x06labels\x1a9\n" +
 	"\vLabelsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x012\xd1\x01\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"n\n" +
+	"\x17CreateCredentialRequest\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12\x12\n" +
+	"\x04role\x18\x02 \x01(\tR\x04role\x12+\n" +
+	"\x03ttl\x18\x03 \x01(\v2\x19.google.protobuf.DurationR\x03ttl\"p\n" +
+	"\x18CreateCredentialResponse\x12\x14\n" +
+	"\x05token\x18\x01 \x01(\tR\x05token\x12>\n" +
+	"\n" +
+	"credential\x18\x02 \x01(\v2\x1e.crossdock.admin.v1.CredentialR\n" +
+	"credential\"\xae\x02\n" +
+	"\n" +
+	"Credential\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12\x12\n" +
+	"\x04role\x18\x02 \x01(\tR\x04role\x12\x0e\n" +
+	"\x02id\x18\x03 \x01(\tR\x02id\x129\n" +
+	"\n" +
+	"created_at\x18\x04 \x01(\v2\x1a.google.protobuf.TimestampR\tcreatedAt\x129\n" +
+	"\n" +
+	"expires_at\x18\x05 \x01(\v2\x1a.google.protobuf.TimestampR\texpiresAt\x12\x18\n" +
+	"\arevoked\x18\x06 \x01(\bR\arevoked\x129\n" +
+	"\n" +
+	"revoked_at\x18\a \x01(\v2\x1a.google.protobuf.TimestampR\trevokedAt\x12\x1d\n" +
+	"\n" +
+	"created_by\x18\b \x01(\tR\tcreatedBy\"\x18\n" +
+	"\x16ListCredentialsRequest\"[\n" +
+	"\x17ListCredentialsResponse\x12@\n" +
+	"\vcredentials\x18\x01 \x03(\v2\x1e.crossdock.admin.v1.CredentialR\vcredentials\"-\n" +
+	"\x17RevokeCredentialRequest\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\"\x1a\n" +
+	"\x18RevokeCredentialResponse\"\x84\x01\n" +
+	"\x10ListAuditRequest\x12\x14\n" +
+	"\x05actor\x18\x01 \x01(\tR\x05actor\x12\x12\n" +
+	"\x04kind\x18\x02 \x01(\tR\x04kind\x120\n" +
+	"\x05since\x18\x03 \x01(\v2\x1a.google.protobuf.TimestampR\x05since\x12\x14\n" +
+	"\x05limit\x18\x04 \x01(\rR\x05limit\"M\n" +
+	"\x11ListAuditResponse\x128\n" +
+	"\aentries\x18\x01 \x03(\v2\x1e.crossdock.admin.v1.AuditEntryR\aentries\"\x9a\x01\n" +
+	"\n" +
+	"AuditEntry\x12*\n" +
+	"\x02at\x18\x01 \x01(\v2\x1a.google.protobuf.TimestampR\x02at\x12\x14\n" +
+	"\x05actor\x18\x02 \x01(\tR\x05actor\x12\x12\n" +
+	"\x04role\x18\x03 \x01(\tR\x04role\x12\x1c\n" +
+	"\tprocedure\x18\x04 \x01(\tR\tprocedure\x12\x18\n" +
+	"\aoutcome\x18\x05 \x01(\tR\aoutcome2\xd1\x01\n" +
 	"\fFleetService\x12X\n" +
 	"\tListFleet\x12$.crossdock.admin.v1.ListFleetRequest\x1a%.crossdock.admin.v1.ListFleetResponse\x12g\n" +
-	"\x0eSetAgentLabels\x12).crossdock.admin.v1.SetAgentLabelsRequest\x1a*.crossdock.admin.v1.SetAgentLabelsResponseBEZCgithub.com/crossdock/crossdock/proto/gen/crossdock/admin/v1;adminv1b\x06proto3"
+	"\x0eSetAgentLabels\x12).crossdock.admin.v1.SetAgentLabelsRequest\x1a*.crossdock.admin.v1.SetAgentLabelsResponse2\xb3\x03\n" +
+	"\rAccessService\x12m\n" +
+	"\x10CreateCredential\x12+.crossdock.admin.v1.CreateCredentialRequest\x1a,.crossdock.admin.v1.CreateCredentialResponse\x12j\n" +
+	"\x0fListCredentials\x12*.crossdock.admin.v1.ListCredentialsRequest\x1a+.crossdock.admin.v1.ListCredentialsResponse\x12m\n" +
+	"\x10RevokeCredential\x12+.crossdock.admin.v1.RevokeCredentialRequest\x1a,.crossdock.admin.v1.RevokeCredentialResponse\x12X\n" +
+	"\tListAudit\x12$.crossdock.admin.v1.ListAuditRequest\x1a%.crossdock.admin.v1.ListAuditResponseBEZCgithub.com/crossdock/crossdock/proto/gen/crossdock/admin/v1;adminv1b\x06proto3"
 
 var (
 	file_crossdock_admin_v1_fleet_proto_rawDescOnce sync.Once
@@ -442,36 +1060,64 @@ func file_crossdock_admin_v1_fleet_proto_rawDescGZIP() []byte {
 	return file_crossdock_admin_v1_fleet_proto_rawDescData
 }
 
-var file_crossdock_admin_v1_fleet_proto_msgTypes = make([]protoimpl.MessageInfo, 8)
+var file_crossdock_admin_v1_fleet_proto_msgTypes = make([]protoimpl.MessageInfo, 18)
 var file_crossdock_admin_v1_fleet_proto_goTypes = []any{
-	(*ListFleetRequest)(nil),       // 0: crossdock.admin.v1.ListFleetRequest
-	(*ListFleetResponse)(nil),      // 1: crossdock.admin.v1.ListFleetResponse
-	(*FleetAgent)(nil),             // 2: crossdock.admin.v1.FleetAgent
-	(*SetAgentLabelsRequest)(nil),  // 3: crossdock.admin.v1.SetAgentLabelsRequest
-	(*SetAgentLabelsResponse)(nil), // 4: crossdock.admin.v1.SetAgentLabelsResponse
-	nil,                            // 5: crossdock.admin.v1.FleetAgent.LabelsEntry
-	nil,                            // 6: crossdock.admin.v1.SetAgentLabelsRequest.LabelsEntry
-	nil,                            // 7: crossdock.admin.v1.SetAgentLabelsResponse.LabelsEntry
-	(*Agent)(nil),                  // 8: crossdock.admin.v1.Agent
-	(*timestamppb.Timestamp)(nil),  // 9: google.protobuf.Timestamp
+	(*ListFleetRequest)(nil),         // 0: crossdock.admin.v1.ListFleetRequest
+	(*ListFleetResponse)(nil),        // 1: crossdock.admin.v1.ListFleetResponse
+	(*FleetAgent)(nil),               // 2: crossdock.admin.v1.FleetAgent
+	(*SetAgentLabelsRequest)(nil),    // 3: crossdock.admin.v1.SetAgentLabelsRequest
+	(*SetAgentLabelsResponse)(nil),   // 4: crossdock.admin.v1.SetAgentLabelsResponse
+	(*CreateCredentialRequest)(nil),  // 5: crossdock.admin.v1.CreateCredentialRequest
+	(*CreateCredentialResponse)(nil), // 6: crossdock.admin.v1.CreateCredentialResponse
+	(*Credential)(nil),               // 7: crossdock.admin.v1.Credential
+	(*ListCredentialsRequest)(nil),   // 8: crossdock.admin.v1.ListCredentialsRequest
+	(*ListCredentialsResponse)(nil),  // 9: crossdock.admin.v1.ListCredentialsResponse
+	(*RevokeCredentialRequest)(nil),  // 10: crossdock.admin.v1.RevokeCredentialRequest
+	(*RevokeCredentialResponse)(nil), // 11: crossdock.admin.v1.RevokeCredentialResponse
+	(*ListAuditRequest)(nil),         // 12: crossdock.admin.v1.ListAuditRequest
+	(*ListAuditResponse)(nil),        // 13: crossdock.admin.v1.ListAuditResponse
+	(*AuditEntry)(nil),               // 14: crossdock.admin.v1.AuditEntry
+	nil,                              // 15: crossdock.admin.v1.FleetAgent.LabelsEntry
+	nil,                              // 16: crossdock.admin.v1.SetAgentLabelsRequest.LabelsEntry
+	nil,                              // 17: crossdock.admin.v1.SetAgentLabelsResponse.LabelsEntry
+	(*Agent)(nil),                    // 18: crossdock.admin.v1.Agent
+	(*timestamppb.Timestamp)(nil),    // 19: google.protobuf.Timestamp
+	(*durationpb.Duration)(nil),      // 20: google.protobuf.Duration
 }
 var file_crossdock_admin_v1_fleet_proto_depIdxs = []int32{
-	2, // 0: crossdock.admin.v1.ListFleetResponse.agents:type_name -> crossdock.admin.v1.FleetAgent
-	8, // 1: crossdock.admin.v1.FleetAgent.agent:type_name -> crossdock.admin.v1.Agent
-	5, // 2: crossdock.admin.v1.FleetAgent.labels:type_name -> crossdock.admin.v1.FleetAgent.LabelsEntry
-	9, // 3: crossdock.admin.v1.FleetAgent.oldest_pending:type_name -> google.protobuf.Timestamp
-	9, // 4: crossdock.admin.v1.FleetAgent.last_contact:type_name -> google.protobuf.Timestamp
-	6, // 5: crossdock.admin.v1.SetAgentLabelsRequest.labels:type_name -> crossdock.admin.v1.SetAgentLabelsRequest.LabelsEntry
-	7, // 6: crossdock.admin.v1.SetAgentLabelsResponse.labels:type_name -> crossdock.admin.v1.SetAgentLabelsResponse.LabelsEntry
-	0, // 7: crossdock.admin.v1.FleetService.ListFleet:input_type -> crossdock.admin.v1.ListFleetRequest
-	3, // 8: crossdock.admin.v1.FleetService.SetAgentLabels:input_type -> crossdock.admin.v1.SetAgentLabelsRequest
-	1, // 9: crossdock.admin.v1.FleetService.ListFleet:output_type -> crossdock.admin.v1.ListFleetResponse
-	4, // 10: crossdock.admin.v1.FleetService.SetAgentLabels:output_type -> crossdock.admin.v1.SetAgentLabelsResponse
-	9, // [9:11] is the sub-list for method output_type
-	7, // [7:9] is the sub-list for method input_type
-	7, // [7:7] is the sub-list for extension type_name
-	7, // [7:7] is the sub-list for extension extendee
-	0, // [0:7] is the sub-list for field type_name
+	2,  // 0: crossdock.admin.v1.ListFleetResponse.agents:type_name -> crossdock.admin.v1.FleetAgent
+	18, // 1: crossdock.admin.v1.FleetAgent.agent:type_name -> crossdock.admin.v1.Agent
+	15, // 2: crossdock.admin.v1.FleetAgent.labels:type_name -> crossdock.admin.v1.FleetAgent.LabelsEntry
+	19, // 3: crossdock.admin.v1.FleetAgent.oldest_pending:type_name -> google.protobuf.Timestamp
+	19, // 4: crossdock.admin.v1.FleetAgent.last_contact:type_name -> google.protobuf.Timestamp
+	16, // 5: crossdock.admin.v1.SetAgentLabelsRequest.labels:type_name -> crossdock.admin.v1.SetAgentLabelsRequest.LabelsEntry
+	17, // 6: crossdock.admin.v1.SetAgentLabelsResponse.labels:type_name -> crossdock.admin.v1.SetAgentLabelsResponse.LabelsEntry
+	20, // 7: crossdock.admin.v1.CreateCredentialRequest.ttl:type_name -> google.protobuf.Duration
+	7,  // 8: crossdock.admin.v1.CreateCredentialResponse.credential:type_name -> crossdock.admin.v1.Credential
+	19, // 9: crossdock.admin.v1.Credential.created_at:type_name -> google.protobuf.Timestamp
+	19, // 10: crossdock.admin.v1.Credential.expires_at:type_name -> google.protobuf.Timestamp
+	19, // 11: crossdock.admin.v1.Credential.revoked_at:type_name -> google.protobuf.Timestamp
+	7,  // 12: crossdock.admin.v1.ListCredentialsResponse.credentials:type_name -> crossdock.admin.v1.Credential
+	19, // 13: crossdock.admin.v1.ListAuditRequest.since:type_name -> google.protobuf.Timestamp
+	14, // 14: crossdock.admin.v1.ListAuditResponse.entries:type_name -> crossdock.admin.v1.AuditEntry
+	19, // 15: crossdock.admin.v1.AuditEntry.at:type_name -> google.protobuf.Timestamp
+	0,  // 16: crossdock.admin.v1.FleetService.ListFleet:input_type -> crossdock.admin.v1.ListFleetRequest
+	3,  // 17: crossdock.admin.v1.FleetService.SetAgentLabels:input_type -> crossdock.admin.v1.SetAgentLabelsRequest
+	5,  // 18: crossdock.admin.v1.AccessService.CreateCredential:input_type -> crossdock.admin.v1.CreateCredentialRequest
+	8,  // 19: crossdock.admin.v1.AccessService.ListCredentials:input_type -> crossdock.admin.v1.ListCredentialsRequest
+	10, // 20: crossdock.admin.v1.AccessService.RevokeCredential:input_type -> crossdock.admin.v1.RevokeCredentialRequest
+	12, // 21: crossdock.admin.v1.AccessService.ListAudit:input_type -> crossdock.admin.v1.ListAuditRequest
+	1,  // 22: crossdock.admin.v1.FleetService.ListFleet:output_type -> crossdock.admin.v1.ListFleetResponse
+	4,  // 23: crossdock.admin.v1.FleetService.SetAgentLabels:output_type -> crossdock.admin.v1.SetAgentLabelsResponse
+	6,  // 24: crossdock.admin.v1.AccessService.CreateCredential:output_type -> crossdock.admin.v1.CreateCredentialResponse
+	9,  // 25: crossdock.admin.v1.AccessService.ListCredentials:output_type -> crossdock.admin.v1.ListCredentialsResponse
+	11, // 26: crossdock.admin.v1.AccessService.RevokeCredential:output_type -> crossdock.admin.v1.RevokeCredentialResponse
+	13, // 27: crossdock.admin.v1.AccessService.ListAudit:output_type -> crossdock.admin.v1.ListAuditResponse
+	22, // [22:28] is the sub-list for method output_type
+	16, // [16:22] is the sub-list for method input_type
+	16, // [16:16] is the sub-list for extension type_name
+	16, // [16:16] is the sub-list for extension extendee
+	0,  // [0:16] is the sub-list for field type_name
 }
 
 func init() { file_crossdock_admin_v1_fleet_proto_init() }
@@ -486,9 +1132,9 @@ func file_crossdock_admin_v1_fleet_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_crossdock_admin_v1_fleet_proto_rawDesc), len(file_crossdock_admin_v1_fleet_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   8,
+			NumMessages:   18,
 			NumExtensions: 0,
-			NumServices:   1,
+			NumServices:   2,
 		},
 		GoTypes:           file_crossdock_admin_v1_fleet_proto_goTypes,
 		DependencyIndexes: file_crossdock_admin_v1_fleet_proto_depIdxs,

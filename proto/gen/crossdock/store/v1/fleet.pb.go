@@ -201,6 +201,350 @@ func (x *FleetCommandResult) GetError() string {
 	return ""
 }
 
+// AdminCredential is a named admin credential (fleet/cred/<id>): a role and an expiry.
+// Roles: "viewer" (read everything), "operator" (viewer, and retry, replay, apply
+// routing), "admin" (everything: tokens, partners, cluster membership, restore).
+type AdminCredential struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Id            string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	Name          string                 `protobuf:"bytes,2,opt,name=name,proto3" json:"name,omitempty"`
+	Role          string                 `protobuf:"bytes,3,opt,name=role,proto3" json:"role,omitempty"`
+	SecretSha256  []byte                 `protobuf:"bytes,4,opt,name=secret_sha256,json=secretSha256,proto3" json:"secret_sha256,omitempty"`
+	CreatedAt     *timestamppb.Timestamp `protobuf:"bytes,5,opt,name=created_at,json=createdAt,proto3" json:"created_at,omitempty"`
+	ExpiresAt     *timestamppb.Timestamp `protobuf:"bytes,6,opt,name=expires_at,json=expiresAt,proto3" json:"expires_at,omitempty"`
+	Revoked       bool                   `protobuf:"varint,7,opt,name=revoked,proto3" json:"revoked,omitempty"`
+	RevokedAt     *timestamppb.Timestamp `protobuf:"bytes,8,opt,name=revoked_at,json=revokedAt,proto3" json:"revoked_at,omitempty"`
+	CreatedBy     string                 `protobuf:"bytes,9,opt,name=created_by,json=createdBy,proto3" json:"created_by,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *AdminCredential) Reset() {
+	*x = AdminCredential{}
+	mi := &file_crossdock_store_v1_fleet_proto_msgTypes[3]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *AdminCredential) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*AdminCredential) ProtoMessage() {}
+
+func (x *AdminCredential) ProtoReflect() protoreflect.Message {
+	mi := &file_crossdock_store_v1_fleet_proto_msgTypes[3]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use AdminCredential.ProtoReflect.Descriptor instead.
+func (*AdminCredential) Descriptor() ([]byte, []int) {
+	return file_crossdock_store_v1_fleet_proto_rawDescGZIP(), []int{3}
+}
+
+func (x *AdminCredential) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+func (x *AdminCredential) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *AdminCredential) GetRole() string {
+	if x != nil {
+		return x.Role
+	}
+	return ""
+}
+
+func (x *AdminCredential) GetSecretSha256() []byte {
+	if x != nil {
+		return x.SecretSha256
+	}
+	return nil
+}
+
+func (x *AdminCredential) GetCreatedAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.CreatedAt
+	}
+	return nil
+}
+
+func (x *AdminCredential) GetExpiresAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.ExpiresAt
+	}
+	return nil
+}
+
+func (x *AdminCredential) GetRevoked() bool {
+	if x != nil {
+		return x.Revoked
+	}
+	return false
+}
+
+func (x *AdminCredential) GetRevokedAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.RevokedAt
+	}
+	return nil
+}
+
+func (x *AdminCredential) GetCreatedBy() string {
+	if x != nil {
+		return x.CreatedBy
+	}
+	return ""
+}
+
+// PutAdminCredential stores a new credential (COMMAND_TYPE_PUT_ADMIN_CREDENTIAL); its
+// name must not be used by a live credential.
+type PutAdminCredential struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Credential    *AdminCredential       `protobuf:"bytes,1,opt,name=credential,proto3" json:"credential,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PutAdminCredential) Reset() {
+	*x = PutAdminCredential{}
+	mi := &file_crossdock_store_v1_fleet_proto_msgTypes[4]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PutAdminCredential) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PutAdminCredential) ProtoMessage() {}
+
+func (x *PutAdminCredential) ProtoReflect() protoreflect.Message {
+	mi := &file_crossdock_store_v1_fleet_proto_msgTypes[4]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PutAdminCredential.ProtoReflect.Descriptor instead.
+func (*PutAdminCredential) Descriptor() ([]byte, []int) {
+	return file_crossdock_store_v1_fleet_proto_rawDescGZIP(), []int{4}
+}
+
+func (x *PutAdminCredential) GetCredential() *AdminCredential {
+	if x != nil {
+		return x.Credential
+	}
+	return nil
+}
+
+// RevokeAdminCredential revokes the live credential of a name
+// (COMMAND_TYPE_REVOKE_ADMIN_CREDENTIAL).
+type RevokeAdminCredential struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Name          string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	At            *timestamppb.Timestamp `protobuf:"bytes,2,opt,name=at,proto3" json:"at,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RevokeAdminCredential) Reset() {
+	*x = RevokeAdminCredential{}
+	mi := &file_crossdock_store_v1_fleet_proto_msgTypes[5]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RevokeAdminCredential) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RevokeAdminCredential) ProtoMessage() {}
+
+func (x *RevokeAdminCredential) ProtoReflect() protoreflect.Message {
+	mi := &file_crossdock_store_v1_fleet_proto_msgTypes[5]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RevokeAdminCredential.ProtoReflect.Descriptor instead.
+func (*RevokeAdminCredential) Descriptor() ([]byte, []int) {
+	return file_crossdock_store_v1_fleet_proto_rawDescGZIP(), []int{5}
+}
+
+func (x *RevokeAdminCredential) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *RevokeAdminCredential) GetAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.At
+	}
+	return nil
+}
+
+// AuditRecord is one mutating admin call (fleet/audit/<u64 index>).
+type AuditRecord struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Index uint64                 `protobuf:"varint,1,opt,name=index,proto3" json:"index,omitempty"`
+	At    *timestamppb.Timestamp `protobuf:"bytes,2,opt,name=at,proto3" json:"at,omitempty"`
+	// The credential's name ("bootstrap" for the token written at bootstrap) and role.
+	Actor string `protobuf:"bytes,3,opt,name=actor,proto3" json:"actor,omitempty"`
+	Role  string `protobuf:"bytes,4,opt,name=role,proto3" json:"role,omitempty"`
+	// The procedure ("/crossdock.routing.v1.RoutingService/ApplyDocuments").
+	Procedure string `protobuf:"bytes,5,opt,name=procedure,proto3" json:"procedure,omitempty"`
+	// "ok", or the refusal's code ("permission_denied", "invalid_argument", ...).
+	Outcome       string `protobuf:"bytes,6,opt,name=outcome,proto3" json:"outcome,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *AuditRecord) Reset() {
+	*x = AuditRecord{}
+	mi := &file_crossdock_store_v1_fleet_proto_msgTypes[6]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *AuditRecord) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*AuditRecord) ProtoMessage() {}
+
+func (x *AuditRecord) ProtoReflect() protoreflect.Message {
+	mi := &file_crossdock_store_v1_fleet_proto_msgTypes[6]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use AuditRecord.ProtoReflect.Descriptor instead.
+func (*AuditRecord) Descriptor() ([]byte, []int) {
+	return file_crossdock_store_v1_fleet_proto_rawDescGZIP(), []int{6}
+}
+
+func (x *AuditRecord) GetIndex() uint64 {
+	if x != nil {
+		return x.Index
+	}
+	return 0
+}
+
+func (x *AuditRecord) GetAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.At
+	}
+	return nil
+}
+
+func (x *AuditRecord) GetActor() string {
+	if x != nil {
+		return x.Actor
+	}
+	return ""
+}
+
+func (x *AuditRecord) GetRole() string {
+	if x != nil {
+		return x.Role
+	}
+	return ""
+}
+
+func (x *AuditRecord) GetProcedure() string {
+	if x != nil {
+		return x.Procedure
+	}
+	return ""
+}
+
+func (x *AuditRecord) GetOutcome() string {
+	if x != nil {
+		return x.Outcome
+	}
+	return ""
+}
+
+// RecordAudit appends an audit record (COMMAND_TYPE_RECORD_AUDIT); index is assigned.
+type RecordAudit struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Record        *AuditRecord           `protobuf:"bytes,1,opt,name=record,proto3" json:"record,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RecordAudit) Reset() {
+	*x = RecordAudit{}
+	mi := &file_crossdock_store_v1_fleet_proto_msgTypes[7]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RecordAudit) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RecordAudit) ProtoMessage() {}
+
+func (x *RecordAudit) ProtoReflect() protoreflect.Message {
+	mi := &file_crossdock_store_v1_fleet_proto_msgTypes[7]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RecordAudit.ProtoReflect.Descriptor instead.
+func (*RecordAudit) Descriptor() ([]byte, []int) {
+	return file_crossdock_store_v1_fleet_proto_rawDescGZIP(), []int{7}
+}
+
+func (x *RecordAudit) GetRecord() *AuditRecord {
+	if x != nil {
+		return x.Record
+	}
+	return nil
+}
+
 var File_crossdock_store_v1_fleet_proto protoreflect.FileDescriptor
 
 const file_crossdock_store_v1_fleet_proto_rawDesc = "" +
@@ -222,7 +566,37 @@ const file_crossdock_store_v1_fleet_proto_rawDesc = "" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"*\n" +
 	"\x12FleetCommandResult\x12\x14\n" +
-	"\x05error\x18\x01 \x01(\tR\x05errorBEZCgithub.com/crossdock/crossdock/proto/gen/crossdock/store/v1;storev1b\x06proto3"
+	"\x05error\x18\x01 \x01(\tR\x05error\"\xd8\x02\n" +
+	"\x0fAdminCredential\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id\x12\x12\n" +
+	"\x04name\x18\x02 \x01(\tR\x04name\x12\x12\n" +
+	"\x04role\x18\x03 \x01(\tR\x04role\x12#\n" +
+	"\rsecret_sha256\x18\x04 \x01(\fR\fsecretSha256\x129\n" +
+	"\n" +
+	"created_at\x18\x05 \x01(\v2\x1a.google.protobuf.TimestampR\tcreatedAt\x129\n" +
+	"\n" +
+	"expires_at\x18\x06 \x01(\v2\x1a.google.protobuf.TimestampR\texpiresAt\x12\x18\n" +
+	"\arevoked\x18\a \x01(\bR\arevoked\x129\n" +
+	"\n" +
+	"revoked_at\x18\b \x01(\v2\x1a.google.protobuf.TimestampR\trevokedAt\x12\x1d\n" +
+	"\n" +
+	"created_by\x18\t \x01(\tR\tcreatedBy\"Y\n" +
+	"\x12PutAdminCredential\x12C\n" +
+	"\n" +
+	"credential\x18\x01 \x01(\v2#.crossdock.store.v1.AdminCredentialR\n" +
+	"credential\"W\n" +
+	"\x15RevokeAdminCredential\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12*\n" +
+	"\x02at\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampR\x02at\"\xb1\x01\n" +
+	"\vAuditRecord\x12\x14\n" +
+	"\x05index\x18\x01 \x01(\x04R\x05index\x12*\n" +
+	"\x02at\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampR\x02at\x12\x14\n" +
+	"\x05actor\x18\x03 \x01(\tR\x05actor\x12\x12\n" +
+	"\x04role\x18\x04 \x01(\tR\x04role\x12\x1c\n" +
+	"\tprocedure\x18\x05 \x01(\tR\tprocedure\x12\x18\n" +
+	"\aoutcome\x18\x06 \x01(\tR\aoutcome\"F\n" +
+	"\vRecordAudit\x127\n" +
+	"\x06record\x18\x01 \x01(\v2\x1f.crossdock.store.v1.AuditRecordR\x06recordBEZCgithub.com/crossdock/crossdock/proto/gen/crossdock/store/v1;storev1b\x06proto3"
 
 var (
 	file_crossdock_store_v1_fleet_proto_rawDescOnce sync.Once
@@ -236,25 +610,37 @@ func file_crossdock_store_v1_fleet_proto_rawDescGZIP() []byte {
 	return file_crossdock_store_v1_fleet_proto_rawDescData
 }
 
-var file_crossdock_store_v1_fleet_proto_msgTypes = make([]protoimpl.MessageInfo, 5)
+var file_crossdock_store_v1_fleet_proto_msgTypes = make([]protoimpl.MessageInfo, 10)
 var file_crossdock_store_v1_fleet_proto_goTypes = []any{
 	(*SetAgentLabels)(nil),        // 0: crossdock.store.v1.SetAgentLabels
 	(*AgentLabels)(nil),           // 1: crossdock.store.v1.AgentLabels
 	(*FleetCommandResult)(nil),    // 2: crossdock.store.v1.FleetCommandResult
-	nil,                           // 3: crossdock.store.v1.SetAgentLabels.LabelsEntry
-	nil,                           // 4: crossdock.store.v1.AgentLabels.LabelsEntry
-	(*timestamppb.Timestamp)(nil), // 5: google.protobuf.Timestamp
+	(*AdminCredential)(nil),       // 3: crossdock.store.v1.AdminCredential
+	(*PutAdminCredential)(nil),    // 4: crossdock.store.v1.PutAdminCredential
+	(*RevokeAdminCredential)(nil), // 5: crossdock.store.v1.RevokeAdminCredential
+	(*AuditRecord)(nil),           // 6: crossdock.store.v1.AuditRecord
+	(*RecordAudit)(nil),           // 7: crossdock.store.v1.RecordAudit
+	nil,                           // 8: crossdock.store.v1.SetAgentLabels.LabelsEntry
+	nil,                           // 9: crossdock.store.v1.AgentLabels.LabelsEntry
+	(*timestamppb.Timestamp)(nil), // 10: google.protobuf.Timestamp
 }
 var file_crossdock_store_v1_fleet_proto_depIdxs = []int32{
-	3, // 0: crossdock.store.v1.SetAgentLabels.labels:type_name -> crossdock.store.v1.SetAgentLabels.LabelsEntry
-	5, // 1: crossdock.store.v1.SetAgentLabels.at:type_name -> google.protobuf.Timestamp
-	4, // 2: crossdock.store.v1.AgentLabels.labels:type_name -> crossdock.store.v1.AgentLabels.LabelsEntry
-	5, // 3: crossdock.store.v1.AgentLabels.at:type_name -> google.protobuf.Timestamp
-	4, // [4:4] is the sub-list for method output_type
-	4, // [4:4] is the sub-list for method input_type
-	4, // [4:4] is the sub-list for extension type_name
-	4, // [4:4] is the sub-list for extension extendee
-	0, // [0:4] is the sub-list for field type_name
+	8,  // 0: crossdock.store.v1.SetAgentLabels.labels:type_name -> crossdock.store.v1.SetAgentLabels.LabelsEntry
+	10, // 1: crossdock.store.v1.SetAgentLabels.at:type_name -> google.protobuf.Timestamp
+	9,  // 2: crossdock.store.v1.AgentLabels.labels:type_name -> crossdock.store.v1.AgentLabels.LabelsEntry
+	10, // 3: crossdock.store.v1.AgentLabels.at:type_name -> google.protobuf.Timestamp
+	10, // 4: crossdock.store.v1.AdminCredential.created_at:type_name -> google.protobuf.Timestamp
+	10, // 5: crossdock.store.v1.AdminCredential.expires_at:type_name -> google.protobuf.Timestamp
+	10, // 6: crossdock.store.v1.AdminCredential.revoked_at:type_name -> google.protobuf.Timestamp
+	3,  // 7: crossdock.store.v1.PutAdminCredential.credential:type_name -> crossdock.store.v1.AdminCredential
+	10, // 8: crossdock.store.v1.RevokeAdminCredential.at:type_name -> google.protobuf.Timestamp
+	10, // 9: crossdock.store.v1.AuditRecord.at:type_name -> google.protobuf.Timestamp
+	6,  // 10: crossdock.store.v1.RecordAudit.record:type_name -> crossdock.store.v1.AuditRecord
+	11, // [11:11] is the sub-list for method output_type
+	11, // [11:11] is the sub-list for method input_type
+	11, // [11:11] is the sub-list for extension type_name
+	11, // [11:11] is the sub-list for extension extendee
+	0,  // [0:11] is the sub-list for field type_name
 }
 
 func init() { file_crossdock_store_v1_fleet_proto_init() }
@@ -268,7 +654,7 @@ func file_crossdock_store_v1_fleet_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_crossdock_store_v1_fleet_proto_rawDesc), len(file_crossdock_store_v1_fleet_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   5,
+			NumMessages:   10,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

@@ -23,6 +23,8 @@ const _ = connect.IsAtLeastVersion1_13_0
 const (
 	// FleetServiceName is the fully-qualified name of the FleetService service.
 	FleetServiceName = "crossdock.admin.v1.FleetService"
+	// AccessServiceName is the fully-qualified name of the AccessService service.
+	AccessServiceName = "crossdock.admin.v1.AccessService"
 )
 
 // These constants are the fully-qualified names of the RPCs defined in this package. They're
@@ -38,6 +40,17 @@ const (
 	// FleetServiceSetAgentLabelsProcedure is the fully-qualified name of the FleetService's
 	// SetAgentLabels RPC.
 	FleetServiceSetAgentLabelsProcedure = "/crossdock.admin.v1.FleetService/SetAgentLabels"
+	// AccessServiceCreateCredentialProcedure is the fully-qualified name of the AccessService's
+	// CreateCredential RPC.
+	AccessServiceCreateCredentialProcedure = "/crossdock.admin.v1.AccessService/CreateCredential"
+	// AccessServiceListCredentialsProcedure is the fully-qualified name of the AccessService's
+	// ListCredentials RPC.
+	AccessServiceListCredentialsProcedure = "/crossdock.admin.v1.AccessService/ListCredentials"
+	// AccessServiceRevokeCredentialProcedure is the fully-qualified name of the AccessService's
+	// RevokeCredential RPC.
+	AccessServiceRevokeCredentialProcedure = "/crossdock.admin.v1.AccessService/RevokeCredential"
+	// AccessServiceListAuditProcedure is the fully-qualified name of the AccessService's ListAudit RPC.
+	AccessServiceListAuditProcedure = "/crossdock.admin.v1.AccessService/ListAudit"
 )
 
 // FleetServiceClient is a client for the crossdock.admin.v1.FleetService service.
@@ -138,4 +151,152 @@ func (UnimplementedFleetServiceHandler) ListFleet(context.Context, *connect.Requ
 
 func (UnimplementedFleetServiceHandler) SetAgentLabels(context.Context, *connect.Request[v1.SetAgentLabelsRequest]) (*connect.Response[v1.SetAgentLabelsResponse], error) {
 	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("crossdock.admin.v1.FleetService.SetAgentLabels is not implemented"))
+}
+
+// AccessServiceClient is a client for the crossdock.admin.v1.AccessService service.
+type AccessServiceClient interface {
+	CreateCredential(context.Context, *connect.Request[v1.CreateCredentialRequest]) (*connect.Response[v1.CreateCredentialResponse], error)
+	ListCredentials(context.Context, *connect.Request[v1.ListCredentialsRequest]) (*connect.Response[v1.ListCredentialsResponse], error)
+	RevokeCredential(context.Context, *connect.Request[v1.RevokeCredentialRequest]) (*connect.Response[v1.RevokeCredentialResponse], error)
+	ListAudit(context.Context, *connect.Request[v1.ListAuditRequest]) (*connect.Response[v1.ListAuditResponse], error)
+}
+
+// NewAccessServiceClient constructs a client for the crossdock.admin.v1.AccessService service. By
+// default, it uses the Connect protocol with the binary Protobuf Codec, asks for gzipped responses,
+// and sends uncompressed requests. To use the gRPC or gRPC-Web protocols, supply the
+// connect.WithGRPC() or connect.WithGRPCWeb() options.
+//
+// The URL supplied here should be the base URL for the Connect or gRPC server (for example,
+// http://api.acme.com or https://acme.com/grpc).
+func NewAccessServiceClient(httpClient connect.HTTPClient, baseURL string, opts ...connect.ClientOption) AccessServiceClient {
+	baseURL = strings.TrimRight(baseURL, "/")
+	accessServiceMethods := v1.File_crossdock_admin_v1_fleet_proto.Services().ByName("AccessService").Methods()
+	return &accessServiceClient{
+		createCredential: connect.NewClient[v1.CreateCredentialRequest, v1.CreateCredentialResponse](
+			httpClient,
+			baseURL+AccessServiceCreateCredentialProcedure,
+			connect.WithSchema(accessServiceMethods.ByName("CreateCredential")),
+			connect.WithClientOptions(opts...),
+		),
+		listCredentials: connect.NewClient[v1.ListCredentialsRequest, v1.ListCredentialsResponse](
+			httpClient,
+			baseURL+AccessServiceListCredentialsProcedure,
+			connect.WithSchema(accessServiceMethods.ByName("ListCredentials")),
+			connect.WithClientOptions(opts...),
+		),
+		revokeCredential: connect.NewClient[v1.RevokeCredentialRequest, v1.RevokeCredentialResponse](
+			httpClient,
+			baseURL+AccessServiceRevokeCredentialProcedure,
+			connect.WithSchema(accessServiceMethods.ByName("RevokeCredential")),
+			connect.WithClientOptions(opts...),
+		),
+		listAudit: connect.NewClient[v1.ListAuditRequest, v1.ListAuditResponse](
+			httpClient,
+			baseURL+AccessServiceListAuditProcedure,
+			connect.WithSchema(accessServiceMethods.ByName("ListAudit")),
+			connect.WithClientOptions(opts...),
+		),
+	}
+}
+
+// accessServiceClient implements AccessServiceClient.
+type accessServiceClient struct {
+	createCredential *connect.Client[v1.CreateCredentialRequest, v1.CreateCredentialResponse]
+	listCredentials  *connect.Client[v1.ListCredentialsRequest, v1.ListCredentialsResponse]
+	revokeCredential *connect.Client[v1.RevokeCredentialRequest, v1.RevokeCredentialResponse]
+	listAudit        *connect.Client[v1.ListAuditRequest, v1.ListAuditResponse]
+}
+
+// CreateCredential calls crossdock.admin.v1.AccessService.CreateCredential.
+func (c *accessServiceClient) CreateCredential(ctx context.Context, req *connect.Request[v1.CreateCredentialRequest]) (*connect.Response[v1.CreateCredentialResponse], error) {
+	return c.createCredential.CallUnary(ctx, req)
+}
+
+// ListCredentials calls crossdock.admin.v1.AccessService.ListCredentials.
+func (c *accessServiceClient) ListCredentials(ctx context.Context, req *connect.Request[v1.ListCredentialsRequest]) (*connect.Response[v1.ListCredentialsResponse], error) {
+	return c.listCredentials.CallUnary(ctx, req)
+}
+
+// RevokeCredential calls crossdock.admin.v1.AccessService.RevokeCredential.
+func (c *accessServiceClient) RevokeCredential(ctx context.Context, req *connect.Request[v1.RevokeCredentialRequest]) (*connect.Response[v1.RevokeCredentialResponse], error) {
+	return c.revokeCredential.CallUnary(ctx, req)
+}
+
+// ListAudit calls crossdock.admin.v1.AccessService.ListAudit.
+func (c *accessServiceClient) ListAudit(ctx context.Context, req *connect.Request[v1.ListAuditRequest]) (*connect.Response[v1.ListAuditResponse], error) {
+	return c.listAudit.CallUnary(ctx, req)
+}
+
+// AccessServiceHandler is an implementation of the crossdock.admin.v1.AccessService service.
+type AccessServiceHandler interface {
+	CreateCredential(context.Context, *connect.Request[v1.CreateCredentialRequest]) (*connect.Response[v1.CreateCredentialResponse], error)
+	ListCredentials(context.Context, *connect.Request[v1.ListCredentialsRequest]) (*connect.Response[v1.ListCredentialsResponse], error)
+	RevokeCredential(context.Context, *connect.Request[v1.RevokeCredentialRequest]) (*connect.Response[v1.RevokeCredentialResponse], error)
+	ListAudit(context.Context, *connect.Request[v1.ListAuditRequest]) (*connect.Response[v1.ListAuditResponse], error)
+}
+
+// NewAccessServiceHandler builds an HTTP handler from the service implementation. It returns the
+// path on which to mount the handler and the handler itself.
+//
+// By default, handlers support the Connect, gRPC, and gRPC-Web protocols with the binary Protobuf
+// and JSON codecs. They also support gzip compression.
+func NewAccessServiceHandler(svc AccessServiceHandler, opts ...connect.HandlerOption) (string, http.Handler) {
+	accessServiceMethods := v1.File_crossdock_admin_v1_fleet_proto.Services().ByName("AccessService").Methods()
+	accessServiceCreateCredentialHandler := connect.NewUnaryHandler(
+		AccessServiceCreateCredentialProcedure,
+		svc.CreateCredential,
+		connect.WithSchema(accessServiceMethods.ByName("CreateCredential")),
+		connect.WithHandlerOptions(opts...),
+	)
+	accessServiceListCredentialsHandler := connect.NewUnaryHandler(
+		AccessServiceListCredentialsProcedure,
+		svc.ListCredentials,
+		connect.WithSchema(accessServiceMethods.ByName("ListCredentials")),
+		connect.WithHandlerOptions(opts...),
+	)
+	accessServiceRevokeCredentialHandler := connect.NewUnaryHandler(
+		AccessServiceRevokeCredentialProcedure,
+		svc.RevokeCredential,
+		connect.WithSchema(accessServiceMethods.ByName("RevokeCredential")),
+		connect.WithHandlerOptions(opts...),
+	)
+	accessServiceListAuditHandler := connect.NewUnaryHandler(
+		AccessServiceListAuditProcedure,
+		svc.ListAudit,
+		connect.WithSchema(accessServiceMethods.ByName("ListAudit")),
+		connect.WithHandlerOptions(opts...),
+	)
+	return "/crossdock.admin.v1.AccessService/", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		switch r.URL.Path {
+		case AccessServiceCreateCredentialProcedure:
+			accessServiceCreateCredentialHandler.ServeHTTP(w, r)
+		case AccessServiceListCredentialsProcedure:
+			accessServiceListCredentialsHandler.ServeHTTP(w, r)
+		case AccessServiceRevokeCredentialProcedure:
+			accessServiceRevokeCredentialHandler.ServeHTTP(w, r)
+		case AccessServiceListAuditProcedure:
+			accessServiceListAuditHandler.ServeHTTP(w, r)
+		default:
+			http.NotFound(w, r)
+		}
+	})
+}
+
+// UnimplementedAccessServiceHandler returns CodeUnimplemented from all methods.
+type UnimplementedAccessServiceHandler struct{}
+
+func (UnimplementedAccessServiceHandler) CreateCredential(context.Context, *connect.Request[v1.CreateCredentialRequest]) (*connect.Response[v1.CreateCredentialResponse], error) {
+	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("crossdock.admin.v1.AccessService.CreateCredential is not implemented"))
+}
+
+func (UnimplementedAccessServiceHandler) ListCredentials(context.Context, *connect.Request[v1.ListCredentialsRequest]) (*connect.Response[v1.ListCredentialsResponse], error) {
+	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("crossdock.admin.v1.AccessService.ListCredentials is not implemented"))
+}
+
+func (UnimplementedAccessServiceHandler) RevokeCredential(context.Context, *connect.Request[v1.RevokeCredentialRequest]) (*connect.Response[v1.RevokeCredentialResponse], error) {
+	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("crossdock.admin.v1.AccessService.RevokeCredential is not implemented"))
+}
+
+func (UnimplementedAccessServiceHandler) ListAudit(context.Context, *connect.Request[v1.ListAuditRequest]) (*connect.Response[v1.ListAuditResponse], error) {
+	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("crossdock.admin.v1.AccessService.ListAudit is not implemented"))
 }
