@@ -60,6 +60,7 @@ func newRootCmd() *cobra.Command {
 		newPluginCmd(),
 		newInventoryCmd(), newPricesCmd(),
 		newPartnersCmd(),
+		newAccessCmd(), newAuditCmd(), // access.go
 	)
 	addCompletions(root) // Tab completes agent, route and destination names (completion.go)
 	return root
