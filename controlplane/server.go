@@ -519,7 +519,7 @@ func (s *Server) buildServers(cert tls.Certificate) error {
 	admin := &api.Admin{Backend: backend, TempDir: tmp, Archive: api.ArchiveBackend{Dir: s.archive}, Views: s.views}
 	mux.Handle(adminv1connect.NewAdminServiceHandler(admin, append(opts, connect.WithInterceptors(auth))...))
 	mux.Handle(adminv1connect.NewFleetServiceHandler(&api.Fleet{Backend: backend, Admin: admin}, append(opts, connect.WithInterceptors(auth))...)) // fleet
-	mux.Handle(adminv1connect.NewAccessServiceHandler(&api.Access{Backend: backend}, append(opts, connect.WithInterceptors(auth))...))  // fleet: roles, audit
+	mux.Handle(adminv1connect.NewAccessServiceHandler(&api.Access{Backend: backend}, append(opts, connect.WithInterceptors(auth))...))             // fleet: roles, audit
 	webhooks, err := delivery.NewAddressPolicy(s.cfg.WebhookAllow)
 	if err != nil {
 		return fmt.Errorf("controlplane: %w", err)
