@@ -125,6 +125,9 @@ func (a *AdminAuth) audit(procedure string, p principal, err error) {
 	}
 	outcome := "ok"
 	if err != nil {
+		if connect.CodeOf(err) == connect.CodeUnavailable {
+			return // not the leader (the CLI follows it) or shutting down: nothing happened
+		}
 		outcome = connect.CodeOf(err).String()
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
