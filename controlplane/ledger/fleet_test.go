@@ -39,3 +39,47 @@ func TestSetAgentLabels(t *testing.T) {
 		t.Fatalf("labels after a snapshot restore = %v", got)
 	}
 }
+
+// TestAdminCredentials: a live name is unique, revocation ends it (and frees the name),
+// audit records get consecutive indexes.
+func TestAdminCredentials(t *testing.T) {
+	l := newLedger(t, false)
+	lg := &raftLog{t: t}
+	hash := make([]byte, 32)
+	put := func(id, name, role string) *storev1.FleetCommandResult {
+		r, _ := lg.apply(l, command(t, storev1.CommandType_COMMAND_TYPE_PUT_ADMIN_CREDENTIAL, &storev1.PutAdminCredential{Credential: &storev1.AdminCredential{
+			Id: id, Name: name, Role: role, SecretSha256: hash, ExpiresAt: ts(at(1000)),
+		}})).(*storev1.FleetCommandResult)
+		return r
+	}
+	if r := put("c1", "alice", "operator"); r.GetError() != "" {
+		t.Fatal(r.GetError())
+	}
+	if r := put("c2", "alice", "viewer"); !strings.Contains(r.GetError(), "named \"alice\" already") {
+		t.Fatalf("a second live alice = %v, want refused", r)
+	}
+	if r := put("c3", "bob", "root"); !strings.Contains(r.GetError(), "not viewer, operator or admin") {
+		t.Fatalf("role root = %v, want refused", r)
+	}
+	r, _ := lg.apply(l, command(t, storev1.CommandType_COMMAND_TYPE_REVOKE_ADMIN_CREDENTIAL, &storev1.RevokeAdminCredential{Name: "alice"})).(*storev1.FleetCommandResult)
+	if r.GetError() != "" {
+		t.Fatal(r.GetError())
+	}
+	if c, _, _ := l.AdminCredential("c1"); !c.GetRevoked() {
+		t.Fatal("alice not revoked")
+	}
+	if r := put("c4", "alice", "viewer"); r.GetError() != "" {
+		t.Fatalf("a new alice after revocation: %v", r.GetError())
+	}
+	for _, p := range []string{"/a/One", "/a/Two"} {
+		lg.apply(l, command(t, storev1.CommandType_COMMAND_TYPE_RECORD_AUDIT, &storev1.RecordAudit{Record: &storev1.AuditRecord{Actor: "alice", Procedure: p, Outcome: "ok"}}))
+	}
+	recs, err := l.Audit(func(*storev1.AuditRecord) bool { return true })
+	if err != nil || len(recs) != 2 || recs[0].GetIndex() != 1 || recs[1].GetProcedure() != "/a/Two" || recs[0].GetAt() == nil {
+		t.Fatalf("audit = %v, %v", recs, err)
+	}
+	back := testSnapshotRestore(t, l)
+	if recs, _ := back.Audit(func(*storev1.AuditRecord) bool { return true }); len(recs) != 2 {
+		t.Fatalf("audit after a snapshot restore: %d records", len(recs))
+	}
+}
