@@ -143,5 +143,6 @@ fuzz: ## Run each fuzzer briefly
 	$(GO) test -run '^$$' -fuzz '^FuzzAllocate$$' -fuzztime 20s ./controlplane/routing/
 	$(GO) test -run '^$$' -fuzz '^FuzzParseLifetime$$' -fuzztime 20s ./cmd/crossdock/
 	$(GO) test -run '^$$' -fuzz '^FuzzParseKeys$$' -fuzztime 20s ./controlplane/console/
+	$(GO) test -run '^$$' -fuzz '^FuzzParse$$' -fuzztime 20s ./internal/labels/
 
 .PHONY: help build test demo bench tools gen check-gen lint fuzz release

@@ -19,6 +19,7 @@ import (
 	"go.opentelemetry.io/otel/trace"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
+	"github.com/crossdock/crossdock/agent/config"
 	"github.com/crossdock/crossdock/agent/localapi"
 	"github.com/crossdock/crossdock/agent/outbox"
 	"github.com/crossdock/crossdock/agent/pluginhost"
@@ -78,6 +79,17 @@ type Config struct {
 	// before the order.ack is published. Fault injection for tests only (the agent
 	// command SIGKILLs itself there when told, see cmd/crossdock/agent.go).
 	AfterSinkWrite func(connector string, ev *eventv1.Event)
+	// Labels are sent at enrollment; AgentConfig documents select agents by them.
+	Labels map[string]string
+	// LocalConfig says the connectors come from a local config file: central
+	// configurations (AgentConfig) are then reported as "local" and not applied.
+	LocalConfig bool
+	// Builtins, when set, tells whether a built-in connector type exists, so a central
+	// configuration naming another one is refused with its field.
+	Builtins func(string) bool
+	// ConfigEnv resolves the ${env:}/${file:} references of central configurations;
+	// config.OSEnv when nil.
+	ConfigEnv *config.Env
 }
 
 // recentIDCount bounds how many recent ids given by a caller or derived from a position
@@ -97,6 +109,7 @@ type Agent struct {
 	host   *pluginhost.Host // nil without connectors
 
 	renew     *renewer
+	fleet     *fleet
 	recent    *recentIDs
 	conflicts conflicts
 
@@ -125,7 +138,7 @@ func New(ctx context.Context, cfg Config) (*Agent, error) {
 	id, err := loadIdentity(cfg.DataDir)
 	switch {
 	case errors.Is(err, ErrNotEnrolled) && cfg.EnrollToken != "":
-		if id, err = enroll(ctx, cfg.DataDir, cfg.Servers, cfg.EnrollToken, cfg.Name); err != nil {
+		if id, err = enroll(ctx, cfg.DataDir, cfg.Servers, cfg.EnrollToken, cfg.Name, cfg.Labels); err != nil {
 			return nil, err
 		}
 		logger.Info("agent enrolled", "agent", id.ID)
@@ -134,7 +147,7 @@ func New(ctx context.Context, cfg Config) (*Agent, error) {
 	case cfg.EnrollToken != "":
 		logger.Info("agent already enrolled; ignoring the enrollment token", "agent", id.ID)
 	}
-	a := &Agent{cfg: cfg, logger: logger.With("agent", id.ID), id: id, renew: newRenewer(cfg.DataDir, id), recent: newRecentIDs(recentIDCount)}
+	a := &Agent{cfg: cfg, logger: logger.With("agent", id.ID), id: id, renew: newRenewer(cfg.DataDir, id), fleet: newFleet(), recent: newRecentIDs(recentIDCount)}
 	a.outbox, err = outbox.Open(outbox.Options{Dir: filepath.Join(cfg.DataDir, "outbox"), QuotaBytes: cfg.QuotaBytes, Logger: a.logger})
 	if errors.Is(err, outbox.ErrDamaged) {
 		return nil, fmt.Errorf("agent: %w\nThe agent does not start on a damaged outbox. Stop here and run `crossdock agent repair --data-dir %s`: it keeps every intact event, reports what was lost and sets the damaged files aside (docs/operations.md)", err, cfg.DataDir)
@@ -147,24 +160,20 @@ func New(ctx context.Context, cfg Config) (*Agent, error) {
 		a.outbox.Close()
 		return nil, fmt.Errorf("agent: %w", err)
 	}
-	if len(cfg.Connectors) > 0 {
-		a.host, err = pluginhost.New(pluginhost.Options{
-			AgentID: id.ID, Outbox: a.outbox, Self: cfg.PluginSelf, Logger: a.logger,
-			MinBackoff: cfg.PluginMinBackoff, MaxBackoff: cfg.PluginMaxBackoff,
-		}, cfg.Connectors)
-		if err == nil {
-			err = a.host.Check(ctx)
-		}
-		if err != nil {
-			a.outbox.Close()
-			return nil, fmt.Errorf("agent: %w", err)
-		}
+	// The host runs the local file's connectors, or those of the central configuration
+	// (none until one arrives).
+	a.host, err = pluginhost.New(pluginhost.Options{
+		AgentID: id.ID, Outbox: a.outbox, Self: cfg.PluginSelf, Logger: a.logger,
+		MinBackoff: cfg.PluginMinBackoff, MaxBackoff: cfg.PluginMaxBackoff,
+	}, cfg.Connectors)
+	if err == nil {
+		err = a.host.Check(ctx)
 	}
-	var connectors func() []*agentv1.ConnectorStatus
-	var changed func() <-chan struct{}
-	if a.host != nil {
-		connectors, changed = a.host.Status, a.host.Changed
+	if err != nil {
+		a.outbox.Close()
+		return nil, fmt.Errorf("agent: %w", err)
 	}
+	connectors, changed := a.host.Status, a.host.Changed
 	a.uplink = uplink.New(uplink.Config{
 		Servers: cfg.Servers,
 		TLS: &tls.Config{
@@ -190,7 +199,10 @@ func New(ctx context.Context, cfg Config) (*Agent, error) {
 		IsPermanent: func(err error) bool {
 			return errors.Is(err, sdk.ErrPermanent) || errors.Is(err, pluginhost.ErrUnknown)
 		},
+		OnConfig: a.fleet.offer,
+		Fleet:    a.fleetReport,
 	})
+	a.loadSavedConfig(ctx)
 	if cfg.LocalAddr != "-" {
 		a.local, err = net.Listen("tcp", cfg.LocalAddr)
 		if err != nil {
@@ -231,13 +243,12 @@ func (a *Agent) Plugins() *pluginhost.Host { return a.host }
 func (a *Agent) Run(ctx context.Context) error {
 	defer a.outbox.Close()
 	defer a.stopMetrics()
-	if a.host != nil {
-		hctx, stop := context.WithCancel(ctx)
-		done := make(chan struct{})
-		go func() { defer close(done); a.host.Run(hctx) }()
-		// Plugins stop before the outbox closes under them.
-		defer func() { stop(); <-done }()
-	}
+	hctx, stop := context.WithCancel(ctx)
+	done := make(chan struct{}, 2)
+	go func() { defer func() { done <- struct{}{} }(); a.host.Run(hctx) }()
+	go func() { defer func() { done <- struct{}{} }(); a.runFleet(hctx) }()
+	// Plugins stop before the outbox closes under them.
+	defer func() { stop(); <-done; <-done }()
 	errc := make(chan error, 2)
 	if a.local != nil {
 		go func() { errc <- localapi.Serve(ctx, a.local, a, a.logger) }()

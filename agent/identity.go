@@ -85,7 +85,7 @@ func loadIdentity(dataDir string) (*identity, error) {
 
 // enroll trades a token for a certificate from the first server that answers. The
 // connection is verified against the CA pin inside the token, never blindly trusted.
-func enroll(ctx context.Context, dataDir string, servers []string, token, name string) (*identity, error) {
+func enroll(ctx context.Context, dataDir string, servers []string, token, name string, labels map[string]string) (*identity, error) {
 	tok, err := pki.ParseToken(token)
 	if err != nil {
 		return nil, fmt.Errorf("agent: enrollment token: %w", err)
@@ -102,7 +102,7 @@ func enroll(ctx context.Context, dataDir string, servers []string, token, name s
 	for i := 0; i < len(queue) && i < len(servers)+3; i++ {
 		srv := queue[i]
 		client := uplinkv1connect.NewUplinkServiceClient(hc, "https://"+srv)
-		res, err := client.Enroll(ctx, connect.NewRequest(&uplinkv1.EnrollRequest{Token: token, CsrPem: string(csrPEM), AgentName: name}))
+		res, err := client.Enroll(ctx, connect.NewRequest(&uplinkv1.EnrollRequest{Token: token, CsrPem: string(csrPEM), AgentName: name, Labels: labels}))
 		if err != nil {
 			errs = append(errs, fmt.Errorf("%s: %w", srv, err))
 			if h := uplink.LeaderHint(err); h != "" {

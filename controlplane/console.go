@@ -19,6 +19,7 @@ import (
 	"github.com/crossdock/crossdock/controlplane/partner"
 	adminv1 "github.com/crossdock/crossdock/proto/gen/crossdock/admin/v1"
 	deliveryv1 "github.com/crossdock/crossdock/proto/gen/crossdock/delivery/v1"
+	"github.com/crossdock/crossdock/proto/gen/crossdock/delivery/v1/deliveryv1connect"
 	storev1 "github.com/crossdock/crossdock/proto/gen/crossdock/store/v1"
 )
 
@@ -26,6 +27,7 @@ import (
 // node's replica, its agent streams and delivery engine.
 type consoleSource struct {
 	s        *Server
+	guard    *api.Guard
 	timeline *api.Timeline
 	dlq      *api.Delivery
 	dir      *partner.Directory
@@ -157,9 +159,12 @@ func (c *consoleSource) DeadLetters(ctx context.Context, dest string, limit int)
 }
 
 // RetryDeadLetter runs the API's DLQ retry (DeliveryService.RetryDeadLetters): the
-// same checks, the same raft command, the same audit log line.
-func (c *consoleSource) RetryDeadLetter(ctx context.Context, id string) error {
-	_, err := c.dlq.RetryDeadLetters(ctx, connect.NewRequest(&deliveryv1.RetryDeadLettersRequest{Id: id}))
+// same role (operator), checks, raft command and audit record.
+func (c *consoleSource) RetryDeadLetter(ctx context.Context, who console.Principal, id string) error {
+	err := c.guard.Authorize(deliveryv1connect.DeliveryServiceRetryDeadLettersProcedure, who.Name, who.Role, func() error {
+		_, err := c.dlq.RetryDeadLetters(ctx, connect.NewRequest(&deliveryv1.RetryDeadLettersRequest{Id: id}))
+		return err
+	})
 	if err != nil {
 		return fmt.Errorf("retry dead letter %s: %w", id, err)
 	}
@@ -214,9 +219,13 @@ func (c *consoleSource) Timeline(ctx context.Context, keys map[string]string, li
 
 // mountConsole serves the web console at /ui/ (behind its login, see package console).
 func (s *Server) mountConsole(mux *http.ServeMux, guard *api.Guard) error {
-	src := &consoleSource{s: s, timeline: &api.Timeline{Backend: s.backend, Engine: s.delivery},
+	src := &consoleSource{s: s, guard: guard, timeline: &api.Timeline{Backend: s.backend, Engine: s.delivery},
 		dlq: &api.Delivery{Backend: s.backend, Engine: s.delivery}, dir: &partner.Directory{Ledger: s.store.Ledger()}}
-	c, err := console.New(console.Config{Source: src, CheckToken: guard.CheckAdminToken, Logger: s.logger, Alerts: committedAlerts{s.store.Ledger()}})
+	check := func(r *http.Request, token string) (console.Principal, error) {
+		name, role, err := guard.CheckAdminToken(r, token)
+		return console.Principal{Name: name, Role: role}, err
+	}
+	c, err := console.New(console.Config{Source: src, CheckToken: check, Logger: s.logger, Alerts: committedAlerts{s.store.Ledger()}})
 	if err != nil {
 		return fmt.Errorf("controlplane: console: %w", err)
 	}

@@ -544,7 +544,8 @@ func (s *Server) buildServers(cert tls.Certificate) error {
 	opts := []connect.HandlerOption{connect.WithReadMaxBytes(int(limits.MaxBodyBytes))}
 	backend := s.backend
 	mux.Handle(uplinkv1connect.NewUplinkServiceHandler(&api.Uplink{Backend: backend}, append(opts, connect.WithCodec(api.UplinkCodec{}))...))
-	auth := &api.AdminAuth{Ledger: s.store.Ledger()}
+	auth := &api.AdminAuth{Ledger: s.store.Ledger(), Propose: s.store.Propose, Logger: s.logger}
+	guard.SetAdminAuth(auth)
 	tmp := filepath.Join(s.cfg.DataDir, "tmp")
 	if err := os.MkdirAll(tmp, 0o700); err != nil {
 		return fmt.Errorf("controlplane: create tmp dir: %w", err)
@@ -553,6 +554,8 @@ func (s *Server) buildServers(cert tls.Certificate) error {
 	admin := &api.Admin{Backend: backend, TempDir: tmp, Archive: api.ArchiveBackend{Dir: s.archive}, Views: s.views}
 	mux.Handle(adminv1connect.NewAdminServiceHandler(admin, append(opts, connect.WithInterceptors(auth))...))
 	mux.Handle(adminv1connect.NewEDIServiceHandler(&ediview.Service{View: s.edi}, append(opts, connect.WithInterceptors(auth))...))
+	mux.Handle(adminv1connect.NewFleetServiceHandler(&api.Fleet{Backend: backend, Admin: admin}, append(opts, connect.WithInterceptors(auth))...)) // fleet
+	mux.Handle(adminv1connect.NewAccessServiceHandler(&api.Access{Backend: backend}, append(opts, connect.WithInterceptors(auth))...))             // fleet: roles, audit
 	webhooks, err := delivery.NewAddressPolicy(s.cfg.WebhookAllow)
 	if err != nil {
 		return fmt.Errorf("controlplane: %w", err)

@@ -115,11 +115,19 @@ type Options struct {
 
 // Host runs connectors.
 type Host struct {
-	opts   Options
-	log    *slog.Logger
-	logs   *ratelog.Limiter // stall and restart lines per connector
+	opts Options
+	log  *slog.Logger
+	logs *ratelog.Limiter // stall and restart lines per connector
+
+	// cmu guards the connector set, which Reconfigure replaces while Run runs.
+	cmu    sync.RWMutex
 	conns  []*conn
 	byName map[string]*conn
+	runCtx context.Context // set while Run runs
+	runWG  sync.WaitGroup
+
+	// reconfMu serialises Reconfigure calls.
+	reconfMu sync.Mutex
 
 	mu      sync.Mutex
 	changed chan struct{}
@@ -130,6 +138,11 @@ type conn struct {
 	cfg  Connector
 	kind string // "builtin:<type>" or the path
 	log  *slog.Logger
+
+	// stop ends this connector's supervisor and done closes when it returned; set
+	// when it is started.
+	stop context.CancelFunc
+	done chan struct{}
 
 	mu        sync.Mutex
 	state     string
@@ -181,27 +194,41 @@ func New(opts Options, connectors []Connector) (*Host, error) {
 		opts.Self = self
 	}
 	h := &Host{opts: opts, log: opts.Logger, logs: ratelog.New(0, 0), byName: map[string]*conn{}, changed: make(chan struct{})}
+	conns, err := h.newConns(connectors)
+	if err != nil {
+		return nil, err
+	}
+	h.conns = conns
+	for _, c := range conns {
+		h.byName[c.cfg.Name] = c
+	}
+	return h, nil
+}
+
+// newConns checks a connector list and makes their (not started) supervisor states.
+func (h *Host) newConns(connectors []Connector) ([]*conn, error) {
 	now := time.Now()
+	seen := map[string]bool{}
+	var out []*conn
 	for i, c := range connectors {
 		switch {
 		case c.Name == "":
 			return nil, fmt.Errorf("pluginhost: connectors[%d].name: required", i)
-		case h.byName[c.Name] != nil:
+		case seen[c.Name]:
 			return nil, fmt.Errorf("pluginhost: connectors[%d].name: %q is used twice", i, c.Name)
 		case (c.Builtin == "") == (c.Path == ""):
 			return nil, fmt.Errorf("pluginhost: connectors[%d]: set either builtin or path", i)
 		case c.Path != "" && c.SHA256 == "":
 			return nil, fmt.Errorf("pluginhost: connectors[%d].sha256: required with path", i)
 		}
+		seen[c.Name] = true
 		kind := c.Path
 		if c.Builtin != "" {
 			kind = "builtin:" + c.Builtin
 		}
-		cn := &conn{cfg: c, kind: kind, log: h.log.With("connector", c.Name), state: StateStarting, since: now}
-		h.conns = append(h.conns, cn)
-		h.byName[c.Name] = cn
+		out = append(out, &conn{cfg: c, kind: kind, log: h.log.With("connector", c.Name), state: StateStarting, since: now})
 	}
-	return h, nil
+	return out, nil
 }
 
 // Check launches every plugin once, asks for its spec and configures it, so an agent
@@ -210,7 +237,19 @@ func New(opts Options, connectors []Connector) (*Host, error) {
 // ("connectors[1].settings.dsn: required"). Other failures (a system not reachable
 // yet) are logged and left to Run, which retries.
 func (h *Host) Check(ctx context.Context) error {
-	for i, c := range h.conns {
+	h.cmu.RLock()
+	conns := h.conns
+	h.cmu.RUnlock()
+	return h.checkConns(ctx, conns, nil)
+}
+
+// checkConns checks conns (at their index in the configuration); skip names the
+// indexes not to check (unchanged connectors that run already).
+func (h *Host) checkConns(ctx context.Context, conns []*conn, skip map[int]bool) error {
+	for i, c := range conns {
+		if skip[i] {
+			continue
+		}
 		err := h.check(ctx, c)
 		var ce *sdk.ConfigError
 		switch {
@@ -265,17 +304,110 @@ func hasBuiltin(cs []Connector) bool {
 }
 
 // Run supervises every connector until ctx is done, then stops the plugins and returns.
-// A connector's failure never ends Run.
+// A connector's failure never ends Run. Reconfigure may change the connectors meanwhile.
 func (h *Host) Run(ctx context.Context) {
-	var wg sync.WaitGroup
+	h.cmu.Lock()
+	h.runCtx = ctx
 	for _, c := range h.conns {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			h.supervise(ctx, c)
-		}()
+		h.startLocked(c)
 	}
-	wg.Wait()
+	h.cmu.Unlock()
+	<-ctx.Done()
+	h.runWG.Wait()
+}
+
+// startLocked starts c's supervisor under the Run context; h.cmu is held.
+func (h *Host) startLocked(c *conn) {
+	ctx, stop := context.WithCancel(h.runCtx)
+	c.stop, c.done = stop, make(chan struct{})
+	h.runWG.Add(1)
+	go func() {
+		defer h.runWG.Done()
+		defer close(c.done)
+		h.supervise(ctx, c)
+	}()
+}
+
+// Reconfigure replaces the connector set with connectors: it checks every new or
+// changed connector first (launch, spec, configure: the checks of Check, the plugin
+// asked to check its settings) and changes nothing if one fails; then it stops removed
+// and changed connectors and starts changed and new ones. Unchanged connectors keep
+// running untouched. A restarted source resumes from its committed position (kept in
+// the outbox under its name). It returns the names of the connectors started or
+// restarted, and of those stopped.
+func (h *Host) Reconfigure(ctx context.Context, connectors []Connector) (started, stopped []string, err error) {
+	h.reconfMu.Lock()
+	defer h.reconfMu.Unlock()
+	next, err := h.newConns(connectors)
+	if err != nil {
+		return nil, nil, err
+	}
+	if h.opts.Self == "" && hasBuiltin(connectors) {
+		self, err := os.Executable()
+		if err != nil {
+			return nil, nil, fmt.Errorf("pluginhost: find own executable for built-in connectors: %w", err)
+		}
+		h.opts.Self = self
+	}
+	h.cmu.RLock()
+	old := h.byName
+	h.cmu.RUnlock()
+	keep := map[int]bool{}
+	for i, c := range next {
+		if o, ok := old[c.cfg.Name]; ok && sameConnector(o.cfg, c.cfg) {
+			keep[i] = true
+			next[i] = o
+		}
+	}
+	if err := h.checkConns(ctx, next, keep); err != nil {
+		return nil, nil, err
+	}
+	kept := map[*conn]bool{}
+	for i := range keep {
+		kept[next[i]] = true
+	}
+	h.cmu.Lock()
+	prev := h.conns
+	var toStop []*conn
+	for _, o := range prev {
+		if !kept[o] {
+			toStop = append(toStop, o)
+			stopped = append(stopped, o.cfg.Name)
+		}
+	}
+	h.cmu.Unlock()
+	// Stopped before their successors start: a source's position is written by one
+	// reader at a time.
+	for _, o := range toStop {
+		if o.stop != nil {
+			o.stop()
+			<-o.done
+		}
+	}
+	h.cmu.Lock()
+	h.conns = next
+	h.byName = make(map[string]*conn, len(next))
+	for i, c := range next {
+		h.byName[c.cfg.Name] = c
+		if !keep[i] {
+			started = append(started, c.cfg.Name)
+			if h.runCtx != nil && h.runCtx.Err() == nil {
+				h.startLocked(c)
+			}
+		}
+	}
+	h.cmu.Unlock()
+	h.notify()
+	for _, n := range stopped {
+		h.log.Info("connector stopped by a configuration change", "connector", n)
+	}
+	return started, stopped, nil
+}
+
+// sameConnector reports whether two configurations of a connector run the same thing.
+func sameConnector(a, b Connector) bool {
+	return a.Name == b.Name && a.Builtin == b.Builtin && a.Path == b.Path &&
+		strings.EqualFold(a.SHA256, b.SHA256) && a.NoSource == b.NoSource && string(a.Settings) == string(b.Settings)
 }
 
 // Changed returns a channel closed at the next change of any connector's state (not at
@@ -286,6 +418,10 @@ func (h *Host) Changed() <-chan struct{} {
 	return h.changed
 }
 
+// Notify fires Changed without a state change (the agent's configuration report
+// changed; it travels with the connectors' states).
+func (h *Host) Notify() { h.notify() }
+
 func (h *Host) notify() {
 	h.mu.Lock()
 	defer h.mu.Unlock()
@@ -295,8 +431,11 @@ func (h *Host) notify() {
 
 // Status describes every connector, in configuration order.
 func (h *Host) Status() []*agentv1.ConnectorStatus {
-	out := make([]*agentv1.ConnectorStatus, 0, len(h.conns))
-	for _, c := range h.conns {
+	h.cmu.RLock()
+	conns := h.conns
+	h.cmu.RUnlock()
+	out := make([]*agentv1.ConnectorStatus, 0, len(conns))
+	for _, c := range conns {
 		c.mu.Lock()
 		st := &agentv1.ConnectorStatus{
 			Name: c.cfg.Name, Plugin: c.kind, State: c.state, LastError: c.lastErr,
@@ -319,7 +458,9 @@ func (h *Host) Status() []*agentv1.ConnectorStatus {
 // Write writes events through a connector's sink and returns one result per event. The
 // connector must be running; after a crash, retry once it is running again.
 func (h *Host) Write(ctx context.Context, connector string, events []*eventv1.Event) ([]sdk.WriteResult, error) {
+	h.cmu.RLock()
 	c := h.byName[connector]
+	h.cmu.RUnlock()
 	if c == nil {
 		return nil, fmt.Errorf("pluginhost: write to %q: %w", connector, ErrUnknown)
 	}

@@ -48,7 +48,7 @@ func (u *Uplink) session(ctx context.Context, server string) error {
 
 	sctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	win := &window{slots: make(chan struct{}, u.cfg.Window), sent: welcome.GetCommittedSeq()}
+	win := &window{slots: make(chan struct{}, u.window()), sent: welcome.GetCommittedSeq()}
 	out := &sender{stream: stream, transport: transport, spans: newBatchSpans()}
 	errc := make(chan error, 5)
 	go func() { errc <- u.send(sctx, out, welcome.GetCommittedSeq()+1, win) }()
@@ -129,6 +129,20 @@ func (u *Uplink) send(ctx context.Context, stream *sender, cursor uint64, window
 		if err := stream.Send(&uplinkv1.StreamRequest{Msg: &uplinkv1.StreamRequest_Connectors{Connectors: rep}}); err != nil {
 			return fmt.Errorf("uplink: send connector report: %w", err)
 		}
+		if u.cfg.Fleet == nil {
+			return nil
+		}
+		cr, health := u.cfg.Fleet()
+		if cr != nil {
+			if err := stream.Send(&uplinkv1.StreamRequest{Msg: &uplinkv1.StreamRequest_ConfigReport{ConfigReport: cr}}); err != nil {
+				return fmt.Errorf("uplink: send config report: %w", err)
+			}
+		}
+		if health != nil {
+			if err := stream.Send(&uplinkv1.StreamRequest{Msg: &uplinkv1.StreamRequest_Health{Health: health}}); err != nil {
+				return fmt.Errorf("uplink: send health: %w", err)
+			}
+		}
 		return nil
 	}
 	if u.cfg.Connectors != nil && u.cfg.ConnectorsChanged != nil {
@@ -159,12 +173,12 @@ func (u *Uplink) send(ctx context.Context, stream *sender, cursor uint64, window
 			err  error
 		)
 		if bs := stream.spans; bs != nil {
-			n, last, err = ob.ReadFunc(cursor, u.cfg.BatchMaxEvents, u.cfg.BatchMaxBytes, func(seq uint64, rec []byte) error {
+			n, last, err = ob.ReadFunc(cursor, u.batchMaxEvents(), u.cfg.BatchMaxBytes, func(seq uint64, rec []byte) error {
 				bs.note(rec)
 				return bw.Add(seq, rec)
 			})
 		} else {
-			n, last, err = ob.ReadFunc(cursor, u.cfg.BatchMaxEvents, u.cfg.BatchMaxBytes, bw.Add)
+			n, last, err = ob.ReadFunc(cursor, u.batchMaxEvents(), u.cfg.BatchMaxBytes, bw.Add)
 		}
 		if err != nil {
 			return fmt.Errorf("uplink: read outbox: %w", err)
@@ -231,6 +245,12 @@ func (u *Uplink) receive(ctx context.Context, stream *connect.BidiStreamForClien
 		}
 		if r := msg.GetRenewed(); r != nil {
 			u.installRenewed(r)
+			continue
+		}
+		if c := msg.GetConfig(); c != nil {
+			if u.cfg.OnConfig != nil {
+				u.cfg.OnConfig(c)
+			}
 			continue
 		}
 		ack := msg.GetAck()

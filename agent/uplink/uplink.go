@@ -15,6 +15,7 @@ import (
 	"log/slog"
 	"math/rand/v2"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"connectrpc.com/connect"
@@ -90,6 +91,33 @@ type Config struct {
 	// HTTP3Retry is how often an uplink connected over HTTP/2 (QUIC not disabled) checks
 	// whether HTTP/3 works again, and reconnects over it when it does (default 2m).
 	HTTP3Retry time.Duration
+	// OnConfig, when set, is handed every central configuration the control plane
+	// sends (AgentConfigPush). It must not block: the receive loop calls it.
+	OnConfig func(*uplinkv1.AgentConfigPush)
+	// Fleet, when set, gives the configuration report and the health sent with every
+	// connector report (after Hello, at every ConnectorsChanged and ReportInterval).
+	Fleet func() (*uplinkv1.ConfigReport, *uplinkv1.AgentHealth)
+}
+
+// SetTuning changes the batch size and the window (0 keeps the configured value): the
+// batch size applies to the next batch, the window from the next connection.
+func (u *Uplink) SetTuning(batch, window int) {
+	u.batchOverride.Store(int64(batch))
+	u.windowOverride.Store(int64(window))
+}
+
+func (u *Uplink) batchMaxEvents() int {
+	if n := u.batchOverride.Load(); n > 0 {
+		return int(n)
+	}
+	return u.cfg.BatchMaxEvents
+}
+
+func (u *Uplink) window() int {
+	if n := u.windowOverride.Load(); n > 0 {
+		return int(n)
+	}
+	return u.cfg.Window
 }
 
 // Renewal renews the agent's certificate.
@@ -124,6 +152,9 @@ type Uplink struct {
 	cfg    Config
 	logger *slog.Logger
 	logs   *ratelog.Limiter // sink failures per connector
+
+	// Central tuning (SetTuning): 0 keeps cfg's value.
+	batchOverride, windowOverride atomic.Int64
 
 	mu     sync.Mutex
 	status Status

@@ -16,6 +16,7 @@ import (
 	"github.com/crossdock/crossdock/agent"
 	"github.com/crossdock/crossdock/agent/config"
 	"github.com/crossdock/crossdock/agent/pluginhost"
+	"github.com/crossdock/crossdock/internal/labels"
 	"github.com/crossdock/crossdock/internal/platform/metrics"
 	"github.com/crossdock/crossdock/internal/tracing"
 	"github.com/crossdock/crossdock/plugins/builtin"
@@ -26,6 +27,7 @@ import (
 func newAgentCmd() *cobra.Command {
 	var cfg agent.Config
 	var quota, memLimit, cfgFile string
+	var labelArgs []string
 	cmd := &cobra.Command{
 		Use:   "agent",
 		Short: "Run an agent beside the ERP (and inspect it: agent status)",
@@ -37,11 +39,16 @@ certificate, and from then on connects with mutual TLS only.
 (docs/connectors.md); flags and CROSSDOCK_* variables given explicitly override it.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
+			var err error
 			if cfgFile != "" {
 				if err := applyAgentFile(cmd, cfgFile, &cfg, &quota, &memLimit); err != nil {
 					return err
 				}
 			}
+			if cfg.Labels, err = labels.Parse(labelArgs...); err != nil {
+				return fmt.Errorf("--label: %w", err)
+			}
+			cfg.Builtins = func(name string) bool { _, ok := builtin.Lookup(name); return ok }
 			q, err := parseBytes(quota)
 			if err != nil {
 				return fmt.Errorf("--quota: %w", err)
@@ -81,6 +88,7 @@ certificate, and from then on connects with mutual TLS only.
 	f.IntVar(&cfg.BatchMaxEvents, "batch", 500, "events per uplink batch")
 	f.IntVar(&cfg.Window, "window", 8, "uplink batches in flight")
 	f.StringVar(&cfg.MetricsListen, "metrics-listen", "", "plain-HTTP address for /metrics, /healthz and /readyz, e.g. 127.0.0.1:9465 (no token; default: off)")
+	f.StringSliceVar(&labelArgs, "label", splitEnv("CROSSDOCK_AGENT_LABELS"), "label given at enrollment, KEY=VALUE (repeatable; env CROSSDOCK_AGENT_LABELS, comma-separated); AgentConfig documents select agents by them")
 	f.StringVar(&cfgFile, "config", envOr("CROSSDOCK_AGENT_CONFIG", ""), "agent config file (YAML): agent settings and connectors (env CROSSDOCK_AGENT_CONFIG)")
 	cmd.AddCommand(newAgentStatusCmd(), newAgentRepairCmd())
 	return cmd
@@ -214,6 +222,8 @@ func applyAgentFile(cmd *cobra.Command, path string, cfg *agent.Config, quota, m
 	if a.Window > 0 && unset("window", "") {
 		cfg.Window = a.Window
 	}
+	// A file that lists connectors wins over central configuration (docs/fleet.md).
+	cfg.LocalConfig = len(fc.Connectors) > 0
 	for i, c := range fc.Connectors {
 		if c.Builtin != "" {
 			if _, ok := builtin.Lookup(c.Builtin); !ok {

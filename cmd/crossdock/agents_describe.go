@@ -46,6 +46,7 @@ func newAgentsDescribeCmd() *cobra.Command {
 			fmt.Fprintf(w, "cert:       expires %s\n", fmtTime(a.GetCertNotAfter()))
 			fmt.Fprintf(w, "committed:  seq %d, %d events, %d duplicates, %d conflicts\n", a.GetCommittedSeq(), a.GetEventsCommitted(), a.GetDuplicates(), a.GetConflicts())
 			printIDConflicts(w, a.GetRecentConflicts())
+			printFleetAgent(cmd, a.GetId()) // fleet.go
 			if res.Msg.GetConnectorsReportedAt() == nil {
 				fmt.Fprintln(w, "connectors: not reported to this control plane node yet")
 				return nil

@@ -10,7 +10,7 @@ import (
 func newDeleteCmd() *cobra.Command {
 	var dryRun bool
 	cmd := &cobra.Command{
-		Use:   "delete route|destination|policy|retention|tier|partner|alert NAME",
+		Use:   "delete route|destination|policy|retention|tier|partner|alert|tradingpartner|agentconfig NAME",
 		Short: "Delete a routing document (its history stays; rollback brings it back)",
 		Long: `Delete removes a route, destination or policy. A destination that a route still
 names, or a policy that a destination still names, is refused: change or delete those

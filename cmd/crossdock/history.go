@@ -15,7 +15,7 @@ import (
 func kindArg(s string) (routing.Kind, error) {
 	k, ok := routing.ParseKind(s)
 	if !ok {
-		return "", fmt.Errorf("%q: want route, destination, policy, retention, tier, partner or alert", s)
+		return "", fmt.Errorf("%q: want route, destination, policy, retention, tier, partner, alert, tradingpartner or agentconfig", s)
 	}
 	return k, nil
 }
@@ -23,7 +23,7 @@ func kindArg(s string) (routing.Kind, error) {
 func newHistoryCmd() *cobra.Command {
 	var diff bool
 	cmd := &cobra.Command{
-		Use:   "history route|destination|policy|retention|tier|partner|alert NAME",
+		Use:   "history route|destination|policy|retention|tier|partner|alert|tradingpartner|agentconfig NAME",
 		Short: "Show every version of a routing document",
 		Example: `  crossdock history route marketplace-inventory
   crossdock history route marketplace-inventory --diff`,
@@ -81,7 +81,7 @@ func newRollbackCmd() *cobra.Command {
 		dryRun bool
 	)
 	cmd := &cobra.Command{
-		Use:   "rollback route|destination|policy|retention|tier|partner|alert NAME --to VERSION",
+		Use:   "rollback route|destination|policy|retention|tier|partner|alert|tradingpartner|agentconfig NAME --to VERSION",
 		Short: "Make an earlier version of a routing document current again (as a new version)",
 		Long: `Rollback writes the content of an earlier version as a new version, so the history
 keeps every step. The result must still be consistent (a route's destinations and a

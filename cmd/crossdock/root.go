@@ -64,6 +64,7 @@ func newRootCmd() *cobra.Command {
 		newTraceCmd(),
 		newAlertsCmd(),
 		newEDICmd(),
+		newAccessCmd(), newAuditCmd(), // access.go
 	)
 	addCompletions(root) // Tab completes agent, route and destination names (completion.go)
 	return root

@@ -34,6 +34,7 @@ type Backend struct {
 	AgentCertTTL time.Duration
 
 	reports connectorReports
+	fleet   fleetState // fleet.go
 	// Sinks is the downlink to agents' sink connectors, for the delivery engine.
 	Sinks AgentSinks
 }

@@ -12,6 +12,7 @@ import (
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/crossdock/crossdock/internal/canonical"
+	"github.com/crossdock/crossdock/internal/labels"
 	"github.com/crossdock/crossdock/internal/pki"
 	storev1 "github.com/crossdock/crossdock/proto/gen/crossdock/store/v1"
 	uplinkv1 "github.com/crossdock/crossdock/proto/gen/crossdock/uplink/v1"
@@ -37,6 +38,9 @@ func (u *Uplink) Enroll(ctx context.Context, req *connect.Request[uplinkv1.Enrol
 	}
 	if req.Msg.GetCsrPem() == "" {
 		return nil, connect.NewError(connect.CodeInvalidArgument, errors.New("csr_pem: required"))
+	}
+	if err := labels.Check(req.Msg.GetLabels()); err != nil {
+		return nil, connect.NewError(connect.CodeInvalidArgument, fmt.Errorf("labels: %w", err))
 	}
 	if !u.Store.IsLeader() {
 		return nil, u.notLeader()
@@ -66,6 +70,13 @@ func (u *Uplink) Enroll(ctx context.Context, req *connect.Request[uplinkv1.Enrol
 	certPEM, err := u.issueAgentCert(ctx, []byte(req.Msg.GetCsrPem()), r.GetAgentId(), r.GetIncarnation())
 	if err != nil {
 		return nil, err
+	}
+	if l := req.Msg.GetLabels(); len(l) > 0 {
+		// Labels given at enrollment (fleet.go); a failure leaves the agent enrolled
+		// without them: `crossdock agents label` sets them.
+		if err := u.setLabels(ctx, r.GetAgentId(), l, "enrollment"); err != nil {
+			u.Logger.Error("record the labels given at enrollment", "agent", r.GetAgentId(), "err", err)
+		}
 	}
 	if r.GetIncarnation() > 1 {
 		// The name was enrolled before: the old incarnation is retired.

@@ -11,6 +11,7 @@ import (
 	"math"
 	"net/http"
 	"net/netip"
+	"path"
 	"strconv"
 	"strings"
 	"sync"
@@ -161,7 +162,8 @@ func accessFor(procedure string) access {
 	switch service {
 	case adminv1connect.AdminServiceName, routingv1connect.RoutingServiceName, deliveryv1connect.DeliveryServiceName,
 		partnerv1connect.PartnerAdminServiceName,
-		adminv1connect.OrderAdminServiceName, adminv1connect.TimelineServiceName:
+		adminv1connect.OrderAdminServiceName, adminv1connect.TimelineServiceName,
+		adminv1connect.FleetServiceName, adminv1connect.AccessServiceName:
 		return accessAdmin
 	case partnerv1connect.PartnerServiceName:
 		return accessPartnerGate
@@ -206,15 +208,35 @@ func NewGuard(l *ledger.Ledger, limits Limits, logger *slog.Logger) *Guard {
 // CheckAdminToken checks an admin token given other than in a header (the console's
 // login form, its bearer header) with the same failed-authentication budget per source
 // address as the API: a spent budget refuses before the token is looked at.
-func (g *Guard) CheckAdminToken(r *http.Request, token string) error {
+func (g *Guard) CheckAdminToken(r *http.Request, token string) (name, role string, err error) {
 	src, now := sourceKey(r.RemoteAddr), g.now()
 	if ok, retry := g.failures.ok(src, now); !ok {
-		return exhausted(retry, "too many failed authentications from %s", src)
+		return "", "", exhausted(retry, "too many failed authentications from %s", src)
 	}
-	err := g.auth.check("Bearer " + token)
+	p, err := g.auth.authenticate("Bearer " + token)
 	if c := connect.CodeOf(err); err != nil && (c == connect.CodeUnauthenticated || c == connect.CodePermissionDenied) {
 		g.failures.spend(src, now)
 	}
+	return p.name, p.role, err
+}
+
+// SetAdminAuth makes the guard check admin tokens with a (and record Authorize's calls
+// through its Propose); NewGuard's own checks tokens only.
+func (g *Guard) SetAdminAuth(a *AdminAuth) { g.auth = a }
+
+// Authorize checks that a credential checked by CheckAdminToken (name, role) may call
+// procedure, and records the call in the audit trail as the API's interceptor does:
+// run is the call, made only when the role allows it. For callers outside Connect
+// (the web console).
+func (g *Guard) Authorize(procedure, name, role string, run func() error) error {
+	p := principal{name: name, role: role}
+	var err error
+	if need := RequiredRole(procedure); roleRank(role) < roleRank(need) {
+		err = connect.NewError(connect.CodePermissionDenied, fmt.Errorf("%s needs the %s role; credential %q is %s", path.Base(procedure), need, name, role))
+	} else {
+		err = run()
+	}
+	g.auth.audit(procedure, p, err)
 	return err
 }
 

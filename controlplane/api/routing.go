@@ -45,8 +45,12 @@ func invalid(err error) error {
 	return connect.NewError(connect.CodeInvalidArgument, err)
 }
 
-// actor is the admin token id of the caller, for the history.
+// actor is the caller's credential name (set by AdminAuth), else its admin token id,
+// for the history.
 func actor(h interface{ Get(string) string }) string {
+	if name := h.Get(ActorHeader); name != "" {
+		return name
+	}
 	raw, _ := strings.CutPrefix(h.Get("Authorization"), "Bearer ")
 	id, _, err := pki.ParseAdminToken(raw)
 	if err != nil {
@@ -203,6 +207,11 @@ func (r *Routing) ApplyDocuments(ctx context.Context, req *connect.Request[routi
 	if err := routing.RequireResolved(docs); err != nil {
 		return nil, invalid(err)
 	}
+	for _, d := range docs {
+		if err := requireAdminForKinds(req.Header(), d.Kind); err != nil { // access.go
+			return nil, err
+		}
+	}
 	if err := r.ConsistentRead(ctx); err != nil {
 		return nil, err
 	}
@@ -305,6 +314,9 @@ func (r *Routing) Rollback(ctx context.Context, req *connect.Request[routingv1.R
 	if err != nil {
 		return nil, err
 	}
+	if err := requireAdminForKinds(req.Header(), k); err != nil { // access.go
+		return nil, err
+	}
 	name, to := req.Msg.GetName(), req.Msg.GetToVersion()
 	if to == 0 {
 		return nil, connect.NewError(connect.CodeInvalidArgument, errors.New("to_version: required (see crossdock history)"))
@@ -346,6 +358,9 @@ func (r *Routing) Rollback(ctx context.Context, req *connect.Request[routingv1.R
 func (r *Routing) DeleteDocument(ctx context.Context, req *connect.Request[routingv1.DeleteDocumentRequest]) (*connect.Response[routingv1.DeleteDocumentResponse], error) {
 	k, err := parseKindArg(req.Msg.GetKind())
 	if err != nil {
+		return nil, err
+	}
+	if err := requireAdminForKinds(req.Header(), k); err != nil { // access.go
 		return nil, err
 	}
 	name := req.Msg.GetName()

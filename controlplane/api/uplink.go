@@ -91,6 +91,8 @@ func (u *Uplink) Stream(ctx context.Context, stream *connect.BidiStream[uplinkv1
 	}
 	sink, detach := u.Sinks.attach(agentID, send)
 	defer detach()
+	u.fleet.update(agentID, func(e *fleetEntry) { e.version, e.lastContact = hello.GetAgentVersion(), time.Now() })
+	go u.pushConfigs(ctx, agentID, send, log) // fleet.go: ends with the stream
 
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
@@ -144,6 +146,9 @@ func (r *receiver) loop(ctx context.Context, next uint64, pending chan<- proposa
 		msg, err := r.stream.Receive()
 		if err != nil {
 			return err
+		}
+		if r.fleetMessage(msg) {
+			continue
 		}
 		if rep := msg.GetConnectors(); rep != nil {
 			if n := len(rep.GetConnectors()); n > MaxConnectorReport {

@@ -153,8 +153,9 @@ type Source interface {
 	Agents(ctx context.Context) ([]Agent, error)
 	Destinations(ctx context.Context) ([]Destination, error)
 	DeadLetters(ctx context.Context, destination string, limit int) ([]DeadLetter, error)
-	// RetryDeadLetter queues a dead letter for retry (the DLQ retry of the API).
-	RetryDeadLetter(ctx context.Context, id string) error
+	// RetryDeadLetter queues a dead letter for retry (the DLQ retry of the API) as who:
+	// refused below the role the API asks for it, recorded in the audit trail.
+	RetryDeadLetter(ctx context.Context, who Principal, id string) error
 	Partners(ctx context.Context) ([]Partner, error)
 	Timeline(ctx context.Context, keys map[string]string, limit int) (*adminv1.GetTimelineResponse, error)
 }
@@ -162,9 +163,9 @@ type Source interface {
 // Config configures the console.
 type Config struct {
 	Source Source
-	// CheckToken checks an admin token (api.Guard.CheckAdminToken: with the failed
-	// authentication budget).
-	CheckToken func(r *http.Request, token string) error
+	// CheckToken checks an admin token and says whose it is (api.Guard.CheckAdminToken:
+	// with the failed authentication budget).
+	CheckToken func(r *http.Request, token string) (Principal, error)
 	// Alerts, when set, feeds the alerts page (see SetAlerts).
 	Alerts     AlertSource
 	SessionTTL time.Duration
@@ -185,7 +186,12 @@ type Console struct {
 	alerts   AlertSource
 }
 
+// Principal is who is logged in: the admin credential's name and role (viewer,
+// operator, admin; docs/fleet.md).
+type Principal struct{ Name, Role string }
+
 type session struct {
+	who     Principal
 	csrf    string
 	created time.Time
 	expires time.Time
@@ -243,10 +249,10 @@ func randomToken() string {
 func sessionKey(id string) [32]byte { return sha256.Sum256([]byte(id)) }
 
 // newSession stores a session and returns its id (the cookie value).
-func (c *Console) newSession() (string, *session) {
+func (c *Console) newSession(who Principal) (string, *session) {
 	now := c.cfg.Now()
 	id := randomToken()
-	s := &session{csrf: randomToken(), created: now, expires: now.Add(c.cfg.SessionTTL)}
+	s := &session{who: who, csrf: randomToken(), created: now, expires: now.Add(c.cfg.SessionTTL)}
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	for k, old := range c.sessions {
@@ -325,6 +331,7 @@ func sameOrigin(r *http.Request) bool {
 type auth struct {
 	sess   *session
 	bearer bool
+	who    Principal
 }
 
 func (c *Console) authenticate(r *http.Request) (auth, error) {
@@ -333,13 +340,14 @@ func (c *Console) authenticate(r *http.Request) (auth, error) {
 		if !ok {
 			return auth{}, errors.New("Authorization: want Bearer <admin token>")
 		}
-		if err := c.cfg.CheckToken(r, tok); err != nil {
+		who, err := c.cfg.CheckToken(r, tok)
+		if err != nil {
 			return auth{}, err
 		}
-		return auth{bearer: true}, nil
+		return auth{bearer: true, who: who}, nil
 	}
 	if s := c.lookup(r); s != nil {
-		return auth{sess: s}, nil
+		return auth{sess: s, who: s.who}, nil
 	}
 	return auth{}, nil
 }
@@ -407,7 +415,7 @@ func (c *Console) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	case strings.HasPrefix(path, "/destinations/") && r.Method == http.MethodGet:
 		c.destination(w, r, pd, strings.TrimPrefix(path, "/destinations/"))
 	case path == "/deadletters/retry" && r.Method == http.MethodPost:
-		c.retry(w, r)
+		c.retry(w, r, a.who)
 	case path == "/partners" && r.Method == http.MethodGet:
 		c.partners(w, r, pd)
 	case path == "/alerts" && r.Method == http.MethodGet:
@@ -442,13 +450,14 @@ func (c *Console) login(w http.ResponseWriter, r *http.Request) {
 		c.render(w, r, http.StatusUnauthorized, "login", pageData{Title: "Log in", Next: next, Error: "Paste the admin token: the token: line of admin.yaml in the data dir of the node that bootstrapped the cluster, or of your CLI config."})
 		return
 	}
-	if err := c.cfg.CheckToken(r, tok); err != nil {
+	who, err := c.cfg.CheckToken(r, tok)
+	if err != nil {
 		c.log.Warn("console: login refused", "remote", r.RemoteAddr, "err", err)
 		c.render(w, r, http.StatusUnauthorized, "login", pageData{Title: "Log in", Next: next, Error: "Refused: " + err.Error()})
 		return
 	}
-	id, _ := c.newSession()
+	id, _ := c.newSession(who)
 	c.setCookie(w, r, id, int(c.cfg.SessionTTL.Seconds()))
-	c.log.Info("console: login", "remote", r.RemoteAddr, "audit", true)
+	c.log.Info("console: login", "remote", r.RemoteAddr, "actor", who.Name, "role", who.Role, "audit", true)
 	http.Redirect(w, r, next, http.StatusSeeOther)
 }

@@ -206,15 +206,15 @@ func (c *Console) destination(w http.ResponseWriter, r *http.Request, pd pageDat
 	c.render(w, r, http.StatusOK, "destination", pd)
 }
 
-func (c *Console) retry(w http.ResponseWriter, r *http.Request) {
+func (c *Console) retry(w http.ResponseWriter, r *http.Request, who Principal) {
 	id, dest := r.PostForm.Get("id"), r.PostForm.Get("destination")
 	back := "/ui/destinations/" + url.PathEscape(dest)
-	if err := c.cfg.Source.RetryDeadLetter(r.Context(), id); err != nil {
-		c.log.Warn("console: dead letter retry refused", "id", id, "err", err)
+	if err := c.cfg.Source.RetryDeadLetter(r.Context(), who, id); err != nil {
+		c.log.Warn("console: dead letter retry refused", "id", id, "actor", who.Name, "err", err)
 		http.Redirect(w, r, back+"?retried="+url.QueryEscape(err.Error())+"&id="+url.QueryEscape(id), http.StatusSeeOther)
 		return
 	}
-	c.log.Info("console: dead letter queued for retry", "id", id, "destination", dest, "audit", true)
+	c.log.Info("console: dead letter queued for retry", "id", id, "destination", dest, "actor", who.Name, "audit", true)
 	http.Redirect(w, r, back+"?retried=ok&id="+url.QueryEscape(id), http.StatusSeeOther)
 }
 

@@ -73,8 +73,12 @@ var handlers = map[storev1.CommandType]handler{
 	storev1.CommandType_COMMAND_TYPE_RECORD_PARTNER_USAGE:  applyRecordPartnerUsage,
 	storev1.CommandType_COMMAND_TYPE_SUBMIT_PARTNER_EVENTS: applySubmitPartnerEvents, // orders.go
 	// Alert state (alerts.go).
-	storev1.CommandType_COMMAND_TYPE_PUT_ALERT_STATES:     applyPutAlertStates,
-	storev1.CommandType_COMMAND_TYPE_MARK_ALERTS_NOTIFIED: applyMarkAlertsNotified,
+	storev1.CommandType_COMMAND_TYPE_PUT_ALERT_STATES:        applyPutAlertStates,
+	storev1.CommandType_COMMAND_TYPE_MARK_ALERTS_NOTIFIED:    applyMarkAlertsNotified,
+	storev1.CommandType_COMMAND_TYPE_SET_AGENT_LABELS:        applySetAgentLabels,        // fleet.go
+	storev1.CommandType_COMMAND_TYPE_PUT_ADMIN_CREDENTIAL:    applyPutAdminCredential,    // access.go
+	storev1.CommandType_COMMAND_TYPE_REVOKE_ADMIN_CREDENTIAL: applyRevokeAdminCredential, // access.go
+	storev1.CommandType_COMMAND_TYPE_RECORD_AUDIT:            applyRecordAudit,           // access.go
 }
 
 // applyTxn is one Apply's Badger transaction with its write budget.

@@ -164,6 +164,8 @@ func Summary(d *Document) string {
 		return alertSummary(d.Alert)
 	case KindTradingPartner:
 		return tradingPartnerSummary(d.TradingPartner)
+	case KindAgentConfig:
+		return agentConfigSummary(d.AgentConfig)
 	}
 	return ""
 }

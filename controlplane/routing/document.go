@@ -27,7 +27,7 @@ const (
 
 // Kinds lists every document kind, in the order apply writes them (policies before the
 // destinations that name them, destinations before the routes that name them).
-var Kinds = []Kind{KindPolicy, KindDestination, KindRoute, KindRetention, KindTier, KindPartner, KindAlert, KindTradingPartner}
+var Kinds = []Kind{KindPolicy, KindDestination, KindRoute, KindRetention, KindTier, KindPartner, KindAlert, KindTradingPartner, KindAgentConfig}
 
 // ParseKind accepts a kind as written in a document ("Route") or on the command line
 // ("route", "routes").
@@ -49,6 +49,8 @@ func ParseKind(s string) (Kind, bool) {
 		return KindAlert, true
 	case "tradingpartner", "tradingpartners", "trading-partner", "trading-partners":
 		return KindTradingPartner, true
+	case "agentconfig", "agentconfigs":
+		return KindAgentConfig, true
 	}
 	return "", false
 }
@@ -72,6 +74,8 @@ func (k Kind) Plural() string {
 		return "alerts"
 	case KindTradingPartner:
 		return "tradingpartners"
+	case KindAgentConfig:
+		return "agentconfigs"
 	}
 	return strings.ToLower(string(k))
 }
@@ -99,6 +103,7 @@ type Document struct {
 	Alert       *AlertSpec       `json:"-"`
 	// TradingPartner is an EDI profile (tradingpartner.go).
 	TradingPartner *edi.Profile `json:"-"`
+	AgentConfig *AgentConfigSpec `json:"-"`
 
 	compiled *compiled // a Route's programs, set by Parse
 }
@@ -254,6 +259,8 @@ func (d *Document) Canonical() ([]byte, error) {
 		spec = d.Alert
 	case KindTradingPartner:
 		spec = d.TradingPartner
+	case KindAgentConfig:
+		spec = d.AgentConfig
 	default:
 		return nil, fmt.Errorf("routing: unknown kind %q", d.Kind)
 	}

@@ -167,10 +167,10 @@ func parseOne(part []byte, n, line int) (*Document, []*FieldError) {
 	}
 	ks, _ := obj["kind"].(string)
 	switch Kind(ks) {
-	case KindDestination, KindRoute, KindPolicy, KindRetention, KindPartner, KindTier, KindAlert, KindTradingPartner:
+	case KindDestination, KindRoute, KindPolicy, KindRetention, KindPartner, KindTier, KindAlert, KindTradingPartner, KindAgentConfig:
 		d.Kind = Kind(ks)
 	default:
-		p.add("kind", "must be Destination, Route, Policy, Retention, Tier, Partner, Alert or TradingPartner, got %s", show(obj["kind"]))
+		p.add("kind", "must be Destination, Route, Policy, Retention, Tier, Partner, Alert, TradingPartner or AgentConfig, got %s", show(obj["kind"]))
 	}
 	if md, ok := obj["metadata"].(map[string]any); !ok {
 		p.add("metadata.name", "required")
@@ -251,6 +251,8 @@ func parseOne(part []byte, n, line int) (*Document, []*FieldError) {
 		if len(p.errs) == 0 {
 			validateTradingPartner(p, d.TradingPartner)
 		}
+	case KindAgentConfig:
+		d.AgentConfig = parseAgentConfig(p, spec)
 	}
 	return d, p.errs
 }

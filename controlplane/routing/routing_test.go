@@ -160,7 +160,7 @@ func TestParseErrorsNameTheField(t *testing.T) {
 		{"bad name", head("Route", "Bad Name") + "  destination: d\n",
 			[]string{`document 1 (line 1): metadata.name: "Bad Name" must be 1-64 characters`}},
 		{"bad kind", "apiVersion: crossdock.io/v1\nkind: Router\nmetadata: {name: r}\nspec: {}\n",
-			[]string{`document 1 (line 1): kind: must be Destination, Route, Policy, Retention, Tier, Partner, Alert or TradingPartner, got "Router"`}},
+			[]string{`document 1 (line 1): kind: must be Destination, Route, Policy, Retention, Tier, Partner, Alert, TradingPartner or AgentConfig, got "Router"`}},
 		{"bad version", "apiVersion: v2\nkind: Route\nmetadata: {name: r}\nspec: {destination: d}\n",
 			[]string{`routes/r: apiVersion: must be "crossdock.io/v1", got "v2"`}},
 		{"yaml", "apiVersion: [\n", []string{"document 1 (line 1): not valid YAML"}},

@@ -67,6 +67,11 @@ const (
 	// them shows no alerts, nothing else depends on them.
 	CommandType_COMMAND_TYPE_PUT_ALERT_STATES     CommandType = 60
 	CommandType_COMMAND_TYPE_MARK_ALERTS_NOTIFIED CommandType = 61
+	// Fleet (fleet.proto): 70–79.
+	CommandType_COMMAND_TYPE_SET_AGENT_LABELS        CommandType = 70
+	CommandType_COMMAND_TYPE_PUT_ADMIN_CREDENTIAL    CommandType = 71
+	CommandType_COMMAND_TYPE_REVOKE_ADMIN_CREDENTIAL CommandType = 72
+	CommandType_COMMAND_TYPE_RECORD_AUDIT            CommandType = 73
 )
 
 // Enum value maps for CommandType.
@@ -100,36 +105,44 @@ var (
 		50: "COMMAND_TYPE_SUBMIT_PARTNER_EVENTS",
 		60: "COMMAND_TYPE_PUT_ALERT_STATES",
 		61: "COMMAND_TYPE_MARK_ALERTS_NOTIFIED",
+		70: "COMMAND_TYPE_SET_AGENT_LABELS",
+		71: "COMMAND_TYPE_PUT_ADMIN_CREDENTIAL",
+		72: "COMMAND_TYPE_REVOKE_ADMIN_CREDENTIAL",
+		73: "COMMAND_TYPE_RECORD_AUDIT",
 	}
 	CommandType_value = map[string]int32{
-		"COMMAND_TYPE_UNSPECIFIED":           0,
-		"COMMAND_TYPE_INGEST_BATCH":          1,
-		"COMMAND_TYPE_PUT_TOKEN":             2,
-		"COMMAND_TYPE_CONSUME_TOKEN":         3,
-		"COMMAND_TYPE_PUT_ADMIN_TOKEN":       4,
-		"COMMAND_TYPE_PUT_CA":                5,
-		"COMMAND_TYPE_PUT_NODE":              6,
-		"COMMAND_TYPE_REMOVE_NODE":           7,
-		"COMMAND_TYPE_PUT_DOCUMENT":          10,
-		"COMMAND_TYPE_DELETE_DOCUMENT":       11,
-		"COMMAND_TYPE_ADVANCE_CURSORS":       20,
-		"COMMAND_TYPE_PUT_DEAD_LETTERS":      21,
-		"COMMAND_TYPE_RESOLVE_DEAD_LETTERS":  22,
-		"COMMAND_TYPE_START_REPLAY":          23,
-		"COMMAND_TYPE_PUT_AGENT_STATUS":      30,
-		"COMMAND_TYPE_PUT_AGENT_CERT":        31,
-		"COMMAND_TYPE_BIND_AGENT":            32,
-		"COMMAND_TYPE_REVOKE_AGENT":          33,
-		"COMMAND_TYPE_PRUNE_LEDGER":          34,
-		"COMMAND_TYPE_PUT_PARTNER_KEY":       40,
-		"COMMAND_TYPE_ROTATE_PARTNER_KEY":    41,
-		"COMMAND_TYPE_REVOKE_PARTNER_KEY":    42,
-		"COMMAND_TYPE_LEASE_QUOTA":           43,
-		"COMMAND_TYPE_RETURN_QUOTA":          44,
-		"COMMAND_TYPE_RECORD_PARTNER_USAGE":  45,
-		"COMMAND_TYPE_SUBMIT_PARTNER_EVENTS": 50,
-		"COMMAND_TYPE_PUT_ALERT_STATES":      60,
-		"COMMAND_TYPE_MARK_ALERTS_NOTIFIED":  61,
+		"COMMAND_TYPE_UNSPECIFIED":             0,
+		"COMMAND_TYPE_INGEST_BATCH":            1,
+		"COMMAND_TYPE_PUT_TOKEN":               2,
+		"COMMAND_TYPE_CONSUME_TOKEN":           3,
+		"COMMAND_TYPE_PUT_ADMIN_TOKEN":         4,
+		"COMMAND_TYPE_PUT_CA":                  5,
+		"COMMAND_TYPE_PUT_NODE":                6,
+		"COMMAND_TYPE_REMOVE_NODE":             7,
+		"COMMAND_TYPE_PUT_DOCUMENT":            10,
+		"COMMAND_TYPE_DELETE_DOCUMENT":         11,
+		"COMMAND_TYPE_ADVANCE_CURSORS":         20,
+		"COMMAND_TYPE_PUT_DEAD_LETTERS":        21,
+		"COMMAND_TYPE_RESOLVE_DEAD_LETTERS":    22,
+		"COMMAND_TYPE_START_REPLAY":            23,
+		"COMMAND_TYPE_PUT_AGENT_STATUS":        30,
+		"COMMAND_TYPE_PUT_AGENT_CERT":          31,
+		"COMMAND_TYPE_BIND_AGENT":              32,
+		"COMMAND_TYPE_REVOKE_AGENT":            33,
+		"COMMAND_TYPE_PRUNE_LEDGER":            34,
+		"COMMAND_TYPE_PUT_PARTNER_KEY":         40,
+		"COMMAND_TYPE_ROTATE_PARTNER_KEY":      41,
+		"COMMAND_TYPE_REVOKE_PARTNER_KEY":      42,
+		"COMMAND_TYPE_LEASE_QUOTA":             43,
+		"COMMAND_TYPE_RETURN_QUOTA":            44,
+		"COMMAND_TYPE_RECORD_PARTNER_USAGE":    45,
+		"COMMAND_TYPE_SUBMIT_PARTNER_EVENTS":   50,
+		"COMMAND_TYPE_PUT_ALERT_STATES":        60,
+		"COMMAND_TYPE_MARK_ALERTS_NOTIFIED":    61,
+		"COMMAND_TYPE_SET_AGENT_LABELS":        70,
+		"COMMAND_TYPE_PUT_ADMIN_CREDENTIAL":    71,
+		"COMMAND_TYPE_REVOKE_ADMIN_CREDENTIAL": 72,
+		"COMMAND_TYPE_RECORD_AUDIT":            73,
 	}
 )
 
@@ -1709,7 +1722,7 @@ const file_crossdock_store_v1_command_proto_rawDesc = "" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x19\n" +
 	"\bapi_addr\x18\x02 \x01(\tR\aapiAddr\x12\x1b\n" +
 	"\traft_addr\x18\x03 \x01(\tR\braftAddr\x127\n" +
-	"\tjoined_at\x18\x04 \x01(\v2\x1a.google.protobuf.TimestampR\bjoinedAt*\xa7\a\n" +
+	"\tjoined_at\x18\x04 \x01(\v2\x1a.google.protobuf.TimestampR\bjoinedAt*\xba\b\n" +
 	"\vCommandType\x12\x1c\n" +
 	"\x18COMMAND_TYPE_UNSPECIFIED\x10\x00\x12\x1d\n" +
 	"\x19COMMAND_TYPE_INGEST_BATCH\x10\x01\x12\x1a\n" +
@@ -1739,7 +1752,11 @@ const file_crossdock_store_v1_command_proto_rawDesc = "" +
 	"!COMMAND_TYPE_RECORD_PARTNER_USAGE\x10-\x12&\n" +
 	"\"COMMAND_TYPE_SUBMIT_PARTNER_EVENTS\x102\x12!\n" +
 	"\x1dCOMMAND_TYPE_PUT_ALERT_STATES\x10<\x12%\n" +
-	"!COMMAND_TYPE_MARK_ALERTS_NOTIFIED\x10=BEZCgithub.com/crossdock/crossdock/proto/gen/crossdock/store/v1;storev1b\x06proto3"
+	"!COMMAND_TYPE_MARK_ALERTS_NOTIFIED\x10=\x12!\n" +
+	"\x1dCOMMAND_TYPE_SET_AGENT_LABELS\x10F\x12%\n" +
+	"!COMMAND_TYPE_PUT_ADMIN_CREDENTIAL\x10G\x12(\n" +
+	"$COMMAND_TYPE_REVOKE_ADMIN_CREDENTIAL\x10H\x12\x1d\n" +
+	"\x19COMMAND_TYPE_RECORD_AUDIT\x10IBEZCgithub.com/crossdock/crossdock/proto/gen/crossdock/store/v1;storev1b\x06proto3"
 
 var (
 	file_crossdock_store_v1_command_proto_rawDescOnce sync.Once

@@ -14,6 +14,7 @@ import (
 	v11 "github.com/crossdock/crossdock/proto/gen/crossdock/event/v1"
 	protoreflect "google.golang.org/protobuf/reflect/protoreflect"
 	protoimpl "google.golang.org/protobuf/runtime/protoimpl"
+	timestamppb "google.golang.org/protobuf/types/known/timestamppb"
 	reflect "reflect"
 	sync "sync"
 	unsafe "unsafe"
@@ -33,7 +34,11 @@ type EnrollRequest struct {
 	// PEM-encoded PKCS#10 certificate signing request; its public key is certified.
 	CsrPem string `protobuf:"bytes,2,opt,name=csr_pem,json=csrPem,proto3" json:"csr_pem,omitempty"`
 	// Name the agent asks for; the token may fix it instead.
-	AgentName     string `protobuf:"bytes,3,opt,name=agent_name,json=agentName,proto3" json:"agent_name,omitempty"`
+	AgentName string `protobuf:"bytes,3,opt,name=agent_name,json=agentName,proto3" json:"agent_name,omitempty"`
+	// Labels the agent is enrolled with (`crossdock agent --label site=east`): AgentConfig
+	// documents select agents by them. Recorded once, at enrollment; `crossdock agents
+	// label` changes them afterwards.
+	Labels        map[string]string `protobuf:"bytes,4,rep,name=labels,proto3" json:"labels,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -87,6 +92,13 @@ func (x *EnrollRequest) GetAgentName() string {
 		return x.AgentName
 	}
 	return ""
+}
+
+func (x *EnrollRequest) GetLabels() map[string]string {
+	if x != nil {
+		return x.Labels
+	}
+	return nil
 }
 
 type EnrollResponse struct {
@@ -159,6 +171,8 @@ type StreamRequest struct {
 	//	*StreamRequest_Connectors
 	//	*StreamRequest_SinkResult
 	//	*StreamRequest_Renew
+	//	*StreamRequest_ConfigReport
+	//	*StreamRequest_Health
 	Msg           isStreamRequest_Msg `protobuf_oneof:"msg"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -246,6 +260,24 @@ func (x *StreamRequest) GetRenew() *RenewRequest {
 	return nil
 }
 
+func (x *StreamRequest) GetConfigReport() *ConfigReport {
+	if x != nil {
+		if x, ok := x.Msg.(*StreamRequest_ConfigReport); ok {
+			return x.ConfigReport
+		}
+	}
+	return nil
+}
+
+func (x *StreamRequest) GetHealth() *AgentHealth {
+	if x != nil {
+		if x, ok := x.Msg.(*StreamRequest_Health); ok {
+			return x.Health
+		}
+	}
+	return nil
+}
+
 type isStreamRequest_Msg interface {
 	isStreamRequest_Msg()
 }
@@ -270,6 +302,14 @@ type StreamRequest_Renew struct {
 	Renew *RenewRequest `protobuf:"bytes,5,opt,name=renew,proto3,oneof"`
 }
 
+type StreamRequest_ConfigReport struct {
+	ConfigReport *ConfigReport `protobuf:"bytes,6,opt,name=config_report,json=configReport,proto3,oneof"`
+}
+
+type StreamRequest_Health struct {
+	Health *AgentHealth `protobuf:"bytes,7,opt,name=health,proto3,oneof"`
+}
+
 func (*StreamRequest_Hello) isStreamRequest_Msg() {}
 
 func (*StreamRequest_Batch) isStreamRequest_Msg() {}
@@ -279,6 +319,174 @@ func (*StreamRequest_Connectors) isStreamRequest_Msg() {}
 func (*StreamRequest_SinkResult) isStreamRequest_Msg() {}
 
 func (*StreamRequest_Renew) isStreamRequest_Msg() {}
+
+func (*StreamRequest_ConfigReport) isStreamRequest_Msg() {}
+
+func (*StreamRequest_Health) isStreamRequest_Msg() {}
+
+// ConfigReport says which central configuration (an AgentConfig document version) the
+// agent runs, and how the newest one it was sent fared. Sent after Hello, after every
+// AgentConfigPush, and with every connector report.
+type ConfigReport struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The document and version the agent runs now (empty when none: no central config
+	// was ever applied, or the agent runs its local file's connectors).
+	RunningName    string `protobuf:"bytes,1,opt,name=running_name,json=runningName,proto3" json:"running_name,omitempty"`
+	RunningVersion uint64 `protobuf:"varint,2,opt,name=running_version,json=runningVersion,proto3" json:"running_version,omitempty"`
+	// The newest version the agent was sent, and its state: "applied", "failed" (refused
+	// or not started; running_* is the last good one), or "local" (the agent's own config
+	// file lists connectors, and it wins).
+	Name    string `protobuf:"bytes,3,opt,name=name,proto3" json:"name,omitempty"`
+	Version uint64 `protobuf:"varint,4,opt,name=version,proto3" json:"version,omitempty"`
+	State   string `protobuf:"bytes,5,opt,name=state,proto3" json:"state,omitempty"`
+	// Why it failed, with the field path ("connectors[1].settings.sku: required").
+	Error string `protobuf:"bytes,6,opt,name=error,proto3" json:"error,omitempty"`
+	// Connectors restarted by the last apply (for `agents describe`).
+	Restarted     []string `protobuf:"bytes,7,rep,name=restarted,proto3" json:"restarted,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ConfigReport) Reset() {
+	*x = ConfigReport{}
+	mi := &file_crossdock_uplink_v1_uplink_proto_msgTypes[3]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ConfigReport) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ConfigReport) ProtoMessage() {}
+
+func (x *ConfigReport) ProtoReflect() protoreflect.Message {
+	mi := &file_crossdock_uplink_v1_uplink_proto_msgTypes[3]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ConfigReport.ProtoReflect.Descriptor instead.
+func (*ConfigReport) Descriptor() ([]byte, []int) {
+	return file_crossdock_uplink_v1_uplink_proto_rawDescGZIP(), []int{3}
+}
+
+func (x *ConfigReport) GetRunningName() string {
+	if x != nil {
+		return x.RunningName
+	}
+	return ""
+}
+
+func (x *ConfigReport) GetRunningVersion() uint64 {
+	if x != nil {
+		return x.RunningVersion
+	}
+	return 0
+}
+
+func (x *ConfigReport) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *ConfigReport) GetVersion() uint64 {
+	if x != nil {
+		return x.Version
+	}
+	return 0
+}
+
+func (x *ConfigReport) GetState() string {
+	if x != nil {
+		return x.State
+	}
+	return ""
+}
+
+func (x *ConfigReport) GetError() string {
+	if x != nil {
+		return x.Error
+	}
+	return ""
+}
+
+func (x *ConfigReport) GetRestarted() []string {
+	if x != nil {
+		return x.Restarted
+	}
+	return nil
+}
+
+// AgentHealth is the agent's own view of its backlog, sent with every connector report.
+type AgentHealth struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	PendingEvents uint64                 `protobuf:"varint,1,opt,name=pending_events,json=pendingEvents,proto3" json:"pending_events,omitempty"`
+	PendingBytes  uint64                 `protobuf:"varint,2,opt,name=pending_bytes,json=pendingBytes,proto3" json:"pending_bytes,omitempty"`
+	// occurred_at of the oldest event still in the outbox (unset when it is empty).
+	OldestPending *timestamppb.Timestamp `protobuf:"bytes,3,opt,name=oldest_pending,json=oldestPending,proto3" json:"oldest_pending,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *AgentHealth) Reset() {
+	*x = AgentHealth{}
+	mi := &file_crossdock_uplink_v1_uplink_proto_msgTypes[4]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *AgentHealth) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*AgentHealth) ProtoMessage() {}
+
+func (x *AgentHealth) ProtoReflect() protoreflect.Message {
+	mi := &file_crossdock_uplink_v1_uplink_proto_msgTypes[4]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use AgentHealth.ProtoReflect.Descriptor instead.
+func (*AgentHealth) Descriptor() ([]byte, []int) {
+	return file_crossdock_uplink_v1_uplink_proto_rawDescGZIP(), []int{4}
+}
+
+func (x *AgentHealth) GetPendingEvents() uint64 {
+	if x != nil {
+		return x.PendingEvents
+	}
+	return 0
+}
+
+func (x *AgentHealth) GetPendingBytes() uint64 {
+	if x != nil {
+		return x.PendingBytes
+	}
+	return 0
+}
+
+func (x *AgentHealth) GetOldestPending() *timestamppb.Timestamp {
+	if x != nil {
+		return x.OldestPending
+	}
+	return nil
+}
 
 // RenewRequest asks for a new certificate for the agent's identity, before the one it
 // streams with expires.
@@ -291,7 +499,7 @@ type RenewRequest struct {
 
 func (x *RenewRequest) Reset() {
 	*x = RenewRequest{}
-	mi := &file_crossdock_uplink_v1_uplink_proto_msgTypes[3]
+	mi := &file_crossdock_uplink_v1_uplink_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -303,7 +511,7 @@ func (x *RenewRequest) String() string {
 func (*RenewRequest) ProtoMessage() {}
 
 func (x *RenewRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_crossdock_uplink_v1_uplink_proto_msgTypes[3]
+	mi := &file_crossdock_uplink_v1_uplink_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -316,7 +524,7 @@ func (x *RenewRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RenewRequest.ProtoReflect.Descriptor instead.
 func (*RenewRequest) Descriptor() ([]byte, []int) {
-	return file_crossdock_uplink_v1_uplink_proto_rawDescGZIP(), []int{3}
+	return file_crossdock_uplink_v1_uplink_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *RenewRequest) GetCsrPem() string {
@@ -337,7 +545,7 @@ type Renewed struct {
 
 func (x *Renewed) Reset() {
 	*x = Renewed{}
-	mi := &file_crossdock_uplink_v1_uplink_proto_msgTypes[4]
+	mi := &file_crossdock_uplink_v1_uplink_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -349,7 +557,7 @@ func (x *Renewed) String() string {
 func (*Renewed) ProtoMessage() {}
 
 func (x *Renewed) ProtoReflect() protoreflect.Message {
-	mi := &file_crossdock_uplink_v1_uplink_proto_msgTypes[4]
+	mi := &file_crossdock_uplink_v1_uplink_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -362,7 +570,7 @@ func (x *Renewed) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Renewed.ProtoReflect.Descriptor instead.
 func (*Renewed) Descriptor() ([]byte, []int) {
-	return file_crossdock_uplink_v1_uplink_proto_rawDescGZIP(), []int{4}
+	return file_crossdock_uplink_v1_uplink_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *Renewed) GetCertificatePem() string {
@@ -395,7 +603,7 @@ type Conflict struct {
 
 func (x *Conflict) Reset() {
 	*x = Conflict{}
-	mi := &file_crossdock_uplink_v1_uplink_proto_msgTypes[5]
+	mi := &file_crossdock_uplink_v1_uplink_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -407,7 +615,7 @@ func (x *Conflict) String() string {
 func (*Conflict) ProtoMessage() {}
 
 func (x *Conflict) ProtoReflect() protoreflect.Message {
-	mi := &file_crossdock_uplink_v1_uplink_proto_msgTypes[5]
+	mi := &file_crossdock_uplink_v1_uplink_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -420,7 +628,7 @@ func (x *Conflict) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Conflict.ProtoReflect.Descriptor instead.
 func (*Conflict) Descriptor() ([]byte, []int) {
-	return file_crossdock_uplink_v1_uplink_proto_rawDescGZIP(), []int{5}
+	return file_crossdock_uplink_v1_uplink_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *Conflict) GetId() string {
@@ -480,7 +688,7 @@ type SinkResult struct {
 
 func (x *SinkResult) Reset() {
 	*x = SinkResult{}
-	mi := &file_crossdock_uplink_v1_uplink_proto_msgTypes[6]
+	mi := &file_crossdock_uplink_v1_uplink_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -492,7 +700,7 @@ func (x *SinkResult) String() string {
 func (*SinkResult) ProtoMessage() {}
 
 func (x *SinkResult) ProtoReflect() protoreflect.Message {
-	mi := &file_crossdock_uplink_v1_uplink_proto_msgTypes[6]
+	mi := &file_crossdock_uplink_v1_uplink_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -505,7 +713,7 @@ func (x *SinkResult) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SinkResult.ProtoReflect.Descriptor instead.
 func (*SinkResult) Descriptor() ([]byte, []int) {
-	return file_crossdock_uplink_v1_uplink_proto_rawDescGZIP(), []int{6}
+	return file_crossdock_uplink_v1_uplink_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *SinkResult) GetRequestId() string {
@@ -547,7 +755,7 @@ type ConnectorReport struct {
 
 func (x *ConnectorReport) Reset() {
 	*x = ConnectorReport{}
-	mi := &file_crossdock_uplink_v1_uplink_proto_msgTypes[7]
+	mi := &file_crossdock_uplink_v1_uplink_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -559,7 +767,7 @@ func (x *ConnectorReport) String() string {
 func (*ConnectorReport) ProtoMessage() {}
 
 func (x *ConnectorReport) ProtoReflect() protoreflect.Message {
-	mi := &file_crossdock_uplink_v1_uplink_proto_msgTypes[7]
+	mi := &file_crossdock_uplink_v1_uplink_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -572,7 +780,7 @@ func (x *ConnectorReport) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ConnectorReport.ProtoReflect.Descriptor instead.
 func (*ConnectorReport) Descriptor() ([]byte, []int) {
-	return file_crossdock_uplink_v1_uplink_proto_rawDescGZIP(), []int{7}
+	return file_crossdock_uplink_v1_uplink_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *ConnectorReport) GetConnectors() []*v1.ConnectorStatus {
@@ -598,7 +806,7 @@ type Hello struct {
 
 func (x *Hello) Reset() {
 	*x = Hello{}
-	mi := &file_crossdock_uplink_v1_uplink_proto_msgTypes[8]
+	mi := &file_crossdock_uplink_v1_uplink_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -610,7 +818,7 @@ func (x *Hello) String() string {
 func (*Hello) ProtoMessage() {}
 
 func (x *Hello) ProtoReflect() protoreflect.Message {
-	mi := &file_crossdock_uplink_v1_uplink_proto_msgTypes[8]
+	mi := &file_crossdock_uplink_v1_uplink_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -623,7 +831,7 @@ func (x *Hello) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Hello.ProtoReflect.Descriptor instead.
 func (*Hello) Descriptor() ([]byte, []int) {
-	return file_crossdock_uplink_v1_uplink_proto_rawDescGZIP(), []int{8}
+	return file_crossdock_uplink_v1_uplink_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *Hello) GetAgentVersion() string {
@@ -664,7 +872,7 @@ type Batch struct {
 
 func (x *Batch) Reset() {
 	*x = Batch{}
-	mi := &file_crossdock_uplink_v1_uplink_proto_msgTypes[9]
+	mi := &file_crossdock_uplink_v1_uplink_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -676,7 +884,7 @@ func (x *Batch) String() string {
 func (*Batch) ProtoMessage() {}
 
 func (x *Batch) ProtoReflect() protoreflect.Message {
-	mi := &file_crossdock_uplink_v1_uplink_proto_msgTypes[9]
+	mi := &file_crossdock_uplink_v1_uplink_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -689,7 +897,7 @@ func (x *Batch) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Batch.ProtoReflect.Descriptor instead.
 func (*Batch) Descriptor() ([]byte, []int) {
-	return file_crossdock_uplink_v1_uplink_proto_rawDescGZIP(), []int{9}
+	return file_crossdock_uplink_v1_uplink_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *Batch) GetEvents() []*OutboxEvent {
@@ -710,7 +918,7 @@ type OutboxEvent struct {
 
 func (x *OutboxEvent) Reset() {
 	*x = OutboxEvent{}
-	mi := &file_crossdock_uplink_v1_uplink_proto_msgTypes[10]
+	mi := &file_crossdock_uplink_v1_uplink_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -722,7 +930,7 @@ func (x *OutboxEvent) String() string {
 func (*OutboxEvent) ProtoMessage() {}
 
 func (x *OutboxEvent) ProtoReflect() protoreflect.Message {
-	mi := &file_crossdock_uplink_v1_uplink_proto_msgTypes[10]
+	mi := &file_crossdock_uplink_v1_uplink_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -735,7 +943,7 @@ func (x *OutboxEvent) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use OutboxEvent.ProtoReflect.Descriptor instead.
 func (*OutboxEvent) Descriptor() ([]byte, []int) {
-	return file_crossdock_uplink_v1_uplink_proto_rawDescGZIP(), []int{10}
+	return file_crossdock_uplink_v1_uplink_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *OutboxEvent) GetSeq() uint64 {
@@ -761,6 +969,7 @@ type StreamResponse struct {
 	//	*StreamResponse_Ack
 	//	*StreamResponse_SinkWrite
 	//	*StreamResponse_Renewed
+	//	*StreamResponse_Config
 	Msg           isStreamResponse_Msg `protobuf_oneof:"msg"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -768,7 +977,7 @@ type StreamResponse struct {
 
 func (x *StreamResponse) Reset() {
 	*x = StreamResponse{}
-	mi := &file_crossdock_uplink_v1_uplink_proto_msgTypes[11]
+	mi := &file_crossdock_uplink_v1_uplink_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -780,7 +989,7 @@ func (x *StreamResponse) String() string {
 func (*StreamResponse) ProtoMessage() {}
 
 func (x *StreamResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_crossdock_uplink_v1_uplink_proto_msgTypes[11]
+	mi := &file_crossdock_uplink_v1_uplink_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -793,7 +1002,7 @@ func (x *StreamResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StreamResponse.ProtoReflect.Descriptor instead.
 func (*StreamResponse) Descriptor() ([]byte, []int) {
-	return file_crossdock_uplink_v1_uplink_proto_rawDescGZIP(), []int{11}
+	return file_crossdock_uplink_v1_uplink_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *StreamResponse) GetMsg() isStreamResponse_Msg {
@@ -839,6 +1048,15 @@ func (x *StreamResponse) GetRenewed() *Renewed {
 	return nil
 }
 
+func (x *StreamResponse) GetConfig() *AgentConfigPush {
+	if x != nil {
+		if x, ok := x.Msg.(*StreamResponse_Config); ok {
+			return x.Config
+		}
+	}
+	return nil
+}
+
 type isStreamResponse_Msg interface {
 	isStreamResponse_Msg()
 }
@@ -859,6 +1077,10 @@ type StreamResponse_Renewed struct {
 	Renewed *Renewed `protobuf:"bytes,4,opt,name=renewed,proto3,oneof"`
 }
 
+type StreamResponse_Config struct {
+	Config *AgentConfigPush `protobuf:"bytes,5,opt,name=config,proto3,oneof"`
+}
+
 func (*StreamResponse_Welcome) isStreamResponse_Msg() {}
 
 func (*StreamResponse_Ack) isStreamResponse_Msg() {}
@@ -866,6 +1088,92 @@ func (*StreamResponse_Ack) isStreamResponse_Msg() {}
 func (*StreamResponse_SinkWrite) isStreamResponse_Msg() {}
 
 func (*StreamResponse_Renewed) isStreamResponse_Msg() {}
+
+func (*StreamResponse_Config) isStreamResponse_Msg() {}
+
+// AgentConfigPush is the central configuration of the agent: the AgentConfig document
+// that selects it, sent after Welcome and whenever it changes. The agent validates it,
+// applies it and answers with a ConfigReport.
+type AgentConfigPush struct {
+	state   protoimpl.MessageState `protogen:"open.v1"`
+	Name    string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	Version uint64                 `protobuf:"varint,2,opt,name=version,proto3" json:"version,omitempty"`
+	// The document's agent and connectors sections, as agent config YAML (the shape of
+	// `crossdock agent --config`). Secrets are ${env:...}/${file:...} references the agent
+	// resolves; the control plane never holds their values.
+	Yaml string `protobuf:"bytes,3,opt,name=yaml,proto3" json:"yaml,omitempty"`
+	// No document selects the agent (any more): it keeps what it runs.
+	None bool `protobuf:"varint,4,opt,name=none,proto3" json:"none,omitempty"`
+	// Why no document was chosen when several select the agent equally.
+	Conflict      string `protobuf:"bytes,5,opt,name=conflict,proto3" json:"conflict,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *AgentConfigPush) Reset() {
+	*x = AgentConfigPush{}
+	mi := &file_crossdock_uplink_v1_uplink_proto_msgTypes[14]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *AgentConfigPush) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*AgentConfigPush) ProtoMessage() {}
+
+func (x *AgentConfigPush) ProtoReflect() protoreflect.Message {
+	mi := &file_crossdock_uplink_v1_uplink_proto_msgTypes[14]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use AgentConfigPush.ProtoReflect.Descriptor instead.
+func (*AgentConfigPush) Descriptor() ([]byte, []int) {
+	return file_crossdock_uplink_v1_uplink_proto_rawDescGZIP(), []int{14}
+}
+
+func (x *AgentConfigPush) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *AgentConfigPush) GetVersion() uint64 {
+	if x != nil {
+		return x.Version
+	}
+	return 0
+}
+
+func (x *AgentConfigPush) GetYaml() string {
+	if x != nil {
+		return x.Yaml
+	}
+	return ""
+}
+
+func (x *AgentConfigPush) GetNone() bool {
+	if x != nil {
+		return x.None
+	}
+	return false
+}
+
+func (x *AgentConfigPush) GetConflict() string {
+	if x != nil {
+		return x.Conflict
+	}
+	return ""
+}
 
 // SinkWrite asks the agent to write one event through one of its sink connectors (a
 // destination of kind "agent"). The connector is idempotent by event id, so a write
@@ -885,7 +1193,7 @@ type SinkWrite struct {
 
 func (x *SinkWrite) Reset() {
 	*x = SinkWrite{}
-	mi := &file_crossdock_uplink_v1_uplink_proto_msgTypes[12]
+	mi := &file_crossdock_uplink_v1_uplink_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -897,7 +1205,7 @@ func (x *SinkWrite) String() string {
 func (*SinkWrite) ProtoMessage() {}
 
 func (x *SinkWrite) ProtoReflect() protoreflect.Message {
-	mi := &file_crossdock_uplink_v1_uplink_proto_msgTypes[12]
+	mi := &file_crossdock_uplink_v1_uplink_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -910,7 +1218,7 @@ func (x *SinkWrite) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SinkWrite.ProtoReflect.Descriptor instead.
 func (*SinkWrite) Descriptor() ([]byte, []int) {
-	return file_crossdock_uplink_v1_uplink_proto_rawDescGZIP(), []int{12}
+	return file_crossdock_uplink_v1_uplink_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *SinkWrite) GetRequestId() string {
@@ -960,7 +1268,7 @@ type Welcome struct {
 
 func (x *Welcome) Reset() {
 	*x = Welcome{}
-	mi := &file_crossdock_uplink_v1_uplink_proto_msgTypes[13]
+	mi := &file_crossdock_uplink_v1_uplink_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -972,7 +1280,7 @@ func (x *Welcome) String() string {
 func (*Welcome) ProtoMessage() {}
 
 func (x *Welcome) ProtoReflect() protoreflect.Message {
-	mi := &file_crossdock_uplink_v1_uplink_proto_msgTypes[13]
+	mi := &file_crossdock_uplink_v1_uplink_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -985,7 +1293,7 @@ func (x *Welcome) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Welcome.ProtoReflect.Descriptor instead.
 func (*Welcome) Descriptor() ([]byte, []int) {
-	return file_crossdock_uplink_v1_uplink_proto_rawDescGZIP(), []int{13}
+	return file_crossdock_uplink_v1_uplink_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *Welcome) GetCommittedSeq() uint64 {
@@ -1023,7 +1331,7 @@ type Ack struct {
 
 func (x *Ack) Reset() {
 	*x = Ack{}
-	mi := &file_crossdock_uplink_v1_uplink_proto_msgTypes[14]
+	mi := &file_crossdock_uplink_v1_uplink_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1035,7 +1343,7 @@ func (x *Ack) String() string {
 func (*Ack) ProtoMessage() {}
 
 func (x *Ack) ProtoReflect() protoreflect.Message {
-	mi := &file_crossdock_uplink_v1_uplink_proto_msgTypes[14]
+	mi := &file_crossdock_uplink_v1_uplink_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1048,7 +1356,7 @@ func (x *Ack) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Ack.ProtoReflect.Descriptor instead.
 func (*Ack) Descriptor() ([]byte, []int) {
-	return file_crossdock_uplink_v1_uplink_proto_rawDescGZIP(), []int{14}
+	return file_crossdock_uplink_v1_uplink_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *Ack) GetCommittedSeq() uint64 {
@@ -1083,16 +1391,20 @@ var File_crossdock_uplink_v1_uplink_proto protoreflect.FileDescriptor
 
 const file_crossdock_uplink_v1_uplink_proto_rawDesc = "" +
 	"\n" +
-	" crossdock/uplink/v1/uplink.proto\x12\x13crossdock.uplink.v1\x1a\x1ecrossdock/agent/v1/agent.proto\x1a\x1ecrossdock/event/v1/event.proto\"]\n" +
+	" crossdock/uplink/v1/uplink.proto\x12\x13crossdock.uplink.v1\x1a\x1ecrossdock/agent/v1/agent.proto\x1a\x1ecrossdock/event/v1/event.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xe0\x01\n" +
 	"\rEnrollRequest\x12\x14\n" +
 	"\x05token\x18\x01 \x01(\tR\x05token\x12\x17\n" +
 	"\acsr_pem\x18\x02 \x01(\tR\x06csrPem\x12\x1d\n" +
 	"\n" +
-	"agent_name\x18\x03 \x01(\tR\tagentName\"k\n" +
+	"agent_name\x18\x03 \x01(\tR\tagentName\x12F\n" +
+	"\x06labels\x18\x04 \x03(\v2..crossdock.uplink.v1.EnrollRequest.LabelsEntryR\x06labels\x1a9\n" +
+	"\vLabelsEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"k\n" +
 	"\x0eEnrollResponse\x12\x19\n" +
 	"\bagent_id\x18\x01 \x01(\tR\aagentId\x12'\n" +
 	"\x0fcertificate_pem\x18\x02 \x01(\tR\x0ecertificatePem\x12\x15\n" +
-	"\x06ca_pem\x18\x03 \x01(\tR\x05caPem\"\xc5\x02\n" +
+	"\x06ca_pem\x18\x03 \x01(\tR\x05caPem\"\xcb\x03\n" +
 	"\rStreamRequest\x122\n" +
 	"\x05hello\x18\x01 \x01(\v2\x1a.crossdock.uplink.v1.HelloH\x00R\x05hello\x122\n" +
 	"\x05batch\x18\x02 \x01(\v2\x1a.crossdock.uplink.v1.BatchH\x00R\x05batch\x12F\n" +
@@ -1101,8 +1413,22 @@ const file_crossdock_uplink_v1_uplink_proto_rawDesc = "" +
 	"connectors\x12B\n" +
 	"\vsink_result\x18\x04 \x01(\v2\x1f.crossdock.uplink.v1.SinkResultH\x00R\n" +
 	"sinkResult\x129\n" +
-	"\x05renew\x18\x05 \x01(\v2!.crossdock.uplink.v1.RenewRequestH\x00R\x05renewB\x05\n" +
-	"\x03msg\"'\n" +
+	"\x05renew\x18\x05 \x01(\v2!.crossdock.uplink.v1.RenewRequestH\x00R\x05renew\x12H\n" +
+	"\rconfig_report\x18\x06 \x01(\v2!.crossdock.uplink.v1.ConfigReportH\x00R\fconfigReport\x12:\n" +
+	"\x06health\x18\a \x01(\v2 .crossdock.uplink.v1.AgentHealthH\x00R\x06healthB\x05\n" +
+	"\x03msg\"\xd2\x01\n" +
+	"\fConfigReport\x12!\n" +
+	"\frunning_name\x18\x01 \x01(\tR\vrunningName\x12'\n" +
+	"\x0frunning_version\x18\x02 \x01(\x04R\x0erunningVersion\x12\x12\n" +
+	"\x04name\x18\x03 \x01(\tR\x04name\x12\x18\n" +
+	"\aversion\x18\x04 \x01(\x04R\aversion\x12\x14\n" +
+	"\x05state\x18\x05 \x01(\tR\x05state\x12\x14\n" +
+	"\x05error\x18\x06 \x01(\tR\x05error\x12\x1c\n" +
+	"\trestarted\x18\a \x03(\tR\trestarted\"\x9c\x01\n" +
+	"\vAgentHealth\x12%\n" +
+	"\x0epending_events\x18\x01 \x01(\x04R\rpendingEvents\x12#\n" +
+	"\rpending_bytes\x18\x02 \x01(\x04R\fpendingBytes\x12A\n" +
+	"\x0eoldest_pending\x18\x03 \x01(\v2\x1a.google.protobuf.TimestampR\roldestPending\"'\n" +
 	"\fRenewRequest\x12\x17\n" +
 	"\acsr_pem\x18\x01 \x01(\tR\x06csrPem\"H\n" +
 	"\aRenewed\x12'\n" +
@@ -1135,14 +1461,21 @@ const file_crossdock_uplink_v1_uplink_proto_rawDesc = "" +
 	"\x06events\x18\x01 \x03(\v2 .crossdock.uplink.v1.OutboxEventR\x06events\"P\n" +
 	"\vOutboxEvent\x12\x10\n" +
 	"\x03seq\x18\x01 \x01(\x04R\x03seq\x12/\n" +
-	"\x05event\x18\x02 \x01(\v2\x19.crossdock.event.v1.EventR\x05event\"\xfa\x01\n" +
+	"\x05event\x18\x02 \x01(\v2\x19.crossdock.event.v1.EventR\x05event\"\xba\x02\n" +
 	"\x0eStreamResponse\x128\n" +
 	"\awelcome\x18\x01 \x01(\v2\x1c.crossdock.uplink.v1.WelcomeH\x00R\awelcome\x12,\n" +
 	"\x03ack\x18\x02 \x01(\v2\x18.crossdock.uplink.v1.AckH\x00R\x03ack\x12?\n" +
 	"\n" +
 	"sink_write\x18\x03 \x01(\v2\x1e.crossdock.uplink.v1.SinkWriteH\x00R\tsinkWrite\x128\n" +
-	"\arenewed\x18\x04 \x01(\v2\x1c.crossdock.uplink.v1.RenewedH\x00R\arenewedB\x05\n" +
-	"\x03msg\"\xb2\x01\n" +
+	"\arenewed\x18\x04 \x01(\v2\x1c.crossdock.uplink.v1.RenewedH\x00R\arenewed\x12>\n" +
+	"\x06config\x18\x05 \x01(\v2$.crossdock.uplink.v1.AgentConfigPushH\x00R\x06configB\x05\n" +
+	"\x03msg\"\x83\x01\n" +
+	"\x0fAgentConfigPush\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12\x18\n" +
+	"\aversion\x18\x02 \x01(\x04R\aversion\x12\x12\n" +
+	"\x04yaml\x18\x03 \x01(\tR\x04yaml\x12\x12\n" +
+	"\x04none\x18\x04 \x01(\bR\x04none\x12\x1a\n" +
+	"\bconflict\x18\x05 \x01(\tR\bconflict\"\xb2\x01\n" +
 	"\tSinkWrite\x12\x1d\n" +
 	"\n" +
 	"request_id\x18\x01 \x01(\tR\trequestId\x12\x1c\n" +
@@ -1178,50 +1511,60 @@ func file_crossdock_uplink_v1_uplink_proto_rawDescGZIP() []byte {
 	return file_crossdock_uplink_v1_uplink_proto_rawDescData
 }
 
-var file_crossdock_uplink_v1_uplink_proto_msgTypes = make([]protoimpl.MessageInfo, 15)
+var file_crossdock_uplink_v1_uplink_proto_msgTypes = make([]protoimpl.MessageInfo, 19)
 var file_crossdock_uplink_v1_uplink_proto_goTypes = []any{
-	(*EnrollRequest)(nil),      // 0: crossdock.uplink.v1.EnrollRequest
-	(*EnrollResponse)(nil),     // 1: crossdock.uplink.v1.EnrollResponse
-	(*StreamRequest)(nil),      // 2: crossdock.uplink.v1.StreamRequest
-	(*RenewRequest)(nil),       // 3: crossdock.uplink.v1.RenewRequest
-	(*Renewed)(nil),            // 4: crossdock.uplink.v1.Renewed
-	(*Conflict)(nil),           // 5: crossdock.uplink.v1.Conflict
-	(*SinkResult)(nil),         // 6: crossdock.uplink.v1.SinkResult
-	(*ConnectorReport)(nil),    // 7: crossdock.uplink.v1.ConnectorReport
-	(*Hello)(nil),              // 8: crossdock.uplink.v1.Hello
-	(*Batch)(nil),              // 9: crossdock.uplink.v1.Batch
-	(*OutboxEvent)(nil),        // 10: crossdock.uplink.v1.OutboxEvent
-	(*StreamResponse)(nil),     // 11: crossdock.uplink.v1.StreamResponse
-	(*SinkWrite)(nil),          // 12: crossdock.uplink.v1.SinkWrite
-	(*Welcome)(nil),            // 13: crossdock.uplink.v1.Welcome
-	(*Ack)(nil),                // 14: crossdock.uplink.v1.Ack
-	(*v1.ConnectorStatus)(nil), // 15: crossdock.agent.v1.ConnectorStatus
-	(*v11.Event)(nil),          // 16: crossdock.event.v1.Event
+	(*EnrollRequest)(nil),         // 0: crossdock.uplink.v1.EnrollRequest
+	(*EnrollResponse)(nil),        // 1: crossdock.uplink.v1.EnrollResponse
+	(*StreamRequest)(nil),         // 2: crossdock.uplink.v1.StreamRequest
+	(*ConfigReport)(nil),          // 3: crossdock.uplink.v1.ConfigReport
+	(*AgentHealth)(nil),           // 4: crossdock.uplink.v1.AgentHealth
+	(*RenewRequest)(nil),          // 5: crossdock.uplink.v1.RenewRequest
+	(*Renewed)(nil),               // 6: crossdock.uplink.v1.Renewed
+	(*Conflict)(nil),              // 7: crossdock.uplink.v1.Conflict
+	(*SinkResult)(nil),            // 8: crossdock.uplink.v1.SinkResult
+	(*ConnectorReport)(nil),       // 9: crossdock.uplink.v1.ConnectorReport
+	(*Hello)(nil),                 // 10: crossdock.uplink.v1.Hello
+	(*Batch)(nil),                 // 11: crossdock.uplink.v1.Batch
+	(*OutboxEvent)(nil),           // 12: crossdock.uplink.v1.OutboxEvent
+	(*StreamResponse)(nil),        // 13: crossdock.uplink.v1.StreamResponse
+	(*AgentConfigPush)(nil),       // 14: crossdock.uplink.v1.AgentConfigPush
+	(*SinkWrite)(nil),             // 15: crossdock.uplink.v1.SinkWrite
+	(*Welcome)(nil),               // 16: crossdock.uplink.v1.Welcome
+	(*Ack)(nil),                   // 17: crossdock.uplink.v1.Ack
+	nil,                           // 18: crossdock.uplink.v1.EnrollRequest.LabelsEntry
+	(*timestamppb.Timestamp)(nil), // 19: google.protobuf.Timestamp
+	(*v1.ConnectorStatus)(nil),    // 20: crossdock.agent.v1.ConnectorStatus
+	(*v11.Event)(nil),             // 21: crossdock.event.v1.Event
 }
 var file_crossdock_uplink_v1_uplink_proto_depIdxs = []int32{
-	8,  // 0: crossdock.uplink.v1.StreamRequest.hello:type_name -> crossdock.uplink.v1.Hello
-	9,  // 1: crossdock.uplink.v1.StreamRequest.batch:type_name -> crossdock.uplink.v1.Batch
-	7,  // 2: crossdock.uplink.v1.StreamRequest.connectors:type_name -> crossdock.uplink.v1.ConnectorReport
-	6,  // 3: crossdock.uplink.v1.StreamRequest.sink_result:type_name -> crossdock.uplink.v1.SinkResult
-	3,  // 4: crossdock.uplink.v1.StreamRequest.renew:type_name -> crossdock.uplink.v1.RenewRequest
-	15, // 5: crossdock.uplink.v1.ConnectorReport.connectors:type_name -> crossdock.agent.v1.ConnectorStatus
-	10, // 6: crossdock.uplink.v1.Batch.events:type_name -> crossdock.uplink.v1.OutboxEvent
-	16, // 7: crossdock.uplink.v1.OutboxEvent.event:type_name -> crossdock.event.v1.Event
-	13, // 8: crossdock.uplink.v1.StreamResponse.welcome:type_name -> crossdock.uplink.v1.Welcome
-	14, // 9: crossdock.uplink.v1.StreamResponse.ack:type_name -> crossdock.uplink.v1.Ack
-	12, // 10: crossdock.uplink.v1.StreamResponse.sink_write:type_name -> crossdock.uplink.v1.SinkWrite
-	4,  // 11: crossdock.uplink.v1.StreamResponse.renewed:type_name -> crossdock.uplink.v1.Renewed
-	16, // 12: crossdock.uplink.v1.SinkWrite.event:type_name -> crossdock.event.v1.Event
-	5,  // 13: crossdock.uplink.v1.Ack.conflicts:type_name -> crossdock.uplink.v1.Conflict
-	0,  // 14: crossdock.uplink.v1.UplinkService.Enroll:input_type -> crossdock.uplink.v1.EnrollRequest
-	2,  // 15: crossdock.uplink.v1.UplinkService.Stream:input_type -> crossdock.uplink.v1.StreamRequest
-	1,  // 16: crossdock.uplink.v1.UplinkService.Enroll:output_type -> crossdock.uplink.v1.EnrollResponse
-	11, // 17: crossdock.uplink.v1.UplinkService.Stream:output_type -> crossdock.uplink.v1.StreamResponse
-	16, // [16:18] is the sub-list for method output_type
-	14, // [14:16] is the sub-list for method input_type
-	14, // [14:14] is the sub-list for extension type_name
-	14, // [14:14] is the sub-list for extension extendee
-	0,  // [0:14] is the sub-list for field type_name
+	18, // 0: crossdock.uplink.v1.EnrollRequest.labels:type_name -> crossdock.uplink.v1.EnrollRequest.LabelsEntry
+	10, // 1: crossdock.uplink.v1.StreamRequest.hello:type_name -> crossdock.uplink.v1.Hello
+	11, // 2: crossdock.uplink.v1.StreamRequest.batch:type_name -> crossdock.uplink.v1.Batch
+	9,  // 3: crossdock.uplink.v1.StreamRequest.connectors:type_name -> crossdock.uplink.v1.ConnectorReport
+	8,  // 4: crossdock.uplink.v1.StreamRequest.sink_result:type_name -> crossdock.uplink.v1.SinkResult
+	5,  // 5: crossdock.uplink.v1.StreamRequest.renew:type_name -> crossdock.uplink.v1.RenewRequest
+	3,  // 6: crossdock.uplink.v1.StreamRequest.config_report:type_name -> crossdock.uplink.v1.ConfigReport
+	4,  // 7: crossdock.uplink.v1.StreamRequest.health:type_name -> crossdock.uplink.v1.AgentHealth
+	19, // 8: crossdock.uplink.v1.AgentHealth.oldest_pending:type_name -> google.protobuf.Timestamp
+	20, // 9: crossdock.uplink.v1.ConnectorReport.connectors:type_name -> crossdock.agent.v1.ConnectorStatus
+	12, // 10: crossdock.uplink.v1.Batch.events:type_name -> crossdock.uplink.v1.OutboxEvent
+	21, // 11: crossdock.uplink.v1.OutboxEvent.event:type_name -> crossdock.event.v1.Event
+	16, // 12: crossdock.uplink.v1.StreamResponse.welcome:type_name -> crossdock.uplink.v1.Welcome
+	17, // 13: crossdock.uplink.v1.StreamResponse.ack:type_name -> crossdock.uplink.v1.Ack
+	15, // 14: crossdock.uplink.v1.StreamResponse.sink_write:type_name -> crossdock.uplink.v1.SinkWrite
+	6,  // 15: crossdock.uplink.v1.StreamResponse.renewed:type_name -> crossdock.uplink.v1.Renewed
+	14, // 16: crossdock.uplink.v1.StreamResponse.config:type_name -> crossdock.uplink.v1.AgentConfigPush
+	21, // 17: crossdock.uplink.v1.SinkWrite.event:type_name -> crossdock.event.v1.Event
+	7,  // 18: crossdock.uplink.v1.Ack.conflicts:type_name -> crossdock.uplink.v1.Conflict
+	0,  // 19: crossdock.uplink.v1.UplinkService.Enroll:input_type -> crossdock.uplink.v1.EnrollRequest
+	2,  // 20: crossdock.uplink.v1.UplinkService.Stream:input_type -> crossdock.uplink.v1.StreamRequest
+	1,  // 21: crossdock.uplink.v1.UplinkService.Enroll:output_type -> crossdock.uplink.v1.EnrollResponse
+	13, // 22: crossdock.uplink.v1.UplinkService.Stream:output_type -> crossdock.uplink.v1.StreamResponse
+	21, // [21:23] is the sub-list for method output_type
+	19, // [19:21] is the sub-list for method input_type
+	19, // [19:19] is the sub-list for extension type_name
+	19, // [19:19] is the sub-list for extension extendee
+	0,  // [0:19] is the sub-list for field type_name
 }
 
 func init() { file_crossdock_uplink_v1_uplink_proto_init() }
@@ -1235,12 +1578,15 @@ func file_crossdock_uplink_v1_uplink_proto_init() {
 		(*StreamRequest_Connectors)(nil),
 		(*StreamRequest_SinkResult)(nil),
 		(*StreamRequest_Renew)(nil),
+		(*StreamRequest_ConfigReport)(nil),
+		(*StreamRequest_Health)(nil),
 	}
-	file_crossdock_uplink_v1_uplink_proto_msgTypes[11].OneofWrappers = []any{
+	file_crossdock_uplink_v1_uplink_proto_msgTypes[13].OneofWrappers = []any{
 		(*StreamResponse_Welcome)(nil),
 		(*StreamResponse_Ack)(nil),
 		(*StreamResponse_SinkWrite)(nil),
 		(*StreamResponse_Renewed)(nil),
+		(*StreamResponse_Config)(nil),
 	}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
@@ -1248,7 +1594,7 @@ func file_crossdock_uplink_v1_uplink_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_crossdock_uplink_v1_uplink_proto_rawDesc), len(file_crossdock_uplink_v1_uplink_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   15,
+			NumMessages:   19,
 			NumExtensions: 0,
 			NumServices:   1,
 		},
