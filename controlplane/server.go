@@ -128,6 +128,7 @@ type Server struct {
 	delivery *delivery.Engine
 	// archive keeps the events this node prunes (Config.ArchiveDir).
 	archive *archive.Dir
+	ahead   ledger.AheadArchiver // the archive ArchiveAhead writes to (nil: the prune archives all)
 	// pruner proposes ledger retention while this node leads.
 	pruner   *retention.Pruner
 	nodeCert tls.Certificate
@@ -262,6 +263,9 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 	if cfg.Archiver != nil {
 		archiver = cfg.Archiver
 	}
+	// The pruner archives ahead of the prune into the same archive when it can say
+	// what it holds.
+	s.ahead, _ = archiver.(ledger.AheadArchiver)
 	scfg := store.Config{NodeID: cfg.NodeID, Dir: cfg.DataDir, StreamLayer: layer, Bootstrap: cfg.Bootstrap && !s.joined, Logger: logger, Archiver: archiver}
 	if ident == nil && !cfg.Moved {
 		// A data dir from a build before node.json: the replica's own record of this
@@ -528,7 +532,7 @@ func (s *Server) buildServers(cert tls.Certificate) error {
 	mux.Handle(routingv1connect.NewRoutingServiceHandler(&api.Routing{Backend: backend, Webhooks: webhooks}, append(opts, connect.WithInterceptors(auth))...))
 	s.delivery = delivery.New(delivery.Config{Store: s.store, Plans: &delivery.RoutingPlans{Source: s.store.Ledger()}, AgentSink: &s.backend.Sinks, Logger: s.logger, AddressPolicy: webhooks, OnAttempt: s.obs.onAttempt})
 	admin.Archive.Engine = s.delivery
-	s.pruner = retention.New(retention.Config{Store: s.store, Plans: &delivery.RoutingPlans{Source: s.store.Ledger()}, Interval: s.cfg.PruneInterval, Logger: s.logger})
+	s.pruner = retention.New(retention.Config{Store: s.store, Plans: &delivery.RoutingPlans{Source: s.store.Ledger()}, Interval: s.cfg.PruneInterval, Logger: s.logger, Archiver: s.ahead})
 	mux.Handle(deliveryv1connect.NewDeliveryServiceHandler(&api.Delivery{Backend: backend, Engine: s.delivery}, append(opts, connect.WithInterceptors(auth))...))
 	mux.Handle(deliveryv1connect.NewPartnerServiceHandler(&api.Partner{Backend: backend, Engine: s.delivery,
 		KeyAllows: func(auth, dest string) bool { return s.partner.StreamAllowed(auth, dest) }}, opts...))

@@ -53,7 +53,15 @@ type Config struct {
 	Logger   *slog.Logger
 	// Now is the leader's clock (time.Now when nil).
 	Now func() time.Time
+	// Archiver, when set, is this node's archive: every interval, on every node, the
+	// events the next prune will remove (the cutoffs computed Interval ahead) are
+	// archived in the background (ledger.ArchiveAhead), so the prune's Apply finds them
+	// archived and only deletes.
+	Archiver ledger.AheadArchiver
 }
+
+// aheadBatch is the events one ArchiveAhead call hands the archive at most.
+const aheadBatch = 20_000
 
 // Pruner proposes prunes while this node leads. Run it on every node.
 type Pruner struct {
@@ -62,8 +70,10 @@ type Pruner struct {
 
 	mu      sync.Mutex // serializes Once
 	lastErr string
-	held    string
-	ready   atomic.Bool // this leadership's barrier passed; false when not leading
+	// lastAheadErr is the last error of Ahead logged (logged once while it repeats).
+	lastAheadErr string
+	held         string
+	ready        atomic.Bool // this leadership's barrier passed; false when not leading
 }
 
 // New returns a Pruner; Run starts it.
@@ -89,6 +99,12 @@ func (p *Pruner) Run(ctx context.Context) error {
 		case <-ctx.Done():
 			return nil
 		case <-t.C:
+		}
+		if err := p.Ahead(ctx); err != nil && ctx.Err() == nil && err.Error() != p.lastAheadErr {
+			p.lastAheadErr = err.Error()
+			p.log.Warn("retention: archiving ahead of the prune failed; the prune archives what is left, retried at the next interval", "err", err)
+		} else if err == nil {
+			p.lastAheadErr = ""
 		}
 		if !p.cfg.Store.IsLeader() {
 			p.ready.Store(false)
@@ -165,6 +181,42 @@ func (p *Pruner) Once(ctx context.Context) (uint64, error) {
 		}
 		if !p.cfg.Store.IsLeader() {
 			return total, errors.New("retention: leadership lost during a prune in steps; the new leader resumes it")
+		}
+	}
+}
+
+// Ahead archives, on this node, the events the prune will remove within the next
+// Interval: those below the cutoffs computed at now + Interval (held back like the
+// prune's). Pruning stays correct without it (the prune's Apply archives whatever is
+// not archived yet); it moves the archive's writes and fsyncs out of Apply, where they
+// stalled every commit behind them. Nothing when Config.Archiver is nil.
+func (p *Pruner) Ahead(ctx context.Context) error {
+	if p.cfg.Archiver == nil {
+		return nil
+	}
+	l := p.cfg.Store.Ledger()
+	ret, err := Load(l)
+	if err != nil {
+		return err
+	}
+	hold, _, err := p.hold(l)
+	if err != nil {
+		return err
+	}
+	m, err := Compute(l, ret, hold, p.cfg.Now().Add(p.cfg.Interval))
+	if err != nil {
+		return err
+	}
+	for {
+		n, more, err := l.ArchiveAhead(ctx, p.cfg.Archiver, m, aheadBatch)
+		if err != nil {
+			return fmt.Errorf("retention: %w", err)
+		}
+		if n > 0 {
+			p.log.Debug("retention: archived ahead of the prune", "events", n, "more", more)
+		}
+		if !more {
+			return nil
 		}
 	}
 }
