@@ -28,8 +28,10 @@ import (
 // records what is gone, for reads below it (ErrPruned).
 
 var (
-	keyLowWater      = []byte("m/low") // LowWater
-	prefixCompacted  = []byte("lc/")   // + u16BE(len) type + keys -> CommittedEvent
+	keyLowWater      = []byte("m/low")    // LowWater
+	keyKeySweep      = []byte("m/ksweep") // the next k/ record the prune's key index sweep looks at
+	sweepMaxKeys     = 50_000             // k/ records one prune's sweep looks at (a variable for tests)
+	prefixCompacted  = []byte("lc/")      // + u16BE(len) type + keys -> CommittedEvent
 	errPruneRefused  = errors.New("ledger: prune refused")
 	pruneMaxEvents   = 10_000  // events one PRUNE_LEDGER removes at most (a variable for tests)
 	pruneMaxArchived = 4 << 20 // bytes of events one PRUNE_LEDGER hands the Archiver at most
@@ -489,6 +491,18 @@ func applyPruneLedger(tx *applyTxn, cmd *storev1.Command) (any, error) {
 	if !res.More && dedup > prev.GetDedupSeq() {
 		lw.DedupSeq, lw.DedupAt = dedup, m.GetDedupAt()
 	}
+	// The last step of a prune sweeps part of the key index (same cursor and mark on
+	// every node, so the same records go; steps end like one command).
+	swept := 0
+	if resume == 0 && !res.More && lw.Seq > 1 {
+		below, err := chunkStart(tx.txn, lw.Seq)
+		if err != nil {
+			return nil, err
+		}
+		if swept, err = sweepKeyIndex(tx, below); err != nil {
+			return nil, err
+		}
+	}
 	if held, ok, err := firstHeld(tx.txn, lw.Seq); err != nil {
 		return nil, err
 	} else if ok {
@@ -503,9 +517,57 @@ func applyPruneLedger(tx *applyTxn, cmd *storev1.Command) (any, error) {
 	tx.post.low, tx.post.dropRuns = lw, dropRuns
 	res.EventsPruned, res.RunsPruned = uint64(len(archived)), uint64(dropRuns)
 	if len(archived) > 0 || dropRuns > 0 {
-		tx.logger.Info("ledger: pruned", "events", len(archived), "id_runs", dropRuns, "low_water", lw.GetSeq(), "more", res.GetMore())
+		tx.logger.Info("ledger: pruned", "events", len(archived), "id_runs", dropRuns, "key_records", swept, "low_water", lw.GetSeq(), "more", res.GetMore())
 	}
 	return res, nil
+}
+
+// sweepKeyIndex deletes the key index records (k/) whose last chunk is below below (the
+// first chunk that may hold an event at or after the low-water: every chunk a record
+// lists is at or before its last, so all of them are gone), looking at up to
+// sweepMaxKeys records from the cursor m/ksweep in key order and leaving the cursor
+// after them (from the start again after the last record). Records are keyed by name,
+// value and last chunk, not by age, hence a sweep in turns. It returns the records
+// deleted.
+func sweepKeyIndex(tx *applyTxn, below uint64) (int, error) {
+	start, _, err := getValue(tx.txn, keyKeySweep)
+	if err != nil {
+		return 0, err
+	}
+	if len(start) == 0 {
+		start = prefixKey
+	}
+	opts := badger.DefaultIteratorOptions
+	opts.Prefix, opts.PrefetchValues = prefixKey, false
+	it := tx.txn.NewIterator(opts)
+	var (
+		dels    [][]byte
+		next    []byte // nil: the sweep reached the end and starts over
+		scanned int
+	)
+	for it.Seek(start); it.ValidForPrefix(prefixKey); it.Next() {
+		k := it.Item().Key()
+		if scanned == sweepMaxKeys || (seqSuffix(k) < below && !tx.fits(2, len(k)+len(keyKeySweep)+len(k))) {
+			next = it.Item().KeyCopy(nil)
+			break
+		}
+		scanned++
+		if len(k) >= len(prefixKey)+2+4+8 && seqSuffix(k) < below {
+			tx.charge(1, len(k))
+			dels = append(dels, it.Item().KeyCopy(nil))
+		}
+	}
+	it.Close()
+	for _, k := range dels {
+		if err := tx.del(k); err != nil {
+			return 0, err
+		}
+	}
+	if next == nil {
+		tx.charge(1, len(keyKeySweep))
+		return len(dels), tx.del(keyKeySweep)
+	}
+	return len(dels), tx.set(keyKeySweep, next)
 }
 
 // del deletes k, charged by the caller.

@@ -622,3 +622,72 @@ func TestArchiveAheadThenPrune(t *testing.T) {
 		t.Fatalf("archive holds %d events (%d stored) %v..., want %d %v...", len(got), stored, head(got), len(want), head(want))
 	}
 }
+
+// keyRecordsBelow counts the key index records (k/) and those whose last chunk is below
+// below.
+func keyRecordsBelow(t *testing.T, l *Ledger, below uint64) (all, stale int) {
+	t.Helper()
+	if err := l.view(func(txn *badger.Txn) error {
+		opts := badger.DefaultIteratorOptions
+		opts.Prefix, opts.PrefetchValues = prefixKey, false
+		it := txn.NewIterator(opts)
+		defer it.Close()
+		for it.Rewind(); it.Valid(); it.Next() {
+			all++
+			if seqSuffix(it.Item().Key()) < below {
+				stale++
+			}
+		}
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	return all, stale
+}
+
+// TestPruneDeletesKeyRecords: the key index records of pruned chunks are deleted by the
+// prune (in turns of sweepMaxKeys records, resumed by the next prune), the same on two
+// ledgers, and reads by key still return exactly the events held.
+func TestPruneDeletesKeyRecords(t *testing.T) {
+	defer func(v int) { sweepMaxKeys = v }(sweepMaxKeys)
+	sweepMaxKeys = 20
+	l1, l2 := newLedger(t, false), newLedger(t, false)
+	k := newKeyLog(t)
+	k.add(3*flushSeqs+300, 500, skuKeys(40), l1, l2)
+	cut := uint64(2*flushSeqs + 5)
+	all0, stale0 := keyRecordsBelow(t, l1, cut)
+	if stale0 < 2*sweepMaxKeys {
+		t.Fatalf("only %d of %d key records below seq %d: the test needs more", stale0, all0, cut)
+	}
+	k.prune(&storev1.PruneLedger{DefaultBelow: cut}, l1, l2)
+	if _, stale := keyRecordsBelow(t, l1, cut); stale == 0 || stale == stale0 {
+		t.Fatalf("after one prune %d stale key records of %d: want some deleted, at most %d per prune", stale, stale0, sweepMaxKeys)
+	}
+	var below uint64
+	for range 2*stale0/sweepMaxKeys + 2 { // later prunes resume the sweep
+		k.prune(&storev1.PruneLedger{DefaultBelow: cut}, l1, l2)
+		if err := l1.view(func(txn *badger.Txn) (err error) { below, err = chunkStart(txn, cut); return err }); err != nil {
+			t.Fatal(err)
+		}
+	}
+	all, stale := keyRecordsBelow(t, l1, below)
+	if stale != 0 || all >= all0 {
+		t.Fatalf("key records: %d, %d below the first chunk held (%d); before the prune %d", all, stale, below, all0)
+	}
+	if mustHash(t, l1) != mustHash(t, l2) {
+		t.Fatal("two ledgers swept their key index differently")
+	}
+	evs, _, err := l1.ListEvents(Filter{Keys: map[string]string{"sku": "SKU-3"}}, 0, 100000)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := 0
+	for s := cut; s <= k.seq; s++ {
+		if k.keys[s]["sku"] == "SKU-3" {
+			want++
+		}
+	}
+	if len(evs) != want || len(evs) == 0 || evs[0].GetSeq() < cut {
+		t.Fatalf("sku=SKU-3 after the sweep: %d events, want %d from seq %d", len(evs), want, cut)
+	}
+}
