@@ -134,7 +134,7 @@ func validateRetention(p *problems, d *Document) {
 			p.add(path+".keep", "must be more than 0, got %s", k.Duration)
 		}
 		if maxBytes != "" {
-			p.add(path+".maxBytes", "is not enforced by this build; remove it and keep by time")
+			p.add(path+".maxBytes", "is not enforced by this build (retention is by time only: a size cap is not computed from committed data yet); remove it and set keep from the event rate (see \"Retention\" in docs/operations.md)")
 		}
 	}
 	if s.Default != nil {
