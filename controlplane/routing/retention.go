@@ -31,10 +31,10 @@ type RetentionSpec struct {
 	// Default is the rule of the types no rule of Types lists.
 	Default *RetentionRule `json:"default,omitempty"`
 	// Types are rules for listed types; a type is in at most one.
-	Types []RetentionTypes `json:"types,omitempty"`
+	Types []RetentionTypes `json:"types"` // no omitempty: `types: []` (every type by default) must survive storage
 	// Compact lists types whose newest pruned event per (type, keys) survives pruning
 	// (the base views start from).
-	Compact []string `json:"compact,omitempty"`
+	Compact []string `json:"compact"` // likewise `compact: []`
 	// DedupWindow is how long after its commit a re-sent event id is still recognised
 	// as a duplicate; at least MinDedupWindow.
 	DedupWindow *Duration `json:"dedupWindow,omitempty"`
