@@ -70,10 +70,8 @@ type Pruner struct {
 
 	mu      sync.Mutex // serializes Once
 	lastErr string
-	// lastAheadErr is the last error of Ahead logged (logged once while it repeats).
-	lastAheadErr string
-	held         string
-	ready        atomic.Bool // this leadership's barrier passed; false when not leading
+	held    string
+	ready   atomic.Bool // this leadership's barrier passed; false when not leading
 }
 
 // New returns a Pruner; Run starts it.
@@ -90,8 +88,19 @@ func New(cfg Config) *Pruner {
 	return &Pruner{cfg: cfg, log: cfg.Logger}
 }
 
-// Run prunes every Interval while this node is the leader, until ctx is done.
+// Run prunes every Interval while this node is the leader, and archives ahead of the
+// prunes on every node (Ahead, in a goroutine of its own: a large backlog to archive,
+// when retention is first turned on, must not hold the prunes back; they archive what
+// is not archived yet themselves), until ctx is done.
 func (p *Pruner) Run(ctx context.Context) error {
+	if p.cfg.Archiver != nil {
+		done := make(chan struct{})
+		defer func() { <-done }()
+		go func() {
+			defer close(done)
+			p.runAhead(ctx)
+		}()
+	}
 	t := time.NewTicker(p.cfg.Interval)
 	defer t.Stop()
 	for {
@@ -99,12 +108,6 @@ func (p *Pruner) Run(ctx context.Context) error {
 		case <-ctx.Done():
 			return nil
 		case <-t.C:
-		}
-		if err := p.Ahead(ctx); err != nil && ctx.Err() == nil && err.Error() != p.lastAheadErr {
-			p.lastAheadErr = err.Error()
-			p.log.Warn("retention: archiving ahead of the prune failed; the prune archives what is left, retried at the next interval", "err", err)
-		} else if err == nil {
-			p.lastAheadErr = ""
 		}
 		if !p.cfg.Store.IsLeader() {
 			p.ready.Store(false)
@@ -181,6 +184,30 @@ func (p *Pruner) Once(ctx context.Context) (uint64, error) {
 		}
 		if !p.cfg.Store.IsLeader() {
 			return total, errors.New("retention: leadership lost during a prune in steps; the new leader resumes it")
+		}
+	}
+}
+
+// runAhead calls Ahead every Interval until ctx is done.
+func (p *Pruner) runAhead(ctx context.Context) {
+	t := time.NewTicker(p.cfg.Interval)
+	defer t.Stop()
+	var lastErr string
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		err := p.Ahead(ctx)
+		switch {
+		case err == nil:
+			lastErr = ""
+		case ctx.Err() != nil:
+			return
+		case err.Error() != lastErr: // logged once while it repeats
+			lastErr = err.Error()
+			p.log.Warn("retention: archiving ahead of the prune failed; the prune archives what is left, retried at the next interval", "err", err)
 		}
 	}
 }
