@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"net/netip"
 	"strings"
 	"sync"
@@ -14,6 +15,7 @@ import (
 	"connectrpc.com/connect"
 
 	"github.com/crossdock/crossdock/controlplane"
+	"github.com/crossdock/crossdock/controlplane/archive"
 	"github.com/crossdock/crossdock/controlplane/controlplanetest"
 	"github.com/crossdock/crossdock/controlplane/ledger"
 	"github.com/crossdock/crossdock/internal/cliconfig"
@@ -198,6 +200,47 @@ func TestRetentionOnCluster(t *testing.T) {
 	}
 	if last := l0.LastSeq(); uint64(len(held))+lw.GetEventsPruned() != last || last < uint64(sent.Load()) {
 		t.Fatalf("%d held + %d pruned != %d committed (%d sent)", len(held), lw.GetEventsPruned(), last, sent.Load())
+	}
+
+	// Every node's archive (written ahead of the prunes in the background, and by the
+	// prunes' Apply for what was not yet) holds each pruned event exactly once, under
+	// its original id: the manifests count no event twice and reading gives every seq
+	// the ledger no longer holds (and may give some it still holds: archived ahead of a
+	// prune that the change to 720h above cancelled).
+	for _, n := range c.Nodes {
+		ctx := context.Background()
+		lst, err := n.Archive().List(ctx, archive.Filter{})
+		if err != nil || len(lst.Damaged) != 0 {
+			t.Fatalf("node %s: list its archive: %v %v", n.Config.NodeID, err, lst.Damaged)
+		}
+		var stored uint64
+		for _, f := range lst.Files {
+			stored += f.Events
+		}
+		it, err := n.Archive().Events(ctx, archive.Filter{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		var read, gone uint64
+		for {
+			ev, err := it.Next()
+			if errors.Is(err, io.EOF) {
+				break
+			}
+			if err != nil {
+				t.Fatalf("node %s: read its archive: %v", n.Config.NodeID, err)
+			}
+			read++
+			if !held[ev.GetSeq()] {
+				gone++
+			}
+			if want := fmt.Sprintf("a1-%d", ev.GetAgentSeq()); ev.GetEvent().GetId() != want {
+				t.Fatalf("node %s archived seq %d with id %q, want %q", n.Config.NodeID, ev.GetSeq(), ev.GetEvent().GetId(), want)
+			}
+		}
+		if stored != read || gone != lw.GetEventsPruned() {
+			t.Fatalf("node %s: archive lists %d events, reads %d (%d of them pruned); %d were pruned", n.Config.NodeID, stored, read, gone, lw.GetEventsPruned())
+		}
 	}
 
 	// Reads below the mark: OutOfRange naming the earliest seq and time held.

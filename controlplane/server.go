@@ -148,6 +148,7 @@ type Server struct {
 	keys *seal.Keyring
 	// archive keeps the events this node prunes (Config.ArchiveDir).
 	archive *archive.Dir
+	ahead   ledger.AheadArchiver // the archive ArchiveAhead writes to (nil: the prune archives all)
 	// pruner proposes ledger retention while this node leads.
 	pruner   *retention.Pruner
 	nodeCert tls.Certificate
@@ -295,6 +296,9 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 	if cfg.Archiver != nil {
 		archiver = cfg.Archiver
 	}
+	// The pruner archives ahead of the prune into the same archive when it can say
+	// what it holds.
+	s.ahead, _ = archiver.(ledger.AheadArchiver)
 	scfg := store.Config{NodeID: cfg.NodeID, Dir: cfg.DataDir, StreamLayer: layer, Bootstrap: cfg.Bootstrap && !s.joined, Logger: logger, Archiver: archiver}
 	if ident == nil && !cfg.Moved {
 		// A data dir from a build before node.json: the replica's own record of this
@@ -569,7 +573,7 @@ func (s *Server) buildServers(cert tls.Certificate) error {
 	s.newAlerts(mux, opts, auth, webhooks)
 	s.delivery = delivery.New(delivery.Config{Store: s.store, Plans: &delivery.RoutingPlans{Source: s.store.Ledger(), Keys: s.keys}, AgentSink: &s.backend.Sinks, Logger: s.logger, AddressPolicy: webhooks, OnAttempt: s.onAttempt})
 	admin.Archive.Engine = s.delivery
-	s.pruner = retention.New(retention.Config{Store: s.store, Plans: &delivery.RoutingPlans{Source: s.store.Ledger(), Keys: s.keys}, Interval: s.cfg.PruneInterval, Logger: s.logger})
+	s.pruner = retention.New(retention.Config{Store: s.store, Plans: &delivery.RoutingPlans{Source: s.store.Ledger(), Keys: s.keys}, Interval: s.cfg.PruneInterval, Logger: s.logger, Archiver: s.ahead})
 	mux.Handle(deliveryv1connect.NewDeliveryServiceHandler(&api.Delivery{Backend: backend, Engine: s.delivery}, append(opts, connect.WithInterceptors(auth))...))
 	mux.Handle(adminv1connect.NewTimelineServiceHandler(&api.Timeline{Backend: backend, Engine: s.delivery}, append(opts, connect.WithInterceptors(auth))...))
 	mux.Handle(deliveryv1connect.NewPartnerServiceHandler(&api.Partner{Backend: backend, Engine: s.delivery,

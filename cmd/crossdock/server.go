@@ -55,6 +55,8 @@ cluster: it creates the cluster CA and an admin token, and writes both to
 			cfg.TuneStore = func(sc *store.Config) {
 				sc.LedgerCacheBytes = cacheBytes
 				sc.SnapshotThreshold, sc.SnapshotInterval, sc.TrailingLogs = raftTune.SnapshotThreshold, raftTune.SnapshotInterval, raftTune.TrailingLogs
+				sc.MaxAppendEntries = raftTune.MaxAppendEntries
+				sc.HeartbeatTimeout, sc.ElectionTimeout, sc.LeaderLeaseTimeout = raftTune.HeartbeatTimeout, raftTune.ElectionTimeout, raftTune.LeaderLeaseTimeout
 			}
 			if pprofListen != "" {
 				if _, err := servePprof(cmd.Context(), pprofListen, slog.Default()); err != nil {
@@ -115,5 +117,9 @@ cluster: it creates the cluster CA and an admin token, and writes both to
 	f.Uint64Var(&raftTune.SnapshotThreshold, "raft-snapshot-threshold", store.DefaultSnapshotThreshold, "raft log entries after which a snapshot of the whole ledger is taken")
 	f.DurationVar(&raftTune.SnapshotInterval, "raft-snapshot-interval", store.DefaultSnapshotInterval, "how often raft checks whether a snapshot is due")
 	f.Uint64Var(&raftTune.TrailingLogs, "raft-trailing-logs", store.DefaultTrailingLogs, "raft log entries kept after a snapshot, so a follower that was behind by up to this many catches up without a snapshot")
+	f.IntVar(&raftTune.MaxAppendEntries, "raft-max-append-entries", store.DefaultMaxAppendEntries, "raft log entries grouped into one disk write and one AppendEntries (1 to 1024); bounds raft-wal's write buffer")
+	f.DurationVar(&raftTune.HeartbeatTimeout, "raft-heartbeat-timeout", time.Second, "a follower without contact from the leader this long starts an election")
+	f.DurationVar(&raftTune.ElectionTimeout, "raft-election-timeout", time.Second, "a candidate without a result this long starts another election")
+	f.DurationVar(&raftTune.LeaderLeaseTimeout, "raft-leader-lease-timeout", 500*time.Millisecond, "a leader without contact from a quorum this long steps down (at most --raft-heartbeat-timeout)")
 	return cmd
 }

@@ -72,6 +72,10 @@ type Dir struct {
 	Logger *slog.Logger
 
 	mu sync.Mutex // serialises writers (read-modify-write of manifests)
+	// through is, per type, the highest seq archived: every event of the type up to it
+	// is in the archive (a type is archived in seq order, each call extending what is
+	// there). Loaded from the manifests on first use; nil until then.
+	through map[string]uint64
 }
 
 // OpenDir returns the archive kept in the local directory path, creating it.
@@ -124,6 +128,19 @@ func (d *Dir) Archive(ctx context.Context, events []*eventv1.CommittedEvent) err
 	}
 	d.mu.Lock()
 	defer d.mu.Unlock()
+	if err := d.loadThrough(ctx); err != nil {
+		return err
+	}
+	// Events at or below the type's mark are archived already (by ArchiveAhead, or a
+	// prune replayed): skip them, so every event is in the archive once.
+	for k, evs := range groups {
+		w := d.through[k.typ]
+		i := 0
+		for i < len(evs) && evs[i].GetSeq() <= w {
+			i++
+		}
+		groups[k] = evs[i:] // an empty group still checks (and rebuilds) its day's manifest
+	}
 	manifests := map[string]*Manifest{}
 	changed := map[string]bool{}
 	keys := slices.SortedFunc(maps.Keys(groups), func(a, b groupKey) int {
@@ -171,6 +188,53 @@ func (d *Dir) Archive(ctx context.Context, events []*eventv1.CommittedEvent) err
 			return fmt.Errorf("archive: write %s: %w", manifestName(dir), err)
 		}
 	}
+	// Only now (files and manifests fsynced) the marks move.
+	for k, evs := range groups {
+		if len(evs) > 0 {
+			d.through[k.typ] = max(d.through[k.typ], evs[len(evs)-1].GetSeq())
+		}
+	}
+	return nil
+}
+
+// ArchivedThrough returns the highest seq of type typ in the archive: every event of
+// the type up to it is archived (0 when none is). The ledger's ArchiveAhead starts
+// after it.
+func (d *Dir) ArchivedThrough(ctx context.Context, typ string) (uint64, error) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if err := d.loadThrough(ctx); err != nil {
+		return 0, err
+	}
+	return d.through[typ], nil
+}
+
+// loadThrough reads the marks from the manifests once. A damaged manifest counts for
+// nothing (its events are archived again, into new files, when they are pruned).
+func (d *Dir) loadThrough(ctx context.Context) error {
+	if d.through != nil {
+		return nil
+	}
+	days, err := d.days(ctx)
+	if err != nil {
+		return fmt.Errorf("archive: list the days to find what is archived: %w", err)
+	}
+	through := map[string]uint64{}
+	for _, dir := range days {
+		m, err := d.readManifest(ctx, dir)
+		var de *DamagedError
+		if errors.As(err, &de) {
+			d.warn("archive: a damaged manifest does not count as archived", "manifest", de.Name, "reason", de.Reason)
+			continue
+		}
+		if err != nil {
+			return err
+		}
+		for _, f := range m.Files {
+			through[f.Type] = max(through[f.Type], f.LastSeq)
+		}
+	}
+	d.through = through
 	return nil
 }
 

@@ -28,11 +28,13 @@ import (
 // records what is gone, for reads below it (ErrPruned).
 
 var (
-	keyLowWater      = []byte("m/low") // LowWater
-	prefixCompacted  = []byte("lc/")   // + u16BE(len) type + keys -> CommittedEvent
+	keyLowWater      = []byte("m/low")    // LowWater
+	keyKeySweep      = []byte("m/ksweep") // the next k/ record the prune's key index sweep looks at
+	sweepMaxKeys     = 50_000             // k/ records one prune's sweep looks at (a variable for tests)
+	prefixCompacted  = []byte("lc/")      // + u16BE(len) type + keys -> CommittedEvent
 	errPruneRefused  = errors.New("ledger: prune refused")
-	pruneMaxEvents   = 50_000   // events one PRUNE_LEDGER removes at most (a variable for tests)
-	pruneMaxArchived = 32 << 20 // bytes of events one PRUNE_LEDGER hands the Archiver at most
+	pruneMaxEvents   = 10_000  // events one PRUNE_LEDGER removes at most (a variable for tests)
+	pruneMaxArchived = 4 << 20 // bytes of events one PRUNE_LEDGER hands the Archiver at most
 )
 
 // Archiver stores events about to be pruned. The ledger calls it on every node inside
@@ -489,6 +491,18 @@ func applyPruneLedger(tx *applyTxn, cmd *storev1.Command) (any, error) {
 	if !res.More && dedup > prev.GetDedupSeq() {
 		lw.DedupSeq, lw.DedupAt = dedup, m.GetDedupAt()
 	}
+	// The last step of a prune sweeps part of the key index (same cursor and mark on
+	// every node, so the same records go; steps end like one command).
+	swept := 0
+	if resume == 0 && !res.More && lw.Seq > 1 {
+		below, err := chunkStart(tx.txn, lw.Seq)
+		if err != nil {
+			return nil, err
+		}
+		if swept, err = sweepKeyIndex(tx, below); err != nil {
+			return nil, err
+		}
+	}
 	if held, ok, err := firstHeld(tx.txn, lw.Seq); err != nil {
 		return nil, err
 	} else if ok {
@@ -503,9 +517,57 @@ func applyPruneLedger(tx *applyTxn, cmd *storev1.Command) (any, error) {
 	tx.post.low, tx.post.dropRuns = lw, dropRuns
 	res.EventsPruned, res.RunsPruned = uint64(len(archived)), uint64(dropRuns)
 	if len(archived) > 0 || dropRuns > 0 {
-		tx.logger.Info("ledger: pruned", "events", len(archived), "id_runs", dropRuns, "low_water", lw.GetSeq(), "more", res.GetMore())
+		tx.logger.Info("ledger: pruned", "events", len(archived), "id_runs", dropRuns, "key_records", swept, "low_water", lw.GetSeq(), "more", res.GetMore())
 	}
 	return res, nil
+}
+
+// sweepKeyIndex deletes the key index records (k/) whose last chunk is below below (the
+// first chunk that may hold an event at or after the low-water: every chunk a record
+// lists is at or before its last, so all of them are gone), looking at up to
+// sweepMaxKeys records from the cursor m/ksweep in key order and leaving the cursor
+// after them (from the start again after the last record). Records are keyed by name,
+// value and last chunk, not by age, hence a sweep in turns. It returns the records
+// deleted.
+func sweepKeyIndex(tx *applyTxn, below uint64) (int, error) {
+	start, _, err := getValue(tx.txn, keyKeySweep)
+	if err != nil {
+		return 0, err
+	}
+	if len(start) == 0 {
+		start = prefixKey
+	}
+	opts := badger.DefaultIteratorOptions
+	opts.Prefix, opts.PrefetchValues = prefixKey, false
+	it := tx.txn.NewIterator(opts)
+	var (
+		dels    [][]byte
+		next    []byte // nil: the sweep reached the end and starts over
+		scanned int
+	)
+	for it.Seek(start); it.ValidForPrefix(prefixKey); it.Next() {
+		k := it.Item().Key()
+		if scanned == sweepMaxKeys || (seqSuffix(k) < below && !tx.fits(2, len(k)+len(keyKeySweep)+len(k))) {
+			next = it.Item().KeyCopy(nil)
+			break
+		}
+		scanned++
+		if len(k) >= len(prefixKey)+2+4+8 && seqSuffix(k) < below {
+			tx.charge(1, len(k))
+			dels = append(dels, it.Item().KeyCopy(nil))
+		}
+	}
+	it.Close()
+	for _, k := range dels {
+		if err := tx.del(k); err != nil {
+			return 0, err
+		}
+	}
+	if next == nil {
+		tx.charge(1, len(keyKeySweep))
+		return len(dels), tx.del(keyKeySweep)
+	}
+	return len(dels), tx.set(keyKeySweep, next)
 }
 
 // del deletes k, charged by the caller.
@@ -724,4 +786,92 @@ func (l *Ledger) TypesLowWater(types []string) (uint64, time.Time, error) {
 		at = lw.GetAt().AsTime()
 	}
 	return max(cut, 1), at, nil
+}
+
+// AheadArchiver is an Archiver that knows what it holds: ArchivedThrough(typ) is the
+// highest seq of typ archived, every event of typ up to it being in the archive, and
+// Archive skips events at or below it. ArchiveAhead needs it.
+type AheadArchiver interface {
+	Archiver
+	ArchivedThrough(ctx context.Context, typ string) (uint64, error)
+}
+
+// ArchiveAhead hands a the events still in the log that are below the cutoffs of m (per
+// type, else the default) and above what a holds of their type, in seq order, at most
+// about maxEvents of them (whole chunks); more says there are others. Every node runs
+// it in the background before the leader's prune reaches those events, so the Apply of
+// PRUNE_LEDGER finds them archived and only deletes (Archive skips what it holds). It
+// reads committed data only and writes nothing to the ledger: what a prune removes is
+// decided by the PRUNE_LEDGER command alone, whatever this archived.
+func (l *Ledger) ArchiveAhead(ctx context.Context, a AheadArchiver, m *storev1.PruneLedger, maxEvents int) (archived int, more bool, err error) {
+	low, err := l.Retention()
+	if err != nil {
+		return 0, false, err
+	}
+	cutOf := map[string]uint64{}
+	for _, c := range m.GetTypes() {
+		cutOf[c.GetType()] = c.GetBelow()
+	}
+	type span struct{ lo, hi uint64 }
+	spans := map[string]span{}
+	var evs []*eventv1.CommittedEvent
+	err = l.view(func(txn *badger.Txn) error {
+		types, err := indexedTypes(txn)
+		if err != nil {
+			return err
+		}
+		cand := map[uint64]bool{}
+		for _, t := range types {
+			hi, ok := cutOf[t]
+			if !ok {
+				hi = m.GetDefaultBelow()
+			}
+			w, err := a.ArchivedThrough(ctx, t)
+			if err != nil {
+				return err
+			}
+			lo := max(w+1, typeCut(low, t), 1)
+			if hi <= lo {
+				continue
+			}
+			spans[t] = span{lo, hi}
+			if err := typeChunks(txn, t, lo, hi, func(first uint64) { cand[first] = true }); err != nil {
+				return err
+			}
+		}
+		for _, first := range slices.Sorted(maps.Keys(cand)) {
+			if err := ctx.Err(); err != nil {
+				return err
+			}
+			if len(evs) >= maxEvents {
+				more = true
+				return nil
+			}
+			v, ok, err := getValue(txn, logKey(first))
+			if err != nil {
+				return fmt.Errorf("ledger: archive ahead: read log chunk %d: %w", first, err)
+			}
+			if !ok {
+				continue // pruned since the index was read
+			}
+			c, err := decodeChunk(logKey(first), v)
+			if err != nil {
+				return err
+			}
+			for i, ae := range c.GetEvents() {
+				sp, ok := spans[ae.GetEvent().GetType()]
+				if s := chunkSeq(c, i); ok && s >= sp.lo && s < sp.hi {
+					evs = append(evs, committed(c, i))
+				}
+			}
+		}
+		return nil
+	})
+	if err != nil || len(evs) == 0 {
+		return 0, more, err
+	}
+	if err := a.Archive(ctx, evs); err != nil {
+		return 0, false, fmt.Errorf("ledger: archive %d events ahead of their prune (seqs %d to %d): %w", len(evs), evs[0].GetSeq(), evs[len(evs)-1].GetSeq(), err)
+	}
+	return len(evs), more, nil
 }

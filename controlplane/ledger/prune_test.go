@@ -5,15 +5,18 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/dgraph-io/badger/v4"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
+	"github.com/crossdock/crossdock/controlplane/archive"
 	"github.com/crossdock/crossdock/internal/testkit/testutil"
 	eventv1 "github.com/crossdock/crossdock/proto/gen/crossdock/event/v1"
 	storev1 "github.com/crossdock/crossdock/proto/gen/crossdock/store/v1"
@@ -331,7 +334,10 @@ func TestPruneInSteps(t *testing.T) {
 	if n := k.prune(cut, l1); n < 10 {
 		t.Fatalf("a prune of about 27,000 events by 2,000 took %d commands", n)
 	}
-	// The same prune in one command, applied at the index the last step had.
+	// The same prune in one command (the step limit raised for it), applied at the
+	// index the last step had.
+	defer func(v int) { pruneMaxEvents = v }(pruneMaxEvents)
+	pruneMaxEvents = 50_000
 	one := &storev1.PruneLedger{Types: cut.Types, DefaultBelow: cut.DefaultBelow, Compact: cut.Compact, DedupBelow: cut.DedupBelow, ComputedAt: cut.ComputedAt}
 	idx := uint64(len(k.lg.cmds))
 	res, err := l2.Apply(idx, at(idx), pruneCmd(t, one))
@@ -460,7 +466,7 @@ func TestPruneRefusesUnsortedTypes(t *testing.T) {
 // archiver goes in steps (here with the limit lowered to 256 KiB) and ends in the same
 // state as one command.
 func TestPruneByteBudgetSteps(t *testing.T) {
-	defer func(v int) { pruneMaxArchived = v }(pruneMaxArchived)
+	defer func(v, e int) { pruneMaxArchived, pruneMaxEvents = v, e }(pruneMaxArchived, pruneMaxEvents)
 	l1, l2 := newLedger(t, false), newLedger(t, false)
 	k := newKeyLog(t)
 	k.add(flushSeqs+300, 500, skuKeys(40), l1, l2)
@@ -469,7 +475,7 @@ func TestPruneByteBudgetSteps(t *testing.T) {
 	if n := k.prune(m, l1); n < 5 {
 		t.Fatalf("a prune of 15,000 events under a 256 KiB limit took %d commands", n)
 	}
-	pruneMaxArchived = 32 << 20
+	pruneMaxArchived, pruneMaxEvents = 32<<20, 50_000
 	idx := uint64(len(k.lg.cmds))
 	if res, err := l2.Apply(idx, at(idx), pruneCmd(t, m)); err != nil || res.(*storev1.PruneResult).GetMore() {
 		t.Fatalf("one command: %v %v", res, err)
@@ -525,4 +531,163 @@ func TestDedupCutoffAfterPrune(t *testing.T) {
 	}
 	defer l2.Close()
 	check(l2)
+}
+
+// countingStore counts the objects written to a real archive directory (to show the
+// prune's Apply writes nothing once ArchiveAhead ran).
+type countingStore struct {
+	archive.DirStore
+	puts atomic.Int64
+}
+
+func (s *countingStore) Put(ctx context.Context, name string, r io.Reader) error {
+	s.puts.Add(1)
+	return s.DirStore.Put(ctx, name, r)
+}
+
+// TestArchiveAheadThenPrune: ArchiveAhead (in batches) archives exactly the events the
+// prune will remove, without changing the ledger; the prune's Apply then finds them
+// archived and writes nothing to the archive; every pruned event is in it once.
+func TestArchiveAheadThenPrune(t *testing.T) {
+	st := &countingStore{DirStore: archive.DirStore{Root: t.TempDir()}}
+	arc := archive.New(st)
+	l, err := Open(Options{InMemory: true, Archiver: arc})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	k := newKeyLog(t)
+	k.add(flushSeqs+300, 500, skuKeys(40), l)
+	m := &storev1.PruneLedger{Types: []*storev1.PruneCutoff{{Type: "order.created", Below: 100}}, DefaultBelow: 1000}
+	var want []uint64
+	for s := uint64(1); s < 1000; s++ {
+		if !k.held(s, 100, 1000) {
+			want = append(want, s)
+		}
+	}
+	before := mustHash(t, l)
+	ctx := context.Background()
+	total, batches := 0, 0
+	for {
+		n, more, err := l.ArchiveAhead(ctx, arc, m, 300)
+		if err != nil {
+			t.Fatal(err)
+		}
+		total, batches = total+n, batches+1
+		if !more {
+			break
+		}
+	}
+	if total != len(want) || batches < 2 {
+		t.Fatalf("ArchiveAhead archived %d events in %d batches, want %d in several", total, batches, len(want))
+	}
+	if mustHash(t, l) != before {
+		t.Fatal("ArchiveAhead changed the ledger")
+	}
+	if n, _, err := l.ArchiveAhead(ctx, arc, m, 300); err != nil || n != 0 {
+		t.Fatalf("ArchiveAhead again: %d events, %v; want none", n, err)
+	}
+	puts := st.puts.Load()
+	k.prune(m, l)
+	if got := st.puts.Load(); got != puts {
+		t.Fatalf("the prune's Apply wrote %d archive objects after ArchiveAhead, want none", got-puts)
+	}
+	if low, _ := l.LowWater(); low != 100 {
+		t.Fatalf("LowWater %d, want 100", low)
+	}
+	it, err := arc.Events(ctx, archive.Filter{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got []uint64
+	for {
+		ev, err := it.Next()
+		if errors.Is(err, io.EOF) {
+			break
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		got = append(got, ev.GetSeq())
+	}
+	lst, err := arc.List(ctx, archive.Filter{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var stored uint64
+	for _, f := range lst.Files {
+		stored += f.Events
+	}
+	if !slices.Equal(got, want) || stored != uint64(len(want)) {
+		t.Fatalf("archive holds %d events (%d stored) %v..., want %d %v...", len(got), stored, head(got), len(want), head(want))
+	}
+}
+
+// keyRecordsBelow counts the key index records (k/) and those whose last chunk is below
+// below.
+func keyRecordsBelow(t *testing.T, l *Ledger, below uint64) (all, stale int) {
+	t.Helper()
+	if err := l.view(func(txn *badger.Txn) error {
+		opts := badger.DefaultIteratorOptions
+		opts.Prefix, opts.PrefetchValues = prefixKey, false
+		it := txn.NewIterator(opts)
+		defer it.Close()
+		for it.Rewind(); it.Valid(); it.Next() {
+			all++
+			if seqSuffix(it.Item().Key()) < below {
+				stale++
+			}
+		}
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	return all, stale
+}
+
+// TestPruneDeletesKeyRecords: the key index records of pruned chunks are deleted by the
+// prune (in turns of sweepMaxKeys records, resumed by the next prune), the same on two
+// ledgers, and reads by key still return exactly the events held.
+func TestPruneDeletesKeyRecords(t *testing.T) {
+	defer func(v int) { sweepMaxKeys = v }(sweepMaxKeys)
+	sweepMaxKeys = 20
+	l1, l2 := newLedger(t, false), newLedger(t, false)
+	k := newKeyLog(t)
+	k.add(3*flushSeqs+300, 500, skuKeys(40), l1, l2)
+	cut := uint64(2*flushSeqs + 5)
+	all0, stale0 := keyRecordsBelow(t, l1, cut)
+	if stale0 < 2*sweepMaxKeys {
+		t.Fatalf("only %d of %d key records below seq %d: the test needs more", stale0, all0, cut)
+	}
+	k.prune(&storev1.PruneLedger{DefaultBelow: cut}, l1, l2)
+	if _, stale := keyRecordsBelow(t, l1, cut); stale == 0 || stale == stale0 {
+		t.Fatalf("after one prune %d stale key records of %d: want some deleted, at most %d per prune", stale, stale0, sweepMaxKeys)
+	}
+	var below uint64
+	for range 2*stale0/sweepMaxKeys + 2 { // later prunes resume the sweep
+		k.prune(&storev1.PruneLedger{DefaultBelow: cut}, l1, l2)
+		if err := l1.view(func(txn *badger.Txn) (err error) { below, err = chunkStart(txn, cut); return err }); err != nil {
+			t.Fatal(err)
+		}
+	}
+	all, stale := keyRecordsBelow(t, l1, below)
+	if stale != 0 || all >= all0 {
+		t.Fatalf("key records: %d, %d below the first chunk held (%d); before the prune %d", all, stale, below, all0)
+	}
+	if mustHash(t, l1) != mustHash(t, l2) {
+		t.Fatal("two ledgers swept their key index differently")
+	}
+	evs, _, err := l1.ListEvents(Filter{Keys: map[string]string{"sku": "SKU-3"}}, 0, 100000)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := 0
+	for s := cut; s <= k.seq; s++ {
+		if k.keys[s]["sku"] == "SKU-3" {
+			want++
+		}
+	}
+	if len(evs) != want || len(evs) == 0 || evs[0].GetSeq() < cut {
+		t.Fatalf("sku=SKU-3 after the sweep: %d events, want %d from seq %d", len(evs), want, cut)
+	}
 }

@@ -53,7 +53,15 @@ type Config struct {
 	Logger   *slog.Logger
 	// Now is the leader's clock (time.Now when nil).
 	Now func() time.Time
+	// Archiver, when set, is this node's archive: every interval, on every node, the
+	// events the next prune will remove (the cutoffs computed Interval ahead) are
+	// archived in the background (ledger.ArchiveAhead), so the prune's Apply finds them
+	// archived and only deletes.
+	Archiver ledger.AheadArchiver
 }
+
+// aheadBatch is the events one ArchiveAhead call hands the archive at most.
+const aheadBatch = 20_000
 
 // Pruner proposes prunes while this node leads. Run it on every node.
 type Pruner struct {
@@ -80,8 +88,19 @@ func New(cfg Config) *Pruner {
 	return &Pruner{cfg: cfg, log: cfg.Logger}
 }
 
-// Run prunes every Interval while this node is the leader, until ctx is done.
+// Run prunes every Interval while this node is the leader, and archives ahead of the
+// prunes on every node (Ahead, in a goroutine of its own: a large backlog to archive,
+// when retention is first turned on, must not hold the prunes back; they archive what
+// is not archived yet themselves), until ctx is done.
 func (p *Pruner) Run(ctx context.Context) error {
+	if p.cfg.Archiver != nil {
+		done := make(chan struct{})
+		defer func() { <-done }()
+		go func() {
+			defer close(done)
+			p.runAhead(ctx)
+		}()
+	}
 	t := time.NewTicker(p.cfg.Interval)
 	defer t.Stop()
 	for {
@@ -165,6 +184,66 @@ func (p *Pruner) Once(ctx context.Context) (uint64, error) {
 		}
 		if !p.cfg.Store.IsLeader() {
 			return total, errors.New("retention: leadership lost during a prune in steps; the new leader resumes it")
+		}
+	}
+}
+
+// runAhead calls Ahead every Interval until ctx is done.
+func (p *Pruner) runAhead(ctx context.Context) {
+	t := time.NewTicker(p.cfg.Interval)
+	defer t.Stop()
+	var lastErr string
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		err := p.Ahead(ctx)
+		switch {
+		case err == nil:
+			lastErr = ""
+		case ctx.Err() != nil:
+			return
+		case err.Error() != lastErr: // logged once while it repeats
+			lastErr = err.Error()
+			p.log.Warn("retention: archiving ahead of the prune failed; the prune archives what is left, retried at the next interval", "err", err)
+		}
+	}
+}
+
+// Ahead archives, on this node, the events the prune will remove within the next
+// Interval: those below the cutoffs computed at now + Interval (held back like the
+// prune's). Pruning stays correct without it (the prune's Apply archives whatever is
+// not archived yet); it moves the archive's writes and fsyncs out of Apply, where they
+// stalled every commit behind them. Nothing when Config.Archiver is nil.
+func (p *Pruner) Ahead(ctx context.Context) error {
+	if p.cfg.Archiver == nil {
+		return nil
+	}
+	l := p.cfg.Store.Ledger()
+	ret, err := Load(l)
+	if err != nil {
+		return err
+	}
+	hold, _, err := p.hold(l)
+	if err != nil {
+		return err
+	}
+	m, err := Compute(l, ret, hold, p.cfg.Now().Add(p.cfg.Interval))
+	if err != nil {
+		return err
+	}
+	for {
+		n, more, err := l.ArchiveAhead(ctx, p.cfg.Archiver, m, aheadBatch)
+		if err != nil {
+			return fmt.Errorf("retention: %w", err)
+		}
+		if n > 0 {
+			p.log.Debug("retention: archived ahead of the prune", "events", n, "more", more)
+		}
+		if !more {
+			return nil
 		}
 	}
 }

@@ -1,12 +1,15 @@
 package retention_test
 
 import (
+	"context"
+	"errors"
 	"fmt"
 	"testing"
 	"time"
 
 	"google.golang.org/protobuf/proto"
 
+	"github.com/crossdock/crossdock/controlplane/archive"
 	"github.com/crossdock/crossdock/controlplane/ledger"
 	"github.com/crossdock/crossdock/controlplane/retention"
 	"github.com/crossdock/crossdock/controlplane/routing"
@@ -54,5 +57,67 @@ func TestCompute(t *testing.T) {
 			m.GetTypes()[0].GetType() != "inventory.level" || !m.GetDedupAt().AsTime().Equal(now.Add(-24*time.Hour)) || !m.GetComputedAt().AsTime().Equal(now) {
 			t.Fatalf("hold %d: %v; want default %d, inventory.level %d, order %d, dedup %d", tc.hold, m, tc.def, tc.inv, tc.order, tc.dd)
 		}
+	}
+}
+
+// ledgerOnly gives the Pruner a real ledger; Ahead uses nothing else of the node (it
+// neither leads nor proposes), so the raft methods are never called.
+type ledgerOnly struct{ l *ledger.Ledger }
+
+func (s ledgerOnly) Ledger() *ledger.Ledger                      { return s.l }
+func (s ledgerOnly) IsLeader() bool                              { return false }
+func (s ledgerOnly) WaitForLeadership(ctx context.Context) error { return errors.New("not a node") }
+func (s ledgerOnly) Propose(context.Context, storev1.CommandType, proto.Message) (any, error) {
+	return nil, errors.New("not a node")
+}
+
+// TestAhead: every node archives, in the background, the events the prune will remove
+// one interval from now (here the inventory levels committed before t0+5s, 7 days ago
+// one interval ahead; the default retention keeps them 7 days and orders 2 years), into
+// its archive, without changing the ledger; a second run archives nothing more.
+func TestAhead(t *testing.T) {
+	l, err := ledger.Open(ledger.Options{InMemory: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	t0 := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	seq := uint64(0)
+	for i, typ := range []string{"inventory.level", "order", "inventory.level"} { // commits at t0, +10s, +20s
+		b := &storev1.IngestBatch{AgentId: "a1"}
+		for j := 0; j < 3; j++ {
+			seq++
+			b.Events = append(b.Events, &storev1.AgentEvent{AgentSeq: seq, Event: &eventv1.Event{Id: fmt.Sprint("e", seq), Type: typ}})
+		}
+		p, _ := proto.Marshal(b)
+		if _, err := l.Apply(uint64(i+1), t0.Add(time.Duration(i)*10*time.Second), &storev1.Command{Type: storev1.CommandType_COMMAND_TYPE_INGEST_BATCH, Payload: p}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	arc, err := archive.OpenDir(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	before, _ := l.Hash()
+	p := retention.New(retention.Config{Store: ledgerOnly{l}, Archiver: arc, Interval: 10 * time.Second,
+		Now: func() time.Time { return t0.Add(168*time.Hour + 5*time.Second - 10*time.Second) }})
+	ctx := context.Background()
+	for range 2 {
+		if err := p.Ahead(ctx); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if w, _ := arc.ArchivedThrough(ctx, "inventory.level"); w != 3 {
+		t.Fatalf("inventory.level archived through seq %d, want 3 (the levels of t0, below the cutoff one interval ahead)", w)
+	}
+	if w, _ := arc.ArchivedThrough(ctx, "order"); w != 0 {
+		t.Fatalf("order archived through seq %d, want none (kept 2 years)", w)
+	}
+	lst, err := arc.List(ctx, archive.Filter{})
+	if err != nil || len(lst.Files) != 1 || lst.Files[0].Events != 3 {
+		t.Fatalf("archive files %+v (%v), want one of 3 events", lst, err)
+	}
+	if after, _ := l.Hash(); after != before {
+		t.Fatal("Ahead changed the ledger")
 	}
 }

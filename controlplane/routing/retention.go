@@ -31,10 +31,10 @@ type RetentionSpec struct {
 	// Default is the rule of the types no rule of Types lists.
 	Default *RetentionRule `json:"default,omitempty"`
 	// Types are rules for listed types; a type is in at most one.
-	Types []RetentionTypes `json:"types,omitempty"`
+	Types []RetentionTypes `json:"types"` // no omitempty: `types: []` (every type by default) must survive storage
 	// Compact lists types whose newest pruned event per (type, keys) survives pruning
 	// (the base views start from).
-	Compact []string `json:"compact,omitempty"`
+	Compact []string `json:"compact"` // likewise `compact: []`
 	// DedupWindow is how long after its commit a re-sent event id is still recognised
 	// as a duplicate; at least MinDedupWindow.
 	DedupWindow *Duration `json:"dedupWindow,omitempty"`
@@ -135,7 +135,7 @@ func validateRetention(p *problems, d *Document) {
 			p.add(path+".keep", "must be more than 0, got %s", k.Duration)
 		}
 		if maxBytes != "" {
-			p.add(path+".maxBytes", "is not enforced by this build; remove it and keep by time")
+			p.add(path+".maxBytes", "is not enforced by this build (retention is by time only: a size cap is not computed from committed data yet); remove it and set keep from the event rate (see \"Retention\" in docs/operations.md)")
 		}
 	}
 	if s.Default != nil {

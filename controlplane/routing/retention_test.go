@@ -73,3 +73,35 @@ spec:
 		t.Errorf("a Retention not named default: %v", err)
 	}
 }
+
+// TestRetentionEmptyListsSurviveStorage: `types: []` and `compact: []` replace the
+// default rules (every type kept by default, nothing compacted), also after the document
+// is stored (canonical form) and read back; absent, the defaults stay.
+func TestRetentionEmptyListsSurviveStorage(t *testing.T) {
+	for _, tc := range []struct {
+		spec          string
+		levels        time.Duration
+		compactLevels bool
+	}{
+		{"  default: {keep: 5m}\n  types: []\n  compact: []\n", 5 * time.Minute, false},
+		{"  default: {keep: 5m}\n", 168 * time.Hour, true},
+	} {
+		d, err := ParseOne([]byte("apiVersion: crossdock.io/v1\nkind: Retention\nmetadata: {name: default}\nspec:\n" + tc.spec))
+		if err != nil {
+			t.Fatal(err)
+		}
+		c, err := d.Canonical()
+		if err != nil {
+			t.Fatal(err)
+		}
+		stored, err := ParseOne(c)
+		if err != nil {
+			t.Fatalf("canonical form %s does not parse: %v", c, err)
+		}
+		for _, r := range []Retention{EffectiveRetention(d.Retention), EffectiveRetention(stored.Retention)} {
+			if r.Keep("inventory.level") != tc.levels || strings.Contains(strings.Join(r.Compact, ","), "inventory.level") != tc.compactLevels {
+				t.Fatalf("spec %q (stored as %s): levels kept %s, compact %v; want %s, compacted %v", tc.spec, c, r.Keep("inventory.level"), r.Compact, tc.levels, tc.compactLevels)
+			}
+		}
+	}
+}

@@ -76,6 +76,11 @@ type Config struct {
 	// TrailingLogs is how many entries stay in the log after a snapshot
 	// (DefaultTrailingLogs when 0).
 	TrailingLogs uint64
+	// MaxAppendEntries is the most entries raft groups into one disk write (group
+	// commit) and one AppendEntries (DefaultMaxAppendEntries when 0). raft-wal's write
+	// buffer grows to the largest group, rounded up to a power of two, so this bounds
+	// it: at most MaxAppendEntries × the entry size (batches of up to 4 MiB).
+	MaxAppendEntries int
 	// LedgerCacheBytes is the ledger's Badger cache budget (ledger.Options.CacheBytes;
 	// ledger.DefaultCacheBytes when 0).
 	LedgerCacheBytes int64
@@ -182,8 +187,13 @@ func Open(cfg Config) (*Store, error) {
 		rc.TrailingLogs = cfg.TrailingLogs
 	}
 	// Group commit: raft gathers concurrent Apply calls into one disk write and one
-	// AppendEntries; allow large groups since each entry is already a batch.
-	rc.MaxAppendEntries = 256
+	// AppendEntries. Each entry is already a batch, so a group of 64 is tens of
+	// thousands of events; larger groups only grew raft-wal's write buffer (it held
+	// 10–110 MiB of the heap with 256).
+	rc.MaxAppendEntries = DefaultMaxAppendEntries
+	if cfg.MaxAppendEntries > 0 {
+		rc.MaxAppendEntries = cfg.MaxAppendEntries
+	}
 
 	f := &fsm{ledger: s.ledger, logger: logger}
 	if err := s.recoverFromPeersJSON(rc, f); err != nil {
@@ -261,6 +271,8 @@ const (
 	DefaultSnapshotThreshold = 16384
 	DefaultSnapshotInterval  = 2 * time.Minute
 	DefaultTrailingLogs      = 16384
+	// DefaultMaxAppendEntries is Config.MaxAppendEntries' default (raft's own).
+	DefaultMaxAppendEntries = 64
 )
 
 // logCacheEntries is how many of the newest raft entries are kept in memory.
