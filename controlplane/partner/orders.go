@@ -17,6 +17,7 @@ import (
 	"github.com/crossdock/crossdock/controlplane/ledger"
 	"github.com/crossdock/crossdock/controlplane/orders"
 	"github.com/crossdock/crossdock/internal/canonical"
+	"github.com/crossdock/crossdock/internal/tracing"
 	eventv1 "github.com/crossdock/crossdock/proto/gen/crossdock/event/v1"
 	partnerv1 "github.com/crossdock/crossdock/proto/gen/crossdock/partner/v1"
 	storev1 "github.com/crossdock/crossdock/proto/gen/crossdock/store/v1"
@@ -80,6 +81,7 @@ func (s *Server) SubmitOrder(ctx context.Context, req *connect.Request[partnerv1
 		if len(v) == 0 {
 			ev = orderEvent(c.partner.Name, req.Msg)
 			ev.OccurredAt = timestamppb.New(s.now()) // when it was submitted (not part of its identity)
+			ev.Trace = tracing.Carry(ctx)            // the partner API call's span (nil when tracing is off)
 			canonicalViolations(&v, canonical.Validate(ev))
 		}
 	}
