@@ -5,6 +5,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"fmt"
+	"io"
 	"os"
 	"strings"
 	"time"
@@ -480,18 +481,23 @@ order id (ord_...) or the purchase order number.`,
 			if len(res.Msg.GetSteps()) == 0 {
 				return fmt.Errorf("edi chain: no X12 set of order %q is known to the control plane (check the id, or that the EDI connector runs)", args[0])
 			}
-			ts := func(t interface{ AsTime() time.Time }, ok bool) string {
-				if !ok {
-					return "-"
-				}
-				return t.AsTime().UTC().Format(time.RFC3339)
-			}
-			tw := newTable(cmd.OutOrStdout(), "SET", "DIR", "PARTNER", "ISA13", "GS06", "PO", "STATE", "AT", "ACK AT", "ACK DUE")
-			for _, s := range res.Msg.GetSteps() {
-				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", s.GetSet(), s.GetDirection(), s.GetPartner(), s.GetInterchange(), s.GetGroupControl(),
-					dash(s.GetPurchaseOrderNumber()), dash(s.GetState()), ts(s.GetAt(), s.GetAt() != nil), ts(s.GetAckAt(), s.GetAckAt() != nil), ts(s.GetAckDue(), s.GetAckDue() != nil))
-			}
-			return tw.Flush()
+			return printEDIChain(cmd.OutOrStdout(), "", res.Msg.GetSteps())
 		},
 	}
+}
+
+// printEDIChain prints an order's X12 chain as a table, each line after indent.
+func printEDIChain(w io.Writer, indent string, steps []*adminv1.EDIChainStep) error {
+	ts := func(t interface{ AsTime() time.Time }, ok bool) string {
+		if !ok {
+			return "-"
+		}
+		return t.AsTime().UTC().Format(time.RFC3339)
+	}
+	tw := newTable(w, indent+"SET", "DIR", "PARTNER", "ISA13", "GS06", "PO", "STATE", "AT", "ACK AT", "ACK DUE")
+	for _, s := range steps {
+		fmt.Fprintf(tw, "%s%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", indent, s.GetSet(), s.GetDirection(), s.GetPartner(), s.GetInterchange(), s.GetGroupControl(),
+			dash(s.GetPurchaseOrderNumber()), dash(s.GetState()), ts(s.GetAt(), s.GetAt() != nil), ts(s.GetAckAt(), s.GetAckAt() != nil), ts(s.GetAckDue(), s.GetAckDue() != nil))
+	}
+	return tw.Flush()
 }

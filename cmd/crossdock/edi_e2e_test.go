@@ -254,6 +254,27 @@ spec:
 	if n != 1 {
 		t.Fatalf("the order is %d times in the ledger", n)
 	}
+
+	// The control plane's view of the same: the connector publishes edi.interchange
+	// events, every node folds them. `edi ls` without --state-dir asks it, `edi chain`
+	// and `orders describe` show the order's 850 → 997 → 855 → 856 with their states.
+	var central string
+	controlplanetest.WaitFor(t, 30*time.Second, "the 850, our 997 and the 855 and 856 in the control plane's EDI view", func() bool {
+		central, err = run(t, "edi", "chain", "4500098765", "--config", c.config)
+		return err == nil && strings.Contains(central, "850") && strings.Contains(central, "997") &&
+			strings.Contains(central, "855") && strings.Contains(central, "856")
+	})
+	if !strings.Contains(central, "pending") || !strings.Contains(central, "bigbox") {
+		t.Fatalf("edi chain: the 855 and 856 should be pending their 997:\n%s", central)
+	}
+	if ls, err := run(t, "edi", "ls", "--partner", "bigbox", "--direction", "out", "--config", c.config); err != nil ||
+		!strings.Contains(ls, "855 0001 PO 4500098765") || strings.Contains(ls, "850 ") {
+		t.Fatalf("edi ls --direction out from the control plane: %v\n%s", err, ls)
+	}
+	if d, err := run(t, "orders", "describe", canonical.OrderID("bigbox", "4500098765"), "--config", c.config); err != nil ||
+		!strings.Contains(d, "EDI:") || !strings.Contains(d, "855") {
+		t.Fatalf("orders describe shows the EDI chain: %v\n%s", err, d)
+	}
 }
 
 // TestEDIParseValidate: `edi parse` prints envelopes, verdicts and segments as JSON;

@@ -99,7 +99,18 @@ func newOrdersCmd() *cobra.Command {
 				}
 				fmt.Fprintf(tw, "  %s\t%s\t%s\t%s\t%s\n", e.GetStep(), dash(e.GetStatus()), fmtTime(e.GetAt()), seq, e.GetDetail())
 			}
-			return tw.Flush()
+			if err := tw.Flush(); err != nil {
+				return err
+			}
+			// An order that came or goes by EDI: its X12 chain with acknowledgement states.
+			if ec, err := ediClient(); err == nil {
+				chain, err := ec.GetOrderEDI(cmd.Context(), connect.NewRequest(&adminv1.GetOrderEDIRequest{Order: o.GetOrderId()}))
+				if err == nil && len(chain.Msg.GetSteps()) > 0 {
+					fmt.Fprintln(w, "\nEDI:")
+					return printEDIChain(w, "  ", chain.Msg.GetSteps())
+				}
+			}
+			return nil
 		},
 	})
 	return cmd
