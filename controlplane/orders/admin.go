@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"slices"
 	"strconv"
+	"strings"
 
 	"connectrpc.com/connect"
 	"google.golang.org/protobuf/types/known/timestamppb"
@@ -83,7 +84,13 @@ func (a *Admin) DescribeOrder(_ context.Context, req *connect.Request[adminv1.De
 	res := &adminv1.DescribeOrderResponse{Order: summary(o), Event: o.Event}
 	tl := &res.Timeline
 	if at := o.Event.GetOccurredAt(); at != nil {
-		*tl = append(*tl, &adminv1.TimelineEntry{Step: "submitted", EventType: "order", At: at, Detail: "received by the partner API"})
+		// The partner API stamps when it received the call; a connector (EDI, an ERP)
+		// gives the order's own date.
+		detail := "received by the partner API"
+		if src := o.Event.GetSource(); !strings.HasPrefix(src.GetAgent(), "partner:") {
+			detail = fmt.Sprintf("the order's date, as captured by agent %s, connector %s", src.GetAgent(), src.GetConnector())
+		}
+		*tl = append(*tl, &adminv1.TimelineEntry{Step: "submitted", EventType: "order", At: at, Detail: detail})
 	}
 	first := o.Steps[0]
 	*tl = append(*tl, &adminv1.TimelineEntry{Step: "committed", EventType: "order", Status: first.Status, At: timestamppb.New(first.At), Seq: first.Seq, Detail: first.Detail})
