@@ -56,32 +56,33 @@ import (
 const eventSize = 256
 
 type options struct {
-	bin         string
-	nodes       int
-	agents      int
-	events      int
-	runs        int
-	batch       int
-	inflight    int
-	uplinkBatch int
-	rate        float64
-	rateSeconds float64
-	rateBatch   int
-	direct      bool
-	streams     int
-	window      int
-	noQUIC      bool
-	peer        string
-	peerMsgs    int
-	peerRate    float64
-	keep        bool
-	cpuprofile  string
-	memprofile  string
-	timeout     time.Duration
-	stall       time.Duration
-	viewsLag    bool
-	viewsRounds int
-	scrape      time.Duration
+	bin          string
+	nodes        int
+	agents       int
+	events       int
+	runs         int
+	batch        int
+	inflight     int
+	uplinkBatch  int
+	rate         float64
+	rateSeconds  float64
+	rateBatch    int
+	direct       bool
+	streams      int
+	window       int
+	noQUIC       bool
+	peer         string
+	peerMsgs     int
+	peerRate     float64
+	keep         bool
+	cpuprofile   string
+	memprofile   string
+	timeout      time.Duration
+	stall        time.Duration
+	viewsLag     bool
+	viewsRounds  int
+	scrapeRounds int
+	scrape       time.Duration
 }
 
 func main() {
@@ -111,6 +112,7 @@ func main() {
 	flag.DurationVar(&o.stall, "stall", 20*time.Second, "fail a run when nothing is committed for this long while events are outstanding")
 	flag.BoolVar(&o.viewsLag, "views-lag", true, "after the runs, print each node's views lag behind its ledger (p50/p99 of apply → folded)")
 	flag.IntVar(&o.viewsRounds, "views", 0, "compare views off and on: this many rounds, each a fresh cluster with --views=false then one with --views=true (order swapped every other round); the agents path only, -runs runs each, medians")
+	flag.IntVar(&o.scrapeRounds, "scrape-compare", 0, "compare no scraper and a scraper every -scrape (1s when 0): this many rounds, each a fresh cluster without then one with (order swapped every other round); the agents path only, -runs runs each, medians")
 	flag.DurationVar(&o.scrape, "scrape", 0, "fetch every node's /metrics this often during the whole run, as Prometheus would (0: no scraper)")
 	flag.Parse()
 	stallAfter = o.stall
@@ -409,6 +411,9 @@ func run(o options) error {
 	if o.viewsRounds > 0 {
 		return viewsCompare(o, bin)
 	}
+	if o.scrapeRounds > 0 {
+		return scrapeCompare(o, bin)
+	}
 	ctx, cancel := context.WithTimeout(context.Background(), o.timeout)
 	defer cancel()
 	dir, err := os.MkdirTemp("", "clusterbench-")
@@ -483,7 +488,7 @@ func viewsCompare(o options, bin string) error {
 			order = []bool{true, false}
 		}
 		for _, on := range order {
-			rates, err := oneCluster(o, bin, fmt.Sprintf("--views=%t", on))
+			rates, err := oneCluster(o, bin, 0, fmt.Sprintf("--views=%t", on))
 			if err != nil {
 				return fmt.Errorf("round %d views=%t: %w", r+1, on, err)
 			}
@@ -499,6 +504,42 @@ func viewsCompare(o options, bin string) error {
 	return nil
 }
 
+// scrapeCompare runs o.scrapeRounds rounds of a cluster without a scraper and one whose
+// every node's /metrics is fetched every o.scrape (1s by default), as viewsCompare does
+// for the views, and prints the medians and their ratio.
+func scrapeCompare(o options, bin string) error {
+	o.direct, o.peer = false, ""
+	every := o.scrape
+	if every <= 0 {
+		every = time.Second
+	}
+	runs := map[bool][]float64{}
+	for r := range o.scrapeRounds {
+		order := []bool{false, true}
+		if r%2 == 1 {
+			order = []bool{true, false}
+		}
+		for _, on := range order {
+			var d time.Duration
+			if on {
+				d = every
+			}
+			rates, err := oneCluster(o, bin, d)
+			if err != nil {
+				return fmt.Errorf("round %d scrape=%t: %w", r+1, on, err)
+			}
+			runs[on] = append(runs[on], rates...)
+			fmt.Printf("clusterbench scrape_round=%d scrape=%s runs_events_per_s=%v\n", r+1, d, rounded(rates))
+		}
+	}
+	offMed, offLo, offHi := median(runs[false])
+	onMed, onLo, onHi := median(runs[true])
+	fmt.Printf("clusterbench scrape=none runs=%d median_events_per_s=%.0f min=%.0f max=%.0f\n", len(runs[false]), offMed, offLo, offHi)
+	fmt.Printf("clusterbench scrape=%s runs=%d median_events_per_s=%.0f min=%.0f max=%.0f\n", every, len(runs[true]), onMed, onLo, onHi)
+	fmt.Printf("clusterbench scraped_vs_not=%.3f\n", onMed/offMed)
+	return nil
+}
+
 func rounded(v []float64) []int {
 	out := make([]int, len(v))
 	for i, x := range v {
@@ -507,8 +548,9 @@ func rounded(v []float64) []int {
 	return out
 }
 
-// oneCluster forms a cluster with serverArgs, measures it and stops it.
-func oneCluster(o options, bin string, serverArgs ...string) ([]float64, error) {
+// oneCluster forms a cluster with serverArgs, measures it (scraping every node's
+// /metrics every scrape, 0: not) and stops it.
+func oneCluster(o options, bin string, scrape time.Duration, serverArgs ...string) ([]float64, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), o.timeout)
 	defer cancel()
 	dir, err := os.MkdirTemp("", "clusterbench-")
@@ -523,7 +565,9 @@ func oneCluster(o options, bin string, serverArgs ...string) ([]float64, error) 
 		c.stop()
 		return nil, fmt.Errorf("form the cluster: %w", err)
 	}
+	stopScrape := startScraper(ctx, c, scrape)
 	res, err := measure(ctx, o, c, time.Since(t0))
+	stopScrape()
 	if err != nil {
 		c.tailLogs()
 	}
