@@ -39,7 +39,7 @@ func (s *Server) newAlerts(mux *http.ServeMux, opts []connect.HandlerOption, aut
 			return alerts.ConnectorReport{At: at, Connectors: cs}, ok
 		},
 		EDI:         edi,
-		Send:        alerts.NewSender(webhooks),
+		Send:        alerts.NewSender(webhooks, s.keys),
 		ExternalURL: "https://" + s.addr,
 		Interval:    s.cfg.AlertInterval,
 		Logger:      s.logger,

@@ -112,7 +112,7 @@ func New(cfg Config) *Evaluator {
 		cfg.Now = time.Now
 	}
 	if cfg.Send == nil {
-		cfg.Send = NewSender(nil)
+		cfg.Send = NewSender(nil, nil)
 	}
 	return &Evaluator{cfg: cfg}
 }

@@ -16,6 +16,7 @@ import (
 
 	"github.com/crossdock/crossdock/controlplane/delivery"
 	"github.com/crossdock/crossdock/controlplane/routing"
+	"github.com/crossdock/crossdock/internal/seal"
 	storev1 "github.com/crossdock/crossdock/proto/gen/crossdock/store/v1"
 )
 
@@ -100,19 +101,25 @@ func fingerprint(labels map[string]string) string {
 // Sender posts signed notifications.
 type Sender struct {
 	client *http.Client
+	keys   *seal.Keyring
 }
 
 // NewSender returns a Sender whose connections policy checks (nil: public addresses
-// only), like webhook deliveries.
-func NewSender(policy *delivery.AddressPolicy) *Sender {
-	return &Sender{client: delivery.NewWebhookHTTPClient(policy)}
+// only), like webhook deliveries, opening destination secrets sealed under keys (the
+// cluster's secrets key; docs/operations.md, Secrets at rest).
+func NewSender(policy *delivery.AddressPolicy, keys *seal.Keyring) *Sender {
+	return &Sender{client: delivery.NewWebhookHTTPClient(policy), keys: keys}
 }
 
 // Send POSTs body to a webhook destination, signed with its secret (Standard Webhooks:
 // webhook-id, webhook-timestamp, webhook-signature), and returns an error unless it
 // answers 2xx.
 func (s *Sender) Send(ctx context.Context, dest *routing.DestinationSpec, id string, body []byte) error {
-	key, err := delivery.ParseSecret(dest.Secret)
+	secret, err := s.keys.OpenString(seal.PurposeDestinationSecret, dest.Secret)
+	if err != nil {
+		return fmt.Errorf("open the destination's secret: %w", err)
+	}
+	key, err := delivery.ParseSecret(secret)
 	if err != nil {
 		return err
 	}

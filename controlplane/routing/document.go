@@ -102,8 +102,8 @@ type Document struct {
 	Tier        *TierSpec        `json:"-"`
 	Alert       *AlertSpec       `json:"-"`
 	// TradingPartner is an EDI profile (tradingpartner.go).
-	TradingPartner *edi.Profile `json:"-"`
-	AgentConfig *AgentConfigSpec `json:"-"`
+	TradingPartner *edi.Profile     `json:"-"`
+	AgentConfig    *AgentConfigSpec `json:"-"`
 
 	compiled *compiled // a Route's programs, set by Parse
 }
