@@ -98,7 +98,8 @@ func AppendEvent(b []byte, ev *eventv1.Event) []byte {
 			b = appendParty(b, 12, m.GetShipTo())
 			b = appendParty(b, 13, m.GetBillTo())
 			b = appendString(b, 14, m.GetNotes())
-			return appendTimestamp(b, 15, m.GetRequestedDeliveryDate())
+			b = appendTimestamp(b, 15, m.GetRequestedDeliveryDate())
+			return appendString(b, 50, m.GetFulfillmentLocation())
 		})
 	case *eventv1.Event_OrderAck:
 		m := p.OrderAck
@@ -213,6 +214,29 @@ func AppendEvent(b []byte, ev *eventv1.Event) []byte {
 			b = appendString(b, 5, m.GetReason())
 			return appendString(b, 6, m.GetPartner())
 		})
+	case *eventv1.Event_OrderCancel:
+		m := p.OrderCancel
+		b = appendMessage(b, 50, m, func(b []byte) []byte {
+			b = appendString(b, 1, m.GetOrderNumber())
+			b = appendString(b, 2, m.GetPartner())
+			b = appendString(b, 3, m.GetPurchaseOrderNumber())
+			b = appendString(b, 4, m.GetStatus())
+			b = appendString(b, 5, m.GetReason())
+			return appendString(b, 6, m.GetErpOrderNumber())
+		})
+	case *eventv1.Event_OrderStatus:
+		m := p.OrderStatus
+		b = appendMessage(b, 51, m, func(b []byte) []byte {
+			b = appendString(b, 1, m.GetOrderNumber())
+			b = appendString(b, 2, m.GetPartner())
+			b = appendString(b, 3, m.GetPurchaseOrderNumber())
+			b = appendString(b, 4, m.GetStatus())
+			b = appendString(b, 5, m.GetPreviousStatus())
+			b = appendString(b, 6, m.GetErpOrderNumber())
+			b = appendString(b, 7, m.GetMessage())
+			b = appendUint64(b, 8, m.GetCauseSeq())
+			return appendTimestamp(b, 9, m.GetChangedAt())
+		})
 	case *eventv1.Event_EdiInterchange:
 		m := p.EdiInterchange
 		b = appendMessage(b, 40, m, func(b []byte) []byte {
@@ -295,6 +319,14 @@ func appendInt32(b []byte, num protowire.Number, v int32) []byte {
 	}
 	b = protowire.AppendTag(b, num, protowire.VarintType)
 	return protowire.AppendVarint(b, uint64(int64(v)))
+}
+
+func appendUint64(b []byte, num protowire.Number, v uint64) []byte {
+	if v == 0 {
+		return b
+	}
+	b = protowire.AppendTag(b, num, protowire.VarintType)
+	return protowire.AppendVarint(b, v)
 }
 
 func appendString(b []byte, num protowire.Number, s string) []byte {

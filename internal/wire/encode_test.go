@@ -56,6 +56,8 @@ func fill(t *testing.T, r *rand.Rand, m protoreflect.Message, member int) {
 			}
 		case fd.Kind() == protoreflect.StringKind:
 			m.Set(fd, protoreflect.ValueOfString(str()))
+		case fd.Kind() == protoreflect.Uint64Kind:
+			m.Set(fd, protoreflect.ValueOfUint64([]uint64{0, 1, 1 << 40, 1<<64 - 1}[r.IntN(4)]))
 		case fd.Kind() == protoreflect.Int64Kind:
 			m.Set(fd, protoreflect.ValueOfInt64([]int64{0, 1, -1, 1 << 40, -1 << 62}[r.IntN(5)]))
 		case fd.Kind() == protoreflect.Int32Kind:

@@ -34,7 +34,8 @@ const (
 	// crossdock.store.v1.LogChunk
 	LogChunkEvents protowire.Number = 4
 	// crossdock.event.v1.Event (the payload fields 10-17 are the oneof's members in
-	// declaration order, then 40, EventEdiInterchange; encode.go and event.go write and read every field of every
+	// declaration order, then 40, EventEdiInterchange, and 50-51, EventOrderCancel and
+	// EventOrderStatus; encode.go and event.go write and read every field of every
 	// payload message by hand, held to proto.Marshal and to the slow path by
 	// TestAppendEventEveryField and FuzzEventValid).
 	EventID           protowire.Number = 1
@@ -48,6 +49,10 @@ const (
 	// EventEdiInterchange is the oneof member edi_interchange (EDI connector): encoded
 	// by AppendEvent, never read in place (EventValid leaves it to the slow path).
 	EventEdiInterchange protowire.Number = 40
+	// EventOrderCancel and EventOrderStatus are the oneof members order_cancel and
+	// order_status (orders): encoded by AppendEvent, never read in place.
+	EventOrderCancel protowire.Number = 50
+	EventOrderStatus protowire.Number = 51
 	// Every map entry (protobuf's encoding of map fields): key and value.
 	MapEntryKey   protowire.Number = 1
 	MapEntryValue protowire.Number = 2

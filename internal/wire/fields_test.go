@@ -53,13 +53,13 @@ func TestFieldNumbers(t *testing.T) {
 		}
 	}
 	// The payload oneof: its members are fields EventFirstPayload..EventLastPayload,
-	// then EventEdiInterchange.
+	// then EventEdiInterchange, EventOrderCancel and EventOrderStatus.
 	od := (&eventv1.Event{}).ProtoReflect().Descriptor().Oneofs().ByName("payload")
 	var known []protowire.Number
 	for n := EventFirstPayload; n <= EventLastPayload; n++ {
 		known = append(known, n)
 	}
-	known = append(known, EventEdiInterchange)
+	known = append(known, EventEdiInterchange, EventOrderCancel, EventOrderStatus)
 	if od.Fields().Len() != len(known) {
 		t.Errorf("payload has %d members; the codecs know %d", od.Fields().Len(), len(known))
 	}

@@ -50,9 +50,9 @@ type Event struct {
 	//	*Event_Shipment
 	//	*Event_Invoice
 	//	*Event_SalesReturn
+	//	*Event_EdiInterchange
 	//	*Event_OrderCancel
 	//	*Event_OrderStatus
-	//	*Event_EdiInterchange
 	Payload       isEvent_Payload `protobuf_oneof:"payload"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -209,6 +209,15 @@ func (x *Event) GetSalesReturn() *SalesReturn {
 	return nil
 }
 
+func (x *Event) GetEdiInterchange() *EdiInterchange {
+	if x != nil {
+		if x, ok := x.Payload.(*Event_EdiInterchange); ok {
+			return x.EdiInterchange
+		}
+	}
+	return nil
+}
+
 func (x *Event) GetOrderCancel() *OrderCancel {
 	if x != nil {
 		if x, ok := x.Payload.(*Event_OrderCancel); ok {
@@ -222,15 +231,6 @@ func (x *Event) GetOrderStatus() *OrderStatus {
 	if x != nil {
 		if x, ok := x.Payload.(*Event_OrderStatus); ok {
 			return x.OrderStatus
-		}
-	}
-	return nil
-}
-
-func (x *Event) GetEdiInterchange() *EdiInterchange {
-	if x != nil {
-		if x, ok := x.Payload.(*Event_EdiInterchange); ok {
-			return x.EdiInterchange
 		}
 	}
 	return nil
@@ -272,6 +272,12 @@ type Event_SalesReturn struct {
 	SalesReturn *SalesReturn `protobuf:"bytes,17,opt,name=sales_return,json=salesReturn,proto3,oneof"`
 }
 
+type Event_EdiInterchange struct {
+	// An X12 interchange exchanged with a trading partner and its acknowledgement state
+	// (type edi.interchange, published by the EDI connector; see docs/edi.md).
+	EdiInterchange *EdiInterchange `protobuf:"bytes,40,opt,name=edi_interchange,json=ediInterchange,proto3,oneof"`
+}
+
 type Event_OrderCancel struct {
 	// 50-59: orders (see docs/partner-api.md#orders).
 	OrderCancel *OrderCancel `protobuf:"bytes,50,opt,name=order_cancel,json=orderCancel,proto3,oneof"`
@@ -279,12 +285,6 @@ type Event_OrderCancel struct {
 
 type Event_OrderStatus struct {
 	OrderStatus *OrderStatus `protobuf:"bytes,51,opt,name=order_status,json=orderStatus,proto3,oneof"`
-}
-
-type Event_EdiInterchange struct {
-	// An X12 interchange exchanged with a trading partner and its acknowledgement state
-	// (type edi.interchange, published by the EDI connector; see docs/edi.md).
-	EdiInterchange *EdiInterchange `protobuf:"bytes,40,opt,name=edi_interchange,json=ediInterchange,proto3,oneof"`
 }
 
 func (*Event_Item) isEvent_Payload() {}
@@ -303,11 +303,11 @@ func (*Event_Invoice) isEvent_Payload() {}
 
 func (*Event_SalesReturn) isEvent_Payload() {}
 
+func (*Event_EdiInterchange) isEvent_Payload() {}
+
 func (*Event_OrderCancel) isEvent_Payload() {}
 
 func (*Event_OrderStatus) isEvent_Payload() {}
-
-func (*Event_EdiInterchange) isEvent_Payload() {}
 
 // Source says where an event was captured.
 type Source struct {
@@ -2791,10 +2791,10 @@ const file_crossdock_event_v1_event_proto_rawDesc = "" +
 	"\torder_ack\x18\x0e \x01(\v2\x1c.crossdock.event.v1.OrderAckH\x00R\borderAck\x12:\n" +
 	"\bshipment\x18\x0f \x01(\v2\x1c.crossdock.event.v1.ShipmentH\x00R\bshipment\x127\n" +
 	"\ainvoice\x18\x10 \x01(\v2\x1b.crossdock.event.v1.InvoiceH\x00R\ainvoice\x12D\n" +
-	"\fsales_return\x18\x11 \x01(\v2\x1f.crossdock.event.v1.SalesReturnH\x00R\vsalesReturn\x12D\n" +
+	"\fsales_return\x18\x11 \x01(\v2\x1f.crossdock.event.v1.SalesReturnH\x00R\vsalesReturn\x12M\n" +
+	"\x0fedi_interchange\x18( \x01(\v2\".crossdock.event.v1.EdiInterchangeH\x00R\x0eediInterchange\x12D\n" +
 	"\forder_cancel\x182 \x01(\v2\x1f.crossdock.event.v1.OrderCancelH\x00R\vorderCancel\x12D\n" +
-	"\forder_status\x183 \x01(\v2\x1f.crossdock.event.v1.OrderStatusH\x00R\vorderStatus\x12M\n" +
-	"\x0fedi_interchange\x18( \x01(\v2\".crossdock.event.v1.EdiInterchangeH\x00R\x0eediInterchange\x1a7\n" +
+	"\forder_status\x183 \x01(\v2\x1f.crossdock.event.v1.OrderStatusH\x00R\vorderStatus\x1a7\n" +
 	"\tKeysEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01B\t\n" +
@@ -3091,9 +3091,9 @@ var file_crossdock_event_v1_event_proto_depIdxs = []int32{
 	13, // 9: crossdock.event.v1.Event.shipment:type_name -> crossdock.event.v1.Shipment
 	14, // 10: crossdock.event.v1.Event.invoice:type_name -> crossdock.event.v1.Invoice
 	18, // 11: crossdock.event.v1.Event.sales_return:type_name -> crossdock.event.v1.SalesReturn
-	20, // 12: crossdock.event.v1.Event.order_cancel:type_name -> crossdock.event.v1.OrderCancel
-	21, // 13: crossdock.event.v1.Event.order_status:type_name -> crossdock.event.v1.OrderStatus
-	22, // 14: crossdock.event.v1.Event.edi_interchange:type_name -> crossdock.event.v1.EdiInterchange
+	22, // 12: crossdock.event.v1.Event.edi_interchange:type_name -> crossdock.event.v1.EdiInterchange
+	20, // 13: crossdock.event.v1.Event.order_cancel:type_name -> crossdock.event.v1.OrderCancel
+	21, // 14: crossdock.event.v1.Event.order_status:type_name -> crossdock.event.v1.OrderStatus
 	26, // 15: crossdock.event.v1.Price.valid_from:type_name -> google.protobuf.Timestamp
 	26, // 16: crossdock.event.v1.Price.valid_to:type_name -> google.protobuf.Timestamp
 	6,  // 17: crossdock.event.v1.Order.lines:type_name -> crossdock.event.v1.OrderLine
@@ -3151,9 +3151,9 @@ func file_crossdock_event_v1_event_proto_init() {
 		(*Event_Shipment)(nil),
 		(*Event_Invoice)(nil),
 		(*Event_SalesReturn)(nil),
+		(*Event_EdiInterchange)(nil),
 		(*Event_OrderCancel)(nil),
 		(*Event_OrderStatus)(nil),
-		(*Event_EdiInterchange)(nil),
 	}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
