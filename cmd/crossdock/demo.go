@@ -60,7 +60,9 @@ until Ctrl-C and prints the commands to watch it with.`,
 				Listen: "127.0.0.1:0", RaftListen: "127.0.0.1:0", Bootstrap: true,
 				// The sample marketplace below listens on loopback, which webhooks may
 				// reach only when allowed (crossdock server --webhook-allow).
-				WebhookAllow: []netip.Prefix{netip.MustParsePrefix("127.0.0.1/32")},
+				WebhookAllow:  []netip.Prefix{netip.MustParsePrefix("127.0.0.1/32")},
+				MetricsListen: "127.0.0.1:0",
+				AlertInterval: 2 * time.Second,
 			})
 			if err != nil {
 				return err
@@ -121,10 +123,14 @@ Crossdock demo is running (data in %s).
                  captured by the sql connector "sample-erp" (stock levels, orders, items)
   marketplace    %s   WH-EAST stock via signed webhook (route demo-market-stock);
                  it allows 50 req/s and fails some requests; GET it for what it holds
+  web console    https://%s/ui/   log in with the token: line of %s
+                 (the cluster's own CA signs it: accept the certificate, or trust %s)
+  metrics        http://%s/metrics   (and /healthz, /readyz)
 
 In another terminal:
   export CROSSDOCK_CONFIG=%s
-`, dir, srv.Addr(), ag.ID(), ag.LocalAddr(), erpPath, skus, len(sampleerp.Locations), rate, strings.TrimSuffix(market.URL, "inventory"), srv.AdminConfigPath())
+`, dir, srv.Addr(), ag.ID(), ag.LocalAddr(), erpPath, skus, len(sampleerp.Locations), rate, strings.TrimSuffix(market.URL, "inventory"),
+				srv.Addr(), srv.AdminConfigPath(), filepath.Join(dir, "ca.pem"), srv.MetricsAddr(), srv.AdminConfigPath())
 			demoCommands(cmd.OutOrStdout(), selfCommand(), ag.LocalAddr())
 			if err := demoPartner(ctx, cmd.OutOrStdout(), dir, srv.Addr(), srv.AdminConfigPath()); err != nil {
 				return err
@@ -157,6 +163,9 @@ func demoCommands(w io.Writer, self, agentAddr string) {
 		{"events ls --type order --limit 5", "sales orders from the ERP"},
 		{"destinations status", "delivery to the marketplace: cursor, lag, breaker"},
 		{"dlq ls", "messages the marketplace refused, with the reason"},
+		{"trace sku=SKU-00042", "one SKU's events and every delivery attempt"},
+		{"alerts ls", "demo-market-errors fires: the marketplace fails ~2.5%"},
+		{"orders ls", "partner orders and their status (below)"},
 	}
 	width := 0
 	for _, c := range cmds {

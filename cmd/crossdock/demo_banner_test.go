@@ -3,6 +3,8 @@ package main
 import (
 	"errors"
 	"fmt"
+	"io"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -70,6 +72,32 @@ func TestDemoBannerCommandsRun(t *testing.T) {
 	}
 	if !strings.Contains(string(out), "demo-agent") {
 		t.Errorf("agents ls shows no demo-agent:\n%s", out)
+	}
+	// The marketplace fails about 2.5% of requests: the demo's error-rate Alert fires.
+	var alerts []byte
+	testutil.WaitFor(t, 90*time.Second, "demo-market-errors firing in alerts ls", func() bool {
+		c := exec.Command(line[1], "alerts", "ls")
+		c.Dir, c.Env = dir, append(env, "CROSSDOCK_CONFIG="+cfg[1])
+		alerts, _ = c.CombinedOutput()
+		return strings.Contains(string(alerts), "demo-market-errors") && strings.Contains(string(alerts), "firing")
+	})
+	tr := exec.Command(line[1], "trace", "sku=SKU-00042")
+	tr.Dir, tr.Env = dir, append(env, "CROSSDOCK_CONFIG="+cfg[1])
+	if out, err := tr.CombinedOutput(); err != nil {
+		t.Errorf("the banner's trace command: %v\n%s", err, out)
+	}
+	m := regexp.MustCompile(`metrics +(http://\S+/metrics)`).FindStringSubmatch(banner)
+	if m == nil || !regexp.MustCompile(`web console +https://\S+/ui/`).MatchString(banner) {
+		t.Fatalf("banner shows no metrics or console URL:\n%s", banner)
+	}
+	res, err := http.Get(m[1])
+	if err != nil {
+		t.Fatalf("GET %s: %v", m[1], err)
+	}
+	body, _ := io.ReadAll(res.Body)
+	res.Body.Close()
+	if res.StatusCode != http.StatusOK || !strings.Contains(string(body), "crossdock_ledger_seq") {
+		t.Errorf("GET %s: %d, want the control plane's metrics", m[1], res.StatusCode)
 	}
 	_ = demo.Process.Signal(os.Interrupt)
 	select {

@@ -58,7 +58,8 @@ func (d *Demo) Close() error { return d.srv.Close() }
 
 // Documents are the routing documents that send the demo's inventory levels from
 // WH-EAST to the marketplace: a Policy (40 requests/s, coalescing per SKU, retries,
-// breaker), the webhook Destination and the Route with its CEL mapping.
+// breaker), the webhook Destination, the Route with its CEL mapping, and an Alert on
+// its error rate (the marketplace fails about 2.5% of requests: it fires).
 func (d *Demo) Documents() string {
 	return fmt.Sprintf(`apiVersion: crossdock.io/v1
 kind: Policy
@@ -89,6 +90,15 @@ spec:
     keys: {location: WH-EAST}
   mapping: |
     {"sku": event.inventory_level.sku, "quantity": event.inventory_level.available}
+---
+apiVersion: crossdock.io/v1
+kind: Alert
+metadata: {name: demo-market-errors}
+spec:
+  condition: errorRate
+  destinations: [demo-market]
+  threshold: {errorRatio: 0.01, minAttempts: 50}
+  window: 1m
 `, d.URL, d.Secret)
 }
 
