@@ -142,9 +142,17 @@ func TestMetricsLedgerSeqAndUplinkStreams(t *testing.T) {
 	if v, _ := value(f, "crossdock_raft_leader", nil); v != 1 {
 		t.Errorf("crossdock_raft_leader = %v on the only node, want 1", v)
 	}
-	for _, name := range []string{"go_goroutines", "process_resident_memory_bytes", "crossdock_raft_term", "crossdock_raft_commitTime"} {
+	for _, name := range []string{"go_goroutines", "process_resident_memory_bytes", "crossdock_raft_term"} {
 		if _, ok := f[name]; !ok {
 			t.Errorf("%s missing from the scrape", name)
+		}
+	}
+	// Commit and apply latency: one observation per applied command entry, at least the
+	// agent's batches.
+	for _, name := range []string{"crossdock_raft_fsm_apply_seconds", "crossdock_raft_commit_apply_latency_seconds"} {
+		h := f[name]
+		if h == nil || len(h.GetMetric()) != 1 || h.GetMetric()[0].GetHistogram().GetSampleCount() == 0 {
+			t.Errorf("%s: %v, want a histogram with observations", name, h)
 		}
 	}
 	// The agent's own listener: the outbox drains and the uplink is connected.

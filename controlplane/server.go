@@ -299,7 +299,7 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 	// The pruner archives ahead of the prune into the same archive when it can say
 	// what it holds.
 	s.ahead, _ = archiver.(ledger.AheadArchiver)
-	scfg := store.Config{NodeID: cfg.NodeID, Dir: cfg.DataDir, StreamLayer: layer, Bootstrap: cfg.Bootstrap && !s.joined, Logger: logger, Archiver: archiver}
+	scfg := store.Config{NodeID: cfg.NodeID, Dir: cfg.DataDir, StreamLayer: layer, Bootstrap: cfg.Bootstrap && !s.joined, Logger: logger, Archiver: archiver, OnApply: s.obs.onApply}
 	if ident == nil && !cfg.Moved {
 		// A data dir from a build before node.json: the replica's own record of this
 		// node says where it ran. Only the raft address is compared: a follower's API

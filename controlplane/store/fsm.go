@@ -17,8 +17,9 @@ import (
 // fsm is the thin raft.FSM wrapper: it decodes log entries and hands them to the ledger,
 // which owns the state and the command handlers.
 type fsm struct {
-	ledger *ledger.Ledger
-	logger *slog.Logger
+	ledger  *ledger.Ledger
+	logger  *slog.Logger
+	onApply func(took, sinceProposed time.Duration) // Config.OnApply
 }
 
 var _ raft.FSM = (*fsm)(nil)
@@ -34,7 +35,13 @@ func (f *fsm) Apply(l *raft.Log) any {
 	if err := wire.DecodeCommand(l.Data, &cmd); err != nil {
 		panic(fmt.Sprintf("store: cannot decode raft log entry %d: %v", l.Index, err))
 	}
-	res, err := f.ledger.Apply(l.Index, time.Unix(0, cmd.GetProposedAtUnixNano()).UTC(), &cmd)
+	start := time.Now()
+	proposed := time.Unix(0, cmd.GetProposedAtUnixNano()).UTC()
+	res, err := f.ledger.Apply(l.Index, proposed, &cmd)
+	if f.onApply != nil {
+		end := time.Now()
+		f.onApply(end.Sub(start), end.Sub(proposed))
+	}
 	if err != nil {
 		if errors.Is(err, ledger.ErrUnknownCommand) {
 			panic(fmt.Sprintf("store: raft log entry %d has command type %d this node does not know; upgrade this node: %v", l.Index, cmd.GetType(), err))

@@ -62,6 +62,9 @@ type Config struct {
 	// Archiver receives the events ledger retention removes (ledger.Options.Archiver);
 	// nil archives nothing.
 	Archiver ledger.Archiver
+	// OnApply, when set, is told how long each command entry's Apply took and how long
+	// after the leader proposed it it was applied here (metrics; must be cheap).
+	OnApply func(took, sinceProposed time.Duration)
 
 	// Raft timings; raft's defaults when zero. Tests use short ones.
 	HeartbeatTimeout   time.Duration
@@ -195,7 +198,7 @@ func Open(cfg Config) (*Store, error) {
 		rc.MaxAppendEntries = cfg.MaxAppendEntries
 	}
 
-	f := &fsm{ledger: s.ledger, logger: logger}
+	f := &fsm{ledger: s.ledger, logger: logger, onApply: cfg.OnApply}
 	if err := s.recoverFromPeersJSON(rc, f); err != nil {
 		s.trans.(io.Closer).Close()
 		s.closeStorage()
