@@ -244,9 +244,17 @@ func run(self string, rate, seconds, r int) (accepted, answered []time.Duration,
 			time.Sleep(20 * time.Millisecond) // polling the result; the latency is from commit times
 		}
 	}
-	// One warm-up order, so the plugin is up and the route known before timing.
-	if err := submit(fmt.Sprintf("WARM-%d", r)); err != nil {
-		return nil, nil, err
+	// One warm-up order, so the plugin is up and the route known before timing; it is
+	// refused (unknown SKU) until the views have folded the catalogue published above.
+	for deadline := time.Now().Add(time.Minute); ; {
+		err := submit(fmt.Sprintf("WARM-%d", r))
+		if err == nil {
+			break
+		}
+		if connect.CodeOf(err) != connect.CodeInvalidArgument || time.Now().After(deadline) {
+			return nil, nil, err
+		}
+		time.Sleep(50 * time.Millisecond) // polling the views; the warm-up is not timed
 	}
 	for id := range called {
 		if _, err := accepted1(id, 2*time.Minute); err != nil {
