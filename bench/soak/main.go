@@ -1,6 +1,7 @@
 // Command soak runs a 3-node control plane (real `crossdock server` processes of the
 // built binary) under steady ingest for a while and samples, every interval, each
-// node's data dir disk usage and resident anonymous memory (RssAnon), and the p99
+// node's data dir disk usage (the archive, <data-dir>/archive, apart: it grows by
+// design) and resident anonymous memory (RssAnon), and the p99
 // publish→commit latency of the load generator's batches (send → acknowledgement
 // carrying a committed seq at or past the batch's last event). It prints the series and
 // the least-squares slope of each over the samples after -settle (the first retention
@@ -68,7 +69,8 @@ type sample struct {
 	at        time.Duration // since the load started
 	committed int64
 	p99       time.Duration
-	disk      []int64   // per node
+	disk      []int64   // per node: its data dir without the archive
+	archive   []int64   // per node: <data-dir>/archive, which grows by design
 	rss       []float64 // per node, MiB
 }
 
@@ -129,7 +131,7 @@ func run(ctx context.Context, o options) error {
 	header := "| min | ev/s committed | p99 commit ms |"
 	sep := "| --- | --- | --- |"
 	for _, n := range c.Nodes {
-		header += fmt.Sprintf(" %s disk MiB | %s RssAnon MiB |", n.ID, n.ID)
+		header += fmt.Sprintf(" %s disk MiB (archive) | %s RssAnon MiB |", n.ID, n.ID)
 		sep += " --- | --- |"
 	}
 	fmt.Println(header)
@@ -143,7 +145,8 @@ loop:
 		}
 		s := sample{at: time.Since(start), committed: l.Committed.Load(), p99: benchkit.Percentile(l.Latencies(), 99)}
 		for _, n := range c.Nodes {
-			s.disk = append(s.disk, benchkit.DirBytes(n.Dir))
+			arch := benchkit.DirBytes(filepath.Join(n.Dir, "archive"))
+			s.disk, s.archive = append(s.disk, benchkit.DirBytes(n.Dir)-arch), append(s.archive, arch)
 			m, err := n.Memory(ctx, false)
 			if err != nil {
 				return fmt.Errorf("memory of %s: %w", n.ID, err)
@@ -153,7 +156,7 @@ loop:
 		series = append(series, s)
 		line := fmt.Sprintf("| %.1f | %.0f | %.1f |", s.at.Minutes(), float64(s.committed-prevCommitted)/o.interval.Seconds(), float64(s.p99.Microseconds())/1000)
 		for i := range c.Nodes {
-			line += fmt.Sprintf(" %.0f | %.0f |", float64(s.disk[i])/(1<<20), s.rss[i])
+			line += fmt.Sprintf(" %.0f (%.0f) | %.0f |", float64(s.disk[i])/(1<<20), float64(s.archive[i])/(1<<20), s.rss[i])
 		}
 		fmt.Println(line)
 		prevCommitted = s.committed
@@ -193,7 +196,11 @@ loop:
 		for i, s := range after {
 			ys[i] = s.rss[ni]
 		}
-		fmt.Printf("%s: disk %+.1f MiB/min, RssAnon %+.1f MiB/min\n", n.ID, disk, benchkit.Slope(xs, ys))
+		rss := benchkit.Slope(xs, ys)
+		for i, s := range after {
+			ys[i] = float64(s.archive[ni]) / (1 << 20)
+		}
+		fmt.Printf("%s: disk without the archive %+.1f MiB/min, archive %+.1f MiB/min, RssAnon %+.1f MiB/min\n", n.ID, disk, benchkit.Slope(xs, ys), rss)
 	}
 	return nil
 }
