@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/crossdock/crossdock/internal/testkit/testsvc"
 	"github.com/crossdock/crossdock/internal/testkit/testutil"
 )
 
@@ -20,7 +21,7 @@ import (
 // ERP's import number, then to shipped once the simulator ships it.
 func TestDemoOrderAcceptedThenShipped(t *testing.T) {
 	if _, err := exec.LookPath("curl"); err != nil {
-		t.Skip("curl is not installed")
+		testsvc.Missing(t, "curl (Debian package curl)", err)
 	}
 	logPath := filepath.Join(t.TempDir(), "demo.log")
 	f, err := os.Create(logPath)
