@@ -316,20 +316,44 @@ func committed(c *storev1.LogChunk, i int) *eventv1.CommittedEvent {
 // chunkStart returns the first seq of the chunk that holds seq, or seq itself when no
 // chunk does (seq is past the end of the log).
 func chunkStart(txn *badger.Txn, seq uint64) (uint64, error) {
-	it := txn.NewIterator(badger.IteratorOptions{Reverse: true, Prefix: prefixLog})
-	defer it.Close()
-	it.Seek(logKey(seq))
-	if !it.ValidForPrefix(prefixLog) {
-		return seq, nil
+	start := seq
+	_, err := withChunkAt(txn, seq, func(_ uint64, item *badger.Item) error {
+		c, err := itemChunk(item)
+		if err == nil && seq < chunkEnd(c) {
+			start = c.GetFirstSeq()
+		}
+		return err
+	})
+	return start, err
+}
+
+// withChunkAt calls fn with the chunk that may hold seq: the one with the highest first
+// seq at or below seq, as long as that first seq is within chunkMaxEvents of seq (a
+// chunk holds at most chunkMaxEvents consecutive seqs, a sparse one a subset of them
+// under the same key, so none further down can hold seq). found is false when there is
+// none. The search reads only that range, one 256-seq key block at a time (the
+// iterator's prefix bounds it): an unbounded reverse seek walks over the tombstone of
+// every chunk retention deleted below seq, which made each prune step scan the whole
+// pruned history (docs/performance.md, the soak of 2026-12-05).
+func withChunkAt(txn *badger.Txn, seq uint64, fn func(first uint64, item *badger.Item) error) (found bool, err error) {
+	lo := seq - min(seq, chunkMaxEvents-1)
+	for block := seq >> 8; ; block-- {
+		prefix := cat(prefixLog, u64(block << 8)[:7])
+		it := txn.NewIterator(badger.IteratorOptions{Reverse: true, Prefix: prefix})
+		it.Seek(logKey(min(seq, block<<8|0xFF)))
+		if it.ValidForPrefix(prefix) {
+			first := seqSuffix(it.Item().Key())
+			if first >= lo {
+				err = fn(first, it.Item())
+			}
+			it.Close()
+			return first >= lo, err
+		}
+		it.Close()
+		if block == 0 || block<<8 <= lo {
+			return false, nil
+		}
 	}
-	c, err := itemChunk(it.Item())
-	if err != nil {
-		return 0, err
-	}
-	if seq >= chunkEnd(c) {
-		return seq, nil
-	}
-	return c.GetFirstSeq(), nil
 }
 
 // readChunk returns the chunk stored at first; ok is false if there is none.
@@ -348,21 +372,18 @@ func readChunk(txn *badger.Txn, first uint64) (*storev1.LogChunk, bool, error) {
 // eventAt returns the event with seq; ok is false if the log does not hold it. It
 // decodes only that event of its chunk.
 func eventAt(txn *badger.Txn, seq uint64) (*eventv1.CommittedEvent, bool, error) {
-	it := txn.NewIterator(badger.IteratorOptions{Reverse: true, Prefix: prefixLog})
-	defer it.Close()
-	it.Seek(logKey(seq))
-	if !it.ValidForPrefix(prefixLog) {
-		return nil, false, nil
-	}
-	first := seqSuffix(it.Item().Key())
 	var (
-		c  *storev1.LogChunk
-		ok bool
+		c     *storev1.LogChunk
+		ok    bool
+		first uint64
 	)
-	err := it.Item().Value(func(v []byte) error {
-		var err error
-		c, ok, err = chunkEvent(v, seq-first)
-		return err
+	_, err := withChunkAt(txn, seq, func(f uint64, item *badger.Item) error {
+		first = f
+		return item.Value(func(v []byte) error {
+			var err error
+			c, ok, err = chunkEvent(v, seq-first)
+			return err
+		})
 	})
 	if err != nil {
 		return nil, false, fmt.Errorf("ledger: log chunk %d: %w", first, err)

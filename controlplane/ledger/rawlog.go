@@ -76,56 +76,53 @@ func (l *Ledger) ScanRaw(from uint64, maxEvents int, fn func(ev RawEvent) error)
 // that holds seq, or seq when none does. A seq that starts a chunk (where ScanRaw's
 // callers resume) costs one key read.
 func rawChunkStart(txn *badger.Txn, seq uint64) (uint64, error) {
-	it := txn.NewIterator(badger.IteratorOptions{Reverse: true, Prefix: prefixLog})
-	defer it.Close()
-	it.Seek(logKey(seq))
-	if !it.ValidForPrefix(prefixLog) {
-		return seq, nil
-	}
-	first := seqSuffix(it.Item().Key())
-	if first == seq {
-		return seq, nil
-	}
-	// n is the chunk's span: its event count, or for a sparse chunk its last offset + 1.
-	var n, span uint64
-	err := it.Item().Value(func(v []byte) error {
-		for p := v; len(p) > 0; {
-			num, typ, m := protowire.ConsumeTag(p)
-			if m < 0 {
-				return protowire.ParseError(m)
-			}
-			l := protowire.ConsumeFieldValue(num, typ, p[m:])
-			if l < 0 {
-				return protowire.ParseError(l)
-			}
-			switch {
-			case num == wire.LogChunkEvents && typ == protowire.BytesType:
-				n++
-			case num == chunkOffsetsField && typ == protowire.BytesType:
-				b, _ := protowire.ConsumeBytes(p[m:])
-				for len(b) > 0 {
-					x, k := protowire.ConsumeVarint(b)
-					if k < 0 {
-						return protowire.ParseError(k)
-					}
-					span = max(span, x+1)
-					b = b[k:]
+	start := seq
+	_, err := withChunkAt(txn, seq, func(first uint64, item *badger.Item) error {
+		if first == seq {
+			return nil
+		}
+		// n is the chunk's span: its event count, or for a sparse chunk its last offset + 1.
+		var n, span uint64
+		err := item.Value(func(v []byte) error {
+			for p := v; len(p) > 0; {
+				num, typ, m := protowire.ConsumeTag(p)
+				if m < 0 {
+					return protowire.ParseError(m)
 				}
-			case num == chunkOffsetsField && typ == protowire.VarintType:
-				x, _ := protowire.ConsumeVarint(p[m:])
-				span = max(span, x+1)
+				l := protowire.ConsumeFieldValue(num, typ, p[m:])
+				if l < 0 {
+					return protowire.ParseError(l)
+				}
+				switch {
+				case num == wire.LogChunkEvents && typ == protowire.BytesType:
+					n++
+				case num == chunkOffsetsField && typ == protowire.BytesType:
+					b, _ := protowire.ConsumeBytes(p[m:])
+					for len(b) > 0 {
+						x, k := protowire.ConsumeVarint(b)
+						if k < 0 {
+							return protowire.ParseError(k)
+						}
+						span = max(span, x+1)
+						b = b[k:]
+					}
+				case num == chunkOffsetsField && typ == protowire.VarintType:
+					x, _ := protowire.ConsumeVarint(p[m:])
+					span = max(span, x+1)
+				}
+				p = p[m+l:]
 			}
-			p = p[m+l:]
+			return nil
+		})
+		if err != nil {
+			return fmt.Errorf("ledger: log chunk %d: %w", first, err)
+		}
+		if seq < first+max(n, span) {
+			start = first
 		}
 		return nil
 	})
-	if err != nil {
-		return 0, fmt.Errorf("ledger: log chunk %d: %w", first, err)
-	}
-	if seq >= first+max(n, span) {
-		return seq, nil
-	}
-	return first, nil
+	return start, err
 }
 
 // walkChunk hands the events of one chunk (stored under key first) with seq >= from to
