@@ -106,11 +106,14 @@ type ERP struct {
 
 // DSN is the SQLite data source name for the file at path: WAL, so the connector reads
 // while the simulator writes (synchronous=NORMAL: a sample need not fsync each commit),
-// and a busy timeout instead of "database is locked".
+// and a busy timeout instead of "database is locked". Transactions begin IMMEDIATE:
+// the simulator and the connector's sink both read then write in one transaction, and a
+// deferred one that another writer overtook between its read and its write fails with
+// "database is locked" at once, without waiting (which stopped the demo under load).
 // Foreign keys are checked (SQLite checks them only when asked): the staging tables
 // refuse order lines for unknown items.
 func DSN(path string) string {
-	return "file:" + path + "?_pragma=journal_mode(WAL)&_pragma=synchronous(NORMAL)&_pragma=busy_timeout(10000)&_pragma=foreign_keys(1)"
+	return "file:" + path + "?_pragma=journal_mode(WAL)&_pragma=synchronous(NORMAL)&_pragma=busy_timeout(10000)&_pragma=foreign_keys(1)&_txlock=immediate"
 }
 
 // Open opens (creating if needed) the ERP at path and seeds skus items, each stocked
