@@ -134,7 +134,7 @@ spec:
 		{"destinations", "/ui/destinations", "shop-199"},
 		{"destination", "/ui/destinations/shop-100", "Dead letters"},
 		{"partners", "/ui/partners", "Partners"},
-		{"alerts", "/ui/alerts", "No alerts configured"},
+		{"alerts", "/ui/alerts", `id="alerts"`},
 		{"search", "/ui/search?q=sku%3DSKU-7", "20 events with sku=SKU-7"},
 		{"search-100", "/ui/search?q=sku%3DSKU-7&limit=100", "100 events with sku=SKU-7"},
 	} {
