@@ -1,7 +1,6 @@
 package controlplane
 
 import (
-	"cmp"
 	"context"
 	"fmt"
 	"net/http"
@@ -255,15 +254,7 @@ func (a committedAlerts) Alerts(context.Context) ([]console.Alert, error) {
 	if err != nil {
 		return nil, fmt.Errorf("controlplane: console alerts: %w", err)
 	}
-	slices.SortStableFunc(states, func(x, y *storev1.AlertInstance) int {
-		if fx, fy := x.GetState() == "firing", y.GetState() == "firing"; fx != fy {
-			if fx {
-				return -1
-			}
-			return 1
-		}
-		return cmp.Or(strings.Compare(x.GetAlert(), y.GetAlert()), strings.Compare(x.GetKey(), y.GetKey()))
-	})
+	api.SortAlertStates(states)
 	out := make([]console.Alert, 0, len(states))
 	for _, in := range states {
 		since := in.GetStartedAt().AsTime()

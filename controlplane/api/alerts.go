@@ -45,25 +45,31 @@ func (a *Alerts) ListAlerts(ctx context.Context, req *connect.Request[adminv1.Li
 	if err != nil {
 		return nil, connect.NewError(connect.CodeInternal, err)
 	}
+	SortAlertStates(states)
 	out := &adminv1.ListAlertsResponse{}
 	for _, s := range states {
 		if want == "" || s.GetState() == want {
 			out.Alerts = append(out.Alerts, alertOf(s))
 		}
 	}
-	slices.SortStableFunc(out.Alerts, func(x, y *adminv1.Alert) int {
-		if (x.GetState() == "firing") != (y.GetState() == "firing") {
-			if x.GetState() == "firing" {
+	return connect.NewResponse(out), nil
+}
+
+// SortAlertStates orders alert instances as they are listed (the API, the console):
+// firing first, then by alert name and instance key.
+func SortAlertStates(states []*storev1.AlertInstance) {
+	slices.SortStableFunc(states, func(x, y *storev1.AlertInstance) int {
+		if fx, fy := x.GetState() == "firing", y.GetState() == "firing"; fx != fy {
+			if fx {
 				return -1
 			}
 			return 1
 		}
-		if c := strings.Compare(x.GetName(), y.GetName()); c != 0 {
+		if c := strings.Compare(x.GetAlert(), y.GetAlert()); c != 0 {
 			return c
 		}
 		return strings.Compare(x.GetKey(), y.GetKey())
 	})
-	return connect.NewResponse(out), nil
 }
 
 // ListAlertHistory lists changes, newest first.

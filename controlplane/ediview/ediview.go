@@ -362,36 +362,36 @@ func (v *View) OrderChain(order string) []Step {
 // OverdueByPartner counts, per trading partner, the outbound groups whose 997/999 is
 // overdue now (for alerting).
 func (v *View) OverdueByPartner() map[string]int {
-	now := v.now()
 	out := map[string]int{}
+	v.eachOverdue("", func(partner string) { out[partner]++ })
+	return out
+}
+
+// eachOverdue calls fn with the partner of every outbound group whose 997/999 is
+// overdue now, only partner's when partner is not empty.
+func (v *View) eachOverdue(partner string, fn func(partner string)) {
+	now := v.now()
 	v.mu.RLock()
 	defer v.mu.RUnlock()
 	for _, in := range v.byKey {
+		if partner != "" && in.IC.GetPartner() != partner {
+			continue
+		}
 		for _, g := range in.IC.GetGroups() {
 			if GroupState(in.IC, g, now) == "overdue" {
-				out[in.IC.GetPartner()]++
+				fn(in.IC.GetPartner())
 			}
 		}
 	}
-	return out
 }
 
 // OverdueAcks counts partner's outbound groups whose 997/999 is overdue now: the
 // ediAckOverdue alert condition (controlplane/alerts.EDIAcks).
 func (v *View) OverdueAcks(partner string) int {
-	now := v.now()
-	n := 0
-	v.mu.RLock()
-	defer v.mu.RUnlock()
-	for _, in := range v.byKey {
-		if in.IC.GetPartner() != partner {
-			continue
-		}
-		for _, g := range in.IC.GetGroups() {
-			if GroupState(in.IC, g, now) == "overdue" {
-				n++
-			}
-		}
+	if partner == "" {
+		return 0
 	}
+	n := 0
+	v.eachOverdue(partner, func(string) { n++ })
 	return n
 }
