@@ -40,6 +40,9 @@ captures the ERP with the built-in sql connector, run as a plugin subprocess. It
 until Ctrl-C and prints the commands to watch it with.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
+			if skus < demoMinSKUs {
+				return fmt.Errorf("--skus %d: the demo needs at least %d items (the banner's examples use %s)", skus, demoMinSKUs, demoSKU)
+			}
 			if !cmd.Flags().Changed("log-level") {
 				g.logLevel = "warn" // keep the banner readable; --log-level info shows everything
 				if err := setupLogging(); err != nil {
@@ -132,6 +135,12 @@ In another terminal:
 `, dir, srv.Addr(), ag.ID(), ag.LocalAddr(), erpPath, skus, len(sampleerp.Locations), rate, strings.TrimSuffix(market.URL, "inventory"),
 				srv.Addr(), srv.AdminConfigPath(), filepath.Join(dir, "ca.pem"), srv.MetricsAddr(), srv.AdminConfigPath())
 			demoCommands(cmd.OutOrStdout(), selfCommand(), ag.LocalAddr())
+			// The partner curls below ask for and order demoSKU: print them once the
+			// agent's first capture has brought the item catalog in, so that pasting
+			// them at once works.
+			if err := waitForItem(ctx, srv, demoSKU, time.Minute); err != nil {
+				return err
+			}
 			if err := demoPartner(ctx, cmd.OutOrStdout(), dir, srv.Addr(), srv.AdminConfigPath()); err != nil {
 				return err
 			}
@@ -150,6 +159,32 @@ In another terminal:
 	f.BoolVar(&keep, "keep", false, "keep the demo's data directory")
 	f.StringVar(&localAddr, "local-addr", "127.0.0.1:7480", "agent local API address")
 	return cmd
+}
+
+// demoSKU is the item the banner's examples ask for; demoMinSKUs makes sure it exists.
+const (
+	demoSKU     = "SKU-00042"
+	demoMinSKUs = 42
+)
+
+// waitForItem polls the server's item view until it holds sku, for at most limit.
+func waitForItem(ctx context.Context, srv *controlplane.Server, sku string, limit time.Duration) error {
+	deadline := time.NewTimer(limit)
+	defer deadline.Stop()
+	tick := time.NewTicker(100 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		if _, ok := srv.ViewsState().Item(sku); ok {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-deadline.C:
+			return fmt.Errorf("the sample ERP's item %s did not reach the control plane within %s: is the agent connected? (--log-level info shows why)", sku, limit)
+		case <-tick.C:
+		}
+	}
 }
 
 // demoCommands prints the banner's commands, run as self (the path that starts this

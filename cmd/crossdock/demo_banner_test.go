@@ -38,7 +38,7 @@ func TestDemoBannerCommandsRun(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	demo := exec.Command("bin/crossdock", "demo", "--skus", "10", "--rate", "5", "--local-addr", fmt.Sprintf("127.0.0.1:%d", freePort(t)))
+	demo := exec.Command("bin/crossdock", "demo", "--skus", "42", "--rate", "5", "--local-addr", fmt.Sprintf("127.0.0.1:%d", freePort(t)))
 	demo.Dir, demo.Env, demo.Stdout, demo.Stderr = dir, env, f, f
 	if err := demo.Start(); err != nil {
 		t.Fatal(err)
@@ -136,5 +136,14 @@ func TestCommandFor(t *testing.T) {
 		if got := commandFor(exe, tc.cwd, tc.look); got != tc.want {
 			t.Errorf("%s: commandFor = %q, want %q", tc.name, got, tc.want)
 		}
+	}
+}
+
+// The banner's examples ask for SKU-00042: a demo with fewer items refuses to start
+// rather than print curls that answer "unknown SKU".
+func TestDemoRefusesTooFewSKUs(t *testing.T) {
+	out, err := exec.Command(binary, "demo", "--skus", "10").CombinedOutput()
+	if err == nil || !strings.Contains(string(out), "at least 42 items") {
+		t.Fatalf("demo --skus 10: %v\n%s", err, out)
 	}
 }

@@ -58,11 +58,11 @@ Orders (route partner-orders-to-erp: demo-market's orders into the sample ERP's 
 tables; the ERP answers with an order.ack, the simulator ships staged orders after %s):
   curl --cacert %s -H "Authorization: Bearer $KEY" -H 'Content-Type: application/json' \
     https://%s/crossdock.partner.v1.PartnerService/SubmitOrder \
-    -d '{"purchaseOrderNumber":"%s","currency":"USD","lines":[{"sku":"SKU-00042","quantity":"3","unitPrice":"12.50"}]}'
+    -d '{"purchaseOrderNumber":"%s","currency":"USD","lines":[{"sku":"%s","quantity":"3","unitPrice":"12.50"}]}'
   curl --cacert %s -H "Authorization: Bearer $KEY" -H 'Content-Type: application/json' \
     https://%s/crossdock.partner.v1.PartnerService/GetOrder -d '{"purchaseOrderNumber":"%s"}'
   %s orders describe %s     # the order's steps, with times and seqs
-`, sampleerp.ShipAfter, ca, addr, demoOrderPO, ca, addr, demoOrderPO, selfCommand(), canonical.OrderID("demo-market", demoOrderPO))
+`, sampleerp.ShipAfter, ca, addr, demoOrderPO, demoSKU, ca, addr, demoOrderPO, selfCommand(), canonical.OrderID("demo-market", demoOrderPO))
 	go followOrders(ctx, w, l)
 	return nil
 }
