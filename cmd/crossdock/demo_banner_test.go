@@ -32,7 +32,7 @@ func TestDemoBannerCommandsRun(t *testing.T) {
 	if err := os.WriteFile(filepath.Join(dir, "bin", "crossdock"), b, 0o755); err != nil {
 		t.Fatal(err)
 	}
-	env := append(os.Environ(), "HOME="+t.TempDir(), "CROSSDOCK_CONFIG=", "PATH=/usr/bin:/bin")
+	env := append(os.Environ(), "HOME="+t.TempDir(), "TMPDIR="+t.TempDir(), "CROSSDOCK_CONFIG=", "PATH=/usr/bin:/bin")
 	logPath := filepath.Join(t.TempDir(), "demo.log")
 	f, err := os.Create(logPath)
 	if err != nil {

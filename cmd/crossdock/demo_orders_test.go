@@ -29,7 +29,7 @@ func TestDemoOrderAcceptedThenShipped(t *testing.T) {
 		t.Fatal(err)
 	}
 	demo := exec.Command(binary, "demo", "--skus", "50", "--rate", "50", "--local-addr", fmt.Sprintf("127.0.0.1:%d", freePort(t)))
-	demo.Env, demo.Stdout, demo.Stderr = append(os.Environ(), "HOME="+t.TempDir(), "CROSSDOCK_CONFIG="), f, f
+	demo.Env, demo.Stdout, demo.Stderr = append(os.Environ(), "HOME="+t.TempDir(), "TMPDIR="+t.TempDir(), "CROSSDOCK_CONFIG="), f, f
 	if err := demo.Start(); err != nil {
 		t.Fatal(err)
 	}

@@ -12,6 +12,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/klauspost/compress/zstd"
+
 	"github.com/crossdock/crossdock/controlplane/controlplanetest"
 	"github.com/crossdock/crossdock/internal/demo/samplemarket"
 	"github.com/crossdock/crossdock/internal/seal"
@@ -209,6 +211,18 @@ func findBytes(t *testing.T, root string, needle []byte) string {
 		b, err := os.ReadFile(p)
 		if err != nil {
 			return err
+		}
+		// Ledger snapshots (raft's state.bin, `snapshot save` files) are compressed:
+		// search what they hold.
+		if z, ok := bytes.CutPrefix(b, []byte("CDXSNAPZ")); ok {
+			d, err := zstd.NewReader(nil)
+			if err != nil {
+				return err
+			}
+			defer d.Close()
+			if b, err = d.DecodeAll(z, nil); err != nil {
+				return fmt.Errorf("decompress snapshot %s: %w", p, err)
+			}
 		}
 		if bytes.Contains(b, needle) {
 			found = p

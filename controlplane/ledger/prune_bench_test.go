@@ -18,7 +18,7 @@ func BenchmarkPruneApply(b *testing.B) {
 		name  string
 		step  int
 		ahead bool
-	}{{"step50k-archive-in-apply", 50_000, false}, {"step10k-archive-in-apply", 10_000, false}, {"step10k-archived-ahead", 10_000, true}} {
+	}{{"step50k-archive-in-apply", 50_000, false}, {"step10k-archive-in-apply", 10_000, false}, {"step10k-archived-ahead", 10_000, true}, {"step2500-archived-ahead", 2_500, true}} {
 		step, ahead := bc.step, bc.ahead
 		b.Run(bc.name, func(b *testing.B) {
 			defer func(e, a int) { pruneMaxEvents, pruneMaxArchived = e, a }(pruneMaxEvents, pruneMaxArchived)

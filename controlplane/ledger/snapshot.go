@@ -14,6 +14,7 @@ import (
 	"sync"
 
 	"github.com/dgraph-io/badger/v4"
+	"github.com/klauspost/compress/zstd"
 	"google.golang.org/protobuf/proto"
 
 	storev1 "github.com/crossdock/crossdock/proto/gen/crossdock/store/v1"
@@ -27,7 +28,20 @@ import (
 //	trailer u64 record count, then 32 bytes: SHA-256 of every byte before them
 //
 // Nothing may follow the trailer.
-const snapshotMagic = "CDXSNAP1"
+//
+// WriteTo writes that stream compressed: "CDXSNAPZ", then one zstd stream (fastest
+// level, at most a 4 MiB window) whose content is the stream above. Readers take both.
+// A snapshot holds every event retention keeps; compressed it is about a fifth of the
+// size (docs/performance.md), which is what every node writes each snapshot and what a
+// joining node receives.
+const (
+	snapshotMagic  = "CDXSNAP1"
+	snapshotMagicZ = "CDXSNAPZ"
+)
+
+// snapshotWindow is the zstd window WriteTo uses; readers refuse larger ones, so a
+// damaged or hostile header cannot make them allocate more.
+const snapshotWindow = 4 << 20
 
 // Limits a stream is checked against before anything is allocated for a record.
 const (
@@ -79,7 +93,16 @@ func (s *Snapshot) WriteTo(w io.Writer) (int64, error) {
 		return 0, errors.New("ledger: snapshot already released")
 	}
 	cw := &countingWriter{w: w}
-	bw := bufio.NewWriterSize(cw, 256<<10)
+	zbw := bufio.NewWriterSize(cw, 256<<10)
+	if _, err := zbw.WriteString(snapshotMagicZ); err != nil {
+		return cw.n, fmt.Errorf("ledger: snapshot: write: %w", err)
+	}
+	zw, err := zstd.NewWriter(zbw, zstd.WithEncoderLevel(zstd.SpeedFastest), zstd.WithEncoderConcurrency(1), zstd.WithWindowSize(snapshotWindow))
+	if err != nil {
+		return cw.n, fmt.Errorf("ledger: snapshot: compressor: %w", err)
+	}
+	defer zw.Close()
+	bw := bufio.NewWriterSize(zw, 256<<10)
 	h := sha256.New()
 	out := io.MultiWriter(bw, h)
 
@@ -113,6 +136,12 @@ func (s *Snapshot) WriteTo(w io.Writer) (int64, error) {
 	out.Write(tail[:])
 	bw.Write(h.Sum(nil))
 	if err := bw.Flush(); err != nil {
+		return cw.n, fmt.Errorf("ledger: snapshot: write: %w", err)
+	}
+	if err := zw.Close(); err != nil {
+		return cw.n, fmt.Errorf("ledger: snapshot: write: %w", err)
+	}
+	if err := zbw.Flush(); err != nil {
 		return cw.n, fmt.Errorf("ledger: snapshot: write: %w", err)
 	}
 	return cw.n, nil
@@ -303,6 +332,15 @@ func readSnapshot(r io.Reader, fn func(k, v []byte) error) (index uint64, err er
 // holds, nil when it holds none.
 func readSnapshotCA(r io.Reader, fn func(k, v []byte) error) (index uint64, ca *storev1.PutCA, err error) {
 	br := bufio.NewReaderSize(r, 64<<10)
+	if head, err := br.Peek(len(snapshotMagicZ)); err == nil && string(head) == snapshotMagicZ {
+		br.Discard(len(snapshotMagicZ))
+		zr, err := zstd.NewReader(br, zstd.WithDecoderConcurrency(1), zstd.WithDecoderMaxWindow(snapshotWindow), zstd.WithDecoderLowmem(true))
+		if err != nil {
+			return 0, nil, fmt.Errorf("ledger: read snapshot: decompressor: %w", err)
+		}
+		defer zr.Close()
+		br = bufio.NewReaderSize(zstdErrs{zr}, 64<<10)
+	}
 	hr := &hashingReader{r: br, h: sha256.New()}
 	readErr := func(err error, what string) error {
 		if errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) {
@@ -415,6 +453,17 @@ func readSnapshotCA(r io.Reader, fn func(k, v []byte) error) (index uint64, ca *
 		return 0, nil, corrupt("data after the trailer")
 	}
 	return index, ca, nil
+}
+
+// zstdErrs reports a damaged compressed stream as a corrupt snapshot.
+type zstdErrs struct{ r io.Reader }
+
+func (z zstdErrs) Read(p []byte) (int, error) {
+	n, err := z.r.Read(p)
+	if err != nil && err != io.EOF {
+		err = corrupt("compressed stream: %v", err)
+	}
+	return n, err
 }
 
 // readN reads n bytes without trusting n for the allocation: a truncated stream that

@@ -8,6 +8,8 @@ import (
 	"slices"
 	"testing"
 
+	"github.com/klauspost/compress/zstd"
+
 	storev1 "github.com/crossdock/crossdock/proto/gen/crossdock/store/v1"
 )
 
@@ -108,7 +110,12 @@ func assertUnchanged(t *testing.T, l *Ledger, hash string, index uint64, what st
 
 func TestRestoreRefusesCorruptStreams(t *testing.T) {
 	src, _ := smallLedger(t, false)
-	valid := snapshotBytes(t, src)
+	compressed := snapshotBytes(t, src)
+	if !bytes.HasPrefix(compressed, []byte(snapshotMagicZ)) {
+		t.Fatalf("WriteTo does not compress: stream begins %q", compressed[:8])
+	}
+	// Every byte of the stream inside is checked (magic, framing, SHA-256)...
+	valid := plainSnapshot(t, compressed)
 	target, _ := keyedLedger(t, 20, 17)
 	hash, index := mustHash(t, target), target.AppliedIndex()
 
@@ -146,6 +153,48 @@ func TestRestoreRefusesCorruptStreams(t *testing.T) {
 		t.Errorf("read error: Restore = %v", err)
 	}
 	assertUnchanged(t, target, hash, index, "a read error")
+
+	// ...and a damaged compressed stream is refused, or, where zstd's framing leaves a
+	// bit unused, restores exactly the source's state: never another one.
+	srcHash := mustHash(t, src)
+	for n := range len(compressed) {
+		check(compressed[:n], "truncated compressed stream")
+	}
+	z, _ := keyedLedger(t, 20, 17)
+	zHash, zIndex := mustHash(t, z), z.AppliedIndex()
+	for i := range compressed {
+		for _, mask := range []byte{0x01, 0x80, 0xff} {
+			b := slices.Clone(compressed)
+			b[i] ^= mask
+			err := z.Restore(bytes.NewReader(b))
+			switch {
+			case err == nil:
+				if zHash, zIndex = mustHash(t, z), z.AppliedIndex(); zHash != srcHash {
+					t.Fatalf("compressed byte %d ^ %#x: restored a state that is not the snapshot's", i, mask)
+				}
+			case errors.Is(err, ErrSnapshotCorrupt):
+				assertUnchanged(t, z, zHash, zIndex, "a damaged compressed stream")
+			default:
+				t.Fatalf("compressed byte %d ^ %#x: Restore = %v, want ErrSnapshotCorrupt", i, mask, err)
+			}
+		}
+	}
+	check(append(slices.Clone(compressed), 0), "trailing byte after the compressed stream")
+}
+
+// plainSnapshot is the uncompressed stream inside a compressed one.
+func plainSnapshot(t *testing.T, b []byte) []byte {
+	t.Helper()
+	d, err := zstd.NewReader(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer d.Close()
+	out, err := d.DecodeAll(bytes.TrimPrefix(b, []byte(snapshotMagicZ)), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return out
 }
 
 func TestRestoreCorruptOnDiskLeavesNoLeftovers(t *testing.T) {

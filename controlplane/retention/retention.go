@@ -58,7 +58,17 @@ type Config struct {
 	// archived in the background (ledger.ArchiveAhead), so the prune's Apply finds them
 	// archived and only deletes.
 	Archiver ledger.AheadArchiver
+	// StepEvents is the events one PRUNE_LEDGER step removes at most (DefaultStepEvents
+	// when 0). A step's Apply holds every commit behind it, on every node: smaller
+	// steps bound that stall.
+	StepEvents int
 }
+
+// DefaultStepEvents bounds what one prune step costs the commits queued behind it (the
+// Apply's cost is about proportional to the events it removes; BenchmarkPruneApply in
+// docs/performance.md). The leader proposes the next step when one is committed, so
+// ingest entries appended meanwhile apply in between.
+const DefaultStepEvents = 2_500
 
 // aheadBatch is the events one ArchiveAhead call hands the archive at most.
 const aheadBatch = 20_000
@@ -84,6 +94,9 @@ func New(cfg Config) *Pruner {
 	}
 	if cfg.Now == nil {
 		cfg.Now = time.Now
+	}
+	if cfg.StepEvents <= 0 {
+		cfg.StepEvents = DefaultStepEvents
 	}
 	return &Pruner{cfg: cfg, log: cfg.Logger}
 }
@@ -159,6 +172,7 @@ func (p *Pruner) Once(ctx context.Context) (uint64, error) {
 		p.log.Info("retention: held back", "below_seq", hold, "by", why)
 	}
 	p.held = why
+	m.MaxEvents = uint32(p.cfg.StepEvents)
 	var total uint64
 	for step := 0; ; step++ {
 		need, err := l.PruneNeeded(m)

@@ -121,3 +121,74 @@ func TestAhead(t *testing.T) {
 		t.Fatal("Ahead changed the ledger")
 	}
 }
+
+// applyingLeader is a one-node "cluster" without raft: it leads and applies every
+// proposal to its real ledger at once, recording what each prune step removed.
+type applyingLeader struct {
+	l     *ledger.Ledger
+	index uint64
+	now   time.Time
+	steps []uint64 // events removed by each PRUNE_LEDGER
+}
+
+func (s *applyingLeader) Ledger() *ledger.Ledger                  { return s.l }
+func (s *applyingLeader) IsLeader() bool                          { return true }
+func (s *applyingLeader) WaitForLeadership(context.Context) error { return nil }
+func (s *applyingLeader) Propose(_ context.Context, typ storev1.CommandType, m proto.Message) (any, error) {
+	p, err := proto.Marshal(m)
+	if err != nil {
+		return nil, err
+	}
+	s.index++
+	res, err := s.l.Apply(s.index, s.now, &storev1.Command{Type: typ, Payload: p})
+	if r, ok := res.(*storev1.PruneResult); ok {
+		s.steps = append(s.steps, r.GetEventsPruned())
+	}
+	return res, err
+}
+
+// TestOnceInSteps: the leader prunes in steps of at most StepEvents, proposing the next
+// when one is committed, until nothing below the cutoffs is left.
+func TestOnceInSteps(t *testing.T) {
+	l, err := ledger.Open(ledger.Options{InMemory: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	t0 := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	s := &applyingLeader{l: l, now: t0}
+	seq := uint64(0)
+	for range 20 {
+		b := &storev1.IngestBatch{AgentId: "a1"}
+		for range 1000 {
+			seq++
+			b.Events = append(b.Events, &storev1.AgentEvent{AgentSeq: seq, Event: &eventv1.Event{Id: fmt.Sprint("e", seq), Type: "note"}})
+		}
+		if _, err := s.Propose(context.Background(), storev1.CommandType_COMMAND_TYPE_INGEST_BATCH, b); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// The default retention keeps other types 30 days: a year later, with one event
+	// committed then, all 20,000 before it may go (as far as the ledger has flushed
+	// their index records, every 16,384 seqs).
+	s.now = t0.Add(365 * 24 * time.Hour)
+	last := &storev1.IngestBatch{AgentId: "a1", Events: []*storev1.AgentEvent{{AgentSeq: seq + 1, Event: &eventv1.Event{Id: "now", Type: "note"}}}}
+	if _, err := s.Propose(context.Background(), storev1.CommandType_COMMAND_TYPE_INGEST_BATCH, last); err != nil {
+		t.Fatal(err)
+	}
+	p := retention.New(retention.Config{Store: s, StepEvents: 2500, Now: func() time.Time { return s.now }})
+	n, err := p.Once(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	var sum uint64
+	for i, st := range s.steps {
+		sum += st
+		if st > 2500 || (i < len(s.steps)-1 && st < 2500-256) {
+			t.Fatalf("steps %v: want each at most StepEvents 2500, and all but the last within a chunk (256) of it", s.steps)
+		}
+	}
+	if n < 10_000 || sum != n || len(s.steps) < 4 {
+		t.Fatalf("pruned %d events in steps %v, want at least 10000 in 4 or more steps", n, s.steps)
+	}
+}

@@ -264,16 +264,19 @@ func (s *Store) catchUpFromSnapshot() error {
 	return nil
 }
 
-// Raft snapshot settings (docs/operations.md, Memory, disk and raft snapshots). A
-// snapshot streams the whole ledger (about 260 MiB and 5 s per million events before
-// retention), so it is taken rarely: every 16,384 entries (an entry is one uplink batch
-// of up to 5,000 events) checked every 2 minutes. After it, 16,384 entries stay in the
-// log, so a follower that was away for up to that many entries catches up from the log
-// instead of receiving the whole ledger as a snapshot.
+// Raft snapshot settings (docs/operations.md, Raft snapshots and the raft log). A
+// snapshot streams the whole ledger, zstd-compressed (with retention, only what
+// retention keeps), and is taken every 8,192
+// entries (an entry is one uplink batch of up to 5,000 events), checked every 2
+// minutes. After it, 4,096 entries stay in the log, so a follower that was away for up
+// to that many entries catches up from the log instead of receiving a snapshot. The log
+// on disk holds at most threshold + trailing entries: at 5,000 events/s in batches of
+// 100 that is about 4 minutes of log, so under retention a node's disk levels off soon
+// after the first retention period (docs/performance.md, the soak).
 const (
-	DefaultSnapshotThreshold = 16384
+	DefaultSnapshotThreshold = 8192
 	DefaultSnapshotInterval  = 2 * time.Minute
-	DefaultTrailingLogs      = 16384
+	DefaultTrailingLogs      = 4096
 	// DefaultMaxAppendEntries is Config.MaxAppendEntries' default (raft's own).
 	DefaultMaxAppendEntries = 64
 )
