@@ -33,8 +33,14 @@ type Backend struct {
 	// and renewal (AgentCertTTL when 0).
 	AgentCertTTL time.Duration
 
-	reports connectorReports
-	fleet   fleetState // fleet.go
+	// ReleaseDir keeps the agent binaries pushed to this node (releases.go); none are
+	// accepted when empty. MaxReleaseBytes bounds one (DefaultMaxReleaseBytes when 0).
+	ReleaseDir      string
+	MaxReleaseBytes int64
+
+	reports  connectorReports
+	fleet    fleetState   // fleet.go
+	upgrades upgradeSends // rollout.go
 	// Sinks is the downlink to agents' sink connectors, for the delivery engine.
 	Sinks AgentSinks
 }

@@ -142,7 +142,7 @@ func accessFor(procedure string) access {
 	switch procedure {
 	case uplinkv1connect.UplinkServiceEnrollProcedure, clusterv1connect.ClusterServiceJoinProcedure:
 		return accessBodyCredential
-	case uplinkv1connect.UplinkServiceStreamProcedure:
+	case uplinkv1connect.UplinkServiceStreamProcedure, uplinkv1connect.UplinkServiceDownloadReleaseProcedure:
 		return accessAgent
 	case clusterv1connect.ClusterServicePromoteProcedure:
 		return accessNode
