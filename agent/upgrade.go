@@ -2,18 +2,15 @@ package agent
 
 import (
 	"context"
-	"crypto/sha256"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
-	"os"
-	"path/filepath"
 	"runtime"
 	"sync"
 
 	"google.golang.org/protobuf/proto"
 
+	"github.com/crossdock/crossdock/internal/release"
 	uplinkv1 "github.com/crossdock/crossdock/proto/gen/crossdock/uplink/v1"
 )
 
@@ -95,74 +92,13 @@ func (a *Agent) upgrade(ctx context.Context, cmd *uplinkv1.UpgradeCommand) error
 		return ErrNotUpgradable
 	case cmd.GetOs() != runtime.GOOS || cmd.GetArch() != runtime.GOARCH:
 		return fmt.Errorf("release is for %s/%s, this agent runs on %s/%s", cmd.GetOs(), cmd.GetArch(), runtime.GOOS, runtime.GOARCH)
-	case !validSHA256(cmd.GetSha256()):
-		return fmt.Errorf("sha256 %q is not 64 hex digits", cmd.GetSha256())
 	}
 	a.logger.Info("upgrade: downloading", "rollout", cmd.GetRolloutId(), "version", cmd.GetVersion(), "sha256", cmd.GetSha256(), "size", cmd.GetSize())
-	path, err := FetchRelease(a.cfg.UpgradeDir, cmd.GetSha256(), cmd.GetSize(), func(w io.Writer) error {
+	path, err := release.Fetch(a.cfg.UpgradeDir, cmd.GetSha256(), cmd.GetSize(), 0o700, func(w io.Writer) error {
 		return a.uplink.DownloadRelease(ctx, cmd.GetSha256(), w)
 	})
 	if err != nil {
 		return err
 	}
 	return a.cfg.Upgrade(ctx, proto.Clone(cmd).(*uplinkv1.UpgradeCommand), path)
-}
-
-func validSHA256(s string) bool {
-	b, err := hex.DecodeString(s)
-	return err == nil && len(b) == sha256.Size && hex.EncodeToString(b) == s
-}
-
-// FetchRelease writes a binary through download into dir/<sum>, checking on the way
-// that it has size bytes and SHA-256 sum; only then is it put at its name, executable.
-// Anything else leaves nothing behind.
-func FetchRelease(dir, sum string, size int64, download func(io.Writer) error) (string, error) {
-	if err := os.MkdirAll(dir, 0o700); err != nil {
-		return "", fmt.Errorf("upgrade: create %s: %w", dir, err)
-	}
-	f, err := os.CreateTemp(dir, ".download-*")
-	if err != nil {
-		return "", fmt.Errorf("upgrade: %w", err)
-	}
-	defer os.Remove(f.Name()) // a no-op once renamed
-	defer f.Close()
-	h := sha256.New()
-	lw := &limitWriter{w: io.MultiWriter(f, h), left: size}
-	if err := download(lw); err != nil {
-		return "", err
-	}
-	if lw.over || lw.left != 0 {
-		return "", fmt.Errorf("upgrade: the download has %d bytes, the release %d: refused", size-lw.left, size)
-	}
-	if got := hex.EncodeToString(h.Sum(nil)); got != sum {
-		return "", fmt.Errorf("upgrade: checksum mismatch: the download has sha256 %s, the release %s: refused", got, sum)
-	}
-	if err := f.Sync(); err != nil {
-		return "", fmt.Errorf("upgrade: %w", err)
-	}
-	if err := f.Chmod(0o700); err != nil {
-		return "", fmt.Errorf("upgrade: %w", err)
-	}
-	path := filepath.Join(dir, sum)
-	if err := os.Rename(f.Name(), path); err != nil {
-		return "", fmt.Errorf("upgrade: %w", err)
-	}
-	return path, nil
-}
-
-// limitWriter refuses bytes beyond left.
-type limitWriter struct {
-	w    io.Writer
-	left int64
-	over bool
-}
-
-func (l *limitWriter) Write(p []byte) (int, error) {
-	if int64(len(p)) > l.left {
-		l.over = true
-		return 0, errors.New("upgrade: the download is larger than the release")
-	}
-	n, err := l.w.Write(p)
-	l.left -= int64(n)
-	return n, err
 }

@@ -544,7 +544,9 @@ func (s *Server) buildServers(cert tls.Certificate) error {
 		s.edi = ediview.New(views.LedgerSource{L: s.store.Ledger()}, s.logger)
 	}
 	s.backend = &api.Backend{Store: s.store, CA: func() *pki.CA { return s.ca }, Keys: s.keys, Registry: s.registry, Logger: s.logger, AgentCertTTL: s.cfg.AgentCertTTL,
-		ReleaseDir: filepath.Join(s.cfg.DataDir, "releases"), MaxReleaseBytes: s.cfg.MaxReleaseBytes}
+		ReleaseDir: filepath.Join(s.cfg.DataDir, "releases"), MaxReleaseBytes: s.cfg.MaxReleaseBytes,
+		// Releases are copied between nodes with their node certificates.
+		NodeClient: &http.Client{Transport: &http.Transport{TLSClientConfig: pki.ClientTLSConfig(&s.nodeCert, s.ca.Pool(), ""), ForceAttemptHTTP2: true}}}
 	mux := http.NewServeMux()
 	// The guard checks credentials before any handler reads a body; authenticated calls
 	// keep the large message limit.
@@ -666,6 +668,8 @@ func (s *Server) Run(ctx context.Context) error {
 	alertsDone := s.runAlerts(dctx)
 	rolloutsDone := make(chan struct{})
 	go func() { defer close(rolloutsDone); s.backend.RunRollouts(dctx) }() // agent upgrades
+	releasesDone := make(chan struct{})
+	go func() { defer close(releasesDone); s.backend.SyncReleases(dctx) }()
 	var err error
 	select {
 	case <-ctx.Done():
@@ -691,6 +695,7 @@ func (s *Server) Run(ctx context.Context) error {
 	<-pruneDone
 	<-alertsDone
 	<-rolloutsDone
+	<-releasesDone
 	s.stopMetrics()
 	s.stopPartner(ctx)
 	stopPartnerFlush() // a last usage report

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net/http"
 	"sync"
 	"time"
 
@@ -37,10 +38,13 @@ type Backend struct {
 	// accepted when empty. MaxReleaseBytes bounds one (DefaultMaxReleaseBytes when 0).
 	ReleaseDir      string
 	MaxReleaseBytes int64
+	// NodeClient calls other nodes with this node's certificate (copying releases).
+	NodeClient *http.Client
 
-	reports  connectorReports
-	fleet    fleetState   // fleet.go
-	upgrades upgradeSends // rollout.go
+	releaseFetch sync.Mutex // releases.go
+	reports      connectorReports
+	fleet        fleetState   // fleet.go
+	upgrades     upgradeSends // rollout.go
 	// Sinks is the downlink to agents' sink connectors, for the delivery engine.
 	Sinks AgentSinks
 }

@@ -10,13 +10,17 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
+	"time"
 
 	"connectrpc.com/connect"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
+	"github.com/crossdock/crossdock/internal/pki"
+	"github.com/crossdock/crossdock/internal/release"
 	adminv1 "github.com/crossdock/crossdock/proto/gen/crossdock/admin/v1"
 	storev1 "github.com/crossdock/crossdock/proto/gen/crossdock/store/v1"
 	uplinkv1 "github.com/crossdock/crossdock/proto/gen/crossdock/uplink/v1"
+	"github.com/crossdock/crossdock/proto/gen/crossdock/uplink/v1/uplinkv1connect"
 )
 
 // Releases: agent binaries an operator pushed (`crossdock releases push`). The bytes
@@ -33,7 +37,6 @@ const releaseChunk = 1 << 20
 var (
 	releaseVersionRe  = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._+-]{0,127}$`)
 	releasePlatformRe = regexp.MustCompile(`^[a-z0-9]{1,16}$`)
-	sha256HexRe       = regexp.MustCompile(`^[0-9a-f]{64}$`)
 )
 
 func (b *Backend) maxReleaseBytes() int64 {
@@ -132,34 +135,47 @@ func (f *Fleet) ListReleases(ctx context.Context, _ *connect.Request[adminv1.Lis
 	return connect.NewResponse(&adminv1.ListReleasesResponse{Releases: rs}), nil
 }
 
-// DownloadRelease streams a pushed binary to an enrolled, unrevoked agent.
+// DownloadRelease streams a pushed binary to an enrolled, unrevoked agent, or to another
+// node copying it. A node that does not have it yet fetches it first from the node it
+// was pushed to.
 func (u *Uplink) DownloadRelease(ctx context.Context, req *connect.Request[uplinkv1.DownloadReleaseRequest], stream *connect.ServerStream[uplinkv1.ReleaseChunk]) error {
-	agentID, cert, err := agentIdentity(ctx)
-	if err != nil {
-		return err
-	}
-	rec, ok, err := u.Store.Ledger().Agent(agentID)
-	if err != nil {
-		return connect.NewError(connect.CodeInternal, err)
-	}
-	if err := admitAgent(rec, ok, agentID, cert); err != nil {
-		return err
+	caller := "node"
+	if _, role, err := pki.PeerIdentity(PeerFrom(ctx).TLS); err != nil || role != pki.RoleServer {
+		agentID, cert, err := agentIdentity(ctx)
+		if err != nil {
+			return err
+		}
+		rec, ok, err := u.Store.Ledger().Agent(agentID)
+		if err != nil {
+			return connect.NewError(connect.CodeInternal, err)
+		}
+		if err := admitAgent(rec, ok, agentID, cert); err != nil {
+			return err
+		}
+		caller = agentID
 	}
 	sum := req.Msg.GetSha256()
-	if !sha256HexRe.MatchString(sum) {
+	if !release.ValidSHA256(sum) {
 		return connect.NewError(connect.CodeInvalidArgument, fmt.Errorf("sha256 %q: 64 lowercase hex digits", sum))
 	}
-	if _, ok, err := u.Store.Ledger().Release(sum); err != nil {
+	rel, ok, err := u.Store.Ledger().Release(sum)
+	if err != nil {
 		return connect.NewError(connect.CodeInternal, err)
-	} else if !ok || u.ReleaseDir == "" {
+	}
+	if !ok || u.ReleaseDir == "" {
 		return connect.NewError(connect.CodeNotFound, fmt.Errorf("no release with sha256 %s", sum))
 	}
 	file, err := os.Open(u.releasePath(sum))
+	if errors.Is(err, os.ErrNotExist) && caller != "node" {
+		if err = u.fetchRelease(ctx, rel); err == nil {
+			file, err = os.Open(u.releasePath(sum))
+		}
+	}
 	if errors.Is(err, os.ErrNotExist) {
-		return connect.NewError(connect.CodeNotFound, fmt.Errorf("release %s is not on node %s: it was pushed to another node; push it again", sum, u.Store.NodeID()))
+		return connect.NewError(connect.CodeNotFound, fmt.Errorf("release %s is not on node %s yet", sum, u.Store.NodeID()))
 	}
 	if err != nil {
-		return connect.NewError(connect.CodeInternal, err)
+		return connect.NewError(connect.CodeUnavailable, err)
 	}
 	defer file.Close()
 	buf := make([]byte, releaseChunk)
@@ -171,11 +187,89 @@ func (u *Uplink) DownloadRelease(ctx context.Context, req *connect.Request[uplin
 			}
 		}
 		if errors.Is(err, io.EOF) {
-			u.Logger.Info("release downloaded", "agent", agentID, "sha256", sum)
+			u.Logger.Info("release downloaded", "by", caller, "sha256", sum)
 			return nil
 		}
 		if err != nil {
 			return connect.NewError(connect.CodeInternal, fmt.Errorf("read release %s: %w", sum, err))
+		}
+	}
+}
+
+// fetchRelease copies a release this node does not have from the node it was pushed to,
+// over the cluster's mTLS, checking its size and SHA-256.
+func (b *Backend) fetchRelease(ctx context.Context, rel *storev1.Release) error {
+	if b.NodeClient == nil {
+		return fmt.Errorf("release %s was pushed to node %s and this node cannot fetch it", rel.GetSha256(), rel.GetNodeId())
+	}
+	from, ok, err := b.Store.Ledger().Node(rel.GetNodeId())
+	if err != nil {
+		return err
+	}
+	if !ok || rel.GetNodeId() == b.Store.NodeID() {
+		return fmt.Errorf("release %s: node %s that it was pushed to is not in the cluster (any more); push it again", rel.GetSha256(), rel.GetNodeId())
+	}
+	b.releaseFetch.Lock() // one copy at a time: a second caller then finds the file
+	defer b.releaseFetch.Unlock()
+	if _, err := os.Stat(b.releasePath(rel.GetSha256())); err == nil {
+		return nil
+	}
+	client := uplinkv1connect.NewUplinkServiceClient(b.NodeClient, "https://"+from.GetApiAddr())
+	_, err = release.Fetch(b.ReleaseDir, rel.GetSha256(), rel.GetSize(), 0o600, func(w io.Writer) error {
+		stream, err := client.DownloadRelease(ctx, connect.NewRequest(&uplinkv1.DownloadReleaseRequest{Sha256: rel.GetSha256()}))
+		if err != nil {
+			return err
+		}
+		defer stream.Close()
+		for stream.Receive() {
+			if _, err := w.Write(stream.Msg().GetData()); err != nil {
+				return err
+			}
+		}
+		return stream.Err()
+	})
+	if err != nil {
+		return fmt.Errorf("copy release %s from node %s: %w", rel.GetSha256(), rel.GetNodeId(), err)
+	}
+	b.Logger.Info("release copied", "sha256", rel.GetSha256(), "version", rel.GetVersion(), "from", rel.GetNodeId())
+	return nil
+}
+
+// ReleaseSyncEvery is how often a node copies the releases it does not have yet.
+var ReleaseSyncEvery = 2 * time.Second
+
+// SyncReleases copies every release this node does not have from the node it was
+// pushed to, every ReleaseSyncEvery until ctx ends, so that any node that becomes leader
+// can serve them.
+func (b *Backend) SyncReleases(ctx context.Context) {
+	if b.ReleaseDir == "" {
+		return
+	}
+	t := time.NewTicker(ReleaseSyncEvery)
+	defer t.Stop()
+	failing := map[string]bool{} // logged once per failure streak
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		rels, err := b.Store.Ledger().Releases()
+		if err != nil {
+			continue
+		}
+		for _, rel := range rels {
+			if _, err := os.Stat(b.releasePath(rel.GetSha256())); err == nil {
+				continue
+			}
+			if err := b.fetchRelease(ctx, rel); err != nil {
+				if !failing[rel.GetSha256()] && ctx.Err() == nil {
+					b.Logger.Warn("cannot copy a release to this node yet; retrying", "sha256", rel.GetSha256(), "err", err)
+				}
+				failing[rel.GetSha256()] = true
+				continue
+			}
+			delete(failing, rel.GetSha256())
 		}
 	}
 }
