@@ -75,7 +75,6 @@ child, so that 'crossdock agents upgrade' can swap the binary and roll back by i
 			if worker != "" {
 				setupWorker(&cfg, worker, cancel, &upgrading)
 			}
-			agent.Version = version
 			applyFaultHooks(&cfg)
 			stopTracing, err := tracing.Setup(cmd.Context(), "crossdock-agent", version, slog.Default())
 			if err != nil {

@@ -14,6 +14,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/crossdock/crossdock/internal/platform/metrics"
 	uplinkv1 "github.com/crossdock/crossdock/proto/gen/crossdock/uplink/v1"
 )
 
@@ -36,6 +37,7 @@ const outboxFreeWait = 5 * time.Second
 type supervisor struct {
 	exe, dir, outbox string
 	args             []string
+	notify           string // NOTIFY_SOCKET for the worker: the relay's
 	log              *slog.Logger
 
 	mu       sync.Mutex
@@ -58,6 +60,13 @@ func superviseAgent(dataDir string, args []string) error {
 	if err := os.MkdirAll(s.dir, 0o700); err != nil {
 		return fmt.Errorf("agent supervisor: %w", err)
 	}
+	// systemd takes READY=1 from the main process: the worker's is relayed.
+	notify, stopRelay, err := metrics.RelayNotify(s.log)
+	if err != nil {
+		return fmt.Errorf("agent supervisor: %w", err)
+	}
+	defer stopRelay()
+	s.notify = notify
 	// The kernel kills a worker whose supervisor died (Pdeathsig), which it ties to
 	// the thread that started the worker: this goroutine keeps its thread.
 	runtime.LockOSThread()
@@ -93,6 +102,9 @@ func (s *supervisor) start(trial bool) (*exec.Cmd, <-chan error, error) {
 	cmd := exec.Command(s.exe, s.args...)
 	cmd.Stdin, cmd.Stdout, cmd.Stderr = os.Stdin, os.Stdout, os.Stderr
 	cmd.Env = append(os.Environ(), envAgentWorker+"="+s.dir)
+	if s.notify != "" {
+		cmd.Env = append(cmd.Env, "NOTIFY_SOCKET="+s.notify)
+	}
 	if trial {
 		cmd.Env = append(cmd.Env, envAgentTrial+"=1")
 	}

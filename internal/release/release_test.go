@@ -50,4 +50,3 @@ func TestFetchRefusesMismatch(t *testing.T) {
 		t.Errorf("Fetch put %q at %s", b, path)
 	}
 }
-
