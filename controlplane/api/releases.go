@@ -138,7 +138,7 @@ func (f *Fleet) ListReleases(ctx context.Context, _ *connect.Request[adminv1.Lis
 // DownloadRelease streams a pushed binary to an enrolled, unrevoked agent, or to another
 // node copying it. A node that does not have it yet fetches it first from the node it
 // was pushed to.
-func (u *Uplink) DownloadRelease(ctx context.Context, req *connect.Request[uplinkv1.DownloadReleaseRequest], stream *connect.ServerStream[uplinkv1.ReleaseChunk]) error {
+func (u *Uplink) DownloadRelease(ctx context.Context, req *connect.Request[uplinkv1.DownloadReleaseRequest], stream *connect.ServerStream[uplinkv1.DownloadReleaseResponse]) error {
 	caller := "node"
 	if _, role, err := pki.PeerIdentity(PeerFrom(ctx).TLS); err != nil || role != pki.RoleServer {
 		agentID, cert, err := agentIdentity(ctx)
@@ -182,7 +182,7 @@ func (u *Uplink) DownloadRelease(ctx context.Context, req *connect.Request[uplin
 	for {
 		n, err := file.Read(buf)
 		if n > 0 {
-			if err := stream.Send(&uplinkv1.ReleaseChunk{Data: buf[:n]}); err != nil {
+			if err := stream.Send(&uplinkv1.DownloadReleaseResponse{Data: buf[:n]}); err != nil {
 				return err
 			}
 		}

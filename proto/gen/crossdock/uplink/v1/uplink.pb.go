@@ -72,28 +72,28 @@ func (x *DownloadReleaseRequest) GetSha256() string {
 	return ""
 }
 
-// ReleaseChunk is a piece of a binary, in order.
-type ReleaseChunk struct {
+// DownloadReleaseResponse is the next piece of the binary.
+type DownloadReleaseResponse struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Data          []byte                 `protobuf:"bytes,1,opt,name=data,proto3" json:"data,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
-func (x *ReleaseChunk) Reset() {
-	*x = ReleaseChunk{}
+func (x *DownloadReleaseResponse) Reset() {
+	*x = DownloadReleaseResponse{}
 	mi := &file_crossdock_uplink_v1_uplink_proto_msgTypes[1]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
 
-func (x *ReleaseChunk) String() string {
+func (x *DownloadReleaseResponse) String() string {
 	return protoimpl.X.MessageStringOf(x)
 }
 
-func (*ReleaseChunk) ProtoMessage() {}
+func (*DownloadReleaseResponse) ProtoMessage() {}
 
-func (x *ReleaseChunk) ProtoReflect() protoreflect.Message {
+func (x *DownloadReleaseResponse) ProtoReflect() protoreflect.Message {
 	mi := &file_crossdock_uplink_v1_uplink_proto_msgTypes[1]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
@@ -105,12 +105,12 @@ func (x *ReleaseChunk) ProtoReflect() protoreflect.Message {
 	return mi.MessageOf(x)
 }
 
-// Deprecated: Use ReleaseChunk.ProtoReflect.Descriptor instead.
-func (*ReleaseChunk) Descriptor() ([]byte, []int) {
+// Deprecated: Use DownloadReleaseResponse.ProtoReflect.Descriptor instead.
+func (*DownloadReleaseResponse) Descriptor() ([]byte, []int) {
 	return file_crossdock_uplink_v1_uplink_proto_rawDescGZIP(), []int{1}
 }
 
-func (x *ReleaseChunk) GetData() []byte {
+func (x *DownloadReleaseResponse) GetData() []byte {
 	if x != nil {
 		return x.Data
 	}
@@ -1685,8 +1685,8 @@ const file_crossdock_uplink_v1_uplink_proto_rawDesc = "" +
 	"\n" +
 	" crossdock/uplink/v1/uplink.proto\x12\x13crossdock.uplink.v1\x1a\x1ecrossdock/agent/v1/agent.proto\x1a\x1ecrossdock/event/v1/event.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"0\n" +
 	"\x16DownloadReleaseRequest\x12\x16\n" +
-	"\x06sha256\x18\x01 \x01(\tR\x06sha256\"\"\n" +
-	"\fReleaseChunk\x12\x12\n" +
+	"\x06sha256\x18\x01 \x01(\tR\x06sha256\"-\n" +
+	"\x17DownloadReleaseResponse\x12\x12\n" +
 	"\x04data\x18\x01 \x01(\fR\x04data\"\xe0\x01\n" +
 	"\rEnrollRequest\x12\x14\n" +
 	"\x05token\x18\x01 \x01(\tR\x05token\x12\x17\n" +
@@ -1808,11 +1808,11 @@ const file_crossdock_uplink_v1_uplink_proto_rawDesc = "" +
 	"\n" +
 	"duplicates\x18\x03 \x01(\rR\n" +
 	"duplicates\x12;\n" +
-	"\tconflicts\x18\x04 \x03(\v2\x1d.crossdock.uplink.v1.ConflictR\tconflicts2\x9e\x02\n" +
+	"\tconflicts\x18\x04 \x03(\v2\x1d.crossdock.uplink.v1.ConflictR\tconflicts2\xa9\x02\n" +
 	"\rUplinkService\x12Q\n" +
 	"\x06Enroll\x12\".crossdock.uplink.v1.EnrollRequest\x1a#.crossdock.uplink.v1.EnrollResponse\x12U\n" +
-	"\x06Stream\x12\".crossdock.uplink.v1.StreamRequest\x1a#.crossdock.uplink.v1.StreamResponse(\x010\x01\x12c\n" +
-	"\x0fDownloadRelease\x12+.crossdock.uplink.v1.DownloadReleaseRequest\x1a!.crossdock.uplink.v1.ReleaseChunk0\x01BGZEgithub.com/crossdock/crossdock/proto/gen/crossdock/uplink/v1;uplinkv1b\x06proto3"
+	"\x06Stream\x12\".crossdock.uplink.v1.StreamRequest\x1a#.crossdock.uplink.v1.StreamResponse(\x010\x01\x12n\n" +
+	"\x0fDownloadRelease\x12+.crossdock.uplink.v1.DownloadReleaseRequest\x1a,.crossdock.uplink.v1.DownloadReleaseResponse0\x01BGZEgithub.com/crossdock/crossdock/proto/gen/crossdock/uplink/v1;uplinkv1b\x06proto3"
 
 var (
 	file_crossdock_uplink_v1_uplink_proto_rawDescOnce sync.Once
@@ -1828,32 +1828,32 @@ func file_crossdock_uplink_v1_uplink_proto_rawDescGZIP() []byte {
 
 var file_crossdock_uplink_v1_uplink_proto_msgTypes = make([]protoimpl.MessageInfo, 23)
 var file_crossdock_uplink_v1_uplink_proto_goTypes = []any{
-	(*DownloadReleaseRequest)(nil), // 0: crossdock.uplink.v1.DownloadReleaseRequest
-	(*ReleaseChunk)(nil),           // 1: crossdock.uplink.v1.ReleaseChunk
-	(*EnrollRequest)(nil),          // 2: crossdock.uplink.v1.EnrollRequest
-	(*EnrollResponse)(nil),         // 3: crossdock.uplink.v1.EnrollResponse
-	(*StreamRequest)(nil),          // 4: crossdock.uplink.v1.StreamRequest
-	(*UpgradeReport)(nil),          // 5: crossdock.uplink.v1.UpgradeReport
-	(*ConfigReport)(nil),           // 6: crossdock.uplink.v1.ConfigReport
-	(*AgentHealth)(nil),            // 7: crossdock.uplink.v1.AgentHealth
-	(*RenewRequest)(nil),           // 8: crossdock.uplink.v1.RenewRequest
-	(*Renewed)(nil),                // 9: crossdock.uplink.v1.Renewed
-	(*Conflict)(nil),               // 10: crossdock.uplink.v1.Conflict
-	(*SinkResult)(nil),             // 11: crossdock.uplink.v1.SinkResult
-	(*ConnectorReport)(nil),        // 12: crossdock.uplink.v1.ConnectorReport
-	(*Hello)(nil),                  // 13: crossdock.uplink.v1.Hello
-	(*Batch)(nil),                  // 14: crossdock.uplink.v1.Batch
-	(*OutboxEvent)(nil),            // 15: crossdock.uplink.v1.OutboxEvent
-	(*StreamResponse)(nil),         // 16: crossdock.uplink.v1.StreamResponse
-	(*UpgradeCommand)(nil),         // 17: crossdock.uplink.v1.UpgradeCommand
-	(*AgentConfigPush)(nil),        // 18: crossdock.uplink.v1.AgentConfigPush
-	(*SinkWrite)(nil),              // 19: crossdock.uplink.v1.SinkWrite
-	(*Welcome)(nil),                // 20: crossdock.uplink.v1.Welcome
-	(*Ack)(nil),                    // 21: crossdock.uplink.v1.Ack
-	nil,                            // 22: crossdock.uplink.v1.EnrollRequest.LabelsEntry
-	(*timestamppb.Timestamp)(nil),  // 23: google.protobuf.Timestamp
-	(*v1.ConnectorStatus)(nil),     // 24: crossdock.agent.v1.ConnectorStatus
-	(*v11.Event)(nil),              // 25: crossdock.event.v1.Event
+	(*DownloadReleaseRequest)(nil),  // 0: crossdock.uplink.v1.DownloadReleaseRequest
+	(*DownloadReleaseResponse)(nil), // 1: crossdock.uplink.v1.DownloadReleaseResponse
+	(*EnrollRequest)(nil),           // 2: crossdock.uplink.v1.EnrollRequest
+	(*EnrollResponse)(nil),          // 3: crossdock.uplink.v1.EnrollResponse
+	(*StreamRequest)(nil),           // 4: crossdock.uplink.v1.StreamRequest
+	(*UpgradeReport)(nil),           // 5: crossdock.uplink.v1.UpgradeReport
+	(*ConfigReport)(nil),            // 6: crossdock.uplink.v1.ConfigReport
+	(*AgentHealth)(nil),             // 7: crossdock.uplink.v1.AgentHealth
+	(*RenewRequest)(nil),            // 8: crossdock.uplink.v1.RenewRequest
+	(*Renewed)(nil),                 // 9: crossdock.uplink.v1.Renewed
+	(*Conflict)(nil),                // 10: crossdock.uplink.v1.Conflict
+	(*SinkResult)(nil),              // 11: crossdock.uplink.v1.SinkResult
+	(*ConnectorReport)(nil),         // 12: crossdock.uplink.v1.ConnectorReport
+	(*Hello)(nil),                   // 13: crossdock.uplink.v1.Hello
+	(*Batch)(nil),                   // 14: crossdock.uplink.v1.Batch
+	(*OutboxEvent)(nil),             // 15: crossdock.uplink.v1.OutboxEvent
+	(*StreamResponse)(nil),          // 16: crossdock.uplink.v1.StreamResponse
+	(*UpgradeCommand)(nil),          // 17: crossdock.uplink.v1.UpgradeCommand
+	(*AgentConfigPush)(nil),         // 18: crossdock.uplink.v1.AgentConfigPush
+	(*SinkWrite)(nil),               // 19: crossdock.uplink.v1.SinkWrite
+	(*Welcome)(nil),                 // 20: crossdock.uplink.v1.Welcome
+	(*Ack)(nil),                     // 21: crossdock.uplink.v1.Ack
+	nil,                             // 22: crossdock.uplink.v1.EnrollRequest.LabelsEntry
+	(*timestamppb.Timestamp)(nil),   // 23: google.protobuf.Timestamp
+	(*v1.ConnectorStatus)(nil),      // 24: crossdock.agent.v1.ConnectorStatus
+	(*v11.Event)(nil),               // 25: crossdock.event.v1.Event
 }
 var file_crossdock_uplink_v1_uplink_proto_depIdxs = []int32{
 	22, // 0: crossdock.uplink.v1.EnrollRequest.labels:type_name -> crossdock.uplink.v1.EnrollRequest.LabelsEntry
@@ -1882,7 +1882,7 @@ var file_crossdock_uplink_v1_uplink_proto_depIdxs = []int32{
 	0,  // 23: crossdock.uplink.v1.UplinkService.DownloadRelease:input_type -> crossdock.uplink.v1.DownloadReleaseRequest
 	3,  // 24: crossdock.uplink.v1.UplinkService.Enroll:output_type -> crossdock.uplink.v1.EnrollResponse
 	16, // 25: crossdock.uplink.v1.UplinkService.Stream:output_type -> crossdock.uplink.v1.StreamResponse
-	1,  // 26: crossdock.uplink.v1.UplinkService.DownloadRelease:output_type -> crossdock.uplink.v1.ReleaseChunk
+	1,  // 26: crossdock.uplink.v1.UplinkService.DownloadRelease:output_type -> crossdock.uplink.v1.DownloadReleaseResponse
 	24, // [24:27] is the sub-list for method output_type
 	21, // [21:24] is the sub-list for method input_type
 	21, // [21:21] is the sub-list for extension type_name

@@ -54,7 +54,7 @@ type UplinkServiceClient interface {
 	// DownloadRelease streams an agent binary an operator pushed (`crossdock releases
 	// push`), for an UpgradeCommand. Requires mTLS with an enrolled, unrevoked agent's
 	// certificate.
-	DownloadRelease(context.Context, *connect.Request[v1.DownloadReleaseRequest]) (*connect.ServerStreamForClient[v1.ReleaseChunk], error)
+	DownloadRelease(context.Context, *connect.Request[v1.DownloadReleaseRequest]) (*connect.ServerStreamForClient[v1.DownloadReleaseResponse], error)
 }
 
 // NewUplinkServiceClient constructs a client for the crossdock.uplink.v1.UplinkService service. By
@@ -80,7 +80,7 @@ func NewUplinkServiceClient(httpClient connect.HTTPClient, baseURL string, opts 
 			connect.WithSchema(uplinkServiceMethods.ByName("Stream")),
 			connect.WithClientOptions(opts...),
 		),
-		downloadRelease: connect.NewClient[v1.DownloadReleaseRequest, v1.ReleaseChunk](
+		downloadRelease: connect.NewClient[v1.DownloadReleaseRequest, v1.DownloadReleaseResponse](
 			httpClient,
 			baseURL+UplinkServiceDownloadReleaseProcedure,
 			connect.WithSchema(uplinkServiceMethods.ByName("DownloadRelease")),
@@ -93,7 +93,7 @@ func NewUplinkServiceClient(httpClient connect.HTTPClient, baseURL string, opts 
 type uplinkServiceClient struct {
 	enroll          *connect.Client[v1.EnrollRequest, v1.EnrollResponse]
 	stream          *connect.Client[v1.StreamRequest, v1.StreamResponse]
-	downloadRelease *connect.Client[v1.DownloadReleaseRequest, v1.ReleaseChunk]
+	downloadRelease *connect.Client[v1.DownloadReleaseRequest, v1.DownloadReleaseResponse]
 }
 
 // Enroll calls crossdock.uplink.v1.UplinkService.Enroll.
@@ -107,7 +107,7 @@ func (c *uplinkServiceClient) Stream(ctx context.Context) *connect.BidiStreamFor
 }
 
 // DownloadRelease calls crossdock.uplink.v1.UplinkService.DownloadRelease.
-func (c *uplinkServiceClient) DownloadRelease(ctx context.Context, req *connect.Request[v1.DownloadReleaseRequest]) (*connect.ServerStreamForClient[v1.ReleaseChunk], error) {
+func (c *uplinkServiceClient) DownloadRelease(ctx context.Context, req *connect.Request[v1.DownloadReleaseRequest]) (*connect.ServerStreamForClient[v1.DownloadReleaseResponse], error) {
 	return c.downloadRelease.CallServerStream(ctx, req)
 }
 
@@ -121,7 +121,7 @@ type UplinkServiceHandler interface {
 	// DownloadRelease streams an agent binary an operator pushed (`crossdock releases
 	// push`), for an UpgradeCommand. Requires mTLS with an enrolled, unrevoked agent's
 	// certificate.
-	DownloadRelease(context.Context, *connect.Request[v1.DownloadReleaseRequest], *connect.ServerStream[v1.ReleaseChunk]) error
+	DownloadRelease(context.Context, *connect.Request[v1.DownloadReleaseRequest], *connect.ServerStream[v1.DownloadReleaseResponse]) error
 }
 
 // NewUplinkServiceHandler builds an HTTP handler from the service implementation. It returns the
@@ -174,6 +174,6 @@ func (UnimplementedUplinkServiceHandler) Stream(context.Context, *connect.BidiSt
 	return connect.NewError(connect.CodeUnimplemented, errors.New("crossdock.uplink.v1.UplinkService.Stream is not implemented"))
 }
 
-func (UnimplementedUplinkServiceHandler) DownloadRelease(context.Context, *connect.Request[v1.DownloadReleaseRequest], *connect.ServerStream[v1.ReleaseChunk]) error {
+func (UnimplementedUplinkServiceHandler) DownloadRelease(context.Context, *connect.Request[v1.DownloadReleaseRequest], *connect.ServerStream[v1.DownloadReleaseResponse]) error {
 	return connect.NewError(connect.CodeUnimplemented, errors.New("crossdock.uplink.v1.UplinkService.DownloadRelease is not implemented"))
 }
