@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"runtime"
 	"time"
 
 	"connectrpc.com/connect"
@@ -89,8 +88,8 @@ through raft; agents download it over their mTLS link and check the SHA-256.`,
 		},
 	}
 	cmd.Flags().StringVar(&version, "version", "", "the version the binary reports (required)")
-	cmd.Flags().StringVar(&osName, "os", runtime.GOOS, "the binary's operating system (GOOS)")
-	cmd.Flags().StringVar(&arch, "arch", runtime.GOARCH, "the binary's architecture (GOARCH)")
+	cmd.Flags().StringVar(&osName, "os", "linux", "the binary's operating system (GOOS)")
+	cmd.Flags().StringVar(&arch, "arch", "amd64", "the binary's architecture (GOARCH)")
 	return cmd
 }
 
@@ -171,7 +170,7 @@ first agent that fails stops the rollout. A rollout still running is cancelled.`
 	f.StringVar(&to, "to", "", "the release's version (required)")
 	f.StringVarP(&selector, "selector", "l", "", "only agents with these labels (site=east,erp=tryton); all when empty")
 	f.Uint32Var(&parallel, "max-parallel", 1, "agents upgrading at once")
-	f.DurationVar(&deadline, "deadline", 2*time.Minute, "how long an agent's new build has to connect before the agent rolls back")
+	f.DurationVar(&deadline, "deadline", 2*time.Minute, "how long an agent's new build has to connect before the agent rolls back (the control plane allows it this plus 30s from the agent's turn, download included)")
 	f.StringVar(&osName, "os", "linux", "the release's operating system")
 	f.StringVar(&arch, "arch", "amd64", "the release's architecture")
 	f.BoolVar(&wait, "wait", false, "show progress until the rollout is done (exit status 1 when it failed)")
