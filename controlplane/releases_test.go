@@ -22,16 +22,16 @@ import (
 func TestReleasesReachEveryNode(t *testing.T) {
 	c := controlplanetest.TestCluster(t, 3, nil)
 	leader := c.Leader()
-	cfg, err := cliconfig.Load(leader.AdminConfigPath())
+	cfg, err := cliconfig.Load(c.Nodes[0].AdminConfigPath()) // the bootstrap node wrote it
 	if err != nil {
 		t.Fatal(err)
 	}
-	hc, addr, closeFn, err := cfg.HTTPClient()
+	hc, _, closeFn, err := cfg.HTTPClient()
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer closeFn()
-	fleet := adminv1connect.NewFleetServiceClient(hc, addr)
+	fleet := adminv1connect.NewFleetServiceClient(hc, "https://"+leader.Addr())
 	data := bytes.Repeat([]byte("crossdock build "), 200_000) // 3.2 MB: several chunks
 	stream := fleet.PushRelease(context.Background())
 	head := &adminv1.PushReleaseRequest{Version: "v7", Os: runtime.GOOS, Arch: runtime.GOARCH, Size: int64(len(data))}
@@ -59,8 +59,12 @@ func TestReleasesReachEveryNode(t *testing.T) {
 			t.Errorf("%s: %v %v; want mode 0600", path, st.Mode(), err)
 		}
 	}
-	rs, err := fleet.ListReleases(context.Background(), connect.NewRequest(&adminv1.ListReleasesRequest{}))
-	if err != nil || len(rs.Msg.GetReleases()) != 1 || rs.Msg.GetReleases()[0].GetNodeId() != leader.Config.NodeID {
-		t.Fatalf("releases ls: %v %v", rs, err)
+	var rs *connect.Response[adminv1.ListReleasesResponse]
+	controlplanetest.WaitFor(t, 30*time.Second, "releases ls (a leader)", func() bool {
+		rs, err = fleet.ListReleases(context.Background(), connect.NewRequest(&adminv1.ListReleasesRequest{}))
+		return err == nil
+	})
+	if len(rs.Msg.GetReleases()) != 1 || rs.Msg.GetReleases()[0].GetNodeId() != leader.Config.NodeID {
+		t.Fatalf("releases ls: %v", rs.Msg)
 	}
 }
