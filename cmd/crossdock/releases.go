@@ -10,10 +10,13 @@ import (
 
 	"connectrpc.com/connect"
 	"github.com/spf13/cobra"
+	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/durationpb"
 
 	"github.com/crossdock/crossdock/internal/labels"
+	"github.com/crossdock/crossdock/internal/protocol"
 	adminv1 "github.com/crossdock/crossdock/proto/gen/crossdock/admin/v1"
+	"github.com/crossdock/crossdock/proto/gen/crossdock/admin/v1/adminv1connect"
 	storev1 "github.com/crossdock/crossdock/proto/gen/crossdock/store/v1"
 )
 
@@ -40,49 +43,30 @@ through raft; agents download it over their mTLS link and check the SHA-256.`,
 			if version == "" {
 				return errors.New("--version is required: the version the binary reports (crossdock version)")
 			}
-			f, err := os.Open(args[0])
+			c, err := resolveConfig()
 			if err != nil {
 				return err
 			}
-			defer f.Close()
-			st, err := f.Stat()
+			hc, addr, closeFn, err := c.HTTPClient()
 			if err != nil {
 				return err
 			}
-			c, err := fleetClient()
-			if err != nil {
-				return err
+			defer closeFn()
+			head := &adminv1.PushReleaseRequest{Version: version, Os: osName, Arch: arch}
+			res, err := pushRelease(cmd.Context(), adminv1connect.NewFleetServiceClient(hc, addr), args[0], head)
+			// A stream cannot be sent again by the client's leader redirect: the push is
+			// made again to the leader a follower named.
+			var ce *connect.Error
+			if errors.As(err, &ce) && ce.Meta().Get(protocol.LeaderHeader) != "" {
+				res, err = pushRelease(cmd.Context(), adminv1connect.NewFleetServiceClient(hc, "https://"+ce.Meta().Get(protocol.LeaderHeader)), args[0], head)
 			}
-			stream := c.PushRelease(cmd.Context())
-			msg := &adminv1.PushReleaseRequest{Version: version, Os: osName, Arch: arch, Size: st.Size()}
-			buf := make([]byte, 1<<20)
-			for {
-				n, rerr := f.Read(buf)
-				if n > 0 || msg != nil {
-					if msg == nil {
-						msg = &adminv1.PushReleaseRequest{}
-					}
-					msg.Data = buf[:n]
-					if err := stream.Send(msg); err != nil {
-						break // the answer says why
-					}
-					msg = nil
-				}
-				if errors.Is(rerr, io.EOF) {
-					break
-				}
-				if rerr != nil {
-					return fmt.Errorf("read %s: %w", args[0], rerr)
-				}
-			}
-			res, err := stream.CloseAndReceive()
 			if err != nil {
 				return fmt.Errorf("push release: %w", err)
 			}
 			if g.output != "table" {
-				return printMessage(cmd.OutOrStdout(), res.Msg)
+				return printMessage(cmd.OutOrStdout(), res)
 			}
-			r := res.Msg.GetRelease()
+			r := res.GetRelease()
 			fmt.Fprintf(cmd.OutOrStdout(), "release %s %s/%s pushed: %d bytes, sha256 %s\n", r.GetVersion(), r.GetOs(), r.GetArch(), r.GetSize(), r.GetSha256())
 			return nil
 		},
@@ -91,6 +75,48 @@ through raft; agents download it over their mTLS link and check the SHA-256.`,
 	cmd.Flags().StringVar(&osName, "os", "linux", "the binary's operating system (GOOS)")
 	cmd.Flags().StringVar(&arch, "arch", "amd64", "the binary's architecture (GOARCH)")
 	return cmd
+}
+
+// pushRelease streams the file at path to c: head (its size filled in here) with the
+// first bytes, then the rest in 1 MiB messages.
+func pushRelease(ctx context.Context, c adminv1connect.FleetServiceClient, path string, head *adminv1.PushReleaseRequest) (*adminv1.PushReleaseResponse, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	st, err := f.Stat()
+	if err != nil {
+		return nil, err
+	}
+	stream := c.PushRelease(ctx)
+	msg := proto.Clone(head).(*adminv1.PushReleaseRequest)
+	msg.Size = st.Size()
+	buf := make([]byte, 1<<20)
+	for {
+		n, rerr := f.Read(buf)
+		if n > 0 || msg != nil {
+			if msg == nil {
+				msg = &adminv1.PushReleaseRequest{}
+			}
+			msg.Data = buf[:n]
+			if err := stream.Send(msg); err != nil {
+				break // the answer says why
+			}
+			msg = nil
+		}
+		if errors.Is(rerr, io.EOF) {
+			break
+		}
+		if rerr != nil {
+			return nil, fmt.Errorf("read %s: %w", path, rerr)
+		}
+	}
+	res, err := stream.CloseAndReceive()
+	if err != nil {
+		return nil, err
+	}
+	return res.Msg, nil
 }
 
 func newReleasesLsCmd() *cobra.Command {
