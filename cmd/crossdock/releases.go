@@ -246,8 +246,19 @@ func waitRollout(cmd *cobra.Command, c interface {
 	defer t.Stop()
 	for {
 		res, err := c.GetUpgrade(cmd.Context(), connect.NewRequest(&adminv1.GetUpgradeRequest{Id: id}))
-		if err != nil {
+		switch {
+		case connect.CodeOf(err) == connect.CodeUnavailable && id != "":
+			// A leader change: the rollout goes on under the next leader.
+		case err != nil:
 			return fmt.Errorf("upgrade status: %w", err)
+		}
+		if err != nil {
+			select {
+			case <-cmd.Context().Done():
+				return cmd.Context().Err()
+			case <-t.C:
+			}
+			continue
 		}
 		r := res.Msg.GetRollout()
 		id = r.GetId()
