@@ -90,6 +90,12 @@ type Config struct {
 	// ConfigEnv resolves the ${env:}/${file:} references of central configurations;
 	// config.OSEnv when nil.
 	ConfigEnv *config.Env
+	// Upgrade, when set, takes over a release the control plane sent, downloaded into
+	// UpgradeDir and checked (agent/upgrade.go); without it upgrades are refused.
+	// UpgradeReport is the report to send at start (the outcome of the last upgrade).
+	Upgrade       UpgradeFunc
+	UpgradeDir    string
+	UpgradeReport *uplinkv1.UpgradeReport
 }
 
 // recentIDCount bounds how many recent ids given by a caller or derived from a position
@@ -110,6 +116,8 @@ type Agent struct {
 
 	renew     *renewer
 	fleet     *fleet
+	upgrades  upgrades
+	runCtx    context.Context // Run's: set before the uplink starts
 	recent    *recentIDs
 	conflicts conflicts
 
@@ -199,9 +207,12 @@ func New(ctx context.Context, cfg Config) (*Agent, error) {
 		IsPermanent: func(err error) bool {
 			return errors.Is(err, sdk.ErrPermanent) || errors.Is(err, pluginhost.ErrUnknown)
 		},
-		OnConfig: a.fleet.offer,
-		Fleet:    a.fleetReport,
+		OnConfig:  a.fleet.offer,
+		Fleet:     a.fleetReport,
+		OnUpgrade: a.offerUpgrade,
+		Upgrade:   a.upgrades.Report,
 	})
+	a.upgrades.report = cfg.UpgradeReport
 	a.loadSavedConfig(ctx)
 	if cfg.LocalAddr != "-" {
 		a.local, err = net.Listen("tcp", cfg.LocalAddr)
@@ -241,6 +252,7 @@ func (a *Agent) Plugins() *pluginhost.Host { return a.host }
 // Run streams the outbox, runs the connectors and serves the local API until ctx is
 // done. A connector's failure never ends Run: it shows in Status.
 func (a *Agent) Run(ctx context.Context) error {
+	a.runCtx = ctx
 	defer a.outbox.Close()
 	defer a.stopMetrics()
 	hctx, stop := context.WithCancel(ctx)

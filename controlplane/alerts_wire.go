@@ -2,7 +2,6 @@ package controlplane
 
 import (
 	"context"
-	"fmt"
 	"net/http"
 	"time"
 
@@ -67,19 +66,7 @@ func (s *Server) runAlerts(ctx context.Context) <-chan struct{} {
 type ignorable struct{ *store.Store }
 
 func (p ignorable) Propose(ctx context.Context, typ storev1.CommandType, msg proto.Message) (any, error) {
-	payload, err := proto.Marshal(msg)
-	if err != nil {
-		return nil, fmt.Errorf("alerts: encode %s: %w", typ, err)
-	}
-	b, err := proto.Marshal(&storev1.Command{Type: typ, Payload: payload, Ignorable: true, ProposedAtUnixNano: time.Now().UnixNano()})
-	if err != nil {
-		return nil, fmt.Errorf("alerts: encode command: %w", err)
-	}
-	timeout := 10 * time.Second
-	if d, ok := ctx.Deadline(); ok {
-		timeout = max(time.Until(d), time.Millisecond)
-	}
-	return store.Wait(p.Raft().Apply(b, timeout))
+	return p.ProposeIgnorable(ctx, typ, msg)
 }
 
 // Alerts is the node's alert evaluator.

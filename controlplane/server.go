@@ -84,6 +84,10 @@ type Config struct {
 	// AgentCertTTL is the lifetime of agent certificates (api.AgentCertTTL, 365 days,
 	// when 0). Agents renew theirs when a third of it is left.
 	AgentCertTTL time.Duration
+	// MaxReleaseBytes bounds an agent binary pushed to the node (`crossdock releases
+	// push`); api.DefaultMaxReleaseBytes when 0. Pushed binaries are kept in
+	// <DataDir>/releases.
+	MaxReleaseBytes int64
 	// WebhookAllow lists the non-public addresses (loopback, private, link-local, ...)
 	// webhooks may reach; only public addresses otherwise (--webhook-allow).
 	WebhookAllow []netip.Prefix
@@ -539,7 +543,10 @@ func (s *Server) buildServers(cert tls.Certificate) error {
 		s.views = views.New(views.LedgerSource{L: s.store.Ledger()}, views.Options{Logger: s.logger})
 		s.edi = ediview.New(views.LedgerSource{L: s.store.Ledger()}, s.logger)
 	}
-	s.backend = &api.Backend{Store: s.store, CA: func() *pki.CA { return s.ca }, Keys: s.keys, Registry: s.registry, Logger: s.logger, AgentCertTTL: s.cfg.AgentCertTTL}
+	s.backend = &api.Backend{Store: s.store, CA: func() *pki.CA { return s.ca }, Keys: s.keys, Registry: s.registry, Logger: s.logger, AgentCertTTL: s.cfg.AgentCertTTL,
+		ReleaseDir: filepath.Join(s.cfg.DataDir, "releases"), MaxReleaseBytes: s.cfg.MaxReleaseBytes,
+		// Releases are copied between nodes with their node certificates.
+		NodeClient: &http.Client{Transport: &http.Transport{TLSClientConfig: pki.ClientTLSConfig(&s.nodeCert, s.ca.Pool(), ""), ForceAttemptHTTP2: true}}}
 	mux := http.NewServeMux()
 	// The guard checks credentials before any handler reads a body; authenticated calls
 	// keep the large message limit.
@@ -659,6 +666,10 @@ func (s *Server) Run(ctx context.Context) error {
 	pruneDone := make(chan struct{})
 	go func() { defer close(pruneDone); _ = s.pruner.Run(dctx) }()
 	alertsDone := s.runAlerts(dctx)
+	rolloutsDone := make(chan struct{})
+	go func() { defer close(rolloutsDone); s.backend.RunRollouts(dctx) }() // agent upgrades
+	releasesDone := make(chan struct{})
+	go func() { defer close(releasesDone); s.backend.SyncReleases(dctx) }()
 	var err error
 	select {
 	case <-ctx.Done():
@@ -683,6 +694,8 @@ func (s *Server) Run(ctx context.Context) error {
 	<-viewsDone
 	<-pruneDone
 	<-alertsDone
+	<-rolloutsDone
+	<-releasesDone
 	s.stopMetrics()
 	s.stopPartner(ctx)
 	stopPartnerFlush() // a last usage report

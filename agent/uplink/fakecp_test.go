@@ -68,6 +68,10 @@ func (f *fakeCP) Enroll(context.Context, *connect.Request[uplinkv1.EnrollRequest
 	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("fake control plane"))
 }
 
+func (f *fakeCP) DownloadRelease(context.Context, *connect.Request[uplinkv1.DownloadReleaseRequest], *connect.ServerStream[uplinkv1.DownloadReleaseResponse]) error {
+	return connect.NewError(connect.CodeUnimplemented, errors.New("fake control plane"))
+}
+
 func (f *fakeCP) Stream(ctx context.Context, stream *connect.BidiStream[uplinkv1.StreamRequest, uplinkv1.StreamResponse]) error {
 	first, err := stream.Receive()
 	if err != nil {

@@ -143,6 +143,14 @@ func (u *Uplink) send(ctx context.Context, stream *sender, cursor uint64, window
 				return fmt.Errorf("uplink: send health: %w", err)
 			}
 		}
+		if u.cfg.Upgrade == nil {
+			return nil
+		}
+		if r := u.cfg.Upgrade(); r != nil {
+			if err := stream.Send(&uplinkv1.StreamRequest{Msg: &uplinkv1.StreamRequest_UpgradeReport{UpgradeReport: r}}); err != nil {
+				return fmt.Errorf("uplink: send upgrade report: %w", err)
+			}
+		}
 		return nil
 	}
 	if u.cfg.Connectors != nil && u.cfg.ConnectorsChanged != nil {
@@ -250,6 +258,12 @@ func (u *Uplink) receive(ctx context.Context, stream *connect.BidiStreamForClien
 		if c := msg.GetConfig(); c != nil {
 			if u.cfg.OnConfig != nil {
 				u.cfg.OnConfig(c)
+			}
+			continue
+		}
+		if c := msg.GetUpgrade(); c != nil {
+			if u.cfg.OnUpgrade != nil {
+				u.cfg.OnUpgrade(c)
 			}
 			continue
 		}

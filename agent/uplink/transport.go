@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"net/http"
 	"time"
 
@@ -136,4 +137,30 @@ func LeaderHint(err error) string {
 		return ce.Meta().Get(protocol.LeaderHeader)
 	}
 	return ""
+}
+
+// DownloadRelease writes the agent binary with hex SHA-256 sum, as the control plane the
+// uplink is connected to serves it (UplinkService.DownloadRelease, mTLS), to w. The
+// caller checks what it got.
+func (u *Uplink) DownloadRelease(ctx context.Context, sum string, w io.Writer) error {
+	server := u.Status().Server
+	if server == "" {
+		return errors.New("uplink: not connected to a control plane")
+	}
+	hc, closeFn := u.httpClient(TransportH2)
+	defer closeFn()
+	stream, err := uplinkv1connect.NewUplinkServiceClient(hc, "https://"+server).DownloadRelease(ctx, connect.NewRequest(&uplinkv1.DownloadReleaseRequest{Sha256: sum}))
+	if err != nil {
+		return fmt.Errorf("uplink: download release %s from %s: %w", sum, server, err)
+	}
+	defer stream.Close()
+	for stream.Receive() {
+		if _, err := w.Write(stream.Msg().GetData()); err != nil {
+			return fmt.Errorf("uplink: download release %s: %w", sum, err)
+		}
+	}
+	if err := stream.Err(); err != nil {
+		return fmt.Errorf("uplink: download release %s from %s: %w", sum, server, err)
+	}
+	return nil
 }

@@ -97,6 +97,11 @@ type Config struct {
 	// Fleet, when set, gives the configuration report and the health sent with every
 	// connector report (after Hello, at every ConnectorsChanged and ReportInterval).
 	Fleet func() (*uplinkv1.ConfigReport, *uplinkv1.AgentHealth)
+	// OnUpgrade, when set, is handed every UpgradeCommand. It must not block.
+	OnUpgrade func(*uplinkv1.UpgradeCommand)
+	// Upgrade, when set, gives the upgrade report sent with every connector report
+	// (nil: nothing to report).
+	Upgrade func() *uplinkv1.UpgradeReport
 }
 
 // SetTuning changes the batch size and the window (0 keeps the configured value): the

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"fmt"
 	"log/slog"
 	"net/http"
@@ -8,6 +9,7 @@ import (
 	"runtime/debug"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"connectrpc.com/connect"
@@ -28,6 +30,7 @@ func newAgentCmd() *cobra.Command {
 	var cfg agent.Config
 	var quota, memLimit, cfgFile string
 	var labelArgs []string
+	var noSupervisor bool
 	cmd := &cobra.Command{
 		Use:   "agent",
 		Short: "Run an agent beside the ERP (and inspect it: agent status)",
@@ -36,7 +39,12 @@ the agent checks the control plane against the CA pinned in the token, gets a cl
 certificate, and from then on connects with mutual TLS only.
 
 --config FILE reads the agent's settings and its connectors from a YAML file
-(docs/connectors.md); flags and CROSSDOCK_* variables given explicitly override it.`,
+(docs/connectors.md); flags and CROSSDOCK_* variables given explicitly override it.
+
+On Linux the agent runs as a small supervisor process and the agent itself as its
+child, so that 'crossdock agents upgrade' can swap the binary and roll back by itself
+(docs/fleet.md); the executable's directory must then be writable by the agent's user.
+--no-supervisor runs it in one process, and upgrades are refused.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			var err error
@@ -57,22 +65,41 @@ certificate, and from then on connects with mutual TLS only.
 			if err := applyMemoryLimit(memLimit); err != nil {
 				return err
 			}
+			worker := os.Getenv(envAgentWorker)
+			if supervised && worker == "" && !noSupervisor {
+				return superviseAgent(cfg.DataDir, os.Args[1:])
+			}
+			ctx, cancel := context.WithCancel(cmd.Context())
+			defer cancel()
+			var upgrading atomic.Bool
+			if worker != "" {
+				setupWorker(&cfg, worker, cancel, &upgrading)
+			}
 			applyFaultHooks(&cfg)
 			stopTracing, err := tracing.Setup(cmd.Context(), "crossdock-agent", version, slog.Default())
 			if err != nil {
 				return err
 			}
 			defer flushTracing(stopTracing)
-			a, err := agent.New(cmd.Context(), cfg)
+			a, err := agent.New(ctx, cfg)
 			if err != nil {
 				return err
+			}
+			if worker != "" && os.Getenv(envAgentTrial) != "" {
+				go markConnected(ctx, a, worker)
 			}
 			slog.Info("agent started", "agent", a.ID(), "local_api", a.LocalAddr(), "servers", cfg.Servers, "version", version, "metrics", a.MetricsAddr())
 			if os.Getenv("NOTIFY_SOCKET") != "" { // systemd Type=notify: READY=1 once /readyz would say so
 				go metrics.NotifyWhenReady(cmd.Context(), a.Ready, 500*time.Millisecond, slog.Default())
 				defer metrics.NotifyStopping()
 			}
-			return a.Run(cmd.Context())
+			if err := a.Run(ctx); err != nil {
+				return err
+			}
+			if upgrading.Load() {
+				return &exitError{code: exitUpgrade} // the supervisor swaps the binary
+			}
+			return nil
 		},
 	}
 	f := cmd.Flags()
@@ -90,6 +117,7 @@ certificate, and from then on connects with mutual TLS only.
 	f.StringVar(&cfg.MetricsListen, "metrics-listen", "", "plain-HTTP address for /metrics, /healthz and /readyz, e.g. 127.0.0.1:9465 (no token; default: off)")
 	f.StringSliceVar(&labelArgs, "label", splitEnv("CROSSDOCK_AGENT_LABELS"), "label given at enrollment, KEY=VALUE (repeatable; env CROSSDOCK_AGENT_LABELS, comma-separated); AgentConfig documents select agents by them")
 	f.StringVar(&cfgFile, "config", envOr("CROSSDOCK_AGENT_CONFIG", ""), "agent config file (YAML): agent settings and connectors (env CROSSDOCK_AGENT_CONFIG)")
+	f.BoolVar(&noSupervisor, "no-supervisor", false, "run the agent in one process, without the supervisor that upgrades it (upgrades are then refused)")
 	cmd.AddCommand(newAgentStatusCmd(), newAgentRepairCmd())
 	return cmd
 }

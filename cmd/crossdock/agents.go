@@ -13,7 +13,8 @@ func newAgentsCmd() *cobra.Command {
 	cmd.AddCommand(newAgentsLsCmd()) // fleet.go
 	cmd.AddCommand(newAgentsDescribeCmd())
 	cmd.AddCommand(newAgentsRevokeCmd())
-	cmd.AddCommand(newAgentsLabelCmd()) // fleet.go
+	cmd.AddCommand(newAgentsLabelCmd())   // fleet.go
+	cmd.AddCommand(newAgentsUpgradeCmd()) // releases.go
 	return cmd
 }
 

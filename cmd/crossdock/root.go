@@ -49,7 +49,7 @@ func newRootCmd() *cobra.Command {
 		newAgentCmd(),
 		newTokenCmd(),
 		newPublishCmd(),
-		newAgentsCmd(),
+		newAgentsCmd(), newReleasesCmd(),
 		newEventsCmd(),
 		newSnapshotCmd(),
 		newClusterCmd(),

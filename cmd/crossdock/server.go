@@ -22,7 +22,7 @@ func newServerCmd() *cobra.Command {
 	var writeCLI bool
 	var webhookAllow []string
 	var viewsOn bool
-	var pprofListen, ledgerCache, memLimit string
+	var pprofListen, ledgerCache, memLimit, maxRelease string
 	var raftTune store.Config
 	cmd := &cobra.Command{
 		Use:   "server",
@@ -42,6 +42,9 @@ cluster: it creates the cluster CA and an admin token, and writes both to
 			cfg.MetricsListenOptional = !cmd.Flags().Changed("metrics-listen")
 			if err := applyMemoryLimit(memLimit); err != nil {
 				return err
+			}
+			if cfg.MaxReleaseBytes, err = parseBytes(maxRelease); err != nil || cfg.MaxReleaseBytes <= 0 {
+				return fmt.Errorf("--max-release-size %q: a size like 512MiB", maxRelease)
 			}
 			cacheBytes, err := parseBytes(ledgerCache)
 			if err != nil {
@@ -112,6 +115,7 @@ cluster: it creates the cluster CA and an admin token, and writes both to
 	f.StringVar(&cfg.MetricsListen, "metrics-listen", "127.0.0.1:9464", "plain-HTTP address for /metrics, /healthz and /readyz (no token; keep it on loopback or a private network; '' disables; when left at the default and the port is taken, the node starts without it and logs a warning)")
 	f.BoolVar(&writeCLI, "write-cli-config", true, "at bootstrap, also write the admin config to ~/.config/crossdock/config.yaml if absent")
 	f.StringVar(&pprofListen, "pprof-listen", "", "serve Go profiles (net/http/pprof) on this loopback address, e.g. 127.0.0.1:6060; unauthenticated, off when empty")
+	f.StringVar(&maxRelease, "max-release-size", "512MiB", "largest agent binary 'crossdock releases push' may upload to this node (kept in <data-dir>/releases)")
 	f.StringVar(&ledgerCache, "ledger-cache", "64MiB", "memory for the ledger's Badger block cache (data blocks read from its tables), e.g. 256MiB")
 	f.StringVar(&memLimit, "memory-limit", "1GiB", "soft Go memory limit: near it the GC works harder instead of letting freed memory pile up (GOMEMLIMIT overrides; 0 disables)")
 	f.Uint64Var(&raftTune.SnapshotThreshold, "raft-snapshot-threshold", store.DefaultSnapshotThreshold, "raft log entries after which a snapshot of the whole ledger is taken")

@@ -11,6 +11,7 @@ import (
 	"github.com/spf13/cobra"
 	"sigs.k8s.io/yaml"
 
+	"github.com/crossdock/crossdock/agent"
 	"github.com/crossdock/crossdock/agent/outbox"
 	"github.com/crossdock/crossdock/controlplane/ledger"
 	"github.com/crossdock/crossdock/internal/cliconfig"
@@ -24,6 +25,9 @@ var (
 	commit  = ""
 	date    = ""
 )
+
+// The agent reports the binary's version (agents ls, upgrades), demo agents included.
+func init() { agent.Version = version }
 
 // buildInfo is what `crossdock version` prints.
 type buildInfo struct {

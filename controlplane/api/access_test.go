@@ -20,6 +20,10 @@ func TestRequiredRole(t *testing.T) {
 		"/crossdock.partner.v1.PartnerAdminService/CreateKey":       "admin",
 		"/crossdock.admin.v1.AccessService/CreateCredential":        "admin",
 		"/crossdock.admin.v1.SomeFutureService/DoSomethingMutating": "admin",
+		"/crossdock.admin.v1.FleetService/PushRelease":              "admin",
+		"/crossdock.admin.v1.FleetService/StartUpgrade":             "admin",
+		"/crossdock.admin.v1.FleetService/ListReleases":             "viewer",
+		"/crossdock.admin.v1.FleetService/GetUpgrade":               "viewer",
 	} {
 		if got := RequiredRole(proc); got != want {
 			t.Errorf("RequiredRole(%s) = %s, want %s", proc, got, want)

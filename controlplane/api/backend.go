@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net/http"
 	"sync"
 	"time"
 
@@ -33,8 +34,17 @@ type Backend struct {
 	// and renewal (AgentCertTTL when 0).
 	AgentCertTTL time.Duration
 
-	reports connectorReports
-	fleet   fleetState // fleet.go
+	// ReleaseDir keeps the agent binaries pushed to this node (releases.go); none are
+	// accepted when empty. MaxReleaseBytes bounds one (DefaultMaxReleaseBytes when 0).
+	ReleaseDir      string
+	MaxReleaseBytes int64
+	// NodeClient calls other nodes with this node's certificate (copying releases).
+	NodeClient *http.Client
+
+	releaseFetch sync.Mutex // releases.go
+	reports      connectorReports
+	fleet        fleetState   // fleet.go
+	upgrades     upgradeSends // rollout.go
 	// Sinks is the downlink to agents' sink connectors, for the delivery engine.
 	Sinks AgentSinks
 }

@@ -36,6 +36,7 @@ type fleetEntry struct {
 	version     string
 	report      *uplinkv1.ConfigReport
 	health      *uplinkv1.AgentHealth
+	upgrade     *uplinkv1.UpgradeReport // rollout.go
 	lastContact time.Time
 }
 
@@ -314,9 +315,19 @@ func (b *Backend) setLabels(ctx context.Context, agentID string, l map[string]st
 // reports whether msg was one of those.
 func (r *receiver) fleetMessage(msg *uplinkv1.StreamRequest) bool {
 	now := time.Now()
-	rep, health := msg.GetConfigReport(), msg.GetHealth()
+	rep, health, up := msg.GetConfigReport(), msg.GetHealth(), msg.GetUpgradeReport()
+	if up != nil {
+		lvl := slog.LevelInfo
+		if up.GetState() != UpgradeUpgraded {
+			lvl = slog.LevelWarn
+		}
+		r.log.Log(context.Background(), lvl, "agent upgrade report", "rollout", up.GetRolloutId(), "version", up.GetVersion(), "state", up.GetState(), "reason", up.GetReason())
+	}
 	r.u.fleet.update(r.agentID, func(e *fleetEntry) {
 		e.lastContact = now
+		if up != nil {
+			e.upgrade = up
+		}
 		if rep != nil {
 			if rep.GetState() == "failed" && (e.report.GetState() != "failed" || e.report.GetVersion() != rep.GetVersion()) {
 				r.log.Warn("agent refused its configuration; it keeps running the last good one", "config", rep.GetName(), "version", rep.GetVersion(), "err", rep.GetError())
@@ -327,5 +338,5 @@ func (r *receiver) fleetMessage(msg *uplinkv1.StreamRequest) bool {
 			e.health = health
 		}
 	})
-	return rep != nil || health != nil
+	return rep != nil || health != nil || up != nil
 }

@@ -128,6 +128,7 @@ const (
 	accessAuthenticated  access = iota
 	accessAdmin                 // an admin bearer token
 	accessAgent                 // a verified agent client certificate
+	accessAgentOrNode           // a verified agent or control plane node certificate
 	accessNode                  // a verified control plane node certificate
 	accessBodyCredential        // the credential is in the (small) body: Enroll, Join
 	accessBearer                // a bearer credential the handler checks (partner Subscribe)
@@ -144,6 +145,8 @@ func accessFor(procedure string) access {
 		return accessBodyCredential
 	case uplinkv1connect.UplinkServiceStreamProcedure:
 		return accessAgent
+	case uplinkv1connect.UplinkServiceDownloadReleaseProcedure:
+		return accessAgentOrNode // nodes copy releases from each other
 	case clusterv1connect.ClusterServicePromoteProcedure:
 		return accessNode
 	case deliveryv1connect.PartnerServiceSubscribeProcedure:
@@ -296,6 +299,10 @@ func (g *Guard) authenticate(r *http.Request, a access, src string, now time.Tim
 		if certErr == nil && role == pki.RoleServer {
 			return nil
 		}
+	case accessAgentOrNode:
+		if certErr == nil && (role == pki.RoleAgent || role == pki.RoleServer) {
+			return nil
+		}
 	case accessAuthenticated:
 		if certErr == nil {
 			return nil
@@ -308,6 +315,8 @@ func (g *Guard) authenticate(r *http.Request, a access, src string, now time.Tim
 	switch a {
 	case accessAgent:
 		err = certError(certErr, role, "client certificate required: enroll this agent first (crossdock agent --enroll-token TOKEN)", "only agents may stream events")
+	case accessAgentOrNode:
+		err = certError(certErr, role, "client certificate required: enroll this agent first (crossdock agent --enroll-token TOKEN)", "only agents and control plane nodes may download releases")
 	case accessNode:
 		err = certError(certErr, role, "a control plane node certificate is required", "only control plane nodes may call this")
 	case accessAdmin, accessAuthenticated:

@@ -92,7 +92,8 @@ func (u *Uplink) Stream(ctx context.Context, stream *connect.BidiStream[uplinkv1
 	sink, detach := u.Sinks.attach(agentID, send)
 	defer detach()
 	u.fleet.update(agentID, func(e *fleetEntry) { e.version, e.lastContact = hello.GetAgentVersion(), time.Now() })
-	go u.pushConfigs(ctx, agentID, send, log) // fleet.go: ends with the stream
+	go u.pushConfigs(ctx, agentID, send, log)                           // fleet.go: ends with the stream
+	go u.pushUpgrades(ctx, agentID, hello.GetAgentVersion(), send, log) // rollout.go: ends with the stream
 
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()

@@ -79,6 +79,8 @@ var handlers = map[storev1.CommandType]handler{
 	storev1.CommandType_COMMAND_TYPE_PUT_ADMIN_CREDENTIAL:    applyPutAdminCredential,    // access.go
 	storev1.CommandType_COMMAND_TYPE_REVOKE_ADMIN_CREDENTIAL: applyRevokeAdminCredential, // access.go
 	storev1.CommandType_COMMAND_TYPE_RECORD_AUDIT:            applyRecordAudit,           // access.go
+	storev1.CommandType_COMMAND_TYPE_PUT_RELEASE:             applyPutRelease,            // releases.go
+	storev1.CommandType_COMMAND_TYPE_PUT_ROLLOUT:             applyPutRollout,            // releases.go
 }
 
 // applyTxn is one Apply's Badger transaction with its write budget.

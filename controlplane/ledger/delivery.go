@@ -417,18 +417,23 @@ func (l *Ledger) SeqAtTime(t time.Time) (uint64, error) {
 func listProtos[T proto.Message](l *Ledger, prefix []byte, mk func() T) ([]T, error) {
 	var out []T
 	err := l.view(func(txn *badger.Txn) error {
-		opts := badger.DefaultIteratorOptions
-		opts.Prefix = prefix
-		it := txn.NewIterator(opts)
-		defer it.Close()
-		for it.Rewind(); it.Valid(); it.Next() {
-			m := mk()
-			if err := it.Item().Value(func(b []byte) error { return proto.Unmarshal(b, m) }); err != nil {
-				return fmt.Errorf("ledger: decode %q: %w", it.Item().Key(), err)
-			}
-			out = append(out, m)
-		}
-		return nil
+		return scanProtos(txn, prefix, mk, func(m T) { out = append(out, m) })
 	})
 	return out, err
+}
+
+// scanProtos decodes every value under prefix, in key order, and hands it to fn.
+func scanProtos[T proto.Message](txn *badger.Txn, prefix []byte, mk func() T, fn func(T)) error {
+	opts := badger.DefaultIteratorOptions
+	opts.Prefix = prefix
+	it := txn.NewIterator(opts)
+	defer it.Close()
+	for it.Rewind(); it.Valid(); it.Next() {
+		m := mk()
+		if err := it.Item().Value(func(b []byte) error { return proto.Unmarshal(b, m) }); err != nil {
+			return fmt.Errorf("ledger: decode %q: %w", it.Item().Key(), err)
+		}
+		fn(m)
+	}
+	return nil
 }

@@ -491,6 +491,21 @@ func (s *Store) Propose(ctx context.Context, typ storev1.CommandType, msg proto.
 	return Wait(f)
 }
 
+// ProposeIgnorable is Propose for a command marked Ignorable: a node of an older build
+// (during a rolling upgrade) skips it instead of stopping. For state nothing else
+// depends on (alerts, agent upgrades).
+func (s *Store) ProposeIgnorable(ctx context.Context, typ storev1.CommandType, msg proto.Message) (any, error) {
+	payload, err := proto.Marshal(msg)
+	if err != nil {
+		return nil, fmt.Errorf("store: encode %s: %w", typ, err)
+	}
+	b, err := proto.Marshal(&storev1.Command{Type: typ, Payload: payload, Ignorable: true, ProposedAtUnixNano: time.Now().UnixNano()})
+	if err != nil {
+		return nil, fmt.Errorf("store: encode command: %w", err)
+	}
+	return Wait(s.raft.Apply(b, timeoutFrom(ctx)))
+}
+
 // Wait waits for a future from ProposeAsync and maps raft's errors to the store's.
 func Wait(f raft.ApplyFuture) (any, error) {
 	if err := f.Error(); err != nil {

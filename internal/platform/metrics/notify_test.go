@@ -9,6 +9,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/coreos/go-systemd/v22/daemon"
+
 	"github.com/crossdock/crossdock/internal/platform/metrics"
 )
 
@@ -70,5 +72,33 @@ func TestNotifyWhenReadyStopsWithContext(t *testing.T) {
 	_ = conn.SetReadDeadline(time.Now().Add(10 * time.Millisecond))
 	if n, err := conn.Read(make([]byte, 64)); err == nil {
 		t.Fatalf("got a message (%d bytes) though never ready", n)
+	}
+}
+
+// TestRelayNotify: what a child sends to the relay's socket reaches NOTIFY_SOCKET.
+func TestRelayNotify(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "notify.sock")
+	conn, err := net.ListenUnixgram("unixgram", &net.UnixAddr{Name: path, Net: "unixgram"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	t.Setenv("NOTIFY_SOCKET", path)
+	socket, stop, err := metrics.RelayNotify(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer stop()
+	t.Setenv("NOTIFY_SOCKET", socket) // as the child sees it
+	if ok, err := daemon.SdNotify(false, daemon.SdNotifyReady); !ok || err != nil {
+		t.Fatalf("child's sd_notify: %v %v", ok, err)
+	}
+	if err := conn.SetReadDeadline(time.Now().Add(10 * time.Second)); err != nil {
+		t.Fatal(err)
+	}
+	buf := make([]byte, 256)
+	n, err := conn.Read(buf)
+	if err != nil || string(buf[:n]) != "READY=1" {
+		t.Fatalf("relayed %q, %v; want READY=1", buf[:n], err)
 	}
 }

@@ -7,6 +7,7 @@
 package adminv1
 
 import (
+	v1 "github.com/crossdock/crossdock/proto/gen/crossdock/store/v1"
 	protoreflect "google.golang.org/protobuf/reflect/protoreflect"
 	protoimpl "google.golang.org/protobuf/runtime/protoimpl"
 	durationpb "google.golang.org/protobuf/types/known/durationpb"
@@ -23,6 +24,429 @@ const (
 	_ = protoimpl.EnforceVersion(protoimpl.MaxVersion - 20)
 )
 
+type PushReleaseRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// First message only.
+	Version string `protobuf:"bytes,1,opt,name=version,proto3" json:"version,omitempty"`
+	Os      string `protobuf:"bytes,2,opt,name=os,proto3" json:"os,omitempty"`
+	Arch    string `protobuf:"bytes,3,opt,name=arch,proto3" json:"arch,omitempty"`
+	// The size of the whole binary; the node refuses more or less.
+	Size int64 `protobuf:"varint,4,opt,name=size,proto3" json:"size,omitempty"`
+	// Every message: the next bytes.
+	Data          []byte `protobuf:"bytes,5,opt,name=data,proto3" json:"data,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PushReleaseRequest) Reset() {
+	*x = PushReleaseRequest{}
+	mi := &file_crossdock_admin_v1_fleet_proto_msgTypes[0]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PushReleaseRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PushReleaseRequest) ProtoMessage() {}
+
+func (x *PushReleaseRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_crossdock_admin_v1_fleet_proto_msgTypes[0]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PushReleaseRequest.ProtoReflect.Descriptor instead.
+func (*PushReleaseRequest) Descriptor() ([]byte, []int) {
+	return file_crossdock_admin_v1_fleet_proto_rawDescGZIP(), []int{0}
+}
+
+func (x *PushReleaseRequest) GetVersion() string {
+	if x != nil {
+		return x.Version
+	}
+	return ""
+}
+
+func (x *PushReleaseRequest) GetOs() string {
+	if x != nil {
+		return x.Os
+	}
+	return ""
+}
+
+func (x *PushReleaseRequest) GetArch() string {
+	if x != nil {
+		return x.Arch
+	}
+	return ""
+}
+
+func (x *PushReleaseRequest) GetSize() int64 {
+	if x != nil {
+		return x.Size
+	}
+	return 0
+}
+
+func (x *PushReleaseRequest) GetData() []byte {
+	if x != nil {
+		return x.Data
+	}
+	return nil
+}
+
+type PushReleaseResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Release       *v1.Release            `protobuf:"bytes,1,opt,name=release,proto3" json:"release,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PushReleaseResponse) Reset() {
+	*x = PushReleaseResponse{}
+	mi := &file_crossdock_admin_v1_fleet_proto_msgTypes[1]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PushReleaseResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PushReleaseResponse) ProtoMessage() {}
+
+func (x *PushReleaseResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_crossdock_admin_v1_fleet_proto_msgTypes[1]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PushReleaseResponse.ProtoReflect.Descriptor instead.
+func (*PushReleaseResponse) Descriptor() ([]byte, []int) {
+	return file_crossdock_admin_v1_fleet_proto_rawDescGZIP(), []int{1}
+}
+
+func (x *PushReleaseResponse) GetRelease() *v1.Release {
+	if x != nil {
+		return x.Release
+	}
+	return nil
+}
+
+type ListReleasesRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListReleasesRequest) Reset() {
+	*x = ListReleasesRequest{}
+	mi := &file_crossdock_admin_v1_fleet_proto_msgTypes[2]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListReleasesRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListReleasesRequest) ProtoMessage() {}
+
+func (x *ListReleasesRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_crossdock_admin_v1_fleet_proto_msgTypes[2]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListReleasesRequest.ProtoReflect.Descriptor instead.
+func (*ListReleasesRequest) Descriptor() ([]byte, []int) {
+	return file_crossdock_admin_v1_fleet_proto_rawDescGZIP(), []int{2}
+}
+
+type ListReleasesResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Releases      []*v1.Release          `protobuf:"bytes,1,rep,name=releases,proto3" json:"releases,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListReleasesResponse) Reset() {
+	*x = ListReleasesResponse{}
+	mi := &file_crossdock_admin_v1_fleet_proto_msgTypes[3]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListReleasesResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListReleasesResponse) ProtoMessage() {}
+
+func (x *ListReleasesResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_crossdock_admin_v1_fleet_proto_msgTypes[3]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListReleasesResponse.ProtoReflect.Descriptor instead.
+func (*ListReleasesResponse) Descriptor() ([]byte, []int) {
+	return file_crossdock_admin_v1_fleet_proto_rawDescGZIP(), []int{3}
+}
+
+func (x *ListReleasesResponse) GetReleases() []*v1.Release {
+	if x != nil {
+		return x.Releases
+	}
+	return nil
+}
+
+type StartUpgradeRequest struct {
+	state   protoimpl.MessageState `protogen:"open.v1"`
+	Version string                 `protobuf:"bytes,1,opt,name=version,proto3" json:"version,omitempty"`
+	// The release's platform; linux/amd64 when empty.
+	Os   string `protobuf:"bytes,2,opt,name=os,proto3" json:"os,omitempty"`
+	Arch string `protobuf:"bytes,3,opt,name=arch,proto3" json:"arch,omitempty"`
+	// Only agents whose labels match every term; empty selects every agent.
+	Selector string `protobuf:"bytes,4,opt,name=selector,proto3" json:"selector,omitempty"`
+	// Agents upgrading at once; 1 when 0.
+	MaxParallel uint32 `protobuf:"varint,5,opt,name=max_parallel,json=maxParallel,proto3" json:"max_parallel,omitempty"`
+	// How long an agent has to come back connected on the new build; 2m when unset.
+	Deadline      *durationpb.Duration `protobuf:"bytes,6,opt,name=deadline,proto3" json:"deadline,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *StartUpgradeRequest) Reset() {
+	*x = StartUpgradeRequest{}
+	mi := &file_crossdock_admin_v1_fleet_proto_msgTypes[4]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *StartUpgradeRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*StartUpgradeRequest) ProtoMessage() {}
+
+func (x *StartUpgradeRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_crossdock_admin_v1_fleet_proto_msgTypes[4]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use StartUpgradeRequest.ProtoReflect.Descriptor instead.
+func (*StartUpgradeRequest) Descriptor() ([]byte, []int) {
+	return file_crossdock_admin_v1_fleet_proto_rawDescGZIP(), []int{4}
+}
+
+func (x *StartUpgradeRequest) GetVersion() string {
+	if x != nil {
+		return x.Version
+	}
+	return ""
+}
+
+func (x *StartUpgradeRequest) GetOs() string {
+	if x != nil {
+		return x.Os
+	}
+	return ""
+}
+
+func (x *StartUpgradeRequest) GetArch() string {
+	if x != nil {
+		return x.Arch
+	}
+	return ""
+}
+
+func (x *StartUpgradeRequest) GetSelector() string {
+	if x != nil {
+		return x.Selector
+	}
+	return ""
+}
+
+func (x *StartUpgradeRequest) GetMaxParallel() uint32 {
+	if x != nil {
+		return x.MaxParallel
+	}
+	return 0
+}
+
+func (x *StartUpgradeRequest) GetDeadline() *durationpb.Duration {
+	if x != nil {
+		return x.Deadline
+	}
+	return nil
+}
+
+type StartUpgradeResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Rollout       *v1.Rollout            `protobuf:"bytes,1,opt,name=rollout,proto3" json:"rollout,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *StartUpgradeResponse) Reset() {
+	*x = StartUpgradeResponse{}
+	mi := &file_crossdock_admin_v1_fleet_proto_msgTypes[5]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *StartUpgradeResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*StartUpgradeResponse) ProtoMessage() {}
+
+func (x *StartUpgradeResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_crossdock_admin_v1_fleet_proto_msgTypes[5]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use StartUpgradeResponse.ProtoReflect.Descriptor instead.
+func (*StartUpgradeResponse) Descriptor() ([]byte, []int) {
+	return file_crossdock_admin_v1_fleet_proto_rawDescGZIP(), []int{5}
+}
+
+func (x *StartUpgradeResponse) GetRollout() *v1.Rollout {
+	if x != nil {
+		return x.Rollout
+	}
+	return nil
+}
+
+type GetUpgradeRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Id            string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetUpgradeRequest) Reset() {
+	*x = GetUpgradeRequest{}
+	mi := &file_crossdock_admin_v1_fleet_proto_msgTypes[6]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetUpgradeRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetUpgradeRequest) ProtoMessage() {}
+
+func (x *GetUpgradeRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_crossdock_admin_v1_fleet_proto_msgTypes[6]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetUpgradeRequest.ProtoReflect.Descriptor instead.
+func (*GetUpgradeRequest) Descriptor() ([]byte, []int) {
+	return file_crossdock_admin_v1_fleet_proto_rawDescGZIP(), []int{6}
+}
+
+func (x *GetUpgradeRequest) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+type GetUpgradeResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Rollout       *v1.Rollout            `protobuf:"bytes,1,opt,name=rollout,proto3" json:"rollout,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetUpgradeResponse) Reset() {
+	*x = GetUpgradeResponse{}
+	mi := &file_crossdock_admin_v1_fleet_proto_msgTypes[7]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetUpgradeResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetUpgradeResponse) ProtoMessage() {}
+
+func (x *GetUpgradeResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_crossdock_admin_v1_fleet_proto_msgTypes[7]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetUpgradeResponse.ProtoReflect.Descriptor instead.
+func (*GetUpgradeResponse) Descriptor() ([]byte, []int) {
+	return file_crossdock_admin_v1_fleet_proto_rawDescGZIP(), []int{7}
+}
+
+func (x *GetUpgradeResponse) GetRollout() *v1.Rollout {
+	if x != nil {
+		return x.Rollout
+	}
+	return nil
+}
+
 type ListFleetRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// Only agents whose labels match every term ("site=east,erp=tryton"); empty lists all.
@@ -35,7 +459,7 @@ type ListFleetRequest struct {
 
 func (x *ListFleetRequest) Reset() {
 	*x = ListFleetRequest{}
-	mi := &file_crossdock_admin_v1_fleet_proto_msgTypes[0]
+	mi := &file_crossdock_admin_v1_fleet_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -47,7 +471,7 @@ func (x *ListFleetRequest) String() string {
 func (*ListFleetRequest) ProtoMessage() {}
 
 func (x *ListFleetRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_crossdock_admin_v1_fleet_proto_msgTypes[0]
+	mi := &file_crossdock_admin_v1_fleet_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -60,7 +484,7 @@ func (x *ListFleetRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListFleetRequest.ProtoReflect.Descriptor instead.
 func (*ListFleetRequest) Descriptor() ([]byte, []int) {
-	return file_crossdock_admin_v1_fleet_proto_rawDescGZIP(), []int{0}
+	return file_crossdock_admin_v1_fleet_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *ListFleetRequest) GetSelector() string {
@@ -86,7 +510,7 @@ type ListFleetResponse struct {
 
 func (x *ListFleetResponse) Reset() {
 	*x = ListFleetResponse{}
-	mi := &file_crossdock_admin_v1_fleet_proto_msgTypes[1]
+	mi := &file_crossdock_admin_v1_fleet_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -98,7 +522,7 @@ func (x *ListFleetResponse) String() string {
 func (*ListFleetResponse) ProtoMessage() {}
 
 func (x *ListFleetResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_crossdock_admin_v1_fleet_proto_msgTypes[1]
+	mi := &file_crossdock_admin_v1_fleet_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -111,7 +535,7 @@ func (x *ListFleetResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListFleetResponse.ProtoReflect.Descriptor instead.
 func (*ListFleetResponse) Descriptor() ([]byte, []int) {
-	return file_crossdock_admin_v1_fleet_proto_rawDescGZIP(), []int{1}
+	return file_crossdock_admin_v1_fleet_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *ListFleetResponse) GetAgents() []*FleetAgent {
@@ -154,7 +578,7 @@ type FleetAgent struct {
 
 func (x *FleetAgent) Reset() {
 	*x = FleetAgent{}
-	mi := &file_crossdock_admin_v1_fleet_proto_msgTypes[2]
+	mi := &file_crossdock_admin_v1_fleet_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -166,7 +590,7 @@ func (x *FleetAgent) String() string {
 func (*FleetAgent) ProtoMessage() {}
 
 func (x *FleetAgent) ProtoReflect() protoreflect.Message {
-	mi := &file_crossdock_admin_v1_fleet_proto_msgTypes[2]
+	mi := &file_crossdock_admin_v1_fleet_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -179,7 +603,7 @@ func (x *FleetAgent) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FleetAgent.ProtoReflect.Descriptor instead.
 func (*FleetAgent) Descriptor() ([]byte, []int) {
-	return file_crossdock_admin_v1_fleet_proto_rawDescGZIP(), []int{2}
+	return file_crossdock_admin_v1_fleet_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *FleetAgent) GetAgent() *Agent {
@@ -298,7 +722,7 @@ type SetAgentLabelsRequest struct {
 
 func (x *SetAgentLabelsRequest) Reset() {
 	*x = SetAgentLabelsRequest{}
-	mi := &file_crossdock_admin_v1_fleet_proto_msgTypes[3]
+	mi := &file_crossdock_admin_v1_fleet_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -310,7 +734,7 @@ func (x *SetAgentLabelsRequest) String() string {
 func (*SetAgentLabelsRequest) ProtoMessage() {}
 
 func (x *SetAgentLabelsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_crossdock_admin_v1_fleet_proto_msgTypes[3]
+	mi := &file_crossdock_admin_v1_fleet_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -323,7 +747,7 @@ func (x *SetAgentLabelsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SetAgentLabelsRequest.ProtoReflect.Descriptor instead.
 func (*SetAgentLabelsRequest) Descriptor() ([]byte, []int) {
-	return file_crossdock_admin_v1_fleet_proto_rawDescGZIP(), []int{3}
+	return file_crossdock_admin_v1_fleet_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *SetAgentLabelsRequest) GetId() string {
@@ -349,7 +773,7 @@ type SetAgentLabelsResponse struct {
 
 func (x *SetAgentLabelsResponse) Reset() {
 	*x = SetAgentLabelsResponse{}
-	mi := &file_crossdock_admin_v1_fleet_proto_msgTypes[4]
+	mi := &file_crossdock_admin_v1_fleet_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -361,7 +785,7 @@ func (x *SetAgentLabelsResponse) String() string {
 func (*SetAgentLabelsResponse) ProtoMessage() {}
 
 func (x *SetAgentLabelsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_crossdock_admin_v1_fleet_proto_msgTypes[4]
+	mi := &file_crossdock_admin_v1_fleet_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -374,7 +798,7 @@ func (x *SetAgentLabelsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SetAgentLabelsResponse.ProtoReflect.Descriptor instead.
 func (*SetAgentLabelsResponse) Descriptor() ([]byte, []int) {
-	return file_crossdock_admin_v1_fleet_proto_rawDescGZIP(), []int{4}
+	return file_crossdock_admin_v1_fleet_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *SetAgentLabelsResponse) GetLabels() map[string]string {
@@ -398,7 +822,7 @@ type CreateCredentialRequest struct {
 
 func (x *CreateCredentialRequest) Reset() {
 	*x = CreateCredentialRequest{}
-	mi := &file_crossdock_admin_v1_fleet_proto_msgTypes[5]
+	mi := &file_crossdock_admin_v1_fleet_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -410,7 +834,7 @@ func (x *CreateCredentialRequest) String() string {
 func (*CreateCredentialRequest) ProtoMessage() {}
 
 func (x *CreateCredentialRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_crossdock_admin_v1_fleet_proto_msgTypes[5]
+	mi := &file_crossdock_admin_v1_fleet_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -423,7 +847,7 @@ func (x *CreateCredentialRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateCredentialRequest.ProtoReflect.Descriptor instead.
 func (*CreateCredentialRequest) Descriptor() ([]byte, []int) {
-	return file_crossdock_admin_v1_fleet_proto_rawDescGZIP(), []int{5}
+	return file_crossdock_admin_v1_fleet_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *CreateCredentialRequest) GetName() string {
@@ -458,7 +882,7 @@ type CreateCredentialResponse struct {
 
 func (x *CreateCredentialResponse) Reset() {
 	*x = CreateCredentialResponse{}
-	mi := &file_crossdock_admin_v1_fleet_proto_msgTypes[6]
+	mi := &file_crossdock_admin_v1_fleet_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -470,7 +894,7 @@ func (x *CreateCredentialResponse) String() string {
 func (*CreateCredentialResponse) ProtoMessage() {}
 
 func (x *CreateCredentialResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_crossdock_admin_v1_fleet_proto_msgTypes[6]
+	mi := &file_crossdock_admin_v1_fleet_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -483,7 +907,7 @@ func (x *CreateCredentialResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateCredentialResponse.ProtoReflect.Descriptor instead.
 func (*CreateCredentialResponse) Descriptor() ([]byte, []int) {
-	return file_crossdock_admin_v1_fleet_proto_rawDescGZIP(), []int{6}
+	return file_crossdock_admin_v1_fleet_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *CreateCredentialResponse) GetToken() string {
@@ -517,7 +941,7 @@ type Credential struct {
 
 func (x *Credential) Reset() {
 	*x = Credential{}
-	mi := &file_crossdock_admin_v1_fleet_proto_msgTypes[7]
+	mi := &file_crossdock_admin_v1_fleet_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -529,7 +953,7 @@ func (x *Credential) String() string {
 func (*Credential) ProtoMessage() {}
 
 func (x *Credential) ProtoReflect() protoreflect.Message {
-	mi := &file_crossdock_admin_v1_fleet_proto_msgTypes[7]
+	mi := &file_crossdock_admin_v1_fleet_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -542,7 +966,7 @@ func (x *Credential) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Credential.ProtoReflect.Descriptor instead.
 func (*Credential) Descriptor() ([]byte, []int) {
-	return file_crossdock_admin_v1_fleet_proto_rawDescGZIP(), []int{7}
+	return file_crossdock_admin_v1_fleet_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *Credential) GetName() string {
@@ -609,7 +1033,7 @@ type ListCredentialsRequest struct {
 
 func (x *ListCredentialsRequest) Reset() {
 	*x = ListCredentialsRequest{}
-	mi := &file_crossdock_admin_v1_fleet_proto_msgTypes[8]
+	mi := &file_crossdock_admin_v1_fleet_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -621,7 +1045,7 @@ func (x *ListCredentialsRequest) String() string {
 func (*ListCredentialsRequest) ProtoMessage() {}
 
 func (x *ListCredentialsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_crossdock_admin_v1_fleet_proto_msgTypes[8]
+	mi := &file_crossdock_admin_v1_fleet_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -634,7 +1058,7 @@ func (x *ListCredentialsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListCredentialsRequest.ProtoReflect.Descriptor instead.
 func (*ListCredentialsRequest) Descriptor() ([]byte, []int) {
-	return file_crossdock_admin_v1_fleet_proto_rawDescGZIP(), []int{8}
+	return file_crossdock_admin_v1_fleet_proto_rawDescGZIP(), []int{16}
 }
 
 type ListCredentialsResponse struct {
@@ -646,7 +1070,7 @@ type ListCredentialsResponse struct {
 
 func (x *ListCredentialsResponse) Reset() {
 	*x = ListCredentialsResponse{}
-	mi := &file_crossdock_admin_v1_fleet_proto_msgTypes[9]
+	mi := &file_crossdock_admin_v1_fleet_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -658,7 +1082,7 @@ func (x *ListCredentialsResponse) String() string {
 func (*ListCredentialsResponse) ProtoMessage() {}
 
 func (x *ListCredentialsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_crossdock_admin_v1_fleet_proto_msgTypes[9]
+	mi := &file_crossdock_admin_v1_fleet_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -671,7 +1095,7 @@ func (x *ListCredentialsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListCredentialsResponse.ProtoReflect.Descriptor instead.
 func (*ListCredentialsResponse) Descriptor() ([]byte, []int) {
-	return file_crossdock_admin_v1_fleet_proto_rawDescGZIP(), []int{9}
+	return file_crossdock_admin_v1_fleet_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *ListCredentialsResponse) GetCredentials() []*Credential {
@@ -690,7 +1114,7 @@ type RevokeCredentialRequest struct {
 
 func (x *RevokeCredentialRequest) Reset() {
 	*x = RevokeCredentialRequest{}
-	mi := &file_crossdock_admin_v1_fleet_proto_msgTypes[10]
+	mi := &file_crossdock_admin_v1_fleet_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -702,7 +1126,7 @@ func (x *RevokeCredentialRequest) String() string {
 func (*RevokeCredentialRequest) ProtoMessage() {}
 
 func (x *RevokeCredentialRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_crossdock_admin_v1_fleet_proto_msgTypes[10]
+	mi := &file_crossdock_admin_v1_fleet_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -715,7 +1139,7 @@ func (x *RevokeCredentialRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RevokeCredentialRequest.ProtoReflect.Descriptor instead.
 func (*RevokeCredentialRequest) Descriptor() ([]byte, []int) {
-	return file_crossdock_admin_v1_fleet_proto_rawDescGZIP(), []int{10}
+	return file_crossdock_admin_v1_fleet_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *RevokeCredentialRequest) GetName() string {
@@ -733,7 +1157,7 @@ type RevokeCredentialResponse struct {
 
 func (x *RevokeCredentialResponse) Reset() {
 	*x = RevokeCredentialResponse{}
-	mi := &file_crossdock_admin_v1_fleet_proto_msgTypes[11]
+	mi := &file_crossdock_admin_v1_fleet_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -745,7 +1169,7 @@ func (x *RevokeCredentialResponse) String() string {
 func (*RevokeCredentialResponse) ProtoMessage() {}
 
 func (x *RevokeCredentialResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_crossdock_admin_v1_fleet_proto_msgTypes[11]
+	mi := &file_crossdock_admin_v1_fleet_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -758,7 +1182,7 @@ func (x *RevokeCredentialResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RevokeCredentialResponse.ProtoReflect.Descriptor instead.
 func (*RevokeCredentialResponse) Descriptor() ([]byte, []int) {
-	return file_crossdock_admin_v1_fleet_proto_rawDescGZIP(), []int{11}
+	return file_crossdock_admin_v1_fleet_proto_rawDescGZIP(), []int{19}
 }
 
 type ListAuditRequest struct {
@@ -777,7 +1201,7 @@ type ListAuditRequest struct {
 
 func (x *ListAuditRequest) Reset() {
 	*x = ListAuditRequest{}
-	mi := &file_crossdock_admin_v1_fleet_proto_msgTypes[12]
+	mi := &file_crossdock_admin_v1_fleet_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -789,7 +1213,7 @@ func (x *ListAuditRequest) String() string {
 func (*ListAuditRequest) ProtoMessage() {}
 
 func (x *ListAuditRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_crossdock_admin_v1_fleet_proto_msgTypes[12]
+	mi := &file_crossdock_admin_v1_fleet_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -802,7 +1226,7 @@ func (x *ListAuditRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListAuditRequest.ProtoReflect.Descriptor instead.
 func (*ListAuditRequest) Descriptor() ([]byte, []int) {
-	return file_crossdock_admin_v1_fleet_proto_rawDescGZIP(), []int{12}
+	return file_crossdock_admin_v1_fleet_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *ListAuditRequest) GetActor() string {
@@ -842,7 +1266,7 @@ type ListAuditResponse struct {
 
 func (x *ListAuditResponse) Reset() {
 	*x = ListAuditResponse{}
-	mi := &file_crossdock_admin_v1_fleet_proto_msgTypes[13]
+	mi := &file_crossdock_admin_v1_fleet_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -854,7 +1278,7 @@ func (x *ListAuditResponse) String() string {
 func (*ListAuditResponse) ProtoMessage() {}
 
 func (x *ListAuditResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_crossdock_admin_v1_fleet_proto_msgTypes[13]
+	mi := &file_crossdock_admin_v1_fleet_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -867,7 +1291,7 @@ func (x *ListAuditResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListAuditResponse.ProtoReflect.Descriptor instead.
 func (*ListAuditResponse) Descriptor() ([]byte, []int) {
-	return file_crossdock_admin_v1_fleet_proto_rawDescGZIP(), []int{13}
+	return file_crossdock_admin_v1_fleet_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *ListAuditResponse) GetEntries() []*AuditEntry {
@@ -890,7 +1314,7 @@ type AuditEntry struct {
 
 func (x *AuditEntry) Reset() {
 	*x = AuditEntry{}
-	mi := &file_crossdock_admin_v1_fleet_proto_msgTypes[14]
+	mi := &file_crossdock_admin_v1_fleet_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -902,7 +1326,7 @@ func (x *AuditEntry) String() string {
 func (*AuditEntry) ProtoMessage() {}
 
 func (x *AuditEntry) ProtoReflect() protoreflect.Message {
-	mi := &file_crossdock_admin_v1_fleet_proto_msgTypes[14]
+	mi := &file_crossdock_admin_v1_fleet_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -915,7 +1339,7 @@ func (x *AuditEntry) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AuditEntry.ProtoReflect.Descriptor instead.
 func (*AuditEntry) Descriptor() ([]byte, []int) {
-	return file_crossdock_admin_v1_fleet_proto_rawDescGZIP(), []int{14}
+	return file_crossdock_admin_v1_fleet_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *AuditEntry) GetAt() *timestamppb.Timestamp {
@@ -957,7 +1381,31 @@ var File_crossdock_admin_v1_fleet_proto protoreflect.FileDescriptor
 
 const file_crossdock_admin_v1_fleet_proto_rawDesc = "" +
 	"\n" +
-	"\x1ecrossdock/admin/v1/fleet.proto\x12\x12crossdock.admin.v1\x1a\x1ecrossdock/admin/v1/admin.proto\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\">\n" +
+	"\x1ecrossdock/admin/v1/fleet.proto\x12\x12crossdock.admin.v1\x1a\x1ecrossdock/admin/v1/admin.proto\x1a\x1ecrossdock/store/v1/fleet.proto\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"z\n" +
+	"\x12PushReleaseRequest\x12\x18\n" +
+	"\aversion\x18\x01 \x01(\tR\aversion\x12\x0e\n" +
+	"\x02os\x18\x02 \x01(\tR\x02os\x12\x12\n" +
+	"\x04arch\x18\x03 \x01(\tR\x04arch\x12\x12\n" +
+	"\x04size\x18\x04 \x01(\x03R\x04size\x12\x12\n" +
+	"\x04data\x18\x05 \x01(\fR\x04data\"L\n" +
+	"\x13PushReleaseResponse\x125\n" +
+	"\arelease\x18\x01 \x01(\v2\x1b.crossdock.store.v1.ReleaseR\arelease\"\x15\n" +
+	"\x13ListReleasesRequest\"O\n" +
+	"\x14ListReleasesResponse\x127\n" +
+	"\breleases\x18\x01 \x03(\v2\x1b.crossdock.store.v1.ReleaseR\breleases\"\xc9\x01\n" +
+	"\x13StartUpgradeRequest\x12\x18\n" +
+	"\aversion\x18\x01 \x01(\tR\aversion\x12\x0e\n" +
+	"\x02os\x18\x02 \x01(\tR\x02os\x12\x12\n" +
+	"\x04arch\x18\x03 \x01(\tR\x04arch\x12\x1a\n" +
+	"\bselector\x18\x04 \x01(\tR\bselector\x12!\n" +
+	"\fmax_parallel\x18\x05 \x01(\rR\vmaxParallel\x125\n" +
+	"\bdeadline\x18\x06 \x01(\v2\x19.google.protobuf.DurationR\bdeadline\"M\n" +
+	"\x14StartUpgradeResponse\x125\n" +
+	"\arollout\x18\x01 \x01(\v2\x1b.crossdock.store.v1.RolloutR\arollout\"#\n" +
+	"\x11GetUpgradeRequest\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id\"K\n" +
+	"\x12GetUpgradeResponse\x125\n" +
+	"\arollout\x18\x01 \x01(\v2\x1b.crossdock.store.v1.RolloutR\arollout\">\n" +
 	"\x10ListFleetRequest\x12\x1a\n" +
 	"\bselector\x18\x01 \x01(\tR\bselector\x12\x0e\n" +
 	"\x02id\x18\x02 \x01(\tR\x02id\"K\n" +
@@ -1038,10 +1486,15 @@ const file_crossdock_admin_v1_fleet_proto_rawDesc = "" +
 	"\x05actor\x18\x02 \x01(\tR\x05actor\x12\x12\n" +
 	"\x04role\x18\x03 \x01(\tR\x04role\x12\x1c\n" +
 	"\tprocedure\x18\x04 \x01(\tR\tprocedure\x12\x18\n" +
-	"\aoutcome\x18\x05 \x01(\tR\aoutcome2\xd1\x01\n" +
+	"\aoutcome\x18\x05 \x01(\tR\aoutcome2\xd6\x04\n" +
 	"\fFleetService\x12X\n" +
 	"\tListFleet\x12$.crossdock.admin.v1.ListFleetRequest\x1a%.crossdock.admin.v1.ListFleetResponse\x12g\n" +
-	"\x0eSetAgentLabels\x12).crossdock.admin.v1.SetAgentLabelsRequest\x1a*.crossdock.admin.v1.SetAgentLabelsResponse2\xb3\x03\n" +
+	"\x0eSetAgentLabels\x12).crossdock.admin.v1.SetAgentLabelsRequest\x1a*.crossdock.admin.v1.SetAgentLabelsResponse\x12`\n" +
+	"\vPushRelease\x12&.crossdock.admin.v1.PushReleaseRequest\x1a'.crossdock.admin.v1.PushReleaseResponse(\x01\x12a\n" +
+	"\fListReleases\x12'.crossdock.admin.v1.ListReleasesRequest\x1a(.crossdock.admin.v1.ListReleasesResponse\x12a\n" +
+	"\fStartUpgrade\x12'.crossdock.admin.v1.StartUpgradeRequest\x1a(.crossdock.admin.v1.StartUpgradeResponse\x12[\n" +
+	"\n" +
+	"GetUpgrade\x12%.crossdock.admin.v1.GetUpgradeRequest\x1a&.crossdock.admin.v1.GetUpgradeResponse2\xb3\x03\n" +
 	"\rAccessService\x12m\n" +
 	"\x10CreateCredential\x12+.crossdock.admin.v1.CreateCredentialRequest\x1a,.crossdock.admin.v1.CreateCredentialResponse\x12j\n" +
 	"\x0fListCredentials\x12*.crossdock.admin.v1.ListCredentialsRequest\x1a+.crossdock.admin.v1.ListCredentialsResponse\x12m\n" +
@@ -1060,64 +1513,87 @@ func file_crossdock_admin_v1_fleet_proto_rawDescGZIP() []byte {
 	return file_crossdock_admin_v1_fleet_proto_rawDescData
 }
 
-var file_crossdock_admin_v1_fleet_proto_msgTypes = make([]protoimpl.MessageInfo, 18)
+var file_crossdock_admin_v1_fleet_proto_msgTypes = make([]protoimpl.MessageInfo, 26)
 var file_crossdock_admin_v1_fleet_proto_goTypes = []any{
-	(*ListFleetRequest)(nil),         // 0: crossdock.admin.v1.ListFleetRequest
-	(*ListFleetResponse)(nil),        // 1: crossdock.admin.v1.ListFleetResponse
-	(*FleetAgent)(nil),               // 2: crossdock.admin.v1.FleetAgent
-	(*SetAgentLabelsRequest)(nil),    // 3: crossdock.admin.v1.SetAgentLabelsRequest
-	(*SetAgentLabelsResponse)(nil),   // 4: crossdock.admin.v1.SetAgentLabelsResponse
-	(*CreateCredentialRequest)(nil),  // 5: crossdock.admin.v1.CreateCredentialRequest
-	(*CreateCredentialResponse)(nil), // 6: crossdock.admin.v1.CreateCredentialResponse
-	(*Credential)(nil),               // 7: crossdock.admin.v1.Credential
-	(*ListCredentialsRequest)(nil),   // 8: crossdock.admin.v1.ListCredentialsRequest
-	(*ListCredentialsResponse)(nil),  // 9: crossdock.admin.v1.ListCredentialsResponse
-	(*RevokeCredentialRequest)(nil),  // 10: crossdock.admin.v1.RevokeCredentialRequest
-	(*RevokeCredentialResponse)(nil), // 11: crossdock.admin.v1.RevokeCredentialResponse
-	(*ListAuditRequest)(nil),         // 12: crossdock.admin.v1.ListAuditRequest
-	(*ListAuditResponse)(nil),        // 13: crossdock.admin.v1.ListAuditResponse
-	(*AuditEntry)(nil),               // 14: crossdock.admin.v1.AuditEntry
-	nil,                              // 15: crossdock.admin.v1.FleetAgent.LabelsEntry
-	nil,                              // 16: crossdock.admin.v1.SetAgentLabelsRequest.LabelsEntry
-	nil,                              // 17: crossdock.admin.v1.SetAgentLabelsResponse.LabelsEntry
-	(*Agent)(nil),                    // 18: crossdock.admin.v1.Agent
-	(*timestamppb.Timestamp)(nil),    // 19: google.protobuf.Timestamp
-	(*durationpb.Duration)(nil),      // 20: google.protobuf.Duration
+	(*PushReleaseRequest)(nil),       // 0: crossdock.admin.v1.PushReleaseRequest
+	(*PushReleaseResponse)(nil),      // 1: crossdock.admin.v1.PushReleaseResponse
+	(*ListReleasesRequest)(nil),      // 2: crossdock.admin.v1.ListReleasesRequest
+	(*ListReleasesResponse)(nil),     // 3: crossdock.admin.v1.ListReleasesResponse
+	(*StartUpgradeRequest)(nil),      // 4: crossdock.admin.v1.StartUpgradeRequest
+	(*StartUpgradeResponse)(nil),     // 5: crossdock.admin.v1.StartUpgradeResponse
+	(*GetUpgradeRequest)(nil),        // 6: crossdock.admin.v1.GetUpgradeRequest
+	(*GetUpgradeResponse)(nil),       // 7: crossdock.admin.v1.GetUpgradeResponse
+	(*ListFleetRequest)(nil),         // 8: crossdock.admin.v1.ListFleetRequest
+	(*ListFleetResponse)(nil),        // 9: crossdock.admin.v1.ListFleetResponse
+	(*FleetAgent)(nil),               // 10: crossdock.admin.v1.FleetAgent
+	(*SetAgentLabelsRequest)(nil),    // 11: crossdock.admin.v1.SetAgentLabelsRequest
+	(*SetAgentLabelsResponse)(nil),   // 12: crossdock.admin.v1.SetAgentLabelsResponse
+	(*CreateCredentialRequest)(nil),  // 13: crossdock.admin.v1.CreateCredentialRequest
+	(*CreateCredentialResponse)(nil), // 14: crossdock.admin.v1.CreateCredentialResponse
+	(*Credential)(nil),               // 15: crossdock.admin.v1.Credential
+	(*ListCredentialsRequest)(nil),   // 16: crossdock.admin.v1.ListCredentialsRequest
+	(*ListCredentialsResponse)(nil),  // 17: crossdock.admin.v1.ListCredentialsResponse
+	(*RevokeCredentialRequest)(nil),  // 18: crossdock.admin.v1.RevokeCredentialRequest
+	(*RevokeCredentialResponse)(nil), // 19: crossdock.admin.v1.RevokeCredentialResponse
+	(*ListAuditRequest)(nil),         // 20: crossdock.admin.v1.ListAuditRequest
+	(*ListAuditResponse)(nil),        // 21: crossdock.admin.v1.ListAuditResponse
+	(*AuditEntry)(nil),               // 22: crossdock.admin.v1.AuditEntry
+	nil,                              // 23: crossdock.admin.v1.FleetAgent.LabelsEntry
+	nil,                              // 24: crossdock.admin.v1.SetAgentLabelsRequest.LabelsEntry
+	nil,                              // 25: crossdock.admin.v1.SetAgentLabelsResponse.LabelsEntry
+	(*v1.Release)(nil),               // 26: crossdock.store.v1.Release
+	(*durationpb.Duration)(nil),      // 27: google.protobuf.Duration
+	(*v1.Rollout)(nil),               // 28: crossdock.store.v1.Rollout
+	(*Agent)(nil),                    // 29: crossdock.admin.v1.Agent
+	(*timestamppb.Timestamp)(nil),    // 30: google.protobuf.Timestamp
 }
 var file_crossdock_admin_v1_fleet_proto_depIdxs = []int32{
-	2,  // 0: crossdock.admin.v1.ListFleetResponse.agents:type_name -> crossdock.admin.v1.FleetAgent
-	18, // 1: crossdock.admin.v1.FleetAgent.agent:type_name -> crossdock.admin.v1.Agent
-	15, // 2: crossdock.admin.v1.FleetAgent.labels:type_name -> crossdock.admin.v1.FleetAgent.LabelsEntry
-	19, // 3: crossdock.admin.v1.FleetAgent.oldest_pending:type_name -> google.protobuf.Timestamp
-	19, // 4: crossdock.admin.v1.FleetAgent.last_contact:type_name -> google.protobuf.Timestamp
-	16, // 5: crossdock.admin.v1.SetAgentLabelsRequest.labels:type_name -> crossdock.admin.v1.SetAgentLabelsRequest.LabelsEntry
-	17, // 6: crossdock.admin.v1.SetAgentLabelsResponse.labels:type_name -> crossdock.admin.v1.SetAgentLabelsResponse.LabelsEntry
-	20, // 7: crossdock.admin.v1.CreateCredentialRequest.ttl:type_name -> google.protobuf.Duration
-	7,  // 8: crossdock.admin.v1.CreateCredentialResponse.credential:type_name -> crossdock.admin.v1.Credential
-	19, // 9: crossdock.admin.v1.Credential.created_at:type_name -> google.protobuf.Timestamp
-	19, // 10: crossdock.admin.v1.Credential.expires_at:type_name -> google.protobuf.Timestamp
-	19, // 11: crossdock.admin.v1.Credential.revoked_at:type_name -> google.protobuf.Timestamp
-	7,  // 12: crossdock.admin.v1.ListCredentialsResponse.credentials:type_name -> crossdock.admin.v1.Credential
-	19, // 13: crossdock.admin.v1.ListAuditRequest.since:type_name -> google.protobuf.Timestamp
-	14, // 14: crossdock.admin.v1.ListAuditResponse.entries:type_name -> crossdock.admin.v1.AuditEntry
-	19, // 15: crossdock.admin.v1.AuditEntry.at:type_name -> google.protobuf.Timestamp
-	0,  // 16: crossdock.admin.v1.FleetService.ListFleet:input_type -> crossdock.admin.v1.ListFleetRequest
-	3,  // 17: crossdock.admin.v1.FleetService.SetAgentLabels:input_type -> crossdock.admin.v1.SetAgentLabelsRequest
-	5,  // 18: crossdock.admin.v1.AccessService.CreateCredential:input_type -> crossdock.admin.v1.CreateCredentialRequest
-	8,  // 19: crossdock.admin.v1.AccessService.ListCredentials:input_type -> crossdock.admin.v1.ListCredentialsRequest
-	10, // 20: crossdock.admin.v1.AccessService.RevokeCredential:input_type -> crossdock.admin.v1.RevokeCredentialRequest
-	12, // 21: crossdock.admin.v1.AccessService.ListAudit:input_type -> crossdock.admin.v1.ListAuditRequest
-	1,  // 22: crossdock.admin.v1.FleetService.ListFleet:output_type -> crossdock.admin.v1.ListFleetResponse
-	4,  // 23: crossdock.admin.v1.FleetService.SetAgentLabels:output_type -> crossdock.admin.v1.SetAgentLabelsResponse
-	6,  // 24: crossdock.admin.v1.AccessService.CreateCredential:output_type -> crossdock.admin.v1.CreateCredentialResponse
-	9,  // 25: crossdock.admin.v1.AccessService.ListCredentials:output_type -> crossdock.admin.v1.ListCredentialsResponse
-	11, // 26: crossdock.admin.v1.AccessService.RevokeCredential:output_type -> crossdock.admin.v1.RevokeCredentialResponse
-	13, // 27: crossdock.admin.v1.AccessService.ListAudit:output_type -> crossdock.admin.v1.ListAuditResponse
-	22, // [22:28] is the sub-list for method output_type
-	16, // [16:22] is the sub-list for method input_type
-	16, // [16:16] is the sub-list for extension type_name
-	16, // [16:16] is the sub-list for extension extendee
-	0,  // [0:16] is the sub-list for field type_name
+	26, // 0: crossdock.admin.v1.PushReleaseResponse.release:type_name -> crossdock.store.v1.Release
+	26, // 1: crossdock.admin.v1.ListReleasesResponse.releases:type_name -> crossdock.store.v1.Release
+	27, // 2: crossdock.admin.v1.StartUpgradeRequest.deadline:type_name -> google.protobuf.Duration
+	28, // 3: crossdock.admin.v1.StartUpgradeResponse.rollout:type_name -> crossdock.store.v1.Rollout
+	28, // 4: crossdock.admin.v1.GetUpgradeResponse.rollout:type_name -> crossdock.store.v1.Rollout
+	10, // 5: crossdock.admin.v1.ListFleetResponse.agents:type_name -> crossdock.admin.v1.FleetAgent
+	29, // 6: crossdock.admin.v1.FleetAgent.agent:type_name -> crossdock.admin.v1.Agent
+	23, // 7: crossdock.admin.v1.FleetAgent.labels:type_name -> crossdock.admin.v1.FleetAgent.LabelsEntry
+	30, // 8: crossdock.admin.v1.FleetAgent.oldest_pending:type_name -> google.protobuf.Timestamp
+	30, // 9: crossdock.admin.v1.FleetAgent.last_contact:type_name -> google.protobuf.Timestamp
+	24, // 10: crossdock.admin.v1.SetAgentLabelsRequest.labels:type_name -> crossdock.admin.v1.SetAgentLabelsRequest.LabelsEntry
+	25, // 11: crossdock.admin.v1.SetAgentLabelsResponse.labels:type_name -> crossdock.admin.v1.SetAgentLabelsResponse.LabelsEntry
+	27, // 12: crossdock.admin.v1.CreateCredentialRequest.ttl:type_name -> google.protobuf.Duration
+	15, // 13: crossdock.admin.v1.CreateCredentialResponse.credential:type_name -> crossdock.admin.v1.Credential
+	30, // 14: crossdock.admin.v1.Credential.created_at:type_name -> google.protobuf.Timestamp
+	30, // 15: crossdock.admin.v1.Credential.expires_at:type_name -> google.protobuf.Timestamp
+	30, // 16: crossdock.admin.v1.Credential.revoked_at:type_name -> google.protobuf.Timestamp
+	15, // 17: crossdock.admin.v1.ListCredentialsResponse.credentials:type_name -> crossdock.admin.v1.Credential
+	30, // 18: crossdock.admin.v1.ListAuditRequest.since:type_name -> google.protobuf.Timestamp
+	22, // 19: crossdock.admin.v1.ListAuditResponse.entries:type_name -> crossdock.admin.v1.AuditEntry
+	30, // 20: crossdock.admin.v1.AuditEntry.at:type_name -> google.protobuf.Timestamp
+	8,  // 21: crossdock.admin.v1.FleetService.ListFleet:input_type -> crossdock.admin.v1.ListFleetRequest
+	11, // 22: crossdock.admin.v1.FleetService.SetAgentLabels:input_type -> crossdock.admin.v1.SetAgentLabelsRequest
+	0,  // 23: crossdock.admin.v1.FleetService.PushRelease:input_type -> crossdock.admin.v1.PushReleaseRequest
+	2,  // 24: crossdock.admin.v1.FleetService.ListReleases:input_type -> crossdock.admin.v1.ListReleasesRequest
+	4,  // 25: crossdock.admin.v1.FleetService.StartUpgrade:input_type -> crossdock.admin.v1.StartUpgradeRequest
+	6,  // 26: crossdock.admin.v1.FleetService.GetUpgrade:input_type -> crossdock.admin.v1.GetUpgradeRequest
+	13, // 27: crossdock.admin.v1.AccessService.CreateCredential:input_type -> crossdock.admin.v1.CreateCredentialRequest
+	16, // 28: crossdock.admin.v1.AccessService.ListCredentials:input_type -> crossdock.admin.v1.ListCredentialsRequest
+	18, // 29: crossdock.admin.v1.AccessService.RevokeCredential:input_type -> crossdock.admin.v1.RevokeCredentialRequest
+	20, // 30: crossdock.admin.v1.AccessService.ListAudit:input_type -> crossdock.admin.v1.ListAuditRequest
+	9,  // 31: crossdock.admin.v1.FleetService.ListFleet:output_type -> crossdock.admin.v1.ListFleetResponse
+	12, // 32: crossdock.admin.v1.FleetService.SetAgentLabels:output_type -> crossdock.admin.v1.SetAgentLabelsResponse
+	1,  // 33: crossdock.admin.v1.FleetService.PushRelease:output_type -> crossdock.admin.v1.PushReleaseResponse
+	3,  // 34: crossdock.admin.v1.FleetService.ListReleases:output_type -> crossdock.admin.v1.ListReleasesResponse
+	5,  // 35: crossdock.admin.v1.FleetService.StartUpgrade:output_type -> crossdock.admin.v1.StartUpgradeResponse
+	7,  // 36: crossdock.admin.v1.FleetService.GetUpgrade:output_type -> crossdock.admin.v1.GetUpgradeResponse
+	14, // 37: crossdock.admin.v1.AccessService.CreateCredential:output_type -> crossdock.admin.v1.CreateCredentialResponse
+	17, // 38: crossdock.admin.v1.AccessService.ListCredentials:output_type -> crossdock.admin.v1.ListCredentialsResponse
+	19, // 39: crossdock.admin.v1.AccessService.RevokeCredential:output_type -> crossdock.admin.v1.RevokeCredentialResponse
+	21, // 40: crossdock.admin.v1.AccessService.ListAudit:output_type -> crossdock.admin.v1.ListAuditResponse
+	31, // [31:41] is the sub-list for method output_type
+	21, // [21:31] is the sub-list for method input_type
+	21, // [21:21] is the sub-list for extension type_name
+	21, // [21:21] is the sub-list for extension extendee
+	0,  // [0:21] is the sub-list for field type_name
 }
 
 func init() { file_crossdock_admin_v1_fleet_proto_init() }
@@ -1132,7 +1608,7 @@ func file_crossdock_admin_v1_fleet_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_crossdock_admin_v1_fleet_proto_rawDesc), len(file_crossdock_admin_v1_fleet_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   18,
+			NumMessages:   26,
 			NumExtensions: 0,
 			NumServices:   2,
 		},

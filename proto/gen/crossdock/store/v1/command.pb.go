@@ -72,6 +72,10 @@ const (
 	CommandType_COMMAND_TYPE_PUT_ADMIN_CREDENTIAL    CommandType = 71
 	CommandType_COMMAND_TYPE_REVOKE_ADMIN_CREDENTIAL CommandType = 72
 	CommandType_COMMAND_TYPE_RECORD_AUDIT            CommandType = 73
+	// Agent upgrades (fleet.proto): release metadata and rollouts. Ignorable: a node that
+	// does not know them serves no releases and drives no rollouts.
+	CommandType_COMMAND_TYPE_PUT_RELEASE CommandType = 74
+	CommandType_COMMAND_TYPE_PUT_ROLLOUT CommandType = 75
 )
 
 // Enum value maps for CommandType.
@@ -109,6 +113,8 @@ var (
 		71: "COMMAND_TYPE_PUT_ADMIN_CREDENTIAL",
 		72: "COMMAND_TYPE_REVOKE_ADMIN_CREDENTIAL",
 		73: "COMMAND_TYPE_RECORD_AUDIT",
+		74: "COMMAND_TYPE_PUT_RELEASE",
+		75: "COMMAND_TYPE_PUT_ROLLOUT",
 	}
 	CommandType_value = map[string]int32{
 		"COMMAND_TYPE_UNSPECIFIED":             0,
@@ -143,6 +149,8 @@ var (
 		"COMMAND_TYPE_PUT_ADMIN_CREDENTIAL":    71,
 		"COMMAND_TYPE_REVOKE_ADMIN_CREDENTIAL": 72,
 		"COMMAND_TYPE_RECORD_AUDIT":            73,
+		"COMMAND_TYPE_PUT_RELEASE":             74,
+		"COMMAND_TYPE_PUT_ROLLOUT":             75,
 	}
 )
 
@@ -1722,7 +1730,7 @@ const file_crossdock_store_v1_command_proto_rawDesc = "" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x19\n" +
 	"\bapi_addr\x18\x02 \x01(\tR\aapiAddr\x12\x1b\n" +
 	"\traft_addr\x18\x03 \x01(\tR\braftAddr\x127\n" +
-	"\tjoined_at\x18\x04 \x01(\v2\x1a.google.protobuf.TimestampR\bjoinedAt*\xba\b\n" +
+	"\tjoined_at\x18\x04 \x01(\v2\x1a.google.protobuf.TimestampR\bjoinedAt*\xf6\b\n" +
 	"\vCommandType\x12\x1c\n" +
 	"\x18COMMAND_TYPE_UNSPECIFIED\x10\x00\x12\x1d\n" +
 	"\x19COMMAND_TYPE_INGEST_BATCH\x10\x01\x12\x1a\n" +
@@ -1756,7 +1764,9 @@ const file_crossdock_store_v1_command_proto_rawDesc = "" +
 	"\x1dCOMMAND_TYPE_SET_AGENT_LABELS\x10F\x12%\n" +
 	"!COMMAND_TYPE_PUT_ADMIN_CREDENTIAL\x10G\x12(\n" +
 	"$COMMAND_TYPE_REVOKE_ADMIN_CREDENTIAL\x10H\x12\x1d\n" +
-	"\x19COMMAND_TYPE_RECORD_AUDIT\x10IBEZCgithub.com/crossdock/crossdock/proto/gen/crossdock/store/v1;storev1b\x06proto3"
+	"\x19COMMAND_TYPE_RECORD_AUDIT\x10I\x12\x1c\n" +
+	"\x18COMMAND_TYPE_PUT_RELEASE\x10J\x12\x1c\n" +
+	"\x18COMMAND_TYPE_PUT_ROLLOUT\x10KBEZCgithub.com/crossdock/crossdock/proto/gen/crossdock/store/v1;storev1b\x06proto3"
 
 var (
 	file_crossdock_store_v1_command_proto_rawDescOnce sync.Once

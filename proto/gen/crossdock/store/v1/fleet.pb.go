@@ -545,6 +545,455 @@ func (x *RecordAudit) GetRecord() *AuditRecord {
 	return nil
 }
 
+// Release is an agent binary an operator pushed (fleet/release/<sha256 hex>). The
+// binary is not in the raft log: the node that received it keeps it content-addressed
+// in its data dir (releases/<sha256 hex>); node_id names that node.
+type Release struct {
+	state   protoimpl.MessageState `protogen:"open.v1"`
+	Version string                 `protobuf:"bytes,1,opt,name=version,proto3" json:"version,omitempty"`
+	Os      string                 `protobuf:"bytes,2,opt,name=os,proto3" json:"os,omitempty"`
+	Arch    string                 `protobuf:"bytes,3,opt,name=arch,proto3" json:"arch,omitempty"`
+	// Hex SHA-256 of the binary, and its size in bytes.
+	Sha256 string `protobuf:"bytes,4,opt,name=sha256,proto3" json:"sha256,omitempty"`
+	Size   int64  `protobuf:"varint,5,opt,name=size,proto3" json:"size,omitempty"`
+	// Who pushed it (credential name), when, and to which node.
+	Actor         string                 `protobuf:"bytes,6,opt,name=actor,proto3" json:"actor,omitempty"`
+	At            *timestamppb.Timestamp `protobuf:"bytes,7,opt,name=at,proto3" json:"at,omitempty"`
+	NodeId        string                 `protobuf:"bytes,8,opt,name=node_id,json=nodeId,proto3" json:"node_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Release) Reset() {
+	*x = Release{}
+	mi := &file_crossdock_store_v1_fleet_proto_msgTypes[8]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Release) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Release) ProtoMessage() {}
+
+func (x *Release) ProtoReflect() protoreflect.Message {
+	mi := &file_crossdock_store_v1_fleet_proto_msgTypes[8]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Release.ProtoReflect.Descriptor instead.
+func (*Release) Descriptor() ([]byte, []int) {
+	return file_crossdock_store_v1_fleet_proto_rawDescGZIP(), []int{8}
+}
+
+func (x *Release) GetVersion() string {
+	if x != nil {
+		return x.Version
+	}
+	return ""
+}
+
+func (x *Release) GetOs() string {
+	if x != nil {
+		return x.Os
+	}
+	return ""
+}
+
+func (x *Release) GetArch() string {
+	if x != nil {
+		return x.Arch
+	}
+	return ""
+}
+
+func (x *Release) GetSha256() string {
+	if x != nil {
+		return x.Sha256
+	}
+	return ""
+}
+
+func (x *Release) GetSize() int64 {
+	if x != nil {
+		return x.Size
+	}
+	return 0
+}
+
+func (x *Release) GetActor() string {
+	if x != nil {
+		return x.Actor
+	}
+	return ""
+}
+
+func (x *Release) GetAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.At
+	}
+	return nil
+}
+
+func (x *Release) GetNodeId() string {
+	if x != nil {
+		return x.NodeId
+	}
+	return ""
+}
+
+// PutRelease records a release (COMMAND_TYPE_PUT_RELEASE). The same sha256 again
+// replaces the record; another sha256 for a version, os and arch already recorded is
+// refused.
+type PutRelease struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Release       *Release               `protobuf:"bytes,1,opt,name=release,proto3" json:"release,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PutRelease) Reset() {
+	*x = PutRelease{}
+	mi := &file_crossdock_store_v1_fleet_proto_msgTypes[9]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PutRelease) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PutRelease) ProtoMessage() {}
+
+func (x *PutRelease) ProtoReflect() protoreflect.Message {
+	mi := &file_crossdock_store_v1_fleet_proto_msgTypes[9]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PutRelease.ProtoReflect.Descriptor instead.
+func (*PutRelease) Descriptor() ([]byte, []int) {
+	return file_crossdock_store_v1_fleet_proto_rawDescGZIP(), []int{9}
+}
+
+func (x *PutRelease) GetRelease() *Release {
+	if x != nil {
+		return x.Release
+	}
+	return nil
+}
+
+// Rollout is an agent upgrade (fleet/rollout/<id>): which agents, to which release, how
+// many at once, and how each fared. The leader drives it (controlplane/api/rollout.go).
+type Rollout struct {
+	state       protoimpl.MessageState `protogen:"open.v1"`
+	Id          string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	Version     string                 `protobuf:"bytes,2,opt,name=version,proto3" json:"version,omitempty"`
+	Os          string                 `protobuf:"bytes,3,opt,name=os,proto3" json:"os,omitempty"`
+	Arch        string                 `protobuf:"bytes,4,opt,name=arch,proto3" json:"arch,omitempty"`
+	Sha256      string                 `protobuf:"bytes,5,opt,name=sha256,proto3" json:"sha256,omitempty"`
+	Size        int64                  `protobuf:"varint,6,opt,name=size,proto3" json:"size,omitempty"`
+	Selector    string                 `protobuf:"bytes,7,opt,name=selector,proto3" json:"selector,omitempty"`
+	MaxParallel uint32                 `protobuf:"varint,8,opt,name=max_parallel,json=maxParallel,proto3" json:"max_parallel,omitempty"`
+	// How long an agent has to come back connected on the new build before it rolls back
+	// by itself; the control plane waits this long plus a grace before it calls it failed.
+	DeadlineMs int64 `protobuf:"varint,9,opt,name=deadline_ms,json=deadlineMs,proto3" json:"deadline_ms,omitempty"`
+	// "running", "done", "failed" (an agent did not come back on the new build: the
+	// rollout stops) or "cancelled" (a newer rollout replaced it).
+	State     string                 `protobuf:"bytes,10,opt,name=state,proto3" json:"state,omitempty"`
+	Reason    string                 `protobuf:"bytes,11,opt,name=reason,proto3" json:"reason,omitempty"`
+	Actor     string                 `protobuf:"bytes,12,opt,name=actor,proto3" json:"actor,omitempty"`
+	CreatedAt *timestamppb.Timestamp `protobuf:"bytes,13,opt,name=created_at,json=createdAt,proto3" json:"created_at,omitempty"`
+	UpdatedAt *timestamppb.Timestamp `protobuf:"bytes,14,opt,name=updated_at,json=updatedAt,proto3" json:"updated_at,omitempty"`
+	// The agents selected when it was started, in upgrade order.
+	Agents        []*RolloutAgent `protobuf:"bytes,15,rep,name=agents,proto3" json:"agents,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Rollout) Reset() {
+	*x = Rollout{}
+	mi := &file_crossdock_store_v1_fleet_proto_msgTypes[10]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Rollout) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Rollout) ProtoMessage() {}
+
+func (x *Rollout) ProtoReflect() protoreflect.Message {
+	mi := &file_crossdock_store_v1_fleet_proto_msgTypes[10]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Rollout.ProtoReflect.Descriptor instead.
+func (*Rollout) Descriptor() ([]byte, []int) {
+	return file_crossdock_store_v1_fleet_proto_rawDescGZIP(), []int{10}
+}
+
+func (x *Rollout) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+func (x *Rollout) GetVersion() string {
+	if x != nil {
+		return x.Version
+	}
+	return ""
+}
+
+func (x *Rollout) GetOs() string {
+	if x != nil {
+		return x.Os
+	}
+	return ""
+}
+
+func (x *Rollout) GetArch() string {
+	if x != nil {
+		return x.Arch
+	}
+	return ""
+}
+
+func (x *Rollout) GetSha256() string {
+	if x != nil {
+		return x.Sha256
+	}
+	return ""
+}
+
+func (x *Rollout) GetSize() int64 {
+	if x != nil {
+		return x.Size
+	}
+	return 0
+}
+
+func (x *Rollout) GetSelector() string {
+	if x != nil {
+		return x.Selector
+	}
+	return ""
+}
+
+func (x *Rollout) GetMaxParallel() uint32 {
+	if x != nil {
+		return x.MaxParallel
+	}
+	return 0
+}
+
+func (x *Rollout) GetDeadlineMs() int64 {
+	if x != nil {
+		return x.DeadlineMs
+	}
+	return 0
+}
+
+func (x *Rollout) GetState() string {
+	if x != nil {
+		return x.State
+	}
+	return ""
+}
+
+func (x *Rollout) GetReason() string {
+	if x != nil {
+		return x.Reason
+	}
+	return ""
+}
+
+func (x *Rollout) GetActor() string {
+	if x != nil {
+		return x.Actor
+	}
+	return ""
+}
+
+func (x *Rollout) GetCreatedAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.CreatedAt
+	}
+	return nil
+}
+
+func (x *Rollout) GetUpdatedAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.UpdatedAt
+	}
+	return nil
+}
+
+func (x *Rollout) GetAgents() []*RolloutAgent {
+	if x != nil {
+		return x.Agents
+	}
+	return nil
+}
+
+// RolloutAgent is one agent's part of a rollout.
+type RolloutAgent struct {
+	state   protoimpl.MessageState `protogen:"open.v1"`
+	AgentId string                 `protobuf:"bytes,1,opt,name=agent_id,json=agentId,proto3" json:"agent_id,omitempty"`
+	// "waiting", "upgrading" (sent the command), "done", "failed", "skipped" (already ran
+	// the version when its turn came).
+	State  string `protobuf:"bytes,2,opt,name=state,proto3" json:"state,omitempty"`
+	Reason string `protobuf:"bytes,3,opt,name=reason,proto3" json:"reason,omitempty"`
+	// The build the agent ran when its turn came.
+	FromVersion   string                 `protobuf:"bytes,4,opt,name=from_version,json=fromVersion,proto3" json:"from_version,omitempty"`
+	StartedAt     *timestamppb.Timestamp `protobuf:"bytes,5,opt,name=started_at,json=startedAt,proto3" json:"started_at,omitempty"`
+	FinishedAt    *timestamppb.Timestamp `protobuf:"bytes,6,opt,name=finished_at,json=finishedAt,proto3" json:"finished_at,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RolloutAgent) Reset() {
+	*x = RolloutAgent{}
+	mi := &file_crossdock_store_v1_fleet_proto_msgTypes[11]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RolloutAgent) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RolloutAgent) ProtoMessage() {}
+
+func (x *RolloutAgent) ProtoReflect() protoreflect.Message {
+	mi := &file_crossdock_store_v1_fleet_proto_msgTypes[11]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RolloutAgent.ProtoReflect.Descriptor instead.
+func (*RolloutAgent) Descriptor() ([]byte, []int) {
+	return file_crossdock_store_v1_fleet_proto_rawDescGZIP(), []int{11}
+}
+
+func (x *RolloutAgent) GetAgentId() string {
+	if x != nil {
+		return x.AgentId
+	}
+	return ""
+}
+
+func (x *RolloutAgent) GetState() string {
+	if x != nil {
+		return x.State
+	}
+	return ""
+}
+
+func (x *RolloutAgent) GetReason() string {
+	if x != nil {
+		return x.Reason
+	}
+	return ""
+}
+
+func (x *RolloutAgent) GetFromVersion() string {
+	if x != nil {
+		return x.FromVersion
+	}
+	return ""
+}
+
+func (x *RolloutAgent) GetStartedAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.StartedAt
+	}
+	return nil
+}
+
+func (x *RolloutAgent) GetFinishedAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.FinishedAt
+	}
+	return nil
+}
+
+// PutRollout stores a rollout whole (COMMAND_TYPE_PUT_ROLLOUT): the leader writes every
+// state change of it this way.
+type PutRollout struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Rollout       *Rollout               `protobuf:"bytes,1,opt,name=rollout,proto3" json:"rollout,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PutRollout) Reset() {
+	*x = PutRollout{}
+	mi := &file_crossdock_store_v1_fleet_proto_msgTypes[12]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PutRollout) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PutRollout) ProtoMessage() {}
+
+func (x *PutRollout) ProtoReflect() protoreflect.Message {
+	mi := &file_crossdock_store_v1_fleet_proto_msgTypes[12]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PutRollout.ProtoReflect.Descriptor instead.
+func (*PutRollout) Descriptor() ([]byte, []int) {
+	return file_crossdock_store_v1_fleet_proto_rawDescGZIP(), []int{12}
+}
+
+func (x *PutRollout) GetRollout() *Rollout {
+	if x != nil {
+		return x.Rollout
+	}
+	return nil
+}
+
 var File_crossdock_store_v1_fleet_proto protoreflect.FileDescriptor
 
 const file_crossdock_store_v1_fleet_proto_rawDesc = "" +
@@ -596,7 +1045,51 @@ const file_crossdock_store_v1_fleet_proto_rawDesc = "" +
 	"\tprocedure\x18\x05 \x01(\tR\tprocedure\x12\x18\n" +
 	"\aoutcome\x18\x06 \x01(\tR\aoutcome\"F\n" +
 	"\vRecordAudit\x127\n" +
-	"\x06record\x18\x01 \x01(\v2\x1f.crossdock.store.v1.AuditRecordR\x06recordBEZCgithub.com/crossdock/crossdock/proto/gen/crossdock/store/v1;storev1b\x06proto3"
+	"\x06record\x18\x01 \x01(\v2\x1f.crossdock.store.v1.AuditRecordR\x06record\"\xce\x01\n" +
+	"\aRelease\x12\x18\n" +
+	"\aversion\x18\x01 \x01(\tR\aversion\x12\x0e\n" +
+	"\x02os\x18\x02 \x01(\tR\x02os\x12\x12\n" +
+	"\x04arch\x18\x03 \x01(\tR\x04arch\x12\x16\n" +
+	"\x06sha256\x18\x04 \x01(\tR\x06sha256\x12\x12\n" +
+	"\x04size\x18\x05 \x01(\x03R\x04size\x12\x14\n" +
+	"\x05actor\x18\x06 \x01(\tR\x05actor\x12*\n" +
+	"\x02at\x18\a \x01(\v2\x1a.google.protobuf.TimestampR\x02at\x12\x17\n" +
+	"\anode_id\x18\b \x01(\tR\x06nodeId\"C\n" +
+	"\n" +
+	"PutRelease\x125\n" +
+	"\arelease\x18\x01 \x01(\v2\x1b.crossdock.store.v1.ReleaseR\arelease\"\xd7\x03\n" +
+	"\aRollout\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id\x12\x18\n" +
+	"\aversion\x18\x02 \x01(\tR\aversion\x12\x0e\n" +
+	"\x02os\x18\x03 \x01(\tR\x02os\x12\x12\n" +
+	"\x04arch\x18\x04 \x01(\tR\x04arch\x12\x16\n" +
+	"\x06sha256\x18\x05 \x01(\tR\x06sha256\x12\x12\n" +
+	"\x04size\x18\x06 \x01(\x03R\x04size\x12\x1a\n" +
+	"\bselector\x18\a \x01(\tR\bselector\x12!\n" +
+	"\fmax_parallel\x18\b \x01(\rR\vmaxParallel\x12\x1f\n" +
+	"\vdeadline_ms\x18\t \x01(\x03R\n" +
+	"deadlineMs\x12\x14\n" +
+	"\x05state\x18\n" +
+	" \x01(\tR\x05state\x12\x16\n" +
+	"\x06reason\x18\v \x01(\tR\x06reason\x12\x14\n" +
+	"\x05actor\x18\f \x01(\tR\x05actor\x129\n" +
+	"\n" +
+	"created_at\x18\r \x01(\v2\x1a.google.protobuf.TimestampR\tcreatedAt\x129\n" +
+	"\n" +
+	"updated_at\x18\x0e \x01(\v2\x1a.google.protobuf.TimestampR\tupdatedAt\x128\n" +
+	"\x06agents\x18\x0f \x03(\v2 .crossdock.store.v1.RolloutAgentR\x06agents\"\xf2\x01\n" +
+	"\fRolloutAgent\x12\x19\n" +
+	"\bagent_id\x18\x01 \x01(\tR\aagentId\x12\x14\n" +
+	"\x05state\x18\x02 \x01(\tR\x05state\x12\x16\n" +
+	"\x06reason\x18\x03 \x01(\tR\x06reason\x12!\n" +
+	"\ffrom_version\x18\x04 \x01(\tR\vfromVersion\x129\n" +
+	"\n" +
+	"started_at\x18\x05 \x01(\v2\x1a.google.protobuf.TimestampR\tstartedAt\x12;\n" +
+	"\vfinished_at\x18\x06 \x01(\v2\x1a.google.protobuf.TimestampR\n" +
+	"finishedAt\"C\n" +
+	"\n" +
+	"PutRollout\x125\n" +
+	"\arollout\x18\x01 \x01(\v2\x1b.crossdock.store.v1.RolloutR\arolloutBEZCgithub.com/crossdock/crossdock/proto/gen/crossdock/store/v1;storev1b\x06proto3"
 
 var (
 	file_crossdock_store_v1_fleet_proto_rawDescOnce sync.Once
@@ -610,7 +1103,7 @@ func file_crossdock_store_v1_fleet_proto_rawDescGZIP() []byte {
 	return file_crossdock_store_v1_fleet_proto_rawDescData
 }
 
-var file_crossdock_store_v1_fleet_proto_msgTypes = make([]protoimpl.MessageInfo, 10)
+var file_crossdock_store_v1_fleet_proto_msgTypes = make([]protoimpl.MessageInfo, 15)
 var file_crossdock_store_v1_fleet_proto_goTypes = []any{
 	(*SetAgentLabels)(nil),        // 0: crossdock.store.v1.SetAgentLabels
 	(*AgentLabels)(nil),           // 1: crossdock.store.v1.AgentLabels
@@ -620,27 +1113,40 @@ var file_crossdock_store_v1_fleet_proto_goTypes = []any{
 	(*RevokeAdminCredential)(nil), // 5: crossdock.store.v1.RevokeAdminCredential
 	(*AuditRecord)(nil),           // 6: crossdock.store.v1.AuditRecord
 	(*RecordAudit)(nil),           // 7: crossdock.store.v1.RecordAudit
-	nil,                           // 8: crossdock.store.v1.SetAgentLabels.LabelsEntry
-	nil,                           // 9: crossdock.store.v1.AgentLabels.LabelsEntry
-	(*timestamppb.Timestamp)(nil), // 10: google.protobuf.Timestamp
+	(*Release)(nil),               // 8: crossdock.store.v1.Release
+	(*PutRelease)(nil),            // 9: crossdock.store.v1.PutRelease
+	(*Rollout)(nil),               // 10: crossdock.store.v1.Rollout
+	(*RolloutAgent)(nil),          // 11: crossdock.store.v1.RolloutAgent
+	(*PutRollout)(nil),            // 12: crossdock.store.v1.PutRollout
+	nil,                           // 13: crossdock.store.v1.SetAgentLabels.LabelsEntry
+	nil,                           // 14: crossdock.store.v1.AgentLabels.LabelsEntry
+	(*timestamppb.Timestamp)(nil), // 15: google.protobuf.Timestamp
 }
 var file_crossdock_store_v1_fleet_proto_depIdxs = []int32{
-	8,  // 0: crossdock.store.v1.SetAgentLabels.labels:type_name -> crossdock.store.v1.SetAgentLabels.LabelsEntry
-	10, // 1: crossdock.store.v1.SetAgentLabels.at:type_name -> google.protobuf.Timestamp
-	9,  // 2: crossdock.store.v1.AgentLabels.labels:type_name -> crossdock.store.v1.AgentLabels.LabelsEntry
-	10, // 3: crossdock.store.v1.AgentLabels.at:type_name -> google.protobuf.Timestamp
-	10, // 4: crossdock.store.v1.AdminCredential.created_at:type_name -> google.protobuf.Timestamp
-	10, // 5: crossdock.store.v1.AdminCredential.expires_at:type_name -> google.protobuf.Timestamp
-	10, // 6: crossdock.store.v1.AdminCredential.revoked_at:type_name -> google.protobuf.Timestamp
+	13, // 0: crossdock.store.v1.SetAgentLabels.labels:type_name -> crossdock.store.v1.SetAgentLabels.LabelsEntry
+	15, // 1: crossdock.store.v1.SetAgentLabels.at:type_name -> google.protobuf.Timestamp
+	14, // 2: crossdock.store.v1.AgentLabels.labels:type_name -> crossdock.store.v1.AgentLabels.LabelsEntry
+	15, // 3: crossdock.store.v1.AgentLabels.at:type_name -> google.protobuf.Timestamp
+	15, // 4: crossdock.store.v1.AdminCredential.created_at:type_name -> google.protobuf.Timestamp
+	15, // 5: crossdock.store.v1.AdminCredential.expires_at:type_name -> google.protobuf.Timestamp
+	15, // 6: crossdock.store.v1.AdminCredential.revoked_at:type_name -> google.protobuf.Timestamp
 	3,  // 7: crossdock.store.v1.PutAdminCredential.credential:type_name -> crossdock.store.v1.AdminCredential
-	10, // 8: crossdock.store.v1.RevokeAdminCredential.at:type_name -> google.protobuf.Timestamp
-	10, // 9: crossdock.store.v1.AuditRecord.at:type_name -> google.protobuf.Timestamp
+	15, // 8: crossdock.store.v1.RevokeAdminCredential.at:type_name -> google.protobuf.Timestamp
+	15, // 9: crossdock.store.v1.AuditRecord.at:type_name -> google.protobuf.Timestamp
 	6,  // 10: crossdock.store.v1.RecordAudit.record:type_name -> crossdock.store.v1.AuditRecord
-	11, // [11:11] is the sub-list for method output_type
-	11, // [11:11] is the sub-list for method input_type
-	11, // [11:11] is the sub-list for extension type_name
-	11, // [11:11] is the sub-list for extension extendee
-	0,  // [0:11] is the sub-list for field type_name
+	15, // 11: crossdock.store.v1.Release.at:type_name -> google.protobuf.Timestamp
+	8,  // 12: crossdock.store.v1.PutRelease.release:type_name -> crossdock.store.v1.Release
+	15, // 13: crossdock.store.v1.Rollout.created_at:type_name -> google.protobuf.Timestamp
+	15, // 14: crossdock.store.v1.Rollout.updated_at:type_name -> google.protobuf.Timestamp
+	11, // 15: crossdock.store.v1.Rollout.agents:type_name -> crossdock.store.v1.RolloutAgent
+	15, // 16: crossdock.store.v1.RolloutAgent.started_at:type_name -> google.protobuf.Timestamp
+	15, // 17: crossdock.store.v1.RolloutAgent.finished_at:type_name -> google.protobuf.Timestamp
+	10, // 18: crossdock.store.v1.PutRollout.rollout:type_name -> crossdock.store.v1.Rollout
+	19, // [19:19] is the sub-list for method output_type
+	19, // [19:19] is the sub-list for method input_type
+	19, // [19:19] is the sub-list for extension type_name
+	19, // [19:19] is the sub-list for extension extendee
+	0,  // [0:19] is the sub-list for field type_name
 }
 
 func init() { file_crossdock_store_v1_fleet_proto_init() }
@@ -654,7 +1160,7 @@ func file_crossdock_store_v1_fleet_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_crossdock_store_v1_fleet_proto_rawDesc), len(file_crossdock_store_v1_fleet_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   10,
+			NumMessages:   15,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

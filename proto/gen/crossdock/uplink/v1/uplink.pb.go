@@ -27,6 +27,96 @@ const (
 	_ = protoimpl.EnforceVersion(protoimpl.MaxVersion - 20)
 )
 
+type DownloadReleaseRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Hex SHA-256 of the binary (UpgradeCommand.sha256).
+	Sha256        string `protobuf:"bytes,1,opt,name=sha256,proto3" json:"sha256,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DownloadReleaseRequest) Reset() {
+	*x = DownloadReleaseRequest{}
+	mi := &file_crossdock_uplink_v1_uplink_proto_msgTypes[0]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DownloadReleaseRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DownloadReleaseRequest) ProtoMessage() {}
+
+func (x *DownloadReleaseRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_crossdock_uplink_v1_uplink_proto_msgTypes[0]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DownloadReleaseRequest.ProtoReflect.Descriptor instead.
+func (*DownloadReleaseRequest) Descriptor() ([]byte, []int) {
+	return file_crossdock_uplink_v1_uplink_proto_rawDescGZIP(), []int{0}
+}
+
+func (x *DownloadReleaseRequest) GetSha256() string {
+	if x != nil {
+		return x.Sha256
+	}
+	return ""
+}
+
+// DownloadReleaseResponse is the next piece of the binary.
+type DownloadReleaseResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Data          []byte                 `protobuf:"bytes,1,opt,name=data,proto3" json:"data,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DownloadReleaseResponse) Reset() {
+	*x = DownloadReleaseResponse{}
+	mi := &file_crossdock_uplink_v1_uplink_proto_msgTypes[1]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DownloadReleaseResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DownloadReleaseResponse) ProtoMessage() {}
+
+func (x *DownloadReleaseResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_crossdock_uplink_v1_uplink_proto_msgTypes[1]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DownloadReleaseResponse.ProtoReflect.Descriptor instead.
+func (*DownloadReleaseResponse) Descriptor() ([]byte, []int) {
+	return file_crossdock_uplink_v1_uplink_proto_rawDescGZIP(), []int{1}
+}
+
+func (x *DownloadReleaseResponse) GetData() []byte {
+	if x != nil {
+		return x.Data
+	}
+	return nil
+}
+
 type EnrollRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// The token from `crossdock token create`.
@@ -45,7 +135,7 @@ type EnrollRequest struct {
 
 func (x *EnrollRequest) Reset() {
 	*x = EnrollRequest{}
-	mi := &file_crossdock_uplink_v1_uplink_proto_msgTypes[0]
+	mi := &file_crossdock_uplink_v1_uplink_proto_msgTypes[2]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -57,7 +147,7 @@ func (x *EnrollRequest) String() string {
 func (*EnrollRequest) ProtoMessage() {}
 
 func (x *EnrollRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_crossdock_uplink_v1_uplink_proto_msgTypes[0]
+	mi := &file_crossdock_uplink_v1_uplink_proto_msgTypes[2]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -70,7 +160,7 @@ func (x *EnrollRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use EnrollRequest.ProtoReflect.Descriptor instead.
 func (*EnrollRequest) Descriptor() ([]byte, []int) {
-	return file_crossdock_uplink_v1_uplink_proto_rawDescGZIP(), []int{0}
+	return file_crossdock_uplink_v1_uplink_proto_rawDescGZIP(), []int{2}
 }
 
 func (x *EnrollRequest) GetToken() string {
@@ -112,7 +202,7 @@ type EnrollResponse struct {
 
 func (x *EnrollResponse) Reset() {
 	*x = EnrollResponse{}
-	mi := &file_crossdock_uplink_v1_uplink_proto_msgTypes[1]
+	mi := &file_crossdock_uplink_v1_uplink_proto_msgTypes[3]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -124,7 +214,7 @@ func (x *EnrollResponse) String() string {
 func (*EnrollResponse) ProtoMessage() {}
 
 func (x *EnrollResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_crossdock_uplink_v1_uplink_proto_msgTypes[1]
+	mi := &file_crossdock_uplink_v1_uplink_proto_msgTypes[3]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -137,7 +227,7 @@ func (x *EnrollResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use EnrollResponse.ProtoReflect.Descriptor instead.
 func (*EnrollResponse) Descriptor() ([]byte, []int) {
-	return file_crossdock_uplink_v1_uplink_proto_rawDescGZIP(), []int{1}
+	return file_crossdock_uplink_v1_uplink_proto_rawDescGZIP(), []int{3}
 }
 
 func (x *EnrollResponse) GetAgentId() string {
@@ -173,6 +263,7 @@ type StreamRequest struct {
 	//	*StreamRequest_Renew
 	//	*StreamRequest_ConfigReport
 	//	*StreamRequest_Health
+	//	*StreamRequest_UpgradeReport
 	Msg           isStreamRequest_Msg `protobuf_oneof:"msg"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -180,7 +271,7 @@ type StreamRequest struct {
 
 func (x *StreamRequest) Reset() {
 	*x = StreamRequest{}
-	mi := &file_crossdock_uplink_v1_uplink_proto_msgTypes[2]
+	mi := &file_crossdock_uplink_v1_uplink_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -192,7 +283,7 @@ func (x *StreamRequest) String() string {
 func (*StreamRequest) ProtoMessage() {}
 
 func (x *StreamRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_crossdock_uplink_v1_uplink_proto_msgTypes[2]
+	mi := &file_crossdock_uplink_v1_uplink_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -205,7 +296,7 @@ func (x *StreamRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StreamRequest.ProtoReflect.Descriptor instead.
 func (*StreamRequest) Descriptor() ([]byte, []int) {
-	return file_crossdock_uplink_v1_uplink_proto_rawDescGZIP(), []int{2}
+	return file_crossdock_uplink_v1_uplink_proto_rawDescGZIP(), []int{4}
 }
 
 func (x *StreamRequest) GetMsg() isStreamRequest_Msg {
@@ -278,6 +369,15 @@ func (x *StreamRequest) GetHealth() *AgentHealth {
 	return nil
 }
 
+func (x *StreamRequest) GetUpgradeReport() *UpgradeReport {
+	if x != nil {
+		if x, ok := x.Msg.(*StreamRequest_UpgradeReport); ok {
+			return x.UpgradeReport
+		}
+	}
+	return nil
+}
+
 type isStreamRequest_Msg interface {
 	isStreamRequest_Msg()
 }
@@ -310,6 +410,10 @@ type StreamRequest_Health struct {
 	Health *AgentHealth `protobuf:"bytes,7,opt,name=health,proto3,oneof"`
 }
 
+type StreamRequest_UpgradeReport struct {
+	UpgradeReport *UpgradeReport `protobuf:"bytes,8,opt,name=upgrade_report,json=upgradeReport,proto3,oneof"`
+}
+
 func (*StreamRequest_Hello) isStreamRequest_Msg() {}
 
 func (*StreamRequest_Batch) isStreamRequest_Msg() {}
@@ -323,6 +427,82 @@ func (*StreamRequest_Renew) isStreamRequest_Msg() {}
 func (*StreamRequest_ConfigReport) isStreamRequest_Msg() {}
 
 func (*StreamRequest_Health) isStreamRequest_Msg() {}
+
+func (*StreamRequest_UpgradeReport) isStreamRequest_Msg() {}
+
+// UpgradeReport says how the last UpgradeCommand fared: sent after Hello by an agent
+// that has something to report, and when an upgrade fails before the swap.
+type UpgradeReport struct {
+	state     protoimpl.MessageState `protogen:"open.v1"`
+	RolloutId string                 `protobuf:"bytes,1,opt,name=rollout_id,json=rolloutId,proto3" json:"rollout_id,omitempty"`
+	// The build the command asked for.
+	Version string `protobuf:"bytes,2,opt,name=version,proto3" json:"version,omitempty"`
+	// "upgraded" (running it), "failed" (refused or failed before the swap: download,
+	// checksum, preflight; the agent keeps its build) or "rolled_back" (the new build did
+	// not come back connected within the deadline; the previous one runs again).
+	State         string `protobuf:"bytes,3,opt,name=state,proto3" json:"state,omitempty"`
+	Reason        string `protobuf:"bytes,4,opt,name=reason,proto3" json:"reason,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *UpgradeReport) Reset() {
+	*x = UpgradeReport{}
+	mi := &file_crossdock_uplink_v1_uplink_proto_msgTypes[5]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *UpgradeReport) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*UpgradeReport) ProtoMessage() {}
+
+func (x *UpgradeReport) ProtoReflect() protoreflect.Message {
+	mi := &file_crossdock_uplink_v1_uplink_proto_msgTypes[5]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use UpgradeReport.ProtoReflect.Descriptor instead.
+func (*UpgradeReport) Descriptor() ([]byte, []int) {
+	return file_crossdock_uplink_v1_uplink_proto_rawDescGZIP(), []int{5}
+}
+
+func (x *UpgradeReport) GetRolloutId() string {
+	if x != nil {
+		return x.RolloutId
+	}
+	return ""
+}
+
+func (x *UpgradeReport) GetVersion() string {
+	if x != nil {
+		return x.Version
+	}
+	return ""
+}
+
+func (x *UpgradeReport) GetState() string {
+	if x != nil {
+		return x.State
+	}
+	return ""
+}
+
+func (x *UpgradeReport) GetReason() string {
+	if x != nil {
+		return x.Reason
+	}
+	return ""
+}
 
 // ConfigReport says which central configuration (an AgentConfig document version) the
 // agent runs, and how the newest one it was sent fared. Sent after Hello, after every
@@ -349,7 +529,7 @@ type ConfigReport struct {
 
 func (x *ConfigReport) Reset() {
 	*x = ConfigReport{}
-	mi := &file_crossdock_uplink_v1_uplink_proto_msgTypes[3]
+	mi := &file_crossdock_uplink_v1_uplink_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -361,7 +541,7 @@ func (x *ConfigReport) String() string {
 func (*ConfigReport) ProtoMessage() {}
 
 func (x *ConfigReport) ProtoReflect() protoreflect.Message {
-	mi := &file_crossdock_uplink_v1_uplink_proto_msgTypes[3]
+	mi := &file_crossdock_uplink_v1_uplink_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -374,7 +554,7 @@ func (x *ConfigReport) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ConfigReport.ProtoReflect.Descriptor instead.
 func (*ConfigReport) Descriptor() ([]byte, []int) {
-	return file_crossdock_uplink_v1_uplink_proto_rawDescGZIP(), []int{3}
+	return file_crossdock_uplink_v1_uplink_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *ConfigReport) GetRunningName() string {
@@ -439,7 +619,7 @@ type AgentHealth struct {
 
 func (x *AgentHealth) Reset() {
 	*x = AgentHealth{}
-	mi := &file_crossdock_uplink_v1_uplink_proto_msgTypes[4]
+	mi := &file_crossdock_uplink_v1_uplink_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -451,7 +631,7 @@ func (x *AgentHealth) String() string {
 func (*AgentHealth) ProtoMessage() {}
 
 func (x *AgentHealth) ProtoReflect() protoreflect.Message {
-	mi := &file_crossdock_uplink_v1_uplink_proto_msgTypes[4]
+	mi := &file_crossdock_uplink_v1_uplink_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -464,7 +644,7 @@ func (x *AgentHealth) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AgentHealth.ProtoReflect.Descriptor instead.
 func (*AgentHealth) Descriptor() ([]byte, []int) {
-	return file_crossdock_uplink_v1_uplink_proto_rawDescGZIP(), []int{4}
+	return file_crossdock_uplink_v1_uplink_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *AgentHealth) GetPendingEvents() uint64 {
@@ -499,7 +679,7 @@ type RenewRequest struct {
 
 func (x *RenewRequest) Reset() {
 	*x = RenewRequest{}
-	mi := &file_crossdock_uplink_v1_uplink_proto_msgTypes[5]
+	mi := &file_crossdock_uplink_v1_uplink_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -511,7 +691,7 @@ func (x *RenewRequest) String() string {
 func (*RenewRequest) ProtoMessage() {}
 
 func (x *RenewRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_crossdock_uplink_v1_uplink_proto_msgTypes[5]
+	mi := &file_crossdock_uplink_v1_uplink_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -524,7 +704,7 @@ func (x *RenewRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RenewRequest.ProtoReflect.Descriptor instead.
 func (*RenewRequest) Descriptor() ([]byte, []int) {
-	return file_crossdock_uplink_v1_uplink_proto_rawDescGZIP(), []int{5}
+	return file_crossdock_uplink_v1_uplink_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *RenewRequest) GetCsrPem() string {
@@ -545,7 +725,7 @@ type Renewed struct {
 
 func (x *Renewed) Reset() {
 	*x = Renewed{}
-	mi := &file_crossdock_uplink_v1_uplink_proto_msgTypes[6]
+	mi := &file_crossdock_uplink_v1_uplink_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -557,7 +737,7 @@ func (x *Renewed) String() string {
 func (*Renewed) ProtoMessage() {}
 
 func (x *Renewed) ProtoReflect() protoreflect.Message {
-	mi := &file_crossdock_uplink_v1_uplink_proto_msgTypes[6]
+	mi := &file_crossdock_uplink_v1_uplink_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -570,7 +750,7 @@ func (x *Renewed) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Renewed.ProtoReflect.Descriptor instead.
 func (*Renewed) Descriptor() ([]byte, []int) {
-	return file_crossdock_uplink_v1_uplink_proto_rawDescGZIP(), []int{6}
+	return file_crossdock_uplink_v1_uplink_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *Renewed) GetCertificatePem() string {
@@ -603,7 +783,7 @@ type Conflict struct {
 
 func (x *Conflict) Reset() {
 	*x = Conflict{}
-	mi := &file_crossdock_uplink_v1_uplink_proto_msgTypes[7]
+	mi := &file_crossdock_uplink_v1_uplink_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -615,7 +795,7 @@ func (x *Conflict) String() string {
 func (*Conflict) ProtoMessage() {}
 
 func (x *Conflict) ProtoReflect() protoreflect.Message {
-	mi := &file_crossdock_uplink_v1_uplink_proto_msgTypes[7]
+	mi := &file_crossdock_uplink_v1_uplink_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -628,7 +808,7 @@ func (x *Conflict) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Conflict.ProtoReflect.Descriptor instead.
 func (*Conflict) Descriptor() ([]byte, []int) {
-	return file_crossdock_uplink_v1_uplink_proto_rawDescGZIP(), []int{7}
+	return file_crossdock_uplink_v1_uplink_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *Conflict) GetId() string {
@@ -688,7 +868,7 @@ type SinkResult struct {
 
 func (x *SinkResult) Reset() {
 	*x = SinkResult{}
-	mi := &file_crossdock_uplink_v1_uplink_proto_msgTypes[8]
+	mi := &file_crossdock_uplink_v1_uplink_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -700,7 +880,7 @@ func (x *SinkResult) String() string {
 func (*SinkResult) ProtoMessage() {}
 
 func (x *SinkResult) ProtoReflect() protoreflect.Message {
-	mi := &file_crossdock_uplink_v1_uplink_proto_msgTypes[8]
+	mi := &file_crossdock_uplink_v1_uplink_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -713,7 +893,7 @@ func (x *SinkResult) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SinkResult.ProtoReflect.Descriptor instead.
 func (*SinkResult) Descriptor() ([]byte, []int) {
-	return file_crossdock_uplink_v1_uplink_proto_rawDescGZIP(), []int{8}
+	return file_crossdock_uplink_v1_uplink_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *SinkResult) GetRequestId() string {
@@ -755,7 +935,7 @@ type ConnectorReport struct {
 
 func (x *ConnectorReport) Reset() {
 	*x = ConnectorReport{}
-	mi := &file_crossdock_uplink_v1_uplink_proto_msgTypes[9]
+	mi := &file_crossdock_uplink_v1_uplink_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -767,7 +947,7 @@ func (x *ConnectorReport) String() string {
 func (*ConnectorReport) ProtoMessage() {}
 
 func (x *ConnectorReport) ProtoReflect() protoreflect.Message {
-	mi := &file_crossdock_uplink_v1_uplink_proto_msgTypes[9]
+	mi := &file_crossdock_uplink_v1_uplink_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -780,7 +960,7 @@ func (x *ConnectorReport) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ConnectorReport.ProtoReflect.Descriptor instead.
 func (*ConnectorReport) Descriptor() ([]byte, []int) {
-	return file_crossdock_uplink_v1_uplink_proto_rawDescGZIP(), []int{9}
+	return file_crossdock_uplink_v1_uplink_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *ConnectorReport) GetConnectors() []*v1.ConnectorStatus {
@@ -806,7 +986,7 @@ type Hello struct {
 
 func (x *Hello) Reset() {
 	*x = Hello{}
-	mi := &file_crossdock_uplink_v1_uplink_proto_msgTypes[10]
+	mi := &file_crossdock_uplink_v1_uplink_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -818,7 +998,7 @@ func (x *Hello) String() string {
 func (*Hello) ProtoMessage() {}
 
 func (x *Hello) ProtoReflect() protoreflect.Message {
-	mi := &file_crossdock_uplink_v1_uplink_proto_msgTypes[10]
+	mi := &file_crossdock_uplink_v1_uplink_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -831,7 +1011,7 @@ func (x *Hello) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Hello.ProtoReflect.Descriptor instead.
 func (*Hello) Descriptor() ([]byte, []int) {
-	return file_crossdock_uplink_v1_uplink_proto_rawDescGZIP(), []int{10}
+	return file_crossdock_uplink_v1_uplink_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *Hello) GetAgentVersion() string {
@@ -872,7 +1052,7 @@ type Batch struct {
 
 func (x *Batch) Reset() {
 	*x = Batch{}
-	mi := &file_crossdock_uplink_v1_uplink_proto_msgTypes[11]
+	mi := &file_crossdock_uplink_v1_uplink_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -884,7 +1064,7 @@ func (x *Batch) String() string {
 func (*Batch) ProtoMessage() {}
 
 func (x *Batch) ProtoReflect() protoreflect.Message {
-	mi := &file_crossdock_uplink_v1_uplink_proto_msgTypes[11]
+	mi := &file_crossdock_uplink_v1_uplink_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -897,7 +1077,7 @@ func (x *Batch) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Batch.ProtoReflect.Descriptor instead.
 func (*Batch) Descriptor() ([]byte, []int) {
-	return file_crossdock_uplink_v1_uplink_proto_rawDescGZIP(), []int{11}
+	return file_crossdock_uplink_v1_uplink_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *Batch) GetEvents() []*OutboxEvent {
@@ -918,7 +1098,7 @@ type OutboxEvent struct {
 
 func (x *OutboxEvent) Reset() {
 	*x = OutboxEvent{}
-	mi := &file_crossdock_uplink_v1_uplink_proto_msgTypes[12]
+	mi := &file_crossdock_uplink_v1_uplink_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -930,7 +1110,7 @@ func (x *OutboxEvent) String() string {
 func (*OutboxEvent) ProtoMessage() {}
 
 func (x *OutboxEvent) ProtoReflect() protoreflect.Message {
-	mi := &file_crossdock_uplink_v1_uplink_proto_msgTypes[12]
+	mi := &file_crossdock_uplink_v1_uplink_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -943,7 +1123,7 @@ func (x *OutboxEvent) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use OutboxEvent.ProtoReflect.Descriptor instead.
 func (*OutboxEvent) Descriptor() ([]byte, []int) {
-	return file_crossdock_uplink_v1_uplink_proto_rawDescGZIP(), []int{12}
+	return file_crossdock_uplink_v1_uplink_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *OutboxEvent) GetSeq() uint64 {
@@ -970,6 +1150,7 @@ type StreamResponse struct {
 	//	*StreamResponse_SinkWrite
 	//	*StreamResponse_Renewed
 	//	*StreamResponse_Config
+	//	*StreamResponse_Upgrade
 	Msg           isStreamResponse_Msg `protobuf_oneof:"msg"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -977,7 +1158,7 @@ type StreamResponse struct {
 
 func (x *StreamResponse) Reset() {
 	*x = StreamResponse{}
-	mi := &file_crossdock_uplink_v1_uplink_proto_msgTypes[13]
+	mi := &file_crossdock_uplink_v1_uplink_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -989,7 +1170,7 @@ func (x *StreamResponse) String() string {
 func (*StreamResponse) ProtoMessage() {}
 
 func (x *StreamResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_crossdock_uplink_v1_uplink_proto_msgTypes[13]
+	mi := &file_crossdock_uplink_v1_uplink_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1002,7 +1183,7 @@ func (x *StreamResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StreamResponse.ProtoReflect.Descriptor instead.
 func (*StreamResponse) Descriptor() ([]byte, []int) {
-	return file_crossdock_uplink_v1_uplink_proto_rawDescGZIP(), []int{13}
+	return file_crossdock_uplink_v1_uplink_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *StreamResponse) GetMsg() isStreamResponse_Msg {
@@ -1057,6 +1238,15 @@ func (x *StreamResponse) GetConfig() *AgentConfigPush {
 	return nil
 }
 
+func (x *StreamResponse) GetUpgrade() *UpgradeCommand {
+	if x != nil {
+		if x, ok := x.Msg.(*StreamResponse_Upgrade); ok {
+			return x.Upgrade
+		}
+	}
+	return nil
+}
+
 type isStreamResponse_Msg interface {
 	isStreamResponse_Msg()
 }
@@ -1081,6 +1271,10 @@ type StreamResponse_Config struct {
 	Config *AgentConfigPush `protobuf:"bytes,5,opt,name=config,proto3,oneof"`
 }
 
+type StreamResponse_Upgrade struct {
+	Upgrade *UpgradeCommand `protobuf:"bytes,6,opt,name=upgrade,proto3,oneof"`
+}
+
 func (*StreamResponse_Welcome) isStreamResponse_Msg() {}
 
 func (*StreamResponse_Ack) isStreamResponse_Msg() {}
@@ -1090,6 +1284,104 @@ func (*StreamResponse_SinkWrite) isStreamResponse_Msg() {}
 func (*StreamResponse_Renewed) isStreamResponse_Msg() {}
 
 func (*StreamResponse_Config) isStreamResponse_Msg() {}
+
+func (*StreamResponse_Upgrade) isStreamResponse_Msg() {}
+
+// UpgradeCommand asks the agent to run another build: download it (DownloadRelease),
+// check its size and SHA-256, swap it in and start it. If the new build is not
+// connected within deadline_ms, the agent puts the previous one back by itself. The
+// agent answers with an UpgradeReport.
+type UpgradeCommand struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	RolloutId     string                 `protobuf:"bytes,1,opt,name=rollout_id,json=rolloutId,proto3" json:"rollout_id,omitempty"`
+	Version       string                 `protobuf:"bytes,2,opt,name=version,proto3" json:"version,omitempty"`
+	Os            string                 `protobuf:"bytes,3,opt,name=os,proto3" json:"os,omitempty"`
+	Arch          string                 `protobuf:"bytes,4,opt,name=arch,proto3" json:"arch,omitempty"`
+	Sha256        string                 `protobuf:"bytes,5,opt,name=sha256,proto3" json:"sha256,omitempty"`
+	Size          int64                  `protobuf:"varint,6,opt,name=size,proto3" json:"size,omitempty"`
+	DeadlineMs    int64                  `protobuf:"varint,7,opt,name=deadline_ms,json=deadlineMs,proto3" json:"deadline_ms,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *UpgradeCommand) Reset() {
+	*x = UpgradeCommand{}
+	mi := &file_crossdock_uplink_v1_uplink_proto_msgTypes[17]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *UpgradeCommand) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*UpgradeCommand) ProtoMessage() {}
+
+func (x *UpgradeCommand) ProtoReflect() protoreflect.Message {
+	mi := &file_crossdock_uplink_v1_uplink_proto_msgTypes[17]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use UpgradeCommand.ProtoReflect.Descriptor instead.
+func (*UpgradeCommand) Descriptor() ([]byte, []int) {
+	return file_crossdock_uplink_v1_uplink_proto_rawDescGZIP(), []int{17}
+}
+
+func (x *UpgradeCommand) GetRolloutId() string {
+	if x != nil {
+		return x.RolloutId
+	}
+	return ""
+}
+
+func (x *UpgradeCommand) GetVersion() string {
+	if x != nil {
+		return x.Version
+	}
+	return ""
+}
+
+func (x *UpgradeCommand) GetOs() string {
+	if x != nil {
+		return x.Os
+	}
+	return ""
+}
+
+func (x *UpgradeCommand) GetArch() string {
+	if x != nil {
+		return x.Arch
+	}
+	return ""
+}
+
+func (x *UpgradeCommand) GetSha256() string {
+	if x != nil {
+		return x.Sha256
+	}
+	return ""
+}
+
+func (x *UpgradeCommand) GetSize() int64 {
+	if x != nil {
+		return x.Size
+	}
+	return 0
+}
+
+func (x *UpgradeCommand) GetDeadlineMs() int64 {
+	if x != nil {
+		return x.DeadlineMs
+	}
+	return 0
+}
 
 // AgentConfigPush is the central configuration of the agent: the AgentConfig document
 // that selects it, sent after Welcome and whenever it changes. The agent validates it,
@@ -1112,7 +1404,7 @@ type AgentConfigPush struct {
 
 func (x *AgentConfigPush) Reset() {
 	*x = AgentConfigPush{}
-	mi := &file_crossdock_uplink_v1_uplink_proto_msgTypes[14]
+	mi := &file_crossdock_uplink_v1_uplink_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1124,7 +1416,7 @@ func (x *AgentConfigPush) String() string {
 func (*AgentConfigPush) ProtoMessage() {}
 
 func (x *AgentConfigPush) ProtoReflect() protoreflect.Message {
-	mi := &file_crossdock_uplink_v1_uplink_proto_msgTypes[14]
+	mi := &file_crossdock_uplink_v1_uplink_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1137,7 +1429,7 @@ func (x *AgentConfigPush) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AgentConfigPush.ProtoReflect.Descriptor instead.
 func (*AgentConfigPush) Descriptor() ([]byte, []int) {
-	return file_crossdock_uplink_v1_uplink_proto_rawDescGZIP(), []int{14}
+	return file_crossdock_uplink_v1_uplink_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *AgentConfigPush) GetName() string {
@@ -1193,7 +1485,7 @@ type SinkWrite struct {
 
 func (x *SinkWrite) Reset() {
 	*x = SinkWrite{}
-	mi := &file_crossdock_uplink_v1_uplink_proto_msgTypes[15]
+	mi := &file_crossdock_uplink_v1_uplink_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1205,7 +1497,7 @@ func (x *SinkWrite) String() string {
 func (*SinkWrite) ProtoMessage() {}
 
 func (x *SinkWrite) ProtoReflect() protoreflect.Message {
-	mi := &file_crossdock_uplink_v1_uplink_proto_msgTypes[15]
+	mi := &file_crossdock_uplink_v1_uplink_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1218,7 +1510,7 @@ func (x *SinkWrite) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SinkWrite.ProtoReflect.Descriptor instead.
 func (*SinkWrite) Descriptor() ([]byte, []int) {
-	return file_crossdock_uplink_v1_uplink_proto_rawDescGZIP(), []int{15}
+	return file_crossdock_uplink_v1_uplink_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *SinkWrite) GetRequestId() string {
@@ -1268,7 +1560,7 @@ type Welcome struct {
 
 func (x *Welcome) Reset() {
 	*x = Welcome{}
-	mi := &file_crossdock_uplink_v1_uplink_proto_msgTypes[16]
+	mi := &file_crossdock_uplink_v1_uplink_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1280,7 +1572,7 @@ func (x *Welcome) String() string {
 func (*Welcome) ProtoMessage() {}
 
 func (x *Welcome) ProtoReflect() protoreflect.Message {
-	mi := &file_crossdock_uplink_v1_uplink_proto_msgTypes[16]
+	mi := &file_crossdock_uplink_v1_uplink_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1293,7 +1585,7 @@ func (x *Welcome) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Welcome.ProtoReflect.Descriptor instead.
 func (*Welcome) Descriptor() ([]byte, []int) {
-	return file_crossdock_uplink_v1_uplink_proto_rawDescGZIP(), []int{16}
+	return file_crossdock_uplink_v1_uplink_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *Welcome) GetCommittedSeq() uint64 {
@@ -1331,7 +1623,7 @@ type Ack struct {
 
 func (x *Ack) Reset() {
 	*x = Ack{}
-	mi := &file_crossdock_uplink_v1_uplink_proto_msgTypes[17]
+	mi := &file_crossdock_uplink_v1_uplink_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1343,7 +1635,7 @@ func (x *Ack) String() string {
 func (*Ack) ProtoMessage() {}
 
 func (x *Ack) ProtoReflect() protoreflect.Message {
-	mi := &file_crossdock_uplink_v1_uplink_proto_msgTypes[17]
+	mi := &file_crossdock_uplink_v1_uplink_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1356,7 +1648,7 @@ func (x *Ack) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Ack.ProtoReflect.Descriptor instead.
 func (*Ack) Descriptor() ([]byte, []int) {
-	return file_crossdock_uplink_v1_uplink_proto_rawDescGZIP(), []int{17}
+	return file_crossdock_uplink_v1_uplink_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *Ack) GetCommittedSeq() uint64 {
@@ -1391,7 +1683,11 @@ var File_crossdock_uplink_v1_uplink_proto protoreflect.FileDescriptor
 
 const file_crossdock_uplink_v1_uplink_proto_rawDesc = "" +
 	"\n" +
-	" crossdock/uplink/v1/uplink.proto\x12\x13crossdock.uplink.v1\x1a\x1ecrossdock/agent/v1/agent.proto\x1a\x1ecrossdock/event/v1/event.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xe0\x01\n" +
+	" crossdock/uplink/v1/uplink.proto\x12\x13crossdock.uplink.v1\x1a\x1ecrossdock/agent/v1/agent.proto\x1a\x1ecrossdock/event/v1/event.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"0\n" +
+	"\x16DownloadReleaseRequest\x12\x16\n" +
+	"\x06sha256\x18\x01 \x01(\tR\x06sha256\"-\n" +
+	"\x17DownloadReleaseResponse\x12\x12\n" +
+	"\x04data\x18\x01 \x01(\fR\x04data\"\xe0\x01\n" +
 	"\rEnrollRequest\x12\x14\n" +
 	"\x05token\x18\x01 \x01(\tR\x05token\x12\x17\n" +
 	"\acsr_pem\x18\x02 \x01(\tR\x06csrPem\x12\x1d\n" +
@@ -1404,7 +1700,7 @@ const file_crossdock_uplink_v1_uplink_proto_rawDesc = "" +
 	"\x0eEnrollResponse\x12\x19\n" +
 	"\bagent_id\x18\x01 \x01(\tR\aagentId\x12'\n" +
 	"\x0fcertificate_pem\x18\x02 \x01(\tR\x0ecertificatePem\x12\x15\n" +
-	"\x06ca_pem\x18\x03 \x01(\tR\x05caPem\"\xcb\x03\n" +
+	"\x06ca_pem\x18\x03 \x01(\tR\x05caPem\"\x98\x04\n" +
 	"\rStreamRequest\x122\n" +
 	"\x05hello\x18\x01 \x01(\v2\x1a.crossdock.uplink.v1.HelloH\x00R\x05hello\x122\n" +
 	"\x05batch\x18\x02 \x01(\v2\x1a.crossdock.uplink.v1.BatchH\x00R\x05batch\x12F\n" +
@@ -1415,8 +1711,15 @@ const file_crossdock_uplink_v1_uplink_proto_rawDesc = "" +
 	"sinkResult\x129\n" +
 	"\x05renew\x18\x05 \x01(\v2!.crossdock.uplink.v1.RenewRequestH\x00R\x05renew\x12H\n" +
 	"\rconfig_report\x18\x06 \x01(\v2!.crossdock.uplink.v1.ConfigReportH\x00R\fconfigReport\x12:\n" +
-	"\x06health\x18\a \x01(\v2 .crossdock.uplink.v1.AgentHealthH\x00R\x06healthB\x05\n" +
-	"\x03msg\"\xd2\x01\n" +
+	"\x06health\x18\a \x01(\v2 .crossdock.uplink.v1.AgentHealthH\x00R\x06health\x12K\n" +
+	"\x0eupgrade_report\x18\b \x01(\v2\".crossdock.uplink.v1.UpgradeReportH\x00R\rupgradeReportB\x05\n" +
+	"\x03msg\"v\n" +
+	"\rUpgradeReport\x12\x1d\n" +
+	"\n" +
+	"rollout_id\x18\x01 \x01(\tR\trolloutId\x12\x18\n" +
+	"\aversion\x18\x02 \x01(\tR\aversion\x12\x14\n" +
+	"\x05state\x18\x03 \x01(\tR\x05state\x12\x16\n" +
+	"\x06reason\x18\x04 \x01(\tR\x06reason\"\xd2\x01\n" +
 	"\fConfigReport\x12!\n" +
 	"\frunning_name\x18\x01 \x01(\tR\vrunningName\x12'\n" +
 	"\x0frunning_version\x18\x02 \x01(\x04R\x0erunningVersion\x12\x12\n" +
@@ -1461,15 +1764,26 @@ const file_crossdock_uplink_v1_uplink_proto_rawDesc = "" +
 	"\x06events\x18\x01 \x03(\v2 .crossdock.uplink.v1.OutboxEventR\x06events\"P\n" +
 	"\vOutboxEvent\x12\x10\n" +
 	"\x03seq\x18\x01 \x01(\x04R\x03seq\x12/\n" +
-	"\x05event\x18\x02 \x01(\v2\x19.crossdock.event.v1.EventR\x05event\"\xba\x02\n" +
+	"\x05event\x18\x02 \x01(\v2\x19.crossdock.event.v1.EventR\x05event\"\xfb\x02\n" +
 	"\x0eStreamResponse\x128\n" +
 	"\awelcome\x18\x01 \x01(\v2\x1c.crossdock.uplink.v1.WelcomeH\x00R\awelcome\x12,\n" +
 	"\x03ack\x18\x02 \x01(\v2\x18.crossdock.uplink.v1.AckH\x00R\x03ack\x12?\n" +
 	"\n" +
 	"sink_write\x18\x03 \x01(\v2\x1e.crossdock.uplink.v1.SinkWriteH\x00R\tsinkWrite\x128\n" +
 	"\arenewed\x18\x04 \x01(\v2\x1c.crossdock.uplink.v1.RenewedH\x00R\arenewed\x12>\n" +
-	"\x06config\x18\x05 \x01(\v2$.crossdock.uplink.v1.AgentConfigPushH\x00R\x06configB\x05\n" +
-	"\x03msg\"\x83\x01\n" +
+	"\x06config\x18\x05 \x01(\v2$.crossdock.uplink.v1.AgentConfigPushH\x00R\x06config\x12?\n" +
+	"\aupgrade\x18\x06 \x01(\v2#.crossdock.uplink.v1.UpgradeCommandH\x00R\aupgradeB\x05\n" +
+	"\x03msg\"\xba\x01\n" +
+	"\x0eUpgradeCommand\x12\x1d\n" +
+	"\n" +
+	"rollout_id\x18\x01 \x01(\tR\trolloutId\x12\x18\n" +
+	"\aversion\x18\x02 \x01(\tR\aversion\x12\x0e\n" +
+	"\x02os\x18\x03 \x01(\tR\x02os\x12\x12\n" +
+	"\x04arch\x18\x04 \x01(\tR\x04arch\x12\x16\n" +
+	"\x06sha256\x18\x05 \x01(\tR\x06sha256\x12\x12\n" +
+	"\x04size\x18\x06 \x01(\x03R\x04size\x12\x1f\n" +
+	"\vdeadline_ms\x18\a \x01(\x03R\n" +
+	"deadlineMs\"\x83\x01\n" +
 	"\x0fAgentConfigPush\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x18\n" +
 	"\aversion\x18\x02 \x01(\x04R\aversion\x12\x12\n" +
@@ -1494,10 +1808,11 @@ const file_crossdock_uplink_v1_uplink_proto_rawDesc = "" +
 	"\n" +
 	"duplicates\x18\x03 \x01(\rR\n" +
 	"duplicates\x12;\n" +
-	"\tconflicts\x18\x04 \x03(\v2\x1d.crossdock.uplink.v1.ConflictR\tconflicts2\xb9\x01\n" +
+	"\tconflicts\x18\x04 \x03(\v2\x1d.crossdock.uplink.v1.ConflictR\tconflicts2\xa9\x02\n" +
 	"\rUplinkService\x12Q\n" +
 	"\x06Enroll\x12\".crossdock.uplink.v1.EnrollRequest\x1a#.crossdock.uplink.v1.EnrollResponse\x12U\n" +
-	"\x06Stream\x12\".crossdock.uplink.v1.StreamRequest\x1a#.crossdock.uplink.v1.StreamResponse(\x010\x01BGZEgithub.com/crossdock/crossdock/proto/gen/crossdock/uplink/v1;uplinkv1b\x06proto3"
+	"\x06Stream\x12\".crossdock.uplink.v1.StreamRequest\x1a#.crossdock.uplink.v1.StreamResponse(\x010\x01\x12n\n" +
+	"\x0fDownloadRelease\x12+.crossdock.uplink.v1.DownloadReleaseRequest\x1a,.crossdock.uplink.v1.DownloadReleaseResponse0\x01BGZEgithub.com/crossdock/crossdock/proto/gen/crossdock/uplink/v1;uplinkv1b\x06proto3"
 
 var (
 	file_crossdock_uplink_v1_uplink_proto_rawDescOnce sync.Once
@@ -1511,60 +1826,68 @@ func file_crossdock_uplink_v1_uplink_proto_rawDescGZIP() []byte {
 	return file_crossdock_uplink_v1_uplink_proto_rawDescData
 }
 
-var file_crossdock_uplink_v1_uplink_proto_msgTypes = make([]protoimpl.MessageInfo, 19)
+var file_crossdock_uplink_v1_uplink_proto_msgTypes = make([]protoimpl.MessageInfo, 23)
 var file_crossdock_uplink_v1_uplink_proto_goTypes = []any{
-	(*EnrollRequest)(nil),         // 0: crossdock.uplink.v1.EnrollRequest
-	(*EnrollResponse)(nil),        // 1: crossdock.uplink.v1.EnrollResponse
-	(*StreamRequest)(nil),         // 2: crossdock.uplink.v1.StreamRequest
-	(*ConfigReport)(nil),          // 3: crossdock.uplink.v1.ConfigReport
-	(*AgentHealth)(nil),           // 4: crossdock.uplink.v1.AgentHealth
-	(*RenewRequest)(nil),          // 5: crossdock.uplink.v1.RenewRequest
-	(*Renewed)(nil),               // 6: crossdock.uplink.v1.Renewed
-	(*Conflict)(nil),              // 7: crossdock.uplink.v1.Conflict
-	(*SinkResult)(nil),            // 8: crossdock.uplink.v1.SinkResult
-	(*ConnectorReport)(nil),       // 9: crossdock.uplink.v1.ConnectorReport
-	(*Hello)(nil),                 // 10: crossdock.uplink.v1.Hello
-	(*Batch)(nil),                 // 11: crossdock.uplink.v1.Batch
-	(*OutboxEvent)(nil),           // 12: crossdock.uplink.v1.OutboxEvent
-	(*StreamResponse)(nil),        // 13: crossdock.uplink.v1.StreamResponse
-	(*AgentConfigPush)(nil),       // 14: crossdock.uplink.v1.AgentConfigPush
-	(*SinkWrite)(nil),             // 15: crossdock.uplink.v1.SinkWrite
-	(*Welcome)(nil),               // 16: crossdock.uplink.v1.Welcome
-	(*Ack)(nil),                   // 17: crossdock.uplink.v1.Ack
-	nil,                           // 18: crossdock.uplink.v1.EnrollRequest.LabelsEntry
-	(*timestamppb.Timestamp)(nil), // 19: google.protobuf.Timestamp
-	(*v1.ConnectorStatus)(nil),    // 20: crossdock.agent.v1.ConnectorStatus
-	(*v11.Event)(nil),             // 21: crossdock.event.v1.Event
+	(*DownloadReleaseRequest)(nil),  // 0: crossdock.uplink.v1.DownloadReleaseRequest
+	(*DownloadReleaseResponse)(nil), // 1: crossdock.uplink.v1.DownloadReleaseResponse
+	(*EnrollRequest)(nil),           // 2: crossdock.uplink.v1.EnrollRequest
+	(*EnrollResponse)(nil),          // 3: crossdock.uplink.v1.EnrollResponse
+	(*StreamRequest)(nil),           // 4: crossdock.uplink.v1.StreamRequest
+	(*UpgradeReport)(nil),           // 5: crossdock.uplink.v1.UpgradeReport
+	(*ConfigReport)(nil),            // 6: crossdock.uplink.v1.ConfigReport
+	(*AgentHealth)(nil),             // 7: crossdock.uplink.v1.AgentHealth
+	(*RenewRequest)(nil),            // 8: crossdock.uplink.v1.RenewRequest
+	(*Renewed)(nil),                 // 9: crossdock.uplink.v1.Renewed
+	(*Conflict)(nil),                // 10: crossdock.uplink.v1.Conflict
+	(*SinkResult)(nil),              // 11: crossdock.uplink.v1.SinkResult
+	(*ConnectorReport)(nil),         // 12: crossdock.uplink.v1.ConnectorReport
+	(*Hello)(nil),                   // 13: crossdock.uplink.v1.Hello
+	(*Batch)(nil),                   // 14: crossdock.uplink.v1.Batch
+	(*OutboxEvent)(nil),             // 15: crossdock.uplink.v1.OutboxEvent
+	(*StreamResponse)(nil),          // 16: crossdock.uplink.v1.StreamResponse
+	(*UpgradeCommand)(nil),          // 17: crossdock.uplink.v1.UpgradeCommand
+	(*AgentConfigPush)(nil),         // 18: crossdock.uplink.v1.AgentConfigPush
+	(*SinkWrite)(nil),               // 19: crossdock.uplink.v1.SinkWrite
+	(*Welcome)(nil),                 // 20: crossdock.uplink.v1.Welcome
+	(*Ack)(nil),                     // 21: crossdock.uplink.v1.Ack
+	nil,                             // 22: crossdock.uplink.v1.EnrollRequest.LabelsEntry
+	(*timestamppb.Timestamp)(nil),   // 23: google.protobuf.Timestamp
+	(*v1.ConnectorStatus)(nil),      // 24: crossdock.agent.v1.ConnectorStatus
+	(*v11.Event)(nil),               // 25: crossdock.event.v1.Event
 }
 var file_crossdock_uplink_v1_uplink_proto_depIdxs = []int32{
-	18, // 0: crossdock.uplink.v1.EnrollRequest.labels:type_name -> crossdock.uplink.v1.EnrollRequest.LabelsEntry
-	10, // 1: crossdock.uplink.v1.StreamRequest.hello:type_name -> crossdock.uplink.v1.Hello
-	11, // 2: crossdock.uplink.v1.StreamRequest.batch:type_name -> crossdock.uplink.v1.Batch
-	9,  // 3: crossdock.uplink.v1.StreamRequest.connectors:type_name -> crossdock.uplink.v1.ConnectorReport
-	8,  // 4: crossdock.uplink.v1.StreamRequest.sink_result:type_name -> crossdock.uplink.v1.SinkResult
-	5,  // 5: crossdock.uplink.v1.StreamRequest.renew:type_name -> crossdock.uplink.v1.RenewRequest
-	3,  // 6: crossdock.uplink.v1.StreamRequest.config_report:type_name -> crossdock.uplink.v1.ConfigReport
-	4,  // 7: crossdock.uplink.v1.StreamRequest.health:type_name -> crossdock.uplink.v1.AgentHealth
-	19, // 8: crossdock.uplink.v1.AgentHealth.oldest_pending:type_name -> google.protobuf.Timestamp
-	20, // 9: crossdock.uplink.v1.ConnectorReport.connectors:type_name -> crossdock.agent.v1.ConnectorStatus
-	12, // 10: crossdock.uplink.v1.Batch.events:type_name -> crossdock.uplink.v1.OutboxEvent
-	21, // 11: crossdock.uplink.v1.OutboxEvent.event:type_name -> crossdock.event.v1.Event
-	16, // 12: crossdock.uplink.v1.StreamResponse.welcome:type_name -> crossdock.uplink.v1.Welcome
-	17, // 13: crossdock.uplink.v1.StreamResponse.ack:type_name -> crossdock.uplink.v1.Ack
-	15, // 14: crossdock.uplink.v1.StreamResponse.sink_write:type_name -> crossdock.uplink.v1.SinkWrite
-	6,  // 15: crossdock.uplink.v1.StreamResponse.renewed:type_name -> crossdock.uplink.v1.Renewed
-	14, // 16: crossdock.uplink.v1.StreamResponse.config:type_name -> crossdock.uplink.v1.AgentConfigPush
-	21, // 17: crossdock.uplink.v1.SinkWrite.event:type_name -> crossdock.event.v1.Event
-	7,  // 18: crossdock.uplink.v1.Ack.conflicts:type_name -> crossdock.uplink.v1.Conflict
-	0,  // 19: crossdock.uplink.v1.UplinkService.Enroll:input_type -> crossdock.uplink.v1.EnrollRequest
-	2,  // 20: crossdock.uplink.v1.UplinkService.Stream:input_type -> crossdock.uplink.v1.StreamRequest
-	1,  // 21: crossdock.uplink.v1.UplinkService.Enroll:output_type -> crossdock.uplink.v1.EnrollResponse
-	13, // 22: crossdock.uplink.v1.UplinkService.Stream:output_type -> crossdock.uplink.v1.StreamResponse
-	21, // [21:23] is the sub-list for method output_type
-	19, // [19:21] is the sub-list for method input_type
-	19, // [19:19] is the sub-list for extension type_name
-	19, // [19:19] is the sub-list for extension extendee
-	0,  // [0:19] is the sub-list for field type_name
+	22, // 0: crossdock.uplink.v1.EnrollRequest.labels:type_name -> crossdock.uplink.v1.EnrollRequest.LabelsEntry
+	13, // 1: crossdock.uplink.v1.StreamRequest.hello:type_name -> crossdock.uplink.v1.Hello
+	14, // 2: crossdock.uplink.v1.StreamRequest.batch:type_name -> crossdock.uplink.v1.Batch
+	12, // 3: crossdock.uplink.v1.StreamRequest.connectors:type_name -> crossdock.uplink.v1.ConnectorReport
+	11, // 4: crossdock.uplink.v1.StreamRequest.sink_result:type_name -> crossdock.uplink.v1.SinkResult
+	8,  // 5: crossdock.uplink.v1.StreamRequest.renew:type_name -> crossdock.uplink.v1.RenewRequest
+	6,  // 6: crossdock.uplink.v1.StreamRequest.config_report:type_name -> crossdock.uplink.v1.ConfigReport
+	7,  // 7: crossdock.uplink.v1.StreamRequest.health:type_name -> crossdock.uplink.v1.AgentHealth
+	5,  // 8: crossdock.uplink.v1.StreamRequest.upgrade_report:type_name -> crossdock.uplink.v1.UpgradeReport
+	23, // 9: crossdock.uplink.v1.AgentHealth.oldest_pending:type_name -> google.protobuf.Timestamp
+	24, // 10: crossdock.uplink.v1.ConnectorReport.connectors:type_name -> crossdock.agent.v1.ConnectorStatus
+	15, // 11: crossdock.uplink.v1.Batch.events:type_name -> crossdock.uplink.v1.OutboxEvent
+	25, // 12: crossdock.uplink.v1.OutboxEvent.event:type_name -> crossdock.event.v1.Event
+	20, // 13: crossdock.uplink.v1.StreamResponse.welcome:type_name -> crossdock.uplink.v1.Welcome
+	21, // 14: crossdock.uplink.v1.StreamResponse.ack:type_name -> crossdock.uplink.v1.Ack
+	19, // 15: crossdock.uplink.v1.StreamResponse.sink_write:type_name -> crossdock.uplink.v1.SinkWrite
+	9,  // 16: crossdock.uplink.v1.StreamResponse.renewed:type_name -> crossdock.uplink.v1.Renewed
+	18, // 17: crossdock.uplink.v1.StreamResponse.config:type_name -> crossdock.uplink.v1.AgentConfigPush
+	17, // 18: crossdock.uplink.v1.StreamResponse.upgrade:type_name -> crossdock.uplink.v1.UpgradeCommand
+	25, // 19: crossdock.uplink.v1.SinkWrite.event:type_name -> crossdock.event.v1.Event
+	10, // 20: crossdock.uplink.v1.Ack.conflicts:type_name -> crossdock.uplink.v1.Conflict
+	2,  // 21: crossdock.uplink.v1.UplinkService.Enroll:input_type -> crossdock.uplink.v1.EnrollRequest
+	4,  // 22: crossdock.uplink.v1.UplinkService.Stream:input_type -> crossdock.uplink.v1.StreamRequest
+	0,  // 23: crossdock.uplink.v1.UplinkService.DownloadRelease:input_type -> crossdock.uplink.v1.DownloadReleaseRequest
+	3,  // 24: crossdock.uplink.v1.UplinkService.Enroll:output_type -> crossdock.uplink.v1.EnrollResponse
+	16, // 25: crossdock.uplink.v1.UplinkService.Stream:output_type -> crossdock.uplink.v1.StreamResponse
+	1,  // 26: crossdock.uplink.v1.UplinkService.DownloadRelease:output_type -> crossdock.uplink.v1.DownloadReleaseResponse
+	24, // [24:27] is the sub-list for method output_type
+	21, // [21:24] is the sub-list for method input_type
+	21, // [21:21] is the sub-list for extension type_name
+	21, // [21:21] is the sub-list for extension extendee
+	0,  // [0:21] is the sub-list for field type_name
 }
 
 func init() { file_crossdock_uplink_v1_uplink_proto_init() }
@@ -1572,7 +1895,7 @@ func file_crossdock_uplink_v1_uplink_proto_init() {
 	if File_crossdock_uplink_v1_uplink_proto != nil {
 		return
 	}
-	file_crossdock_uplink_v1_uplink_proto_msgTypes[2].OneofWrappers = []any{
+	file_crossdock_uplink_v1_uplink_proto_msgTypes[4].OneofWrappers = []any{
 		(*StreamRequest_Hello)(nil),
 		(*StreamRequest_Batch)(nil),
 		(*StreamRequest_Connectors)(nil),
@@ -1580,13 +1903,15 @@ func file_crossdock_uplink_v1_uplink_proto_init() {
 		(*StreamRequest_Renew)(nil),
 		(*StreamRequest_ConfigReport)(nil),
 		(*StreamRequest_Health)(nil),
+		(*StreamRequest_UpgradeReport)(nil),
 	}
-	file_crossdock_uplink_v1_uplink_proto_msgTypes[13].OneofWrappers = []any{
+	file_crossdock_uplink_v1_uplink_proto_msgTypes[16].OneofWrappers = []any{
 		(*StreamResponse_Welcome)(nil),
 		(*StreamResponse_Ack)(nil),
 		(*StreamResponse_SinkWrite)(nil),
 		(*StreamResponse_Renewed)(nil),
 		(*StreamResponse_Config)(nil),
+		(*StreamResponse_Upgrade)(nil),
 	}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
@@ -1594,7 +1919,7 @@ func file_crossdock_uplink_v1_uplink_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_crossdock_uplink_v1_uplink_proto_rawDesc), len(file_crossdock_uplink_v1_uplink_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   19,
+			NumMessages:   23,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -40,6 +40,17 @@ const (
 	// FleetServiceSetAgentLabelsProcedure is the fully-qualified name of the FleetService's
 	// SetAgentLabels RPC.
 	FleetServiceSetAgentLabelsProcedure = "/crossdock.admin.v1.FleetService/SetAgentLabels"
+	// FleetServicePushReleaseProcedure is the fully-qualified name of the FleetService's PushRelease
+	// RPC.
+	FleetServicePushReleaseProcedure = "/crossdock.admin.v1.FleetService/PushRelease"
+	// FleetServiceListReleasesProcedure is the fully-qualified name of the FleetService's ListReleases
+	// RPC.
+	FleetServiceListReleasesProcedure = "/crossdock.admin.v1.FleetService/ListReleases"
+	// FleetServiceStartUpgradeProcedure is the fully-qualified name of the FleetService's StartUpgrade
+	// RPC.
+	FleetServiceStartUpgradeProcedure = "/crossdock.admin.v1.FleetService/StartUpgrade"
+	// FleetServiceGetUpgradeProcedure is the fully-qualified name of the FleetService's GetUpgrade RPC.
+	FleetServiceGetUpgradeProcedure = "/crossdock.admin.v1.FleetService/GetUpgrade"
 	// AccessServiceCreateCredentialProcedure is the fully-qualified name of the AccessService's
 	// CreateCredential RPC.
 	AccessServiceCreateCredentialProcedure = "/crossdock.admin.v1.AccessService/CreateCredential"
@@ -59,6 +70,16 @@ type FleetServiceClient interface {
 	ListFleet(context.Context, *connect.Request[v1.ListFleetRequest]) (*connect.Response[v1.ListFleetResponse], error)
 	// SetAgentLabels replaces an agent's labels.
 	SetAgentLabels(context.Context, *connect.Request[v1.SetAgentLabelsRequest]) (*connect.Response[v1.SetAgentLabelsResponse], error)
+	// PushRelease uploads an agent binary: the first message carries the metadata, the
+	// following ones the bytes. Needs admin.
+	PushRelease(context.Context) *connect.ClientStreamForClient[v1.PushReleaseRequest, v1.PushReleaseResponse]
+	// ListReleases lists the binaries pushed.
+	ListReleases(context.Context, *connect.Request[v1.ListReleasesRequest]) (*connect.Response[v1.ListReleasesResponse], error)
+	// StartUpgrade starts a rollout of a pushed release to the selected agents; a rollout
+	// still running is cancelled. Needs admin.
+	StartUpgrade(context.Context, *connect.Request[v1.StartUpgradeRequest]) (*connect.Response[v1.StartUpgradeResponse], error)
+	// GetUpgrade shows a rollout (the newest when id is empty).
+	GetUpgrade(context.Context, *connect.Request[v1.GetUpgradeRequest]) (*connect.Response[v1.GetUpgradeResponse], error)
 }
 
 // NewFleetServiceClient constructs a client for the crossdock.admin.v1.FleetService service. By
@@ -84,6 +105,30 @@ func NewFleetServiceClient(httpClient connect.HTTPClient, baseURL string, opts .
 			connect.WithSchema(fleetServiceMethods.ByName("SetAgentLabels")),
 			connect.WithClientOptions(opts...),
 		),
+		pushRelease: connect.NewClient[v1.PushReleaseRequest, v1.PushReleaseResponse](
+			httpClient,
+			baseURL+FleetServicePushReleaseProcedure,
+			connect.WithSchema(fleetServiceMethods.ByName("PushRelease")),
+			connect.WithClientOptions(opts...),
+		),
+		listReleases: connect.NewClient[v1.ListReleasesRequest, v1.ListReleasesResponse](
+			httpClient,
+			baseURL+FleetServiceListReleasesProcedure,
+			connect.WithSchema(fleetServiceMethods.ByName("ListReleases")),
+			connect.WithClientOptions(opts...),
+		),
+		startUpgrade: connect.NewClient[v1.StartUpgradeRequest, v1.StartUpgradeResponse](
+			httpClient,
+			baseURL+FleetServiceStartUpgradeProcedure,
+			connect.WithSchema(fleetServiceMethods.ByName("StartUpgrade")),
+			connect.WithClientOptions(opts...),
+		),
+		getUpgrade: connect.NewClient[v1.GetUpgradeRequest, v1.GetUpgradeResponse](
+			httpClient,
+			baseURL+FleetServiceGetUpgradeProcedure,
+			connect.WithSchema(fleetServiceMethods.ByName("GetUpgrade")),
+			connect.WithClientOptions(opts...),
+		),
 	}
 }
 
@@ -91,6 +136,10 @@ func NewFleetServiceClient(httpClient connect.HTTPClient, baseURL string, opts .
 type fleetServiceClient struct {
 	listFleet      *connect.Client[v1.ListFleetRequest, v1.ListFleetResponse]
 	setAgentLabels *connect.Client[v1.SetAgentLabelsRequest, v1.SetAgentLabelsResponse]
+	pushRelease    *connect.Client[v1.PushReleaseRequest, v1.PushReleaseResponse]
+	listReleases   *connect.Client[v1.ListReleasesRequest, v1.ListReleasesResponse]
+	startUpgrade   *connect.Client[v1.StartUpgradeRequest, v1.StartUpgradeResponse]
+	getUpgrade     *connect.Client[v1.GetUpgradeRequest, v1.GetUpgradeResponse]
 }
 
 // ListFleet calls crossdock.admin.v1.FleetService.ListFleet.
@@ -103,12 +152,42 @@ func (c *fleetServiceClient) SetAgentLabels(ctx context.Context, req *connect.Re
 	return c.setAgentLabels.CallUnary(ctx, req)
 }
 
+// PushRelease calls crossdock.admin.v1.FleetService.PushRelease.
+func (c *fleetServiceClient) PushRelease(ctx context.Context) *connect.ClientStreamForClient[v1.PushReleaseRequest, v1.PushReleaseResponse] {
+	return c.pushRelease.CallClientStream(ctx)
+}
+
+// ListReleases calls crossdock.admin.v1.FleetService.ListReleases.
+func (c *fleetServiceClient) ListReleases(ctx context.Context, req *connect.Request[v1.ListReleasesRequest]) (*connect.Response[v1.ListReleasesResponse], error) {
+	return c.listReleases.CallUnary(ctx, req)
+}
+
+// StartUpgrade calls crossdock.admin.v1.FleetService.StartUpgrade.
+func (c *fleetServiceClient) StartUpgrade(ctx context.Context, req *connect.Request[v1.StartUpgradeRequest]) (*connect.Response[v1.StartUpgradeResponse], error) {
+	return c.startUpgrade.CallUnary(ctx, req)
+}
+
+// GetUpgrade calls crossdock.admin.v1.FleetService.GetUpgrade.
+func (c *fleetServiceClient) GetUpgrade(ctx context.Context, req *connect.Request[v1.GetUpgradeRequest]) (*connect.Response[v1.GetUpgradeResponse], error) {
+	return c.getUpgrade.CallUnary(ctx, req)
+}
+
 // FleetServiceHandler is an implementation of the crossdock.admin.v1.FleetService service.
 type FleetServiceHandler interface {
 	// ListFleet lists agents with their version, configuration state and backlog.
 	ListFleet(context.Context, *connect.Request[v1.ListFleetRequest]) (*connect.Response[v1.ListFleetResponse], error)
 	// SetAgentLabels replaces an agent's labels.
 	SetAgentLabels(context.Context, *connect.Request[v1.SetAgentLabelsRequest]) (*connect.Response[v1.SetAgentLabelsResponse], error)
+	// PushRelease uploads an agent binary: the first message carries the metadata, the
+	// following ones the bytes. Needs admin.
+	PushRelease(context.Context, *connect.ClientStream[v1.PushReleaseRequest]) (*connect.Response[v1.PushReleaseResponse], error)
+	// ListReleases lists the binaries pushed.
+	ListReleases(context.Context, *connect.Request[v1.ListReleasesRequest]) (*connect.Response[v1.ListReleasesResponse], error)
+	// StartUpgrade starts a rollout of a pushed release to the selected agents; a rollout
+	// still running is cancelled. Needs admin.
+	StartUpgrade(context.Context, *connect.Request[v1.StartUpgradeRequest]) (*connect.Response[v1.StartUpgradeResponse], error)
+	// GetUpgrade shows a rollout (the newest when id is empty).
+	GetUpgrade(context.Context, *connect.Request[v1.GetUpgradeRequest]) (*connect.Response[v1.GetUpgradeResponse], error)
 }
 
 // NewFleetServiceHandler builds an HTTP handler from the service implementation. It returns the
@@ -130,12 +209,44 @@ func NewFleetServiceHandler(svc FleetServiceHandler, opts ...connect.HandlerOpti
 		connect.WithSchema(fleetServiceMethods.ByName("SetAgentLabels")),
 		connect.WithHandlerOptions(opts...),
 	)
+	fleetServicePushReleaseHandler := connect.NewClientStreamHandler(
+		FleetServicePushReleaseProcedure,
+		svc.PushRelease,
+		connect.WithSchema(fleetServiceMethods.ByName("PushRelease")),
+		connect.WithHandlerOptions(opts...),
+	)
+	fleetServiceListReleasesHandler := connect.NewUnaryHandler(
+		FleetServiceListReleasesProcedure,
+		svc.ListReleases,
+		connect.WithSchema(fleetServiceMethods.ByName("ListReleases")),
+		connect.WithHandlerOptions(opts...),
+	)
+	fleetServiceStartUpgradeHandler := connect.NewUnaryHandler(
+		FleetServiceStartUpgradeProcedure,
+		svc.StartUpgrade,
+		connect.WithSchema(fleetServiceMethods.ByName("StartUpgrade")),
+		connect.WithHandlerOptions(opts...),
+	)
+	fleetServiceGetUpgradeHandler := connect.NewUnaryHandler(
+		FleetServiceGetUpgradeProcedure,
+		svc.GetUpgrade,
+		connect.WithSchema(fleetServiceMethods.ByName("GetUpgrade")),
+		connect.WithHandlerOptions(opts...),
+	)
 	return "/crossdock.admin.v1.FleetService/", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		switch r.URL.Path {
 		case FleetServiceListFleetProcedure:
 			fleetServiceListFleetHandler.ServeHTTP(w, r)
 		case FleetServiceSetAgentLabelsProcedure:
 			fleetServiceSetAgentLabelsHandler.ServeHTTP(w, r)
+		case FleetServicePushReleaseProcedure:
+			fleetServicePushReleaseHandler.ServeHTTP(w, r)
+		case FleetServiceListReleasesProcedure:
+			fleetServiceListReleasesHandler.ServeHTTP(w, r)
+		case FleetServiceStartUpgradeProcedure:
+			fleetServiceStartUpgradeHandler.ServeHTTP(w, r)
+		case FleetServiceGetUpgradeProcedure:
+			fleetServiceGetUpgradeHandler.ServeHTTP(w, r)
 		default:
 			http.NotFound(w, r)
 		}
@@ -151,6 +262,22 @@ func (UnimplementedFleetServiceHandler) ListFleet(context.Context, *connect.Requ
 
 func (UnimplementedFleetServiceHandler) SetAgentLabels(context.Context, *connect.Request[v1.SetAgentLabelsRequest]) (*connect.Response[v1.SetAgentLabelsResponse], error) {
 	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("crossdock.admin.v1.FleetService.SetAgentLabels is not implemented"))
+}
+
+func (UnimplementedFleetServiceHandler) PushRelease(context.Context, *connect.ClientStream[v1.PushReleaseRequest]) (*connect.Response[v1.PushReleaseResponse], error) {
+	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("crossdock.admin.v1.FleetService.PushRelease is not implemented"))
+}
+
+func (UnimplementedFleetServiceHandler) ListReleases(context.Context, *connect.Request[v1.ListReleasesRequest]) (*connect.Response[v1.ListReleasesResponse], error) {
+	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("crossdock.admin.v1.FleetService.ListReleases is not implemented"))
+}
+
+func (UnimplementedFleetServiceHandler) StartUpgrade(context.Context, *connect.Request[v1.StartUpgradeRequest]) (*connect.Response[v1.StartUpgradeResponse], error) {
+	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("crossdock.admin.v1.FleetService.StartUpgrade is not implemented"))
+}
+
+func (UnimplementedFleetServiceHandler) GetUpgrade(context.Context, *connect.Request[v1.GetUpgradeRequest]) (*connect.Response[v1.GetUpgradeResponse], error) {
+	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("crossdock.admin.v1.FleetService.GetUpgrade is not implemented"))
 }
 
 // AccessServiceClient is a client for the crossdock.admin.v1.AccessService service.

@@ -39,6 +39,9 @@ const (
 	UplinkServiceEnrollProcedure = "/crossdock.uplink.v1.UplinkService/Enroll"
 	// UplinkServiceStreamProcedure is the fully-qualified name of the UplinkService's Stream RPC.
 	UplinkServiceStreamProcedure = "/crossdock.uplink.v1.UplinkService/Stream"
+	// UplinkServiceDownloadReleaseProcedure is the fully-qualified name of the UplinkService's
+	// DownloadRelease RPC.
+	UplinkServiceDownloadReleaseProcedure = "/crossdock.uplink.v1.UplinkService/DownloadRelease"
 )
 
 // UplinkServiceClient is a client for the crossdock.uplink.v1.UplinkService service.
@@ -48,6 +51,10 @@ type UplinkServiceClient interface {
 	Enroll(context.Context, *connect.Request[v1.EnrollRequest]) (*connect.Response[v1.EnrollResponse], error)
 	// Stream carries outbox batches up and commit acks down. Requires mTLS.
 	Stream(context.Context) *connect.BidiStreamForClient[v1.StreamRequest, v1.StreamResponse]
+	// DownloadRelease streams an agent binary an operator pushed (`crossdock releases
+	// push`), for an UpgradeCommand. Requires mTLS with an enrolled, unrevoked agent's
+	// certificate.
+	DownloadRelease(context.Context, *connect.Request[v1.DownloadReleaseRequest]) (*connect.ServerStreamForClient[v1.DownloadReleaseResponse], error)
 }
 
 // NewUplinkServiceClient constructs a client for the crossdock.uplink.v1.UplinkService service. By
@@ -73,13 +80,20 @@ func NewUplinkServiceClient(httpClient connect.HTTPClient, baseURL string, opts 
 			connect.WithSchema(uplinkServiceMethods.ByName("Stream")),
 			connect.WithClientOptions(opts...),
 		),
+		downloadRelease: connect.NewClient[v1.DownloadReleaseRequest, v1.DownloadReleaseResponse](
+			httpClient,
+			baseURL+UplinkServiceDownloadReleaseProcedure,
+			connect.WithSchema(uplinkServiceMethods.ByName("DownloadRelease")),
+			connect.WithClientOptions(opts...),
+		),
 	}
 }
 
 // uplinkServiceClient implements UplinkServiceClient.
 type uplinkServiceClient struct {
-	enroll *connect.Client[v1.EnrollRequest, v1.EnrollResponse]
-	stream *connect.Client[v1.StreamRequest, v1.StreamResponse]
+	enroll          *connect.Client[v1.EnrollRequest, v1.EnrollResponse]
+	stream          *connect.Client[v1.StreamRequest, v1.StreamResponse]
+	downloadRelease *connect.Client[v1.DownloadReleaseRequest, v1.DownloadReleaseResponse]
 }
 
 // Enroll calls crossdock.uplink.v1.UplinkService.Enroll.
@@ -92,6 +106,11 @@ func (c *uplinkServiceClient) Stream(ctx context.Context) *connect.BidiStreamFor
 	return c.stream.CallBidiStream(ctx)
 }
 
+// DownloadRelease calls crossdock.uplink.v1.UplinkService.DownloadRelease.
+func (c *uplinkServiceClient) DownloadRelease(ctx context.Context, req *connect.Request[v1.DownloadReleaseRequest]) (*connect.ServerStreamForClient[v1.DownloadReleaseResponse], error) {
+	return c.downloadRelease.CallServerStream(ctx, req)
+}
+
 // UplinkServiceHandler is an implementation of the crossdock.uplink.v1.UplinkService service.
 type UplinkServiceHandler interface {
 	// Enroll trades a single-use enrollment token and a CSR for a client certificate.
@@ -99,6 +118,10 @@ type UplinkServiceHandler interface {
 	Enroll(context.Context, *connect.Request[v1.EnrollRequest]) (*connect.Response[v1.EnrollResponse], error)
 	// Stream carries outbox batches up and commit acks down. Requires mTLS.
 	Stream(context.Context, *connect.BidiStream[v1.StreamRequest, v1.StreamResponse]) error
+	// DownloadRelease streams an agent binary an operator pushed (`crossdock releases
+	// push`), for an UpgradeCommand. Requires mTLS with an enrolled, unrevoked agent's
+	// certificate.
+	DownloadRelease(context.Context, *connect.Request[v1.DownloadReleaseRequest], *connect.ServerStream[v1.DownloadReleaseResponse]) error
 }
 
 // NewUplinkServiceHandler builds an HTTP handler from the service implementation. It returns the
@@ -120,12 +143,20 @@ func NewUplinkServiceHandler(svc UplinkServiceHandler, opts ...connect.HandlerOp
 		connect.WithSchema(uplinkServiceMethods.ByName("Stream")),
 		connect.WithHandlerOptions(opts...),
 	)
+	uplinkServiceDownloadReleaseHandler := connect.NewServerStreamHandler(
+		UplinkServiceDownloadReleaseProcedure,
+		svc.DownloadRelease,
+		connect.WithSchema(uplinkServiceMethods.ByName("DownloadRelease")),
+		connect.WithHandlerOptions(opts...),
+	)
 	return "/crossdock.uplink.v1.UplinkService/", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		switch r.URL.Path {
 		case UplinkServiceEnrollProcedure:
 			uplinkServiceEnrollHandler.ServeHTTP(w, r)
 		case UplinkServiceStreamProcedure:
 			uplinkServiceStreamHandler.ServeHTTP(w, r)
+		case UplinkServiceDownloadReleaseProcedure:
+			uplinkServiceDownloadReleaseHandler.ServeHTTP(w, r)
 		default:
 			http.NotFound(w, r)
 		}
@@ -141,4 +172,8 @@ func (UnimplementedUplinkServiceHandler) Enroll(context.Context, *connect.Reques
 
 func (UnimplementedUplinkServiceHandler) Stream(context.Context, *connect.BidiStream[v1.StreamRequest, v1.StreamResponse]) error {
 	return connect.NewError(connect.CodeUnimplemented, errors.New("crossdock.uplink.v1.UplinkService.Stream is not implemented"))
+}
+
+func (UnimplementedUplinkServiceHandler) DownloadRelease(context.Context, *connect.Request[v1.DownloadReleaseRequest], *connect.ServerStream[v1.DownloadReleaseResponse]) error {
+	return connect.NewError(connect.CodeUnimplemented, errors.New("crossdock.uplink.v1.UplinkService.DownloadRelease is not implemented"))
 }
