@@ -51,6 +51,9 @@ const (
 
 const restoreSpoolPrefix = "restore-"
 
+// restoreBatchBytes bounds the keys and values of one write batch commit in Restore.
+const restoreBatchBytes = 32 << 20
+
 var badgerPrefix = []byte("!badger!")
 
 // Snapshot is a point-in-time view of the ledger (a Badger read transaction). Apply
@@ -253,10 +256,23 @@ func (l *Ledger) Restore(r io.Reader) error {
 		}
 		return err
 	}
+	// A write batch commits when its transaction is full, but Badger counts a value
+	// that goes to the value log as its pointer: without a bound of our own, one
+	// commit could carry gigabytes of large values (held in memory, and written past
+	// the end of the value log file's mapping, which Badger then grows with mremap, and
+	// that fails with EFAULT once mapadvise has split the mapping: restores of a 4
+	// million event ledger did). So the batch is flushed every restoreBatchBytes.
 	wb := nh.db.NewWriteBatch()
+	batched := 0
 	_, err = readSnapshot(spool, func(k, v []byte) error {
 		if bytes.Equal(k, keyFormat) {
 			v = u64(ledgerFormat) // a layout 5 stream is a valid layout 6 (log.go)
+		}
+		if batched += len(k) + len(v); batched > restoreBatchBytes {
+			if err := wb.Flush(); err != nil {
+				return err
+			}
+			wb, batched = nh.db.NewWriteBatch(), len(k)+len(v)
 		}
 		return wb.Set(k, v)
 	})

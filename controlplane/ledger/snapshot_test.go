@@ -3,9 +3,11 @@ package ledger
 import (
 	"bytes"
 	"errors"
+	"fmt"
 	"io"
 	"os"
 	"slices"
+	"strings"
 	"testing"
 
 	"github.com/klauspost/compress/zstd"
@@ -309,3 +311,32 @@ func dirNames(t *testing.T, dir string) []string {
 type errReader struct{}
 
 func (errReader) Read([]byte) (int, error) { return 0, errors.New("connection reset") }
+
+// TestRestoreLargeValues: a snapshot whose large values (those Badger keeps in its value
+// log) add up to more than a value log file's mapping restores on disk. Badger counts
+// such a value as its pointer when it fills a write batch, so one commit took them all,
+// grew the mapping with mremap, which failed with EFAULT ("bad address") on the mapping
+// mapadvise had split: a joining node could not restore a 4 million event ledger.
+func TestRestoreLargeValues(t *testing.T) {
+	src, _ := smallLedger(t, false)
+	var recs [][2]string
+	if _, err := readSnapshot(bytes.NewReader(snapshotBytes(t, src)), func(k, v []byte) error {
+		recs = append(recs, [2]string{string(k), string(v)})
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	big := bytes.Repeat([]byte{'v'}, 1<<20)
+	for i := range 2*valueLogFileSize>>20 + 16 { // past the 2 x 128 MiB mapping
+		big[0] = byte(i)
+		recs = append(recs, [2]string{fmt.Sprintf("zz/large/%04d", i), string(big)})
+	}
+	slices.SortFunc(recs, func(a, b [2]string) int { return strings.Compare(a[0], b[0]) })
+	l := newLedger(t, true)
+	if err := l.Restore(bytes.NewReader(buildStream(recs, true))); err != nil {
+		t.Fatalf("Restore: %v", err)
+	}
+	if l.AppliedIndex() != src.AppliedIndex() {
+		t.Fatalf("restored applied index %d, want %d", l.AppliedIndex(), src.AppliedIndex())
+	}
+}
