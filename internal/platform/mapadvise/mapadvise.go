@@ -17,7 +17,12 @@
 //
 // Badger does not expose its mappings, so Watch finds them in /proc/self/maps by path
 // and advises each new one (Badger maps a new file at each value-log rotation and each
-// memtable). The advice changes only readahead, never what is read or written.
+// memtable). The advice changes only readahead, never what is read or written, but it
+// splits a mapping in two (written, not yet written), and Linux refuses to grow a
+// mapping that spans more than one area (mremap: EFAULT, "bad address"). Badger grows
+// a value log's mapping only when one commit carries more than the mapping holds, so
+// callers keep commits of large values bounded (the ledger's Restore flushes its write
+// batch every 32 MiB; TestRestoreLargeValues in controlplane/ledger).
 package mapadvise
 
 import (
