@@ -364,7 +364,7 @@ func encodeFile(dir, typ string, evs []*eventv1.CommittedEvent) (FileInfo, []byt
 	var buf bytes.Buffer
 	// klauspost's gzip at its fastest level: every node archives every pruned event, in
 	// the background beside ingest, and the standard library's default level cost
-	// about 4% of a node's CPU at 5,000 events/s (docs/performance.md). Any gzip
+	// about 4% of a core per node at 5,000 events/s (docs/performance.md). Any gzip
 	// reader reads it.
 	zw, err := kgzip.NewWriterLevel(&buf, kgzip.BestSpeed)
 	if err != nil {
