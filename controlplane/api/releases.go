@@ -2,8 +2,6 @@ package api
 
 import (
 	"context"
-	"crypto/sha256"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
@@ -74,41 +72,23 @@ func (f *Fleet) PushRelease(ctx context.Context, stream *connect.ClientStream[ad
 	case rel.GetSize() > f.maxReleaseBytes():
 		return nil, connect.NewError(connect.CodeResourceExhausted, fmt.Errorf("the binary has %d bytes, more than the %d this node accepts", rel.GetSize(), f.maxReleaseBytes()))
 	}
-	if err := os.MkdirAll(f.ReleaseDir, 0o700); err != nil {
-		return nil, connect.NewError(connect.CodeInternal, fmt.Errorf("create the release dir: %w", err))
-	}
-	tmp, err := os.CreateTemp(f.ReleaseDir, ".push-*")
-	if err != nil {
-		return nil, connect.NewError(connect.CodeInternal, fmt.Errorf("store the release: %w", err))
-	}
-	defer os.Remove(tmp.Name()) // a no-op once renamed
-	defer tmp.Close()
-	h := sha256.New()
-	w := io.MultiWriter(tmp, h)
-	n := int64(0)
-	for first := true; first || stream.Receive(); first = false {
-		data := stream.Msg().GetData()
-		if n+int64(len(data)) > rel.GetSize() {
-			return nil, connect.NewError(connect.CodeInvalidArgument, fmt.Errorf("more bytes than the %d announced", rel.GetSize()))
+	sum, _, err := release.Receive(f.ReleaseDir, rel.GetSize(), 0o600, func(w io.Writer) error {
+		for first := true; first || stream.Receive(); first = false {
+			if _, err := w.Write(stream.Msg().GetData()); err != nil {
+				return err
+			}
 		}
-		if _, err := w.Write(data); err != nil {
-			return nil, connect.NewError(connect.CodeInternal, fmt.Errorf("store the release: %w", err))
-		}
-		n += int64(len(data))
-	}
-	if err := stream.Err(); err != nil {
-		return nil, err
-	}
-	if n != rel.GetSize() {
-		return nil, connect.NewError(connect.CodeInvalidArgument, fmt.Errorf("got %d bytes of the %d announced", n, rel.GetSize()))
-	}
-	if err := tmp.Sync(); err != nil {
+		return stream.Err()
+	})
+	switch {
+	case errors.Is(err, release.ErrMismatch):
+		return nil, connect.NewError(connect.CodeInvalidArgument, fmt.Errorf("the bytes sent are not the %d announced: %w", rel.GetSize(), err))
+	case connect.CodeOf(err) != connect.CodeUnknown:
+		return nil, err // the stream's own error
+	case err != nil:
 		return nil, connect.NewError(connect.CodeInternal, fmt.Errorf("store the release: %w", err))
 	}
-	rel.Sha256 = hex.EncodeToString(h.Sum(nil))
-	if err := os.Rename(tmp.Name(), f.releasePath(rel.GetSha256())); err != nil {
-		return nil, connect.NewError(connect.CodeInternal, fmt.Errorf("store the release: %w", err))
-	}
+	rel.Sha256 = sum
 	rel.Actor, rel.At, rel.NodeId = actor(stream.RequestHeader()), timestamppb.Now(), f.Store.NodeID()
 	res, err := f.Store.ProposeIgnorable(ctx, storev1.CommandType_COMMAND_TYPE_PUT_RELEASE, &storev1.PutRelease{Release: rel})
 	if err != nil {

@@ -30,37 +30,51 @@ func Fetch(dir, sum string, size int64, perm os.FileMode, download func(io.Write
 	if !ValidSHA256(sum) {
 		return "", fmt.Errorf("release: sha256 %q is not 64 lowercase hex digits", sum)
 	}
+	_, path, err := store(dir, sum, size, perm, download)
+	return path, err
+}
+
+// Receive writes a binary of size bytes through fill into dir, named by the SHA-256 it
+// computes on the way (a push: nobody names the sum before). It returns the sum and the
+// path. A binary of another size (ErrMismatch) or a failed fill leaves nothing behind.
+func Receive(dir string, size int64, perm os.FileMode, fill func(io.Writer) error) (sum, path string, err error) {
+	return store(dir, "", size, perm, fill)
+}
+
+// store is Fetch and Receive: want, when not empty, is the SHA-256 the binary must have.
+func store(dir, want string, size int64, perm os.FileMode, fill func(io.Writer) error) (string, string, error) {
 	if err := os.MkdirAll(dir, 0o700); err != nil {
-		return "", fmt.Errorf("release: create %s: %w", dir, err)
+		return "", "", fmt.Errorf("release: create %s: %w", dir, err)
 	}
 	f, err := os.CreateTemp(dir, ".download-*")
 	if err != nil {
-		return "", fmt.Errorf("release: %w", err)
+		return "", "", fmt.Errorf("release: %w", err)
 	}
 	defer os.Remove(f.Name()) // a no-op once renamed
 	defer f.Close()
 	h := sha256.New()
 	lw := &limitWriter{w: io.MultiWriter(f, h), left: size}
-	if err := download(lw); err != nil {
-		return "", err
+	if err := fill(lw); err != nil {
+		return "", "", err
 	}
 	if lw.over || lw.left != 0 {
-		return "", fmt.Errorf("%w: it has %d bytes, the release %d: refused", ErrMismatch, size-lw.left, size)
+		return "", "", fmt.Errorf("%w: it has %d bytes, the release %d: refused", ErrMismatch, size-lw.left, size)
 	}
-	if got := hex.EncodeToString(h.Sum(nil)); got != sum {
-		return "", fmt.Errorf("%w: checksum mismatch: it has sha256 %s, the release %s: refused", ErrMismatch, got, sum)
+	got := hex.EncodeToString(h.Sum(nil))
+	if want != "" && got != want {
+		return "", "", fmt.Errorf("%w: checksum mismatch: it has sha256 %s, the release %s: refused", ErrMismatch, got, want)
 	}
 	if err := f.Sync(); err != nil {
-		return "", fmt.Errorf("release: %w", err)
+		return "", "", fmt.Errorf("release: %w", err)
 	}
 	if err := f.Chmod(perm); err != nil {
-		return "", fmt.Errorf("release: %w", err)
+		return "", "", fmt.Errorf("release: %w", err)
 	}
-	path := filepath.Join(dir, sum)
+	path := filepath.Join(dir, got)
 	if err := os.Rename(f.Name(), path); err != nil {
-		return "", fmt.Errorf("release: %w", err)
+		return "", "", fmt.Errorf("release: %w", err)
 	}
-	return path, nil
+	return got, path, nil
 }
 
 // limitWriter refuses bytes beyond left.
