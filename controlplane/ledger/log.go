@@ -331,29 +331,41 @@ func chunkStart(txn *badger.Txn, seq uint64) (uint64, error) {
 // seq at or below seq, as long as that first seq is within chunkMaxEvents of seq (a
 // chunk holds at most chunkMaxEvents consecutive seqs, a sparse one a subset of them
 // under the same key, so none further down can hold seq). found is false when there is
-// none. The search reads only that range, one 256-seq key block at a time (the
-// iterator's prefix bounds it): an unbounded reverse seek walks over the tombstone of
-// every chunk retention deleted below seq, which made each prune step scan the whole
-// pruned history (docs/performance.md, the soak of 2026-12-05).
+// none.
+//
+// The search reads only that range, forward, one 256-seq key block at a time (the
+// iterator's prefix bounds it), and then reads the chunk it found by its key. Two
+// earlier forms were slow once retention deletes chunks: an unbounded reverse seek
+// walked over the tombstone of every chunk deleted below seq (each prune step scanned
+// the whole pruned history), and a bounded reverse seek still made Badger copy every
+// version of every key it passed, chunks included (values under 64 KiB live in the
+// LSM tree). BenchmarkPruneSteady and docs/performance.md (the soaks of 2026-12-05).
 func withChunkAt(txn *badger.Txn, seq uint64, fn func(first uint64, item *badger.Item) error) (found bool, err error) {
 	lo := seq - min(seq, chunkMaxEvents-1)
-	for block := seq >> 8; ; block-- {
+	var first uint64
+	for block := seq >> 8; !found && block >= lo>>8; block-- {
 		prefix := cat(prefixLog, u64(block << 8)[:7])
-		it := txn.NewIterator(badger.IteratorOptions{Reverse: true, Prefix: prefix})
-		it.Seek(logKey(min(seq, block<<8|0xFF)))
-		if it.ValidForPrefix(prefix) {
-			first := seqSuffix(it.Item().Key())
-			if first >= lo {
-				err = fn(first, it.Item())
+		it := txn.NewIterator(badger.IteratorOptions{Prefix: prefix})
+		for it.Seek(logKey(max(lo, block<<8))); it.ValidForPrefix(prefix); it.Next() {
+			s := seqSuffix(it.Item().Key())
+			if s > seq {
+				break
 			}
-			it.Close()
-			return first >= lo, err
+			first, found = s, true
 		}
 		it.Close()
-		if block == 0 || block<<8 <= lo {
-			return false, nil
+		if block == 0 {
+			break
 		}
 	}
+	if !found {
+		return false, nil
+	}
+	item, err := txn.Get(logKey(first))
+	if err != nil {
+		return false, fmt.Errorf("ledger: read log chunk %d: %w", first, err)
+	}
+	return true, fn(first, item)
 }
 
 // readChunk returns the chunk stored at first; ok is false if there is none.

@@ -55,3 +55,68 @@ func BenchmarkPruneApply(b *testing.B) {
 		})
 	}
 }
+
+// BenchmarkPruneSteady times prune steps in the steady state of a node under retention:
+// 100-event batches keep arriving, and every 10 steps a prune (as the leader proposes one
+// every --prune-interval) removes the oldest 25,000 events in steps of 2,500, the last
+// of which also sweeps the key index. The history below the low-water mark is all
+// deletions (tombstones), which grow with every step until Badger compacts them away;
+// before the timed steps, 200 warm steps prune 500,000 events this way. One op is one
+// step. A step's cost must not grow with the pruned history (the 30-minute soak of
+// 2026-12-05 found its chunk searches reading through those tombstones).
+func BenchmarkPruneSteady(b *testing.B) {
+	const (
+		batch  = 100
+		step   = 2_500
+		steps  = 10     // per prune
+		window = 50_000 // events held
+		warm   = 200    // steps before the timed ones
+	)
+	defer func(e int) { pruneMaxEvents = e }(pruneMaxEvents)
+	pruneMaxEvents = step
+	arc, err := archive.OpenDir(b.TempDir())
+	if err != nil {
+		b.Fatal(err)
+	}
+	l, err := Open(Options{Dir: b.TempDir(), Archiver: arc})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer l.Close()
+	k := newKeyLog(b)
+	keys := skuKeys(2000)
+	k.add(window, batch, keys, l)
+	var (
+		m    *storev1.PruneLedger
+		more bool
+	)
+	stepOnce := func() {
+		if !more {
+			k.add(step*steps, batch, keys, l)
+			m = &storev1.PruneLedger{DefaultBelow: k.seq - window + 1, MaxEvents: step}
+			if _, _, err := l.ArchiveAhead(context.Background(), arc, m, 1<<30); err != nil {
+				b.Fatal(err)
+			}
+		}
+		cmd := pruneCmd(b, m)
+		k.lg.cmds = append(k.lg.cmds, cmd)
+		idx := uint64(len(k.lg.cmds))
+		b.StartTimer()
+		res, err := l.Apply(idx, at(idx), cmd)
+		b.StopTimer()
+		r, _ := res.(*storev1.PruneResult)
+		if err != nil || r.GetError() != "" || r.GetEventsPruned() == 0 {
+			b.Fatalf("prune: %v %v", res, err)
+		}
+		more = r.GetMore()
+	}
+	b.StopTimer()
+	for range warm {
+		stepOnce()
+	}
+	b.ResetTimer()
+	b.StopTimer()
+	for range b.N {
+		stepOnce()
+	}
+}
