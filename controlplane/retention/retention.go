@@ -73,6 +73,54 @@ const DefaultStepEvents = 2_500
 // aheadBatch is the events one ArchiveAhead call hands the archive at most.
 const aheadBatch = 20_000
 
+// maxPace is the longest Run waits between two prune steps or two batches archived
+// ahead (see pace).
+const maxPace = time.Second
+
+// pace is the wait between the parts of one interval's work when Run spreads it over
+// spread: the n events it may touch (an estimate from above), in parts of per, spread
+// evenly, at most maxPace apart; zero when it is one part or spread is zero. The work
+// of an interval (at 5,000 events/s, 60 prune steps of 2,500 events and 8 batches
+// archived ahead, on every node at once) done back to back kept two cores busy for
+// seconds every interval, and the commits queued meanwhile set the p99 commit latency
+// (docs/performance.md, the soaks of 2026-12-05). Spread over half the interval, the
+// steps still finish well before the next interval, so retention keeps up with any
+// ingest rate it kept up with before: when behind, there are more parts and the waits
+// shrink.
+func pace(n uint64, per int, spread time.Duration) time.Duration {
+	if spread <= 0 || per <= 0 || n <= uint64(per) {
+		return 0
+	}
+	parts := (n + uint64(per) - 1) / uint64(per)
+	return min(spread/time.Duration(parts), maxPace)
+}
+
+// toPrune is an estimate from above of the events m removes: from the low-water mark to
+// its highest cutoff.
+func toPrune(l *ledger.Ledger, m *storev1.PruneLedger) uint64 {
+	hi := m.GetDefaultBelow()
+	for _, c := range m.GetTypes() {
+		hi = max(hi, c.GetBelow())
+	}
+	low, _ := l.LowWater()
+	return hi - min(hi, max(low, 1))
+}
+
+// wait waits d or until ctx is done, and reports whether ctx is still live.
+func wait(ctx context.Context, d time.Duration) bool {
+	if d <= 0 {
+		return ctx.Err() == nil
+	}
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return false
+	case <-t.C:
+		return true
+	}
+}
+
 // Pruner proposes prunes while this node leads. Run it on every node.
 type Pruner struct {
 	cfg Config
@@ -126,7 +174,7 @@ func (p *Pruner) Run(ctx context.Context) error {
 			p.ready.Store(false)
 			continue
 		}
-		_, err := p.Once(ctx)
+		_, err := p.once(ctx, p.cfg.Interval/2)
 		switch {
 		case err == nil:
 			p.lastErr = ""
@@ -140,8 +188,13 @@ func (p *Pruner) Run(ctx context.Context) error {
 }
 
 // Once computes the cutoffs now and, if they remove anything, proposes prunes until
-// the ledger reports no more. It returns the events removed. Call it on the leader.
-func (p *Pruner) Once(ctx context.Context) (uint64, error) {
+// the ledger reports no more, one step as soon as the last is committed. It returns
+// the events removed. Call it on the leader.
+func (p *Pruner) Once(ctx context.Context) (uint64, error) { return p.once(ctx, 0) }
+
+// once is Once with its steps spread over spread (see pace); Run spreads them over half
+// the interval.
+func (p *Pruner) once(ctx context.Context, spread time.Duration) (uint64, error) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	if !p.ready.Load() {
@@ -173,8 +226,12 @@ func (p *Pruner) Once(ctx context.Context) (uint64, error) {
 	}
 	p.held = why
 	m.MaxEvents = uint32(p.cfg.StepEvents)
+	gap := pace(toPrune(l, m), p.cfg.StepEvents, spread)
 	var total uint64
 	for step := 0; ; step++ {
+		if step > 0 && !wait(ctx, gap) {
+			return total, ctx.Err()
+		}
 		need, err := l.PruneNeeded(m)
 		if err != nil || !need {
 			return total, err
@@ -213,7 +270,7 @@ func (p *Pruner) runAhead(ctx context.Context) {
 			return
 		case <-t.C:
 		}
-		err := p.Ahead(ctx)
+		err := p.ahead(ctx, p.cfg.Interval/2)
 		switch {
 		case err == nil:
 			lastErr = ""
@@ -231,7 +288,11 @@ func (p *Pruner) runAhead(ctx context.Context) {
 // prune's). Pruning stays correct without it (the prune's Apply archives whatever is
 // not archived yet); it moves the archive's writes and fsyncs out of Apply, where they
 // stalled every commit behind them. Nothing when Config.Archiver is nil.
-func (p *Pruner) Ahead(ctx context.Context) error {
+func (p *Pruner) Ahead(ctx context.Context) error { return p.ahead(ctx, 0) }
+
+// ahead is Ahead with its batches spread over spread (see pace); runAhead spreads them
+// over half the interval.
+func (p *Pruner) ahead(ctx context.Context, spread time.Duration) error {
 	if p.cfg.Archiver == nil {
 		return nil
 	}
@@ -248,7 +309,11 @@ func (p *Pruner) Ahead(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	for {
+	gap := pace(toPrune(l, m), aheadBatch, spread)
+	for batch := 0; ; batch++ {
+		if batch > 0 && !wait(ctx, gap) {
+			return ctx.Err()
+		}
 		n, more, err := l.ArchiveAhead(ctx, p.cfg.Archiver, m, aheadBatch)
 		if err != nil {
 			return fmt.Errorf("retention: %w", err)

@@ -1,0 +1,30 @@
+package retention
+
+import (
+	"testing"
+	"time"
+)
+
+// TestPace: Run spreads an interval's prune steps (and batches archived ahead) evenly
+// over the time it is given, at most maxPace apart, and not at all when there is one
+// step or no time to spread over.
+func TestPace(t *testing.T) {
+	for _, c := range []struct {
+		n      uint64
+		per    int
+		spread time.Duration
+		want   time.Duration
+	}{
+		{150_000, 2_500, 15 * time.Second, 250 * time.Millisecond}, // 60 steps in 15 s
+		{150_001, 2_500, 15 * time.Second, 15 * time.Second / 61},
+		{2_500, 2_500, 15 * time.Second, 0},            // one step
+		{0, 2_500, 15 * time.Second, 0},                // nothing
+		{150_000, 2_500, 0, 0},                         // Once: back to back
+		{5_000, 2_500, 15 * time.Second, maxPace},      // two steps: capped
+		{10_000_000, 2_500, 15 * time.Second, 3750000}, // far behind: 3.75 ms apart
+	} {
+		if got := pace(c.n, c.per, c.spread); got != c.want {
+			t.Errorf("pace(%d, %d, %s) = %s, want %s", c.n, c.per, c.spread, got, c.want)
+		}
+	}
+}
