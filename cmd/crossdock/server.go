@@ -24,6 +24,7 @@ func newServerCmd() *cobra.Command {
 	var viewsOn bool
 	var pprofListen, ledgerCache, memLimit, maxRelease string
 	var raftTune store.Config
+	var snapshotRate string
 	cmd := &cobra.Command{
 		Use:   "server",
 		Short: "Run a control plane node",
@@ -53,12 +54,20 @@ cluster: it creates the cluster CA and an admin token, and writes both to
 			if cacheBytes < ledger.MinCacheBytes {
 				return fmt.Errorf("--ledger-cache %q is below the minimum of %d MiB", ledgerCache, ledger.MinCacheBytes>>20)
 			}
+			snapRate, err := parseBytes(snapshotRate)
+			if err != nil || snapRate < 0 {
+				return fmt.Errorf("--raft-snapshot-rate %q: bytes a second like 16MiB, or 0 for no limit", snapshotRate)
+			}
+			if snapRate == 0 {
+				snapRate = -1 // the store's "as fast as it can"
+			}
 			// The store's settings reach it through TuneStore, so controlplane.Config
 			// needs no field per flag (0 keeps the store's defaults).
 			cfg.TuneStore = func(sc *store.Config) {
 				sc.LedgerCacheBytes = cacheBytes
 				sc.SnapshotThreshold, sc.SnapshotInterval, sc.TrailingLogs = raftTune.SnapshotThreshold, raftTune.SnapshotInterval, raftTune.TrailingLogs
 				sc.MaxAppendEntries = raftTune.MaxAppendEntries
+				sc.SnapshotRate = snapRate
 				sc.HeartbeatTimeout, sc.ElectionTimeout, sc.LeaderLeaseTimeout = raftTune.HeartbeatTimeout, raftTune.ElectionTimeout, raftTune.LeaderLeaseTimeout
 			}
 			if pprofListen != "" {
@@ -121,6 +130,7 @@ cluster: it creates the cluster CA and an admin token, and writes both to
 	f.Uint64Var(&raftTune.SnapshotThreshold, "raft-snapshot-threshold", store.DefaultSnapshotThreshold, "raft log entries after which a snapshot of the whole ledger is taken")
 	f.DurationVar(&raftTune.SnapshotInterval, "raft-snapshot-interval", store.DefaultSnapshotInterval, "how often raft checks whether a snapshot is due")
 	f.Uint64Var(&raftTune.TrailingLogs, "raft-trailing-logs", store.DefaultTrailingLogs, "raft log entries kept after a snapshot, so a follower that was behind by up to this many catches up without a snapshot")
+	f.StringVar(&snapshotRate, "raft-snapshot-rate", "16MiB", "how fast a raft snapshot reads the ledger, bytes a second before compression (0: no limit); spreads the snapshot's CPU over time instead of taking cores from commits ('crossdock snapshot save' is not limited)")
 	f.IntVar(&raftTune.MaxAppendEntries, "raft-max-append-entries", store.DefaultMaxAppendEntries, "raft log entries grouped into one disk write and one AppendEntries (1 to 1024); bounds raft-wal's write buffer")
 	f.DurationVar(&raftTune.HeartbeatTimeout, "raft-heartbeat-timeout", time.Second, "a follower without contact from the leader this long starts an election")
 	f.DurationVar(&raftTune.ElectionTimeout, "raft-election-timeout", time.Second, "a candidate without a result this long starts another election")

@@ -297,8 +297,15 @@ func applyPruneLedger(tx *applyTxn, cmd *storev1.Command) (any, error) {
 	for _, c := range prev.GetTypes() {
 		newGlobal = min(newGlobal, cuts.cut(c.GetType()))
 	}
+	// The chunks below the new global low-water, only as far as this step can take:
+	// listing them all, at every step of a prune in steps, read the whole interval's
+	// chunks again each time (values under 64 KiB live in the LSM tree, and Badger's
+	// iterator copies each value it passes). limit is the first chunk not listed (0: all
+	// were); none at or past it is processed in this step.
+	var limit uint64
 	if newGlobal > prev.GetSeq() {
-		if err := logChunks(tx.txn, prev.GetSeq(), newGlobal, func(first uint64) { cand[first] = true }); err != nil {
+		var err error
+		if limit, err = logChunks(tx.txn, prev.GetSeq(), newGlobal, uint64(maxEvents)*logChunksSpan, func(first uint64) { cand[first] = true }); err != nil {
 			return nil, err
 		}
 	}
@@ -312,6 +319,10 @@ func applyPruneLedger(tx *applyTxn, cmd *storev1.Command) (any, error) {
 		resume   uint64 // first chunk not processed; 0 when all were
 	)
 	for _, first := range slices.Sorted(maps.Keys(cand)) {
+		if limit != 0 && first >= limit {
+			resume = limit
+			break
+		}
 		v, ok, err := getValue(tx.txn, logKey(first))
 		if err != nil {
 			return nil, fmt.Errorf("ledger: prune: read log chunk %d: %w", first, err)
@@ -393,6 +404,9 @@ func applyPruneLedger(tx *applyTxn, cmd *storev1.Command) (any, error) {
 		archived = append(archived, evs...)
 		arcBytes += evBytes
 		actions = append(actions, a)
+	}
+	if resume == 0 && limit != 0 {
+		resume = limit // every chunk below it was processed; the next step goes on from it
 	}
 
 	// Id runs below the dedup cutoff, oldest first.
@@ -664,11 +678,20 @@ func typeChunks(txn *badger.Txn, typ string, lo, hi uint64, fn func(first uint64
 	return nil
 }
 
-// logChunks calls fn with the chunks that may hold seqs in [lo, hi).
-func logChunks(txn *badger.Txn, lo, hi uint64, fn func(first uint64)) error {
+// logChunksSpan times a step's event budget is the span of seqs logChunks lists in one
+// step: chunks below the global low-water hold at least one event each and usually
+// about a hundred, so a step fills its budget from a fraction of that span; a step over
+// sparse chunks that does not is cut short there and the next one goes on. A variable
+// for tests.
+var logChunksSpan uint64 = 4
+
+// logChunks calls fn with the chunks that may hold seqs in [lo, hi), those whose first
+// seq is below lo's chunk start + span; limit is the first chunk it did not list
+// because of span (0 when it listed all).
+func logChunks(txn *badger.Txn, lo, hi, span uint64, fn func(first uint64)) (limit uint64, err error) {
 	start, err := chunkStart(txn, max(lo, 1))
 	if err != nil {
-		return err
+		return 0, err
 	}
 	opts := badger.DefaultIteratorOptions
 	opts.Prefix, opts.PrefetchValues = prefixLog, false
@@ -679,9 +702,12 @@ func logChunks(txn *badger.Txn, lo, hi uint64, fn func(first uint64)) error {
 		if first >= hi {
 			break
 		}
+		if first-start >= span {
+			return first, nil
+		}
 		fn(first)
 	}
-	return nil
+	return 0, nil
 }
 
 // loadLowWater reads m/low; nil when nothing was pruned.

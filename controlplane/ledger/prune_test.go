@@ -326,29 +326,38 @@ func TestPruneDedupWindow(t *testing.T) {
 // TestPruneInSteps: a prune larger than one command's limit goes in several commands,
 // each reporting more until done, and ends in the same state as one command.
 func TestPruneInSteps(t *testing.T) {
-	l1, l2 := newLedger(t, false), newLedger(t, false)
-	k := newKeyLog(t)
-	k.add(2*flushSeqs+300, 500, skuKeys(40), l1, l2)
-	cut := &storev1.PruneLedger{Types: []*storev1.PruneCutoff{{Type: "order.created", Below: 9000}}, DefaultBelow: 30000,
-		Compact: []string{"inventory.level"}, DedupBelow: 20000, ComputedAt: timestamppb.New(t0), MaxEvents: 2000}
-	if n := k.prune(cut, l1); n < 10 {
-		t.Fatalf("a prune of about 27,000 events by 2,000 took %d commands", n)
-	}
-	// The same prune in one command (the step limit raised for it), applied at the
-	// index the last step had.
-	defer func(v int) { pruneMaxEvents = v }(pruneMaxEvents)
-	pruneMaxEvents = 50_000
-	one := &storev1.PruneLedger{Types: cut.Types, DefaultBelow: cut.DefaultBelow, Compact: cut.Compact, DedupBelow: cut.DedupBelow, ComputedAt: cut.ComputedAt}
-	idx := uint64(len(k.lg.cmds))
-	res, err := l2.Apply(idx, at(idx), pruneCmd(t, one))
-	if err != nil || res.(*storev1.PruneResult).GetMore() {
-		t.Fatalf("the same prune in one command: %v, %v", res, err)
-	}
-	if mustHash(t, l1) != mustHash(t, l2) {
-		t.Fatal("a prune in steps ends in another state than in one command")
-	}
-	if _, _, err := l1.ListEvents(Filter{}, 8999, 1); !errors.Is(err, ErrPruned) {
-		t.Fatalf("below the low-water after steps: %v", err)
+	// With logChunksSpan 1 each step lists one chunk below the global low-water and
+	// goes on from the next (the limit path); the result must not change.
+	for _, span := range []uint64{logChunksSpan, 1} {
+		t.Run(fmt.Sprintf("span%d", span), func(t *testing.T) {
+			defer func(v uint64) { logChunksSpan = v }(logChunksSpan)
+			logChunksSpan = span
+			l1, l2 := newLedger(t, false), newLedger(t, false)
+			k := newKeyLog(t)
+			k.add(2*flushSeqs+300, 500, skuKeys(40), l1, l2)
+			cut := &storev1.PruneLedger{Types: []*storev1.PruneCutoff{{Type: "order.created", Below: 9000}}, DefaultBelow: 30000,
+				Compact: []string{"inventory.level"}, DedupBelow: 20000, ComputedAt: timestamppb.New(t0), MaxEvents: 2000}
+			if n := k.prune(cut, l1); n < 10 {
+				t.Fatalf("a prune of about 27,000 events by 2,000 took %d commands", n)
+			}
+			// The same prune in one command (the step limit raised for it), applied at
+			// the index the last step had.
+			defer func(v int) { pruneMaxEvents = v }(pruneMaxEvents)
+			pruneMaxEvents = 50_000
+			logChunksSpan = 1 << 40
+			one := &storev1.PruneLedger{Types: cut.Types, DefaultBelow: cut.DefaultBelow, Compact: cut.Compact, DedupBelow: cut.DedupBelow, ComputedAt: cut.ComputedAt}
+			idx := uint64(len(k.lg.cmds))
+			res, err := l2.Apply(idx, at(idx), pruneCmd(t, one))
+			if err != nil || res.(*storev1.PruneResult).GetMore() {
+				t.Fatalf("the same prune in one command: %v, %v", res, err)
+			}
+			if mustHash(t, l1) != mustHash(t, l2) {
+				t.Fatal("a prune in steps ends in another state than in one command")
+			}
+			if _, _, err := l1.ListEvents(Filter{}, 8999, 1); !errors.Is(err, ErrPruned) {
+				t.Fatalf("below the low-water after steps: %v", err)
+			}
+		})
 	}
 }
 

@@ -3,6 +3,7 @@ package ledger
 import (
 	"bufio"
 	"bytes"
+	"context"
 	"crypto/sha256"
 	"encoding/binary"
 	"errors"
@@ -15,6 +16,7 @@ import (
 
 	"github.com/dgraph-io/badger/v4"
 	"github.com/klauspost/compress/zstd"
+	"golang.org/x/time/rate"
 	"google.golang.org/protobuf/proto"
 
 	storev1 "github.com/crossdock/crossdock/proto/gen/crossdock/store/v1"
@@ -66,6 +68,30 @@ type Snapshot struct {
 
 	mu       sync.Mutex
 	released bool
+	ctx      context.Context // for limit's waits
+	limit    *rate.Limiter   // nil: unthrottled
+}
+
+// throttleBytes is how much of the stream WriteTo reads between two waits on its limit
+// (the limiter's burst must be at least this).
+const throttleBytes = 1 << 20
+
+// NewSnapshotLimiter returns a limiter for Throttle: perSec bytes a second, in bursts
+// of throttleBytes.
+func NewSnapshotLimiter(perSec int64) *rate.Limiter {
+	return rate.NewLimiter(rate.Limit(perSec), throttleBytes)
+}
+
+// Throttle makes WriteTo read the ledger no faster than limit allows (bytes of the
+// stream before compression; NewSnapshotLimiter), waiting under ctx: a raft snapshot
+// reads and compresses the whole ledger, and at full speed on every node at once (they
+// reach the snapshot threshold together) it kept the cores busy for seconds and
+// stalled commits (docs/performance.md, the soaks of 2026-12-05). A done ctx fails
+// WriteTo.
+func (s *Snapshot) Throttle(ctx context.Context, limit *rate.Limiter) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.ctx, s.limit = ctx, limit
 }
 
 // OpenSnapshot takes a point-in-time view of the ledger. It is cheap: the stream is
@@ -116,10 +142,16 @@ func (s *Snapshot) WriteTo(w io.Writer) (int64, error) {
 	it := s.txn.NewIterator(opts)
 	defer it.Close()
 	var (
-		count uint64
-		rec   bytes.Buffer
+		count  uint64
+		rec    bytes.Buffer
+		unpaid int // bytes read since the last wait on s.limit
 	)
 	for it.Rewind(); it.Valid(); it.Next() {
+		for ; s.limit != nil && unpaid >= throttleBytes; unpaid -= throttleBytes {
+			if err := s.limit.WaitN(s.ctx, throttleBytes); err != nil {
+				return cw.n, fmt.Errorf("ledger: snapshot: %w", err)
+			}
+		}
 		item := it.Item()
 		rec.Reset()
 		err := item.Value(func(v []byte) error {
@@ -132,6 +164,7 @@ func (s *Snapshot) WriteTo(w io.Writer) (int64, error) {
 		if _, err := out.Write(rec.Bytes()); err != nil {
 			return cw.n, fmt.Errorf("ledger: snapshot: write: %w", err)
 		}
+		unpaid += rec.Len()
 		count++
 	}
 	var tail [16]byte // end marker + count

@@ -2,6 +2,7 @@ package ledger
 
 import (
 	"bytes"
+	"context"
 	"errors"
 	"fmt"
 	"io"
@@ -11,6 +12,7 @@ import (
 	"testing"
 
 	"github.com/klauspost/compress/zstd"
+	"golang.org/x/time/rate"
 
 	storev1 "github.com/crossdock/crossdock/proto/gen/crossdock/store/v1"
 )
@@ -338,5 +340,39 @@ func TestRestoreLargeValues(t *testing.T) {
 	}
 	if l.AppliedIndex() != src.AppliedIndex() {
 		t.Fatalf("restored applied index %d, want %d", l.AppliedIndex(), src.AppliedIndex())
+	}
+}
+
+// TestSnapshotThrottle: a throttled snapshot streams the same bytes as one at full
+// speed, and one whose context ends fails with that reason instead of waiting on.
+func TestSnapshotThrottle(t *testing.T) {
+	l := newLedger(t, false)
+	k := newKeyLog(t)
+	k.add(20_000, 500, skuKeys(40), l) // several MiB: the stream waits on its limit
+	write := func(ctx context.Context, limit *rate.Limiter) ([]byte, error) {
+		s, err := l.OpenSnapshot()
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer s.Release()
+		if limit != nil {
+			s.Throttle(ctx, limit)
+		}
+		var b bytes.Buffer
+		_, err = s.WriteTo(&b)
+		return b.Bytes(), err
+	}
+	full, err := write(nil, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	throttled, err := write(context.Background(), NewSnapshotLimiter(1<<40))
+	if err != nil || !bytes.Equal(full, throttled) {
+		t.Fatalf("throttled snapshot differs from the unthrottled one (err %v, %d vs %d bytes)", err, len(throttled), len(full))
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	if _, err := write(ctx, NewSnapshotLimiter(1)); !errors.Is(err, context.Canceled) {
+		t.Fatalf("a throttled snapshot whose context is done: %v, want context.Canceled", err)
 	}
 }

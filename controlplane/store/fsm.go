@@ -1,6 +1,7 @@
 package store
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"io"
@@ -8,6 +9,7 @@ import (
 	"time"
 
 	"github.com/hashicorp/raft"
+	"golang.org/x/time/rate"
 
 	"github.com/crossdock/crossdock/controlplane/ledger"
 	"github.com/crossdock/crossdock/internal/wire"
@@ -20,6 +22,10 @@ type fsm struct {
 	ledger  *ledger.Ledger
 	logger  *slog.Logger
 	onApply func(took, sinceProposed time.Duration) // Config.OnApply
+	// snapCtx and snapLimit throttle raft snapshots (Config.SnapshotRate); snapCtx
+	// ends when the store closes, so a throttled snapshot does not hold up shutdown.
+	snapCtx   context.Context
+	snapLimit *rate.Limiter
 }
 
 var _ raft.FSM = (*fsm)(nil)
@@ -60,6 +66,9 @@ func (f *fsm) Snapshot() (raft.FSMSnapshot, error) {
 	snap, err := f.ledger.OpenSnapshot()
 	if err != nil {
 		return nil, fmt.Errorf("store: open ledger snapshot: %w", err)
+	}
+	if f.snapLimit != nil {
+		snap.Throttle(f.snapCtx, f.snapLimit)
 	}
 	return &fsmSnapshot{snap: snap}, nil
 }
