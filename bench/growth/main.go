@@ -62,8 +62,8 @@ func main() {
 	flag.IntVar(&o.window, "window", 2, "batches in flight per stream")
 	flag.Float64Var(&o.rate, "rate", 0, "events/s offered by the ingest that runs across the join (0: as fast as acknowledged)")
 	flag.DurationVar(&o.before, "before", 10*time.Second, "how long ingest is measured before the join")
-	flag.StringVar(&serverFlags, "server-flags", "--raft-snapshot-threshold 100 --raft-trailing-logs 50 --raft-snapshot-interval 30s",
-		"extra flags for crossdock server, space separated; the default makes raft snapshot and truncate its log while loading, so the joining node receives the ledger as a snapshot, as it would in a cluster that has run for a while")
+	flag.StringVar(&serverFlags, "server-flags", "--raft-snapshot-threshold 100 --raft-trailing-logs 50 --raft-snapshot-interval 30s --raft-snapshot-rate 0",
+		"extra flags for crossdock server, space separated; the default makes raft snapshot and truncate its log while loading, so the joining node receives the ledger as a snapshot, as it would in a cluster that has run for a while, and takes those snapshots at full speed (not --raft-snapshot-rate's default), so the one it receives holds about the size measured")
 	flag.BoolVar(&o.keep, "keep", false, "keep the data directory")
 	flag.Parse()
 	var err error

@@ -28,6 +28,10 @@ type state struct {
 
 	nLevels, nPrices int
 	rv               rawView // reused by fold
+	// merging: fold leaves an entry alone when it holds an event at or after the one
+	// folded (set while the compacted base is merged into views that hold newer events
+	// of some keys; see Views.follow).
+	merging bool
 }
 
 type skuData struct {
@@ -139,7 +143,7 @@ func (st *state) fold(ev ledger.RawEvent) error {
 			grown[i] = level{loc: loc}
 			d.levels = grown
 			st.nLevels++
-		} else if !newer(rv.occurred, d.levels[i].occ) {
+		} else if !newer(rv.occurred, d.levels[i].occ) || (st.merging && d.levels[i].seq >= ev.Seq) {
 			return nil
 		}
 		l := &d.levels[i]
@@ -166,7 +170,7 @@ func (st *state) fold(ev ledger.RawEvent) error {
 			d.prices = append(d.prices, price{list: list, from: rv.from})
 			i = len(d.prices) - 1
 			st.nPrices++
-		} else if !newer(rv.occurred, d.prices[i].occ) {
+		} else if !newer(rv.occurred, d.prices[i].occ) || (st.merging && d.prices[i].seq >= ev.Seq) {
 			return nil
 		}
 		p := &d.prices[i]
@@ -183,7 +187,7 @@ func (st *state) fold(ev ledger.RawEvent) error {
 		if d.item == nil {
 			d.item = &item{}
 			st.itemNew = append(st.itemNew, st.skuNames[st.skus[string(rv.str[1])]])
-		} else if !newer(rv.occurred, d.item.occ) {
+		} else if !newer(rv.occurred, d.item.occ) || (st.merging && d.item.seq >= ev.Seq) {
 			return nil
 		}
 		it := d.item

@@ -99,6 +99,7 @@ type Views struct {
 	lag     lagTracker
 	rebuild atomic.Int64 // nanoseconds the start-up rebuild took (0 while it runs)
 	rebuilt atomic.Uint64
+	merged  atomic.Uint64 // times a prune overtook the views and the base was merged
 }
 
 // New returns views over src; Run starts them.
@@ -173,13 +174,7 @@ func (v *Views) follow(ctx context.Context) error {
 	start := time.Now()
 	v.rebuild.Store(0)
 	st := newState()
-	from, err := v.src.Base(Types, func(ev *eventv1.CommittedEvent) error {
-		b, err := proto.Marshal(ev.GetEvent())
-		if err != nil {
-			return fmt.Errorf("views: encode compacted event %d: %w", ev.GetSeq(), err)
-		}
-		return st.fold(ledger.RawEvent{Seq: ev.GetSeq(), CommittedAt: ev.GetCommittedAt().AsTime(), Event: b})
-	})
+	from, err := v.src.Base(Types, func(ev *eventv1.CommittedEvent) error { return foldCompacted(st, ev) })
 	if err != nil {
 		return fmt.Errorf("views: read the ledger's compacted base: %w", err)
 	}
@@ -195,6 +190,19 @@ func (v *Views) follow(ctx context.Context) error {
 			return errRewound
 		}
 		n, err := v.step()
+		if errors.Is(err, ledger.ErrPruned) {
+			// A prune overtook the views (a node that fell behind, or a rebuild
+			// racing the prune from the low-water mark). Rebuilding from scratch
+			// starts at the low-water mark again, right where the next prune step
+			// removes events, and on a busy node lost that race again and again. The
+			// events skipped were pruned, and the compacted base holds the newest of
+			// each key among them: merge it (an entry holding a newer event stays)
+			// and go on from the new mark.
+			if err := v.mergeBase(); err != nil {
+				return err
+			}
+			continue
+		}
 		if err != nil {
 			return err
 		}
@@ -218,6 +226,43 @@ func (v *Views) follow(ctx context.Context) error {
 		case <-ch:
 		}
 	}
+}
+
+// Merges is how often a prune overtook the views and they merged the compacted base
+// instead of rebuilding.
+func (v *Views) Merges() uint64 { return v.merged.Load() }
+
+// foldCompacted folds an event of the compacted base into st.
+func foldCompacted(st *state, ev *eventv1.CommittedEvent) error {
+	b, err := proto.Marshal(ev.GetEvent())
+	if err != nil {
+		return fmt.Errorf("views: encode compacted event %d: %w", ev.GetSeq(), err)
+	}
+	return st.fold(ledger.RawEvent{Seq: ev.GetSeq(), CommittedAt: ev.GetCommittedAt().AsTime(), Event: b})
+}
+
+// mergeBase merges the compacted base into the views, each event only where the views
+// hold an older one of its key or none, and moves Seq() to where the log now starts.
+func (v *Views) mergeBase() error {
+	v.mu.Lock()
+	v.st.merging = true
+	from, err := v.src.Base(Types, func(ev *eventv1.CommittedEvent) error {
+		if ev.GetSeq() <= v.Seq() {
+			return nil // the views folded it from the log
+		}
+		return foldCompacted(v.st, ev)
+	})
+	v.st.merging = false
+	v.mu.Unlock()
+	if err != nil {
+		return fmt.Errorf("views: merge the ledger's compacted base after a prune overtook the views at seq %d: %w", v.Seq(), err)
+	}
+	v.merged.Add(1)
+	v.logger.Warn("views: a prune overtook the views; merged the compacted base and going on from the low-water mark", "views_seq", v.Seq(), "low_water", from)
+	if from-1 > v.Seq() {
+		v.setSeq(from - 1)
+	}
+	return nil
 }
 
 // step folds up to one batch of events after Seq() and returns how many it read.
