@@ -123,7 +123,8 @@ type Ledger struct {
 
 	applied atomic.Uint64 // cache of m/applied in cur
 	lastSeq atomic.Uint64 // cache of m/seq in cur
-
+	// restores counts the snapshots restored since Open (Restores).
+	restores atomic.Uint64
 }
 
 // handle is one Badger database. Restore replaces the current handle; the old one is
@@ -479,6 +480,12 @@ func (l *Ledger) AppliedIndex() uint64 { return l.applied.Load() }
 
 // LastSeq is the highest committed event seq (0 when the ledger has no events).
 func (l *Ledger) LastSeq() uint64 { return l.lastSeq.Load() }
+
+// Restores counts the snapshots restored into this ledger since it was opened. A reader
+// that follows the log (the views) starts over when it changes: the log it followed was
+// replaced. LastSeq going below what such a reader read is no sign of that: an Apply's
+// events are visible to new reads a moment before LastSeq moves past them.
+func (l *Ledger) Restores() uint64 { return l.restores.Load() }
 
 // Changed returns a channel that is closed after the next Apply that commits events or
 // changes routing documents (or the next Restore, or Close). Take the channel before reading, then wait on it:

@@ -341,6 +341,7 @@ func (l *Ledger) Restore(r io.Reader) error {
 	l.cur = nh
 	l.applied.Store(index)
 	l.lastSeq.Store(seq)
+	l.restores.Add(1)
 	closeOld := l.retireLocked(old, true)
 	l.mu.Unlock()
 	if closeOld {

@@ -118,6 +118,7 @@ type Source interface {
 	ScanCompacted(types []string, fn func(ev *eventv1.CommittedEvent) error) error
 	ScanRaw(from uint64, max int, fn func(ev ledger.RawEvent) error) (uint64, error)
 	LastSeq() uint64
+	Restores() uint64
 	Changed() <-chan struct{}
 }
 
@@ -209,6 +210,7 @@ func (v *View) Run(ctx context.Context) error {
 
 func (v *View) follow(ctx context.Context) error {
 	start := time.Now()
+	restores := v.src.Restores()
 	from, _, err := v.src.TypesLowWater(Types)
 	if err != nil {
 		return fmt.Errorf("orders: read the ledger's low water: %w", err)
@@ -232,8 +234,9 @@ func (v *View) follow(ctx context.Context) error {
 	rebuilding := true
 	for {
 		ch := v.src.Changed()
-		if v.src.LastSeq() < v.Seq() {
-			return errors.New("orders: the ledger's last seq went back below the view's (a snapshot was restored)")
+		// Restores, not LastSeq() < Seq(): see views.Views.follow.
+		if v.src.Restores() != restores {
+			return errors.New("orders: a snapshot was restored into the ledger")
 		}
 		n, err := v.step()
 		if err != nil {

@@ -18,6 +18,9 @@ type Source interface {
 	ScanRaw(from uint64, max int, fn func(ev ledger.RawEvent) error) (next uint64, err error)
 	// LastSeq is the highest committed seq.
 	LastSeq() uint64
+	// Restores changes when the log was replaced by a snapshot restore
+	// (ledger.Ledger.Restores).
+	Restores() uint64
 	// Changed is closed after the next apply that commits events (ledger.Ledger.Changed).
 	Changed() <-chan struct{}
 }
@@ -59,6 +62,9 @@ func (s LedgerSource) ScanRaw(from uint64, max int, fn func(ev ledger.RawEvent) 
 
 // LastSeq is the ledger's highest committed seq.
 func (s LedgerSource) LastSeq() uint64 { return s.L.LastSeq() }
+
+// Restores is the ledger's count of snapshot restores.
+func (s LedgerSource) Restores() uint64 { return s.L.Restores() }
 
 // Changed is the ledger's apply notification.
 func (s LedgerSource) Changed() <-chan struct{} { return s.L.Changed() }

@@ -164,15 +164,16 @@ func (v *Views) Run(ctx context.Context) error {
 	}
 }
 
-// errRewound says the ledger's log went back below what the views hold (a snapshot
-// restore): the views are rebuilt from scratch.
-var errRewound = errors.New("views: the ledger's last seq went back below the views' seq (a snapshot was restored)")
+// errRewound says the ledger's log was replaced (a snapshot restore): the views are
+// rebuilt from scratch.
+var errRewound = errors.New("views: a snapshot was restored into the ledger")
 
 // follow rebuilds the views from the source, then follows it; it returns when ctx
 // ends or the views must be rebuilt.
 func (v *Views) follow(ctx context.Context) error {
 	start := time.Now()
 	v.rebuild.Store(0)
+	restores := v.src.Restores()
 	st := newState()
 	from, err := v.src.Base(Types, func(ev *eventv1.CommittedEvent) error { return foldCompacted(st, ev) })
 	if err != nil {
@@ -186,7 +187,11 @@ func (v *Views) follow(ctx context.Context) error {
 	rebuilding := true
 	for {
 		ch := v.src.Changed()
-		if v.src.LastSeq() < v.Seq() {
+		// Not LastSeq() < Seq(): an Apply's events are readable a moment before
+		// LastSeq moves past them, and on a busy node that moment was long enough
+		// for a false alarm and a full rebuild every few minutes (the soaks of
+		// 2026-12-05).
+		if v.src.Restores() != restores {
 			return errRewound
 		}
 		n, err := v.step()
