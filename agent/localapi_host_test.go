@@ -1,37 +1,18 @@
 package agent_test
 
 import (
-	"bytes"
 	"io"
 	"log/slog"
 	"net"
 	"net/http"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/crossdock/crossdock/agent"
 	"github.com/crossdock/crossdock/controlplane/controlplanetest"
+	"github.com/crossdock/crossdock/internal/testkit/testutil"
 )
-
-// lockedBuffer is a log sink the test reads while the agent writes.
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
 
 // localPost sends a Connect JSON call to the agent's local API with the given Host.
 func localPost(t *testing.T, addr, host, method, body string) (int, string) {
@@ -87,7 +68,7 @@ func TestLocalAPIHostCheck(t *testing.T) {
 // its unauthenticated local API is reachable from the network.
 func TestLocalAPINonLoopbackWarns(t *testing.T) {
 	srv := controlplanetest.TestServer(t, nil)
-	var logs lockedBuffer
+	var logs testutil.LogBuffer
 	a, err := newAgent(t, srv, t.TempDir(), srv.Token(t, time.Minute, "a1"), func(c *agent.Config) {
 		c.LocalAddr = "0.0.0.0:0"
 		c.Logger = slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: slog.LevelWarn}))

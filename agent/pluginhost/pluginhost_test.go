@@ -1,7 +1,6 @@
 package pluginhost_test
 
 import (
-	"bytes"
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
@@ -74,28 +73,10 @@ func TestMain(m *testing.M) {
 	os.Exit(code)
 }
 
-// logBuffer collects the host's log records as JSON lines.
-type logBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *logBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *logBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
-
 type fixture struct {
 	host *pluginhost.Host
 	ob   *outbox.Outbox
-	logs *logBuffer
+	logs *testutil.LogBuffer
 	done chan struct{}
 }
 
@@ -105,7 +86,7 @@ func start(t *testing.T, opts pluginhost.Options, cs ...pluginhost.Connector) *f
 	if err != nil {
 		t.Fatal(err)
 	}
-	logs := &logBuffer{}
+	logs := &testutil.LogBuffer{}
 	opts.Outbox, opts.AgentID = ob, "agent-1"
 	opts.Logger = slog.New(slog.NewJSONHandler(logs, nil))
 	if opts.MinBackoff == 0 {

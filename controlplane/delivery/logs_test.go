@@ -9,7 +9,6 @@ import (
 	"math"
 	"net/http"
 	"net/http/httptest"
-	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -17,25 +16,13 @@ import (
 	"github.com/crossdock/crossdock/controlplane/controlplanetest"
 	"github.com/crossdock/crossdock/controlplane/delivery"
 	"github.com/crossdock/crossdock/controlplane/routing"
+	"github.com/crossdock/crossdock/internal/testkit/testutil"
 )
 
-// lockedBuffer is a log destination shared by the engine's goroutines.
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) lines(t *testing.T) []map[string]any {
-	l.mu.Lock()
-	defer l.mu.Unlock()
+// logLines decodes the JSON log lines written to l.
+func logLines(t *testing.T, l *testutil.LogBuffer) []map[string]any {
 	var out []map[string]any
-	sc := bufio.NewScanner(bytes.NewReader(l.b.Bytes()))
+	sc := bufio.NewScanner(bytes.NewReader(l.Bytes()))
 	for sc.Scan() {
 		var m map[string]any
 		if err := json.Unmarshal(sc.Bytes(), &m); err != nil {
@@ -55,7 +42,11 @@ func TestDeadReceiverLogsBounded(t *testing.T) {
 		messages = 200
 		attempts = 5
 		burst    = 5
-		every    = 200 * time.Millisecond
+		// Short enough that the failures span several windows however fast the
+		// machine: a suppressed count is reported by the first line of a later window,
+		// and without -race all 1,000 failures took under 240 ms, inside one window
+		// of 200 ms, so no line reported one.
+		every = 40 * time.Millisecond
 	)
 	srv := controlplanetest.TestServer(t, nil)
 	var requests atomic.Int64
@@ -70,7 +61,7 @@ func TestDeadReceiverLogsBounded(t *testing.T) {
 				FailureThreshold: 1 << 20, Cooldown: time.Millisecond}}},
 		Routes: []delivery.Route{stockRoute("stock", "dead")},
 	}
-	var buf lockedBuffer
+	var buf testutil.LogBuffer
 	log := slog.New(slog.NewJSONHandler(&buf, nil))
 	e := delivery.New(delivery.Config{Store: srv.Store(), Plans: delivery.StaticPlan{P: plan}, Logger: log, Poll: 50 * time.Millisecond,
 		AddressPolicy: allowLoopback(t), LogBurst: burst, LogEvery: every})
@@ -89,7 +80,7 @@ func TestDeadReceiverLogsBounded(t *testing.T) {
 	}
 	windows := int(math.Ceil(float64(elapsed)/float64(every))) + 1
 	var failures, dead, suppressed int
-	for _, l := range buf.lines(t) {
+	for _, l := range logLines(t, &buf) {
 		switch l["msg"] {
 		case "delivery: attempt failed":
 			failures++
@@ -141,14 +132,14 @@ func TestBreakerChangesLogged(t *testing.T) {
 				FailureThreshold: 2, Cooldown: 100 * time.Millisecond}}},
 		Routes: []delivery.Route{stockRoute("stock", "flaky")},
 	}
-	var buf lockedBuffer
+	var buf testutil.LogBuffer
 	e := delivery.New(delivery.Config{Store: srv.Store(), Plans: delivery.StaticPlan{P: plan}, Logger: slog.New(slog.NewJSONHandler(&buf, nil)),
 		Poll: 50 * time.Millisecond, AddressPolicy: allowLoopback(t)})
 	runEngineWith(t, e)
 	newSource(t).commit(srv.Store(), level{"A", "1"})
 	waitCursor(t, srv.Store().Ledger(), "flaky", time.Minute)
 	var open, closed bool
-	for _, l := range buf.lines(t) {
+	for _, l := range logLines(t, &buf) {
 		msg, _ := l["msg"].(string)
 		switch {
 		case msg == "delivery: circuit breaker open; nothing is sent to the destination until the cooldown ends":
@@ -158,6 +149,6 @@ func TestBreakerChangesLogged(t *testing.T) {
 		}
 	}
 	if !open || !closed {
-		t.Errorf("breaker open logged %v, closed after it %v; log:\n%s", open, closed, buf.b.String())
+		t.Errorf("breaker open logged %v, closed after it %v; log:\n%s", open, closed, buf.String())
 	}
 }

@@ -391,26 +391,13 @@ type lateSource struct{ LedgerSource }
 
 func (s lateSource) LastSeq() uint64 { return s.L.LastSeq() - min(s.L.LastSeq(), 3) }
 
-// syncBuffer is a bytes.Buffer for a logger written from the views' goroutine.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-func (s *syncBuffer) String() string { s.mu.Lock(); defer s.mu.Unlock(); return s.b.String() }
-
 // TestViewsRebuildOnlyAfterRestore: LastSeq behind what the views read does not make
 // them start over (it made every node rebuild its views every few minutes under load),
 // and a snapshot restored into the ledger does: the views then equal views built afresh
 // from the restored ledger.
 func TestViewsRebuildOnlyAfterRestore(t *testing.T) {
 	tl := newTestLog(t, true)
-	var logs syncBuffer
+	var logs testutil.LogBuffer
 	v := New(lateSource{LedgerSource{L: tl.l}}, Options{Logger: slog.New(slog.NewTextHandler(&logs, nil))})
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})

@@ -1,7 +1,6 @@
 package pgcdc
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -463,7 +462,7 @@ func TestSlotReuse(t *testing.T) {
 		return err == nil && !active
 	})
 	d.exec(t, `SELECT pg_drop_replication_slot('crossdock')`)
-	var logs syncBuffer
+	var logs testutil.LogBuffer
 	c = New(slog.New(slog.NewTextHandler(&logs, nil)))
 	if err := c.Configure(context.Background(), settings(d.pg.DSN, nil)); err != nil {
 		t.Fatal(err)
@@ -474,24 +473,6 @@ func TestSlotReuse(t *testing.T) {
 	if !strings.Contains(logs.String(), "changes between the two were not captured") {
 		t.Fatalf("no warning about the recreated slot in:\n%s", logs.String())
 	}
-}
-
-// syncBuffer is a bytes.Buffer safe for a logger and a test to share.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
 }
 
 // readErr runs Read until it fails and returns the error.
