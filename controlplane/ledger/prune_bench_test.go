@@ -25,14 +25,7 @@ func BenchmarkPruneApply(b *testing.B) {
 			pruneMaxEvents, pruneMaxArchived = step, 32<<20
 			for range b.N {
 				b.StopTimer()
-				arc, err := archive.OpenDir(b.TempDir())
-				if err != nil {
-					b.Fatal(err)
-				}
-				l, err := Open(Options{Dir: b.TempDir(), Archiver: arc})
-				if err != nil {
-					b.Fatal(err)
-				}
+				l, arc := archivedLedger(b)
 				k := newKeyLog(b)
 				k.add(flushSeqs+step+2000, 500, skuKeys(2000), l)
 				m := &storev1.PruneLedger{DefaultBelow: uint64(step) + 1}
@@ -41,13 +34,8 @@ func BenchmarkPruneApply(b *testing.B) {
 						b.Fatal(err)
 					}
 				}
-				cmd := pruneCmd(b, m)
-				k.lg.cmds = append(k.lg.cmds, cmd)
-				idx := uint64(len(k.lg.cmds))
-				b.StartTimer()
-				res, err := l.Apply(idx, at(idx), cmd)
-				b.StopTimer()
-				if err != nil || res.(*storev1.PruneResult).GetEventsPruned() != uint64(step) {
+				res, err := timedPrune(b, k, l, m)
+				if err != nil || res.GetEventsPruned() != uint64(step) {
 					b.Fatalf("prune: %v %v", res, err)
 				}
 				l.Close()
@@ -74,14 +62,7 @@ func BenchmarkPruneSteady(b *testing.B) {
 	)
 	defer func(e int) { pruneMaxEvents = e }(pruneMaxEvents)
 	pruneMaxEvents = step
-	arc, err := archive.OpenDir(b.TempDir())
-	if err != nil {
-		b.Fatal(err)
-	}
-	l, err := Open(Options{Dir: b.TempDir(), Archiver: arc})
-	if err != nil {
-		b.Fatal(err)
-	}
+	l, arc := archivedLedger(b)
 	defer l.Close()
 	k := newKeyLog(b)
 	keys := skuKeys(2000)
@@ -98,15 +79,9 @@ func BenchmarkPruneSteady(b *testing.B) {
 				b.Fatal(err)
 			}
 		}
-		cmd := pruneCmd(b, m)
-		k.lg.cmds = append(k.lg.cmds, cmd)
-		idx := uint64(len(k.lg.cmds))
-		b.StartTimer()
-		res, err := l.Apply(idx, at(idx), cmd)
-		b.StopTimer()
-		r, _ := res.(*storev1.PruneResult)
+		r, err := timedPrune(b, k, l, m)
 		if err != nil || r.GetError() != "" || r.GetEventsPruned() == 0 {
-			b.Fatalf("prune: %v %v", res, err)
+			b.Fatalf("prune: %v %v", r, err)
 		}
 		more = r.GetMore()
 	}
@@ -119,4 +94,29 @@ func BenchmarkPruneSteady(b *testing.B) {
 	for range b.N {
 		stepOnce()
 	}
+}
+
+// archivedLedger opens a ledger on disk with an archive directory of its own.
+func archivedLedger(b *testing.B) (*Ledger, *archive.Dir) {
+	arc, err := archive.OpenDir(b.TempDir())
+	if err != nil {
+		b.Fatal(err)
+	}
+	l, err := Open(Options{Dir: b.TempDir(), Archiver: arc})
+	if err != nil {
+		b.Fatal(err)
+	}
+	return l, arc
+}
+
+// timedPrune applies m to l at k's next index, with only the Apply timed.
+func timedPrune(b *testing.B, k *keyLog, l *Ledger, m *storev1.PruneLedger) (*storev1.PruneResult, error) {
+	cmd := pruneCmd(b, m)
+	k.lg.cmds = append(k.lg.cmds, cmd)
+	idx := uint64(len(k.lg.cmds))
+	b.StartTimer()
+	res, err := l.Apply(idx, at(idx), cmd)
+	b.StopTimer()
+	r, _ := res.(*storev1.PruneResult)
+	return r, err
 }
