@@ -6,6 +6,7 @@ import (
 	"context"
 	"log/slog"
 	"os"
+	"runtime"
 	"testing"
 	"time"
 
@@ -35,6 +36,7 @@ type Server struct {
 	Admin  adminv1connect.AdminServiceClient
 	cancel context.CancelFunc
 	done   chan error
+	t      testing.TB
 }
 
 // Logger returns a logger that writes to the test log at warn level, or debug when
@@ -83,7 +85,7 @@ func startServer(t testing.TB, cb func(*controlplane.Config), admin bool) *Serve
 	}
 	// A restart must come back on the same ports: peers know the node by them.
 	cfg.Listen, cfg.RaftListen = srv.Addr(), srv.Store().RaftAddr()
-	s := &Server{Server: srv, Config: cfg, done: make(chan error, 1)}
+	s := &Server{Server: srv, Config: cfg, done: make(chan error, 1), t: t}
 	rctx, rcancel := context.WithCancel(context.Background())
 	s.cancel = rcancel
 	go func() { s.done <- srv.Run(rctx) }()
@@ -97,14 +99,28 @@ func startServer(t testing.TB, cb func(*controlplane.Config), admin bool) *Serve
 // Running reports whether the node has not been stopped.
 func (s *Server) Running() bool { return s.cancel != nil }
 
-// Stop shuts the node down and waits; calling it twice is harmless.
+// stopWait bounds how long Stop waits for a node to shut down.
+const stopWait = 2 * time.Minute
+
+// Stop shuts the node down and waits; calling it twice is harmless. A node that does not
+// stop within stopWait fails the test with every goroutine's stack (a shutdown that
+// hangs would otherwise hold the package until go test's own timeout, whose dump a CI
+// log cuts off).
 func (s *Server) Stop() {
 	if s.cancel == nil {
 		return
 	}
 	s.cancel()
-	<-s.done
 	s.cancel = nil
+	t := time.NewTimer(stopWait)
+	defer t.Stop()
+	select {
+	case <-s.done:
+	case <-t.C:
+		buf := make([]byte, 16<<20)
+		buf = buf[:runtime.Stack(buf, true)]
+		s.t.Errorf("control plane %s did not stop within %s; goroutines:\n%s", s.Config.NodeID, stopWait, buf)
+	}
 }
 
 // AdminClient returns an admin API client from an admin config file.

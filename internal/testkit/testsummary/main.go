@@ -66,6 +66,9 @@ type summary struct {
 	results  int
 	notJSON  int
 	building map[string][]string // import path -> build output
+	// recap names what failed, printed again at the end: a CI log is often read from
+	// its tail, and a timed-out package's goroutine dump pushes its name far above it.
+	recap []string
 }
 
 func newSummary(out io.Writer) *summary {
@@ -143,6 +146,9 @@ func (s *summary) add(raw []byte) {
 // flush prints a finished package: the output of its failed tests when it failed, then
 // the package's own lines ("ok ...", "FAIL ...", "? ... [no test files]").
 func (s *summary) flush(name string, p *pkgState, failed bool) {
+	if failed {
+		s.recap = append(s.recap, recapOf(name, p)...)
+	}
 	for _, l := range p.lines {
 		switch {
 		case l.test == "":
@@ -155,6 +161,35 @@ func (s *summary) flush(name string, p *pkgState, failed bool) {
 		fmt.Fprint(s.out, l.text)
 	}
 	delete(s.pkgs, name)
+}
+
+// recapOf is a failed package's lines for the recap: its failed tests and, when its
+// test binary panicked (a timeout included), the panic line and the tests running then.
+func recapOf(name string, p *pkgState) []string {
+	var tests []string
+	for t := range p.failed {
+		tests = append(tests, t)
+	}
+	slices.Sort(tests)
+	out := []string{fmt.Sprintf("FAIL %s: %s", shortPkg(name), strings.Join(tests, " "))}
+	if len(tests) == 0 {
+		out[0] = fmt.Sprintf("FAIL %s", shortPkg(name))
+	}
+	running := false
+	for _, l := range p.lines {
+		t := strings.TrimRight(l.text, "\n")
+		switch {
+		case strings.HasPrefix(t, "panic: "):
+			out = append(out, "  "+t)
+		case t == "running tests:":
+			running = true
+		case running && strings.HasPrefix(t, "\t"):
+			out = append(out, "  running: "+strings.TrimSpace(t))
+		default:
+			running = false
+		}
+	}
+	return out
 }
 
 // isProgress reports the lines only -v shows.
@@ -189,6 +224,13 @@ func (s *summary) finish() int {
 		}
 		fmt.Fprintf(s.out, "FAIL\t%s\t(no result: the test binary ended early)\n", name)
 		s.failed = true
+		s.recap = append(s.recap, recapOf(name, p)...)
+	}
+	if len(s.recap) > 0 {
+		fmt.Fprintln(s.out, "failed:")
+		for _, l := range s.recap {
+			fmt.Fprintln(s.out, "  "+l)
+		}
 	}
 	if len(s.skips) == 0 {
 		fmt.Fprintln(s.out, "integration tests: none skipped")

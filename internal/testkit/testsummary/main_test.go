@@ -53,6 +53,7 @@ func TestSummary(t *testing.T) {
 	}
 	want := "ok  \tgithub.com/crossdock/crossdock/plugins/pgcdc\t0.5s\n" +
 		"    agent_test.go:9: want 2, got 3\n--- FAIL: TestBroken (0.00s)\nFAIL\nFAIL\tgithub.com/crossdock/crossdock/agent\t0.1s\n" +
+		"failed:\n  FAIL agent: TestBroken\n" +
 		"!!! 1 INTEGRATION TESTS NOT RUN (PostgreSQL not available; install them, see .ci/run, or set CROSSDOCK_REQUIRE_INTEGRATION=1 to make this a failure): plugins/pgcdc.TestSlot\n"
 	if out != want {
 		t.Errorf("output:\n%s\nwant:\n%s", out, want)
@@ -91,6 +92,37 @@ func TestSummary(t *testing.T) {
 {"Action":"output","Package":"q","Test":"TestHang","Output":"panic: test timed out\n"}`)
 	if code != 1 || !strings.Contains(out, "panic: test timed out") || !strings.Contains(out, "no result") {
 		t.Errorf("ended early: exit %d, output:\n%s", code, out)
+	}
+}
+
+// TestTimeoutRecap checks a package that timed out is named again at the end with the
+// tests that were running, after its goroutine dump.
+func TestTimeoutRecap(t *testing.T) {
+	const pkg = "github.com/crossdock/crossdock/controlplane/partner"
+	var b strings.Builder
+	emit := func(test, text string) {
+		fmt.Fprintf(&b, `{"Action":"output","Package":%q,"Test":%q,"Output":%q}`+"\n", pkg, test, text)
+	}
+	emit("TestHang", "=== RUN   TestHang\n")
+	emit("TestHang", "panic: test timed out after 20m0s\n")
+	emit("TestHang", "\trunning tests:\n")
+	emit("TestHang", "running tests:\n")
+	emit("TestHang", "\tTestHang (19m59s)\n")
+	emit("TestHang", "\n")
+	for i := range 200 {
+		emit("TestHang", fmt.Sprintf("goroutine %d [select]:\n", i))
+	}
+	fmt.Fprintf(&b, `{"Action":"fail","Package":%q,"Test":"TestHang"}`+"\n", pkg)
+	emit("", "FAIL\tgithub.com/crossdock/crossdock/controlplane/partner\t1200.152s\n")
+	fmt.Fprintf(&b, `{"Action":"fail","Package":%q}`+"\n", pkg)
+
+	out, code := summarize(t, b.String())
+	if code != 1 {
+		t.Errorf("exit code %d, want 1", code)
+	}
+	want := "failed:\n  FAIL controlplane/partner: TestHang\n    panic: test timed out after 20m0s\n    running: TestHang (19m59s)\nintegration tests: none skipped\n"
+	if !strings.HasSuffix(out, want) {
+		t.Errorf("output ends:\n%s\nwant it to end:\n%s", out[max(0, len(out)-300):], want)
 	}
 }
 
