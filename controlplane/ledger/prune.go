@@ -275,7 +275,22 @@ func applyPruneLedger(tx *applyTxn, cmd *storev1.Command) (any, error) {
 	// Candidate chunks: those the type index lists for each type between its earlier
 	// and its new cutoff, and every chunk between the earlier and the new global
 	// low-water (events whose type is not indexed).
+	//
+	// Each listing goes only as far as this step can take (span seqs from where it
+	// starts): listing them all, at every step of a prune in steps, read the whole
+	// backlog's index again each time, so a retention far behind (turned on over a large
+	// ledger, or after ingest outran it) spent most of each step listing (values under
+	// 64 KiB live in the LSM tree, and Badger's iterator copies each value it passes).
+	// limit is the first chunk some listing stopped at (0: all were listed); no chunk at
+	// or past it is processed in this step, so every chunk processed was listed by all.
 	cand := map[uint64]bool{}
+	var limit uint64
+	lower := func(l uint64) {
+		if l != 0 && (limit == 0 || l < limit) {
+			limit = l
+		}
+	}
+	span := uint64(maxEvents) * logChunksSpan
 	typesSeen, err := indexedTypes(tx.txn)
 	if err != nil {
 		return nil, err
@@ -287,9 +302,11 @@ func applyPruneLedger(tx *applyTxn, cmd *storev1.Command) (any, error) {
 		if hi <= lo {
 			continue
 		}
-		if err := typeChunks(tx.txn, t, lo, hi, func(first uint64) { cand[first] = true }); err != nil {
+		l, err := typeChunks(tx.txn, t, lo, hi, span, func(first uint64) { cand[first] = true })
+		if err != nil {
 			return nil, err
 		}
+		lower(l)
 	}
 	for t := range cuts.types {
 		newGlobal = min(newGlobal, cuts.cut(t))
@@ -297,17 +314,13 @@ func applyPruneLedger(tx *applyTxn, cmd *storev1.Command) (any, error) {
 	for _, c := range prev.GetTypes() {
 		newGlobal = min(newGlobal, cuts.cut(c.GetType()))
 	}
-	// The chunks below the new global low-water, only as far as this step can take:
-	// listing them all, at every step of a prune in steps, read the whole interval's
-	// chunks again each time (values under 64 KiB live in the LSM tree, and Badger's
-	// iterator copies each value it passes). limit is the first chunk not listed (0: all
-	// were); none at or past it is processed in this step.
-	var limit uint64
+	// The chunks below the new global low-water, as far as this step can take.
 	if newGlobal > prev.GetSeq() {
-		var err error
-		if limit, err = logChunks(tx.txn, prev.GetSeq(), newGlobal, uint64(maxEvents)*logChunksSpan, func(first uint64) { cand[first] = true }); err != nil {
+		l, err := logChunks(tx.txn, prev.GetSeq(), newGlobal, span, func(first uint64) { cand[first] = true })
+		if err != nil {
 			return nil, err
 		}
+		lower(l)
 	}
 
 	res := &storev1.PruneResult{}
@@ -653,17 +666,21 @@ func indexedTypes(txn *badger.Txn) ([]string, error) {
 }
 
 // typeChunks calls fn with the chunks the type index lists for typ that may hold events
-// with seqs in [lo, hi).
-func typeChunks(txn *badger.Txn, typ string, lo, hi uint64, fn func(first uint64)) error {
+// with seqs in [lo, hi), those whose first seq is below lo's chunk start + span and the
+// first at or after lo whatever the span (it holds an event of typ in [lo, limit), so a
+// caller that goes up to limit makes progress); limit is the first chunk it did not
+// list because of span (0 when it listed all).
+func typeChunks(txn *badger.Txn, typ string, lo, hi, span uint64, fn func(first uint64)) (limit uint64, err error) {
 	start, err := chunkStart(txn, lo)
 	if err != nil {
-		return err
+		return 0, err
 	}
 	p := typeIndexPrefix(typ)
 	opts := badger.DefaultIteratorOptions
 	opts.Prefix, opts.PrefetchValues = p, false
 	it := txn.NewIterator(opts)
 	defer it.Close()
+	listed := false // a chunk at or after lo was listed
 	for it.Seek(cat(p, u64(start))); it.ValidForPrefix(p); it.Next() {
 		k := it.Item().Key()
 		if len(k) != len(p)+8 {
@@ -673,9 +690,13 @@ func typeChunks(txn *badger.Txn, typ string, lo, hi uint64, fn func(first uint64
 		if first >= hi {
 			break
 		}
+		if listed && first-start >= span {
+			return first, nil
+		}
 		fn(first)
+		listed = listed || first >= lo
 	}
-	return nil
+	return 0, nil
 }
 
 // logChunksSpan times a step's event budget is the span of seqs logChunks lists in one
@@ -847,6 +868,7 @@ func (l *Ledger) ArchiveAhead(ctx context.Context, a AheadArchiver, m *storev1.P
 			return err
 		}
 		cand := map[uint64]bool{}
+		var limit uint64 // the first chunk a listing stopped at (0: none did)
 		for _, t := range types {
 			hi, ok := cutOf[t]
 			if !ok {
@@ -861,15 +883,20 @@ func (l *Ledger) ArchiveAhead(ctx context.Context, a AheadArchiver, m *storev1.P
 				continue
 			}
 			spans[t] = span{lo, hi}
-			if err := typeChunks(txn, t, lo, hi, func(first uint64) { cand[first] = true }); err != nil {
+			// As far as one call can take, as in a prune step (applyPruneLedger).
+			lim, err := typeChunks(txn, t, lo, hi, uint64(maxEvents)*logChunksSpan, func(first uint64) { cand[first] = true })
+			if err != nil {
 				return err
+			}
+			if lim != 0 && (limit == 0 || lim < limit) {
+				limit = lim
 			}
 		}
 		for _, first := range slices.Sorted(maps.Keys(cand)) {
 			if err := ctx.Err(); err != nil {
 				return err
 			}
-			if len(evs) >= maxEvents {
+			if len(evs) >= maxEvents || (limit != 0 && first >= limit) {
 				more = true
 				return nil
 			}
@@ -891,6 +918,7 @@ func (l *Ledger) ArchiveAhead(ctx context.Context, a AheadArchiver, m *storev1.P
 				}
 			}
 		}
+		more = limit != 0 // a listing stopped short: the next call goes on from there
 		return nil
 	})
 	if err != nil || len(evs) == 0 {

@@ -700,3 +700,77 @@ func TestPruneDeletesKeyRecords(t *testing.T) {
 		t.Fatalf("sku=SKU-3 after the sweep: %d events, want %d from seq %d", len(evs), want, cut)
 	}
 }
+
+// TestArchiveAheadSparseType: with listings bounded to a step's span, a type with one
+// event in thousands still makes ArchiveAhead progress (each call lists at least one of
+// its chunks at or after where it stands) and the calls end with every event below the
+// cutoff archived once; a prune in steps bounded the same way removes exactly them.
+func TestArchiveAheadSparseType(t *testing.T) {
+	defer func(v uint64) { logChunksSpan = v }(logChunksSpan)
+	logChunksSpan = 1
+	st := &countingStore{DirStore: archive.DirStore{Root: t.TempDir()}}
+	arc := archive.New(st)
+	l, err := Open(Options{InMemory: true, Archiver: arc})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	const n, every, cut = 20_000, 1_500, 15_000 // the index holds what is flushed (flushSeqs)
+	var idx uint64
+	for seq := uint64(1); seq <= n; seq += 500 {
+		evs := make([]*storev1.AgentEvent, 500)
+		for j := range evs {
+			s := seq + uint64(j)
+			evs[j] = agentEvent(s, fmt.Sprintf("ev-%d", s), "sku", fmt.Sprintf("S-%d", s%40))
+			if s%every == 0 {
+				evs[j] = withType(evs[j], "rare.event")
+			}
+		}
+		idx++
+		if _, err := l.Apply(idx, at(idx), ingestCmd(t, "a1", evs...)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	m := &storev1.PruneLedger{DefaultBelow: cut, MaxEvents: 200}
+	ctx := context.Background()
+	total := 0
+	for calls := 0; ; calls++ {
+		if calls > 1000 {
+			t.Fatalf("ArchiveAhead still has more after %d calls (%d events archived)", calls, total)
+		}
+		got, more, err := l.ArchiveAhead(ctx, arc, m, 200)
+		if err != nil {
+			t.Fatal(err)
+		}
+		total += got
+		if !more {
+			break
+		}
+	}
+	if total != cut-1 {
+		t.Fatalf("ArchiveAhead archived %d events, want %d", total, cut-1)
+	}
+	puts := st.puts.Load()
+	for steps := 0; ; steps++ {
+		if steps > 1000 {
+			t.Fatal("the prune does not finish")
+		}
+		idx++
+		res, err := l.Apply(idx, at(idx), pruneCmd(t, m))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !res.(*storev1.PruneResult).GetMore() {
+			break
+		}
+	}
+	if got := st.puts.Load(); got != puts {
+		t.Fatalf("the prune wrote %d archive objects after ArchiveAhead, want none", got-puts)
+	}
+	if low, _ := l.LowWater(); low != cut {
+		t.Fatalf("LowWater %d, want %d", low, cut)
+	}
+	if evs, _, err := l.ListEvents(Filter{Type: "rare.event"}, cut, 10); err != nil || len(evs) == 0 || evs[0].GetSeq() != cut {
+		t.Fatalf("rare events held: %v, %v; want them from 15000", evs, err)
+	}
+}
