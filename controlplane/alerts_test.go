@@ -311,8 +311,10 @@ func TestAlertAgentOfflineFires(t *testing.T) {
 	if a := listAlerts(t, ac)["wh-offline agent=wh-1"]; a != nil {
 		t.Fatalf("a connected agent has an alert: %v", a)
 	}
-	kill()
+	// The time is taken before the kill: the agent's stream can end (and the server
+	// count it offline) before kill returns, which waits for the agent to shut down.
 	killed := time.Now()
+	kill()
 	var a *adminv1.Alert
 	testutil.WaitFor(t, 30*time.Second, "wh-offline to fire for wh-1", func() bool {
 		a = listAlerts(t, ac)["wh-offline agent=wh-1"]
