@@ -95,6 +95,31 @@ func pace(n uint64, per int, spread time.Duration) time.Duration {
 	return min(spread/time.Duration(parts), maxPace)
 }
 
+// minStepGap and maxStepFactor size the steps of a retention that is behind (stepSize).
+const (
+	minStepGap    = 50 * time.Millisecond
+	maxStepFactor = 4
+)
+
+// stepSize is the events per prune step for n events to prune over spread: per, unless
+// per-sized steps would come less than minStepGap apart (a retention far behind: turned
+// on over a large ledger, or outrun by ingest), then as large as it takes to stay that
+// far apart, up to maxStepFactor times per. Back to back, a step commits about every
+// raft round trip whatever its size, so steps of per events pruned a few thousand events
+// a second under heavy ingest (bench/growth, docs/performance.md) and retention fell
+// further behind; larger steps hold the commits behind them longer, which is what a
+// retention that is behind must pay to catch up. Once (spread 0) keeps per.
+func stepSize(n uint64, per int, spread time.Duration) int {
+	if spread <= 0 || per <= 0 {
+		return per
+	}
+	steps := max(uint64(spread/minStepGap), 1)
+	if n <= uint64(per)*steps {
+		return per
+	}
+	return int(min((n+steps-1)/steps, uint64(maxStepFactor*per)))
+}
+
 // toPrune is an estimate from above of the events m removes: from the low-water mark to
 // its highest cutoff.
 func toPrune(l *ledger.Ledger, m *storev1.PruneLedger) uint64 {
@@ -225,8 +250,10 @@ func (p *Pruner) once(ctx context.Context, spread time.Duration) (uint64, error)
 		p.log.Info("retention: held back", "below_seq", hold, "by", why)
 	}
 	p.held = why
-	m.MaxEvents = uint32(p.cfg.StepEvents)
-	gap := pace(toPrune(l, m), p.cfg.StepEvents, spread)
+	n := toPrune(l, m)
+	per := stepSize(n, p.cfg.StepEvents, spread)
+	m.MaxEvents = uint32(per)
+	gap := pace(n, per, spread)
 	var total uint64
 	for step := 0; ; step++ {
 		if step > 0 && !wait(ctx, gap) {
