@@ -287,12 +287,18 @@ func removeStale(dir, live string) error {
 // Badger sizing. A transaction may hold at most 15% of MemTableSize in bytes and that
 // divided by a skiplist node size (96 bytes) in entries: 128 MiB gives about 19 MiB and
 // 209,000 entries, above the apply budget (applyBudgetBytes, applyBudgetEntries), so an
-// Apply never fails with ErrTxnTooBig. Values above valueThreshold (large events) go to
-// the value log.
+// Apply never fails with ErrTxnTooBig.
 const (
-	memTableSize   = 128 << 20
-	numMemtables   = 3
-	valueThreshold = 64 << 10
+	memTableSize = 128 << 20
+	numMemtables = 3
+	// valueThreshold: values above it go to the value log, the LSM tree keeps a pointer.
+	// Log chunks (a batch of events each) and id run blocks are above it, so the LSM tree
+	// holds keys, indexes and pointers, and its compactions rewrite those only. With 64
+	// KiB, chunks lived in the LSM tree: under retention every node compacted its level 0
+	// (hundreds of MiB of events and their tombstones) at the same moment every few
+	// minutes, and the committed rate dipped in those minutes (docs/performance.md, the
+	// soaks of 2026-12-05). Pruned chunks are reclaimed by value log GC (valueLogGC).
+	valueThreshold = 1 << 10
 	// valueLogFileSize is small enough that the value log (where log chunks live)
 	// rotates often: Badger rewrites only whole, inactive files, so with its default
 	// (1 GiB) what retention prunes would stay on disk for a gigabyte of ingest.

@@ -338,8 +338,9 @@ func chunkStart(txn *badger.Txn, seq uint64) (uint64, error) {
 // earlier forms were slow once retention deletes chunks: an unbounded reverse seek
 // walked over the tombstone of every chunk deleted below seq (each prune step scanned
 // the whole pruned history), and a bounded reverse seek still made Badger copy every
-// version of every key it passed, chunks included (values under 64 KiB live in the
-// LSM tree). BenchmarkPruneSteady and docs/performance.md (the soaks of 2026-12-05).
+// version of every key it passed, chunks included when they lived in the LSM tree (they
+// are in the value log since; valueThreshold). BenchmarkPruneSteady and
+// docs/performance.md (the soaks of 2026-12-05).
 func withChunkAt(txn *badger.Txn, seq uint64, fn func(first uint64, item *badger.Item) error) (found bool, err error) {
 	lo := seq - min(seq, chunkMaxEvents-1)
 	var first uint64

@@ -279,8 +279,7 @@ func applyPruneLedger(tx *applyTxn, cmd *storev1.Command) (any, error) {
 	// Each listing goes only as far as this step can take (span seqs from where it
 	// starts): listing them all, at every step of a prune in steps, read the whole
 	// backlog's index again each time, so a retention far behind (turned on over a large
-	// ledger, or after ingest outran it) spent most of each step listing (values under
-	// 64 KiB live in the LSM tree, and Badger's iterator copies each value it passes).
+	// ledger, or after ingest outran it) spent most of each step listing.
 	// limit is the first chunk some listing stopped at (0: all were listed); no chunk at
 	// or past it is processed in this step, so every chunk processed was listed by all.
 	cand := map[uint64]bool{}
