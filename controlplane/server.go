@@ -541,7 +541,7 @@ func (s *Server) buildServers(cert tls.Certificate) error {
 
 	if !s.cfg.DisableViews {
 		s.views = views.New(views.LedgerSource{L: s.store.Ledger()}, views.Options{Logger: s.logger})
-		s.edi = ediview.New(views.LedgerSource{L: s.store.Ledger()}, s.logger)
+		s.edi = ediview.New(views.LedgerSource{L: s.store.Ledger(), Types: ediview.Types}, s.logger)
 	}
 	s.backend = &api.Backend{Store: s.store, CA: func() *pki.CA { return s.ca }, Keys: s.keys, Registry: s.registry, Logger: s.logger, AgentCertTTL: s.cfg.AgentCertTTL,
 		ReleaseDir: filepath.Join(s.cfg.DataDir, "releases"), MaxReleaseBytes: s.cfg.MaxReleaseBytes,

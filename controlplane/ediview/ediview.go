@@ -15,6 +15,7 @@ import (
 	"bytes"
 	"cmp"
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"slices"
@@ -69,35 +70,64 @@ func New(src views.Source, logger *slog.Logger) *View {
 	return &View{src: src, logger: logger, now: time.Now, byKey: map[string]*Interchange{}, seq: 1}
 }
 
-var types = []string{canonical.TypeEdiInterchange}
+// Types are the event types the view folds (its views.LedgerSource's Types).
+var Types = []string{canonical.TypeEdiInterchange}
 
-// Run follows the log until ctx ends.
+// Run follows the log until ctx ends. When a snapshot is restored into the ledger it
+// starts over from it; when a prune overtakes it (a node that fell behind, or one that
+// started before the snapshot it joined with was restored), it folds the compacted
+// base and goes on from the low-water mark, as the views do (views.Views.follow).
 func (v *View) Run(ctx context.Context) error {
-	from, err := v.src.Base(types, func(ev *eventv1.CommittedEvent) error {
-		v.foldEvent(ev.GetEvent(), ev.GetSeq(), ev.GetCommittedAt().AsTime())
-		return nil
-	})
-	if err != nil {
-		return fmt.Errorf("ediview: read the ledger's compacted base: %w", err)
+	for {
+		err := v.follow(ctx)
+		if ctx.Err() != nil {
+			return nil
+		}
+		v.logger.Warn("edi view: starting over from the ledger in a second", "err", err)
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-time.After(time.Second):
+		}
 	}
+}
+
+// follow builds the view from the ledger and follows it until ctx ends or a snapshot
+// is restored.
+func (v *View) follow(ctx context.Context) error {
+	restores := v.src.Restores()
 	v.mu.Lock()
-	v.seq = max(from, 1)
+	v.byKey, v.seq = map[string]*Interchange{}, 1
 	v.mu.Unlock()
+	if err := v.mergeBase(); err != nil {
+		return err
+	}
 	for {
 		changed := v.src.Changed()
+		if v.src.Restores() != restores {
+			return errors.New("ediview: a snapshot was restored into the ledger")
+		}
 		v.mu.RLock()
 		from := v.seq
 		v.mu.RUnlock()
 		next, err := v.src.ScanRaw(from, 1024, v.foldRaw)
-		if err != nil && ctx.Err() == nil {
-			v.logger.Warn("edi view: reading the ledger failed; retrying", "err", err, "seq", from)
-		}
 		v.mu.Lock()
 		if next > v.seq {
 			v.seq = next
 		}
 		v.mu.Unlock()
-		if err == nil && next > from {
+		if errors.Is(err, ledger.ErrPruned) {
+			if err := v.mergeBase(); err != nil {
+				return err
+			}
+			continue
+		}
+		if err != nil {
+			if ctx.Err() == nil {
+				v.logger.Warn("edi view: reading the ledger failed; retrying in a second", "err", err, "seq", from)
+			}
+			changed = nil // a second, not the next apply: the read failed, not the log
+		} else if next > from {
 			continue
 		}
 		select {
@@ -107,6 +137,27 @@ func (v *View) Run(ctx context.Context) error {
 		case <-time.After(time.Second):
 		}
 	}
+}
+
+// mergeBase folds the events of the ledger's compacted base the view has not folded from
+// the log, and moves the view to where the log now starts.
+func (v *View) mergeBase() error {
+	v.mu.RLock()
+	seq := v.seq
+	v.mu.RUnlock()
+	from, err := v.src.Base(Types, func(ev *eventv1.CommittedEvent) error {
+		if ev.GetSeq() >= seq {
+			v.foldEvent(ev.GetEvent(), ev.GetSeq(), ev.GetCommittedAt().AsTime())
+		}
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("ediview: read the ledger's compacted base: %w", err)
+	}
+	v.mu.Lock()
+	v.seq = max(v.seq, from, 1)
+	v.mu.Unlock()
+	return nil
 }
 
 var typeBytes = []byte(canonical.TypeEdiInterchange)

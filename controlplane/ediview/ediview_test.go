@@ -1,8 +1,11 @@
 package ediview
 
 import (
+	"bytes"
 	"context"
 	"fmt"
+	"maps"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -27,7 +30,7 @@ func ingest(t *testing.T, l *ledger.Ledger, index uint64, evs ...*eventv1.Event)
 	t.Helper()
 	b := &storev1.IngestBatch{AgentId: "a1"}
 	for i, ev := range evs {
-		b.Events = append(b.Events, &storev1.AgentEvent{AgentSeq: index*100 + uint64(i), Event: ev})
+		b.Events = append(b.Events, &storev1.AgentEvent{AgentSeq: index*10_000 + uint64(i), Event: ev})
 	}
 	p, _ := proto.Marshal(b)
 	res, err := l.Apply(index, t0.Add(time.Duration(index)*time.Second), &storev1.Command{Type: storev1.CommandType_COMMAND_TYPE_INGEST_BATCH, Payload: p})
@@ -87,7 +90,7 @@ func TestViewFoldsStatesOverdueAndChain(t *testing.T) {
 	late.Id += "-again"
 	ingest(t, l, 4, late)
 
-	v := New(views.LedgerSource{L: l}, nil)
+	v := New(views.LedgerSource{L: l, Types: Types}, nil)
 	now := t0.Add(30 * time.Minute)
 	v.now = func() time.Time { return now }
 	ctx, cancel := context.WithCancel(context.Background())
@@ -161,4 +164,145 @@ func TestViewFoldsStatesOverdueAndChain(t *testing.T) {
 	if _, err := svc.ListInterchanges(ctx, connect.NewRequest(&adminv1.ListInterchangesRequest{PageToken: "garbage"})); connect.CodeOf(err) != connect.CodeInvalidArgument {
 		t.Fatalf("bad token: %v", err)
 	}
+}
+
+// prune applies a PRUNE_LEDGER of m to l from index until it reports no more, and
+// returns the next index.
+func prune(t *testing.T, l *ledger.Ledger, index uint64, m *storev1.PruneLedger) uint64 {
+	t.Helper()
+	p, _ := proto.Marshal(m)
+	for ; ; index++ {
+		res, err := l.Apply(index, t0.Add(time.Duration(index)*time.Second), &storev1.Command{Type: storev1.CommandType_COMMAND_TYPE_PRUNE_LEDGER, Payload: p})
+		if err != nil {
+			t.Fatalf("prune: %v", err)
+		}
+		r := res.(*storev1.PruneResult)
+		if r.GetError() != "" {
+			t.Fatalf("prune refused: %s", r.GetError())
+		}
+		if !r.GetMore() {
+			return index + 1
+		}
+	}
+}
+
+// prunedLedger commits 20 interchanges, 20,000 inventory levels, then 20 more
+// interchanges, and prunes them with m; it returns the ledger and the interchanges
+// held after the prune, as the view lists them.
+func prunedLedger(t *testing.T, m *storev1.PruneLedger) (*ledger.Ledger, map[string]bool) {
+	t.Helper()
+	l, err := ledger.Open(ledger.Options{InMemory: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { l.Close() })
+	index := uint64(1)
+	var ics []*eventv1.Event
+	for i := range 20 {
+		ics = append(ics, ic("bigbox", "out", fmt.Sprintf("%09d", i+1), "sent", t0, grp("IB", "1", "846", "", "", time.Time{})))
+	}
+	ingest(t, l, index, ics...)
+	for range 5 {
+		index++
+		evs := make([]*eventv1.Event, 4000)
+		for j := range evs {
+			evs[j] = &eventv1.Event{Id: fmt.Sprintf("lvl-%d-%d", index, j), Type: canonical.TypeInventoryLevel,
+				Keys: map[string]string{"sku": fmt.Sprintf("S-%d", j%50)}, Source: &eventv1.Source{Agent: "a1"}}
+		}
+		ingest(t, l, index, evs...)
+	}
+	ics = ics[:0]
+	for i := range 20 {
+		ics = append(ics, ic("acme", "out", fmt.Sprintf("%09d", i+1), "sent", t0, grp("IB", "1", "846", "", "", time.Time{})))
+	}
+	index++
+	ingest(t, l, index, ics...)
+	prune(t, l, index+1, m)
+	held := map[string]bool{}
+	low, _, err := l.TypesLowWater(Types)
+	if err != nil {
+		t.Fatal(err)
+	}
+	evs, _, err := l.ListEvents(ledger.Filter{Type: canonical.TypeEdiInterchange}, low, 100)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, ev := range evs {
+		x := ev.GetEvent().GetEdiInterchange()
+		held[x.GetPartner()+":"+normControl(x.GetControl())] = true
+	}
+	return l, held
+}
+
+func listed(t *testing.T, v *View) map[string]bool {
+	t.Helper()
+	got, _, err := v.List(Filter{}, 0, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := map[string]bool{}
+	for _, in := range got {
+		out[in.IC.GetPartner()+":"+normControl(in.IC.GetControl())] = true
+	}
+	return out
+}
+
+// TestViewOnPrunedLedger: the view reads what retention kept. A view started on an
+// empty ledger into which a pruned snapshot is then restored (a node joining) starts
+// over from the restored ledger's low-water mark; and a view whose type is kept longer
+// than the inventory views' types reads from its own type's mark. Before, the first
+// retried from seq 1 forever and the second was refused at the views' mark.
+func TestViewOnPrunedLedger(t *testing.T) {
+	at := timestamppb.New(t0.Add(time.Hour))
+
+	t.Run("restored after it started", func(t *testing.T) {
+		ctx, cancel := context.WithCancel(context.Background())
+		defer cancel() // before the ledgers close
+		src, held := prunedLedger(t, &storev1.PruneLedger{DefaultBelow: 19_000, ComputedAt: at})
+		if len(held) != 20 {
+			t.Fatalf("the prune kept %d interchanges, want the last 20", len(held))
+		}
+		joiner, err := ledger.Open(ledger.Options{InMemory: true})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { joiner.Close() }) // after the view stops
+		v := New(views.LedgerSource{L: joiner, Types: Types}, nil)
+		go v.Run(ctx)
+		snap, err := src.OpenSnapshot()
+		if err != nil {
+			t.Fatal(err)
+		}
+		var buf bytes.Buffer
+		if _, err := snap.WriteTo(&buf); err != nil {
+			t.Fatal(err)
+		}
+		snap.Release()
+		if err := joiner.Restore(&buf); err != nil {
+			t.Fatal(err)
+		}
+		testutil.WaitFor(t, 10*time.Second, "the view past the restored ledger's end", func() bool { return v.Seq() > joiner.LastSeq() })
+		if got := listed(t, v); !maps.Equal(got, held) {
+			t.Fatalf("view holds %v, want %v", got, held)
+		}
+	})
+
+	t.Run("its type kept longer than the views'", func(t *testing.T) {
+		ctx, cancel := context.WithCancel(context.Background())
+		defer cancel()
+		var cuts []*storev1.PruneCutoff
+		for _, typ := range slices.Sorted(slices.Values(views.Types)) {
+			cuts = append(cuts, &storev1.PruneCutoff{Type: typ, Below: 19_000})
+		}
+		l, held := prunedLedger(t, &storev1.PruneLedger{Types: cuts, DefaultBelow: 1, ComputedAt: at})
+		if len(held) != 40 {
+			t.Fatalf("the prune kept %d interchanges, want all 40", len(held))
+		}
+		v := New(views.LedgerSource{L: l, Types: Types}, nil)
+		go v.Run(ctx)
+		testutil.WaitFor(t, 10*time.Second, "the view past the ledger's end", func() bool { return v.Seq() > l.LastSeq() })
+		if got := listed(t, v); !maps.Equal(got, held) {
+			t.Fatalf("view holds %v, want %v", got, held)
+		}
+	})
 }

@@ -554,17 +554,25 @@ func (s *countingStore) Put(ctx context.Context, name string, r io.Reader) error
 	return s.DirStore.Put(ctx, name, r)
 }
 
-// TestArchiveAheadThenPrune: ArchiveAhead (in batches) archives exactly the events the
-// prune will remove, without changing the ledger; the prune's Apply then finds them
-// archived and writes nothing to the archive; every pruned event is in it once.
-func TestArchiveAheadThenPrune(t *testing.T) {
+// archivedInMemory opens an in-memory ledger, closed when the test ends, that archives to
+// a directory archive whose puts st counts.
+func archivedInMemory(t *testing.T) (*Ledger, *archive.Dir, *countingStore) {
+	t.Helper()
 	st := &countingStore{DirStore: archive.DirStore{Root: t.TempDir()}}
 	arc := archive.New(st)
 	l, err := Open(Options{InMemory: true, Archiver: arc})
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer l.Close()
+	t.Cleanup(func() { l.Close() })
+	return l, arc, st
+}
+
+// TestArchiveAheadThenPrune: ArchiveAhead (in batches) archives exactly the events the
+// prune will remove, without changing the ledger; the prune's Apply then finds them
+// archived and writes nothing to the archive; every pruned event is in it once.
+func TestArchiveAheadThenPrune(t *testing.T) {
+	l, arc, st := archivedInMemory(t)
 	k := newKeyLog(t)
 	k.add(flushSeqs+300, 500, skuKeys(40), l)
 	m := &storev1.PruneLedger{Types: []*storev1.PruneCutoff{{Type: "order.created", Below: 100}}, DefaultBelow: 1000}
@@ -708,13 +716,7 @@ func TestPruneDeletesKeyRecords(t *testing.T) {
 func TestArchiveAheadSparseType(t *testing.T) {
 	defer func(v uint64) { logChunksSpan = v }(logChunksSpan)
 	logChunksSpan = 1
-	st := &countingStore{DirStore: archive.DirStore{Root: t.TempDir()}}
-	arc := archive.New(st)
-	l, err := Open(Options{InMemory: true, Archiver: arc})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
+	l, arc, st := archivedInMemory(t)
 	const n, every, cut = 20_000, 1_500, 15_000 // the index holds what is flushed (flushSeqs)
 	var idx uint64
 	for seq := uint64(1); seq <= n; seq += 500 {

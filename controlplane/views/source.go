@@ -26,7 +26,20 @@ type Source interface {
 }
 
 // LedgerSource is the Source of a node's ledger.
-type LedgerSource struct{ L *ledger.Ledger }
+type LedgerSource struct {
+	L *ledger.Ledger
+	// Types are the event types the reader folds (the views' Types when nil): ScanRaw
+	// refuses to read below their low-water mark, since the reader would miss pruned
+	// events of those types, and only below theirs (another reader keeps other types).
+	Types []string
+}
+
+func (s LedgerSource) types() []string {
+	if s.Types == nil {
+		return Types
+	}
+	return s.Types
+}
 
 // Base hands out the compacted base of a pruned ledger (ledger.ScanCompacted) and
 // returns the seq from which the log still holds every event of the types (1 when
@@ -47,10 +60,10 @@ func (s LedgerSource) Base(types []string, fn func(ev *eventv1.CommittedEvent) e
 }
 
 // ScanRaw reads the ledger's log without decoding events.
-// Asked below the cutoff of the view types (a prune overtook views that lagged behind
-// it) it returns the ledger's *PrunedError: the views start again from Base.
+// Asked below the cutoff of the source's types (a prune overtook a reader that lagged
+// behind it) it returns the ledger's *PrunedError: the reader merges Base and goes on.
 func (s LedgerSource) ScanRaw(from uint64, max int, fn func(ev ledger.RawEvent) error) (uint64, error) {
-	cut, at, err := s.L.TypesLowWater(Types)
+	cut, at, err := s.L.TypesLowWater(s.types())
 	if err != nil {
 		return from, err
 	}
