@@ -247,6 +247,11 @@ func measure(ctx context.Context, c *benchkit.Cluster, o options, r *row, agents
 	}
 	nd.Stop()
 	c.Nodes = slices.DeleteFunc(c.Nodes, func(n *benchkit.Node) bool { return n == nd })
+	// Its copy of the ledger is not needed again: at 16M events each size's joiner kept
+	// gigabytes, and the run filled this machine's disk (docs/performance.md).
+	if err := os.RemoveAll(nd.Dir); err != nil {
+		return fmt.Errorf("remove %s's data: %w", nd.ID, err)
+	}
 
 	// Restart a follower: time until its API answers, and until it holds what the
 	// leader held when it stopped.
