@@ -284,11 +284,6 @@ func applyPruneLedger(tx *applyTxn, cmd *storev1.Command) (any, error) {
 	// or past it is processed in this step, so every chunk processed was listed by all.
 	cand := map[uint64]bool{}
 	var limit uint64
-	lower := func(l uint64) {
-		if l != 0 && (limit == 0 || l < limit) {
-			limit = l
-		}
-	}
 	span := uint64(maxEvents) * logChunksSpan
 	typesSeen, err := indexedTypes(tx.txn)
 	if err != nil {
@@ -305,7 +300,7 @@ func applyPruneLedger(tx *applyTxn, cmd *storev1.Command) (any, error) {
 		if err != nil {
 			return nil, err
 		}
-		lower(l)
+		limit = firstLimit(limit, l)
 	}
 	for t := range cuts.types {
 		newGlobal = min(newGlobal, cuts.cut(t))
@@ -319,7 +314,7 @@ func applyPruneLedger(tx *applyTxn, cmd *storev1.Command) (any, error) {
 		if err != nil {
 			return nil, err
 		}
-		lower(l)
+		limit = firstLimit(limit, l)
 	}
 
 	res := &storev1.PruneResult{}
@@ -698,6 +693,14 @@ func typeChunks(txn *badger.Txn, typ string, lo, hi, span uint64, fn func(first 
 	return 0, nil
 }
 
+// firstLimit is the lower of two listing limits, where 0 means none.
+func firstLimit(a, b uint64) uint64 {
+	if a == 0 || (b != 0 && b < a) {
+		return b
+	}
+	return a
+}
+
 // logChunksSpan times a step's event budget is the span of seqs logChunks lists in one
 // step: chunks below the global low-water hold at least one event each and usually
 // about a hundred, so a step fills its budget from a fraction of that span; a step over
@@ -887,9 +890,7 @@ func (l *Ledger) ArchiveAhead(ctx context.Context, a AheadArchiver, m *storev1.P
 			if err != nil {
 				return err
 			}
-			if lim != 0 && (limit == 0 || lim < limit) {
-				limit = lim
-			}
+			limit = firstLimit(limit, lim)
 		}
 		for _, first := range slices.Sorted(maps.Keys(cand)) {
 			if err := ctx.Err(); err != nil {

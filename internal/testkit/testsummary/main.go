@@ -171,10 +171,7 @@ func recapOf(name string, p *pkgState) []string {
 		tests = append(tests, t)
 	}
 	slices.Sort(tests)
-	out := []string{fmt.Sprintf("FAIL %s: %s", shortPkg(name), strings.Join(tests, " "))}
-	if len(tests) == 0 {
-		out[0] = fmt.Sprintf("FAIL %s", shortPkg(name))
-	}
+	out := []string{strings.TrimSuffix("FAIL "+shortPkg(name)+": "+strings.Join(tests, " "), ": ")}
 	running := false
 	for _, l := range p.lines {
 		t := strings.TrimRight(l.text, "\n")
