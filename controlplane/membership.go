@@ -12,6 +12,7 @@ import (
 	"connectrpc.com/connect"
 	"github.com/hashicorp/raft"
 
+	"github.com/crossdock/crossdock/controlplane/diskguard"
 	"github.com/crossdock/crossdock/internal/pki"
 	"github.com/crossdock/crossdock/internal/protocol"
 	"github.com/crossdock/crossdock/internal/seal"
@@ -141,11 +142,22 @@ func (s *Server) join(ctx context.Context, raftAdv string) (*clusterv1.JoinRespo
 func (s *Server) maintain(ctx context.Context) {
 	t := time.NewTicker(500 * time.Millisecond)
 	defer t.Stop()
+	var reported time.Time
+	reportedLow := false
 	for {
 		select {
 		case <-ctx.Done():
 			return
 		case <-t.C:
+		}
+		// A follower reports its free disk every ReportEvery, and at once when it turns
+		// short of it.
+		d, _ := s.disk.Local()
+		if !s.store.IsLeader() && (time.Since(reported) >= diskguard.ReportEvery || d.Low() && !reportedLow) {
+			reported, reportedLow = time.Now(), d.Low()
+			if err := s.reportDisk(ctx); err != nil {
+				s.logger.Debug("could not report free disk to the leader", "err", err)
+			}
 		}
 		if s.store.IsLeader() {
 			rctx, cancel := context.WithTimeout(ctx, 10*time.Second)
@@ -190,4 +202,21 @@ func (s *Server) promote(ctx context.Context) error {
 	}
 	s.logger.Info("promoted to voter")
 	return nil
+}
+
+// reportDisk sends this node's last free disk sample to the leader (diskguard).
+func (s *Server) reportDisk(ctx context.Context) error {
+	d, ok := s.disk.Local()
+	if !ok {
+		return errors.New("free disk not sampled yet")
+	}
+	leader := s.backend.LeaderAPIAddr()
+	if leader == "" {
+		return errors.New("leader's API address not known yet")
+	}
+	ctx, cancel := context.WithTimeout(ctx, diskguard.ReportEvery)
+	defer cancel()
+	client := clusterv1connect.NewClusterServiceClient(s.backend.NodeClient, "https://"+leader)
+	_, err := client.ReportDisk(ctx, connect.NewRequest(&clusterv1.ReportDiskRequest{FreeBytes: d.Free, MinFreeBytes: d.Min, GuardOff: d.Off}))
+	return err
 }

@@ -14,6 +14,9 @@ var (
 	descViewsBehind     = metrics.Desc("views_behind_events", "Events committed to this node's ledger that the views have not folded yet.")
 	descViewsLag        = metrics.Desc("views_lag_seconds", "Time from the ledger applying an entry on this node to the views folding it, over the recent samples, by quantile (0.5, 0.99, 1 for the maximum).", "quantile")
 	descAlertsFiring    = metrics.Desc("alerts_firing", "Alert instances firing, by Alert document and severity (committed state: the same on every node).", "alert", "severity")
+	descDiskFree        = metrics.Desc("disk_free_bytes", "Free bytes on the file system of this node's data dir, as last sampled (every second).")
+	descDiskMinFree     = metrics.Desc("disk_min_free_bytes", "Free bytes this node keeps (--min-free-disk); below it the cluster refuses new events. 0 when the guard is off.")
+	descIngestRefused   = metrics.Desc("ingest_refused", "1 while this node refuses new events because a node is short of disk (the leader knows every node's; a follower only its own), else 0.")
 )
 
 // moreCollector reads the partner API's counters, the views' lag and the committed
@@ -21,7 +24,7 @@ var (
 type moreCollector struct{ s *Server }
 
 func (c *moreCollector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{descPartnerRequests, descViewsSeq, descViewsBehind, descViewsLag, descAlertsFiring} {
+	for _, d := range []*prometheus.Desc{descPartnerRequests, descViewsSeq, descViewsBehind, descViewsLag, descAlertsFiring, descDiskFree, descDiskMinFree, descIngestRefused} {
 		ch <- d
 	}
 }
@@ -49,6 +52,11 @@ func (c *moreCollector) Collect(ch chan<- prometheus.Metric) {
 		ch <- metrics.Gauge(descViewsLag, st.LagP99.Seconds(), "0.99")
 		ch <- metrics.Gauge(descViewsLag, st.LagMax.Seconds(), "1")
 	}
+	if d, ok := s.disk.Local(); ok {
+		ch <- metrics.Gauge(descDiskFree, float64(d.Free))
+		ch <- metrics.Gauge(descDiskMinFree, float64(d.Min))
+	}
+	ch <- metrics.Gauge(descIngestRefused, b2f(s.disk.Check() != nil))
 	states, err := s.store.Ledger().AlertStates()
 	if err != nil {
 		s.logger.Warn("metrics: read alert states", "err", err)

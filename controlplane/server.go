@@ -28,6 +28,7 @@ import (
 	"github.com/crossdock/crossdock/controlplane/archive"
 	"github.com/crossdock/crossdock/controlplane/console"
 	"github.com/crossdock/crossdock/controlplane/delivery"
+	"github.com/crossdock/crossdock/controlplane/diskguard"
 	"github.com/crossdock/crossdock/controlplane/ediview"
 	"github.com/crossdock/crossdock/controlplane/ledger"
 	"github.com/crossdock/crossdock/controlplane/orders"
@@ -118,6 +119,12 @@ type Config struct {
 	// DisableViews turns the views (inventory, prices, items derived from the ledger)
 	// off on this node (--views=false); Server.Views is then nil.
 	DisableViews bool
+	// MinFreeDisk is the free disk this node keeps on its data dir's file system
+	// (--min-free-disk): while any node has less, the leader refuses new events
+	// (controlplane/diskguard). 0 means diskguard.DefaultMinFree; negative turns the
+	// guard off. DiskFree replaces statfs (tests inject a full disk with it).
+	MinFreeDisk int64
+	DiskFree    func() (uint64, error)
 	// MetricsListen serves /metrics, /healthz and /readyz over plain HTTP; empty disables it.
 	MetricsListen string
 	// MetricsListenOptional: MetricsListen is a default, not the operator's choice; if
@@ -146,6 +153,7 @@ type Server struct {
 	addr     string
 	raftLn   net.Listener
 	backend  *api.Backend
+	disk     *diskguard.Guard
 	// delivery sends committed events to destinations while this node leads.
 	delivery *delivery.Engine
 	// keys seals and opens stored secrets (Config.SecretsKey).
@@ -303,7 +311,10 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 	// The pruner archives ahead of the prune into the same archive when it can say
 	// what it holds.
 	s.ahead, _ = archiver.(ledger.AheadArchiver)
-	scfg := store.Config{NodeID: cfg.NodeID, Dir: cfg.DataDir, StreamLayer: layer, Bootstrap: cfg.Bootstrap && !s.joined, Logger: logger, Archiver: archiver, OnApply: s.obs.onApply}
+	s.disk = diskguard.New(diskguard.Options{Node: cfg.NodeID, Dir: cfg.DataDir, MinFree: cfg.MinFreeDisk, Free: cfg.DiskFree, Logger: logger})
+	_, _ = s.disk.Sample() // a node starting short of disk refuses from its first proposal
+	scfg := store.Config{NodeID: cfg.NodeID, Dir: cfg.DataDir, StreamLayer: layer, Bootstrap: cfg.Bootstrap && !s.joined, Logger: logger, Archiver: archiver, OnApply: s.obs.onApply,
+		Admit: s.disk.Check}
 	if ident == nil && !cfg.Moved {
 		// A data dir from a build before node.json: the replica's own record of this
 		// node says where it ran. Only the raft address is compared: a follower's API
@@ -546,7 +557,8 @@ func (s *Server) buildServers(cert tls.Certificate) error {
 	s.backend = &api.Backend{Store: s.store, CA: func() *pki.CA { return s.ca }, Keys: s.keys, Registry: s.registry, Logger: s.logger, AgentCertTTL: s.cfg.AgentCertTTL,
 		ReleaseDir: filepath.Join(s.cfg.DataDir, "releases"), MaxReleaseBytes: s.cfg.MaxReleaseBytes,
 		// Releases are copied between nodes with their node certificates.
-		NodeClient: &http.Client{Transport: &http.Transport{TLSClientConfig: pki.ClientTLSConfig(&s.nodeCert, s.ca.Pool(), ""), ForceAttemptHTTP2: true}}}
+		NodeClient: &http.Client{Transport: &http.Transport{TLSClientConfig: pki.ClientTLSConfig(&s.nodeCert, s.ca.Pool(), ""), ForceAttemptHTTP2: true}},
+		Disk:       s.disk}
 	mux := http.NewServeMux()
 	// The guard checks credentials before any handler reads a body; authenticated calls
 	// keep the large message limit.
@@ -639,6 +651,9 @@ func (s *Server) Run(ctx context.Context) error {
 	}
 	s.logger.Info("control plane serving", "addr", s.addr, "http3", s.h3 != nil, "raft", s.store.RaftAddr())
 	go s.maintain(ctx)
+	diskDone := make(chan struct{})
+	go func() { defer close(diskDone); s.disk.Run(ctx) }()
+	defer func() { <-diskDone }()
 	// The views follow the ledger until the store closes.
 	vctx, stopViews := context.WithCancel(context.WithoutCancel(ctx))
 	viewsDone := make(chan struct{})

@@ -11,6 +11,7 @@ import (
 
 	"github.com/dgraph-io/badger/v4"
 
+	"github.com/crossdock/crossdock/internal/platform/fsutil"
 	"github.com/crossdock/crossdock/internal/platform/mapadvise"
 )
 
@@ -52,7 +53,13 @@ func Open(opts Options) (*Outbox, error) {
 	}
 	if o.free == nil {
 		dir := opts.Dir
-		o.free = func() (uint64, error) { return freeBytes(dir) }
+		o.free = func() (uint64, error) {
+			n, err := fsutil.FreeBytes(dir)
+			if err != nil {
+				return 0, fmt.Errorf("outbox: %w", err)
+			}
+			return n, nil
+		}
 	}
 	if work := filepath.Clean(opts.Dir) + repairingSuffix; exists(work) {
 		return nil, &Damage{Dir: opts.Dir, Problems: []string{fmt.Sprintf(

@@ -51,15 +51,21 @@ node in turn when one is down.`,
 			if g.output != "table" {
 				return printMessage(cmd.OutOrStdout(), st)
 			}
-			tw := newTable(cmd.OutOrStdout(), "ID", "API", "RAFT", "ROLE", "APPLIED INDEX", "LAST CONTACT")
+			tw := newTable(cmd.OutOrStdout(), "ID", "API", "RAFT", "ROLE", "APPLIED INDEX", "LAST CONTACT", "DISK FREE")
 			for _, p := range st.GetPeers() {
 				applied := "-"
 				if p.GetAppliedIndex() != 0 {
 					applied = fmt.Sprint(p.GetAppliedIndex())
 				}
-				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", p.GetId(), p.GetApiAddress(), p.GetAddress(), p.GetRole(), applied, fmtTime(p.GetLastContact()))
+				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", p.GetId(), p.GetApiAddress(), p.GetAddress(), p.GetRole(), applied, fmtTime(p.GetLastContact()), fmtDisk(p))
 			}
-			return tw.Flush()
+			if err := tw.Flush(); err != nil {
+				return err
+			}
+			if r := st.GetWritesRefused(); r != "" {
+				cmd.PrintErrf("new events refused: %s\n", r)
+			}
+			return nil
 		},
 	})
 	cmd.AddCommand(&cobra.Command{
@@ -166,4 +172,20 @@ func orderFirst(nodes []string, first string) []string {
 	}
 	out := append([]string{first}, nodes[:i]...)
 	return append(out, nodes[i+1:]...)
+}
+
+// fmtDisk shows a node's free disk and the minimum it keeps, "-" when not known.
+func fmtDisk(p *adminv1.Peer) string {
+	free := p.GetDiskFreeBytes()
+	if free == 0 && p.GetDiskMinFreeBytes() == 0 {
+		return "-"
+	}
+	s := fmt.Sprintf("%d MiB", free>>20)
+	switch min := p.GetDiskMinFreeBytes(); {
+	case min == 0:
+		s += " (guard off)"
+	case free < min:
+		s += fmt.Sprintf(" LOW (keeps %d MiB)", min>>20)
+	}
+	return s
 }

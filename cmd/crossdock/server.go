@@ -24,7 +24,7 @@ func newServerCmd() *cobra.Command {
 	var viewsOn bool
 	var pprofListen, ledgerCache, memLimit, maxRelease string
 	var raftTune store.Config
-	var snapshotRate string
+	var snapshotRate, minFreeDisk string
 	cmd := &cobra.Command{
 		Use:   "server",
 		Short: "Run a control plane node",
@@ -53,6 +53,12 @@ cluster: it creates the cluster CA and an admin token, and writes both to
 			}
 			if cacheBytes < ledger.MinCacheBytes {
 				return fmt.Errorf("--ledger-cache %q is below the minimum of %d MiB", ledgerCache, ledger.MinCacheBytes>>20)
+			}
+			if cfg.MinFreeDisk, err = parseBytes(minFreeDisk); err != nil || cfg.MinFreeDisk < 0 {
+				return fmt.Errorf("--min-free-disk %q: a size like 1GiB, or 0 to turn the disk guard off", minFreeDisk)
+			}
+			if cfg.MinFreeDisk == 0 {
+				cfg.MinFreeDisk = -1 // the guard's "off"
 			}
 			snapRate, err := parseBytes(snapshotRate)
 			if err != nil || snapRate < 0 {
@@ -125,6 +131,7 @@ cluster: it creates the cluster CA and an admin token, and writes both to
 	f.BoolVar(&writeCLI, "write-cli-config", true, "at bootstrap, also write the admin config to ~/.config/crossdock/config.yaml if absent")
 	f.StringVar(&pprofListen, "pprof-listen", "", "serve Go profiles (net/http/pprof) on this loopback address, e.g. 127.0.0.1:6060; unauthenticated, off when empty")
 	f.StringVar(&maxRelease, "max-release-size", "512MiB", "largest agent binary 'crossdock releases push' may upload to this node (kept in <data-dir>/releases)")
+	f.StringVar(&minFreeDisk, "min-free-disk", "1GiB", "free disk this node keeps on its data dir's file system: while any node has less, the cluster refuses new events (agents keep them in their outboxes) until retention or an operator frees disk; 0 turns the guard off")
 	f.StringVar(&ledgerCache, "ledger-cache", "64MiB", "memory for the ledger's Badger block cache (data blocks read from its tables), e.g. 256MiB")
 	f.StringVar(&memLimit, "memory-limit", "1GiB", "soft Go memory limit: near it the GC works harder instead of letting freed memory pile up (GOMEMLIMIT overrides; 0 disables)")
 	f.Uint64Var(&raftTune.SnapshotThreshold, "raft-snapshot-threshold", store.DefaultSnapshotThreshold, "raft log entries after which a snapshot of the whole ledger is taken")

@@ -12,6 +12,7 @@ import (
 	"github.com/hashicorp/raft"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
+	"github.com/crossdock/crossdock/controlplane/diskguard"
 	"github.com/crossdock/crossdock/controlplane/ledger"
 	"github.com/crossdock/crossdock/controlplane/store"
 	"github.com/crossdock/crossdock/controlplane/views"
@@ -367,6 +368,13 @@ func (a *Admin) GetClusterStatus(ctx context.Context, req *connect.Request[admin
 		out.ClusterId = cid
 	}
 	out.Retention = retentionStatus(a.Store.Ledger())
+	var disks map[string]diskguard.Status
+	if a.Disk != nil {
+		disks = a.Disk.Nodes()
+		if err := a.Disk.Check(); err != nil {
+			out.WritesRefused = err.Error()
+		}
+	}
 	for _, s := range cf.Configuration().Servers {
 		p := &adminv1.Peer{Id: string(s.ID), Address: string(s.Address), Role: "follower"}
 		if n, ok, _ := a.Store.Ledger().Node(string(s.ID)); ok {
@@ -390,6 +398,9 @@ func (a *Admin) GetClusterStatus(ctx context.Context, req *connect.Request[admin
 			if !last.IsZero() {
 				p.LastContact = timestamppb.New(last)
 			}
+		}
+		if d, ok := disks[string(s.ID)]; ok {
+			p.DiskFreeBytes, p.DiskMinFreeBytes = d.Free, d.Min
 		}
 		if leaderID == "" && string(s.ID) != a.Store.NodeID() {
 			// No leader: nobody knows whether the other nodes are alive.

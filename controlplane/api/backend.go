@@ -12,6 +12,7 @@ import (
 	"connectrpc.com/connect"
 	"github.com/hashicorp/raft"
 
+	"github.com/crossdock/crossdock/controlplane/diskguard"
 	"github.com/crossdock/crossdock/controlplane/store"
 	"github.com/crossdock/crossdock/internal/pki"
 	"github.com/crossdock/crossdock/internal/protocol"
@@ -40,6 +41,9 @@ type Backend struct {
 	MaxReleaseBytes int64
 	// NodeClient calls other nodes with this node's certificate (copying releases).
 	NodeClient *http.Client
+	// Disk is this node's disk guard: it keeps the followers' reports (ReportDisk) and
+	// says why new events are refused; nil in tests without one.
+	Disk *diskguard.Guard
 
 	releaseFetch sync.Mutex // releases.go
 	reports      connectorReports
@@ -152,6 +156,12 @@ func (b *Backend) storeError(err error) error {
 		return b.notLeader()
 	case errors.Is(err, store.ErrClosed):
 		return connect.NewError(connect.CodeUnavailable, errors.New("control plane node is shutting down"))
+	case errors.Is(err, diskguard.ErrLow):
+		var low *diskguard.LowError
+		if errors.As(err, &low) {
+			return connect.NewError(connect.CodeResourceExhausted, low)
+		}
+		return connect.NewError(connect.CodeResourceExhausted, err)
 	}
 	return connect.NewError(connect.CodeInternal, err)
 }

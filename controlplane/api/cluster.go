@@ -10,6 +10,7 @@ import (
 	"github.com/hashicorp/raft"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
+	"github.com/crossdock/crossdock/controlplane/diskguard"
 	"github.com/crossdock/crossdock/internal/canonical"
 	"github.com/crossdock/crossdock/internal/pki"
 	"github.com/crossdock/crossdock/internal/seal"
@@ -114,4 +115,21 @@ func (c *Cluster) Promote(ctx context.Context, req *connect.Request[clusterv1.Pr
 		return connect.NewResponse(&clusterv1.PromoteResponse{}), nil
 	}
 	return nil, connect.NewError(connect.CodeNotFound, fmt.Errorf("node %s is not in the raft configuration; join it first", id))
+}
+
+// ReportDisk keeps the calling node's free disk on the leader, whose disk guard refuses
+// new events while a node keeps less than its minimum.
+func (c *Cluster) ReportDisk(ctx context.Context, req *connect.Request[clusterv1.ReportDiskRequest]) (*connect.Response[clusterv1.ReportDiskResponse], error) {
+	id, role, err := pki.PeerIdentity(PeerFrom(ctx).TLS)
+	if err != nil || role != pki.RoleServer {
+		return nil, connect.NewError(connect.CodeUnauthenticated, errors.New("disk reports need a control plane node certificate"))
+	}
+	if !c.Store.IsLeader() {
+		return nil, c.notLeader()
+	}
+	if c.Disk != nil {
+		m := req.Msg
+		c.Disk.Record(diskguard.Status{Node: id, Free: m.GetFreeBytes(), Min: m.GetMinFreeBytes(), Off: m.GetGuardOff()})
+	}
+	return connect.NewResponse(&clusterv1.ReportDiskResponse{}), nil
 }

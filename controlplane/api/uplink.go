@@ -117,7 +117,9 @@ func (u *Uplink) Stream(ctx context.Context, stream *connect.BidiStream[uplinkv1
 	}
 	if err := <-received; err != nil && !errors.Is(err, context.Canceled) && connect.CodeOf(err) != connect.CodeCanceled {
 		log.Info("agent stream ended", "err", err)
-		if connect.CodeOf(err) == connect.CodeInvalidArgument {
+		// The agent learns why: a bad batch, or new events refused (a node short of
+		// disk; it keeps them and sends them again).
+		if c := connect.CodeOf(err); c == connect.CodeInvalidArgument || c == connect.CodeResourceExhausted {
 			return err
 		}
 	}
@@ -194,7 +196,7 @@ func (r *receiver) loop(ctx context.Context, next uint64, pending chan<- proposa
 		}
 		if err != nil {
 			endCommitSpans(spans, nil, 0, err)
-			return connect.NewError(connect.CodeInternal, err)
+			return u.storeError(err)
 		}
 		select {
 		case pending <- proposal{f, in.last, spans}:

@@ -14,6 +14,7 @@ import (
 	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
+	"github.com/crossdock/crossdock/controlplane/diskguard"
 	"github.com/crossdock/crossdock/controlplane/ledger"
 	"github.com/crossdock/crossdock/controlplane/orders"
 	"github.com/crossdock/crossdock/internal/canonical"
@@ -156,6 +157,10 @@ func (s *Server) submit(ctx context.Context, partner string, events ...*eventv1.
 		return nil, connect.NewError(connect.CodeUnavailable, errors.New("this node cannot commit partner orders; retry on another node"))
 	}
 	r, err := s.Submit(ctx, partner, events)
+	if errors.Is(err, diskguard.ErrLow) || connect.CodeOf(err) == connect.CodeResourceExhausted {
+		// Refused before raft saw it: nothing was committed.
+		return nil, connect.NewError(connect.CodeUnavailable, fmt.Errorf("not committed: %s; send the same request again later", refusalReason(err)))
+	}
 	if err != nil {
 		return nil, connect.NewError(connect.CodeUnavailable, fmt.Errorf("commit through raft: %w; the outcome is unknown: send the same request again (it is idempotent)", err))
 	}
@@ -163,6 +168,20 @@ func (s *Server) submit(ctx context.Context, partner string, events ...*eventv1.
 		return nil, connect.NewError(connect.CodeInternal, fmt.Errorf("the ledger refused the commit: %s", r.GetError()))
 	}
 	return r, nil
+}
+
+// refusalReason is why a command was refused before raft: the disk guard's reason, from this
+// node or from the leader a follower forwarded to.
+func refusalReason(err error) string {
+	var low *diskguard.LowError
+	if errors.As(err, &low) {
+		return low.Error()
+	}
+	var ce *connect.Error
+	if errors.As(err, &ce) {
+		return ce.Message()
+	}
+	return err.Error()
 }
 
 // orderEvent is the ledger event of a valid SubmitOrder request.

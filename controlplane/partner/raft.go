@@ -11,6 +11,7 @@ import (
 	"connectrpc.com/connect"
 	"google.golang.org/protobuf/proto"
 
+	"github.com/crossdock/crossdock/controlplane/diskguard"
 	"github.com/crossdock/crossdock/controlplane/store"
 	partnerv1 "github.com/crossdock/crossdock/proto/gen/crossdock/partner/v1"
 	"github.com/crossdock/crossdock/proto/gen/crossdock/partner/v1/partnerv1connect"
@@ -139,6 +140,9 @@ func (s *NodeService) Forward(ctx context.Context, req *connect.Request[partnerv
 		return nil, connect.NewError(connect.CodeInvalidArgument, fmt.Errorf("decode %s: %w", typ, err))
 	}
 	res, err := s.Store.Propose(ctx, typ, msg)
+	if low := (*diskguard.LowError)(nil); errors.As(err, &low) {
+		return nil, connect.NewError(connect.CodeResourceExhausted, low) // refused, not proposed
+	}
 	if err != nil {
 		return nil, connect.NewError(connect.CodeUnavailable, fmt.Errorf("propose %s: %w", typ, err))
 	}

@@ -45,6 +45,10 @@ var (
 type Config struct {
 	// NodeID names this node in the raft configuration.
 	NodeID string
+	// Admit, when set, is asked before this node proposes a command that takes in new
+	// events (Admitted); its error refuses the command. The control plane's disk guard
+	// refuses them while a node is short of disk.
+	Admit func() error
 	// Dir holds raft/ (the log), snapshots/ and ledger/.
 	Dir string
 	// RaftBind is the address raft listens on ("127.0.0.1:0" picks a port).
@@ -486,6 +490,9 @@ func EncodePayload(typ storev1.CommandType, payload []byte, now time.Time) ([]by
 // Response is the ledger's result. Futures complete in the order they were proposed,
 // which is what keeps one agent's batches in order.
 func (s *Store) ProposeAsync(typ storev1.CommandType, msg proto.Message, timeout time.Duration) (raft.ApplyFuture, error) {
+	if err := s.admit(typ); err != nil {
+		return nil, err
+	}
 	b, err := Encode(typ, msg, time.Now())
 	if err != nil {
 		return nil, err
@@ -496,11 +503,31 @@ func (s *Store) ProposeAsync(typ storev1.CommandType, msg proto.Message, timeout
 // ProposePayloadAsync is ProposeAsync for a payload that is already encoded (the
 // uplink puts the agent's event bytes into an INGEST_BATCH as they came).
 func (s *Store) ProposePayloadAsync(typ storev1.CommandType, payload []byte, timeout time.Duration) (raft.ApplyFuture, error) {
+	if err := s.admit(typ); err != nil {
+		return nil, err
+	}
 	b, err := EncodePayload(typ, payload, time.Now())
 	if err != nil {
 		return nil, err
 	}
 	return s.raft.Apply(b, timeout), nil
+}
+
+// Admitted reports whether a command type takes in new events, and so goes through
+// Config.Admit: an agent's batch or a partner's order. Commands that keep the cluster
+// running (deliveries, retention, membership, admin) are always proposed.
+func Admitted(typ storev1.CommandType) bool {
+	return typ == storev1.CommandType_COMMAND_TYPE_INGEST_BATCH || typ == storev1.CommandType_COMMAND_TYPE_SUBMIT_PARTNER_EVENTS
+}
+
+func (s *Store) admit(typ storev1.CommandType) error {
+	if s.cfg.Admit == nil || !Admitted(typ) {
+		return nil
+	}
+	if err := s.cfg.Admit(); err != nil {
+		return fmt.Errorf("store: %s refused: %w", typ, err)
+	}
+	return nil
 }
 
 // Propose appends a command and waits until it is committed and applied here.

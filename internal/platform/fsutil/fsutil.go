@@ -1,5 +1,5 @@
 // Package fsutil holds the few file-system helpers shared by the agent and the control
-// plane: atomic file replacement and directory fsync.
+// plane: atomic file replacement, directory fsync and free space.
 package fsutil
 
 import (

@@ -1272,7 +1272,10 @@ type GetClusterStatusResponse struct {
 	// The cluster id, fixed at bootstrap (crossdock snapshot restore compares it).
 	ClusterId string `protobuf:"bytes,4,opt,name=cluster_id,json=clusterId,proto3" json:"cluster_id,omitempty"`
 	// What ledger retention removed, as the answering node's ledger holds it.
-	Retention     *LedgerRetention `protobuf:"bytes,5,opt,name=retention,proto3" json:"retention,omitempty"`
+	Retention *LedgerRetention `protobuf:"bytes,5,opt,name=retention,proto3" json:"retention,omitempty"`
+	// Why new events are refused (a node short of disk), empty while they are taken.
+	// Only the leader knows the other nodes' disks.
+	WritesRefused string `protobuf:"bytes,6,opt,name=writes_refused,json=writesRefused,proto3" json:"writes_refused,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1340,6 +1343,13 @@ func (x *GetClusterStatusResponse) GetRetention() *LedgerRetention {
 		return x.Retention
 	}
 	return nil
+}
+
+func (x *GetClusterStatusResponse) GetWritesRefused() string {
+	if x != nil {
+		return x.WritesRefused
+	}
+	return ""
 }
 
 // LedgerRetention is what retention removed from the ledger.
@@ -1450,9 +1460,14 @@ type Peer struct {
 	AppliedIndex uint64                 `protobuf:"varint,4,opt,name=applied_index,json=appliedIndex,proto3" json:"applied_index,omitempty"`
 	LastContact  *timestamppb.Timestamp `protobuf:"bytes,5,opt,name=last_contact,json=lastContact,proto3" json:"last_contact,omitempty"`
 	// The node's API address (agents and the CLI).
-	ApiAddress    string `protobuf:"bytes,6,opt,name=api_address,json=apiAddress,proto3" json:"api_address,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	ApiAddress string `protobuf:"bytes,6,opt,name=api_address,json=apiAddress,proto3" json:"api_address,omitempty"`
+	// Free disk of the node's data dir and the minimum it keeps (--min-free-disk), as
+	// sampled on it; 0 when the answering node has no report (a follower knows only its
+	// own).
+	DiskFreeBytes    uint64 `protobuf:"varint,7,opt,name=disk_free_bytes,json=diskFreeBytes,proto3" json:"disk_free_bytes,omitempty"`
+	DiskMinFreeBytes uint64 `protobuf:"varint,8,opt,name=disk_min_free_bytes,json=diskMinFreeBytes,proto3" json:"disk_min_free_bytes,omitempty"`
+	unknownFields    protoimpl.UnknownFields
+	sizeCache        protoimpl.SizeCache
 }
 
 func (x *Peer) Reset() {
@@ -1525,6 +1540,20 @@ func (x *Peer) GetApiAddress() string {
 		return x.ApiAddress
 	}
 	return ""
+}
+
+func (x *Peer) GetDiskFreeBytes() uint64 {
+	if x != nil {
+		return x.DiskFreeBytes
+	}
+	return 0
+}
+
+func (x *Peer) GetDiskMinFreeBytes() uint64 {
+	if x != nil {
+		return x.DiskMinFreeBytes
+	}
+	return 0
 }
 
 type RemovePeerRequest struct {
@@ -2780,14 +2809,15 @@ const file_crossdock_admin_v1_admin_proto_rawDesc = "" +
 	"\x06events\x18\x02 \x01(\x04R\x06events\x12\x1d\n" +
 	"\n" +
 	"cluster_id\x18\x03 \x01(\tR\tclusterId\"\x19\n" +
-	"\x17GetClusterStatusRequest\"\xe4\x01\n" +
+	"\x17GetClusterStatusRequest\"\x8b\x02\n" +
 	"\x18GetClusterStatusResponse\x12\x1b\n" +
 	"\tleader_id\x18\x01 \x01(\tR\bleaderId\x12.\n" +
 	"\x05peers\x18\x02 \x03(\v2\x18.crossdock.admin.v1.PeerR\x05peers\x12\x19\n" +
 	"\blast_seq\x18\x03 \x01(\x04R\alastSeq\x12\x1d\n" +
 	"\n" +
 	"cluster_id\x18\x04 \x01(\tR\tclusterId\x12A\n" +
-	"\tretention\x18\x05 \x01(\v2#.crossdock.admin.v1.LedgerRetentionR\tretention\"\xc8\x02\n" +
+	"\tretention\x18\x05 \x01(\v2#.crossdock.admin.v1.LedgerRetentionR\tretention\x12%\n" +
+	"\x0ewrites_refused\x18\x06 \x01(\tR\rwritesRefused\"\xc8\x02\n" +
 	"\x0fLedgerRetention\x12\"\n" +
 	"\rlow_water_seq\x18\x01 \x01(\x04R\vlowWaterSeq\x12<\n" +
 	"\flow_water_at\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampR\n" +
@@ -2798,7 +2828,7 @@ const file_crossdock_admin_v1_admin_proto_rawDesc = "" +
 	"eventsHeld\x12#\n" +
 	"\revents_pruned\x18\x06 \x01(\x04R\feventsPruned\x129\n" +
 	"\n" +
-	"last_prune\x18\a \x01(\v2\x1a.google.protobuf.TimestampR\tlastPrune\"\xc9\x01\n" +
+	"last_prune\x18\a \x01(\v2\x1a.google.protobuf.TimestampR\tlastPrune\"\xa0\x02\n" +
 	"\x04Peer\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x18\n" +
 	"\aaddress\x18\x02 \x01(\tR\aaddress\x12\x12\n" +
@@ -2806,7 +2836,9 @@ const file_crossdock_admin_v1_admin_proto_rawDesc = "" +
 	"\rapplied_index\x18\x04 \x01(\x04R\fappliedIndex\x12=\n" +
 	"\flast_contact\x18\x05 \x01(\v2\x1a.google.protobuf.TimestampR\vlastContact\x12\x1f\n" +
 	"\vapi_address\x18\x06 \x01(\tR\n" +
-	"apiAddress\"#\n" +
+	"apiAddress\x12&\n" +
+	"\x0fdisk_free_bytes\x18\a \x01(\x04R\rdiskFreeBytes\x12-\n" +
+	"\x13disk_min_free_bytes\x18\b \x01(\x04R\x10diskMinFreeBytes\"#\n" +
 	"\x11RemovePeerRequest\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\"\x14\n" +
 	"\x12RemovePeerResponse\"\x9e\x01\n" +

@@ -256,6 +256,103 @@ func (*PromoteResponse) Descriptor() ([]byte, []int) {
 	return file_crossdock_cluster_v1_cluster_proto_rawDescGZIP(), []int{3}
 }
 
+type ReportDiskRequest struct {
+	state     protoimpl.MessageState `protogen:"open.v1"`
+	FreeBytes uint64                 `protobuf:"varint,1,opt,name=free_bytes,json=freeBytes,proto3" json:"free_bytes,omitempty"`
+	// The free space the node keeps (--min-free-disk); guard_off: its guard is off.
+	MinFreeBytes  uint64 `protobuf:"varint,2,opt,name=min_free_bytes,json=minFreeBytes,proto3" json:"min_free_bytes,omitempty"`
+	GuardOff      bool   `protobuf:"varint,3,opt,name=guard_off,json=guardOff,proto3" json:"guard_off,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ReportDiskRequest) Reset() {
+	*x = ReportDiskRequest{}
+	mi := &file_crossdock_cluster_v1_cluster_proto_msgTypes[4]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ReportDiskRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ReportDiskRequest) ProtoMessage() {}
+
+func (x *ReportDiskRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_crossdock_cluster_v1_cluster_proto_msgTypes[4]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ReportDiskRequest.ProtoReflect.Descriptor instead.
+func (*ReportDiskRequest) Descriptor() ([]byte, []int) {
+	return file_crossdock_cluster_v1_cluster_proto_rawDescGZIP(), []int{4}
+}
+
+func (x *ReportDiskRequest) GetFreeBytes() uint64 {
+	if x != nil {
+		return x.FreeBytes
+	}
+	return 0
+}
+
+func (x *ReportDiskRequest) GetMinFreeBytes() uint64 {
+	if x != nil {
+		return x.MinFreeBytes
+	}
+	return 0
+}
+
+func (x *ReportDiskRequest) GetGuardOff() bool {
+	if x != nil {
+		return x.GuardOff
+	}
+	return false
+}
+
+type ReportDiskResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ReportDiskResponse) Reset() {
+	*x = ReportDiskResponse{}
+	mi := &file_crossdock_cluster_v1_cluster_proto_msgTypes[5]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ReportDiskResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ReportDiskResponse) ProtoMessage() {}
+
+func (x *ReportDiskResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_crossdock_cluster_v1_cluster_proto_msgTypes[5]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ReportDiskResponse.ProtoReflect.Descriptor instead.
+func (*ReportDiskResponse) Descriptor() ([]byte, []int) {
+	return file_crossdock_cluster_v1_cluster_proto_rawDescGZIP(), []int{5}
+}
+
 var File_crossdock_cluster_v1_cluster_proto protoreflect.FileDescriptor
 
 const file_crossdock_cluster_v1_cluster_proto_rawDesc = "" +
@@ -275,10 +372,18 @@ const file_crossdock_cluster_v1_cluster_proto_rawDesc = "" +
 	"\fsecrets_keys\x18\x05 \x01(\tR\vsecretsKeys\"5\n" +
 	"\x0ePromoteRequest\x12#\n" +
 	"\rapplied_index\x18\x01 \x01(\x04R\fappliedIndex\"\x11\n" +
-	"\x0fPromoteResponse2\xb7\x01\n" +
+	"\x0fPromoteResponse\"u\n" +
+	"\x11ReportDiskRequest\x12\x1d\n" +
+	"\n" +
+	"free_bytes\x18\x01 \x01(\x04R\tfreeBytes\x12$\n" +
+	"\x0emin_free_bytes\x18\x02 \x01(\x04R\fminFreeBytes\x12\x1b\n" +
+	"\tguard_off\x18\x03 \x01(\bR\bguardOff\"\x14\n" +
+	"\x12ReportDiskResponse2\x98\x02\n" +
 	"\x0eClusterService\x12M\n" +
 	"\x04Join\x12!.crossdock.cluster.v1.JoinRequest\x1a\".crossdock.cluster.v1.JoinResponse\x12V\n" +
-	"\aPromote\x12$.crossdock.cluster.v1.PromoteRequest\x1a%.crossdock.cluster.v1.PromoteResponseBIZGgithub.com/crossdock/crossdock/proto/gen/crossdock/cluster/v1;clusterv1b\x06proto3"
+	"\aPromote\x12$.crossdock.cluster.v1.PromoteRequest\x1a%.crossdock.cluster.v1.PromoteResponse\x12_\n" +
+	"\n" +
+	"ReportDisk\x12'.crossdock.cluster.v1.ReportDiskRequest\x1a(.crossdock.cluster.v1.ReportDiskResponseBIZGgithub.com/crossdock/crossdock/proto/gen/crossdock/cluster/v1;clusterv1b\x06proto3"
 
 var (
 	file_crossdock_cluster_v1_cluster_proto_rawDescOnce sync.Once
@@ -292,20 +397,24 @@ func file_crossdock_cluster_v1_cluster_proto_rawDescGZIP() []byte {
 	return file_crossdock_cluster_v1_cluster_proto_rawDescData
 }
 
-var file_crossdock_cluster_v1_cluster_proto_msgTypes = make([]protoimpl.MessageInfo, 4)
+var file_crossdock_cluster_v1_cluster_proto_msgTypes = make([]protoimpl.MessageInfo, 6)
 var file_crossdock_cluster_v1_cluster_proto_goTypes = []any{
-	(*JoinRequest)(nil),     // 0: crossdock.cluster.v1.JoinRequest
-	(*JoinResponse)(nil),    // 1: crossdock.cluster.v1.JoinResponse
-	(*PromoteRequest)(nil),  // 2: crossdock.cluster.v1.PromoteRequest
-	(*PromoteResponse)(nil), // 3: crossdock.cluster.v1.PromoteResponse
+	(*JoinRequest)(nil),        // 0: crossdock.cluster.v1.JoinRequest
+	(*JoinResponse)(nil),       // 1: crossdock.cluster.v1.JoinResponse
+	(*PromoteRequest)(nil),     // 2: crossdock.cluster.v1.PromoteRequest
+	(*PromoteResponse)(nil),    // 3: crossdock.cluster.v1.PromoteResponse
+	(*ReportDiskRequest)(nil),  // 4: crossdock.cluster.v1.ReportDiskRequest
+	(*ReportDiskResponse)(nil), // 5: crossdock.cluster.v1.ReportDiskResponse
 }
 var file_crossdock_cluster_v1_cluster_proto_depIdxs = []int32{
 	0, // 0: crossdock.cluster.v1.ClusterService.Join:input_type -> crossdock.cluster.v1.JoinRequest
 	2, // 1: crossdock.cluster.v1.ClusterService.Promote:input_type -> crossdock.cluster.v1.PromoteRequest
-	1, // 2: crossdock.cluster.v1.ClusterService.Join:output_type -> crossdock.cluster.v1.JoinResponse
-	3, // 3: crossdock.cluster.v1.ClusterService.Promote:output_type -> crossdock.cluster.v1.PromoteResponse
-	2, // [2:4] is the sub-list for method output_type
-	0, // [0:2] is the sub-list for method input_type
+	4, // 2: crossdock.cluster.v1.ClusterService.ReportDisk:input_type -> crossdock.cluster.v1.ReportDiskRequest
+	1, // 3: crossdock.cluster.v1.ClusterService.Join:output_type -> crossdock.cluster.v1.JoinResponse
+	3, // 4: crossdock.cluster.v1.ClusterService.Promote:output_type -> crossdock.cluster.v1.PromoteResponse
+	5, // 5: crossdock.cluster.v1.ClusterService.ReportDisk:output_type -> crossdock.cluster.v1.ReportDiskResponse
+	3, // [3:6] is the sub-list for method output_type
+	0, // [0:3] is the sub-list for method input_type
 	0, // [0:0] is the sub-list for extension type_name
 	0, // [0:0] is the sub-list for extension extendee
 	0, // [0:0] is the sub-list for field type_name
@@ -322,7 +431,7 @@ func file_crossdock_cluster_v1_cluster_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_crossdock_cluster_v1_cluster_proto_rawDesc), len(file_crossdock_cluster_v1_cluster_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   4,
+			NumMessages:   6,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

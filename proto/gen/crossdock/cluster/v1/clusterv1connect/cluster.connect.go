@@ -38,6 +38,9 @@ const (
 	ClusterServiceJoinProcedure = "/crossdock.cluster.v1.ClusterService/Join"
 	// ClusterServicePromoteProcedure is the fully-qualified name of the ClusterService's Promote RPC.
 	ClusterServicePromoteProcedure = "/crossdock.cluster.v1.ClusterService/Promote"
+	// ClusterServiceReportDiskProcedure is the fully-qualified name of the ClusterService's ReportDisk
+	// RPC.
+	ClusterServiceReportDiskProcedure = "/crossdock.cluster.v1.ClusterService/ReportDisk"
 )
 
 // ClusterServiceClient is a client for the crossdock.cluster.v1.ClusterService service.
@@ -48,6 +51,10 @@ type ClusterServiceClient interface {
 	// Promote makes a caught-up non-voter a voter. The caller authenticates with its
 	// node certificate.
 	Promote(context.Context, *connect.Request[v1.PromoteRequest]) (*connect.Response[v1.PromoteResponse], error)
+	// ReportDisk tells the leader the free disk of the calling node's data dir; the
+	// leader refuses new events while a node keeps less than its minimum (internal
+	// package controlplane/diskguard). The caller authenticates with its node certificate.
+	ReportDisk(context.Context, *connect.Request[v1.ReportDiskRequest]) (*connect.Response[v1.ReportDiskResponse], error)
 }
 
 // NewClusterServiceClient constructs a client for the crossdock.cluster.v1.ClusterService service.
@@ -73,13 +80,20 @@ func NewClusterServiceClient(httpClient connect.HTTPClient, baseURL string, opts
 			connect.WithSchema(clusterServiceMethods.ByName("Promote")),
 			connect.WithClientOptions(opts...),
 		),
+		reportDisk: connect.NewClient[v1.ReportDiskRequest, v1.ReportDiskResponse](
+			httpClient,
+			baseURL+ClusterServiceReportDiskProcedure,
+			connect.WithSchema(clusterServiceMethods.ByName("ReportDisk")),
+			connect.WithClientOptions(opts...),
+		),
 	}
 }
 
 // clusterServiceClient implements ClusterServiceClient.
 type clusterServiceClient struct {
-	join    *connect.Client[v1.JoinRequest, v1.JoinResponse]
-	promote *connect.Client[v1.PromoteRequest, v1.PromoteResponse]
+	join       *connect.Client[v1.JoinRequest, v1.JoinResponse]
+	promote    *connect.Client[v1.PromoteRequest, v1.PromoteResponse]
+	reportDisk *connect.Client[v1.ReportDiskRequest, v1.ReportDiskResponse]
 }
 
 // Join calls crossdock.cluster.v1.ClusterService.Join.
@@ -92,6 +106,11 @@ func (c *clusterServiceClient) Promote(ctx context.Context, req *connect.Request
 	return c.promote.CallUnary(ctx, req)
 }
 
+// ReportDisk calls crossdock.cluster.v1.ClusterService.ReportDisk.
+func (c *clusterServiceClient) ReportDisk(ctx context.Context, req *connect.Request[v1.ReportDiskRequest]) (*connect.Response[v1.ReportDiskResponse], error) {
+	return c.reportDisk.CallUnary(ctx, req)
+}
+
 // ClusterServiceHandler is an implementation of the crossdock.cluster.v1.ClusterService service.
 type ClusterServiceHandler interface {
 	// Join adds a new node as a raft non-voter. It is authenticated by a server-kind
@@ -100,6 +119,10 @@ type ClusterServiceHandler interface {
 	// Promote makes a caught-up non-voter a voter. The caller authenticates with its
 	// node certificate.
 	Promote(context.Context, *connect.Request[v1.PromoteRequest]) (*connect.Response[v1.PromoteResponse], error)
+	// ReportDisk tells the leader the free disk of the calling node's data dir; the
+	// leader refuses new events while a node keeps less than its minimum (internal
+	// package controlplane/diskguard). The caller authenticates with its node certificate.
+	ReportDisk(context.Context, *connect.Request[v1.ReportDiskRequest]) (*connect.Response[v1.ReportDiskResponse], error)
 }
 
 // NewClusterServiceHandler builds an HTTP handler from the service implementation. It returns the
@@ -121,12 +144,20 @@ func NewClusterServiceHandler(svc ClusterServiceHandler, opts ...connect.Handler
 		connect.WithSchema(clusterServiceMethods.ByName("Promote")),
 		connect.WithHandlerOptions(opts...),
 	)
+	clusterServiceReportDiskHandler := connect.NewUnaryHandler(
+		ClusterServiceReportDiskProcedure,
+		svc.ReportDisk,
+		connect.WithSchema(clusterServiceMethods.ByName("ReportDisk")),
+		connect.WithHandlerOptions(opts...),
+	)
 	return "/crossdock.cluster.v1.ClusterService/", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		switch r.URL.Path {
 		case ClusterServiceJoinProcedure:
 			clusterServiceJoinHandler.ServeHTTP(w, r)
 		case ClusterServicePromoteProcedure:
 			clusterServicePromoteHandler.ServeHTTP(w, r)
+		case ClusterServiceReportDiskProcedure:
+			clusterServiceReportDiskHandler.ServeHTTP(w, r)
 		default:
 			http.NotFound(w, r)
 		}
@@ -142,4 +173,8 @@ func (UnimplementedClusterServiceHandler) Join(context.Context, *connect.Request
 
 func (UnimplementedClusterServiceHandler) Promote(context.Context, *connect.Request[v1.PromoteRequest]) (*connect.Response[v1.PromoteResponse], error) {
 	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("crossdock.cluster.v1.ClusterService.Promote is not implemented"))
+}
+
+func (UnimplementedClusterServiceHandler) ReportDisk(context.Context, *connect.Request[v1.ReportDiskRequest]) (*connect.Response[v1.ReportDiskResponse], error) {
+	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("crossdock.cluster.v1.ClusterService.ReportDisk is not implemented"))
 }
