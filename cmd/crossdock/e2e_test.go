@@ -13,6 +13,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -120,10 +121,16 @@ func run(t *testing.T, args ...string) (string, error) {
 	return string(out), nil
 }
 
-// freePort returns a port free on both TCP and UDP of 127.0.0.1.
+// handedOut are the ports freePort returned in this test process. A port is free again
+// once freePort closes its probe, so the kernel can hand it out twice before the first
+// taker binds it (a node's raft port was once another node's API port).
+var handedOut sync.Map
+
+// freePort returns a port free on both TCP and UDP of 127.0.0.1 that no earlier call
+// returned.
 func freePort(t *testing.T) int {
 	t.Helper()
-	for range 20 {
+	for range 50 {
 		l, err := net.Listen("tcp", "127.0.0.1:0")
 		if err != nil {
 			t.Fatal(err)
@@ -133,7 +140,9 @@ func freePort(t *testing.T) int {
 		l.Close()
 		if err == nil {
 			u.Close()
-			return port
+			if _, taken := handedOut.LoadOrStore(port, true); !taken {
+				return port
+			}
 		}
 	}
 	t.Fatal("no free port")
