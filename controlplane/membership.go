@@ -152,10 +152,10 @@ func (s *Server) maintain(ctx context.Context) {
 		}
 		// A follower reports its free disk every ReportEvery, and at once when it turns
 		// short of it.
-		d, _ := s.disk.Local()
-		if !s.store.IsLeader() && (time.Since(reported) >= diskguard.ReportEvery || d.Low() && !reportedLow) {
+		d, sampled := s.disk.Local()
+		if sampled && !s.store.IsLeader() && (time.Since(reported) >= diskguard.ReportEvery || d.Low() && !reportedLow) {
 			reported, reportedLow = time.Now(), d.Low()
-			if err := s.reportDisk(ctx); err != nil {
+			if err := s.reportDisk(ctx, d); err != nil {
 				s.logger.Debug("could not report free disk to the leader", "err", err)
 			}
 		}
@@ -204,12 +204,8 @@ func (s *Server) promote(ctx context.Context) error {
 	return nil
 }
 
-// reportDisk sends this node's last free disk sample to the leader (diskguard).
-func (s *Server) reportDisk(ctx context.Context) error {
-	d, ok := s.disk.Local()
-	if !ok {
-		return errors.New("free disk not sampled yet")
-	}
+// reportDisk sends this node's free disk sample d to the leader (diskguard).
+func (s *Server) reportDisk(ctx context.Context, d diskguard.Status) error {
 	leader := s.backend.LeaderAPIAddr()
 	if leader == "" {
 		return errors.New("leader's API address not known yet")

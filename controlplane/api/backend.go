@@ -151,17 +151,14 @@ func (b *Backend) ConsistentRead(ctx context.Context) error {
 }
 
 func (b *Backend) storeError(err error) error {
+	var low *diskguard.LowError
 	switch {
 	case errors.Is(err, store.ErrNotLeader), errors.Is(err, raft.ErrNotLeader):
 		return b.notLeader()
 	case errors.Is(err, store.ErrClosed):
 		return connect.NewError(connect.CodeUnavailable, errors.New("control plane node is shutting down"))
-	case errors.Is(err, diskguard.ErrLow):
-		var low *diskguard.LowError
-		if errors.As(err, &low) {
-			return connect.NewError(connect.CodeResourceExhausted, low)
-		}
-		return connect.NewError(connect.CodeResourceExhausted, err)
+	case errors.As(err, &low):
+		return connect.NewError(connect.CodeResourceExhausted, low) // refused before raft: nothing committed
 	}
 	return connect.NewError(connect.CodeInternal, err)
 }

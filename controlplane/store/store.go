@@ -46,7 +46,7 @@ type Config struct {
 	// NodeID names this node in the raft configuration.
 	NodeID string
 	// Admit, when set, is asked before this node proposes a command that takes in new
-	// events (Admitted); its error refuses the command. The control plane's disk guard
+	// events (admitted); its error refuses the command. The control plane's disk guard
 	// refuses them while a node is short of disk.
 	Admit func() error
 	// Dir holds raft/ (the log), snapshots/ and ledger/.
@@ -513,15 +513,15 @@ func (s *Store) ProposePayloadAsync(typ storev1.CommandType, payload []byte, tim
 	return s.raft.Apply(b, timeout), nil
 }
 
-// Admitted reports whether a command type takes in new events, and so goes through
+// admitted reports whether a command type takes in new events, and so goes through
 // Config.Admit: an agent's batch or a partner's order. Commands that keep the cluster
 // running (deliveries, retention, membership, admin) are always proposed.
-func Admitted(typ storev1.CommandType) bool {
+func admitted(typ storev1.CommandType) bool {
 	return typ == storev1.CommandType_COMMAND_TYPE_INGEST_BATCH || typ == storev1.CommandType_COMMAND_TYPE_SUBMIT_PARTNER_EVENTS
 }
 
 func (s *Store) admit(typ storev1.CommandType) error {
-	if s.cfg.Admit == nil || !Admitted(typ) {
+	if s.cfg.Admit == nil || !admitted(typ) {
 		return nil
 	}
 	if err := s.cfg.Admit(); err != nil {
