@@ -31,8 +31,8 @@ func TestBuildFrom(t *testing.T) {
 				t.Fatalf("got version %q commit %q date %q modified %v; want %q %q %q %v",
 					b.Version, b.Commit, b.Date, b.Modified, tc.wantVer, tc.wantCom, tc.wantDate, tc.wantModified)
 			}
-			if b.LedgerLayout != 6 || b.OutboxLayout != 2 || b.Go == "" {
-				t.Fatalf("layouts %d/%d, go %q: want ledger 5, outbox 2", b.LedgerLayout, b.OutboxLayout, b.Go)
+			if b.LedgerLayout != 7 || b.OutboxLayout != 2 || b.Go == "" {
+				t.Fatalf("layouts %d/%d, go %q: want ledger 7, outbox 2", b.LedgerLayout, b.OutboxLayout, b.Go)
 			}
 		})
 	}

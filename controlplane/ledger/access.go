@@ -95,7 +95,7 @@ func applyRecordAudit(tx *applyTxn, cmd *storev1.Command) (any, error) {
 	if r == nil || len(r.GetProcedure()) > 256 || len(r.GetActor()) > 64 {
 		return &storev1.FleetCommandResult{Error: fmt.Sprintf("%v: audit record missing or too large", ErrInvalidCommand)}, nil
 	}
-	idx, err := getU64(tx.txn, keyAuditIndex)
+	idx, err := getU64(tx.txn.Txn, keyAuditIndex)
 	if err != nil {
 		return nil, fmt.Errorf("ledger: read audit index: %w", err)
 	}
@@ -136,7 +136,7 @@ func (l *Ledger) AdminCredential(id string) (*storev1.AdminCredential, bool, err
 func (l *Ledger) AdminCredentials() ([]*storev1.AdminCredential, error) {
 	var out []*storev1.AdminCredential
 	err := l.view(func(txn *badger.Txn) error {
-		tx := &applyTxn{txn: txn}
+		tx := &applyTxn{txn: &logTxn{Txn: txn}}
 		return tx.scanCredentials(func(c *storev1.AdminCredential) { out = append(out, c) })
 	})
 	return out, err

@@ -66,7 +66,7 @@ func applyPutAlertStates(tx *applyTxn, cmd *storev1.Command) (any, error) {
 			return nil, err
 		}
 	}
-	n, err := getU64(tx.txn, keyAlertHistoryLen)
+	n, err := getU64(tx.txn.Txn, keyAlertHistoryLen)
 	if err != nil {
 		return nil, fmt.Errorf("ledger: read alert history length: %w", err)
 	}

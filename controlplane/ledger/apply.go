@@ -85,7 +85,7 @@ var handlers = map[storev1.CommandType]handler{
 
 // applyTxn is one Apply's Badger transaction with its write budget.
 type applyTxn struct {
-	txn        *badger.Txn
+	txn        *logTxn
 	logger     *slog.Logger
 	appendedAt time.Time
 	bytes      int // budget used
@@ -98,6 +98,7 @@ type applyTxn struct {
 	postFlush  bool     // the key index lists were flushed through lastSeq
 	archiver   Archiver // Options.Archiver: PRUNE_LEDGER hands it the events it removes
 	index      uint64   // the raft index of the entry being applied
+	segs       segDelta // l/ pointers written and removed, per segment
 }
 
 // fits reports whether writes of n entries totalling size bytes (keys + values) stay
@@ -127,6 +128,21 @@ func (tx *applyTxn) put(k, v []byte) error {
 	return nil
 }
 
+// putChunk stores log chunk b under l/ first: its bytes in the active segment and a
+// pointer in Badger (segments.go), without charging the budget: the caller charged the
+// chunk's size, so where it is stored does not change what fits.
+func (tx *applyTxn) putChunk(first uint64, b []byte) error {
+	p, err := tx.txn.segs.append(first, b)
+	if err != nil {
+		return fmt.Errorf("ledger: log chunk %d: %w", first, err)
+	}
+	if err := tx.put(logKey(first), p.encode()); err != nil {
+		return err
+	}
+	tx.segs.add(p, 1)
+	return nil
+}
+
 var deterministic = proto.MarshalOptions{Deterministic: true}
 
 func (tx *applyTxn) setProto(k []byte, m proto.Message) error {
@@ -139,7 +155,7 @@ func (tx *applyTxn) setProto(k []byte, m proto.Message) error {
 
 // getProto reads k into m; ok is false if k is absent.
 func (tx *applyTxn) getProto(k []byte, m proto.Message) (ok bool, err error) {
-	return getProto(tx.txn, k, m)
+	return getProto(tx.txn.Txn, k, m)
 }
 
 func getProto(txn *badger.Txn, k []byte, m proto.Message) (ok bool, err error) {
@@ -206,7 +222,7 @@ func (l *Ledger) Apply(index uint64, appendedAt time.Time, cmd *storev1.Command)
 		return nil, fmt.Errorf("%w: %d (entry %d); this node is older than the leader", ErrUnknownCommand, cmd.GetType(), index)
 	}
 
-	tx := &applyTxn{txn: h.db.NewTransaction(true), logger: l.logger, appendedAt: appendedAt.UTC(), lastSeq: l.lastSeq.Load(), ids: h.post.filter,
+	tx := &applyTxn{txn: &logTxn{Txn: h.db.NewTransaction(true), segs: h.segs}, segs: segDelta{}, logger: l.logger, appendedAt: appendedAt.UTC(), lastSeq: l.lastSeq.Load(), ids: h.post.filter,
 		post: &postingAdds{pend: h.post}, archiver: l.opts.Archiver, index: index}
 	defer tx.txn.Discard()
 	var res any
@@ -230,6 +246,23 @@ func (l *Ledger) Apply(index uint64, appendedAt time.Time, cmd *storev1.Command)
 	h.post.mu.Unlock()
 	if err != nil {
 		return nil, fmt.Errorf("ledger: commit entry %d: %w", index, err)
+	}
+	if empty := h.segs.commit(tx.segs); len(empty) > 0 {
+		if h.dir == "" {
+			err = h.segs.retire(empty) // nothing to make durable in memory
+		} else {
+			h.segs.queue(empty)
+		}
+		if err != nil {
+			l.logger.Warn("ledger: remove segments", "err", err)
+		}
+	}
+	if cmd.GetType() == storev1.CommandType_COMMAND_TYPE_PRUNE_LEDGER {
+		// Where chunks are stored is this node's own (segments.go): a failure here
+		// leaves them where they were, and the next prune tries again.
+		if err := l.relocate(h); err != nil {
+			l.logger.Warn("ledger: move chunks out of sparse segments", "err", err)
+		}
 	}
 	l.lastSeq.Store(tx.lastSeq)
 	l.applied.Store(index)

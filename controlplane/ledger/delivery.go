@@ -378,8 +378,8 @@ func (l *Ledger) Replays() ([]*storev1.ReplayRecord, error) {
 // older than the earliest event held).
 func (l *Ledger) SeqAtTime(t time.Time) (uint64, error) {
 	var out uint64
-	err := l.view(func(txn *badger.Txn) error {
-		last, err := getU64(txn, keySeq)
+	err := l.viewLog(func(txn *logTxn) error {
+		last, err := getU64(txn.Txn, keySeq)
 		if err != nil {
 			return err
 		}
@@ -392,7 +392,7 @@ func (l *Ledger) SeqAtTime(t time.Time) (uint64, error) {
 			it.Seek(logKey(mid))
 			if it.ValidForPrefix(prefixLog) {
 				var at time.Time
-				err := it.Item().Value(func(v []byte) error {
+				err := txn.chunkValue(it.Item(), func(v []byte) error {
 					var err error
 					at, err = chunkCommittedAt(v)
 					return err

@@ -173,7 +173,7 @@ func (tx *applyTxn) writeDocuments(recs []*storev1.DocumentRecord, size int) err
 		// Impossible within MaxDocumentsBytes and MaxDocumentsPerCommand.
 		return fmt.Errorf("ledger: documents exceed the apply budget")
 	}
-	rev, err := getU64(tx.txn, keyDocRevision)
+	rev, err := getU64(tx.txn.Txn, keyDocRevision)
 	if err != nil {
 		return fmt.Errorf("ledger: read documents revision: %w", err)
 	}

@@ -46,7 +46,7 @@ func applySetAgentLabels(tx *applyTxn, cmd *storev1.Command) (any, error) {
 	if err := tx.setProto(agentLabelsKey(s.GetAgentId()), rec); err != nil {
 		return nil, err
 	}
-	rev, err := getU64(tx.txn, keyFleetRevision)
+	rev, err := getU64(tx.txn.Txn, keyFleetRevision)
 	if err != nil {
 		return nil, fmt.Errorf("ledger: read fleet revision: %w", err)
 	}

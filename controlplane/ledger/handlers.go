@@ -81,7 +81,7 @@ func applyIngestBatch(tx *applyTxn, cmd *storev1.Command) (any, error) {
 			seq, seen := tx.post.ids[string(ik)]
 			if !seen {
 				var err error
-				seq, seen, err = tx.post.pend.idSeqHash(tx.txn, ik, hs[i])
+				seq, seen, err = tx.post.pend.idSeqHash(tx.txn.Txn, ik, hs[i])
 				if err != nil {
 					return nil, fmt.Errorf("ledger: look up event id: %w", err)
 				}
@@ -229,7 +229,7 @@ func applyPutToken(tx *applyTxn, cmd *storev1.Command) (any, error) {
 		return fmt.Errorf("%w: token id must be 1 to %d bytes", ErrInvalidCommand, maxKeyPart), nil
 	}
 	k := tokenKey(t.GetId())
-	if _, ok, err := getValue(tx.txn, k); err != nil {
+	if _, ok, err := getValue(tx.txn.Txn, k); err != nil {
 		return nil, fmt.Errorf("ledger: read token: %w", err)
 	} else if ok {
 		return fmt.Errorf("%w: %s", ErrTokenExists, t.GetId()), nil

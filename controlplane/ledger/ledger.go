@@ -130,17 +130,19 @@ type Ledger struct {
 // handle is one Badger database. Restore replaces the current handle; the old one is
 // closed (and its directory removed) when its last reader releases it.
 type handle struct {
-	db      *badger.DB
-	dir     string // "" when in memory
-	refs    int
-	retired bool
-	remove  bool            // delete dir once closed (replaced by a Restore)
-	done    chan struct{}   // closed once db is closed
-	unwatch chan struct{}   // stops mapadvise.Watch and the value log GC; closed before db is closed
-	watched <-chan struct{} // closed once mapadvise.Watch has stopped
-	gcDone  <-chan struct{} // closed once the value log GC has stopped
-	post    *postings       // db's in-memory index state: unflushed key lists and ids, id filters
-	err     error           // db.Close's error, valid after done
+	db         *badger.DB
+	dir        string // "" when in memory
+	refs       int
+	retired    bool
+	remove     bool            // delete dir once closed (replaced by a Restore)
+	done       chan struct{}   // closed once db is closed
+	unwatch    chan struct{}   // stops mapadvise.Watch and the value log GC; closed before db is closed
+	watched    <-chan struct{} // closed once mapadvise.Watch has stopped
+	gcDone     <-chan struct{} // closed once the value log GC has stopped
+	post       *postings       // db's in-memory index state: unflushed key lists and ids, id filters
+	segs       *segments       // the segment files holding db's log chunks (segments.go)
+	workerDone <-chan struct{} // closed once the segment worker has stopped (on disk)
+	err        error           // db.Close's error, valid after done
 }
 
 const currentFile = "CURRENT"
@@ -182,7 +184,7 @@ func Open(opts Options) (*Ledger, error) {
 		l.closeHandle(h)
 		return nil, err
 	}
-	if h.post, err = loadPostings(h.db, l.space); err != nil {
+	if h.post, err = loadPostings(h.db, h.segs, l.space); err != nil {
 		l.closeHandle(h)
 		return nil, err
 	}
@@ -292,19 +294,21 @@ const (
 	memTableSize = 128 << 20
 	numMemtables = 3
 	// valueThreshold: values above it go to the value log, the LSM tree keeps a pointer.
-	// Log chunks (a batch of events each) and id run blocks are above it, so the LSM tree
-	// holds keys, indexes and pointers, and its compactions rewrite those only. With 64
-	// KiB, chunks lived in the LSM tree: under retention every node compacted its level 0
-	// (hundreds of MiB of events and their tombstones) at the same moment every few
-	// minutes, and the committed rate dipped in those minutes (docs/performance.md, the
-	// soaks of 2026-12-05). Pruned chunks are reclaimed by value log GC (valueLogGC).
+	// Id run blocks and large key index records are above it, so the LSM tree holds
+	// keys, indexes and small records, and its compactions rewrite those only. Log
+	// chunks are in segment files (segments.go); in layout 6 they were in the value log,
+	// and with 64 KiB before that in the LSM tree, where under retention every node
+	// compacted its level 0 (hundreds of MiB of events and their tombstones) at the same
+	// moment every few minutes and the committed rate dipped (docs/performance.md, the
+	// soaks of 2026-12-05).
 	valueThreshold = 1 << 10
-	// valueLogFileSize is small enough that the value log (where log chunks live)
-	// rotates often: Badger rewrites only whole, inactive files, so with its default
-	// (1 GiB) what retention prunes would stay on disk for a gigabyte of ingest.
+	// valueLogFileSize is small enough that the value log rotates often: Badger
+	// rewrites only whole, inactive files, so with its default (1 GiB) the id runs
+	// retention deletes would stay on disk for a gigabyte of them.
 	valueLogFileSize = 128 << 20
 	// vlogGCInterval is how often a ledger on disk asks Badger to rewrite value log
-	// files that are mostly garbage (vlogGCRatio or more discarded: pruned chunks).
+	// files that are mostly garbage (vlogGCRatio or more discarded: deleted id runs, and
+	// the chunks of a layout 6 database).
 	vlogGCInterval = time.Minute
 	vlogGCRatio    = 0.5
 )
@@ -340,7 +344,12 @@ func (l *Ledger) openHandle(dir string) (*handle, error) {
 		return nil, fmt.Errorf("ledger: open badger in %s: %w", where, err)
 	}
 	h := &handle{db: db, dir: dir, done: make(chan struct{}), unwatch: make(chan struct{})}
+	if h.segs, err = openSegments(dir, db, l.logger); err != nil {
+		db.Close()
+		return nil, err
+	}
 	if dir != "" {
+		h.workerDone = l.segmentWorker(h)
 		h.watched = mapadvise.Watch(dir, h.unwatch, l.logger)
 		h.gcDone = l.valueLogGC(h)
 	}
@@ -396,7 +405,7 @@ func (l *Ledger) checkFormat(h *handle) error {
 	switch {
 	case ok && v == ledgerFormat:
 		return nil
-	case ok && v == ledgerFormatUpgradable:
+	case ok && ledgerFormatUpgradable(v):
 		l.logger.Info("ledger: upgrading layout in place", "dir", where, "from", v, "to", ledgerFormat)
 	case ok:
 		return fmt.Errorf("%w: %s has layout %d, this build reads layout %d", ErrFormat, where, v, ledgerFormat)
@@ -447,7 +456,13 @@ func (l *Ledger) closeHandle(h *handle) {
 	if h.gcDone != nil {
 		<-h.gcDone
 	}
-	h.err = h.db.Close()
+	if h.workerDone != nil {
+		<-h.workerDone
+	}
+	if err := h.segs.syncAll(); err != nil {
+		l.logger.Warn("ledger: sync segments at close", "err", err)
+	}
+	h.err = errors.Join(h.db.Close(), h.segs.close())
 	if h.remove && h.dir != "" {
 		if err := os.RemoveAll(h.dir); err != nil {
 			l.logger.Warn("ledger: cannot remove replaced database; it is removed at the next start", "dir", h.dir, "err", err)
@@ -525,6 +540,10 @@ func (l *Ledger) Sync() error {
 		return err
 	}
 	defer l.release(h)
+	// Segments first: a pointer that Badger made durable names bytes that are.
+	if err := h.segs.syncAll(); err != nil {
+		return fmt.Errorf("ledger: sync: %w", err)
+	}
 	if err := h.db.Sync(); err != nil {
 		return fmt.Errorf("ledger: sync: %w", err)
 	}
@@ -542,6 +561,41 @@ func (b badgerLogger) Infof(f string, a ...any)  { b.l.Debug("badger: " + trimf(
 func (b badgerLogger) Debugf(f string, a ...any) {}
 
 func trimf(f string, a []any) string { return strings.TrimSpace(fmt.Sprintf(f, a...)) }
+
+// segmentWorker seals the segments Apply closed and removes the ones it found empty
+// (segments.queue). Before it removes any, it makes every segment and the database
+// durable, so a crash cannot bring back a pointer into a removed file, which Apply would
+// replay and find missing. It stops when the handle closes; what it did not remove, the
+// next Open does.
+func (l *Ledger) segmentWorker(h *handle) <-chan struct{} {
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for {
+			select {
+			case <-h.unwatch:
+				return
+			case <-h.segs.queued:
+			}
+			if err := h.segs.syncAll(); err != nil {
+				l.logger.Warn("ledger: sync segments", "err", err)
+				continue
+			}
+			ids := h.segs.takeQueued()
+			if len(ids) == 0 {
+				continue
+			}
+			if err := h.db.Sync(); err != nil {
+				l.logger.Warn("ledger: sync before removing segments; they are removed at the next start", "err", err)
+				continue
+			}
+			if err := h.segs.retire(ids); err != nil {
+				l.logger.Warn("ledger: remove segments", "err", err)
+			}
+		}
+	}()
+	return done
+}
 
 // valueLogGC reclaims the disk of pruned log chunks: every vlogGCInterval it has Badger
 // rewrite value log files of which at least vlogGCRatio is garbage, one after the other

@@ -31,8 +31,10 @@ const (
 	// read by this build: 1 kept one record per event, 2 one key index record per key
 	// per chunk, 3 one id index record per event, 4 id keys without the agent. Layout 5
 	// is a valid layout 6 (which adds sparse chunks, lc/ and m/low, written only by
-	// PRUNE_LEDGER), so Open upgrades it in place (ledgerFormatUpgradable).
-	ledgerFormat = 6
+	// PRUNE_LEDGER), and layout 6 is a valid layout 7 (whose l/ values may also be
+	// pointers into segment files, segments.go), so Open upgrades either in place
+	// (ledgerFormatUpgradable).
+	ledgerFormat = 7
 	// chunkMaxEvents and chunkTargetBytes close a chunk: a chunk never holds more
 	// events, and an event that would take it past chunkTargetBytes starts a new one. A
 	// chunk's record is at most MaxEventBytes (one large event alone).
@@ -45,9 +47,10 @@ var keyFormat = []byte("m/format") // u64BE layout version (ledgerFormat)
 // chunkOffsetsField is LogChunk.offsets (field 5, packed varints).
 const chunkOffsetsField protowire.Number = 5
 
-// ledgerFormatUpgradable is the earlier layout that is valid as ledgerFormat unchanged:
-// Open and Restore accept it and record ledgerFormat.
-const ledgerFormatUpgradable = 5
+// ledgerFormatUpgradable reports whether layout v is valid as ledgerFormat unchanged:
+// Open and Restore accept it and record ledgerFormat. A layout 7 snapshot stream is a
+// layout 6 stream (chunks, not pointers) under another number.
+func ledgerFormatUpgradable(v uint64) bool { return v == 5 || v == 6 }
 
 // chunkWriter builds the log chunks of one Apply. Budget is charged as the chunk grows;
 // the record is written when the chunk closes.
@@ -197,7 +200,7 @@ func (w *chunkWriter) close() error {
 	if w.n == 0 {
 		return nil
 	}
-	err := w.tx.put(logKey(w.first), w.buf)
+	err := w.tx.putChunk(w.first, w.buf)
 	w.first, w.n, w.buf = 0, 0, nil
 	return err
 }
@@ -290,9 +293,9 @@ func chunkEnd(c *storev1.LogChunk) uint64 {
 	return chunkSeq(c, n-1) + 1
 }
 
-func itemChunk(it *badger.Item) (*storev1.LogChunk, error) {
+func (t *logTxn) itemChunk(it *badger.Item) (*storev1.LogChunk, error) {
 	var c *storev1.LogChunk
-	err := it.Value(func(v []byte) error {
+	err := t.chunkValue(it, func(v []byte) error {
 		var err error
 		c, err = decodeChunk(it.Key(), v)
 		return err
@@ -315,10 +318,10 @@ func committed(c *storev1.LogChunk, i int) *eventv1.CommittedEvent {
 
 // chunkStart returns the first seq of the chunk that holds seq, or seq itself when no
 // chunk does (seq is past the end of the log).
-func chunkStart(txn *badger.Txn, seq uint64) (uint64, error) {
+func chunkStart(txn *logTxn, seq uint64) (uint64, error) {
 	start := seq
 	_, err := withChunkAt(txn, seq, func(_ uint64, item *badger.Item) error {
-		c, err := itemChunk(item)
+		c, err := txn.itemChunk(item)
 		if err == nil && seq < chunkEnd(c) {
 			start = c.GetFirstSeq()
 		}
@@ -339,9 +342,9 @@ func chunkStart(txn *badger.Txn, seq uint64) (uint64, error) {
 // walked over the tombstone of every chunk deleted below seq (each prune step scanned
 // the whole pruned history), and a bounded reverse seek still made Badger copy every
 // version of every key it passed, chunks included when they lived in the LSM tree (they
-// are in the value log since; valueThreshold). BenchmarkPruneSteady and
+// are in segment files since, segments.go). BenchmarkPruneSteady and
 // docs/performance.md (the soaks of 2026-12-05).
-func withChunkAt(txn *badger.Txn, seq uint64, fn func(first uint64, item *badger.Item) error) (found bool, err error) {
+func withChunkAt(txn *logTxn, seq uint64, fn func(first uint64, item *badger.Item) error) (found bool, err error) {
 	lo := seq - min(seq, chunkMaxEvents-1)
 	var first uint64
 	for block := seq >> 8; !found && block >= lo>>8; block-- {
@@ -370,7 +373,7 @@ func withChunkAt(txn *badger.Txn, seq uint64, fn func(first uint64, item *badger
 }
 
 // readChunk returns the chunk stored at first; ok is false if there is none.
-func readChunk(txn *badger.Txn, first uint64) (*storev1.LogChunk, bool, error) {
+func readChunk(txn *logTxn, first uint64) (*storev1.LogChunk, bool, error) {
 	it, err := txn.Get(logKey(first))
 	if errors.Is(err, badger.ErrKeyNotFound) {
 		return nil, false, nil
@@ -378,13 +381,13 @@ func readChunk(txn *badger.Txn, first uint64) (*storev1.LogChunk, bool, error) {
 	if err != nil {
 		return nil, false, fmt.Errorf("ledger: read log chunk %d: %w", first, err)
 	}
-	c, err := itemChunk(it)
+	c, err := txn.itemChunk(it)
 	return c, err == nil, err
 }
 
 // eventAt returns the event with seq; ok is false if the log does not hold it. It
 // decodes only that event of its chunk.
-func eventAt(txn *badger.Txn, seq uint64) (*eventv1.CommittedEvent, bool, error) {
+func eventAt(txn *logTxn, seq uint64) (*eventv1.CommittedEvent, bool, error) {
 	var (
 		c     *storev1.LogChunk
 		ok    bool
@@ -392,7 +395,7 @@ func eventAt(txn *badger.Txn, seq uint64) (*eventv1.CommittedEvent, bool, error)
 	)
 	_, err := withChunkAt(txn, seq, func(f uint64, item *badger.Item) error {
 		first = f
-		return item.Value(func(v []byte) error {
+		return txn.chunkValue(item, func(v []byte) error {
 			var err error
 			c, ok, err = chunkEvent(v, seq-first)
 			return err

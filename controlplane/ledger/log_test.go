@@ -15,7 +15,7 @@ import (
 // chunkFirsts lists the first seq of every log chunk and its event count.
 func chunkFirsts(t *testing.T, l *Ledger) (firsts []uint64, sizes []int) {
 	t.Helper()
-	err := l.view(func(txn *badger.Txn) error {
+	err := l.viewLog(func(txn *logTxn) error {
 		return scanLog(txn, 1, func(c *storev1.LogChunk) bool {
 			firsts = append(firsts, c.GetFirstSeq())
 			sizes = append(sizes, len(c.GetEvents()))

@@ -71,7 +71,7 @@ func putNewPartnerKey(tx *applyTxn, k *storev1.PartnerKey) (string, error) {
 	if len(k.GetSecretSha256()) != 32 {
 		return fmt.Sprintf("%v: secret hash must be 32 bytes", ErrInvalidCommand), nil
 	}
-	if _, ok, err := getValue(tx.txn, partnerKeyKey(k.GetId())); err != nil {
+	if _, ok, err := getValue(tx.txn.Txn, partnerKeyKey(k.GetId())); err != nil {
 		return "", fmt.Errorf("ledger: read partner key: %w", err)
 	} else if ok {
 		return fmt.Sprintf("partner key id %s already exists", k.GetId()), nil
@@ -93,7 +93,7 @@ func applyRotatePartnerKey(tx *applyTxn, cmd *storev1.Command) (any, error) {
 	if err := checkPartnerName(r.GetKey().GetPartner()); err != nil {
 		return &storev1.PartnerKeyResult{Error: err.Error()}, nil
 	}
-	old, err := partnerKeysTxn(tx.txn, r.GetKey().GetPartner())
+	old, err := partnerKeysTxn(tx.txn.Txn, r.GetKey().GetPartner())
 	if err != nil {
 		return nil, err
 	}

@@ -326,7 +326,7 @@ func decodePosting(v []byte, last uint64) ([]uint64, error) {
 
 // loadPostings rebuilds the in-memory state of db: the pending key index lists and ids
 // from the chunks after m/kflush, the runs' parts, and the id filter.
-func loadPostings(db *badger.DB, space filterSpace) (*postings, error) {
+func loadPostings(db *badger.DB, segs *segments, space filterSpace) (*postings, error) {
 	var p *postings
 	err := db.View(func(txn *badger.Txn) error {
 		flushed, err := getU64(txn, keyKeyFlushed)
@@ -350,7 +350,7 @@ func loadPostings(db *badger.DB, space filterSpace) (*postings, error) {
 		}
 		a := &postingAdds{pend: p}
 		var keys []kv
-		err = scanLog(txn, flushed+1, func(c *storev1.LogChunk) bool {
+		err = scanLog(&logTxn{Txn: txn, segs: segs}, flushed+1, func(c *storev1.LogChunk) bool {
 			first := c.GetFirstSeq()
 			for i, ae := range c.GetEvents() {
 				ev := ae.GetEvent()

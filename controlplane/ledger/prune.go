@@ -120,7 +120,7 @@ func (l *Ledger) Retention() (*storev1.LowWater, error) {
 }
 
 // prunedError builds the error for a read from seq asked below cutoff (of typ).
-func prunedError(txn *badger.Txn, asked, cutoff uint64, typ string) error {
+func prunedError(txn *logTxn, asked, cutoff uint64, typ string) error {
 	e := &PrunedError{Asked: asked, Type: typ, Seq: cutoff}
 	if ev, ok, err := firstHeld(txn, cutoff); err == nil && ok {
 		e.Seq, e.At = ev.seq, ev.at
@@ -134,7 +134,7 @@ type heldEvent struct {
 }
 
 // firstHeld finds the first event held at or after seq and its commit time.
-func firstHeld(txn *badger.Txn, seq uint64) (heldEvent, bool, error) {
+func firstHeld(txn *logTxn, seq uint64) (heldEvent, bool, error) {
 	start, err := chunkStart(txn, seq)
 	if err != nil {
 		return heldEvent{}, false, err
@@ -240,6 +240,8 @@ type pruneAction struct {
 	first   uint64
 	rewrite []byte   // the sparse chunk; nil deletes the chunk
 	untype  [][]byte // type index keys to delete
+	old     segPtr   // where the chunk was, when in a segment (inSeg)
+	inSeg   bool
 }
 
 // applyPruneLedger removes the events below the command's cutoffs, at most
@@ -285,7 +287,7 @@ func applyPruneLedger(tx *applyTxn, cmd *storev1.Command) (any, error) {
 	cand := map[uint64]bool{}
 	var limit uint64
 	span := uint64(maxEvents) * logChunksSpan
-	typesSeen, err := indexedTypes(tx.txn)
+	typesSeen, err := indexedTypes(tx.txn.Txn)
 	if err != nil {
 		return nil, err
 	}
@@ -330,7 +332,7 @@ func applyPruneLedger(tx *applyTxn, cmd *storev1.Command) (any, error) {
 			resume = limit
 			break
 		}
-		v, ok, err := getValue(tx.txn, logKey(first))
+		v, old, inSeg, ok, err := tx.txn.getChunk(first)
 		if err != nil {
 			return nil, fmt.Errorf("ledger: prune: read log chunk %d: %w", first, err)
 		}
@@ -353,7 +355,7 @@ func applyPruneLedger(tx *applyTxn, cmd *storev1.Command) (any, error) {
 			continue
 		}
 		// Cost: the chunk's delete or rewrite, type index deletes, compacted writes.
-		a := pruneAction{first: first}
+		a := pruneAction{first: first, old: old, inSeg: inSeg}
 		entries, size := 1, len(prefixLog)+8
 		if len(keep) > 0 {
 			if a.rewrite, err = sparseChunk(v, c, keep); err != nil {
@@ -441,8 +443,11 @@ func applyPruneLedger(tx *applyTxn, cmd *storev1.Command) (any, error) {
 		}
 	}
 	for _, a := range actions {
+		if a.inSeg {
+			tx.segs.add(a.old, -1)
+		}
 		if a.rewrite != nil {
-			if err := tx.put(logKey(a.first), a.rewrite); err != nil {
+			if err := tx.putChunk(a.first, a.rewrite); err != nil {
 				return nil, err
 			}
 		} else if err := tx.del(logKey(a.first)); err != nil {
@@ -551,7 +556,7 @@ func applyPruneLedger(tx *applyTxn, cmd *storev1.Command) (any, error) {
 // value and last chunk, not by age, hence a sweep in turns. It returns the records
 // deleted.
 func sweepKeyIndex(tx *applyTxn, below uint64) (int, error) {
-	start, _, err := getValue(tx.txn, keyKeySweep)
+	start, _, err := getValue(tx.txn.Txn, keyKeySweep)
 	if err != nil {
 		return 0, err
 	}
@@ -664,7 +669,7 @@ func indexedTypes(txn *badger.Txn) ([]string, error) {
 // first at or after lo whatever the span (it holds an event of typ in [lo, limit), so a
 // caller that goes up to limit makes progress); limit is the first chunk it did not
 // list because of span (0 when it listed all).
-func typeChunks(txn *badger.Txn, typ string, lo, hi, span uint64, fn func(first uint64)) (limit uint64, err error) {
+func typeChunks(txn *logTxn, typ string, lo, hi, span uint64, fn func(first uint64)) (limit uint64, err error) {
 	start, err := chunkStart(txn, lo)
 	if err != nil {
 		return 0, err
@@ -711,7 +716,7 @@ var logChunksSpan uint64 = 4
 // logChunks calls fn with the chunks that may hold seqs in [lo, hi), those whose first
 // seq is below lo's chunk start + span; limit is the first chunk it did not list
 // because of span (0 when it listed all).
-func logChunks(txn *badger.Txn, lo, hi, span uint64, fn func(first uint64)) (limit uint64, err error) {
+func logChunks(txn *logTxn, lo, hi, span uint64, fn func(first uint64)) (limit uint64, err error) {
 	start, err := chunkStart(txn, max(lo, 1))
 	if err != nil {
 		return 0, err
@@ -864,8 +869,8 @@ func (l *Ledger) ArchiveAhead(ctx context.Context, a AheadArchiver, m *storev1.P
 	type span struct{ lo, hi uint64 }
 	spans := map[string]span{}
 	var evs []*eventv1.CommittedEvent
-	err = l.view(func(txn *badger.Txn) error {
-		types, err := indexedTypes(txn)
+	err = l.viewLog(func(txn *logTxn) error {
+		types, err := indexedTypes(txn.Txn)
 		if err != nil {
 			return err
 		}
@@ -900,7 +905,7 @@ func (l *Ledger) ArchiveAhead(ctx context.Context, a AheadArchiver, m *storev1.P
 				more = true
 				return nil
 			}
-			v, ok, err := getValue(txn, logKey(first))
+			v, _, _, ok, err := txn.getChunk(first)
 			if err != nil {
 				return fmt.Errorf("ledger: archive ahead: read log chunk %d: %w", first, err)
 			}

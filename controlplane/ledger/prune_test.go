@@ -88,7 +88,7 @@ func TestPruneSparseChunks(t *testing.T) {
 		t.Fatalf("LowWater = %d at %v, want %d and a time", low, lowAt, orderCut)
 	}
 	// A sparse chunk is there: the chunk holding seq 10000 lost its levels, kept orders.
-	if err := l1.view(func(txn *badger.Txn) error {
+	if err := l1.viewLog(func(txn *logTxn) error {
 		first, err := chunkStart(txn, 10001)
 		if err != nil {
 			return err
@@ -683,7 +683,7 @@ func TestPruneDeletesKeyRecords(t *testing.T) {
 	var below uint64
 	for range 2*stale0/sweepMaxKeys + 2 { // later prunes resume the sweep
 		k.prune(&storev1.PruneLedger{DefaultBelow: cut}, l1, l2)
-		if err := l1.view(func(txn *badger.Txn) (err error) { below, err = chunkStart(txn, cut); return err }); err != nil {
+		if err := l1.viewLog(func(txn *logTxn) (err error) { below, err = chunkStart(txn, cut); return err }); err != nil {
 			t.Fatal(err)
 		}
 	}

@@ -31,17 +31,19 @@ type Filter struct {
 // lets take read the in-memory index state that goes with it (see postings): the two
 // describe the same applied entry. done discards the transaction and releases the
 // database.
-func (l *Ledger) readTxn(take func(p *postings, txn *badger.Txn) error) (txn *badger.Txn, done func(), err error) {
+func (l *Ledger) readTxn(take func(p *postings, txn *badger.Txn) error) (txn *logTxn, done func(), err error) {
 	h, err := l.acquire()
 	if err != nil {
 		return nil, nil, err
 	}
+	pin := h.segs.pin()
 	h.post.mu.RLock()
-	txn = h.db.NewTransaction(false)
-	err = take(h.post, txn)
+	txn = &logTxn{Txn: h.db.NewTransaction(false), segs: h.segs}
+	err = take(h.post, txn.Txn)
 	h.post.mu.RUnlock()
 	done = func() {
 		txn.Discard()
+		h.segs.unpin(pin)
 		l.release(h)
 	}
 	if err != nil {
@@ -59,6 +61,19 @@ func (l *Ledger) view(fn func(txn *badger.Txn) error) error {
 	}
 	defer l.release(h)
 	return h.db.View(fn)
+}
+
+// viewLog runs fn in a read transaction of the current database that may read log
+// chunks: the segments it sees stay readable until fn returns.
+func (l *Ledger) viewLog(fn func(txn *logTxn) error) error {
+	h, err := l.acquire()
+	if err != nil {
+		return err
+	}
+	defer l.release(h)
+	pin := h.segs.pin()
+	defer h.segs.unpin(pin)
+	return h.db.View(func(txn *badger.Txn) error { return fn(&logTxn{Txn: txn, segs: h.segs}) })
 }
 
 // ListEvents returns up to limit events matching f with seq >= fromSeq, in ascending
@@ -137,7 +152,7 @@ func (l *Ledger) ListEvents(f Filter, fromSeq uint64, limit int) (events []*even
 		if !filtered {
 			return scanLog(txn, start, emit)
 		}
-		j := newJoin(txn, keyPrefixes, pending, f.Type)
+		j := newJoin(txn.Txn, keyPrefixes, pending, f.Type)
 		defer j.close()
 		for target := start; ; {
 			first, ok := j.next(target)
@@ -162,14 +177,14 @@ func (l *Ledger) ListEvents(f Filter, fromSeq uint64, limit int) (events []*even
 }
 
 // scanLog calls emit for each chunk from the one at start until it returns true.
-func scanLog(txn *badger.Txn, start uint64, emit func(*storev1.LogChunk) bool) error {
+func scanLog(txn *logTxn, start uint64, emit func(*storev1.LogChunk) bool) error {
 	opts := badger.DefaultIteratorOptions
 	opts.Prefix = prefixLog
 	opts.PrefetchSize = 4
 	it := txn.NewIterator(opts)
 	defer it.Close()
 	for it.Seek(logKey(start)); it.ValidForPrefix(prefixLog); it.Next() {
-		c, err := itemChunk(it.Item())
+		c, err := txn.itemChunk(it.Item())
 		if err != nil {
 			return err
 		}
@@ -494,6 +509,9 @@ func (l *Ledger) Hash() (string, error) {
 	var buf bytes.Buffer
 	for it.Rewind(); it.Valid(); it.Next() {
 		v, err := it.Item().ValueCopy(nil)
+		if err == nil && bytes.HasPrefix(it.Item().Key(), prefixLog) {
+			v, err = txn.segs.resolve(v) // the chunk, wherever this node keeps it
+		}
 		if err != nil {
 			return "", fmt.Errorf("ledger: hash: %w", err)
 		}

@@ -41,7 +41,7 @@ func (l *Ledger) ScanRaw(from uint64, maxEvents int, fn func(ev RawEvent) error)
 		next = ev.Seq + 1
 		return nil
 	}
-	err = l.view(func(txn *badger.Txn) error {
+	err = l.viewLog(func(txn *logTxn) error {
 		start, err := rawChunkStart(txn, from)
 		if err != nil {
 			return err
@@ -55,7 +55,7 @@ func (l *Ledger) ScanRaw(from uint64, maxEvents int, fn func(ev RawEvent) error)
 		for it.Seek(logKey(start)); it.ValidForPrefix(prefixLog); it.Next() {
 			item := it.Item()
 			first := seqSuffix(item.Key())
-			err := item.Value(func(v []byte) error {
+			err := txn.chunkValue(item, func(v []byte) error {
 				n, _, err := walkChunk(first, v, from, 0, false, track)
 				read += n
 				return err
@@ -75,7 +75,7 @@ func (l *Ledger) ScanRaw(from uint64, maxEvents int, fn func(ev RawEvent) error)
 // rawChunkStart is chunkStart without decoding the chunk: the first seq of the chunk
 // that holds seq, or seq when none does. A seq that starts a chunk (where ScanRaw's
 // callers resume) costs one key read.
-func rawChunkStart(txn *badger.Txn, seq uint64) (uint64, error) {
+func rawChunkStart(txn *logTxn, seq uint64) (uint64, error) {
 	start := seq
 	_, err := withChunkAt(txn, seq, func(first uint64, item *badger.Item) error {
 		if first == seq {
@@ -83,7 +83,7 @@ func rawChunkStart(txn *badger.Txn, seq uint64) (uint64, error) {
 		}
 		// n is the chunk's span: its event count, or for a sparse chunk its last offset + 1.
 		var n, span uint64
-		err := item.Value(func(v []byte) error {
+		err := txn.chunkValue(item, func(v []byte) error {
 			for p := v; len(p) > 0; {
 				num, typ, m := protowire.ConsumeTag(p)
 				if m < 0 {

@@ -28,7 +28,7 @@ func applyPutRelease(tx *applyTxn, cmd *storev1.Command) (any, error) {
 		return &storev1.FleetCommandResult{Error: fmt.Sprintf("%v: release needs version, os, arch and sha256", ErrInvalidCommand)}, nil
 	}
 	var clash string
-	err := scanProtos(tx.txn, prefixRelease, func() *storev1.Release { return &storev1.Release{} }, func(o *storev1.Release) {
+	err := scanProtos(tx.txn.Txn, prefixRelease, func() *storev1.Release { return &storev1.Release{} }, func(o *storev1.Release) {
 		if o.GetVersion() == r.GetVersion() && o.GetOs() == r.GetOs() && o.GetArch() == r.GetArch() && o.GetSha256() != r.GetSha256() {
 			clash = o.GetSha256()
 		}

@@ -64,6 +64,7 @@ type Snapshot struct {
 	l     *Ledger
 	h     *handle
 	txn   *badger.Txn
+	pin   uint64 // on h.segs
 	index uint64
 
 	mu       sync.Mutex
@@ -101,14 +102,16 @@ func (l *Ledger) OpenSnapshot() (*Snapshot, error) {
 	if err != nil {
 		return nil, err
 	}
+	pin := h.segs.pin()
 	txn := h.db.NewTransaction(false)
 	idx, err := getU64(txn, keyApplied)
 	if err != nil {
 		txn.Discard()
+		h.segs.unpin(pin)
 		l.release(h)
 		return nil, fmt.Errorf("ledger: snapshot: %w", err)
 	}
-	return &Snapshot{l: l, h: h, txn: txn, index: idx}, nil
+	return &Snapshot{l: l, h: h, txn: txn, pin: pin, index: idx}, nil
 }
 
 // Index is the applied index the snapshot reflects.
@@ -141,6 +144,7 @@ func (s *Snapshot) WriteTo(w io.Writer) (int64, error) {
 	opts.PrefetchSize = 256
 	it := s.txn.NewIterator(opts)
 	defer it.Close()
+	lt := &logTxn{Txn: s.txn, segs: s.h.segs}
 	var (
 		count  uint64
 		rec    bytes.Buffer
@@ -154,7 +158,12 @@ func (s *Snapshot) WriteTo(w io.Writer) (int64, error) {
 		}
 		item := it.Item()
 		rec.Reset()
-		err := item.Value(func(v []byte) error {
+		value := item.Value
+		if bytes.HasPrefix(item.Key(), prefixLog) {
+			// The chunk, not where this node keeps it (segments.go).
+			value = func(fn func([]byte) error) error { return lt.chunkValue(item, fn) }
+		}
+		err := value(func(v []byte) error {
 			appendRecord(&rec, item.Key(), v)
 			return nil
 		})
@@ -192,6 +201,7 @@ func (s *Snapshot) Release() {
 	}
 	s.released = true
 	s.txn.Discard()
+	s.h.segs.unpin(s.pin)
 	s.l.release(s.h)
 }
 
@@ -283,10 +293,8 @@ func (l *Ledger) Restore(r io.Reader) error {
 		return err
 	}
 	discard := func(err error) error {
-		nh.db.Close()
-		if newDir != "" {
-			os.RemoveAll(newDir)
-		}
+		nh.remove = true
+		l.closeHandle(nh)
 		return err
 	}
 	// A write batch commits when its transaction is full, but Badger counts a value
@@ -297,9 +305,21 @@ func (l *Ledger) Restore(r io.Reader) error {
 	// million event ledger did). So the batch is flushed every restoreBatchBytes.
 	wb := nh.db.NewWriteBatch()
 	batched := 0
+	segs := segDelta{}
 	_, err = readSnapshot(spool, func(k, v []byte) error {
 		if bytes.Equal(k, keyFormat) {
-			v = u64(ledgerFormat) // a layout 5 stream is a valid layout 6 (log.go)
+			v = u64(ledgerFormat) // a layout 5 or 6 stream is a valid layout 7 (log.go)
+		}
+		if bytes.HasPrefix(k, prefixLog) {
+			if _, ptr, err := decodeSegPtr(v); err != nil || ptr {
+				return corrupt("log chunk %d is a segment pointer, not a chunk", seqSuffix(k))
+			}
+			p, err := nh.segs.append(seqSuffix(k), v)
+			if err != nil {
+				return err
+			}
+			segs.add(p, 1)
+			v = p.encode()
 		}
 		if batched += len(k) + len(v); batched > restoreBatchBytes {
 			if err := wb.Flush(); err != nil {
@@ -317,6 +337,10 @@ func (l *Ledger) Restore(r io.Reader) error {
 	if err != nil {
 		return discard(fmt.Errorf("ledger: restore: load: %w", err))
 	}
+	nh.segs.commit(segs)
+	if err := nh.segs.syncAll(); err != nil {
+		return discard(fmt.Errorf("ledger: restore: %w", err))
+	}
 	if err := nh.db.Sync(); err != nil {
 		return discard(fmt.Errorf("ledger: restore: sync: %w", err))
 	}
@@ -327,7 +351,7 @@ func (l *Ledger) Restore(r io.Reader) error {
 	}); err != nil {
 		return discard(fmt.Errorf("ledger: restore: read counters: %w", err))
 	}
-	if nh.post, err = loadPostings(nh.db, l.space); err != nil {
+	if nh.post, err = loadPostings(nh.db, nh.segs, l.space); err != nil {
 		return discard(fmt.Errorf("ledger: restore: %w", err))
 	}
 	if newDir != "" {
@@ -458,7 +482,7 @@ func readSnapshotCA(r io.Reader, fn func(k, v []byte) error) (index uint64, ca *
 			case bytes.Equal(k, keyApplied):
 				index = n
 			case bytes.Equal(k, keyFormat):
-				if n != ledgerFormat && n != ledgerFormatUpgradable {
+				if n != ledgerFormat && !ledgerFormatUpgradable(n) {
 					return 0, nil, corrupt("ledger layout %d, this build reads layout %d", n, ledgerFormat)
 				}
 				format = true

@@ -136,7 +136,19 @@ func Open(cfg Config) (*Store, error) {
 
 	s := &Store{cfg: cfg, logger: logger}
 	var err error
-	s.ledger, err = ledger.Open(ledger.Options{Dir: filepath.Join(cfg.Dir, "ledger"), Logger: logger, CacheBytes: cfg.LedgerCacheBytes, Archiver: cfg.Archiver})
+	ledgerOpts := ledger.Options{Dir: filepath.Join(cfg.Dir, "ledger"), Logger: logger, CacheBytes: cfg.LedgerCacheBytes, Archiver: cfg.Archiver}
+	s.ledger, err = ledger.Open(ledgerOpts)
+	if errors.Is(err, ledger.ErrSegmentDamaged) {
+		// An OS crash or power loss lost log chunks written after the segments' last
+		// sync, which the ledger's own files had already recorded. Everything since the
+		// newest raft snapshot (taken after a sync) is still in the raft log, so the
+		// ledger is rebuilt from them: emptied here, restored from the snapshot by
+		// catchUpFromSnapshot, and the log replayed by raft.
+		logger.Warn("ledger lost writes in an OS crash; rebuilding it from the newest raft snapshot and the raft log", "err", err)
+		if err = os.RemoveAll(ledgerOpts.Dir); err == nil {
+			s.ledger, err = ledger.Open(ledgerOpts)
+		}
+	}
 	if err != nil {
 		return nil, fmt.Errorf("store: open ledger: %w", err)
 	}
