@@ -44,6 +44,7 @@ type options struct {
 	batch, window  int
 	ingestBatch    int
 	rate           float64
+	loadRate       float64
 	before         time.Duration
 	serverFlags    []string
 	keep           bool
@@ -61,6 +62,7 @@ func main() {
 	flag.IntVar(&o.ingestBatch, "ingest-batch", 500, "events per uplink batch of the ingest that runs across the join")
 	flag.IntVar(&o.window, "window", 2, "batches in flight per stream")
 	flag.Float64Var(&o.rate, "rate", 0, "events/s offered by the ingest that runs across the join (0: as fast as acknowledged)")
+	flag.Float64Var(&o.loadRate, "load-rate", 0, "events/s offered while loading to each size, over all streams (0: as fast as acknowledged); with -retention, a rate the cluster's pruning keeps up with makes the ledger hold what retention keeps, not what the load outran")
 	flag.DurationVar(&o.before, "before", 10*time.Second, "how long ingest is measured before the join")
 	flag.StringVar(&serverFlags, "server-flags", "--raft-snapshot-threshold 100 --raft-trailing-logs 50 --raft-snapshot-interval 30s --raft-snapshot-rate 0",
 		"extra flags for crossdock server, space separated; the default makes raft snapshot and truncate its log while loading, so the joining node receives the ledger as a snapshot, as it would in a cluster that has run for a while, and takes those snapshots at full speed (not --raft-snapshot-rate's default), so the one it receives holds about the size measured")
@@ -115,7 +117,11 @@ func run(ctx context.Context, o options) error {
 		}
 		column = "with retention (" + filepath.Base(o.retention) + ")"
 	}
-	fmt.Printf("growth: %d nodes + 1 joining, %d-byte events, %s; server flags %q\n", o.nodes, benchkit.EventSize, column, strings.Join(o.serverFlags, " "))
+	loadRate := "as fast as acknowledged"
+	if o.loadRate > 0 {
+		loadRate = fmt.Sprintf("%.0f events/s", o.loadRate)
+	}
+	fmt.Printf("growth: %d nodes + 1 joining, %d-byte events, %s, loaded %s; server flags %q\n", o.nodes, benchkit.EventSize, column, loadRate, strings.Join(o.serverFlags, " "))
 	var rows []row
 	loaded, agents := 0, 0
 	for _, size := range o.sizes {
@@ -314,7 +320,7 @@ func load(ctx context.Context, c *benchkit.Cluster, n int, o options, agents *in
 		go func() {
 			defer wg.Done()
 			defer l.Close()
-			errs[i] = l.RunN(ctx, c, share, o.batch, o.window)
+			errs[i] = l.RunN(ctx, c, share, o.batch, o.window, o.loadRate/float64(o.agents))
 		}()
 	}
 	wg.Wait()

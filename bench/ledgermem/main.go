@@ -209,7 +209,7 @@ func load(ctx context.Context, c *benchkit.Cluster, n, nLoaders, batch, window i
 		go func() {
 			defer wg.Done()
 			defer l.Close()
-			errs[i] = l.RunN(ctx, c, share, batch, window)
+			errs[i] = l.RunN(ctx, c, share, batch, window, 0)
 		}()
 	}
 	wg.Wait()

@@ -119,16 +119,17 @@ func (l *Loader) Connect(server string) {
 // Close releases the loader's connections.
 func (l *Loader) Close() { l.close() }
 
-// RunN commits n more events, reconnecting to the leader like RunResilient when the
-// stream ends early (at most 20 times).
-func (l *Loader) RunN(ctx context.Context, c *Cluster, n, batch, window int) error {
+// RunN commits n more events at rate events/s (0: as fast as acknowledged),
+// reconnecting to the leader like RunResilient when the stream ends early (at most 20
+// times).
+func (l *Loader) RunN(ctx context.Context, c *Cluster, n, batch, window int, rate float64) error {
 	target := l.Committed.Load() + int64(n)
 	for tries := 0; ; tries++ {
 		left := target - l.Committed.Load()
 		if left <= 0 {
 			return nil
 		}
-		err := l.Run(ctx, int(left), batch, window, 0)
+		err := l.Run(ctx, int(left), batch, window, rate)
 		if err == nil || ctx.Err() != nil {
 			if ctx.Err() != nil {
 				return ctx.Err()
