@@ -248,14 +248,7 @@ func (l *Ledger) Apply(index uint64, appendedAt time.Time, cmd *storev1.Command)
 		return nil, fmt.Errorf("ledger: commit entry %d: %w", index, err)
 	}
 	if empty := h.segs.commit(tx.segs); len(empty) > 0 {
-		if h.dir == "" {
-			err = h.segs.retire(empty) // nothing to make durable in memory
-		} else {
-			h.segs.queue(empty)
-		}
-		if err != nil {
-			l.logger.Warn("ledger: remove segments", "err", err)
-		}
+		l.retireSegments(h, empty)
 	}
 	if cmd.GetType() == storev1.CommandType_COMMAND_TYPE_PRUNE_LEDGER {
 		// Where chunks are stored is this node's own (segments.go): a failure here

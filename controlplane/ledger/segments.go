@@ -47,6 +47,10 @@ var segmentBytes int64 = 64 << 20
 // segment of which less than relocateBelow is held are copied to the active segment
 // (at most relocateMaxBytes per prune), so that chunks kept for a long-lived type do
 // not keep whole segments of pruned ones on disk.
+// writebackBytes: every this many bytes appended to a segment, the kernel is asked to
+// start writing them to disk (startWriteback), so no fsync finds megabytes dirty.
+const writebackBytes = 1 << 20
+
 const (
 	relocateBelow    = 0.5
 	relocateMaxBytes = 8 << 20
@@ -102,6 +106,8 @@ type segFile struct {
 	f    *os.File // nil in memory
 	mem  []byte   // the segment's bytes in memory (guarded by segments.mu)
 	size int64    // bytes written (guarded by segments.mu; written by Apply only)
+	// written is how far writeback was started (Apply only): see writebackBytes.
+	written int64
 
 	// live is how many committed l/ pointers name this segment, and liveBytes their
 	// bytes (guarded by segments.mu).
@@ -154,8 +160,8 @@ type grave struct {
 
 // ErrSegmentDamaged means a chunk's bytes are missing from its segment file or do not
 // match their checksum: the data directory lost writes (an OS crash or power loss
-// before Sync) or was damaged. The ledger is derived state: remove the node's data
-// directory and let it rejoin.
+// before Sync) or was damaged. The ledger is derived state: the store rebuilds it from
+// the newest raft snapshot and the raft log (controlplane/store).
 var ErrSegmentDamaged = errors.New("ledger: segment file damaged")
 
 // A segment is NNN.seg while it may hold bytes not yet fsynced (the active one, and a
@@ -287,6 +293,10 @@ func (s *segments) append(first uint64, b []byte) (segPtr, error) {
 	a.size += int64(len(b))
 	s.mu.Unlock()
 	a.span(first)
+	if a.f != nil && a.size-a.written >= writebackBytes {
+		startWriteback(a.f, a.written, a.size-a.written)
+		a.written = a.size
+	}
 	return p, nil
 }
 
@@ -691,9 +701,21 @@ func (l *Ledger) relocate(h *handle) error {
 	}
 	empty := h.segs.commit(d)
 	l.logger.Debug("ledger: chunks moved out of sparse segments", "chunks", len(moves), "bytes", bytes, "segments_emptied", len(empty))
-	if h.dir == "" {
-		return h.segs.retire(empty)
-	}
-	h.segs.queue(empty)
+	l.retireSegments(h, empty)
 	return nil
+}
+
+// retireSegments has segments no pointer names removed: by the worker on disk, once
+// the commits that emptied them are durable; at once in memory.
+func (l *Ledger) retireSegments(h *handle, ids []uint64) {
+	if len(ids) == 0 {
+		return
+	}
+	if h.dir != "" {
+		h.segs.queue(ids)
+		return
+	}
+	if err := h.segs.retire(ids); err != nil {
+		l.logger.Warn("ledger: remove segments", "err", err)
+	}
 }
