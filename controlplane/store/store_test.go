@@ -123,33 +123,7 @@ func TestRestartReplaysNothingTwice(t *testing.T) {
 // TestSnapshotThenLostLedger takes a raft snapshot, writes more, then deletes the ledger
 // files: the node must rebuild the same state from the snapshot plus the log.
 func TestSnapshotThenLostLedger(t *testing.T) {
-	dir := t.TempDir()
-	cfg := testConfig(t, dir)
-	s := mustOpen(t, cfg)
-	for i := range 5 {
-		ingest(t, s, batch("a1", 1+i*100, 100))
-	}
-	if err := s.Snapshot(); err != nil {
-		t.Fatal(err)
-	}
-	for i := range 3 {
-		ingest(t, s, batch("a2", 1+i*100, 100))
-	}
-	want := hash(t, s)
-	if err := s.Close(); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.RemoveAll(filepath.Join(dir, "ledger")); err != nil {
-		t.Fatal(err)
-	}
-	s = mustOpen(t, cfg)
-	defer s.Close()
-	if got := hash(t, s); got != want {
-		t.Fatalf("rebuilt state differs: %s != %s", got, want)
-	}
-	if s.Ledger().LastSeq() != 800 {
-		t.Fatalf("last seq %d, want 800", s.Ledger().LastSeq())
-	}
+	rebuildsAfter(t, func(dir string) error { return os.RemoveAll(filepath.Join(dir, "ledger")) })
 }
 
 // TestSnapshotThenDamagedSegment: the newest segment of the ledger loses its tail (an
@@ -157,6 +131,25 @@ func TestSnapshotThenLostLedger(t *testing.T) {
 // rebuilds the ledger from the newest raft snapshot and the raft log, and nothing is
 // lost.
 func TestSnapshotThenDamagedSegment(t *testing.T) {
+	rebuildsAfter(t, func(dir string) error {
+		segs, err := filepath.Glob(filepath.Join(dir, "ledger", "db-*", "segments", "*.seg"))
+		if err != nil || len(segs) == 0 {
+			return fmt.Errorf("no segment files: %v", err)
+		}
+		slices.Sort(segs)
+		fi, err := os.Stat(segs[len(segs)-1])
+		if err != nil {
+			return err
+		}
+		return os.Truncate(segs[len(segs)-1], fi.Size()/2)
+	})
+}
+
+// rebuildsAfter takes a raft snapshot, writes more, closes the node, damages its data
+// dir with damage and starts it again: it must hold the same state, rebuilt from the
+// snapshot plus the log.
+func rebuildsAfter(t *testing.T, damage func(dir string) error) {
+	t.Helper()
 	dir := t.TempDir()
 	cfg := testConfig(t, dir)
 	s := mustOpen(t, cfg)
@@ -173,16 +166,7 @@ func TestSnapshotThenDamagedSegment(t *testing.T) {
 	if err := s.Close(); err != nil {
 		t.Fatal(err)
 	}
-	segs, err := filepath.Glob(filepath.Join(dir, "ledger", "db-*", "segments", "*.seg"))
-	if err != nil || len(segs) == 0 {
-		t.Fatalf("no segment files: %v", err)
-	}
-	slices.Sort(segs)
-	fi, err := os.Stat(segs[len(segs)-1])
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := os.Truncate(segs[len(segs)-1], fi.Size()/2); err != nil {
+	if err := damage(dir); err != nil {
 		t.Fatal(err)
 	}
 	s = mustOpen(t, cfg)
