@@ -597,10 +597,11 @@ func (l *Ledger) segmentWorker(h *handle) <-chan struct{} {
 	return done
 }
 
-// valueLogGC reclaims the disk of pruned log chunks: every vlogGCInterval it has Badger
-// rewrite value log files of which at least vlogGCRatio is garbage, one after the other
-// until none is left, and stops when the handle closes. Without it the value log only
-// grows, whatever retention removes (bench/soak measures the disk).
+// valueLogGC reclaims the disk of deleted id runs (and of pruned chunks of a layout 6
+// database; chunks are in segments since, segments.go): every vlogGCInterval it has
+// Badger rewrite value log files of which at least vlogGCRatio is garbage, one after
+// the other until none is left, and stops when the handle closes. Without it the value
+// log only grows, whatever retention removes.
 func (l *Ledger) valueLogGC(h *handle) <-chan struct{} {
 	done := make(chan struct{})
 	go func() {
