@@ -344,7 +344,7 @@ func (l *Ledger) openHandle(dir string) (*handle, error) {
 		return nil, fmt.Errorf("ledger: open badger in %s: %w", where, err)
 	}
 	h := &handle{db: db, dir: dir, done: make(chan struct{}), unwatch: make(chan struct{})}
-	if h.segs, err = openSegments(dir, db, l.logger); err != nil {
+	if h.segs, err = openSegments(dir, db); err != nil {
 		db.Close()
 		return nil, err
 	}

@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"hash/crc32"
-	"log/slog"
 	"os"
 	"path/filepath"
 	"slices"
@@ -100,6 +99,42 @@ func decodeSegPtr(v []byte) (p segPtr, ok bool, err error) {
 	return p, true, nil
 }
 
+// errStopWalk ends eachPointer early without an error.
+var errStopWalk = errors.New("stop")
+
+// eachPointer calls fn with the first seq and pointer of every l/ key from lo to hi
+// (inclusive; hi 0: to the end) whose value is a segment pointer. fn returning
+// errStopWalk ends the walk without an error.
+func eachPointer(txn *badger.Txn, lo, hi uint64, fn func(first uint64, p segPtr) error) error {
+	opts := badger.DefaultIteratorOptions
+	opts.Prefix = prefixLog
+	it := txn.NewIterator(opts)
+	defer it.Close()
+	for it.Seek(logKey(lo)); it.ValidForPrefix(prefixLog); it.Next() {
+		first := seqSuffix(it.Item().Key())
+		if hi != 0 && first > hi {
+			return nil
+		}
+		err := it.Item().Value(func(v []byte) error {
+			p, ok, err := decodeSegPtr(v)
+			if err != nil {
+				return fmt.Errorf("ledger: log chunk %d: %w", first, err)
+			}
+			if !ok {
+				return nil
+			}
+			return fn(first, p)
+		})
+		if errors.Is(err, errStopWalk) {
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
 // segFile is one segment.
 type segFile struct {
 	id   uint64
@@ -134,8 +169,7 @@ func (sf *segFile) span(first uint64) {
 // epoch before they open a Badger transaction; retiring closes the epoch, and a retired
 // segment stays readable until every pin of that epoch or an earlier one is released.
 type segments struct {
-	dir    string // "" in memory
-	logger *slog.Logger
+	dir string // "" in memory
 
 	mu     sync.Mutex
 	files  map[uint64]*segFile
@@ -186,8 +220,8 @@ func (s *segments) path(sf *segFile) string { return filepath.Join(s.dir, segNam
 // pointers db holds into each. Segments no pointer names (left by a crash between an
 // append and its commit, or retired but not yet removed) are deleted. A pointer past
 // the end of its file is ErrSegmentDamaged.
-func openSegments(dbDir string, db *badger.DB, logger *slog.Logger) (*segments, error) {
-	s := &segments{logger: logger, files: map[uint64]*segFile{}, pins: map[uint64]int{}, nextID: 1, queued: make(chan struct{}, 1)}
+func openSegments(dbDir string, db *badger.DB) (*segments, error) {
+	s := &segments{files: map[uint64]*segFile{}, pins: map[uint64]int{}, nextID: 1, queued: make(chan struct{}, 1)}
 	if dbDir != "" {
 		s.dir = filepath.Join(dbDir, segmentsDir)
 		if err := os.MkdirAll(s.dir, 0o700); err != nil {
@@ -219,38 +253,24 @@ func openSegments(dbDir string, db *badger.DB, logger *slog.Logger) (*segments, 
 		}
 	}
 	err := db.View(func(txn *badger.Txn) error {
-		opts := badger.DefaultIteratorOptions
-		opts.Prefix = prefixLog
-		it := txn.NewIterator(opts)
-		defer it.Close()
-		for it.Rewind(); it.Valid(); it.Next() {
-			err := it.Item().Value(func(v []byte) error {
-				p, ok, err := decodeSegPtr(v)
-				if err != nil || !ok {
-					return err
-				}
-				sf := s.files[p.seg]
-				if sf == nil || p.off+int64(p.n) > sf.size {
-					return fmt.Errorf("%w: chunk %d is at %d+%d in segment %d, which is missing or shorter",
-						ErrSegmentDamaged, seqSuffix(it.Item().Key()), p.off, p.n, p.seg)
-				}
-				if !sf.sealed {
-					// Written after its last sync, maybe: an OS crash or power loss can
-					// leave the size without the bytes.
-					if _, err := s.read(p); err != nil {
-						return fmt.Errorf("%w (chunk %d)", err, seqSuffix(it.Item().Key()))
-					}
-				}
-				sf.live++
-				sf.liveBytes += int64(p.n)
-				sf.span(seqSuffix(it.Item().Key()))
-				return nil
-			})
-			if err != nil {
-				return err
+		return eachPointer(txn, 0, 0, func(first uint64, p segPtr) error {
+			sf := s.files[p.seg]
+			if sf == nil || p.off+int64(p.n) > sf.size {
+				return fmt.Errorf("%w: chunk %d is at %d+%d in segment %d, which is missing or shorter",
+					ErrSegmentDamaged, first, p.off, p.n, p.seg)
 			}
-		}
-		return nil
+			if !sf.sealed {
+				// Written after its last sync, maybe: an OS crash or power loss can leave
+				// the size without the bytes.
+				if _, err := s.read(p); err != nil {
+					return fmt.Errorf("%w (chunk %d)", err, first)
+				}
+			}
+			sf.live++
+			sf.liveBytes += int64(p.n)
+			sf.span(first)
+			return nil
+		})
 	})
 	if err != nil {
 		s.close()
@@ -561,18 +581,6 @@ func (s *segments) sparse() []*segFile {
 	return out
 }
 
-// stats returns the number of segments and the bytes they hold, live or not (retired
-// ones still open for readers excluded).
-func (s *segments) stats() (n int, bytes int64) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	for _, sf := range s.files {
-		n++
-		bytes += sf.size
-	}
-	return n, bytes
-}
-
 // close closes every file (the database is closing: no reader is left).
 func (s *segments) close() error {
 	s.mu.Lock()
@@ -651,26 +659,19 @@ func (l *Ledger) relocate(h *handle) error {
 		bytes int64
 	)
 	err := h.db.View(func(txn *badger.Txn) error {
-		opts := badger.DefaultIteratorOptions
-		opts.Prefix = prefixLog
-		it := txn.NewIterator(opts)
-		defer it.Close()
 		for _, sf := range cands {
-			for it.Seek(logKey(sf.lo)); it.ValidForPrefix(prefixLog) && seqSuffix(it.Item().Key()) <= sf.hi; it.Next() {
+			err := eachPointer(txn, sf.lo, sf.hi, func(first uint64, p segPtr) error {
 				if bytes >= relocateMaxBytes {
-					return nil
+					return errStopWalk
 				}
-				err := it.Item().Value(func(v []byte) error {
-					p, ok, err := decodeSegPtr(v)
-					if err == nil && ok && p.seg == sf.id {
-						moves = append(moves, move{it.Item().KeyCopy(nil), p})
-						bytes += int64(p.n)
-					}
-					return err
-				})
-				if err != nil {
-					return fmt.Errorf("ledger: log chunk %d: %w", seqSuffix(it.Item().Key()), err)
+				if p.seg == sf.id {
+					moves = append(moves, move{logKey(first), p})
+					bytes += int64(p.n)
 				}
+				return nil
+			})
+			if err != nil || bytes >= relocateMaxBytes {
+				return err
 			}
 		}
 		return nil
