@@ -138,17 +138,26 @@ func (s *Server) join(ctx context.Context, raftAdv string) (*clusterv1.JoinRespo
 }
 
 // maintain runs for the life of the node: a non-voter asks the leader to promote it
-// once it has caught up, and a leader keeps its own addresses registered.
+// once it has caught up, a leader keeps its own addresses registered, and node.json
+// follows the cluster id when a snapshot restored into this node changed it.
 func (s *Server) maintain(ctx context.Context) {
 	t := time.NewTicker(500 * time.Millisecond)
 	defer t.Stop()
 	var reported time.Time
 	reportedLow := false
+	restores := s.store.Ledger().Restores() // New recorded the identity of the state it opened
 	for {
 		select {
 		case <-ctx.Done():
 			return
 		case <-t.C:
+		}
+		if r := s.store.Ledger().Restores(); r != restores {
+			if err := s.refreshIdentity(); err != nil {
+				s.logger.Warn("could not record this data dir's node identity after a restore", "err", err)
+			} else {
+				restores = r
+			}
 		}
 		// A follower reports its free disk every ReportEvery, and at once when it turns
 		// short of it.

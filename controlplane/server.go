@@ -484,6 +484,18 @@ func (s *Server) recordIdentity(old *NodeIdentity, raftAdv string) error {
 	return nil
 }
 
+// refreshIdentity records the cluster id in node.json again after a snapshot was
+// restored into this node while it ran: a forced restore of another cluster's backup
+// that reached this node after it started (it was stopped or behind when the leader
+// installed it), or the first snapshot a joining node receives.
+func (s *Server) refreshIdentity() error {
+	old, err := readNodeIdentity(s.cfg.DataDir)
+	if err != nil {
+		return err
+	}
+	return s.recordIdentity(old, s.raftAdv)
+}
+
 // registerSelf records this node's addresses through raft if they are not yet known.
 func (s *Server) registerSelf(ctx context.Context) error {
 	if s.cfg.Moved {
