@@ -172,6 +172,9 @@ func recapOf(name string, p *pkgState) []string {
 	}
 	slices.Sort(tests)
 	out := []string{strings.TrimSuffix("FAIL "+shortPkg(name)+": "+strings.Join(tests, " "), ": ")}
+	for _, test := range tests {
+		out = append(out, failureLines(test, p.lines)...)
+	}
 	running := false
 	for _, l := range p.lines {
 		t := strings.TrimRight(l.text, "\n")
@@ -185,6 +188,36 @@ func recapOf(name string, p *pkgState) []string {
 		default:
 			running = false
 		}
+	}
+	return out
+}
+
+// recapPerTest and recapWidth bound what failureLines keeps of one failed test.
+const (
+	recapPerTest = 3
+	recapWidth   = 300
+)
+
+// failureLines is the first lines a failed test reported with t.Error, t.Fatal or
+// their kin ("    x_test.go:12: want 2, got 3"), without the log records a test logger
+// writes the same way ("handler.go:322: time=..."): the recap then says why a test
+// failed even when its log pushed the reason out of what a CI log shows.
+func failureLines(test string, lines []line) []string {
+	var out []string
+	for _, l := range lines {
+		if l.test != test || len(out) == recapPerTest {
+			continue
+		}
+		t := strings.TrimSpace(l.text)
+		loc, msg, ok := strings.Cut(t, ": ")
+		file, lineNo, ok2 := strings.Cut(loc, ".go:")
+		if !ok || !ok2 || file == "" || strings.ContainsAny(file, " \t") || strings.Trim(lineNo, "0123456789") != "" || strings.HasPrefix(msg, "time=") {
+			continue
+		}
+		if len(t) > recapWidth {
+			t = t[:recapWidth] + "..."
+		}
+		out = append(out, "  "+test+": "+t)
 	}
 	return out
 }

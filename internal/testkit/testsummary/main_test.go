@@ -27,6 +27,7 @@ const stream = `{"Action":"start","Package":"github.com/crossdock/crossdock/plug
 {"Action":"run","Package":"github.com/crossdock/crossdock/agent","Test":"TestBroken"}
 {"Action":"output","Package":"github.com/crossdock/crossdock/agent","Test":"TestBroken","Output":"=== RUN   TestBroken\n"}
 {"Action":"output","Package":"github.com/crossdock/crossdock/agent","Test":"TestBroken","Output":"    agent_test.go:9: want 2, got 3\n"}
+{"Action":"output","Package":"github.com/crossdock/crossdock/agent","Test":"TestBroken","Output":"    handler.go:322: time=2026-12-05T20:39:04Z level=ERROR msg=\"a log record\"\n"}
 {"Action":"output","Package":"github.com/crossdock/crossdock/agent","Test":"TestBroken","Output":"--- FAIL: TestBroken (0.00s)\n"}
 {"Action":"fail","Package":"github.com/crossdock/crossdock/agent","Test":"TestBroken"}
 {"Action":"output","Package":"github.com/crossdock/crossdock/agent","Output":"FAIL\n"}
@@ -52,8 +53,9 @@ func TestSummary(t *testing.T) {
 		t.Errorf("exit code %d with a failed package, want 1", code)
 	}
 	want := "ok  \tgithub.com/crossdock/crossdock/plugins/pgcdc\t0.5s\n" +
-		"    agent_test.go:9: want 2, got 3\n--- FAIL: TestBroken (0.00s)\nFAIL\nFAIL\tgithub.com/crossdock/crossdock/agent\t0.1s\n" +
-		"failed:\n  FAIL agent: TestBroken\n" +
+		"    agent_test.go:9: want 2, got 3\n    handler.go:322: time=2026-12-05T20:39:04Z level=ERROR msg=\"a log record\"\n" +
+		"--- FAIL: TestBroken (0.00s)\nFAIL\nFAIL\tgithub.com/crossdock/crossdock/agent\t0.1s\n" +
+		"failed:\n  FAIL agent: TestBroken\n    TestBroken: agent_test.go:9: want 2, got 3\n" +
 		"!!! 1 INTEGRATION TESTS NOT RUN (PostgreSQL not available; install them, see .ci/run, or set CROSSDOCK_REQUIRE_INTEGRATION=1 to make this a failure): plugins/pgcdc.TestSlot\n"
 	if out != want {
 		t.Errorf("output:\n%s\nwant:\n%s", out, want)
