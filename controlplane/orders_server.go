@@ -21,7 +21,7 @@ import (
 // mountOrders gives the partner API the order view and a way to commit partner events
 // (through raft, forwarded to the leader from a follower).
 func (s *Server) mountOrders(mux *http.ServeMux, opts []connect.HandlerOption, auth *api.AdminAuth, prop *partner.Proposer) {
-	s.orders = orders.New(s.store.Ledger(), s.logger)
+	s.orders = orders.New(orders.LedgerSource(s.store.Ledger()), s.logger)
 	s.submitOrders = func(ctx context.Context, p string, events []*eventv1.Event) (*storev1.IngestResult, error) {
 		sub := &storev1.SubmitPartnerEvents{Partner: p}
 		for _, ev := range events {

@@ -829,17 +829,45 @@ func (l *Ledger) TypesLowWater(types []string) (uint64, time.Time, error) {
 	if lw == nil || len(types) == 0 {
 		return 1, time.Time{}, nil
 	}
+	var at time.Time
+	if lw.GetAt() != nil {
+		at = lw.GetAt().AsTime()
+	}
+	return typesCut(lw, types), at, nil
+}
+
+// typesCut is the least cutoff of types in lw (1 when lw is nil or types empty).
+func typesCut(lw *storev1.LowWater, types []string) uint64 {
+	if lw == nil || len(types) == 0 {
+		return 1
+	}
 	cut := uint64(0)
 	for i, t := range types {
 		if c := typeCut(lw, t); i == 0 || c < cut {
 			cut = c
 		}
 	}
-	var at time.Time
-	if lw.GetAt() != nil {
-		at = lw.GetAt().AsTime()
+	return max(cut, 1)
+}
+
+// CompactedHolds reports whether the compacted base holds an event of typ with keys
+// (the newest of that type and keys that a prune removed from the log, when the
+// Retention document compacts typ): a view that dropped what retention pruned keeps
+// what a view rebuilt from the base would hold.
+func (l *Ledger) CompactedHolds(typ string, keys map[string]string) (bool, error) {
+	found := false
+	err := l.view(func(txn *badger.Txn) error {
+		_, err := txn.Get(compactedKey(typ, keys))
+		if errors.Is(err, badger.ErrKeyNotFound) {
+			return nil
+		}
+		found = err == nil
+		return err
+	})
+	if err != nil {
+		return false, fmt.Errorf("ledger: read the compacted base: %w", err)
 	}
-	return max(cut, 1), at, nil
+	return found, nil
 }
 
 // AheadArchiver is an Archiver that knows what it holds: ArchivedThrough(typ) is the

@@ -41,35 +41,68 @@ func (l *Ledger) ScanRaw(from uint64, maxEvents int, fn func(ev RawEvent) error)
 		next = ev.Seq + 1
 		return nil
 	}
-	err = l.viewLog(func(txn *logTxn) error {
-		start, err := rawChunkStart(txn, from)
-		if err != nil {
+	err = l.viewLog(func(txn *logTxn) error { return scanRaw(txn, from, maxEvents, track) })
+	return next, err
+}
+
+// ScanRawTypes is ScanRaw for a reader that folds only events of types: it refuses a
+// from below their cutoff (the least of them, TypesLowWater) with a *PrunedError, since
+// the reader would miss events of those types that a prune removed. The cutoff is read
+// with the transaction the scan reads, so a prune that commits between them cannot make
+// the scan skip events silently.
+func (l *Ledger) ScanRawTypes(types []string, from uint64, maxEvents int, fn func(ev RawEvent) error) (next uint64, err error) {
+	from = max(from, 1)
+	next = from
+	var cut uint64
+	txn, done, err := l.readTxn(func(p *postings, _ *badger.Txn) error {
+		cut = typesCut(p.low, types)
+		return nil
+	})
+	if err != nil {
+		return next, err
+	}
+	defer done()
+	if from < cut {
+		return next, prunedError(txn, from, cut, "")
+	}
+	err = scanRaw(txn, from, maxEvents, func(ev RawEvent) error {
+		if err := fn(ev); err != nil {
 			return err
 		}
-		opts := badger.DefaultIteratorOptions
-		opts.Prefix = prefixLog
-		opts.PrefetchSize = 4
-		it := txn.NewIterator(opts)
-		defer it.Close()
-		read := 0
-		for it.Seek(logKey(start)); it.ValidForPrefix(prefixLog); it.Next() {
-			item := it.Item()
-			first := seqSuffix(item.Key())
-			err := txn.chunkValue(item, func(v []byte) error {
-				n, _, err := walkChunk(first, v, from, 0, false, track)
-				read += n
-				return err
-			})
-			if err != nil {
-				return err
-			}
-			if maxEvents > 0 && read >= maxEvents {
-				return nil
-			}
-		}
+		next = ev.Seq + 1
 		return nil
 	})
 	return next, err
+}
+
+// scanRaw is ScanRaw in txn.
+func scanRaw(txn *logTxn, from uint64, maxEvents int, fn func(ev RawEvent) error) error {
+	start, err := rawChunkStart(txn, from)
+	if err != nil {
+		return err
+	}
+	opts := badger.DefaultIteratorOptions
+	opts.Prefix = prefixLog
+	opts.PrefetchSize = 4
+	it := txn.NewIterator(opts)
+	defer it.Close()
+	read := 0
+	for it.Seek(logKey(start)); it.ValidForPrefix(prefixLog); it.Next() {
+		item := it.Item()
+		first := seqSuffix(item.Key())
+		err := txn.chunkValue(item, func(v []byte) error {
+			n, _, err := walkChunk(first, v, from, 0, false, fn)
+			read += n
+			return err
+		})
+		if err != nil {
+			return err
+		}
+		if maxEvents > 0 && read >= maxEvents {
+			return nil
+		}
+	}
+	return nil
 }
 
 // rawChunkStart is chunkStart without decoding the chunk: the first seq of the chunk

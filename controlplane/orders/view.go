@@ -26,6 +26,7 @@
 package orders
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -42,6 +43,7 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"github.com/crossdock/crossdock/controlplane/ledger"
+	"github.com/crossdock/crossdock/controlplane/views"
 	"github.com/crossdock/crossdock/internal/canonical"
 	eventv1 "github.com/crossdock/crossdock/proto/gen/crossdock/event/v1"
 )
@@ -102,6 +104,10 @@ type Order struct {
 	Notices []Step
 
 	shipped map[string]map[string]*big.Rat // shipment number -> line -> quantity
+	// inBase: the compacted base holds the order event (it was folded from the base,
+	// or retention compacted it since), so the view keeps the order after its event
+	// left the log.
+	inBase bool
 }
 
 func (o *Order) clone() *Order {
@@ -112,15 +118,20 @@ func (o *Order) clone() *Order {
 	return &c
 }
 
-// Source is what the view reads: a node's committed log (ledger.Ledger implements it).
+// Source is what the view reads: a node's committed log, as views.LedgerSource with
+// Types set to this package's Types reads it. Its ScanRaw refuses to read below the
+// cutoff of those types with a ledger.PrunedError (the view would miss pruned events):
+// the view then merges the compacted base and goes on, as the views do.
 type Source interface {
+	views.Source
+	// TypesLowWater is the earliest seq from which the log holds every event of types.
 	TypesLowWater(types []string) (uint64, time.Time, error)
-	ScanCompacted(types []string, fn func(ev *eventv1.CommittedEvent) error) error
-	ScanRaw(from uint64, max int, fn func(ev ledger.RawEvent) error) (uint64, error)
-	LastSeq() uint64
-	Restores() uint64
-	Changed() <-chan struct{}
+	// CompactedHolds reports whether the compacted base holds an event of typ with keys.
+	CompactedHolds(typ string, keys map[string]string) (bool, error)
 }
+
+// LedgerSource is the Source of a node's ledger.
+func LedgerSource(l *ledger.Ledger) Source { return views.LedgerSource{L: l, Types: Types} }
 
 // View is the order status of one node. Run feeds it; the read methods are safe for
 // concurrent use.
@@ -135,13 +146,17 @@ type View struct {
 	byPartner map[string][]string // partner -> order ids by seq (ascending)
 	changed   map[string]bool     // ids whose status may differ from Notified
 
+	// orderCut is the cutoff of order events the view last dropped orders below.
+	orderCut uint64
+	merged   atomic.Uint64
+
 	seq   atomic.Uint64
 	ready atomic.Bool // the rebuild at start is done
 	waitM sync.Mutex
 	wait  chan struct{}
 }
 
-// New returns a view over src (the node's ledger); Run starts it.
+// New returns a view over src (LedgerSource of the node's ledger); Run starts it.
 func New(src Source, logger *slog.Logger) *View {
 	if logger == nil {
 		logger = slog.Default()
@@ -211,26 +226,15 @@ func (v *View) Run(ctx context.Context) error {
 func (v *View) follow(ctx context.Context) error {
 	start := time.Now()
 	restores := v.src.Restores()
-	from, _, err := v.src.TypesLowWater(Types)
-	if err != nil {
-		return fmt.Errorf("orders: read the ledger's low water: %w", err)
-	}
 	v.ready.Store(false)
 	v.mu.Lock()
 	v.reset()
+	v.orderCut = 0
 	v.mu.Unlock()
-	if from > 1 {
-		err := v.src.ScanCompacted(Types, func(ev *eventv1.CommittedEvent) error {
-			v.mu.Lock()
-			defer v.mu.Unlock()
-			v.foldEvent(ev.GetSeq(), ev.GetCommittedAt().AsTime(), ev.GetAgent(), ev.GetEvent())
-			return nil
-		})
-		if err != nil {
-			return fmt.Errorf("orders: read the ledger's compacted base: %w", err)
-		}
+	v.setSeq(0)
+	if err := v.mergeBase(); err != nil {
+		return err
 	}
-	v.setSeq(max(from, 1) - 1)
 	rebuilding := true
 	for {
 		ch := v.src.Changed()
@@ -239,7 +243,20 @@ func (v *View) follow(ctx context.Context) error {
 			return errors.New("orders: a snapshot was restored into the ledger")
 		}
 		n, err := v.step()
+		if errors.Is(err, ledger.ErrPruned) {
+			// A prune overtook the view (a node that fell behind): the events it
+			// skipped are gone but for the compacted base; merge it and go on from
+			// the new mark, as the views do (views.Views.follow).
+			v.merged.Add(1)
+			if err := v.mergeBase(); err != nil {
+				return err
+			}
+			continue
+		}
 		if err != nil {
+			return err
+		}
+		if err := v.dropPruned(); err != nil {
 			return err
 		}
 		if n >= v.batch {
@@ -259,6 +276,112 @@ func (v *View) follow(ctx context.Context) error {
 		case <-ch:
 		}
 	}
+}
+
+// mergeBase folds the events of the compacted base the view has not folded from the
+// log, in seq order, moves the view to where the log holds every event of its types,
+// and drops the orders whose order event retention removed.
+func (v *View) mergeBase() error {
+	seen := v.Seq()
+	var evs []*eventv1.CommittedEvent
+	from, err := v.src.Base(Types, func(ev *eventv1.CommittedEvent) error {
+		if ev.GetSeq() > seen {
+			evs = append(evs, ev)
+		}
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("orders: read the ledger's compacted base: %w", err)
+	}
+	slices.SortFunc(evs, func(a, b *eventv1.CommittedEvent) int { return cmp.Compare(a.GetSeq(), b.GetSeq()) })
+	v.mu.Lock()
+	for _, ev := range evs {
+		v.foldEvent(ev.GetSeq(), ev.GetCommittedAt().AsTime(), ev.GetAgent(), ev.GetEvent())
+		if o := v.byID[orderID(ev.GetEvent())]; o != nil && o.Seq == ev.GetSeq() {
+			o.inBase = true
+		}
+	}
+	v.mu.Unlock()
+	if from > seen+1 {
+		v.setSeq(from - 1)
+	}
+	return v.dropPruned()
+}
+
+// Merges is how often a prune overtook the view and it merged the compacted base.
+func (v *View) Merges() uint64 { return v.merged.Load() }
+
+// dropPruned drops the orders whose order event retention removed from the log and
+// did not keep in the compacted base: the view holds an order as long as the ledger
+// holds its order event, like a view rebuilt from the ledger, and its memory follows
+// retention. The steps of an order kept are not dropped.
+func (v *View) dropPruned() error {
+	cut, _, err := v.src.TypesLowWater([]string{canonical.TypeOrder})
+	if err != nil {
+		return fmt.Errorf("orders: read the cutoff of order events: %w", err)
+	}
+	v.mu.RLock()
+	moved := cut > v.orderCut
+	v.mu.RUnlock()
+	if !moved {
+		return nil
+	}
+	// The check against the compacted base reads the ledger: outside the lock, on the
+	// candidates (the fold goroutine, which is this one, is the only writer).
+	var gone []*Order
+	v.mu.RLock()
+	for _, ids := range v.byPartner {
+		for _, id := range ids {
+			o := v.byID[id]
+			if o.Seq >= cut {
+				break
+			}
+			if !o.inBase {
+				gone = append(gone, o)
+			}
+		}
+	}
+	v.mu.RUnlock()
+	var drop []*Order
+	for _, o := range gone {
+		held, err := v.src.CompactedHolds(canonical.TypeOrder, o.Event.GetKeys())
+		if err != nil {
+			return fmt.Errorf("orders: order %s: %w", o.ID, err)
+		}
+		if !held {
+			drop = append(drop, o)
+		}
+	}
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	for _, o := range gone {
+		o.inBase = true // held, unless dropped below
+	}
+	for _, o := range drop {
+		delete(v.byID, o.ID)
+		delete(v.changed, o.ID)
+		if v.byERP[o.ERPOrderNumber] == o.ID {
+			delete(v.byERP, o.ERPOrderNumber)
+		}
+		v.byPartner[o.Partner] = slices.DeleteFunc(v.byPartner[o.Partner], func(id string) bool { return id == o.ID })
+		if len(v.byPartner[o.Partner]) == 0 {
+			delete(v.byPartner, o.Partner)
+		}
+	}
+	if len(drop) > 0 {
+		v.logger.Info("order view: dropped orders whose order event retention removed", "orders", len(drop), "below_seq", cut)
+	}
+	v.orderCut = cut
+	return nil
+}
+
+// orderID is the id an order event creates an order under (keys.order, else the
+// payload's order number).
+func orderID(ev *eventv1.Event) string {
+	if id := ev.GetKeys()["order"]; id != "" {
+		return id
+	}
+	return ev.GetOrder().GetOrderNumber()
 }
 
 func (v *View) step() (int, error) {
@@ -345,10 +468,7 @@ func (v *View) foldEvent(seq uint64, at time.Time, agent string, ev *eventv1.Eve
 		if ord == nil {
 			return
 		}
-		id := ev.GetKeys()["order"]
-		if id == "" {
-			id = ord.GetOrderNumber()
-		}
+		id := orderID(ev)
 		if o := v.byID[id]; o != nil {
 			v.addStep(o, Step{Type: typ, Status: o.Status, At: at, Seq: seq, Detail: "order sent again: " + ord.GetStatus()})
 			return
@@ -358,7 +478,10 @@ func (v *View) foldEvent(seq uint64, at time.Time, agent string, ev *eventv1.Eve
 		}
 		o := &Order{ID: id, Partner: ord.GetPartner(), PurchaseOrderNumber: ord.GetPurchaseOrderNumber(), Seq: seq, SubmittedAt: at, Event: ev}
 		v.byID[id] = o
-		v.byPartner[o.Partner] = append(v.byPartner[o.Partner], id)
+		// By seq: the log comes in seq order, the compacted base by keys.
+		ids := v.byPartner[o.Partner]
+		i, _ := slices.BinarySearchFunc(ids, seq, func(id string, seq uint64) int { return cmp.Compare(v.byID[id].Seq, seq) })
+		v.byPartner[o.Partner] = slices.Insert(ids, i, id)
 		v.addStep(o, Step{Type: typ, Status: StatusReceived, At: at, Seq: seq, Agent: agent, Detail: fmt.Sprintf("%d lines", len(ord.GetLines()))})
 	case canonical.TypeOrderAck:
 		a := ev.GetOrderAck()

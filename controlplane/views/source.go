@@ -1,6 +1,8 @@
 package views
 
 import (
+	"time"
+
 	"github.com/crossdock/crossdock/controlplane/ledger"
 	eventv1 "github.com/crossdock/crossdock/proto/gen/crossdock/event/v1"
 )
@@ -62,15 +64,20 @@ func (s LedgerSource) Base(types []string, fn func(ev *eventv1.CommittedEvent) e
 // ScanRaw reads the ledger's log without decoding events.
 // Asked below the cutoff of the source's types (a prune overtook a reader that lagged
 // behind it) it returns the ledger's *PrunedError: the reader merges Base and goes on.
+// The cutoff is read with the scan's own transaction (ledger.ScanRawTypes).
 func (s LedgerSource) ScanRaw(from uint64, max int, fn func(ev ledger.RawEvent) error) (uint64, error) {
-	cut, at, err := s.L.TypesLowWater(s.types())
-	if err != nil {
-		return from, err
-	}
-	if from < cut {
-		return from, &ledger.PrunedError{Asked: from, Seq: cut, At: at}
-	}
-	return s.L.ScanRaw(from, max, fn)
+	return s.L.ScanRawTypes(s.types(), from, max, fn)
+}
+
+// TypesLowWater is the ledger's earliest seq from which it holds every event of types.
+func (s LedgerSource) TypesLowWater(types []string) (uint64, time.Time, error) {
+	return s.L.TypesLowWater(types)
+}
+
+// CompactedHolds reports whether the ledger's compacted base holds an event of typ
+// with keys.
+func (s LedgerSource) CompactedHolds(typ string, keys map[string]string) (bool, error) {
+	return s.L.CompactedHolds(typ, keys)
 }
 
 // LastSeq is the ledger's highest committed seq.
