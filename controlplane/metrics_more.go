@@ -2,6 +2,7 @@ package controlplane
 
 import (
 	"strings"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 
@@ -17,6 +18,10 @@ var (
 	descDiskFree        = metrics.Desc("disk_free_bytes", "Free bytes on the file system of this node's data dir, as last sampled (every second).")
 	descDiskMinFree     = metrics.Desc("disk_min_free_bytes", "Free bytes this node keeps (--min-free-disk); below it the cluster refuses new events. 0 when the guard is off.")
 	descIngestRefused   = metrics.Desc("ingest_refused", "1 while this node refuses new events because a node is short of disk (the leader knows every node's; a follower only its own), else 0.")
+	descLowWater        = metrics.Desc("ledger_low_water_seq", "Earliest seq this node's ledger still holds after retention pruned it (0 when nothing was pruned).")
+	descOldestAge       = metrics.Desc("ledger_oldest_event_age_seconds", "Age of the earliest event held at the low-water mark (0 when nothing was pruned): near the longest retention of any type; well above it plus a few prune intervals, pruning is falling behind.")
+	descSegmentFiles    = metrics.Desc("ledger_segment_files", "Segment files holding this node's log chunks.")
+	descSegmentBytes    = metrics.Desc("ledger_segment_bytes", "Bytes in this node's segment files: all of them (state=\"all\"), and the chunks the log still holds (state=\"held\").", "state")
 )
 
 // moreCollector reads the partner API's counters, the views' lag and the committed
@@ -24,7 +29,8 @@ var (
 type moreCollector struct{ s *Server }
 
 func (c *moreCollector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{descPartnerRequests, descViewsSeq, descViewsBehind, descViewsLag, descAlertsFiring, descDiskFree, descDiskMinFree, descIngestRefused} {
+	for _, d := range []*prometheus.Desc{descPartnerRequests, descViewsSeq, descViewsBehind, descViewsLag, descAlertsFiring, descDiskFree, descDiskMinFree, descIngestRefused,
+		descLowWater, descOldestAge, descSegmentFiles, descSegmentBytes} {
 		ch <- d
 	}
 }
@@ -57,6 +63,17 @@ func (c *moreCollector) Collect(ch chan<- prometheus.Metric) {
 		ch <- metrics.Gauge(descDiskMinFree, float64(d.Min))
 	}
 	ch <- metrics.Gauge(descIngestRefused, b2f(s.disk.Check() != nil))
+	low, at := s.store.Ledger().LowWater()
+	age := 0.0
+	if low > 0 && !at.IsZero() {
+		age = max(time.Since(at).Seconds(), 0)
+	}
+	ch <- metrics.Gauge(descLowWater, float64(low))
+	ch <- metrics.Gauge(descOldestAge, age)
+	seg := s.store.Ledger().Segments()
+	ch <- metrics.Gauge(descSegmentFiles, float64(seg.Files))
+	ch <- metrics.Gauge(descSegmentBytes, float64(seg.Bytes), "all")
+	ch <- metrics.Gauge(descSegmentBytes, float64(seg.HeldBytes), "held")
 	states, err := s.store.Ledger().AlertStates()
 	if err != nil {
 		s.logger.Warn("metrics: read alert states", "err", err)

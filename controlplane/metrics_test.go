@@ -401,3 +401,45 @@ func checkDocumented(t *testing.T, fams map[string]*dto.MetricFamily) {
 		}
 	}
 }
+
+// TestMetricsRetentionAndSegments: a node that prunes says how far (the low-water seq
+// equal to its ledger's, the age of the earliest event held, within the retention and a
+// few prune intervals) and what its segment files hold.
+func TestMetricsRetentionAndSegments(t *testing.T) {
+	s := controlplanetest.TestServer(t, func(c *controlplane.Config) {
+		withMetrics(c)
+		c.PruneInterval = 100 * time.Millisecond
+	})
+	f := scrape(t, s.MetricsAddr())
+	if v, ok := value(f, "crossdock_ledger_low_water_seq", nil); !ok || v != 0 {
+		t.Fatalf("crossdock_ledger_low_water_seq = %v (%v) before any prune, want 0", v, ok)
+	}
+	applyDocs(t, s, shortRetention)
+	// Enough events for a key-index flush (a prune never passes one).
+	for i := 1; i <= 18000; i += 2000 {
+		if err := ingest(context.Background(), s, "a1", i, 2000); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// 1s retention, prunes every 100ms: the earliest event held is a few seconds old at
+	// most once a prune has left one (a loaded CI machine may run late).
+	var low, age float64
+	controlplanetest.WaitFor(t, 60*time.Second, "a prune that holds events, in the metrics", func() bool {
+		f = scrape(t, s.MetricsAddr())
+		low, _ = value(f, "crossdock_ledger_low_water_seq", nil)
+		age, _ = value(f, "crossdock_ledger_oldest_event_age_seconds", nil)
+		return low > 1 && age > 0
+	})
+	if ledgerLow := lowWater(s); low > float64(ledgerLow) {
+		t.Errorf("crossdock_ledger_low_water_seq = %v, above the ledger's %d read after it", low, ledgerLow)
+	}
+	if age > 60 {
+		t.Errorf("crossdock_ledger_oldest_event_age_seconds = %v with a 1s retention, want under a minute", age)
+	}
+	files, _ := value(f, "crossdock_ledger_segment_files", nil)
+	all, _ := value(f, "crossdock_ledger_segment_bytes", map[string]string{"state": "all"})
+	held, _ := value(f, "crossdock_ledger_segment_bytes", map[string]string{"state": "held"})
+	if files < 1 || held <= 0 || held > all {
+		t.Errorf("segments: %v files, %v bytes, %v held; want a file, some bytes held, no more than all", files, all, held)
+	}
+}

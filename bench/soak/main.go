@@ -1,7 +1,8 @@
 // Command soak runs a 3-node control plane (real `crossdock server` processes of the
 // built binary) under steady ingest for a while and samples, every interval, each
 // node's data dir disk usage (the archive, <data-dir>/archive, apart: it grows by
-// design) and resident anonymous memory (RssAnon), and the p99
+// design), resident anonymous memory (RssAnon), the age of the earliest event held and
+// the bytes of the segment files (all, and held by the log), and the p99
 // publish→commit latency of the load generator's batches (send → acknowledgement
 // carrying a committed seq at or past the batch's last event). It prints the series and
 // the least-squares slope of each over the samples after -settle (the first retention
@@ -72,6 +73,9 @@ type sample struct {
 	disk      []int64   // per node: its data dir without the archive
 	archive   []int64   // per node: <data-dir>/archive, which grows by design
 	rss       []float64 // per node, MiB
+	// Per node, from its /metrics: the age of the earliest event held (seconds; how
+	// far behind its retention pruning runs) and its segment files, all and held (MiB).
+	age, segAll, segHeld []float64
 }
 
 func run(ctx context.Context, o options) error {
@@ -131,8 +135,8 @@ func run(ctx context.Context, o options) error {
 	header := "| min | ev/s committed | p99 commit ms |"
 	sep := "| --- | --- | --- |"
 	for _, n := range c.Nodes {
-		header += fmt.Sprintf(" %s disk MiB (archive) | %s RssAnon MiB |", n.ID, n.ID)
-		sep += " --- | --- |"
+		header += fmt.Sprintf(" %s disk MiB (archive) | %s RssAnon MiB | %s oldest s | %s segments MiB (held) |", n.ID, n.ID, n.ID, n.ID)
+		sep += " --- | --- | --- | --- |"
 	}
 	fmt.Println(header)
 	fmt.Println(sep)
@@ -152,11 +156,18 @@ loop:
 				return fmt.Errorf("memory of %s: %w", n.ID, err)
 			}
 			s.rss = append(s.rss, m.RssAnonMiB)
+			var v [3]float64
+			for i, name := range []string{"crossdock_ledger_oldest_event_age_seconds", `crossdock_ledger_segment_bytes{state="all"}`, `crossdock_ledger_segment_bytes{state="held"}`} {
+				if v[i], err = n.Metric(ctx, name); err != nil {
+					return err
+				}
+			}
+			s.age, s.segAll, s.segHeld = append(s.age, v[0]), append(s.segAll, v[1]/(1<<20)), append(s.segHeld, v[2]/(1<<20))
 		}
 		series = append(series, s)
 		line := fmt.Sprintf("| %.1f | %.0f | %.1f |", s.at.Minutes(), float64(s.committed-prevCommitted)/o.interval.Seconds(), float64(s.p99.Microseconds())/1000)
 		for i := range c.Nodes {
-			line += fmt.Sprintf(" %.0f (%.0f) | %.0f |", float64(s.disk[i])/(1<<20), float64(s.archive[i])/(1<<20), s.rss[i])
+			line += fmt.Sprintf(" %.0f (%.0f) | %.0f | %.0f | %.0f (%.0f) |", float64(s.disk[i])/(1<<20), float64(s.archive[i])/(1<<20), s.rss[i], s.age[i], s.segAll[i], s.segHeld[i])
 		}
 		fmt.Println(line)
 		prevCommitted = s.committed
@@ -200,7 +211,16 @@ loop:
 		for i, s := range after {
 			ys[i] = float64(s.archive[ni]) / (1 << 20)
 		}
-		fmt.Printf("%s: disk without the archive %+.1f MiB/min, archive %+.1f MiB/min, RssAnon %+.1f MiB/min\n", n.ID, disk, benchkit.Slope(xs, ys), rss)
+		arch := benchkit.Slope(xs, ys)
+		for i, s := range after {
+			ys[i] = s.segHeld[ni]
+		}
+		held := benchkit.Slope(xs, ys)
+		for i, s := range after {
+			ys[i] = s.age[ni]
+		}
+		fmt.Printf("%s: disk without the archive %+.1f MiB/min, archive %+.1f MiB/min, RssAnon %+.1f MiB/min, segments held %+.1f MiB/min, oldest event age %+.1f s/min\n",
+			n.ID, disk, arch, rss, held, benchkit.Slope(xs, ys))
 	}
 	return nil
 }

@@ -566,6 +566,33 @@ func (s *segments) buryLocked() {
 	})
 }
 
+// SegmentStats is what a ledger's segment files hold.
+type SegmentStats struct {
+	Files int
+	// Bytes is what the files hold; HeldBytes the chunks the log still points to (the
+	// rest waits for its segment to empty, or to be moved out of it).
+	Bytes, HeldBytes int64
+}
+
+// Segments reports the ledger's segment files (all zero for a ledger closed or
+// restoring).
+func (l *Ledger) Segments() SegmentStats {
+	h, err := l.acquire()
+	if err != nil {
+		return SegmentStats{}
+	}
+	defer l.release(h)
+	s := h.segs
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	st := SegmentStats{Files: len(s.files)}
+	for _, sf := range s.files {
+		st.Bytes += sf.size
+		st.HeldBytes += sf.liveBytes
+	}
+	return st
+}
+
 // sparse returns the closed segments of which less than relocateBelow is held, oldest
 // first.
 func (s *segments) sparse() []*segFile {

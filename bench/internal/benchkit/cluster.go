@@ -31,12 +31,12 @@ import (
 
 // Node is one `crossdock server` process.
 type Node struct {
-	ID, API, Raft, Pprof, Dir, Log string
-	Args                           []string // the arguments it was started with
-	Cmd                            *exec.Cmd
-	Admin                          adminv1connect.AdminServiceClient // talks to this node only
-	closeAdmin                     func()
-	exited                         chan struct{}
+	ID, API, Raft, Pprof, Metrics, Dir, Log string
+	Args                                    []string // the arguments it was started with
+	Cmd                                     *exec.Cmd
+	Admin                                   adminv1connect.AdminServiceClient // talks to this node only
+	closeAdmin                              func()
+	exited                                  chan struct{}
 }
 
 // Cluster is a set of server processes of one binary.
@@ -105,8 +105,12 @@ func (c *Cluster) newNode(i int) (*Node, error) {
 	if err != nil {
 		return nil, err
 	}
+	met, err := FreeAddr()
+	if err != nil {
+		return nil, err
+	}
 	id := fmt.Sprintf("cp%d", i+1)
-	return &Node{ID: id, API: api, Raft: raft, Pprof: pp, Dir: filepath.Join(c.Dir, id), Log: filepath.Join(c.Dir, id+".log")}, nil
+	return &Node{ID: id, API: api, Raft: raft, Pprof: pp, Metrics: met, Dir: filepath.Join(c.Dir, id), Log: filepath.Join(c.Dir, id+".log")}, nil
 }
 
 // exec starts n's process with its Args.
@@ -133,7 +137,7 @@ func (c *Cluster) start(extra ...string) (*Node, error) {
 		return nil, err
 	}
 	n.Args = append([]string{"server", "--data-dir", n.Dir, "--node-id", n.ID, "--listen", n.API, "--raft-listen", n.Raft,
-		"--pprof-listen", n.Pprof, "--write-cli-config=false", "--log-level", "warn"}, c.Extra...)
+		"--pprof-listen", n.Pprof, "--metrics-listen", n.Metrics, "--write-cli-config=false", "--log-level", "warn"}, c.Extra...)
 	n.Args = append(n.Args, extra...)
 	c.made++
 	if err := c.exec(n); err != nil {
@@ -383,18 +387,37 @@ func (n *Node) SaveHeapProfile(ctx context.Context, path string) error {
 }
 
 func (n *Node) pprofGet(ctx context.Context, path string) ([]byte, error) {
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+n.Pprof+path, nil)
+	return httpGet(ctx, "pprof of "+n.ID, "http://"+n.Pprof+path)
+}
+
+// Metric reads one sample of the node's /metrics: name with its labels as the
+// exposition format writes them (`crossdock_ledger_segment_bytes{state="held"}`).
+func (n *Node) Metric(ctx context.Context, sample string) (float64, error) {
+	b, err := httpGet(ctx, "metrics of "+n.ID, "http://"+n.Metrics+"/metrics")
+	if err != nil {
+		return 0, err
+	}
+	for line := range strings.Lines(string(b)) {
+		if v, ok := strings.CutPrefix(strings.TrimSpace(line), sample+" "); ok {
+			return strconv.ParseFloat(strings.TrimSpace(v), 64)
+		}
+	}
+	return 0, fmt.Errorf("metrics of %s: no sample %s", n.ID, sample)
+}
+
+func httpGet(ctx context.Context, what, url string) ([]byte, error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
 	if err != nil {
 		return nil, err
 	}
 	res, err := http.DefaultClient.Do(req)
 	if err != nil {
-		return nil, fmt.Errorf("pprof of %s: %w", n.ID, err)
+		return nil, fmt.Errorf("%s: %w", what, err)
 	}
 	defer res.Body.Close()
 	b, err := io.ReadAll(res.Body)
 	if err == nil && res.StatusCode != http.StatusOK {
-		err = fmt.Errorf("pprof of %s: %s", n.ID, res.Status)
+		err = fmt.Errorf("%s: %s", what, res.Status)
 	}
 	return b, err
 }
