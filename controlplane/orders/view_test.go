@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"log/slog"
 	"slices"
-	"sync"
 	"testing"
 	"time"
 
@@ -118,20 +117,11 @@ func ack(i int) *eventv1.Event {
 // injection, to hold the view back while the ledger moves on.
 type gatedSource struct {
 	orders.Source
-	mu   sync.Mutex
-	gate chan struct{} // nil: open
+	testutil.Gate
 }
 
-func (g *gatedSource) close() { g.mu.Lock(); g.gate = make(chan struct{}); g.mu.Unlock() }
-func (g *gatedSource) open()  { g.mu.Lock(); close(g.gate); g.gate = nil; g.mu.Unlock() }
-
 func (g *gatedSource) ScanRaw(from uint64, max int, fn func(ev ledger.RawEvent) error) (uint64, error) {
-	g.mu.Lock()
-	gate := g.gate
-	g.mu.Unlock()
-	if gate != nil {
-		<-gate
-	}
+	g.Wait()
 	return g.Source.ScanRaw(from, max, fn)
 }
 
@@ -193,7 +183,7 @@ func TestPruneOvertakesOrderView(t *testing.T) {
 			if v.Len() != 10 {
 				t.Fatalf("%d orders before the prune, want 10", v.Len())
 			}
-			src.close()
+			src.Close()
 			var cut uint64
 			for i := 10; i < 20; i++ {
 				seq := tl.ingest(order(i))
@@ -207,7 +197,7 @@ func TestPruneOvertakesOrderView(t *testing.T) {
 			if cut <= v.Seq()+1 {
 				t.Fatalf("cutoff %d: the prune did not pass the view (at %d)", cut, v.Seq())
 			}
-			src.open()
+			src.Open()
 			waitSeq(t, v, tl.l.LastSeq())
 			if v.Merges() == 0 {
 				t.Fatal("the view did not merge the compacted base")

@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"log/slog"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 	"unsafe"
@@ -303,20 +302,11 @@ func TestWaitForHonoursContext(t *testing.T) {
 // injection, to hold the views back while the ledger moves on.
 type gatedSource struct {
 	LedgerSource
-	mu   sync.Mutex
-	gate chan struct{} // nil: open
+	testutil.Gate
 }
 
-func (g *gatedSource) close() { g.mu.Lock(); g.gate = make(chan struct{}); g.mu.Unlock() }
-func (g *gatedSource) open()  { g.mu.Lock(); close(g.gate); g.gate = nil; g.mu.Unlock() }
-
 func (g *gatedSource) ScanRaw(from uint64, max int, fn func(ev ledger.RawEvent) error) (uint64, error) {
-	g.mu.Lock()
-	gate := g.gate
-	g.mu.Unlock()
-	if gate != nil {
-		<-gate
-	}
+	g.Wait()
 	return g.LedgerSource.ScanRaw(from, max, fn)
 }
 
@@ -348,7 +338,7 @@ func TestPruneOvertakesViews(t *testing.T) {
 		batch(36)
 	}
 	waitSeq(t, v, tl.l.LastSeq())
-	src.close()
+	src.Close()
 	for range 30 { // past the key index flush (a prune never passes it)
 		batch(36)
 	}
@@ -369,7 +359,7 @@ func TestPruneOvertakesViews(t *testing.T) {
 		t.Fatalf("low-water %d: the prune did not pass the views (at %d)", low, v.Seq())
 	}
 	batch(20) // some keys change after the mark, others keep their pruned newest event
-	src.open()
+	src.Open()
 	waitSeq(t, v, tl.l.LastSeq())
 	if v.Merges() == 0 {
 		t.Fatal("the views did not merge the compacted base")
