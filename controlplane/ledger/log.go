@@ -127,6 +127,7 @@ func (w *chunkWriter) add(seq uint64, ie *ingestEvent, idk []byte) (bool, error)
 		w.scratch = appendTypeIndexPrefix(w.scratch[:0], ie.typ)
 		if !w.hasType(w.scratch) {
 			newType = bytes.Clone(w.scratch)
+			w.tx.post.indexType(ie.typ)
 		}
 	}
 	entries, size := 0, framed

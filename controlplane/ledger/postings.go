@@ -66,10 +66,16 @@ type postings struct {
 
 	low      *storev1.LowWater // m/low: what retention removed; nil when nothing was (prune.go)
 	pruneGen int               // +1 each time a prune drops id runs: a filter built before still holds their ids
+
+	// types holds every type the type index (t/) has listed since the database was
+	// opened, and those it held then: a superset of the types it holds (a type whose
+	// entries were all pruned stays). Listing them from the index instead walked the
+	// tombstones of every pruned entry at each prune step (indexedTypes).
+	types map[string]bool
 }
 
 func newPostings(flushed uint64) *postings {
-	return &postings{lists: make(map[string]*pendList), flushed: flushed}
+	return &postings{lists: make(map[string]*pendList), flushed: flushed, types: map[string]bool{}}
 }
 
 // pendList is a prefix's pending list. Its addList points at it, so folding an Apply's
@@ -148,6 +154,14 @@ type postingAdds struct {
 
 	low      *storev1.LowWater // set by a PRUNE_LEDGER: the new m/low
 	dropRuns int               // set by a PRUNE_LEDGER: the oldest runs it deleted
+	types    []string          // types the type index lists for the first time since open
+}
+
+// indexType notes that this Apply lists typ in the type index.
+func (a *postingAdds) indexType(typ string) {
+	if !a.pend.types[typ] && !slices.Contains(a.types, typ) {
+		a.types = append(a.types, typ)
+	}
 }
 
 // addList is a prefix's entry in postings.adds.
@@ -255,6 +269,9 @@ func (a *postingAdds) commit(flushed bool, lastSeq uint64) {
 	if a.low != nil {
 		p.low = a.low
 	}
+	for _, t := range a.types {
+		p.types[t] = true
+	}
 	if a.dropRuns > 0 {
 		p.runs = slices.Clone(p.runs[a.dropRuns:])
 		p.pruneGen++
@@ -341,6 +358,13 @@ func loadPostings(db *badger.DB, segs *segments, space filterSpace) (*postings, 
 		p.space = space
 		if p.low, err = loadLowWater(txn); err != nil {
 			return err
+		}
+		types, err := indexedTypes(txn)
+		if err != nil {
+			return err
+		}
+		for _, t := range types {
+			p.types[t] = true
 		}
 		// Sized for the ids the ledger holds: those since the dedup cutoff (retention
 		// deletes the runs below it), not every id ever committed.

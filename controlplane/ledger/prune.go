@@ -287,10 +287,8 @@ func applyPruneLedger(tx *applyTxn, cmd *storev1.Command) (any, error) {
 	cand := map[uint64]bool{}
 	var limit uint64
 	span := uint64(maxEvents) * logChunksSpan
-	typesSeen, err := indexedTypes(tx.txn.Txn)
-	if err != nil {
-		return nil, err
-	}
+	// The types the index may list (a superset: a type without entries lists no chunk).
+	typesSeen := slices.Sorted(maps.Keys(tx.post.pend.types))
 	newGlobal := cuts.cutDefault()
 	for _, t := range typesSeen {
 		lo, hi := typeCut(prev, t), cuts.cut(t)
@@ -324,7 +322,7 @@ func applyPruneLedger(tx *applyTxn, cmd *storev1.Command) (any, error) {
 		actions  []pruneAction
 		archived []*eventv1.CommittedEvent
 		arcBytes int
-		compact  = map[string][]byte{}
+		compact  = map[string]*eventv1.CommittedEvent{} // compacted key -> the newest event of the step
 		resume   uint64 // first chunk not processed; 0 when all were
 	)
 	for _, first := range slices.Sorted(maps.Keys(cand)) {
@@ -381,16 +379,14 @@ func applyPruneLedger(tx *applyTxn, cmd *storev1.Command) (any, error) {
 		}
 		evs := make([]*eventv1.CommittedEvent, 0, len(gone))
 		evBytes := 0
-		newCompact := map[string][]byte{}
+		newCompact := map[string]*eventv1.CommittedEvent{}
 		for _, i := range gone {
 			ev := committed(c, i)
 			evs = append(evs, ev)
 			evBytes += proto.Size(ev.GetEvent()) + 64
 			if cuts.compact[ev.GetEvent().GetType()] {
-				b, err := deterministic.Marshal(ev)
-				if err != nil {
-					return nil, fmt.Errorf("ledger: prune: encode event %d: %w", ev.GetSeq(), err)
-				}
+				// Charged at its encoded size whether or not a later event of its keys
+				// in this step replaces it; only the newest of each is encoded, below.
 				k := string(compactedKey(ev.GetEvent().GetType(), ev.GetEvent().GetKeys()))
 				if _, ok := compact[k]; !ok {
 					if _, ok := newCompact[k]; !ok {
@@ -398,8 +394,8 @@ func applyPruneLedger(tx *applyTxn, cmd *storev1.Command) (any, error) {
 						size += len(k)
 					}
 				}
-				size += len(b)
-				newCompact[k] = b
+				size += deterministic.Size(ev)
+				newCompact[k] = ev
 			}
 		}
 		// The first chunk always goes (a chunk is at most 256 events and 1 MiB, within
@@ -460,7 +456,11 @@ func applyPruneLedger(tx *applyTxn, cmd *storev1.Command) (any, error) {
 		}
 	}
 	for _, k := range slices.Sorted(maps.Keys(compact)) {
-		if err := tx.put([]byte(k), compact[k]); err != nil {
+		b, err := deterministic.Marshal(compact[k])
+		if err != nil {
+			return nil, fmt.Errorf("ledger: prune: encode event %d: %w", compact[k].GetSeq(), err)
+		}
+		if err := tx.put([]byte(k), b); err != nil {
 			return nil, err
 		}
 	}
@@ -641,7 +641,8 @@ func sparseChunk(v []byte, c *storev1.LogChunk, keep []int) ([]byte, error) {
 }
 
 // indexedTypes lists the distinct types of the type index (a skip scan: one seek per
-// type).
+// type, each walking the tombstones of the type's pruned entries): at Open, for
+// postings.types.
 func indexedTypes(txn *badger.Txn) ([]string, error) {
 	opts := badger.DefaultIteratorOptions
 	opts.Prefix, opts.PrefetchValues = prefixType, false
@@ -836,6 +837,17 @@ func (l *Ledger) TypesLowWater(types []string) (uint64, time.Time, error) {
 	return typesCut(lw, types), at, nil
 }
 
+// highestCut is the highest cutoff in lw (its default or a type's): chunks that start
+// below it hold only events of types kept longer than the shortest-lived one (0 when
+// nothing was pruned).
+func highestCut(lw *storev1.LowWater) uint64 {
+	c := lw.GetDefaultBelow()
+	for _, t := range lw.GetTypes() {
+		c = max(c, t.GetBelow())
+	}
+	return c
+}
+
 // typesCut is the least cutoff of types in lw (1 when lw is nil or types empty).
 func typesCut(lw *storev1.LowWater, types []string) uint64 {
 	if lw == nil || len(types) == 0 {
@@ -897,11 +909,7 @@ func (l *Ledger) ArchiveAhead(ctx context.Context, a AheadArchiver, m *storev1.P
 	type span struct{ lo, hi uint64 }
 	spans := map[string]span{}
 	var evs []*eventv1.CommittedEvent
-	err = l.viewLog(func(txn *logTxn) error {
-		types, err := indexedTypes(txn.Txn)
-		if err != nil {
-			return err
-		}
+	err = l.viewLogTypes(func(txn *logTxn, types []string) error {
 		cand := map[uint64]bool{}
 		var limit uint64 // the first chunk a listing stopped at (0: none did)
 		for _, t := range types {

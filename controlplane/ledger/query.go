@@ -76,6 +76,21 @@ func (l *Ledger) viewLog(fn func(txn *logTxn) error) error {
 	return h.db.View(func(txn *badger.Txn) error { return fn(&logTxn{Txn: txn, segs: h.segs}) })
 }
 
+// viewLogTypes is viewLog with the types the type index may list (postings.types, as of
+// the transaction).
+func (l *Ledger) viewLogTypes(fn func(txn *logTxn, types []string) error) error {
+	var types []string
+	txn, done, err := l.readTxn(func(p *postings, _ *badger.Txn) error {
+		types = slices.Sorted(maps.Keys(p.types))
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	defer done()
+	return fn(txn, types)
+}
+
 // ListEvents returns up to limit events matching f with seq >= fromSeq, in ascending
 // seq order (fromSeq 0 means 1; limit <= 0 means DefaultListLimit). nextSeq is the seq
 // of the next matching event after the page, to pass as fromSeq, or 0 when there is no

@@ -43,9 +43,12 @@ const segPtrLen = 1 + 8 + 8 + 4 + 4
 var segmentBytes int64 = 64 << 20
 
 // relocateBelow and relocateMaxBytes: after a prune, the chunks still held in a closed
-// segment of which less than relocateBelow is held are copied to the active segment
-// (at most relocateMaxBytes per prune), so that chunks kept for a long-lived type do
-// not keep whole segments of pruned ones on disk.
+// segment of which less than relocateBelow is held, and that the prune has passed (every
+// chunk in it below the highest cutoff), are copied to the active segment (at most
+// relocateMaxBytes per prune), so that chunks kept for a long-lived type do not keep
+// whole segments of pruned ones on disk. A segment the prune is still passing through
+// is left alone: what it holds goes at the next steps anyway, and copying it (as the
+// first build did) left about a third of every segment dead, held in newer segments.
 // writebackBytes: every this many bytes appended to a segment, the kernel is asked to
 // start writing them to disk (startWriteback), so no fsync finds megabytes dirty.
 const writebackBytes = 1 << 20
@@ -184,6 +187,8 @@ type segments struct {
 	// segment is closed (to seal).
 	pending []uint64
 	queued  chan struct{}
+
+	relocated int64 // bytes relocate copied since open (Apply only; for tests)
 }
 
 // grave is a retired segment kept open for the readers pinned at or before epoch.
@@ -593,14 +598,14 @@ func (l *Ledger) Segments() SegmentStats {
 	return st
 }
 
-// sparse returns the closed segments of which less than relocateBelow is held, oldest
-// first.
-func (s *segments) sparse() []*segFile {
+// sparse returns the closed segments of which less than relocateBelow is held and whose
+// chunks all start below passed, oldest first.
+func (s *segments) sparse(passed uint64) []*segFile {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	var out []*segFile
 	for _, sf := range s.files {
-		if sf != s.active && sf.live > 0 && float64(sf.liveBytes) < relocateBelow*float64(sf.size) {
+		if sf != s.active && sf.live > 0 && sf.hi < passed && float64(sf.liveBytes) < relocateBelow*float64(sf.size) {
 			out = append(out, sf)
 		}
 	}
@@ -673,7 +678,7 @@ func (t *logTxn) getChunk(first uint64) (v []byte, p segPtr, inSeg, found bool, 
 // snapshots read chunks through the pointers), so it is not part of any command, and
 // a crash before its commit leaves the chunks where they were.
 func (l *Ledger) relocate(h *handle) error {
-	cands := h.segs.sparse()
+	cands := h.segs.sparse(highestCut(h.post.low))
 	if len(cands) == 0 {
 		return nil
 	}
@@ -728,6 +733,7 @@ func (l *Ledger) relocate(h *handle) error {
 		return fmt.Errorf("ledger: relocate chunks: %w", err)
 	}
 	empty := h.segs.commit(d)
+	h.segs.relocated += bytes
 	l.logger.Debug("ledger: chunks moved out of sparse segments", "chunks", len(moves), "bytes", bytes, "segments_emptied", len(empty))
 	l.retireSegments(h, empty)
 	return nil
