@@ -323,7 +323,7 @@ func applyPruneLedger(tx *applyTxn, cmd *storev1.Command) (any, error) {
 		archived []*eventv1.CommittedEvent
 		arcBytes int
 		compact  = map[string]*eventv1.CommittedEvent{} // compacted key -> the newest event of the step
-		resume   uint64 // first chunk not processed; 0 when all were
+		resume   uint64                                 // first chunk not processed; 0 when all were
 	)
 	for _, first := range slices.Sorted(maps.Keys(cand)) {
 		if limit != 0 && first >= limit {
