@@ -478,10 +478,9 @@ func (v *View) foldEvent(seq uint64, at time.Time, agent string, ev *eventv1.Eve
 		}
 		o := &Order{ID: id, Partner: ord.GetPartner(), PurchaseOrderNumber: ord.GetPurchaseOrderNumber(), Seq: seq, SubmittedAt: at, Event: ev}
 		v.byID[id] = o
-		// By seq: the log comes in seq order, the compacted base by keys.
-		ids := v.byPartner[o.Partner]
-		i, _ := slices.BinarySearchFunc(ids, seq, func(id string, seq uint64) int { return cmp.Compare(v.byID[id].Seq, seq) })
-		v.byPartner[o.Partner] = slices.Insert(ids, i, id)
+		// In seq order: the log comes in seq order, and mergeBase folds the base's
+		// events (all above what the view folded before) by seq.
+		v.byPartner[o.Partner] = append(v.byPartner[o.Partner], id)
 		v.addStep(o, Step{Type: typ, Status: StatusReceived, At: at, Seq: seq, Agent: agent, Detail: fmt.Sprintf("%d lines", len(ord.GetLines()))})
 	case canonical.TypeOrderAck:
 		a := ev.GetOrderAck()

@@ -1,6 +1,7 @@
 package orders_test
 
 import (
+	"cmp"
 	"context"
 	"fmt"
 	"log/slog"
@@ -205,6 +206,12 @@ func TestPruneOvertakesOrderView(t *testing.T) {
 			got := summary(v)
 			if len(got) != tc.want {
 				t.Fatalf("%d orders after the prune, want %d:\n%v", len(got), tc.want, got)
+			}
+			// ListOrders pages by seq: the orders merged from the base sit in seq order
+			// with those folded from the log.
+			list, _ := v.List(orders.Filter{Partner: "shop", Limit: 1000})
+			if !slices.IsSortedFunc(list, func(a, b *orders.Order) int { return cmp.Compare(b.Seq, a.Seq) }) {
+				t.Fatalf("the partner's orders are not newest first by seq: %v", got)
 			}
 			for _, o := range got {
 				if _, status, _ := cutStatus(o); status != orders.StatusAccepted {
