@@ -156,11 +156,10 @@ loop:
 				return fmt.Errorf("memory of %s: %w", n.ID, err)
 			}
 			s.rss = append(s.rss, m.RssAnonMiB)
-			var v [3]float64
-			for i, name := range []string{"crossdock_ledger_oldest_event_age_seconds", `crossdock_ledger_segment_bytes{state="all"}`, `crossdock_ledger_segment_bytes{state="held"}`} {
-				if v[i], err = n.Metric(ctx, name); err != nil {
-					return err
-				}
+			v, err := n.Metrics(ctx, "crossdock_ledger_oldest_event_age_seconds",
+				`crossdock_ledger_segment_bytes{state="all"}`, `crossdock_ledger_segment_bytes{state="held"}`)
+			if err != nil {
+				return err
 			}
 			s.age, s.segAll, s.segHeld = append(s.age, v[0]), append(s.segAll, v[1]/(1<<20)), append(s.segHeld, v[2]/(1<<20))
 		}
@@ -194,33 +193,23 @@ loop:
 		return nil
 	}
 	fmt.Printf("\nslopes over the %d samples after %s (per minute):\n", len(after), o.settle)
-	ys := make([]float64, len(after))
-	for i, s := range after {
-		ys[i] = float64(s.p99.Microseconds()) / 1000
+	slope := func(f func(s sample) float64) float64 {
+		ys := make([]float64, len(after))
+		for i, s := range after {
+			ys[i] = f(s)
+		}
+		return benchkit.Slope(xs, ys)
 	}
-	fmt.Printf("p99 commit latency: %+.2f ms/min\n", benchkit.Slope(xs, ys))
-	for ni, n := range c.Nodes {
-		for i, s := range after {
-			ys[i] = float64(s.disk[ni]) / (1 << 20)
-		}
-		disk := benchkit.Slope(xs, ys)
-		for i, s := range after {
-			ys[i] = s.rss[ni]
-		}
-		rss := benchkit.Slope(xs, ys)
-		for i, s := range after {
-			ys[i] = float64(s.archive[ni]) / (1 << 20)
-		}
-		arch := benchkit.Slope(xs, ys)
-		for i, s := range after {
-			ys[i] = s.segHeld[ni]
-		}
-		held := benchkit.Slope(xs, ys)
-		for i, s := range after {
-			ys[i] = s.age[ni]
-		}
-		fmt.Printf("%s: disk without the archive %+.1f MiB/min, archive %+.1f MiB/min, RssAnon %+.1f MiB/min, segments held %+.1f MiB/min, oldest event age %+.1f s/min\n",
-			n.ID, disk, arch, rss, held, benchkit.Slope(xs, ys))
+	fmt.Printf("p99 commit latency: %+.2f ms/min\n", slope(func(s sample) float64 { return float64(s.p99.Microseconds()) / 1000 }))
+	for i, n := range c.Nodes {
+		fmt.Printf("%s: disk without the archive %+.1f MiB/min, archive %+.1f MiB/min, RssAnon %+.1f MiB/min, segments %+.1f MiB/min (held %+.1f), oldest event age %+.1f s/min\n",
+			n.ID,
+			slope(func(s sample) float64 { return float64(s.disk[i]) / (1 << 20) }),
+			slope(func(s sample) float64 { return float64(s.archive[i]) / (1 << 20) }),
+			slope(func(s sample) float64 { return s.rss[i] }),
+			slope(func(s sample) float64 { return s.segAll[i] }),
+			slope(func(s sample) float64 { return s.segHeld[i] }),
+			slope(func(s sample) float64 { return s.age[i] }))
 	}
 	return nil
 }

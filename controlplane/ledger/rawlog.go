@@ -32,17 +32,7 @@ type RawEvent struct {
 // type in the bytes and decodes only those. next is the seq after the last event read
 // (from when there was none). fn must copy what it keeps: the bytes belong to Badger.
 func (l *Ledger) ScanRaw(from uint64, maxEvents int, fn func(ev RawEvent) error) (next uint64, err error) {
-	from = max(from, 1)
-	next = from
-	track := func(ev RawEvent) error {
-		if err := fn(ev); err != nil {
-			return err
-		}
-		next = ev.Seq + 1
-		return nil
-	}
-	err = l.viewLog(func(txn *logTxn) error { return scanRaw(txn, from, maxEvents, track) })
-	return next, err
+	return l.ScanRawTypes(nil, from, maxEvents, fn)
 }
 
 // ScanRawTypes is ScanRaw for a reader that folds only events of types: it refuses a

@@ -171,6 +171,7 @@ func (v *View) reset() {
 	v.byERP = map[string]string{}
 	v.byPartner = map[string][]string{}
 	v.changed = map[string]bool{}
+	v.orderCut = 0
 }
 
 // Ready reports whether the view has folded the whole log once since it started (or
@@ -229,7 +230,6 @@ func (v *View) follow(ctx context.Context) error {
 	v.ready.Store(false)
 	v.mu.Lock()
 	v.reset()
-	v.orderCut = 0
 	v.mu.Unlock()
 	v.setSeq(0)
 	if err := v.mergeBase(); err != nil {
@@ -342,34 +342,37 @@ func (v *View) dropPruned() error {
 		}
 	}
 	v.mu.RUnlock()
-	var drop []*Order
-	for _, o := range gone {
-		held, err := v.src.CompactedHolds(canonical.TypeOrder, o.Event.GetKeys())
-		if err != nil {
+	held := make([]bool, len(gone))
+	for i, o := range gone {
+		if held[i], err = v.src.CompactedHolds(canonical.TypeOrder, o.Event.GetKeys()); err != nil {
 			return fmt.Errorf("orders: order %s: %w", o.ID, err)
-		}
-		if !held {
-			drop = append(drop, o)
 		}
 	}
 	v.mu.Lock()
 	defer v.mu.Unlock()
-	for _, o := range gone {
-		o.inBase = true // held, unless dropped below
-	}
-	for _, o := range drop {
+	dropped := 0
+	for i, o := range gone {
+		if held[i] {
+			o.inBase = true
+			continue
+		}
+		dropped++
 		delete(v.byID, o.ID)
 		delete(v.changed, o.ID)
 		if v.byERP[o.ERPOrderNumber] == o.ID {
 			delete(v.byERP, o.ERPOrderNumber)
 		}
-		v.byPartner[o.Partner] = slices.DeleteFunc(v.byPartner[o.Partner], func(id string) bool { return id == o.ID })
-		if len(v.byPartner[o.Partner]) == 0 {
-			delete(v.byPartner, o.Partner)
-		}
 	}
-	if len(drop) > 0 {
-		v.logger.Info("order view: dropped orders whose order event retention removed", "orders", len(drop), "below_seq", cut)
+	if dropped > 0 {
+		// One pass per partner: the dropped orders are gone from byID.
+		for p, ids := range v.byPartner {
+			if ids = slices.DeleteFunc(ids, func(id string) bool { return v.byID[id] == nil }); len(ids) > 0 {
+				v.byPartner[p] = ids
+			} else {
+				delete(v.byPartner, p)
+			}
+		}
+		v.logger.Info("order view: dropped orders whose order event retention removed", "orders", dropped, "below_seq", cut)
 	}
 	v.orderCut = cut
 	return nil

@@ -15,6 +15,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -31,12 +32,12 @@ import (
 
 // Node is one `crossdock server` process.
 type Node struct {
-	ID, API, Raft, Pprof, Metrics, Dir, Log string
-	Args                                    []string // the arguments it was started with
-	Cmd                                     *exec.Cmd
-	Admin                                   adminv1connect.AdminServiceClient // talks to this node only
-	closeAdmin                              func()
-	exited                                  chan struct{}
+	ID, API, Raft, Pprof, MetricsAddr, Dir, Log string
+	Args                                        []string // the arguments it was started with
+	Cmd                                         *exec.Cmd
+	Admin                                       adminv1connect.AdminServiceClient // talks to this node only
+	closeAdmin                                  func()
+	exited                                      chan struct{}
 }
 
 // Cluster is a set of server processes of one binary.
@@ -110,7 +111,7 @@ func (c *Cluster) newNode(i int) (*Node, error) {
 		return nil, err
 	}
 	id := fmt.Sprintf("cp%d", i+1)
-	return &Node{ID: id, API: api, Raft: raft, Pprof: pp, Metrics: met, Dir: filepath.Join(c.Dir, id), Log: filepath.Join(c.Dir, id+".log")}, nil
+	return &Node{ID: id, API: api, Raft: raft, Pprof: pp, MetricsAddr: met, Dir: filepath.Join(c.Dir, id), Log: filepath.Join(c.Dir, id+".log")}, nil
 }
 
 // exec starts n's process with its Args.
@@ -137,7 +138,7 @@ func (c *Cluster) start(extra ...string) (*Node, error) {
 		return nil, err
 	}
 	n.Args = append([]string{"server", "--data-dir", n.Dir, "--node-id", n.ID, "--listen", n.API, "--raft-listen", n.Raft,
-		"--pprof-listen", n.Pprof, "--metrics-listen", n.Metrics, "--write-cli-config=false", "--log-level", "warn"}, c.Extra...)
+		"--pprof-listen", n.Pprof, "--metrics-listen", n.MetricsAddr, "--write-cli-config=false", "--log-level", "warn"}, c.Extra...)
 	n.Args = append(n.Args, extra...)
 	c.made++
 	if err := c.exec(n); err != nil {
@@ -390,19 +391,30 @@ func (n *Node) pprofGet(ctx context.Context, path string) ([]byte, error) {
 	return httpGet(ctx, "pprof of "+n.ID, "http://"+n.Pprof+path)
 }
 
-// Metric reads one sample of the node's /metrics: name with its labels as the
-// exposition format writes them (`crossdock_ledger_segment_bytes{state="held"}`).
-func (n *Node) Metric(ctx context.Context, sample string) (float64, error) {
-	b, err := httpGet(ctx, "metrics of "+n.ID, "http://"+n.Metrics+"/metrics")
+// Metrics reads samples of the node's /metrics in one scrape: each is a name with its
+// labels as the exposition format writes them (`crossdock_ledger_segment_bytes{state="held"}`).
+func (n *Node) Metrics(ctx context.Context, samples ...string) ([]float64, error) {
+	b, err := httpGet(ctx, "metrics of "+n.ID, "http://"+n.MetricsAddr+"/metrics")
 	if err != nil {
-		return 0, err
+		return nil, err
 	}
+	out := make([]float64, len(samples))
+	found := make([]bool, len(samples))
 	for line := range strings.Lines(string(b)) {
-		if v, ok := strings.CutPrefix(strings.TrimSpace(line), sample+" "); ok {
-			return strconv.ParseFloat(strings.TrimSpace(v), 64)
+		line = strings.TrimSpace(line)
+		for i, s := range samples {
+			if v, ok := strings.CutPrefix(line, s+" "); ok {
+				if out[i], err = strconv.ParseFloat(strings.TrimSpace(v), 64); err != nil {
+					return nil, fmt.Errorf("metrics of %s: %s: %w", n.ID, s, err)
+				}
+				found[i] = true
+			}
 		}
 	}
-	return 0, fmt.Errorf("metrics of %s: no sample %s", n.ID, sample)
+	if i := slices.Index(found, false); i >= 0 {
+		return nil, fmt.Errorf("metrics of %s: no sample %s", n.ID, samples[i])
+	}
+	return out, nil
 }
 
 func httpGet(ctx context.Context, what, url string) ([]byte, error) {
