@@ -107,6 +107,10 @@ type Config struct {
 	// PruneInterval is how often the leader computes ledger retention and proposes a
 	// prune (retention.DefaultInterval, 30s, when 0; --prune-interval).
 	PruneInterval time.Duration
+	// PruneStepEvents is the events one prune step removes at most
+	// (retention.DefaultStepEvents when 0; --prune-step-events). The leader's value is
+	// the one that counts: it is part of the PRUNE_LEDGER command every node applies.
+	PruneStepEvents int
 	// PartnerViews is what the partner API reads (the views package); nil answers
 	// unavailable. PartnerUsageEvery is how often the node records partner usage
 	// through raft (2s when 0).
@@ -604,7 +608,7 @@ func (s *Server) buildServers(cert tls.Certificate) error {
 	s.newAlerts(mux, opts, auth, webhooks)
 	s.delivery = delivery.New(delivery.Config{Store: s.store, Plans: &delivery.RoutingPlans{Source: s.store.Ledger(), Keys: s.keys}, AgentSink: &s.backend.Sinks, Logger: s.logger, AddressPolicy: webhooks, OnAttempt: s.onAttempt})
 	admin.Archive.Engine = s.delivery
-	s.pruner = retention.New(retention.Config{Store: s.store, Plans: &delivery.RoutingPlans{Source: s.store.Ledger(), Keys: s.keys}, Interval: s.cfg.PruneInterval, Logger: s.logger, Archiver: s.ahead})
+	s.pruner = retention.New(retention.Config{Store: s.store, Plans: &delivery.RoutingPlans{Source: s.store.Ledger(), Keys: s.keys}, Interval: s.cfg.PruneInterval, StepEvents: s.cfg.PruneStepEvents, Logger: s.logger, Archiver: s.ahead})
 	mux.Handle(deliveryv1connect.NewDeliveryServiceHandler(&api.Delivery{Backend: backend, Engine: s.delivery}, append(opts, connect.WithInterceptors(auth))...))
 	mux.Handle(adminv1connect.NewTimelineServiceHandler(&api.Timeline{Backend: backend, Engine: s.delivery}, append(opts, connect.WithInterceptors(auth))...))
 	mux.Handle(deliveryv1connect.NewPartnerServiceHandler(&api.Partner{Backend: backend, Engine: s.delivery,

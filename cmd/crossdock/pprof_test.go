@@ -81,8 +81,8 @@ func TestServePprof(t *testing.T) {
 }
 
 // TestServerMemoryFlags runs the binary: --pprof-listen serves profiles of the server,
-// and --ledger-cache and --pprof-listen values that would be unsafe are refused before
-// anything starts.
+// and --ledger-cache, --pprof-listen and --prune-step-events values that would be
+// unsafe are refused before anything starts.
 func TestServerMemoryFlags(t *testing.T) {
 	pp := "127.0.0.1:" + strconv.Itoa(freePort(t))
 	startServer(t, "--pprof-listen", pp, "--ledger-cache", "32MiB", "--memory-limit", "512MiB",
@@ -101,6 +101,8 @@ func TestServerMemoryFlags(t *testing.T) {
 		{"--ledger-cache", "lots", "--ledger-cache"},
 		{"--pprof-listen", "0.0.0.0:6060", "loopback"},
 		{"--memory-limit", "x", "--memory-limit"},
+		{"--prune-step-events", "0", "between 1 and"},
+		{"--prune-step-events", "100001", "between 1 and"},
 	} {
 		_, err := run(t, "server", "--data-dir", t.TempDir(), "--listen", "127.0.0.1:0", "--raft-listen", "127.0.0.1:0", "--write-cli-config=false", tc.flag, tc.value)
 		if err == nil || !strings.Contains(err.Error(), tc.want) {

@@ -11,6 +11,7 @@ import (
 	"github.com/crossdock/crossdock/controlplane"
 	"github.com/crossdock/crossdock/controlplane/delivery"
 	"github.com/crossdock/crossdock/controlplane/ledger"
+	"github.com/crossdock/crossdock/controlplane/retention"
 	"github.com/crossdock/crossdock/controlplane/store"
 	"github.com/crossdock/crossdock/internal/cliconfig"
 	"github.com/crossdock/crossdock/internal/platform/metrics"
@@ -59,6 +60,9 @@ cluster: it creates the cluster CA and an admin token, and writes both to
 			}
 			if cfg.MinFreeDisk == 0 {
 				cfg.MinFreeDisk = -1 // the guard's "off"
+			}
+			if cfg.PruneStepEvents < 1 || cfg.PruneStepEvents > retention.MaxStepEvents {
+				return fmt.Errorf("--prune-step-events %d: between 1 and %d", cfg.PruneStepEvents, retention.MaxStepEvents)
 			}
 			snapRate, err := parseBytes(snapshotRate)
 			if err != nil || snapRate < 0 {
@@ -126,6 +130,7 @@ cluster: it creates the cluster CA and an admin token, and writes both to
 	f.IntVar(&cfg.Limits.EnrollBurst, "enroll-burst", 20, "agent enrollments and node joins one source address may make at once")
 	f.BoolVar(&viewsOn, "views", true, "keep the views (inventory, prices, items) derived from the ledger on this node: 'crossdock inventory get' and 'crossdock prices get' read them")
 	f.DurationVar(&cfg.PruneInterval, "prune-interval", 30*time.Second, "how often the leader applies ledger retention (the Retention document, docs/operations.md)")
+	f.IntVar(&cfg.PruneStepEvents, "prune-step-events", retention.DefaultStepEvents, "events one prune step removes at most: applying a step holds up the commits behind it on every node, so smaller steps lower the commit latency under pruning, at more raft rounds per prune (docs/operations.md, Retention)")
 	f.DurationVar(&cfg.AlertInterval, "alert-interval", 10*time.Second, "how often the leader evaluates the Alert documents (docs/observability.md)")
 	f.StringVar(&cfg.MetricsListen, "metrics-listen", "127.0.0.1:9464", "plain-HTTP address for /metrics, /healthz and /readyz (no token; keep it on loopback or a private network; '' disables; when left at the default and the port is taken, the node starts without it and logs a warning)")
 	f.BoolVar(&writeCLI, "write-cli-config", true, "at bootstrap, also write the admin config to ~/.config/crossdock/config.yaml if absent")

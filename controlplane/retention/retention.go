@@ -70,6 +70,10 @@ type Config struct {
 // ingest entries appended meanwhile apply in between.
 const DefaultStepEvents = 2_500
 
+// MaxStepEvents is the largest StepEvents a server takes (--prune-step-events): a
+// step also archives at most 4 MiB of events, so much larger steps remove no more.
+const MaxStepEvents = 100_000
+
 // aheadBatch is the events one ArchiveAhead call hands the archive at most.
 const aheadBatch = 20_000
 

@@ -114,6 +114,9 @@ type Store struct {
 	peers  peerHealth // the leader's view of its followers (peers.go)
 	// stopSnap ends the wait of a throttled snapshot, so Close is not held up by it.
 	stopSnap context.CancelFunc
+	// stopHold ends holdLogForJoins (joinhold.go); holdDone is closed when it has.
+	stopHold context.CancelFunc
+	holdDone chan struct{}
 }
 
 // Open starts raft and the ledger. With Bootstrap set and no existing state it forms a
@@ -247,6 +250,12 @@ func Open(cfg Config) (*Store, error) {
 		return nil, fmt.Errorf("store: start raft: %w", err)
 	}
 	s.peers.watch(s.raft)
+	hctx, stopHold := context.WithCancel(context.Background())
+	s.stopHold, s.holdDone = stopHold, make(chan struct{})
+	go func() {
+		defer close(s.holdDone)
+		s.holdLogForJoins(hctx, rc.TrailingLogs, rc.SnapshotThreshold)
+	}()
 	if cfg.Bootstrap {
 		has, err := raft.HasExistingState(s.wal, s.wal, s.snaps)
 		if err != nil {
@@ -407,6 +416,10 @@ func (s *Store) Close() error {
 	var errs []error
 	if s.stopSnap != nil {
 		s.stopSnap()
+	}
+	if s.stopHold != nil {
+		s.stopHold()
+		<-s.holdDone
 	}
 	if s.raft != nil {
 		if err := s.raft.Shutdown().Error(); err != nil {

@@ -1,0 +1,123 @@
+package store
+
+import (
+	"context"
+	"math"
+	"time"
+
+	"github.com/hashicorp/raft"
+)
+
+// Holding the log for a joining node.
+//
+// A node joins as a non-voter and, when the leader's log no longer reaches back to it,
+// receives the leader's latest snapshot; it then needs the log from that snapshot's
+// index on. Raft truncates the log after each snapshot, keeping TrailingLogs entries.
+// When streaming and restoring the snapshot takes longer than ingest needs to append
+// TrailingLogs entries (a large ledger under heavy ingest), the entries after the
+// snapshot are gone by the time the node asks for them, raft sends a newer snapshot,
+// and the join starts over, each round longer than the last: bench/growth at 16 million
+// events without retention went round three times in ten minutes (docs/performance.md).
+//
+// So while the configuration has a non-voter, the leader truncates nothing and takes no
+// snapshot: TrailingLogs and SnapshotThreshold are raised until the last non-voter is
+// promoted or removed, then set back. Keeping the log is not enough on its own: the
+// first append after a restore names the snapshot's last entry as its previous one, and
+// the leader's own snapshot already truncated that entry, so the leader answers it from
+// its latest snapshot's metadata, which only works while that snapshot is still its
+// latest (bench/growth at 16 million events went round once more without this). The log on
+// the leader grows meanwhile by what is committed during the join (the disk guard
+// bounds it like any other growth). A non-voter the leader cannot reach for
+// joinHoldUnreachable, or that has been catching up for longer than joinHoldMax, no
+// longer holds the log: a node that is gone must not grow the leader's disk forever.
+const (
+	joinHoldEvery       = time.Second
+	joinHoldMax         = time.Hour
+	joinHoldUnreachable = 2 * time.Minute
+)
+
+// joinHold is the state of the hold on one node: which non-voters it holds the log for,
+// since when, and whether TrailingLogs is raised now.
+type joinHold struct {
+	trailing, threshold uint64 // the configured TrailingLogs and SnapshotThreshold, restored on release
+	since               map[raft.ServerID]time.Time
+	held                bool
+	now                 func() time.Time
+}
+
+// holdLogForJoins runs the hold until ctx is done, checking every joinHoldEvery.
+func (s *Store) holdLogForJoins(ctx context.Context, trailing, threshold uint64) {
+	h := &joinHold{trailing: trailing, threshold: threshold, since: map[raft.ServerID]time.Time{}, now: time.Now}
+	t := time.NewTicker(joinHoldEvery)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		s.checkJoinHold(h)
+	}
+}
+
+// checkJoinHold raises or restores TrailingLogs for the non-voters in the
+// configuration now.
+func (s *Store) checkJoinHold(h *joinHold) {
+	var holders []raft.ServerID
+	if s.IsLeader() {
+		cf := s.raft.GetConfiguration()
+		if cf.Error() == nil {
+			now := h.now()
+			seen := map[raft.ServerID]bool{}
+			for _, srv := range cf.Configuration().Servers {
+				if srv.Suffrage != raft.Nonvoter {
+					continue
+				}
+				seen[srv.ID] = true
+				first, ok := h.since[srv.ID]
+				if !ok {
+					first = now
+					h.since[srv.ID] = first
+				}
+				if now.Sub(first) > joinHoldMax {
+					continue
+				}
+				if down, last := s.PeerUnreachable(string(srv.ID)); down && now.Sub(last) > joinHoldUnreachable && now.Sub(first) > joinHoldUnreachable {
+					continue
+				}
+				holders = append(holders, srv.ID)
+			}
+			for id := range h.since {
+				if !seen[id] {
+					delete(h.since, id)
+				}
+			}
+		}
+	} else {
+		clear(h.since)
+	}
+	want := len(holders) > 0
+	if want == h.held {
+		return
+	}
+	rc := s.raft.ReloadableConfig()
+	rc.TrailingLogs, rc.SnapshotThreshold = h.trailing, h.threshold
+	if want {
+		rc.TrailingLogs, rc.SnapshotThreshold = math.MaxUint64, math.MaxUint64
+	}
+	if err := s.raft.ReloadConfig(rc); err != nil {
+		s.logger.Error("store: raft log hold for a joining node not changed", "hold", want, "err", err)
+		return
+	}
+	h.held = want
+	if want {
+		s.logger.Info("raft log kept whole while a node joins: no snapshot is taken and no entry truncated until it is promoted or removed", "joining", holders)
+	} else {
+		s.logger.Info("raft log truncated after snapshots again: no node is joining", "trailing_logs", h.trailing)
+	}
+}
+
+// JoinHold reports whether the leader keeps its whole raft log for a joining node now.
+func (s *Store) JoinHold() bool {
+	return s.raft.ReloadableConfig().TrailingLogs == math.MaxUint64
+}
