@@ -237,7 +237,7 @@ func Open(cfg Config) (*Store, error) {
 	// The newest entries stay in memory: a follower applies what it just stored and
 	// the leader replicates what it just appended, without reading raft-wal back (about
 	// 2% of each node's CPU under ingest). Entries are batches of up to 4 MiB.
-	logs, err := raft.NewLogCache(logCacheEntries, s.wal)
+	logs, err := raft.NewLogCache(logCacheEntries, splitAppends{s.wal})
 	if err != nil {
 		s.trans.(io.Closer).Close()
 		s.closeStorage()
