@@ -6,14 +6,15 @@ import (
 
 // maxAppendBytes is the most entry data the store hands raft-wal in one append.
 //
-// raft-wal encodes each append into one write buffer that doubles until it holds the
-// append and is kept until its segment file is full (64 MiB). Raft groups up to
-// MaxAppendEntries entries of up to 4 MiB into one StoreLogs, so the buffer followed the
-// heaviest group since the segment began: 22.6 MiB at one sample and 80.9 MiB at another
-// of the same node (bench/ledgermem, docs/performance.md), the largest holder of heap
-// that moved with the load. Split into appends of at most this size, the buffer stays
-// at or below 16 MiB (this plus one entry, rounded up to a power of two); each append is
-// one write and one fsync, and at this size a group is still a few writes.
+// raft-wal encodes each append into its segment writer's buffer, which doubles until
+// it holds the append and never shrinks; a sealed segment keeps its writer, buffer
+// included, as its reader until the log is truncated past it. Raft groups up to
+// MaxAppendEntries entries of up to 4 MiB into one StoreLogs, so each 64 MiB segment of
+// the log could keep a buffer of up to 256 MiB. Split into appends of at most this
+// size, a segment's buffer is at most 16 MiB (this plus one entry, rounded up to a
+// power of two). Each append is one write and one fsync, so a group of 64 uplink
+// batches of 1,000 events (22 MiB) is three. In practice, with groups of a few entries,
+// a segment keeps about 1 MiB (bench/ledgermem, docs/performance.md).
 const maxAppendBytes = 8 << 20
 
 // splitAppends is the raft log store with StoreLogs cut into appends of at most
