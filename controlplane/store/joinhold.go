@@ -37,7 +37,7 @@ const (
 )
 
 // joinHold is the state of the hold on one node: which non-voters it holds the log for,
-// since when, and whether TrailingLogs is raised now.
+// since when, and whether TrailingLogs and SnapshotThreshold are raised now.
 type joinHold struct {
 	trailing, threshold uint64 // the configured TrailingLogs and SnapshotThreshold, restored on release
 	since               map[raft.ServerID]time.Time
@@ -60,8 +60,9 @@ func (s *Store) holdLogForJoins(ctx context.Context, trailing, threshold uint64)
 	}
 }
 
-// checkJoinHold raises or restores TrailingLogs for the non-voters in the
-// configuration now.
+// checkJoinHold raises TrailingLogs and SnapshotThreshold while the configuration has
+// a non-voter that holds the log (see joinHoldMax and joinHoldUnreachable), and
+// restores them when none does.
 func (s *Store) checkJoinHold(h *joinHold) {
 	var holders []raft.ServerID
 	if s.IsLeader() {

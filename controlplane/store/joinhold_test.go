@@ -90,6 +90,18 @@ func TestLogHeldWhileANodeJoins(t *testing.T) {
 		t.Fatal("the joining node holds its own log; only the leader should")
 	}
 
+	// A node catching up for longer than joinHoldMax no longer holds the log (its
+	// clock here is the test's: first seen two hours ago).
+	stale := &joinHold{trailing: cfg.TrailingLogs, threshold: cfg.SnapshotThreshold, held: true,
+		since: map[raft.ServerID]time.Time{"n2": time.Now().Add(-2 * joinHoldMax)}, now: time.Now}
+	leader.checkJoinHold(stale)
+	if leader.JoinHold() || stale.held {
+		t.Fatalf("the leader still holds its log for a node first seen %s ago", 2*joinHoldMax)
+	}
+	if rc := leader.Raft().ReloadableConfig(); rc.TrailingLogs != cfg.TrailingLogs || rc.SnapshotThreshold != cfg.SnapshotThreshold {
+		t.Fatalf("after the release: trailing logs %d, threshold %d; want the configured %d and %d", rc.TrailingLogs, rc.SnapshotThreshold, cfg.TrailingLogs, cfg.SnapshotThreshold)
+	}
+
 	if err := leader.Raft().RemoveServer("n2", 0, 10*time.Second).Error(); err != nil {
 		t.Fatal(err)
 	}
