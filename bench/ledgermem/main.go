@@ -111,14 +111,18 @@ func settle(ctx context.Context, node *benchkit.Node, longest time.Duration) (be
 }
 
 func agree(ms []benchkit.Mem) bool {
-	within := func(get func(benchkit.Mem) float64) bool {
-		lo, hi := get(ms[0]), get(ms[0])
-		for _, m := range ms {
-			lo, hi = min(lo, get(m)), max(hi, get(m))
-		}
-		return hi-lo <= settleSpread*lo
+	heapLo, heapHi := bounds(ms, func(m benchkit.Mem) float64 { return m.HeapAllocMiB })
+	rssLo, rssHi := bounds(ms, func(m benchkit.Mem) float64 { return m.RssAnonMiB })
+	return heapHi-heapLo <= settleSpread*heapLo && rssHi-rssLo <= settleSpread*rssLo
+}
+
+// bounds is the least and greatest of get over xs (not empty).
+func bounds[T any](xs []T, get func(T) float64) (lo, hi float64) {
+	lo, hi = get(xs[0]), get(xs[0])
+	for _, x := range xs[1:] {
+		lo, hi = min(lo, get(x)), max(hi, get(x))
 	}
-	return within(func(m benchkit.Mem) float64 { return m.HeapAllocMiB }) && within(func(m benchkit.Mem) float64 { return m.RssAnonMiB })
+	return lo, hi
 }
 
 func run(ctx context.Context, bin string, sizes []int, nLoaders, batch, window int, extra []string, profiles string, keep bool, tol float64, settleMax time.Duration) (bool, error) {
@@ -227,10 +231,7 @@ func run(ctx context.Context, bin string, sizes []int, nLoaders, batch, window i
 		{"RssAnon restarted", func(r row) float64 { return r.restarted.RssAnonMiB }, true},
 		{"live heap restarted", func(r row) float64 { return r.restarted.HeapAllocMiB }, true},
 	} {
-		lo, hi := m.get(cmp[0]), m.get(cmp[0])
-		for _, r := range cmp {
-			lo, hi = min(lo, m.get(r)), max(hi, m.get(r))
-		}
+		lo, hi := bounds(cmp, m.get)
 		spread := (hi - lo) / lo
 		verdict := "within"
 		if spread > tol {

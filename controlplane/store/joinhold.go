@@ -2,6 +2,7 @@ package store
 
 import (
 	"context"
+	"maps"
 	"math"
 	"time"
 
@@ -64,39 +65,7 @@ func (s *Store) holdLogForJoins(ctx context.Context, trailing, threshold uint64)
 // a non-voter that holds the log (see joinHoldMax and joinHoldUnreachable), and
 // restores them when none does.
 func (s *Store) checkJoinHold(h *joinHold) {
-	var holders []raft.ServerID
-	if s.IsLeader() {
-		cf := s.raft.GetConfiguration()
-		if cf.Error() == nil {
-			now := h.now()
-			seen := map[raft.ServerID]bool{}
-			for _, srv := range cf.Configuration().Servers {
-				if srv.Suffrage != raft.Nonvoter {
-					continue
-				}
-				seen[srv.ID] = true
-				first, ok := h.since[srv.ID]
-				if !ok {
-					first = now
-					h.since[srv.ID] = first
-				}
-				if now.Sub(first) > joinHoldMax {
-					continue
-				}
-				if down, last := s.PeerUnreachable(string(srv.ID)); down && now.Sub(last) > joinHoldUnreachable && now.Sub(first) > joinHoldUnreachable {
-					continue
-				}
-				holders = append(holders, srv.ID)
-			}
-			for id := range h.since {
-				if !seen[id] {
-					delete(h.since, id)
-				}
-			}
-		}
-	} else {
-		clear(h.since)
-	}
+	holders := s.joinHolders(h)
 	want := len(holders) > 0
 	if want == h.held {
 		return
@@ -118,7 +87,41 @@ func (s *Store) checkJoinHold(h *joinHold) {
 	}
 }
 
-// JoinHold reports whether the leader keeps its whole raft log for a joining node now.
-func (s *Store) JoinHold() bool {
+// joinHeld reports whether the leader keeps its whole raft log for a joining node now.
+func (s *Store) joinHeld() bool {
 	return s.raft.ReloadableConfig().TrailingLogs == math.MaxUint64
+}
+
+// joinHolders returns, on the leader, the non-voters that hold the log now, and keeps
+// h.since to the non-voters in the configuration; on a follower, none.
+func (s *Store) joinHolders(h *joinHold) []raft.ServerID {
+	if !s.IsLeader() {
+		clear(h.since)
+		return nil
+	}
+	cf := s.raft.GetConfiguration()
+	if cf.Error() != nil {
+		return nil
+	}
+	now := h.now()
+	var holders []raft.ServerID
+	seen := map[raft.ServerID]bool{}
+	for _, srv := range cf.Configuration().Servers {
+		if srv.Suffrage != raft.Nonvoter {
+			continue
+		}
+		seen[srv.ID] = true
+		first, ok := h.since[srv.ID]
+		if !ok {
+			first = now
+			h.since[srv.ID] = first
+		}
+		down, last := s.PeerUnreachable(string(srv.ID))
+		gone := down && now.Sub(last) > joinHoldUnreachable && now.Sub(first) > joinHoldUnreachable
+		if now.Sub(first) <= joinHoldMax && !gone {
+			holders = append(holders, srv.ID)
+		}
+	}
+	maps.DeleteFunc(h.since, func(id raft.ServerID, _ time.Time) bool { return !seen[id] })
+	return holders
 }

@@ -63,7 +63,7 @@ func TestLogHeldWhileANodeJoins(t *testing.T) {
 	if err := leader.Raft().AddNonvoter("n2", raft.ServerAddress(joiner.RaftAddr()), 0, 10*time.Second).Error(); err != nil {
 		t.Fatal(err)
 	}
-	testutil.WaitFor(t, 10*time.Second, "the leader to hold its log for the joining node", leader.JoinHold)
+	testutil.WaitFor(t, 10*time.Second, "the leader to hold its log for the joining node", leader.joinHeld)
 	// An explicit snapshot waits for one raft may have begun before the hold, so what
 	// follows sees only snapshots begun during it. Raft refuses one until a command after
 	// the configuration entry that added the node is applied.
@@ -86,7 +86,7 @@ func TestLogHeldWhileANodeJoins(t *testing.T) {
 	if got := first(); got != held {
 		t.Fatalf("first log index %d after a snapshot while a node joins: want %d (nothing truncated)", got, held)
 	}
-	if joiner.JoinHold() {
+	if joiner.joinHeld() {
 		t.Fatal("the joining node holds its own log; only the leader should")
 	}
 
@@ -95,7 +95,7 @@ func TestLogHeldWhileANodeJoins(t *testing.T) {
 	stale := &joinHold{trailing: cfg.TrailingLogs, threshold: cfg.SnapshotThreshold, held: true,
 		since: map[raft.ServerID]time.Time{"n2": time.Now().Add(-2 * joinHoldMax)}, now: time.Now}
 	leader.checkJoinHold(stale)
-	if leader.JoinHold() || stale.held {
+	if leader.joinHeld() || stale.held {
 		t.Fatalf("the leader still holds its log for a node first seen %s ago", 2*joinHoldMax)
 	}
 	if rc := leader.Raft().ReloadableConfig(); rc.TrailingLogs != cfg.TrailingLogs || rc.SnapshotThreshold != cfg.SnapshotThreshold {
@@ -105,7 +105,7 @@ func TestLogHeldWhileANodeJoins(t *testing.T) {
 	if err := leader.Raft().RemoveServer("n2", 0, 10*time.Second).Error(); err != nil {
 		t.Fatal(err)
 	}
-	testutil.WaitFor(t, 10*time.Second, "the leader to release the hold", func() bool { return !leader.JoinHold() })
+	testutil.WaitFor(t, 10*time.Second, "the leader to release the hold", func() bool { return !leader.joinHeld() })
 	fill(3000)
 	testutil.WaitFor(t, 10*time.Second, "snapshots that truncate the log once the node is removed", func() bool { return first() > held })
 }
