@@ -81,12 +81,13 @@ func TestServePprof(t *testing.T) {
 }
 
 // TestServerMemoryFlags runs the binary: --pprof-listen serves profiles of the server,
-// and --ledger-cache, --pprof-listen and --prune-step-events values that would be
-// unsafe are refused before anything starts.
+// and --ledger-cache, --pprof-listen, --prune-step-events and raft log byte bound values
+// that would be unsafe are refused before anything starts.
 func TestServerMemoryFlags(t *testing.T) {
 	pp := "127.0.0.1:" + strconv.Itoa(freePort(t))
 	startServer(t, "--pprof-listen", pp, "--ledger-cache", "32MiB", "--memory-limit", "512MiB",
-		"--raft-snapshot-threshold", "1000", "--raft-trailing-logs", "2000", "--raft-snapshot-interval", "30s")
+		"--raft-snapshot-threshold", "1000", "--raft-trailing-logs", "2000", "--raft-snapshot-interval", "30s",
+		"--raft-trailing-bytes", "64MiB", "--raft-snapshot-bytes", "0")
 	res, err := http.Get("http://" + pp + "/debug/pprof/cmdline")
 	if err != nil {
 		t.Fatal(err)
@@ -103,6 +104,8 @@ func TestServerMemoryFlags(t *testing.T) {
 		{"--memory-limit", "x", "--memory-limit"},
 		{"--prune-step-events", "0", "between 1 and"},
 		{"--prune-step-events", "100001", "between 1 and"},
+		{"--raft-trailing-bytes", "-1MiB", "--raft-trailing-bytes"},
+		{"--raft-snapshot-bytes", "lots", "--raft-snapshot-bytes"},
 	} {
 		_, err := run(t, "server", "--data-dir", t.TempDir(), "--listen", "127.0.0.1:0", "--raft-listen", "127.0.0.1:0", "--write-cli-config=false", tc.flag, tc.value)
 		if err == nil || !strings.Contains(err.Error(), tc.want) {

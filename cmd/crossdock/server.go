@@ -25,7 +25,7 @@ func newServerCmd() *cobra.Command {
 	var viewsOn bool
 	var pprofListen, ledgerCache, memLimit, maxRelease string
 	var raftTune store.Config
-	var snapshotRate, minFreeDisk string
+	var snapshotRate, minFreeDisk, trailingBytes, snapshotBytes string
 	cmd := &cobra.Command{
 		Use:   "server",
 		Short: "Run a control plane node",
@@ -71,6 +71,18 @@ cluster: it creates the cluster CA and an admin token, and writes both to
 			if snapRate == 0 {
 				snapRate = -1 // the store's "as fast as it can"
 			}
+			logBytes := map[string]*string{"raft-trailing-bytes": &trailingBytes, "raft-snapshot-bytes": &snapshotBytes}
+			logBound := map[string]int64{}
+			for name, v := range logBytes {
+				n, err := parseBytes(*v)
+				if err != nil || n < 0 {
+					return fmt.Errorf("--%s %q: a size like 256MiB, or 0 to bound the raft log in entries only", name, *v)
+				}
+				if n == 0 {
+					n = -1 // the store's "entries only" (its 0 is the default)
+				}
+				logBound[name] = n
+			}
 			// The store's settings reach it through TuneStore, so controlplane.Config
 			// needs no field per flag (0 keeps the store's defaults).
 			cfg.TuneStore = func(sc *store.Config) {
@@ -78,6 +90,7 @@ cluster: it creates the cluster CA and an admin token, and writes both to
 				sc.SnapshotThreshold, sc.SnapshotInterval, sc.TrailingLogs = raftTune.SnapshotThreshold, raftTune.SnapshotInterval, raftTune.TrailingLogs
 				sc.MaxAppendEntries = raftTune.MaxAppendEntries
 				sc.SnapshotRate = snapRate
+				sc.TrailingBytes, sc.SnapshotBytes = logBound["raft-trailing-bytes"], logBound["raft-snapshot-bytes"]
 				sc.HeartbeatTimeout, sc.ElectionTimeout, sc.LeaderLeaseTimeout = raftTune.HeartbeatTimeout, raftTune.ElectionTimeout, raftTune.LeaderLeaseTimeout
 			}
 			if pprofListen != "" {
@@ -142,6 +155,8 @@ cluster: it creates the cluster CA and an admin token, and writes both to
 	f.Uint64Var(&raftTune.SnapshotThreshold, "raft-snapshot-threshold", store.DefaultSnapshotThreshold, "raft log entries after which a snapshot of the whole ledger is taken")
 	f.DurationVar(&raftTune.SnapshotInterval, "raft-snapshot-interval", store.DefaultSnapshotInterval, "how often raft checks whether a snapshot is due")
 	f.Uint64Var(&raftTune.TrailingLogs, "raft-trailing-logs", store.DefaultTrailingLogs, "raft log entries kept after a snapshot, so a follower that was behind by up to this many catches up without a snapshot")
+	f.StringVar(&trailingBytes, "raft-trailing-bytes", "256MiB", "at most this much of the raft log is kept after a snapshot: --raft-trailing-logs is lowered to the newest entries that fit (0: entries only)")
+	f.StringVar(&snapshotBytes, "raft-snapshot-bytes", "512MiB", "raft log written since the last snapshot that makes the next one due, whatever the entry count (0: entries only); once the log holds twice --raft-trailing-bytes + this, a running snapshot is no longer rate limited")
 	f.StringVar(&snapshotRate, "raft-snapshot-rate", "16MiB", "how fast a raft snapshot reads the ledger, bytes a second before compression (0: no limit); spreads the snapshot's CPU over time instead of taking cores from commits ('crossdock snapshot save' is not limited)")
 	f.IntVar(&raftTune.MaxAppendEntries, "raft-max-append-entries", store.DefaultMaxAppendEntries, "raft log entries grouped into one disk write and one AppendEntries (1 to 1024); bounds raft-wal's write buffer")
 	f.DurationVar(&raftTune.HeartbeatTimeout, "raft-heartbeat-timeout", time.Second, "a follower without contact from the leader this long starts an election")

@@ -13,6 +13,7 @@ import (
 	"os"
 	"path/filepath"
 	"sync"
+	"sync/atomic"
 
 	"github.com/dgraph-io/badger/v4"
 	"github.com/klauspost/compress/zstd"
@@ -71,6 +72,12 @@ type Snapshot struct {
 	released bool
 	ctx      context.Context // for limit's waits
 	limit    *rate.Limiter   // nil: unthrottled
+
+	// throttled is set by Throttle and lifted by Unthrottle, which also ends the wait
+	// WriteTo is in (stopWait, under waitMu).
+	throttled, lifted atomic.Bool
+	waitMu            sync.Mutex
+	stopWait          context.CancelFunc
 }
 
 // throttleBytes is how much of the stream WriteTo reads between two waits on its limit
@@ -93,7 +100,22 @@ func (s *Snapshot) Throttle(ctx context.Context, limit *rate.Limiter) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.ctx, s.limit = ctx, limit
+	s.throttled.Store(limit != nil)
 }
+
+// Unthrottle lifts Throttle's limit, from a WriteTo that is running too: the rest of
+// the stream is read as fast as it can be.
+func (s *Snapshot) Unthrottle() {
+	s.lifted.Store(true)
+	s.waitMu.Lock()
+	defer s.waitMu.Unlock()
+	if s.stopWait != nil {
+		s.stopWait()
+	}
+}
+
+// Throttled reports whether WriteTo is held to a limit (Throttle, and no Unthrottle).
+func (s *Snapshot) Throttled() bool { return s.throttled.Load() && !s.lifted.Load() }
 
 // OpenSnapshot takes a point-in-time view of the ledger. It is cheap: the stream is
 // produced by WriteTo.
@@ -150,9 +172,21 @@ func (s *Snapshot) WriteTo(w io.Writer) (int64, error) {
 		rec    bytes.Buffer
 		unpaid int // bytes read since the last wait on s.limit
 	)
+	waitCtx := s.ctx
+	if s.limit != nil {
+		var cancel context.CancelFunc
+		waitCtx, cancel = context.WithCancel(s.ctx)
+		defer cancel()
+		s.waitMu.Lock()
+		s.stopWait = cancel
+		s.waitMu.Unlock()
+	}
 	for it.Rewind(); it.Valid(); it.Next() {
-		for ; s.limit != nil && unpaid >= throttleBytes; unpaid -= throttleBytes {
-			if err := s.limit.WaitN(s.ctx, throttleBytes); err != nil {
+		for ; s.limit != nil && !s.lifted.Load() && unpaid >= throttleBytes; unpaid -= throttleBytes {
+			if err := s.limit.WaitN(waitCtx, throttleBytes); err != nil {
+				if s.lifted.Load() && s.ctx.Err() == nil {
+					break
+				}
 				return cw.n, fmt.Errorf("ledger: snapshot: %w", err)
 			}
 		}

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"sync/atomic"
 	"time"
 
 	"github.com/hashicorp/raft"
@@ -26,6 +27,24 @@ type fsm struct {
 	// ends when the store closes, so a throttled snapshot does not hold up shutdown.
 	snapCtx   context.Context
 	snapLimit *rate.Limiter
+	// snap is the snapshot this node is taking now (raft takes one at a time).
+	snap atomic.Pointer[ledger.Snapshot]
+	// snapIndex is the index of the newest snapshot this node took or restored.
+	snapIndex atomic.Uint64
+}
+
+// snapshotting reports whether this node is taking a snapshot of its ledger now.
+func (f *fsm) snapshotting() bool { return f.snap.Load() != nil }
+
+// unthrottle lifts the rate limit from the snapshot being taken (the next one is
+// throttled again); it reports whether it lifted one.
+func (f *fsm) unthrottle() bool {
+	snap := f.snap.Load()
+	if snap == nil || !snap.Throttled() {
+		return false
+	}
+	snap.Unthrottle()
+	return true
 }
 
 var _ raft.FSM = (*fsm)(nil)
@@ -70,7 +89,8 @@ func (f *fsm) Snapshot() (raft.FSMSnapshot, error) {
 	if f.snapLimit != nil {
 		snap.Throttle(f.snapCtx, f.snapLimit)
 	}
-	return &fsmSnapshot{snap: snap}, nil
+	f.snap.Store(snap)
+	return &fsmSnapshot{snap: snap, f: f}, nil
 }
 
 // Restore replaces the ledger with a snapshot stream.
@@ -79,12 +99,14 @@ func (f *fsm) Restore(rc io.ReadCloser) error {
 	if err := f.ledger.Restore(rc); err != nil {
 		return fmt.Errorf("store: restore ledger: %w", err)
 	}
+	f.snapIndex.Store(f.ledger.AppliedIndex())
 	f.logger.Info("restored ledger from snapshot", "applied_index", f.ledger.AppliedIndex(), "last_seq", f.ledger.LastSeq())
 	return nil
 }
 
 type fsmSnapshot struct {
 	snap *ledger.Snapshot
+	f    *fsm
 }
 
 func (s *fsmSnapshot) Persist(sink raft.SnapshotSink) error {
@@ -92,7 +114,14 @@ func (s *fsmSnapshot) Persist(sink raft.SnapshotSink) error {
 		_ = sink.Cancel()
 		return fmt.Errorf("store: write snapshot: %w", err)
 	}
-	return sink.Close()
+	if err := sink.Close(); err != nil {
+		return err
+	}
+	s.f.snapIndex.Store(s.snap.Index())
+	return nil
 }
 
-func (s *fsmSnapshot) Release() { s.snap.Release() }
+func (s *fsmSnapshot) Release() {
+	s.snap.Release()
+	s.f.snap.CompareAndSwap(s.snap, nil)
+}

@@ -1,7 +1,6 @@
 package store
 
 import (
-	"context"
 	"maps"
 	"math"
 	"time"
@@ -32,59 +31,16 @@ import (
 // joinHoldUnreachable, or that has been catching up for longer than joinHoldMax, no
 // longer holds the log: a node that is gone must not grow the leader's disk forever.
 const (
-	joinHoldEvery       = time.Second
 	joinHoldMax         = time.Hour
 	joinHoldUnreachable = 2 * time.Minute
 )
 
 // joinHold is the state of the hold on one node: which non-voters it holds the log for,
-// since when, and whether TrailingLogs and SnapshotThreshold are raised now.
+// since when, and whether it holds it now. The log bound's loop checks it (logbound.go).
 type joinHold struct {
-	trailing, threshold uint64 // the configured TrailingLogs and SnapshotThreshold, restored on release
-	since               map[raft.ServerID]time.Time
-	held                bool
-	now                 func() time.Time
-}
-
-// holdLogForJoins runs the hold until ctx is done, checking every joinHoldEvery.
-func (s *Store) holdLogForJoins(ctx context.Context, trailing, threshold uint64) {
-	h := &joinHold{trailing: trailing, threshold: threshold, since: map[raft.ServerID]time.Time{}, now: time.Now}
-	t := time.NewTicker(joinHoldEvery)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-		}
-		s.checkJoinHold(h)
-	}
-}
-
-// checkJoinHold raises TrailingLogs and SnapshotThreshold while the configuration has
-// a non-voter that holds the log (see joinHoldMax and joinHoldUnreachable), and
-// restores them when none does.
-func (s *Store) checkJoinHold(h *joinHold) {
-	holders := s.joinHolders(h)
-	want := len(holders) > 0
-	if want == h.held {
-		return
-	}
-	rc := s.raft.ReloadableConfig()
-	rc.TrailingLogs, rc.SnapshotThreshold = h.trailing, h.threshold
-	if want {
-		rc.TrailingLogs, rc.SnapshotThreshold = math.MaxUint64, math.MaxUint64
-	}
-	if err := s.raft.ReloadConfig(rc); err != nil {
-		s.logger.Error("store: raft log hold for a joining node not changed", "hold", want, "err", err)
-		return
-	}
-	h.held = want
-	if want {
-		s.logger.Info("raft log kept whole while a node joins: no snapshot is taken and no entry truncated until it is promoted or removed", "joining", holders)
-	} else {
-		s.logger.Info("raft log truncated after snapshots again: no node is joining", "trailing_logs", h.trailing)
-	}
+	since map[raft.ServerID]time.Time
+	held  bool
+	now   func() time.Time
 }
 
 // joinHeld reports whether the leader keeps its whole raft log for a joining node now.

@@ -92,10 +92,10 @@ func TestLogHeldWhileANodeJoins(t *testing.T) {
 
 	// A node catching up for longer than joinHoldMax no longer holds the log (its
 	// clock here is the test's: first seen two hours ago).
-	stale := &joinHold{trailing: cfg.TrailingLogs, threshold: cfg.SnapshotThreshold, held: true,
-		since: map[raft.ServerID]time.Time{"n2": time.Now().Add(-2 * joinHoldMax)}, now: time.Now}
-	leader.checkJoinHold(stale)
-	if leader.joinHeld() || stale.held {
+	stale := &logBound{trailing: cfg.TrailingLogs, threshold: cfg.SnapshotThreshold, hold: joinHold{held: true,
+		since: map[raft.ServerID]time.Time{"n2": time.Now().Add(-2 * joinHoldMax)}, now: time.Now}}
+	leader.checkLogBound(stale)
+	if leader.joinHeld() || stale.hold.held {
 		t.Fatalf("the leader still holds its log for a node first seen %s ago", 2*joinHoldMax)
 	}
 	if rc := leader.Raft().ReloadableConfig(); rc.TrailingLogs != cfg.TrailingLogs || rc.SnapshotThreshold != cfg.SnapshotThreshold {

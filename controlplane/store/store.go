@@ -84,6 +84,12 @@ type Config struct {
 	// TrailingLogs is how many entries stay in the log after a snapshot
 	// (DefaultTrailingLogs when 0).
 	TrailingLogs uint64
+	// TrailingBytes lowers TrailingLogs to the newest entries holding at most this
+	// many bytes, and SnapshotBytes takes a snapshot when the log holds more than
+	// TrailingBytes + SnapshotBytes (logbound.go; DefaultTrailingBytes and
+	// DefaultSnapshotBytes when 0, negative: the log is bounded in entries only).
+	TrailingBytes int64
+	SnapshotBytes int64
 	// MaxAppendEntries is the most entries raft groups into one disk write (group
 	// commit) and one AppendEntries (DefaultMaxAppendEntries when 0). raft-wal's write
 	// buffer grows to the largest group, rounded up to a power of two, so this bounds
@@ -112,9 +118,12 @@ type Store struct {
 	trans  raft.Transport
 	snaps  raft.SnapshotStore
 	peers  peerHealth // the leader's view of its followers (peers.go)
+	fsm    *fsm
+	// logSize counts the bytes in the raft log (logbound.go).
+	logSize logSize
 	// stopSnap ends the wait of a throttled snapshot, so Close is not held up by it.
 	stopSnap context.CancelFunc
-	// stopHold ends holdLogForJoins (joinhold.go); holdDone is closed when it has.
+	// stopHold ends boundLog (logbound.go); holdDone is closed when it has.
 	stopHold context.CancelFunc
 	holdDone chan struct{}
 }
@@ -229,6 +238,10 @@ func Open(cfg Config) (*Store, error) {
 	if r := cmp.Or(cfg.SnapshotRate, DefaultSnapshotRate); r > 0 {
 		f.snapLimit = ledger.NewSnapshotLimiter(r)
 	}
+	s.fsm = f
+	if metas, err := s.snaps.List(); err == nil && len(metas) > 0 {
+		f.snapIndex.Store(metas[0].Index)
+	}
 	if err := s.recoverFromPeersJSON(rc, f); err != nil {
 		s.trans.(io.Closer).Close()
 		s.closeStorage()
@@ -237,7 +250,12 @@ func Open(cfg Config) (*Store, error) {
 	// The newest entries stay in memory: a follower applies what it just stored and
 	// the leader replicates what it just appended, without reading raft-wal back (about
 	// 2% of each node's CPU under ingest). Entries are batches of up to 4 MiB.
-	logs, err := raft.NewLogCache(logCacheEntries, splitAppends{s.wal})
+	if err := s.logSize.estimate(s.wal, 16); err != nil {
+		s.trans.(io.Closer).Close()
+		s.closeStorage()
+		return nil, fmt.Errorf("store: size of the raft log: %w", err)
+	}
+	logs, err := raft.NewLogCache(logCacheEntries, splitAppends{LogStore: s.wal, size: &s.logSize})
 	if err != nil {
 		s.trans.(io.Closer).Close()
 		s.closeStorage()
@@ -252,9 +270,15 @@ func Open(cfg Config) (*Store, error) {
 	s.peers.watch(s.raft)
 	hctx, stopHold := context.WithCancel(context.Background())
 	s.stopHold, s.holdDone = stopHold, make(chan struct{})
+	bound := &logBound{
+		hold:     joinHold{since: map[raft.ServerID]time.Time{}, now: time.Now},
+		trailing: rc.TrailingLogs, threshold: rc.SnapshotThreshold,
+		trailingBytes: byteBound(cfg.TrailingBytes, DefaultTrailingBytes),
+		snapshotBytes: byteBound(cfg.SnapshotBytes, DefaultSnapshotBytes),
+	}
 	go func() {
 		defer close(s.holdDone)
-		s.holdLogForJoins(hctx, rc.TrailingLogs, rc.SnapshotThreshold)
+		s.boundLog(hctx, bound)
 	}()
 	if cfg.Bootstrap {
 		has, err := raft.HasExistingState(s.wal, s.wal, s.snaps)
@@ -320,9 +344,27 @@ const (
 	// ledger takes about 28 minutes. Raise it (--raft-snapshot-rate) where nodes have
 	// cores to spare and the ledger is large.
 	DefaultSnapshotRate = 16 << 20
+	// DefaultTrailingBytes and DefaultSnapshotBytes bound the raft log in bytes
+	// (logbound.go): at most 256 MiB stay after a snapshot, and one is taken when the
+	// log holds more than 768 MiB. With the 256-byte events of the benchmarks in batches
+	// of 100 the entry counts above are reached first (about 120 and 370 MiB); with
+	// batches of 1,000 these are, after about 3 million events.
+	DefaultTrailingBytes = 256 << 20
+	DefaultSnapshotBytes = 512 << 20
 	// DefaultMaxAppendEntries is Config.MaxAppendEntries' default (raft's own).
 	DefaultMaxAppendEntries = 64
 )
+
+// byteBound is a Config byte bound: def when 0, none (0) when negative.
+func byteBound(v, def int64) uint64 {
+	switch {
+	case v == 0:
+		return uint64(def)
+	case v < 0:
+		return 0
+	}
+	return uint64(v)
+}
 
 // logCacheEntries is how many of the newest raft entries are kept in memory.
 const logCacheEntries = 32
@@ -376,8 +418,19 @@ func (s *releasingSnapshot) Persist(sink raft.SnapshotSink) error {
 
 func (s *releasingSnapshot) Release() { s.once.Do(s.FSMSnapshot.Release) }
 
+// maxRPCsInFlight turns raft's pipelined replication off: each AppendEntries to a
+// follower waits for its answer before the next is sent. Raft v1.8.0's pipeline can
+// deadlock: when a follower answers with a newer term or a refusal, the decoder stops
+// reading, and a send that raced it waits forever for room in the pipeline, holding up
+// that follower's replication for good (heartbeats still flow, so no election heals
+// it) and the node's shutdown (a full make test hung in raft.Shutdown this way,
+// 2026-12-06; grafana/pyroscope#5518 describes the same). Raft's own analysis (#541)
+// found pipelining of little use with batched entries; bench/clusterbench measured
+// the change (docs/performance.md).
+const maxRPCsInFlight = 1
+
 func newTransport(cfg Config, hlog hclog.Logger) (raft.Transport, error) {
-	ncfg := &raft.NetworkTransportConfig{MaxPool: 3, Timeout: 10 * time.Second, Logger: hlog.Named("transport")}
+	ncfg := &raft.NetworkTransportConfig{MaxPool: 3, Timeout: 10 * time.Second, Logger: hlog.Named("transport"), MaxRPCsInFlight: maxRPCsInFlight}
 	if cfg.StreamLayer != nil {
 		ncfg.Stream = cfg.StreamLayer
 		return raft.NewNetworkTransportWithConfig(ncfg), nil

@@ -2,6 +2,7 @@ package store
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -9,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/hashicorp/raft"
 	"google.golang.org/protobuf/proto"
 
 	eventv1 "github.com/crossdock/crossdock/proto/gen/crossdock/event/v1"
@@ -243,5 +245,19 @@ func TestUnknownCommandIgnorable(t *testing.T) {
 	}
 	if s.Ledger().AppliedIndex() <= before {
 		t.Fatal("ignorable unknown command did not advance the applied index")
+	}
+}
+
+// TestNoPipelinedReplication: the raft transport refuses pipelines, so replication
+// sends one AppendEntries at a time (maxRPCsInFlight: raft's pipeline can deadlock).
+func TestNoPipelinedReplication(t *testing.T) {
+	s := mustOpen(t, testConfig(t, t.TempDir()))
+	defer s.Close()
+	p, err := s.trans.AppendEntriesPipeline("n2", s.trans.LocalAddr())
+	if !errors.Is(err, raft.ErrPipelineReplicationNotSupported) {
+		if p != nil {
+			p.Close()
+		}
+		t.Fatalf("AppendEntriesPipeline: %v, want raft.ErrPipelineReplicationNotSupported", err)
 	}
 }

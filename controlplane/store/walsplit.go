@@ -21,8 +21,10 @@ const maxAppendBytes = 8 << 20
 // maxAppendBytes of entry data (one entry larger than that is an append of its own).
 // Entries are stored in order; raft counts none of them stored until StoreLogs
 // returns, so a failure between two appends is a failure of the whole call, as before.
+// size, when set, counts what is written and deleted (logbound.go).
 type splitAppends struct {
 	raft.LogStore
+	size *logSize
 }
 
 func (s splitAppends) StoreLogs(logs []*raft.Log) error {
@@ -35,7 +37,20 @@ func (s splitAppends) StoreLogs(logs []*raft.Log) error {
 		if err := s.LogStore.StoreLogs(logs[:n]); err != nil {
 			return err
 		}
+		if s.size != nil {
+			s.size.stored(logs[n-1].Index, uint64(size))
+		}
 		logs = logs[n:]
+	}
+	return nil
+}
+
+func (s splitAppends) DeleteRange(min, max uint64) error {
+	if err := s.LogStore.DeleteRange(min, max); err != nil {
+		return err
+	}
+	if s.size != nil {
+		s.size.deleted(min, max)
 	}
 	return nil
 }

@@ -34,7 +34,7 @@ func TestSplitAppends(t *testing.T) {
 	}
 	defer wal.Close()
 	rec := &appendSizes{LogStore: wal}
-	store := splitAppends{rec}
+	store := splitAppends{LogStore: rec}
 
 	sizes := []int{3 << 20, 3 << 20, 3 << 20, 10 << 20, 1 << 10, 4 << 20, 4 << 20, 4<<20 + 1}
 	var logs []*raft.Log
@@ -70,7 +70,7 @@ func TestSplitAppends(t *testing.T) {
 			t.Fatalf("entry %d: %d bytes of %q, want %d of %q", i+1, len(l.Data), l.Data[:1], n, byte('a'+i))
 		}
 	}
-	cache, err := raft.NewLogCache(4, splitAppends{wal})
+	cache, err := raft.NewLogCache(4, splitAppends{LogStore: wal})
 	if err != nil {
 		t.Fatal(err)
 	}
