@@ -129,6 +129,8 @@ var (
 	descRaftCommit      = metrics.Desc("raft_commit_index", "Raft commit index as this node knows it.")
 	descRaftApplied     = metrics.Desc("raft_applied_index", "Raft index applied to the state machine on this node.")
 	descRaftLastContact = metrics.Desc("raft_last_contact_seconds", "Seconds since this follower last heard from the leader (0 on the leader).")
+	descRaftLogBytes    = metrics.Desc("raft_log_bytes", "Bytes of entry data in this node's raft log, as written (bounded by --raft-trailing-bytes + --raft-snapshot-bytes; docs/operations.md).")
+	descRaftSnapshot    = metrics.Desc("raft_snapshot_running", "1 while this node takes a raft snapshot of its ledger, else 0.")
 	descStreams         = metrics.Desc("uplink_streams", "Live agent uplink streams on this node (1 per agent), by agent and transport (h2, h3).", "agent", "transport")
 	descDelivered       = metrics.Desc("delivery_delivered_total", "Events delivered to a destination (committed counter, the same on every node).", "destination")
 	descDead            = metrics.Desc("delivery_dead_lettered_total", "Events dead-lettered for a destination (committed counter).", "destination")
@@ -146,7 +148,7 @@ type nodeCollector struct{ s *Server }
 
 func (c *nodeCollector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{descLedgerSeq, descLedgerCommitted, descLedgerApplied, descRaftLeader, descRaftHasLeader,
-		descRaftTerm, descRaftCommit, descRaftApplied, descRaftLastContact, descStreams, descDelivered, descDead, descCoalesced,
+		descRaftTerm, descRaftCommit, descRaftApplied, descRaftLastContact, descRaftLogBytes, descRaftSnapshot, descStreams, descDelivered, descDead, descCoalesced,
 		descLagEvents, descLagSeconds, descBreaker, descQueued, descInFlight, descActive} {
 		ch <- d
 	}
@@ -180,6 +182,8 @@ func (c *nodeCollector) Collect(ch chan<- prometheus.Metric) {
 		contact = time.Since(lc).Seconds()
 	}
 	ch <- metrics.Gauge(descRaftLastContact, contact)
+	ch <- metrics.Gauge(descRaftLogBytes, float64(s.store.LogBytes()))
+	ch <- metrics.Gauge(descRaftSnapshot, b2f(s.store.Snapshotting()))
 
 	for _, conn := range s.registry.Conns() {
 		ch <- metrics.Gauge(descStreams, 1, conn.AgentID, conn.Transport)

@@ -142,6 +142,13 @@ func TestMetricsLedgerSeqAndUplinkStreams(t *testing.T) {
 	if v, _ := value(f, "crossdock_raft_leader", nil); v != 1 {
 		t.Errorf("crossdock_raft_leader = %v on the only node, want 1", v)
 	}
+	// The raft log holds at least the agent's 20 events (no snapshot has truncated it).
+	if v, _ := value(f, "crossdock_raft_log_bytes", nil); v < 20*100 {
+		t.Errorf("crossdock_raft_log_bytes = %v after 20 events, want their bytes", v)
+	}
+	if v, ok := value(f, "crossdock_raft_snapshot_running", nil); !ok || v != 0 {
+		t.Errorf("crossdock_raft_snapshot_running = %v (present %v), want 0", v, ok)
+	}
 	for _, name := range []string{"go_goroutines", "process_resident_memory_bytes", "crossdock_raft_term"} {
 		if _, ok := f[name]; !ok {
 			t.Errorf("%s missing from the scrape", name)

@@ -5,11 +5,14 @@
 // Go heap, Badger's caches and anything else not backed by a file) and its live Go heap
 // (HeapAlloc after a collection, from /debug/pprof/heap): right after the load, again
 // once the figures have settled (the node idle: a memtable flush or a raft-wal buffer
-// that the last batches left in flight is done and its memory reused or returned), and
-// after a restart, settled the same way. It then says whether the settled figures at the
-// sizes after the first stay within 10% of each other (caches full: memory set by
-// configuration, not history); the figures right after the load are printed beside
-// them, with their spread, but hold whatever transient the load's last second left.
+// that the last batches left in flight is done and its memory reused or returned, and
+// no raft snapshot running, when the node exports crossdock_raft_snapshot_running), and
+// after a restart, settled the same way; before each settled reading it reads the
+// whole ledger once (-warm), so the block cache is full at every size. It then says
+// whether the settled figures at the sizes after the first stay within 10% of each
+// other (caches full: memory set by configuration, not history); the figures right
+// after the load are printed beside them, with their spread, but hold whatever
+// transient the load's last second left.
 //
 //	make build && go run ./bench/ledgermem -bin bin/crossdock -sizes 1M,4M,16M
 //
@@ -24,6 +27,7 @@ import (
 	"flag"
 	"fmt"
 	"os"
+	"os/exec"
 	"os/signal"
 	"path/filepath"
 	"strings"
@@ -44,7 +48,8 @@ func main() {
 	profiles := flag.String("profiles", "", "directory to keep a heap profile per size in (none when empty)")
 	keep := flag.Bool("keep", false, "keep the data directory")
 	tolerance := flag.Float64("tolerance", 0.10, "allowed spread of the figures after the first size")
-	settleMax := flag.Duration("settle", 2*time.Minute, "longest wait for a node's memory to settle after the load and after a restart")
+	warm := flag.Bool("warm", true, "before each settled reading, read the whole ledger once ('crossdock snapshot save' to a file deleted after), so the block cache is full at every size")
+	settleMax := flag.Duration("settle", 10*time.Minute, "longest wait for a node's memory to settle after the load and after a restart")
 	strict := flag.Bool("strict", false, "exit with status 3 when a figure is not within -tolerance (make bench goes on either way)")
 	flag.Parse()
 	sizes, err := benchkit.ParseSizes(*sizesFlag)
@@ -54,7 +59,7 @@ func main() {
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	ok, err := run(ctx, *bin, sizes, *loaders, *batch, *window, strings.Fields(*serverFlags), *profiles, *keep, *tolerance, *settleMax)
+	ok, err := run(ctx, *bin, sizes, *loaders, *batch, *window, strings.Fields(*serverFlags), *profiles, *keep, *tolerance, *settleMax, *warm)
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "ledgermem:", err)
 		os.Exit(1)
@@ -69,7 +74,23 @@ type row struct {
 	loadSecs                 float64
 	live, settled, restarted benchkit.Mem
 	settleSecs, restartSecs  float64 // how long each settled
+	settledLog, restartedLog float64 // the raft log in MiB then (crossdock_raft_log_bytes; -1: not exported)
 	disk                     int64
+}
+
+// warmCaches reads the node's whole ledger once, as a raft snapshot or a backup does,
+// with `crossdock snapshot save`, so the Badger block cache (--ledger-cache) is full: the
+// target compares memory once caches are full, and a node that had just restarted, or
+// whose last snapshot read little through the cache, would otherwise show less.
+func warmCaches(ctx context.Context, c *benchkit.Cluster) error {
+	file := filepath.Join(c.Dir, "warm.snap")
+	defer os.Remove(file)
+	cmd := exec.CommandContext(ctx, c.Bin, "--config", filepath.Join(c.Nodes[0].Dir, "admin.yaml"), "snapshot", "save", file)
+	cmd.Env = append(os.Environ(), "HOME="+c.Dir)
+	if out, err := cmd.CombinedOutput(); err != nil {
+		return fmt.Errorf("warm the caches: snapshot save: %w\n%s", err, out)
+	}
+	return nil
 }
 
 // settleEvery, settleSamples and settleSpread: the node's memory has settled when
@@ -83,28 +104,39 @@ const (
 
 // settle samples the node's memory until it has settled or longest has passed, and
 // returns the last sample and how long it took.
-func settle(ctx context.Context, node *benchkit.Node, longest time.Duration) (benchkit.Mem, float64, error) {
+func settle(ctx context.Context, node *benchkit.Node, longest time.Duration) (m benchkit.Mem, secs, raftLogMiB float64, err error) {
 	t0 := time.Now()
 	var last []benchkit.Mem
+	quiet := 0 // samples in a row without a raft snapshot running
+	raftLogMiB = -1
 	for {
-		m, err := node.Memory(ctx, true)
+		m, err = node.Memory(ctx, true)
 		if err != nil {
-			return m, 0, err
+			return m, 0, raftLogMiB, err
 		}
 		last = append(last, m)
 		if len(last) > settleSamples {
 			last = last[1:]
 		}
-		if len(last) == settleSamples && agree(last) {
-			return m, time.Since(t0).Seconds(), nil
+		// A snapshot reads the whole ledger and holds the raft log until it is done: the
+		// node is not idle while one runs. Builds without the gauge are taken as idle.
+		quiet++
+		if v, err := node.Metrics(ctx, "crossdock_raft_snapshot_running", "crossdock_raft_log_bytes"); err == nil {
+			if v[0] != 0 {
+				quiet = 0
+			}
+			raftLogMiB = v[1] / (1 << 20)
+		}
+		if len(last) == settleSamples && agree(last) && quiet >= settleSamples {
+			return m, time.Since(t0).Seconds(), raftLogMiB, nil
 		}
 		if time.Since(t0) >= longest {
-			fmt.Printf("  memory did not settle within %s (last %d samples: RssAnon %.0f–%.0f MiB); taking the last\n", longest, len(last), last[0].RssAnonMiB, m.RssAnonMiB)
-			return m, time.Since(t0).Seconds(), nil
+			fmt.Printf("  memory did not settle within %s (last %d samples: RssAnon %.0f–%.0f MiB; samples without a snapshot running %d); taking the last\n", longest, len(last), last[0].RssAnonMiB, m.RssAnonMiB, quiet)
+			return m, time.Since(t0).Seconds(), raftLogMiB, nil
 		}
 		select {
 		case <-ctx.Done():
-			return m, 0, ctx.Err()
+			return m, 0, raftLogMiB, ctx.Err()
 		case <-time.After(settleEvery):
 		}
 	}
@@ -125,7 +157,7 @@ func bounds[T any](xs []T, get func(T) float64) (lo, hi float64) {
 	return lo, hi
 }
 
-func run(ctx context.Context, bin string, sizes []int, nLoaders, batch, window int, extra []string, profiles string, keep bool, tol float64, settleMax time.Duration) (bool, error) {
+func run(ctx context.Context, bin string, sizes []int, nLoaders, batch, window int, extra []string, profiles string, keep bool, tol float64, settleMax time.Duration, warm bool) (bool, error) {
 	dir, err := os.MkdirTemp("", "ledgermem-")
 	if err != nil {
 		return false, err
@@ -171,7 +203,12 @@ func run(ctx context.Context, bin string, sizes []int, nLoaders, batch, window i
 				return false, err
 			}
 		}
-		if r.settled, r.settleSecs, err = settle(ctx, node, settleMax); err != nil {
+		if warm {
+			if err := warmCaches(ctx, c); err != nil {
+				return false, err
+			}
+		}
+		if r.settled, r.settleSecs, r.settledLog, err = settle(ctx, node, settleMax); err != nil {
 			return false, err
 		}
 		if profiles != "" {
@@ -186,7 +223,12 @@ func run(ctx context.Context, bin string, sizes []int, nLoaders, batch, window i
 			c.TailLogs(os.Stderr)
 			return false, err
 		}
-		if r.restarted, r.restartSecs, err = settle(ctx, node, settleMax); err != nil {
+		if warm {
+			if err := warmCaches(ctx, c); err != nil {
+				return false, err
+			}
+		}
+		if r.restarted, r.restartSecs, r.restartedLog, err = settle(ctx, node, settleMax); err != nil {
 			return false, err
 		}
 		if profiles != "" {
@@ -196,8 +238,8 @@ func run(ctx context.Context, bin string, sizes []int, nLoaders, batch, window i
 		}
 		r.disk = benchkit.DirBytes(node.Dir)
 		rows = append(rows, r)
-		fmt.Printf("%s events loaded in %.0f s (%.0f ev/s): right after the load RssAnon %.0f MiB, heap %.0f MiB; settled in %.0f s: RssAnon %.0f MiB, heap %.0f MiB; restarted, settled in %.0f s: RssAnon %.0f MiB, heap %.0f MiB; data dir %.0f MiB\n",
-			benchkit.SizeLabel(size), r.loadSecs, float64(size-prev(rows))/r.loadSecs, r.live.RssAnonMiB, r.live.HeapAllocMiB, r.settleSecs, r.settled.RssAnonMiB, r.settled.HeapAllocMiB, r.restartSecs, r.restarted.RssAnonMiB, r.restarted.HeapAllocMiB, float64(r.disk)/(1<<20))
+		fmt.Printf("%s events loaded in %.0f s (%.0f ev/s): right after the load RssAnon %.0f MiB, heap %.0f MiB; settled in %.0f s: RssAnon %.0f MiB, heap %.0f MiB; restarted, settled in %.0f s: RssAnon %.0f MiB, heap %.0f MiB; data dir %.0f MiB; raft log settled %.0f MiB, restarted %.0f MiB (-1: not exported)\n",
+			benchkit.SizeLabel(size), r.loadSecs, float64(size-prev(rows))/r.loadSecs, r.live.RssAnonMiB, r.live.HeapAllocMiB, r.settleSecs, r.settled.RssAnonMiB, r.settled.HeapAllocMiB, r.restartSecs, r.restarted.RssAnonMiB, r.restarted.HeapAllocMiB, float64(r.disk)/(1<<20), r.settledLog, r.restartedLog)
 	}
 	fmt.Println()
 	fmt.Println("| events | RssAnon / live heap MiB, right after the load | RssAnon / live heap MiB, settled | RssAnon / live heap MiB, restarted and settled | data dir MiB |")

@@ -110,3 +110,10 @@ func (s *Store) checkLogBound(b *logBound) {
 		s.logger.Info("raft log twice its size while a snapshot runs: the snapshot is no longer rate limited", "log_bytes", total, "bound_bytes", bound)
 	}
 }
+
+// LogBytes is the bytes of entry data in this node's raft log now (as counted by
+// logSize: exact for what this process wrote, estimated for what was on disk at Open).
+func (s *Store) LogBytes() uint64 { return s.logSize.total() }
+
+// Snapshotting reports whether this node is taking a raft snapshot of its ledger now.
+func (s *Store) Snapshotting() bool { return s.fsm.snapshotting() }
