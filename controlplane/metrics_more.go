@@ -21,6 +21,7 @@ var (
 	descLowWater        = metrics.Desc("ledger_low_water_seq", "Earliest seq this node's ledger still holds after retention pruned it (0 when nothing was pruned).")
 	descOldestAge       = metrics.Desc("ledger_oldest_event_age_seconds", "Age of the earliest event held at the low-water mark (0 when nothing was pruned): near the longest retention of any type; well above it plus a few prune intervals, pruning is falling behind.")
 	descSegmentFiles    = metrics.Desc("ledger_segment_files", "Segment files holding this node's log chunks.")
+	descBlockCache      = metrics.Desc("ledger_block_cache_bytes", "Bytes of table blocks in the ledger's Badger block cache (at most --ledger-cache).")
 	descSegmentBytes    = metrics.Desc("ledger_segment_bytes", "Bytes in this node's segment files: all of them (state=\"all\"), and the chunks the log still holds (state=\"held\").", "state")
 )
 
@@ -30,7 +31,7 @@ type moreCollector struct{ s *Server }
 
 func (c *moreCollector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{descPartnerRequests, descViewsSeq, descViewsBehind, descViewsLag, descAlertsFiring, descDiskFree, descDiskMinFree, descIngestRefused,
-		descLowWater, descOldestAge, descSegmentFiles, descSegmentBytes} {
+		descLowWater, descOldestAge, descSegmentFiles, descSegmentBytes, descBlockCache} {
 		ch <- d
 	}
 }
@@ -74,6 +75,7 @@ func (c *moreCollector) Collect(ch chan<- prometheus.Metric) {
 	ch <- metrics.Gauge(descSegmentFiles, float64(seg.Files))
 	ch <- metrics.Gauge(descSegmentBytes, float64(seg.Bytes), "all")
 	ch <- metrics.Gauge(descSegmentBytes, float64(seg.HeldBytes), "held")
+	ch <- metrics.Gauge(descBlockCache, float64(s.store.Ledger().BlockCacheBytes()))
 	states, err := s.store.Ledger().AlertStates()
 	if err != nil {
 		s.logger.Warn("metrics: read alert states", "err", err)

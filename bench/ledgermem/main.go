@@ -74,7 +74,7 @@ type row struct {
 	loadSecs                 float64
 	live, settled, restarted benchkit.Mem
 	settleSecs, restartSecs  float64 // how long each settled
-	settledLog, restartedLog float64 // the raft log in MiB then (crossdock_raft_log_bytes; -1: not exported)
+	settledG, restartedG     gauges
 	disk                     int64
 }
 
@@ -93,6 +93,10 @@ func warmCaches(ctx context.Context, c *benchkit.Cluster) error {
 	return nil
 }
 
+// gauges are what the node exports of its raft log and block cache, in MiB (-1: not
+// exported by this build).
+type gauges struct{ raftLogMiB, blockCacheMiB float64 }
+
 // settleEvery, settleSamples and settleSpread: the node's memory has settled when
 // settleSamples samples settleEvery apart (each after a collection) agree within
 // settleSpread, in live heap and in RssAnon.
@@ -104,15 +108,15 @@ const (
 
 // settle samples the node's memory until it has settled or longest has passed, and
 // returns the last sample and how long it took.
-func settle(ctx context.Context, node *benchkit.Node, longest time.Duration) (m benchkit.Mem, secs, raftLogMiB float64, err error) {
+func settle(ctx context.Context, node *benchkit.Node, longest time.Duration) (m benchkit.Mem, secs float64, g gauges, err error) {
 	t0 := time.Now()
 	var last []benchkit.Mem
 	quiet := 0 // samples in a row without a raft snapshot running
-	raftLogMiB = -1
+	g = gauges{raftLogMiB: -1, blockCacheMiB: -1}
 	for {
 		m, err = node.Memory(ctx, true)
 		if err != nil {
-			return m, 0, raftLogMiB, err
+			return m, 0, g, err
 		}
 		last = append(last, m)
 		if len(last) > settleSamples {
@@ -121,22 +125,22 @@ func settle(ctx context.Context, node *benchkit.Node, longest time.Duration) (m 
 		// A snapshot reads the whole ledger and holds the raft log until it is done: the
 		// node is not idle while one runs. Builds without the gauge are taken as idle.
 		quiet++
-		if v, err := node.Metrics(ctx, "crossdock_raft_snapshot_running", "crossdock_raft_log_bytes"); err == nil {
+		if v, err := node.Metrics(ctx, "crossdock_raft_snapshot_running", "crossdock_raft_log_bytes", "crossdock_ledger_block_cache_bytes"); err == nil {
 			if v[0] != 0 {
 				quiet = 0
 			}
-			raftLogMiB = v[1] / (1 << 20)
+			g = gauges{raftLogMiB: v[1] / (1 << 20), blockCacheMiB: v[2] / (1 << 20)}
 		}
 		if len(last) == settleSamples && agree(last) && quiet >= settleSamples {
-			return m, time.Since(t0).Seconds(), raftLogMiB, nil
+			return m, time.Since(t0).Seconds(), g, nil
 		}
 		if time.Since(t0) >= longest {
 			fmt.Printf("  memory did not settle within %s (last %d samples: RssAnon %.0f–%.0f MiB; samples without a snapshot running %d); taking the last\n", longest, len(last), last[0].RssAnonMiB, m.RssAnonMiB, quiet)
-			return m, time.Since(t0).Seconds(), raftLogMiB, nil
+			return m, time.Since(t0).Seconds(), g, nil
 		}
 		select {
 		case <-ctx.Done():
-			return m, 0, raftLogMiB, ctx.Err()
+			return m, 0, g, ctx.Err()
 		case <-time.After(settleEvery):
 		}
 	}
@@ -208,7 +212,7 @@ func run(ctx context.Context, bin string, sizes []int, nLoaders, batch, window i
 				return false, err
 			}
 		}
-		if r.settled, r.settleSecs, r.settledLog, err = settle(ctx, node, settleMax); err != nil {
+		if r.settled, r.settleSecs, r.settledG, err = settle(ctx, node, settleMax); err != nil {
 			return false, err
 		}
 		if profiles != "" {
@@ -228,7 +232,7 @@ func run(ctx context.Context, bin string, sizes []int, nLoaders, batch, window i
 				return false, err
 			}
 		}
-		if r.restarted, r.restartSecs, r.restartedLog, err = settle(ctx, node, settleMax); err != nil {
+		if r.restarted, r.restartSecs, r.restartedG, err = settle(ctx, node, settleMax); err != nil {
 			return false, err
 		}
 		if profiles != "" {
@@ -238,8 +242,8 @@ func run(ctx context.Context, bin string, sizes []int, nLoaders, batch, window i
 		}
 		r.disk = benchkit.DirBytes(node.Dir)
 		rows = append(rows, r)
-		fmt.Printf("%s events loaded in %.0f s (%.0f ev/s): right after the load RssAnon %.0f MiB, heap %.0f MiB; settled in %.0f s: RssAnon %.0f MiB, heap %.0f MiB; restarted, settled in %.0f s: RssAnon %.0f MiB, heap %.0f MiB; data dir %.0f MiB; raft log settled %.0f MiB, restarted %.0f MiB (-1: not exported)\n",
-			benchkit.SizeLabel(size), r.loadSecs, float64(size-prev(rows))/r.loadSecs, r.live.RssAnonMiB, r.live.HeapAllocMiB, r.settleSecs, r.settled.RssAnonMiB, r.settled.HeapAllocMiB, r.restartSecs, r.restarted.RssAnonMiB, r.restarted.HeapAllocMiB, float64(r.disk)/(1<<20), r.settledLog, r.restartedLog)
+		fmt.Printf("%s events loaded in %.0f s (%.0f ev/s): right after the load RssAnon %.0f MiB, heap %.0f MiB; settled in %.0f s: RssAnon %.0f MiB, heap %.0f MiB; restarted, settled in %.0f s: RssAnon %.0f MiB, heap %.0f MiB; data dir %.0f MiB; raft log settled %.0f MiB, restarted %.0f MiB; block cache settled %.0f MiB, restarted %.0f MiB (-1: not exported)\n",
+			benchkit.SizeLabel(size), r.loadSecs, float64(size-prev(rows))/r.loadSecs, r.live.RssAnonMiB, r.live.HeapAllocMiB, r.settleSecs, r.settled.RssAnonMiB, r.settled.HeapAllocMiB, r.restartSecs, r.restarted.RssAnonMiB, r.restarted.HeapAllocMiB, float64(r.disk)/(1<<20), r.settledG.raftLogMiB, r.restartedG.raftLogMiB, r.settledG.blockCacheMiB, r.restartedG.blockCacheMiB)
 	}
 	fmt.Println()
 	fmt.Println("| events | RssAnon / live heap MiB, right after the load | RssAnon / live heap MiB, settled | RssAnon / live heap MiB, restarted and settled | data dir MiB |")
@@ -272,6 +276,10 @@ func run(ctx context.Context, bin string, sizes []int, nLoaders, batch, window i
 		{"live heap settled", func(r row) float64 { return r.settled.HeapAllocMiB }, true},
 		{"RssAnon restarted", func(r row) float64 { return r.restarted.RssAnonMiB }, true},
 		{"live heap restarted", func(r row) float64 { return r.restarted.HeapAllocMiB }, true},
+		// The block cache is a cache with a configured size, full only once the
+		// ledger's tables are larger than it: without it, what is left must not grow.
+		{"live heap settled, without the block cache", func(r row) float64 { return r.settled.HeapAllocMiB - max(r.settledG.blockCacheMiB, 0) }, true},
+		{"live heap restarted, without the block cache", func(r row) float64 { return r.restarted.HeapAllocMiB - max(r.restartedG.blockCacheMiB, 0) }, true},
 	} {
 		lo, hi := bounds(cmp, m.get)
 		spread := (hi - lo) / lo
