@@ -7,12 +7,12 @@
 // once the figures have settled (the node idle: a memtable flush or a raft-wal buffer
 // that the last batches left in flight is done and its memory reused or returned, and
 // no raft snapshot running, when the node exports crossdock_raft_snapshot_running), and
-// after a restart, settled the same way; before each settled reading it reads the
-// whole ledger once (-warm), so the block cache is full at every size. It then says
-// whether the settled figures at the sizes after the first stay within 10% of each
-// other (caches full: memory set by configuration, not history); the figures right
-// after the load are printed beside them, with their spread, but hold whatever
-// transient the load's last second left.
+// after a restart, settled the same way. It then says whether the settled figures at
+// the sizes after the first stay within 10% of each other (memory set by configuration,
+// not history), with and without the block cache (crossdock_ledger_block_cache_bytes:
+// a cache of configured size, full only once the ledger's tables outgrow it); the
+// figures right after the load are printed beside them, with their spread, but hold
+// whatever transient the load's last second left.
 //
 //	make build && go run ./bench/ledgermem -bin bin/crossdock -sizes 1M,4M,16M
 //
@@ -27,7 +27,6 @@ import (
 	"flag"
 	"fmt"
 	"os"
-	"os/exec"
 	"os/signal"
 	"path/filepath"
 	"strings"
@@ -48,7 +47,6 @@ func main() {
 	profiles := flag.String("profiles", "", "directory to keep a heap profile per size in (none when empty)")
 	keep := flag.Bool("keep", false, "keep the data directory")
 	tolerance := flag.Float64("tolerance", 0.10, "allowed spread of the figures after the first size")
-	warm := flag.Bool("warm", true, "before each settled reading, read the whole ledger once ('crossdock snapshot save' to a file deleted after), so the block cache is full at every size")
 	settleMax := flag.Duration("settle", 10*time.Minute, "longest wait for a node's memory to settle after the load and after a restart")
 	strict := flag.Bool("strict", false, "exit with status 3 when a figure is not within -tolerance (make bench goes on either way)")
 	flag.Parse()
@@ -59,7 +57,7 @@ func main() {
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	ok, err := run(ctx, *bin, sizes, *loaders, *batch, *window, strings.Fields(*serverFlags), *profiles, *keep, *tolerance, *settleMax, *warm)
+	ok, err := run(ctx, *bin, sizes, *loaders, *batch, *window, strings.Fields(*serverFlags), *profiles, *keep, *tolerance, *settleMax)
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "ledgermem:", err)
 		os.Exit(1)
@@ -76,21 +74,6 @@ type row struct {
 	settleSecs, restartSecs  float64 // how long each settled
 	settledG, restartedG     gauges
 	disk                     int64
-}
-
-// warmCaches reads the node's whole ledger once, as a raft snapshot or a backup does,
-// with `crossdock snapshot save`, so the Badger block cache (--ledger-cache) is full: the
-// target compares memory once caches are full, and a node that had just restarted, or
-// whose last snapshot read little through the cache, would otherwise show less.
-func warmCaches(ctx context.Context, c *benchkit.Cluster) error {
-	file := filepath.Join(c.Dir, "warm.snap")
-	defer os.Remove(file)
-	cmd := exec.CommandContext(ctx, c.Bin, "--config", filepath.Join(c.Nodes[0].Dir, "admin.yaml"), "snapshot", "save", file)
-	cmd.Env = append(os.Environ(), "HOME="+c.Dir)
-	if out, err := cmd.CombinedOutput(); err != nil {
-		return fmt.Errorf("warm the caches: snapshot save: %w\n%s", err, out)
-	}
-	return nil
 }
 
 // gauges are what the node exports of its raft log and block cache, in MiB (-1: not
@@ -161,7 +144,7 @@ func bounds[T any](xs []T, get func(T) float64) (lo, hi float64) {
 	return lo, hi
 }
 
-func run(ctx context.Context, bin string, sizes []int, nLoaders, batch, window int, extra []string, profiles string, keep bool, tol float64, settleMax time.Duration, warm bool) (bool, error) {
+func run(ctx context.Context, bin string, sizes []int, nLoaders, batch, window int, extra []string, profiles string, keep bool, tol float64, settleMax time.Duration) (bool, error) {
 	dir, err := os.MkdirTemp("", "ledgermem-")
 	if err != nil {
 		return false, err
@@ -207,11 +190,6 @@ func run(ctx context.Context, bin string, sizes []int, nLoaders, batch, window i
 				return false, err
 			}
 		}
-		if warm {
-			if err := warmCaches(ctx, c); err != nil {
-				return false, err
-			}
-		}
 		if r.settled, r.settleSecs, r.settledG, err = settle(ctx, node, settleMax); err != nil {
 			return false, err
 		}
@@ -226,11 +204,6 @@ func run(ctx context.Context, bin string, sizes []int, nLoaders, batch, window i
 		if err := benchkit.Poll(ctx, 100*time.Millisecond, 5*time.Minute, "the restarted node to lead", func() bool { return c.Voters(ctx) == 1 }); err != nil {
 			c.TailLogs(os.Stderr)
 			return false, err
-		}
-		if warm {
-			if err := warmCaches(ctx, c); err != nil {
-				return false, err
-			}
 		}
 		if r.restarted, r.restartSecs, r.restartedG, err = settle(ctx, node, settleMax); err != nil {
 			return false, err
