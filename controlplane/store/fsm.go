@@ -115,7 +115,7 @@ func (s *fsmSnapshot) Persist(sink raft.SnapshotSink) error {
 		return fmt.Errorf("store: write snapshot: %w", err)
 	}
 	if err := sink.Close(); err != nil {
-		return err
+		return fmt.Errorf("store: close snapshot: %w", err)
 	}
 	s.f.snapIndex.Store(s.snap.Index())
 	return nil

@@ -15,9 +15,10 @@ import (
 // Raft bounds its log in entries: a snapshot is due every SnapshotThreshold entries, and
 // TrailingLogs entries stay after it. An entry is one uplink batch, from one event to
 // 4 MiB, so that bounds no bytes: with batches of 1,000 events, threshold + trailing
-// entries are some 3.7 GB of log, and bench/ledgermem kept the whole of a 4 and of a 16
-// million event ledger in the raft log, on disk and, at about 1 MiB that raft-wal keeps
-// per 64 MiB segment, 1.7% of it in memory (docs/performance.md). So the store also
+// entries are some 3.7 GB of log: bench/ledgermem kept a whole 4 million event ledger,
+// and 12 million events of a 16 million one, in the raft log, on disk and, at about
+// 1 MiB that raft-wal keeps per 64 MiB segment, 1.7% of it in memory
+// (docs/performance.md). So the store also
 // counts the log's bytes (logSize) and:
 //
 //   - lowers TrailingLogs to the newest entries that hold at most TrailingBytes (and no
