@@ -71,17 +71,13 @@ cluster: it creates the cluster CA and an admin token, and writes both to
 			if snapRate == 0 {
 				snapRate = -1 // the store's "as fast as it can"
 			}
-			logBytes := map[string]*string{"raft-trailing-bytes": &trailingBytes, "raft-snapshot-bytes": &snapshotBytes}
-			logBound := map[string]int64{}
-			for name, v := range logBytes {
-				n, err := parseBytes(*v)
-				if err != nil || n < 0 {
-					return fmt.Errorf("--%s %q: a size like 256MiB, or 0 to bound the raft log in entries only", name, *v)
-				}
-				if n == 0 {
-					n = -1 // the store's "entries only" (its 0 is the default)
-				}
-				logBound[name] = n
+			trailingB, err := parseLogBound("raft-trailing-bytes", trailingBytes)
+			if err != nil {
+				return err
+			}
+			snapshotB, err := parseLogBound("raft-snapshot-bytes", snapshotBytes)
+			if err != nil {
+				return err
 			}
 			// The store's settings reach it through TuneStore, so controlplane.Config
 			// needs no field per flag (0 keeps the store's defaults).
@@ -90,7 +86,7 @@ cluster: it creates the cluster CA and an admin token, and writes both to
 				sc.SnapshotThreshold, sc.SnapshotInterval, sc.TrailingLogs = raftTune.SnapshotThreshold, raftTune.SnapshotInterval, raftTune.TrailingLogs
 				sc.MaxAppendEntries = raftTune.MaxAppendEntries
 				sc.SnapshotRate = snapRate
-				sc.TrailingBytes, sc.SnapshotBytes = logBound["raft-trailing-bytes"], logBound["raft-snapshot-bytes"]
+				sc.TrailingBytes, sc.SnapshotBytes = trailingB, snapshotB
 				sc.HeartbeatTimeout, sc.ElectionTimeout, sc.LeaderLeaseTimeout = raftTune.HeartbeatTimeout, raftTune.ElectionTimeout, raftTune.LeaderLeaseTimeout
 			}
 			if pprofListen != "" {
@@ -155,7 +151,7 @@ cluster: it creates the cluster CA and an admin token, and writes both to
 	f.Uint64Var(&raftTune.SnapshotThreshold, "raft-snapshot-threshold", store.DefaultSnapshotThreshold, "raft log entries after which a snapshot of the whole ledger is taken")
 	f.DurationVar(&raftTune.SnapshotInterval, "raft-snapshot-interval", store.DefaultSnapshotInterval, "how often raft checks whether a snapshot is due")
 	f.Uint64Var(&raftTune.TrailingLogs, "raft-trailing-logs", store.DefaultTrailingLogs, "raft log entries kept after a snapshot, so a follower that was behind by up to this many catches up without a snapshot")
-	f.StringVar(&trailingBytes, "raft-trailing-bytes", "256MiB", "at most this much of the raft log is kept after a snapshot: --raft-trailing-logs is lowered to the newest entries that fit (0: entries only)")
+	f.StringVar(&trailingBytes, "raft-trailing-bytes", "256MiB", "at most this much of the raft log is kept after a snapshot: --raft-trailing-logs is lowered to the newest entries that fit, not below 64 (0: entries only)")
 	f.StringVar(&snapshotBytes, "raft-snapshot-bytes", "512MiB", "raft log written since the last snapshot that makes the next one due, whatever the entry count (0: entries only); once the log holds twice --raft-trailing-bytes + this, a running snapshot is no longer rate limited")
 	f.StringVar(&snapshotRate, "raft-snapshot-rate", "16MiB", "how fast a raft snapshot reads the ledger, bytes a second before compression (0: no limit); spreads the snapshot's CPU over time instead of taking cores from commits ('crossdock snapshot save' is not limited)")
 	f.IntVar(&raftTune.MaxAppendEntries, "raft-max-append-entries", store.DefaultMaxAppendEntries, "raft log entries grouped into one disk write and one AppendEntries (1 to 1024); bounds raft-wal's write buffer")
@@ -163,4 +159,17 @@ cluster: it creates the cluster CA and an admin token, and writes both to
 	f.DurationVar(&raftTune.ElectionTimeout, "raft-election-timeout", time.Second, "a candidate without a result this long starts another election")
 	f.DurationVar(&raftTune.LeaderLeaseTimeout, "raft-leader-lease-timeout", 500*time.Millisecond, "a leader without contact from a quorum this long steps down (at most --raft-heartbeat-timeout)")
 	return cmd
+}
+
+// parseLogBound reads a raft log byte bound flag for store.Config: 0 (entries only)
+// becomes the store's -1, as its 0 means the default.
+func parseLogBound(name, v string) (int64, error) {
+	n, err := parseBytes(v)
+	if err != nil || n < 0 {
+		return 0, fmt.Errorf("--%s %q: a size like 256MiB, or 0 to bound the raft log in entries only", name, v)
+	}
+	if n == 0 {
+		return -1, nil
+	}
+	return n, nil
 }

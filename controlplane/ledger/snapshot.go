@@ -73,11 +73,11 @@ type Snapshot struct {
 	ctx      context.Context // for limit's waits
 	limit    *rate.Limiter   // nil: unthrottled
 
-	// throttled is set by Throttle and lifted by Unthrottle, which also ends the wait
-	// WriteTo is in (stopWait, under waitMu).
-	throttled, lifted atomic.Bool
-	waitMu            sync.Mutex
-	stopWait          context.CancelFunc
+	// lifted is set by Unthrottle, which also ends the wait WriteTo is in (stopWait,
+	// under waitMu).
+	lifted   atomic.Bool
+	waitMu   sync.Mutex
+	stopWait context.CancelFunc
 }
 
 // throttleBytes is how much of the stream WriteTo reads between two waits on its limit
@@ -100,7 +100,6 @@ func (s *Snapshot) Throttle(ctx context.Context, limit *rate.Limiter) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.ctx, s.limit = ctx, limit
-	s.throttled.Store(limit != nil)
 }
 
 // Unthrottle lifts Throttle's limit, from a WriteTo that is running too: the rest of
@@ -114,8 +113,8 @@ func (s *Snapshot) Unthrottle() {
 	}
 }
 
-// Throttled reports whether WriteTo is held to a limit (Throttle, and no Unthrottle).
-func (s *Snapshot) Throttled() bool { return s.throttled.Load() && !s.lifted.Load() }
+// Unthrottled reports whether Unthrottle lifted the limit.
+func (s *Snapshot) Unthrottled() bool { return s.lifted.Load() }
 
 // OpenSnapshot takes a point-in-time view of the ledger. It is cheap: the stream is
 // produced by WriteTo.

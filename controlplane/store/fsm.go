@@ -40,7 +40,7 @@ func (f *fsm) snapshotting() bool { return f.snap.Load() != nil }
 // throttled again); it reports whether it lifted one.
 func (f *fsm) unthrottle() bool {
 	snap := f.snap.Load()
-	if snap == nil || !snap.Throttled() {
+	if f.snapLimit == nil || snap == nil || snap.Unthrottled() {
 		return false
 	}
 	snap.Unthrottle()

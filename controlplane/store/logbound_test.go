@@ -80,7 +80,7 @@ func TestSnapshotUnthrottledOverTwiceTheBound(t *testing.T) {
 	}
 	fillUntil("the log over its snapshot bytes", func() bool { return s.logSize.total() > 3<<20 })
 	testutil.WaitFor(t, 10*time.Second, "a snapshot to begin", s.fsm.snapshotting)
-	if snap := s.fsm.snap.Load(); snap == nil || !snap.Throttled() {
+	if snap := s.fsm.snap.Load(); snap == nil || snap.Unthrottled() {
 		t.Fatal("the snapshot begun under twice the bound is not throttled")
 	}
 	// Up to near twice the bound it crawls.
@@ -97,7 +97,7 @@ func TestSnapshotUnthrottledOverTwiceTheBound(t *testing.T) {
 		snap := s.fsm.snap.Load()
 		return snap != nil && snap.Index() > from
 	})
-	if snap, total := s.fsm.snap.Load(), s.logSize.total(); total < 8<<20 && (snap == nil || !snap.Throttled()) {
+	if snap, total := s.fsm.snap.Load(), s.logSize.total(); total < 8<<20 && (snap == nil || snap.Unthrottled()) {
 		t.Fatalf("the next snapshot, begun with %d bytes in the log (under twice the bound), is not throttled", total)
 	}
 }

@@ -85,8 +85,8 @@ type Config struct {
 	// (DefaultTrailingLogs when 0).
 	TrailingLogs uint64
 	// TrailingBytes lowers TrailingLogs to the newest entries holding at most this
-	// many bytes, and SnapshotBytes takes a snapshot when the log holds more than
-	// TrailingBytes + SnapshotBytes (logbound.go; DefaultTrailingBytes and
+	// many bytes, and SnapshotBytes makes a snapshot due once this many bytes were
+	// written to the log since the last one (logbound.go; DefaultTrailingBytes and
 	// DefaultSnapshotBytes when 0, negative: the log is bounded in entries only).
 	TrailingBytes int64
 	SnapshotBytes int64
@@ -345,10 +345,11 @@ const (
 	// cores to spare and the ledger is large.
 	DefaultSnapshotRate = 16 << 20
 	// DefaultTrailingBytes and DefaultSnapshotBytes bound the raft log in bytes
-	// (logbound.go): at most 256 MiB stay after a snapshot, and one is taken when the
-	// log holds more than 768 MiB. With the 256-byte events of the benchmarks in batches
-	// of 100 the entry counts above are reached first (about 120 and 370 MiB); with
-	// batches of 1,000 these are, after about 3 million events.
+	// (logbound.go): at most 256 MiB stay after a snapshot, and the next is due once
+	// 512 MiB more were written, so the log holds about 768 MiB at most. With the
+	// 256-byte events of the benchmarks in batches of 100 the entry counts above are
+	// reached first (about 120 and 370 MiB of log); in batches of 1,000 these bytes are,
+	// at about 2.7 million events of log.
 	DefaultTrailingBytes = 256 << 20
 	DefaultSnapshotBytes = 512 << 20
 	// DefaultMaxAppendEntries is Config.MaxAppendEntries' default (raft's own).
