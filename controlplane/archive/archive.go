@@ -43,6 +43,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	kgzip "github.com/klauspost/compress/gzip"
@@ -77,6 +78,10 @@ type Dir struct {
 	// is in the archive (a type is archived in seq order, each call extending what is
 	// there). Loaded from the manifests on first use; nil until then.
 	through map[string]uint64
+	// marks is a copy of through that readers take without mu (ArchivedThrough): a
+	// prune's Apply asks it on every node while ArchiveAhead may hold mu writing and
+	// fsyncing files. Replaced, never changed, each time through moves.
+	marks atomic.Pointer[map[string]uint64]
 }
 
 // OpenDir returns the archive kept in the local directory path, creating it.
@@ -190,18 +195,28 @@ func (d *Dir) Archive(ctx context.Context, events []*eventv1.CommittedEvent) err
 		}
 	}
 	// Only now (files and manifests fsynced) the marks move.
+	moved := false
 	for k, evs := range groups {
 		if len(evs) > 0 {
 			d.through[k.typ] = max(d.through[k.typ], evs[len(evs)-1].GetSeq())
+			moved = true
 		}
+	}
+	if moved {
+		d.publishMarks()
 	}
 	return nil
 }
 
 // ArchivedThrough returns the highest seq of type typ in the archive: every event of
 // the type up to it is archived (0 when none is). The ledger's ArchiveAhead starts
-// after it.
+// after it, and a prune's Apply archives only the events after it. Once the marks are
+// loaded it does not wait for a write in progress (it may return the mark from before
+// that write, which only makes a caller archive events again: Archive skips them).
 func (d *Dir) ArchivedThrough(ctx context.Context, typ string) (uint64, error) {
+	if m := d.marks.Load(); m != nil {
+		return (*m)[typ], nil
+	}
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	if err := d.loadThrough(ctx); err != nil {
@@ -236,7 +251,15 @@ func (d *Dir) loadThrough(ctx context.Context) error {
 		}
 	}
 	d.through = through
+	d.publishMarks()
 	return nil
+}
+
+// publishMarks makes a copy of through the marks ArchivedThrough reads. Called with mu
+// held.
+func (d *Dir) publishMarks() {
+	m := maps.Clone(d.through)
+	d.marks.Store(&m)
 }
 
 // manifestForWrite returns the day's manifest for Archive to add to. A manifest that is

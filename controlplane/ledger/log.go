@@ -318,18 +318,9 @@ func committed(c *storev1.LogChunk, i int) *eventv1.CommittedEvent {
 }
 
 // chunkStart returns the first seq of the chunk that holds seq, or seq itself when no
-// chunk does (seq is past the end of the log).
-func chunkStart(txn *logTxn, seq uint64) (uint64, error) {
-	start := seq
-	_, err := withChunkAt(txn, seq, func(_ uint64, item *badger.Item) error {
-		c, err := txn.itemChunk(item)
-		if err == nil && seq < chunkEnd(c) {
-			start = c.GetFirstSeq()
-		}
-		return err
-	})
-	return start, err
-}
+// chunk does (seq is past the end of the log). It reads the chunk's wire form only as
+// far as its length (rawChunkStart): the prune and ListEvents call it at every step.
+func chunkStart(txn *logTxn, seq uint64) (uint64, error) { return rawChunkStart(txn, seq) }
 
 // withChunkAt calls fn with the chunk that may hold seq: the one with the highest first
 // seq at or below seq, as long as that first seq is within chunkMaxEvents of seq (a

@@ -16,6 +16,7 @@ import (
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
+	"github.com/crossdock/crossdock/internal/wire"
 	eventv1 "github.com/crossdock/crossdock/proto/gen/crossdock/event/v1"
 	storev1 "github.com/crossdock/crossdock/proto/gen/crossdock/store/v1"
 )
@@ -31,6 +32,7 @@ var (
 	keyLowWater      = []byte("m/low")    // LowWater
 	keyKeySweep      = []byte("m/ksweep") // the next k/ record the prune's key index sweep looks at
 	sweepMaxKeys     = 50_000             // k/ records one prune's sweep looks at (a variable for tests)
+	sweepStepKeys    = 2_000              // of those, k/ records one step looks at (a variable for tests)
 	prefixCompacted  = []byte("lc/")      // + u16BE(len) type + keys -> CommittedEvent
 	errPruneRefused  = errors.New("ledger: prune refused")
 	pruneMaxEvents   = 10_000  // events one PRUNE_LEDGER removes at most (a variable for tests)
@@ -133,25 +135,20 @@ type heldEvent struct {
 	at  time.Time
 }
 
-// firstHeld finds the first event held at or after seq and its commit time.
+// firstHeld finds the first event held at or after seq and its commit time, from the
+// chunks' wire form.
 func firstHeld(txn *logTxn, seq uint64) (heldEvent, bool, error) {
-	start, err := chunkStart(txn, seq)
-	if err != nil {
-		return heldEvent{}, false, err
-	}
 	var (
 		out   heldEvent
 		found bool
 	)
-	err = scanLog(txn, start, func(c *storev1.LogChunk) bool {
-		for i := range c.GetEvents() {
-			if s := chunkSeq(c, i); s >= seq {
-				out, found = heldEvent{s, c.GetCommittedAt().AsTime()}, true
-				return true
-			}
-		}
-		return false
+	err := scanRaw(txn, seq, 1, func(ev RawEvent) error {
+		out, found = heldEvent{ev.Seq, ev.CommittedAt}, true
+		return errStopWalk
 	})
+	if errors.Is(err, errStopWalk) {
+		err = nil
+	}
 	return out, found, err
 }
 
@@ -320,10 +317,12 @@ func applyPruneLedger(tx *applyTxn, cmd *storev1.Command) (any, error) {
 	res := &storev1.PruneResult{}
 	var (
 		actions  []pruneAction
-		archived []*eventv1.CommittedEvent
+		pruned   int                       // events removed
+		archived []*eventv1.CommittedEvent // those of them the archive does not hold yet
 		arcBytes int
 		compact  = map[string]*eventv1.CommittedEvent{} // compacted key -> the newest event of the step
 		resume   uint64                                 // first chunk not processed; 0 when all were
+		marks    = archiveMarks(tx.archiver)
 	)
 	for _, first := range slices.Sorted(maps.Keys(cand)) {
 		if limit != 0 && first >= limit {
@@ -337,20 +336,36 @@ func applyPruneLedger(tx *applyTxn, cmd *storev1.Command) (any, error) {
 		if !ok {
 			continue
 		}
-		c, err := decodeChunk(logKey(first), v)
+		// What goes, the budget and the index keys are decided from the chunk's wire
+		// form (the same on every node); the events are decoded only where their
+		// content is needed: a chunk rewritten sparse, a compact type, or events this
+		// node's archive does not hold yet (ArchiveAhead usually archived them). Which
+		// events that is differs between nodes; nothing replicated depends on it.
+		evs, err := pruneEvents(first, v)
 		if err != nil {
 			return nil, err
 		}
 		var gone, keep []int
-		for i, ae := range c.GetEvents() {
-			if chunkSeq(c, i) < cuts.cut(ae.GetEvent().GetType()) {
+		decode := false
+		for i, e := range evs {
+			if e.seq < cuts.cut(e.typ) {
 				gone = append(gone, i)
+				decode = decode || cuts.compact[e.typ] || marks.missing(e.typ, e.seq)
 			} else {
 				keep = append(keep, i)
 			}
 		}
 		if len(gone) == 0 {
 			continue
+		}
+		var c *storev1.LogChunk
+		if decode || len(keep) > 0 {
+			if c, err = decodeChunk(logKey(first), v); err != nil {
+				return nil, err
+			}
+			if len(c.GetEvents()) != len(evs) {
+				return nil, fmt.Errorf("ledger: prune: log chunk %d decodes to %d events, its wire form has %d", first, len(c.GetEvents()), len(evs))
+			}
 		}
 		// Cost: the chunk's delete or rewrite, type index deletes, compacted writes.
 		a := pruneAction{first: first, old: old, inSeg: inSeg}
@@ -363,11 +378,11 @@ func applyPruneLedger(tx *applyTxn, cmd *storev1.Command) (any, error) {
 		}
 		kept := map[string]bool{}
 		for _, i := range keep {
-			kept[c.GetEvents()[i].GetEvent().GetType()] = true
+			kept[evs[i].typ] = true
 		}
 		all := map[string]bool{}
-		for _, ae := range c.GetEvents() {
-			all[ae.GetEvent().GetType()] = true
+		for _, e := range evs {
+			all[e.typ] = true
 		}
 		for _, t := range slices.Sorted(maps.Keys(all)) {
 			if !kept[t] && typeIndexed(t) {
@@ -377,14 +392,20 @@ func applyPruneLedger(tx *applyTxn, cmd *storev1.Command) (any, error) {
 				size += len(k)
 			}
 		}
-		evs := make([]*eventv1.CommittedEvent, 0, len(gone))
+		var toArchive []*eventv1.CommittedEvent
 		evBytes := 0
 		newCompact := map[string]*eventv1.CommittedEvent{}
 		for _, i := range gone {
+			e := evs[i]
+			evBytes += e.size + 64
+			if c == nil {
+				continue
+			}
 			ev := committed(c, i)
-			evs = append(evs, ev)
-			evBytes += proto.Size(ev.GetEvent()) + 64
-			if cuts.compact[ev.GetEvent().GetType()] {
+			if marks.missing(e.typ, e.seq) {
+				toArchive = append(toArchive, ev)
+			}
+			if cuts.compact[e.typ] {
 				// Charged at its encoded size whether or not a later event of its keys
 				// in this step replaces it; only the newest of each is encoded, below.
 				k := string(compactedKey(ev.GetEvent().GetType(), ev.GetEvent().GetKeys()))
@@ -400,13 +421,14 @@ func applyPruneLedger(tx *applyTxn, cmd *storev1.Command) (any, error) {
 		}
 		// The first chunk always goes (a chunk is at most 256 events and 1 MiB, within
 		// the budget), so every step makes progress.
-		if len(actions) > 0 && (len(archived)+len(evs) > maxEvents || arcBytes+evBytes > pruneMaxArchived || !tx.fits(entries, size)) {
+		if len(actions) > 0 && (pruned+len(gone) > maxEvents || arcBytes+evBytes > pruneMaxArchived || !tx.fits(entries, size)) {
 			resume = first
 			break
 		}
 		tx.charge(entries, size)
 		maps.Copy(compact, newCompact) // later seqs replace earlier ones: the newest stays
-		archived = append(archived, evs...)
+		pruned += len(gone)
+		archived = append(archived, toArchive...)
 		arcBytes += evBytes
 		actions = append(actions, a)
 	}
@@ -489,7 +511,7 @@ func applyPruneLedger(tx *applyTxn, cmd *storev1.Command) (any, error) {
 	done := func(typ string) uint64 { return upTo(cuts.cut(typ), typeCut(prev, typ)) }
 	lw := &storev1.LowWater{
 		DefaultBelow: upTo(cuts.cutDefault(), prev.GetDefaultBelow()), ComputedAt: m.GetComputedAt(),
-		EventsPruned: prev.GetEventsPruned() + uint64(len(archived)),
+		EventsPruned: prev.GetEventsPruned() + uint64(pruned),
 		RunsPruned:   prev.GetRunsPruned() + uint64(dropRuns),
 		DedupSeq:     prev.GetDedupSeq(), DedupAt: prev.GetDedupAt(),
 	}
@@ -517,16 +539,27 @@ func applyPruneLedger(tx *applyTxn, cmd *storev1.Command) (any, error) {
 	if !res.More && dedup > prev.GetDedupSeq() {
 		lw.DedupSeq, lw.DedupAt = dedup, m.GetDedupAt()
 	}
-	// The last step of a prune sweeps part of the key index (same cursor and mark on
-	// every node, so the same records go; steps end like one command).
+	// Once a prune's deletes are done, its last steps sweep part of the key index, at
+	// most sweepStepKeys records each and sweepMaxKeys in all (same cursor and marks on
+	// every node, so the same records go; the steps end like one command would, which
+	// went on the same way).
 	swept := 0
+	lw.SweepLooked = prev.GetSweepLooked()
 	if resume == 0 && !res.More && lw.Seq > 1 {
 		below, err := chunkStart(tx.txn, lw.Seq)
 		if err != nil {
 			return nil, err
 		}
-		if swept, err = sweepKeyIndex(tx, below); err != nil {
+		limit := min(sweepStepKeys, sweepMaxKeys-min(int(lw.SweepLooked), sweepMaxKeys))
+		looked, end := 0, false
+		if swept, looked, end, err = sweepKeyIndex(tx, below, limit); err != nil {
 			return nil, err
+		}
+		lw.SweepLooked += uint64(looked)
+		if end || lw.SweepLooked >= uint64(sweepMaxKeys) {
+			lw.SweepLooked = 0
+		} else {
+			res.More = true
 		}
 	}
 	if held, ok, err := firstHeld(tx.txn, lw.Seq); err != nil {
@@ -541,24 +574,111 @@ func applyPruneLedger(tx *applyTxn, cmd *storev1.Command) (any, error) {
 		return nil, err
 	}
 	tx.post.low, tx.post.dropRuns = lw, dropRuns
-	res.EventsPruned, res.RunsPruned = uint64(len(archived)), uint64(dropRuns)
-	if len(archived) > 0 || dropRuns > 0 {
-		tx.logger.Info("ledger: pruned", "events", len(archived), "id_runs", dropRuns, "key_records", swept, "low_water", lw.GetSeq(), "more", res.GetMore())
+	res.EventsPruned, res.RunsPruned = uint64(pruned), uint64(dropRuns)
+	if pruned > 0 || dropRuns > 0 {
+		tx.logger.Info("ledger: pruned", "events", pruned, "archived_now", len(archived), "id_runs", dropRuns, "key_records", swept, "low_water", lw.GetSeq(), "more", res.GetMore())
 	}
 	return res, nil
 }
 
+// pruneEvent is what a prune step reads of one event of a chunk without decoding it.
+type pruneEvent struct {
+	seq  uint64
+	typ  string
+	size int // bytes of the Event message
+}
+
+// pruneEvents reads the seq, type and size of each event of the chunk stored under
+// first (encoded as v) from its wire form.
+func pruneEvents(first uint64, v []byte) ([]pruneEvent, error) {
+	var out []pruneEvent
+	_, _, err := walkChunk(first, v, 0, 0, false, func(ev RawEvent) error {
+		typ, err := rawEventType(ev.Event)
+		if err != nil {
+			return fmt.Errorf("ledger: log chunk %d: event %d: %w", first, ev.Seq, err)
+		}
+		out = append(out, pruneEvent{seq: ev.Seq, typ: typ, size: len(ev.Event)})
+		return nil
+	})
+	return out, err
+}
+
+// rawEventType is the type of an encoded Event, as proto.Unmarshal would decode it: the
+// last occurrence of field 2 with the bytes wire type (one of another wire type is an
+// unknown field); "" when there is none.
+func rawEventType(b []byte) (string, error) {
+	var typ []byte
+	for len(b) > 0 {
+		num, wt, n := protowire.ConsumeTag(b)
+		if n < 0 {
+			return "", protowire.ParseError(n)
+		}
+		b = b[n:]
+		if num == wire.EventType && wt == protowire.BytesType {
+			v, n := protowire.ConsumeBytes(b)
+			if n < 0 {
+				return "", protowire.ParseError(n)
+			}
+			typ, b = v, b[n:]
+			continue
+		}
+		n = protowire.ConsumeFieldValue(num, wt, b)
+		if n < 0 {
+			return "", protowire.ParseError(n)
+		}
+		b = b[n:]
+	}
+	return string(typ), nil
+}
+
+// pruneMarks says which events a prune step must hand the Archiver: per type, those
+// after what this node's archive already holds (AheadArchiver.ArchivedThrough, asked
+// once per type and step). Without an Archiver none; with one that cannot say, all.
+type pruneMarks struct {
+	a       Archiver
+	through func(ctx context.Context, typ string) (uint64, error) // nil: unknown
+	marks   map[string]uint64
+}
+
+func archiveMarks(a Archiver) *pruneMarks {
+	m := &pruneMarks{a: a, marks: map[string]uint64{}}
+	if aa, ok := a.(AheadArchiver); ok {
+		m.through = aa.ArchivedThrough
+	}
+	return m
+}
+
+// missing reports whether the event seq of typ must be handed to the Archiver.
+func (m *pruneMarks) missing(typ string, seq uint64) bool {
+	if m.a == nil {
+		return false
+	}
+	if m.through == nil {
+		return true
+	}
+	w, ok := m.marks[typ]
+	if !ok {
+		var err error
+		if w, err = m.through(context.Background(), typ); err != nil {
+			w = 0 // Archive is asked for all of them, and reports what is wrong
+		}
+		m.marks[typ] = w
+	}
+	return seq > w
+}
+
 // sweepKeyIndex deletes the key index records (k/) whose last chunk is below below (the
 // first chunk that may hold an event at or after the low-water: every chunk a record
-// lists is at or before its last, so all of them are gone), looking at up to
-// sweepMaxKeys records from the cursor m/ksweep in key order and leaving the cursor
-// after them (from the start again after the last record). Records are keyed by name,
-// value and last chunk, not by age, hence a sweep in turns. It returns the records
-// deleted.
-func sweepKeyIndex(tx *applyTxn, below uint64) (int, error) {
+// lists is at or before its last, so all of them are gone), looking at up to limit
+// records from the cursor m/ksweep in key order and leaving the cursor after them
+// (deleted after the last record: the next sweep starts over). It stops early when the
+// apply budget is spent. Records are keyed by name, value and last chunk, not by age,
+// hence a sweep in turns. It returns the records deleted and looked at, and whether it
+// reached the end of the index.
+func sweepKeyIndex(tx *applyTxn, below uint64, limit int) (deleted, looked int, end bool, err error) {
 	start, _, err := getValue(tx.txn.Txn, keyKeySweep)
 	if err != nil {
-		return 0, err
+		return 0, 0, false, err
 	}
 	if len(start) == 0 {
 		start = prefixKey
@@ -567,17 +687,16 @@ func sweepKeyIndex(tx *applyTxn, below uint64) (int, error) {
 	opts.Prefix, opts.PrefetchValues = prefixKey, false
 	it := tx.txn.NewIterator(opts)
 	var (
-		dels    [][]byte
-		next    []byte // nil: the sweep reached the end and starts over
-		scanned int
+		dels [][]byte
+		next []byte // nil: the sweep reached the end and starts over
 	)
 	for it.Seek(start); it.ValidForPrefix(prefixKey); it.Next() {
 		k := it.Item().Key()
-		if scanned == sweepMaxKeys || (seqSuffix(k) < below && !tx.fits(2, len(k)+len(keyKeySweep)+len(k))) {
+		if looked == limit || (seqSuffix(k) < below && !tx.fits(2, len(k)+len(keyKeySweep)+len(k))) {
 			next = it.Item().KeyCopy(nil)
 			break
 		}
-		scanned++
+		looked++
 		if len(k) >= len(prefixKey)+2+4+8 && seqSuffix(k) < below {
 			tx.charge(1, len(k))
 			dels = append(dels, it.Item().KeyCopy(nil))
@@ -586,14 +705,14 @@ func sweepKeyIndex(tx *applyTxn, below uint64) (int, error) {
 	it.Close()
 	for _, k := range dels {
 		if err := tx.del(k); err != nil {
-			return 0, err
+			return 0, 0, false, err
 		}
 	}
 	if next == nil {
 		tx.charge(1, len(keyKeySweep))
-		return len(dels), tx.del(keyKeySweep)
+		return len(dels), looked, true, tx.del(keyKeySweep)
 	}
-	return len(dels), tx.set(keyKeySweep, next)
+	return len(dels), looked, false, tx.set(keyKeySweep, next)
 }
 
 // del deletes k, charged by the caller.
@@ -768,7 +887,7 @@ func (l *Ledger) PruneNeeded(m *storev1.PruneLedger) (bool, error) {
 	p.mu.RLock()
 	defer p.mu.RUnlock()
 	prev := p.low
-	if prev.GetResume() != 0 {
+	if prev.GetResume() != 0 || prev.GetSweepLooked() != 0 {
 		return true, nil
 	}
 	cuts := &pruneCuts{types: map[string]uint64{}, def: m.GetDefaultBelow(), prev: prev, ceil: p.flushed + 1}

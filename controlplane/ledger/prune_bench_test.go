@@ -2,7 +2,9 @@ package ledger
 
 import (
 	"context"
+	"slices"
 	"testing"
+	"time"
 
 	"github.com/crossdock/crossdock/controlplane/archive"
 	storev1 "github.com/crossdock/crossdock/proto/gen/crossdock/store/v1"
@@ -68,8 +70,10 @@ func BenchmarkPruneSteady(b *testing.B) {
 	keys := skuKeys(2000)
 	k.add(window, batch, keys, l)
 	var (
-		m    *storev1.PruneLedger
-		more bool
+		m     *storev1.PruneLedger
+		more  bool
+		took  []time.Duration // the timed steps that removed events, each
+		sweep []time.Duration // those that only swept the key index (the last of a prune)
 	)
 	stepOnce := func() {
 		if !more {
@@ -79,9 +83,16 @@ func BenchmarkPruneSteady(b *testing.B) {
 				b.Fatal(err)
 			}
 		}
+		t0 := time.Now()
 		r, err := timedPrune(b, k, l, m)
-		if err != nil || r.GetError() != "" || r.GetEventsPruned() == 0 {
+		d := time.Since(t0)
+		if err != nil || r.GetError() != "" || (r.GetEventsPruned() == 0 && !more) {
 			b.Fatalf("prune: %v %v", r, err)
+		}
+		if r.GetEventsPruned() == 0 {
+			sweep = append(sweep, d)
+		} else {
+			took = append(took, d)
 		}
 		more = r.GetMore()
 	}
@@ -89,10 +100,24 @@ func BenchmarkPruneSteady(b *testing.B) {
 	for range warm {
 		stepOnce()
 	}
+	took, sweep = nil, nil
 	b.ResetTimer()
 	b.StopTimer()
 	for range b.N {
 		stepOnce()
+	}
+	// What the commits behind a step wait for: the steps that remove events, and those
+	// after them in each prune that only sweep the key index.
+	for _, s := range []struct {
+		name string
+		ds   []time.Duration
+	}{{"step", took}, {"sweep-step", sweep}} {
+		if len(s.ds) == 0 {
+			continue
+		}
+		slices.Sort(s.ds)
+		b.ReportMetric(float64(s.ds[len(s.ds)/2].Microseconds())/1000, "ms-p50-"+s.name)
+		b.ReportMetric(float64(s.ds[len(s.ds)*99/100].Microseconds())/1000, "ms-p99-"+s.name)
 	}
 }
 

@@ -337,9 +337,19 @@ func TestPruneInSteps(t *testing.T) {
 			k.add(2*flushSeqs+300, 500, skuKeys(40), l1, l2)
 			cut := &storev1.PruneLedger{Types: []*storev1.PruneCutoff{{Type: "order.created", Below: 9000}}, DefaultBelow: 30000,
 				Compact: []string{"inventory.level"}, DedupBelow: 20000, ComputedAt: timestamppb.New(t0), MaxEvents: 2000}
+			// The key index sweep, too, goes in steps: 7 records each.
+			defer func(v int) { sweepStepKeys = v }(sweepStepKeys)
+			sweepStepKeys = 7
+			if recs, _ := keyRecords(t, l1); recs < 3*sweepStepKeys {
+				t.Fatalf("%d key index records: too few for a sweep in steps", recs)
+			}
 			if n := k.prune(cut, l1); n < 10 {
 				t.Fatalf("a prune of about 27,000 events by 2,000 took %d commands", n)
 			}
+			if m := lowWaterRecord(t, l1); m.GetSeq() == 0 || m.GetSweepLooked() != 0 || m.GetResume() != 0 {
+				t.Fatalf("a prune that said no more left no mark, a sweep or a resume point: %v", m)
+			}
+			sweepStepKeys = 1 << 30
 			// The same prune in one command (the step limit raised for it), applied at
 			// the index the last step had.
 			defer func(v int) { pruneMaxEvents = v }(pruneMaxEvents)
@@ -359,6 +369,19 @@ func TestPruneInSteps(t *testing.T) {
 			}
 		})
 	}
+}
+
+// lowWaterRecord reads l's m/low (empty when nothing was pruned).
+func lowWaterRecord(t *testing.T, l *Ledger) *storev1.LowWater {
+	t.Helper()
+	var lw *storev1.LowWater
+	if err := l.view(func(txn *badger.Txn) (err error) { lw, err = loadLowWater(txn); return err }); err != nil {
+		t.Fatal(err)
+	}
+	if lw == nil {
+		return &storev1.LowWater{}
+	}
+	return lw
 }
 
 // recordingArchiver records what it is given; fail makes it fail (fault injection).

@@ -355,7 +355,11 @@ type LowWater struct {
 	EventsPruned uint64                 `protobuf:"varint,8,opt,name=events_pruned,json=eventsPruned,proto3" json:"events_pruned,omitempty"`
 	RunsPruned   uint64                 `protobuf:"varint,9,opt,name=runs_pruned,json=runsPruned,proto3" json:"runs_pruned,omitempty"`
 	// Seq of the first event after the scan position of a prune in steps (0: done).
-	Resume        uint64 `protobuf:"varint,10,opt,name=resume,proto3" json:"resume,omitempty"`
+	Resume uint64 `protobuf:"varint,10,opt,name=resume,proto3" json:"resume,omitempty"`
+	// Key index records the sweep of the prune in progress has looked at (0: none is in
+	// progress). The sweep goes on over the prune's last steps until it has looked at
+	// its share or reached the end of the index.
+	SweepLooked   uint64 `protobuf:"varint,11,opt,name=sweep_looked,json=sweepLooked,proto3" json:"sweep_looked,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -460,6 +464,13 @@ func (x *LowWater) GetResume() uint64 {
 	return 0
 }
 
+func (x *LowWater) GetSweepLooked() uint64 {
+	if x != nil {
+		return x.SweepLooked
+	}
+	return 0
+}
+
 var File_crossdock_store_v1_ledger_proto protoreflect.FileDescriptor
 
 const file_crossdock_store_v1_ledger_proto_rawDesc = "" +
@@ -490,7 +501,7 @@ const file_crossdock_store_v1_ledger_proto_rawDesc = "" +
 	"\vruns_pruned\x18\x02 \x01(\x04R\n" +
 	"runsPruned\x12\x12\n" +
 	"\x04more\x18\x03 \x01(\bR\x04more\x12\x14\n" +
-	"\x05error\x18\x04 \x01(\tR\x05error\"\x93\x03\n" +
+	"\x05error\x18\x04 \x01(\tR\x05error\"\xb6\x03\n" +
 	"\bLowWater\x12\x10\n" +
 	"\x03seq\x18\x01 \x01(\x04R\x03seq\x12*\n" +
 	"\x02at\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampR\x02at\x125\n" +
@@ -504,7 +515,8 @@ const file_crossdock_store_v1_ledger_proto_rawDesc = "" +
 	"\vruns_pruned\x18\t \x01(\x04R\n" +
 	"runsPruned\x12\x16\n" +
 	"\x06resume\x18\n" +
-	" \x01(\x04R\x06resumeBEZCgithub.com/crossdock/crossdock/proto/gen/crossdock/store/v1;storev1b\x06proto3"
+	" \x01(\x04R\x06resume\x12!\n" +
+	"\fsweep_looked\x18\v \x01(\x04R\vsweepLookedBEZCgithub.com/crossdock/crossdock/proto/gen/crossdock/store/v1;storev1b\x06proto3"
 
 var (
 	file_crossdock_store_v1_ledger_proto_rawDescOnce sync.Once
