@@ -13,6 +13,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -522,5 +523,64 @@ func TestArchiveSkipsWhatItHolds(t *testing.T) {
 	}
 	if w, err := d2.ArchivedThrough(ctx, "order"); err != nil || w != 80 {
 		t.Fatalf("reopened: ArchivedThrough(order) = %d, %v; want 80", w, err)
+	}
+}
+
+// heldStore is a DirStore whose Puts wait until release is closed (a fake for fault
+// injection: it holds a write in progress so a test can look at the archive meanwhile).
+type heldStore struct {
+	archive.DirStore
+	entered chan struct{} // closed when a Put is waiting
+	release chan struct{} // closed to let it go on
+	once    sync.Once
+}
+
+func (s *heldStore) Put(ctx context.Context, name string, r io.Reader) error {
+	s.once.Do(func() { close(s.entered) })
+	select {
+	case <-s.release:
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+	return s.DirStore.Put(ctx, name, r)
+}
+
+// TestArchivedThroughDuringAWrite: a prune's Apply asks ArchivedThrough on every node
+// while ArchiveAhead may be writing and fsyncing files under the archive's lock; it gets
+// the marks from before that write at once, and the new ones after it.
+func TestArchivedThroughDuringAWrite(t *testing.T) {
+	ctx := context.Background()
+	d0, root := openDir(t)
+	if err := d0.Archive(ctx, testEvents(1, 10, day1)); err != nil {
+		t.Fatal(err)
+	}
+	st := &heldStore{DirStore: archive.DirStore{Root: root}, entered: make(chan struct{}), release: make(chan struct{})}
+	d := archive.New(st)
+	before, err := d.ArchivedThrough(ctx, "order") // loads the marks from the manifests
+	if err != nil || before != 10 {
+		t.Fatalf("ArchivedThrough(order) = %d, %v; want 10", before, err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- d.Archive(ctx, testEvents(11, 10, day1)) }()
+	<-st.entered
+	got := make(chan uint64, 1)
+	go func() {
+		w, _ := d.ArchivedThrough(ctx, "order")
+		got <- w
+	}()
+	select {
+	case w := <-got:
+		if w != before {
+			t.Fatalf("during the write ArchivedThrough(order) = %d, want the mark from before it, %d", w, before)
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatal("ArchivedThrough waited for the write in progress")
+	}
+	close(st.release)
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	if w, err := d.ArchivedThrough(ctx, "order"); err != nil || w != 20 {
+		t.Fatalf("after the write ArchivedThrough(order) = %d, %v; want 20", w, err)
 	}
 }

@@ -156,14 +156,25 @@ func firstHeld(txn *logTxn, seq uint64) (heldEvent, bool, error) {
 // sorted by name (u16BE length, name, u32BE length, value); hashed when longer than
 // a Badger key may be.
 func compactedKey(typ string, keys map[string]string) []byte {
+	kvs := make([]kv, 0, len(keys))
+	for name, value := range keys {
+		kvs = append(kvs, kv{name, value})
+	}
+	return compactedKeyKV(typ, kvs)
+}
+
+// compactedKeyKV is compactedKey with the keys as a list of distinct names (sorted here,
+// in place).
+func compactedKeyKV(typ string, keys []kv) []byte {
+	slices.SortFunc(keys, func(a, b kv) int { return strings.Compare(a.name, b.name) })
 	b := append([]byte(nil), prefixCompacted...)
 	b = binary.BigEndian.AppendUint16(b, uint16(min(len(typ), 0xffff)))
 	b = append(b, typ...)
-	for _, name := range slices.Sorted(maps.Keys(keys)) {
-		b = binary.BigEndian.AppendUint16(b, uint16(min(len(name), 0xffff)))
-		b = append(b, name...)
-		b = binary.BigEndian.AppendUint32(b, uint32(len(keys[name])))
-		b = append(b, keys[name]...)
+	for _, k := range keys {
+		b = binary.BigEndian.AppendUint16(b, uint16(min(len(k.name), 0xffff)))
+		b = append(b, k.name...)
+		b = binary.BigEndian.AppendUint32(b, uint32(len(k.value)))
+		b = append(b, k.value...)
 	}
 	if len(b) > 4*maxKeyPart || len(typ) > maxKeyPart {
 		sum := sha256.Sum256(b)
@@ -320,8 +331,9 @@ func applyPruneLedger(tx *applyTxn, cmd *storev1.Command) (any, error) {
 		pruned   int                       // events removed
 		archived []*eventv1.CommittedEvent // those of them the archive does not hold yet
 		arcBytes int
-		compact  = map[string]*eventv1.CommittedEvent{} // compacted key -> the newest event of the step
-		resume   uint64                                 // first chunk not processed; 0 when all were
+		compact  = map[string][]byte{}                      // compacted key -> the newest event of the step, encoded
+		ps       = &parseState{arena: strArena{size: 4096}} // for the keys of compacted events
+		resume   uint64                                     // first chunk not processed; 0 when all were
 		marks    = archiveMarks(tx.archiver)
 	)
 	for _, first := range slices.Sorted(maps.Keys(cand)) {
@@ -336,21 +348,21 @@ func applyPruneLedger(tx *applyTxn, cmd *storev1.Command) (any, error) {
 		if !ok {
 			continue
 		}
-		// What goes, the budget and the index keys are decided from the chunk's wire
-		// form (the same on every node); the events are decoded only where their
-		// content is needed: a chunk rewritten sparse, a compact type, or events this
-		// node's archive does not hold yet (ArchiveAhead usually archived them). Which
-		// events that is differs between nodes; nothing replicated depends on it.
-		evs, err := pruneEvents(first, v)
+		// What goes, the budget, the index keys and the compacted events come from the
+		// chunk's wire form (the same on every node); the chunk is decoded only for the
+		// events this node's archive does not hold yet (ArchiveAhead usually archived
+		// them), which differs between nodes: nothing replicated depends on it.
+		pc, err := pruneEvents(first, v)
 		if err != nil {
 			return nil, err
 		}
+		evs := pc.evs
 		var gone, keep []int
 		decode := false
 		for i, e := range evs {
 			if e.seq < cuts.cut(e.typ) {
 				gone = append(gone, i)
-				decode = decode || cuts.compact[e.typ] || marks.missing(e.typ, e.seq)
+				decode = decode || marks.missing(e.typ, e.seq)
 			} else {
 				keep = append(keep, i)
 			}
@@ -359,7 +371,7 @@ func applyPruneLedger(tx *applyTxn, cmd *storev1.Command) (any, error) {
 			continue
 		}
 		var c *storev1.LogChunk
-		if decode || len(keep) > 0 {
+		if decode {
 			if c, err = decodeChunk(logKey(first), v); err != nil {
 				return nil, err
 			}
@@ -371,7 +383,7 @@ func applyPruneLedger(tx *applyTxn, cmd *storev1.Command) (any, error) {
 		a := pruneAction{first: first, old: old, inSeg: inSeg}
 		entries, size := 1, len(prefixLog)+8
 		if len(keep) > 0 {
-			if a.rewrite, err = sparseChunk(v, c, keep); err != nil {
+			if a.rewrite, err = sparseChunk(v, first, evs, keep); err != nil {
 				return nil, fmt.Errorf("ledger: prune: rewrite log chunk %d: %w", first, err)
 			}
 			size += len(a.rewrite)
@@ -394,29 +406,33 @@ func applyPruneLedger(tx *applyTxn, cmd *storev1.Command) (any, error) {
 		}
 		var toArchive []*eventv1.CommittedEvent
 		evBytes := 0
-		newCompact := map[string]*eventv1.CommittedEvent{}
+		newCompact := map[string][]byte{}
 		for _, i := range gone {
 			e := evs[i]
-			evBytes += e.size + 64
-			if c == nil {
-				continue
-			}
-			ev := committed(c, i)
-			if marks.missing(e.typ, e.seq) {
-				toArchive = append(toArchive, ev)
+			evBytes += len(e.ev) + 64
+			if c != nil && marks.missing(e.typ, e.seq) {
+				toArchive = append(toArchive, committed(c, i))
 			}
 			if cuts.compact[e.typ] {
-				// Charged at its encoded size whether or not a later event of its keys
-				// in this step replaces it; only the newest of each is encoded, below.
-				k := string(compactedKey(ev.GetEvent().GetType(), ev.GetEvent().GetKeys()))
+				// The event's keys as proto.Unmarshal reads them (parseEvent, the
+				// reader of the apply path), and the event as a CommittedEvent around
+				// its stored bytes. Charged whether or not a later event of its keys in
+				// this step replaces it.
+				var ie ingestEvent
+				ps.keys = ps.keys[:0]
+				if err := ie.parseEvent(ps, 0, e.ev); err != nil {
+					return nil, fmt.Errorf("ledger: prune: log chunk %d: event %d: %w", first, e.seq, err)
+				}
+				k := string(compactedKeyKV(e.typ, ps.keys))
 				if _, ok := compact[k]; !ok {
 					if _, ok := newCompact[k]; !ok {
 						entries++
 						size += len(k)
 					}
 				}
-				size += deterministic.Size(ev)
-				newCompact[k] = ev
+				val := wire.AppendCommittedEvent(nil, e.seq, e.ev, pc.at, pc.agent, e.agentSeq)
+				size += len(val)
+				newCompact[k] = val
 			}
 		}
 		// The first chunk always goes (a chunk is at most 256 events and 1 MiB, within
@@ -478,11 +494,7 @@ func applyPruneLedger(tx *applyTxn, cmd *storev1.Command) (any, error) {
 		}
 	}
 	for _, k := range slices.Sorted(maps.Keys(compact)) {
-		b, err := deterministic.Marshal(compact[k])
-		if err != nil {
-			return nil, fmt.Errorf("ledger: prune: encode event %d: %w", compact[k].GetSeq(), err)
-		}
-		if err := tx.put([]byte(k), b); err != nil {
+		if err := tx.put([]byte(k), compact[k]); err != nil {
 			return nil, err
 		}
 	}
@@ -583,24 +595,46 @@ func applyPruneLedger(tx *applyTxn, cmd *storev1.Command) (any, error) {
 
 // pruneEvent is what a prune step reads of one event of a chunk without decoding it.
 type pruneEvent struct {
-	seq  uint64
-	typ  string
-	size int // bytes of the Event message
+	seq      uint64
+	typ      string
+	ev       []byte // the Event's bytes, as stored (valid while the chunk's bytes are)
+	agentSeq uint64
 }
 
-// pruneEvents reads the seq, type and size of each event of the chunk stored under
-// first (encoded as v) from its wire form.
-func pruneEvents(first uint64, v []byte) ([]pruneEvent, error) {
-	var out []pruneEvent
+// prunedChunk is what a prune step reads of a chunk without decoding it.
+type prunedChunk struct {
+	evs   []pruneEvent
+	at    time.Time // commit time
+	agent string
+}
+
+// pruneEvents reads the events of the chunk stored under first (encoded as v) from its
+// wire form: seq, type, bytes and agent seq of each, the commit time and the agent.
+func pruneEvents(first uint64, v []byte) (prunedChunk, error) {
+	var c prunedChunk
 	_, _, err := walkChunk(first, v, 0, 0, false, func(ev RawEvent) error {
 		typ, err := rawEventType(ev.Event)
 		if err != nil {
 			return fmt.Errorf("ledger: log chunk %d: event %d: %w", first, ev.Seq, err)
 		}
-		out = append(out, pruneEvent{seq: ev.Seq, typ: typ, size: len(ev.Event)})
+		c.evs = append(c.evs, pruneEvent{seq: ev.Seq, typ: typ, ev: ev.Event, agentSeq: ev.AgentSeq})
+		c.at = ev.CommittedAt
 		return nil
 	})
-	return out, err
+	if err != nil {
+		return c, err
+	}
+	// The agent: the last occurrence of field 3 (LogChunk.agent).
+	err = wire.ScanFields(v, func(num protowire.Number, typ protowire.Type, b []byte, _ uint64) error {
+		if num == logChunkAgent && typ == protowire.BytesType {
+			c.agent = string(b)
+		}
+		return nil
+	})
+	if err != nil {
+		return c, fmt.Errorf("ledger: log chunk %d: %w", first, err)
+	}
+	return c, nil
 }
 
 // rawEventType is the type of an encoded Event, as proto.Unmarshal would decode it: the
@@ -723,9 +757,10 @@ func (tx *applyTxn) del(k []byte) error {
 	return nil
 }
 
-// sparseChunk encodes chunk c (encoded as v) with only its events keep (indexes,
-// ascending), their bytes unchanged, and offsets naming their seqs.
-func sparseChunk(v []byte, c *storev1.LogChunk, keep []int) ([]byte, error) {
+// sparseChunk encodes the chunk stored under first (encoded as v, its events evs) with
+// only its events keep (indexes, ascending), their bytes unchanged, and offsets naming
+// their seqs.
+func sparseChunk(v []byte, first uint64, evs []pruneEvent, keep []int) ([]byte, error) {
 	var raw [][]byte
 	var out []byte
 	for p := v; len(p) > 0; {
@@ -747,13 +782,13 @@ func sparseChunk(v []byte, c *storev1.LogChunk, keep []int) ([]byte, error) {
 			out = append(out, field...)
 		}
 	}
-	if len(raw) != len(c.GetEvents()) {
-		return nil, fmt.Errorf("chunk has %d event fields, %d events", len(raw), len(c.GetEvents()))
+	if len(raw) != len(evs) {
+		return nil, fmt.Errorf("chunk has %d event fields, %d events", len(raw), len(evs))
 	}
 	var offs []byte
 	for _, i := range keep {
 		out = append(out, raw[i]...)
-		offs = protowire.AppendVarint(offs, chunkSeq(c, i)-c.GetFirstSeq())
+		offs = protowire.AppendVarint(offs, evs[i].seq-first)
 	}
 	out = protowire.AppendTag(out, chunkOffsetsField, protowire.BytesType)
 	return protowire.AppendBytes(out, offs), nil

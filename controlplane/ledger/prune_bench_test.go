@@ -55,6 +55,12 @@ func BenchmarkPruneApply(b *testing.B) {
 // step. A step's cost must not grow with the pruned history (the 30-minute soak of
 // 2026-12-05 found its chunk searches reading through those tombstones).
 func BenchmarkPruneSteady(b *testing.B) {
+	b.Run("plain", func(b *testing.B) { benchmarkPruneSteady(b, nil) })
+	// inventory.level compacted, as the default Retention document does.
+	b.Run("compact", func(b *testing.B) { benchmarkPruneSteady(b, []string{"inventory.level"}) })
+}
+
+func benchmarkPruneSteady(b *testing.B, compact []string) {
 	const (
 		batch  = 100
 		step   = 2_500
@@ -78,7 +84,7 @@ func BenchmarkPruneSteady(b *testing.B) {
 	stepOnce := func() {
 		if !more {
 			k.add(step*steps, batch, keys, l)
-			m = &storev1.PruneLedger{DefaultBelow: k.seq - window + 1, MaxEvents: step}
+			m = &storev1.PruneLedger{DefaultBelow: k.seq - window + 1, MaxEvents: step, Compact: compact}
 			if _, _, err := l.ArchiveAhead(context.Background(), arc, m, 1<<30); err != nil {
 				b.Fatal(err)
 			}

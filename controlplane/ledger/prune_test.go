@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/dgraph-io/badger/v4"
+	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/crossdock/crossdock/controlplane/archive"
@@ -227,6 +228,12 @@ func TestPruneCompaction(t *testing.T) {
 	k := newKeyLog(t)
 	// Every 7th event is order.created; the others are levels of 40 SKUs at 3 locations.
 	k.add(2*flushSeqs+300, 500, skuKeys(40), l)
+	// Every event as read before the prunes: a compacted event must be equal to it
+	// (content, commit time, agent and agent seq), written from the chunk's bytes.
+	all, _, err := l.ListEvents(Filter{}, 0, 1<<20)
+	if err != nil || len(all) != int(k.seq) {
+		t.Fatalf("ListEvents: %d events, %v", len(all), err)
+	}
 	newest := func(below uint64) map[string]uint64 {
 		out := map[string]uint64{}
 		for s := uint64(1); s < below; s++ {
@@ -247,8 +254,8 @@ func TestPruneCompaction(t *testing.T) {
 			if _, dup := got[key]; dup {
 				return fmt.Errorf("two compacted events for %s", key)
 			}
-			if ev.GetEvent().GetId() != fmt.Sprintf("ev-%d", ev.GetSeq()) {
-				return fmt.Errorf("compacted seq %d holds %s", ev.GetSeq(), ev.GetEvent().GetId())
+			if ev.GetSeq() == 0 || ev.GetSeq() > k.seq || !proto.Equal(ev, all[ev.GetSeq()-1]) {
+				return fmt.Errorf("compacted event %v, the log held %v", ev, all[min(max(ev.GetSeq(), 1), k.seq)-1])
 			}
 			got[key] = ev.GetSeq()
 			return nil
@@ -660,6 +667,87 @@ func TestArchiveAheadThenPrune(t *testing.T) {
 	}
 	if !slices.Equal(got, want) || stored != uint64(len(want)) {
 		t.Fatalf("archive holds %d events (%d stored) %v..., want %d %v...", len(got), stored, head(got), len(want), head(want))
+	}
+}
+
+// TestPruneSameWhateverTheArchiveHolds: a prune step decodes and archives only the
+// events its node's archive lacks, so what it decides (where a step stops, what goes)
+// must not depend on that: three ledgers whose archives hold all,
+// part and none of the events to prune end each step with the same Hash, and each
+// archive then holds every pruned event once.
+func TestPruneSameWhateverTheArchiveHolds(t *testing.T) {
+	type node struct {
+		l   *Ledger
+		arc *archive.Dir
+		st  *countingStore
+	}
+	var nodes []node
+	for range 3 {
+		l, arc, st := archivedInMemory(t)
+		nodes = append(nodes, node{l, arc, st})
+	}
+	// The byte budget, too, cuts steps (it counts every event going, decoded or not).
+	defer func(v int) { pruneMaxArchived = v }(pruneMaxArchived)
+	pruneMaxArchived = 64 << 10
+	k := newKeyLog(t)
+	k.add(2*flushSeqs+300, 500, skuKeys(40), nodes[0].l, nodes[1].l, nodes[2].l)
+	m := &storev1.PruneLedger{Types: []*storev1.PruneCutoff{{Type: "order.created", Below: 9000}}, DefaultBelow: 30000,
+		Compact: []string{"order.created"}, MaxEvents: 2000}
+	ctx := context.Background()
+	for { // all of them
+		if _, more, err := nodes[0].l.ArchiveAhead(ctx, nodes[0].arc, m, 5000); err != nil {
+			t.Fatal(err)
+		} else if !more {
+			break
+		}
+	}
+	if _, _, err := nodes[1].l.ArchiveAhead(ctx, nodes[1].arc, m, 7000); err != nil { // part
+		t.Fatal(err)
+	}
+	puts := nodes[0].st.puts.Load()
+	steps := 0
+	for more := true; more; steps++ {
+		cmd := pruneCmd(t, m)
+		k.lg.cmds = append(k.lg.cmds, cmd)
+		idx := uint64(len(k.lg.cmds))
+		var results []string
+		for _, n := range nodes {
+			res, err := n.l.Apply(idx, at(idx), cmd)
+			if err != nil {
+				t.Fatalf("step %d: %v", steps, err)
+			}
+			more = res.(*storev1.PruneResult).GetMore()
+			results = append(results, fmt.Sprint(res))
+		}
+		h0, h1, h2 := mustHash(t, nodes[0].l), mustHash(t, nodes[1].l), mustHash(t, nodes[2].l)
+		if h0 != h1 || h0 != h2 || results[0] != results[1] || results[0] != results[2] {
+			t.Fatalf("step %d: ledgers whose archives held all, part and none of the events differ: results %v", steps, results)
+		}
+	}
+	if steps < 10 {
+		t.Fatalf("the prune took %d steps, want many", steps)
+	}
+	if got := nodes[0].st.puts.Load(); got != puts {
+		t.Fatalf("the node whose archive held every event wrote %d archive objects while pruning", got-puts)
+	}
+	var want []uint64
+	for s := uint64(1); s < 30000; s++ {
+		if !k.held(s, 9000, 30000) {
+			want = append(want, s)
+		}
+	}
+	for i, n := range nodes {
+		lst, err := n.arc.List(ctx, archive.Filter{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		var stored uint64
+		for _, f := range lst.Files {
+			stored += f.Events
+		}
+		if stored != uint64(len(want)) {
+			t.Fatalf("archive %d holds %d events, want the %d pruned", i, stored, len(want))
+		}
 	}
 }
 

@@ -14,6 +14,7 @@ import (
 const (
 	logChunkFirstSeq    protowire.Number = 1
 	logChunkCommittedAt protowire.Number = 2
+	logChunkAgent       protowire.Number = 3
 	agentEventEvent     protowire.Number = 2 // storev1.AgentEvent.event
 )
 
@@ -23,6 +24,7 @@ type RawEvent struct {
 	Seq         uint64
 	CommittedAt time.Time
 	Event       []byte
+	AgentSeq    uint64 // the sending agent's outbox seq
 }
 
 // ScanRaw calls fn for every committed event with seq >= from, in ascending seq order,
@@ -258,11 +260,11 @@ func walkChunk(first uint64, v []byte, from uint64, limit int, bounded bool, fn 
 		if bounded && n >= limit {
 			return n, true, nil
 		}
-		ev, err := agentEventBytes(events[i])
+		ev, agentSeq, err := agentEventBytes(events[i])
 		if err != nil {
 			return n, false, fmt.Errorf("ledger: log chunk %d: event %d: %w", first, seq, err)
 		}
-		if err := fn(RawEvent{Seq: seq, CommittedAt: at.time(), Event: ev}); err != nil {
+		if err := fn(RawEvent{Seq: seq, CommittedAt: at.time(), Event: ev, AgentSeq: agentSeq}); err != nil {
 			return n, false, err
 		}
 		n++
@@ -271,23 +273,22 @@ func walkChunk(first uint64, v []byte, from uint64, limit int, bounded bool, fn 
 }
 
 // agentEventBytes returns the Event field of an AgentEvent's wire form (nil when
-// absent). Occurrences of a message field merge, which for the wire form is their
-// concatenation; only a hand-made entry has more than one.
-func agentEventBytes(b []byte) ([]byte, error) {
-	var (
-		ev     []byte
-		copied bool
-	)
+// absent) and its agent seq (the last occurrence). Occurrences of a message field
+// merge, which for the wire form is their concatenation; only a hand-made entry has
+// more than one.
+func agentEventBytes(b []byte) (ev []byte, agentSeq uint64, err error) {
+	copied := false
 	for len(b) > 0 {
 		num, typ, m := protowire.ConsumeTag(b)
 		if m < 0 {
-			return nil, protowire.ParseError(m)
+			return nil, 0, protowire.ParseError(m)
 		}
 		b = b[m:]
-		if num == agentEventEvent && typ == protowire.BytesType {
+		switch {
+		case num == agentEventEvent && typ == protowire.BytesType:
 			v, m := protowire.ConsumeBytes(b)
 			if m < 0 {
-				return nil, protowire.ParseError(m)
+				return nil, 0, protowire.ParseError(m)
 			}
 			switch {
 			case ev == nil:
@@ -299,14 +300,21 @@ func agentEventBytes(b []byte) ([]byte, error) {
 			}
 			b = b[m:]
 			continue
+		case num == wire.AgentEventAgentSeq && typ == protowire.VarintType:
+			x, m := protowire.ConsumeVarint(b)
+			if m < 0 {
+				return nil, 0, protowire.ParseError(m)
+			}
+			agentSeq, b = x, b[m:]
+			continue
 		}
 		m = protowire.ConsumeFieldValue(num, typ, b)
 		if m < 0 {
-			return nil, protowire.ParseError(m)
+			return nil, 0, protowire.ParseError(m)
 		}
 		b = b[m:]
 	}
-	return ev, nil
+	return ev, agentSeq, nil
 }
 
 // rawTime is a google.protobuf.Timestamp merged from its occurrences on the wire.

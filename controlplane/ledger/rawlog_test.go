@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"testing"
 
+	"google.golang.org/protobuf/encoding/protowire"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
@@ -36,7 +37,7 @@ func TestScanRaw(t *testing.T) {
 			var got []RawEvent
 			for {
 				n, err := l.ScanRaw(next, page, func(ev RawEvent) error {
-					got = append(got, RawEvent{Seq: ev.Seq, CommittedAt: ev.CommittedAt, Event: append([]byte(nil), ev.Event...)})
+					got = append(got, RawEvent{Seq: ev.Seq, CommittedAt: ev.CommittedAt, Event: append([]byte(nil), ev.Event...), AgentSeq: ev.AgentSeq})
 					return nil
 				})
 				if err != nil {
@@ -86,7 +87,7 @@ func FuzzWalkChunk(f *testing.F) {
 		}
 		var got []RawEvent
 		n, stop, err := walkChunk(first, v, from, 0, false, func(ev RawEvent) error {
-			got = append(got, RawEvent{Seq: ev.Seq, CommittedAt: ev.CommittedAt, Event: append([]byte(nil), ev.Event...)})
+			got = append(got, RawEvent{Seq: ev.Seq, CommittedAt: ev.CommittedAt, Event: append([]byte(nil), ev.Event...), AgentSeq: ev.AgentSeq})
 			return nil
 		})
 		if err != nil || stop || n != len(got) {
@@ -110,8 +111,77 @@ func FuzzWalkChunk(f *testing.F) {
 			if wev == nil {
 				wev = &eventv1.Event{}
 			}
-			if !proto.Equal(ev, wev) || !got[i].CommittedAt.Equal(all.GetCommittedAt().AsTime()) {
-				t.Fatalf("event %d = %v at %v, want %v at %v", i, ev, got[i].CommittedAt, wev, all.GetCommittedAt().AsTime())
+			if !proto.Equal(ev, wev) || !got[i].CommittedAt.Equal(all.GetCommittedAt().AsTime()) || got[i].AgentSeq != ae.GetAgentSeq() {
+				t.Fatalf("event %d = %v at %v agent seq %d, want %v at %v %d", i, ev, got[i].CommittedAt, got[i].AgentSeq, wev, all.GetCommittedAt().AsTime(), ae.GetAgentSeq())
+			}
+		}
+	})
+}
+
+// FuzzRawEventType holds rawEventType to proto.Unmarshal of the Event: on bytes that
+// decode, the same type (the last occurrence of field 2 as bytes; one of another wire
+// type is an unknown field).
+func FuzzRawEventType(f *testing.F) {
+	ev := agentEvent(1, "e1", "sku", "S").GetEvent()
+	b, err := proto.Marshal(ev)
+	if err != nil {
+		f.Fatal(err)
+	}
+	f.Add(b)
+	f.Add([]byte{})
+	f.Add(append(b, protowire.AppendString(protowire.AppendTag(nil, 2, protowire.BytesType), "order.created")...))
+	f.Add(append(b, protowire.AppendVarint(protowire.AppendTag(nil, 2, protowire.VarintType), 7)...))
+	f.Fuzz(func(t *testing.T, b []byte) {
+		got, err := rawEventType(b)
+		var ev eventv1.Event
+		if proto.Unmarshal(b, &ev) != nil {
+			return // rawEventType may or may not notice: it reads one field
+		}
+		if err != nil || got != ev.GetType() {
+			t.Fatalf("rawEventType = %q, %v; proto.Unmarshal says %q", got, err, ev.GetType())
+		}
+	})
+}
+
+// FuzzPruneEvents holds pruneEvents (what a prune step reads of a chunk without
+// decoding it) to proto.Unmarshal of the chunk: the same events, seqs, types, agent
+// seqs, event content, agent and commit time.
+func FuzzPruneEvents(f *testing.F) {
+	c := &storev1.LogChunk{FirstSeq: 7, Agent: "a1", CommittedAt: timestamppb.New(t0), Events: []*storev1.AgentEvent{agentEvent(1, "e1", "sku", "S"), withType(agentEvent(2, "e2"), "order.created")}}
+	b, err := proto.Marshal(c)
+	if err != nil {
+		f.Fatal(err)
+	}
+	f.Add(b)
+	c.Offsets = []uint32{0, 5}
+	if b, err = proto.Marshal(c); err != nil {
+		f.Fatal(err)
+	}
+	f.Add(b)
+	f.Fuzz(func(t *testing.T, v []byte) {
+		var all storev1.LogChunk
+		if proto.Unmarshal(v, &all) != nil || len(all.GetEvents()) > chunkMaxEvents || all.GetFirstSeq() > 1<<62 || checkOffsets(all.GetOffsets(), len(all.GetEvents())) != nil {
+			return
+		}
+		got, err := pruneEvents(all.GetFirstSeq(), v)
+		if err != nil || len(got.evs) != len(all.GetEvents()) || got.agent != all.GetAgent() {
+			t.Fatalf("pruneEvents = %d events of agent %q, %v; the chunk decodes to %d of %q", len(got.evs), got.agent, err, len(all.GetEvents()), all.GetAgent())
+		}
+		if len(got.evs) > 0 && !got.at.Equal(all.GetCommittedAt().AsTime()) {
+			t.Fatalf("commit time %v, want %v", got.at, all.GetCommittedAt().AsTime())
+		}
+		for i, e := range got.evs {
+			ae := all.GetEvents()[i]
+			if e.seq != chunkSeq(&all, i) || e.typ != ae.GetEvent().GetType() || e.agentSeq != ae.GetAgentSeq() {
+				t.Fatalf("event %d: seq %d type %q agent seq %d, want %d %q %d", i, e.seq, e.typ, e.agentSeq, chunkSeq(&all, i), ae.GetEvent().GetType(), ae.GetAgentSeq())
+			}
+			wev := ae.GetEvent()
+			if wev == nil {
+				wev = &eventv1.Event{}
+			}
+			var ev eventv1.Event
+			if err := proto.Unmarshal(e.ev, &ev); err != nil || !proto.Equal(&ev, wev) {
+				t.Fatalf("event %d: bytes decode to %v (%v), want %v", i, &ev, err, wev)
 			}
 		}
 	})

@@ -1,6 +1,8 @@
 package wire
 
 import (
+	"time"
+
 	"google.golang.org/protobuf/encoding/protowire"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/timestamppb"
@@ -373,4 +375,31 @@ func appendMessage(b []byte, num protowire.Number, m proto.Message, body func([]
 	copy(b[at+k:], b[at+1:at+1+n])
 	protowire.AppendVarint(b[at:at], uint64(n))
 	return b
+}
+
+// AppendCommittedEvent appends the encoding of a crossdock.event.v1.CommittedEvent whose
+// event is the encoded Event ev (its bytes as stored, appended unchanged) and whose
+// committed_at is at (always written, as the ledger's chunks always carry one). A
+// prune writes the newest pruned event per keys of a compact type this way, from the
+// log chunk's bytes, instead of decoding the event and marshalling it again
+// (controlplane/ledger, DESIGN.md "Retention"); proto.Unmarshal reads it back as that
+// event (TestAppendCommittedEvent).
+func AppendCommittedEvent(b []byte, seq uint64, ev []byte, at time.Time, agent string, agentSeq uint64) []byte {
+	b = appendUint64(b, CommittedEventSeq, seq)
+	b = protowire.AppendTag(b, CommittedEventEvent, protowire.BytesType)
+	b = protowire.AppendBytes(b, ev)
+	var ts [2 * (1 + 10)]byte // two fields of one tag byte and a varint each
+	t := ts[:0]
+	if s := at.Unix(); s != 0 {
+		t = protowire.AppendTag(t, 1, protowire.VarintType)
+		t = protowire.AppendVarint(t, uint64(s))
+	}
+	if n := at.Nanosecond(); n != 0 {
+		t = protowire.AppendTag(t, 2, protowire.VarintType)
+		t = protowire.AppendVarint(t, uint64(n))
+	}
+	b = protowire.AppendTag(b, CommittedEventCommittedAt, protowire.BytesType)
+	b = protowire.AppendBytes(b, t)
+	b = appendString(b, CommittedEventAgent, agent)
+	return appendUint64(b, CommittedEventAgentSeq, agentSeq)
 }

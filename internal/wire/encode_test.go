@@ -170,3 +170,38 @@ func TestAppendEventEdiInterchange(t *testing.T) {
 		t.Fatal("EventValid vouched for an edi.interchange event; it must leave it to the slow path")
 	}
 }
+
+// TestAppendCommittedEvent: what AppendCommittedEvent writes decodes to the
+// CommittedEvent it describes, equal to one proto.Marshal wrote (times with and without
+// nanoseconds, before 1970, no agent or agent seq).
+func TestAppendCommittedEvent(t *testing.T) {
+	ev := &eventv1.Event{Id: "ev_1", Type: "inventory.level", Keys: map[string]string{"sku": "A", "location": "WH1"},
+		Payload: &eventv1.Event_InventoryLevel{InventoryLevel: &eventv1.InventoryLevel{Sku: "A", Location: "WH1", OnHand: "3"}}}
+	raw := AppendEvent(nil, ev)
+	for _, c := range []struct {
+		seq, agentSeq uint64
+		at            time.Time
+		agent         string
+	}{
+		{7, 3, time.Date(2026, 12, 6, 6, 0, 0, 123, time.UTC), "agt_1"},
+		{1 << 40, 0, time.Date(2026, 12, 6, 6, 0, 0, 0, time.UTC), ""},
+		{1, 1, time.Date(1960, 1, 1, 0, 0, 0, 5, time.UTC), "a"},
+		{2, 2, time.Unix(0, 0), "b"},
+	} {
+		b := AppendCommittedEvent([]byte("prefix"), c.seq, raw, c.at, c.agent, c.agentSeq)
+		if !bytes.HasPrefix(b, []byte("prefix")) {
+			t.Fatal("AppendCommittedEvent did not append")
+		}
+		var got eventv1.CommittedEvent
+		if err := proto.Unmarshal(b[len("prefix"):], &got); err != nil {
+			t.Fatal(err)
+		}
+		want := &eventv1.CommittedEvent{Seq: c.seq, Event: ev, CommittedAt: timestamppb.New(c.at), Agent: c.agent, AgentSeq: c.agentSeq}
+		if !proto.Equal(&got, want) {
+			t.Fatalf("decoded %v, want %v", &got, want)
+		}
+		if wb, err := (proto.MarshalOptions{Deterministic: true}).Marshal(want); err != nil || proto.Size(&got) != len(wb) {
+			t.Fatalf("decoded size %d, proto.Marshal writes %d (%v)", proto.Size(&got), len(wb), err)
+		}
+	}
+}

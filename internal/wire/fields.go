@@ -33,6 +33,12 @@ const (
 	CommandProposedAtUnixNano protowire.Number = 4
 	// crossdock.store.v1.LogChunk
 	LogChunkEvents protowire.Number = 4
+	// crossdock.event.v1.CommittedEvent (AppendCommittedEvent)
+	CommittedEventSeq         protowire.Number = 1
+	CommittedEventEvent       protowire.Number = 2
+	CommittedEventCommittedAt protowire.Number = 3
+	CommittedEventAgent       protowire.Number = 4
+	CommittedEventAgentSeq    protowire.Number = 5
 	// crossdock.event.v1.Event (the payload fields 10-17 are the oneof's members in
 	// declaration order, then 40, EventEdiInterchange, and 50-51, EventOrderCancel and
 	// EventOrderStatus; encode.go and event.go write and read every field of every
