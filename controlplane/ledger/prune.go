@@ -493,11 +493,6 @@ func applyPruneLedger(tx *applyTxn, cmd *storev1.Command) (any, error) {
 			}
 		}
 	}
-	for _, k := range slices.Sorted(maps.Keys(compact)) {
-		if err := tx.put([]byte(k), compact[k]); err != nil {
-			return nil, err
-		}
-	}
 	for _, r := range p.runs[:dropRuns] {
 		for b := range r.firsts {
 			if err := tx.del(runBlockKey(r.last, uint32(b))); err != nil {
@@ -581,6 +576,13 @@ func applyPruneLedger(tx *applyTxn, cmd *storev1.Command) (any, error) {
 	}
 	if resume != 0 {
 		res.More, lw.Resume = true, resume
+	}
+	// The compacted events last: every iterator opened in this transaction (the sweep,
+	// firstHeld) sorts its pending writes first, and these are most of them.
+	for _, k := range slices.Sorted(maps.Keys(compact)) {
+		if err := tx.put([]byte(k), compact[k]); err != nil {
+			return nil, err
+		}
 	}
 	if err := tx.setProto(keyLowWater, lw); err != nil {
 		return nil, err
