@@ -259,7 +259,7 @@ func (l *Ledger) Apply(index uint64, appendedAt time.Time, cmd *storev1.Command)
 	}
 	l.lastSeq.Store(tx.lastSeq)
 	l.applied.Store(index)
-	l.growFilter(h, tx.idsFull || tx.post.dropRuns > 0)
+	l.growFilter(h, tx.idsFull || (tx.post.dropRuns > 0 && h.post.filterStale()))
 	if tx.newEvents {
 		l.notify()
 	}

@@ -126,9 +126,19 @@ func (f *idFilter) addHash(h uint64) (full bool) {
 type filterBuild struct {
 	done    chan struct{}
 	lastRun uint64 // the last run it reads (0: none)
-	gen     int    // postings.pruneGen when it started
+	dropped int    // postings.droppedIDs when it started: ids it holds though dropped
 	filter  *idFilter
 	err     error
+}
+
+// filterStale reports whether the ids of dropped runs the filter in place still holds
+// are at least half of the ids the ledger holds (runs and pending). Apply's alone.
+func (p *postings) filterStale() bool {
+	held := p.idCount
+	for _, r := range p.runs {
+		held += r.n
+	}
+	return p.droppedIDs > 0 && 2*p.droppedIDs >= held
 }
 
 var errFilterStopped = errors.New("ledger: id filter build stopped: ledger closed or replaced")
@@ -139,10 +149,15 @@ var errFilterStopped = errors.New("ledger: id filter build stopped: ledger close
 // change; when that is done, it adds what came since (newer runs, the pending ids) and
 // puts it in place. Apply never waits for the runs to be read.
 //
-// After a prune deleted id runs (pruned), the filter still holds their ids: it is
-// rebuilt the same way from the runs left, sized for them, so its memory follows the
-// dedup window rather than history. A build that started before a prune dropped runs
-// is put in place (it only holds more) and another one starts.
+// After prunes deleted id runs, the filter still holds their ids: once those are half
+// of the ids the ledger holds (filterStale; Apply asks after a prune dropped runs), it
+// is rebuilt the same way from the runs left, sized for them, so its memory follows the
+// dedup window rather than history. Not at every prune: a filter sized for twice what
+// is held is not full before that (it holds at most 1.5 times what is held), and with a
+// dedup window as short as the prune interval every prune dropped runs, so every node
+// read the whole window's ids again at every interval. A build that started before a
+// prune dropped runs is put in place (it only holds more) and another one starts if
+// enough were dropped meanwhile.
 func (l *Ledger) growFilter(h *handle, full bool) {
 	p := h.post
 	if g := p.grow; g != nil {
@@ -175,11 +190,9 @@ func (l *Ledger) growFilter(h *handle, full bool) {
 		p.mu.Lock()
 		p.filter = g.filter
 		p.mu.Unlock()
+		p.droppedIDs -= g.dropped // those dropped since it started, it still holds
 		l.logger.Info("ledger: id filter rebuilt", "capacity", g.filter.capacity)
-		if g.gen == p.pruneGen {
-			return
-		}
-		full = true // runs were dropped meanwhile: build again without them
+		full = p.filterStale() // enough dropped meanwhile: build again without them
 	}
 	if !full {
 		return
@@ -199,7 +212,7 @@ func (l *Ledger) growFilter(h *handle, full bool) {
 	if p.filter.n <= p.filter.capacity {
 		capacity = 2 * held // not full: rebuilt after a prune, for what is held
 	}
-	g := &filterBuild{done: make(chan struct{}), gen: p.pruneGen, filter: p.space.idFilter(max(capacity, 2*held))}
+	g := &filterBuild{done: make(chan struct{}), dropped: p.droppedIDs, filter: p.space.idFilter(max(capacity, 2*held))}
 	runs := slices.Clone(p.runs)
 	if len(runs) > 0 {
 		g.lastRun = runs[len(runs)-1].last

@@ -65,7 +65,10 @@ type postings struct {
 	grow *filterBuild // a larger filter being built (idfilter.go); Apply's alone
 
 	low      *storev1.LowWater // m/low: what retention removed; nil when nothing was (prune.go)
-	pruneGen int               // +1 each time a prune drops id runs: a filter built before still holds their ids
+	// droppedIDs counts the ids of the runs prunes dropped that the filter in place
+	// still holds (those dropped since its build started): it is rebuilt once they are
+	// half of what the ledger holds (filterStale).
+	droppedIDs int
 
 	// types holds every type the type index (t/) has listed since the database was
 	// opened, and those it held then: a superset of the types it holds (a type whose
@@ -273,8 +276,10 @@ func (a *postingAdds) commit(flushed bool, lastSeq uint64) {
 		p.types[t] = true
 	}
 	if a.dropRuns > 0 {
+		for _, r := range p.runs[:a.dropRuns] {
+			p.droppedIDs += r.n
+		}
 		p.runs = slices.Clone(p.runs[a.dropRuns:])
-		p.pruneGen++
 	}
 	if flushed {
 		// Sized like the ones they replace: the next span is likely alike.

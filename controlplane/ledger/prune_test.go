@@ -279,6 +279,57 @@ func TestPruneCompaction(t *testing.T) {
 	check(20000)
 }
 
+// TestFilterRebuiltOnceStale: a prune that drops id runs rebuilds the ledger-wide
+// filter only once the dropped ids it still holds are half of what the ledger holds,
+// not at every prune (with a dedup window as short as the prune interval that was a
+// read of the whole window's ids on every node at every interval).
+func TestFilterRebuiltOnceStale(t *testing.T) {
+	l := newLedger(t, false)
+	k := newKeyLog(t)
+	k.add(7*flushSeqs, 500, skuKeys(40), l)
+	p := l.cur.post
+	if len(p.runs) < 6 {
+		t.Fatalf("%d runs, want at least 6", len(p.runs))
+	}
+	held := func() int {
+		n := p.idCount
+		for _, r := range p.runs {
+			n += r.n
+		}
+		return n
+	}
+	before := p.filter
+	// The first run dropped: a sixth or less of what is held, the filter stays.
+	n0 := p.runs[0].n
+	k.prune(&storev1.PruneLedger{DedupBelow: p.runs[0].last + 1}, l)
+	if p.grow != nil || p.filter != before || p.droppedIDs != n0 || 2*n0 >= held() {
+		t.Fatalf("after dropping one run: build %v, filter replaced %v, %d dropped ids of %d held; want none, false, %d",
+			p.grow != nil, p.filter != before, p.droppedIDs, held(), n0)
+	}
+	// Then runs until the dropped ones are half of what is held: rebuilt.
+	dropped := n0
+	for 2*dropped < held()-p.runs[0].n {
+		dropped += p.runs[0].n
+		k.prune(&storev1.PruneLedger{DedupBelow: p.runs[0].last + 1}, l)
+		if p.grow != nil || p.filter != before {
+			t.Fatalf("rebuilt with %d dropped ids of %d held", dropped, held())
+		}
+	}
+	k.prune(&storev1.PruneLedger{DedupBelow: p.runs[0].last + 1}, l)
+	if p.grow == nil {
+		t.Fatalf("not rebuilt with %d dropped ids of %d held", p.droppedIDs, held())
+	}
+	testutil.WaitFor(t, 10*time.Second, "id filter rebuilt", func() bool {
+		l.applyMu.Lock()
+		defer l.applyMu.Unlock()
+		l.growFilter(l.cur, false)
+		return p.grow == nil && p.filter != before
+	})
+	if p.droppedIDs != 0 || p.filter.n > held()+100 {
+		t.Fatalf("rebuilt filter holds %d ids, %d dropped ones counted; want at most the %d held, none", p.filter.n, p.droppedIDs, held())
+	}
+}
+
 // TestPruneDedupWindow: id runs below the dedup cutoff are deleted, so an id committed
 // before it is no longer a duplicate; an id after it is, even when its event was pruned
 // (ids outlive events); the ledger-wide filter is rebuilt without the dropped runs.
