@@ -64,7 +64,7 @@ type postings struct {
 
 	grow *filterBuild // a larger filter being built (idfilter.go); Apply's alone
 
-	low      *storev1.LowWater // m/low: what retention removed; nil when nothing was (prune.go)
+	low *storev1.LowWater // m/low: what retention removed; nil when nothing was (prune.go)
 	// droppedIDs counts the ids of the runs prunes dropped that the filter in place
 	// still holds (those dropped since its build started): it is rebuilt once they are
 	// half of what the ledger holds (filterStale).
