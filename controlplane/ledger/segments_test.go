@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"slices"
@@ -40,6 +41,9 @@ func segmentFiles(t *testing.T, l *Ledger) (names []string, total int64) {
 	}
 	for _, e := range ents {
 		fi, err := e.Info()
+		if errors.Is(err, fs.ErrNotExist) {
+			continue // removed by the segment worker since ReadDir
+		}
 		if err != nil {
 			t.Fatal(err)
 		}
