@@ -407,6 +407,7 @@ func applyPruneLedger(tx *applyTxn, cmd *storev1.Command) (any, error) {
 		var toArchive []*eventv1.CommittedEvent
 		evBytes := 0
 		newCompact := map[string][]byte{}
+		agent, agentRead := "", false
 		for _, i := range gone {
 			e := evs[i]
 			evBytes += len(e.ev) + 64
@@ -430,7 +431,13 @@ func applyPruneLedger(tx *applyTxn, cmd *storev1.Command) (any, error) {
 						size += len(k)
 					}
 				}
-				val := wire.AppendCommittedEvent(nil, e.seq, e.ev, pc.at, pc.agent, e.agentSeq)
+				if !agentRead {
+					if agent, err = chunkAgent(first, v); err != nil {
+						return nil, err
+					}
+					agentRead = true
+				}
+				val := wire.AppendCommittedEvent(nil, e.seq, e.ev, pc.at, agent, e.agentSeq)
 				size += len(val)
 				newCompact[k] = val
 			}
@@ -605,13 +612,12 @@ type pruneEvent struct {
 
 // prunedChunk is what a prune step reads of a chunk without decoding it.
 type prunedChunk struct {
-	evs   []pruneEvent
-	at    time.Time // commit time
-	agent string
+	evs []pruneEvent
+	at  time.Time // commit time
 }
 
 // pruneEvents reads the events of the chunk stored under first (encoded as v) from its
-// wire form: seq, type, bytes and agent seq of each, the commit time and the agent.
+// wire form: seq, type, bytes and agent seq of each, and the commit time.
 func pruneEvents(first uint64, v []byte) (prunedChunk, error) {
 	var c prunedChunk
 	_, _, err := walkChunk(first, v, 0, 0, false, func(ev RawEvent) error {
@@ -623,20 +629,23 @@ func pruneEvents(first uint64, v []byte) (prunedChunk, error) {
 		c.at = ev.CommittedAt
 		return nil
 	})
-	if err != nil {
-		return c, err
-	}
-	// The agent: the last occurrence of field 3 (LogChunk.agent).
-	err = wire.ScanFields(v, func(num protowire.Number, typ protowire.Type, b []byte, _ uint64) error {
+	return c, err
+}
+
+// chunkAgent reads the agent of the chunk stored under first (encoded as v): the last
+// occurrence of LogChunk.agent. Only a chunk with a compacted event needs it.
+func chunkAgent(first uint64, v []byte) (string, error) {
+	var agent string
+	err := wire.ScanFields(v, func(num protowire.Number, typ protowire.Type, b []byte, _ uint64) error {
 		if num == logChunkAgent && typ == protowire.BytesType {
-			c.agent = string(b)
+			agent = string(b)
 		}
 		return nil
 	})
 	if err != nil {
-		return c, fmt.Errorf("ledger: log chunk %d: %w", first, err)
+		return "", fmt.Errorf("ledger: log chunk %d: %w", first, err)
 	}
-	return c, nil
+	return agent, nil
 }
 
 // rawEventType is the type of an encoded Event, as proto.Unmarshal would decode it: the

@@ -164,8 +164,9 @@ func FuzzPruneEvents(f *testing.F) {
 			return
 		}
 		got, err := pruneEvents(all.GetFirstSeq(), v)
-		if err != nil || len(got.evs) != len(all.GetEvents()) || got.agent != all.GetAgent() {
-			t.Fatalf("pruneEvents = %d events of agent %q, %v; the chunk decodes to %d of %q", len(got.evs), got.agent, err, len(all.GetEvents()), all.GetAgent())
+		agent, aerr := chunkAgent(all.GetFirstSeq(), v)
+		if err != nil || aerr != nil || len(got.evs) != len(all.GetEvents()) || agent != all.GetAgent() {
+			t.Fatalf("pruneEvents = %d events, %v; chunkAgent = %q, %v; the chunk decodes to %d of %q", len(got.evs), err, agent, aerr, len(all.GetEvents()), all.GetAgent())
 		}
 		if len(got.evs) > 0 && !got.at.Equal(all.GetCommittedAt().AsTime()) {
 			t.Fatalf("commit time %v, want %v", got.at, all.GetCommittedAt().AsTime())
