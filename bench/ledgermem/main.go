@@ -16,6 +16,11 @@
 //
 //	make build && go run ./bench/ledgermem -bin bin/crossdock -sizes 1M,4M,16M
 //
+// A second table shows what moves RssAnon besides live objects: the heap in use (it
+// counts a memtable's arena whole, resident only as the memtable fills), the free heap
+// the runtime still holds, the block cache and the bytes in the memtables' logs (which
+// stand for how far the memtable has filled).
+//
 // -profiles DIR keeps three heap profiles per size: right after the load, settled and
 // restarted (`go tool pprof -top DIR/heap-4M-settled.pb.gz`; `-diff_base` of two sizes
 // shows what grew).
@@ -26,6 +31,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"io/fs"
 	"os"
 	"os/signal"
 	"path/filepath"
@@ -78,7 +84,28 @@ type row struct {
 
 // gauges are what the node exports of its raft log and block cache, in MiB (-1: not
 // exported by this build).
-type gauges struct{ raftLogMiB, blockCacheMiB float64 }
+type gauges struct{ raftLogMiB, blockCacheMiB, memtableMiB float64 }
+
+// memtableLogMiB is what the ledger's memtables hold, read from outside: the bytes
+// written to their logs (Badger's .mem files, sparse files of a fixed size whose
+// allocated blocks are the entries written so far). A memtable's arena is allocated
+// whole with the table (heap in use) and becomes resident as it fills, so RssAnon
+// follows it.
+func memtableLogMiB(dir string) float64 {
+	var n int64
+	_ = filepath.WalkDir(filepath.Join(dir, "ledger"), func(path string, d fs.DirEntry, err error) error {
+		if err != nil || d.IsDir() || filepath.Ext(path) != ".mem" {
+			return nil
+		}
+		if fi, err := d.Info(); err == nil {
+			if st, ok := fi.Sys().(*syscall.Stat_t); ok {
+				n += st.Blocks * 512
+			}
+		}
+		return nil
+	})
+	return float64(n) / (1 << 20)
+}
 
 // settleEvery, settleSamples and settleSpread: the node's memory has settled when
 // settleSamples samples settleEvery apart (each after a collection) agree within
@@ -114,6 +141,7 @@ func settle(ctx context.Context, node *benchkit.Node, longest time.Duration) (m 
 			}
 			g = gauges{raftLogMiB: v[1] / (1 << 20), blockCacheMiB: v[2] / (1 << 20)}
 		}
+		g.memtableMiB = memtableLogMiB(node.Dir)
 		if len(last) == settleSamples && agree(last) && quiet >= settleSamples {
 			return m, time.Since(t0).Seconds(), g, nil
 		}
@@ -223,6 +251,19 @@ func run(ctx context.Context, bin string, sizes []int, nLoaders, batch, window i
 	fmt.Println("| --- | --- | --- | --- | --- |")
 	for _, r := range rows {
 		fmt.Printf("| %s | %.0f / %.0f | %.0f / %.0f | %.0f / %.0f | %.0f |\n", benchkit.SizeLabel(r.events), r.live.RssAnonMiB, r.live.HeapAllocMiB, r.settled.RssAnonMiB, r.settled.HeapAllocMiB, r.restarted.RssAnonMiB, r.restarted.HeapAllocMiB, float64(r.disk)/(1<<20))
+	}
+	// What RssAnon holds besides live objects: the heap the Go runtime keeps after a
+	// collection freed it (HeapIdle - HeapReleased, resident until its scavenger returns
+	// it, which it does only beyond about 10% over the heap goal: twice the live heap by
+	// default, or --memory-limit), and heap in use that was never touched (a memtable's
+	// arena is allocated whole and becomes resident as it fills).
+	fmt.Println()
+	fmt.Println("| events | settled: RssAnon / heap in use / free heap held / block cache / memtable logs, MiB | restarted: the same |")
+	fmt.Println("| --- | --- | --- |")
+	for _, r := range rows {
+		fmt.Printf("| %s | %.0f / %.0f / %.0f / %.0f / %.0f | %.0f / %.0f / %.0f / %.0f / %.0f |\n", benchkit.SizeLabel(r.events),
+			r.settled.RssAnonMiB, r.settled.HeapInuseMiB, r.settled.HeapIdleMiB, r.settledG.blockCacheMiB, r.settledG.memtableMiB,
+			r.restarted.RssAnonMiB, r.restarted.HeapInuseMiB, r.restarted.HeapIdleMiB, r.restartedG.blockCacheMiB, r.restartedG.memtableMiB)
 	}
 	if len(rows) >= 2 {
 		a, b := rows[0], rows[len(rows)-1]
