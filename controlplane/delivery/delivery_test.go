@@ -269,6 +269,7 @@ func TestMappingErrorDeadLetterAndRetry(t *testing.T) {
 	}
 	// Fix the mapping, then retry every open dead letter of the destination.
 	plans.set(&delivery.Plan{Version: "2", Destinations: plans.get().Destinations, Routes: []delivery.Route{good}})
+	waitPlan(t, e, "2")
 	ctx := t.Context()
 	if _, err := srv.Store().Propose(ctx, storev1.CommandType_COMMAND_TYPE_RESOLVE_DEAD_LETTERS, &storev1.ResolveDeadLetters{
 		Destination: "shop", State: storev1.DeadLetterState_DEAD_LETTER_STATE_RETRYING}); err != nil {

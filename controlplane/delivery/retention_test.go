@@ -59,6 +59,9 @@ func TestDeadLetterRetryAfterPrune(t *testing.T) {
 	// The receiver is back (another URL); retry every dead letter.
 	plans.set(&delivery.Plan{Version: "2", Routes: plans.get().Routes,
 		Destinations: []delivery.Destination{{Name: "shop", Kind: delivery.KindWebhook, URL: goodURL, Secret: testSecret, Policy: pol}}})
+	// The old destination's worker would retry them to the old URL until the engine
+	// takes the new plan (it looks every Poll).
+	waitPlan(t, e, "2")
 	if _, err := srv.Store().Propose(ctx, storev1.CommandType_COMMAND_TYPE_RESOLVE_DEAD_LETTERS, &storev1.ResolveDeadLetters{
 		Destination: "shop", State: storev1.DeadLetterState_DEAD_LETTER_STATE_RETRYING}); err != nil {
 		t.Fatal(err)

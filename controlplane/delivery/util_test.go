@@ -9,7 +9,9 @@ import (
 	"net/http/httptest"
 	"sync"
 	"testing"
+	"time"
 
+	"github.com/crossdock/crossdock/controlplane/controlplanetest"
 	"github.com/crossdock/crossdock/controlplane/delivery"
 	eventv1 "github.com/crossdock/crossdock/proto/gen/crossdock/event/v1"
 )
@@ -47,6 +49,12 @@ func (s *switchPlan) set(p *delivery.Plan) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.p = p
+}
+
+// waitPlan waits until e's workers run the plan of version v.
+func waitPlan(t testing.TB, e *delivery.Engine, v string) {
+	t.Helper()
+	controlplanetest.WaitFor(t, 30*time.Second, "the engine to take plan "+v, func() bool { return delivery.ActivePlanVersion(e) == v })
 }
 
 func runEngineWith(t testing.TB, e *delivery.Engine) {
