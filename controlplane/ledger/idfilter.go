@@ -134,11 +134,16 @@ type filterBuild struct {
 // filterStale reports whether the ids of dropped runs the filter in place still holds
 // are at least half of the ids the ledger holds (runs and pending). Apply's alone.
 func (p *postings) filterStale() bool {
+	return p.droppedIDs > 0 && 2*p.droppedIDs >= p.heldIDs()
+}
+
+// heldIDs is how many ids the ledger holds: its runs' and the pending ones.
+func (p *postings) heldIDs() int {
 	held := p.idCount
 	for _, r := range p.runs {
 		held += r.n
 	}
-	return p.droppedIDs > 0 && 2*p.droppedIDs >= held
+	return held
 }
 
 var errFilterStopped = errors.New("ledger: id filter build stopped: ledger closed or replaced")
@@ -204,10 +209,7 @@ func (l *Ledger) growFilter(h *handle, full bool) {
 	}
 	h.refs++
 	l.mu.Unlock()
-	held := p.idCount
-	for _, r := range p.runs {
-		held += r.n
-	}
+	held := p.heldIDs()
 	capacity := 4 * p.filter.capacity
 	if p.filter.n <= p.filter.capacity {
 		capacity = 2 * held // not full: rebuilt after a prune, for what is held
