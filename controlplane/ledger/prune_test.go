@@ -291,13 +291,7 @@ func TestFilterRebuiltOnceStale(t *testing.T) {
 	if len(p.runs) < 6 {
 		t.Fatalf("%d runs, want at least 6", len(p.runs))
 	}
-	held := func() int {
-		n := p.idCount
-		for _, r := range p.runs {
-			n += r.n
-		}
-		return n
-	}
+	held := p.heldIDs
 	before := p.filter
 	// The first run dropped: a sixth or less of what is held, the filter stays.
 	n0 := p.runs[0].n
