@@ -111,6 +111,11 @@ type Config struct {
 	// (retention.DefaultStepEvents when 0; --prune-step-events). The leader's value is
 	// the one that counts: it is part of the PRUNE_LEDGER command every node applies.
 	PruneStepEvents int
+	// PruneCompactKeys is the most (type, keys) of compact types the leader follows to
+	// leave out of a prune's compacted writes the keys the log holds a newer event of
+	// (retention.DefaultCompactKeys when 0; negative turns it off;
+	// --prune-compact-keys).
+	PruneCompactKeys int
 	// PartnerViews is what the partner API reads (the views package); nil answers
 	// unavailable. PartnerUsageEvery is how often the node records partner usage
 	// through raft (2s when 0).
@@ -608,7 +613,7 @@ func (s *Server) buildServers(cert tls.Certificate) error {
 	s.newAlerts(mux, opts, auth, webhooks)
 	s.delivery = delivery.New(delivery.Config{Store: s.store, Plans: &delivery.RoutingPlans{Source: s.store.Ledger(), Keys: s.keys}, AgentSink: &s.backend.Sinks, Logger: s.logger, AddressPolicy: webhooks, OnAttempt: s.onAttempt})
 	admin.Archive.Engine = s.delivery
-	s.pruner = retention.New(retention.Config{Store: s.store, Plans: &delivery.RoutingPlans{Source: s.store.Ledger(), Keys: s.keys}, Interval: s.cfg.PruneInterval, StepEvents: s.cfg.PruneStepEvents, Logger: s.logger, Archiver: s.ahead})
+	s.pruner = retention.New(retention.Config{Store: s.store, Plans: &delivery.RoutingPlans{Source: s.store.Ledger(), Keys: s.keys}, Interval: s.cfg.PruneInterval, StepEvents: s.cfg.PruneStepEvents, CompactKeys: s.cfg.PruneCompactKeys, Logger: s.logger, Archiver: s.ahead})
 	mux.Handle(deliveryv1connect.NewDeliveryServiceHandler(&api.Delivery{Backend: backend, Engine: s.delivery}, append(opts, connect.WithInterceptors(auth))...))
 	mux.Handle(adminv1connect.NewTimelineServiceHandler(&api.Timeline{Backend: backend, Engine: s.delivery}, append(opts, connect.WithInterceptors(auth))...))
 	mux.Handle(deliveryv1connect.NewPartnerServiceHandler(&api.Partner{Backend: backend, Engine: s.delivery,

@@ -64,6 +64,12 @@ cluster: it creates the cluster CA and an admin token, and writes both to
 			if cfg.PruneStepEvents < 1 || cfg.PruneStepEvents > retention.MaxStepEvents {
 				return fmt.Errorf("--prune-step-events %d: between 1 and %d", cfg.PruneStepEvents, retention.MaxStepEvents)
 			}
+			if cfg.PruneCompactKeys < 0 {
+				return fmt.Errorf("--prune-compact-keys %d: a count of keys, or 0 to turn following off", cfg.PruneCompactKeys)
+			}
+			if cfg.PruneCompactKeys == 0 {
+				cfg.PruneCompactKeys = -1 // retention's "off"
+			}
 			snapRate, err := parseBytes(snapshotRate)
 			if err != nil || snapRate < 0 {
 				return fmt.Errorf("--raft-snapshot-rate %q: bytes a second like 16MiB, or 0 for no limit", snapshotRate)
@@ -140,6 +146,7 @@ cluster: it creates the cluster CA and an admin token, and writes both to
 	f.BoolVar(&viewsOn, "views", true, "keep the views (inventory, prices, items) derived from the ledger on this node: 'crossdock inventory get' and 'crossdock prices get' read them")
 	f.DurationVar(&cfg.PruneInterval, "prune-interval", 30*time.Second, "how often the leader applies ledger retention (the Retention document, docs/operations.md)")
 	f.IntVar(&cfg.PruneStepEvents, "prune-step-events", retention.DefaultStepEvents, "events one prune step removes at most: applying a step holds up the commits behind it on every node, so smaller steps lower the commit latency under pruning, at more raft rounds per prune (docs/operations.md, Retention)")
+	f.IntVar(&cfg.PruneCompactKeys, "prune-compact-keys", retention.DefaultCompactKeys, "the most (type, keys) of compact types the leader follows, about 40 bytes each, so a prune writes no compacted record for a key the log holds a newer event of (0: off; docs/operations.md, Retention)")
 	f.DurationVar(&cfg.AlertInterval, "alert-interval", 10*time.Second, "how often the leader evaluates the Alert documents (docs/observability.md)")
 	f.StringVar(&cfg.MetricsListen, "metrics-listen", "127.0.0.1:9464", "plain-HTTP address for /metrics, /healthz and /readyz (no token; keep it on loopback or a private network; '' disables; when left at the default and the port is taken, the node starts without it and logs a warning)")
 	f.BoolVar(&writeCLI, "write-cli-config", true, "at bootstrap, also write the admin config to ~/.config/crossdock/config.yaml if absent")

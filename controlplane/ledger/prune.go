@@ -277,6 +277,24 @@ func applyPruneLedger(tx *applyTxn, cmd *storev1.Command) (any, error) {
 	for _, t := range m.GetCompact() {
 		cuts.compact[t] = true
 	}
+	compactListed, seqs := m.GetCompactListed(), m.GetCompactSeqs()
+	for i := 1; i < len(seqs); i++ {
+		if seqs[i] <= seqs[i-1] {
+			return &storev1.PruneResult{Error: fmt.Sprintf("%s: compact_seqs must be ascending and unique", errPruneRefused)}, nil
+		}
+	}
+	// compacts reports whether the event at seq of typ is written to lc/: every pruned
+	// event of a compact type, unless the command lists which (compact_listed).
+	compacts := func(typ string, seq uint64) bool {
+		if !cuts.compact[typ] {
+			return false
+		}
+		if !compactListed {
+			return true
+		}
+		_, ok := slices.BinarySearch(seqs, seq)
+		return ok
+	}
 	maxEvents := pruneMaxEvents
 	if n := int(m.GetMaxEvents()); n > 0 {
 		maxEvents = min(n, maxEvents)
@@ -414,7 +432,7 @@ func applyPruneLedger(tx *applyTxn, cmd *storev1.Command) (any, error) {
 			if c != nil && marks.missing(e.typ, e.seq) {
 				toArchive = append(toArchive, committed(c, i))
 			}
-			if cuts.compact[e.typ] {
+			if compacts(e.typ, e.seq) {
 				// The event's keys as proto.Unmarshal reads them (parseEvent, the
 				// reader of the apply path), and the event as a CommittedEvent around
 				// its stored bytes. Charged whether or not a later event of its keys in

@@ -62,6 +62,10 @@ type Config struct {
 	// when 0). A step's Apply holds every commit behind it, on every node: smaller
 	// steps bound that stall.
 	StepEvents int
+	// CompactKeys is the most (type, keys) of compact types the leader follows to leave
+	// out of a prune's compacted writes the keys the log holds a newer event of
+	// (DefaultCompactKeys when 0; negative: not followed, every key pruned is written).
+	CompactKeys int
 }
 
 // DefaultStepEvents bounds what one prune step costs the commits queued behind it (the
@@ -155,10 +159,12 @@ type Pruner struct {
 	cfg Config
 	log *slog.Logger
 
-	mu      sync.Mutex // serializes Once
-	lastErr string
-	held    string
-	ready   atomic.Bool // this leadership's barrier passed; false when not leading
+	mu       sync.Mutex // serializes Once
+	lastErr  string
+	held     string
+	ready    atomic.Bool      // this leadership's barrier passed; false when not leading
+	follower *compactFollower // this leadership's (under mu); nil when not leading
+	followed string           // the last error following the log, logged once
 }
 
 // New returns a Pruner; Run starts it.
@@ -174,6 +180,9 @@ func New(cfg Config) *Pruner {
 	}
 	if cfg.StepEvents <= 0 {
 		cfg.StepEvents = DefaultStepEvents
+	}
+	if cfg.CompactKeys == 0 {
+		cfg.CompactKeys = DefaultCompactKeys
 	}
 	return &Pruner{cfg: cfg, log: cfg.Logger}
 }
@@ -200,7 +209,11 @@ func (p *Pruner) Run(ctx context.Context) error {
 		case <-t.C:
 		}
 		if !p.cfg.Store.IsLeader() {
-			p.ready.Store(false)
+			if p.ready.Swap(false) {
+				p.mu.Lock()
+				p.follower = nil // its memory goes with the leadership
+				p.mu.Unlock()
+			}
 			continue
 		}
 		_, err := p.once(ctx, p.cfg.Interval/2)
@@ -236,6 +249,11 @@ func (p *Pruner) once(ctx context.Context, spread time.Duration) (uint64, error)
 			return 0, fmt.Errorf("retention: waiting for leadership barrier: %w", err)
 		}
 		p.ready.Store(true)
+		// Started after the barrier: every prune an earlier leader committed is applied.
+		p.follower = nil
+		if p.cfg.CompactKeys > 0 {
+			p.follower = newCompactFollower(p.cfg.CompactKeys)
+		}
 	}
 	l := p.cfg.Store.Ledger()
 	ret, err := Load(l)
@@ -254,6 +272,9 @@ func (p *Pruner) once(ctx context.Context, spread time.Duration) (uint64, error)
 		p.log.Info("retention: held back", "below_seq", hold, "by", why)
 	}
 	p.held = why
+	if err := p.listCompacted(l, m); err != nil {
+		return 0, err
+	}
 	n := toPrune(l, m)
 	per := stepSize(n, p.cfg.StepEvents, spread)
 	m.MaxEvents = uint32(per)
@@ -284,10 +305,40 @@ func (p *Pruner) once(ctx context.Context, spread time.Duration) (uint64, error)
 		if !r.GetMore() {
 			return total, nil
 		}
+		low, _ := l.LowWater()
+		trimListed(m, low)
 		if !p.cfg.Store.IsLeader() {
 			return total, errors.New("retention: leadership lost during a prune in steps; the new leader resumes it")
 		}
 	}
+}
+
+// listCompacted sets m's compact_seqs from the follower, when it can list them (see
+// compactFollower); else m compacts every key it prunes. A failure to follow the log is
+// logged, not returned: the prune goes on without the list.
+func (p *Pruner) listCompacted(l *ledger.Ledger, m *storev1.PruneLedger) error {
+	if p.follower == nil || len(m.GetCompact()) == 0 {
+		return nil
+	}
+	types := slices.Sorted(slices.Values(m.GetCompact()))
+	if err := p.follower.follow(l, types, followBudget); err != nil {
+		if err.Error() != p.followed {
+			p.followed = err.Error()
+			p.log.Warn("retention: compacting every pruned key", "err", err)
+		}
+		return nil
+	}
+	if need, err := l.PruneNeeded(m); err != nil || !need {
+		return err
+	}
+	lw, err := l.Retention()
+	if err != nil {
+		return err
+	}
+	if seqs, ok := p.follower.list(m, lw); ok {
+		m.CompactListed, m.CompactSeqs = true, seqs
+	}
+	return nil
 }
 
 // runAhead calls Ahead every Interval until ctx is done.

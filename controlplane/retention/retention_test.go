@@ -125,10 +125,11 @@ func TestAhead(t *testing.T) {
 // applyingLeader is a one-node "cluster" without raft: it leads and applies every
 // proposal to its real ledger at once, recording what each prune step removed.
 type applyingLeader struct {
-	l     *ledger.Ledger
-	index uint64
-	now   time.Time
-	steps []uint64 // events removed by each PRUNE_LEDGER
+	l      *ledger.Ledger
+	index  uint64
+	now    time.Time
+	steps  []uint64               // events removed by each PRUNE_LEDGER
+	prunes []*storev1.PruneLedger // each PRUNE_LEDGER proposed
 }
 
 func (s *applyingLeader) Ledger() *ledger.Ledger                  { return s.l }
@@ -140,6 +141,9 @@ func (s *applyingLeader) Propose(_ context.Context, typ storev1.CommandType, m p
 		return nil, err
 	}
 	s.index++
+	if pm, ok := m.(*storev1.PruneLedger); ok {
+		s.prunes = append(s.prunes, proto.CloneOf(pm))
+	}
 	res, err := s.l.Apply(s.index, s.now, &storev1.Command{Type: typ, Payload: p})
 	if r, ok := res.(*storev1.PruneResult); ok {
 		s.steps = append(s.steps, r.GetEventsPruned())

@@ -127,7 +127,16 @@ type PruneLedger struct {
 	// The commit time of the first event at or after dedup_below (recorded in m/low).
 	DedupAt *timestamppb.Timestamp `protobuf:"bytes,6,opt,name=dedup_at,json=dedupAt,proto3" json:"dedup_at,omitempty"`
 	// At most this many events are removed by this command (0: the ledger's default).
-	MaxEvents     uint32 `protobuf:"varint,7,opt,name=max_events,json=maxEvents,proto3" json:"max_events,omitempty"`
+	MaxEvents uint32 `protobuf:"varint,7,opt,name=max_events,json=maxEvents,proto3" json:"max_events,omitempty"`
+	// When set, only the events whose seqs compact_seqs lists are written to the
+	// compacted keyspace: the leader lists, per (type, keys) of a compact type, the
+	// newest event below its type's cutoff when the log holds no event of those keys at
+	// or after the cutoff. A key with a newer event still held needs no compacted record
+	// yet (the log's event replaces it); it gets one when that event is pruned. Unset:
+	// the newest pruned event per (type, keys) of each step is written.
+	CompactListed bool `protobuf:"varint,8,opt,name=compact_listed,json=compactListed,proto3" json:"compact_listed,omitempty"`
+	// The seqs the compacted keyspace takes, ascending and unique (see compact_listed).
+	CompactSeqs   []uint64 `protobuf:"varint,9,rep,packed,name=compact_seqs,json=compactSeqs,proto3" json:"compact_seqs,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -209,6 +218,20 @@ func (x *PruneLedger) GetMaxEvents() uint32 {
 		return x.MaxEvents
 	}
 	return 0
+}
+
+func (x *PruneLedger) GetCompactListed() bool {
+	if x != nil {
+		return x.CompactListed
+	}
+	return false
+}
+
+func (x *PruneLedger) GetCompactSeqs() []uint64 {
+	if x != nil {
+		return x.CompactSeqs
+	}
+	return nil
 }
 
 // PruneCutoff is one type's cutoff.
@@ -481,7 +504,7 @@ const file_crossdock_store_v1_ledger_proto_rawDesc = "" +
 	"\fcommitted_at\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampR\vcommittedAt\x12\x14\n" +
 	"\x05agent\x18\x03 \x01(\tR\x05agent\x126\n" +
 	"\x06events\x18\x04 \x03(\v2\x1e.crossdock.store.v1.AgentEventR\x06events\x12\x18\n" +
-	"\aoffsets\x18\x05 \x03(\rR\aoffsets\"\xb7\x02\n" +
+	"\aoffsets\x18\x05 \x03(\rR\aoffsets\"\x81\x03\n" +
 	"\vPruneLedger\x125\n" +
 	"\x05types\x18\x01 \x03(\v2\x1f.crossdock.store.v1.PruneCutoffR\x05types\x12#\n" +
 	"\rdefault_below\x18\x02 \x01(\x04R\fdefaultBelow\x12\x1f\n" +
@@ -492,7 +515,9 @@ const file_crossdock_store_v1_ledger_proto_rawDesc = "" +
 	"computedAt\x125\n" +
 	"\bdedup_at\x18\x06 \x01(\v2\x1a.google.protobuf.TimestampR\adedupAt\x12\x1d\n" +
 	"\n" +
-	"max_events\x18\a \x01(\rR\tmaxEvents\"7\n" +
+	"max_events\x18\a \x01(\rR\tmaxEvents\x12%\n" +
+	"\x0ecompact_listed\x18\b \x01(\bR\rcompactListed\x12!\n" +
+	"\fcompact_seqs\x18\t \x03(\x04R\vcompactSeqs\"7\n" +
 	"\vPruneCutoff\x12\x12\n" +
 	"\x04type\x18\x01 \x01(\tR\x04type\x12\x14\n" +
 	"\x05below\x18\x02 \x01(\x04R\x05below\"}\n" +
