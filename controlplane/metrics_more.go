@@ -22,6 +22,8 @@ var (
 	descOldestAge       = metrics.Desc("ledger_oldest_event_age_seconds", "Age of the earliest event held at the low-water mark (0 when nothing was pruned): near the longest retention of any type; well above it plus a few prune intervals, pruning is falling behind.")
 	descSegmentFiles    = metrics.Desc("ledger_segment_files", "Segment files holding this node's log chunks.")
 	descBlockCache      = metrics.Desc("ledger_block_cache_bytes", "Bytes of table blocks in the ledger's Badger block cache (at most --ledger-cache).")
+	descCompactKeys     = metrics.Desc("retention_compact_keys_followed", "Keys (type and keys) of compact types the leader follows to leave out of a prune's compacted writes those the log holds a newer event of (0 on a follower; --prune-compact-keys bounds it).")
+	descCompactListed   = metrics.Desc("retention_compact_listed_events", "Events the leader's last prune listed for the compacted base; -1 when it wrote the newest pruned event of every key instead (following not caught up, over --prune-compact-keys, or a list over 8,192).")
 	descSegmentBytes    = metrics.Desc("ledger_segment_bytes", "Bytes in this node's segment files: all of them (state=\"all\"), and the chunks the log still holds (state=\"held\").", "state")
 )
 
@@ -31,7 +33,7 @@ type moreCollector struct{ s *Server }
 
 func (c *moreCollector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{descPartnerRequests, descViewsSeq, descViewsBehind, descViewsLag, descAlertsFiring, descDiskFree, descDiskMinFree, descIngestRefused,
-		descLowWater, descOldestAge, descSegmentFiles, descSegmentBytes, descBlockCache} {
+		descLowWater, descOldestAge, descSegmentFiles, descSegmentBytes, descBlockCache, descCompactKeys, descCompactListed} {
 		ch <- d
 	}
 }
@@ -76,6 +78,15 @@ func (c *moreCollector) Collect(ch chan<- prometheus.Metric) {
 	ch <- metrics.Gauge(descSegmentBytes, float64(seg.Bytes), "all")
 	ch <- metrics.Gauge(descSegmentBytes, float64(seg.HeldBytes), "held")
 	ch <- metrics.Gauge(descBlockCache, float64(s.store.Ledger().BlockCacheBytes()))
+	if s.pruner != nil {
+		cs := s.pruner.CompactStats()
+		listed := float64(cs.ListedSeqs)
+		if !cs.Listed {
+			listed = -1
+		}
+		ch <- metrics.Gauge(descCompactKeys, float64(cs.KeysFollowed))
+		ch <- metrics.Gauge(descCompactListed, listed)
+	}
 	states, err := s.store.Ledger().AlertStates()
 	if err != nil {
 		s.logger.Warn("metrics: read alert states", "err", err)

@@ -430,12 +430,16 @@ func TestMetricsRetentionAndSegments(t *testing.T) {
 	}
 	// 1s retention, prunes every 100ms: the earliest event held is a few seconds old at
 	// most once a prune has left one (a loaded CI machine may run late).
-	var low, age float64
-	controlplanetest.WaitFor(t, 60*time.Second, "a prune that holds events, in the metrics", func() bool {
+	// shortRetention compacts inventory.level: the leader (this node) follows those keys
+	// and its prunes list the events they compact.
+	var low, age, keys, listed float64
+	controlplanetest.WaitFor(t, 60*time.Second, "a prune that holds events and listed what it compacted, in the metrics", func() bool {
 		f = scrape(t, s.MetricsAddr())
 		low, _ = value(f, "crossdock_ledger_low_water_seq", nil)
 		age, _ = value(f, "crossdock_ledger_oldest_event_age_seconds", nil)
-		return low > 1 && age > 0
+		keys, _ = value(f, "crossdock_retention_compact_keys_followed", nil)
+		listed, _ = value(f, "crossdock_retention_compact_listed_events", nil)
+		return low > 1 && age > 0 && keys > 0 && listed >= 0
 	})
 	if ledgerLow := lowWater(s); low > float64(ledgerLow) {
 		t.Errorf("crossdock_ledger_low_water_seq = %v, above the ledger's %d read after it", low, ledgerLow)

@@ -165,6 +165,26 @@ type Pruner struct {
 	ready    atomic.Bool      // this leadership's barrier passed; false when not leading
 	follower *compactFollower // this leadership's (under mu); nil when not leading
 	followed string           // the last error following the log, logged once
+	stats    struct {
+		keys   atomic.Int64 // keys the follower holds
+		listed atomic.Int64 // seqs the last prune listed; -1: it compacted every key
+	}
+}
+
+// CompactStats is what the leader's follower of compact keys holds (see
+// compactFollower): the keys it follows (0 when not leading), and whether the last
+// prune listed the events it compacted and how many (Listed false: it compacted the
+// newest event of every key it removed).
+type CompactStats struct {
+	KeysFollowed int
+	Listed       bool
+	ListedSeqs   int
+}
+
+// CompactStats reports the follower's state; safe to call at any time.
+func (p *Pruner) CompactStats() CompactStats {
+	n := p.stats.listed.Load()
+	return CompactStats{KeysFollowed: int(p.stats.keys.Load()), Listed: n >= 0, ListedSeqs: int(max(n, 0))}
 }
 
 // New returns a Pruner; Run starts it.
@@ -184,7 +204,9 @@ func New(cfg Config) *Pruner {
 	if cfg.CompactKeys == 0 {
 		cfg.CompactKeys = DefaultCompactKeys
 	}
-	return &Pruner{cfg: cfg, log: cfg.Logger}
+	p := &Pruner{cfg: cfg, log: cfg.Logger}
+	p.stats.listed.Store(-1)
+	return p
 }
 
 // Run prunes every Interval while this node is the leader, and archives ahead of the
@@ -212,6 +234,8 @@ func (p *Pruner) Run(ctx context.Context) error {
 			if p.ready.Swap(false) {
 				p.mu.Lock()
 				p.follower = nil // its memory goes with the leadership
+				p.stats.keys.Store(0)
+				p.stats.listed.Store(-1)
 				p.mu.Unlock()
 			}
 			continue
@@ -318,10 +342,13 @@ func (p *Pruner) once(ctx context.Context, spread time.Duration) (uint64, error)
 // logged, not returned: the prune goes on without the list.
 func (p *Pruner) listCompacted(l *ledger.Ledger, m *storev1.PruneLedger) error {
 	if p.follower == nil || len(m.GetCompact()) == 0 {
+		p.stats.listed.Store(-1)
 		return nil
 	}
 	types := slices.Sorted(slices.Values(m.GetCompact()))
-	if err := p.follower.follow(l, types, followBudget); err != nil {
+	err := p.follower.follow(l, types, followBudget)
+	p.stats.keys.Store(int64(p.follower.size()))
+	if err != nil {
 		if err.Error() != p.followed {
 			p.followed = err.Error()
 			p.log.Warn("retention: compacting every pruned key", "err", err)
@@ -335,9 +362,14 @@ func (p *Pruner) listCompacted(l *ledger.Ledger, m *storev1.PruneLedger) error {
 	if err != nil {
 		return err
 	}
-	if seqs, ok := p.follower.list(m, lw); ok {
-		m.CompactListed, m.CompactSeqs = true, seqs
+	seqs, ok := p.follower.list(m, lw)
+	p.stats.keys.Store(int64(p.follower.size()))
+	if !ok {
+		p.stats.listed.Store(-1)
+		return nil
 	}
+	m.CompactListed, m.CompactSeqs = true, seqs
+	p.stats.listed.Store(int64(len(seqs)))
 	return nil
 }
 
