@@ -41,6 +41,7 @@ func (l *Ledger) CompactedKeys(types []string, from uint64, maxEvents int, fn fu
 			limit = firstLimit(limit, lim)
 		}
 		ps := &parseState{arena: strArena{size: 4096}}
+		var key []byte
 		n := 0
 		for _, first := range slices.Sorted(maps.Keys(cand)) {
 			if limit != 0 && first >= limit {
@@ -71,7 +72,8 @@ func (l *Ledger) CompactedKeys(types []string, from uint64, maxEvents int, fn fu
 				if err := ie.parseEvent(ps, 0, e.ev); err != nil {
 					return fmt.Errorf("ledger: compacted keys: log chunk %d: event %d: %w", first, e.seq, err)
 				}
-				fn(e.seq, e.typ, compactedKeyKV(e.typ, ps.keys))
+				key = appendCompactedKey(key, e.typ, ps.keys)
+				fn(e.seq, e.typ, key)
 				n++
 			}
 		}

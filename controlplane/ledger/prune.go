@@ -165,9 +165,12 @@ func compactedKey(typ string, keys map[string]string) []byte {
 
 // compactedKeyKV is compactedKey with the keys as a list of distinct names (sorted here,
 // in place).
-func compactedKeyKV(typ string, keys []kv) []byte {
+func compactedKeyKV(typ string, keys []kv) []byte { return appendCompactedKey(nil, typ, keys) }
+
+// appendCompactedKey appends compactedKeyKV(typ, keys) to dst[:0] and returns it.
+func appendCompactedKey(dst []byte, typ string, keys []kv) []byte {
 	slices.SortFunc(keys, func(a, b kv) int { return strings.Compare(a.name, b.name) })
-	b := append([]byte(nil), prefixCompacted...)
+	b := append(dst[:0], prefixCompacted...)
 	b = binary.BigEndian.AppendUint16(b, uint16(min(len(typ), 0xffff)))
 	b = append(b, typ...)
 	for _, k := range keys {
@@ -184,8 +187,12 @@ func compactedKeyKV(typ string, keys []kv) []byte {
 }
 
 // ScanCompacted calls fn, for each of types (a compact type of the Retention document),
-// with the newest pruned event per (type, keys) that is no longer in the log: the base
-// a view starts from after a prune. Within a type the order is by keys.
+// with the compacted event of each (type, keys) it holds: the base a view starts from
+// after a prune, before reading the log from the types' low-water. For a key the log
+// holds no event of any more it is the newest pruned; for a key the log still holds
+// newer events of, it may be an older one or none (a listed prune writes no record
+// while a newer event is held; see DESIGN.md "Compaction"), which the log's events
+// replace. Within a type the order is by keys.
 func (l *Ledger) ScanCompacted(types []string, fn func(ev *eventv1.CommittedEvent) error) error {
 	return l.view(func(txn *badger.Txn) error {
 		for _, typ := range types {

@@ -10,6 +10,10 @@
 // next seq of a replay in progress. A deleted destination holds nothing. Stream
 // destinations (partners) keep their own cursor and do not hold retention: a partner
 // asking below the low-water mark gets ledger.ErrPruned.
+//
+// For the compact types the leader also follows the log (compactFollower, compact.go)
+// and lists in each prune the events it compacts: only the keys whose newest event it
+// removes, so a key the log holds a newer event of costs no write.
 package retention
 
 import (
@@ -163,7 +167,8 @@ type Pruner struct {
 	lastErr  string
 	held     string
 	ready    atomic.Bool      // this leadership's barrier passed; false when not leading
-	follower *compactFollower // this leadership's (under mu); nil when not leading
+	fmu      sync.Mutex       // guards follower and followed
+	follower *compactFollower // this leadership's; nil when not leading
 	followed string           // the last error following the log, logged once
 	stats    struct {
 		keys   atomic.Int64 // keys the follower holds
@@ -222,6 +227,14 @@ func (p *Pruner) Run(ctx context.Context) error {
 			p.runAhead(ctx)
 		}()
 	}
+	if p.cfg.CompactKeys > 0 {
+		done := make(chan struct{})
+		defer func() { <-done }()
+		go func() {
+			defer close(done)
+			p.runFollow(ctx)
+		}()
+	}
 	t := time.NewTicker(p.cfg.Interval)
 	defer t.Stop()
 	for {
@@ -232,11 +245,11 @@ func (p *Pruner) Run(ctx context.Context) error {
 		}
 		if !p.cfg.Store.IsLeader() {
 			if p.ready.Swap(false) {
-				p.mu.Lock()
+				p.fmu.Lock()
 				p.follower = nil // its memory goes with the leadership
 				p.stats.keys.Store(0)
 				p.stats.listed.Store(-1)
-				p.mu.Unlock()
+				p.fmu.Unlock()
 			}
 			continue
 		}
@@ -274,10 +287,12 @@ func (p *Pruner) once(ctx context.Context, spread time.Duration) (uint64, error)
 		}
 		p.ready.Store(true)
 		// Started after the barrier: every prune an earlier leader committed is applied.
+		p.fmu.Lock()
 		p.follower = nil
 		if p.cfg.CompactKeys > 0 {
 			p.follower = newCompactFollower(p.cfg.CompactKeys)
 		}
+		p.fmu.Unlock()
 	}
 	l := p.cfg.Store.Ledger()
 	ret, err := Load(l)
@@ -337,15 +352,43 @@ func (p *Pruner) once(ctx context.Context, spread time.Duration) (uint64, error)
 	}
 }
 
-// listCompacted sets m's compact_seqs from the follower, when it can list them (see
-// compactFollower); else m compacts every key it prunes. A failure to follow the log is
-// logged, not returned: the prune goes on without the list.
-func (p *Pruner) listCompacted(l *ledger.Ledger, m *storev1.PruneLedger) error {
-	if p.follower == nil || len(m.GetCompact()) == 0 {
-		p.stats.listed.Store(-1)
-		return nil
+// followEvery is how often the leader reads the log's new events into its follower of
+// compact keys between prunes: a second's events at a time, where reading an
+// interval's worth right before each prune was a burst of work on the leader.
+const followEvery = time.Second
+
+// runFollow keeps this leadership's follower of compact keys up with the log, every
+// followEvery, until ctx is done.
+func (p *Pruner) runFollow(ctx context.Context) {
+	t := time.NewTicker(followEvery)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		if !p.ready.Load() || !p.cfg.Store.IsLeader() {
+			continue
+		}
+		l := p.cfg.Store.Ledger()
+		ret, err := Load(l)
+		if err != nil {
+			continue // the prune reports it
+		}
+		p.fmu.Lock()
+		p.follow(l, slices.Sorted(slices.Values(ret.Compact)))
+		p.fmu.Unlock()
 	}
-	types := slices.Sorted(slices.Values(m.GetCompact()))
+}
+
+// follow reads the log's new events of types into this leadership's follower, if it
+// has one (under fmu), and reports whether it is usable. A failure is logged once:
+// prunes then compact every key they remove.
+func (p *Pruner) follow(l *ledger.Ledger, types []string) bool {
+	if p.follower == nil || len(types) == 0 {
+		return false
+	}
 	err := p.follower.follow(l, types, followBudget)
 	p.stats.keys.Store(int64(p.follower.size()))
 	if err != nil {
@@ -353,10 +396,24 @@ func (p *Pruner) listCompacted(l *ledger.Ledger, m *storev1.PruneLedger) error {
 			p.followed = err.Error()
 			p.log.Warn("retention: compacting every pruned key", "err", err)
 		}
-		return nil
+		return false
 	}
+	return true
+}
+
+// listCompacted sets m's compact_seqs from the follower, when it can list them (see
+// compactFollower); else m compacts every key it prunes. A failure to follow the log is
+// logged, not returned: the prune goes on without the list.
+func (p *Pruner) listCompacted(l *ledger.Ledger, m *storev1.PruneLedger) error {
+	p.fmu.Lock()
+	defer p.fmu.Unlock()
+	following := p.follow(l, slices.Sorted(slices.Values(m.GetCompact())))
 	if need, err := l.PruneNeeded(m); err != nil || !need {
-		return err
+		return err // the metric keeps what the last prune did
+	}
+	p.stats.listed.Store(-1)
+	if !following {
+		return nil
 	}
 	lw, err := l.Retention()
 	if err != nil {
@@ -365,7 +422,6 @@ func (p *Pruner) listCompacted(l *ledger.Ledger, m *storev1.PruneLedger) error {
 	seqs, ok := p.follower.list(m, lw)
 	p.stats.keys.Store(int64(p.follower.size()))
 	if !ok {
-		p.stats.listed.Store(-1)
 		return nil
 	}
 	m.CompactListed, m.CompactSeqs = true, seqs
