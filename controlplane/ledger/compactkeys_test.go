@@ -142,3 +142,24 @@ func TestPruneCompactListed(t *testing.T) {
 		t.Fatalf("without a list: %d compacted from seq %v, want all %d keys from 6000", len(got), got[:1], len(newest))
 	}
 }
+
+// BenchmarkCompactedKeys: what the retention leader's follower of compact keys costs per
+// event read (ns/op is per event), over 100,000 levels of 6,000 keys on disk, read in
+// batches of 50,000 as the follower does.
+func BenchmarkCompactedKeys(b *testing.B) {
+	l := newLedger(b, true)
+	k := newKeyLog(b)
+	k.add(100_000, 1000, skuKeys(2000), l)
+	b.ReportAllocs()
+	b.ResetTimer()
+	n := 0
+	for n < b.N {
+		for next, more := uint64(1), true; more && n < b.N; {
+			var err error
+			next, more, err = l.CompactedKeys([]string{"inventory.level"}, next, 50_000, func(uint64, string, []byte) { n++ })
+			if err != nil {
+				b.Fatal(err)
+			}
+		}
+	}
+}

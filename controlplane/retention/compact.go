@@ -10,7 +10,7 @@ import (
 )
 
 // DefaultCompactKeys is the most (type, keys) of compact types the leader follows
-// (Config.CompactKeys, --prune-compact-keys): about 40 bytes each on the leader
+// (Config.CompactKeys, --prune-compact-keys): 35-56 bytes each on the leader
 // (docs/operations.md, "What a node's memory holds").
 const DefaultCompactKeys = 4_000_000
 

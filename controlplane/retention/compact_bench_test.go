@@ -9,7 +9,7 @@ import (
 
 // BenchmarkFollowerMemory reports the live heap the leader's follower of compact keys
 // holds per key (B/key) at 100,000 and 1,000,000 keys, measured after a GC: the figure
-// behind "about 40 bytes a key" in docs/operations.md.
+// behind "35–56 bytes a key" in docs/operations.md.
 func BenchmarkFollowerMemory(b *testing.B) {
 	for _, n := range []int{100_000, 1_000_000} {
 		b.Run(fmt.Sprintf("keys=%d", n), func(b *testing.B) {
