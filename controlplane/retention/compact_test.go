@@ -97,13 +97,8 @@ func skus(prefix string, n int) []string {
 // low-water mark and lists the same way; a follower over its key limit lists nothing,
 // and the prune compacts every key it removes.
 func TestOnceCompactsOnlyKeysTheLogDrops(t *testing.T) {
-	l, err := ledger.Open(ledger.Options{InMemory: true})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
 	t0 := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
-	s := &applyingLeader{l: l, now: t0}
+	s := newApplyingLeader(t, t0)
 	g := &levelLog{t: t, s: s, newest: map[string]uint64{}}
 	day := 24 * time.Hour
 	a, b, c := skus("A", 10), skus("B", 10), skus("C", 5)

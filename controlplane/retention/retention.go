@@ -217,23 +217,16 @@ func New(cfg Config) *Pruner {
 // Run prunes every Interval while this node is the leader, and archives ahead of the
 // prunes on every node (Ahead, in a goroutine of its own: a large backlog to archive,
 // when retention is first turned on, must not hold the prunes back; they archive what
-// is not archived yet themselves), until ctx is done.
+// is not archived yet themselves), and while leading follows the log for the compact
+// types every second (runFollow), until ctx is done.
 func (p *Pruner) Run(ctx context.Context) error {
+	var bg sync.WaitGroup
+	defer bg.Wait()
 	if p.cfg.Archiver != nil {
-		done := make(chan struct{})
-		defer func() { <-done }()
-		go func() {
-			defer close(done)
-			p.runAhead(ctx)
-		}()
+		bg.Go(func() { p.runAhead(ctx) })
 	}
 	if p.cfg.CompactKeys > 0 {
-		done := make(chan struct{})
-		defer func() { <-done }()
-		go func() {
-			defer close(done)
-			p.runFollow(ctx)
-		}()
+		bg.Go(func() { p.runFollow(ctx) })
 	}
 	t := time.NewTicker(p.cfg.Interval)
 	defer t.Stop()

@@ -122,6 +122,17 @@ func TestAhead(t *testing.T) {
 	}
 }
 
+// newApplyingLeader is an applyingLeader on an in-memory ledger, its clock at now.
+func newApplyingLeader(t *testing.T, now time.Time) *applyingLeader {
+	t.Helper()
+	l, err := ledger.Open(ledger.Options{InMemory: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { l.Close() })
+	return &applyingLeader{l: l, now: now}
+}
+
 // applyingLeader is a one-node "cluster" without raft: it leads and applies every
 // proposal to its real ledger at once, recording what each prune step removed.
 type applyingLeader struct {
@@ -154,13 +165,8 @@ func (s *applyingLeader) Propose(_ context.Context, typ storev1.CommandType, m p
 // TestOnceInSteps: the leader prunes in steps of at most StepEvents, proposing the next
 // when one is committed, until nothing below the cutoffs is left.
 func TestOnceInSteps(t *testing.T) {
-	l, err := ledger.Open(ledger.Options{InMemory: true})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
 	t0 := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
-	s := &applyingLeader{l: l, now: t0}
+	s := newApplyingLeader(t, t0)
 	seq := uint64(0)
 	for range 20 {
 		b := &storev1.IngestBatch{AgentId: "a1"}
