@@ -142,7 +142,7 @@ func firstHeld(txn *logTxn, seq uint64) (heldEvent, bool, error) {
 		out   heldEvent
 		found bool
 	)
-	err := scanRaw(txn, seq, 1, func(ev RawEvent) error {
+	_, err := scanRaw(txn, seq, 1, func(ev RawEvent) error {
 		out, found = heldEvent{ev.Seq, ev.CommittedAt}, true
 		return errStopWalk
 	})

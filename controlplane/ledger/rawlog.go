@@ -31,8 +31,11 @@ type RawEvent struct {
 // in one read transaction, without decoding the events; with maxEvents > 0 it stops at
 // the end of the chunk in which it reached maxEvents (so the next call starts at a
 // chunk and reads no chunk twice): a reader that wants a few event types (the views) checks the
-// type in the bytes and decodes only those. next is the seq after the last event read
-// (from when there was none). fn must copy what it keeps: the bytes belong to Badger.
+// type in the bytes and decodes only those. next is the seq to go on from: after the
+// last event read when it stopped at maxEvents, else past LastSeq as of the call (the
+// log holds nothing more up to it: events retention pruned from the tail leave no event
+// to move a reader past them), and never below from. fn must copy what it keeps: the
+// bytes belong to Badger.
 func (l *Ledger) ScanRaw(from uint64, maxEvents int, fn func(ev RawEvent) error) (next uint64, err error) {
 	return l.ScanRawTypes(nil, from, maxEvents, fn)
 }
@@ -45,6 +48,7 @@ func (l *Ledger) ScanRaw(from uint64, maxEvents int, fn func(ev RawEvent) error)
 func (l *Ledger) ScanRawTypes(types []string, from uint64, maxEvents int, fn func(ev RawEvent) error) (next uint64, err error) {
 	from = max(from, 1)
 	next = from
+	head := l.LastSeq() // read before the transaction: every event up to it is visible in it
 	var cut uint64
 	txn, done, err := l.readTxn(func(p *postings, _ *badger.Txn) error {
 		cut = typesCut(p.low, types)
@@ -57,21 +61,25 @@ func (l *Ledger) ScanRawTypes(types []string, from uint64, maxEvents int, fn fun
 	if from < cut {
 		return next, prunedError(txn, from, cut, "")
 	}
-	err = scanRaw(txn, from, maxEvents, func(ev RawEvent) error {
+	stopped, err := scanRaw(txn, from, maxEvents, func(ev RawEvent) error {
 		if err := fn(ev); err != nil {
 			return err
 		}
 		next = ev.Seq + 1
 		return nil
 	})
+	if err == nil && !stopped {
+		next = max(next, head+1)
+	}
 	return next, err
 }
 
-// scanRaw is ScanRaw in txn.
-func scanRaw(txn *logTxn, from uint64, maxEvents int, fn func(ev RawEvent) error) error {
+// scanRaw is ScanRaw in txn; stopped says it stopped at maxEvents, before the end of
+// the log.
+func scanRaw(txn *logTxn, from uint64, maxEvents int, fn func(ev RawEvent) error) (stopped bool, err error) {
 	start, err := rawChunkStart(txn, from)
 	if err != nil {
-		return err
+		return false, err
 	}
 	opts := badger.DefaultIteratorOptions
 	opts.Prefix = prefixLog
@@ -88,13 +96,13 @@ func scanRaw(txn *logTxn, from uint64, maxEvents int, fn func(ev RawEvent) error
 			return err
 		})
 		if err != nil {
-			return err
+			return false, err
 		}
 		if maxEvents > 0 && read >= maxEvents {
-			return nil
+			return true, nil
 		}
 	}
-	return nil
+	return false, nil
 }
 
 // rawChunkStart is chunkStart without decoding the chunk: the first seq of the chunk

@@ -187,3 +187,38 @@ func FuzzPruneEvents(f *testing.F) {
 		}
 	})
 }
+
+// TestScanRawPastAPrunedTail: when retention removed every event after a reader's
+// position, ScanRaw reads nothing but says to go on past the last seq, so a reader
+// (the views) reaches the ledger's head instead of waiting at its old position for an
+// event that will not come; stopped at maxEvents it says where it stopped.
+func TestScanRawPastAPrunedTail(t *testing.T) {
+	l := newLedger(t, false)
+	k := newKeyLog(t)
+	// Exactly two flush spans: a prune never passes the last flush, so this is where
+	// the whole tail may go. The last event, 32768, is a level; 32767 an order.
+	k.add(2*flushSeqs, 1024, skuKeys(40), l)
+	last := l.LastSeq()
+	k.prune(&storev1.PruneLedger{Types: []*storev1.PruneCutoff{{Type: "inventory.level", Below: last + 1}}, DefaultBelow: 1}, l)
+	// Orders (every 7th event) are kept; after the last one the log holds nothing.
+	held, _, err := l.ListEvents(Filter{}, 0, 1<<20)
+	if err != nil || len(held) == 0 {
+		t.Fatalf("held: %d, %v", len(held), err)
+	}
+	after := held[len(held)-1].GetSeq() + 1
+	if after > last {
+		t.Fatalf("the last event %d is held; want the tail pruned", after-1)
+	}
+	n := 0
+	next, err := l.ScanRaw(after, 100, func(RawEvent) error { n++; return nil })
+	if err != nil || n != 0 || next != last+1 {
+		t.Fatalf("ScanRaw from %d after a pruned tail: %d events, next %d, %v; want none and next %d", after, n, next, err, last+1)
+	}
+	// Stopped by maxEvents: next is after the last event read, not the head.
+	first := held[0].GetSeq()
+	var seqs []uint64
+	next, err = l.ScanRaw(first, 1, func(ev RawEvent) error { seqs = append(seqs, ev.Seq); return nil })
+	if err != nil || len(seqs) == 0 || next != seqs[len(seqs)-1]+1 || next > last {
+		t.Fatalf("ScanRaw stopped at maxEvents: read %v, next %d, %v", seqs, next, err)
+	}
+}
