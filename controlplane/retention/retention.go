@@ -364,13 +364,12 @@ func (p *Pruner) runFollow(ctx context.Context) {
 		if !p.ready.Load() || !p.cfg.Store.IsLeader() {
 			continue
 		}
-		l := p.cfg.Store.Ledger()
-		ret, err := Load(l)
-		if err != nil {
-			continue // the prune reports it
-		}
+		// The types the last prune asked for (none before this leadership's first): a
+		// change of the Retention document reaches the follower with the next prune.
 		p.fmu.Lock()
-		p.follow(l, slices.Sorted(slices.Values(ret.Compact)))
+		if p.follower != nil {
+			p.follow(p.cfg.Store.Ledger(), p.follower.types)
+		}
 		p.fmu.Unlock()
 	}
 }
