@@ -1,6 +1,6 @@
 // Command growth measures how the costs that depend on the ledger's size grow: at each
 // ledger size (cumulative, one cluster) it takes a snapshot with `crossdock snapshot
-// save` (size and time), joins a fresh node to the cluster and times until it holds
+// save` (size and time) and what it holds by key prefix (`crossdock snapshot inspect`), joins a fresh node to the cluster and times until it holds
 // every event the leader held when it joined, with ingest running (events/s committed
 // in the 10 s before the join and during it), then removes that node again, and
 // restarts a follower and times until its API answers and until it has caught up.
@@ -17,7 +17,9 @@
 package main
 
 import (
+	"cmp"
 	"context"
+	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
@@ -90,6 +92,15 @@ type row struct {
 	rateBefore, rateDuring   float64
 	restartAPI, restartReady time.Duration
 	leaderDisk               int64
+	sections                 map[string]section // by key prefix, from snapshot inspect
+}
+
+// section is one key prefix of `crossdock snapshot inspect -o json`.
+type section struct {
+	Prefix  string `json:"prefix"`
+	Name    string `json:"name"`
+	Records uint64 `json:"records"`
+	Bytes   uint64 `json:"bytes"`
 }
 
 func run(ctx context.Context, o options) error {
@@ -148,6 +159,7 @@ func run(ctx context.Context, o options) error {
 	for _, r := range rows {
 		fmt.Printf("| %s | %.0f | %.1f | %.1f | %.0f | %.0f | %.1f | %.1f | %.0f |\n", benchkit.SizeLabel(r.events), mib(r.snapBytes), r.snapTime.Seconds(), r.join.Seconds(), r.rateBefore, r.rateDuring, r.restartAPI.Seconds(), r.restartReady.Seconds(), mib(r.leaderDisk))
 	}
+	printSections(rows)
 	if len(rows) >= 2 {
 		a, b := rows[0], rows[len(rows)-1]
 		x := float64(b.events) / float64(a.events)
@@ -159,6 +171,54 @@ func run(ctx context.Context, o options) error {
 }
 
 func mib(b int64) float64 { return float64(b) / (1 << 20) }
+
+// printSections prints what each snapshot held, by key prefix (records and MiB before
+// compression), the prefixes with the most bytes in the last snapshot first.
+func printSections(rows []row) {
+	if len(rows) == 0 {
+		return
+	}
+	var prefixes []string
+	for _, r := range rows {
+		for p := range r.sections {
+			if !slices.Contains(prefixes, p) {
+				prefixes = append(prefixes, p)
+			}
+		}
+	}
+	last := rows[len(rows)-1].sections
+	slices.SortFunc(prefixes, func(a, b string) int {
+		if c := cmp.Compare(last[b].Bytes, last[a].Bytes); c != 0 {
+			return c
+		}
+		return strings.Compare(a, b)
+	})
+	fmt.Println()
+	fmt.Println("snapshot contents by key prefix (records / MiB before compression)")
+	fmt.Println()
+	head, rule := "| prefix | holds |", "| --- | --- |"
+	for _, r := range rows {
+		head += " " + benchkit.SizeLabel(r.events) + " |"
+		rule += " --- |"
+	}
+	fmt.Println(head)
+	fmt.Println(rule)
+	for _, p := range prefixes {
+		name := ""
+		for _, r := range rows {
+			if s, ok := r.sections[p]; ok && s.Name != "" {
+				name = s.Name
+			}
+		}
+		line := fmt.Sprintf("| `%q` | %s |", p, name)
+		for _, r := range rows {
+			s := r.sections[p]
+			line += fmt.Sprintf(" %d / %.1f |", s.Records, float64(s.Bytes)/(1<<20))
+		}
+		fmt.Println(line)
+	}
+	fmt.Println()
+}
 
 // cli runs the crossdock CLI with node 1's admin config.
 func cli(c *benchkit.Cluster, args ...string) ([]byte, error) {
@@ -187,6 +247,20 @@ func measure(ctx context.Context, c *benchkit.Cluster, o options, r *row, agents
 		return err
 	}
 	r.snapBytes = st.Size()
+	out, err := cli(c, "-o", "json", "snapshot", "inspect", snap)
+	if err != nil {
+		return fmt.Errorf("snapshot inspect: %w\n%s", err, out)
+	}
+	var ins struct {
+		Sections []section `json:"sections"`
+	}
+	if err := json.Unmarshal(out, &ins); err != nil {
+		return fmt.Errorf("snapshot inspect: %w\n%s", err, out)
+	}
+	r.sections = map[string]section{}
+	for _, s := range ins.Sections {
+		r.sections[s.Prefix] = s
+	}
 	_ = os.Remove(snap)
 
 	// Join with ingest running: the rate before, then during the join.

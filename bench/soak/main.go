@@ -1,7 +1,10 @@
 // Command soak runs a 3-node control plane (real `crossdock server` processes of the
 // built binary) under steady ingest for a while and samples, every interval, each
 // node's data dir disk usage (the archive, <data-dir>/archive, apart: it grows by
-// design), resident anonymous memory (RssAnon), the age of the earliest event held and
+// design), resident anonymous memory (RssAnon), the live Go heap (HeapAlloc right after
+// a garbage collection the sample asks for: what RssAnon holds that is in use; the
+// collector lets RssAnon grow to about twice it between collections), the age of the
+// earliest event held and
 // the bytes of the segment files (all, and held by the log), and the p99
 // publish→commit latency of the load generator's batches (send → acknowledgement
 // carrying a committed seq at or past the batch's last event). It prints the series and
@@ -73,6 +76,7 @@ type sample struct {
 	disk      []int64   // per node: its data dir without the archive
 	archive   []int64   // per node: <data-dir>/archive, which grows by design
 	rss       []float64 // per node, MiB
+	live      []float64 // per node: the live heap after a collection, MiB
 	// Per node, from its /metrics: the age of the earliest event held (seconds; how
 	// far behind its retention pruning runs) and its segment files, all and held (MiB).
 	age, segAll, segHeld []float64
@@ -135,8 +139,8 @@ func run(ctx context.Context, o options) error {
 	header := "| min | ev/s committed | p99 commit ms |"
 	sep := "| --- | --- | --- |"
 	for _, n := range c.Nodes {
-		header += fmt.Sprintf(" %s disk MiB (archive) | %s RssAnon MiB | %s oldest s | %s segments MiB (held) |", n.ID, n.ID, n.ID, n.ID)
-		sep += " --- | --- | --- | --- |"
+		header += fmt.Sprintf(" %s disk MiB (archive) | %s RssAnon MiB | %s live heap MiB | %s oldest s | %s segments MiB (held) |", n.ID, n.ID, n.ID, n.ID, n.ID)
+		sep += " --- | --- | --- | --- | --- |"
 	}
 	fmt.Println(header)
 	fmt.Println(sep)
@@ -156,6 +160,11 @@ loop:
 				return fmt.Errorf("memory of %s: %w", n.ID, err)
 			}
 			s.rss = append(s.rss, m.RssAnonMiB)
+			// RssAnon before the collection (what the node holds), the live heap after it.
+			if m, err = n.Memory(ctx, true); err != nil {
+				return fmt.Errorf("memory of %s: %w", n.ID, err)
+			}
+			s.live = append(s.live, m.HeapAllocMiB)
 			v, err := n.Metrics(ctx, "crossdock_ledger_oldest_event_age_seconds",
 				`crossdock_ledger_segment_bytes{state="all"}`, `crossdock_ledger_segment_bytes{state="held"}`)
 			if err != nil {
@@ -166,7 +175,7 @@ loop:
 		series = append(series, s)
 		line := fmt.Sprintf("| %.1f | %.0f | %.1f |", s.at.Minutes(), float64(s.committed-prevCommitted)/o.interval.Seconds(), float64(s.p99.Microseconds())/1000)
 		for i := range c.Nodes {
-			line += fmt.Sprintf(" %.0f (%.0f) | %.0f | %.0f | %.0f (%.0f) |", float64(s.disk[i])/(1<<20), float64(s.archive[i])/(1<<20), s.rss[i], s.age[i], s.segAll[i], s.segHeld[i])
+			line += fmt.Sprintf(" %.0f (%.0f) | %.0f | %.0f | %.0f | %.0f (%.0f) |", float64(s.disk[i])/(1<<20), float64(s.archive[i])/(1<<20), s.rss[i], s.live[i], s.age[i], s.segAll[i], s.segHeld[i])
 		}
 		fmt.Println(line)
 		prevCommitted = s.committed
@@ -202,11 +211,12 @@ loop:
 	}
 	fmt.Printf("p99 commit latency: %+.2f ms/min\n", slope(func(s sample) float64 { return float64(s.p99.Microseconds()) / 1000 }))
 	for i, n := range c.Nodes {
-		fmt.Printf("%s: disk without the archive %+.1f MiB/min, archive %+.1f MiB/min, RssAnon %+.1f MiB/min, segments %+.1f MiB/min (held %+.1f), oldest event age %+.1f s/min\n",
+		fmt.Printf("%s: disk without the archive %+.1f MiB/min, archive %+.1f MiB/min, RssAnon %+.1f MiB/min, live heap %+.1f MiB/min, segments %+.1f MiB/min (held %+.1f), oldest event age %+.1f s/min\n",
 			n.ID,
 			slope(func(s sample) float64 { return float64(s.disk[i]) / (1 << 20) }),
 			slope(func(s sample) float64 { return float64(s.archive[i]) / (1 << 20) }),
 			slope(func(s sample) float64 { return s.rss[i] }),
+			slope(func(s sample) float64 { return s.live[i] }),
 			slope(func(s sample) float64 { return s.segAll[i] }),
 			slope(func(s sample) float64 { return s.segHeld[i] }),
 			slope(func(s sample) float64 { return s.age[i] }))

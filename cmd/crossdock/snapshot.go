@@ -1,6 +1,7 @@
 package main
 
 import (
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -9,7 +10,9 @@ import (
 
 	"connectrpc.com/connect"
 	"github.com/spf13/cobra"
+	"sigs.k8s.io/yaml"
 
+	"github.com/crossdock/crossdock/controlplane/ledger"
 	adminv1 "github.com/crossdock/crossdock/proto/gen/crossdock/admin/v1"
 )
 
@@ -115,7 +118,89 @@ anyway, for a deliberate migration (docs/operations.md, Backup and restore).`,
 	}
 	restore.Flags().BoolVar(&force, "force", false, "install a backup of another cluster: its CA and admin tokens replace this cluster's")
 	cmd.AddCommand(restore)
+	cmd.AddCommand(newSnapshotInspectCmd())
 	return cmd
+}
+
+// snapshotInspection is `snapshot inspect -o json`.
+type snapshotInspection struct {
+	File      string                   `json:"file"`
+	FileBytes int64                    `json:"fileBytes"`
+	Index     uint64                   `json:"index"`
+	ClusterID string                   `json:"clusterId,omitempty"`
+	Records   uint64                   `json:"records"`
+	Bytes     uint64                   `json:"bytes"`
+	Sections  []ledger.SnapshotSection `json:"sections"`
+}
+
+func newSnapshotInspectCmd() *cobra.Command {
+	return &cobra.Command{
+		Use:   "inspect FILE",
+		Short: "Verify a snapshot file and show what it holds, by key prefix",
+		Long: `Verify a snapshot file (a backup from "snapshot save", or a raft snapshot's data file)
+and show, per key prefix, how many records it holds and their bytes before compression.
+It reads only the file: no server is needed.`,
+		Args: cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			f, err := os.Open(args[0])
+			if err != nil {
+				return fmt.Errorf("open snapshot: %w", err)
+			}
+			defer f.Close()
+			st, err := f.Stat()
+			if err != nil {
+				return fmt.Errorf("open snapshot: %w", err)
+			}
+			info, sections, err := ledger.InspectSnapshotSections(f)
+			if err != nil {
+				return fmt.Errorf("inspect %s: %w", args[0], err)
+			}
+			out := snapshotInspection{File: args[0], FileBytes: st.Size(), Index: info.Index, ClusterID: info.ClusterID, Sections: sections}
+			for _, s := range sections {
+				out.Records += s.Records
+				out.Bytes += s.Bytes
+			}
+			w := cmd.OutOrStdout()
+			switch g.output {
+			case "json", "yaml":
+				b, err := json.MarshalIndent(out, "", "  ")
+				if err != nil {
+					return fmt.Errorf("encode output: %w", err)
+				}
+				if g.output == "yaml" {
+					if b, err = yaml.JSONToYAML(b); err != nil {
+						return fmt.Errorf("encode output: %w", err)
+					}
+					_, err = w.Write(b)
+					return err
+				}
+				_, err = fmt.Fprintln(w, string(b))
+				return err
+			case "table":
+			default:
+				return fmt.Errorf("-o %s: want table, json or yaml", g.output)
+			}
+			cluster := out.ClusterID
+			if cluster == "" {
+				cluster = "none (taken before bootstrap)"
+			}
+			fmt.Fprintf(w, "%s: raft index %d, cluster %s, %s on disk, %d records, %s before compression\n",
+				out.File, out.Index, cluster, humanBytes(uint64(out.FileBytes)), out.Records, humanBytes(out.Bytes))
+			tw := newTable(w, "PREFIX", "RECORDS", "BYTES", "SHARE", "HOLDS")
+			for _, s := range sections {
+				share := 0.0
+				if out.Bytes > 0 {
+					share = 100 * float64(s.Bytes) / float64(out.Bytes)
+				}
+				name := s.Name
+				if name == "" {
+					name = "-"
+				}
+				fmt.Fprintf(tw, "%q\t%d\t%s\t%.1f%%\t%s\n", s.Prefix, s.Records, humanBytes(s.Bytes), share, name)
+			}
+			return tw.Flush()
+		},
+	}
 }
 
 func humanBytes(n uint64) string {

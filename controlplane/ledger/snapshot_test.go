@@ -376,3 +376,75 @@ func TestSnapshotThrottle(t *testing.T) {
 		t.Fatalf("a throttled snapshot whose context is done: %v, want context.Canceled", err)
 	}
 }
+
+func TestInspectSnapshotSections(t *testing.T) {
+	l, _ := smallLedger(t, true)
+	snap := snapshotBytes(t, l)
+
+	// What the sections should add up to: every record, read independently.
+	var records, size uint64
+	perPrefix := map[string]uint64{}
+	if _, err := readSnapshot(bytes.NewReader(snap), func(k, v []byte) error {
+		records++
+		size += uint64(8 + len(k) + len(v))
+		if bytes.HasPrefix(k, prefixLog) {
+			perPrefix["l/"]++
+		}
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+
+	info, sections, err := InspectSnapshotSections(bytes.NewReader(snap))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if info.Index != l.AppliedIndex() {
+		t.Errorf("index %d, want %d", info.Index, l.AppliedIndex())
+	}
+	var gotRecords, gotBytes uint64
+	byPrefix := map[string]SnapshotSection{}
+	for i, s := range sections {
+		if i > 0 && sections[i-1].Prefix >= s.Prefix {
+			t.Errorf("sections not sorted: %q before %q", sections[i-1].Prefix, s.Prefix)
+		}
+		gotRecords += s.Records
+		gotBytes += s.Bytes
+		byPrefix[s.Prefix] = s
+	}
+	if gotRecords != records || gotBytes != size {
+		t.Errorf("sections hold %d records and %d bytes, the stream %d and %d", gotRecords, gotBytes, records, size)
+	}
+	// The log's records are chunks of events, not events.
+	if got := byPrefix["l/"]; got.Records == 0 || got.Records != perPrefix["l/"] || got.Name == "" {
+		t.Errorf("log section %+v, want the stream's %d chunks, named", got, perPrefix["l/"])
+	}
+	for _, p := range []string{"ca", "adm/", "tok/", "m/", "t/", "a/"} {
+		if s, ok := byPrefix[p]; !ok || s.Records == 0 || s.Name == "" {
+			t.Errorf("section %q: %+v, want named records", p, s)
+		}
+	}
+
+	// A damaged stream is refused whole.
+	bad := slices.Clone(snap)
+	bad[len(bad)/2] ^= 0xff
+	if _, s, err := InspectSnapshotSections(bytes.NewReader(bad)); err == nil || s != nil {
+		t.Errorf("damaged snapshot: sections %v, err %v; want an error and none", s, err)
+	}
+}
+
+func TestSectionOf(t *testing.T) {
+	for k, want := range map[string]string{
+		"l/\x00\x00\x00\x00\x00\x00\x00\x01": "l/",
+		"fleet/audit/\x00\x01":               "fleet/audit/",
+		"fleet/x":                            "fleet/",
+		"ca":                                 "ca",
+		"m/applied":                          "m/",
+		"a-key-without-a-slash-that-is-long": "a-key-without-a-",
+		"":                                   "",
+	} {
+		if got := string(sectionOf([]byte(k))); got != want {
+			t.Errorf("sectionOf(%q) = %q, want %q", k, got, want)
+		}
+	}
+}
