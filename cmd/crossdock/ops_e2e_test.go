@@ -327,7 +327,7 @@ func TestVersion(t *testing.T) {
 }
 
 // checkSnapshotInspect runs snapshot inspect on a saved backup: it needs no server,
-// its sections add up to its totals and hold the log and the cluster CA, and a damaged
+// its sections add up to its totals and hold the cluster's records, and a damaged
 // copy is refused with the reason.
 func checkSnapshotInspect(t *testing.T, snap string) {
 	t.Helper()
@@ -346,11 +346,11 @@ func checkSnapshotInspect(t *testing.T, snap string) {
 		size += s.Bytes
 		have[s.Prefix] = s.Records > 0
 	}
-	if ins.Index == 0 || !strings.HasPrefix(ins.ClusterID, "cl_") || records != ins.Records || size != ins.Bytes || !have["l/"] || !have["ca"] {
-		t.Errorf("snapshot inspect: %+v; want an index, a cluster id, the log and the CA, sections adding up to the totals", ins)
+	if ins.Index == 0 || !strings.HasPrefix(ins.ClusterID, "cl_") || records != ins.Records || size != ins.Bytes || !have["ca"] || !have["n/"] || !have["m/"] {
+		t.Errorf("snapshot inspect: %+v; want an index, a cluster id, the CA, the nodes and the ledger metadata, sections adding up to the totals", ins)
 	}
 	table, _, err := runEnv(t, nil, "snapshot", "inspect", snap)
-	if err != nil || !strings.Contains(table, "PREFIX") || !strings.Contains(table, "the event log") {
+	if err != nil || !strings.Contains(table, "PREFIX") || !strings.Contains(table, "cluster CA") {
 		t.Errorf("snapshot inspect (table): %v\n%s", err, table)
 	}
 
