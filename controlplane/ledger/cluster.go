@@ -64,14 +64,18 @@ type SnapshotInfo struct {
 // InspectSnapshot verifies a whole snapshot stream like VerifySnapshot and returns
 // what it describes.
 func InspectSnapshot(r io.Reader) (SnapshotInfo, error) {
-	var info SnapshotInfo
 	idx, ca, err := readSnapshotCA(r, nil)
 	if err != nil {
-		return info, err
+		return SnapshotInfo{}, err
 	}
-	info.Index = idx
+	return snapshotInfo(idx, ca), nil
+}
+
+// snapshotInfo describes a verified stream from what readSnapshotCA returned.
+func snapshotInfo(index uint64, ca *storev1.PutCA) SnapshotInfo {
+	info := SnapshotInfo{Index: index}
 	if ca != nil {
 		info.ClusterID = clusterIDOfCA(ca)
 	}
-	return info, nil
+	return info
 }

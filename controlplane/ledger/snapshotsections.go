@@ -78,7 +78,6 @@ func sectionOf(k []byte) []byte {
 // under each key prefix, sorted by prefix. Nothing is tallied from a stream that fails
 // verification: the error is InspectSnapshot's.
 func InspectSnapshotSections(r io.Reader) (SnapshotInfo, []SnapshotSection, error) {
-	var info SnapshotInfo
 	tally := map[string]*SnapshotSection{}
 	idx, ca, err := readSnapshotCA(r, func(k, v []byte) error {
 		p := sectionOf(k)
@@ -92,16 +91,12 @@ func InspectSnapshotSections(r io.Reader) (SnapshotInfo, []SnapshotSection, erro
 		return nil
 	})
 	if err != nil {
-		return info, nil, err
-	}
-	info.Index = idx
-	if ca != nil {
-		info.ClusterID = clusterIDOfCA(ca)
+		return SnapshotInfo{}, nil, err
 	}
 	out := make([]SnapshotSection, 0, len(tally))
 	for _, s := range tally {
 		out = append(out, *s)
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].Prefix < out[j].Prefix })
-	return info, out, nil
+	return snapshotInfo(idx, ca), out, nil
 }
