@@ -7,12 +7,14 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"strings"
 	"time"
 
 	"connectrpc.com/connect"
 	"github.com/hashicorp/raft"
 
 	"github.com/crossdock/crossdock/controlplane/diskguard"
+	"github.com/crossdock/crossdock/controlplane/features"
 	"github.com/crossdock/crossdock/internal/pki"
 	"github.com/crossdock/crossdock/internal/protocol"
 	"github.com/crossdock/crossdock/internal/seal"
@@ -222,6 +224,28 @@ func (s *Server) reportDisk(ctx context.Context, d diskguard.Status) error {
 	ctx, cancel := context.WithTimeout(ctx, diskguard.ReportEvery)
 	defer cancel()
 	client := clusterv1connect.NewClusterServiceClient(s.backend.NodeClient, "https://"+leader)
-	_, err := client.ReportDisk(ctx, connect.NewRequest(&clusterv1.ReportDiskRequest{FreeBytes: d.Free, MinFreeBytes: d.Min, GuardOff: d.Off}))
+	req := &clusterv1.ReportDiskRequest{FreeBytes: d.Free, MinFreeBytes: d.Min, GuardOff: d.Off}
+	if !s.cfg.ReportNoFeatures {
+		req.Features = features.Build()
+	}
+	_, err := client.ReportDisk(ctx, connect.NewRequest(req))
 	return err
+}
+
+// canListCompacted is nil when every node in the raft configuration has reported, in
+// this leader's term, a build that applies a prune listing what it compacts
+// (retention.Config.CanList).
+func (s *Server) canListCompacted() error {
+	cf := s.store.Raft().GetConfiguration()
+	if err := cf.Error(); err != nil {
+		return fmt.Errorf("read the raft configuration: %w", err)
+	}
+	ids := make([]string, 0, len(cf.Configuration().Servers))
+	for _, srv := range cf.Configuration().Servers {
+		ids = append(ids, string(srv.ID))
+	}
+	if missing := s.features.Missing(features.CompactListed, s.cfg.NodeID, ids, s.store.Raft().CurrentTerm()); len(missing) > 0 {
+		return fmt.Errorf("nodes %s have not reported a build that applies %s to this leader yet", strings.Join(missing, ", "), features.CompactListed)
+	}
+	return nil
 }

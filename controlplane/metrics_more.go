@@ -23,7 +23,7 @@ var (
 	descSegmentFiles    = metrics.Desc("ledger_segment_files", "Segment files holding this node's log chunks.")
 	descBlockCache      = metrics.Desc("ledger_block_cache_bytes", "Bytes of table blocks in the ledger's Badger block cache (at most --ledger-cache).")
 	descCompactKeys     = metrics.Desc("retention_compact_keys_followed", "Keys (type and keys) of compact types the leader follows to leave out of a prune's compacted writes those the log holds a newer event of (0 on a follower; --prune-compact-keys bounds it).")
-	descCompactListed   = metrics.Desc("retention_compact_listed_events", "Events the leader's last prune listed for the compacted base; -1 when it wrote the newest pruned event of every key instead (following not caught up, over --prune-compact-keys, or a list over 8,192).")
+	descCompactListed   = metrics.Desc("retention_compact_listed_events", "Events the leader's last prune listed for the compacted base; -1 when it wrote the newest pruned event of every key instead (following not caught up, over --prune-compact-keys, a list over 8,192, or a node that has not reported a build applying a list).")
 	descSegmentBytes    = metrics.Desc("ledger_segment_bytes", "Bytes in this node's segment files: all of them (state=\"all\"), and the chunks the log still holds (state=\"held\").", "state")
 )
 

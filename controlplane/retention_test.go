@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"net/netip"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -385,4 +386,88 @@ spec:
 	if err != nil || n < 16000 {
 		t.Fatalf("after the destination was deleted a prune removed %d events (%v); want the flushed ones", n, err)
 	}
+}
+
+// TestListedPrunesWaitForEveryNode: a cluster upgraded one node at a time. While one
+// node reports no stored-state features (it plays a node of a build before listed
+// prunes: fault injection, ReportNoFeatures, with following off so it lists nothing
+// when it leads), the leader names it in its cluster status and its prunes list
+// nothing: they compact every key they remove. Once that node runs the build
+// (restarted without the flag) and has reported, prunes list again, and every node
+// ends with the same ledger.
+func TestListedPrunesWaitForEveryNode(t *testing.T) {
+	older := func(cfg *controlplane.Config, on bool) {
+		cfg.ReportNoFeatures = on
+		cfg.PruneCompactKeys = 0
+		if on {
+			cfg.PruneCompactKeys = -1
+		}
+	}
+	c := controlplanetest.TestCluster(t, 3, func(i int, cfg *controlplane.Config) {
+		cfg.PruneInterval = 100 * time.Millisecond
+		withMetrics(cfg)
+		older(cfg, i == 2)
+	})
+	applyDocs(t, c.Nodes[0], shortRetention)
+
+	// state ingests a batch (so that there is always something to prune), then reads
+	// from the leader its crossdock_retention_compact_listed_events (-1: the last
+	// prune compacted every key it removed), its low-water mark, and from its cluster
+	// status whether node-3 has reported its disk and which nodes run an older build.
+	next := 1
+	type leaderState struct {
+		leader   string
+		listed   float64
+		low      uint64
+		reported bool
+		older    []string
+	}
+	state := func() (leaderState, bool) {
+		ingestOnLeader(t, c, "a1", next, 2000)
+		next += 2000
+		l := c.Leader()
+		if l == nil {
+			return leaderState{}, false
+		}
+		st, err := l.Admin.GetClusterStatus(context.Background(), connect.NewRequest(&adminv1.GetClusterStatusRequest{}))
+		if err != nil || st.Msg.GetLeaderId() != l.Config.NodeID {
+			return leaderState{}, false
+		}
+		v, ok := value(scrape(t, l.MetricsAddr()), "crossdock_retention_compact_listed_events", nil)
+		s := leaderState{leader: l.Config.NodeID, listed: v, low: lowWater(l), older: st.Msg.GetOlderBuilds()}
+		for _, p := range st.Msg.GetPeers() {
+			s.reported = s.reported || p.GetId() == "node-3" && p.GetDiskFreeBytes() > 0
+		}
+		return s, ok
+	}
+
+	// Once node-3 has reported to the leader, the leader names it, and the mark moves
+	// past four more prunes, none of which lists.
+	var marks []uint64
+	controlplanetest.WaitFor(t, 90*time.Second, "four prunes after node-3, on the older build, reported", func() bool {
+		s, ok := state()
+		if !ok || !s.reported || s.leader == "node-3" { // node-3 leading would list nothing itself
+			return false
+		}
+		if !slices.Equal(s.older, []string{"node-3"}) {
+			t.Fatalf("the leader's status names %v as on an older build, want [node-3]", s.older)
+		}
+		if len(marks) > 0 && s.listed != -1 {
+			t.Fatalf("a prune listed %v events while node-3 cannot apply a list", s.listed)
+		}
+		if len(marks) == 0 || s.low > marks[len(marks)-1] {
+			marks = append(marks, s.low)
+		}
+		return len(marks) >= 5
+	})
+
+	// Node-3 is upgraded: once it has reported, no node is named and prunes list again.
+	c.Nodes[2].Stop()
+	older(&c.Nodes[2].Config, false)
+	c.Restart(2)
+	controlplanetest.WaitFor(t, 90*time.Second, "a listed prune once every node runs the build", func() bool {
+		s, ok := state()
+		return ok && len(s.older) == 0 && s.listed >= 0
+	})
+	c.WaitConverged()
 }

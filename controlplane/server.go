@@ -30,6 +30,7 @@ import (
 	"github.com/crossdock/crossdock/controlplane/delivery"
 	"github.com/crossdock/crossdock/controlplane/diskguard"
 	"github.com/crossdock/crossdock/controlplane/ediview"
+	"github.com/crossdock/crossdock/controlplane/features"
 	"github.com/crossdock/crossdock/controlplane/ledger"
 	"github.com/crossdock/crossdock/controlplane/orders"
 	"github.com/crossdock/crossdock/controlplane/partner"
@@ -116,6 +117,10 @@ type Config struct {
 	// (retention.DefaultCompactKeys when 0; negative turns it off;
 	// --prune-compact-keys).
 	PruneCompactKeys int
+	// ReportNoFeatures makes the node report no stored-state features to the leader, as
+	// a node of a build before them does (controlplane/features). Fault injection for
+	// tests of a cluster upgraded one node at a time; never set in production.
+	ReportNoFeatures bool
 	// PartnerViews is what the partner API reads (the views package); nil answers
 	// unavailable. PartnerUsageEvery is how often the node records partner usage
 	// through raft (2s when 0).
@@ -163,6 +168,9 @@ type Server struct {
 	raftLn   net.Listener
 	backend  *api.Backend
 	disk     *diskguard.Guard
+	// features keeps, while this node leads, the stored-state features each node's
+	// build applies (from their disk reports).
+	features features.Reports
 	// delivery sends committed events to destinations while this node leads.
 	delivery *delivery.Engine
 	// keys seals and opens stored secrets (Config.SecretsKey).
@@ -579,7 +587,7 @@ func (s *Server) buildServers(cert tls.Certificate) error {
 		ReleaseDir: filepath.Join(s.cfg.DataDir, "releases"), MaxReleaseBytes: s.cfg.MaxReleaseBytes,
 		// Releases are copied between nodes with their node certificates.
 		NodeClient: &http.Client{Transport: &http.Transport{TLSClientConfig: pki.ClientTLSConfig(&s.nodeCert, s.ca.Pool(), ""), ForceAttemptHTTP2: true}},
-		Disk:       s.disk}
+		Disk:       s.disk, Features: &s.features}
 	mux := http.NewServeMux()
 	// The guard checks credentials before any handler reads a body; authenticated calls
 	// keep the large message limit.
@@ -613,7 +621,7 @@ func (s *Server) buildServers(cert tls.Certificate) error {
 	s.newAlerts(mux, opts, auth, webhooks)
 	s.delivery = delivery.New(delivery.Config{Store: s.store, Plans: &delivery.RoutingPlans{Source: s.store.Ledger(), Keys: s.keys}, AgentSink: &s.backend.Sinks, Logger: s.logger, AddressPolicy: webhooks, OnAttempt: s.onAttempt})
 	admin.Archive.Engine = s.delivery
-	s.pruner = retention.New(retention.Config{Store: s.store, Plans: &delivery.RoutingPlans{Source: s.store.Ledger(), Keys: s.keys}, Interval: s.cfg.PruneInterval, StepEvents: s.cfg.PruneStepEvents, CompactKeys: s.cfg.PruneCompactKeys, Logger: s.logger, Archiver: s.ahead})
+	s.pruner = retention.New(retention.Config{Store: s.store, Plans: &delivery.RoutingPlans{Source: s.store.Ledger(), Keys: s.keys}, Interval: s.cfg.PruneInterval, StepEvents: s.cfg.PruneStepEvents, CompactKeys: s.cfg.PruneCompactKeys, CanList: s.canListCompacted, Logger: s.logger, Archiver: s.ahead})
 	mux.Handle(deliveryv1connect.NewDeliveryServiceHandler(&api.Delivery{Backend: backend, Engine: s.delivery}, append(opts, connect.WithInterceptors(auth))...))
 	mux.Handle(adminv1connect.NewTimelineServiceHandler(&api.Timeline{Backend: backend, Engine: s.delivery}, append(opts, connect.WithInterceptors(auth))...))
 	mux.Handle(deliveryv1connect.NewPartnerServiceHandler(&api.Partner{Backend: backend, Engine: s.delivery,

@@ -65,6 +65,9 @@ node in turn when one is down.`,
 			if r := st.GetWritesRefused(); r != "" {
 				cmd.PrintErrf("new events refused: %s\n", r)
 			}
+			if o := st.GetOlderBuilds(); len(o) > 0 {
+				cmd.PrintErrf("not yet reported this build to the leader (nodes report every 5s; until all have, prunes compact every key they remove): %s\n", strings.Join(o, ", "))
+			}
 			return nil
 		},
 	})

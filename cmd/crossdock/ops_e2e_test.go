@@ -8,6 +8,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -142,8 +143,14 @@ func TestCLIFailover(t *testing.T) {
 				ok = ok && p.GetRole() == "unreachable"
 			}
 		}
-		return ok, st.String()
+		// The new leader has not heard the dead node's build (features), so it names it.
+		return ok && slices.Contains(st.GetOlderBuilds(), old.id), st.String()
 	})
+	if _, stderr, err := runEnv(t, nil, "cluster", "peers", "--config", config); err != nil {
+		t.Fatalf("cluster peers: %v\n%s", err, stderr)
+	} else if !strings.Contains(stderr, "not yet reported this build to the leader") || !strings.Contains(stderr, old.id) {
+		t.Fatalf("cluster peers (table) does not name the dead node %s as not yet reported; stderr:\n%s", old.id, stderr)
+	}
 
 	// The node comes back: it is a follower again.
 	c.start(old)
@@ -154,7 +161,8 @@ func TestCLIFailover(t *testing.T) {
 		}
 		for _, p := range st.GetPeers() {
 			if p.GetId() == old.id {
-				return p.GetRole() == "follower", st.String()
+				// Once it has reported its build, the leader names no node.
+				return p.GetRole() == "follower" && len(st.GetOlderBuilds()) == 0, st.String()
 			}
 		}
 		return false, st.String()

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"slices"
 	"time"
 
 	"connectrpc.com/connect"
@@ -13,6 +14,7 @@ import (
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/crossdock/crossdock/controlplane/diskguard"
+	"github.com/crossdock/crossdock/controlplane/features"
 	"github.com/crossdock/crossdock/controlplane/ledger"
 	"github.com/crossdock/crossdock/controlplane/store"
 	"github.com/crossdock/crossdock/controlplane/views"
@@ -374,6 +376,21 @@ func (a *Admin) GetClusterStatus(ctx context.Context, req *connect.Request[admin
 		if err := a.Disk.Check(); err != nil {
 			out.WritesRefused = err.Error()
 		}
+	}
+	if a.Features != nil && a.Store.IsLeader() {
+		ids := make([]string, 0, len(cf.Configuration().Servers))
+		for _, s := range cf.Configuration().Servers {
+			ids = append(ids, string(s.ID))
+		}
+		term := r.CurrentTerm()
+		for _, f := range features.Build() {
+			for _, id := range a.Features.Missing(f, a.Store.NodeID(), ids, term) {
+				if !slices.Contains(out.OlderBuilds, id) {
+					out.OlderBuilds = append(out.OlderBuilds, id)
+				}
+			}
+		}
+		slices.Sort(out.OlderBuilds)
 	}
 	for _, s := range cf.Configuration().Servers {
 		p := &adminv1.Peer{Id: string(s.ID), Address: string(s.Address), Role: "follower"}

@@ -13,6 +13,7 @@ import (
 	"github.com/hashicorp/raft"
 
 	"github.com/crossdock/crossdock/controlplane/diskguard"
+	"github.com/crossdock/crossdock/controlplane/features"
 	"github.com/crossdock/crossdock/controlplane/store"
 	"github.com/crossdock/crossdock/internal/pki"
 	"github.com/crossdock/crossdock/internal/protocol"
@@ -44,6 +45,9 @@ type Backend struct {
 	// Disk is this node's disk guard: it keeps the followers' reports (ReportDisk) and
 	// says why new events are refused; nil in tests without one.
 	Disk *diskguard.Guard
+	// Features keeps the stored-state features the followers' builds apply, from the
+	// same reports; nil in tests without it.
+	Features *features.Reports
 
 	releaseFetch sync.Mutex // releases.go
 	reports      connectorReports

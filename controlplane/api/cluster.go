@@ -118,7 +118,8 @@ func (c *Cluster) Promote(ctx context.Context, req *connect.Request[clusterv1.Pr
 }
 
 // ReportDisk keeps the calling node's free disk on the leader, whose disk guard refuses
-// new events while a node keeps less than its minimum.
+// new events while a node keeps less than its minimum, and the stored-state features
+// its build applies (controlplane/features).
 func (c *Cluster) ReportDisk(ctx context.Context, req *connect.Request[clusterv1.ReportDiskRequest]) (*connect.Response[clusterv1.ReportDiskResponse], error) {
 	id, role, err := pki.PeerIdentity(PeerFrom(ctx).TLS)
 	if err != nil || role != pki.RoleServer {
@@ -130,6 +131,9 @@ func (c *Cluster) ReportDisk(ctx context.Context, req *connect.Request[clusterv1
 	if c.Disk != nil {
 		m := req.Msg
 		c.Disk.Record(diskguard.Status{Node: id, Free: m.GetFreeBytes(), Min: m.GetMinFreeBytes(), Off: m.GetGuardOff()})
+	}
+	if c.Features != nil {
+		c.Features.Record(id, req.Msg.GetFeatures(), c.Store.Raft().CurrentTerm())
 	}
 	return connect.NewResponse(&clusterv1.ReportDiskResponse{}), nil
 }

@@ -2,6 +2,7 @@ package retention_test
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"maps"
 	"slices"
@@ -168,5 +169,68 @@ func TestOnceCompactsOnlyKeysTheLogDrops(t *testing.T) {
 	view, base := g.held()
 	if !maps.Equal(view, g.newest) || base["A0"] != g.newest["A0"] {
 		t.Fatalf("without a list: view %v, base %v; want %v, with A0's newest in the base", view, base, g.newest)
+	}
+}
+
+// TestOnceListsOnlyWhenEveryNodeCan: while Config.CanList says a node does not apply a
+// listed prune (a node of an older build), the leader's prune lists nothing and
+// compacts every key it removes, as every build does; once every node can, it lists
+// again.
+func TestOnceListsOnlyWhenEveryNodeCan(t *testing.T) {
+	t0 := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	s := newApplyingLeader(t, t0)
+	g := &levelLog{t: t, s: s, newest: map[string]uint64{}}
+	day := 24 * time.Hour
+	a, b := skus("A", 10), skus("B", 10)
+	older := errors.New("node-3 has not reported a build that applies listed prunes")
+	var canList error = older
+	p := retention.New(retention.Config{Store: s, Now: func() time.Time { return s.now }, CanList: func() error { return canList }})
+
+	prune := func() *storev1.PruneLedger {
+		t.Helper()
+		s.prunes = nil
+		if _, err := p.Once(context.Background()); err != nil {
+			t.Fatal(err)
+		}
+		if len(s.prunes) == 0 {
+			t.Fatal("no prune proposed")
+		}
+		if view, _ := g.held(); !maps.Equal(view, g.newest) {
+			t.Fatalf("a view rebuilt from the base and the log sees %v, want %v", view, g.newest)
+		}
+		return s.prunes[0]
+	}
+
+	// A's levels move after the cutoff, B's do not: a listed prune would write B only.
+	g.levels(a...)
+	g.levels(b...)
+	s.now = t0.Add(8 * day)
+	g.levels(a...)
+	g.filler(17_000)
+	s.now = t0.Add(8*day + time.Minute)
+	if m := prune(); m.GetCompactListed() || len(m.GetCompactSeqs()) != 0 {
+		t.Fatalf("with a node that cannot apply a list, the prune listed %v", m.GetCompactSeqs())
+	}
+	if st := p.CompactStats(); st.Listed {
+		t.Fatalf("CompactStats says listed (%+v) for a prune that listed nothing", st)
+	}
+	if _, base := g.held(); base["A0"] == 0 || base["B0"] == 0 {
+		t.Fatalf("an unlisted prune compacts every key it removes; the base holds %v", base)
+	}
+
+	// Every node reports it now: the next prune lists the keys whose newest it removes.
+	canList = nil
+	s.now = t0.Add(16 * day)
+	g.levels(a[:5]...)
+	g.filler(17_000)
+	s.now = t0.Add(16*day + time.Minute)
+	m := prune()
+	var want []uint64
+	for _, sku := range a[5:] {
+		want = append(want, g.newest[sku])
+	}
+	slices.Sort(want)
+	if !m.GetCompactListed() || !slices.Equal(m.GetCompactSeqs(), want) {
+		t.Fatalf("prune lists %v (listed %v), want A5-A9's newest %v", m.GetCompactSeqs(), m.GetCompactListed(), want)
 	}
 }

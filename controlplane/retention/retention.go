@@ -70,6 +70,12 @@ type Config struct {
 	// out of a prune's compacted writes the keys the log holds a newer event of
 	// (DefaultCompactKeys when 0; negative: not followed, every key pruned is written).
 	CompactKeys int
+	// CanList reports whether a prune may list the events it compacts: nil when every
+	// node applies a listed prune (controlplane/features.CompactListed), else an error
+	// naming the nodes that do not (a node of an older build ignores the list and would
+	// write the newest pruned event of every key). The prune then writes every key, as
+	// every build does. Nil func: always.
+	CanList func() error
 }
 
 // DefaultStepEvents bounds what one prune step costs the commits queued behind it (the
@@ -170,6 +176,7 @@ type Pruner struct {
 	fmu      sync.Mutex       // guards follower and followed
 	follower *compactFollower // this leadership's; nil when not leading
 	followed string           // the last error following the log, logged once
+	unlisted string           // the last reason CanList gave, logged once
 	stats    struct {
 		keys   atomic.Int64 // keys the follower holds
 		listed atomic.Int64 // seqs the last prune listed; -1: it compacted every key
@@ -404,7 +411,7 @@ func (p *Pruner) listCompacted(l *ledger.Ledger, m *storev1.PruneLedger) error {
 		return err // the metric keeps what the last prune did
 	}
 	p.stats.listed.Store(-1)
-	if !following {
+	if !following || !p.canList() {
 		return nil
 	}
 	lw, err := l.Retention()
@@ -419,6 +426,24 @@ func (p *Pruner) listCompacted(l *ledger.Ledger, m *storev1.PruneLedger) error {
 	m.CompactListed, m.CompactSeqs = true, seqs
 	p.stats.listed.Store(int64(len(seqs)))
 	return nil
+}
+
+// canList asks Config.CanList whether a prune may list what it compacts (under fmu).
+// Its reason is logged when it changes.
+func (p *Pruner) canList() bool {
+	if p.cfg.CanList == nil {
+		return true
+	}
+	err := p.cfg.CanList()
+	switch {
+	case err == nil && p.unlisted != "":
+		p.unlisted = ""
+		p.log.Info("retention: prunes list the events they compact again; every node applies a listed prune")
+	case err != nil && err.Error() != p.unlisted:
+		p.unlisted = err.Error()
+		p.log.Warn("retention: compacting every pruned key until every node applies a listed prune", "err", err)
+	}
+	return err == nil
 }
 
 // runAhead calls Ahead every Interval until ctx is done.

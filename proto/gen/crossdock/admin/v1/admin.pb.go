@@ -1276,6 +1276,12 @@ type GetClusterStatusResponse struct {
 	// Why new events are refused (a node short of disk), empty while they are taken.
 	// Only the leader knows the other nodes' disks.
 	WritesRefused string `protobuf:"bytes,6,opt,name=writes_refused,json=writesRefused,proto3" json:"writes_refused,omitempty"`
+	// Nodes that have not reported to the leader, in its term, a build applying every
+	// stored-state feature the leader's build does (controlplane/features): the leader
+	// keeps the older behaviour until they have (its prunes compact every key they
+	// remove). Nodes report every 5 seconds, so right after an election every follower
+	// is listed for a few seconds. Only the leader answers it; empty on a follower.
+	OlderBuilds   []string `protobuf:"bytes,7,rep,name=older_builds,json=olderBuilds,proto3" json:"older_builds,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1350,6 +1356,13 @@ func (x *GetClusterStatusResponse) GetWritesRefused() string {
 		return x.WritesRefused
 	}
 	return ""
+}
+
+func (x *GetClusterStatusResponse) GetOlderBuilds() []string {
+	if x != nil {
+		return x.OlderBuilds
+	}
+	return nil
 }
 
 // LedgerRetention is what retention removed from the ledger.
@@ -2809,7 +2822,7 @@ const file_crossdock_admin_v1_admin_proto_rawDesc = "" +
 	"\x06events\x18\x02 \x01(\x04R\x06events\x12\x1d\n" +
 	"\n" +
 	"cluster_id\x18\x03 \x01(\tR\tclusterId\"\x19\n" +
-	"\x17GetClusterStatusRequest\"\x8b\x02\n" +
+	"\x17GetClusterStatusRequest\"\xae\x02\n" +
 	"\x18GetClusterStatusResponse\x12\x1b\n" +
 	"\tleader_id\x18\x01 \x01(\tR\bleaderId\x12.\n" +
 	"\x05peers\x18\x02 \x03(\v2\x18.crossdock.admin.v1.PeerR\x05peers\x12\x19\n" +
@@ -2817,7 +2830,8 @@ const file_crossdock_admin_v1_admin_proto_rawDesc = "" +
 	"\n" +
 	"cluster_id\x18\x04 \x01(\tR\tclusterId\x12A\n" +
 	"\tretention\x18\x05 \x01(\v2#.crossdock.admin.v1.LedgerRetentionR\tretention\x12%\n" +
-	"\x0ewrites_refused\x18\x06 \x01(\tR\rwritesRefused\"\xc8\x02\n" +
+	"\x0ewrites_refused\x18\x06 \x01(\tR\rwritesRefused\x12!\n" +
+	"\folder_builds\x18\a \x03(\tR\volderBuilds\"\xc8\x02\n" +
 	"\x0fLedgerRetention\x12\"\n" +
 	"\rlow_water_seq\x18\x01 \x01(\x04R\vlowWaterSeq\x12<\n" +
 	"\flow_water_at\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampR\n" +

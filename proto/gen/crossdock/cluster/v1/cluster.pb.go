@@ -260,8 +260,12 @@ type ReportDiskRequest struct {
 	state     protoimpl.MessageState `protogen:"open.v1"`
 	FreeBytes uint64                 `protobuf:"varint,1,opt,name=free_bytes,json=freeBytes,proto3" json:"free_bytes,omitempty"`
 	// The free space the node keeps (--min-free-disk); guard_off: its guard is off.
-	MinFreeBytes  uint64 `protobuf:"varint,2,opt,name=min_free_bytes,json=minFreeBytes,proto3" json:"min_free_bytes,omitempty"`
-	GuardOff      bool   `protobuf:"varint,3,opt,name=guard_off,json=guardOff,proto3" json:"guard_off,omitempty"`
+	MinFreeBytes uint64 `protobuf:"varint,2,opt,name=min_free_bytes,json=minFreeBytes,proto3" json:"min_free_bytes,omitempty"`
+	GuardOff     bool   `protobuf:"varint,3,opt,name=guard_off,json=guardOff,proto3" json:"guard_off,omitempty"`
+	// The stored-state features the node's build applies (controlplane/features): the
+	// leader proposes a command that uses one only once every node in the raft
+	// configuration has reported it in the leader's term. A build before them sends none.
+	Features      []string `protobuf:"bytes,4,rep,name=features,proto3" json:"features,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -315,6 +319,13 @@ func (x *ReportDiskRequest) GetGuardOff() bool {
 		return x.GuardOff
 	}
 	return false
+}
+
+func (x *ReportDiskRequest) GetFeatures() []string {
+	if x != nil {
+		return x.Features
+	}
+	return nil
 }
 
 type ReportDiskResponse struct {
@@ -372,12 +383,13 @@ const file_crossdock_cluster_v1_cluster_proto_rawDesc = "" +
 	"\fsecrets_keys\x18\x05 \x01(\tR\vsecretsKeys\"5\n" +
 	"\x0ePromoteRequest\x12#\n" +
 	"\rapplied_index\x18\x01 \x01(\x04R\fappliedIndex\"\x11\n" +
-	"\x0fPromoteResponse\"u\n" +
+	"\x0fPromoteResponse\"\x91\x01\n" +
 	"\x11ReportDiskRequest\x12\x1d\n" +
 	"\n" +
 	"free_bytes\x18\x01 \x01(\x04R\tfreeBytes\x12$\n" +
 	"\x0emin_free_bytes\x18\x02 \x01(\x04R\fminFreeBytes\x12\x1b\n" +
-	"\tguard_off\x18\x03 \x01(\bR\bguardOff\"\x14\n" +
+	"\tguard_off\x18\x03 \x01(\bR\bguardOff\x12\x1a\n" +
+	"\bfeatures\x18\x04 \x03(\tR\bfeatures\"\x14\n" +
 	"\x12ReportDiskResponse2\x98\x02\n" +
 	"\x0eClusterService\x12M\n" +
 	"\x04Join\x12!.crossdock.cluster.v1.JoinRequest\x1a\".crossdock.cluster.v1.JoinResponse\x12V\n" +
