@@ -240,11 +240,7 @@ func (s *Server) canListCompacted() error {
 	if err := cf.Error(); err != nil {
 		return fmt.Errorf("read the raft configuration: %w", err)
 	}
-	ids := make([]string, 0, len(cf.Configuration().Servers))
-	for _, srv := range cf.Configuration().Servers {
-		ids = append(ids, string(srv.ID))
-	}
-	if missing := s.features.Missing(features.CompactListed, s.cfg.NodeID, ids, s.store.Raft().CurrentTerm()); len(missing) > 0 {
+	if missing := s.backend.OlderBuilds(cf.Configuration(), features.CompactListed); len(missing) > 0 {
 		return fmt.Errorf("nodes %s have not reported a build that applies %s to this leader yet", strings.Join(missing, ", "), features.CompactListed)
 	}
 	return nil

@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"slices"
 	"time"
 
 	"connectrpc.com/connect"
@@ -377,20 +376,8 @@ func (a *Admin) GetClusterStatus(ctx context.Context, req *connect.Request[admin
 			out.WritesRefused = err.Error()
 		}
 	}
-	if a.Features != nil && a.Store.IsLeader() {
-		ids := make([]string, 0, len(cf.Configuration().Servers))
-		for _, s := range cf.Configuration().Servers {
-			ids = append(ids, string(s.ID))
-		}
-		term := r.CurrentTerm()
-		for _, f := range features.Build() {
-			for _, id := range a.Features.Missing(f, a.Store.NodeID(), ids, term) {
-				if !slices.Contains(out.OlderBuilds, id) {
-					out.OlderBuilds = append(out.OlderBuilds, id)
-				}
-			}
-		}
-		slices.Sort(out.OlderBuilds)
+	if a.Store.IsLeader() {
+		out.OlderBuilds = a.OlderBuilds(cf.Configuration(), features.Build()...)
 	}
 	for _, s := range cf.Configuration().Servers {
 		p := &adminv1.Peer{Id: string(s.ID), Address: string(s.Address), Role: "follower"}

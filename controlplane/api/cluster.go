@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"time"
 
 	"connectrpc.com/connect"
@@ -115,6 +116,31 @@ func (c *Cluster) Promote(ctx context.Context, req *connect.Request[clusterv1.Pr
 		return connect.NewResponse(&clusterv1.PromoteResponse{}), nil
 	}
 	return nil, connect.NewError(connect.CodeNotFound, fmt.Errorf("node %s is not in the raft configuration; join it first", id))
+}
+
+// OlderBuilds returns, sorted, the nodes of configuration cf that have not reported to
+// this node, in its current raft term, a build that applies every one of want
+// (controlplane/features). Only the leader receives reports: on a follower every other
+// node is listed. Nil when Features is nil.
+func (b *Backend) OlderBuilds(cf raft.Configuration, want ...string) []string {
+	if b.Features == nil {
+		return nil
+	}
+	ids := make([]string, 0, len(cf.Servers))
+	for _, s := range cf.Servers {
+		ids = append(ids, string(s.ID))
+	}
+	term := b.Store.Raft().CurrentTerm()
+	var out []string
+	for _, f := range want {
+		for _, id := range b.Features.Missing(f, b.Store.NodeID(), ids, term) {
+			if !slices.Contains(out, id) {
+				out = append(out, id)
+			}
+		}
+	}
+	slices.Sort(out)
+	return out
 }
 
 // ReportDisk keeps the calling node's free disk on the leader, whose disk guard refuses
