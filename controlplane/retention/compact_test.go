@@ -83,6 +83,19 @@ func (g *levelLog) held() (view, base map[string]uint64) {
 	return view, base
 }
 
+// firstPrune runs p once on s and returns the first prune it proposed (and applied).
+func firstPrune(t *testing.T, s *applyingLeader, p *retention.Pruner) *storev1.PruneLedger {
+	t.Helper()
+	s.prunes = nil
+	if _, err := p.Once(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if len(s.prunes) == 0 {
+		t.Fatal("no prune proposed")
+	}
+	return s.prunes[0]
+}
+
 func skus(prefix string, n int) []string {
 	out := make([]string, n)
 	for i := range out {
@@ -116,19 +129,12 @@ func TestOnceCompactsOnlyKeysTheLogDrops(t *testing.T) {
 
 	check := func(p *retention.Pruner, want []string) {
 		t.Helper()
-		s.prunes = nil
-		if _, err := p.Once(context.Background()); err != nil {
-			t.Fatal(err)
-		}
-		if len(s.prunes) == 0 {
-			t.Fatal("no prune proposed")
-		}
+		m := firstPrune(t, s, p)
 		var wantSeqs []uint64
 		for _, sku := range want {
 			wantSeqs = append(wantSeqs, g.newest[sku])
 		}
 		slices.Sort(wantSeqs)
-		m := s.prunes[0]
 		if !m.GetCompactListed() || !slices.Equal(m.GetCompactSeqs(), wantSeqs) {
 			t.Fatalf("prune lists %v (listed %v), want the newest of %v: %v", m.GetCompactSeqs(), m.GetCompactListed(), want, wantSeqs)
 		}
@@ -188,17 +194,11 @@ func TestOnceListsOnlyWhenEveryNodeCan(t *testing.T) {
 
 	prune := func() *storev1.PruneLedger {
 		t.Helper()
-		s.prunes = nil
-		if _, err := p.Once(context.Background()); err != nil {
-			t.Fatal(err)
-		}
-		if len(s.prunes) == 0 {
-			t.Fatal("no prune proposed")
-		}
+		m := firstPrune(t, s, p)
 		if view, _ := g.held(); !maps.Equal(view, g.newest) {
 			t.Fatalf("a view rebuilt from the base and the log sees %v, want %v", view, g.newest)
 		}
-		return s.prunes[0]
+		return m
 	}
 
 	// A's levels move after the cutoff, B's do not: a listed prune would write B only.
