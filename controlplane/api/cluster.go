@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"slices"
 	"time"
 
 	"connectrpc.com/connect"
@@ -130,17 +129,7 @@ func (b *Backend) OlderBuilds(cf raft.Configuration, want ...string) []string {
 	for _, s := range cf.Servers {
 		ids = append(ids, string(s.ID))
 	}
-	term := b.Store.Raft().CurrentTerm()
-	var out []string
-	for _, f := range want {
-		for _, id := range b.Features.Missing(f, b.Store.NodeID(), ids, term) {
-			if !slices.Contains(out, id) {
-				out = append(out, id)
-			}
-		}
-	}
-	slices.Sort(out)
-	return out
+	return b.Features.Missing(b.Store.NodeID(), ids, b.Store.Raft().CurrentTerm(), want...)
 }
 
 // ReportDisk keeps the calling node's free disk on the leader, whose disk guard refuses

@@ -48,10 +48,10 @@ func (r *Reports) Record(node string, features []string, term uint64) {
 }
 
 // Missing returns, sorted, the nodes among servers other than self that have not
-// reported feature in raft term term: no report in that term (a report from an earlier
-// term may be another leadership's, and stale), or a report without it. The caller
-// (self) runs this build and applies the feature.
-func (r *Reports) Missing(feature, self string, servers []string, term uint64) []string {
+// reported every one of want in raft term term: no report in that term (a report from
+// an earlier term may be another leadership's, and stale), or a report without one of
+// them. The caller (self) runs this build and applies them.
+func (r *Reports) Missing(self string, servers []string, term uint64, want ...string) []string {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	var out []string
@@ -60,7 +60,7 @@ func (r *Reports) Missing(feature, self string, servers []string, term uint64) [
 			continue
 		}
 		rep, ok := r.nodes[id]
-		if !ok || rep.term != term || !slices.Contains(rep.features, feature) {
+		if !ok || rep.term != term || slices.ContainsFunc(want, func(f string) bool { return !slices.Contains(rep.features, f) }) {
 			out = append(out, id)
 		}
 	}

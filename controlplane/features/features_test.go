@@ -13,7 +13,7 @@ func TestMissing(t *testing.T) {
 	servers := []string{"n3", "n1", "n2", "n4"}
 	check := func(term uint64, want ...string) {
 		t.Helper()
-		if got := r.Missing(CompactListed, "n1", servers, term); !slices.Equal(got, want) {
+		if got := r.Missing("n1", servers, term, CompactListed); !slices.Equal(got, want) {
 			t.Fatalf("term %d: missing %v, want %v", term, got, want)
 		}
 	}
@@ -38,6 +38,11 @@ func TestMissing(t *testing.T) {
 	// n3 goes back to a build that sends no features.
 	r.Record("n3", nil, 6)
 	check(6, "n3")
+
+	// Every feature asked for must be reported.
+	if got := r.Missing("n1", servers, 6, CompactListed, "something.else"); !slices.Equal(got, []string{"n2", "n3", "n4"}) {
+		t.Fatalf("missing %v for two features only n2-n4 lack one of, want [n2 n3 n4]", got)
+	}
 
 	// The record does not alias the caller's slice.
 	f := Build()
