@@ -53,12 +53,23 @@ var _ raft.FSM = (*fsm)(nil)
 // this node does not know (and that is not marked ignorable) or a storage failure stops
 // the node: carrying on would make this replica diverge from the others.
 func (f *fsm) Apply(l *raft.Log) any {
+	res, err := f.apply(l)
+	if err != nil {
+		panic(err.Error())
+	}
+	return res
+}
+
+// apply is Apply with its failures returned: entries that are not commands are
+// skipped, a command is decoded and applied to the ledger. Raft's Apply panics on the
+// error; catchUpFromLog (store.go) returns it from Open.
+func (f *fsm) apply(l *raft.Log) (any, error) {
 	if l.Type != raft.LogCommand {
-		return nil
+		return nil, nil
 	}
 	var cmd storev1.Command
 	if err := wire.DecodeCommand(l.Data, &cmd); err != nil {
-		panic(fmt.Sprintf("store: cannot decode raft log entry %d: %v", l.Index, err))
+		return nil, fmt.Errorf("store: cannot decode raft log entry %d: %w", l.Index, err)
 	}
 	start := time.Now()
 	proposed := time.Unix(0, cmd.GetProposedAtUnixNano()).UTC()
@@ -69,15 +80,16 @@ func (f *fsm) Apply(l *raft.Log) any {
 	}
 	if err != nil {
 		if errors.Is(err, ledger.ErrUnknownCommand) {
-			panic(fmt.Sprintf("store: raft log entry %d has command type %d this node does not know; upgrade this node: %v", l.Index, cmd.GetType(), err))
+			return nil, fmt.Errorf("store: raft log entry %d has command type %d this node does not know; upgrade this node: %w", l.Index, cmd.GetType(), err)
 		}
-		panic(fmt.Sprintf("store: applying raft log entry %d (%s): %v", l.Index, cmd.GetType(), err))
+		return nil, fmt.Errorf("store: applying raft log entry %d (%s): %w", l.Index, cmd.GetType(), err)
 	}
-	return res
+	return res, nil
 }
 
 // Snapshot makes the ledger durable up to the current index, so the stored applied index
-// is never behind a Raft snapshot, and takes a point-in-time view of it.
+// is never behind the last command a raft snapshot holds, and takes a point-in-time view
+// of it.
 func (f *fsm) Snapshot() (raft.FSMSnapshot, error) {
 	if err := f.ledger.Sync(); err != nil {
 		return nil, fmt.Errorf("store: sync ledger before snapshot: %w", err)

@@ -4,9 +4,10 @@
 // The ledger is persistent, so raft is told not to restore a snapshot at start
 // (NoSnapshotRestoreOnStart). The ledger stores its last applied index in the same
 // Badger transaction as each apply and skips entries at or below it when raft replays
-// the log. It syncs Badger before every raft snapshot, so its applied index can only be
-// behind the newest snapshot if its files were lost; Open detects that and restores the
-// snapshot itself.
+// the log. It syncs Badger before every raft snapshot, so its applied index is behind
+// the newest snapshot's only by entries that are not commands, or if its files were
+// lost; Open catches it up from the raft log, or restores the snapshot when the log no
+// longer holds the entries between (catchUpFromSnapshot).
 package store
 
 import (
@@ -119,6 +120,8 @@ type Store struct {
 	snaps  raft.SnapshotStore
 	peers  peerHealth // the leader's view of its followers (peers.go)
 	fsm    *fsm
+	// catchUp is what Open did to bring the ledger up to the newest raft snapshot.
+	catchUp catchUp
 	// logSize counts the bytes in the raft log (logbound.go).
 	logSize logSize
 	// stopSnap ends the wait of a throttled snapshot, so Close is not held up by it.
@@ -300,9 +303,16 @@ func Open(cfg Config) (*Store, error) {
 	return s, nil
 }
 
-// catchUpFromSnapshot restores the newest raft snapshot into the ledger when the ledger
-// is behind it (its files were lost or replaced). Raft will not do it: the store runs
-// with NoSnapshotRestoreOnStart.
+// catchUpFromSnapshot brings the ledger up to the newest raft snapshot when it is
+// behind it. Raft will not do it: the store runs with NoSnapshotRestoreOnStart, and raft
+// replays only the entries after the snapshot. The ledger is behind when its files were
+// lost or replaced, or lost writes in an OS crash, and also, on every node, when the
+// snapshot's last entries are not commands (a new leader's no-op, a barrier, a
+// configuration change): raft counts those in the snapshot's index and the ledger
+// never sees them. When the raft log still holds every entry between the two, the
+// ledger applies the commands among them, as raft would have (none in the second
+// case); only when it does not is the whole snapshot restored, which on a large ledger
+// takes as long as a snapshot (docs/performance.md, seventeenth session).
 func (s *Store) catchUpFromSnapshot() error {
 	metas, err := s.snaps.List()
 	if err != nil {
@@ -311,17 +321,68 @@ func (s *Store) catchUpFromSnapshot() error {
 	if len(metas) == 0 || metas[0].Index <= s.ledger.AppliedIndex() {
 		return nil
 	}
+	from, to := s.ledger.AppliedIndex()+1, metas[0].Index
+	applied, ok, err := s.catchUpFromLog(from, to)
+	if err != nil {
+		return err
+	}
+	if ok {
+		s.catchUp = catchUp{fromLog: true, commands: applied}
+		s.logger.Info("ledger caught up with the newest raft snapshot from the raft log",
+			"ledger_index", from-1, "snapshot_index", to, "commands_applied", applied)
+		return nil
+	}
 	meta, rc, err := s.snaps.Open(metas[0].ID)
 	if err != nil {
 		return fmt.Errorf("store: open snapshot %s: %w", metas[0].ID, err)
 	}
 	defer rc.Close()
-	s.logger.Warn("ledger is behind the newest raft snapshot; restoring it",
+	s.logger.Warn("ledger is behind the newest raft snapshot and the raft log no longer holds the entries between; restoring the snapshot",
 		"ledger_index", s.ledger.AppliedIndex(), "snapshot_index", meta.Index)
 	if err := s.ledger.Restore(rc); err != nil {
 		return fmt.Errorf("store: restore snapshot %s: %w", meta.ID, err)
 	}
+	s.catchUp = catchUp{restored: true}
 	return nil
+}
+
+// catchUp is what catchUpFromSnapshot did when the store opened (for tests).
+type catchUp struct {
+	fromLog  bool // the ledger applied the raft log's entries up to the snapshot
+	commands int  // how many of them were commands
+	restored bool // the snapshot was restored
+}
+
+// catchUpFromLog applies the commands among raft log entries from..to to the ledger,
+// in order, as raft would have. ok is false, and nothing applied, when the log does not
+// hold every one of them.
+func (s *Store) catchUpFromLog(from, to uint64) (applied int, ok bool, err error) {
+	first, err := s.wal.FirstIndex()
+	if err != nil {
+		return 0, false, fmt.Errorf("store: first index of the raft log: %w", err)
+	}
+	last, err := s.wal.LastIndex()
+	if err != nil {
+		return 0, false, fmt.Errorf("store: last index of the raft log: %w", err)
+	}
+	if first == 0 || from < first || to > last {
+		return 0, false, nil
+	}
+	f := &fsm{ledger: s.ledger, logger: s.logger}
+	for i := from; i <= to; i++ {
+		var l raft.Log
+		if err := s.wal.GetLog(i, &l); err != nil {
+			return applied, false, fmt.Errorf("store: read raft log entry %d to catch the ledger up: %w", i, err)
+		}
+		if l.Type != raft.LogCommand {
+			continue
+		}
+		if _, err := f.apply(&l); err != nil {
+			return applied, false, err
+		}
+		applied++
+	}
+	return applied, true, nil
 }
 
 // Raft snapshot settings (docs/operations.md, Raft snapshots and the raft log). A

@@ -123,9 +123,56 @@ func TestRestartReplaysNothingTwice(t *testing.T) {
 }
 
 // TestSnapshotThenLostLedger takes a raft snapshot, writes more, then deletes the ledger
-// files: the node must rebuild the same state from the snapshot plus the log.
+// files: the node must rebuild the same state from the snapshot plus the log, or, while
+// the raft log still holds every entry, from the log alone.
 func TestSnapshotThenLostLedger(t *testing.T) {
-	rebuildsAfter(t, func(dir string) error { return os.RemoveAll(filepath.Join(dir, "ledger")) })
+	lose := func(dir string) error { return os.RemoveAll(filepath.Join(dir, "ledger")) }
+	t.Run("log truncated", func(t *testing.T) { rebuildsAfter(t, lose, true) })
+	t.Run("log whole", func(t *testing.T) { rebuildsAfter(t, lose, false) })
+}
+
+// TestRestartAfterSnapshotEndingInNoCommand: a raft snapshot whose last entry is not a
+// command (here a barrier; a new leader's no-op is another) has an index above the
+// ledger's applied index. A restart must catch the ledger up from the raft log, applying
+// nothing, instead of restoring the whole snapshot.
+func TestRestartAfterSnapshotEndingInNoCommand(t *testing.T) {
+	dir := t.TempDir()
+	cfg := testConfig(t, dir)
+	s := mustOpen(t, cfg)
+	for i := range 5 {
+		ingest(t, s, batch("a1", 1+i*100, 100))
+	}
+	if err := s.Raft().Barrier(10 * time.Second).Error(); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Snapshot(); err != nil {
+		t.Fatal(err)
+	}
+	metas, err := s.snaps.List()
+	if err != nil || len(metas) == 0 {
+		t.Fatalf("snapshots: %v, %v", metas, err)
+	}
+	want, idx := hash(t, s), s.Ledger().AppliedIndex()
+	if metas[0].Index <= idx {
+		t.Fatalf("snapshot index %d is not above the ledger's %d: the barrier made no entry", metas[0].Index, idx)
+	}
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	s = mustOpen(t, cfg)
+	defer s.Close()
+	if got := (catchUp{fromLog: true}); s.catchUp != got {
+		t.Fatalf("caught up with %+v, want %+v (from the log, no command applied, no restore)", s.catchUp, got)
+	}
+	if got := hash(t, s); got != want {
+		t.Fatalf("state changed across restart: %s != %s", got, want)
+	}
+	if s.Ledger().AppliedIndex() != idx {
+		t.Fatalf("applied index %d, want %d", s.Ledger().AppliedIndex(), idx)
+	}
+	if r := ingest(t, s, batch("a1", 501, 10)); r.GetCommittedSeq() != 510 || s.Ledger().LastSeq() != 510 {
+		t.Fatalf("after restart: %v, last seq %d", r, s.Ledger().LastSeq())
+	}
 }
 
 // TestSnapshotThenDamagedSegment: the newest segment of the ledger loses its tail (an
@@ -144,16 +191,21 @@ func TestSnapshotThenDamagedSegment(t *testing.T) {
 			return err
 		}
 		return os.Truncate(segs[len(segs)-1], fi.Size()/2)
-	})
+	}, true)
 }
 
 // rebuildsAfter takes a raft snapshot, writes more, closes the node, damages its data
 // dir with damage and starts it again: it must hold the same state, rebuilt from the
-// snapshot plus the log.
-func rebuildsAfter(t *testing.T, damage func(dir string) error) {
+// snapshot plus the log. With truncate, the snapshot truncates the raft log (one
+// trailing entry), so the snapshot must be restored; without it the log holds every
+// entry and the ledger is rebuilt from the log alone.
+func rebuildsAfter(t *testing.T, damage func(dir string) error, truncate bool) {
 	t.Helper()
 	dir := t.TempDir()
 	cfg := testConfig(t, dir)
+	if truncate {
+		cfg.TrailingLogs = 1
+	}
 	s := mustOpen(t, cfg)
 	for i := range 5 {
 		ingest(t, s, batch("a1", 1+i*100, 100))
@@ -173,6 +225,9 @@ func rebuildsAfter(t *testing.T, damage func(dir string) error) {
 	}
 	s = mustOpen(t, cfg)
 	defer s.Close()
+	if s.catchUp.restored != truncate || s.catchUp.fromLog == truncate || (!truncate && s.catchUp.commands == 0) {
+		t.Fatalf("caught up with %+v; want the snapshot restored: %v, else the log's commands applied", s.catchUp, truncate)
+	}
 	if got := hash(t, s); got != want {
 		t.Fatalf("rebuilt state differs: %s != %s", got, want)
 	}
