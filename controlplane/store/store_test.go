@@ -68,6 +68,14 @@ func ingest(t *testing.T, s *Store, b *storev1.IngestBatch) *storev1.IngestResul
 	return r
 }
 
+// ingestBatches commits n batches of size events from agent, its seqs from 1 on.
+func ingestBatches(t *testing.T, s *Store, agent string, n, size int) {
+	t.Helper()
+	for i := range n {
+		ingest(t, s, batch(agent, 1+i*size, size))
+	}
+}
+
 func hash(t *testing.T, s *Store) string {
 	t.Helper()
 	h, err := s.Ledger().Hash()
@@ -101,9 +109,7 @@ func TestRestartReplaysNothingTwice(t *testing.T) {
 	dir := t.TempDir()
 	cfg := testConfig(t, dir)
 	s := mustOpen(t, cfg)
-	for i := range 10 {
-		ingest(t, s, batch("a1", 1+i*50, 50))
-	}
+	ingestBatches(t, s, "a1", 10, 50)
 	before, idx := hash(t, s), s.Ledger().AppliedIndex()
 	if err := s.Close(); err != nil {
 		t.Fatal(err)
@@ -139,9 +145,7 @@ func TestRestartAfterSnapshotEndingInNoCommand(t *testing.T) {
 	dir := t.TempDir()
 	cfg := testConfig(t, dir)
 	s := mustOpen(t, cfg)
-	for i := range 5 {
-		ingest(t, s, batch("a1", 1+i*100, 100))
-	}
+	ingestBatches(t, s, "a1", 5, 100)
 	if err := s.Raft().Barrier(10 * time.Second).Error(); err != nil {
 		t.Fatal(err)
 	}
@@ -207,15 +211,11 @@ func rebuildsAfter(t *testing.T, damage func(dir string) error, truncate bool) {
 		cfg.TrailingLogs = 1
 	}
 	s := mustOpen(t, cfg)
-	for i := range 5 {
-		ingest(t, s, batch("a1", 1+i*100, 100))
-	}
+	ingestBatches(t, s, "a1", 5, 100)
 	if err := s.Snapshot(); err != nil {
 		t.Fatal(err)
 	}
-	for i := range 3 {
-		ingest(t, s, batch("a2", 1+i*100, 100))
-	}
+	ingestBatches(t, s, "a2", 3, 100)
 	want := hash(t, s)
 	if err := s.Close(); err != nil {
 		t.Fatal(err)
