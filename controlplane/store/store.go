@@ -354,8 +354,10 @@ type catchUp struct {
 }
 
 // catchUpFromLog applies the commands among raft log entries from..to to the ledger,
-// in order, as raft would have. ok is false, and nothing applied, when the log does not
-// hold every one of them.
+// in order, as raft would have. ok is false when the log does not hold every one of
+// them: nothing is applied when the log starts after from or ends before to, and when
+// an entry inside is missing (the hole raft leaves at a restored backup's index) what
+// was applied before it is replaced by the restore that follows.
 func (s *Store) catchUpFromLog(from, to uint64) (applied int, ok bool, err error) {
 	first, err := s.wal.FirstIndex()
 	if err != nil {
@@ -372,6 +374,9 @@ func (s *Store) catchUpFromLog(from, to uint64) (applied int, ok bool, err error
 	for i := from; i <= to; i++ {
 		var l raft.Log
 		if err := s.wal.GetLog(i, &l); err != nil {
+			if errors.Is(err, raft.ErrLogNotFound) {
+				return applied, false, nil
+			}
 			return applied, false, fmt.Errorf("store: read raft log entry %d to catch the ledger up: %w", i, err)
 		}
 		if l.Type != raft.LogCommand {
