@@ -243,22 +243,8 @@ func TestRestoreBackup(t *testing.T) {
 	defer s.Close()
 	ingest(t, s, batch("a1", 1, 300))
 	want := s.Ledger().LastSeq()
-	snap, err := s.Ledger().OpenSnapshot()
-	if err != nil {
-		t.Fatal(err)
-	}
-	f, err := os.Create(filepath.Join(t.TempDir(), "backup.snap"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := snap.WriteTo(f); err != nil {
-		t.Fatal(err)
-	}
-	snap.Release()
+	f := backupOf(t, s)
 	ingest(t, s, batch("a1", 301, 200))
-	if _, err := f.Seek(0, 0); err != nil {
-		t.Fatal(err)
-	}
 	if _, err := s.RestoreBackup(f, RestoreOptions{}); err != nil {
 		t.Fatalf("restore: %v", err)
 	}
@@ -295,23 +281,8 @@ func TestRestartRightAfterRestoreBackup(t *testing.T) {
 	cfg := testConfig(t, dir)
 	s := mustOpen(t, cfg)
 	ingest(t, s, batch("a1", 1, 300))
-	snap, err := s.Ledger().OpenSnapshot()
-	if err != nil {
-		t.Fatal(err)
-	}
-	f, err := os.Create(filepath.Join(t.TempDir(), "backup.snap"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	if _, err := snap.WriteTo(f); err != nil {
-		t.Fatal(err)
-	}
-	snap.Release()
+	f := backupOf(t, s)
 	ingestBatches(t, s, "a2", 4, 50)
-	if _, err := f.Seek(0, 0); err != nil {
-		t.Fatal(err)
-	}
 	if _, err := s.RestoreBackup(f, RestoreOptions{}); err != nil {
 		t.Fatalf("restore: %v", err)
 	}
