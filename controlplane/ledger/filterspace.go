@@ -26,7 +26,8 @@ type filterSpace struct {
 // mappedFilterMin is the smallest filter that gets a mapping. Run filters (about 20 to
 // 40 KiB for a flush of 16k ids) are mapped too, since together they are a third of
 // the bytes per id; the floor keeps tiny filters (tests, runs of a few ids) off the
-// process's map count. One mapping per run: 18,000 runs (300 million ids in the dedup
+// process's map count. At most one mapping per run (the runs a database holds when it
+// is opened share mappings, runFilters): 18,000 runs (300 million ids in the dedup
 // window) stay well under Linux's default vm.max_map_count of 65,530.
 const mappedFilterMin = 16 << 10
 
@@ -55,7 +56,12 @@ func (s filterSpace) idFilter(capacity int) *idFilter {
 }
 
 // runFilter returns the filter of a run of n ids.
-func (s filterSpace) runFilter(n int) *idFilter { return s.filter(max(n, 1), 10, 7) }
+func (s filterSpace) runFilter(n int) *idFilter {
+	return s.filter(max(n, 1), runFilterBits, runFilterHashes)
+}
+
+// A run's filter has 10 bits per id and 7 probes (about 1% false positives).
+const runFilterBits, runFilterHashes = 10, 7
 
 func (s filterSpace) filter(capacity, bitsPerID int, hashes uint32) *idFilter {
 	nb := filterBlocks(capacity, bitsPerID)
@@ -66,7 +72,54 @@ func (s filterSpace) filter(capacity, bitsPerID int, hashes uint32) *idFilter {
 	if err != nil {
 		return newFilter(capacity, bitsPerID, hashes) // the heap still works; only where the memory is counted differs
 	}
-	f := &idFilter{seed: maphash.MakeSeed(), blocks: unsafe.Slice((*[8]uint64)(unsafe.Pointer(&mem[0])), nb), hashes: hashes, capacity: capacity}
+	f := mappedFilter(mem, capacity, hashes)
 	runtime.AddCleanup(f, unmapFilter, mem)
+	return f
+}
+
+// mappedFilter is a filter whose blocks are mem (a multiple of 64 bytes, 8-aligned).
+func mappedFilter(mem []byte, capacity int, hashes uint32) *idFilter {
+	return &idFilter{seed: maphash.MakeSeed(), blocks: unsafe.Slice((*[8]uint64)(unsafe.Pointer(&mem[0])), len(mem)/64), hashes: hashes, capacity: capacity}
+}
+
+// runFilters hands out the filters of the runs a database holds when it is opened
+// (loadRuns) from shared mappings of runSlabBytes each, rather than a file and a
+// mapping per run: thousands of runs (16 million ids held) took a second of creating
+// files. Runs are read oldest first and retention drops them oldest first, so the runs
+// of one mapping leave together; it is unmapped once none of its filters is reachable.
+// Runs flushed later get a mapping each (filterSpace.runFilter).
+type runFilters struct {
+	space filterSpace
+	slab  *filterSlab // the mapping being filled; nil before the first
+}
+
+// filterSlab is a mapping shared by the filters carved from it, which keep it
+// reachable (idFilter.slab).
+type filterSlab struct {
+	mem  []byte
+	used int
+}
+
+// runSlabBytes is the size of one runFilters mapping: about a hundred runs' filters.
+// The part never handed out is never written, so it takes no memory.
+const runSlabBytes = 4 << 20
+
+func (c *runFilters) filter(n int) *idFilter {
+	capacity := max(n, 1)
+	size := filterBlocks(capacity, runFilterBits) * 64
+	if c.space.dir == "" || size < mappedFilterMin || size > runSlabBytes {
+		return c.space.runFilter(n)
+	}
+	if c.slab == nil || len(c.slab.mem)-c.slab.used < size {
+		mem, err := mapFilterFile(c.space.dir, runSlabBytes)
+		if err != nil {
+			return c.space.runFilter(n)
+		}
+		c.slab = &filterSlab{mem: mem}
+		runtime.AddCleanup(c.slab, unmapFilter, mem)
+	}
+	f := mappedFilter(c.slab.mem[c.slab.used:c.slab.used+size], capacity, runFilterHashes)
+	f.slab = c.slab
+	c.slab.used += size
 	return f
 }

@@ -51,6 +51,29 @@ func TestFiltersMappedOnDisk(t *testing.T) {
 		t.Fatalf("%d mapped filter files with %d runs, want %d", n, runs, 1+runs)
 	}
 	checkIDs(t, l, k)
+	closeUnmapped(t, l, dir)
+
+	// Opened again, the runs' filters share one mapping (runFilters) and still find
+	// every id.
+	if l, err = Open(Options{Dir: dir}); err != nil {
+		t.Fatal(err)
+	}
+	if n := mappedFilters(t, dir); n != 2 {
+		t.Fatalf("%d mapped filter files after reopening with %d runs, want 2 (the ledger-wide filter and one for the runs)", n, runs)
+	}
+	checkIDs(t, l, k)
+	k.add(flushSeqs+10, 500, skuKeys(100), l) // a run flushed after Open gets its own
+	if n := mappedFilters(t, dir); n != 3 {
+		t.Fatalf("%d mapped filter files after a flush since reopening, want 3", n)
+	}
+	checkIDs(t, l, k)
+	closeUnmapped(t, l, dir)
+}
+
+// closeUnmapped closes l (its only reference) and waits until the filter files of dir
+// are unmapped.
+func closeUnmapped(t *testing.T, l *Ledger, dir string) {
+	t.Helper()
 	if err := l.Close(); err != nil {
 		t.Fatal(err)
 	}

@@ -31,6 +31,9 @@ type idFilter struct {
 	n        int    // keys added
 	capacity int    // keys it was sized for
 	warmed   uint64 // what warm read, kept so that its loads are not optimized away
+	// slab is the mapping the blocks are in when it is shared with other filters
+	// (runFilters): referenced so that it stays mapped while this filter is reachable.
+	slab *filterSlab
 }
 
 // filterMinCapacity is the smallest capacity a filter is sized for (a variable so tests
@@ -112,6 +115,38 @@ func (f *idFilter) add(k []byte) (full bool) {
 func (f *idFilter) addString(k string) (full bool) {
 	return f.addHash(maphash.String(f.seed, k))
 }
+
+// addKeys records every key of ks, as add does one by one, faster: the keys are hashed
+// first, then their blocks are read together (as warm does) and set under one lock, so
+// the reads of blocks spread over megabytes wait for memory in parallel rather than in
+// turn. hs is scratch space (reused when large enough), returned for the next call.
+func (f *idFilter) addKeys(ks [][]byte, hs []uint64) []uint64 {
+	hs = hs[:0]
+	for _, k := range ks {
+		hs = append(hs, f.hash(k))
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	mask := uint64(len(f.blocks) - 1)
+	for i := 0; i < len(hs); i += addKeysSlice {
+		// In slices of addKeysSlice hashes: the blocks the first loop reads are still
+		// in cache when the second sets their bits.
+		part := hs[i:min(len(hs), i+addKeysSlice)]
+		var x uint64
+		for _, h := range part {
+			x |= f.blocks[(h>>32)&mask][0]
+		}
+		f.warmed = x
+		for _, h := range part {
+			f.probeHash(h, true)
+		}
+	}
+	f.n += len(ks)
+	return hs
+}
+
+// addKeysSlice is how many blocks addKeys reads ahead of setting them: 64 KiB of blocks.
+const addKeysSlice = 1024
 
 func (f *idFilter) addHash(h uint64) (full bool) {
 	f.mu.Lock()

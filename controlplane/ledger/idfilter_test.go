@@ -34,6 +34,33 @@ func TestIDFilterHasNoFalseNegatives(t *testing.T) {
 	}
 }
 
+// TestIDFilterAddKeys checks that addKeys (used when a database is opened) sets exactly
+// the bits that add sets key by key, over more keys than one slice of its read-ahead,
+// and counts them.
+func TestIDFilterAddKeys(t *testing.T) {
+	one, many := newRunFilter(5000), newRunFilter(5000)
+	many.seed = one.seed
+	var ks [][]byte
+	for i := range 3*addKeysSlice + 17 {
+		k := fmt.Appendf(nil, "i/agent/%d", i)
+		one.add(k)
+		ks = append(ks, k)
+	}
+	hs := many.addKeys(ks[:10], nil)
+	hs = many.addKeys(ks[10:], hs)
+	if cap(hs) < len(ks)-10 {
+		t.Fatalf("scratch of capacity %d returned after hashing %d keys", cap(hs), len(ks)-10)
+	}
+	if many.n != one.n {
+		t.Fatalf("addKeys counted %d keys, add %d", many.n, one.n)
+	}
+	for i := range one.blocks {
+		if one.blocks[i] != many.blocks[i] {
+			t.Fatalf("block %d differs: add set %x, addKeys %x", i, one.blocks[i], many.blocks[i])
+		}
+	}
+}
+
 // TestDedupByIDWithFilter checks id dedup after the filter filled up and was rebuilt
 // larger, after a reopen and after a restore.
 func TestDedupByIDWithFilter(t *testing.T) {

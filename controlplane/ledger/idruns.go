@@ -293,10 +293,15 @@ func lookupRuns(txn *badger.Txn, runs []*idRun, k []byte) (seq uint64, ok bool, 
 	return 0, false, nil
 }
 
-// loadRuns reads every run of the database: their in-memory parts, and each id key
-// passed to fn.
-func loadRuns(txn *badger.Txn, space filterSpace, fn func(k []byte)) ([]*idRun, error) {
-	var runs []*idRun
+// loadRuns reads every run of the database: their in-memory parts (each with its
+// filter), and adds each id key to all, the ledger-wide filter.
+func loadRuns(txn *badger.Txn, space filterSpace, all *idFilter) ([]*idRun, error) {
+	var (
+		runs    []*idRun
+		ids     [][]byte
+		hs      []uint64
+		filters = runFilters{space: space}
+	)
 	opts := badger.DefaultIteratorOptions
 	opts.Prefix = prefixRunDir
 	it := txn.NewIterator(opts)
@@ -320,15 +325,13 @@ func loadRuns(txn *badger.Txn, space filterSpace, fn func(k []byte)) ([]*idRun, 
 		if err != nil {
 			return nil, fmt.Errorf("ledger: id run %d directory: %w", r.last, err)
 		}
-		var ids [][]byte
+		ids = ids[:0]
 		if err := r.eachID(txn, func(k []byte) { ids = append(ids, k) }); err != nil {
 			return nil, err
 		}
-		r.filter, r.n = space.runFilter(len(ids)), len(ids)
-		for _, k := range ids {
-			r.filter.add(k)
-			fn(k)
-		}
+		r.filter, r.n = filters.filter(len(ids)), len(ids)
+		hs = r.filter.addKeys(ids, hs)
+		hs = all.addKeys(ids, hs)
 		runs = append(runs, r)
 	}
 	return runs, nil

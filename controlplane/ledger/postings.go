@@ -374,7 +374,7 @@ func loadPostings(db *badger.DB, segs *segments, space filterSpace) (*postings, 
 		// Sized for the ids the ledger holds: those since the dedup cutoff (retention
 		// deletes the runs below it), not every id ever committed.
 		p.filter = space.idFilter(int(2 * (last - min(last, p.low.GetDedupSeq()))))
-		if p.runs, err = loadRuns(txn, space, func(k []byte) { p.filter.add(k) }); err != nil {
+		if p.runs, err = loadRuns(txn, space, p.filter); err != nil {
 			return err
 		}
 		a := &postingAdds{pend: p}
