@@ -23,7 +23,7 @@ func (s *Server) mountPartner(mux *http.ServeMux, opts []connect.HandlerOption, 
 	client := &http.Client{Transport: &http.Transport{TLSClientConfig: conf, ForceAttemptHTTP2: true}, Timeout: 10 * time.Second}
 	prop := &partner.Proposer{Store: s.store, Client: client}
 	quota := &partner.Quota{
-		Node: s.cfg.NodeID, Logger: s.logger,
+		Node: s.cfg.NodeID, Logger: s.logger, Now: s.cfg.PartnerQuotaClock,
 		Lease: func(ctx context.Context, req *storev1.LeaseQuota) (*storev1.LeaseQuotaResult, error) {
 			res := &storev1.LeaseQuotaResult{}
 			err := prop.Propose(ctx, storev1.CommandType_COMMAND_TYPE_LEASE_QUOTA, req, res)

@@ -126,6 +126,10 @@ type Config struct {
 	// through raft (2s when 0).
 	PartnerViews      partner.Reader
 	PartnerUsageEvery time.Duration
+	// PartnerQuotaClock is the clock partners' daily quotas and usage count UTC days by
+	// (time.Now when nil). Tests set one that stays away from midnight UTC, where a
+	// day's quota starts again; never set in production.
+	PartnerQuotaClock func() time.Time
 	// Limits bound what callers can make the node spend (body sizes, read timeouts,
 	// enrollment and failed-authentication rates per source address, refusal logs);
 	// zero fields take api.DefaultLimits.

@@ -8,12 +8,14 @@ import (
 	"net/url"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	"connectrpc.com/connect"
 	"google.golang.org/protobuf/encoding/protojson"
 
+	"github.com/crossdock/crossdock/controlplane"
 	"github.com/crossdock/crossdock/controlplane/controlplanetest"
 	deliveryv1 "github.com/crossdock/crossdock/proto/gen/crossdock/delivery/v1"
 	"github.com/crossdock/crossdock/proto/gen/crossdock/delivery/v1/deliveryv1connect"
@@ -155,8 +157,35 @@ func TestDailyQuota(t *testing.T) {
 			t.Fatalf("invalid call answered %d", res.StatusCode)
 		}
 	}
+	if ok := serveUpTo(t, e, n, key, 40); ok != 30 {
+		t.Fatalf("served %d calls, want exactly the daily quota of 30", ok)
+	}
+}
+
+// TestDailyQuotaStartsAgainNextDay: a partner refused for its spent quota is served a
+// whole quota again once the UTC day the quota counts has changed.
+func TestDailyQuotaStartsAgainNextDay(t *testing.T) {
+	var ahead atomic.Int64 // how far the nodes' quota clock is ahead of the test's
+	e := newEnvConfig(t, 1, "", func(c *controlplane.Config) {
+		c.PartnerQuotaClock = func() time.Time { return time.Now().Add(time.Duration(ahead.Load())) }
+	})
+	n := e.nodes[0]
+	key := "Bearer " + e.key("metered", 0)
+	if ok := serveUpTo(t, e, n, key, 40); ok != 30 {
+		t.Fatalf("served %d calls, want exactly the daily quota of 30", ok)
+	}
+	ahead.Store(int64(24 * time.Hour))
+	if ok := serveUpTo(t, e, n, key, 40); ok != 30 {
+		t.Fatalf("the next day: served %d calls, want the daily quota of 30 again", ok)
+	}
+}
+
+// serveUpTo makes calls GetAvailability calls with key on n and returns how many were
+// served; every other answer must be the daily quota's refusal, with Retry-After.
+func serveUpTo(t *testing.T, e *env, n *controlplanetest.Server, key string, calls int) int {
+	t.Helper()
 	ok := 0
-	for i := 0; i < 40; i++ {
+	for range calls {
 		res, b := e.post(n, "GetAvailability", key, availability)
 		if res.StatusCode == http.StatusOK {
 			ok++
@@ -167,9 +196,7 @@ func TestDailyQuota(t *testing.T) {
 			t.Fatal("quota refusal without Retry-After")
 		}
 	}
-	if ok != 30 {
-		t.Fatalf("served %d calls, want exactly the daily quota of 30", ok)
-	}
+	return ok
 }
 
 // TestSegmentation: each partner sees its SKUs and locations with its allocation rule;

@@ -176,12 +176,23 @@ func newEnv(t *testing.T, n int, extraDocs string) *env {
 	return newEnvConfig(t, n, extraDocs, nil)
 }
 
+// middayClock is the clock the nodes count quota days by: time passing as it does, from
+// noon UTC of today, so that no test's quota day ends while it runs (a run across
+// midnight UTC once served 1,425 of a quota of 1,000: the second day's share).
+func middayClock() func() time.Time {
+	now := time.Now().UTC()
+	off := time.Date(now.Year(), now.Month(), now.Day(), 12, 0, 0, 0, time.UTC).Sub(now)
+	return func() time.Time { return time.Now().Add(off) }
+}
+
 // newEnvConfig is newEnv with more node configuration.
 func newEnvConfig(t *testing.T, n int, extraDocs string, more func(c *controlplane.Config)) *env {
 	t.Helper()
 	e := &env{t: t}
+	clock := middayClock()
 	cb := func(_ int, c *controlplane.Config) {
 		c.PartnerUsageEvery = 200 * time.Millisecond
+		c.PartnerQuotaClock = clock
 		if more != nil {
 			more(c)
 		}

@@ -160,10 +160,11 @@ func (f *Flusher) Run(ctx context.Context) {
 // Flush proposes what is pending now.
 func (f *Flusher) Flush(ctx context.Context) {
 	var served map[string]uint64
+	now := time.Now()
 	if f.Quota != nil {
-		served = f.Quota.Served()
+		served, now = f.Quota.Served(), f.Quota.now() // the days the quota counts
 	}
-	r := f.Usage.take(served, time.Now())
+	r := f.Usage.take(served, now)
 	if r == nil {
 		return
 	}
