@@ -180,7 +180,7 @@ func TestDailyQuotaStartsAgainNextDay(t *testing.T) {
 	}
 }
 
-// serveUpTo makes calls GetAvailability calls with key on n and returns how many were
+// serveUpTo calls GetAvailability on n with key, calls times, and returns how many were
 // served; every other answer must be the daily quota's refusal, with Retry-After.
 func serveUpTo(t *testing.T, e *env, n *controlplanetest.Server, key string, calls int) int {
 	t.Helper()
