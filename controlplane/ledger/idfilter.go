@@ -98,6 +98,11 @@ func (f *idFilter) absentHash(h uint64) bool {
 func (f *idFilter) warm(hs []uint64) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
+	f.warmLocked(hs)
+}
+
+// warmLocked is warm with f.mu held.
+func (f *idFilter) warmLocked(hs []uint64) {
 	mask := uint64(len(f.blocks) - 1)
 	var x uint64
 	for _, h := range hs {
@@ -127,16 +132,11 @@ func (f *idFilter) addKeys(ks [][]byte, hs []uint64) []uint64 {
 	}
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	mask := uint64(len(f.blocks) - 1)
 	for i := 0; i < len(hs); i += addKeysSlice {
-		// In slices of addKeysSlice hashes: the blocks the first loop reads are still
-		// in cache when the second sets their bits.
+		// In slices of addKeysSlice hashes: the blocks warmLocked reads are still in
+		// cache when their bits are set.
 		part := hs[i:min(len(hs), i+addKeysSlice)]
-		var x uint64
-		for _, h := range part {
-			x |= f.blocks[(h>>32)&mask][0]
-		}
-		f.warmed = x
+		f.warmLocked(part)
 		for _, h := range part {
 			f.probeHash(h, true)
 		}
