@@ -21,7 +21,6 @@ var (
 	descLowWater        = metrics.Desc("ledger_low_water_seq", "Earliest seq this node's ledger still holds after retention pruned it (0 when nothing was pruned).")
 	descOldestAge       = metrics.Desc("ledger_oldest_event_age_seconds", "Age of the earliest event held at the low-water mark (0 when nothing was pruned): near the longest retention of any type; well above it plus a few prune intervals, pruning is falling behind.")
 	descSegmentFiles    = metrics.Desc("ledger_segment_files", "Segment files holding this node's log chunks.")
-	descBlockCache      = metrics.Desc("ledger_block_cache_bytes", "Bytes of table blocks in the ledger's Badger block cache (at most --ledger-cache).")
 	descCompactKeys     = metrics.Desc("retention_compact_keys_followed", "Keys (type and keys) of compact types the leader follows to leave out of a prune's compacted writes those the log holds a newer event of (0 on a follower; --prune-compact-keys bounds it).")
 	descCompactListed   = metrics.Desc("retention_compact_listed_events", "Events the leader's last prune listed for the compacted base; -1 when it wrote the newest pruned event of every key instead (following not caught up, over --prune-compact-keys, a list over 8,192, or a node that has not reported a build applying a list).")
 	descSegmentBytes    = metrics.Desc("ledger_segment_bytes", "Bytes in this node's segment files: all of them (state=\"all\"), and the chunks the log still holds (state=\"held\").", "state")
@@ -33,7 +32,7 @@ type moreCollector struct{ s *Server }
 
 func (c *moreCollector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{descPartnerRequests, descViewsSeq, descViewsBehind, descViewsLag, descAlertsFiring, descDiskFree, descDiskMinFree, descIngestRefused,
-		descLowWater, descOldestAge, descSegmentFiles, descSegmentBytes, descBlockCache, descCompactKeys, descCompactListed} {
+		descLowWater, descOldestAge, descSegmentFiles, descSegmentBytes, descCompactKeys, descCompactListed} {
 		ch <- d
 	}
 }
@@ -77,7 +76,6 @@ func (c *moreCollector) Collect(ch chan<- prometheus.Metric) {
 	ch <- metrics.Gauge(descSegmentFiles, float64(seg.Files))
 	ch <- metrics.Gauge(descSegmentBytes, float64(seg.Bytes), "all")
 	ch <- metrics.Gauge(descSegmentBytes, float64(seg.HeldBytes), "held")
-	ch <- metrics.Gauge(descBlockCache, float64(s.store.Ledger().BlockCacheBytes()))
 	if s.pruner != nil {
 		cs := s.pruner.CompactStats()
 		listed := float64(cs.ListedSeqs)

@@ -3,10 +3,8 @@
 // node's data dir disk usage (the archive, <data-dir>/archive, apart: it grows by
 // design), resident anonymous memory (RssAnon), the live Go heap (HeapAlloc right after
 // a garbage collection the sample asks for: what RssAnon holds that is in use; the
-// collector lets RssAnon grow to about twice it between collections) and the part of it
-// that is Badger's block cache (up to --ledger-cache), the age of the
-// earliest event held and
-// the bytes of the segment files (all, and held by the log), and the p99
+// collector lets RssAnon grow to about twice it between collections), the age of the
+// earliest event held and the bytes of the segment files (all, and held by the log), and the p99
 // publish→commit latency of the load generator's batches (send → acknowledgement
 // carrying a committed seq at or past the batch's last event). It prints the series and
 // the least-squares slope of each over the samples after -settle (the first retention
@@ -78,7 +76,6 @@ type sample struct {
 	archive   []int64   // per node: <data-dir>/archive, which grows by design
 	rss       []float64 // per node, MiB
 	live      []float64 // per node: the live heap after a collection, MiB
-	cache     []float64 // per node: Badger's block cache, MiB (part of the live heap)
 	// Per node, from its /metrics: the age of the earliest event held (seconds; how
 	// far behind its retention pruning runs) and its segment files, all and held (MiB).
 	age, segAll, segHeld []float64
@@ -141,7 +138,7 @@ func run(ctx context.Context, o options) error {
 	header := "| min | ev/s committed | p99 commit ms |"
 	sep := "| --- | --- | --- |"
 	for _, n := range c.Nodes {
-		header += fmt.Sprintf(" %s disk MiB (archive) | %s RssAnon MiB | %s live heap MiB (block cache) | %s oldest s | %s segments MiB (held) |", n.ID, n.ID, n.ID, n.ID, n.ID)
+		header += fmt.Sprintf(" %s disk MiB (archive) | %s RssAnon MiB | %s live heap MiB | %s oldest s | %s segments MiB (held) |", n.ID, n.ID, n.ID, n.ID, n.ID)
 		sep += " --- | --- | --- | --- | --- |"
 	}
 	fmt.Println(header)
@@ -168,17 +165,16 @@ loop:
 			}
 			s.live = append(s.live, m.HeapAllocMiB)
 			v, err := n.Metrics(ctx, "crossdock_ledger_oldest_event_age_seconds",
-				`crossdock_ledger_segment_bytes{state="all"}`, `crossdock_ledger_segment_bytes{state="held"}`, "crossdock_ledger_block_cache_bytes")
+				`crossdock_ledger_segment_bytes{state="all"}`, `crossdock_ledger_segment_bytes{state="held"}`)
 			if err != nil {
 				return err
 			}
 			s.age, s.segAll, s.segHeld = append(s.age, v[0]), append(s.segAll, v[1]/(1<<20)), append(s.segHeld, v[2]/(1<<20))
-			s.cache = append(s.cache, v[3]/(1<<20))
 		}
 		series = append(series, s)
 		line := fmt.Sprintf("| %.1f | %.0f | %.1f |", s.at.Minutes(), float64(s.committed-prevCommitted)/o.interval.Seconds(), float64(s.p99.Microseconds())/1000)
 		for i := range c.Nodes {
-			line += fmt.Sprintf(" %.0f (%.0f) | %.0f | %.0f (%.0f) | %.0f | %.0f (%.0f) |", float64(s.disk[i])/(1<<20), float64(s.archive[i])/(1<<20), s.rss[i], s.live[i], s.cache[i], s.age[i], s.segAll[i], s.segHeld[i])
+			line += fmt.Sprintf(" %.0f (%.0f) | %.0f | %.0f | %.0f | %.0f (%.0f) |", float64(s.disk[i])/(1<<20), float64(s.archive[i])/(1<<20), s.rss[i], s.live[i], s.age[i], s.segAll[i], s.segHeld[i])
 		}
 		fmt.Println(line)
 		prevCommitted = s.committed

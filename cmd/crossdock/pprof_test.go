@@ -6,6 +6,7 @@ import (
 	"net"
 	"net/http"
 	"net/netip"
+	"os"
 	"strconv"
 	"strings"
 	"testing"
@@ -80,12 +81,14 @@ func TestServePprof(t *testing.T) {
 	}
 }
 
-// TestServerMemoryFlags runs the binary: --pprof-listen serves profiles of the server,
-// and --ledger-cache, --pprof-listen, --prune-step-events and raft log byte bound values
-// that would be unsafe are refused before anything starts.
+// TestServerMemoryFlags runs the binary: --pprof-listen serves profiles of the server;
+// --ledger-cache, which sized a block cache the ledger no longer has, is still accepted
+// with a warning, so that existing unit files start; and --pprof-listen,
+// --prune-step-events and raft log byte bound values that would be unsafe are refused
+// before anything starts.
 func TestServerMemoryFlags(t *testing.T) {
 	pp := "127.0.0.1:" + strconv.Itoa(freePort(t))
-	startServer(t, "--pprof-listen", pp, "--ledger-cache", "32MiB", "--memory-limit", "512MiB",
+	c := startServer(t, "--pprof-listen", pp, "--ledger-cache", "32MiB", "--memory-limit", "512MiB",
 		"--raft-snapshot-threshold", "1000", "--raft-trailing-logs", "2000", "--raft-snapshot-interval", "30s",
 		"--raft-trailing-bytes", "64MiB", "--raft-snapshot-bytes", "0")
 	res, err := http.Get("http://" + pp + "/debug/pprof/cmdline")
@@ -97,9 +100,10 @@ func TestServerMemoryFlags(t *testing.T) {
 	if !strings.Contains(string(b), "server") {
 		t.Fatalf("pprof cmdline of the server: %q", b)
 	}
+	if log, _ := os.ReadFile(c.proc.log); !strings.Contains(string(log), "--ledger-cache has been deprecated") {
+		t.Errorf("server log does not warn that --ledger-cache is ignored:\n%s", tail(log, 2048))
+	}
 	for _, tc := range []struct{ flag, value, want string }{
-		{"--ledger-cache", "1MiB", "below the minimum"},
-		{"--ledger-cache", "lots", "--ledger-cache"},
 		{"--pprof-listen", "0.0.0.0:6060", "loopback"},
 		{"--memory-limit", "x", "--memory-limit"},
 		{"--prune-step-events", "0", "between 1 and"},

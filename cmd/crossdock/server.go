@@ -10,7 +10,6 @@ import (
 
 	"github.com/crossdock/crossdock/controlplane"
 	"github.com/crossdock/crossdock/controlplane/delivery"
-	"github.com/crossdock/crossdock/controlplane/ledger"
 	"github.com/crossdock/crossdock/controlplane/retention"
 	"github.com/crossdock/crossdock/controlplane/store"
 	"github.com/crossdock/crossdock/internal/cliconfig"
@@ -23,7 +22,7 @@ func newServerCmd() *cobra.Command {
 	var writeCLI bool
 	var webhookAllow []string
 	var viewsOn bool
-	var pprofListen, ledgerCache, memLimit, maxRelease string
+	var pprofListen, memLimit, maxRelease string
 	var raftTune store.Config
 	var snapshotRate, minFreeDisk, trailingBytes, snapshotBytes string
 	cmd := &cobra.Command{
@@ -47,13 +46,6 @@ cluster: it creates the cluster CA and an admin token, and writes both to
 			}
 			if cfg.MaxReleaseBytes, err = parseBytes(maxRelease); err != nil || cfg.MaxReleaseBytes <= 0 {
 				return fmt.Errorf("--max-release-size %q: a size like 512MiB", maxRelease)
-			}
-			cacheBytes, err := parseBytes(ledgerCache)
-			if err != nil {
-				return fmt.Errorf("--ledger-cache %q: %w", ledgerCache, err)
-			}
-			if cacheBytes < ledger.MinCacheBytes {
-				return fmt.Errorf("--ledger-cache %q is below the minimum of %d MiB", ledgerCache, ledger.MinCacheBytes>>20)
 			}
 			if cfg.MinFreeDisk, err = parseBytes(minFreeDisk); err != nil || cfg.MinFreeDisk < 0 {
 				return fmt.Errorf("--min-free-disk %q: a size like 1GiB, or 0 to turn the disk guard off", minFreeDisk)
@@ -88,7 +80,6 @@ cluster: it creates the cluster CA and an admin token, and writes both to
 			// The store's settings reach it through TuneStore, so controlplane.Config
 			// needs no field per flag (0 keeps the store's defaults).
 			cfg.TuneStore = func(sc *store.Config) {
-				sc.LedgerCacheBytes = cacheBytes
 				sc.SnapshotThreshold, sc.SnapshotInterval, sc.TrailingLogs = raftTune.SnapshotThreshold, raftTune.SnapshotInterval, raftTune.TrailingLogs
 				sc.MaxAppendEntries = raftTune.MaxAppendEntries
 				sc.SnapshotRate = snapRate
@@ -153,7 +144,10 @@ cluster: it creates the cluster CA and an admin token, and writes both to
 	f.StringVar(&pprofListen, "pprof-listen", "", "serve Go profiles (net/http/pprof) on this loopback address, e.g. 127.0.0.1:6060; unauthenticated, off when empty")
 	f.StringVar(&maxRelease, "max-release-size", "512MiB", "largest agent binary 'crossdock releases push' may upload to this node (kept in <data-dir>/releases)")
 	f.StringVar(&minFreeDisk, "min-free-disk", "1GiB", "free disk this node keeps on its data dir's file system: while any node has less, the cluster refuses new events (agents keep them in their outboxes) until retention or an operator frees disk; 0 turns the guard off")
-	f.StringVar(&ledgerCache, "ledger-cache", "64MiB", "memory for the ledger's Badger block cache (data blocks read from its tables), e.g. 256MiB")
+	// --ledger-cache sized the ledger's block cache, which is gone (controlplane/ledger,
+	// tableCompression): still accepted so that existing unit files start, with a warning.
+	f.String("ledger-cache", "", "ignored: the ledger reads its tables from the page cache")
+	_ = f.MarkDeprecated("ledger-cache", "the ledger has no block cache any more: it reads its tables from the page cache, which needs no setting (docs/operations.md); the flag is ignored")
 	f.StringVar(&memLimit, "memory-limit", "1GiB", "soft Go memory limit: near it the GC works harder instead of letting freed memory pile up (GOMEMLIMIT overrides; 0 disables)")
 	f.Uint64Var(&raftTune.SnapshotThreshold, "raft-snapshot-threshold", store.DefaultSnapshotThreshold, "raft log entries after which a snapshot of the whole ledger is taken")
 	f.DurationVar(&raftTune.SnapshotInterval, "raft-snapshot-interval", store.DefaultSnapshotInterval, "how often raft checks whether a snapshot is due")

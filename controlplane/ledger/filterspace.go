@@ -15,7 +15,7 @@ import (
 // back and evicted under memory pressure like Badger's own table files, instead of the
 // process's anonymous memory: what the ledger keeps per id held (4 to 6 bytes, docs/
 // operations.md) then no longer grows the heap or RssAnon with the dedup window, and a
-// node's memory is set by its flags (--ledger-cache, --memory-limit) rather than by how
+// node's memory is set by its configuration (--memory-limit) rather than by how
 // many events it holds. Without a directory (InMemory) or if mapping fails, blocks are
 // on the heap. A mapped filter is unmapped by a cleanup once the filter is unreachable;
 // readers keep the filter alive while they touch its blocks (runtime.KeepAlive).

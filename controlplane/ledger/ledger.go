@@ -36,6 +36,7 @@ import (
 	"time"
 
 	"github.com/dgraph-io/badger/v4"
+	"github.com/dgraph-io/badger/v4/options"
 
 	"github.com/crossdock/crossdock/internal/platform/mapadvise"
 
@@ -87,23 +88,10 @@ type Options struct {
 	Logger *slog.Logger
 	// InMemory keeps everything in memory (tests, scratch ledgers).
 	InMemory bool
-	// CacheBytes is the memory Badger may use for its block cache (data blocks read
-	// from tables); DefaultCacheBytes when 0. Table indexes and Bloom filters need no
-	// cache: Badger reads them in place from the table files it maps (page cache, not
-	// the process's anonymous memory), so Badger's IndexCacheSize, which only applies
-	// to encrypted tables, stays unset.
-	CacheBytes int64
 	// Archiver receives the events PRUNE_LEDGER removes, before they are deleted; nil
 	// archives nothing (prune.go).
 	Archiver Archiver
 }
-
-// DefaultCacheBytes is Options.CacheBytes when unset (crossdock server --ledger-cache).
-const DefaultCacheBytes = 64 << 20
-
-// MinCacheBytes is the smallest Options.CacheBytes accepted: a few MiB for the blocks
-// one read touches.
-const MinCacheBytes = 16 << 20
 
 // Ledger is the FSM state. Apply and Restore must not be called concurrently with each
 // other (the FSM calls them from one goroutine; the ledger serializes them anyway);
@@ -321,14 +309,26 @@ const (
 	numLevelZeroTables = 1
 )
 
+// The LSM tree's tables are written uncompressed and read with no block cache (what
+// agent/outbox does too): a read takes its block straight from the table's mapping,
+// which is page cache the kernel can drop, not the process's anonymous memory. A
+// block cache is mandatory with compression, and it held what the node had read in
+// the heap: after a restart the views read the whole log back, and a 16-million-event
+// node kept 17 MiB more of it than a 4-million one (docs/performance.md, nineteenth
+// session). The tables hold keys, value pointers and small records, so compression
+// saved little. Indexes and Bloom filters are read in place from the mappings too
+// (IndexCacheSize only applies to encrypted tables). Badger records each table's
+// compression in its manifest, so tables an earlier version compressed stay readable
+// (each read decompresses its block) until compaction rewrites them.
+//
+// They are variables only for TestCompressedTablesStillRead, which writes tables the
+// way earlier versions did.
+var (
+	tableCompression = options.None
+	tableBlockCache  = int64(0)
+)
+
 func (l *Ledger) openHandle(dir string) (*handle, error) {
-	if l.opts.CacheBytes != 0 && l.opts.CacheBytes < MinCacheBytes {
-		return nil, fmt.Errorf("ledger: cache budget of %d bytes is below the minimum of %d MiB; give at least that (crossdock server --ledger-cache)", l.opts.CacheBytes, MinCacheBytes>>20)
-	}
-	blockCache := l.opts.CacheBytes
-	if blockCache == 0 {
-		blockCache = DefaultCacheBytes
-	}
 	var o badger.Options
 	if dir == "" {
 		// In memory there is no value log: every value must be under the threshold.
@@ -340,7 +340,9 @@ func (l *Ledger) openHandle(dir string) (*handle, error) {
 					WithMemTableSize(memTableSize).
 					WithNumMemtables(numMemtables).
 					WithNumLevelZeroTables(numLevelZeroTables).
-					WithBlockCacheSize(blockCache).
+					WithCompression(tableCompression).
+					WithBlockCacheSize(tableBlockCache).
+					WithIndexCacheSize(0).
 					WithMetricsEnabled(false).
 					WithDetectConflicts(false). // Apply and Restore are serialized (applyMu)
 					WithLogger(badgerLogger{l.logger})

@@ -579,21 +579,6 @@ type SegmentStats struct {
 	Bytes, HeldBytes int64
 }
 
-// BlockCacheBytes is what Badger's block cache holds now (its cost: the blocks' bytes;
-// at most Options.CacheBytes, 0 for a ledger closed or restoring).
-func (l *Ledger) BlockCacheBytes() int64 {
-	h, err := l.acquire()
-	if err != nil {
-		return 0
-	}
-	defer l.release(h)
-	m := h.db.BlockCacheMetrics()
-	if m == nil {
-		return 0
-	}
-	return int64(m.CostAdded() - min(m.CostEvicted(), m.CostAdded()))
-}
-
 // Segments reports the ledger's segment files (all zero for a ledger closed or
 // restoring).
 func (l *Ledger) Segments() SegmentStats {

@@ -100,9 +100,6 @@ type Config struct {
 	// the stream before compression (DefaultSnapshotRate when 0; negative: as fast as
 	// it can). `crossdock snapshot save` is not throttled.
 	SnapshotRate int64
-	// LedgerCacheBytes is the ledger's Badger cache budget (ledger.Options.CacheBytes;
-	// ledger.DefaultCacheBytes when 0).
-	LedgerCacheBytes int64
 	// WALSegmentSize is the raft-wal segment file size (default 64 MiB). The log is
 	// truncated a whole segment at a time; tests use small segments to see truncation.
 	WALSegmentSize int
@@ -151,7 +148,7 @@ func Open(cfg Config) (*Store, error) {
 
 	s := &Store{cfg: cfg, logger: logger}
 	var err error
-	ledgerOpts := ledger.Options{Dir: filepath.Join(cfg.Dir, "ledger"), Logger: logger, CacheBytes: cfg.LedgerCacheBytes, Archiver: cfg.Archiver}
+	ledgerOpts := ledger.Options{Dir: filepath.Join(cfg.Dir, "ledger"), Logger: logger, Archiver: cfg.Archiver}
 	s.ledger, err = ledger.Open(ledgerOpts)
 	if errors.Is(err, ledger.ErrSegmentDamaged) {
 		// An OS crash or power loss lost log chunks written after the segments' last
