@@ -4,8 +4,8 @@
 // design), resident anonymous memory (RssAnon), the live Go heap (HeapAlloc right after
 // a garbage collection the sample asks for: what RssAnon holds that is in use; the
 // collector lets RssAnon grow to about twice it between collections), the age of the
-// earliest event held and the bytes of the segment files (all, and held by the log), and the p99
-// publish→commit latency of the load generator's batches (send → acknowledgement
+// earliest event held and the bytes of the segment files (all, and held by the log),
+// and the p99 publish→commit latency of the load generator's batches (send → acknowledgement
 // carrying a committed seq at or past the batch's last event). It prints the series and
 // the least-squares slope of each over the samples after -settle (the first retention
 // period: until then the ledger only grows), so flat means a slope near zero.

@@ -52,30 +52,38 @@ func newFilterSpace(ledgerDir string) (filterSpace, error) {
 
 // idFilter returns the ledger-wide filter, sized for at least filterMinCapacity ids.
 func (s filterSpace) idFilter(capacity int) *idFilter {
-	return s.filter(max(capacity, filterMinCapacity), 16, 11)
+	f, _ := s.filter(max(capacity, filterMinCapacity), 16, 11, 0)
+	return f
 }
 
-// runFilter returns the filter of a run of n ids.
-func (s filterSpace) runFilter(n int) *idFilter {
-	return s.filter(max(n, 1), runFilterBits, runFilterHashes)
+// runFilter returns the filter of a run of n ids, and extra bytes for the run's
+// directory (runDir): in the filter's mapping when it has one, so that the directory
+// too is page cache rather than heap, and stays mapped while the filter is reachable.
+func (s filterSpace) runFilter(n, extra int) (*idFilter, []byte) {
+	return s.filter(max(n, 1), runFilterBits, runFilterHashes, extra)
 }
 
 // A run's filter has 10 bits per id and 7 probes (about 1% false positives).
 const runFilterBits, runFilterHashes = 10, 7
 
-func (s filterSpace) filter(capacity, bitsPerID int, hashes uint32) *idFilter {
+func (s filterSpace) filter(capacity, bitsPerID int, hashes uint32, extra int) (*idFilter, []byte) {
 	nb := filterBlocks(capacity, bitsPerID)
 	if s.dir == "" || nb*64 < mappedFilterMin {
-		return newFilter(capacity, bitsPerID, hashes)
+		return newFilter(capacity, bitsPerID, hashes), make([]byte, extra)
 	}
-	mem, err := mapFilterFile(s.dir, nb*64)
+	mem, err := mapFilterFile(s.dir, nb*64+roundUp64(extra))
 	if err != nil {
-		return newFilter(capacity, bitsPerID, hashes) // the heap still works; only where the memory is counted differs
+		// The heap still works; only where the memory is counted differs.
+		return newFilter(capacity, bitsPerID, hashes), make([]byte, extra)
 	}
-	f := mappedFilter(mem, capacity, hashes)
+	f := mappedFilter(mem[:nb*64], capacity, hashes)
 	runtime.AddCleanup(f, unmapFilter, mem)
-	return f
+	return f, mem[nb*64 : nb*64+extra : nb*64+extra]
 }
+
+// roundUp64 rounds n up to a multiple of 64, so that what follows in a mapping starts
+// on a cache line (filter blocks must be 8-aligned).
+func roundUp64(n int) int { return (n + 63) &^ 63 }
 
 // mappedFilter is a filter whose blocks are mem (a multiple of 64 bytes, 8-aligned).
 func mappedFilter(mem []byte, capacity int, hashes uint32) *idFilter {
@@ -104,22 +112,26 @@ type filterSlab struct {
 // The part never handed out is never written, so it takes no memory.
 const runSlabBytes = 4 << 20
 
-func (c *runFilters) filter(n int) *idFilter {
+// filter is filterSpace.runFilter from the shared mappings: the filter of a run of n
+// ids, and extra bytes beside it for the run's directory.
+func (c *runFilters) filter(n, extra int) (*idFilter, []byte) {
 	capacity := max(n, 1)
-	size := filterBlocks(capacity, runFilterBits) * 64
-	if c.space.dir == "" || size < mappedFilterMin || size > runSlabBytes {
-		return c.space.runFilter(n)
+	fsize := filterBlocks(capacity, runFilterBits) * 64
+	size := fsize + roundUp64(extra)
+	if c.space.dir == "" || fsize < mappedFilterMin || size > runSlabBytes {
+		return c.space.runFilter(n, extra)
 	}
 	if c.slab == nil || len(c.slab.mem)-c.slab.used < size {
 		mem, err := mapFilterFile(c.space.dir, runSlabBytes)
 		if err != nil {
-			return c.space.runFilter(n)
+			return c.space.runFilter(n, extra)
 		}
 		c.slab = &filterSlab{mem: mem}
 		runtime.AddCleanup(c.slab, unmapFilter, mem)
 	}
-	f := mappedFilter(c.slab.mem[c.slab.used:c.slab.used+size], capacity, runFilterHashes)
+	at := c.slab.used
+	f := mappedFilter(c.slab.mem[at:at+fsize], capacity, runFilterHashes)
 	f.slab = c.slab
 	c.slab.used += size
-	return f
+	return f, c.slab.mem[at+fsize : at+fsize+extra : at+fsize+extra]
 }

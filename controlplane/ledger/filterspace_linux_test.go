@@ -7,6 +7,7 @@ import (
 	"strings"
 	"testing"
 	"time"
+	"unsafe"
 
 	"github.com/crossdock/crossdock/internal/testkit/testutil"
 )
@@ -23,6 +24,23 @@ func mappedFilters(t *testing.T, dir string) int {
 		dir = real // the kernel shows the resolved path
 	}
 	return strings.Count(string(b), filepath.Join(dir, filterDirName)+"/idfilter-")
+}
+
+// dirsBesideFilters checks that every run's directory of l is in its filter's mapping,
+// right after the filter's blocks (filterSpace.runFilter), not on the heap.
+func dirsBesideFilters(t *testing.T, l *Ledger) {
+	t.Helper()
+	runs := l.cur.post.runs
+	for _, r := range runs {
+		if r.dir.n == 0 {
+			t.Fatalf("run %d has an empty directory", r.last)
+		}
+		end := uintptr(unsafe.Pointer(&r.filter.blocks[0])) + uintptr(len(r.filter.blocks))*64
+		if at := uintptr(unsafe.Pointer(&r.dir.b[0])); at != end {
+			t.Fatalf("run %d: directory at %#x, not right after its filter's blocks (%#x)", r.last, at, end)
+		}
+	}
+	runtime.KeepAlive(runs)
 }
 
 // TestFiltersMappedOnDisk: a ledger on disk keeps its id filters (the ledger-wide one
@@ -50,6 +68,7 @@ func TestFiltersMappedOnDisk(t *testing.T) {
 	if n := mappedFilters(t, dir); n != 1+runs {
 		t.Fatalf("%d mapped filter files with %d runs, want %d", n, runs, 1+runs)
 	}
+	dirsBesideFilters(t, l)
 	checkIDs(t, l, k)
 	closeUnmapped(t, l, dir)
 
@@ -61,11 +80,13 @@ func TestFiltersMappedOnDisk(t *testing.T) {
 	if n := mappedFilters(t, dir); n != 2 {
 		t.Fatalf("%d mapped filter files after reopening with %d runs, want 2 (the ledger-wide filter and one for the runs)", n, runs)
 	}
+	dirsBesideFilters(t, l)
 	checkIDs(t, l, k)
 	k.add(flushSeqs+10, 500, skuKeys(100), l) // a run flushed after Open gets its own
 	if n := mappedFilters(t, dir); n != 3 {
 		t.Fatalf("%d mapped filter files after a flush since reopening, want 3", n)
 	}
+	dirsBesideFilters(t, l)
 	checkIDs(t, l, k)
 	closeUnmapped(t, l, dir)
 }

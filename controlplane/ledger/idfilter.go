@@ -44,7 +44,10 @@ var filterMinCapacity = 1 << 22
 func newIDFilter(capacity int) *idFilter { return filterSpace{}.idFilter(capacity) }
 
 // newRunFilter returns a run's filter on the heap (filterSpace.runFilter).
-func newRunFilter(n int) *idFilter { return filterSpace{}.runFilter(n) }
+func newRunFilter(n int) *idFilter {
+	f, _ := filterSpace{}.runFilter(n, 0)
+	return f
+}
 
 func newFilter(capacity, bitsPerID int, hashes uint32) *idFilter {
 	return &idFilter{seed: maphash.MakeSeed(), blocks: make([][8]uint64, filterBlocks(capacity, bitsPerID)), hashes: hashes, capacity: capacity}

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"runtime"
 	"slices"
 	"sort"
 	"strings"
@@ -43,7 +44,7 @@ const (
 // filter over its ids. Immutable once built.
 type idRun struct {
 	last   uint64
-	firsts []string
+	dir    runDir // in the filter's mapping when it has one: read it with the run kept alive
 	filter *idFilter
 	n      int   // ids in the run
 	at     int64 // unix nanos of the commit of its last event; 0 when unknown (written by layout 5)
@@ -115,6 +116,51 @@ func encodeRunDir(firsts []string) []byte {
 	return b
 }
 
+// runDir is a run's directory in memory: the first id key of each of its n blocks, laid
+// out for binary search in one byte slice, n+1 little-endian uint32 offsets and then
+// the keys back to back. On a ledger on disk the slice is beside the run's filter in
+// its mapping (filterSpace.runFilter), so like the filters it is page cache rather than
+// heap and does not grow the heap with the ids held; it stays mapped while the filter
+// is reachable, so a reader keeps the run alive (runtime.KeepAlive) until it is done
+// with the bytes.
+type runDir struct {
+	b []byte
+	n int
+}
+
+// runDirBytes is the size of the directory of keys.
+func runDirBytes(keys []string) int {
+	n := 4 * (len(keys) + 1)
+	for _, k := range keys {
+		n += len(k)
+	}
+	return n
+}
+
+// putRunDir lays keys (sorted) out in b, of runDirBytes(keys) bytes.
+func putRunDir(b []byte, keys []string) runDir {
+	base := 4 * (len(keys) + 1)
+	at := 0
+	for i, k := range keys {
+		binary.LittleEndian.PutUint32(b[4*i:], uint32(at))
+		at += copy(b[base+at:], k)
+	}
+	binary.LittleEndian.PutUint32(b[4*len(keys):], uint32(at))
+	return runDir{b: b, n: len(keys)}
+}
+
+// key is the first id key of block i.
+func (d runDir) key(i int) []byte {
+	base := 4 * (d.n + 1)
+	return d.b[base+int(binary.LittleEndian.Uint32(d.b[4*i:])) : base+int(binary.LittleEndian.Uint32(d.b[4*i+4:]))]
+}
+
+// block is the block whose first id is the last one <= k: the only one that can hold
+// k; -1 when k sorts before every block.
+func (d runDir) block(k []byte) int {
+	return sort.Search(d.n, func(i int) bool { return string(d.key(i)) > string(k) }) - 1
+}
+
 func decodeRunDir(v []byte) ([]string, error) {
 	var out []string
 	for len(v) > 0 {
@@ -136,17 +182,21 @@ func writeRun(tx *applyTxn, space filterSpace, last uint64, pending []map[string
 		n += len(m)
 	}
 	ids := sortedIDs(pending, n)
-	r := &idRun{last: last, filter: space.runFilter(len(ids)), n: len(ids)}
+	var firsts []string
 	for b := 0; b*runBlockIDs < len(ids); b++ {
 		blk := ids[b*runBlockIDs : min((b+1)*runBlockIDs, len(ids))]
-		r.firsts = append(r.firsts, blk[0].key)
+		firsts = append(firsts, blk[0].key)
 		if err := tx.put(runBlockKey(last, uint32(b)), encodeRunBlock(blk)); err != nil {
 			return nil, err
 		}
 	}
-	if err := tx.put(runDirKey(last), encodeRunDir(r.firsts)); err != nil {
+	if err := tx.put(runDirKey(last), encodeRunDir(firsts)); err != nil {
 		return nil, err
 	}
+	r := &idRun{last: last, n: len(ids)}
+	var dir []byte
+	r.filter, dir = space.runFilter(len(ids), runDirBytes(firsts))
+	r.dir = putRunDir(dir, firsts)
 	for _, id := range ids {
 		r.filter.addString(id.key)
 	}
@@ -262,11 +312,8 @@ func lookupRuns(txn *badger.Txn, runs []*idRun, k []byte) (seq uint64, ok bool, 
 		if r.filter.absent(k) {
 			continue
 		}
-		// The block whose first id is the last one <= k.
-		b := sort.SearchStrings(r.firsts, string(k))
-		if b == len(r.firsts) || r.firsts[b] != string(k) {
-			b--
-		}
+		b := r.dir.block(k)
+		runtime.KeepAlive(r) // r.dir is in r.filter's mapping
 		if b < 0 {
 			continue
 		}
@@ -317,19 +364,23 @@ func loadRuns(txn *badger.Txn, space filterSpace, all *idFilter) ([]*idRun, erro
 			return nil, fmt.Errorf("ledger: id run %d time: %w", r.last, err)
 		}
 		r.at = int64(at)
+		var firsts []string
 		err = it.Item().Value(func(v []byte) error {
 			var err error
-			r.firsts, err = decodeRunDir(v)
+			firsts, err = decodeRunDir(v)
 			return err
 		})
 		if err != nil {
 			return nil, fmt.Errorf("ledger: id run %d directory: %w", r.last, err)
 		}
+		r.dir.n = len(firsts) // eachID reads the blocks by number only
 		ids = ids[:0]
 		if err := r.eachID(txn, func(k []byte) { ids = append(ids, k) }); err != nil {
 			return nil, err
 		}
-		r.filter, r.n = filters.filter(len(ids)), len(ids)
+		var dir []byte
+		r.filter, dir = filters.filter(len(ids), runDirBytes(firsts))
+		r.dir, r.n = putRunDir(dir, firsts), len(ids)
 		hs = r.filter.addKeys(ids, hs)
 		hs = all.addKeys(ids, hs)
 		runs = append(runs, r)
@@ -339,7 +390,7 @@ func loadRuns(txn *badger.Txn, space filterSpace, all *idFilter) ([]*idRun, erro
 
 // eachID reads run r's blocks and calls fn with every id key.
 func (r *idRun) eachID(txn *badger.Txn, fn func(k []byte)) error {
-	for b := range r.firsts {
+	for b := range r.dir.n {
 		v, found, err := getValue(txn, runBlockKey(r.last, uint32(b)))
 		if err != nil || !found {
 			return fmt.Errorf("ledger: id run %d block %d missing or unreadable: %v", r.last, b, err)

@@ -7,6 +7,7 @@ import (
 	"math"
 	"math/rand/v2"
 	"slices"
+	"sort"
 	"strings"
 	"testing"
 
@@ -145,6 +146,44 @@ func TestIDLookupsDuringFlushes(t *testing.T) {
 	}, func() { k.add(3*flushSeqs, 500, skuKeys(40), l) })
 }
 
+// checkRunDir lays keys out as a run's in-memory directory and checks that it gives
+// each key back and, for sorted keys, finds the block that can hold each key, v and a
+// few others as a search of the keys as strings does.
+func checkRunDir(t *testing.T, keys []string, v []byte) {
+	t.Helper()
+	d := putRunDir(make([]byte, runDirBytes(keys)), keys)
+	if d.n != len(keys) {
+		t.Fatalf("directory of %d keys has %d", len(keys), d.n)
+	}
+	for i, k := range keys {
+		if string(d.key(i)) != k {
+			t.Fatalf("key %d: %q, want %q", i, d.key(i), k)
+		}
+	}
+	if !slices.IsSorted(keys) {
+		return
+	}
+	probes := append(slices.Clone(keys), string(v), "", "\xff")
+	for _, k := range keys {
+		probes = append(probes, k+"\x00", k[:len(k)/2])
+	}
+	for _, k := range probes {
+		want := sort.SearchStrings(keys, k)
+		if want == len(keys) || keys[want] != k {
+			want--
+		}
+		if got := d.block([]byte(k)); got != want {
+			t.Fatalf("block(%q) = %d, want %d (keys %q)", k, got, want, keys)
+		}
+	}
+}
+
+func TestRunDir(t *testing.T) {
+	checkRunDir(t, nil, nil)
+	checkRunDir(t, []string{"i/b"}, nil)
+	checkRunDir(t, []string{"i/a", "i/ab", "i/b", "i/zz"}, []byte("i/aa"))
+}
+
 func FuzzDecodeRunBlock(f *testing.F) {
 	f.Add(encodeRunBlock([]runID{{"i/a", 1}, {"i/b", 300}}))
 	f.Add(encodeRunDir([]string{"i/a", "i/zz"}))
@@ -168,6 +207,7 @@ func FuzzDecodeRunBlock(f *testing.F) {
 			if got, err := decodeRunDir(encodeRunDir(d)); err != nil || !slices.Equal(got, d) {
 				t.Fatalf("directory round trip: %v, %q vs %q", err, got, d)
 			}
+			checkRunDir(t, d, v)
 		}
 	})
 }

@@ -491,8 +491,8 @@ func applyPruneLedger(tx *applyTxn, cmd *storev1.Command) (any, error) {
 		if r.last >= dedup {
 			break
 		}
-		n := len(r.firsts) + 2
-		size := len(prefixRunDir) + len(prefixRunTime) + 16 + len(r.firsts)*(len(prefixRun)+12)
+		n := r.dir.n + 2
+		size := len(prefixRunDir) + len(prefixRunTime) + 16 + r.dir.n*(len(prefixRun)+12)
 		if !tx.fits(n, size) {
 			res.More = true
 			break
@@ -526,7 +526,7 @@ func applyPruneLedger(tx *applyTxn, cmd *storev1.Command) (any, error) {
 		}
 	}
 	for _, r := range p.runs[:dropRuns] {
-		for b := range r.firsts {
+		for b := range r.dir.n {
 			if err := tx.del(runBlockKey(r.last, uint32(b))); err != nil {
 				return nil, err
 			}
