@@ -413,7 +413,9 @@ func TestListedPrunesWaitForEveryNode(t *testing.T) {
 	// state ingests a batch (so that there is always something to prune), then reads
 	// from the leader its crossdock_retention_compact_listed_events (-1: the last
 	// prune compacted every key it removed), its low-water mark, and from its cluster
-	// status whether node-3 has reported its disk and which nodes run an older build.
+	// status whether both followers have reported their disk (and so their features:
+	// a leader names a node that has not reported to it yet, in its term, as on an
+	// older build) and which nodes run an older build.
 	next := 1
 	type leaderState struct {
 		leader   string
@@ -435,22 +437,29 @@ func TestListedPrunesWaitForEveryNode(t *testing.T) {
 		}
 		v, ok := value(scrape(t, l.MetricsAddr()), "crossdock_retention_compact_listed_events", nil)
 		s := leaderState{leader: l.Config.NodeID, listed: v, low: lowWater(l), older: st.Msg.GetOlderBuilds()}
+		followers := 0
 		for _, p := range st.Msg.GetPeers() {
-			s.reported = s.reported || p.GetId() == "node-3" && p.GetDiskFreeBytes() > 0
+			if p.GetId() != l.Config.NodeID && p.GetDiskFreeBytes() > 0 {
+				followers++
+			}
 		}
+		s.reported = followers == len(c.Nodes)-1
 		return s, ok
 	}
 
-	// Once node-3 has reported to the leader, the leader names it, and the mark moves
-	// past four more prunes, none of which lists.
+	// Once both followers have reported to the leader, it names node-3 alone, and the
+	// mark moves past four more prunes, none of which lists.
 	var marks []uint64
-	controlplanetest.WaitFor(t, 90*time.Second, "four prunes after node-3, on the older build, reported", func() bool {
+	controlplanetest.WaitFor(t, 90*time.Second, "four prunes after every node, node-3 on the older build, reported", func() bool {
 		s, ok := state()
 		if !ok || !s.reported || s.leader == "node-3" { // node-3 leading would list nothing itself
 			return false
 		}
+		if !slices.Contains(s.older, "node-3") {
+			t.Fatalf("the leader's status names %v as on an older build, without node-3", s.older)
+		}
 		if !slices.Equal(s.older, []string{"node-3"}) {
-			t.Fatalf("the leader's status names %v as on an older build, want [node-3]", s.older)
+			return false // a node of this build that has not reported in the leader's term yet
 		}
 		if len(marks) > 0 && s.listed != -1 {
 			t.Fatalf("a prune listed %v events while node-3 cannot apply a list", s.listed)

@@ -20,6 +20,9 @@ type Cluster struct {
 	t      testing.TB
 	Nodes  []*Server
 	Faults *Faults
+	// adminConfig is the first node's admin config: only a bootstrapping node writes
+	// one, and every node's Admin uses it, aimed at that node.
+	adminConfig string
 }
 
 // TestCluster starts n nodes: the first bootstraps, the others join with server tokens
@@ -44,6 +47,7 @@ func TestCluster(t testing.TB, n int, cb func(i int, c *controlplane.Config)) *C
 	}
 	first := TestServer(t, tune(0))
 	c.Nodes = append(c.Nodes, first)
+	c.adminConfig = first.AdminConfigPath()
 	for i := 1; i < n; i++ {
 		res, err := first.Admin.CreateToken(context.Background(), connect.NewRequest(&adminv1.CreateTokenRequest{
 			Kind: adminv1.TokenKind_TOKEN_KIND_SERVER, Ttl: durationpb.New(time.Minute),
@@ -57,7 +61,9 @@ func TestCluster(t testing.TB, n int, cb func(i int, c *controlplane.Config)) *C
 			cfg.Join = []string{first.Addr()}
 			cfg.JoinToken = res.Msg.GetToken()
 		}
-		c.Nodes = append(c.Nodes, startServer(t, join, false))
+		s := startServer(t, join, false)
+		s.Admin = adminClientAt(t, c.adminConfig, s.Addr())
+		c.Nodes = append(c.Nodes, s)
 	}
 	c.WaitVoters(n)
 	return c
@@ -131,6 +137,7 @@ func (c *Cluster) Restart(i int) *Server {
 	old := c.Nodes[i]
 	cfg := old.Config
 	s := startServer(c.t, func(nc *controlplane.Config) { *nc = cfg }, false)
+	s.Admin = adminClientAt(c.t, c.adminConfig, s.Addr())
 	c.Nodes[i] = s
 	return s
 }

@@ -33,6 +33,8 @@ func FastRaft(c *store.Config) {
 type Server struct {
 	*controlplane.Server
 	Config controlplane.Config
+	// Admin calls this node's admin API (nil for a TestServer started without an admin
+	// config; a TestCluster gives every node one, joined and restarted nodes too).
 	Admin  adminv1connect.AdminServiceClient
 	cancel context.CancelFunc
 	done   chan error
@@ -126,9 +128,19 @@ func (s *Server) Stop() {
 // AdminClient returns an admin API client from an admin config file.
 func AdminClient(t testing.TB, path string) adminv1connect.AdminServiceClient {
 	t.Helper()
+	return adminClientAt(t, path, "")
+}
+
+// adminClientAt is AdminClient aimed at the node listening on addr alone (the config's
+// own nodes when addr is ""), so that a test reads that node's answers.
+func adminClientAt(t testing.TB, path, addr string) adminv1connect.AdminServiceClient {
+	t.Helper()
 	c, err := cliconfig.Load(path)
 	if err != nil {
 		t.Fatalf("load admin config: %v", err)
+	}
+	if addr != "" {
+		c.Addr, c.Addrs = addr, nil
 	}
 	client, closeFn, err := c.AdminClient()
 	if err != nil {

@@ -136,6 +136,7 @@ func checkKeyOrder(t *testing.T, reqs []samplemarket.Request, atFailover uint64)
 	t.Helper()
 	high := map[string]uint64{}   // sku -> highest seq received
 	bodies := map[string]string{} // event id -> the message as first received
+	first := map[string]int{}     // event id -> the request it first came in
 	for i, r := range reqs {
 		for _, msg := range r.Messages {
 			p := received(t, []samplemarket.Request{{ID: r.ID, Messages: []samplemarket.Message{msg}}})[0]
@@ -151,10 +152,13 @@ func checkKeyOrder(t *testing.T, reqs []samplemarket.Request, atFailover uint64)
 			case prev != string(msg.Raw):
 				t.Fatalf("request %d: event %s (seq %d) sent again with another body:\n%s\nfirst:\n%s", i, p.ID, p.Seq, msg.Raw, prev)
 			case p.Seq < atFailover:
-				t.Fatalf("request %d: %s seq %d repeated after seq %d, below the cursor %d committed at failover", i, p.SKU, p.Seq, high[p.SKU], atFailover)
+				f := reqs[first[p.ID]]
+				t.Fatalf("request %d: %s seq %d repeated after seq %d, below the cursor %d committed at failover (first in request %d at %s, status %d; again at %s, status %d)",
+					i, p.SKU, p.Seq, high[p.SKU], atFailover, first[p.ID], f.At.Format(time.RFC3339Nano), f.Status, r.At.Format(time.RFC3339Nano), r.Status)
 			}
 			if !repeat {
 				bodies[p.ID] = string(msg.Raw)
+				first[p.ID] = i
 			}
 		}
 	}
