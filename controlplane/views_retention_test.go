@@ -47,12 +47,21 @@ func TestViewsAfterPrune(t *testing.T) {
 		}
 		return true
 	})
-	// The prunes listed the events they compacted (the leader followed the log, and
-	// the a1 levels' SKUs recur, so most of their pruned events needed no record): the
-	// views rebuilt below start from a base written that way.
-	if cs := c.WaitLeader(nil).Pruner().CompactStats(); !cs.Listed || cs.KeysFollowed == 0 {
-		t.Fatalf("the leader's last prune did not list its compacted events: %+v", cs)
-	}
+	// The prunes list the events they compacted (the leader follows the log, and the
+	// a1 levels' SKUs recur, so most of their pruned events need no record): the views
+	// rebuilt below start from a base written that way. Right after an election a
+	// leader's prunes compact every key until each follower has reported its build in
+	// the new term (a few seconds), so wait for a listed one, giving each prune
+	// something to remove.
+	next := 18001
+	controlplanetest.WaitFor(t, 60*time.Second, "a prune that listed its compacted events", func() bool {
+		if cs := c.WaitLeader(nil).Pruner().CompactStats(); cs.Listed && cs.KeysFollowed > 0 {
+			return true
+		}
+		ingestOnLeader(t, c, "a1", next, 2000)
+		next += 2000
+		return false
+	})
 	if _, _, err := c.Nodes[0].Store().Ledger().EventByID("erp-1"); !errors.Is(err, ledger.ErrPruned) {
 		t.Fatalf("EventByID of a pruned event: %v, want ErrPruned", err)
 	}
